@@ -1,0 +1,185 @@
+import { once } from 'node:events'
+import test from 'ava'
+
+import { ReconnectingWebSocket, clientStats, type RedialError } from '../index.js'
+import { Recorder, acceptUpgrade, quiescent, rawServer, refusedPort, wsServer } from './helpers.js'
+
+test.serial('connects, exchanges text and binary both ways, and counts it', async (t) => {
+  const received: Array<{ data: string; binary: boolean }> = []
+  const peer = await wsServer((socket) => {
+    socket.on('message', (data, isBinary) => received.push({ data: data.toString('hex'), binary: isBinary }))
+    socket.send('hello')
+    socket.send(Buffer.from([1, 2, 3]))
+  })
+  const client = new ReconnectingWebSocket(peer.url)
+  t.is(client.state, 'connecting')
+  const messages: Array<[string | Buffer, boolean]> = []
+  client.on('message', (data, isBinary) => messages.push([data, isBinary]))
+  await once(client, 'open')
+  t.is(client.state, 'open')
+  client.send('text')
+  client.send(Buffer.from([9]))
+  client.send(new Uint16Array([0x0102]))
+  client.send(new Uint8Array([5, 6, 7]).buffer)
+  while (messages.length < 2) await once(client, 'message')
+  t.deepEqual(messages[0], ['hello', false])
+  t.true(Buffer.isBuffer(messages[1][0]))
+  t.deepEqual([...(messages[1][0] as Buffer)], [1, 2, 3])
+  t.true(messages[1][1])
+  const socket = [...peer.sockets][0]
+  while (received.length < 4) await once(socket, 'message')
+  t.deepEqual(received, [
+    { data: Buffer.from('text').toString('hex'), binary: false },
+    { data: '09', binary: true },
+    { data: Buffer.from(new Uint16Array([0x0102]).buffer).toString('hex'), binary: true },
+    { data: '050607', binary: true },
+  ])
+  const m = client.metrics
+  t.is(m.connectAttempts, 1)
+  t.is(m.connects, 1)
+  t.is(m.messagesReceived, 2)
+  t.is(m.bytesReceived, 5 + 3)
+  t.is(m.messagesSent, 4)
+  t.is(m.bytesSent, 4 + 1 + 2 + 3)
+  t.is(m.pendingReconnects, 0)
+  t.is(clientStats().openConnections, 1)
+  await client.disconnect()
+  t.is(client.state, 'closed')
+  await quiescent()
+  await peer.close()
+})
+
+test.serial('the close event carries the server code and reason, then a reconnect is scheduled', async (t) => {
+  const peer = await wsServer((socket, p) => {
+    if (p.accepted === 1) socket.close(4001, 'go away')
+  })
+  const client = new ReconnectingWebSocket(peer.url, { minDelay: 10, maxDelay: 10, jitter: 'none' })
+  const states: string[] = []
+  client.on('close', () => states.push(client.state))
+  const r = new Recorder(client)
+  const close = await r.next('close')
+  t.deepEqual(close, { code: 4001, reason: 'go away', wasClean: true, willReconnect: true })
+  t.deepEqual(states, ['reconnecting'])
+  t.deepEqual(await r.next('reconnecting'), { attempt: 1, delay: 10 })
+  await r.next('open')
+  await r.next('open')
+  t.is(client.metrics.reconnects, 1)
+  t.is(client.metrics.connects, 2)
+  await client.disconnect(4000, 'done')
+  await quiescent()
+  await peer.close()
+})
+
+test.serial('send() while not open throws ERR_NOT_OPEN; bad data throws ERR_INVALID_ARG_TYPE', async (t) => {
+  const client = new ReconnectingWebSocket('ws://127.0.0.1:9/', { startClosed: true })
+  t.is(client.state, 'closed')
+  const e = t.throws(() => client.send('x')) as RedialError
+  t.is(e.code, 'ERR_NOT_OPEN')
+  for (const bad of [42, null, undefined, {}, [1, 2]]) {
+    const err = t.throws(() => client.send(bad as never), { instanceOf: TypeError }) as RedialError
+    t.is(err.code, 'ERR_INVALID_ARG_TYPE')
+  }
+})
+
+test.serial('failed attempts report coded errors: refused, HTTP rejection, timeout', async (t) => {
+  const port = await refusedPort()
+  const refused = new ReconnectingWebSocket(`ws://127.0.0.1:${port}/`, { minDelay: 60_000 })
+  const r = new Recorder(refused)
+  const e1 = await r.next('error')
+  t.is(e1.code, 'ERR_CONNECT')
+  t.deepEqual(r.log.map((e) => e.name).slice(0, 2), ['error', 'close'], 'error comes before close')
+  const c1 = await r.next('close')
+  t.is(c1.code, 1006)
+  t.false(c1.wasClean)
+  t.true(c1.willReconnect)
+  await refused.disconnect()
+
+  const http = await rawServer((s) => s.once('data', () => s.end('HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n')))
+  const rejected = new ReconnectingWebSocket(http.url, { minDelay: 60_000 })
+  const [e2] = await once(rejected, 'error')
+  t.is(e2.code, 'ERR_HANDSHAKE')
+  t.is(e2.status, 404)
+  await rejected.disconnect()
+  await http.close()
+
+  const silent = await rawServer(() => {})
+  const slow = new ReconnectingWebSocket(silent.url, { minDelay: 60_000, connectTimeout: 100 })
+  const [e3] = await once(slow, 'error')
+  t.is(e3.code, 'ERR_CONNECT_TIMEOUT')
+  await slow.disconnect()
+  t.is(silent.accepted, 1)
+  await silent.close()
+  await quiescent()
+})
+
+test.serial('an error nobody listens to does not crash the process', async (t) => {
+  const port = await refusedPort()
+  const client = new ReconnectingWebSocket(`ws://127.0.0.1:${port}/`, { minDelay: 1, maxDelay: 5 })
+  const r = new Recorder(client, ['reconnecting'])
+  t.is(client.listenerCount('error'), 0)
+  for (let i = 0; i < 3; i++) await r.next('reconnecting')
+  t.true(client.metrics.connectionErrors >= 3)
+  await client.disconnect()
+  await quiescent()
+})
+
+test.serial('a server close without reason and an abrupt drop are told apart', async (t) => {
+  const peer = await rawServer((socket) =>
+    acceptUpgrade(socket, (s) => {
+      // A close frame with no payload (1005), then an abrupt reset on the next connection.
+      if (peer.accepted === 1) s.write(Buffer.from([0x88, 0x00]))
+      else s.destroy()
+    }),
+  )
+  const client = new ReconnectingWebSocket(peer.url, { minDelay: 5, maxDelay: 5, closeTimeout: 200 })
+  const r = new Recorder(client)
+  const first = await r.next('close')
+  t.is(first.code, 1005)
+  t.true(first.wasClean)
+  const second = await r.next('close')
+  t.is(second.code, 1006)
+  t.false(second.wasClean)
+  await client.disconnect()
+  await peer.close()
+  await quiescent()
+})
+
+test('bad input gets a synchronous error with a code', (t) => {
+  const cases: Array<[unknown, unknown, string, new (...a: never[]) => Error]> = [
+    ['not a url', undefined, 'ERR_INVALID_URL', SyntaxError],
+    ['ftp://127.0.0.1/', undefined, 'ERR_INVALID_URL_SCHEME', SyntaxError],
+    ['ws://127.0.0.1/#frag', undefined, 'ERR_INVALID_URL', SyntaxError],
+    [42, undefined, 'ERR_INVALID_ARG_TYPE', TypeError],
+    ['ws://127.0.0.1/', { minDelay: -1 }, 'ERR_OUT_OF_RANGE', RangeError],
+    ['ws://127.0.0.1/', { minDelay: '5' }, 'ERR_INVALID_ARG_TYPE', TypeError],
+    ['ws://127.0.0.1/', { maxDelay: NaN }, 'ERR_OUT_OF_RANGE', RangeError],
+    ['ws://127.0.0.1/', { minDelay: 100, maxDelay: 50 }, 'ERR_OUT_OF_RANGE', RangeError],
+    ['ws://127.0.0.1/', { factor: 0.5 }, 'ERR_OUT_OF_RANGE', RangeError],
+    ['ws://127.0.0.1/', { jitter: 'some' }, 'ERR_OUT_OF_RANGE', RangeError],
+    ['ws://127.0.0.1/', { maxRetries: 1.5 }, 'ERR_OUT_OF_RANGE', RangeError],
+    ['ws://127.0.0.1/', { connectTimeout: 0 }, 'ERR_OUT_OF_RANGE', RangeError],
+    ['ws://127.0.0.1/', { startClosed: 'yes' }, 'ERR_INVALID_ARG_TYPE', TypeError],
+    ['ws://127.0.0.1/', { minDelai: 5 }, 'ERR_UNKNOWN_OPTION', TypeError],
+    ['ws://127.0.0.1/', 'fast', 'ERR_INVALID_ARG_TYPE', TypeError],
+  ]
+  const before = clientStats().liveClients
+  for (const [url, options, code, type] of cases) {
+    const err = t.throws(() => new ReconnectingWebSocket(url as string, options as never), { instanceOf: type }) as RedialError
+    t.is(err.code, code, `${String(url)} ${JSON.stringify(options)}`)
+  }
+  t.is(clientStats().liveClients, before, 'no native client was created for bad input')
+  const ok = new ReconnectingWebSocket('http://127.0.0.1:1/x', { startClosed: true })
+  t.is(ok.url, 'ws://127.0.0.1:1/x')
+})
+
+test('disconnect() validates code and reason like browsers do', async (t) => {
+  const client = new ReconnectingWebSocket('ws://127.0.0.1:1/', { startClosed: true })
+  for (const code of [999, 1001, 1005, 2999, 5000, 1000.5]) {
+    const err = t.throws(() => client.disconnect(code), { instanceOf: RangeError }) as RedialError
+    t.is(err.code, 'ERR_INVALID_CLOSE_CODE')
+  }
+  const err = t.throws(() => client.disconnect(1000, 'é'.repeat(62)), { instanceOf: SyntaxError }) as RedialError
+  t.is(err.code, 'ERR_INVALID_CLOSE_REASON')
+  await client.disconnect(3000, 'x'.repeat(123))
+  t.is(client.state, 'closed')
+})

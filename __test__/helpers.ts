@@ -1,0 +1,203 @@
+// Real peers on 127.0.0.1 for the tests: the `ws` server and raw `net` servers.
+import { createHash } from 'node:crypto'
+import { once } from 'node:events'
+import net from 'node:net'
+import { setImmediate as tick, setTimeout as delay } from 'node:timers/promises'
+import { WebSocketServer, type WebSocket } from 'ws'
+
+import { clientStats } from '../index.js'
+
+export interface Peer {
+  port: number
+  url: string
+  close(): Promise<void>
+}
+
+export interface WsPeer extends Peer {
+  wss: WebSocketServer
+  /** Connections accepted so far. */
+  accepted: number
+  /** Connections open right now, and the most that were ever open at once. */
+  concurrent: number
+  maxConcurrent: number
+  sockets: Set<WebSocket>
+  nextConnection(): Promise<WebSocket>
+}
+
+export async function wsServer(onConnection?: (socket: WebSocket, peer: WsPeer) => void, port = 0): Promise<WsPeer> {
+  const wss = new WebSocketServer({ host: '127.0.0.1', port })
+  await once(wss, 'listening')
+  const address = wss.address() as net.AddressInfo
+  const peer: WsPeer = {
+    wss,
+    port: address.port,
+    url: `ws://127.0.0.1:${address.port}/`,
+    accepted: 0,
+    concurrent: 0,
+    maxConcurrent: 0,
+    sockets: new Set(),
+    nextConnection: () => once(wss, 'connection').then(([s]) => s as WebSocket),
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const s of peer.sockets) s.terminate()
+        wss.close(() => resolve())
+      }),
+  }
+  wss.on('connection', (socket) => {
+    peer.accepted++
+    peer.concurrent++
+    peer.maxConcurrent = Math.max(peer.maxConcurrent, peer.concurrent)
+    peer.sockets.add(socket)
+    socket.on('close', () => {
+      peer.concurrent--
+      peer.sockets.delete(socket)
+    })
+    onConnection?.(socket, peer)
+  })
+  return peer
+}
+
+export interface RawPeer extends Peer {
+  server: net.Server
+  accepted: number
+  sockets: Set<net.Socket>
+}
+
+/** A raw TCP server: `onSocket` decides how to misbehave. */
+export async function rawServer(onSocket: (socket: net.Socket) => void, port = 0): Promise<RawPeer> {
+  const server = net.createServer()
+  const peer: RawPeer = {
+    server,
+    port: 0,
+    url: '',
+    accepted: 0,
+    sockets: new Set(),
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const s of peer.sockets) s.destroy()
+        server.close(() => resolve())
+      }),
+  }
+  server.on('connection', (socket) => {
+    peer.accepted++
+    peer.sockets.add(socket)
+    socket.on('close', () => peer.sockets.delete(socket))
+    socket.on('error', () => {})
+    onSocket(socket)
+  })
+  server.listen(port, '127.0.0.1')
+  await once(server, 'listening')
+  peer.port = (server.address() as net.AddressInfo).port
+  peer.url = `ws://127.0.0.1:${peer.port}/`
+  return peer
+}
+
+/** Completes a WebSocket upgrade on a raw socket, then hands it over. */
+export function acceptUpgrade(socket: net.Socket, then: (socket: net.Socket) => void): void {
+  let head = ''
+  const onData = (chunk: Buffer) => {
+    head += chunk.toString('latin1')
+    if (!head.includes('\r\n\r\n')) return
+    socket.off('data', onData)
+    const key = /sec-websocket-key: *(.*)\r\n/i.exec(head)?.[1] ?? ''
+    const accept = createHash('sha1')
+      .update(key + '258EAFA5-E914-47DA-95CA-C5AB0DC85B11')
+      .digest('base64')
+    socket.write(
+      'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n' +
+        `Sec-WebSocket-Accept: ${accept}\r\n\r\n`,
+    )
+    then(socket)
+  }
+  socket.on('data', onData)
+}
+
+/** A port that refuses connections (bound, then closed). */
+export async function refusedPort(): Promise<number> {
+  const server = net.createServer().listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  const port = (server.address() as net.AddressInfo).port
+  await new Promise((r) => server.close(r))
+  return port
+}
+
+/** Waits until `cond()` holds, polling; fails with `what` after `ms`. For counters that have no event. */
+export async function until(cond: () => boolean, what: string, ms = 5_000): Promise<void> {
+  const deadline = Date.now() + ms
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for: ${what}`)
+    await delay(5)
+  }
+}
+
+/** Forces full collections until `cond()` holds (finalizers run a tick after the GC). */
+export async function collectUntil(cond: () => boolean, what: string, rounds = 200): Promise<void> {
+  const gc = (globalThis as { gc?: () => void }).gc
+  if (!gc) throw new Error('run with --expose-gc')
+  for (let i = 0; i < rounds; i++) {
+    if (cond()) return
+    gc()
+    await tick()
+    await delay(5)
+  }
+  if (!cond()) throw new Error(`not collected after ${rounds} GC rounds: ${what}`)
+}
+
+export function forceGc(): void {
+  ;(globalThis as { gc?: () => void }).gc?.()
+}
+
+/** Everything process-wide that must return to zero once clients are disconnected. */
+export async function quiescent(): Promise<void> {
+  await until(() => {
+    const s = clientStats()
+    return s.openConnections === 0 && s.pendingReconnects === 0 && s.runningTasks === 0 && s.pendingAttempts === 0
+  }, `stats back to zero: ${JSON.stringify(clientStats())}`)
+}
+
+/**
+ * Records every event of an emitter from the start. Several events can arrive
+ * in one native batch, synchronously, so awaiting `once()` one after another
+ * would miss the later ones; `next()` consumes them in order instead.
+ */
+export class Recorder {
+  readonly log: Array<{ name: string; args: unknown[] }> = []
+  #read = new Map<string, number>()
+  #wake: (() => void) | null = null
+
+  constructor(emitter: NodeJS.EventEmitter, names = ['open', 'message', 'close', 'reconnecting', 'error', 'giveup']) {
+    for (const name of names) {
+      emitter.on(name, (...args: unknown[]) => {
+        this.log.push({ name, args })
+        this.#wake?.()
+      })
+    }
+  }
+
+  count(name: string): number {
+    return this.log.filter((e) => e.name === name).length
+  }
+
+  /** The first argument of the next not-yet-consumed `name` event, waiting for it if needed. */
+  async next<T = any>(name: string, ms = 10_000): Promise<T> {
+    const deadline = Date.now() + ms
+    for (;;) {
+      const seen = this.#read.get(name) ?? 0
+      const events = this.log.filter((e) => e.name === name)
+      if (events.length > seen) {
+        this.#read.set(name, seen + 1)
+        return events[seen].args[0] as T
+      }
+      const left = deadline - Date.now()
+      if (left <= 0) throw new Error(`no '${name}' event within ${ms} ms; log: ${this.log.map((e) => e.name).join(',')}`)
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, left)
+        this.#wake = () => {
+          clearTimeout(timer)
+          resolve()
+        }
+      })
+      this.#wake = null
+    }
+  }
+}

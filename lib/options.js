@@ -1,0 +1,112 @@
+'use strict'
+// Validation of everything the user passes, with defaults. Errors are thrown
+// synchronously, with Node-style codes: TypeError/ERR_INVALID_ARG_TYPE for a
+// wrong type, RangeError/ERR_OUT_OF_RANGE for a bad value,
+// ERR_UNKNOWN_OPTION for a name we do not know (typos are not ignored).
+
+const { makeError } = require('./errors')
+
+const DEFAULTS = Object.freeze({
+  minDelay: 250,
+  maxDelay: 30_000,
+  factor: 2,
+  jitter: 'full',
+  maxRetries: Infinity,
+  minUptime: 5_000,
+  connectTimeout: 10_000,
+  closeTimeout: 2_000,
+  maxPayload: 64 * 1024 * 1024,
+  startClosed: false,
+})
+
+const JITTERS = ['full', 'equal', 'none']
+
+function typeError(name, expected, value) {
+  const got = value === null ? 'null' : Array.isArray(value) ? 'an array' : `type ${typeof value}`
+  return makeError('ERR_INVALID_ARG_TYPE', `The "${name}" option must be ${expected}. Received ${got}`, TypeError)
+}
+
+function rangeError(name, expected, value) {
+  return makeError('ERR_OUT_OF_RANGE', `The "${name}" option must be ${expected}. Received ${String(value)}`, RangeError)
+}
+
+function number(opts, name, { min = 0, integer = false, allowInfinity = false, minExclusive = false } = {}) {
+  const v = opts[name]
+  if (v === undefined) return DEFAULTS[name]
+  if (typeof v !== 'number') throw typeError(name, 'a number', v)
+  const what = `${integer ? 'an integer' : 'a number'} ${minExclusive ? '>' : '>='} ${min}${allowInfinity ? ' or Infinity' : ''}`
+  if (Number.isNaN(v) || (v === Infinity ? !allowInfinity : !Number.isFinite(v))) throw rangeError(name, what, v)
+  if (minExclusive ? v <= min : v < min) throw rangeError(name, what, v)
+  if (integer && v !== Infinity && !Number.isInteger(v)) throw rangeError(name, what, v)
+  return v
+}
+
+/** Validates `options`; returns the native options and the JS-only ones. */
+function parseOptions(options) {
+  if (options === undefined || options === null) options = {}
+  if (typeof options !== 'object' || Array.isArray(options)) throw typeError('options', 'an object', options)
+  for (const key of Object.keys(options)) {
+    if (!(key in DEFAULTS)) {
+      throw makeError('ERR_UNKNOWN_OPTION', `Unknown option "${key}" (known options: ${Object.keys(DEFAULTS).join(', ')})`, TypeError)
+    }
+  }
+  const minDelay = number(options, 'minDelay')
+  // An explicit minDelay above the default cap raises the cap rather than failing.
+  const maxDelay = options.maxDelay === undefined ? Math.max(DEFAULTS.maxDelay, minDelay) : number(options, 'maxDelay', { allowInfinity: true })
+  if (maxDelay < minDelay) throw rangeError('maxDelay', `>= minDelay (${minDelay})`, maxDelay)
+  const factor = number(options, 'factor', { min: 1 })
+  const jitter = options.jitter === undefined ? DEFAULTS.jitter : options.jitter
+  if (typeof jitter !== 'string') throw typeError('jitter', "one of 'full', 'equal', 'none'", jitter)
+  if (!JITTERS.includes(jitter)) throw rangeError('jitter', "one of 'full', 'equal', 'none'", jitter)
+  const startClosed = options.startClosed === undefined ? false : options.startClosed
+  if (typeof startClosed !== 'boolean') throw typeError('startClosed', 'a boolean', startClosed)
+  const native = {
+    minDelay,
+    maxDelay,
+    factor,
+    jitter,
+    maxRetries: number(options, 'maxRetries', { integer: true, allowInfinity: true }),
+    minUptime: number(options, 'minUptime'),
+    connectTimeout: number(options, 'connectTimeout', { min: 0, minExclusive: true }),
+    closeTimeout: number(options, 'closeTimeout', { min: 0, minExclusive: true }),
+    maxPayload: number(options, 'maxPayload', { min: 1, integer: true }),
+  }
+  return { native, startClosed }
+}
+
+/** Parses and normalises the URL like `ws` does (http(s) → ws(s)); returns its string form. */
+function parseUrl(url) {
+  if (url instanceof URL) url = url.href
+  if (typeof url !== 'string') {
+    throw makeError('ERR_INVALID_ARG_TYPE', `The "url" argument must be a string or a URL. Received ${typeof url}`, TypeError)
+  }
+  let parsed
+  try {
+    parsed = new URL(url)
+  } catch {
+    throw makeError('ERR_INVALID_URL', `Invalid URL: ${url}`, SyntaxError)
+  }
+  if (parsed.protocol === 'http:') parsed.protocol = 'ws:'
+  else if (parsed.protocol === 'https:') parsed.protocol = 'wss:'
+  if (parsed.protocol !== 'ws:' && parsed.protocol !== 'wss:') {
+    throw makeError('ERR_INVALID_URL_SCHEME', `The URL's scheme must be ws: or wss: (or http:/https:). Received ${parsed.protocol}`, SyntaxError)
+  }
+  if (parsed.hash) throw makeError('ERR_INVALID_URL', `The URL must not contain a fragment: ${url}`, SyntaxError)
+  if (parsed.protocol === 'wss:') {
+    throw makeError('ERR_UNSUPPORTED_SCHEME', 'wss:// (TLS) is not supported yet', SyntaxError)
+  }
+  return parsed.href
+}
+
+/** Close code and reason rules of the WHATWG WebSocket `close()`. */
+function checkClose(code, reason) {
+  if (typeof code !== 'number' || !Number.isInteger(code) || (code !== 1000 && (code < 3000 || code > 4999))) {
+    throw makeError('ERR_INVALID_CLOSE_CODE', `The close code must be 1000 or in 3000-4999. Received ${String(code)}`, RangeError)
+  }
+  if (typeof reason !== 'string') throw makeError('ERR_INVALID_ARG_TYPE', 'The close reason must be a string', TypeError)
+  if (Buffer.byteLength(reason) > 123) {
+    throw makeError('ERR_INVALID_CLOSE_REASON', 'The close reason must be at most 123 bytes of UTF-8', SyntaxError)
+  }
+}
+
+module.exports = { parseOptions, parseUrl, checkClose, DEFAULTS }

@@ -1,0 +1,484 @@
+//! Event delivery from the tokio side to JavaScript, and the JS-thread registry
+//! that decides what keeps a client (and the event loop) alive.
+//!
+//! Delivery is a "doorbell": drivers append events to one shared queue and ring
+//! a single thread-safe function only when no call is already pending. The JS
+//! thread swaps the whole queue out per call, so one call carries every event
+//! that arrived meanwhile (thousands under load, one when idle).
+//!
+//! The thread-safe function is weak: it never holds the loop by itself. The
+//! registry refs it while at least one client is active and ref'd, and unrefs
+//! it when the last one goes idle. It is built on a module-level dispatcher
+//! that closes over no client; clients are found through per-client napi
+//! references that are strong only while a connection exists.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::ptr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+
+use napi::bindgen_prelude::*;
+use napi::sys;
+use napi::threadsafe_function::{ThreadsafeCallContext, ThreadsafeFunction, ThreadsafeFunctionCallMode};
+use tokio_tungstenite::tungstenite::{Bytes, Utf8Bytes};
+
+use crate::errors::ConnError;
+
+/// An event for one client, in the order the driver produced it.
+pub enum JsEvent {
+    Connecting {
+        attempt: u32,
+    },
+    Open {
+        protocol: Option<String>,
+    },
+    Text(Utf8Bytes),
+    Binary(Bytes),
+    Error(ConnError),
+    Close {
+        code: u16,
+        reason: String,
+        was_clean: bool,
+        will_reconnect: bool,
+    },
+    Reconnecting {
+        attempt: u32,
+        delay_ms: u64,
+    },
+    GiveUp {
+        attempts: u32,
+        reason: &'static str,
+        last_error: Option<ConnError>,
+    },
+    DisconnectDone,
+    /// The driver of generation `gen` has exited.
+    Idle {
+        gen: u32,
+    },
+    /// A process warning not tied to a live client.
+    Warning {
+        code: &'static str,
+        message: String,
+    },
+}
+
+// Type tags of the flat batch `[client, tag, payload, client, tag, payload, ...]`;
+// mirrored in `lib/dispatch.js`.
+const T_OPEN: u32 = 0;
+const T_TEXT: u32 = 1;
+const T_BINARY: u32 = 2;
+const T_ERROR: u32 = 3;
+const T_CLOSE: u32 = 4;
+const T_RECONNECTING: u32 = 5;
+const T_GIVEUP: u32 = 6;
+const T_IDLE: u32 = 7;
+const T_CONNECTING: u32 = 8;
+const T_DISCONNECTED: u32 = 9;
+const T_WARNING: u32 = 10;
+
+/// A raw JS value handed back from the thread-safe-function callback.
+pub struct RawValue(sys::napi_value);
+
+impl ToNapiValue for RawValue {
+    unsafe fn to_napi_value(_env: sys::napi_env, val: Self) -> Result<sys::napi_value> {
+        Ok(val.0)
+    }
+}
+
+type Tsfn = ThreadsafeFunction<(), (), RawValue, Status, false, true, 0>;
+
+pub struct Hub {
+    queue: Mutex<Vec<(u64, JsEvent)>>,
+    scheduled: AtomicBool,
+    tsfn: OnceLock<Tsfn>,
+}
+
+impl Hub {
+    /// Appends a driver's events and rings the doorbell if no call is pending.
+    pub fn push(&self, client: u64, events: &mut Vec<JsEvent>) {
+        if events.is_empty() {
+            return;
+        }
+        {
+            let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+            q.extend(events.drain(..).map(|e| (client, e)));
+        }
+        self.ring();
+    }
+
+    pub fn push_one(&self, client: u64, event: JsEvent) {
+        self.queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((client, event));
+        self.ring();
+    }
+
+    fn ring(&self) {
+        if !self.scheduled.swap(true, Ordering::AcqRel) {
+            if let Some(tsfn) = self.tsfn.get() {
+                // Unbounded queue: never `QueueFull`. After env teardown the call is refused; nothing to do then.
+                let _ = tsfn.call((), ThreadsafeFunctionCallMode::NonBlocking);
+            }
+        }
+    }
+
+    fn take(&self) -> Vec<(u64, JsEvent)> {
+        // Clear the flag first: an event pushed after the swap below rings again.
+        self.scheduled.store(false, Ordering::Release);
+        std::mem::take(&mut *self.queue.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+/// JS-thread bookkeeping of one client.
+struct Entry {
+    /// Reference to the JS `ReconnectingWebSocket`; refcount 1 while a connection exists, else 0 (weak).
+    owner: sys::napi_ref,
+    strong: bool,
+    /// A driver is running (connecting, open, closing or waiting to reconnect).
+    active: bool,
+    refd: bool,
+    gen: u32,
+}
+
+#[derive(Default)]
+struct Registry {
+    hub: Option<Arc<Hub>>,
+    clients: HashMap<u64, Entry>,
+    /// Number of clients that are active and ref'd: the loop is held while > 0.
+    holding: usize,
+    /// The environment is being torn down: finalizers are process exit, not garbage collection.
+    shutting_down: bool,
+}
+
+thread_local! {
+    static REGISTRY: RefCell<Registry> = RefCell::new(Registry::default());
+}
+
+fn with_registry<R>(f: impl FnOnce(&mut Registry) -> R) -> Option<R> {
+    REGISTRY.try_with(|r| f(&mut r.borrow_mut())).ok()
+}
+
+/// Installs the module-level dispatcher for this JS thread.
+pub fn init(env: &Env, dispatch: Function<'_, RawValue, ()>) -> Result<()> {
+    let hub = Arc::new(Hub {
+        queue: Mutex::new(Vec::new()),
+        scheduled: AtomicBool::new(false),
+        tsfn: OnceLock::new(),
+    });
+    let weak: Weak<Hub> = Arc::downgrade(&hub);
+    let tsfn = dispatch
+        .build_threadsafe_function::<()>()
+        .weak::<true>()
+        .callee_handled::<false>()
+        .build_callback(move |ctx: ThreadsafeCallContext<()>| {
+            let batch = match weak.upgrade() {
+                Some(hub) => hub.take(),
+                None => Vec::new(),
+            };
+            build_batch(&ctx.env, batch)
+        })?;
+    let _ = hub.tsfn.set(tsfn);
+    env.add_env_cleanup_hook((), |_| {
+        with_registry(|r| r.shutting_down = true);
+    })?;
+    with_registry(|r| {
+        if let Some(old) = r.hub.replace(hub) {
+            // Re-initialised (module loaded twice): keep the loop state of the new one consistent.
+            if r.holding > 0 {
+                if let Some(t) = old.tsfn.get() {
+                    unsafe { sys::napi_unref_threadsafe_function(env.raw(), t.raw()) };
+                }
+                if let Some(t) = r.hub.as_ref().and_then(|h| h.tsfn.get()) {
+                    unsafe { sys::napi_ref_threadsafe_function(env.raw(), t.raw()) };
+                }
+            }
+        }
+    });
+    Ok(())
+}
+
+pub fn shutting_down() -> bool {
+    with_registry(|r| r.shutting_down).unwrap_or(true)
+}
+
+pub fn hub() -> Option<Arc<Hub>> {
+    with_registry(|r| r.hub.clone()).flatten()
+}
+
+pub fn register(env: &Env, id: u64, owner: sys::napi_value) -> Result<()> {
+    let mut reference = ptr::null_mut();
+    check_status!(unsafe { sys::napi_create_reference(env.raw(), owner, 0, &mut reference) })?;
+    with_registry(|r| {
+        r.clients.insert(
+            id,
+            Entry {
+                owner: reference,
+                strong: false,
+                active: false,
+                refd: true,
+                gen: 0,
+            },
+        );
+    });
+    Ok(())
+}
+
+/// Removes a finalized client. Returns whether it was still active.
+pub fn unregister(env: &Env, id: u64) -> bool {
+    with_registry(|r| {
+        let Some(mut e) = r.clients.remove(&id) else {
+            return false;
+        };
+        let was_active = e.active;
+        let refd = e.refd;
+        set_holding(r, env, &mut e, false, refd);
+        unsafe { sys::napi_delete_reference(env.raw(), e.owner) };
+        was_active
+    })
+    .unwrap_or(false)
+}
+
+/// Marks a client active with a new driver generation (on `connect()`), and
+/// takes the strong reference a starting connection implies.
+pub fn activate(env: &Env, id: u64) -> u32 {
+    with_registry(|r| {
+        let Some(mut e) = r.clients.remove(&id) else { return 0 };
+        e.gen = e.gen.wrapping_add(1);
+        let gen = e.gen;
+        let refd = e.refd;
+        set_holding(r, env, &mut e, true, refd);
+        set_strong(env, &mut e, true);
+        r.clients.insert(id, e);
+        gen
+    })
+    .unwrap_or(0)
+}
+
+/// Makes the client's reference strong: a connection is starting on an already
+/// active client (`connect()` during backoff), or a `disconnect()` is pending.
+pub fn hold_strong(env: &Env, id: u64) {
+    with_registry(|r| {
+        if let Some(e) = r.clients.get_mut(&id) {
+            set_strong(env, e, true);
+        }
+    });
+}
+
+pub fn is_active(id: u64) -> bool {
+    with_registry(|r| r.clients.get(&id).is_some_and(|e| e.active)).unwrap_or(false)
+}
+
+pub fn generation(id: u64) -> u32 {
+    with_registry(|r| r.clients.get(&id).map_or(0, |e| e.gen)).unwrap_or(0)
+}
+
+pub fn set_ref(env: &Env, id: u64, refd: bool) {
+    with_registry(|r| {
+        if let Some(mut e) = r.clients.remove(&id) {
+            let active = e.active;
+            set_holding(r, env, &mut e, active, refd);
+            r.clients.insert(id, e);
+        }
+    });
+}
+
+fn set_strong(env: &Env, e: &mut Entry, strong: bool) {
+    if e.strong == strong {
+        return;
+    }
+    let mut count = 0;
+    unsafe {
+        if strong {
+            sys::napi_reference_ref(env.raw(), e.owner, &mut count);
+        } else {
+            sys::napi_reference_unref(env.raw(), e.owner, &mut count);
+        }
+    }
+    e.strong = strong;
+}
+
+/// Updates `active`/`refd` and refs or unrefs the thread-safe function when the
+/// number of clients holding the loop crosses zero.
+fn set_holding(r: &mut Registry, env: &Env, e: &mut Entry, active: bool, refd: bool) {
+    let before = e.active && e.refd;
+    e.active = active;
+    e.refd = refd;
+    let after = active && refd;
+    if before == after {
+        return;
+    }
+    let tsfn = r.hub.as_ref().and_then(|h| h.tsfn.get()).map(|t| t.raw());
+    if after {
+        r.holding += 1;
+        if r.holding == 1 {
+            if let Some(t) = tsfn {
+                unsafe { sys::napi_ref_threadsafe_function(env.raw(), t) };
+            }
+        }
+    } else {
+        r.holding -= 1;
+        if r.holding == 0 {
+            if let Some(t) = tsfn {
+                unsafe { sys::napi_unref_threadsafe_function(env.raw(), t) };
+            }
+        }
+    }
+}
+
+/// Turns queued events into the flat JS batch, applying each event's effect on
+/// the registry (strong reference, loop hold) before JS sees it.
+fn build_batch(env: &Env, batch: Vec<(u64, JsEvent)>) -> Result<RawValue> {
+    let raw_env = env.raw();
+    let mut out = Vec::with_capacity(batch.len() * 3);
+    with_registry(|r| -> Result<()> {
+        for (id, event) in batch {
+            let owner = if let JsEvent::Warning { .. } = event {
+                ptr::null_mut()
+            } else {
+                let Some(mut e) = r.clients.remove(&id) else { continue };
+                let mut owner = ptr::null_mut();
+                unsafe { sys::napi_get_reference_value(raw_env, e.owner, &mut owner) };
+                let keep = !owner.is_null()
+                    && match &event {
+                        JsEvent::Connecting { .. } => {
+                            set_strong(env, &mut e, true);
+                            true
+                        }
+                        JsEvent::Close { .. } | JsEvent::DisconnectDone => {
+                            set_strong(env, &mut e, false);
+                            true
+                        }
+                        JsEvent::Idle { gen } if *gen == e.gen => {
+                            set_strong(env, &mut e, false);
+                            let refd = e.refd;
+                            set_holding(r, env, &mut e, false, refd);
+                            true
+                        }
+                        // A driver that was replaced reports its exit late: not news.
+                        JsEvent::Idle { .. } => false,
+                        _ => true,
+                    };
+                r.clients.insert(id, e);
+                if !keep {
+                    continue;
+                }
+                owner
+            };
+            let (tag, payload) = event_to_js(env, event)?;
+            out.push(if owner.is_null() { undefined(raw_env)? } else { owner });
+            out.push(unsafe { u32::to_napi_value(raw_env, tag)? });
+            out.push(payload);
+        }
+        Ok(())
+    })
+    .unwrap_or(Ok(()))?;
+    let mut array = ptr::null_mut();
+    check_status!(unsafe { sys::napi_create_array_with_length(raw_env, out.len(), &mut array) })?;
+    for (i, v) in out.into_iter().enumerate() {
+        check_status!(unsafe { sys::napi_set_element(raw_env, array, i as u32, v) })?;
+    }
+    Ok(RawValue(array))
+}
+
+fn undefined(env: sys::napi_env) -> Result<sys::napi_value> {
+    let mut v = ptr::null_mut();
+    check_status!(unsafe { sys::napi_get_undefined(env, &mut v) })?;
+    Ok(v)
+}
+
+struct Obj {
+    env: sys::napi_env,
+    value: sys::napi_value,
+}
+
+impl Obj {
+    fn new(env: sys::napi_env) -> Result<Self> {
+        let mut value = ptr::null_mut();
+        check_status!(unsafe { sys::napi_create_object(env, &mut value) })?;
+        Ok(Obj { env, value })
+    }
+
+    fn set<V: ToNapiValue>(&mut self, key: &std::ffi::CStr, v: V) -> Result<()> {
+        let v = unsafe { V::to_napi_value(self.env, v)? };
+        check_status!(unsafe { sys::napi_set_named_property(self.env, self.value, key.as_ptr(), v) })
+    }
+}
+
+fn error_obj(env: sys::napi_env, e: &ConnError) -> Result<sys::napi_value> {
+    let mut o = Obj::new(env)?;
+    o.set(c"code", e.code)?;
+    o.set(c"message", e.message.as_str())?;
+    if let Some(status) = e.status {
+        o.set(c"status", u32::from(status))?;
+    }
+    Ok(o.value)
+}
+
+fn event_to_js(env: &Env, event: JsEvent) -> Result<(u32, sys::napi_value)> {
+    let raw = env.raw();
+    Ok(match event {
+        JsEvent::Text(t) => {
+            let mut v = ptr::null_mut();
+            check_status!(unsafe { sys::napi_create_string_utf8(raw, t.as_ptr().cast(), t.len() as isize, &mut v) })?;
+            (T_TEXT, v)
+        }
+        JsEvent::Binary(b) => {
+            let mut v = ptr::null_mut();
+            let mut data = ptr::null_mut();
+            check_status!(unsafe { sys::napi_create_buffer_copy(raw, b.len(), b.as_ptr().cast(), &mut data, &mut v) })?;
+            (T_BINARY, v)
+        }
+        JsEvent::Connecting { attempt } => (T_CONNECTING, unsafe { u32::to_napi_value(raw, attempt)? }),
+        JsEvent::Open { protocol } => {
+            let mut o = Obj::new(raw)?;
+            o.set(c"protocol", protocol.unwrap_or_default())?;
+            (T_OPEN, o.value)
+        }
+        JsEvent::Error(e) => (T_ERROR, error_obj(raw, &e)?),
+        JsEvent::Close {
+            code,
+            reason,
+            was_clean,
+            will_reconnect,
+        } => {
+            let mut o = Obj::new(raw)?;
+            o.set(c"code", u32::from(code))?;
+            o.set(c"reason", reason)?;
+            o.set(c"wasClean", was_clean)?;
+            o.set(c"willReconnect", will_reconnect)?;
+            (T_CLOSE, o.value)
+        }
+        JsEvent::Reconnecting { attempt, delay_ms } => {
+            let mut o = Obj::new(raw)?;
+            o.set(c"attempt", attempt)?;
+            o.set(c"delay", delay_ms as f64)?;
+            (T_RECONNECTING, o.value)
+        }
+        JsEvent::GiveUp {
+            attempts,
+            reason,
+            last_error,
+        } => {
+            let mut o = Obj::new(raw)?;
+            o.set(c"reason", reason)?;
+            o.set(c"attempts", attempts)?;
+            let last = match last_error {
+                Some(e) => error_obj(raw, &e)?,
+                None => undefined(raw)?,
+            };
+            let key = c"lastError";
+            check_status!(unsafe { sys::napi_set_named_property(raw, o.value, key.as_ptr(), last) })?;
+            (T_GIVEUP, o.value)
+        }
+        JsEvent::DisconnectDone => (T_DISCONNECTED, undefined(raw)?),
+        JsEvent::Idle { gen } => (T_IDLE, unsafe { u32::to_napi_value(raw, gen)? }),
+        JsEvent::Warning { code, message } => {
+            let mut o = Obj::new(raw)?;
+            o.set(c"code", code)?;
+            o.set(c"message", message)?;
+            (T_WARNING, o.value)
+        }
+    })
+}

@@ -1,0 +1,54 @@
+//! Errors that travel from the connection driver to JavaScript, each with a
+//! stable `code` (the `error` event's `err.code`).
+
+use std::fmt;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnError {
+    pub code: &'static str,
+    pub message: String,
+    /// HTTP status of a rejected upgrade, when there was one.
+    pub status: Option<u16>,
+}
+
+impl ConnError {
+    pub fn new(code: &'static str, message: impl Into<String>) -> Self {
+        ConnError {
+            code,
+            message: message.into(),
+            status: None,
+        }
+    }
+}
+
+impl fmt::Display for ConnError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+pub const ERR_CONNECT: &str = "ERR_CONNECT";
+pub const ERR_CONNECT_TIMEOUT: &str = "ERR_CONNECT_TIMEOUT";
+pub const ERR_HANDSHAKE: &str = "ERR_HANDSHAKE";
+pub const ERR_SOCKET: &str = "ERR_SOCKET";
+pub const ERR_PROTOCOL: &str = "ERR_PROTOCOL";
+pub const ERR_INVALID_UTF8: &str = "ERR_INVALID_UTF8";
+pub const ERR_MESSAGE_TOO_BIG: &str = "ERR_MESSAGE_TOO_BIG";
+
+/// Maps a tungstenite error on an open connection to (code, close code).
+pub fn from_ws_error(e: &tokio_tungstenite::tungstenite::Error) -> (ConnError, u16) {
+    use tokio_tungstenite::tungstenite::error::{CapacityError, Error, ProtocolError};
+    match e {
+        Error::Io(io) => (ConnError::new(ERR_SOCKET, io.to_string()), 1006),
+        Error::Utf8(msg) => (ConnError::new(ERR_INVALID_UTF8, msg.clone()), 1007),
+        Error::Capacity(c @ CapacityError::MessageTooLong { .. }) => {
+            (ConnError::new(ERR_MESSAGE_TOO_BIG, c.to_string()), 1009)
+        }
+        Error::Protocol(ProtocolError::ResetWithoutClosingHandshake) => (
+            ConnError::new(ERR_SOCKET, "connection reset without closing handshake"),
+            1006,
+        ),
+        Error::Protocol(p) => (ConnError::new(ERR_PROTOCOL, p.to_string()), 1002),
+        other => (ConnError::new(ERR_SOCKET, other.to_string()), 1006),
+    }
+}

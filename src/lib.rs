@@ -1,0 +1,55 @@
+//! redial-ws native core. Layout by responsibility:
+//! - `backoff`, `machine`: pure reconnection logic (no I/O, time passed in);
+//! - `connection`, `driver`: the tokio side that owns sockets and timers;
+//! - `delivery`: coalesced event delivery to JS and the JS-thread registry;
+//! - `client`, `options`, `errors`, `stats`: the N-API surface.
+
+pub mod backoff;
+pub mod client;
+pub mod connection;
+pub mod delivery;
+pub mod driver;
+pub mod errors;
+pub mod machine;
+pub mod options;
+pub mod stats;
+
+use std::sync::atomic::Ordering::Relaxed;
+
+use napi::bindgen_prelude::*;
+use napi_derive::napi;
+
+/// Installs the JS dispatcher that receives coalesced event batches. Called once by `index.js`.
+#[napi]
+pub fn init(env: Env, dispatch: Function<'_, delivery::RawValue, ()>) -> Result<()> {
+    delivery::init(&env, dispatch)
+}
+
+#[napi(object)]
+pub struct ClientStats {
+    /// Clients not yet garbage-collected.
+    pub live_clients: f64,
+    /// Open WebSocket connections (handshake done, socket not yet dropped).
+    pub open_connections: f64,
+    /// Reconnect timers waiting to fire.
+    pub pending_reconnects: f64,
+    /// Clients collected while still active (`disconnect()` was forgotten).
+    pub collected_without_disconnect: f64,
+    /// Driver tasks running (one per active client).
+    pub running_tasks: f64,
+    /// Connection attempts in flight (TCP connect or handshake).
+    pub pending_attempts: f64,
+}
+
+#[napi]
+pub fn client_stats() -> ClientStats {
+    let g = &stats::GLOBAL;
+    ClientStats {
+        live_clients: g.live_clients.load(Relaxed) as f64,
+        open_connections: g.open_connections.load(Relaxed) as f64,
+        pending_reconnects: g.pending_reconnects.load(Relaxed) as f64,
+        collected_without_disconnect: g.collected_without_disconnect.load(Relaxed) as f64,
+        running_tasks: g.running_drivers.load(Relaxed) as f64,
+        pending_attempts: g.pending_attempts.load(Relaxed) as f64,
+    }
+}

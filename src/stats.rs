@@ -1,0 +1,80 @@
+//! Counters that let tests prove resources return to zero. Process-wide ones
+//! back `clientStats()`; per-client ones back `client.metrics`. Resources that
+//! must be released hold an RAII guard, so a counter can only go back down when
+//! the resource itself is dropped, whatever path drops it (close, error, abort).
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+
+pub struct Global {
+    pub live_clients: AtomicI64,
+    pub open_connections: AtomicI64,
+    pub pending_reconnects: AtomicI64,
+    pub collected_without_disconnect: AtomicU64,
+    pub running_drivers: AtomicI64,
+    pub pending_attempts: AtomicI64,
+}
+
+pub static GLOBAL: Global = Global {
+    live_clients: AtomicI64::new(0),
+    open_connections: AtomicI64::new(0),
+    pending_reconnects: AtomicI64::new(0),
+    collected_without_disconnect: AtomicU64::new(0),
+    running_drivers: AtomicI64::new(0),
+    pending_attempts: AtomicI64::new(0),
+};
+
+#[derive(Default)]
+pub struct Metrics {
+    pub connect_attempts: AtomicU64,
+    pub connects: AtomicU64,
+    pub reconnects: AtomicU64,
+    pub connection_errors: AtomicU64,
+    pub messages_received: AtomicU64,
+    pub messages_sent: AtomicU64,
+    pub bytes_received: AtomicU64,
+    pub bytes_sent: AtomicU64,
+    pub pending_reconnects: AtomicI64,
+}
+
+pub fn inc(c: &AtomicU64) {
+    c.fetch_add(1, Relaxed);
+}
+
+pub fn add(c: &AtomicU64, n: u64) {
+    c.fetch_add(n, Relaxed);
+}
+
+pub fn read(c: &AtomicU64) -> f64 {
+    c.load(Relaxed) as f64
+}
+
+/// Increments a global gauge (and optionally a per-client one) for as long as it lives.
+pub struct Gauge {
+    global: &'static AtomicI64,
+    local: Option<Arc<Metrics>>,
+}
+
+impl Gauge {
+    pub fn new(global: &'static AtomicI64) -> Self {
+        global.fetch_add(1, Relaxed);
+        Gauge { global, local: None }
+    }
+
+    /// Also counts in `metrics.pendingReconnects`.
+    pub fn reconnect_timer(metrics: &Arc<Metrics>) -> Self {
+        metrics.pending_reconnects.fetch_add(1, Relaxed);
+        let mut g = Gauge::new(&GLOBAL.pending_reconnects);
+        g.local = Some(metrics.clone());
+        g
+    }
+}
+
+impl Drop for Gauge {
+    fn drop(&mut self) {
+        self.global.fetch_sub(1, Relaxed);
+        if let Some(m) = &self.local {
+            m.pending_reconnects.fetch_sub(1, Relaxed);
+        }
+    }
+}
