@@ -102,7 +102,7 @@ test.serial('failed attempts report coded errors: refused, HTTP rejection, timeo
   await rejected.disconnect()
   await http.close()
 
-  const silent = await rawServer(() => {})
+  const silent = await rawServer((s) => s.resume())
   const slow = new ReconnectingWebSocket(silent.url, { minDelay: 60_000, connectTimeout: 100 })
   const [e3] = await once(slow, 'error')
   t.is(e3.code, 'ERR_CONNECT_TIMEOUT')

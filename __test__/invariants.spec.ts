@@ -1,0 +1,197 @@
+// Invariants 1-3 of the core: one timer, one connection, disconnect() in every state.
+import { setTimeout as delay } from 'node:timers/promises'
+import test from 'ava'
+
+import { ReconnectingWebSocket, clientStats } from '../index.js'
+import { Recorder, acceptUpgrade, quiescent, rawServer, refusedPort, until, wsServer } from './helpers.js'
+
+test.serial('a server that accepts and closes 200 times: never two timers, never two connections', async (t) => {
+  const peer = await wsServer((socket) => socket.close(1001, 'restarting'))
+  const client = new ReconnectingWebSocket(peer.url, { minDelay: 1, maxDelay: 4, minUptime: 0 })
+  let maxPending = 0
+  let samples = 0
+  const sample = () => {
+    samples++
+    maxPending = Math.max(maxPending, client.metrics.pendingReconnects, clientStats().pendingReconnects)
+  }
+  for (const name of ['open', 'close', 'reconnecting', 'error']) client.on(name, sample)
+  // Also sample between events, on every turn of the event loop.
+  let sampling = true
+  const sampler = (async () => {
+    while (sampling) {
+      sample()
+      await new Promise((r) => setImmediate(r))
+    }
+  })()
+  await until(() => peer.accepted >= 200, `200 connections (have ${peer.accepted})`, 30_000)
+  await client.disconnect()
+  sampling = false
+  await sampler
+  const accepted = peer.accepted
+  t.true(samples > 400, `sampled ${samples} times`)
+  t.is(maxPending, 1, 'pendingReconnects never above 1')
+  t.is(peer.maxConcurrent, 1, 'the server never saw two concurrent connections from the client')
+  t.is(client.metrics.pendingReconnects, 0)
+  await quiescent()
+  // Nothing reconnects after disconnect().
+  await delay(50)
+  t.is(peer.accepted, accepted)
+  await peer.close()
+})
+
+test.serial('connect() during a pending reconnect cancels the timer and connects once', async (t) => {
+  const port = await refusedPort()
+  const client = new ReconnectingWebSocket(`ws://127.0.0.1:${port}/`, { minDelay: 60_000, jitter: 'none' })
+  const r = new Recorder(client)
+  await r.next('reconnecting')
+  t.is(client.state, 'reconnecting')
+  t.is(client.metrics.pendingReconnects, 1)
+  const peer = await wsServer(undefined, port)
+  client.connect()
+  client.connect()
+  t.is(client.state, 'connecting')
+  await r.next('open')
+  t.is(client.metrics.pendingReconnects, 0)
+  t.is(client.metrics.connectAttempts, 2)
+  t.is(peer.accepted, 1)
+  // connect() while open does nothing.
+  client.connect()
+  await delay(30)
+  t.is(peer.accepted, 1)
+  t.is(client.metrics.connectAttempts, 2)
+  await client.disconnect()
+  await quiescent()
+  await peer.close()
+})
+
+test.serial('connect() while connecting does nothing', async (t) => {
+  const peer = await wsServer()
+  const client = new ReconnectingWebSocket(peer.url)
+  client.connect()
+  client.connect()
+  const r = new Recorder(client)
+  await r.next('open')
+  t.is(client.metrics.connectAttempts, 1)
+  t.is(peer.accepted, 1)
+  await client.disconnect()
+  await quiescent()
+  await peer.close()
+})
+
+test.serial('disconnect() while connecting drops the attempt', async (t) => {
+  // Accepts TCP but never answers the upgrade: the client stays in "connecting".
+  const silent = await rawServer((s) => s.resume())
+  const client = new ReconnectingWebSocket(silent.url, { minDelay: 1 })
+  await until(() => silent.accepted === 1 && clientStats().pendingAttempts === 1, 'attempt in flight')
+  t.is(client.state, 'connecting')
+  const r = new Recorder(client)
+  await client.disconnect()
+  t.is(client.state, 'closed')
+  t.deepEqual(await r.next('close'), { code: 1006, reason: '', wasClean: false, willReconnect: false })
+  await quiescent()
+  await until(() => silent.sockets.size === 0, 'the server sees the half-open attempt dropped')
+  await delay(50)
+  t.is(silent.accepted, 1, 'no reconnect after disconnect()')
+  await silent.close()
+})
+
+test.serial('disconnect() while open does the close handshake with code and reason', async (t) => {
+  let serverClose: [number, string] | undefined
+  const peer = await wsServer((socket) => socket.on('close', (code, reason) => (serverClose = [code, reason.toString()])))
+  const client = new ReconnectingWebSocket(peer.url, { minDelay: 1 })
+  const r = new Recorder(client)
+  await r.next('open')
+  const done = client.disconnect(4321, 'see you')
+  t.is(client.state, 'closing')
+  t.throws(() => client.send('late'), { message: /closing/ })
+  await done
+  t.is(client.state, 'closed')
+  t.deepEqual(await r.next('close'), { code: 4321, reason: 'see you', wasClean: true, willReconnect: false })
+  await until(() => serverClose !== undefined, 'server close event')
+  t.deepEqual(serverClose, [4321, 'see you'])
+  await quiescent()
+  t.is(peer.accepted, 1)
+  await peer.close()
+})
+
+test.serial('messages sent before disconnect() are written before the close frame', async (t) => {
+  const got: string[] = []
+  const peer = await wsServer((socket) => socket.on('message', (d) => got.push(d.toString())))
+  const client = new ReconnectingWebSocket(peer.url)
+  await new Recorder(client).next('open')
+  for (let i = 0; i < 100; i++) client.send(`m${i}`)
+  await client.disconnect()
+  await until(() => peer.concurrent === 0, 'server saw the close')
+  t.deepEqual(got, Array.from({ length: 100 }, (_, i) => `m${i}`))
+  await peer.close()
+})
+
+test.serial('disconnect() during the backoff wait cancels the timer', async (t) => {
+  const port = await refusedPort()
+  const client = new ReconnectingWebSocket(`ws://127.0.0.1:${port}/`, { minDelay: 100, maxDelay: 100, jitter: 'none' })
+  const r = new Recorder(client)
+  await r.next('reconnecting')
+  t.is(clientStats().pendingReconnects, 1)
+  await client.disconnect()
+  t.is(client.state, 'closed')
+  t.is(client.metrics.pendingReconnects, 0)
+  await quiescent()
+  const attempts = client.metrics.connectAttempts
+  await delay(250)
+  t.is(client.metrics.connectAttempts, attempts, 'the cancelled timer never fired')
+})
+
+test.serial('disconnect() while closing, twice, and when closed all resolve', async (t) => {
+  // The server completes the upgrade and then ignores everything: our close is never answered.
+  const deaf = await rawServer((s) => acceptUpgrade(s, () => {}))
+  const client = new ReconnectingWebSocket(deaf.url, { closeTimeout: 150 })
+  const r = new Recorder(client)
+  await r.next('open')
+  const first = client.disconnect()
+  const second = client.disconnect(3001)
+  t.is(client.state, 'closing')
+  await Promise.all([first, second])
+  t.is(client.state, 'closed')
+  const close = await r.next('close')
+  t.is(close.code, 1006, 'the close deadline expired and the socket was dropped')
+  t.false(close.wasClean)
+  await quiescent()
+  await client.disconnect()
+  const never = new ReconnectingWebSocket(deaf.url, { startClosed: true })
+  await never.disconnect()
+  t.is(never.metrics.connectAttempts, 0)
+  t.is(deaf.accepted, 1)
+  await deaf.close()
+})
+
+test.serial('connect() while closing reconnects once the close completes', async (t) => {
+  const peer = await wsServer()
+  const client = new ReconnectingWebSocket(peer.url)
+  const r = new Recorder(client)
+  await r.next('open')
+  const closed = client.disconnect()
+  client.connect()
+  await closed
+  await r.next('open')
+  t.is(client.state, 'open')
+  t.is(peer.accepted, 2)
+  t.is(peer.maxConcurrent, 1)
+  await client.disconnect()
+  await quiescent()
+  await peer.close()
+})
+
+test.serial('maxRetries: gives up after the allowed attempts, with no timer left', async (t) => {
+  const port = await refusedPort()
+  const client = new ReconnectingWebSocket(`ws://127.0.0.1:${port}/`, { minDelay: 1, maxDelay: 2, maxRetries: 3 })
+  const r = new Recorder(client)
+  const giveup = await r.next('giveup')
+  t.is(giveup.attempts, 4)
+  t.is(giveup.reason, 'maxRetries')
+  t.is(giveup.lastError.code, 'ERR_CONNECT')
+  t.is(client.metrics.connectAttempts, 4)
+  t.is(r.count('reconnecting'), 3)
+  t.is(client.state, 'closed')
+  await quiescent()
+  t.is(client.metrics.pendingReconnects, 0)
+})

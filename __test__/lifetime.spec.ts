@@ -1,0 +1,106 @@
+// Invariants 4 and 6: a connection keeps its client alive; an abandoned client
+// without a connection is collected and its reconnect cancelled; no growth.
+import { once } from 'node:events'
+import { setTimeout as delay } from 'node:timers/promises'
+import test from 'ava'
+
+import { ReconnectingWebSocket, clientStats } from '../index.js'
+import { collectUntil, forceGc, quiescent, until, wsServer } from './helpers.js'
+
+test.serial('abandoned connected clients keep working across GCs, then are collected in backoff', async (t) => {
+  const peer = await wsServer()
+  const baseline = clientStats()
+  const received = { count: 0 }
+  const warnings: Error[] = []
+  const onWarning = (w: Error) => warnings.push(w)
+  process.on('warning', onWarning)
+
+  // The clients are created in a function and nothing but their connections refers to them.
+  ;(() => {
+    for (let i = 0; i < 100; i++) {
+      new ReconnectingWebSocket(peer.url, { minDelay: 2_000, maxDelay: 2_000, jitter: 'none' }).on(
+        'message',
+        () => received.count++,
+      )
+    }
+  })()
+  await until(() => peer.concurrent === 100 && clientStats().openConnections === baseline.openConnections + 100, '100 open')
+
+  for (let round = 1; round <= 3; round++) {
+    for (let i = 0; i < 5; i++) {
+      forceGc()
+      await new Promise((r) => setImmediate(r))
+    }
+    for (const socket of peer.sockets) socket.send(`round ${round}`)
+    await until(() => received.count === 100 * round, `round ${round}: ${received.count} messages`)
+  }
+  t.is(clientStats().liveClients, baseline.liveClients + 100, 'connected clients were not collected')
+
+  // The server drops them: they enter a 2 s backoff wait, where nothing but the app could keep them.
+  const acceptedBefore = peer.accepted
+  for (const socket of peer.sockets) socket.close(1012, 'restart')
+  await until(() => clientStats().pendingReconnects === baseline.pendingReconnects + 100, 'all 100 in backoff')
+  await collectUntil(() => clientStats().liveClients === baseline.liveClients, 'the 100 abandoned clients')
+  const after = clientStats()
+  t.is(after.collectedWithoutDisconnect, baseline.collectedWithoutDisconnect + 100)
+  await quiescent()
+  t.is(after.pendingReconnects, baseline.pendingReconnects)
+  // Past the 2 s wait: none of them reconnected.
+  await delay(2_300)
+  t.is(peer.accepted, acceptedBefore, 'no reconnect attempt from a collected client')
+  process.off('warning', onWarning)
+  const ours = warnings.filter((w) => (w as Error & { code?: string }).code === 'REDIAL_WS_NOT_DISCONNECTED')
+  t.is(ours.length, 1, 'one warning names the URL (duplicates are not repeated)')
+  t.regex(ours[0].message, new RegExp(peer.url.replace(/[/.]/g, '\\$&')))
+  await peer.close()
+})
+
+test.serial('a client awaited inside a function survives GCs while connecting and open', async (t) => {
+  const peer = await wsServer((socket) => setTimeout(() => socket.send('late hello'), 100))
+  const gcs = setInterval(forceGc, 5)
+  const message = await (async () => {
+    const client = new ReconnectingWebSocket(peer.url)
+    const [data] = await once(client, 'message')
+    await client.disconnect()
+    return data
+  })()
+  clearInterval(gcs)
+  t.is(message, 'late hello')
+  await quiescent()
+  await peer.close()
+})
+
+test.serial('thousands of connect/disconnect cycles stay within a fixed heap and RSS bound', async (t) => {
+  const peer = await wsServer()
+  const baseline = clientStats()
+  const client = new ReconnectingWebSocket(peer.url, { startClosed: true })
+  const cycle = async () => {
+    const opened = once(client, 'open')
+    client.connect()
+    await opened
+    await client.disconnect()
+  }
+  const fresh = async () => {
+    const c = new ReconnectingWebSocket(peer.url)
+    await once(c, 'open')
+    await c.disconnect()
+  }
+  const measure = async () => {
+    await collectUntil(() => clientStats().liveClients <= baseline.liveClients + 1, 'disconnected clients')
+    forceGc()
+    return { heap: process.memoryUsage().heapUsed, rss: process.memoryUsage().rss }
+  }
+  for (let i = 0; i < 500; i++) await (i % 2 ? cycle() : fresh())
+  const warm = await measure()
+  for (let i = 0; i < 2_500; i++) await (i % 2 ? cycle() : fresh())
+  const end = await measure()
+  const heapGrowth = end.heap - warm.heap
+  const rssGrowth = end.rss - warm.rss
+  t.log(`heap growth ${(heapGrowth / 1024).toFixed(0)} KiB, RSS growth ${(rssGrowth / 1024).toFixed(0)} KiB over 2,500 cycles`)
+  t.true(heapGrowth < 1024 * 1024, `heap grew ${heapGrowth} bytes`)
+  t.true(rssGrowth < 16 * 1024 * 1024, `RSS grew ${rssGrowth} bytes`)
+  t.is(clientStats().collectedWithoutDisconnect, baseline.collectedWithoutDisconnect, 'every client was disconnected')
+  t.is(client.metrics.connects, 1_500)
+  await quiescent()
+  await peer.close()
+})
