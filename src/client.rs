@@ -12,7 +12,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use napi::bindgen_prelude::*;
-use napi::JsValue;
 use napi_derive::napi;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_tungstenite::tungstenite::{Bytes, Message};
@@ -85,7 +84,7 @@ impl NativeClient {
             close_timeout: Duration::from_millis(ms(options.close_timeout)),
         };
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-        delivery::register(&env, id, owner.raw())?;
+        delivery::register(&env, id, &owner)?;
         env.adjust_external_memory(EXTERNAL_BYTES)?;
         GLOBAL.live_clients.fetch_add(1, Ordering::Relaxed);
         Ok(NativeClient {

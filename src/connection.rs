@@ -246,7 +246,12 @@ impl OpenConn {
                         if deadline.as_mut().poll(cx).is_ready() {
                             // The close handshake is complete; only the peer's TCP close is late.
                             let (code, reason) = self.peer_close.take().unwrap_or((1005, String::new()));
-                            return Poll::Ready(IoEvent::Ended(Ended { code, reason, was_clean: true, error: None }));
+                            return Poll::Ready(IoEvent::Ended(Ended {
+                                code,
+                                reason,
+                                was_clean: true,
+                                error: None,
+                            }));
                         }
                     }
                     return Poll::Pending;

@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use napi::bindgen_prelude::*;
 use napi::sys;
+use napi::JsValue;
 use napi::threadsafe_function::{ThreadsafeCallContext, ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use tokio_tungstenite::tungstenite::{Bytes, Utf8Bytes};
 
@@ -207,9 +208,9 @@ pub fn hub() -> Option<Arc<Hub>> {
     with_registry(|r| r.hub.clone()).flatten()
 }
 
-pub fn register(env: &Env, id: u64, owner: sys::napi_value) -> Result<()> {
+pub fn register(env: &Env, id: u64, owner: &Object<'_>) -> Result<()> {
     let mut reference = ptr::null_mut();
-    check_status!(unsafe { sys::napi_create_reference(env.raw(), owner, 0, &mut reference) })?;
+    check_status!(unsafe { sys::napi_create_reference(env.raw(), owner.raw(), 0, &mut reference) })?;
     with_registry(|r| {
         r.clients.insert(
             id,
