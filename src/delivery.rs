@@ -20,8 +20,8 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use napi::bindgen_prelude::*;
 use napi::sys;
-use napi::JsValue;
 use napi::threadsafe_function::{ThreadsafeCallContext, ThreadsafeFunction, ThreadsafeFunctionCallMode};
+use napi::JsValue;
 use tokio_tungstenite::tungstenite::{Bytes, Utf8Bytes};
 
 use crate::errors::ConnError;
