@@ -165,7 +165,7 @@ test('bad input gets a synchronous error with a code', (t) => {
   const before = clientStats().liveClients
   for (const [url, options, code, type] of cases) {
     const err = t.throws(() => new ReconnectingWebSocket(url as string, options as never), { instanceOf: type }) as RedialError
-    t.is(err.code, code, `${String(url)} ${JSON.stringify(options)}`)
+    t.is(err.code as string, code, `${String(url)} ${JSON.stringify(options)}`)
   }
   t.is(clientStats().liveClients, before, 'no native client was created for bad input')
   const ok = new ReconnectingWebSocket('http://127.0.0.1:1/x', { startClosed: true })

@@ -8,7 +8,7 @@ import test from 'ava'
 
 import { refusedPort, wsServer } from './helpers.js'
 
-const child = fileURLToPath(new URL('./fixtures/child.js', import.meta.url))
+const child = fileURLToPath(new URL('./fixtures/child.cjs', import.meta.url))
 
 interface Run {
   reports: any[]

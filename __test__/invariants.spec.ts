@@ -14,7 +14,7 @@ test.serial('a server that accepts and closes 200 times: never two timers, never
     samples++
     maxPending = Math.max(maxPending, client.metrics.pendingReconnects, clientStats().pendingReconnects)
   }
-  for (const name of ['open', 'close', 'reconnecting', 'error']) client.on(name, sample)
+  for (const name of ['open', 'close', 'reconnecting', 'error'] as const) client.on(name, sample)
   // Also sample between events, on every turn of the event loop.
   let sampling = true
   const sampler = (async () => {
