@@ -8,7 +8,7 @@
 //! dropped channels only, so it is safe at process exit.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use napi::bindgen_prelude::*;
@@ -17,12 +17,14 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio_tungstenite::tungstenite::{Bytes, Message};
 
 use crate::backoff::{Backoff, Jitter};
-use crate::connection::ConnConfig;
+use crate::connection::{AttemptParams, ConnConfig};
 use crate::delivery::{self, JsEvent};
 use crate::driver::{Command, Driver, DriverConfig, Shared};
-use crate::machine::Policy;
+use crate::errors::{ConnError, ERR_PROVIDER};
+use crate::machine::{HonorRetryAfter, Policy};
 use crate::options::NativeOptions;
-use crate::stats::{self, Metrics, GLOBAL};
+use crate::outbox::{QueueConfig, SendOutcome};
+use crate::stats::{self, GLOBAL};
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -41,6 +43,8 @@ pub struct NativeMetrics {
     pub bytes_received: f64,
     pub bytes_sent: f64,
     pub pending_reconnects: u32,
+    /// Messages waiting in the offline queue.
+    pub queued_messages: f64,
 }
 
 #[napi(custom_finalize)]
@@ -50,6 +54,45 @@ pub struct NativeClient {
     url: String,
     commands: Option<UnboundedSender<Command>>,
     driver: Option<tokio::task::AbortHandle>,
+    /// Messages the last `send()` dropped from the queue (`drop-oldest`), for the `drop` event.
+    dropped: Vec<Message>,
+}
+
+/// A message handed back to JS (drained or dropped from the queue).
+type JsMessage = Either<String, Buffer>;
+
+fn to_js(m: Message) -> Option<JsMessage> {
+    match m {
+        Message::Text(t) => Some(Either::A(t.as_str().to_owned())),
+        Message::Binary(b) => Some(Either::B(b.to_vec().into())),
+        _ => None,
+    }
+}
+
+fn attempt_params(
+    url: &str,
+    headers: &[String],
+    protocols: Vec<String>,
+) -> std::result::Result<AttemptParams, ConnError> {
+    let url = url::Url::parse(url).map_err(|e| ConnError::new(ERR_PROVIDER, format!("invalid URL {url}: {e}")))?;
+    let headers = headers
+        .chunks(2)
+        .filter(|kv| kv.len() == 2)
+        .map(|kv| (kv[0].clone(), kv[1].clone()))
+        .collect();
+    Ok(AttemptParams {
+        url,
+        headers,
+        protocols,
+    })
+}
+
+fn count(v: f64) -> usize {
+    if v.is_finite() {
+        v.clamp(0.0, usize::MAX as f64) as usize
+    } else {
+        usize::MAX
+    }
 }
 
 #[napi]
@@ -57,15 +100,29 @@ impl NativeClient {
     /// `owner` is the JS client object; `url` and `options` are already validated by `lib/options.js`.
     #[napi(constructor)]
     pub fn new(env: Env, owner: Object<'_>, url: String, options: NativeOptions) -> Result<Self> {
-        let parsed =
-            url::Url::parse(&url).map_err(|e| Error::new(Status::InvalidArg, format!("invalid URL {url}: {e}")))?;
-        let jitter = Jitter::parse(&options.jitter)
-            .ok_or_else(|| Error::new(Status::InvalidArg, format!("invalid jitter {}", options.jitter)))?;
+        let invalid = |what: String| Error::new(Status::InvalidArg, what);
+        let jitter =
+            Jitter::parse(&options.jitter).ok_or_else(|| invalid(format!("invalid jitter {}", options.jitter)))?;
+        let honor_retry_after = match options.honor_retry_after.as_str() {
+            "capped" => HonorRetryAfter::Capped,
+            "always" => HonorRetryAfter::Always,
+            "never" => HonorRetryAfter::Never,
+            other => return Err(invalid(format!("invalid honorRetryAfter {other}"))),
+        };
+        let params = if options.providers {
+            None
+        } else {
+            Some(Arc::new(
+                attempt_params(&url, &options.headers, options.protocols.clone()).map_err(|e| invalid(e.message))?,
+            ))
+        };
         let config = DriverConfig {
             conn: ConnConfig {
-                url: parsed,
                 connect_timeout: Duration::from_millis(ms(options.connect_timeout)),
                 max_payload: options.max_payload.clamp(1.0, usize::MAX as f64) as usize,
+                ping_interval: Duration::from_millis(ms(options.ping_interval)),
+                pong_timeout: Duration::from_millis(ms(options.pong_timeout)),
+                close_timeout: Duration::from_millis(ms(options.close_timeout)),
             },
             policy: Policy {
                 backoff: Backoff {
@@ -80,23 +137,28 @@ impl NativeClient {
                     u64::MAX
                 },
                 min_uptime_ms: ms(options.min_uptime),
+                ask: options.ask_policy,
+                honor_retry_after,
             },
-            close_timeout: Duration::from_millis(ms(options.close_timeout)),
+            queue: QueueConfig {
+                enabled: options.queue_enabled,
+                max_messages: count(options.queue_max_messages),
+                max_bytes: count(options.queue_max_bytes),
+                drop_oldest: options.queue_drop_oldest,
+            },
+            params,
         };
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         delivery::register(&env, id, &owner)?;
         env.adjust_external_memory(EXTERNAL_BYTES)?;
         GLOBAL.live_clients.fetch_add(1, Ordering::Relaxed);
         Ok(NativeClient {
-            shared: Arc::new(Shared {
-                id,
-                metrics: Arc::new(Metrics::default()),
-                out: Mutex::new(None),
-            }),
+            shared: Arc::new(Shared::new(id)),
             config: Arc::new(config),
             url,
             commands: None,
             driver: None,
+            dropped: Vec::new(),
         })
     }
 
@@ -104,6 +166,7 @@ impl NativeClient {
     #[napi]
     pub fn connect(&mut self, env: Env) -> Result<u32> {
         let id = self.shared.id;
+        self.shared.outbox().set_accepting(true);
         if delivery::is_active(id) {
             if let Some(tx) = &self.commands {
                 if tx.send(Command::Connect).is_ok() {
@@ -127,8 +190,10 @@ impl NativeClient {
     }
 
     /// Asks the driver to disconnect. Returns false when there is nothing to disconnect.
+    /// From now on `send()` is refused; with `flush`, queued messages are written first.
     #[napi]
-    pub fn disconnect(&mut self, env: Env, code: u32, reason: String) -> bool {
+    pub fn disconnect(&mut self, env: Env, code: u32, reason: String, flush: bool) -> bool {
+        self.shared.outbox().set_accepting(false);
         if !delivery::is_active(self.shared.id) {
             return false;
         }
@@ -138,9 +203,61 @@ impl NativeClient {
             let _ = tx.send(Command::Disconnect {
                 code: code as u16,
                 reason,
+                flush,
             });
         }
         true
+    }
+
+    /// Forces a fresh connection now. Returns false when the client is not active (the caller connects).
+    #[napi]
+    pub fn reconnect(&mut self, env: Env, code: u32, reason: String) -> bool {
+        self.shared.outbox().set_accepting(true);
+        if !delivery::is_active(self.shared.id) {
+            return false;
+        }
+        match &self.commands {
+            Some(tx)
+                if tx
+                    .send(Command::Reconnect {
+                        code: code as u16,
+                        reason,
+                    })
+                    .is_ok() =>
+            {
+                delivery::hold_strong(&env, self.shared.id);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The verdict of `shouldReconnect` for request `id`.
+    #[napi]
+    pub fn decide(&self, id: f64, retry: bool) {
+        if let Some(tx) = &self.commands {
+            let _ = tx.send(Command::Decided { id: id as u64, retry });
+        }
+    }
+
+    /// The providers' result for attempt request `id` (ignored if the attempt is gone).
+    #[napi]
+    pub fn provide(&self, id: f64, url: String, headers: Vec<String>, protocols: Vec<String>) {
+        self.answer(id, attempt_params(&url, &headers, protocols));
+    }
+
+    #[napi]
+    pub fn provide_error(&self, id: f64, message: String) {
+        self.answer(id, Err(ConnError::new(ERR_PROVIDER, message)));
+    }
+
+    fn answer(&self, id: f64, result: std::result::Result<AttemptParams, ConnError>) {
+        let mut slot = self.shared.provide.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.as_ref().is_some_and(|(pending, _)| *pending == id as u64) {
+            if let Some((_, tx)) = slot.take() {
+                let _ = tx.send(result);
+            }
+        }
     }
 
     #[napi(getter)]
@@ -153,24 +270,69 @@ impl NativeClient {
         delivery::generation(self.shared.id)
     }
 
-    /// Writes a text message; false when the connection is not open.
+    /// Sends or queues a text message. Returns 0 sent, 1 queued, 2 not open, 3 queue full,
+    /// 4 queued after dropping older messages (fetch them with `takeDropped()`).
     #[napi]
-    pub fn send_text(&self, data: String) -> bool {
+    pub fn send_text(&mut self, data: String) -> u32 {
         self.send(Message::Text(data.into()))
     }
 
-    /// Writes a binary message (copied once); false when the connection is not open.
+    /// As `sendText`, for binary data (copied once).
     #[napi]
-    pub fn send_binary(&self, data: &[u8]) -> bool {
+    pub fn send_binary(&mut self, data: &[u8]) -> u32 {
         self.send(Message::Binary(Bytes::copy_from_slice(data)))
     }
 
-    fn send(&self, msg: Message) -> bool {
-        let out = self.shared.out.lock().unwrap_or_else(|p| p.into_inner());
-        match out.as_ref() {
-            Some(tx) => tx.send(msg).is_ok(),
-            None => false,
+    fn send(&mut self, msg: Message) -> u32 {
+        let outcome = self.shared.outbox().send(msg, &self.config.queue, &self.shared.metrics);
+        match outcome {
+            SendOutcome::Sent => 0,
+            SendOutcome::Queued => 1,
+            SendOutcome::NotOpen => 2,
+            SendOutcome::QueueFull => 3,
+            SendOutcome::QueuedDropping(dropped) => {
+                self.dropped = dropped;
+                4
+            }
         }
+    }
+
+    #[napi]
+    pub fn take_dropped(&mut self) -> Vec<JsMessage> {
+        std::mem::take(&mut self.dropped)
+            .into_iter()
+            .filter_map(to_js)
+            .collect()
+    }
+
+    /// Hands back every queued, unsent message, oldest first.
+    #[napi]
+    pub fn drain_queue(&self) -> Vec<JsMessage> {
+        self.shared
+            .outbox()
+            .drain(&self.shared.metrics)
+            .into_iter()
+            .filter_map(to_js)
+            .collect()
+    }
+
+    /// Discards the queue; returns how many messages were discarded.
+    #[napi]
+    pub fn discard_queue(&self) -> u32 {
+        self.shared.outbox().discard(&self.shared.metrics) as u32
+    }
+
+    /// Sends a ping frame; false when the connection is not open.
+    #[napi]
+    pub fn ping(&self, data: &[u8]) -> bool {
+        self.shared
+            .outbox()
+            .send_control(Message::Ping(Bytes::copy_from_slice(data)))
+    }
+
+    #[napi(getter)]
+    pub fn buffered_amount(&self) -> f64 {
+        self.shared.metrics.buffered.load(Ordering::Relaxed) as f64
     }
 
     #[napi(js_name = "setRef")]
@@ -191,6 +353,7 @@ impl NativeClient {
             bytes_received: stats::read(&m.bytes_received),
             bytes_sent: stats::read(&m.bytes_sent),
             pending_reconnects: m.pending_reconnects.load(Ordering::Relaxed).max(0) as u32,
+            queued_messages: stats::read(&m.queued_messages),
         }
     }
 }

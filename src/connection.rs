@@ -15,6 +15,7 @@ use std::time::Duration;
 use futures_util::{Sink, Stream};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
+use tokio::time::Sleep;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Message};
@@ -29,13 +30,31 @@ pub type Ws = WebSocketStream<TcpStream>;
 
 #[derive(Clone, Debug)]
 pub struct ConnConfig {
-    pub url: Url,
     pub connect_timeout: Duration,
     pub max_payload: usize,
+    /// 0 disables heartbeats.
+    pub ping_interval: Duration,
+    pub pong_timeout: Duration,
+    pub close_timeout: Duration,
+}
+
+/// What one attempt connects to: fixed, or supplied per attempt by JS providers.
+#[derive(Clone, Debug)]
+pub struct AttemptParams {
+    pub url: Url,
+    pub headers: Vec<(String, String)>,
+    pub protocols: Vec<String>,
+}
+
+/// Where an attempt gets its parameters.
+pub enum ParamSource {
+    Fixed(Arc<AttemptParams>),
+    /// Sent by JS after running the user's providers; bounded by the connect timeout.
+    Provided(tokio::sync::oneshot::Receiver<Result<AttemptParams, ConnError>>),
 }
 
 impl ConnConfig {
-    fn ws_config(&self) -> WebSocketConfig {
+    pub fn ws_config(&self) -> WebSocketConfig {
         // Small initial buffers keep an idle connection at a few KiB; they grow
         // (and tungstenite reserves whole frames) under load.
         WebSocketConfig::default()
@@ -59,10 +78,19 @@ pub struct Attempt {
 }
 
 impl Attempt {
-    pub fn start(cfg: &ConnConfig) -> Self {
+    pub fn start(cfg: &ConnConfig, params: ParamSource) -> Self {
         let cfg = cfg.clone();
         let fut = async move {
-            match tokio::time::timeout(cfg.connect_timeout, connect(&cfg)).await {
+            let attempt = async {
+                let params = match params {
+                    ParamSource::Fixed(p) => p,
+                    ParamSource::Provided(rx) => Arc::new(rx.await.unwrap_or_else(|_| {
+                        Err(ConnError::new(errors::ERR_PROVIDER, "the providers were abandoned"))
+                    })?),
+                };
+                connect(&cfg, &params).await
+            };
+            match tokio::time::timeout(cfg.connect_timeout, attempt).await {
                 Ok(r) => r,
                 Err(_) => Err(ConnError::new(
                     errors::ERR_CONNECT_TIMEOUT,
@@ -84,8 +112,8 @@ impl Future for Attempt {
     }
 }
 
-async fn connect(cfg: &ConnConfig) -> Result<Opened, ConnError> {
-    let url = &cfg.url;
+async fn connect(cfg: &ConnConfig, params: &AttemptParams) -> Result<Opened, ConnError> {
+    let url = &params.url;
     let port = url.port_or_known_default().unwrap_or(80);
     let tcp = match url.host() {
         Some(url::Host::Domain(d)) => TcpStream::connect((d, port)).await,
@@ -95,10 +123,7 @@ async fn connect(cfg: &ConnConfig) -> Result<Opened, ConnError> {
     }
     .map_err(|e| ConnError::new(errors::ERR_CONNECT, format!("{e} ({url})")))?;
     let _ = tcp.set_nodelay(true);
-    let request = url
-        .as_str()
-        .into_client_request()
-        .map_err(|e| ConnError::new(errors::ERR_HANDSHAKE, e.to_string()))?;
+    let request = build_request(params)?;
     let (ws, response) = tokio_tungstenite::client_async_with_config(request, tcp, Some(cfg.ws_config()))
         .await
         .map_err(handshake_error)?;
@@ -110,6 +135,22 @@ async fn connect(cfg: &ConnConfig) -> Result<Opened, ConnError> {
     Ok(Opened { ws, protocol })
 }
 
+fn build_request(params: &AttemptParams) -> Result<tungstenite::handshake::client::Request, ConnError> {
+    let invalid = |e: &dyn std::fmt::Display| ConnError::new(errors::ERR_HANDSHAKE, e.to_string());
+    let mut request = params.url.as_str().into_client_request().map_err(|e| invalid(&e))?;
+    let headers = request.headers_mut();
+    for (name, value) in &params.headers {
+        let name = tungstenite::http::HeaderName::from_bytes(name.as_bytes()).map_err(|e| invalid(&e))?;
+        let value = tungstenite::http::HeaderValue::from_str(value).map_err(|e| invalid(&e))?;
+        headers.append(name, value);
+    }
+    if !params.protocols.is_empty() {
+        let value = tungstenite::http::HeaderValue::from_str(&params.protocols.join(", ")).map_err(|e| invalid(&e))?;
+        headers.insert("sec-websocket-protocol", value);
+    }
+    Ok(request)
+}
+
 fn handshake_error(e: tungstenite::Error) -> ConnError {
     match e {
         tungstenite::Error::Http(resp) => {
@@ -119,11 +160,41 @@ fn handshake_error(e: tungstenite::Error) -> ConnError {
                 format!("server answered the upgrade with HTTP {status}"),
             );
             err.status = Some(status);
+            err.headers = resp
+                .headers()
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.as_str().to_owned(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    )
+                })
+                .collect();
+            if status == 429 || status == 503 {
+                err.retry_after_ms = resp
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(parse_retry_after);
+            }
             err
         }
         tungstenite::Error::Io(io) => ConnError::new(errors::ERR_CONNECT, io.to_string()),
         other => ConnError::new(errors::ERR_HANDSHAKE, other.to_string()),
     }
+}
+
+/// `Retry-After`: delay-seconds or an HTTP date, as milliseconds from now.
+pub fn parse_retry_after(value: &str) -> Option<u64> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(secs.saturating_mul(1000));
+    }
+    let when = httpdate::parse_http_date(value).ok()?;
+    Some(
+        when.duration_since(std::time::SystemTime::now())
+            .map_or(0, |d| d.as_millis() as u64),
+    )
 }
 
 /// How an open connection ended.
@@ -155,14 +226,42 @@ pub struct OpenConn {
     peer_close: Option<(u16, String)>,
     /// After the peer's close frame, how long we wait for it to drop TCP (RFC 6455 has the server close first).
     close_timeout: Duration,
-    peer_close_deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    peer_close_deadline: Option<Pin<Box<Sleep>>>,
+    heartbeat: Option<Heartbeat>,
     metrics: Arc<Metrics>,
     _gauge: Gauge,
 }
 
+/// The connection's own ping timer and pong deadline: it lives and dies with the connection.
+struct Heartbeat {
+    interval: Duration,
+    pong_timeout: Duration,
+    next_ping: Pin<Box<Sleep>>,
+    pong_deadline: Option<Pin<Box<Sleep>>>,
+    ping_due: bool,
+    _gauge: Gauge,
+}
+
+/// Bytes `send()` accounts in `bufferedAmount`: the payload of data messages.
+pub fn data_len(msg: &Message) -> Option<usize> {
+    match msg {
+        Message::Text(t) => Some(t.len()),
+        Message::Binary(b) => Some(b.len()),
+        _ => None,
+    }
+}
+
 impl OpenConn {
-    pub fn new(ws: Ws, metrics: Arc<Metrics>, close_timeout: Duration) -> (Self, UnboundedSender<Message>) {
+    pub fn new(ws: Ws, metrics: Arc<Metrics>, cfg: &ConnConfig) -> (Self, UnboundedSender<Message>) {
         let (tx, out_rx) = tokio::sync::mpsc::unbounded_channel();
+        let heartbeat = (!cfg.ping_interval.is_zero()).then(|| Heartbeat {
+            interval: cfg.ping_interval,
+            pong_timeout: cfg.pong_timeout,
+            next_ping: Box::pin(tokio::time::sleep(cfg.ping_interval)),
+            pong_deadline: None,
+            ping_due: false,
+            _gauge: Gauge::new(&GLOBAL.heartbeats),
+        });
         let conn = OpenConn {
             ws,
             out_rx,
@@ -170,8 +269,9 @@ impl OpenConn {
             dirty: false,
             close_frame: None,
             peer_close: None,
-            close_timeout,
+            close_timeout: cfg.close_timeout,
             peer_close_deadline: None,
+            heartbeat,
             metrics,
             _gauge: Gauge::new(&GLOBAL.open_connections),
         };
@@ -187,7 +287,29 @@ impl OpenConn {
         });
     }
 
+    /// Data messages accepted for this connection but never handed to the socket, oldest first.
+    /// The caller has already stopped new sends from reaching `out_rx`.
+    pub fn take_unsent(&mut self) -> Vec<Message> {
+        let mut unsent: Vec<Message> = self.pending.take().into_iter().collect();
+        while let Ok(m) = self.out_rx.try_recv() {
+            unsent.push(m);
+        }
+        unsent.retain(|m| data_len(m).is_some());
+        unsent
+    }
+
     pub fn poll_io(&mut self, cx: &mut Context<'_>, events: &mut Vec<JsEvent>) -> Poll<IoEvent> {
+        if let Some(hb) = self.heartbeat.as_mut() {
+            if hb.next_ping.as_mut().poll(cx).is_ready() {
+                let now = tokio::time::Instant::now();
+                hb.next_ping.as_mut().reset(now + hb.interval);
+                let _ = hb.next_ping.as_mut().poll(cx);
+                hb.ping_due = true;
+                if hb.pong_deadline.is_none() {
+                    hb.pong_deadline = Some(Box::pin(tokio::time::sleep(hb.pong_timeout)));
+                }
+            }
+        }
         if let Err(e) = self.poll_write(cx) {
             return Poll::Ready(IoEvent::Ended(self.ended_by(e)));
         }
@@ -195,6 +317,10 @@ impl OpenConn {
         loop {
             match Pin::new(&mut self.ws).poll_next(cx) {
                 Poll::Ready(Some(Ok(msg))) => {
+                    // Any frame proves the peer alive.
+                    if let Some(hb) = self.heartbeat.as_mut() {
+                        hb.pong_deadline = None;
+                    }
                     match msg {
                         Message::Text(t) => {
                             stats::add(&self.metrics.bytes_received, t.len() as u64);
@@ -206,6 +332,8 @@ impl OpenConn {
                             stats::inc(&self.metrics.messages_received);
                             events.push(JsEvent::Binary(b));
                         }
+                        Message::Ping(p) => events.push(JsEvent::Ping(p)),
+                        Message::Pong(p) => events.push(JsEvent::Pong(p)),
                         Message::Close(frame) => {
                             // tungstenite answers the close itself; keep polling until the stream ends.
                             self.peer_close = Some(match frame {
@@ -214,7 +342,7 @@ impl OpenConn {
                             });
                             self.peer_close_deadline = Some(Box::pin(tokio::time::sleep(self.close_timeout)));
                         }
-                        Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+                        Message::Frame(_) => {}
                     }
                     n += 1;
                     if n >= MAX_BATCH {
@@ -241,23 +369,36 @@ impl OpenConn {
                 }
                 Poll::Ready(Some(Err(e))) => return Poll::Ready(IoEvent::Ended(self.ended_by(e))),
                 Poll::Pending if n > 0 => return Poll::Ready(IoEvent::Progress),
-                Poll::Pending => {
-                    if let Some(deadline) = self.peer_close_deadline.as_mut() {
-                        if deadline.as_mut().poll(cx).is_ready() {
-                            // The close handshake is complete; only the peer's TCP close is late.
-                            let (code, reason) = self.peer_close.take().unwrap_or((1005, String::new()));
-                            return Poll::Ready(IoEvent::Ended(Ended {
-                                code,
-                                reason,
-                                was_clean: true,
-                                error: None,
-                            }));
-                        }
-                    }
-                    return Poll::Pending;
+                Poll::Pending => break,
+            }
+        }
+        if let Some(deadline) = self.peer_close_deadline.as_mut() {
+            if deadline.as_mut().poll(cx).is_ready() {
+                // The close handshake is complete; only the peer's TCP close is late.
+                let (code, reason) = self.peer_close.take().unwrap_or((1005, String::new()));
+                return Poll::Ready(IoEvent::Ended(Ended {
+                    code,
+                    reason,
+                    was_clean: true,
+                    error: None,
+                }));
+            }
+        }
+        if let Some(hb) = self.heartbeat.as_mut() {
+            if let Some(deadline) = hb.pong_deadline.as_mut() {
+                if deadline.as_mut().poll(cx).is_ready() {
+                    let ms = hb.pong_timeout.as_millis();
+                    let error = ConnError::new(errors::ERR_PONG_TIMEOUT, format!("no pong within {ms} ms of a ping"));
+                    return Poll::Ready(IoEvent::Ended(Ended {
+                        code: 1006,
+                        reason: String::new(),
+                        was_clean: false,
+                        error: Some(error),
+                    }));
                 }
             }
         }
+        Poll::Pending
     }
 
     fn ended_by(&mut self, e: tungstenite::Error) -> Ended {
@@ -282,27 +423,33 @@ impl OpenConn {
     fn poll_write(&mut self, cx: &mut Context<'_>) -> Result<(), tungstenite::Error> {
         loop {
             if self.pending.is_none() {
-                match self.out_rx.poll_recv(cx) {
-                    Poll::Ready(Some(m)) => self.pending = Some(m),
-                    Poll::Ready(None) => match self.close_frame.take() {
-                        Some(f) => self.pending = Some(Message::Close(Some(f))),
-                        None => break,
-                    },
-                    Poll::Pending => break,
+                if self.heartbeat.as_ref().is_some_and(|h| h.ping_due) {
+                    self.pending = Some(Message::Ping(Default::default()));
+                    if let Some(h) = self.heartbeat.as_mut() {
+                        h.ping_due = false;
+                    }
+                } else {
+                    match self.out_rx.poll_recv(cx) {
+                        Poll::Ready(Some(m)) => self.pending = Some(m),
+                        Poll::Ready(None) => match self.close_frame.take() {
+                            Some(f) => self.pending = Some(Message::Close(Some(f))),
+                            None => break,
+                        },
+                        Poll::Pending => break,
+                    }
                 }
             }
             match Pin::new(&mut self.ws).poll_ready(cx) {
                 Poll::Ready(Ok(())) => {
                     let msg = self.pending.take().expect("pending message");
-                    let len = match &msg {
-                        Message::Text(t) => Some(t.len()),
-                        Message::Binary(b) => Some(b.len()),
-                        _ => None,
-                    };
+                    let len = data_len(&msg);
                     Pin::new(&mut self.ws).start_send(msg)?;
                     if let Some(len) = len {
                         stats::inc(&self.metrics.messages_sent);
                         stats::add(&self.metrics.bytes_sent, len as u64);
+                        self.metrics
+                            .buffered
+                            .fetch_sub(len as u64, std::sync::atomic::Ordering::Relaxed);
                     }
                     self.dirty = true;
                 }

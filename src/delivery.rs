@@ -52,7 +52,24 @@ pub enum JsEvent {
         reason: &'static str,
         last_error: Option<ConnError>,
     },
-    DisconnectDone,
+    Ping(Bytes),
+    Pong(Bytes),
+    /// Run the user's url/headers/protocols providers for this attempt; answer with `provide(id, ...)`.
+    Provide {
+        id: u64,
+        attempt: u32,
+    },
+    /// Ask the user's `shouldReconnect`; answer with `decide(id, verdict)`.
+    Decide {
+        id: u64,
+        attempt: u32,
+        info: PolicyInfo,
+        default: bool,
+    },
+    /// A `disconnect()` completed; `discarded` queued messages were dropped (reported, not silent).
+    DisconnectDone {
+        discarded: u32,
+    },
     /// The driver of generation `gen` has exited.
     Idle {
         gen: u32,
@@ -62,6 +79,33 @@ pub enum JsEvent {
         code: &'static str,
         message: String,
     },
+}
+
+/// What `shouldReconnect(info)` receives.
+pub enum PolicyInfo {
+    Close {
+        code: u16,
+        reason: String,
+    },
+    Handshake {
+        status: u16,
+        headers: Vec<(String, String)>,
+    },
+    Error {
+        code: &'static str,
+    },
+}
+
+impl PolicyInfo {
+    pub fn from_error(e: &ConnError) -> Self {
+        match e.status {
+            Some(status) => PolicyInfo::Handshake {
+                status,
+                headers: e.headers.clone(),
+            },
+            None => PolicyInfo::Error { code: e.code },
+        }
+    }
 }
 
 // Type tags of the flat batch `[client, tag, payload, client, tag, payload, ...]`;
@@ -77,6 +121,10 @@ const T_IDLE: u32 = 7;
 const T_CONNECTING: u32 = 8;
 const T_DISCONNECTED: u32 = 9;
 const T_WARNING: u32 = 10;
+const T_PING: u32 = 11;
+const T_PONG: u32 = 12;
+const T_PROVIDE: u32 = 13;
+const T_DECIDE: u32 = 14;
 
 /// A raw JS value handed back from the thread-safe-function callback.
 pub struct RawValue(sys::napi_value);
@@ -347,7 +395,7 @@ fn build_batch(env: &Env, batch: Vec<(u64, JsEvent)>) -> Result<RawValue> {
                             set_strong(env, &mut e, true);
                             true
                         }
-                        JsEvent::Close { .. } | JsEvent::DisconnectDone => {
+                        JsEvent::Close { .. } | JsEvent::DisconnectDone { .. } => {
                             set_strong(env, &mut e, false);
                             true
                         }
@@ -389,6 +437,14 @@ fn undefined(env: sys::napi_env) -> Result<sys::napi_value> {
     Ok(v)
 }
 
+/// A Node Buffer holding a copy of `data`: the one copy into JS memory.
+fn buffer(env: sys::napi_env, data: &[u8]) -> Result<sys::napi_value> {
+    let mut v = ptr::null_mut();
+    let mut out = ptr::null_mut();
+    check_status!(unsafe { sys::napi_create_buffer_copy(env, data.len(), data.as_ptr().cast(), &mut out, &mut v) })?;
+    Ok(v)
+}
+
 struct Obj {
     env: sys::napi_env,
     value: sys::napi_value,
@@ -425,12 +481,7 @@ fn event_to_js(env: &Env, event: JsEvent) -> Result<(u32, sys::napi_value)> {
             check_status!(unsafe { sys::napi_create_string_utf8(raw, t.as_ptr().cast(), t.len() as isize, &mut v) })?;
             (T_TEXT, v)
         }
-        JsEvent::Binary(b) => {
-            let mut v = ptr::null_mut();
-            let mut data = ptr::null_mut();
-            check_status!(unsafe { sys::napi_create_buffer_copy(raw, b.len(), b.as_ptr().cast(), &mut data, &mut v) })?;
-            (T_BINARY, v)
-        }
+        JsEvent::Binary(b) => (T_BINARY, buffer(raw, &b)?),
         JsEvent::Connecting { attempt } => (T_CONNECTING, unsafe { u32::to_napi_value(raw, attempt)? }),
         JsEvent::Open { protocol } => {
             let mut o = Obj::new(raw)?;
@@ -473,7 +524,52 @@ fn event_to_js(env: &Env, event: JsEvent) -> Result<(u32, sys::napi_value)> {
             check_status!(unsafe { sys::napi_set_named_property(raw, o.value, key.as_ptr(), last) })?;
             (T_GIVEUP, o.value)
         }
-        JsEvent::DisconnectDone => (T_DISCONNECTED, undefined(raw)?),
+        JsEvent::DisconnectDone { discarded } => (T_DISCONNECTED, unsafe { u32::to_napi_value(raw, discarded)? }),
+        JsEvent::Ping(p) => (T_PING, buffer(raw, &p)?),
+        JsEvent::Pong(p) => (T_PONG, buffer(raw, &p)?),
+        JsEvent::Provide { id, attempt } => {
+            let mut o = Obj::new(raw)?;
+            o.set(c"id", id as f64)?;
+            o.set(c"attempt", attempt)?;
+            (T_PROVIDE, o.value)
+        }
+        JsEvent::Decide {
+            id,
+            attempt,
+            info,
+            default,
+        } => {
+            let mut o = Obj::new(raw)?;
+            o.set(c"id", id as f64)?;
+            o.set(c"default", default)?;
+            let mut i = Obj::new(raw)?;
+            match info {
+                PolicyInfo::Close { code, reason } => {
+                    i.set(c"kind", "close")?;
+                    i.set(c"code", u32::from(code))?;
+                    i.set(c"reason", reason)?;
+                }
+                PolicyInfo::Handshake { status, headers } => {
+                    i.set(c"kind", "handshake")?;
+                    i.set(c"status", u32::from(status))?;
+                    let mut h = Obj::new(raw)?;
+                    for (k, v) in headers {
+                        let key = std::ffi::CString::new(k).unwrap_or_default();
+                        h.set(&key, v)?;
+                    }
+                    let hk = c"headers";
+                    check_status!(unsafe { sys::napi_set_named_property(raw, i.value, hk.as_ptr(), h.value) })?;
+                }
+                PolicyInfo::Error { code } => {
+                    i.set(c"kind", "error")?;
+                    i.set(c"code", code)?;
+                }
+            }
+            i.set(c"attempt", attempt)?;
+            let ik = c"info";
+            check_status!(unsafe { sys::napi_set_named_property(raw, o.value, ik.as_ptr(), i.value) })?;
+            (T_DECIDE, o.value)
+        }
         JsEvent::Idle { gen } => (T_IDLE, unsafe { u32::to_napi_value(raw, gen)? }),
         JsEvent::Warning { code, message } => {
             let mut o = Obj::new(raw)?;

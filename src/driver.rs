@@ -6,41 +6,77 @@
 
 use std::future::{pending, Future};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
+use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::oneshot;
 use tokio::time::{Instant, Sleep};
-use tokio_tungstenite::tungstenite::Message;
 
-use crate::connection::{Attempt, ConnConfig, IoEvent, OpenConn};
-use crate::delivery::{Hub, JsEvent};
-use crate::machine::{Action, Event, Input, Machine, Phase, Policy};
+use crate::connection::{Attempt, AttemptParams, ConnConfig, IoEvent, OpenConn, ParamSource};
+use crate::delivery::{Hub, JsEvent, PolicyInfo};
+use crate::errors::ConnError;
+use crate::machine::{Action, Event, Input, Machine, Phase, Policy, Retry};
+use crate::outbox::{Outbox, QueueConfig};
 use crate::stats::{self, Gauge, Metrics, GLOBAL};
 
 pub enum Command {
     Connect,
-    Disconnect { code: u16, reason: String },
+    Reconnect {
+        code: u16,
+        reason: String,
+    },
+    Disconnect {
+        code: u16,
+        reason: String,
+        flush: bool,
+    },
+    /// The user's `shouldReconnect` verdict for request `id`.
+    Decided {
+        id: u64,
+        retry: bool,
+    },
 }
+
+/// A pending request to JS (providers): its id and where the answer goes.
+pub type ProvideSlot = Option<(u64, oneshot::Sender<Result<AttemptParams, ConnError>>)>;
 
 /// State shared between the JS-facing client and its driver.
 pub struct Shared {
     pub id: u64,
     pub metrics: Arc<Metrics>,
-    /// Sender into the open connection; `None` when not open (sends are refused).
-    pub out: Mutex<Option<UnboundedSender<Message>>>,
+    pub outbox: Mutex<Outbox>,
+    pub provide: Mutex<ProvideSlot>,
+    pub next_request: AtomicU64,
 }
 
 impl Shared {
-    pub fn set_out(&self, tx: Option<UnboundedSender<Message>>) {
-        *self.out.lock().unwrap_or_else(|p| p.into_inner()) = tx;
+    pub fn new(id: u64) -> Self {
+        Shared {
+            id,
+            metrics: Arc::new(Metrics::default()),
+            outbox: Mutex::new(Outbox::default()),
+            provide: Mutex::new(None),
+            next_request: AtomicU64::new(1),
+        }
+    }
+
+    pub fn outbox(&self) -> MutexGuard<'_, Outbox> {
+        self.outbox.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn request_id(&self) -> u64 {
+        self.next_request.fetch_add(1, Ordering::Relaxed)
     }
 }
 
 pub struct DriverConfig {
     pub conn: ConnConfig,
     pub policy: Policy,
-    pub close_timeout: Duration,
+    pub queue: QueueConfig,
+    /// The fixed attempt parameters, or `None` when JS providers supply them per attempt.
+    pub params: Option<Arc<AttemptParams>>,
 }
 
 pub struct Driver {
@@ -54,6 +90,9 @@ pub struct Driver {
     socket: Option<OpenConn>,
     timer: Option<(Pin<Box<Sleep>>, Gauge)>,
     close_deadline: Option<Pin<Box<Sleep>>>,
+    /// What the policy is asked about, and the id its answer must carry.
+    last_failure: Option<(PolicyInfo, bool)>,
+    deciding: Option<u64>,
     events: Vec<JsEvent>,
     actions: Vec<Action>,
     finished: bool,
@@ -74,6 +113,26 @@ async fn maybe_io(socket: Option<&mut OpenConn>, events: &mut Vec<JsEvent>) -> I
     }
 }
 
+/// The default policy: retry network errors, timeouts, 408/425/429/5xx and
+/// every close except 1002, 1003, 1007 and 1008.
+fn default_retry_on_error(e: &ConnError) -> Retry {
+    let default = match e.status {
+        Some(s) => matches!(s, 408 | 425 | 429) || s >= 500 || !(400..500).contains(&s),
+        None => !crate::errors::NON_RETRYABLE.contains(&e.code),
+    };
+    Retry {
+        default,
+        after_ms: e.retry_after_ms,
+    }
+}
+
+fn default_retry_on_close(code: u16) -> Retry {
+    Retry {
+        default: !matches!(code, 1002 | 1003 | 1007 | 1008),
+        after_ms: None,
+    }
+}
+
 impl Driver {
     pub fn new(shared: Arc<Shared>, hub: Arc<Hub>, config: Arc<DriverConfig>, gen: u32) -> Self {
         let machine = Machine::new(config.policy.clone(), fastrand::u64(..));
@@ -88,6 +147,8 @@ impl Driver {
             socket: None,
             timer: None,
             close_deadline: None,
+            last_failure: None,
+            deciding: None,
             events: Vec::new(),
             actions: Vec::new(),
             finished: false,
@@ -109,21 +170,31 @@ impl Driver {
                 commands.close();
                 let mut restart = false;
                 while let Ok(cmd) = commands.try_recv() {
-                    restart |= matches!(cmd, Command::Connect);
+                    restart |= matches!(cmd, Command::Connect | Command::Reconnect { .. });
                 }
                 if !restart {
                     break;
                 }
                 self.finished = false;
                 // Settle a disconnect() that finished just before this connect().
-                self.events.push(JsEvent::DisconnectDone);
+                self.events.push(JsEvent::DisconnectDone { discarded: 0 });
                 self.input(Input::Connect);
                 continue;
             }
             tokio::select! {
                 cmd = commands.recv() => match cmd {
                     Some(Command::Connect) => self.input(Input::Connect),
-                    Some(Command::Disconnect { code, reason }) => self.input(Input::Disconnect { code, reason }),
+                    Some(Command::Reconnect { code, reason }) => self.input(Input::Reconnect { code, reason }),
+                    Some(Command::Disconnect { code, reason, flush }) => {
+                        let flush = flush && !self.shared.outbox().is_queue_empty();
+                        self.input(Input::Disconnect { code, reason, flush })
+                    }
+                    Some(Command::Decided { id, retry }) => {
+                        if self.deciding == Some(id) {
+                            self.deciding = None;
+                            self.input(Input::Decided { retry });
+                        }
+                    }
                     // The client was dropped: abandon everything.
                     None => return,
                 },
@@ -131,9 +202,9 @@ impl Driver {
                     self.attempt = None;
                     match result {
                         Ok(opened) => {
-                            let (conn, tx) = OpenConn::new(opened.ws, self.shared.metrics.clone(), self.config.close_timeout);
+                            let (conn, tx) = OpenConn::new(opened.ws, self.shared.metrics.clone(), &self.config.conn);
                             self.socket = Some(conn);
-                            self.shared.set_out(Some(tx));
+                            self.shared.outbox().open(tx, &self.shared.metrics);
                             stats::inc(&self.shared.metrics.connects);
                             if self.machine.is_reconnect() {
                                 stats::inc(&self.shared.metrics.reconnects);
@@ -143,19 +214,22 @@ impl Driver {
                         }
                         Err(error) => {
                             stats::inc(&self.shared.metrics.connection_errors);
-                            self.input(Input::AttemptFailed { error });
+                            let retry = default_retry_on_error(&error);
+                            self.last_failure = Some((PolicyInfo::from_error(&error), retry.default));
+                            self.input(Input::AttemptFailed { error, retry });
                         }
                     }
                 }
                 io = maybe_io(self.socket.as_mut(), &mut self.events) => {
                     if let IoEvent::Ended(end) = io {
-                        self.socket = None;
-                        self.shared.set_out(None);
+                        self.end_connection();
                         self.close_deadline = None;
                         if end.error.is_some() {
                             stats::inc(&self.shared.metrics.connection_errors);
                         }
-                        self.input(Input::Lost { code: end.code, reason: end.reason, was_clean: end.was_clean, error: end.error });
+                        let retry = default_retry_on_close(end.code);
+                        self.last_failure = Some((PolicyInfo::Close { code: end.code, reason: end.reason.clone() }, retry.default));
+                        self.input(Input::Lost { code: end.code, reason: end.reason, was_clean: end.was_clean, error: end.error, retry });
                     }
                 }
                 _ = maybe(self.timer.as_mut().map(|t| &mut t.0)) => {
@@ -170,12 +244,24 @@ impl Driver {
         }
         // Release everything before reporting the exit: JS resolves `disconnect()` on this event.
         self.attempt = None;
-        self.socket = None;
+        if self.socket.is_some() {
+            self.end_connection();
+        }
         self.timer = None;
         self.close_deadline = None;
-        self.shared.set_out(None);
+        *self.shared.provide.lock().unwrap_or_else(|p| p.into_inner()) = None;
         drop(running);
         self.hub.push_one(self.shared.id, JsEvent::Idle { gen: self.gen });
+    }
+
+    /// The socket is gone: stop routing sends to it and requeue what it never wrote.
+    fn end_connection(&mut self) {
+        let mut outbox = self.shared.outbox();
+        outbox.close_connection();
+        if let Some(mut socket) = self.socket.take() {
+            let unsent = socket.take_unsent();
+            outbox.requeue(unsent, &self.shared.metrics);
+        }
     }
 
     fn input(&mut self, input: Input) {
@@ -186,31 +272,48 @@ impl Driver {
             self.execute(action);
         }
         self.actions = actions;
-        // When the driver finishes, its `Idle` report settles the disconnect, after everything is released.
-        if std::mem::take(&mut self.disconnect_done) && !self.finished {
-            self.events.push(JsEvent::DisconnectDone);
+        // A completed disconnect discards what is still queued and reports the count.
+        if std::mem::take(&mut self.disconnect_done) {
+            let discarded = self.shared.outbox().discard(&self.shared.metrics) as u32;
+            self.events.push(JsEvent::DisconnectDone { discarded });
+        }
+        if self.finished {
+            self.shared.outbox().set_accepting(false);
         }
         debug_assert!(self.timer.is_none() || self.machine.phase() == Phase::Backoff);
     }
 
     fn execute(&mut self, action: Action) {
         match action {
-            Action::StartAttempt { .. } => {
+            Action::StartAttempt { attempt, .. } => {
                 stats::inc(&self.shared.metrics.connect_attempts);
-                self.attempt = Some(Attempt::start(&self.config.conn));
+                let params = match &self.config.params {
+                    Some(p) => ParamSource::Fixed(p.clone()),
+                    None => {
+                        let (tx, rx) = oneshot::channel();
+                        let id = self.shared.request_id();
+                        *self.shared.provide.lock().unwrap_or_else(|p| p.into_inner()) = Some((id, tx));
+                        self.events.push(JsEvent::Provide { id, attempt });
+                        ParamSource::Provided(rx)
+                    }
+                };
+                self.attempt = Some(Attempt::start(&self.config.conn, params));
             }
             Action::AbortAttempt => self.attempt = None,
             Action::StartClose { code, reason } => {
                 // Dropping the last sender lets the socket drain what was sent, then write our close.
-                self.shared.set_out(None);
+                self.shared.outbox().close_connection();
                 if let Some(s) = self.socket.as_mut() {
                     s.begin_close(code, reason);
                 }
-                self.close_deadline = Some(Box::pin(tokio::time::sleep(self.config.close_timeout)));
+                if self.close_deadline.is_none() {
+                    self.arm_close_deadline();
+                }
             }
+            Action::ArmCloseDeadline => self.arm_close_deadline(),
+            Action::DisarmCloseDeadline => self.close_deadline = None,
             Action::DropConnection => {
-                self.socket = None;
-                self.shared.set_out(None);
+                self.end_connection();
                 self.close_deadline = None;
             }
             Action::ArmTimer { delay_ms } => {
@@ -218,6 +321,23 @@ impl Driver {
                 self.timer = Some((sleep, Gauge::reconnect_timer(&self.shared.metrics)));
             }
             Action::CancelTimer => self.timer = None,
+            Action::AskPolicy { attempt } => {
+                let id = self.shared.request_id();
+                self.deciding = Some(id);
+                let (info, default) = self.last_failure.take().unwrap_or((
+                    PolicyInfo::Close {
+                        code: 1006,
+                        reason: String::new(),
+                    },
+                    true,
+                ));
+                self.events.push(JsEvent::Decide {
+                    id,
+                    attempt,
+                    info,
+                    default,
+                });
+            }
             Action::Emit(event) => self.events.push(match event {
                 Event::Connecting { attempt } => JsEvent::Connecting { attempt },
                 // `Open` is pushed by the driver with the handshake details.
@@ -248,5 +368,9 @@ impl Driver {
             Action::DisconnectDone => self.disconnect_done = true,
             Action::Finish => self.finished = true,
         }
+    }
+
+    fn arm_close_deadline(&mut self) {
+        self.close_deadline = Some(Box::pin(tokio::time::sleep(self.config.conn.close_timeout)));
     }
 }

@@ -9,6 +9,10 @@ pub struct ConnError {
     pub message: String,
     /// HTTP status of a rejected upgrade, when there was one.
     pub status: Option<u16>,
+    /// Response headers of a rejected upgrade (for `shouldReconnect`).
+    pub headers: Vec<(String, String)>,
+    /// `Retry-After` of a 429/503 upgrade response, in ms.
+    pub retry_after_ms: Option<u64>,
 }
 
 impl ConnError {
@@ -17,6 +21,8 @@ impl ConnError {
             code,
             message: message.into(),
             status: None,
+            headers: Vec::new(),
+            retry_after_ms: None,
         }
     }
 }
@@ -34,6 +40,12 @@ pub const ERR_SOCKET: &str = "ERR_SOCKET";
 pub const ERR_PROTOCOL: &str = "ERR_PROTOCOL";
 pub const ERR_INVALID_UTF8: &str = "ERR_INVALID_UTF8";
 pub const ERR_MESSAGE_TOO_BIG: &str = "ERR_MESSAGE_TOO_BIG";
+/// The server closed with a code the default policy does not retry (1002, 1003, 1007, 1008).
+pub const ERR_CLOSED: &str = "ERR_CLOSED";
+/// No pong (nor any frame) within `pongTimeout` of a ping: the peer is dead or half-open.
+pub const ERR_PONG_TIMEOUT: &str = "ERR_PONG_TIMEOUT";
+/// A `url`/`headers`/`protocols` provider threw or rejected.
+pub const ERR_PROVIDER: &str = "ERR_PROVIDER";
 
 /// Maps a tungstenite error on an open connection to (code, close code).
 pub fn from_ws_error(e: &tokio_tungstenite::tungstenite::Error) -> (ConnError, u16) {
@@ -52,3 +64,6 @@ pub fn from_ws_error(e: &tokio_tungstenite::tungstenite::Error) -> (ConnError, u
         other => (ConnError::new(ERR_SOCKET, other.to_string()), 1006),
     }
 }
+
+/// Attempt errors the default policy does not retry (a bad certificate does not fix itself).
+pub const NON_RETRYABLE: &[&str] = &["ERR_TLS_CERT"];

@@ -12,6 +12,7 @@ pub mod driver;
 pub mod errors;
 pub mod machine;
 pub mod options;
+pub mod outbox;
 pub mod stats;
 
 use std::sync::atomic::Ordering::Relaxed;
@@ -39,6 +40,8 @@ pub struct ClientStats {
     pub running_tasks: f64,
     /// Connection attempts in flight (TCP connect or handshake).
     pub pending_attempts: f64,
+    /// Heartbeat timers (one per open connection when `pingInterval` > 0).
+    pub heartbeats: f64,
 }
 
 #[napi]
@@ -51,5 +54,6 @@ pub fn client_stats() -> ClientStats {
         collected_without_disconnect: g.collected_without_disconnect.load(Relaxed) as f64,
         running_tasks: g.running_drivers.load(Relaxed) as f64,
         pending_attempts: g.pending_attempts.load(Relaxed) as f64,
+        heartbeats: g.heartbeats.load(Relaxed) as f64,
     }
 }

@@ -8,17 +8,45 @@
 //! `Phase::Backoff`, and a connection exists only in `Connecting`, `Open` or
 //! `Closing`, so neither can be doubled.
 
-use crate::backoff::Backoff;
+use crate::backoff::{Backoff, MAX_DELAY_MS};
 use crate::errors::ConnError;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HonorRetryAfter {
+    /// Use the server's `Retry-After`, capped by `maxDelay`.
+    Capped,
+    /// Use it even above `maxDelay`.
+    Always,
+    /// Ignore it.
+    Never,
+}
 
 #[derive(Clone, Debug)]
 pub struct Policy {
     pub backoff: Backoff,
-    /// Reconnect attempts allowed after a failure before giving up
-    /// (`u64::MAX` for unlimited).
+    /// Reconnect attempts allowed after a failure before giving up (`u64::MAX` for unlimited).
     pub max_retries: u64,
     /// A connection that stayed open at least this long resets the failure count.
     pub min_uptime_ms: u64,
+    /// A user `shouldReconnect` exists: every retry decision is asked for.
+    pub ask: bool,
+    pub honor_retry_after: HonorRetryAfter,
+}
+
+/// What the driver knows about a failure when it reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retry {
+    /// The default policy's verdict (network errors and most closes: retry; 4xx, 1002/1003/1007/1008: stop).
+    pub default: bool,
+    /// A `Retry-After` the server sent, in ms.
+    pub after_ms: Option<u64>,
+}
+
+impl Retry {
+    pub const YES: Retry = Retry {
+        default: true,
+        after_ms: None,
+    };
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,20 +59,30 @@ pub enum Phase {
     Closing,
     /// Waiting for the one reconnect timer.
     Backoff,
+    /// Waiting for the user's `shouldReconnect` verdict on a failure.
+    Deciding,
 }
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Input {
     Connect,
+    /// Force a fresh connection now (closing the current one with `code`).
+    Reconnect {
+        code: u16,
+        reason: String,
+    },
+    /// `flush`: queued messages are waiting, connect (if not connected) and write them before closing.
     Disconnect {
         code: u16,
         reason: String,
+        flush: bool,
     },
     /// The handshake of the current attempt succeeded.
     Opened,
     /// The current attempt failed before the connection opened.
     AttemptFailed {
         error: ConnError,
+        retry: Retry,
     },
     /// The open (or closing) connection ended.
     Lost {
@@ -52,10 +90,15 @@ pub enum Input {
         reason: String,
         was_clean: bool,
         error: Option<ConnError>,
+        retry: Retry,
+    },
+    /// The user's `shouldReconnect` verdict.
+    Decided {
+        retry: bool,
     },
     /// The reconnect timer fired.
     TimerFired,
-    /// The close handshake did not finish in time.
+    /// The close (or flush) deadline passed.
     CloseDeadline,
 }
 
@@ -85,30 +128,45 @@ pub enum Event {
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Action {
-    /// Begin a connection attempt. `reconnect` is false for the first attempt
-    /// after `connect()`.
+    /// Begin a connection attempt. `reconnect` is false for the first attempt after `connect()`.
     StartAttempt {
         attempt: u32,
         reconnect: bool,
     },
     /// Drop the in-flight attempt (TCP, TLS and upgrade).
     AbortAttempt,
-    /// Stop accepting sends, write the close frame after what is queued, arm the close deadline.
+    /// Stop accepting sends, write the close frame after what is queued, arm the close deadline (if not armed).
     StartClose {
         code: u16,
         reason: String,
     },
+    /// Arm the deadline of a flushing disconnect.
+    ArmCloseDeadline,
+    DisarmCloseDeadline,
     /// Drop the socket without further ado.
     DropConnection,
     ArmTimer {
         delay_ms: u64,
     },
     CancelTimer,
+    /// Ask the user's `shouldReconnect`; answer with `Input::Decided`.
+    AskPolicy {
+        attempt: u32,
+    },
     Emit(Event),
     /// A `disconnect()` has completed.
     DisconnectDone,
     /// Nothing is left: the driver exits.
     Finish,
+}
+
+/// A failure whose close event waits for the policy verdict.
+#[derive(Clone, Debug)]
+struct Failure {
+    code: u16,
+    reason: String,
+    was_clean: bool,
+    retry: Retry,
 }
 
 pub struct Machine {
@@ -119,6 +177,9 @@ pub struct Machine {
     opened_at: u64,
     /// In `Closing`: start a fresh connection once the close completes.
     reconnect_after_close: bool,
+    /// In `Connecting`: a flushing disconnect closes as soon as the connection opens.
+    close_when_open: Option<(u16, String)>,
+    deciding: Option<Failure>,
     current_is_reconnect: bool,
     last_error: Option<ConnError>,
     rng: fastrand::Rng,
@@ -132,6 +193,8 @@ impl Machine {
             failures: 0,
             opened_at: 0,
             reconnect_after_close: false,
+            close_when_open: None,
+            deciding: None,
             current_is_reconnect: false,
             last_error: None,
             rng: fastrand::Rng::with_seed(seed),
@@ -147,10 +210,15 @@ impl Machine {
         self.current_is_reconnect
     }
 
+    /// Consecutive failures so far (the `attempt` of the next retry).
+    pub fn failures(&self) -> u32 {
+        self.failures
+    }
+
     pub fn handle(&mut self, input: Input, now_ms: u64, out: &mut Vec<Action>) {
         use Phase::*;
         match (self.phase, input) {
-            (Idle, Input::Connect) => {
+            (Idle, Input::Connect) | (Idle, Input::Reconnect { .. }) => {
                 self.failures = 0;
                 self.last_error = None;
                 self.start_attempt(false, out);
@@ -159,25 +227,61 @@ impl Machine {
                 out.push(Action::DisconnectDone);
                 out.push(Action::Finish);
             }
-            (Connecting | Open, Input::Connect) => {}
-            (Connecting, Input::Disconnect { .. }) => {
+            // connect() cancels a flushing disconnect that is still waiting for the connection.
+            (Connecting, Input::Connect) => self.cancel_flush(out),
+            (Open, Input::Connect) => {}
+            (Connecting, Input::Reconnect { code, reason }) => {
                 out.push(Action::AbortAttempt);
-                self.emit_close(1006, String::new(), false, false, out);
-                self.finish_disconnect(out);
+                self.cancel_flush(out);
+                self.emit_close(code, reason, false, true, out);
+                self.failures = 0;
+                self.start_attempt(false, out);
             }
+            (Connecting, Input::Disconnect { code, reason, flush }) => {
+                if flush {
+                    self.close_when_open = Some((code, reason));
+                    out.push(Action::ArmCloseDeadline);
+                } else {
+                    self.abandon_attempt(out);
+                }
+            }
+            (Connecting, Input::CloseDeadline) => self.abandon_attempt(out),
             (Connecting, Input::Opened) => {
                 self.phase = Open;
                 self.opened_at = now_ms;
                 out.push(Action::Emit(Event::Open));
+                if let Some((code, reason)) = self.close_when_open.take() {
+                    self.phase = Closing;
+                    self.reconnect_after_close = false;
+                    out.push(Action::StartClose { code, reason });
+                }
             }
-            (Connecting, Input::AttemptFailed { error }) => {
+            (Connecting, Input::AttemptFailed { error, retry }) => {
                 out.push(Action::Emit(Event::Error(error.clone())));
                 self.last_error = Some(error);
-                self.fail(1006, String::new(), false, out);
+                if self.close_when_open.take().is_some() {
+                    self.emit_close(1006, String::new(), false, false, out);
+                    self.finish_disconnect(out);
+                    return;
+                }
+                self.fail(
+                    Failure {
+                        code: 1006,
+                        reason: String::new(),
+                        was_clean: false,
+                        retry,
+                    },
+                    out,
+                );
             }
-            (Open, Input::Disconnect { code, reason }) => {
+            (Open, Input::Disconnect { code, reason, .. }) => {
                 self.phase = Closing;
                 self.reconnect_after_close = false;
+                out.push(Action::StartClose { code, reason });
+            }
+            (Open, Input::Reconnect { code, reason }) => {
+                self.phase = Closing;
+                self.reconnect_after_close = true;
                 out.push(Action::StartClose { code, reason });
             }
             (
@@ -187,6 +291,7 @@ impl Machine {
                     reason,
                     was_clean,
                     error,
+                    retry,
                 },
             ) => {
                 if now_ms.saturating_sub(self.opened_at) >= self.policy.min_uptime_ms {
@@ -195,10 +300,25 @@ impl Machine {
                 if let Some(error) = error {
                     out.push(Action::Emit(Event::Error(error.clone())));
                     self.last_error = Some(error);
+                } else if !retry.default {
+                    self.last_error = Some(ConnError::new(
+                        crate::errors::ERR_CLOSED,
+                        format!("the server closed the connection with code {code} {reason}")
+                            .trim_end()
+                            .to_owned(),
+                    ));
                 }
-                self.fail(code, reason, was_clean, out);
+                self.fail(
+                    Failure {
+                        code,
+                        reason,
+                        was_clean,
+                        retry,
+                    },
+                    out,
+                );
             }
-            (Closing, Input::Connect) => self.reconnect_after_close = true,
+            (Closing, Input::Connect) | (Closing, Input::Reconnect { .. }) => self.reconnect_after_close = true,
             (Closing, Input::Disconnect { .. }) => self.reconnect_after_close = false,
             (
                 Closing,
@@ -215,14 +335,43 @@ impl Machine {
                 out.push(Action::DropConnection);
                 self.closed_by_us(1006, String::new(), false, out);
             }
-            (Backoff, Input::Connect) => {
+            (Backoff, Input::Connect) | (Backoff, Input::Reconnect { .. }) => {
                 out.push(Action::CancelTimer);
                 self.start_attempt(true, out);
             }
             (Backoff, Input::TimerFired) => self.start_attempt(true, out),
-            (Backoff, Input::Disconnect { .. }) => {
+            (Backoff, Input::Disconnect { code, reason, flush }) => {
                 out.push(Action::CancelTimer);
-                self.finish_disconnect(out);
+                if flush {
+                    self.close_when_open = Some((code, reason));
+                    out.push(Action::ArmCloseDeadline);
+                    self.start_attempt(true, out);
+                } else {
+                    self.finish_disconnect(out);
+                }
+            }
+            (Deciding, Input::Decided { retry }) => {
+                if let Some(f) = self.deciding.take() {
+                    self.conclude(f, retry, out);
+                }
+            }
+            (Deciding, Input::Connect) | (Deciding, Input::Reconnect { .. }) => {
+                if let Some(f) = self.deciding.take() {
+                    self.emit_close(f.code, f.reason, f.was_clean, true, out);
+                }
+                self.start_attempt(true, out);
+            }
+            (Deciding, Input::Disconnect { code, reason, flush }) => {
+                if let Some(f) = self.deciding.take() {
+                    self.emit_close(f.code, f.reason, f.was_clean, flush, out);
+                }
+                if flush {
+                    self.close_when_open = Some((code, reason));
+                    out.push(Action::ArmCloseDeadline);
+                    self.start_attempt(true, out);
+                } else {
+                    self.finish_disconnect(out);
+                }
             }
             // Anything else is stale (an outcome of something already cancelled) and ignored.
             _ => {}
@@ -246,28 +395,64 @@ impl Machine {
         }));
     }
 
-    /// A failed attempt or a lost connection: retry with backoff, or give up.
-    fn fail(&mut self, code: u16, reason: String, was_clean: bool, out: &mut Vec<Action>) {
+    fn cancel_flush(&mut self, out: &mut Vec<Action>) {
+        if self.close_when_open.take().is_some() {
+            out.push(Action::DisarmCloseDeadline);
+            out.push(Action::DisconnectDone);
+        }
+    }
+
+    /// `disconnect()` (or its flush deadline) while an attempt is in flight.
+    fn abandon_attempt(&mut self, out: &mut Vec<Action>) {
+        out.push(Action::AbortAttempt);
+        self.close_when_open = None;
+        self.emit_close(1006, String::new(), false, false, out);
+        self.finish_disconnect(out);
+    }
+
+    /// A failed attempt or a lost connection: ask the policy if asked to, then retry or give up.
+    fn fail(&mut self, f: Failure, out: &mut Vec<Action>) {
         self.failures = self.failures.saturating_add(1);
         if u64::from(self.failures) > self.policy.max_retries {
-            self.emit_close(code, reason, was_clean, false, out);
-            out.push(Action::Emit(Event::GiveUp {
-                attempts: self.failures,
-                reason: "maxRetries",
-                last_error: self.last_error.take(),
-            }));
-            self.phase = Phase::Idle;
-            out.push(Action::Finish);
-            return;
+            self.give_up("maxRetries", f, out);
+        } else if self.policy.ask {
+            self.phase = Phase::Deciding;
+            self.deciding = Some(f);
+            out.push(Action::AskPolicy { attempt: self.failures });
+        } else {
+            let retry = f.retry.default;
+            self.conclude(f, retry, out);
         }
-        self.emit_close(code, reason, was_clean, true, out);
-        let delay_ms = self.policy.backoff.delay(self.failures, self.rng.f64());
+    }
+
+    fn conclude(&mut self, f: Failure, retry: bool, out: &mut Vec<Action>) {
+        if !retry {
+            return self.give_up("policy", f, out);
+        }
+        self.emit_close(f.code, f.reason, f.was_clean, true, out);
+        let backoff = &self.policy.backoff;
+        let delay_ms = match (f.retry.after_ms, self.policy.honor_retry_after) {
+            (Some(after), HonorRetryAfter::Capped) => after.min(backoff.max_delay_ms).min(MAX_DELAY_MS),
+            (Some(after), HonorRetryAfter::Always) => after.min(MAX_DELAY_MS),
+            _ => backoff.delay(self.failures, self.rng.f64()),
+        };
         self.phase = Phase::Backoff;
         out.push(Action::ArmTimer { delay_ms });
         out.push(Action::Emit(Event::Reconnecting {
             attempt: self.failures,
             delay_ms,
         }));
+    }
+
+    fn give_up(&mut self, reason: &'static str, f: Failure, out: &mut Vec<Action>) {
+        self.emit_close(f.code, f.reason, f.was_clean, false, out);
+        out.push(Action::Emit(Event::GiveUp {
+            attempts: self.failures,
+            reason,
+            last_error: self.last_error.take(),
+        }));
+        self.phase = Phase::Idle;
+        out.push(Action::Finish);
     }
 
     fn closed_by_us(&mut self, code: u16, reason: String, was_clean: bool, out: &mut Vec<Action>) {
@@ -307,11 +492,20 @@ mod tests {
             },
             max_retries,
             min_uptime_ms: 500,
+            ask: false,
+            honor_retry_after: HonorRetryAfter::Capped,
         }
     }
 
     fn err() -> ConnError {
         ConnError::new("ERR_CONNECT", "refused")
+    }
+
+    fn failed() -> Input {
+        Input::AttemptFailed {
+            error: err(),
+            retry: Retry::YES,
+        }
     }
 
     fn lost() -> Input {
@@ -320,6 +514,15 @@ mod tests {
             reason: String::new(),
             was_clean: false,
             error: None,
+            retry: Retry::YES,
+        }
+    }
+
+    fn disconnect(flush: bool) -> Input {
+        Input::Disconnect {
+            code: 1000,
+            reason: String::new(),
+            flush,
         }
     }
 
@@ -327,6 +530,13 @@ mod tests {
         let mut out = Vec::new();
         m.handle(input, now, &mut out);
         out
+    }
+
+    fn gave_up(a: &[Action]) -> Option<(&'static str, u32)> {
+        a.iter().find_map(|x| match x {
+            Action::Emit(Event::GiveUp { reason, attempts, .. }) => Some((*reason, *attempts)),
+            _ => None,
+        })
     }
 
     #[test]
@@ -342,16 +552,14 @@ mod tests {
                 }
             ]
         ));
-        let a = run(&mut m, Input::AttemptFailed { error: err() }, 0);
+        let a = run(&mut m, failed(), 0);
         assert!(a.contains(&Action::ArmTimer { delay_ms: 100 }));
         run(&mut m, Input::TimerFired, 100);
-        let a = run(&mut m, Input::AttemptFailed { error: err() }, 100);
+        let a = run(&mut m, failed(), 100);
         assert!(a.contains(&Action::ArmTimer { delay_ms: 200 }));
         run(&mut m, Input::TimerFired, 300);
-        let a = run(&mut m, Input::AttemptFailed { error: err() }, 300);
-        assert!(a
-            .iter()
-            .any(|x| matches!(x, Action::Emit(Event::GiveUp { attempts: 3, .. }))));
+        let a = run(&mut m, failed(), 300);
+        assert_eq!(gave_up(&a), Some(("maxRetries", 3)));
         assert_eq!(a.last(), Some(&Action::Finish));
         assert_eq!(m.phase(), Phase::Idle);
     }
@@ -360,7 +568,7 @@ mod tests {
     fn uptime_resets_the_failure_count() {
         let mut m = Machine::new(policy(100), 1);
         run(&mut m, Input::Connect, 0);
-        run(&mut m, Input::AttemptFailed { error: err() }, 0);
+        run(&mut m, failed(), 0);
         run(&mut m, Input::TimerFired, 100);
         run(&mut m, Input::Opened, 100);
         // Dropped quickly: the count keeps growing.
@@ -374,15 +582,133 @@ mod tests {
     }
 
     #[test]
+    fn default_policy_stops_without_a_timer() {
+        let mut m = Machine::new(policy(100), 1);
+        run(&mut m, Input::Connect, 0);
+        let mut e = err();
+        e.status = Some(401);
+        let a = run(
+            &mut m,
+            Input::AttemptFailed {
+                error: e,
+                retry: Retry {
+                    default: false,
+                    after_ms: None,
+                },
+            },
+            0,
+        );
+        assert_eq!(gave_up(&a), Some(("policy", 1)));
+        assert!(!a.iter().any(|x| matches!(x, Action::ArmTimer { .. })));
+        assert_eq!(m.phase(), Phase::Idle);
+    }
+
+    #[test]
+    fn retry_after_sets_the_delay_capped_unless_always() {
+        for (honor, want) in [
+            (HonorRetryAfter::Capped, 1_000),
+            (HonorRetryAfter::Always, 5_000),
+            (HonorRetryAfter::Never, 100),
+        ] {
+            let mut p = policy(100);
+            p.honor_retry_after = honor;
+            let mut m = Machine::new(p, 1);
+            run(&mut m, Input::Connect, 0);
+            let a = run(
+                &mut m,
+                Input::AttemptFailed {
+                    error: err(),
+                    retry: Retry {
+                        default: true,
+                        after_ms: Some(5_000),
+                    },
+                },
+                0,
+            );
+            assert!(a.contains(&Action::ArmTimer { delay_ms: want }), "{honor:?}: {a:?}");
+        }
+    }
+
+    #[test]
+    fn a_user_policy_is_asked_and_its_verdict_applies() {
+        let mut p = policy(100);
+        p.ask = true;
+        let mut m = Machine::new(p, 1);
+        run(&mut m, Input::Connect, 0);
+        let a = run(&mut m, failed(), 0);
+        assert!(a.contains(&Action::AskPolicy { attempt: 1 }));
+        assert!(
+            !a.iter().any(|x| matches!(x, Action::Emit(Event::Close { .. }))),
+            "close waits for the verdict"
+        );
+        assert_eq!(m.phase(), Phase::Deciding);
+        let a = run(&mut m, Input::Decided { retry: false }, 1);
+        assert_eq!(gave_up(&a), Some(("policy", 1)));
+    }
+
+    #[test]
     fn connect_during_backoff_cancels_the_timer() {
         let mut m = Machine::new(policy(100), 1);
         run(&mut m, Input::Connect, 0);
-        run(&mut m, Input::AttemptFailed { error: err() }, 0);
+        run(&mut m, failed(), 0);
         let a = run(&mut m, Input::Connect, 10);
         assert_eq!(a[0], Action::CancelTimer);
         assert!(matches!(a[2], Action::StartAttempt { reconnect: true, .. }));
         // The timer was cancelled: a stale expiry does nothing.
         assert!(run(&mut m, Input::TimerFired, 100).is_empty());
+    }
+
+    #[test]
+    fn reconnect_while_open_closes_then_connects_afresh() {
+        let mut m = Machine::new(policy(100), 1);
+        run(&mut m, Input::Connect, 0);
+        run(&mut m, Input::Opened, 0);
+        let a = run(
+            &mut m,
+            Input::Reconnect {
+                code: 4000,
+                reason: "again".into(),
+            },
+            1,
+        );
+        assert_eq!(
+            a,
+            vec![Action::StartClose {
+                code: 4000,
+                reason: "again".into()
+            }]
+        );
+        let a = run(
+            &mut m,
+            Input::Lost {
+                code: 4000,
+                reason: "again".into(),
+                was_clean: true,
+                error: None,
+                retry: Retry::YES,
+            },
+            2,
+        );
+        assert!(a.contains(&Action::Emit(Event::Close {
+            code: 4000,
+            reason: "again".into(),
+            was_clean: true,
+            will_reconnect: true
+        })));
+        assert!(matches!(a.last(), Some(Action::StartAttempt { attempt: 0, .. })));
+    }
+
+    #[test]
+    fn flushing_disconnect_during_backoff_connects_writes_then_closes() {
+        let mut m = Machine::new(policy(100), 1);
+        run(&mut m, Input::Connect, 0);
+        run(&mut m, failed(), 0);
+        let a = run(&mut m, disconnect(true), 5);
+        assert!(a.contains(&Action::CancelTimer) && a.contains(&Action::ArmCloseDeadline));
+        assert!(a.iter().any(|x| matches!(x, Action::StartAttempt { .. })));
+        let a = run(&mut m, Input::Opened, 6);
+        assert!(matches!(a.last(), Some(Action::StartClose { .. })));
+        assert_eq!(m.phase(), Phase::Closing);
     }
 
     #[test]
@@ -395,6 +721,7 @@ mod tests {
             Input::Disconnect {
                 code: 1000,
                 reason: "bye".into(),
+                flush: false,
             },
             1,
         );
@@ -406,6 +733,7 @@ mod tests {
                 reason: "bye".into(),
                 was_clean: true,
                 error: None,
+                retry: Retry::YES,
             },
             3,
         );
@@ -418,46 +746,58 @@ mod tests {
         timers: u32,
         connections: u32,
         finished: bool,
+        asking: bool,
+    }
+
+    fn arb_retry() -> impl Strategy<Value = Retry> {
+        (any::<bool>(), prop_oneof![Just(None), (0u64..5_000).prop_map(Some)])
+            .prop_map(|(default, after_ms)| Retry { default, after_ms })
     }
 
     fn arb_input() -> impl Strategy<Value = Input> {
         prop_oneof![
             Just(Input::Connect),
-            Just(Input::Disconnect {
+            Just(Input::Reconnect {
                 code: 1000,
                 reason: String::new()
             }),
+            any::<bool>().prop_map(disconnect),
             Just(Input::Opened),
-            Just(Input::AttemptFailed {
-                error: ConnError::new("ERR_CONNECT", "x")
-            }),
-            Just(Input::Lost {
+            arb_retry().prop_map(|retry| Input::AttemptFailed { error: err(), retry }),
+            arb_retry().prop_map(|retry| Input::Lost {
                 code: 1006,
                 reason: String::new(),
                 was_clean: false,
-                error: None
+                error: None,
+                retry
             }),
-            Just(Input::Lost {
+            arb_retry().prop_map(|retry| Input::Lost {
                 code: 1001,
                 reason: "going away".into(),
                 was_clean: true,
-                error: None
+                error: None,
+                retry
             }),
+            any::<bool>().prop_map(|retry| Input::Decided { retry }),
             Just(Input::TimerFired),
             Just(Input::CloseDeadline),
         ]
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(2_000))]
+        #![proptest_config(ProptestConfig::with_cases(3_000))]
         #[test]
         fn invariants_hold_for_any_sequence(
             seed in any::<u64>(),
             max_retries in prop_oneof![Just(u64::MAX), 0u64..5],
+            ask in any::<bool>(),
             steps in proptest::collection::vec((arb_input(), 0u64..2_000), 1..80),
         ) {
-            let mut m = Machine::new(policy(max_retries), seed);
-            let mut model = Model { timers: 0, connections: 0, finished: true };
+            let mut p = policy(max_retries);
+            p.ask = ask;
+            let mut m = Machine::new(p, seed);
+            let mut model = Model { timers: 0, connections: 0, finished: true, asking: false };
+            let mut deadline = false;
             let mut now = 0;
             let mut out = Vec::new();
             let mut disconnect_pending = false;
@@ -465,8 +805,8 @@ mod tests {
                 now += dt;
                 let was_phase = m.phase();
                 let is_disconnect = matches!(input, Input::Disconnect { .. });
-                let is_connect = matches!(input, Input::Connect);
-                if model.finished && !is_connect && !is_disconnect {
+                let is_start = matches!(input, Input::Connect | Input::Reconnect { .. });
+                if model.finished && !is_start && !is_disconnect {
                     // The driver is not running: no outcome can arrive.
                     continue;
                 }
@@ -475,45 +815,59 @@ mod tests {
                     Input::Opened | Input::AttemptFailed { .. } if was_phase != Phase::Connecting => continue,
                     Input::Lost { .. } if !matches!(was_phase, Phase::Open | Phase::Closing) => continue,
                     Input::TimerFired if was_phase != Phase::Backoff => continue,
-                    Input::CloseDeadline if was_phase != Phase::Closing => continue,
+                    Input::CloseDeadline if !deadline => continue,
+                    Input::Decided { .. } if !model.asking => continue,
                     _ => {}
                 }
                 if is_disconnect { disconnect_pending = true; }
                 out.clear();
                 m.handle(input.clone(), now, &mut out);
-                if matches!(input, Input::Lost { .. } | Input::AttemptFailed { .. }) { model.connections -= 1; }
+                match input {
+                    Input::Lost { .. } | Input::AttemptFailed { .. } => model.connections -= 1,
+                    Input::TimerFired => model.timers -= 1,
+                    Input::CloseDeadline => deadline = false,
+                    Input::Decided { .. } => model.asking = false,
+                    _ => {}
+                }
+                if was_phase == Phase::Deciding && m.phase() != Phase::Deciding { model.asking = false; }
                 for a in &out {
                     match a {
                         Action::StartAttempt { .. } => model.connections += 1,
                         Action::AbortAttempt | Action::DropConnection => model.connections -= 1,
                         Action::ArmTimer { delay_ms } => {
                             model.timers += 1;
-                            prop_assert!(*delay_ms <= 1_000);
+                            prop_assert!(*delay_ms <= MAX_DELAY_MS);
                         }
                         Action::CancelTimer => model.timers -= 1,
+                        Action::StartClose { .. } | Action::ArmCloseDeadline => deadline = true,
+                        Action::DisarmCloseDeadline => deadline = false,
+                        Action::AskPolicy { .. } => model.asking = true,
                         Action::DisconnectDone => disconnect_pending = false,
-                        Action::Finish => model.finished = true,
+                        Action::Finish => {
+                            model.finished = true;
+                            deadline = false;
+                        }
                         _ => {}
                     }
                 }
-                if matches!(input, Input::TimerFired) { model.timers -= 1; }
-                if is_connect && model.finished && m.phase() != Phase::Idle { model.finished = false; }
+                if is_start && model.finished && m.phase() != Phase::Idle { model.finished = false; }
                 // Invariant 1: at most one reconnect timer, and only while backing off.
                 prop_assert!(model.timers <= 1);
                 prop_assert_eq!(model.timers == 1, m.phase() == Phase::Backoff);
                 // Invariant 2: at most one connection, and only in a connection phase.
                 prop_assert!(model.connections <= 1);
                 prop_assert_eq!(model.connections == 1, matches!(m.phase(), Phase::Connecting | Phase::Open | Phase::Closing));
+                prop_assert_eq!(model.asking, m.phase() == Phase::Deciding);
                 // Invariant 3: once finished, nothing is left.
                 if model.finished {
                     prop_assert_eq!(m.phase(), Phase::Idle);
                     prop_assert_eq!(model.timers + model.connections, 0);
                     prop_assert!(!disconnect_pending);
                 }
-                // A disconnect leaves no timer and never starts a reconnect by itself.
+                // A disconnect never arms a timer and never reconnects for its own sake.
                 if is_disconnect {
-                    let restarts = out.iter().any(|a| matches!(a, Action::ArmTimer { .. } | Action::StartAttempt { .. }));
-                    prop_assert!(!restarts, "disconnect restarted something: {:?}", out);
+                    let timers = out.iter().any(|a| matches!(a, Action::ArmTimer { .. }));
+                    prop_assert!(!timers, "disconnect armed a timer: {:?}", out);
                 }
             }
         }

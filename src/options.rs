@@ -17,4 +17,20 @@ pub struct NativeOptions {
     pub connect_timeout: f64,
     pub close_timeout: f64,
     pub max_payload: f64,
+    /// 0 disables heartbeats.
+    pub ping_interval: f64,
+    pub pong_timeout: f64,
+    /// `'capped' | 'always' | 'never'`
+    pub honor_retry_after: String,
+    /// A `shouldReconnect` function exists in JS: ask it on every failure.
+    pub ask_policy: bool,
+    /// `url`, `headers` or `protocols` is a function: JS supplies them per attempt.
+    pub providers: bool,
+    pub queue_enabled: bool,
+    pub queue_max_messages: f64,
+    pub queue_max_bytes: f64,
+    pub queue_drop_oldest: bool,
+    /// Static headers as `[name, value, name, value, ...]`.
+    pub headers: Vec<String>,
+    pub protocols: Vec<String>,
 }

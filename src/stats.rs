@@ -13,6 +13,7 @@ pub struct Global {
     pub collected_without_disconnect: AtomicU64,
     pub running_drivers: AtomicI64,
     pub pending_attempts: AtomicI64,
+    pub heartbeats: AtomicI64,
 }
 
 pub static GLOBAL: Global = Global {
@@ -22,6 +23,7 @@ pub static GLOBAL: Global = Global {
     collected_without_disconnect: AtomicU64::new(0),
     running_drivers: AtomicI64::new(0),
     pending_attempts: AtomicI64::new(0),
+    heartbeats: AtomicI64::new(0),
 };
 
 #[derive(Default)]
@@ -35,6 +37,9 @@ pub struct Metrics {
     pub bytes_received: AtomicU64,
     pub bytes_sent: AtomicU64,
     pub pending_reconnects: AtomicI64,
+    /// `bufferedAmount`: data bytes accepted by `send()` and not yet handed to the socket.
+    pub buffered: AtomicU64,
+    pub queued_messages: AtomicU64,
 }
 
 pub fn inc(c: &AtomicU64) {

@@ -1,0 +1,160 @@
+//! Where `send()` puts a message: straight into the open connection, into the
+//! bounded offline queue while connecting or waiting to reconnect, or nowhere
+//! (with an error) when the client is closed. Nothing is dropped silently: an
+//! overflow either refuses the message or hands the dropped ones back.
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering::Relaxed;
+
+use tokio::sync::mpsc::UnboundedSender;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::connection::data_len;
+use crate::stats::Metrics;
+
+#[derive(Clone, Debug)]
+pub struct QueueConfig {
+    /// `queue: false` turns the queue off: `send()` while not open fails.
+    pub enabled: bool,
+    pub max_messages: usize,
+    pub max_bytes: usize,
+    /// Overflow policy: drop the oldest queued messages (`true`) or refuse the new one.
+    pub drop_oldest: bool,
+}
+
+pub enum SendOutcome {
+    Sent,
+    Queued,
+    /// Queued after dropping these (oldest first).
+    QueuedDropping(Vec<Message>),
+    NotOpen,
+    QueueFull,
+}
+
+#[derive(Default)]
+pub struct Outbox {
+    /// Sender into the open connection.
+    tx: Option<UnboundedSender<Message>>,
+    /// `send()` is accepted at all: between `connect()` and `disconnect()` or giving up.
+    accepting: bool,
+    queue: VecDeque<Message>,
+    queued_bytes: usize,
+}
+
+impl Outbox {
+    pub fn send(&mut self, msg: Message, cfg: &QueueConfig, metrics: &Metrics) -> SendOutcome {
+        if !self.accepting {
+            return SendOutcome::NotOpen;
+        }
+        let len = data_len(&msg).unwrap_or(0);
+        if let Some(tx) = &self.tx {
+            match tx.send(msg) {
+                Ok(()) => {
+                    metrics.buffered.fetch_add(len as u64, Relaxed);
+                    return SendOutcome::Sent;
+                }
+                // The connection just ended; its leftovers are being requeued: queue behind them.
+                Err(e) => return self.enqueue(e.0, len, cfg, metrics),
+            }
+        }
+        self.enqueue(msg, len, cfg, metrics)
+    }
+
+    /// Control frames (pings) go only to an open connection.
+    pub fn send_control(&mut self, msg: Message) -> bool {
+        self.accepting && self.tx.as_ref().is_some_and(|tx| tx.send(msg).is_ok())
+    }
+
+    fn enqueue(&mut self, msg: Message, len: usize, cfg: &QueueConfig, metrics: &Metrics) -> SendOutcome {
+        if !cfg.enabled {
+            return SendOutcome::NotOpen;
+        }
+        if len > cfg.max_bytes {
+            return SendOutcome::QueueFull;
+        }
+        let fits = |q: &Self| q.queue.len() < cfg.max_messages && q.queued_bytes + len <= cfg.max_bytes;
+        let mut dropped = Vec::new();
+        if !fits(self) {
+            if !cfg.drop_oldest {
+                return SendOutcome::QueueFull;
+            }
+            while !fits(self) {
+                match self.pop(metrics) {
+                    Some(m) => dropped.push(m),
+                    None => return SendOutcome::QueueFull,
+                }
+            }
+        }
+        self.queued_bytes += len;
+        self.queue.push_back(msg);
+        metrics.queued_messages.fetch_add(1, Relaxed);
+        metrics.buffered.fetch_add(len as u64, Relaxed);
+        if dropped.is_empty() {
+            SendOutcome::Queued
+        } else {
+            SendOutcome::QueuedDropping(dropped)
+        }
+    }
+
+    fn pop(&mut self, metrics: &Metrics) -> Option<Message> {
+        let m = self.queue.pop_front()?;
+        let len = data_len(&m).unwrap_or(0);
+        self.queued_bytes -= len;
+        metrics.queued_messages.fetch_sub(1, Relaxed);
+        metrics.buffered.fetch_sub(len as u64, Relaxed);
+        Some(m)
+    }
+
+    pub fn set_accepting(&mut self, accepting: bool) {
+        self.accepting = accepting;
+        if !accepting {
+            // Dropping the sender lets the connection drain what it has, then write the close frame.
+            self.tx = None;
+        }
+    }
+
+    pub fn is_queue_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// A connection opened: the queue goes first, in order, then later sends.
+    pub fn open(&mut self, tx: UnboundedSender<Message>, metrics: &Metrics) {
+        while let Some(m) = self.queue.pop_front() {
+            // Still counted in `buffered` until written; no longer queued.
+            let len = data_len(&m).unwrap_or(0);
+            self.queued_bytes -= len;
+            metrics.queued_messages.fetch_sub(1, Relaxed);
+            let _ = tx.send(m);
+        }
+        // A flushing disconnect keeps refusing new messages: dropping `tx` ends the stream after the queue.
+        self.tx = self.accepting.then_some(tx);
+    }
+
+    /// The connection ended: stop routing to it.
+    pub fn close_connection(&mut self) {
+        self.tx = None;
+    }
+
+    /// Messages the ended connection never wrote go back to the front, oldest first.
+    pub fn requeue(&mut self, unsent: Vec<Message>, metrics: &Metrics) {
+        for m in unsent.into_iter().rev() {
+            self.queued_bytes += data_len(&m).unwrap_or(0);
+            self.queue.push_front(m);
+            metrics.queued_messages.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Hands back every queued message (`drainQueue()`).
+    pub fn drain(&mut self, metrics: &Metrics) -> Vec<Message> {
+        let mut out = Vec::with_capacity(self.queue.len());
+        while let Some(m) = self.pop(metrics) {
+            out.push(m);
+        }
+        out
+    }
+
+    /// Discards the queue (`disconnect()` without flush); returns how many were discarded.
+    pub fn discard(&mut self, metrics: &Metrics) -> usize {
+        self.drain(metrics).len()
+    }
+}
