@@ -6,7 +6,7 @@
 const { EventEmitter } = require('node:events')
 const { NativeClient, init, clientStats: nativeStats } = require('./binding.js')
 const { makeError, fromNative } = require('./lib/errors')
-const { parseOptions, parseUrl, checkClose } = require('./lib/options')
+const { parseOptions, parseUrl, checkClose, checkHeaders, flattenHeaders, checkProtocols, toProtocols } = require('./lib/options')
 
 // Batch tags: mirrored in src/delivery.rs.
 const T_OPEN = 0
@@ -20,6 +20,15 @@ const T_IDLE = 7
 const T_CONNECTING = 8
 const T_DISCONNECTED = 9
 const T_WARNING = 10
+const T_PING = 11
+const T_PONG = 12
+const T_PROVIDE = 13
+const T_DECIDE = 14
+
+// send() outcomes, from src/client.rs.
+const SENT_QUEUE_FULL = 3
+const SENT_NOT_OPEN = 2
+const SENT_DROPPING = 4
 
 const kNative = Symbol('redial-ws.native')
 const kOnEvent = Symbol('redial-ws.onEvent')
@@ -60,8 +69,15 @@ function dispatch(batch) {
 
 init(dispatch)
 
+const EMPTY = Buffer.alloc(0)
+
 class ReconnectingWebSocket extends EventEmitter {
   #url
+  /** `url`, `headers`, `protocols` as given: values or per-attempt provider functions. */
+  #urlOption
+  #headersOption
+  #protocolsOption
+  #shouldReconnect
   #state = 'closed'
   #protocol = ''
   /** A disconnect() is in progress: driver events do not move the state away from 'closing'. */
@@ -74,10 +90,17 @@ class ReconnectingWebSocket extends EventEmitter {
    */
   constructor(url, options) {
     super()
-    this.#url = parseUrl(url)
-    const { native, startClosed } = parseOptions(options)
-    this[kNative] = new NativeClient(this, this.#url, native)
-    if (!startClosed) this.connect()
+    const parsed = parseUrl(url)
+    const opts = parseOptions(options)
+    this.#urlOption = parsed
+    this.#headersOption = opts.headers
+    this.#protocolsOption = opts.protocols
+    this.#shouldReconnect = opts.shouldReconnect
+    const native = opts.native
+    if (typeof parsed === 'function') native.providers = true
+    this.#url = typeof parsed === 'function' ? '' : parsed
+    this[kNative] = new NativeClient(this, this.#url || '(url provider)', native)
+    if (!opts.startClosed) this.connect()
   }
 
   get url() {
@@ -107,33 +130,71 @@ class ReconnectingWebSocket extends EventEmitter {
 
   /**
    * Closes the connection (close handshake with a deadline), cancels any
-   * pending reconnect and resolves when nothing of the client is running.
+   * pending reconnect and resolves when nothing of the client is running,
+   * with the number of queued messages it discarded (`{ flush: true }` writes
+   * them first, within the close deadline, connecting if needed).
    */
-  disconnect(code = 1000, reason = '') {
+  disconnect(code = 1000, reason = '', options = undefined) {
+    if (typeof code === 'object' && code !== null) return this.disconnect(code.code, code.reason, code)
     checkClose(code, reason)
+    const flush = options?.flush === true
     const native = this[kNative]
-    if (!native.active) {
+    if (!native.disconnect(code, reason, flush)) {
       this.#state = 'closed'
-      return Promise.resolve()
+      return Promise.resolve({ discarded: native.discardQueue() })
     }
     this.#closing = true
     this.#state = 'closing'
-    native.disconnect(code, reason)
     return new Promise((resolve) => this.#waiters.push(resolve))
   }
 
+  /** Forces a fresh connection now: closes the open one with `code` or cancels the reconnect wait. */
+  reconnect(code = 1000, reason = '') {
+    checkClose(code, reason)
+    const wasOpen = this.#state === 'open'
+    if (!this[kNative].reconnect(code, reason)) return this.connect()
+    if (!this.#closing) this.#state = wasOpen ? 'closing' : 'connecting'
+    return this
+  }
+
+  /**
+   * Sends now when open; while connecting or waiting to reconnect, queues
+   * (bounded; see the `queue` option). Throws ERR_NOT_OPEN when closed and
+   * ERR_QUEUE_FULL when the queue refuses the message.
+   */
   send(data) {
     const native = this[kNative]
-    let sent
-    if (typeof data === 'string') sent = native.sendText(data)
-    else if (Buffer.isBuffer(data)) sent = native.sendBinary(data)
-    else if (ArrayBuffer.isView(data)) sent = native.sendBinary(Buffer.from(data.buffer, data.byteOffset, data.byteLength))
-    else if (data instanceof ArrayBuffer) sent = native.sendBinary(Buffer.from(data))
+    let outcome
+    if (typeof data === 'string') outcome = native.sendText(data)
+    else if (Buffer.isBuffer(data)) outcome = native.sendBinary(data)
+    else if (ArrayBuffer.isView(data)) outcome = native.sendBinary(Buffer.from(data.buffer, data.byteOffset, data.byteLength))
+    else if (data instanceof ArrayBuffer) outcome = native.sendBinary(Buffer.from(data))
     else {
       const got = data === null ? 'null' : typeof data
       throw makeError('ERR_INVALID_ARG_TYPE', `send() takes a string, Buffer, ArrayBufferView or ArrayBuffer. Received ${got}`, TypeError)
     }
-    if (!sent) throw makeError('ERR_NOT_OPEN', `Cannot send: the connection is ${this.#state === 'open' ? 'closing' : this.#state}`)
+    if (outcome === SENT_NOT_OPEN) {
+      throw makeError('ERR_NOT_OPEN', `Cannot send: the connection is ${this.#state === 'open' ? 'closing' : this.#state}`)
+    }
+    if (outcome === SENT_QUEUE_FULL) throw makeError('ERR_QUEUE_FULL', 'Cannot send: the offline queue is full')
+    if (outcome === SENT_DROPPING) this.emit('drop', { reason: 'overflow', messages: native.takeDropped() })
+  }
+
+  /** Sends a ping frame (payload up to 125 bytes). Throws ERR_NOT_OPEN when not open. */
+  ping(data = EMPTY) {
+    const buf = typeof data === 'string' ? Buffer.from(data) : Buffer.isBuffer(data) ? data : Buffer.from(data)
+    if (buf.length > 125) throw makeError('ERR_OUT_OF_RANGE', 'A ping payload must be at most 125 bytes', RangeError)
+    if (!this[kNative].ping(buf)) throw makeError('ERR_NOT_OPEN', `Cannot ping: the connection is ${this.#state}`)
+  }
+
+  /** Hands back the queued, unsent messages (oldest first) and empties the queue. */
+  drainQueue() {
+    return this[kNative].drainQueue()
+  }
+
+  /** Bytes accepted by send() and not yet written to the socket (queued or in flight). */
+  get bufferedAmount() {
+    return this[kNative].bufferedAmount
   }
 
   /** Lets this client keep the process alive while it is active (the default). */
@@ -181,23 +242,73 @@ class ReconnectingWebSocket extends EventEmitter {
         if (p.lastError) p.lastError = fromNative(p.lastError)
         this.emit('giveup', p)
         return
+      case T_PING:
+        this.emit('ping', p)
+        return
+      case T_PONG:
+        this.emit('pong', p)
+        return
+      case T_PROVIDE:
+        this.#provide(p.id, p.attempt)
+        return
+      case T_DECIDE:
+        this.#decide(p)
+        return
       case T_DISCONNECTED:
-        this.#settleDisconnect()
+        this.#settleDisconnect(p)
         return
       case T_IDLE:
         // An exit report of a driver that connect() has since replaced is not news.
-        if (p !== this[kNative].generation) return
-        this.#settleDisconnect()
+        if (p.gen !== this[kNative].generation) return
+        this.#settleDisconnect(p.discarded)
         return
     }
   }
 
-  #settleDisconnect() {
+  #settleDisconnect(discarded) {
     this.#closing = false
     this.#state = 'closed'
     const waiters = this.#waiters
     this.#waiters = []
-    for (const resolve of waiters) resolve()
+    for (const resolve of waiters) resolve({ discarded })
+  }
+
+  /** Runs the url/headers/protocols providers for one attempt; the native side bounds the wait. */
+  async #provide(id, attempt) {
+    const native = this[kNative]
+    const ctx = { attempt }
+    try {
+      const u = this.#urlOption
+      const url = typeof u === 'function' ? parseUrl(await u(ctx)) : u
+      if (typeof url !== 'string') throw makeError('ERR_INVALID_URL', 'The url provider must return a string or a URL', TypeError)
+      const h = this.#headersOption
+      const headers = typeof h === 'function' ? await h(ctx) : h
+      if (headers !== undefined) checkHeaders(headers, 'headers (from the provider)')
+      const pr = this.#protocolsOption
+      const protocols = typeof pr === 'function' ? await pr(ctx) : pr
+      if (protocols !== undefined) checkProtocols(protocols, 'protocols (from the provider)')
+      this.#url = url
+      native.provide(id, url, flattenHeaders(headers), toProtocols(protocols))
+    } catch (err) {
+      native.provideError(id, `a provider failed: ${err instanceof Error ? err.message : String(err)}`)
+    }
+  }
+
+  /** Asks the user's shouldReconnect; a throw or rejection falls back to the default verdict. */
+  #decide({ id, info, default: fallback }) {
+    const native = this[kNative]
+    const fail = (err) => {
+      native.decide(id, fallback)
+      process.nextTick(rethrow, err)
+    }
+    let verdict
+    try {
+      verdict = this.#shouldReconnect(info)
+    } catch (err) {
+      return fail(err)
+    }
+    if (verdict && typeof verdict.then === 'function') verdict.then((v) => native.decide(id, !!v), fail)
+    else native.decide(id, !!verdict)
   }
 }
 

@@ -17,7 +17,16 @@ const DEFAULTS = Object.freeze({
   closeTimeout: 2_000,
   maxPayload: 64 * 1024 * 1024,
   startClosed: false,
+  pingInterval: 30_000,
+  pongTimeout: 10_000,
+  honorRetryAfter: 'capped',
+  shouldReconnect: undefined,
+  queue: undefined,
+  headers: undefined,
+  protocols: undefined,
 })
+
+const QUEUE_DEFAULTS = Object.freeze({ maxMessages: 1_000, maxBytes: 4 * 1024 * 1024, overflow: 'reject' })
 
 const JITTERS = ['full', 'equal', 'none']
 
@@ -60,6 +69,19 @@ function parseOptions(options) {
   if (!JITTERS.includes(jitter)) throw rangeError('jitter', "one of 'full', 'equal', 'none'", jitter)
   const startClosed = options.startClosed === undefined ? false : options.startClosed
   if (typeof startClosed !== 'boolean') throw typeError('startClosed', 'a boolean', startClosed)
+  const honorRetryAfter = options.honorRetryAfter === undefined ? 'capped' : options.honorRetryAfter
+  if (!['capped', 'always', 'never'].includes(honorRetryAfter)) {
+    throw rangeError('honorRetryAfter', "one of 'capped', 'always', 'never'", honorRetryAfter)
+  }
+  const shouldReconnect = options.shouldReconnect
+  if (shouldReconnect !== undefined && typeof shouldReconnect !== 'function') {
+    throw typeError('shouldReconnect', 'a function', shouldReconnect)
+  }
+  const queue = parseQueue(options.queue)
+  const headers = options.headers
+  if (headers !== undefined && typeof headers !== 'function') checkHeaders(headers)
+  const protocols = options.protocols
+  if (protocols !== undefined && typeof protocols !== 'function') checkProtocols(protocols)
   const native = {
     minDelay,
     maxDelay,
@@ -70,13 +92,80 @@ function parseOptions(options) {
     connectTimeout: number(options, 'connectTimeout', { min: 0, minExclusive: true }),
     closeTimeout: number(options, 'closeTimeout', { min: 0, minExclusive: true }),
     maxPayload: number(options, 'maxPayload', { min: 1, integer: true }),
+    pingInterval: number(options, 'pingInterval'),
+    pongTimeout: number(options, 'pongTimeout', { min: 0, minExclusive: true }),
+    honorRetryAfter,
+    askPolicy: shouldReconnect !== undefined,
+    providers: typeof headers === 'function' || typeof protocols === 'function',
+    queueEnabled: queue !== false,
+    queueMaxMessages: queue ? queue.maxMessages : 0,
+    queueMaxBytes: queue ? queue.maxBytes : 0,
+    queueDropOldest: queue ? queue.overflow === 'drop-oldest' : false,
+    headers: typeof headers === 'function' ? [] : flattenHeaders(headers),
+    protocols: typeof protocols === 'function' ? [] : toProtocols(protocols),
   }
-  return { native, startClosed }
+  return { native, startClosed, shouldReconnect, headers, protocols }
+}
+
+function parseQueue(queue) {
+  if (queue === false) return false
+  if (queue === undefined || queue === true) return { ...QUEUE_DEFAULTS }
+  if (typeof queue !== 'object' || queue === null || Array.isArray(queue)) throw typeError('queue', 'false or an object', queue)
+  for (const key of Object.keys(queue)) {
+    if (!(key in QUEUE_DEFAULTS)) throw makeError('ERR_UNKNOWN_OPTION', `Unknown option "queue.${key}"`, TypeError)
+  }
+  const q = { ...QUEUE_DEFAULTS, ...queue }
+  for (const key of ['maxMessages', 'maxBytes']) {
+    const v = q[key]
+    if (typeof v !== 'number') throw typeError(`queue.${key}`, 'a number', v)
+    if (!(v >= 0) || (v !== Infinity && !Number.isInteger(v))) throw rangeError(`queue.${key}`, 'an integer >= 0 or Infinity', v)
+  }
+  if (!['reject', 'drop-oldest'].includes(q.overflow)) throw rangeError('queue.overflow', "'reject' or 'drop-oldest'", q.overflow)
+  return q
+}
+
+const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/
+
+/** Headers as an object of name → string (or array of strings); validated early. */
+function checkHeaders(headers, name = 'headers') {
+  if (typeof headers !== 'object' || headers === null || Array.isArray(headers)) throw typeError(name, 'an object', headers)
+  for (const [k, v] of Object.entries(headers)) {
+    if (!TOKEN.test(k)) throw makeError('ERR_INVALID_HTTP_TOKEN', `Header name must be a valid HTTP token ["${k}"]`, TypeError)
+    for (const one of Array.isArray(v) ? v : [v]) {
+      if (typeof one !== 'string' && typeof one !== 'number') throw typeError(`${name}.${k}`, 'a string', one)
+      if (/[\r\n\0]/.test(String(one))) throw makeError('ERR_INVALID_CHAR', `Invalid character in header content ["${k}"]`, TypeError)
+    }
+  }
+}
+
+function flattenHeaders(headers) {
+  const flat = []
+  if (!headers) return flat
+  for (const [k, v] of Object.entries(headers)) for (const one of Array.isArray(v) ? v : [v]) flat.push(k, String(one))
+  return flat
+}
+
+function checkProtocols(protocols, name = 'protocols') {
+  const list = typeof protocols === 'string' ? [protocols] : protocols
+  if (!Array.isArray(list)) throw typeError(name, 'a string or an array of strings', protocols)
+  const seen = new Set()
+  for (const p of list) {
+    if (typeof p !== 'string' || !TOKEN.test(p) || seen.has(p)) {
+      throw makeError('ERR_INVALID_PROTOCOL', `Invalid or duplicated subprotocol: ${String(p)}`, SyntaxError)
+    }
+    seen.add(p)
+  }
+}
+
+function toProtocols(protocols) {
+  if (protocols === undefined) return []
+  return typeof protocols === 'string' ? [protocols] : [...protocols]
 }
 
 /** Parses and normalises the URL like `ws` does (http(s) → ws(s)); returns its string form. */
 function parseUrl(url) {
   if (url instanceof URL) url = url.href
+  if (typeof url === 'function') return url
   if (typeof url !== 'string') {
     throw makeError('ERR_INVALID_ARG_TYPE', `The "url" argument must be a string or a URL. Received ${typeof url}`, TypeError)
   }
@@ -109,4 +198,4 @@ function checkClose(code, reason) {
   }
 }
 
-module.exports = { parseOptions, parseUrl, checkClose, DEFAULTS }
+module.exports = { parseOptions, parseUrl, checkClose, checkHeaders, flattenHeaders, checkProtocols, toProtocols, DEFAULTS }

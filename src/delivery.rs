@@ -70,9 +70,10 @@ pub enum JsEvent {
     DisconnectDone {
         discarded: u32,
     },
-    /// The driver of generation `gen` has exited.
+    /// The driver of generation `gen` has exited; a disconnect that finished it discarded `discarded` queued messages.
     Idle {
         gen: u32,
+        discarded: u32,
     },
     /// A process warning not tied to a live client.
     Warning {
@@ -399,7 +400,7 @@ fn build_batch(env: &Env, batch: Vec<(u64, JsEvent)>) -> Result<RawValue> {
                             set_strong(env, &mut e, false);
                             true
                         }
-                        JsEvent::Idle { gen } if *gen == e.gen => {
+                        JsEvent::Idle { gen, .. } if *gen == e.gen => {
                             set_strong(env, &mut e, false);
                             let refd = e.refd;
                             set_holding(r, env, &mut e, false, refd);
@@ -570,7 +571,12 @@ fn event_to_js(env: &Env, event: JsEvent) -> Result<(u32, sys::napi_value)> {
             check_status!(unsafe { sys::napi_set_named_property(raw, o.value, ik.as_ptr(), i.value) })?;
             (T_DECIDE, o.value)
         }
-        JsEvent::Idle { gen } => (T_IDLE, unsafe { u32::to_napi_value(raw, gen)? }),
+        JsEvent::Idle { gen, discarded } => {
+            let mut o = Obj::new(raw)?;
+            o.set(c"gen", gen)?;
+            o.set(c"discarded", discarded)?;
+            (T_IDLE, o.value)
+        }
         JsEvent::Warning { code, message } => {
             let mut o = Obj::new(raw)?;
             o.set(c"code", code)?;

@@ -97,6 +97,8 @@ pub struct Driver {
     actions: Vec<Action>,
     finished: bool,
     disconnect_done: bool,
+    /// Queued messages a finishing disconnect discarded.
+    discarded: u32,
 }
 
 async fn maybe<F: Future + Unpin>(f: Option<&mut F>) -> F::Output {
@@ -153,6 +155,7 @@ impl Driver {
             actions: Vec::new(),
             finished: false,
             disconnect_done: false,
+            discarded: 0,
         }
     }
 
@@ -176,8 +179,10 @@ impl Driver {
                     break;
                 }
                 self.finished = false;
+                self.events.push(JsEvent::DisconnectDone {
+                    discarded: std::mem::take(&mut self.discarded),
+                });
                 // Settle a disconnect() that finished just before this connect().
-                self.events.push(JsEvent::DisconnectDone { discarded: 0 });
                 self.input(Input::Connect);
                 continue;
             }
@@ -251,7 +256,13 @@ impl Driver {
         self.close_deadline = None;
         *self.shared.provide.lock().unwrap_or_else(|p| p.into_inner()) = None;
         drop(running);
-        self.hub.push_one(self.shared.id, JsEvent::Idle { gen: self.gen });
+        self.hub.push_one(
+            self.shared.id,
+            JsEvent::Idle {
+                gen: self.gen,
+                discarded: self.discarded,
+            },
+        );
     }
 
     /// The socket is gone: stop routing sends to it and requeue what it never wrote.
@@ -275,7 +286,12 @@ impl Driver {
         // A completed disconnect discards what is still queued and reports the count.
         if std::mem::take(&mut self.disconnect_done) {
             let discarded = self.shared.outbox().discard(&self.shared.metrics) as u32;
-            self.events.push(JsEvent::DisconnectDone { discarded });
+            if self.finished {
+                // Reported by `Idle`, once everything is released.
+                self.discarded = discarded;
+            } else {
+                self.events.push(JsEvent::DisconnectDone { discarded });
+            }
         }
         if self.finished {
             self.shared.outbox().set_accepting(false);
