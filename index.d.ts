@@ -23,7 +23,46 @@ export interface ReconnectingWebSocketOptions {
   maxPayload?: number
   /** Do not connect from the constructor; wait for `connect()` [false]. */
   startClosed?: boolean
+  /** Interval of RFC 6455 heartbeat pings, ms; 0 disables [30000]. */
+  pingInterval?: number
+  /** A connection with no pong (or any frame) this long after a ping is dead: closed 1006, `ERR_PONG_TIMEOUT` [10000]. */
+  pongTimeout?: number
+  /** `Retry-After` of a 429/503 upgrade response: `'capped'` by maxDelay, `'always'` honoured, or `'never'` ['capped']. */
+  honorRetryAfter?: 'capped' | 'always' | 'never'
+  /**
+   * Decides whether to reconnect after a failure; overrides the default policy (retry network errors,
+   * timeouts, 408/425/429/5xx and every close but 1002/1003/1007/1008; stop on other 4xx). May be async.
+   * A throw or rejection falls back to the default (and surfaces as an uncaught exception).
+   */
+  shouldReconnect?: (info: ReconnectInfo) => boolean | Promise<boolean>
+  /**
+   * The offline queue used by `send()` while connecting or waiting to reconnect; `false` disables it
+   * (`send()` then throws `ERR_NOT_OPEN`). [`{ maxMessages: 1000, maxBytes: 4 MiB, overflow: 'reject' }`]
+   */
+  queue?: false | QueueOptions
+  /** Extra handshake headers, or a provider called before every attempt (e.g. a fresh token). */
+  headers?: Record<string, string | string[]> | Provider<Record<string, string | string[]>>
+  /** Subprotocols to offer, or a provider called before every attempt. */
+  protocols?: string | string[] | Provider<string | string[]>
 }
+
+export interface QueueOptions {
+  /** [1000] */
+  maxMessages?: number
+  /** Sum of payload bytes [4194304]. */
+  maxBytes?: number
+  /** `'reject'`: `send()` throws `ERR_QUEUE_FULL`; `'drop-oldest'`: a `drop` event carries what was dropped ['reject']. */
+  overflow?: 'reject' | 'drop-oldest'
+}
+
+/** Called before every attempt; a throw or rejection is a failed attempt (`ERR_PROVIDER`); bounded by `connectTimeout`. */
+export type Provider<T> = (ctx: { attempt: number }) => T | Promise<T>
+
+export type ReconnectInfo = (
+  | { kind: 'close'; code: number; reason: string }
+  | { kind: 'handshake'; status: number; headers: Record<string, string> }
+  | { kind: 'error'; code: RedialErrorCode }
+) & { /** Consecutive failures so far. */ attempt: number }
 
 export type ReconnectingWebSocketState = 'connecting' | 'open' | 'reconnecting' | 'closing' | 'closed'
 
@@ -45,6 +84,13 @@ export type RedialErrorCode =
   | 'ERR_UNKNOWN_OPTION'
   | 'ERR_INVALID_CLOSE_CODE'
   | 'ERR_INVALID_CLOSE_REASON'
+  | 'ERR_CLOSED'
+  | 'ERR_PONG_TIMEOUT'
+  | 'ERR_PROVIDER'
+  | 'ERR_QUEUE_FULL'
+  | 'ERR_INVALID_HTTP_TOKEN'
+  | 'ERR_INVALID_CHAR'
+  | 'ERR_INVALID_PROTOCOL'
 
 export interface RedialError extends Error {
   code: RedialErrorCode
@@ -68,7 +114,8 @@ export interface ReconnectingEventInfo {
 }
 
 export interface GiveUpEventInfo {
-  reason: 'maxRetries'
+  /** `'maxRetries'` exhausted, or the retry `'policy'` said stop. */
+  reason: 'maxRetries' | 'policy'
   attempts: number
   lastError?: RedialError
 }
@@ -86,6 +133,24 @@ export interface ClientMetrics {
   bytesSent: number
   /** 0 or 1: the client's one reconnect timer. */
   pendingReconnects: number
+  /** Messages waiting in the offline queue. */
+  queuedMessages: number
+}
+
+export interface DropEventInfo {
+  reason: 'overflow'
+  /** The dropped messages, oldest first. */
+  messages: Array<string | Buffer>
+}
+
+export interface DisconnectOptions {
+  /** Write queued messages first (connecting if needed), within `closeTimeout` [false]. */
+  flush?: boolean
+}
+
+export interface DisconnectResult {
+  /** Queued messages that were never sent and were discarded. */
+  discarded: number
 }
 
 export interface ClientStats {
@@ -101,6 +166,8 @@ export interface ClientStats {
   runningTasks: number
   /** Connection attempts in flight. */
   pendingAttempts: number
+  /** Heartbeat timers (one per open connection with `pingInterval` > 0). */
+  heartbeats: number
 }
 
 export interface ReconnectingWebSocketEvents {
@@ -110,6 +177,9 @@ export interface ReconnectingWebSocketEvents {
   reconnecting: [event: ReconnectingEventInfo]
   error: [err: RedialError]
   giveup: [event: GiveUpEventInfo]
+  drop: [event: DropEventInfo]
+  ping: [data: Buffer]
+  pong: [data: Buffer]
 }
 
 /**
@@ -123,9 +193,12 @@ export interface ReconnectingWebSocketEvents {
  * natively (its reconnect is cancelled) and a warning is emitted.
  */
 export declare class ReconnectingWebSocket extends EventEmitter<ReconnectingWebSocketEvents> {
-  constructor(url: string | URL, options?: ReconnectingWebSocketOptions)
-  /** The normalised URL. */
+  /** `url` may be a provider called before every attempt. */
+  constructor(url: string | URL | Provider<string | URL>, options?: ReconnectingWebSocketOptions)
+  /** The normalised URL (the last one a provider returned; '' before the first). */
   readonly url: string
+  /** Bytes accepted by `send()` and not yet written to the socket (queued or in flight). */
+  readonly bufferedAmount: number
   readonly state: ReconnectingWebSocketState
   /** The subprotocol the server selected ('' if none). */
   readonly protocol: string
@@ -136,9 +209,19 @@ export declare class ReconnectingWebSocket extends EventEmitter<ReconnectingWebS
    * Closes (code 1000 or 3000-4999, reason at most 123 UTF-8 bytes), cancels
    * any pending reconnect, and resolves once nothing of the client is running.
    */
-  disconnect(code?: number, reason?: string): Promise<void>
-  /** Sends a text (string) or binary message. Throws `ERR_NOT_OPEN` when not open. */
+  disconnect(code?: number, reason?: string, options?: DisconnectOptions): Promise<DisconnectResult>
+  disconnect(options: DisconnectOptions & { code?: number; reason?: string }): Promise<DisconnectResult>
+  /** Forces a fresh connection now: closes the open one with `code` (1000) or cancels the reconnect wait. */
+  reconnect(code?: number, reason?: string): this
+  /**
+   * Sends a text (string) or binary message; while connecting or waiting to reconnect it is queued and
+   * written, in order, on the next open. Throws `ERR_NOT_OPEN` when closed, `ERR_QUEUE_FULL` on overflow.
+   */
   send(data: string | Buffer | ArrayBufferView | ArrayBuffer): void
+  /** Sends a ping (payload at most 125 bytes). Throws `ERR_NOT_OPEN` when not open. */
+  ping(data?: string | Buffer | Uint8Array): void
+  /** Hands back the queued, unsent messages, oldest first, and empties the queue. */
+  drainQueue(): Array<string | Buffer>
   /** Keeps the process alive while the client is active (default). */
   ref(): this
   /** Lets the process exit while the client is active. */

@@ -1,0 +1,368 @@
+// Issue 3: retry policy, heartbeats, the bounded offline queue, per-attempt credentials.
+import { once } from 'node:events'
+import http from 'node:http'
+import type net from 'node:net'
+import test from 'ava'
+import { WebSocketServer } from 'ws'
+
+import { ReconnectingWebSocket, clientStats, type RedialError } from '../index.js'
+import { Recorder, acceptUpgrade, quiescent, rawServer, refusedPort, until, wsServer } from './helpers.js'
+
+/** An HTTP server that refuses every upgrade with `status` (and headers). */
+async function refusingServer(status: number, headers: Record<string, string> = {}) {
+  let attempts = 0
+  const times: number[] = []
+  const server = http.createServer()
+  server.on('upgrade', (_req, socket: net.Socket) => {
+    attempts++
+    times.push(performance.now())
+    const extra = Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`).join('')
+    socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\n${extra}Content-Length: 0\r\n\r\n`)
+  })
+  server.listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  const port = (server.address() as net.AddressInfo).port
+  return {
+    url: `ws://127.0.0.1:${port}/`,
+    get attempts() {
+      return attempts
+    },
+    times,
+    close: () => new Promise<void>((r) => server.close(() => r())),
+  }
+}
+
+test.serial('a 401 stops at once: one attempt, a giveup, no timer', async (t) => {
+  const server = await refusingServer(401)
+  const client = new ReconnectingWebSocket(server.url, { minDelay: 1 })
+  const r = new Recorder(client)
+  const giveup = await r.next('giveup')
+  t.is(giveup.reason, 'policy')
+  t.is(giveup.attempts, 1)
+  t.is(giveup.lastError.code, 'ERR_HANDSHAKE')
+  t.is(giveup.lastError.status, 401)
+  const close = await r.next('close')
+  t.false(close.willReconnect)
+  t.is(client.state, 'closed')
+  await quiescent()
+  t.is(server.attempts, 1)
+  t.is(client.metrics.connectAttempts, 1)
+  t.is(r.count('reconnecting'), 0)
+  await server.close()
+})
+
+test.serial('a 503 with Retry-After: 1 waits about a second', async (t) => {
+  const server = await refusingServer(503, { 'Retry-After': '1' })
+  const client = new ReconnectingWebSocket(server.url, { minDelay: 10, maxDelay: 5_000 })
+  const r = new Recorder(client)
+  const rec = await r.next('reconnecting')
+  t.is(rec.delay, 1_000, 'the server-given delay, without jitter')
+  await until(() => server.attempts === 2, 'the second attempt', 5_000)
+  const waited = server.times[1] - server.times[0]
+  t.true(waited >= 950, `waited ${waited.toFixed(0)} ms`)
+  await client.disconnect()
+  await quiescent()
+  await server.close()
+})
+
+test.serial('Retry-After is capped by maxDelay unless honorRetryAfter is "always"', async (t) => {
+  const server = await refusingServer(429, { 'Retry-After': '120' })
+  const capped = new ReconnectingWebSocket(server.url, { minDelay: 10, maxDelay: 2_000 })
+  t.is((await new Recorder(capped).next('reconnecting')).delay, 2_000)
+  await capped.disconnect()
+  const always = new ReconnectingWebSocket(server.url, { minDelay: 10, maxDelay: 2_000, honorRetryAfter: 'always' })
+  t.is((await new Recorder(always).next('reconnecting')).delay, 120_000)
+  await always.disconnect()
+  await quiescent()
+  await server.close()
+})
+
+test.serial('server close codes 1002/1003/1007/1008 stop; others reconnect', async (t) => {
+  let next = 1008
+  const peer = await wsServer((socket) => socket.close(next))
+  const policy = new ReconnectingWebSocket(peer.url, { minDelay: 1 })
+  const r = new Recorder(policy)
+  const giveup = await r.next('giveup')
+  t.is(giveup.reason, 'policy')
+  t.is(giveup.lastError.code, 'ERR_CLOSED')
+  t.is((await r.next('close')).code, 1008)
+  await quiescent()
+  t.is(peer.accepted, 1)
+  next = 1001
+  const retried = new ReconnectingWebSocket(peer.url, { minDelay: 1, maxDelay: 1 })
+  const r2 = new Recorder(retried)
+  await r2.next('reconnecting')
+  await r2.next('open')
+  await r2.next('open')
+  await retried.disconnect()
+  await quiescent()
+  await peer.close()
+})
+
+test.serial('shouldReconnect sees what failed and decides, synchronously or not', async (t) => {
+  const peer = await wsServer((socket) => socket.close(4000, 'maintenance'))
+  const seen: unknown[] = []
+  const client = new ReconnectingWebSocket(peer.url, {
+    minDelay: 1,
+    shouldReconnect: async (info) => {
+      seen.push(info)
+      return seen.length < 3
+    },
+  })
+  const r = new Recorder(client)
+  const giveup = await r.next('giveup')
+  t.is(giveup.reason, 'policy')
+  t.deepEqual(seen[0], { kind: 'close', code: 4000, reason: 'maintenance', attempt: 1 })
+  t.is(seen.length, 3)
+  t.is(peer.accepted, 3)
+  const closes = r.log.filter((e) => e.name === 'close').map((e) => (e.args[0] as { willReconnect: boolean }).willReconnect)
+  t.deepEqual(closes, [true, true, false], 'close events carry the verdict')
+  await quiescent()
+
+  const refusing = await refusingServer(401, { 'X-Reason': 'expired' })
+  let info: any
+  const overridden = new ReconnectingWebSocket(refusing.url, {
+    minDelay: 1,
+    maxRetries: 2,
+    shouldReconnect: (i) => {
+      info = i
+      return true
+    },
+  })
+  const r2 = new Recorder(overridden)
+  t.is((await r2.next('giveup')).reason, 'maxRetries', 'the user policy overrides the default 4xx stop')
+  t.is(info.kind, 'handshake')
+  t.is(info.status, 401)
+  t.is(info.headers['x-reason'], 'expired')
+  t.is(refusing.attempts, 3)
+  await quiescent()
+  await refusing.close()
+
+  const port = await refusedPort()
+  let errInfo: any
+  const net = new ReconnectingWebSocket(`ws://127.0.0.1:${port}/`, { shouldReconnect: (i) => ((errInfo = i), false) })
+  await new Recorder(net).next('giveup')
+  t.deepEqual(errInfo, { kind: 'error', code: 'ERR_CONNECT', attempt: 1 })
+  await quiescent()
+  await peer.close()
+})
+
+test.serial('a half-open peer (stops reading and answering) is detected within pingInterval + pongTimeout', async (t) => {
+  const deaf = await rawServer((s) => acceptUpgrade(s, (sock) => sock.pause()))
+  const client = new ReconnectingWebSocket(deaf.url, { pingInterval: 200, pongTimeout: 200, minDelay: 60_000 })
+  const r = new Recorder(client)
+  await r.next('open')
+  const opened = performance.now()
+  t.is(clientStats().heartbeats, 1)
+  const err: RedialError = await r.next('error')
+  const detected = performance.now() - opened
+  t.is(err.code, 'ERR_PONG_TIMEOUT')
+  const close = await r.next('close')
+  t.is(close.code, 1006)
+  t.true(close.willReconnect)
+  t.true(detected >= 350 && detected < 1_400, `detected after ${detected.toFixed(0)} ms (bound 400 ms)`)
+  t.is(clientStats().heartbeats, 0, 'the heartbeat died with its connection')
+  await client.disconnect()
+  await quiescent()
+  await deaf.close()
+})
+
+test.serial('a live peer that answers pings is never declared dead; ping()/pong and server pings', async (t) => {
+  const peer = await wsServer()
+  const client = new ReconnectingWebSocket(peer.url, { pingInterval: 30, pongTimeout: 30 })
+  const r = new Recorder(client, ['open', 'close', 'error', 'ping', 'pong'])
+  await r.next('open')
+  for (let i = 0; i < 6; i++) await r.next('pong')
+  t.is(r.count('close'), 0)
+  t.is(r.count('error'), 0)
+  client.ping('marco')
+  await until(() => r.log.some((e) => e.name === 'pong' && String(e.args[0]) === 'marco'), 'pong with our payload')
+  const socket = [...peer.sockets][0]
+  const pong = once(socket, 'pong')
+  socket.ping('polo')
+  t.is(String((await r.next('ping', 5_000)) ?? ''), 'polo')
+  t.is(String((await pong)[0]), 'polo', 'pings are answered automatically')
+  await client.disconnect()
+  t.is(clientStats().heartbeats, 0)
+  t.throws(() => client.ping(), { message: /Cannot ping/ })
+  await quiescent()
+  await peer.close()
+})
+
+test.serial('a server killed and restarted is reconnected; messages sent meanwhile arrive once, in order', async (t) => {
+  let peer = await wsServer()
+  const port = peer.port
+  const client = new ReconnectingWebSocket(peer.url, { minDelay: 20, maxDelay: 50 })
+  const r = new Recorder(client)
+  await r.next('open')
+  await peer.close()
+  await r.next('reconnecting')
+  t.is(client.state, 'reconnecting')
+  for (let i = 0; i < 100; i++) client.send(`m${i}`)
+  t.is(client.metrics.queuedMessages, 100)
+  t.is(client.bufferedAmount, 290)
+  const got: string[] = []
+  peer = await wsServer((socket) => {
+    socket.on('message', (d) => got.push(d.toString()))
+  }, port)
+  await r.next('open')
+  client.send('after')
+  await until(() => got.length === 101, `101 messages (have ${got.length})`)
+  t.deepEqual(got, [...Array.from({ length: 100 }, (_, i) => `m${i}`), 'after'])
+  await until(() => client.bufferedAmount === 0, 'everything written')
+  t.is(client.metrics.queuedMessages, 0)
+  await client.disconnect()
+  await quiescent()
+  await peer.close()
+})
+
+test.serial('queue overflow: "reject" throws ERR_QUEUE_FULL and keeps what it had', async (t) => {
+  const port = await refusedPort()
+  const client = new ReconnectingWebSocket(`ws://127.0.0.1:${port}/`, { minDelay: 60_000, queue: { maxMessages: 3, maxBytes: 10 } })
+  for (const m of ['a', 'b', 'c']) client.send(m)
+  const e = t.throws(() => client.send('d')) as RedialError
+  t.is(e.code, 'ERR_QUEUE_FULL')
+  t.deepEqual(client.drainQueue(), ['a', 'b', 'c'])
+  client.send('0123456789')
+  t.is((t.throws(() => client.send('x')) as RedialError).code, 'ERR_QUEUE_FULL', 'maxBytes bounds too')
+  t.is((t.throws(() => client.send('x'.repeat(11))) as RedialError).code, 'ERR_QUEUE_FULL')
+  t.is(client.bufferedAmount, 10)
+  t.deepEqual(await client.disconnect(), { discarded: 1 }, 'disconnect() reports what it discarded')
+  t.is(client.bufferedAmount, 0)
+  t.is(client.metrics.queuedMessages, 0)
+  await quiescent()
+})
+
+test.serial('queue overflow: "drop-oldest" hands the dropped messages to a drop event', async (t) => {
+  const port = await refusedPort()
+  const client = new ReconnectingWebSocket(`ws://127.0.0.1:${port}/`, {
+    minDelay: 60_000,
+    queue: { maxMessages: 2, overflow: 'drop-oldest' },
+  })
+  const drops: any[] = []
+  client.on('drop', (ev) => drops.push(ev))
+  client.send('one')
+  client.send(Buffer.from('two'))
+  client.send('three')
+  t.is(drops.length, 1)
+  t.deepEqual(drops[0], { reason: 'overflow', messages: ['one'] })
+  const drained = client.drainQueue()
+  t.true(Buffer.isBuffer(drained[0]))
+  t.deepEqual(drained.map(String), ['two', 'three'])
+  await client.disconnect()
+  await quiescent()
+})
+
+test.serial('queue: false restores ERR_NOT_OPEN while connecting', async (t) => {
+  const port = await refusedPort()
+  const client = new ReconnectingWebSocket(`ws://127.0.0.1:${port}/`, { minDelay: 60_000, queue: false })
+  t.is((t.throws(() => client.send('x')) as RedialError).code, 'ERR_NOT_OPEN')
+  await client.disconnect()
+})
+
+test.serial('disconnect({ flush: true }) during a backoff wait connects, writes the queue, then closes', async (t) => {
+  let accept = false
+  const got: string[] = []
+  const peer = await wsServer((socket) => {
+    if (!accept) return socket.close(1012)
+    socket.on('message', (d) => got.push(d.toString()))
+  })
+  const client = new ReconnectingWebSocket(peer.url, { minDelay: 60_000, jitter: 'none' })
+  const r = new Recorder(client)
+  await r.next('reconnecting')
+  client.send('q1')
+  client.send('q2')
+  accept = true
+  t.deepEqual(await client.disconnect(1000, 'done', { flush: true }), { discarded: 0 })
+  await until(() => got.length === 2, 'flushed messages')
+  t.deepEqual(got, ['q1', 'q2'])
+  t.is(client.state, 'closed')
+  await quiescent()
+  await peer.close()
+})
+
+test.serial('providers: a fresh token per attempt; two rejections are failed attempts, the third connects', async (t) => {
+  const seen: Array<{ url: string; auth?: string; protocol?: string }> = []
+  const peer = await wsServer()
+  peer.wss.on('connection', (_s, req) => seen.push({ url: req.url!, auth: req.headers.authorization, protocol: req.headers['sec-websocket-protocol'] }))
+  let calls = 0
+  const client = new ReconnectingWebSocket(async ({ attempt }) => `${peer.url}?attempt=${attempt}`, {
+    minDelay: 1,
+    maxDelay: 1,
+    headers: async () => {
+      if (++calls <= 2) throw new Error('token service down')
+      return { authorization: `Bearer t${calls}` }
+    },
+    protocols: () => ['chat.v1'],
+  })
+  const r = new Recorder(client)
+  const e1: RedialError = await r.next('error')
+  t.is(e1.code, 'ERR_PROVIDER')
+  t.regex(e1.message, /token service down/)
+  t.is((await r.next('error')).code, 'ERR_PROVIDER')
+  await r.next('open')
+  t.deepEqual(seen, [{ url: '/?attempt=2', auth: 'Bearer t3', protocol: 'chat.v1' }])
+  t.is(client.protocol, 'chat.v1')
+  t.is(client.url, `${peer.url}?attempt=2`)
+  await client.disconnect()
+  await quiescent()
+  await peer.close()
+})
+
+test.serial('a provider that never settles is bounded by connectTimeout', async (t) => {
+  const peer = await wsServer()
+  const client = new ReconnectingWebSocket(peer.url, { connectTimeout: 100, minDelay: 60_000, headers: () => new Promise(() => {}) })
+  const err: RedialError = await new Recorder(client).next('error')
+  t.is(err.code, 'ERR_CONNECT_TIMEOUT')
+  t.is(peer.accepted, 0)
+  await client.disconnect()
+  await quiescent()
+  await peer.close()
+})
+
+test.serial('reconnect() forces a fresh connection: one connection, one timer', async (t) => {
+  let lastClose: number | undefined
+  const peer = await wsServer((socket) => socket.on('close', (code) => (lastClose = code)))
+  const client = new ReconnectingWebSocket(peer.url, { minDelay: 60_000 })
+  const r = new Recorder(client)
+  await r.next('open')
+  client.reconnect()
+  const close = await r.next('close')
+  t.is(close.code, 1000)
+  t.true(close.willReconnect)
+  await r.next('open')
+  await until(() => lastClose === 1000, 'server saw the 1000 close')
+  t.is(peer.accepted, 2)
+  t.is(peer.maxConcurrent, 1)
+  // During a long backoff wait, reconnect() connects now.
+  for (const s of peer.sockets) s.close(1012)
+  await r.next('reconnecting')
+  t.is(client.metrics.pendingReconnects, 1)
+  client.reconnect()
+  await r.next('open')
+  t.is(client.metrics.pendingReconnects, 0)
+  t.is(peer.accepted, 3)
+  await client.disconnect()
+  await quiescent()
+  await peer.close()
+})
+
+test('bad resilience options get coded errors', (t) => {
+  const bad: Array<[object, string]> = [
+    [{ pingInterval: -1 }, 'ERR_OUT_OF_RANGE'],
+    [{ pongTimeout: 0 }, 'ERR_OUT_OF_RANGE'],
+    [{ honorRetryAfter: 'sometimes' }, 'ERR_OUT_OF_RANGE'],
+    [{ shouldReconnect: true }, 'ERR_INVALID_ARG_TYPE'],
+    [{ queue: { maxMessages: -1 } }, 'ERR_OUT_OF_RANGE'],
+    [{ queue: { overflow: 'drop-newest' } }, 'ERR_OUT_OF_RANGE'],
+    [{ queue: { max: 1 } }, 'ERR_UNKNOWN_OPTION'],
+    [{ queue: 'big' }, 'ERR_INVALID_ARG_TYPE'],
+    [{ headers: { 'bad name': 'x' } }, 'ERR_INVALID_HTTP_TOKEN'],
+    [{ headers: { ok: 'line\r\nbreak' } }, 'ERR_INVALID_CHAR'],
+    [{ protocols: ['a', 'a'] }, 'ERR_INVALID_PROTOCOL'],
+  ]
+  for (const [options, code] of bad) {
+    const err = t.throws(() => new ReconnectingWebSocket('ws://127.0.0.1:1/', options as never)) as RedialError
+    t.is(err.code as string, code, JSON.stringify(options))
+  }
+})
