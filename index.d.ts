@@ -42,8 +42,30 @@ export interface ReconnectingWebSocketOptions {
   queue?: false | QueueOptions
   /** Extra handshake headers, or a provider called before every attempt (e.g. a fresh token). */
   headers?: Record<string, string | string[]> | Provider<Record<string, string | string[]>>
-  /** Subprotocols to offer, or a provider called before every attempt. */
+  /** Subprotocols to offer, or a provider called before every attempt. `client.protocol` is the server's choice. */
   protocols?: string | string[] | Provider<string | string[]>
+  /** `Origin` header of the handshake. */
+  origin?: string
+  /** TLS for `wss:`: rustls with the webpki roots plus the system CA bundle. */
+  tls?: TlsOptions
+  /**
+   * HTTP CONNECT proxy `http://[user:pass@]host:port`; `false`/`null` for none. When absent,
+   * `HTTPS_PROXY` (wss) / `HTTP_PROXY` (ws) apply unless `NO_PROXY` matches the host.
+   */
+  proxy?: string | false | null
+  /** How binary messages are delivered ['nodebuffer']. */
+  binaryType?: BinaryType
+}
+
+export type BinaryType = 'nodebuffer' | 'arraybuffer' | 'uint8array'
+
+export interface TlsOptions {
+  /** Extra trusted CA certificates (PEM). */
+  ca?: string | Buffer | Array<string | Buffer>
+  /** `false` accepts any certificate (testing only) [true]. */
+  rejectUnauthorized?: boolean
+  /** Server name for SNI and certificate verification [the URL's host]. */
+  servername?: string
 }
 
 export interface QueueOptions {
@@ -78,7 +100,6 @@ export type RedialErrorCode =
   | 'ERR_NOT_OPEN'
   | 'ERR_INVALID_URL'
   | 'ERR_INVALID_URL_SCHEME'
-  | 'ERR_UNSUPPORTED_SCHEME'
   | 'ERR_INVALID_ARG_TYPE'
   | 'ERR_OUT_OF_RANGE'
   | 'ERR_UNKNOWN_OPTION'
@@ -91,6 +112,11 @@ export type RedialErrorCode =
   | 'ERR_INVALID_HTTP_TOKEN'
   | 'ERR_INVALID_CHAR'
   | 'ERR_INVALID_PROTOCOL'
+  | 'ERR_TLS'
+  | 'ERR_TLS_CERT'
+  | 'ERR_PROXY'
+  | 'ERR_PROXY_AUTH'
+  | 'ERR_INVALID_PROXY'
 
 export interface RedialError extends Error {
   code: RedialErrorCode
@@ -172,7 +198,8 @@ export interface ClientStats {
 
 export interface ReconnectingWebSocketEvents {
   open: []
-  message: [data: string | Buffer, isBinary: boolean]
+  /** Binary data is a Buffer, an ArrayBuffer or a Uint8Array according to `binaryType`. */
+  message: [data: string | Buffer | ArrayBuffer | Uint8Array, isBinary: boolean]
   close: [event: CloseEventInfo]
   reconnecting: [event: ReconnectingEventInfo]
   error: [err: RedialError]
@@ -202,6 +229,9 @@ export declare class ReconnectingWebSocket extends EventEmitter<ReconnectingWebS
   readonly state: ReconnectingWebSocketState
   /** The subprotocol the server selected ('' if none). */
   readonly protocol: string
+  /** Negotiated extensions: always '' (permessage-deflate is not offered). */
+  readonly extensions: string
+  binaryType: BinaryType
   readonly metrics: ClientMetrics
   /** Starts connecting; idempotent. During a reconnect wait, connects now. While closing, reconnects after the close. */
   connect(): this

@@ -6,7 +6,17 @@
 const { EventEmitter } = require('node:events')
 const { NativeClient, init, clientStats: nativeStats } = require('./binding.js')
 const { makeError, fromNative } = require('./lib/errors')
-const { parseOptions, parseUrl, checkClose, checkHeaders, flattenHeaders, checkProtocols, toProtocols } = require('./lib/options')
+const {
+  parseOptions,
+  parseUrl,
+  checkClose,
+  checkHeaders,
+  flattenHeaders,
+  checkProtocols,
+  toProtocols,
+  checkBinaryType,
+  proxyFor,
+} = require('./lib/options')
 
 // Batch tags: mirrored in src/delivery.rs.
 const T_OPEN = 0
@@ -71,6 +81,14 @@ init(dispatch)
 
 const EMPTY = Buffer.alloc(0)
 
+function convertBinary(buf, type) {
+  if (type === 'uint8array') return new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength)
+  // A Buffer may share a pooled ArrayBuffer: hand out exactly its bytes.
+  return buf.byteOffset === 0 && buf.byteLength === buf.buffer.byteLength
+    ? buf.buffer
+    : buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength)
+}
+
 class ReconnectingWebSocket extends EventEmitter {
   #url
   /** `url`, `headers`, `protocols` as given: values or per-attempt provider functions. */
@@ -78,6 +96,9 @@ class ReconnectingWebSocket extends EventEmitter {
   #headersOption
   #protocolsOption
   #shouldReconnect
+  #proxyOption
+  #origin
+  #binaryType
   #state = 'closed'
   #protocol = ''
   /** A disconnect() is in progress: driver events do not move the state away from 'closing'. */
@@ -96,8 +117,12 @@ class ReconnectingWebSocket extends EventEmitter {
     this.#headersOption = opts.headers
     this.#protocolsOption = opts.protocols
     this.#shouldReconnect = opts.shouldReconnect
+    this.#proxyOption = opts.proxy
+    this.#origin = opts.origin
+    this.#binaryType = opts.binaryType
     const native = opts.native
     if (typeof parsed === 'function') native.providers = true
+    else native.proxy = proxyFor(parsed, opts.proxy)
     this.#url = typeof parsed === 'function' ? '' : parsed
     this[kNative] = new NativeClient(this, this.#url || '(url provider)', native)
     if (!opts.startClosed) this.connect()
@@ -114,6 +139,11 @@ class ReconnectingWebSocket extends EventEmitter {
   /** The subprotocol the server selected ('' if none). */
   get protocol() {
     return this.#protocol
+  }
+
+  /** Negotiated extensions: always '' (permessage-deflate is not offered). */
+  get extensions() {
+    return ''
   }
 
   get metrics() {
@@ -192,6 +222,15 @@ class ReconnectingWebSocket extends EventEmitter {
     return this[kNative].drainQueue()
   }
 
+  /** How binary messages are delivered: 'nodebuffer' (default), 'arraybuffer' or 'uint8array'. */
+  get binaryType() {
+    return this.#binaryType
+  }
+
+  set binaryType(type) {
+    this.#binaryType = checkBinaryType(type)
+  }
+
   /** Bytes accepted by send() and not yet written to the socket (queued or in flight). */
   get bufferedAmount() {
     return this[kNative].bufferedAmount
@@ -215,7 +254,7 @@ class ReconnectingWebSocket extends EventEmitter {
         this.emit('message', p, false)
         return
       case T_BINARY:
-        this.emit('message', p, true)
+        this.emit('message', this.#binaryType === 'nodebuffer' ? p : convertBinary(p, this.#binaryType), true)
         return
       case T_CONNECTING:
         if (!this.#closing) this.#state = 'connecting'
@@ -288,7 +327,7 @@ class ReconnectingWebSocket extends EventEmitter {
       const protocols = typeof pr === 'function' ? await pr(ctx) : pr
       if (protocols !== undefined) checkProtocols(protocols, 'protocols (from the provider)')
       this.#url = url
-      native.provide(id, url, flattenHeaders(headers), toProtocols(protocols))
+      native.provide(id, url, flattenHeaders(headers, this.#origin), toProtocols(protocols), proxyFor(url, this.#proxyOption))
     } catch (err) {
       native.provideError(id, `a provider failed: ${err instanceof Error ? err.message : String(err)}`)
     }

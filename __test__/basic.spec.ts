@@ -14,7 +14,7 @@ test.serial('connects, exchanges text and binary both ways, and counts it', asyn
   const client = new ReconnectingWebSocket(peer.url)
   t.is(client.state, 'connecting')
   const messages: Array<[string | Buffer, boolean]> = []
-  client.on('message', (data, isBinary) => messages.push([data, isBinary]))
+  client.on("message", (data, isBinary) => messages.push([data as string | Buffer, isBinary]))
   await once(client, 'open')
   t.is(client.state, 'open')
   client.send('text')

@@ -7,6 +7,9 @@ import { WebSocketServer, type WebSocket } from 'ws'
 
 import { clientStats } from '../index.js'
 
+// Tests talk to 127.0.0.1 only: a proxy configured in the environment must not capture them.
+for (const name of ['HTTP_PROXY', 'HTTPS_PROXY', 'http_proxy', 'https_proxy', 'NO_PROXY', 'no_proxy']) delete process.env[name]
+
 export interface Peer {
   port: number
   url: string
@@ -93,7 +96,7 @@ export async function rawServer(onSocket: (socket: net.Socket) => void, port = 0
 }
 
 /** Completes a WebSocket upgrade on a raw socket, then hands it over. */
-export function acceptUpgrade(socket: net.Socket, then: (socket: net.Socket) => void): void {
+export function acceptUpgrade(socket: net.Socket, then: (socket: net.Socket) => void, extraHeaders = ''): void {
   let head = ''
   const onData = (chunk: Buffer) => {
     head += chunk.toString('latin1')
@@ -105,7 +108,7 @@ export function acceptUpgrade(socket: net.Socket, then: (socket: net.Socket) => 
       .digest('base64')
     socket.write(
       'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n' +
-        `Sec-WebSocket-Accept: ${accept}\r\n\r\n`,
+        `Sec-WebSocket-Accept: ${accept}\r\n${extraHeaders}\r\n`,
     )
     then(socket)
   }

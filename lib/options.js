@@ -24,7 +24,13 @@ const DEFAULTS = Object.freeze({
   queue: undefined,
   headers: undefined,
   protocols: undefined,
+  tls: undefined,
+  proxy: undefined,
+  origin: undefined,
+  binaryType: 'nodebuffer',
 })
+
+const BINARY_TYPES = ['nodebuffer', 'arraybuffer', 'uint8array']
 
 const QUEUE_DEFAULTS = Object.freeze({ maxMessages: 1_000, maxBytes: 4 * 1024 * 1024, overflow: 'reject' })
 
@@ -78,6 +84,11 @@ function parseOptions(options) {
     throw typeError('shouldReconnect', 'a function', shouldReconnect)
   }
   const queue = parseQueue(options.queue)
+  const tls = parseTls(options.tls)
+  const proxy = options.proxy
+  if (proxy !== undefined && proxy !== null && proxy !== false) checkProxy(proxy)
+  if (options.origin !== undefined && typeof options.origin !== 'string') throw typeError('origin', 'a string', options.origin)
+  const binaryType = options.binaryType === undefined ? 'nodebuffer' : checkBinaryType(options.binaryType)
   const headers = options.headers
   if (headers !== undefined && typeof headers !== 'function') checkHeaders(headers)
   const protocols = options.protocols
@@ -101,10 +112,80 @@ function parseOptions(options) {
     queueMaxMessages: queue ? queue.maxMessages : 0,
     queueMaxBytes: queue ? queue.maxBytes : 0,
     queueDropOldest: queue ? queue.overflow === 'drop-oldest' : false,
-    headers: typeof headers === 'function' ? [] : flattenHeaders(headers),
+    headers: typeof headers === 'function' ? [] : flattenHeaders(headers, options.origin),
     protocols: typeof protocols === 'function' ? [] : toProtocols(protocols),
+    tlsCa: tls.ca,
+    tlsRejectUnauthorized: tls.rejectUnauthorized,
+    tlsServername: tls.servername,
+    proxy: undefined,
   }
-  return { native, startClosed, shouldReconnect, headers, protocols }
+  return { native, startClosed, shouldReconnect, headers, protocols, proxy, origin: options.origin, binaryType }
+}
+
+function checkBinaryType(v) {
+  if (!BINARY_TYPES.includes(v)) throw rangeError('binaryType', "'nodebuffer', 'arraybuffer' or 'uint8array'", v)
+  return v
+}
+
+const TLS_KEYS = ['ca', 'rejectUnauthorized', 'servername']
+
+function parseTls(tls) {
+  if (tls === undefined) return { ca: [], rejectUnauthorized: true, servername: undefined }
+  if (typeof tls !== 'object' || tls === null || Array.isArray(tls)) throw typeError('tls', 'an object', tls)
+  for (const key of Object.keys(tls)) {
+    if (!TLS_KEYS.includes(key)) throw makeError('ERR_UNKNOWN_OPTION', `Unknown option "tls.${key}" (known: ${TLS_KEYS.join(', ')})`, TypeError)
+  }
+  const list = tls.ca === undefined ? [] : Array.isArray(tls.ca) ? tls.ca : [tls.ca]
+  const ca = list.map((c) => {
+    if (typeof c === 'string') return c
+    if (Buffer.isBuffer(c) || c instanceof Uint8Array) return Buffer.from(c).toString('utf8')
+    throw typeError('tls.ca', 'a string, a Buffer or an array of them', c)
+  })
+  const rejectUnauthorized = tls.rejectUnauthorized === undefined ? true : tls.rejectUnauthorized
+  if (typeof rejectUnauthorized !== 'boolean') throw typeError('tls.rejectUnauthorized', 'a boolean', rejectUnauthorized)
+  if (tls.servername !== undefined && typeof tls.servername !== 'string') throw typeError('tls.servername', 'a string', tls.servername)
+  return { ca, rejectUnauthorized, servername: tls.servername }
+}
+
+function checkProxy(proxy) {
+  if (typeof proxy !== 'string') throw typeError('proxy', 'a string, false or null', proxy)
+  let u
+  try {
+    u = new URL(proxy)
+  } catch {
+    throw makeError('ERR_INVALID_PROXY', `Invalid proxy URL: ${proxy}`, SyntaxError)
+  }
+  if (u.protocol !== 'http:') throw makeError('ERR_INVALID_PROXY', `Only http:// CONNECT proxies are supported. Received ${u.protocol}`, SyntaxError)
+}
+
+/**
+ * The proxy for `url`: the option when given (false/null: none), else
+ * HTTPS_PROXY (wss) / HTTP_PROXY (ws) unless NO_PROXY matches the host.
+ */
+function proxyFor(url, option, env = process.env) {
+  if (option === false || option === null) return undefined
+  if (typeof option === 'string') return option
+  const u = new URL(url)
+  const fromEnv = u.protocol === 'wss:' ? env.HTTPS_PROXY ?? env.https_proxy : env.HTTP_PROXY ?? env.http_proxy
+  if (!fromEnv) return undefined
+  const noProxy = (env.NO_PROXY ?? env.no_proxy ?? '').toLowerCase()
+  const host = u.hostname.replace(/^\[|\]$/g, '').toLowerCase()
+  const port = u.port || (u.protocol === 'wss:' ? '443' : '80')
+  for (let entry of noProxy.split(/[\s,]+/)) {
+    if (!entry) continue
+    if (entry === '*') return undefined
+    let entryPort
+    const m = /^(.*?)(?::(\d+))?$/.exec(entry.replace(/^\[|\](?=:|$)/g, ''))
+    if (m && !entry.includes('::')) {
+      entry = m[1]
+      entryPort = m[2]
+    }
+    if (entryPort && entryPort !== port) continue
+    entry = entry.replace(/^\*?\./, '.')
+    if (host === entry || (entry.startsWith('.') && (host.endsWith(entry) || host === entry.slice(1)))) return undefined
+  }
+  checkProxy(fromEnv)
+  return fromEnv
 }
 
 function parseQueue(queue) {
@@ -138,8 +219,9 @@ function checkHeaders(headers, name = 'headers') {
   }
 }
 
-function flattenHeaders(headers) {
+function flattenHeaders(headers, origin) {
   const flat = []
+  if (origin !== undefined) flat.push('origin', origin)
   if (!headers) return flat
   for (const [k, v] of Object.entries(headers)) for (const one of Array.isArray(v) ? v : [v]) flat.push(k, String(one))
   return flat
@@ -181,9 +263,6 @@ function parseUrl(url) {
     throw makeError('ERR_INVALID_URL_SCHEME', `The URL's scheme must be ws: or wss: (or http:/https:). Received ${parsed.protocol}`, SyntaxError)
   }
   if (parsed.hash) throw makeError('ERR_INVALID_URL', `The URL must not contain a fragment: ${url}`, SyntaxError)
-  if (parsed.protocol === 'wss:') {
-    throw makeError('ERR_UNSUPPORTED_SCHEME', 'wss:// (TLS) is not supported yet', SyntaxError)
-  }
   return parsed.href
 }
 
@@ -198,4 +277,15 @@ function checkClose(code, reason) {
   }
 }
 
-module.exports = { parseOptions, parseUrl, checkClose, checkHeaders, flattenHeaders, checkProtocols, toProtocols, DEFAULTS }
+module.exports = {
+  parseOptions,
+  parseUrl,
+  checkClose,
+  checkHeaders,
+  flattenHeaders,
+  checkProtocols,
+  toProtocols,
+  checkBinaryType,
+  proxyFor,
+  DEFAULTS,
+}

@@ -25,6 +25,7 @@ use crate::machine::{HonorRetryAfter, Policy};
 use crate::options::NativeOptions;
 use crate::outbox::{QueueConfig, SendOutcome};
 use crate::stats::{self, GLOBAL};
+use crate::transport::{Proxy, TlsOptions};
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -73,7 +74,12 @@ fn attempt_params(
     url: &str,
     headers: &[String],
     protocols: Vec<String>,
+    proxy: Option<&str>,
 ) -> std::result::Result<AttemptParams, ConnError> {
+    let proxy = proxy
+        .map(Proxy::parse)
+        .transpose()
+        .map_err(|e| ConnError::new(ERR_PROVIDER, e))?;
     let url = url::Url::parse(url).map_err(|e| ConnError::new(ERR_PROVIDER, format!("invalid URL {url}: {e}")))?;
     let headers = headers
         .chunks(2)
@@ -81,6 +87,7 @@ fn attempt_params(
         .map(|kv| (kv[0].clone(), kv[1].clone()))
         .collect();
     Ok(AttemptParams {
+        proxy,
         url,
         headers,
         protocols,
@@ -113,7 +120,13 @@ impl NativeClient {
             None
         } else {
             Some(Arc::new(
-                attempt_params(&url, &options.headers, options.protocols.clone()).map_err(|e| invalid(e.message))?,
+                attempt_params(
+                    &url,
+                    &options.headers,
+                    options.protocols.clone(),
+                    options.proxy.as_deref(),
+                )
+                .map_err(|e| invalid(e.message))?,
             ))
         };
         let config = DriverConfig {
@@ -123,6 +136,12 @@ impl NativeClient {
                 ping_interval: Duration::from_millis(ms(options.ping_interval)),
                 pong_timeout: Duration::from_millis(ms(options.pong_timeout)),
                 close_timeout: Duration::from_millis(ms(options.close_timeout)),
+                tls: TlsOptions {
+                    ca: options.tls_ca,
+                    reject_unauthorized: options.tls_reject_unauthorized,
+                    servername: options.tls_servername,
+                },
+                tls_config: Default::default(),
             },
             policy: Policy {
                 backoff: Backoff {
@@ -242,8 +261,8 @@ impl NativeClient {
 
     /// The providers' result for attempt request `id` (ignored if the attempt is gone).
     #[napi]
-    pub fn provide(&self, id: f64, url: String, headers: Vec<String>, protocols: Vec<String>) {
-        self.answer(id, attempt_params(&url, &headers, protocols));
+    pub fn provide(&self, id: f64, url: String, headers: Vec<String>, protocols: Vec<String>, proxy: Option<String>) {
+        self.answer(id, attempt_params(&url, &headers, protocols, proxy.as_deref()));
     }
 
     #[napi]

@@ -13,7 +13,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::{Sink, Stream};
-use tokio::net::TcpStream;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tokio::time::Sleep;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -25,8 +24,9 @@ use url::Url;
 use crate::delivery::JsEvent;
 use crate::errors::{self, ConnError};
 use crate::stats::{self, Gauge, Metrics, GLOBAL};
+use crate::transport::{self, Proxy, TlsOptions, Transport};
 
-pub type Ws = WebSocketStream<TcpStream>;
+pub type Ws = WebSocketStream<Transport>;
 
 #[derive(Clone, Debug)]
 pub struct ConnConfig {
@@ -36,6 +36,9 @@ pub struct ConnConfig {
     pub ping_interval: Duration,
     pub pong_timeout: Duration,
     pub close_timeout: Duration,
+    pub tls: TlsOptions,
+    /// Built on the first `wss:` attempt, then shared by every later one.
+    pub tls_config: Arc<std::sync::OnceLock<Result<Arc<rustls::ClientConfig>, String>>>,
 }
 
 /// What one attempt connects to: fixed, or supplied per attempt by JS providers.
@@ -44,6 +47,7 @@ pub struct AttemptParams {
     pub url: Url,
     pub headers: Vec<(String, String)>,
     pub protocols: Vec<String>,
+    pub proxy: Option<Proxy>,
 }
 
 /// Where an attempt gets its parameters.
@@ -114,17 +118,9 @@ impl Future for Attempt {
 
 async fn connect(cfg: &ConnConfig, params: &AttemptParams) -> Result<Opened, ConnError> {
     let url = &params.url;
-    let port = url.port_or_known_default().unwrap_or(80);
-    let tcp = match url.host() {
-        Some(url::Host::Domain(d)) => TcpStream::connect((d, port)).await,
-        Some(url::Host::Ipv4(ip)) => TcpStream::connect((ip, port)).await,
-        Some(url::Host::Ipv6(ip)) => TcpStream::connect((ip, port)).await,
-        None => return Err(ConnError::new(errors::ERR_CONNECT, "URL has no host")),
-    }
-    .map_err(|e| ConnError::new(errors::ERR_CONNECT, format!("{e} ({url})")))?;
-    let _ = tcp.set_nodelay(true);
+    let stream = transport::open(url, params.proxy.as_ref(), &cfg.tls_config, &cfg.tls).await?;
     let request = build_request(params)?;
-    let (ws, response) = tokio_tungstenite::client_async_with_config(request, tcp, Some(cfg.ws_config()))
+    let (ws, response) = tokio_tungstenite::client_async_with_config(request, stream, Some(cfg.ws_config()))
         .await
         .map_err(handshake_error)?;
     let protocol = response
@@ -412,6 +408,17 @@ impl OpenConn {
             };
         }
         let (error, code) = errors::from_ws_error(&e);
+        if code != 1006 {
+            // Tell the peer why (1002, 1007, 1009) before dropping the socket: best effort, no waiting.
+            let reason: String = error.message.chars().take(100).collect();
+            let frame = CloseFrame {
+                code: code.into(),
+                reason: reason.into(),
+            };
+            if Pin::new(&mut self.ws).start_send(Message::Close(Some(frame))).is_ok() {
+                let _ = Pin::new(&mut self.ws).poll_flush(&mut Context::from_waker(std::task::Waker::noop()));
+            }
+        }
         Ended {
             code,
             reason: String::new(),

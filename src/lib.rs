@@ -14,6 +14,7 @@ pub mod machine;
 pub mod options;
 pub mod outbox;
 pub mod stats;
+pub mod transport;
 
 use std::sync::atomic::Ordering::Relaxed;
 

@@ -33,4 +33,10 @@ pub struct NativeOptions {
     /// Static headers as `[name, value, name, value, ...]`.
     pub headers: Vec<String>,
     pub protocols: Vec<String>,
+    /// Extra trusted CAs (PEM).
+    pub tls_ca: Vec<String>,
+    pub tls_reject_unauthorized: bool,
+    pub tls_servername: Option<String>,
+    /// `http://[user:pass@]host:port` of a CONNECT proxy (already resolved from the environment).
+    pub proxy: Option<String>,
 }

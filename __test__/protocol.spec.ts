@@ -1,0 +1,265 @@
+// Issue 4, transport and protocol: TLS, CONNECT proxies, subprotocols, limits, close codes.
+import { once } from 'node:events'
+import http from 'node:http'
+import https from 'node:https'
+import net from 'node:net'
+import test from 'ava'
+import { WebSocketServer } from 'ws'
+
+import { ReconnectingWebSocket, type RedialError } from '../index.js'
+import { makeCerts } from './certs.js'
+import { Recorder, acceptUpgrade, quiescent, rawServer, until, wsServer } from './helpers.js'
+
+const certs = makeCerts()
+
+async function wssServer() {
+  const server = https.createServer({ key: certs.key, cert: certs.cert })
+  const wss = new WebSocketServer({ server })
+  wss.on('connection', (s) => s.on('message', (d, bin) => s.send(d, { binary: bin })))
+  server.listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  const port = (server.address() as net.AddressInfo).port
+  return {
+    port,
+    wss,
+    close: () =>
+      new Promise<void>((r) => {
+        for (const c of wss.clients) c.terminate()
+        wss.close()
+        server.close(() => r())
+      }),
+  }
+}
+
+/** A CONNECT proxy that only tunnels to 127.0.0.1 and can demand credentials. */
+async function connectProxy(requiredAuth?: string) {
+  const seen: Array<{ target: string; auth?: string }> = []
+  const server = http.createServer((_req, res) => res.writeHead(405).end())
+  const tunnels = new Set<net.Socket>()
+  server.on('connect', (req, client: net.Socket, head) => {
+    seen.push({ target: req.url!, auth: req.headers['proxy-authorization'] })
+    client.on('error', () => {})
+    if (requiredAuth && req.headers['proxy-authorization'] !== `Basic ${Buffer.from(requiredAuth).toString('base64')}`) {
+      client.end('HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic\r\n\r\n')
+      return
+    }
+    const [host, port] = req.url!.split(':')
+    if (host !== '127.0.0.1' && host !== 'localhost') return client.end('HTTP/1.1 403 Forbidden\r\n\r\n')
+    const upstream = net.connect(Number(port), '127.0.0.1', () => {
+      client.write('HTTP/1.1 200 Connection Established\r\n\r\n')
+      if (head.length) upstream.write(head)
+      upstream.pipe(client)
+      client.pipe(upstream)
+    })
+    upstream.on('error', () => client.destroy())
+    tunnels.add(client).add(upstream)
+  })
+  server.listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  const port = (server.address() as net.AddressInfo).port
+  return {
+    url: `http://127.0.0.1:${port}`,
+    seen,
+    close: () =>
+      new Promise<void>((r) => {
+        for (const t of tunnels) t.destroy()
+        server.close(() => r())
+      }),
+  }
+}
+
+test.serial('wss:// with a CA made at test time: connects and echoes', async (t) => {
+  const server = await wssServer()
+  const client = new ReconnectingWebSocket(`wss://localhost:${server.port}/`, { tls: { ca: Buffer.from(certs.ca) } })
+  const r = new Recorder(client)
+  await r.next('open')
+  client.send('over tls')
+  t.is(await r.next('message'), 'over tls')
+  await client.disconnect()
+  // The IP SAN works too.
+  const byIp = new ReconnectingWebSocket(`wss://127.0.0.1:${server.port}/`, { tls: { ca: certs.ca } })
+  await new Recorder(byIp).next('open')
+  await byIp.disconnect()
+  await quiescent()
+  await server.close()
+})
+
+test.serial('a bad certificate is ERR_TLS_CERT and no reconnect storm', async (t) => {
+  const server = await wssServer()
+  let handshakes = 0
+  server.wss.on('connection', () => handshakes++)
+  for (const tls of [undefined, { ca: certs.otherCa }, { ca: certs.ca, servername: 'wrong.example' }]) {
+    const client = new ReconnectingWebSocket(`wss://127.0.0.1:${server.port}/`, { tls, minDelay: 1 })
+    const r = new Recorder(client)
+    const err: RedialError = await r.next('error')
+    t.is(err.code, 'ERR_TLS_CERT', JSON.stringify(tls))
+    const giveup = await r.next('giveup')
+    t.is(giveup.reason, 'policy')
+    t.is(client.metrics.connectAttempts, 1)
+  }
+  t.is(handshakes, 0)
+  // shouldReconnect can still decide otherwise.
+  const stubborn = new ReconnectingWebSocket(`wss://127.0.0.1:${server.port}/`, { minDelay: 1, maxRetries: 2, shouldReconnect: () => true })
+  t.is((await new Recorder(stubborn).next('giveup')).reason, 'maxRetries')
+  t.is(stubborn.metrics.connectAttempts, 3)
+  await quiescent()
+  await server.close()
+})
+
+test.serial('rejectUnauthorized: false accepts an unknown certificate', async (t) => {
+  const server = await wssServer()
+  const client = new ReconnectingWebSocket(`wss://127.0.0.1:${server.port}/`, { tls: { rejectUnauthorized: false } })
+  await new Recorder(client).next('open')
+  t.is(client.state, 'open')
+  await client.disconnect()
+  await quiescent()
+  await server.close()
+})
+
+test.serial('a CONNECT proxy with credentials, for ws:// and wss://', async (t) => {
+  const peer = await wsServer((s) => s.send('via proxy'))
+  const proxy = await connectProxy('user:p@ss')
+  const proxyUrl = proxy.url.replace('http://', 'http://user:p%40ss@')
+  const client = new ReconnectingWebSocket(peer.url, { proxy: proxyUrl })
+  t.is(await new Recorder(client).next('message'), 'via proxy')
+  t.deepEqual(proxy.seen[0], { target: `127.0.0.1:${peer.port}`, auth: `Basic ${Buffer.from('user:p@ss').toString('base64')}` })
+  await client.disconnect()
+  const server = await wssServer()
+  const secure = new ReconnectingWebSocket(`wss://localhost:${server.port}/`, { proxy: proxyUrl, tls: { ca: certs.ca } })
+  const r = new Recorder(secure)
+  await r.next('open')
+  secure.send('tunnelled tls')
+  t.is(await r.next('message'), 'tunnelled tls')
+  t.is(proxy.seen[1].target, `localhost:${server.port}`)
+  await secure.disconnect()
+  await quiescent()
+  await Promise.all([peer.close(), proxy.close(), server.close()])
+})
+
+test.serial('a proxy answering 407 is ERR_PROXY_AUTH and the client gives up', async (t) => {
+  const peer = await wsServer()
+  const proxy = await connectProxy('user:secret')
+  const client = new ReconnectingWebSocket(peer.url, { proxy: proxy.url, minDelay: 1 })
+  const r = new Recorder(client)
+  const err: RedialError = await r.next('error')
+  t.is(err.code, 'ERR_PROXY_AUTH')
+  t.is((await r.next('giveup')).reason, 'policy')
+  t.is(proxy.seen.length, 1)
+  t.is(peer.accepted, 0)
+  await quiescent()
+  await Promise.all([peer.close(), proxy.close()])
+})
+
+test.serial('HTTP_PROXY / NO_PROXY from the environment when the option is absent', async (t) => {
+  const peer = await wsServer()
+  const proxy = await connectProxy()
+  const saved = { ...process.env }
+  try {
+    process.env.HTTP_PROXY = proxy.url
+    delete process.env.NO_PROXY
+    const viaEnv = new ReconnectingWebSocket(peer.url)
+    await new Recorder(viaEnv).next('open')
+    t.is(proxy.seen.length, 1)
+    await viaEnv.disconnect()
+    process.env.NO_PROXY = 'example.com, 127.0.0.1'
+    const direct = new ReconnectingWebSocket(peer.url)
+    await new Recorder(direct).next('open')
+    await direct.disconnect()
+    delete process.env.NO_PROXY
+    const optedOut = new ReconnectingWebSocket(peer.url, { proxy: false })
+    await new Recorder(optedOut).next('open')
+    await optedOut.disconnect()
+    t.is(proxy.seen.length, 1, 'NO_PROXY and proxy: false bypass the proxy')
+    t.is(peer.accepted, 3)
+  } finally {
+    process.env = saved
+  }
+  await quiescent()
+  await Promise.all([peer.close(), proxy.close()])
+})
+
+test.serial('subprotocols, origin and custom headers; a server choosing an unoffered protocol fails the handshake', async (t) => {
+  let request: http.IncomingMessage | undefined
+  const wss = new WebSocketServer({ host: '127.0.0.1', port: 0, handleProtocols: (protocols) => (protocols.has('chat.v2') ? 'chat.v2' : false) })
+  await once(wss, 'listening')
+  wss.on('connection', (_s, req) => (request = req))
+  const url = `ws://127.0.0.1:${(wss.address() as net.AddressInfo).port}/`
+  const client = new ReconnectingWebSocket(url, { protocols: ['chat.v1', 'chat.v2'], origin: 'https://app.example', headers: { 'x-trace': 'abc' } })
+  t.is(client.protocol, '')
+  await new Recorder(client).next('open')
+  t.is(client.protocol, 'chat.v2')
+  t.is(client.extensions, '')
+  t.is(request?.headers.origin, 'https://app.example')
+  t.is(request?.headers['x-trace'], 'abc')
+  await client.disconnect()
+  await new Promise((r) => wss.close(r))
+
+  const liar = await rawServer((s) =>
+    acceptUpgrade(s, () => {}, 'Sec-WebSocket-Protocol: not-offered\r\n'),
+  )
+  const strict = new ReconnectingWebSocket(liar.url, { protocols: 'chat.v1', minDelay: 60_000 })
+  t.is(((await new Recorder(strict).next('error')) as RedialError).code, 'ERR_HANDSHAKE')
+  await strict.disconnect()
+  await quiescent()
+  await liar.close()
+})
+
+/** A raw server that upgrades, sends `frame`, and records the close code the client answers with. */
+async function misbehaving(frame: Buffer) {
+  const codes: number[] = []
+  const peer = await rawServer((s) =>
+    acceptUpgrade(s, (sock) => {
+      sock.on('data', (d) => {
+        // Client frames are masked: opcode 8 = close; the code is the first 2 unmasked payload bytes.
+        if ((d[0] & 0x0f) === 8 && (d[1] & 0x7f) >= 2) codes.push(((d[6] ^ d[2]) << 8) | (d[7] ^ d[3]))
+      })
+      sock.write(frame)
+    }),
+  )
+  return { peer, codes }
+}
+
+test.serial('invalid UTF-8 closes with 1007, a protocol violation with 1002, an oversized message with 1009', async (t) => {
+  const cases: Array<[Buffer, number, string, object]> = [
+    [Buffer.from([0x81, 0x02, 0xc3, 0x28]), 1007, 'ERR_INVALID_UTF8', {}],
+    [Buffer.from([0x83, 0x00]), 1002, 'ERR_PROTOCOL', {}], // reserved opcode
+    [Buffer.concat([Buffer.from([0x82, 0x7e, 0x04, 0x00]), Buffer.alloc(1024)]), 1009, 'ERR_MESSAGE_TOO_BIG', { maxPayload: 1000 }],
+  ]
+  for (const [frame, code, errCode, options] of cases) {
+    const { peer, codes } = await misbehaving(frame)
+    const client = new ReconnectingWebSocket(peer.url, { minDelay: 60_000, ...options })
+    const r = new Recorder(client)
+    const err: RedialError = await r.next('error')
+    t.is(err.code as string, errCode)
+    const close = await r.next('close')
+    t.is(close.code, code)
+    t.false(close.wasClean)
+    await until(() => codes.length > 0, `the server received a close frame (${code})`)
+    t.deepEqual(codes, [code])
+    await client.disconnect()
+    await peer.close()
+  }
+  await quiescent()
+})
+
+test.serial('binaryType: nodebuffer, arraybuffer, uint8array', async (t) => {
+  const peer = await wsServer((s) => s.on('message', () => s.send(Buffer.from([1, 2, 3]))))
+  const client = new ReconnectingWebSocket(peer.url, { binaryType: 'arraybuffer' })
+  const r = new Recorder(client)
+  await r.next('open')
+  client.send('x')
+  const ab = await r.next('message')
+  t.true(ab instanceof ArrayBuffer)
+  t.deepEqual([...new Uint8Array(ab)], [1, 2, 3])
+  client.binaryType = 'uint8array'
+  client.send('x')
+  const u8 = await r.next('message')
+  t.true(u8 instanceof Uint8Array && !Buffer.isBuffer(u8))
+  client.binaryType = 'nodebuffer'
+  client.send('x')
+  t.true(Buffer.isBuffer(await r.next('message')))
+  t.throws(() => (client.binaryType = 'blob' as never), { code: 'ERR_OUT_OF_RANGE' } as never)
+  await client.disconnect()
+  await quiescent()
+  await peer.close()
+})

@@ -1,0 +1,332 @@
+//! The byte stream under the WebSocket: TCP, optionally tunnelled through an
+//! HTTP CONNECT proxy, optionally wrapped in TLS (rustls with ring).
+//!
+//! tokio-tungstenite has no proxy support, so the CONNECT exchange is written
+//! here by hand: one request, one response head, then the tunnel is ours.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use url::Url;
+
+use crate::errors::{self, ConnError};
+
+pub enum Transport {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Transport {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Transport::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Transport::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Transport {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Transport::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Transport::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Transport::Plain(s) => Pin::new(s).poll_flush(cx),
+            Transport::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Transport::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Transport::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// An HTTP CONNECT proxy.
+#[derive(Clone, Debug)]
+pub struct Proxy {
+    pub host: String,
+    pub port: u16,
+    /// `user:pass`, sent as `Proxy-Authorization: Basic`.
+    pub credentials: Option<String>,
+}
+
+impl Proxy {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let url = Url::parse(s).map_err(|e| format!("invalid proxy URL {s}: {e}"))?;
+        if url.scheme() != "http" {
+            return Err(format!("only http:// CONNECT proxies are supported, got {s}"));
+        }
+        let host = url.host_str().ok_or_else(|| format!("proxy URL has no host: {s}"))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+        let credentials = (!url.username().is_empty()).then(|| {
+            let decode = |p: &str| percent_decode(p);
+            format!("{}:{}", decode(url.username()), decode(url.password().unwrap_or("")))
+        });
+        Ok(Proxy {
+            host,
+            port: url.port().unwrap_or(80),
+            credentials,
+        })
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    url::form_urlencoded::parse(format!("x={}", s.replace('+', "%2B")).as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
+}
+
+/// TLS settings of a client: built once, used by every `wss://` attempt.
+#[derive(Clone, Debug, Default)]
+pub struct TlsOptions {
+    /// Extra trusted CAs, PEM.
+    pub ca: Vec<String>,
+    pub reject_unauthorized: bool,
+    pub servername: Option<String>,
+}
+
+static DEFAULT_ROOTS: OnceLock<Arc<RootCertStore>> = OnceLock::new();
+
+/// The webpki roots plus the system's CA bundle, loaded once per process.
+fn default_roots() -> Arc<RootCertStore> {
+    DEFAULT_ROOTS
+        .get_or_init(|| {
+            let mut roots = RootCertStore::empty();
+            roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+            for cert in rustls_native_certs::load_native_certs().certs {
+                let _ = roots.add(cert);
+            }
+            Arc::new(roots)
+        })
+        .clone()
+}
+
+pub fn client_config(opts: &TlsOptions) -> Result<Arc<ClientConfig>, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?;
+    let config = if opts.reject_unauthorized {
+        let mut roots = (*default_roots()).clone();
+        for pem in &opts.ca {
+            let mut found = false;
+            for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+                let cert = cert.map_err(|e| format!("invalid CA certificate: {e:?}"))?;
+                roots.add(cert).map_err(|e| format!("invalid CA certificate: {e}"))?;
+                found = true;
+            }
+            if !found {
+                return Err("a `tls.ca` entry holds no PEM certificate".into());
+            }
+        }
+        builder.with_root_certificates(roots).with_no_client_auth()
+    } else {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAnyCert(provider)))
+            .with_no_client_auth()
+    };
+    Ok(Arc::new(config))
+}
+
+/// `rejectUnauthorized: false`: the certificate is not checked (signatures still are).
+#[derive(Debug)]
+struct AcceptAnyCert(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for AcceptAnyCert {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// Host and port the URL points at (brackets stripped from IPv6 literals).
+pub fn target(url: &Url) -> Result<(String, u16), ConnError> {
+    let port = url.port_or_known_default().unwrap_or(80);
+    let host = match url.host() {
+        Some(url::Host::Domain(d)) => d.to_owned(),
+        Some(url::Host::Ipv4(ip)) => ip.to_string(),
+        Some(url::Host::Ipv6(ip)) => ip.to_string(),
+        None => return Err(ConnError::new(errors::ERR_CONNECT, "URL has no host")),
+    };
+    Ok((host, port))
+}
+
+async fn tcp(host: &str, port: u16) -> io::Result<TcpStream> {
+    let stream = match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => TcpStream::connect((ip, port)).await?,
+        Err(_) => TcpStream::connect((host, port)).await?,
+    };
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
+}
+
+/// TCP (through the proxy if any), then TLS for `wss:`.
+pub async fn open(
+    url: &Url,
+    proxy: Option<&Proxy>,
+    tls: &OnceLock<Result<Arc<ClientConfig>, String>>,
+    tls_options: &TlsOptions,
+) -> Result<Transport, ConnError> {
+    let (host, port) = target(url)?;
+    let stream = match proxy {
+        None => tcp(&host, port)
+            .await
+            .map_err(|e| ConnError::new(errors::ERR_CONNECT, format!("{e} ({url})")))?,
+        Some(p) => {
+            let s = tcp(&p.host, p.port).await.map_err(|e| {
+                ConnError::new(
+                    errors::ERR_PROXY,
+                    format!("cannot reach the proxy {}:{}: {e}", p.host, p.port),
+                )
+            })?;
+            http_connect(s, &host, port, p).await?
+        }
+    };
+    if url.scheme() != "wss" {
+        return Ok(Transport::Plain(stream));
+    }
+    let config = tls
+        .get_or_init(|| client_config(tls_options))
+        .as_ref()
+        .map_err(|e| ConnError::new(errors::ERR_TLS, e.clone()))?
+        .clone();
+    let name = tls_options.servername.clone().unwrap_or(host);
+    let server_name = ServerName::try_from(name.clone())
+        .map_err(|e| ConnError::new(errors::ERR_TLS, format!("invalid server name {name}: {e}")))?;
+    let connector = tokio_rustls::TlsConnector::from(config);
+    match connector.connect(server_name, stream).await {
+        Ok(s) => Ok(Transport::Tls(Box::new(s))),
+        Err(e) => Err(tls_error(e)),
+    }
+}
+
+fn tls_error(e: io::Error) -> ConnError {
+    let cert = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .is_some_and(|r| {
+            matches!(
+                r,
+                rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented
+            )
+        });
+    let code = if cert { errors::ERR_TLS_CERT } else { errors::ERR_TLS };
+    ConnError::new(code, format!("TLS handshake failed: {e}"))
+}
+
+/// Asks the proxy for a tunnel to `host:port`.
+async fn http_connect(mut s: TcpStream, host: &str, port: u16, proxy: &Proxy) -> Result<TcpStream, ConnError> {
+    use base64::Engine;
+    let authority = if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
+    let mut request = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n");
+    if let Some(c) = &proxy.credentials {
+        let token = base64::engine::general_purpose::STANDARD.encode(c);
+        request.push_str(&format!("Proxy-Authorization: Basic {token}\r\n"));
+    }
+    request.push_str("\r\n");
+    let io_err = |e: io::Error| ConnError::new(errors::ERR_PROXY, format!("proxy tunnel failed: {e}"));
+    s.write_all(request.as_bytes()).await.map_err(io_err)?;
+    // Read the response head byte by byte: nothing after it may be consumed (it belongs to the tunnel).
+    let mut head = Vec::with_capacity(256);
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if head.len() > 16 * 1024 {
+            return Err(ConnError::new(errors::ERR_PROXY, "proxy response head too large"));
+        }
+        if s.read(&mut byte).await.map_err(io_err)? == 0 {
+            return Err(ConnError::new(
+                errors::ERR_PROXY,
+                "the proxy closed the connection during CONNECT",
+            ));
+        }
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse::<u16>().ok())
+        .unwrap_or(0);
+    match status {
+        200..=299 => Ok(s),
+        407 => {
+            let mut e = ConnError::new(errors::ERR_PROXY_AUTH, "the proxy requires authentication (HTTP 407)");
+            e.status = Some(407);
+            Err(e)
+        }
+        _ => {
+            let mut e = ConnError::new(
+                errors::ERR_PROXY,
+                format!("the proxy refused the tunnel (HTTP {status})"),
+            );
+            e.status = Some(status);
+            Err(e)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_proxy_urls() {
+        let p = Proxy::parse("http://us%40er:p%3Ass@127.0.0.1:3128").unwrap();
+        assert_eq!((p.host.as_str(), p.port), ("127.0.0.1", 3128));
+        assert_eq!(p.credentials.as_deref(), Some("us@er:p:ss"));
+        let p = Proxy::parse("http://[::1]:8080").unwrap();
+        assert_eq!(p.host, "::1");
+        assert!(p.credentials.is_none());
+        assert!(Proxy::parse("socks5://127.0.0.1:1080").is_err());
+    }
+}
