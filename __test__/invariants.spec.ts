@@ -27,15 +27,17 @@ test.serial('a server that accepts and closes 200 times: never two timers, never
   await client.disconnect()
   sampling = false
   await sampler
-  const accepted = peer.accepted
+  const attempts = client.metrics.connectAttempts
   t.true(samples > 400, `sampled ${samples} times`)
   t.is(maxPending, 1, 'pendingReconnects never above 1')
   t.is(peer.maxConcurrent, 1, 'the server never saw two concurrent connections from the client')
   t.is(client.metrics.pendingReconnects, 0)
   await quiescent()
-  // Nothing reconnects after disconnect().
+  // Nothing reconnects after disconnect(). (An attempt aborted by disconnect() may still reach the
+  // server's upgrade handler late, so the server's count is bounded by the client's attempts.)
   await delay(50)
-  t.is(peer.accepted, accepted)
+  t.is(client.metrics.connectAttempts, attempts)
+  t.true(peer.accepted <= attempts)
   await peer.close()
 })
 
