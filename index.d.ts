@@ -31,10 +31,11 @@ export interface ReconnectingWebSocketOptions {
   honorRetryAfter?: 'capped' | 'always' | 'never'
   /**
    * Decides whether to reconnect after a failure; overrides the default policy (retry network errors,
-   * timeouts, 408/425/429/5xx and every close but 1002/1003/1007/1008; stop on other 4xx). May be async.
+   * timeouts, 408/425/429/5xx and every close but 1002/1003/1007/1008; stop on other 4xx). May be async;
+   * `undefined` keeps the default verdict.
    * A throw or rejection falls back to the default (and surfaces as an uncaught exception).
    */
-  shouldReconnect?: (info: ReconnectInfo) => boolean | Promise<boolean>
+  shouldReconnect?: (info: ReconnectInfo) => boolean | undefined | Promise<boolean | undefined>
   /**
    * The offline queue used by `send()` while connecting or waiting to reconnect; `false` disables it
    * (`send()` then throws `ERR_NOT_OPEN`). [`{ maxMessages: 1000, maxBytes: 4 MiB, overflow: 'reject' }`]
@@ -117,6 +118,7 @@ export type RedialErrorCode =
   | 'ERR_PROXY'
   | 'ERR_PROXY_AUTH'
   | 'ERR_INVALID_PROXY'
+  | 'ERR_INVALID_ARG_VALUE'
 
 export interface RedialError extends Error {
   code: RedialErrorCode
@@ -222,6 +224,47 @@ export interface ReconnectingWebSocketEvents {
 export declare class ReconnectingWebSocket extends EventEmitter<ReconnectingWebSocketEvents> {
   /** `url` may be a provider called before every attempt. */
   constructor(url: string | URL | Provider<string | URL>, options?: ReconnectingWebSocketOptions)
+  /**
+   * reconnecting-websocket / partysocket shape: subprotocols second, their option names accepted.
+   * A client built this way runs in their mode (defaults, retryCount, event order); see docs/migrating.md.
+   */
+  constructor(
+    url: string | URL | Provider<string | URL>,
+    protocols?: string | string[] | Provider<string | string[]> | null,
+    options?: ReconnectingWebSocketOptions & RwsCompatOptions,
+  )
+  static readonly CONNECTING: 0
+  static readonly OPEN: 1
+  static readonly CLOSING: 2
+  static readonly CLOSED: 3
+  readonly CONNECTING: 0
+  readonly OPEN: 1
+  readonly CLOSING: 2
+  readonly CLOSED: 3
+  /** WHATWG readyState; CLOSED (3) also while waiting to reconnect. */
+  readonly readyState: 0 | 1 | 2 | 3
+  /** reconnecting-websocket's retry counter: attempts since the last connection that stayed up `minUptime`. */
+  readonly retryCount: number
+  /** Whether the client keeps (re)connecting (partysocket's getter); the `shouldReconnect` option is the policy. */
+  readonly shouldReconnect: boolean
+  onopen: ((event: Event) => void) | null
+  onmessage: ((event: MessageEvent) => void) | null
+  onclose: ((event: CloseEvent) => void) | null
+  onerror: ((event: ErrorEvent) => void) | null
+  addEventListener<K extends keyof WhatwgEventMap>(
+    type: K,
+    listener: ((event: WhatwgEventMap[K]) => void) | { handleEvent(event: WhatwgEventMap[K]): void },
+    options?: { once?: boolean },
+  ): void
+  removeEventListener<K extends keyof WhatwgEventMap>(
+    type: K,
+    listener: ((event: WhatwgEventMap[K]) => void) | { handleEvent(event: WhatwgEventMap[K]): void },
+  ): void
+  dispatchEvent(event: Event): boolean
+  /** WHATWG alias of `disconnect()` (returns nothing). */
+  close(code?: number, reason?: string): void
+  /** partysocket's name for `drainQueue()`. */
+  drainQueuedMessages(): Array<string | Buffer>
   /** The normalised URL (the last one a provider returned; '' before the first). */
   readonly url: string
   /** Bytes accepted by `send()` and not yet written to the socket (queued or in flight). */
@@ -259,3 +302,56 @@ export declare class ReconnectingWebSocket extends EventEmitter<ReconnectingWebS
 }
 
 export declare function clientStats(): ClientStats
+
+/** reconnecting-websocket / partysocket option names (aliases of ours, or theirs alone). */
+export interface RwsCompatOptions {
+  /** = `maxDelay` [10000 in their mode] */
+  maxReconnectionDelay?: number
+  /** = `minDelay` [1000 + random × 4000, drawn once per process, in their mode] */
+  minReconnectionDelay?: number
+  /** = `factor` [1.3 in their mode] */
+  reconnectionDelayGrowFactor?: number
+  /** = `connectTimeout` [4000 in their mode] */
+  connectionTimeout?: number
+  /** Queue bound; past it the newest message is dropped and reported by a `drop` event [Infinity]. */
+  maxEnqueuedMessages?: number
+  /** Logs `'RWS>', ...` lines [false]. */
+  debug?: boolean
+  /** partysocket: where debug lines go [console.log]. */
+  debugLogger?: (...args: unknown[]) => void
+  /** Accepted and ignored: redial-ws brings its own socket. */
+  WebSocket?: unknown
+  /** partysocket: decides on server closes (return false to stop). */
+  shouldReconnectOnClose?: (event: CloseEvent) => boolean
+}
+
+export interface WhatwgEventMap {
+  open: Event
+  message: MessageEvent
+  close: CloseEvent
+  error: ErrorEvent
+}
+
+export declare class Event {
+  constructor(type: string, target?: unknown)
+  readonly type: string
+  readonly target: unknown
+}
+
+export declare class MessageEvent extends Event {
+  constructor(data: unknown, target?: unknown)
+  readonly data: string | Buffer | ArrayBuffer | Uint8Array
+}
+
+export declare class CloseEvent extends Event {
+  constructor(code?: number, reason?: string, wasClean?: boolean, target?: unknown)
+  readonly code: number
+  readonly reason: string
+  readonly wasClean: boolean
+}
+
+export declare class ErrorEvent extends Event {
+  constructor(error: Error, target?: unknown)
+  readonly message: string
+  readonly error: RedialError
+}

@@ -160,7 +160,8 @@ test('bad input gets a synchronous error with a code', (t) => {
     ['ws://127.0.0.1/', { connectTimeout: 0 }, 'ERR_OUT_OF_RANGE', RangeError],
     ['ws://127.0.0.1/', { startClosed: 'yes' }, 'ERR_INVALID_ARG_TYPE', TypeError],
     ['ws://127.0.0.1/', { minDelai: 5 }, 'ERR_UNKNOWN_OPTION', TypeError],
-    ['ws://127.0.0.1/', 'fast', 'ERR_INVALID_ARG_TYPE', TypeError],
+    ['ws://127.0.0.1/', 42, 'ERR_INVALID_ARG_TYPE', TypeError],
+    ['ws://127.0.0.1/', ['dup', 'dup'], 'ERR_INVALID_PROTOCOL', SyntaxError],
   ]
   const before = clientStats().liveClients
   for (const [url, options, code, type] of cases) {

@@ -406,8 +406,8 @@ fn build_batch(env: &Env, batch: Vec<(u64, JsEvent)>) -> Result<RawValue> {
                             set_holding(r, env, &mut e, false, refd);
                             true
                         }
-                        // A driver that was replaced reports its exit late: not news.
-                        JsEvent::Idle { .. } => false,
+                        // A driver that was replaced reports its exit late: JS only settles a pending disconnect with it.
+                        JsEvent::Idle { .. } => true,
                         _ => true,
                     };
                 r.clients.insert(id, e);

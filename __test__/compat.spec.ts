@@ -1,0 +1,222 @@
+// Issue 4, WHATWG API and drop-in compatibility with reconnecting-websocket 4.4 / partysocket 1.3.
+import test from 'ava'
+import { WebSocketServer } from 'ws'
+import { once } from 'node:events'
+import type net from 'node:net'
+
+import { CloseEvent, ReconnectingWebSocket } from '../index.js'
+import { Recorder, quiescent, refusedPort, until, wsServer } from './helpers.js'
+
+type Any = any
+
+/** Records WHATWG-style deliveries: on* handlers and listeners, with readyState/retryCount at the time. */
+function track(ws: Any, types = ['open', 'message', 'close', 'error']) {
+  const seen: Array<{ via: string; type: string; readyState: number; retryCount: number; event: Any }> = []
+  for (const type of types) {
+    ws[`on${type}`] = (event: Any) => seen.push({ via: 'on', type, readyState: ws.readyState, retryCount: ws.retryCount, event })
+    ws.addEventListener(type, (event: Any) =>
+      seen.push({ via: 'listener', type, readyState: ws.readyState, retryCount: ws.retryCount, event }),
+    )
+  }
+  return seen
+}
+
+test('readyState constants on the class and on instances; getters before the first socket', async (t) => {
+  t.deepEqual([ReconnectingWebSocket.CONNECTING, ReconnectingWebSocket.OPEN, ReconnectingWebSocket.CLOSING, ReconnectingWebSocket.CLOSED], [0, 1, 2, 3])
+  const port = await refusedPort()
+  const ws: Any = new ReconnectingWebSocket(`ws://127.0.0.1:${port}/`, undefined, { maxRetries: 0 })
+  t.deepEqual([ws.CONNECTING, ws.OPEN, ws.CLOSING, ws.CLOSED], [0, 1, 2, 3])
+  t.is(ws.readyState, ws.CONNECTING)
+  t.is(ws.url, '', 'reconnecting-websocket has no url before its first socket')
+  t.is(ws.protocol, '')
+  t.is(ws.extensions, '')
+  t.is(ws.bufferedAmount, 0)
+  t.is(ws.retryCount, 0)
+  const closed: Any = new ReconnectingWebSocket(`ws://127.0.0.1:${port}/`, [], { startClosed: true })
+  t.is(closed.readyState, closed.CLOSED)
+  await new Recorder(ws).next('giveup')
+  t.is(ws.url, `ws://127.0.0.1:${port}/`)
+})
+
+test.serial('protocols as the second argument; on* and listeners receive browser-shaped events', async (t) => {
+  const wss = new WebSocketServer({ host: '127.0.0.1', port: 0 })
+  await once(wss, 'listening')
+  wss.on('connection', (s) => {
+    s.send('hi')
+    s.on('message', () => s.close(4001, 'bye'))
+  })
+  const url = `ws://127.0.0.1:${(wss.address() as net.AddressInfo).port}/`
+  const ws: Any = new ReconnectingWebSocket(url, 'foobar', { maxRetries: 0 })
+  const seen = track(ws)
+  await until(() => seen.some((e) => e.type === 'message'), 'message')
+  t.is(ws.protocol, 'foobar')
+  t.is(ws.url, url)
+  const open = seen.filter((e) => e.type === 'open')
+  t.deepEqual(open.map((e) => e.via), ['on', 'listener'], 'on<type> runs before the listeners')
+  t.is(open[0].event.type, 'open')
+  t.is(open[0].event.target, ws)
+  t.is(open[0].readyState, ws.OPEN)
+  const msg = seen.find((e) => e.type === 'message')!
+  t.is(msg.event.data, 'hi')
+  ws.send('close please')
+  await until(() => seen.some((e) => e.type === 'close'), 'close')
+  const close = seen.find((e) => e.type === 'close')!
+  t.true(close.event instanceof CloseEvent)
+  t.like(close.event, { type: 'close', code: 4001, reason: 'bye', wasClean: true })
+  t.is(close.readyState, ws.CLOSED)
+  await quiescent()
+  await new Promise((r) => wss.close(r))
+})
+
+test.serial('addEventListener: handleEvent objects, { once: true }, removal; duplicates follow each mode', async (t) => {
+  const peer = await wsServer((s) => {
+    s.send('1')
+    s.send('2')
+  })
+  const native: Any = new ReconnectingWebSocket(peer.url)
+  const rws: Any = new ReconnectingWebSocket(peer.url, undefined, {})
+  const counts = { nativeDup: 0, rwsDup: 0, once: 0, handle: 0, removed: 0 }
+  const dupN = () => counts.nativeDup++
+  const dupR = () => counts.rwsDup++
+  const removed = () => counts.removed++
+  for (const ws of [native, rws]) ws.addEventListener('message', removed)
+  native.addEventListener('message', dupN)
+  native.addEventListener('message', dupN)
+  rws.addEventListener('message', dupR)
+  rws.addEventListener('message', dupR)
+  native.addEventListener('message', () => counts.once++, { once: true })
+  native.addEventListener('message', { handleEvent: (e: Any) => e.data && counts.handle++ })
+  for (const ws of [native, rws]) ws.removeEventListener('message', removed)
+  const got: string[] = []
+  rws.addEventListener('message', (e: Any) => got.push(e.data))
+  await until(() => got.length === 2 && counts.handle === 2, 'two messages each')
+  t.deepEqual(counts, { nativeDup: 2, rwsDup: 4, once: 1, handle: 2, removed: 0 })
+  native.close()
+  rws.close()
+  await quiescent()
+  await peer.close()
+})
+
+test.serial('rws mode: a failed attempt fires close (1000, clean) then error; retryCount as reconnecting-websocket counts', async (t) => {
+  const port = await refusedPort()
+  const ws: Any = new ReconnectingWebSocket(`ws://127.0.0.1:${port}/`, undefined, {
+    minReconnectionDelay: 10,
+    maxReconnectionDelay: 100,
+    reconnectionDelayGrowFactor: 2,
+    maxRetries: 2,
+  })
+  const seen = track(ws, ['close', 'error'])
+  const r = new Recorder(ws)
+  await r.next('giveup')
+  const listeners = seen.filter((e) => e.via === 'listener')
+  t.deepEqual(listeners.map((e) => e.type), ['close', 'error', 'close', 'error', 'close', 'error'])
+  t.deepEqual(listeners.map((e) => e.retryCount), [1, 1, 2, 2, 2, 2])
+  t.true(listeners.every((e) => e.readyState === ws.CLOSING))
+  t.like(listeners[0].event, { code: 1000, reason: '', wasClean: true })
+  t.is(listeners[1].event.type, 'error')
+  t.regex(listeners[1].event.message, /refused|ECONNREFUSED/i)
+  t.deepEqual(
+    r.log.filter((e) => e.name === 'reconnecting').map((e) => (e.args[0] as Any).delay),
+    [10, 20],
+    'immediate first attempt, then min × factor^(n−1), no jitter',
+  )
+  await quiescent()
+})
+
+test.serial('rws mode: delays grow by the factor and cap at the maximum', async (t) => {
+  const port = await refusedPort()
+  const ws: Any = new ReconnectingWebSocket(`ws://127.0.0.1:${port}/`, [], {
+    minReconnectionDelay: 5,
+    maxReconnectionDelay: 40,
+    reconnectionDelayGrowFactor: 2,
+    maxRetries: 6,
+  })
+  const r = new Recorder(ws)
+  await r.next('giveup')
+  t.deepEqual(r.log.filter((e) => e.name === 'reconnecting').map((e) => (e.args[0] as Any).delay), [5, 10, 20, 40, 40, 40])
+  await quiescent()
+})
+
+test.serial('rws mode: reconnect(code, reason) fires its close event at once and connects afresh', async (t) => {
+  const peer = await wsServer()
+  const ws: Any = new ReconnectingWebSocket(peer.url, undefined, { minReconnectionDelay: 10 })
+  const seen = track(ws, ['open', 'close'])
+  await until(() => seen.some((e) => e.type === 'open'), 'open')
+  ws.reconnect(4000, 'reconnect')
+  const close = seen.find((e) => e.type === 'close' && e.via === 'listener')!
+  t.truthy(close, 'fired synchronously inside reconnect()')
+  t.like(close.event, { code: 4000, reason: 'reconnect', wasClean: true })
+  t.is(close.readyState, ws.CLOSING)
+  t.is(close.retryCount, 0)
+  t.is(ws.readyState, ws.CLOSING)
+  await until(() => seen.filter((e) => e.type === 'open').length === 4, 'second open (on + listener)')
+  await new Promise((r) => setTimeout(r, 30))
+  t.is(seen.filter((e) => e.type === 'close').length, 2, 'the real close of the old socket is not fired again')
+  t.is(peer.accepted, 2)
+  t.is(peer.maxConcurrent, 1)
+  ws.close(1000, 'close')
+  t.is(ws.readyState, ws.CLOSING)
+  await until(() => seen.filter((e) => e.type === 'close').length === 4, 'final close')
+  const last = seen[seen.length - 1]
+  t.like(last.event, { code: 1000, reason: 'close' })
+  t.is(last.readyState, ws.CLOSED)
+  await quiescent()
+  await peer.close()
+})
+
+test.serial('rws mode: queued messages go out before onopen, and maxEnqueuedMessages drops loudly', async (t) => {
+  const got: string[] = []
+  const peer = await wsServer((s) => s.on('message', (d) => got.push(d.toString())))
+  const ws: Any = new ReconnectingWebSocket(peer.url, undefined, { maxEnqueuedMessages: 3 })
+  const drops: Any[] = []
+  ws.on('drop', (e: Any) => drops.push(e))
+  for (const m of ['message1', 'message2', 'message3', 'message4']) ws.send(m)
+  t.deepEqual(drops, [{ reason: 'overflow', messages: ['message4'] }], 'the newest is dropped, as reconnecting-websocket does, but reported')
+  ws.onopen = () => ws.send('ok')
+  await until(() => got.length === 4, 'four messages')
+  t.deepEqual(got, ['message1', 'message2', 'message3', 'ok'])
+  ws.close()
+  await quiescent()
+  await peer.close()
+})
+
+test.serial('rws options: unknown names are errors, WebSocket is ignored, debug logs like RWS', async (t) => {
+  t.throws(() => new ReconnectingWebSocket('ws://127.0.0.1:1/', undefined, { minReconectionDelay: 5 } as Any), {
+    code: 'ERR_UNKNOWN_OPTION',
+  } as Any)
+  t.throws(() => new ReconnectingWebSocket('ws://127.0.0.1:1/', undefined, { minReconnectionDelay: 5, minDelay: 5 } as Any), {
+    code: 'ERR_INVALID_ARG_VALUE',
+  } as Any)
+  const port = await refusedPort()
+  const lines: unknown[][] = []
+  const ws: Any = new ReconnectingWebSocket(`ws://127.0.0.1:${port}/`, undefined, {
+    WebSocket: class {},
+    debug: true,
+    debugLogger: (...a: unknown[]) => lines.push(a),
+    maxRetries: 0,
+  } as Any)
+  await new Recorder(ws).next('giveup')
+  t.deepEqual(lines[0], ['RWS>', 'connect', 0])
+  await quiescent()
+})
+
+test.serial('partysocket options: shouldReconnectOnClose, drainQueuedMessages, the shouldReconnect getter', async (t) => {
+  const peer = await wsServer((s) => s.close(4000, 'go'))
+  const ws: Any = new ReconnectingWebSocket(peer.url, undefined, {
+    minReconnectionDelay: 1,
+    shouldReconnectOnClose: (e: Any) => e.code !== 4000,
+  } as Any)
+  t.true(ws.shouldReconnect)
+  const r = new Recorder(ws)
+  t.is((await r.next('giveup')).reason, 'policy')
+  t.false(ws.shouldReconnect)
+  t.is(peer.accepted, 1)
+  await quiescent()
+  const port = await refusedPort()
+  const queued: Any = new ReconnectingWebSocket(`ws://127.0.0.1:${port}/`, undefined, { minReconnectionDelay: 60_000 })
+  queued.send('a')
+  queued.send('b')
+  t.deepEqual(queued.drainQueuedMessages(), ['a', 'b'])
+  await queued.disconnect()
+  await peer.close()
+})
