@@ -220,3 +220,17 @@ test.serial('partysocket options: shouldReconnectOnClose, drainQueuedMessages, t
   await queued.disconnect()
   await peer.close()
 })
+
+test.serial('after giving up, reconnect() starts again (reconnecting-websocket 4.4 would stay wedged)', async (t) => {
+  const port = await refusedPort()
+  const ws: Any = new ReconnectingWebSocket(`ws://127.0.0.1:${port}/`, undefined, { maxRetries: 0 })
+  const r = new Recorder(ws)
+  await r.next('giveup')
+  const peer = await wsServer(undefined, port)
+  ws.reconnect()
+  await r.next('open')
+  t.is(ws.readyState, ws.OPEN)
+  ws.close()
+  await quiescent()
+  await peer.close()
+})
