@@ -56,6 +56,8 @@ export interface ReconnectingWebSocketOptions {
   proxy?: string | false | null
   /** How binary messages are delivered ['nodebuffer']. */
   binaryType?: BinaryType
+  /** Aborting it disconnects the client (an already aborted signal: it never connects). */
+  signal?: AbortSignal
 }
 
 export type BinaryType = 'nodebuffer' | 'arraybuffer' | 'uint8array'
@@ -119,6 +121,7 @@ export type RedialErrorCode =
   | 'ERR_PROXY_AUTH'
   | 'ERR_INVALID_PROXY'
   | 'ERR_INVALID_ARG_VALUE'
+  | 'ERR_INVALID_STATE'
 
 export interface RedialError extends Error {
   code: RedialErrorCode
@@ -295,6 +298,12 @@ export declare class ReconnectingWebSocket extends EventEmitter<ReconnectingWebS
   ping(data?: string | Buffer | Uint8Array): void
   /** Hands back the queued, unsent messages, oldest first, and empties the queue. */
   drainQueue(): Array<string | Buffer>
+  /**
+   * `for await (const data of client.messages())`: messages in order, with backpressure (past
+   * `highWaterMark` [1024] buffered messages the socket stops being read). Ends when the client closes
+   * for good. A pending read keeps the client alive, also while it waits to reconnect.
+   */
+  messages(options?: { highWaterMark?: number }): AsyncIterableIterator<string | Buffer | ArrayBuffer | Uint8Array>
   /** Keeps the process alive while the client is active (default). */
   ref(): this
   /** Lets the process exit while the client is active. */

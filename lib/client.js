@@ -5,6 +5,8 @@
 // state users observe.
 
 const { EventEmitter } = require('node:events')
+const diagnostics = require('node:diagnostics_channel')
+const { debuglog } = require('node:util')
 const { NativeClient, init } = require('../binding.js')
 const { makeError, fromNative } = require('./errors')
 const {
@@ -48,6 +50,18 @@ const OPEN = 1
 const CLOSING = 2
 const CLOSED = 3
 const READY_STATES = { connecting: CONNECTING, open: OPEN, closing: CLOSING, reconnecting: CLOSED, closed: CLOSED }
+
+// For APM tools: subscribers get `{ client, ...event }`. Nothing is built when nobody listens.
+const channels = {
+  open: diagnostics.channel('redial-ws:open'),
+  close: diagnostics.channel('redial-ws:close'),
+  reconnecting: diagnostics.channel('redial-ws:reconnecting'),
+  error: diagnostics.channel('redial-ws:error'),
+  giveup: diagnostics.channel('redial-ws:giveup'),
+}
+
+// NODE_DEBUG=redial-ws
+const debug = debuglog('redial-ws')
 
 const kNative = Symbol('redial-ws.native')
 const kOnEvent = Symbol('redial-ws.onEvent')
@@ -136,6 +150,9 @@ class ReconnectingWebSocket extends EventEmitter {
   #readyStateOverride = undefined
   #listeners
   #on = { open: null, message: null, close: null, error: null }
+  #unlistenSignal = null
+  /** Number of messages() iterators over their high-water mark: reading is paused while > 0. */
+  #pausers = 0
 
   /**
    * `new ReconnectingWebSocket(url, options?)`, or reconnecting-websocket's
@@ -149,6 +166,11 @@ class ReconnectingWebSocket extends EventEmitter {
       const decide = compat.shouldReconnectOnClose
       normalized.shouldReconnect = (info) =>
         info.kind === 'close' ? decide(new CloseEvent(info.code, info.reason, true, this)) : undefined
+    }
+    const signal = normalized.signal
+    delete normalized.signal
+    if (signal !== undefined && !(signal instanceof AbortSignal)) {
+      throw makeError('ERR_INVALID_ARG_TYPE', 'The "signal" option must be an AbortSignal', TypeError)
     }
     const opts = parseOptions(normalized)
     this.#compat = compat
@@ -167,6 +189,14 @@ class ReconnectingWebSocket extends EventEmitter {
     else native.proxy = proxyFor(parsed, opts.proxy)
     this.#url = typeof parsed === 'function' ? '' : parsed
     this[kNative] = new NativeClient(this, this.#url || '(url provider)', native)
+    if (signal) {
+      if (signal.aborted) return
+      // The signal must not keep an abandoned client alive: it holds a weak reference only.
+      const ref = new WeakRef(this)
+      const onAbort = () => ref.deref()?.disconnect()
+      signal.addEventListener('abort', onAbort, { once: true })
+      this.#unlistenSignal = () => signal.removeEventListener('abort', onAbort)
+    }
     if (!opts.startClosed) this.connect()
   }
 
@@ -264,6 +294,8 @@ class ReconnectingWebSocket extends EventEmitter {
     if (typeof code === 'object' && code !== null) return this.disconnect(code.code, code.reason, code)
     checkClose(code, reason)
     const flush = options?.flush === true
+    this.#unlistenSignal?.()
+    this.#unlistenSignal = null
     const native = this[kNative]
     if (!native.disconnect(code, reason, flush)) {
       this.#state = 'closed'
@@ -356,6 +388,81 @@ class ReconnectingWebSocket extends EventEmitter {
     return this
   }
 
+  /**
+   * `for await (const data of client.messages())`: messages as they arrive, with
+   * backpressure: past `highWaterMark` buffered messages the socket stops being
+   * read until the consumer catches up. The loop ends when the client closes
+   * for good (disconnect() or giving up). A pending read keeps the client alive,
+   * also between connections.
+   */
+  messages({ highWaterMark = 1024 } = {}) {
+    if (!Number.isInteger(highWaterMark) || highWaterMark < 1) {
+      throw makeError('ERR_OUT_OF_RANGE', `highWaterMark must be an integer >= 1. Received ${String(highWaterMark)}`, RangeError)
+    }
+    const native = this[kNative]
+    const buffer = []
+    let waiter = null
+    let ended = false
+    let paused = false
+    const pause = (on) => {
+      if (paused === on) return
+      paused = on
+      this.#pausers += on ? 1 : -1
+      native.pauseReading(this.#pausers > 0)
+    }
+    const settle = (result) => {
+      const resolve = waiter
+      waiter = null
+      native.hold(false)
+      resolve(result)
+    }
+    const onMessage = (data) => {
+      if (waiter) return settle({ value: data, done: false })
+      buffer.push(data)
+      if (buffer.length >= highWaterMark) pause(true)
+    }
+    const onClose = (ev) => {
+      if (!ev.willReconnect && this.#state === 'closed') finish()
+    }
+    const onIdle = () => {
+      if (this.#state === 'closed') finish()
+    }
+    const finish = () => {
+      if (ended) return
+      ended = true
+      this.off('message', onMessage)
+      this.off('close', onClose)
+      this.off('giveup', onIdle)
+      pause(false)
+      if (waiter) settle({ value: undefined, done: true })
+    }
+    this.on('message', onMessage)
+    this.on('close', onClose)
+    this.on('giveup', onIdle)
+    if (this.#state === 'closed' && !native.active) finish()
+    return {
+      next: () => {
+        if (buffer.length) {
+          const value = buffer.shift()
+          if (paused && buffer.length <= highWaterMark >> 1) pause(false)
+          return Promise.resolve({ value, done: false })
+        }
+        if (ended) return Promise.resolve({ value: undefined, done: true })
+        if (waiter) return Promise.reject(makeError('ERR_INVALID_STATE', 'messages(): next() called while a read is pending'))
+        native.hold(true)
+        return new Promise((resolve) => (waiter = resolve))
+      },
+      return: () => {
+        finish()
+        buffer.length = 0
+        return Promise.resolve({ value: undefined, done: true })
+      },
+      [Symbol.asyncIterator]() {
+        return this
+      },
+    }
+  }
+
   // WHATWG listeners, beside the EventEmitter ones.
 
   addEventListener(type, listener, options) {
@@ -425,6 +532,7 @@ class ReconnectingWebSocket extends EventEmitter {
 
   #debug(...args) {
     if (this.#compat?.debug) this.#compat.log('RWS>', ...args)
+    if (debug.enabled) debug('%s %s', this.#url, args.join(' '))
   }
 
   [kOnEvent](tag, p) {
@@ -449,6 +557,7 @@ class ReconnectingWebSocket extends EventEmitter {
         this.#openedAt = performance.now()
         if (!this.#closing) this.#state = 'open'
         this.#debug('open')
+        if (channels.open.hasSubscribers) channels.open.publish({ client: this, protocol: p.protocol })
         this.emit('open')
         if (this.#wants('open')) this.#fire(new Event('open', this))
         return
@@ -456,6 +565,7 @@ class ReconnectingWebSocket extends EventEmitter {
         // A failure that is retried must not crash a program that did not listen for errors.
         const err = fromNative(p)
         this.#debug('error', err.message)
+        if (channels.error.hasSubscribers) channels.error.publish({ client: this, error: err })
         if (this.listenerCount('error') > 0) this.emit('error', err)
         if (this.#compat) this.#pendingError = err
         else if (this.#wants('error')) this.#fire(new ErrorEvent(err, this))
@@ -467,12 +577,14 @@ class ReconnectingWebSocket extends EventEmitter {
       case T_RECONNECTING:
         if (!this.#closing) this.#state = 'reconnecting'
         this.#debug('reconnecting', p.attempt, p.delay)
+        if (channels.reconnecting.hasSubscribers) channels.reconnecting.publish({ client: this, ...p })
         this.emit('reconnecting', p)
         return
       case T_GIVEUP:
         if (!this.#closing) this.#state = 'closed'
         if (p.lastError) p.lastError = fromNative(p.lastError)
         this.#debug('giveup', p.reason)
+        if (channels.giveup.hasSubscribers) channels.giveup.publish({ client: this, ...p })
         this.emit('giveup', p)
         return
       case T_PING:
@@ -510,6 +622,7 @@ class ReconnectingWebSocket extends EventEmitter {
     }
     this.#openedAt = 0
     this.#debug('close', p.code, p.reason)
+    if (channels.close.hasSubscribers) channels.close.publish({ client: this, ...p })
     this.emit('close', p)
     if (!this.#compat) {
       if (this.#wants('close')) this.#fire(new CloseEvent(p.code, p.reason, p.wasClean, this))

@@ -354,6 +354,18 @@ impl NativeClient {
         self.shared.metrics.buffered.load(Ordering::Relaxed) as f64
     }
 
+    /// Keeps the client reachable without a connection while JS waits on it (`messages()`).
+    #[napi]
+    pub fn hold(&self, env: Env, on: bool) {
+        delivery::hold(&env, self.shared.id, on);
+    }
+
+    /// Stops (or resumes) reading from the socket: backpressure from a slow `messages()` consumer.
+    #[napi]
+    pub fn pause_reading(&self, paused: bool) {
+        self.shared.read_gate.set(paused);
+    }
+
     #[napi(js_name = "setRef")]
     pub fn set_ref(&self, env: Env, refd: bool) {
         delivery::set_ref(&env, self.shared.id, refd);

@@ -22,6 +22,7 @@ use tokio_tungstenite::WebSocketStream;
 use url::Url;
 
 use crate::delivery::JsEvent;
+use crate::driver::ReadGate;
 use crate::errors::{self, ConnError};
 use crate::stats::{self, Gauge, Metrics, GLOBAL};
 use crate::transport::{self, Proxy, TlsOptions, Transport};
@@ -224,6 +225,7 @@ pub struct OpenConn {
     close_timeout: Duration,
     peer_close_deadline: Option<Pin<Box<Sleep>>>,
     heartbeat: Option<Heartbeat>,
+    read_gate: Arc<ReadGate>,
     metrics: Arc<Metrics>,
     _gauge: Gauge,
 }
@@ -248,7 +250,12 @@ pub fn data_len(msg: &Message) -> Option<usize> {
 }
 
 impl OpenConn {
-    pub fn new(ws: Ws, metrics: Arc<Metrics>, cfg: &ConnConfig) -> (Self, UnboundedSender<Message>) {
+    pub fn new(
+        ws: Ws,
+        metrics: Arc<Metrics>,
+        read_gate: Arc<ReadGate>,
+        cfg: &ConnConfig,
+    ) -> (Self, UnboundedSender<Message>) {
         let (tx, out_rx) = tokio::sync::mpsc::unbounded_channel();
         let heartbeat = (!cfg.ping_interval.is_zero()).then(|| Heartbeat {
             interval: cfg.ping_interval,
@@ -268,6 +275,7 @@ impl OpenConn {
             close_timeout: cfg.close_timeout,
             peer_close_deadline: None,
             heartbeat,
+            read_gate,
             metrics,
             _gauge: Gauge::new(&GLOBAL.open_connections),
         };
@@ -308,6 +316,13 @@ impl OpenConn {
         }
         if let Err(e) = self.poll_write(cx) {
             return Poll::Ready(IoEvent::Ended(self.ended_by(e)));
+        }
+        if self.read_gate.is_paused(cx) {
+            // A slow consumer: leave the data in the socket. Unread pongs are not a dead peer.
+            if let Some(hb) = self.heartbeat.as_mut() {
+                hb.pong_deadline = None;
+            }
+            return Poll::Pending;
         }
         let mut n = 0;
         loop {

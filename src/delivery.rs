@@ -185,7 +185,12 @@ impl Hub {
 struct Entry {
     /// Reference to the JS `ReconnectingWebSocket`; refcount 1 while a connection exists, else 0 (weak).
     owner: sys::napi_ref,
+    /// The reference is currently strong.
     strong: bool,
+    /// A connection exists (or a disconnect is pending): the client must stay reachable.
+    conn: bool,
+    /// JS-side uses that keep the client alive without a connection (a pending `messages()` read).
+    holds: u32,
     /// A driver is running (connecting, open, closing or waiting to reconnect).
     active: bool,
     refd: bool,
@@ -266,6 +271,8 @@ pub fn register(env: &Env, id: u64, owner: &Object<'_>) -> Result<()> {
             Entry {
                 owner: reference,
                 strong: false,
+                conn: false,
+                holds: 0,
                 active: false,
                 refd: true,
                 gen: 0,
@@ -299,7 +306,7 @@ pub fn activate(env: &Env, id: u64) -> u32 {
         let gen = e.gen;
         let refd = e.refd;
         set_holding(r, env, &mut e, true, refd);
-        set_strong(env, &mut e, true);
+        set_conn(env, &mut e, true);
         r.clients.insert(id, e);
         gen
     })
@@ -311,7 +318,7 @@ pub fn activate(env: &Env, id: u64) -> u32 {
 pub fn hold_strong(env: &Env, id: u64) {
     with_registry(|r| {
         if let Some(e) = r.clients.get_mut(&id) {
-            set_strong(env, e, true);
+            set_conn(env, e, true);
         }
     });
 }
@@ -330,6 +337,21 @@ pub fn set_ref(env: &Env, id: u64, refd: bool) {
             let active = e.active;
             set_holding(r, env, &mut e, active, refd);
             r.clients.insert(id, e);
+        }
+    });
+}
+
+fn set_conn(env: &Env, e: &mut Entry, conn: bool) {
+    e.conn = conn;
+    set_strong(env, e, e.conn || e.holds > 0);
+}
+
+/// A JS-side use of the client (`messages()` waiting for a message) starts or ends.
+pub fn hold(env: &Env, id: u64, on: bool) {
+    with_registry(|r| {
+        if let Some(e) = r.clients.get_mut(&id) {
+            e.holds = if on { e.holds + 1 } else { e.holds.saturating_sub(1) };
+            set_strong(env, e, e.conn || e.holds > 0);
         }
     });
 }
@@ -393,15 +415,15 @@ fn build_batch(env: &Env, batch: Vec<(u64, JsEvent)>) -> Result<RawValue> {
                 let keep = !owner.is_null()
                     && match &event {
                         JsEvent::Connecting { .. } => {
-                            set_strong(env, &mut e, true);
+                            set_conn(env, &mut e, true);
                             true
                         }
                         JsEvent::Close { .. } | JsEvent::DisconnectDone { .. } => {
-                            set_strong(env, &mut e, false);
+                            set_conn(env, &mut e, false);
                             true
                         }
                         JsEvent::Idle { gen, .. } if *gen == e.gen => {
-                            set_strong(env, &mut e, false);
+                            set_conn(env, &mut e, false);
                             let refd = e.refd;
                             set_holding(r, env, &mut e, false, refd);
                             true

@@ -49,6 +49,32 @@ pub struct Shared {
     pub outbox: Mutex<Outbox>,
     pub provide: Mutex<ProvideSlot>,
     pub next_request: AtomicU64,
+    pub read_gate: Arc<ReadGate>,
+}
+
+/// Lets JS stop the reading of the socket (backpressure); the driver parks its reads until reopened.
+#[derive(Default)]
+pub struct ReadGate {
+    paused: std::sync::atomic::AtomicBool,
+    waker: futures_util::task::AtomicWaker,
+}
+
+impl ReadGate {
+    pub fn set(&self, paused: bool) {
+        self.paused.store(paused, Ordering::Release);
+        if !paused {
+            self.waker.wake();
+        }
+    }
+
+    /// Whether reading is paused; registers `cx` to be woken when it resumes.
+    pub fn is_paused(&self, cx: &std::task::Context<'_>) -> bool {
+        if !self.paused.load(Ordering::Acquire) {
+            return false;
+        }
+        self.waker.register(cx.waker());
+        self.paused.load(Ordering::Acquire)
+    }
 }
 
 impl Shared {
@@ -59,6 +85,7 @@ impl Shared {
             outbox: Mutex::new(Outbox::default()),
             provide: Mutex::new(None),
             next_request: AtomicU64::new(1),
+            read_gate: Arc::new(ReadGate::default()),
         }
     }
 
@@ -207,7 +234,12 @@ impl Driver {
                     self.attempt = None;
                     match result {
                         Ok(opened) => {
-                            let (conn, tx) = OpenConn::new(opened.ws, self.shared.metrics.clone(), &self.config.conn);
+                            let (conn, tx) = OpenConn::new(
+                                opened.ws,
+                                self.shared.metrics.clone(),
+                                self.shared.read_gate.clone(),
+                                &self.config.conn,
+                            );
                             self.socket = Some(conn);
                             self.shared.outbox().open(tx, &self.shared.metrics);
                             stats::inc(&self.shared.metrics.connects);

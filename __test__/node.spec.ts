@@ -1,0 +1,125 @@
+// Issue 6, "fits Node": async iteration with backpressure, AbortSignal, diagnostics_channel, NODE_DEBUG.
+import { spawnSync } from 'node:child_process'
+import { fileURLToPath } from 'node:url'
+import diagnostics from 'node:diagnostics_channel'
+import { once } from 'node:events'
+import test from 'ava'
+
+import { ReconnectingWebSocket, clientStats } from '../index.js'
+import { Recorder, collectUntil, forceGc, quiescent, refusedPort, until, wsServer } from './helpers.js'
+
+test.serial('messages(): for await, in order; a slow consumer stops the socket being read', async (t) => {
+  const payload = 'x'.repeat(16 * 1024)
+  const total = 2_000
+  const peer = await wsServer((s) => {
+    for (let i = 0; i < total; i++) s.send(`${i}:${payload}`)
+  })
+  const client = new ReconnectingWebSocket(peer.url)
+  const iterator = client.messages({ highWaterMark: 50 })[Symbol.asyncIterator]()
+  const first = await iterator.next()
+  t.is(String(first.value).split(':')[0], '0')
+  const socket = [...peer.sockets][0]
+  // The consumer is slow now: the server cannot flush because the client stopped reading.
+  await until(() => socket.bufferedAmount > 4 * 1024 * 1024, `server-side backlog (${socket.bufferedAmount})`)
+  const read = client.metrics.messagesReceived
+  t.true(read < 50 + 2 * 512 + 64, `only ${read} of ${total} messages were read from the socket`)
+  let n = 1
+  for (;;) {
+    const { value, done } = await iterator.next()
+    t.false(done)
+    if (Number(String(value).split(':')[0]) !== n) t.fail(`message ${n} out of order`)
+    if (++n === total) break
+  }
+  t.is(client.metrics.messagesReceived, total)
+  const ending = iterator.next()
+  await client.disconnect()
+  t.deepEqual(await ending, { value: undefined, done: true }, 'the loop ends when the client closes')
+  await quiescent()
+  await peer.close()
+})
+
+test.serial('a pending messages() read keeps an otherwise unreferenced client alive through a backoff wait', async (t) => {
+  let connections = 0
+  const peer = await wsServer((s) => {
+    if (++connections === 1) s.close(1012, 'restart')
+    else s.send('after the outage')
+  })
+  const baseline = clientStats()
+  // Only a weak reference stays outside, to disconnect at the end.
+  let weak: WeakRef<ReconnectingWebSocket> | undefined
+  const got = (async () => {
+    const client = new ReconnectingWebSocket(peer.url, { minDelay: 300, maxDelay: 300, jitter: 'none' })
+    weak = new WeakRef(client)
+    const messages = client.messages()
+    for await (const message of messages) return message
+  })()
+  await until(() => clientStats().pendingReconnects === baseline.pendingReconnects + 1, 'in backoff')
+  for (let i = 0; i < 10; i++) {
+    forceGc()
+    await new Promise((r) => setImmediate(r))
+  }
+  t.is(await got, 'after the outage')
+  t.is(clientStats().collectedWithoutDisconnect, baseline.collectedWithoutDisconnect)
+  // Connected, it keeps itself alive after the loop; disconnected, it is collected.
+  await weak!.deref()!.disconnect()
+  await collectUntil(() => clientStats().liveClients === baseline.liveClients, 'the finished client')
+  t.is(clientStats().collectedWithoutDisconnect, baseline.collectedWithoutDisconnect)
+  await quiescent()
+  await peer.close()
+})
+
+test.serial('AbortSignal: aborting disconnects; events.once honours a signal', async (t) => {
+  const peer = await wsServer()
+  const controller = new AbortController()
+  const client = new ReconnectingWebSocket(peer.url, { signal: controller.signal })
+  const r = new Recorder(client)
+  await r.next('open')
+  controller.abort()
+  const close = await r.next('close')
+  t.is(close.code, 1000)
+  t.false(close.willReconnect)
+  await quiescent()
+  t.is(client.state, 'closed')
+
+  const aborted = new ReconnectingWebSocket(peer.url, { signal: AbortSignal.abort() })
+  t.is(aborted.state, 'closed', 'an already aborted signal never connects')
+  const waiting = new ReconnectingWebSocket(peer.url, { startClosed: true })
+  const stop = new AbortController()
+  const pending = once(waiting, 'open', { signal: stop.signal })
+  stop.abort()
+  await t.throwsAsync(pending, { name: 'AbortError' })
+  t.throws(() => new ReconnectingWebSocket(peer.url, { signal: 'nope' as never }), { code: 'ERR_INVALID_ARG_TYPE' } as never)
+  await peer.close()
+})
+
+test.serial('diagnostics_channel: open, close, reconnecting, error, giveup', async (t) => {
+  const seen: string[] = []
+  const handlers = ['open', 'close', 'reconnecting', 'error', 'giveup'].map((name) => {
+    const fn = (m: unknown) => seen.push(`${name}:${(m as { client: unknown }).client instanceof ReconnectingWebSocket}`)
+    diagnostics.subscribe(`redial-ws:${name}`, fn)
+    return () => diagnostics.unsubscribe(`redial-ws:${name}`, fn)
+  })
+  const peer = await wsServer((s) => s.close(1012))
+  const client = new ReconnectingWebSocket(peer.url, { minDelay: 1, maxRetries: 1 })
+  await new Recorder(client).next('giveup')
+  const port = await refusedPort()
+  const failing = new ReconnectingWebSocket(`ws://127.0.0.1:${port}/`, { maxRetries: 0 })
+  await new Recorder(failing).next('giveup')
+  for (const off of handlers) off()
+  t.deepEqual(seen, [
+    'open:true', 'close:true', 'reconnecting:true', 'open:true', 'close:true', 'giveup:true',
+    'error:true', 'close:true', 'giveup:true',
+  ])
+  await quiescent()
+  await peer.close()
+})
+
+test('NODE_DEBUG=redial-ws logs through util.debuglog', (t) => {
+  const script = `const { ReconnectingWebSocket } = require(${JSON.stringify(fileURLToPath(new URL('../index.js', import.meta.url)))});
+    new ReconnectingWebSocket('ws://127.0.0.1:9/', { maxRetries: 0 })`
+  const on = spawnSync(process.execPath, ['-e', script], { env: { ...process.env, NODE_DEBUG: 'redial-ws' }, encoding: 'utf8' })
+  t.regex(on.stderr, /REDIAL-WS \d+: ws:\/\/127\.0\.0\.1:9\/ connect 0/)
+  t.regex(on.stderr, /giveup maxRetries/)
+  const off = spawnSync(process.execPath, ['-e', script], { env: { ...process.env, NODE_DEBUG: '' }, encoding: 'utf8' })
+  t.is(off.stderr, '')
+})

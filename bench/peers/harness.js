@@ -1,0 +1,439 @@
+'use strict'
+// The workloads, written once against a tiny adapter that each peer file
+// (bench/peers/<name>.js) provides. A peer runs in its own process, started by
+// bench/run.js as
+//
+//   node --expose-gc bench/peers/<name>.js '<json config>'
+//
+// and reports one JSON object, { type: 'result', ok, result | error }, over IPC
+// (or on stdout when run by hand without IPC), then exits.
+//
+// Adapter:
+//   name                      the peer's name
+//   version()                 its version string
+//   unavailable()             null, or why the peer cannot run here (reported as n/a)
+//   reconnects                whether it reconnects by itself (workload `reconnect`)
+//   connect(url, h, opts)     opens a connection; h: { onOpen(), onMessage(data, isBinary),
+//                             onError(err), onClose(info), onAttempt(tNs) }; opts.reconnect asks for a
+//                             fixed 100 ms reconnect delay. Text arrives as a string, binary as
+//                             bytes. onAttempt(t) reports when a reconnect attempt starts (hrtime ns).
+//   send(conn, data)          string or Buffer
+//   buffered(conn)            bytes accepted by send() not yet written
+//   close(conn)               closes; the promise resolves once it is fully closed
+
+const now = process.hrtime.bigint
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
+const noop = () => {}
+
+function sizeOf(d) {
+  return typeof d === 'string' ? Buffer.byteLength(d) : d.byteLength
+}
+
+function seconds(t0, t1) {
+  return Number(t1 - t0) / 1e9
+}
+
+function errMsg(e) {
+  if (e instanceof Error) return `${e.code ? e.code + ': ' : ''}${e.message}`
+  if (e && typeof e === 'object' && 'message' in e) return String(e.message)
+  return String(e)
+}
+
+async function settleGc() {
+  if (typeof global.gc !== 'function') throw new Error('run the peer with --expose-gc')
+  for (let i = 0; i < 4; i++) {
+    global.gc()
+    await sleep(50)
+  }
+}
+
+function percentile(sorted, p) {
+  if (sorted.length === 0) return NaN
+  const i = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))
+  return sorted[i]
+}
+
+function median(xs) {
+  const s = [...xs].sort((a, b) => a - b)
+  return s.length ? (s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2) : NaN
+}
+
+/** Receive: the server writes `count` pre-encoded frames after our "go". */
+function recv(A, { url, count, size }) {
+  return new Promise((resolve, reject) => {
+    let n = 0
+    let t0 = 0n
+    let done = false
+    const conn = A.connect(url, {
+      onOpen() {
+        t0 = now()
+        A.send(conn, 'go')
+      },
+      onMessage(data) {
+        if (++n !== count) return
+        const t1 = now()
+        done = true
+        const got = sizeOf(data)
+        if (got !== size) return reject(new Error(`last message has ${got} bytes, expected ${size}`))
+        const s = seconds(t0, t1)
+        resolve({ messages: n, seconds: s, msgsPerSec: n / s, mbPerSec: (n * size) / s / 1e6 })
+      },
+      onError(e) {
+        if (!done) reject(new Error(`error after ${n} messages: ${errMsg(e)}`))
+      },
+      onClose(info) {
+        if (!done) reject(new Error(`closed (${info && info.code}) after ${n} messages`))
+      },
+    })
+  })
+}
+
+/** Send: `count` messages as fast as the peer takes them, bounded by bufferedAmount; the server says "done". */
+function send(A, { url, count, size, binary, highWater = 4 * 1024 * 1024 }) {
+  return new Promise((resolve, reject) => {
+    const payload = binary ? Buffer.alloc(size, 0xab) : 'x'.repeat(size)
+    const batch = Math.max(1, Math.floor(65536 / size))
+    let sent = 0
+    let t0 = 0n
+    let done = false
+    let maxBuffered = 0
+    const pump = () => {
+      try {
+        while (sent < count) {
+          const b = A.buffered(conn)
+          if (b > maxBuffered) maxBuffered = b
+          if (b >= highWater) {
+            setTimeout(pump, 0)
+            return
+          }
+          const end = Math.min(count, sent + batch)
+          for (; sent < end; sent++) A.send(conn, payload)
+        }
+      } catch (e) {
+        done = true
+        reject(e)
+      }
+    }
+    const conn = A.connect(url, {
+      onOpen() {
+        t0 = now()
+        pump()
+      },
+      onMessage(data) {
+        if (data !== 'done' || done) return
+        const t1 = now()
+        done = true
+        const s = seconds(t0, t1)
+        resolve({ messages: count, seconds: s, msgsPerSec: count / s, mbPerSec: (count * size) / s / 1e6, maxBuffered })
+      },
+      onError(e) {
+        if (!done) reject(new Error(`error after ${sent} sends: ${errMsg(e)}`))
+      },
+      onClose(info) {
+        if (!done) reject(new Error(`closed (${info && info.code}) after ${sent} sends`))
+      },
+    })
+  })
+}
+
+/** Echo RTT: one message in flight at a time. */
+function echo(A, { url, count, size, warmup }) {
+  return new Promise((resolve, reject) => {
+    const msg = 'x'.repeat(size)
+    const total = warmup + count
+    const lat = new Float64Array(count)
+    let i = 0
+    let t = 0n
+    let done = false
+    const conn = A.connect(url, {
+      onOpen() {
+        t = now()
+        A.send(conn, msg)
+      },
+      onMessage() {
+        const t1 = now()
+        if (i >= warmup) lat[i - warmup] = Number(t1 - t) / 1e3
+        if (++i === total) {
+          done = true
+          lat.sort()
+          return resolve({
+            roundTrips: count,
+            p50us: percentile(lat, 50),
+            p99us: percentile(lat, 99),
+            meanUs: lat.reduce((a, b) => a + b, 0) / count,
+          })
+        }
+        t = now()
+        A.send(conn, msg)
+      },
+      onError(e) {
+        if (!done) reject(new Error(`error after ${i} round trips: ${errMsg(e)}`))
+      },
+      onClose(info) {
+        if (!done) reject(new Error(`closed (${info && info.code}) after ${i} round trips`))
+      },
+    })
+  })
+}
+
+/** Opens one connection and closes it (warms the library up before a baseline). */
+function openClose(A, url) {
+  return new Promise((resolve, reject) => {
+    let settled = false
+    const conn = A.connect(url, {
+      onOpen() {
+        A.close(conn).then(() => {
+          settled = true
+          resolve()
+        }, reject)
+      },
+      onMessage: noop,
+      onError(e) {
+        if (!settled) {
+          settled = true
+          A.close(conn).catch(noop)
+          reject(new Error(errMsg(e)))
+        }
+      },
+      onClose: noop,
+    })
+  })
+}
+
+/** Idle memory: `count` open connections held at once (`concurrency` handshakes in flight). */
+async function memory(A, { url, count, concurrency = 100 }) {
+  await openClose(A, url)
+  await settleGc()
+  const base = process.memoryUsage()
+  const conns = []
+  const closing = []
+  let firstError = null
+  let opened = 0
+  let failed = 0
+  const t0 = now()
+  await new Promise((resolve) => {
+    let next = 0
+    let inflight = 0
+    let stop = false
+    const maybeDone = () => {
+      if (inflight === 0 && (stop || next === count)) resolve()
+    }
+    const launch = () => {
+      while (!stop && next < count && inflight < concurrency) {
+        next++
+        inflight++
+        let state = 0 // 0 connecting, 1 open, 2 failed
+        let conn
+        const fail = (e) => {
+          if (state === 2) return
+          const wasConnecting = state === 0
+          state = 2
+          failed++
+          if (firstError === null) firstError = errMsg(e)
+          stop = true
+          closing.push(A.close(conn).catch(noop))
+          if (wasConnecting) inflight--
+          else opened--
+          maybeDone()
+        }
+        conn = A.connect(url, {
+          onOpen() {
+            if (state !== 0) return
+            state = 1
+            inflight--
+            opened++
+            conns.push(conn)
+            launch()
+            maybeDone()
+          },
+          onMessage: noop,
+          onError: fail,
+          onClose(info) {
+            if (state !== 2) fail(new Error(`closed (${info && info.code})`))
+          },
+        })
+      }
+      maybeDone()
+    }
+    launch()
+  })
+  const openSeconds = seconds(t0, now())
+  await Promise.race([Promise.all(closing), sleep(5000)])
+  await settleGc()
+  await sleep(200)
+  await settleGc()
+  const after = process.memoryUsage()
+  const live = conns.length
+  if (live === 0) throw new Error(`no connection opened: ${firstError}`)
+  return {
+    requested: count,
+    opened: live,
+    failed,
+    firstError,
+    emfile: firstError !== null && /EMFILE|too many open files|os error 24/i.test(firstError),
+    openSeconds,
+    rssKiBPerConn: (after.rss - base.rss) / 1024 / live,
+    heapKiBPerConn: (after.heapUsed - base.heapUsed) / 1024 / live,
+    baseRssMiB: base.rss / 1048576,
+    rssMiB: after.rss / 1048576,
+  }
+}
+
+/** Churn: sequential connect, wait open, close, wait closed; RSS after gc at the checkpoints. */
+async function churn(A, { url, cycles, checkpoints }) {
+  const cycle = () =>
+    new Promise((resolve, reject) => {
+      let settled = false
+      const conn = A.connect(url, {
+        onOpen() {
+          A.close(conn).then(() => {
+            settled = true
+            resolve()
+          }, reject)
+        },
+        onMessage: noop,
+        onError(e) {
+          if (settled) return
+          settled = true
+          A.close(conn).catch(noop)
+          reject(new Error(errMsg(e)))
+        },
+        onClose: noop,
+      })
+    })
+  const rss = {}
+  const heap = {}
+  let busy = 0n
+  for (let i = 1; i <= cycles; i++) {
+    const t0 = now()
+    try {
+      await cycle()
+    } catch (e) {
+      throw new Error(`cycle ${i}: ${errMsg(e)}`)
+    }
+    busy += now() - t0
+    if (checkpoints.includes(i)) {
+      await settleGc()
+      const m = process.memoryUsage()
+      rss[i] = m.rss / 1048576
+      heap[i] = m.heapUsed / 1048576
+    }
+  }
+  const [a, b] = checkpoints
+  return {
+    cycles,
+    seconds: Number(busy) / 1e9,
+    cyclesPerSec: cycles / (Number(busy) / 1e9),
+    rssMiB: rss,
+    heapMiB: heap,
+    rssGrowthMiB: rss[b] - rss[a],
+    heapGrowthMiB: heap[b] - heap[a],
+  }
+}
+
+/**
+ * Reconnect latency: we ask the server to drop us; it stays down `downMs` and
+ * listens again, then tells us when ("listen:<ns>"). Overhead = open − the start
+ * of the attempt that succeeded (never before the server listened again), i.e.
+ * the latency beyond the scheduled 100 ms delay.
+ */
+function reconnect(A, { url, repeats, settleMs = 50 }) {
+  if (!A.reconnects) return Promise.resolve({ na: 'does not reconnect' })
+  return new Promise((resolve, reject) => {
+    const overheads = []
+    const listenToOpen = []
+    const opens = []
+    let attemptAt = null
+    let tOpen = 0n
+    let attempts = 0
+    let finished = false
+    const drop = () => {
+      attemptAt = null
+      attempts = 0
+      A.send(conn, 'drop')
+    }
+    const conn = A.connect(
+      url,
+      {
+        onOpen() {
+          tOpen = now()
+          opens.push(tOpen)
+          if (opens.length === 1) setTimeout(drop, settleMs)
+        },
+        onMessage(data) {
+          if (typeof data !== 'string' || !data.startsWith('listen:')) return
+          const tListen = BigInt(data.slice(7))
+          const start = attemptAt !== null && attemptAt > tListen ? attemptAt : tListen
+          overheads.push(Number(tOpen - start) / 1e6)
+          listenToOpen.push(Number(tOpen - tListen) / 1e6)
+          if (overheads.length < repeats) return void setTimeout(drop, settleMs)
+          finished = true
+          A.close(conn).then(
+            () =>
+              resolve({
+                repeats,
+                overheadMs: median(overheads),
+                listenToOpenMs: median(listenToOpen),
+                overheadsMs: overheads,
+                listenToOpenAllMs: listenToOpen,
+              }),
+            reject,
+          )
+        },
+        onAttempt(t) {
+          attempts++
+          attemptAt = t
+        },
+        onError: noop, // refused attempts while the server is down are expected
+        onClose: noop,
+      },
+      { reconnect: true },
+    )
+    setTimeout(() => {
+      if (!finished) reject(new Error(`only ${overheads.length}/${repeats} reconnects (${attempts} attempts in the last)`))
+    }, 2000 + repeats * 2000).unref()
+  })
+}
+
+const WORKLOADS = { recv, send, echo, memory, churn, reconnect }
+
+function report(msg) {
+  return new Promise((resolve) => {
+    if (process.send) process.send(msg, () => resolve())
+    else {
+      process.stdout.write(JSON.stringify(msg) + '\n', () => resolve())
+    }
+  })
+}
+
+/** Entry point of a peer process. */
+async function main(adapter) {
+  process.on('disconnect', () => process.exit(1))
+  const cfg = JSON.parse(process.argv[2] || '{"workload":"probe"}')
+  if (cfg.workload === 'probe') {
+    const why = adapter.unavailable()
+    await report({ type: 'result', ok: true, result: { available: !why, reason: why, version: why ? null : adapter.version() } })
+    process.exit(0)
+  }
+  const why = adapter.unavailable()
+  if (why) {
+    await report({ type: 'result', ok: true, result: { na: why } })
+    process.exit(0)
+  }
+  const fn = WORKLOADS[cfg.workload]
+  if (!fn) {
+    await report({ type: 'result', ok: false, error: `unknown workload ${cfg.workload}` })
+    process.exit(2)
+  }
+  let msg
+  try {
+    msg = { type: 'result', ok: true, result: await fn(adapter, cfg) }
+  } catch (e) {
+    msg = { type: 'result', ok: false, error: errMsg(e) }
+  }
+  await report(msg)
+  // Connections may still be open (throughput runs keep theirs): the parent kills the server anyway.
+  process.exit(msg.ok ? 0 : 1)
+}
+
+module.exports = { main, now }

@@ -1,0 +1,480 @@
+#!/usr/bin/env node
+'use strict'
+// Benchmark runner: redial-ws against ws, undici's WebSocket and
+// reconnecting-websocket. See bench/README.md.
+//
+//   node bench/run.js [--quick] [--runs N] [--scale F] [--peers a,b] [--only w1,w2] [--timeout S]
+//
+// Every (workload, peer, run) is measured in a fresh child process against a
+// fresh server child process; this process only orchestrates and reports.
+
+const { fork, execFileSync } = require('node:child_process')
+const fs = require('node:fs')
+const os = require('node:os')
+const path = require('node:path')
+const { formatValue, formatRatio, ratioOf, renderText, renderMarkdown, renderSvg } = require('./lib/report')
+
+// ---------------------------------------------------------------- options
+
+function parseArgs(argv) {
+  const out = { quick: false }
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]
+    const [k, inline] = a.startsWith('--') ? a.slice(2).split(/=(.*)/s) : [a, undefined]
+    const val = () => (inline !== undefined ? inline : argv[++i])
+    switch (k) {
+      case 'quick':
+        out.quick = true
+        break
+      case 'runs':
+        out.runs = Number(val())
+        break
+      case 'scale':
+        out.scale = Number(val())
+        break
+      case 'timeout':
+        out.timeout = Number(val())
+        break
+      case 'peers':
+        out.peers = val().split(',').filter(Boolean)
+        break
+      case 'only':
+        out.only = val().split(',').filter(Boolean)
+        break
+      case 'help':
+      case 'h':
+        console.log(fs.readFileSync(path.join(__dirname, 'README.md'), 'utf8'))
+        process.exit(0)
+        break
+      default:
+        console.error(`unknown argument: ${a} (see bench/README.md)`)
+        process.exit(2)
+    }
+  }
+  for (const k of ['runs', 'scale', 'timeout']) {
+    if (k in out && !(out[k] > 0)) {
+      console.error(`--${k} needs a positive number`)
+      process.exit(2)
+    }
+  }
+  return out
+}
+
+const args = parseArgs(process.argv.slice(2))
+const QUICK = args.quick
+const SCALE = args.scale ?? 1
+const RUNS = Math.round(args.runs ?? (QUICK ? 1 : 3))
+const TIMEOUT_MS = (args.timeout ?? (QUICK ? 20 : 300)) * 1000
+const count = (full, quick) => Math.max(1, Math.round((QUICK ? quick : full) * SCALE))
+
+// ---------------------------------------------------------------- peers
+
+const websocketFlag = process.allowedNodeEnvironmentFlags.has('--experimental-websocket') && typeof globalThis.WebSocket !== 'function'
+
+const PEERS = [
+  { name: 'redial-ws', file: 'peers/redial-ws.js', reconnects: true, execArgv: [] },
+  { name: 'ws', file: 'peers/ws.js', reconnects: false, execArgv: [] },
+  // Node 20 ships undici's WebSocket behind a flag.
+  { name: 'undici', file: 'peers/undici.js', reconnects: false, execArgv: websocketFlag ? ['--experimental-websocket'] : [] },
+  { name: 'reconnecting-websocket', file: 'peers/reconnecting-websocket.js', reconnects: true, execArgv: [] },
+].filter((p) => !args.peers || args.peers.includes(p.name))
+
+if (PEERS.length === 0) {
+  console.error('no peer selected (redial-ws, ws, undici, reconnecting-websocket)')
+  process.exit(2)
+}
+
+// ---------------------------------------------------------------- workloads
+
+const N = {
+  recv64: count(2_000_000, 200_000),
+  recv1k: count(500_000, 50_000),
+  recv64k: count(20_000, 2_000),
+  send64: count(1_000_000, 100_000),
+  send64k: count(20_000, 1_000),
+  echo: count(20_000, 2_000),
+  memory: count(10_000, 500),
+  churn: count(20_000, 2_000),
+  reconnect: QUICK ? 3 : 5,
+}
+const churnCheckpoints = [Math.max(1, Math.round(N.churn / 4)), N.churn]
+
+const WORKLOADS = [
+  {
+    id: 'recv64',
+    title: `receive 64 B text ×${N.recv64}`,
+    server: { mode: 'recv', count: N.recv64, size: 64, binary: false },
+    peer: { workload: 'recv', count: N.recv64, size: 64 },
+    rows: [{ key: 'msgsPerSec', label: 'receive 64 B text', unit: 'msg/s', better: 'higher' }],
+  },
+  {
+    id: 'recv1k',
+    title: `receive 1 KiB text ×${N.recv1k}`,
+    server: { mode: 'recv', count: N.recv1k, size: 1024, binary: false },
+    peer: { workload: 'recv', count: N.recv1k, size: 1024 },
+    rows: [
+      { key: 'msgsPerSec', label: 'receive 1 KiB text', unit: 'msg/s', better: 'higher' },
+      { key: 'mbPerSec', label: 'receive 1 KiB text', unit: 'MB/s', better: 'higher' },
+    ],
+  },
+  {
+    id: 'recv64k',
+    title: `receive 64 KiB binary ×${N.recv64k}`,
+    server: { mode: 'recv', count: N.recv64k, size: 65536, binary: true },
+    peer: { workload: 'recv', count: N.recv64k, size: 65536 },
+    rows: [{ key: 'mbPerSec', label: 'receive 64 KiB binary', unit: 'MB/s', better: 'higher' }],
+  },
+  {
+    id: 'send64',
+    title: `send 64 B text ×${N.send64}`,
+    server: { mode: 'sink', count: N.send64 },
+    peer: { workload: 'send', count: N.send64, size: 64, binary: false },
+    rows: [{ key: 'msgsPerSec', label: 'send 64 B text', unit: 'msg/s', better: 'higher' }],
+  },
+  {
+    id: 'send64k',
+    title: `send 64 KiB binary ×${N.send64k}`,
+    server: { mode: 'sink', count: N.send64k },
+    peer: { workload: 'send', count: N.send64k, size: 65536, binary: true },
+    rows: [{ key: 'mbPerSec', label: 'send 64 KiB binary', unit: 'MB/s', better: 'higher' }],
+  },
+  {
+    id: 'echo',
+    title: `echo RTT, 64 B ×${N.echo} sequential`,
+    server: { mode: 'echo' },
+    peer: { workload: 'echo', count: N.echo, size: 64, warmup: QUICK ? 200 : 1000 },
+    rows: [
+      { key: 'p50us', label: 'echo RTT p50', unit: 'µs', better: 'lower' },
+      { key: 'p99us', label: 'echo RTT p99', unit: 'µs', better: 'lower' },
+    ],
+  },
+  {
+    id: 'memory',
+    title: `idle memory, ${N.memory} open connections`,
+    server: { mode: 'wss' },
+    peer: { workload: 'memory', count: N.memory, concurrency: 100 },
+    rows: [
+      { key: 'rssKiBPerConn', label: `idle memory (${N.memory} conns), RSS`, unit: 'KiB/conn', better: 'lower' },
+      { key: 'heapKiBPerConn', label: `idle memory (${N.memory} conns), JS heap`, unit: 'KiB/conn', better: 'lower' },
+    ],
+  },
+  {
+    id: 'churn',
+    title: `connect+close churn ×${N.churn}`,
+    server: { mode: 'wss' },
+    peer: { workload: 'churn', cycles: N.churn, checkpoints: churnCheckpoints },
+    rows: [
+      { key: 'cyclesPerSec', label: 'connect+close churn', unit: 'cycles/s', better: 'higher' },
+      {
+        key: 'rssGrowthMiB',
+        label: `churn RSS growth, cycle ${churnCheckpoints[0]}→${churnCheckpoints[1]}`,
+        unit: 'MiB',
+        better: 'lower',
+        signed: true,
+      },
+    ],
+  },
+  {
+    id: 'reconnect',
+    title: `reconnect after a 200 ms outage, median of ${N.reconnect}`,
+    server: { mode: 'flap', downMs: 200 },
+    peer: { workload: 'reconnect', repeats: N.reconnect },
+    reconnectOnly: true,
+    rows: [
+      { key: 'overheadMs', label: 'reconnect: attempt start → open', unit: 'ms', better: 'lower' },
+      { key: 'listenToOpenMs', label: 'reconnect: server back → open', unit: 'ms', better: 'lower' },
+    ],
+  },
+].filter((w) => !args.only || args.only.includes(w.id))
+
+if (WORKLOADS.length === 0) {
+  console.error('no workload selected (recv64, recv1k, recv64k, send64, send64k, echo, memory, churn, reconnect)')
+  process.exit(2)
+}
+
+// ---------------------------------------------------------------- child processes
+
+const live = new Set()
+function killAll() {
+  for (const c of live) {
+    try {
+      c.kill('SIGKILL')
+    } catch {}
+  }
+}
+process.on('exit', killAll)
+for (const sig of ['SIGINT', 'SIGTERM']) {
+  process.on(sig, () => {
+    killAll()
+    process.exit(130)
+  })
+}
+
+function tail(s, n = 1500) {
+  s = s.trim()
+  return s.length > n ? '…' + s.slice(-n) : s
+}
+
+/** Forks `file`; resolves with the first { type: 'result' } message and how the process ended. */
+function runChild(file, argv, execArgv, timeoutMs) {
+  return new Promise((resolve) => {
+    const t0 = process.hrtime.bigint()
+    const child = fork(path.join(__dirname, file), argv, { execArgv, stdio: ['ignore', 'pipe', 'pipe', 'ipc'] })
+    live.add(child)
+    let out = ''
+    let err = ''
+    let msg = null
+    let timedOut = false
+    child.stdout.on('data', (d) => (out = (out + d).slice(-8192)))
+    child.stderr.on('data', (d) => (err = (err + d).slice(-8192)))
+    child.on('message', (m) => {
+      if (m && m.type === 'result' && msg === null) msg = m
+    })
+    const timer = setTimeout(() => {
+      timedOut = true
+      child.kill('SIGKILL')
+    }, timeoutMs)
+    child.on('error', (e) => (err += `\n[spawn error] ${e.message}`))
+    child.on('exit', (code, signal) => {
+      clearTimeout(timer)
+      live.delete(child)
+      const ms = Number(process.hrtime.bigint() - t0) / 1e6
+      const base = { ms, code, signal, stderr: tail(err), stdout: tail(out) }
+      if (timedOut) return resolve({ ...base, ok: false, error: `timed out after ${timeoutMs / 1000} s (killed)`, crashed: true })
+      if (msg === null) {
+        return resolve({ ...base, ok: false, error: `exited (code ${code}, signal ${signal}) without a result`, crashed: true })
+      }
+      if (!msg.ok) return resolve({ ...base, ok: false, error: msg.error, crashed: false })
+      resolve({ ...base, ok: true, result: msg.result })
+    })
+  })
+}
+
+function startServer(config) {
+  return new Promise((resolve, reject) => {
+    const child = fork(path.join(__dirname, 'server.js'), [JSON.stringify(config)], {
+      execArgv: [],
+      stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
+    })
+    live.add(child)
+    let err = ''
+    child.stderr.on('data', (d) => (err = (err + d).slice(-4096)))
+    child.stdout.resume()
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL')
+      reject(new Error(`server ${config.mode} did not start in 10 s`))
+    }, 10000)
+    child.once('message', (m) => {
+      clearTimeout(timer)
+      if (m && m.type === 'listening') resolve({ child, port: m.port, stderr: () => err })
+      else reject(new Error(`server ${config.mode}: unexpected message ${JSON.stringify(m)}`))
+    })
+    child.once('exit', (code, signal) => {
+      live.delete(child)
+      clearTimeout(timer)
+      reject(new Error(`server ${config.mode} exited (code ${code}, signal ${signal}): ${tail(err)}`))
+    })
+  })
+}
+
+function stopServer(server) {
+  return new Promise((resolve) => {
+    const { child } = server
+    if (child.exitCode !== null || child.signalCode !== null) return resolve({ alive: false })
+    child.removeAllListeners('exit')
+    child.once('exit', () => {
+      live.delete(child)
+      resolve({ alive: true })
+    })
+    child.kill('SIGKILL')
+  })
+}
+
+// ---------------------------------------------------------------- run
+
+function median(xs) {
+  const s = xs.filter((x) => typeof x === 'number' && Number.isFinite(x)).sort((a, b) => a - b)
+  if (!s.length) return null
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2
+}
+
+function gitCommit() {
+  try {
+    return execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: path.join(__dirname, '..'), stdio: ['ignore', 'pipe', 'ignore'] })
+      .toString()
+      .trim()
+  } catch {
+    return null
+  }
+}
+
+async function main() {
+  const started = Date.now()
+  const env = {
+    date: new Date().toISOString(),
+    cpu: os.cpus()[0]?.model ?? 'unknown',
+    cores: os.cpus().length,
+    node: process.version,
+    platform: `${os.platform()} ${os.release()} ${os.arch()}`,
+    memory: `${Math.round(os.totalmem() / 1073741824)} GiB`,
+    quick: QUICK,
+    runs: RUNS,
+    scale: SCALE,
+    commit: gitCommit(),
+  }
+  console.log(
+    `redial-ws bench — ${QUICK ? 'quick' : 'full'} mode, ${RUNS} run(s)${SCALE !== 1 ? `, counts ×${SCALE}` : ''}; ` +
+      `${env.cpu} × ${env.cores}, Node ${env.node}`,
+  )
+
+  // Which peers can run here.
+  const failures = []
+  const peers = []
+  for (const p of PEERS) {
+    const r = await runChild(p.file, [JSON.stringify({ workload: 'probe' })], ['--expose-gc', ...p.execArgv], 30000)
+    if (!r.ok) {
+      failures.push({ peer: p.name, workload: 'load', error: r.error, stderr: r.stderr })
+      peers.push({ ...p, available: false, reason: `failed to load: ${r.error}`, failed: true })
+    } else {
+      peers.push({ ...p, available: r.result.available, reason: r.result.reason, version: r.result.version })
+    }
+    const q = peers[peers.length - 1]
+    console.log(`  ${q.name.padEnd(24)} ${q.available ? q.version : `n/a (${q.reason})`}`)
+  }
+  if (!peers.some((p) => p.name === 'ws' && p.available)) console.log('  (ws is not available: no ratios)')
+  console.log('')
+
+  // results[workload][peer] = { runs: [result|null], errors: [], na }
+  const results = {}
+  for (const wl of WORKLOADS) {
+    results[wl.id] = {}
+    for (const p of peers) {
+      const cell = { runs: [], errors: [], na: null }
+      if (!p.available) cell.na = p.failed ? 'FAIL' : 'n/a'
+      else if (wl.reconnectOnly && !p.reconnects) cell.na = 'n/a'
+      results[wl.id][p.name] = cell
+    }
+    for (let run = 1; run <= RUNS; run++) {
+      for (const p of peers) {
+        const cell = results[wl.id][p.name]
+        if (cell.na) continue
+        let server
+        try {
+          server = await startServer(wl.server)
+        } catch (e) {
+          failures.push({ peer: 'server', workload: wl.id, error: e.message })
+          cell.errors.push(`server: ${e.message}`)
+          console.log(`  ${wl.id.padEnd(10)} run ${run}/${RUNS}  ${p.name.padEnd(24)} SERVER FAILED: ${e.message}`)
+          continue
+        }
+        const cfg = { ...wl.peer, url: `ws://127.0.0.1:${server.port}/` }
+        const r = await runChild(p.file, [JSON.stringify(cfg)], ['--expose-gc', ...p.execArgv], TIMEOUT_MS)
+        const s = await stopServer(server)
+        if (!s.alive) {
+          const msg = `server died during the run: ${tail(server.stderr())}`
+          failures.push({ peer: 'server', workload: wl.id, error: msg })
+          cell.errors.push(msg)
+        }
+        let line = `  ${wl.id.padEnd(10)} run ${run}/${RUNS}  ${p.name.padEnd(24)}`
+        if (r.ok && r.result && r.result.na) {
+          cell.na = 'n/a'
+          line += ` n/a (${r.result.na})`
+        } else if (r.ok) {
+          cell.runs.push(r.result)
+          line += ' ' + wl.rows.map((row) => `${formatValue(r.result[row.key], row)} ${row.unit}`).join(', ')
+          if (r.result.emfile || (r.result.failed && r.result.firstError)) {
+            line += `  [opened ${r.result.opened}/${r.result.requested}: ${r.result.firstError}]`
+          }
+        } else {
+          cell.errors.push(r.error)
+          failures.push({ peer: p.name, workload: wl.id, run, error: r.error, stderr: r.stderr, crashed: r.crashed })
+          line += ` FAILED: ${r.error}`
+        }
+        console.log(`${line}  (${(r.ms / 1000).toFixed(1)} s)`)
+      }
+    }
+  }
+
+  // Medians per row and peer.
+  const rows = []
+  for (const wl of WORKLOADS) {
+    for (const row of wl.rows) {
+      const values = {}
+      for (const p of peers) {
+        const cell = results[wl.id][p.name]
+        if (cell.na) values[p.name] = { na: cell.na }
+        else if (cell.runs.length === 0) values[p.name] = { na: 'FAIL' }
+        else values[p.name] = { value: median(cell.runs.map((r) => r[row.key])), partial: cell.errors.length > 0 }
+      }
+      rows.push({ workload: wl.id, ...row, values })
+    }
+  }
+  for (const row of rows) {
+    const base = row.values.ws && row.values.ws.value
+    for (const p of peers) {
+      const v = row.values[p.name]
+      v.ratio = v.value != null && base != null ? ratioOf(v.value, base, row) : null
+    }
+  }
+
+  const notes = collectNotes(peers, results)
+  const wallSeconds = (Date.now() - started) / 1000
+  const report = { env, peers, workloads: WORKLOADS, rows, notes, failures, wallSeconds }
+
+  console.log('')
+  console.log(renderText(report))
+  const dir = path.join(__dirname, 'results')
+  fs.mkdirSync(dir, { recursive: true })
+  fs.writeFileSync(path.join(dir, 'latest.md'), renderMarkdown(report))
+  fs.writeFileSync(path.join(dir, 'latest.svg'), renderSvg(report))
+  fs.writeFileSync(path.join(dir, 'latest.json'), JSON.stringify({ ...report, results }, null, 2) + '\n')
+  console.log(`\nwrote bench/results/latest.md, latest.svg, latest.json  (${wallSeconds.toFixed(1)} s)`)
+  if (failures.length) {
+    console.log(`\n${failures.length} failure(s):`)
+    for (const f of failures) {
+      console.log(`  ${f.workload} / ${f.peer}${f.run ? ` run ${f.run}` : ''}: ${f.error}`)
+      if (f.stderr) console.log('    ' + f.stderr.split('\n').join('\n    '))
+    }
+    process.exitCode = 1
+  }
+}
+
+/** Side facts worth printing: reduced connection counts, churn RSS checkpoints, reconnect samples. */
+function collectNotes(peers, results) {
+  const notes = []
+  for (const p of peers) {
+    const mem = results.memory && results.memory[p.name]
+    if (mem && mem.runs.length) {
+      const short = mem.runs.filter((r) => r.opened < r.requested)
+      if (short.length) {
+        const r = short[0]
+        notes.push(
+          `${p.name}: idle memory measured with ${r.opened} of ${r.requested} connections` +
+            (r.emfile ? ' (EMFILE: raise `ulimit -n`)' : '') +
+            ` — first error: ${r.firstError}`,
+        )
+      }
+    }
+    const ch = results.churn && results.churn[p.name]
+    if (ch && ch.runs.length) {
+      const parts = ch.runs.map((r) =>
+        Object.entries(r.rssMiB)
+          .map(([k, v]) => `${v.toFixed(1)} MiB @${k}`)
+          .join(' → '),
+      )
+      notes.push(`${p.name}: churn RSS after gc: ${parts.join('; ')}`)
+    }
+    const rc = results.reconnect && results.reconnect[p.name]
+    if (rc && rc.runs.length) {
+      const all = rc.runs.flatMap((r) => r.overheadsMs.map((x) => x.toFixed(2)))
+      notes.push(`${p.name}: reconnect attempt start → open samples (ms): ${all.join(', ')}`)
+    }
+  }
+  return notes
+}
+
+main().catch((e) => {
+  console.error(e)
+  killAll()
+  process.exit(1)
+})

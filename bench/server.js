@@ -1,0 +1,209 @@
+'use strict'
+// Benchmark server, run in its own child process (forked by run.js) so that its
+// CPU time and memory never mix with the measured client's. Listens on
+// 127.0.0.1 only, reports { type: 'listening', port } over IPC and runs until
+// killed (or the parent goes away).
+//
+//   node bench/server.js '<json config>'
+//
+// modes:
+//   recv  { count, size, binary }  raw: after the client's first message, writes exactly `count`
+//                                  pre-encoded frames, in large chunks, honouring backpressure.
+//   sink  { count }                raw: discards what it reads, counting whole client frames; after
+//                                  `count` data frames it sends one text frame "done".
+//   echo  {}                       raw: echoes every data message.
+//   wss   {}                       a `ws` WebSocketServer that accepts and holds connections.
+//   flap  { downMs }               raw: on a text "drop" it drops every connection, stops listening,
+//                                  listens again on the same port `downMs` later, and tells the next
+//                                  client "listen:<hrtime ns>" (the moment it listened again).
+
+const net = require('node:net')
+const {
+  OP_TEXT,
+  OP_BINARY,
+  OP_CLOSE,
+  OP_PING,
+  OP_PONG,
+  encodeFrame,
+  repeatFrames,
+  acceptUpgrade,
+  FrameParser,
+} = require('./lib/wsraw')
+
+const config = JSON.parse(process.argv[2] || '{}')
+const CHUNK = 2 * 1024 * 1024
+
+function report(msg) {
+  if (process.send) process.send(msg)
+  else console.log(JSON.stringify(msg))
+}
+
+process.on('disconnect', () => process.exit(0))
+
+const noop = () => {}
+
+/** Raw server: `onClient(socket, parser-callbacks)` runs per upgraded connection. */
+function rawServer(makeHandler) {
+  const sockets = new Set()
+  const server = net.createServer({ noDelay: true }, (socket) => {
+    sockets.add(socket)
+    socket.on('error', noop)
+    socket.on('close', () => sockets.delete(socket))
+    acceptUpgrade(socket, (rest) => {
+      const h = makeHandler(socket)
+      const parser = new FrameParser(
+        (opcode, payload, fin) => {
+          if (opcode === OP_CLOSE) {
+            // Echo the status code back, then close our side.
+            const code = payload && payload.length >= 2 ? payload.subarray(0, 2) : Buffer.alloc(0)
+            if (!socket.destroyed) socket.end(encodeFrame(OP_CLOSE, code))
+            return
+          }
+          if (opcode === OP_PING) {
+            if (!socket.destroyed) socket.write(encodeFrame(OP_PONG, payload))
+            return
+          }
+          if (opcode === OP_PONG) return
+          h.onData(opcode, payload, fin)
+        },
+        { wantData: h.wantData },
+      )
+      socket.on('data', (chunk) => parser.push(chunk))
+      if (h.onOpen) h.onOpen()
+      if (rest.length) parser.push(rest)
+    })
+  })
+  server.sockets = sockets
+  return server
+}
+
+function listen(server, port = 0) {
+  server.listen({ host: '127.0.0.1', port, backlog: 4096 }, () => {
+    report({ type: 'listening', port: server.address().port })
+  })
+}
+
+switch (config.mode) {
+  case 'recv': {
+    const opcode = config.binary ? OP_BINARY : OP_TEXT
+    const payload = Buffer.alloc(config.size, config.binary ? 0xab : 0x78) // 'x'
+    const frameLen = encodeFrame(opcode, payload).length
+    const perChunk = Math.max(1, Math.floor(CHUNK / frameLen))
+    const chunk = repeatFrames(opcode, payload, perChunk)
+    const fullChunks = Math.floor(config.count / perChunk)
+    const rest = config.count % perChunk
+    const restChunk = rest ? repeatFrames(opcode, payload, rest) : null
+    listen(
+      rawServer((socket) => {
+        let started = false
+        return {
+          wantData: false,
+          onData() {
+            if (started) return
+            started = true
+            let left = fullChunks
+            const pump = () => {
+              while (left > 0) {
+                if (socket.destroyed) return
+                left--
+                if (!socket.write(chunk)) {
+                  socket.once('drain', pump)
+                  return
+                }
+              }
+              if (restChunk && !socket.destroyed) socket.write(restChunk)
+            }
+            pump()
+          },
+        }
+      }),
+    )
+    break
+  }
+  case 'sink': {
+    listen(
+      rawServer((socket) => {
+        let frames = 0
+        return {
+          wantData: false,
+          onData(opcode, payload, fin) {
+            if (!fin) return
+            if (++frames === config.count) socket.write(encodeFrame(OP_TEXT, Buffer.from('done')))
+          },
+        }
+      }),
+    )
+    break
+  }
+  case 'echo': {
+    listen(
+      rawServer((socket) => {
+        let parts = []
+        let msgOpcode = OP_TEXT
+        return {
+          wantData: true,
+          onData(opcode, payload, fin) {
+            if (opcode !== 0) msgOpcode = opcode
+            if (!fin) {
+              parts.push(payload)
+              return
+            }
+            if (parts.length) {
+              parts.push(payload)
+              payload = Buffer.concat(parts)
+              parts = []
+            }
+            socket.write(encodeFrame(msgOpcode, payload))
+          },
+        }
+      }),
+    )
+    break
+  }
+  case 'flap': {
+    let port = 0
+    let relistenedAt = null
+    const server = rawServer((socket) => ({
+      wantData: true,
+      onOpen() {
+        if (relistenedAt !== null) {
+          socket.write(encodeFrame(OP_TEXT, Buffer.from(`listen:${relistenedAt}`)))
+          relistenedAt = null
+        }
+      },
+      onData(opcode, payload) {
+        if (opcode !== OP_TEXT || payload.toString() !== 'drop') return
+        server.close()
+        for (const s of server.sockets) s.destroy()
+        setTimeout(() => {
+          // Set before listening (a client can't connect earlier), refined once listening is reported.
+          relistenedAt = process.hrtime.bigint().toString()
+          server.listen({ host: '127.0.0.1', port, backlog: 4096 }, () => {
+            if (relistenedAt !== null) relistenedAt = process.hrtime.bigint().toString()
+          })
+        }, config.downMs ?? 200)
+      },
+    }))
+    server.listen({ host: '127.0.0.1', port: 0, backlog: 4096 }, () => {
+      port = server.address().port
+      report({ type: 'listening', port })
+    })
+    break
+  }
+  case 'wss': {
+    const { WebSocketServer } = require('ws')
+    const wss = new WebSocketServer({
+      host: '127.0.0.1',
+      port: 0,
+      backlog: 4096,
+      perMessageDeflate: false,
+      clientTracking: false,
+    })
+    wss.on('connection', (ws) => ws.on('error', noop))
+    wss.on('listening', () => report({ type: 'listening', port: wss.address().port }))
+    break
+  }
+  default:
+    console.error(`unknown server mode ${config.mode}`)
+    process.exit(2)
+}
