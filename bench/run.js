@@ -215,11 +215,15 @@ function tail(s, n = 1500) {
   return s.length > n ? '…' + s.slice(-n) : s
 }
 
+// (Node raises its soft limit of open files to the hard limit by itself at startup; when even
+// the hard limit is too low, the memory workload reports EMFILE and how many connections it got.)
+const STDIO = ['ignore', 'pipe', 'pipe', 'ipc']
+
 /** Forks `file`; resolves with the first { type: 'result' } message and how the process ended. */
 function runChild(file, argv, execArgv, timeoutMs) {
   return new Promise((resolve) => {
     const t0 = process.hrtime.bigint()
-    const child = fork(path.join(__dirname, file), argv, { execArgv, stdio: ['ignore', 'pipe', 'pipe', 'ipc'] })
+    const child = fork(path.join(__dirname, file), argv, { execArgv, stdio: STDIO })
     live.add(child)
     let out = ''
     let err = ''
@@ -252,10 +256,7 @@ function runChild(file, argv, execArgv, timeoutMs) {
 
 function startServer(config) {
   return new Promise((resolve, reject) => {
-    const child = fork(path.join(__dirname, 'server.js'), [JSON.stringify(config)], {
-      execArgv: [],
-      stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
-    })
+    const child = fork(path.join(__dirname, 'server.js'), [JSON.stringify(config)], { execArgv: [], stdio: STDIO })
     live.add(child)
     let err = ''
     child.stderr.on('data', (d) => (err = (err + d).slice(-4096)))

@@ -74,6 +74,10 @@ function rawServer(makeHandler) {
     })
   })
   server.sockets = sockets
+  server.on('error', (e) => {
+    console.error(`[server] ${e.code || ''} ${e.message}`)
+    if (e.syscall === 'listen') process.exit(1)
+  })
   return server
 }
 
@@ -200,6 +204,8 @@ switch (config.mode) {
       clientTracking: false,
     })
     wss.on('connection', (ws) => ws.on('error', noop))
+    // e.g. EMFILE on accept: keep serving the connections we have; the client sees the failure.
+    wss.on('error', (e) => console.error(`[server] ${e.code || ''} ${e.message}`))
     wss.on('listening', () => report({ type: 'listening', port: wss.address().port }))
     break
   }

@@ -168,11 +168,12 @@ impl NativeClient {
             params,
         };
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-        delivery::register(&env, id, &owner)?;
+        let shared = Arc::new(Shared::new(id));
+        delivery::register(&env, id, &owner, shared.read_gate.clone())?;
         env.adjust_external_memory(EXTERNAL_BYTES)?;
         GLOBAL.live_clients.fetch_add(1, Ordering::Relaxed);
         Ok(NativeClient {
-            shared: Arc::new(Shared::new(id)),
+            shared,
             config: Arc::new(config),
             url,
             commands: None,

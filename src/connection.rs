@@ -317,15 +317,19 @@ impl OpenConn {
         if let Err(e) = self.poll_write(cx) {
             return Poll::Ready(IoEvent::Ended(self.ended_by(e)));
         }
-        if self.read_gate.is_paused(cx) {
-            // A slow consumer: leave the data in the socket. Unread pongs are not a dead peer.
-            if let Some(hb) = self.heartbeat.as_mut() {
-                hb.pong_deadline = None;
-            }
-            return Poll::Pending;
-        }
         let mut n = 0;
         loop {
+            if self.read_gate.is_closed(cx) {
+                // JS is behind: leave the data in the socket. Unread pongs are not a dead peer.
+                if let Some(hb) = self.heartbeat.as_mut() {
+                    hb.pong_deadline = None;
+                }
+                return if n > 0 {
+                    Poll::Ready(IoEvent::Progress)
+                } else {
+                    Poll::Pending
+                };
+            }
             match Pin::new(&mut self.ws).poll_next(cx) {
                 Poll::Ready(Some(Ok(msg))) => {
                     // Any frame proves the peer alive.
@@ -336,11 +340,13 @@ impl OpenConn {
                         Message::Text(t) => {
                             stats::add(&self.metrics.bytes_received, t.len() as u64);
                             stats::inc(&self.metrics.messages_received);
+                            self.read_gate.admit(t.len());
                             events.push(JsEvent::Text(t));
                         }
                         Message::Binary(b) => {
                             stats::add(&self.metrics.bytes_received, b.len() as u64);
                             stats::inc(&self.metrics.messages_received);
+                            self.read_gate.admit(b.len());
                             events.push(JsEvent::Binary(b));
                         }
                         Message::Ping(p) => events.push(JsEvent::Ping(p)),

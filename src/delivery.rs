@@ -24,6 +24,7 @@ use napi::threadsafe_function::{ThreadsafeCallContext, ThreadsafeFunction, Threa
 use napi::JsValue;
 use tokio_tungstenite::tungstenite::{Bytes, Utf8Bytes};
 
+use crate::driver::ReadGate;
 use crate::errors::ConnError;
 
 /// An event for one client, in the order the driver produced it.
@@ -191,6 +192,8 @@ struct Entry {
     conn: bool,
     /// JS-side uses that keep the client alive without a connection (a pending `messages()` read).
     holds: u32,
+    /// Told when messages reach JS (the in-flight bound of the socket's reading).
+    gate: Arc<ReadGate>,
     /// A driver is running (connecting, open, closing or waiting to reconnect).
     active: bool,
     refd: bool,
@@ -262,7 +265,7 @@ pub fn hub() -> Option<Arc<Hub>> {
     with_registry(|r| r.hub.clone()).flatten()
 }
 
-pub fn register(env: &Env, id: u64, owner: &Object<'_>) -> Result<()> {
+pub fn register(env: &Env, id: u64, owner: &Object<'_>, gate: Arc<ReadGate>) -> Result<()> {
     let mut reference = ptr::null_mut();
     check_status!(unsafe { sys::napi_create_reference(env.raw(), owner.raw(), 0, &mut reference) })?;
     with_registry(|r| {
@@ -273,6 +276,7 @@ pub fn register(env: &Env, id: u64, owner: &Object<'_>) -> Result<()> {
                 strong: false,
                 conn: false,
                 holds: 0,
+                gate,
                 active: false,
                 refd: true,
                 gen: 0,
@@ -410,6 +414,11 @@ fn build_batch(env: &Env, batch: Vec<(u64, JsEvent)>) -> Result<RawValue> {
                 ptr::null_mut()
             } else {
                 let Some(mut e) = r.clients.remove(&id) else { continue };
+                match &event {
+                    JsEvent::Text(t) => e.gate.delivered(t.len()),
+                    JsEvent::Binary(b) => e.gate.delivered(b.len()),
+                    _ => {}
+                }
                 let mut owner = ptr::null_mut();
                 unsafe { sys::napi_get_reference_value(raw_env, e.owner, &mut owner) };
                 let keep = !owner.is_null()

@@ -52,12 +52,21 @@ pub struct Shared {
     pub read_gate: Arc<ReadGate>,
 }
 
-/// Lets JS stop the reading of the socket (backpressure); the driver parks its reads until reopened.
+/// Flow control of the socket's reading. Messages read but not yet handed to JS
+/// are bounded (`INFLIGHT_LIMIT` bytes): past it the driver stops reading, so a
+/// slow JS thread leads to TCP backpressure, not memory growth. JS can also
+/// stop the reading outright (a slow `messages()` consumer).
 #[derive(Default)]
 pub struct ReadGate {
     paused: std::sync::atomic::AtomicBool,
+    inflight: std::sync::atomic::AtomicUsize,
     waker: futures_util::task::AtomicWaker,
 }
+
+/// Bytes (payload plus a per-message allowance) read from the socket and not yet delivered to JS.
+pub const INFLIGHT_LIMIT: usize = 4 << 20;
+/// What one message counts for beyond its payload.
+pub const MESSAGE_OVERHEAD: usize = 64;
 
 impl ReadGate {
     pub fn set(&self, paused: bool) {
@@ -67,13 +76,31 @@ impl ReadGate {
         }
     }
 
-    /// Whether reading is paused; registers `cx` to be woken when it resumes.
-    pub fn is_paused(&self, cx: &std::task::Context<'_>) -> bool {
-        if !self.paused.load(Ordering::Acquire) {
+    /// A message was read and queued for JS.
+    pub fn admit(&self, len: usize) {
+        self.inflight.fetch_add(len + MESSAGE_OVERHEAD, Ordering::AcqRel);
+    }
+
+    /// JS took a message: reopen the gate when it falls under the limit.
+    pub fn delivered(&self, len: usize) {
+        let n = len + MESSAGE_OVERHEAD;
+        let before = self.inflight.fetch_sub(n, Ordering::AcqRel);
+        if before >= INFLIGHT_LIMIT && before - n < INFLIGHT_LIMIT {
+            self.waker.wake();
+        }
+    }
+
+    fn open(&self) -> bool {
+        !self.paused.load(Ordering::Acquire) && self.inflight.load(Ordering::Acquire) < INFLIGHT_LIMIT
+    }
+
+    /// Whether reading must wait; registers `cx` to be woken when it may go on.
+    pub fn is_closed(&self, cx: &std::task::Context<'_>) -> bool {
+        if self.open() {
             return false;
         }
         self.waker.register(cx.waker());
-        self.paused.load(Ordering::Acquire)
+        !self.open()
     }
 }
 

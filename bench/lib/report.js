@@ -154,15 +154,15 @@ function renderSvg(report) {
   const rows = report.rows
     .map((row) => ({ row, v: row.values['redial-ws'] }))
     .filter(({ v }) => v && v.ratio !== null && v.ratio !== undefined && Number.isFinite(v.ratio))
-  const W = 860
-  const left = 330
-  const plotW = 400
-  const top = 58
+  const W = 900
+  const left = 390
+  const plotW = 420
+  const top = 76
   const rowH = 26
   const H = top + Math.max(1, rows.length) * rowH + 46
   const maxRatio = Math.max(2, ...rows.map(({ v }) => v.ratio))
   const xMax = Math.min(10, Math.ceil(maxRatio * 2) / 2)
-  const x = (r) => left + (Math.min(r, xMax) / xMax) * plotW
+  const x = (r) => Math.round((left + (Math.min(r, xMax) / xMax) * plotW) * 10) / 10
   const out = []
   out.push(
     `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="sans-serif" font-size="12">`,
@@ -187,7 +187,7 @@ function renderSvg(report) {
     const label = `${row.label} (${row.unit}, ${arrow(row)} better)`
     out.push(`<text x="${left - 8}" y="${y + rowH / 2 + 4}" text-anchor="end">${xml(label)}</text>`)
     out.push(
-      `<rect x="${left}" y="${y + 5}" width="${Math.max(1, x(v.ratio) - left)}" height="${rowH - 10}" fill="${good ? '#2e7d32' : '#c62828'}" opacity="0.85"/>`,
+      `<rect x="${left}" y="${y + 5}" width="${Math.max(1, Math.round((x(v.ratio) - left) * 10) / 10)}" height="${rowH - 10}" fill="${good ? '#2e7d32' : '#c62828'}" opacity="0.85"/>`,
     )
     const clipped = v.ratio > xMax ? ' ▶' : ''
     out.push(`<text x="${x(v.ratio) + 6}" y="${y + rowH / 2 + 4}">${xml(formatRatio(v.ratio) + clipped)}</text>`)

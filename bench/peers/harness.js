@@ -249,7 +249,10 @@ async function memory(A, { url, count, concurrency = 100 }) {
           onMessage: noop,
           onError: fail,
           onClose(info) {
-            if (state !== 2) fail(new Error(`closed (${info && info.code})`))
+            // Some peers report the close before the error that caused it: let the error win.
+            setImmediate(() => {
+              if (state !== 2) fail(new Error(`closed (${info && info.code})`))
+            })
           },
         })
       }
@@ -258,6 +261,11 @@ async function memory(A, { url, count, concurrency = 100 }) {
     launch()
   })
   const openSeconds = seconds(t0, now())
+  if (failed > 0) {
+    // Out of file descriptors, most likely: give a few back so that measuring (which reads
+    // /proc) works, and measure the connections that remain.
+    for (const c of conns.splice(-16)) closing.push(A.close(c).catch(noop))
+  }
   await Promise.race([Promise.all(closing), sleep(5000)])
   await settleGc()
   await sleep(200)
