@@ -41,10 +41,10 @@ class Log<T> {
     for (const wake of this.#wakers) wake()
   }
 
-  async #wait(test: () => T | undefined, what: string, ms: number): Promise<T> {
+  async #wait(probe: () => T | undefined, what: string, ms: number): Promise<T> {
     const deadline = Date.now() + ms
     for (;;) {
-      const found = test()
+      const found = probe()
       if (found !== undefined) return found
       const left = deadline - Date.now()
       if (left <= 0) throw new Error(`timed out after ${ms} ms waiting for ${what}; got:\n${this.items.map((i) => JSON.stringify(i)).join('\n')}`)

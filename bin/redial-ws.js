@@ -100,7 +100,7 @@ function clientOptions(values) {
   }
   const pingInterval = milliseconds(values, 'ping-interval')
   if (pingInterval !== undefined) options.pingInterval = pingInterval
-  if (values['no-reconnect']) options.maxRetries = 1
+  if (values['no-reconnect']) options.maxRetries = 0
 
   if (values.header.length > 0) {
     const headers = {}
