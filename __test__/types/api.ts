@@ -1,0 +1,43 @@
+// Type tests, checked by `npm run typecheck` (tsc): each @ts-expect-error must be an error,
+// so a typing that became too loose fails the build. Never executed.
+import { ReconnectingWebSocket } from '../../index.js'
+
+declare const client: ReconnectingWebSocket
+
+// Event names and listener signatures are typed.
+client.on('message', (data: string | Buffer | ArrayBuffer | Uint8Array, isBinary: boolean) => void [data, isBinary])
+client.on('close', (ev) => void ev.willReconnect)
+client.on('reconnecting', (ev) => void (ev.attempt + ev.delay))
+// @ts-expect-error misspelt event name
+client.on('mesage', () => {})
+// @ts-expect-error wrong listener signature: 'open' carries no argument
+client.on('open', (x: number) => void x)
+// @ts-expect-error wrong payload type for 'message'
+client.on('message', (data: number) => void data)
+// @ts-expect-error the close event has no 'willReconect'
+client.on('close', (ev) => void ev.willReconect)
+
+// Options are checked.
+new ReconnectingWebSocket('ws://127.0.0.1:1', { minDelay: 1, jitter: 'equal', queue: { overflow: 'drop-oldest' } })
+// @ts-expect-error unknown jitter
+new ReconnectingWebSocket('ws://127.0.0.1:1', { jitter: 'some' })
+// @ts-expect-error misspelt option
+new ReconnectingWebSocket('ws://127.0.0.1:1', { minDelai: 1 })
+// @ts-expect-error queue overflow policy
+new ReconnectingWebSocket('ws://127.0.0.1:1', { queue: { overflow: 'drop-newest' } })
+// @ts-expect-error a number is not a URL
+new ReconnectingWebSocket(42)
+
+// reconnecting-websocket's shape.
+new ReconnectingWebSocket('ws://127.0.0.1:1', ['chat'], { maxReconnectionDelay: 10, maxEnqueuedMessages: 5 })
+client.addEventListener('message', (e) => void e.data)
+// @ts-expect-error WHATWG close events have a code, not a status
+client.addEventListener('close', (e) => void e.status)
+
+// send() takes data, not numbers; disconnect() resolves with what it discarded.
+client.send(new Uint8Array(2))
+// @ts-expect-error
+client.send(42)
+void client.disconnect().then((r) => r.discarded.toFixed())
+// @ts-expect-error readyState is read-only
+client.readyState = 1
