@@ -263,3 +263,27 @@ test.serial('binaryType: nodebuffer, arraybuffer, uint8array', async (t) => {
   await quiescent()
   await peer.close()
 })
+
+test.serial('credentials in the URL become Basic authorization; IPv6 literals work', async (t) => {
+  let request: http.IncomingMessage | undefined
+  const peer = await wsServer()
+  peer.wss.on('connection', (_s, req) => (request = req))
+  const url = peer.url.replace('ws://', 'ws://al%40ice:s3cr%3At@')
+  const client = new ReconnectingWebSocket(url)
+  await new Recorder(client).next('open')
+  t.is(request?.headers.authorization, `Basic ${Buffer.from('al@ice:s3cr:t').toString('base64')}`)
+  t.is(request?.headers.host, `127.0.0.1:${peer.port}`, 'no credentials in the Host header')
+  t.is(client.url, url)
+  await client.disconnect()
+  await peer.close()
+
+  const wss = new WebSocketServer({ host: '::1', port: 0 })
+  const ready = await Promise.race([once(wss, 'listening').then(() => true), once(wss, 'error').then(() => false)])
+  if (!ready) return t.log('no IPv6 loopback here: skipped the [::1] part')
+  const v6 = new ReconnectingWebSocket(`ws://[::1]:${(wss.address() as net.AddressInfo).port}/`)
+  await new Recorder(v6).next('open')
+  t.is(v6.state, 'open')
+  await v6.disconnect()
+  await quiescent()
+  await new Promise((r) => wss.close(r))
+})

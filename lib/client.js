@@ -19,6 +19,7 @@ const {
   toProtocols,
   checkBinaryType,
   proxyFor,
+  splitCredentials,
 } = require('./options')
 const { Event, MessageEvent, CloseEvent, ErrorEvent, Listeners } = require('./events')
 const { normalizeArgs } = require('./compat')
@@ -188,7 +189,9 @@ class ReconnectingWebSocket extends EventEmitter {
     if (typeof parsed === 'function') native.providers = true
     else native.proxy = proxyFor(parsed, opts.proxy)
     this.#url = typeof parsed === 'function' ? '' : parsed
-    this[kNative] = new NativeClient(this, this.#url || '(url provider)', native)
+    let nativeUrl = this.#url || '(url provider)'
+    if (this.#url) ({ url: nativeUrl, headers: native.headers } = splitCredentials(this.#url, native.headers))
+    this[kNative] = new NativeClient(this, nativeUrl, native)
     if (signal) {
       if (signal.aborted) return
       // The signal must not keep an abandoned client alive: it holds a weak reference only.
@@ -678,7 +681,8 @@ class ReconnectingWebSocket extends EventEmitter {
       const protocols = typeof pr === 'function' ? await pr(ctx) : pr
       if (protocols !== undefined && protocols !== null) checkProtocols(protocols, 'protocols (from the provider)')
       this.#url = url
-      native.provide(id, url, flattenHeaders(headers, this.#origin), toProtocols(protocols ?? undefined), proxyFor(url, this.#proxyOption))
+      const bare = splitCredentials(url, flattenHeaders(headers, this.#origin))
+      native.provide(id, bare.url, bare.headers, toProtocols(protocols ?? undefined), proxyFor(url, this.#proxyOption))
     } catch (err) {
       native.provideError(id, `a provider failed: ${err instanceof Error ? err.message : String(err)}`)
     }

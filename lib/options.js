@@ -266,6 +266,22 @@ function parseUrl(url) {
   return parsed.href
 }
 
+/**
+ * Credentials in the URL become an `Authorization: Basic` header (as `ws`
+ * does) and are removed from the URL the handshake is sent to.
+ */
+function splitCredentials(url, flatHeaders) {
+  const u = new URL(url)
+  if (!u.username && !u.password) return { url, headers: flatHeaders }
+  const user = decodeURIComponent(u.username)
+  const pass = decodeURIComponent(u.password)
+  u.username = ''
+  u.password = ''
+  const has = flatHeaders.some((v, i) => i % 2 === 0 && v.toLowerCase() === 'authorization')
+  const headers = has ? flatHeaders : ['authorization', `Basic ${Buffer.from(`${user}:${pass}`).toString('base64')}`, ...flatHeaders]
+  return { url: u.href, headers }
+}
+
 /** Close code and reason rules of the WHATWG WebSocket `close()`. */
 function checkClose(code, reason) {
   if (typeof code !== 'number' || !Number.isInteger(code) || (code !== 1000 && (code < 3000 || code > 4999))) {
@@ -287,5 +303,6 @@ module.exports = {
   toProtocols,
   checkBinaryType,
   proxyFor,
+  splitCredentials,
   DEFAULTS,
 }
