@@ -40,6 +40,7 @@ const T_PING = 11
 const T_PONG = 12
 const T_PROVIDE = 13
 const T_DECIDE = 14
+const T_TEXT_BATCH = 15
 
 // send() outcomes, from src/client.rs.
 const SENT_NOT_OPEN = 2
@@ -540,6 +541,9 @@ class ReconnectingWebSocket extends EventEmitter {
 
   [kOnEvent](tag, p) {
     switch (tag) {
+      case T_TEXT_BATCH:
+        this.#textBatch(p)
+        return
       case T_TEXT:
         this.emit('message', p, false)
         if (this.#wants('message')) this.#fire(new MessageEvent(p, this))
@@ -610,6 +614,24 @@ class ReconnectingWebSocket extends EventEmitter {
         if (p.gen !== this[kNative].generation) this.#resolveWaiters(p.discarded)
         else this.#settleDisconnect(p.discarded)
         return
+    }
+  }
+
+  /** `[count: u32][end: u32 × count][utf-8 bytes]` (src/delivery.rs): one string per message, made here. */
+  #textBatch(buf) {
+    const count = buf.readUInt32LE(0)
+    let start = 4 * (count + 1)
+    for (let i = 1; i <= count; i++) {
+      const end = buf.readUInt32LE(4 * i)
+      const text = buf.utf8Slice(start, end)
+      start = end
+      // Each message on its own: a throwing listener must not lose the rest of the batch.
+      try {
+        this.emit('message', text, false)
+        if (this.#wants('message')) this.#fire(new MessageEvent(text, this))
+      } catch (err) {
+        rethrowLater(err)
+      }
     }
   }
 

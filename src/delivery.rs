@@ -127,6 +127,7 @@ const T_PING: u32 = 11;
 const T_PONG: u32 = 12;
 const T_PROVIDE: u32 = 13;
 const T_DECIDE: u32 = 14;
+const T_TEXT_BATCH: u32 = 15;
 
 /// A raw JS value handed back from the thread-safe-function callback.
 pub struct RawValue(sys::napi_value);
@@ -407,9 +408,34 @@ fn set_holding(r: &mut Registry, env: &Env, e: &mut Entry, active: bool, refd: b
 /// the registry (strong reference, loop hold) before JS sees it.
 fn build_batch(env: &Env, batch: Vec<(u64, JsEvent)>) -> Result<RawValue> {
     let raw_env = env.raw();
-    let mut out = Vec::with_capacity(batch.len() * 3);
+    let mut out = Vec::with_capacity(batch.len().min(4096) * 3);
+    let mut texts: Vec<Utf8Bytes> = Vec::new();
     with_registry(|r| -> Result<()> {
-        for (id, event) in batch {
+        let mut events = batch.into_iter().peekable();
+        while let Some((id, event)) = events.next() {
+            // The hot path: a run of text messages of one client travels as one external buffer.
+            if let JsEvent::Text(first) = event {
+                texts.clear();
+                texts.push(first);
+                while let Some((_, JsEvent::Text(_))) = events.peek().filter(|(next, _)| *next == id) {
+                    if let Some((_, JsEvent::Text(t))) = events.next() {
+                        texts.push(t);
+                    }
+                }
+                let Some(e) = r.clients.get_mut(&id) else { continue };
+                for t in &texts {
+                    e.gate.delivered(t.len());
+                }
+                let mut owner = ptr::null_mut();
+                unsafe { sys::napi_get_reference_value(raw_env, e.owner, &mut owner) };
+                if owner.is_null() {
+                    continue;
+                }
+                out.push(owner);
+                out.push(unsafe { u32::to_napi_value(raw_env, T_TEXT_BATCH)? });
+                out.push(text_batch(raw_env, &texts)?);
+                continue;
+            }
             let owner = if let JsEvent::Warning { .. } = event {
                 ptr::null_mut()
             } else {
@@ -469,12 +495,59 @@ fn undefined(env: sys::napi_env) -> Result<sys::napi_value> {
     Ok(v)
 }
 
+/// Binary messages from this size on are handed to JS without a copy.
+const ZERO_COPY_FROM: usize = 16 * 1024;
+
 /// A Node Buffer holding a copy of `data`: the one copy into JS memory.
 fn buffer(env: sys::napi_env, data: &[u8]) -> Result<sys::napi_value> {
     let mut v = ptr::null_mut();
     let mut out = ptr::null_mut();
     check_status!(unsafe { sys::napi_create_buffer_copy(env, data.len(), data.as_ptr().cast(), &mut out, &mut v) })?;
     Ok(v)
+}
+
+/// A Node Buffer over memory that Rust keeps owning (`T` is dropped by the finalizer): no copy.
+/// Falls back to a copy where the runtime refuses external buffers.
+fn external_buffer<T: AsRef<[u8]> + 'static>(env: sys::napi_env, data: T) -> Result<sys::napi_value> {
+    unsafe extern "C" fn release<T>(_env: sys::napi_env, _data: *mut std::ffi::c_void, hint: *mut std::ffi::c_void) {
+        drop(unsafe { Box::from_raw(hint.cast::<T>()) });
+    }
+    let boxed = Box::new(data);
+    let (ptr, len) = {
+        let bytes = (*boxed).as_ref();
+        (bytes.as_ptr(), bytes.len())
+    };
+    if len == 0 {
+        return buffer(env, &[]);
+    }
+    let hint = Box::into_raw(boxed);
+    let mut v = ptr::null_mut();
+    let status = unsafe {
+        sys::napi_create_external_buffer(env, len, ptr.cast_mut().cast(), Some(release::<T>), hint.cast(), &mut v)
+    };
+    if status == sys::Status::napi_ok {
+        return Ok(v);
+    }
+    let data = unsafe { Box::from_raw(hint) };
+    buffer(env, (*data).as_ref())
+}
+
+/// A run of text messages as one external buffer: `[count: u32][end offset: u32; count][utf-8 bytes]`.
+/// JS makes each string straight from it: the strings are the one copy into JS memory.
+fn text_batch(env: sys::napi_env, texts: &[Utf8Bytes]) -> Result<sys::napi_value> {
+    let head = 4 * (texts.len() + 1);
+    let total = head + texts.iter().map(|t| t.len()).sum::<usize>();
+    let mut buf = Vec::with_capacity(total);
+    buf.extend_from_slice(&(texts.len() as u32).to_le_bytes());
+    let mut end = head;
+    for t in texts {
+        end += t.len();
+        buf.extend_from_slice(&(end as u32).to_le_bytes());
+    }
+    for t in texts {
+        buf.extend_from_slice(t.as_bytes());
+    }
+    external_buffer(env, buf)
 }
 
 struct Obj {
@@ -513,6 +586,7 @@ fn event_to_js(env: &Env, event: JsEvent) -> Result<(u32, sys::napi_value)> {
             check_status!(unsafe { sys::napi_create_string_utf8(raw, t.as_ptr().cast(), t.len() as isize, &mut v) })?;
             (T_TEXT, v)
         }
+        JsEvent::Binary(b) if b.len() >= ZERO_COPY_FROM => (T_BINARY, external_buffer(raw, b)?),
         JsEvent::Binary(b) => (T_BINARY, buffer(raw, &b)?),
         JsEvent::Connecting { attempt } => (T_CONNECTING, unsafe { u32::to_napi_value(raw, attempt)? }),
         JsEvent::Open { protocol } => {

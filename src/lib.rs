@@ -58,3 +58,23 @@ pub fn client_stats() -> ClientStats {
         heartbeats: g.heartbeats.load(Relaxed) as f64,
     }
 }
+
+/// One tokio worker: every client's driver is I/O-bound and cheap, and on small
+/// machines a second worker competes with the JS thread for the cores, which
+/// shows up as latency. `REDIAL_WS_WORKERS` overrides it.
+#[napi_derive::module_init]
+fn init_runtime() {
+    let workers = std::env::var("REDIAL_WS_WORKERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1usize)
+        .max(1);
+    if let Ok(rt) = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .thread_name("redial-ws")
+        .enable_all()
+        .build()
+    {
+        napi::bindgen_prelude::create_custom_tokio_runtime(rt);
+    }
+}

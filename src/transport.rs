@@ -20,39 +20,99 @@ use url::Url;
 
 use crate::errors::{self, ConnError};
 
-pub enum Transport {
+enum Stream {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
 }
 
-impl AsyncRead for Transport {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Transport::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Transport::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+/// The connection's byte stream, with a read buffer that exists only while data
+/// flows. tungstenite reads in small steps (its buffer is kept small so that an
+/// idle connection costs a few KiB); this layer turns those steps into one
+/// large read system call, and frees its buffer whenever the socket runs dry.
+pub struct Transport {
+    stream: Stream,
+    rbuf: Option<Box<[u8]>>,
+    pos: usize,
+    end: usize,
+}
+
+/// Size of one read from the socket under load.
+const READ_CHUNK: usize = 64 * 1024;
+
+impl Transport {
+    fn new(stream: Stream) -> Self {
+        Transport {
+            stream,
+            rbuf: None,
+            pos: 0,
+            end: 0,
         }
+    }
+
+    fn poll_read_stream(&mut self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match &mut self.stream {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncRead for Transport {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, out: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.pos == this.end {
+            if out.remaining() >= READ_CHUNK {
+                return this.poll_read_stream(cx, out);
+            }
+            let mut chunk = this
+                .rbuf
+                .take()
+                .unwrap_or_else(|| vec![0u8; READ_CHUNK].into_boxed_slice());
+            let mut rb = ReadBuf::new(&mut chunk);
+            match this.poll_read_stream(cx, &mut rb) {
+                // Idle (or closed): the buffer goes; it comes back with the next data.
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Ready(Ok(())) => {
+                    let n = rb.filled().len();
+                    if n == 0 {
+                        return Poll::Ready(Ok(()));
+                    }
+                    this.pos = 0;
+                    this.end = n;
+                    this.rbuf = Some(chunk);
+                }
+            }
+        }
+        let Some(chunk) = this.rbuf.as_ref() else {
+            return Poll::Ready(Ok(()));
+        };
+        let n = out.remaining().min(this.end - this.pos);
+        out.put_slice(&chunk[this.pos..this.pos + n]);
+        this.pos += n;
+        Poll::Ready(Ok(()))
     }
 }
 
 impl AsyncWrite for Transport {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Transport::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Transport::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        match &mut self.get_mut().stream {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Transport::Plain(s) => Pin::new(s).poll_flush(cx),
-            Transport::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        match &mut self.get_mut().stream {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Transport::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Transport::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        match &mut self.get_mut().stream {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }
@@ -229,7 +289,7 @@ pub async fn open(
         }
     };
     if url.scheme() != "wss" {
-        return Ok(Transport::Plain(stream));
+        return Ok(Transport::new(Stream::Plain(stream)));
     }
     let config = tls
         .get_or_init(|| client_config(tls_options))
@@ -241,7 +301,7 @@ pub async fn open(
         .map_err(|e| ConnError::new(errors::ERR_TLS, format!("invalid server name {name}: {e}")))?;
     let connector = tokio_rustls::TlsConnector::from(config);
     match connector.connect(server_name, stream).await {
-        Ok(s) => Ok(Transport::Tls(Box::new(s))),
+        Ok(s) => Ok(Transport::new(Stream::Tls(Box::new(s)))),
         Err(e) => Err(tls_error(e)),
     }
 }
