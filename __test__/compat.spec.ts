@@ -234,3 +234,17 @@ test.serial('after giving up, reconnect() starts again (reconnecting-websocket 4
   await quiescent()
   await peer.close()
 })
+
+test.serial('rws mode: a connection timeout closes with reason "timeout" and errors with "TIMEOUT"', async (t) => {
+  const { rawServer } = await import('./helpers.js')
+  const silent = await rawServer((s) => s.resume())
+  const ws: Any = new ReconnectingWebSocket(silent.url, [], { connectionTimeout: 100, maxRetries: 0 })
+  const seen = track(ws, ['close', 'error'])
+  await new Recorder(ws).next('giveup')
+  const listeners = seen.filter((e) => e.via === 'listener')
+  t.deepEqual(listeners.map((e) => e.type), ['close', 'error'])
+  t.like(listeners[0].event, { code: 1000, reason: 'timeout', wasClean: true })
+  t.is(listeners[1].event.message, 'TIMEOUT')
+  await quiescent()
+  await silent.close()
+})
