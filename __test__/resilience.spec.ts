@@ -350,6 +350,8 @@ test.serial('reconnect() forces a fresh connection: one connection, one timer', 
 test('bad resilience options get coded errors', (t) => {
   const bad: Array<[object, string]> = [
     [{ pingInterval: -1 }, 'ERR_OUT_OF_RANGE'],
+    [{ pingInterval: 2 ** 31 }, 'ERR_OUT_OF_RANGE'],
+    [{ connectTimeout: 1e12 }, 'ERR_OUT_OF_RANGE'],
     [{ pongTimeout: 0 }, 'ERR_OUT_OF_RANGE'],
     [{ honorRetryAfter: 'sometimes' }, 'ERR_OUT_OF_RANGE'],
     [{ shouldReconnect: true }, 'ERR_INVALID_ARG_TYPE'],

@@ -45,13 +45,17 @@ function rangeError(name, expected, value) {
   return makeError('ERR_OUT_OF_RANGE', `The "${name}" option must be ${expected}. Received ${String(value)}`, RangeError)
 }
 
-function number(opts, name, { min = 0, integer = false, allowInfinity = false, minExclusive = false } = {}) {
+/** The largest timer delay JavaScript accepts (2^31 - 1 ms); durations above it are refused. */
+const MAX_TIMER = 2 ** 31 - 1
+
+function number(opts, name, { min = 0, max = Infinity, integer = false, allowInfinity = false, minExclusive = false } = {}) {
   const v = opts[name]
   if (v === undefined) return DEFAULTS[name]
   if (typeof v !== 'number') throw typeError(name, 'a number', v)
-  const what = `${integer ? 'an integer' : 'a number'} ${minExclusive ? '>' : '>='} ${min}${allowInfinity ? ' or Infinity' : ''}`
+  const bound = max === Infinity ? '' : ` and <= ${max}`
+  const what = `${integer ? 'an integer' : 'a number'} ${minExclusive ? '>' : '>='} ${min}${bound}${allowInfinity ? ' or Infinity' : ''}`
   if (Number.isNaN(v) || (v === Infinity ? !allowInfinity : !Number.isFinite(v))) throw rangeError(name, what, v)
-  if (minExclusive ? v <= min : v < min) throw rangeError(name, what, v)
+  if ((minExclusive ? v <= min : v < min) || (v > max && v !== Infinity)) throw rangeError(name, what, v)
   if (integer && v !== Infinity && !Number.isInteger(v)) throw rangeError(name, what, v)
   return v
 }
@@ -99,12 +103,12 @@ function parseOptions(options) {
     factor,
     jitter,
     maxRetries: number(options, 'maxRetries', { integer: true, allowInfinity: true }),
-    minUptime: number(options, 'minUptime'),
-    connectTimeout: number(options, 'connectTimeout', { min: 0, minExclusive: true }),
-    closeTimeout: number(options, 'closeTimeout', { min: 0, minExclusive: true }),
+    minUptime: number(options, 'minUptime', { max: MAX_TIMER }),
+    connectTimeout: number(options, 'connectTimeout', { min: 0, minExclusive: true, max: MAX_TIMER }),
+    closeTimeout: number(options, 'closeTimeout', { min: 0, minExclusive: true, max: MAX_TIMER }),
     maxPayload: number(options, 'maxPayload', { min: 1, integer: true }),
-    pingInterval: number(options, 'pingInterval'),
-    pongTimeout: number(options, 'pongTimeout', { min: 0, minExclusive: true }),
+    pingInterval: number(options, 'pingInterval', { max: MAX_TIMER }),
+    pongTimeout: number(options, 'pongTimeout', { min: 0, minExclusive: true, max: MAX_TIMER }),
     honorRetryAfter,
     askPolicy: shouldReconnect !== undefined,
     providers: typeof headers === 'function' || typeof protocols === 'function',

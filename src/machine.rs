@@ -342,13 +342,7 @@ impl Machine {
             (Backoff, Input::TimerFired) => self.start_attempt(true, out),
             (Backoff, Input::Disconnect { code, reason, flush }) => {
                 out.push(Action::CancelTimer);
-                if flush {
-                    self.close_when_open = Some((code, reason));
-                    out.push(Action::ArmCloseDeadline);
-                    self.start_attempt(true, out);
-                } else {
-                    self.finish_disconnect(out);
-                }
+                self.disconnect_without_connection(code, reason, flush, out);
             }
             (Deciding, Input::Decided { retry }) => {
                 if let Some(f) = self.deciding.take() {
@@ -365,13 +359,7 @@ impl Machine {
                 if let Some(f) = self.deciding.take() {
                     self.emit_close(f.code, f.reason, f.was_clean, flush, out);
                 }
-                if flush {
-                    self.close_when_open = Some((code, reason));
-                    out.push(Action::ArmCloseDeadline);
-                    self.start_attempt(true, out);
-                } else {
-                    self.finish_disconnect(out);
-                }
+                self.disconnect_without_connection(code, reason, flush, out);
             }
             // Anything else is stale (an outcome of something already cancelled) and ignored.
             _ => {}
@@ -466,6 +454,17 @@ impl Machine {
         } else {
             self.phase = Phase::Idle;
             out.push(Action::Finish);
+        }
+    }
+
+    /// `disconnect()` with no connection: done now, or (flush) connect, write the queue, then close.
+    fn disconnect_without_connection(&mut self, code: u16, reason: String, flush: bool, out: &mut Vec<Action>) {
+        if flush {
+            self.close_when_open = Some((code, reason));
+            out.push(Action::ArmCloseDeadline);
+            self.start_attempt(true, out);
+        } else {
+            self.finish_disconnect(out);
         }
     }
 
