@@ -8,6 +8,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -25,7 +26,7 @@ use crate::delivery::JsEvent;
 use crate::driver::ReadGate;
 use crate::errors::{self, ConnError};
 use crate::stats::{self, Gauge, Metrics, GLOBAL};
-use crate::transport::{self, Proxy, TlsOptions, Transport};
+use crate::transport::{self, Proxy, TlsOptions, Transport, Writer};
 
 pub type Ws = WebSocketStream<Transport>;
 
@@ -213,7 +214,20 @@ pub enum IoEvent {
 /// in batches and commands are not starved.
 const MAX_BATCH: usize = 512;
 
+/// What `send()` needs to reach an open connection.
+pub struct Sending {
+    pub tx: UnboundedSender<Message>,
+    pub in_channel: Arc<AtomicUsize>,
+    pub writer: Option<Arc<Writer>>,
+}
+
 pub struct OpenConn {
+    /// Shared with the JS thread's send fast path (plain TCP only).
+    writer: Option<Arc<Writer>>,
+    /// Messages taken from `out_rx`'s sender side and not yet written.
+    in_channel: Arc<AtomicUsize>,
+    /// `pending` came from `out_rx` (not a heartbeat ping).
+    from_channel: bool,
     ws: Ws,
     out_rx: UnboundedReceiver<Message>,
     /// Taken from `out_rx` while the socket was not ready for it.
@@ -250,12 +264,7 @@ pub fn data_len(msg: &Message) -> Option<usize> {
 }
 
 impl OpenConn {
-    pub fn new(
-        ws: Ws,
-        metrics: Arc<Metrics>,
-        read_gate: Arc<ReadGate>,
-        cfg: &ConnConfig,
-    ) -> (Self, UnboundedSender<Message>) {
+    pub fn new(ws: Ws, metrics: Arc<Metrics>, read_gate: Arc<ReadGate>, cfg: &ConnConfig) -> (Self, Sending) {
         let (tx, out_rx) = tokio::sync::mpsc::unbounded_channel();
         let heartbeat = (!cfg.ping_interval.is_zero()).then(|| Heartbeat {
             interval: cfg.ping_interval,
@@ -265,7 +274,17 @@ impl OpenConn {
             ping_due: false,
             _gauge: Gauge::new(&GLOBAL.heartbeats),
         });
+        let writer = ws.get_ref().writer();
+        let in_channel = Arc::new(AtomicUsize::new(0));
+        let sending = Sending {
+            tx,
+            in_channel: in_channel.clone(),
+            writer: writer.clone(),
+        };
         let conn = OpenConn {
+            writer,
+            in_channel,
+            from_channel: false,
             ws,
             out_rx,
             pending: None,
@@ -279,7 +298,7 @@ impl OpenConn {
             metrics,
             _gauge: Gauge::new(&GLOBAL.open_connections),
         };
-        (conn, tx)
+        (conn, sending)
     }
 
     /// Queues our close frame behind everything already sent. The caller has
@@ -449,16 +468,27 @@ impl OpenConn {
     }
 
     fn poll_write(&mut self, cx: &mut Context<'_>) -> Result<(), tungstenite::Error> {
+        if let Some(w) = &self.writer {
+            // The fast path may have left bytes the socket did not take: flush them when writable.
+            w.waker.register(cx.waker());
+            if w.has_pending() {
+                self.dirty = true;
+            }
+        }
         loop {
             if self.pending.is_none() {
                 if self.heartbeat.as_ref().is_some_and(|h| h.ping_due) {
+                    self.from_channel = false;
                     self.pending = Some(Message::Ping(Default::default()));
                     if let Some(h) = self.heartbeat.as_mut() {
                         h.ping_due = false;
                     }
                 } else {
                     match self.out_rx.poll_recv(cx) {
-                        Poll::Ready(Some(m)) => self.pending = Some(m),
+                        Poll::Ready(Some(m)) => {
+                            self.from_channel = true;
+                            self.pending = Some(m);
+                        }
                         Poll::Ready(None) => match self.close_frame.take() {
                             Some(f) => self.pending = Some(Message::Close(Some(f))),
                             None => break,
@@ -472,6 +502,10 @@ impl OpenConn {
                     let msg = self.pending.take().expect("pending message");
                     let len = data_len(&msg);
                     Pin::new(&mut self.ws).start_send(msg)?;
+                    if std::mem::take(&mut self.from_channel) {
+                        // Written (or queued in the shared writer): the fast path may go again.
+                        self.in_channel.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+                    }
                     if let Some(len) = len {
                         stats::inc(&self.metrics.messages_sent);
                         stats::add(&self.metrics.bytes_sent, len as u64);

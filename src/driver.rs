@@ -261,14 +261,19 @@ impl Driver {
                     self.attempt = None;
                     match result {
                         Ok(opened) => {
-                            let (conn, tx) = OpenConn::new(
+                            let (conn, sending) = OpenConn::new(
                                 opened.ws,
                                 self.shared.metrics.clone(),
                                 self.shared.read_gate.clone(),
                                 &self.config.conn,
                             );
                             self.socket = Some(conn);
-                            self.shared.outbox().open(tx, &self.shared.metrics);
+                            self.shared.outbox().open(
+                                sending.tx,
+                                sending.in_channel,
+                                sending.writer,
+                                &self.shared.metrics,
+                            );
                             stats::inc(&self.shared.metrics.connects);
                             if self.machine.is_reconnect() {
                                 stats::inc(&self.shared.metrics.reconnects);

@@ -4,13 +4,34 @@
 //! overflow either refuses the message or hands the dropped ones back.
 
 use std::collections::VecDeque;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed};
+use std::sync::Arc;
 
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::connection::data_len;
-use crate::stats::Metrics;
+use crate::stats::{self, Metrics};
+use crate::transport::{encode_client_frame, Writer};
+
+/// The send fast path: frame the message here, on the JS thread, and write it if the
+/// socket takes it, without waking the driver. False: nothing was written.
+fn write_now(writer: &Writer, msg: &Message, metrics: &Metrics) -> bool {
+    let (opcode, payload) = match msg {
+        Message::Text(t) => (1, t.as_bytes()),
+        Message::Binary(b) => (2, b.as_ref()),
+        _ => return false,
+    };
+    let mut frame = Vec::with_capacity(payload.len() + 14);
+    encode_client_frame(opcode, payload, &mut frame);
+    if !writer.try_write_frame(&frame) {
+        return false;
+    }
+    stats::inc(&metrics.messages_sent);
+    stats::add(&metrics.bytes_sent, payload.len() as u64);
+    true
+}
 
 #[derive(Clone, Debug)]
 pub struct QueueConfig {
@@ -31,10 +52,18 @@ pub enum SendOutcome {
     QueueFull,
 }
 
+/// Messages up to this size may be written straight from the JS thread.
+const FAST_PATH_MAX: usize = 16 * 1024;
+
 #[derive(Default)]
 pub struct Outbox {
     /// Sender into the open connection.
     tx: Option<UnboundedSender<Message>>,
+    /// The open connection's shared writer (plain TCP) and the count of messages handed to its
+    /// driver and not yet written: the fast path may only write when that count is zero, so
+    /// that nothing overtakes what was sent before.
+    writer: Option<Arc<Writer>>,
+    in_channel: Arc<AtomicUsize>,
     /// `send()` is accepted at all: between `connect()` and `disconnect()` or giving up.
     accepting: bool,
     queue: VecDeque<Message>,
@@ -48,13 +77,22 @@ impl Outbox {
         }
         let len = data_len(&msg).unwrap_or(0);
         if let Some(tx) = &self.tx {
+            if let Some(writer) = self.writer.as_ref().filter(|_| len <= FAST_PATH_MAX) {
+                if self.in_channel.load(Acquire) == 0 && write_now(writer, &msg, metrics) {
+                    return SendOutcome::Sent;
+                }
+            }
+            self.in_channel.fetch_add(1, AcqRel);
             match tx.send(msg) {
                 Ok(()) => {
                     metrics.buffered.fetch_add(len as u64, Relaxed);
                     return SendOutcome::Sent;
                 }
                 // The connection just ended; its leftovers are being requeued: queue behind them.
-                Err(e) => return self.enqueue(e.0, len, cfg, metrics),
+                Err(e) => {
+                    self.in_channel.fetch_sub(1, AcqRel);
+                    return self.enqueue(e.0, len, cfg, metrics);
+                }
             }
         }
         self.enqueue(msg, len, cfg, metrics)
@@ -62,7 +100,11 @@ impl Outbox {
 
     /// Control frames (pings) go only to an open connection.
     pub fn send_control(&mut self, msg: Message) -> bool {
-        self.accepting && self.tx.as_ref().is_some_and(|tx| tx.send(msg).is_ok())
+        let Some(tx) = self.tx.as_ref().filter(|_| self.accepting) else {
+            return false;
+        };
+        self.in_channel.fetch_add(1, AcqRel);
+        tx.send(msg).is_ok()
     }
 
     fn enqueue(&mut self, msg: Message, len: usize, cfg: &QueueConfig, metrics: &Metrics) -> SendOutcome {
@@ -110,6 +152,7 @@ impl Outbox {
         if !accepting {
             // Dropping the sender lets the connection drain what it has, then write the close frame.
             self.tx = None;
+            self.writer = None;
         }
     }
 
@@ -118,8 +161,17 @@ impl Outbox {
     }
 
     /// A connection opened: the queue goes first, in order, then later sends.
-    pub fn open(&mut self, tx: UnboundedSender<Message>, metrics: &Metrics) {
+    pub fn open(
+        &mut self,
+        tx: UnboundedSender<Message>,
+        in_channel: Arc<AtomicUsize>,
+        writer: Option<Arc<Writer>>,
+        metrics: &Metrics,
+    ) {
+        self.in_channel = in_channel;
+        self.writer = writer;
         while let Some(m) = self.queue.pop_front() {
+            self.in_channel.fetch_add(1, AcqRel);
             // Still counted in `buffered` until written; no longer queued.
             let len = data_len(&m).unwrap_or(0);
             self.queued_bytes -= len;
@@ -133,6 +185,7 @@ impl Outbox {
     /// The connection ended: stop routing to it.
     pub fn close_connection(&mut self) {
         self.tx = None;
+        self.writer = None;
     }
 
     /// Messages the ended connection never wrote go back to the front, oldest first.

@@ -6,14 +6,15 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::{Arc, OnceLock};
-use std::task::{Context, Poll};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{ready, Context, Poll};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use url::Url;
@@ -21,8 +22,99 @@ use url::Url;
 use crate::errors::{self, ConnError};
 
 enum Stream {
-    Plain(TcpStream),
+    /// Plain TCP: the write half lives in a `Writer` that the JS thread can use too.
+    Plain(OwnedReadHalf, Arc<Writer>),
     Tls(Box<TlsStream<TcpStream>>),
+}
+
+/// The write side of a plain TCP connection, shared by the driver (through
+/// tungstenite) and the JS thread's send fast path. Every write appends whole
+/// frames under the lock, so frames never interleave; what the socket does not
+/// take now waits in `pending`, which the driver flushes when it is writable.
+pub struct Writer {
+    inner: Mutex<WriterInner>,
+    /// The driver, woken when the fast path leaves bytes in `pending`.
+    pub waker: futures_util::task::AtomicWaker,
+}
+
+struct WriterInner {
+    half: OwnedWriteHalf,
+    pending: Vec<u8>,
+}
+
+/// Past this many unwritten bytes, writes wait (backpressure to tungstenite).
+const WRITE_HIGH_WATER: usize = 256 * 1024;
+
+impl Writer {
+    fn lock(&self) -> std::sync::MutexGuard<'_, WriterInner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Writes `frame` now if nothing waits before it; true when the frame was accepted (written,
+    /// its tail queued for the driver). False: nothing was written, use the driver.
+    pub fn try_write_frame(&self, frame: &[u8]) -> bool {
+        let mut w = self.lock();
+        if !w.pending.is_empty() {
+            return false;
+        }
+        let written = match w.half.try_write(frame) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+            Err(_) => return false,
+        };
+        if written < frame.len() {
+            w.pending.extend_from_slice(&frame[written..]);
+            drop(w);
+            self.waker.wake();
+        }
+        true
+    }
+
+    pub fn has_pending(&self) -> bool {
+        !self.lock().pending.is_empty()
+    }
+
+    fn poll_write(&self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let mut w = self.lock();
+        if w.pending.len() >= WRITE_HIGH_WATER {
+            ready!(Self::flush_pending(&mut w, cx))?;
+        }
+        if w.pending.is_empty() {
+            match w.half.try_write(buf) {
+                Ok(n) if n == buf.len() => return Poll::Ready(Ok(n)),
+                Ok(n) => w.pending.extend_from_slice(&buf[n..]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => w.pending.extend_from_slice(buf),
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        } else {
+            w.pending.extend_from_slice(buf);
+        }
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn flush_pending(w: &mut WriterInner, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while !w.pending.is_empty() {
+            let n = ready!(Pin::new(&mut w.half).poll_write(cx, &w.pending))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            w.pending.drain(..n);
+        }
+        if w.pending.capacity() > 64 * 1024 {
+            w.pending = Vec::new();
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_flush(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Self::flush_pending(&mut self.lock(), cx)
+    }
+
+    fn poll_shutdown(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut w = self.lock();
+        ready!(Self::flush_pending(&mut w, cx))?;
+        Pin::new(&mut w.half).poll_shutdown(cx)
+    }
 }
 
 /// The connection's byte stream, with a read buffer that exists only while data
@@ -40,6 +132,18 @@ pub struct Transport {
 const READ_CHUNK: usize = 64 * 1024;
 
 impl Transport {
+    fn plain(tcp: TcpStream) -> Self {
+        let (read, write) = tcp.into_split();
+        let writer = Arc::new(Writer {
+            inner: Mutex::new(WriterInner {
+                half: write,
+                pending: Vec::new(),
+            }),
+            waker: Default::default(),
+        });
+        Self::new(Stream::Plain(read, writer))
+    }
+
     fn new(stream: Stream) -> Self {
         Transport {
             stream,
@@ -49,9 +153,17 @@ impl Transport {
         }
     }
 
+    /// The shared writer of a plain connection (none under TLS: rustls owns both directions).
+    pub fn writer(&self) -> Option<Arc<Writer>> {
+        match &self.stream {
+            Stream::Plain(_, w) => Some(w.clone()),
+            Stream::Tls(_) => None,
+        }
+    }
+
     fn poll_read_stream(&mut self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         match &mut self.stream {
-            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Plain(s, _) => Pin::new(s).poll_read(cx, buf),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
@@ -97,23 +209,45 @@ impl AsyncRead for Transport {
 impl AsyncWrite for Transport {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         match &mut self.get_mut().stream {
-            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Plain(_, w) => w.poll_write(cx, buf),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match &mut self.get_mut().stream {
-            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Plain(_, w) => w.poll_flush(cx),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match &mut self.get_mut().stream {
-            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Plain(_, w) => w.poll_shutdown(cx),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
+    }
+}
+
+/// Encodes a masked client frame (RFC 6455 §5.2) for the fast path.
+pub fn encode_client_frame(opcode: u8, payload: &[u8], out: &mut Vec<u8>) {
+    out.push(0x80 | opcode);
+    let len = payload.len();
+    if len < 126 {
+        out.push(0x80 | len as u8);
+    } else if len <= 0xffff {
+        out.push(0x80 | 126);
+        out.extend_from_slice(&(len as u16).to_be_bytes());
+    } else {
+        out.push(0x80 | 127);
+        out.extend_from_slice(&(len as u64).to_be_bytes());
+    }
+    let mask = fastrand::u32(..).to_ne_bytes();
+    out.extend_from_slice(&mask);
+    let start = out.len();
+    out.extend_from_slice(payload);
+    for (i, b) in out[start..].iter_mut().enumerate() {
+        *b ^= mask[i & 3];
     }
 }
 
@@ -289,7 +423,7 @@ pub async fn open(
         }
     };
     if url.scheme() != "wss" {
-        return Ok(Transport::new(Stream::Plain(stream)));
+        return Ok(Transport::plain(stream));
     }
     let config = tls
         .get_or_init(|| client_config(tls_options))
