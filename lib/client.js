@@ -46,6 +46,12 @@ const T_TEXT_BATCH = 15
 const SENT_NOT_OPEN = 2
 const SENT_QUEUE_FULL = 3
 const SENT_DROPPING = 4
+const SENT_CORKED = 5
+
+/** One microtask per turn writes what the fast path corked (src/transport.rs). */
+function uncork(native) {
+  native.uncork()
+}
 
 const CONNECTING = 0
 const OPEN = 1
@@ -352,6 +358,7 @@ class ReconnectingWebSocket extends EventEmitter {
       const got = data === null ? 'null' : typeof data
       throw makeError('ERR_INVALID_ARG_TYPE', `send() takes a string, Buffer, ArrayBufferView or ArrayBuffer. Received ${got}`, TypeError)
     }
+    if (outcome === SENT_CORKED) return void queueMicrotask(() => uncork(native))
     if (outcome === SENT_NOT_OPEN) {
       throw makeError('ERR_NOT_OPEN', `Cannot send: the connection is ${this.#state === 'open' ? 'closing' : this.#state}`)
     }

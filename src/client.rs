@@ -218,7 +218,7 @@ impl NativeClient {
             return false;
         }
         // Until the disconnect completes, the client stays reachable so that its promise settles.
-        delivery::hold_strong(&env, self.shared.id);
+        delivery::hold_until_disconnected(&env, self.shared.id);
         if let Some(tx) = &self.commands {
             let _ = tx.send(Command::Disconnect {
                 code: code as u16,
@@ -291,7 +291,8 @@ impl NativeClient {
     }
 
     /// Sends or queues a text message. Returns 0 sent, 1 queued, 2 not open, 3 queue full,
-    /// 4 queued after dropping older messages (fetch them with `takeDropped()`).
+    /// 4 queued after dropping older messages (fetch them with `takeDropped()`), 5 sent but corked
+    /// (call `uncork()` at the end of this turn).
     #[napi]
     pub fn send_text(&mut self, data: String) -> u32 {
         self.send(Message::Text(data.into()))
@@ -307,6 +308,7 @@ impl NativeClient {
         let outcome = self.shared.outbox().send(msg, &self.config.queue, &self.shared.metrics);
         match outcome {
             SendOutcome::Sent => 0,
+            SendOutcome::SentUncorkLater => 5,
             SendOutcome::Queued => 1,
             SendOutcome::NotOpen => 2,
             SendOutcome::QueueFull => 3,
@@ -315,6 +317,12 @@ impl NativeClient {
                 4
             }
         }
+    }
+
+    /// Writes what `send()` corked in this turn (scheduled by JS as a microtask).
+    #[napi]
+    pub fn uncork(&self) {
+        self.shared.outbox().uncork();
     }
 
     #[napi]

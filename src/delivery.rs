@@ -189,8 +189,10 @@ struct Entry {
     owner: sys::napi_ref,
     /// The reference is currently strong.
     strong: bool,
-    /// A connection exists (or a disconnect is pending): the client must stay reachable.
+    /// A connection exists: the client must stay reachable.
     conn: bool,
+    /// A `disconnect()` has not settled yet: the client must stay reachable.
+    disconnecting: bool,
     /// JS-side uses that keep the client alive without a connection (a pending `messages()` read).
     holds: u32,
     /// Told when messages reach JS (the in-flight bound of the socket's reading).
@@ -276,6 +278,7 @@ pub fn register(env: &Env, id: u64, owner: &Object<'_>, gate: Arc<ReadGate>) -> 
                 owner: reference,
                 strong: false,
                 conn: false,
+                disconnecting: false,
                 holds: 0,
                 gate,
                 active: false,
@@ -319,11 +322,22 @@ pub fn activate(env: &Env, id: u64) -> u32 {
 }
 
 /// Makes the client's reference strong: a connection is starting on an already
-/// active client (`connect()` during backoff), or a `disconnect()` is pending.
+/// active client (`connect()` during backoff, `reconnect()`).
 pub fn hold_strong(env: &Env, id: u64) {
     with_registry(|r| {
         if let Some(e) = r.clients.get_mut(&id) {
             set_conn(env, e, true);
+        }
+    });
+}
+
+/// A `disconnect()` is pending: the client stays reachable until it settles
+/// (`DisconnectDone` or the driver's `Idle`), so that its promise resolves.
+pub fn hold_until_disconnected(env: &Env, id: u64) {
+    with_registry(|r| {
+        if let Some(e) = r.clients.get_mut(&id) {
+            e.disconnecting = true;
+            set_conn(env, e, e.conn);
         }
     });
 }
@@ -348,7 +362,7 @@ pub fn set_ref(env: &Env, id: u64, refd: bool) {
 
 fn set_conn(env: &Env, e: &mut Entry, conn: bool) {
     e.conn = conn;
-    set_strong(env, e, e.conn || e.holds > 0);
+    set_strong(env, e, e.conn || e.disconnecting || e.holds > 0);
 }
 
 /// A JS-side use of the client (`messages()` waiting for a message) starts or ends.
@@ -356,7 +370,7 @@ pub fn hold(env: &Env, id: u64, on: bool) {
     with_registry(|r| {
         if let Some(e) = r.clients.get_mut(&id) {
             e.holds = if on { e.holds + 1 } else { e.holds.saturating_sub(1) };
-            set_strong(env, e, e.conn || e.holds > 0);
+            set_strong(env, e, e.conn || e.disconnecting || e.holds > 0);
         }
     });
 }
@@ -453,11 +467,18 @@ fn build_batch(env: &Env, batch: Vec<(u64, JsEvent)>) -> Result<RawValue> {
                             set_conn(env, &mut e, true);
                             true
                         }
-                        JsEvent::Close { .. } | JsEvent::DisconnectDone { .. } => {
+                        // The connection is gone; a pending disconnect() still holds the client until it settles.
+                        JsEvent::Close { .. } => {
+                            set_conn(env, &mut e, false);
+                            true
+                        }
+                        JsEvent::DisconnectDone { .. } => {
+                            e.disconnecting = false;
                             set_conn(env, &mut e, false);
                             true
                         }
                         JsEvent::Idle { gen, .. } if *gen == e.gen => {
+                            e.disconnecting = false;
                             set_conn(env, &mut e, false);
                             let refd = e.refd;
                             set_holding(r, env, &mut e, false, refd);

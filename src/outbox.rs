@@ -15,22 +15,21 @@ use crate::connection::data_len;
 use crate::stats::{self, Metrics};
 use crate::transport::{encode_client_frame, Writer};
 
-/// The send fast path: frame the message here, on the JS thread, and write it if the
-/// socket takes it, without waking the driver. False: nothing was written.
-fn write_now(writer: &Writer, msg: &Message, metrics: &Metrics) -> bool {
+/// The send fast path: frame the message here, on the JS thread, and cork it for one write
+/// at the end of this turn, without waking the driver. `Some(first)`: corked (`first`: schedule
+/// the uncork); `None`: the socket is backed up, use the driver.
+fn write_now(writer: &Writer, msg: &Message, metrics: &Metrics) -> Option<bool> {
     let (opcode, payload) = match msg {
         Message::Text(t) => (1, t.as_bytes()),
         Message::Binary(b) => (2, b.as_ref()),
-        _ => return false,
+        _ => return None,
     };
     let mut frame = Vec::with_capacity(payload.len() + 14);
     encode_client_frame(opcode, payload, &mut frame);
-    if !writer.try_write_frame(&frame) {
-        return false;
-    }
+    let first = writer.cork_frame(&frame)?;
     stats::inc(&metrics.messages_sent);
     stats::add(&metrics.bytes_sent, payload.len() as u64);
-    true
+    Some(first)
 }
 
 #[derive(Clone, Debug)]
@@ -45,6 +44,8 @@ pub struct QueueConfig {
 
 pub enum SendOutcome {
     Sent,
+    /// Corked by the fast path: the caller schedules `uncork()` at the end of this turn.
+    SentUncorkLater,
     Queued,
     /// Queued after dropping these (oldest first).
     QueuedDropping(Vec<Message>),
@@ -78,8 +79,12 @@ impl Outbox {
         let len = data_len(&msg).unwrap_or(0);
         if let Some(tx) = &self.tx {
             if let Some(writer) = self.writer.as_ref().filter(|_| len <= FAST_PATH_MAX) {
-                if self.in_channel.load(Acquire) == 0 && write_now(writer, &msg, metrics) {
-                    return SendOutcome::Sent;
+                if self.in_channel.load(Acquire) == 0 {
+                    match write_now(writer, &msg, metrics) {
+                        Some(true) => return SendOutcome::SentUncorkLater,
+                        Some(false) => return SendOutcome::Sent,
+                        None => {}
+                    }
                 }
             }
             self.in_channel.fetch_add(1, AcqRel);
@@ -96,6 +101,13 @@ impl Outbox {
             }
         }
         self.enqueue(msg, len, cfg, metrics)
+    }
+
+    /// Writes what the fast path corked during this turn of the JS event loop.
+    pub fn uncork(&self) {
+        if let Some(w) = &self.writer {
+            w.uncork();
+        }
     }
 
     /// Control frames (pings) go only to an open connection.

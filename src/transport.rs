@@ -40,7 +40,12 @@ pub struct Writer {
 struct WriterInner {
     half: OwnedWriteHalf,
     pending: Vec<u8>,
+    /// `pending` holds frames the fast path corked in this turn of the JS event loop.
+    corked: bool,
 }
+
+/// Corked bytes past which the fast path writes without waiting for the end of the turn.
+const CORK_LIMIT: usize = 64 * 1024;
 
 /// Past this many unwritten bytes, writes wait (backpressure to tungstenite).
 const WRITE_HIGH_WATER: usize = 256 * 1024;
@@ -50,24 +55,43 @@ impl Writer {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Writes `frame` now if nothing waits before it; true when the frame was accepted (written,
-    /// its tail queued for the driver). False: nothing was written, use the driver.
-    pub fn try_write_frame(&self, frame: &[u8]) -> bool {
+    /// Corks `frame` for the send fast path: it is appended to what the JS thread has written
+    /// in this turn of its event loop, and `uncork()` (a microtask later) writes them all with
+    /// one system call. Returns whether the caller must schedule that `uncork()`. `None`: the
+    /// socket is backed up (bytes the driver must flush first): use the driver.
+    pub fn cork_frame(&self, frame: &[u8]) -> Option<bool> {
         let mut w = self.lock();
-        if !w.pending.is_empty() {
-            return false;
+        if !w.pending.is_empty() && !w.corked {
+            return None;
         }
-        let written = match w.half.try_write(frame) {
+        let first = !w.corked;
+        w.corked = true;
+        w.pending.extend_from_slice(frame);
+        if w.pending.len() >= CORK_LIMIT {
+            // Enough for one write: do not wait for the end of the turn.
+            Self::uncork_locked(&mut w, &self.waker);
+        }
+        Some(first)
+    }
+
+    /// Writes what the fast path corked; what the socket does not take is left to the driver.
+    pub fn uncork(&self) {
+        Self::uncork_locked(&mut self.lock(), &self.waker);
+    }
+
+    fn uncork_locked(w: &mut WriterInner, waker: &futures_util::task::AtomicWaker) {
+        if !w.corked {
+            return;
+        }
+        w.corked = false;
+        let written = match w.half.try_write(&w.pending) {
             Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
-            Err(_) => return false,
+            Err(_) => 0,
         };
-        if written < frame.len() {
-            w.pending.extend_from_slice(&frame[written..]);
-            drop(w);
-            self.waker.wake();
+        w.pending.drain(..written);
+        if !w.pending.is_empty() {
+            waker.wake();
         }
-        true
     }
 
     pub fn has_pending(&self) -> bool {
@@ -79,6 +103,7 @@ impl Writer {
         if w.pending.len() >= WRITE_HIGH_WATER {
             ready!(Self::flush_pending(&mut w, cx))?;
         }
+        w.corked = false;
         if w.pending.is_empty() {
             match w.half.try_write(buf) {
                 Ok(n) if n == buf.len() => return Poll::Ready(Ok(n)),
@@ -93,6 +118,8 @@ impl Writer {
     }
 
     fn flush_pending(w: &mut WriterInner, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // The driver writing first is fine: corked frames are in order, and nothing is behind them.
+        w.corked = false;
         while !w.pending.is_empty() {
             let n = ready!(Pin::new(&mut w.half).poll_write(cx, &w.pending))?;
             if n == 0 {
@@ -138,6 +165,7 @@ impl Transport {
             inner: Mutex::new(WriterInner {
                 half: write,
                 pending: Vec::new(),
+                corked: false,
             }),
             waker: Default::default(),
         });
