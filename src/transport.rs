@@ -84,10 +84,8 @@ impl Writer {
             return;
         }
         w.corked = false;
-        let written = match w.half.try_write(&w.pending) {
-            Ok(n) => n,
-            Err(_) => 0,
-        };
+        // A failed write is the driver's to report; here nothing was written.
+        let written = w.half.try_write(&w.pending).unwrap_or_default();
         w.pending.drain(..written);
         if !w.pending.is_empty() {
             waker.wake();
