@@ -93,34 +93,63 @@ export type ReconnectingWebSocketState = 'connecting' | 'open' | 'reconnecting' 
 
 /** Stable error codes carried by `err.code`. */
 export type RedialErrorCode =
+  /** TCP connect failed (refused, unreachable, DNS). Retried. */
   | 'ERR_CONNECT'
+  /** The attempt (providers, TCP, proxy, TLS, upgrade) exceeded `connectTimeout`. Retried. */
   | 'ERR_CONNECT_TIMEOUT'
+  /** The HTTP upgrade was refused (`err.status`) or invalid. 408/425/429/5xx retried; other 4xx give up. */
   | 'ERR_HANDSHAKE'
+  /** An open connection failed (reset, I/O error). Retried. */
   | 'ERR_SOCKET'
+  /** The peer broke the protocol; the client closed with 1002. */
   | 'ERR_PROTOCOL'
+  /** Invalid UTF-8 in a text message; the client closed with 1007. */
   | 'ERR_INVALID_UTF8'
+  /** An incoming message exceeded `maxPayload`; the client closed with 1009. */
   | 'ERR_MESSAGE_TOO_BIG'
+  /** `send()`/`ping()` while closed (or while connecting with `queue: false`). */
   | 'ERR_NOT_OPEN'
+  /** Malformed URL, or a fragment in it (SyntaxError). */
   | 'ERR_INVALID_URL'
+  /** A URL scheme other than ws:, wss:, http:, https: (SyntaxError). */
   | 'ERR_INVALID_URL_SCHEME'
+  /** An argument or option of the wrong type (TypeError). */
   | 'ERR_INVALID_ARG_TYPE'
+  /** An option or argument out of range (RangeError). */
   | 'ERR_OUT_OF_RANGE'
+  /** An option name redial-ws does not know (typos are not ignored). */
   | 'ERR_UNKNOWN_OPTION'
+  /** `disconnect()`/`close()` code other than 1000 or 3000-4999 (RangeError). */
   | 'ERR_INVALID_CLOSE_CODE'
+  /** Close reason longer than 123 UTF-8 bytes (SyntaxError). */
   | 'ERR_INVALID_CLOSE_REASON'
+  /** In `giveup.lastError`: the server closed with 1002, 1003, 1007 or 1008. */
   | 'ERR_CLOSED'
+  /** No pong (nor any frame) within `pongTimeout` of a ping; closed 1006. Retried. */
   | 'ERR_PONG_TIMEOUT'
+  /** A `url`/`headers`/`protocols` provider threw or rejected. Retried. */
   | 'ERR_PROVIDER'
+  /** The offline queue refused the message (`overflow: 'reject'`). */
   | 'ERR_QUEUE_FULL'
+  /** A header name that is not an HTTP token. */
   | 'ERR_INVALID_HTTP_TOKEN'
+  /** A header value with CR, LF or NUL. */
   | 'ERR_INVALID_CHAR'
+  /** An invalid or duplicated subprotocol (SyntaxError). */
   | 'ERR_INVALID_PROTOCOL'
+  /** TLS failed (other than the certificate). Retried. */
   | 'ERR_TLS'
+  /** The server's certificate was rejected. Gives up unless `shouldReconnect` says otherwise. */
   | 'ERR_TLS_CERT'
+  /** The CONNECT proxy was unreachable or refused the tunnel. */
   | 'ERR_PROXY'
+  /** The proxy answered 407. Gives up unless `shouldReconnect` says otherwise. */
   | 'ERR_PROXY_AUTH'
+  /** A proxy URL that is not http:// (SyntaxError). */
   | 'ERR_INVALID_PROXY'
+  /** Two options naming the same setting (e.g. `minDelay` and `minReconnectionDelay`). */
   | 'ERR_INVALID_ARG_VALUE'
+  /** `messages()`: `next()` called while a read is pending. */
   | 'ERR_INVALID_STATE'
 
 export interface RedialError extends Error {

@@ -2,7 +2,7 @@ import { once } from 'node:events'
 import test from 'ava'
 
 import { ReconnectingWebSocket, clientStats, type RedialError } from '../index.js'
-import { Recorder, acceptUpgrade, quiescent, rawServer, refusedPort, wsServer } from './helpers.js'
+import { Recorder, acceptUpgrade, quiescent, rawServer, refusedPort, until, wsServer } from './helpers.js'
 
 test.serial('connects, exchanges text and binary both ways, and counts it', async (t) => {
   const received: Array<{ data: string; binary: boolean }> = []
@@ -106,6 +106,7 @@ test.serial('failed attempts report coded errors: refused, HTTP rejection, timeo
   const slow = new ReconnectingWebSocket(silent.url, { minDelay: 60_000, connectTimeout: 100 })
   const [e3] = await once(slow, 'error')
   t.is(e3.code, 'ERR_CONNECT_TIMEOUT')
+  await until(() => silent.sockets.size === 0, 'the timed-out attempt was dropped, not left running')
   await slow.disconnect()
   t.is(silent.accepted, 1)
   await silent.close()
