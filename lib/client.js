@@ -26,7 +26,6 @@ const { normalizeArgs } = require('./compat')
 
 // Batch tags: mirrored in src/delivery.rs.
 const T_OPEN = 0
-const T_TEXT = 1
 const T_BINARY = 2
 const T_ERROR = 3
 const T_CLOSE = 4
@@ -550,10 +549,6 @@ class ReconnectingWebSocket extends EventEmitter {
     switch (tag) {
       case T_TEXT_BATCH:
         this.#textBatch(p)
-        return
-      case T_TEXT:
-        this.emit('message', p, false)
-        if (this.#wants('message')) this.#fire(new MessageEvent(p, this))
         return
       case T_BINARY: {
         const data = convertBinary(p, this.#binaryType)

@@ -1,4 +1,4 @@
-//! The N-API class behind `ReconnectingWebSocket` (see `index.js`).
+//! The N-API class behind `ReconnectingWebSocket` (see `lib/client.js`).
 //!
 //! Lifetime: the JS wrapper owns this object; this object refers back to the
 //! wrapper only through a registry reference that is strong while a connection

@@ -111,9 +111,8 @@ impl PolicyInfo {
 }
 
 // Type tags of the flat batch `[client, tag, payload, client, tag, payload, ...]`;
-// mirrored in `lib/dispatch.js`.
+// mirrored in `lib/client.js` (1 was the single text message, now always a run).
 const T_OPEN: u32 = 0;
-const T_TEXT: u32 = 1;
 const T_BINARY: u32 = 2;
 const T_ERROR: u32 = 3;
 const T_CLOSE: u32 = 4;
@@ -602,11 +601,8 @@ fn error_obj(env: sys::napi_env, e: &ConnError) -> Result<sys::napi_value> {
 fn event_to_js(env: &Env, event: JsEvent) -> Result<(u32, sys::napi_value)> {
     let raw = env.raw();
     Ok(match event {
-        JsEvent::Text(t) => {
-            let mut v = ptr::null_mut();
-            check_status!(unsafe { sys::napi_create_string_utf8(raw, t.as_ptr().cast(), t.len() as isize, &mut v) })?;
-            (T_TEXT, v)
-        }
+        // `build_batch` sends text runs itself; a lone one takes the same path.
+        JsEvent::Text(t) => (T_TEXT_BATCH, text_batch(raw, &[t])?),
         JsEvent::Binary(b) if b.len() >= ZERO_COPY_FROM => (T_BINARY, external_buffer(raw, b)?),
         JsEvent::Binary(b) => (T_BINARY, buffer(raw, &b)?),
         JsEvent::Connecting { attempt } => (T_CONNECTING, unsafe { u32::to_napi_value(raw, attempt)? }),

@@ -21,7 +21,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 
-/// Installs the JS dispatcher that receives coalesced event batches. Called once by `index.js`.
+/// Installs the JS dispatcher that receives coalesced event batches. Called once by `lib/client.js`.
 #[napi]
 pub fn init(env: Env, dispatch: Function<'_, delivery::RawValue, ()>) -> Result<()> {
     delivery::init(&env, dispatch)
