@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
-use tokio::sync::mpsc::UnboundedSender;
 use tokio_tungstenite::tungstenite::{Bytes, Message};
 
 use crate::backoff::{Backoff, Jitter};
@@ -24,6 +23,7 @@ use crate::errors::{ConnError, ERR_PROVIDER};
 use crate::machine::{HonorRetryAfter, Policy};
 use crate::options::NativeOptions;
 use crate::outbox::{QueueConfig, SendOutcome};
+use crate::queue::Queue;
 use crate::stats::{self, GLOBAL};
 use crate::transport::{Proxy, TlsOptions};
 
@@ -53,7 +53,7 @@ pub struct NativeClient {
     shared: Arc<Shared>,
     config: Arc<DriverConfig>,
     url: String,
-    commands: Option<UnboundedSender<Command>>,
+    commands: Option<Arc<Queue<Command>>>,
     driver: Option<tokio::task::AbortHandle>,
     /// Messages the last `send()` dropped from the queue (`drop-oldest`), for the `drop` event.
     dropped: Vec<Message>,
@@ -198,7 +198,8 @@ impl NativeClient {
         // No driver, or one that is exiting: start a fresh one.
         let hub = delivery::hub().ok_or_else(|| Error::from_reason("redial-ws: dispatcher not initialised"))?;
         let gen = delivery::activate(&env, id);
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let tx = Arc::new(Queue::default());
+        let rx = tx.clone();
         let driver = Driver::new(self.shared.clone(), hub, self.config.clone(), gen);
         let handle = napi::bindgen_prelude::spawn(driver.run(rx));
         if let Some(old) = self.driver.replace(handle.abort_handle()) {
@@ -435,7 +436,10 @@ impl Drop for NativeClient {
         if let Some(driver) = self.driver.take() {
             driver.abort();
         }
-        self.commands = None;
+        // Closing the queue ends a driver that the abort has not reached yet.
+        if let Some(commands) = self.commands.take() {
+            commands.close();
+        }
         GLOBAL.live_clients.fetch_sub(1, Ordering::Relaxed);
     }
 }

@@ -14,7 +14,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::{Sink, Stream};
-use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tokio::time::Sleep;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
@@ -25,6 +24,7 @@ use url::Url;
 use crate::delivery::JsEvent;
 use crate::driver::ReadGate;
 use crate::errors::{self, ConnError};
+use crate::queue::Queue;
 use crate::stats::{self, Gauge, Metrics, GLOBAL};
 use crate::transport::{self, Proxy, TlsOptions, Transport, Writer};
 
@@ -216,7 +216,7 @@ const MAX_BATCH: usize = 512;
 
 /// What `send()` needs to reach an open connection.
 pub struct Sending {
-    pub tx: UnboundedSender<Message>,
+    pub tx: Arc<Queue<Message>>,
     pub in_channel: Arc<AtomicUsize>,
     pub writer: Option<Arc<Writer>>,
 }
@@ -224,12 +224,12 @@ pub struct Sending {
 pub struct OpenConn {
     /// Shared with the JS thread's send fast path (plain TCP only).
     writer: Option<Arc<Writer>>,
-    /// Messages taken from `out_rx`'s sender side and not yet written.
+    /// Messages handed to `out_rx` by `send()` and not yet written.
     in_channel: Arc<AtomicUsize>,
     /// `pending` came from `out_rx` (not a heartbeat ping).
     from_channel: bool,
     ws: Ws,
-    out_rx: UnboundedReceiver<Message>,
+    out_rx: Arc<Queue<Message>>,
     /// Taken from `out_rx` while the socket was not ready for it.
     pending: Option<Message>,
     dirty: bool,
@@ -265,7 +265,8 @@ pub fn data_len(msg: &Message) -> Option<usize> {
 
 impl OpenConn {
     pub fn new(ws: Ws, metrics: Arc<Metrics>, read_gate: Arc<ReadGate>, cfg: &ConnConfig) -> (Self, Sending) {
-        let (tx, out_rx) = tokio::sync::mpsc::unbounded_channel();
+        let out_rx = Arc::new(Queue::default());
+        let tx = out_rx.clone();
         let heartbeat = (!cfg.ping_interval.is_zero()).then(|| Heartbeat {
             interval: cfg.ping_interval,
             pong_timeout: cfg.pong_timeout,
@@ -302,7 +303,7 @@ impl OpenConn {
     }
 
     /// Queues our close frame behind everything already sent. The caller has
-    /// dropped the last sender, so `out_rx` ends once drained.
+    /// closed `out_rx`, so it ends once drained.
     pub fn begin_close(&mut self, code: u16, reason: String) {
         self.close_frame = Some(CloseFrame {
             code: code.into(),
@@ -314,7 +315,7 @@ impl OpenConn {
     /// The caller has already stopped new sends from reaching `out_rx`.
     pub fn take_unsent(&mut self) -> Vec<Message> {
         let mut unsent: Vec<Message> = self.pending.take().into_iter().collect();
-        while let Ok(m) = self.out_rx.try_recv() {
+        while let Some(m) = self.out_rx.try_recv() {
             unsent.push(m);
         }
         unsent.retain(|m| data_len(m).is_some());

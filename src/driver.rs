@@ -10,7 +10,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::sync::oneshot;
 use tokio::time::{Instant, Sleep};
 
@@ -19,6 +18,7 @@ use crate::delivery::{Hub, JsEvent, PolicyInfo};
 use crate::errors::ConnError;
 use crate::machine::{Action, Event, Input, Machine, Phase, Policy, Retry};
 use crate::outbox::{Outbox, QueueConfig};
+use crate::queue::Queue;
 use crate::stats::{self, Gauge, Metrics, GLOBAL};
 
 pub enum Command {
@@ -217,43 +217,33 @@ impl Driver {
         self.started.elapsed().as_millis() as u64
     }
 
-    pub async fn run(mut self, mut commands: UnboundedReceiver<Command>) {
+    pub async fn run(mut self, commands: Arc<Queue<Command>>) {
         let running = Gauge::new(&GLOBAL.running_drivers);
         self.input(Input::Connect);
         loop {
             self.hub.push(self.shared.id, &mut self.events);
             if self.finished {
-                // Refuse further commands, but honour a connect() that raced with the exit.
-                commands.close();
-                let mut restart = false;
-                while let Ok(cmd) = commands.try_recv() {
-                    restart |= matches!(cmd, Command::Connect | Command::Reconnect { .. });
-                }
-                if !restart {
+                // Exit only if no command raced with the decision (closing the queue is atomic
+                // with that check, so no command can be lost); otherwise handle them first.
+                if commands.close_if_empty() {
                     break;
                 }
                 self.finished = false;
+                // Settle a disconnect() that finished just before these commands.
                 self.events.push(JsEvent::DisconnectDone {
                     discarded: std::mem::take(&mut self.discarded),
                 });
-                // Settle a disconnect() that finished just before this connect().
-                self.input(Input::Connect);
+                while let Some(cmd) = commands.try_recv() {
+                    self.command(cmd);
+                }
+                if self.machine.phase() == Phase::Idle {
+                    self.finished = true;
+                }
                 continue;
             }
             tokio::select! {
                 cmd = commands.recv() => match cmd {
-                    Some(Command::Connect) => self.input(Input::Connect),
-                    Some(Command::Reconnect { code, reason }) => self.input(Input::Reconnect { code, reason }),
-                    Some(Command::Disconnect { code, reason, flush }) => {
-                        let flush = flush && !self.shared.outbox().is_queue_empty();
-                        self.input(Input::Disconnect { code, reason, flush })
-                    }
-                    Some(Command::Decided { id, retry }) => {
-                        if self.deciding == Some(id) {
-                            self.deciding = None;
-                            self.input(Input::Decided { retry });
-                        }
-                    }
+                    Some(cmd) => self.command(cmd),
                     // The client was dropped: abandon everything.
                     None => return,
                 },
@@ -327,6 +317,23 @@ impl Driver {
                 discarded: self.discarded,
             },
         );
+    }
+
+    fn command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Connect => self.input(Input::Connect),
+            Command::Reconnect { code, reason } => self.input(Input::Reconnect { code, reason }),
+            Command::Disconnect { code, reason, flush } => {
+                let flush = flush && !self.shared.outbox().is_queue_empty();
+                self.input(Input::Disconnect { code, reason, flush })
+            }
+            Command::Decided { id, retry } => {
+                if self.deciding == Some(id) {
+                    self.deciding = None;
+                    self.input(Input::Decided { retry });
+                }
+            }
+        }
     }
 
     /// The socket is gone: stop routing sends to it and requeue what it never wrote.

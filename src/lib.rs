@@ -13,6 +13,7 @@ pub mod errors;
 pub mod machine;
 pub mod options;
 pub mod outbox;
+pub mod queue;
 pub mod stats;
 pub mod transport;
 

@@ -8,10 +8,10 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed};
 use std::sync::Arc;
 
-use tokio::sync::mpsc::UnboundedSender;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::connection::data_len;
+use crate::queue::Queue;
 use crate::stats::{self, Metrics};
 use crate::transport::{encode_client_frame, Writer};
 
@@ -59,7 +59,7 @@ const FAST_PATH_MAX: usize = 16 * 1024;
 #[derive(Default)]
 pub struct Outbox {
     /// Sender into the open connection.
-    tx: Option<UnboundedSender<Message>>,
+    tx: Option<Arc<Queue<Message>>>,
     /// The open connection's shared writer (plain TCP) and the count of messages handed to its
     /// driver and not yet written: the fast path may only write when that count is zero, so
     /// that nothing overtakes what was sent before.
@@ -94,9 +94,9 @@ impl Outbox {
                     return SendOutcome::Sent;
                 }
                 // The connection just ended; its leftovers are being requeued: queue behind them.
-                Err(e) => {
+                Err(msg) => {
                     self.in_channel.fetch_sub(1, AcqRel);
-                    return self.enqueue(e.0, len, cfg, metrics);
+                    return self.enqueue(msg, len, cfg, metrics);
                 }
             }
         }
@@ -162,9 +162,8 @@ impl Outbox {
     pub fn set_accepting(&mut self, accepting: bool) {
         self.accepting = accepting;
         if !accepting {
-            // Dropping the sender lets the connection drain what it has, then write the close frame.
-            self.tx = None;
-            self.writer = None;
+            // Closing the queue lets the connection drain what it has, then write the close frame.
+            self.close_connection();
         }
     }
 
@@ -175,7 +174,7 @@ impl Outbox {
     /// A connection opened: the queue goes first, in order, then later sends.
     pub fn open(
         &mut self,
-        tx: UnboundedSender<Message>,
+        tx: Arc<Queue<Message>>,
         in_channel: Arc<AtomicUsize>,
         writer: Option<Arc<Writer>>,
         metrics: &Metrics,
@@ -190,13 +189,19 @@ impl Outbox {
             metrics.queued_messages.fetch_sub(1, Relaxed);
             let _ = tx.send(m);
         }
-        // A flushing disconnect keeps refusing new messages: dropping `tx` ends the stream after the queue.
-        self.tx = self.accepting.then_some(tx);
+        // A flushing disconnect keeps refusing new messages: the stream ends after the queue.
+        if self.accepting {
+            self.tx = Some(tx);
+        } else {
+            tx.close();
+        }
     }
 
     /// The connection ended: stop routing to it.
     pub fn close_connection(&mut self) {
-        self.tx = None;
+        if let Some(q) = self.tx.take() {
+            q.close();
+        }
         self.writer = None;
     }
 
