@@ -197,3 +197,28 @@ test.serial('maxRetries: gives up after the allowed attempts, with no timer left
   await quiescent()
   t.is(client.metrics.pendingReconnects, 0)
 })
+
+test.serial('sends outrunning a peer that stopped reading are all written, in order, once it reads again', async (t) => {
+  const got: number[] = []
+  let server: import('node:net').Socket | undefined
+  const peer = await wsServer((socket) => {
+    socket.on('message', (d) => got.push(Number(d.toString().slice(0, 8))))
+    server = (socket as unknown as { _socket: import('node:net').Socket })._socket
+    server.pause()
+  })
+  const client = new ReconnectingWebSocket(peer.url)
+  await new Recorder(client).next('open')
+  await until(() => server !== undefined, 'server socket')
+  const pad = 'x'.repeat(1016)
+  const total = 20_000
+  // ~20 MiB of small frames: far more than the socket buffers hold while the peer does not read.
+  for (let i = 0; i < total; i++) client.send(String(i).padStart(8, '0') + pad)
+  t.true(client.bufferedAmount > 0 || got.length < total, 'the peer was not reading')
+  server!.resume()
+  await until(() => got.length === total, `all ${total} messages (have ${got.length})`, 20_000)
+  t.true(got.every((n, i) => n === i), 'in order, none lost or doubled')
+  t.is(client.metrics.messagesSent, total)
+  await client.disconnect()
+  await quiescent()
+  await peer.close()
+})
