@@ -5,7 +5,7 @@
 //! exists. When the application drops a client that has no connection, both
 //! are collected, and `finalize`/`Drop` abort the driver: the pending
 //! reconnect timer dies with it. `Drop` touches no runtime: an abort handle and
-//! dropped channels only, so it is safe at process exit.
+//! a closed command queue only, so it is safe at process exit.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
