@@ -213,7 +213,6 @@ test.serial('sends outrunning a peer that stopped reading are all written, in or
   const total = 20_000
   // ~20 MiB of small frames: far more than the socket buffers hold while the peer does not read.
   for (let i = 0; i < total; i++) client.send(String(i).padStart(8, '0') + pad)
-  t.true(client.bufferedAmount > 0 || got.length < total, 'the peer was not reading')
   server!.resume()
   await until(() => got.length === total, `all ${total} messages (have ${got.length})`, 20_000)
   t.true(got.every((n, i) => n === i), 'in order, none lost or doubled')

@@ -289,26 +289,7 @@ async function memory(A, { url, count, concurrency = 100 }) {
 
 /** Churn: sequential connect, wait open, close, wait closed; RSS after gc at the checkpoints. */
 async function churn(A, { url, cycles, checkpoints }) {
-  const cycle = () =>
-    new Promise((resolve, reject) => {
-      let settled = false
-      const conn = A.connect(url, {
-        onOpen() {
-          A.close(conn).then(() => {
-            settled = true
-            resolve()
-          }, reject)
-        },
-        onMessage: noop,
-        onError(e) {
-          if (settled) return
-          settled = true
-          A.close(conn).catch(noop)
-          reject(new Error(errMsg(e)))
-        },
-        onClose: noop,
-      })
-    })
+  const cycle = () => openClose(A, url)
   const rss = {}
   const heap = {}
   let busy = 0n
