@@ -2,6 +2,7 @@
 import { once } from 'node:events'
 import http from 'node:http'
 import https from 'node:https'
+import { createHash } from 'node:crypto'
 import net from 'node:net'
 import test from 'ava'
 import { WebSocketServer } from 'ws'
@@ -286,4 +287,128 @@ test.serial('credentials in the URL become Basic authorization; IPv6 literals wo
   await v6.disconnect()
   await quiescent()
   await new Promise((r) => wss.close(r))
+})
+
+/** An unmasked server frame. */
+function serverFrame(fin: boolean, opcode: number, payload: Buffer): Buffer {
+  const head =
+    payload.length < 126
+      ? Buffer.from([(fin ? 0x80 : 0) | opcode, payload.length])
+      : payload.length < 65536
+        ? Buffer.from([(fin ? 0x80 : 0) | opcode, 126, payload.length >> 8, payload.length & 0xff])
+        : Buffer.concat([Buffer.from([(fin ? 0x80 : 0) | opcode, 127]), Buffer.alloc(8)])
+  if (payload.length >= 65536) head.writeUInt32BE(payload.length, 6)
+  return Buffer.concat([head, payload])
+}
+
+/** The client's frames, unmasked: `[opcode, payload]` each. */
+function clientFrames(data: Buffer): Array<[number, Buffer]> {
+  const out: Array<[number, Buffer]> = []
+  let at = 0
+  while (at + 2 <= data.length) {
+    let len = data[at + 1] & 0x7f
+    let p = at + 2
+    if (len === 126) [len, p] = [data.readUInt16BE(p), p + 2]
+    else if (len === 127) [len, p] = [Number(data.readBigUInt64BE(p)), p + 8]
+    if (p + 4 + len > data.length) break
+    const mask = data.subarray(p, p + 4)
+    const payload = Buffer.from(data.subarray(p + 4, p + 4 + len)).map((b, i) => b ^ mask[i & 3])
+    out.push([data[at] & 0x0f, Buffer.from(payload)])
+    at = p + 4 + len
+  }
+  return out
+}
+
+function acceptKey(head: string): string {
+  const key = /sec-websocket-key: *(.*)\r\n/i.exec(head)?.[1] ?? ''
+  return createHash('sha1').update(key + '258EAFA5-E914-47DA-95CA-C5AB0DC85B11').digest('base64')
+}
+
+test.serial('frames in the upgrade response packet, trickled byte by byte, fragmented around a ping; pong and close echo', async (t) => {
+  const big = Buffer.alloc(100_000, 7)
+  big.writeUInt32BE(0xdeadbeef, 50_000)
+  let received = Buffer.alloc(0)
+  const peer = await rawServer((sock) => {
+    let head = ''
+    const onHead = async (chunk: Buffer) => {
+      head += chunk.toString('latin1')
+      if (!head.includes('\r\n\r\n')) return
+      sock.off('data', onHead)
+      sock.on('data', (d) => (received = Buffer.concat([received, d])))
+      // The response and the first frame in one write: the client must not lose what follows the head.
+      const response = `HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${acceptKey(head)}\r\n\r\n`
+      sock.write(Buffer.concat([Buffer.from(response, 'latin1'), serverFrame(true, 1, Buffer.from('first'))]))
+      const rest = Buffer.concat([
+        serverFrame(false, 1, Buffer.from('h\u00e9', 'utf8').subarray(0, 2)), // splits é across fragments
+        serverFrame(true, 9, Buffer.from('are you there')),
+        serverFrame(true, 0, Buffer.concat([Buffer.from('h\u00e9', 'utf8').subarray(2), Buffer.from('llo')])),
+        serverFrame(true, 2, big),
+      ])
+      // Byte by byte for the small frames, then 997-byte pieces: every read boundary is exercised.
+      for (let i = 0; i < rest.length; ) {
+        const n = i < 64 ? 1 : 997
+        sock.write(rest.subarray(i, i + n))
+        i += n
+        await new Promise((r) => setImmediate(r))
+      }
+      sock.write(serverFrame(true, 8, Buffer.concat([Buffer.from([0x0f, 0xa1]), Buffer.from('bye')]))) // 4001
+    }
+    sock.on('data', onHead)
+  })
+  const client = new ReconnectingWebSocket(peer.url, { minDelay: 60_000 })
+  const r = new Recorder(client, ['open', 'message', 'close', 'error', 'ping'])
+  await r.next('open')
+  t.is(await r.next('message'), 'first')
+  t.is(await r.next('message'), 'h\u00e9llo')
+  const bin: Buffer = await r.next('message')
+  t.true(Buffer.isBuffer(bin))
+  t.true(bin.equals(big))
+  t.is(r.count('ping'), 1)
+  await until(() => clientFrames(received).some(([op]) => op === 8), 'the client echoed the close')
+  const frames = clientFrames(received)
+  t.deepEqual(
+    frames.map(([op, p]) => [op, p.toString('latin1')]),
+    [
+      [10, 'are you there'],
+      [8, '\x0f\xa1'],
+    ],
+    'a pong with the ping payload, then the close with the server code',
+  )
+  peer.sockets.forEach((s) => s.end())
+  const close = await r.next('close')
+  t.deepEqual([close.code, close.reason, close.wasClean], [4001, 'bye', true])
+  t.is(r.count('error'), 0)
+  await client.disconnect()
+  await quiescent()
+  await peer.close()
+})
+
+test.serial('the upgrade is refused on a wrong Sec-WebSocket-Accept or an extension we did not offer', async (t) => {
+  const cases = [
+    ['Sec-WebSocket-Accept: AAAAAAAAAAAAAAAAAAAAAAAAAAA=\r\n', /Sec-WebSocket-Accept/],
+    ['Sec-WebSocket-Accept: {accept}\r\nSec-WebSocket-Extensions: permessage-deflate\r\n', /extension/],
+  ] as const
+  for (const [headers, message] of cases) {
+    const peer = await rawServer((sock) => {
+      let head = ''
+      sock.on('data', (chunk) => {
+        head += chunk.toString('latin1')
+        if (!head.includes('\r\n\r\n')) return
+        sock.write(
+          'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n' +
+            headers.replace('{accept}', acceptKey(head)) +
+            '\r\n',
+        )
+      })
+    })
+    const client = new ReconnectingWebSocket(peer.url, { minDelay: 60_000 })
+    const r = new Recorder(client)
+    const err: RedialError = await r.next('error')
+    t.is(err.code as string, 'ERR_HANDSHAKE')
+    t.regex(err.message, message)
+    t.is(r.count('open'), 0)
+    await client.disconnect()
+    await peer.close()
+  }
+  await quiescent()
 })

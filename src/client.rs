@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
-use tokio_tungstenite::tungstenite::{Bytes, Message};
+use tungstenite::{Bytes, Message};
 
 use crate::backoff::{Backoff, Jitter};
 use crate::connection::{AttemptParams, ConnConfig};

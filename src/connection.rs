@@ -8,27 +8,27 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures_util::{Sink, Stream};
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Sleep;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
-use tokio_tungstenite::tungstenite::{self, Message};
-use tokio_tungstenite::WebSocketStream;
+use tungstenite::client::IntoClientRequest;
+use tungstenite::handshake::client::{generate_request, Response};
+use tungstenite::handshake::machine::TryParse;
+use tungstenite::Message;
 use url::Url;
 
 use crate::delivery::JsEvent;
 use crate::driver::ReadGate;
 use crate::errors::{self, ConnError};
+use crate::frame::{self, Decoder, Incoming, WireError};
 use crate::queue::Queue;
 use crate::stats::{self, Gauge, Metrics, GLOBAL};
 use crate::transport::{self, Proxy, TlsOptions, Transport, Writer};
-
-pub type Ws = WebSocketStream<Transport>;
 
 #[derive(Clone, Debug)]
 pub struct ConnConfig {
@@ -59,20 +59,10 @@ pub enum ParamSource {
     Provided(tokio::sync::oneshot::Receiver<Result<AttemptParams, ConnError>>),
 }
 
-impl ConnConfig {
-    pub fn ws_config(&self) -> WebSocketConfig {
-        // Small initial buffers keep an idle connection at a few KiB; they grow
-        // (and tungstenite reserves whole frames) under load.
-        WebSocketConfig::default()
-            .read_buffer_size(4 * 1024)
-            .write_buffer_size(0)
-            .max_message_size(Some(self.max_payload))
-            .max_frame_size(Some(self.max_payload))
-    }
-}
-
 pub struct Opened {
-    pub ws: Ws,
+    pub transport: Transport,
+    /// Bytes that followed the upgrade response in the same read: the first frames.
+    pub leftover: BytesMut,
     pub protocol: Option<String>,
 }
 
@@ -119,18 +109,77 @@ impl Future for Attempt {
 }
 
 async fn connect(cfg: &ConnConfig, params: &AttemptParams) -> Result<Opened, ConnError> {
-    let url = &params.url;
-    let stream = transport::open(url, params.proxy.as_ref(), &cfg.tls_config, &cfg.tls).await?;
-    let request = build_request(params)?;
-    let (ws, response) = tokio_tungstenite::client_async_with_config(request, stream, Some(cfg.ws_config()))
-        .await
-        .map_err(handshake_error)?;
-    let protocol = response
-        .headers()
-        .get("sec-websocket-protocol")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    Ok(Opened { ws, protocol })
+    let transport = transport::open(&params.url, params.proxy.as_ref(), &cfg.tls_config, &cfg.tls).await?;
+    handshake(transport, params).await
+}
+
+/// The largest upgrade response head we read.
+const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+
+/// The HTTP upgrade (RFC 6455 §4.1): tungstenite writes the request and parses the response;
+/// the checks are ours because tungstenite keeps them private to its own stream type.
+async fn handshake(mut transport: Transport, params: &AttemptParams) -> Result<Opened, ConnError> {
+    let invalid = |e: &dyn std::fmt::Display| ConnError::new(errors::ERR_HANDSHAKE, e.to_string());
+    let (request, key) = generate_request(build_request(params)?).map_err(|e| invalid(&e))?;
+    let io_err = |e: std::io::Error| ConnError::new(errors::ERR_CONNECT, e.to_string());
+    transport.write_all(&request).await.map_err(io_err)?;
+    transport.flush().await.map_err(io_err)?;
+    let mut buf = BytesMut::with_capacity(1024);
+    let response = loop {
+        if transport.read_buf(&mut buf).await.map_err(io_err)? == 0 {
+            return Err(ConnError::new(
+                errors::ERR_HANDSHAKE,
+                "the server closed the connection during the upgrade",
+            ));
+        }
+        if let Some((len, response)) = Response::try_parse(&buf).map_err(|e| invalid(&e))? {
+            buf.advance(len);
+            break response;
+        }
+        if buf.len() > MAX_RESPONSE_HEAD {
+            return Err(invalid(&"the upgrade response head is too large"));
+        }
+    };
+    let protocol = verify_response(&response, &key, &params.protocols)?;
+    Ok(Opened {
+        transport,
+        leftover: buf,
+        protocol,
+    })
+}
+
+/// RFC 6455 §4.1's checks of the server's answer; returns the chosen subprotocol.
+fn verify_response(response: &Response, key: &str, protocols: &[String]) -> Result<Option<String>, ConnError> {
+    if response.status() != 101 {
+        return Err(rejected(response));
+    }
+    let fail = |m: String| Err(ConnError::new(errors::ERR_HANDSHAKE, m));
+    let headers = response.headers();
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let has_token = |name: &str, token: &str| {
+        header(name).is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+    };
+    if !has_token("upgrade", "websocket") {
+        return fail("the upgrade response has no `Upgrade: websocket`".into());
+    }
+    if !has_token("connection", "upgrade") {
+        return fail("the upgrade response has no `Connection: upgrade`".into());
+    }
+    if header("sec-websocket-accept") != Some(tungstenite::handshake::derive_accept_key(key.as_bytes()).as_str()) {
+        return fail("the server's Sec-WebSocket-Accept does not match our key".into());
+    }
+    if let Some(ext) = header("sec-websocket-extensions").filter(|e| !e.trim().is_empty()) {
+        return fail(format!("the server chose an extension we did not offer: {ext}"));
+    }
+    let protocol = header("sec-websocket-protocol").map(str::to_owned);
+    match (&protocol, protocols.is_empty()) {
+        (None, false) => fail("the server chose none of our subprotocols".into()),
+        (Some(p), true) => fail(format!("the server chose a subprotocol we did not offer: {p}")),
+        (Some(p), false) if !protocols.contains(p) => {
+            fail(format!("the server chose a subprotocol we did not offer: {p}"))
+        }
+        _ => Ok(protocol),
+    }
 }
 
 fn build_request(params: &AttemptParams) -> Result<tungstenite::handshake::client::Request, ConnError> {
@@ -149,37 +198,32 @@ fn build_request(params: &AttemptParams) -> Result<tungstenite::handshake::clien
     Ok(request)
 }
 
-fn handshake_error(e: tungstenite::Error) -> ConnError {
-    match e {
-        tungstenite::Error::Http(resp) => {
-            let status = resp.status().as_u16();
-            let mut err = ConnError::new(
-                errors::ERR_HANDSHAKE,
-                format!("server answered the upgrade with HTTP {status}"),
-            );
-            err.status = Some(status);
-            err.headers = resp
-                .headers()
-                .iter()
-                .map(|(k, v)| {
-                    (
-                        k.as_str().to_owned(),
-                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                    )
-                })
-                .collect();
-            if status == 429 || status == 503 {
-                err.retry_after_ms = resp
-                    .headers()
-                    .get("retry-after")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(parse_retry_after);
-            }
-            err
-        }
-        tungstenite::Error::Io(io) => ConnError::new(errors::ERR_CONNECT, io.to_string()),
-        other => ConnError::new(errors::ERR_HANDSHAKE, other.to_string()),
+/// A non-101 answer: its status, headers and `Retry-After` go to the policy.
+fn rejected(resp: &Response) -> ConnError {
+    let status = resp.status().as_u16();
+    let mut err = ConnError::new(
+        errors::ERR_HANDSHAKE,
+        format!("server answered the upgrade with HTTP {status}"),
+    );
+    err.status = Some(status);
+    err.headers = resp
+        .headers()
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_owned(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    if status == 429 || status == 503 {
+        err.retry_after_ms = resp
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_retry_after);
     }
+    err
 }
 
 /// `Retry-After`: delay-seconds or an HTTP date, as milliseconds from now.
@@ -214,6 +258,9 @@ pub enum IoEvent {
 /// in batches and commands are not starved.
 const MAX_BATCH: usize = 512;
 
+/// Framed bytes gathered before one write to the socket.
+const WRITE_BATCH: usize = 64 * 1024;
+
 /// What `send()` needs to reach an open connection.
 pub struct Sending {
     pub tx: Arc<Queue<Message>>,
@@ -222,18 +269,22 @@ pub struct Sending {
 }
 
 pub struct OpenConn {
+    transport: Transport,
+    decoder: Decoder,
     /// Shared with the JS thread's send fast path (plain TCP only).
     writer: Option<Arc<Writer>>,
-    /// Messages handed to `out_rx` by `send()` and not yet written.
+    /// Messages handed to `out_rx` by `send()` and not yet accepted by the socket writer.
     in_channel: Arc<AtomicUsize>,
-    /// `pending` came from `out_rx` (not a heartbeat ping).
-    from_channel: bool,
-    ws: Ws,
     out_rx: Arc<Queue<Message>>,
-    /// Taken from `out_rx` while the socket was not ready for it.
-    pending: Option<Message>,
-    dirty: bool,
-    close_frame: Option<CloseFrame>,
+    /// Framed bytes the transport has not accepted yet (whole frames only).
+    wbuf: Vec<u8>,
+    /// The `out_rx` messages framed into `wbuf`: given back if the connection drops first.
+    in_wbuf: Vec<Message>,
+    needs_flush: bool,
+    /// Our close frame, queued behind everything sent before `disconnect()`.
+    close_frame: Option<(u16, String)>,
+    /// Our close frame is framed: nothing may follow it.
+    sent_close: bool,
     peer_close: Option<(u16, String)>,
     /// After the peer's close frame, how long we wait for it to drop TCP (RFC 6455 has the server close first).
     close_timeout: Duration,
@@ -263,8 +314,17 @@ pub fn data_len(msg: &Message) -> Option<usize> {
     }
 }
 
+fn ended(code: u16, reason: String, was_clean: bool, error: Option<ConnError>) -> Poll<IoEvent> {
+    Poll::Ready(IoEvent::Ended(Ended {
+        code,
+        reason,
+        was_clean,
+        error,
+    }))
+}
+
 impl OpenConn {
-    pub fn new(ws: Ws, metrics: Arc<Metrics>, read_gate: Arc<ReadGate>, cfg: &ConnConfig) -> (Self, Sending) {
+    pub fn new(opened: Opened, metrics: Arc<Metrics>, read_gate: Arc<ReadGate>, cfg: &ConnConfig) -> (Self, Sending) {
         let out_rx = Arc::new(Queue::default());
         let tx = out_rx.clone();
         let heartbeat = (!cfg.ping_interval.is_zero()).then(|| Heartbeat {
@@ -275,7 +335,7 @@ impl OpenConn {
             ping_due: false,
             _gauge: Gauge::new(&GLOBAL.heartbeats),
         });
-        let writer = ws.get_ref().writer();
+        let writer = opened.transport.writer();
         let in_channel = Arc::new(AtomicUsize::new(0));
         let sending = Sending {
             tx,
@@ -283,14 +343,16 @@ impl OpenConn {
             writer: writer.clone(),
         };
         let conn = OpenConn {
+            transport: opened.transport,
+            decoder: Decoder::new(opened.leftover, cfg.max_payload),
             writer,
             in_channel,
-            from_channel: false,
-            ws,
             out_rx,
-            pending: None,
-            dirty: false,
+            wbuf: Vec::new(),
+            in_wbuf: Vec::new(),
+            needs_flush: false,
             close_frame: None,
+            sent_close: false,
             peer_close: None,
             close_timeout: cfg.close_timeout,
             peer_close_deadline: None,
@@ -305,16 +367,13 @@ impl OpenConn {
     /// Queues our close frame behind everything already sent. The caller has
     /// closed `out_rx`, so it ends once drained.
     pub fn begin_close(&mut self, code: u16, reason: String) {
-        self.close_frame = Some(CloseFrame {
-            code: code.into(),
-            reason: reason.into(),
-        });
+        self.close_frame = Some((code, reason));
     }
 
     /// Data messages accepted for this connection but never handed to the socket, oldest first.
     /// The caller has already stopped new sends from reaching `out_rx`.
     pub fn take_unsent(&mut self) -> Vec<Message> {
-        let mut unsent: Vec<Message> = self.pending.take().into_iter().collect();
+        let mut unsent = std::mem::take(&mut self.in_wbuf);
         while let Some(m) = self.out_rx.try_recv() {
             unsent.push(m);
         }
@@ -335,7 +394,7 @@ impl OpenConn {
             }
         }
         if let Err(e) = self.poll_write(cx) {
-            return Poll::Ready(IoEvent::Ended(self.ended_by(e)));
+            return self.ended_by(WireError::Io(e));
         }
         let mut n = 0;
         loop {
@@ -350,75 +409,77 @@ impl OpenConn {
                     Poll::Pending
                 };
             }
-            match Pin::new(&mut self.ws).poll_next(cx) {
-                Poll::Ready(Some(Ok(msg))) => {
+            match self.decoder.poll_next(cx, &mut self.transport) {
+                Poll::Ready(Ok(frame)) => {
                     // Any frame proves the peer alive.
                     if let Some(hb) = self.heartbeat.as_mut() {
                         hb.pong_deadline = None;
                     }
-                    match msg {
-                        Message::Text(t) => {
+                    if self.peer_close.is_some() {
+                        // Nothing follows a close frame (RFC 6455 §5.5.1).
+                        continue;
+                    }
+                    match frame {
+                        Incoming::Text(t) => {
                             stats::add(&self.metrics.bytes_received, t.len() as u64);
                             stats::inc(&self.metrics.messages_received);
                             self.read_gate.admit(t.len());
                             events.push(JsEvent::Text(t));
                         }
-                        Message::Binary(b) => {
+                        Incoming::Binary(b) => {
                             stats::add(&self.metrics.bytes_received, b.len() as u64);
                             stats::inc(&self.metrics.messages_received);
                             self.read_gate.admit(b.len());
                             events.push(JsEvent::Binary(b));
                         }
-                        Message::Ping(p) => events.push(JsEvent::Ping(p)),
-                        Message::Pong(p) => events.push(JsEvent::Pong(p)),
-                        Message::Close(frame) => {
-                            // tungstenite answers the close itself; keep polling until the stream ends.
-                            self.peer_close = Some(match frame {
-                                Some(f) => (f.code.into(), f.reason.to_string()),
-                                None => (1005, String::new()),
-                            });
+                        Incoming::Ping(p) => {
+                            if !self.sent_close {
+                                frame::encode(frame::OPCODE_PONG, &p, &mut self.wbuf);
+                            }
+                            events.push(JsEvent::Ping(p));
+                        }
+                        Incoming::Pong(p) => events.push(JsEvent::Pong(p)),
+                        Incoming::Close(close) => {
+                            if !self.sent_close {
+                                // Echo the code; what is still queued goes back to the offline queue.
+                                match &close {
+                                    Some((code, _)) => frame::encode_close(*code, "", &mut self.wbuf),
+                                    None => frame::encode(8, &[], &mut self.wbuf),
+                                }
+                                self.sent_close = true;
+                            }
+                            self.peer_close = Some(close.unwrap_or((1005, String::new())));
                             self.peer_close_deadline = Some(Box::pin(tokio::time::sleep(self.close_timeout)));
                         }
-                        Message::Frame(_) => {}
                     }
                     n += 1;
                     if n >= MAX_BATCH {
                         cx.waker().wake_by_ref();
-                        return Poll::Ready(IoEvent::Progress);
+                        break;
                     }
                 }
-                Poll::Ready(None) => {
-                    let ended = match self.peer_close.take() {
-                        Some((code, reason)) => Ended {
-                            code,
-                            reason,
-                            was_clean: true,
-                            error: None,
-                        },
-                        None => Ended {
-                            code: 1006,
-                            reason: String::new(),
-                            was_clean: false,
-                            error: None,
-                        },
-                    };
-                    return Poll::Ready(IoEvent::Ended(ended));
+                Poll::Ready(Err(WireError::Eof)) if self.peer_close.is_some() => {
+                    let (code, reason) = self.peer_close.take().expect("peer close");
+                    return ended(code, reason, true, None);
                 }
-                Poll::Ready(Some(Err(e))) => return Poll::Ready(IoEvent::Ended(self.ended_by(e))),
-                Poll::Pending if n > 0 => return Poll::Ready(IoEvent::Progress),
+                Poll::Ready(Err(e)) => return self.ended_by(e),
                 Poll::Pending => break,
             }
+        }
+        if !self.wbuf.is_empty() {
+            // Pongs and the close reply.
+            if let Err(e) = self.poll_write(cx) {
+                return self.ended_by(WireError::Io(e));
+            }
+        }
+        if n > 0 {
+            return Poll::Ready(IoEvent::Progress);
         }
         if let Some(deadline) = self.peer_close_deadline.as_mut() {
             if deadline.as_mut().poll(cx).is_ready() {
                 // The close handshake is complete; only the peer's TCP close is late.
                 let (code, reason) = self.peer_close.take().unwrap_or((1005, String::new()));
-                return Poll::Ready(IoEvent::Ended(Ended {
-                    code,
-                    reason,
-                    was_clean: true,
-                    error: None,
-                }));
+                return ended(code, reason, true, None);
             }
         }
         if let Some(hb) = self.heartbeat.as_mut() {
@@ -426,107 +487,115 @@ impl OpenConn {
                 if deadline.as_mut().poll(cx).is_ready() {
                     let ms = hb.pong_timeout.as_millis();
                     let error = ConnError::new(errors::ERR_PONG_TIMEOUT, format!("no pong within {ms} ms of a ping"));
-                    return Poll::Ready(IoEvent::Ended(Ended {
-                        code: 1006,
-                        reason: String::new(),
-                        was_clean: false,
-                        error: Some(error),
-                    }));
+                    return ended(1006, String::new(), false, Some(error));
                 }
             }
         }
         Poll::Pending
     }
 
-    fn ended_by(&mut self, e: tungstenite::Error) -> Ended {
+    fn ended_by(&mut self, e: WireError) -> Poll<IoEvent> {
         if let Some((code, reason)) = self.peer_close.take() {
             // The peer closed cleanly and then went away before our reply was flushed.
-            return Ended {
-                code,
-                reason,
-                was_clean: true,
-                error: None,
-            };
+            return ended(code, reason, true, None);
         }
-        let (error, code) = errors::from_ws_error(&e);
-        if code != 1006 {
+        let (error, code) = e.to_conn_error();
+        if code != 1006 && !self.sent_close {
             // Tell the peer why (1002, 1007, 1009) before dropping the socket: best effort, no waiting.
-            let reason: String = error.message.chars().take(100).collect();
-            let frame = CloseFrame {
-                code: code.into(),
-                reason: reason.into(),
-            };
-            if Pin::new(&mut self.ws).start_send(Message::Close(Some(frame))).is_ok() {
-                let _ = Pin::new(&mut self.ws).poll_flush(&mut Context::from_waker(std::task::Waker::noop()));
-            }
+            frame::encode_close(code, &error.message, &mut self.wbuf);
+            self.sent_close = true;
+            let _ = self.poll_write(&mut Context::from_waker(std::task::Waker::noop()));
         }
-        Ended {
-            code,
-            reason: String::new(),
-            was_clean: false,
-            error: Some(error),
-        }
+        ended(code, String::new(), false, Some(error))
     }
 
-    fn poll_write(&mut self, cx: &mut Context<'_>) -> Result<(), tungstenite::Error> {
+    /// Frames what is due (heartbeat ping, queued messages, then our close frame) and writes it.
+    fn poll_write(&mut self, cx: &mut Context<'_>) -> std::io::Result<()> {
         if let Some(w) = &self.writer {
             // The fast path may have left bytes the socket did not take: flush them when writable.
             w.waker.register(cx.waker());
             if w.has_pending() {
-                self.dirty = true;
+                self.needs_flush = true;
             }
         }
         loop {
-            if self.pending.is_none() {
-                if self.heartbeat.as_ref().is_some_and(|h| h.ping_due) {
-                    self.from_channel = false;
-                    self.pending = Some(Message::Ping(Default::default()));
-                    if let Some(h) = self.heartbeat.as_mut() {
-                        h.ping_due = false;
-                    }
-                } else {
-                    match self.out_rx.poll_recv(cx) {
-                        Poll::Ready(Some(m)) => {
-                            self.from_channel = true;
-                            self.pending = Some(m);
+            while self.wbuf.len() < WRITE_BATCH && !self.sent_close {
+                if let Some(hb) = self.heartbeat.as_mut().filter(|h| h.ping_due) {
+                    hb.ping_due = false;
+                    frame::encode(frame::OPCODE_PING, &[], &mut self.wbuf);
+                    continue;
+                }
+                match self.out_rx.poll_recv(cx) {
+                    Poll::Ready(Some(m)) => {
+                        match &m {
+                            Message::Text(t) => frame::encode(frame::OPCODE_TEXT, t.as_bytes(), &mut self.wbuf),
+                            Message::Binary(b) => frame::encode(frame::OPCODE_BINARY, b, &mut self.wbuf),
+                            Message::Ping(p) => frame::encode(frame::OPCODE_PING, p, &mut self.wbuf),
+                            Message::Pong(p) => frame::encode(frame::OPCODE_PONG, p, &mut self.wbuf),
+                            Message::Close(_) | Message::Frame(_) => {}
                         }
-                        Poll::Ready(None) => match self.close_frame.take() {
-                            Some(f) => self.pending = Some(Message::Close(Some(f))),
-                            None => break,
-                        },
-                        Poll::Pending => break,
+                        self.in_wbuf.push(m);
                     }
+                    Poll::Ready(None) => {
+                        if let Some((code, reason)) = self.close_frame.take() {
+                            frame::encode_close(code, &reason, &mut self.wbuf);
+                            self.sent_close = true;
+                        }
+                        break;
+                    }
+                    Poll::Pending => break,
                 }
             }
-            match Pin::new(&mut self.ws).poll_ready(cx) {
-                Poll::Ready(Ok(())) => {
-                    let msg = self.pending.take().expect("pending message");
-                    let len = data_len(&msg);
-                    Pin::new(&mut self.ws).start_send(msg)?;
-                    if std::mem::take(&mut self.from_channel) {
-                        // Written (or queued in the shared writer): the fast path may go again.
-                        self.in_channel.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+            if self.wbuf.is_empty() {
+                break;
+            }
+            match Pin::new(&mut self.transport).poll_write(cx, &self.wbuf) {
+                Poll::Ready(Ok(0)) => return Err(std::io::ErrorKind::WriteZero.into()),
+                Poll::Ready(Ok(n)) => {
+                    self.needs_flush = true;
+                    self.wbuf.drain(..n);
+                    if self.wbuf.is_empty() {
+                        self.accepted();
                     }
-                    if let Some(len) = len {
-                        stats::inc(&self.metrics.messages_sent);
-                        stats::add(&self.metrics.bytes_sent, len as u64);
-                        self.metrics
-                            .buffered
-                            .fetch_sub(len as u64, std::sync::atomic::Ordering::Relaxed);
-                    }
-                    self.dirty = true;
                 }
                 Poll::Ready(Err(e)) => return Err(e),
                 Poll::Pending => break,
             }
         }
-        if self.dirty {
-            match Pin::new(&mut self.ws).poll_flush(cx) {
-                Poll::Ready(Ok(())) => self.dirty = false,
+        if self.needs_flush {
+            match Pin::new(&mut self.transport).poll_flush(cx) {
+                Poll::Ready(Ok(())) => self.needs_flush = false,
                 Poll::Ready(Err(e)) => return Err(e),
                 Poll::Pending => {}
             }
         }
         Ok(())
+    }
+
+    /// Everything framed so far is in the transport's hands: account for it.
+    fn accepted(&mut self) {
+        if self.wbuf.capacity() > 2 * WRITE_BATCH {
+            self.wbuf = Vec::new();
+        }
+        if self.in_wbuf.is_empty() {
+            return;
+        }
+        let mut bytes = 0u64;
+        let mut data = 0u64;
+        for m in &self.in_wbuf {
+            if let Some(len) = data_len(m) {
+                data += 1;
+                bytes += len as u64;
+            }
+        }
+        // Only now may the fast path go again: its frames must follow these.
+        self.in_channel.fetch_sub(self.in_wbuf.len(), Ordering::AcqRel);
+        stats::add(&self.metrics.messages_sent, data);
+        stats::add(&self.metrics.bytes_sent, bytes);
+        self.metrics.buffered.fetch_sub(bytes, Ordering::Relaxed);
+        self.in_wbuf.clear();
+        if self.in_wbuf.capacity() > 64 {
+            self.in_wbuf = Vec::new();
+        }
     }
 }

@@ -22,7 +22,7 @@ use napi::bindgen_prelude::*;
 use napi::sys;
 use napi::threadsafe_function::{ThreadsafeCallContext, ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::JsValue;
-use tokio_tungstenite::tungstenite::{Bytes, Utf8Bytes};
+use tungstenite::{Bytes, Utf8Bytes};
 
 use crate::driver::ReadGate;
 use crate::errors::ConnError;

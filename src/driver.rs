@@ -251,8 +251,9 @@ impl Driver {
                     self.attempt = None;
                     match result {
                         Ok(opened) => {
+                            let protocol = opened.protocol.clone();
                             let (conn, sending) = OpenConn::new(
-                                opened.ws,
+                                opened,
                                 self.shared.metrics.clone(),
                                 self.shared.read_gate.clone(),
                                 &self.config.conn,
@@ -268,7 +269,7 @@ impl Driver {
                             if self.machine.is_reconnect() {
                                 stats::inc(&self.shared.metrics.reconnects);
                             }
-                            self.events.push(JsEvent::Open { protocol: opened.protocol });
+                            self.events.push(JsEvent::Open { protocol });
                             self.input(Input::Opened);
                         }
                         Err(error) => {

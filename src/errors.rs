@@ -47,24 +47,6 @@ pub const ERR_PONG_TIMEOUT: &str = "ERR_PONG_TIMEOUT";
 /// A `url`/`headers`/`protocols` provider threw or rejected.
 pub const ERR_PROVIDER: &str = "ERR_PROVIDER";
 
-/// Maps a tungstenite error on an open connection to (code, close code).
-pub fn from_ws_error(e: &tokio_tungstenite::tungstenite::Error) -> (ConnError, u16) {
-    use tokio_tungstenite::tungstenite::error::{CapacityError, Error, ProtocolError};
-    match e {
-        Error::Io(io) => (ConnError::new(ERR_SOCKET, io.to_string()), 1006),
-        Error::Utf8(msg) => (ConnError::new(ERR_INVALID_UTF8, msg.clone()), 1007),
-        Error::Capacity(c @ CapacityError::MessageTooLong { .. }) => {
-            (ConnError::new(ERR_MESSAGE_TOO_BIG, c.to_string()), 1009)
-        }
-        Error::Protocol(ProtocolError::ResetWithoutClosingHandshake) => (
-            ConnError::new(ERR_SOCKET, "connection reset without closing handshake"),
-            1006,
-        ),
-        Error::Protocol(p) => (ConnError::new(ERR_PROTOCOL, p.to_string()), 1002),
-        other => (ConnError::new(ERR_SOCKET, other.to_string()), 1006),
-    }
-}
-
 pub const ERR_TLS: &str = "ERR_TLS";
 /// The server's certificate was rejected.
 pub const ERR_TLS_CERT: &str = "ERR_TLS_CERT";

@@ -10,6 +10,7 @@ pub mod connection;
 pub mod delivery;
 pub mod driver;
 pub mod errors;
+pub mod frame;
 pub mod machine;
 pub mod options;
 pub mod outbox;

@@ -8,25 +8,26 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed};
 use std::sync::Arc;
 
-use tokio_tungstenite::tungstenite::Message;
+use tungstenite::Message;
 
 use crate::connection::data_len;
+use crate::frame;
 use crate::queue::Queue;
 use crate::stats::{self, Metrics};
-use crate::transport::{encode_client_frame, Writer};
+use crate::transport::Writer;
 
 /// The send fast path: frame the message here, on the JS thread, and cork it for one write
 /// at the end of this turn, without waking the driver. `Some(first)`: corked (`first`: schedule
 /// the uncork); `None`: the socket is backed up, use the driver.
 fn write_now(writer: &Writer, msg: &Message, metrics: &Metrics) -> Option<bool> {
     let (opcode, payload) = match msg {
-        Message::Text(t) => (1, t.as_bytes()),
-        Message::Binary(b) => (2, b.as_ref()),
+        Message::Text(t) => (frame::OPCODE_TEXT, t.as_bytes()),
+        Message::Binary(b) => (frame::OPCODE_BINARY, b.as_ref()),
         _ => return None,
     };
-    let mut frame = Vec::with_capacity(payload.len() + 14);
-    encode_client_frame(opcode, payload, &mut frame);
-    let first = writer.cork_frame(&frame)?;
+    let mut framed = Vec::with_capacity(payload.len() + 14);
+    frame::encode(opcode, payload, &mut framed);
+    let first = writer.cork_frame(&framed)?;
     stats::inc(&metrics.messages_sent);
     stats::add(&metrics.bytes_sent, payload.len() as u64);
     Some(first)

@@ -1,7 +1,7 @@
 //! The byte stream under the WebSocket: TCP, optionally tunnelled through an
 //! HTTP CONNECT proxy, optionally wrapped in TLS (rustls with ring).
 //!
-//! tokio-tungstenite has no proxy support, so the CONNECT exchange is written
+//! tungstenite has no proxy support, so the CONNECT exchange is written
 //! here by hand: one request, one response head, then the tunnel is ours.
 
 use std::io;
@@ -27,8 +27,7 @@ enum Stream {
     Tls(Box<TlsStream<TcpStream>>),
 }
 
-/// The write side of a plain TCP connection, shared by the driver (through
-/// tungstenite) and the JS thread's send fast path. Every write appends whole
+/// The write side of a plain TCP connection, shared by the driver and the JS thread's send fast path. Every write appends whole
 /// frames under the lock, so frames never interleave; what the socket does not
 /// take now waits in `pending`, which the driver flushes when it is writable.
 pub struct Writer {
@@ -47,7 +46,7 @@ struct WriterInner {
 /// Corked bytes past which the fast path writes without waiting for the end of the turn.
 const CORK_LIMIT: usize = 64 * 1024;
 
-/// Past this many unwritten bytes, writes wait (backpressure to tungstenite).
+/// Past this many unwritten bytes, writes wait (backpressure to the driver).
 const WRITE_HIGH_WATER: usize = 256 * 1024;
 
 impl Writer {
@@ -142,19 +141,11 @@ impl Writer {
     }
 }
 
-/// The connection's byte stream, with a read buffer that exists only while data
-/// flows. tungstenite reads in small steps (its buffer is kept small so that an
-/// idle connection costs a few KiB); this layer turns those steps into one
-/// large read system call, and frees its buffer whenever the socket runs dry.
+/// The connection's byte stream. Reads go straight to the socket (the frame
+/// decoder owns the buffers); writes of plain TCP go through the shared `Writer`.
 pub struct Transport {
     stream: Stream,
-    rbuf: Option<Box<[u8]>>,
-    pos: usize,
-    end: usize,
 }
-
-/// Size of one read from the socket under load.
-const READ_CHUNK: usize = 64 * 1024;
 
 impl Transport {
     fn plain(tcp: TcpStream) -> Self {
@@ -167,15 +158,8 @@ impl Transport {
             }),
             waker: Default::default(),
         });
-        Self::new(Stream::Plain(read, writer))
-    }
-
-    fn new(stream: Stream) -> Self {
         Transport {
-            stream,
-            rbuf: None,
-            pos: 0,
-            end: 0,
+            stream: Stream::Plain(read, writer),
         }
     }
 
@@ -186,49 +170,14 @@ impl Transport {
             Stream::Tls(_) => None,
         }
     }
-
-    fn poll_read_stream(&mut self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        match &mut self.stream {
-            Stream::Plain(s, _) => Pin::new(s).poll_read(cx, buf),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
 }
 
 impl AsyncRead for Transport {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, out: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if this.pos == this.end {
-            if out.remaining() >= READ_CHUNK {
-                return this.poll_read_stream(cx, out);
-            }
-            let mut chunk = this
-                .rbuf
-                .take()
-                .unwrap_or_else(|| vec![0u8; READ_CHUNK].into_boxed_slice());
-            let mut rb = ReadBuf::new(&mut chunk);
-            match this.poll_read_stream(cx, &mut rb) {
-                // Idle (or closed): the buffer goes; it comes back with the next data.
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Ready(Ok(())) => {
-                    let n = rb.filled().len();
-                    if n == 0 {
-                        return Poll::Ready(Ok(()));
-                    }
-                    this.pos = 0;
-                    this.end = n;
-                    this.rbuf = Some(chunk);
-                }
-            }
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().stream {
+            Stream::Plain(s, _) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
-        let Some(chunk) = this.rbuf.as_ref() else {
-            return Poll::Ready(Ok(()));
-        };
-        let n = out.remaining().min(this.end - this.pos);
-        out.put_slice(&chunk[this.pos..this.pos + n]);
-        this.pos += n;
-        Poll::Ready(Ok(()))
     }
 }
 
@@ -252,28 +201,6 @@ impl AsyncWrite for Transport {
             Stream::Plain(_, w) => w.poll_shutdown(cx),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
-    }
-}
-
-/// Encodes a masked client frame (RFC 6455 §5.2) for the fast path.
-pub fn encode_client_frame(opcode: u8, payload: &[u8], out: &mut Vec<u8>) {
-    out.push(0x80 | opcode);
-    let len = payload.len();
-    if len < 126 {
-        out.push(0x80 | len as u8);
-    } else if len <= 0xffff {
-        out.push(0x80 | 126);
-        out.extend_from_slice(&(len as u16).to_be_bytes());
-    } else {
-        out.push(0x80 | 127);
-        out.extend_from_slice(&(len as u64).to_be_bytes());
-    }
-    let mask = fastrand::u32(..).to_ne_bytes();
-    out.extend_from_slice(&mask);
-    let start = out.len();
-    out.extend_from_slice(payload);
-    for (i, b) in out[start..].iter_mut().enumerate() {
-        *b ^= mask[i & 3];
     }
 }
 
@@ -461,7 +388,9 @@ pub async fn open(
         .map_err(|e| ConnError::new(errors::ERR_TLS, format!("invalid server name {name}: {e}")))?;
     let connector = tokio_rustls::TlsConnector::from(config);
     match connector.connect(server_name, stream).await {
-        Ok(s) => Ok(Transport::new(Stream::Tls(Box::new(s)))),
+        Ok(s) => Ok(Transport {
+            stream: Stream::Tls(Box::new(s)),
+        }),
         Err(e) => Err(tls_error(e)),
     }
 }

@@ -1,0 +1,574 @@
+//! WebSocket framing of an open client connection (RFC 6455 §5): reading
+//! frames into messages, and encoding our masked frames.
+//!
+//! Written here rather than taken from tungstenite (which still does the
+//! upgrade request and response parsing): tungstenite keeps a read buffer for
+//! the whole life of a connection (4 KiB per idle connection, measured) and
+//! zero-fills it before every read. This reader holds no memory while the
+//! socket is idle, reads into uninitialised spare capacity, and reads a large
+//! payload straight into the one allocation that JavaScript then receives
+//! without a copy.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncRead, ReadBuf};
+use tungstenite::Utf8Bytes;
+
+use crate::errors::{self, ConnError};
+
+/// A message or control frame from the server.
+#[derive(Debug, PartialEq)]
+pub enum Incoming {
+    Text(Utf8Bytes),
+    Binary(Bytes),
+    Ping(Bytes),
+    Pong(Bytes),
+    /// `None`: the close frame had no status code (1005).
+    Close(Option<(u16, String)>),
+}
+
+/// Why reading stopped.
+#[derive(Debug)]
+pub enum WireError {
+    /// The peer closed TCP.
+    Eof,
+    Io(io::Error),
+    /// A framing rule was broken: we close with 1002.
+    Protocol(String),
+    /// A text message or close reason is not UTF-8: 1007.
+    Utf8(&'static str),
+    /// Over `maxPayload`: 1009.
+    TooBig {
+        size: u64,
+        max: usize,
+    },
+}
+
+impl WireError {
+    /// The error JS sees, and the close code we send and report.
+    pub fn to_conn_error(&self) -> (ConnError, u16) {
+        match self {
+            WireError::Eof => (
+                ConnError::new(errors::ERR_SOCKET, "connection closed without a closing handshake"),
+                1006,
+            ),
+            WireError::Io(e) => (ConnError::new(errors::ERR_SOCKET, e.to_string()), 1006),
+            WireError::Protocol(m) => (ConnError::new(errors::ERR_PROTOCOL, m.clone()), 1002),
+            WireError::Utf8(what) => (
+                ConnError::new(errors::ERR_INVALID_UTF8, format!("{what} is not valid UTF-8")),
+                1007,
+            ),
+            WireError::TooBig { size, max } => (
+                ConnError::new(
+                    errors::ERR_MESSAGE_TOO_BIG,
+                    format!("a message of {size} bytes exceeds maxPayload ({max})"),
+                ),
+                1009,
+            ),
+        }
+    }
+}
+
+fn protocol(m: impl Into<String>) -> WireError {
+    WireError::Protocol(m.into())
+}
+
+const OP_CONTINUATION: u8 = 0;
+const OP_TEXT: u8 = 1;
+const OP_BINARY: u8 = 2;
+const OP_CLOSE: u8 = 8;
+const OP_PING: u8 = 9;
+const OP_PONG: u8 = 10;
+
+/// Size of one read from the socket when frames are small.
+const READ_CHUNK: usize = 64 * 1024;
+/// A frame payload this large is read into its own allocation (no copy on the way to JS).
+const DIRECT_FROM: usize = 16 * 1024;
+
+#[derive(Clone, Copy, Debug)]
+struct Header {
+    fin: bool,
+    opcode: u8,
+    len: usize,
+}
+
+/// Parses a server frame header: `None` until `b` holds all of it.
+fn parse_header(b: &[u8]) -> Result<Option<(Header, usize)>, WireError> {
+    let [b0, b1, ..] = *b else { return Ok(None) };
+    if b0 & 0x70 != 0 {
+        return Err(protocol("a reserved bit is set and no extension was negotiated"));
+    }
+    let opcode = b0 & 0x0f;
+    if !matches!(
+        opcode,
+        OP_CONTINUATION | OP_TEXT | OP_BINARY | OP_CLOSE | OP_PING | OP_PONG
+    ) {
+        return Err(protocol(format!("reserved opcode {opcode}")));
+    }
+    if b1 & 0x80 != 0 {
+        return Err(protocol("the server sent a masked frame"));
+    }
+    let (len, header_len) = match b1 & 0x7f {
+        126 => match b.get(2..4) {
+            Some(l) => (u64::from(u16::from_be_bytes([l[0], l[1]])), 4),
+            None => return Ok(None),
+        },
+        127 => match b.get(2..10) {
+            Some(l) => (u64::from_be_bytes(l.try_into().expect("8 bytes")), 10),
+            None => return Ok(None),
+        },
+        n => (u64::from(n), 2),
+    };
+    if len >> 63 != 0 {
+        return Err(protocol("frame length has its most significant bit set"));
+    }
+    let len = usize::try_from(len).map_err(|_| WireError::TooBig {
+        size: len,
+        max: usize::MAX,
+    })?;
+    let header = Header {
+        fin: b0 & 0x80 != 0,
+        opcode,
+        len,
+    };
+    Ok(Some((header, header_len)))
+}
+
+/// Close codes a peer may send (RFC 6455 §7.4, and the IANA registry up to 1014).
+fn valid_close_code(code: u16) -> bool {
+    matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
+}
+
+/// A fragmented message being put together.
+struct Partial {
+    text: bool,
+    data: Vec<u8>,
+}
+
+/// Turns the bytes of one connection into messages.
+pub struct Decoder {
+    /// Read but not yet parsed. Empty and unallocated whenever the socket is idle.
+    buf: BytesMut,
+    /// The frame whose payload is being read.
+    frame: Option<Header>,
+    /// The payload of a large frame, read into its own allocation.
+    direct: Option<Vec<u8>>,
+    partial: Option<Partial>,
+    max_payload: usize,
+}
+
+impl Decoder {
+    /// `leftover`: what followed the upgrade response in the same read.
+    pub fn new(leftover: BytesMut, max_payload: usize) -> Self {
+        Decoder {
+            buf: leftover,
+            frame: None,
+            direct: None,
+            partial: None,
+            max_payload,
+        }
+    }
+
+    /// The next frame worth reporting, reading from `io` as needed.
+    pub fn poll_next<R: AsyncRead + Unpin>(
+        &mut self,
+        cx: &mut Context<'_>,
+        io: &mut R,
+    ) -> Poll<Result<Incoming, WireError>> {
+        loop {
+            if let Some(frame) = self.decode()? {
+                return Poll::Ready(Ok(frame));
+            }
+            match self.poll_read(cx, io) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(WireError::Eof)),
+                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(WireError::Io(e))),
+                Poll::Pending => {
+                    if self.buf.is_empty() {
+                        // Idle: the buffer goes, and comes back with the next data.
+                        self.buf = BytesMut::new();
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+
+    fn poll_read<R: AsyncRead + Unpin>(&mut self, cx: &mut Context<'_>, io: &mut R) -> Poll<io::Result<usize>> {
+        let spare = match (&self.frame, &mut self.direct) {
+            // Exactly the rest of the large payload: its allocation then holds nothing else.
+            (Some(h), Some(v)) => {
+                let missing = h.len - v.len();
+                &mut v.spare_capacity_mut()[..missing]
+            }
+            _ => {
+                if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
+                    self.buf.reserve(READ_CHUNK);
+                }
+                self.buf.spare_capacity_mut()
+            }
+        };
+        let mut rb = ReadBuf::uninit(spare);
+        std::task::ready!(Pin::new(io).poll_read(cx, &mut rb))?;
+        let n = rb.filled().len();
+        // SAFETY: `poll_read` initialised the first `n` bytes of the spare capacity.
+        unsafe {
+            match &mut self.direct {
+                Some(v) if self.frame.is_some() => v.set_len(v.len() + n),
+                _ => self.buf.set_len(self.buf.len() + n),
+            }
+        }
+        Poll::Ready(Ok(n))
+    }
+
+    /// Parses what is buffered: the next message or control frame, or `None` when more bytes are needed.
+    fn decode(&mut self) -> Result<Option<Incoming>, WireError> {
+        loop {
+            let h = match self.frame {
+                Some(h) => h,
+                None => {
+                    let Some((h, header_len)) = parse_header(&self.buf)? else {
+                        return Ok(None);
+                    };
+                    self.check(&h)?;
+                    self.buf.advance(header_len);
+                    self.frame = Some(h);
+                    h
+                }
+            };
+            let payload = if let Some(v) = &self.direct {
+                if v.len() < h.len {
+                    return Ok(None);
+                }
+                Bytes::from(self.direct.take().expect("direct payload"))
+            } else if self.buf.len() >= h.len {
+                self.buf.split_to(h.len).freeze()
+            } else if h.len >= DIRECT_FROM {
+                let mut v = Vec::with_capacity(h.len);
+                v.extend_from_slice(&self.buf);
+                self.buf.clear();
+                self.direct = Some(v);
+                return Ok(None);
+            } else {
+                return Ok(None);
+            };
+            self.frame = None;
+            if let Some(frame) = self.complete(h, payload)? {
+                return Ok(Some(frame));
+            }
+        }
+    }
+
+    /// Rules a header must meet before its payload is read.
+    fn check(&self, h: &Header) -> Result<(), WireError> {
+        if h.opcode >= OP_CLOSE {
+            if !h.fin {
+                return Err(protocol("a fragmented control frame"));
+            }
+            if h.len > 125 {
+                return Err(protocol("a control frame longer than 125 bytes"));
+            }
+            return Ok(());
+        }
+        match (h.opcode, &self.partial) {
+            (OP_CONTINUATION, None) => return Err(protocol("a continuation frame with no message to continue")),
+            (OP_TEXT | OP_BINARY, Some(_)) => {
+                return Err(protocol("a new message began before the fragmented one ended"))
+            }
+            _ => {}
+        }
+        let before = self.partial.as_ref().map_or(0, |p| p.data.len());
+        let size = before as u64 + h.len as u64;
+        if size > self.max_payload as u64 {
+            return Err(WireError::TooBig {
+                size,
+                max: self.max_payload,
+            });
+        }
+        Ok(())
+    }
+
+    fn complete(&mut self, h: Header, payload: Bytes) -> Result<Option<Incoming>, WireError> {
+        let message = |text: bool, data: Bytes| -> Result<Incoming, WireError> {
+            if text {
+                Utf8Bytes::try_from(data)
+                    .map(Incoming::Text)
+                    .map_err(|_| WireError::Utf8("a text message"))
+            } else {
+                Ok(Incoming::Binary(data))
+            }
+        };
+        Ok(Some(match h.opcode {
+            OP_TEXT | OP_BINARY if h.fin => message(h.opcode == OP_TEXT, payload)?,
+            OP_TEXT | OP_BINARY => {
+                self.partial = Some(Partial {
+                    text: h.opcode == OP_TEXT,
+                    data: payload.into(),
+                });
+                return Ok(None);
+            }
+            OP_CONTINUATION => {
+                let p = self.partial.as_mut().expect("checked: a message is in progress");
+                p.data.extend_from_slice(&payload);
+                if !h.fin {
+                    return Ok(None);
+                }
+                let p = self.partial.take().expect("partial message");
+                message(p.text, Bytes::from(p.data))?
+            }
+            OP_PING => Incoming::Ping(payload),
+            OP_PONG => Incoming::Pong(payload),
+            _ => Incoming::Close(match payload.len() {
+                0 => None,
+                1 => return Err(protocol("a close frame with a 1-byte payload")),
+                _ => {
+                    let code = u16::from_be_bytes([payload[0], payload[1]]);
+                    if !valid_close_code(code) {
+                        return Err(protocol(format!("invalid close code {code}")));
+                    }
+                    let reason = std::str::from_utf8(&payload[2..]).map_err(|_| WireError::Utf8("a close reason"))?;
+                    Some((code, reason.to_owned()))
+                }
+            }),
+        }))
+    }
+}
+
+/// Encodes a masked client frame (RFC 6455 §5.2).
+pub fn encode(opcode: u8, payload: &[u8], out: &mut Vec<u8>) {
+    out.reserve(payload.len() + 14);
+    out.push(0x80 | opcode);
+    let len = payload.len();
+    if len < 126 {
+        out.push(0x80 | len as u8);
+    } else if len <= 0xffff {
+        out.push(0x80 | 126);
+        out.extend_from_slice(&(len as u16).to_be_bytes());
+    } else {
+        out.push(0x80 | 127);
+        out.extend_from_slice(&(len as u64).to_be_bytes());
+    }
+    let mask = fastrand::u32(..).to_ne_bytes();
+    out.extend_from_slice(&mask);
+    let start = out.len();
+    out.extend_from_slice(payload);
+    for (i, b) in out[start..].iter_mut().enumerate() {
+        *b ^= mask[i & 3];
+    }
+}
+
+/// Encodes a close frame; the reason is cut (at a character boundary) to fit 125 bytes.
+pub fn encode_close(code: u16, reason: &str, out: &mut Vec<u8>) {
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut payload = Vec::with_capacity(2 + end);
+    payload.extend_from_slice(&code.to_be_bytes());
+    payload.extend_from_slice(&reason.as_bytes()[..end]);
+    encode(OP_CLOSE, &payload, out);
+}
+
+pub const OPCODE_TEXT: u8 = OP_TEXT;
+pub const OPCODE_BINARY: u8 = OP_BINARY;
+pub const OPCODE_PING: u8 = OP_PING;
+pub const OPCODE_PONG: u8 = OP_PONG;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reader that hands out its bytes `step` at a time, then EOF.
+    struct Chunks {
+        data: Vec<u8>,
+        pos: usize,
+        step: usize,
+    }
+
+    impl AsyncRead for Chunks {
+        fn poll_read(mut self: Pin<&mut Self>, _: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+            let n = self.step.min(self.data.len() - self.pos).min(buf.remaining());
+            let start = self.pos;
+            buf.put_slice(&self.data[start..start + n]);
+            self.pos += n;
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    fn server_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+        let mut out = vec![(u8::from(fin) << 7) | opcode];
+        match payload.len() {
+            n if n < 126 => out.push(n as u8),
+            n if n <= 0xffff => {
+                out.push(126);
+                out.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                out.push(127);
+                out.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        out.extend_from_slice(payload);
+        out
+    }
+
+    /// Every frame decoded from `data`, read `step` bytes at a time, and how it ended.
+    fn decode_all(data: Vec<u8>, step: usize, max: usize) -> (Vec<Incoming>, WireError) {
+        let mut io = Chunks { data, pos: 0, step };
+        let mut d = Decoder::new(BytesMut::new(), max);
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut out = Vec::new();
+        loop {
+            match d.poll_next(&mut cx, &mut io) {
+                Poll::Ready(Ok(f)) => out.push(f),
+                Poll::Ready(Err(e)) => return (out, e),
+                Poll::Pending => unreachable!("the test reader never blocks"),
+            }
+        }
+    }
+
+    #[test]
+    fn messages_survive_any_read_split() {
+        let big: Vec<u8> = (0..70_000u32).map(|i| i as u8).collect();
+        let mut data = Vec::new();
+        data.extend(server_frame(true, OP_TEXT, b"hello"));
+        data.extend(server_frame(false, OP_TEXT, "h\u{e9}".as_bytes()[..2].as_ref()));
+        data.extend(server_frame(true, OP_PING, b"p"));
+        data.extend(server_frame(false, OP_CONTINUATION, &"h\u{e9}".as_bytes()[2..]));
+        data.extend(server_frame(true, OP_CONTINUATION, b"!"));
+        data.extend(server_frame(true, OP_BINARY, &big));
+        data.extend(server_frame(true, OP_BINARY, &big[..20_000]));
+        data.extend(server_frame(true, OP_PONG, b""));
+        data.extend(server_frame(true, OP_CLOSE, &[0x03, 0xe8, b'b', b'y', b'e']));
+        for step in [1, 2, 3, 7, 1000, 16_384, 65_536, 1 << 20] {
+            let (frames, end) = decode_all(data.clone(), step, 1 << 20);
+            assert!(matches!(end, WireError::Eof), "step {step}: {end:?}");
+            assert_eq!(
+                frames,
+                vec![
+                    Incoming::Text("hello".into()),
+                    Incoming::Ping(Bytes::from_static(b"p")),
+                    Incoming::Text("h\u{e9}!".into()),
+                    Incoming::Binary(Bytes::from(big.clone())),
+                    Incoming::Binary(Bytes::from(big[..20_000].to_vec())),
+                    Incoming::Pong(Bytes::new()),
+                    Incoming::Close(Some((1000, "bye".into()))),
+                ],
+                "step {step}"
+            );
+        }
+    }
+
+    fn first_error(data: Vec<u8>, max: usize) -> WireError {
+        let (frames, e) = decode_all(data, 1 << 20, max);
+        assert!(frames.is_empty(), "{frames:?}");
+        e
+    }
+
+    #[test]
+    fn protocol_violations_are_refused() {
+        let proto = |data: Vec<u8>| matches!(first_error(data, 1 << 20), WireError::Protocol(_));
+        assert!(proto(vec![0xc1, 0x00]), "RSV1 without an extension");
+        assert!(proto(vec![0x83, 0x00]), "reserved opcode");
+        assert!(proto(vec![0x81, 0x81, 1, 2, 3, 4, b'x']), "masked server frame");
+        assert!(
+            proto(server_frame(true, OP_CONTINUATION, b"x")),
+            "continuation of nothing"
+        );
+        assert!(proto(server_frame(false, OP_PING, b"x")), "fragmented control frame");
+        assert!(proto(server_frame(true, OP_PING, &[0; 126])), "long control frame");
+        let mut two_starts = server_frame(false, OP_TEXT, b"a");
+        two_starts.extend(server_frame(true, OP_TEXT, b"b"));
+        assert!(proto(two_starts), "a new message inside a fragmented one");
+        assert!(proto(server_frame(true, OP_CLOSE, &[3])), "1-byte close payload");
+        assert!(
+            proto(server_frame(true, OP_CLOSE, &1005u16.to_be_bytes())),
+            "reserved close code"
+        );
+        assert!(
+            proto(vec![0x82, 127, 0x80, 0, 0, 0, 0, 0, 0, 0]),
+            "64-bit length with the top bit"
+        );
+        assert!(matches!(
+            first_error(server_frame(true, OP_TEXT, &[0xc3, 0x28]), 100),
+            WireError::Utf8(_)
+        ));
+        let mut bad_reason = 1000u16.to_be_bytes().to_vec();
+        bad_reason.push(0xff);
+        assert!(matches!(
+            first_error(server_frame(true, OP_CLOSE, &bad_reason), 100),
+            WireError::Utf8(_)
+        ));
+    }
+
+    #[test]
+    fn max_payload_counts_whole_messages() {
+        assert!(matches!(
+            first_error(server_frame(true, OP_BINARY, &[0; 101]), 100),
+            WireError::TooBig { size: 101, max: 100 }
+        ));
+        let mut fragments = server_frame(false, OP_BINARY, &[0; 60]);
+        fragments.extend(server_frame(true, OP_CONTINUATION, &[0; 60]));
+        assert!(matches!(
+            first_error(fragments, 100),
+            WireError::TooBig { size: 120, max: 100 }
+        ));
+        let (frames, _) = decode_all(server_frame(true, OP_BINARY, &[0; 100]), 7, 100);
+        assert_eq!(frames.len(), 1);
+    }
+
+    #[test]
+    fn the_buffer_is_released_when_the_socket_goes_idle() {
+        struct Once(Option<Vec<u8>>);
+        impl AsyncRead for Once {
+            fn poll_read(mut self: Pin<&mut Self>, _: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+                match self.0.take() {
+                    Some(d) => {
+                        buf.put_slice(&d);
+                        Poll::Ready(Ok(()))
+                    }
+                    None => Poll::Pending,
+                }
+            }
+        }
+        let mut io = Once(Some(server_frame(true, OP_TEXT, b"hi")));
+        let mut d = Decoder::new(BytesMut::new(), 100);
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        assert!(matches!(
+            d.poll_next(&mut cx, &mut io),
+            Poll::Ready(Ok(Incoming::Text(_)))
+        ));
+        assert!(d.buf.capacity() > 0);
+        assert!(d.poll_next(&mut cx, &mut io).is_pending());
+        assert_eq!(d.buf.capacity(), 0);
+    }
+
+    #[test]
+    fn encoded_frames_unmask_to_the_payload() {
+        for len in [0usize, 125, 126, 65_535, 65_536] {
+            let payload: Vec<u8> = (0..len).map(|i| (i * 7) as u8).collect();
+            let mut out = Vec::new();
+            encode(OP_BINARY, &payload, &mut out);
+            let header = match len {
+                n if n < 126 => 2,
+                n if n <= 0xffff => 4,
+                _ => 10,
+            };
+            assert_eq!(out[0], 0x82);
+            assert_eq!(out[1] & 0x80, 0x80, "client frames are masked");
+            let mask = &out[header..header + 4];
+            let unmasked: Vec<u8> = out[header + 4..]
+                .iter()
+                .enumerate()
+                .map(|(i, b)| b ^ mask[i & 3])
+                .collect();
+            assert_eq!(unmasked, payload);
+        }
+        let mut out = Vec::new();
+        encode_close(1000, &"\u{e9}".repeat(100), &mut out);
+        assert_eq!(out[1] & 0x7f, 124, "cut to 122 bytes of whole characters + the code");
+    }
+}
