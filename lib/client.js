@@ -145,7 +145,8 @@ class ReconnectingWebSocket extends EventEmitter {
   #protocol = ''
   /** A disconnect() is in progress: driver events do not move the state away from 'closing'. */
   #closing = false
-  #waiters = []
+  /** Resolvers of pending disconnect() calls (created on first use, like the WHATWG listener state). */
+  #waiters = null
   /** reconnecting-websocket's retry counter (see `retryCount`). */
   #retries = -1
   #openedAt = 0
@@ -155,8 +156,8 @@ class ReconnectingWebSocket extends EventEmitter {
   #pendingError = null
   #suppressClose = false
   #readyStateOverride = undefined
-  #listeners
-  #on = { open: null, message: null, close: null, error: null }
+  #listeners = null
+  #on = null
   #unlistenSignal = null
   /** Number of messages() iterators over their high-water mark: reading is paused while > 0. */
   #pausers = 0
@@ -181,7 +182,6 @@ class ReconnectingWebSocket extends EventEmitter {
     }
     const opts = parseOptions(normalized)
     this.#compat = compat
-    this.#listeners = new Listeners(!compat)
     this.#urlOption = parsed
     this.#headersOption = opts.headers
     this.#protocolsOption = opts.protocols
@@ -312,7 +312,7 @@ class ReconnectingWebSocket extends EventEmitter {
     }
     this.#closing = true
     this.#state = 'closing'
-    return new Promise((resolve) => this.#waiters.push(resolve))
+    return new Promise((resolve) => (this.#waiters ??= []).push(resolve))
   }
 
   /** The WHATWG name of `disconnect()` (it returns nothing; use `disconnect()` to await). */
@@ -476,51 +476,56 @@ class ReconnectingWebSocket extends EventEmitter {
   // WHATWG listeners, beside the EventEmitter ones.
 
   addEventListener(type, listener, options) {
-    this.#listeners.add(type, listener, options)
+    ;(this.#listeners ??= new Listeners(!this.#compat)).add(type, listener, options)
   }
 
   removeEventListener(type, listener) {
-    this.#listeners.remove(type, listener)
+    this.#listeners?.remove(type, listener)
   }
 
   /** Delivers `event` to the addEventListener listeners of its type. */
   dispatchEvent(event) {
-    this.#listeners.dispatch(event, this, rethrowLater)
+    this.#listeners?.dispatch(event, this, rethrowLater)
     return true
   }
 
   get onopen() {
-    return this.#on.open
+    return this.#on?.open ?? null
   }
   set onopen(fn) {
-    this.#on.open = typeof fn === 'function' ? fn : null
+    this.#handlers().open = typeof fn === 'function' ? fn : null
   }
   get onmessage() {
-    return this.#on.message
+    return this.#on?.message ?? null
   }
   set onmessage(fn) {
-    this.#on.message = typeof fn === 'function' ? fn : null
+    this.#handlers().message = typeof fn === 'function' ? fn : null
   }
   get onclose() {
-    return this.#on.close
+    return this.#on?.close ?? null
   }
   set onclose(fn) {
-    this.#on.close = typeof fn === 'function' ? fn : null
+    this.#handlers().close = typeof fn === 'function' ? fn : null
   }
   get onerror() {
-    return this.#on.error
+    return this.#on?.error ?? null
   }
   set onerror(fn) {
-    this.#on.error = typeof fn === 'function' ? fn : null
+    this.#handlers().error = typeof fn === 'function' ? fn : null
+  }
+
+  /** The on<type> handlers, created when one is first set. */
+  #handlers() {
+    return (this.#on ??= { open: null, message: null, close: null, error: null })
   }
 
   #wants(type) {
-    return this.#on[type] !== null || this.#listeners.has(type)
+    return (this.#on !== null && this.#on[type] !== null) || this.#listeners?.has(type) === true
   }
 
   /** `on<type>` first, then the listeners (reconnecting-websocket's order). */
   #fire(event) {
-    const handler = this.#on[event.type]
+    const handler = this.#on?.[event.type]
     if (handler) {
       try {
         handler.call(this, event)
@@ -528,7 +533,7 @@ class ReconnectingWebSocket extends EventEmitter {
         rethrowLater(err)
       }
     }
-    this.#listeners.dispatch(event, this, rethrowLater)
+    this.#listeners?.dispatch(event, this, rethrowLater)
   }
 
   #fireWithReadyState(readyState, event) {
@@ -686,8 +691,8 @@ class ReconnectingWebSocket extends EventEmitter {
 
   #resolveWaiters(discarded) {
     const waiters = this.#waiters
-    this.#waiters = []
-    for (const resolve of waiters) resolve({ discarded })
+    this.#waiters = null
+    if (waiters) for (const resolve of waiters) resolve({ discarded })
   }
 
   /** Runs the url/headers/protocols providers for one attempt; the native side bounds the wait. */

@@ -83,10 +83,15 @@ const OP_CLOSE: u8 = 8;
 const OP_PING: u8 = 9;
 const OP_PONG: u8 = 10;
 
-/// Size of one read from the socket when frames are small.
+/// Size of one read from the socket when frames are small and data keeps coming.
 const READ_CHUNK: usize = 64 * 1024;
+/// The first read after an idle spell: most wake-ups carry a message or two, and a
+/// connection that only ever sees a close frame should not allocate 64 KiB for it.
+const FIRST_READ: usize = 2 * 1024;
 /// A frame payload this large is read into its own allocation (no copy on the way to JS).
 const DIRECT_FROM: usize = 16 * 1024;
+/// The longest frame header (RFC 6455 §5.2; servers do not mask).
+const MAX_HEADER: usize = 10;
 
 #[derive(Clone, Copy, Debug)]
 struct Header {
@@ -157,6 +162,11 @@ pub struct Decoder {
     /// The payload of a large frame, read into its own allocation.
     direct: Option<Vec<u8>>,
     partial: Option<Partial>,
+    /// The last payload was read directly: the next one likely is too, so read only its
+    /// header first (one small read instead of copying most of a payload out of `buf`).
+    after_direct: bool,
+    /// Grows from `FIRST_READ` to `READ_CHUNK` while reads fill the buffer; back to `FIRST_READ` when idle.
+    read_size: usize,
     max_payload: usize,
 }
 
@@ -168,6 +178,8 @@ impl Decoder {
             frame: None,
             direct: None,
             partial: None,
+            after_direct: false,
+            read_size: FIRST_READ,
             max_payload,
         }
     }
@@ -190,6 +202,7 @@ impl Decoder {
                     if self.buf.is_empty() {
                         // Idle: the buffer goes, and comes back with the next data.
                         self.buf = BytesMut::new();
+                        self.read_size = FIRST_READ;
                     }
                     return Poll::Pending;
                 }
@@ -205,10 +218,16 @@ impl Decoder {
                 &mut v.spare_capacity_mut()[..missing]
             }
             _ => {
-                if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
-                    self.buf.reserve(READ_CHUNK);
+                if self.buf.capacity() - self.buf.len() < self.read_size / 4 {
+                    self.buf.reserve(self.read_size);
                 }
-                self.buf.spare_capacity_mut()
+                let spare = self.buf.spare_capacity_mut();
+                if self.after_direct && self.frame.is_none() {
+                    let n = spare.len().min(MAX_HEADER);
+                    &mut spare[..n]
+                } else {
+                    spare
+                }
             }
         };
         let mut rb = ReadBuf::uninit(spare);
@@ -218,7 +237,13 @@ impl Decoder {
         unsafe {
             match &mut self.direct {
                 Some(v) if self.frame.is_some() => v.set_len(v.len() + n),
-                _ => self.buf.set_len(self.buf.len() + n),
+                _ => {
+                    self.buf.set_len(self.buf.len() + n);
+                    if n >= self.read_size && self.read_size < READ_CHUNK {
+                        // The socket had more than we asked for: ask for more next time.
+                        self.read_size *= 2;
+                    }
+                }
             }
         }
         Poll::Ready(Ok(n))
@@ -243,8 +268,10 @@ impl Decoder {
                 if v.len() < h.len {
                     return Ok(None);
                 }
+                self.after_direct = true;
                 Bytes::from(self.direct.take().expect("direct payload"))
             } else if self.buf.len() >= h.len {
+                self.after_direct = false;
                 self.buf.split_to(h.len).freeze()
             } else if h.len >= DIRECT_FROM {
                 let mut v = Vec::with_capacity(h.len);
