@@ -161,7 +161,8 @@ pub struct Decoder {
     frame: Option<Header>,
     /// The payload of a large frame, read into its own allocation.
     direct: Option<Vec<u8>>,
-    partial: Option<Partial>,
+    /// Boxed: rare, and the decoder lives inline in every open connection's task.
+    partial: Option<Box<Partial>>,
     /// The last payload was read directly: the next one likely is too, so read only its
     /// header first (one small read instead of copying most of a payload out of `buf`).
     after_direct: bool,
@@ -331,10 +332,10 @@ impl Decoder {
         Ok(Some(match h.opcode {
             OP_TEXT | OP_BINARY if h.fin => message(h.opcode == OP_TEXT, payload)?,
             OP_TEXT | OP_BINARY => {
-                self.partial = Some(Partial {
+                self.partial = Some(Box::new(Partial {
                     text: h.opcode == OP_TEXT,
                     data: payload.into(),
-                });
+                }));
                 return Ok(None);
             }
             OP_CONTINUATION => {

@@ -178,10 +178,11 @@ pub struct Machine {
     /// In `Closing`: start a fresh connection once the close completes.
     reconnect_after_close: bool,
     /// In `Connecting`: a flushing disconnect closes as soon as the connection opens.
-    close_when_open: Option<(u16, String)>,
-    deciding: Option<Failure>,
+    // Rarely set, so boxed: the machine lives inline in every active client's task.
+    close_when_open: Option<Box<(u16, String)>>,
+    deciding: Option<Box<Failure>>,
     current_is_reconnect: bool,
-    last_error: Option<ConnError>,
+    last_error: Option<Box<ConnError>>,
     rng: fastrand::Rng,
 }
 
@@ -239,7 +240,7 @@ impl Machine {
             }
             (Connecting, Input::Disconnect { code, reason, flush }) => {
                 if flush {
-                    self.close_when_open = Some((code, reason));
+                    self.close_when_open = Some(Box::new((code, reason)));
                     out.push(Action::ArmCloseDeadline);
                 } else {
                     self.abandon_attempt(out);
@@ -250,7 +251,7 @@ impl Machine {
                 self.phase = Open;
                 self.opened_at = now_ms;
                 out.push(Action::Emit(Event::Open));
-                if let Some((code, reason)) = self.close_when_open.take() {
+                if let Some((code, reason)) = self.close_when_open.take().map(|b| *b) {
                     self.phase = Closing;
                     self.reconnect_after_close = false;
                     out.push(Action::StartClose { code, reason });
@@ -258,7 +259,7 @@ impl Machine {
             }
             (Connecting, Input::AttemptFailed { error, retry }) => {
                 out.push(Action::Emit(Event::Error(error.clone())));
-                self.last_error = Some(error);
+                self.last_error = Some(Box::new(error));
                 if self.close_when_open.take().is_some() {
                     self.emit_close(1006, String::new(), false, false, out);
                     self.finish_disconnect(out);
@@ -299,14 +300,14 @@ impl Machine {
                 }
                 if let Some(error) = error {
                     out.push(Action::Emit(Event::Error(error.clone())));
-                    self.last_error = Some(error);
+                    self.last_error = Some(Box::new(error));
                 } else if !retry.default {
-                    self.last_error = Some(ConnError::new(
+                    self.last_error = Some(Box::new(ConnError::new(
                         crate::errors::ERR_CLOSED,
                         format!("the server closed the connection with code {code} {reason}")
                             .trim_end()
                             .to_owned(),
-                    ));
+                    )));
                 }
                 self.fail(
                     Failure {
@@ -346,7 +347,7 @@ impl Machine {
             }
             (Deciding, Input::Decided { retry }) => {
                 if let Some(f) = self.deciding.take() {
-                    self.conclude(f, retry, out);
+                    self.conclude(*f, retry, out);
                 }
             }
             (Deciding, Input::Connect) | (Deciding, Input::Reconnect { .. }) => {
@@ -405,7 +406,7 @@ impl Machine {
             self.give_up("maxRetries", f, out);
         } else if self.policy.ask {
             self.phase = Phase::Deciding;
-            self.deciding = Some(f);
+            self.deciding = Some(Box::new(f));
             out.push(Action::AskPolicy { attempt: self.failures });
         } else {
             let retry = f.retry.default;
@@ -437,7 +438,7 @@ impl Machine {
         out.push(Action::Emit(Event::GiveUp {
             attempts: self.failures,
             reason,
-            last_error: self.last_error.take(),
+            last_error: self.last_error.take().map(|b| *b),
         }));
         self.phase = Phase::Idle;
         out.push(Action::Finish);
@@ -460,7 +461,7 @@ impl Machine {
     /// `disconnect()` with no connection: done now, or (flush) connect, write the queue, then close.
     fn disconnect_without_connection(&mut self, code: u16, reason: String, flush: bool, out: &mut Vec<Action>) {
         if flush {
-            self.close_when_open = Some((code, reason));
+            self.close_when_open = Some(Box::new((code, reason)));
             out.push(Action::ArmCloseDeadline);
             self.start_attempt(true, out);
         } else {
