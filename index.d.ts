@@ -228,6 +228,8 @@ export interface ClientStats {
   pendingAttempts: number
   /** Heartbeat timers (one per open connection with `pingInterval` > 0). */
   heartbeats: number
+  /** TLS configurations alive: one per distinct trust setting (`tls.ca`, `rejectUnauthorized`), shared by its clients. */
+  tlsConfigs: number
 }
 
 export interface ReconnectingWebSocketEvents {

@@ -7,7 +7,7 @@ import net from 'node:net'
 import test from 'ava'
 import { WebSocketServer } from 'ws'
 
-import { ReconnectingWebSocket, type RedialError } from '../index.js'
+import { ReconnectingWebSocket, clientStats, type RedialError } from '../index.js'
 import { makeCerts } from './certs.js'
 import { Recorder, acceptUpgrade, quiescent, rawServer, until, wsServer } from './helpers.js'
 
@@ -82,6 +82,33 @@ test.serial('wss:// with a CA made at test time: connects and echoes', async (t)
   await new Recorder(byIp).next('open')
   await byIp.disconnect()
   await quiescent()
+  await server.close()
+})
+
+test.serial('clients with the same trust settings share one TLS config, released with its last client', async (t) => {
+  const server = await wssServer()
+  const gcUntil = async (ok: () => boolean, what: string) => {
+    await until(() => {
+      global.gc!()
+      return ok()
+    }, what)
+  }
+  // Configs of earlier tests' clients may still await collection.
+  await gcUntil(() => clientStats().tlsConfigs === 0, 'no TLS config alive at the start')
+  const open = async (tls: object) => {
+    const c = new ReconnectingWebSocket(`wss://localhost:${server.port}/`, { tls })
+    await new Recorder(c).next('open')
+    return c
+  }
+  let clients = [await open({ ca: certs.ca }), await open({ ca: certs.ca }), await open({ ca: certs.ca })]
+  t.is(clientStats().tlsConfigs, 1, 'three clients, one config')
+  clients.push(await open({ rejectUnauthorized: false }))
+  t.is(clientStats().tlsConfigs, 2, 'other trust settings, another config')
+  await Promise.all(clients.map((c) => c.disconnect()))
+  await quiescent()
+  t.is(clientStats().tlsConfigs, 2, 'disconnected clients keep their config for the next connect()')
+  clients = []
+  await gcUntil(() => clientStats().tlsConfigs === 0, 'configs released with their clients')
   await server.close()
 })
 

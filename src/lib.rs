@@ -45,6 +45,8 @@ pub struct ClientStats {
     pub pending_attempts: f64,
     /// Heartbeat timers (one per open connection when `pingInterval` > 0).
     pub heartbeats: f64,
+    /// TLS configurations alive: one per distinct trust setting, shared by its clients.
+    pub tls_configs: f64,
 }
 
 #[napi]
@@ -58,6 +60,7 @@ pub fn client_stats() -> ClientStats {
         running_tasks: g.running_drivers.load(Relaxed) as f64,
         pending_attempts: g.pending_attempts.load(Relaxed) as f64,
         heartbeats: g.heartbeats.load(Relaxed) as f64,
+        tls_configs: transport::live_tls_configs() as f64,
     }
 }
 

@@ -265,6 +265,31 @@ fn default_roots() -> Arc<RootCertStore> {
         .clone()
 }
 
+/// Configs in use, by trust settings (`rejectUnauthorized`, extra CAs).
+type ConfigCache = Vec<((bool, Vec<String>), std::sync::Weak<ClientConfig>)>;
+static SHARED_CONFIGS: Mutex<ConfigCache> = Mutex::new(Vec::new());
+
+/// Clients with the same trust settings share one rustls config while any of them uses it:
+/// its root store (webpki + the system bundle) is about 100 KiB, too much to copy per client,
+/// and its session cache then lets a client resume another's TLS session, as Node's agent does.
+fn shared_client_config(opts: &TlsOptions) -> Result<Arc<ClientConfig>, String> {
+    let key = (opts.reject_unauthorized, opts.ca.clone());
+    let mut cache = SHARED_CONFIGS.lock().unwrap_or_else(|p| p.into_inner());
+    cache.retain(|(_, config)| config.strong_count() > 0);
+    if let Some(config) = cache.iter().find(|(k, _)| *k == key).and_then(|(_, c)| c.upgrade()) {
+        return Ok(config);
+    }
+    let config = client_config(opts)?;
+    cache.push((key, Arc::downgrade(&config)));
+    Ok(config)
+}
+
+/// rustls configs alive (`clientStats().tlsConfigs`).
+pub fn live_tls_configs() -> usize {
+    let cache = SHARED_CONFIGS.lock().unwrap_or_else(|p| p.into_inner());
+    cache.iter().filter(|(_, config)| config.strong_count() > 0).count()
+}
+
 pub fn client_config(opts: &TlsOptions) -> Result<Arc<ClientConfig>, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ClientConfig::builder_with_provider(provider.clone())
@@ -379,7 +404,7 @@ pub async fn open(
         return Ok(Transport::plain(stream));
     }
     let config = tls
-        .get_or_init(|| client_config(tls_options))
+        .get_or_init(|| shared_client_config(tls_options))
         .as_ref()
         .map_err(|e| ConnError::new(errors::ERR_TLS, e.clone()))?
         .clone();
