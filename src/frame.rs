@@ -599,4 +599,87 @@ mod tests {
         encode_close(1000, &"\u{e9}".repeat(100), &mut out);
         assert_eq!(out[1] & 0x7f, 124, "cut to 122 bytes of whole characters + the code");
     }
+
+    /// A reader that hands out its bytes in the given sizes (cycled), then EOF.
+    struct Splits {
+        data: Vec<u8>,
+        pos: usize,
+        sizes: Vec<usize>,
+        turn: usize,
+    }
+
+    impl AsyncRead for Splits {
+        fn poll_read(mut self: Pin<&mut Self>, _: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+            let step = self.sizes[self.turn % self.sizes.len()];
+            self.turn += 1;
+            let n = step.min(self.data.len() - self.pos).min(buf.remaining());
+            let start = self.pos;
+            buf.put_slice(&self.data[start..start + n]);
+            self.pos += n;
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any sequence of messages, cut into any fragments with pings between them and read
+        /// in any pieces, decodes to the same messages, pings in place, then a clean EOF.
+        #[test]
+        fn any_fragmentation_and_read_split_round_trips(
+            messages in prop::collection::vec(
+                (any::<bool>(), prop::collection::vec(any::<u8>(), 0..40_000), prop::collection::vec(1usize..20_000, 1..4)),
+                1..6,
+            ),
+            sizes in prop::collection::vec(1usize..100_000, 1..8),
+        ) {
+            let mut wire = Vec::new();
+            let mut expected = Vec::new();
+            for (i, (text, bytes, cuts)) in messages.iter().enumerate() {
+                let payload: Vec<u8> = if *text {
+                    String::from_utf8_lossy(bytes).into_owned().into_bytes()
+                } else {
+                    bytes.clone()
+                };
+                // Fragment boundaries anywhere, even inside a UTF-8 sequence.
+                let mut at = 0;
+                let mut first = true;
+                for cut in cuts {
+                    let end = (at + cut).min(payload.len());
+                    let last = end == payload.len();
+                    let op = if !first { OP_CONTINUATION } else if *text { OP_TEXT } else { OP_BINARY };
+                    wire.extend(server_frame(last, op, &payload[at..end]));
+                    if !last {
+                        wire.extend(server_frame(true, OP_PING, &[i as u8]));
+                        expected.push(Incoming::Ping(Bytes::from(vec![i as u8])));
+                    }
+                    at = end;
+                    first = false;
+                    if last { break; }
+                }
+                if at < payload.len() || first {
+                    let op = if !first { OP_CONTINUATION } else if *text { OP_TEXT } else { OP_BINARY };
+                    wire.extend(server_frame(true, op, &payload[at..]));
+                }
+                expected.push(if *text {
+                    Incoming::Text(Utf8Bytes::try_from(payload).unwrap())
+                } else {
+                    Incoming::Binary(Bytes::from(payload))
+                });
+            }
+            let mut io = Splits { data: wire, pos: 0, sizes, turn: 0 };
+            let mut d = Decoder::new(BytesMut::new(), 1 << 20);
+            let mut cx = Context::from_waker(std::task::Waker::noop());
+            let mut got = Vec::new();
+            let end = loop {
+                match d.poll_next(&mut cx, &mut io) {
+                    Poll::Ready(Ok(f)) => got.push(f),
+                    Poll::Ready(Err(e)) => break e,
+                    Poll::Pending => unreachable!(),
+                }
+            };
+            prop_assert!(matches!(end, WireError::Eof), "{:?}", end);
+            prop_assert_eq!(got, expected);
+        }
+    }
 }
