@@ -7,8 +7,9 @@
 //! reconnect timer dies with it. `Drop` touches no runtime: an abort handle and
 //! a closed command queue only, so it is safe at process exit.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use napi::bindgen_prelude::*;
@@ -28,6 +29,35 @@ use crate::stats::{self, GLOBAL};
 use crate::transport::{Proxy, TlsOptions};
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Configurations of live clients, by URL and options (`Weak`: a configuration goes with its
+/// last client). Each is ~0.5 KiB with its parsed URL, more with CA certificates.
+static CONFIGS: ConfigCache = ConfigCache(Mutex::new(None));
+
+/// The configurations, and the size at which dead entries are next pruned.
+type ConfigMap = (HashMap<String, Weak<DriverConfig>>, usize);
+
+struct ConfigCache(Mutex<Option<ConfigMap>>);
+
+impl ConfigCache {
+    fn get(&self, key: &str) -> Option<Arc<DriverConfig>> {
+        let cache = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        cache.as_ref()?.0.get(key)?.upgrade()
+    }
+
+    fn insert(&self, key: String, config: DriverConfig) -> Arc<DriverConfig> {
+        let config = Arc::new(config);
+        let mut cache = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let (map, prune_at) = cache.get_or_insert_with(|| (HashMap::new(), 64));
+        map.insert(key, Arc::downgrade(&config));
+        if map.len() >= *prune_at {
+            // Amortised: forget the configurations of collected clients.
+            map.retain(|_, c| c.strong_count() > 0);
+            *prune_at = (map.len() * 2).max(64);
+        }
+        config
+    }
+}
 
 /// What V8 is told each client costs natively, so that abandoned clients are
 /// collected promptly rather than when the JS heap alone gets full.
@@ -107,6 +137,28 @@ impl NativeClient {
     /// `owner` is the JS client object; `url` and `options` are already validated by `lib/options.js`.
     #[napi(constructor)]
     pub fn new(env: Env, owner: Object<'_>, url: String, options: NativeOptions) -> Result<Self> {
+        // A fleet of clients with the same URL and options shares one configuration.
+        let key = format!("{url}\0{options:?}");
+        let config = match CONFIGS.get(&key) {
+            Some(config) => config,
+            None => CONFIGS.insert(key, Self::config(&url, options)?),
+        };
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        let shared = Arc::new(Shared::new(id));
+        delivery::register(&env, id, &owner, shared.read_gate.clone())?;
+        env.adjust_external_memory(EXTERNAL_BYTES)?;
+        GLOBAL.live_clients.fetch_add(1, Ordering::Relaxed);
+        Ok(NativeClient {
+            shared,
+            config,
+            url,
+            commands: None,
+            driver: None,
+            dropped: Vec::new(),
+        })
+    }
+
+    fn config(url: &str, options: NativeOptions) -> Result<DriverConfig> {
         let invalid = |what: String| Error::new(Status::InvalidArg, what);
         let jitter =
             Jitter::parse(&options.jitter).ok_or_else(|| invalid(format!("invalid jitter {}", options.jitter)))?;
@@ -121,7 +173,7 @@ impl NativeClient {
         } else {
             Some(Arc::new(
                 attempt_params(
-                    &url,
+                    url,
                     &options.headers,
                     options.protocols.clone(),
                     options.proxy.as_deref(),
@@ -167,19 +219,7 @@ impl NativeClient {
             },
             params,
         };
-        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-        let shared = Arc::new(Shared::new(id));
-        delivery::register(&env, id, &owner, shared.read_gate.clone())?;
-        env.adjust_external_memory(EXTERNAL_BYTES)?;
-        GLOBAL.live_clients.fetch_add(1, Ordering::Relaxed);
-        Ok(NativeClient {
-            shared,
-            config: Arc::new(config),
-            url,
-            commands: None,
-            driver: None,
-            dropped: Vec::new(),
-        })
+        Ok(config)
     }
 
     /// Starts connecting (idempotent). Returns the driver generation.

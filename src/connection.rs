@@ -282,14 +282,15 @@ pub struct OpenConn {
     in_wbuf: Vec<Message>,
     needs_flush: bool,
     /// Our close frame, queued behind everything sent before `disconnect()`.
-    close_frame: Option<(u16, String)>,
+    close_frame: Option<Box<(u16, String)>>,
     /// Our close frame is framed: nothing may follow it.
     sent_close: bool,
-    peer_close: Option<(u16, String)>,
+    peer_close: Option<Box<(u16, String)>>,
     /// After the peer's close frame, how long we wait for it to drop TCP (RFC 6455 has the server close first).
     close_timeout: Duration,
     peer_close_deadline: Option<Pin<Box<Sleep>>>,
-    heartbeat: Option<Heartbeat>,
+    /// Boxed, like the close state: the connection lives inline in its client's task.
+    heartbeat: Option<Box<Heartbeat>>,
     read_gate: Arc<ReadGate>,
     metrics: Arc<Metrics>,
     _gauge: Gauge,
@@ -327,13 +328,15 @@ impl OpenConn {
     pub fn new(opened: Opened, metrics: Arc<Metrics>, read_gate: Arc<ReadGate>, cfg: &ConnConfig) -> (Self, Sending) {
         let out_rx = Arc::new(Queue::default());
         let tx = out_rx.clone();
-        let heartbeat = (!cfg.ping_interval.is_zero()).then(|| Heartbeat {
-            interval: cfg.ping_interval,
-            pong_timeout: cfg.pong_timeout,
-            next_ping: Box::pin(tokio::time::sleep(cfg.ping_interval)),
-            pong_deadline: None,
-            ping_due: false,
-            _gauge: Gauge::new(&GLOBAL.heartbeats),
+        let heartbeat = (!cfg.ping_interval.is_zero()).then(|| {
+            Box::new(Heartbeat {
+                interval: cfg.ping_interval,
+                pong_timeout: cfg.pong_timeout,
+                next_ping: Box::pin(tokio::time::sleep(cfg.ping_interval)),
+                pong_deadline: None,
+                ping_due: false,
+                _gauge: Gauge::new(&GLOBAL.heartbeats),
+            })
         });
         let writer = opened.transport.writer();
         let in_channel = Arc::new(AtomicUsize::new(0));
@@ -367,7 +370,7 @@ impl OpenConn {
     /// Queues our close frame behind everything already sent. The caller has
     /// closed `out_rx`, so it ends once drained.
     pub fn begin_close(&mut self, code: u16, reason: String) {
-        self.close_frame = Some((code, reason));
+        self.close_frame = Some(Box::new((code, reason)));
     }
 
     /// Data messages accepted for this connection but never handed to the socket, oldest first.
@@ -448,7 +451,7 @@ impl OpenConn {
                                 }
                                 self.sent_close = true;
                             }
-                            self.peer_close = Some(close.unwrap_or((1005, String::new())));
+                            self.peer_close = Some(Box::new(close.unwrap_or((1005, String::new()))));
                             self.peer_close_deadline = Some(Box::pin(tokio::time::sleep(self.close_timeout)));
                         }
                     }
@@ -459,7 +462,7 @@ impl OpenConn {
                     }
                 }
                 Poll::Ready(Err(WireError::Eof)) if self.peer_close.is_some() => {
-                    let (code, reason) = self.peer_close.take().expect("peer close");
+                    let (code, reason) = *self.peer_close.take().expect("peer close");
                     return ended(code, reason, true, None);
                 }
                 Poll::Ready(Err(e)) => return self.ended_by(e),
@@ -478,7 +481,7 @@ impl OpenConn {
         if let Some(deadline) = self.peer_close_deadline.as_mut() {
             if deadline.as_mut().poll(cx).is_ready() {
                 // The close handshake is complete; only the peer's TCP close is late.
-                let (code, reason) = self.peer_close.take().unwrap_or((1005, String::new()));
+                let (code, reason) = self.peer_close.take().map_or((1005, String::new()), |c| *c);
                 return ended(code, reason, true, None);
             }
         }
@@ -495,7 +498,7 @@ impl OpenConn {
     }
 
     fn ended_by(&mut self, e: WireError) -> Poll<IoEvent> {
-        if let Some((code, reason)) = self.peer_close.take() {
+        if let Some((code, reason)) = self.peer_close.take().map(|c| *c) {
             // The peer closed cleanly and then went away before our reply was flushed.
             return ended(code, reason, true, None);
         }
@@ -537,7 +540,7 @@ impl OpenConn {
                         self.in_wbuf.push(m);
                     }
                     Poll::Ready(None) => {
-                        if let Some((code, reason)) = self.close_frame.take() {
+                        if let Some((code, reason)) = self.close_frame.take().map(|c| *c) {
                             frame::encode_close(code, &reason, &mut self.wbuf);
                             self.sent_close = true;
                         }

@@ -5,6 +5,7 @@
 use napi_derive::napi;
 
 #[napi(object)]
+#[derive(Debug)]
 pub struct NativeOptions {
     pub min_delay: f64,
     pub max_delay: f64,
