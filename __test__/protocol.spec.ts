@@ -270,6 +270,20 @@ test.serial('invalid UTF-8 closes with 1007, a protocol violation with 1002, an 
   await quiescent()
 })
 
+test.serial('clients of one URL share native configuration only when their options match', async (t) => {
+  const peer = await wsServer((s) => s.send(Buffer.alloc(100)))
+  const plain = [new ReconnectingWebSocket(peer.url), new ReconnectingWebSocket(peer.url)]
+  const strict = new ReconnectingWebSocket(peer.url, { maxPayload: 50, minDelay: 60_000 })
+  for (const c of plain) t.is((await new Recorder(c).next<Buffer>('message')).length, 100)
+  const r = new Recorder(strict)
+  t.is(((await r.next('error')) as RedialError).code, 'ERR_MESSAGE_TOO_BIG')
+  t.is((await r.next('close')).code, 1009)
+  t.is(r.count('message'), 0)
+  await Promise.all([...plain, strict].map((c) => c.disconnect()))
+  await quiescent()
+  await peer.close()
+})
+
 test.serial('binaryType: nodebuffer, arraybuffer, uint8array', async (t) => {
   const peer = await wsServer((s) => s.on('message', () => s.send(Buffer.from([1, 2, 3]))))
   const client = new ReconnectingWebSocket(peer.url, { binaryType: 'arraybuffer' })

@@ -316,8 +316,9 @@ impl Driver {
                 self.input(Input::CloseDeadline);
                 continue;
             }
+            // Going to sleep: deliver anything left, and keep no events buffer while idle.
+            self.hub.push(self.shared.id, &mut self.events);
             if self.events.capacity() > 0 {
-                // Going to sleep: a connection's events buffer is not kept while it idles.
                 self.events = Vec::new();
             }
             return Poll::Pending;
