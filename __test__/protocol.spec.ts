@@ -274,8 +274,10 @@ test.serial('clients of one URL share native configuration only when their optio
   const peer = await wsServer((s) => s.send(Buffer.alloc(100)))
   const plain = [new ReconnectingWebSocket(peer.url), new ReconnectingWebSocket(peer.url)]
   const strict = new ReconnectingWebSocket(peer.url, { maxPayload: 50, minDelay: 60_000 })
-  for (const c of plain) t.is((await new Recorder(c).next<Buffer>('message')).length, 100)
+  // Recorders from the start: events of all three may arrive while the first is awaited.
+  const recorders = plain.map((c) => new Recorder(c))
   const r = new Recorder(strict)
+  for (const rec of recorders) t.is((await rec.next<Buffer>('message')).length, 100)
   t.is(((await r.next('error')) as RedialError).code, 'ERR_MESSAGE_TOO_BIG')
   t.is((await r.next('close')).code, 1009)
   t.is(r.count('message'), 0)
