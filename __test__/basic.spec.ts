@@ -1,4 +1,4 @@
-import { once } from 'node:events'
+import { type EventEmitter, once } from 'node:events'
 import test from 'ava'
 
 import { ReconnectingWebSocket, clientStats, type RedialError } from '../index.js'
@@ -172,6 +172,48 @@ test('bad input gets a synchronous error with a code', (t) => {
   t.is(clientStats().liveClients, before, 'no native client was created for bad input')
   const ok = new ReconnectingWebSocket('http://127.0.0.1:1/x', { startClosed: true })
   t.is(ok.url, 'ws://127.0.0.1:1/x')
+})
+
+test('options are read, never modified, and one options object serves many clients', (t) => {
+  const signal = new AbortController().signal
+  const options = Object.freeze({ startClosed: true, minDelay: 10, signal, queue: Object.freeze({ maxMessages: 5 }) })
+  const a = new ReconnectingWebSocket('ws://127.0.0.1:1/a', options)
+  const b = new ReconnectingWebSocket('ws://127.0.0.1:1/b', options)
+  t.is(a.state, 'closed')
+  t.is(b.url, 'ws://127.0.0.1:1/b')
+  t.deepEqual(Object.keys(options), ['startClosed', 'minDelay', 'signal', 'queue'])
+  const err = t.throws(() => new ReconnectingWebSocket('ws://127.0.0.1:1/', { signal: {} as never }), { instanceOf: TypeError }) as RedialError
+  t.is(err.code, 'ERR_INVALID_ARG_TYPE')
+  // reconnecting-websocket names are rewritten on a copy, not on the caller's object.
+  const theirs = Object.freeze({ startClosed: true, minReconnectionDelay: 10, maxEnqueuedMessages: 3 })
+  t.notThrows(() => new ReconnectingWebSocket('ws://127.0.0.1:1/', theirs))
+})
+
+test('EventEmitter bookkeeping is unchanged (listeners kept in a fast-mode _events)', (t) => {
+  // Untyped on purpose: the names below are not redial-ws events.
+  const client: EventEmitter = new ReconnectingWebSocket('ws://127.0.0.1:1/', { startClosed: true })
+  t.deepEqual(client.eventNames(), [])
+  t.is(client.emit('toString'), false, 'no inherited names count as listeners')
+  t.is(client.listenerCount('constructor'), 0)
+  const calls: string[] = []
+  const one = () => calls.push('one')
+  const two = () => calls.push('two')
+  client.on('open', one)
+  client.on('open', two)
+  client.once('close', () => calls.push('close'))
+  client.on('toString', () => calls.push('toString'))
+  t.deepEqual(client.eventNames(), ['open', 'close', 'toString'])
+  t.is(client.listenerCount('open'), 2)
+  t.true(client.emit('open'))
+  t.true(client.emit('close'))
+  t.false(client.emit('close'), 'once listener removed')
+  t.true(client.emit('toString'))
+  client.off('open', one)
+  t.deepEqual(client.listeners('open'), [two])
+  client.removeAllListeners('toString')
+  client.off('open', two)
+  t.deepEqual(client.eventNames(), [])
+  t.deepEqual(calls, ['one', 'two', 'close', 'toString'])
 })
 
 test('disconnect() validates code and reason like browsers do', async (t) => {

@@ -319,6 +319,14 @@ test.serial('credentials in the URL become Basic authorization; IPv6 literals wo
   t.is(request?.headers.host, `127.0.0.1:${peer.port}`, 'no credentials in the Host header')
   t.is(client.url, url)
   await client.disconnect()
+  // A second client of the same URL takes its parsed form from the cache: same result.
+  request = undefined
+  const again = new ReconnectingWebSocket(url)
+  await new Recorder(again).next('open')
+  const second = request as http.IncomingMessage | undefined
+  t.is(second?.headers.authorization, `Basic ${Buffer.from('al@ice:s3cr:t').toString('base64')}`)
+  t.is(second?.headers.host, `127.0.0.1:${peer.port}`)
+  await again.disconnect()
   await peer.close()
 
   const wss = new WebSocketServer({ host: '::1', port: 0 })

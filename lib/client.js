@@ -75,6 +75,12 @@ const kOnEvent = Symbol('redial-ws.onEvent')
 
 const EMPTY = Buffer.alloc(0)
 
+// EventEmitter starts `_events` as a null-prototype literal, which V8 keeps in dictionary
+// mode (~280 B per client). EventEmitter only reads own keys and `events[type]`, so an
+// object over an empty, frozen, null-prototype prototype behaves the same, stays in fast
+// mode and shares its shape with every other client's: one client then costs ~60 B here.
+const NO_EVENTS = Object.freeze(Object.create(null))
+
 function rethrow(err) {
   throw err
 }
@@ -168,6 +174,7 @@ class ReconnectingWebSocket extends EventEmitter {
    */
   constructor(url, protocolsOrOptions, options) {
     super()
+    this._events = Object.create(NO_EVENTS)
     const parsed = parseUrl(url)
     const { options: normalized, compat } = normalizeArgs(protocolsOrOptions, options, arguments.length)
     if (compat?.shouldReconnectOnClose && normalized.shouldReconnect === undefined) {
@@ -175,12 +182,8 @@ class ReconnectingWebSocket extends EventEmitter {
       normalized.shouldReconnect = (info) =>
         info.kind === 'close' ? decide(new CloseEvent(info.code, info.reason, true, this)) : undefined
     }
-    const signal = normalized.signal
-    delete normalized.signal
-    if (signal !== undefined && !(signal instanceof AbortSignal)) {
-      throw makeError('ERR_INVALID_ARG_TYPE', 'The "signal" option must be an AbortSignal', TypeError)
-    }
     const opts = parseOptions(normalized)
+    const signal = opts.signal
     this.#compat = compat
     this.#urlOption = parsed
     this.#headersOption = opts.headers
@@ -545,9 +548,15 @@ class ReconnectingWebSocket extends EventEmitter {
     }
   }
 
-  #debug(...args) {
-    if (this.#compat?.debug) this.#compat.log('RWS>', ...args)
-    if (debug.enabled) debug('%s %s', this.#url, args.join(' '))
+  // Fixed arguments rather than a rest array: called on every event, and usually disabled.
+  #debug(what, a, b) {
+    if (this.#compat?.debug) {
+      const args = ['RWS>', what]
+      if (a !== undefined) args.push(a)
+      if (b !== undefined) args.push(b)
+      this.#compat.log(...args)
+    }
+    if (debug.enabled) debug('%s %s', this.#url, [what, a, b].filter((v) => v !== undefined).join(' '))
   }
 
   [kOnEvent](tag, p) {

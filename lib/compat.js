@@ -29,6 +29,18 @@ const RWS_DEFAULTS = {
   connectTimeout: 4_000,
 }
 
+const ALIAS_PAIRS = Object.entries(ALIASES)
+const RWS_DEFAULT_PAIRS = Object.entries(RWS_DEFAULTS)
+const NO_OPTIONS = Object.freeze({})
+
+/** Whether the options use a reconnecting-websocket name (then they are copied and rewritten). */
+function hasTheirs(options) {
+  if (options === undefined || options === null) return false
+  for (const name in ALIASES) if (name in options) return true
+  for (const name of THEIRS) if (name in options) return true
+  return false
+}
+
 function isRwsShape(second, argc) {
   return argc >= 3 || typeof second === 'string' || Array.isArray(second) || typeof second === 'function' || second === null
 }
@@ -43,9 +55,10 @@ function normalizeArgs(second, third, argc) {
   if (given !== undefined && given !== null && (typeof given !== 'object' || Array.isArray(given))) {
     throw makeError('ERR_INVALID_ARG_TYPE', 'The "options" argument must be an object', TypeError)
   }
+  if (!rwsShape && !hasTheirs(given)) return { options: given ?? NO_OPTIONS, compat: null }
   const options = { ...(given ?? {}) }
   let compat = rwsShape
-  for (const [theirs, ours] of Object.entries(ALIASES)) {
+  for (const [theirs, ours] of ALIAS_PAIRS) {
     if (!(theirs in options)) continue
     compat = true
     if (ours in options) {
@@ -69,7 +82,7 @@ function normalizeArgs(second, third, argc) {
   }
   if (!compat) return { options, compat: null }
 
-  for (const [key, value] of Object.entries(RWS_DEFAULTS)) if (options[key] === undefined) options[key] = value
+  for (const [key, value] of RWS_DEFAULT_PAIRS) if (options[key] === undefined) options[key] = value
   if (options.maxDelay < options.minDelay) options.maxDelay = options.minDelay
   const max = extra.maxEnqueuedMessages
   if (max !== undefined && (typeof max !== 'number' || !(max >= 0))) {

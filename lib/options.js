@@ -28,6 +28,7 @@ const DEFAULTS = Object.freeze({
   proxy: undefined,
   origin: undefined,
   binaryType: 'nodebuffer',
+  signal: undefined,
 })
 
 const BINARY_TYPES = ['nodebuffer', 'arraybuffer', 'uint8array']
@@ -48,15 +49,31 @@ function rangeError(name, expected, value) {
 /** The largest timer delay JavaScript accepts (2^31 - 1 ms); durations above it are refused. */
 const MAX_TIMER = 2 ** 31 - 1
 
-function number(opts, name, { min = 0, max = Infinity, integer = false, allowInfinity = false, minExclusive = false } = {}) {
+// Rules of the numeric options (positional, and the message built only on error: a fleet of
+// clients is constructed in a loop, and each construction should leave little garbage).
+const ANY = 0
+const INTEGER = 1
+const OR_INFINITY = 2
+const ABOVE_MIN = 4
+
+function number(opts, name, flags = ANY, min = 0, max = Infinity) {
   const v = opts[name]
   if (v === undefined) return DEFAULTS[name]
   if (typeof v !== 'number') throw typeError(name, 'a number', v)
-  const bound = max === Infinity ? '' : ` and <= ${max}`
-  const what = `${integer ? 'an integer' : 'a number'} ${minExclusive ? '>' : '>='} ${min}${bound}${allowInfinity ? ' or Infinity' : ''}`
-  if (Number.isNaN(v) || (v === Infinity ? !allowInfinity : !Number.isFinite(v))) throw rangeError(name, what, v)
-  if ((minExclusive ? v <= min : v < min) || (v > max && v !== Infinity)) throw rangeError(name, what, v)
-  if (integer && v !== Infinity && !Number.isInteger(v)) throw rangeError(name, what, v)
+  const integer = (flags & INTEGER) !== 0
+  const allowInfinity = (flags & OR_INFINITY) !== 0
+  const minExclusive = (flags & ABOVE_MIN) !== 0
+  if (
+    Number.isNaN(v) ||
+    (v === Infinity ? !allowInfinity : !Number.isFinite(v)) ||
+    (minExclusive ? v <= min : v < min) ||
+    (v > max && v !== Infinity) ||
+    (integer && v !== Infinity && !Number.isInteger(v))
+  ) {
+    const bound = max === Infinity ? '' : ` and <= ${max}`
+    const what = `${integer ? 'an integer' : 'a number'} ${minExclusive ? '>' : '>='} ${min}${bound}${allowInfinity ? ' or Infinity' : ''}`
+    throw rangeError(name, what, v)
+  }
   return v
 }
 
@@ -71,16 +88,16 @@ function parseOptions(options) {
   }
   const minDelay = number(options, 'minDelay')
   // An explicit minDelay above the default cap raises the cap rather than failing.
-  const maxDelay = options.maxDelay === undefined ? Math.max(DEFAULTS.maxDelay, minDelay) : number(options, 'maxDelay', { allowInfinity: true })
+  const maxDelay = options.maxDelay === undefined ? Math.max(DEFAULTS.maxDelay, minDelay) : number(options, 'maxDelay', OR_INFINITY)
   if (maxDelay < minDelay) throw rangeError('maxDelay', `>= minDelay (${minDelay})`, maxDelay)
-  const factor = number(options, 'factor', { min: 1 })
+  const factor = number(options, 'factor', ANY, 1)
   const jitter = options.jitter === undefined ? DEFAULTS.jitter : options.jitter
   if (typeof jitter !== 'string') throw typeError('jitter', "one of 'full', 'equal', 'none'", jitter)
   if (!JITTERS.includes(jitter)) throw rangeError('jitter', "one of 'full', 'equal', 'none'", jitter)
   const startClosed = options.startClosed === undefined ? false : options.startClosed
   if (typeof startClosed !== 'boolean') throw typeError('startClosed', 'a boolean', startClosed)
   const honorRetryAfter = options.honorRetryAfter === undefined ? 'capped' : options.honorRetryAfter
-  if (!['capped', 'always', 'never'].includes(honorRetryAfter)) {
+  if (honorRetryAfter !== 'capped' && honorRetryAfter !== 'always' && honorRetryAfter !== 'never') {
     throw rangeError('honorRetryAfter', "one of 'capped', 'always', 'never'", honorRetryAfter)
   }
   const shouldReconnect = options.shouldReconnect
@@ -97,18 +114,22 @@ function parseOptions(options) {
   if (headers !== undefined && typeof headers !== 'function') checkHeaders(headers)
   const protocols = options.protocols
   if (protocols !== undefined && typeof protocols !== 'function') checkProtocols(protocols)
+  const signal = options.signal
+  if (signal !== undefined && !(signal instanceof AbortSignal)) {
+    throw makeError('ERR_INVALID_ARG_TYPE', 'The "signal" option must be an AbortSignal', TypeError)
+  }
   const native = {
     minDelay,
     maxDelay,
     factor,
     jitter,
-    maxRetries: number(options, 'maxRetries', { integer: true, allowInfinity: true }),
-    minUptime: number(options, 'minUptime', { max: MAX_TIMER }),
-    connectTimeout: number(options, 'connectTimeout', { min: 0, minExclusive: true, max: MAX_TIMER }),
-    closeTimeout: number(options, 'closeTimeout', { min: 0, minExclusive: true, max: MAX_TIMER }),
-    maxPayload: number(options, 'maxPayload', { min: 1, integer: true }),
-    pingInterval: number(options, 'pingInterval', { max: MAX_TIMER }),
-    pongTimeout: number(options, 'pongTimeout', { min: 0, minExclusive: true, max: MAX_TIMER }),
+    maxRetries: number(options, 'maxRetries', INTEGER | OR_INFINITY),
+    minUptime: number(options, 'minUptime', ANY, 0, MAX_TIMER),
+    connectTimeout: number(options, 'connectTimeout', ABOVE_MIN, 0, MAX_TIMER),
+    closeTimeout: number(options, 'closeTimeout', ABOVE_MIN, 0, MAX_TIMER),
+    maxPayload: number(options, 'maxPayload', INTEGER, 1),
+    pingInterval: number(options, 'pingInterval', ANY, 0, MAX_TIMER),
+    pongTimeout: number(options, 'pongTimeout', ABOVE_MIN, 0, MAX_TIMER),
     honorRetryAfter,
     askPolicy: shouldReconnect !== undefined,
     providers: typeof headers === 'function' || typeof protocols === 'function',
@@ -123,7 +144,7 @@ function parseOptions(options) {
     tlsServername: tls.servername,
     proxy: undefined,
   }
-  return { native, startClosed, shouldReconnect, headers, protocols, proxy, origin: options.origin, binaryType }
+  return { native, startClosed, shouldReconnect, headers, protocols, proxy, origin: options.origin, binaryType, signal }
 }
 
 function checkBinaryType(v) {
@@ -133,8 +154,12 @@ function checkBinaryType(v) {
 
 const TLS_KEYS = ['ca', 'rejectUnauthorized', 'servername']
 
+/** Shared and frozen: read, never modified. */
+const NONE = Object.freeze([])
+const TLS_DEFAULTS = Object.freeze({ ca: NONE, rejectUnauthorized: true, servername: undefined })
+
 function parseTls(tls) {
-  if (tls === undefined) return { ca: [], rejectUnauthorized: true, servername: undefined }
+  if (tls === undefined) return TLS_DEFAULTS
   if (typeof tls !== 'object' || tls === null || Array.isArray(tls)) throw typeError('tls', 'an object', tls)
   for (const key of Object.keys(tls)) {
     if (!TLS_KEYS.includes(key)) throw makeError('ERR_UNKNOWN_OPTION', `Unknown option "tls.${key}" (known: ${TLS_KEYS.join(', ')})`, TypeError)
@@ -169,7 +194,7 @@ function checkProxy(proxy) {
 function proxyFor(url, option, env = process.env) {
   if (option === false || option === null) return undefined
   if (typeof option === 'string') return option
-  const u = new URL(url)
+  const u = describeUrl(url)
   const fromEnv = u.protocol === 'wss:' ? env.HTTPS_PROXY ?? env.https_proxy : env.HTTP_PROXY ?? env.http_proxy
   if (!fromEnv) return undefined
   const noProxy = (env.NO_PROXY ?? env.no_proxy ?? '').toLowerCase()
@@ -194,7 +219,7 @@ function proxyFor(url, option, env = process.env) {
 
 function parseQueue(queue) {
   if (queue === false) return false
-  if (queue === undefined || queue === true) return { ...QUEUE_DEFAULTS }
+  if (queue === undefined || queue === true) return QUEUE_DEFAULTS
   if (typeof queue !== 'object' || queue === null || Array.isArray(queue)) throw typeError('queue', 'false or an object', queue)
   for (const key of Object.keys(queue)) {
     if (!(key in QUEUE_DEFAULTS)) throw makeError('ERR_UNKNOWN_OPTION', `Unknown option "queue.${key}"`, TypeError)
@@ -224,6 +249,7 @@ function checkHeaders(headers, name = 'headers') {
 }
 
 function flattenHeaders(headers, origin) {
+  if (origin === undefined && !headers) return NONE
   const flat = []
   if (origin !== undefined) flat.push('origin', origin)
   if (!headers) return flat
@@ -244,8 +270,42 @@ function checkProtocols(protocols, name = 'protocols') {
 }
 
 function toProtocols(protocols) {
-  if (protocols === undefined) return []
+  if (protocols === undefined) return NONE
   return typeof protocols === 'string' ? [protocols] : [...protocols]
+}
+
+// Parsed URLs by their text. A fleet of clients usually shares one URL; parsing it for each
+// client (three times: normalising, the proxy decision, credentials) was the largest
+// garbage of a construction. Bounded: cleared when full.
+const URL_CACHE_MAX = 256
+const normalized = new Map()
+const described = new Map()
+
+function remember(cache, key, value) {
+  if (cache.size >= URL_CACHE_MAX) cache.clear()
+  cache.set(key, value)
+  return value
+}
+
+/** The parts of a normalised URL the client needs, parsed once per distinct URL. */
+function describeUrl(href) {
+  const known = described.get(href)
+  if (known !== undefined) return known
+  const u = new URL(href)
+  const info = {
+    protocol: u.protocol,
+    hostname: u.hostname,
+    port: u.port,
+    username: u.username,
+    password: u.password,
+    bare: href,
+  }
+  if (u.username || u.password) {
+    u.username = ''
+    u.password = ''
+    info.bare = u.href
+  }
+  return remember(described, href, Object.freeze(info))
 }
 
 /** Parses and normalises the URL like `ws` does (http(s) → ws(s)); returns its string form. */
@@ -255,6 +315,12 @@ function parseUrl(url) {
   if (typeof url !== 'string') {
     throw makeError('ERR_INVALID_ARG_TYPE', `The "url" argument must be a string or a URL. Received ${typeof url}`, TypeError)
   }
+  const known = normalized.get(url)
+  if (known !== undefined) return known
+  return remember(normalized, url, normalizeUrl(url))
+}
+
+function normalizeUrl(url) {
   let parsed
   try {
     parsed = new URL(url)
@@ -275,15 +341,13 @@ function parseUrl(url) {
  * does) and are removed from the URL the handshake is sent to.
  */
 function splitCredentials(url, flatHeaders) {
-  const u = new URL(url)
+  const u = describeUrl(url)
   if (!u.username && !u.password) return { url, headers: flatHeaders }
   const user = decodeURIComponent(u.username)
   const pass = decodeURIComponent(u.password)
-  u.username = ''
-  u.password = ''
   const has = flatHeaders.some((v, i) => i % 2 === 0 && v.toLowerCase() === 'authorization')
   const headers = has ? flatHeaders : ['authorization', `Basic ${Buffer.from(`${user}:${pass}`).toString('base64')}`, ...flatHeaders]
-  return { url: u.href, headers }
+  return { url: u.bare, headers }
 }
 
 /** Close code and reason rules of the WHATWG WebSocket `close()`. */
