@@ -145,7 +145,7 @@ impl NativeClient {
         };
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         let shared = Arc::new(Shared::new(id));
-        delivery::register(&env, id, &owner, shared.read_gate.clone())?;
+        delivery::register(&env, id, &owner, shared.clone())?;
         env.adjust_external_memory(EXTERNAL_BYTES)?;
         GLOBAL.live_clients.fetch_add(1, Ordering::Relaxed);
         Ok(NativeClient {
@@ -195,7 +195,7 @@ impl NativeClient {
                 },
                 tls_config: Default::default(),
             },
-            policy: Policy {
+            policy: Arc::new(Policy {
                 backoff: Backoff {
                     min_delay_ms: ms(options.min_delay),
                     max_delay_ms: ms(options.max_delay),
@@ -210,7 +210,7 @@ impl NativeClient {
                 min_uptime_ms: ms(options.min_uptime),
                 ask: options.ask_policy,
                 honor_retry_after,
-            },
+            }),
             queue: QueueConfig {
                 enabled: options.queue_enabled,
                 max_messages: count(options.queue_max_messages),

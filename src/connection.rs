@@ -23,7 +23,7 @@ use tungstenite::Message;
 use url::Url;
 
 use crate::delivery::JsEvent;
-use crate::driver::ReadGate;
+use crate::driver::Shared;
 use crate::errors::{self, ConnError};
 use crate::frame::{self, Decoder, Incoming, WireError};
 use crate::queue::Queue;
@@ -276,24 +276,30 @@ pub struct OpenConn {
     /// Messages handed to `out_rx` by `send()` and not yet accepted by the socket writer.
     in_channel: Arc<AtomicUsize>,
     out_rx: Arc<Queue<Message>>,
-    /// Framed bytes the transport has not accepted yet (whole frames only).
-    wbuf: Vec<u8>,
-    /// The `out_rx` messages framed into `wbuf`: given back if the connection drops first.
-    in_wbuf: Vec<Message>,
+    /// What is framed and not yet written; `None` whenever everything is written.
+    out: Option<Box<Outgoing>>,
     needs_flush: bool,
     /// Our close frame, queued behind everything sent before `disconnect()`.
     close_frame: Option<Box<(u16, String)>>,
     /// Our close frame is framed: nothing may follow it.
     sent_close: bool,
     peer_close: Option<Box<(u16, String)>>,
-    /// After the peer's close frame, how long we wait for it to drop TCP (RFC 6455 has the server close first).
-    close_timeout: Duration,
     peer_close_deadline: Option<Pin<Box<Sleep>>>,
     /// Boxed, like the close state: the connection lives inline in its client's task.
     heartbeat: Option<Box<Heartbeat>>,
-    read_gate: Arc<ReadGate>,
-    metrics: Arc<Metrics>,
+    /// The client's metrics and read gate.
+    shared: Arc<Shared>,
     _gauge: Gauge,
+}
+
+/// Framed bytes on their way to the socket. Boxed, and dropped as soon as everything is
+/// written: an idle connection keeps no write buffer, and its task stays small.
+#[derive(Default)]
+struct Outgoing {
+    /// Framed bytes the transport has not accepted yet (whole frames only).
+    wbuf: Vec<u8>,
+    /// The `out_rx` messages framed into `wbuf`: given back if the connection drops first.
+    in_wbuf: Vec<Message>,
 }
 
 /// The connection's own ping timer and pong deadline: it lives and dies with the connection.
@@ -325,7 +331,7 @@ fn ended(code: u16, reason: String, was_clean: bool, error: Option<ConnError>) -
 }
 
 impl OpenConn {
-    pub fn new(opened: Opened, metrics: Arc<Metrics>, read_gate: Arc<ReadGate>, cfg: &ConnConfig) -> (Self, Sending) {
+    pub fn new(opened: Opened, shared: Arc<Shared>, cfg: &ConnConfig) -> (Self, Sending) {
         let out_rx = Arc::new(Queue::default());
         let tx = out_rx.clone();
         let heartbeat = (!cfg.ping_interval.is_zero()).then(|| {
@@ -351,17 +357,14 @@ impl OpenConn {
             writer,
             in_channel,
             out_rx,
-            wbuf: Vec::new(),
-            in_wbuf: Vec::new(),
+            out: None,
             needs_flush: false,
             close_frame: None,
             sent_close: false,
             peer_close: None,
-            close_timeout: cfg.close_timeout,
             peer_close_deadline: None,
             heartbeat,
-            read_gate,
-            metrics,
+            shared,
             _gauge: Gauge::new(&GLOBAL.open_connections),
         };
         (conn, sending)
@@ -376,7 +379,7 @@ impl OpenConn {
     /// Data messages accepted for this connection but never handed to the socket, oldest first.
     /// The caller has already stopped new sends from reaching `out_rx`.
     pub fn take_unsent(&mut self) -> Vec<Message> {
-        let mut unsent = std::mem::take(&mut self.in_wbuf);
+        let mut unsent = self.out.take().map(|o| o.in_wbuf).unwrap_or_default();
         while let Some(m) = self.out_rx.try_recv() {
             unsent.push(m);
         }
@@ -384,7 +387,13 @@ impl OpenConn {
         unsent
     }
 
-    pub fn poll_io(&mut self, cx: &mut Context<'_>, events: &mut Vec<JsEvent>) -> Poll<IoEvent> {
+    /// Framed bytes waiting for the socket, created on first use.
+    fn wbuf(&mut self) -> &mut Vec<u8> {
+        &mut self.out.get_or_insert_with(Box::default).wbuf
+    }
+
+    /// `cfg`: the configuration the connection was opened with.
+    pub fn poll_io(&mut self, cx: &mut Context<'_>, cfg: &ConnConfig, events: &mut Vec<JsEvent>) -> Poll<IoEvent> {
         if let Some(hb) = self.heartbeat.as_mut() {
             if hb.next_ping.as_mut().poll(cx).is_ready() {
                 let now = tokio::time::Instant::now();
@@ -401,7 +410,7 @@ impl OpenConn {
         }
         let mut n = 0;
         loop {
-            if self.read_gate.is_closed(cx) {
+            if self.shared.read_gate.is_closed(cx) {
                 // JS is behind: leave the data in the socket. Unread pongs are not a dead peer.
                 if let Some(hb) = self.heartbeat.as_mut() {
                     hb.pong_deadline = None;
@@ -424,20 +433,22 @@ impl OpenConn {
                     }
                     match frame {
                         Incoming::Text(t) => {
-                            stats::add(&self.metrics.bytes_received, t.len() as u64);
-                            stats::inc(&self.metrics.messages_received);
-                            self.read_gate.admit(t.len());
+                            let shared = &self.shared;
+                            stats::add(&shared.metrics.bytes_received, t.len() as u64);
+                            stats::inc(&shared.metrics.messages_received);
+                            shared.read_gate.admit(t.len());
                             events.push(JsEvent::Text(t));
                         }
                         Incoming::Binary(b) => {
-                            stats::add(&self.metrics.bytes_received, b.len() as u64);
-                            stats::inc(&self.metrics.messages_received);
-                            self.read_gate.admit(b.len());
+                            let shared = &self.shared;
+                            stats::add(&shared.metrics.bytes_received, b.len() as u64);
+                            stats::inc(&shared.metrics.messages_received);
+                            shared.read_gate.admit(b.len());
                             events.push(JsEvent::Binary(b));
                         }
                         Incoming::Ping(p) => {
                             if !self.sent_close {
-                                frame::encode(frame::OPCODE_PONG, &p, &mut self.wbuf);
+                                frame::encode(frame::OPCODE_PONG, &p, self.wbuf());
                             }
                             events.push(JsEvent::Ping(p));
                         }
@@ -445,14 +456,15 @@ impl OpenConn {
                         Incoming::Close(close) => {
                             if !self.sent_close {
                                 // Echo the code; what is still queued goes back to the offline queue.
+                                let wbuf = self.wbuf();
                                 match &close {
-                                    Some((code, _)) => frame::encode_close(*code, "", &mut self.wbuf),
-                                    None => frame::encode(8, &[], &mut self.wbuf),
+                                    Some((code, _)) => frame::encode_close(*code, "", wbuf),
+                                    None => frame::encode(8, &[], wbuf),
                                 }
                                 self.sent_close = true;
                             }
                             self.peer_close = Some(Box::new(close.unwrap_or((1005, String::new()))));
-                            self.peer_close_deadline = Some(Box::pin(tokio::time::sleep(self.close_timeout)));
+                            self.peer_close_deadline = Some(Box::pin(tokio::time::sleep(cfg.close_timeout)));
                         }
                     }
                     n += 1;
@@ -469,7 +481,7 @@ impl OpenConn {
                 Poll::Pending => break,
             }
         }
-        if !self.wbuf.is_empty() {
+        if self.out.is_some() {
             // Pongs and the close reply.
             if let Err(e) = self.poll_write(cx) {
                 return self.ended_by(WireError::Io(e));
@@ -505,7 +517,7 @@ impl OpenConn {
         let (error, code) = e.to_conn_error();
         if code != 1006 && !self.sent_close {
             // Tell the peer why (1002, 1007, 1009) before dropping the socket: best effort, no waiting.
-            frame::encode_close(code, &error.message, &mut self.wbuf);
+            frame::encode_close(code, &error.message, self.wbuf());
             self.sent_close = true;
             let _ = self.poll_write(&mut Context::from_waker(std::task::Waker::noop()));
         }
@@ -521,50 +533,13 @@ impl OpenConn {
                 self.needs_flush = true;
             }
         }
-        loop {
-            while self.wbuf.len() < WRITE_BATCH && !self.sent_close {
-                if let Some(hb) = self.heartbeat.as_mut().filter(|h| h.ping_due) {
-                    hb.ping_due = false;
-                    frame::encode(frame::OPCODE_PING, &[], &mut self.wbuf);
-                    continue;
-                }
-                match self.out_rx.poll_recv(cx) {
-                    Poll::Ready(Some(m)) => {
-                        match &m {
-                            Message::Text(t) => frame::encode(frame::OPCODE_TEXT, t.as_bytes(), &mut self.wbuf),
-                            Message::Binary(b) => frame::encode(frame::OPCODE_BINARY, b, &mut self.wbuf),
-                            Message::Ping(p) => frame::encode(frame::OPCODE_PING, p, &mut self.wbuf),
-                            Message::Pong(p) => frame::encode(frame::OPCODE_PONG, p, &mut self.wbuf),
-                            Message::Close(_) | Message::Frame(_) => {}
-                        }
-                        self.in_wbuf.push(m);
-                    }
-                    Poll::Ready(None) => {
-                        if let Some((code, reason)) = self.close_frame.take().map(|c| *c) {
-                            frame::encode_close(code, &reason, &mut self.wbuf);
-                            self.sent_close = true;
-                        }
-                        break;
-                    }
-                    Poll::Pending => break,
-                }
-            }
-            if self.wbuf.is_empty() {
-                break;
-            }
-            match Pin::new(&mut self.transport).poll_write(cx, &self.wbuf) {
-                Poll::Ready(Ok(0)) => return Err(std::io::ErrorKind::WriteZero.into()),
-                Poll::Ready(Ok(n)) => {
-                    self.needs_flush = true;
-                    self.wbuf.drain(..n);
-                    if self.wbuf.is_empty() {
-                        self.accepted();
-                    }
-                }
-                Poll::Ready(Err(e)) => return Err(e),
-                Poll::Pending => break,
-            }
+        let written = self.write_out(cx);
+        // Everything is written: release the buffers (an idle connection keeps none).
+        if self.out.as_ref().is_some_and(|o| o.wbuf.is_empty()) {
+            debug_assert!(self.out.as_ref().is_some_and(|o| o.in_wbuf.is_empty()));
+            self.out = None;
         }
+        written?;
         if self.needs_flush {
             match Pin::new(&mut self.transport).poll_flush(cx) {
                 Poll::Ready(Ok(())) => self.needs_flush = false,
@@ -575,30 +550,74 @@ impl OpenConn {
         Ok(())
     }
 
-    /// Everything framed so far is in the transport's hands: account for it.
-    fn accepted(&mut self) {
-        if self.wbuf.capacity() > 2 * WRITE_BATCH {
-            self.wbuf = Vec::new();
-        }
-        if self.in_wbuf.is_empty() {
-            return;
-        }
-        let mut bytes = 0u64;
-        let mut data = 0u64;
-        for m in &self.in_wbuf {
-            if let Some(len) = data_len(m) {
-                data += 1;
-                bytes += len as u64;
+    /// Frames queued messages in batches of up to `WRITE_BATCH` bytes and writes them until
+    /// the socket or the queue runs out.
+    fn write_out(&mut self, cx: &mut Context<'_>) -> std::io::Result<()> {
+        loop {
+            while !self.sent_close && self.out.as_ref().map_or(0, |o| o.wbuf.len()) < WRITE_BATCH {
+                if let Some(hb) = self.heartbeat.as_mut().filter(|h| h.ping_due) {
+                    hb.ping_due = false;
+                    frame::encode(frame::OPCODE_PING, &[], self.wbuf());
+                    continue;
+                }
+                match self.out_rx.poll_recv(cx) {
+                    Poll::Ready(Some(m)) => {
+                        let out = self.out.get_or_insert_with(Box::default);
+                        match &m {
+                            Message::Text(t) => frame::encode(frame::OPCODE_TEXT, t.as_bytes(), &mut out.wbuf),
+                            Message::Binary(b) => frame::encode(frame::OPCODE_BINARY, b, &mut out.wbuf),
+                            Message::Ping(p) => frame::encode(frame::OPCODE_PING, p, &mut out.wbuf),
+                            Message::Pong(p) => frame::encode(frame::OPCODE_PONG, p, &mut out.wbuf),
+                            Message::Close(_) | Message::Frame(_) => {}
+                        }
+                        out.in_wbuf.push(m);
+                    }
+                    Poll::Ready(None) => {
+                        if let Some((code, reason)) = self.close_frame.take().map(|c| *c) {
+                            frame::encode_close(code, &reason, self.wbuf());
+                            self.sent_close = true;
+                        }
+                        break;
+                    }
+                    Poll::Pending => break,
+                }
+            }
+            let Some(out) = self.out.as_mut().filter(|o| !o.wbuf.is_empty()) else {
+                return Ok(());
+            };
+            match Pin::new(&mut self.transport).poll_write(cx, &out.wbuf) {
+                Poll::Ready(Ok(0)) => return Err(std::io::ErrorKind::WriteZero.into()),
+                Poll::Ready(Ok(n)) => {
+                    self.needs_flush = true;
+                    out.wbuf.drain(..n);
+                    if out.wbuf.is_empty() {
+                        accepted(out, &self.in_channel, &self.shared.metrics);
+                    }
+                }
+                Poll::Ready(Err(e)) => return Err(e),
+                Poll::Pending => return Ok(()),
             }
         }
-        // Only now may the fast path go again: its frames must follow these.
-        self.in_channel.fetch_sub(self.in_wbuf.len(), Ordering::AcqRel);
-        stats::add(&self.metrics.messages_sent, data);
-        stats::add(&self.metrics.bytes_sent, bytes);
-        self.metrics.buffered.fetch_sub(bytes, Ordering::Relaxed);
-        self.in_wbuf.clear();
-        if self.in_wbuf.capacity() > 64 {
-            self.in_wbuf = Vec::new();
+    }
+}
+
+/// Everything framed so far is in the transport's hands: account for it.
+fn accepted(out: &mut Outgoing, in_channel: &AtomicUsize, metrics: &Metrics) {
+    if out.in_wbuf.is_empty() {
+        return;
+    }
+    let mut bytes = 0u64;
+    let mut data = 0u64;
+    for m in &out.in_wbuf {
+        if let Some(len) = data_len(m) {
+            data += 1;
+            bytes += len as u64;
         }
     }
+    // Only now may the fast path go again: its frames must follow these.
+    in_channel.fetch_sub(out.in_wbuf.len(), Ordering::AcqRel);
+    stats::add(&metrics.messages_sent, data);
+    stats::add(&metrics.bytes_sent, bytes);
+    metrics.buffered.fetch_sub(bytes, Ordering::Relaxed);
+    out.in_wbuf.clear();
 }

@@ -24,7 +24,7 @@ use napi::threadsafe_function::{ThreadsafeCallContext, ThreadsafeFunction, Threa
 use napi::JsValue;
 use tungstenite::{Bytes, Utf8Bytes};
 
-use crate::driver::ReadGate;
+use crate::driver::Shared;
 use crate::errors::ConnError;
 
 /// An event for one client, in the order the driver produced it.
@@ -194,8 +194,8 @@ struct Entry {
     disconnecting: bool,
     /// JS-side uses that keep the client alive without a connection (a pending `messages()` read).
     holds: u32,
-    /// Told when messages reach JS (the in-flight bound of the socket's reading).
-    gate: Arc<ReadGate>,
+    /// Its read gate is told when messages reach JS (the in-flight bound of the socket's reading).
+    shared: Arc<Shared>,
     /// A driver is running (connecting, open, closing or waiting to reconnect).
     active: bool,
     refd: bool,
@@ -267,7 +267,7 @@ pub fn hub() -> Option<Arc<Hub>> {
     with_registry(|r| r.hub.clone()).flatten()
 }
 
-pub fn register(env: &Env, id: u64, owner: &Object<'_>, gate: Arc<ReadGate>) -> Result<()> {
+pub fn register(env: &Env, id: u64, owner: &Object<'_>, shared: Arc<Shared>) -> Result<()> {
     let mut reference = ptr::null_mut();
     check_status!(unsafe { sys::napi_create_reference(env.raw(), owner.raw(), 0, &mut reference) })?;
     with_registry(|r| {
@@ -279,7 +279,7 @@ pub fn register(env: &Env, id: u64, owner: &Object<'_>, gate: Arc<ReadGate>) -> 
                 conn: false,
                 disconnecting: false,
                 holds: 0,
-                gate,
+                shared,
                 active: false,
                 refd: true,
                 gen: 0,
@@ -437,7 +437,7 @@ fn build_batch(env: &Env, batch: Vec<(u64, JsEvent)>) -> Result<RawValue> {
                 }
                 let Some(e) = r.clients.get_mut(&id) else { continue };
                 for t in &texts {
-                    e.gate.delivered(t.len());
+                    e.shared.read_gate.delivered(t.len());
                 }
                 let mut owner = ptr::null_mut();
                 unsafe { sys::napi_get_reference_value(raw_env, e.owner, &mut owner) };
@@ -454,8 +454,8 @@ fn build_batch(env: &Env, batch: Vec<(u64, JsEvent)>) -> Result<RawValue> {
             } else {
                 let Some(mut e) = r.clients.remove(&id) else { continue };
                 match &event {
-                    JsEvent::Text(t) => e.gate.delivered(t.len()),
-                    JsEvent::Binary(b) => e.gate.delivered(b.len()),
+                    JsEvent::Text(t) => e.shared.read_gate.delivered(t.len()),
+                    JsEvent::Binary(b) => e.shared.read_gate.delivered(b.len()),
                     _ => {}
                 }
                 let mut owner = ptr::null_mut();

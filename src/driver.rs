@@ -43,14 +43,15 @@ pub enum Command {
 /// A pending request to JS (providers): its id and where the answer goes.
 pub type ProvideSlot = Option<(u64, oneshot::Sender<Result<AttemptParams, ConnError>>)>;
 
-/// State shared between the JS-facing client and its driver.
+/// State shared between the JS-facing client, its driver and its connection: one
+/// allocation per client.
 pub struct Shared {
     pub id: u64,
-    pub metrics: Arc<Metrics>,
+    pub metrics: Metrics,
     pub outbox: Mutex<Outbox>,
     pub provide: Mutex<ProvideSlot>,
     pub next_request: AtomicU64,
-    pub read_gate: Arc<ReadGate>,
+    pub read_gate: ReadGate,
 }
 
 /// Flow control of the socket's reading. Messages read but not yet handed to JS
@@ -109,11 +110,11 @@ impl Shared {
     pub fn new(id: u64) -> Self {
         Shared {
             id,
-            metrics: Arc::new(Metrics::default()),
+            metrics: Metrics::default(),
             outbox: Mutex::new(Outbox::default()),
             provide: Mutex::new(None),
             next_request: AtomicU64::new(1),
-            read_gate: Arc::new(ReadGate::default()),
+            read_gate: ReadGate::default(),
         }
     }
 
@@ -128,7 +129,7 @@ impl Shared {
 
 pub struct DriverConfig {
     pub conn: ConnConfig,
-    pub policy: Policy,
+    pub policy: Arc<Policy>,
     pub queue: QueueConfig,
     /// The fixed attempt parameters, or `None` when JS providers supply them per attempt.
     pub params: Option<Arc<AttemptParams>>,
@@ -140,19 +141,45 @@ pub struct Driver {
     config: Arc<DriverConfig>,
     gen: u32,
     machine: Machine,
-    started: Instant,
     attempt: Option<Attempt>,
     socket: Option<OpenConn>,
-    timer: Option<(Pin<Box<Sleep>>, Gauge)>,
+    timer: Option<Box<ReconnectTimer>>,
     close_deadline: Option<Pin<Box<Sleep>>>,
     /// What the policy is asked about, and the id its answer must carry.
-    last_failure: Option<(PolicyInfo, bool)>,
-    deciding: Option<u64>,
+    // Boxed: set only between a failure and the policy question.
+    last_failure: Option<Box<(PolicyInfo, bool)>>,
+    /// The id the pending policy answer must carry; 0 when none is pending (ids start at 1).
+    deciding: u64,
     events: Vec<JsEvent>,
     finished: bool,
     disconnect_done: bool,
     /// Queued messages a finishing disconnect discarded.
     discarded: u32,
+}
+
+/// The client's one reconnect timer, counted (globally and in the client's
+/// `pendingReconnects`) for exactly as long as it exists.
+struct ReconnectTimer {
+    sleep: Pin<Box<Sleep>>,
+    shared: Arc<Shared>,
+    _global: Gauge,
+}
+
+impl ReconnectTimer {
+    fn start(shared: &Arc<Shared>, delay: Duration) -> Box<Self> {
+        shared.metrics.pending_reconnects.fetch_add(1, Ordering::Relaxed);
+        Box::new(ReconnectTimer {
+            sleep: Box::pin(tokio::time::sleep(delay)),
+            shared: shared.clone(),
+            _global: Gauge::new(&GLOBAL.pending_reconnects),
+        })
+    }
+}
+
+impl Drop for ReconnectTimer {
+    fn drop(&mut self) {
+        self.shared.metrics.pending_reconnects.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 enum Exit {
@@ -218,13 +245,12 @@ impl Driver {
             config,
             gen,
             machine,
-            started: Instant::now(),
             attempt: None,
             socket: None,
             timer: None,
             close_deadline: None,
             last_failure: None,
-            deciding: None,
+            deciding: 0,
             events: Vec::new(),
             finished: false,
             disconnect_done: false,
@@ -232,8 +258,11 @@ impl Driver {
         }
     }
 
+    /// The machine only compares times: milliseconds since a process-wide epoch will do
+    /// (one per driver cost 16 bytes in every active client's task).
     fn now_ms(&self) -> u64 {
-        self.started.elapsed().as_millis() as u64
+        static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64
     }
 
     /// The client's task. A hand-written future rather than an `async fn` with `select!`:
@@ -283,7 +312,11 @@ impl Driver {
                 self.attempt_done(result);
                 continue;
             }
-            if let Some(Poll::Ready(io)) = self.socket.as_mut().map(|s| s.poll_io(cx, &mut self.events)) {
+            if let Some(Poll::Ready(io)) = self
+                .socket
+                .as_mut()
+                .map(|s| s.poll_io(cx, &self.config.conn, &mut self.events))
+            {
                 if let IoEvent::Ended(end) = io {
                     self.end_connection();
                     self.close_deadline = None;
@@ -295,7 +328,7 @@ impl Driver {
                         code: end.code,
                         reason: end.reason.clone(),
                     };
-                    self.last_failure = Some((info, retry.default));
+                    self.last_failure = Some(Box::new((info, retry.default)));
                     self.input(Input::Lost {
                         code: end.code,
                         reason: end.reason,
@@ -306,7 +339,7 @@ impl Driver {
                 }
                 continue;
             }
-            if let Some(Poll::Ready(())) = self.timer.as_mut().map(|t| t.0.as_mut().poll(cx)) {
+            if let Some(Poll::Ready(())) = self.timer.as_mut().map(|t| t.sleep.as_mut().poll(cx)) {
                 self.timer = None;
                 self.input(Input::TimerFired);
                 continue;
@@ -329,12 +362,7 @@ impl Driver {
         match result {
             Ok(opened) => {
                 let protocol = opened.protocol.clone();
-                let (conn, sending) = OpenConn::new(
-                    opened,
-                    self.shared.metrics.clone(),
-                    self.shared.read_gate.clone(),
-                    &self.config.conn,
-                );
+                let (conn, sending) = OpenConn::new(opened, self.shared.clone(), &self.config.conn);
                 self.socket = Some(conn);
                 self.shared
                     .outbox()
@@ -349,7 +377,7 @@ impl Driver {
             Err(error) => {
                 stats::inc(&self.shared.metrics.connection_errors);
                 let retry = default_retry_on_error(&error);
-                self.last_failure = Some((PolicyInfo::from_error(&error), retry.default));
+                self.last_failure = Some(Box::new((PolicyInfo::from_error(&error), retry.default)));
                 self.input(Input::AttemptFailed { error, retry });
             }
         }
@@ -384,8 +412,8 @@ impl Driver {
                 self.input(Input::Disconnect { code, reason, flush })
             }
             Command::Decided { id, retry } => {
-                if self.deciding == Some(id) {
-                    self.deciding = None;
+                if id != 0 && self.deciding == id {
+                    self.deciding = 0;
                     self.input(Input::Decided { retry });
                 }
             }
@@ -459,14 +487,13 @@ impl Driver {
                 self.close_deadline = None;
             }
             Action::ArmTimer { delay_ms } => {
-                let sleep = Box::pin(tokio::time::sleep(Duration::from_millis(delay_ms)));
-                self.timer = Some((sleep, Gauge::reconnect_timer(&self.shared.metrics)));
+                self.timer = Some(ReconnectTimer::start(&self.shared, Duration::from_millis(delay_ms)));
             }
             Action::CancelTimer => self.timer = None,
             Action::AskPolicy { attempt } => {
                 let id = self.shared.request_id();
-                self.deciding = Some(id);
-                let (info, default) = self.last_failure.take().unwrap_or((
+                self.deciding = id;
+                let (info, default) = self.last_failure.take().map(|f| *f).unwrap_or((
                     PolicyInfo::Close {
                         code: 1006,
                         reason: String::new(),

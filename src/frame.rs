@@ -167,7 +167,8 @@ pub struct Decoder {
     /// header first (one small read instead of copying most of a payload out of `buf`).
     after_direct: bool,
     /// Grows from `FIRST_READ` to `READ_CHUNK` while reads fill the buffer; back to `FIRST_READ` when idle.
-    read_size: usize,
+    /// (u32 beside the flag: the decoder lives inline in every open connection's task.)
+    read_size: u32,
     max_payload: usize,
 }
 
@@ -180,7 +181,7 @@ impl Decoder {
             direct: None,
             partial: None,
             after_direct: false,
-            read_size: FIRST_READ,
+            read_size: FIRST_READ as u32,
             max_payload,
         }
     }
@@ -203,7 +204,7 @@ impl Decoder {
                     if self.buf.is_empty() {
                         // Idle: the buffer goes, and comes back with the next data.
                         self.buf = BytesMut::new();
-                        self.read_size = FIRST_READ;
+                        self.read_size = FIRST_READ as u32;
                     }
                     return Poll::Pending;
                 }
@@ -219,8 +220,9 @@ impl Decoder {
                 &mut v.spare_capacity_mut()[..missing]
             }
             _ => {
-                if self.buf.capacity() - self.buf.len() < self.read_size / 4 {
-                    self.buf.reserve(self.read_size);
+                let read_size = self.read_size as usize;
+                if self.buf.capacity() - self.buf.len() < read_size / 4 {
+                    self.buf.reserve(read_size);
                 }
                 let spare = self.buf.spare_capacity_mut();
                 if self.after_direct && self.frame.is_none() {
@@ -240,7 +242,7 @@ impl Decoder {
                 Some(v) if self.frame.is_some() => v.set_len(v.len() + n),
                 _ => {
                     self.buf.set_len(self.buf.len() + n);
-                    if n >= self.read_size && self.read_size < READ_CHUNK {
+                    if n >= self.read_size as usize && (self.read_size as usize) < READ_CHUNK {
                         // The socket had more than we asked for: ask for more next time.
                         self.read_size *= 2;
                     }

@@ -8,6 +8,8 @@
 //! `Phase::Backoff`, and a connection exists only in `Connecting`, `Open` or
 //! `Closing`, so neither can be doubled.
 
+use std::sync::Arc;
+
 use crate::backoff::{Backoff, MAX_DELAY_MS};
 use crate::errors::ConnError;
 
@@ -170,7 +172,8 @@ struct Failure {
 }
 
 pub struct Machine {
-    policy: Policy,
+    /// Shared with every machine of the same configuration (the machine lives inline in its client's task).
+    policy: Arc<Policy>,
     phase: Phase,
     /// Consecutive failed attempts (drives the backoff).
     failures: u32,
@@ -187,9 +190,9 @@ pub struct Machine {
 }
 
 impl Machine {
-    pub fn new(policy: Policy, seed: u64) -> Self {
+    pub fn new(policy: impl Into<Arc<Policy>>, seed: u64) -> Self {
         Machine {
-            policy,
+            policy: policy.into(),
             phase: Phase::Idle,
             failures: 0,
             opened_at: 0,

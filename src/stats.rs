@@ -4,7 +4,6 @@
 //! the resource itself is dropped, whatever path drops it (close, error, abort).
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
 
 pub struct Global {
     pub live_clients: AtomicI64,
@@ -54,32 +53,20 @@ pub fn read(c: &AtomicU64) -> f64 {
     c.load(Relaxed) as f64
 }
 
-/// Increments a global gauge (and optionally a per-client one) for as long as it lives.
+/// Increments a global gauge for as long as it lives.
 pub struct Gauge {
     global: &'static AtomicI64,
-    local: Option<Arc<Metrics>>,
 }
 
 impl Gauge {
     pub fn new(global: &'static AtomicI64) -> Self {
         global.fetch_add(1, Relaxed);
-        Gauge { global, local: None }
-    }
-
-    /// Also counts in `metrics.pendingReconnects`.
-    pub fn reconnect_timer(metrics: &Arc<Metrics>) -> Self {
-        metrics.pending_reconnects.fetch_add(1, Relaxed);
-        let mut g = Gauge::new(&GLOBAL.pending_reconnects);
-        g.local = Some(metrics.clone());
-        g
+        Gauge { global }
     }
 }
 
 impl Drop for Gauge {
     fn drop(&mut self) {
         self.global.fetch_sub(1, Relaxed);
-        if let Some(m) = &self.local {
-            m.pending_reconnects.fetch_sub(1, Relaxed);
-        }
     }
 }
