@@ -230,6 +230,8 @@ export interface ClientStats {
   heartbeats: number
   /** TLS configurations alive: one per distinct trust setting (`tls.ca`, `rejectUnauthorized`), shared by its clients. */
   tlsConfigs: number
+  /** Read and write buffers held by open connections: an idle connection holds none. */
+  ioBuffers: number
 }
 
 export interface ReconnectingWebSocketEvents {

@@ -221,3 +221,37 @@ test.serial('sends outrunning a peer that stopped reading are all written, in or
   await quiescent()
   await peer.close()
 })
+
+test.serial('open connections hold no read or write buffer once traffic stops (ioBuffers back to 0)', async (t) => {
+  const sockets: import('node:net').Socket[] = []
+  const peer = await wsServer((socket) => {
+    socket.on('message', (d, binary) => socket.send(d, { binary }))
+    const raw = (socket as unknown as { _socket: import('node:net').Socket })._socket
+    raw.pause()
+    sockets.push(raw)
+  })
+  await until(() => clientStats().ioBuffers === 0, 'no buffers from earlier tests')
+  const clients = Array.from({ length: 4 }, () => new ReconnectingWebSocket(peer.url))
+  await Promise.all(clients.map((c) => new Recorder(c).next('open')))
+  await until(() => sockets.length === clients.length, 'server sockets')
+  const big = Buffer.alloc(16 << 20, 7)
+  const echoed = clients.map(() => 0)
+  clients.forEach((c, i) =>
+    c.on('message', (d) => {
+      echoed[i] += (d as Buffer).length
+    }),
+  )
+  // 16 MiB per client (the driver's write path: too big for the fast path) to a peer that does
+  // not read: the socket buffers fill and the rest waits, framed, in the connection.
+  for (const c of clients) c.send(big)
+  await until(() => clientStats().ioBuffers >= clients.length, `write buffers held while the peer does not read (${clientStats().ioBuffers})`)
+  for (const s of sockets) s.resume()
+  // The echo comes back as 4 MiB frames: read straight into their own allocation.
+  await until(() => echoed.every((n) => n === big.length), `every echo (${echoed})`, 20_000)
+  await until(() => clientStats().ioBuffers === 0, `buffers released (${clientStats().ioBuffers} held)`)
+  t.is(clientStats().openConnections, clients.length, 'the connections are still open')
+  t.is(clients.reduce((n, c) => n + c.metrics.messagesSent, 0), clients.length)
+  await Promise.all(clients.map((c) => c.disconnect()))
+  await quiescent()
+  await peer.close()
+})

@@ -6,6 +6,7 @@
 //! full) and then reads everything that is ready, so a peer that is busy
 //! writing to us can never deadlock against our own writes.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -289,17 +290,77 @@ pub struct OpenConn {
     heartbeat: Option<Box<Heartbeat>>,
     /// The client's metrics and read gate.
     shared: Arc<Shared>,
+    /// Counts the decoder's memory in `ioBuffers` while it holds any.
+    read_buffer: Option<Gauge>,
     _gauge: Gauge,
 }
 
 /// Framed bytes on their way to the socket. Boxed, and dropped as soon as everything is
 /// written: an idle connection keeps no write buffer, and its task stays small.
-#[derive(Default)]
 struct Outgoing {
-    /// Framed bytes the transport has not accepted yet (whole frames only).
+    /// Whole frames; `wbuf[..pos]` is already written.
     wbuf: Vec<u8>,
-    /// The `out_rx` messages framed into `wbuf`: given back if the connection drops first.
-    in_wbuf: Vec<Message>,
+    pos: usize,
+    /// The `out_rx` messages framed into `wbuf`, with the offset where each frame ends. A message
+    /// counts as sent once the socket took its last byte; the others are given back if the
+    /// connection drops first (a half-written frame is sent again, whole, on the next connection).
+    in_wbuf: VecDeque<(Message, usize)>,
+    _gauge: Gauge,
+}
+
+impl Default for Outgoing {
+    fn default() -> Self {
+        Outgoing {
+            wbuf: Vec::new(),
+            pos: 0,
+            in_wbuf: VecDeque::new(),
+            _gauge: Gauge::new(&GLOBAL.io_buffers),
+        }
+    }
+}
+
+impl Outgoing {
+    fn unwritten(&self) -> usize {
+        self.wbuf.len() - self.pos
+    }
+
+    /// Drops the written prefix once it is at least as long as the rest (amortised: each byte
+    /// moves at most once on average), so that appending does not grow the buffer forever.
+    fn compact(&mut self) {
+        if self.pos > 0 && self.pos >= self.unwritten() {
+            self.wbuf.drain(..self.pos);
+            for (_, end) in self.in_wbuf.iter_mut() {
+                *end -= self.pos;
+            }
+            self.pos = 0;
+        }
+    }
+
+    /// The socket took `n` more bytes: account for every message now wholly written.
+    fn written(&mut self, n: usize, in_channel: &AtomicUsize, metrics: &Metrics) {
+        self.pos += n;
+        let (mut count, mut data, mut bytes) = (0usize, 0u64, 0u64);
+        while let Some((m, _)) = self.in_wbuf.front().filter(|(_, end)| *end <= self.pos) {
+            if let Some(len) = data_len(m) {
+                data += 1;
+                bytes += len as u64;
+            }
+            count += 1;
+            self.in_wbuf.pop_front();
+        }
+        if self.pos == self.wbuf.len() {
+            self.wbuf.clear();
+            self.pos = 0;
+        }
+        if count == 0 {
+            return;
+        }
+        // Only when none is left may the fast path go again: its frames must follow these.
+        in_channel.fetch_sub(count, Ordering::AcqRel);
+        stats::add(&metrics.messages_sent, data);
+        stats::add(&metrics.bytes_sent, bytes);
+        metrics.buffered.fetch_sub(bytes, Ordering::Relaxed);
+    }
 }
 
 /// The connection's own ping timer and pong deadline: it lives and dies with the connection.
@@ -365,6 +426,7 @@ impl OpenConn {
             peer_close_deadline: None,
             heartbeat,
             shared,
+            read_buffer: None,
             _gauge: Gauge::new(&GLOBAL.open_connections),
         };
         (conn, sending)
@@ -379,7 +441,11 @@ impl OpenConn {
     /// Data messages accepted for this connection but never handed to the socket, oldest first.
     /// The caller has already stopped new sends from reaching `out_rx`.
     pub fn take_unsent(&mut self) -> Vec<Message> {
-        let mut unsent = self.out.take().map(|o| o.in_wbuf).unwrap_or_default();
+        let mut unsent: Vec<Message> = self
+            .out
+            .take()
+            .map(|o| o.in_wbuf.into_iter().map(|(m, _)| m).collect())
+            .unwrap_or_default();
         while let Some(m) = self.out_rx.try_recv() {
             unsent.push(m);
         }
@@ -394,6 +460,14 @@ impl OpenConn {
 
     /// `cfg`: the configuration the connection was opened with.
     pub fn poll_io(&mut self, cx: &mut Context<'_>, cfg: &ConnConfig, events: &mut Vec<JsEvent>) -> Poll<IoEvent> {
+        let io = self.poll_io_inner(cx, cfg, events);
+        if self.decoder.holds_buffer() != self.read_buffer.is_some() {
+            self.read_buffer = self.decoder.holds_buffer().then(|| Gauge::new(&GLOBAL.io_buffers));
+        }
+        io
+    }
+
+    fn poll_io_inner(&mut self, cx: &mut Context<'_>, cfg: &ConnConfig, events: &mut Vec<JsEvent>) -> Poll<IoEvent> {
         if let Some(hb) = self.heartbeat.as_mut() {
             if hb.next_ping.as_mut().poll(cx).is_ready() {
                 let now = tokio::time::Instant::now();
@@ -535,7 +609,7 @@ impl OpenConn {
         }
         let written = self.write_out(cx);
         // Everything is written: release the buffers (an idle connection keeps none).
-        if self.out.as_ref().is_some_and(|o| o.wbuf.is_empty()) {
+        if self.out.as_ref().is_some_and(|o| o.unwritten() == 0) {
             debug_assert!(self.out.as_ref().is_some_and(|o| o.in_wbuf.is_empty()));
             self.out = None;
         }
@@ -554,7 +628,10 @@ impl OpenConn {
     /// the socket or the queue runs out.
     fn write_out(&mut self, cx: &mut Context<'_>) -> std::io::Result<()> {
         loop {
-            while !self.sent_close && self.out.as_ref().map_or(0, |o| o.wbuf.len()) < WRITE_BATCH {
+            if let Some(out) = self.out.as_mut() {
+                out.compact();
+            }
+            while !self.sent_close && self.out.as_ref().map_or(0, |o| o.unwritten()) < WRITE_BATCH {
                 if let Some(hb) = self.heartbeat.as_mut().filter(|h| h.ping_due) {
                     hb.ping_due = false;
                     frame::encode(frame::OPCODE_PING, &[], self.wbuf());
@@ -570,7 +647,8 @@ impl OpenConn {
                             Message::Pong(p) => frame::encode(frame::OPCODE_PONG, p, &mut out.wbuf),
                             Message::Close(_) | Message::Frame(_) => {}
                         }
-                        out.in_wbuf.push(m);
+                        let end = out.wbuf.len();
+                        out.in_wbuf.push_back((m, end));
                     }
                     Poll::Ready(None) => {
                         if let Some((code, reason)) = self.close_frame.take().map(|c| *c) {
@@ -582,42 +660,18 @@ impl OpenConn {
                     Poll::Pending => break,
                 }
             }
-            let Some(out) = self.out.as_mut().filter(|o| !o.wbuf.is_empty()) else {
+            let Some(out) = self.out.as_mut().filter(|o| o.unwritten() > 0) else {
                 return Ok(());
             };
-            match Pin::new(&mut self.transport).poll_write(cx, &out.wbuf) {
+            match Pin::new(&mut self.transport).poll_write(cx, &out.wbuf[out.pos..]) {
                 Poll::Ready(Ok(0)) => return Err(std::io::ErrorKind::WriteZero.into()),
                 Poll::Ready(Ok(n)) => {
                     self.needs_flush = true;
-                    out.wbuf.drain(..n);
-                    if out.wbuf.is_empty() {
-                        accepted(out, &self.in_channel, &self.shared.metrics);
-                    }
+                    out.written(n, &self.in_channel, &self.shared.metrics);
                 }
                 Poll::Ready(Err(e)) => return Err(e),
                 Poll::Pending => return Ok(()),
             }
         }
     }
-}
-
-/// Everything framed so far is in the transport's hands: account for it.
-fn accepted(out: &mut Outgoing, in_channel: &AtomicUsize, metrics: &Metrics) {
-    if out.in_wbuf.is_empty() {
-        return;
-    }
-    let mut bytes = 0u64;
-    let mut data = 0u64;
-    for m in &out.in_wbuf {
-        if let Some(len) = data_len(m) {
-            data += 1;
-            bytes += len as u64;
-        }
-    }
-    // Only now may the fast path go again: its frames must follow these.
-    in_channel.fetch_sub(out.in_wbuf.len(), Ordering::AcqRel);
-    stats::add(&metrics.messages_sent, data);
-    stats::add(&metrics.bytes_sent, bytes);
-    metrics.buffered.fetch_sub(bytes, Ordering::Relaxed);
-    out.in_wbuf.clear();
 }

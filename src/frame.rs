@@ -186,6 +186,11 @@ impl Decoder {
         }
     }
 
+    /// Whether the decoder holds memory: read-ahead, a large payload or a fragmented message in progress.
+    pub fn holds_buffer(&self) -> bool {
+        self.buf.capacity() > 0 || self.direct.is_some() || self.partial.is_some()
+    }
+
     /// The next frame worth reporting, reading from `io` as needed.
     pub fn poll_next<R: AsyncRead + Unpin>(
         &mut self,

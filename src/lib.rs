@@ -47,6 +47,8 @@ pub struct ClientStats {
     pub heartbeats: f64,
     /// TLS configurations alive: one per distinct trust setting, shared by its clients.
     pub tls_configs: f64,
+    /// Read and write buffers held by open connections: an idle connection holds none.
+    pub io_buffers: f64,
 }
 
 #[napi]
@@ -61,6 +63,7 @@ pub fn client_stats() -> ClientStats {
         pending_attempts: g.pending_attempts.load(Relaxed) as f64,
         heartbeats: g.heartbeats.load(Relaxed) as f64,
         tls_configs: transport::live_tls_configs() as f64,
+        io_buffers: g.io_buffers.load(Relaxed) as f64,
     }
 }
 

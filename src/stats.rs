@@ -13,6 +13,8 @@ pub struct Global {
     pub running_drivers: AtomicI64,
     pub pending_attempts: AtomicI64,
     pub heartbeats: AtomicI64,
+    /// Read and write buffers held by open connections (an idle one holds none).
+    pub io_buffers: AtomicI64,
 }
 
 pub static GLOBAL: Global = Global {
@@ -23,6 +25,7 @@ pub static GLOBAL: Global = Global {
     running_drivers: AtomicI64::new(0),
     pending_attempts: AtomicI64::new(0),
     heartbeats: AtomicI64::new(0),
+    io_buffers: AtomicI64::new(0),
 };
 
 #[derive(Default)]

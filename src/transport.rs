@@ -20,6 +20,7 @@ use tokio_rustls::client::TlsStream;
 use url::Url;
 
 use crate::errors::{self, ConnError};
+use crate::stats::{Gauge, GLOBAL};
 
 enum Stream {
     /// Plain TCP: the write half lives in a `Writer` that the JS thread can use too.
@@ -27,9 +28,12 @@ enum Stream {
     Tls(Box<TlsStream<TcpStream>>),
 }
 
-/// The write side of a plain TCP connection, shared by the driver and the JS thread's send fast path. Every write appends whole
-/// frames under the lock, so frames never interleave; what the socket does not
-/// take now waits in `pending`, which the driver flushes when it is writable.
+/// The write side of a plain TCP connection, shared by the driver and the JS thread's send
+/// fast path. Frames never interleave: the fast path appends whole frames under the lock, and
+/// what the socket does not take at once waits in `pending`, which the driver flushes before
+/// writing anything of its own. The driver's own bytes stay in its buffer until the socket
+/// takes them (never copied here), and while it has a frame half written the fast path stands
+/// aside (`blocked`).
 pub struct Writer {
     inner: Mutex<WriterInner>,
     /// The driver, woken when the fast path leaves bytes in `pending`.
@@ -41,13 +45,30 @@ struct WriterInner {
     pending: Vec<u8>,
     /// `pending` holds frames the fast path corked in this turn of the JS event loop.
     corked: bool,
+    /// The driver's last write left part of its buffer unwritten: nothing may go before the rest.
+    blocked: bool,
+    /// Counts `pending` in `ioBuffers` while it holds memory (released once written).
+    held: Option<Gauge>,
+}
+
+impl WriterInner {
+    fn hold(&mut self) {
+        if self.held.is_none() {
+            self.held = Some(Gauge::new(&GLOBAL.io_buffers));
+        }
+    }
+
+    /// Everything is written: an idle connection keeps no write buffer.
+    fn release_if_written(&mut self) {
+        if self.pending.is_empty() && self.held.is_some() {
+            self.pending = Vec::new();
+            self.held = None;
+        }
+    }
 }
 
 /// Corked bytes past which the fast path writes without waiting for the end of the turn.
 const CORK_LIMIT: usize = 64 * 1024;
-
-/// Past this many unwritten bytes, writes wait (backpressure to the driver).
-const WRITE_HIGH_WATER: usize = 256 * 1024;
 
 impl Writer {
     fn lock(&self) -> std::sync::MutexGuard<'_, WriterInner> {
@@ -60,11 +81,12 @@ impl Writer {
     /// socket is backed up (bytes the driver must flush first): use the driver.
     pub fn cork_frame(&self, frame: &[u8]) -> Option<bool> {
         let mut w = self.lock();
-        if !w.pending.is_empty() && !w.corked {
+        if w.blocked || (!w.pending.is_empty() && !w.corked) {
             return None;
         }
         let first = !w.corked;
         w.corked = true;
+        w.hold();
         w.pending.extend_from_slice(frame);
         if w.pending.len() >= CORK_LIMIT {
             // Enough for one write: do not wait for the end of the turn.
@@ -86,7 +108,9 @@ impl Writer {
         // A failed write is the driver's to report; here nothing was written.
         let written = w.half.try_write(&w.pending).unwrap_or_default();
         w.pending.drain(..written);
-        if !w.pending.is_empty() {
+        if w.pending.is_empty() {
+            w.release_if_written();
+        } else {
             waker.wake();
         }
     }
@@ -95,23 +119,15 @@ impl Writer {
         !self.lock().pending.is_empty()
     }
 
+    /// The driver's write: what the fast path left goes first, then as much of `buf` as the
+    /// socket takes now. The caller keeps the rest and calls again when woken.
     fn poll_write(&self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let mut w = self.lock();
-        if w.pending.len() >= WRITE_HIGH_WATER {
-            ready!(Self::flush_pending(&mut w, cx))?;
-        }
-        w.corked = false;
-        if w.pending.is_empty() {
-            match w.half.try_write(buf) {
-                Ok(n) if n == buf.len() => return Poll::Ready(Ok(n)),
-                Ok(n) => w.pending.extend_from_slice(&buf[n..]),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => w.pending.extend_from_slice(buf),
-                Err(e) => return Poll::Ready(Err(e)),
-            }
-        } else {
-            w.pending.extend_from_slice(buf);
-        }
-        Poll::Ready(Ok(buf.len()))
+        w.blocked = true;
+        ready!(Self::flush_pending(&mut w, cx))?;
+        let n = ready!(Pin::new(&mut w.half).poll_write(cx, buf))?;
+        w.blocked = n < buf.len();
+        Poll::Ready(Ok(n))
     }
 
     fn flush_pending(w: &mut WriterInner, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -124,9 +140,7 @@ impl Writer {
             }
             w.pending.drain(..n);
         }
-        if w.pending.capacity() > 64 * 1024 {
-            w.pending = Vec::new();
-        }
+        w.release_if_written();
         Poll::Ready(Ok(()))
     }
 
@@ -155,6 +169,8 @@ impl Transport {
                 half: write,
                 pending: Vec::new(),
                 corked: false,
+                blocked: false,
+                held: None,
             }),
             waker: Default::default(),
         });
