@@ -82,7 +82,6 @@ pub struct NativeMetrics {
 pub struct NativeClient {
     shared: Arc<Shared>,
     config: Arc<DriverConfig>,
-    url: String,
     commands: Option<Arc<Queue<Command>>>,
     driver: Option<tokio::task::AbortHandle>,
     /// Messages the last `send()` dropped from the queue (`drop-oldest`), for the `drop` event.
@@ -151,7 +150,6 @@ impl NativeClient {
         Ok(NativeClient {
             shared,
             config,
-            url,
             commands: None,
             driver: None,
             dropped: Vec::new(),
@@ -182,6 +180,7 @@ impl NativeClient {
             ))
         };
         let config = DriverConfig {
+            url: url.to_owned(),
             conn: ConnConfig {
                 connect_timeout: Duration::from_millis(ms(options.connect_timeout)),
                 max_payload: options.max_payload.clamp(1.0, usize::MAX as f64) as usize,
@@ -460,7 +459,7 @@ impl ObjectFinalize for NativeClient {
                         code: "REDIAL_WS_NOT_DISCONNECTED",
                         message: format!(
                             "a ReconnectingWebSocket for {} was garbage-collected without disconnect(); its reconnect was cancelled",
-                            self.url
+                            self.config.url
                         ),
                     },
                 );

@@ -262,10 +262,19 @@ const MAX_BATCH: usize = 512;
 /// Framed bytes gathered before one write to the socket.
 const WRITE_BATCH: usize = 64 * 1024;
 
+/// A connection's outgoing messages and how many of them the socket has not wholly taken yet
+/// (one allocation per connection, shared by `send()` and the driver).
+#[derive(Default)]
+pub struct SendQueue {
+    pub messages: Queue<Message>,
+    /// Messages handed to `messages` and not yet wholly written: the fast path may only write
+    /// when this is zero, so that nothing overtakes what was sent before.
+    pub in_channel: AtomicUsize,
+}
+
 /// What `send()` needs to reach an open connection.
 pub struct Sending {
-    pub tx: Arc<Queue<Message>>,
-    pub in_channel: Arc<AtomicUsize>,
+    pub tx: Arc<SendQueue>,
     pub writer: Option<Arc<Writer>>,
 }
 
@@ -274,9 +283,7 @@ pub struct OpenConn {
     decoder: Decoder,
     /// Shared with the JS thread's send fast path (plain TCP only).
     writer: Option<Arc<Writer>>,
-    /// Messages handed to `out_rx` by `send()` and not yet accepted by the socket writer.
-    in_channel: Arc<AtomicUsize>,
-    out_rx: Arc<Queue<Message>>,
+    out_rx: Arc<SendQueue>,
     /// What is framed and not yet written; `None` whenever everything is written.
     out: Option<Box<Outgoing>>,
     needs_flush: bool,
@@ -393,7 +400,7 @@ fn ended(code: u16, reason: String, was_clean: bool, error: Option<ConnError>) -
 
 impl OpenConn {
     pub fn new(opened: Opened, shared: Arc<Shared>, cfg: &ConnConfig) -> (Self, Sending) {
-        let out_rx = Arc::new(Queue::default());
+        let out_rx = Arc::new(SendQueue::default());
         let tx = out_rx.clone();
         let heartbeat = (!cfg.ping_interval.is_zero()).then(|| {
             Box::new(Heartbeat {
@@ -406,17 +413,14 @@ impl OpenConn {
             })
         });
         let writer = opened.transport.writer();
-        let in_channel = Arc::new(AtomicUsize::new(0));
         let sending = Sending {
             tx,
-            in_channel: in_channel.clone(),
             writer: writer.clone(),
         };
         let conn = OpenConn {
             transport: opened.transport,
             decoder: Decoder::new(opened.leftover, cfg.max_payload),
             writer,
-            in_channel,
             out_rx,
             out: None,
             needs_flush: false,
@@ -446,7 +450,7 @@ impl OpenConn {
             .take()
             .map(|o| o.in_wbuf.into_iter().map(|(m, _)| m).collect())
             .unwrap_or_default();
-        while let Some(m) = self.out_rx.try_recv() {
+        while let Some(m) = self.out_rx.messages.try_recv() {
             unsent.push(m);
         }
         unsent.retain(|m| data_len(m).is_some());
@@ -637,7 +641,7 @@ impl OpenConn {
                     frame::encode(frame::OPCODE_PING, &[], self.wbuf());
                     continue;
                 }
-                match self.out_rx.poll_recv(cx) {
+                match self.out_rx.messages.poll_recv(cx) {
                     Poll::Ready(Some(m)) => {
                         let out = self.out.get_or_insert_with(Box::default);
                         match &m {
@@ -667,7 +671,7 @@ impl OpenConn {
                 Poll::Ready(Ok(0)) => return Err(std::io::ErrorKind::WriteZero.into()),
                 Poll::Ready(Ok(n)) => {
                     self.needs_flush = true;
-                    out.written(n, &self.in_channel, &self.shared.metrics);
+                    out.written(n, &self.out_rx.in_channel, &self.shared.metrics);
                 }
                 Poll::Ready(Err(e)) => return Err(e),
                 Poll::Pending => return Ok(()),

@@ -128,6 +128,8 @@ impl Shared {
 }
 
 pub struct DriverConfig {
+    /// The URL clients of this configuration were created with (for messages).
+    pub url: String,
     pub conn: ConnConfig,
     pub policy: Arc<Policy>,
     pub queue: QueueConfig,
@@ -366,7 +368,7 @@ impl Driver {
                 self.socket = Some(conn);
                 self.shared
                     .outbox()
-                    .open(sending.tx, sending.in_channel, sending.writer, &self.shared.metrics);
+                    .open(sending.tx, sending.writer, &self.shared.metrics);
                 stats::inc(&self.shared.metrics.connects);
                 if self.machine.is_reconnect() {
                     stats::inc(&self.shared.metrics.reconnects);

@@ -4,15 +4,13 @@
 //! overflow either refuses the message or hands the dropped ones back.
 
 use std::collections::VecDeque;
-use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed};
 use std::sync::Arc;
 
 use tungstenite::Message;
 
-use crate::connection::data_len;
+use crate::connection::{data_len, SendQueue};
 use crate::frame;
-use crate::queue::Queue;
 use crate::stats::{self, Metrics};
 use crate::transport::Writer;
 
@@ -59,13 +57,12 @@ const FAST_PATH_MAX: usize = 16 * 1024;
 
 #[derive(Default)]
 pub struct Outbox {
-    /// Sender into the open connection.
-    tx: Option<Arc<Queue<Message>>>,
-    /// The open connection's shared writer (plain TCP) and the count of messages handed to its
-    /// driver and not yet written: the fast path may only write when that count is zero, so
-    /// that nothing overtakes what was sent before.
+    /// The open connection's queue, with the count of messages handed to its driver and not
+    /// yet written: the fast path may only write when that count is zero, so that nothing
+    /// overtakes what was sent before.
+    tx: Option<Arc<SendQueue>>,
+    /// The open connection's shared writer (plain TCP).
     writer: Option<Arc<Writer>>,
-    in_channel: Arc<AtomicUsize>,
     /// `send()` is accepted at all: between `connect()` and `disconnect()` or giving up.
     accepting: bool,
     queue: VecDeque<Message>,
@@ -80,7 +77,7 @@ impl Outbox {
         let len = data_len(&msg).unwrap_or(0);
         if let Some(tx) = &self.tx {
             if let Some(writer) = self.writer.as_ref().filter(|_| len <= FAST_PATH_MAX) {
-                if self.in_channel.load(Acquire) == 0 {
+                if tx.in_channel.load(Acquire) == 0 {
                     match write_now(writer, &msg, metrics) {
                         Some(true) => return SendOutcome::SentUncorkLater,
                         Some(false) => return SendOutcome::Sent,
@@ -88,15 +85,15 @@ impl Outbox {
                     }
                 }
             }
-            self.in_channel.fetch_add(1, AcqRel);
-            match tx.send(msg) {
+            tx.in_channel.fetch_add(1, AcqRel);
+            match tx.messages.send(msg) {
                 Ok(()) => {
                     metrics.buffered.fetch_add(len as u64, Relaxed);
                     return SendOutcome::Sent;
                 }
                 // The connection just ended; its leftovers are being requeued: queue behind them.
                 Err(msg) => {
-                    self.in_channel.fetch_sub(1, AcqRel);
+                    tx.in_channel.fetch_sub(1, AcqRel);
                     return self.enqueue(msg, len, cfg, metrics);
                 }
             }
@@ -116,8 +113,8 @@ impl Outbox {
         let Some(tx) = self.tx.as_ref().filter(|_| self.accepting) else {
             return false;
         };
-        self.in_channel.fetch_add(1, AcqRel);
-        tx.send(msg).is_ok()
+        tx.in_channel.fetch_add(1, AcqRel);
+        tx.messages.send(msg).is_ok()
     }
 
     fn enqueue(&mut self, msg: Message, len: usize, cfg: &QueueConfig, metrics: &Metrics) -> SendOutcome {
@@ -173,35 +170,28 @@ impl Outbox {
     }
 
     /// A connection opened: the queue goes first, in order, then later sends.
-    pub fn open(
-        &mut self,
-        tx: Arc<Queue<Message>>,
-        in_channel: Arc<AtomicUsize>,
-        writer: Option<Arc<Writer>>,
-        metrics: &Metrics,
-    ) {
-        self.in_channel = in_channel;
+    pub fn open(&mut self, tx: Arc<SendQueue>, writer: Option<Arc<Writer>>, metrics: &Metrics) {
         self.writer = writer;
         while let Some(m) = self.queue.pop_front() {
-            self.in_channel.fetch_add(1, AcqRel);
+            tx.in_channel.fetch_add(1, AcqRel);
             // Still counted in `buffered` until written; no longer queued.
             let len = data_len(&m).unwrap_or(0);
             self.queued_bytes -= len;
             metrics.queued_messages.fetch_sub(1, Relaxed);
-            let _ = tx.send(m);
+            let _ = tx.messages.send(m);
         }
         // A flushing disconnect keeps refusing new messages: the stream ends after the queue.
         if self.accepting {
             self.tx = Some(tx);
         } else {
-            tx.close();
+            tx.messages.close();
         }
     }
 
     /// The connection ended: stop routing to it.
     pub fn close_connection(&mut self) {
         if let Some(q) = self.tx.take() {
-            q.close();
+            q.messages.close();
         }
         self.writer = None;
     }
