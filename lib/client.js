@@ -136,14 +136,12 @@ class ReconnectingWebSocket extends EventEmitter {
   static CLOSING = CLOSING
   static CLOSED = CLOSED
 
+  // Few fields on purpose: a fleet has one of these per connection. What only some clients
+  // need lives in objects that only they have (`#providers`, `#compat`).
   #url
-  /** `url`, `headers`, `protocols` as given: values or per-attempt provider functions. */
-  #urlOption
-  #headersOption
-  #protocolsOption
+  /** With per-attempt providers: `{ url, headers, protocols, proxy, origin }` as given. */
+  #providers = null
   #shouldReconnect
-  #proxyOption
-  #origin
   #binaryType
   #maxRetries
   #minUptime
@@ -156,12 +154,11 @@ class ReconnectingWebSocket extends EventEmitter {
   /** reconnecting-websocket's retry counter (see `retryCount`). */
   #retries = -1
   #openedAt = 0
-  /** reconnecting-websocket compatibility settings, or null (see lib/compat.js). */
+  /**
+   * reconnecting-websocket compatibility settings and state, or null (see lib/compat.js):
+   * `socketSeen`, `pendingError`, `suppressClose` and `readyStateOverride` are kept there.
+   */
   #compat
-  #socketSeen = false
-  #pendingError = null
-  #suppressClose = false
-  #readyStateOverride = undefined
   #listeners = null
   #on = null
   #unlistenSignal = null
@@ -185,12 +182,10 @@ class ReconnectingWebSocket extends EventEmitter {
     const opts = parseOptions(normalized)
     const signal = opts.signal
     this.#compat = compat
-    this.#urlOption = parsed
-    this.#headersOption = opts.headers
-    this.#protocolsOption = opts.protocols
+    if (typeof parsed === 'function' || opts.native.providers) {
+      this.#providers = { url: parsed, headers: opts.headers, protocols: opts.protocols, proxy: opts.proxy, origin: opts.origin }
+    }
     this.#shouldReconnect = opts.shouldReconnect
-    this.#proxyOption = opts.proxy
-    this.#origin = opts.origin
     this.#binaryType = opts.binaryType
     this.#maxRetries = opts.native.maxRetries
     this.#minUptime = opts.native.minUptime
@@ -227,7 +222,7 @@ class ReconnectingWebSocket extends EventEmitter {
 
   /** The normalised URL ('' before the first attempt in reconnecting-websocket mode, or with a URL provider). */
   get url() {
-    return this.#compat && !this.#socketSeen ? '' : this.#url
+    return this.#compat && !this.#compat.socketSeen ? '' : this.#url
   }
 
   get state() {
@@ -236,7 +231,7 @@ class ReconnectingWebSocket extends EventEmitter {
 
   /** WHATWG `readyState`: CONNECTING 0, OPEN 1, CLOSING 2, CLOSED 3 (also while waiting to reconnect). */
   get readyState() {
-    return this.#readyStateOverride ?? READY_STATES[this.#state]
+    return this.#compat?.readyStateOverride ?? READY_STATES[this.#state]
   }
 
   /** The subprotocol the server selected ('' if none). */
@@ -338,7 +333,7 @@ class ReconnectingWebSocket extends EventEmitter {
     this.#state = state === 'open' ? 'closing' : 'connecting'
     if (this.#compat && hadConnection) {
       // reconnecting-websocket fires its close event right away, with this code and reason.
-      this.#suppressClose = true
+      this.#compat.suppressClose = true
       this.#fireWithReadyState(CLOSING, new CloseEvent(code, reason, true, this))
     }
     return this
@@ -539,12 +534,13 @@ class ReconnectingWebSocket extends EventEmitter {
     this.#listeners?.dispatch(event, this, rethrowLater)
   }
 
+  /** reconnecting-websocket mode only. */
   #fireWithReadyState(readyState, event) {
-    this.#readyStateOverride = readyState
+    this.#compat.readyStateOverride = readyState
     try {
       this.#fire(event)
     } finally {
-      this.#readyStateOverride = undefined
+      this.#compat.readyStateOverride = undefined
     }
   }
 
@@ -571,7 +567,7 @@ class ReconnectingWebSocket extends EventEmitter {
         return
       }
       case T_CONNECTING:
-        this.#socketSeen = true
+        if (this.#compat) this.#compat.socketSeen = true
         if (!this.#closing) this.#state = 'connecting'
         this.#debug('connect', this.retryCount)
         return
@@ -590,7 +586,7 @@ class ReconnectingWebSocket extends EventEmitter {
         this.#debug('error', err.message)
         if (channels.error.hasSubscribers) channels.error.publish({ client: this, error: err })
         if (this.listenerCount('error') > 0) this.emit('error', err)
-        if (this.#compat) this.#pendingError = err
+        if (this.#compat) this.#compat.pendingError = err
         else if (this.#wants('error')) this.#fire(new ErrorEvent(err, this))
         return
       }
@@ -669,11 +665,12 @@ class ReconnectingWebSocket extends EventEmitter {
       if (this.#wants('close')) this.#fire(new CloseEvent(p.code, p.reason, p.wasClean, this))
       return
     }
-    const error = this.#pendingError
-    this.#pendingError = null
-    if (this.#suppressClose) {
+    const compat = this.#compat
+    const error = compat.pendingError
+    compat.pendingError = null
+    if (compat.suppressClose) {
       // reconnect() already fired this close.
-      this.#suppressClose = false
+      compat.suppressClose = false
       if (error && this.#wants('error')) this.#fireWithReadyState(CLOSING, new ErrorEvent(error, this))
       return
     }
@@ -709,18 +706,16 @@ class ReconnectingWebSocket extends EventEmitter {
     const native = this[kNative]
     const ctx = { attempt }
     try {
-      const u = this.#urlOption
+      const { url: u, headers: h, protocols: pr, proxy, origin } = this.#providers
       const url = typeof u === 'function' ? parseUrl(await u(ctx)) : u
       if (typeof url !== 'string') throw makeError('ERR_INVALID_URL', 'The url provider must return a string or a URL', TypeError)
-      const h = this.#headersOption
       const headers = typeof h === 'function' ? await h(ctx) : h
       if (headers !== undefined) checkHeaders(headers, 'headers (from the provider)')
-      const pr = this.#protocolsOption
       const protocols = typeof pr === 'function' ? await pr(ctx) : pr
       if (protocols !== undefined && protocols !== null) checkProtocols(protocols, 'protocols (from the provider)')
       this.#url = url
-      const bare = splitCredentials(url, flattenHeaders(headers, this.#origin))
-      native.provide(id, bare.url, bare.headers, toProtocols(protocols ?? undefined), proxyFor(url, this.#proxyOption))
+      const bare = splitCredentials(url, flattenHeaders(headers, origin))
+      native.provide(id, bare.url, bare.headers, toProtocols(protocols ?? undefined), proxyFor(url, proxy))
     } catch (err) {
       native.provideError(id, `a provider failed: ${err instanceof Error ? err.message : String(err)}`)
     }

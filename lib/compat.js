@@ -105,6 +105,11 @@ function normalizeArgs(second, third, argc) {
       log: extra.debugLogger ?? console.log,
       dropNewest: ownQueue,
       shouldReconnectOnClose: extra.shouldReconnectOnClose,
+      // State of this mode (see lib/client.js).
+      socketSeen: false,
+      pendingError: null,
+      suppressClose: false,
+      readyStateOverride: undefined,
     },
   }
 }
