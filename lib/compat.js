@@ -6,7 +6,7 @@
 
 const { makeError } = require('./errors')
 
-/** reconnecting-websocket's option names → ours. */
+/** reconnecting-websocket's option names -> ours. */
 const ALIASES = {
   minReconnectionDelay: 'minDelay',
   maxReconnectionDelay: 'maxDelay',

@@ -1,5 +1,5 @@
 'use strict'
-// Errors with a stable `code`, shaped like Node's own (`err.code === 'ERR_…'`).
+// Errors with a stable `code`, shaped like Node's own (`err.code === 'ERR_...'`).
 
 function makeError(code, message, Ctor = Error, extra) {
   const err = new Ctor(message)

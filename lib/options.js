@@ -81,8 +81,8 @@ function number(opts, name, flags = ANY, min = 0, max = Infinity) {
 function parseOptions(options) {
   if (options === undefined || options === null) options = {}
   if (typeof options !== 'object' || Array.isArray(options)) throw typeError('options', 'an object', options)
-  for (const key of Object.keys(options)) {
-    if (!(key in DEFAULTS)) {
+  for (const key in options) {
+    if (Object.hasOwn(options, key) && !(key in DEFAULTS)) {
       throw makeError('ERR_UNKNOWN_OPTION', `Unknown option "${key}" (known options: ${Object.keys(DEFAULTS).join(', ')})`, TypeError)
     }
   }
@@ -236,7 +236,7 @@ function parseQueue(queue) {
 
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/
 
-/** Headers as an object of name → string (or array of strings); validated early. */
+/** Headers as an object of name -> string (or array of strings); validated early. */
 function checkHeaders(headers, name = 'headers') {
   if (typeof headers !== 'object' || headers === null || Array.isArray(headers)) throw typeError(name, 'an object', headers)
   for (const [k, v] of Object.entries(headers)) {
@@ -308,7 +308,7 @@ function describeUrl(href) {
   return remember(described, href, Object.freeze(info))
 }
 
-/** Parses and normalises the URL like `ws` does (http(s) → ws(s)); returns its string form. */
+/** Parses and normalises the URL like `ws` does (http(s) -> ws(s)); returns its string form. */
 function parseUrl(url) {
   if (url instanceof URL) url = url.href
   if (typeof url === 'function') return url

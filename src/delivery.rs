@@ -606,11 +606,11 @@ fn event_to_js(env: &Env, event: JsEvent) -> Result<(u32, sys::napi_value)> {
         JsEvent::Binary(b) if b.len() >= ZERO_COPY_FROM => (T_BINARY, external_buffer(raw, b)?),
         JsEvent::Binary(b) => (T_BINARY, buffer(raw, &b)?),
         JsEvent::Connecting { attempt } => (T_CONNECTING, unsafe { u32::to_napi_value(raw, attempt)? }),
-        JsEvent::Open { protocol } => {
-            let mut o = Obj::new(raw)?;
-            o.set(c"protocol", protocol.unwrap_or_default())?;
-            (T_OPEN, o.value)
-        }
+        // Payloads of the events every connection has are plain values where one will do: a
+        // fleet connecting or churning makes no garbage object per event.
+        JsEvent::Open { protocol } => (T_OPEN, unsafe {
+            String::to_napi_value(raw, protocol.unwrap_or_default())?
+        }),
         JsEvent::Error(e) => (T_ERROR, error_obj(raw, &e)?),
         JsEvent::Close {
             code,
@@ -693,6 +693,8 @@ fn event_to_js(env: &Env, event: JsEvent) -> Result<(u32, sys::napi_value)> {
             check_status!(unsafe { sys::napi_set_named_property(raw, o.value, ik.as_ptr(), i.value) })?;
             (T_DECIDE, o.value)
         }
+        // The generation alone when nothing was discarded (the usual case).
+        JsEvent::Idle { gen, discarded: 0 } => (T_IDLE, unsafe { u32::to_napi_value(raw, gen)? }),
         JsEvent::Idle { gen, discarded } => {
             let mut o = Obj::new(raw)?;
             o.set(c"gen", gen)?;
