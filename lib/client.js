@@ -7,7 +7,8 @@
 const { EventEmitter } = require('node:events')
 const diagnostics = require('node:diagnostics_channel')
 const { debuglog } = require('node:util')
-const { NativeClient, init } = require('./native')
+// `N.client*(client, ...)`: the native state is wrapped onto the client object itself (src/client.rs).
+const N = require('./native')
 const { makeError, fromNative } = require('./errors')
 const {
   parseOptions,
@@ -48,8 +49,8 @@ const SENT_DROPPING = 4
 const SENT_CORKED = 5
 
 /** One microtask per turn writes what the fast path corked (src/transport.rs). */
-function uncork(native) {
-  native.uncork()
+function uncork(client) {
+  N.clientUncork(client)
 }
 
 const CONNECTING = 0
@@ -70,7 +71,6 @@ const channels = {
 // NODE_DEBUG=redial-ws
 const debug = debuglog('redial-ws')
 
-const kNative = Symbol('redial-ws.native')
 const kOnEvent = Symbol('redial-ws.onEvent')
 
 const EMPTY = Buffer.alloc(0)
@@ -119,7 +119,7 @@ function dispatch(batch) {
   }
 }
 
-init(dispatch)
+N.init(dispatch)
 
 function convertBinary(buf, type) {
   if (type === 'nodebuffer') return buf
@@ -195,7 +195,7 @@ class ReconnectingWebSocket extends EventEmitter {
     this.#url = typeof parsed === 'function' ? '' : parsed
     let nativeUrl = this.#url || '(url provider)'
     if (this.#url) ({ url: nativeUrl, headers: native.headers } = splitCredentials(this.#url, native.headers))
-    this[kNative] = new NativeClient(this, nativeUrl, native)
+    N.clientAttach(this, nativeUrl, native)
     if (signal) {
       if (signal.aborted) return
       // The signal must not keep an abandoned client alive: it holds a weak reference only.
@@ -245,7 +245,7 @@ class ReconnectingWebSocket extends EventEmitter {
   }
 
   get metrics() {
-    return this[kNative].metrics
+    return N.clientMetrics(this)
   }
 
   /**
@@ -275,13 +275,13 @@ class ReconnectingWebSocket extends EventEmitter {
 
   /** Bytes accepted by send() and not yet written to the socket (queued or in flight). */
   get bufferedAmount() {
-    return this[kNative].bufferedAmount
+    return N.clientBufferedAmount(this)
   }
 
   connect() {
     const state = this.#state
     if (state === 'connecting' || state === 'open') return this
-    this[kNative].connect()
+    N.clientConnect(this)
     if (state === 'closed') {
       this.#retries = 0
       // A disconnect whose close event was already delivered is over for the user; its promise still settles.
@@ -303,10 +303,9 @@ class ReconnectingWebSocket extends EventEmitter {
     const flush = options?.flush === true
     this.#unlistenSignal?.()
     this.#unlistenSignal = null
-    const native = this[kNative]
-    if (!native.disconnect(code, reason, flush)) {
+    if (!N.clientDisconnect(this, code, reason, flush)) {
       this.#state = 'closed'
-      return Promise.resolve({ discarded: native.discardQueue() })
+      return Promise.resolve({ discarded: N.clientDiscardQueue(this) })
     }
     this.#closing = true
     this.#state = 'closing'
@@ -328,7 +327,7 @@ class ReconnectingWebSocket extends EventEmitter {
     const state = this.#state
     const hadConnection = state === 'open' || state === 'connecting' || state === 'closing'
     this.#retries = 0
-    if (!this[kNative].reconnect(code, reason)) {
+    if (!N.clientReconnect(this, code, reason)) {
       this.#closing = false
       this.#state = 'closed'
       return this.connect()
@@ -349,17 +348,16 @@ class ReconnectingWebSocket extends EventEmitter {
    * ERR_QUEUE_FULL when the queue refuses the message.
    */
   send(data) {
-    const native = this[kNative]
     let outcome
-    if (typeof data === 'string') outcome = native.sendText(data)
-    else if (Buffer.isBuffer(data)) outcome = native.sendBinary(data)
-    else if (ArrayBuffer.isView(data)) outcome = native.sendBinary(Buffer.from(data.buffer, data.byteOffset, data.byteLength))
-    else if (data instanceof ArrayBuffer) outcome = native.sendBinary(Buffer.from(data))
+    if (typeof data === 'string') outcome = N.clientSendText(this, data)
+    else if (Buffer.isBuffer(data)) outcome = N.clientSendBinary(this, data)
+    else if (ArrayBuffer.isView(data)) outcome = N.clientSendBinary(this, Buffer.from(data.buffer, data.byteOffset, data.byteLength))
+    else if (data instanceof ArrayBuffer) outcome = N.clientSendBinary(this, Buffer.from(data))
     else {
       const got = data === null ? 'null' : typeof data
       throw makeError('ERR_INVALID_ARG_TYPE', `send() takes a string, Buffer, ArrayBufferView or ArrayBuffer. Received ${got}`, TypeError)
     }
-    if (outcome === SENT_CORKED) return void queueMicrotask(() => uncork(native))
+    if (outcome === SENT_CORKED) return void queueMicrotask(() => uncork(this))
     if (outcome === SENT_NOT_OPEN) {
       throw makeError('ERR_NOT_OPEN', `Cannot send: the connection is ${this.#state === 'open' ? 'closing' : this.#state}`)
     }
@@ -368,19 +366,19 @@ class ReconnectingWebSocket extends EventEmitter {
       if (this.#compat?.dropNewest) return void this.emit('drop', { reason: 'overflow', messages: [data] })
       throw makeError('ERR_QUEUE_FULL', 'Cannot send: the offline queue is full')
     }
-    if (outcome === SENT_DROPPING) this.emit('drop', { reason: 'overflow', messages: native.takeDropped() })
+    if (outcome === SENT_DROPPING) this.emit('drop', { reason: 'overflow', messages: N.clientTakeDropped(this) })
   }
 
   /** Sends a ping frame (payload up to 125 bytes). Throws ERR_NOT_OPEN when not open. */
   ping(data = EMPTY) {
     const buf = typeof data === 'string' ? Buffer.from(data) : Buffer.isBuffer(data) ? data : Buffer.from(data)
     if (buf.length > 125) throw makeError('ERR_OUT_OF_RANGE', 'A ping payload must be at most 125 bytes', RangeError)
-    if (!this[kNative].ping(buf)) throw makeError('ERR_NOT_OPEN', `Cannot ping: the connection is ${this.#state}`)
+    if (!N.clientPing(this, buf)) throw makeError('ERR_NOT_OPEN', `Cannot ping: the connection is ${this.#state}`)
   }
 
   /** Hands back the queued, unsent messages (oldest first) and empties the queue. */
   drainQueue() {
-    return this[kNative].drainQueue()
+    return N.clientDrainQueue(this)
   }
 
   /** partysocket's name for `drainQueue()`. */
@@ -390,13 +388,13 @@ class ReconnectingWebSocket extends EventEmitter {
 
   /** Lets this client keep the process alive while it is active (the default). */
   ref() {
-    this[kNative].setRef(true)
+    N.clientSetRef(this, true)
     return this
   }
 
   /** Lets the process exit even while this client is connected or waiting to reconnect. */
   unref() {
-    this[kNative].setRef(false)
+    N.clientSetRef(this, false)
     return this
   }
 
@@ -411,7 +409,6 @@ class ReconnectingWebSocket extends EventEmitter {
     if (!Number.isInteger(highWaterMark) || highWaterMark < 1) {
       throw makeError('ERR_OUT_OF_RANGE', `highWaterMark must be an integer >= 1. Received ${String(highWaterMark)}`, RangeError)
     }
-    const native = this[kNative]
     const buffer = []
     let waiter = null
     let ended = false
@@ -420,12 +417,12 @@ class ReconnectingWebSocket extends EventEmitter {
       if (paused === on) return
       paused = on
       this.#pausers += on ? 1 : -1
-      native.pauseReading(this.#pausers > 0)
+      N.clientPauseReading(this, this.#pausers > 0)
     }
     const settle = (result) => {
       const resolve = waiter
       waiter = null
-      native.hold(false)
+      N.clientHold(this, false)
       resolve(result)
     }
     const onMessage = (data) => {
@@ -451,7 +448,7 @@ class ReconnectingWebSocket extends EventEmitter {
     this.on('message', onMessage)
     this.on('close', onClose)
     this.on('giveup', onIdle)
-    if (this.#state === 'closed' && !native.active) finish()
+    if (this.#state === 'closed' && !N.clientActive(this)) finish()
     return {
       next: () => {
         if (buffer.length) {
@@ -461,7 +458,7 @@ class ReconnectingWebSocket extends EventEmitter {
         }
         if (ended) return Promise.resolve({ value: undefined, done: true })
         if (waiter) return Promise.reject(makeError('ERR_INVALID_STATE', 'messages(): next() called while a read is pending'))
-        native.hold(true)
+        N.clientHold(this, true)
         return new Promise((resolve) => (waiter = resolve))
       },
       return: () => {
@@ -630,7 +627,7 @@ class ReconnectingWebSocket extends EventEmitter {
         // report of a driver that connect() has since replaced only settles a pending disconnect.
         const gen = typeof p === 'number' ? p : p.gen
         const discarded = typeof p === 'number' ? 0 : p.discarded
-        if (gen !== this[kNative].generation) this.#resolveWaiters(discarded)
+        if (gen !== N.clientGeneration(this)) this.#resolveWaiters(discarded)
         else this.#settleDisconnect(discarded)
         return
       }
@@ -712,7 +709,6 @@ class ReconnectingWebSocket extends EventEmitter {
 
   /** Runs the url/headers/protocols providers for one attempt; the native side bounds the wait. */
   async #provide(id, attempt) {
-    const native = this[kNative]
     const ctx = { attempt }
     try {
       const { url: u, headers: h, protocols: pr, proxy, origin } = this.#providers
@@ -724,18 +720,17 @@ class ReconnectingWebSocket extends EventEmitter {
       if (protocols !== undefined && protocols !== null) checkProtocols(protocols, 'protocols (from the provider)')
       this.#url = url
       const bare = splitCredentials(url, flattenHeaders(headers, origin))
-      native.provide(id, bare.url, bare.headers, toProtocols(protocols ?? undefined), proxyFor(url, proxy))
+      N.clientProvide(this, id, bare.url, bare.headers, toProtocols(protocols ?? undefined), proxyFor(url, proxy))
     } catch (err) {
-      native.provideError(id, `a provider failed: ${err instanceof Error ? err.message : String(err)}`)
+      N.clientProvideError(this, id, `a provider failed: ${err instanceof Error ? err.message : String(err)}`)
     }
   }
 
   /** Asks the user's shouldReconnect; `undefined`, a throw or a rejection keep the default verdict. */
   #decide({ id, info, default: fallback }) {
-    const native = this[kNative]
-    const answer = (v) => native.decide(id, v === undefined ? fallback : !!v)
+    const answer = (v) => N.clientDecide(this, id, v === undefined ? fallback : !!v)
     const fail = (err) => {
-      native.decide(id, fallback)
+      N.clientDecide(this, id, fallback)
       rethrowLater(err)
     }
     let verdict

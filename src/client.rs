@@ -1,8 +1,10 @@
-//! The N-API class behind `ReconnectingWebSocket` (see `lib/client.js`).
+//! The native side of `ReconnectingWebSocket` (see `lib/client.js`), wrapped onto the
+//! JS client object itself (`napi_wrap`): a client is one JS object, not two, with no
+//! per-instance bookkeeping beyond the wrap. The JS layer calls the `client*` functions
+//! at the end of this file with the client object as first argument.
 //!
-//! Lifetime: the JS wrapper owns this object; this object refers back to the
-//! wrapper only through a registry reference that is strong while a connection
-//! exists. When the application drops a client that has no connection, both
+//! Lifetime: the JS object owns this state; this state refers back to it only
+//! through a registry reference that is strong while a connection exists. When the application drops a client that has no connection, both
 //! are collected, and `finalize`/`Drop` abort the driver: the pending
 //! reconnect timer dies with it. `Drop` touches no runtime: an abort handle and
 //! a closed command queue only, so it is safe at process exit.
@@ -78,7 +80,6 @@ pub struct NativeMetrics {
     pub queued_messages: f64,
 }
 
-#[napi(custom_finalize)]
 pub struct NativeClient {
     shared: Arc<Shared>,
     config: Arc<DriverConfig>,
@@ -131,11 +132,9 @@ fn count(v: f64) -> usize {
     }
 }
 
-#[napi]
 impl NativeClient {
     /// `owner` is the JS client object; `url` and `options` are already validated by `lib/options.js`.
-    #[napi(constructor)]
-    pub fn new(env: Env, owner: Object<'_>, url: String, options: NativeOptions) -> Result<Self> {
+    fn new(env: &Env, owner: &Object<'_>, url: String, options: NativeOptions) -> Result<Self> {
         // A fleet of clients with the same URL and options shares one configuration.
         let key = format!("{url}\0{options:?}");
         let config = match CONFIGS.get(&key) {
@@ -144,7 +143,7 @@ impl NativeClient {
         };
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         let shared = Arc::new(Shared::new(id));
-        delivery::register(&env, id, &owner, shared.clone())?;
+        delivery::register(env, id, owner, shared.clone())?;
         env.adjust_external_memory(EXTERNAL_BYTES)?;
         GLOBAL.live_clients.fetch_add(1, Ordering::Relaxed);
         Ok(NativeClient {
@@ -222,7 +221,6 @@ impl NativeClient {
     }
 
     /// Starts connecting (idempotent). Returns the driver generation.
-    #[napi]
     pub fn connect(&mut self, env: Env) -> Result<u32> {
         let id = self.shared.id;
         self.shared.outbox().set_accepting(true);
@@ -251,7 +249,6 @@ impl NativeClient {
 
     /// Asks the driver to disconnect. Returns false when there is nothing to disconnect.
     /// From now on `send()` is refused; with `flush`, queued messages are written first.
-    #[napi]
     pub fn disconnect(&mut self, env: Env, code: u32, reason: String, flush: bool) -> bool {
         self.shared.outbox().set_accepting(false);
         if !delivery::is_active(self.shared.id) {
@@ -270,7 +267,6 @@ impl NativeClient {
     }
 
     /// Forces a fresh connection now. Returns false when the client is not active (the caller connects).
-    #[napi]
     pub fn reconnect(&mut self, env: Env, code: u32, reason: String) -> bool {
         self.shared.outbox().set_accepting(true);
         if !delivery::is_active(self.shared.id) {
@@ -293,7 +289,6 @@ impl NativeClient {
     }
 
     /// The verdict of `shouldReconnect` for request `id`.
-    #[napi]
     pub fn decide(&self, id: f64, retry: bool) {
         if let Some(tx) = &self.commands {
             let _ = tx.send(Command::Decided { id: id as u64, retry });
@@ -301,12 +296,10 @@ impl NativeClient {
     }
 
     /// The providers' result for attempt request `id` (ignored if the attempt is gone).
-    #[napi]
     pub fn provide(&self, id: f64, url: String, headers: Vec<String>, protocols: Vec<String>, proxy: Option<String>) {
         self.answer(id, attempt_params(&url, &headers, protocols, proxy.as_deref()));
     }
 
-    #[napi]
     pub fn provide_error(&self, id: f64, message: String) {
         self.answer(id, Err(ConnError::new(ERR_PROVIDER, message)));
     }
@@ -320,12 +313,10 @@ impl NativeClient {
         }
     }
 
-    #[napi(getter)]
     pub fn active(&self) -> bool {
         delivery::is_active(self.shared.id)
     }
 
-    #[napi(getter)]
     pub fn generation(&self) -> u32 {
         delivery::generation(self.shared.id)
     }
@@ -333,13 +324,11 @@ impl NativeClient {
     /// Sends or queues a text message. Returns 0 sent, 1 queued, 2 not open, 3 queue full,
     /// 4 queued after dropping older messages (fetch them with `takeDropped()`), 5 sent but corked
     /// (call `uncork()` at the end of this turn).
-    #[napi]
     pub fn send_text(&mut self, data: String) -> u32 {
         self.send(Message::Text(data.into()))
     }
 
     /// As `sendText`, for binary data (copied once).
-    #[napi]
     pub fn send_binary(&mut self, data: &[u8]) -> u32 {
         self.send(Message::Binary(Bytes::copy_from_slice(data)))
     }
@@ -360,12 +349,10 @@ impl NativeClient {
     }
 
     /// Writes what `send()` corked in this turn (scheduled by JS as a microtask).
-    #[napi]
     pub fn uncork(&self) {
         self.shared.outbox().uncork();
     }
 
-    #[napi]
     pub fn take_dropped(&mut self) -> Vec<JsMessage> {
         std::mem::take(&mut self.dropped)
             .into_iter()
@@ -374,7 +361,6 @@ impl NativeClient {
     }
 
     /// Hands back every queued, unsent message, oldest first.
-    #[napi]
     pub fn drain_queue(&self) -> Vec<JsMessage> {
         self.shared
             .outbox()
@@ -385,42 +371,35 @@ impl NativeClient {
     }
 
     /// Discards the queue; returns how many messages were discarded.
-    #[napi]
     pub fn discard_queue(&self) -> u32 {
         self.shared.outbox().discard(&self.shared.metrics) as u32
     }
 
     /// Sends a ping frame; false when the connection is not open.
-    #[napi]
     pub fn ping(&self, data: &[u8]) -> bool {
         self.shared
             .outbox()
             .send_control(Message::Ping(Bytes::copy_from_slice(data)))
     }
 
-    #[napi(getter)]
     pub fn buffered_amount(&self) -> f64 {
         self.shared.metrics.buffered.load(Ordering::Relaxed) as f64
     }
 
     /// Keeps the client reachable without a connection while JS waits on it (`messages()`).
-    #[napi]
     pub fn hold(&self, env: Env, on: bool) {
         delivery::hold(&env, self.shared.id, on);
     }
 
     /// Stops (or resumes) reading from the socket: backpressure from a slow `messages()` consumer.
-    #[napi]
     pub fn pause_reading(&self, paused: bool) {
         self.shared.read_gate.set(paused);
     }
 
-    #[napi(js_name = "setRef")]
     pub fn set_ref(&self, env: Env, refd: bool) {
         delivery::set_ref(&env, self.shared.id, refd);
     }
 
-    #[napi(getter)]
     pub fn metrics(&self) -> NativeMetrics {
         let m = &self.shared.metrics;
         NativeMetrics {
@@ -446,7 +425,8 @@ fn ms(v: f64) -> u64 {
     }
 }
 
-impl ObjectFinalize for NativeClient {
+impl NativeClient {
+    /// The JS object was collected (or the environment is being torn down).
     fn finalize(self, env: Env) -> Result<()> {
         let was_active = delivery::unregister(&env, self.shared.id);
         let _ = env.adjust_external_memory(-EXTERNAL_BYTES);
@@ -481,4 +461,171 @@ impl Drop for NativeClient {
         }
         GLOBAL.live_clients.fetch_sub(1, Ordering::Relaxed);
     }
+}
+
+// The JS binding. Every function takes the JS client object first and finds its native
+// state with `napi_unwrap` (what a napi-rs class method does too, without the per-instance
+// class bookkeeping: a reference map entry, a type tag and a second JS object).
+
+/// The native state wrapped onto `owner`. JS-thread only, and never held across calls.
+fn client<'a>(env: &Env, owner: &Object<'_>) -> Result<&'a mut NativeClient> {
+    let mut data = std::ptr::null_mut();
+    check_status!(
+        unsafe { sys::napi_unwrap(env.raw(), owner.raw(), &mut data) },
+        "not a redial-ws client"
+    )?;
+    Ok(unsafe { &mut *data.cast::<NativeClient>() })
+}
+
+unsafe extern "C" fn finalize_client(env: sys::napi_env, data: *mut std::ffi::c_void, _hint: *mut std::ffi::c_void) {
+    let client = unsafe { Box::from_raw(data.cast::<NativeClient>()) };
+    let _ = client.finalize(Env::from_raw(env));
+}
+
+/// Gives `owner` (a new `ReconnectingWebSocket`) its native state.
+#[napi]
+pub fn client_attach(env: Env, owner: Object<'_>, url: String, options: NativeOptions) -> Result<()> {
+    let state = Box::into_raw(Box::new(NativeClient::new(&env, &owner, url, options)?));
+    let status = unsafe {
+        sys::napi_wrap(
+            env.raw(),
+            owner.raw(),
+            state.cast(),
+            Some(finalize_client),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+        )
+    };
+    if status != sys::Status::napi_ok {
+        // Not adopted: release it as a collection would.
+        let _ = unsafe { Box::from_raw(state) }.finalize(env);
+        check_status!(status, "cannot attach the native client")?;
+    }
+    Ok(())
+}
+
+/// Starts connecting (idempotent). Returns the driver generation.
+#[napi]
+pub fn client_connect(env: Env, owner: Object<'_>) -> Result<u32> {
+    client(&env, &owner)?.connect(env)
+}
+
+#[napi]
+pub fn client_disconnect(env: Env, owner: Object<'_>, code: u32, reason: String, flush: bool) -> Result<bool> {
+    Ok(client(&env, &owner)?.disconnect(env, code, reason, flush))
+}
+
+#[napi]
+pub fn client_reconnect(env: Env, owner: Object<'_>, code: u32, reason: String) -> Result<bool> {
+    Ok(client(&env, &owner)?.reconnect(env, code, reason))
+}
+
+#[napi]
+pub fn client_decide(env: Env, owner: Object<'_>, id: f64, retry: bool) -> Result<()> {
+    client(&env, &owner)?.decide(id, retry);
+    Ok(())
+}
+
+#[napi]
+pub fn client_provide(
+    env: Env,
+    owner: Object<'_>,
+    id: f64,
+    url: String,
+    headers: Vec<String>,
+    protocols: Vec<String>,
+    proxy: Option<String>,
+) -> Result<()> {
+    client(&env, &owner)?.provide(id, url, headers, protocols, proxy);
+    Ok(())
+}
+
+#[napi]
+pub fn client_provide_error(env: Env, owner: Object<'_>, id: f64, message: String) -> Result<()> {
+    client(&env, &owner)?.provide_error(id, message);
+    Ok(())
+}
+
+#[napi]
+pub fn client_active(env: Env, owner: Object<'_>) -> Result<bool> {
+    Ok(client(&env, &owner)?.active())
+}
+
+#[napi]
+pub fn client_generation(env: Env, owner: Object<'_>) -> Result<u32> {
+    Ok(client(&env, &owner)?.generation())
+}
+
+/// Sends or queues a text message. Returns 0 sent, 1 queued, 2 not open, 3 queue full,
+/// 4 queued after dropping older messages (fetch them with `clientTakeDropped`), 5 sent but
+/// corked (call `clientUncork` at the end of this turn).
+#[napi]
+pub fn client_send_text(env: Env, owner: Object<'_>, data: String) -> Result<u32> {
+    Ok(client(&env, &owner)?.send_text(data))
+}
+
+/// As `clientSendText`, for binary data (copied once).
+#[napi]
+pub fn client_send_binary(env: Env, owner: Object<'_>, data: &[u8]) -> Result<u32> {
+    Ok(client(&env, &owner)?.send_binary(data))
+}
+
+/// Writes what sends corked in this turn (scheduled by JS as a microtask).
+#[napi]
+pub fn client_uncork(env: Env, owner: Object<'_>) -> Result<()> {
+    client(&env, &owner)?.uncork();
+    Ok(())
+}
+
+#[napi]
+pub fn client_take_dropped(env: Env, owner: Object<'_>) -> Result<Vec<JsMessage>> {
+    Ok(client(&env, &owner)?.take_dropped())
+}
+
+/// Hands back every queued, unsent message, oldest first.
+#[napi]
+pub fn client_drain_queue(env: Env, owner: Object<'_>) -> Result<Vec<JsMessage>> {
+    Ok(client(&env, &owner)?.drain_queue())
+}
+
+/// Discards the queue; returns how many messages were discarded.
+#[napi]
+pub fn client_discard_queue(env: Env, owner: Object<'_>) -> Result<u32> {
+    Ok(client(&env, &owner)?.discard_queue())
+}
+
+/// Sends a ping frame; false when the connection is not open.
+#[napi]
+pub fn client_ping(env: Env, owner: Object<'_>, data: &[u8]) -> Result<bool> {
+    Ok(client(&env, &owner)?.ping(data))
+}
+
+#[napi]
+pub fn client_buffered_amount(env: Env, owner: Object<'_>) -> Result<f64> {
+    Ok(client(&env, &owner)?.buffered_amount())
+}
+
+/// Keeps the client reachable without a connection while JS waits on it (`messages()`).
+#[napi]
+pub fn client_hold(env: Env, owner: Object<'_>, on: bool) -> Result<()> {
+    client(&env, &owner)?.hold(env, on);
+    Ok(())
+}
+
+/// Stops (or resumes) reading from the socket: backpressure from a slow `messages()` consumer.
+#[napi]
+pub fn client_pause_reading(env: Env, owner: Object<'_>, paused: bool) -> Result<()> {
+    client(&env, &owner)?.pause_reading(paused);
+    Ok(())
+}
+
+#[napi]
+pub fn client_set_ref(env: Env, owner: Object<'_>, refd: bool) -> Result<()> {
+    client(&env, &owner)?.set_ref(env, refd);
+    Ok(())
+}
+
+#[napi]
+pub fn client_metrics(env: Env, owner: Object<'_>) -> Result<NativeMetrics> {
+    Ok(client(&env, &owner)?.metrics())
 }
