@@ -14,6 +14,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use url::Url;
@@ -22,8 +23,8 @@ use crate::errors::{self, ConnError};
 use crate::stats::{Gauge, GLOBAL};
 
 enum Stream {
-    /// Plain TCP: the socket lives in a `Writer` that the JS thread can write to too.
-    Plain(Arc<Writer>),
+    /// Plain TCP: the write half lives in a `Writer` that the JS thread can use too.
+    Plain(OwnedReadHalf, Arc<Writer>),
     Tls(Box<TlsStream<TcpStream>>),
 }
 
@@ -34,15 +35,13 @@ enum Stream {
 /// takes them (never copied here), and while it has a frame half written the fast path stands
 /// aside (`blocked`).
 pub struct Writer {
-    /// The socket itself, unsplit (splitting costs another shared allocation per connection):
-    /// the driver alone reads and waits for readiness; writes go through `inner`'s rules.
-    tcp: TcpStream,
     inner: Mutex<WriterInner>,
     /// The driver, woken when the fast path leaves bytes in `pending`.
     pub waker: futures_util::task::AtomicWaker,
 }
 
 struct WriterInner {
+    half: OwnedWriteHalf,
     pending: Vec<u8>,
     /// `pending` holds frames the fast path corked in this turn of the JS event loop.
     corked: bool,
@@ -91,28 +90,28 @@ impl Writer {
         w.pending.extend_from_slice(frame);
         if w.pending.len() >= CORK_LIMIT {
             // Enough for one write: do not wait for the end of the turn.
-            self.uncork_locked(&mut w);
+            Self::uncork_locked(&mut w, &self.waker);
         }
         Some(first)
     }
 
     /// Writes what the fast path corked; what the socket does not take is left to the driver.
     pub fn uncork(&self) {
-        self.uncork_locked(&mut self.lock());
+        Self::uncork_locked(&mut self.lock(), &self.waker);
     }
 
-    fn uncork_locked(&self, w: &mut WriterInner) {
+    fn uncork_locked(w: &mut WriterInner, waker: &futures_util::task::AtomicWaker) {
         if !w.corked {
             return;
         }
         w.corked = false;
         // A failed write is the driver's to report; here nothing was written.
-        let written = self.tcp.try_write(&w.pending).unwrap_or_default();
+        let written = w.half.try_write(&w.pending).unwrap_or_default();
         w.pending.drain(..written);
         if w.pending.is_empty() {
             w.release_if_written();
         } else {
-            self.waker.wake();
+            waker.wake();
         }
     }
 
@@ -125,39 +124,17 @@ impl Writer {
     fn poll_write(&self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let mut w = self.lock();
         w.blocked = true;
-        ready!(self.flush_pending(&mut w, cx))?;
-        let n = ready!(self.poll_send(cx, buf))?;
+        ready!(Self::flush_pending(&mut w, cx))?;
+        let n = ready!(Pin::new(&mut w.half).poll_write(cx, buf))?;
         w.blocked = n < buf.len();
         Poll::Ready(Ok(n))
     }
 
-    /// Writes what the socket takes now, or waits for it to be writable (the driver only).
-    fn poll_send(&self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        loop {
-            ready!(self.tcp.poll_write_ready(cx))?;
-            match self.tcp.try_write(buf) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                other => return Poll::Ready(other),
-            }
-        }
-    }
-
-    /// Reads into `buf` or waits for data (the driver only).
-    fn poll_recv(&self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        loop {
-            ready!(self.tcp.poll_read_ready(cx))?;
-            match self.tcp.try_read_buf(buf) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                other => return Poll::Ready(other.map(|_| ())),
-            }
-        }
-    }
-
-    fn flush_pending(&self, w: &mut WriterInner, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    fn flush_pending(w: &mut WriterInner, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         // The driver writing first is fine: corked frames are in order, and nothing is behind them.
         w.corked = false;
         while !w.pending.is_empty() {
-            let n = ready!(self.poll_send(cx, &w.pending))?;
+            let n = ready!(Pin::new(&mut w.half).poll_write(cx, &w.pending))?;
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
@@ -168,14 +145,13 @@ impl Writer {
     }
 
     fn poll_flush(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.flush_pending(&mut self.lock(), cx)
+        Self::flush_pending(&mut self.lock(), cx)
     }
 
     fn poll_shutdown(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let mut w = self.lock();
-        ready!(self.flush_pending(&mut w, cx))?;
-        // tokio shuts down only a stream it can borrow mutably; the socket is shared here.
-        Poll::Ready(socket2::SockRef::from(&self.tcp).shutdown(std::net::Shutdown::Write))
+        ready!(Self::flush_pending(&mut w, cx))?;
+        Pin::new(&mut w.half).poll_shutdown(cx)
     }
 }
 
@@ -187,9 +163,10 @@ pub struct Transport {
 
 impl Transport {
     fn plain(tcp: TcpStream) -> Self {
+        let (read, write) = tcp.into_split();
         let writer = Arc::new(Writer {
-            tcp,
             inner: Mutex::new(WriterInner {
+                half: write,
                 pending: Vec::new(),
                 corked: false,
                 blocked: false,
@@ -198,14 +175,14 @@ impl Transport {
             waker: Default::default(),
         });
         Transport {
-            stream: Stream::Plain(writer),
+            stream: Stream::Plain(read, writer),
         }
     }
 
     /// The shared writer of a plain connection (none under TLS: rustls owns both directions).
     pub fn writer(&self) -> Option<Arc<Writer>> {
         match &self.stream {
-            Stream::Plain(w) => Some(w.clone()),
+            Stream::Plain(_, w) => Some(w.clone()),
             Stream::Tls(_) => None,
         }
     }
@@ -214,7 +191,7 @@ impl Transport {
 impl AsyncRead for Transport {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         match &mut self.get_mut().stream {
-            Stream::Plain(w) => w.poll_recv(cx, buf),
+            Stream::Plain(s, _) => Pin::new(s).poll_read(cx, buf),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
@@ -223,21 +200,21 @@ impl AsyncRead for Transport {
 impl AsyncWrite for Transport {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         match &mut self.get_mut().stream {
-            Stream::Plain(w) => w.poll_write(cx, buf),
+            Stream::Plain(_, w) => w.poll_write(cx, buf),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match &mut self.get_mut().stream {
-            Stream::Plain(w) => w.poll_flush(cx),
+            Stream::Plain(_, w) => w.poll_flush(cx),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match &mut self.get_mut().stream {
-            Stream::Plain(w) => w.poll_shutdown(cx),
+            Stream::Plain(_, w) => w.poll_shutdown(cx),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
