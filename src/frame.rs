@@ -219,10 +219,13 @@ impl Decoder {
 
     fn poll_read<R: AsyncRead + Unpin>(&mut self, cx: &mut Context<'_>, io: &mut R) -> Poll<io::Result<usize>> {
         let spare = match (&self.frame, &mut self.direct) {
-            // Exactly the rest of the large payload: its allocation then holds nothing else.
+            // The rest of the large payload, and room for the next frame's header: a stream of
+            // large messages then takes one read per message, not a payload read and a header read.
             (Some(h), Some(v)) => {
                 let missing = h.len - v.len();
-                &mut v.spare_capacity_mut()[..missing]
+                let spare = v.spare_capacity_mut();
+                let n = spare.len().min(missing + MAX_HEADER);
+                &mut spare[..n]
             }
             _ => {
                 let read_size = self.read_size as usize;
@@ -244,7 +247,15 @@ impl Decoder {
         // SAFETY: `poll_read` initialised the first `n` bytes of the spare capacity.
         unsafe {
             match &mut self.direct {
-                Some(v) if self.frame.is_some() => v.set_len(v.len() + n),
+                Some(v) if self.frame.is_some() => {
+                    let end = self.frame.as_ref().map_or(0, |h| h.len);
+                    v.set_len(v.len() + n);
+                    if v.len() > end {
+                        // What followed the payload is the next frame's: it goes to `buf`.
+                        self.buf.extend_from_slice(&v[end..]);
+                        v.truncate(end);
+                    }
+                }
                 _ => {
                     self.buf.set_len(self.buf.len() + n);
                     if n >= self.read_size as usize && (self.read_size as usize) < READ_CHUNK {
@@ -282,7 +293,7 @@ impl Decoder {
                 self.after_direct = false;
                 self.buf.split_to(h.len).freeze()
             } else if h.len >= DIRECT_FROM {
-                let mut v = Vec::with_capacity(h.len);
+                let mut v = Vec::with_capacity(h.len + MAX_HEADER);
                 v.extend_from_slice(&self.buf);
                 self.buf.clear();
                 self.direct = Some(v);
@@ -537,6 +548,43 @@ mod tests {
             first_error(server_frame(true, OP_CLOSE, &bad_reason), 100),
             WireError::Utf8(_)
         ));
+    }
+
+    #[test]
+    fn a_stream_of_large_messages_takes_one_read_per_message() {
+        /// Counts reads; hands out as much as asked (a socket with plenty of data waiting).
+        struct Counting {
+            data: Vec<u8>,
+            pos: usize,
+            reads: usize,
+        }
+        impl AsyncRead for Counting {
+            fn poll_read(mut self: Pin<&mut Self>, _: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+                self.reads += 1;
+                let n = buf.remaining().min(self.data.len() - self.pos);
+                let start = self.pos;
+                buf.put_slice(&self.data[start..start + n]);
+                self.pos += n;
+                Poll::Ready(Ok(()))
+            }
+        }
+        let count = 50;
+        let payload: Vec<u8> = (0..65536u32).map(|i| i as u8).collect();
+        let mut data = Vec::new();
+        for _ in 0..count {
+            data.extend(server_frame(true, OP_BINARY, &payload));
+        }
+        let mut io = Counting { data, pos: 0, reads: 0 };
+        let mut d = Decoder::new(BytesMut::new(), usize::MAX);
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        for _ in 0..count {
+            match d.poll_next(&mut cx, &mut io) {
+                Poll::Ready(Ok(Incoming::Binary(b))) => assert_eq!(b, payload),
+                other => panic!("expected a binary message, got {other:?}"),
+            }
+        }
+        // The payload's last read also takes the next header: not a payload read plus a header read.
+        assert!(io.reads <= count + 2, "{} reads for {count} messages", io.reads);
     }
 
     #[test]
