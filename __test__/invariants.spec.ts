@@ -245,6 +245,11 @@ test.serial('open connections hold no read or write buffer once traffic stops (i
   // not read: the socket buffers fill and the rest waits, framed, in the connection.
   for (const c of clients) c.send(big)
   await until(() => clientStats().ioBuffers >= clients.length, `write buffers held while the peer does not read (${clientStats().ioBuffers})`)
+  // Cut short by a full socket: not sent yet, and still counted as buffered.
+  for (const c of clients) {
+    t.is(c.metrics.messagesSent, 0)
+    t.is(c.bufferedAmount, big.length)
+  }
   for (const s of sockets) s.resume()
   // The echo comes back as 4 MiB frames: read straight into their own allocation.
   await until(() => echoed.every((n) => n === big.length), `every echo (${echoed})`, 20_000)

@@ -319,7 +319,7 @@ test.serial('credentials in the URL become Basic authorization; IPv6 literals wo
   t.is(request?.headers.host, `127.0.0.1:${peer.port}`, 'no credentials in the Host header')
   t.is(client.url, url)
   await client.disconnect()
-  // A second client of the same URL takes its parsed form from the cache: same result.
+  // A second client of the same URL (credentials are never cached): same result.
   request = undefined
   const again = new ReconnectingWebSocket(url)
   await new Recorder(again).next('open')

@@ -276,7 +276,8 @@ function toProtocols(protocols) {
 
 // Parsed URLs by their text. A fleet of clients usually shares one URL; parsing it for each
 // client (three times: normalising, the proxy decision, credentials) was the largest
-// garbage of a construction. Bounded: cleared when full.
+// garbage of a construction. Bounded: cleared when full. A URL with credentials is never
+// kept: a password must not outlive the clients that use it.
 const URL_CACHE_MAX = 256
 const normalized = new Map()
 const described = new Map()
@@ -304,6 +305,7 @@ function describeUrl(href) {
     u.username = ''
     u.password = ''
     info.bare = u.href
+    return Object.freeze(info)
   }
   return remember(described, href, Object.freeze(info))
 }
@@ -317,7 +319,8 @@ function parseUrl(url) {
   }
   const known = normalized.get(url)
   if (known !== undefined) return known
-  return remember(normalized, url, normalizeUrl(url))
+  const href = normalizeUrl(url)
+  return url.includes('@') ? href : remember(normalized, url, href)
 }
 
 function normalizeUrl(url) {
