@@ -47,6 +47,7 @@ const SENT_NOT_OPEN = 2
 const SENT_QUEUE_FULL = 3
 const SENT_DROPPING = 4
 const SENT_CORKED = 5
+const SENT_NOT_CONNECTED = 6
 
 /** One microtask per turn writes what the fast path corked (src/transport.rs). */
 function uncork(client) {
@@ -103,8 +104,14 @@ function warn(p) {
  * must never throw (that would be a fatal exception): a listener's error is
  * rethrown on the next tick, where it surfaces as an ordinary uncaught
  * exception and the remaining events are still delivered.
+ *
+ * A batch is bounded (src/delivery.rs); the next one is taken from a
+ * `setImmediate`, so timers and I/O get a turn between batches, and that
+ * acknowledgement is what frees the batch's messages from each client's read
+ * bound: a client holds a bounded amount for a JS thread that is behind.
  */
 function dispatch(batch) {
+  if (batch.length === 0) return
   for (let i = 0; i < batch.length; i += 3) {
     try {
       const client = batch[i]
@@ -117,6 +124,11 @@ function dispatch(batch) {
       rethrowLater(err)
     }
   }
+  setImmediate(acknowledge)
+}
+
+function acknowledge() {
+  dispatch(N.deliveryAck())
 }
 
 N.init(dispatch)
@@ -358,8 +370,14 @@ class ReconnectingWebSocket extends EventEmitter {
       throw makeError('ERR_INVALID_ARG_TYPE', `send() takes a string, Buffer, ArrayBufferView or ArrayBuffer. Received ${got}`, TypeError)
     }
     if (outcome === SENT_CORKED) return void queueMicrotask(() => uncork(this))
-    if (outcome === SENT_NOT_OPEN) {
-      throw makeError('ERR_NOT_OPEN', `Cannot send: the connection is ${this.#state === 'open' ? 'closing' : this.#state}`)
+    if (outcome === SENT_NOT_OPEN || outcome === SENT_NOT_CONNECTED) {
+      // The native side ended the connection (or gave up) before JS has seen that event: a
+      // send() made while the client still looked open (or, with the queue on, connecting) must
+      // not throw. Nothing wrote the message and nothing will: it is reported like any message
+      // a closed client drops.
+      const looksUsable = outcome === SENT_NOT_OPEN ? this.#state !== 'closed' : this.#state === 'open'
+      if (looksUsable && !this.#closing) return void this.emit('drop', { reason: 'closed', messages: [data] })
+      throw makeError('ERR_NOT_OPEN', `Cannot send: the connection is ${this.#state}`)
     }
     if (outcome === SENT_QUEUE_FULL) {
       // reconnecting-websocket drops the new message silently past maxEnqueuedMessages: we drop it loudly.
@@ -553,7 +571,11 @@ class ReconnectingWebSocket extends EventEmitter {
       if (b !== undefined) args.push(b)
       this.#compat.log(...args)
     }
-    if (debug.enabled) debug('%s %s', this.#url, [what, a, b].filter((v) => v !== undefined).join(' '))
+    if (debug.enabled) {
+      // Never the password: the URL is logged with its credentials masked.
+      const url = require('./errors').redactUrl(this.#url)
+      debug('%s %s', url, [what, a, b].filter((v) => v !== undefined).join(' '))
+    }
   }
 
   [kOnEvent](tag, p) {
@@ -722,7 +744,8 @@ class ReconnectingWebSocket extends EventEmitter {
       const bare = splitCredentials(url, flattenHeaders(headers, origin))
       N.clientProvide(this, id, bare.url, bare.headers, toProtocols(protocols ?? undefined), proxyFor(url, proxy))
     } catch (err) {
-      N.clientProvideError(this, id, `a provider failed: ${err instanceof Error ? err.message : String(err)}`)
+      const why = require('./errors').redactText(err instanceof Error ? err.message : String(err))
+      N.clientProvideError(this, id, `a provider failed: ${why}`)
     }
   }
 

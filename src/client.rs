@@ -24,6 +24,7 @@ use crate::delivery::{self, JsEvent};
 use crate::driver::{Command, Driver, DriverConfig, Shared};
 use crate::errors::{ConnError, ERR_PROVIDER};
 use crate::machine::{HonorRetryAfter, Policy};
+use crate::napi_raw;
 use crate::options::NativeOptions;
 use crate::outbox::{QueueConfig, SendOutcome};
 use crate::queue::Queue;
@@ -183,6 +184,7 @@ impl NativeClient {
             conn: ConnConfig {
                 connect_timeout: Duration::from_millis(ms(options.connect_timeout)),
                 max_payload: options.max_payload.clamp(1.0, usize::MAX as f64) as usize,
+                max_text: options.max_text_payload.clamp(1.0, usize::MAX as f64) as usize,
                 ping_interval: Duration::from_millis(ms(options.ping_interval)),
                 pong_timeout: Duration::from_millis(ms(options.pong_timeout)),
                 close_timeout: Duration::from_millis(ms(options.close_timeout)),
@@ -323,7 +325,7 @@ impl NativeClient {
 
     /// Sends or queues a text message. Returns 0 sent, 1 queued, 2 not open, 3 queue full,
     /// 4 queued after dropping older messages (fetch them with `takeDropped()`), 5 sent but corked
-    /// (call `uncork()` at the end of this turn).
+    /// (call `uncork()` at the end of this turn), 6 not connected and the queue is off.
     pub fn send_text(&mut self, data: String) -> u32 {
         self.send(Message::Text(data.into()))
     }
@@ -341,6 +343,7 @@ impl NativeClient {
             SendOutcome::Queued => 1,
             SendOutcome::NotOpen => 2,
             SendOutcome::QueueFull => 3,
+            SendOutcome::NotConnected => 6,
             SendOutcome::QueuedDropping(dropped) => {
                 self.dropped = dropped;
                 4
@@ -467,39 +470,39 @@ impl Drop for NativeClient {
 // state with `napi_unwrap` (what a napi-rs class method does too, without the per-instance
 // class bookkeeping: a reference map entry, a type tag and a second JS object).
 
-/// The native state wrapped onto `owner`. JS-thread only, and never held across calls.
-fn client<'a>(env: &Env, owner: &Object<'_>) -> Result<&'a mut NativeClient> {
-    let mut data = std::ptr::null_mut();
-    check_status!(
-        unsafe { sys::napi_unwrap(env.raw(), owner.raw(), &mut data) },
-        "not a redial-ws client"
-    )?;
-    Ok(unsafe { &mut *data.cast::<NativeClient>() })
+impl napi_raw::Wrapped for NativeClient {
+    /// Random, fixed for this addon.
+    const TAG: sys::napi_type_tag = sys::napi_type_tag {
+        lower: 0x6a0f_27c4_d1b3_9e58,
+        upper: 0x2b71_e8a6_5c90_f34d,
+    };
+
+    fn finalize(self: Box<Self>, env: Env) {
+        let _ = (*self).finalize(env);
+    }
 }
 
-unsafe extern "C" fn finalize_client(env: sys::napi_env, data: *mut std::ffi::c_void, _hint: *mut std::ffi::c_void) {
-    let client = unsafe { Box::from_raw(data.cast::<NativeClient>()) };
-    let _ = client.finalize(Env::from_raw(env));
+/// The native state of the client object `owner`; an error for any other object.
+fn client<'a>(env: &Env, owner: &Object<'_>) -> Result<&'a mut NativeClient> {
+    napi_raw::unwrap(env, owner)
 }
 
 /// Gives `owner` (a new `ReconnectingWebSocket`) its native state.
 #[napi]
 pub fn client_attach(env: Env, owner: Object<'_>, url: String, options: NativeOptions) -> Result<()> {
-    let state = Box::into_raw(Box::new(NativeClient::new(&env, &owner, url, options)?));
-    let status = unsafe {
-        sys::napi_wrap(
-            env.raw(),
-            owner.raw(),
-            state.cast(),
-            Some(finalize_client),
-            std::ptr::null_mut(),
-            std::ptr::null_mut(),
-        )
-    };
-    if status != sys::Status::napi_ok {
-        // Not adopted: release it as a collection would.
-        let _ = unsafe { Box::from_raw(state) }.finalize(env);
-        check_status!(status, "cannot attach the native client")?;
+    let state = NativeClient::new(&env, &owner, url, options)?;
+    napi_raw::wrap(&env, &owner, state)
+}
+
+/// Makes the client's task panic on its next poll (tests prove that a panic ends the client in
+/// a defined state). Not part of the API.
+#[napi]
+pub fn testing_panic_driver(env: Env, owner: Object<'_>) -> Result<()> {
+    let client = client(&env, &owner)?;
+    crate::driver::PANIC_FOR_TEST.store(client.shared.id, Ordering::Relaxed);
+    if let Some(tx) = &client.commands {
+        // Any command wakes the task.
+        let _ = tx.send(Command::Connect);
     }
     Ok(())
 }
@@ -558,7 +561,7 @@ pub fn client_generation(env: Env, owner: Object<'_>) -> Result<u32> {
 
 /// Sends or queues a text message. Returns 0 sent, 1 queued, 2 not open, 3 queue full,
 /// 4 queued after dropping older messages (fetch them with `clientTakeDropped`), 5 sent but
-/// corked (call `clientUncork` at the end of this turn).
+/// corked (call `clientUncork` at the end of this turn), 6 not connected and the queue is off.
 #[napi]
 pub fn client_send_text(env: Env, owner: Object<'_>, data: String) -> Result<u32> {
     Ok(client(&env, &owner)?.send_text(data))

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Sleep;
 use tungstenite::client::IntoClientRequest;
@@ -35,6 +35,8 @@ use crate::transport::{self, Proxy, TlsOptions, Transport, Writer};
 pub struct ConnConfig {
     pub connect_timeout: Duration,
     pub max_payload: usize,
+    /// Text messages over this cannot become a JS string: they end the connection with 1009.
+    pub max_text: usize,
     /// 0 disables heartbeats.
     pub ping_interval: Duration,
     pub pong_timeout: Duration,
@@ -293,6 +295,8 @@ pub struct OpenConn {
     sent_close: bool,
     peer_close: Option<Box<(u16, String)>>,
     peer_close_deadline: Option<Pin<Box<Sleep>>>,
+    /// The peer's close frame or a violation, held back while JS takes the messages read before it.
+    held: Option<Box<Held>>,
     /// Boxed, like the close state: the connection lives inline in its client's task.
     heartbeat: Option<Box<Heartbeat>>,
     /// The client's metrics and read gate.
@@ -300,6 +304,21 @@ pub struct OpenConn {
     /// Counts the decoder's memory in `ioBuffers` while it holds any.
     read_buffer: Option<Gauge>,
     _gauge: Gauge,
+}
+
+/// What ends a connection, once JS has taken every message that came before it: what JS sends in
+/// reply to those messages is written first (an echo precedes our close), within `close_timeout`.
+struct Held {
+    end: HeldEnd,
+    deadline: Pin<Box<Sleep>>,
+    close_timeout: Duration,
+}
+
+enum HeldEnd {
+    /// The peer's close frame (`None`: without a status code).
+    Close(Option<(u16, String)>),
+    /// A violation of the protocol (1002, 1007, 1009).
+    Failed(WireError),
 }
 
 /// Framed bytes on their way to the socket. Boxed, and dropped as soon as everything is
@@ -312,6 +331,10 @@ struct Outgoing {
     /// counts as sent once the socket took its last byte; the others are given back if the
     /// connection drops first (a half-written frame is sent again, whole, on the next connection).
     in_wbuf: VecDeque<(Message, usize)>,
+    /// The payload of the latest ping, when it arrived with the socket backed up: only the
+    /// most recent ping is answered then (RFC 6455 §5.5.3), so a ping flood to a peer that does
+    /// not read cannot grow this buffer.
+    pong: Option<Bytes>,
     _gauge: Gauge,
 }
 
@@ -321,6 +344,7 @@ impl Default for Outgoing {
             wbuf: Vec::new(),
             pos: 0,
             in_wbuf: VecDeque::new(),
+            pong: None,
             _gauge: Gauge::new(&GLOBAL.io_buffers),
         }
     }
@@ -419,7 +443,7 @@ impl OpenConn {
         };
         let conn = OpenConn {
             transport: opened.transport,
-            decoder: Decoder::new(opened.leftover, cfg.max_payload),
+            decoder: Decoder::new(opened.leftover, cfg.max_payload).with_text_limit(cfg.max_text),
             writer,
             out_rx,
             out: None,
@@ -428,6 +452,7 @@ impl OpenConn {
             sent_close: false,
             peer_close: None,
             peer_close_deadline: None,
+            held: None,
             heartbeat,
             shared,
             read_buffer: None,
@@ -472,6 +497,14 @@ impl OpenConn {
     }
 
     fn poll_io_inner(&mut self, cx: &mut Context<'_>, cfg: &ConnConfig, events: &mut Vec<JsEvent>) -> Poll<IoEvent> {
+        if self.held.is_some() {
+            if let Some(end) = self.release_held(cx) {
+                return end;
+            }
+            if self.held.is_some() {
+                return Poll::Pending;
+            }
+        }
         if let Some(hb) = self.heartbeat.as_mut() {
             if hb.next_ping.as_mut().poll(cx).is_ready() {
                 let now = tokio::time::Instant::now();
@@ -509,40 +542,44 @@ impl OpenConn {
                         // Nothing follows a close frame (RFC 6455 §5.5.1).
                         continue;
                     }
+                    let gate = &self.shared.read_gate;
                     match frame {
                         Incoming::Text(t) => {
-                            let shared = &self.shared;
-                            stats::add(&shared.metrics.bytes_received, t.len() as u64);
-                            stats::inc(&shared.metrics.messages_received);
-                            shared.read_gate.admit(t.len());
+                            let metrics = &self.shared.metrics;
+                            stats::add(&metrics.bytes_received, t.len() as u64);
+                            stats::inc(&metrics.messages_received);
+                            gate.admit(t.len());
                             events.push(JsEvent::Text(t));
                         }
                         Incoming::Binary(b) => {
-                            let shared = &self.shared;
-                            stats::add(&shared.metrics.bytes_received, b.len() as u64);
-                            stats::inc(&shared.metrics.messages_received);
-                            shared.read_gate.admit(b.len());
+                            let metrics = &self.shared.metrics;
+                            stats::add(&metrics.bytes_received, b.len() as u64);
+                            stats::inc(&metrics.messages_received);
+                            gate.admit(b.len());
                             events.push(JsEvent::Binary(b));
                         }
                         Incoming::Ping(p) => {
                             if !self.sent_close {
-                                frame::encode(frame::OPCODE_PONG, &p, self.wbuf());
+                                let out = self.out.get_or_insert_with(Box::default);
+                                if out.unwritten() < WRITE_BATCH {
+                                    frame::encode(frame::OPCODE_PONG, &p, &mut out.wbuf);
+                                } else {
+                                    out.pong = Some(p.clone());
+                                }
                             }
+                            // Control frames count against the same bound as messages: a ping
+                            // flood cannot outrun JS either.
+                            gate.admit(p.len());
                             events.push(JsEvent::Ping(p));
                         }
-                        Incoming::Pong(p) => events.push(JsEvent::Pong(p)),
+                        Incoming::Pong(p) => {
+                            gate.admit(p.len());
+                            events.push(JsEvent::Pong(p));
+                        }
                         Incoming::Close(close) => {
-                            if !self.sent_close {
-                                // Echo the code; what is still queued goes back to the offline queue.
-                                let wbuf = self.wbuf();
-                                match &close {
-                                    Some((code, _)) => frame::encode_close(*code, "", wbuf),
-                                    None => frame::encode(8, &[], wbuf),
-                                }
-                                self.sent_close = true;
+                            if self.hold(HeldEnd::Close(close), cfg) {
+                                break;
                             }
-                            self.peer_close = Some(Box::new(close.unwrap_or((1005, String::new()))));
-                            self.peer_close_deadline = Some(Box::pin(tokio::time::sleep(cfg.close_timeout)));
                         }
                     }
                     n += 1;
@@ -555,7 +592,12 @@ impl OpenConn {
                     let (code, reason) = *self.peer_close.take().expect("peer close");
                     return ended(code, reason, true, None);
                 }
-                Poll::Ready(Err(e)) => return self.ended_by(e),
+                Poll::Ready(Err(e @ (WireError::Eof | WireError::Io(_)))) => return self.ended_by(e),
+                Poll::Ready(Err(e)) => {
+                    // Acted on by the next poll, once JS has what came before it.
+                    self.hold(HeldEnd::Failed(e), cfg);
+                    break;
+                }
                 Poll::Pending => break,
             }
         }
@@ -565,7 +607,7 @@ impl OpenConn {
                 return self.ended_by(WireError::Io(e));
             }
         }
-        if n > 0 {
+        if n > 0 || self.held.is_some() {
             return Poll::Ready(IoEvent::Progress);
         }
         if let Some(deadline) = self.peer_close_deadline.as_mut() {
@@ -585,6 +627,66 @@ impl OpenConn {
             }
         }
         Poll::Pending
+    }
+
+    /// Holds back the end of the connection while messages read before it are on their way to
+    /// JS; returns whether reading must stop. A close with nothing pending is answered at once.
+    fn hold(&mut self, end: HeldEnd, cfg: &ConnConfig) -> bool {
+        match end {
+            HeldEnd::Close(close) if !self.shared.read_gate.has_inflight() => {
+                self.answer_close(close, cfg.close_timeout);
+                false
+            }
+            end => {
+                self.held = Some(Box::new(Held {
+                    end,
+                    deadline: Box::pin(tokio::time::sleep(cfg.close_timeout)),
+                    close_timeout: cfg.close_timeout,
+                }));
+                true
+            }
+        }
+    }
+
+    /// Acts on what `hold` kept once JS has taken the messages before it (or the wait timed
+    /// out). `Some`: the connection ended; `None`: go on (still waiting while `held` is set).
+    fn release_held(&mut self, cx: &mut Context<'_>) -> Option<Poll<IoEvent>> {
+        let held = self.held.as_mut()?;
+        let waiting = self.shared.read_gate.has_inflight_waking(cx) && held.deadline.as_mut().poll(cx).is_pending();
+        // What JS sends in reply to those messages goes out first.
+        if let Err(e) = self.poll_write(cx) {
+            self.held = None;
+            return Some(self.ended_by(WireError::Io(e)));
+        }
+        if waiting {
+            return None;
+        }
+        let held = self.held.take().expect("held");
+        match held.end {
+            HeldEnd::Failed(e) => Some(self.ended_by(e)),
+            HeldEnd::Close(close) => {
+                self.answer_close(close, held.close_timeout);
+                match self.poll_write(cx) {
+                    Ok(()) => None,
+                    Err(e) => Some(self.ended_by(WireError::Io(e))),
+                }
+            }
+        }
+    }
+
+    /// Echoes the peer's close code (what is still queued goes back to the offline queue) and
+    /// waits `close_timeout` at most for the peer's TCP close.
+    fn answer_close(&mut self, close: Option<(u16, String)>, close_timeout: Duration) {
+        if !self.sent_close {
+            let wbuf = self.wbuf();
+            match &close {
+                Some((code, _)) => frame::encode_close(*code, "", wbuf),
+                None => frame::encode(8, &[], wbuf),
+            }
+            self.sent_close = true;
+        }
+        self.peer_close = Some(Box::new(close.unwrap_or((1005, String::new()))));
+        self.peer_close_deadline = Some(Box::pin(tokio::time::sleep(close_timeout)));
     }
 
     fn ended_by(&mut self, e: WireError) -> Poll<IoEvent> {
@@ -636,6 +738,10 @@ impl OpenConn {
                 out.compact();
             }
             while !self.sent_close && self.out.as_ref().map_or(0, |o| o.unwritten()) < WRITE_BATCH {
+                if let Some(pong) = self.out.as_mut().and_then(|o| o.pong.take()) {
+                    frame::encode(frame::OPCODE_PONG, &pong, self.wbuf());
+                    continue;
+                }
                 if let Some(hb) = self.heartbeat.as_mut().filter(|h| h.ping_due) {
                     hb.ping_due = false;
                     frame::encode(frame::OPCODE_PING, &[], self.wbuf());

@@ -2,9 +2,15 @@
 //! that decides what keeps a client (and the event loop) alive.
 //!
 //! Delivery is a "doorbell": drivers append events to one shared queue and ring
-//! a single thread-safe function only when no call is already pending. The JS
-//! thread swaps the whole queue out per call, so one call carries every event
-//! that arrived meanwhile (thousands under load, one when idle).
+//! a single thread-safe function only when no batch is on its way to JS. The JS
+//! thread takes a bounded batch per call (at most `BATCH_EVENTS` events and
+//! about `BATCH_BYTES` of payload), dispatches it, and acknowledges it from a
+//! `setImmediate` (`ack`): the event loop gets a turn (timers, I/O, other
+//! clients) between batches, and the acknowledgement both takes the next batch
+//! and tells each client's read gate that its messages have been dispatched. A
+//! message counts against the read bound from the moment it is read until JS
+//! has run its listeners, so what a client holds for a slow JS thread is
+//! bounded end to end.
 //!
 //! The thread-safe function is weak: it never holds the loop by itself. The
 //! registry refs it while at least one client is active and ref'd, and unrefs
@@ -13,15 +19,14 @@
 //! references that are strong only while a connection exists.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
-use std::ptr;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use napi::bindgen_prelude::*;
-use napi::sys;
-use napi::threadsafe_function::{ThreadsafeCallContext, ThreadsafeFunction, ThreadsafeFunctionCallMode};
-use napi::JsValue;
+
+use crate::napi_raw::{self, Obj, OwnerRef, RawValue, Tsfn, Value};
+use napi::threadsafe_function::{ThreadsafeCallContext, ThreadsafeFunctionCallMode};
 use tungstenite::{Bytes, Utf8Bytes};
 
 use crate::driver::Shared;
@@ -128,25 +133,22 @@ const T_PROVIDE: u32 = 13;
 const T_DECIDE: u32 = 14;
 const T_TEXT_BATCH: u32 = 15;
 
-/// A raw JS value handed back from the thread-safe-function callback.
-pub struct RawValue(sys::napi_value);
-
-impl ToNapiValue for RawValue {
-    unsafe fn to_napi_value(_env: sys::napi_env, val: Self) -> Result<sys::napi_value> {
-        Ok(val.0)
-    }
-}
-
-type Tsfn = ThreadsafeFunction<(), (), RawValue, Status, false, true, 0>;
+/// At most this many events go to JS in one batch...
+const BATCH_EVENTS: usize = 4096;
+/// ...and payload bytes beyond this start the next batch: a listener that takes 0.5 ms per
+/// 64 KiB message then holds the event loop for about 8 ms per batch.
+const BATCH_BYTES: usize = 1 << 20;
 
 pub struct Hub {
-    queue: Mutex<Vec<(u64, JsEvent)>>,
+    queue: Mutex<VecDeque<(u64, JsEvent)>>,
+    /// A batch has been requested or is being dispatched: drivers only append, and the JS
+    /// thread's acknowledgement takes what they appended.
     scheduled: AtomicBool,
     tsfn: OnceLock<Tsfn>,
 }
 
 impl Hub {
-    /// Appends a driver's events and rings the doorbell if no call is pending.
+    /// Appends a driver's events and rings the doorbell if no batch is pending.
     pub fn push(&self, client: u64, events: &mut Vec<JsEvent>) {
         if events.is_empty() {
             return;
@@ -162,30 +164,87 @@ impl Hub {
         self.queue
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .push((client, event));
+            .push_back((client, event));
         self.ring();
     }
 
     fn ring(&self) {
         if !self.scheduled.swap(true, Ordering::AcqRel) {
             if let Some(tsfn) = self.tsfn.get() {
-                // Unbounded queue: never `QueueFull`. After env teardown the call is refused; nothing to do then.
+                // One call at a time: never `QueueFull`. After env teardown the call is refused; nothing to do then.
                 let _ = tsfn.call((), ThreadsafeFunctionCallMode::NonBlocking);
             }
         }
     }
 
+    /// The next batch: the oldest events, bounded in count and payload bytes. When none is
+    /// left, the doorbell is re-armed (an event appended meanwhile is taken, not lost).
     fn take(&self) -> Vec<(u64, JsEvent)> {
-        // Clear the flag first: an event pushed after the swap below rings again.
-        self.scheduled.store(false, Ordering::Release);
-        std::mem::take(&mut *self.queue.lock().unwrap_or_else(|p| p.into_inner()))
+        let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        if q.is_empty() {
+            // Under the lock: a driver appends under it too, then finds the flag clear and rings.
+            self.scheduled.store(false, Ordering::Release);
+            return Vec::new();
+        }
+        let mut bytes = 0;
+        let mut n = 0;
+        for (_, e) in q.iter() {
+            if n == BATCH_EVENTS || bytes >= BATCH_BYTES {
+                break;
+            }
+            bytes += e.payload_len();
+            n += 1;
+        }
+        q.drain(..n).collect()
+    }
+}
+
+impl JsEvent {
+    /// Bytes this event counts for in the read bound (see `ReadGate`), if it counts.
+    fn payload_len(&self) -> usize {
+        match self {
+            JsEvent::Text(t) => t.len(),
+            JsEvent::Binary(b) | JsEvent::Ping(b) | JsEvent::Pong(b) => b.len(),
+            _ => 0,
+        }
+    }
+
+    fn is_read(&self) -> bool {
+        matches!(
+            self,
+            JsEvent::Text(_) | JsEvent::Binary(_) | JsEvent::Ping(_) | JsEvent::Pong(_)
+        )
+    }
+}
+
+/// What the batch JS is dispatching read from each client (bytes, messages): credited to the
+/// clients' read gates when JS acknowledges the batch.
+type Credits = Vec<(Arc<Shared>, usize, usize)>;
+
+fn credit(credits: &mut Credits, shared: &Arc<Shared>, event: &JsEvent) {
+    if !event.is_read() {
+        return;
+    }
+    let len = event.payload_len();
+    match credits.last_mut() {
+        Some((s, bytes, count)) if Arc::ptr_eq(s, shared) => {
+            *bytes += len;
+            *count += 1;
+        }
+        _ => credits.push((shared.clone(), len, 1)),
+    }
+}
+
+fn settle(credits: Credits) {
+    for (shared, bytes, count) in credits {
+        shared.read_gate.delivered(bytes, count);
     }
 }
 
 /// JS-thread bookkeeping of one client.
 struct Entry {
     /// Reference to the JS `ReconnectingWebSocket`; refcount 1 while a connection exists, else 0 (weak).
-    owner: sys::napi_ref,
+    owner: OwnerRef,
     /// The reference is currently strong.
     strong: bool,
     /// A connection exists: the client must stay reachable.
@@ -205,6 +264,8 @@ struct Entry {
 #[derive(Default)]
 struct Registry {
     hub: Option<Arc<Hub>>,
+    /// The batch JS is dispatching: credited to read gates on acknowledgement.
+    credits: Credits,
     clients: HashMap<u64, Entry>,
     /// Number of clients that are active and ref'd: the loop is held while > 0.
     holding: usize,
@@ -223,7 +284,7 @@ fn with_registry<R>(f: impl FnOnce(&mut Registry) -> R) -> Option<R> {
 /// Installs the module-level dispatcher for this JS thread.
 pub fn init(env: &Env, dispatch: Function<'_, RawValue, ()>) -> Result<()> {
     let hub = Arc::new(Hub {
-        queue: Mutex::new(Vec::new()),
+        queue: Mutex::new(VecDeque::new()),
         scheduled: AtomicBool::new(false),
         tsfn: OnceLock::new(),
     });
@@ -232,31 +293,29 @@ pub fn init(env: &Env, dispatch: Function<'_, RawValue, ()>) -> Result<()> {
         .build_threadsafe_function::<()>()
         .weak::<true>()
         .callee_handled::<false>()
-        .build_callback(move |ctx: ThreadsafeCallContext<()>| {
-            let batch = match weak.upgrade() {
-                Some(hub) => hub.take(),
-                None => Vec::new(),
-            };
-            build_batch(&ctx.env, batch)
+        .build_callback(move |ctx: ThreadsafeCallContext<()>| match weak.upgrade() {
+            Some(hub) => next_batch(&ctx.env, &hub),
+            None => empty_array(&ctx.env),
         })?;
     let _ = hub.tsfn.set(tsfn);
     env.add_env_cleanup_hook((), |_| {
         with_registry(|r| r.shutting_down = true);
     })?;
-    with_registry(|r| {
+    with_registry(|r| -> Result<()> {
         if let Some(old) = r.hub.replace(hub) {
             // Re-initialised (module loaded twice): keep the loop state of the new one consistent.
             if r.holding > 0 {
                 if let Some(t) = old.tsfn.get() {
-                    unsafe { sys::napi_unref_threadsafe_function(env.raw(), t.raw()) };
+                    napi_raw::set_tsfn_ref(env, t, false)?;
                 }
                 if let Some(t) = r.hub.as_ref().and_then(|h| h.tsfn.get()) {
-                    unsafe { sys::napi_ref_threadsafe_function(env.raw(), t.raw()) };
+                    napi_raw::set_tsfn_ref(env, t, true)?;
                 }
             }
         }
-    });
-    Ok(())
+        Ok(())
+    })
+    .unwrap_or(Ok(()))
 }
 
 pub fn shutting_down() -> bool {
@@ -268,8 +327,7 @@ pub fn hub() -> Option<Arc<Hub>> {
 }
 
 pub fn register(env: &Env, id: u64, owner: &Object<'_>, shared: Arc<Shared>) -> Result<()> {
-    let mut reference = ptr::null_mut();
-    check_status!(unsafe { sys::napi_create_reference(env.raw(), owner.raw(), 0, &mut reference) })?;
+    let reference = OwnerRef::new(env, owner)?;
     with_registry(|r| {
         r.clients.insert(
             id,
@@ -298,7 +356,8 @@ pub fn unregister(env: &Env, id: u64) -> bool {
         let was_active = e.active;
         let refd = e.refd;
         set_holding(r, env, &mut e, false, refd);
-        unsafe { sys::napi_delete_reference(env.raw(), e.owner) };
+        // A failure leaves a reference to a finalized object: nothing to undo.
+        let _ = e.owner.delete(env);
         was_active
     })
     .unwrap_or(false)
@@ -378,15 +437,10 @@ fn set_strong(env: &Env, e: &mut Entry, strong: bool) {
     if e.strong == strong {
         return;
     }
-    let mut count = 0;
-    unsafe {
-        if strong {
-            sys::napi_reference_ref(env.raw(), e.owner, &mut count);
-        } else {
-            sys::napi_reference_unref(env.raw(), e.owner, &mut count);
-        }
+    // On failure the reference keeps its strength, and `strong` says so.
+    if e.owner.set_strong(env, strong).is_ok() {
+        e.strong = strong;
     }
-    e.strong = strong;
 }
 
 /// Updates `active`/`refd` and refs or unrefs the thread-safe function when the
@@ -399,28 +453,56 @@ fn set_holding(r: &mut Registry, env: &Env, e: &mut Entry, active: bool, refd: b
     if before == after {
         return;
     }
-    let tsfn = r.hub.as_ref().and_then(|h| h.tsfn.get()).map(|t| t.raw());
+    let hub = r.hub.clone();
+    let tsfn = hub.as_ref().and_then(|h| h.tsfn.get());
     if after {
         r.holding += 1;
-        if r.holding == 1 {
-            if let Some(t) = tsfn {
-                unsafe { sys::napi_ref_threadsafe_function(env.raw(), t) };
-            }
-        }
     } else {
         r.holding -= 1;
-        if r.holding == 0 {
-            if let Some(t) = tsfn {
-                unsafe { sys::napi_unref_threadsafe_function(env.raw(), t) };
-            }
+    }
+    if r.holding == usize::from(after) {
+        if let Some(t) = tsfn {
+            // Fails only for a released function (environment teardown), whose hold no longer matters.
+            let _ = napi_raw::set_tsfn_ref(env, t, after);
         }
     }
 }
 
+/// JS has dispatched the last batch (called from a `setImmediate` after it): credit the read
+/// gates, and hand back the next batch, or an empty array when there is none.
+pub fn ack(env: &Env) -> Result<RawValue> {
+    let credits = with_registry(|r| std::mem::take(&mut r.credits)).unwrap_or_default();
+    settle(credits);
+    match hub() {
+        Some(hub) => next_batch(env, &hub),
+        None => empty_array(env),
+    }
+}
+
+/// The next non-empty batch for JS, or an empty array (the doorbell is then re-armed).
+fn next_batch(env: &Env, hub: &Hub) -> Result<RawValue> {
+    loop {
+        let events = hub.take();
+        if events.is_empty() {
+            return empty_array(env);
+        }
+        let batch = build_batch(env, events)?;
+        if napi_raw::array_len(env, batch)? > 0 {
+            return Ok(batch.into());
+        }
+        // Nothing in it was for a live client: JS will not acknowledge it.
+        let credits = with_registry(|r| std::mem::take(&mut r.credits)).unwrap_or_default();
+        settle(credits);
+    }
+}
+
+fn empty_array(env: &Env) -> Result<RawValue> {
+    napi_raw::array(env, Vec::new()).map(RawValue::from)
+}
+
 /// Turns queued events into the flat JS batch, applying each event's effect on
 /// the registry (strong reference, loop hold) before JS sees it.
-fn build_batch(env: &Env, batch: Vec<(u64, JsEvent)>) -> Result<RawValue> {
-    let raw_env = env.raw();
+fn build_batch(env: &Env, batch: Vec<(u64, JsEvent)>) -> Result<Value> {
     let mut out = Vec::with_capacity(batch.len().min(4096) * 3);
     let mut texts: Vec<Utf8Bytes> = Vec::new();
     with_registry(|r| -> Result<()> {
@@ -436,31 +518,33 @@ fn build_batch(env: &Env, batch: Vec<(u64, JsEvent)>) -> Result<RawValue> {
                     }
                 }
                 let Some(e) = r.clients.get_mut(&id) else { continue };
-                for t in &texts {
-                    e.shared.read_gate.delivered(t.len());
+                let bytes: usize = texts.iter().map(|t| t.len()).sum();
+                match r.credits.last_mut() {
+                    Some((s, b, c)) if Arc::ptr_eq(s, &e.shared) => {
+                        *b += bytes;
+                        *c += texts.len();
+                    }
+                    _ => r.credits.push((e.shared.clone(), bytes, texts.len())),
                 }
-                let mut owner = ptr::null_mut();
-                unsafe { sys::napi_get_reference_value(raw_env, e.owner, &mut owner) };
-                if owner.is_null() {
-                    continue;
-                }
+                let Some(owner) = e.owner.get(env)? else { continue };
                 out.push(owner);
-                out.push(unsafe { u32::to_napi_value(raw_env, T_TEXT_BATCH)? });
-                out.push(text_batch(raw_env, &texts)?);
+                out.push(napi_raw::to_js(env, T_TEXT_BATCH)?);
+                out.push(text_batch(env, &texts)?);
                 continue;
             }
             let owner = if let JsEvent::Warning { .. } = event {
-                ptr::null_mut()
+                None
             } else {
                 let Some(mut e) = r.clients.remove(&id) else { continue };
-                match &event {
-                    JsEvent::Text(t) => e.shared.read_gate.delivered(t.len()),
-                    JsEvent::Binary(b) => e.shared.read_gate.delivered(b.len()),
-                    _ => {}
-                }
-                let mut owner = ptr::null_mut();
-                unsafe { sys::napi_get_reference_value(raw_env, e.owner, &mut owner) };
-                let keep = !owner.is_null()
+                credit(&mut r.credits, &e.shared, &event);
+                let owner = match e.owner.get(env) {
+                    Ok(owner) => owner,
+                    Err(err) => {
+                        r.clients.insert(id, e);
+                        return Err(err);
+                    }
+                };
+                let keep = owner.is_some()
                     && match &event {
                         JsEvent::Connecting { .. } => {
                             set_conn(env, &mut e, true);
@@ -494,101 +578,43 @@ fn build_batch(env: &Env, batch: Vec<(u64, JsEvent)>) -> Result<RawValue> {
                 owner
             };
             let (tag, payload) = event_to_js(env, event)?;
-            out.push(if owner.is_null() { undefined(raw_env)? } else { owner });
-            out.push(unsafe { u32::to_napi_value(raw_env, tag)? });
+            out.push(match owner {
+                Some(owner) => owner,
+                None => napi_raw::undefined(env)?,
+            });
+            out.push(napi_raw::to_js(env, tag)?);
             out.push(payload);
         }
         Ok(())
     })
     .unwrap_or(Ok(()))?;
-    let mut array = ptr::null_mut();
-    check_status!(unsafe { sys::napi_create_array_with_length(raw_env, out.len(), &mut array) })?;
-    for (i, v) in out.into_iter().enumerate() {
-        check_status!(unsafe { sys::napi_set_element(raw_env, array, i as u32, v) })?;
-    }
-    Ok(RawValue(array))
-}
-
-fn undefined(env: sys::napi_env) -> Result<sys::napi_value> {
-    let mut v = ptr::null_mut();
-    check_status!(unsafe { sys::napi_get_undefined(env, &mut v) })?;
-    Ok(v)
+    napi_raw::array(env, out)
 }
 
 /// Binary messages from this size on are handed to JS without a copy.
 const ZERO_COPY_FROM: usize = 16 * 1024;
 
-/// A Node Buffer holding a copy of `data`: the one copy into JS memory.
-fn buffer(env: sys::napi_env, data: &[u8]) -> Result<sys::napi_value> {
-    let mut v = ptr::null_mut();
-    let mut out = ptr::null_mut();
-    check_status!(unsafe { sys::napi_create_buffer_copy(env, data.len(), data.as_ptr().cast(), &mut out, &mut v) })?;
-    Ok(v)
-}
-
-/// A Node Buffer over memory that Rust keeps owning (`T` is dropped by the finalizer): no copy.
-/// Falls back to a copy where the runtime refuses external buffers.
-fn external_buffer<T: AsRef<[u8]> + 'static>(env: sys::napi_env, data: T) -> Result<sys::napi_value> {
-    unsafe extern "C" fn release<T>(_env: sys::napi_env, _data: *mut std::ffi::c_void, hint: *mut std::ffi::c_void) {
-        drop(unsafe { Box::from_raw(hint.cast::<T>()) });
-    }
-    let boxed = Box::new(data);
-    let (ptr, len) = {
-        let bytes = (*boxed).as_ref();
-        (bytes.as_ptr(), bytes.len())
-    };
-    if len == 0 {
-        return buffer(env, &[]);
-    }
-    let hint = Box::into_raw(boxed);
-    let mut v = ptr::null_mut();
-    let status = unsafe {
-        sys::napi_create_external_buffer(env, len, ptr.cast_mut().cast(), Some(release::<T>), hint.cast(), &mut v)
-    };
-    if status == sys::Status::napi_ok {
-        return Ok(v);
-    }
-    let data = unsafe { Box::from_raw(hint) };
-    buffer(env, (*data).as_ref())
-}
-
 /// A run of text messages as one external buffer: `[count: u32][end offset: u32; count][utf-8 bytes]`.
-/// JS makes each string straight from it: the strings are the one copy into JS memory.
-fn text_batch(env: sys::napi_env, texts: &[Utf8Bytes]) -> Result<sys::napi_value> {
+/// JS makes each string straight from it: the strings are the one copy into JS memory. A batch
+/// holds about `BATCH_BYTES` and a text message is at most V8's string length, so offsets fit.
+fn text_batch(env: &Env, texts: &[Utf8Bytes]) -> Result<Value> {
     let head = 4 * (texts.len() + 1);
     let total = head + texts.iter().map(|t| t.len()).sum::<usize>();
+    let offset = |n: usize| u32::try_from(n).map_err(|_| Error::new(Status::GenericFailure, "text batch over 4 GiB"));
     let mut buf = Vec::with_capacity(total);
-    buf.extend_from_slice(&(texts.len() as u32).to_le_bytes());
+    buf.extend_from_slice(&offset(texts.len())?.to_le_bytes());
     let mut end = head;
     for t in texts {
         end += t.len();
-        buf.extend_from_slice(&(end as u32).to_le_bytes());
+        buf.extend_from_slice(&offset(end)?.to_le_bytes());
     }
     for t in texts {
         buf.extend_from_slice(t.as_bytes());
     }
-    external_buffer(env, buf)
+    napi_raw::external_buffer(env, buf)
 }
 
-struct Obj {
-    env: sys::napi_env,
-    value: sys::napi_value,
-}
-
-impl Obj {
-    fn new(env: sys::napi_env) -> Result<Self> {
-        let mut value = ptr::null_mut();
-        check_status!(unsafe { sys::napi_create_object(env, &mut value) })?;
-        Ok(Obj { env, value })
-    }
-
-    fn set<V: ToNapiValue>(&mut self, key: &std::ffi::CStr, v: V) -> Result<()> {
-        let v = unsafe { V::to_napi_value(self.env, v)? };
-        check_status!(unsafe { sys::napi_set_named_property(self.env, self.value, key.as_ptr(), v) })
-    }
-}
-
-fn error_obj(env: sys::napi_env, e: &ConnError) -> Result<sys::napi_value> {
+fn error_obj(env: &Env, e: &ConnError) -> Result<Value> {
     let mut o = Obj::new(env)?;
     o.set(c"code", e.code)?;
     o.set(c"message", e.message.as_str())?;
@@ -598,19 +624,17 @@ fn error_obj(env: sys::napi_env, e: &ConnError) -> Result<sys::napi_value> {
     Ok(o.value)
 }
 
-fn event_to_js(env: &Env, event: JsEvent) -> Result<(u32, sys::napi_value)> {
-    let raw = env.raw();
+fn event_to_js(env: &Env, event: JsEvent) -> Result<(u32, Value)> {
+    let raw = env;
     Ok(match event {
         // `build_batch` sends text runs itself; a lone one takes the same path.
         JsEvent::Text(t) => (T_TEXT_BATCH, text_batch(raw, &[t])?),
-        JsEvent::Binary(b) if b.len() >= ZERO_COPY_FROM => (T_BINARY, external_buffer(raw, b)?),
-        JsEvent::Binary(b) => (T_BINARY, buffer(raw, &b)?),
-        JsEvent::Connecting { attempt } => (T_CONNECTING, unsafe { u32::to_napi_value(raw, attempt)? }),
+        JsEvent::Binary(b) if b.len() >= ZERO_COPY_FROM => (T_BINARY, napi_raw::external_buffer(raw, b)?),
+        JsEvent::Binary(b) => (T_BINARY, napi_raw::buffer_copy(raw, &b)?),
+        JsEvent::Connecting { attempt } => (T_CONNECTING, napi_raw::to_js(raw, attempt)?),
         // Payloads of the events every connection has are plain values where one will do: a
         // fleet connecting or churning makes no garbage object per event.
-        JsEvent::Open { protocol } => (T_OPEN, unsafe {
-            String::to_napi_value(raw, protocol.unwrap_or_default())?
-        }),
+        JsEvent::Open { protocol } => (T_OPEN, napi_raw::to_js(raw, protocol.unwrap_or_default())?),
         JsEvent::Error(e) => (T_ERROR, error_obj(raw, &e)?),
         JsEvent::Close {
             code,
@@ -641,15 +665,14 @@ fn event_to_js(env: &Env, event: JsEvent) -> Result<(u32, sys::napi_value)> {
             o.set(c"attempts", attempts)?;
             let last = match last_error {
                 Some(e) => error_obj(raw, &e)?,
-                None => undefined(raw)?,
+                None => napi_raw::undefined(raw)?,
             };
-            let key = c"lastError";
-            check_status!(unsafe { sys::napi_set_named_property(raw, o.value, key.as_ptr(), last) })?;
+            o.set_value(c"lastError", last)?;
             (T_GIVEUP, o.value)
         }
-        JsEvent::DisconnectDone { discarded } => (T_DISCONNECTED, unsafe { u32::to_napi_value(raw, discarded)? }),
-        JsEvent::Ping(p) => (T_PING, buffer(raw, &p)?),
-        JsEvent::Pong(p) => (T_PONG, buffer(raw, &p)?),
+        JsEvent::DisconnectDone { discarded } => (T_DISCONNECTED, napi_raw::to_js(raw, discarded)?),
+        JsEvent::Ping(p) => (T_PING, napi_raw::buffer_copy(raw, &p)?),
+        JsEvent::Pong(p) => (T_PONG, napi_raw::buffer_copy(raw, &p)?),
         JsEvent::Provide { id, attempt } => {
             let mut o = Obj::new(raw)?;
             o.set(c"id", id as f64)?;
@@ -680,8 +703,7 @@ fn event_to_js(env: &Env, event: JsEvent) -> Result<(u32, sys::napi_value)> {
                         let key = std::ffi::CString::new(k).unwrap_or_default();
                         h.set(&key, v)?;
                     }
-                    let hk = c"headers";
-                    check_status!(unsafe { sys::napi_set_named_property(raw, i.value, hk.as_ptr(), h.value) })?;
+                    i.set_value(c"headers", h.value)?;
                 }
                 PolicyInfo::Error { code } => {
                     i.set(c"kind", "error")?;
@@ -689,12 +711,11 @@ fn event_to_js(env: &Env, event: JsEvent) -> Result<(u32, sys::napi_value)> {
                 }
             }
             i.set(c"attempt", attempt)?;
-            let ik = c"info";
-            check_status!(unsafe { sys::napi_set_named_property(raw, o.value, ik.as_ptr(), i.value) })?;
+            o.set_value(c"info", i.value)?;
             (T_DECIDE, o.value)
         }
         // The generation alone when nothing was discarded (the usual case).
-        JsEvent::Idle { gen, discarded: 0 } => (T_IDLE, unsafe { u32::to_napi_value(raw, gen)? }),
+        JsEvent::Idle { gen, discarded: 0 } => (T_IDLE, napi_raw::to_js(raw, gen)?),
         JsEvent::Idle { gen, discarded } => {
             let mut o = Obj::new(raw)?;
             o.set(c"gen", gen)?;

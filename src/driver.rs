@@ -83,13 +83,28 @@ impl ReadGate {
         self.inflight.fetch_add(len + MESSAGE_OVERHEAD, Ordering::AcqRel);
     }
 
-    /// JS took a message: reopen the gate when it falls under the limit.
-    pub fn delivered(&self, len: usize) {
-        let n = len + MESSAGE_OVERHEAD;
+    /// JS has dispatched messages of `len` bytes in all (`count` messages): reopen the gate when
+    /// it falls under the limit, and tell a connection waiting for JS to catch up (see `has_inflight_waking`).
+    pub fn delivered(&self, len: usize, count: usize) {
+        let n = len + count * MESSAGE_OVERHEAD;
         let before = self.inflight.fetch_sub(n, Ordering::AcqRel);
-        if before >= INFLIGHT_LIMIT && before - n < INFLIGHT_LIMIT {
+        if (before >= INFLIGHT_LIMIT && before - n < INFLIGHT_LIMIT) || before == n {
             self.waker.wake();
         }
+    }
+
+    /// Messages were read that JS has not dispatched yet.
+    pub fn has_inflight(&self) -> bool {
+        self.inflight.load(Ordering::Acquire) > 0
+    }
+
+    /// As `has_inflight`, registering `cx` to be woken when JS has dispatched them all.
+    pub fn has_inflight_waking(&self, cx: &std::task::Context<'_>) -> bool {
+        if !self.has_inflight() {
+            return false;
+        }
+        self.waker.register(cx.waker());
+        self.has_inflight()
     }
 
     fn open(&self) -> bool {
@@ -203,18 +218,66 @@ impl Future for DriverTask {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
-        if this.running.is_none() {
-            this.running = Some(Gauge::new(&GLOBAL.running_drivers));
-            this.driver.input(Input::Connect);
-        }
-        match this.driver.poll_run(cx, &this.commands) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(Exit::Abandoned) => Poll::Ready(()),
-            Poll::Ready(Exit::Finished) => {
+        // A panic must not leave the client looking alive with no task behind it: it is caught
+        // here, and the client ends as after a fatal error (events, then `Idle`).
+        let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            if this.running.is_none() {
+                this.running = Some(Gauge::new(&GLOBAL.running_drivers));
+                this.driver.input(Input::Connect);
+            }
+            if PANIC_FOR_TEST.load(Ordering::Relaxed) == this.driver.shared.id {
+                panic!("panic requested by a test");
+            }
+            this.driver.poll_run(cx, &this.commands)
+        }));
+        match polled {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(Exit::Abandoned)) => Poll::Ready(()),
+            Ok(Poll::Ready(Exit::Finished)) => {
+                this.driver.exit(this.running.take());
+                Poll::Ready(())
+            }
+            Err(panic) => {
+                this.commands.close();
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                this.driver.crashed(what);
                 this.driver.exit(this.running.take());
                 Poll::Ready(())
             }
         }
+    }
+}
+
+/// The id of a client whose task must panic on its next poll: how the tests prove that a panic
+/// ends a client in a defined state (`testingPanicDriver`). 0: none.
+pub static PANIC_FOR_TEST: AtomicU64 = AtomicU64::new(0);
+
+impl Driver {
+    /// The task panicked: release the connection and report a fatal error and a final close.
+    fn crashed(&mut self, what: String) {
+        let _ = PANIC_FOR_TEST.compare_exchange(self.shared.id, 0, Ordering::Relaxed, Ordering::Relaxed);
+        self.attempt = None;
+        self.timer = None;
+        self.close_deadline = None;
+        self.finished = true;
+        self.shared.outbox().set_accepting(false);
+        if self.socket.is_some() {
+            self.end_connection();
+        }
+        let message = format!("internal error ({what}): the client was closed");
+        self.events
+            .push(JsEvent::Error(ConnError::new(crate::errors::ERR_INTERNAL, message)));
+        self.events.push(JsEvent::Close {
+            code: 1006,
+            reason: String::new(),
+            was_clean: false,
+            will_reconnect: false,
+        });
+        self.hub.push(self.shared.id, &mut self.events);
     }
 }
 
@@ -288,15 +351,18 @@ impl Driver {
                     return Poll::Ready(Exit::Finished);
                 }
                 self.finished = false;
-                // Settle a disconnect() that finished just before these commands.
-                self.events.push(JsEvent::DisconnectDone {
-                    discarded: std::mem::take(&mut self.discarded),
-                });
+                let discarded = std::mem::take(&mut self.discarded);
                 while let Some(cmd) = commands.try_recv() {
                     self.command(cmd);
                 }
                 if self.machine.phase() == Phase::Idle {
+                    // Still exiting: `Idle`, sent once everything is released, settles every
+                    // pending disconnect() (JS must not see it settle while the task still runs).
                     self.finished = true;
+                    self.discarded = self.discarded.saturating_add(discarded);
+                } else {
+                    // Going on: settle a disconnect() that finished just before these commands.
+                    self.events.push(JsEvent::DisconnectDone { discarded });
                 }
                 continue;
             }
@@ -444,7 +510,7 @@ impl Driver {
             let discarded = self.shared.outbox().discard(&self.shared.metrics) as u32;
             if self.finished {
                 // Reported by `Idle`, once everything is released.
-                self.discarded = discarded;
+                self.discarded = self.discarded.saturating_add(discarded);
             } else {
                 self.events.push(JsEvent::DisconnectDone { discarded });
             }

@@ -44,6 +44,8 @@ pub const ERR_MESSAGE_TOO_BIG: &str = "ERR_MESSAGE_TOO_BIG";
 pub const ERR_CLOSED: &str = "ERR_CLOSED";
 /// No pong (nor any frame) within `pongTimeout` of a ping: the peer is dead or half-open.
 pub const ERR_PONG_TIMEOUT: &str = "ERR_PONG_TIMEOUT";
+/// A bug in redial-ws ended the client's task (a panic): the client is closed, nothing is left running.
+pub const ERR_INTERNAL: &str = "ERR_INTERNAL";
 /// A `url`/`headers`/`protocols` provider threw or rejected.
 pub const ERR_PROVIDER: &str = "ERR_PROVIDER";
 

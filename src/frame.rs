@@ -90,6 +90,8 @@ const READ_CHUNK: usize = 64 * 1024;
 const FIRST_READ: usize = 2 * 1024;
 /// A frame payload this large is read into its own allocation (no copy on the way to JS).
 const DIRECT_FROM: usize = 16 * 1024;
+/// That allocation's first size; it grows as the payload arrives.
+const DIRECT_FIRST: usize = 1 << 20;
 /// The longest frame header (RFC 6455 §5.2; servers do not mask).
 const MAX_HEADER: usize = 10;
 
@@ -153,6 +155,51 @@ struct Partial {
     data: Vec<u8>,
 }
 
+/// UTF-8 validation of a text message whose bytes arrive in pieces (fragments, or one frame
+/// over several reads), so that invalid text fails the connection as soon as it arrives
+/// rather than when the message completes. Holds the up to 3 bytes of a character that a
+/// piece cut in two.
+#[derive(Default, Clone, Copy)]
+struct Utf8Stream {
+    carry: [u8; 4],
+    carry_len: u8,
+}
+
+impl Utf8Stream {
+    /// Validates the next piece; `Err` as soon as a byte sequence cannot be UTF-8.
+    fn feed(&mut self, mut bytes: &[u8]) -> Result<(), ()> {
+        // First complete the character the previous piece cut (at most 3 more bytes).
+        while self.carry_len > 0 {
+            let Some((&b, rest)) = bytes.split_first() else {
+                return Ok(());
+            };
+            self.carry[self.carry_len as usize] = b;
+            self.carry_len += 1;
+            bytes = rest;
+            match std::str::from_utf8(&self.carry[..self.carry_len as usize]) {
+                Ok(_) => self.carry_len = 0,
+                Err(e) if e.error_len().is_some() => return Err(()),
+                Err(_) => {}
+            }
+        }
+        match std::str::from_utf8(bytes) {
+            Ok(_) => Ok(()),
+            Err(e) if e.error_len().is_some() => Err(()),
+            Err(e) => {
+                let tail = &bytes[e.valid_up_to()..];
+                self.carry[..tail.len()].copy_from_slice(tail);
+                self.carry_len = tail.len() as u8;
+                Ok(())
+            }
+        }
+    }
+
+    /// The message ended: no character may be left incomplete.
+    fn is_complete(&self) -> bool {
+        self.carry_len == 0
+    }
+}
+
 /// Turns the bytes of one connection into messages.
 pub struct Decoder {
     /// Read but not yet parsed. Empty and unallocated whenever the socket is idle.
@@ -163,6 +210,10 @@ pub struct Decoder {
     direct: Option<Vec<u8>>,
     /// Boxed: rare, and the decoder lives inline in every open connection's task.
     partial: Option<Box<Partial>>,
+    /// Incremental UTF-8 check of the text message in progress, once it arrives in pieces
+    /// (boxed with the rest of the rare state), and how many bytes of the current frame's
+    /// payload it has seen.
+    utf8: Option<Box<(Utf8Stream, usize)>>,
     /// The last payload was read directly: the next one likely is too, so read only its
     /// header first (one small read instead of copying most of a payload out of `buf`).
     after_direct: bool,
@@ -170,6 +221,8 @@ pub struct Decoder {
     /// (u32 beside the flag: the decoder lives inline in every open connection's task.)
     read_size: u32,
     max_payload: usize,
+    /// Text messages can be longer than this only if JS could not make a string of them.
+    max_text: usize,
 }
 
 impl Decoder {
@@ -180,10 +233,18 @@ impl Decoder {
             frame: None,
             direct: None,
             partial: None,
+            utf8: None,
             after_direct: false,
             read_size: FIRST_READ as u32,
             max_payload,
+            max_text: max_payload,
         }
+    }
+
+    /// Caps text messages lower than `max_payload` (the longest string JS can make).
+    pub fn with_text_limit(mut self, max_text: usize) -> Self {
+        self.max_text = max_text.min(self.max_payload);
+        self
     }
 
     /// Whether the decoder holds memory: read-ahead, a large payload or a fragmented message in progress.
@@ -223,6 +284,10 @@ impl Decoder {
             // large messages then takes one read per message, not a payload read and a header read.
             (Some(h), Some(v)) => {
                 let missing = h.len - v.len();
+                if v.len() == v.capacity() {
+                    // Grow with what arrives (at most doubling), never to what the header declares.
+                    v.reserve((missing + MAX_HEADER).min(v.capacity().max(DIRECT_FROM)));
+                }
                 let spare = v.spare_capacity_mut();
                 let n = spare.len().min(missing + MAX_HEADER);
                 &mut spare[..n]
@@ -285,6 +350,7 @@ impl Decoder {
             };
             let payload = if let Some(v) = &self.direct {
                 if v.len() < h.len {
+                    self.check_text_so_far(&h)?;
                     return Ok(None);
                 }
                 self.after_direct = true;
@@ -293,12 +359,16 @@ impl Decoder {
                 self.after_direct = false;
                 self.buf.split_to(h.len).freeze()
             } else if h.len >= DIRECT_FROM {
-                let mut v = Vec::with_capacity(h.len + MAX_HEADER);
+                // Sized by what may arrive soon, not by what the header declares: the buffer
+                // grows as bytes come (`poll_read`), so a lying length allocates nothing.
+                let mut v = Vec::with_capacity(h.len.min(DIRECT_FIRST) + MAX_HEADER);
                 v.extend_from_slice(&self.buf);
                 self.buf.clear();
                 self.direct = Some(v);
+                self.check_text_so_far(&h)?;
                 return Ok(None);
             } else {
+                self.check_text_so_far(&h)?;
                 return Ok(None);
             };
             self.frame = None;
@@ -306,6 +376,32 @@ impl Decoder {
                 return Ok(Some(frame));
             }
         }
+    }
+
+    /// Whether frame `h` carries text (a text frame, or a continuation of a text message).
+    fn is_text(&self, h: &Header) -> bool {
+        h.opcode == OP_TEXT || (h.opcode == OP_CONTINUATION && self.partial.as_ref().is_some_and(|p| p.text))
+    }
+
+    /// Validates the part of a text frame's payload that has arrived so far (RFC 6455 §8.1:
+    /// fail the connection as soon as invalid text is seen, not when the message completes).
+    fn check_text_so_far(&mut self, h: &Header) -> Result<(), WireError> {
+        if !self.is_text(h) {
+            return Ok(());
+        }
+        let arrived: &[u8] = match &self.direct {
+            Some(v) => v,
+            None => &self.buf[..self.buf.len().min(h.len)],
+        };
+        let state = self.utf8.get_or_insert_with(Box::default);
+        if arrived.len() > state.1 {
+            state
+                .0
+                .feed(&arrived[state.1..])
+                .map_err(|()| WireError::Utf8("a text message"))?;
+            state.1 = arrived.len();
+        }
+        Ok(())
     }
 
     /// Rules a header must meet before its payload is read.
@@ -328,16 +424,33 @@ impl Decoder {
         }
         let before = self.partial.as_ref().map_or(0, |p| p.data.len());
         let size = before as u64 + h.len as u64;
-        if size > self.max_payload as u64 {
-            return Err(WireError::TooBig {
-                size,
-                max: self.max_payload,
-            });
+        let max = if self.is_text(h) {
+            self.max_text
+        } else {
+            self.max_payload
+        };
+        if size > max as u64 {
+            return Err(WireError::TooBig { size, max });
         }
         Ok(())
     }
 
     fn complete(&mut self, h: Header, payload: Bytes) -> Result<Option<Incoming>, WireError> {
+        // Text that arrives in pieces is validated piece by piece; a whole unfragmented frame
+        // is validated once, below, when it becomes the message.
+        if self.is_text(&h) && (self.utf8.is_some() || !h.fin || h.opcode == OP_CONTINUATION) {
+            let utf8 = WireError::Utf8("a text message");
+            let state = self.utf8.get_or_insert_with(Box::default);
+            let seen = std::mem::take(&mut state.1).min(payload.len());
+            state.0.feed(&payload[seen..]).map_err(|()| utf8)?;
+            if h.fin {
+                let complete = state.0.is_complete();
+                self.utf8 = None;
+                if !complete {
+                    return Err(WireError::Utf8("a text message"));
+                }
+            }
+        }
         let message = |text: bool, data: Bytes| -> Result<Incoming, WireError> {
             if text {
                 Utf8Bytes::try_from(data)
@@ -383,6 +496,49 @@ impl Decoder {
     }
 }
 
+/// A frame mask from the operating system's CSPRNG (RFC 6455 §5.3 requires a strong source of
+/// entropy, so that a script cannot choose the bytes that reach an intermediary). Drawn from a
+/// per-thread pool refilled 1,024 masks at a time: one `getrandom` call per 1,024 frames keeps
+/// the send fast path's cost per frame at a few nanoseconds.
+fn mask() -> [u8; 4] {
+    const POOL: usize = 4096;
+    struct Pool {
+        bytes: [u8; POOL],
+        pos: usize,
+    }
+    thread_local! {
+        static MASKS: std::cell::RefCell<Pool> = const { std::cell::RefCell::new(Pool { bytes: [0; POOL], pos: POOL }) };
+    }
+    use ring::rand::SecureRandom;
+    MASKS.with(|pool| {
+        let mut pool = pool.borrow_mut();
+        if pool.pos == POOL {
+            if ring::rand::SystemRandom::new().fill(&mut pool.bytes).is_err() {
+                // The OS CSPRNG is unavailable (it does not fail on supported platforms): one
+                // fresh draw per frame from the standard library's randomly keyed hasher.
+                return hashed_mask();
+            }
+            pool.pos = 0;
+        }
+        let at = pool.pos;
+        pool.pos += 4;
+        let mut m = [0; 4];
+        m.copy_from_slice(&pool.bytes[at..at + 4]);
+        m
+    })
+}
+
+fn hashed_mask() -> [u8; 4] {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64),
+    );
+    (h.finish() as u32).to_ne_bytes()
+}
+
 /// Encodes a masked client frame (RFC 6455 §5.2).
 pub fn encode(opcode: u8, payload: &[u8], out: &mut Vec<u8>) {
     out.reserve(payload.len() + 14);
@@ -397,7 +553,7 @@ pub fn encode(opcode: u8, payload: &[u8], out: &mut Vec<u8>) {
         out.push(0x80 | 127);
         out.extend_from_slice(&(len as u64).to_be_bytes());
     }
-    let mask = fastrand::u32(..).to_ne_bytes();
+    let mask = mask();
     out.extend_from_slice(&mask);
     let start = out.len();
     out.extend_from_slice(payload);
@@ -601,6 +757,107 @@ mod tests {
         ));
         let (frames, _) = decode_all(server_frame(true, OP_BINARY, &[0; 100]), 7, 100);
         assert_eq!(frames.len(), 1);
+    }
+
+    #[test]
+    fn text_messages_have_their_own_limit() {
+        let decode = |frame: Vec<u8>| {
+            let mut io = Chunks {
+                data: frame,
+                pos: 0,
+                step: 1 << 20,
+            };
+            let mut d = Decoder::new(BytesMut::new(), 1000).with_text_limit(10);
+            let mut cx = Context::from_waker(std::task::Waker::noop());
+            match d.poll_next(&mut cx, &mut io) {
+                Poll::Ready(r) => r,
+                Poll::Pending => unreachable!(),
+            }
+        };
+        assert!(matches!(
+            decode(server_frame(true, OP_TEXT, &[b'a'; 11])),
+            Err(WireError::TooBig { size: 11, max: 10 })
+        ));
+        assert!(matches!(
+            decode(server_frame(true, OP_BINARY, &[0; 11])),
+            Ok(Incoming::Binary(_))
+        ));
+    }
+
+    #[test]
+    fn a_lying_length_allocates_only_what_arrives() {
+        // A header declaring 2^53 - 1 bytes, then 300 KB and the end of the stream.
+        let mut data = vec![0x82, 127];
+        data.extend_from_slice(&((1u64 << 53) - 1).to_be_bytes());
+        data.extend(std::iter::repeat_n(7u8, 300_000));
+        let mut io = Chunks {
+            data,
+            pos: 0,
+            step: 64 * 1024,
+        };
+        let mut d = Decoder::new(BytesMut::new(), usize::MAX);
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        assert!(matches!(
+            d.poll_next(&mut cx, &mut io),
+            Poll::Ready(Err(WireError::Eof))
+        ));
+        let held = d.direct.as_ref().map_or(0, |v| v.capacity());
+        assert!((300_000..=DIRECT_FIRST + MAX_HEADER).contains(&held), "held {held}");
+    }
+
+    #[test]
+    fn invalid_text_fails_as_soon_as_it_arrives() {
+        // One frame, cut short after an invalid byte: the error is the text, not the missing rest.
+        let mut frame = vec![0x81, 126];
+        frame.extend_from_slice(&1000u16.to_be_bytes());
+        frame.extend_from_slice(b"hello\xff");
+        let (_, e) = decode_all(frame, 3, 1 << 20);
+        assert!(matches!(e, WireError::Utf8(_)), "{e:?}");
+        // A large one, read into its own allocation.
+        let mut frame = vec![0x81, 127];
+        frame.extend_from_slice(&100_000u64.to_be_bytes());
+        frame.extend(std::iter::repeat_n(b'a', 20_000));
+        frame.push(0xc0);
+        let (_, e) = decode_all(frame, 4096, 1 << 20);
+        assert!(matches!(e, WireError::Utf8(_)), "{e:?}");
+        // Fragments: the second is invalid and the message never ends.
+        let mut fragments = server_frame(false, OP_TEXT, b"hel");
+        fragments.extend(server_frame(false, OP_CONTINUATION, &[0xed, 0xa0, 0x80]));
+        let (frames, e) = decode_all(fragments, 1 << 20, 1 << 20);
+        assert!(frames.is_empty() && matches!(e, WireError::Utf8(_)), "{e:?}");
+        // A message that ends in the middle of a character.
+        let mut fragments = server_frame(false, OP_TEXT, b"a");
+        fragments.extend(server_frame(true, OP_CONTINUATION, &[0xe2, 0x82]));
+        let (frames, e) = decode_all(fragments, 1 << 20, 1 << 20);
+        assert!(frames.is_empty() && matches!(e, WireError::Utf8(_)), "{e:?}");
+    }
+
+    #[test]
+    fn a_character_may_straddle_fragments_and_reads() {
+        let mut fragments = server_frame(false, OP_TEXT, &[0xe2]);
+        fragments.extend(server_frame(false, OP_CONTINUATION, &[0x82]));
+        fragments.extend(server_frame(true, OP_PING, b"p"));
+        fragments.extend(server_frame(true, OP_CONTINUATION, &[0xac, b'!']));
+        fragments.extend(server_frame(true, OP_TEXT, "\u{1f600}\u{e9}".as_bytes()));
+        for step in 1..8 {
+            let (frames, e) = decode_all(fragments.clone(), step, 1 << 20);
+            assert!(matches!(e, WireError::Eof), "{e:?}");
+            assert_eq!(
+                frames,
+                vec![
+                    Incoming::Ping(Bytes::from_static(b"p")),
+                    Incoming::Text("\u{20ac}!".into()),
+                    Incoming::Text("\u{1f600}\u{e9}".into()),
+                ]
+            );
+        }
+    }
+
+    #[test]
+    fn masks_are_not_repeated() {
+        let masks: std::collections::HashSet<[u8; 4]> = (0..5000).map(|_| mask()).collect();
+        // 5,000 draws from 2^32: a repeat is possible but a handful would mean a broken pool.
+        assert!(masks.len() >= 4990, "{}", masks.len());
     }
 
     #[test]

@@ -4,6 +4,8 @@
 //! - `delivery`: coalesced event delivery to JS and the JS-thread registry;
 //! - `client`, `options`, `errors`, `stats`: the N-API surface.
 
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 pub mod backoff;
 pub mod client;
 pub mod connection;
@@ -12,6 +14,7 @@ pub mod driver;
 pub mod errors;
 pub mod frame;
 pub mod machine;
+pub mod napi_raw;
 pub mod options;
 pub mod outbox;
 pub mod queue;
@@ -25,8 +28,15 @@ use napi_derive::napi;
 
 /// Installs the JS dispatcher that receives coalesced event batches. Called once by `lib/client.js`.
 #[napi]
-pub fn init(env: Env, dispatch: Function<'_, delivery::RawValue, ()>) -> Result<()> {
+pub fn init(env: Env, dispatch: Function<'_, napi_raw::RawValue, ()>) -> Result<()> {
     delivery::init(&env, dispatch)
+}
+
+/// JS has dispatched the last event batch (called from a `setImmediate`): returns the next
+/// batch, or an empty array when there is none.
+#[napi]
+pub fn delivery_ack(env: Env) -> Result<napi_raw::RawValue> {
+    delivery::ack(&env)
 }
 
 #[napi(object)]

@@ -18,6 +18,8 @@ pub struct NativeOptions {
     pub connect_timeout: f64,
     pub close_timeout: f64,
     pub max_payload: f64,
+    /// The longest text message JS can turn into a string (UTF-8 bytes).
+    pub max_text_payload: f64,
     /// 0 disables heartbeats.
     pub ping_interval: f64,
     pub pong_timeout: f64,

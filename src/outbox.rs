@@ -48,7 +48,10 @@ pub enum SendOutcome {
     Queued,
     /// Queued after dropping these (oldest first).
     QueuedDropping(Vec<Message>),
+    /// The client is closed (`disconnect()`, or it gave up).
     NotOpen,
+    /// No connection, and `queue: false`.
+    NotConnected,
     QueueFull,
 }
 
@@ -119,7 +122,7 @@ impl Outbox {
 
     fn enqueue(&mut self, msg: Message, len: usize, cfg: &QueueConfig, metrics: &Metrics) -> SendOutcome {
         if !cfg.enabled {
-            return SendOutcome::NotOpen;
+            return SendOutcome::NotConnected;
         }
         if len > cfg.max_bytes {
             return SendOutcome::QueueFull;

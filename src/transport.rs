@@ -221,21 +221,37 @@ impl AsyncWrite for Transport {
 }
 
 /// An HTTP CONNECT proxy.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Proxy {
     pub host: String,
     pub port: u16,
-    /// `user:pass`, sent as `Proxy-Authorization: Basic`.
+    /// `user:pass`, sent as `Proxy-Authorization: Basic` (and nowhere else: not even `Debug`).
     pub credentials: Option<String>,
 }
 
+impl std::fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proxy")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("credentials", &self.credentials.as_ref().map(|_| "***"))
+            .finish()
+    }
+}
+
 impl Proxy {
+    /// Its errors name the URL with the credentials masked (`redact`).
     pub fn parse(s: &str) -> Result<Self, String> {
-        let url = Url::parse(s).map_err(|e| format!("invalid proxy URL {s}: {e}"))?;
+        let url = Url::parse(s).map_err(|e| format!("invalid proxy URL {}: {e}", redact(s)))?;
         if url.scheme() != "http" {
-            return Err(format!("only http:// CONNECT proxies are supported, got {s}"));
+            return Err(format!(
+                "only http:// CONNECT proxies are supported, got {}",
+                redact(url.as_str())
+            ));
         }
-        let host = url.host_str().ok_or_else(|| format!("proxy URL has no host: {s}"))?;
+        let host = url
+            .host_str()
+            .ok_or_else(|| format!("proxy URL has no host: {}", redact(url.as_str())))?;
         let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
         let credentials = (!url.username().is_empty()).then(|| {
             let decode = |p: &str| percent_decode(p);
@@ -246,6 +262,36 @@ impl Proxy {
             port: url.port().unwrap_or(80),
             credentials,
         })
+    }
+}
+
+/// A URL (parsed or not) as it may appear in a message: `user:pass@` becomes `user:***@`, a
+/// lone user name (often a token) `***@`. The userinfo is what precedes the last `@` of the
+/// authority (which ends at `/`, `?`, `#` or `\\`), as the URL parser reads it.
+pub fn redact(s: &str) -> String {
+    let rest_at = s.find("://").map_or(0, |i| i + 3);
+    let authority_end = s[rest_at..]
+        .find(['/', '?', '#', '\\'])
+        .map_or(s.len(), |i| rest_at + i);
+    match s[rest_at..authority_end].rfind('@') {
+        None => s.to_owned(),
+        Some(at) => {
+            let userinfo = &s[rest_at..rest_at + at];
+            let masked = match userinfo.find(':') {
+                Some(colon) => format!("{}:***", &userinfo[..colon]),
+                None => "***".to_owned(),
+            };
+            format!("{}{masked}{}", &s[..rest_at], &s[rest_at + at..])
+        }
+    }
+}
+
+/// A parsed URL for a message, without its password (nor a lone user name).
+fn redact_url(url: &Url) -> String {
+    if url.username().is_empty() && url.password().is_none() {
+        url.to_string()
+    } else {
+        redact(url.as_str())
     }
 }
 
@@ -405,7 +451,7 @@ pub async fn open(
     let stream = match proxy {
         None => tcp(&host, port)
             .await
-            .map_err(|e| ConnError::new(errors::ERR_CONNECT, format!("{e} ({url})")))?,
+            .map_err(|e| ConnError::new(errors::ERR_CONNECT, format!("{e} ({})", redact_url(url))))?,
         Some(p) => {
             let s = tcp(&p.host, p.port).await.map_err(|e| {
                 ConnError::new(
@@ -450,7 +496,53 @@ fn tls_error(e: io::Error) -> ConnError {
     ConnError::new(code, format!("TLS handshake failed: {e}"))
 }
 
-/// Asks the proxy for a tunnel to `host:port`.
+/// The start of every status line a CONNECT answer may have.
+const STATUS_PREFIX: &[u8] = b"HTTP/1.";
+
+/// The status of an HTTP/1.x status line (without its CRLF): `HTTP/1.0` or `HTTP/1.1`, SP,
+/// three digits, then SP and a reason phrase (or nothing: the reason is often left out).
+/// `None` for anything else: a peer that does not speak HTTP is not a proxy.
+fn parse_status_line(line: &[u8]) -> Option<u16> {
+    let rest = line
+        .strip_prefix(b"HTTP/1.1 ")
+        .or_else(|| line.strip_prefix(b"HTTP/1.0 "))?;
+    let (code, reason) = rest.split_at_checked(3)?;
+    if !code.iter().all(u8::is_ascii_digit) || reason.first().is_some_and(|&b| b != b' ') {
+        return None;
+    }
+    // reason-phrase = *( HTAB / SP / VCHAR / obs-text )
+    if reason.iter().any(|&b| b != b'\t' && (b < 0x20 || b == 0x7f)) {
+        return None;
+    }
+    Some(code.iter().fold(0, |n, &d| n * 10 + u16::from(d - b'0')))
+}
+
+/// The proxy's answer is not HTTP: `head` is what it sent so far (its first line at most).
+fn not_http(head: &[u8]) -> ConnError {
+    let start = String::from_utf8_lossy(&head[..head.len().min(32)]);
+    ConnError::new(
+        errors::ERR_PROXY,
+        format!("the proxy did not answer CONNECT with an HTTP/1.x status line (it began {start:?})"),
+    )
+}
+
+/// A refusal by the proxy (non-2xx). `status` stays `None`: that field is the target server's
+/// answer to the upgrade (`shouldReconnect` sees it as `kind: 'handshake'`), and a proxy's
+/// refusal is `kind: 'error'`. The status ends the message, `(HTTP <status>)`, from which
+/// lib/errors.js `fromNative` sets `err.proxyStatus`.
+fn refused(status: u16) -> ConnError {
+    if status == 407 {
+        ConnError::new(errors::ERR_PROXY_AUTH, "the proxy requires authentication (HTTP 407)")
+    } else {
+        ConnError::new(
+            errors::ERR_PROXY,
+            format!("the proxy refused the tunnel (HTTP {status})"),
+        )
+    }
+}
+
+/// Asks the proxy for a tunnel to `host:port`. Nothing more is written until its answer's
+/// status line is a 2xx: the upgrade request (its credentials too) goes to a tunnel only.
 async fn http_connect(mut s: TcpStream, host: &str, port: u16, proxy: &Proxy) -> Result<TcpStream, ConnError> {
     use base64::Engine;
     let authority = if host.contains(':') {
@@ -469,7 +561,8 @@ async fn http_connect(mut s: TcpStream, host: &str, port: u16, proxy: &Proxy) ->
     // Read the response head byte by byte: nothing after it may be consumed (it belongs to the tunnel).
     let mut head = Vec::with_capacity(256);
     let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
+    let mut accepted = false;
+    loop {
         if head.len() > 16 * 1024 {
             return Err(ConnError::new(errors::ERR_PROXY, "proxy response head too large"));
         }
@@ -480,27 +573,23 @@ async fn http_connect(mut s: TcpStream, host: &str, port: u16, proxy: &Proxy) ->
             ));
         }
         head.push(byte[0]);
-    }
-    let head = String::from_utf8_lossy(&head);
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse::<u16>().ok())
-        .unwrap_or(0);
-    match status {
-        200..=299 => Ok(s),
-        407 => {
-            let mut e = ConnError::new(errors::ERR_PROXY_AUTH, "the proxy requires authentication (HTTP 407)");
-            e.status = Some(407);
-            Err(e)
+        if accepted {
+            if head.ends_with(b"\r\n\r\n") {
+                return Ok(s);
+            }
+            continue;
         }
-        _ => {
-            let mut e = ConnError::new(
-                errors::ERR_PROXY,
-                format!("the proxy refused the tunnel (HTTP {status})"),
-            );
-            e.status = Some(status);
-            Err(e)
+        // Not HTTP from its first bytes on: fail now rather than wait for a line that may never come.
+        let n = head.len().min(STATUS_PREFIX.len());
+        if head[..n] != STATUS_PREFIX[..n] {
+            return Err(not_http(&head));
+        }
+        if head.ends_with(b"\r\n") {
+            let status = parse_status_line(&head[..head.len() - 2]).ok_or_else(|| not_http(&head))?;
+            if !(200..300).contains(&status) {
+                return Err(refused(status));
+            }
+            accepted = true;
         }
     }
 }
@@ -518,5 +607,140 @@ mod tests {
         assert_eq!(p.host, "::1");
         assert!(p.credentials.is_none());
         assert!(Proxy::parse("socks5://127.0.0.1:1080").is_err());
+    }
+
+    #[test]
+    fn proxy_errors_and_debug_hold_no_password() {
+        for bad in [
+            "http://bob:hunter2@127.0.0.1:99999",
+            "socks5://bob:hunter2@127.0.0.1:1080",
+            "http://bob:hunter2@",
+        ] {
+            let e = Proxy::parse(bad).unwrap_err();
+            assert!(!e.contains("hunter2"), "{e}");
+            assert!(e.contains("bob:***@"), "{e}");
+        }
+        let p = Proxy::parse("http://bob:hunter2@127.0.0.1:3128").unwrap();
+        let debug = format!("{p:?}");
+        assert!(!debug.contains("hunter2") && !debug.contains("bob"), "{debug}");
+    }
+
+    #[test]
+    fn redacts_userinfo() {
+        assert_eq!(redact("ws://alice:pw@host:1/p?q#f"), "ws://alice:***@host:1/p?q#f");
+        assert_eq!(redact("http://tok3n@proxy:8080"), "http://***@proxy:8080");
+        assert_eq!(redact("ws://a@b:c@d@host/x@y"), "ws://a@b:***@host/x@y");
+        assert_eq!(redact("ws://host/path@x"), "ws://host/path@x");
+        assert_eq!(redact("ws://host"), "ws://host");
+        assert_eq!(redact("alice:pw@host"), "alice:***@host");
+        let url = Url::parse("ws://alice:pw@127.0.0.1:9/").unwrap();
+        assert_eq!(redact_url(&url), "ws://alice:***@127.0.0.1:9/");
+        assert_eq!(
+            redact_url(&Url::parse("ws://127.0.0.1:9/").unwrap()),
+            "ws://127.0.0.1:9/"
+        );
+    }
+
+    #[test]
+    fn parses_status_lines() {
+        assert_eq!(parse_status_line(b"HTTP/1.1 200 Connection established"), Some(200));
+        assert_eq!(parse_status_line(b"HTTP/1.0 200 OK"), Some(200));
+        assert_eq!(parse_status_line(b"HTTP/1.1 204 "), Some(204));
+        assert_eq!(parse_status_line(b"HTTP/1.1 200"), Some(200));
+        assert_eq!(parse_status_line(b"HTTP/1.1 403 Forbidden"), Some(403));
+        assert_eq!(
+            parse_status_line(b"HTTP/1.1 407 Proxy Authentication Required"),
+            Some(407)
+        );
+        assert_eq!(parse_status_line(b"HTTP/1.1 502 Bad\tGateway \xe9"), Some(502));
+        for bad in [
+            &b"SSH-2.0 200 ok"[..],
+            b"SSH-2.0-OpenSSH_9.6",
+            b"HTTP/2 200 OK",
+            b"HTTP/2.0 200 OK",
+            b"HTTP/1.2 200 OK",
+            b"http/1.1 200 OK",
+            b"HTTP/1.1  200 OK",
+            b"HTTP/1.1 20 OK",
+            b"HTTP/1.1 2000 OK",
+            b"HTTP/1.1 200OK",
+            b"HTTP/1.1 2x0 OK",
+            b"HTTP/1.1 +20 OK",
+            b"HTTP/1.1 200 OK\n",
+            b"HTTP/1.1 200 O\0K",
+            b"HTTP/1.1",
+            b"HTTP/1.1 ",
+            b" HTTP/1.1 200 OK",
+            b"",
+        ] {
+            assert_eq!(parse_status_line(bad), None, "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    /// A one-shot "proxy" on 127.0.0.1 that answers `answer` to the CONNECT head. Returns the
+    /// result of `http_connect`, what the tunnel's first bytes read back were (a 2xx: the client
+    /// writes `GET`, reads 5 bytes, then closes) and what the proxy received after the head.
+    async fn connect_via(answer: &'static [u8]) -> (Result<Vec<u8>, ConnError>, Vec<u8>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut got = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !got.ends_with(b"\r\n\r\n") {
+                let n = s.read(&mut buf).await.unwrap();
+                assert!(n > 0, "the client closed before the end of its CONNECT head");
+                got.extend_from_slice(&buf[..n]);
+            }
+            let head_len = got.len();
+            s.write_all(answer).await.unwrap();
+            // Whatever the client sends next, until it closes.
+            while let Ok(n @ 1..) = s.read(&mut buf).await {
+                got.extend_from_slice(&buf[..n]);
+            }
+            got.split_off(head_len)
+        });
+        let proxy = Proxy::parse(&format!("http://bob:hunter2@127.0.0.1:{port}")).unwrap();
+        let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let result = match http_connect(tcp, "example.com", 80, &proxy).await {
+            Ok(mut tunnel) => {
+                tunnel.write_all(b"GET").await.unwrap();
+                let mut first = [0u8; 5];
+                tunnel.read_exact(&mut first).await.unwrap();
+                Ok(first.to_vec())
+            }
+            Err(e) => Err(e),
+        };
+        (result, server.await.unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_is_not_http_gets_no_tunnel() {
+        let (result, after) = connect_via(b"SSH-2.0 200 ok\r\n\r\n").await;
+        let e = result.unwrap_err();
+        assert_eq!((e.code, e.status), (errors::ERR_PROXY, None));
+        assert!(e.message.contains("HTTP/1.x status line"), "{}", e.message);
+        assert!(after.is_empty(), "written after the CONNECT head: {after:?}");
+    }
+
+    #[tokio::test]
+    async fn a_refusal_is_err_proxy_with_its_status_in_the_message() {
+        let (result, after) = connect_via(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n").await;
+        let e = result.unwrap_err();
+        assert_eq!((e.code, e.status), (errors::ERR_PROXY, None));
+        assert!(e.message.ends_with(" (HTTP 403)"), "{}", e.message);
+        assert!(!e.message.contains("hunter2"));
+        assert!(after.is_empty());
+        let (result, _) = connect_via(b"HTTP/1.1 407 Proxy Authentication Required\r\n\r\n").await;
+        let e = result.unwrap_err();
+        assert_eq!((e.code, e.status), (errors::ERR_PROXY_AUTH, None));
+        assert!(e.message.ends_with(" (HTTP 407)"), "{}", e.message);
+    }
+
+    #[tokio::test]
+    async fn a_2xx_is_a_tunnel_and_the_head_is_consumed_exactly() {
+        let (result, after) = connect_via(b"HTTP/1.0 200 Connection established\r\nVia: x\r\n\r\nhello").await;
+        assert_eq!(result.unwrap(), b"hello");
+        assert_eq!(after, b"GET");
     }
 }
