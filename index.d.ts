@@ -19,7 +19,11 @@ export interface ReconnectingWebSocketOptions {
   connectTimeout?: number
   /** Deadline of the close handshake started by `disconnect()`, in ms; then the socket is dropped [2000]. */
   closeTimeout?: number
-  /** Largest incoming message, in bytes [64 MiB]. */
+  /**
+   * Largest incoming message, in bytes [64 MiB]; at most `buffer.constants.MAX_LENGTH`. A text message
+   * is also limited to `buffer.constants.MAX_STRING_LENGTH` bytes (a longer one cannot become a string).
+   * Bigger closes with 1009 (`ERR_MESSAGE_TOO_BIG`).
+   */
   maxPayload?: number
   /** Do not connect from the constructor; wait for `connect()` [false]. */
   startClosed?: boolean
@@ -107,6 +111,8 @@ export type RedialErrorCode =
   | 'ERR_INVALID_UTF8'
   /** An incoming message exceeded `maxPayload`; the client closed with 1009. */
   | 'ERR_MESSAGE_TOO_BIG'
+  /** A bug in redial-ws ended the client's task; the client is closed (no reconnect), nothing is left running. */
+  | 'ERR_INTERNAL'
   /** `send()`/`ping()` while closed (or while connecting with `queue: false`). */
   | 'ERR_NOT_OPEN'
   /** Malformed URL, or a fragment in it (SyntaxError). */
@@ -154,8 +160,10 @@ export type RedialErrorCode =
 
 export interface RedialError extends Error {
   code: RedialErrorCode
-  /** HTTP status of a rejected upgrade (`ERR_HANDSHAKE`). */
+  /** HTTP status of a rejected upgrade (`ERR_HANDSHAKE`): the target server's own answer. */
   status?: number
+  /** HTTP status of a CONNECT proxy's refusal (`ERR_PROXY`, `ERR_PROXY_AUTH`): told apart from `status`. */
+  proxyStatus?: number
 }
 
 export interface CloseEventInfo {
@@ -198,7 +206,12 @@ export interface ClientMetrics {
 }
 
 export interface DropEventInfo {
-  reason: 'overflow'
+  /**
+   * `'overflow'`: the offline queue dropped them. `'closed'`: `send()` was called while the client still
+   * looked open (or connecting), but the connection had already ended for good (the `close` or `giveup`
+   * event was on its way), so nothing will write them.
+   */
+  reason: 'overflow' | 'closed'
   /** The dropped messages, oldest first. */
   messages: Array<string | Buffer>
 }

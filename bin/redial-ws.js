@@ -10,6 +10,7 @@ const readline = require('node:readline')
 const { parseArgs } = require('node:util')
 
 const { ReconnectingWebSocket } = require('..')
+const { redactUrl } = require('../lib/errors')
 const { version } = require('../package.json')
 
 const USAGE = `Usage: redial-ws <url> [options]
@@ -154,7 +155,7 @@ function main() {
     if (!exiting) client.disconnect().finally(() => exit(1))
   })
 
-  note(`connecting ${url}`)
+  note(`connecting ${redactUrl(String(url))}`)
   let connected = false
   client.on('open', () => {
     connected = true

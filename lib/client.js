@@ -9,7 +9,7 @@ const diagnostics = require('node:diagnostics_channel')
 const { debuglog } = require('node:util')
 // `N.client*(client, ...)`: the native state is wrapped onto the client object itself (src/client.rs).
 const N = require('./native')
-const { makeError, fromNative } = require('./errors')
+const { makeError, fromNative, redactUrl, redactText } = require('./errors')
 const {
   parseOptions,
   parseUrl,
@@ -573,7 +573,7 @@ class ReconnectingWebSocket extends EventEmitter {
     }
     if (debug.enabled) {
       // Never the password: the URL is logged with its credentials masked.
-      const url = require('./errors').redactUrl(this.#url)
+      const url = redactUrl(this.#url)
       debug('%s %s', url, [what, a, b].filter((v) => v !== undefined).join(' '))
     }
   }
@@ -744,7 +744,7 @@ class ReconnectingWebSocket extends EventEmitter {
       const bare = splitCredentials(url, flattenHeaders(headers, origin))
       N.clientProvide(this, id, bare.url, bare.headers, toProtocols(protocols ?? undefined), proxyFor(url, proxy))
     } catch (err) {
-      const why = require('./errors').redactText(err instanceof Error ? err.message : String(err))
+      const why = redactText(err instanceof Error ? err.message : String(err))
       N.clientProvideError(this, id, `a provider failed: ${why}`)
     }
   }

@@ -8,10 +8,42 @@ function makeError(code, message, Ctor = Error, extra) {
   return err
 }
 
-/** Turns the `{ code, message, status? }` the native side reports into an Error. */
-function fromNative(p) {
-  const extra = p.status === undefined ? undefined : { status: p.status }
-  return makeError(p.code, p.message, Error, extra)
+// Credentials in a URL: `scheme://user:pass@host` (also what the WHATWG parser accepts
+// around it: leading spaces, no or back slashes). The userinfo is everything up to the last
+// '@' before the authority ends.
+const URL_USERINFO = /^(\s*(?:[A-Za-z][A-Za-z0-9+.-]*:)?[\\/]*)([^\\/?#]*)@/
+// In free text (an error message), only the `scheme://` form is looked for.
+const TEXT_USERINFO = /\b([A-Za-z][A-Za-z0-9+.-]*:\/\/)([^\s\\/?#]*)@/g
+
+/** `user:pass` -> `user:***`; a lone user name (often a token) -> `***`. */
+function maskUserinfo(_, prefix, userinfo) {
+  const colon = userinfo.indexOf(':')
+  return `${prefix}${colon < 0 ? '***' : `${userinfo.slice(0, colon)}:***`}@`
 }
 
-module.exports = { makeError, fromNative }
+/** `url` (parsed or not) as it may appear in a message or a log line: no password. */
+function redactUrl(url) {
+  return String(url).replace(URL_USERINFO, maskUserinfo)
+}
+
+/** `text` with the credentials of every `scheme://user:pass@` in it masked. */
+function redactText(text) {
+  return text.includes('@') ? text.replace(TEXT_USERINFO, maskUserinfo) : text
+}
+
+// The native side reports a proxy's refusal as ERR_PROXY / ERR_PROXY_AUTH whose message
+// ends with `(HTTP <status>)` (src/transport.rs `http_connect`), without `status`: that
+// field (and `shouldReconnect`'s `kind: 'handshake'`) is the target server's upgrade answer.
+const PROXY_STATUS = / \(HTTP (\d{3})\)$/
+
+/** Turns the `{ code, message, status? }` the native side reports into an Error. */
+function fromNative(p) {
+  let extra = p.status === undefined ? undefined : { status: p.status }
+  if (p.code === 'ERR_PROXY' || p.code === 'ERR_PROXY_AUTH') {
+    const m = PROXY_STATUS.exec(p.message)
+    if (m) extra = { proxyStatus: Number(m[1]) }
+  }
+  return makeError(p.code, redactText(p.message), Error, extra)
+}
+
+module.exports = { makeError, fromNative, redactUrl, redactText }

@@ -4,7 +4,8 @@
 // wrong type, RangeError/ERR_OUT_OF_RANGE for a bad value,
 // ERR_UNKNOWN_OPTION for a name we do not know (typos are not ignored).
 
-const { makeError } = require('./errors')
+const { X509Certificate } = require('node:crypto')
+const { makeError, redactUrl } = require('./errors')
 
 const DEFAULTS = Object.freeze({
   minDelay: 250,
@@ -55,6 +56,10 @@ const ANY = 0
 const INTEGER = 1
 const OR_INFINITY = 2
 const ABOVE_MIN = 4
+
+/** The longest message that can reach JS: a Buffer's length limit, and V8's for strings. */
+const MAX_BUFFER_LENGTH = require('node:buffer').constants.MAX_LENGTH
+const MAX_STRING_LENGTH = require('node:buffer').constants.MAX_STRING_LENGTH
 
 function number(opts, name, flags = ANY, min = 0, max = Infinity) {
   const v = opts[name]
@@ -108,7 +113,10 @@ function parseOptions(options) {
   const tls = parseTls(options.tls)
   const proxy = options.proxy
   if (proxy !== undefined && proxy !== null && proxy !== false) checkProxy(proxy)
-  if (options.origin !== undefined && typeof options.origin !== 'string') throw typeError('origin', 'a string', options.origin)
+  if (options.origin !== undefined) {
+    if (typeof options.origin !== 'string') throw typeError('origin', 'a string', options.origin)
+    checkHeaderValue('origin', options.origin)
+  }
   const binaryType = options.binaryType === undefined ? 'nodebuffer' : checkBinaryType(options.binaryType)
   const headers = options.headers
   if (headers !== undefined && typeof headers !== 'function') checkHeaders(headers)
@@ -127,7 +135,9 @@ function parseOptions(options) {
     minUptime: number(options, 'minUptime', ANY, 0, MAX_TIMER),
     connectTimeout: number(options, 'connectTimeout', ABOVE_MIN, 0, MAX_TIMER),
     closeTimeout: number(options, 'closeTimeout', ABOVE_MIN, 0, MAX_TIMER),
-    maxPayload: number(options, 'maxPayload', INTEGER, 1),
+    // Capped at what can be delivered: a Buffer's maximum length (text: see maxTextPayload).
+    maxPayload: number(options, 'maxPayload', INTEGER, 1, MAX_BUFFER_LENGTH),
+    maxTextPayload: 0,
     pingInterval: number(options, 'pingInterval', ANY, 0, MAX_TIMER),
     pongTimeout: number(options, 'pongTimeout', ABOVE_MIN, 0, MAX_TIMER),
     honorRetryAfter,
@@ -144,6 +154,8 @@ function parseOptions(options) {
     tlsServername: tls.servername,
     proxy: undefined,
   }
+  // A longer text message cannot become a string: it ends the connection with 1009 (as any over maxPayload).
+  native.maxTextPayload = Math.min(native.maxPayload, MAX_STRING_LENGTH)
   return { native, startClosed, shouldReconnect, headers, protocols, proxy, origin: options.origin, binaryType, signal }
 }
 
@@ -165,15 +177,49 @@ function parseTls(tls) {
     if (!TLS_KEYS.includes(key)) throw makeError('ERR_UNKNOWN_OPTION', `Unknown option "tls.${key}" (known: ${TLS_KEYS.join(', ')})`, TypeError)
   }
   const list = tls.ca === undefined ? [] : Array.isArray(tls.ca) ? tls.ca : [tls.ca]
-  const ca = list.map((c) => {
-    if (typeof c === 'string') return c
-    if (Buffer.isBuffer(c) || c instanceof Uint8Array) return Buffer.from(c).toString('utf8')
-    throw typeError('tls.ca', 'a string, a Buffer or an array of them', c)
+  const ca = list.map((c, i) => {
+    let pem
+    if (typeof c === 'string') pem = c
+    else if (Buffer.isBuffer(c) || c instanceof Uint8Array) pem = Buffer.from(c).toString('utf8')
+    else throw typeError('tls.ca', 'a string, a Buffer or an array of them', c)
+    checkCa(pem, Array.isArray(tls.ca) ? `tls.ca[${i}]` : 'tls.ca')
+    return pem
   })
   const rejectUnauthorized = tls.rejectUnauthorized === undefined ? true : tls.rejectUnauthorized
   if (typeof rejectUnauthorized !== 'boolean') throw typeError('tls.rejectUnauthorized', 'a boolean', rejectUnauthorized)
   if (tls.servername !== undefined && typeof tls.servername !== 'string') throw typeError('tls.servername', 'a string', tls.servername)
   return { ca, rejectUnauthorized, servername: tls.servername }
+}
+
+// PEM blocks: `-----BEGIN <label>-----`, base64, `-----END <label>-----` (text around them is allowed).
+const PEM_BLOCK = /-----BEGIN ([^\r\n-]*)-----([\s\S]*?)-----END ([^\r\n-]*)-----/g
+const PEM_BEGIN = /-----BEGIN /g
+// CA texts already validated (a fleet shares one): bounded, cleared when full. A CA is not a secret.
+const CA_CACHE_MAX = 16
+const validCas = new Set()
+
+/**
+ * A `tls.ca` entry must be PEM certificate(s), each of which parses: a bad one would
+ * otherwise fail every attempt with ERR_TLS, retried forever. The PEM is not echoed.
+ */
+function checkCa(pem, name) {
+  if (validCas.has(pem)) return
+  const invalid = (why) => makeError('ERR_INVALID_ARG_VALUE', `The "${name}" option must be PEM certificate(s): ${why}`, TypeError)
+  let count = 0
+  for (const m of pem.matchAll(PEM_BLOCK)) {
+    if (m[1] !== m[3]) throw invalid(`a "BEGIN ${m[1]}" block ends with "END ${m[3]}"`)
+    if (m[1] !== 'CERTIFICATE') throw invalid(`it holds a "${m[1]}" block (only CERTIFICATE blocks are trusted)`)
+    try {
+      new X509Certificate(m[0])
+    } catch (err) {
+      throw invalid(`certificate ${count + 1} does not parse (${err.message})`)
+    }
+    count++
+  }
+  if (count === 0) throw invalid('it holds no "-----BEGIN CERTIFICATE-----" block')
+  if ((pem.match(PEM_BEGIN)?.length ?? 0) !== count) throw invalid('a PEM block has no END line')
+  if (validCas.size >= CA_CACHE_MAX) validCas.clear()
+  validCas.add(pem)
 }
 
 function checkProxy(proxy) {
@@ -182,7 +228,7 @@ function checkProxy(proxy) {
   try {
     u = new URL(proxy)
   } catch {
-    throw makeError('ERR_INVALID_PROXY', `Invalid proxy URL: ${proxy}`, SyntaxError)
+    throw makeError('ERR_INVALID_PROXY', `Invalid proxy URL: ${redactUrl(proxy)}`, SyntaxError)
   }
   if (u.protocol !== 'http:') throw makeError('ERR_INVALID_PROXY', `Only http:// CONNECT proxies are supported. Received ${u.protocol}`, SyntaxError)
 }
@@ -236,6 +282,15 @@ function parseQueue(queue) {
 
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/
 
+// Control characters other than tab (Node's http refuses them too): CR/LF would split the
+// request, and the native side refuses the rest only once an attempt is under way.
+const INVALID_HEADER_CHAR = /[\0-\x08\x0a-\x1f\x7f]/
+
+/** Node's check and message (the value is not echoed: it may be a credential). */
+function checkHeaderValue(name, value) {
+  if (INVALID_HEADER_CHAR.test(value)) throw makeError('ERR_INVALID_CHAR', `Invalid character in header content ["${name}"]`, TypeError)
+}
+
 /** Headers as an object of name -> string (or array of strings); validated early. */
 function checkHeaders(headers, name = 'headers') {
   if (typeof headers !== 'object' || headers === null || Array.isArray(headers)) throw typeError(name, 'an object', headers)
@@ -243,7 +298,7 @@ function checkHeaders(headers, name = 'headers') {
     if (!TOKEN.test(k)) throw makeError('ERR_INVALID_HTTP_TOKEN', `Header name must be a valid HTTP token ["${k}"]`, TypeError)
     for (const one of Array.isArray(v) ? v : [v]) {
       if (typeof one !== 'string' && typeof one !== 'number') throw typeError(`${name}.${k}`, 'a string', one)
-      if (/[\r\n\0]/.test(String(one))) throw makeError('ERR_INVALID_CHAR', `Invalid character in header content ["${k}"]`, TypeError)
+      checkHeaderValue(k, String(one))
     }
   }
 }
@@ -328,14 +383,14 @@ function normalizeUrl(url) {
   try {
     parsed = new URL(url)
   } catch {
-    throw makeError('ERR_INVALID_URL', `Invalid URL: ${url}`, SyntaxError)
+    throw makeError('ERR_INVALID_URL', `Invalid URL: ${redactUrl(url)}`, SyntaxError)
   }
   if (parsed.protocol === 'http:') parsed.protocol = 'ws:'
   else if (parsed.protocol === 'https:') parsed.protocol = 'wss:'
   if (parsed.protocol !== 'ws:' && parsed.protocol !== 'wss:') {
     throw makeError('ERR_INVALID_URL_SCHEME', `The URL's scheme must be ws: or wss: (or http:/https:). Received ${parsed.protocol}`, SyntaxError)
   }
-  if (parsed.hash) throw makeError('ERR_INVALID_URL', `The URL must not contain a fragment: ${url}`, SyntaxError)
+  if (parsed.hash) throw makeError('ERR_INVALID_URL', `The URL must not contain a fragment: ${redactUrl(url)}`, SyntaxError)
   return parsed.href
 }
 
@@ -375,5 +430,6 @@ module.exports = {
   checkBinaryType,
   proxyFor,
   splitCredentials,
+  redactUrl,
   DEFAULTS,
 }

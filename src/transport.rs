@@ -678,8 +678,9 @@ mod tests {
     }
 
     /// A one-shot "proxy" on 127.0.0.1 that answers `answer` to the CONNECT head. Returns the
-    /// result of `http_connect`, what the tunnel's first bytes read back were (a 2xx: the client
-    /// writes `GET`, reads 5 bytes, then closes) and what the proxy received after the head.
+    /// result of `http_connect` (for a tunnel: the client writes `GET`, closes its side and
+    /// reads what the proxy sent after its answer's head) and what the proxy received after
+    /// the CONNECT head.
     async fn connect_via(answer: &'static [u8]) -> (Result<Vec<u8>, ConnError>, Vec<u8>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -705,9 +706,10 @@ mod tests {
         let result = match http_connect(tcp, "example.com", 80, &proxy).await {
             Ok(mut tunnel) => {
                 tunnel.write_all(b"GET").await.unwrap();
-                let mut first = [0u8; 5];
-                tunnel.read_exact(&mut first).await.unwrap();
-                Ok(first.to_vec())
+                tunnel.shutdown().await.unwrap();
+                let mut rest = Vec::new();
+                tunnel.read_to_end(&mut rest).await.unwrap();
+                Ok(rest)
             }
             Err(e) => Err(e),
         };

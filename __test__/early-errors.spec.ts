@@ -1,0 +1,156 @@
+// Issue 8: input that can never work is refused by the constructor, synchronously, with a
+// stable code, before anything is sent: not found out per attempt and retried forever.
+import { X509Certificate } from 'node:crypto'
+import { once } from 'node:events'
+import http from 'node:http'
+import https from 'node:https'
+import type net from 'node:net'
+import test, { type ExecutionContext } from 'ava'
+import { WebSocketServer } from 'ws'
+
+import { ReconnectingWebSocket, type ReconnectingWebSocketOptions, type RedialError } from '../index.js'
+import { makeCerts } from './certs.js'
+import { Recorder, acceptUpgrade, quiescent, rawServer } from './helpers.js'
+
+const certs = makeCerts()
+
+// Every control character Node's http refuses in a header value (all but tab).
+const CONTROLS = [...Array(32).keys(), 0x7f].filter((c) => c !== 0x09).map((c) => String.fromCharCode(c))
+
+/** A raw WebSocket server that counts TCP connections and keeps each request head. */
+async function countingServer() {
+  const heads: string[] = []
+  const peer = await rawServer((socket: net.Socket) => {
+    let head = ''
+    socket.on('data', (d) => (head += d.toString('latin1')))
+    acceptUpgrade(socket, () => heads.push(head))
+  })
+  return Object.assign(peer, { heads })
+}
+
+/** Node's own error for this header value (code, class and message are matched). */
+function nodeError(name: string, value: string): Error & { code?: string } {
+  try {
+    http.validateHeaderValue(name, value)
+  } catch (err) {
+    return err as Error
+  }
+  throw new Error(`node accepts ${JSON.stringify(value)}`)
+}
+
+function throwsLikeNode(t: ExecutionContext, make: () => unknown, name: string, value: string, what: string) {
+  const expected = nodeError(name, value)
+  const err = t.throws(make, undefined, what) as RedialError
+  t.is(err?.code as string, 'ERR_INVALID_CHAR', what)
+  t.is(err?.code as string, expected.code as string, what)
+  t.is(err?.constructor, expected.constructor, what)
+  t.is(err?.message, expected.message, what)
+}
+
+/** A good client to the same server opens, and it is the server's only connection so far. */
+async function onlyTheControlConnected(t: ExecutionContext, peer: { accepted: number }, url: string, options: ReconnectingWebSocketOptions = {}) {
+  // A short closeTimeout: the raw servers do not answer the close frame.
+  const good = new ReconnectingWebSocket(url, { closeTimeout: 50, ...options })
+  await new Recorder(good).next('open')
+  t.is(peer.accepted, 1, 'the refused clients opened no connection')
+  await good.disconnect()
+}
+
+test.serial('an origin or header value with a control character throws ERR_INVALID_CHAR, as Node does, and sends nothing', async (t) => {
+  const peer = await countingServer()
+  for (const c of CONTROLS) {
+    const value = `https://app.example${c}x`
+    const what = `0x${c.charCodeAt(0).toString(16)}`
+    // maxRetries: 0 so that a client that is (wrongly) built does not retry forever.
+    throwsLikeNode(t, () => new ReconnectingWebSocket(peer.url, { maxRetries: 0, origin: value }), 'origin', value, `origin ${what}`)
+    throwsLikeNode(t, () => new ReconnectingWebSocket(peer.url, { maxRetries: 0, headers: { 'x-trace': value } }), 'x-trace', value, `header ${what}`)
+    throwsLikeNode(t, () => new ReconnectingWebSocket(peer.url, { maxRetries: 0, headers: { 'x-list': ['fine', value] } }), 'x-list', value, `list ${what}`)
+  }
+  // The secret is not echoed: a bad Authorization value is named, never shown.
+  const err = t.throws(() => new ReconnectingWebSocket(peer.url, { maxRetries: 0, headers: { authorization: 'Bearer s3cr3t\x01' } }))
+  t.false(err?.message.includes('s3cr3t'))
+  // Tab and non-ASCII text are fine, and go out as given.
+  await onlyTheControlConnected(t, peer, peer.url, { origin: 'https://app.example', headers: { 'x-tab': 'a\tb', 'x-text': 'caf\u00e9' } })
+  t.regex(peer.heads[0], /\r\norigin: https:\/\/app\.example\r\n/i)
+  t.true(peer.heads[0].includes('\r\nx-tab: a\tb\r\n'), peer.heads[0])
+  t.true(peer.heads[0].includes(`\r\nx-text: ${Buffer.from('caf\u00e9').toString('latin1')}\r\n`), peer.heads[0])
+  await quiescent()
+  await peer.close()
+})
+
+test.serial('header names must be HTTP tokens: ERR_INVALID_HTTP_TOKEN, nothing sent', async (t) => {
+  const peer = await countingServer()
+  for (const name of ['bad name', '', 'x:y', 'x\r\ny', 'caf\u00e9', '(x)', 'x/y']) {
+    const err = t.throws(() => new ReconnectingWebSocket(peer.url, { maxRetries: 0, headers: { [name]: 'v' } }), undefined, JSON.stringify(name)) as RedialError
+    t.is(err?.code as string, 'ERR_INVALID_HTTP_TOKEN', JSON.stringify(name))
+    t.true(err instanceof TypeError)
+  }
+  await onlyTheControlConnected(t, peer, peer.url, { headers: { "x-ok_1.2~!#$%&'*+^`|": 'v' } })
+  await quiescent()
+  await peer.close()
+})
+
+test.serial('a tls.ca that is not PEM certificate(s) throws ERR_INVALID_ARG_VALUE; nothing is sent', async (t) => {
+  const server = https.createServer({ key: certs.key, cert: certs.cert })
+  const wss = new WebSocketServer({ server })
+  const peer = { accepted: 0 }
+  server.on('connection', () => peer.accepted++)
+  server.listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  const url = `wss://localhost:${(server.address() as net.AddressInfo).port}/`
+  const lines = certs.ca.trim().split('\n')
+  const cut = [...lines.slice(0, 2), ...lines.slice(4)].join('\n') + '\n'
+  const bad: Array<[unknown, RegExp]> = [
+    ['not a certificate', /"tls\.ca".*no "-----BEGIN CERTIFICATE-----" block/],
+    ['', /"tls\.ca".*no "-----BEGIN CERTIFICATE-----" block/],
+    [Buffer.from(new X509Certificate(certs.ca).raw), /"tls\.ca".*no "-----BEGIN CERTIFICATE-----" block/],
+    ['-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n', /"tls\.ca".*certificate 1 does not parse/],
+    [cut, /"tls\.ca".*certificate 1 does not parse/],
+    [certs.ca + cut, /"tls\.ca".*certificate 2 does not parse/],
+    [certs.key, /"tls\.ca".*"PRIVATE KEY" block/],
+    [certs.ca.slice(0, certs.ca.indexOf('-----END')), /"tls\.ca".*no END line|no "-----BEGIN CERTIFICATE-----" block/],
+    [certs.ca + '-----BEGIN CERTIFICATE-----\nAAAA\n', /"tls\.ca".*no END line/],
+    [[certs.ca, 'junk'], /"tls\.ca\[1\]"/],
+    [[Buffer.from(certs.ca), Buffer.from('junk')], /"tls\.ca\[1\]"/],
+  ]
+  for (const [ca, message] of bad) {
+    for (const rejectUnauthorized of [true, false]) {
+      const what = `${JSON.stringify(String(ca)).slice(0, 40)} rejectUnauthorized: ${rejectUnauthorized}`
+      const make = () => new ReconnectingWebSocket(url, { maxRetries: 0, tls: { ca: ca as string, rejectUnauthorized } })
+      const err = t.throws(make, undefined, what) as RedialError
+      t.is(err?.code, 'ERR_INVALID_ARG_VALUE', what)
+      t.true(err instanceof TypeError, what)
+      t.regex(err?.message ?? '', message, what)
+    }
+  }
+  // Good CAs in every accepted shape; the bundle has text between its blocks, as openssl writes them.
+  const bundle = `subject=CN = other\n${certs.otherCa}\nsubject=CN = ca\n${certs.ca}`
+  for (const ca of [certs.ca, Buffer.from(certs.ca), new Uint8Array(Buffer.from(certs.ca)), [certs.otherCa, Buffer.from(certs.ca)], []]) {
+    t.notThrows(() => new ReconnectingWebSocket(url, { startClosed: true, tls: { ca: ca as string } }))
+  }
+  await onlyTheControlConnected(t, peer, url, { tls: { ca: bundle } })
+  await quiescent()
+  await new Promise<void>((r) => {
+    for (const c of wss.clients) c.terminate()
+    wss.close()
+    server.close(() => r())
+  })
+})
+
+test.serial('a headers provider returning a bad value is an ERR_PROVIDER attempt failure, and nothing is sent', async (t) => {
+  const peer = await countingServer()
+  const results: Array<Record<string, string>> = [{ 'x-token': 'abc\x01' }, { 'x-token': 'abc\r\nx-injected: 1' }, { 'bad name': 'v' }]
+  for (const result of results) {
+    const client = new ReconnectingWebSocket(peer.url, { maxRetries: 0, headers: () => result })
+    const r = new Recorder(client)
+    const err: RedialError = await r.next('error')
+    t.is(err.code, 'ERR_PROVIDER', JSON.stringify(result))
+    t.regex(err.message, /Invalid character in header content \["x-token"\]|must be a valid HTTP token/)
+    t.false(err.message.includes('abc'), 'the value is not echoed')
+    await r.next('giveup')
+  }
+  await onlyTheControlConnected(t, peer, peer.url, { headers: () => ({ 'x-token': 'abc' }) })
+  t.true(peer.heads[0].includes('\r\nx-token: abc\r\n'), peer.heads[0])
+  await quiescent()
+  await peer.close()
+})

@@ -1,0 +1,410 @@
+// Hostile peers: a server that floods the client with pings or data, or that
+// declares a frame the client cannot hold. Each client runs in a child process
+// (fixtures/hostile-child.cjs) so that a crash, an abort or a memory blow-up is
+// observed (exit code, signal, stderr, RSS) rather than suffered; the servers
+// are raw `net` servers on 127.0.0.1 in this process. The floods are bounded
+// in bytes and in time. Serial: the figures are timings and RSS of a 2-core
+// machine, and two floods at once would measure each other.
+import { spawn } from 'node:child_process'
+import { once } from 'node:events'
+import { constants } from 'node:buffer'
+import { readFileSync } from 'node:fs'
+import type net from 'node:net'
+import { fileURLToPath } from 'node:url'
+import test, { type ExecutionContext } from 'ava'
+
+import { acceptUpgrade, rawServer, type RawPeer } from './helpers.js'
+
+const child = fileURLToPath(new URL('./fixtures/hostile-child.cjs', import.meta.url))
+
+const MiB = 1024 * 1024
+
+// Bounds of what a client may cost under a hostile peer. Before the fix the floods
+// cost 200-3000 MiB and stalled the event loop for 2.5-40 s; a bounded client
+// measures 15-45 MiB and 30-120 ms here (the longest stalls when the 2 cores are
+// busy with something else too). The bounds leave room for a loaded CI machine.
+const MAX_GROWTH_MIB = 64
+/** Longest time the event loop may be kept busy (a 10 ms interval must keep firing). */
+const MAX_STALL_MS = 250
+
+interface Report {
+  scenario: string
+  how: string
+  opened: boolean
+  gotEnd?: boolean
+  pings?: number
+  messages?: number
+  bytes?: number
+  close: { code: number; wasClean: boolean; willReconnect: boolean } | null
+  errors: string[]
+  disconnect: { resolved: boolean; ms: number }
+  stats: Record<string, number>
+  maxPayload?: number
+  rejected?: Array<{ value: number; code: string }>
+  stateAtEnd?: string
+  rssBaseMiB: number
+  rssPeakMiB: number
+  rssEndMiB: number
+  growthMiB: number
+  stallMs: number
+  eldMaxMs: number
+}
+
+interface Run {
+  code: number | null
+  signal: NodeJS.Signals | null
+  stderr: string
+  report: Report | undefined
+  ms: number
+  /** Why we killed it (it ran past its time, or its RSS past KILL_RSS_MIB), or null. */
+  killed: string | null
+  /** Peak RSS of the child as this process saw it (from /proc), in MiB: known even when it had to be killed. */
+  peakRssMiB: number
+}
+
+/** VmHWM (peak RSS) of process `pid` in MiB, or 0. */
+function peakRssOf(pid: number): number {
+  try {
+    const m = /^VmHWM:\s*(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, 'latin1'))
+    return m ? Number(m[1]) / 1024 : 0
+  } catch {
+    return 0
+  }
+}
+
+/** A child past this RSS is killed: far beyond any bound below, and a machine's memory is not for a test to exhaust. */
+const KILL_RSS_MIB = 2048
+
+async function runChild(scenario: string, port: number, opts: object = {}, killAfterMs = 30_000): Promise<Run> {
+  const t0 = performance.now()
+  const proc = spawn(process.execPath, ['--expose-gc', child, scenario, String(port), JSON.stringify(opts)], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  let stdout = ''
+  let stderr = ''
+  proc.stdout.on('data', (d) => (stdout += d))
+  proc.stderr.on('data', (d) => (stderr += d))
+  let killed: string | null = null
+  let peakRssMiB = 0
+  const kill = (why: string) => {
+    if (killed) return
+    killed = why
+    peakRssMiB = Math.max(peakRssMiB, peakRssOf(proc.pid!))
+    proc.kill('SIGKILL')
+  }
+  const sampler = setInterval(() => {
+    peakRssMiB = Math.max(peakRssMiB, peakRssOf(proc.pid!))
+    if (peakRssMiB > KILL_RSS_MIB) kill(`its RSS passed ${KILL_RSS_MIB} MiB`)
+  }, 50)
+  const killer = setTimeout(() => kill(`it was still running after ${killAfterMs / 1000} s`), killAfterMs)
+  const [code, signal] = (await once(proc, 'exit')) as [number | null, NodeJS.Signals | null]
+  clearTimeout(killer)
+  clearInterval(sampler)
+  const line = stdout.split('\n').find((l) => l.startsWith('{'))
+  return {
+    code,
+    signal,
+    stderr: stderr.slice(-4000),
+    report: line ? JSON.parse(line) : undefined,
+    ms: performance.now() - t0,
+    killed,
+    peakRssMiB: Math.round(peakRssMiB),
+  }
+}
+
+/** The child exited by itself, normally, and reported: no abort, no segfault, no uncaught exception, no hang. */
+function survived(t: ExecutionContext, r: Run): r is Run & { report: Report } {
+  t.log(`child: exit ${r.code} signal ${r.signal} in ${(r.ms / 1000).toFixed(1)} s, peak RSS ${r.peakRssMiB} MiB`, r.report ?? '(no report)')
+  t.is(r.killed, null, `the client process was killed: ${r.killed} (peak RSS ${r.peakRssMiB} MiB)`)
+  t.is(r.signal, null, `the client process was killed by ${r.signal}; stderr:\n${r.stderr}`)
+  t.is(r.code, 0, `the client process exited with ${r.code}; stderr:\n${r.stderr}`)
+  t.truthy(r.report, `no report; stderr:\n${r.stderr}`)
+  return r.report !== undefined
+}
+
+/** After disconnect() the client is fully gone: it resolved, and every process-wide counter is back to zero. */
+function cleanedUp(t: ExecutionContext, rep: Report): void {
+  t.true(rep.disconnect.resolved, `disconnect() did not resolve (state ${rep.stateAtEnd ?? '?'})`)
+  t.like(rep.stats, { openConnections: 0, runningTasks: 0, pendingAttempts: 0, pendingReconnects: 0, ioBuffers: 0 })
+}
+
+function bounded(t: ExecutionContext, rep: Report, maxStallMs = MAX_STALL_MS): void {
+  t.true(rep.growthMiB < MAX_GROWTH_MIB, `RSS grew by ${rep.growthMiB} MiB (${rep.rssBaseMiB} -> peak ${rep.rssPeakMiB} MiB)`)
+  t.true(rep.stallMs < maxStallMs, `the event loop was blocked for ${rep.stallMs} ms at a stretch`)
+}
+
+// ---------------------------------------------------------------- frames and servers
+
+/** Header of an unmasked server frame with FIN set; `len` may exceed 2^53 (a bigint). */
+function header(opcode: number, len: number | bigint): Buffer {
+  const n = BigInt(len)
+  if (n < 126n) return Buffer.from([0x80 | opcode, Number(n)])
+  if (n < 65536n) {
+    const h = Buffer.alloc(4)
+    h[0] = 0x80 | opcode
+    h[1] = 126
+    h.writeUInt16BE(Number(n), 2)
+    return h
+  }
+  const h = Buffer.alloc(10)
+  h[0] = 0x80 | opcode
+  h[1] = 127
+  h.writeBigUInt64BE(n, 2)
+  return h
+}
+
+function frame(opcode: number, payload: Buffer | string): Buffer {
+  const p = typeof payload === 'string' ? Buffer.from(payload) : payload
+  return Buffer.concat([header(opcode, p.length), p])
+}
+
+/** `count` copies of `one` back to back. */
+function repeat(one: Buffer, count: number): Buffer {
+  const out = Buffer.allocUnsafe(one.length * count)
+  for (let i = 0; i < count; i++) one.copy(out, i * one.length)
+  return out
+}
+
+const PING = Buffer.from([0x89, 0x00])
+const END = frame(0x1, 'end')
+
+interface Pumped {
+  /** Bytes handed to write(). */
+  bytes: number
+  /** Chunks handed to write(). */
+  chunks: number
+  /** Whether it stopped because the bound was reached (false: the connection went away first). */
+  completed: boolean
+}
+
+/**
+ * Writes `chunk` again and again, honouring backpressure, until `maxBytes` are handed over or
+ * `maxMs` have passed, or the connection goes away. The last chunk may be cut to fit `maxBytes`.
+ */
+function pump(socket: net.Socket, chunk: Buffer, maxBytes: number, maxMs = Infinity): Promise<Pumped> {
+  return new Promise((resolve) => {
+    const t0 = performance.now()
+    const out: Pumped = { bytes: 0, chunks: 0, completed: false }
+    const finish = () => {
+      socket.off('close', finish)
+      resolve(out)
+    }
+    socket.on('close', finish)
+    const go = () => {
+      for (;;) {
+        if (socket.destroyed) return finish()
+        if (out.bytes >= maxBytes || performance.now() - t0 >= maxMs) {
+          out.completed = true
+          return finish()
+        }
+        const piece = maxBytes - out.bytes < chunk.length ? chunk.subarray(0, maxBytes - out.bytes) : chunk
+        out.bytes += piece.length
+        out.chunks++
+        if (!socket.write(piece)) {
+          socket.once('drain', go)
+          return
+        }
+      }
+    }
+    go()
+  })
+}
+
+/** The largest multiple of `chunk`'s length up to `bytes`: a flood ends on a frame boundary. */
+function whole(bytes: number, chunk: Buffer): number {
+  return Math.floor(bytes / chunk.length) * chunk.length
+}
+
+/** A raw server that upgrades each connection and then runs `hostile` on it. */
+function hostileServer(hostile: (socket: net.Socket) => void): Promise<RawPeer> {
+  return rawServer((socket) => acceptUpgrade(socket, hostile))
+}
+
+// ---------------------------------------------------------------- 1. ping floods
+
+test.serial('ping flood from a server that never reads: RSS stays bounded, the event loop keeps turning, disconnect() resolves', async (t) => {
+  const PINGS = 1_000_000
+  const peer = await hostileServer((socket) => {
+    // Never read: every pong the client owes stays with the client.
+    socket.pause()
+    socket.write(repeat(PING, PINGS))
+    socket.write(END)
+  })
+  // The flood is over at "end" or when nothing arrives for 500 ms (a client may stop reading
+  // while its pongs cannot be written).
+  const r = await runChild('flood', peer.port, { quietMs: 500 })
+  await peer.close()
+  t.is(peer.accepted, 1)
+  if (!survived(t, r)) return
+  const rep = r.report
+  t.true(rep.opened)
+  t.true(rep.pings! > 0, 'no ping reached the client')
+  bounded(t, rep)
+  cleanedUp(t, rep)
+})
+
+test.serial('ping flood from a server that reads: RSS stays bounded, the event loop keeps turning, the message after the flood arrives', async (t) => {
+  // 200 MB of pings (100 M) or 2 s of them, whichever comes first, then a text message.
+  const chunk = repeat(PING, 1 << 20)
+  let pumped: Pumped | undefined
+  const peer = await hostileServer((socket) => {
+    socket.resume()
+    pump(socket, chunk, whole(200e6, chunk), 2_000).then((p) => {
+      pumped = p
+      if (!socket.destroyed) socket.write(END)
+    })
+  })
+  // "end" follows the last ping by what the socket buffers hold (a few MB, a million pings or more).
+  const r = await runChild('flood', peer.port, { deadlineMs: 20_000 }, 25_000)
+  await peer.close()
+  t.is(peer.accepted, 1)
+  t.log('server sent', pumped)
+  if (!survived(t, r)) return
+  const rep = r.report
+  t.true(rep.opened)
+  t.true(rep.gotEnd, `the text message after the flood never arrived (${rep.how})`)
+  t.true(rep.pings! > 0, 'no ping reached the client')
+  bounded(t, rep)
+  cleanedUp(t, rep)
+})
+
+// ---------------------------------------------------------------- 2. fast sender, slow listener
+
+test.serial('64 KiB binary messages at line rate to a listener that takes 0.5 ms each: RSS stays bounded, the event loop gets turns', async (t) => {
+  // 500 MB or 3 s, whichever comes first, then a text message.
+  const SIZE = 64 * 1024
+  const one = frame(0x2, Buffer.alloc(SIZE, 0xab))
+  const chunk = repeat(one, 32)
+  let pumped: Pumped | undefined
+  const peer = await hostileServer((socket) => {
+    socket.resume()
+    pump(socket, chunk, whole(500e6, chunk), 3_000).then((p) => {
+      pumped = p
+      if (!socket.destroyed) socket.write(END)
+    })
+  })
+  const r = await runChild('flood', peer.port, { busyMs: 0.5 })
+  await peer.close()
+  t.is(peer.accepted, 1)
+  t.log('server sent', pumped)
+  if (!survived(t, r)) return
+  const rep = r.report
+  t.true(rep.gotEnd, `the text message after the flood never arrived (${rep.how})`)
+  t.is(rep.messages, pumped!.bytes / one.length, 'every message sent was delivered')
+  bounded(t, rep)
+  cleanedUp(t, rep)
+})
+
+test.serial('64 B text messages at line rate to a listener that only counts: the event loop gets turns', async (t) => {
+  // 300 MB or 3 s, whichever comes first, then "end".
+  const one = frame(0x1, 'x'.repeat(64))
+  const chunk = repeat(one, Math.floor((2 * MiB) / one.length))
+  let pumped: Pumped | undefined
+  const peer = await hostileServer((socket) => {
+    socket.resume()
+    pump(socket, chunk, whole(300e6, chunk), 3_000).then((p) => {
+      pumped = p
+      if (!socket.destroyed) socket.write(END)
+    })
+  })
+  const r = await runChild('flood', peer.port)
+  await peer.close()
+  t.is(peer.accepted, 1)
+  t.log('server sent', pumped)
+  if (!survived(t, r)) return
+  const rep = r.report
+  t.true(rep.gotEnd, `the text message after the flood never arrived (${rep.how})`)
+  t.is(rep.messages, pumped!.bytes / one.length, 'every message sent was delivered')
+  bounded(t, rep)
+  cleanedUp(t, rep)
+})
+
+// ---------------------------------------------------------------- 3. allocation sized by the peer
+
+/**
+ * The child uses the largest maxPayload its constructor accepts (2^64, else 2^53-1, else
+ * buffer.constants.MAX_LENGTH): no maxPayload check stands between the declared length and an
+ * allocation of that size.
+ */
+const declaredLength = test.macro({
+  async exec(t, len: bigint, opcode: number) {
+    const peer = await hostileServer((socket) => {
+      socket.resume()
+      socket.write(Buffer.concat([header(opcode, len), Buffer.from('abcd')]))
+      // Then nothing: the rest of the "payload" never comes.
+    })
+    const r = await runChild('oversized', peer.port)
+    await peer.close()
+    t.is(peer.accepted, 1)
+    if (!survived(t, r)) return
+    const rep = r.report
+    t.true(rep.opened)
+    t.is(rep.how, 'closed', `the connection did not end within 8 s (state ${rep.stateAtEnd})`)
+    t.is(rep.close?.code, 1009)
+    t.true(rep.errors.includes('ERR_MESSAGE_TOO_BIG'), `errors: ${rep.errors.join(', ')}`)
+    t.true(rep.growthMiB < MAX_GROWTH_MIB, `RSS grew by ${rep.growthMiB} MiB`)
+    cleanedUp(t, rep)
+  },
+  title: (_ = '', len: bigint, opcode: number) =>
+    `a ${opcode === 1 ? 'text' : 'binary'} frame header declaring ${len} bytes: the process survives, the connection ends with 1009`,
+})
+
+test.serial(declaredLength, 2n ** 53n - 1n, 0x2)
+test.serial(declaredLength, 2n ** 63n - 1n, 0x2)
+
+// ---------------------------------------------------------------- 4. past the Buffer and string limits
+
+test.serial('a binary message longer than buffer.constants.MAX_LENGTH ends the connection with 1009 at its header', async (t) => {
+  // Declared MAX_LENGTH + 1 bytes; 64 MiB of it sent, then the server stalls. Sending all of it
+  // (4 GiB on Node 20) is too much for a test: the client must refuse the declared length.
+  const declared = BigInt(constants.MAX_LENGTH) + 1n
+  let pumped: Pumped | undefined
+  const peer = await hostileServer((socket) => {
+    socket.resume()
+    socket.write(header(0x2, declared))
+    pump(socket, Buffer.alloc(MiB, 0xab), 64 * MiB).then((p) => (pumped = p))
+  })
+  const r = await runChild('oversized', peer.port)
+  await peer.close()
+  t.is(peer.accepted, 1)
+  t.log('server sent', pumped)
+  if (!survived(t, r)) return
+  const rep = r.report
+  t.true(rep.opened)
+  t.is(rep.how, 'closed', `the connection did not end within 8 s (state ${rep.stateAtEnd})`)
+  t.is(rep.close?.code, 1009)
+  t.true(rep.errors.includes('ERR_MESSAGE_TOO_BIG'), `errors: ${rep.errors.join(', ')}`)
+  t.true(rep.growthMiB < MAX_GROWTH_MIB, `RSS grew by ${rep.growthMiB} MiB`)
+  cleanedUp(t, rep)
+})
+
+test.serial('a text message longer than buffer.constants.MAX_STRING_LENGTH ends the connection with 1009, before it is all sent', async (t) => {
+  // Declared and actually streamed: MAX_STRING_LENGTH + 1 bytes of ASCII (~512 MiB on Node 20).
+  const total = constants.MAX_STRING_LENGTH + 1
+  let pumped: Pumped | undefined
+  let done!: () => void
+  const serverDone = new Promise<void>((r) => (done = r))
+  const peer = await hostileServer((socket) => {
+    socket.resume()
+    socket.write(header(0x1, total))
+    pump(socket, Buffer.alloc(2 * MiB, 0x61), total).then((p) => {
+      pumped = p
+      done()
+    })
+  })
+  const r = await runChild('oversized', peer.port)
+  // The child is gone: its socket too, so the pump has stopped.
+  await serverDone
+  await peer.close()
+  t.is(peer.accepted, 1)
+  t.log('server sent', pumped)
+  if (!survived(t, r)) return
+  const rep = r.report
+  t.true(rep.opened)
+  t.is(rep.how, 'closed', `the connection did not end within 8 s (state ${rep.stateAtEnd})`)
+  t.is(rep.close?.code, 1009)
+  t.true(rep.errors.includes('ERR_MESSAGE_TOO_BIG'), `errors: ${rep.errors.join(', ')}`)
+  t.false(pumped!.completed, `the whole ${total}-byte message was sent before the client refused it`)
+  t.true(rep.growthMiB < MAX_GROWTH_MIB, `RSS grew by ${rep.growthMiB} MiB`)
+  cleanedUp(t, rep)
+})

@@ -1,0 +1,194 @@
+// Issue 9: the CONNECT answer must be a real HTTP/1.x status line. A peer that is not an HTTP
+// proxy gets no upgrade request (nor its credentials); a proxy's refusal is ERR_PROXY, told
+// apart from the target server's own answer to the upgrade.
+import net from 'node:net'
+import test from 'ava'
+
+import { ReconnectingWebSocket, type ReconnectInfo, type RedialError } from '../index.js'
+import { Recorder, acceptUpgrade, quiescent, rawServer, wsServer } from './helpers.js'
+
+type ProxyError = RedialError & { proxyStatus?: number }
+
+interface Exchange {
+  /** The CONNECT request head, as received. */
+  head: string
+  /** Every byte the client sent after that head. */
+  after: Buffer
+  /** Settles when the client's connection to the proxy is closed. */
+  closed: Promise<unknown>
+}
+
+/**
+ * A raw "proxy" on 127.0.0.1: `answer(head)` is written back after the CONNECT head, or, for
+ * 'tunnel', a `HTTP/1.0 200` (no reason phrase) and then the bytes flow to the target.
+ */
+async function rawProxy(answer: (head: string) => string) {
+  const exchanges: Exchange[] = []
+  const peer = await rawServer((socket) => {
+    // Not `once()`: the client may reset the connection (unread bytes), and 'error' would reject it.
+    const ex: Exchange = { head: '', after: Buffer.alloc(0), closed: new Promise((r) => socket.on('close', r)) }
+    exchanges.push(ex)
+    let buf = Buffer.alloc(0)
+    let upstream: net.Socket | undefined
+    socket.on('data', (chunk) => {
+      if (ex.head) {
+        ex.after = Buffer.concat([ex.after, chunk])
+        upstream?.write(chunk)
+        return
+      }
+      buf = Buffer.concat([buf, chunk])
+      const end = buf.indexOf('\r\n\r\n')
+      if (end < 0) return
+      ex.head = buf.subarray(0, end + 4).toString('latin1')
+      ex.after = buf.subarray(end + 4)
+      const reply = answer(ex.head)
+      if (reply !== 'tunnel') return void socket.write(reply)
+      const [, port] = /^CONNECT 127\.0\.0\.1:(\d+) /.exec(ex.head)!
+      upstream = net.connect(Number(port), '127.0.0.1', () => {
+        socket.write('HTTP/1.0 200\r\n\r\n')
+        upstream!.write(ex.after)
+        upstream!.pipe(socket)
+      })
+      upstream.on('error', () => socket.destroy())
+      socket.on('close', () => upstream!.destroy())
+    })
+  })
+  return Object.assign(peer, { exchanges, proxyUrl: `http://127.0.0.1:${peer.port}` })
+}
+
+test.serial('a peer answering "SSH-2.0 200 ok" is not a proxy: ERR_PROXY, and no upgrade request is written to it', async (t) => {
+  const target = await wsServer()
+  const proxy = await rawProxy(() => 'SSH-2.0 200 ok\r\n\r\n')
+  const password = 'hunter2-xyzzy'
+  const client = new ReconnectingWebSocket(target.url.replace('ws://', `ws://alice:${password}@`), {
+    proxy: proxy.proxyUrl,
+    maxRetries: 0,
+    // Today's parser takes it for a tunnel and waits for the upgrade answer: bounded, so the test ends.
+    connectTimeout: 2_000,
+  })
+  const r = new Recorder(client)
+  const err: ProxyError = await r.next('error')
+  t.is(err.code, 'ERR_PROXY')
+  t.regex(err.message, /HTTP\/1\.x status line/)
+  t.is(err.status, undefined)
+  t.is(err.proxyStatus, undefined)
+  await r.next('giveup')
+  const [ex] = proxy.exchanges
+  await ex.closed
+  t.true(ex.head.startsWith(`CONNECT 127.0.0.1:${target.port} HTTP/1.1\r\n`), ex.head)
+  t.is(ex.after.toString('latin1'), '', 'nothing after the CONNECT head: no upgrade request, no Authorization')
+  t.is(proxy.exchanges.length, 1)
+  t.is(target.accepted, 0)
+  await quiescent()
+  await Promise.all([target.close(), proxy.close()])
+})
+
+test.serial('answers that are not an HTTP/1.x status line are ERR_PROXY with nothing written after the head', async (t) => {
+  const answers = [
+    'HTTP/2 200 OK\r\n\r\n',
+    'HTTP/1.1 2000 OK\r\n\r\n',
+    'HTTP/1.1  200 OK\r\n\r\n',
+    'HTTP/1.1 200OK\r\n\r\n',
+    'http/1.1 200 OK\r\n\r\n',
+    ' HTTP/1.1 200 OK\r\n\r\n',
+    '200 OK\r\n\r\n',
+  ]
+  let answer = ''
+  const proxy = await rawProxy(() => answer)
+  const target = await wsServer()
+  for (answer of answers) {
+    const client = new ReconnectingWebSocket(target.url, { proxy: proxy.proxyUrl, maxRetries: 0, connectTimeout: 2_000 })
+    const r = new Recorder(client)
+    const err: ProxyError = await r.next('error')
+    t.is(err.code, 'ERR_PROXY', JSON.stringify(answer))
+    await r.next('giveup')
+    const ex = proxy.exchanges.at(-1)!
+    await ex.closed
+    t.is(ex.after.length, 0, JSON.stringify(answer))
+  }
+  t.is(target.accepted, 0)
+  await quiescent()
+  await Promise.all([target.close(), proxy.close()])
+})
+
+test.serial("a proxy's 403 is ERR_PROXY with proxyStatus; shouldReconnect tells it apart from the target's own 403", async (t) => {
+  // The target refuses the upgrade itself with 403.
+  const target = await rawServer((socket) =>
+    socket.once('data', () => socket.end('HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n')),
+  )
+  let refuse = true
+  const proxy = await rawProxy(() => (refuse ? 'HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n' : 'tunnel'))
+  const attempt = async () => {
+    const infos: ReconnectInfo[] = []
+    const client = new ReconnectingWebSocket(target.url, {
+      proxy: proxy.proxyUrl,
+      shouldReconnect: (info) => (infos.push(info), false),
+    })
+    const r = new Recorder(client)
+    const err: ProxyError = await r.next('error')
+    const giveup = await r.next('giveup')
+    t.is(giveup.reason, 'policy')
+    return { err, infos, lastError: giveup.lastError as ProxyError }
+  }
+
+  const byProxy = await attempt()
+  t.is(byProxy.err.code, 'ERR_PROXY')
+  t.is(byProxy.err.proxyStatus, 403)
+  t.is(byProxy.err.status, undefined)
+  t.regex(byProxy.err.message, /proxy refused the tunnel \(HTTP 403\)/)
+  t.deepEqual(byProxy.infos, [{ kind: 'error', code: 'ERR_PROXY', attempt: 1 }])
+  t.is(byProxy.lastError.proxyStatus, 403)
+  t.is(target.accepted, 0, 'the proxy refused: the target saw nothing')
+
+  refuse = false
+  const byTarget = await attempt()
+  t.is(byTarget.err.code, 'ERR_HANDSHAKE')
+  t.is(byTarget.err.status, 403)
+  t.is(byTarget.err.proxyStatus, undefined)
+  t.deepEqual(byTarget.infos, [{ kind: 'handshake', status: 403, headers: { 'content-length': '0' }, attempt: 1 }])
+  t.is(target.accepted, 1, 'through the tunnel')
+  await quiescent()
+  await Promise.all([target.close(), proxy.close()])
+})
+
+test.serial('other refusals: 5xx is ERR_PROXY and retried by default, 407 stays ERR_PROXY_AUTH; both carry proxyStatus', async (t) => {
+  const target = await wsServer()
+  let status = 502
+  const proxy = await rawProxy(() => `HTTP/1.1 ${status} Whatever\r\n\r\n`)
+  const infos: ReconnectInfo[] = []
+  const retried = new ReconnectingWebSocket(target.url, { proxy: proxy.proxyUrl, minDelay: 1, maxRetries: 1 })
+  const r = new Recorder(retried)
+  for (let i = 0; i < 2; i++) {
+    const err: ProxyError = await r.next('error')
+    t.is(err.code, 'ERR_PROXY')
+    t.is(err.proxyStatus, 502)
+  }
+  t.is((await r.next('giveup')).reason, 'maxRetries', '502 is retried')
+
+  status = 407
+  const auth = new ReconnectingWebSocket(target.url, { proxy: proxy.proxyUrl, minDelay: 1, shouldReconnect: (i) => void infos.push(i) })
+  const r2 = new Recorder(auth)
+  const err: ProxyError = await r2.next('error')
+  t.is(err.code, 'ERR_PROXY_AUTH')
+  t.is(err.proxyStatus, 407)
+  t.is(err.status, undefined)
+  t.is((await r2.next('giveup')).reason, 'policy', 'the default still gives up on 407')
+  t.deepEqual(infos, [{ kind: 'error', code: 'ERR_PROXY_AUTH', attempt: 1 }])
+  t.is(proxy.exchanges.length, 3)
+  t.is(target.accepted, 0)
+  await quiescent()
+  await Promise.all([target.close(), proxy.close()])
+})
+
+test.serial('an HTTP/1.0 200 without a reason phrase is a tunnel', async (t) => {
+  const target = await rawServer((socket) => acceptUpgrade(socket, (s) => s.write(Buffer.from([0x81, 0x02, 0x68, 0x69]))))
+  const proxy = await rawProxy(() => 'tunnel')
+  // A short closeTimeout: the raw target does not answer the close frame.
+  const client = new ReconnectingWebSocket(target.url, { proxy: proxy.proxyUrl, closeTimeout: 50 })
+  const r = new Recorder(client)
+  t.is(await r.next('message'), 'hi')
+  t.regex(proxy.exchanges[0].after.toString('latin1'), /^GET \/ HTTP\/1\.1\r\n/)
+  await client.disconnect()
+  await quiescent()
+  await Promise.all([target.close(), proxy.close()])
+})

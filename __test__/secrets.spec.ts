@@ -1,0 +1,173 @@
+// Issue 7: a password in a URL goes into its Authorization / Proxy-Authorization header and
+// nowhere else: not in a NODE_DEBUG line, a synchronous error, an error event, a giveup.
+import { spawn } from 'node:child_process'
+import { once } from 'node:events'
+import type net from 'node:net'
+import { fileURLToPath } from 'node:url'
+import test from 'ava'
+
+import { ReconnectingWebSocket, type RedialError } from '../index.js'
+import { Recorder, quiescent, rawServer, refusedPort, wsServer } from './helpers.js'
+
+const PASSWORD = 'hunter2-xyzzy'
+const TOKEN = 'tok3n-plugh'
+
+/** Every form the secret could leak in: as typed, percent-encoded, and base64 in a header. */
+function leaks(text: string, user = 'alice', password = PASSWORD): string[] {
+  const forms = [password, encodeURIComponent(password), Buffer.from(`${user}:${password}`).toString('base64')]
+  return forms.filter((f) => text.includes(f))
+}
+
+function assertClean(t: import('ava').ExecutionContext, err: unknown, what: string) {
+  const e = err as Error
+  for (const text of [e.message, String(e), e.stack ?? '']) {
+    t.deepEqual(leaks(text), [], `${what}: ${text}`)
+    t.false(text.includes(TOKEN), `${what}: ${text}`)
+  }
+}
+
+test.serial('NODE_DEBUG=redial-ws never logs the password, through opens, closes, reconnects, errors and a giveup', async (t) => {
+  const auth: Array<string | undefined> = []
+  const peer = await wsServer((socket, p) => {
+    // The first connection is dropped: close, reconnecting, connect, open again.
+    if (p.accepted === 1) socket.close(1012)
+  })
+  peer.wss.on('connection', (_s, req) => auth.push(req.headers.authorization))
+  const refused = await refusedPort()
+  const index = fileURLToPath(new URL('../index.js', import.meta.url))
+  const script = `const { ReconnectingWebSocket } = require(${JSON.stringify(index)})
+    const [, url, refusedUrl] = process.argv
+    const c = new ReconnectingWebSocket(url, { minDelay: 1, maxDelay: 1 })
+    let opens = 0
+    c.on('error', (e) => console.log('error event', e.message))
+    c.on('open', () => {
+      if (++opens < 2) return
+      c.disconnect().then(() => {
+        const d = new ReconnectingWebSocket(refusedUrl, { maxRetries: 0 })
+        d.on('error', (e) => console.log('error event', e.message, String(e)))
+        d.on('giveup', (g) => console.log('giveup', g.lastError.message))
+      })
+    })`
+  const url = peer.url.replace('ws://', `ws://alice:${PASSWORD}@`)
+  const refusedUrl = `ws://alice:${PASSWORD}@127.0.0.1:${refused}/`
+  const child = spawn(process.execPath, ['-e', script, url, refusedUrl], {
+    env: { ...process.env, NODE_DEBUG: 'redial-ws' },
+  })
+  let stdout = ''
+  let stderr = ''
+  child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d))
+  child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d))
+  const [code] = await once(child, 'close')
+  t.is(code, 0, stderr)
+  // The log happened, URL and all, for every kind of line ...
+  const masked = `ws://alice:***@127.0.0.1:${peer.port}/`
+  for (const line of ['connect', 'open', 'close 1012', 'reconnecting']) {
+    t.true(stderr.includes(`${masked} ${line}`), `"${masked} ${line}" in:\n${stderr}`)
+  }
+  t.regex(stderr, new RegExp(`ws://alice:\\*\\*\\*@127\\.0\\.0\\.1:${refused}/ error `))
+  t.regex(stderr, /giveup maxRetries/)
+  t.regex(stdout, /^giveup /m)
+  // ... the password only in the header it is meant for ...
+  t.deepEqual(auth, [1, 2].map(() => `Basic ${Buffer.from(`alice:${PASSWORD}`).toString('base64')}`))
+  // ... and nowhere in the output.
+  t.deepEqual(leaks(stderr + stdout), [], stderr + stdout)
+  await quiescent()
+  await peer.close()
+})
+
+test('synchronous errors name the URL without its password', (t) => {
+  const cases: Array<[string, object, string]> = [
+    [`ws://alice:${PASSWORD}@127.0.0.1:99999/`, {}, 'ERR_INVALID_URL'],
+    [`ws://alice:${PASSWORD}@[::1/`, {}, 'ERR_INVALID_URL'],
+    [`ws://alice:${PASSWORD}@127.0.0.1:1/#fragment`, {}, 'ERR_INVALID_URL'],
+    [`https://alice:${encodeURIComponent(PASSWORD)}@127.0.0.1:1/#x`, {}, 'ERR_INVALID_URL'],
+    [`ws://${TOKEN}@127.0.0.1:1/#fragment`, {}, 'ERR_INVALID_URL'],
+    ['ws://127.0.0.1:1/', { proxy: `http://alice:${PASSWORD}@127.0.0.1:99999` }, 'ERR_INVALID_PROXY'],
+    ['ws://127.0.0.1:1/', { proxy: `http://alice:${PASSWORD}@[::1` }, 'ERR_INVALID_PROXY'],
+  ]
+  for (const [url, options, code] of cases) {
+    const err = t.throws(() => new ReconnectingWebSocket(url, { startClosed: true, ...options })) as RedialError
+    t.is(err.code as string, code, url)
+    assertClean(t, err, url)
+    // Still useful: the user name and host are there.
+    if (!url.includes(TOKEN)) t.regex(err.message, /alice:\*\*\*@/)
+  }
+  // A proxy from the environment is checked the same way.
+  const saved = process.env.HTTP_PROXY
+  process.env.HTTP_PROXY = `http://alice:${PASSWORD}@127.0.0.1:99999`
+  try {
+    const err = t.throws(() => new ReconnectingWebSocket('ws://127.0.0.1:1/', { startClosed: true })) as RedialError
+    t.is(err.code as string, 'ERR_INVALID_PROXY')
+    assertClean(t, err, 'HTTP_PROXY')
+  } finally {
+    if (saved === undefined) delete process.env.HTTP_PROXY
+    else process.env.HTTP_PROXY = saved
+  }
+})
+
+test.serial('a url provider returning a bad URL with a password: ERR_PROVIDER without the password', async (t) => {
+  for (const bad of [`ws://alice:${PASSWORD}@127.0.0.1:99999/`, `ws://alice:${PASSWORD}@127.0.0.1:1/#fragment`]) {
+    const client = new ReconnectingWebSocket(() => bad, { maxRetries: 0 })
+    const r = new Recorder(client)
+    const err: RedialError = await r.next('error')
+    t.is(err.code, 'ERR_PROVIDER')
+    t.regex(err.message, /alice:\*\*\*@/)
+    assertClean(t, err, bad)
+    const giveup = await r.next('giveup')
+    assertClean(t, giveup.lastError, `${bad} (giveup)`)
+  }
+  // A provider's own error that names a URL with credentials is masked too.
+  const thrower = new ReconnectingWebSocket(
+    () => {
+      throw new Error(`cannot fetch ws://alice:${PASSWORD}@config.example/ (offline)`)
+    },
+    { maxRetries: 0 },
+  )
+  const err: RedialError = await new Recorder(thrower).next('error')
+  t.is(err.code, 'ERR_PROVIDER')
+  t.regex(err.message, /ws:\/\/alice:\*\*\*@config\.example\/ \(offline\)/)
+  assertClean(t, err, 'thrown by the provider')
+  await quiescent()
+})
+
+test.serial('a proxy with credentials that refuses or answers garbage: no password in the errors', async (t) => {
+  const answers = ['HTTP/1.1 403 Forbidden\r\n\r\n', 'SSH-2.0 200 ok\r\n\r\n', 'HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n', '']
+  let answer = ''
+  const received: string[] = []
+  const proxy = await rawServer((socket: net.Socket) => {
+    let head = ''
+    const onData = (d: Buffer) => {
+      head += d.toString('latin1')
+      if (!head.includes('\r\n\r\n')) return
+      socket.off('data', onData)
+      received.push(head)
+      if (answer) socket.write(answer)
+      else socket.destroy()
+    }
+    socket.on('data', onData)
+  })
+  const target = await wsServer()
+  const proxyUrl = `http://bob:${PASSWORD}@127.0.0.1:${proxy.port}`
+  for (answer of answers) {
+    const client = new ReconnectingWebSocket(target.url.replace('ws://', `ws://alice:${PASSWORD}@`), {
+      proxy: proxyUrl,
+      maxRetries: 0,
+      connectTimeout: 2_000,
+    })
+    const r = new Recorder(client)
+    const err: RedialError = await r.next('error')
+    t.is(err.code, 'ERR_PROXY', JSON.stringify(answer))
+    assertClean(t, err, JSON.stringify(answer))
+    t.deepEqual(leaks(err.message, 'bob'), [], err.message)
+    assertClean(t, (await r.next('giveup')).lastError, 'giveup')
+  }
+  // The proxy's credentials went where they belong, and only there.
+  t.is(received.length, answers.length)
+  for (const head of received) {
+    t.true(head.includes(`\r\nProxy-Authorization: Basic ${Buffer.from(`bob:${PASSWORD}`).toString('base64')}\r\n`), head)
+    t.deepEqual(leaks(head), [], 'the target credentials are not given to the proxy')
+  }
+  t.is(target.accepted, 0)
+  await quiescent()
+  await Promise.all([proxy.close(), target.close()])
+})
