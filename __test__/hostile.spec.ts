@@ -21,11 +21,12 @@ const MiB = 1024 * 1024
 
 // Bounds of what a client may cost under a hostile peer. Before the fix the floods
 // cost 200-3000 MiB and stalled the event loop for 2.5-40 s; a bounded client
-// measures 15-45 MiB and 30-120 ms here (the longest stalls when the 2 cores are
-// busy with something else too). The bounds leave room for a loaded CI machine.
+// measures 15-45 MiB and 10-40 ms on an idle machine, up to ~270 ms when the 2 cores
+// are also running other test files and a build. The bounds leave room for a loaded
+// CI machine and still fail every flood of the unbounded client.
 const MAX_GROWTH_MIB = 64
 /** Longest time the event loop may be kept busy (a 10 ms interval must keep firing). */
-const MAX_STALL_MS = 250
+const MAX_STALL_MS = 1000
 
 interface Report {
   scenario: string
@@ -339,7 +340,7 @@ const declaredLength = test.macro({
     if (!survived(t, r)) return
     const rep = r.report
     t.true(rep.opened)
-    t.is(rep.how, 'closed', `the connection did not end within 8 s (state ${rep.stateAtEnd})`)
+    t.is(rep.how, 'closed', `the connection did not end within 8 s (state ${rep.stateAtEnd}); stderr:\n${r.stderr}`)
     t.is(rep.close?.code, 1009)
     t.true(rep.errors.includes('ERR_MESSAGE_TOO_BIG'), `errors: ${rep.errors.join(', ')}`)
     t.true(rep.growthMiB < MAX_GROWTH_MIB, `RSS grew by ${rep.growthMiB} MiB`)
@@ -371,7 +372,7 @@ test.serial('a binary message longer than buffer.constants.MAX_LENGTH ends the c
   if (!survived(t, r)) return
   const rep = r.report
   t.true(rep.opened)
-  t.is(rep.how, 'closed', `the connection did not end within 8 s (state ${rep.stateAtEnd})`)
+  t.is(rep.how, 'closed', `the connection did not end within 8 s (state ${rep.stateAtEnd}); stderr:\n${r.stderr}`)
   t.is(rep.close?.code, 1009)
   t.true(rep.errors.includes('ERR_MESSAGE_TOO_BIG'), `errors: ${rep.errors.join(', ')}`)
   t.true(rep.growthMiB < MAX_GROWTH_MIB, `RSS grew by ${rep.growthMiB} MiB`)
@@ -401,7 +402,7 @@ test.serial('a text message longer than buffer.constants.MAX_STRING_LENGTH ends 
   if (!survived(t, r)) return
   const rep = r.report
   t.true(rep.opened)
-  t.is(rep.how, 'closed', `the connection did not end within 8 s (state ${rep.stateAtEnd})`)
+  t.is(rep.how, 'closed', `the connection did not end within 8 s (state ${rep.stateAtEnd}); stderr:\n${r.stderr}`)
   t.is(rep.close?.code, 1009)
   t.true(rep.errors.includes('ERR_MESSAGE_TOO_BIG'), `errors: ${rep.errors.join(', ')}`)
   t.false(pumped!.completed, `the whole ${total}-byte message was sent before the client refused it`)
