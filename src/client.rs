@@ -183,8 +183,10 @@ impl NativeClient {
             url: url.to_owned(),
             conn: ConnConfig {
                 connect_timeout: Duration::from_millis(ms(options.connect_timeout)),
-                max_payload: options.max_payload.clamp(1.0, usize::MAX as f64) as usize,
-                max_text: options.max_text_payload.clamp(1.0, usize::MAX as f64) as usize,
+                limits: crate::frame::Limits {
+                    max_payload: options.max_payload.clamp(1.0, usize::MAX as f64) as usize,
+                    max_text: options.max_text_payload.clamp(1.0, usize::MAX as f64) as usize,
+                },
                 ping_interval: Duration::from_millis(ms(options.ping_interval)),
                 pong_timeout: Duration::from_millis(ms(options.pong_timeout)),
                 close_timeout: Duration::from_millis(ms(options.close_timeout)),

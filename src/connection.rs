@@ -34,9 +34,8 @@ use crate::transport::{self, Proxy, TlsOptions, Transport, Writer};
 #[derive(Clone, Debug)]
 pub struct ConnConfig {
     pub connect_timeout: Duration,
-    pub max_payload: usize,
-    /// Text messages over this cannot become a JS string: they end the connection with 1009.
-    pub max_text: usize,
+    /// `maxPayload`, and the longest text that can become a JS string: longer ends with 1009.
+    pub limits: frame::Limits,
     /// 0 disables heartbeats.
     pub ping_interval: Duration,
     pub pong_timeout: Duration,
@@ -293,8 +292,8 @@ pub struct OpenConn {
     close_frame: Option<Box<(u16, String)>>,
     /// Our close frame is framed: nothing may follow it.
     sent_close: bool,
-    peer_close: Option<Box<(u16, String)>>,
-    peer_close_deadline: Option<Pin<Box<Sleep>>>,
+    /// The peer's close, once answered, and how long its TCP close may take.
+    peer_close: Option<Box<PeerClose>>,
     /// The peer's close frame or a violation, held back while JS takes the messages read before it.
     held: Option<Box<Held>>,
     /// Boxed, like the close state: the connection lives inline in its client's task.
@@ -304,6 +303,13 @@ pub struct OpenConn {
     /// Counts the decoder's memory in `ioBuffers` while it holds any.
     read_buffer: Option<Gauge>,
     _gauge: Gauge,
+}
+
+/// The peer's close frame (its code, 1005 without one), answered.
+struct PeerClose {
+    code: u16,
+    reason: String,
+    deadline: Pin<Box<Sleep>>,
 }
 
 /// What ends a connection, once JS has taken every message that came before it: what JS sends in
@@ -443,7 +449,7 @@ impl OpenConn {
         };
         let conn = OpenConn {
             transport: opened.transport,
-            decoder: Decoder::new(opened.leftover, cfg.max_payload).with_text_limit(cfg.max_text),
+            decoder: Decoder::new(opened.leftover),
             writer,
             out_rx,
             out: None,
@@ -451,7 +457,6 @@ impl OpenConn {
             close_frame: None,
             sent_close: false,
             peer_close: None,
-            peer_close_deadline: None,
             held: None,
             heartbeat,
             shared,
@@ -532,7 +537,7 @@ impl OpenConn {
                     Poll::Pending
                 };
             }
-            match self.decoder.poll_next(cx, &mut self.transport) {
+            match self.decoder.poll_next(cx, &mut self.transport, &cfg.limits) {
                 Poll::Ready(Ok(frame)) => {
                     // Any frame proves the peer alive.
                     if let Some(hb) = self.heartbeat.as_mut() {
@@ -589,8 +594,8 @@ impl OpenConn {
                     }
                 }
                 Poll::Ready(Err(WireError::Eof)) if self.peer_close.is_some() => {
-                    let (code, reason) = *self.peer_close.take().expect("peer close");
-                    return ended(code, reason, true, None);
+                    let c = self.peer_close.take().expect("peer close");
+                    return ended(c.code, c.reason, true, None);
                 }
                 Poll::Ready(Err(e @ (WireError::Eof | WireError::Io(_)))) => return self.ended_by(e),
                 Poll::Ready(Err(e)) => {
@@ -610,11 +615,11 @@ impl OpenConn {
         if n > 0 || self.held.is_some() {
             return Poll::Ready(IoEvent::Progress);
         }
-        if let Some(deadline) = self.peer_close_deadline.as_mut() {
-            if deadline.as_mut().poll(cx).is_ready() {
+        if let Some(c) = self.peer_close.as_mut() {
+            if c.deadline.as_mut().poll(cx).is_ready() {
                 // The close handshake is complete; only the peer's TCP close is late.
-                let (code, reason) = self.peer_close.take().map_or((1005, String::new()), |c| *c);
-                return ended(code, reason, true, None);
+                let c = self.peer_close.take().expect("peer close");
+                return ended(c.code, c.reason, true, None);
             }
         }
         if let Some(hb) = self.heartbeat.as_mut() {
@@ -685,14 +690,18 @@ impl OpenConn {
             }
             self.sent_close = true;
         }
-        self.peer_close = Some(Box::new(close.unwrap_or((1005, String::new()))));
-        self.peer_close_deadline = Some(Box::pin(tokio::time::sleep(close_timeout)));
+        let (code, reason) = close.unwrap_or((1005, String::new()));
+        self.peer_close = Some(Box::new(PeerClose {
+            code,
+            reason,
+            deadline: Box::pin(tokio::time::sleep(close_timeout)),
+        }));
     }
 
     fn ended_by(&mut self, e: WireError) -> Poll<IoEvent> {
-        if let Some((code, reason)) = self.peer_close.take().map(|c| *c) {
+        if let Some(c) = self.peer_close.take() {
             // The peer closed cleanly and then went away before our reply was flushed.
-            return ended(code, reason, true, None);
+            return ended(c.code, c.reason, true, None);
         }
         let (error, code) = e.to_conn_error();
         if code != 1006 && !self.sent_close {

@@ -220,14 +220,21 @@ pub struct Decoder {
     /// Grows from `FIRST_READ` to `READ_CHUNK` while reads fill the buffer; back to `FIRST_READ` when idle.
     /// (u32 beside the flag: the decoder lives inline in every open connection's task.)
     read_size: u32,
-    max_payload: usize,
-    /// Text messages can be longer than this only if JS could not make a string of them.
-    max_text: usize,
+}
+
+/// What a connection accepts (its configuration's; passed in, not stored: the decoder lives
+/// inline in every open connection's task).
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// `maxPayload`: the largest message.
+    pub max_payload: usize,
+    /// Text messages over this cannot become a JS string (at most `max_payload`).
+    pub max_text: usize,
 }
 
 impl Decoder {
     /// `leftover`: what followed the upgrade response in the same read.
-    pub fn new(leftover: BytesMut, max_payload: usize) -> Self {
+    pub fn new(leftover: BytesMut) -> Self {
         Decoder {
             buf: leftover,
             frame: None,
@@ -236,15 +243,7 @@ impl Decoder {
             utf8: None,
             after_direct: false,
             read_size: FIRST_READ as u32,
-            max_payload,
-            max_text: max_payload,
         }
-    }
-
-    /// Caps text messages lower than `max_payload` (the longest string JS can make).
-    pub fn with_text_limit(mut self, max_text: usize) -> Self {
-        self.max_text = max_text.min(self.max_payload);
-        self
     }
 
     /// Whether the decoder holds memory: read-ahead, a large payload or a fragmented message in progress.
@@ -257,9 +256,10 @@ impl Decoder {
         &mut self,
         cx: &mut Context<'_>,
         io: &mut R,
+        limits: &Limits,
     ) -> Poll<Result<Incoming, WireError>> {
         loop {
-            if let Some(frame) = self.decode()? {
+            if let Some(frame) = self.decode(limits)? {
                 return Poll::Ready(Ok(frame));
             }
             match self.poll_read(cx, io) {
@@ -334,7 +334,7 @@ impl Decoder {
     }
 
     /// Parses what is buffered: the next message or control frame, or `None` when more bytes are needed.
-    fn decode(&mut self) -> Result<Option<Incoming>, WireError> {
+    fn decode(&mut self, limits: &Limits) -> Result<Option<Incoming>, WireError> {
         loop {
             let h = match self.frame {
                 Some(h) => h,
@@ -342,7 +342,7 @@ impl Decoder {
                     let Some((h, header_len)) = parse_header(&self.buf)? else {
                         return Ok(None);
                     };
-                    self.check(&h)?;
+                    self.check(&h, limits)?;
                     self.buf.advance(header_len);
                     self.frame = Some(h);
                     h
@@ -405,7 +405,7 @@ impl Decoder {
     }
 
     /// Rules a header must meet before its payload is read.
-    fn check(&self, h: &Header) -> Result<(), WireError> {
+    fn check(&self, h: &Header, limits: &Limits) -> Result<(), WireError> {
         if h.opcode >= OP_CLOSE {
             if !h.fin {
                 return Err(protocol("a fragmented control frame"));
@@ -425,9 +425,9 @@ impl Decoder {
         let before = self.partial.as_ref().map_or(0, |p| p.data.len());
         let size = before as u64 + h.len as u64;
         let max = if self.is_text(h) {
-            self.max_text
+            limits.max_text.min(limits.max_payload)
         } else {
-            self.max_payload
+            limits.max_payload
         };
         if size > max as u64 {
             return Err(WireError::TooBig { size, max });
@@ -580,6 +580,16 @@ pub const OPCODE_PING: u8 = OP_PING;
 pub const OPCODE_PONG: u8 = OP_PONG;
 
 #[cfg(test)]
+impl Limits {
+    fn both(max: usize) -> Self {
+        Limits {
+            max_payload: max,
+            max_text: max,
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -620,11 +630,12 @@ mod tests {
     /// Every frame decoded from `data`, read `step` bytes at a time, and how it ended.
     fn decode_all(data: Vec<u8>, step: usize, max: usize) -> (Vec<Incoming>, WireError) {
         let mut io = Chunks { data, pos: 0, step };
-        let mut d = Decoder::new(BytesMut::new(), max);
+        let lim = Limits::both(max);
+        let mut d = Decoder::new(BytesMut::new());
         let mut cx = Context::from_waker(std::task::Waker::noop());
         let mut out = Vec::new();
         loop {
-            match d.poll_next(&mut cx, &mut io) {
+            match d.poll_next(&mut cx, &mut io, &lim) {
                 Poll::Ready(Ok(f)) => out.push(f),
                 Poll::Ready(Err(e)) => return (out, e),
                 Poll::Pending => unreachable!("the test reader never blocks"),
@@ -731,10 +742,11 @@ mod tests {
             data.extend(server_frame(true, OP_BINARY, &payload));
         }
         let mut io = Counting { data, pos: 0, reads: 0 };
-        let mut d = Decoder::new(BytesMut::new(), usize::MAX);
+        let lim = Limits::both(usize::MAX);
+        let mut d = Decoder::new(BytesMut::new());
         let mut cx = Context::from_waker(std::task::Waker::noop());
         for _ in 0..count {
-            match d.poll_next(&mut cx, &mut io) {
+            match d.poll_next(&mut cx, &mut io, &lim) {
                 Poll::Ready(Ok(Incoming::Binary(b))) => assert_eq!(b, payload),
                 other => panic!("expected a binary message, got {other:?}"),
             }
@@ -767,9 +779,13 @@ mod tests {
                 pos: 0,
                 step: 1 << 20,
             };
-            let mut d = Decoder::new(BytesMut::new(), 1000).with_text_limit(10);
+            let lim = Limits {
+                max_payload: 1000,
+                max_text: 10,
+            };
+            let mut d = Decoder::new(BytesMut::new());
             let mut cx = Context::from_waker(std::task::Waker::noop());
-            match d.poll_next(&mut cx, &mut io) {
+            match d.poll_next(&mut cx, &mut io, &lim) {
                 Poll::Ready(r) => r,
                 Poll::Pending => unreachable!(),
             }
@@ -795,10 +811,11 @@ mod tests {
             pos: 0,
             step: 64 * 1024,
         };
-        let mut d = Decoder::new(BytesMut::new(), usize::MAX);
+        let lim = Limits::both(usize::MAX);
+        let mut d = Decoder::new(BytesMut::new());
         let mut cx = Context::from_waker(std::task::Waker::noop());
         assert!(matches!(
-            d.poll_next(&mut cx, &mut io),
+            d.poll_next(&mut cx, &mut io, &lim),
             Poll::Ready(Err(WireError::Eof))
         ));
         let held = d.direct.as_ref().map_or(0, |v| v.capacity());
@@ -875,14 +892,15 @@ mod tests {
             }
         }
         let mut io = Once(Some(server_frame(true, OP_TEXT, b"hi")));
-        let mut d = Decoder::new(BytesMut::new(), 100);
+        let lim = Limits::both(100);
+        let mut d = Decoder::new(BytesMut::new());
         let mut cx = Context::from_waker(std::task::Waker::noop());
         assert!(matches!(
-            d.poll_next(&mut cx, &mut io),
+            d.poll_next(&mut cx, &mut io, &lim),
             Poll::Ready(Ok(Incoming::Text(_)))
         ));
         assert!(d.buf.capacity() > 0);
-        assert!(d.poll_next(&mut cx, &mut io).is_pending());
+        assert!(d.poll_next(&mut cx, &mut io, &lim).is_pending());
         assert_eq!(d.buf.capacity(), 0);
     }
 
@@ -980,11 +998,12 @@ mod tests {
                 });
             }
             let mut io = Splits { data: wire, pos: 0, sizes, turn: 0 };
-            let mut d = Decoder::new(BytesMut::new(), 1 << 20);
+            let lim = Limits::both(1 << 20);
+        let mut d = Decoder::new(BytesMut::new());
             let mut cx = Context::from_waker(std::task::Waker::noop());
             let mut got = Vec::new();
             let end = loop {
-                match d.poll_next(&mut cx, &mut io) {
+                match d.poll_next(&mut cx, &mut io, &lim) {
                     Poll::Ready(Ok(f)) => got.push(f),
                     Poll::Ready(Err(e)) => break e,
                     Poll::Pending => unreachable!(),
