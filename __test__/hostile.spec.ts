@@ -271,20 +271,17 @@ test.serial('ping flood from a server that reads: RSS stays bounded, the event l
 
 // ---------------------------------------------------------------- 2. fast sender, slow listener
 
-test.serial('64 KiB binary messages at line rate to a listener that takes 0.5 ms each: RSS stays bounded, the event loop gets turns', async (t) => {
-  // 500 MB or 3 s, whichever comes first, then a text message.
-  const SIZE = 64 * 1024
-  const one = frame(0x2, Buffer.alloc(SIZE, 0xab))
-  const chunk = repeat(one, 32)
+/** Data frames `one` repeated in `chunk`s at line rate (`budget` bytes or 3 s, then "end"). */
+const lineRate = test.macro(async (t, one: Buffer, chunk: Buffer, budget: number, childOptions: { busyMs?: number }) => {
   let pumped: Pumped | undefined
   const peer = await hostileServer((socket) => {
     socket.resume()
-    pump(socket, chunk, whole(500e6, chunk), 3_000).then((p) => {
+    pump(socket, chunk, whole(budget, chunk), 3_000).then((p) => {
       pumped = p
       if (!socket.destroyed) socket.write(END)
     })
   })
-  const r = await runChild('flood', peer.port, { busyMs: 0.5 })
+  const r = await runChild('flood', peer.port, childOptions)
   await peer.close()
   t.is(peer.accepted, 1)
   t.log('server sent', pumped)
@@ -296,29 +293,25 @@ test.serial('64 KiB binary messages at line rate to a listener that takes 0.5 ms
   cleanedUp(t, rep)
 })
 
-test.serial('64 B text messages at line rate to a listener that only counts: the event loop gets turns', async (t) => {
-  // 300 MB or 3 s, whichever comes first, then "end".
-  const one = frame(0x1, 'x'.repeat(64))
-  const chunk = repeat(one, Math.floor((2 * MiB) / one.length))
-  let pumped: Pumped | undefined
-  const peer = await hostileServer((socket) => {
-    socket.resume()
-    pump(socket, chunk, whole(300e6, chunk), 3_000).then((p) => {
-      pumped = p
-      if (!socket.destroyed) socket.write(END)
-    })
-  })
-  const r = await runChild('flood', peer.port)
-  await peer.close()
-  t.is(peer.accepted, 1)
-  t.log('server sent', pumped)
-  if (!survived(t, r)) return
-  const rep = r.report
-  t.true(rep.gotEnd, `the text message after the flood never arrived (${rep.how})`)
-  t.is(rep.messages, pumped!.bytes / one.length, 'every message sent was delivered')
-  bounded(t, rep)
-  cleanedUp(t, rep)
-})
+const binary64k = frame(0x2, Buffer.alloc(64 * 1024, 0xab))
+test.serial(
+  '64 KiB binary messages at line rate to a listener that takes 0.5 ms each: RSS stays bounded, the event loop gets turns',
+  lineRate,
+  binary64k,
+  repeat(binary64k, 32),
+  500e6,
+  { busyMs: 0.5 },
+)
+
+const text64 = frame(0x1, 'x'.repeat(64))
+test.serial(
+  '64 B text messages at line rate to a listener that only counts: the event loop gets turns',
+  lineRate,
+  text64,
+  repeat(text64, Math.floor((2 * MiB) / text64.length)),
+  300e6,
+  {},
+)
 
 // ---------------------------------------------------------------- 3. allocation sized by the peer
 
