@@ -1,3 +1,5 @@
+// The basics against real peers: messages both ways, events in order, the state a user sees,
+// and the counters (`metrics`, `clientStats()`) that prove what a client holds.
 import { type EventEmitter, once } from 'node:events'
 import test from 'ava'
 

@@ -1,4 +1,6 @@
-// Issue 4, WHATWG API and drop-in compatibility with reconnecting-websocket 4.4 / partysocket 1.3.
+// The WHATWG API, and drop-in compatibility with reconnecting-websocket 4.4 / partysocket 1.3:
+// code written for them (constructor shape, option names, event order, readyState, retryCount,
+// queue) behaves the same on redial-ws, checked side by side with the real library where it runs.
 import test from 'ava'
 import { WebSocketServer } from 'ws'
 import { once } from 'node:events'

@@ -1,4 +1,4 @@
-// Issue 8: input that can never work is refused by the constructor, synchronously, with a
+// Input that can never work is refused by the constructor, synchronously, with a
 // stable code, before anything is sent: not found out per attempt and retried forever.
 import { X509Certificate } from 'node:crypto'
 import { once } from 'node:events'

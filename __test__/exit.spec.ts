@@ -1,4 +1,5 @@
-// Invariant 5: a client holds the event loop only while active and ref'd. Each
+// A client holds the event loop only while it is active (connecting, open, closing or waiting to
+// reconnect) and ref'd: an idle, unref'd or disconnected client never keeps a process alive. Each
 // scenario runs in a child process with nothing else to do, so its exit time
 // is the proof.
 import { spawn } from 'node:child_process'

@@ -1,4 +1,6 @@
-// Invariants 1-3 of the core: one timer, one connection, disconnect() in every state.
+// The core's invariants: a client never has more than one reconnect timer nor more than one
+// connection, however close events, connect() and reconnect() race; and disconnect() in every
+// state leaves no timer, task, connection or buffer behind by the time it resolves.
 import { setTimeout as delay } from 'node:timers/promises'
 import test from 'ava'
 

@@ -1,4 +1,4 @@
-// Invariants 4 and 6: a connection keeps its client alive; an abandoned client
+// A connection keeps its client alive (like a socket); an abandoned client
 // without a connection is collected and its reconnect cancelled; no growth.
 import { once } from 'node:events'
 import { setTimeout as delay } from 'node:timers/promises'

@@ -1,4 +1,4 @@
-// Issue 6, "fits Node": async iteration with backpressure, AbortSignal, diagnostics_channel, NODE_DEBUG.
+// Fits Node: async iteration with backpressure, AbortSignal, diagnostics_channel, NODE_DEBUG.
 import { spawnSync } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import diagnostics from 'node:diagnostics_channel'

@@ -1,4 +1,4 @@
-// Issue 6, packaging: `npm pack`, install the tarball into a brand-new project, type-check a
+// Packaging: `npm pack`, install the tarball into a brand-new project, type-check a
 // strict nodenext TypeScript consumer, run CJS, ESM and TS consumers against a local server.
 import { execFileSync, spawn, spawnSync } from 'node:child_process'
 import { once } from 'node:events'

@@ -1,4 +1,4 @@
-// Issue 4, transport and protocol: TLS, CONNECT proxies, subprotocols, limits, close codes.
+// Transport and protocol: TLS, CONNECT proxies, subprotocols, limits, close codes.
 import { once } from 'node:events'
 import http from 'node:http'
 import https from 'node:https'

@@ -1,4 +1,4 @@
-// Issue 9: the CONNECT answer must be a real HTTP/1.x status line. A peer that is not an HTTP
+// The CONNECT answer must be a real HTTP/1.x status line. A peer that is not an HTTP
 // proxy gets no upgrade request (nor its credentials); a proxy's refusal is ERR_PROXY, told
 // apart from the target server's own answer to the upgrade.
 import net from 'node:net'

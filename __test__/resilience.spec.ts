@@ -1,4 +1,4 @@
-// Issue 3: retry policy, heartbeats, the bounded offline queue, per-attempt credentials.
+// Resilience: the retry policy, heartbeats, the bounded offline queue, per-attempt credentials.
 import { once } from 'node:events'
 import http from 'node:http'
 import type net from 'node:net'

@@ -1,4 +1,4 @@
-// Issue 7: a password in a URL goes into its Authorization / Proxy-Authorization header and
+// A password in a URL goes into its Authorization / Proxy-Authorization header and
 // nowhere else: not in a NODE_DEBUG line, a synchronous error, an error event, a giveup.
 import { spawn } from 'node:child_process'
 import { once } from 'node:events'

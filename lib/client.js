@@ -1,15 +1,13 @@
 'use strict'
-// The idiomatic layer over the native binding (loaded by lib/native.js).
-// It owns no timer, socket or buffer: those live in Rust. It turns coalesced
-// event batches into events (EventEmitter and WHATWG style) and tracks the
-// state users observe.
+// The public client. It owns no timer, socket or buffer: those live in Rust
+// (src/). It forwards calls to the addon and turns the addon's events
+// (lib/wire.js) into EventEmitter and WHATWG events; what it shows (`state`,
+// `readyState`, `retryCount`) follows those events.
 
 const { EventEmitter } = require('node:events')
-const diagnostics = require('node:diagnostics_channel')
-const { debuglog } = require('node:util')
 // `N.client*(client, ...)`: the native state is wrapped onto the client object itself (src/client.rs).
 const N = require('./native')
-const { makeError, fromNative, redactUrl, redactText } = require('./errors')
+const { makeError, fromNative, redactText } = require('./errors')
 const {
   parseOptions,
   parseUrl,
@@ -22,32 +20,20 @@ const {
   proxyFor,
   splitCredentials,
 } = require('./options')
-const { Event, MessageEvent, CloseEvent, ErrorEvent, Listeners } = require('./events')
-const { normalizeArgs } = require('./compat')
+const { Event, MessageEvent, CloseEvent, ErrorEvent, Surface } = require('./whatwg')
+const wire = require('./wire')
+const { normalizeArgs } = require('./rws')
+const { messageIterator } = require('./messages')
+const { channels, trace } = require('./diagnostics')
 
-// Batch tags: mirrored in src/delivery.rs.
-const T_OPEN = 0
-const T_BINARY = 2
-const T_ERROR = 3
-const T_CLOSE = 4
-const T_RECONNECTING = 5
-const T_GIVEUP = 6
-const T_IDLE = 7
-const T_CONNECTING = 8
-const T_DISCONNECTED = 9
-const T_WARNING = 10
-const T_PING = 11
-const T_PONG = 12
-const T_PROVIDE = 13
-const T_DECIDE = 14
-const T_TEXT_BATCH = 15
-
-// send() outcomes, from src/client.rs.
-const SENT_NOT_OPEN = 2
-const SENT_QUEUE_FULL = 3
-const SENT_DROPPING = 4
-const SENT_CORKED = 5
-const SENT_NOT_CONNECTED = 6
+const { rethrowLater, convertBinary } = wire
+const {
+  notOpen: SENT_NOT_OPEN,
+  queueFull: SENT_QUEUE_FULL,
+  dropping: SENT_DROPPING,
+  corked: SENT_CORKED,
+  notConnected: SENT_NOT_CONNECTED,
+} = wire.SEND
 
 /** One microtask per turn writes what the fast path corked (src/transport.rs). */
 function uncork(client) {
@@ -60,87 +46,13 @@ const CLOSING = 2
 const CLOSED = 3
 const READY_STATES = { connecting: CONNECTING, open: OPEN, closing: CLOSING, reconnecting: CLOSED, closed: CLOSED }
 
-// For APM tools: subscribers get `{ client, ...event }`. Nothing is built when nobody listens.
-const channels = {
-  open: diagnostics.channel('redial-ws:open'),
-  close: diagnostics.channel('redial-ws:close'),
-  reconnecting: diagnostics.channel('redial-ws:reconnecting'),
-  error: diagnostics.channel('redial-ws:error'),
-  giveup: diagnostics.channel('redial-ws:giveup'),
-}
-
-// NODE_DEBUG=redial-ws
-const debug = debuglog('redial-ws')
-
-const kOnEvent = Symbol('redial-ws.onEvent')
-
 const EMPTY = Buffer.alloc(0)
 
 // EventEmitter starts `_events` as a null-prototype literal, which V8 keeps in dictionary
-// mode (~280 B per client). EventEmitter only reads own keys and `events[type]`, so an
-// object over an empty, frozen, null-prototype prototype behaves the same, stays in fast
-// mode and shares its shape with every other client's: one client then costs ~60 B here.
+// mode. EventEmitter only reads own keys and `events[type]`, so an object over an empty,
+// frozen, null-prototype prototype behaves the same, stays in fast mode and shares its
+// shape with every other client's (a fleet has one client per connection).
 const NO_EVENTS = Object.freeze(Object.create(null))
-
-function rethrow(err) {
-  throw err
-}
-
-function rethrowLater(err) {
-  process.nextTick(rethrow, err)
-}
-
-const warned = new Set()
-function warn(p) {
-  // One warning per distinct message (it names the URL): enough to find the leak without flooding stderr.
-  if (warned.has(p.message) || warned.size >= 100) return
-  warned.add(p.message)
-  process.emitWarning(p.message, { type: 'RedialWsWarning', code: p.code })
-}
-
-/**
- * Receives `[client, tag, payload, ...]` from the native side. It closes over
- * no client, so the native side holding it never keeps a client alive. It
- * must never throw (that would be a fatal exception): a listener's error is
- * rethrown on the next tick, where it surfaces as an ordinary uncaught
- * exception and the remaining events are still delivered.
- *
- * A batch is bounded (src/delivery.rs); the next one is taken from a
- * `setImmediate`, so timers and I/O get a turn between batches, and that
- * acknowledgement is what frees the batch's messages from each client's read
- * bound: a client holds a bounded amount for a JS thread that is behind.
- */
-function dispatch(batch) {
-  if (batch.length === 0) return
-  for (let i = 0; i < batch.length; i += 3) {
-    try {
-      const client = batch[i]
-      if (client === undefined) {
-        if (batch[i + 1] === T_WARNING) warn(batch[i + 2])
-      } else {
-        client[kOnEvent](batch[i + 1], batch[i + 2])
-      }
-    } catch (err) {
-      rethrowLater(err)
-    }
-  }
-  setImmediate(acknowledge)
-}
-
-function acknowledge() {
-  dispatch(N.deliveryAck())
-}
-
-N.init(dispatch)
-
-function convertBinary(buf, type) {
-  if (type === 'nodebuffer') return buf
-  if (type === 'uint8array') return new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength)
-  // A Buffer may share a pooled ArrayBuffer: hand out exactly its bytes.
-  return buf.byteOffset === 0 && buf.byteLength === buf.buffer.byteLength
-    ? buf.buffer
-    : buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength)
-}
 
 class ReconnectingWebSocket extends EventEmitter {
   static CONNECTING = CONNECTING
@@ -149,7 +61,7 @@ class ReconnectingWebSocket extends EventEmitter {
   static CLOSED = CLOSED
 
   // Few fields on purpose: a fleet has one of these per connection. What only some clients
-  // need lives in objects that only they have (`#providers`, `#compat`).
+  // need lives in objects that only they have (`#providers`, `#rws`, `#whatwg`).
   #url
   /** With per-attempt providers: `{ url, headers, protocols, proxy, origin }` as given. */
   #providers = null
@@ -157,22 +69,20 @@ class ReconnectingWebSocket extends EventEmitter {
   #binaryType
   #maxRetries
   #minUptime
+  /** 'connecting' | 'open' | 'closing' | 'reconnecting' | 'closed', as of the last event (or call) JS has seen. */
   #state = 'closed'
   #protocol = ''
-  /** A disconnect() is in progress: driver events do not move the state away from 'closing'. */
+  /** A disconnect() is in progress: events it overtook do not move the state away from 'closing'. */
   #closing = false
   /** The resolver of a pending disconnect() call, an array of them for several, or null. */
   #waiters = null
-  /** reconnecting-websocket's retry counter (see `retryCount`). */
-  #retries = -1
+  /** The native machine's count of consecutive failures, as its last event reported it. */
+  #retries = 0
   #openedAt = 0
-  /**
-   * reconnecting-websocket compatibility settings and state, or null (see lib/compat.js):
-   * `socketSeen`, `pendingError`, `suppressClose` and `readyStateOverride` are kept there.
-   */
-  #compat
-  #listeners = null
-  #on = null
+  /** reconnecting-websocket mode (lib/rws.js), or null. */
+  #rws
+  /** addEventListener listeners and on<type> handlers (lib/whatwg.js), or null. */
+  #whatwg = null
   #unlistenSignal = null
   /** Number of messages() iterators over their high-water mark: reading is paused while > 0. */
   #pausers = 0
@@ -185,15 +95,10 @@ class ReconnectingWebSocket extends EventEmitter {
     super()
     this._events = Object.create(NO_EVENTS)
     const parsed = parseUrl(url)
-    const { options: normalized, compat } = normalizeArgs(protocolsOrOptions, options, arguments.length)
-    if (compat?.shouldReconnectOnClose && normalized.shouldReconnect === undefined) {
-      const decide = compat.shouldReconnectOnClose
-      normalized.shouldReconnect = (info) =>
-        info.kind === 'close' ? decide(new CloseEvent(info.code, info.reason, true, this)) : undefined
-    }
-    const opts = parseOptions(normalized)
+    const { options: normalized, rws } = normalizeArgs(protocolsOrOptions, options, arguments.length, this)
+    const opts = parseOptions(normalized, rws !== null)
     const signal = opts.signal
-    this.#compat = compat
+    this.#rws = rws
     if (typeof parsed === 'function' || opts.native.providers) {
       this.#providers = { url: parsed, headers: opts.headers, protocols: opts.protocols, proxy: opts.proxy, origin: opts.origin }
     }
@@ -234,7 +139,7 @@ class ReconnectingWebSocket extends EventEmitter {
 
   /** The normalised URL ('' before the first attempt in reconnecting-websocket mode, or with a URL provider). */
   get url() {
-    return this.#compat && !this.#compat.socketSeen ? '' : this.#url
+    return this.#rws ? this.#rws.url(this.#url) : this.#url
   }
 
   get state() {
@@ -243,7 +148,7 @@ class ReconnectingWebSocket extends EventEmitter {
 
   /** WHATWG `readyState`: CONNECTING 0, OPEN 1, CLOSING 2, CLOSED 3 (also while waiting to reconnect). */
   get readyState() {
-    return this.#compat?.readyStateOverride ?? READY_STATES[this.#state]
+    return this.#rws?.readyStateOverride ?? READY_STATES[this.#state]
   }
 
   /** The subprotocol the server selected ('' if none). */
@@ -261,14 +166,14 @@ class ReconnectingWebSocket extends EventEmitter {
   }
 
   /**
-   * reconnecting-websocket's counter: the attempts since the last connection
-   * that stayed up `minUptime` (or since `reconnect()`), capped at `maxRetries`.
+   * reconnecting-websocket's counter: the failed attempts since the last connection
+   * that stayed up `minUptime` (or since `connect()`/`reconnect()`), capped at `maxRetries`.
    */
   get retryCount() {
-    if (this.#state === 'open' && this.#openedAt && performance.now() - this.#openedAt >= this.#minUptime) {
-      this.#retries = 0
-    }
-    return Math.max(this.#retries, 0)
+    // Their timer resets the count once the connection has lasted minUptime; the native
+    // machine counts the same way but can only say so when the connection ends.
+    if (this.#state === 'open' && this.#openedAt && performance.now() - this.#openedAt >= this.#minUptime) return 0
+    return Math.min(this.#retries, this.#maxRetries)
   }
 
   /** Whether the client will keep (re)connecting: false once closed by `close()`/`disconnect()` or after giving up. */
@@ -337,6 +242,7 @@ class ReconnectingWebSocket extends EventEmitter {
   reconnect(code = 1000, reason = '') {
     checkClose(code, reason)
     const state = this.#state
+    if (this.#rws?.ignoresReconnect(state)) return this
     const hadConnection = state === 'open' || state === 'connecting' || state === 'closing'
     this.#retries = 0
     if (!N.clientReconnect(this, code, reason)) {
@@ -346,11 +252,7 @@ class ReconnectingWebSocket extends EventEmitter {
     }
     this.#closing = false
     this.#state = state === 'open' ? 'closing' : 'connecting'
-    if (this.#compat && hadConnection) {
-      // reconnecting-websocket fires its close event right away, with this code and reason.
-      this.#compat.suppressClose = true
-      this.#fireWithReadyState(CLOSING, new CloseEvent(code, reason, true, this))
-    }
+    if (this.#rws && hadConnection) this.#rws.reconnected(code, reason, this, this.#whatwg)
     return this
   }
 
@@ -380,8 +282,7 @@ class ReconnectingWebSocket extends EventEmitter {
       throw makeError('ERR_NOT_OPEN', `Cannot send: the connection is ${this.#state}`)
     }
     if (outcome === SENT_QUEUE_FULL) {
-      // reconnecting-websocket drops the new message silently past maxEnqueuedMessages: we drop it loudly.
-      if (this.#compat?.dropNewest) return void this.emit('drop', { reason: 'overflow', messages: [data] })
+      if (this.#rws?.dropNewest) return void this.emit('drop', { reason: 'overflow', messages: [data] })
       throw makeError('ERR_QUEUE_FULL', 'Cannot send: the offline queue is full')
     }
     if (outcome === SENT_DROPPING) this.emit('drop', { reason: 'overflow', messages: N.clientTakeDropped(this) })
@@ -423,295 +324,160 @@ class ReconnectingWebSocket extends EventEmitter {
    * for good (disconnect() or giving up). A pending read keeps the client alive,
    * also between connections.
    */
-  messages({ highWaterMark = 1024 } = {}) {
-    if (!Number.isInteger(highWaterMark) || highWaterMark < 1) {
-      throw makeError('ERR_OUT_OF_RANGE', `highWaterMark must be an integer >= 1. Received ${String(highWaterMark)}`, RangeError)
-    }
-    const buffer = []
-    let waiter = null
-    let ended = false
-    let paused = false
-    const pause = (on) => {
-      if (paused === on) return
-      paused = on
-      this.#pausers += on ? 1 : -1
-      N.clientPauseReading(this, this.#pausers > 0)
-    }
-    const settle = (result) => {
-      const resolve = waiter
-      waiter = null
-      N.clientHold(this, false)
-      resolve(result)
-    }
-    const onMessage = (data) => {
-      if (waiter) return settle({ value: data, done: false })
-      buffer.push(data)
-      if (buffer.length >= highWaterMark) pause(true)
-    }
-    const onClose = (ev) => {
-      if (!ev.willReconnect && this.#state === 'closed') finish()
-    }
-    const onIdle = () => {
-      if (this.#state === 'closed') finish()
-    }
-    const finish = () => {
-      if (ended) return
-      ended = true
-      this.off('message', onMessage)
-      this.off('close', onClose)
-      this.off('giveup', onIdle)
-      pause(false)
-      if (waiter) settle({ value: undefined, done: true })
-    }
-    this.on('message', onMessage)
-    this.on('close', onClose)
-    this.on('giveup', onIdle)
-    if (this.#state === 'closed' && !N.clientActive(this)) finish()
-    return {
-      next: () => {
-        if (buffer.length) {
-          const value = buffer.shift()
-          if (paused && buffer.length <= highWaterMark >> 1) pause(false)
-          return Promise.resolve({ value, done: false })
-        }
-        if (ended) return Promise.resolve({ value: undefined, done: true })
-        if (waiter) return Promise.reject(makeError('ERR_INVALID_STATE', 'messages(): next() called while a read is pending'))
-        N.clientHold(this, true)
-        return new Promise((resolve) => (waiter = resolve))
+  messages({ highWaterMark } = {}) {
+    return messageIterator(
+      this,
+      {
+        pause: (on) => {
+          this.#pausers += on ? 1 : -1
+          N.clientPauseReading(this, this.#pausers > 0)
+        },
+        hold: (on) => N.clientHold(this, on),
+        closedForGood: () => this.#state === 'closed',
+        active: () => N.clientActive(this),
       },
-      return: () => {
-        finish()
-        buffer.length = 0
-        return Promise.resolve({ value: undefined, done: true })
-      },
-      [Symbol.asyncIterator]() {
-        return this
-      },
-    }
+      highWaterMark,
+    )
   }
 
-  // WHATWG listeners, beside the EventEmitter ones.
+  // WHATWG listeners, beside the EventEmitter ones (lib/whatwg.js).
 
   addEventListener(type, listener, options) {
-    ;(this.#listeners ??= new Listeners(!this.#compat)).add(type, listener, options)
+    this.#surface().add(type, listener, options)
   }
 
   removeEventListener(type, listener) {
-    this.#listeners?.remove(type, listener)
+    this.#whatwg?.remove(type, listener)
   }
 
   /** Delivers `event` to the addEventListener listeners of its type. */
   dispatchEvent(event) {
-    this.#listeners?.dispatch(event, this, rethrowLater)
+    this.#whatwg?.dispatch(event, this, rethrowLater)
     return true
   }
 
   get onopen() {
-    return this.#on?.open ?? null
+    return this.#whatwg?.handler('open') ?? null
   }
   set onopen(fn) {
-    this.#handlers().open = typeof fn === 'function' ? fn : null
+    this.#surface().setHandler('open', fn)
   }
   get onmessage() {
-    return this.#on?.message ?? null
+    return this.#whatwg?.handler('message') ?? null
   }
   set onmessage(fn) {
-    this.#handlers().message = typeof fn === 'function' ? fn : null
+    this.#surface().setHandler('message', fn)
   }
   get onclose() {
-    return this.#on?.close ?? null
+    return this.#whatwg?.handler('close') ?? null
   }
   set onclose(fn) {
-    this.#handlers().close = typeof fn === 'function' ? fn : null
+    this.#surface().setHandler('close', fn)
   }
   get onerror() {
-    return this.#on?.error ?? null
+    return this.#whatwg?.handler('error') ?? null
   }
   set onerror(fn) {
-    this.#handlers().error = typeof fn === 'function' ? fn : null
+    this.#surface().setHandler('error', fn)
   }
 
-  /** The on<type> handlers, created when one is first set. */
-  #handlers() {
-    return (this.#on ??= { open: null, message: null, close: null, error: null })
+  // What follows turns the addon's events into this client's events.
+
+  /** The WHATWG surface, created when first used; reconnecting-websocket keeps duplicate listeners. */
+  #surface() {
+    return (this.#whatwg ??= new Surface(!this.#rws))
   }
 
   #wants(type) {
-    return (this.#on !== null && this.#on[type] !== null) || this.#listeners?.has(type) === true
+    return this.#whatwg?.wants(type) === true
   }
 
-  /** `on<type>` first, then the listeners (reconnecting-websocket's order). */
   #fire(event) {
-    const handler = this.#on?.[event.type]
-    if (handler) {
-      try {
-        handler.call(this, event)
-      } catch (err) {
-        rethrowLater(err)
-      }
-    }
-    this.#listeners?.dispatch(event, this, rethrowLater)
+    this.#whatwg.fire(event, this, rethrowLater)
   }
 
-  /** reconnecting-websocket mode only. */
-  #fireWithReadyState(readyState, event) {
-    this.#compat.readyStateOverride = readyState
-    try {
-      this.#fire(event)
-    } finally {
-      this.#compat.readyStateOverride = undefined
-    }
+  #trace(what, a, b) {
+    this.#rws?.trace(what, a, b)
+    trace(this.#url, what, a, b)
   }
 
-  // Fixed arguments rather than a rest array: called on every event, and usually disabled.
-  #debug(what, a, b) {
-    if (this.#compat?.debug) {
-      const args = ['RWS>', what]
-      if (a !== undefined) args.push(a)
-      if (b !== undefined) args.push(b)
-      this.#compat.log(...args)
-    }
-    if (debug.enabled) {
-      // Never the password: the URL is logged with its credentials masked.
-      const url = redactUrl(this.#url)
-      debug('%s %s', url, [what, a, b].filter((v) => v !== undefined).join(' '))
-    }
+  #onMessage(data, isBinary) {
+    this.emit('message', data, isBinary)
+    if (this.#wants('message')) this.#fire(new MessageEvent(data, this))
   }
 
-  [kOnEvent](tag, p) {
-    switch (tag) {
-      case T_TEXT_BATCH:
-        this.#textBatch(p)
-        return
-      case T_BINARY: {
-        const data = convertBinary(p, this.#binaryType)
-        this.emit('message', data, true)
-        if (this.#wants('message')) this.#fire(new MessageEvent(data, this))
-        return
-      }
-      case T_CONNECTING:
-        if (this.#compat) this.#compat.socketSeen = true
-        if (!this.#closing) this.#state = 'connecting'
-        this.#debug('connect', this.retryCount)
-        return
-      case T_OPEN:
-        this.#protocol = p
-        this.#openedAt = performance.now()
-        if (!this.#closing) this.#state = 'open'
-        this.#debug('open')
-        if (channels.open.hasSubscribers) channels.open.publish({ client: this, protocol: p })
-        this.emit('open')
-        if (this.#wants('open')) this.#fire(new Event('open', this))
-        return
-      case T_ERROR: {
-        // A failure that is retried must not crash a program that did not listen for errors.
-        const err = fromNative(p)
-        this.#debug('error', err.message)
-        if (channels.error.hasSubscribers) channels.error.publish({ client: this, error: err })
-        if (this.listenerCount('error') > 0) this.emit('error', err)
-        if (this.#compat) this.#compat.pendingError = err
-        else if (this.#wants('error')) this.#fire(new ErrorEvent(err, this))
-        return
-      }
-      case T_CLOSE:
-        this.#onClose(p)
-        return
-      case T_RECONNECTING:
-        if (!this.#closing) this.#state = 'reconnecting'
-        this.#debug('reconnecting', p.attempt, p.delay)
-        if (channels.reconnecting.hasSubscribers) channels.reconnecting.publish({ client: this, ...p })
-        this.emit('reconnecting', p)
-        return
-      case T_GIVEUP:
-        if (!this.#closing) this.#state = 'closed'
-        if (p.lastError) p.lastError = fromNative(p.lastError)
-        this.#debug('giveup', p.reason)
-        if (channels.giveup.hasSubscribers) channels.giveup.publish({ client: this, ...p })
-        this.emit('giveup', p)
-        return
-      case T_PING:
-        this.emit('ping', p)
-        return
-      case T_PONG:
-        this.emit('pong', p)
-        return
-      case T_PROVIDE:
-        this.#provide(p.id, p.attempt)
-        return
-      case T_DECIDE:
-        this.#decide(p)
-        return
-      case T_DISCONNECTED:
-        this.#settleDisconnect(p)
-        return
-      case T_IDLE: {
-        // `gen` alone, or `{ gen, discarded }` when a disconnect discarded queued messages. The exit
-        // report of a driver that connect() has since replaced only settles a pending disconnect.
-        const gen = typeof p === 'number' ? p : p.gen
-        const discarded = typeof p === 'number' ? 0 : p.discarded
-        if (gen !== N.clientGeneration(this)) this.#resolveWaiters(discarded)
-        else this.#settleDisconnect(discarded)
-        return
-      }
-    }
+  #onText(text) {
+    this.#onMessage(text, false)
   }
 
-  /** `[count: u32][end: u32 x count][utf-8 bytes]` (src/delivery.rs): one string per message, made here. */
-  #textBatch(buf) {
-    const count = buf.readUInt32LE(0)
-    let start = 4 * (count + 1)
-    for (let i = 1; i <= count; i++) {
-      const end = buf.readUInt32LE(4 * i)
-      const text = buf.utf8Slice(start, end)
-      start = end
-      // Each message on its own: a throwing listener must not lose the rest of the batch.
-      try {
-        this.emit('message', text, false)
-        if (this.#wants('message')) this.#fire(new MessageEvent(text, this))
-      } catch (err) {
-        rethrowLater(err)
-      }
-    }
+  /** `attempt`: the machine's count of consecutive failures (0 for the first attempt after connect()). */
+  #onConnecting(attempt) {
+    if (this.#rws) this.#rws.socketSeen = true
+    if (!this.#closing) this.#state = 'connecting'
+    this.#retries = attempt
+    this.#trace('connect', this.retryCount)
   }
 
-  #onClose(p) {
-    const byUser = this.#closing
-    if (byUser) {
+  #onOpen(protocol) {
+    this.#protocol = protocol
+    this.#openedAt = performance.now()
+    if (!this.#closing) this.#state = 'open'
+    this.#trace('open')
+    if (channels.open.hasSubscribers) channels.open.publish({ client: this, protocol })
+    this.emit('open')
+    if (this.#wants('open')) this.#fire(new Event('open', this))
+  }
+
+  #onError(p) {
+    // A failure that is retried must not crash a program that did not listen for errors.
+    const err = fromNative(p)
+    this.#trace('error', err.message)
+    if (channels.error.hasSubscribers) channels.error.publish({ client: this, error: err })
+    if (this.listenerCount('error') > 0) this.emit('error', err)
+    if (this.#rws) this.#rws.pendingError = err
+    else if (this.#wants('error')) this.#fire(new ErrorEvent(err, this))
+  }
+
+  /** `retries`: the machine's failure count once this close is accounted for (what the next attempt reports). */
+  #onClose({ code, reason, wasClean, willReconnect, retries }) {
+    if (this.#closing) {
       // The connection is gone; what is left (settling the disconnect) is not observable as "closing".
-      if (!p.willReconnect) this.#state = 'closed'
+      if (!willReconnect) this.#state = 'closed'
     } else {
-      this.#state = p.willReconnect ? 'reconnecting' : 'closed'
-      // reconnecting-websocket counts the next attempt before its close handlers run.
-      this.#retries = Math.min(this.#retries + 1, this.#maxRetries)
+      this.#state = willReconnect ? 'reconnecting' : 'closed'
+      this.#retries = retries
     }
     this.#openedAt = 0
-    this.#debug('close', p.code, p.reason)
-    if (channels.close.hasSubscribers) channels.close.publish({ client: this, ...p })
-    this.emit('close', p)
-    if (!this.#compat) {
-      if (this.#wants('close')) this.#fire(new CloseEvent(p.code, p.reason, p.wasClean, this))
-      return
-    }
-    const compat = this.#compat
-    const error = compat.pendingError
-    compat.pendingError = null
-    if (compat.suppressClose) {
-      // reconnect() already fired this close.
-      compat.suppressClose = false
-      if (error && this.#wants('error')) this.#fireWithReadyState(CLOSING, new ErrorEvent(error, this))
-      return
-    }
-    if (error) {
-      // reconnecting-websocket closes a failed socket itself: a clean 1000 close, then the error.
-      const reason = error.code === 'ERR_CONNECT_TIMEOUT' ? 'timeout' : ''
-      if (this.#wants('close')) this.#fireWithReadyState(CLOSING, new CloseEvent(1000, reason, true, this))
-      if (this.#wants('error')) {
-        const message = error.code === 'ERR_CONNECT_TIMEOUT' ? 'TIMEOUT' : error.message
-        this.#fireWithReadyState(CLOSING, new ErrorEvent(Object.assign(new Error(message), { code: error.code }), this))
-      }
-      return
-    }
-    if (this.#wants('close')) this.#fire(new CloseEvent(p.code, p.reason, p.wasClean, this))
+    const info = { code, reason, wasClean, willReconnect }
+    this.#trace('close', code, reason)
+    if (channels.close.hasSubscribers) channels.close.publish({ client: this, ...info })
+    this.emit('close', info)
+    if (this.#rws) this.#rws.closed(info, this, this.#whatwg)
+    else if (this.#wants('close')) this.#fire(new CloseEvent(code, reason, wasClean, this))
+  }
+
+  #onReconnecting(p) {
+    if (!this.#closing) this.#state = 'reconnecting'
+    this.#trace('reconnecting', p.attempt, p.delay)
+    if (channels.reconnecting.hasSubscribers) channels.reconnecting.publish({ client: this, ...p })
+    this.emit('reconnecting', p)
+  }
+
+  #onGiveUp(p) {
+    if (!this.#closing) this.#state = 'closed'
+    if (p.lastError) p.lastError = fromNative(p.lastError)
+    this.#trace('giveup', p.reason)
+    if (channels.giveup.hasSubscribers) channels.giveup.publish({ client: this, ...p })
+    this.emit('giveup', p)
+  }
+
+  /** `gen` alone, or `{ gen, discarded }` when a disconnect discarded queued messages. */
+  #onIdle(p) {
+    const gen = typeof p === 'number' ? p : p.gen
+    const discarded = typeof p === 'number' ? 0 : p.discarded
+    // The exit report of a driver that connect() has since replaced only settles a pending disconnect.
+    if (gen !== N.clientGeneration(this)) this.#resolveWaiters(discarded)
+    else this.#settleDisconnect(discarded)
   }
 
   #settleDisconnect(discarded) {
@@ -730,7 +496,7 @@ class ReconnectingWebSocket extends EventEmitter {
   }
 
   /** Runs the url/headers/protocols providers for one attempt; the native side bounds the wait. */
-  async #provide(id, attempt) {
+  async #provide({ id, attempt }) {
     const ctx = { attempt }
     try {
       const { url: u, headers: h, protocols: pr, proxy, origin } = this.#providers
@@ -764,6 +530,26 @@ class ReconnectingWebSocket extends EventEmitter {
     }
     if (verdict && typeof verdict.then === 'function') verdict.then(answer, fail)
     else answer(verdict)
+  }
+
+  // One handler per event the addon reports (src/protocol.rs); lib/wire.js checks that none is missing.
+  static {
+    wire.listen({
+      textBatch: (c, buf) => wire.forEachText(buf, c.#onText, c),
+      binary: (c, buf) => c.#onMessage(convertBinary(buf, c.#binaryType), true),
+      connecting: (c, attempt) => c.#onConnecting(attempt),
+      open: (c, protocol) => c.#onOpen(protocol),
+      error: (c, p) => c.#onError(p),
+      close: (c, p) => c.#onClose(p),
+      reconnecting: (c, p) => c.#onReconnecting(p),
+      giveup: (c, p) => c.#onGiveUp(p),
+      ping: (c, data) => c.emit('ping', data),
+      pong: (c, data) => c.emit('pong', data),
+      provide: (c, p) => c.#provide(p),
+      decide: (c, p) => c.#decide(p),
+      disconnected: (c, discarded) => c.#settleDisconnect(discarded),
+      idle: (c, p) => c.#onIdle(p),
+    })
   }
 }
 

@@ -82,8 +82,11 @@ function number(opts, name, flags = ANY, min = 0, max = Infinity) {
   return v
 }
 
-/** Validates `options`; returns the native options and the JS-only ones. */
-function parseOptions(options) {
+/**
+ * Validates `options`; returns the native options and the JS-only ones. In rws mode
+ * (`rws` true) a `maxDelay` below `minDelay` caps every delay, as in reconnecting-websocket.
+ */
+function parseOptions(options, rws = false) {
   if (options === undefined || options === null) options = {}
   if (typeof options !== 'object' || Array.isArray(options)) throw typeError('options', 'an object', options)
   for (const key in options) {
@@ -94,7 +97,7 @@ function parseOptions(options) {
   const minDelay = number(options, 'minDelay')
   // An explicit minDelay above the default cap raises the cap rather than failing.
   const maxDelay = options.maxDelay === undefined ? Math.max(DEFAULTS.maxDelay, minDelay) : number(options, 'maxDelay', OR_INFINITY)
-  if (maxDelay < minDelay) throw rangeError('maxDelay', `>= minDelay (${minDelay})`, maxDelay)
+  if (maxDelay < minDelay && !rws) throw rangeError('maxDelay', `>= minDelay (${minDelay})`, maxDelay)
   const factor = number(options, 'factor', ANY, 1)
   const jitter = options.jitter === undefined ? DEFAULTS.jitter : options.jitter
   if (typeof jitter !== 'string') throw typeError('jitter', "one of 'full', 'equal', 'none'", jitter)

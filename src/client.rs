@@ -19,15 +19,19 @@ use napi_derive::napi;
 use tungstenite::{Bytes, Message};
 
 use crate::backoff::{Backoff, Jitter};
-use crate::connection::{AttemptParams, ConnConfig};
-use crate::delivery::{self, JsEvent};
-use crate::driver::{Command, Driver, DriverConfig, Shared};
+use crate::connection::ConnConfig;
+use crate::delivery;
+use crate::driver::{self, Command, Driver, DriverConfig};
 use crate::errors::{ConnError, ERR_PROVIDER};
+use crate::events::JsEvent;
+use crate::frame::Limits;
 use crate::machine::{HonorRetryAfter, Policy};
 use crate::napi_raw;
 use crate::options::NativeOptions;
 use crate::outbox::{QueueConfig, SendOutcome};
+use crate::protocol::send as outcome;
 use crate::queue::Queue;
+use crate::shared::{AttemptParams, Shared};
 use crate::stats::{self, GLOBAL};
 use crate::transport::{Proxy, TlsOptions};
 
@@ -183,7 +187,7 @@ impl NativeClient {
             url: url.to_owned(),
             conn: ConnConfig {
                 connect_timeout: Duration::from_millis(ms(options.connect_timeout)),
-                limits: crate::frame::Limits {
+                limits: Limits {
                     max_payload: options.max_payload.clamp(1.0, usize::MAX as f64) as usize,
                     max_text: options.max_text_payload.clamp(1.0, usize::MAX as f64) as usize,
                 },
@@ -325,9 +329,7 @@ impl NativeClient {
         delivery::generation(self.shared.id)
     }
 
-    /// Sends or queues a text message. Returns 0 sent, 1 queued, 2 not open, 3 queue full,
-    /// 4 queued after dropping older messages (fetch them with `takeDropped()`), 5 sent but corked
-    /// (call `uncork()` at the end of this turn), 6 not connected and the queue is off.
+    /// Sends or queues a text message. Returns a `protocol::send` outcome.
     pub fn send_text(&mut self, data: String) -> u32 {
         self.send(Message::Text(data.into()))
     }
@@ -338,17 +340,17 @@ impl NativeClient {
     }
 
     fn send(&mut self, msg: Message) -> u32 {
-        let outcome = self.shared.outbox().send(msg, &self.config.queue, &self.shared.metrics);
-        match outcome {
-            SendOutcome::Sent => 0,
-            SendOutcome::SentUncorkLater => 5,
-            SendOutcome::Queued => 1,
-            SendOutcome::NotOpen => 2,
-            SendOutcome::QueueFull => 3,
-            SendOutcome::NotConnected => 6,
+        let result = self.shared.outbox().send(msg, &self.config.queue, &self.shared.metrics);
+        match result {
+            SendOutcome::Sent => outcome::SENT,
+            SendOutcome::SentUncorkLater => outcome::CORKED,
+            SendOutcome::Queued => outcome::QUEUED,
+            SendOutcome::NotOpen => outcome::NOT_OPEN,
+            SendOutcome::QueueFull => outcome::QUEUE_FULL,
+            SendOutcome::NotConnected => outcome::NOT_CONNECTED,
             SendOutcome::QueuedDropping(dropped) => {
                 self.dropped = dropped;
-                4
+                outcome::DROPPING
             }
         }
     }
@@ -474,7 +476,7 @@ impl Drop for NativeClient {
 
 impl napi_raw::Wrapped for NativeClient {
     /// Random, fixed for this addon.
-    const TAG: sys::napi_type_tag = sys::napi_type_tag {
+    const TAG: napi_raw::TypeTag = napi_raw::TypeTag {
         lower: 0x6a0f_27c4_d1b3_9e58,
         upper: 0x2b71_e8a6_5c90_f34d,
     };
@@ -501,7 +503,7 @@ pub fn client_attach(env: Env, owner: Object<'_>, url: String, options: NativeOp
 #[napi]
 pub fn testing_panic_driver(env: Env, owner: Object<'_>) -> Result<()> {
     let client = client(&env, &owner)?;
-    crate::driver::PANIC_FOR_TEST.store(client.shared.id, Ordering::Relaxed);
+    driver::PANIC_FOR_TEST.store(client.shared.id, Ordering::Relaxed);
     if let Some(tx) = &client.commands {
         // Any command wakes the task.
         let _ = tx.send(Command::Connect);
@@ -561,9 +563,9 @@ pub fn client_generation(env: Env, owner: Object<'_>) -> Result<u32> {
     Ok(client(&env, &owner)?.generation())
 }
 
-/// Sends or queues a text message. Returns 0 sent, 1 queued, 2 not open, 3 queue full,
-/// 4 queued after dropping older messages (fetch them with `clientTakeDropped`), 5 sent but
-/// corked (call `clientUncork` at the end of this turn), 6 not connected and the queue is off.
+/// Sends or queues a text message. Returns one of `wireProtocol().send`: `dropping` means
+/// older messages were dropped (fetch them with `clientTakeDropped`), `corked` that JS calls
+/// `clientUncork` at the end of this turn.
 #[napi]
 pub fn client_send_text(env: Env, owner: Object<'_>, data: String) -> Result<u32> {
     Ok(client(&env, &owner)?.send_text(data))

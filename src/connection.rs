@@ -1,10 +1,12 @@
 //! One WebSocket connection: the attempt (TCP connect + HTTP upgrade under one
 //! deadline) and the full-duplex I/O of an open socket.
 //!
-//! The open socket is polled by hand rather than split into halves: one poll
-//! writes what `send()` queued (stopping, not blocking, when the socket is
-//! full) and then reads everything that is ready, so a peer that is busy
-//! writing to us can never deadlock against our own writes.
+//! The open socket is driven by one hand-written poll, not by a reader task and a
+//! writer task: each poll writes what `send()` queued (stopping, not blocking,
+//! when the socket is full) and then reads everything that is ready, so a peer
+//! that is busy writing to us can never deadlock against our own writes. (Plain
+//! TCP is split into halves in `transport.rs` only so that the JS thread's send
+//! fast path can write to it too; under TLS one stream serves both directions.)
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -21,15 +23,14 @@ use tungstenite::client::IntoClientRequest;
 use tungstenite::handshake::client::{generate_request, Response};
 use tungstenite::handshake::machine::TryParse;
 use tungstenite::Message;
-use url::Url;
 
-use crate::delivery::JsEvent;
-use crate::driver::Shared;
 use crate::errors::{self, ConnError};
+use crate::events::JsEvent;
 use crate::frame::{self, Decoder, Incoming, WireError};
-use crate::queue::Queue;
+use crate::outbox::{data_len, SendQueue};
+use crate::shared::{AttemptParams, Shared};
 use crate::stats::{self, Gauge, Metrics, GLOBAL};
-use crate::transport::{self, Proxy, TlsOptions, Transport, Writer};
+use crate::transport::{self, TlsOptions, Transport, Writer};
 
 #[derive(Clone, Debug)]
 pub struct ConnConfig {
@@ -43,15 +44,6 @@ pub struct ConnConfig {
     pub tls: TlsOptions,
     /// Built on the first `wss:` attempt, then shared by every later one.
     pub tls_config: Arc<std::sync::OnceLock<Result<Arc<rustls::ClientConfig>, String>>>,
-}
-
-/// What one attempt connects to: fixed, or supplied per attempt by JS providers.
-#[derive(Clone, Debug)]
-pub struct AttemptParams {
-    pub url: Url,
-    pub headers: Vec<(String, String)>,
-    pub protocols: Vec<String>,
-    pub proxy: Option<Proxy>,
 }
 
 /// Where an attempt gets its parameters.
@@ -263,16 +255,6 @@ const MAX_BATCH: usize = 512;
 /// Framed bytes gathered before one write to the socket.
 const WRITE_BATCH: usize = 64 * 1024;
 
-/// A connection's outgoing messages and how many of them the socket has not wholly taken yet
-/// (one allocation per connection, shared by `send()` and the driver).
-#[derive(Default)]
-pub struct SendQueue {
-    pub messages: Queue<Message>,
-    /// Messages handed to `messages` and not yet wholly written: the fast path may only write
-    /// when this is zero, so that nothing overtakes what was sent before.
-    pub in_channel: AtomicUsize,
-}
-
 /// What `send()` needs to reach an open connection.
 pub struct Sending {
     pub tx: Arc<SendQueue>,
@@ -408,15 +390,6 @@ struct Heartbeat {
     pong_deadline: Option<Pin<Box<Sleep>>>,
     ping_due: bool,
     _gauge: Gauge,
-}
-
-/// Bytes `send()` accounts in `bufferedAmount`: the payload of data messages.
-pub fn data_len(msg: &Message) -> Option<usize> {
-    match msg {
-        Message::Text(t) => Some(t.len()),
-        Message::Binary(b) => Some(b.len()),
-        _ => None,
-    }
 }
 
 fn ended(code: u16, reason: String, was_clean: bool, error: Option<ConnError>) -> Poll<IoEvent> {

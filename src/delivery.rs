@@ -24,114 +24,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use napi::bindgen_prelude::*;
-
-use crate::napi_raw::{self, Obj, OwnerRef, RawValue, Tsfn, Value};
 use napi::threadsafe_function::{ThreadsafeCallContext, ThreadsafeFunctionCallMode};
-use tungstenite::{Bytes, Utf8Bytes};
+use tungstenite::Utf8Bytes;
 
-use crate::driver::Shared;
 use crate::errors::ConnError;
-
-/// An event for one client, in the order the driver produced it.
-pub enum JsEvent {
-    Connecting {
-        attempt: u32,
-    },
-    Open {
-        protocol: Option<String>,
-    },
-    Text(Utf8Bytes),
-    Binary(Bytes),
-    Error(ConnError),
-    Close {
-        code: u16,
-        reason: String,
-        was_clean: bool,
-        will_reconnect: bool,
-    },
-    Reconnecting {
-        attempt: u32,
-        delay_ms: u64,
-    },
-    GiveUp {
-        attempts: u32,
-        reason: &'static str,
-        last_error: Option<ConnError>,
-    },
-    Ping(Bytes),
-    Pong(Bytes),
-    /// Run the user's url/headers/protocols providers for this attempt; answer with `provide(id, ...)`.
-    Provide {
-        id: u64,
-        attempt: u32,
-    },
-    /// Ask the user's `shouldReconnect`; answer with `decide(id, verdict)`.
-    Decide {
-        id: u64,
-        attempt: u32,
-        info: PolicyInfo,
-        default: bool,
-    },
-    /// A `disconnect()` completed; `discarded` queued messages were dropped (reported, not silent).
-    DisconnectDone {
-        discarded: u32,
-    },
-    /// The driver of generation `gen` has exited; a disconnect that finished it discarded `discarded` queued messages.
-    Idle {
-        gen: u32,
-        discarded: u32,
-    },
-    /// A process warning not tied to a live client.
-    Warning {
-        code: &'static str,
-        message: String,
-    },
-}
-
-/// What `shouldReconnect(info)` receives.
-pub enum PolicyInfo {
-    Close {
-        code: u16,
-        reason: String,
-    },
-    Handshake {
-        status: u16,
-        headers: Vec<(String, String)>,
-    },
-    Error {
-        code: &'static str,
-    },
-}
-
-impl PolicyInfo {
-    pub fn from_error(e: &ConnError) -> Self {
-        match e.status {
-            Some(status) => PolicyInfo::Handshake {
-                status,
-                headers: e.headers.clone(),
-            },
-            None => PolicyInfo::Error { code: e.code },
-        }
-    }
-}
-
-// Type tags of the flat batch `[client, tag, payload, client, tag, payload, ...]`;
-// mirrored in `lib/client.js` (1 was the single text message, now always a run).
-const T_OPEN: u32 = 0;
-const T_BINARY: u32 = 2;
-const T_ERROR: u32 = 3;
-const T_CLOSE: u32 = 4;
-const T_RECONNECTING: u32 = 5;
-const T_GIVEUP: u32 = 6;
-const T_IDLE: u32 = 7;
-const T_CONNECTING: u32 = 8;
-const T_DISCONNECTED: u32 = 9;
-const T_WARNING: u32 = 10;
-const T_PING: u32 = 11;
-const T_PONG: u32 = 12;
-const T_PROVIDE: u32 = 13;
-const T_DECIDE: u32 = 14;
-const T_TEXT_BATCH: u32 = 15;
+use crate::events::{JsEvent, PolicyInfo};
+use crate::napi_raw::{self, Obj, OwnerRef, RawValue, Tsfn, Value};
+use crate::protocol::event as tag;
+use crate::shared::Shared;
 
 /// At most this many events go to JS in one batch...
 const BATCH_EVENTS: usize = 4096;
@@ -148,6 +48,14 @@ pub struct Hub {
 }
 
 impl Hub {
+    fn new() -> Self {
+        Hub {
+            queue: Mutex::new(VecDeque::new()),
+            scheduled: AtomicBool::new(false),
+            tsfn: OnceLock::new(),
+        }
+    }
+
     /// Appends a driver's events and rings the doorbell if no batch is pending.
     pub fn push(&self, client: u64, events: &mut Vec<JsEvent>) {
         if events.is_empty() {
@@ -196,24 +104,6 @@ impl Hub {
             n += 1;
         }
         q.drain(..n).collect()
-    }
-}
-
-impl JsEvent {
-    /// Bytes this event counts for in the read bound (see `ReadGate`), if it counts.
-    fn payload_len(&self) -> usize {
-        match self {
-            JsEvent::Text(t) => t.len(),
-            JsEvent::Binary(b) | JsEvent::Ping(b) | JsEvent::Pong(b) => b.len(),
-            _ => 0,
-        }
-    }
-
-    fn is_read(&self) -> bool {
-        matches!(
-            self,
-            JsEvent::Text(_) | JsEvent::Binary(_) | JsEvent::Ping(_) | JsEvent::Pong(_)
-        )
     }
 }
 
@@ -283,11 +173,7 @@ fn with_registry<R>(f: impl FnOnce(&mut Registry) -> R) -> Option<R> {
 
 /// Installs the module-level dispatcher for this JS thread.
 pub fn init(env: &Env, dispatch: Function<'_, RawValue, ()>) -> Result<()> {
-    let hub = Arc::new(Hub {
-        queue: Mutex::new(VecDeque::new()),
-        scheduled: AtomicBool::new(false),
-        tsfn: OnceLock::new(),
-    });
+    let hub = Arc::new(Hub::new());
     let weak: Weak<Hub> = Arc::downgrade(&hub);
     let tsfn = dispatch
         .build_threadsafe_function::<()>()
@@ -503,20 +389,14 @@ fn empty_array(env: &Env) -> Result<RawValue> {
 /// Turns queued events into the flat JS batch, applying each event's effect on
 /// the registry (strong reference, loop hold) before JS sees it.
 fn build_batch(env: &Env, batch: Vec<(u64, JsEvent)>) -> Result<Value> {
-    let mut out = Vec::with_capacity(batch.len().min(4096) * 3);
+    let mut out = Vec::with_capacity(batch.len().min(BATCH_EVENTS) * 3);
     let mut texts: Vec<Utf8Bytes> = Vec::new();
     with_registry(|r| -> Result<()> {
         let mut events = batch.into_iter().peekable();
         while let Some((id, event)) = events.next() {
             // The hot path: a run of text messages of one client travels as one external buffer.
             if let JsEvent::Text(first) = event {
-                texts.clear();
-                texts.push(first);
-                while let Some((_, JsEvent::Text(_))) = events.peek().filter(|(next, _)| *next == id) {
-                    if let Some((_, JsEvent::Text(t))) = events.next() {
-                        texts.push(t);
-                    }
-                }
+                take_text_run(id, first, &mut events, &mut texts);
                 let Some(e) = r.clients.get_mut(&id) else { continue };
                 let bytes: usize = texts.iter().map(|t| t.len()).sum();
                 match r.credits.last_mut() {
@@ -528,7 +408,7 @@ fn build_batch(env: &Env, batch: Vec<(u64, JsEvent)>) -> Result<Value> {
                 }
                 let Some(owner) = e.owner.get(env)? else { continue };
                 out.push(owner);
-                out.push(napi_raw::to_js(env, T_TEXT_BATCH)?);
+                out.push(napi_raw::to_js(env, tag::TEXT_BATCH)?);
                 out.push(text_batch(env, &texts)?);
                 continue;
             }
@@ -591,13 +471,34 @@ fn build_batch(env: &Env, batch: Vec<(u64, JsEvent)>) -> Result<Value> {
     napi_raw::array(env, out)
 }
 
+/// Puts `first` and the text messages of client `id` that directly follow it in `texts`.
+fn take_text_run<I: Iterator<Item = (u64, JsEvent)>>(
+    id: u64,
+    first: Utf8Bytes,
+    events: &mut std::iter::Peekable<I>,
+    texts: &mut Vec<Utf8Bytes>,
+) {
+    texts.clear();
+    texts.push(first);
+    while let Some((_, JsEvent::Text(_))) = events.peek().filter(|(next, _)| *next == id) {
+        if let Some((_, JsEvent::Text(t))) = events.next() {
+            texts.push(t);
+        }
+    }
+}
+
 /// Binary messages from this size on are handed to JS without a copy.
 const ZERO_COPY_FROM: usize = 16 * 1024;
 
-/// A run of text messages as one external buffer: `[count: u32][end offset: u32; count][utf-8 bytes]`.
-/// JS makes each string straight from it: the strings are the one copy into JS memory. A batch
-/// holds about `BATCH_BYTES` and a text message is at most V8's string length, so offsets fit.
+/// A run of text messages as one external buffer (the layout is in `protocol`). JS makes each
+/// string straight from it: the strings are the one copy into JS memory.
 fn text_batch(env: &Env, texts: &[Utf8Bytes]) -> Result<Value> {
+    napi_raw::external_buffer(env, text_batch_bytes(texts)?)
+}
+
+/// `[count: u32 LE][end offset: u32 LE × count][utf-8 bytes]`. A batch holds about
+/// `BATCH_BYTES` and a text message is at most V8's string length, so offsets fit.
+fn text_batch_bytes(texts: &[Utf8Bytes]) -> Result<Vec<u8>> {
     let head = 4 * (texts.len() + 1);
     let total = head + texts.iter().map(|t| t.len()).sum::<usize>();
     let offset = |n: usize| u32::try_from(n).map_err(|_| Error::new(Status::GenericFailure, "text batch over 4 GiB"));
@@ -611,7 +512,7 @@ fn text_batch(env: &Env, texts: &[Utf8Bytes]) -> Result<Value> {
     for t in texts {
         buf.extend_from_slice(t.as_bytes());
     }
-    napi_raw::external_buffer(env, buf)
+    Ok(buf)
 }
 
 fn error_obj(env: &Env, e: &ConnError) -> Result<Value> {
@@ -628,32 +529,34 @@ fn event_to_js(env: &Env, event: JsEvent) -> Result<(u32, Value)> {
     let raw = env;
     Ok(match event {
         // `build_batch` sends text runs itself; a lone one takes the same path.
-        JsEvent::Text(t) => (T_TEXT_BATCH, text_batch(raw, &[t])?),
-        JsEvent::Binary(b) if b.len() >= ZERO_COPY_FROM => (T_BINARY, napi_raw::external_buffer(raw, b)?),
-        JsEvent::Binary(b) => (T_BINARY, napi_raw::buffer_copy(raw, &b)?),
-        JsEvent::Connecting { attempt } => (T_CONNECTING, napi_raw::to_js(raw, attempt)?),
+        JsEvent::Text(t) => (tag::TEXT_BATCH, text_batch(raw, &[t])?),
+        JsEvent::Binary(b) if b.len() >= ZERO_COPY_FROM => (tag::BINARY, napi_raw::external_buffer(raw, b)?),
+        JsEvent::Binary(b) => (tag::BINARY, napi_raw::buffer_copy(raw, &b)?),
+        JsEvent::Connecting { attempt } => (tag::CONNECTING, napi_raw::to_js(raw, attempt)?),
         // Payloads of the events every connection has are plain values where one will do: a
         // fleet connecting or churning makes no garbage object per event.
-        JsEvent::Open { protocol } => (T_OPEN, napi_raw::to_js(raw, protocol.unwrap_or_default())?),
-        JsEvent::Error(e) => (T_ERROR, error_obj(raw, &e)?),
+        JsEvent::Open { protocol } => (tag::OPEN, napi_raw::to_js(raw, protocol.unwrap_or_default())?),
+        JsEvent::Error(e) => (tag::ERROR, error_obj(raw, &e)?),
         JsEvent::Close {
             code,
             reason,
             was_clean,
             will_reconnect,
+            retries,
         } => {
             let mut o = Obj::new(raw)?;
             o.set(c"code", u32::from(code))?;
             o.set(c"reason", reason)?;
             o.set(c"wasClean", was_clean)?;
             o.set(c"willReconnect", will_reconnect)?;
-            (T_CLOSE, o.value)
+            o.set(c"retries", retries)?;
+            (tag::CLOSE, o.value)
         }
         JsEvent::Reconnecting { attempt, delay_ms } => {
             let mut o = Obj::new(raw)?;
             o.set(c"attempt", attempt)?;
             o.set(c"delay", delay_ms as f64)?;
-            (T_RECONNECTING, o.value)
+            (tag::RECONNECTING, o.value)
         }
         JsEvent::GiveUp {
             attempts,
@@ -668,16 +571,16 @@ fn event_to_js(env: &Env, event: JsEvent) -> Result<(u32, Value)> {
                 None => napi_raw::undefined(raw)?,
             };
             o.set_value(c"lastError", last)?;
-            (T_GIVEUP, o.value)
+            (tag::GIVEUP, o.value)
         }
-        JsEvent::DisconnectDone { discarded } => (T_DISCONNECTED, napi_raw::to_js(raw, discarded)?),
-        JsEvent::Ping(p) => (T_PING, napi_raw::buffer_copy(raw, &p)?),
-        JsEvent::Pong(p) => (T_PONG, napi_raw::buffer_copy(raw, &p)?),
+        JsEvent::DisconnectDone { discarded } => (tag::DISCONNECTED, napi_raw::to_js(raw, discarded)?),
+        JsEvent::Ping(p) => (tag::PING, napi_raw::buffer_copy(raw, &p)?),
+        JsEvent::Pong(p) => (tag::PONG, napi_raw::buffer_copy(raw, &p)?),
         JsEvent::Provide { id, attempt } => {
             let mut o = Obj::new(raw)?;
             o.set(c"id", id as f64)?;
             o.set(c"attempt", attempt)?;
-            (T_PROVIDE, o.value)
+            (tag::PROVIDE, o.value)
         }
         JsEvent::Decide {
             id,
@@ -712,21 +615,116 @@ fn event_to_js(env: &Env, event: JsEvent) -> Result<(u32, Value)> {
             }
             i.set(c"attempt", attempt)?;
             o.set_value(c"info", i.value)?;
-            (T_DECIDE, o.value)
+            (tag::DECIDE, o.value)
         }
         // The generation alone when nothing was discarded (the usual case).
-        JsEvent::Idle { gen, discarded: 0 } => (T_IDLE, napi_raw::to_js(raw, gen)?),
+        JsEvent::Idle { gen, discarded: 0 } => (tag::IDLE, napi_raw::to_js(raw, gen)?),
         JsEvent::Idle { gen, discarded } => {
             let mut o = Obj::new(raw)?;
             o.set(c"gen", gen)?;
             o.set(c"discarded", discarded)?;
-            (T_IDLE, o.value)
+            (tag::IDLE, o.value)
         }
         JsEvent::Warning { code, message } => {
             let mut o = Obj::new(raw)?;
             o.set(c"code", code)?;
             o.set(c"message", message)?;
-            (T_WARNING, o.value)
+            (tag::WARNING, o.value)
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tungstenite::Bytes;
+
+    fn text(s: &str) -> JsEvent {
+        JsEvent::Text(s.into())
+    }
+
+    fn u32_at(buf: &[u8], i: usize) -> u32 {
+        u32::from_le_bytes(buf[4 * i..4 * i + 4].try_into().unwrap())
+    }
+
+    #[test]
+    fn a_text_batch_is_count_end_offsets_then_the_bytes() {
+        let texts: Vec<Utf8Bytes> = ["a", "", "héllo"].into_iter().map(Utf8Bytes::from).collect();
+        let buf = text_batch_bytes(&texts).unwrap();
+        let head = 4 * 4;
+        assert_eq!(u32_at(&buf, 0), 3);
+        assert_eq!([u32_at(&buf, 1), u32_at(&buf, 2), u32_at(&buf, 3)], [17, 17, 23]);
+        assert_eq!(&buf[head..], "ahéllo".as_bytes());
+        assert_eq!(buf.len(), 23, "the last end offset is the length");
+        let one = text_batch_bytes(&[Utf8Bytes::from("xyz")]).unwrap();
+        assert_eq!(one, [1, 0, 0, 0, 11, 0, 0, 0, b'x', b'y', b'z']);
+    }
+
+    #[test]
+    fn a_text_run_is_the_texts_of_one_client_that_follow_each_other() {
+        let queued = vec![(1, text("b")), (1, text("c")), (2, text("x")), (1, text("d"))];
+        let mut events = queued.into_iter().peekable();
+        let mut texts = vec![Utf8Bytes::from("stale")];
+        take_text_run(1, "a".into(), &mut events, &mut texts);
+        assert_eq!(texts, ["a", "b", "c"]);
+        assert!(matches!(events.next(), Some((2, JsEvent::Text(_)))));
+
+        let queued = vec![(1, JsEvent::Binary(Bytes::new())), (1, text("b"))];
+        let mut events = queued.into_iter().peekable();
+        take_text_run(1, "a".into(), &mut events, &mut texts);
+        assert_eq!(texts, ["a"], "another kind of event ends the run");
+        assert!(matches!(events.next(), Some((1, JsEvent::Binary(_)))));
+    }
+
+    #[test]
+    fn a_batch_is_bounded_in_events() {
+        let hub = Hub::new();
+        let mut events: Vec<JsEvent> = (0..BATCH_EVENTS + 10).map(|_| text("m")).collect();
+        hub.push(1, &mut events);
+        assert!(events.is_empty(), "the driver's buffer is drained");
+        assert!(hub.scheduled.load(Ordering::Acquire), "the doorbell rang");
+        assert_eq!(hub.take().len(), BATCH_EVENTS);
+        assert_eq!(hub.take().len(), 10);
+        assert!(hub.scheduled.load(Ordering::Acquire), "still dispatching");
+        assert!(hub.take().is_empty());
+        assert!(!hub.scheduled.load(Ordering::Acquire), "re-armed once nothing is left");
+    }
+
+    #[test]
+    fn a_batch_is_bounded_in_payload_bytes_and_keeps_the_order() {
+        let hub = Hub::new();
+        let big = || JsEvent::Binary(Bytes::from(vec![0; BATCH_BYTES / 2 + 1]));
+        let mut events = vec![big(), JsEvent::Connecting { attempt: 1 }, big(), big(), text("t")];
+        hub.push(7, &mut events);
+        hub.push_one(8, JsEvent::Idle { gen: 1, discarded: 0 });
+        // Events are taken while the payload so far is under the bound: the one that crosses it
+        // is the last of its batch.
+        let first = hub.take();
+        assert_eq!(first.len(), 3);
+        assert!(matches!(first[1], (7, JsEvent::Connecting { attempt: 1 })));
+        let second = hub.take();
+        assert_eq!(second.len(), 3);
+        assert!(matches!(second[1], (7, JsEvent::Text(_))));
+        assert!(matches!(second[2], (8, JsEvent::Idle { gen: 1, .. })));
+        assert!(hub.take().is_empty());
+    }
+
+    #[test]
+    fn credits_add_up_per_client_run_and_count_only_what_was_read() {
+        let (a, b) = (Arc::new(Shared::new(1)), Arc::new(Shared::new(2)));
+        let mut credits = Credits::new();
+        credit(&mut credits, &a, &text("abc"));
+        credit(&mut credits, &a, &JsEvent::Ping(Bytes::from_static(b"p")));
+        credit(&mut credits, &a, &JsEvent::Connecting { attempt: 1 });
+        credit(&mut credits, &b, &JsEvent::Binary(Bytes::from_static(b"xy")));
+        credit(&mut credits, &a, &JsEvent::Pong(Bytes::new()));
+        let got: Vec<(u64, usize, usize)> = credits.iter().map(|(s, n, c)| (s.id, *n, *c)).collect();
+        assert_eq!(got, [(1, 4, 2), (2, 2, 1), (1, 0, 1)]);
+        // What the connections admitted when they read those events, given back on settling.
+        for (shared, len) in [(&a, 3), (&a, 1), (&b, 2), (&a, 0)] {
+            shared.read_gate.admit(len);
+        }
+        settle(credits);
+        assert!(!a.read_gate.has_inflight() && !b.read_gate.has_inflight());
+    }
 }

@@ -7,20 +7,23 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::sync::oneshot;
 use tokio::time::{Instant, Sleep};
 
-use crate::connection::{Attempt, AttemptParams, ConnConfig, IoEvent, OpenConn, ParamSource};
-use crate::delivery::{Hub, JsEvent, PolicyInfo};
-use crate::errors::ConnError;
-use crate::machine::{Action, Event, Input, Machine, Phase, Policy, Retry};
-use crate::outbox::{Outbox, QueueConfig};
+use crate::connection::{Attempt, ConnConfig, IoEvent, OpenConn, Opened, ParamSource};
+use crate::delivery::Hub;
+use crate::errors::{self, ConnError};
+use crate::events::{JsEvent, PolicyInfo};
+use crate::machine::{Action, Event, Input, Machine, Phase, Policy};
+use crate::outbox::QueueConfig;
+use crate::policy;
 use crate::queue::Queue;
-use crate::stats::{self, Gauge, Metrics, GLOBAL};
+use crate::shared::{AttemptParams, Shared};
+use crate::stats::{self, Gauge, GLOBAL};
 
 pub enum Command {
     Connect,
@@ -38,108 +41,6 @@ pub enum Command {
         id: u64,
         retry: bool,
     },
-}
-
-/// A pending request to JS (providers): its id and where the answer goes.
-pub type ProvideSlot = Option<(u64, oneshot::Sender<Result<AttemptParams, ConnError>>)>;
-
-/// State shared between the JS-facing client, its driver and its connection: one
-/// allocation per client.
-pub struct Shared {
-    pub id: u64,
-    pub metrics: Metrics,
-    pub outbox: Mutex<Outbox>,
-    pub provide: Mutex<ProvideSlot>,
-    pub next_request: AtomicU64,
-    pub read_gate: ReadGate,
-}
-
-/// Flow control of the socket's reading. Messages read but not yet handed to JS
-/// are bounded (`INFLIGHT_LIMIT` bytes): past it the driver stops reading, so a
-/// slow JS thread leads to TCP backpressure, not memory growth. JS can also
-/// stop the reading outright (a slow `messages()` consumer).
-#[derive(Default)]
-pub struct ReadGate {
-    paused: std::sync::atomic::AtomicBool,
-    inflight: std::sync::atomic::AtomicUsize,
-    waker: futures_util::task::AtomicWaker,
-}
-
-/// Bytes (payload plus a per-message allowance) read from the socket and not yet delivered to JS.
-pub const INFLIGHT_LIMIT: usize = 4 << 20;
-/// What one message counts for beyond its payload.
-pub const MESSAGE_OVERHEAD: usize = 64;
-
-impl ReadGate {
-    pub fn set(&self, paused: bool) {
-        self.paused.store(paused, Ordering::Release);
-        if !paused {
-            self.waker.wake();
-        }
-    }
-
-    /// A message was read and queued for JS.
-    pub fn admit(&self, len: usize) {
-        self.inflight.fetch_add(len + MESSAGE_OVERHEAD, Ordering::AcqRel);
-    }
-
-    /// JS has dispatched messages of `len` bytes in all (`count` messages): reopen the gate when
-    /// it falls under the limit, and tell a connection waiting for JS to catch up (see `has_inflight_waking`).
-    pub fn delivered(&self, len: usize, count: usize) {
-        let n = len + count * MESSAGE_OVERHEAD;
-        let before = self.inflight.fetch_sub(n, Ordering::AcqRel);
-        if (before >= INFLIGHT_LIMIT && before - n < INFLIGHT_LIMIT) || before == n {
-            self.waker.wake();
-        }
-    }
-
-    /// Messages were read that JS has not dispatched yet.
-    pub fn has_inflight(&self) -> bool {
-        self.inflight.load(Ordering::Acquire) > 0
-    }
-
-    /// As `has_inflight`, registering `cx` to be woken when JS has dispatched them all.
-    pub fn has_inflight_waking(&self, cx: &std::task::Context<'_>) -> bool {
-        if !self.has_inflight() {
-            return false;
-        }
-        self.waker.register(cx.waker());
-        self.has_inflight()
-    }
-
-    fn open(&self) -> bool {
-        !self.paused.load(Ordering::Acquire) && self.inflight.load(Ordering::Acquire) < INFLIGHT_LIMIT
-    }
-
-    /// Whether reading must wait; registers `cx` to be woken when it may go on.
-    pub fn is_closed(&self, cx: &std::task::Context<'_>) -> bool {
-        if self.open() {
-            return false;
-        }
-        self.waker.register(cx.waker());
-        !self.open()
-    }
-}
-
-impl Shared {
-    pub fn new(id: u64) -> Self {
-        Shared {
-            id,
-            metrics: Metrics::default(),
-            outbox: Mutex::new(Outbox::default()),
-            provide: Mutex::new(None),
-            next_request: AtomicU64::new(1),
-            read_gate: ReadGate::default(),
-        }
-    }
-
-    pub fn outbox(&self) -> MutexGuard<'_, Outbox> {
-        self.outbox.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn request_id(&self) -> u64 {
-        self.next_request.fetch_add(1, Ordering::Relaxed)
-    }
 }
 
 pub struct DriverConfig {
@@ -270,34 +171,15 @@ impl Driver {
         }
         let message = format!("internal error ({what}): the client was closed");
         self.events
-            .push(JsEvent::Error(ConnError::new(crate::errors::ERR_INTERNAL, message)));
+            .push(JsEvent::Error(ConnError::new(errors::ERR_INTERNAL, message)));
         self.events.push(JsEvent::Close {
             code: 1006,
             reason: String::new(),
             was_clean: false,
             will_reconnect: false,
+            retries: 0,
         });
         self.hub.push(self.shared.id, &mut self.events);
-    }
-}
-
-/// The default policy: retry network errors, timeouts, 408/425/429/5xx and
-/// every close except 1002, 1003, 1007 and 1008.
-fn default_retry_on_error(e: &ConnError) -> Retry {
-    let default = match e.status {
-        Some(s) => matches!(s, 408 | 425 | 429) || s >= 500 || !(400..500).contains(&s),
-        None => !crate::errors::NON_RETRYABLE.contains(&e.code),
-    };
-    Retry {
-        default,
-        after_ms: e.retry_after_ms,
-    }
-}
-
-fn default_retry_on_close(code: u16) -> Retry {
-    Retry {
-        default: !matches!(code, 1002 | 1003 | 1007 | 1008),
-        after_ms: None,
     }
 }
 
@@ -323,15 +205,15 @@ impl Driver {
         }
     }
 
-    /// The machine only compares times: milliseconds since a process-wide epoch will do
-    /// (one per driver cost 16 bytes in every active client's task).
+    /// The machine only compares times: milliseconds since a process-wide epoch will do (an
+    /// epoch per driver would take room in every active client's task).
     fn now_ms(&self) -> u64 {
         static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
         EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64
     }
 
     /// The client's task. A hand-written future rather than an `async fn` with `select!`:
-    /// the task then holds the driver and little else (2.2 → ~1 KiB per active client).
+    /// the task then holds the driver and little else, which keeps an active client small.
     pub fn run(self, commands: Arc<Queue<Command>>) -> DriverTask {
         DriverTask {
             driver: self,
@@ -391,7 +273,7 @@ impl Driver {
                     if end.error.is_some() {
                         stats::inc(&self.shared.metrics.connection_errors);
                     }
-                    let retry = default_retry_on_close(end.code);
+                    let retry = policy::on_close(end.code);
                     let info = PolicyInfo::Close {
                         code: end.code,
                         reason: end.reason.clone(),
@@ -426,7 +308,7 @@ impl Driver {
         }
     }
 
-    fn attempt_done(&mut self, result: Result<crate::connection::Opened, ConnError>) {
+    fn attempt_done(&mut self, result: Result<Opened, ConnError>) {
         match result {
             Ok(opened) => {
                 let protocol = opened.protocol.clone();
@@ -444,7 +326,7 @@ impl Driver {
             }
             Err(error) => {
                 stats::inc(&self.shared.metrics.connection_errors);
-                let retry = default_retry_on_error(&error);
+                let retry = policy::on_error(&error);
                 self.last_failure = Some(Box::new((PolicyInfo::from_error(&error), retry.default)));
                 self.input(Input::AttemptFailed { error, retry });
             }
@@ -539,7 +421,7 @@ impl Driver {
             }
             Action::AbortAttempt => self.attempt = None,
             Action::StartClose { code, reason } => {
-                // Dropping the last sender lets the socket drain what was sent, then write our close.
+                // Closing the send queue lets the socket drain what was sent, then write our close.
                 self.shared.outbox().close_connection();
                 if let Some(s) = self.socket.as_mut() {
                     s.begin_close(code, reason);
@@ -590,6 +472,7 @@ impl Driver {
                     reason,
                     was_clean,
                     will_reconnect,
+                    retries: self.machine.failures(),
                 },
                 Event::Reconnecting { attempt, delay_ms } => JsEvent::Reconnecting { attempt, delay_ms },
                 Event::GiveUp {

@@ -55,6 +55,3 @@ pub const ERR_TLS_CERT: &str = "ERR_TLS_CERT";
 pub const ERR_PROXY: &str = "ERR_PROXY";
 /// The proxy answered 407.
 pub const ERR_PROXY_AUTH: &str = "ERR_PROXY_AUTH";
-
-/// Attempt errors the default policy does not retry (a bad certificate does not fix itself).
-pub const NON_RETRYABLE: &[&str] = &[ERR_TLS_CERT, ERR_PROXY_AUTH];

@@ -1,8 +1,21 @@
-//! redial-ws native core. Layout by responsibility:
-//! - `backoff`, `machine`: pure reconnection logic (no I/O, time passed in);
-//! - `connection`, `driver`: the tokio side that owns sockets and timers;
-//! - `delivery`: coalesced event delivery to JS and the JS-thread registry;
-//! - `client`, `options`, `errors`, `stats`: the N-API surface.
+//! redial-ws native core. Data flows one way, JS → binding → state machine → driver →
+//! connection → transport → socket, and events come back the same way; the modules import
+//! each other without a cycle (`module_graph` below checks it). By responsibility, in that order:
+//!
+//! - `client`, `options`, this root: the N-API binding (one JS client object, its native state);
+//! - `protocol`: the event tags and `send()` outcomes shared with `lib/` (`wireProtocol()`);
+//! - `machine`, `backoff`, `policy`: pure reconnection logic (no I/O, time passed in) and the
+//!   default retry policy;
+//! - `driver`: the tokio task that runs one active client (machine, attempt, socket, timers);
+//! - `shared`: per-client state shared by the binding, the driver and the connection;
+//! - `outbox`: where `send()` puts a message (the open connection's send queue, or the offline
+//!   queue);
+//! - `connection`, `frame`, `transport`: one WebSocket connection, its framing, and the byte
+//!   stream under it (TCP, proxy, TLS);
+//! - `events`, `delivery`: the events a client reports, and their coalesced delivery to JS
+//!   with the JS-thread registry;
+//! - `errors`, `stats`, `queue`, `napi_raw`: error codes, counters, the closable queue, and
+//!   every raw N-API call.
 
 #![deny(clippy::undocumented_unsafe_blocks)]
 
@@ -12,12 +25,16 @@ pub mod connection;
 pub mod delivery;
 pub mod driver;
 pub mod errors;
+pub mod events;
 pub mod frame;
 pub mod machine;
 pub mod napi_raw;
 pub mod options;
 pub mod outbox;
+pub mod policy;
+pub mod protocol;
 pub mod queue;
+pub mod shared;
 pub mod stats;
 pub mod transport;
 
@@ -26,7 +43,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 
-/// Installs the JS dispatcher that receives coalesced event batches. Called once by `lib/client.js`.
+/// Installs the JS dispatcher that receives coalesced event batches. Called once by `lib/` at load time.
 #[napi]
 pub fn init(env: Env, dispatch: Function<'_, napi_raw::RawValue, ()>) -> Result<()> {
     delivery::init(&env, dispatch)
@@ -94,5 +111,254 @@ fn init_runtime() {
         .build()
     {
         napi::bindgen_prelude::create_custom_tokio_runtime(rt);
+    }
+}
+
+/// The modules under `src/` must import each other without a cycle, so that data flows one way
+/// (binding → state machine → driver → connection → transport → socket). A source-level check:
+/// it reads every `src/*.rs` but the crate root, and collects its `crate::<module>` paths outside
+/// comments, string literals and `#[cfg(test)]` items.
+#[cfg(test)]
+mod module_graph {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    /// `src` without comments; string and character literals emptied (their contents could hold
+    /// anything, braces included).
+    fn strip(src: &str) -> String {
+        let c: Vec<char> = src.chars().collect();
+        let mut out = String::with_capacity(src.len());
+        let mut i = 0;
+        while i < c.len() {
+            match c[i] {
+                '/' if c.get(i + 1) == Some(&'/') => {
+                    while i < c.len() && c[i] != '\n' {
+                        i += 1;
+                    }
+                }
+                '/' if c.get(i + 1) == Some(&'*') => {
+                    let mut depth = 0;
+                    while i < c.len() {
+                        if c[i] == '/' && c.get(i + 1) == Some(&'*') {
+                            depth += 1;
+                            i += 2;
+                        } else if c[i] == '*' && c.get(i + 1) == Some(&'/') {
+                            depth -= 1;
+                            i += 2;
+                            if depth == 0 {
+                                break;
+                            }
+                        } else {
+                            i += 1;
+                        }
+                    }
+                    out.push(' ');
+                }
+                'r' if matches!(c.get(i + 1), Some('"' | '#')) && (i == 0 || !is_ident(c[i - 1])) => {
+                    // A raw string: r"..." or r#"..."#.
+                    let mut j = i + 1;
+                    let mut hashes = 0;
+                    while c.get(j) == Some(&'#') {
+                        hashes += 1;
+                        j += 1;
+                    }
+                    if c.get(j) != Some(&'"') {
+                        out.push(c[i]);
+                        i += 1;
+                        continue;
+                    }
+                    j += 1;
+                    while j < c.len() && !(c[j] == '"' && (1..=hashes).all(|k| c.get(j + k) == Some(&'#'))) {
+                        j += 1;
+                    }
+                    i = j + 1 + hashes;
+                    out.push_str("\"\"");
+                }
+                '"' => {
+                    i += 1;
+                    while i < c.len() && c[i] != '"' {
+                        i += if c[i] == '\\' { 2 } else { 1 };
+                    }
+                    i += 1;
+                    out.push_str("\"\"");
+                }
+                // A character literal ('x', '\n', '\u{..}'), not a lifetime ('a).
+                '\'' if c.get(i + 1) == Some(&'\\') => {
+                    i += 2;
+                    while i < c.len() && c[i] != '\'' {
+                        i += 1;
+                    }
+                    i += 1;
+                    out.push_str("' '");
+                }
+                '\'' if c.get(i + 2) == Some(&'\'') => {
+                    i += 3;
+                    out.push_str("' '");
+                }
+                ch => {
+                    out.push(ch);
+                    i += 1;
+                }
+            }
+        }
+        out
+    }
+
+    fn is_ident(ch: char) -> bool {
+        ch.is_alphanumeric() || ch == '_'
+    }
+
+    /// `code` without the items marked `#[cfg(test)]` (each up to its `;` or its closing brace).
+    fn without_test_items(code: &str) -> String {
+        const MARK: &str = "#[cfg(test)]";
+        let mut out = String::with_capacity(code.len());
+        let mut rest = code;
+        while let Some(at) = rest.find(MARK) {
+            out.push_str(&rest[..at]);
+            let item = &rest[at + MARK.len()..];
+            let mut depth = 0i32;
+            let mut end = item.len();
+            for (k, ch) in item.char_indices() {
+                match ch {
+                    '{' | '(' | '[' => depth += 1,
+                    '}' | ')' | ']' => {
+                        depth -= 1;
+                        if depth == 0 && ch == '}' {
+                            end = k + 1;
+                            break;
+                        }
+                    }
+                    ';' if depth == 0 => {
+                        end = k + 1;
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+            rest = &item[end..];
+        }
+        out.push_str(rest);
+        out
+    }
+
+    /// The first segment of every `crate::` path in `code`, `crate::{a, b::c}` included.
+    fn crate_refs(code: &str) -> BTreeSet<String> {
+        let mut refs = BTreeSet::new();
+        let ident = |s: &str| s.chars().take_while(|&ch| is_ident(ch)).collect::<String>();
+        for (at, _) in code.match_indices("crate::") {
+            if code[..at].chars().next_back().is_some_and(is_ident) {
+                continue;
+            }
+            let after = code[at + "crate::".len()..].trim_start();
+            if let Some(group) = after.strip_prefix('{') {
+                let (mut depth, mut start) = (0, 0);
+                for (k, ch) in group.char_indices() {
+                    match ch {
+                        '{' => depth += 1,
+                        '}' if depth == 0 => {
+                            refs.insert(ident(group[start..k].trim_start()));
+                            break;
+                        }
+                        '}' => depth -= 1,
+                        ',' if depth == 0 => {
+                            refs.insert(ident(group[start..k].trim_start()));
+                            start = k + 1;
+                        }
+                        _ => {}
+                    }
+                }
+            } else {
+                refs.insert(ident(after));
+            }
+        }
+        refs.remove("");
+        refs
+    }
+
+    /// Every cycle closed by a back edge of a depth-first search, as module paths.
+    fn cycles(graph: &BTreeMap<String, BTreeSet<String>>) -> Vec<Vec<String>> {
+        fn visit<'a>(
+            m: &'a str,
+            graph: &'a BTreeMap<String, BTreeSet<String>>,
+            path: &mut Vec<&'a str>,
+            done: &mut BTreeSet<&'a str>,
+            found: &mut Vec<Vec<String>>,
+        ) {
+            path.push(m);
+            for next in &graph[m] {
+                if let Some(pos) = path.iter().position(|p| p == next) {
+                    let mut cycle: Vec<String> = path[pos..].iter().map(|s| s.to_string()).collect();
+                    cycle.push(next.clone());
+                    found.push(cycle);
+                } else if !done.contains(next.as_str()) {
+                    visit(next, graph, path, done, found);
+                }
+            }
+            path.pop();
+            done.insert(m);
+        }
+        let (mut done, mut found) = (BTreeSet::new(), Vec::new());
+        for m in graph.keys() {
+            if !done.contains(m.as_str()) {
+                visit(m, graph, &mut Vec::new(), &mut done, &mut found);
+            }
+        }
+        found
+    }
+
+    /// The import graph of `src/` (the crate root excluded): module → the modules it names.
+    fn graph() -> BTreeMap<String, BTreeSet<String>> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut sources = BTreeMap::new();
+        for entry in std::fs::read_dir(&dir).expect("src/") {
+            let path = entry.expect("src/ entry").path();
+            let Some(name) = path.file_stem().and_then(|s| s.to_str()) else {
+                continue;
+            };
+            if path.extension().is_some_and(|e| e == "rs") && name != "lib" {
+                let text = std::fs::read_to_string(&path).expect("a source file");
+                sources.insert(name.to_owned(), without_test_items(&strip(&text)));
+            }
+        }
+        sources
+            .iter()
+            .map(|(name, code)| {
+                let mut uses = crate_refs(code);
+                uses.retain(|m| m != name && sources.contains_key(m));
+                (name.clone(), uses)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_modules_import_each_other_without_a_cycle() {
+        let graph = graph();
+        assert!(graph.len() > 5, "src/ was not read: {graph:?}");
+        let found = cycles(&graph);
+        let shown: Vec<String> = found.iter().map(|c| c.join(" → ")).collect();
+        assert!(found.is_empty(), "module import cycles:\n  {}", shown.join("\n  "));
+    }
+
+    #[test]
+    fn the_scanner_sees_paths_and_skips_comments_strings_and_tests() {
+        let src = r##"
+            use crate::a::X; // crate::b
+            /* crate::c /* nested */ crate::d */
+            /// crate::e
+            fn f() { let _ = "crate::g {"; let _ = '{'; crate::h::go(); g::<'static>(); }
+            use crate::{i, j::{K, L}, k};
+            #[cfg(test)]
+            mod tests { use crate::m; fn x() { if y { crate::n(); } } }
+            #[cfg(test)]
+            use crate::o;
+            fn after() { crate::p::q() }
+        "##;
+        let refs = crate_refs(&without_test_items(&strip(src)));
+        let want: BTreeSet<String> = ["a", "h", "i", "j", "k", "p"].iter().map(|s| s.to_string()).collect();
+        assert_eq!(refs, want);
+        let g: BTreeMap<String, BTreeSet<String>> = [("x", vec!["y"]), ("y", vec!["z"]), ("z", vec!["x"])]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.into_iter().map(str::to_owned).collect()))
+            .collect();
+        assert_eq!(cycles(&g), vec![vec!["x", "y", "z", "x"]]);
     }
 }

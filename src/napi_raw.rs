@@ -226,9 +226,12 @@ pub fn set_tsfn_ref(env: &Env, tsfn: &Tsfn, on: bool) -> Result<()> {
 }
 
 /// Native state that a JS object carries (`wrap`): freed by `finalize` when the object is collected.
+/// A type tag (N-API 8): two random 64-bit halves, `lower` and `upper`.
+pub type TypeTag = sys::napi_type_tag;
+
 pub trait Wrapped: Sized + 'static {
     /// Tells this type's objects from every other wrapped object (another addon's, napi-rs's).
-    const TAG: sys::napi_type_tag;
+    const TAG: TypeTag;
     fn finalize(self: Box<Self>, env: Env);
 }
 

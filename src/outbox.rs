@@ -4,15 +4,35 @@
 //! overflow either refuses the message or hands the dropped ones back.
 
 use std::collections::VecDeque;
+use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed};
 use std::sync::Arc;
 
 use tungstenite::Message;
 
-use crate::connection::{data_len, SendQueue};
 use crate::frame;
+use crate::queue::Queue;
 use crate::stats::{self, Metrics};
 use crate::transport::Writer;
+
+/// A connection's outgoing messages and how many of them the socket has not wholly taken yet
+/// (one allocation per connection, shared by `send()` and the driver).
+#[derive(Default)]
+pub struct SendQueue {
+    pub messages: Queue<Message>,
+    /// Messages handed to `messages` and not yet wholly written: the fast path may only write
+    /// when this is zero, so that nothing overtakes what was sent before.
+    pub in_channel: AtomicUsize,
+}
+
+/// Bytes `send()` accounts in `bufferedAmount`: the payload of data messages.
+pub fn data_len(msg: &Message) -> Option<usize> {
+    match msg {
+        Message::Text(t) => Some(t.len()),
+        Message::Binary(b) => Some(b.len()),
+        _ => None,
+    }
+}
 
 /// The send fast path: frame the message here, on the JS thread, and cork it for one write
 /// at the end of this turn, without waking the driver. `Some(first)`: corked (`first`: schedule
@@ -220,5 +240,211 @@ impl Outbox {
     /// Discards the queue (`disconnect()` without flush); returns how many were discarded.
     pub fn discard(&mut self, metrics: &Metrics) -> usize {
         self.drain(metrics).len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(max_messages: usize, max_bytes: usize, drop_oldest: bool) -> QueueConfig {
+        QueueConfig {
+            enabled: true,
+            max_messages,
+            max_bytes,
+            drop_oldest,
+        }
+    }
+
+    fn text(s: &str) -> Message {
+        Message::Text(s.into())
+    }
+
+    fn accepting() -> Outbox {
+        let mut outbox = Outbox::default();
+        outbox.set_accepting(true);
+        outbox
+    }
+
+    fn texts(messages: &[Message]) -> Vec<String> {
+        messages.iter().map(|m| m.to_text().unwrap().to_owned()).collect()
+    }
+
+    /// (queued messages, `bufferedAmount`)
+    fn counts(m: &Metrics) -> (u64, u64) {
+        (m.queued_messages.load(Relaxed), m.buffered.load(Relaxed))
+    }
+
+    fn is(outcome: SendOutcome, want: &str) {
+        let got = match outcome {
+            SendOutcome::Sent => "sent",
+            SendOutcome::SentUncorkLater => "corked",
+            SendOutcome::Queued => "queued",
+            SendOutcome::QueuedDropping(_) => "dropping",
+            SendOutcome::NotOpen => "not open",
+            SendOutcome::NotConnected => "not connected",
+            SendOutcome::QueueFull => "queue full",
+        };
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn data_len_counts_the_payload_of_data_messages_only() {
+        assert_eq!(data_len(&text("héllo")), Some(6));
+        assert_eq!(data_len(&Message::Binary(vec![0; 3].into())), Some(3));
+        assert_eq!(data_len(&Message::Ping(vec![0; 3].into())), None);
+    }
+
+    #[test]
+    fn a_closed_client_refuses_and_queue_false_means_not_connected() {
+        let m = Metrics::default();
+        let mut outbox = Outbox::default();
+        is(outbox.send(text("a"), &cfg(10, 100, false), &m), "not open");
+        outbox.set_accepting(true);
+        let off = QueueConfig {
+            enabled: false,
+            ..cfg(10, 100, false)
+        };
+        is(outbox.send(text("a"), &off, &m), "not connected");
+        assert!(outbox.is_queue_empty());
+        assert_eq!(counts(&m), (0, 0));
+        assert!(
+            !outbox.send_control(Message::Ping(Default::default())),
+            "pings need a connection"
+        );
+    }
+
+    #[test]
+    fn reject_overflow_refuses_the_new_message_by_count_and_by_bytes() {
+        let m = Metrics::default();
+        let mut outbox = accepting();
+        let c = cfg(2, 100, false);
+        is(outbox.send(text("aa"), &c, &m), "queued");
+        is(outbox.send(text("bbb"), &c, &m), "queued");
+        is(outbox.send(text("c"), &c, &m), "queue full");
+        assert_eq!(counts(&m), (2, 5));
+
+        let m = Metrics::default();
+        let mut outbox = accepting();
+        let c = cfg(10, 10, false);
+        is(outbox.send(text("666666"), &c, &m), "queued");
+        is(outbox.send(text("55555"), &c, &m), "queue full");
+        is(outbox.send(text("4444"), &c, &m), "queued");
+        assert_eq!(counts(&m), (2, 10), "exactly full");
+        assert_eq!(texts(&outbox.drain(&m)), ["666666", "4444"]);
+    }
+
+    #[test]
+    fn drop_oldest_drops_as_many_as_needed_oldest_first() {
+        let m = Metrics::default();
+        let mut outbox = accepting();
+        let c = cfg(2, 100, true);
+        is(outbox.send(text("a"), &c, &m), "queued");
+        is(outbox.send(text("b"), &c, &m), "queued");
+        match outbox.send(text("c"), &c, &m) {
+            SendOutcome::QueuedDropping(dropped) => assert_eq!(texts(&dropped), ["a"]),
+            _ => panic!("expected a drop"),
+        }
+        assert_eq!(counts(&m), (2, 2));
+
+        let m = Metrics::default();
+        let mut outbox = accepting();
+        let c = cfg(10, 10, true);
+        for s in ["111", "222", "333"] {
+            is(outbox.send(text(s), &c, &m), "queued");
+        }
+        match outbox.send(text("88888888"), &c, &m) {
+            SendOutcome::QueuedDropping(dropped) => assert_eq!(texts(&dropped), ["111", "222", "333"]),
+            _ => panic!("expected a drop"),
+        }
+        assert_eq!(counts(&m), (1, 8));
+    }
+
+    #[test]
+    fn a_message_larger_than_the_queue_is_refused_without_dropping_anything() {
+        let m = Metrics::default();
+        let mut outbox = accepting();
+        let c = cfg(10, 4, true);
+        is(outbox.send(text("abc"), &c, &m), "queued");
+        is(outbox.send(text("abcde"), &c, &m), "queue full");
+        assert_eq!(counts(&m), (1, 3));
+        let c = cfg(0, 100, true);
+        is(outbox.send(text("x"), &c, &m), "queue full");
+    }
+
+    #[test]
+    fn drain_and_discard_empty_the_queue_and_its_accounting() {
+        let m = Metrics::default();
+        let mut outbox = accepting();
+        let c = cfg(10, 100, false);
+        for s in ["a", "bb", "ccc"] {
+            outbox.send(text(s), &c, &m);
+        }
+        assert_eq!(counts(&m), (3, 6));
+        assert_eq!(texts(&outbox.drain(&m)), ["a", "bb", "ccc"]);
+        assert_eq!(counts(&m), (0, 0));
+        assert!(outbox.is_queue_empty());
+        outbox.send(text("d"), &c, &m);
+        outbox.send(text("e"), &c, &m);
+        assert_eq!(outbox.discard(&m), 2);
+        assert_eq!(counts(&m), (0, 0));
+        assert_eq!(outbox.discard(&m), 0);
+    }
+
+    #[test]
+    fn opening_hands_the_queue_over_in_order_then_later_sends_follow() {
+        let m = Metrics::default();
+        let mut outbox = accepting();
+        let c = cfg(10, 100, false);
+        outbox.send(text("a"), &c, &m);
+        outbox.send(text("bb"), &c, &m);
+        let tx = Arc::new(SendQueue::default());
+        outbox.open(tx.clone(), None, &m);
+        assert!(outbox.is_queue_empty());
+        assert_eq!(counts(&m), (0, 3), "no longer queued, still buffered until written");
+        is(outbox.send(text("ccc"), &c, &m), "sent");
+        assert!(outbox.send_control(Message::Ping(Default::default())));
+        assert_eq!(tx.in_channel.load(Acquire), 4);
+        assert_eq!(counts(&m), (0, 6), "pings are not buffered data");
+        let got: Vec<Message> = std::iter::from_fn(|| tx.messages.try_recv()).collect();
+        assert_eq!(got.len(), 4);
+        assert_eq!(texts(&got[..3]), ["a", "bb", "ccc"]);
+        assert!(got[3].is_ping());
+    }
+
+    #[test]
+    fn a_flushing_disconnect_hands_over_the_queue_and_ends_the_stream() {
+        let m = Metrics::default();
+        let mut outbox = accepting();
+        let c = cfg(10, 100, false);
+        outbox.send(text("a"), &c, &m);
+        outbox.set_accepting(false);
+        let tx = Arc::new(SendQueue::default());
+        outbox.open(tx.clone(), None, &m);
+        assert_eq!(tx.messages.try_recv().map(|m| data_len(&m)), Some(Some(1)));
+        assert!(tx.messages.send(text("late")).is_err(), "closed behind the queue");
+        is(outbox.send(text("b"), &c, &m), "not open");
+    }
+
+    #[test]
+    fn sends_after_the_connection_ends_are_queued_behind_the_unsent_ones() {
+        let m = Metrics::default();
+        let mut outbox = accepting();
+        let c = cfg(10, 100, false);
+        let tx = Arc::new(SendQueue::default());
+        outbox.open(tx.clone(), None, &m);
+        is(outbox.send(text("a"), &c, &m), "sent");
+        is(outbox.send(text("b"), &c, &m), "sent");
+        // The connection's queue closed under the outbox: the send falls back to the queue.
+        tx.messages.close();
+        is(outbox.send(text("c"), &c, &m), "queued");
+        assert_eq!(tx.in_channel.load(Acquire), 2, "the refused message is not counted");
+        outbox.close_connection();
+        is(outbox.send(text("d"), &c, &m), "queued");
+        let unsent: Vec<Message> = std::iter::from_fn(|| tx.messages.try_recv()).collect();
+        outbox.requeue(unsent, &m);
+        assert_eq!(counts(&m), (4, 4));
+        assert_eq!(texts(&outbox.drain(&m)), ["a", "b", "c", "d"]);
+        assert_eq!(counts(&m), (0, 0));
     }
 }

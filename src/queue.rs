@@ -1,7 +1,7 @@
 //! A closable multi-producer queue with one consumer task, for the client's
 //! commands and a connection's outgoing messages. A deque costs nothing until
-//! used, where a tokio unbounded channel costs ~2.4 KiB per instance: with two per
-//! connection, that was a sizeable share of an idle connection's memory.
+//! used, where a tokio unbounded channel costs ~2.4 KiB per instance, and a
+//! connection needs two: a sizeable share of an idle connection's memory.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;

@@ -1,8 +1,8 @@
 'use strict'
-// WHATWG-style events and listener bookkeeping for `addEventListener`,
-// `removeEventListener` and the `on<type>` properties, next to the
-// EventEmitter API. Event objects are shaped like the browser's (and like
-// reconnecting-websocket's): `MessageEvent.data`, `CloseEvent.code/reason/wasClean`.
+// The WHATWG surface of a client, beside its EventEmitter API: event objects
+// shaped like the browser's (and like reconnecting-websocket's: `MessageEvent.data`,
+// `CloseEvent.code/reason/wasClean`), `addEventListener`/`removeEventListener`
+// and the `on<type>` handler properties.
 
 class Event {
   constructor(type, target) {
@@ -90,4 +90,58 @@ class Listeners {
   }
 }
 
-module.exports = { Event, MessageEvent, CloseEvent, ErrorEvent, Listeners }
+/**
+ * The listeners and `on<type>` handlers of one client, created when the first is
+ * set (most clients of a fleet only use EventEmitter listeners).
+ */
+class Surface {
+  #listeners
+  /** `{ open, message, close, error }`, created when a handler is first set. */
+  #on = null
+
+  constructor(dedupe) {
+    this.#listeners = new Listeners(dedupe)
+  }
+
+  add(type, listener, options) {
+    this.#listeners.add(type, listener, options)
+  }
+
+  remove(type, listener) {
+    this.#listeners.remove(type, listener)
+  }
+
+  handler(type) {
+    return this.#on?.[type] ?? null
+  }
+
+  setHandler(type, fn) {
+    this.#on ??= { open: null, message: null, close: null, error: null }
+    this.#on[type] = typeof fn === 'function' ? fn : null
+  }
+
+  /** Whether anything listens for `type` (so that no event object is built for nobody). */
+  wants(type) {
+    return (this.#on !== null && this.#on[type] !== null) || this.#listeners.has(type)
+  }
+
+  /** `on<type>` first, then the listeners (reconnecting-websocket's order). */
+  fire(event, target, onError) {
+    const handler = this.#on?.[event.type]
+    if (handler) {
+      try {
+        handler.call(target, event)
+      } catch (err) {
+        onError(err)
+      }
+    }
+    this.#listeners.dispatch(event, target, onError)
+  }
+
+  /** Only the listeners (`dispatchEvent`). */
+  dispatch(event, target, onError) {
+    this.#listeners.dispatch(event, target, onError)
+  }
+}
+
+module.exports = { Event, MessageEvent, CloseEvent, ErrorEvent, Surface }

@@ -1,0 +1,56 @@
+// The JS<->Rust protocol is defined once (src/protocol.rs) and read from the addon: these tests
+// fail if lib/ and the addon disagree on which events and send() outcomes exist, or on the layout
+// of a text run.
+import { createRequire } from 'node:module'
+import test from 'ava'
+
+const require = createRequire(import.meta.url)
+const N = require('../lib/native.js')
+const wire = require('../lib/wire.js')
+
+test('event tags and send() outcomes are distinct integers, read from the addon', (t) => {
+  const { events, send } = N.wireProtocol()
+  for (const table of [events, send]) {
+    const values = Object.values(table) as number[]
+    t.true(values.every(Number.isInteger))
+    t.is(new Set(values).size, values.length)
+  }
+  t.deepEqual(wire.EVENTS, events)
+  t.deepEqual(wire.SEND, send)
+})
+
+test('the client handles every event the addon reports, and only those', (t) => {
+  // Loading the client builds its handler table: it throws if one is missing.
+  t.notThrows(() => require('../lib/client.js'))
+  const all: Record<string, () => void> = {}
+  for (const name of Object.keys(wire.EVENTS)) if (name !== 'warning') all[name] = () => {}
+  t.notThrows(() => wire.handlerTable(all))
+  const { open: _, ...missing } = all
+  t.throws(() => wire.handlerTable(missing), { message: /"open" events and lib\/ has no handler/ })
+  t.throws(() => wire.handlerTable({ ...all, surprise: () => {} }), { message: /"surprise" events, which the addon does not report/ })
+  // A tag the addon adds is caught the same way.
+  t.throws(() => wire.handlerTable(all, { ...wire.EVENTS, compressed: 99 }), { message: /"compressed"/ })
+})
+
+test('send() outcomes: lib/ refuses an addon with other ones', (t) => {
+  t.notThrows(() => wire.checkSendOutcomes(wire.SEND))
+  const { corked: _, ...fewer } = wire.SEND
+  t.throws(() => wire.checkSendOutcomes(fewer))
+  t.throws(() => wire.checkSendOutcomes({ ...wire.SEND, deferred: 7 }))
+})
+
+test('a text run decodes as [count][end offsets][utf-8], one string per message', (t) => {
+  const texts = ['', 'a', 'héllo', '€'.repeat(100)]
+  const bodies = texts.map((s) => Buffer.from(s))
+  const head = Buffer.alloc(4 * (texts.length + 1))
+  head.writeUInt32LE(texts.length, 0)
+  let end = head.length
+  bodies.forEach((b, i) => head.writeUInt32LE((end += b.length), 4 * (i + 1)))
+  const got: string[] = []
+  const target = {}
+  wire.forEachText(Buffer.concat([head, ...bodies]), function (this: object, s: string) {
+    t.is(this, target)
+    got.push(s)
+  }, target)
+  t.deepEqual(got, texts)
+})

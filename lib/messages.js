@@ -1,0 +1,80 @@
+'use strict'
+// `client.messages()`: an async iterator over a client's messages, with
+// backpressure down to the socket.
+
+const { makeError } = require('./errors')
+
+/**
+ * Past `highWaterMark` buffered messages the iterator asks the client to stop
+ * reading the socket (`control.pause(true)`) until the consumer has taken half
+ * of them. A pending `next()` keeps the client alive (`control.hold(true)`),
+ * also between connections. The iteration ends when the client closes for good
+ * (`control.closedForGood()`: after `disconnect()` or giving up).
+ */
+function messageIterator(client, control, highWaterMark = 1024) {
+  if (!Number.isInteger(highWaterMark) || highWaterMark < 1) {
+    throw makeError('ERR_OUT_OF_RANGE', `highWaterMark must be an integer >= 1. Received ${String(highWaterMark)}`, RangeError)
+  }
+  const buffer = []
+  let waiter = null
+  let ended = false
+  let paused = false
+  const pause = (on) => {
+    if (paused === on) return
+    paused = on
+    control.pause(on)
+  }
+  const settle = (result) => {
+    const resolve = waiter
+    waiter = null
+    control.hold(false)
+    resolve(result)
+  }
+  const onMessage = (data) => {
+    if (waiter) return settle({ value: data, done: false })
+    buffer.push(data)
+    if (buffer.length >= highWaterMark) pause(true)
+  }
+  const onClose = (ev) => {
+    if (!ev.willReconnect && control.closedForGood()) finish()
+  }
+  const onGiveUp = () => {
+    if (control.closedForGood()) finish()
+  }
+  const finish = () => {
+    if (ended) return
+    ended = true
+    client.off('message', onMessage)
+    client.off('close', onClose)
+    client.off('giveup', onGiveUp)
+    pause(false)
+    if (waiter) settle({ value: undefined, done: true })
+  }
+  client.on('message', onMessage)
+  client.on('close', onClose)
+  client.on('giveup', onGiveUp)
+  if (control.closedForGood() && !control.active()) finish()
+  return {
+    next: () => {
+      if (buffer.length) {
+        const value = buffer.shift()
+        if (paused && buffer.length <= highWaterMark >> 1) pause(false)
+        return Promise.resolve({ value, done: false })
+      }
+      if (ended) return Promise.resolve({ value: undefined, done: true })
+      if (waiter) return Promise.reject(makeError('ERR_INVALID_STATE', 'messages(): next() called while a read is pending'))
+      control.hold(true)
+      return new Promise((resolve) => (waiter = resolve))
+    },
+    return: () => {
+      finish()
+      buffer.length = 0
+      return Promise.resolve({ value: undefined, done: true })
+    },
+    [Symbol.asyncIterator]() {
+      return this
+    },
+  }
+}
+
+module.exports = { messageIterator }

@@ -1,0 +1,198 @@
+'use strict'
+// Everything reconnecting-websocket 4.4 and partysocket 1.3: their constructor
+// shape `(url, protocols?, options?)` and option names, and the behaviour of a
+// client built that way ("rws mode", see docs/migrating.md): their defaults,
+// their event order, their url and readyState quirks.
+
+const { makeError } = require('./errors')
+const { CloseEvent, ErrorEvent } = require('./whatwg')
+const { rethrowLater } = require('./wire')
+
+const CLOSING = 2
+
+/** reconnecting-websocket's option names -> ours. */
+const ALIASES = {
+  minReconnectionDelay: 'minDelay',
+  maxReconnectionDelay: 'maxDelay',
+  reconnectionDelayGrowFactor: 'factor',
+  connectionTimeout: 'connectTimeout',
+}
+
+/** Their options without a redial-ws counterpart of the same name. */
+const THEIRS = ['maxEnqueuedMessages', 'debug', 'debugLogger', 'WebSocket', 'shouldReconnectOnClose']
+
+// Like reconnecting-websocket, the default minimum delay is drawn once per process.
+const RWS_MIN_DELAY = 1000 + Math.random() * 4000
+
+const RWS_DEFAULTS = {
+  minDelay: RWS_MIN_DELAY,
+  maxDelay: 10_000,
+  factor: 1.3,
+  jitter: 'none',
+  minUptime: 5_000,
+  connectTimeout: 4_000,
+}
+
+const ALIAS_PAIRS = Object.entries(ALIASES)
+const RWS_DEFAULT_PAIRS = Object.entries(RWS_DEFAULTS)
+const NO_OPTIONS = Object.freeze({})
+
+/** Whether the options use a reconnecting-websocket name (then they are copied and rewritten). */
+function hasTheirs(options) {
+  if (options === undefined || options === null) return false
+  for (const name in ALIASES) if (name in options) return true
+  for (const name of THEIRS) if (name in options) return true
+  return false
+}
+
+function isRwsShape(second, argc) {
+  return argc >= 3 || typeof second === 'string' || Array.isArray(second) || typeof second === 'function' || second === null
+}
+
+/**
+ * Normalises `(url, protocols?, options?)` or `(url, options?)` into our
+ * options plus the rws mode of the client (`null` for the native redial-ws shape).
+ * `client` is the target of the close events partysocket's `shouldReconnectOnClose` receives.
+ */
+function normalizeArgs(second, third, argc, client) {
+  const rwsShape = isRwsShape(second, argc)
+  const given = rwsShape ? third : second
+  if (given !== undefined && given !== null && (typeof given !== 'object' || Array.isArray(given))) {
+    throw makeError('ERR_INVALID_ARG_TYPE', 'The "options" argument must be an object', TypeError)
+  }
+  if (!rwsShape && !hasTheirs(given)) return { options: given ?? NO_OPTIONS, rws: null }
+  const options = { ...(given ?? {}) }
+  let compat = rwsShape
+  for (const [theirs, ours] of ALIAS_PAIRS) {
+    if (!(theirs in options)) continue
+    compat = true
+    if (ours in options) {
+      throw makeError('ERR_INVALID_ARG_VALUE', `Options "${theirs}" and "${ours}" are the same setting: pass one`, TypeError)
+    }
+    if (options[theirs] !== undefined) options[ours] = options[theirs]
+    delete options[theirs]
+  }
+  const extra = {}
+  for (const name of THEIRS) {
+    if (!(name in options)) continue
+    compat = true
+    extra[name] = options[name]
+    delete options[name]
+  }
+  if (rwsShape && second !== undefined && second !== null) {
+    if (options.protocols !== undefined) {
+      throw makeError('ERR_INVALID_ARG_VALUE', 'Subprotocols were given both as an argument and as an option', TypeError)
+    }
+    options.protocols = second
+  }
+  if (!compat) return { options, rws: null }
+
+  for (const [key, value] of RWS_DEFAULT_PAIRS) if (options[key] === undefined) options[key] = value
+  const max = extra.maxEnqueuedMessages
+  if (max !== undefined && (typeof max !== 'number' || !(max >= 0))) {
+    throw makeError('ERR_OUT_OF_RANGE', `The "maxEnqueuedMessages" option must be a number >= 0. Received ${String(max)}`, RangeError)
+  }
+  const ownQueue = options.queue === undefined
+  if (ownQueue) {
+    // Their queue keeps the oldest messages and drops new ones past the limit (we also report them).
+    options.queue = { maxMessages: max === undefined ? Infinity : Math.floor(max), maxBytes: Infinity, overflow: 'reject' }
+  }
+  for (const fn of ['debugLogger', 'shouldReconnectOnClose']) {
+    if (extra[fn] !== undefined && typeof extra[fn] !== 'function') {
+      throw makeError('ERR_INVALID_ARG_TYPE', `The "${fn}" option must be a function`, TypeError)
+    }
+  }
+  const decide = extra.shouldReconnectOnClose
+  if (decide !== undefined && options.shouldReconnect === undefined) {
+    options.shouldReconnect = (info) =>
+      info.kind === 'close' ? decide(new CloseEvent(info.code, info.reason, true, client)) : undefined
+  }
+  return { options, rws: new RwsMode(extra.debug === true, extra.debugLogger ?? console.log, ownQueue) }
+}
+
+/**
+ * The state and behaviour of a client in rws mode. The client calls these at
+ * the points where reconnecting-websocket behaves differently from redial-ws.
+ * `surface` is the client's WHATWG surface (lib/whatwg.js), or null when
+ * nothing listens that way.
+ */
+class RwsMode {
+  /** Whether `debug` logging is on, and where it goes (`debugLogger`). */
+  debug
+  log
+  /** Past `maxEnqueuedMessages`, the new message is dropped (we also report it in a `drop` event). */
+  dropNewest
+  /** No socket yet: `url` is '' and `reconnect()` does nothing. */
+  socketSeen = false
+  /** An error waits for the close event that follows it (their order: close, then error). */
+  pendingError = null
+  /** `reconnect()` fired the close event already. */
+  suppressClose = false
+  /** The readyState their listeners see while a synthetic event is fired. */
+  readyStateOverride = undefined
+
+  constructor(debug, log, dropNewest) {
+    this.debug = debug
+    this.log = log
+    this.dropNewest = dropNewest
+  }
+
+  url(url) {
+    return this.socketSeen ? url : ''
+  }
+
+  /** `reconnect()` right after the constructor: their first connection is still being set up, so nothing happens. */
+  ignoresReconnect(state) {
+    return !this.socketSeen && state === 'connecting'
+  }
+
+  /** `reconnect()` closing a connection: their close event fires at once, with this code and reason. */
+  reconnected(code, reason, client, surface) {
+    this.suppressClose = true
+    if (surface?.wants('close')) this.#fireAs(CLOSING, new CloseEvent(code, reason, true, client), client, surface)
+  }
+
+  /** A close from the native side, after the EventEmitter listeners ran: their WHATWG events. */
+  closed(p, client, surface) {
+    const error = this.pendingError
+    this.pendingError = null
+    if (this.suppressClose) {
+      // reconnect() already fired this close.
+      this.suppressClose = false
+      if (error && surface?.wants('error')) this.#fireAs(CLOSING, new ErrorEvent(error, client), client, surface)
+      return
+    }
+    if (!surface) return
+    if (error) {
+      // reconnecting-websocket closes a failed socket itself: a clean 1000 close, then the error.
+      const timeout = error.code === 'ERR_CONNECT_TIMEOUT'
+      if (surface.wants('close')) this.#fireAs(CLOSING, new CloseEvent(1000, timeout ? 'timeout' : '', true, client), client, surface)
+      if (surface.wants('error')) {
+        const err = Object.assign(new Error(timeout ? 'TIMEOUT' : error.message), { code: error.code })
+        this.#fireAs(CLOSING, new ErrorEvent(err, client), client, surface)
+      }
+      return
+    }
+    if (surface.wants('close')) surface.fire(new CloseEvent(p.code, p.reason, p.wasClean, client), client, rethrowLater)
+  }
+
+  // Fixed arguments rather than a rest array: called on every event.
+  trace(what, a, b) {
+    if (!this.debug) return
+    const args = ['RWS>', what]
+    if (a !== undefined) args.push(a)
+    if (b !== undefined) args.push(b)
+    this.log(...args)
+  }
+
+  #fireAs(readyState, event, client, surface) {
+    this.readyStateOverride = readyState
+    try {
+      surface.fire(event, client, rethrowLater)
+    } finally {
+      this.readyStateOverride = undefined
+    }
+  }
+}
+
+module.exports = { normalizeArgs, RWS_MIN_DELAY }

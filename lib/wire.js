@@ -1,0 +1,134 @@
+'use strict'
+// The wire between the addon and JS: the protocol's numbers, the loop that takes
+// event batches from the native side, and the decoding of their payloads.
+//
+// The numbers (event tags, send() outcomes) are defined once, in src/protocol.rs,
+// and read from the addon here. The client registers one handler per event name
+// (`listen`); an event the addon can report without a handler here, or a handler
+// for an event it does not know, fails at load, so the two sides cannot drift.
+
+const N = require('./native')
+
+const { events: EVENTS, send: SEND } = N.wireProtocol()
+
+/** The send() outcomes lib/client.js tells apart: the addon must report exactly these. */
+const SEND_OUTCOMES = ['sent', 'queued', 'notOpen', 'queueFull', 'dropping', 'corked', 'notConnected']
+
+function checkSendOutcomes(send) {
+  const names = Object.keys(send)
+  if (names.length !== SEND_OUTCOMES.length || !SEND_OUTCOMES.every((n) => Number.isInteger(send[n]))) {
+    throw new Error(`redial-ws: the addon's send() outcomes (${names.join(', ')}) are not the ones lib/ knows (the addon and lib/ are out of step)`)
+  }
+}
+checkSendOutcomes(SEND)
+
+function rethrow(err) {
+  throw err
+}
+
+/** A listener's error surfaces on the next tick as an ordinary uncaught exception; the batch goes on. */
+function rethrowLater(err) {
+  process.nextTick(rethrow, err)
+}
+
+const warned = new Set()
+function warn(p) {
+  // One warning per distinct message (it names the URL): enough to find the leak without flooding stderr.
+  if (warned.has(p.message) || warned.size >= 100) return
+  warned.add(p.message)
+  process.emitWarning(p.message, { type: 'RedialWsWarning', code: p.code })
+}
+
+/** Handlers by tag: `handlers[tag](client, payload)`. */
+let handlers = null
+
+/**
+ * Receives `[client, tag, payload, ...]` from the native side. It closes over
+ * no client, so the native side holding it never keeps a client alive. It
+ * must never throw (that would be a fatal exception).
+ *
+ * A batch is bounded (src/delivery.rs); the next one is taken from a
+ * `setImmediate`, so timers and I/O get a turn between batches, and that
+ * acknowledgement is what frees the batch's messages from each client's read
+ * bound: a client holds a bounded amount for a JS thread that is behind.
+ */
+function dispatch(batch) {
+  if (batch.length === 0) return
+  for (let i = 0; i < batch.length; i += 3) {
+    try {
+      const client = batch[i]
+      if (client === undefined) {
+        if (batch[i + 1] === EVENTS.warning) warn(batch[i + 2])
+      } else {
+        handlers[batch[i + 1]](client, batch[i + 2])
+      }
+    } catch (err) {
+      rethrowLater(err)
+    }
+  }
+  setImmediate(acknowledge)
+}
+
+function acknowledge() {
+  dispatch(N.deliveryAck())
+}
+
+/**
+ * The handlers by tag, from handlers by event name: throws if the addon reports an event
+ * with no handler or a handler names an event the addon does not report.
+ */
+function handlerTable(byName, events = EVENTS) {
+  const table = []
+  for (const [name, tag] of Object.entries(events)) {
+    if (name === 'warning') continue
+    if (typeof byName[name] !== 'function') {
+      throw new Error(`redial-ws: the addon reports "${name}" events and lib/ has no handler for them (the addon and lib/ are out of step)`)
+    }
+    table[tag] = byName[name]
+  }
+  for (const name of Object.keys(byName)) {
+    if (!(name in events) || name === 'warning') throw new Error(`redial-ws: lib/ handles "${name}" events, which the addon does not report to a client`)
+  }
+  return table
+}
+
+/**
+ * Installs the client's event handlers, by event name (`{ open(client, payload) {...}, ... }`),
+ * and starts delivery. Warnings are not addressed to a client and are handled here.
+ */
+function listen(byName) {
+  handlers = handlerTable(byName)
+  N.init(dispatch)
+}
+
+/**
+ * Calls `fn.call(target, text)` for each message of a text run, laid out as
+ * `[count: u32][end: u32 x count][utf-8 bytes]` (src/protocol.rs): one string
+ * per message, made here. A throwing listener does not lose the rest.
+ */
+function forEachText(buf, fn, target) {
+  const count = buf.readUInt32LE(0)
+  let start = 4 * (count + 1)
+  for (let i = 1; i <= count; i++) {
+    const end = buf.readUInt32LE(4 * i)
+    const text = buf.utf8Slice(start, end)
+    start = end
+    try {
+      fn.call(target, text)
+    } catch (err) {
+      rethrowLater(err)
+    }
+  }
+}
+
+/** A binary message as `binaryType` asks: 'nodebuffer', 'arraybuffer' or 'uint8array'. */
+function convertBinary(buf, type) {
+  if (type === 'nodebuffer') return buf
+  if (type === 'uint8array') return new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength)
+  // A Buffer may share a pooled ArrayBuffer: hand out exactly its bytes.
+  return buf.byteOffset === 0 && buf.byteLength === buf.buffer.byteLength
+    ? buf.buffer
+    : buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength)
+}
+
+module.exports = { EVENTS, SEND, checkSendOutcomes, listen, handlerTable, forEachText, convertBinary, rethrowLater }

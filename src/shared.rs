@@ -1,0 +1,187 @@
+//! Per-client state shared by the binding, the driver and the connection: one allocation per
+//! client (`Shared`), the read bound between the socket and JS (`ReadGate`), and what one
+//! connection attempt connects to (`AttemptParams`), fixed or answered by JS providers.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::task::Context;
+
+use futures_util::task::AtomicWaker;
+use tokio::sync::oneshot;
+use url::Url;
+
+use crate::errors::ConnError;
+use crate::outbox::Outbox;
+use crate::stats::Metrics;
+use crate::transport::Proxy;
+
+/// What one attempt connects to: fixed, or supplied per attempt by JS providers.
+#[derive(Clone, Debug)]
+pub struct AttemptParams {
+    pub url: Url,
+    pub headers: Vec<(String, String)>,
+    pub protocols: Vec<String>,
+    pub proxy: Option<Proxy>,
+}
+
+/// A pending request to JS (providers): its id and where the answer goes.
+pub type ProvideSlot = Option<(u64, oneshot::Sender<Result<AttemptParams, ConnError>>)>;
+
+/// State shared between the JS-facing client, its driver and its connection: one
+/// allocation per client.
+pub struct Shared {
+    pub id: u64,
+    pub metrics: Metrics,
+    pub outbox: Mutex<Outbox>,
+    pub provide: Mutex<ProvideSlot>,
+    pub next_request: AtomicU64,
+    pub read_gate: ReadGate,
+}
+
+impl Shared {
+    pub fn new(id: u64) -> Self {
+        Shared {
+            id,
+            metrics: Metrics::default(),
+            outbox: Mutex::new(Outbox::default()),
+            provide: Mutex::new(None),
+            next_request: AtomicU64::new(1),
+            read_gate: ReadGate::default(),
+        }
+    }
+
+    pub fn outbox(&self) -> MutexGuard<'_, Outbox> {
+        self.outbox.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The id of a new request to JS (providers, policy); ids start at 1.
+    pub fn request_id(&self) -> u64 {
+        self.next_request.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// Bytes (payload plus a per-message allowance) read from the socket and not yet delivered to JS.
+pub const INFLIGHT_LIMIT: usize = 4 << 20;
+/// What one message counts for beyond its payload.
+pub const MESSAGE_OVERHEAD: usize = 64;
+
+/// Flow control of the socket's reading. Messages read but not yet handed to JS
+/// are bounded (`INFLIGHT_LIMIT` bytes): past it the driver stops reading, so a
+/// slow JS thread leads to TCP backpressure, not memory growth. JS can also
+/// stop the reading outright (a slow `messages()` consumer).
+#[derive(Default)]
+pub struct ReadGate {
+    paused: AtomicBool,
+    inflight: AtomicUsize,
+    waker: AtomicWaker,
+}
+
+impl ReadGate {
+    pub fn set(&self, paused: bool) {
+        self.paused.store(paused, Ordering::Release);
+        if !paused {
+            self.waker.wake();
+        }
+    }
+
+    /// A message was read and queued for JS.
+    pub fn admit(&self, len: usize) {
+        self.inflight.fetch_add(len + MESSAGE_OVERHEAD, Ordering::AcqRel);
+    }
+
+    /// JS has dispatched messages of `len` bytes in all (`count` messages): reopen the gate when
+    /// it falls under the limit, and tell a connection waiting for JS to catch up (see `has_inflight_waking`).
+    pub fn delivered(&self, len: usize, count: usize) {
+        let n = len + count * MESSAGE_OVERHEAD;
+        let before = self.inflight.fetch_sub(n, Ordering::AcqRel);
+        if (before >= INFLIGHT_LIMIT && before - n < INFLIGHT_LIMIT) || before == n {
+            self.waker.wake();
+        }
+    }
+
+    /// Messages were read that JS has not dispatched yet.
+    pub fn has_inflight(&self) -> bool {
+        self.inflight.load(Ordering::Acquire) > 0
+    }
+
+    /// As `has_inflight`, registering `cx` to be woken when JS has dispatched them all.
+    pub fn has_inflight_waking(&self, cx: &Context<'_>) -> bool {
+        if !self.has_inflight() {
+            return false;
+        }
+        self.waker.register(cx.waker());
+        self.has_inflight()
+    }
+
+    fn open(&self) -> bool {
+        !self.paused.load(Ordering::Acquire) && self.inflight.load(Ordering::Acquire) < INFLIGHT_LIMIT
+    }
+
+    /// Whether reading must wait; registers `cx` to be woken when it may go on.
+    pub fn is_closed(&self, cx: &Context<'_>) -> bool {
+        if self.open() {
+            return false;
+        }
+        self.waker.register(cx.waker());
+        !self.open()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::Arc;
+    use std::task::{Wake, Waker};
+
+    struct Count(AtomicUsize);
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    #[test]
+    fn the_read_gate_closes_at_the_limit_and_reopens_below_it() {
+        let wakes = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(wakes.clone());
+        let cx = Context::from_waker(&waker);
+        let gate = ReadGate::default();
+        assert!(!gate.is_closed(&cx) && !gate.has_inflight());
+        let len = INFLIGHT_LIMIT / 2 - MESSAGE_OVERHEAD;
+        gate.admit(len);
+        assert!(!gate.is_closed(&cx) && gate.has_inflight());
+        gate.admit(len);
+        assert!(gate.is_closed(&cx), "at the limit");
+        gate.delivered(len, 1);
+        assert_eq!(
+            wakes.0.load(Ordering::Relaxed),
+            1,
+            "woken when it falls under the limit"
+        );
+        assert!(!gate.is_closed(&cx));
+        assert!(gate.has_inflight_waking(&cx));
+        gate.delivered(len, 1);
+        assert_eq!(wakes.0.load(Ordering::Relaxed), 2, "woken when everything is delivered");
+        assert!(!gate.has_inflight_waking(&cx));
+    }
+
+    #[test]
+    fn pausing_closes_the_gate_and_resuming_wakes_the_reader() {
+        let wakes = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(wakes.clone());
+        let cx = Context::from_waker(&waker);
+        let gate = ReadGate::default();
+        gate.set(true);
+        assert!(gate.is_closed(&cx));
+        gate.set(false);
+        assert_eq!(wakes.0.load(Ordering::Relaxed), 1);
+        assert!(!gate.is_closed(&cx));
+    }
+
+    #[test]
+    fn request_ids_start_at_one_and_increase() {
+        let shared = Shared::new(7);
+        assert_eq!((shared.request_id(), shared.request_id()), (1, 2));
+    }
+}
