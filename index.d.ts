@@ -25,6 +25,12 @@ export interface ReconnectingWebSocketOptions {
    * Bigger closes with 1009 (`ERR_MESSAGE_TOO_BIG`).
    */
   maxPayload?: number
+  /**
+   * permessage-deflate (RFC 7692), offered on every connection attempt [true]. `false` never offers it;
+   * an object sets its parameters (ws's names). The server decides whether it is used: see `extensions`.
+   * `maxPayload` bounds a message's inflated size.
+   */
+  perMessageDeflate?: boolean | PerMessageDeflateOptions
   /** Do not connect from the constructor; wait for `connect()` [false]. */
   startClosed?: boolean
   /** Interval of RFC 6455 heartbeat pings, ms; 0 disables [30000]. */
@@ -245,10 +251,44 @@ export interface ClientStats {
   tlsConfigs: number
   /** Read and write buffers held by open connections: an idle connection holds none. */
   ioBuffers: number
+  /** zlib streams (permessage-deflate) held by open connections; none while no message needs one. */
+  deflateContexts: number
+}
+
+/** The `perMessageDeflate` option, with ws's names. */
+export interface PerMessageDeflateOptions {
+  /** Messages shorter than this many bytes are sent uncompressed [1024]. */
+  threshold?: number
+  /** Ask to compress each of our messages on its own: no compressor is kept between messages [false]. */
+  clientNoContextTakeover?: boolean
+  /** Ask the server to compress each message on its own: no decompressor is kept between messages [false]. */
+  serverNoContextTakeover?: boolean
+  /** `true` lets the server pick our window (8-15 bits), a number caps it, `false` does not offer the parameter [true]. */
+  clientMaxWindowBits?: boolean | number
+  /** Ask the server to compress with at most this window, 8-15 bits [not offered]. */
+  serverMaxWindowBits?: number | false
+  /** zlib compression level, 0-9 (-1: zlib's default, 6) [6]. */
+  level?: number
+  /** Accepted for ws compatibility (1-9); the Rust backend always uses zlib's default memory level, 8. */
+  memLevel?: number
+  /** ws's form of `level` and `memLevel`. */
+  zlibDeflateOptions?: { level?: number; memLevel?: number }
+  /** Accepted for ws compatibility; nothing to set (the window follows the negotiation). */
+  zlibInflateOptions?: object
+  /** Accepted for ws compatibility; compression runs on the client's own thread, not a pool. */
+  concurrencyLimit?: number
+}
+
+/** What the handshake chose, given with the `open` event. */
+export interface OpenEventInfo {
+  /** The subprotocol the server selected ('' if none). */
+  protocol: string
+  /** The server's `Sec-WebSocket-Extensions` answer ('' if none). */
+  extensions: string
 }
 
 export interface ReconnectingWebSocketEvents {
-  open: []
+  open: [event: OpenEventInfo]
   /** Binary data is a Buffer, an ArrayBuffer or a Uint8Array according to `binaryType`. */
   message: [data: string | Buffer | ArrayBuffer | Uint8Array, isBinary: boolean]
   close: [event: CloseEventInfo]
@@ -321,7 +361,10 @@ export declare class ReconnectingWebSocket extends EventEmitter<ReconnectingWebS
   readonly state: ReconnectingWebSocketState
   /** The subprotocol the server selected ('' if none). */
   readonly protocol: string
-  /** Negotiated extensions: always '' (permessage-deflate is not offered). */
+  /**
+   * The extensions the server accepted: its `Sec-WebSocket-Extensions` answer, e.g.
+   * `'permessage-deflate; client_max_window_bits=15'`, or '' (in rws mode the names only, as ws reports them).
+   */
   readonly extensions: string
   binaryType: BinaryType
   readonly metrics: ClientMetrics

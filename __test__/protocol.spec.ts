@@ -436,10 +436,12 @@ test.serial('frames in the upgrade response packet, trickled byte by byte, fragm
 
 test.serial('the upgrade is refused on a wrong Sec-WebSocket-Accept or an extension we did not offer', async (t) => {
   const cases = [
-    ['Sec-WebSocket-Accept: AAAAAAAAAAAAAAAAAAAAAAAAAAA=\r\n', /Sec-WebSocket-Accept/],
-    ['Sec-WebSocket-Accept: {accept}\r\nSec-WebSocket-Extensions: permessage-deflate\r\n', /extension/],
+    ['Sec-WebSocket-Accept: AAAAAAAAAAAAAAAAAAAAAAAAAAA=\r\n', /Sec-WebSocket-Accept/, true],
+    ['Sec-WebSocket-Accept: {accept}\r\nSec-WebSocket-Extensions: x-webkit-deflate-frame\r\n', /extension we did not offer/, true],
+    // Not offered when the option is off.
+    ['Sec-WebSocket-Accept: {accept}\r\nSec-WebSocket-Extensions: permessage-deflate\r\n', /extension we did not offer/, false],
   ] as const
-  for (const [headers, message] of cases) {
+  for (const [headers, message, perMessageDeflate] of cases) {
     const peer = await rawServer((sock) => {
       let head = ''
       sock.on('data', (chunk) => {
@@ -452,7 +454,7 @@ test.serial('the upgrade is refused on a wrong Sec-WebSocket-Accept or an extens
         )
       })
     })
-    const client = new ReconnectingWebSocket(peer.url, { minDelay: 60_000 })
+    const client = new ReconnectingWebSocket(peer.url, { minDelay: 60_000, perMessageDeflate })
     const r = new Recorder(client)
     const err: RedialError = await r.next('error')
     t.is(err.code as string, 'ERR_HANDSHAKE')

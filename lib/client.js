@@ -71,7 +71,8 @@ class ReconnectingWebSocket extends EventEmitter {
   #minUptime
   /** 'connecting' | 'open' | 'closing' | 'reconnecting' | 'closed', as of the last event (or call) JS has seen. */
   #state = 'closed'
-  #protocol = ''
+  /** What the last handshake chose: the subprotocol, or `{ protocol, extensions }` with an extension. */
+  #chosen = ''
   /** A disconnect() is in progress: events it overtook do not move the state away from 'closing'. */
   #closing = false
   /** The resolver of a pending disconnect() call, an array of them for several, or null. */
@@ -153,12 +154,18 @@ class ReconnectingWebSocket extends EventEmitter {
 
   /** The subprotocol the server selected ('' if none). */
   get protocol() {
-    return this.#protocol
+    const chosen = this.#chosen
+    return typeof chosen === 'string' ? chosen : chosen.protocol
   }
 
-  /** Negotiated extensions: always '' (permessage-deflate is not offered). */
+  /**
+   * The extensions the server accepted, as its `Sec-WebSocket-Extensions` answer says
+   * (e.g. `'permessage-deflate; client_max_window_bits=15'`), or ''.
+   */
   get extensions() {
-    return ''
+    const chosen = this.#chosen
+    const extensions = typeof chosen === 'string' ? '' : chosen.extensions
+    return this.#rws ? this.#rws.extensions(extensions) : extensions
   }
 
   get metrics() {
@@ -418,13 +425,15 @@ class ReconnectingWebSocket extends EventEmitter {
     this.#trace('connect', this.retryCount)
   }
 
-  #onOpen(protocol) {
-    this.#protocol = protocol
+  /** `chosen`: the subprotocol, or `{ protocol, extensions }` when an extension was accepted. */
+  #onOpen(chosen) {
+    this.#chosen = chosen
     this.#openedAt = performance.now()
     if (!this.#closing) this.#state = 'open'
     this.#trace('open')
-    if (channels.open.hasSubscribers) channels.open.publish({ client: this, protocol })
-    this.emit('open')
+    const info = typeof chosen === 'string' ? { protocol: chosen, extensions: '' } : chosen
+    if (channels.open.hasSubscribers) channels.open.publish({ client: this, ...info })
+    this.emit('open', info)
     if (this.#wants('open')) this.#fire(new Event('open', this))
   }
 
@@ -538,7 +547,7 @@ class ReconnectingWebSocket extends EventEmitter {
       textBatch: (c, buf) => wire.forEachText(buf, c.#onText, c),
       binary: (c, buf) => c.#onMessage(convertBinary(buf, c.#binaryType), true),
       connecting: (c, attempt) => c.#onConnecting(attempt),
-      open: (c, protocol) => c.#onOpen(protocol),
+      open: (c, chosen) => c.#onOpen(chosen),
       error: (c, p) => c.#onError(p),
       close: (c, p) => c.#onClose(p),
       reconnecting: (c, p) => c.#onReconnecting(p),

@@ -30,6 +30,7 @@ const DEFAULTS = Object.freeze({
   origin: undefined,
   binaryType: 'nodebuffer',
   signal: undefined,
+  perMessageDeflate: true,
 })
 
 const BINARY_TYPES = ['nodebuffer', 'arraybuffer', 'uint8array']
@@ -156,10 +157,88 @@ function parseOptions(options, rws = false) {
     tlsRejectUnauthorized: tls.rejectUnauthorized,
     tlsServername: tls.servername,
     proxy: undefined,
+    perMessageDeflate: parseDeflate(options.perMessageDeflate),
   }
   // A longer text message cannot become a string: it ends the connection with 1009 (as any over maxPayload).
   native.maxTextPayload = Math.min(native.maxPayload, MAX_STRING_LENGTH)
   return { native, startClosed, shouldReconnect, headers, protocols, proxy, origin: options.origin, binaryType, signal }
+}
+
+// permessage-deflate (RFC 7692) with ws's client option names. What the native side gets is
+// shared and frozen for the default, so a fleet of clients makes no object per client for it.
+const DEFLATE_KEYS = [
+  'threshold',
+  'clientNoContextTakeover',
+  'serverNoContextTakeover',
+  'clientMaxWindowBits',
+  'serverMaxWindowBits',
+  'level',
+  'memLevel',
+  'zlibDeflateOptions',
+  'zlibInflateOptions',
+  'concurrencyLimit',
+]
+const DEFLATE_DEFAULT = Object.freeze({
+  threshold: 1024,
+  clientNoContextTakeover: false,
+  serverNoContextTakeover: false,
+  offerClientMaxWindowBits: true,
+  clientMaxWindowBits: undefined,
+  serverMaxWindowBits: undefined,
+  level: 6,
+})
+
+/** `perMessageDeflate`: `true` (the default), `false`, or ws's object form. */
+function parseDeflate(v) {
+  if (v === undefined || v === true) return DEFLATE_DEFAULT
+  if (v === false) return undefined
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw typeError('perMessageDeflate', 'a boolean or an object', v)
+  for (const key of Object.keys(v)) {
+    if (!DEFLATE_KEYS.includes(key)) {
+      throw makeError('ERR_UNKNOWN_OPTION', `Unknown perMessageDeflate option "${key}" (known: ${DEFLATE_KEYS.join(', ')})`, TypeError)
+    }
+  }
+  const name = (key) => `perMessageDeflate.${key}`
+  const int = (obj, key, min, max, fallback, label = name(key)) => {
+    const x = obj[key]
+    if (x === undefined) return fallback
+    if (typeof x !== 'number') throw typeError(label, 'a number', x)
+    if (!Number.isInteger(x) || x < min || x > max) throw rangeError(label, `an integer >= ${min} and <= ${max}`, x)
+    return x
+  }
+  const bool = (key) => {
+    const x = v[key]
+    if (x === undefined) return false
+    if (typeof x !== 'boolean') throw typeError(name(key), 'a boolean', x)
+    return x
+  }
+  const zlib = (key) => {
+    const x = v[key]
+    if (x === undefined) return {}
+    if (typeof x !== 'object' || x === null || Array.isArray(x)) throw typeError(name(key), 'an object', x)
+    return x
+  }
+  const deflateOptions = zlib('zlibDeflateOptions')
+  zlib('zlibInflateOptions')
+  int(v, 'concurrencyLimit', 1, Infinity, 10)
+  // zlib's "default level" (-1) is 6.
+  let level = int(deflateOptions, 'level', -1, 9, 6, 'perMessageDeflate.zlibDeflateOptions.level')
+  level = int(v, 'level', -1, 9, level)
+  int(deflateOptions, 'memLevel', 1, 9, 8, 'perMessageDeflate.zlibDeflateOptions.memLevel')
+  int(v, 'memLevel', 1, 9, 8)
+  const clientBits = v.clientMaxWindowBits
+  if (clientBits !== undefined && typeof clientBits !== 'boolean') int(v, 'clientMaxWindowBits', 8, 15)
+  const serverBits = v.serverMaxWindowBits
+  if (serverBits !== undefined && serverBits !== false) int(v, 'serverMaxWindowBits', 8, 15)
+  return {
+    threshold: int(v, 'threshold', 0, Number.MAX_SAFE_INTEGER, 1024),
+    clientNoContextTakeover: bool('clientNoContextTakeover'),
+    serverNoContextTakeover: bool('serverNoContextTakeover'),
+    offerClientMaxWindowBits: clientBits !== false,
+    clientMaxWindowBits: typeof clientBits === 'number' ? clientBits : undefined,
+    serverMaxWindowBits: typeof serverBits === 'number' ? serverBits : undefined,
+    level: level === -1 ? 6 : level,
+  }
 }
 
 function checkBinaryType(v) {

@@ -141,6 +141,11 @@ class RwsMode {
     return this.socketSeen ? url : ''
   }
 
+  /** As ws reports them under reconnecting-websocket: the extensions' names only. */
+  extensions(answer) {
+    return answer === '' ? '' : answer.split(',').map((e) => e.split(';')[0].trim()).join()
+  }
+
   /** `reconnect()` right after the constructor: their first connection is still being set up, so nothing happens. */
   ignoresReconnect(state) {
     return !this.socketSeen && state === 'connecting'

@@ -20,6 +20,7 @@ use tungstenite::{Bytes, Message};
 
 use crate::backoff::{Backoff, Jitter};
 use crate::connection::ConnConfig;
+use crate::deflate::DeflateConfig;
 use crate::delivery;
 use crate::driver::{self, Command, Driver, DriverConfig};
 use crate::errors::{ConnError, ERR_PROVIDER};
@@ -190,10 +191,21 @@ impl NativeClient {
                 limits: Limits {
                     max_payload: options.max_payload.clamp(1.0, usize::MAX as f64) as usize,
                     max_text: options.max_text_payload.clamp(1.0, usize::MAX as f64) as usize,
+                    deflate: false,
                 },
                 ping_interval: Duration::from_millis(ms(options.ping_interval)),
                 pong_timeout: Duration::from_millis(ms(options.pong_timeout)),
                 close_timeout: Duration::from_millis(ms(options.close_timeout)),
+                deflate: options.per_message_deflate.as_ref().map(|d| DeflateConfig {
+                    threshold: d.threshold.clamp(0.0, usize::MAX as f64) as usize,
+                    client_no_context_takeover: d.client_no_context_takeover,
+                    server_no_context_takeover: d.server_no_context_takeover,
+                    client_max_window_bits: d
+                        .offer_client_max_window_bits
+                        .then(|| d.client_max_window_bits.map(|b| b.clamp(8, 15) as u8)),
+                    server_max_window_bits: d.server_max_window_bits.map(|b| b.clamp(8, 15) as u8),
+                    level: d.level.min(9),
+                }),
                 tls: TlsOptions {
                     ca: options.tls_ca,
                     reject_unauthorized: options.tls_reject_unauthorized,

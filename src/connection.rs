@@ -24,6 +24,7 @@ use tungstenite::handshake::client::{generate_request, Response};
 use tungstenite::handshake::machine::TryParse;
 use tungstenite::Message;
 
+use crate::deflate::{self, Compressor, Decompressor, DeflateConfig, InflateError, Negotiated};
 use crate::errors::{self, ConnError};
 use crate::events::JsEvent;
 use crate::frame::{self, Decoder, Incoming, WireError};
@@ -41,6 +42,8 @@ pub struct ConnConfig {
     pub ping_interval: Duration,
     pub pong_timeout: Duration,
     pub close_timeout: Duration,
+    /// permessage-deflate as offered (`None`: not offered).
+    pub deflate: Option<DeflateConfig>,
     pub tls: TlsOptions,
     /// Built on the first `wss:` attempt, then shared by every later one.
     pub tls_config: Arc<std::sync::OnceLock<Result<Arc<rustls::ClientConfig>, String>>>,
@@ -58,6 +61,8 @@ pub struct Opened {
     /// Bytes that followed the upgrade response in the same read: the first frames.
     pub leftover: BytesMut,
     pub protocol: Option<String>,
+    /// permessage-deflate as the server accepted it, and its answer as sent (`extensions`).
+    pub deflate: Option<(Negotiated, String)>,
 }
 
 /// A connection attempt in flight. Dropping it drops whatever part of the
@@ -104,7 +109,7 @@ impl Future for Attempt {
 
 async fn connect(cfg: &ConnConfig, params: &AttemptParams) -> Result<Opened, ConnError> {
     let transport = transport::open(&params.url, params.proxy.as_ref(), &cfg.tls_config, &cfg.tls).await?;
-    handshake(transport, params).await
+    handshake(transport, params, cfg.deflate.as_ref()).await
 }
 
 /// The largest upgrade response head we read.
@@ -112,9 +117,13 @@ const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 
 /// The HTTP upgrade (RFC 6455 §4.1): tungstenite writes the request and parses the response;
 /// the checks are ours because tungstenite keeps them private to its own stream type.
-async fn handshake(mut transport: Transport, params: &AttemptParams) -> Result<Opened, ConnError> {
+async fn handshake(
+    mut transport: Transport,
+    params: &AttemptParams,
+    deflate: Option<&DeflateConfig>,
+) -> Result<Opened, ConnError> {
     let invalid = |e: &dyn std::fmt::Display| ConnError::new(errors::ERR_HANDSHAKE, e.to_string());
-    let (request, key) = generate_request(build_request(params)?).map_err(|e| invalid(&e))?;
+    let (request, key) = generate_request(build_request(params, deflate)?).map_err(|e| invalid(&e))?;
     let io_err = |e: std::io::Error| ConnError::new(errors::ERR_CONNECT, e.to_string());
     transport.write_all(&request).await.map_err(io_err)?;
     transport.flush().await.map_err(io_err)?;
@@ -134,16 +143,25 @@ async fn handshake(mut transport: Transport, params: &AttemptParams) -> Result<O
             return Err(invalid(&"the upgrade response head is too large"));
         }
     };
-    let protocol = verify_response(&response, &key, &params.protocols)?;
+    let (protocol, deflate) = verify_response(&response, &key, &params.protocols, deflate)?;
     Ok(Opened {
         transport,
         leftover: buf,
         protocol,
+        deflate,
     })
 }
 
-/// RFC 6455 §4.1's checks of the server's answer; returns the chosen subprotocol.
-fn verify_response(response: &Response, key: &str, protocols: &[String]) -> Result<Option<String>, ConnError> {
+/// What the server chose: a subprotocol, and permessage-deflate with its answer.
+type Chosen = (Option<String>, Option<(Negotiated, String)>);
+
+/// RFC 6455 §4.1's checks of the server's answer, and RFC 7692's of its extensions.
+fn verify_response(
+    response: &Response,
+    key: &str,
+    protocols: &[String],
+    deflate: Option<&DeflateConfig>,
+) -> Result<Chosen, ConnError> {
     if response.status() != 101 {
         return Err(rejected(response));
     }
@@ -162,9 +180,19 @@ fn verify_response(response: &Response, key: &str, protocols: &[String]) -> Resu
     if header("sec-websocket-accept") != Some(tungstenite::handshake::derive_accept_key(key.as_bytes()).as_str()) {
         return fail("the server's Sec-WebSocket-Accept does not match our key".into());
     }
-    if let Some(ext) = header("sec-websocket-extensions").filter(|e| !e.trim().is_empty()) {
-        return fail(format!("the server chose an extension we did not offer: {ext}"));
+    let mut extensions = Vec::new();
+    for value in headers.get_all("sec-websocket-extensions") {
+        match value.to_str() {
+            Ok(v) if !v.trim().is_empty() => extensions.push(v.trim()),
+            Ok(_) => {}
+            Err(_) => return fail("the server's Sec-WebSocket-Extensions is not text".into()),
+        }
     }
+    let answer = extensions.join(", ");
+    let negotiated = match deflate::negotiate(deflate, &answer) {
+        Ok(n) => n.map(|n| (n, answer)),
+        Err(why) => return fail(why),
+    };
     let protocol = header("sec-websocket-protocol").map(str::to_owned);
     match (&protocol, protocols.is_empty()) {
         (None, false) => fail("the server chose none of our subprotocols".into()),
@@ -172,11 +200,14 @@ fn verify_response(response: &Response, key: &str, protocols: &[String]) -> Resu
         (Some(p), false) if !protocols.contains(p) => {
             fail(format!("the server chose a subprotocol we did not offer: {p}"))
         }
-        _ => Ok(protocol),
+        _ => Ok((protocol, negotiated)),
     }
 }
 
-fn build_request(params: &AttemptParams) -> Result<tungstenite::handshake::client::Request, ConnError> {
+fn build_request(
+    params: &AttemptParams,
+    deflate: Option<&DeflateConfig>,
+) -> Result<tungstenite::handshake::client::Request, ConnError> {
     let invalid = |e: &dyn std::fmt::Display| ConnError::new(errors::ERR_HANDSHAKE, e.to_string());
     let mut request = params.url.as_str().into_client_request().map_err(|e| invalid(&e))?;
     let headers = request.headers_mut();
@@ -188,6 +219,10 @@ fn build_request(params: &AttemptParams) -> Result<tungstenite::handshake::clien
     if !params.protocols.is_empty() {
         let value = tungstenite::http::HeaderValue::from_str(&params.protocols.join(", ")).map_err(|e| invalid(&e))?;
         headers.insert("sec-websocket-protocol", value);
+    }
+    if let Some(d) = deflate {
+        let value = tungstenite::http::HeaderValue::from_str(&d.offer()).map_err(|e| invalid(&e))?;
+        headers.insert("sec-websocket-extensions", value);
     }
     Ok(request)
 }
@@ -280,6 +315,8 @@ pub struct OpenConn {
     held: Option<Box<Held>>,
     /// Boxed, like the close state: the connection lives inline in its client's task.
     heartbeat: Option<Box<Heartbeat>>,
+    /// With permessage-deflate: inflates what the server compressed.
+    inflater: Option<Box<Decompressor>>,
     /// The client's metrics and read gate.
     shared: Arc<Shared>,
     /// Counts the decoder's memory in `ioBuffers` while it holds any.
@@ -403,7 +440,11 @@ fn ended(code: u16, reason: String, was_clean: bool, error: Option<ConnError>) -
 
 impl OpenConn {
     pub fn new(opened: Opened, shared: Arc<Shared>, cfg: &ConnConfig) -> (Self, Sending) {
-        let out_rx = Arc::new(SendQueue::default());
+        let negotiated = opened.deflate.as_ref().map(|(n, _)| *n);
+        let compressor = negotiated
+            .zip(cfg.deflate.as_ref())
+            .map(|(n, d)| Compressor::new(d, &n));
+        let out_rx = Arc::new(SendQueue::new(compressor));
         let tx = out_rx.clone();
         let heartbeat = (!cfg.ping_interval.is_zero()).then(|| {
             Box::new(Heartbeat {
@@ -432,6 +473,7 @@ impl OpenConn {
             peer_close: None,
             held: None,
             heartbeat,
+            inflater: negotiated.map(|n| Box::new(Decompressor::new(&n))),
             shared,
             read_buffer: None,
             _gauge: Gauge::new(&GLOBAL.open_connections),
@@ -458,6 +500,29 @@ impl OpenConn {
         }
         unsent.retain(|m| data_len(m).is_some());
         unsent
+    }
+
+    /// A compressed message, inflated within the limits (`maxPayload`, and for text the longest
+    /// JS string), and for text checked as UTF-8.
+    fn inflate(&mut self, text: bool, data: &[u8], limits: &frame::Limits) -> Result<Incoming, WireError> {
+        let inflater = self.inflater.as_mut().expect("RSV1 is accepted only with deflate");
+        let max = if text {
+            limits.max_text.min(limits.max_payload)
+        } else {
+            limits.max_payload
+        };
+        let bytes = inflater.inflate(data, max).map_err(|e| match e {
+            InflateError::TooBig => WireError::InflatesTooBig { max },
+            InflateError::Corrupt(why) => WireError::Protocol(format!("invalid compressed data ({why})")),
+        })?;
+        let bytes = Bytes::from(bytes);
+        if text {
+            tungstenite::Utf8Bytes::try_from(bytes)
+                .map(Incoming::Text)
+                .map_err(|_| WireError::Utf8("a text message"))
+        } else {
+            Ok(Incoming::Binary(bytes))
+        }
     }
 
     /// Framed bytes waiting for the socket, created on first use.
@@ -510,7 +575,11 @@ impl OpenConn {
                     Poll::Pending
                 };
             }
-            match self.decoder.poll_next(cx, &mut self.transport, &cfg.limits) {
+            let limits = frame::Limits {
+                deflate: self.inflater.is_some(),
+                ..cfg.limits
+            };
+            match self.decoder.poll_next(cx, &mut self.transport, &limits) {
                 Poll::Ready(Ok(frame)) => {
                     // Any frame proves the peer alive.
                     if let Some(hb) = self.heartbeat.as_mut() {
@@ -520,6 +589,16 @@ impl OpenConn {
                         // Nothing follows a close frame (RFC 6455 §5.5.1).
                         continue;
                     }
+                    let frame = match frame {
+                        Incoming::Compressed { text, data } => match self.inflate(text, &data, &limits) {
+                            Ok(message) => message,
+                            Err(e) => {
+                                self.hold(HeldEnd::Failed(e), cfg);
+                                break;
+                            }
+                        },
+                        frame => frame,
+                    };
                     let gate = &self.shared.read_gate;
                     match frame {
                         Incoming::Text(t) => {
@@ -559,6 +638,7 @@ impl OpenConn {
                                 break;
                             }
                         }
+                        Incoming::Compressed { .. } => unreachable!("inflated above"),
                     }
                     n += 1;
                     if n >= MAX_BATCH {
@@ -733,8 +813,8 @@ impl OpenConn {
                     Poll::Ready(Some(m)) => {
                         let out = self.out.get_or_insert_with(Box::default);
                         match &m {
-                            Message::Text(t) => frame::encode(frame::OPCODE_TEXT, t.as_bytes(), &mut out.wbuf),
-                            Message::Binary(b) => frame::encode(frame::OPCODE_BINARY, b, &mut out.wbuf),
+                            Message::Text(t) => self.out_rx.encode(frame::OPCODE_TEXT, t.as_bytes(), &mut out.wbuf),
+                            Message::Binary(b) => self.out_rx.encode(frame::OPCODE_BINARY, b, &mut out.wbuf),
                             Message::Ping(p) => frame::encode(frame::OPCODE_PING, p, &mut out.wbuf),
                             Message::Pong(p) => frame::encode(frame::OPCODE_PONG, p, &mut out.wbuf),
                             Message::Close(_) | Message::Frame(_) => {}

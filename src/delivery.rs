@@ -535,7 +535,19 @@ fn event_to_js(env: &Env, event: JsEvent) -> Result<(u32, Value)> {
         JsEvent::Connecting { attempt } => (tag::CONNECTING, napi_raw::to_js(raw, attempt)?),
         // Payloads of the events every connection has are plain values where one will do: a
         // fleet connecting or churning makes no garbage object per event.
-        JsEvent::Open { protocol } => (tag::OPEN, napi_raw::to_js(raw, protocol.unwrap_or_default())?),
+        JsEvent::Open {
+            protocol,
+            extensions: None,
+        } => (tag::OPEN, napi_raw::to_js(raw, protocol.unwrap_or_default())?),
+        JsEvent::Open {
+            protocol,
+            extensions: Some(extensions),
+        } => {
+            let mut o = Obj::new(raw)?;
+            o.set(c"protocol", protocol.unwrap_or_default())?;
+            o.set(c"extensions", extensions)?;
+            (tag::OPEN, o.value)
+        }
         JsEvent::Error(e) => (tag::ERROR, error_obj(raw, &e)?),
         JsEvent::Close {
             code,

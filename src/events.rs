@@ -12,6 +12,8 @@ pub enum JsEvent {
     },
     Open {
         protocol: Option<String>,
+        /// The server's `Sec-WebSocket-Extensions` answer, when it accepted one.
+        extensions: Option<String>,
     },
     Text(Utf8Bytes),
     Binary(Bytes),
@@ -129,7 +131,10 @@ mod tests {
         }
         let other = [
             JsEvent::Connecting { attempt: 1 },
-            JsEvent::Open { protocol: None },
+            JsEvent::Open {
+                protocol: None,
+                extensions: None,
+            },
             JsEvent::Error(ConnError::new(errors::ERR_CONNECT, "x")),
             JsEvent::DisconnectDone { discarded: 3 },
             JsEvent::Idle { gen: 1, discarded: 0 },

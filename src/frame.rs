@@ -28,6 +28,12 @@ pub enum Incoming {
     Pong(Bytes),
     /// `None`: the close frame had no status code (1005).
     Close(Option<(u16, String)>),
+    /// A message compressed with permessage-deflate (RSV1 on its first frame): the caller
+    /// inflates it (`src/deflate.rs`) and, for text, checks its UTF-8.
+    Compressed {
+        text: bool,
+        data: Bytes,
+    },
 }
 
 /// Why reading stopped.
@@ -43,6 +49,10 @@ pub enum WireError {
     /// Over `maxPayload`: 1009.
     TooBig {
         size: u64,
+        max: usize,
+    },
+    /// A compressed message inflates to more than `maxPayload`: 1009 (inflating stopped there).
+    InflatesTooBig {
         max: usize,
     },
 }
@@ -65,6 +75,13 @@ impl WireError {
                 ConnError::new(
                     errors::ERR_MESSAGE_TOO_BIG,
                     format!("a message of {size} bytes exceeds maxPayload ({max})"),
+                ),
+                1009,
+            ),
+            WireError::InflatesTooBig { max } => (
+                ConnError::new(
+                    errors::ERR_MESSAGE_TOO_BIG,
+                    format!("a compressed message inflates to more than maxPayload ({max} bytes)"),
                 ),
                 1009,
             ),
@@ -98,6 +115,8 @@ const MAX_HEADER: usize = 10;
 #[derive(Clone, Copy, Debug)]
 struct Header {
     fin: bool,
+    /// RSV1: the message is compressed (permessage-deflate).
+    rsv1: bool,
     opcode: u8,
     len: usize,
 }
@@ -105,8 +124,8 @@ struct Header {
 /// Parses a server frame header: `None` until `b` holds all of it.
 fn parse_header(b: &[u8]) -> Result<Option<(Header, usize)>, WireError> {
     let [b0, b1, ..] = *b else { return Ok(None) };
-    if b0 & 0x70 != 0 {
-        return Err(protocol("a reserved bit is set and no extension was negotiated"));
+    if b0 & 0x30 != 0 {
+        return Err(protocol("RSV2 or RSV3 is set and no extension defines them"));
     }
     let opcode = b0 & 0x0f;
     if !matches!(
@@ -138,6 +157,7 @@ fn parse_header(b: &[u8]) -> Result<Option<(Header, usize)>, WireError> {
     })?;
     let header = Header {
         fin: b0 & 0x80 != 0,
+        rsv1: b0 & 0x40 != 0,
         opcode,
         len,
     };
@@ -152,6 +172,7 @@ fn valid_close_code(code: u16) -> bool {
 /// A fragmented message being put together.
 struct Partial {
     text: bool,
+    compressed: bool,
     data: Vec<u8>,
 }
 
@@ -230,6 +251,8 @@ pub struct Limits {
     pub max_payload: usize,
     /// Text messages over this cannot become a JS string (at most `max_payload`).
     pub max_text: usize,
+    /// permessage-deflate was negotiated: RSV1 marks a compressed message.
+    pub deflate: bool,
 }
 
 impl Decoder {
@@ -378,9 +401,14 @@ impl Decoder {
         }
     }
 
-    /// Whether frame `h` carries text (a text frame, or a continuation of a text message).
+    /// Whether frame `h` carries text as it is on the wire (a text frame, or a continuation of a
+    /// text message): compressed text is checked once inflated.
     fn is_text(&self, h: &Header) -> bool {
-        h.opcode == OP_TEXT || (h.opcode == OP_CONTINUATION && self.partial.as_ref().is_some_and(|p| p.text))
+        match h.opcode {
+            OP_TEXT => !h.rsv1,
+            OP_CONTINUATION => self.partial.as_ref().is_some_and(|p| p.text && !p.compressed),
+            _ => false,
+        }
     }
 
     /// Validates the part of a text frame's payload that has arrived so far (RFC 6455 §8.1:
@@ -406,6 +434,17 @@ impl Decoder {
 
     /// Rules a header must meet before its payload is read.
     fn check(&self, h: &Header, limits: &Limits) -> Result<(), WireError> {
+        if h.rsv1 {
+            if !limits.deflate {
+                return Err(protocol("RSV1 is set and no extension was negotiated"));
+            }
+            if h.opcode >= OP_CLOSE {
+                return Err(protocol("RSV1 on a control frame"));
+            }
+            if h.opcode == OP_CONTINUATION {
+                return Err(protocol("RSV1 on a continuation frame"));
+            }
+        }
         if h.opcode >= OP_CLOSE {
             if !h.fin {
                 return Err(protocol("a fragmented control frame"));
@@ -451,8 +490,10 @@ impl Decoder {
                 }
             }
         }
-        let message = |text: bool, data: Bytes| -> Result<Incoming, WireError> {
-            if text {
+        let message = |text: bool, compressed: bool, data: Bytes| -> Result<Incoming, WireError> {
+            if compressed {
+                Ok(Incoming::Compressed { text, data })
+            } else if text {
                 Utf8Bytes::try_from(data)
                     .map(Incoming::Text)
                     .map_err(|_| WireError::Utf8("a text message"))
@@ -461,10 +502,11 @@ impl Decoder {
             }
         };
         Ok(Some(match h.opcode {
-            OP_TEXT | OP_BINARY if h.fin => message(h.opcode == OP_TEXT, payload)?,
+            OP_TEXT | OP_BINARY if h.fin => message(h.opcode == OP_TEXT, h.rsv1, payload)?,
             OP_TEXT | OP_BINARY => {
                 self.partial = Some(Box::new(Partial {
                     text: h.opcode == OP_TEXT,
+                    compressed: h.rsv1,
                     data: payload.into(),
                 }));
                 return Ok(None);
@@ -476,7 +518,7 @@ impl Decoder {
                     return Ok(None);
                 }
                 let p = self.partial.take().expect("partial message");
-                message(p.text, Bytes::from(p.data))?
+                message(p.text, p.compressed, Bytes::from(p.data))?
             }
             OP_PING => Incoming::Ping(payload),
             OP_PONG => Incoming::Pong(payload),
@@ -541,8 +583,13 @@ fn hashed_mask() -> [u8; 4] {
 
 /// Encodes a masked client frame (RFC 6455 §5.2).
 pub fn encode(opcode: u8, payload: &[u8], out: &mut Vec<u8>) {
+    encode_frame(opcode, false, payload, out);
+}
+
+/// Encodes a masked client frame; `rsv1` marks a compressed message (permessage-deflate).
+pub fn encode_frame(opcode: u8, rsv1: bool, payload: &[u8], out: &mut Vec<u8>) {
     out.reserve(payload.len() + 14);
-    out.push(0x80 | opcode);
+    out.push(0x80 | if rsv1 { 0x40 } else { 0 } | opcode);
     let len = payload.len();
     if len < 126 {
         out.push(0x80 | len as u8);
@@ -585,6 +632,7 @@ impl Limits {
         Limits {
             max_payload: max,
             max_text: max,
+            deflate: false,
         }
     }
 }
@@ -782,6 +830,7 @@ mod tests {
             let lim = Limits {
                 max_payload: 1000,
                 max_text: 10,
+                deflate: false,
             };
             let mut d = Decoder::new(BytesMut::new());
             let mut cx = Context::from_waker(std::task::Waker::noop());

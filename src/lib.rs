@@ -22,6 +22,7 @@
 pub mod backoff;
 pub mod client;
 pub mod connection;
+pub mod deflate;
 pub mod delivery;
 pub mod driver;
 pub mod errors;
@@ -76,6 +77,10 @@ pub struct ClientStats {
     pub tls_configs: f64,
     /// Read and write buffers held by open connections: an idle connection holds none.
     pub io_buffers: f64,
+    /// zlib streams (permessage-deflate) held by open connections: created by the first
+    /// message that needs one, dropped with the connection (or after each message without
+    /// context takeover).
+    pub deflate_contexts: f64,
 }
 
 #[napi]
@@ -91,6 +96,7 @@ pub fn client_stats() -> ClientStats {
         heartbeats: g.heartbeats.load(Relaxed) as f64,
         tls_configs: transport::live_tls_configs() as f64,
         io_buffers: g.io_buffers.load(Relaxed) as f64,
+        deflate_contexts: g.deflate_contexts.load(Relaxed) as f64,
     }
 }
 

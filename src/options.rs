@@ -42,4 +42,21 @@ pub struct NativeOptions {
     pub tls_servername: Option<String>,
     /// `http://[user:pass@]host:port` of a CONNECT proxy (already resolved from the environment).
     pub proxy: Option<String>,
+    /// permessage-deflate to offer, or none.
+    pub per_message_deflate: Option<NativeDeflate>,
+}
+
+/// The `perMessageDeflate` option, validated (RFC 7692 parameters).
+#[napi(object)]
+#[derive(Debug)]
+pub struct NativeDeflate {
+    pub threshold: f64,
+    pub client_no_context_takeover: bool,
+    pub server_no_context_takeover: bool,
+    /// Offer `client_max_window_bits` (with `client_max_window_bits` as its value, if any).
+    pub offer_client_max_window_bits: bool,
+    pub client_max_window_bits: Option<u32>,
+    pub server_max_window_bits: Option<u32>,
+    /// zlib level, 0-9.
+    pub level: u32,
 }

@@ -10,19 +10,69 @@ use std::sync::Arc;
 
 use tungstenite::Message;
 
+use crate::deflate::Compressor;
 use crate::frame;
 use crate::queue::Queue;
 use crate::stats::{self, Metrics};
 use crate::transport::Writer;
 
-/// A connection's outgoing messages and how many of them the socket has not wholly taken yet
-/// (one allocation per connection, shared by `send()` and the driver).
+/// A connection's outgoing messages, how many of them the socket has not wholly taken yet, and
+/// how they are framed (one allocation per connection, shared by `send()` and the driver).
 #[derive(Default)]
 pub struct SendQueue {
     pub messages: Queue<Message>,
     /// Messages handed to `messages` and not yet wholly written: the fast path may only write
     /// when this is zero, so that nothing overtakes what was sent before.
     pub in_channel: AtomicUsize,
+    /// With permessage-deflate: the connection's one compressor, used by both send paths (the
+    /// fast path only writes when the driver has nothing in hand, so messages are compressed in
+    /// the order they are sent, as context takeover needs).
+    compressor: Option<Box<std::sync::Mutex<Compressor>>>,
+}
+
+impl SendQueue {
+    pub fn new(compressor: Option<Compressor>) -> Self {
+        SendQueue {
+            compressor: compressor.map(|c| Box::new(std::sync::Mutex::new(c))),
+            ..SendQueue::default()
+        }
+    }
+
+    /// Whether a message of `len` bytes would be compressed.
+    fn compresses(&self, len: usize) -> bool {
+        self.compressor
+            .as_ref()
+            .is_some_and(|c| c.lock().unwrap_or_else(|p| p.into_inner()).wants(len))
+    }
+
+    /// Frames a data message as this connection sends it: compressed (RSV1) when permessage-deflate
+    /// was negotiated and the message reaches the threshold. The one encoder of both send paths.
+    pub fn encode(&self, opcode: u8, payload: &[u8], out: &mut Vec<u8>) {
+        if let Some(c) = &self.compressor {
+            let mut c = c.lock().unwrap_or_else(|p| p.into_inner());
+            if c.wants(payload.len()) {
+                COMPRESSED.with(|z| {
+                    let mut z = z.borrow_mut();
+                    z.clear();
+                    c.compress(payload, &mut z);
+                    frame::encode_frame(opcode, true, &z, out);
+                    if z.capacity() > SCRATCH_KEEP {
+                        *z = Vec::new();
+                    }
+                });
+                return;
+            }
+        }
+        frame::encode(opcode, payload, out);
+    }
+}
+
+/// Compressed payloads are built here before they are framed (one buffer per thread, not one
+/// allocation per message); a buffer grown past this by a large message is not kept.
+const SCRATCH_KEEP: usize = 64 * 1024;
+
+thread_local! {
+    static COMPRESSED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Bytes `send()` accounts in `bufferedAmount`: the payload of data messages.
@@ -37,14 +87,18 @@ pub fn data_len(msg: &Message) -> Option<usize> {
 /// The send fast path: frame the message here, on the JS thread, and cork it for one write
 /// at the end of this turn, without waking the driver. `Some(first)`: corked (`first`: schedule
 /// the uncork); `None`: the socket is backed up, use the driver.
-fn write_now(writer: &Writer, msg: &Message, metrics: &Metrics) -> Option<bool> {
+fn write_now(writer: &Writer, tx: &SendQueue, msg: &Message, metrics: &Metrics) -> Option<bool> {
     let (opcode, payload) = match msg {
         Message::Text(t) => (frame::OPCODE_TEXT, t.as_bytes()),
         Message::Binary(b) => (frame::OPCODE_BINARY, b.as_ref()),
         _ => return None,
     };
+    if payload.len() > COMPRESS_FAST_PATH_MAX && tx.compresses(payload.len()) {
+        // Compressing a larger message would hold the JS thread: the driver does it.
+        return None;
+    }
     let mut framed = Vec::with_capacity(payload.len() + 14);
-    frame::encode(opcode, payload, &mut framed);
+    tx.encode(opcode, payload, &mut framed);
     let first = writer.cork_frame(&framed)?;
     stats::inc(&metrics.messages_sent);
     stats::add(&metrics.bytes_sent, payload.len() as u64);
@@ -75,8 +129,11 @@ pub enum SendOutcome {
     QueueFull,
 }
 
-/// Messages up to this size may be written straight from the JS thread.
+/// Messages up to this size may be written straight from the JS thread...
 const FAST_PATH_MAX: usize = 16 * 1024;
+/// ...and compressed there up to this size: compressing costs more per byte than framing, so
+/// larger messages are compressed on the driver's thread.
+const COMPRESS_FAST_PATH_MAX: usize = 4 * 1024;
 
 #[derive(Default)]
 pub struct Outbox {
@@ -101,7 +158,7 @@ impl Outbox {
         if let Some(tx) = &self.tx {
             if let Some(writer) = self.writer.as_ref().filter(|_| len <= FAST_PATH_MAX) {
                 if tx.in_channel.load(Acquire) == 0 {
-                    match write_now(writer, &msg, metrics) {
+                    match write_now(writer, tx, &msg, metrics) {
                         Some(true) => return SendOutcome::SentUncorkLater,
                         Some(false) => return SendOutcome::Sent,
                         None => {}

@@ -15,6 +15,8 @@ pub struct Global {
     pub heartbeats: AtomicI64,
     /// Read and write buffers held by open connections (an idle one holds none).
     pub io_buffers: AtomicI64,
+    /// zlib streams (permessage-deflate) held by open connections.
+    pub deflate_contexts: AtomicI64,
 }
 
 pub static GLOBAL: Global = Global {
@@ -26,6 +28,7 @@ pub static GLOBAL: Global = Global {
     pending_attempts: AtomicI64::new(0),
     heartbeats: AtomicI64::new(0),
     io_buffers: AtomicI64::new(0),
+    deflate_contexts: AtomicI64::new(0),
 };
 
 #[derive(Default)]

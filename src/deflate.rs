@@ -1,0 +1,531 @@
+//! permessage-deflate (RFC 7692): the offer a client makes, the checks of the server's answer,
+//! and the compressor and decompressor of one connection.
+//!
+//! Written here because no Rust WebSocket library we could build on offers it for our own
+//! framing; the compression itself is flate2 with its pure-Rust zlib-rs backend (raw deflate,
+//! with the negotiated window sizes: miniz_oxide would ignore them). zlib state is created on
+//! the first message that needs it, not when the connection opens, and a side that negotiated
+//! "no context takeover" drops it after every message: an idle connection holds none then.
+
+use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
+
+use crate::stats::{Gauge, GLOBAL};
+
+/// The name of the extension.
+pub const NAME: &str = "permessage-deflate";
+
+/// What a sync flush ends with, and what a message's compressed payload leaves out (§7.2.1).
+const TRAILER: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
+
+/// The client's side of the negotiation, from the `perMessageDeflate` option.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeflateConfig {
+    /// Messages shorter than this are sent uncompressed.
+    pub threshold: usize,
+    /// Ask to compress each message on its own (frees our compressor between messages).
+    pub client_no_context_takeover: bool,
+    /// Ask the server to compress each message on its own.
+    pub server_no_context_takeover: bool,
+    /// `None`: not offered; `Some(None)`: offered without a value (the server may pick);
+    /// `Some(Some(n))`: offered with a limit.
+    pub client_max_window_bits: Option<Option<u8>>,
+    /// The largest window we ask the server to use, if any.
+    pub server_max_window_bits: Option<u8>,
+    /// zlib level 0-9.
+    pub level: u32,
+}
+
+impl DeflateConfig {
+    /// The `Sec-WebSocket-Extensions` value we send.
+    pub fn offer(&self) -> String {
+        let mut s = String::from(NAME);
+        if self.client_no_context_takeover {
+            s.push_str("; client_no_context_takeover");
+        }
+        if self.server_no_context_takeover {
+            s.push_str("; server_no_context_takeover");
+        }
+        if let Some(bits) = self.server_max_window_bits {
+            s.push_str(&format!("; server_max_window_bits={bits}"));
+        }
+        match self.client_max_window_bits {
+            Some(Some(bits)) => s.push_str(&format!("; client_max_window_bits={bits}")),
+            Some(None) => s.push_str("; client_max_window_bits"),
+            None => {}
+        }
+        s
+    }
+}
+
+/// What the server accepted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Negotiated {
+    pub server_no_context_takeover: bool,
+    pub client_no_context_takeover: bool,
+    /// The window the server compresses with (at most), 8-15.
+    pub server_max_window_bits: u8,
+    /// The window we may compress with, 8-15.
+    pub client_max_window_bits: u8,
+}
+
+/// Splits a header value at `sep`, outside quoted strings.
+fn split_unquoted(s: &str, sep: char) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let (mut start, mut quoted, mut escaped) = (0, false, false);
+    for (i, c) in s.char_indices() {
+        if escaped {
+            escaped = false;
+        } else if quoted && c == '\\' {
+            escaped = true;
+        } else if c == '"' {
+            quoted = !quoted;
+        } else if c == sep && !quoted {
+            parts.push(&s[start..i]);
+            start = i + 1;
+        }
+    }
+    parts.push(&s[start..]);
+    parts
+}
+
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b))
+}
+
+/// A window size as RFC 7692 §7.1.2 writes it: a decimal 8-15, no leading zero (quotes allowed).
+fn window_bits(value: &str) -> Option<u8> {
+    let v = value
+        .strip_prefix('"')
+        .and_then(|v| v.strip_suffix('"'))
+        .unwrap_or(value);
+    if v.starts_with('0') || v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    v.parse::<u8>().ok().filter(|b| (8..=15).contains(b))
+}
+
+/// Checks the server's `Sec-WebSocket-Extensions` answer against our offer (RFC 7692 §5, §7):
+/// every response the offer allows is accepted; anything else is an error naming what is wrong.
+pub fn negotiate(offer: Option<&DeflateConfig>, answer: &str) -> Result<Option<Negotiated>, String> {
+    let answer = answer.trim();
+    if answer.is_empty() {
+        return Ok(None);
+    }
+    let mut result = None;
+    for ext in split_unquoted(answer, ',') {
+        let mut params = split_unquoted(ext, ';').into_iter().map(str::trim);
+        let name = params.next().unwrap_or_default();
+        let Some(offer) = offer.filter(|_| name.eq_ignore_ascii_case(NAME)) else {
+            return Err(format!(
+                "the server chose an extension we did not offer: {}",
+                ext.trim()
+            ));
+        };
+        if result.is_some() {
+            return Err(format!("the server accepted {NAME} twice"));
+        }
+        let mut n = Negotiated {
+            server_no_context_takeover: false,
+            client_no_context_takeover: false,
+            server_max_window_bits: 15,
+            client_max_window_bits: 15,
+        };
+        let mut seen: Vec<String> = Vec::new();
+        for param in params {
+            let (key, value) = match param.split_once('=') {
+                Some((k, v)) => (k.trim(), Some(v.trim())),
+                None => (param, None),
+            };
+            let key = key.to_ascii_lowercase();
+            if !is_token(&key) {
+                return Err(format!("{NAME}: malformed parameter \"{param}\""));
+            }
+            if seen.contains(&key) {
+                return Err(format!("{NAME}: the parameter {key} appears twice"));
+            }
+            seen.push(key.clone());
+            let invalid = || {
+                Err(format!(
+                    "{NAME}: invalid value for {key}: {}",
+                    value.unwrap_or("(none)")
+                ))
+            };
+            match key.as_str() {
+                "server_no_context_takeover" | "client_no_context_takeover" => {
+                    if value.is_some() {
+                        return invalid();
+                    }
+                    if key == "server_no_context_takeover" {
+                        n.server_no_context_takeover = true;
+                    } else {
+                        n.client_no_context_takeover = true;
+                    }
+                }
+                "server_max_window_bits" => {
+                    let Some(bits) = value.and_then(window_bits) else {
+                        return invalid();
+                    };
+                    if offer.server_max_window_bits.is_some_and(|max| bits > max) {
+                        return Err(format!(
+                            "{NAME}: server_max_window_bits={bits} is above the {} we offered",
+                            offer.server_max_window_bits.unwrap_or(15)
+                        ));
+                    }
+                    n.server_max_window_bits = bits;
+                }
+                "client_max_window_bits" => {
+                    let Some(offered) = offer.client_max_window_bits else {
+                        return Err(format!("{NAME}: client_max_window_bits, which we did not offer"));
+                    };
+                    let Some(bits) = value.and_then(window_bits) else {
+                        return invalid();
+                    };
+                    if offered.is_some_and(|max| bits > max) {
+                        return Err(format!(
+                            "{NAME}: client_max_window_bits={bits} is above the {} we offered",
+                            offered.unwrap_or(15)
+                        ));
+                    }
+                    n.client_max_window_bits = bits;
+                }
+                _ => return Err(format!("{NAME}: unknown parameter {key}")),
+            }
+        }
+        if let Some(Some(max)) = offer.client_max_window_bits {
+            // We limited our own window: we keep to it even if the server did not repeat it.
+            n.client_max_window_bits = n.client_max_window_bits.min(max);
+        }
+        if offer.client_no_context_takeover {
+            // Offered: we keep to it whatever the answer says (§7.1.1.2 lets us).
+            n.client_no_context_takeover = true;
+        }
+        result = Some(n);
+    }
+    Ok(result)
+}
+
+/// Our side's compression: one raw deflate stream for the connection (context takeover) or one
+/// per message.
+pub struct Compressor {
+    state: Option<(Box<Compress>, Gauge)>,
+    level: u32,
+    /// 0: never compress (a 256-byte window, which zlib cannot produce for raw deflate).
+    window_bits: u8,
+    no_context_takeover: bool,
+    pub threshold: usize,
+}
+
+impl Compressor {
+    pub fn new(cfg: &DeflateConfig, n: &Negotiated) -> Self {
+        Compressor {
+            state: None,
+            level: cfg.level.min(9),
+            window_bits: if n.client_max_window_bits < 9 {
+                0
+            } else {
+                n.client_max_window_bits
+            },
+            no_context_takeover: n.client_no_context_takeover,
+            threshold: cfg.threshold,
+        }
+    }
+
+    /// Whether a message of `len` bytes is sent compressed.
+    pub fn wants(&self, len: usize) -> bool {
+        len >= self.threshold && self.window_bits != 0
+    }
+
+    /// Appends the compressed form of `data` (a sync-flushed raw deflate block, without the
+    /// trailing 00 00 ff ff) to `out`.
+    pub fn compress(&mut self, data: &[u8], out: &mut Vec<u8>) {
+        let (level, bits) = (self.level, self.window_bits);
+        let (c, _) = self.state.get_or_insert_with(|| {
+            (
+                Box::new(Compress::new_with_window_bits(Compression::new(level), false, bits)),
+                Gauge::new(&GLOBAL.deflate_contexts),
+            )
+        });
+        let start = out.len();
+        let in_before = c.total_in();
+        loop {
+            let consumed = (c.total_in() - in_before) as usize;
+            if out.capacity() - out.len() < 64 {
+                out.reserve((data.len() - consumed) / 2 + 64);
+            }
+            // Only the output buffer's size can make this fail, and it always has room.
+            let _ = c.compress_vec(&data[consumed..], out, FlushCompress::Sync);
+            if (c.total_in() - in_before) as usize == data.len() && out.capacity() - out.len() >= 64 {
+                // All input taken and the flush had room to finish.
+                break;
+            }
+        }
+        if out.len() - start >= TRAILER.len() && out.ends_with(&TRAILER) {
+            out.truncate(out.len() - TRAILER.len());
+        }
+        if self.no_context_takeover {
+            self.state = None;
+        }
+    }
+}
+
+/// The server's side: inflates the messages it compressed.
+pub struct Decompressor {
+    state: Option<(Box<Decompress>, Gauge)>,
+    window_bits: u8,
+    no_context_takeover: bool,
+}
+
+/// Why a compressed message could not be taken.
+#[derive(Debug, PartialEq)]
+pub enum InflateError {
+    /// It inflates to more than the limit (it was stopped there).
+    TooBig,
+    Corrupt(String),
+}
+
+impl Decompressor {
+    pub fn new(n: &Negotiated) -> Self {
+        Decompressor {
+            state: None,
+            // flate2 takes 9-15; a larger window than the server's reads its stream all the same.
+            window_bits: n.server_max_window_bits.max(9),
+            no_context_takeover: n.server_no_context_takeover,
+        }
+    }
+
+    /// Inflates one message's payload; never holds more than `max + 1` bytes of output.
+    pub fn inflate(&mut self, data: &[u8], max: usize) -> Result<Vec<u8>, InflateError> {
+        let bits = self.window_bits;
+        let (d, _) = self.state.get_or_insert_with(|| {
+            (
+                Box::new(Decompress::new_with_window_bits(false, bits)),
+                Gauge::new(&GLOBAL.deflate_contexts),
+            )
+        });
+        let limit = max.saturating_add(1);
+        let mut out: Vec<u8> = Vec::with_capacity(data.len().saturating_mul(3).clamp(64, limit.min(1 << 20)));
+        let result = (|| {
+            for input in [data, &TRAILER[..]] {
+                let in_before = d.total_in();
+                loop {
+                    let consumed = (d.total_in() - in_before) as usize;
+                    if out.len() == out.capacity() {
+                        if out.len() >= limit {
+                            return Err(InflateError::TooBig);
+                        }
+                        let grow = out.capacity().max(4096).min(limit - out.len());
+                        out.reserve_exact(grow);
+                    }
+                    let status = d
+                        .decompress_vec(&input[consumed..], &mut out, FlushDecompress::Sync)
+                        .map_err(|e| InflateError::Corrupt(e.to_string()))?;
+                    if out.len() > max {
+                        return Err(InflateError::TooBig);
+                    }
+                    let done = (d.total_in() - in_before) as usize == input.len();
+                    if status == Status::StreamEnd {
+                        // A final block: the server must not end the stream (§7.2.2), but
+                        // what it sent decoded; a new stream follows.
+                        d.reset(false);
+                        if done {
+                            break;
+                        }
+                        continue;
+                    }
+                    if done && out.len() < out.capacity() {
+                        break;
+                    }
+                    if status == Status::BufError && out.len() < out.capacity() {
+                        return Err(InflateError::Corrupt("truncated compressed data".into()));
+                    }
+                }
+            }
+            Ok(())
+        })();
+        if result.is_err() || self.no_context_takeover {
+            self.state = None;
+        }
+        result.map(|()| out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> DeflateConfig {
+        DeflateConfig {
+            threshold: 0,
+            client_no_context_takeover: false,
+            server_no_context_takeover: false,
+            client_max_window_bits: Some(None),
+            server_max_window_bits: None,
+            level: 6,
+        }
+    }
+
+    fn n(answer: &str) -> Result<Option<Negotiated>, String> {
+        negotiate(Some(&config()), answer)
+    }
+
+    #[test]
+    fn offers_what_is_configured() {
+        assert_eq!(config().offer(), "permessage-deflate; client_max_window_bits");
+        let c = DeflateConfig {
+            client_no_context_takeover: true,
+            server_no_context_takeover: true,
+            server_max_window_bits: Some(10),
+            client_max_window_bits: Some(Some(12)),
+            ..config()
+        };
+        assert_eq!(
+            c.offer(),
+            "permessage-deflate; client_no_context_takeover; server_no_context_takeover; server_max_window_bits=10; client_max_window_bits=12"
+        );
+    }
+
+    #[test]
+    fn accepts_every_answer_the_offer_allows() {
+        assert_eq!(n("").unwrap(), None);
+        let plain = n("permessage-deflate").unwrap().unwrap();
+        assert_eq!((plain.server_max_window_bits, plain.client_max_window_bits), (15, 15));
+        for bits in 8..=15 {
+            let a = n(&format!("permessage-deflate; server_max_window_bits={bits}"))
+                .unwrap()
+                .unwrap();
+            assert_eq!(a.server_max_window_bits, bits);
+            let a = n(&format!("permessage-deflate; client_max_window_bits=\"{bits}\""))
+                .unwrap()
+                .unwrap();
+            assert_eq!(a.client_max_window_bits, bits);
+        }
+        let a = n("Permessage-Deflate; server_no_context_takeover; CLIENT_NO_CONTEXT_TAKEOVER")
+            .unwrap()
+            .unwrap();
+        assert!(a.server_no_context_takeover && a.client_no_context_takeover);
+    }
+
+    #[test]
+    fn refuses_what_the_offer_does_not_allow() {
+        for (answer, why) in [
+            ("x-webkit-deflate-frame", "did not offer"),
+            ("permessage-deflate, permessage-deflate", "twice"),
+            ("permessage-deflate; foo", "unknown parameter foo"),
+            (
+                "permessage-deflate; server_no_context_takeover; server_no_context_takeover",
+                "twice",
+            ),
+            ("permessage-deflate; server_no_context_takeover=1", "invalid value"),
+            ("permessage-deflate; server_max_window_bits", "invalid value"),
+            ("permessage-deflate; server_max_window_bits=7", "invalid value"),
+            ("permessage-deflate; server_max_window_bits=16", "invalid value"),
+            ("permessage-deflate; server_max_window_bits=010", "invalid value"),
+            ("permessage-deflate; client_max_window_bits", "invalid value"),
+            ("permessage-deflate; client_max_window_bits=abc", "invalid value"),
+        ] {
+            let err = n(answer).unwrap_err();
+            assert!(err.contains(why), "{answer}: {err}");
+        }
+        let no_bits = DeflateConfig {
+            client_max_window_bits: None,
+            server_max_window_bits: Some(10),
+            ..config()
+        };
+        assert!(
+            negotiate(Some(&no_bits), "permessage-deflate; client_max_window_bits=15")
+                .unwrap_err()
+                .contains("did not offer")
+        );
+        assert!(
+            negotiate(Some(&no_bits), "permessage-deflate; server_max_window_bits=11")
+                .unwrap_err()
+                .contains("above")
+        );
+        assert!(negotiate(None, "permessage-deflate")
+            .unwrap_err()
+            .contains("did not offer"));
+    }
+
+    fn pair(n: &Negotiated) -> (Compressor, Decompressor) {
+        (Compressor::new(&config(), n), Decompressor::new(n))
+    }
+
+    fn both_ways(n: Negotiated) {
+        let (mut c, mut d) = pair(&n);
+        let msgs: Vec<Vec<u8>> = vec![
+            vec![],
+            b"a".to_vec(),
+            br#"{"type":"tick","price":101.5,"symbol":"ABC"}"#.repeat(40),
+            (0..70_000u32)
+                .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+                .collect(),
+            br#"{"type":"tick","price":101.5,"symbol":"ABC"}"#.repeat(40),
+        ];
+        for m in &msgs {
+            let mut out = Vec::new();
+            c.compress(m, &mut out);
+            assert_eq!(&d.inflate(&out, usize::MAX).unwrap(), m);
+        }
+    }
+
+    #[test]
+    fn round_trips_with_and_without_context_takeover_and_small_windows() {
+        let base = n("permessage-deflate").unwrap().unwrap();
+        both_ways(base);
+        both_ways(Negotiated {
+            server_no_context_takeover: true,
+            client_no_context_takeover: true,
+            ..base
+        });
+        for bits in 9..=15 {
+            both_ways(Negotiated {
+                server_max_window_bits: bits,
+                client_max_window_bits: bits,
+                ..base
+            });
+        }
+    }
+
+    #[test]
+    fn context_takeover_shrinks_repeats_and_no_takeover_frees_the_state() {
+        let base = n("permessage-deflate").unwrap().unwrap();
+        let msg = br#"{"type":"tick","price":101.5,"symbol":"ABC","seq":12345}"#;
+        let (mut c, _) = pair(&base);
+        let (mut first, mut second) = (Vec::new(), Vec::new());
+        c.compress(msg, &mut first);
+        c.compress(msg, &mut second);
+        assert!(second.len() < first.len() / 2, "{} vs {}", second.len(), first.len());
+        assert!(c.state.is_some());
+        let mut free = Compressor::new(
+            &config(),
+            &Negotiated {
+                client_no_context_takeover: true,
+                ..base
+            },
+        );
+        free.compress(msg, &mut Vec::new());
+        assert!(free.state.is_none());
+    }
+
+    #[test]
+    fn a_bomb_stops_at_the_limit() {
+        let base = n("permessage-deflate").unwrap().unwrap();
+        let (mut c, mut d) = pair(&base);
+        let mut bomb = Vec::new();
+        c.compress(&vec![0u8; 10 << 20], &mut bomb);
+        assert!(bomb.len() < 20_000, "{}", bomb.len());
+        assert_eq!(d.inflate(&bomb, 1 << 20), Err(InflateError::TooBig));
+        // The failed message took the state with it: the next one starts afresh.
+        assert!(d.state.is_none());
+        let mut out = Vec::new();
+        let (mut c2, _) = pair(&base);
+        c2.compress(b"after", &mut out);
+        assert_eq!(d.inflate(&out, 100).unwrap(), b"after");
+        assert!(matches!(
+            d.inflate(&[0xff, 0xff, 0xff], 100),
+            Err(InflateError::Corrupt(_))
+        ));
+    }
+}
