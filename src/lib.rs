@@ -10,8 +10,8 @@
 //! - `shared`: per-client state shared by the binding, the driver and the connection;
 //! - `outbox`: where `send()` puts a message (the open connection's send queue, or the offline
 //!   queue);
-//! - `connection`, `frame`, `transport`: one WebSocket connection, its framing, and the byte
-//!   stream under it (TCP, proxy, TLS);
+//! - `connection`, `frame`, `deflate`, `transport`: one WebSocket connection, its framing, its
+//!   compression (permessage-deflate), and the byte stream under it (TCP, proxy, TLS);
 //! - `events`, `delivery`: the events a client reports, and their coalesced delivery to JS
 //!   with the JS-thread registry;
 //! - `errors`, `stats`, `queue`, `napi_raw`: error codes, counters, the closable queue, and
