@@ -13,6 +13,7 @@ const fs = require('node:fs')
 const os = require('node:os')
 const path = require('node:path')
 const { formatValue, formatRatio, ratioOf, renderText, renderMarkdown, renderSvg } = require('./lib/report')
+const { encodeJsonFrames } = require('./lib/deflate')
 
 // ---------------------------------------------------------------- options
 
@@ -96,8 +97,20 @@ const N = {
   memory: count(10_000, 500),
   churn: count(20_000, 2_000),
   reconnect: QUICK ? 3 : 5,
+  recv1kz: count(100_000, 5_000),
+  send1kz: count(100_000, 3_000),
+  memoryz: count(10_000, 500),
+  churnz: count(20_000, 400),
 }
 const churnCheckpoints = [Math.max(1, Math.round(N.churn / 4)), N.churn]
+const churnzCheckpoints = [Math.max(1, Math.round(N.churnz / 4)), N.churnz]
+
+// Files the servers read (the compressed frames of recv1kz), removed on exit.
+let tmpDir = null
+function tmpFile(name) {
+  if (!tmpDir) tmpDir = fs.mkdtempSync(path.join(os.tmpdir(), 'redial-ws-bench-'))
+  return path.join(tmpDir, name)
+}
 
 const WORKLOADS = [
   {
@@ -175,6 +188,59 @@ const WORKLOADS = [
     ],
   },
   {
+    id: 'recv1kz',
+    title: `receive 1 KiB JSON-like text, permessage-deflate (context takeover) ×${N.recv1kz}`,
+    // The frames are compressed once, here, before the runs (see prepare): every peer gets the same bytes.
+    server: { mode: 'recv', count: N.recv1kz },
+    async prepare() {
+      const t0 = Date.now()
+      const { frames, wireBytes, rawBytes } = await encodeJsonFrames(N.recv1kz, 1024)
+      const framesFile = tmpFile(`recv1kz-${N.recv1kz}.bin`)
+      fs.writeFileSync(framesFile, frames)
+      return {
+        server: { framesFile },
+        note:
+          `recv1kz: ${N.recv1kz} messages, ${rawBytes} B of text sent as ${wireBytes} B of frames ` +
+          `(${(rawBytes / wireBytes).toFixed(2)}:1; compressed in ${((Date.now() - t0) / 1000).toFixed(1)} s before the runs)`,
+      }
+    },
+    peer: { workload: 'recv', count: N.recv1kz, size: 1024, json: true, deflate: true },
+    rows: [{ key: 'msgsPerSec', label: 'receive 1 KiB JSON, deflate', unit: 'msg/s', better: 'higher' }],
+  },
+  {
+    id: 'send1kz',
+    title: `send 1 KiB JSON-like text, permessage-deflate (context takeover) ×${N.send1kz}`,
+    server: { mode: 'sink', count: N.send1kz, deflate: { size: 1024, pool: 1024 } },
+    peer: { workload: 'send', count: N.send1kz, size: 1024, json: true, pool: 1024, deflate: true, verify: true },
+    rows: [{ key: 'msgsPerSec', label: 'send 1 KiB JSON, deflate', unit: 'msg/s', better: 'higher' }],
+  },
+  {
+    id: 'memoryz',
+    title: `idle memory, ${N.memoryz} open connections, permessage-deflate negotiated`,
+    server: { mode: 'wss', deflate: true },
+    peer: { workload: 'memory', count: N.memoryz, concurrency: 100, deflate: true },
+    rows: [
+      { key: 'rssKiBPerConn', label: `idle memory, deflate (${N.memoryz} conns), RSS`, unit: 'KiB/conn', better: 'lower' },
+      { key: 'heapKiBPerConn', label: `idle memory, deflate (${N.memoryz} conns), JS heap`, unit: 'KiB/conn', better: 'lower' },
+    ],
+  },
+  {
+    id: 'churnz',
+    title: `connect+close churn, permessage-deflate negotiated ×${N.churnz}`,
+    server: { mode: 'wss', deflate: true },
+    peer: { workload: 'churn', cycles: N.churnz, checkpoints: churnzCheckpoints, deflate: true },
+    rows: [
+      { key: 'cyclesPerSec', label: 'connect+close churn, deflate', unit: 'cycles/s', better: 'higher' },
+      {
+        key: 'rssGrowthMiB',
+        label: `churn, deflate: RSS growth, cycle ${churnzCheckpoints[0]}→${churnzCheckpoints[1]}`,
+        unit: 'MiB',
+        better: 'lower',
+        signed: true,
+      },
+    ],
+  },
+  {
     id: 'reconnect',
     title: `reconnect after a 200 ms outage, median of ${N.reconnect}`,
     server: { mode: 'flap', downMs: 200 },
@@ -188,7 +254,9 @@ const WORKLOADS = [
 ].filter((w) => !args.only || args.only.includes(w.id))
 
 if (WORKLOADS.length === 0) {
-  console.error('no workload selected (recv64, recv1k, recv64k, send64, send64k, echo, memory, churn, reconnect)')
+  console.error(
+    'no workload selected (recv64, recv1k, recv64k, send64, send64k, echo, memory, churn, reconnect, recv1kz, send1kz, memoryz, churnz)',
+  )
   process.exit(2)
 }
 
@@ -202,7 +270,10 @@ function killAll() {
     } catch {}
   }
 }
-process.on('exit', killAll)
+process.on('exit', () => {
+  killAll()
+  if (tmpDir) fs.rmSync(tmpDir, { recursive: true, force: true })
+})
 for (const sig of ['SIGINT', 'SIGTERM']) {
   process.on(sig, () => {
     killAll()
@@ -347,8 +418,24 @@ async function main() {
 
   // results[workload][peer] = { runs: [result|null], errors: [], na }
   const results = {}
+  const prepNotes = []
   for (const wl of WORKLOADS) {
     results[wl.id] = {}
+    if (wl.prepare && peers.some((p) => p.available)) {
+      try {
+        const prep = await wl.prepare()
+        wl.server = { ...wl.server, ...prep.server }
+        if (prep.note) {
+          prepNotes.push(prep.note)
+          console.log(`  ${prep.note}`)
+        }
+      } catch (e) {
+        failures.push({ peer: 'server', workload: wl.id, error: `prepare: ${e.message}` })
+        console.log(`  ${wl.id.padEnd(10)} PREPARE FAILED: ${e.message}`)
+        for (const p of peers) results[wl.id][p.name] = { runs: [], errors: [`prepare: ${e.message}`], na: 'FAIL' }
+        continue
+      }
+    }
     for (const p of peers) {
       const cell = { runs: [], errors: [], na: null }
       if (!p.available) cell.na = p.failed ? 'FAIL' : 'n/a'
@@ -386,6 +473,7 @@ async function main() {
           if (r.result.emfile || (r.result.failed && r.result.firstError)) {
             line += `  [opened ${r.result.opened}/${r.result.requested}: ${r.result.firstError}]`
           }
+          if (r.result.verified === false) line += `  [SERVER CHECK FAILED: ${r.result.verifyNote}]`
         } else {
           cell.errors.push(r.error)
           failures.push({ peer: p.name, workload: wl.id, run, error: r.error, stderr: r.stderr, crashed: r.crashed })
@@ -405,7 +493,14 @@ async function main() {
         const cell = results[wl.id][p.name]
         if (cell.na) values[p.name] = { na: cell.na }
         else if (cell.runs.length === 0) values[p.name] = { na: 'FAIL' }
-        else values[p.name] = { value: median(cell.runs.map((r) => r[row.key])), partial: cell.errors.length > 0 }
+        else {
+          values[p.name] = {
+            value: median(cell.runs.map((r) => r[row.key])),
+            partial: cell.errors.length > 0,
+            // The server found what the peer sent wrong (e.g. not compressed): the figure is shown, marked.
+            flagged: cell.runs.some((r) => r.verified === false),
+          }
+        }
       }
       rows.push({ workload: wl.id, ...row, values })
     }
@@ -418,7 +513,7 @@ async function main() {
     }
   }
 
-  const notes = collectNotes(peers, results)
+  const notes = [...prepNotes, ...collectNotes(peers, results)]
   const wallSeconds = (Date.now() - started) / 1000
   const report = { env, peers, workloads: WORKLOADS, rows, notes, failures, wallSeconds }
 
@@ -440,30 +535,44 @@ async function main() {
   }
 }
 
-/** Side facts worth printing: reduced connection counts, churn RSS checkpoints, reconnect samples. */
+/** Side facts worth printing: reduced connection counts, churn RSS checkpoints, server checks, reconnect samples. */
 function collectNotes(peers, results) {
   const notes = []
   for (const p of peers) {
-    const mem = results.memory && results.memory[p.name]
-    if (mem && mem.runs.length) {
+    for (const id of ['memory', 'memoryz']) {
+      const mem = results[id] && results[id][p.name]
+      if (!mem || !mem.runs.length) continue
       const short = mem.runs.filter((r) => r.opened < r.requested)
       if (short.length) {
         const r = short[0]
         notes.push(
-          `${p.name}: idle memory measured with ${r.opened} of ${r.requested} connections` +
+          `${p.name}: ${id}: idle memory measured with ${r.opened} of ${r.requested} connections` +
             (r.emfile ? ' (EMFILE: raise `ulimit -n`)' : '') +
             ` — first error: ${r.firstError}`,
         )
       }
+      const ctx = mem.runs.map((r) => r.stats && r.stats.deflateContexts).filter((x) => typeof x === 'number')
+      if (id === 'memoryz' && ctx.length) notes.push(`${p.name}: memoryz: clientStats().deflateContexts while idle: ${ctx.join(', ')}`)
     }
-    const ch = results.churn && results.churn[p.name]
-    if (ch && ch.runs.length) {
+    for (const id of ['churn', 'churnz']) {
+      const ch = results[id] && results[id][p.name]
+      if (!ch || !ch.runs.length) continue
       const parts = ch.runs.map((r) =>
         Object.entries(r.rssMiB)
           .map(([k, v]) => `${v.toFixed(1)} MiB @${k}`)
           .join(' → '),
       )
-      notes.push(`${p.name}: churn RSS after gc: ${parts.join('; ')}`)
+      notes.push(`${p.name}: ${id} RSS after gc: ${parts.join('; ')}`)
+    }
+    for (const [id, cell] of Object.entries(results)) {
+      const checked = cell[p.name] ? cell[p.name].runs.filter((r) => r.verified !== undefined) : []
+      if (!checked.length) continue
+      const bad = checked.filter((r) => !r.verified)
+      const r = bad[0] || checked[0]
+      notes.push(
+        `${p.name}: ${id}: server check ${bad.length ? `FAILED in ${bad.length} of ${checked.length} run(s)` : 'ok'}: ${r.verifyNote}` +
+          (r.wireBytesPerMsg ? ` (${r.wireBytesPerMsg.toFixed(0)} B per message on the wire)` : ''),
+      )
     }
     const rc = results.reconnect && results.reconnect[p.name]
     if (rc && rc.runs.length) {

@@ -9,10 +9,19 @@
 // modes:
 //   recv  { count, size, binary }  raw: after the client's first message, writes exactly `count`
 //                                  pre-encoded frames, in large chunks, honouring backpressure.
+//   recv  { count, framesFile }    the same with the frames read from a file (run.js writes it with
+//                                  lib/deflate.js: compressed JSON-like text); negotiates
+//                                  permessage-deflate, and without it sends one text frame saying so.
 //   sink  { count }                raw: discards what it reads, counting whole client frames; after
 //                                  `count` data frames it sends one text frame "done".
+//   sink  { count, deflate: { size, pool } }
+//                                  the same, negotiating permessage-deflate and keeping every byte
+//                                  read; after "done" it checks them (lib/deflate.js: RSV1 on every
+//                                  message, inflating in order to the expected JSON-like texts) and
+//                                  sends "verify:ok …" or "verify:FAIL …".
 //   echo  {}                       raw: echoes every data message.
-//   wss   {}                       a `ws` WebSocketServer that accepts and holds connections.
+//   wss   { deflate }              a `ws` WebSocketServer that accepts and holds connections
+//                                  (perMessageDeflate: `deflate`, default false).
 //   flap  { downMs }               raw: on a text "drop" it drops every connection, stops listening,
 //                                  listens again on the same port `downMs` later, and tells the next
 //                                  client "listen:<hrtime ns>" (the moment it listened again).
@@ -30,6 +39,8 @@ const {
   FrameParser,
 } = require('./lib/wsraw')
 
+const fs = require('node:fs')
+
 const config = JSON.parse(process.argv[2] || '{}')
 const CHUNK = 2 * 1024 * 1024
 
@@ -42,15 +53,18 @@ process.on('disconnect', () => process.exit(0))
 
 const noop = () => {}
 
-/** Raw server: `onClient(socket, parser-callbacks)` runs per upgraded connection. */
-function rawServer(makeHandler) {
+/**
+ * Raw server: `makeHandler(socket, { offer, extensions })` runs per upgraded connection.
+ * `upgrade`: acceptUpgrade's options (`deflate`).
+ */
+function rawServer(makeHandler, upgrade = {}) {
   const sockets = new Set()
   const server = net.createServer({ noDelay: true }, (socket) => {
     sockets.add(socket)
     socket.on('error', noop)
     socket.on('close', () => sockets.delete(socket))
-    acceptUpgrade(socket, (rest) => {
-      const h = makeHandler(socket)
+    const onUpgraded = (rest, info) => {
+      const h = makeHandler(socket, info)
       const parser = new FrameParser(
         (opcode, payload, fin) => {
           if (opcode === OP_CLOSE) {
@@ -68,10 +82,17 @@ function rawServer(makeHandler) {
         },
         { wantData: h.wantData },
       )
-      socket.on('data', (chunk) => parser.push(chunk))
+      socket.on('data', (chunk) => {
+        if (h.onChunk) h.onChunk(chunk)
+        parser.push(chunk)
+      })
       if (h.onOpen) h.onOpen()
-      if (rest.length) parser.push(rest)
-    })
+      if (rest.length) {
+        if (h.onChunk) h.onChunk(rest)
+        parser.push(rest)
+      }
+    }
+    acceptUpgrade(socket, onUpgraded, upgrade)
   })
   server.sockets = sockets
   server.on('error', (e) => {
@@ -87,8 +108,52 @@ function listen(server, port = 0) {
   })
 }
 
+/** Writes `chunks` in order, then `last` if any, waiting for 'drain' whenever write() says so. */
+function pumpChunks(socket, chunks, last) {
+  let i = 0
+  const pump = () => {
+    while (i < chunks.length) {
+      if (socket.destroyed) return
+      if (!socket.write(chunks[i++])) {
+        socket.once('drain', pump)
+        return
+      }
+    }
+    if (last && !socket.destroyed) socket.write(last)
+  }
+  pump()
+}
+
 switch (config.mode) {
   case 'recv': {
+    if (config.framesFile) {
+      // Compressed frames (RSV1), written by run.js; sent only where permessage-deflate was negotiated.
+      const all = fs.readFileSync(config.framesFile)
+      const chunks = []
+      for (let off = 0; off < all.length; off += CHUNK) chunks.push(all.subarray(off, off + CHUNK))
+      listen(
+        rawServer(
+          (socket, { offer, extensions }) => {
+            let started = false
+            return {
+              wantData: false,
+              onData() {
+                if (started) return
+                started = true
+                if (!extensions) {
+                  const why = `server: permessage-deflate not negotiated (client offered: ${offer ? `"${offer}"` : 'nothing'})`
+                  socket.write(encodeFrame(OP_TEXT, Buffer.from(why)))
+                  return
+                }
+                pumpChunks(socket, chunks)
+              },
+            }
+          },
+          { deflate: 'compress' },
+        ),
+      )
+      break
+    }
     const opcode = config.binary ? OP_BINARY : OP_TEXT
     const payload = Buffer.alloc(config.size, config.binary ? 0xab : 0x78) // 'x'
     const frameLen = encodeFrame(opcode, payload).length
@@ -125,6 +190,45 @@ switch (config.mode) {
     break
   }
   case 'sink': {
+    if (config.deflate) {
+      const { jsonMessage } = require('./lib/jsonmsg')
+      const { verifyJsonFrames } = require('./lib/deflate')
+      const pool = Array.from({ length: config.deflate.pool }, (_, i) => Buffer.from(jsonMessage(i, config.deflate.size)))
+      listen(
+        rawServer(
+          (socket, { offer, extensions }) => {
+            let frames = 0
+            const raw = [] // every byte after the handshake, checked once the clock has stopped
+            return {
+              wantData: false,
+              onChunk(chunk) {
+                if (frames < config.count) raw.push(chunk)
+              },
+              onData(opcode, payload, fin) {
+                if (!fin) return
+                if (++frames !== config.count) return
+                socket.write(encodeFrame(OP_TEXT, Buffer.from('done')))
+                const say = (text) => !socket.destroyed && socket.write(encodeFrame(OP_TEXT, Buffer.from(text)))
+                if (!extensions) {
+                  say(`verify:FAIL permessage-deflate not negotiated (client offered: ${offer ? `"${offer}"` : 'nothing'})`)
+                  return
+                }
+                verifyJsonFrames(raw, { count: config.count, pool }).then(
+                  (r) => {
+                    raw.length = 0
+                    const stats = `${r.compressed}/${config.count} compressed, ${r.payloadBytes} payload bytes for ${r.rawBytes} of text`
+                    say(`verify:${r.ok ? 'ok' : 'FAIL'} ${JSON.stringify({ ...r, extensions, stats })}`)
+                  },
+                  (e) => say(`verify:FAIL ${JSON.stringify({ reason: `verification crashed: ${e.message}` })}`),
+                )
+              },
+            }
+          },
+          { deflate: 'inflate' },
+        ),
+      )
+      break
+    }
     listen(
       rawServer((socket) => {
         let frames = 0
@@ -200,7 +304,7 @@ switch (config.mode) {
       host: '127.0.0.1',
       port: 0,
       backlog: 4096,
-      perMessageDeflate: false,
+      perMessageDeflate: config.deflate ?? false,
       clientTracking: false,
     })
     wss.on('connection', (ws) => ws.on('error', noop))

@@ -46,7 +46,7 @@ function arrow(row) {
 function cellText(v, row) {
   if (!v) return '—'
   if (v.na) return v.na
-  return formatValue(v.value, row) + (v.partial ? '*' : '')
+  return formatValue(v.value, row) + (v.partial ? '*' : '') + (v.flagged ? '!' : '')
 }
 
 /** The table as rows of cells (shared by the text and Markdown renderers). */
@@ -72,7 +72,8 @@ const LEGEND =
   '×ws = peer ÷ ws for every row. ↑ rows (throughput): above 1 is faster than ws. ' +
   '↓ rows (latency, memory): below 1 is better than ws. n/a: the peer is missing or lacks the feature ' +
   '(ws and undici do not reconnect, so the reconnect rows have no ws baseline). ' +
-  '* = median of the runs that succeeded (some failed).'
+  '* = median of the runs that succeeded (some failed). ' +
+  '! = the server found what the peer sent wrong (e.g. not compressed where it should be): see the notes.'
 
 function envLine(env) {
   return (

@@ -13,26 +13,29 @@ const OP_CLOSE = 0x8
 const OP_PING = 0x9
 const OP_PONG = 0xa
 
-/** Header of an unmasked (server) frame with FIN set. */
-function frameHeader(opcode, length) {
-  if (length < 126) return Buffer.from([0x80 | opcode, length])
+const RSV1 = 0x40
+
+/** Header of an unmasked (server) frame with FIN set (and RSV1, `rsv1`: a compressed message). */
+function frameHeader(opcode, length, rsv1 = false) {
+  const b0 = 0x80 | (rsv1 ? RSV1 : 0) | opcode
+  if (length < 126) return Buffer.from([b0, length])
   if (length < 65536) {
     const h = Buffer.alloc(4)
-    h[0] = 0x80 | opcode
+    h[0] = b0
     h[1] = 126
     h.writeUInt16BE(length, 2)
     return h
   }
   const h = Buffer.alloc(10)
-  h[0] = 0x80 | opcode
+  h[0] = b0
   h[1] = 127
   h.writeBigUInt64BE(BigInt(length), 2)
   return h
 }
 
 /** One unmasked server frame. */
-function encodeFrame(opcode, payload) {
-  return Buffer.concat([frameHeader(opcode, payload.length), payload])
+function encodeFrame(opcode, payload, rsv1 = false) {
+  return Buffer.concat([frameHeader(opcode, payload.length, rsv1), payload])
 }
 
 /** Size on the wire of a masked client frame carrying `length` payload bytes. */
@@ -50,12 +53,66 @@ function repeatFrames(opcode, payload, frames) {
   return out
 }
 
+/** Parses a Sec-WebSocket-Extensions value: [{ name, params: Map(name -> value|true) }] (no quoted strings). */
+function parseExtensions(value) {
+  const offers = []
+  for (const item of value.split(',')) {
+    const [name, ...rest] = item.split(';').map((x) => x.trim())
+    if (!name) continue
+    const params = new Map()
+    for (const p of rest) {
+      if (!p) continue
+      const eq = p.indexOf('=')
+      if (eq === -1) params.set(p.toLowerCase(), true)
+      else params.set(p.slice(0, eq).trim().toLowerCase(), p.slice(eq + 1).trim().replace(/^"(.*)"$/, '$1'))
+    }
+    offers.push({ name: name.toLowerCase(), params })
+  }
+  return offers
+}
+
+/**
+ * The answer to the client's permessage-deflate offers (RFC 7692), or null to decline them all.
+ * The first offer we can honour wins. `serverCompresses`: our frames are compressed with a 15-bit
+ * window and context takeover, so an offer asking for server_no_context_takeover or a smaller server
+ * window is declined; a server that never compresses (the sink) accepts and echoes them. The
+ * client's window: `client_max_window_bits=15` only if the client offered the parameter (its value,
+ * if it gave one); we inflate with a 15-bit window, which reads any smaller one.
+ */
+function negotiateDeflate(header, { serverCompresses }) {
+  for (const offer of parseExtensions(header)) {
+    if (offer.name !== 'permessage-deflate') continue
+    const answer = ['permessage-deflate']
+    let ok = true
+    for (const [k, v] of offer.params) {
+      if (k === 'client_max_window_bits') {
+        if (v === true) answer.push('client_max_window_bits=15')
+        else if (/^(8|9|1[0-5])$/.test(v)) answer.push(`client_max_window_bits=${v}`)
+        else ok = false
+      } else if (k === 'client_no_context_takeover') {
+        if (v !== true) ok = false
+      } else if (k === 'server_no_context_takeover') {
+        if (v !== true || serverCompresses) ok = false
+        else answer.push('server_no_context_takeover')
+      } else if (k === 'server_max_window_bits') {
+        if (!/^(8|9|1[0-5])$/.test(v)) ok = false
+        else if (serverCompresses && v !== '15') ok = false
+        else answer.push(`server_max_window_bits=${v}`)
+      } else ok = false
+    }
+    if (ok) return answer.join('; ')
+  }
+  return null
+}
+
 /**
  * Completes the RFC 6455 opening handshake on a raw socket. Calls
- * `onUpgraded(rest)` with whatever bytes followed the request head.
- * Extensions are never accepted, so no peer compresses.
+ * `onUpgraded(rest, info)` with whatever bytes followed the request head and
+ * `info = { offer, extensions }`: the client's Sec-WebSocket-Extensions and our answer ('' when
+ * none). Extensions are accepted only with `opts.deflate` ('compress': we send compressed frames,
+ * 'inflate': we only read them), and then only permessage-deflate.
  */
-function acceptUpgrade(socket, onUpgraded) {
+function acceptUpgrade(socket, onUpgraded, opts = {}) {
   let head = Buffer.alloc(0)
   const onData = (chunk) => {
     head = head.length === 0 ? chunk : Buffer.concat([head, chunk])
@@ -72,20 +129,24 @@ function acceptUpgrade(socket, onUpgraded) {
       return
     }
     const accept = crypto.createHash('sha1').update(m[1] + GUID).digest('base64')
+    // The header may be repeated: its values form one list.
+    const offer = [...text.matchAll(/^sec-websocket-extensions:[ \t]*(.*?)[ \t]*$/gim)].map((x) => x[1]).join(', ')
+    const extensions = opts.deflate && offer ? negotiateDeflate(offer, { serverCompresses: opts.deflate === 'compress' }) || '' : ''
     socket.write(
       'HTTP/1.1 101 Switching Protocols\r\n' +
         'Upgrade: websocket\r\n' +
         'Connection: Upgrade\r\n' +
+        (extensions ? `Sec-WebSocket-Extensions: ${extensions}\r\n` : '') +
         `Sec-WebSocket-Accept: ${accept}\r\n\r\n`,
     )
-    onUpgraded(head.subarray(end + 4))
+    onUpgraded(head.subarray(end + 4), { offer, extensions })
   }
   socket.on('data', onData)
 }
 
 /**
  * Incremental parser of client (masked) frames.
- * `onFrame(opcode, payload|null, fin)` is called per complete frame; the
+ * `onFrame(opcode, payload|null, fin, rsv1)` is called per complete frame; the
  * payload of data frames (opcode 0/1/2) is unmasked and collected only when
  * `wantData` is true, otherwise skipped (payload === null). Control frames are
  * always collected.
@@ -98,6 +159,7 @@ class FrameParser {
     this.state = 0 // 0: header, 1: payload
     this.opcode = 0
     this.fin = true
+    this.rsv1 = false
     this.remaining = 0
     this.mask = null
     this.collect = false
@@ -127,6 +189,7 @@ class FrameParser {
         if (len === 126) len = chunk.readUInt16BE(i + 2)
         else if (len === 127) len = Number(chunk.readBigUInt64BE(i + 2))
         this.fin = (b0 & 0x80) !== 0
+        this.rsv1 = (b0 & RSV1) !== 0
         this.opcode = b0 & 0x0f
         this.mask = masked ? chunk.subarray(i + hl - 4, i + hl) : null
         if (this.mask) this.mask = Buffer.from(this.mask)
@@ -160,7 +223,7 @@ class FrameParser {
         for (let j = 0; j < payload.length; j++) payload[j] ^= m[j & 3]
       }
     }
-    this.onFrame(this.opcode, payload, this.fin)
+    this.onFrame(this.opcode, payload, this.fin, this.rsv1)
   }
 }
 
@@ -175,5 +238,6 @@ module.exports = {
   repeatFrames,
   clientFrameSize,
   acceptUpgrade,
+  negotiateDeflate,
   FrameParser,
 }

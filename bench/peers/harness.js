@@ -20,6 +20,15 @@
 //   send(conn, data)          string or Buffer
 //   buffered(conn)            bytes accepted by send() not yet written
 //   close(conn)               closes; the promise resolves once it is fully closed
+//   extensions(conn)          the extensions the server accepted (its Sec-WebSocket-Extensions answer,
+//                             or the names only); without it the permessage-deflate workloads are n/a
+//   compresses                false for a peer that negotiates permessage-deflate but never compresses
+//                             what it sends (send1kz is n/a for it)
+//   stats()                   optional: the library's own counters, reported with idle memory
+//
+// Workloads with `deflate: true` check, at every `open`, that permessage-deflate was negotiated.
+
+const { jsonMessage } = require('../lib/jsonmsg')
 
 const now = process.hrtime.bigint
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
@@ -58,23 +67,45 @@ function median(xs) {
   return s.length ? (s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2) : NaN
 }
 
-/** Receive: the server writes `count` pre-encoded frames after our "go". */
-function recv(A, { url, count, size }) {
+/** Why permessage-deflate is not in use on `conn`, or null when it is. */
+function deflateMissing(A, conn) {
+  const ext = String(A.extensions(conn) ?? '')
+  return /permessage-deflate/i.test(ext) ? null : `permessage-deflate not negotiated (extensions: "${ext}")`
+}
+
+/**
+ * Receive: the server writes `count` pre-encoded frames after our "go". `json`: the messages are
+ * jsonMessage(0 .. count-1), and the first and the last are compared with them.
+ */
+function recv(A, { url, count, size, json, deflate }) {
   return new Promise((resolve, reject) => {
     let n = 0
     let t0 = 0n
     let done = false
+    let firstBad = null
     const conn = A.connect(url, {
       onOpen() {
+        const why = deflate && deflateMissing(A, conn)
+        if (why) {
+          done = true
+          A.close(conn).catch(noop)
+          return reject(new Error(why))
+        }
         t0 = now()
         A.send(conn, 'go')
       },
       onMessage(data) {
+        if (json && n === 0 && data !== jsonMessage(0, size)) firstBad = data
         if (++n !== count) return
         const t1 = now()
         done = true
         const got = sizeOf(data)
-        if (got !== size) return reject(new Error(`last message has ${got} bytes, expected ${size}`))
+        const show = (d) => JSON.stringify(typeof d === 'string' ? d.slice(0, 200) : `<${sizeOf(d)} bytes of binary>`)
+        if (firstBad !== null) return reject(new Error(`first message differs from what the server sent: ${show(firstBad)}`))
+        if (got !== size) return reject(new Error(`last message has ${got} bytes, expected ${size}: ${show(data)}`))
+        if (json && data !== jsonMessage(count - 1, size)) {
+          return reject(new Error(`last message differs from what the server sent: ${show(data)}`))
+        }
         const s = seconds(t0, t1)
         resolve({ messages: n, seconds: s, msgsPerSec: n / s, mbPerSec: (n * size) / s / 1e6 })
       },
@@ -88,14 +119,22 @@ function recv(A, { url, count, size }) {
   })
 }
 
-/** Send: `count` messages as fast as the peer takes them, bounded by bufferedAmount; the server says "done". */
-function send(A, { url, count, size, binary, highWater = 4 * 1024 * 1024 }) {
+/**
+ * Send: `count` messages as fast as the peer takes them, bounded by bufferedAmount; the server says
+ * "done". `json`: message k is jsonMessage(k % pool) (built before the clock starts). `verify`: the
+ * server then checks what it received and says "verify:ok …" or "verify:FAIL …" (the figure is
+ * reported either way, with `verified` and `verifyNote`).
+ */
+function send(A, { url, count, size, binary, json, pool = 1024, deflate, verify, highWater = 4 * 1024 * 1024 }) {
+  if (deflate && A.compresses === false) return Promise.resolve({ na: 'never compresses what it sends' })
   return new Promise((resolve, reject) => {
     const payload = binary ? Buffer.alloc(size, 0xab) : 'x'.repeat(size)
+    const texts = json ? Array.from({ length: pool }, (_, i) => jsonMessage(i, size)) : null
     const batch = Math.max(1, Math.floor(65536 / size))
     let sent = 0
     let t0 = 0n
     let done = false
+    let result = null
     let maxBuffered = 0
     const pump = () => {
       try {
@@ -107,7 +146,8 @@ function send(A, { url, count, size, binary, highWater = 4 * 1024 * 1024 }) {
             return
           }
           const end = Math.min(count, sent + batch)
-          for (; sent < end; sent++) A.send(conn, payload)
+          if (texts) for (; sent < end; sent++) A.send(conn, texts[sent % pool])
+          else for (; sent < end; sent++) A.send(conn, payload)
         }
       } catch (e) {
         done = true
@@ -116,15 +156,40 @@ function send(A, { url, count, size, binary, highWater = 4 * 1024 * 1024 }) {
     }
     const conn = A.connect(url, {
       onOpen() {
+        const why = deflate && deflateMissing(A, conn)
+        if (why) {
+          done = true
+          A.close(conn).catch(noop)
+          return reject(new Error(why))
+        }
         t0 = now()
         pump()
       },
       onMessage(data) {
-        if (data !== 'done' || done) return
+        if (typeof data !== 'string') return
+        if (result && data.startsWith('verify:')) {
+          // After the clock: what the server found in the frames it counted.
+          const ok = data.startsWith('verify:ok')
+          let info = {}
+          try {
+            info = JSON.parse(data.slice(data.indexOf(' ') + 1))
+          } catch {
+            info = { reason: data.slice(7) }
+          }
+          result.verified = ok
+          result.verifyNote = ok ? info.stats : info.reason || data
+          if (info.payloadBytes) result.wireBytesPerMsg = info.payloadBytes / count
+          done = true
+          return resolve(result)
+        }
+        if (data !== 'done' || result) return
         const t1 = now()
-        done = true
         const s = seconds(t0, t1)
-        resolve({ messages: count, seconds: s, msgsPerSec: count / s, mbPerSec: (count * size) / s / 1e6, maxBuffered })
+        result = { messages: count, seconds: s, msgsPerSec: count / s, mbPerSec: (count * size) / s / 1e6, maxBuffered }
+        if (!verify) {
+          done = true
+          resolve(result)
+        }
       },
       onError(e) {
         if (!done) reject(new Error(`error after ${sent} sends: ${errMsg(e)}`))
@@ -177,12 +242,14 @@ function echo(A, { url, count, size, warmup }) {
 }
 
 /** Opens one connection and closes it (warms the library up before a baseline). */
-function openClose(A, url) {
+function openClose(A, url, deflate = false) {
   return new Promise((resolve, reject) => {
     let settled = false
     const conn = A.connect(url, {
       onOpen() {
+        const why = deflate && deflateMissing(A, conn)
         A.close(conn).then(() => {
+          if (why) return reject(new Error(why))
           settled = true
           resolve()
         }, reject)
@@ -201,8 +268,9 @@ function openClose(A, url) {
 }
 
 /** Idle memory: `count` open connections held at once (`concurrency` handshakes in flight). */
-async function memory(A, { url, count, concurrency = 100 }) {
-  await openClose(A, url)
+async function memory(A, { url, count, concurrency = 100, deflate }) {
+  await openClose(A, url, deflate)
+  let notNegotiated = null
   await settleGc()
   const base = process.memoryUsage()
   const conns = []
@@ -239,6 +307,7 @@ async function memory(A, { url, count, concurrency = 100 }) {
         conn = A.connect(url, {
           onOpen() {
             if (state !== 0) return
+            if (deflate && notNegotiated === null) notNegotiated = deflateMissing(A, conn)
             state = 1
             inflight--
             opened++
@@ -261,6 +330,7 @@ async function memory(A, { url, count, concurrency = 100 }) {
     launch()
   })
   const openSeconds = seconds(t0, now())
+  if (notNegotiated) throw new Error(notNegotiated)
   if (failed > 0) {
     // Out of file descriptors, most likely: give a few back so that measuring (which reads
     // /proc) works, and measure the connections that remain.
@@ -273,7 +343,9 @@ async function memory(A, { url, count, concurrency = 100 }) {
   const after = process.memoryUsage()
   const live = conns.length
   if (live === 0) throw new Error(`no connection opened: ${firstError}`)
+  const stats = A.stats ? A.stats() : undefined
   return {
+    stats,
     requested: count,
     opened: live,
     failed,
@@ -288,8 +360,8 @@ async function memory(A, { url, count, concurrency = 100 }) {
 }
 
 /** Churn: sequential connect, wait open, close, wait closed; RSS after gc at the checkpoints. */
-async function churn(A, { url, cycles, checkpoints }) {
-  const cycle = () => openClose(A, url)
+async function churn(A, { url, cycles, checkpoints, deflate }) {
+  const cycle = () => openClose(A, url, deflate)
   const rss = {}
   const heap = {}
   let busy = 0n
@@ -404,7 +476,7 @@ async function main(adapter) {
     await report({ type: 'result', ok: true, result: { available: !why, reason: why, version: why ? null : adapter.version() } })
     process.exit(0)
   }
-  const why = adapter.unavailable()
+  const why = adapter.unavailable() || (cfg.deflate && !adapter.extensions ? 'cannot tell which extensions were negotiated' : null)
   if (why) {
     await report({ type: 'result', ok: true, result: { na: why } })
     process.exit(0)

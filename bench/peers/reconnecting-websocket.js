@@ -55,4 +55,5 @@ main({
       }
       r.close()
     }),
+  extensions: (r) => r.extensions,
 })

@@ -17,6 +17,7 @@ main({
   reconnects: true,
   unavailable: () => (lib ? null : `cannot load redial-ws: ${loadError && loadError.message}`),
   version: () => require(path.join(root, 'package.json')).version,
+  // Default options otherwise: permessage-deflate is offered (perMessageDeflate: true).
   connect(url, h, opts = {}) {
     const options = opts.reconnect
       ? { pingInterval: 0, minDelay: 100, maxDelay: 100, jitter: 'none' }
@@ -32,4 +33,6 @@ main({
   send: (c, data) => c.send(data),
   buffered: (c) => c.bufferedAmount,
   close: (c) => c.disconnect(),
+  extensions: (c) => c.extensions,
+  stats: () => (typeof lib.clientStats === 'function' ? lib.clientStats() : undefined),
 })

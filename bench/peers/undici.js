@@ -34,4 +34,7 @@ main({
       ws.addEventListener('close', () => resolve(), { once: true })
       ws.close()
     }),
+  extensions: (ws) => ws.extensions,
+  // It offers permessage-deflate and inflates, but sends every message uncompressed.
+  compresses: false,
 })

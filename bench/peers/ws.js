@@ -17,7 +17,8 @@ main({
   unavailable: () => (WebSocket ? null : `ws not installed: ${loadError && loadError.message}`),
   version: () => require('ws/package.json').version,
   connect(url, h) {
-    const ws = new WebSocket(url)
+    // Its default, spelled out: permessage-deflate offered (servers other than the deflate ones decline).
+    const ws = new WebSocket(url, { perMessageDeflate: true })
     ws.on('open', h.onOpen)
     ws.on('message', (data, isBinary) => h.onMessage(isBinary ? data : data.toString(), isBinary))
     ws.on('error', h.onError)
@@ -32,4 +33,5 @@ main({
       ws.once('close', () => resolve())
       ws.close()
     }),
+  extensions: (ws) => ws.extensions,
 })
