@@ -264,6 +264,9 @@ impl Compressor {
         if out.len() - start >= TRAILER.len() && out.ends_with(&TRAILER) {
             out.truncate(out.len() - TRAILER.len());
         }
+        if out.len() == start {
+            out.push(0x00);
+        }
         if self.no_context_takeover {
             self.state = None;
         }
@@ -307,10 +310,15 @@ impl Decompressor {
         let limit = max.saturating_add(1);
         let mut out: Vec<u8> = Vec::with_capacity(data.len().saturating_mul(3).clamp(64, limit.min(1 << 20)));
         let result = (|| {
+            // The data ended with a final block (BFINAL): the message is whole, and the trailer
+            // would start a new, malformed stream.
+            let mut ended_final = false;
             for input in [data, &TRAILER[..]] {
-                let in_before = d.total_in();
+                if ended_final {
+                    break;
+                }
+                let mut consumed = 0usize;
                 loop {
-                    let consumed = (d.total_in() - in_before) as usize;
                     if out.len() == out.capacity() {
                         if out.len() >= limit {
                             return Err(InflateError::TooBig);
@@ -318,18 +326,21 @@ impl Decompressor {
                         let grow = out.capacity().max(4096).min(limit - out.len());
                         out.reserve_exact(grow);
                     }
+                    let before = d.total_in();
                     let status = d
                         .decompress_vec(&input[consumed..], &mut out, FlushDecompress::Sync)
                         .map_err(|e| InflateError::Corrupt(e.to_string()))?;
+                    consumed += (d.total_in() - before) as usize;
                     if out.len() > max {
                         return Err(InflateError::TooBig);
                     }
-                    let done = (d.total_in() - in_before) as usize == input.len();
+                    let done = consumed == input.len();
                     if status == Status::StreamEnd {
-                        // A final block: the server must not end the stream (§7.2.2), but
-                        // what it sent decoded; a new stream follows.
+                        // A final block (RFC 7692 §7.2.3.4 allows one): what follows, if
+                        // anything, starts a new stream.
                         d.reset(false);
                         if done {
+                            ended_final = std::ptr::eq(input, data);
                             break;
                         }
                         continue;
@@ -507,6 +518,35 @@ mod tests {
         );
         free.compress(msg, &mut Vec::new());
         assert!(free.state.is_none());
+    }
+
+    #[test]
+    fn an_empty_message_is_one_zero_byte_even_when_nothing_is_pending() {
+        let base = n("permessage-deflate").unwrap().unwrap();
+        let (mut c, mut d) = pair(&base);
+        for m in [&b""[..], b"a", b"hello", b"", b"x"] {
+            let mut out = Vec::new();
+            c.compress(m, &mut out);
+            assert!(!out.is_empty());
+            assert_eq!(d.inflate(&out, 100).unwrap(), m);
+        }
+    }
+
+    #[test]
+    fn a_final_block_ends_the_message_with_or_without_the_trailing_empty_block() {
+        let base = n("permessage-deflate").unwrap().unwrap();
+        let mut d = Decompressor::new(&base);
+        let finished = |m: &[u8]| {
+            let mut c = Compress::new_with_window_bits(Compression::new(6), false, 15);
+            let mut out = Vec::with_capacity(m.len() + 64);
+            c.compress_vec(m, &mut out, FlushCompress::Finish).unwrap();
+            out
+        };
+        let mut rfc_form = finished(b"Hello");
+        rfc_form.push(0x00);
+        assert_eq!(d.inflate(&rfc_form, 100).unwrap(), b"Hello");
+        assert_eq!(d.inflate(&finished(b"again"), 100).unwrap(), b"again");
+        assert_eq!(d.inflate(&rfc_form, 100).unwrap(), b"Hello");
     }
 
     #[test]
