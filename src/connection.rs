@@ -557,6 +557,8 @@ impl OpenConn {
                 if hb.pong_deadline.is_none() {
                     hb.pong_deadline = Some(Box::pin(tokio::time::sleep(hb.pong_timeout)));
                 }
+                // A compressor no message used for a whole interval gives its memory back.
+                self.out_rx.release_unused_compressor();
             }
         }
         if let Err(e) = self.poll_write(cx) {

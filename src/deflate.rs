@@ -215,6 +215,8 @@ pub struct Compressor {
     window_bits: u8,
     no_context_takeover: bool,
     pub threshold: usize,
+    /// A message was compressed since the last `release_if_unused`.
+    used: bool,
 }
 
 impl Compressor {
@@ -229,7 +231,18 @@ impl Compressor {
             },
             no_context_takeover: n.client_no_context_takeover,
             threshold: cfg.threshold,
+            used: false,
         }
+    }
+
+    /// Drops the zlib state if no message was compressed since the last call (the connection's
+    /// heartbeat calls it). Context takeover lets us keep a context, never obliges us to: the
+    /// next message then starts a fresh one, which the server's decoder reads like any other.
+    pub fn release_if_unused(&mut self) {
+        if !self.used {
+            self.state = None;
+        }
+        self.used = false;
     }
 
     /// Whether a message of `len` bytes is sent compressed.
@@ -240,6 +253,7 @@ impl Compressor {
     /// Appends the compressed form of `data` (a sync-flushed raw deflate block, without the
     /// trailing 00 00 ff ff) to `out`.
     pub fn compress(&mut self, data: &[u8], out: &mut Vec<u8>) {
+        self.used = true;
         let (level, bits) = (self.level, self.window_bits);
         let (c, _) = self.state.get_or_insert_with(|| {
             (
@@ -547,6 +561,24 @@ mod tests {
         assert_eq!(d.inflate(&rfc_form, 100).unwrap(), b"Hello");
         assert_eq!(d.inflate(&finished(b"again"), 100).unwrap(), b"again");
         assert_eq!(d.inflate(&rfc_form, 100).unwrap(), b"Hello");
+    }
+
+    #[test]
+    fn an_unused_compressor_is_released_and_the_stream_stays_readable() {
+        let base = n("permessage-deflate").unwrap().unwrap();
+        let (mut c, mut d) = pair(&base);
+        let msg = br#"{"type":"tick","price":101.5,"symbol":"ABC","seq":12345}"#;
+        let mut out = Vec::new();
+        c.compress(msg, &mut out);
+        c.release_if_unused();
+        assert!(c.state.is_some(), "used since the last tick: kept");
+        c.release_if_unused();
+        assert!(c.state.is_none(), "unused for a whole tick: released");
+        let mut again = Vec::new();
+        c.compress(msg, &mut again);
+        // The server's decoder keeps its window; our fresh context is read all the same.
+        assert_eq!(d.inflate(&out, 1000).unwrap(), msg);
+        assert_eq!(d.inflate(&again, 1000).unwrap(), msg);
     }
 
     #[test]

@@ -38,6 +38,13 @@ impl SendQueue {
         }
     }
 
+    /// Releases the compressor's state if it was not used since the last call (heartbeat).
+    pub fn release_unused_compressor(&self) {
+        if let Some(c) = &self.compressor {
+            c.lock().unwrap_or_else(|p| p.into_inner()).release_if_unused();
+        }
+    }
+
     /// Whether a message of `len` bytes would be compressed.
     fn compresses(&self, len: usize) -> bool {
         self.compressor
