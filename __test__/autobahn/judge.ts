@@ -12,6 +12,7 @@
 //   closedByWrongEndpointIsFatal (UTF-8 cases): a wrong closer also makes `behavior` FAILED.
 // Per-case hooks then adjust (e.g. group 7 turns WRONG CODE into a FAILED behaviour; 7.1.6 and
 // 7.13.x are INFORMATIONAL by definition; 10.1.1 also checks the frames the server sent).
+import type { DeflateAccept, DeflateOffer } from './deflate.js'
 import type { CaseHooks, FuzzingProtocol } from './protocol.js'
 import { preview } from './protocol.js'
 
@@ -39,6 +40,12 @@ export interface CaseSpec {
   onConnectionLost?(c: CaseRun, p: FuzzingProtocol): void
   /** The longest timer the case itself sets, in seconds (for the note when the hard cap is lower). */
   waitSecs?: number
+  /**
+   * The case's permessage-deflate acceptor (Autobahn's perMessageCompressionAccept, which the
+   * 12.x/13.x cases set in init()): picks one of the client's offers, or none. Without it no
+   * offer is accepted (Autobahn's default acceptor), as for groups 1-10.
+   */
+  deflateAccept?(offers: DeflateOffer[]): DeflateAccept | null
 }
 
 export function eventsEqual(a: CaseEvent[], b: CaseEvent[]): boolean {
@@ -195,6 +202,10 @@ export interface CaseResult {
   /** Who ended the TCP connection, as the server saw it. */
   tcpClose: string | null
   tcpError: string | null
+  /** The permessage-deflate parameters in use (none: not negotiated). */
+  perMessageDeflate: string | null
+  /** Messages each way; the client's compressed ones; payload octets as given and on the wire. */
+  traffic: { rxMessages: number; rxCompressedMessages: number; rxPayloadApp: number; rxPayloadWire: number; txMessages: number; txPayloadApp: number; txPayloadWire: number } | null
   durationMs: number
   rxOctets: number
   txOctets: number
@@ -241,6 +252,16 @@ export function caseResult(c: CaseRun, p: FuzzingProtocol): CaseResult {
     remoteCloseReason: p.remoteCloseReason,
     tcpClose: p.tcpClose,
     tcpError: p.tcpError,
+    perMessageDeflate: p.perMessageCompress?.describe() ?? null,
+    traffic: {
+      rxMessages: p.rxMessages,
+      rxCompressedMessages: p.rxCompressedMessages,
+      rxPayloadApp: p.rxPayloadApp,
+      rxPayloadWire: p.rxPayloadWire,
+      txMessages: p.txMessages,
+      txPayloadApp: p.txPayloadApp,
+      txPayloadWire: p.txPayloadWire,
+    },
     durationMs: p.connectionWasOpen ? Math.round(p.caseEnd - p.caseStart) : 0,
     rxOctets: p.rxOctets,
     txOctets: p.txOctets,
@@ -280,6 +301,8 @@ export function missingResult(spec: CaseSpec, why: string): CaseResult {
     remoteCloseReason: null,
     tcpClose: null,
     tcpError: null,
+    perMessageDeflate: null,
+    traffic: null,
     durationMs: 0,
     rxOctets: 0,
     txOctets: 0,

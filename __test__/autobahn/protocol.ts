@@ -12,8 +12,17 @@
 //                 timeout (nor the hard case timeout) fired afterwards.
 // Like Autobahn with failByDrop = False, a protocol violation does not stop processing: the
 // server sends a close frame (or drops the TCP when already closing) and goes on parsing.
+//
+// permessage-deflate (groups 12, 13; see deflate.ts): once negotiated, RSV1 marks the first frame
+// of a compressed message; RSV1 on a control or continuation frame is a protocol violation, as
+// Autobahn checks. A compressed message is inflated when it is complete and then UTF-8 validated
+// (Autobahn inflates frame by frame; the verdicts of groups 12 and 13 do not depend on that). Data
+// zlib cannot inflate makes Autobahn's dataReceived raise, which Twisted answers by dropping the
+// TCP connection: so does the server here (the case is FAILED, the connection not clean).
+import { isUtf8 } from 'node:buffer'
 import type net from 'node:net'
 
+import type { PerMessageDeflate } from './deflate.js'
 import { Utf8Validator } from './utf8.js'
 
 export const CLOSE_NORMAL = 1000
@@ -65,6 +74,30 @@ export function bytes(s: Buffer | string): Buffer {
   return typeof s === 'string' ? Buffer.from(s, 'latin1') : s
 }
 
+const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1
+
+/** A copy of `data` XORed with the mask, `offset` octets into the frame's payload (word-wise when long). */
+function unmask(data: Buffer, mask: Buffer, offset: number): Buffer {
+  const n = data.length
+  const m = [mask[offset & 3], mask[(offset + 1) & 3], mask[(offset + 2) & 3], mask[(offset + 3) & 3]]
+  let i = 0
+  let out: Buffer
+  if (n >= 256) {
+    out = Buffer.allocUnsafeSlow(n) // its own ArrayBuffer: 4-octet aligned
+    data.copy(out)
+    const words = n >>> 2
+    const w = new Int32Array(out.buffer, out.byteOffset, words)
+    const mw = LITTLE_ENDIAN ? m[0] | (m[1] << 8) | (m[2] << 16) | (m[3] << 24) : (m[0] << 24) | (m[1] << 16) | (m[2] << 8) | m[3]
+    for (let k = 0; k < words; k++) w[k] ^= mw
+    i = words << 2
+  } else {
+    out = Buffer.allocUnsafe(n)
+    data.copy(out)
+  }
+  for (; i < n; i++) out[i] ^= m[i & 3]
+  return out
+}
+
 export function preview(b: Buffer): string {
   const hex = b.subarray(0, PREVIEW).toString('hex')
   return b.length > PREVIEW ? `${hex}...` : hex
@@ -112,6 +145,22 @@ export class FuzzingProtocol {
   caseEnd = 0
   rxOctets = 0
   txOctets = 0
+  /** The negotiated permessage-deflate (set by the opening handshake), or null. */
+  perMessageCompress: PerMessageDeflate | null = null
+  /** Messages received; of them compressed (RSV1); octets of their payloads on the wire and inflated. */
+  rxMessages = 0
+  rxCompressedMessages = 0
+  rxPayloadWire = 0
+  rxPayloadApp = 0
+  /** Messages sent, and their payload octets as given and as sent (compressed). */
+  txMessages = 0
+  txPayloadApp = 0
+  txPayloadWire = 0
+  /** zlib's error inflating a client message (the connection was then dropped). */
+  inflateError: string | null = null
+  /** Beyond Autobahn: compressed client messages that break the negotiated window or context takeover (first few). */
+  deflateProblems: string[] = []
+  deflateProblemCount = 0
 
   #socket: net.Socket
   #case: CaseHooks | null = null
@@ -122,6 +171,7 @@ export class FuzzingProtocol {
   #utf8Current = false
   #utf8Last = { valid: true, complete: true }
   #messageBinary = false
+  #messageCompressed = false
   #messageData: Buffer[] = []
   #frameData: Buffer[] = []
   #controlData: Buffer[] = []
@@ -209,17 +259,20 @@ export class FuzzingProtocol {
       const masked = (b1 & 0x80) !== 0
       const len1 = b1 & 0x7f
 
-      if (rsv !== 0) this.protocolViolation(`RSV = ${rsv} and no extension negotiated`)
+      const compressBit = this.perMessageCompress !== null && rsv === 4
+      if (rsv !== 0 && !compressBit) this.protocolViolation(`RSV = ${rsv} and no extension negotiated`)
       if (!masked) this.protocolViolation('unmasked client-to-server frame')
       if (opcode > 7) {
         if (!fin) this.protocolViolation('fragmented control frame')
         if (len1 > 125) this.protocolViolation('control frame with payload length > 125 octets')
         if (opcode !== 8 && opcode !== 9 && opcode !== 10) this.protocolViolation(`control frame using reserved opcode ${opcode}`)
         if (opcode === 8 && len1 === 1) this.protocolViolation('received close control frame with payload len 1')
+        if (compressBit) this.protocolViolation('received compressed control frame [permessage-deflate]')
       } else {
         if (opcode !== 0 && opcode !== 1 && opcode !== 2) this.protocolViolation(`data frame using reserved opcode ${opcode}`)
         if (!this.#insideMessage && opcode === 0) this.protocolViolation('received continuation data frame outside fragmented message')
         if (this.#insideMessage && opcode !== 0) this.protocolViolation('received non-continuation data frame while inside fragmented message')
+        if (compressBit && this.#insideMessage) this.protocolViolation('received continuation data frame with compress bit set [permessage-deflate]')
       }
 
       const maskLen = masked ? 4 : 0
@@ -266,14 +319,7 @@ export class FuzzingProtocol {
     }
     let payload: Buffer
     if (data.length > 0) {
-      payload = Buffer.allocUnsafe(data.length)
-      const mask = frame.mask
-      if (mask) {
-        const off = frame.pos
-        for (let k = 0; k < data.length; k++) payload[k] = data[k] ^ mask[(off + k) & 3]
-      } else {
-        data.copy(payload)
-      }
+      payload = frame.mask ? unmask(data, frame.mask, frame.pos) : Buffer.from(data)
       frame.pos += data.length
     } else {
       payload = Buffer.alloc(0)
@@ -291,6 +337,7 @@ export class FuzzingProtocol {
     }
     if (!this.#insideMessage) {
       this.#insideMessage = true
+      this.#messageCompressed = this.perMessageCompress !== null && frame.rsv === 4
       if (frame.opcode === 1) {
         this.#utf8.reset()
         this.#utf8Current = true
@@ -310,7 +357,7 @@ export class FuzzingProtocol {
       this.#controlData.push(payload)
       return
     }
-    if (this.#utf8Current) {
+    if (this.#utf8Current && !this.#messageCompressed) {
       this.#utf8Last = this.#utf8.validate(payload)
       if (!this.#utf8Last.valid) this.invalidPayload('encountered invalid UTF-8 while processing text message')
     }
@@ -330,19 +377,58 @@ export class FuzzingProtocol {
       if (!this.failedByMe) this.#messageData.push(framePayload)
       this.#frameData = []
       if (frame.fin) {
+        let payload: Buffer | null = this.failedByMe ? null : Buffer.concat(this.#messageData)
+        this.#messageData = []
+        this.#insideMessage = false
+        if (payload && this.#messageCompressed) {
+          payload = this.#inflate(payload)
+          if (payload === null) {
+            this.#frame = null
+            return
+          }
+          if (this.#utf8Current) {
+            // node:buffer's isUtf8 is the same strict check, natively; the validator tells why not.
+            this.#utf8Last = isUtf8(payload) ? { valid: true, complete: true } : this.#utf8.validate(payload)
+            if (!this.#utf8Last.valid) this.invalidPayload('encountered invalid UTF-8 while processing text message')
+          }
+        }
         if (this.#utf8Current && !this.#utf8Last.complete) {
           this.invalidPayload('UTF-8 text message payload ended within Unicode code point')
         }
-        if (!this.failedByMe) {
-          const payload = Buffer.concat(this.#messageData)
-          this.#messageData = []
+        if (payload && !this.failedByMe) {
+          this.rxMessages++
           this.#case?.onMessage(payload, this.#messageBinary)
         }
-        this.#messageData = []
-        this.#insideMessage = false
       }
     }
     this.#frame = null
+  }
+
+  /** Inflates a complete compressed message; on zlib's error drops the connection and returns null. */
+  #inflate(data: Buffer): Buffer | null {
+    const pmc = this.perMessageCompress!
+    const problem = pmc.check(data)
+    if (problem !== null) {
+      this.deflateProblemCount++
+      if (this.deflateProblems.length < 5) this.deflateProblems.push(`message ${this.rxMessages + 1}: ${problem}`)
+    }
+    try {
+      const out = pmc.decompress(data)
+      this.rxCompressedMessages++
+      this.rxPayloadWire += data.length
+      this.rxPayloadApp += out.length
+      return out
+    } catch (err) {
+      this.inflateError = `message ${this.rxMessages + 1} (${data.length} octets compressed): ${(err as Error).message}`
+      this.log('INFLATE-ERROR', this.inflateError)
+      // As Twisted does when dataReceived raises: the transport is closed at once.
+      this.wasClean = false
+      this.wasNotCleanReason = `cannot inflate a compressed message: ${(err as Error).message}`
+      this.state = 'closed'
+      if (this.tcpClose === null) this.tcpClose = 'server'
+      this.#socket.destroy()
+      return null
+    }
   }
 
   #logRxFrame(frame: IncomingFrame, payload: Buffer): void {
@@ -587,14 +673,22 @@ export class FuzzingProtocol {
     this.sendData(Buffer.concat([header, pl]), o.sync ?? false, o.chopsize)
   }
 
-  /** Autobahn's sendMessageHybi: unfragmented, or in frames of `fragmentSize` (else autoFragmentSize). */
+  /**
+   * Autobahn's sendMessageHybi: compressed when permessage-deflate is in use (RSV1 on the first
+   * frame), then unfragmented, or in frames of `fragmentSize` (else autoFragmentSize).
+   */
   sendMessage(payloadIn: Buffer | string, isBinary = false, fragmentSize?: number, sync = false): void {
     if (this.state !== 'open') return
-    const payload = bytes(payloadIn)
+    let payload = bytes(payloadIn)
     const opcode = isBinary ? 2 : 1
+    this.txMessages++
+    this.txPayloadApp += payload.length
+    const rsv = this.perMessageCompress ? 4 : 0
+    if (this.perMessageCompress) payload = this.perMessageCompress.compress(payload)
+    this.txPayloadWire += payload.length
     const pfs = fragmentSize ?? (this.autoFragmentSize > 0 ? this.autoFragmentSize : undefined)
     if (pfs === undefined || payload.length <= pfs) {
-      this.sendFrame({ opcode, payload, sync })
+      this.sendFrame({ opcode, payload, sync, rsv })
       return
     }
     if (pfs < 1) throw new Error(`payload fragment size must be at least 1 (was ${pfs})`)
@@ -609,7 +703,7 @@ export class FuzzingProtocol {
         j = n
       }
       // As in Autobahn: when n is a multiple of pfs, the last frame is an empty one with FIN.
-      this.sendFrame({ opcode: first ? opcode : 0, payload: payload.subarray(i, j), fin: done, sync })
+      this.sendFrame({ opcode: first ? opcode : 0, payload: payload.subarray(i, j), fin: done, sync, rsv: first ? rsv : 0 })
       first = false
       i += pfs
     }

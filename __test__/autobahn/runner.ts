@@ -1,6 +1,6 @@
 // Runs one case: a fresh redial-ws client (no reconnect) against the fuzzing server, as an echo
 // client, and what the server judged once the connection is gone. Also renders the summary.
-import { ReconnectingWebSocket } from '../../index.js'
+import { ReconnectingWebSocket, type ReconnectingWebSocketOptions } from '../../index.js'
 import { compareIds } from './cases.js'
 import type { CaseResult, CaseSpec, ClientObservation } from './judge.js'
 import { missingResult } from './judge.js'
@@ -9,16 +9,26 @@ import type { FuzzingServer } from './server.js'
 /**
  * 'echo' is the client under test. The others are deliberately broken clients, used to check
  * that the judging does not pass what it must not: 'silent' never echoes, 'retype' echoes text
- * as binary and binary as text, 'late' echoes 200 ms after the message arrived.
+ * as binary and binary as text, 'late' echoes 200 ms after the message arrived, 'corrupt'
+ * echoes the second message with its last character (octet) changed.
  */
-export type EchoMode = 'echo' | 'silent' | 'retype' | 'late'
+export type EchoMode = 'echo' | 'silent' | 'retype' | 'late' | 'corrupt'
 
 const MAX_PAYLOAD = 64 * 2 ** 20
 
-export async function runCase(server: FuzzingServer, spec: CaseSpec, mode: EchoMode = 'echo'): Promise<CaseResult> {
+/** Changes the last character (octet) of a message, keeping its length. */
+function corrupt(data: string | Buffer): string | Buffer {
+  if (typeof data === 'string') return data.slice(0, -1) + (data.endsWith('a') ? 'b' : 'a')
+  const b = Buffer.from(data)
+  b[b.length - 1] ^= 0x01
+  return b
+}
+
+/** `options`: the client's options beyond the defaults the run uses (e.g. `perMessageDeflate`). */
+export async function runCase(server: FuzzingServer, spec: CaseSpec, mode: EchoMode = 'echo', options: ReconnectingWebSocketOptions = {}): Promise<CaseResult> {
   const judged = server.expect(spec.id)
   const observed: ClientObservation = { opened: false, messages: 0, echoed: 0, sendErrors: [], errors: [], close: null }
-  const client = new ReconnectingWebSocket(server.url(spec.id), { maxRetries: 0, maxPayload: MAX_PAYLOAD })
+  const client = new ReconnectingWebSocket(server.url(spec.id), { maxRetries: 0, maxPayload: MAX_PAYLOAD, ...options })
   client.on('open', () => {
     observed.opened = true
   })
@@ -27,6 +37,7 @@ export async function runCase(server: FuzzingServer, spec: CaseSpec, mode: EchoM
     if (mode === 'silent') return
     let out: string | Buffer
     if (mode === 'retype') out = isBinary ? Buffer.from(data as Buffer).toString('latin1') : Buffer.from(data as string, 'utf8')
+    else if (mode === 'corrupt' && observed.messages === 2) out = corrupt(data as string | Buffer)
     else out = data as string | Buffer
     const echo = () => {
       try {
@@ -92,7 +103,7 @@ export function describe(r: CaseResult): string {
   )
 }
 
-export function summarize(results: CaseResult[], informationalIds: Set<string>): Summary {
+export function summarize(results: CaseResult[], informationalIds: Set<string>, title = 'Autobahn client cases 1-10'): Summary {
   const behavior: Record<string, number> = {}
   const behaviorClose: Record<string, number> = {}
   for (const r of results) {
@@ -108,7 +119,7 @@ export function summarize(results: CaseResult[], informationalIds: Set<string>):
       .map(([k, v]) => `${k} ${v}`)
       .join(', ')
   const lines = [
-    `Autobahn client cases 1-10: ${results.length} run`,
+    `${title}: ${results.length} run`,
     `behavior:      ${fmt(behavior)}`,
     `behaviorClose: ${fmt(behaviorClose)}`,
     `informational: ${informational.map((r) => `${r.id} (${r.result})`).join('; ')}`,

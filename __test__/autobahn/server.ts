@@ -10,6 +10,7 @@ import { createHash } from 'node:crypto'
 import { once } from 'node:events'
 import net from 'node:net'
 
+import { EXTENSION_NAME, PerMessageDeflate, acceptExtensionString, parseDeflateOffer, parseExtensionsHeader, type DeflateOffer } from './deflate.js'
 import { CaseRun, caseResult, missingResult, type CaseResult, type CaseSpec } from './judge.js'
 import { FuzzingProtocol } from './protocol.js'
 
@@ -118,7 +119,12 @@ export class FuzzingServer {
     const headers = new Map<string, string>()
     for (const line of headerLines) {
       const i = line.indexOf(':')
-      if (i > 0) headers.set(line.slice(0, i).trim().toLowerCase(), line.slice(i + 1).trim())
+      if (i <= 0) continue
+      // As Autobahn's parseHttpHeader: a repeated header's values are joined with ", ".
+      const name = line.slice(0, i).trim().toLowerCase()
+      const value = line.slice(i + 1).trim()
+      const prev = headers.get(name)
+      headers.set(name, prev === undefined ? value : `${prev}, ${value}`)
     }
     const m = /^GET (\S+) HTTP\/1\.1$/.exec(requestLine)
     const path = m ? new URL(m[1], 'http://127.0.0.1') : null
@@ -158,10 +164,34 @@ export class FuzzingServer {
       socket.end('HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n')
       return
     }
+    // Extensions (Autobahn's succeedHandshake): every permessage-deflate offer is parsed (an illegal
+    // one fails the handshake, whatever the case), then the case's acceptor may take one.
+    const offers: DeflateOffer[] = []
+    for (const [name, params] of parseExtensionsHeader(headers.get('sec-websocket-extensions') ?? '')) {
+      if (name !== EXTENSION_NAME) continue
+      try {
+        offers.push(parseDeflateOffer(params))
+      } catch (err) {
+        problems.push((err as Error).message)
+      }
+    }
+    if (problems.length > 0) {
+      this.refused.push(`${caseId}: ${problems.join('; ')}`)
+      run.notes.push(`opening handshake refused: ${problems.join('; ')}`)
+      socket.end('HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n')
+      return
+    }
+    let extensions = ''
+    const deflate = offers.length > 0 ? (spec.deflateAccept?.(offers) ?? null) : null
+    if (deflate) {
+      p.perMessageCompress = new PerMessageDeflate(deflate)
+      extensions = `Sec-WebSocket-Extensions: ${acceptExtensionString(deflate)}\r\n`
+    }
+    if (spec.deflateAccept) run.notes.push(`client offered: ${headers.get('sec-websocket-extensions') ?? '(no extensions)'}; server answered: ${deflate ? acceptExtensionString(deflate) : '(none)'}`)
     const accept = createHash('sha1')
       .update(key + GUID)
       .digest('base64')
-    p.sendData(Buffer.from(`HTTP/1.1 101 Switching Protocols\r\nServer: AutobahnTestSuite-ts\r\nUpgrade: WebSocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${accept}\r\n\r\n`, 'latin1'))
+    p.sendData(Buffer.from(`HTTP/1.1 101 Switching Protocols\r\nServer: AutobahnTestSuite-ts\r\nUpgrade: WebSocket\r\nConnection: Upgrade\r\n${extensions}Sec-WebSocket-Accept: ${accept}\r\n\r\n`, 'latin1'))
     p.open(rest, this.caseTimeoutMs)
   }
 }
