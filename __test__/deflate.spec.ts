@@ -142,6 +142,15 @@ interface ClientFrame {
   payload: Buffer
 }
 
+/** A frame's payload length and where its mask or payload starts, or null until the header is whole. */
+function frameLength(d: Buffer): { len: number; p: number } | null {
+  if (d.length < 2) return null
+  const len = d[1] & 0x7f
+  if (len === 126) return d.length < 4 ? null : { len: d.readUInt16BE(2), p: 4 }
+  if (len === 127) return d.length < 10 ? null : { len: Number(d.readBigUInt64BE(2)), p: 10 }
+  return { len, p: 2 }
+}
+
 /** The client's frames as a raw server receives them, unmasked. */
 class ClientFrames {
   readonly frames: ClientFrame[] = []
@@ -151,16 +160,9 @@ class ClientFrames {
     this.#buf = this.#buf.length ? Buffer.concat([this.#buf, chunk]) : chunk
     for (;;) {
       const d = this.#buf
-      if (d.length < 2) return
-      let len = d[1] & 0x7f
-      let p = 2
-      if (len === 126) {
-        if (d.length < 4) return
-        ;[len, p] = [d.readUInt16BE(2), 4]
-      } else if (len === 127) {
-        if (d.length < 10) return
-        ;[len, p] = [Number(d.readBigUInt64BE(2)), 10]
-      }
+      const h = frameLength(d)
+      if (!h) return
+      const { len, p } = h
       const masked = (d[1] & 0x80) !== 0
       const start = p + (masked ? 4 : 0)
       if (d.length < start + len) return
@@ -298,16 +300,10 @@ class Sniffer {
       }
       const d = (this.#buf = this.#buf.length ? Buffer.concat([this.#buf, data]) : data)
       data = Buffer.alloc(0)
-      if (d.length < 2) return
-      let len = d[1] & 0x7f
-      let p = 2
-      if (len === 126) {
-        if (d.length < 4) return
-        ;[len, p] = [d.readUInt16BE(2), 4]
-      } else if (len === 127) {
-        if (d.length < 10) return
-        ;[len, p] = [Number(d.readBigUInt64BE(2)), 10]
-      }
+      const h = frameLength(d)
+      if (!h) return
+      const len = h.len
+      let p = h.p
       if (d[1] & 0x80) p += 4
       if (d.length < p) return
       const fin = (d[0] & 0x80) !== 0
