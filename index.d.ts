@@ -137,6 +137,8 @@ export type RedialErrorCode =
   | 'ERR_INVALID_CLOSE_REASON'
   /** In `giveup.lastError`: the server closed with 1002, 1003, 1007 or 1008. */
   | 'ERR_CLOSED'
+  /** `opened()`: the client gave up before it opened (the last error is the `cause`). */
+  | 'ERR_GAVE_UP'
   /** No pong (nor any frame) within `pongTimeout` of a ping; closed 1006. Retried. */
   | 'ERR_PONG_TIMEOUT'
   /** A `url`/`headers`/`protocols` provider threw or rejected. Retried. */
@@ -393,6 +395,13 @@ export declare class ReconnectingWebSocket extends EventEmitter<ReconnectingWebS
    * for good. A pending read keeps the client alive, also while it waits to reconnect.
    */
   messages(options?: { highWaterMark?: number }): AsyncIterableIterator<string | Buffer | ArrayBuffer | Uint8Array>
+  /**
+   * Resolves when the client is open (at once if it is), however many attempts that takes; rejects only
+   * when it will not open: it gave up (`ERR_GAVE_UP`), `disconnect()` was called (`ERR_NOT_OPEN`) or
+   * `signal` aborted (an `AbortError`, code `ABORT_ERR`). Unlike `events.once(client, 'open')`, which rejects on the first `error` event even
+   * though the client retries, a failed attempt does not reject it.
+   */
+  opened(options?: { signal?: AbortSignal }): Promise<OpenEventInfo>
   /** Keeps the process alive while the client is active (default). */
   ref(): this
   /** Lets the process exit while the client is active. */

@@ -126,3 +126,48 @@ test('NODE_DEBUG=redial-ws logs through util.debuglog', (t) => {
   const off = spawnSync(process.execPath, ['-e', script], { env: { ...process.env, NODE_DEBUG: '' }, encoding: 'utf8' })
   t.is(off.stderr, '')
 })
+
+test.serial('opened(): waits through failed attempts where events.once(client, "open") rejects; rejects only when the client will not open', async (t) => {
+  // The server is down at first, and comes up after the client has failed twice.
+  const port = await refusedPort()
+  const client = new ReconnectingWebSocket(`ws://127.0.0.1:${port}/`, { minDelay: 50, maxDelay: 50 })
+  const baseline = client.listenerCount('open')
+  const viaOnce = once(client, 'open').then(
+    () => 'opened',
+    (err) => err.code,
+  )
+  const viaOpened = client.opened()
+  let failures = 0
+  client.on('error', () => failures++)
+  await until(() => failures >= 2, 'two failed attempts')
+  t.is(await viaOnce, 'ERR_CONNECT', 'once() rejected on the first failed attempt')
+  const peer = await wsServer(undefined, port)
+  t.deepEqual(await viaOpened, { protocol: '', extensions: '' })
+  t.is(client.state, 'open')
+  t.deepEqual(await client.opened(), { protocol: '', extensions: '' }, 'already open: at once')
+  t.is(client.listenerCount('open'), baseline, 'no listener left behind')
+  await client.disconnect()
+  await peer.close()
+
+  // It gives up: ERR_GAVE_UP, with the last error as the cause.
+  const down = await refusedPort()
+  const doomed = new ReconnectingWebSocket(`ws://127.0.0.1:${down}/`, { maxRetries: 1, minDelay: 10 })
+  const gaveUp = await t.throwsAsync(doomed.opened(), { code: 'ERR_GAVE_UP' as never })
+  t.is((gaveUp?.cause as { code?: string } | undefined)?.code, 'ERR_CONNECT')
+  t.regex(gaveUp?.message ?? '', /gave up after 2 attempts \(maxRetries\)/)
+
+  // disconnect() before it opened, and an aborted signal.
+  const waiting = new ReconnectingWebSocket(`ws://127.0.0.1:${down}/`, { minDelay: 60_000 })
+  const pending = waiting.opened()
+  await new Promise((resolve) => waiting.once('reconnecting', resolve))
+  await waiting.disconnect()
+  await t.throwsAsync(pending, { code: 'ERR_NOT_OPEN' as never })
+  const aborting = new ReconnectingWebSocket(`ws://127.0.0.1:${down}/`, { minDelay: 60_000 })
+  const ac = new AbortController()
+  const aborted = aborting.opened({ signal: ac.signal })
+  ac.abort()
+  await t.throwsAsync(aborted, { name: 'AbortError', code: 'ABORT_ERR' as never })
+  t.is(aborting.listenerCount('giveup'), 0, 'its listeners are gone')
+  await aborting.disconnect()
+  await quiescent()
+})

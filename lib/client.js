@@ -48,6 +48,14 @@ const READY_STATES = { connecting: CONNECTING, open: OPEN, closing: CLOSING, rec
 
 const EMPTY = Buffer.alloc(0)
 
+/** As Node's own APIs reject on an abort: an `AbortError` (code `ABORT_ERR`) caused by the signal's reason. */
+function abortError(signal) {
+  return makeError('ABORT_ERR', 'The operation was aborted', Error, { name: 'AbortError', cause: signal.reason })
+}
+
+/** Emitted by `disconnect()` for pending `opened()` calls (a symbol: no user sees it). */
+const kDisconnecting = Symbol('redial-ws.disconnecting')
+
 // EventEmitter starts `_events` as a null-prototype literal, which V8 keeps in dictionary
 // mode. EventEmitter only reads own keys and `events[type]`, so an object over an empty,
 // frozen, null-prototype prototype behaves the same, stays in fast mode and shares its
@@ -225,6 +233,7 @@ class ReconnectingWebSocket extends EventEmitter {
     if (typeof code === 'object' && code !== null) return this.disconnect(code.code, code.reason, code)
     checkClose(code, reason)
     const flush = options?.flush === true
+    this.emit(kDisconnecting)
     this.#unlistenSignal?.()
     this.#unlistenSignal = null
     if (!N.clientDisconnect(this, code, reason, flush)) {
@@ -345,6 +354,49 @@ class ReconnectingWebSocket extends EventEmitter {
       },
       highWaterMark,
     )
+  }
+
+  /**
+   * Resolves with `{ protocol, extensions }` when the client is open (at once if it is), however
+   * many attempts that takes. Rejects only when it will not open: it gave up (`ERR_GAVE_UP`, the
+   * last error as `cause`), `disconnect()` was called (`ERR_NOT_OPEN`), or `signal` aborted.
+   * Unlike `events.once(client, 'open')`, a failed attempt that will be retried does not reject.
+   */
+  opened({ signal } = {}) {
+    if (this.#state === 'open' && !this.#closing) {
+      const chosen = this.#chosen
+      return Promise.resolve(typeof chosen === 'string' ? { protocol: chosen, extensions: '' } : chosen)
+    }
+    if (signal?.aborted) return Promise.reject(abortError(signal))
+    return new Promise((resolve, reject) => {
+      const done = () => {
+        this.off('open', onOpen)
+        this.off('giveup', onGiveUp)
+        this.off(kDisconnecting, onDisconnect)
+        signal?.removeEventListener('abort', onAbort)
+      }
+      const onOpen = (info) => {
+        done()
+        resolve(info)
+      }
+      const onGiveUp = (p) => {
+        done()
+        const why = `the client gave up after ${p.attempts} attempt${p.attempts === 1 ? '' : 's'} (${p.reason})`
+        reject(makeError('ERR_GAVE_UP', why, Error, p.lastError ? { cause: p.lastError } : undefined))
+      }
+      const onDisconnect = () => {
+        done()
+        reject(makeError('ERR_NOT_OPEN', 'disconnect() was called before the connection opened'))
+      }
+      const onAbort = () => {
+        done()
+        reject(abortError(signal))
+      }
+      this.on('open', onOpen)
+      this.on('giveup', onGiveUp)
+      this.on(kDisconnecting, onDisconnect)
+      signal?.addEventListener('abort', onAbort, { once: true })
+    })
   }
 
   // WHATWG listeners, beside the EventEmitter ones (lib/whatwg.js).
