@@ -162,6 +162,10 @@ test.serial('opened(): waits through failed attempts where events.once(client, "
   await new Promise((resolve) => waiting.once('reconnecting', resolve))
   await waiting.disconnect()
   await t.throwsAsync(pending, { code: 'ERR_NOT_OPEN' as never })
+  const closing = new ReconnectingWebSocket(`ws://127.0.0.1:${down}/`, { minDelay: 60_000 })
+  const disconnected = closing.disconnect()
+  await t.throwsAsync(closing.opened(), { code: 'ERR_NOT_OPEN' as never }, 'called during disconnect(): at once, not never')
+  await disconnected
   const aborting = new ReconnectingWebSocket(`ws://127.0.0.1:${down}/`, { minDelay: 60_000 })
   const ac = new AbortController()
   const aborted = aborting.opened({ signal: ac.signal })

@@ -368,6 +368,7 @@ class ReconnectingWebSocket extends EventEmitter {
       return Promise.resolve(typeof chosen === 'string' ? { protocol: chosen, extensions: '' } : chosen)
     }
     if (signal?.aborted) return Promise.reject(abortError(signal))
+    if (this.#closing) return Promise.reject(makeError('ERR_NOT_OPEN', 'disconnect() was called before the connection opened'))
     return new Promise((resolve, reject) => {
       const done = () => {
         this.off('open', onOpen)
