@@ -251,8 +251,11 @@ impl Compressor {
     }
 
     /// Appends the compressed form of `data` (a sync-flushed raw deflate block, without the
-    /// trailing 00 00 ff ff) to `out`.
-    pub fn compress(&mut self, data: &[u8], out: &mut Vec<u8>) {
+    /// trailing 00 00 ff ff) to `out`, and returns true. False (zlib refused; not expected): `out`
+    /// is as it was and the state is dropped, so the caller sends the message uncompressed and the
+    /// next one starts a fresh context.
+    #[must_use]
+    pub fn compress(&mut self, data: &[u8], out: &mut Vec<u8>) -> bool {
         self.used = true;
         let (level, bits) = (self.level, self.window_bits);
         let (c, _) = self.state.get_or_insert_with(|| {
@@ -268,10 +271,17 @@ impl Compressor {
             if out.capacity() - out.len() < 64 {
                 out.reserve((data.len() - consumed) / 2 + 64);
             }
-            // Only the output buffer's size can make this fail, and it always has room.
-            let _ = c.compress_vec(&data[consumed..], out, FlushCompress::Sync);
-            if (c.total_in() - in_before) as usize == data.len() && out.capacity() - out.len() >= 64 {
-                // All input taken and the flush had room to finish.
+            let produced = out.len();
+            let failed = c.compress_vec(&data[consumed..], out, FlushCompress::Sync).is_err();
+            let taken = (c.total_in() - in_before) as usize;
+            let progress = taken > consumed || out.len() > produced;
+            if failed || (!progress && taken < data.len()) {
+                out.truncate(start);
+                self.state = None;
+                return false;
+            }
+            if taken == data.len() && (!progress || out.capacity() - out.len() >= 64) {
+                // All input taken and the flush finished (it had room, or had nothing left).
                 break;
             }
         }
@@ -284,6 +294,7 @@ impl Compressor {
         if self.no_context_takeover {
             self.state = None;
         }
+        true
     }
 }
 
@@ -340,11 +351,16 @@ impl Decompressor {
                         let grow = out.capacity().max(4096).min(limit - out.len());
                         out.reserve_exact(grow);
                     }
-                    let before = d.total_in();
+                    let (before, produced) = (d.total_in(), out.len());
                     let status = d
                         .decompress_vec(&input[consumed..], &mut out, FlushDecompress::Sync)
                         .map_err(|e| InflateError::Corrupt(e.to_string()))?;
                     consumed += (d.total_in() - before) as usize;
+                    let stuck = d.total_in() == before && out.len() == produced && out.len() < out.capacity();
+                    if stuck && consumed < input.len() && status != Status::StreamEnd {
+                        // Input left, room for output, and zlib took nothing: it cannot go on.
+                        return Err(InflateError::Corrupt("compressed data that cannot be inflated".into()));
+                    }
                     if out.len() > max {
                         return Err(InflateError::TooBig);
                     }
@@ -490,7 +506,7 @@ mod tests {
         ];
         for m in &msgs {
             let mut out = Vec::new();
-            c.compress(m, &mut out);
+            assert!(c.compress(m, &mut out));
             assert_eq!(&d.inflate(&out, usize::MAX).unwrap(), m);
         }
     }
@@ -519,8 +535,8 @@ mod tests {
         let msg = br#"{"type":"tick","price":101.5,"symbol":"ABC","seq":12345}"#;
         let (mut c, _) = pair(&base);
         let (mut first, mut second) = (Vec::new(), Vec::new());
-        c.compress(msg, &mut first);
-        c.compress(msg, &mut second);
+        assert!(c.compress(msg, &mut first));
+        assert!(c.compress(msg, &mut second));
         assert!(second.len() < first.len() / 2, "{} vs {}", second.len(), first.len());
         assert!(c.state.is_some());
         let mut free = Compressor::new(
@@ -530,7 +546,7 @@ mod tests {
                 ..base
             },
         );
-        free.compress(msg, &mut Vec::new());
+        assert!(free.compress(msg, &mut Vec::new()));
         assert!(free.state.is_none());
     }
 
@@ -540,7 +556,7 @@ mod tests {
         let (mut c, mut d) = pair(&base);
         for m in [&b""[..], b"a", b"hello", b"", b"x"] {
             let mut out = Vec::new();
-            c.compress(m, &mut out);
+            assert!(c.compress(m, &mut out));
             assert!(!out.is_empty());
             assert_eq!(d.inflate(&out, 100).unwrap(), m);
         }
@@ -569,13 +585,13 @@ mod tests {
         let (mut c, mut d) = pair(&base);
         let msg = br#"{"type":"tick","price":101.5,"symbol":"ABC","seq":12345}"#;
         let mut out = Vec::new();
-        c.compress(msg, &mut out);
+        assert!(c.compress(msg, &mut out));
         c.release_if_unused();
         assert!(c.state.is_some(), "used since the last tick: kept");
         c.release_if_unused();
         assert!(c.state.is_none(), "unused for a whole tick: released");
         let mut again = Vec::new();
-        c.compress(msg, &mut again);
+        assert!(c.compress(msg, &mut again));
         // The server's decoder keeps its window; our fresh context is read all the same.
         assert_eq!(d.inflate(&out, 1000).unwrap(), msg);
         assert_eq!(d.inflate(&again, 1000).unwrap(), msg);
@@ -586,14 +602,14 @@ mod tests {
         let base = n("permessage-deflate").unwrap().unwrap();
         let (mut c, mut d) = pair(&base);
         let mut bomb = Vec::new();
-        c.compress(&vec![0u8; 10 << 20], &mut bomb);
+        assert!(c.compress(&vec![0u8; 10 << 20], &mut bomb));
         assert!(bomb.len() < 20_000, "{}", bomb.len());
         assert_eq!(d.inflate(&bomb, 1 << 20), Err(InflateError::TooBig));
         // The failed message took the state with it: the next one starts afresh.
         assert!(d.state.is_none());
         let mut out = Vec::new();
         let (mut c2, _) = pair(&base);
-        c2.compress(b"after", &mut out);
+        assert!(c2.compress(b"after", &mut out));
         assert_eq!(d.inflate(&out, 100).unwrap(), b"after");
         assert!(matches!(
             d.inflate(&[0xff, 0xff, 0xff], 100),

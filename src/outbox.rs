@@ -58,16 +58,22 @@ impl SendQueue {
         if let Some(c) = &self.compressor {
             let mut c = c.lock().unwrap_or_else(|p| p.into_inner());
             if c.wants(payload.len()) {
-                COMPRESSED.with(|z| {
+                let compressed = COMPRESSED.with(|z| {
                     let mut z = z.borrow_mut();
                     z.clear();
-                    c.compress(payload, &mut z);
-                    frame::encode_frame(opcode, true, &z, out);
+                    let ok = c.compress(payload, &mut z);
+                    if ok {
+                        frame::encode_frame(opcode, true, &z, out);
+                    }
                     if z.capacity() > SCRATCH_KEEP {
                         *z = Vec::new();
                     }
+                    ok
                 });
-                return;
+                if compressed {
+                    return;
+                }
+                // zlib refused (not expected): the message goes uncompressed, which is always allowed.
             }
         }
         frame::encode(opcode, payload, out);
