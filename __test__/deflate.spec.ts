@@ -6,7 +6,6 @@
 import { spawn, spawnSync } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import { once } from 'node:events'
-import { readFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import net from 'node:net'
 import path from 'node:path'
@@ -16,7 +15,7 @@ import test, { type ExecutionContext } from 'ava'
 import { WebSocket as WS, WebSocketServer, type PerMessageDeflateOptions as WsDeflateOptions } from 'ws'
 
 import { ReconnectingWebSocket, clientStats, type PerMessageDeflateOptions, type RedialError } from '../index.js'
-import { Recorder, quiescent, rawServer, until, type RawPeer } from './helpers.js'
+import { Recorder, peakRssOf, quiescent, rawServer, until, type RawPeer } from './helpers.js'
 
 type Any = any
 
@@ -1024,14 +1023,6 @@ test.serial('the offer is made again on every reconnect; extensions follows each
 
 const child = fileURLToPath(new URL('./fixtures/deflate-child.cjs', import.meta.url))
 
-function peakRssOf(pid: number): number {
-  try {
-    const m = /^VmHWM:\s*(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, 'latin1'))
-    return m ? Number(m[1]) / 1024 : 0
-  } catch {
-    return 0
-  }
-}
 
 async function runBombChild(port: number, opts: object) {
   const proc = spawn(process.execPath, ['--expose-gc', child, String(port), JSON.stringify(opts)], { stdio: ['ignore', 'pipe', 'pipe'] })

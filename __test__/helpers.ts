@@ -1,6 +1,7 @@
 // Real peers on 127.0.0.1 for the tests: the `ws` server and raw `net` servers.
 import { createHash } from 'node:crypto'
 import { once } from 'node:events'
+import { readFileSync } from 'node:fs'
 import net from 'node:net'
 import { setImmediate as tick, setTimeout as delay } from 'node:timers/promises'
 import { WebSocketServer, type WebSocket } from 'ws'
@@ -202,5 +203,15 @@ export class Recorder {
       })
       this.#wake = null
     }
+  }
+}
+
+/** VmHWM (peak RSS) of process `pid` in MiB, as this process sees it in /proc; 0 where it cannot. */
+export function peakRssOf(pid: number): number {
+  try {
+    const m = /^VmHWM:\s*(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, 'latin1'))
+    return m ? Number(m[1]) / 1024 : 0
+  } catch {
+    return 0
   }
 }

@@ -8,12 +8,11 @@
 import { spawn } from 'node:child_process'
 import { once } from 'node:events'
 import { constants } from 'node:buffer'
-import { readFileSync } from 'node:fs'
 import type net from 'node:net'
 import { fileURLToPath } from 'node:url'
 import test, { type ExecutionContext } from 'ava'
 
-import { acceptUpgrade, rawServer, type RawPeer } from './helpers.js'
+import { acceptUpgrade, peakRssOf, rawServer, type RawPeer } from './helpers.js'
 
 const child = fileURLToPath(new URL('./fixtures/hostile-child.cjs', import.meta.url))
 
@@ -63,15 +62,6 @@ interface Run {
   peakRssMiB: number
 }
 
-/** VmHWM (peak RSS) of process `pid` in MiB, or 0. */
-function peakRssOf(pid: number): number {
-  try {
-    const m = /^VmHWM:\s*(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, 'latin1'))
-    return m ? Number(m[1]) / 1024 : 0
-  } catch {
-    return 0
-  }
-}
 
 /** A child past this RSS is killed: far beyond any bound below, and a machine's memory is not for a test to exhaust. */
 const KILL_RSS_MIB = 2048
