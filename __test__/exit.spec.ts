@@ -7,7 +7,7 @@ import { once } from 'node:events'
 import { fileURLToPath } from 'node:url'
 import test from 'ava'
 
-import { refusedPort, wsServer } from './helpers.js'
+import { rawServer, wsServer } from './helpers.js'
 
 const child = fileURLToPath(new URL('./fixtures/child.cjs', import.meta.url))
 
@@ -53,8 +53,11 @@ test('exits by itself right after disconnect() of an open client', async (t) => 
 })
 
 test('exits by itself right after disconnect() during a 30 s backoff wait', async (t) => {
-  const port = await refusedPort()
-  const r = await run('disconnect-during-backoff', `ws://127.0.0.1:${port}/`)
+  // A server of our own that drops every connection: a port merely left closed could be taken by
+  // another test file's server meanwhile (ava runs files concurrently), and the child would never back off.
+  const peer = await rawServer((socket) => socket.destroy())
+  const r = await run('disconnect-during-backoff', peer.url)
+  await peer.close()
   t.is(r.code, 0, r.stderr)
   t.true(r.reports[0]?.done)
   t.is(r.reports[0].stats.pendingReconnects, 0)
