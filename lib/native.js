@@ -1,31 +1,121 @@
 'use strict'
-// Loads the native addon. The napi-generated `binding.js` knows every platform package, but
-// it is 36 KB of source that V8 keeps for the life of the process; the usual case (the addon
-// built or installed next to this package) needs none of it, so it is only the fallback.
+// Loads the native addon, in the napi-rs way: a binary built in this checkout (or from source
+// by scripts/build-from-source.js) first, then the platform package that npm installed as an
+// optional dependency (`redial-ws-linux-x64-gnu`, ...). When neither loads, the error names the
+// platform, the package that was expected, the real cause, and the one command that fixes it.
 // (Sources here are ASCII on purpose: one non-ASCII character makes V8 keep a file's whole
 // source as UTF-16, twice the memory. A test checks it.)
 
 const fs = require('node:fs')
 const path = require('node:path')
 
-function candidates() {
+const root = path.join(__dirname, '..')
+
+/** Which C library this Linux uses: the binaries differ ('gnu' is glibc). */
+function linuxLibc() {
+  try {
+    if (fs.readFileSync('/usr/bin/ldd', 'latin1').includes('musl')) return 'musl'
+  } catch {
+    // No ldd: ask the runtime which glibc it runs on (none means musl).
+  }
+  const header = process.report?.getReport?.()?.header
+  return header?.glibcVersionRuntime ? 'gnu' : 'musl'
+}
+
+/** The napi-rs platform name: linux-x64-gnu, darwin-arm64, win32-x64-msvc, ... */
+function platformName() {
   const { platform, arch } = process
-  const abis = platform === 'linux' ? ['-gnu', '-musl'] : platform === 'win32' ? ['-msvc'] : ['']
-  return abis.map((abi) => path.join(__dirname, '..', `redial-ws.${platform}-${arch}${abi}.node`))
+  if (platform === 'linux') return `linux-${arch}-${linuxLibc()}`
+  if (platform === 'win32') return `win32-${arch}-msvc`
+  return `${platform}-${arch}`
+}
+
+/** The platforms a package is published for (package.json `napi.targets`, as npm/<name>/). */
+const PUBLISHED = [
+  'linux-x64-gnu',
+  'linux-arm64-gnu',
+  'linux-x64-musl',
+  'linux-arm64-musl',
+  'darwin-x64',
+  'darwin-arm64',
+  'win32-x64-msvc',
+  'win32-arm64-msvc',
+]
+
+/** Why a binary that exists did not load, in words, from the runtime's error. */
+function explain(err) {
+  const text = `${err?.name ?? ''} ${err?.message ?? err}`
+  if (/allow-ffi|NotCapable|PermissionDenied/i.test(text))
+    return { why: 'the runtime does not allow loading native code', fix: 'run Deno with --allow-ffi (or -A)' }
+  const glibc = /GLIBC_(\d+\.\d+)['`]? not found/.exec(text)
+  if (glibc)
+    return {
+      why: `the binary needs glibc ${glibc[1]}, newer than this system's`,
+      fix: null,
+    }
+  if (/invalid ELF header|wrong ELF class|not a valid Win32 application|incompatible architecture|mach-o/i.test(text))
+    return { why: 'the binary was built for another platform', fix: 'reinstall the package on this machine' }
+  return { why: String(err?.message ?? err).split('\n')[0], fix: null }
 }
 
 function load() {
-  if (!process.env.NAPI_RS_NATIVE_LIBRARY_PATH) {
-    for (const file of candidates()) {
-      if (!fs.existsSync(file)) continue
-      try {
-        return require(file)
-      } catch {
-        // Wrong libc or a broken file: the generated loader reports it properly.
-      }
+  const name = platformName()
+  const pkg = `redial-ws-${name}`
+  const tried = []
+
+  const override = process.env.NAPI_RS_NATIVE_LIBRARY_PATH
+  const files = override ? [override] : [path.join(root, `redial-ws.${name}.node`)]
+  for (const file of files) {
+    if (!override && !fs.existsSync(file)) continue
+    try {
+      return require(file)
+    } catch (err) {
+      tried.push({ what: file, err })
     }
   }
-  return require('../binding.js')
+  if (!override) {
+    try {
+      return require(pkg)
+    } catch (err) {
+      const missing = /MODULE_NOT_FOUND/.test(err?.code) && String(err.message).includes(pkg)
+      tried.push({ what: pkg, err, missing })
+    }
+  }
+  throw loadError(name, pkg, tried)
+}
+
+function loadError(name, pkg, tried) {
+  const runtime = process.versions.bun
+    ? `Bun ${process.versions.bun}`
+    : process.versions.deno
+      ? `Deno ${process.versions.deno}`
+      : `Node ${process.version}`
+  const fromSource = `node ${JSON.stringify(path.join(root, 'scripts', 'build-from-source.js'))}  (needs Rust: https://rustup.rs)`
+  const lines = [`redial-ws: cannot load the native binary for ${name} (${runtime}).`]
+  const cause = tried.find((t) => !t.missing)?.err ?? tried[0]?.err
+  for (const t of tried) {
+    if (t.missing) {
+      lines.push(
+        PUBLISHED.includes(name)
+          ? `- ${pkg} is not installed: npm skips optional dependencies with --omit=optional, or when the` +
+              ` lockfile was written on another platform (npm/cli#4828).`
+          : `- no prebuilt binary is published for ${name}.`,
+      )
+    } else {
+      lines.push(`- ${t.what}: ${explain(t.err).why}`)
+    }
+  }
+  const fixes = tried.filter((t) => !t.missing).map((t) => explain(t.err).fix)
+  const fix = fixes.find(Boolean)
+  lines.push('Fix:')
+  if (fix) lines.push(`  ${fix}`)
+  else if (PUBLISHED.includes(name)) lines.push(`  npm install ${pkg}@${require('../package.json').version}`)
+  lines.push(`  or build it from source: ${fromSource}`)
+  const err = new Error(lines.join('\n'), cause ? { cause } : undefined)
+  err.code = 'ERR_NATIVE_BINDING'
+  err.platform = name
+  err.package = pkg
+  return err
 }
 
 module.exports = load()

@@ -1,9 +1,11 @@
 #!/usr/bin/env node
 'use strict'
-// Runs at `npm install redial-ws`. The tarball carries the addon built for the
-// platform it was packed on; anywhere else, build it from the bundled Rust
-// sources with cargo, in a temporary target directory that is removed
-// afterwards (no `target/` is ever left inside node_modules).
+// Builds the native addon from the Rust sources that ship in the package, for a platform with
+// no prebuilt binary (or to use your own toolchain). Needs cargo (https://rustup.rs). The
+// addon lands next to package.json as redial-ws.<platform>.node, where lib/native.js looks
+// first; the build runs in a temporary target directory that is removed afterwards, so no
+// `target/` is ever left inside node_modules. Nothing runs this at install time: the package
+// has no install script.
 
 const { execFileSync, spawnSync } = require('node:child_process')
 const fs = require('node:fs')
@@ -12,21 +14,7 @@ const path = require('node:path')
 
 const root = path.resolve(__dirname, '..')
 
-// In a git checkout `npm run build` (the `prepare` script) builds the addon.
-if (fs.existsSync(path.join(root, '__test__'))) process.exit(0)
-
-function loads() {
-  try {
-    require(path.join(root, 'binding.js'))
-    return true
-  } catch {
-    return false
-  }
-}
-
-if (!process.env.REDIAL_WS_BUILD_FROM_SOURCE && loads()) process.exit(0)
-
-/** The file name the generated loader looks for on this platform (e.g. redial-ws.linux-x64-gnu.node). */
+/** The file name lib/native.js looks for on this platform (e.g. redial-ws.linux-x64-gnu.node). */
 function addonName() {
   const { platform, arch } = process
   let abi = ''
@@ -41,11 +29,8 @@ const cargo = spawnSync('cargo', ['--version'], { encoding: 'utf8' })
 if (cargo.error || cargo.status !== 0) {
   console.error(
     [
-      '',
-      `redial-ws: no prebuilt binary for ${process.platform}-${process.arch} (Node ${process.version}),`,
-      'and cargo (the Rust toolchain) is not installed, so it cannot be built from source.',
-      'Install Rust from https://rustup.rs and run `npm install` again, or use a platform with a prebuilt binary.',
-      '',
+      `redial-ws: cannot build from source for ${process.platform}-${process.arch}:`,
+      'cargo (the Rust toolchain) is not installed. Install Rust from https://rustup.rs and run this again.',
     ].join('\n'),
   )
   process.exit(1)
@@ -64,8 +49,11 @@ try {
 } finally {
   if (ownTarget) fs.rmSync(targetDir, { recursive: true, force: true })
 }
-if (!loads()) {
-  console.error('redial-ws: the addon was built but does not load')
+const check = spawnSync(process.execPath, ['-e', `require(${JSON.stringify(path.join(root, 'lib', 'native.js'))})`], {
+  encoding: 'utf8',
+})
+if (check.status !== 0) {
+  console.error(`redial-ws: the addon was built but does not load:\n${check.stderr}`)
   process.exit(1)
 }
 console.error(`redial-ws: built ${addonName()}`)
