@@ -70,7 +70,13 @@ export interface ReconnectingWebSocketOptions {
   signal?: AbortSignal
 }
 
-export type BinaryType = 'nodebuffer' | 'arraybuffer' | 'uint8array'
+/** What a binary message is delivered as, for each `binaryType`. */
+export interface BinaryTypes {
+  nodebuffer: Buffer
+  arraybuffer: ArrayBuffer
+  uint8array: Uint8Array
+}
+export type BinaryType = keyof BinaryTypes
 
 export interface TlsOptions {
   /** Extra trusted CA certificates (PEM). */
@@ -289,10 +295,11 @@ export interface OpenEventInfo {
   extensions: string
 }
 
-export interface ReconnectingWebSocketEvents {
+/** The events and their listeners' arguments; `B` is the client's `binaryType`. */
+export interface ReconnectingWebSocketEvents<B extends BinaryType = BinaryType> {
   open: [event: OpenEventInfo]
-  /** Binary data is a Buffer, an ArrayBuffer or a Uint8Array according to `binaryType`. */
-  message: [data: string | Buffer | ArrayBuffer | Uint8Array, isBinary: boolean]
+  /** Text is a string; binary data is a Buffer, an ArrayBuffer or a Uint8Array according to `binaryType`. */
+  message: [data: string | BinaryTypes[B], isBinary: boolean]
   close: [event: CloseEventInfo]
   reconnecting: [event: ReconnectingEventInfo]
   error: [err: RedialError]
@@ -312,9 +319,11 @@ export interface ReconnectingWebSocketEvents {
  * reconnecting. A client collected without `disconnect()` is cleaned up
  * natively (its reconnect is cancelled) and a warning is emitted.
  */
-export declare class ReconnectingWebSocket extends EventEmitter<ReconnectingWebSocketEvents> {
-  /** `url` may be a provider called before every attempt. */
-  constructor(url: string | URL | Provider<string | URL>, options?: ReconnectingWebSocketOptions)
+export declare class ReconnectingWebSocket<B extends BinaryType = 'nodebuffer'> extends EventEmitter<
+  ReconnectingWebSocketEvents<B>
+> {
+  // The native overload is declared last: when no overload matches, TypeScript reports the
+  // last one's error, so a misspelt option is reported against ReconnectingWebSocketOptions.
   /**
    * reconnecting-websocket / partysocket shape: subprotocols second, their option names accepted.
    * A client built this way runs in their mode (defaults, retryCount, event order); see docs/migrating.md.
@@ -322,8 +331,10 @@ export declare class ReconnectingWebSocket extends EventEmitter<ReconnectingWebS
   constructor(
     url: string | URL | Provider<string | URL>,
     protocols?: string | string[] | Provider<string | string[]> | null,
-    options?: ReconnectingWebSocketOptions & RwsCompatOptions,
+    options?: ReconnectingWebSocketOptions & RwsCompatOptions & { binaryType?: B },
   )
+  /** `url` may be a provider called before every attempt. */
+  constructor(url: string | URL | Provider<string | URL>, options?: ReconnectingWebSocketOptions & { binaryType?: B })
   static readonly CONNECTING: 0
   static readonly OPEN: 1
   static readonly CLOSING: 2
@@ -368,6 +379,10 @@ export declare class ReconnectingWebSocket extends EventEmitter<ReconnectingWebS
    * `'permessage-deflate; client_max_window_bits=15'`, or '' (in rws mode the names only, as ws reports them).
    */
   readonly extensions: string
+  /**
+   * How binary messages are delivered. Listeners are typed by the `binaryType` given to the
+   * constructor; set it there rather than here for types that match.
+   */
   binaryType: BinaryType
   readonly metrics: ClientMetrics
   /** Starts connecting; idempotent. During a reconnect wait, connects now. While closing, reconnects after the close. */
@@ -394,7 +409,7 @@ export declare class ReconnectingWebSocket extends EventEmitter<ReconnectingWebS
    * `highWaterMark` [1024] buffered messages the socket stops being read). Ends when the client closes
    * for good. A pending read keeps the client alive, also while it waits to reconnect.
    */
-  messages(options?: { highWaterMark?: number }): AsyncIterableIterator<string | Buffer | ArrayBuffer | Uint8Array>
+  messages(options?: { highWaterMark?: number }): AsyncIterableIterator<string | BinaryTypes[B]>
   /**
    * Resolves when the client is open (at once if it is), however many attempts that takes; rejects only
    * when it will not open: it gave up (`ERR_GAVE_UP`), `disconnect()` was called (`ERR_NOT_OPEN`) or

@@ -311,7 +311,7 @@ test.serial('providers: a fresh token per attempt; two rejections are failed att
 
 test.serial('a provider that never settles is bounded by connectTimeout', async (t) => {
   const peer = await wsServer()
-  const client = new ReconnectingWebSocket(peer.url, { connectTimeout: 100, minDelay: 60_000, headers: () => new Promise(() => {}) })
+  const client = new ReconnectingWebSocket(peer.url, { connectTimeout: 100, minDelay: 60_000, headers: () => new Promise<Record<string, string>>(() => {}) })
   const err: RedialError = await new Recorder(client).next('error')
   t.is(err.code, 'ERR_CONNECT_TIMEOUT')
   t.is(peer.accepted, 0)

@@ -1,6 +1,6 @@
 // Type tests, checked by `npm run typecheck` (tsc): each @ts-expect-error must be an error,
 // so a typing that became too loose fails the build. Never executed.
-import { ReconnectingWebSocket } from '../../index.js'
+import { type BinaryType, ReconnectingWebSocket } from '../../index.js'
 
 declare const client: ReconnectingWebSocket
 
@@ -8,6 +8,15 @@ declare const client: ReconnectingWebSocket
 client.on('message', (data: string | Buffer | ArrayBuffer | Uint8Array, isBinary: boolean) => void [data, isBinary])
 client.on('close', (ev) => void ev.willReconnect)
 client.on('reconnecting', (ev) => void (ev.attempt + ev.delay))
+// Binary data is typed by the constructor's `binaryType`: a Buffer unless asked otherwise.
+client.on('message', (data: string | Buffer, isBinary: boolean) => void [data, isBinary])
+new ReconnectingWebSocket('ws://127.0.0.1:1', { binaryType: 'arraybuffer' }).on('message', (data: string | ArrayBuffer) => void data)
+new ReconnectingWebSocket('ws://127.0.0.1:1', null, { binaryType: 'uint8array' }).on('message', (data: string | Uint8Array) => void data)
+// @ts-expect-error an 'arraybuffer' client does not deliver Buffers
+new ReconnectingWebSocket('ws://127.0.0.1:1', { binaryType: 'arraybuffer' }).on('message', (data: string | Buffer) => void data)
+declare const anyBinary: { binaryType?: BinaryType }
+// @ts-expect-error a binaryType not known statically: any of the three
+new ReconnectingWebSocket('ws://127.0.0.1:1', anyBinary).on('message', (data: string | Buffer) => void data)
 // @ts-expect-error misspelt event name
 client.on('mesage', () => {})
 // @ts-expect-error wrong listener signature: 'open' carries no argument
