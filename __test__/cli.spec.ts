@@ -1,7 +1,7 @@
 // The redial-ws command line (bin/redial-ws.js), driven as a child process
 // against local servers on 127.0.0.1. Every wait is for an output line or a
 // server event, never for a fixed time.
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process'
+import { spawn, spawnSync, type ChildProcessWithoutNullStreams } from 'node:child_process'
 import { once } from 'node:events'
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import http from 'node:http'
@@ -15,7 +15,7 @@ import test, { type ExecutionContext } from 'ava'
 import { WebSocketServer, type WebSocket } from 'ws'
 
 import { makeCerts } from './certs.js'
-import { wsServer } from './helpers.js'
+import { refusedPort, wsServer } from './helpers.js'
 
 const cliPath = fileURLToPath(new URL('../bin/redial-ws.js', import.meta.url))
 const { version } = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }
@@ -121,8 +121,12 @@ interface Cli {
   exit(ms?: number): Promise<number | null>
 }
 
-function cli(t: ExecutionContext, args: string[]): Cli {
-  const proc = spawn(process.execPath, [cliPath, ...args], { stdio: ['pipe', 'pipe', 'pipe'] })
+/** Runs the CLI with piped stdio; `env` is added to this process's (REDIAL_WS_CLI_TTY is not inherited). */
+function cli(t: ExecutionContext, args: string[], env: Record<string, string> = {}): Cli {
+  const proc = spawn(process.execPath, [cliPath, ...args], {
+    stdio: ['pipe', 'pipe', 'pipe'],
+    env: { ...process.env, REDIAL_WS_CLI_TTY: undefined, ...env },
+  })
   const out = new Lines(proc.stdout)
   const err = new Lines(proc.stderr)
   proc.stdin.on('error', () => {}) // the process may be gone before we write
@@ -254,8 +258,10 @@ test('--no-reconnect: a dropped connection ends the process with code 1, a norma
   const c = cli(t, [peer.url, '--no-reconnect'])
   await c.err.line(/^open$/)
   c.proc.stdin.write('drop me\n')
-  await c.err.line(/^gave up: maxRetries after 1 attempt: ERR_SOCKET/)
+  await c.err.line(/^error ERR_SOCKET: /)
   t.is(await c.exit(), 1, c.err.text)
+  // The last line says, in words, what ended it and why nothing more is tried.
+  t.regex(c.err.items.at(-1) ?? '', /^the connection to ws:\/\/127\.0\.0\.1:\d+\/ ended \([a-z][^()]*\); not reconnecting \(--no-reconnect\)$/, c.err.text)
   t.is(peer.accepted, 1)
   t.false(c.err.items.some((l) => l.startsWith('reconnecting')), c.err.text)
 
@@ -267,6 +273,205 @@ test('--no-reconnect: a dropped connection ends the process with code 1, a norma
   await d.err.line(/^closed 1000 done$/)
   t.is(await d.exit(), 0, d.err.text)
   t.is(closing.accepted, 1)
+})
+
+test('--no-reconnect: a refused connection is explained in plain words, without the password', async (t) => {
+  const port = await refusedPort()
+  const c = cli(t, [`ws://user:secret@127.0.0.1:${port}/`, '--no-reconnect'])
+  t.is(await c.exit(), 1, c.err.text)
+  t.is(c.err.items[0], `connecting ws://user:***@127.0.0.1:${port}/`)
+  t.is(c.err.items.at(-1), `could not connect to ws://user:***@127.0.0.1:${port}/ (connection refused); not retrying (--no-reconnect)`)
+  t.false(c.err.text.includes('secret'), c.err.text)
+  t.false(/gave up|maxRetries/.test(c.err.text), c.err.text)
+  t.deepEqual(c.out.items, [])
+})
+
+test('a URL without a scheme gets ws:// (as in wscat); http:// means ws://', async (t) => {
+  const peer = await wsServer((socket) => socket.send('hi'))
+  t.teardown(() => peer.close())
+  const { port } = peer
+  const cases: Array<[input: string, path: string, shown: string]> = [
+    [`127.0.0.1:${port}`, '/', `ws://127.0.0.1:${port}/`],
+    [`127.0.0.1:${port}/path?q=1`, '/path?q=1', `ws://127.0.0.1:${port}/path?q=1`],
+    [`localhost:${port}/local`, '/local', `ws://localhost:${port}/local`],
+    [`http://127.0.0.1:${port}/h`, '/h', `ws://127.0.0.1:${port}/h`],
+  ]
+  for (const [input, path, shown] of cases) {
+    const request = once(peer.wss, 'connection').then(([, req]) => req as http.IncomingMessage)
+    const c = cli(t, [input])
+    await c.out.line(/^hi$/) // fails at once if the CLI exits instead
+    t.is((await request).url, path, input)
+    c.proc.stdin.end()
+    t.is(await c.exit(), 0, c.err.text)
+    t.is(c.err.items[0], `connecting ${shown}`, input)
+  }
+  t.is(peer.accepted, cases.length)
+
+  // A bare host name: ws://, port 80 (nothing listens under .invalid; only the URL is checked).
+  const bare = cli(t, ['nosuchhost.invalid', '--no-reconnect'])
+  t.is(await bare.exit(), 1, bare.err.text)
+  t.is(bare.err.items[0], 'connecting ws://nosuchhost.invalid/')
+  t.regex(bare.err.items.at(-1) ?? '', /^could not connect to ws:\/\/nosuchhost\.invalid\/ \(.+\); not retrying \(--no-reconnect\)$/)
+})
+
+/** Sends a welcome, a binary message and a two-line text with an escape sequence; echoes what it gets. */
+function chatty(socket: WebSocket) {
+  socket.send('welcome')
+  socket.send(Buffer.from([1, 2, 3]))
+  socket.send('two\nlines\x1b[31m')
+  socket.on('message', (data) => socket.send(`echo: ${data}`))
+}
+
+test('piped stdout: messages exactly as received, one per line, no "> " or "< " markers', async (t) => {
+  const peer = await wsServer(chatty)
+  t.teardown(() => peer.close())
+  const c = cli(t, [peer.url])
+  await c.out.line(/^lines\x1b\[31m$/)
+  c.proc.stdin.write('hi\n')
+  await c.out.line(/^echo: hi$/)
+  c.proc.stdin.end()
+  t.is(await c.exit(), 0, c.err.text)
+  t.deepEqual(c.out.items, ['welcome', '<binary 3 bytes>', 'two', 'lines\x1b[31m', 'echo: hi'])
+  t.deepEqual(c.err.items, [`connecting ${peer.url}`, 'open', 'closed 1000'])
+})
+
+test('terminal format (REDIAL_WS_CLI_TTY=1): "< " before messages, "> " before sent lines, controls escaped', async (t) => {
+  const peer = await wsServer(chatty)
+  t.teardown(() => peer.close())
+  const c = cli(t, [peer.url], { REDIAL_WS_CLI_TTY: '1' })
+  await c.out.line(/^ {2}lines/)
+  c.proc.stdin.write('hi\n')
+  await c.out.line(/^< echo: hi$/)
+  c.proc.stdin.end()
+  t.is(await c.exit(), 0, c.err.text)
+  t.deepEqual(c.out.items, ['< welcome', '< <binary 3 bytes>', '< two', '  lines\\x1b[31m', '> hi', '< echo: hi'])
+  // Status lines stay plain words on stderr.
+  t.deepEqual(c.err.items, [`connecting ${peer.url}`, 'open', 'closed 1000'])
+
+  // --json stays one JSON object per line, whatever the terminal.
+  const j = cli(t, [peer.url, '--json'], { REDIAL_WS_CLI_TTY: '1' })
+  t.deepEqual(JSON.parse(await j.out.line(/./)), { type: 'message', data: 'welcome', binary: false })
+  j.proc.stdin.end()
+  t.is(await j.exit(), 0, j.err.text)
+})
+
+const hasScript = spawnSync('script', ['--version'], { stdio: 'ignore' }).status === 0
+
+/** The rows a terminal shows after `output`, for the controls readline and the CLI write. */
+function screen(output: string): string[] {
+  const rows: string[][] = [[]]
+  let row = 0
+  let col = 0
+  for (const m of output.matchAll(/\x1b\[\??([\d;]*)([A-Za-z])|[^]/g)) {
+    if (m[2] === undefined) {
+      const ch = m[0]
+      if (ch === '\r') col = 0
+      else if (ch === '\n') rows[++row] ??= []
+      else if (ch >= ' ') rows[row][col++] = ch
+      continue
+    }
+    const n = Number(m[1] || 0)
+    switch (m[2]) {
+      case 'G': // cursor to column n
+        col = Math.max(n, 1) - 1
+        break
+      case 'K': // erase in line: 0 to the end, 1 to the start, 2 all
+        if (n === 2) rows[row] = []
+        else if (n === 1) for (let i = 0; i <= col; i++) rows[row][i] = ' '
+        else rows[row].length = Math.min(rows[row].length, col)
+        break
+      case 'J': // erase below
+        rows[row].length = Math.min(rows[row].length, col)
+        rows.length = row + 1
+        break
+      case 'A':
+        row = Math.max(0, row - Math.max(n, 1))
+        break
+      case 'B':
+        row += Math.max(n, 1)
+        rows[row] ??= []
+        break
+      case 'C':
+        col += Math.max(n, 1)
+        break
+      case 'D':
+        col = Math.max(0, col - Math.max(n, 1))
+        break
+      default: // colours and modes
+    }
+  }
+  return rows.map((r) => Array.from(r, (ch) => ch ?? ' ').join('').trimEnd())
+}
+
+/** The CLI in a real pseudo-terminal (util-linux `script`): stdin, stdout and stderr are TTYs. */
+function cliInTerminal(t: ExecutionContext, args: string[]) {
+  const quote = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`
+  const command = [process.execPath, cliPath, ...args].map(quote).join(' ')
+  const proc = spawn('script', ['-qec', command, '/dev/null'], {
+    stdio: ['pipe', 'pipe', 'pipe'],
+    env: { ...process.env, REDIAL_WS_CLI_TTY: undefined, TERM: 'xterm' },
+  })
+  t.teardown(() => {
+    if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL')
+  })
+  const chunks = new Log<string>()
+  proc.stdout.setEncoding('utf8').on('data', (chunk: string) => chunks.push(chunk))
+  proc.stdout.on('end', () => chunks.end())
+  const exited = new Promise<number | null>((resolve) => proc.on('close', (code) => resolve(code)))
+  const rows = () => screen(chunks.items.join(''))
+  /** Waits until the screen satisfies `pred`. */
+  const until = (pred: (rows: string[]) => boolean, what: string) =>
+    chunks.find(() => pred(rows()), `${what} on screen`).catch((err: Error) => {
+      throw new Error(`${err.message}\nscreen:\n${rows().join('\n')}`)
+    })
+  return { proc, rows, until, exited, type: (keys: string) => proc.stdin.write(keys) }
+}
+
+;(hasScript ? test : test.skip)('on a terminal: a "> " prompt, "< " before messages, and output arriving mid-line does not garble the typing', async (t) => {
+  let serverSide: WebSocket | undefined
+  const server = recording((socket) => {
+    serverSide = socket
+    socket.send('welcome')
+    socket.on('message', (data) => socket.send(`echo: ${data}`))
+  })
+  const peer = await wsServer(server.onConnection)
+  t.teardown(() => peer.close())
+  const term = cliInTerminal(t, [`127.0.0.1:${peer.port}`])
+  const last = (rows: string[]) => rows.at(-1)
+  // Rows are compared without trailing spaces: an empty prompt is '>'.
+
+  await term.until((rows) => rows.includes('< welcome') && last(rows) === '>', 'the welcome and the prompt')
+  term.type('hello\r')
+  await term.until((rows) => rows.includes('< echo: hello') && last(rows) === '>', 'the echo of hello')
+
+  // Half a line typed, then a message arrives: it goes above, the typing stays on the prompt line.
+  term.type('hal')
+  await term.until((rows) => last(rows) === '> hal', 'the typing')
+  serverSide!.send('tick')
+  await term.until((rows) => rows.includes('< tick') && last(rows) === '> hal', 'the tick above the typing')
+  t.deepEqual(term.rows(), [`connecting ws://127.0.0.1:${peer.port}/`, 'open', '< welcome', '> hello', '< echo: hello', '< tick', '> hal'])
+  term.type('f\r')
+  await term.until((rows) => rows.includes('< echo: half'), 'the echo of half')
+
+  // Ctrl-D on the empty prompt: a clean close, exit 0, and no prompt left behind.
+  term.type('\x04')
+  t.is(await term.exited, 0, term.rows().join('\n'))
+  t.deepEqual(
+    server.inbox.items.map((m) => m.data),
+    ['hello', 'half'],
+  )
+  t.deepEqual(await server.closes.find(() => true, 'the close'), { conn: 1, code: 1000 })
+  t.deepEqual(term.rows().slice(-4), ['> half', '< echo: half', 'closed 1000', ''])
+
+  // Ctrl-C in the terminal (readline's raw mode) disconnects cleanly and exits 130.
+  const again = cliInTerminal(t, [peer.url])
+  await again.until((rows) => rows.includes('open') && rows.at(-1) === '>', 'the prompt')
+  again.type('\x03')
+  t.is(await again.exited, 130, again.rows().join('\n'))
+  t.deepEqual(await server.closes.find((e) => e.conn === 2, 'the second close'), { conn: 2, code: 1000 })
+  const rows = again.rows()
+  t.true(rows.includes('SIGINT: disconnecting'), rows.join('\n'))
+  t.is(rows.at(-1), '', 'the prompt is cleared on exit')
 })
 
 test('SIGINT closes cleanly and exits with 130', async (t) => {
@@ -305,8 +510,13 @@ test('--ca trusts a private CA for wss:, --insecure accepts any certificate, nei
     t.is(await c.exit(), 0, c.err.text)
   }
   const untrusted = cli(t, [url])
-  await untrusted.err.line(/^gave up: .*ERR_TLS_CERT/)
+  await untrusted.err.line(/^error ERR_TLS_CERT: /)
   t.is(await untrusted.exit(), 1, untrusted.err.text)
+  t.regex(
+    untrusted.err.items.at(-1) ?? '',
+    /^could not connect to wss:\/\/127\.0\.0\.1:\d+\/ \(certificate rejected: \w+\); giving up, retrying would not help \(--ca <file> trusts a private CA; --insecure skips the check\)$/,
+    untrusted.err.text,
+  )
 })
 
 test('--proxy tunnels through an HTTP CONNECT proxy', async (t) => {
@@ -347,8 +557,10 @@ test('bad usage exits with 2 without connecting', async (t) => {
     [[], /missing <url>/],
     [[peer.url, '--bogus'], /Unknown option '--bogus'/],
     [[peer.url, peer.url], /unexpected argument/],
-    [['not a url'], /ERR_INVALID_URL/],
-    [['ftp://127.0.0.1/'], /ERR_INVALID_URL_SCHEME/],
+    [['not a url'], /^redial-ws: invalid URL "not a url" \(ERR_INVALID_URL\)$/m],
+    [['127.0.0.1:99999'], /^redial-ws: invalid URL "127\.0\.0\.1:99999" \(ERR_INVALID_URL\)$/m],
+    [['ws://user:secret@127.0.0.1/#top'], /^redial-ws: invalid URL "ws:\/\/user:\*\*\*@127\.0\.0\.1\/#top": the URL must not contain a fragment \(ERR_INVALID_URL\)$/m],
+    [['ftp://127.0.0.1/'], /^redial-ws: unsupported URL scheme "ftp:" in "ftp:\/\/127\.0\.0\.1\/": use ws:\/\/ or wss:\/\/ \(ERR_INVALID_URL_SCHEME\)$/m],
     [[peer.url, '--max-delay', 'soon'], /--max-delay must be a whole number/],
     [[peer.url, '--ping-interval', '-5'], /ping-interval/],
     [[peer.url, '--header', 'NoColon'], /--header must look like "Name: value"/],
@@ -363,6 +575,7 @@ test('bad usage exits with 2 without connecting', async (t) => {
       t.is(code, 2, `${JSON.stringify(args)}: ${c.err.text}`)
       t.regex(c.err.text, message, JSON.stringify(args))
       t.regex(c.err.text, /Usage: redial-ws <url>/)
+      t.false(c.err.text.includes('secret'), c.err.text)
       t.deepEqual(c.out.items, [])
     }),
   )

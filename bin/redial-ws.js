@@ -4,8 +4,14 @@
 // as text messages; received messages go to stdout; connection state changes go
 // to stderr. Lines typed while the connection is down are queued by the client
 // and written, in order, once it is open again.
+//
+// On a terminal (stdout is a TTY) it reads like wscat: received messages are
+// shown as `< message`, lines sent as `> line` (the `> ` prompt while typing),
+// and incoming output never garbles the line being typed. When stdout is piped,
+// messages are printed as they are, one per line, with no markers.
 
 const fs = require('node:fs')
+const { STATUS_CODES } = require('node:http')
 const readline = require('node:readline')
 const { parseArgs } = require('node:util')
 
@@ -19,6 +25,14 @@ Reads lines from stdin and sends each one as a text message; prints every
 received message on stdout; reconnects with backoff when the connection drops.
 Connection state changes are shown on stderr. Ctrl-D (end of input) closes the
 connection cleanly and exits.
+
+<url> is ws://host[:port][/path] or wss://...; without a scheme, ws:// is
+assumed (redial-ws localhost:8080); http:// and https:// mean ws:// and wss://.
+
+On a terminal, received messages are shown as "< message" and sent lines as
+"> line" (control characters in messages are shown escaped, e.g. \\x1b). When
+stdout is not a terminal, and with --json, each message is printed as is, one
+per line. REDIAL_WS_CLI_TTY=1 (or 0) forces the terminal format on (or off).
 
 Options:
   -H, --header "Name: value"  extra handshake header (repeatable)
@@ -131,22 +145,170 @@ function clientOptions(values) {
   return options
 }
 
+// --- URLs -------------------------------------------------------------------
+
+// `scheme://...`, or a special scheme the URL parser completes (`ws:host`).
+const HAS_SCHEME = /^[A-Za-z][A-Za-z0-9+.-]*:\/\/|^(?:wss?|https?):/i
+
+/**
+ * The URL to connect to, as wscat reads it: `localhost:8080`, `127.0.0.1:8080/path`
+ * and `example.com` get `ws://`; `http://` and `https://` become `ws://` and `wss://`.
+ * Anything else is left to the client, which rejects what it cannot use.
+ */
+function normalizeUrl(input) {
+  const trimmed = input.trim()
+  if (!HAS_SCHEME.test(trimmed)) return `${trimmed.startsWith('//') ? 'ws:' : 'ws://'}${trimmed}`
+  return trimmed.replace(/^http(s?):/i, 'ws$1:')
+}
+
+/** How the URL is shown: parsed (as the client sees it) when possible, never with a password. */
+function displayUrl(url) {
+  try {
+    return redactUrl(new URL(url).href)
+  } catch {
+    return redactUrl(url)
+  }
+}
+
+/** The usage error for a URL the client refused. */
+function badUrlMessage(input, err) {
+  const shown = JSON.stringify(redactUrl(input))
+  if (err.code === 'ERR_INVALID_URL_SCHEME') {
+    const scheme = /^([A-Za-z][A-Za-z0-9+.-]*:)/.exec(input.trim())
+    return `unsupported URL scheme${scheme ? ` "${scheme[1]}"` : ''} in ${shown}: use ws:// or wss:// (ERR_INVALID_URL_SCHEME)`
+  }
+  if (err.code === 'ERR_INVALID_URL') {
+    // The client's message names the URL (redacted); only the generic one is replaced.
+    const detail = /^Invalid URL\b/.test(err.message) ? '' : `: ${lowerFirst(err.message.replace(/: \S*$/, ''))}`
+    return `invalid URL ${shown}${detail} (ERR_INVALID_URL)`
+  }
+  return err.code ? `${err.code}: ${err.message}` : err.message
+}
+
+// --- Plain words for errors and for why the client stopped --------------------
+
+/** `Connection refused` -> `connection refused`; `TLS ...` stays. */
+function lowerFirst(text) {
+  return /^[A-Z][a-z]/.test(text) ? text[0].toLowerCase() + text.slice(1) : text
+}
+
+/** A client error in a few words: what the user needs, without the code. */
+function describeError(err) {
+  const message = String(err.message || '')
+    .replace(/ \(os error \d+\)/g, '')
+    .replace(/ \((?:wss?|https?):\/\/[^\s()]*\)$/, '') // the URL, shown elsewhere
+  switch (err.code) {
+    case 'ERR_CONNECT':
+      if (/refused/i.test(message)) return 'connection refused'
+      if (/lookup address|name or service not known|nodename nor servname|no such host|name resolution/i.test(message)) {
+        return 'host not found'
+      }
+      if (/timed out/i.test(message)) return 'timed out'
+      return lowerFirst(message) || 'connection failed'
+    case 'ERR_CONNECT_TIMEOUT':
+      return 'timed out'
+    case 'ERR_HANDSHAKE':
+      if (typeof err.status === 'number') {
+        const text = STATUS_CODES[err.status]
+        return `the server answered HTTP ${err.status}${text ? ` ${text}` : ''} instead of upgrading`
+      }
+      return `bad handshake: ${message}`
+    case 'ERR_TLS_CERT':
+      return `certificate rejected: ${message.replace(/^TLS handshake failed: (?:invalid peer certificate: )?/, '')}`
+    case 'ERR_INTERNAL':
+      return `internal error in redial-ws: ${message}`
+    default:
+      return lowerFirst(message) || err.code || 'unknown error'
+  }
+}
+
+/** What a user can do about some errors. */
+function hint(err) {
+  if (!err) return ''
+  if (err.code === 'ERR_TLS_CERT') return ' (--ca <file> trusts a private CA; --insecure skips the check)'
+  if (err.code === 'ERR_PROXY_AUTH') return ' (give the credentials as --proxy http://user:pass@host:port)'
+  return ''
+}
+
+/**
+ * The last line before the CLI exits because the client gave up: what happened and
+ * why nothing more is tried, from the giveup event's fields.
+ */
+function stopMessage(ev, { url, noReconnect, wasOpen, lastClose }) {
+  let why
+  if (ev.lastError) why = describeError(ev.lastError)
+  else if (lastClose) why = `closed with code ${lastClose.code}${lastClose.reason ? `: ${lastClose.reason}` : ''}`
+  else why = 'no reason given'
+  const what = wasOpen ? `the connection to ${url} ended` : `could not connect to ${url}`
+  if (noReconnect) return `${what} (${why}); not ${wasOpen ? 'reconnecting' : 'retrying'} (--no-reconnect)${hint(ev.lastError)}`
+  if (ev.reason === 'policy') return `${what} (${why}); giving up, retrying would not help${hint(ev.lastError)}`
+  const plural = ev.attempts === 1 ? '' : 's'
+  return `gave up after ${ev.attempts} attempt${plural}: ${why}${hint(ev.lastError)}`
+}
+
+// --- Output -------------------------------------------------------------------
+
+/** REDIAL_WS_CLI_TTY=1/0 overrides whether stdout counts as a terminal (for tests and wrappers). */
+function terminalOutput() {
+  const forced = process.env.REDIAL_WS_CLI_TTY
+  if (forced === '1') return true
+  if (forced === '0') return false
+  return Boolean(process.stdout.isTTY)
+}
+
+// C0 and C1 controls other than tab and newline: a message cannot move the cursor,
+// recolour or retitle the terminal.
+const CONTROL = /[\x00-\x08\x0b-\x1f\x7f-\x9f]/g
+const escapeControl = (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`
+
+/** A received text as shown on a terminal: `< ` first, continuation lines indented. */
+function received(text) {
+  return `< ${text.replace(CONTROL, escapeControl).replace(/\n/g, '\n  ')}`
+}
+
 function main() {
-  const { url, values } = parseCommandLine(process.argv.slice(2))
+  const { url: input, values } = parseCommandLine(process.argv.slice(2))
   const json = values.json
-  const note = (line) => process.stderr.write(`${line}\n`)
+  const url = normalizeUrl(input)
+  const shownUrl = displayUrl(url)
+
+  // The terminal format: markers on messages and sent lines. A prompt and line
+  // editing only when both ends are a real terminal.
+  const tty = terminalOutput()
+  const interactive = tty && Boolean(process.stdin.isTTY) && Boolean(process.stdout.isTTY)
+  const dim = process.stderr.isTTY && process.stderr.hasColors() ? (line) => `\x1b[2m${line}\x1b[22m` : (line) => line
+
+  let lines = null // the readline interface, once created
+  let prompting = false // a prompt (and maybe a half-typed line) is on screen
+  // Writes whole lines without breaking the prompt: clear the line being typed,
+  // write, draw the prompt and what was typed again.
+  const print = (stream, text) => {
+    if (prompting) {
+      readline.clearLine(process.stdout, 0)
+      readline.cursorTo(process.stdout, 0)
+    }
+    stream.write(`${text}\n`)
+    if (prompting) lines.prompt(true)
+  }
+  const note = (line) => print(process.stderr, dim(line))
 
   let client
   try {
     client = new ReconnectingWebSocket(url, clientOptions(values))
   } catch (err) {
-    usageError(err.code ? `${err.code}: ${err.message}` : err.message)
+    usageError(badUrlMessage(input, err))
   }
 
   let exiting = false
   let lastClose = null
   const exit = (code) => {
     exiting = true
+    if (prompting) {
+      // Leave the terminal on a fresh line, without the prompt.
+      prompting = false
+      readline.clearLine(process.stdout, 0)
+      readline.cursorTo(process.stdout, 0)
+    }
     process.exit(code)
   }
 
@@ -155,14 +317,16 @@ function main() {
     if (!exiting) client.disconnect().finally(() => exit(1))
   })
 
-  note(`connecting ${redactUrl(String(url))}`)
+  note(`connecting ${shownUrl}`)
   let connected = false
+  let lastWasOpen = false // whether the connection that ended last had been open
   client.on('open', () => {
     connected = true
     note(client.protocol ? `open (protocol ${client.protocol})` : 'open')
   })
   client.on('close', (ev) => {
     lastClose = ev
+    lastWasOpen = connected
     // A failed attempt also ends with a close event; its error was shown already.
     if (connected) note(`closed ${ev.code}${ev.reason ? ` ${ev.reason}` : ''}`)
     connected = false
@@ -173,9 +337,7 @@ function main() {
     // Nothing is left to do. A clean, normal close by the server (with --no-reconnect) is a success.
     const clean = !ev.lastError && lastClose !== null && lastClose.wasClean && lastClose.code === 1000
     if (!clean) {
-      const plural = ev.attempts === 1 ? '' : 's'
-      const why = ev.lastError ? `: ${ev.lastError.code}: ${ev.lastError.message}` : ''
-      note(`gave up: ${ev.reason} after ${ev.attempts} attempt${plural}${why}`)
+      note(stopMessage(ev, { url: shownUrl, noReconnect: values['no-reconnect'], wasOpen: lastWasOpen, lastClose }))
     }
     exit(clean ? 0 : 1)
   })
@@ -184,9 +346,11 @@ function main() {
       const record = isBinary
         ? { type: 'message', data: Buffer.from(data).toString('base64'), binary: true, encoding: 'base64' }
         : { type: 'message', data, binary: false }
-      process.stdout.write(`${JSON.stringify(record)}\n`)
+      print(process.stdout, JSON.stringify(record))
+    } else if (isBinary) {
+      print(process.stdout, `${tty ? '< ' : ''}<binary ${data.byteLength} bytes>`)
     } else {
-      process.stdout.write(isBinary ? `<binary ${data.byteLength} bytes>\n` : `${data}\n`)
+      print(process.stdout, tty ? received(data) : data)
     }
   })
 
@@ -206,6 +370,8 @@ function main() {
     for (;;) {
       try {
         client.send(line)
+        // Typed lines are on screen already, after the prompt; piped ones are shown.
+        if (tty && !interactive) print(process.stdout, `> ${line}`)
         return
       } catch (err) {
         if (err.code !== 'ERR_QUEUE_FULL') {
@@ -226,11 +392,32 @@ function main() {
     }
   }
 
-  const lines = readline.createInterface({ input: process.stdin, terminal: false, crlfDelay: Infinity })
+  lines = readline.createInterface({
+    input: process.stdin,
+    output: interactive ? process.stdout : undefined,
+    terminal: interactive,
+    prompt: '> ',
+    crlfDelay: Infinity,
+  })
+  if (interactive) {
+    // In raw mode Ctrl-C reaches readline, not the process.
+    lines.on('SIGINT', () => interrupt('SIGINT', 130))
+    lines.on('close', () => {
+      // Ctrl-D (on an empty line): the prompt goes, what follows starts on its line.
+      if (prompting) {
+        prompting = false
+        readline.clearLine(process.stdout, 0)
+        readline.cursorTo(process.stdout, 0)
+      }
+    })
+    prompting = true
+    lines.prompt()
+  }
   ;(async () => {
     for await (const line of lines) {
       if (exiting || interrupted) return
       await send(line)
+      if (prompting) lines.prompt()
     }
     if (exiting || interrupted) return
     // End of input: write what is still queued (connecting if needed, within
