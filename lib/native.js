@@ -13,8 +13,12 @@ const root = path.join(__dirname, '..')
 
 /** Which C library this Linux uses: the binaries differ ('gnu' is glibc). */
 function linuxLibc() {
+  // ldd is a script that names its C library. (Reading it first also spares Deno's --allow-sys,
+  // which process.report needs.)
   try {
-    if (fs.readFileSync('/usr/bin/ldd', 'latin1').includes('musl')) return 'musl'
+    const ldd = fs.readFileSync('/usr/bin/ldd', 'latin1')
+    if (ldd.includes('musl')) return 'musl'
+    if (/GNU C Library|GLIBC|glibc/.test(ldd)) return 'gnu'
   } catch {
     // No ldd: ask the runtime which glibc it runs on (none means musl).
   }
@@ -42,20 +46,17 @@ const PUBLISHED = [
   'win32-arm64-msvc',
 ]
 
-/** Why a binary that exists did not load, in words, from the runtime's error. */
+/** Why a binary that exists did not load, in words, from the runtime's error (quoted after them). */
 function explain(err) {
   const text = `${err?.name ?? ''} ${err?.message ?? err}`
+  const said = String(err?.message ?? err).split('\n')[0]
   if (/allow-ffi|NotCapable|PermissionDenied/i.test(text))
-    return { why: 'the runtime does not allow loading native code', fix: 'run Deno with --allow-ffi (or -A)' }
+    return { why: `the runtime does not allow loading native code (${said})`, fix: 'run Deno with --allow-ffi (or -A)' }
   const glibc = /GLIBC_(\d+\.\d+)['`]? not found/.exec(text)
-  if (glibc)
-    return {
-      why: `the binary needs glibc ${glibc[1]}, newer than this system's`,
-      fix: null,
-    }
-  if (/invalid ELF header|wrong ELF class|not a valid Win32 application|incompatible architecture|mach-o/i.test(text))
-    return { why: 'the binary was built for another platform', fix: 'reinstall the package on this machine' }
-  return { why: String(err?.message ?? err).split('\n')[0], fix: null }
+  if (glibc) return { why: `the binary needs glibc ${glibc[1]}, newer than this system's (${said})`, fix: null }
+  if (/invalid ELF header|wrong ELF class|file too short|not a valid Win32 application|incompatible architecture|mach-o/i.test(text))
+    return { why: `not a binary for this platform: damaged, or built for another one (${said})`, fix: 'reinstall the package on this machine' }
+  return { why: said, fix: null }
 }
 
 function load() {
@@ -92,25 +93,27 @@ function loadError(name, pkg, tried) {
       : `Node ${process.version}`
   const fromSource = `node ${JSON.stringify(path.join(root, 'scripts', 'build-from-source.js'))}  (needs Rust: https://rustup.rs)`
   const lines = [`redial-ws: cannot load the native binary for ${name} (${runtime}).`]
-  const cause = tried.find((t) => !t.missing)?.err ?? tried[0]?.err
-  for (const t of tried) {
-    if (t.missing) {
+  const failed = tried.filter((t) => !t.missing)
+  const cause = (failed[0] ?? tried[0])?.err
+  // A binary that is there and does not load says more than a package that is not there.
+  for (const t of failed.length ? failed : tried) {
+    if (t.missing)
       lines.push(
         PUBLISHED.includes(name)
           ? `- ${pkg} is not installed: npm skips optional dependencies with --omit=optional, or when the` +
               ` lockfile was written on another platform (npm/cli#4828).`
           : `- no prebuilt binary is published for ${name}.`,
       )
-    } else {
-      lines.push(`- ${t.what}: ${explain(t.err).why}`)
-    }
+    else lines.push(`- ${t.what}: ${explain(t.err).why}`)
   }
-  const fixes = tried.filter((t) => !t.missing).map((t) => explain(t.err).fix)
-  const fix = fixes.find(Boolean)
+  const fix = failed.map((t) => explain(t.err).fix).find(Boolean)
   lines.push('Fix:')
   if (fix) lines.push(`  ${fix}`)
-  else if (PUBLISHED.includes(name)) lines.push(`  npm install ${pkg}@${require('../package.json').version}`)
-  lines.push(`  or build it from source: ${fromSource}`)
+  else {
+    const install = !failed.length && PUBLISHED.includes(name)
+    if (install) lines.push(`  npm install ${pkg}@${require('../package.json').version}`)
+    lines.push(`  ${install ? 'or ' : ''}build it from source: ${fromSource}`)
+  }
   const err = new Error(lines.join('\n'), cause ? { cause } : undefined)
   err.code = 'ERR_NATIVE_BINDING'
   err.platform = name

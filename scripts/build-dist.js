@@ -9,7 +9,8 @@
 // Linux targets link with cargo-zigbuild and zig (`pip install cargo-zigbuild ziglang`), the
 // glibc ones against glibc 2.17 as napi-rs's own packages are, so that one binary loads on every
 // Linux that Node supports; the musl ones dynamically (`-crt-static`: Node is the process that
-// links the C library). macOS and Windows targets build with plain cargo on their own runners.
+// links the C library). macOS and Windows targets build with plain cargo on their own runners
+// (Windows with a static C runtime).
 // Only the host's Rust standard library is needed for the host's target; any other target needs
 // `rustup target add` (the release workflow does that, see docs/releasing.md).
 
@@ -57,7 +58,11 @@ const args = linux
   ? ['zigbuild', '--release', '--lib', '--target', target.endsWith('-gnu') ? `${target}.${GLIBC_FLOOR}` : target]
   : ['build', '--release', '--lib', '--target', target]
 const env = { ...process.env }
-if (target.endsWith('-musl')) env.RUSTFLAGS = `${env.RUSTFLAGS ?? ''} -C target-feature=-crt-static`.trim()
+// musl: link the C library dynamically (Node is the process that brings it). Windows: link the C
+// runtime statically, as napi-rs's template does, so that the addon does not need the Visual C++
+// Redistributable, which a fresh Windows does not have.
+const crt = target.endsWith('-musl') ? '-crt-static' : target.includes('-windows-') ? '+crt-static' : null
+if (crt) env.RUSTFLAGS = `${env.RUSTFLAGS ?? ''} -C target-feature=${crt}`.trim()
 
 if (linux) {
   const zigbuild = spawnSync('cargo-zigbuild', ['--version'], { encoding: 'utf8' })
