@@ -22,11 +22,16 @@
 //   echo  {}                       raw: echoes every data message.
 //   wss   { deflate }              a `ws` WebSocketServer that accepts and holds connections
 //                                  (perMessageDeflate: `deflate`, default false).
+//   tcpecho {}                     plain TCP (no WebSocket): echoes every byte (the floor of the echo rows).
+//
+// `tls: { keyFile, certFile }` (recv, wss): the same over TLS (`wss:`), terminated here with
+// node:tls (raw servers) or node:https (wss); the key and certificate are run.js's throwaway ones.
 //   flap  { downMs }               raw: on a text "drop" it drops every connection, stops listening,
 //                                  listens again on the same port `downMs` later, and tells the next
 //                                  client "listen:<hrtime ns>" (the moment it listened again).
 
 const net = require('node:net')
+const tls = require('node:tls')
 const {
   OP_TEXT,
   OP_BINARY,
@@ -42,6 +47,8 @@ const {
 const fs = require('node:fs')
 
 const config = JSON.parse(process.argv[2] || '{}')
+// TLS (wss:) with run.js's throwaway certificate, or null.
+const tlsOptions = config.tls ? { key: fs.readFileSync(config.tls.keyFile), cert: fs.readFileSync(config.tls.certFile) } : null
 const CHUNK = 2 * 1024 * 1024
 
 function report(msg) {
@@ -59,7 +66,8 @@ const noop = () => {}
  */
 function rawServer(makeHandler, upgrade = {}) {
   const sockets = new Set()
-  const server = net.createServer({ noDelay: true }, (socket) => {
+  const onConnection = (socket) => {
+    if (tlsOptions) socket.setNoDelay(true)
     sockets.add(socket)
     socket.on('error', noop)
     socket.on('close', () => sockets.delete(socket))
@@ -93,7 +101,10 @@ function rawServer(makeHandler, upgrade = {}) {
       }
     }
     acceptUpgrade(socket, onUpgraded, upgrade)
-  })
+  }
+  // Over TLS the handler gets the TLSSocket once its handshake is done ('secureConnection').
+  const server = tlsOptions ? tls.createServer(tlsOptions, onConnection) : net.createServer({ noDelay: true }, onConnection)
+  if (tlsOptions) server.on('tlsClientError', (e) => console.error(`[server] TLS: ${e.code || ''} ${e.message}`))
   server.sockets = sockets
   server.on('error', (e) => {
     console.error(`[server] ${e.code || ''} ${e.message}`)
@@ -300,17 +311,38 @@ switch (config.mode) {
   }
   case 'wss': {
     const { WebSocketServer } = require('ws')
-    const wss = new WebSocketServer({
-      host: '127.0.0.1',
-      port: 0,
-      backlog: 4096,
-      perMessageDeflate: config.deflate ?? false,
-      clientTracking: false,
-    })
+    const common = { perMessageDeflate: config.deflate ?? false, clientTracking: false }
+    let wss
+    if (tlsOptions) {
+      // wss: node:https terminates TLS, ws takes the upgrades.
+      const https = require('node:https')
+      const server = https.createServer(tlsOptions)
+      server.on('tlsClientError', (e) => console.error(`[server] TLS: ${e.code || ''} ${e.message}`))
+      server.on('error', (e) => {
+        console.error(`[server] ${e.code || ''} ${e.message}`)
+        if (e.syscall === 'listen') process.exit(1)
+      })
+      wss = new WebSocketServer({ server, ...common })
+      server.listen({ host: '127.0.0.1', port: 0, backlog: 4096 }, () => report({ type: 'listening', port: server.address().port }))
+    } else {
+      wss = new WebSocketServer({ host: '127.0.0.1', port: 0, backlog: 4096, ...common })
+      wss.on('listening', () => report({ type: 'listening', port: wss.address().port }))
+    }
     wss.on('connection', (ws) => ws.on('error', noop))
     // e.g. EMFILE on accept: keep serving the connections we have; the client sees the failure.
     wss.on('error', (e) => console.error(`[server] ${e.code || ''} ${e.message}`))
-    wss.on('listening', () => report({ type: 'listening', port: wss.address().port }))
+    break
+  }
+  case 'tcpecho': {
+    const server = net.createServer({ noDelay: true }, (socket) => {
+      socket.on('error', noop)
+      socket.pipe(socket)
+    })
+    server.on('error', (e) => {
+      console.error(`[server] ${e.code || ''} ${e.message}`)
+      if (e.syscall === 'listen') process.exit(1)
+    })
+    listen(server)
     break
   }
   default:

@@ -2,7 +2,7 @@
 'use strict'
 // Writes the main package as it is published into dist/redial-ws/: the files `npm pack` would
 // take from this checkout, without any binary, and a package.json with no lifecycle scripts
-// (npm 11 blocks dependencies' install scripts; this package needs none) whose
+// (npm 11 does not run dependencies' install scripts without being allowed to; this package needs none) whose
 // optionalDependencies are the platform packages of npm/<platform>/ at the same version, so
 // npm installs exactly the one whose os/cpu/libc match. `napi pre-publish` does the same edit
 // in place; staging leaves the checkout's package.json (and its lockfile) alone.

@@ -22,6 +22,8 @@ function formatValue(v, row) {
       return v.toFixed(2)
     case 'MiB':
       return `${row.signed && v > 0 ? '+' : ''}${v.toFixed(1)}`
+    case 'KiB':
+      return `${row.signed && v > 0 ? '+' : ''}${group(v)}`
     default:
       return v >= 100 ? group(v) : group(v, 1)
   }
@@ -37,6 +39,12 @@ function ratioOf(value, base, row) {
 function formatRatio(r) {
   if (r === null || r === undefined || !Number.isFinite(r)) return '—'
   return r >= 10 ? `${r.toFixed(0)}×` : `${r.toFixed(2)}×`
+}
+
+/** redial-ws's share of the ceiling (a fraction, 1 = at the limit) as a percentage. */
+function formatShare(f) {
+  if (f === null || f === undefined || !Number.isFinite(f)) return '—'
+  return `${(f * 100).toFixed(f < 0.1 ? 1 : 0)} %`
 }
 
 function arrow(row) {
@@ -56,6 +64,7 @@ function tableCells(report) {
     header.push(p.name)
     if (p.name !== 'ws') header.push('×ws')
   }
+  if (report.ceiling) header.push(CEILING_HEADER, SHARE_HEADER)
   const body = report.rows.map((row) => {
     const cells = [row.label, row.unit, `${arrow(row)} ${row.better}`]
     for (const p of report.peers) {
@@ -63,10 +72,24 @@ function tableCells(report) {
       cells.push(cellText(v, row))
       if (p.name !== 'ws') cells.push(v && !v.na ? formatRatio(v.ratio) : '—')
     }
+    if (report.ceiling) {
+      const r = row.values['redial-ws']
+      cells.push(row.ceiling ? cellText(row.ceiling, row) : '—', formatShare(r && r.ofCeiling))
+    }
     return cells
   })
   return { header, body }
 }
+
+const CEILING_HEADER = 'ceiling (Rust, no JS)'
+const SHARE_HEADER = 'redial-ws % of ceiling'
+
+const CEILING_LEGEND =
+  `${CEILING_HEADER}: the same frames from the same server, read and decoded by the crate's own ` +
+  'connection code and frame reader in a Rust loop that delivers nothing to JS (benches/ceiling.rs); ' +
+  'for the echo rows, a plain TCP round trip of 64 B on loopback (the lower of a Rust std and a Node net client). ' +
+  `${SHARE_HEADER}: how close redial-ws comes to that limit, 100 % = at it: ↑ rows redial-ws ÷ ceiling, ` +
+  '↓ rows floor ÷ redial-ws.'
 
 const LEGEND =
   '×ws = peer ÷ ws for every row. ↑ rows (throughput): above 1 is faster than ws. ' +
@@ -92,6 +115,7 @@ function renderText(report) {
   const out = [line(header), widths.map((w) => '-'.repeat(w)).join('  ')]
   for (const r of body) out.push(line(r))
   out.push('', wrap(LEGEND, 100))
+  if (report.ceiling) out.push('', wrap(CEILING_LEGEND, 100))
   if (report.notes.length) out.push('', ...report.notes.map((n) => `- ${n}`))
   return out.join('\n')
 }
@@ -128,6 +152,7 @@ function renderMarkdown(report) {
   out.push(`|${header.map((_, i) => (i >= 3 ? ' ---: ' : ' --- ')).join('|')}|`)
   for (const r of body) out.push(`| ${r.map(mdEscape).join(' | ')} |`)
   out.push('', LEGEND, '')
+  if (report.ceiling) out.push(CEILING_LEGEND, '')
   out.push('![redial-ws ÷ ws](latest.svg)', '')
   out.push('Workloads:', '')
   for (const w of workloads) out.push(`- \`${w.id}\`: ${w.title}`)
@@ -150,17 +175,24 @@ function xml(s) {
   return String(s).replace(/[<>&"']/g, (c) => ({ '<': '&lt;', '>': '&gt;', '&': '&amp;', '"': '&quot;', "'": '&apos;' })[c])
 }
 
-/** Horizontal bars: redial-ws ÷ ws per row, with a line at 1.0. */
+/**
+ * Horizontal bars: redial-ws ÷ ws per row, with a line at 1.0; below, where the report has ceiling
+ * rows, redial-ws's share of the ceiling (0–100 %).
+ */
 function renderSvg(report) {
   const rows = report.rows
     .map((row) => ({ row, v: row.values['redial-ws'] }))
     .filter(({ v }) => v && v.ratio !== null && v.ratio !== undefined && Number.isFinite(v.ratio))
+  const shares = report.rows
+    .map((row) => ({ row, v: row.values['redial-ws'] }))
+    .filter(({ v }) => v && typeof v.ofCeiling === 'number' && Number.isFinite(v.ofCeiling))
   const W = 900
   const left = 390
   const plotW = 420
   const top = 76
   const rowH = 26
-  const H = top + Math.max(1, rows.length) * rowH + 46
+  const top2 = top + Math.max(1, rows.length) * rowH + 46 + 50 // the ceiling panel
+  const H = shares.length ? top2 + shares.length * rowH + 46 : top + Math.max(1, rows.length) * rowH + 46
   const maxRatio = Math.max(2, ...rows.map(({ v }) => v.ratio))
   const xMax = Math.min(10, Math.ceil(maxRatio * 2) / 2)
   const x = (r) => Math.round((left + (Math.min(r, xMax) / xMax) * plotW) * 10) / 10
@@ -197,8 +229,33 @@ function renderSvg(report) {
   out.push(`<text x="${x(1)}" y="${top - 12}" text-anchor="middle" fill="#000">1.0 = ws</text>`)
   if (rows.length === 0) out.push(`<text x="${left}" y="${top + 16}" fill="#555">no ratio available (ws or redial-ws did not run)</text>`)
   out.push(`<text x="${left + plotW / 2}" y="${bottom + 34}" text-anchor="middle" fill="#555">ratio to ws</text>`)
+  if (shares.length) {
+    // redial-ws as a share of the ceiling (Rust, no JS): 100 % = at the limit.
+    const xs = (f) => Math.round((left + Math.min(Math.max(f, 0), 1) * plotW) * 10) / 10
+    const bottom2 = top2 + shares.length * rowH
+    out.push(
+      `<text x="12" y="${top2 - 32}" font-size="15" font-weight="bold">redial-ws, share of the ceiling (Rust, no JS)</text>`,
+      `<text x="12" y="${top2 - 14}" fill="#555">${xml(
+        '↑ rows: redial-ws ÷ ceiling; ↓ rows: floor ÷ redial-ws (echo: plain TCP round trip); 100 % = at the limit',
+      )}</text>`,
+    )
+    for (let t = 0; t <= 100; t += 25) {
+      out.push(`<line x1="${xs(t / 100)}" y1="${top2 - 4}" x2="${xs(t / 100)}" y2="${bottom2}" stroke="#e5e5e5"/>`)
+      out.push(`<text x="${xs(t / 100)}" y="${bottom2 + 16}" text-anchor="middle" fill="#555">${t} %</text>`)
+    }
+    shares.forEach(({ row, v }, i) => {
+      const y = top2 + i * rowH
+      const label = `${row.label} (${row.unit}, ${arrow(row)} better)`
+      out.push(`<text x="${left - 8}" y="${y + rowH / 2 + 4}" text-anchor="end">${xml(label)}</text>`)
+      out.push(
+        `<rect x="${left}" y="${y + 5}" width="${Math.max(1, Math.round((xs(v.ofCeiling) - left) * 10) / 10)}" height="${rowH - 10}" fill="#1565c0" opacity="0.85"/>`,
+      )
+      out.push(`<text x="${xs(v.ofCeiling) + 6}" y="${y + rowH / 2 + 4}">${xml(formatShare(v.ofCeiling))}</text>`)
+    })
+    out.push(`<text x="${left + plotW / 2}" y="${bottom2 + 34}" text-anchor="middle" fill="#555">share of the ceiling</text>`)
+  }
   out.push('</svg>', '')
   return out.join('\n')
 }
 
-module.exports = { formatValue, formatRatio, ratioOf, renderText, renderMarkdown, renderSvg }
+module.exports = { formatValue, formatRatio, formatShare, ratioOf, renderText, renderMarkdown, renderSvg }

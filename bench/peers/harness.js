@@ -27,6 +27,8 @@
 //   stats()                   optional: the library's own counters, reported with idle memory
 //
 // Workloads with `deflate: true` check, at every `open`, that permessage-deflate was negotiated.
+// `wss:` workloads give `caFile` (run.js's throwaway CA, PEM): every connect() then gets
+// opts.ca (the PEM text) for the peer to trust.
 
 const { jsonMessage } = require('../lib/jsonmsg')
 
@@ -380,7 +382,9 @@ async function churn(A, { url, cycles, checkpoints, deflate }) {
       heap[i] = m.heapUsed / 1048576
     }
   }
-  const [a, b] = checkpoints
+  // Growth from the first checkpoint to the last (the others only show the trend).
+  const a = checkpoints[0]
+  const b = checkpoints[checkpoints.length - 1]
   return {
     cycles,
     seconds: Number(busy) / 1e9,
@@ -388,6 +392,7 @@ async function churn(A, { url, cycles, checkpoints, deflate }) {
     rssMiB: rss,
     heapMiB: heap,
     rssGrowthMiB: rss[b] - rss[a],
+    rssGrowthKiB: (rss[b] - rss[a]) * 1024,
     heapGrowthMiB: heap[b] - heap[a],
   }
 }
@@ -480,6 +485,12 @@ async function main(adapter) {
   if (why) {
     await report({ type: 'result', ok: true, result: { na: why } })
     process.exit(0)
+  }
+  if (cfg.caFile) {
+    // wss: every connection trusts run.js's throwaway CA.
+    const ca = require('node:fs').readFileSync(cfg.caFile, 'utf8')
+    const connect = adapter.connect
+    adapter.connect = (url, h, opts = {}) => connect(url, h, { ...opts, ca })
   }
   const fn = WORKLOADS[cfg.workload]
   if (!fn) {

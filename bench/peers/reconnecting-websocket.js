@@ -14,16 +14,33 @@ try {
   loadError = e
 }
 
+// wss: it constructs `new WebSocket(url, protocols)`; this subclass adds ws's `ca` option (one
+// class per CA, not per connection).
+const caCtors = new Map()
+function withCa(ca) {
+  let Ctor = caCtors.get(ca)
+  if (!Ctor) {
+    Ctor = class extends WebSocket {
+      constructor(url, protocols) {
+        super(url, protocols, { ca })
+      }
+    }
+    caCtors.set(ca, Ctor)
+  }
+  return Ctor
+}
+
 main({
   name: 'reconnecting-websocket',
   reconnects: true,
   unavailable: () => (RWS && WebSocket ? null : `not installed: ${loadError && loadError.message}`),
   version: () => require('reconnecting-websocket/package.json').version,
   connect(url, h, opts = {}) {
-    let Ctor = WebSocket
+    let Ctor = opts.ca ? withCa(opts.ca) : WebSocket
     if (opts.reconnect) {
+      const Base = Ctor
       // The constructor runs when the reconnect timer fires: the start of an attempt.
-      Ctor = class extends WebSocket {
+      Ctor = class extends Base {
         constructor(...args) {
           h.onAttempt(now())
           super(...args)

@@ -22,6 +22,7 @@ main({
     const options = opts.reconnect
       ? { pingInterval: 0, minDelay: 100, maxDelay: 100, jitter: 'none' }
       : { pingInterval: 0 }
+    if (opts.ca) options.tls = { ca: opts.ca } // wss: the bench's throwaway CA
     const c = new lib.ReconnectingWebSocket(url, options)
     c.on('open', h.onOpen)
     c.on('message', h.onMessage)

@@ -17,6 +17,8 @@ main({
   reconnects: false,
   unavailable: () => (WS ? null : 'no global WebSocket and undici is not installed'),
   version: () => (source === 'node' ? `${process.versions.undici} (node ${process.version})` : require('undici/package.json').version),
+  // wss: its constructor takes no TLS options; run.js starts this process with
+  // NODE_EXTRA_CA_CERTS=<the bench's throwaway CA>, which Node's TLS (and so undici) trusts.
   connect(url, h) {
     const ws = new WS(url)
     ws.binaryType = 'arraybuffer'

@@ -16,9 +16,10 @@ main({
   reconnects: false,
   unavailable: () => (WebSocket ? null : `ws not installed: ${loadError && loadError.message}`),
   version: () => require('ws/package.json').version,
-  connect(url, h) {
+  connect(url, h, opts = {}) {
     // Its default, spelled out: permessage-deflate offered (servers other than the deflate ones decline).
-    const ws = new WebSocket(url, { perMessageDeflate: true })
+    // wss: `ca`, passed on to tls.connect(), trusts the bench's throwaway CA.
+    const ws = new WebSocket(url, opts.ca ? { perMessageDeflate: true, ca: opts.ca } : { perMessageDeflate: true })
     ws.on('open', h.onOpen)
     ws.on('message', (data, isBinary) => h.onMessage(isBinary ? data : data.toString(), isBinary))
     ws.on('error', h.onError)
