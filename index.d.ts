@@ -9,7 +9,11 @@ export interface ReconnectingWebSocketOptions {
   maxDelay?: number
   /** Growth factor of the delay: `min(maxDelay, minDelay * factor^(attempt-1))` [2]. */
   factor?: number
-  /** Jitter applied after the cap: `'full'` uniform 0..d, `'equal'` d/2 + uniform 0..d/2, `'none'` ['full']. */
+  /**
+   * Jitter applied after the cap: `'equal'` d/2 + uniform 0..d/2, `'full'` uniform 0..d, `'none'` ['equal'].
+   * 'equal' keeps a floor, so clients dropped together neither hammer a server that is down nor all
+   * arrive at once when it returns.
+   */
   jitter?: 'full' | 'equal' | 'none'
   /** Reconnect attempts after a failure before giving up (`giveup` event) [Infinity]. 0 never reconnects. */
   maxRetries?: number

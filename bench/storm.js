@@ -22,8 +22,9 @@ const { renderText, renderMarkdown, renderSvg } = require('./lib/storm-report')
 // ---------------------------------------------------------------- options
 
 const PEER_NAMES = ['redial-ws', 'reconnecting-websocket', 'partysocket']
-// Extra variants, only when asked for with --peers: redial-ws with its other jitter modes.
-const VARIANTS = ['redial-ws:equal', 'redial-ws:none']
+// Extra variants, only when asked for with --peers: redial-ws with its other jitter modes (its
+// default is 'equal').
+const VARIANTS = ['redial-ws:full', 'redial-ws:none']
 
 function parseArgs(argv) {
   const out = { quick: false }
@@ -101,7 +102,7 @@ const REQUESTED = Math.round(args.clients ?? (QUICK ? 1_000 : 10_000))
 
 // The same backoff for every library (each under its own option names; see settingsNotes()).
 const BACKOFF = {
-  minDelay: args.minDelay ?? 1000, // first reconnect delay (redial-ws: its upper bound, full jitter)
+  minDelay: args.minDelay ?? 1000, // first reconnect delay (redial-ws: its upper bound; 'equal' jitter: 500..1000)
   maxDelay: args.maxDelay ?? 5000, // cap
   factor: args.factor ?? 1.3, // reconnecting-websocket's and partysocket's default growth
   minUptime: 1000, // an open this long resets the attempt count (all three); the hold below exceeds it
@@ -270,7 +271,7 @@ function spawn(name, file, argv, execArgv = []) {
 
 function clientConfig(peer, extra) {
   const [lib, jitter] = peer.split(':')
-  return { lib, jitter: jitter || 'full', backoff: BACKOFF, ...extra }
+  return { lib, jitter: jitter || 'equal', backoff: BACKOFF, ...extra }
 }
 
 async function probe(peer) {
@@ -526,7 +527,11 @@ function settingsNotes(peers) {
     if (p.name.startsWith('redial-ws')) {
       out.push(
         `${p.name} ${p.version}: ${o}. Jitter '${p.options.jitter}' applied after the cap ` +
-          (p.options.jitter === 'full' ? `(the first reconnect waits uniform 0..${b.minDelay} ms). ` : '. ') +
+          (p.options.jitter === 'full'
+            ? `(the first reconnect waits uniform 0..${b.minDelay} ms). `
+            : p.options.jitter === 'equal'
+              ? `(the first reconnect waits ${b.minDelay / 2} + uniform 0..${b.minDelay / 2} ms). `
+              : '. ') +
           'Its defaults: minDelay 250, maxDelay 30000, factor 2, minUptime 5000, connectTimeout 10000, pingInterval 30000 (0 here: the others send no pings).',
       )
     } else if (p.name === 'reconnecting-websocket') {

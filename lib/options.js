@@ -11,7 +11,7 @@ const DEFAULTS = Object.freeze({
   minDelay: 250,
   maxDelay: 30_000,
   factor: 2,
-  jitter: 'full',
+  jitter: 'equal',
   maxRetries: Infinity,
   minUptime: 5_000,
   connectTimeout: 10_000,

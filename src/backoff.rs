@@ -42,7 +42,7 @@ impl Default for Backoff {
             min_delay_ms: 250,
             max_delay_ms: 30_000,
             factor: 2.0,
-            jitter: Jitter::Full,
+            jitter: Jitter::Equal,
         }
     }
 }

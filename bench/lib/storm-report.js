@@ -17,7 +17,7 @@ function label(run, name) {
 }
 
 function jitterName(name) {
-  return name.split(':')[1] || 'full'
+  return name.split(':')[1] || 'equal'
 }
 
 /** The rows: [label, (figures, run, env) => cell]. */

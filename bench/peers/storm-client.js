@@ -124,7 +124,7 @@ function rwsLikeAdapter(Ctor, version, onAttempt) {
 }
 
 function loadAdapter(name, onAttempt) {
-  if (name === 'redial-ws') return redialAdapter(cfg.jitter || 'full')
+  if (name === 'redial-ws') return redialAdapter(cfg.jitter || 'equal')
   if (name === 'reconnecting-websocket') {
     let RWS = require('reconnecting-websocket')
     RWS = RWS.default || RWS
