@@ -17,57 +17,16 @@ const path = require('node:path')
 const { formatValue, formatRatio, ratioOf, renderText, renderMarkdown, renderSvg } = require('./lib/report')
 const { encodeJsonFrames } = require('./lib/deflate')
 const { makeCerts } = require('./lib/certs')
+const { parseOptions } = require('./lib/args')
+const { describeMachine } = require('./lib/machine')
 
 // ---------------------------------------------------------------- options
 
-function parseArgs(argv) {
-  const out = { quick: false }
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]
-    const [k, inline] = a.startsWith('--') ? a.slice(2).split(/=(.*)/s) : [a, undefined]
-    const val = () => (inline !== undefined ? inline : argv[++i])
-    switch (k) {
-      case 'quick':
-        out.quick = true
-        break
-      case 'runs':
-        out.runs = Number(val())
-        break
-      case 'scale':
-        out.scale = Number(val())
-        break
-      case 'timeout':
-        out.timeout = Number(val())
-        break
-      case 'peers':
-        out.peers = val().split(',').filter(Boolean)
-        break
-      case 'only':
-        out.only = val().split(',').filter(Boolean)
-        break
-      case 'no-ceiling':
-        out.ceiling = false
-        break
-      case 'help':
-      case 'h':
-        console.log(fs.readFileSync(path.join(__dirname, 'README.md'), 'utf8'))
-        process.exit(0)
-        break
-      default:
-        console.error(`unknown argument: ${a} (see bench/README.md)`)
-        process.exit(2)
-    }
-  }
-  for (const k of ['runs', 'scale', 'timeout']) {
-    if (k in out && !(out[k] > 0)) {
-      console.error(`--${k} needs a positive number`)
-      process.exit(2)
-    }
-  }
-  return out
-}
-
-const args = parseArgs(process.argv.slice(2))
+const args = parseOptions(
+  process.argv.slice(2),
+  { quick: 'flag', runs: 'number', scale: 'number', timeout: 'number', peers: 'list', only: 'list', 'no-ceiling': 'flag' },
+  { help: () => console.log(fs.readFileSync(path.join(__dirname, 'README.md'), 'utf8')), hint: 'see bench/README.md' },
+)
 const QUICK = args.quick
 const SCALE = args.scale ?? 1
 const RUNS = Math.round(args.runs ?? (QUICK ? 1 : 3))
@@ -75,7 +34,7 @@ const TIMEOUT_MS = (args.timeout ?? (QUICK ? 20 : 300)) * 1000
 /** A workload's per-run deadline: --timeout if given, else the default or the workload's own minimum. */
 const timeoutFor = (wl) => (args.timeout ? TIMEOUT_MS : Math.max(TIMEOUT_MS, wl.minTimeoutMs ?? 0))
 const count = (full, quick) => Math.max(1, Math.round((QUICK ? quick : full) * SCALE))
-const CEILING = args.ceiling !== false
+const CEILING = !args.noCeiling
 
 // ---------------------------------------------------------------- peers
 
@@ -579,29 +538,13 @@ function median(xs) {
   return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2
 }
 
-function gitCommit() {
-  try {
-    return execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: path.join(__dirname, '..'), stdio: ['ignore', 'pipe', 'ignore'] })
-      .toString()
-      .trim()
-  } catch {
-    return null
-  }
-}
-
 async function main() {
   const started = Date.now()
   const env = {
-    date: new Date().toISOString(),
-    cpu: os.cpus()[0]?.model ?? 'unknown',
-    cores: os.cpus().length,
-    node: process.version,
-    platform: `${os.platform()} ${os.release()} ${os.arch()}`,
-    memory: `${Math.round(os.totalmem() / 1073741824)} GiB`,
+    ...describeMachine(),
     quick: QUICK,
     runs: RUNS,
     scale: SCALE,
-    commit: gitCommit(),
   }
   console.log(
     `redial-ws bench — ${QUICK ? 'quick' : 'full'} mode, ${RUNS} run(s)${SCALE !== 1 ? `, counts ×${SCALE}` : ''}; ` +

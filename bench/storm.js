@@ -16,7 +16,8 @@ const { fork } = require('node:child_process')
 const fs = require('node:fs')
 const os = require('node:os')
 const path = require('node:path')
-const { execFileSync } = require('node:child_process')
+const { parseOptions } = require('./lib/args')
+const { describeMachine } = require('./lib/machine')
 const { renderText, renderMarkdown, renderSvg } = require('./lib/storm-report')
 
 // ---------------------------------------------------------------- options
@@ -27,66 +28,25 @@ const PEER_NAMES = ['redial-ws', 'reconnecting-websocket', 'partysocket']
 const VARIANTS = ['redial-ws:full', 'redial-ws:none']
 
 function parseArgs(argv) {
-  const out = { quick: false }
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]
-    const [k, inline] = a.startsWith('--') ? a.slice(2).split(/=(.*)/s) : [a, undefined]
-    const val = () => (inline !== undefined ? inline : argv[++i])
-    switch (k) {
-      case 'quick':
-        out.quick = true
-        break
-      case 'clients':
-        out.clients = Number(val())
-        break
-      case 'outage':
-        out.outage = Number(val())
-        break
-      case 'timeout':
-        out.timeout = Number(val())
-        break
-      case 'concurrency':
-        out.concurrency = Number(val())
-        break
-      case 'min-delay':
-        out.minDelay = Number(val())
-        break
-      case 'max-delay':
-        out.maxDelay = Number(val())
-        break
-      case 'factor':
-        out.factor = Number(val())
-        break
-      case 'peers':
-        out.peers = val().split(',').filter(Boolean)
-        break
-      case 'no-write':
-        out.noWrite = true
-        break
-      case 'help':
-      case 'h':
-        console.log(
-          'node bench/storm.js [--clients N] [--quick] [--peers a,b] [--outage MS] [--timeout S]\n' +
-            '  [--concurrency C] [--min-delay MS] [--max-delay MS] [--factor F] [--no-write]\n' +
-            `peers: ${[...PEER_NAMES, ...VARIANTS].join(', ')}. See bench/README.md ("Reconnect storm").`,
-        )
-        process.exit(0)
-        break
-      default:
-        console.error(`unknown argument: ${a} (see bench/README.md, "Reconnect storm")`)
-        process.exit(2)
-    }
+  const spec = {
+    quick: 'flag',
+    clients: 'number',
+    outage: 'number',
+    timeout: 'number',
+    concurrency: 'number',
+    'min-delay': 'number',
+    'max-delay': 'number',
+    factor: 'number',
+    peers: 'list',
+    'no-write': 'flag',
   }
-  for (const k of ['clients', 'outage', 'timeout', 'concurrency', 'minDelay', 'maxDelay']) {
-    if (k in out && !(out[k] > 0 && Number.isFinite(out[k]))) {
-      console.error(`--${k.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase())} needs a positive number`)
-      process.exit(2)
-    }
-  }
-  if ('factor' in out && !(out.factor >= 1)) {
-    console.error('--factor needs a number ≥ 1')
-    process.exit(2)
-  }
+  const help = () =>
+    console.log(
+      'node bench/storm.js [--clients N] [--quick] [--peers a,b] [--outage MS] [--timeout S]\n' +
+        '  [--concurrency C] [--min-delay MS] [--max-delay MS] [--factor F] [--no-write]\n' +
+        `peers: ${[...PEER_NAMES, ...VARIANTS].join(', ')}. See bench/README.md ("Reconnect storm").`,
+    )
+  const out = parseOptions(argv, spec, { help, hint: 'see bench/README.md, "Reconnect storm"', atLeast: { factor: 1 } })
   for (const p of out.peers || []) {
     if (![...PEER_NAMES, ...VARIANTS].includes(p)) {
       console.error(`unknown peer ${p} (${[...PEER_NAMES, ...VARIANTS].join(', ')})`)
@@ -560,12 +520,7 @@ async function main() {
   const started = Date.now()
   const load = os.loadavg()
   const env = {
-    date: new Date().toISOString(),
-    cpu: os.cpus()[0]?.model ?? 'unknown',
-    cores: os.cpus().length,
-    node: process.version,
-    platform: `${os.platform()} ${os.release()} ${os.arch()}`,
-    memory: `${Math.round(os.totalmem() / 1073741824)} GiB`,
+    ...describeMachine(),
     quick: QUICK,
     requested: REQUESTED,
     clients: N,
@@ -575,7 +530,6 @@ async function main() {
     somaxconn: readSys('/proc/sys/net/core/somaxconn'),
     synBacklog: readSys('/proc/sys/net/ipv4/tcp_max_syn_backlog'),
     loadavg: load.map((x) => x.toFixed(2)).join(' '),
-    commit: gitCommit(),
     backoff: BACKOFF,
     outageMs: OUTAGE_MS,
     holdMs: HOLD_MS,
@@ -697,16 +651,6 @@ function forJson(report) {
 
 function fmtMs(v) {
   return v === null || v === undefined ? '—' : `${Math.round(v)} ms`
-}
-
-function gitCommit() {
-  try {
-    return execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: path.join(__dirname, '..'), stdio: ['ignore', 'pipe', 'ignore'] })
-      .toString()
-      .trim()
-  } catch {
-    return null
-  }
 }
 
 main().catch((e) => {

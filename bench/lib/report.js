@@ -120,14 +120,15 @@ function renderText(report) {
   return out.join('\n')
 }
 
-function wrap(text, width) {
+/** `text` broken into lines of at most `width` (a longer word stays whole); `indent` starts the later ones. */
+function wrap(text, width, indent = '') {
   const words = text.split(' ')
   const lines = []
   let cur = ''
   for (const w of words) {
     if (cur && cur.length + 1 + w.length > width) {
       lines.push(cur)
-      cur = w
+      cur = `${indent}${w}`
     } else cur = cur ? `${cur} ${w}` : w
   }
   if (cur) lines.push(cur)
@@ -258,4 +259,4 @@ function renderSvg(report) {
   return out.join('\n')
 }
 
-module.exports = { formatValue, formatRatio, formatShare, ratioOf, renderText, renderMarkdown, renderSvg }
+module.exports = { formatValue, formatRatio, formatShare, ratioOf, renderText, renderMarkdown, renderSvg, group, mdEscape, wrap, xml }

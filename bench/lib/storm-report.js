@@ -2,9 +2,7 @@
 // Formatting of the reconnect-storm report (bench/storm.js): terminal table,
 // Markdown and a small hand-written SVG of the server's accepts per 100 ms.
 
-function group(n, digits = 0) {
-  return n.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits })
-}
+const { group, mdEscape, wrap, xml } = require('./report')
 
 const dash = '—'
 const ms = (v) => (v === null || v === undefined || !Number.isFinite(v) ? dash : group(v))
@@ -112,27 +110,9 @@ function renderText(report) {
   const line = (cells) => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ').trimEnd()
   const out = [envLine(report.env), '', line(header), widths.map((w) => '-'.repeat(w)).join('  ')]
   for (const r of body) out.push(line(r))
-  out.push('', wrap(LEGEND, 110))
-  if (report.notes.length) out.push('', ...report.notes.map((n) => wrap(`- ${n}`, 110)))
+  out.push('', wrap(LEGEND, 110, '  '))
+  if (report.notes.length) out.push('', ...report.notes.map((n) => wrap(`- ${n}`, 110, '  ')))
   return out.join('\n')
-}
-
-function wrap(text, width) {
-  const words = text.split(' ')
-  const lines = []
-  let cur = ''
-  for (const w of words) {
-    if (cur && cur.length + 1 + w.length > width) {
-      lines.push(cur)
-      cur = `  ${w}`
-    } else cur = cur ? `${cur} ${w}` : w
-  }
-  if (cur) lines.push(cur)
-  return lines.join('\n')
-}
-
-function mdEscape(s) {
-  return String(s).replace(/\|/g, '\\|')
 }
 
 function renderMarkdown(report) {
@@ -166,10 +146,6 @@ function renderMarkdown(report) {
   }
   out.push('')
   return out.join('\n')
-}
-
-function xml(s) {
-  return String(s).replace(/[<>&"']/g, (c) => ({ '<': '&lt;', '>': '&gt;', '&': '&amp;', '"': '&quot;', "'": '&apos;' })[c])
 }
 
 /** A round axis maximum ≥ v. */

@@ -64,6 +64,17 @@ function percentile(sorted, p) {
   return sorted[i]
 }
 
+/** The echo workload's figures from its round-trip times in µs (sorted here). */
+function latencySummary(lat) {
+  lat.sort()
+  return {
+    roundTrips: lat.length,
+    p50us: percentile(lat, 50),
+    p99us: percentile(lat, 99),
+    meanUs: lat.reduce((a, b) => a + b, 0) / lat.length,
+  }
+}
+
 function median(xs) {
   const s = [...xs].sort((a, b) => a - b)
   return s.length ? (s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2) : NaN
@@ -222,13 +233,7 @@ function echo(A, { url, count, size, warmup }) {
         if (i >= warmup) lat[i - warmup] = Number(t1 - t) / 1e3
         if (++i === total) {
           done = true
-          lat.sort()
-          return resolve({
-            roundTrips: count,
-            p50us: percentile(lat, 50),
-            p99us: percentile(lat, 99),
-            meanUs: lat.reduce((a, b) => a + b, 0) / count,
-          })
+          return resolve(latencySummary(lat))
         }
         t = now()
         A.send(conn, msg)
@@ -508,4 +513,4 @@ async function main(adapter) {
   process.exit(msg.ok ? 0 : 1)
 }
 
-module.exports = { main, now }
+module.exports = { main, now, latencySummary }

@@ -9,13 +9,9 @@
 // Reports { type: 'result', ok, result | error } over IPC (or on stdout), as the peers do.
 
 const net = require('node:net')
+const { latencySummary } = require('./harness')
 
 const now = process.hrtime.bigint
-
-function percentile(sorted, p) {
-  const i = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))
-  return sorted[i]
-}
 
 function run({ port, count, size, warmup = 0 }) {
   return new Promise((resolve, reject) => {
@@ -38,13 +34,7 @@ function run({ port, count, size, warmup = 0 }) {
       if (i >= warmup) lat[i - warmup] = Number(t1 - t) / 1e3
       if (++i === total) {
         socket.destroy()
-        lat.sort()
-        return resolve({
-          roundTrips: count,
-          p50us: percentile(lat, 50),
-          p99us: percentile(lat, 99),
-          meanUs: lat.reduce((a, b) => a + b, 0) / count,
-        })
+        return resolve(latencySummary(lat))
       }
       t = now()
       socket.write(msg)
