@@ -19,6 +19,7 @@ const { encodeJsonFrames } = require('./lib/deflate')
 const { makeCerts } = require('./lib/certs')
 const { parseOptions } = require('./lib/args')
 const { describeMachine } = require('./lib/machine')
+const { live, killAll, killChildrenOnExit, tail } = require('./lib/children')
 
 // ---------------------------------------------------------------- options
 
@@ -304,29 +305,9 @@ if (WORKLOADS.length === 0) {
 
 // ---------------------------------------------------------------- child processes
 
-const live = new Set()
-function killAll() {
-  for (const c of live) {
-    try {
-      c.kill('SIGKILL')
-    } catch {}
-  }
-}
-process.on('exit', () => {
-  killAll()
+killChildrenOnExit(() => {
   if (tmpDir) fs.rmSync(tmpDir, { recursive: true, force: true })
 })
-for (const sig of ['SIGINT', 'SIGTERM']) {
-  process.on(sig, () => {
-    killAll()
-    process.exit(130)
-  })
-}
-
-function tail(s, n = 1500) {
-  s = s.trim()
-  return s.length > n ? '…' + s.slice(-n) : s
-}
 
 // (Node raises its soft limit of open files to the hard limit by itself at startup; when even
 // the hard limit is too low, the memory workload reports EMFILE and how many connections it got.)

@@ -18,6 +18,7 @@ const os = require('node:os')
 const path = require('node:path')
 const { parseOptions } = require('./lib/args')
 const { describeMachine } = require('./lib/machine')
+const { live, killAll, killChildrenOnExit, tail } = require('./lib/children')
 const { renderText, renderMarkdown, renderSvg } = require('./lib/storm-report')
 
 // ---------------------------------------------------------------- options
@@ -138,26 +139,7 @@ if (SERVER_PORTS > 1) {
 
 // ---------------------------------------------------------------- child processes
 
-const live = new Set()
-function killAll() {
-  for (const c of live) {
-    try {
-      c.kill('SIGKILL')
-    } catch {}
-  }
-}
-process.on('exit', killAll)
-for (const sig of ['SIGINT', 'SIGTERM']) {
-  process.on(sig, () => {
-    killAll()
-    process.exit(130)
-  })
-}
-
-function tail(s, n = 1500) {
-  s = s.trim()
-  return s.length > n ? '…' + s.slice(-n) : s
-}
+killChildrenOnExit()
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
 
