@@ -7,7 +7,7 @@
 // build from the bundled sources.
 import { execFileSync, spawn, spawnSync } from 'node:child_process'
 import { once } from 'node:events'
-import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { cpSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -48,6 +48,11 @@ test('a platform package per napi target, at the main version, with os/cpu/libc 
     t.deepEqual(pkg.libc, libc === 'gnu' ? ['glibc'] : libc === 'musl' ? ['musl'] : undefined, name)
     t.deepEqual(pkg.files, [`redial-ws.${name}.node`])
   }
+  t.deepEqual(readdirSync(join(repo, 'npm')).sort(), [...names].sort())
+  // The loader's list of published platforms (which decides its advice) is the same list.
+  const loader = readFileSync(join(repo, 'lib', 'native.js'), 'utf8')
+  const published = /const PUBLISHED = \[([^\]]*)\]/.exec(loader)![1].match(/'[^']+'/g)!.map((q) => q.slice(1, -1))
+  t.deepEqual(published, names)
 })
 
 test.serial('packed main + platform package → fresh project, scripts blocked → loads from the platform package; consumers run; failures explained', async (t) => {
