@@ -72,6 +72,18 @@ test.serial('the close event carries the server code and reason, then a reconnec
   await peer.close()
 })
 
+test.serial("jitter is 'equal' by default: every delay is between half the capped delay and all of it", async (t) => {
+  // Full jitter would put each delay below half the cap with probability 1/2; no jitter, all at it.
+  const client = new ReconnectingWebSocket(`ws://127.0.0.1:${await refusedPort()}/`, { minDelay: 80, maxDelay: 80 })
+  const r = new Recorder(client)
+  const delays: number[] = []
+  for (let i = 0; i < 8; i++) delays.push((await r.next('reconnecting')).delay)
+  await client.disconnect()
+  for (const d of delays) t.true(d >= 40 && d <= 80, `delay ${d} in ${delays.join(', ')}`)
+  t.true(delays.some((d) => d < 80), `jittered: ${delays.join(', ')}`)
+  await quiescent()
+})
+
 test.serial('send() while not open throws ERR_NOT_OPEN; bad data throws ERR_INVALID_ARG_TYPE', async (t) => {
   const client = new ReconnectingWebSocket('ws://127.0.0.1:9/', { startClosed: true })
   t.is(client.state, 'closed')

@@ -15,7 +15,7 @@ import test, { type ExecutionContext } from 'ava'
 import { WebSocket as WS, WebSocketServer, type PerMessageDeflateOptions as WsDeflateOptions } from 'ws'
 
 import { ReconnectingWebSocket, clientStats, type PerMessageDeflateOptions, type RedialError } from '../index.js'
-import { Recorder, peakRssOf, quiescent, rawServer, until, type RawPeer } from './helpers.js'
+import { Recorder, Wakeup, peakRssOf, quiescent, rawServer, until, type RawPeer } from './helpers.js'
 
 type Any = any
 
@@ -405,16 +405,16 @@ function owned<C extends ReconnectingWebSocket>(t: ExecutionContext, client: C):
 class Inbox {
   readonly #queue: unknown[] = []
   #closed: unknown = null
-  #wake: (() => void) | null = null
+  #wakeup = new Wakeup()
 
   constructor(client: ReconnectingWebSocket) {
     client.on('message', (data) => {
       this.#queue.push(data)
-      this.#wake?.()
+      this.#wakeup.wake()
     })
     client.on('close', (info) => {
       this.#closed = info
-      this.#wake?.()
+      this.#wakeup.wake()
     })
   }
 
@@ -424,14 +424,7 @@ class Inbox {
       if (this.#closed) throw new Error(`closed ${JSON.stringify(this.#closed)} before the next message; ${why()}`)
       const left = deadline - Date.now()
       if (left <= 0) throw new Error(`no message within ${ms} ms; ${why()}`)
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, left)
-        this.#wake = () => {
-          clearTimeout(timer)
-          resolve()
-        }
-      })
-      this.#wake = null
+      await this.#wakeup.wait(left)
     }
     return this.#queue.shift()
   }

@@ -159,6 +159,26 @@ export async function quiescent(): Promise<void> {
   }, `stats back to zero: ${JSON.stringify(clientStats())}`)
 }
 
+/** Lets an awaiting consumer sleep until a producer calls `wake()`, or at most `ms`. */
+export class Wakeup {
+  #wake: (() => void) | null = null
+
+  wake(): void {
+    this.#wake?.()
+  }
+
+  async wait(ms: number): Promise<void> {
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, ms)
+      this.#wake = () => {
+        clearTimeout(timer)
+        resolve()
+      }
+    })
+    this.#wake = null
+  }
+}
+
 /**
  * Records every event of an emitter from the start. Several events can arrive
  * in one native batch, synchronously, so awaiting `once()` one after another
@@ -167,13 +187,13 @@ export async function quiescent(): Promise<void> {
 export class Recorder {
   readonly log: Array<{ name: string; args: unknown[] }> = []
   #read = new Map<string, number>()
-  #wake: (() => void) | null = null
+  #wakeup = new Wakeup()
 
   constructor(emitter: NodeJS.EventEmitter, names = ['open', 'message', 'close', 'reconnecting', 'error', 'giveup']) {
     for (const name of names) {
       emitter.on(name, (...args: unknown[]) => {
         this.log.push({ name, args })
-        this.#wake?.()
+        this.#wakeup.wake()
       })
     }
   }
@@ -194,14 +214,7 @@ export class Recorder {
       }
       const left = deadline - Date.now()
       if (left <= 0) throw new Error(`no '${name}' event within ${ms} ms; log: ${this.log.map((e) => e.name).join(',')}`)
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, left)
-        this.#wake = () => {
-          clearTimeout(timer)
-          resolve()
-        }
-      })
-      this.#wake = null
+      await this.#wakeup.wait(left)
     }
   }
 }
