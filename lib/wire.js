@@ -74,6 +74,31 @@ function acknowledge() {
 }
 
 /**
+ * Receives the messages the addon read on the JS thread (from a socket watch in the event loop,
+ * src/reader.rs): the same layout, dispatched at once; nothing to acknowledge, since they never
+ * waited in the read bound.
+ */
+function dispatchNow(batch) {
+  for (let i = 0; i < batch.length; i += 3) {
+    try {
+      handlers[batch[i + 1]](batch[i], batch[i + 2])
+    } catch (err) {
+      rethrowLater(err)
+    }
+  }
+}
+
+/**
+ * Whether quiet plain connections may be read on the JS thread: Node's event loop can watch an
+ * addon's socket (libuv's uv_poll); Bun and Deno emulate only part of libuv for addons, so there
+ * the tokio side reads everything. REDIAL_WS_DIRECT_READ=0 turns it off.
+ */
+function directRead() {
+  if (process.versions.bun || process.versions.deno || typeof Bun !== 'undefined' || typeof Deno !== 'undefined') return false
+  return process.env.REDIAL_WS_DIRECT_READ !== '0'
+}
+
+/**
  * The handlers by tag, from handlers by event name: throws if the addon reports an event
  * with no handler or a handler names an event the addon does not report.
  */
@@ -98,7 +123,7 @@ function handlerTable(byName, events = EVENTS) {
  */
 function listen(byName) {
   handlers = handlerTable(byName)
-  N.init(dispatch)
+  N.init(dispatch, dispatchNow, directRead())
 }
 
 /**

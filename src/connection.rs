@@ -29,6 +29,7 @@ use crate::errors::{self, ConnError};
 use crate::events::JsEvent;
 use crate::frame::{self, Decoder, Incoming, WireError};
 use crate::outbox::{data_len, SendQueue};
+use crate::reader::{self, SharedReader};
 use crate::shared::{AttemptParams, Shared};
 use crate::stats::{self, Gauge, Metrics, GLOBAL};
 use crate::transport::{self, TlsOptions, Transport, Writer};
@@ -298,7 +299,7 @@ pub struct Sending {
 
 pub struct OpenConn {
     transport: Transport,
-    decoder: Decoder,
+    input: Input,
     /// Shared with the JS thread's send fast path (plain TCP only).
     writer: Option<Arc<Writer>>,
     out_rx: Arc<SendQueue>,
@@ -319,9 +320,27 @@ pub struct OpenConn {
     inflater: Option<Box<Decompressor>>,
     /// The client's metrics and read gate.
     shared: Arc<Shared>,
-    /// Counts the decoder's memory in `ioBuffers` while it holds any.
-    read_buffer: Option<Gauge>,
     _gauge: Gauge,
+}
+
+/// Where the connection's frames come from.
+enum Input {
+    /// Its own decoder over the transport (TLS, compression, or no JS-thread reading).
+    Own {
+        decoder: Decoder,
+        /// Counts the decoder's memory in `ioBuffers` while it holds any.
+        read_buffer: Option<Gauge>,
+    },
+    /// The read side it shares with the JS thread (plain TCP; see `reader`).
+    Shared(Arc<SharedReader>),
+}
+
+impl Drop for OpenConn {
+    fn drop(&mut self) {
+        if let Input::Shared(r) = &self.input {
+            r.end();
+        }
+    }
 }
 
 /// The peer's close frame (its code, 1005 without one), answered.
@@ -456,14 +475,26 @@ impl OpenConn {
                 _gauge: Gauge::new(&GLOBAL.heartbeats),
             })
         });
-        let writer = opened.transport.writer();
+        let mut transport = opened.transport;
+        let writer = transport.writer();
         let sending = Sending {
             tx,
             writer: writer.clone(),
         };
+        // The JS thread may read a plain connection; a compressed one is always inflated here.
+        let read_half = (negotiated.is_none() && reader::enabled())
+            .then(|| transport.take_read_half())
+            .flatten();
+        let input = match read_half {
+            Some(half) => Input::Shared(Arc::new(SharedReader::new(half, opened.leftover, cfg.limits))),
+            None => Input::Own {
+                decoder: Decoder::new(opened.leftover),
+                read_buffer: None,
+            },
+        };
         let conn = OpenConn {
-            transport: opened.transport,
-            decoder: Decoder::new(opened.leftover),
+            transport,
+            input,
             writer,
             out_rx,
             out: None,
@@ -475,7 +506,6 @@ impl OpenConn {
             heartbeat,
             inflater: negotiated.map(|n| Box::new(Decompressor::new(&n))),
             shared,
-            read_buffer: None,
             _gauge: Gauge::new(&GLOBAL.open_connections),
         };
         (conn, sending)
@@ -533,8 +563,10 @@ impl OpenConn {
     /// `cfg`: the configuration the connection was opened with.
     pub fn poll_io(&mut self, cx: &mut Context<'_>, cfg: &ConnConfig, events: &mut Vec<JsEvent>) -> Poll<IoEvent> {
         let io = self.poll_io_inner(cx, cfg, events);
-        if self.decoder.holds_buffer() != self.read_buffer.is_some() {
-            self.read_buffer = self.decoder.holds_buffer().then(|| Gauge::new(&GLOBAL.io_buffers));
+        if let Input::Own { decoder, read_buffer } = &mut self.input {
+            if decoder.holds_buffer() != read_buffer.is_some() {
+                *read_buffer = decoder.holds_buffer().then(|| Gauge::new(&GLOBAL.io_buffers));
+            }
         }
         io
     }
@@ -556,6 +588,10 @@ impl OpenConn {
                 hb.ping_due = true;
                 if hb.pong_deadline.is_none() {
                     hb.pong_deadline = Some(Box::pin(tokio::time::sleep(hb.pong_timeout)));
+                    if let Input::Shared(r) = &self.input {
+                        // Only what the JS thread reads from now on answers this ping.
+                        r.take_alive();
+                    }
                 }
                 // A compressor no message used for a whole interval gives its memory back.
                 self.out_rx.release_unused_compressor();
@@ -565,6 +601,11 @@ impl OpenConn {
             return self.ended_by(WireError::Io(e));
         }
         let mut n = 0;
+        let shared_reader = match &self.input {
+            Input::Shared(r) => Some(r.clone()),
+            Input::Own { .. } => None,
+        };
+        let mut shared_state = shared_reader.as_ref().map(|r| r.lock());
         loop {
             if self.shared.read_gate.is_closed(cx) {
                 // JS is behind: leave the data in the socket. Unread pongs are not a dead peer.
@@ -581,7 +622,12 @@ impl OpenConn {
                 deflate: self.inflater.is_some(),
                 ..cfg.limits
             };
-            match self.decoder.poll_next(cx, &mut self.transport, &limits) {
+            let polled = match (&mut self.input, shared_reader.as_ref(), shared_state.as_mut()) {
+                (Input::Own { decoder, .. }, ..) => decoder.poll_next(cx, &mut self.transport, &limits),
+                (Input::Shared(_), Some(r), Some(st)) => r.poll_frame(st, cx),
+                (Input::Shared(_), ..) => Poll::Pending,
+            };
+            match polled {
                 Poll::Ready(Ok(frame)) => {
                     // Any frame proves the peer alive.
                     if let Some(hb) = self.heartbeat.as_mut() {
@@ -659,9 +705,25 @@ impl OpenConn {
                     self.hold(HeldEnd::Failed(e), cfg);
                     break;
                 }
-                Poll::Pending => break,
+                Poll::Pending => {
+                    // The socket is quiet: offer it to the JS thread, unless closing.
+                    let closing = self.held.is_some()
+                        || self.peer_close.is_some()
+                        || self.sent_close
+                        || self.close_frame.is_some();
+                    if let (Some(r), Some(st), false) = (shared_reader.as_ref(), shared_state.as_mut(), closing) {
+                        if let Some(offer) = r.offer(st) {
+                            events.push(JsEvent::ReadIdle {
+                                reader: r.clone(),
+                                offer,
+                            });
+                        }
+                    }
+                    break;
+                }
             }
         }
+        drop(shared_state);
         if self.out.is_some() {
             // Pongs and the close reply.
             if let Err(e) = self.poll_write(cx) {
@@ -681,9 +743,15 @@ impl OpenConn {
         if let Some(hb) = self.heartbeat.as_mut() {
             if let Some(deadline) = hb.pong_deadline.as_mut() {
                 if deadline.as_mut().poll(cx).is_ready() {
-                    let ms = hb.pong_timeout.as_millis();
-                    let error = ConnError::new(errors::ERR_PONG_TIMEOUT, format!("no pong within {ms} ms of a ping"));
-                    return ended(1006, String::new(), false, Some(error));
+                    if matches!(&self.input, Input::Shared(r) if r.take_alive()) {
+                        // The JS thread read frames since the ping: the peer is alive.
+                        hb.pong_deadline = None;
+                    } else {
+                        let ms = hb.pong_timeout.as_millis();
+                        let error =
+                            ConnError::new(errors::ERR_PONG_TIMEOUT, format!("no pong within {ms} ms of a ping"));
+                        return ended(1006, String::new(), false, Some(error));
+                    }
                 }
             }
         }

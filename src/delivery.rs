@@ -20,6 +20,7 @@
 
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
@@ -27,10 +28,13 @@ use napi::bindgen_prelude::*;
 use napi::threadsafe_function::{ThreadsafeCallContext, ThreadsafeFunctionCallMode};
 use tungstenite::Utf8Bytes;
 
+use crate::direct;
 use crate::errors::ConnError;
 use crate::events::{JsEvent, PolicyInfo};
-use crate::napi_raw::{self, Obj, OwnerRef, RawValue, Tsfn, Value};
+use crate::frame::Incoming;
+use crate::napi_raw::{self, CallbackTarget, Obj, OwnerRef, RawValue, Tsfn, Value};
 use crate::protocol::event as tag;
+use crate::reader::{self, JsRead};
 use crate::shared::Shared;
 
 /// At most this many events go to JS in one batch...
@@ -161,6 +165,8 @@ struct Registry {
     holding: usize,
     /// The environment is being torn down: finalizers are process exit, not garbage collection.
     shutting_down: bool,
+    /// The JS function that receives the messages read on the JS thread (`on_readable`).
+    dispatch_now: Option<Rc<CallbackTarget>>,
 }
 
 thread_local! {
@@ -171,8 +177,20 @@ fn with_registry<R>(f: impl FnOnce(&mut Registry) -> R) -> Option<R> {
     REGISTRY.try_with(|r| f(&mut r.borrow_mut())).ok()
 }
 
-/// Installs the module-level dispatcher for this JS thread.
-pub fn init(env: &Env, dispatch: Function<'_, RawValue, ()>) -> Result<()> {
+/// Installs the module-level dispatchers for this JS thread; `direct_read`: the runtime's event
+/// loop may watch sockets, so quiet plain connections are read on this thread (see `reader`).
+pub fn init(
+    env: &Env,
+    dispatch: Function<'_, RawValue, ()>,
+    dispatch_now: Function<'_, RawValue, ()>,
+    direct_read: bool,
+) -> Result<()> {
+    if direct_read && napi_raw::SocketWatch::available() {
+        let target = Rc::new(CallbackTarget::new(env, &dispatch_now)?);
+        napi_raw::on_teardown(env, direct::release_all)?;
+        with_registry(|r| r.dispatch_now = Some(target));
+        reader::enable(true);
+    }
     let hub = Arc::new(Hub::new());
     let weak: Weak<Hub> = Arc::downgrade(&hub);
     let tsfn = dispatch
@@ -241,6 +259,7 @@ pub fn unregister(env: &Env, id: u64) -> bool {
         };
         let was_active = e.active;
         let refd = e.refd;
+        direct::release(id);
         set_holding(r, env, &mut e, false, refd);
         // A failure leaves a reference to a finalized object: nothing to undo.
         let _ = e.owner.delete(env);
@@ -382,6 +401,44 @@ fn next_batch(env: &Env, hub: &Hub) -> Result<RawValue> {
     }
 }
 
+/// The JS thread's watch found client `id`'s socket readable: read what it holds (one batch at
+/// most), run its listeners now, and give the socket back to the driver when the read says so.
+fn on_readable(env: &Env, id: u64) {
+    let Some(reader) = direct::reader(id) else { return };
+    let Some((shared, target)) =
+        with_registry(|r| Some((r.clients.get(&id)?.shared.clone(), r.dispatch_now.clone()?))).flatten()
+    else {
+        direct::release(id);
+        reader.give_back();
+        return;
+    };
+    let mut events = Vec::new();
+    let outcome = reader.read_for_js(&shared, BATCH_EVENTS, BATCH_BYTES, |m| match m {
+        Incoming::Text(t) => events.push((id, JsEvent::Text(t))),
+        Incoming::Binary(b) => events.push((id, JsEvent::Binary(b))),
+        _ => {}
+    });
+    if !events.is_empty() {
+        // These never counted against the read gate (they are delivered before the read returns),
+        // so the credits the batch makes are not the acknowledgement's to settle.
+        let pending = with_registry(|r| std::mem::take(&mut r.credits)).unwrap_or_default();
+        let batch = build_batch(env, events);
+        with_registry(|r| r.credits = pending);
+        // A failure here is the environment going away: nobody is left to deliver to.
+        if let Ok(batch) = batch {
+            let _ = target.call(env, batch);
+        }
+    }
+    match outcome {
+        JsRead::Continue => {}
+        JsRead::GiveBack => {
+            direct::release(id);
+            reader.give_back();
+        }
+        JsRead::Ended => direct::release(id),
+    }
+}
+
 fn empty_array(env: &Env) -> Result<RawValue> {
     napi_raw::array(env, Vec::new()).map(RawValue::from)
 }
@@ -412,6 +469,12 @@ fn build_batch(env: &Env, batch: Vec<(u64, JsEvent)>) -> Result<Value> {
                 out.push(text_batch(env, &texts)?);
                 continue;
             }
+            if let JsEvent::ReadIdle { reader, offer } = event {
+                if r.clients.contains_key(&id) {
+                    direct::take_over(env, id, reader, offer, on_readable);
+                }
+                continue;
+            }
             let owner = if let JsEvent::Warning { .. } = event {
                 None
             } else {
@@ -432,6 +495,7 @@ fn build_batch(env: &Env, batch: Vec<(u64, JsEvent)>) -> Result<Value> {
                         }
                         // The connection is gone; a pending disconnect() still holds the client until it settles.
                         JsEvent::Close { .. } => {
+                            direct::release(id);
                             set_conn(env, &mut e, false);
                             true
                         }
@@ -643,6 +707,8 @@ fn event_to_js(env: &Env, event: JsEvent) -> Result<(u32, Value)> {
             o.set(c"message", message)?;
             (tag::WARNING, o.value)
         }
+        // Taken by `build_batch` itself: it is for the JS thread, not for JS.
+        JsEvent::ReadIdle { .. } => return Err(Error::new(Status::GenericFailure, "not an event for JS")),
     })
 }
 

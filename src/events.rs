@@ -1,9 +1,12 @@
 //! The events a client reports: what the connection and the driver produce, in order, and
 //! `delivery` hands to JS.
 
+use std::sync::Arc;
+
 use tungstenite::{Bytes, Utf8Bytes};
 
 use crate::errors::ConnError;
+use crate::reader::SharedReader;
 
 /// An event for one client, in the order the driver produced it.
 pub enum JsEvent {
@@ -63,6 +66,11 @@ pub enum JsEvent {
     Warning {
         code: &'static str,
         message: String,
+    },
+    /// For the JS thread, not for JS: the driver offers it the quiet socket (`reader::SharedReader`).
+    ReadIdle {
+        reader: Arc<SharedReader>,
+        offer: u32,
     },
 }
 

@@ -24,6 +24,7 @@ pub mod client;
 pub mod connection;
 pub mod deflate;
 pub mod delivery;
+pub mod direct;
 pub mod driver;
 pub mod errors;
 pub mod events;
@@ -35,6 +36,7 @@ pub mod outbox;
 pub mod policy;
 pub mod protocol;
 pub mod queue;
+pub mod reader;
 pub mod shared;
 pub mod stats;
 pub mod transport;
@@ -44,10 +46,17 @@ use std::sync::atomic::Ordering::Relaxed;
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 
-/// Installs the JS dispatcher that receives coalesced event batches. Called once by `lib/` at load time.
+/// Installs the JS dispatchers: `dispatch` receives coalesced event batches (and takes the next
+/// with `deliveryAck`), `dispatchNow` the messages read on the JS thread, where `directRead` says
+/// that this runtime's event loop may watch sockets. Called once by `lib/` at load time.
 #[napi]
-pub fn init(env: Env, dispatch: Function<'_, napi_raw::RawValue, ()>) -> Result<()> {
-    delivery::init(&env, dispatch)
+pub fn init(
+    env: Env,
+    dispatch: Function<'_, napi_raw::RawValue, ()>,
+    dispatch_now: Function<'_, napi_raw::RawValue, ()>,
+    direct_read: bool,
+) -> Result<()> {
+    delivery::init(&env, dispatch, dispatch_now, direct_read)
 }
 
 /// JS has dispatched the last event batch (called from a `setImmediate`): returns the next
@@ -81,6 +90,10 @@ pub struct ClientStats {
     /// message that needs one, dropped with the connection (or after each message without
     /// context takeover).
     pub deflate_contexts: f64,
+    /// Sockets read on the JS thread (plain connections while they are quiet, on Node): each is
+    /// watched in the event loop from the moment the JS thread takes it until it gives it back
+    /// or the connection ends.
+    pub js_readers: f64,
 }
 
 #[napi]
@@ -97,7 +110,15 @@ pub fn client_stats() -> ClientStats {
         tls_configs: transport::live_tls_configs() as f64,
         io_buffers: g.io_buffers.load(Relaxed) as f64,
         deflate_contexts: g.deflate_contexts.load(Relaxed) as f64,
+        js_readers: g.js_readers.load(Relaxed) as f64,
     }
+}
+
+/// Messages read on the JS thread since the process started (tests prove that path is taken).
+/// Not part of the API.
+#[napi]
+pub fn testing_direct_reads() -> f64 {
+    reader::DIRECT_MESSAGES.load(Relaxed) as f64
 }
 
 /// One tokio worker: every client's driver is I/O-bound and cheap, and on small

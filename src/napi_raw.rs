@@ -1,5 +1,6 @@
-//! The addon's raw N-API calls, each behind a safe function: every `unsafe` block of the
-//! boundary lives here, states what it relies on, and every status is checked.
+//! The addon's raw N-API calls (and the few libuv and socket calls of reading on the JS thread),
+//! each behind a safe function: every `unsafe` block of the boundary lives here, states what it
+//! relies on, and every status is checked.
 //!
 //! Why raw calls at all, where napi-rs has safe ones: a client's native state is wrapped onto
 //! the JS client object itself (no second JS object or reference-map entry per client), the
@@ -10,7 +11,7 @@
 //! All functions take the `Env` of the current call on the JS thread, and the `sys::napi_value`
 //! handles they take or return are valid until that call returns (N-API's handle scopes).
 
-use std::ffi::{c_void, CStr};
+use std::ffi::{c_int, c_void, CStr};
 use std::ptr;
 
 use napi::bindgen_prelude::*;
@@ -290,3 +291,328 @@ pub fn unwrap<'a, T: Wrapped>(env: &Env, object: &Object<'_>) -> Result<&'a mut 
     // reference outlives the call, so the `&mut` is unique.
     Ok(unsafe { &mut *data.cast::<T>() })
 }
+
+// ---------------------------------------------------------------------------------------------
+// Reading a socket on the JS thread (plain connections, Node only): a libuv readiness watch on
+// the socket, a non-blocking read of it, and the call into JS that runs what was read.
+
+/// A JS function kept for calls from native callbacks (`call`), with the async context that
+/// makes such a call behave like Node's own I/O callbacks: process.nextTick callbacks and
+/// promise jobs run when it returns.
+pub struct CallbackTarget {
+    func: sys::napi_ref,
+    context: sys::napi_async_context,
+}
+
+impl CallbackTarget {
+    pub fn new(env: &Env, func: &Function<'_, RawValue, ()>) -> Result<Self> {
+        let mut func_ref = ptr::null_mut();
+        // SAFETY: `func` is a live handle of this call; `func_ref` is a valid out pointer. The
+        // reference is strong (count 1) and lives as long as the environment.
+        check_status!(unsafe { sys::napi_create_reference(env.raw(), func.raw(), 1, &mut func_ref) })?;
+        let resource = Obj::new(env)?.value;
+        let name = to_js(env, "redial-ws")?;
+        let mut context = ptr::null_mut();
+        // SAFETY: `resource` and `name` are handles of this call; `context` a valid out pointer.
+        check_status!(unsafe { sys::napi_async_init(env.raw(), resource.0, name.0, &mut context) })?;
+        Ok(CallbackTarget {
+            func: func_ref,
+            context,
+        })
+    }
+
+    /// Calls the function with `arg` from a native callback (not from JS). A throw is the
+    /// process's uncaught exception, as for any I/O callback.
+    pub fn call(&self, env: &Env, arg: Value) -> Result<()> {
+        let mut func = ptr::null_mut();
+        // SAFETY: `self.func` is a live reference of this environment (never deleted).
+        check_status!(unsafe { sys::napi_get_reference_value(env.raw(), self.func, &mut func) })?;
+        let mut recv = ptr::null_mut();
+        // SAFETY: live `env`; `recv` is a valid out pointer. (`napi_make_callback` needs an object
+        // as the receiver; the dispatcher does not use `this`.)
+        check_status!(unsafe { sys::napi_get_global(env.raw(), &mut recv) })?;
+        let mut result = ptr::null_mut();
+        // SAFETY: `func`, `recv` and `arg` are handles of this call; `self.context` was made by
+        // `napi_async_init` in this environment and is never destroyed; one argument is passed.
+        let status = unsafe { sys::napi_make_callback(env.raw(), self.context, recv, func, 1, &arg.0, &mut result) };
+        if status == sys::Status::napi_pending_exception {
+            let mut err = ptr::null_mut();
+            // SAFETY: live `env` with a pending exception; `err` is a valid out pointer.
+            check_status!(unsafe { sys::napi_get_and_clear_last_exception(env.raw(), &mut err) })?;
+            // SAFETY: `err` is the handle just taken.
+            return check_status!(unsafe { sys::napi_fatal_exception(env.raw(), err) });
+        }
+        check_status!(status)
+    }
+}
+
+/// The libuv functions a socket watch needs, looked up in the running process: Node exports
+/// them, and a runtime that does not (or a build that cannot look) reads on the tokio side only.
+struct Uv {
+    handle_size: HandleSize,
+    poll_init_socket: PollInitSocket,
+    poll_start: PollStart,
+    poll_stop: HandleFn,
+    close: Close,
+    unref: Unref,
+}
+
+type HandleSize = unsafe extern "C" fn(c_int) -> usize;
+type PollInitSocket = unsafe extern "C" fn(*mut c_void, *mut c_void, c_int) -> c_int;
+type PollStart = unsafe extern "C" fn(*mut c_void, c_int, PollCb) -> c_int;
+type HandleFn = unsafe extern "C" fn(*mut c_void) -> c_int;
+type Close = unsafe extern "C" fn(*mut c_void, CloseCb);
+type Unref = unsafe extern "C" fn(*mut c_void);
+type PollCb = unsafe extern "C" fn(*mut c_void, c_int, c_int);
+type CloseCb = unsafe extern "C" fn(*mut c_void);
+
+/// `UV_POLL` in libuv's `uv_handle_type` and `UV_READABLE` in `uv_poll_event` (stable ABI).
+const UV_POLL: c_int = 8;
+const UV_READABLE: c_int = 1;
+
+#[cfg(unix)]
+fn uv() -> Option<&'static Uv> {
+    static UV: std::sync::OnceLock<Option<Uv>> = std::sync::OnceLock::new();
+    UV.get_or_init(|| {
+        let find = |name: &CStr| {
+            // SAFETY: `name` is NUL-terminated; RTLD_DEFAULT searches the process's global scope.
+            let p = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) };
+            (!p.is_null()).then_some(p)
+        };
+        // SAFETY: each symbol, when present, is libuv's public function of that name, whose
+        // signature (libuv 1.x ABI) is the one it is transmuted to.
+        unsafe {
+            Some(Uv {
+                handle_size: std::mem::transmute::<*mut c_void, HandleSize>(find(c"uv_handle_size")?),
+                poll_init_socket: std::mem::transmute::<*mut c_void, PollInitSocket>(find(c"uv_poll_init_socket")?),
+                poll_start: std::mem::transmute::<*mut c_void, PollStart>(find(c"uv_poll_start")?),
+                poll_stop: std::mem::transmute::<*mut c_void, HandleFn>(find(c"uv_poll_stop")?),
+                close: std::mem::transmute::<*mut c_void, Close>(find(c"uv_close")?),
+                unref: std::mem::transmute::<*mut c_void, Unref>(find(c"uv_unref")?),
+            })
+        }
+    })
+    .as_ref()
+}
+
+#[cfg(not(unix))]
+fn uv() -> Option<&'static Uv> {
+    None
+}
+
+/// What a watch's handle carries (its `data` field, the first of every libuv handle).
+struct WatchCtx {
+    env: sys::napi_env,
+    key: u64,
+    on_ready: fn(&Env, u64),
+    /// The handle's allocation, in 8-byte words.
+    words: usize,
+}
+
+thread_local! {
+    /// Watches closed whose handles libuv has not released yet, and the environment teardown
+    /// waiting for them (an async cleanup hook: Node runs the loop until it is removed).
+    static CLOSING: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    static TEARDOWN: std::cell::Cell<sys::napi_async_cleanup_hook_handle> = const { std::cell::Cell::new(ptr::null_mut()) };
+}
+
+/// A readiness watch on a socket in the JS thread's event loop. It never holds the loop open
+/// (unref'd). Dropping it stops it at once, so the socket may be closed right after; libuv
+/// releases the handle on a later turn.
+pub struct SocketWatch {
+    handle: *mut c_void,
+}
+
+#[cfg(unix)]
+pub type RawSocket = std::os::fd::RawFd;
+#[cfg(not(unix))]
+pub type RawSocket = i32;
+
+impl SocketWatch {
+    /// Whether this runtime lets the addon watch sockets in its event loop.
+    pub fn available() -> bool {
+        uv().is_some()
+    }
+
+    /// Starts watching `socket` for readability: `on_ready(env, key)` runs on the JS thread,
+    /// inside a handle scope, on each turn of the loop that finds it readable (level-triggered).
+    /// The caller keeps `socket` open for as long as the watch exists. `None` where the runtime
+    /// has no libuv to offer.
+    pub fn start(env: &Env, socket: RawSocket, key: u64, on_ready: fn(&Env, u64)) -> Result<Option<Self>> {
+        let Some(uv) = uv() else { return Ok(None) };
+        let mut uv_loop = ptr::null_mut();
+        // SAFETY: live `env`; `uv_loop` is a valid out pointer.
+        check_status!(unsafe { sys::napi_get_uv_event_loop(env.raw(), &mut uv_loop) })?;
+        // SAFETY: `uv_handle_size` takes any handle type and only reads it.
+        let size = unsafe { (uv.handle_size)(UV_POLL) };
+        if size < std::mem::size_of::<*mut c_void>() {
+            return Ok(None);
+        }
+        let words = size.div_ceil(8);
+        let handle = Box::into_raw(vec![0u64; words].into_boxed_slice()).cast::<c_void>();
+        let ctx = Box::into_raw(Box::new(WatchCtx {
+            env: env.raw(),
+            key,
+            on_ready,
+            words,
+        }));
+        let free = || {
+            // SAFETY: both were leaked just above and libuv holds neither (init failed or was
+            // never attempted).
+            unsafe {
+                drop(Box::from_raw(ctx));
+                drop(Box::from_raw(std::ptr::slice_from_raw_parts_mut(
+                    handle.cast::<u64>(),
+                    words,
+                )));
+            }
+        };
+        // SAFETY: `uv_loop` is this environment's loop (this is its thread); `handle` is a zeroed,
+        // 8-aligned allocation of `uv_handle_size(UV_POLL)` bytes; `socket` is open (the caller's
+        // contract).
+        let rc = unsafe { (uv.poll_init_socket)(uv_loop.cast(), handle, socket as c_int) };
+        if rc != 0 {
+            free();
+            return Err(Error::new(
+                Status::GenericFailure,
+                format!("uv_poll_init_socket failed ({rc})"),
+            ));
+        }
+        // SAFETY: `handle` is an initialised uv_poll_t; its first field is `void* data`, which
+        // libuv leaves to the user. From here the handle is only freed by `on_closed`.
+        unsafe {
+            *handle.cast::<*mut c_void>() = ctx.cast();
+            (uv.unref)(handle);
+        }
+        let watch = SocketWatch { handle };
+        // SAFETY: as above; `on_poll` matches uv_poll_cb.
+        let rc = unsafe { (uv.poll_start)(handle, UV_READABLE, on_poll) };
+        if rc != 0 {
+            drop(watch);
+            return Err(Error::new(
+                Status::GenericFailure,
+                format!("uv_poll_start failed ({rc})"),
+            ));
+        }
+        Ok(Some(watch))
+    }
+}
+
+impl Drop for SocketWatch {
+    fn drop(&mut self) {
+        let Some(uv) = uv() else { return };
+        CLOSING.with(|c| c.set(c.get() + 1));
+        // SAFETY: `self.handle` is an initialised uv_poll_t of this thread's loop, not yet
+        // closed (only this drop closes it). Stopping takes the socket out of the loop's poll set
+        // at once; `on_closed` frees the memory once libuv is done with it.
+        unsafe {
+            (uv.poll_stop)(self.handle);
+            (uv.close)(self.handle, on_closed);
+        }
+    }
+}
+
+/// # Safety
+/// Called by libuv on the loop's thread with a handle `SocketWatch::start` made, not yet closed.
+unsafe extern "C" fn on_poll(handle: *mut c_void, _status: c_int, _events: c_int) {
+    // SAFETY: `data` holds the `WatchCtx` set in `start`, freed only by `on_closed`.
+    let ctx = unsafe { &*(*handle.cast::<*mut WatchCtx>()) };
+    let env = ctx.env;
+    let mut scope = ptr::null_mut();
+    // SAFETY: `env` is the environment of this loop (the watch is closed before it goes).
+    if unsafe { sys::napi_open_handle_scope(env, &mut scope) } != sys::Status::napi_ok {
+        return;
+    }
+    let (on_ready, key) = (ctx.on_ready, ctx.key);
+    // A panic must not unwind into libuv (an error status is handled by the reader itself: its
+    // read fails and it lets go of the socket).
+    let _ = std::panic::catch_unwind(|| on_ready(&Env::from_raw(env), key));
+    // SAFETY: the scope opened above, on the same thread.
+    unsafe { sys::napi_close_handle_scope(env, scope) };
+}
+
+/// # Safety
+/// Called by libuv once, on the loop's thread, after `uv_close` of a watch's handle.
+unsafe extern "C" fn on_closed(handle: *mut c_void) {
+    // SAFETY: libuv is done with the handle: its context and memory are ours to free, once.
+    unsafe {
+        let ctx = Box::from_raw(*handle.cast::<*mut WatchCtx>());
+        drop(Box::from_raw(std::ptr::slice_from_raw_parts_mut(
+            handle.cast::<u64>(),
+            ctx.words,
+        )));
+    }
+    let left = CLOSING.with(|c| {
+        c.set(c.get() - 1);
+        c.get()
+    });
+    if left == 0 {
+        let hook = TEARDOWN.with(|t| t.replace(ptr::null_mut()));
+        if !hook.is_null() {
+            // SAFETY: the handle of the pending teardown, removed once.
+            unsafe { sys::napi_remove_async_cleanup_hook(hook) };
+        }
+    }
+}
+
+/// At environment teardown, `release()` drops every watch; Node then runs the loop until libuv
+/// has released their handles (a worker's loop must have none left when it closes).
+pub fn on_teardown(env: &Env, release: fn()) -> Result<()> {
+    /// # Safety
+    /// Called by Node once, on the JS thread, at environment teardown.
+    unsafe extern "C" fn hook(handle: sys::napi_async_cleanup_hook_handle, arg: *mut c_void) {
+        // SAFETY: `arg` is the `fn()` given below.
+        let release: fn() = unsafe { std::mem::transmute::<*mut c_void, fn()>(arg) };
+        let _ = std::panic::catch_unwind(release);
+        if CLOSING.with(|c| c.get()) == 0 {
+            // SAFETY: the handle Node passed, removed once.
+            unsafe { sys::napi_remove_async_cleanup_hook(handle) };
+        } else {
+            TEARDOWN.with(|t| t.set(handle));
+        }
+    }
+    let mut handle = ptr::null_mut();
+    // SAFETY: live `env`; `release` is a plain function pointer, valid for the whole process.
+    check_status!(unsafe {
+        sys::napi_add_async_cleanup_hook(env.raw(), Some(hook), release as *const () as *mut c_void, &mut handle)
+    })
+}
+
+/// Reads what the socket has now into `buf`'s unfilled part, without waiting: `WouldBlock` when
+/// it has nothing. The caller keeps `socket` open during the call.
+#[cfg(unix)]
+pub fn recv_now(socket: RawSocket, buf: &mut tokio::io::ReadBuf<'_>) -> std::io::Result<usize> {
+    loop {
+        // SAFETY: the bytes are only written, by `recv`, and marked filled only as far as it wrote.
+        let spare = unsafe { buf.unfilled_mut() };
+        // SAFETY: `spare` is valid for writes of its length; `socket` is open (the caller's contract).
+        let n = unsafe { libc::recv(socket, spare.as_mut_ptr().cast(), spare.len(), libc::MSG_DONTWAIT) };
+        if n >= 0 {
+            let n = n as usize;
+            // SAFETY: `recv` initialised the first `n` bytes of the unfilled part.
+            unsafe { buf.assume_init(n) };
+            buf.advance(n);
+            return Ok(n);
+        }
+        let err = std::io::Error::last_os_error();
+        if err.kind() != std::io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
+#[cfg(not(unix))]
+pub fn recv_now(_socket: RawSocket, _buf: &mut tokio::io::ReadBuf<'_>) -> std::io::Result<usize> {
+    Err(std::io::ErrorKind::Unsupported.into())
+}
+
+/// Shuts both directions of `socket` down (what closing it would tell the peer), so that a
+/// watch on it sees it readable at once. The caller keeps `socket` open during the call.
+#[cfg(unix)]
+pub fn shutdown(socket: RawSocket) {
+    // SAFETY: a plain system call on an open descriptor; a failure (already shut) changes nothing.
+    unsafe { libc::shutdown(socket, libc::SHUT_RDWR) };
+}
+
+#[cfg(not(unix))]
+pub fn shutdown(_socket: RawSocket) {}

@@ -113,7 +113,8 @@ impl ReadGate {
         self.has_inflight()
     }
 
-    fn open(&self) -> bool {
+    /// Whether reading may go on (not paused, under the limit).
+    pub fn open(&self) -> bool {
         !self.paused.load(Ordering::Acquire) && self.inflight.load(Ordering::Acquire) < INFLIGHT_LIMIT
     }
 

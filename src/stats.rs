@@ -17,6 +17,8 @@ pub struct Global {
     pub io_buffers: AtomicI64,
     /// zlib streams (permessage-deflate) held by open connections.
     pub deflate_contexts: AtomicI64,
+    /// Sockets the JS thread watches and reads (`reader`).
+    pub js_readers: AtomicI64,
 }
 
 pub static GLOBAL: Global = Global {
@@ -29,6 +31,7 @@ pub static GLOBAL: Global = Global {
     heartbeats: AtomicI64::new(0),
     io_buffers: AtomicI64::new(0),
     deflate_contexts: AtomicI64::new(0),
+    js_readers: AtomicI64::new(0),
 };
 
 #[derive(Default)]

@@ -23,8 +23,9 @@ use crate::errors::{self, ConnError};
 use crate::stats::{Gauge, GLOBAL};
 
 enum Stream {
-    /// Plain TCP: the write half lives in a `Writer` that the JS thread can use too.
-    Plain(OwnedReadHalf, Arc<Writer>),
+    /// Plain TCP: the write half lives in a `Writer` that the JS thread can use too, and the read
+    /// half may move to a reader shared with it (`take_read_half`).
+    Plain(Option<OwnedReadHalf>, Arc<Writer>),
     Tls(Box<TlsStream<TcpStream>>),
 }
 
@@ -175,7 +176,16 @@ impl Transport {
             waker: Default::default(),
         });
         Transport {
-            stream: Stream::Plain(read, writer),
+            stream: Stream::Plain(Some(read), writer),
+        }
+    }
+
+    /// The read half of a plain connection, for a reader of its own (`reader::SharedReader`);
+    /// reads through the transport then fail. `None` under TLS.
+    pub fn take_read_half(&mut self) -> Option<OwnedReadHalf> {
+        match &mut self.stream {
+            Stream::Plain(read, _) => read.take(),
+            Stream::Tls(_) => None,
         }
     }
 
@@ -191,7 +201,8 @@ impl Transport {
 impl AsyncRead for Transport {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         match &mut self.get_mut().stream {
-            Stream::Plain(s, _) => Pin::new(s).poll_read(cx, buf),
+            Stream::Plain(Some(s), _) => Pin::new(s).poll_read(cx, buf),
+            Stream::Plain(None, _) => Poll::Ready(Err(io::Error::other("the socket is read by its shared reader"))),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
