@@ -19,8 +19,8 @@ interface Run {
   stderr: string
 }
 
-async function run(scenario: string, url: string): Promise<Run> {
-  const proc = spawn(process.execPath, [child, scenario, url], { stdio: ['ignore', 'pipe', 'pipe'] })
+async function run(scenario: string, url: string, env: NodeJS.ProcessEnv = process.env): Promise<Run> {
+  const proc = spawn(process.execPath, [child, scenario, url], { stdio: ['ignore', 'pipe', 'pipe'], env })
   const reports: any[] = []
   let lastReport = 0
   let stderr = ''
@@ -70,6 +70,51 @@ test('an unref()ed client does not hold the process, even while open', async (t)
   t.is(r.code, 0, r.stderr)
   t.true(r.reports[0]?.done)
   t.true(r.exitAfterReport < 1_000, `exited ${r.exitAfterReport.toFixed(0)} ms after unref()`)
+  await peer.close()
+})
+
+test('an unref()ed client whose socket is read on the JS thread does not hold the process', async (t) => {
+  const peer = await wsServer()
+  const r = await run('unref-while-read-on-js-thread', peer.url)
+  t.is(r.code, 0, r.stderr)
+  t.deepEqual(r.reports[0], { done: true, jsReaders: 1 })
+  t.true(r.exitAfterReport < 1_000, `exited ${r.exitAfterReport.toFixed(0)} ms after unref()`)
+  await peer.close()
+})
+
+test('process.exit() while a socket is read on the JS thread exits cleanly', async (t) => {
+  const peer = await wsServer()
+  const r = await run('exit-while-read-on-js-thread', peer.url)
+  t.is(r.code, 0, r.stderr)
+  t.is(r.stderr, '')
+  t.deepEqual(r.reports[0], { done: true, jsReaders: 1 })
+  await peer.close()
+})
+
+test('worker threads read on their own event loop; terminating one mid-connection is clean', async (t) => {
+  const peer = await wsServer((socket) => socket.on('message', (d, binary) => socket.send(d, { binary })))
+  const r = await run('workers-read-on-their-js-thread', peer.url)
+  t.is(r.code, 0, r.stderr)
+  t.is(r.stderr, '')
+  t.deepEqual(r.reports[0], {
+    done: true,
+    terminated: [{ jsReaders: 1 }],
+    echoed: ['ping', { jsReaders: 1 }],
+    code: 0,
+    jsReaders: 0,
+  })
+  await peer.close()
+})
+
+test('REDIAL_WS_DIRECT_READ=0: everything is read on the tokio side', async (t) => {
+  const peer = await wsServer((socket) => socket.on('message', (d, binary) => socket.send(d, { binary })))
+  const on = await run('echo-count', peer.url)
+  t.is(on.code, 0, on.stderr)
+  t.true(on.reports[0].directReads >= 45, `${on.reports[0].directReads} of 50 echoes read on the JS thread`)
+  const off = await run('echo-count', peer.url, { ...process.env, REDIAL_WS_DIRECT_READ: '0' })
+  t.is(off.code, 0, off.stderr)
+  t.is(off.reports[0].directReads, 0)
+  t.is(off.reports[0].stats.jsReaders, 0)
   await peer.close()
 })
 

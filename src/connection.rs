@@ -601,6 +601,8 @@ impl OpenConn {
             return self.ended_by(WireError::Io(e));
         }
         let mut n = 0;
+        // Data messages and their bytes this poll read: a stream of larger messages stays here.
+        let (mut read_messages, mut read_bytes) = (0, 0);
         let shared_reader = match &self.input {
             Input::Shared(r) => Some(r.clone()),
             Input::Own { .. } => None,
@@ -654,6 +656,8 @@ impl OpenConn {
                             stats::add(&metrics.bytes_received, t.len() as u64);
                             stats::inc(&metrics.messages_received);
                             gate.admit(t.len());
+                            read_messages += 1;
+                            read_bytes += t.len();
                             events.push(JsEvent::Text(t));
                         }
                         Incoming::Binary(b) => {
@@ -661,6 +665,8 @@ impl OpenConn {
                             stats::add(&metrics.bytes_received, b.len() as u64);
                             stats::inc(&metrics.messages_received);
                             gate.admit(b.len());
+                            read_messages += 1;
+                            read_bytes += b.len();
                             events.push(JsEvent::Binary(b));
                         }
                         Incoming::Ping(p) => {
@@ -706,12 +712,15 @@ impl OpenConn {
                     break;
                 }
                 Poll::Pending => {
-                    // The socket is quiet: offer it to the JS thread, unless closing.
+                    // The socket is empty: offer it to the JS thread, unless closing or streaming.
                     let closing = self.held.is_some()
                         || self.peer_close.is_some()
                         || self.sent_close
                         || self.close_frame.is_some();
-                    if let (Some(r), Some(st), false) = (shared_reader.as_ref(), shared_state.as_mut(), closing) {
+                    let quiet = !reader::is_stream(read_messages, read_bytes);
+                    if let (Some(r), Some(st), false, true) =
+                        (shared_reader.as_ref(), shared_state.as_mut(), closing, quiet)
+                    {
                         if let Some(offer) = r.offer(st) {
                             events.push(JsEvent::ReadIdle {
                                 reader: r.clone(),

@@ -413,7 +413,7 @@ fn on_readable(env: &Env, id: u64) {
         return;
     };
     let mut events = Vec::new();
-    let outcome = reader.read_for_js(&shared, BATCH_EVENTS, BATCH_BYTES, |m| match m {
+    let outcome = reader.read_for_js(&shared, reader::TURN_MESSAGES, reader::TURN_BYTES, |m| match m {
         Incoming::Text(t) => events.push((id, JsEvent::Text(t))),
         Incoming::Binary(b) => events.push((id, JsEvent::Binary(b))),
         _ => {}

@@ -1,0 +1,109 @@
+// Reading on the JS thread (src/reader.rs): a quiet plain connection's socket is watched by the
+// JS event loop and its messages are dispatched as soon as they are read, without the tokio
+// side's wake-up of the JS thread. What must hold: the path is taken, messages keep their order
+// across every hand-over (control frames, a stream of large messages, a close), the heartbeat
+// still tells a live peer from a dead one, and the watch goes with the connection.
+import { once } from 'node:events'
+import { createRequire } from 'node:module'
+import test from 'ava'
+
+import { ReconnectingWebSocket, clientStats } from '../index.js'
+import { Recorder, quiescent, until, wsServer } from './helpers.js'
+
+const native = createRequire(import.meta.url)('../lib/native.js') as { testingDirectReads(): number }
+
+test.serial('a quiet plain connection is read on the JS thread, and the watch goes with it', async (t) => {
+  const peer = await wsServer((socket) => socket.on('message', (d, binary) => socket.send(d, { binary })))
+  const client = new ReconnectingWebSocket(peer.url)
+  await client.opened()
+  await until(() => clientStats().jsReaders === 1, 'the socket is watched by the JS thread')
+  const before = native.testingDirectReads()
+  for (let i = 0; i < 200; i++) {
+    const echoed = once(client, 'message')
+    client.send(`m${i}`)
+    t.is(String((await echoed)[0]), `m${i}`)
+  }
+  const direct = native.testingDirectReads() - before
+  t.true(direct >= 190, `${direct} of 200 echoes were read on the JS thread`)
+  t.is(client.metrics.messagesReceived, 200, 'counted like any other message')
+  await client.disconnect()
+  const s = clientStats()
+  t.is(s.jsReaders, 0, 'no watch once disconnect() resolves')
+  t.is(s.openConnections, 0)
+  t.is(s.ioBuffers, 0)
+  await quiescent()
+  await peer.close()
+})
+
+test.serial('messages keep their order across hand-overs: pings, streams of large messages, bursts', async (t) => {
+  const big = Buffer.alloc(100 * 1024, 7)
+  let pongs = 0
+  let pings = 0
+  const total = 600
+  const peer = await wsServer(async (socket) => {
+    socket.on('pong', () => pongs++)
+    for (let i = 0; i < total; i++) {
+      if (i % 50 === 10) {
+        // A stream of large messages: read on the tokio side.
+        for (let k = 0; k < 8; k++) socket.send(big)
+      }
+      if (i % 7 === 0) {
+        socket.ping()
+        pings++
+      }
+      socket.send(`m${i}`)
+      // Quiet spells between small bursts: read on the JS thread again.
+      if (i % 25 === 0) await new Promise((r) => setTimeout(r, 2))
+    }
+  })
+  const client = new ReconnectingWebSocket(peer.url)
+  const texts: string[] = []
+  let large = 0
+  client.on('message', (d: string | Buffer, binary: boolean) => {
+    if (binary) {
+      t.is((d as Buffer).length, big.length)
+      large++
+    } else texts.push(String(d))
+  })
+  const before = native.testingDirectReads()
+  await until(() => texts.length === total, `${total} messages (have ${texts.length})`, 20_000)
+  t.deepEqual(texts, Array.from({ length: total }, (_, i) => `m${i}`))
+  t.is(large, 8 * Math.ceil(total / 50))
+  await until(() => pongs === pings, `a pong for each of ${pings} pings (have ${pongs})`)
+  const direct = native.testingDirectReads() - before
+  t.true(direct > 0 && direct < client.metrics.messagesReceived, `${direct} of ${client.metrics.messagesReceived} read on the JS thread`)
+  await client.disconnect()
+  t.is(clientStats().jsReaders, 0)
+  await peer.close()
+})
+
+test.serial('the heartbeat counts what the JS thread read; a silent peer still times out and is closed', async (t) => {
+  let serverSocket: import('ws').WebSocket | undefined
+  const peer = await wsServer((socket) => {
+    serverSocket = socket
+  })
+  // A server that never answers pings, but talks: its messages prove it alive.
+  peer.wss.options.autoPong = false
+  const client = new ReconnectingWebSocket(peer.url, { pingInterval: 100, pongTimeout: 150, maxRetries: 0 })
+  const r = new Recorder(client)
+  await r.next('open')
+  await until(() => clientStats().jsReaders === 1, 'the socket is watched by the JS thread')
+  const before = native.testingDirectReads()
+  const closed = once(serverSocket!, 'close')
+  for (let i = 0; i < 40; i++) {
+    serverSocket!.send(`tick ${i}`)
+    await new Promise((resolve) => setTimeout(resolve, 20))
+  }
+  t.is(r.count('close'), 0, 'no pong timeout while the peer talks')
+  t.true(native.testingDirectReads() - before >= 30, 'the ticks were read on the JS thread')
+  // Now silence: no frame answers the next ping.
+  const close = await r.next('close', 5_000)
+  const error = await r.next('error', 1_000)
+  t.is(error.code, 'ERR_PONG_TIMEOUT')
+  t.is(close.code, 1006)
+  await closed
+  t.is(clientStats().jsReaders, 0, 'the watch went with the connection')
+  t.is(clientStats().openConnections, 0)
+  await client.disconnect()
+  await peer.close()
+})
