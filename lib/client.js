@@ -598,6 +598,7 @@ class ReconnectingWebSocket extends EventEmitter {
   static {
     wire.listen({
       textBatch: (c, buf) => wire.forEachText(buf, c.#onText, c),
+      text: (c, text) => c.#onText(text),
       binary: (c, buf) => c.#onMessage(convertBinary(buf, c.#binaryType), true),
       connecting: (c, attempt) => c.#onConnecting(attempt),
       open: (c, chosen) => c.#onOpen(chosen),

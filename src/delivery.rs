@@ -465,8 +465,13 @@ fn build_batch(env: &Env, batch: Vec<(u64, JsEvent)>) -> Result<Value> {
                 }
                 let Some(owner) = e.owner.get(env)? else { continue };
                 out.push(owner);
-                out.push(napi_raw::to_js(env, tag::TEXT_BATCH)?);
-                out.push(text_batch(env, &texts)?);
+                if let [one] = texts.as_slice() {
+                    out.push(napi_raw::to_js(env, tag::TEXT)?);
+                    out.push(napi_raw::to_js(env, one.as_str())?);
+                } else {
+                    out.push(napi_raw::to_js(env, tag::TEXT_BATCH)?);
+                    out.push(text_batch(env, &texts)?);
+                }
                 continue;
             }
             if let JsEvent::ReadIdle { reader, offer } = event {
@@ -592,8 +597,8 @@ fn error_obj(env: &Env, e: &ConnError) -> Result<Value> {
 fn event_to_js(env: &Env, event: JsEvent) -> Result<(u32, Value)> {
     let raw = env;
     Ok(match event {
-        // `build_batch` sends text runs itself; a lone one takes the same path.
-        JsEvent::Text(t) => (tag::TEXT_BATCH, text_batch(raw, &[t])?),
+        // `build_batch` sends text runs itself; a lone one is the string.
+        JsEvent::Text(t) => (tag::TEXT, napi_raw::to_js(raw, t.as_str())?),
         JsEvent::Binary(b) if b.len() >= ZERO_COPY_FROM => (tag::BINARY, napi_raw::external_buffer(raw, b)?),
         JsEvent::Binary(b) => (tag::BINARY, napi_raw::buffer_copy(raw, &b)?),
         JsEvent::Connecting { attempt } => (tag::CONNECTING, napi_raw::to_js(raw, attempt)?),

@@ -7,6 +7,7 @@
 //! tag. A run of text messages of one client travels as one `event::TEXT_BATCH` whose payload
 //! is a Buffer laid out as `[count: u32 LE][end offset: u32 LE × count][utf-8 bytes]`, each end
 //! offset counted from the start of the buffer (the first message starts after the header).
+//! A run of one (a quiet connection's usual message) is `event::TEXT` with the string itself.
 //!
 //! `clientSendText` / `clientSendBinary` return one of [`send`].
 
@@ -15,6 +16,7 @@ use napi_derive::napi;
 /// Tags of the delivery batch.
 pub mod event {
     pub const OPEN: u32 = 0;
+    pub const TEXT: u32 = 1;
     pub const BINARY: u32 = 2;
     pub const ERROR: u32 = 3;
     pub const CLOSE: u32 = 4;
@@ -63,6 +65,7 @@ pub struct WireEvents {
     pub provide: u32,
     pub decide: u32,
     pub text_batch: u32,
+    pub text: u32,
 }
 
 #[napi(object)]
@@ -102,6 +105,7 @@ pub fn wire_protocol() -> WireProtocol {
             provide: event::PROVIDE,
             decide: event::DECIDE,
             text_batch: event::TEXT_BATCH,
+            text: event::TEXT,
         },
         send: WireSend {
             sent: send::SENT,

@@ -227,7 +227,10 @@ impl SharedReader {
             return JsRead::GiveBack;
         }
         let mut cx = Context::from_waker(Waker::noop());
-        let mut io = SocketNow(self.socket);
+        let mut io = SocketNow {
+            socket: self.socket,
+            drained: false,
+        };
         let (mut n, mut bytes) = (0, 0);
         let outcome = loop {
             if n >= max_events || bytes >= max_bytes || is_stream(n, bytes) {
@@ -267,16 +270,29 @@ pub static DIRECT_MESSAGES: std::sync::atomic::AtomicU64 = std::sync::atomic::At
 
 /// The socket read without waiting, for the JS thread (readiness comes from its watch, so
 /// `Pending` registers nothing).
-struct SocketNow(RawSocket);
+struct SocketNow {
+    socket: RawSocket,
+    /// A read returned less than there was room for: the socket is empty for now, and asking
+    /// again would only cost a system call (the watch fires again when more arrives; libuv
+    /// reads the same way).
+    drained: bool,
+}
 
 impl AsyncRead for SocketNow {
     fn poll_read(
-        self: std::pin::Pin<&mut Self>,
+        mut self: std::pin::Pin<&mut Self>,
         _: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        match napi_raw::recv_now(self.0, buf) {
-            Ok(_) => Poll::Ready(Ok(())),
+        if self.drained {
+            return Poll::Pending;
+        }
+        let room = buf.remaining();
+        match napi_raw::recv_now(self.socket, buf) {
+            Ok(n) => {
+                self.drained = n > 0 && n < room;
+                Poll::Ready(Ok(()))
+            }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Poll::Pending,
             Err(e) => Poll::Ready(Err(e)),
         }
