@@ -413,7 +413,7 @@ thread_local! {
     /// Watches closed whose handles libuv has not released yet, and the environment teardown
     /// waiting for them (an async cleanup hook: Node runs the loop until it is removed).
     static CLOSING: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
-    static TEARDOWN: std::cell::Cell<sys::napi_async_cleanup_hook_handle> = const { std::cell::Cell::new(ptr::null_mut()) };
+    static TEARDOWN: std::cell::RefCell<Vec<sys::napi_async_cleanup_hook_handle>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// A readiness watch on a socket in the JS thread's event loop. It never holds the loop open
@@ -547,9 +547,8 @@ unsafe extern "C" fn on_closed(handle: *mut c_void) {
         c.get()
     });
     if left == 0 {
-        let hook = TEARDOWN.with(|t| t.replace(ptr::null_mut()));
-        if !hook.is_null() {
-            // SAFETY: the handle of the pending teardown, removed once.
+        for hook in TEARDOWN.with(|t| std::mem::take(&mut *t.borrow_mut())) {
+            // SAFETY: the handle of a pending teardown, taken out of the list: removed once.
             unsafe { sys::napi_remove_async_cleanup_hook(hook) };
         }
     }
@@ -568,7 +567,7 @@ pub fn on_teardown(env: &Env, release: fn()) -> Result<()> {
             // SAFETY: the handle Node passed, removed once.
             unsafe { sys::napi_remove_async_cleanup_hook(handle) };
         } else {
-            TEARDOWN.with(|t| t.set(handle));
+            TEARDOWN.with(|t| t.borrow_mut().push(handle));
         }
     }
     let mut handle = ptr::null_mut();
