@@ -403,7 +403,11 @@ fn next_batch(env: &Env, hub: &Hub) -> Result<RawValue> {
 
 /// The JS thread's watch found client `id`'s socket readable: read what it holds (one batch at
 /// most), run its listeners now, and give the socket back to the driver when the read says so.
-fn on_readable(env: &Env, id: u64) {
+fn on_readable(env: &Env, id: u64, turn: u64) {
+    if !direct::may_read(turn) {
+        // This turn's reading is spent: the socket stays readable, and is read on the next turn.
+        return;
+    }
     let Some(reader) = direct::reader(id) else { return };
     let Some((shared, target)) =
         with_registry(|r| Some((r.clients.get(&id)?.shared.clone(), r.dispatch_now.clone()?))).flatten()
@@ -418,6 +422,7 @@ fn on_readable(env: &Env, id: u64) {
         Incoming::Binary(b) => events.push((id, JsEvent::Binary(b))),
         _ => {}
     });
+    direct::spent(events.len(), events.iter().map(|(_, e)| e.payload_len()).sum());
     if !events.is_empty() {
         // These never counted against the read gate (they are delivered before the read returns),
         // so the credits the batch makes are not the acknowledgement's to settle.

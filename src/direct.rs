@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use napi::Env;
 
-use crate::napi_raw::SocketWatch;
+use crate::napi_raw::{OnReady, SocketWatch};
 use crate::reader::SharedReader;
 use crate::stats::{Gauge, GLOBAL};
 
@@ -21,11 +21,42 @@ struct Watched {
 
 thread_local! {
     static WATCHES: RefCell<HashMap<u64, Watched>> = RefCell::new(HashMap::new());
+    /// What this thread's reads may still take in the current turn of the event loop: the turn,
+    /// reads left, payload bytes left.
+    static BUDGET: std::cell::Cell<(u64, usize, usize)> = const { std::cell::Cell::new((u64::MAX, 0, 0)) };
+}
+
+/// The JS thread reads at most this much in one turn of the event loop, over all its sockets (each
+/// read counts for one message at least): a burst over many connections at once (a server that
+/// drops ten thousand of them) is spread over turns, as one socket's backlog is.
+const TURN_READS: usize = 4096;
+const TURN_BYTES: usize = 1 << 20;
+
+/// Whether a read may start in turn `turn` (a new turn starts with a full budget).
+pub fn may_read(turn: u64) -> bool {
+    BUDGET
+        .try_with(|b| {
+            let (t, reads, bytes) = b.get();
+            if t != turn {
+                b.set((turn, TURN_READS, TURN_BYTES));
+                return true;
+            }
+            reads > 0 && bytes > 0
+        })
+        .unwrap_or(false)
+}
+
+/// A read in the current turn took `messages` messages (at least one read) and `bytes` of payload.
+pub fn spent(messages: usize, bytes: usize) {
+    let _ = BUDGET.try_with(|b| {
+        let (t, reads, left) = b.get();
+        b.set((t, reads.saturating_sub(messages.max(1)), left.saturating_sub(bytes)));
+    });
 }
 
 /// Takes client `id`'s socket on the driver's offer, if it still stands, and watches it:
-/// `on_ready(env, id)` then reads it on each turn it is readable.
-pub fn take_over(env: &Env, id: u64, reader: Arc<SharedReader>, offer: u32, on_ready: fn(&Env, u64)) {
+/// `on_ready(env, id, turn)` then reads it on each turn it is readable.
+pub fn take_over(env: &Env, id: u64, reader: Arc<SharedReader>, offer: u32, on_ready: OnReady) {
     if !reader.take_over(offer) {
         return;
     }

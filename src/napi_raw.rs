@@ -355,6 +355,7 @@ struct Uv {
     poll_stop: HandleFn,
     close: Close,
     unref: Unref,
+    now: Now,
 }
 
 type HandleSize = unsafe extern "C" fn(c_int) -> usize;
@@ -363,6 +364,7 @@ type PollStart = unsafe extern "C" fn(*mut c_void, c_int, PollCb) -> c_int;
 type HandleFn = unsafe extern "C" fn(*mut c_void) -> c_int;
 type Close = unsafe extern "C" fn(*mut c_void, CloseCb);
 type Unref = unsafe extern "C" fn(*mut c_void);
+type Now = unsafe extern "C" fn(*const c_void) -> u64;
 type PollCb = unsafe extern "C" fn(*mut c_void, c_int, c_int);
 type CloseCb = unsafe extern "C" fn(*mut c_void);
 
@@ -389,6 +391,7 @@ fn uv() -> Option<&'static Uv> {
                 poll_stop: std::mem::transmute::<*mut c_void, HandleFn>(find(c"uv_poll_stop")?),
                 close: std::mem::transmute::<*mut c_void, Close>(find(c"uv_close")?),
                 unref: std::mem::transmute::<*mut c_void, Unref>(find(c"uv_unref")?),
+                now: std::mem::transmute::<*mut c_void, Now>(find(c"uv_now")?),
             })
         }
     })
@@ -400,11 +403,15 @@ fn uv() -> Option<&'static Uv> {
     None
 }
 
+/// What a socket watch calls when the socket is readable: `(env, key, turn)`, where `turn` is the
+/// loop's time (ms) at this turn, the same for every callback of one turn (`uv_now`).
+pub type OnReady = fn(&Env, u64, u64);
+
 /// What a watch's handle carries (its `data` field, the first of every libuv handle).
 struct WatchCtx {
     env: sys::napi_env,
     key: u64,
-    on_ready: fn(&Env, u64),
+    on_ready: OnReady,
     /// The handle's allocation, in 8-byte words.
     words: usize,
 }
@@ -434,11 +441,11 @@ impl SocketWatch {
         uv().is_some()
     }
 
-    /// Starts watching `socket` for readability: `on_ready(env, key)` runs on the JS thread,
+    /// Starts watching `socket` for readability: `on_ready(env, key, turn)` runs on the JS thread,
     /// inside a handle scope, on each turn of the loop that finds it readable (level-triggered).
     /// The caller keeps `socket` open for as long as the watch exists. `None` where the runtime
     /// has no libuv to offer.
-    pub fn start(env: &Env, socket: RawSocket, key: u64, on_ready: fn(&Env, u64)) -> Result<Option<Self>> {
+    pub fn start(env: &Env, socket: RawSocket, key: u64, on_ready: OnReady) -> Result<Option<Self>> {
         let Some(uv) = uv() else { return Ok(None) };
         let mut uv_loop = ptr::null_mut();
         // SAFETY: live `env`; `uv_loop` is a valid out pointer.
@@ -524,9 +531,12 @@ unsafe extern "C" fn on_poll(handle: *mut c_void, _status: c_int, _events: c_int
         return;
     }
     let (on_ready, key) = (ctx.on_ready, ctx.key);
+    // SAFETY: `loop` is the second field of every libuv handle (after `data`), set by init; the
+    // loop outlives its handles, and `uv_now` only reads its cached time.
+    let turn = uv().map_or(0, |uv| unsafe { (uv.now)(*handle.cast::<*const c_void>().add(1)) });
     // A panic must not unwind into libuv (an error status is handled by the reader itself: its
     // read fails and it lets go of the socket).
-    let _ = std::panic::catch_unwind(|| on_ready(&Env::from_raw(env), key));
+    let _ = std::panic::catch_unwind(|| on_ready(&Env::from_raw(env), key, turn));
     // SAFETY: the scope opened above, on the same thread.
     unsafe { sys::napi_close_handle_scope(env, scope) };
 }
