@@ -71,7 +71,9 @@ test.serial('messages keep their order across hand-overs: pings, streams of larg
   t.is(large, 8 * Math.ceil(total / 50))
   await until(() => pongs === pings, `a pong for each of ${pings} pings (have ${pongs})`)
   const direct = native.testingDirectReads() - before
-  t.true(direct > 0 && direct < client.metrics.messagesReceived, `${direct} of ${client.metrics.messagesReceived} read on the JS thread`)
+  // Some on the JS thread; how many depends on how the bursts meet the socket (the pongs above prove
+  // the hand-back: only the tokio side answers pings).
+  t.true(direct > 0, `${direct} of ${client.metrics.messagesReceived} read on the JS thread`)
   await client.disconnect()
   t.is(clientStats().jsReaders, 0)
   await peer.close()
