@@ -372,6 +372,27 @@ mod tests {
         r.offer(&mut r.lock()).expect("an offer")
     }
 
+    /// A connected reader that the JS thread has taken on the driver's offer, and its client's state.
+    async fn read_by_js() -> (
+        Arc<SharedReader>,
+        std::net::TcpStream,
+        tokio::net::tcp::OwnedWriteHalf,
+        Shared,
+    ) {
+        let (r, server, w) = connected().await;
+        let offer = park_and_offer(&r).await;
+        assert!(r.take_over(offer));
+        (r, server, w, Shared::new(1))
+    }
+
+    #[test]
+    fn only_larger_messages_in_quantity_are_a_stream() {
+        assert!(is_stream(1, 64 * 1024), "one 64 KiB message");
+        assert!(is_stream(100, 100 * 1024), "a hundred 1 KiB messages");
+        assert!(!is_stream(1024, 64 * 1024), "64 B messages, however many");
+        assert!(!is_stream(1, 16 * 1024), "a single mid-sized message");
+    }
+
     /// What the JS thread reads, retrying while the socket is empty (the peer's bytes in flight)
     /// until `want` messages or another outcome.
     async fn js_read(r: &SharedReader, shared: &Shared, max: usize, want: usize) -> (Vec<Incoming>, JsRead) {
@@ -425,10 +446,7 @@ mod tests {
 
     #[tokio::test]
     async fn control_frames_go_back_to_the_driver_in_order() {
-        let (r, mut server, _w) = connected().await;
-        let shared = Shared::new(1);
-        let offer = park_and_offer(&r).await;
-        assert!(r.take_over(offer));
+        let (r, mut server, _w, shared) = read_by_js().await;
         let mut bytes = [
             text("m0"),
             text("m1"),
@@ -453,10 +471,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_batch_bound_hands_the_backlog_to_the_driver_in_order() {
-        let (r, mut server, _w) = connected().await;
-        let shared = Shared::new(1);
-        let offer = park_and_offer(&r).await;
-        assert!(r.take_over(offer));
+        let (r, mut server, _w, shared) = read_by_js().await;
         let bytes: Vec<u8> = (0..20).flat_map(|i| text(&format!("m{i}"))).collect();
         server.write_all(&bytes).unwrap();
         let (got, outcome) = js_read(&r, &shared, 5, 5).await;
@@ -475,10 +490,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_paused_gate_hands_the_socket_back_unread() {
-        let (r, mut server, _w) = connected().await;
-        let shared = Shared::new(1);
-        let offer = park_and_offer(&r).await;
-        assert!(r.take_over(offer));
+        let (r, mut server, _w, shared) = read_by_js().await;
         server.write_all(&text("kept")).unwrap();
         shared.read_gate.set(true);
         let mut got = Vec::new();
@@ -494,10 +506,7 @@ mod tests {
 
     #[tokio::test]
     async fn ending_while_the_js_thread_reads_shuts_the_socket_and_frees_the_buffer() {
-        let (r, mut server, w) = connected().await;
-        let shared = Shared::new(1);
-        let offer = park_and_offer(&r).await;
-        assert!(r.take_over(offer));
+        let (r, mut server, w, shared) = read_by_js().await;
         // Half a frame: the decoder holds a buffer.
         server.write_all(&[0x81, 5, b'h', b'e']).unwrap();
         let (got, _) = js_read(&r, &shared, 100, 0).await;
