@@ -10,7 +10,10 @@ import test from 'ava'
 import { ReconnectingWebSocket, clientStats } from '../index.js'
 import { Recorder, quiescent, until, wsServer } from './helpers.js'
 
-const native = createRequire(import.meta.url)('../lib/native.js') as { testingDirectReads(): number }
+const native = createRequire(import.meta.url)('../lib/native.js') as {
+  testingDirectReads(): number
+  testingDirectWaits(): number
+}
 
 test.serial('a quiet plain connection is read on the JS thread, and the watch goes with it', async (t) => {
   const peer = await wsServer((socket) => socket.on('message', (d, binary) => socket.send(d, { binary })))
@@ -76,6 +79,50 @@ test.serial('messages keep their order across hand-overs: pings, streams of larg
   t.true(direct > 0, `${direct} of ${client.metrics.messagesReceived} read on the JS thread`)
   await client.disconnect()
   t.is(clientStats().jsReaders, 0)
+  await peer.close()
+})
+
+test.serial('many sockets readable at once are read over several turns, each socket in order', async (t) => {
+  // 40 watched sockets receive 250 messages each, all written before the client's loop polls
+  // (the server is in this process: its writes go to the kernel synchronously). Reading all
+  // 10,000 at once would hold the loop; the JS thread reads at most 4,096 per turn (plus the
+  // last read's own batch), and the sockets it leaves wait, unwatched, for a later turn.
+  const clients = 40
+  const each = 250
+  const servers: import('ws').WebSocket[] = []
+  const peer = await wsServer((socket) => servers.push(socket))
+  const list = Array.from({ length: clients }, () => new ReconnectingWebSocket(peer.url))
+  await Promise.all(list.map((c) => c.opened()))
+  await until(() => clientStats().jsReaders === clients, `all ${clients} sockets watched by the JS thread`)
+  // Turns counted by a setImmediate chain: one per iteration of the loop.
+  let turn = 0
+  let counting = true
+  const tick = () => {
+    turn++
+    if (counting) setImmediate(tick)
+  }
+  setImmediate(tick)
+  const perTurn = new Map<number, number>()
+  const got = list.map(() => [] as string[])
+  list.forEach((c, i) =>
+    c.on('message', (d: string | Buffer) => {
+      got[i].push(String(d))
+      perTurn.set(turn, (perTurn.get(turn) ?? 0) + 1)
+    }),
+  )
+  const [reads, waits] = [native.testingDirectReads(), native.testingDirectWaits()]
+  for (const s of servers) for (let k = 0; k < each; k++) s.send(`${k}`)
+  await until(() => got.every((g) => g.length === each), 'every message', 20_000)
+  counting = false
+  for (const g of got) t.deepEqual(g, Array.from({ length: each }, (_, k) => `${k}`))
+  t.is(native.testingDirectReads() - reads, clients * each, 'all read on the JS thread')
+  t.true(native.testingDirectWaits() > waits, 'some sockets waited for a later turn')
+  const busiest = Math.max(...perTurn.values())
+  t.true(busiest <= 4096 + each, `at most ${busiest} messages in one turn`)
+  t.true(perTurn.size >= 3, `spread over ${perTurn.size} turns`)
+  await Promise.all(list.map((c) => c.disconnect()))
+  t.is(clientStats().jsReaders, 0)
+  await quiescent()
   await peer.close()
 })
 

@@ -23,6 +23,7 @@ use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::Instant;
 
 use napi::bindgen_prelude::*;
 use napi::threadsafe_function::{ThreadsafeCallContext, ThreadsafeFunctionCallMode};
@@ -405,9 +406,10 @@ fn next_batch(env: &Env, hub: &Hub) -> Result<RawValue> {
 /// most), run its listeners now, and give the socket back to the driver when the read says so.
 fn on_readable(env: &Env, id: u64, turn: u64) {
     if !direct::may_read(turn) {
-        // This turn's reading is spent: the socket stays readable, and is read on the next turn.
+        direct::wait_for_next_turn(env, id, on_readable);
         return;
     }
+    let started = Instant::now();
     let Some(reader) = direct::reader(id) else { return };
     let Some((shared, target)) =
         with_registry(|r| Some((r.clients.get(&id)?.shared.clone(), r.dispatch_now.clone()?))).flatten()
@@ -422,7 +424,7 @@ fn on_readable(env: &Env, id: u64, turn: u64) {
         Incoming::Binary(b) => events.push((id, JsEvent::Binary(b))),
         _ => {}
     });
-    direct::spent(events.len(), events.iter().map(|(_, e)| e.payload_len()).sum());
+    let (messages, bytes) = (events.len(), events.iter().map(|(_, e)| e.payload_len()).sum());
     if !events.is_empty() {
         // These never counted against the read gate (they are delivered before the read returns),
         // so the credits the batch makes are not the acknowledgement's to settle.
@@ -442,6 +444,7 @@ fn on_readable(env: &Env, id: u64, turn: u64) {
         }
         JsRead::Ended => direct::release(id),
     }
+    direct::spent(messages, bytes, started.elapsed());
 }
 
 fn empty_array(env: &Env) -> Result<RawValue> {

@@ -1,56 +1,99 @@
 //! The JS thread's side of reading plain connections (see `reader`): one socket watch per client
 //! whose socket it reads, started when it takes a driver's offer and dropped when it gives the
 //! socket back, when the connection ends, when the client is collected, or at teardown.
+//!
+//! Reading is bounded per turn of the event loop over all sockets. A socket found readable once
+//! the turn's budget is spent is not left watched (libuv would report it again and again in the
+//! same poll phase, up to 48 rounds of 1,024 events, and on every turn after): its watch is
+//! paused and it joins a queue that later turns read first, in order, each within its budget.
 
-use std::cell::RefCell;
-use std::collections::HashMap;
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::time::Duration;
 
 use napi::Env;
 
-use crate::napi_raw::{OnReady, SocketWatch};
+use crate::napi_raw::{OnReady, SocketWatch, TurnHook};
 use crate::reader::SharedReader;
 use crate::stats::{Gauge, GLOBAL};
 
 struct Watched {
     /// Dropped first: the watch stops before the reader (which may close the socket) goes.
-    _watch: SocketWatch,
+    watch: SocketWatch,
     reader: Arc<SharedReader>,
+    /// Paused in the queue of sockets waiting for a turn with budget left.
+    paused: bool,
     _gauge: Gauge,
+}
+
+/// What this thread's reads may still take in the current turn of the event loop.
+#[derive(Clone, Copy)]
+struct Budget {
+    turn: u64,
+    reads: usize,
+    bytes: usize,
+    /// Time the reads of this turn took, listeners included.
+    spent: Duration,
+}
+
+/// Readable sockets whose watch is paused, waiting for a turn with budget left, and the hook
+/// that reads them at the start of each turn while there are any.
+#[derive(Default)]
+struct Waiting {
+    hook: Option<TurnHook>,
+    ids: VecDeque<u64>,
+    /// What reads a socket (the watches' `on_ready`).
+    read: Option<OnReady>,
 }
 
 thread_local! {
     static WATCHES: RefCell<HashMap<u64, Watched>> = RefCell::new(HashMap::new());
-    /// What this thread's reads may still take in the current turn of the event loop: the turn,
-    /// reads left, payload bytes left.
-    static BUDGET: std::cell::Cell<(u64, usize, usize)> = const { std::cell::Cell::new((u64::MAX, 0, 0)) };
+    static BUDGET: Cell<Budget> = const {
+        Cell::new(Budget { turn: u64::MAX, reads: 0, bytes: 0, spent: Duration::ZERO })
+    };
+    static WAITING: RefCell<Waiting> = RefCell::new(Waiting::default());
 }
 
 /// The JS thread reads at most this much in one turn of the event loop, over all its sockets (each
-/// read counts for one message at least): a burst over many connections at once (a server that
-/// drops ten thousand of them) is spread over turns, as one socket's backlog is.
+/// read counts for one message at least, and the time includes the listeners it runs): a burst
+/// over many connections at once (a server that drops ten thousand of them) is spread over turns,
+/// as one socket's backlog is.
 const TURN_READS: usize = 4096;
 const TURN_BYTES: usize = 1 << 20;
+const TURN_TIME: Duration = Duration::from_millis(4);
+
+/// Sockets that waited for a later turn since the process started (tests prove the path taken).
+pub static WAITED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// Whether a read may start in turn `turn` (a new turn starts with a full budget).
 pub fn may_read(turn: u64) -> bool {
     BUDGET
         .try_with(|b| {
-            let (t, reads, bytes) = b.get();
-            if t != turn {
-                b.set((turn, TURN_READS, TURN_BYTES));
+            let budget = b.get();
+            if budget.turn != turn {
+                b.set(Budget {
+                    turn,
+                    reads: TURN_READS,
+                    bytes: TURN_BYTES,
+                    spent: Duration::ZERO,
+                });
                 return true;
             }
-            reads > 0 && bytes > 0
+            budget.reads > 0 && budget.bytes > 0 && budget.spent < TURN_TIME
         })
         .unwrap_or(false)
 }
 
-/// A read in the current turn took `messages` messages (at least one read) and `bytes` of payload.
-pub fn spent(messages: usize, bytes: usize) {
+/// A read in the current turn took `messages` messages (at least one read), `bytes` of payload
+/// and, with the listeners it ran, `time`.
+pub fn spent(messages: usize, bytes: usize, time: Duration) {
     let _ = BUDGET.try_with(|b| {
-        let (t, reads, left) = b.get();
-        b.set((t, reads.saturating_sub(messages.max(1)), left.saturating_sub(bytes)));
+        let mut budget = b.get();
+        budget.reads = budget.reads.saturating_sub(messages.max(1));
+        budget.bytes = budget.bytes.saturating_sub(bytes);
+        budget.spent += time;
+        b.set(budget);
     });
 }
 
@@ -63,8 +106,9 @@ pub fn take_over(env: &Env, id: u64, reader: Arc<SharedReader>, offer: u32, on_r
     match SocketWatch::start(env, reader.socket(), id, on_ready) {
         Ok(Some(watch)) => {
             let watched = Watched {
-                _watch: watch,
+                watch,
                 reader,
+                paused: false,
                 _gauge: Gauge::new(&GLOBAL.js_readers),
             };
             let old = WATCHES.with(|w| w.borrow_mut().insert(id, watched));
@@ -83,6 +127,87 @@ pub fn reader(id: u64) -> Option<Arc<SharedReader>> {
         .flatten()
 }
 
+/// This turn's budget is spent: client `id`'s socket, readable, waits for a later turn with its
+/// watch paused. If that cannot be arranged, its driver reads it.
+pub fn wait_for_next_turn(env: &Env, id: u64, read: OnReady) {
+    let armed = WAITING
+        .try_with(|w| {
+            let mut w = w.borrow_mut();
+            if w.hook.is_none() {
+                w.hook = TurnHook::new(env, read_waiting).ok().flatten();
+            }
+            w.read = Some(read);
+            w.hook.as_ref().is_some_and(TurnHook::arm)
+        })
+        .unwrap_or(false);
+    let paused = armed
+        && WATCHES
+            .try_with(|w| {
+                let mut w = w.borrow_mut();
+                let Some(watched) = w.get_mut(&id) else { return false };
+                if !watched.paused {
+                    watched.watch.pause();
+                    watched.paused = true;
+                    let _ = WAITING.try_with(|q| q.borrow_mut().ids.push_back(id));
+                    crate::stats::add(&WAITED, 1);
+                }
+                true
+            })
+            .unwrap_or(false);
+    if !paused {
+        give_back(id);
+    }
+}
+
+/// The start of a turn while sockets wait: read them, oldest first, while the turn's budget
+/// lasts; each read watches its socket again. The hook disarms once none waits.
+fn read_waiting(env: &Env, turn: u64) {
+    while may_read(turn) {
+        let Some((id, read)) = WAITING
+            .try_with(|w| {
+                let mut w = w.borrow_mut();
+                let read = w.read?;
+                Some((w.ids.pop_front()?, read))
+            })
+            .ok()
+            .flatten()
+        else {
+            break;
+        };
+        // A socket released since it was queued is gone from the table.
+        let resumed = WATCHES
+            .try_with(|w| {
+                let mut w = w.borrow_mut();
+                let watched = w.get_mut(&id).filter(|x| x.paused)?;
+                watched.paused = false;
+                Some(watched.watch.resume())
+            })
+            .ok()
+            .flatten();
+        match resumed {
+            Some(true) => read(env, id, turn),
+            Some(false) => give_back(id),
+            None => {}
+        }
+    }
+    let _ = WAITING.try_with(|w| {
+        let w = w.borrow();
+        if w.ids.is_empty() {
+            if let Some(hook) = &w.hook {
+                hook.disarm();
+            }
+        }
+    });
+}
+
+/// Stops watching client `id`'s socket and lets its driver read it.
+fn give_back(id: u64) {
+    if let Some(reader) = reader(id) {
+        release(id);
+        reader.give_back();
+    }
+}
+
 /// Stops watching client `id`'s socket.
 pub fn release(id: u64) {
     // Dropped outside the borrow: dropping may close the socket.
@@ -90,10 +215,12 @@ pub fn release(id: u64) {
     drop(gone);
 }
 
-/// Stops every watch of this thread (environment teardown).
+/// Stops every watch of this thread, and the turn hook (environment teardown).
 pub fn release_all() {
     let all = WATCHES
         .try_with(|w| std::mem::take(&mut *w.borrow_mut()))
         .unwrap_or_default();
     drop(all);
+    let waiting = WAITING.try_with(|w| std::mem::take(&mut *w.borrow_mut())).ok();
+    drop(waiting);
 }

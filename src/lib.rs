@@ -121,6 +121,13 @@ pub fn testing_direct_reads() -> f64 {
     reader::DIRECT_MESSAGES.load(Relaxed) as f64
 }
 
+/// Readable sockets the JS thread left for a later turn, its budget for the turn spent, since the
+/// process started. Not part of the API.
+#[napi]
+pub fn testing_direct_waits() -> f64 {
+    direct::WAITED.load(Relaxed) as f64
+}
+
 /// One tokio worker: every client's driver is I/O-bound and cheap, and on small
 /// machines a second worker competes with the JS thread for the cores, which
 /// shows up as latency. `REDIAL_WS_WORKERS` overrides it.

@@ -353,22 +353,39 @@ struct Uv {
     poll_init_socket: PollInitSocket,
     poll_start: PollStart,
     poll_stop: HandleFn,
+    idle_init: HandleInit,
+    idle_start: IdleStart,
+    idle_stop: HandleFn,
     close: Close,
     unref: Unref,
-    now: Now,
+    metrics_info: MetricsInfo,
 }
 
 type HandleSize = unsafe extern "C" fn(c_int) -> usize;
 type PollInitSocket = unsafe extern "C" fn(*mut c_void, *mut c_void, c_int) -> c_int;
 type PollStart = unsafe extern "C" fn(*mut c_void, c_int, PollCb) -> c_int;
 type HandleFn = unsafe extern "C" fn(*mut c_void) -> c_int;
+type HandleInit = unsafe extern "C" fn(*mut c_void, *mut c_void) -> c_int;
+type IdleStart = unsafe extern "C" fn(*mut c_void, IdleCb) -> c_int;
+type IdleCb = unsafe extern "C" fn(*mut c_void);
 type Close = unsafe extern "C" fn(*mut c_void, CloseCb);
 type Unref = unsafe extern "C" fn(*mut c_void);
-type Now = unsafe extern "C" fn(*const c_void) -> u64;
+type MetricsInfo = unsafe extern "C" fn(*mut c_void, *mut UvMetrics) -> c_int;
 type PollCb = unsafe extern "C" fn(*mut c_void, c_int, c_int);
 type CloseCb = unsafe extern "C" fn(*mut c_void);
 
-/// `UV_POLL` in libuv's `uv_handle_type` and `UV_READABLE` in `uv_poll_event` (stable ABI).
+/// libuv's `uv_metrics_t` (1.45+): three counters, then reserved words.
+#[repr(C)]
+struct UvMetrics {
+    loop_count: u64,
+    _events: u64,
+    _events_waiting: u64,
+    _reserved: [*mut u64; 13],
+}
+
+/// `UV_IDLE` and `UV_POLL` in libuv's `uv_handle_type`, `UV_READABLE` in `uv_poll_event`
+/// (stable ABI).
+const UV_IDLE: c_int = 6;
 const UV_POLL: c_int = 8;
 const UV_READABLE: c_int = 1;
 
@@ -389,9 +406,12 @@ fn uv() -> Option<&'static Uv> {
                 poll_init_socket: std::mem::transmute::<*mut c_void, PollInitSocket>(find(c"uv_poll_init_socket")?),
                 poll_start: std::mem::transmute::<*mut c_void, PollStart>(find(c"uv_poll_start")?),
                 poll_stop: std::mem::transmute::<*mut c_void, HandleFn>(find(c"uv_poll_stop")?),
+                idle_init: std::mem::transmute::<*mut c_void, HandleInit>(find(c"uv_idle_init")?),
+                idle_start: std::mem::transmute::<*mut c_void, IdleStart>(find(c"uv_idle_start")?),
+                idle_stop: std::mem::transmute::<*mut c_void, HandleFn>(find(c"uv_idle_stop")?),
                 close: std::mem::transmute::<*mut c_void, Close>(find(c"uv_close")?),
                 unref: std::mem::transmute::<*mut c_void, Unref>(find(c"uv_unref")?),
-                now: std::mem::transmute::<*mut c_void, Now>(find(c"uv_now")?),
+                metrics_info: std::mem::transmute::<*mut c_void, MetricsInfo>(find(c"uv_metrics_info")?),
             })
         }
     })
@@ -403,8 +423,10 @@ fn uv() -> Option<&'static Uv> {
     None
 }
 
-/// What a socket watch calls when the socket is readable: `(env, key, turn)`, where `turn` is the
-/// loop's time (ms) at this turn, the same for every callback of one turn (`uv_now`).
+/// What a socket watch calls when the socket is readable: `(env, key, turn)`, where `turn` numbers
+/// the loop's iterations (`uv_metrics_info`'s `loop_count`): the same for every callback of one
+/// poll phase, however many rounds of events it takes (libuv polls again at once, up to 48 times,
+/// while a poll fills its 1,024 events, and its clock moves meanwhile).
 pub type OnReady = fn(&Env, u64, u64);
 
 /// What a watch's handle carries (its `data` field, the first of every libuv handle).
@@ -416,11 +438,72 @@ struct WatchCtx {
     words: usize,
 }
 
+/// What a turn hook's handle carries.
+struct HookCtx {
+    env: sys::napi_env,
+    run: OnTurn,
+    words: usize,
+}
+
 thread_local! {
-    /// Watches closed whose handles libuv has not released yet, and the environment teardown
-    /// waiting for them (an async cleanup hook: Node runs the loop until it is removed).
+    /// Handles closed that libuv has not released yet, and the environment teardown waiting for
+    /// them (an async cleanup hook: Node runs the loop until it is removed).
     static CLOSING: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
     static TEARDOWN: std::cell::RefCell<Vec<sys::napi_async_cleanup_hook_handle>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A zeroed, 8-aligned allocation for a libuv handle of type `kind`, and its size in words.
+fn alloc_handle(uv: &Uv, kind: c_int) -> Option<(*mut c_void, usize)> {
+    // SAFETY: `uv_handle_size` takes any handle type and only reads it.
+    let size = unsafe { (uv.handle_size)(kind) };
+    if size < 2 * std::mem::size_of::<*mut c_void>() {
+        return None;
+    }
+    let words = size.div_ceil(8);
+    Some((
+        Box::into_raw(vec![0u64; words].into_boxed_slice()).cast::<c_void>(),
+        words,
+    ))
+}
+
+/// # Safety
+/// `handle` came from `alloc_handle` with `words`, and libuv does not hold it (never initialised,
+/// or released by its close callback).
+unsafe fn free_handle(handle: *mut c_void, words: usize) {
+    // SAFETY: the caller's contract; the allocation was a boxed slice of `words` u64.
+    drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(handle.cast::<u64>(), words)) });
+}
+
+/// This environment's loop.
+fn uv_loop(env: &Env) -> Result<*mut c_void> {
+    let mut uv_loop = ptr::null_mut();
+    // SAFETY: live `env`; `uv_loop` is a valid out pointer.
+    check_status!(unsafe { sys::napi_get_uv_event_loop(env.raw(), &mut uv_loop) })?;
+    Ok(uv_loop.cast())
+}
+
+/// Closes an initialised handle of this thread's loop; `on_closed` frees it.
+///
+/// # Safety
+/// `handle` is initialised, of this thread's loop, and not yet closed.
+unsafe fn close_handle(uv: &Uv, handle: *mut c_void, on_closed: CloseCb) {
+    CLOSING.with(|c| c.set(c.get() + 1));
+    // SAFETY: the caller's contract.
+    unsafe { (uv.close)(handle, on_closed) };
+}
+
+/// A closed handle was released: if it was the last and teardown waits, teardown may finish.
+fn closed() {
+    let left = CLOSING.with(|c| {
+        c.set(c.get() - 1);
+        c.get()
+    });
+    if left == 0 {
+        for hook in TEARDOWN.with(|t| std::mem::take(&mut *t.borrow_mut())) {
+            // SAFETY: the handle of a pending teardown, taken out of the list: removed once.
+            unsafe { sys::napi_remove_async_cleanup_hook(hook) };
+        }
+    }
 }
 
 /// A readiness watch on a socket in the JS thread's event loop. It never holds the loop open
@@ -447,82 +530,88 @@ impl SocketWatch {
     /// has no libuv to offer.
     pub fn start(env: &Env, socket: RawSocket, key: u64, on_ready: OnReady) -> Result<Option<Self>> {
         let Some(uv) = uv() else { return Ok(None) };
-        let mut uv_loop = ptr::null_mut();
-        // SAFETY: live `env`; `uv_loop` is a valid out pointer.
-        check_status!(unsafe { sys::napi_get_uv_event_loop(env.raw(), &mut uv_loop) })?;
-        // SAFETY: `uv_handle_size` takes any handle type and only reads it.
-        let size = unsafe { (uv.handle_size)(UV_POLL) };
-        if size < std::mem::size_of::<*mut c_void>() {
+        let uv_loop = uv_loop(env)?;
+        let Some((handle, words)) = alloc_handle(uv, UV_POLL) else {
             return Ok(None);
+        };
+        // SAFETY: `uv_loop` is this environment's loop (this is its thread); `handle` is a zeroed
+        // allocation of `uv_handle_size(UV_POLL)` bytes; `socket` is open (the caller's contract).
+        let rc = unsafe { (uv.poll_init_socket)(uv_loop, handle, socket as c_int) };
+        if rc != 0 {
+            // SAFETY: just allocated; libuv did not take it.
+            unsafe { free_handle(handle, words) };
+            return Err(Error::new(
+                Status::GenericFailure,
+                format!("uv_poll_init_socket failed ({rc})"),
+            ));
         }
-        let words = size.div_ceil(8);
-        let handle = Box::into_raw(vec![0u64; words].into_boxed_slice()).cast::<c_void>();
         let ctx = Box::into_raw(Box::new(WatchCtx {
             env: env.raw(),
             key,
             on_ready,
             words,
         }));
-        let free = || {
-            // SAFETY: both were leaked just above and libuv holds neither (init failed or was
-            // never attempted).
-            unsafe {
-                drop(Box::from_raw(ctx));
-                drop(Box::from_raw(std::ptr::slice_from_raw_parts_mut(
-                    handle.cast::<u64>(),
-                    words,
-                )));
-            }
-        };
-        // SAFETY: `uv_loop` is this environment's loop (this is its thread); `handle` is a zeroed,
-        // 8-aligned allocation of `uv_handle_size(UV_POLL)` bytes; `socket` is open (the caller's
-        // contract).
-        let rc = unsafe { (uv.poll_init_socket)(uv_loop.cast(), handle, socket as c_int) };
-        if rc != 0 {
-            free();
-            return Err(Error::new(
-                Status::GenericFailure,
-                format!("uv_poll_init_socket failed ({rc})"),
-            ));
-        }
         // SAFETY: `handle` is an initialised uv_poll_t; its first field is `void* data`, which
-        // libuv leaves to the user. From here the handle is only freed by `on_closed`.
+        // libuv leaves to the user. From here the handle is only freed by `on_watch_closed`.
         unsafe {
             *handle.cast::<*mut c_void>() = ctx.cast();
             (uv.unref)(handle);
         }
         let watch = SocketWatch { handle };
-        // SAFETY: as above; `on_poll` matches uv_poll_cb.
-        let rc = unsafe { (uv.poll_start)(handle, UV_READABLE, on_poll) };
-        if rc != 0 {
-            drop(watch);
-            return Err(Error::new(
-                Status::GenericFailure,
-                format!("uv_poll_start failed ({rc})"),
-            ));
+        if !watch.resume() {
+            return Err(Error::new(Status::GenericFailure, "uv_poll_start failed"));
         }
         Ok(Some(watch))
+    }
+
+    /// Stops watching until `resume` (the socket leaves the loop's poll set at once).
+    pub fn pause(&self) {
+        if let Some(uv) = uv() {
+            // SAFETY: an initialised, open uv_poll_t of this thread's loop (closed only by drop).
+            unsafe { (uv.poll_stop)(self.handle) };
+        }
+    }
+
+    /// Watches again after `pause` (or for the first time). False if libuv refused.
+    pub fn resume(&self) -> bool {
+        let Some(uv) = uv() else { return false };
+        // SAFETY: as in `pause`; `on_poll` matches uv_poll_cb.
+        unsafe { (uv.poll_start)(self.handle, UV_READABLE, on_poll) == 0 }
     }
 }
 
 impl Drop for SocketWatch {
     fn drop(&mut self) {
         let Some(uv) = uv() else { return };
-        CLOSING.with(|c| c.set(c.get() + 1));
         // SAFETY: `self.handle` is an initialised uv_poll_t of this thread's loop, not yet
         // closed (only this drop closes it). Stopping takes the socket out of the loop's poll set
-        // at once; `on_closed` frees the memory once libuv is done with it.
+        // at once; `on_watch_closed` frees the memory once libuv is done with it.
         unsafe {
             (uv.poll_stop)(self.handle);
-            (uv.close)(self.handle, on_closed);
+            close_handle(uv, self.handle, on_watch_closed);
         }
     }
+}
+
+/// The iterations `uv_loop` has begun (its poll phases), 0 without libuv.
+fn loop_count(uv_loop: *mut c_void) -> u64 {
+    let Some(uv) = uv() else { return 0 };
+    let mut metrics = UvMetrics {
+        loop_count: 0,
+        _events: 0,
+        _events_waiting: 0,
+        _reserved: [ptr::null_mut(); 13],
+    };
+    // SAFETY: `uv_loop` is a live loop (the caller's handle's); `uv_metrics_info` only fills
+    // `metrics`, a valid `uv_metrics_t`, and cannot fail for a live loop.
+    unsafe { (uv.metrics_info)(uv_loop, &mut metrics) };
+    metrics.loop_count
 }
 
 /// # Safety
 /// Called by libuv on the loop's thread with a handle `SocketWatch::start` made, not yet closed.
 unsafe extern "C" fn on_poll(handle: *mut c_void, _status: c_int, _events: c_int) {
-    // SAFETY: `data` holds the `WatchCtx` set in `start`, freed only by `on_closed`.
+    // SAFETY: `data` holds the `WatchCtx` set in `start`, freed only by `on_watch_closed`.
     let ctx = unsafe { &*(*handle.cast::<*mut WatchCtx>()) };
     let env = ctx.env;
     let mut scope = ptr::null_mut();
@@ -532,8 +621,8 @@ unsafe extern "C" fn on_poll(handle: *mut c_void, _status: c_int, _events: c_int
     }
     let (on_ready, key) = (ctx.on_ready, ctx.key);
     // SAFETY: `loop` is the second field of every libuv handle (after `data`), set by init; the
-    // loop outlives its handles, and `uv_now` only reads its cached time.
-    let turn = uv().map_or(0, |uv| unsafe { (uv.now)(*handle.cast::<*const c_void>().add(1)) });
+    // loop outlives its handles.
+    let turn = loop_count(unsafe { *handle.cast::<*mut c_void>().add(1) });
     // A panic must not unwind into libuv (an error status is handled by the reader itself: its
     // read fails and it lets go of the socket).
     let _ = std::panic::catch_unwind(|| on_ready(&Env::from_raw(env), key, turn));
@@ -543,25 +632,110 @@ unsafe extern "C" fn on_poll(handle: *mut c_void, _status: c_int, _events: c_int
 
 /// # Safety
 /// Called by libuv once, on the loop's thread, after `uv_close` of a watch's handle.
-unsafe extern "C" fn on_closed(handle: *mut c_void) {
+unsafe extern "C" fn on_watch_closed(handle: *mut c_void) {
     // SAFETY: libuv is done with the handle: its context and memory are ours to free, once.
     unsafe {
         let ctx = Box::from_raw(*handle.cast::<*mut WatchCtx>());
-        drop(Box::from_raw(std::ptr::slice_from_raw_parts_mut(
-            handle.cast::<u64>(),
-            ctx.words,
-        )));
+        free_handle(handle, ctx.words);
     }
-    let left = CLOSING.with(|c| {
-        c.set(c.get() - 1);
-        c.get()
-    });
-    if left == 0 {
-        for hook in TEARDOWN.with(|t| std::mem::take(&mut *t.borrow_mut())) {
-            // SAFETY: the handle of a pending teardown, taken out of the list: removed once.
-            unsafe { sys::napi_remove_async_cleanup_hook(hook) };
+    closed();
+}
+
+/// What a turn hook calls: `(env, turn)`, `turn` being the number the coming poll phase has in
+/// `OnReady`.
+pub type OnTurn = fn(&Env, u64);
+
+/// Runs a function once per turn of the JS thread's loop, before its poll phase, while armed
+/// (a libuv idle handle: while it is armed the loop does not wait in its poll, as for a
+/// `setImmediate`). Unref'd: it never holds the loop. Dropping it closes the handle.
+pub struct TurnHook {
+    handle: *mut c_void,
+}
+
+impl TurnHook {
+    /// `None` where the runtime has no libuv to offer.
+    pub fn new(env: &Env, run: OnTurn) -> Result<Option<Self>> {
+        let Some(uv) = uv() else { return Ok(None) };
+        let uv_loop = uv_loop(env)?;
+        let Some((handle, words)) = alloc_handle(uv, UV_IDLE) else {
+            return Ok(None);
+        };
+        // SAFETY: this environment's loop, on its thread; a zeroed allocation of the idle
+        // handle's size.
+        let rc = unsafe { (uv.idle_init)(uv_loop, handle) };
+        if rc != 0 {
+            // SAFETY: just allocated; libuv did not take it.
+            unsafe { free_handle(handle, words) };
+            return Err(Error::new(
+                Status::GenericFailure,
+                format!("uv_idle_init failed ({rc})"),
+            ));
+        }
+        let ctx = Box::into_raw(Box::new(HookCtx {
+            env: env.raw(),
+            run,
+            words,
+        }));
+        // SAFETY: an initialised uv_idle_t; `data` is the user's. Freed only by `on_hook_closed`.
+        unsafe {
+            *handle.cast::<*mut c_void>() = ctx.cast();
+            (uv.unref)(handle);
+        }
+        Ok(Some(TurnHook { handle }))
+    }
+
+    /// Runs the function on each turn from the next on, until `disarm`. False if libuv refused.
+    pub fn arm(&self) -> bool {
+        let Some(uv) = uv() else { return false };
+        // SAFETY: an initialised, open uv_idle_t of this thread's loop; `on_turn` matches
+        // uv_idle_cb. Starting an active handle does nothing.
+        unsafe { (uv.idle_start)(self.handle, on_turn) == 0 }
+    }
+
+    pub fn disarm(&self) {
+        if let Some(uv) = uv() {
+            // SAFETY: as in `arm`; stopping a stopped handle does nothing.
+            unsafe { (uv.idle_stop)(self.handle) };
         }
     }
+}
+
+impl Drop for TurnHook {
+    fn drop(&mut self) {
+        let Some(uv) = uv() else { return };
+        // SAFETY: initialised, of this thread's loop, closed only here; `on_hook_closed` frees it.
+        unsafe { close_handle(uv, self.handle, on_hook_closed) };
+    }
+}
+
+/// # Safety
+/// Called by libuv on the loop's thread with an armed `TurnHook`'s handle, not yet closed.
+unsafe extern "C" fn on_turn(handle: *mut c_void) {
+    // SAFETY: `data` holds the `HookCtx` set in `new`, freed only by `on_hook_closed`.
+    let ctx = unsafe { &*(*handle.cast::<*mut HookCtx>()) };
+    let (env, run) = (ctx.env, ctx.run);
+    let mut scope = ptr::null_mut();
+    // SAFETY: `env` is the environment of this loop (the hook is closed before it goes).
+    if unsafe { sys::napi_open_handle_scope(env, &mut scope) } != sys::Status::napi_ok {
+        return;
+    }
+    // The idle phase comes before the poll phase counts its iteration: this turn's poll will be
+    // the next number. SAFETY: `loop` is the handle's second field, set by init.
+    let turn = loop_count(unsafe { *handle.cast::<*mut c_void>().add(1) }) + 1;
+    let _ = std::panic::catch_unwind(|| run(&Env::from_raw(env), turn));
+    // SAFETY: the scope opened above, on the same thread.
+    unsafe { sys::napi_close_handle_scope(env, scope) };
+}
+
+/// # Safety
+/// Called by libuv once, on the loop's thread, after `uv_close` of a `TurnHook`'s handle.
+unsafe extern "C" fn on_hook_closed(handle: *mut c_void) {
+    // SAFETY: libuv is done with the handle: its context and memory are ours to free, once.
+    unsafe {
+        let ctx = Box::from_raw(*handle.cast::<*mut HookCtx>());
+        free_handle(handle, ctx.words);
+    }
+    closed();
 }
 
 /// At environment teardown, `release()` drops every watch; Node then runs the loop until libuv
