@@ -4,11 +4,23 @@
 // across every hand-over (control frames, a stream of large messages, a close), the heartbeat
 // still tells a live peer from a dead one, and the watch goes with the connection.
 import { once } from 'node:events'
+import fs from 'node:fs'
 import { createRequire } from 'node:module'
 import test from 'ava'
 
 import { ReconnectingWebSocket, clientStats } from '../index.js'
 import { Recorder, quiescent, until, wsServer } from './helpers.js'
+
+/** Times the tokio worker (thread "redial-ws") has gone to sleep and been woken, on Linux. */
+function workerWakeups(): number | null {
+  if (!fs.existsSync('/proc/self/task')) return null
+  let n = 0
+  for (const task of fs.readdirSync('/proc/self/task')) {
+    const status = fs.readFileSync(`/proc/self/task/${task}/status`, 'latin1')
+    if (/^Name:\s*redial-ws$/m.test(status)) n += Number(/^voluntary_ctxt_switches:\s*(\d+)/m.exec(status)?.[1])
+  }
+  return n
+}
 
 const native = createRequire(import.meta.url)('../lib/native.js') as {
   testingDirectReads(): number
@@ -21,6 +33,7 @@ test.serial('a quiet plain connection is read on the JS thread, and the watch go
   await client.opened()
   await until(() => clientStats().jsReaders === 1, 'the socket is watched by the JS thread')
   const before = native.testingDirectReads()
+  const wakeups = workerWakeups()
   for (let i = 0; i < 200; i++) {
     const echoed = once(client, 'message')
     client.send(`m${i}`)
@@ -28,6 +41,12 @@ test.serial('a quiet plain connection is read on the JS thread, and the watch go
   }
   const direct = native.testingDirectReads() - before
   t.true(direct >= 190, `${direct} of 200 echoes were read on the JS thread`)
+  if (wakeups !== null) {
+    // The socket is registered with tokio for room to write only while the JS thread reads it:
+    // arriving messages do not wake the worker (it woke once per message when it was not).
+    const woke = workerWakeups()! - wakeups
+    t.true(woke < 50, `the tokio worker woke ${woke} times during 200 echoes`)
+  }
   t.is(client.metrics.messagesReceived, 200, 'counted like any other message')
   await client.disconnect()
   const s = clientStats()

@@ -10,8 +10,9 @@
 //! - `shared`: per-client state shared by the binding, the driver and the connection;
 //! - `outbox`: where `send()` puts a message (the open connection's send queue, or the offline
 //!   queue);
-//! - `connection`, `frame`, `deflate`, `transport`: one WebSocket connection, its framing, its
-//!   compression (permessage-deflate), and the byte stream under it (TCP, proxy, TLS);
+//! - `connection`, `frame`, `deflate`, `transport`, `plain`: one WebSocket connection, its
+//!   framing, its compression (permessage-deflate), the byte stream under it (TCP, proxy, TLS),
+//!   and a plain socket split for the driver and the JS thread;
 //! - `events`, `delivery`: the events a client reports, and their coalesced delivery to JS
 //!   with the JS-thread registry;
 //! - `errors`, `stats`, `queue`, `napi_raw`: error codes, counters, the closable queue, and
@@ -33,6 +34,7 @@ pub mod machine;
 pub mod napi_raw;
 pub mod options;
 pub mod outbox;
+pub mod plain;
 pub mod policy;
 pub mod protocol;
 pub mod queue;

@@ -789,6 +789,20 @@ pub fn recv_now(_socket: RawSocket, _buf: &mut tokio::io::ReadBuf<'_>) -> std::i
     Err(std::io::ErrorKind::Unsupported.into())
 }
 
+/// Registers a socket with `runtime`'s reactor for `interest` only (from any thread). On failure
+/// the socket comes back with the error.
+#[cfg(unix)]
+pub fn register_socket(
+    runtime: &tokio::runtime::Handle,
+    socket: std::net::TcpStream,
+    interest: tokio::io::Interest,
+) -> std::result::Result<tokio::io::unix::AsyncFd<std::net::TcpStream>, (std::net::TcpStream, std::io::Error)> {
+    let _in_runtime = runtime.enter();
+    // SAFETY: a `TcpStream` owns its descriptor: open until the stream is dropped (with the
+    // `AsyncFd` that now owns it, or handed back in the error), always the same one.
+    unsafe { tokio::io::unix::AsyncFd::register_with_interest(socket, interest) }.map_err(|e| e.into_parts())
+}
+
 /// Shuts both directions of `socket` down (what closing it would tell the peer), so that a
 /// watch on it sees it readable at once. The caller keeps `socket` open during the call.
 #[cfg(unix)]

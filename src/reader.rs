@@ -18,10 +18,10 @@ use std::task::{Context, Poll, Waker};
 use bytes::BytesMut;
 use futures_util::task::AtomicWaker;
 use tokio::io::{AsyncRead, ReadBuf};
-use tokio::net::tcp::OwnedReadHalf;
 
 use crate::frame::{Decoder, Incoming, Limits, WireError};
 use crate::napi_raw::{self, RawSocket};
+use crate::plain::ReadHalf;
 use crate::shared::Shared;
 use crate::stats::{self, Gauge, GLOBAL};
 
@@ -64,7 +64,7 @@ pub struct SharedReader {
 
 pub struct ReaderState {
     /// Keeps the socket open for as long as either side may read it.
-    half: OwnedReadHalf,
+    half: ReadHalf,
     decoder: Decoder,
     /// Counts the decoder's memory in `ioBuffers` while it holds any.
     read_buffer: Option<Gauge>,
@@ -101,9 +101,9 @@ pub enum JsRead {
 }
 
 impl SharedReader {
-    pub fn new(half: OwnedReadHalf, leftover: BytesMut, limits: Limits) -> Self {
+    pub fn new(half: ReadHalf, leftover: BytesMut, limits: Limits) -> Self {
         SharedReader {
-            socket: socket_of(&half),
+            socket: half.socket(),
             state: Mutex::new(ReaderState {
                 half,
                 decoder: Decoder::new(leftover),
@@ -192,8 +192,9 @@ impl SharedReader {
             return false;
         }
         st.offer = None;
-        st.by_js = true;
-        true
+        // The tokio worker need not wake for data the JS thread reads.
+        st.by_js = st.half.unregister();
+        st.by_js
     }
 
     /// The JS thread gives the socket back: the driver reads from here on.
@@ -299,17 +300,6 @@ impl AsyncRead for SocketNow {
     }
 }
 
-#[cfg(unix)]
-fn socket_of(half: &OwnedReadHalf) -> RawSocket {
-    use std::os::fd::AsRawFd;
-    half.as_ref().as_raw_fd()
-}
-
-#[cfg(not(unix))]
-fn socket_of(_half: &OwnedReadHalf) -> RawSocket {
-    -1
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -331,7 +321,7 @@ mod tests {
     }
 
     /// A reader over a real loopback connection, and the server's end of it.
-    async fn connected() -> (Arc<SharedReader>, std::net::TcpStream, tokio::net::tcp::OwnedWriteHalf) {
+    async fn connected() -> (Arc<SharedReader>, std::net::TcpStream, crate::plain::WriteHalf) {
         ENABLED.store(true, Ordering::Relaxed);
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
@@ -339,7 +329,7 @@ mod tests {
             .unwrap();
         let (server, _) = listener.accept().unwrap();
         server.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let (read, write) = client.into_split();
+        let (read, write) = crate::plain::split(client).unwrap();
         let limits = Limits {
             max_payload: 1 << 20,
             max_text: 1 << 20,
@@ -373,12 +363,7 @@ mod tests {
     }
 
     /// A connected reader that the JS thread has taken on the driver's offer, and its client's state.
-    async fn read_by_js() -> (
-        Arc<SharedReader>,
-        std::net::TcpStream,
-        tokio::net::tcp::OwnedWriteHalf,
-        Shared,
-    ) {
+    async fn read_by_js() -> (Arc<SharedReader>, std::net::TcpStream, crate::plain::WriteHalf, Shared) {
         let (r, server, w) = connected().await;
         let offer = park_and_offer(&r).await;
         assert!(r.take_over(offer));

@@ -14,18 +14,18 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use url::Url;
 
 use crate::errors::{self, ConnError};
+use crate::plain::{self, ReadHalf, WriteHalf};
 use crate::stats::{Gauge, GLOBAL};
 
 enum Stream {
     /// Plain TCP: the write half lives in a `Writer` that the JS thread can use too, and the read
     /// half may move to a reader shared with it (`take_read_half`).
-    Plain(Option<OwnedReadHalf>, Arc<Writer>),
+    Plain(Option<ReadHalf>, Arc<Writer>),
     Tls(Box<TlsStream<TcpStream>>),
 }
 
@@ -42,7 +42,7 @@ pub struct Writer {
 }
 
 struct WriterInner {
-    half: OwnedWriteHalf,
+    half: WriteHalf,
     pending: Vec<u8>,
     /// `pending` holds frames the fast path corked in this turn of the JS event loop.
     corked: bool,
@@ -126,7 +126,7 @@ impl Writer {
         let mut w = self.lock();
         w.blocked = true;
         ready!(Self::flush_pending(&mut w, cx))?;
-        let n = ready!(Pin::new(&mut w.half).poll_write(cx, buf))?;
+        let n = ready!(w.half.poll_write(cx, buf))?;
         w.blocked = n < buf.len();
         Poll::Ready(Ok(n))
     }
@@ -135,7 +135,8 @@ impl Writer {
         // The driver writing first is fine: corked frames are in order, and nothing is behind them.
         w.corked = false;
         while !w.pending.is_empty() {
-            let n = ready!(Pin::new(&mut w.half).poll_write(cx, &w.pending))?;
+            let WriterInner { half, pending, .. } = w;
+            let n = ready!(half.poll_write(cx, pending.as_slice()))?;
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
@@ -152,7 +153,7 @@ impl Writer {
     fn poll_shutdown(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let mut w = self.lock();
         ready!(Self::flush_pending(&mut w, cx))?;
-        Pin::new(&mut w.half).poll_shutdown(cx)
+        w.half.poll_shutdown(cx)
     }
 }
 
@@ -163,8 +164,8 @@ pub struct Transport {
 }
 
 impl Transport {
-    fn plain(tcp: TcpStream) -> Self {
-        let (read, write) = tcp.into_split();
+    fn plain(tcp: TcpStream) -> io::Result<Self> {
+        let (read, write) = plain::split(tcp)?;
         let writer = Arc::new(Writer {
             inner: Mutex::new(WriterInner {
                 half: write,
@@ -175,14 +176,14 @@ impl Transport {
             }),
             waker: Default::default(),
         });
-        Transport {
+        Ok(Transport {
             stream: Stream::Plain(Some(read), writer),
-        }
+        })
     }
 
     /// The read half of a plain connection, for a reader of its own (`reader::SharedReader`);
     /// reads through the transport then fail. `None` under TLS.
-    pub fn take_read_half(&mut self) -> Option<OwnedReadHalf> {
+    pub fn take_read_half(&mut self) -> Option<ReadHalf> {
         match &mut self.stream {
             Stream::Plain(read, _) => read.take(),
             Stream::Tls(_) => None,
@@ -474,7 +475,8 @@ pub async fn open(
         }
     };
     if url.scheme() != "wss" {
-        return Ok(Transport::plain(stream));
+        return Transport::plain(stream)
+            .map_err(|e| ConnError::new(errors::ERR_CONNECT, format!("{e} ({})", redact_url(url))));
     }
     let config = tls
         .get_or_init(|| shared_client_config(tls_options))

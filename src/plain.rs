@@ -1,0 +1,252 @@
+//! A plain TCP connection's socket, split for two threads: the write side (the driver's and the
+//! send fast path's, through `transport::Writer`) and the read side (the driver's, or the JS
+//! thread's while it reads: see `reader`).
+//!
+//! tokio's `TcpStream` asks its reactor for both directions, edge-triggered, for as long as it
+//! lives: while the JS thread reads the socket, every arriving segment would still wake the tokio
+//! worker for nothing (one wake-up per message of an echo). So on Unix the socket's registration
+//! changes with its reader: for both directions while the driver reads, for room to write only
+//! while the JS thread does (`ReadHalf::unregister` when it takes over; the driver's next read
+//! registers it again). One descriptor, one registration at a time, as with tokio's own stream.
+//! Elsewhere the JS thread never reads, and tokio's own halves are used.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, ReadBuf};
+
+#[cfg(unix)]
+pub use unix::{split, ReadHalf, WriteHalf};
+
+#[cfg(not(unix))]
+pub use other::{split, ReadHalf, WriteHalf};
+
+#[cfg(unix)]
+mod unix {
+    use std::io::{self, Write};
+    use std::net::{Shutdown, TcpStream};
+    use std::os::fd::AsRawFd;
+    use std::sync::{Arc, Mutex, MutexGuard};
+    use std::task::{ready, Context, Poll};
+
+    use futures_util::task::AtomicWaker;
+    use tokio::io::unix::AsyncFd;
+    use tokio::io::{Interest, ReadBuf};
+    use tokio::runtime::Handle;
+
+    use crate::napi_raw::{self, RawSocket};
+
+    /// Splits a connected socket (in a tokio runtime: it registers with its reactor).
+    pub fn split(tcp: tokio::net::TcpStream) -> io::Result<(ReadHalf, WriteHalf)> {
+        let runtime = Handle::try_current().map_err(io::Error::other)?;
+        let stream = tcp.into_std()?;
+        let raw = stream.as_raw_fd();
+        let registered = napi_raw::register_socket(&runtime, stream, BOTH).map_err(|(_, e)| e)?;
+        let socket = Arc::new(Socket {
+            registered: Mutex::new(Some(Registered {
+                io: registered,
+                reading: true,
+            })),
+            runtime,
+            raw,
+            writer: AtomicWaker::new(),
+        });
+        Ok((ReadHalf { socket: socket.clone() }, WriteHalf { socket }))
+    }
+
+    const BOTH: Interest = Interest::READABLE.add(Interest::WRITABLE);
+
+    struct Socket {
+        /// The socket (it owns the descriptor) and its registration with the reactor. `None` only
+        /// for the instant of a change of interest, under the lock.
+        registered: Mutex<Option<Registered>>,
+        runtime: Handle,
+        raw: RawSocket,
+        /// The driver, while its write waits for room (a change of registration drops the
+        /// reactor's record of that wait: it is woken to wait again).
+        writer: AtomicWaker,
+    }
+
+    struct Registered {
+        io: AsyncFd<TcpStream>,
+        /// Registered for data too (the driver reads), or only for room to write.
+        reading: bool,
+    }
+
+    impl Socket {
+        fn lock(&self) -> MutexGuard<'_, Option<Registered>> {
+            self.registered.lock().unwrap_or_else(|p| p.into_inner())
+        }
+
+        /// Registers the socket for data (`reading`) or not. False if the reactor refused (the
+        /// socket then keeps the registration it had, or, failing even that, has none: its reads
+        /// and writes fail and the connection ends).
+        fn set_reading(&self, slot: &mut Option<Registered>, reading: bool) -> bool {
+            if slot.as_ref().is_none_or(|r| r.reading == reading) {
+                return slot.is_some();
+            }
+            let Some(old) = slot.take() else { return false };
+            let stream = old.io.into_inner();
+            let interest = if reading { BOTH } else { Interest::WRITABLE };
+            let ok = match napi_raw::register_socket(&self.runtime, stream, interest) {
+                Ok(io) => {
+                    *slot = Some(Registered { io, reading });
+                    true
+                }
+                Err((stream, _)) => {
+                    let back = if reading { Interest::WRITABLE } else { BOTH };
+                    *slot = napi_raw::register_socket(&self.runtime, stream, back)
+                        .ok()
+                        .map(|io| Registered { io, reading: !reading });
+                    false
+                }
+            };
+            self.writer.wake();
+            ok
+        }
+    }
+
+    fn gone() -> io::Error {
+        io::Error::other("the socket lost its registration with the reactor")
+    }
+
+    pub struct ReadHalf {
+        socket: Arc<Socket>,
+    }
+
+    impl ReadHalf {
+        pub fn socket(&self) -> RawSocket {
+            self.socket.raw
+        }
+
+        /// The driver stops reading (the JS thread does): the reactor stops watching for data,
+        /// so that arriving messages do not wake the tokio worker. False if that failed (the
+        /// driver then keeps reading).
+        pub fn unregister(&mut self) -> bool {
+            let mut slot = self.socket.lock();
+            self.socket.set_reading(&mut slot, false)
+        }
+
+        pub(super) fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+            let mut slot = self.socket.lock();
+            if slot.as_ref().is_some_and(|r| !r.reading) {
+                // The driver reads again: a new registration reports data already there only on
+                // the reactor's next turn, so look now.
+                self.socket.set_reading(&mut slot, true);
+                match napi_raw::recv_now(self.socket.raw, buf) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    done => return Poll::Ready(done.map(|_| ())),
+                }
+            }
+            let Some(registered) = slot.as_ref() else {
+                return Poll::Ready(Err(gone()));
+            };
+            loop {
+                let mut ready = ready!(registered.io.poll_read_ready(cx))?;
+                if let Ok(done) = ready.try_io(|_| napi_raw::recv_now(self.socket.raw, buf)) {
+                    return Poll::Ready(done.map(|_| ()));
+                }
+            }
+        }
+    }
+
+    pub struct WriteHalf {
+        socket: Arc<Socket>,
+    }
+
+    impl WriteHalf {
+        /// Writes what the socket takes now, without waiting.
+        pub fn try_write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            match self.socket.lock().as_ref() {
+                Some(r) => r.io.get_ref().write(buf),
+                None => Err(gone()),
+            }
+        }
+
+        pub fn poll_write(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+            let slot = self.socket.lock();
+            let Some(registered) = slot.as_ref() else {
+                return Poll::Ready(Err(gone()));
+            };
+            // Writable unless the last write filled the socket: no need to ask the reactor first.
+            match registered.io.get_ref().write(buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                done => return Poll::Ready(done),
+            }
+            self.socket.writer.register(cx.waker());
+            loop {
+                let mut ready = ready!(registered.io.poll_write_ready(cx))?;
+                if let Ok(done) = ready.try_io(|s| s.get_ref().write(buf)) {
+                    return Poll::Ready(done);
+                }
+            }
+        }
+
+        pub fn poll_shutdown(&mut self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            let slot = self.socket.lock();
+            let Some(registered) = slot.as_ref() else {
+                return Poll::Ready(Err(gone()));
+            };
+            Poll::Ready(match registered.io.get_ref().shutdown(Shutdown::Write) {
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(()),
+                done => done,
+            })
+        }
+    }
+}
+
+#[cfg(not(unix))]
+mod other {
+    use std::io;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+    use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+
+    use crate::napi_raw::RawSocket;
+
+    pub fn split(tcp: tokio::net::TcpStream) -> io::Result<(ReadHalf, WriteHalf)> {
+        let (read, write) = tcp.into_split();
+        Ok((ReadHalf(read), WriteHalf(write)))
+    }
+
+    pub struct ReadHalf(OwnedReadHalf);
+
+    impl ReadHalf {
+        pub fn socket(&self) -> RawSocket {
+            -1
+        }
+
+        pub fn unregister(&mut self) -> bool {
+            true
+        }
+
+        pub(super) fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.0).poll_read(cx, buf)
+        }
+    }
+
+    pub struct WriteHalf(OwnedWriteHalf);
+
+    impl WriteHalf {
+        pub fn try_write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.try_write(buf)
+        }
+
+        pub fn poll_write(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+            Pin::new(&mut self.0).poll_write(cx, buf)
+        }
+
+        pub fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.0).poll_shutdown(cx)
+        }
+    }
+}
+
+impl AsyncRead for ReadHalf {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        self.get_mut().poll_read(cx, buf)
+    }
+}
