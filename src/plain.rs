@@ -133,7 +133,9 @@ mod unix {
             if slot.as_ref().is_some_and(|r| !r.reading) {
                 // The driver reads again: a new registration reports data already there only on
                 // the reactor's next turn, so look now.
-                self.socket.set_reading(&mut slot, true);
+                if !self.socket.set_reading(&mut slot, true) {
+                    return Poll::Ready(Err(gone()));
+                }
                 match napi_raw::recv_now(self.socket.raw, buf) {
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                     done => return Poll::Ready(done.map(|_| ())),

@@ -194,6 +194,11 @@ impl SharedReader {
         st.offer = None;
         // The tokio worker need not wake for data the JS thread reads.
         st.by_js = st.half.unregister();
+        if !st.by_js {
+            // The driver keeps reading, on a registration its last read did not wait on.
+            st.parked = false;
+            self.waker.wake();
+        }
         st.by_js
     }
 
