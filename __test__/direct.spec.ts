@@ -145,6 +145,28 @@ test.serial('many sockets readable at once are read over several turns, each soc
   await peer.close()
 })
 
+test.serial('text keeps every character, in runs all ASCII and mixed, and alone', async (t) => {
+  const ascii = Array.from({ length: 100 }, (_, i) => `{"n":${i},"s":"plain"}`)
+  const mixed = Array.from({ length: 100 }, (_, i) => (i % 3 === 0 ? `é ${i} – ✓ 😀` : `ascii ${i}`))
+  const lone = ['ÿ', 'x', '\u0000\u007f', 'ü']
+  let server: import('ws').WebSocket | undefined
+  const peer = await wsServer((socket) => (server = socket))
+  const client = new ReconnectingWebSocket(peer.url)
+  const got: string[] = []
+  client.on('message', (d: string | Buffer) => got.push(d as string))
+  await client.opened()
+  for (const m of ascii) server!.send(m)
+  for (const m of mixed) server!.send(m)
+  await until(() => got.length === 200, 'the runs')
+  for (const m of lone) {
+    server!.send(m)
+    await until(() => got[got.length - 1] === m, `lone ${JSON.stringify(m)}`)
+  }
+  t.deepEqual(got, [...ascii, ...mixed, ...lone])
+  await client.disconnect()
+  await peer.close()
+})
+
 test.serial('the heartbeat counts what the JS thread read; a silent peer still times out and is closed', async (t) => {
   let serverSocket: import('ws').WebSocket | undefined
   const peer = await wsServer((socket) => {

@@ -54,3 +54,15 @@ test('a text run decodes as [count][end offsets][utf-8], one string per message'
   }, target)
   t.deepEqual(got, texts)
 })
+
+test('a text run flagged all-ASCII decodes each message as its bytes', (t) => {
+  const texts = ['', 'abc', '{"x":1}']
+  const bodies = texts.map((s) => Buffer.from(s))
+  const head = Buffer.alloc(4 * (texts.length + 1))
+  head.writeUInt32LE((texts.length | N.wireProtocol().textBatchAscii) >>> 0, 0)
+  let end = head.length
+  bodies.forEach((b, i) => head.writeUInt32LE((end += b.length), 4 * (i + 1)))
+  const got: string[] = []
+  wire.forEachText(Buffer.concat([head, ...bodies]), (s: string) => got.push(s), null)
+  t.deepEqual(got, texts)
+})

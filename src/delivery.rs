@@ -34,7 +34,7 @@ use crate::errors::ConnError;
 use crate::events::{JsEvent, PolicyInfo};
 use crate::frame::Incoming;
 use crate::napi_raw::{self, CallbackTarget, Obj, OwnerRef, RawValue, Tsfn, Value};
-use crate::protocol::event as tag;
+use crate::protocol::{event as tag, TEXT_BATCH_ASCII};
 use crate::reader::{self, JsRead};
 use crate::shared::Shared;
 
@@ -475,7 +475,7 @@ fn build_batch(env: &Env, batch: Vec<(u64, JsEvent)>) -> Result<Value> {
                 out.push(owner);
                 if let [one] = texts.as_slice() {
                     out.push(napi_raw::to_js(env, tag::TEXT)?);
-                    out.push(napi_raw::to_js(env, one.as_str())?);
+                    out.push(text_value(env, one.as_str())?);
                 } else {
                     out.push(napi_raw::to_js(env, tag::TEXT_BATCH)?);
                     out.push(text_batch(env, &texts)?);
@@ -564,6 +564,15 @@ fn take_text_run<I: Iterator<Item = (u64, JsEvent)>>(
     }
 }
 
+/// A text message as a JS string: V8 copies an ASCII one as it is, and decodes UTF-8 otherwise.
+fn text_value(env: &Env, text: &str) -> Result<Value> {
+    if text.is_ascii() {
+        napi_raw::ascii_string(env, text)
+    } else {
+        napi_raw::to_js(env, text)
+    }
+}
+
 /// Binary messages from this size on are handed to JS without a copy.
 const ZERO_COPY_FROM: usize = 16 * 1024;
 
@@ -573,14 +582,19 @@ fn text_batch(env: &Env, texts: &[Utf8Bytes]) -> Result<Value> {
     napi_raw::external_buffer(env, text_batch_bytes(texts)?)
 }
 
-/// `[count: u32 LE][end offset: u32 LE × count][utf-8 bytes]`. A batch holds about
-/// `BATCH_BYTES` and a text message is at most V8's string length, so offsets fit.
+/// `[count: u32 LE][end offset: u32 LE × count][utf-8 bytes]`, the count's top bit set when every
+/// byte is ASCII. A batch holds about `BATCH_BYTES` and a text message is at most V8's string
+/// length, so offsets fit, and a batch holds far fewer than 2^31 messages.
 fn text_batch_bytes(texts: &[Utf8Bytes]) -> Result<Vec<u8>> {
     let head = 4 * (texts.len() + 1);
     let total = head + texts.iter().map(|t| t.len()).sum::<usize>();
     let offset = |n: usize| u32::try_from(n).map_err(|_| Error::new(Status::GenericFailure, "text batch over 4 GiB"));
+    let mut count = offset(texts.len())?;
+    if texts.iter().all(|t| t.as_str().is_ascii()) {
+        count |= TEXT_BATCH_ASCII;
+    }
     let mut buf = Vec::with_capacity(total);
-    buf.extend_from_slice(&offset(texts.len())?.to_le_bytes());
+    buf.extend_from_slice(&count.to_le_bytes());
     let mut end = head;
     for t in texts {
         end += t.len();
@@ -606,7 +620,7 @@ fn event_to_js(env: &Env, event: JsEvent) -> Result<(u32, Value)> {
     let raw = env;
     Ok(match event {
         // `build_batch` sends text runs itself; a lone one is the string.
-        JsEvent::Text(t) => (tag::TEXT, napi_raw::to_js(raw, t.as_str())?),
+        JsEvent::Text(t) => (tag::TEXT, text_value(raw, t.as_str())?),
         JsEvent::Binary(b) if b.len() >= ZERO_COPY_FROM => (tag::BINARY, napi_raw::external_buffer(raw, b)?),
         JsEvent::Binary(b) => (tag::BINARY, napi_raw::buffer_copy(raw, &b)?),
         JsEvent::Connecting { attempt } => (tag::CONNECTING, napi_raw::to_js(raw, attempt)?),
@@ -743,12 +757,16 @@ mod tests {
         let texts: Vec<Utf8Bytes> = ["a", "", "héllo"].into_iter().map(Utf8Bytes::from).collect();
         let buf = text_batch_bytes(&texts).unwrap();
         let head = 4 * 4;
-        assert_eq!(u32_at(&buf, 0), 3);
+        assert_eq!(u32_at(&buf, 0), 3, "not all ASCII: no flag");
         assert_eq!([u32_at(&buf, 1), u32_at(&buf, 2), u32_at(&buf, 3)], [17, 17, 23]);
         assert_eq!(&buf[head..], "ahéllo".as_bytes());
         assert_eq!(buf.len(), 23, "the last end offset is the length");
         let one = text_batch_bytes(&[Utf8Bytes::from("xyz")]).unwrap();
-        assert_eq!(one, [1, 0, 0, 0, 11, 0, 0, 0, b'x', b'y', b'z']);
+        assert_eq!(
+            one,
+            [1, 0, 0, 0x80, 11, 0, 0, 0, b'x', b'y', b'z'],
+            "ASCII: the count's top bit"
+        );
     }
 
     #[test]

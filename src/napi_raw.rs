@@ -47,6 +47,17 @@ pub fn to_js<V: ToNapiValue>(env: &Env, v: V) -> Result<Value> {
     unsafe { V::to_napi_value(env.raw(), v) }.map(Value)
 }
 
+/// A JS string of `ascii`'s bytes, each one character (the caller knows them ASCII: no UTF-8 to
+/// decode).
+pub fn ascii_string(env: &Env, ascii: &str) -> Result<Value> {
+    let mut v = ptr::null_mut();
+    // SAFETY: live `env`; the pointer and length are `ascii`'s; `v` is a valid out pointer.
+    check_status!(unsafe {
+        sys::napi_create_string_latin1(env.raw(), ascii.as_ptr().cast(), ascii.len() as isize, &mut v)
+    })?;
+    Ok(Value(v))
+}
+
 pub fn undefined(env: &Env) -> Result<Value> {
     let mut v = ptr::null_mut();
     // SAFETY: live `env`; `v` is a valid out pointer.
