@@ -29,15 +29,23 @@ async function run(scenario: string, url: string, env: NodeJS.ProcessEnv = proce
     buf += d
     let nl
     while ((nl = buf.indexOf('\n')) >= 0) {
-      reports.push(JSON.parse(buf.slice(0, nl)))
+      const line = buf.slice(0, nl)
       buf = buf.slice(nl + 1)
       lastReport = performance.now()
+      // A line that is not a report fails the test through `reports`, never this process.
+      try {
+        reports.push(JSON.parse(line))
+      } catch {
+        reports.push({ notAReport: line })
+      }
     }
   })
   proc.stderr.on('data', (d) => (stderr += d))
   const killer = setTimeout(() => proc.kill('SIGKILL'), 20_000)
-  const [code] = await once(proc, 'exit')
+  const [code, signal] = await once(proc, 'exit')
   clearTimeout(killer)
+  // A signal (a crash, or the killer) says so where the assertions print `stderr`.
+  if (signal) stderr += `\n[killed by ${signal}]`
   return { reports, code, exitAfterReport: performance.now() - lastReport, stderr }
 }
 
