@@ -1,7 +1,8 @@
 // A client holds the event loop only while it is active (connecting, open, closing or waiting to
 // reconnect) and ref'd: an idle, unref'd or disconnected client never keeps a process alive. Each
 // scenario runs in a child process with nothing else to do, so its exit time
-// is the proof.
+// is the proof. Each server closes in a teardown: an assertion that fails throws, and a server
+// left listening would keep this test process alive after its last test.
 import { spawn } from 'node:child_process'
 import { once } from 'node:events'
 import { fileURLToPath } from 'node:url'
@@ -51,21 +52,21 @@ async function run(scenario: string, url: string, env: NodeJS.ProcessEnv = proce
 
 test('exits by itself right after disconnect() of an open client', async (t) => {
   const peer = await wsServer()
+  t.teardown(() => peer.close())
   const r = await run('disconnect-after-open', peer.url)
   t.is(r.code, 0, r.stderr)
   t.true(r.reports[0]?.done)
   t.is(r.reports[0].stats.runningTasks, 0)
   t.is(r.reports[0].stats.openConnections, 0)
   t.true(r.exitAfterReport < 1_000, `exited ${r.exitAfterReport.toFixed(0)} ms after disconnect()`)
-  await peer.close()
 })
 
 test('exits by itself right after disconnect() during a 30 s backoff wait', async (t) => {
   // A server of our own that drops every connection: a port merely left closed could be taken by
   // another test file's server meanwhile (ava runs files concurrently), and the child would never back off.
   const peer = await rawServer((socket) => socket.destroy())
+  t.teardown(() => peer.close())
   const r = await run('disconnect-during-backoff', peer.url)
-  await peer.close()
   t.is(r.code, 0, r.stderr)
   t.true(r.reports[0]?.done)
   t.is(r.reports[0].stats.pendingReconnects, 0)
@@ -74,33 +75,34 @@ test('exits by itself right after disconnect() during a 30 s backoff wait', asyn
 
 test('an unref()ed client does not hold the process, even while open', async (t) => {
   const peer = await wsServer()
+  t.teardown(() => peer.close())
   const r = await run('unref-while-open', peer.url)
   t.is(r.code, 0, r.stderr)
   t.true(r.reports[0]?.done)
   t.true(r.exitAfterReport < 1_000, `exited ${r.exitAfterReport.toFixed(0)} ms after unref()`)
-  await peer.close()
 })
 
 test('an unref()ed client whose socket is read on the JS thread does not hold the process', async (t) => {
   const peer = await wsServer()
+  t.teardown(() => peer.close())
   const r = await run('unref-while-read-on-js-thread', peer.url)
   t.is(r.code, 0, r.stderr)
   t.deepEqual(r.reports[0], { done: true, jsReaders: 1 })
   t.true(r.exitAfterReport < 1_000, `exited ${r.exitAfterReport.toFixed(0)} ms after unref()`)
-  await peer.close()
 })
 
 test('process.exit() while a socket is read on the JS thread exits cleanly', async (t) => {
   const peer = await wsServer()
+  t.teardown(() => peer.close())
   const r = await run('exit-while-read-on-js-thread', peer.url)
   t.is(r.code, 0, r.stderr)
   t.is(r.stderr, '')
   t.deepEqual(r.reports[0], { done: true, jsReaders: 1 })
-  await peer.close()
 })
 
 test('worker threads read on their own event loop; terminating one mid-connection is clean', async (t) => {
   const peer = await wsServer((socket) => socket.on('message', (d, binary) => socket.send(d, { binary })))
+  t.teardown(() => peer.close())
   const r = await run('workers-read-on-their-js-thread', peer.url)
   t.is(r.code, 0, r.stderr)
   t.is(r.stderr, '')
@@ -111,11 +113,11 @@ test('worker threads read on their own event loop; terminating one mid-connectio
     code: 0,
     jsReaders: 0,
   })
-  await peer.close()
 })
 
 test('REDIAL_WS_DIRECT_READ=0: everything is read on the tokio side', async (t) => {
   const peer = await wsServer((socket) => socket.on('message', (d, binary) => socket.send(d, { binary })))
+  t.teardown(() => peer.close())
   const on = await run('echo-count', peer.url)
   t.is(on.code, 0, on.stderr)
   t.true(on.reports[0].directReads >= 45, `${on.reports[0].directReads} of 50 echoes read on the JS thread`)
@@ -123,16 +125,15 @@ test('REDIAL_WS_DIRECT_READ=0: everything is read on the tokio side', async (t) 
   t.is(off.code, 0, off.stderr)
   t.is(off.reports[0].directReads, 0)
   t.is(off.reports[0].stats.jsReaders, 0)
-  await peer.close()
 })
 
 test('an active client holds the process through its backoff waits', async (t) => {
   const peer = await wsServer((socket) => socket.close(1001))
+  t.teardown(() => peer.close())
   const r = await run('backoff-holds-the-loop', peer.url)
   t.is(r.code, 0, r.stderr)
   t.deepEqual(r.reports[0], { done: true, opens: 3 })
   t.is(peer.accepted, 3)
-  await peer.close()
 })
 
 test('a throwing listener surfaces as an uncaught exception and delivery goes on', async (t) => {
@@ -140,8 +141,8 @@ test('a throwing listener surfaces as an uncaught exception and delivery goes on
     socket.send('one')
     socket.send('two')
   })
+  t.teardown(() => peer.close())
   const r = await run('throwing-listener', peer.url)
   t.is(r.code, 0, r.stderr)
   t.deepEqual(r.reports[0], { done: true, messages: ['one', 'two'], thrown: ['listener bug'] })
-  await peer.close()
 })
