@@ -563,7 +563,7 @@ impl SocketWatch {
             words,
         }));
         // SAFETY: `handle` is an initialised uv_poll_t; its first field is `void* data`, which
-        // libuv leaves to the user. From here the handle is only freed by `on_watch_closed`.
+        // libuv leaves to the user. From here the handle is only freed by `on_closed`.
         unsafe {
             *handle.cast::<*mut c_void>() = ctx.cast();
             (uv.unref)(handle);
@@ -596,10 +596,10 @@ impl Drop for SocketWatch {
         let Some(uv) = uv() else { return };
         // SAFETY: `self.handle` is an initialised uv_poll_t of this thread's loop, not yet
         // closed (only this drop closes it). Stopping takes the socket out of the loop's poll set
-        // at once; `on_watch_closed` frees the memory once libuv is done with it.
+        // at once; `on_closed` frees the memory once libuv is done with it.
         unsafe {
             (uv.poll_stop)(self.handle);
-            close_handle(uv, self.handle, on_watch_closed);
+            close_handle(uv, self.handle, on_closed::<WatchCtx>);
         }
     }
 }
@@ -622,32 +622,58 @@ fn loop_count(uv_loop: *mut c_void) -> u64 {
 /// # Safety
 /// Called by libuv on the loop's thread with a handle `SocketWatch::start` made, not yet closed.
 unsafe extern "C" fn on_poll(handle: *mut c_void, _status: c_int, _events: c_int) {
-    // SAFETY: `data` holds the `WatchCtx` set in `start`, freed only by `on_watch_closed`.
+    // SAFETY: `data` holds the `WatchCtx` set in `start`, freed only by `on_closed`.
     let ctx = unsafe { &*(*handle.cast::<*mut WatchCtx>()) };
-    let env = ctx.env;
+    let (on_ready, key) = (ctx.on_ready, ctx.key);
+    // SAFETY: the watch's handle, on its loop's thread; the watch is closed before `env` goes.
+    // An error status is the reader's to handle: its read fails and it lets go of the socket.
+    unsafe { call_in_scope(ctx.env, handle, |env, count| on_ready(env, key, count)) };
+}
+
+/// Runs `f(env, loop_count)` for a libuv callback of `handle`, inside a handle scope; a panic
+/// must not unwind into libuv.
+///
+/// # Safety
+/// `handle` is an initialised, open handle of `env`'s loop, and this is that loop's thread.
+unsafe fn call_in_scope(env: sys::napi_env, handle: *mut c_void, f: impl FnOnce(&Env, u64)) {
     let mut scope = ptr::null_mut();
-    // SAFETY: `env` is the environment of this loop (the watch is closed before it goes).
+    // SAFETY: `env` is live (the caller's contract); `scope` is a valid out pointer.
     if unsafe { sys::napi_open_handle_scope(env, &mut scope) } != sys::Status::napi_ok {
         return;
     }
-    let (on_ready, key) = (ctx.on_ready, ctx.key);
     // SAFETY: `loop` is the second field of every libuv handle (after `data`), set by init; the
     // loop outlives its handles.
-    let turn = loop_count(unsafe { *handle.cast::<*mut c_void>().add(1) });
-    // A panic must not unwind into libuv (an error status is handled by the reader itself: its
-    // read fails and it lets go of the socket).
-    let _ = std::panic::catch_unwind(|| on_ready(&Env::from_raw(env), key, turn));
+    let count = loop_count(unsafe { *handle.cast::<*mut c_void>().add(1) });
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&Env::from_raw(env), count)));
     // SAFETY: the scope opened above, on the same thread.
     unsafe { sys::napi_close_handle_scope(env, scope) };
 }
 
+/// What a handle's `data` points to: it knows the handle's allocation, for `on_closed` to free.
+trait HandleCtx {
+    fn words(&self) -> usize;
+}
+
+impl HandleCtx for WatchCtx {
+    fn words(&self) -> usize {
+        self.words
+    }
+}
+
+impl HandleCtx for HookCtx {
+    fn words(&self) -> usize {
+        self.words
+    }
+}
+
 /// # Safety
-/// Called by libuv once, on the loop's thread, after `uv_close` of a watch's handle.
-unsafe extern "C" fn on_watch_closed(handle: *mut c_void) {
+/// Called by libuv once, on the loop's thread, after `uv_close` of a handle whose `data` is a
+/// boxed `C`.
+unsafe extern "C" fn on_closed<C: HandleCtx>(handle: *mut c_void) {
     // SAFETY: libuv is done with the handle: its context and memory are ours to free, once.
     unsafe {
-        let ctx = Box::from_raw(*handle.cast::<*mut WatchCtx>());
-        free_handle(handle, ctx.words);
+        let ctx = Box::from_raw(*handle.cast::<*mut C>());
+        free_handle(handle, ctx.words());
     }
     closed();
 }
@@ -687,7 +713,7 @@ impl TurnHook {
             run,
             words,
         }));
-        // SAFETY: an initialised uv_idle_t; `data` is the user's. Freed only by `on_hook_closed`.
+        // SAFETY: an initialised uv_idle_t; `data` is the user's. Freed only by `on_closed`.
         unsafe {
             *handle.cast::<*mut c_void>() = ctx.cast();
             (uv.unref)(handle);
@@ -714,39 +740,21 @@ impl TurnHook {
 impl Drop for TurnHook {
     fn drop(&mut self) {
         let Some(uv) = uv() else { return };
-        // SAFETY: initialised, of this thread's loop, closed only here; `on_hook_closed` frees it.
-        unsafe { close_handle(uv, self.handle, on_hook_closed) };
+        // SAFETY: initialised, of this thread's loop, closed only here; `on_closed` frees it.
+        unsafe { close_handle(uv, self.handle, on_closed::<HookCtx>) };
     }
 }
 
 /// # Safety
 /// Called by libuv on the loop's thread with an armed `TurnHook`'s handle, not yet closed.
 unsafe extern "C" fn on_turn(handle: *mut c_void) {
-    // SAFETY: `data` holds the `HookCtx` set in `new`, freed only by `on_hook_closed`.
+    // SAFETY: `data` holds the `HookCtx` set in `new`, freed only by `on_closed`.
     let ctx = unsafe { &*(*handle.cast::<*mut HookCtx>()) };
-    let (env, run) = (ctx.env, ctx.run);
-    let mut scope = ptr::null_mut();
-    // SAFETY: `env` is the environment of this loop (the hook is closed before it goes).
-    if unsafe { sys::napi_open_handle_scope(env, &mut scope) } != sys::Status::napi_ok {
-        return;
-    }
-    // The idle phase comes before the poll phase counts its iteration: this turn's poll will be
-    // the next number. SAFETY: `loop` is the handle's second field, set by init.
-    let turn = loop_count(unsafe { *handle.cast::<*mut c_void>().add(1) }) + 1;
-    let _ = std::panic::catch_unwind(|| run(&Env::from_raw(env), turn));
-    // SAFETY: the scope opened above, on the same thread.
-    unsafe { sys::napi_close_handle_scope(env, scope) };
-}
-
-/// # Safety
-/// Called by libuv once, on the loop's thread, after `uv_close` of a `TurnHook`'s handle.
-unsafe extern "C" fn on_hook_closed(handle: *mut c_void) {
-    // SAFETY: libuv is done with the handle: its context and memory are ours to free, once.
-    unsafe {
-        let ctx = Box::from_raw(*handle.cast::<*mut HookCtx>());
-        free_handle(handle, ctx.words);
-    }
-    closed();
+    let run = ctx.run;
+    // SAFETY: the hook's handle, on its loop's thread; the hook is closed before `env` goes. The
+    // idle phase comes before the poll phase counts its iteration: this turn's poll will be the
+    // next number.
+    unsafe { call_in_scope(ctx.env, handle, |env, count| run(env, count + 1)) };
 }
 
 /// At environment teardown, `release()` drops every watch; Node then runs the loop until libuv
