@@ -197,3 +197,46 @@ test.serial('the heartbeat counts what the JS thread read; a silent peer still t
   await client.disconnect()
   await peer.close()
 })
+
+test.serial('disconnect() leaves the close to the driver: the watch goes at once, and nothing sent before the close is lost', async (t) => {
+  // The peer answers "bye" and then the close: the answer arrives after disconnect() was called.
+  const peer = await wsServer((socket) => socket.on('message', (d) => socket.send(`${d}-ack`)))
+  t.teardown(() => peer.close())
+  const client = new ReconnectingWebSocket(peer.url)
+  const r = new Recorder(client)
+  await r.next('open')
+  await until(() => clientStats().jsReaders === 1, 'the socket is watched by the JS thread')
+  client.send('bye')
+  const done = client.disconnect()
+  t.is(clientStats().jsReaders, 0, 'the watch went with the call, not with the close handshake')
+  await done
+  t.deepEqual(
+    r.log.filter((e) => e.name === 'message').map((e) => String(e.args[0])),
+    ['bye-ack'],
+  )
+  t.is((await r.next('close')).code, 1000)
+
+  // disconnect() from the open listener, whether or not the JS thread has taken the socket yet:
+  // it does not watch it from then on (it would hand the peer's close over to the driver, one
+  // more wake-up of the driver's thread before the close completes).
+  const second = new ReconnectingWebSocket(peer.url)
+  let watched = 0
+  const closing = new Promise<void>((resolve) => {
+    second.on('open', () => {
+      let settled = false
+      void second.disconnect().then(() => {
+        settled = true
+        resolve()
+      })
+      const look = () => {
+        watched = Math.max(watched, clientStats().jsReaders)
+        if (!settled) setImmediate(look)
+      }
+      look()
+    })
+  })
+  await closing
+  t.is(watched, 0, 'no JS-thread watch of a disconnecting client')
+  t.is(clientStats().openConnections, 0)
+  await quiescent()
+})

@@ -197,7 +197,7 @@ const ALL_WORKLOADS = [
   {
     id: 'churn',
     title: `connect+close churn ×${N.churn}`,
-    server: { mode: 'wss' },
+    server: { mode: 'accept' },
     peer: { workload: 'churn', cycles: N.churn, checkpoints: churnCheckpoints },
     rows: [
       { key: 'cyclesPerSec', label: 'connect+close churn', unit: 'cycles/s', better: 'higher' },
@@ -216,7 +216,7 @@ const ALL_WORKLOADS = [
     fullOnly: true,
     // 80,000 cycles take a few minutes per run on 2 cores: a longer deadline unless --timeout says otherwise.
     minTimeoutMs: 900_000,
-    server: { mode: 'wss' },
+    server: { mode: 'accept' },
     peer: { workload: 'churn', cycles: N.churnlong, checkpoints: churnlongCheckpoints },
     rows: [
       { key: 'cyclesPerSec', label: `long churn (${N.churnlong} cycles)`, unit: 'cycles/s', better: 'higher' },
@@ -269,7 +269,7 @@ const ALL_WORKLOADS = [
   {
     id: 'churnz',
     title: `connect+close churn, permessage-deflate negotiated ×${N.churnz}`,
-    server: { mode: 'wss', deflate: true },
+    server: { mode: 'accept', deflate: true },
     peer: { workload: 'churn', cycles: N.churnz, checkpoints: churnzCheckpoints, deflate: true },
     rows: [
       { key: 'cyclesPerSec', label: 'connect+close churn, deflate', unit: 'cycles/s', better: 'higher' },

@@ -276,6 +276,7 @@ impl NativeClient {
         }
         // Until the disconnect completes, the client stays reachable so that its promise settles.
         delivery::hold_until_disconnected(&env, self.shared.id);
+        delivery::read_close_on_driver(self.shared.id);
         if let Some(tx) = &self.commands {
             let _ = tx.send(Command::Disconnect {
                 code: code as u16,

@@ -402,6 +402,13 @@ fn next_batch(env: &Env, hub: &Hub) -> Result<RawValue> {
     }
 }
 
+/// Client `id` is disconnecting: its driver reads the close handshake itself, woken by the
+/// command that starts it. Left to the JS thread, the peer's close would wake the worker once more
+/// (the hand-back) before the connection could end.
+pub fn read_close_on_driver(id: u64) {
+    direct::give_back(id);
+}
+
 /// The JS thread's watch found client `id`'s socket readable: read what it holds (one batch at
 /// most), run its listeners now, and give the socket back to the driver when the read says so.
 fn on_readable(env: &Env, id: u64, turn: u64) {
@@ -483,7 +490,8 @@ fn build_batch(env: &Env, batch: Vec<(u64, JsEvent)>) -> Result<Value> {
                 continue;
             }
             if let JsEvent::ReadIdle { reader, offer } = event {
-                if r.clients.contains_key(&id) {
+                // A disconnecting client's driver reads the close (`read_close_on_driver`).
+                if r.clients.get(&id).is_some_and(|e| !e.disconnecting) {
                     direct::take_over(env, id, reader, offer, on_readable);
                 }
                 continue;

@@ -201,7 +201,7 @@ fn read_waiting(env: &Env, turn: u64) {
 }
 
 /// Stops watching client `id`'s socket and lets its driver read it.
-fn give_back(id: u64) {
+pub fn give_back(id: u64) {
     if let Some(reader) = reader(id) {
         release(id);
         reader.give_back();
