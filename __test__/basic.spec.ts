@@ -13,6 +13,7 @@ test.serial('connects, exchanges text and binary both ways, and counts it', asyn
     socket.send('hello')
     socket.send(Buffer.from([1, 2, 3]))
   })
+  t.teardown(() => peer.close())
   const client = new ReconnectingWebSocket(peer.url)
   t.is(client.state, 'connecting')
   const messages: Array<[string | Buffer, boolean]> = []
@@ -48,13 +49,13 @@ test.serial('connects, exchanges text and binary both ways, and counts it', asyn
   await client.disconnect()
   t.is(client.state, 'closed')
   await quiescent()
-  await peer.close()
 })
 
 test.serial('the close event carries the server code and reason, then a reconnect is scheduled', async (t) => {
   const peer = await wsServer((socket, p) => {
     if (p.accepted === 1) socket.close(4001, 'go away')
   })
+  t.teardown(() => peer.close())
   const client = new ReconnectingWebSocket(peer.url, { minDelay: 10, maxDelay: 10, jitter: 'none' })
   const states: string[] = []
   client.on('close', () => states.push(client.state))
@@ -69,7 +70,6 @@ test.serial('the close event carries the server code and reason, then a reconnec
   t.is(client.metrics.connects, 2)
   await client.disconnect(4000, 'done')
   await quiescent()
-  await peer.close()
 })
 
 test.serial("jitter is 'equal' by default: every delay is between half the capped delay and all of it", async (t) => {
@@ -109,21 +109,21 @@ test.serial('failed attempts report coded errors: refused, HTTP rejection, timeo
   await refused.disconnect()
 
   const http = await rawServer((s) => s.once('data', () => s.end('HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n')))
+  t.teardown(() => http.close())
   const rejected = new ReconnectingWebSocket(http.url, { minDelay: 60_000 })
   const [e2] = await once(rejected, 'error')
   t.is(e2.code, 'ERR_HANDSHAKE')
   t.is(e2.status, 404)
   await rejected.disconnect()
-  await http.close()
 
   const silent = await rawServer((s) => s.resume())
+  t.teardown(() => silent.close())
   const slow = new ReconnectingWebSocket(silent.url, { minDelay: 60_000, connectTimeout: 100 })
   const [e3] = await once(slow, 'error')
   t.is(e3.code, 'ERR_CONNECT_TIMEOUT')
   await until(() => silent.sockets.size === 0, 'the timed-out attempt was dropped, not left running')
   await slow.disconnect()
   t.is(silent.accepted, 1)
-  await silent.close()
   await quiescent()
 })
 
@@ -146,6 +146,7 @@ test.serial('a server close without reason and an abrupt drop are told apart', a
       else s.destroy()
     }),
   )
+  t.teardown(() => peer.close())
   const client = new ReconnectingWebSocket(peer.url, { minDelay: 5, maxDelay: 5, closeTimeout: 200 })
   const r = new Recorder(client)
   const first = await r.next('close')
@@ -155,7 +156,6 @@ test.serial('a server close without reason and an abrupt drop are told apart', a
   t.is(second.code, 1006)
   t.false(second.wasClean)
   await client.disconnect()
-  await peer.close()
   await quiescent()
 })
 

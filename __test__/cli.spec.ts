@@ -172,6 +172,7 @@ test('sends stdin lines, prints messages, reconnects after a drop, and exits 0 w
     socket.send(Buffer.from([1, 2, 3]))
   })
   const first = await wsServer(server.onConnection)
+  t.teardown(() => first.close())
   const c = cli(t, [first.url, '--max-delay', '200'])
 
   await c.err.line(/^connecting ws:\/\/127\.0\.0\.1:\d+\/$/)

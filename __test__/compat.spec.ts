@@ -43,6 +43,13 @@ test('readyState constants on the class and on instances; getters before the fir
 test.serial('protocols as the second argument; on* and listeners receive browser-shaped events', async (t) => {
   const wss = new WebSocketServer({ host: '127.0.0.1', port: 0 })
   await once(wss, 'listening')
+  t.teardown(
+    () =>
+      new Promise<void>((r) => {
+        for (const c of wss.clients) c.terminate()
+        wss.close(() => r())
+      }),
+  )
   wss.on('connection', (s) => {
     s.send('hi')
     s.on('message', () => s.close(4001, 'bye'))
@@ -67,7 +74,6 @@ test.serial('protocols as the second argument; on* and listeners receive browser
   t.like(close.event, { type: 'close', code: 4001, reason: 'bye', wasClean: true })
   t.is(close.readyState, ws.CLOSED)
   await quiescent()
-  await new Promise((r) => wss.close(r))
 })
 
 test.serial('addEventListener: handleEvent objects, { once: true }, removal; duplicates follow each mode', async (t) => {
@@ -75,6 +81,7 @@ test.serial('addEventListener: handleEvent objects, { once: true }, removal; dup
     s.send('1')
     s.send('2')
   })
+  t.teardown(() => peer.close())
   const native: Any = new ReconnectingWebSocket(peer.url)
   const rws: Any = new ReconnectingWebSocket(peer.url, undefined, {})
   const counts = { nativeDup: 0, rwsDup: 0, once: 0, handle: 0, removed: 0 }
@@ -96,7 +103,6 @@ test.serial('addEventListener: handleEvent objects, { once: true }, removal; dup
   native.close()
   rws.close()
   await quiescent()
-  await peer.close()
 })
 
 test.serial('rws mode: a failed attempt fires close (1000, clean) then error; retryCount as reconnecting-websocket counts', async (t) => {
@@ -141,6 +147,7 @@ test.serial('rws mode: delays grow by the factor and cap at the maximum', async 
 
 test.serial('rws mode: reconnect(code, reason) fires its close event at once and connects afresh', async (t) => {
   const peer = await wsServer()
+  t.teardown(() => peer.close())
   const ws: Any = new ReconnectingWebSocket(peer.url, undefined, { minReconnectionDelay: 10 })
   const seen = track(ws, ['open', 'close'])
   await until(() => seen.some((e) => e.type === 'open'), 'open')
@@ -163,12 +170,12 @@ test.serial('rws mode: reconnect(code, reason) fires its close event at once and
   t.like(last.event, { code: 1000, reason: 'close' })
   t.is(last.readyState, ws.CLOSED)
   await quiescent()
-  await peer.close()
 })
 
 test.serial('rws mode: queued messages go out before onopen, and maxEnqueuedMessages drops loudly', async (t) => {
   const got: string[] = []
   const peer = await wsServer((s) => s.on('message', (d) => got.push(d.toString())))
+  t.teardown(() => peer.close())
   const ws: Any = new ReconnectingWebSocket(peer.url, undefined, { maxEnqueuedMessages: 3 })
   const drops: Any[] = []
   ws.on('drop', (e: Any) => drops.push(e))
@@ -179,7 +186,6 @@ test.serial('rws mode: queued messages go out before onopen, and maxEnqueuedMess
   t.deepEqual(got, ['message1', 'message2', 'message3', 'ok'])
   ws.close()
   await quiescent()
-  await peer.close()
 })
 
 test.serial('rws options: unknown names are errors, WebSocket is ignored, debug logs like RWS', async (t) => {
@@ -204,6 +210,7 @@ test.serial('rws options: unknown names are errors, WebSocket is ignored, debug 
 
 test.serial('partysocket options: shouldReconnectOnClose, drainQueuedMessages, the shouldReconnect getter', async (t) => {
   const peer = await wsServer((s) => s.close(4000, 'go'))
+  t.teardown(() => peer.close())
   const ws: Any = new ReconnectingWebSocket(peer.url, undefined, {
     minReconnectionDelay: 1,
     shouldReconnectOnClose: (e: Any) => e.code !== 4000,
@@ -220,7 +227,6 @@ test.serial('partysocket options: shouldReconnectOnClose, drainQueuedMessages, t
   queued.send('b')
   t.deepEqual(queued.drainQueuedMessages(), ['a', 'b'])
   await queued.disconnect()
-  await peer.close()
 })
 
 test.serial('after giving up, reconnect() starts again (reconnecting-websocket 4.4 would stay wedged)', async (t) => {
@@ -229,17 +235,18 @@ test.serial('after giving up, reconnect() starts again (reconnecting-websocket 4
   const r = new Recorder(ws)
   await r.next('giveup')
   const peer = await wsServer(undefined, port)
+  t.teardown(() => peer.close())
   ws.reconnect()
   await r.next('open')
   t.is(ws.readyState, ws.OPEN)
   ws.close()
   await quiescent()
-  await peer.close()
 })
 
 test.serial('rws mode: a connection timeout closes with reason "timeout" and errors with "TIMEOUT"', async (t) => {
   const { rawServer } = await import('./helpers.js')
   const silent = await rawServer((s) => s.resume())
+  t.teardown(() => silent.close())
   const ws: Any = new ReconnectingWebSocket(silent.url, [], { connectionTimeout: 100, maxRetries: 0 })
   const seen = track(ws, ['close', 'error'])
   await new Recorder(ws).next('giveup')
@@ -248,5 +255,4 @@ test.serial('rws mode: a connection timeout closes with reason "timeout" and err
   t.like(listeners[0].event, { code: 1000, reason: 'timeout', wasClean: true })
   t.is(listeners[1].event.message, 'TIMEOUT')
   await quiescent()
-  await silent.close()
 })

@@ -58,6 +58,7 @@ async function onlyTheControlConnected(t: ExecutionContext, peer: { accepted: nu
 
 test.serial('an origin or header value with a control character throws ERR_INVALID_CHAR, as Node does, and sends nothing', async (t) => {
   const peer = await countingServer()
+  t.teardown(() => peer.close())
   for (const c of CONTROLS) {
     const value = `https://app.example${c}x`
     const what = `0x${c.charCodeAt(0).toString(16)}`
@@ -75,11 +76,11 @@ test.serial('an origin or header value with a control character throws ERR_INVAL
   t.true(peer.heads[0].includes('\r\nx-tab: a\tb\r\n'), peer.heads[0])
   t.true(peer.heads[0].includes(`\r\nx-text: ${Buffer.from('caf\u00e9').toString('latin1')}\r\n`), peer.heads[0])
   await quiescent()
-  await peer.close()
 })
 
 test.serial('header names must be HTTP tokens: ERR_INVALID_HTTP_TOKEN, nothing sent', async (t) => {
   const peer = await countingServer()
+  t.teardown(() => peer.close())
   for (const name of ['bad name', '', 'x:y', 'x\r\ny', 'caf\u00e9', '(x)', 'x/y']) {
     const err = t.throws(() => new ReconnectingWebSocket(peer.url, { maxRetries: 0, headers: { [name]: 'v' } }), undefined, JSON.stringify(name)) as RedialError
     t.is(err?.code as string, 'ERR_INVALID_HTTP_TOKEN', JSON.stringify(name))
@@ -87,7 +88,6 @@ test.serial('header names must be HTTP tokens: ERR_INVALID_HTTP_TOKEN, nothing s
   }
   await onlyTheControlConnected(t, peer, peer.url, { headers: { "x-ok_1.2~!#$%&'*+^`|": 'v' } })
   await quiescent()
-  await peer.close()
 })
 
 test.serial('a tls.ca that is not PEM certificate(s) throws ERR_INVALID_ARG_VALUE; nothing is sent', async (t) => {
@@ -97,6 +97,14 @@ test.serial('a tls.ca that is not PEM certificate(s) throws ERR_INVALID_ARG_VALU
   server.on('connection', () => peer.accepted++)
   server.listen(0, '127.0.0.1')
   await once(server, 'listening')
+  t.teardown(
+    () =>
+      new Promise<void>((r) => {
+        for (const c of wss.clients) c.terminate()
+        wss.close()
+        server.close(() => r())
+      }),
+  )
   const url = `wss://localhost:${(server.address() as net.AddressInfo).port}/`
   const lines = certs.ca.trim().split('\n')
   const cut = [...lines.slice(0, 2), ...lines.slice(4)].join('\n') + '\n'
@@ -130,15 +138,11 @@ test.serial('a tls.ca that is not PEM certificate(s) throws ERR_INVALID_ARG_VALU
   }
   await onlyTheControlConnected(t, peer, url, { tls: { ca: bundle } })
   await quiescent()
-  await new Promise<void>((r) => {
-    for (const c of wss.clients) c.terminate()
-    wss.close()
-    server.close(() => r())
-  })
 })
 
 test.serial('a headers provider returning a bad value is an ERR_PROVIDER attempt failure, and nothing is sent', async (t) => {
   const peer = await countingServer()
+  t.teardown(() => peer.close())
   const results: Array<Record<string, string>> = [{ 'x-token': 'abc\x01' }, { 'x-token': 'abc\r\nx-injected: 1' }, { 'bad name': 'v' }]
   for (const result of results) {
     const client = new ReconnectingWebSocket(peer.url, { maxRetries: 0, headers: () => result })
@@ -152,5 +156,4 @@ test.serial('a headers provider returning a bad value is an ERR_PROVIDER attempt
   await onlyTheControlConnected(t, peer, peer.url, { headers: () => ({ 'x-token': 'abc' }) })
   t.true(peer.heads[0].includes('\r\nx-token: abc\r\n'), peer.heads[0])
   await quiescent()
-  await peer.close()
 })

@@ -9,6 +9,7 @@ import { Recorder, acceptUpgrade, quiescent, rawServer, refusedPort, until, wsSe
 
 test.serial('a server that accepts and closes 200 times: never two timers, never two connections', async (t) => {
   const peer = await wsServer((socket) => socket.close(1001, 'restarting'))
+  t.teardown(() => peer.close())
   const client = new ReconnectingWebSocket(peer.url, { minDelay: 1, maxDelay: 4, minUptime: 0 })
   let maxPending = 0
   let samples = 0
@@ -40,7 +41,6 @@ test.serial('a server that accepts and closes 200 times: never two timers, never
   await delay(50)
   t.is(client.metrics.connectAttempts, attempts)
   t.true(peer.accepted <= attempts)
-  await peer.close()
 })
 
 test.serial('connect() during a pending reconnect cancels the timer and connects once', async (t) => {
@@ -51,6 +51,7 @@ test.serial('connect() during a pending reconnect cancels the timer and connects
   t.is(client.state, 'reconnecting')
   t.is(client.metrics.pendingReconnects, 1)
   const peer = await wsServer(undefined, port)
+  t.teardown(() => peer.close())
   client.connect()
   client.connect()
   t.is(client.state, 'connecting')
@@ -65,11 +66,11 @@ test.serial('connect() during a pending reconnect cancels the timer and connects
   t.is(client.metrics.connectAttempts, 2)
   await client.disconnect()
   await quiescent()
-  await peer.close()
 })
 
 test.serial('connect() while connecting does nothing', async (t) => {
   const peer = await wsServer()
+  t.teardown(() => peer.close())
   const client = new ReconnectingWebSocket(peer.url)
   client.connect()
   client.connect()
@@ -79,12 +80,12 @@ test.serial('connect() while connecting does nothing', async (t) => {
   t.is(peer.accepted, 1)
   await client.disconnect()
   await quiescent()
-  await peer.close()
 })
 
 test.serial('disconnect() while connecting drops the attempt', async (t) => {
   // Accepts TCP but never answers the upgrade: the client stays in "connecting".
   const silent = await rawServer((s) => s.resume())
+  t.teardown(() => silent.close())
   const client = new ReconnectingWebSocket(silent.url, { minDelay: 1 })
   await until(() => silent.accepted === 1 && clientStats().pendingAttempts === 1, 'attempt in flight')
   t.is(client.state, 'connecting')
@@ -96,12 +97,12 @@ test.serial('disconnect() while connecting drops the attempt', async (t) => {
   await until(() => silent.sockets.size === 0, 'the server sees the half-open attempt dropped')
   await delay(50)
   t.is(silent.accepted, 1, 'no reconnect after disconnect()')
-  await silent.close()
 })
 
 test.serial('disconnect() while open does the close handshake with code and reason', async (t) => {
   let serverClose: [number, string] | undefined
   const peer = await wsServer((socket) => socket.on('close', (code, reason) => (serverClose = [code, reason.toString()])))
+  t.teardown(() => peer.close())
   const client = new ReconnectingWebSocket(peer.url, { minDelay: 1 })
   const r = new Recorder(client)
   await r.next('open')
@@ -115,19 +116,18 @@ test.serial('disconnect() while open does the close handshake with code and reas
   t.deepEqual(serverClose, [4321, 'see you'])
   await quiescent()
   t.is(peer.accepted, 1)
-  await peer.close()
 })
 
 test.serial('messages sent before disconnect() are written before the close frame', async (t) => {
   const got: string[] = []
   const peer = await wsServer((socket) => socket.on('message', (d) => got.push(d.toString())))
+  t.teardown(() => peer.close())
   const client = new ReconnectingWebSocket(peer.url)
   await new Recorder(client).next('open')
   for (let i = 0; i < 100; i++) client.send(`m${i}`)
   await client.disconnect()
   await until(() => peer.concurrent === 0, 'server saw the close')
   t.deepEqual(got, Array.from({ length: 100 }, (_, i) => `m${i}`))
-  await peer.close()
 })
 
 test.serial('disconnect() during the backoff wait cancels the timer', async (t) => {
@@ -148,6 +148,7 @@ test.serial('disconnect() during the backoff wait cancels the timer', async (t) 
 test.serial('disconnect() while closing, twice, and when closed all resolve', async (t) => {
   // The server completes the upgrade and then ignores everything: our close is never answered.
   const deaf = await rawServer((s) => acceptUpgrade(s, () => {}))
+  t.teardown(() => deaf.close())
   const client = new ReconnectingWebSocket(deaf.url, { closeTimeout: 150 })
   const r = new Recorder(client)
   await r.next('open')
@@ -165,11 +166,11 @@ test.serial('disconnect() while closing, twice, and when closed all resolve', as
   await never.disconnect()
   t.is(never.metrics.connectAttempts, 0)
   t.is(deaf.accepted, 1)
-  await deaf.close()
 })
 
 test.serial('connect() while closing reconnects once the close completes', async (t) => {
   const peer = await wsServer()
+  t.teardown(() => peer.close())
   const client = new ReconnectingWebSocket(peer.url)
   const r = new Recorder(client)
   await r.next('open')
@@ -182,7 +183,6 @@ test.serial('connect() while closing reconnects once the close completes', async
   t.is(peer.maxConcurrent, 1)
   await client.disconnect()
   await quiescent()
-  await peer.close()
 })
 
 test.serial('maxRetries: gives up after the allowed attempts, with no timer left', async (t) => {
@@ -208,6 +208,7 @@ test.serial('sends outrunning a peer that stopped reading are all written, in or
     server = (socket as unknown as { _socket: import('node:net').Socket })._socket
     server.pause()
   })
+  t.teardown(() => peer.close())
   const client = new ReconnectingWebSocket(peer.url)
   await new Recorder(client).next('open')
   await until(() => server !== undefined, 'server socket')
@@ -221,7 +222,6 @@ test.serial('sends outrunning a peer that stopped reading are all written, in or
   t.is(client.metrics.messagesSent, total)
   await client.disconnect()
   await quiescent()
-  await peer.close()
 })
 
 test.serial('open connections hold no read or write buffer once traffic stops (ioBuffers back to 0)', async (t) => {
@@ -232,6 +232,7 @@ test.serial('open connections hold no read or write buffer once traffic stops (i
     raw.pause()
     sockets.push(raw)
   })
+  t.teardown(() => peer.close())
   await until(() => clientStats().ioBuffers === 0, 'no buffers from earlier tests')
   const clients = Array.from({ length: 4 }, () => new ReconnectingWebSocket(peer.url))
   await Promise.all(clients.map((c) => new Recorder(c).next('open')))
@@ -260,5 +261,4 @@ test.serial('open connections hold no read or write buffer once traffic stops (i
   t.is(clients.reduce((n, c) => n + c.metrics.messagesSent, 0), clients.length)
   await Promise.all(clients.map((c) => c.disconnect()))
   await quiescent()
-  await peer.close()
 })

@@ -9,6 +9,7 @@ import { collectUntil, forceGc, quiescent, until, wsServer } from './helpers.js'
 
 test.serial('abandoned connected clients keep working across GCs, then are collected in backoff', async (t) => {
   const peer = await wsServer()
+  t.teardown(() => peer.close())
   const baseline = clientStats()
   const received = { count: 0 }
   const warnings: Error[] = []
@@ -54,11 +55,11 @@ test.serial('abandoned connected clients keep working across GCs, then are colle
   const ours = warnings.filter((w) => (w as Error & { code?: string }).code === 'REDIAL_WS_NOT_DISCONNECTED')
   t.is(ours.length, 1, 'one warning names the URL (duplicates are not repeated)')
   t.regex(ours[0].message, new RegExp(peer.url.replace(/[/.]/g, '\\$&')))
-  await peer.close()
 })
 
 test.serial('a client awaited inside a function survives GCs while connecting and open', async (t) => {
   const peer = await wsServer((socket) => setTimeout(() => socket.send('late hello'), 100))
+  t.teardown(() => peer.close())
   const gcs = setInterval(forceGc, 5)
   const message = await (async () => {
     const client = new ReconnectingWebSocket(peer.url)
@@ -69,11 +70,11 @@ test.serial('a client awaited inside a function survives GCs while connecting an
   clearInterval(gcs)
   t.is(message, 'late hello')
   await quiescent()
-  await peer.close()
 })
 
 test.serial('thousands of connect/disconnect cycles stay within a fixed heap and RSS bound', async (t) => {
   const peer = await wsServer()
+  t.teardown(() => peer.close())
   const baseline = clientStats()
   const client = new ReconnectingWebSocket(peer.url, { startClosed: true })
   const cycle = async () => {
@@ -104,5 +105,4 @@ test.serial('thousands of connect/disconnect cycles stay within a fixed heap and
   t.is(clientStats().collectedWithoutDisconnect, baseline.collectedWithoutDisconnect, 'every client was disconnected')
   t.is(client.metrics.connects, 1_500)
   await quiescent()
-  await peer.close()
 })

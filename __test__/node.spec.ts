@@ -14,6 +14,7 @@ test.serial('messages(): for await, in order; a slow consumer stops the socket b
   const peer = await wsServer((s) => {
     for (let i = 0; i < total; i++) s.send(`${i}:${payload}`)
   })
+  t.teardown(() => peer.close())
   const client = new ReconnectingWebSocket(peer.url)
   const iterator = client.messages({ highWaterMark: 50 })[Symbol.asyncIterator]()
   const first = await iterator.next()
@@ -38,7 +39,6 @@ test.serial('messages(): for await, in order; a slow consumer stops the socket b
   await client.disconnect()
   t.deepEqual(await ending, { value: undefined, done: true }, 'the loop ends when the client closes')
   await quiescent()
-  await peer.close()
 })
 
 test.serial('a pending messages() read keeps an otherwise unreferenced client alive through a backoff wait', async (t) => {
@@ -47,6 +47,7 @@ test.serial('a pending messages() read keeps an otherwise unreferenced client al
     if (++connections === 1) s.close(1012, 'restart')
     else s.send('after the outage')
   })
+  t.teardown(() => peer.close())
   const baseline = clientStats()
   // Only a weak reference stays outside, to disconnect at the end.
   let weak: WeakRef<ReconnectingWebSocket> | undefined
@@ -68,11 +69,11 @@ test.serial('a pending messages() read keeps an otherwise unreferenced client al
   await collectUntil(() => clientStats().liveClients === baseline.liveClients, 'the finished client')
   t.is(clientStats().collectedWithoutDisconnect, baseline.collectedWithoutDisconnect)
   await quiescent()
-  await peer.close()
 })
 
 test.serial('AbortSignal: aborting disconnects; events.once honours a signal', async (t) => {
   const peer = await wsServer()
+  t.teardown(() => peer.close())
   const controller = new AbortController()
   const client = new ReconnectingWebSocket(peer.url, { signal: controller.signal })
   const r = new Recorder(client)
@@ -92,7 +93,6 @@ test.serial('AbortSignal: aborting disconnects; events.once honours a signal', a
   stop.abort()
   await t.throwsAsync(pending, { name: 'AbortError' })
   t.throws(() => new ReconnectingWebSocket(peer.url, { signal: 'nope' as never }), { code: 'ERR_INVALID_ARG_TYPE' } as never)
-  await peer.close()
 })
 
 test.serial('diagnostics_channel: open, close, reconnecting, error, giveup', async (t) => {
@@ -103,6 +103,7 @@ test.serial('diagnostics_channel: open, close, reconnecting, error, giveup', asy
     return () => diagnostics.unsubscribe(`redial-ws:${name}`, fn)
   })
   const peer = await wsServer((s) => s.close(1012))
+  t.teardown(() => peer.close())
   const client = new ReconnectingWebSocket(peer.url, { minDelay: 1, maxRetries: 1 })
   await new Recorder(client).next('giveup')
   const port = await refusedPort()
@@ -114,7 +115,6 @@ test.serial('diagnostics_channel: open, close, reconnecting, error, giveup', asy
     'error:true', 'close:true', 'giveup:true',
   ])
   await quiescent()
-  await peer.close()
 })
 
 test('NODE_DEBUG=redial-ws logs through util.debuglog', (t) => {
@@ -142,12 +142,12 @@ test.serial('opened(): waits through failed attempts where events.once(client, "
   await until(() => failures >= 2, 'two failed attempts')
   t.is(await viaOnce, 'ERR_CONNECT', 'once() rejected on the first failed attempt')
   const peer = await wsServer(undefined, port)
+  t.teardown(() => peer.close())
   t.deepEqual(await viaOpened, { protocol: '', extensions: '' })
   t.is(client.state, 'open')
   t.deepEqual(await client.opened(), { protocol: '', extensions: '' }, 'already open: at once')
   t.is(client.listenerCount('open'), baseline, 'no listener left behind')
   await client.disconnect()
-  await peer.close()
 
   // It gives up: ERR_GAVE_UP, with the last error as the cause.
   const down = await refusedPort()

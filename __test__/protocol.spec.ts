@@ -71,6 +71,7 @@ async function connectProxy(requiredAuth?: string) {
 
 test.serial('wss:// with a CA made at test time: connects and echoes', async (t) => {
   const server = await wssServer()
+  t.teardown(() => server.close())
   const client = new ReconnectingWebSocket(`wss://localhost:${server.port}/`, { tls: { ca: Buffer.from(certs.ca) } })
   const r = new Recorder(client)
   await r.next('open')
@@ -82,11 +83,11 @@ test.serial('wss:// with a CA made at test time: connects and echoes', async (t)
   await new Recorder(byIp).next('open')
   await byIp.disconnect()
   await quiescent()
-  await server.close()
 })
 
 test.serial('clients with the same trust settings share one TLS config, released with its last client', async (t) => {
   const server = await wssServer()
+  t.teardown(() => server.close())
   const gcUntil = async (ok: () => boolean, what: string) => {
     await until(() => {
       global.gc!()
@@ -109,11 +110,11 @@ test.serial('clients with the same trust settings share one TLS config, released
   t.is(clientStats().tlsConfigs, 2, 'disconnected clients keep their config for the next connect()')
   clients = []
   await gcUntil(() => clientStats().tlsConfigs === 0, 'configs released with their clients')
-  await server.close()
 })
 
 test.serial('a bad certificate is ERR_TLS_CERT and no reconnect storm', async (t) => {
   const server = await wssServer()
+  t.teardown(() => server.close())
   let handshakes = 0
   server.wss.on('connection', () => handshakes++)
   for (const tls of [undefined, { ca: certs.otherCa }, { ca: certs.ca, servername: 'wrong.example' }]) {
@@ -131,28 +132,30 @@ test.serial('a bad certificate is ERR_TLS_CERT and no reconnect storm', async (t
   t.is((await new Recorder(stubborn).next('giveup')).reason, 'maxRetries')
   t.is(stubborn.metrics.connectAttempts, 3)
   await quiescent()
-  await server.close()
 })
 
 test.serial('rejectUnauthorized: false accepts an unknown certificate', async (t) => {
   const server = await wssServer()
+  t.teardown(() => server.close())
   const client = new ReconnectingWebSocket(`wss://127.0.0.1:${server.port}/`, { tls: { rejectUnauthorized: false } })
   await new Recorder(client).next('open')
   t.is(client.state, 'open')
   await client.disconnect()
   await quiescent()
-  await server.close()
 })
 
 test.serial('a CONNECT proxy with credentials, for ws:// and wss://', async (t) => {
   const peer = await wsServer((s) => s.send('via proxy'))
+  t.teardown(() => peer.close())
   const proxy = await connectProxy('user:p@ss')
+  t.teardown(() => proxy.close())
   const proxyUrl = proxy.url.replace('http://', 'http://user:p%40ss@')
   const client = new ReconnectingWebSocket(peer.url, { proxy: proxyUrl })
   t.is(await new Recorder(client).next('message'), 'via proxy')
   t.deepEqual(proxy.seen[0], { target: `127.0.0.1:${peer.port}`, auth: `Basic ${Buffer.from('user:p@ss').toString('base64')}` })
   await client.disconnect()
   const server = await wssServer()
+  t.teardown(() => server.close())
   const secure = new ReconnectingWebSocket(`wss://localhost:${server.port}/`, { proxy: proxyUrl, tls: { ca: certs.ca } })
   const r = new Recorder(secure)
   await r.next('open')
@@ -161,12 +164,13 @@ test.serial('a CONNECT proxy with credentials, for ws:// and wss://', async (t) 
   t.is(proxy.seen[1].target, `localhost:${server.port}`)
   await secure.disconnect()
   await quiescent()
-  await Promise.all([peer.close(), proxy.close(), server.close()])
 })
 
 test.serial('a proxy answering 407 is ERR_PROXY_AUTH and the client gives up', async (t) => {
   const peer = await wsServer()
+  t.teardown(() => peer.close())
   const proxy = await connectProxy('user:secret')
+  t.teardown(() => proxy.close())
   const client = new ReconnectingWebSocket(peer.url, { proxy: proxy.url, minDelay: 1 })
   const r = new Recorder(client)
   const err: RedialError = await r.next('error')
@@ -175,12 +179,13 @@ test.serial('a proxy answering 407 is ERR_PROXY_AUTH and the client gives up', a
   t.is(proxy.seen.length, 1)
   t.is(peer.accepted, 0)
   await quiescent()
-  await Promise.all([peer.close(), proxy.close()])
 })
 
 test.serial('HTTP_PROXY / NO_PROXY from the environment when the option is absent', async (t) => {
   const peer = await wsServer()
+  t.teardown(() => peer.close())
   const proxy = await connectProxy()
+  t.teardown(() => proxy.close())
   const saved = { ...process.env }
   try {
     process.env.HTTP_PROXY = proxy.url
@@ -203,13 +208,19 @@ test.serial('HTTP_PROXY / NO_PROXY from the environment when the option is absen
     process.env = saved
   }
   await quiescent()
-  await Promise.all([peer.close(), proxy.close()])
 })
 
 test.serial('subprotocols, origin and custom headers; a server choosing an unoffered protocol fails the handshake', async (t) => {
   let request: http.IncomingMessage | undefined
   const wss = new WebSocketServer({ host: '127.0.0.1', port: 0, handleProtocols: (protocols) => (protocols.has('chat.v2') ? 'chat.v2' : false) })
   await once(wss, 'listening')
+  t.teardown(
+    () =>
+      new Promise<void>((r) => {
+        for (const c of wss.clients) c.terminate()
+        wss.close(() => r())
+      }),
+  )
   wss.on('connection', (_s, req) => (request = req))
   const url = `ws://127.0.0.1:${(wss.address() as net.AddressInfo).port}/`
   const client = new ReconnectingWebSocket(url, { protocols: ['chat.v1', 'chat.v2'], origin: 'https://app.example', headers: { 'x-trace': 'abc' } })
@@ -220,16 +231,15 @@ test.serial('subprotocols, origin and custom headers; a server choosing an unoff
   t.is(request?.headers.origin, 'https://app.example')
   t.is(request?.headers['x-trace'], 'abc')
   await client.disconnect()
-  await new Promise((r) => wss.close(r))
 
   const liar = await rawServer((s) =>
     acceptUpgrade(s, () => {}, 'Sec-WebSocket-Protocol: not-offered\r\n'),
   )
+  t.teardown(() => liar.close())
   const strict = new ReconnectingWebSocket(liar.url, { protocols: 'chat.v1', minDelay: 60_000 })
   t.is(((await new Recorder(strict).next('error')) as RedialError).code, 'ERR_HANDSHAKE')
   await strict.disconnect()
   await quiescent()
-  await liar.close()
 })
 
 /** A raw server that upgrades, sends `frame`, and records the close code the client answers with. */
@@ -255,6 +265,7 @@ test.serial('invalid UTF-8 closes with 1007, a protocol violation with 1002, an 
   ]
   for (const [frame, code, errCode, options] of cases) {
     const { peer, codes } = await misbehaving(frame)
+    t.teardown(() => peer.close())
     const client = new ReconnectingWebSocket(peer.url, { minDelay: 60_000, ...options })
     const r = new Recorder(client)
     const err: RedialError = await r.next('error')
@@ -272,6 +283,7 @@ test.serial('invalid UTF-8 closes with 1007, a protocol violation with 1002, an 
 
 test.serial('clients of one URL share native configuration only when their options match', async (t) => {
   const peer = await wsServer((s) => s.send(Buffer.alloc(100)))
+  t.teardown(() => peer.close())
   const plain = [new ReconnectingWebSocket(peer.url), new ReconnectingWebSocket(peer.url)]
   const strict = new ReconnectingWebSocket(peer.url, { maxPayload: 50, minDelay: 60_000 })
   // Recorders from the start: events of all three may arrive while the first is awaited.
@@ -283,11 +295,11 @@ test.serial('clients of one URL share native configuration only when their optio
   t.is(r.count('message'), 0)
   await Promise.all([...plain, strict].map((c) => c.disconnect()))
   await quiescent()
-  await peer.close()
 })
 
 test.serial('binaryType: nodebuffer, arraybuffer, uint8array', async (t) => {
   const peer = await wsServer((s) => s.on('message', () => s.send(Buffer.from([1, 2, 3]))))
+  t.teardown(() => peer.close())
   const client = new ReconnectingWebSocket(peer.url, { binaryType: 'arraybuffer' })
   const r = new Recorder(client)
   await r.next('open')
@@ -305,12 +317,12 @@ test.serial('binaryType: nodebuffer, arraybuffer, uint8array', async (t) => {
   t.throws(() => (client.binaryType = 'blob' as never), { code: 'ERR_OUT_OF_RANGE' } as never)
   await client.disconnect()
   await quiescent()
-  await peer.close()
 })
 
 test.serial('credentials in the URL become Basic authorization; IPv6 literals work', async (t) => {
   let request: http.IncomingMessage | undefined
   const peer = await wsServer()
+  t.teardown(() => peer.close())
   peer.wss.on('connection', (_s, req) => (request = req))
   const url = peer.url.replace('ws://', 'ws://al%40ice:s3cr%3At@')
   const client = new ReconnectingWebSocket(url)
@@ -327,9 +339,15 @@ test.serial('credentials in the URL become Basic authorization; IPv6 literals wo
   t.is(second?.headers.authorization, `Basic ${Buffer.from('al@ice:s3cr:t').toString('base64')}`)
   t.is(second?.headers.host, `127.0.0.1:${peer.port}`)
   await again.disconnect()
-  await peer.close()
 
   const wss = new WebSocketServer({ host: '::1', port: 0 })
+  t.teardown(
+    () =>
+      new Promise<void>((r) => {
+        for (const c of wss.clients) c.terminate()
+        wss.close(() => r())
+      }),
+  )
   const ready = await Promise.race([once(wss, 'listening').then(() => true), once(wss, 'error').then(() => false)])
   if (!ready) return t.log('no IPv6 loopback here: skipped the [::1] part')
   const v6 = new ReconnectingWebSocket(`ws://[::1]:${(wss.address() as net.AddressInfo).port}/`)
@@ -337,7 +355,6 @@ test.serial('credentials in the URL become Basic authorization; IPv6 literals wo
   t.is(v6.state, 'open')
   await v6.disconnect()
   await quiescent()
-  await new Promise((r) => wss.close(r))
 })
 
 /** An unmasked server frame. */
@@ -406,6 +423,7 @@ test.serial('frames in the upgrade response packet, trickled byte by byte, fragm
     }
     sock.on('data', onHead)
   })
+  t.teardown(() => peer.close())
   const client = new ReconnectingWebSocket(peer.url, { minDelay: 60_000 })
   const r = new Recorder(client, ['open', 'message', 'close', 'error', 'ping'])
   await r.next('open')
@@ -431,7 +449,6 @@ test.serial('frames in the upgrade response packet, trickled byte by byte, fragm
   t.is(r.count('error'), 0)
   await client.disconnect()
   await quiescent()
-  await peer.close()
 })
 
 test.serial('the upgrade is refused on a wrong Sec-WebSocket-Accept or an extension we did not offer', async (t) => {
@@ -454,6 +471,7 @@ test.serial('the upgrade is refused on a wrong Sec-WebSocket-Accept or an extens
         )
       })
     })
+    t.teardown(() => peer.close())
     const client = new ReconnectingWebSocket(peer.url, { minDelay: 60_000, perMessageDeflate })
     const r = new Recorder(client)
     const err: RedialError = await r.next('error')

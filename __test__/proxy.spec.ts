@@ -58,7 +58,9 @@ async function rawProxy(answer: (head: string) => string) {
 
 test.serial('a peer answering "SSH-2.0 200 ok" is not a proxy: ERR_PROXY, and no upgrade request is written to it', async (t) => {
   const target = await wsServer()
+  t.teardown(() => target.close())
   const proxy = await rawProxy(() => 'SSH-2.0 200 ok\r\n\r\n')
+  t.teardown(() => proxy.close())
   const password = 'hunter2-xyzzy'
   const client = new ReconnectingWebSocket(target.url.replace('ws://', `ws://alice:${password}@`), {
     proxy: proxy.proxyUrl,
@@ -80,7 +82,6 @@ test.serial('a peer answering "SSH-2.0 200 ok" is not a proxy: ERR_PROXY, and no
   t.is(proxy.exchanges.length, 1)
   t.is(target.accepted, 0)
   await quiescent()
-  await Promise.all([target.close(), proxy.close()])
 })
 
 test.serial('answers that are not an HTTP/1.x status line are ERR_PROXY with nothing written after the head', async (t) => {
@@ -95,7 +96,9 @@ test.serial('answers that are not an HTTP/1.x status line are ERR_PROXY with not
   ]
   let answer = ''
   const proxy = await rawProxy(() => answer)
+  t.teardown(() => proxy.close())
   const target = await wsServer()
+  t.teardown(() => target.close())
   for (answer of answers) {
     const client = new ReconnectingWebSocket(target.url, { proxy: proxy.proxyUrl, maxRetries: 0, connectTimeout: 2_000 })
     const r = new Recorder(client)
@@ -108,7 +111,6 @@ test.serial('answers that are not an HTTP/1.x status line are ERR_PROXY with not
   }
   t.is(target.accepted, 0)
   await quiescent()
-  await Promise.all([target.close(), proxy.close()])
 })
 
 test.serial("a proxy's 403 is ERR_PROXY with proxyStatus; shouldReconnect tells it apart from the target's own 403", async (t) => {
@@ -116,8 +118,10 @@ test.serial("a proxy's 403 is ERR_PROXY with proxyStatus; shouldReconnect tells 
   const target = await rawServer((socket) =>
     socket.once('data', () => socket.end('HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n')),
   )
+  t.teardown(() => target.close())
   let refuse = true
   const proxy = await rawProxy(() => (refuse ? 'HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n' : 'tunnel'))
+  t.teardown(() => proxy.close())
   const attempt = async () => {
     const infos: ReconnectInfo[] = []
     const client = new ReconnectingWebSocket(target.url, {
@@ -148,13 +152,14 @@ test.serial("a proxy's 403 is ERR_PROXY with proxyStatus; shouldReconnect tells 
   t.deepEqual(byTarget.infos, [{ kind: 'handshake', status: 403, headers: { 'content-length': '0' }, attempt: 1 }])
   t.is(target.accepted, 1, 'through the tunnel')
   await quiescent()
-  await Promise.all([target.close(), proxy.close()])
 })
 
 test.serial('other refusals: 5xx is ERR_PROXY and retried by default, 407 stays ERR_PROXY_AUTH; both carry proxyStatus', async (t) => {
   const target = await wsServer()
+  t.teardown(() => target.close())
   let status = 502
   const proxy = await rawProxy(() => `HTTP/1.1 ${status} Whatever\r\n\r\n`)
+  t.teardown(() => proxy.close())
   const infos: ReconnectInfo[] = []
   const retried = new ReconnectingWebSocket(target.url, { proxy: proxy.proxyUrl, minDelay: 1, maxRetries: 1 })
   const r = new Recorder(retried)
@@ -177,12 +182,13 @@ test.serial('other refusals: 5xx is ERR_PROXY and retried by default, 407 stays 
   t.is(proxy.exchanges.length, 3)
   t.is(target.accepted, 0)
   await quiescent()
-  await Promise.all([target.close(), proxy.close()])
 })
 
 test.serial('an HTTP/1.0 200 without a reason phrase is a tunnel', async (t) => {
   const target = await rawServer((socket) => acceptUpgrade(socket, (s) => s.write(Buffer.from([0x81, 0x02, 0x68, 0x69]))))
+  t.teardown(() => target.close())
   const proxy = await rawProxy(() => 'tunnel')
+  t.teardown(() => proxy.close())
   // A short closeTimeout: the raw target does not answer the close frame.
   const client = new ReconnectingWebSocket(target.url, { proxy: proxy.proxyUrl, closeTimeout: 50 })
   const r = new Recorder(client)
@@ -190,5 +196,4 @@ test.serial('an HTTP/1.0 200 without a reason phrase is a tunnel', async (t) => 
   t.regex(proxy.exchanges[0].after.toString('latin1'), /^GET \/ HTTP\/1\.1\r\n/)
   await client.disconnect()
   await quiescent()
-  await Promise.all([target.close(), proxy.close()])
 })

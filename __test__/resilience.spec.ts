@@ -34,6 +34,7 @@ async function refusingServer(status: number, headers: Record<string, string> = 
 
 test.serial('a 401 stops at once: one attempt, a giveup, no timer', async (t) => {
   const server = await refusingServer(401)
+  t.teardown(() => server.close())
   const client = new ReconnectingWebSocket(server.url, { minDelay: 1 })
   const r = new Recorder(client)
   const giveup = await r.next('giveup')
@@ -48,11 +49,11 @@ test.serial('a 401 stops at once: one attempt, a giveup, no timer', async (t) =>
   t.is(server.attempts, 1)
   t.is(client.metrics.connectAttempts, 1)
   t.is(r.count('reconnecting'), 0)
-  await server.close()
 })
 
 test.serial('a 503 with Retry-After: 1 waits about a second', async (t) => {
   const server = await refusingServer(503, { 'Retry-After': '1' })
+  t.teardown(() => server.close())
   const client = new ReconnectingWebSocket(server.url, { minDelay: 10, maxDelay: 5_000 })
   const r = new Recorder(client)
   const rec = await r.next('reconnecting')
@@ -62,11 +63,11 @@ test.serial('a 503 with Retry-After: 1 waits about a second', async (t) => {
   t.true(waited >= 950, `waited ${waited.toFixed(0)} ms`)
   await client.disconnect()
   await quiescent()
-  await server.close()
 })
 
 test.serial('Retry-After is capped by maxDelay unless honorRetryAfter is "always"', async (t) => {
   const server = await refusingServer(429, { 'Retry-After': '120' })
+  t.teardown(() => server.close())
   const capped = new ReconnectingWebSocket(server.url, { minDelay: 10, maxDelay: 2_000 })
   t.is((await new Recorder(capped).next('reconnecting')).delay, 2_000)
   await capped.disconnect()
@@ -74,12 +75,12 @@ test.serial('Retry-After is capped by maxDelay unless honorRetryAfter is "always
   t.is((await new Recorder(always).next('reconnecting')).delay, 120_000)
   await always.disconnect()
   await quiescent()
-  await server.close()
 })
 
 test.serial('server close codes 1002/1003/1007/1008 stop; others reconnect', async (t) => {
   let next = 1008
   const peer = await wsServer((socket) => socket.close(next))
+  t.teardown(() => peer.close())
   const policy = new ReconnectingWebSocket(peer.url, { minDelay: 1 })
   const r = new Recorder(policy)
   const giveup = await r.next('giveup')
@@ -96,11 +97,11 @@ test.serial('server close codes 1002/1003/1007/1008 stop; others reconnect', asy
   await r2.next('open')
   await retried.disconnect()
   await quiescent()
-  await peer.close()
 })
 
 test.serial('shouldReconnect sees what failed and decides, synchronously or not', async (t) => {
   const peer = await wsServer((socket) => socket.close(4000, 'maintenance'))
+  t.teardown(() => peer.close())
   const seen: unknown[] = []
   const client = new ReconnectingWebSocket(peer.url, {
     minDelay: 1,
@@ -120,6 +121,7 @@ test.serial('shouldReconnect sees what failed and decides, synchronously or not'
   await quiescent()
 
   const refusing = await refusingServer(401, { 'X-Reason': 'expired' })
+  t.teardown(() => refusing.close())
   let info: any
   const overridden = new ReconnectingWebSocket(refusing.url, {
     minDelay: 1,
@@ -136,7 +138,6 @@ test.serial('shouldReconnect sees what failed and decides, synchronously or not'
   t.is(info.headers['x-reason'], 'expired')
   t.is(refusing.attempts, 3)
   await quiescent()
-  await refusing.close()
 
   const port = await refusedPort()
   let errInfo: any
@@ -144,11 +145,11 @@ test.serial('shouldReconnect sees what failed and decides, synchronously or not'
   await new Recorder(net).next('giveup')
   t.deepEqual(errInfo, { kind: 'error', code: 'ERR_CONNECT', attempt: 1 })
   await quiescent()
-  await peer.close()
 })
 
 test.serial('a half-open peer (stops reading and answering) is detected within pingInterval + pongTimeout', async (t) => {
   const deaf = await rawServer((s) => acceptUpgrade(s, (sock) => sock.pause()))
+  t.teardown(() => deaf.close())
   const client = new ReconnectingWebSocket(deaf.url, { pingInterval: 200, pongTimeout: 200, minDelay: 60_000 })
   const r = new Recorder(client)
   await r.next('open')
@@ -164,11 +165,11 @@ test.serial('a half-open peer (stops reading and answering) is detected within p
   t.is(clientStats().heartbeats, 0, 'the heartbeat died with its connection')
   await client.disconnect()
   await quiescent()
-  await deaf.close()
 })
 
 test.serial('a live peer that answers pings is never declared dead; ping()/pong and server pings', async (t) => {
   const peer = await wsServer()
+  t.teardown(() => peer.close())
   const client = new ReconnectingWebSocket(peer.url, { pingInterval: 30, pongTimeout: 30 })
   const r = new Recorder(client, ['open', 'close', 'error', 'ping', 'pong'])
   await r.next('open')
@@ -186,11 +187,11 @@ test.serial('a live peer that answers pings is never declared dead; ping()/pong 
   t.is(clientStats().heartbeats, 0)
   t.throws(() => client.ping(), { message: /Cannot ping/ })
   await quiescent()
-  await peer.close()
 })
 
 test.serial('a server killed and restarted is reconnected; messages sent meanwhile arrive once, in order', async (t) => {
   let peer = await wsServer()
+  t.teardown(() => peer.close())
   const port = peer.port
   const client = new ReconnectingWebSocket(peer.url, { minDelay: 20, maxDelay: 50 })
   const r = new Recorder(client)
@@ -213,7 +214,6 @@ test.serial('a server killed and restarted is reconnected; messages sent meanwhi
   t.is(client.metrics.queuedMessages, 0)
   await client.disconnect()
   await quiescent()
-  await peer.close()
 })
 
 test.serial('queue overflow: "reject" throws ERR_QUEUE_FULL and keeps what it had', async (t) => {
@@ -267,6 +267,7 @@ test.serial('disconnect({ flush: true }) during a backoff wait connects, writes 
     if (!accept) return socket.close(1012)
     socket.on('message', (d) => got.push(d.toString()))
   })
+  t.teardown(() => peer.close())
   const client = new ReconnectingWebSocket(peer.url, { minDelay: 60_000, jitter: 'none' })
   const r = new Recorder(client)
   await r.next('reconnecting')
@@ -278,12 +279,12 @@ test.serial('disconnect({ flush: true }) during a backoff wait connects, writes 
   t.deepEqual(got, ['q1', 'q2'])
   t.is(client.state, 'closed')
   await quiescent()
-  await peer.close()
 })
 
 test.serial('providers: a fresh token per attempt; two rejections are failed attempts, the third connects', async (t) => {
   const seen: Array<{ url: string; auth?: string; protocol?: string }> = []
   const peer = await wsServer()
+  t.teardown(() => peer.close())
   peer.wss.on('connection', (_s, req) => seen.push({ url: req.url!, auth: req.headers.authorization, protocol: req.headers['sec-websocket-protocol'] }))
   let calls = 0
   const client = new ReconnectingWebSocket(async ({ attempt }) => `${peer.url}?attempt=${attempt}`, {
@@ -306,23 +307,23 @@ test.serial('providers: a fresh token per attempt; two rejections are failed att
   t.is(client.url, `${peer.url}?attempt=2`)
   await client.disconnect()
   await quiescent()
-  await peer.close()
 })
 
 test.serial('a provider that never settles is bounded by connectTimeout', async (t) => {
   const peer = await wsServer()
+  t.teardown(() => peer.close())
   const client = new ReconnectingWebSocket(peer.url, { connectTimeout: 100, minDelay: 60_000, headers: () => new Promise<Record<string, string>>(() => {}) })
   const err: RedialError = await new Recorder(client).next('error')
   t.is(err.code, 'ERR_CONNECT_TIMEOUT')
   t.is(peer.accepted, 0)
   await client.disconnect()
   await quiescent()
-  await peer.close()
 })
 
 test.serial('reconnect() forces a fresh connection: one connection, one timer', async (t) => {
   let lastClose: number | undefined
   const peer = await wsServer((socket) => socket.on('close', (code) => (lastClose = code)))
+  t.teardown(() => peer.close())
   const client = new ReconnectingWebSocket(peer.url, { minDelay: 60_000 })
   const r = new Recorder(client)
   await r.next('open')
@@ -344,7 +345,6 @@ test.serial('reconnect() forces a fresh connection: one connection, one timer', 
   t.is(peer.accepted, 3)
   await client.disconnect()
   await quiescent()
-  await peer.close()
 })
 
 test('bad resilience options get coded errors', (t) => {

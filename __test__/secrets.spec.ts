@@ -32,6 +32,7 @@ test.serial('NODE_DEBUG=redial-ws never logs the password, through opens, closes
     // The first connection is dropped: close, reconnecting, connect, open again.
     if (p.accepted === 1) socket.close(1012)
   })
+  t.teardown(() => peer.close())
   peer.wss.on('connection', (_s, req) => auth.push(req.headers.authorization))
   const refused = await refusedPort()
   const index = fileURLToPath(new URL('../index.js', import.meta.url))
@@ -72,7 +73,6 @@ test.serial('NODE_DEBUG=redial-ws never logs the password, through opens, closes
   // ... and nowhere in the output.
   t.deepEqual(leaks(stderr + stdout), [], stderr + stdout)
   await quiescent()
-  await peer.close()
 })
 
 test('synchronous errors name the URL without its password', (t) => {
@@ -146,7 +146,9 @@ test.serial('a proxy with credentials that refuses or answers garbage: no passwo
     }
     socket.on('data', onData)
   })
+  t.teardown(() => proxy.close())
   const target = await wsServer()
+  t.teardown(() => target.close())
   const proxyUrl = `http://bob:${PASSWORD}@127.0.0.1:${proxy.port}`
   for (answer of answers) {
     const client = new ReconnectingWebSocket(target.url.replace('ws://', `ws://alice:${PASSWORD}@`), {
@@ -169,5 +171,4 @@ test.serial('a proxy with credentials that refuses or answers garbage: no passwo
   }
   t.is(target.accepted, 0)
   await quiescent()
-  await Promise.all([proxy.close(), target.close()])
 })

@@ -30,6 +30,7 @@ test.serial("the public methods refuse another addon's wrapped object and plain 
 
 test.serial('a panic in the client task ends the client with ERR_INTERNAL, and disconnect() resolves', async (t) => {
   const peer = await wsServer()
+  t.teardown(() => peer.close())
   const before = clientStats()
   const client = new ReconnectingWebSocket(peer.url, { minDelay: 10 })
   const rec = new Recorder(client)
@@ -46,7 +47,6 @@ test.serial('a panic in the client task ends the client with ERR_INTERNAL, and d
   t.is(after.runningTasks, before.runningTasks)
   t.is(after.openConnections, before.openConnections)
   t.is(rec.count('reconnecting'), 0)
-  await peer.close()
 })
 
 test.serial('every counter is back when disconnect() resolves right after a giveup', async (t) => {
@@ -91,6 +91,7 @@ test.serial('an echo handler never throws when the server closes right after sen
       for (let i = 0; i < 20; i++) socket.send(`m${i}`)
       socket.close(1000)
     })
+    t.teardown(() => peer.close())
     const client = new ReconnectingWebSocket(peer.url, { maxRetries: 0, ...(queue === false ? { queue } : {}) })
     const rec = new Recorder(client, ['message', 'close', 'drop', 'giveup'])
     const thrown: unknown[] = []
