@@ -240,3 +240,37 @@ test.serial('disconnect() leaves the close to the driver: the watch goes at once
   t.is(clientStats().openConnections, 0)
   await quiescent()
 })
+
+test.serial('a socket read on the JS thread that fills up is written to the end once the peer reads again', async (t) => {
+  // While the JS thread reads, the socket has no registration with the tokio reactor; a write of
+  // the driver's that finds it full must register it for room to write, or it would never finish.
+  const got: number[] = []
+  let server: import('node:net').Socket | undefined
+  let serverWs: import('ws').WebSocket | undefined
+  const peer = await wsServer((socket) => {
+    serverWs = socket
+    socket.on('message', (d) => got.push(Number(d.toString().slice(0, 8))))
+    server = (socket as unknown as { _socket: import('node:net').Socket })._socket
+  })
+  t.teardown(() => peer.close())
+  const client = new ReconnectingWebSocket(peer.url)
+  const r = new Recorder(client)
+  await r.next('open')
+  await until(() => clientStats().jsReaders === 1 && server !== undefined, 'the socket is watched by the JS thread')
+  server!.pause()
+  const pad = 'x'.repeat(1016)
+  const total = 20_000
+  // ~20 MiB: far more than the socket buffers hold while the peer does not read.
+  for (let i = 0; i < total; i++) client.send(String(i).padStart(8, '0') + pad)
+  await until(() => client.bufferedAmount > 0, 'writes wait for room')
+  // The JS thread still reads while the driver waits to write.
+  serverWs!.send('still here')
+  t.is(await r.next('message'), 'still here')
+  server!.resume()
+  await until(() => got.length === total, `all ${total} messages (have ${got.length})`, 20_000)
+  t.true(got.every((n, i) => n === i), 'in order, none lost or doubled')
+  await until(() => client.bufferedAmount === 0, 'nothing left to write')
+  t.is(client.metrics.messagesSent, total)
+  await client.disconnect()
+  await quiescent()
+})

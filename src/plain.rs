@@ -5,9 +5,10 @@
 //! tokio's `TcpStream` asks its reactor for both directions, edge-triggered, for as long as it
 //! lives: while the JS thread reads the socket, every arriving segment would still wake the tokio
 //! worker for nothing (one wake-up per message of an echo). So on Unix the socket's registration
-//! changes with its reader: for both directions while the driver reads, for room to write only
-//! while the JS thread does (`ReadHalf::unregister` when it takes over; the driver's next read
-//! registers it again). One descriptor, one registration at a time, as with tokio's own stream.
+//! changes with its reader: for both directions while the driver reads, none while the JS thread
+//! does (`ReadHalf::unregister` when it takes over; the driver's next read registers it again, and
+//! a driver's write that finds the socket full registers it for room to write). One descriptor,
+//! one registration at most, as with tokio's own stream.
 //! Elsewhere the JS thread never reads, and tokio's own halves are used.
 
 use std::io;
@@ -42,12 +43,9 @@ mod unix {
         let runtime = Handle::try_current().map_err(io::Error::other)?;
         let stream = tcp.into_std()?;
         let raw = stream.as_raw_fd();
-        let registered = napi_raw::register_socket(&runtime, stream, BOTH).map_err(|(_, e)| e)?;
+        let io = napi_raw::register_socket(&runtime, stream, BOTH).map_err(|(_, e)| e)?;
         let socket = Arc::new(Socket {
-            registered: Mutex::new(Some(Registered {
-                io: registered,
-                reading: true,
-            })),
+            held: Mutex::new(Some(Held::Watched { io, reading: true })),
             runtime,
             raw,
             writer: AtomicWaker::new(),
@@ -58,9 +56,9 @@ mod unix {
     const BOTH: Interest = Interest::READABLE.add(Interest::WRITABLE);
 
     struct Socket {
-        /// The socket (it owns the descriptor) and its registration with the reactor. `None` only
-        /// for the instant of a change of interest, under the lock.
-        registered: Mutex<Option<Registered>>,
+        /// The socket (it owns the descriptor), with its registration while it has one. `None`
+        /// only for the instant of a change, under the lock, or after the reactor refused one.
+        held: Mutex<Option<Held>>,
         runtime: Handle,
         raw: RawSocket,
         /// The driver, while its write waits for room (a change of registration drops the
@@ -68,38 +66,67 @@ mod unix {
         writer: AtomicWaker,
     }
 
-    struct Registered {
-        io: AsyncFd<TcpStream>,
-        /// Registered for data too (the driver reads), or only for room to write.
-        reading: bool,
+    enum Held {
+        /// Registered for data too (`reading`: the driver reads), or only for room to write (the
+        /// JS thread reads, and a write of the driver's found the socket full).
+        Watched { io: AsyncFd<TcpStream>, reading: bool },
+        /// Not registered: the JS thread reads, and writes find room (an idle connection's state;
+        /// a registration is a 256-byte record in the reactor).
+        Bare(TcpStream),
+    }
+
+    impl Held {
+        fn stream(&self) -> &TcpStream {
+            match self {
+                Held::Watched { io, .. } => io.get_ref(),
+                Held::Bare(stream) => stream,
+            }
+        }
+
+        /// What the reactor watches for: nothing (`None`), room to write, or data too.
+        fn watch(&self) -> Option<bool> {
+            match self {
+                Held::Watched { reading, .. } => Some(*reading),
+                Held::Bare(_) => None,
+            }
+        }
     }
 
     impl Socket {
-        fn lock(&self) -> MutexGuard<'_, Option<Registered>> {
-            self.registered.lock().unwrap_or_else(|p| p.into_inner())
+        fn lock(&self) -> MutexGuard<'_, Option<Held>> {
+            self.held.lock().unwrap_or_else(|p| p.into_inner())
         }
 
-        /// Registers the socket for data (`reading`) or not. False if the reactor refused (the
-        /// socket then keeps the registration it had, or, failing even that, has none: its reads
-        /// and writes fail and the connection ends).
-        fn set_reading(&self, slot: &mut Option<Registered>, reading: bool) -> bool {
-            if slot.as_ref().is_none_or(|r| r.reading == reading) {
-                return slot.is_some();
+        /// Has the reactor watch the socket for nothing (`None`), room to write (`Some(false)`)
+        /// or data too (`Some(true)`). False if the reactor refused: the socket is then left
+        /// unregistered, and the caller fails its read or write (the connection ends).
+        fn set_watch(&self, slot: &mut Option<Held>, watch: Option<bool>) -> bool {
+            let Some(held) = slot.take() else { return false };
+            if held.watch() == watch {
+                *slot = Some(held);
+                return true;
             }
-            let Some(old) = slot.take() else { return false };
-            let stream = old.io.into_inner();
-            let interest = if reading { BOTH } else { Interest::WRITABLE };
-            let ok = match napi_raw::register_socket(&self.runtime, stream, interest) {
-                Ok(io) => {
-                    *slot = Some(Registered { io, reading });
+            let stream = match held {
+                Held::Watched { io, .. } => io.into_inner(),
+                Held::Bare(stream) => stream,
+            };
+            let ok = match watch {
+                None => {
+                    *slot = Some(Held::Bare(stream));
                     true
                 }
-                Err((stream, _)) => {
-                    let back = if reading { Interest::WRITABLE } else { BOTH };
-                    *slot = napi_raw::register_socket(&self.runtime, stream, back)
-                        .ok()
-                        .map(|io| Registered { io, reading: !reading });
-                    false
+                Some(reading) => {
+                    let interest = if reading { BOTH } else { Interest::WRITABLE };
+                    match napi_raw::register_socket(&self.runtime, stream, interest) {
+                        Ok(io) => {
+                            *slot = Some(Held::Watched { io, reading });
+                            true
+                        }
+                        Err((stream, _)) => {
+                            *slot = Some(Held::Bare(stream));
+                            false
+                        }
+                    }
                 }
             };
             self.writer.wake();
@@ -120,20 +147,20 @@ mod unix {
             self.socket.raw
         }
 
-        /// The driver stops reading (the JS thread does): the reactor stops watching for data,
-        /// so that arriving messages do not wake the tokio worker. False if that failed (the
-        /// driver then keeps reading).
+        /// The driver stops reading (the JS thread does): the socket leaves the reactor, so that
+        /// arriving messages do not wake the tokio worker (a write that finds it full registers
+        /// it for room again). False if that failed (the driver then keeps reading).
         pub fn unregister(&mut self) -> bool {
             let mut slot = self.socket.lock();
-            self.socket.set_reading(&mut slot, false)
+            self.socket.set_watch(&mut slot, None)
         }
 
         pub(super) fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
             let mut slot = self.socket.lock();
-            if slot.as_ref().is_some_and(|r| !r.reading) {
+            if slot.as_ref().is_some_and(|h| h.watch() != Some(true)) {
                 // The driver reads again: a new registration reports data already there only on
                 // the reactor's next turn, so look now.
-                if !self.socket.set_reading(&mut slot, true) {
+                if !self.socket.set_watch(&mut slot, Some(true)) {
                     return Poll::Ready(Err(gone()));
                 }
                 match napi_raw::recv_now(self.socket.raw, buf) {
@@ -141,11 +168,11 @@ mod unix {
                     done => return Poll::Ready(done.map(|_| ())),
                 }
             }
-            let Some(registered) = slot.as_ref() else {
+            let Some(Held::Watched { io, .. }) = slot.as_ref() else {
                 return Poll::Ready(Err(gone()));
             };
             loop {
-                let mut ready = ready!(registered.io.poll_read_ready(cx))?;
+                let mut ready = ready!(io.poll_read_ready(cx))?;
                 if let Ok(done) = ready.try_io(|_| napi_raw::recv_now(self.socket.raw, buf)) {
                     return Poll::Ready(done.map(|_| ()));
                 }
@@ -161,24 +188,31 @@ mod unix {
         /// Writes what the socket takes now, without waiting.
         pub fn try_write(&mut self, buf: &[u8]) -> io::Result<usize> {
             match self.socket.lock().as_ref() {
-                Some(r) => r.io.get_ref().write(buf),
+                Some(held) => held.stream().write(buf),
                 None => Err(gone()),
             }
         }
 
         pub fn poll_write(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-            let slot = self.socket.lock();
-            let Some(registered) = slot.as_ref() else {
+            let mut slot = self.socket.lock();
+            let Some(held) = slot.as_ref() else {
                 return Poll::Ready(Err(gone()));
             };
             // Writable unless the last write filled the socket: no need to ask the reactor first.
-            match registered.io.get_ref().write(buf) {
+            match held.stream().write(buf) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 done => return Poll::Ready(done),
             }
+            // Full: wait for room, registering the socket for it if nothing watches it.
+            if held.watch().is_none() && !self.socket.set_watch(&mut slot, Some(false)) {
+                return Poll::Ready(Err(gone()));
+            }
             self.socket.writer.register(cx.waker());
+            let Some(Held::Watched { io, .. }) = slot.as_ref() else {
+                return Poll::Ready(Err(gone()));
+            };
             loop {
-                let mut ready = ready!(registered.io.poll_write_ready(cx))?;
+                let mut ready = ready!(io.poll_write_ready(cx))?;
                 if let Ok(done) = ready.try_io(|s| s.get_ref().write(buf)) {
                     return Poll::Ready(done);
                 }
@@ -187,10 +221,10 @@ mod unix {
 
         pub fn poll_shutdown(&mut self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
             let slot = self.socket.lock();
-            let Some(registered) = slot.as_ref() else {
+            let Some(held) = slot.as_ref() else {
                 return Poll::Ready(Err(gone()));
             };
-            Poll::Ready(match registered.io.get_ref().shutdown(Shutdown::Write) {
+            Poll::Ready(match held.stream().shutdown(Shutdown::Write) {
                 Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(()),
                 done => done,
             })
