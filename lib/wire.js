@@ -9,7 +9,7 @@
 
 const N = require('./native')
 
-const { events: EVENTS, send: SEND, textBatchAscii: TEXT_BATCH_ASCII } = N.wireProtocol()
+const { events: EVENTS, send: SEND } = N.wireProtocol()
 
 /** The send() outcomes lib/client.js tells apart: the addon must report exactly these. */
 const SEND_OUTCOMES = ['sent', 'queued', 'notOpen', 'queueFull', 'dropping', 'corked', 'notConnected']
@@ -127,22 +127,13 @@ function listen(byName) {
 }
 
 /**
- * Calls `fn.call(target, text)` for each message of a text run, laid out as
- * `[count: u32, top bit: all ASCII][end: u32 x count][utf-8 bytes]` (src/protocol.rs):
- * one string per message, made here. A throwing listener does not lose the rest.
+ * Calls `fn.call(target, text)` for each string of a text run (an array the addon made, see
+ * src/protocol.rs). A throwing listener does not lose the rest.
  */
-function forEachText(buf, fn, target) {
-  const head = buf.readUInt32LE(0)
-  // All ASCII: each string is a copy of its bytes (the addon validated the UTF-8 already).
-  const ascii = (head & TEXT_BATCH_ASCII) !== 0
-  const count = head & ~TEXT_BATCH_ASCII
-  let start = 4 * (count + 1)
-  for (let i = 1; i <= count; i++) {
-    const end = buf.readUInt32LE(4 * i)
-    const text = ascii ? buf.latin1Slice(start, end) : buf.utf8Slice(start, end)
-    start = end
+function forEachText(texts, fn, target) {
+  for (let i = 0; i < texts.length; i++) {
     try {
-      fn.call(target, text)
+      fn.call(target, texts[i])
     } catch (err) {
       rethrowLater(err)
     }

@@ -33,8 +33,8 @@ use crate::direct;
 use crate::errors::ConnError;
 use crate::events::{JsEvent, PolicyInfo};
 use crate::frame::Incoming;
-use crate::napi_raw::{self, CallbackTarget, Obj, OwnerRef, RawValue, Tsfn, Value};
-use crate::protocol::{event as tag, TEXT_BATCH_ASCII};
+use crate::napi_raw::{self, ArrayOf, CallbackTarget, Obj, OwnerRef, RawValue, Tsfn, Value};
+use crate::protocol::event as tag;
 use crate::reader::{self, JsRead};
 use crate::shared::Shared;
 
@@ -168,6 +168,8 @@ struct Registry {
     shutting_down: bool,
     /// The JS function that receives the messages read on the JS thread (`on_readable`).
     dispatch_now: Option<Rc<CallbackTarget>>,
+    /// Makes each batch's array in one call.
+    array_of: Option<Rc<ArrayOf>>,
 }
 
 thread_local! {
@@ -192,6 +194,8 @@ pub fn init(
         with_registry(|r| r.dispatch_now = Some(target));
         reader::enable(true);
     }
+    let array_of = Rc::new(ArrayOf::new(env)?);
+    with_registry(|r| r.array_of = Some(array_of));
     let hub = Arc::new(Hub::new());
     let weak: Weak<Hub> = Arc::downgrade(&hub);
     let tsfn = dispatch
@@ -455,7 +459,7 @@ fn on_readable(env: &Env, id: u64, turn: u64) {
 }
 
 fn empty_array(env: &Env) -> Result<RawValue> {
-    napi_raw::array(env, Vec::new()).map(RawValue::from)
+    napi_raw::array(env, &[]).map(RawValue::from)
 }
 
 /// Turns queued events into the flat JS batch, applying each event's effect on
@@ -466,7 +470,7 @@ fn build_batch(env: &Env, batch: Vec<(u64, JsEvent)>) -> Result<Value> {
     with_registry(|r| -> Result<()> {
         let mut events = batch.into_iter().peekable();
         while let Some((id, event)) = events.next() {
-            // The hot path: a run of text messages of one client travels as one external buffer.
+            // The hot path: a run of text messages of one client travels as one array of strings.
             if let JsEvent::Text(first) = event {
                 take_text_run(id, first, &mut events, &mut texts);
                 let Some(e) = r.clients.get_mut(&id) else { continue };
@@ -485,7 +489,7 @@ fn build_batch(env: &Env, batch: Vec<(u64, JsEvent)>) -> Result<Value> {
                     out.push(text_value(env, one.as_str())?);
                 } else {
                     out.push(napi_raw::to_js(env, tag::TEXT_BATCH)?);
-                    out.push(text_batch(env, &texts)?);
+                    out.push(text_run(env, r.array_of.as_deref(), &texts)?);
                 }
                 continue;
             }
@@ -553,7 +557,10 @@ fn build_batch(env: &Env, batch: Vec<(u64, JsEvent)>) -> Result<Value> {
         Ok(())
     })
     .unwrap_or(Ok(()))?;
-    napi_raw::array(env, out)
+    match with_registry(|r| r.array_of.clone()).flatten() {
+        Some(of) => of.array(env, &out),
+        None => napi_raw::array(env, &out),
+    }
 }
 
 /// Puts `first` and the text messages of client `id` that directly follow it in `texts`.
@@ -584,34 +591,19 @@ fn text_value(env: &Env, text: &str) -> Result<Value> {
 /// Binary messages from this size on are handed to JS without a copy.
 const ZERO_COPY_FROM: usize = 16 * 1024;
 
-/// A run of text messages as one external buffer (the layout is in `protocol`). JS makes each
-/// string straight from it: the strings are the one copy into JS memory.
-fn text_batch(env: &Env, texts: &[Utf8Bytes]) -> Result<Value> {
-    napi_raw::external_buffer(env, text_batch_bytes(texts)?)
-}
-
-/// `[count: u32 LE][end offset: u32 LE × count][utf-8 bytes]`, the count's top bit set when every
-/// byte is ASCII. A batch holds about `BATCH_BYTES` and a text message is at most V8's string
-/// length, so offsets fit, and a batch holds far fewer than 2^31 messages.
-fn text_batch_bytes(texts: &[Utf8Bytes]) -> Result<Vec<u8>> {
-    let head = 4 * (texts.len() + 1);
-    let total = head + texts.iter().map(|t| t.len()).sum::<usize>();
-    let offset = |n: usize| u32::try_from(n).map_err(|_| Error::new(Status::GenericFailure, "text batch over 4 GiB"));
-    let mut count = offset(texts.len())?;
-    if texts.iter().all(|t| t.as_str().is_ascii()) {
-        count |= TEXT_BATCH_ASCII;
+/// A run of text messages as an array of strings, made here: N-API makes a string for about a
+/// third of what `Buffer#latin1Slice`/`utf8Slice` cost a call from JS, and `Array.of` takes them
+/// all at once (callgrind, 64 B messages read on the JS thread: 2,061 → 1,269 instructions per
+/// message with the batch's own array made the same way).
+fn text_run(env: &Env, array_of: Option<&ArrayOf>, texts: &[Utf8Bytes]) -> Result<Value> {
+    let strings = texts
+        .iter()
+        .map(|t| text_value(env, t.as_str()))
+        .collect::<Result<Vec<_>>>()?;
+    match array_of {
+        Some(of) => of.array(env, &strings),
+        None => napi_raw::array(env, &strings),
     }
-    let mut buf = Vec::with_capacity(total);
-    buf.extend_from_slice(&count.to_le_bytes());
-    let mut end = head;
-    for t in texts {
-        end += t.len();
-        buf.extend_from_slice(&offset(end)?.to_le_bytes());
-    }
-    for t in texts {
-        buf.extend_from_slice(t.as_bytes());
-    }
-    Ok(buf)
 }
 
 fn error_obj(env: &Env, e: &ConnError) -> Result<Value> {
@@ -754,27 +746,6 @@ mod tests {
 
     fn text(s: &str) -> JsEvent {
         JsEvent::Text(s.into())
-    }
-
-    fn u32_at(buf: &[u8], i: usize) -> u32 {
-        u32::from_le_bytes(buf[4 * i..4 * i + 4].try_into().unwrap())
-    }
-
-    #[test]
-    fn a_text_batch_is_count_end_offsets_then_the_bytes() {
-        let texts: Vec<Utf8Bytes> = ["a", "", "héllo"].into_iter().map(Utf8Bytes::from).collect();
-        let buf = text_batch_bytes(&texts).unwrap();
-        let head = 4 * 4;
-        assert_eq!(u32_at(&buf, 0), 3, "not all ASCII: no flag");
-        assert_eq!([u32_at(&buf, 1), u32_at(&buf, 2), u32_at(&buf, 3)], [17, 17, 23]);
-        assert_eq!(&buf[head..], "ahéllo".as_bytes());
-        assert_eq!(buf.len(), 23, "the last end offset is the length");
-        let one = text_batch_bytes(&[Utf8Bytes::from("xyz")]).unwrap();
-        assert_eq!(
-            one,
-            [1, 0, 0, 0x80, 11, 0, 0, 0, b'x', b'y', b'z'],
-            "ASCII: the count's top bit"
-        );
     }
 
     #[test]

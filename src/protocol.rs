@@ -5,18 +5,12 @@
 //! `[client, tag, payload, client, tag, payload, ...]`: `client` is the JS client object
 //! (`undefined` for a process warning), `tag` one of [`event`], and `payload` depends on the
 //! tag. A run of text messages of one client travels as one `event::TEXT_BATCH` whose payload
-//! is a Buffer laid out as `[count: u32 LE][end offset: u32 LE × count][utf-8 bytes]`, each end
-//! offset counted from the start of the buffer (the first message starts after the header). The
-//! count's top bit ([`TEXT_BATCH_ASCII`]) says that every byte is ASCII: JS then makes each string
-//! as Latin-1, a copy, without decoding UTF-8 a second time (the decoder has validated it).
+//! is an array of its strings (made by the addon; a one-call `Array.of` for the array).
 //! A run of one (a quiet connection's usual message) is `event::TEXT` with the string itself.
 //!
 //! `clientSendText` / `clientSendBinary` return one of [`send`].
 
 use napi_derive::napi;
-
-/// Set in a text batch's count when every byte of its messages is ASCII.
-pub const TEXT_BATCH_ASCII: u32 = 1 << 31;
 
 /// Tags of the delivery batch.
 pub mod event {
@@ -88,8 +82,6 @@ pub struct WireSend {
 pub struct WireProtocol {
     pub events: WireEvents,
     pub send: WireSend,
-    /// `TEXT_BATCH_ASCII`.
-    pub text_batch_ascii: u32,
 }
 
 /// The event tags and send outcomes, for `lib/` to read once at load time.
@@ -123,7 +115,6 @@ pub fn wire_protocol() -> WireProtocol {
             corked: send::CORKED,
             not_connected: send::NOT_CONNECTED,
         },
-        text_batch_ascii: TEXT_BATCH_ASCII,
     }
 }
 
