@@ -16,6 +16,9 @@ async function refusingServer(status: number, headers: Record<string, string> = 
   server.on('upgrade', (_req, socket: net.Socket) => {
     attempts++
     times.push(performance.now())
+    // A client that disconnects before it has read this answer resets the connection; the http
+    // server no longer listens for errors on an upgrade socket, so an ECONNRESET would be uncaught.
+    socket.on('error', () => {})
     const extra = Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`).join('')
     socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\n${extra}Content-Length: 0\r\n\r\n`)
   })
