@@ -9,12 +9,12 @@
 //! payload straight into the one allocation that JavaScript then receives
 //! without a copy.
 
+use std::future::Future;
 use std::io;
-use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::{AsyncRead, ReadBuf};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tungstenite::Utf8Bytes;
 
 use crate::errors::{self, ConnError};
@@ -302,58 +302,41 @@ impl Decoder {
     }
 
     fn poll_read<R: AsyncRead + Unpin>(&mut self, cx: &mut Context<'_>, io: &mut R) -> Poll<io::Result<usize>> {
-        let spare = match (&self.frame, &mut self.direct) {
+        match (&self.frame, &mut self.direct) {
             // The rest of the large payload, and room for the next frame's header: a stream of
             // large messages then takes one read per message, not a payload read and a header read.
             (Some(h), Some(v)) => {
-                let missing = h.len - v.len();
+                let (end, missing) = (h.len, h.len - v.len());
                 if v.len() == v.capacity() {
                     // Grow with what arrives (at most doubling), never to what the header declares.
                     v.reserve((missing + MAX_HEADER).min(v.capacity().max(DIRECT_FROM)));
                 }
-                let spare = v.spare_capacity_mut();
-                let n = spare.len().min(missing + MAX_HEADER);
-                &mut spare[..n]
+                let n = std::task::ready!(read_into(cx, io, v, missing + MAX_HEADER))?;
+                if v.len() > end {
+                    // What followed the payload is the next frame's: it goes to `buf`.
+                    self.buf.extend_from_slice(&v[end..]);
+                    v.truncate(end);
+                }
+                Poll::Ready(Ok(n))
             }
             _ => {
                 let read_size = self.read_size as usize;
                 if self.buf.capacity() - self.buf.len() < read_size / 4 {
                     self.buf.reserve(read_size);
                 }
-                let spare = self.buf.spare_capacity_mut();
-                if self.after_direct && self.frame.is_none() {
-                    let n = spare.len().min(MAX_HEADER);
-                    &mut spare[..n]
+                let most = if self.after_direct && self.frame.is_none() {
+                    MAX_HEADER
                 } else {
-                    spare
+                    usize::MAX
+                };
+                let n = std::task::ready!(read_into(cx, io, &mut self.buf, most))?;
+                if n >= read_size && read_size < READ_CHUNK {
+                    // The socket had more than we asked for: ask for more next time.
+                    self.read_size *= 2;
                 }
-            }
-        };
-        let mut rb = ReadBuf::uninit(spare);
-        std::task::ready!(Pin::new(io).poll_read(cx, &mut rb))?;
-        let n = rb.filled().len();
-        // SAFETY: `poll_read` initialised the first `n` bytes of the spare capacity.
-        unsafe {
-            match &mut self.direct {
-                Some(v) if self.frame.is_some() => {
-                    let end = self.frame.as_ref().map_or(0, |h| h.len);
-                    v.set_len(v.len() + n);
-                    if v.len() > end {
-                        // What followed the payload is the next frame's: it goes to `buf`.
-                        self.buf.extend_from_slice(&v[end..]);
-                        v.truncate(end);
-                    }
-                }
-                _ => {
-                    self.buf.set_len(self.buf.len() + n);
-                    if n >= self.read_size as usize && (self.read_size as usize) < READ_CHUNK {
-                        // The socket had more than we asked for: ask for more next time.
-                        self.read_size *= 2;
-                    }
-                }
+                Poll::Ready(Ok(n))
             }
         }
-        Poll::Ready(Ok(n))
     }
 
     /// Parses what is buffered: the next message or control frame, or `None` when more bytes are needed.
@@ -637,9 +620,24 @@ impl Limits {
     }
 }
 
+/// One read into `buf`'s spare capacity (uninitialised: nothing is zero-filled first), at most
+/// `most` bytes; the buffer must have room (no room reads 0 bytes, which is end of stream).
+fn read_into<R: AsyncRead + Unpin, B: BufMut>(
+    cx: &mut Context<'_>,
+    io: &mut R,
+    buf: &mut B,
+    most: usize,
+) -> Poll<io::Result<usize>> {
+    // A fresh future per poll holds nothing across polls: a pending read has registered the
+    // waker with the socket itself.
+    std::pin::pin!(io.read_buf(&mut buf.limit(most))).poll(cx)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::pin::Pin;
+    use tokio::io::ReadBuf;
 
     /// A reader that hands out its bytes `step` at a time, then EOF.
     struct Chunks {
