@@ -9,7 +9,7 @@ import { createRequire } from 'node:module'
 import test from 'ava'
 
 import { ReconnectingWebSocket, clientStats } from '../index.js'
-import { Recorder, quiescent, until, wsServer } from './helpers.js'
+import { Recorder, acceptUpgrade, quiescent, rawServer, until, wsServer } from './helpers.js'
 
 /** Times the tokio worker (thread "redial-ws") has gone to sleep and been woken, on Linux. */
 function workerWakeups(): number | null {
@@ -25,6 +25,63 @@ function workerWakeups(): number | null {
 const native = createRequire(import.meta.url)('../lib/native.js') as {
   testingDirectReads(): number
   testingDirectWaits(): number
+  testingClosesFromJs(): number
+}
+
+type Frame = { op: number; payload: Buffer }
+
+/** Reads the frames a client writes (masked, RFC 6455 §5.2): opcode and unmasked payload, in order. */
+class ClientFrames {
+  readonly frames: Frame[] = []
+  #rest = Buffer.alloc(0)
+
+  push(chunk: Buffer): void {
+    const data = this.#rest.length ? Buffer.concat([this.#rest, chunk]) : chunk
+    let i = 0
+    while (i + 2 <= data.length) {
+      let len = data[i + 1] & 0x7f
+      let at = i + 2
+      if (len === 126) {
+        if (at + 2 > data.length) break
+        len = data.readUInt16BE(at)
+        at += 2
+      } else if (len === 127) {
+        if (at + 8 > data.length) break
+        len = Number(data.readBigUInt64BE(at))
+        at += 8
+      }
+      if (at + 4 + len > data.length) break
+      const mask = data.subarray(at, at + 4)
+      const payload = Buffer.from(data.subarray(at + 4, at + 4 + len))
+      for (let k = 0; k < payload.length; k++) payload[k] ^= mask[k & 3]
+      this.frames.push({ op: data[i] & 0x0f, payload })
+      i = at + 4 + len
+    }
+    this.#rest = Buffer.from(data.subarray(i))
+  }
+}
+
+/**
+ * A raw server that reads every frame a client writes after the upgrade. On the client's close it
+ * sends `pingsAfterClose` pings (which must not be answered: nothing may follow a close), then
+ * answers the close and ends. `hold(socket)` may pause the socket first.
+ */
+async function closeRecorder(pingsAfterClose: number, hold?: (socket: import('node:net').Socket) => void) {
+  const got = new ClientFrames()
+  const peer = await rawServer((socket) =>
+    acceptUpgrade(socket, (s) => {
+      hold?.(s)
+      let answered = false
+      s.on('data', (d: Buffer) => {
+        got.push(d)
+        if (answered || got.frames.at(-1)?.op !== 8) return
+        answered = true
+        for (let i = 0; i < pingsAfterClose; i++) s.write(Buffer.from([0x89, 0x00]))
+        s.end(Buffer.from([0x88, 0x02, 0x03, 0xe8]))
+      })
+    }),
+  )
+  return { peer, frames: () => got.frames }
 }
 
 test.serial('a quiet plain connection is read on the JS thread, and the watch goes with it', async (t) => {
@@ -198,7 +255,7 @@ test.serial('the heartbeat counts what the JS thread read; a silent peer still t
   await peer.close()
 })
 
-test.serial('disconnect() leaves the close to the driver: the watch goes at once, and nothing sent before the close is lost', async (t) => {
+test.serial('disconnect() leaves reading the close handshake to the driver: the watch goes at once, and nothing sent before the close is lost', async (t) => {
   // The peer answers "bye" and then the close: the answer arrives after disconnect() was called.
   const peer = await wsServer((socket) => socket.on('message', (d) => socket.send(`${d}-ack`)))
   t.teardown(() => peer.close())
@@ -238,6 +295,57 @@ test.serial('disconnect() leaves the close to the driver: the watch goes at once
   await closing
   t.is(watched, 0, 'no JS-thread watch of a disconnecting client')
   t.is(clientStats().openConnections, 0)
+  await quiescent()
+})
+
+test.serial('disconnect() writes the close on the JS thread, behind what was sent; nothing follows it', async (t) => {
+  const { peer, frames } = await closeRecorder(20)
+  t.teardown(() => peer.close())
+  const client = new ReconnectingWebSocket(peer.url)
+  const r = new Recorder(client)
+  await r.next('open')
+  const before = native.testingClosesFromJs()
+  client.send('one')
+  client.send(Buffer.from('two'))
+  const done = client.disconnect(4001, 'done')
+  t.is(native.testingClosesFromJs() - before, 1, 'written by the call itself')
+  await done
+  t.is((await r.next('close')).code, 1000, "the server's answer")
+  const wrote = frames().map((f) => `${f.op}:${f.op === 8 ? `${f.payload.readUInt16BE(0)} ${f.payload.subarray(2)}` : f.payload}`)
+  t.deepEqual(wrote, ['1:one', '2:two', '8:4001 done'], 'the messages, the close, then nothing (no pong)')
+  await quiescent()
+})
+
+test.serial('a backed-up socket leaves the close to the driver: every message is written before it', async (t) => {
+  let server: import('node:net').Socket | undefined
+  const { peer, frames } = await closeRecorder(0, (s) => {
+    server = s
+    s.pause()
+  })
+  t.teardown(() => peer.close())
+  const client = new ReconnectingWebSocket(peer.url)
+  const r = new Recorder(client)
+  await r.next('open')
+  await until(() => server !== undefined, 'the server holds the socket')
+  const pad = 'x'.repeat(1016)
+  const total = 8_000
+  // ~8 MiB: more than the socket buffers hold while the peer does not read.
+  for (let i = 0; i < total; i++) client.send(String(i).padStart(8, '0') + pad)
+  await until(() => client.bufferedAmount > 0, 'writes wait for room')
+  const before = native.testingClosesFromJs()
+  const done = client.disconnect({ code: 4002, reason: 'later', flush: true })
+  t.is(native.testingClosesFromJs(), before, 'not from the JS thread: messages are still waiting')
+  server!.resume()
+  t.deepEqual(await done, { discarded: 0 })
+  t.is((await r.next('close')).code, 1000, "the server's answer: a clean close")
+  const wrote = frames()
+  t.is(wrote.length, total + 1)
+  t.true(
+    wrote.slice(0, total).every((f, i) => f.op === 1 && Number(f.payload.subarray(0, 8).toString()) === i),
+    'every message, in order',
+  )
+  t.is(wrote[total].op, 8)
+  t.is(wrote[total].payload.readUInt16BE(0), 4002)
   await quiescent()
 })
 

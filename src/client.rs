@@ -270,8 +270,10 @@ impl NativeClient {
     /// Asks the driver to disconnect. Returns false when there is nothing to disconnect.
     /// From now on `send()` is refused; with `flush`, queued messages are written first.
     pub fn disconnect(&mut self, env: Env, code: u32, reason: String, flush: bool) -> bool {
-        self.shared.outbox().set_accepting(false);
-        if !delivery::is_active(self.shared.id) {
+        let active = delivery::is_active(self.shared.id);
+        let close = active.then_some((code as u16, reason.as_str()));
+        self.shared.outbox().stop_accepting(close);
+        if !active {
             return false;
         }
         // Until the disconnect completes, the client stays reachable so that its promise settles.

@@ -514,7 +514,12 @@ impl OpenConn {
     /// Queues our close frame behind everything already sent. The caller has
     /// closed `out_rx`, so it ends once drained.
     pub fn begin_close(&mut self, code: u16, reason: String) {
-        self.close_frame = Some(Box::new((code, reason)));
+        if self.writer.as_ref().is_some_and(|w| w.close_written()) {
+            // Written on the JS thread already (`Outbox::write_close_now`).
+            self.sent_close = true;
+        } else {
+            self.close_frame = Some(Box::new((code, reason)));
+        }
     }
 
     /// Data messages accepted for this connection but never handed to the socket, oldest first.

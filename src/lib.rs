@@ -133,6 +133,13 @@ pub fn testing_direct_waits() -> f64 {
     direct::WAITED.load(Relaxed) as f64
 }
 
+/// Close frames written on the JS thread by `disconnect()` since the process started (tests prove
+/// which side wrote it). Not part of the API.
+#[napi]
+pub fn testing_closes_from_js() -> f64 {
+    outbox::CLOSES_FROM_JS.load(Relaxed) as f64
+}
+
 /// One tokio worker: every client's driver is I/O-bound and cheap, and on small
 /// machines a second worker competes with the JS thread for the cores, which
 /// shows up as latency. `REDIAL_WS_WORKERS` overrides it.

@@ -4,8 +4,8 @@
 //! overflow either refuses the message or hands the dropped ones back.
 
 use std::collections::VecDeque;
-use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::Arc;
 
 use tungstenite::Message;
@@ -142,6 +142,9 @@ pub enum SendOutcome {
     QueueFull,
 }
 
+/// Close frames written by the close fast path since the process started (tests prove the path).
+pub static CLOSES_FROM_JS: AtomicU64 = AtomicU64::new(0);
+
 /// Messages up to this size may be written straight from the JS thread...
 const FAST_PATH_MAX: usize = 16 * 1024;
 /// ...and compressed there up to this size: compressing costs more per byte than framing, so
@@ -199,6 +202,36 @@ impl Outbox {
         if let Some(w) = &self.writer {
             w.uncork();
         }
+    }
+
+    /// `disconnect()`: `send()` is refused from now on, and the open connection's stream ends
+    /// (it drains, then the driver closes). With `close`, the close frame goes from the JS thread
+    /// at once when nothing is left with the driver, so that the peer's answer is on its way while
+    /// the driver wakes up; otherwise the driver writes it after the rest.
+    pub fn stop_accepting(&mut self, close: Option<(u16, &str)>) {
+        if let Some((code, reason)) = close {
+            self.write_close_now(code, reason);
+        }
+        self.set_accepting(false);
+    }
+
+    /// The close fast path, while no `send()` can come between (the caller holds the outbox and
+    /// stops accepting next). False: no open plain connection, messages still with the driver,
+    /// or the socket backed up.
+    fn write_close_now(&self, code: u16, reason: &str) -> bool {
+        let (Some(tx), Some(writer)) = (&self.tx, &self.writer) else {
+            return false;
+        };
+        if tx.in_channel.load(Acquire) != 0 {
+            return false;
+        }
+        let mut framed = Vec::with_capacity(8 + reason.len().min(123));
+        frame::encode_close(code, reason, &mut framed);
+        let written = writer.write_close(&framed);
+        if written {
+            stats::inc(&CLOSES_FROM_JS);
+        }
+        written
     }
 
     /// Control frames (pings) go only to an open connection.

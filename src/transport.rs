@@ -50,6 +50,8 @@ struct WriterInner {
     blocked: bool,
     /// Counts `pending` in `ioBuffers` while it holds memory (released once written).
     held: Option<Gauge>,
+    /// Our close frame went from the JS thread (`write_close`): nothing may follow it.
+    closed: bool,
 }
 
 impl WriterInner {
@@ -82,7 +84,7 @@ impl Writer {
     /// socket is backed up (bytes the driver must flush first): use the driver.
     pub fn cork_frame(&self, frame: &[u8]) -> Option<bool> {
         let mut w = self.lock();
-        if w.blocked || (!w.pending.is_empty() && !w.corked) {
+        if w.closed || w.blocked || (!w.pending.is_empty() && !w.corked) {
             return None;
         }
         let first = !w.corked;
@@ -94,6 +96,27 @@ impl Writer {
             Self::uncork_locked(&mut w, &self.waker);
         }
         Some(first)
+    }
+
+    /// Writes our close frame now, behind what the fast path corked in this turn, so that the
+    /// peer's answer is on its way while the driver wakes up to read it. False (nothing written):
+    /// the socket is backed up or the close already went; the driver writes it then.
+    pub fn write_close(&self, frame: &[u8]) -> bool {
+        let mut w = self.lock();
+        if w.closed || w.blocked || (!w.pending.is_empty() && !w.corked) {
+            return false;
+        }
+        w.closed = true;
+        w.corked = true;
+        w.hold();
+        w.pending.extend_from_slice(frame);
+        Self::uncork_locked(&mut w, &self.waker);
+        true
+    }
+
+    /// Our close frame went from the JS thread: the driver writes no other.
+    pub fn close_written(&self) -> bool {
+        self.lock().closed
     }
 
     /// Writes what the fast path corked; what the socket does not take is left to the driver.
@@ -126,6 +149,12 @@ impl Writer {
         let mut w = self.lock();
         w.blocked = true;
         ready!(Self::flush_pending(&mut w, cx))?;
+        if w.closed {
+            // Our close went from the JS thread after every message (`write_close`): what the
+            // driver still has is a pong or a ping, which must not follow a close. Dropped.
+            w.blocked = false;
+            return Poll::Ready(Ok(buf.len()));
+        }
         let n = ready!(w.half.poll_write(cx, buf))?;
         w.blocked = n < buf.len();
         Poll::Ready(Ok(n))
@@ -173,6 +202,7 @@ impl Transport {
                 corked: false,
                 blocked: false,
                 held: None,
+                closed: false,
             }),
             waker: Default::default(),
         });
