@@ -316,6 +316,45 @@ test.serial('disconnect() writes the close on the JS thread, behind what was sen
   await quiescent()
 })
 
+test.serial("disconnect() after the peer's close was answered writes no second close", async (t) => {
+  // The server closes first and holds the TCP connection; the client answers at once, and
+  // disconnect() comes while it waits for the server to end it.
+  const got = new ClientFrames()
+  let answered: () => void
+  const answer = new Promise<void>((resolve) => (answered = resolve))
+  let server: import('node:net').Socket | undefined
+  const peer = await rawServer((socket) =>
+    acceptUpgrade(socket, (s) => {
+      server = s
+      s.on('data', (d: Buffer) => {
+        got.push(d)
+        if (got.frames.some((f) => f.op === 8)) answered()
+      })
+      s.write(Buffer.from([0x88, 0x02, 0x0f, 0xa0])) // close 4000
+    }),
+  )
+  t.teardown(() => peer.close())
+  const client = new ReconnectingWebSocket(peer.url, { closeTimeout: 5_000 })
+  const r = new Recorder(client)
+  await answer
+  const before = native.testingClosesFromJs()
+  const done = client.disconnect(4003, 'late')
+  t.is(native.testingClosesFromJs(), before, 'the close already went')
+  // A second close would be written by now (the JS thread writes at once, the driver before it
+  // ends the connection): the server reads to the client's end of the stream.
+  const read = once(server!, 'end')
+  server!.end()
+  await done
+  await read
+  t.is((await r.next('close')).code, 4000)
+  t.deepEqual(
+    got.frames.map((f) => `${f.op}:${f.payload.readUInt16BE(0)}`),
+    ['8:4000'],
+    'one close: the answer',
+  )
+  await quiescent()
+})
+
 test.serial('a backed-up socket leaves the close to the driver: every message is written before it', async (t) => {
   let server: import('node:net').Socket | undefined
   const { peer, frames } = await closeRecorder(0, (s) => {

@@ -514,12 +514,19 @@ impl OpenConn {
     /// Queues our close frame behind everything already sent. The caller has
     /// closed `out_rx`, so it ends once drained.
     pub fn begin_close(&mut self, code: u16, reason: String) {
-        if self.writer.as_ref().is_some_and(|w| w.close_written()) {
+        if self.writer.as_ref().is_some_and(|w| w.closed_by_js()) {
             // Written on the JS thread already (`Outbox::write_close_now`).
             self.sent_close = true;
         } else {
             self.close_frame = Some(Box::new((code, reason)));
         }
+    }
+
+    /// Whether the driver writes a close frame now: not if one went from the JS thread (the writer
+    /// then knows that one is on its way, and the JS thread writes none). Either way, ours is sent.
+    fn claim_close(&mut self) -> bool {
+        self.sent_close = true;
+        self.writer.as_ref().is_none_or(|w| w.driver_closes())
     }
 
     /// Data messages accepted for this connection but never handed to the socket, oldest first.
@@ -820,13 +827,12 @@ impl OpenConn {
     /// Echoes the peer's close code (what is still queued goes back to the offline queue) and
     /// waits `close_timeout` at most for the peer's TCP close.
     fn answer_close(&mut self, close: Option<(u16, String)>, close_timeout: Duration) {
-        if !self.sent_close {
+        if !self.sent_close && self.claim_close() {
             let wbuf = self.wbuf();
             match &close {
                 Some((code, _)) => frame::encode_close(*code, "", wbuf),
                 None => frame::encode(8, &[], wbuf),
             }
-            self.sent_close = true;
         }
         let (code, reason) = close.unwrap_or((1005, String::new()));
         self.peer_close = Some(Box::new(PeerClose {
@@ -842,10 +848,9 @@ impl OpenConn {
             return ended(c.code, c.reason, true, None);
         }
         let (error, code) = e.to_conn_error();
-        if code != 1006 && !self.sent_close {
+        if code != 1006 && !self.sent_close && self.claim_close() {
             // Tell the peer why (1002, 1007, 1009) before dropping the socket: best effort, no waiting.
             frame::encode_close(code, &error.message, self.wbuf());
-            self.sent_close = true;
             let _ = self.poll_write(&mut Context::from_waker(std::task::Waker::noop()));
         }
         ended(code, String::new(), false, Some(error))
@@ -909,8 +914,9 @@ impl OpenConn {
                     }
                     Poll::Ready(None) => {
                         if let Some((code, reason)) = self.close_frame.take().map(|c| *c) {
-                            frame::encode_close(code, &reason, self.wbuf());
-                            self.sent_close = true;
+                            if self.claim_close() {
+                                frame::encode_close(code, &reason, self.wbuf());
+                            }
                         }
                         break;
                     }

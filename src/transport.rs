@@ -50,8 +50,17 @@ struct WriterInner {
     blocked: bool,
     /// Counts `pending` in `ioBuffers` while it holds memory (released once written).
     held: Option<Gauge>,
-    /// Our close frame went from the JS thread (`write_close`): nothing may follow it.
-    closed: bool,
+    /// Whether a close frame was written or queued, and by which side.
+    close: CloseBy,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum CloseBy {
+    None,
+    /// `write_close`: nothing may follow it, so the driver's writes are dropped.
+    Js,
+    /// The driver framed one (`driver_closes`): the JS thread writes none.
+    Driver,
 }
 
 impl WriterInner {
@@ -84,7 +93,7 @@ impl Writer {
     /// socket is backed up (bytes the driver must flush first): use the driver.
     pub fn cork_frame(&self, frame: &[u8]) -> Option<bool> {
         let mut w = self.lock();
-        if w.closed || w.blocked || (!w.pending.is_empty() && !w.corked) {
+        if w.close != CloseBy::None || w.blocked || (!w.pending.is_empty() && !w.corked) {
             return None;
         }
         let first = !w.corked;
@@ -100,13 +109,14 @@ impl Writer {
 
     /// Writes our close frame now, behind what the fast path corked in this turn, so that the
     /// peer's answer is on its way while the driver wakes up to read it. False (nothing written):
-    /// the socket is backed up or the close already went; the driver writes it then.
+    /// the socket is backed up (the driver writes the close after the rest), or a close frame
+    /// already went or is on its way (an answer to the peer's close).
     pub fn write_close(&self, frame: &[u8]) -> bool {
         let mut w = self.lock();
-        if w.closed || w.blocked || (!w.pending.is_empty() && !w.corked) {
+        if w.close != CloseBy::None || w.blocked || (!w.pending.is_empty() && !w.corked) {
             return false;
         }
-        w.closed = true;
+        w.close = CloseBy::Js;
         w.corked = true;
         w.hold();
         w.pending.extend_from_slice(frame);
@@ -115,8 +125,19 @@ impl Writer {
     }
 
     /// Our close frame went from the JS thread: the driver writes no other.
-    pub fn close_written(&self) -> bool {
-        self.lock().closed
+    pub fn closed_by_js(&self) -> bool {
+        self.lock().close == CloseBy::Js
+    }
+
+    /// The driver is about to write a close frame: the JS thread must not write one too. Returns
+    /// false when the JS thread already has (the driver's would be dropped anyway).
+    pub fn driver_closes(&self) -> bool {
+        let mut w = self.lock();
+        if w.close == CloseBy::Js {
+            return false;
+        }
+        w.close = CloseBy::Driver;
+        true
     }
 
     /// Writes what the fast path corked; what the socket does not take is left to the driver.
@@ -149,7 +170,7 @@ impl Writer {
         let mut w = self.lock();
         w.blocked = true;
         ready!(Self::flush_pending(&mut w, cx))?;
-        if w.closed {
+        if w.close == CloseBy::Js {
             // Our close went from the JS thread after every message (`write_close`): what the
             // driver still has is a pong or a ping, which must not follow a close. Dropped.
             w.blocked = false;
@@ -202,7 +223,7 @@ impl Transport {
                 corked: false,
                 blocked: false,
                 held: None,
-                closed: false,
+                close: CloseBy::None,
             }),
             waker: Default::default(),
         });
