@@ -316,7 +316,7 @@ test.serial('disconnect() writes the close on the JS thread, behind what was sen
   await quiescent()
 })
 
-test.serial("disconnect() after the peer's close was answered writes no second close", async (t) => {
+test.serial("after the peer's close was answered, send() writes no message and disconnect() no second close", async (t) => {
   // The server closes first and holds the TCP connection; the client answers at once, and
   // disconnect() comes while it waits for the server to end it.
   const got = new ClientFrames()
@@ -337,6 +337,8 @@ test.serial("disconnect() after the peer's close was answered writes no second c
   const client = new ReconnectingWebSocket(peer.url, { closeTimeout: 5_000 })
   const r = new Recorder(client)
   await answer
+  // A message sent now must not follow the close either: it waits for the next connection.
+  client.send('during')
   const before = native.testingClosesFromJs()
   const done = client.disconnect(4003, 'late')
   t.is(native.testingClosesFromJs(), before, 'the close already went')
@@ -344,13 +346,13 @@ test.serial("disconnect() after the peer's close was answered writes no second c
   // ends the connection): the server reads to the client's end of the stream.
   const read = once(server!, 'end')
   server!.end()
-  await done
+  t.deepEqual(await done, { discarded: 1 }, 'the message was queued, then discarded by disconnect()')
   await read
   t.is((await r.next('close')).code, 4000)
   t.deepEqual(
-    got.frames.map((f) => `${f.op}:${f.payload.readUInt16BE(0)}`),
+    got.frames.map((f) => `${f.op}:${f.op === 8 ? f.payload.readUInt16BE(0) : f.payload}`),
     ['8:4000'],
-    'one close: the answer',
+    'one close, the answer, and nothing after it',
   )
   await quiescent()
 })
