@@ -587,7 +587,23 @@ pub fn encode_frame(opcode: u8, rsv1: bool, payload: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(&mask);
     let start = out.len();
     out.extend_from_slice(payload);
-    for (i, b) in out[start..].iter_mut().enumerate() {
+    apply_mask(&mut out[start..], mask);
+}
+
+/// XORs `data` with the mask eight bytes at a time. A byte loop is vectorised or not depending on
+/// where the compiler inlines it (masking 64 KiB messages ran 25 % slower after an unrelated change
+/// to the driver's writing); this one is fast either way.
+#[inline(never)]
+fn apply_mask(data: &mut [u8], mask: [u8; 4]) {
+    let wide = u64::from_ne_bytes([mask[0], mask[1], mask[2], mask[3], mask[0], mask[1], mask[2], mask[3]]);
+    let mut chunks = data.chunks_exact_mut(8);
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        chunk.copy_from_slice(&(u64::from_ne_bytes(word) ^ wide).to_ne_bytes());
+    }
+    // The rest starts at a multiple of 8, so the mask's phase is the same.
+    for (i, b) in chunks.into_remainder().iter_mut().enumerate() {
         *b ^= mask[i & 3];
     }
 }
@@ -914,6 +930,18 @@ mod tests {
                     Incoming::Text("\u{1f600}\u{e9}".into()),
                 ]
             );
+        }
+    }
+
+    #[test]
+    fn masking_matches_the_byte_rule_at_every_length() {
+        let mask = [0x12, 0x34, 0x56, 0x78];
+        for len in 0..40 {
+            let data: Vec<u8> = (0..len as u8).map(|i| i.wrapping_mul(31)).collect();
+            let mut masked = data.clone();
+            apply_mask(&mut masked, mask);
+            let want: Vec<u8> = data.iter().enumerate().map(|(i, b)| b ^ mask[i & 3]).collect();
+            assert_eq!(masked, want, "length {len}");
         }
     }
 
