@@ -88,6 +88,13 @@ test.serial('a quiet plain connection is read on the JS thread, and the watch go
   const peer = await wsServer((socket) => socket.on('message', (d, binary) => socket.send(d, { binary })))
   const client = new ReconnectingWebSocket(peer.url)
   await client.opened()
+  // Not watched before the connection has carried a message: the driver reads the first one.
+  t.is(clientStats().jsReaders, 0, 'no watch at open')
+  const readsAtOpen = native.testingDirectReads()
+  const first = once(client, 'message')
+  client.send('first')
+  await first
+  t.is(native.testingDirectReads(), readsAtOpen, 'the first message was read by the driver')
   await until(() => clientStats().jsReaders === 1, 'the socket is watched by the JS thread')
   const before = native.testingDirectReads()
   const wakeups = workerWakeups()
@@ -104,7 +111,7 @@ test.serial('a quiet plain connection is read on the JS thread, and the watch go
     const woke = workerWakeups()! - wakeups
     t.true(woke < 50, `the tokio worker woke ${woke} times during 200 echoes`)
   }
-  t.is(client.metrics.messagesReceived, 200, 'counted like any other message')
+  t.is(client.metrics.messagesReceived, 201, 'counted like any other message')
   await client.disconnect()
   const s = clientStats()
   t.is(s.jsReaders, 0, 'no watch once disconnect() resolves')
@@ -169,6 +176,11 @@ test.serial('many sockets readable at once are read over several turns, each soc
   const peer = await wsServer((socket) => servers.push(socket))
   const list = Array.from({ length: clients }, () => new ReconnectingWebSocket(peer.url))
   await Promise.all(list.map((c) => c.opened()))
+  // A connection is watched once it has carried a message.
+  const firsts = list.map((c) => once(c, 'message'))
+  await until(() => servers.length === clients, 'every connection accepted')
+  for (const s of servers) s.send('first')
+  await Promise.all(firsts)
   await until(() => clientStats().jsReaders === clients, `all ${clients} sockets watched by the JS thread`)
   // Turns counted by a setImmediate chain: one per iteration of the loop.
   let turn = 0
@@ -234,6 +246,8 @@ test.serial('the heartbeat counts what the JS thread read; a silent peer still t
   const client = new ReconnectingWebSocket(peer.url, { pingInterval: 100, pongTimeout: 150, maxRetries: 0 })
   const r = new Recorder(client)
   await r.next('open')
+  serverSocket!.send('first')
+  await r.next('message')
   await until(() => clientStats().jsReaders === 1, 'the socket is watched by the JS thread')
   const before = native.testingDirectReads()
   const closed = once(serverSocket!, 'close')
@@ -262,6 +276,8 @@ test.serial('disconnect() leaves reading the close handshake to the driver: the 
   const client = new ReconnectingWebSocket(peer.url)
   const r = new Recorder(client)
   await r.next('open')
+  client.send('hello')
+  await r.next('message')
   await until(() => clientStats().jsReaders === 1, 'the socket is watched by the JS thread')
   client.send('bye')
   const done = client.disconnect()
@@ -269,7 +285,7 @@ test.serial('disconnect() leaves reading the close handshake to the driver: the 
   await done
   t.deepEqual(
     r.log.filter((e) => e.name === 'message').map((e) => String(e.args[0])),
-    ['bye-ack'],
+    ['hello-ack', 'bye-ack'],
   )
   t.is((await r.next('close')).code, 1000)
 
@@ -405,7 +421,10 @@ test.serial('a socket read on the JS thread that fills up is written to the end 
   const client = new ReconnectingWebSocket(peer.url)
   const r = new Recorder(client)
   await r.next('open')
-  await until(() => clientStats().jsReaders === 1 && server !== undefined, 'the socket is watched by the JS thread')
+  await until(() => serverWs !== undefined, 'accepted')
+  serverWs!.send('first')
+  t.is(await r.next('message'), 'first')
+  await until(() => clientStats().jsReaders === 1, 'the socket is watched by the JS thread')
   server!.pause()
   const pad = 'x'.repeat(1016)
   const total = 20_000

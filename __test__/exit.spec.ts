@@ -83,7 +83,7 @@ test('an unref()ed client does not hold the process, even while open', async (t)
 })
 
 test('an unref()ed client whose socket is read on the JS thread does not hold the process', async (t) => {
-  const peer = await wsServer()
+  const peer = await wsServer((socket) => socket.on('message', (d, binary) => socket.send(d, { binary })))
   t.teardown(() => peer.close())
   const r = await run('unref-while-read-on-js-thread', peer.url)
   t.is(r.code, 0, r.stderr)
@@ -92,7 +92,7 @@ test('an unref()ed client whose socket is read on the JS thread does not hold th
 })
 
 test('process.exit() while a socket is read on the JS thread exits cleanly', async (t) => {
-  const peer = await wsServer()
+  const peer = await wsServer((socket) => socket.on('message', (d, binary) => socket.send(d, { binary })))
   t.teardown(() => peer.close())
   const r = await run('exit-while-read-on-js-thread', peer.url)
   t.is(r.code, 0, r.stderr)

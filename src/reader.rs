@@ -6,10 +6,12 @@
 //! the JS event loop (`napi_raw::SocketWatch`, set up by `direct`) reads the messages there and
 //! runs their listeners at once, as Node's own sockets do. The driver hands the socket over when
 //! its last read found it empty (`offer` → `JsEvent::ReadIdle` → `take_over`, so every message it
-//! read is delivered first), and the JS thread hands it back (`give_back`) with anything that is
-//! not a data message (control frames, the close, an error), after a full batch (a backlog goes
-//! the tokio way, in bounded batches), or when reading is paused. Exactly one side reads at a
-//! time: the flag and the decoder live under one lock.
+//! read is delivered first), once the connection has carried a data message: a connection that
+//! only opens and closes, or hears nothing but heartbeats, would pay for a watch (its setup, its
+//! memory, a hand-back for every pong) and gain nothing from it. The JS thread hands it back
+//! (`give_back`) with anything that is not a data message (control frames, the close, an error),
+//! after a full batch (a backlog goes the tokio way, in bounded batches), or when reading is
+//! paused. Exactly one side reads at a time: the flag and the decoder live under one lock.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
@@ -75,6 +77,8 @@ pub struct ReaderState {
     /// The driver's standing offer (`JsEvent::ReadIdle` with this number); voided by any read.
     offer: Option<u32>,
     offers: u32,
+    /// The driver has read a data message: the connection carries traffic (see `offer`).
+    carried_data: bool,
     /// What the JS thread read and gives back for the driver to handle: a frame it does not
     /// deliver itself, or how reading ended.
     handed: Option<Result<Incoming, WireError>>,
@@ -112,6 +116,7 @@ impl SharedReader {
                 parked: false,
                 offer: None,
                 offers: 0,
+                carried_data: false,
                 handed: None,
                 ended: false,
             }),
@@ -141,6 +146,9 @@ impl SharedReader {
             None => st.decoder.poll_next(cx, &mut st.half, &self.limits),
         };
         st.parked = polled.is_pending();
+        if let Poll::Ready(Ok(Incoming::Text(_) | Incoming::Binary(_) | Incoming::Compressed { .. })) = &polled {
+            st.carried_data = true;
+        }
         if st.parked {
             // The JS thread may take the socket and hand it back before tokio reports it readable
             // again (it may never: the JS thread read what would have woken the driver).
@@ -153,10 +161,18 @@ impl SharedReader {
     }
 
     /// After a read that found the socket empty: offers it to the JS thread, unless an offer is
-    /// already standing. Returns the offer's number (for `JsEvent::ReadIdle`).
+    /// already standing or the connection has yet to carry a data message. Returns the offer's
+    /// number (for `JsEvent::ReadIdle`).
     pub fn offer(&self, st: &mut ReaderState) -> Option<u32> {
         // Mid-message (a partial frame buffered), more of it is on its way: not quiet yet.
-        if st.by_js || !st.parked || st.offer.is_some() || st.ended || st.decoder.holds_buffer() || !enabled() {
+        if st.by_js
+            || !st.parked
+            || !st.carried_data
+            || st.offer.is_some()
+            || st.ended
+            || st.decoder.holds_buffer()
+            || !enabled()
+        {
             return None;
         }
         st.offers = st.offers.wrapping_add(1);
@@ -369,7 +385,10 @@ mod tests {
 
     /// A connected reader that the JS thread has taken on the driver's offer, and its client's state.
     async fn read_by_js() -> (Arc<SharedReader>, std::net::TcpStream, crate::plain::WriteHalf, Shared) {
-        let (r, server, w) = connected().await;
+        let (r, mut server, w) = connected().await;
+        // Only a connection that carries messages is offered.
+        server.write_all(&text("first")).unwrap();
+        assert_eq!(driver_next(&r).await, Incoming::Text("first".into()));
         let offer = park_and_offer(&r).await;
         assert!(r.take_over(offer));
         (r, server, w, Shared::new(1))
@@ -409,10 +428,21 @@ mod tests {
     #[tokio::test]
     async fn the_js_thread_takes_the_socket_only_on_a_standing_offer() {
         let (r, mut server, _w) = connected().await;
-        let first = park_and_offer(&r).await;
-        assert!(r.offer(&mut r.lock()).is_none(), "one offer stands at a time");
+        assert!(driver_poll(&r).await.is_pending());
+        assert!(
+            r.offer(&mut r.lock()).is_none(),
+            "not offered before the connection carried a message"
+        );
+        server.write_all(&frame(crate::frame::OPCODE_PING, b"p")).unwrap();
+        assert_eq!(driver_next(&r).await, Incoming::Ping(Bytes::from_static(b"p")));
+        assert!(driver_poll(&r).await.is_pending());
+        assert!(r.offer(&mut r.lock()).is_none(), "a control frame is not a message");
         server.write_all(&text("a")).unwrap();
         assert_eq!(driver_next(&r).await, Incoming::Text("a".into()));
+        let first = park_and_offer(&r).await;
+        assert!(r.offer(&mut r.lock()).is_none(), "one offer stands at a time");
+        server.write_all(&text("a2")).unwrap();
+        assert_eq!(driver_next(&r).await, Incoming::Text("a2".into()));
         // The driver read after offering: that message may still be on its way to JS.
         assert!(!r.take_over(first), "a read voids the offer");
         let second = park_and_offer(&r).await;
