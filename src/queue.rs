@@ -1,7 +1,8 @@
 //! A closable multi-producer queue with one consumer task, for the client's
 //! commands and a connection's outgoing messages. A deque costs nothing until
-//! used, where a tokio unbounded channel costs ~2.4 KiB per instance, and a
-//! connection needs two: a sizeable share of an idle connection's memory.
+//! used and nothing once drained, where a tokio unbounded channel costs ~2.4 KiB
+//! per instance, and a connection needs two: a sizeable share of an idle
+//! connection's memory.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -71,8 +72,8 @@ impl<T> Queue<T> {
         if q.closed {
             return Poll::Ready(None);
         }
-        if q.items.capacity() > 64 {
-            // A burst is over: give its memory back.
+        if q.items.capacity() > 0 {
+            // Drained: an idle client keeps no buffer (a wake-up costs more than the allocation).
             q.items = VecDeque::new();
         }
         // Registered under the lock: a `send` after this point wakes the consumer.
@@ -127,5 +128,18 @@ mod tests {
         producer.join().unwrap();
         let got = rt.block_on(consumer).unwrap();
         assert_eq!(got, (0..10_000).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_drained_queue_keeps_no_buffer() {
+        let q = Queue::default();
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        q.send(1).unwrap();
+        q.send(2).unwrap();
+        assert_eq!(q.poll_recv(&mut cx), Poll::Ready(Some(1)));
+        assert_eq!(q.poll_recv(&mut cx), Poll::Ready(Some(2)));
+        assert!(q.lock().items.capacity() > 0);
+        assert!(q.poll_recv(&mut cx).is_pending());
+        assert_eq!(q.lock().items.capacity(), 0, "an idle client keeps no command buffer");
     }
 }
