@@ -18,12 +18,13 @@
 // process on the machine shares.
 
 const net = require('node:net')
-const { acceptUpgrade } = require('./wsraw')
+const { acceptUpgrade, encodeFrame, OP_TEXT } = require('./wsraw')
 
 const config = JSON.parse(process.argv[2] || '{}')
 const PORTS = Math.max(1, config.ports | 0 || 1)
 const BACKLOG = config.backlog ?? 4096
 
+const GREETING = encodeFrame(OP_TEXT, Buffer.from('hello'))
 const nowMs = () => Number(process.hrtime.bigint() / 1000n) / 1000
 const noop = () => {}
 
@@ -59,6 +60,10 @@ function onConnection(socket) {
     else upgradesBefore++
     // Nothing is expected from the clients (no pings: pingInterval 0 / none); discard whatever comes.
     socket.on('data', noop)
+    // A greeting, as many servers send: the connections have carried a message when they are
+    // dropped (redial-ws reads such a socket on the JS thread; one that never carried any, on its
+    // I/O thread).
+    socket.write(GREETING)
   })
 }
 
