@@ -182,9 +182,12 @@ pub fn buffer_copy(env: &Env, data: &[u8]) -> Result<Value> {
 }
 
 /// A Node Buffer over memory that Rust keeps owning (`data` is dropped by the finalizer): no
-/// copy. Falls back to a copy where the runtime refuses external buffers. V8 is told about the
-/// memory while the Buffer holds it, so that garbage Buffers are collected as promptly as
-/// Node's own (a stream of large messages would otherwise pile up between collections).
+/// copy. Falls back to a copy where the runtime refuses external buffers. V8 counts the memory
+/// as it counts any Buffer's (a mark-compact about every 64 MB); it is counted here a second
+/// time, so that garbage Buffers are collected twice as eagerly. The client allocates too little
+/// JS for scavenges to free them first, and without this a flood of 64 KiB messages grows RSS by
+/// about 77 MiB instead of 45 (the hostile tests bound it at 64). It costs receive throughput:
+/// see docs/performance.md.
 pub fn external_buffer<T: AsRef<[u8]> + 'static>(env: &Env, data: T) -> Result<Value> {
     /// # Safety
     /// Called by Node once, on the JS thread, with the `hint` given below.
