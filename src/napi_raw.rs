@@ -182,24 +182,13 @@ pub fn buffer_copy(env: &Env, data: &[u8]) -> Result<Value> {
 }
 
 /// A Node Buffer over memory that Rust keeps owning (`data` is dropped by the finalizer): no
-/// copy. Falls back to a copy where the runtime refuses external buffers. V8 counts the memory
-/// as it counts any Buffer's (a mark-compact about every 64 MB); it is counted here a second
-/// time, so that garbage Buffers are collected twice as eagerly. The client allocates too little
-/// JS for scavenges to free them first, and without this a flood of 64 KiB messages grows RSS by
-/// about 77 MiB instead of 45 (the hostile tests bound it at 64). It costs receive throughput:
-/// see docs/performance.md.
+/// copy. Falls back to a copy where the runtime refuses external buffers.
 pub fn external_buffer<T: AsRef<[u8]> + 'static>(env: &Env, data: T) -> Result<Value> {
     /// # Safety
     /// Called by Node once, on the JS thread, with the `hint` given below.
-    unsafe extern "C" fn release<T: AsRef<[u8]>>(env: sys::napi_env, _data: *mut c_void, hint: *mut c_void) {
+    unsafe extern "C" fn release<T: AsRef<[u8]>>(_env: sys::napi_env, _data: *mut c_void, hint: *mut c_void) {
         // SAFETY: `hint` is the `Box<T>` leaked below; Node calls this once.
-        let data = unsafe { Box::from_raw(hint.cast::<T>()) };
-        let len = i64::try_from((*data).as_ref().len()).unwrap_or(i64::MAX);
-        drop(data);
-        let mut total = 0;
-        // SAFETY: `env` is the live environment Node calls the finalizer with. A failure only
-        // leaves V8's estimate high, which is harmless.
-        let _ = unsafe { sys::napi_adjust_external_memory(env, -len, &mut total) };
+        drop(unsafe { Box::from_raw(hint.cast::<T>()) });
     }
     let boxed = Box::new(data);
     let (start, len) = {
@@ -225,11 +214,7 @@ pub fn external_buffer<T: AsRef<[u8]> + 'static>(env: &Env, data: T) -> Result<V
     };
     match status {
         sys::Status::napi_ok => {
-            let mut total = 0;
-            let len = i64::try_from(len).unwrap_or(i64::MAX);
-            // SAFETY: live `env`; `total` is a valid out pointer. Undone by `release`; a failure
-            // only leaves V8's estimate low, as it was before this call, so the Buffer stands.
-            let _ = unsafe { sys::napi_adjust_external_memory(env.raw(), len, &mut total) };
+            young_collection_check(env);
             Ok(Value(v))
         }
         sys::Status::napi_no_external_buffers_allowed => {
@@ -242,6 +227,23 @@ pub fn external_buffer<T: AsRef<[u8]> + 'static>(env: &Env, data: T) -> Result<V
         // limit, so this is not expected; at worst the data leaks, it is never freed twice.
         status => check_status!(status, "cannot create a Buffer of {len} bytes").map(|()| Value(v)),
     }
+}
+
+/// Lets V8 see young Buffer memory that only external Buffers hold. V8 counts an external
+/// Buffer's memory as any Buffer's, and frees the memory of young ones in a scavenge (whose cost
+/// is the live young objects'), but it decides to scavenge for that memory only when it allocates
+/// a Buffer's memory itself and finds twice a semi-space of it young (about 32 MB):
+/// `Heap::AllocateExternalBackingStore`. Node's own Buffers make that check as they are made; a
+/// stream of external ones never would, and V8 would free them only by mark-compacts at its
+/// external-memory limit, which cost what the whole heap costs (with a 300 MB heap, 64 KiB
+/// messages arrived at a tenth of `ws`'s rate). So each external Buffer is followed by one
+/// byte that V8 allocates.
+fn young_collection_check(env: &Env) {
+    let mut data = ptr::null_mut();
+    let mut v = ptr::null_mut();
+    // SAFETY: live `env`; `data` and `v` are valid out pointers. The Buffer is garbage at once; a
+    // failure only skips the check, which V8 makes again at the next allocation.
+    let _ = unsafe { sys::napi_create_buffer(env.raw(), 1, &mut data, &mut v) };
 }
 
 /// The length of a JS array.
