@@ -68,6 +68,7 @@ const N = {
   recv1k: count(500_000, 50_000),
   recv64k: count(20_000, 2_000),
   recv64ks: count(20_000, 1_000),
+  recv64kh: count(20_000, 2_000),
   send64: count(1_000_000, 100_000),
   send64k: count(20_000, 1_000),
   echo: count(20_000, 2_000),
@@ -82,6 +83,8 @@ const N = {
   memoryz: count(10_000, 500),
   churnz: count(20_000, 400),
 }
+// An application's own objects: a client whose messages need mark-compacts pays for all of them.
+const LIVE_HEAP_MB = 256
 const churnCheckpoints = [Math.max(1, Math.round(N.churn / 4)), N.churn]
 const churnzCheckpoints = [Math.max(1, Math.round(N.churnz / 4)), N.churnz]
 // Growth from the first to the last; the ones between show the trend (in the notes).
@@ -146,6 +149,13 @@ const ALL_WORKLOADS = [
     peer: { workload: 'recv', count: N.recv64ks, size: 65536 },
     ceiling: { kind: 'recv' },
     rows: [{ key: 'mbPerSec', label: 'receive 64 KiB binary, wss', unit: 'MB/s', better: 'higher' }],
+  },
+  {
+    id: 'recv64kh',
+    title: `receive 64 KiB binary ×${N.recv64kh} with ${LIVE_HEAP_MB} MB of live objects in the JS heap`,
+    server: { mode: 'recv', count: N.recv64kh, size: 65536, binary: true },
+    peer: { workload: 'recv', count: N.recv64kh, size: 65536, liveHeapMB: LIVE_HEAP_MB },
+    rows: [{ key: 'mbPerSec', label: `receive 64 KiB binary, ${LIVE_HEAP_MB} MB live heap`, unit: 'MB/s', better: 'higher' }],
   },
   {
     id: 'send64',

@@ -477,6 +477,14 @@ function report(msg) {
   })
 }
 
+/** About `mb` MB of small objects in the old generation, as an application's data would be. */
+function liveObjects(mb) {
+  // About 50 bytes each, the array's slot included (measured on Node 20).
+  const objects = new Array(Math.round((mb * 1024 * 1024) / 50))
+  for (let i = 0; i < objects.length; i++) objects[i] = { id: i, next: null }
+  return objects
+}
+
 /** Entry point of a peer process. */
 async function main(adapter) {
   process.on('disconnect', () => process.exit(1))
@@ -497,6 +505,8 @@ async function main(adapter) {
     const connect = adapter.connect
     adapter.connect = (url, h, opts = {}) => connect(url, h, { ...opts, ca })
   }
+  // The application's own objects, alive for the whole run (`liveHeapMB`): what a mark-compact marks.
+  const live = cfg.liveHeapMB ? liveObjects(cfg.liveHeapMB) : null
   const fn = WORKLOADS[cfg.workload]
   if (!fn) {
     await report({ type: 'result', ok: false, error: `unknown workload ${cfg.workload}` })
@@ -508,7 +518,7 @@ async function main(adapter) {
   } catch (e) {
     msg = { type: 'result', ok: false, error: errMsg(e) }
   }
-  await report(msg)
+  await report({ ...msg, ...(live && msg.ok && { result: { ...msg.result, liveObjects: live.length } }) })
   // Connections may still be open (throughput runs keep theirs): the parent kills the server anyway.
   process.exit(msg.ok ? 0 : 1)
 }
