@@ -43,8 +43,8 @@ const BATCH_EVENTS: usize = 4096;
 /// ...and payload bytes beyond this start the next batch. A batch keeps its messages reachable
 /// until its last listener has run: with a listener that takes 0.5 ms per 64 KiB message, a
 /// 1 MiB batch kept them long enough to outlive scavenges, and a promoted Buffer is freed only by
-/// a mark-compact (the hostile tests' 64 KiB flood grew RSS by 55-77 MiB against 12-14 with
-/// this bound). It also holds the event loop for about 2 ms per batch there.
+/// a mark-compact (the hostile tests' 64 KiB flood grew RSS by 76 MiB against 14 with this
+/// bound). It also holds the event loop for about 2 ms per batch there.
 const BATCH_BYTES: usize = 256 * 1024;
 
 pub struct Hub {
