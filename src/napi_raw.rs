@@ -229,15 +229,15 @@ pub fn external_buffer<T: AsRef<[u8]> + 'static>(env: &Env, data: T) -> Result<V
     }
 }
 
-/// Lets V8 see young Buffer memory that only external Buffers hold. V8 counts an external
-/// Buffer's memory as any Buffer's, and frees the memory of young ones in a scavenge (whose cost
-/// is the live young objects'), but it decides to scavenge for that memory only when it allocates
-/// a Buffer's memory itself and finds twice a semi-space of it young (about 32 MB):
-/// `Heap::AllocateExternalBackingStore`. Node's own Buffers make that check as they are made; a
-/// stream of external ones never would, and V8 would free them only by mark-compacts at its
-/// external-memory limit, which cost what the whole heap costs (with a 300 MB heap, 64 KiB
-/// messages arrived at a tenth of `ws`'s rate). So each external Buffer is followed by one
-/// byte that V8 allocates.
+/// Has V8 check its young generation's Buffer memory, which external Buffers alone never do.
+/// V8 counts an external Buffer's memory as any Buffer's, and frees the memory of young ones in a
+/// scavenge (whose cost is the live young objects'), but it decides to scavenge for that memory
+/// only when it allocates a Buffer's memory itself and finds twice a semi-space of it young (about
+/// 32 MB): `Heap::AllocateExternalBackingStore`. Node's own Buffers make that check as they are
+/// made; a stream of external ones would be freed only by mark-compacts at V8's external-memory
+/// limit, which cost what the whole heap costs (with 256-300 MB of live objects, 64 KiB messages
+/// arrived at 0.12-0.15x `ws`'s rate). So each external Buffer is followed by one byte that V8
+/// allocates.
 fn young_collection_check(env: &Env) {
     let mut data = ptr::null_mut();
     let mut v = ptr::null_mut();
