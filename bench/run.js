@@ -185,22 +185,28 @@ const ALL_WORKLOADS = [
   },
   {
     id: 'memory',
+    // RSS settled waits up to 30 s for V8's memory reducer (peers/harness.js).
+    minTimeoutMs: 90_000,
     title: `idle memory, ${N.memory} open connections`,
     server: { mode: 'wss' },
     peer: { workload: 'memory', count: N.memory, concurrency: 100 },
     rows: [
       { key: 'rssKiBPerConn', label: `idle memory (${N.memory} conns), RSS`, unit: 'KiB/conn', better: 'lower' },
+      { key: 'settledRssKiBPerConn', label: `idle memory (${N.memory} conns), RSS settled`, unit: 'KiB/conn', better: 'lower' },
       { key: 'heapKiBPerConn', label: `idle memory (${N.memory} conns), JS heap`, unit: 'KiB/conn', better: 'lower' },
     ],
   },
   {
     id: 'memorys',
+    // RSS settled waits up to 30 s for V8's memory reducer (peers/harness.js).
+    minTimeoutMs: 90_000,
     title: `idle memory, ${N.memorys} open wss (TLS) connections`,
     tls: true,
     server: { mode: 'wss' },
     peer: { workload: 'memory', count: N.memorys, concurrency: 100 },
     rows: [
       { key: 'rssKiBPerConn', label: `idle memory, wss (${N.memorys} conns), RSS`, unit: 'KiB/conn', better: 'lower' },
+      { key: 'settledRssKiBPerConn', label: `idle memory, wss (${N.memorys} conns), RSS settled`, unit: 'KiB/conn', better: 'lower' },
       { key: 'heapKiBPerConn', label: `idle memory, wss (${N.memorys} conns), JS heap`, unit: 'KiB/conn', better: 'lower' },
     ],
   },
@@ -268,11 +274,14 @@ const ALL_WORKLOADS = [
   },
   {
     id: 'memoryz',
+    // RSS settled waits up to 30 s for V8's memory reducer (peers/harness.js).
+    minTimeoutMs: 90_000,
     title: `idle memory, ${N.memoryz} open connections, permessage-deflate negotiated`,
     server: { mode: 'wss', deflate: true },
     peer: { workload: 'memory', count: N.memoryz, concurrency: 100, deflate: true },
     rows: [
       { key: 'rssKiBPerConn', label: `idle memory, deflate (${N.memoryz} conns), RSS`, unit: 'KiB/conn', better: 'lower' },
+      { key: 'settledRssKiBPerConn', label: `idle memory, deflate (${N.memoryz} conns), RSS settled`, unit: 'KiB/conn', better: 'lower' },
       { key: 'heapKiBPerConn', label: `idle memory, deflate (${N.memoryz} conns), JS heap`, unit: 'KiB/conn', better: 'lower' },
     ],
   },
@@ -787,6 +796,12 @@ function collectNotes(peers, results) {
             (r.emfile ? ' (EMFILE: raise `ulimit -n`)' : '') +
             ` — first error: ${r.firstError}`,
         )
+      }
+      const settled = mem.runs.filter((r) => 'settledBy' in r)
+      if (settled.length) {
+        const how = { reducer: "V8's memory reducer", gc: 'a forced GC', null: 'nothing (measured after 30 s)' }
+        const parts = settled.map((r) => `${(r.settleMs / 1000).toFixed(1)} s, ${how[r.settledBy]}`)
+        notes.push(`${p.name}: ${id}: RSS settled: the young generation shrank back after ${parts.join('; ')}`)
       }
       const ctx = mem.runs.map((r) => r.stats && r.stats.deflateContexts).filter((x) => typeof x === 'number')
       if (id === 'memoryz' && ctx.length) notes.push(`${p.name}: memoryz: clientStats().deflateContexts while idle: ${ctx.join(', ')}`)

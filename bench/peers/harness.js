@@ -58,6 +58,32 @@ async function settleGc() {
   }
 }
 
+const newSpaceBytes = () => require('node:v8').getHeapSpaceStatistics().find((s) => s.space_name === 'new_space').space_size
+
+/**
+ * V8 keeps the young generation it grew while the connections opened until its memory reducer runs,
+ * once allocation has been low for several seconds (8 s or more in Node 20): an application that
+ * holds idle connections has the RSS of after that. Waits for it without allocating; if it has not run
+ * after `reducerMs`, forces a GC a second (one also shrinks the young generation when allocation has
+ * been low, but compacts less than the reducer), at most `maxMs` in all.
+ */
+async function settleYoungGeneration(baseNewSpace, reducerMs = 20_000, maxMs = 30_000) {
+  const t0 = Date.now()
+  let by = 'reducer'
+  while (newSpaceBytes() > baseNewSpace && Date.now() - t0 < maxMs) {
+    if (Date.now() - t0 < reducerMs) {
+      await sleep(250)
+    } else {
+      by = 'gc'
+      await sleep(1000)
+      global.gc()
+    }
+  }
+  const waitedMs = Date.now() - t0
+  await settleGc()
+  return { by: newSpaceBytes() <= baseNewSpace ? by : null, waitedMs }
+}
+
 function percentile(sorted, p) {
   if (sorted.length === 0) return NaN
   const i = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))
@@ -280,6 +306,7 @@ async function memory(A, { url, count, concurrency = 100, deflate }) {
   let notNegotiated = null
   await settleGc()
   const base = process.memoryUsage()
+  const baseNewSpace = newSpaceBytes()
   const conns = []
   const closing = []
   let firstError = null
@@ -350,6 +377,8 @@ async function memory(A, { url, count, concurrency = 100, deflate }) {
   const after = process.memoryUsage()
   const live = conns.length
   if (live === 0) throw new Error(`no connection opened: ${firstError}`)
+  const settle = await settleYoungGeneration(baseNewSpace)
+  const settled = process.memoryUsage()
   const stats = A.stats ? A.stats() : undefined
   return {
     stats,
@@ -361,6 +390,9 @@ async function memory(A, { url, count, concurrency = 100, deflate }) {
     openSeconds,
     rssKiBPerConn: (after.rss - base.rss) / 1024 / live,
     heapKiBPerConn: (after.heapUsed - base.heapUsed) / 1024 / live,
+    settledRssKiBPerConn: (settled.rss - base.rss) / 1024 / live,
+    settledBy: settle.by,
+    settleMs: settle.waitedMs,
     baseRssMiB: base.rss / 1048576,
     rssMiB: after.rss / 1048576,
   }
