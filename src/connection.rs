@@ -31,7 +31,7 @@ use crate::frame::{self, Decoder, Incoming, WireError};
 use crate::outbox::{data_len, SendQueue};
 use crate::reader::{self, SharedReader};
 use crate::shared::{AttemptParams, Shared};
-use crate::stats::{self, Gauge, Metrics, GLOBAL};
+use crate::stats::{self, Gauge, Heartbeats, IoBuffers, Metrics, OpenConnections, PendingAttempts};
 use crate::transport::{self, TlsOptions, Transport, Writer};
 
 #[derive(Clone, Debug)]
@@ -70,7 +70,7 @@ pub struct Opened {
 /// attempt exists (socket, half-done handshake): nothing is left running.
 pub struct Attempt {
     fut: Pin<Box<dyn Future<Output = Result<Opened, ConnError>> + Send>>,
-    _gauge: Gauge,
+    _gauge: Gauge<PendingAttempts>,
 }
 
 impl Attempt {
@@ -96,7 +96,7 @@ impl Attempt {
         };
         Attempt {
             fut: Box::pin(fut),
-            _gauge: Gauge::new(&GLOBAL.pending_attempts),
+            _gauge: Gauge::<PendingAttempts>::new(),
         }
     }
 }
@@ -320,19 +320,23 @@ pub struct OpenConn {
     inflater: Option<Box<Decompressor>>,
     /// The client's metrics and read gate.
     shared: Arc<Shared>,
-    _gauge: Gauge,
+    _gauge: Gauge<OpenConnections>,
 }
 
 /// Where the connection's frames come from.
 enum Input {
-    /// Its own decoder over the transport (TLS, compression, or no JS-thread reading).
-    Own {
-        decoder: Decoder,
-        /// Counts the decoder's memory in `ioBuffers` while it holds any.
-        read_buffer: Option<Gauge>,
-    },
+    /// Its own decoder over the transport (TLS, compression, or no JS-thread reading). Boxed like
+    /// the shared reader: the connection lives inline in its client's task, which then fits
+    /// tokio's 384-byte task cell instead of the 512-byte one.
+    Own(Box<OwnInput>),
     /// The read side it shares with the JS thread (plain TCP; see `reader`).
     Shared(Arc<SharedReader>),
+}
+
+struct OwnInput {
+    decoder: Decoder,
+    /// Counts the decoder's memory in `ioBuffers` while it holds any.
+    read_buffer: Option<Gauge<IoBuffers>>,
 }
 
 impl Drop for OpenConn {
@@ -379,7 +383,7 @@ struct Outgoing {
     /// most recent ping is answered then (RFC 6455 §5.5.3), so a ping flood to a peer that does
     /// not read cannot grow this buffer.
     pong: Option<Bytes>,
-    _gauge: Gauge,
+    _gauge: Gauge<IoBuffers>,
 }
 
 impl Default for Outgoing {
@@ -389,7 +393,7 @@ impl Default for Outgoing {
             pos: 0,
             in_wbuf: VecDeque::new(),
             pong: None,
-            _gauge: Gauge::new(&GLOBAL.io_buffers),
+            _gauge: Gauge::<IoBuffers>::new(),
         }
     }
 }
@@ -445,7 +449,7 @@ struct Heartbeat {
     next_ping: Pin<Box<Sleep>>,
     pong_deadline: Option<Pin<Box<Sleep>>>,
     ping_due: bool,
-    _gauge: Gauge,
+    _gauge: Gauge<Heartbeats>,
 }
 
 fn ended(code: u16, reason: String, was_clean: bool, error: Option<ConnError>) -> Poll<IoEvent> {
@@ -472,7 +476,7 @@ impl OpenConn {
                 next_ping: Box::pin(tokio::time::sleep(cfg.ping_interval)),
                 pong_deadline: None,
                 ping_due: false,
-                _gauge: Gauge::new(&GLOBAL.heartbeats),
+                _gauge: Gauge::<Heartbeats>::new(),
             })
         });
         let mut transport = opened.transport;
@@ -487,10 +491,10 @@ impl OpenConn {
             .flatten();
         let input = match read_half {
             Some(half) => Input::Shared(Arc::new(SharedReader::new(half, opened.leftover, cfg.limits))),
-            None => Input::Own {
+            None => Input::Own(Box::new(OwnInput {
                 decoder: Decoder::new(opened.leftover),
                 read_buffer: None,
-            },
+            })),
         };
         let conn = OpenConn {
             transport,
@@ -506,7 +510,7 @@ impl OpenConn {
             heartbeat,
             inflater: negotiated.map(|n| Box::new(Decompressor::new(&n))),
             shared,
-            _gauge: Gauge::new(&GLOBAL.open_connections),
+            _gauge: Gauge::<OpenConnections>::new(),
         };
         (conn, sending)
     }
@@ -575,9 +579,9 @@ impl OpenConn {
     /// `cfg`: the configuration the connection was opened with.
     pub fn poll_io(&mut self, cx: &mut Context<'_>, cfg: &ConnConfig, events: &mut Vec<JsEvent>) -> Poll<IoEvent> {
         let io = self.poll_io_inner(cx, cfg, events);
-        if let Input::Own { decoder, read_buffer } = &mut self.input {
-            if decoder.holds_buffer() != read_buffer.is_some() {
-                *read_buffer = decoder.holds_buffer().then(|| Gauge::new(&GLOBAL.io_buffers));
+        if let Input::Own(own) = &mut self.input {
+            if own.decoder.holds_buffer() != own.read_buffer.is_some() {
+                own.read_buffer = own.decoder.holds_buffer().then(Gauge::<IoBuffers>::new);
             }
         }
         io
@@ -617,7 +621,7 @@ impl OpenConn {
         let (mut read_messages, mut read_bytes) = (0, 0);
         let shared_reader = match &self.input {
             Input::Shared(r) => Some(r.clone()),
-            Input::Own { .. } => None,
+            Input::Own(_) => None,
         };
         let mut shared_state = shared_reader.as_ref().map(|r| r.lock());
         loop {
@@ -637,7 +641,7 @@ impl OpenConn {
                 ..cfg.limits
             };
             let polled = match (&mut self.input, shared_reader.as_ref(), shared_state.as_mut()) {
-                (Input::Own { decoder, .. }, ..) => decoder.poll_next(cx, &mut self.transport, &limits),
+                (Input::Own(own), ..) => own.decoder.poll_next(cx, &mut self.transport, &limits),
                 (Input::Shared(_), Some(r), Some(st)) => r.poll_frame(st, cx),
                 (Input::Shared(_), ..) => Poll::Pending,
             };

@@ -9,7 +9,7 @@
 
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 
-use crate::stats::{Gauge, GLOBAL};
+use crate::stats::{DeflateContexts, Gauge};
 
 /// The name of the extension.
 pub const NAME: &str = "permessage-deflate";
@@ -209,7 +209,7 @@ pub fn negotiate(offer: Option<&DeflateConfig>, answer: &str) -> Result<Option<N
 /// Our side's compression: one raw deflate stream for the connection (context takeover) or one
 /// per message.
 pub struct Compressor {
-    state: Option<(Box<Compress>, Gauge)>,
+    state: Option<(Box<Compress>, Gauge<DeflateContexts>)>,
     level: u32,
     /// 0: never compress (a 256-byte window, which zlib cannot produce for raw deflate).
     window_bits: u8,
@@ -261,7 +261,7 @@ impl Compressor {
         let (c, _) = self.state.get_or_insert_with(|| {
             (
                 Box::new(Compress::new_with_window_bits(Compression::new(level), false, bits)),
-                Gauge::new(&GLOBAL.deflate_contexts),
+                Gauge::<DeflateContexts>::new(),
             )
         });
         let start = out.len();
@@ -300,7 +300,7 @@ impl Compressor {
 
 /// The server's side: inflates the messages it compressed.
 pub struct Decompressor {
-    state: Option<(Box<Decompress>, Gauge)>,
+    state: Option<(Box<Decompress>, Gauge<DeflateContexts>)>,
     window_bits: u8,
     no_context_takeover: bool,
 }
@@ -329,7 +329,7 @@ impl Decompressor {
         let (d, _) = self.state.get_or_insert_with(|| {
             (
                 Box::new(Decompress::new_with_window_bits(false, bits)),
-                Gauge::new(&GLOBAL.deflate_contexts),
+                Gauge::<DeflateContexts>::new(),
             )
         });
         let limit = max.saturating_add(1);

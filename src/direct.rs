@@ -16,7 +16,7 @@ use napi::Env;
 
 use crate::napi_raw::{OnReady, SocketWatch, TurnHook};
 use crate::reader::SharedReader;
-use crate::stats::{Gauge, GLOBAL};
+use crate::stats::{Gauge, JsReaders};
 
 struct Watched {
     /// Dropped first: the watch stops before the reader (which may close the socket) goes.
@@ -24,7 +24,7 @@ struct Watched {
     reader: Arc<SharedReader>,
     /// Paused in the queue of sockets waiting for a turn with budget left.
     paused: bool,
-    _gauge: Gauge,
+    _gauge: Gauge<JsReaders>,
 }
 
 /// What this thread's reads may still take in the current turn of the event loop.
@@ -109,7 +109,7 @@ pub fn take_over(env: &Env, id: u64, reader: Arc<SharedReader>, offer: u32, on_r
                 watch,
                 reader,
                 paused: false,
-                _gauge: Gauge::new(&GLOBAL.js_readers),
+                _gauge: Gauge::<JsReaders>::new(),
             };
             let old = WATCHES.with(|w| w.borrow_mut().insert(id, watched));
             drop(old);

@@ -25,7 +25,7 @@ use crate::frame::{Decoder, Incoming, Limits, WireError};
 use crate::napi_raw::{self, RawSocket};
 use crate::plain::ReadHalf;
 use crate::shared::Shared;
-use crate::stats::{self, Gauge, GLOBAL};
+use crate::stats::{self, Gauge, IoBuffers};
 
 /// Set once by `lib/` when the runtime lets the JS thread watch sockets (Node's main event loop
 /// or a worker's); until then, and everywhere else, connections are read on the tokio side only.
@@ -69,7 +69,7 @@ pub struct ReaderState {
     half: ReadHalf,
     decoder: Decoder,
     /// Counts the decoder's memory in `ioBuffers` while it holds any.
-    read_buffer: Option<Gauge>,
+    read_buffer: Option<Gauge<IoBuffers>>,
     /// The JS thread reads; the driver waits.
     by_js: bool,
     /// The driver's last read found the socket empty and nothing left to decode.
@@ -89,7 +89,7 @@ pub struct ReaderState {
 impl ReaderState {
     fn sync_gauge(&mut self) {
         if self.decoder.holds_buffer() != self.read_buffer.is_some() {
-            self.read_buffer = self.decoder.holds_buffer().then(|| Gauge::new(&GLOBAL.io_buffers));
+            self.read_buffer = self.decoder.holds_buffer().then(Gauge::<IoBuffers>::new);
         }
     }
 }

@@ -3,6 +3,7 @@
 //! must be released hold an RAII guard, so a counter can only go back down when
 //! the resource itself is dropped, whatever path drops it (close, error, abort).
 
+use std::marker::PhantomData;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 
 pub struct Global {
@@ -62,20 +63,53 @@ pub fn read(c: &AtomicU64) -> f64 {
     c.load(Relaxed) as f64
 }
 
-/// Increments a global gauge for as long as it lives.
-pub struct Gauge {
-    global: &'static AtomicI64,
+/// Which of `GLOBAL`'s gauges a `Gauge` counts in.
+pub trait Kind {
+    fn counter() -> &'static AtomicI64;
 }
 
-impl Gauge {
-    pub fn new(global: &'static AtomicI64) -> Self {
-        global.fetch_add(1, Relaxed);
-        Gauge { global }
+macro_rules! kinds {
+    ($($(#[$doc:meta])* $kind:ident => $field:ident,)*) => {
+        $(
+            $(#[$doc])*
+            pub enum $kind {}
+            impl Kind for $kind {
+                fn counter() -> &'static AtomicI64 {
+                    &GLOBAL.$field
+                }
+            }
+        )*
+    };
+}
+
+kinds! {
+    OpenConnections => open_connections,
+    PendingReconnects => pending_reconnects,
+    RunningDrivers => running_drivers,
+    PendingAttempts => pending_attempts,
+    Heartbeats => heartbeats,
+    IoBuffers => io_buffers,
+    DeflateContexts => deflate_contexts,
+    JsReaders => js_readers,
+}
+
+/// Increments the global gauge `K` for as long as it lives. Zero-sized (the gauge is in its
+/// type): a client's task carries several, and fits tokio's 384-byte task cell only without
+/// their bytes.
+pub struct Gauge<K: Kind> {
+    kind: PhantomData<fn() -> K>,
+}
+
+impl<K: Kind> Gauge<K> {
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> Self {
+        K::counter().fetch_add(1, Relaxed);
+        Gauge { kind: PhantomData }
     }
 }
 
-impl Drop for Gauge {
+impl<K: Kind> Drop for Gauge<K> {
     fn drop(&mut self) {
-        self.global.fetch_sub(1, Relaxed);
+        K::counter().fetch_sub(1, Relaxed);
     }
 }

@@ -20,7 +20,7 @@ use url::Url;
 
 use crate::errors::{self, ConnError};
 use crate::plain::{self, ReadHalf, WriteHalf};
-use crate::stats::{Gauge, GLOBAL};
+use crate::stats::{Gauge, IoBuffers};
 
 enum Stream {
     /// Plain TCP: the write half lives in a `Writer` that the JS thread can use too, and the read
@@ -49,7 +49,7 @@ struct WriterInner {
     /// The driver's last write left part of its buffer unwritten: nothing may go before the rest.
     blocked: bool,
     /// Counts `pending` in `ioBuffers` while it holds memory (released once written).
-    held: Option<Gauge>,
+    held: Option<Gauge<IoBuffers>>,
     /// Whether a close frame was written or queued, and by which side.
     close: CloseBy,
 }
@@ -66,7 +66,7 @@ enum CloseBy {
 impl WriterInner {
     fn hold(&mut self) {
         if self.held.is_none() {
-            self.held = Some(Gauge::new(&GLOBAL.io_buffers));
+            self.held = Some(Gauge::<IoBuffers>::new());
         }
     }
 
