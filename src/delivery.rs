@@ -46,8 +46,6 @@ const BATCH_EVENTS: usize = 4096;
 /// a mark-compact (the hostile tests' 64 KiB flood grew RSS by 76 MiB against 14 with this
 /// bound). It also holds the event loop for about 2 ms per batch there.
 const BATCH_BYTES: usize = 256 * 1024;
-/// Events' room the queue keeps while empty; past it, the room a burst needed is freed.
-const QUEUE_KEPT: usize = 256;
 
 pub struct Hub {
     queue: Mutex<VecDeque<(u64, JsEvent)>>,
@@ -102,10 +100,6 @@ impl Hub {
         if q.is_empty() {
             // Under the lock: a driver appends under it too, then finds the flag clear and rings.
             self.scheduled.store(false, Ordering::Release);
-            // A burst (thousands of clients opening at once) grows the queue; idle, it gives that back.
-            if q.capacity() > QUEUE_KEPT {
-                q.shrink_to(QUEUE_KEPT);
-            }
             return Vec::new();
         }
         let mut bytes = 0;
@@ -784,8 +778,6 @@ mod tests {
         assert!(hub.scheduled.load(Ordering::Acquire), "still dispatching");
         assert!(hub.take().is_empty());
         assert!(!hub.scheduled.load(Ordering::Acquire), "re-armed once nothing is left");
-        let room = hub.queue.lock().unwrap().capacity();
-        assert!(room <= QUEUE_KEPT, "the burst's room is given back: {room}");
     }
 
     #[test]
