@@ -624,8 +624,10 @@ impl OpenConn {
             Input::Own(_) => None,
         };
         let mut shared_state = shared_reader.as_ref().map(|r| r.lock());
+        let shared = self.shared.clone();
+        let mut read = shared.read_gate.batch(&shared.metrics);
         loop {
-            if self.shared.read_gate.is_closed(cx) {
+            if read.is_closed(cx) {
                 // JS is behind: leave the data in the socket. Unread pongs are not a dead peer.
                 if let Some(hb) = self.heartbeat.as_mut() {
                     hb.pong_deadline = None;
@@ -659,6 +661,7 @@ impl OpenConn {
                         Incoming::Compressed { text, data } => match self.inflate(text, &data, &limits) {
                             Ok(message) => message,
                             Err(e) => {
+                                read.flush();
                                 self.hold(HeldEnd::Failed(e), cfg);
                                 break;
                             }
@@ -668,19 +671,13 @@ impl OpenConn {
                     let gate = &self.shared.read_gate;
                     match frame {
                         Incoming::Text(t) => {
-                            let metrics = &self.shared.metrics;
-                            stats::add(&metrics.bytes_received, t.len() as u64);
-                            stats::inc(&metrics.messages_received);
-                            gate.admit(t.len());
+                            read.message(t.len());
                             read_messages += 1;
                             read_bytes += t.len();
                             events.push(JsEvent::Text(t));
                         }
                         Incoming::Binary(b) => {
-                            let metrics = &self.shared.metrics;
-                            stats::add(&metrics.bytes_received, b.len() as u64);
-                            stats::inc(&metrics.messages_received);
-                            gate.admit(b.len());
+                            read.message(b.len());
                             read_messages += 1;
                             read_bytes += b.len();
                             events.push(JsEvent::Binary(b));
@@ -704,6 +701,7 @@ impl OpenConn {
                             events.push(JsEvent::Pong(p));
                         }
                         Incoming::Close(close) => {
+                            read.flush();
                             if self.hold(HeldEnd::Close(close), cfg) {
                                 break;
                             }
@@ -724,6 +722,7 @@ impl OpenConn {
                 Poll::Ready(Err(e @ (WireError::Eof | WireError::Io(_)))) => return self.ended_by(e),
                 Poll::Ready(Err(e)) => {
                     // Acted on by the next poll, once JS has what came before it.
+                    read.flush();
                     self.hold(HeldEnd::Failed(e), cfg);
                     break;
                 }
@@ -749,6 +748,7 @@ impl OpenConn {
             }
         }
         drop(shared_state);
+        drop(read);
         if self.out.is_some() {
             // Pongs and the close reply.
             if let Err(e) = self.poll_write(cx) {
