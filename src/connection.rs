@@ -26,7 +26,7 @@ use tungstenite::Message;
 
 use crate::deflate::{self, Compressor, Decompressor, DeflateConfig, InflateError, Negotiated};
 use crate::errors::{self, ConnError};
-use crate::events::JsEvent;
+use crate::events::{JsEvent, TextRun};
 use crate::frame::{self, Decoder, Incoming, WireError};
 use crate::outbox::{data_len, SendQueue};
 use crate::reader::{self, SharedReader};
@@ -642,6 +642,30 @@ impl OpenConn {
                 deflate: self.inflater.is_some(),
                 ..cfg.limits
             };
+            if self.peer_close.is_none() {
+                let small = |t: &str| JsEvent::push_str(events, t);
+                let max = TextRun::MAX_MESSAGE;
+                let taken = match (&mut self.input, shared_reader.as_ref(), shared_state.as_mut()) {
+                    (Input::Own(own), ..) => own.decoder.take_small_text(&limits, max, small),
+                    (Input::Shared(_), Some(r), Some(st)) => r.take_small_text(st, max, small),
+                    (Input::Shared(_), ..) => None,
+                };
+                if let Some(len) = taken {
+                    // As a text from `poll_frame` below, without the moves of its `Incoming`.
+                    if let Some(hb) = self.heartbeat.as_mut() {
+                        hb.pong_deadline = None;
+                    }
+                    read.message(len);
+                    read_messages += 1;
+                    read_bytes += len;
+                    n += 1;
+                    if n >= MAX_BATCH {
+                        cx.waker().wake_by_ref();
+                        break;
+                    }
+                    continue;
+                }
+            }
             let polled = match (&mut self.input, shared_reader.as_ref(), shared_state.as_mut()) {
                 (Input::Own(own), ..) => own.decoder.poll_next(cx, &mut self.transport, &limits),
                 (Input::Shared(_), Some(r), Some(st)) => r.poll_frame(st, cx),
@@ -674,7 +698,7 @@ impl OpenConn {
                             read.message(t.len());
                             read_messages += 1;
                             read_bytes += t.len();
-                            events.push(JsEvent::Text(t));
+                            JsEvent::push_text(events, t);
                         }
                         Incoming::Binary(b) => {
                             read.message(b.len());

@@ -3,8 +3,9 @@
 //!
 //! Delivery is a "doorbell": drivers append events to one shared queue and ring
 //! a single thread-safe function only when no batch is on its way to JS. The JS
-//! thread takes a bounded batch per call (at most `BATCH_EVENTS` events and
-//! about `BATCH_BYTES` of payload), dispatches it, and acknowledges it from a
+//! thread takes a bounded batch per call (about `BATCH_EVENTS` events, a run of
+//! texts counting for its messages, and about `BATCH_BYTES` of payload),
+//! dispatches it, and acknowledges it from a
 //! `setImmediate` (`ack`): the event loop gets a turn (timers, I/O, other
 //! clients) between batches, and the acknowledgement both takes the next batch
 //! and tells each client's read gate that its messages have been dispatched. A
@@ -27,7 +28,6 @@ use std::time::Instant;
 
 use napi::bindgen_prelude::*;
 use napi::threadsafe_function::{ThreadsafeCallContext, ThreadsafeFunctionCallMode};
-use tungstenite::Utf8Bytes;
 
 use crate::direct;
 use crate::errors::ConnError;
@@ -38,7 +38,8 @@ use crate::protocol::event as tag;
 use crate::reader::{self, JsRead};
 use crate::shared::Shared;
 
-/// At most this many events go to JS in one batch...
+/// About this many events go to JS in one batch (a run of texts counts for its messages and is
+/// not split, so a batch may pass it by one run: `TextRun`)...
 const BATCH_EVENTS: usize = 4096;
 /// ...and payload bytes beyond this start the next batch. A batch keeps its messages reachable
 /// until its last listener has run: with a listener that takes 0.5 ms per 64 KiB message, a
@@ -102,13 +103,15 @@ impl Hub {
             self.scheduled.store(false, Ordering::Release);
             return Vec::new();
         }
-        let mut bytes = 0;
-        let mut n = 0;
+        // A run of texts counts for its messages; it is not split, so a batch holds at most a
+        // run's messages more than the bound.
+        let (mut bytes, mut weight, mut n) = (0, 0, 0);
         for (_, e) in q.iter() {
-            if n == BATCH_EVENTS || bytes >= BATCH_BYTES {
+            if weight >= BATCH_EVENTS || bytes >= BATCH_BYTES {
                 break;
             }
             bytes += e.payload_len();
+            weight += e.messages().max(1);
             n += 1;
         }
         q.drain(..n).collect()
@@ -123,13 +126,13 @@ fn credit(credits: &mut Credits, shared: &Arc<Shared>, event: &JsEvent) {
     if !event.is_read() {
         return;
     }
-    let len = event.payload_len();
+    let (len, messages) = (event.payload_len(), event.messages());
     match credits.last_mut() {
         Some((s, bytes, count)) if Arc::ptr_eq(s, shared) => {
             *bytes += len;
-            *count += 1;
+            *count += messages;
         }
-        _ => credits.push((shared.clone(), len, 1)),
+        _ => credits.push((shared.clone(), len, messages)),
     }
 }
 
@@ -469,25 +472,20 @@ fn empty_array(env: &Env) -> Result<RawValue> {
 /// the registry (strong reference, loop hold) before JS sees it.
 fn build_batch(env: &Env, batch: Vec<(u64, JsEvent)>) -> Result<Value> {
     let mut out = Vec::with_capacity(batch.len().min(BATCH_EVENTS) * 3);
-    let mut texts: Vec<Utf8Bytes> = Vec::new();
+    let mut texts: Vec<JsEvent> = Vec::new();
     with_registry(|r| -> Result<()> {
         let mut events = batch.into_iter().peekable();
         while let Some((id, event)) = events.next() {
             // The hot path: a run of text messages of one client travels as one array of strings.
-            if let JsEvent::Text(first) = event {
-                take_text_run(id, first, &mut events, &mut texts);
+            if let JsEvent::Text(_) | JsEvent::Texts(_) = event {
+                take_text_run(id, event, &mut events, &mut texts);
                 let Some(e) = r.clients.get_mut(&id) else { continue };
-                let bytes: usize = texts.iter().map(|t| t.len()).sum();
-                match r.credits.last_mut() {
-                    Some((s, b, c)) if Arc::ptr_eq(s, &e.shared) => {
-                        *b += bytes;
-                        *c += texts.len();
-                    }
-                    _ => r.credits.push((e.shared.clone(), bytes, texts.len())),
+                for t in &texts {
+                    credit(&mut r.credits, &e.shared, t);
                 }
                 let Some(owner) = e.owner.get(env)? else { continue };
                 out.push(owner);
-                if let [one] = texts.as_slice() {
+                if let [JsEvent::Text(one)] = texts.as_slice() {
                     out.push(napi_raw::to_js(env, tag::TEXT)?);
                     out.push(text_value(env, one.as_str())?);
                 } else {
@@ -566,17 +564,17 @@ fn build_batch(env: &Env, batch: Vec<(u64, JsEvent)>) -> Result<Value> {
     }
 }
 
-/// Puts `first` and the text messages of client `id` that directly follow it in `texts`.
+/// Puts `first` and the text events (`Text`, `Texts`) of client `id` that directly follow it in `texts`.
 fn take_text_run<I: Iterator<Item = (u64, JsEvent)>>(
     id: u64,
-    first: Utf8Bytes,
+    first: JsEvent,
     events: &mut std::iter::Peekable<I>,
-    texts: &mut Vec<Utf8Bytes>,
+    texts: &mut Vec<JsEvent>,
 ) {
     texts.clear();
     texts.push(first);
-    while let Some((_, JsEvent::Text(_))) = events.peek().filter(|(next, _)| *next == id) {
-        if let Some((_, JsEvent::Text(t))) = events.next() {
+    while let Some((_, JsEvent::Text(_) | JsEvent::Texts(_))) = events.peek().filter(|(next, _)| *next == id) {
+        if let Some((_, t)) = events.next() {
             texts.push(t);
         }
     }
@@ -597,11 +595,20 @@ const ZERO_COPY_FROM: usize = 16 * 1024;
 /// A run of text messages as an array of strings, made here: N-API makes a string for about a
 /// third of what `Buffer#latin1Slice`/`utf8Slice` cost a call from JS, and `Array.of` takes them
 /// all at once (docs/performance.md).
-fn text_run(env: &Env, array_of: Option<&ArrayOf>, texts: &[Utf8Bytes]) -> Result<Value> {
-    let strings = texts
-        .iter()
-        .map(|t| text_value(env, t.as_str()))
-        .collect::<Result<Vec<_>>>()?;
+fn text_run(env: &Env, array_of: Option<&ArrayOf>, texts: &[JsEvent]) -> Result<Value> {
+    let count = texts.iter().map(JsEvent::messages).sum();
+    let mut strings = Vec::with_capacity(count);
+    for t in texts {
+        match t {
+            JsEvent::Text(one) => strings.push(text_value(env, one.as_str())?),
+            JsEvent::Texts(run) => {
+                for one in run.iter() {
+                    strings.push(text_value(env, one)?);
+                }
+            }
+            _ => {}
+        }
+    }
     match array_of {
         Some(of) => of.array(env, &strings),
         None => napi_raw::array(env, &strings),
@@ -623,6 +630,7 @@ fn event_to_js(env: &Env, event: JsEvent) -> Result<(u32, Value)> {
     Ok(match event {
         // `build_batch` sends text runs itself; a lone one is the string.
         JsEvent::Text(t) => (tag::TEXT, text_value(raw, t.as_str())?),
+        run @ JsEvent::Texts(_) => (tag::TEXT_BATCH, text_run(raw, None, &[run])?),
         JsEvent::Binary(b) if b.len() >= ZERO_COPY_FROM => (tag::BINARY, napi_raw::external_buffer(raw, b)?),
         JsEvent::Binary(b) => (tag::BINARY, napi_raw::buffer_copy(raw, &b)?),
         JsEvent::Connecting { attempt } => (tag::CONNECTING, napi_raw::to_js(raw, attempt)?),
@@ -752,17 +760,32 @@ mod tests {
 
     #[test]
     fn a_text_run_is_the_texts_of_one_client_that_follow_each_other() {
-        let queued = vec![(1, text("b")), (1, text("c")), (2, text("x")), (1, text("d"))];
+        let strings = |texts: &[JsEvent]| -> Vec<String> {
+            let mut out = Vec::new();
+            for t in texts {
+                match t {
+                    JsEvent::Text(one) => out.push(one.to_string()),
+                    JsEvent::Texts(run) => out.extend(run.iter().map(String::from)),
+                    _ => panic!("not a text event"),
+                }
+            }
+            out
+        };
+        let mut run = Vec::new();
+        JsEvent::push_text(&mut run, "c".into());
+        JsEvent::push_text(&mut run, "d".into());
+        let run = run.pop().expect("a run");
+        let queued = vec![(1, text("b")), (1, run), (2, text("x")), (1, text("e"))];
         let mut events = queued.into_iter().peekable();
-        let mut texts = vec![Utf8Bytes::from("stale")];
-        take_text_run(1, "a".into(), &mut events, &mut texts);
-        assert_eq!(texts, ["a", "b", "c"]);
+        let mut texts = vec![text("stale")];
+        take_text_run(1, text("a"), &mut events, &mut texts);
+        assert_eq!(strings(&texts), ["a", "b", "c", "d"]);
         assert!(matches!(events.next(), Some((2, JsEvent::Text(_)))));
 
         let queued = vec![(1, JsEvent::Binary(Bytes::new())), (1, text("b"))];
         let mut events = queued.into_iter().peekable();
-        take_text_run(1, "a".into(), &mut events, &mut texts);
-        assert_eq!(texts, ["a"], "another kind of event ends the run");
+        take_text_run(1, text("a"), &mut events, &mut texts);
+        assert_eq!(strings(&texts), ["a"], "another kind of event ends the run");
         assert!(matches!(events.next(), Some((1, JsEvent::Binary(_)))));
     }
 
@@ -778,6 +801,27 @@ mod tests {
         assert!(hub.scheduled.load(Ordering::Acquire), "still dispatching");
         assert!(hub.take().is_empty());
         assert!(!hub.scheduled.load(Ordering::Acquire), "re-armed once nothing is left");
+    }
+
+    #[test]
+    fn a_run_of_texts_counts_for_its_messages_in_the_batch_bound() {
+        let hub = Hub::new();
+        let mut events = Vec::new();
+        for _ in 0..BATCH_EVENTS + 10 {
+            JsEvent::push_text(&mut events, "m".into());
+        }
+        let runs = events.len();
+        assert!(runs < BATCH_EVENTS / 100, "small texts travel in runs ({runs} events)");
+        hub.push(1, &mut events);
+        let messages = |batch: &[(u64, JsEvent)]| batch.iter().map(|(_, e)| e.messages()).sum::<usize>();
+        let first = hub.take();
+        assert_eq!(
+            messages(&first),
+            BATCH_EVENTS,
+            "runs are whole and fill the bound exactly here"
+        );
+        assert_eq!(messages(&hub.take()), 10);
+        assert!(hub.take().is_empty());
     }
 
     #[test]
@@ -808,10 +852,15 @@ mod tests {
         credit(&mut credits, &a, &JsEvent::Connecting { attempt: 1 });
         credit(&mut credits, &b, &JsEvent::Binary(Bytes::from_static(b"xy")));
         credit(&mut credits, &a, &JsEvent::Pong(Bytes::new()));
+        let mut run = Vec::new();
+        for t in ["xy", "z"] {
+            JsEvent::push_text(&mut run, t.into());
+        }
+        credit(&mut credits, &a, &run[0]);
         let got: Vec<(u64, usize, usize)> = credits.iter().map(|(s, n, c)| (s.id, *n, *c)).collect();
-        assert_eq!(got, [(1, 4, 2), (2, 2, 1), (1, 0, 1)]);
+        assert_eq!(got, [(1, 4, 2), (2, 2, 1), (1, 3, 3)]);
         // What the connections admitted when they read those events, given back on settling.
-        for (shared, len) in [(&a, 3), (&a, 1), (&b, 2), (&a, 0)] {
+        for (shared, len) in [(&a, 3), (&a, 1), (&b, 2), (&a, 0), (&a, 2), (&a, 1)] {
             shared.read_gate.admit(len);
         }
         settle(credits);

@@ -160,6 +160,20 @@ impl SharedReader {
         polled
     }
 
+    /// As `Decoder::take_small_text`, for the driver: what `poll_frame` would return first if it
+    /// is a small text, taken without a copy of its own. None while the JS thread reads.
+    pub fn take_small_text(&self, st: &mut ReaderState, max: usize, f: impl FnOnce(&str)) -> Option<usize> {
+        if st.by_js || st.handed.is_some() {
+            return None;
+        }
+        let len = st.decoder.take_small_text(&self.limits, max, f)?;
+        st.parked = false;
+        st.carried_data = true;
+        st.offer = None;
+        st.sync_gauge();
+        Some(len)
+    }
+
     /// After a read that found the socket empty: offers it to the JS thread, unless an offer is
     /// already standing or the connection has yet to carry a data message. Returns the offer's
     /// number (for `JsEvent::ReadIdle`).
