@@ -451,6 +451,47 @@ test.serial('frames in the upgrade response packet, trickled byte by byte, fragm
   await quiescent()
 })
 
+test.serial('a burst of small and large texts, binaries and pings in one write reaches the listeners whole and in order', async (t) => {
+  // Small texts read one after another travel as one run copied from the read buffer; anything
+  // else (a text over 1 KiB, a binary, a fragmented text, a ping) ends the run and goes on its own.
+  const expected: Array<string | Buffer> = []
+  const frames: Buffer[] = []
+  const text = (s: string) => {
+    expected.push(s)
+    frames.push(serverFrame(true, 1, Buffer.from(s)))
+  }
+  for (let i = 0; i < 3000; i++) {
+    if (i % 500 === 7) text('é'.repeat(600)) // 1,200 bytes: over the run's limit
+    if (i % 700 === 3) {
+      const b = Buffer.from([i & 0xff, 1, 2, 3])
+      expected.push(b)
+      frames.push(serverFrame(true, 2, b))
+    }
+    if (i % 900 === 5) frames.push(serverFrame(true, 9, Buffer.from('ping')))
+    if (i === 1234) {
+      expected.push('frag' + 'ment')
+      frames.push(serverFrame(false, 1, Buffer.from('frag')), serverFrame(true, 0, Buffer.from('ment')))
+    }
+    text(`${i}:` + 'ü'.repeat(i % 17) + 'x'.repeat(i % 1000))
+  }
+  text('')
+  const burst = Buffer.concat(frames)
+  const peer = await rawServer((sock) => acceptUpgrade(sock, (s) => s.write(burst)))
+  t.teardown(() => peer.close())
+  const client = new ReconnectingWebSocket(peer.url, { minDelay: 60_000 })
+  const got: Array<string | Buffer> = []
+  client.on('message', (m) => got.push(m))
+  await until(() => got.length >= expected.length, 'every message of the burst', 10_000)
+  t.is(got.length, expected.length)
+  const mismatch = got.findIndex((m, i) => (Buffer.isBuffer(m) ? !m.equals(expected[i] as Buffer) : m !== expected[i]))
+  t.is(mismatch, -1, `message ${mismatch} differs`)
+  t.is(client.metrics.messagesReceived, expected.length)
+  const bytes = expected.reduce((n, m) => n + Buffer.byteLength(m), 0)
+  t.is(client.metrics.bytesReceived, bytes)
+  await client.disconnect()
+  await quiescent()
+})
+
 test.serial('the upgrade is refused on a wrong Sec-WebSocket-Accept or an extension we did not offer', async (t) => {
   const cases = [
     ['Sec-WebSocket-Accept: AAAAAAAAAAAAAAAAAAAAAAAAAAA=\r\n', /Sec-WebSocket-Accept/, true],
