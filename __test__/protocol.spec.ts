@@ -451,9 +451,10 @@ test.serial('frames in the upgrade response packet, trickled byte by byte, fragm
   await quiescent()
 })
 
-test.serial('a burst of small and large texts, binaries and pings in one write reaches the listeners whole and in order', async (t) => {
-  // Small texts read one after another travel as one run copied from the read buffer; anything
-  // else (a text over 1 KiB, a binary, a fragmented text, a ping) ends the run and goes on its own.
+test.serial('a burst of small and large texts and binaries, pings and a fragmented text in one write reaches the listeners whole and in order', async (t) => {
+  // Small messages read one after another travel as one run of their kind, copied from the read
+  // buffer; anything else (a message over 1 KiB, the other kind, a fragmented text, a ping) ends
+  // the run and goes on its own.
   const expected: Array<string | Buffer> = []
   const frames: Buffer[] = []
   const text = (s: string) => {
@@ -463,9 +464,15 @@ test.serial('a burst of small and large texts, binaries and pings in one write r
   for (let i = 0; i < 3000; i++) {
     if (i % 500 === 7) text('é'.repeat(600)) // 1,200 bytes: over the run's limit
     if (i % 700 === 3) {
-      const b = Buffer.from([i & 0xff, 1, 2, 3])
-      expected.push(b)
-      frames.push(serverFrame(true, 2, b))
+      // A few binaries in a row: a run of its own kind.
+      for (let k = 0; k < 1 + (i % 5); k++) {
+        const b = Buffer.from([i & 0xff, k, 2, 3])
+        expected.push(b)
+        frames.push(serverFrame(true, 2, b))
+      }
+      const large = Buffer.alloc(1500, i & 0xff)
+      expected.push(large)
+      frames.push(serverFrame(true, 2, large))
     }
     if (i % 900 === 5) frames.push(serverFrame(true, 9, Buffer.from('ping')))
     if (i === 1234) {
@@ -478,17 +485,20 @@ test.serial('a burst of small and large texts, binaries and pings in one write r
   const burst = Buffer.concat(frames)
   const peer = await rawServer((sock) => acceptUpgrade(sock, (s) => s.write(burst)))
   t.teardown(() => peer.close())
-  const client = new ReconnectingWebSocket(peer.url, { minDelay: 60_000 })
-  const got: Array<string | Buffer> = []
-  client.on('message', (m) => got.push(m))
-  await until(() => got.length >= expected.length, 'every message of the burst', 10_000)
-  t.is(got.length, expected.length)
-  const mismatch = got.findIndex((m, i) => (Buffer.isBuffer(m) ? !m.equals(expected[i] as Buffer) : m !== expected[i]))
-  t.is(mismatch, -1, `message ${mismatch} differs`)
-  t.is(client.metrics.messagesReceived, expected.length)
-  const bytes = expected.reduce((n, m) => n + Buffer.byteLength(m), 0)
-  t.is(client.metrics.bytesReceived, bytes)
-  await client.disconnect()
+  for (const binaryType of ['nodebuffer', 'arraybuffer'] as const) {
+    const client = new ReconnectingWebSocket(peer.url, { minDelay: 60_000 })
+    client.binaryType = binaryType
+    const got: Array<string | Buffer> = []
+    client.on('message', (m: string | Buffer | ArrayBuffer) => got.push(m instanceof ArrayBuffer ? Buffer.from(m) : m))
+    await until(() => got.length >= expected.length, 'every message of the burst', 10_000)
+    t.is(got.length, expected.length)
+    const mismatch = got.findIndex((m, i) => (Buffer.isBuffer(m) ? !m.equals(expected[i] as Buffer) : m !== expected[i]))
+    t.is(mismatch, -1, `${binaryType}: message ${mismatch} differs`)
+    t.is(client.metrics.messagesReceived, expected.length)
+    const bytes = expected.reduce((n, m) => n + Buffer.byteLength(m), 0)
+    t.is(client.metrics.bytesReceived, bytes)
+    await client.disconnect()
+  }
   await quiescent()
 })
 

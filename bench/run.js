@@ -66,6 +66,7 @@ if (PEERS.length === 0) {
 const N = {
   recv64: count(2_000_000, 200_000),
   recv1k: count(500_000, 50_000),
+  recv64b: count(2_000_000, 200_000),
   recv64k: count(20_000, 2_000),
   recv64ks: count(20_000, 1_000),
   recv64kh: count(20_000, 2_000),
@@ -132,6 +133,14 @@ const ALL_WORKLOADS = [
       { key: 'msgsPerSec', label: 'receive 1 KiB text', unit: 'msg/s', better: 'higher' },
       { key: 'mbPerSec', label: 'receive 1 KiB text', unit: 'MB/s', better: 'higher' },
     ],
+  },
+  {
+    id: 'recv64b',
+    title: `receive 64 B binary ×${N.recv64b}`,
+    server: { mode: 'recv', count: N.recv64b, size: 64, binary: true },
+    peer: { workload: 'recv', count: N.recv64b, size: 64 },
+    ceiling: { kind: 'recv' },
+    rows: [{ key: 'msgsPerSec', label: 'receive 64 B binary', unit: 'msg/s', better: 'higher' }],
   },
   {
     id: 'recv64k',

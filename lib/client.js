@@ -470,6 +470,10 @@ class ReconnectingWebSocket extends EventEmitter {
     this.#onMessage(text, false)
   }
 
+  #onBinary(buf) {
+    this.#onMessage(convertBinary(buf, this.#binaryType), true)
+  }
+
   /** `attempt`: the machine's count of consecutive failures (0 for the first attempt after connect()). */
   #onConnecting(attempt) {
     if (this.#rws) this.#rws.socketSeen = true
@@ -599,7 +603,8 @@ class ReconnectingWebSocket extends EventEmitter {
     wire.listen({
       textBatch: (c, buf) => wire.forEachText(buf, c.#onText, c),
       text: (c, text) => c.#onText(text),
-      binary: (c, buf) => c.#onMessage(convertBinary(buf, c.#binaryType), true),
+      binary: (c, buf) => c.#onBinary(buf),
+      binaryBatch: (c, run) => wire.forEachBinary(run, c.#onBinary, c),
       connecting: (c, attempt) => c.#onConnecting(attempt),
       open: (c, chosen) => c.#onOpen(chosen),
       error: (c, p) => c.#onError(p),

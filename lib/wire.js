@@ -140,6 +140,27 @@ function forEachText(texts, fn, target) {
   }
 }
 
+/**
+ * Calls `fn.call(target, message)` for each message of a run of small binary messages: one Buffer
+ * with the messages end to end, then where each ends and their count, as little-endian u32s
+ * (src/protocol.rs). Each message is a view of it (as `ws` hands out views of the socket's
+ * chunks). A throwing listener does not lose the rest.
+ */
+function forEachBinary(run, fn, target) {
+  const count = run.readUInt32LE(run.length - 4)
+  const ends = run.length - 4 - 4 * count
+  let start = 0
+  for (let i = 0; i < count; i++) {
+    const end = run.readUInt32LE(ends + 4 * i)
+    try {
+      fn.call(target, run.subarray(start, end))
+    } catch (err) {
+      rethrowLater(err)
+    }
+    start = end
+  }
+}
+
 /** A binary message as `binaryType` asks: 'nodebuffer', 'arraybuffer' or 'uint8array'. */
 function convertBinary(buf, type) {
   if (type === 'nodebuffer') return buf
@@ -150,4 +171,4 @@ function convertBinary(buf, type) {
     : buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength)
 }
 
-module.exports = { EVENTS, SEND, checkSendOutcomes, listen, handlerTable, forEachText, convertBinary, rethrowLater }
+module.exports = { EVENTS, SEND, checkSendOutcomes, listen, handlerTable, forEachText, forEachBinary, convertBinary, rethrowLater }

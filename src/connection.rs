@@ -26,7 +26,7 @@ use tungstenite::Message;
 
 use crate::deflate::{self, Compressor, Decompressor, DeflateConfig, InflateError, Negotiated};
 use crate::errors::{self, ConnError};
-use crate::events::{JsEvent, TextRun};
+use crate::events::{BinaryRun, JsEvent, Small, TextRun};
 use crate::frame::{self, Decoder, Incoming, WireError};
 use crate::outbox::{data_len, SendQueue};
 use crate::reader::{self, SharedReader};
@@ -643,15 +643,15 @@ impl OpenConn {
                 ..cfg.limits
             };
             if self.peer_close.is_none() {
-                let small = |t: &str| JsEvent::push_str(events, t);
-                let max = TextRun::MAX_MESSAGE;
+                let small = |m: Small<'_>| JsEvent::push_small(events, m);
+                let max = TextRun::MAX_MESSAGE.min(BinaryRun::MAX_MESSAGE);
                 let taken = match (&mut self.input, shared_reader.as_ref(), shared_state.as_mut()) {
-                    (Input::Own(own), ..) => own.decoder.take_small_text(&limits, max, small),
-                    (Input::Shared(_), Some(r), Some(st)) => r.take_small_text(st, max, small),
+                    (Input::Own(own), ..) => own.decoder.take_small(&limits, max, small),
+                    (Input::Shared(_), Some(r), Some(st)) => r.take_small(st, max, small),
                     (Input::Shared(_), ..) => None,
                 };
                 if let Some(len) = taken {
-                    // As a text from `poll_frame` below, without the moves of its `Incoming`.
+                    // As a message from `poll_frame` below, without the moves of its `Incoming`.
                     if let Some(hb) = self.heartbeat.as_mut() {
                         hb.pong_deadline = None;
                     }
@@ -704,7 +704,7 @@ impl OpenConn {
                             read.message(b.len());
                             read_messages += 1;
                             read_bytes += b.len();
-                            events.push(JsEvent::Binary(b));
+                            JsEvent::push_binary(events, b);
                         }
                         Incoming::Ping(p) => {
                             if !self.sent_close {

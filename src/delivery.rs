@@ -435,13 +435,15 @@ fn on_readable(env: &Env, id: u64, turn: u64) {
         reader.give_back();
         return;
     };
-    let mut events = Vec::new();
+    let mut read = Vec::new();
     let outcome = reader.read_for_js(&shared, reader::TURN_MESSAGES, reader::TURN_BYTES, |m| match m {
-        Incoming::Text(t) => events.push((id, JsEvent::Text(t))),
-        Incoming::Binary(b) => events.push((id, JsEvent::Binary(b))),
+        Incoming::Text(t) => JsEvent::push_text(&mut read, t),
+        Incoming::Binary(b) => JsEvent::push_binary(&mut read, b),
         _ => {}
     });
-    let (messages, bytes) = (events.len(), events.iter().map(|(_, e)| e.payload_len()).sum());
+    let messages = read.iter().map(JsEvent::messages).sum();
+    let bytes = read.iter().map(JsEvent::payload_len).sum();
+    let events: Vec<(u64, JsEvent)> = read.into_iter().map(|e| (id, e)).collect();
     if !events.is_empty() {
         // These never counted against the read gate (they are delivered before the read returns),
         // so the credits the batch makes are not the acknowledgement's to settle.
@@ -633,6 +635,7 @@ fn event_to_js(env: &Env, event: JsEvent) -> Result<(u32, Value)> {
         run @ JsEvent::Texts(_) => (tag::TEXT_BATCH, text_run(raw, None, &[run])?),
         JsEvent::Binary(b) if b.len() >= ZERO_COPY_FROM => (tag::BINARY, napi_raw::external_buffer(raw, b)?),
         JsEvent::Binary(b) => (tag::BINARY, napi_raw::buffer_copy(raw, &b)?),
+        JsEvent::Binaries(run) => (tag::BINARY_BATCH, napi_raw::buffer_copy(raw, &run.into_wire())?),
         JsEvent::Connecting { attempt } => (tag::CONNECTING, napi_raw::to_js(raw, attempt)?),
         // Payloads of the events every connection has are plain values where one will do: a
         // fleet connecting or churning makes no garbage object per event.

@@ -1,11 +1,13 @@
 //! The events a client reports: what the connection and the driver produce, in order, and
 //! `delivery` hands to JS.
 
+use std::ops::{Index, Range};
 use std::sync::Arc;
 
 use tungstenite::{Bytes, Utf8Bytes};
 
 use crate::errors::ConnError;
+pub use crate::frame::Small;
 use crate::reader::SharedReader;
 
 /// An event for one client, in the order the driver produced it.
@@ -19,9 +21,11 @@ pub enum JsEvent {
         extensions: Option<String>,
     },
     Text(Utf8Bytes),
-    /// Text messages read one after another (see `JsEvent::push_text`).
+    /// Small text messages read one after another (see `JsEvent::push_text`).
     Texts(Box<TextRun>),
     Binary(Bytes),
+    /// Small binary messages read one after another (see `JsEvent::push_binary`).
+    Binaries(Box<BinaryRun>),
     Error(ConnError),
     Close {
         code: u16,
@@ -80,15 +84,26 @@ impl JsEvent {
     /// Appends a text message read from the socket to a driver's `events`, joining it to the run
     /// of small texts that ends them, if any: a second small text in a row starts one.
     pub fn push_text(events: &mut Vec<JsEvent>, text: Utf8Bytes) {
-        if text.len() > TextRun::MAX_MESSAGE || !join_run(events, &text) {
+        if text.len() > TextRun::MAX_MESSAGE || !join_run(events, Small::Text(&text)) {
             events.push(JsEvent::Text(text));
         }
     }
 
-    /// As `push_text`, for a small text borrowed from the read buffer (`Decoder::take_small_text`).
-    pub fn push_str(events: &mut Vec<JsEvent>, text: &str) {
-        if !join_run(events, text) {
-            events.push(JsEvent::Text(text.to_owned().into()));
+    /// As `push_text`, for a binary message.
+    pub fn push_binary(events: &mut Vec<JsEvent>, data: Bytes) {
+        if data.len() > BinaryRun::MAX_MESSAGE || !join_run(events, Small::Binary(&data)) {
+            events.push(JsEvent::Binary(data));
+        }
+    }
+
+    /// As `push_text` and `push_binary`, for a small message borrowed from the read buffer
+    /// (`Decoder::take_small`).
+    pub fn push_small(events: &mut Vec<JsEvent>, message: Small<'_>) {
+        if !join_run(events, message) {
+            events.push(match message {
+                Small::Text(t) => JsEvent::Text(t.to_owned().into()),
+                Small::Binary(b) => JsEvent::Binary(Bytes::copy_from_slice(b)),
+            });
         }
     }
 
@@ -97,6 +112,7 @@ impl JsEvent {
         match self {
             JsEvent::Text(t) => t.len(),
             JsEvent::Texts(run) => run.bytes(),
+            JsEvent::Binaries(run) => run.bytes(),
             JsEvent::Binary(b) | JsEvent::Ping(b) | JsEvent::Pong(b) => b.len(),
             _ => 0,
         }
@@ -107,6 +123,7 @@ impl JsEvent {
     pub fn messages(&self) -> usize {
         match self {
             JsEvent::Texts(run) => run.messages(),
+            JsEvent::Binaries(run) => run.messages(),
             JsEvent::Text(_) | JsEvent::Binary(_) | JsEvent::Ping(_) | JsEvent::Pong(_) => 1,
             _ => 0,
         }
@@ -118,54 +135,109 @@ impl JsEvent {
     }
 }
 
-/// Appends `text` (at most `TextRun::MAX_MESSAGE` bytes) to the run that ends `events`, or makes
-/// one with the small text that ends them; false when neither is there.
-fn join_run(events: &mut [JsEvent], text: &str) -> bool {
+/// Appends `message` (at most `MAX_MESSAGE` bytes) to the run of its kind that ends `events`, or
+/// makes one with the small message of its kind that ends them; false when neither is there.
+fn join_run(events: &mut [JsEvent], message: Small<'_>) -> bool {
     let Some(last) = events.last_mut() else { return false };
-    match last {
-        JsEvent::Texts(run) if run.has_room(text.len()) => run.push(text),
-        JsEvent::Text(prev) if prev.len() <= TextRun::MAX_MESSAGE => {
-            let run = TextRun::of(prev.as_str(), text);
-            *last = JsEvent::Texts(run);
+    let run = match (&mut *last, message) {
+        (JsEvent::Texts(run), Small::Text(t)) if run.has_room(t.len()) => {
+            run.push(t);
+            return true;
+        }
+        (JsEvent::Binaries(run), Small::Binary(b)) if run.has_room(b.len()) => {
+            run.push(b);
+            return true;
+        }
+        (JsEvent::Text(prev), Small::Text(t)) if prev.len() <= TextRun::MAX_MESSAGE => {
+            JsEvent::Texts(Run::of(prev.as_str(), t))
+        }
+        (JsEvent::Binary(prev), Small::Binary(b)) if prev.len() <= BinaryRun::MAX_MESSAGE => {
+            JsEvent::Binaries(Run::of(&prev[..], b))
         }
         _ => return false,
-    }
+    };
+    *last = run;
     true
 }
 
-/// Small text messages of one client, read one after another, copied end to end into one
-/// string. A text message of its own is a reference into the socket's read buffer, whose count
-/// the tokio worker raises and the JS thread lowers, one event in each queue it passes through;
-/// a run is one event and three allocations for up to `MAX_MESSAGES` messages.
-pub struct TextRun {
-    text: String,
-    /// Where each message ends in `text`.
+/// What a run keeps its messages in, end to end: a `String` for texts, a `Vec<u8>` for binaries.
+pub trait RunData: Index<Range<usize>> {
+    fn with_capacity(bytes: usize) -> Self;
+    fn append(&mut self, message: &Self::Output);
+    fn size(&self) -> usize;
+    fn len_of(message: &Self::Output) -> usize;
+}
+
+impl RunData for String {
+    fn with_capacity(bytes: usize) -> Self {
+        String::with_capacity(bytes)
+    }
+    fn append(&mut self, message: &str) {
+        self.push_str(message);
+    }
+    fn size(&self) -> usize {
+        self.len()
+    }
+    fn len_of(message: &str) -> usize {
+        message.len()
+    }
+}
+
+impl RunData for Vec<u8> {
+    fn with_capacity(bytes: usize) -> Self {
+        Vec::with_capacity(bytes)
+    }
+    fn append(&mut self, message: &[u8]) {
+        self.extend_from_slice(message);
+    }
+    fn size(&self) -> usize {
+        self.len()
+    }
+    fn len_of(message: &[u8]) -> usize {
+        message.len()
+    }
+}
+
+/// Small messages of one kind from one client, read one after another, copied end to end. A
+/// message of its own is a reference into the socket's read buffer, whose count the tokio worker
+/// raises and the JS thread lowers, one event in each queue it passes through (and, for a binary,
+/// one Buffer with a backing store of its own); a run is one event and three allocations for up
+/// to `MAX_MESSAGES` messages.
+pub struct Run<D> {
+    data: D,
+    /// Where each message ends in `data`.
     ends: Vec<u32>,
 }
 
-impl TextRun {
+/// Texts (see `Run`).
+pub type TextRun = Run<String>;
+/// Binary messages (see `Run`).
+pub type BinaryRun = Run<Vec<u8>>;
+
+impl<D: RunData> Run<D> {
     /// Messages up to this size join a run; copying larger ones costs more than it saves.
     pub const MAX_MESSAGE: usize = 1024;
     /// A run ends at this many messages, or once it holds `MAX_BYTES`; the next message starts another.
     const MAX_MESSAGES: usize = 512;
     const MAX_BYTES: usize = 64 * 1024;
 
-    fn of(first: &str, second: &str) -> Box<Self> {
-        let mut text = String::with_capacity((first.len() + second.len()) * 4);
-        text.push_str(first);
-        text.push_str(second);
+    fn of(first: &D::Output, second: &D::Output) -> Box<Self> {
+        let mut data = D::with_capacity((D::len_of(first) + D::len_of(second)) * 4);
+        data.append(first);
+        let first_end = data.size() as u32;
+        data.append(second);
         let mut ends = Vec::with_capacity(8);
-        ends.extend([first.len() as u32, text.len() as u32]);
-        Box::new(TextRun { text, ends })
+        ends.extend([first_end, data.size() as u32]);
+        Box::new(Run { data, ends })
     }
 
     fn has_room(&self, len: usize) -> bool {
-        self.ends.len() < Self::MAX_MESSAGES && self.text.len() + len <= Self::MAX_BYTES
+        self.ends.len() < Self::MAX_MESSAGES && self.data.size() + len <= Self::MAX_BYTES
     }
 
-    fn push(&mut self, message: &str) {
-        self.text.push_str(message);
-        self.ends.push(self.text.len() as u32);
+    fn push(&mut self, message: &D::Output) {
+        self.data.append(message);
+        self.ends.push(self.data.size() as u32);
     }
 
     /// The number of messages (two or more).
@@ -175,17 +247,31 @@ impl TextRun {
 
     /// Their payload bytes.
     pub fn bytes(&self) -> usize {
-        self.text.len()
+        self.data.size()
     }
 
     /// The messages, in order.
-    pub fn iter(&self) -> impl Iterator<Item = &str> + '_ {
+    pub fn iter(&self) -> impl Iterator<Item = &D::Output> + '_ {
         let mut start = 0;
         self.ends.iter().map(move |&end| {
-            let message = &self.text[start..end as usize];
+            let message = &self.data[start..end as usize];
             start = end as usize;
             message
         })
+    }
+}
+
+impl BinaryRun {
+    /// The run as JS takes it (`event::BINARY_BATCH`): the messages end to end, then where each
+    /// ends and their count, as little-endian u32s.
+    pub fn into_wire(self) -> Vec<u8> {
+        let mut out = self.data;
+        out.reserve(4 * (self.ends.len() + 1));
+        for end in &self.ends {
+            out.extend_from_slice(&end.to_le_bytes());
+        }
+        out.extend_from_slice(&(self.ends.len() as u32).to_le_bytes());
+        out
     }
 }
 
@@ -272,6 +358,43 @@ mod tests {
         assert_eq!((run.messages(), run.bytes()), (4, 11));
         assert_eq!((events[0].messages(), events[0].payload_len()), (4, 11));
         assert_eq!((large.as_str(), five.as_str()), (big.as_str(), "five"));
+    }
+
+    #[test]
+    fn small_binaries_in_a_row_travel_as_one_run_apart_from_texts() {
+        let mut events = Vec::new();
+        JsEvent::push_binary(&mut events, Bytes::from_static(&[1, 2]));
+        JsEvent::push_small(&mut events, Small::Binary(&[3]));
+        JsEvent::push_small(&mut events, Small::Binary(&[]));
+        JsEvent::push_small(&mut events, Small::Text("t"));
+        JsEvent::push_small(&mut events, Small::Text("u"));
+        JsEvent::push_binary(&mut events, Bytes::from(vec![9; BinaryRun::MAX_MESSAGE + 1]));
+        JsEvent::push_small(&mut events, Small::Binary(&[4]));
+        let [JsEvent::Binaries(run), JsEvent::Texts(texts), JsEvent::Binary(large), JsEvent::Binary(last)] =
+            &events[..]
+        else {
+            panic!("not a binary run, a text run, a large binary and a binary");
+        };
+        assert_eq!(run.iter().collect::<Vec<_>>(), [&[1, 2][..], &[3], &[]]);
+        assert_eq!((run.messages(), run.bytes()), (3, 3));
+        assert_eq!(texts.iter().collect::<Vec<_>>(), ["t", "u"]);
+        assert_eq!((large.len(), &last[..]), (BinaryRun::MAX_MESSAGE + 1, &[4][..]));
+    }
+
+    #[test]
+    fn a_binary_run_goes_to_js_with_its_ends_and_count_after_the_messages() {
+        let mut events = Vec::new();
+        for m in [&b"ab"[..], b"", b"cde"] {
+            JsEvent::push_small(&mut events, Small::Binary(m));
+        }
+        let Some(JsEvent::Binaries(run)) = events.pop() else {
+            panic!("not a run")
+        };
+        let mut expected = b"abcde".to_vec();
+        for n in [2u32, 2, 5, 3] {
+            expected.extend_from_slice(&n.to_le_bytes());
+        }
+        assert_eq!(run.into_wire(), expected);
     }
 
     #[test]

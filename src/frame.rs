@@ -36,6 +36,13 @@ pub enum Incoming {
     },
 }
 
+/// A small message borrowed from the read buffer (`Decoder::take_small`).
+#[derive(Clone, Copy)]
+pub enum Small<'a> {
+    Text(&'a str),
+    Binary(&'a [u8]),
+}
+
 /// Why reading stopped.
 #[derive(Debug)]
 pub enum WireError {
@@ -301,24 +308,38 @@ impl Decoder {
         }
     }
 
-    /// The next message, if it is a small text frame whose bytes are all buffered (whole, not
-    /// compressed, valid UTF-8, at most `max` bytes): `f` gets it borrowed from the read buffer,
-    /// and the decoder moves past it. Returns its length. The hot path of a stream of small texts:
-    /// no reference-counted payload, no `Incoming` moved through the layers above. Anything else,
-    /// a frame that breaks a rule included, is left to `poll_next`.
-    pub fn take_small_text(&mut self, limits: &Limits, max: usize, f: impl FnOnce(&str)) -> Option<usize> {
+    /// The next message, if it is a small one whose bytes are all buffered (a whole text or
+    /// binary frame, not compressed, text valid UTF-8, at most `max` bytes): `f` gets it borrowed
+    /// from the read buffer, and the decoder moves past it. Returns its length. The hot path of a
+    /// stream of small messages: no reference-counted payload, no `Incoming` moved through the
+    /// layers above. Anything else, a frame that breaks a rule included, is left to `poll_next`.
+    pub fn take_small(&mut self, limits: &Limits, max: usize, f: impl FnOnce(Small<'_>)) -> Option<usize> {
         if self.frame.is_some() || self.direct.is_some() || self.partial.is_some() || self.utf8.is_some() {
             return None;
         }
         let Ok(Some((h, header_len))) = parse_header(&self.buf) else {
             return None;
         };
-        if h.opcode != OP_TEXT || !h.fin || h.rsv1 || h.len > max.min(limits.max_text).min(limits.max_payload) {
+        let text = match h.opcode {
+            OP_TEXT => true,
+            OP_BINARY => false,
+            _ => return None,
+        };
+        let limit = if text {
+            limits.max_text.min(limits.max_payload)
+        } else {
+            limits.max_payload
+        };
+        if !h.fin || h.rsv1 || h.len > max.min(limit) {
             return None;
         }
         let end = header_len + h.len;
-        let text = std::str::from_utf8(self.buf.get(header_len..end)?).ok()?;
-        f(text);
+        let payload = self.buf.get(header_len..end)?;
+        f(if text {
+            Small::Text(std::str::from_utf8(payload).ok()?)
+        } else {
+            Small::Binary(payload)
+        });
         self.buf.advance(end);
         self.after_direct = false;
         Some(h.len)
@@ -1048,7 +1069,7 @@ mod tests {
         }
     }
 
-    /// As `decode_all`, taking small texts with `take_small_text` first; also returns how many
+    /// As `decode_all`, taking small messages with `take_small` first; also returns how many
     /// it took.
     /// `step` 0: everything is buffered from the start.
     fn decode_all_small_first(data: Vec<u8>, step: usize, max: usize) -> (Vec<Incoming>, WireError, usize) {
@@ -1063,8 +1084,17 @@ mod tests {
         let mut cx = Context::from_waker(std::task::Waker::noop());
         let (mut out, mut taken) = (Vec::new(), 0);
         loop {
-            if let Some(len) = d.take_small_text(&lim, 1024, |t| out.push(Incoming::Text(t.into()))) {
-                assert!(matches!(out.last(), Some(Incoming::Text(t)) if t.len() == len));
+            let small = d.take_small(&lim, 1024, |m| {
+                out.push(match m {
+                    Small::Text(t) => Incoming::Text(t.into()),
+                    Small::Binary(b) => Incoming::Binary(Bytes::copy_from_slice(b)),
+                })
+            });
+            if let Some(len) = small {
+                assert!(
+                    matches!(out.last(), Some(Incoming::Text(t)) if t.len() == len)
+                        || matches!(out.last(), Some(Incoming::Binary(b)) if b.len() == len)
+                );
                 taken += 1;
                 continue;
             }
@@ -1077,13 +1107,14 @@ mod tests {
     }
 
     #[test]
-    fn the_small_text_path_takes_only_whole_small_valid_texts_and_decodes_the_same() {
+    fn the_small_message_path_takes_only_whole_small_valid_messages_and_decodes_the_same() {
         let mut data = Vec::new();
         for f in [
             server_frame(true, OP_TEXT, b"one"),
             server_frame(true, OP_TEXT, "twö".as_bytes()),
             server_frame(true, OP_TEXT, &[b'l'; 1025]),
             server_frame(true, OP_BINARY, b"bin"),
+            server_frame(true, OP_BINARY, &[0xfe; 1025]),
             server_frame(true, OP_PING, b"p"),
             server_frame(false, OP_TEXT, b"frag"),
             server_frame(true, OP_CONTINUATION, b"ment"),
@@ -1102,11 +1133,12 @@ mod tests {
                 matches!(fast_end, WireError::Utf8(_)),
                 "invalid UTF-8 is the slow path's to report"
             );
-            assert_eq!(slow.len(), 8);
+            assert_eq!(slow.len(), 9);
             if step == 0 {
-                // "one", "twö", "", and the 1,024 "k"s: not the 1,025 "l"s, the binary, the ping or
-                // the fragmented message. (A frame that arrives in pieces is the slow path's.)
-                assert_eq!(taken, 4);
+                // "one", "twö", "bin", "", and the 1,024 "k"s: not the 1,025 "l"s or 0xfe bytes,
+                // the ping or the fragmented message. (A frame that arrives in pieces is the slow
+                // path's.)
+                assert_eq!(taken, 5);
             }
         }
         // A text over the connection's limit is not taken: the slow path reports it.

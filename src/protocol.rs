@@ -7,6 +7,9 @@
 //! tag. A run of text messages of one client travels as one `event::TEXT_BATCH` whose payload
 //! is an array of its strings (made by the addon; a one-call `Array.of` for the array).
 //! A run of one (a quiet connection's usual message) is `event::TEXT` with the string itself.
+//! A run of small binary messages is one `event::BINARY_BATCH` whose payload is one Buffer: the
+//! messages end to end, then where each ends and their count, as little-endian u32s
+//! (`events::BinaryRun::into_wire`); JS hands out views of it.
 //!
 //! `clientSendText` / `clientSendBinary` return one of [`send`].
 
@@ -30,6 +33,7 @@ pub mod event {
     pub const PROVIDE: u32 = 13;
     pub const DECIDE: u32 = 14;
     pub const TEXT_BATCH: u32 = 15;
+    pub const BINARY_BATCH: u32 = 16;
 }
 
 /// What `send()` did with a message.
@@ -65,6 +69,7 @@ pub struct WireEvents {
     pub decide: u32,
     pub text_batch: u32,
     pub text: u32,
+    pub binary_batch: u32,
 }
 
 #[napi(object)]
@@ -105,6 +110,7 @@ pub fn wire_protocol() -> WireProtocol {
             decide: event::DECIDE,
             text_batch: event::TEXT_BATCH,
             text: event::TEXT,
+            binary_batch: event::BINARY_BATCH,
         },
         send: WireSend {
             sent: send::SENT,
@@ -146,6 +152,8 @@ mod tests {
             e.provide,
             e.decide,
             e.text_batch,
+            e.text,
+            e.binary_batch,
         ];
         assert!(distinct(&tags), "{tags:?}");
     }

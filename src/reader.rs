@@ -21,7 +21,7 @@ use bytes::BytesMut;
 use futures_util::task::AtomicWaker;
 use tokio::io::{AsyncRead, ReadBuf};
 
-use crate::frame::{Decoder, Incoming, Limits, WireError};
+use crate::frame::{Decoder, Incoming, Limits, Small, WireError};
 use crate::napi_raw::{self, RawSocket};
 use crate::plain::ReadHalf;
 use crate::shared::Shared;
@@ -160,13 +160,13 @@ impl SharedReader {
         polled
     }
 
-    /// As `Decoder::take_small_text`, for the driver: what `poll_frame` would return first if it
-    /// is a small text, taken without a copy of its own. None while the JS thread reads.
-    pub fn take_small_text(&self, st: &mut ReaderState, max: usize, f: impl FnOnce(&str)) -> Option<usize> {
+    /// As `Decoder::take_small`, for the driver: what `poll_frame` would return first if it is a
+    /// small message, taken without a copy of its own. None while the JS thread reads.
+    pub fn take_small(&self, st: &mut ReaderState, max: usize, f: impl FnOnce(Small<'_>)) -> Option<usize> {
         if st.by_js || st.handed.is_some() {
             return None;
         }
-        let len = st.decoder.take_small_text(&self.limits, max, f)?;
+        let len = st.decoder.take_small(&self.limits, max, f)?;
         st.parked = false;
         st.carried_data = true;
         st.offer = None;
