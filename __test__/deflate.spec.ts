@@ -1037,7 +1037,7 @@ async function runBombChild(port: number, opts: object) {
     killed = 'still running after 20 s'
     proc.kill('SIGKILL')
   }, 20_000)
-  const [code, signal] = (await once(proc, 'exit')) as [number | null, NodeJS.Signals | null]
+  const [code, signal] = (await once(proc, 'close')) as [number | null, NodeJS.Signals | null]
   clearInterval(sampler)
   clearTimeout(killer)
   const line = stdout.split('\n').find((l) => l.startsWith('{'))

@@ -43,7 +43,9 @@ async function run(scenario: string, url: string, env: NodeJS.ProcessEnv = proce
   })
   proc.stderr.on('data', (d) => (stderr += d))
   const killer = setTimeout(() => proc.kill('SIGKILL'), 20_000)
-  const [code, signal] = await once(proc, 'exit')
+  // 'close', not 'exit': at 'exit' the child's stdout may not all have been read yet (under load the
+  // report could be missed).
+  const [code, signal] = await once(proc, 'close')
   clearTimeout(killer)
   // A signal (a crash, or the killer) says so where the assertions print `stderr`.
   if (signal) stderr += `\n[killed by ${signal}]`

@@ -89,7 +89,7 @@ async function runChild(scenario: string, port: number, opts: object = {}, killA
     if (peakRssMiB > KILL_RSS_MIB) kill(`its RSS passed ${KILL_RSS_MIB} MiB`)
   }, 50)
   const killer = setTimeout(() => kill(`it was still running after ${killAfterMs / 1000} s`), killAfterMs)
-  const [code, signal] = (await once(proc, 'exit')) as [number | null, NodeJS.Signals | null]
+  const [code, signal] = (await once(proc, 'close')) as [number | null, NodeJS.Signals | null]
   clearTimeout(killer)
   clearInterval(sampler)
   const line = stdout.split('\n').find((l) => l.startsWith('{'))
@@ -302,7 +302,7 @@ async function gcTrace(which: string, port: number): Promise<{ messages?: number
   proc.stdout.on('data', (d) => (stdout += d))
   proc.stderr.on('data', (d) => (stderr += d))
   const killer = setTimeout(() => proc.kill('SIGKILL'), 60_000)
-  const [code] = await once(proc, 'exit')
+  const [code] = await once(proc, 'close')
   clearTimeout(killer)
   const line = stdout.split('\n').find((l) => l.startsWith('{'))
   return {

@@ -106,7 +106,7 @@ test.serial('packed main + platform package â†’ fresh project, scripts blocked â
     child.stdout.on('data', (d) => (out += d))
     child.stderr.on('data', (d) => (err += d))
     const killer = setTimeout(() => child.kill('SIGKILL'), 20_000)
-    const [code] = await once(child, 'exit')
+    const [code] = await once(child, 'close')
     clearTimeout(killer)
     return { code, out, err, result: code === 0 ? JSON.parse(out.trim().split('\n').pop()!) : undefined }
   }
