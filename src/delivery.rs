@@ -4,7 +4,7 @@
 //! Delivery is a "doorbell": drivers append events to one shared queue and ring
 //! a single thread-safe function only when no batch is on its way to JS. The JS
 //! thread takes a bounded batch per call (about `BATCH_EVENTS` events, a run of
-//! texts counting for its messages, and about `BATCH_BYTES` of payload),
+//! small messages counting for its messages, and about `BATCH_BYTES` of payload),
 //! dispatches it, and acknowledges it from a
 //! `setImmediate` (`ack`): the event loop gets a turn (timers, I/O, other
 //! clients) between batches, and the acknowledgement both takes the next batch
@@ -38,8 +38,8 @@ use crate::protocol::event as tag;
 use crate::reader::{self, JsRead};
 use crate::shared::Shared;
 
-/// About this many events go to JS in one batch (a run of texts counts for its messages and is
-/// not split, so a batch may pass it by one run: `TextRun`)...
+/// About this many events go to JS in one batch (a run of small messages counts for its messages
+/// and is not split, so a batch may pass it by one run: `events::Run`)...
 const BATCH_EVENTS: usize = 4096;
 /// ...and payload bytes beyond this start the next batch. A batch keeps its messages reachable
 /// until its last listener has run: with a listener that takes 0.5 ms per 64 KiB message, a
@@ -103,8 +103,8 @@ impl Hub {
             self.scheduled.store(false, Ordering::Release);
             return Vec::new();
         }
-        // A run of texts counts for its messages; it is not split, so a batch holds at most a
-        // run's messages more than the bound.
+        // A run counts for its messages; it is not split, so a batch holds at most a run's
+        // messages more than the bound.
         let (mut bytes, mut weight, mut n) = (0, 0, 0);
         for (_, e) in q.iter() {
             if weight >= BATCH_EVENTS || bytes >= BATCH_BYTES {
