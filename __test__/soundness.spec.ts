@@ -1,14 +1,20 @@
 // Soundness at the boundary and in the client's task: foreign objects are never taken for a
 // client, a panic ends a client in a defined state, every counter is back when disconnect()
-// resolves, and a send() made before JS has seen the connection end never throws for it.
+// resolves, a send() made before JS has seen the connection end never throws for it, and the
+// answer to our close is never taken for the peer's own.
+import { once } from 'node:events'
 import { createRequire } from 'node:module'
+import { Worker } from 'node:worker_threads'
 import test from 'ava'
 
 import { ReconnectingWebSocket, clientStats } from '../index.js'
 import { Recorder, quiescent, refusedPort, until, wsServer } from './helpers.js'
 
 const require = createRequire(import.meta.url)
-const native = require('../lib/native.js') as { testingPanicDriver(client: object): void }
+const native = require('../lib/native.js') as {
+  testingPanicDriver(client: object): void
+  testingStallAfterClose(ms: number): void
+}
 
 test.serial("the public methods refuse another addon's wrapped object and plain objects", (t) => {
   // An instance of a napi-rs class from another addon: napi-wrapped, but not with our tag.
@@ -47,6 +53,62 @@ test.serial('a panic in the client task ends the client with ERR_INTERNAL, and d
   t.is(after.runningTasks, before.runningTasks)
   t.is(after.openConnections, before.openConnections)
   t.is(rec.count('reconnecting'), 0)
+})
+
+/** A `ws` echo server on a worker thread: it answers while this thread is stalled. */
+async function echoServerOnAnotherThread() {
+  const worker = new Worker(
+    `const { parentPort } = require('node:worker_threads')
+    const { WebSocketServer } = require('ws')
+    const wss = new WebSocketServer({ host: '127.0.0.1', port: 0 })
+    let accepted = 0
+    wss.on('listening', () => parentPort.postMessage(wss.address().port))
+    wss.on('connection', (socket) => {
+      accepted++
+      socket.on('message', (data) => socket.send(data))
+    })
+    parentPort.on('message', () => parentPort.postMessage(accepted))`,
+    { eval: true },
+  )
+  const [port] = (await once(worker, 'message')) as [number]
+  return {
+    url: `ws://127.0.0.1:${port}/`,
+    accepted: async () => {
+      worker.postMessage('accepted')
+      return ((await once(worker, 'message')) as [number])[0]
+    },
+    close: () => worker.terminate(),
+  }
+}
+
+test.serial("the peer's answer to disconnect()'s close never reads as the peer's own close, however late the JS thread is", async (t) => {
+  // A `ws` server answers a close frame with its own and ends the TCP connection at once. The
+  // JS thread stalls in disconnect() right after writing the close, as a preempted thread would,
+  // long enough for both to arrive: the driver must still know that the close was ours.
+  const peer = await echoServerOnAnotherThread()
+  t.teardown(() => peer.close())
+  const before = clientStats()
+  for (const exchange of [false, true]) {
+    const client = new ReconnectingWebSocket(peer.url, { minDelay: 10, maxDelay: 10 })
+    const rec = new Recorder(client)
+    await rec.next('open')
+    if (exchange) {
+      // The idle socket is then read on the JS thread: disconnect() hands it back first.
+      client.send('hi')
+      t.is(String(await rec.next('message')), 'hi')
+    }
+    native.testingStallAfterClose(200)
+    t.deepEqual(await client.disconnect(1000, 'bye'), { discarded: 0 })
+    t.like(await rec.next('close'), { code: 1000, wasClean: true, willReconnect: false })
+    t.is(rec.count('reconnecting'), 0)
+    t.is(rec.count('open'), 1)
+    t.is(client.state, 'closed')
+    const s = clientStats()
+    t.is(s.runningTasks, before.runningTasks)
+    t.is(s.openConnections, before.openConnections)
+    t.is(s.pendingReconnects, before.pendingReconnects)
+  }
+  t.is(await peer.accepted(), 2)
 })
 
 test.serial('every counter is back when disconnect() resolves right after a giveup', async (t) => {

@@ -431,18 +431,20 @@ function figures(run) {
 
 /**
  * What the backoff formula alone predicts (no CPU, no kernel): every client closes at t = 0, retries
- * on the library's schedule, is refused until OUTAGE_MS and connects at once after it.
+ * on the library's schedule, is refused until OUTAGE_MS and connects at once after it. With `starts`
+ * (each client's close, ms after the drop, as measured) and the measured outage, every client's
+ * schedule starts when that client saw the drop instead: the spread the server's teardown adds.
  */
-function model(jitter, n) {
+function model(jitter, n, starts = null, outageMs = OUTAGE_MS) {
   const { minDelay, maxDelay, factor } = BACKOFF
   const rel = []
   for (let i = 0; i < n; i++) {
-    let t = 0
+    let t = starts ? starts[i % starts.length] : 0
     for (let k = 1; ; k++) {
       const d = Math.min(maxDelay, minDelay * factor ** (k - 1))
       t += jitter === 'full' ? Math.random() * d : jitter === 'equal' ? d / 2 + (Math.random() * d) / 2 : d
-      if (t >= OUTAGE_MS) {
-        rel.push(t - OUTAGE_MS)
+      if (t >= outageMs) {
+        rel.push(t - outageMs)
         break
       }
     }
@@ -538,6 +540,10 @@ async function main() {
     const run = await runStorm(p.name, log)
     run.figures = figures(run)
     run.model = model(jitterOf(p.name), N)
+    if (run.down && run.back && run.client && run.client.closeAt.length) {
+      const starts = run.client.closeAt.map((t) => t - run.down.tDown)
+      run.modelFromDrop = model(jitterOf(p.name), N, starts, run.back.tBack - run.down.tDown)
+    }
     runs[p.name] = run
     const f = run.figures
     if (f) {

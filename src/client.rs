@@ -270,21 +270,31 @@ impl NativeClient {
     /// Asks the driver to disconnect. Returns false when there is nothing to disconnect.
     /// From now on `send()` is refused; with `flush`, queued messages are written first.
     pub fn disconnect(&mut self, env: Env, code: u32, reason: String, flush: bool) -> bool {
-        let active = delivery::is_active(self.shared.id);
-        let close = active.then_some((code as u16, reason.as_str()));
-        self.shared.outbox().stop_accepting(close);
-        if !active {
+        if !delivery::is_active(self.shared.id) {
+            self.shared.outbox().stop_accepting(None);
             return false;
         }
         // Until the disconnect completes, the client stays reachable so that its promise settles.
         delivery::hold_until_disconnected(&env, self.shared.id);
         delivery::read_close_on_driver(self.shared.id);
-        if let Some(tx) = &self.commands {
-            let _ = tx.send(Command::Disconnect {
-                code: code as u16,
-                reason,
-                flush,
-            });
+        // Our close frame goes from this thread at once (`Outbox::stop_accepting`), so that the
+        // peer's answer is on its way while the driver wakes up. The command is queued in the same
+        // step: when the driver reads that answer and the end of the connection, it takes the
+        // command first and knows that the close was ours.
+        let close = || {
+            self.shared.outbox().stop_accepting(Some((code as u16, &reason)));
+            stall_for_test();
+        };
+        let command = Command::Disconnect {
+            code: code as u16,
+            reason: reason.clone(),
+            flush,
+        };
+        match &self.commands {
+            Some(tx) => {
+                let _ = tx.send_after(command, close);
+            }
+            None => close(),
         }
         true
     }
@@ -524,6 +534,26 @@ pub fn testing_panic_driver(env: Env, owner: Object<'_>) -> Result<()> {
         let _ = tx.send(Command::Connect);
     }
     Ok(())
+}
+
+/// Milliseconds the JS thread stalls in the next disconnect() once it has written the close
+/// frame and before it queues the command, as a preempted thread would
+/// (`testingStallAfterClose`). 0: none.
+static STALL_FOR_TEST: AtomicU64 = AtomicU64::new(0);
+
+fn stall_for_test() {
+    let ms = STALL_FOR_TEST.swap(0, Ordering::Relaxed);
+    if ms > 0 {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
+}
+
+/// Makes the next disconnect() stall the JS thread for `ms` after writing its close frame, long
+/// enough for the peer's answer and TCP close to arrive (tests prove that the driver never takes
+/// them for the peer's own close). Not part of the API.
+#[napi]
+pub fn testing_stall_after_close(ms: u32) {
+    STALL_FOR_TEST.store(u64::from(ms), Ordering::Relaxed);
 }
 
 /// Starts connecting (idempotent). Returns the driver generation.

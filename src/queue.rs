@@ -49,6 +49,21 @@ impl<T> Queue<T> {
         Ok(())
     }
 
+    /// As `send`, with `effect` run first under the queue's lock: a consumer that sees anything
+    /// `effect` did and then takes from the queue finds `item` (`effect` runs even when the
+    /// queue is closed).
+    pub fn send_after(&self, item: T, effect: impl FnOnce()) -> Result<(), T> {
+        let mut q = self.lock();
+        effect();
+        if q.closed {
+            return Err(item);
+        }
+        q.items.push_back(item);
+        drop(q);
+        self.waker.wake();
+        Ok(())
+    }
+
     /// Nothing more will be accepted: the consumer takes what is queued, then sees the end.
     pub fn close(&self) {
         self.lock().closed = true;
@@ -128,6 +143,44 @@ mod tests {
         producer.join().unwrap();
         let got = rt.block_on(consumer).unwrap();
         assert_eq!(got, (0..10_000).collect::<Vec<_>>());
+    }
+
+    /// What `send_after`'s effect did is never seen without its item: the consumer, having seen
+    /// the effect, takes the item, however long the producer takes between the two.
+    #[test]
+    fn an_effect_and_its_item_are_seen_together() {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        let q = Arc::new(Queue::default());
+        let effect = Arc::new(AtomicU32::new(0));
+        let producer = {
+            let (q, effect) = (q.clone(), effect.clone());
+            std::thread::spawn(move || {
+                for i in 1..=200u32 {
+                    q.send_after(i, || {
+                        effect.store(i, Ordering::Release);
+                        if i % 50 == 0 {
+                            // A producer preempted between the effect and the item.
+                            std::thread::sleep(std::time::Duration::from_millis(20));
+                        }
+                    })
+                    .unwrap();
+                }
+            })
+        };
+        let mut taken = 0;
+        while taken < 200 {
+            let seen = effect.load(Ordering::Acquire);
+            while taken < seen {
+                taken = q.try_recv().expect("the item of an effect already seen");
+            }
+            std::hint::spin_loop();
+        }
+        producer.join().unwrap();
+        let closed = Queue::default();
+        closed.close();
+        let mut ran = false;
+        assert_eq!(closed.send_after(7, || ran = true), Err(7));
+        assert!(ran, "the effect runs even when the queue is closed");
     }
 
     #[test]

@@ -61,6 +61,10 @@ function rowsOf(env) {
       `backoff formula alone: 100 % open, ms / peak ÷ mean`,
       (f, run) => (run.model ? `${ms(run.model.t100)} / ${num(run.model.ratio, 2)}` : dash),
     ],
+    [
+      `the same, each client from when it saw the drop: 100 % open, ms / peak ÷ mean`,
+      (f, run) => (run.modelFromDrop ? `${ms(run.modelFromDrop.t100)} / ${num(run.modelFromDrop.ratio, 2)}` : dash),
+    ],
   ].map(([l, fn]) => ({ label: l, fn, b }))
 }
 
