@@ -106,7 +106,9 @@ const LEGEND =
   'Accepts per 100 ms are counted by the server from its return; the window ends at its last accept. ' +
   'Attempts refused during the outage are counted by the client (error events). ' +
   '"backoff formula alone" simulates the library\'s documented schedule with instant I/O (every client drops at once), ' +
-  'to tell what the jitter itself gives from what CPU and kernel add. * = the run did not complete (see failures).'
+  'to tell what the jitter itself gives from what CPU and kernel add; the row after it starts each client\'s schedule ' +
+  'when that client saw the drop (its close event), which adds the spread of the server\'s teardown. ' +
+  '* = the run did not complete (see failures).'
 
 function renderText(report) {
   const { header, body } = tableCells(report)
