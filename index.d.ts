@@ -89,6 +89,15 @@ export interface TlsOptions {
   rejectUnauthorized?: boolean
   /** Server name for SNI and certificate verification [the URL's host]. */
   servername?: string
+  /**
+   * Our certificate chain (PEM, leaf first), for servers that ask for a client certificate
+   * (mutual TLS). Goes with `key`.
+   */
+  cert?: string | Buffer | Array<string | Buffer>
+  /** The private key of `cert` (PEM: PKCS#8, PKCS#1 or SEC1; RSA, ECDSA P-256/P-384 or Ed25519). */
+  key?: string | Buffer
+  /** Decrypts an encrypted `key`. */
+  passphrase?: string | Buffer
 }
 
 export interface QueueOptions {

@@ -1,4 +1,5 @@
-// A throwaway CA and a server certificate for 127.0.0.1/localhost, made at test time with openssl.
+// A throwaway CA and a server certificate for 127.0.0.1/localhost, made at test time with openssl;
+// with `clients`, client certificates from the same CA too.
 import { execFileSync } from 'node:child_process'
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -10,9 +11,18 @@ export interface TestCerts {
   cert: string
   /** A second, unrelated CA. */
   otherCa: string
+  /** With `makeCerts({ clients: true })`: client certificates (CN `client-<name>`) and their keys. */
+  clients?: Record<ClientKind, { cert: string; key: string }>
+  /** The `ec` client's key, encrypted with `CLIENT_PASSPHRASE`. */
+  encryptedKey?: string
 }
 
-export function makeCerts(): TestCerts {
+/** ec: P-256; rsa: 2048 bits; p521: ECDSA P-521 (rustls cannot sign with it). */
+export type ClientKind = 'ec' | 'rsa' | 'p521'
+export const CLIENT_PASSPHRASE = 'correct horse battery staple'
+
+
+export function makeCerts({ clients = false } = {}): TestCerts {
   const dir = mkdtempSync(join(tmpdir(), 'redial-certs-'))
   const f = (name: string) => join(dir, name)
   const run = (...args: string[]) => execFileSync('openssl', args, { stdio: 'pipe' })
@@ -32,7 +42,27 @@ export function makeCerts(): TestCerts {
     ].join('\n'))
     run('x509', '-req', '-in', f('server.csr'), '-CA', f('ca.pem'), '-CAkey', f('ca.key'), '-CAcreateserial',
       '-days', '2', '-out', f('server.pem'), '-extfile', f('ext.cnf'))
+    const made: Partial<Record<ClientKind, { cert: string; key: string }>> = {}
+    let encryptedKey: string | undefined
+    if (clients) {
+      writeFileSync(f('client.cnf'), ['basicConstraints=critical,CA:FALSE', 'keyUsage=critical,digitalSignature', 'extendedKeyUsage=clientAuth'].join('\n'))
+      const newKey: Record<ClientKind, string[]> = {
+        ec: ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1'],
+        rsa: ['-newkey', 'rsa:2048'],
+        p521: ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:secp521r1'],
+      }
+      for (const kind of Object.keys(newKey) as ClientKind[]) {
+        run('req', ...newKey[kind], '-nodes', '-keyout', f(`${kind}.key`), '-out', f(`${kind}.csr`), '-subj', `/CN=client-${kind}`)
+        run('x509', '-req', '-in', f(`${kind}.csr`), '-CA', f('ca.pem'), '-CAkey', f('ca.key'), '-CAcreateserial',
+          '-days', '2', '-out', f(`${kind}.pem`), '-extfile', f('client.cnf'))
+        made[kind] = { cert: readFileSync(f(`${kind}.pem`), 'utf8'), key: readFileSync(f(`${kind}.key`), 'utf8') }
+      }
+      run('pkey', '-in', f('ec.key'), '-aes256', '-passout', `pass:${CLIENT_PASSPHRASE}`, '-out', f('ec-encrypted.key'))
+      encryptedKey = readFileSync(f('ec-encrypted.key'), 'utf8')
+    }
     return {
+      clients: clients ? (made as Record<ClientKind, { cert: string; key: string }>) : undefined,
+      encryptedKey,
       ca: readFileSync(f('ca.pem'), 'utf8'),
       key: readFileSync(f('server.key'), 'utf8'),
       cert: readFileSync(f('server.pem'), 'utf8'),

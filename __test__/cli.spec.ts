@@ -14,7 +14,7 @@ import { fileURLToPath } from 'node:url'
 import test, { type ExecutionContext } from 'ava'
 import { WebSocketServer, type WebSocket } from 'ws'
 
-import { makeCerts } from './certs.js'
+import { CLIENT_PASSPHRASE, makeCerts } from './certs.js'
 import { refusedPort, wsServer } from './helpers.js'
 
 const cliPath = fileURLToPath(new URL('../bin/redial-ws.js', import.meta.url))
@@ -520,6 +520,47 @@ test('--ca trusts a private CA for wss:, --insecure accepts any certificate, nei
   )
 })
 
+test('--cert and --key present a client certificate (REDIAL_WS_KEY_PASSPHRASE opens an encrypted key); without them, a plain reason and a hint', async (t) => {
+  const certs = makeCerts({ clients: true })
+  const dir = mkdtempSync(join(tmpdir(), 'redial-cli-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const file = (name: string, text: string) => {
+    writeFileSync(join(dir, name), text)
+    return join(dir, name)
+  }
+  const caFile = file('ca.pem', certs.ca)
+  const certFile = file('client.pem', certs.clients!.ec.cert)
+  const keyFile = file('client.key', certs.clients!.ec.key)
+  const encryptedFile = file('client-encrypted.key', certs.encryptedKey!)
+  const server = https.createServer({ key: certs.key, cert: certs.cert, ca: certs.ca, requestCert: true, rejectUnauthorized: true })
+  const wss = new WebSocketServer({ server })
+  wss.on('connection', (s, req) => s.send(`hello ${(req.socket as import('node:tls').TLSSocket).getPeerCertificate().subject.CN}`))
+  server.listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  t.teardown(() => {
+    for (const s of wss.clients) s.terminate()
+    wss.close()
+    server.close()
+  })
+  const url = `wss://127.0.0.1:${(server.address() as net.AddressInfo).port}/`
+  for (const [key, env] of [[keyFile, {}], [encryptedFile, { REDIAL_WS_KEY_PASSPHRASE: CLIENT_PASSPHRASE }]] as const) {
+    const c = cli(t, [url, '--ca', caFile, '--cert', certFile, '--key', key], env)
+    await c.out.line(/^hello client-ec$/)
+    c.proc.stdin.end()
+    t.is(await c.exit(), 0, c.err.text)
+  }
+  const locked = cli(t, [url, '--ca', caFile, '--cert', certFile, '--key', encryptedFile])
+  t.is(await locked.exit(), 2, locked.err.text)
+  t.regex(locked.err.text, /ERR_INVALID_ARG_VALUE: The "tls\.key" option is encrypted/)
+  const without = cli(t, [url, '--ca', caFile])
+  t.is(await without.exit(), 1, without.err.text)
+  t.regex(
+    without.err.items.at(-1) ?? '',
+    /^could not connect to wss:\/\/127\.0\.0\.1:\d+\/ \(the server requires a client certificate\); giving up, retrying would not help \(--cert <file> --key <file> present one\)$/,
+    without.err.text,
+  )
+})
+
 test('--proxy tunnels through an HTTP CONNECT proxy', async (t) => {
   const targets: string[] = []
   const proxy = http.createServer((_req, res) => res.writeHead(405).end())
@@ -587,7 +628,7 @@ test('--help and --version', async (t) => {
   const help = cli(t, ['--help'])
   t.is(await help.exit(), 0)
   t.regex(help.out.text, /^Usage: redial-ws <url> \[options\]/)
-  for (const option of ['--header', '--protocol', '--max-delay', '--ping-interval', '--no-reconnect', '--ca', '--insecure', '--proxy', '--json']) {
+  for (const option of ['--header', '--protocol', '--max-delay', '--ping-interval', '--no-reconnect', '--ca', '--insecure', '--cert', '--key', '--proxy', '--json']) {
     t.true(help.out.text.includes(option), option)
   }
   const ver = cli(t, ['--version'])

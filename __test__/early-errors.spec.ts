@@ -8,11 +8,11 @@ import type net from 'node:net'
 import test, { type ExecutionContext } from 'ava'
 import { WebSocketServer } from 'ws'
 
-import { ReconnectingWebSocket, type ReconnectingWebSocketOptions, type RedialError } from '../index.js'
-import { makeCerts } from './certs.js'
+import { ReconnectingWebSocket, type ReconnectingWebSocketOptions, type RedialError, type TlsOptions } from '../index.js'
+import { CLIENT_PASSPHRASE, makeCerts } from './certs.js'
 import { Recorder, acceptUpgrade, quiescent, rawServer } from './helpers.js'
 
-const certs = makeCerts()
+const certs = makeCerts({ clients: true })
 
 // Every control character Node's http refuses in a header value (all but tab).
 const CONTROLS = [...Array(32).keys(), 0x7f].filter((c) => c !== 0x09).map((c) => String.fromCharCode(c))
@@ -138,6 +138,49 @@ test.serial('a tls.ca that is not PEM certificate(s) throws ERR_INVALID_ARG_VALU
   }
   await onlyTheControlConnected(t, peer, url, { tls: { ca: bundle } })
   await quiescent()
+})
+
+test.serial('a client certificate that cannot work throws ERR_INVALID_ARG_VALUE, showing neither key nor passphrase', (t) => {
+  const { ec, rsa, p521 } = certs.clients!
+  const url = 'wss://localhost:1/'
+  const secretKey = '-----BEGIN PRIVATE KEY-----\nSECRETSECRETSECRET\n-----END PRIVATE KEY-----\n'
+  const bad: Array<[object, RedialError['code'], RegExp]> = [
+    [{ cert: ec.cert }, 'ERR_INVALID_ARG_VALUE', /"tls\.cert" option needs "tls\.key"/],
+    [{ key: ec.key }, 'ERR_INVALID_ARG_VALUE', /"tls\.key" option needs "tls\.cert"/],
+    [{ passphrase: CLIENT_PASSPHRASE }, 'ERR_INVALID_ARG_VALUE', /"tls\.passphrase".*"tls\.key", which is not given/],
+    [{ cert: ec.cert, key: certs.encryptedKey }, 'ERR_INVALID_ARG_VALUE', /"tls\.key" option is encrypted: "tls\.passphrase" is needed/],
+    [{ cert: ec.cert, key: certs.encryptedKey, passphrase: 'not it' }, 'ERR_INVALID_ARG_VALUE', /"tls\.key" option is not a PEM private key that opens with "tls\.passphrase"/],
+    [{ cert: ec.cert, key: rsa.key }, 'ERR_INVALID_ARG_VALUE', /"tls\.key" option is not the key of the first certificate in "tls\.cert"/],
+    [{ cert: [certs.ca, ec.cert], key: ec.key }, 'ERR_INVALID_ARG_VALUE', /not the key of the first certificate/],
+    [p521, 'ERR_INVALID_ARG_VALUE', /"tls\.key" option is a key of type ec:secp521r1, which rustls cannot sign with/],
+    [{ cert: ec.cert, key: secretKey }, 'ERR_INVALID_ARG_VALUE', /"tls\.key" option is not a PEM private key that opens/],
+    [{ cert: ec.key, key: ec.key }, 'ERR_INVALID_ARG_VALUE', /"tls\.cert" option must be PEM certificate\(s\): it holds a "PRIVATE KEY" block/],
+    [{ cert: [ec.cert, 'junk'], key: ec.key }, 'ERR_INVALID_ARG_VALUE', /"tls\.cert\[1\]"/],
+    [{ cert: [], key: ec.key }, 'ERR_INVALID_ARG_VALUE', /"tls\.cert" option holds no certificate/],
+    [{ cert: ec.cert, key: 42 }, 'ERR_INVALID_ARG_TYPE', /"tls\.key" option must be a string or a Buffer/],
+    [{ cert: ec.cert, key: [ec.key] }, 'ERR_INVALID_ARG_TYPE', /"tls\.key" option must be a string or a Buffer/],
+    [{ cert: ec.cert, key: certs.encryptedKey, passphrase: 7 }, 'ERR_INVALID_ARG_TYPE', /"tls\.passphrase" option must be a string or a Buffer/],
+  ]
+  for (const [tls, code, message] of bad) {
+    const what = JSON.stringify(Object.keys(tls))
+    const err = t.throws(() => new ReconnectingWebSocket(url, { startClosed: true, tls }), undefined, what) as RedialError
+    t.is(err?.code, code, what)
+    t.regex(err?.message ?? '', message, what)
+    for (const secret of ['SECRETSECRET', CLIENT_PASSPHRASE, 'not it', ec.key.split('\n')[1], rsa.key.split('\n')[1], p521.key.split('\n')[1]]) {
+      t.false(`${err?.message} ${err?.stack}`.includes(secret), `${what}: the error shows no secret`)
+    }
+  }
+  // Every accepted shape.
+  for (const tls of [
+    ec,
+    { cert: Buffer.from(rsa.cert), key: Buffer.from(rsa.key) },
+    { cert: new Uint8Array(Buffer.from(ec.cert)), key: new Uint8Array(Buffer.from(ec.key)) },
+    { cert: [ec.cert, certs.ca], key: ec.key },
+    { cert: ec.cert, key: certs.encryptedKey, passphrase: CLIENT_PASSPHRASE },
+    { cert: ec.cert, key: Buffer.from(certs.encryptedKey!), passphrase: Buffer.from(CLIENT_PASSPHRASE) },
+  ]) {
+    t.notThrows(() => new ReconnectingWebSocket(url, { startClosed: true, tls: tls as TlsOptions }))
+  }
 })
 
 test.serial('a headers provider returning a bad value is an ERR_PROVIDER attempt failure, and nothing is sent', async (t) => {

@@ -8,13 +8,16 @@ import test from 'ava'
 import { WebSocketServer } from 'ws'
 
 import { ReconnectingWebSocket, clientStats, type RedialError } from '../index.js'
-import { makeCerts } from './certs.js'
+import { CLIENT_PASSPHRASE, makeCerts } from './certs.js'
 import { Recorder, acceptUpgrade, quiescent, rawServer, until, wsServer } from './helpers.js'
 
-const certs = makeCerts()
+const certs = makeCerts({ clients: true })
+const clients = certs.clients!
 
-async function wssServer() {
-  const server = https.createServer({ key: certs.key, cert: certs.cert })
+/** `requireClientCert`: the server asks for a client certificate from our CA and refuses a client without one. */
+async function wssServer({ requireClientCert = false } = {}) {
+  const clientAuth = requireClientCert ? { ca: certs.ca, requestCert: true, rejectUnauthorized: true } : {}
+  const server = https.createServer({ key: certs.key, cert: certs.cert, ...clientAuth })
   const wss = new WebSocketServer({ server })
   wss.on('connection', (s) => s.on('message', (d, bin) => s.send(d, { binary: bin })))
   server.listen(0, '127.0.0.1')
@@ -131,6 +134,42 @@ test.serial('a bad certificate is ERR_TLS_CERT and no reconnect storm', async (t
   const stubborn = new ReconnectingWebSocket(`wss://127.0.0.1:${server.port}/`, { minDelay: 1, maxRetries: 2, shouldReconnect: () => true })
   t.is((await new Recorder(stubborn).next('giveup')).reason, 'maxRetries')
   t.is(stubborn.metrics.connectAttempts, 3)
+  await quiescent()
+})
+
+test.serial('mutual TLS: tls.cert and tls.key (EC, RSA, an encrypted key, a chain) present a client certificate; without one, ERR_TLS_CERT and no retries', async (t) => {
+  const server = await wssServer({ requireClientCert: true })
+  t.teardown(() => server.close())
+  const seen: string[] = []
+  server.wss.on('connection', (s, req) => seen.push(String((req.socket as import('node:tls').TLSSocket).getPeerCertificate().subject.CN)))
+  const url = `wss://localhost:${server.port}/`
+  const presented: Array<[string, object]> = [
+    ['client-ec', { cert: clients.ec.cert, key: clients.ec.key }],
+    ['client-rsa', { cert: Buffer.from(clients.rsa.cert), key: Buffer.from(clients.rsa.key) }],
+    ['client-ec', { cert: clients.ec.cert, key: certs.encryptedKey, passphrase: CLIENT_PASSPHRASE }],
+    ['client-ec', { cert: [clients.ec.cert, certs.ca], key: clients.ec.key }],
+    ['client-ec', { cert: clients.ec.cert, key: clients.ec.key, rejectUnauthorized: false }],
+  ]
+  for (const [cn, tls] of presented) {
+    const client = new ReconnectingWebSocket(url, { tls: { ca: certs.ca, ...tls } })
+    const r = new Recorder(client)
+    await r.next('open')
+    client.send('mutual')
+    t.is(await r.next('message'), 'mutual')
+    t.is(seen.at(-1), cn)
+    await client.disconnect()
+  }
+  t.is(seen.length, presented.length)
+  // No client certificate: the server ends the handshake; the error says why, and a certificate
+  // that is not there will not appear on a retry.
+  const without = new ReconnectingWebSocket(url, { tls: { ca: certs.ca }, minDelay: 1 })
+  const r = new Recorder(without)
+  const err: RedialError = await r.next('error')
+  t.is(err.code, 'ERR_TLS_CERT')
+  t.regex(err.message, /requires a client certificate/)
+  t.is((await r.next('giveup')).reason, 'policy')
+  t.is(without.metrics.connectAttempts, 1)
+  t.is(seen.length, presented.length)
   await quiescent()
 })
 

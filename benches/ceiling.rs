@@ -85,6 +85,7 @@ async fn recv_async(url: url::Url, count: usize, size: usize, ca: Vec<String>) -
             ca,
             reject_unauthorized: true,
             servername: None,
+            client_auth: None,
         },
         tls_config: Default::default(),
     };

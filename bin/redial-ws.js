@@ -42,6 +42,10 @@ Options:
       --no-reconnect          do not reconnect: exit when the connection ends
       --ca <file>             extra trusted CA certificate(s), PEM file (wss:)
       --insecure              accept any TLS certificate (testing only)
+      --cert <file>           client certificate (chain), PEM file, for a server
+                              that asks for one (wss:); goes with --key
+      --key <file>            its private key, PEM file; if encrypted, its
+                              passphrase from REDIAL_WS_KEY_PASSPHRASE
       --proxy <url>           HTTP CONNECT proxy, http://[user:pass@]host:port
                               (default: HTTPS_PROXY / HTTP_PROXY unless NO_PROXY)
       --json                  print messages as JSON lines:
@@ -75,6 +79,8 @@ function parseCommandLine(argv) {
         'no-reconnect': { type: 'boolean', default: false },
         ca: { type: 'string' },
         insecure: { type: 'boolean', default: false },
+        cert: { type: 'string' },
+        key: { type: 'string' },
         proxy: { type: 'string' },
         json: { type: 'boolean', default: false },
         help: { type: 'boolean', short: 'h', default: false },
@@ -132,13 +138,16 @@ function clientOptions(values) {
   if (values.protocol.length > 0) options.protocols = values.protocol
 
   const tls = {}
-  if (values.ca !== undefined) {
+  for (const name of ['ca', 'cert', 'key']) {
+    if (values[name] === undefined) continue
     try {
-      tls.ca = fs.readFileSync(values.ca, 'utf8')
+      tls[name] = fs.readFileSync(values[name], 'utf8')
     } catch (err) {
-      usageError(`cannot read --ca file: ${err.message}`)
+      usageError(`cannot read --${name} file: ${err.message}`)
     }
   }
+  // Not an argument: the command lines of processes are visible to other users.
+  if (tls.key !== undefined && process.env.REDIAL_WS_KEY_PASSPHRASE) tls.passphrase = process.env.REDIAL_WS_KEY_PASSPHRASE
   if (values.insecure) tls.rejectUnauthorized = false
   if (Object.keys(tls).length > 0) options.tls = tls
   if (values.proxy !== undefined) options.proxy = values.proxy
@@ -214,6 +223,8 @@ function describeError(err) {
       }
       return `bad handshake: ${message}`
     case 'ERR_TLS_CERT':
+      // Ours: "the server requires a client certificate" or "... refused our client certificate".
+      if (/client certificate/.test(message)) return message.replace(/^TLS handshake failed: /, '').replace(/ \(tls\.cert and tls\.key\)$/, '')
       return `certificate rejected: ${message.replace(/^TLS handshake failed: (?:invalid peer certificate: )?/, '')}`
     case 'ERR_INTERNAL':
       return `internal error in redial-ws: ${message}`
@@ -225,6 +236,7 @@ function describeError(err) {
 /** What a user can do about some errors. */
 function hint(err) {
   if (!err) return ''
+  if (err.code === 'ERR_TLS_CERT' && /client certificate/.test(err.message)) return ' (--cert <file> --key <file> present one)'
   if (err.code === 'ERR_TLS_CERT') return ' (--ca <file> trusts a private CA; --insecure skips the check)'
   if (err.code === 'ERR_PROXY_AUTH') return ' (give the credentials as --proxy http://user:pass@host:port)'
   return ''

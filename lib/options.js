@@ -4,7 +4,7 @@
 // wrong type, RangeError/ERR_OUT_OF_RANGE for a bad value,
 // ERR_UNKNOWN_OPTION for a name we do not know (typos are not ignored).
 
-const { X509Certificate } = require('node:crypto')
+const { X509Certificate, createPrivateKey } = require('node:crypto')
 const { makeError, redactUrl } = require('./errors')
 
 const DEFAULTS = Object.freeze({
@@ -156,6 +156,8 @@ function parseOptions(options, rws = false) {
     tlsCa: tls.ca,
     tlsRejectUnauthorized: tls.rejectUnauthorized,
     tlsServername: tls.servername,
+    tlsCert: tls.cert,
+    tlsKey: tls.key,
     proxy: undefined,
     perMessageDeflate: parseDeflate(options.perMessageDeflate),
   }
@@ -246,11 +248,11 @@ function checkBinaryType(v) {
   return v
 }
 
-const TLS_KEYS = ['ca', 'rejectUnauthorized', 'servername']
+const TLS_KEYS = ['ca', 'cert', 'key', 'passphrase', 'rejectUnauthorized', 'servername']
 
 /** Shared and frozen: read, never modified. */
 const NONE = Object.freeze([])
-const TLS_DEFAULTS = Object.freeze({ ca: NONE, rejectUnauthorized: true, servername: undefined })
+const TLS_DEFAULTS = Object.freeze({ ca: NONE, rejectUnauthorized: true, servername: undefined, cert: undefined, key: undefined })
 
 function parseTls(tls) {
   if (tls === undefined) return TLS_DEFAULTS
@@ -258,39 +260,97 @@ function parseTls(tls) {
   for (const key of Object.keys(tls)) {
     if (!TLS_KEYS.includes(key)) throw makeError('ERR_UNKNOWN_OPTION', `Unknown option "tls.${key}" (known: ${TLS_KEYS.join(', ')})`, TypeError)
   }
-  const list = tls.ca === undefined ? [] : Array.isArray(tls.ca) ? tls.ca : [tls.ca]
-  const ca = list.map((c, i) => {
-    let pem
-    if (typeof c === 'string') pem = c
-    else if (Buffer.isBuffer(c) || c instanceof Uint8Array) pem = Buffer.from(c).toString('utf8')
-    else throw typeError('tls.ca', 'a string, a Buffer or an array of them', c)
-    checkCa(pem, Array.isArray(tls.ca) ? `tls.ca[${i}]` : 'tls.ca')
-    return pem
-  })
+  const ca = pemList(tls.ca, 'tls.ca')
   const rejectUnauthorized = tls.rejectUnauthorized === undefined ? true : tls.rejectUnauthorized
   if (typeof rejectUnauthorized !== 'boolean') throw typeError('tls.rejectUnauthorized', 'a boolean', rejectUnauthorized)
   if (tls.servername !== undefined && typeof tls.servername !== 'string') throw typeError('tls.servername', 'a string', tls.servername)
-  return { ca, rejectUnauthorized, servername: tls.servername }
+  const { cert, key } = clientAuth(tls)
+  return { ca, rejectUnauthorized, servername: tls.servername, cert, key }
+}
+
+/** `tls.ca` or `tls.cert`: PEM certificate text(s), each checked, as a list of texts. */
+function pemList(value, name) {
+  const list = value === undefined ? [] : Array.isArray(value) ? value : [value]
+  return list.map((c, i) => {
+    let pem
+    if (typeof c === 'string') pem = c
+    else if (Buffer.isBuffer(c) || c instanceof Uint8Array) pem = Buffer.from(c).toString('utf8')
+    else throw typeError(name, 'a string, a Buffer or an array of them', c)
+    checkCertificates(pem, Array.isArray(value) ? `${name}[${i}]` : name)
+    return pem
+  })
+}
+
+// Key types rustls can sign with (its ring provider).
+const SIGNING_KEYS = ['rsa', 'ec:prime256v1', 'ec:secp384r1', 'ed25519']
+
+/**
+ * `tls.cert` (our chain, leaf first) with `tls.key` (its private key, `tls.passphrase` if it is
+ * encrypted), for servers that ask for a client certificate. Checked here, so that a bad pair is
+ * a synchronous error rather than every attempt failing: both or neither, each parses, the key is
+ * one rustls signs with and belongs to the leaf. The key goes to the native side as unencrypted
+ * PKCS#8 PEM. No error shows the key or the passphrase.
+ */
+function clientAuth(tls) {
+  const { cert, key, passphrase } = tls
+  if (cert === undefined && key === undefined) {
+    if (passphrase !== undefined) throw makeError('ERR_INVALID_ARG_VALUE', 'The "tls.passphrase" option is for "tls.key", which is not given', TypeError)
+    return { cert: undefined, key: undefined }
+  }
+  if (cert === undefined || key === undefined) {
+    throw makeError('ERR_INVALID_ARG_VALUE', `The "tls.${cert === undefined ? 'key' : 'cert'}" option needs "tls.${cert === undefined ? 'cert' : 'key'}": a client certificate goes with its private key`, TypeError)
+  }
+  const certificates = pemList(cert, 'tls.cert')
+  if (certificates.length === 0) throw makeError('ERR_INVALID_ARG_VALUE', 'The "tls.cert" option holds no certificate', TypeError)
+  const chain = certificates.join('\n')
+  const bytes = (v) => typeof v === 'string' || Buffer.isBuffer(v) || v instanceof Uint8Array
+  if (!bytes(key)) throw typeError('tls.key', 'a string or a Buffer', key)
+  if (passphrase !== undefined && !bytes(passphrase)) throw typeError('tls.passphrase', 'a string or a Buffer', passphrase)
+  const invalid = (why) => makeError('ERR_INVALID_ARG_VALUE', `The "tls.key" option ${why}`, TypeError)
+  const text = typeof key === 'string' ? key : Buffer.from(key).toString('latin1')
+  // PKCS#8 ("ENCRYPTED PRIVATE KEY") or OpenSSL's traditional form ("Proc-Type: 4,ENCRYPTED").
+  if (passphrase === undefined && /-----BEGIN ENCRYPTED PRIVATE KEY-----|Proc-Type: *4, *ENCRYPTED/.test(text)) {
+    throw invalid('is encrypted: "tls.passphrase" is needed')
+  }
+  let keyObject
+  try {
+    keyObject = createPrivateKey(passphrase === undefined ? { key, format: 'pem' } : { key, format: 'pem', passphrase })
+  } catch (err) {
+    if (err.code === 'ERR_MISSING_PASSPHRASE') throw invalid('is encrypted: "tls.passphrase" is needed')
+    // OpenSSL's reason (a bad decrypt, an unknown format) names no secret.
+    throw invalid(`is not a PEM private key that opens${passphrase === undefined ? '' : ' with "tls.passphrase"'} (${err.message})`)
+  }
+  const type = keyObject.asymmetricKeyType === 'ec' ? `ec:${keyObject.asymmetricKeyDetails?.namedCurve}` : keyObject.asymmetricKeyType
+  if (!SIGNING_KEYS.includes(type)) {
+    throw invalid(`is a key of type ${type}, which rustls cannot sign with (RSA, ECDSA P-256 or P-384, and Ed25519 keys it can)`)
+  }
+  const leaf = new X509Certificate(chain)
+  // (Not every runtime's node:crypto has checkPrivateKey; rustls then finds a mismatch per attempt.)
+  if (typeof leaf.checkPrivateKey === 'function' && !leaf.checkPrivateKey(keyObject)) {
+    throw invalid('is not the key of the first certificate in "tls.cert"')
+  }
+  return { cert: chain, key: keyObject.export({ type: 'pkcs8', format: 'pem' }) }
 }
 
 // PEM blocks: `-----BEGIN <label>-----`, base64, `-----END <label>-----` (text around them is allowed).
 const PEM_BLOCK = /-----BEGIN ([^\r\n-]*)-----([\s\S]*?)-----END ([^\r\n-]*)-----/g
 const PEM_BEGIN = /-----BEGIN /g
-// CA texts already validated (a fleet shares one): bounded, cleared when full. A CA is not a secret.
-const CA_CACHE_MAX = 16
-const validCas = new Set()
+// Certificate texts already validated (a fleet shares them): bounded, cleared when full. A
+// certificate is not a secret (a key is, and is not kept).
+const CERTIFICATES_CACHE_MAX = 16
+const validCertificates = new Set()
 
 /**
- * A `tls.ca` entry must be PEM certificate(s), each of which parses: a bad one would
- * otherwise fail every attempt with ERR_TLS, retried forever. The PEM is not echoed.
+ * A `tls.ca` or `tls.cert` entry must be PEM certificate(s), each of which parses: a bad one
+ * would otherwise fail every attempt with ERR_TLS, retried forever. The PEM is not echoed.
  */
-function checkCa(pem, name) {
-  if (validCas.has(pem)) return
+function checkCertificates(pem, name) {
+  if (validCertificates.has(pem)) return
   const invalid = (why) => makeError('ERR_INVALID_ARG_VALUE', `The "${name}" option must be PEM certificate(s): ${why}`, TypeError)
   let count = 0
   for (const m of pem.matchAll(PEM_BLOCK)) {
     if (m[1] !== m[3]) throw invalid(`a "BEGIN ${m[1]}" block ends with "END ${m[3]}"`)
-    if (m[1] !== 'CERTIFICATE') throw invalid(`it holds a "${m[1]}" block (only CERTIFICATE blocks are trusted)`)
+    if (m[1] !== 'CERTIFICATE') throw invalid(`it holds a "${m[1]}" block (only CERTIFICATE blocks belong here)`)
     try {
       new X509Certificate(m[0])
     } catch (err) {
@@ -300,8 +360,8 @@ function checkCa(pem, name) {
   }
   if (count === 0) throw invalid('it holds no "-----BEGIN CERTIFICATE-----" block')
   if ((pem.match(PEM_BEGIN)?.length ?? 0) !== count) throw invalid('a PEM block has no END line')
-  if (validCas.size >= CA_CACHE_MAX) validCas.clear()
-  validCas.add(pem)
+  if (validCertificates.size >= CERTIFICATES_CACHE_MAX) validCertificates.clear()
+  validCertificates.add(pem)
 }
 
 function checkProxy(proxy) {

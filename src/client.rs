@@ -34,7 +34,7 @@ use crate::protocol::send as outcome;
 use crate::queue::Queue;
 use crate::shared::{AttemptParams, Shared};
 use crate::stats::{self, GLOBAL};
-use crate::transport::{Proxy, TlsOptions};
+use crate::transport::{ClientAuth, Proxy, TlsOptions};
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -210,6 +210,10 @@ impl NativeClient {
                     ca: options.tls_ca,
                     reject_unauthorized: options.tls_reject_unauthorized,
                     servername: options.tls_servername,
+                    client_auth: match (options.tls_cert, options.tls_key) {
+                        (Some(cert), Some(key)) => Some(ClientAuth { cert, key }),
+                        _ => None,
+                    },
                 },
                 tls_config: Default::default(),
             },

@@ -40,6 +40,9 @@ pub struct NativeOptions {
     pub tls_ca: Vec<String>,
     pub tls_reject_unauthorized: bool,
     pub tls_servername: Option<String>,
+    /// Our certificate chain (PEM) and its key (PKCS#8 PEM, decrypted by JS), or neither.
+    pub tls_cert: Option<String>,
+    pub tls_key: Option<String>,
     /// `http://[user:pass@]host:port` of a CONNECT proxy (already resolved from the environment).
     pub proxy: Option<String>,
     /// permessage-deflate to offer, or none.

@@ -11,7 +11,7 @@ use std::task::{ready, Context, Poll};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
@@ -366,12 +366,28 @@ fn percent_decode(s: &str) -> String {
 }
 
 /// TLS settings of a client: built once, used by every `wss://` attempt.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct TlsOptions {
     /// Extra trusted CAs, PEM.
     pub ca: Vec<String>,
     pub reject_unauthorized: bool,
     pub servername: Option<String>,
+    /// Our certificate chain (PEM, leaf first) and its private key (PKCS#8 PEM, unencrypted),
+    /// for servers that ask for one. Checked by JS: both or neither, parsed, a matching pair.
+    pub client_auth: Option<ClientAuth>,
+}
+
+#[derive(Clone, PartialEq)]
+pub struct ClientAuth {
+    pub cert: String,
+    pub key: String,
+}
+
+impl std::fmt::Debug for ClientAuth {
+    /// The key is a secret: never printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClientAuth { .. }")
+    }
 }
 
 static DEFAULT_ROOTS: OnceLock<Arc<RootCertStore>> = OnceLock::new();
@@ -390,15 +406,18 @@ fn default_roots() -> Arc<RootCertStore> {
         .clone()
 }
 
-/// Configs in use, by trust settings (`rejectUnauthorized`, extra CAs).
-type ConfigCache = Vec<((bool, Vec<String>), std::sync::Weak<ClientConfig>)>;
+/// Configs in use, by TLS settings (the server name aside, which is not part of a config).
+type ConfigCache = Vec<(TlsOptions, std::sync::Weak<ClientConfig>)>;
 static SHARED_CONFIGS: Mutex<ConfigCache> = Mutex::new(Vec::new());
 
-/// Clients with the same trust settings share one rustls config while any of them uses it:
+/// Clients with the same TLS settings share one rustls config while any of them uses it:
 /// its root store (webpki + the system bundle) is about 100 KiB, too much to copy per client,
 /// and its session cache then lets a client resume another's TLS session, as Node's agent does.
 fn shared_client_config(opts: &TlsOptions) -> Result<Arc<ClientConfig>, String> {
-    let key = (opts.reject_unauthorized, opts.ca.clone());
+    let key = TlsOptions {
+        servername: None,
+        ..opts.clone()
+    };
     let mut cache = SHARED_CONFIGS.lock().unwrap_or_else(|p| p.into_inner());
     cache.retain(|(_, config)| config.strong_count() > 0);
     if let Some(config) = cache.iter().find(|(k, _)| *k == key).and_then(|(_, c)| c.upgrade()) {
@@ -433,14 +452,41 @@ pub fn client_config(opts: &TlsOptions) -> Result<Arc<ClientConfig>, String> {
                 return Err("a `tls.ca` entry holds no PEM certificate".into());
             }
         }
-        builder.with_root_certificates(roots).with_no_client_auth()
+        let builder = builder.with_root_certificates(roots);
+        match client_auth(opts)? {
+            Some((chain, key)) => builder.with_client_auth_cert(chain, key),
+            None => Ok(builder.with_no_client_auth()),
+        }
     } else {
-        builder
+        let builder = builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AcceptAnyCert(provider)))
-            .with_no_client_auth()
-    };
+            .with_custom_certificate_verifier(Arc::new(AcceptAnyCert(provider)));
+        match client_auth(opts)? {
+            Some((chain, key)) => builder.with_client_auth_cert(chain, key),
+            None => Ok(builder.with_no_client_auth()),
+        }
+    }
+    // rustls's message names the problem (an unsupported key type, say), never the key.
+    .map_err(|e| format!("invalid client certificate or key: {e}"))?;
     Ok(Arc::new(config))
+}
+
+type ClientAuthDer = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
+
+/// `tls.cert` and `tls.key`, parsed. Errors name the option, never show its content.
+fn client_auth(opts: &TlsOptions) -> Result<Option<ClientAuthDer>, String> {
+    let Some(auth) = &opts.client_auth else {
+        return Ok(None);
+    };
+    let chain = CertificateDer::pem_slice_iter(auth.cert.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| "`tls.cert` is not PEM certificates".to_string())?;
+    if chain.is_empty() {
+        return Err("`tls.cert` holds no PEM certificate".into());
+    }
+    let key = PrivateKeyDer::from_pem_slice(auth.key.as_bytes())
+        .map_err(|_| "`tls.key` is not a PEM private key".to_string())?;
+    Ok(Some((chain, key)))
 }
 
 /// `rejectUnauthorized: false`: the certificate is not checked (signatures still are).
@@ -547,17 +593,44 @@ pub async fn open(
 }
 
 fn tls_error(e: io::Error) -> ConnError {
-    let cert = e
-        .get_ref()
-        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-        .is_some_and(|r| {
-            matches!(
-                r,
-                rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented
-            )
-        });
-    let code = if cert { errors::ERR_TLS_CERT } else { errors::ERR_TLS };
-    ConnError::new(code, format!("TLS handshake failed: {e}"))
+    use rustls::AlertDescription as Alert;
+    let Some(tls) = e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) else {
+        return ConnError::new(errors::ERR_TLS, format!("TLS handshake failed: {e}"));
+    };
+    match tls {
+        rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented => {
+            ConnError::new(errors::ERR_TLS_CERT, format!("TLS handshake failed: {e}"))
+        }
+        // Only a server that asks for our certificate sends these (in TLS 1.3 after our side of
+        // the handshake, while the upgrade request is on its way). A certificate refused either
+        // way is ERR_TLS_CERT, which the default policy does not retry.
+        rustls::Error::AlertReceived(Alert::CertificateRequired) => ConnError::new(
+            errors::ERR_TLS_CERT,
+            "TLS handshake failed: the server requires a client certificate (tls.cert and tls.key)",
+        ),
+        rustls::Error::AlertReceived(
+            alert @ (Alert::BadCertificate
+            | Alert::UnsupportedCertificate
+            | Alert::CertificateRevoked
+            | Alert::CertificateExpired
+            | Alert::CertificateUnknown
+            | Alert::UnknownCA),
+        ) => ConnError::new(
+            errors::ERR_TLS_CERT,
+            format!("TLS handshake failed: the server refused our client certificate ({alert:?})"),
+        ),
+        _ => ConnError::new(errors::ERR_TLS, format!("TLS handshake failed: {e}")),
+    }
+}
+
+/// An I/O error of a `wss:` connection that TLS reported (an alert, a bad record), as the
+/// handshake's errors are; any other comes back.
+pub fn tls_failure(e: io::Error) -> Result<ConnError, io::Error> {
+    if e.get_ref().is_some_and(|inner| inner.is::<rustls::Error>()) {
+        Ok(tls_error(e))
+    } else {
+        Err(e)
+    }
 }
 
 /// The start of every status line a CONNECT answer may have.
@@ -671,6 +744,39 @@ mod tests {
         assert_eq!(p.host, "::1");
         assert!(p.credentials.is_none());
         assert!(Proxy::parse("socks5://127.0.0.1:1080").is_err());
+    }
+
+    /// What the server's alerts say of our certificate, and TLS errors that come after the
+    /// handshake (TLS 1.3 client authentication), reach JS as TLS errors; other I/O errors do not.
+    #[test]
+    fn alerts_about_our_certificate_are_certificate_errors() {
+        use rustls::AlertDescription as Alert;
+        let tls = |e: rustls::Error| io::Error::new(io::ErrorKind::InvalidData, e);
+        let e = tls_failure(tls(rustls::Error::AlertReceived(Alert::CertificateRequired))).unwrap();
+        assert_eq!(e.code, errors::ERR_TLS_CERT);
+        assert!(e.message.contains("requires a client certificate"), "{}", e.message);
+        for alert in [Alert::BadCertificate, Alert::UnknownCA, Alert::CertificateExpired] {
+            let e = tls_failure(tls(rustls::Error::AlertReceived(alert))).unwrap();
+            assert_eq!(e.code, errors::ERR_TLS_CERT);
+            assert!(e.message.contains("refused our client certificate"), "{}", e.message);
+        }
+        let e = tls_failure(tls(rustls::Error::AlertReceived(Alert::HandshakeFailure))).unwrap();
+        assert_eq!(e.code, errors::ERR_TLS);
+        let reset = io::Error::from(io::ErrorKind::ConnectionReset);
+        assert_eq!(tls_failure(reset).unwrap_err().kind(), io::ErrorKind::ConnectionReset);
+    }
+
+    /// The key is a secret: a config's debug form never holds it.
+    #[test]
+    fn tls_options_debug_holds_no_key() {
+        let opts = TlsOptions {
+            client_auth: Some(ClientAuth {
+                cert: "CERT".into(),
+                key: "-----BEGIN PRIVATE KEY-----\nSECRET\n-----END PRIVATE KEY-----".into(),
+            }),
+            ..TlsOptions::default()
+        };
+        assert!(!format!("{opts:?}").contains("SECRET"));
     }
 
     #[test]
