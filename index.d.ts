@@ -100,6 +100,18 @@ export interface TlsOptions {
   passphrase?: string | Buffer
 }
 
+/** `send()` options, as `ws` takes them. */
+export interface SendOptions {
+  /** Send a string as a binary message (`true`), or bytes that are UTF-8 as a text message (`false`) [by the data's type]. */
+  binary?: boolean
+  /** Accepted; the `perMessageDeflate` threshold decides what is compressed. */
+  compress?: boolean
+  /** Only `true`: messages are sent whole. */
+  fin?: true
+  /** Only `true`: a client masks every frame. */
+  mask?: true
+}
+
 export interface QueueOptions {
   /** [1000] */
   maxMessages?: number
@@ -413,8 +425,9 @@ export declare class ReconnectingWebSocket<B extends BinaryType = 'nodebuffer'> 
   /**
    * Sends a text (string) or binary message; while connecting or waiting to reconnect it is queued and
    * written, in order, on the next open. Throws `ERR_NOT_OPEN` when closed, `ERR_QUEUE_FULL` on overflow.
+   * `options` as in `ws`; there is no callback (a message may wait in the queue across reconnects).
    */
-  send(data: string | Buffer | ArrayBufferView | ArrayBuffer): void
+  send(data: string | Buffer | ArrayBufferView | ArrayBuffer, options?: SendOptions): void
   /** Sends a ping (payload at most 125 bytes). Throws `ERR_NOT_OPEN` when not open. */
   ping(data?: string | Buffer | Uint8Array): void
   /** Hands back the queued, unsent messages, oldest first, and empties the queue. */

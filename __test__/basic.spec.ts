@@ -95,6 +95,50 @@ test.serial('send() while not open throws ERR_NOT_OPEN; bad data throws ERR_INVA
   }
 })
 
+test.serial("send() takes ws's options: binary picks the frame type; what cannot be honoured (a callback, fin: false, mask: false) throws", async (t) => {
+  const got: Array<[string, boolean]> = []
+  const peer = await wsServer((socket) => socket.on('message', (data, isBinary) => got.push([String(data), isBinary])))
+  t.teardown(() => peer.close())
+  const client = new ReconnectingWebSocket(peer.url)
+  await new Recorder(client).next('open')
+  client.send('text as binary', { binary: true })
+  client.send(Buffer.from('bytes as text'), { binary: false })
+  client.send(new TextEncoder().encode('a view as text'), { binary: false, compress: false, fin: true, mask: true })
+  client.send(new TextEncoder().encode('an ArrayBuffer as text').buffer, { binary: false })
+  client.send('plain', {})
+  client.send(Buffer.from('raw'), { binary: true, compress: true })
+  const refused: Array<[unknown[], string, RegExp]> = [
+    [['x', () => {}], 'ERR_INVALID_ARG_TYPE', /takes no callback/],
+    [['x', {}, () => {}], 'ERR_INVALID_ARG_TYPE', /takes no callback/],
+    [['x', undefined, () => {}], 'ERR_INVALID_ARG_TYPE', /takes no callback/],
+    [['x', { fin: false }], 'ERR_INVALID_ARG_VALUE', /fin: false is not supported/],
+    [['x', { mask: false }], 'ERR_INVALID_ARG_VALUE', /mask: false is not allowed/],
+    [['x', { binary: 'yes' }], 'ERR_INVALID_ARG_TYPE', /option binary.*a boolean/],
+    [['x', { binray: true }], 'ERR_UNKNOWN_OPTION', /Unknown send\(\) option "binray"/],
+    [['x', 'utf8'], 'ERR_INVALID_ARG_TYPE', /options.*an object/],
+    [[Buffer.from([0xff, 0xfe]), { binary: false }], 'ERR_INVALID_ARG_VALUE', /valid UTF-8/],
+  ]
+  for (const [args, code, message] of refused) {
+    const err = t.throws(() => (client.send as (...a: unknown[]) => void)(...args)) as RedialError
+    t.is(err.code, code, String(args[1]))
+    t.regex(err.message, message)
+  }
+  client.send('last')
+  await until(() => got.length === 7, 'the server has every message')
+  t.deepEqual(got, [
+    ['text as binary', true],
+    ['bytes as text', false],
+    ['a view as text', false],
+    ['an ArrayBuffer as text', false],
+    ['plain', false],
+    ['raw', true],
+    ['last', false],
+  ])
+  t.is(client.metrics.messagesSent, 7, 'nothing refused was sent')
+  await client.disconnect()
+  await quiescent()
+})
+
 test.serial('failed attempts report coded errors: refused, HTTP rejection, timeout', async (t) => {
   const port = await refusedPort()
   const refused = new ReconnectingWebSocket(`ws://127.0.0.1:${port}/`, { minDelay: 60_000 })

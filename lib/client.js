@@ -19,6 +19,7 @@ const {
   checkBinaryType,
   proxyFor,
   splitCredentials,
+  withSendOptions,
 } = require('./options')
 const { Event, MessageEvent, CloseEvent, ErrorEvent, Surface } = require('./whatwg')
 const wire = require('./wire')
@@ -277,7 +278,8 @@ class ReconnectingWebSocket extends EventEmitter {
    * (bounded; see the `queue` option). Throws ERR_NOT_OPEN when closed and
    * ERR_QUEUE_FULL when the queue refuses the message.
    */
-  send(data) {
+  send(data, options, callback) {
+    if (options !== undefined || callback !== undefined) data = withSendOptions(data, options, callback)
     let outcome
     if (typeof data === 'string') outcome = N.clientSendText(this, data)
     else if (Buffer.isBuffer(data)) outcome = N.clientSendBinary(this, data)

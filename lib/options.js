@@ -561,8 +561,52 @@ function checkClose(code, reason) {
   }
 }
 
+const SEND_OPTIONS = ['binary', 'compress', 'fin', 'mask']
+const utf8 = new TextDecoder('utf-8', { fatal: true })
+
+/**
+ * `send(data, options)` in `ws`'s shape: `binary` picks the frame type (a string as binary; bytes
+ * as text if they are UTF-8), `compress` and `mask: true` are accepted (the deflate threshold
+ * decides compression; a client masks every frame). What cannot be honoured is refused, not
+ * ignored: a callback (there is no per-message write callback: a message may wait in the offline
+ * queue across reconnects), `fin: false` (no fragmented sends) and `mask: false`. Returns the data
+ * to send.
+ */
+function withSendOptions(data, options, callback) {
+  if (typeof options === 'function' || callback !== undefined) {
+    throw makeError(
+      'ERR_INVALID_ARG_TYPE',
+      'send() takes no callback: a message may wait in the offline queue across reconnects, so there is no "written" moment to report. ' +
+        'Watch bufferedAmount for backpressure, the "drop" event for what will never be sent, and have the server acknowledge what it must receive',
+      TypeError,
+    )
+  }
+  if (typeof options !== 'object' || options === null || Array.isArray(options)) throw typeError('send() options', 'an object', options)
+  for (const key of Object.keys(options)) {
+    if (!SEND_OPTIONS.includes(key)) throw makeError('ERR_UNKNOWN_OPTION', `Unknown send() option "${key}" (known: ${SEND_OPTIONS.join(', ')})`, TypeError)
+  }
+  const { binary, compress, fin, mask } = options
+  for (const [name, value] of [['binary', binary], ['compress', compress], ['fin', fin], ['mask', mask]]) {
+    if (value !== undefined && typeof value !== 'boolean') throw typeError(`send() option ${name}`, 'a boolean', value)
+  }
+  if (fin === false) throw makeError('ERR_INVALID_ARG_VALUE', 'send() option fin: false is not supported: send each message whole', TypeError)
+  if (mask === false) throw makeError('ERR_INVALID_ARG_VALUE', 'send() option mask: false is not allowed: a client masks every frame (RFC 6455)', TypeError)
+  if (binary === true && typeof data === 'string') return Buffer.from(data)
+  if (binary === false && typeof data !== 'string') {
+    const bytes = data instanceof ArrayBuffer ? new Uint8Array(data) : ArrayBuffer.isView(data) ? data : null
+    if (bytes === null) return data // send() reports the type
+    try {
+      return utf8.decode(bytes)
+    } catch {
+      throw makeError('ERR_INVALID_ARG_VALUE', 'send() option binary: false needs data that is valid UTF-8 text', TypeError)
+    }
+  }
+  return data
+}
+
 module.exports = {
   parseOptions,
+  withSendOptions,
   parseUrl,
   checkClose,
   checkHeaders,
