@@ -107,7 +107,7 @@ test.serial("send() takes ws's options: binary picks the frame type; what cannot
   client.send(new TextEncoder().encode('an ArrayBuffer as text').buffer, { binary: false })
   client.send('plain', {})
   client.send(Buffer.from('raw'), { binary: true, compress: true })
-  const refused: Array<[unknown[], string, RegExp]> = [
+  const refused: Array<[unknown[], RedialError['code'], RegExp]> = [
     [['x', () => {}], 'ERR_INVALID_ARG_TYPE', /takes no callback/],
     [['x', {}, () => {}], 'ERR_INVALID_ARG_TYPE', /takes no callback/],
     [['x', undefined, () => {}], 'ERR_INVALID_ARG_TYPE', /takes no callback/],
