@@ -1,13 +1,14 @@
 // Soundness at the boundary and in the client's task: foreign objects are never taken for a
 // client, a panic ends a client in a defined state, every counter is back when disconnect()
-// resolves, a send() made before JS has seen the connection end never throws for it, and the
+// resolves (and not before: each call is settled by its own completion, whatever connect() came
+// between), a send() made before JS has seen the connection end never throws for it, and the
 // answer to our close is never taken for the peer's own.
 import { once } from 'node:events'
 import { createRequire } from 'node:module'
 import { Worker } from 'node:worker_threads'
 import test from 'ava'
 
-import { ReconnectingWebSocket, clientStats } from '../index.js'
+import { ReconnectingWebSocket, clientStats, type RedialError } from '../index.js'
 import { Recorder, quiescent, refusedPort, until, wsServer } from './helpers.js'
 
 const require = createRequire(import.meta.url)
@@ -109,6 +110,124 @@ test.serial("the peer's answer to disconnect()'s close never reads as the peer's
     t.is(s.pendingReconnects, before.pendingReconnects)
   }
   t.is(await peer.accepted(), 2)
+})
+
+test.serial("a disconnect() made after connect() is not settled by an earlier disconnect()'s completion", async (t) => {
+  // disconnect(), then connect(): the driver closes, then connects again, and reports the first
+  // call done in the same batch as the close. A disconnect() called from that close's listener
+  // comes before the report: it must wait for its own completion, and when it resolves nothing
+  // of the client may be running.
+  const peer = await wsServer()
+  t.teardown(() => peer.close())
+  const before = clientStats()
+  const client = new ReconnectingWebSocket(peer.url, { minDelay: 10 })
+  const rec = new Recorder(client)
+  await rec.next('open')
+  const first = client.disconnect()
+  client.connect()
+  let second: Promise<{ discarded: number }> | undefined
+  client.once('close', () => {
+    second = client.disconnect()
+  })
+  t.deepEqual(await first, { discarded: 0 })
+  t.truthy(second, 'the close came before the first call settled')
+  t.deepEqual(await second, { discarded: 0 })
+  // The second call ended the connection the first one's connect() started: its close came first.
+  const closes = rec.log.filter((e) => e.name === 'close').map((e) => e.args[0] as { willReconnect: boolean })
+  t.is(closes.length, 2)
+  t.false(closes[1].willReconnect)
+  const s = clientStats()
+  t.is(s.runningTasks, before.runningTasks, 'no task left when the second call resolves')
+  t.is(s.pendingAttempts, before.pendingAttempts)
+  t.is(s.openConnections, before.openConnections)
+  t.is(client.state, 'closed')
+  await until(() => peer.concurrent === 0, 'the server saw every connection end')
+})
+
+test.serial('random interleavings of send, connect, reconnect and disconnect against a server that closes, drops, floods or stops reading: every disconnect() settles in order, with nothing left running', async (t) => {
+  // A fixed seed: the same schedule of calls and server behaviours on every run.
+  let seed = 20261202
+  const random = () => {
+    seed = (seed * 1103515245 + 12345) % 2 ** 31
+    return seed / 2 ** 31
+  }
+  const pick = <T>(xs: T[]): T => xs[Math.floor(random() * xs.length)]
+  const peer = await wsServer((socket) => {
+    socket.on('message', (data) => socket.send(data))
+    const soon = (f: () => void) => setTimeout(f, Math.floor(random() * 5))
+    switch (pick(['echo', 'echo', 'close', 'closeWithCode', 'terminate', 'closeLater', 'flood', 'deaf'])) {
+      case 'close':
+        return soon(() => socket.close(1000))
+      case 'closeWithCode':
+        return soon(() => socket.close(4000, 'x'))
+      case 'terminate':
+        return soon(() => socket.terminate())
+      case 'closeLater':
+        return setTimeout(() => socket.close(1001), 20)
+      case 'flood':
+        for (let i = 0; i < 50; i++) socket.send(`m${i}`)
+        return
+      case 'deaf': {
+        // Does not answer our close in time: closeTimeout (200 ms) ends it.
+        const tcp = (socket as unknown as { _socket: import('node:net').Socket })._socket
+        tcp.pause()
+        return setTimeout(() => tcp.resume(), 300)
+      }
+    }
+  })
+  t.teardown(() => peer.close())
+  const before = clientStats()
+  const late: string[] = []
+  for (let round = 0; round < 200; round++) {
+    const client = new ReconnectingWebSocket(peer.url, { minDelay: 1, maxDelay: 5, pingInterval: 0, closeTimeout: 200 })
+    let settled = false
+    for (const name of ['open', 'close', 'reconnecting', 'giveup', 'error', 'message'] as const) {
+      ;(client as unknown as import('node:events').EventEmitter).on(name, () => {
+        if (settled) late.push(`round ${round}: ${name}`)
+      })
+    }
+    let unsettled = 0
+    const earlier = (call: Promise<unknown>) => {
+      unsettled++
+      void call.then(() => unsettled--)
+    }
+    for (let step = 2 + Math.floor(random() * 6); step > 0; step--) {
+      const action = pick(['send', 'send', 'wait', 'turn', 'reconnect', 'connect', 'ping', 'disconnect', 'flush', 'await'])
+      try {
+        if (action === 'send') client.send('hello')
+        else if (action === 'wait') await new Promise((r) => setTimeout(r, Math.floor(random() * 8)))
+        else if (action === 'turn') await new Promise((r) => setImmediate(r))
+        else if (action === 'reconnect') client.reconnect()
+        else if (action === 'connect') client.connect()
+        else if (action === 'ping') client.ping()
+        else if (action === 'disconnect') {
+          earlier(client.disconnect())
+          client.connect()
+        } else if (action === 'flush') {
+          client.send('queued')
+          earlier(client.disconnect(1000, '', { flush: true }))
+          if (random() < 0.5) client.connect()
+        } else {
+          await client.disconnect()
+          t.is(client.state, 'closed', `round ${round}: an awaited disconnect() leaves the client closed`)
+          client.connect()
+        }
+      } catch (err) {
+        // What send() and ping() may say of a client that is not open.
+        t.true(['ERR_NOT_OPEN', 'ERR_QUEUE_FULL'].includes((err as RedialError).code), `round ${round}: ${action}: ${err}`)
+      }
+    }
+    await client.disconnect()
+    settled = true
+    const s = clientStats()
+    for (const key of ['openConnections', 'pendingReconnects', 'runningTasks', 'pendingAttempts', 'heartbeats', 'ioBuffers', 'jsReaders'] as const) {
+      t.is(s[key], before[key], `round ${round}: ${key} back when disconnect() resolves`)
+    }
+    t.is(client.state, 'closed', `round ${round}`)
+    t.is(unsettled, 0, `round ${round}: every earlier call settled no later than the last one`)
+  }
+  await until(() => peer.concurrent === 0, 'the server saw every connection end')
+  t.deepEqual(late, [], 'no event after a client\'s last disconnect() resolved')
 })
 
 test.serial('every counter is back when disconnect() resolves right after a giveup', async (t) => {

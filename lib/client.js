@@ -84,7 +84,7 @@ class ReconnectingWebSocket extends EventEmitter {
   #chosen = ''
   /** A disconnect() is in progress: events it overtook do not move the state away from 'closing'. */
   #closing = false
-  /** The resolver of a pending disconnect() call, an array of them for several, or null. */
+  /** A pending disconnect() call (`{ seq, resolve }`), an array of them for several, or null. */
   #waiters = null
   /** The native machine's count of consecutive failures, as its last event reported it. */
   #retries = 0
@@ -237,16 +237,19 @@ class ReconnectingWebSocket extends EventEmitter {
     this.emit(kDisconnecting)
     this.#unlistenSignal?.()
     this.#unlistenSignal = null
-    if (!N.clientDisconnect(this, code, reason, flush)) {
+    const seq = N.clientDisconnect(this, code, reason, flush)
+    if (seq === 0) {
       this.#state = 'closed'
       return Promise.resolve({ discarded: N.clientDiscardQueue(this) })
     }
     this.#closing = true
     this.#state = 'closing'
     return new Promise((resolve) => {
-      // One waiter (the usual case) is kept as is; an array only for several.
+      // Settled by the event that reports call `seq` done: after a connect(), an earlier call's
+      // completion must not settle a later one.
+      const waiter = { seq, resolve }
       const w = this.#waiters
-      this.#waiters = w === null ? resolve : typeof w === 'function' ? [w, resolve] : (w.push(resolve), w)
+      this.#waiters = w === null ? waiter : Array.isArray(w) ? (w.push(waiter), w) : [w, waiter]
     })
   }
 
@@ -539,28 +542,34 @@ class ReconnectingWebSocket extends EventEmitter {
     this.emit('giveup', p)
   }
 
-  /** `gen` alone, or `{ gen, discarded }` when a disconnect discarded queued messages. */
-  #onIdle(p) {
-    const gen = typeof p === 'number' ? p : p.gen
-    const discarded = typeof p === 'number' ? 0 : p.discarded
-    // The exit report of a driver that connect() has since replaced only settles a pending disconnect.
-    if (gen !== N.clientGeneration(this)) this.#resolveWaiters(discarded)
-    else this.#settleDisconnect(discarded)
+  /** `{ gen, discarded, upto }`: the driver of generation `gen` exited, having received the disconnect() calls up to `upto`. */
+  #onIdle({ gen, discarded, upto }) {
+    // The exit report of a driver that connect() has since replaced only settles the calls it received.
+    if (gen !== N.clientGeneration(this)) this.#resolveWaiters(discarded, upto)
+    // This client's driver is gone: nothing is left running, every call is settled.
+    else this.#settleDisconnect(discarded, Infinity)
   }
 
-  #settleDisconnect(discarded) {
-    if (this.#closing) {
+  /** The disconnect() calls up to `upto` completed (and every one when the client is idle). */
+  #settleDisconnect(discarded, upto) {
+    this.#resolveWaiters(discarded, upto)
+    if (this.#closing && this.#waiters === null) {
       this.#closing = false
       this.#state = 'closed'
     }
-    this.#resolveWaiters(discarded)
   }
 
-  #resolveWaiters(discarded) {
+  #resolveWaiters(discarded, upto) {
     const waiters = this.#waiters
-    this.#waiters = null
-    if (typeof waiters === 'function') waiters({ discarded })
-    else if (waiters) for (const resolve of waiters) resolve({ discarded })
+    if (waiters === null) return
+    if (!Array.isArray(waiters)) {
+      if (waiters.seq > upto) return
+      this.#waiters = null
+      return waiters.resolve({ discarded })
+    }
+    const later = waiters.filter((w) => w.seq > upto)
+    this.#waiters = later.length === 0 ? null : later.length === 1 ? later[0] : later
+    for (const w of waiters) if (w.seq <= upto) w.resolve({ discarded })
   }
 
   /** Runs the url/headers/protocols providers for one attempt; the native side bounds the wait. */
@@ -617,7 +626,7 @@ class ReconnectingWebSocket extends EventEmitter {
       pong: (c, data) => c.emit('pong', data),
       provide: (c, p) => c.#provide(p),
       decide: (c, p) => c.#decide(p),
-      disconnected: (c, discarded) => c.#settleDisconnect(discarded),
+      disconnected: (c, { discarded, upto }) => c.#settleDisconnect(discarded, upto),
       idle: (c, p) => c.#onIdle(p),
     })
   }

@@ -271,15 +271,16 @@ impl NativeClient {
         Ok(gen)
     }
 
-    /// Asks the driver to disconnect. Returns false when there is nothing to disconnect.
-    /// From now on `send()` is refused; with `flush`, queued messages are written first.
-    pub fn disconnect(&mut self, env: Env, code: u32, reason: String, flush: bool) -> bool {
+    /// Asks the driver to disconnect. Returns the call's number (1, 2, ...), which the events
+    /// that settle it carry, or 0 when there is nothing to disconnect. From now on `send()` is
+    /// refused; with `flush`, queued messages are written first.
+    pub fn disconnect(&mut self, env: Env, code: u32, reason: String, flush: bool) -> u32 {
         if !delivery::is_active(self.shared.id) {
             self.shared.outbox().stop_accepting(None);
-            return false;
+            return 0;
         }
         // Until the disconnect completes, the client stays reachable so that its promise settles.
-        delivery::hold_until_disconnected(&env, self.shared.id);
+        let seq = delivery::hold_until_disconnected(&env, self.shared.id);
         delivery::read_close_on_driver(self.shared.id);
         // Our close frame goes from this thread at once (`Outbox::stop_accepting`), so that the
         // peer's answer is on its way while the driver wakes up. The command is queued in the same
@@ -293,6 +294,7 @@ impl NativeClient {
             code: code as u16,
             reason: reason.clone(),
             flush,
+            seq,
         };
         match &self.commands {
             Some(tx) => {
@@ -300,7 +302,7 @@ impl NativeClient {
             }
             None => close(),
         }
-        true
+        seq
     }
 
     /// Forces a fresh connection now. Returns false when the client is not active (the caller connects).
@@ -567,7 +569,7 @@ pub fn client_connect(env: Env, owner: Object<'_>) -> Result<u32> {
 }
 
 #[napi]
-pub fn client_disconnect(env: Env, owner: Object<'_>, code: u32, reason: String, flush: bool) -> Result<bool> {
+pub fn client_disconnect(env: Env, owner: Object<'_>, code: u32, reason: String, flush: bool) -> Result<u32> {
     Ok(client(&env, &owner)?.disconnect(env, code, reason, flush))
 }
 

@@ -152,6 +152,9 @@ struct Entry {
     conn: bool,
     /// A `disconnect()` has not settled yet: the client must stay reachable.
     disconnecting: bool,
+    /// The number of the last `disconnect()` call (1, 2, ...): `disconnecting` ends when a
+    /// `DisconnectDone` or `Idle` settles it.
+    disconnects: u32,
     /// JS-side uses that keep the client alive without a connection (a pending `messages()` read).
     holds: u32,
     /// Its read gate is told when messages reach JS (the in-flight bound of the socket's reading).
@@ -251,6 +254,7 @@ pub fn register(env: &Env, id: u64, owner: &Object<'_>, shared: Arc<Shared>) -> 
                 strong: false,
                 conn: false,
                 disconnecting: false,
+                disconnects: 0,
                 holds: 0,
                 shared,
                 active: false,
@@ -306,14 +310,19 @@ pub fn hold_strong(env: &Env, id: u64) {
 }
 
 /// A `disconnect()` is pending: the client stays reachable until it settles
-/// (`DisconnectDone` or the driver's `Idle`), so that its promise resolves.
-pub fn hold_until_disconnected(env: &Env, id: u64) {
+/// (`DisconnectDone` or the driver's `Idle`), so that its promise resolves. Returns the call's
+/// number, which its command carries.
+pub fn hold_until_disconnected(env: &Env, id: u64) -> u32 {
     with_registry(|r| {
-        if let Some(e) = r.clients.get_mut(&id) {
-            e.disconnecting = true;
-            set_conn(env, e, e.conn);
-        }
-    });
+        let e = r.clients.get_mut(&id)?;
+        e.disconnecting = true;
+        // Never 0, which JS reads as "nothing to disconnect".
+        e.disconnects = e.disconnects.wrapping_add(1).max(1);
+        set_conn(env, e, e.conn);
+        Some(e.disconnects)
+    })
+    .flatten()
+    .unwrap_or(1)
 }
 
 pub fn is_active(id: u64) -> bool {
@@ -527,9 +536,12 @@ fn build_batch(env: &Env, batch: Vec<(u64, JsEvent)>) -> Result<Value> {
                             set_conn(env, &mut e, false);
                             true
                         }
-                        JsEvent::DisconnectDone { .. } => {
-                            e.disconnecting = false;
-                            set_conn(env, &mut e, false);
+                        // A later disconnect() still pending keeps the client reachable.
+                        JsEvent::DisconnectDone { upto, .. } => {
+                            if *upto == e.disconnects {
+                                e.disconnecting = false;
+                                set_conn(env, &mut e, false);
+                            }
                             true
                         }
                         JsEvent::Idle { gen, .. } if *gen == e.gen => {
@@ -689,7 +701,12 @@ fn event_to_js(env: &Env, event: JsEvent) -> Result<(u32, Value)> {
             o.set_value(c"lastError", last)?;
             (tag::GIVEUP, o.value)
         }
-        JsEvent::DisconnectDone { discarded } => (tag::DISCONNECTED, napi_raw::to_js(raw, discarded)?),
+        JsEvent::DisconnectDone { discarded, upto } => {
+            let mut o = Obj::new(raw)?;
+            o.set(c"discarded", discarded)?;
+            o.set(c"upto", upto)?;
+            (tag::DISCONNECTED, o.value)
+        }
         JsEvent::Ping(p) => (tag::PING, napi_raw::buffer_copy(raw, &p)?),
         JsEvent::Pong(p) => (tag::PONG, napi_raw::buffer_copy(raw, &p)?),
         JsEvent::Provide { id, attempt } => {
@@ -733,12 +750,11 @@ fn event_to_js(env: &Env, event: JsEvent) -> Result<(u32, Value)> {
             o.set_value(c"info", i.value)?;
             (tag::DECIDE, o.value)
         }
-        // The generation alone when nothing was discarded (the usual case).
-        JsEvent::Idle { gen, discarded: 0 } => (tag::IDLE, napi_raw::to_js(raw, gen)?),
-        JsEvent::Idle { gen, discarded } => {
+        JsEvent::Idle { gen, discarded, upto } => {
             let mut o = Obj::new(raw)?;
             o.set(c"gen", gen)?;
             o.set(c"discarded", discarded)?;
+            o.set(c"upto", upto)?;
             (tag::IDLE, o.value)
         }
         JsEvent::Warning { code, message } => {
@@ -833,7 +849,14 @@ mod tests {
         let big = || JsEvent::Binary(Bytes::from(vec![0; BATCH_BYTES / 2 + 1]));
         let mut events = vec![big(), JsEvent::Connecting { attempt: 1 }, big(), big(), text("t")];
         hub.push(7, &mut events);
-        hub.push_one(8, JsEvent::Idle { gen: 1, discarded: 0 });
+        hub.push_one(
+            8,
+            JsEvent::Idle {
+                gen: 1,
+                discarded: 0,
+                upto: 0,
+            },
+        );
         // Events are taken while the payload so far is under the bound: the one that crosses it
         // is the last of its batch.
         let first = hub.take();

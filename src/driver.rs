@@ -35,6 +35,8 @@ pub enum Command {
         code: u16,
         reason: String,
         flush: bool,
+        /// The call's number (1, 2, ... per client): what `DisconnectDone` and `Idle` settle.
+        seq: u32,
     },
     /// The user's `shouldReconnect` verdict for request `id`.
     Decided {
@@ -74,6 +76,8 @@ pub struct Driver {
     disconnect_done: bool,
     /// Queued messages a finishing disconnect discarded.
     discarded: u32,
+    /// The number of the last `disconnect()` call received (`Command::Disconnect::seq`).
+    disconnects: u32,
     /// Counted in `runningTasks` from the task's first poll until it exits. Here rather than in
     /// `DriverTask`, where its byte would take 8 with padding: the task then fits tokio's
     /// 384-byte cell (a future of at most 280 bytes) instead of the 512-byte one.
@@ -206,6 +210,7 @@ impl Driver {
             finished: false,
             disconnect_done: false,
             discarded: 0,
+            disconnects: 0,
             running: None,
         }
     }
@@ -235,6 +240,8 @@ impl Driver {
                 }
                 self.finished = false;
                 let discarded = std::mem::take(&mut self.discarded);
+                // What finished settles the calls received before these commands, not theirs.
+                let upto = self.disconnects;
                 while let Some(cmd) = commands.try_recv() {
                     self.command(cmd);
                 }
@@ -245,7 +252,7 @@ impl Driver {
                     self.discarded = self.discarded.saturating_add(discarded);
                 } else {
                     // Going on: settle a disconnect() that finished just before these commands.
-                    self.events.push(JsEvent::DisconnectDone { discarded });
+                    self.events.push(JsEvent::DisconnectDone { discarded, upto });
                 }
                 continue;
             }
@@ -357,6 +364,7 @@ impl Driver {
             JsEvent::Idle {
                 gen: self.gen,
                 discarded: self.discarded,
+                upto: self.disconnects,
             },
         );
     }
@@ -365,7 +373,13 @@ impl Driver {
         match cmd {
             Command::Connect => self.input(Input::Connect),
             Command::Reconnect { code, reason } => self.input(Input::Reconnect { code, reason }),
-            Command::Disconnect { code, reason, flush } => {
+            Command::Disconnect {
+                code,
+                reason,
+                flush,
+                seq,
+            } => {
+                self.disconnects = seq;
                 let flush = flush && !self.shared.outbox().is_queue_empty();
                 self.input(Input::Disconnect { code, reason, flush })
             }
@@ -402,7 +416,10 @@ impl Driver {
                 // Reported by `Idle`, once everything is released.
                 self.discarded = self.discarded.saturating_add(discarded);
             } else {
-                self.events.push(JsEvent::DisconnectDone { discarded });
+                self.events.push(JsEvent::DisconnectDone {
+                    discarded,
+                    upto: self.disconnects,
+                });
             }
         }
         if self.finished {

@@ -59,14 +59,18 @@ pub enum JsEvent {
         info: PolicyInfo,
         default: bool,
     },
-    /// A `disconnect()` completed; `discarded` queued messages were dropped (reported, not silent).
+    /// The `disconnect()` calls numbered up to `upto` completed, and the driver goes on (a
+    /// `connect()` came after them); `discarded` queued messages were dropped (reported, not silent).
     DisconnectDone {
         discarded: u32,
+        upto: u32,
     },
-    /// The driver of generation `gen` has exited; a disconnect that finished it discarded `discarded` queued messages.
+    /// The driver of generation `gen` has exited, having received the `disconnect()` calls
+    /// numbered up to `upto`; a disconnect that finished it discarded `discarded` queued messages.
     Idle {
         gen: u32,
         discarded: u32,
+        upto: u32,
     },
     /// A process warning not tied to a live client.
     Warning {
@@ -326,8 +330,12 @@ mod tests {
                 extensions: None,
             },
             JsEvent::Error(ConnError::new(errors::ERR_CONNECT, "x")),
-            JsEvent::DisconnectDone { discarded: 3 },
-            JsEvent::Idle { gen: 1, discarded: 0 },
+            JsEvent::DisconnectDone { discarded: 3, upto: 1 },
+            JsEvent::Idle {
+                gen: 1,
+                discarded: 0,
+                upto: 1,
+            },
             JsEvent::Warning {
                 code: "W",
                 message: "a long message that is not a payload".into(),
