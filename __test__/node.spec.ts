@@ -71,6 +71,35 @@ test.serial('a pending messages() read keeps an otherwise unreferenced client al
   await quiescent()
 })
 
+test.serial('messages(): a disconnect() during a backoff wait ends the loop, and the finished read holds the client no more', async (t) => {
+  // No close event marks this end: the connection was already gone.
+  const peer = await wsServer((s) => s.close(1012, 'restart'))
+  t.teardown(() => peer.close())
+  const baseline = clientStats()
+  // The client lives in this function's frame only (a suspended frame keeps its values alive);
+  // a finalizer tells when it is gone (a WeakRef read before each GC would keep it alive).
+  let collected = false
+  const finalizers = new FinalizationRegistry(() => (collected = true))
+  const run = async () => {
+    const client = new ReconnectingWebSocket(peer.url, { minDelay: 60_000 })
+    const waiting = once(client, 'reconnecting')
+    const loop = (async (messages: AsyncIterable<unknown>) => {
+      const got: unknown[] = []
+      for await (const message of messages) got.push(message)
+      return got
+    })(client.messages())
+    await waiting
+    t.is(client.state, 'reconnecting')
+    t.deepEqual(await client.disconnect(), { discarded: 0 })
+    t.deepEqual(await loop, [], 'the loop ended')
+    finalizers.register(client, 0)
+  }
+  await run()
+  await collectUntil(() => collected, 'the client, once nothing reads from it')
+  t.is(clientStats().collectedWithoutDisconnect, baseline.collectedWithoutDisconnect)
+  await quiescent()
+})
+
 test.serial('AbortSignal: aborting disconnects; events.once honours a signal', async (t) => {
   const peer = await wsServer()
   t.teardown(() => peer.close())

@@ -56,6 +56,8 @@ function abortError(signal) {
 
 /** Emitted by `disconnect()` for pending `opened()` calls (a symbol: no user sees it). */
 const kDisconnecting = Symbol('redial-ws.disconnecting')
+/** A disconnect() settled and left the client closed (no close event marks it when it came during a backoff wait). */
+const kClosed = Symbol('redial-ws.closed')
 
 // EventEmitter starts `_events` as a null-prototype literal, which V8 keeps in dictionary
 // mode. EventEmitter only reads own keys and `events[type]`, so an object over an empty,
@@ -356,6 +358,10 @@ class ReconnectingWebSocket extends EventEmitter {
         hold: (on) => N.clientHold(this, on),
         closedForGood: () => this.#state === 'closed',
         active: () => N.clientActive(this),
+        onClosed: (listener) => {
+          this.on(kClosed, listener)
+          return () => this.off(kClosed, listener)
+        },
       },
       highWaterMark,
     )
@@ -556,6 +562,7 @@ class ReconnectingWebSocket extends EventEmitter {
     if (this.#closing && this.#waiters === null) {
       this.#closing = false
       this.#state = 'closed'
+      this.emit(kClosed)
     }
   }
 

@@ -41,18 +41,22 @@ function messageIterator(client, control, highWaterMark = 1024) {
   const onGiveUp = () => {
     if (control.closedForGood()) finish()
   }
+  let offClosed = null
   const finish = () => {
     if (ended) return
     ended = true
     client.off('message', onMessage)
     client.off('close', onClose)
     client.off('giveup', onGiveUp)
+    offClosed?.()
     pause(false)
     if (waiter) settle({ value: undefined, done: true })
   }
   client.on('message', onMessage)
   client.on('close', onClose)
   client.on('giveup', onGiveUp)
+  // A disconnect() during a backoff wait ends the client with no close event.
+  offClosed = control.onClosed(finish)
   if (control.closedForGood() && !control.active()) finish()
   return {
     next: () => {
