@@ -283,8 +283,9 @@ class ReconnectingWebSocket extends EventEmitter {
    * (bounded; see the `queue` option). Throws ERR_NOT_OPEN when closed and
    * ERR_QUEUE_FULL when the queue refuses the message.
    */
-  send(data, options, callback) {
-    if (options !== undefined || callback !== undefined) data = withSendOptions(data, options, callback)
+  send(data) {
+    // ws's `send(data, options, callback)`: rare, and kept off the common path.
+    if (arguments.length > 1) data = withSendOptions(data, arguments[1], arguments[2])
     let outcome
     if (typeof data === 'string') outcome = N.clientSendText(this, data)
     else if (Buffer.isBuffer(data)) outcome = N.clientSendBinary(this, data)
