@@ -281,11 +281,11 @@ impl NativeClient {
         }
         // Until the disconnect completes, the client stays reachable so that its promise settles.
         let seq = delivery::hold_until_disconnected(&env, self.shared.id);
-        delivery::read_close_on_driver(self.shared.id);
         // Our close frame goes from this thread at once (`Outbox::stop_accepting`), so that the
         // peer's answer is on its way while the driver wakes up. The command is queued in the same
         // step: when the driver reads that answer and the end of the connection, it takes the
-        // command first and knows that the close was ours.
+        // command first and knows that the close was ours. The socket goes back to the driver
+        // after that step: handed back first, it would wake the driver into the queue's lock.
         let close = || {
             self.shared.outbox().stop_accepting(Some((code as u16, &reason)));
             stall_for_test();
@@ -302,6 +302,7 @@ impl NativeClient {
             }
             None => close(),
         }
+        delivery::read_close_on_driver(self.shared.id);
         seq
     }
 
