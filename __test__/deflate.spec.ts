@@ -1103,6 +1103,26 @@ for (const b of BOMBS) {
   })
 }
 
+test.serial('a maxPayload under 64 bytes: compressed messages within it arrive, one over it is 1009, never an internal error', async (t) => {
+  // The inflater's first guess of a message's size was at least 64 bytes, clamped to the limit:
+  // a limit under 64 made that guess panic and ended the client with ERR_INTERNAL.
+  const server = await wsDeflateServer({ threshold: 0 }, (s) => {
+    s.send('short', { compress: true })
+    s.send(Buffer.from('sixteen bytes!!!'), { compress: true })
+    s.send('x'.repeat(40), { compress: true })
+  })
+  t.teardown(() => server.close())
+  const client = owned(t, new ReconnectingWebSocket(server.url, { maxPayload: 32, maxRetries: 0 }))
+  const r = new Recorder(client)
+  t.is((await r.next('open')).extensions, 'permessage-deflate')
+  t.is(String(await r.next('message')), 'short')
+  t.is(String(await r.next('message')), 'sixteen bytes!!!')
+  t.is((await r.next('error')).code, 'ERR_MESSAGE_TOO_BIG')
+  t.is((await r.next('close')).code, 1009)
+  t.is(r.count('message'), 2)
+  await client.disconnect()
+})
+
 // ---------------------------------------------------------------- 6. churn and idle
 
 test.serial('churn with deflate negotiated: every counter is back to zero when disconnect() resolves', async (t) => {

@@ -333,7 +333,8 @@ impl Decompressor {
             )
         });
         let limit = max.saturating_add(1);
-        let mut out: Vec<u8> = Vec::with_capacity(data.len().saturating_mul(3).clamp(64, limit.min(1 << 20)));
+        // A first guess of the size, within the limit (which may be below 64: `maxPayload` is the user's).
+        let mut out: Vec<u8> = Vec::with_capacity(data.len().saturating_mul(3).max(64).min(limit.min(1 << 20)));
         let result = (|| {
             // The data ended with a final block (BFINAL): the message is whole, and the trailer
             // would start a new, malformed stream.
@@ -595,6 +596,58 @@ mod tests {
         // The server's decoder keeps its window; our fresh context is read all the same.
         assert_eq!(d.inflate(&out, 1000).unwrap(), msg);
         assert_eq!(d.inflate(&again, 1000).unwrap(), msg);
+    }
+
+    use proptest::prelude::*;
+    use proptest::sample::Index;
+
+    proptest! {
+        /// Whatever a peer sends as a compressed message (a real one with bytes flipped, cut
+        /// short or followed by noise, with or without context takeover), inflating ends: with
+        /// the message, `TooBig` or `Corrupt`, never past the limit, never a panic. An untouched
+        /// message inflates to itself, and a failed one leaves the next message readable.
+        #[test]
+        fn any_compressed_payload_inflates_or_fails_within_the_limit(
+            message in prop::collection::vec(0u8..4, 0..6000),
+            flips in prop::collection::vec((any::<Index>(), any::<u8>()), 0..4),
+            cut in prop::option::of(any::<Index>()),
+            noise in prop::collection::vec(any::<u8>(), 0..64),
+            max in 1usize..12_000,
+            no_takeover in any::<bool>(),
+        ) {
+            let answer = if no_takeover { "permessage-deflate; server_no_context_takeover" } else { "permessage-deflate" };
+            let base = n(answer).unwrap().unwrap();
+            let (mut c, mut d) = pair(&base);
+            let mut wire = Vec::new();
+            prop_assert!(c.compress(&message, &mut wire));
+            let touched = !flips.is_empty() || cut.is_some() || !noise.is_empty();
+            for (at, bits) in &flips {
+                if !wire.is_empty() {
+                    let i = at.index(wire.len());
+                    wire[i] ^= bits;
+                }
+            }
+            if let Some(at) = cut {
+                wire.truncate(at.index(wire.len() + 1));
+            }
+            wire.extend(&noise);
+            match d.inflate(&wire, max) {
+                Ok(out) => {
+                    prop_assert!(out.len() <= max);
+                    if !touched {
+                        prop_assert_eq!(&out, &message);
+                    }
+                }
+                Err(InflateError::TooBig) => prop_assert!(touched || message.len() > max),
+                Err(InflateError::Corrupt(_)) => prop_assert!(touched),
+            }
+            if !touched && message.len() <= max {
+                // In step with the server: its next message reads too.
+                let mut next = Vec::new();
+                prop_assert!(c.compress(b"next", &mut next));
+                prop_assert_eq!(d.inflate(&next, max.max(4)).unwrap(), b"next".to_vec());
+            }
+        }
     }
 
     #[test]

@@ -1209,5 +1209,40 @@ mod tests {
             prop_assert!(matches!(end, WireError::Eof), "{:?}", end);
             prop_assert_eq!(got, expected);
         }
+
+        /// Whatever a peer sends (frames of any opcode, flags and length, bytes flipped in
+        /// them, noise after them), read in any pieces: the decoder ends with an error or EOF,
+        /// never a panic, and the small-message path decodes exactly what the general path does.
+        #[test]
+        fn any_bytes_decode_the_same_on_both_paths_without_panicking(
+            frames in prop::collection::vec(
+                (
+                    any::<bool>(),
+                    // Mostly data frames, so that streams get past their first frame.
+                    prop_oneof![4 => Just(OP_TEXT), 4 => Just(OP_BINARY), 2 => Just(OP_CONTINUATION), 1 => Just(OP_PING), 1 => 0u8..16],
+                    prop::collection::vec(any::<u8>(), 0..300),
+                ),
+                0..12,
+            ),
+            flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..6),
+            noise in prop::collection::vec(any::<u8>(), 0..64),
+            step in 0usize..9,
+        ) {
+            let mut wire = Vec::new();
+            for (fin, opcode, payload) in &frames {
+                wire.extend(server_frame(*fin, *opcode, payload));
+            }
+            wire.extend(&noise);
+            if !wire.is_empty() {
+                for (at, bits) in &flips {
+                    let i = at.index(wire.len());
+                    wire[i] ^= bits;
+                }
+            }
+            let (slow, slow_end) = decode_all(wire.clone(), step.max(1), 1 << 16);
+            let (fast, fast_end, _) = decode_all_small_first(wire, step, 1 << 16);
+            prop_assert_eq!(fast, slow);
+            prop_assert_eq!(format!("{fast_end:?}"), format!("{slow_end:?}"));
+        }
     }
 }
