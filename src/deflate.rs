@@ -602,6 +602,37 @@ mod tests {
     use proptest::sample::Index;
 
     proptest! {
+        /// Any answer a server sends in Sec-WebSocket-Extensions is accepted or refused with a
+        /// reason, never a panic, and what is accepted stays within what RFC 7692 allows.
+        #[test]
+        fn any_extension_answer_is_accepted_or_refused(
+            params in prop::collection::vec(
+                (
+                    prop_oneof![
+                        Just("permessage-deflate"), Just("client_max_window_bits"), Just("server_max_window_bits"),
+                        Just("client_no_context_takeover"), Just("server_no_context_takeover"), Just("x-webkit"), Just(""),
+                    ],
+                    prop::option::of(prop_oneof![Just("15".to_string()), Just("8".to_string()), Just("\"10\"".to_string()), "[ -~]{0,4}"]),
+                    prop_oneof![Just(";"), Just(","), Just("; "), Just(" ;"), Just(";;")],
+                ),
+                0..6,
+            ),
+        ) {
+            let mut answer = String::new();
+            for (name, value, sep) in &params {
+                answer.push_str(name);
+                if let Some(v) = value {
+                    answer.push('=');
+                    answer.push_str(v);
+                }
+                answer.push_str(sep);
+            }
+            if let Ok(Some(n)) = negotiate(Some(&config()), &answer) {
+                prop_assert!((8..=15).contains(&n.server_max_window_bits));
+                prop_assert!((8..=15).contains(&n.client_max_window_bits));
+            }
+        }
+
         /// Whatever a peer sends as a compressed message (a real one with bytes flipped, cut
         /// short or followed by noise, with or without context takeover), inflating ends: with
         /// the message, `TooBig` or `Corrupt`, never past the limit, never a panic. An untouched

@@ -779,6 +779,29 @@ mod tests {
         assert!(!format!("{opts:?}").contains("SECRET"));
     }
 
+    proptest::proptest! {
+        /// Any proxy URL is parsed or refused, never a panic, and neither the refusal nor the
+        /// parsed proxy's debug form shows its password.
+        #[test]
+        fn any_proxy_url_is_parsed_or_refused_without_showing_its_password(
+            scheme in "(http|https|socks5|[a-z]{0,5})",
+            user in "[a-zA-Z0-9%@:]{0,8}",
+            host in "(127\\.0\\.0\\.1|\\[::1\\]|[a-z0-9.:\\[\\]%-]{0,12})",
+            port in proptest::option::of("[0-9a-z]{0,7}"),
+            rest in "[ -~]{0,8}",
+        ) {
+            let port = port.map(|p| format!(":{p}")).unwrap_or_default();
+            let url = format!("{scheme}://{user}:Secr3tPw@{host}{port}{rest}");
+            match Proxy::parse(&url) {
+                Ok(proxy) => {
+                    let debug = format!("{proxy:?}");
+                    proptest::prop_assert!(!debug.contains("Secr3tPw"), "{}", debug);
+                }
+                Err(e) => proptest::prop_assert!(!e.contains("Secr3tPw"), "{}", e),
+            }
+        }
+    }
+
     #[test]
     fn proxy_errors_and_debug_hold_no_password() {
         for bad in [
