@@ -4,6 +4,7 @@ import http from 'node:http'
 import https from 'node:https'
 import { createHash } from 'node:crypto'
 import net from 'node:net'
+import zlib from 'node:zlib'
 import test from 'ava'
 import { WebSocketServer } from 'ws'
 
@@ -572,4 +573,98 @@ test.serial('the upgrade is refused on a wrong Sec-WebSocket-Accept or an extens
     await peer.close()
   }
   await quiescent()
+})
+
+test.serial('random frames after the upgrade (any opcode, flags and length, compressed or not, cut anywhere): coded errors only, and every counter back', async (t) => {
+  // A fixed seed: the same frames, splits and limits on every run.
+  let seed = 61
+  const random = () => {
+    seed = (seed * 1103515245 + 12345) % 2 ** 31
+    return seed / 2 ** 31
+  }
+  const int = (n: number) => Math.floor(random() * n)
+  const pick = <T>(xs: T[]): T => xs[int(xs.length)]
+  const header = (fin: boolean, rsv: number, opcode: number, length: number | bigint) => {
+    const first = (fin ? 0x80 : 0) | (rsv << 4) | opcode
+    if (typeof length === 'bigint' || length > 0xffff) {
+      const b = Buffer.alloc(10)
+      b[0] = first
+      b[1] = 127
+      b.writeBigUInt64BE(BigInt(length), 2)
+      return b
+    }
+    return length < 126 ? Buffer.from([first, length]) : Buffer.from([first, 126, length >> 8, length & 255])
+  }
+  const frame = (fin: boolean, rsv: number, opcode: number, payload: Buffer) => Buffer.concat([header(fin, rsv, opcode, payload.length), payload])
+  const compressed = (data: Buffer) => {
+    const d = zlib.deflateRawSync(data, { finishFlush: zlib.constants.Z_SYNC_FLUSH })
+    return d.subarray(0, d.length - 4)
+  }
+  const kinds: Array<() => Buffer> = [
+    () => frame(true, 0, 1, Buffer.from('x'.repeat(int(2000)))),
+    () => frame(true, 0, 2, Buffer.alloc(int(300), int(256))),
+    () => frame(true, 0, 9, Buffer.alloc(int(130))),
+    () => frame(true, 0, 10, Buffer.alloc(int(20))),
+    () => frame(true, 0, 8, pick([Buffer.from([0x03, 0xe8]), Buffer.from([0x03]), Buffer.from([0x00, 0x05]), Buffer.from([0x0f, 0xa0, 0xc3])])),
+    () => Buffer.concat([frame(false, 0, 1, Buffer.from('ab')), random() < 0.7 ? frame(true, 0, 0, Buffer.from('cd')) : Buffer.alloc(0)]),
+    () => {
+      const d = compressed(Buffer.from('z'.repeat(int(5000))))
+      return frame(true, 4, pick([1, 2]), random() < 0.3 ? d.subarray(0, int(d.length)) : d)
+    },
+    () => Buffer.from(Array.from({ length: int(64) }, () => int(256))),
+    () => frame(true, 0, 1, Buffer.from([0x61, 0xc3, 0x28])),
+    () => Buffer.concat([header(true, 0, 2, 100 + int(200)), Buffer.alloc(int(100))]),
+    () => header(true, 0, 2, 2n ** 40n + BigInt(int(1000))),
+    () => frame(true, 1 + int(7), 1, Buffer.from('r')),
+    () => frame(true, 0, pick([3, 4, 5, 6, 7, 11, 12, 13, 14, 15]), Buffer.alloc(10)),
+  ]
+  const before = clientStats()
+  const codes = new Set<string>()
+  for (let round = 0; round < 120; round++) {
+    const deflate = random() < 0.5
+    const bytes = Buffer.concat(Array.from({ length: int(12) }, () => pick(kinds)()))
+    const ending = pick(['keep', 'end', 'destroy'])
+    const peer = await rawServer((socket) =>
+      acceptUpgrade(
+        socket,
+        (s) => {
+          let at = 0
+          const writeSome = () => {
+            if (s.destroyed) return
+            if (at >= bytes.length) {
+              if (ending === 'end') s.end()
+              if (ending === 'destroy') s.destroy()
+              return
+            }
+            const n = 1 + int(bytes.length - at)
+            s.write(bytes.subarray(at, at + n))
+            at += n
+            setTimeout(writeSome, int(3))
+          }
+          writeSome()
+        },
+        deflate ? 'Sec-WebSocket-Extensions: permessage-deflate\r\n' : '',
+      ),
+    )
+    const client = new ReconnectingWebSocket(peer.url, {
+      maxRetries: 0,
+      maxPayload: pick([16, 100, 4096, 1 << 20]),
+      pingInterval: 0,
+      closeTimeout: 100,
+      perMessageDeflate: deflate,
+    })
+    client.on('error', (err: RedialError) => codes.add(err.code))
+    client.on('message', () => {})
+    await new Promise((r) => setTimeout(r, 5 + int(40)))
+    await client.disconnect()
+    const s = clientStats()
+    for (const key of ['openConnections', 'pendingReconnects', 'runningTasks', 'pendingAttempts', 'ioBuffers', 'jsReaders', 'deflateContexts'] as const) {
+      t.is(s[key], before[key], `round ${round}: ${key} back when disconnect() resolves`)
+    }
+    await peer.close()
+  }
+  t.false(codes.has('ERR_INTERNAL'), [...codes].join(', '))
+  // The frames reached the checks that report them.
+  for (const code of ['ERR_PROTOCOL', 'ERR_MESSAGE_TOO_BIG', 'ERR_INVALID_UTF8']) t.true(codes.has(code), `${code} among ${[...codes].join(', ')}`)
+  t.log(`error codes seen: ${[...codes].sort().join(', ')}`)
 })
