@@ -276,9 +276,10 @@ impl Driver {
                 .map(|s| s.poll_io(cx, &self.config.conn, &mut self.events))
             {
                 if let IoEvent::Ended(end) = io {
-                    // Commands sent before the end was seen act first. disconnect() queues its
-                    // command before its close frame goes out, so a peer's answer and TCP close
-                    // read in this very poll still end a connection that is closing for JS.
+                    // Commands sent before the end was seen act first. disconnect() writes its
+                    // close and queues its command in one step under the queue's lock, so a peer's
+                    // answer and TCP close read in this very poll still end a connection that is
+                    // closing for JS.
                     while let Some(cmd) = commands.try_recv() {
                         self.command(cmd);
                     }
