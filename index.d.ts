@@ -427,7 +427,7 @@ export declare class ReconnectingWebSocket<B extends BinaryType = 'nodebuffer'> 
    * written, in order, on the next open. Throws `ERR_NOT_OPEN` when closed, `ERR_QUEUE_FULL` on overflow.
    * `options` as in `ws`; there is no callback (a message may wait in the queue across reconnects).
    */
-  send(data: string | Buffer | ArrayBufferView | ArrayBuffer, options?: SendOptions): void
+  send(data: string | Buffer | ArrayBufferView | ArrayBuffer, options?: SendOptions | null): void
   /** Sends a ping (payload at most 125 bytes). Throws `ERR_NOT_OPEN` when not open. */
   ping(data?: string | Buffer | Uint8Array): void
   /** Hands back the queued, unsent messages, oldest first, and empties the queue. */

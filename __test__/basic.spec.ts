@@ -106,6 +106,8 @@ test.serial("send() takes ws's options: binary picks the frame type; what cannot
   client.send(new TextEncoder().encode('a view as text'), { binary: false, compress: false, fin: true, mask: true })
   client.send(new TextEncoder().encode('an ArrayBuffer as text').buffer, { binary: false })
   client.send('plain', {})
+  client.send('no options', undefined)
+  client.send('null options', null)
   client.send(Buffer.from('raw'), { binary: true, compress: true })
   const refused: Array<[unknown[], RedialError['code'], RegExp]> = [
     [['x', () => {}], 'ERR_INVALID_ARG_TYPE', /takes no callback/],
@@ -124,17 +126,19 @@ test.serial("send() takes ws's options: binary picks the frame type; what cannot
     t.regex(err.message, message)
   }
   client.send('last')
-  await until(() => got.length === 7, 'the server has every message')
+  await until(() => got.length === 9, 'the server has every message')
   t.deepEqual(got, [
     ['text as binary', true],
     ['bytes as text', false],
     ['a view as text', false],
     ['an ArrayBuffer as text', false],
     ['plain', false],
+    ['no options', false],
+    ['null options', false],
     ['raw', true],
     ['last', false],
   ])
-  t.is(client.metrics.messagesSent, 7, 'nothing refused was sent')
+  t.is(client.metrics.messagesSent, 9, 'nothing refused was sent')
   await client.disconnect()
   await quiescent()
 })

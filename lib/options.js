@@ -581,7 +581,9 @@ function withSendOptions(data, options, callback) {
       TypeError,
     )
   }
-  if (typeof options !== 'object' || options === null || Array.isArray(options)) throw typeError('send() options', 'an object', options)
+  // A wrapper that forwards optional options passes undefined (or null, which ws takes too).
+  if (options === undefined || options === null) return data
+  if (typeof options !== 'object' || Array.isArray(options)) throw typeError('send() options', 'an object', options)
   for (const key of Object.keys(options)) {
     if (!SEND_OPTIONS.includes(key)) throw makeError('ERR_UNKNOWN_OPTION', `Unknown send() option "${key}" (known: ${SEND_OPTIONS.join(', ')})`, TypeError)
   }
