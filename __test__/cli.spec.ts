@@ -486,15 +486,15 @@ test('SIGINT closes cleanly and exits with 130', async (t) => {
   t.deepEqual(await server.closes.find(() => true, 'the close'), { conn: 1, code: 1000 })
 })
 
-test('--ca trusts a private CA for wss:, --insecure accepts any certificate, neither gives up', async (t) => {
-  const certs = makeCerts()
-  const dir = mkdtempSync(join(tmpdir(), 'redial-cli-'))
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
-  const caFile = join(dir, 'ca.pem')
-  writeFileSync(caFile, certs.ca)
-  const server = https.createServer({ key: certs.key, cert: certs.cert })
+/** A `ws` server over HTTPS with `tls` options on 127.0.0.1, closed at the end of the test; its URL. */
+async function wssPeer(
+  t: ExecutionContext,
+  tls: https.ServerOptions,
+  onConnection: (socket: WebSocket, req: http.IncomingMessage) => void,
+): Promise<string> {
+  const server = https.createServer(tls)
   const wss = new WebSocketServer({ server })
-  wss.on('connection', (s) => s.send('secure hello'))
+  wss.on('connection', onConnection)
   server.listen(0, '127.0.0.1')
   await once(server, 'listening')
   t.teardown(() => {
@@ -502,7 +502,16 @@ test('--ca trusts a private CA for wss:, --insecure accepts any certificate, nei
     wss.close()
     server.close()
   })
-  const url = `wss://127.0.0.1:${(server.address() as net.AddressInfo).port}/`
+  return `wss://127.0.0.1:${(server.address() as net.AddressInfo).port}/`
+}
+
+test('--ca trusts a private CA for wss:, --insecure accepts any certificate, neither gives up', async (t) => {
+  const certs = makeCerts()
+  const dir = mkdtempSync(join(tmpdir(), 'redial-cli-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const caFile = join(dir, 'ca.pem')
+  writeFileSync(caFile, certs.ca)
+  const url = await wssPeer(t, { key: certs.key, cert: certs.cert }, (s) => s.send('secure hello'))
 
   for (const args of [['--ca', caFile], ['--insecure']]) {
     const c = cli(t, [url, ...args])
@@ -532,17 +541,9 @@ test('--cert and --key present a client certificate (REDIAL_WS_KEY_PASSPHRASE op
   const certFile = file('client.pem', certs.clients!.ec.cert)
   const keyFile = file('client.key', certs.clients!.ec.key)
   const encryptedFile = file('client-encrypted.key', certs.encryptedKey!)
-  const server = https.createServer({ key: certs.key, cert: certs.cert, ca: certs.ca, requestCert: true, rejectUnauthorized: true })
-  const wss = new WebSocketServer({ server })
-  wss.on('connection', (s, req) => s.send(`hello ${(req.socket as import('node:tls').TLSSocket).getPeerCertificate().subject.CN}`))
-  server.listen(0, '127.0.0.1')
-  await once(server, 'listening')
-  t.teardown(() => {
-    for (const s of wss.clients) s.terminate()
-    wss.close()
-    server.close()
-  })
-  const url = `wss://127.0.0.1:${(server.address() as net.AddressInfo).port}/`
+  const url = await wssPeer(t, { key: certs.key, cert: certs.cert, ca: certs.ca, requestCert: true, rejectUnauthorized: true }, (s, req) =>
+    s.send(`hello ${(req.socket as import('node:tls').TLSSocket).getPeerCertificate().subject.CN}`),
+  )
   for (const [key, env] of [[keyFile, {}], [encryptedFile, { REDIAL_WS_KEY_PASSPHRASE: CLIENT_PASSPHRASE }]] as const) {
     const c = cli(t, [url, '--ca', caFile, '--cert', certFile, '--key', key], env)
     await c.out.line(/^hello client-ec$/)

@@ -39,14 +39,7 @@ impl<T> Queue<T> {
 
     /// Hands `item` to the consumer; gives it back once the queue is closed.
     pub fn send(&self, item: T) -> Result<(), T> {
-        let mut q = self.lock();
-        if q.closed {
-            return Err(item);
-        }
-        q.items.push_back(item);
-        drop(q);
-        self.waker.wake();
-        Ok(())
+        self.send_after(item, || {})
     }
 
     /// As `send`, with `effect` run first under the queue's lock: a consumer that sees anything
