@@ -21,6 +21,14 @@ export interface ReconnectingWebSocketOptions {
   minUptime?: number
   /** Deadline of one attempt, TCP connect and HTTP upgrade together, in ms [10000]. */
   connectTimeout?: number
+  /**
+   * Follow a 3xx answer's `Location` within the attempt, as `ws` does [false]: each attempt starts
+   * at the client's URL again; a hop to another host or from `wss:` to `ws:` drops `Authorization`
+   * and `Cookie`.
+   */
+  followRedirects?: boolean
+  /** With `followRedirects`: redirects followed per attempt before it fails (`ERR_HANDSHAKE`) [10]. */
+  maxRedirects?: number
   /** Deadline of the close handshake started by `disconnect()`, in ms; then the socket is dropped [2000]. */
   closeTimeout?: number
   /**
@@ -322,8 +330,24 @@ export interface OpenEventInfo {
   extensions: string
 }
 
+/**
+ * The server's 101 answer, given with the `upgrade` event before each connection's `open`: the
+ * fields of Node's `http.IncomingMessage` that `ws`'s `upgrade` listeners read.
+ */
+export interface UpgradeResponse {
+  statusCode: 101
+  statusMessage: string
+  httpVersion: string
+  /** Names lower-cased; `set-cookie` an array; a repeated header joined with ', ' (Node's rules). */
+  headers: Record<string, string | string[] | undefined> & { 'set-cookie'?: string[] }
+  /** Names and values as received, alternating. */
+  rawHeaders: string[]
+}
+
 /** The events and their listeners' arguments; `B` is the client's `binaryType`. */
 export interface ReconnectingWebSocketEvents<B extends BinaryType = BinaryType> {
+  /** Each connection's 101 answer, just before its `open`. */
+  upgrade: [response: UpgradeResponse]
   open: [event: OpenEventInfo]
   /** Text is a string; binary data is a Buffer, an ArrayBuffer or a Uint8Array according to `binaryType`. */
   message: [data: string | BinaryTypes[B], isBinary: boolean]

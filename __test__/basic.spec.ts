@@ -143,6 +143,31 @@ test.serial("send() takes ws's options: binary picks the frame type; what cannot
   await quiescent()
 })
 
+test.serial("the upgrade event shows each connection's 101 answer, as ws's response, before its open", async (t) => {
+  const peer = await wsServer()
+  t.teardown(() => peer.close())
+  let n = 0
+  peer.wss.on('headers', (headers) =>
+    headers.push(`X-Connection: ${++n}`, 'Set-Cookie: a=1', 'Set-Cookie: b=2', 'X-Repeated: one', 'x-repeated: two', 'Location: /first', 'Location: /second'),
+  )
+  const client = new ReconnectingWebSocket(peer.url, { minDelay: 10, maxDelay: 10 })
+  t.teardown(() => client.disconnect())
+  const rec = new Recorder(client, ['upgrade', 'open'])
+  await rec.next('open')
+  const first = await rec.next('upgrade')
+  t.deepEqual(rec.log.map((e) => e.name), ['upgrade', 'open'])
+  t.like(first, { statusCode: 101, statusMessage: 'Switching Protocols', httpVersion: '1.1' })
+  t.like(first.headers, { upgrade: 'websocket', 'x-connection': '1', 'x-repeated': 'one, two', location: '/first' })
+  t.deepEqual(first.headers['set-cookie'], ['a=1', 'b=2'])
+  t.is(typeof first.headers['sec-websocket-accept'], 'string')
+  const raw: string[] = first.rawHeaders
+  t.deepEqual(raw.slice(raw.indexOf('X-Connection'), raw.indexOf('X-Connection') + 2), ['X-Connection', '1'])
+  for (const s of peer.sockets) s.terminate()
+  await rec.next('open')
+  t.like((await rec.next('upgrade')).headers, { 'x-connection': '2' })
+  t.deepEqual(rec.log.map((e) => e.name), ['upgrade', 'open', 'upgrade', 'open'])
+})
+
 test.serial('failed attempts report coded errors: refused, HTTP rejection, timeout', async (t) => {
   const port = await refusedPort()
   const refused = new ReconnectingWebSocket(`ws://127.0.0.1:${port}/`, { minDelay: 60_000 })

@@ -75,6 +75,7 @@ async fn recv_async(url: url::Url, count: usize, size: usize, ca: Vec<String>) -
         deflate: false,
     };
     let cfg = ConnConfig {
+        max_redirects: None,
         connect_timeout: Duration::from_secs(10),
         limits,
         ping_interval: Duration::ZERO,

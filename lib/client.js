@@ -26,6 +26,7 @@ const wire = require('./wire')
 const { normalizeArgs } = require('./rws')
 const { messageIterator } = require('./messages')
 const { channels, trace } = require('./diagnostics')
+const { parseResponseHead } = require('./response')
 
 const { rethrowLater, convertBinary } = wire
 const {
@@ -494,6 +495,12 @@ class ReconnectingWebSocket extends EventEmitter {
     this.#trace('connect', this.retryCount)
   }
 
+  /** `head`: the server's 101 answer (status line and headers), just before its `open`. */
+  #onUpgrade(head) {
+    // Parsed only for a listener: a fleet connecting makes no header objects nobody reads.
+    if (this.listenerCount('upgrade') > 0) this.emit('upgrade', parseResponseHead(head))
+  }
+
   /** `chosen`: the subprotocol, or `{ protocol, extensions }` when an extension was accepted. */
   #onOpen(chosen) {
     this.#chosen = chosen
@@ -625,6 +632,7 @@ class ReconnectingWebSocket extends EventEmitter {
       binary: (c, buf) => c.#onBinary(buf),
       binaryBatch: (c, run) => wire.forEachBinary(run, c.#onBinary, c),
       connecting: (c, attempt) => c.#onConnecting(attempt),
+      upgrade: (c, head) => c.#onUpgrade(head),
       open: (c, chosen) => c.#onOpen(chosen),
       error: (c, p) => c.#onError(p),
       close: (c, p) => c.#onClose(p),

@@ -15,6 +15,8 @@ const DEFAULTS = Object.freeze({
   maxRetries: Infinity,
   minUptime: 5_000,
   connectTimeout: 10_000,
+  followRedirects: false,
+  maxRedirects: 10,
   closeTimeout: 2_000,
   maxPayload: 64 * 1024 * 1024,
   startClosed: false,
@@ -105,6 +107,9 @@ function parseOptions(options, rws = false) {
   if (!JITTERS.includes(jitter)) throw rangeError('jitter', "one of 'full', 'equal', 'none'", jitter)
   const startClosed = options.startClosed === undefined ? false : options.startClosed
   if (typeof startClosed !== 'boolean') throw typeError('startClosed', 'a boolean', startClosed)
+  const followRedirects = options.followRedirects === undefined ? false : options.followRedirects
+  if (typeof followRedirects !== 'boolean') throw typeError('followRedirects', 'a boolean', followRedirects)
+  const maxRedirects = number(options, 'maxRedirects', INTEGER, 0, 2 ** 32 - 1)
   const honorRetryAfter = options.honorRetryAfter === undefined ? 'capped' : options.honorRetryAfter
   if (honorRetryAfter !== 'capped' && honorRetryAfter !== 'always' && honorRetryAfter !== 'never') {
     throw rangeError('honorRetryAfter', "one of 'capped', 'always', 'never'", honorRetryAfter)
@@ -138,6 +143,7 @@ function parseOptions(options, rws = false) {
     maxRetries: number(options, 'maxRetries', INTEGER | OR_INFINITY),
     minUptime: number(options, 'minUptime', ANY, 0, MAX_TIMER),
     connectTimeout: number(options, 'connectTimeout', ABOVE_MIN, 0, MAX_TIMER),
+    maxRedirects: followRedirects ? maxRedirects : undefined,
     closeTimeout: number(options, 'closeTimeout', ABOVE_MIN, 0, MAX_TIMER),
     // Capped at what can be delivered: a Buffer's maximum length (text: see maxTextPayload).
     maxPayload: number(options, 'maxPayload', INTEGER, 1, MAX_BUFFER_LENGTH),

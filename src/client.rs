@@ -188,6 +188,7 @@ impl NativeClient {
             url: url.to_owned(),
             conn: ConnConfig {
                 connect_timeout: Duration::from_millis(ms(options.connect_timeout)),
+                max_redirects: options.max_redirects,
                 limits: Limits {
                     max_payload: options.max_payload.clamp(1.0, usize::MAX as f64) as usize,
                     max_text: options.max_text_payload.clamp(1.0, usize::MAX as f64) as usize,

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Sleep;
 use tungstenite::client::IntoClientRequest;
@@ -30,6 +30,7 @@ use crate::events::{BinaryRun, JsEvent, Small, TextRun};
 use crate::frame::{self, Decoder, Incoming, WireError};
 use crate::outbox::{data_len, SendQueue};
 use crate::reader::{self, SharedReader};
+use crate::redirect;
 use crate::shared::{AttemptParams, Shared};
 use crate::stats::{self, Gauge, Heartbeats, IoBuffers, Metrics, OpenConnections, PendingAttempts};
 use crate::transport::{self, TlsOptions, Transport, Writer};
@@ -37,6 +38,8 @@ use crate::transport::{self, TlsOptions, Transport, Writer};
 #[derive(Clone, Debug)]
 pub struct ConnConfig {
     pub connect_timeout: Duration,
+    /// `maxRedirects` when following redirects (`followRedirects`), else `None`.
+    pub max_redirects: Option<u32>,
     /// `maxPayload`, and the longest text that can become a JS string: longer ends with 1009.
     pub limits: frame::Limits,
     /// 0 disables heartbeats.
@@ -62,6 +65,8 @@ pub struct Opened {
     /// Bytes that followed the upgrade response in the same read: the first frames.
     pub leftover: BytesMut,
     pub protocol: Option<String>,
+    /// The upgrade response's head (status line and headers), for the `upgrade` event.
+    pub head: Bytes,
     /// permessage-deflate as the server accepted it, and its answer as sent (`extensions`).
     pub deflate: Option<(Negotiated, String)>,
 }
@@ -108,7 +113,32 @@ impl Future for Attempt {
     }
 }
 
+/// The attempt: one upgrade, then one per redirect followed (`redirect`).
 async fn connect(cfg: &ConnConfig, params: &AttemptParams) -> Result<Opened, ConnError> {
+    let mut result = upgrade(cfg, params).await;
+    let Some(max) = cfg.max_redirects else { return result };
+    let mut hop: Option<AttemptParams> = None;
+    for followed in 0.. {
+        let refused = match result {
+            Ok(opened) => return Ok(opened),
+            Err(e) => e,
+        };
+        let at = hop.as_ref().map_or(&params.url, |h| &h.url);
+        let to = match redirect::target(&refused, at) {
+            None => return Err(refused),
+            Some(to) => to?,
+        };
+        if followed == max {
+            return Err(redirect::too_many(refused, &to, max));
+        }
+        let next = redirect::hop(params, to);
+        result = upgrade(cfg, &next).await;
+        hop = Some(next);
+    }
+    unreachable!("a u32 count of redirects ends the loop first")
+}
+
+async fn upgrade(cfg: &ConnConfig, params: &AttemptParams) -> Result<Opened, ConnError> {
     let transport = transport::open(&params.url, params.proxy.as_ref(), &cfg.tls_config, &cfg.tls).await?;
     handshake(transport, params, cfg.deflate.as_ref()).await
 }
@@ -131,7 +161,7 @@ async fn handshake(
     transport.write_all(&request).await.map_err(io_err)?;
     transport.flush().await.map_err(io_err)?;
     let mut buf = BytesMut::with_capacity(1024);
-    let response = loop {
+    let (head, response) = loop {
         if transport.read_buf(&mut buf).await.map_err(io_err)? == 0 {
             return Err(ConnError::new(
                 errors::ERR_HANDSHAKE,
@@ -139,8 +169,8 @@ async fn handshake(
             ));
         }
         if let Some((len, response)) = Response::try_parse(&buf).map_err(|e| invalid(&e))? {
-            buf.advance(len);
-            break response;
+            // The rest of the read buffer keeps the first frames; the head shares its memory.
+            break (buf.split_to(len).freeze(), response);
         }
         if buf.len() > MAX_RESPONSE_HEAD {
             return Err(invalid(&"the upgrade response head is too large"));
@@ -151,6 +181,7 @@ async fn handshake(
         transport,
         leftover: buf,
         protocol,
+        head,
         deflate,
     })
 }

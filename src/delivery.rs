@@ -649,6 +649,8 @@ fn event_to_js(env: &Env, event: JsEvent) -> Result<(u32, Value)> {
         JsEvent::Binary(b) => (tag::BINARY, napi_raw::buffer_copy(raw, &b)?),
         JsEvent::Binaries(run) => (tag::BINARY_BATCH, napi_raw::buffer_copy(raw, &run.into_wire())?),
         JsEvent::Connecting { attempt } => (tag::CONNECTING, napi_raw::to_js(raw, attempt)?),
+        // HTTP header bytes are Latin-1 to Node (`IncomingMessage`): one character each.
+        JsEvent::Upgrade(head) => (tag::UPGRADE, napi_raw::latin1_string(raw, &head)?),
         // Payloads of the events every connection has are plain values where one will do: a
         // fleet connecting or churning makes no garbage object per event.
         JsEvent::Open {

@@ -327,6 +327,7 @@ impl Driver {
         match result {
             Ok(opened) => {
                 let protocol = opened.protocol.clone();
+                let head = opened.head.clone();
                 let extensions = opened.deflate.as_ref().map(|(_, answer)| answer.clone());
                 let (conn, sending) = OpenConn::new(opened, self.shared.clone(), &self.config.conn);
                 self.socket = Some(conn);
@@ -337,6 +338,7 @@ impl Driver {
                 if self.machine.is_reconnect() {
                     stats::inc(&self.shared.metrics.reconnects);
                 }
+                self.events.push(JsEvent::Upgrade(head));
                 self.events.push(JsEvent::Open { protocol, extensions });
                 self.input(Input::Opened);
             }

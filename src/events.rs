@@ -15,6 +15,9 @@ pub enum JsEvent {
     Connecting {
         attempt: u32,
     },
+    /// The server's 101 answer as received (status line and headers), just before `Open`: JS
+    /// parses it only for an `upgrade` listener.
+    Upgrade(Bytes),
     Open {
         protocol: Option<String>,
         /// The server's `Sec-WebSocket-Extensions` answer, when it accepted one.

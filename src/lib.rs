@@ -42,6 +42,7 @@ pub mod policy;
 pub mod protocol;
 pub mod queue;
 pub mod reader;
+pub mod redirect;
 pub mod shared;
 pub mod stats;
 pub mod transport;

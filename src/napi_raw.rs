@@ -52,10 +52,15 @@ pub fn to_js<V: ToNapiValue>(env: &Env, v: V) -> Result<Value> {
 /// A JS string of `ascii`'s bytes, each one character (the caller knows them ASCII: no UTF-8 to
 /// decode).
 pub fn ascii_string(env: &Env, ascii: &str) -> Result<Value> {
+    latin1_string(env, ascii.as_bytes())
+}
+
+/// A JS string of `bytes`, each one character (Latin-1).
+pub fn latin1_string(env: &Env, bytes: &[u8]) -> Result<Value> {
     let mut v = ptr::null_mut();
-    // SAFETY: live `env`; the pointer and length are `ascii`'s; `v` is a valid out pointer.
+    // SAFETY: live `env`; the pointer and length are `bytes`'s; `v` is a valid out pointer.
     check_status!(unsafe {
-        sys::napi_create_string_latin1(env.raw(), ascii.as_ptr().cast(), ascii.len() as isize, &mut v)
+        sys::napi_create_string_latin1(env.raw(), bytes.as_ptr().cast(), bytes.len() as isize, &mut v)
     })?;
     Ok(Value(v))
 }

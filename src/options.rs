@@ -16,6 +16,8 @@ pub struct NativeOptions {
     pub max_retries: f64,
     pub min_uptime: f64,
     pub connect_timeout: f64,
+    /// `maxRedirects` with `followRedirects`; absent: redirects are not followed.
+    pub max_redirects: Option<u32>,
     pub close_timeout: f64,
     pub max_payload: f64,
     /// The longest text message JS can turn into a string (UTF-8 bytes).

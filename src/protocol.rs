@@ -34,6 +34,7 @@ pub mod event {
     pub const DECIDE: u32 = 14;
     pub const TEXT_BATCH: u32 = 15;
     pub const BINARY_BATCH: u32 = 16;
+    pub const UPGRADE: u32 = 17;
 }
 
 /// What `send()` did with a message.
@@ -70,6 +71,7 @@ pub struct WireEvents {
     pub text_batch: u32,
     pub text: u32,
     pub binary_batch: u32,
+    pub upgrade: u32,
 }
 
 #[napi(object)]
@@ -111,6 +113,7 @@ pub fn wire_protocol() -> WireProtocol {
             text_batch: event::TEXT_BATCH,
             text: event::TEXT,
             binary_batch: event::BINARY_BATCH,
+            upgrade: event::UPGRADE,
         },
         send: WireSend {
             sent: send::SENT,

@@ -350,7 +350,7 @@ pub fn redact(s: &str) -> String {
 }
 
 /// A parsed URL for a message, without its password (nor a lone user name).
-fn redact_url(url: &Url) -> String {
+pub fn redact_url(url: &Url) -> String {
     if url.username().is_empty() && url.password().is_none() {
         url.to_string()
     } else {

@@ -17,6 +17,9 @@ new ReconnectingWebSocket('ws://127.0.0.1:1', { binaryType: 'arraybuffer' }).on(
 declare const anyBinary: { binaryType?: BinaryType }
 // @ts-expect-error a binaryType not known statically: any of the three
 new ReconnectingWebSocket('ws://127.0.0.1:1', anyBinary).on('message', (data: string | Buffer) => void data)
+client.on('upgrade', (res) => void [res.statusCode, res.headers['x-session'], res.headers['set-cookie']?.[0], res.rawHeaders[0]])
+// @ts-expect-error set-cookie is an array, as in Node
+client.on('upgrade', (res) => void res.headers['set-cookie']?.toLowerCase())
 // @ts-expect-error misspelt event name
 client.on('mesage', () => {})
 // @ts-expect-error wrong listener signature: 'open' carries no argument

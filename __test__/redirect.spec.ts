@@ -1,0 +1,142 @@
+// followRedirects and maxRedirects, as ws has them: a 3xx answer's Location is followed within the
+// attempt, credentials stay with the host they were given for, a loop ends the attempt with a
+// coded error, and every attempt starts at the client's own URL again.
+import http from 'node:http'
+import { once } from 'node:events'
+import type net from 'node:net'
+import test from 'ava'
+import { WebSocketServer } from 'ws'
+
+import { ReconnectingWebSocket, type RedialError } from '../index.js'
+import { Recorder } from './helpers.js'
+
+interface Hit {
+  port: number
+  path: string
+  headers: http.IncomingHttpHeaders
+}
+
+/**
+ * An HTTP server whose upgrades answer `route(path)`: a redirect (`{ status, location }`) or, for
+ * `null`, a WebSocket connection. Every upgrade request is recorded in `hits`.
+ */
+async function server(route: (path: string) => { status: number; location?: string } | null, hits: Hit[]) {
+  const wss = new WebSocketServer({ noServer: true })
+  const sockets = new Set<net.Socket>()
+  const s = http.createServer((_req, res) => res.writeHead(426).end())
+  s.on('connection', (socket) => {
+    sockets.add(socket)
+    socket.on('close', () => sockets.delete(socket))
+  })
+  s.on('upgrade', (req, socket, head) => {
+    const port = (s.address() as net.AddressInfo).port
+    hits.push({ port, path: req.url ?? '', headers: req.headers })
+    const answer = route(req.url ?? '')
+    if (answer === null) return wss.handleUpgrade(req, socket, head, (ws) => ws.on('error', () => {}))
+    const location = answer.location === undefined ? '' : `Location: ${answer.location}\r\n`
+    socket.end(`HTTP/1.1 ${answer.status} Moved\r\n${location}Content-Length: 0\r\nConnection: close\r\n\r\n`)
+  })
+  s.listen(0, '127.0.0.1')
+  await once(s, 'listening')
+  const port = (s.address() as net.AddressInfo).port
+  return {
+    port,
+    url: (path: string) => `ws://127.0.0.1:${port}${path}`,
+    terminateAll: () => {
+      for (const c of wss.clients) c.terminate()
+    },
+    close: () => {
+      for (const c of wss.clients) c.terminate()
+      for (const socket of sockets) socket.destroy()
+      return new Promise<void>((resolve) => s.close(() => resolve()))
+    },
+  }
+}
+
+const credentials = { authorization: 'Bearer s3cret', cookie: 'session=s3cret', 'x-kept': 'yes' }
+
+test.serial('a redirect on the same host keeps every header; each reconnect starts at the client URL again', async (t) => {
+  const hits: Hit[] = []
+  const a = await server((path) => (path === '/start' ? { status: 302, location: 'moved?x=1' } : null), hits)
+  t.teardown(() => a.close())
+  const client = new ReconnectingWebSocket(a.url('/start'), { followRedirects: true, headers: credentials, minDelay: 10, maxDelay: 10 })
+  t.teardown(() => client.disconnect())
+  const rec = new Recorder(client, ['upgrade', 'open', 'error'])
+  await rec.next('open')
+  t.deepEqual(hits.map((h) => h.path), ['/start', '/moved?x=1'])
+  t.like(hits[1].headers, credentials)
+  t.is(client.url, a.url('/start'), 'the client keeps its own URL, from which every attempt starts')
+  t.is((await rec.next('upgrade')).statusCode, 101)
+  a.terminateAll()
+  await rec.next('open')
+  t.deepEqual(hits.map((h) => h.path), ['/start', '/moved?x=1', '/start', '/moved?x=1'])
+  const errors = rec.log.filter((e) => e.name === 'error').map((e) => (e.args[0] as RedialError).code)
+  t.false(errors.includes('ERR_HANDSHAKE'), `only the terminated connection's error: ${errors}`)
+})
+
+test.serial('a redirect to another host or port, or from wss: to ws:, goes without Authorization and Cookie', async (t) => {
+  const hits: Hit[] = []
+  const target = await server(() => null, hits)
+  const a = await server((path) => (path === '/start' ? { status: 307, location: target.url('/there') } : null), hits)
+  t.teardown(() => Promise.all([a.close(), target.close()]))
+  const client = new ReconnectingWebSocket(a.url('/start'), { followRedirects: true, headers: credentials })
+  t.teardown(() => client.disconnect())
+  await new Recorder(client).next('open')
+  t.deepEqual(
+    hits.map((h) => [h.port, h.path]),
+    [
+      [a.port, '/start'],
+      [target.port, '/there'],
+    ],
+  )
+  t.like(hits[0].headers, credentials)
+  t.is(hits[1].headers.authorization, undefined)
+  t.is(hits[1].headers.cookie, undefined)
+  t.is(hits[1].headers['x-kept'], 'yes')
+  t.is(hits[1].headers.host, `127.0.0.1:${target.port}`)
+})
+
+test.serial('without followRedirects a 3xx is a failed attempt; a loop, a missing Location or a bad one fail with ERR_HANDSHAKE', async (t) => {
+  const hits: Hit[] = []
+  const routes: Record<string, { status: number; location?: string }> = {
+    '/loop': { status: 302, location: '/loop' },
+    '/nowhere': { status: 301 },
+    '/ftp': { status: 308, location: 'ftp://127.0.0.1/file' },
+  }
+  const a = await server((path) => routes[path] ?? null, hits)
+  t.teardown(() => a.close())
+  const failure = async (path: string, options: object) => {
+    hits.length = 0
+    const client = new ReconnectingWebSocket(a.url(path), { maxRetries: 0, ...options })
+    const rec = new Recorder(client)
+    const err: RedialError = await rec.next('error')
+    await rec.next('giveup')
+    await client.disconnect()
+    t.is(rec.count('open'), 0)
+    return { err, paths: hits.map((h) => h.path) }
+  }
+  const off = await failure('/loop', {})
+  t.like(off.err, { code: 'ERR_HANDSHAKE', status: 302 })
+  t.deepEqual(off.paths, ['/loop'])
+  const loop = await failure('/loop', { followRedirects: true, maxRedirects: 2 })
+  t.like(loop.err, { code: 'ERR_HANDSHAKE', status: 302 })
+  t.regex(loop.err.message, /redirected more than 2 times \(maxRedirects\).*HTTP 302 to ws:\/\/127\.0\.0\.1:\d+\/loop/)
+  t.deepEqual(loop.paths, ['/loop', '/loop', '/loop'], 'the first request and two redirects')
+  const none = await failure('/loop', { followRedirects: true, maxRedirects: 0 })
+  t.regex(none.err.message, /more than 0 times/)
+  t.deepEqual(none.paths, ['/loop'])
+  const nowhere = await failure('/nowhere', { followRedirects: true })
+  t.like(nowhere.err, { code: 'ERR_HANDSHAKE', status: 301 })
+  t.deepEqual(nowhere.paths, ['/nowhere'])
+  const ftp = await failure('/ftp', { followRedirects: true })
+  t.like(ftp.err, { code: 'ERR_HANDSHAKE', status: 308 })
+  t.regex(ftp.err.message, /redirected \(HTTP 308\) to a ftp: URL/)
+})
+
+test('followRedirects and maxRedirects are checked like every option', (t) => {
+  const make = (options: object) => () => new ReconnectingWebSocket('ws://127.0.0.1:1/', { startClosed: true, ...options })
+  t.like(t.throws(make({ followRedirects: 'yes' })), { code: 'ERR_INVALID_ARG_TYPE' })
+  t.like(t.throws(make({ maxRedirects: -1 })), { code: 'ERR_OUT_OF_RANGE' })
+  t.like(t.throws(make({ maxRedirects: 2.5 })), { code: 'ERR_OUT_OF_RANGE' })
+  t.notThrows(make({ followRedirects: true, maxRedirects: 0 }))
+})

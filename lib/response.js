@@ -1,0 +1,64 @@
+'use strict'
+// The server's answer to the upgrade, for the `upgrade` event: the head the addon read (status
+// line and header lines, one Latin-1 character per byte, as Node reads HTTP), shaped like the
+// fields of Node's `http.IncomingMessage` that `ws`'s `upgrade` listeners read.
+
+// Node keeps the first of these when a response repeats them (`IncomingMessage#headers`).
+const FIRST_ONLY = new Set([
+  'age',
+  'authorization',
+  'content-length',
+  'content-type',
+  'etag',
+  'expires',
+  'from',
+  'host',
+  'if-modified-since',
+  'if-unmodified-since',
+  'last-modified',
+  'location',
+  'max-forwards',
+  'proxy-authorization',
+  'referer',
+  'retry-after',
+  'server',
+  'user-agent',
+])
+
+/**
+ * `{ statusCode, statusMessage, httpVersion, headers, rawHeaders }` of a response head the addon
+ * has already parsed and checked (so the status line and every header line are well formed).
+ * `headers` as Node builds them: names lower-cased, `set-cookie` an array, a repeated header
+ * joined with ', ' (`cookie` with '; ') unless only its first value counts.
+ */
+function parseResponseHead(head) {
+  const lines = head.split(/\r?\n/)
+  const status = /^HTTP\/(\d\.\d) (\d{3})(?: (.*))?$/.exec(lines[0])
+  const rawHeaders = []
+  const headers = Object.create(null)
+  for (let i = 1; i < lines.length; i++) {
+    const line = lines[i]
+    if (line === '') continue
+    const colon = line.indexOf(':')
+    if (colon <= 0) continue
+    const name = line.slice(0, colon)
+    const value = line.slice(colon + 1).trim()
+    rawHeaders.push(name, value)
+    const key = name.toLowerCase()
+    const seen = headers[key]
+    if (key === 'set-cookie') {
+      if (seen === undefined) headers[key] = [value]
+      else seen.push(value)
+    } else if (seen === undefined) headers[key] = value
+    else if (!FIRST_ONLY.has(key)) headers[key] = `${seen}${key === 'cookie' ? '; ' : ', '}${value}`
+  }
+  return {
+    statusCode: status ? Number(status[2]) : 101,
+    statusMessage: status?.[3] ?? '',
+    httpVersion: status ? status[1] : '1.1',
+    headers,
+    rawHeaders,
+  }
+}
+
+module.exports = { parseResponseHead }

@@ -1,0 +1,181 @@
+//! Following the server's redirects within an attempt (`followRedirects`), as `ws` does: a 3xx
+//! answer with a `Location` is another upgrade at that address (resolved against the one that
+//! answered; `http:` becomes `ws:`, `https:` `wss:`), up to `maxRedirects` per attempt, all under
+//! the attempt's one deadline. Each hop is built from the client's own parameters. A hop to
+//! another host, or from `wss:` to `ws:`, goes without `Authorization` and `Cookie` (curl's rule,
+//! which `ws` follows); the user name and password of a `Location` are never used.
+
+use url::Url;
+
+use crate::errors::{self, ConnError};
+use crate::shared::AttemptParams;
+use crate::transport;
+
+/// Where a refused upgrade (`err`, from the upgrade at `from`) redirects: `None` when it is not a
+/// redirect (no 3xx status, or no `Location`), an error when its `Location` is not a WebSocket
+/// address.
+pub fn target(err: &ConnError, from: &Url) -> Option<Result<Url, ConnError>> {
+    let status = err.status.filter(|s| (300..400).contains(s))?;
+    let location = err
+        .headers
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case("location"))?;
+    let invalid = |why: &str| {
+        let mut e = err.clone();
+        e.message = format!("the server redirected (HTTP {status}) to {why}");
+        e
+    };
+    let Ok(mut url) = from.join(location.1.trim()) else {
+        return Some(Err(invalid("an address that is not a URL")));
+    };
+    let scheme = match url.scheme() {
+        "ws" | "http" => "ws",
+        "wss" | "https" => "wss",
+        _ => return Some(Err(invalid(&format!("a {}: URL, not ws: or wss:", url.scheme())))),
+    };
+    // Between these special schemes the change cannot fail.
+    let _ = url.set_scheme(scheme);
+    let _ = url.set_username("");
+    let _ = url.set_password(None);
+    url.set_fragment(None);
+    if url.host_str().is_none_or(str::is_empty) {
+        return Some(Err(invalid("an address without a host")));
+    }
+    Some(Ok(url))
+}
+
+/// The parameters of the hop to `to`: the client's, less its credentials where a hop must not
+/// carry them (another host, which includes another port, or `wss:` to `ws:`).
+pub fn hop(client: &AttemptParams, to: Url) -> AttemptParams {
+    let same_host = to.host_str() == client.url.host_str() && to.port() == client.url.port();
+    let downgrade = client.url.scheme() == "wss" && to.scheme() == "ws";
+    let keeps = |name: &str| {
+        let is = |n: &str| name.eq_ignore_ascii_case(n);
+        match (is("authorization") || is("cookie"), is("host")) {
+            (true, _) => same_host && !downgrade,
+            (_, true) => same_host,
+            _ => true,
+        }
+    };
+    AttemptParams {
+        url: to,
+        headers: client.headers.iter().filter(|(name, _)| keeps(name)).cloned().collect(),
+        protocols: client.protocols.clone(),
+        proxy: client.proxy.clone(),
+    }
+}
+
+/// The error of an attempt whose server redirected once more than `max` allows: the last answer's
+/// status and headers (what `shouldReconnect` sees), and where it pointed.
+pub fn too_many(mut last: ConnError, to: &Url, max: u32) -> ConnError {
+    let status = last.status.unwrap_or(300);
+    last.code = errors::ERR_HANDSHAKE;
+    last.message = format!(
+        "the server redirected more than {max} time{} (maxRedirects); the last answer was HTTP {status} to {}",
+        if max == 1 { "" } else { "s" },
+        transport::redact_url(to),
+    );
+    last
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(status: u16, location: Option<&str>) -> ConnError {
+        let mut e = ConnError::new(
+            errors::ERR_HANDSHAKE,
+            format!("server answered the upgrade with HTTP {status}"),
+        );
+        e.status = Some(status);
+        e.headers = location
+            .map(|l| ("location".to_owned(), l.to_owned()))
+            .into_iter()
+            .collect();
+        e
+    }
+
+    fn url(s: &str) -> Url {
+        Url::parse(s).unwrap()
+    }
+
+    #[test]
+    fn only_a_3xx_with_a_location_redirects() {
+        let from = url("ws://a.test/x/y");
+        assert!(target(&refused(404, Some("/z")), &from).is_none());
+        assert!(target(&refused(302, None), &from).is_none());
+        assert!(target(&ConnError::new(errors::ERR_CONNECT, "refused"), &from).is_none());
+        for status in [300, 301, 302, 303, 307, 308, 399] {
+            assert_eq!(
+                target(&refused(status, Some("/z")), &from).unwrap().unwrap(),
+                url("ws://a.test/z")
+            );
+        }
+    }
+
+    #[test]
+    fn locations_resolve_against_the_answering_url_and_become_websocket_urls() {
+        let from = url("wss://a.test:8443/x/y?q=1");
+        let to = |l: &str| target(&refused(302, Some(l)), &from).unwrap().map(|u| u.to_string());
+        assert_eq!(to("z").unwrap(), "wss://a.test:8443/x/z");
+        assert_eq!(to("//b.test/p").unwrap(), "wss://b.test/p");
+        assert_eq!(to("http://b.test:81/p#frag").unwrap(), "ws://b.test:81/p");
+        assert_eq!(to("https://b.test/p").unwrap(), "wss://b.test/p");
+        assert_eq!(to("ws://user:secret@b.test/").unwrap(), "ws://b.test/");
+        let bad = to("ftp://b.test/").unwrap_err();
+        assert_eq!((bad.code, bad.status), (errors::ERR_HANDSHAKE, Some(302)));
+        assert!(bad.message.contains("ftp: URL"), "{}", bad.message);
+        assert!(to("http://[::1").is_err());
+    }
+
+    fn names(p: &AttemptParams) -> Vec<&str> {
+        p.headers.iter().map(|(n, _)| n.as_str()).collect()
+    }
+
+    #[test]
+    fn credentials_stay_with_the_host_they_were_meant_for() {
+        let client = AttemptParams {
+            url: url("wss://a.test/"),
+            headers: vec![
+                ("Authorization".into(), "Bearer t".into()),
+                ("cookie".into(), "s=1".into()),
+                ("Host".into(), "a.test".into()),
+                ("x-other".into(), "kept".into()),
+            ],
+            protocols: vec!["chat".into()],
+            proxy: None,
+        };
+        let same = hop(&client, url("wss://a.test/elsewhere"));
+        assert_eq!(names(&same), ["Authorization", "cookie", "Host", "x-other"]);
+        assert_eq!(same.protocols, ["chat"]);
+        assert_eq!(
+            names(&hop(&client, url("ws://a.test/"))),
+            ["Host", "x-other"],
+            "wss: to ws:"
+        );
+        assert_eq!(names(&hop(&client, url("wss://b.test/"))), ["x-other"], "another host");
+        assert_eq!(
+            names(&hop(&client, url("wss://a.test:444/"))),
+            ["x-other"],
+            "another port"
+        );
+        let plain = AttemptParams {
+            url: url("ws://a.test/"),
+            ..client
+        };
+        assert_eq!(
+            names(&hop(&plain, url("wss://a.test/"))),
+            ["Authorization", "cookie", "Host", "x-other"],
+            "ws: to wss:"
+        );
+    }
+
+    #[test]
+    fn too_many_keeps_the_last_answer_and_shows_no_password() {
+        let e = too_many(refused(307, Some("/again")), &url("ws://u:pw@a.test/again"), 2);
+        assert_eq!((e.code, e.status), (errors::ERR_HANDSHAKE, Some(307)));
+        assert_eq!(e.headers, [("location".to_owned(), "/again".to_owned())]);
+        assert!(e.message.contains("more than 2 times"), "{}", e.message);
+        assert!(!e.message.contains("pw"), "{}", e.message);
+    }
+}
