@@ -29,6 +29,10 @@ export interface ReconnectingWebSocketOptions {
   followRedirects?: boolean
   /** With `followRedirects`: redirects followed per attempt before it fails (`ERR_HANDSHAKE`) [10]. */
   maxRedirects?: number
+  /** Connect only to the host's IPv4 (4) or IPv6 (6) addresses, as `net.connect`'s `family`; 0: any [0]. */
+  family?: 0 | 4 | 6
+  /** The local IP address to connect from, as `net.connect`'s `localAddress` (a proxy is reached from it too). */
+  localAddress?: string
   /** Deadline of the close handshake started by `disconnect()`, in ms; then the socket is dropped [2000]. */
   closeTimeout?: number
   /**

@@ -76,6 +76,7 @@ async fn recv_async(url: url::Url, count: usize, size: usize, ca: Vec<String>) -
     };
     let cfg = ConnConfig {
         max_redirects: None,
+        dial: Default::default(),
         connect_timeout: Duration::from_secs(10),
         limits,
         ping_interval: Duration::ZERO,

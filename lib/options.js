@@ -5,6 +5,7 @@
 // ERR_UNKNOWN_OPTION for a name we do not know (typos are not ignored).
 
 const { X509Certificate, createPrivateKey } = require('node:crypto')
+const { isIP } = require('node:net')
 const { makeError, redactUrl } = require('./errors')
 
 const DEFAULTS = Object.freeze({
@@ -17,6 +18,8 @@ const DEFAULTS = Object.freeze({
   connectTimeout: 10_000,
   followRedirects: false,
   maxRedirects: 10,
+  family: 0,
+  localAddress: undefined,
   closeTimeout: 2_000,
   maxPayload: 64 * 1024 * 1024,
   startClosed: false,
@@ -110,6 +113,17 @@ function parseOptions(options, rws = false) {
   const followRedirects = options.followRedirects === undefined ? false : options.followRedirects
   if (typeof followRedirects !== 'boolean') throw typeError('followRedirects', 'a boolean', followRedirects)
   const maxRedirects = number(options, 'maxRedirects', INTEGER, 0, 2 ** 32 - 1)
+  const family = options.family === undefined ? 0 : options.family
+  if (family !== 0 && family !== 4 && family !== 6) {
+    throw makeError('ERR_INVALID_ARG_VALUE', `The "family" option must be one of 0, 4, 6. Received ${String(family)}`, TypeError)
+  }
+  const localAddress = options.localAddress
+  if (localAddress !== undefined) {
+    if (typeof localAddress !== 'string') throw typeError('localAddress', 'a string', localAddress)
+    if (isIP(localAddress) === 0) {
+      throw makeError('ERR_INVALID_ARG_VALUE', `The "localAddress" option must be an IP address. Received '${localAddress}'`, TypeError)
+    }
+  }
   const honorRetryAfter = options.honorRetryAfter === undefined ? 'capped' : options.honorRetryAfter
   if (honorRetryAfter !== 'capped' && honorRetryAfter !== 'always' && honorRetryAfter !== 'never') {
     throw rangeError('honorRetryAfter', "one of 'capped', 'always', 'never'", honorRetryAfter)
@@ -144,6 +158,8 @@ function parseOptions(options, rws = false) {
     minUptime: number(options, 'minUptime', ANY, 0, MAX_TIMER),
     connectTimeout: number(options, 'connectTimeout', ABOVE_MIN, 0, MAX_TIMER),
     maxRedirects: followRedirects ? maxRedirects : undefined,
+    family,
+    localAddress,
     closeTimeout: number(options, 'closeTimeout', ABOVE_MIN, 0, MAX_TIMER),
     // Capped at what can be delivered: a Buffer's maximum length (text: see maxTextPayload).
     maxPayload: number(options, 'maxPayload', INTEGER, 1, MAX_BUFFER_LENGTH),

@@ -34,7 +34,7 @@ use crate::protocol::send as outcome;
 use crate::queue::Queue;
 use crate::shared::{AttemptParams, Shared};
 use crate::stats::{self, GLOBAL};
-use crate::transport::{ClientAuth, Proxy, TlsOptions};
+use crate::transport::{ClientAuth, Dial, Proxy, TlsOptions};
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -189,6 +189,14 @@ impl NativeClient {
             conn: ConnConfig {
                 connect_timeout: Duration::from_millis(ms(options.connect_timeout)),
                 max_redirects: options.max_redirects,
+                dial: Dial {
+                    family: u8::try_from(options.family).unwrap_or(0),
+                    local: match options.local_address.as_deref().map(str::parse) {
+                        None => None,
+                        Some(Ok(ip)) => Some(ip),
+                        Some(Err(_)) => return Err(invalid("localAddress is not an IP address".to_owned())),
+                    },
+                },
                 limits: Limits {
                     max_payload: options.max_payload.clamp(1.0, usize::MAX as f64) as usize,
                     max_text: options.max_text_payload.clamp(1.0, usize::MAX as f64) as usize,

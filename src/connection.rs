@@ -33,11 +33,13 @@ use crate::reader::{self, SharedReader};
 use crate::redirect;
 use crate::shared::{AttemptParams, Shared};
 use crate::stats::{self, Gauge, Heartbeats, IoBuffers, Metrics, OpenConnections, PendingAttempts};
-use crate::transport::{self, TlsOptions, Transport, Writer};
+use crate::transport::{self, Dial, TlsOptions, Transport, Writer};
 
 #[derive(Clone, Debug)]
 pub struct ConnConfig {
     pub connect_timeout: Duration,
+    /// `family` and `localAddress`.
+    pub dial: Dial,
     /// `maxRedirects` when following redirects (`followRedirects`), else `None`.
     pub max_redirects: Option<u32>,
     /// `maxPayload`, and the longest text that can become a JS string: longer ends with 1009.
@@ -139,7 +141,7 @@ async fn connect(cfg: &ConnConfig, params: &AttemptParams) -> Result<Opened, Con
 }
 
 async fn upgrade(cfg: &ConnConfig, params: &AttemptParams) -> Result<Opened, ConnError> {
-    let transport = transport::open(&params.url, params.proxy.as_ref(), &cfg.tls_config, &cfg.tls).await?;
+    let transport = transport::open(&params.url, params.proxy.as_ref(), cfg.dial, &cfg.tls_config, &cfg.tls).await?;
     handshake(transport, params, cfg.deflate.as_ref()).await
 }
 

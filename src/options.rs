@@ -16,6 +16,10 @@ pub struct NativeOptions {
     pub max_retries: f64,
     pub min_uptime: f64,
     pub connect_timeout: f64,
+    /// `net.connect`'s `family`: 0, 4 or 6.
+    pub family: u32,
+    /// `net.connect`'s `localAddress`: an IP address (checked by JS).
+    pub local_address: Option<String>,
     /// `maxRedirects` with `followRedirects`; absent: redirects are not followed.
     pub max_redirects: Option<u32>,
     pub close_timeout: f64,

@@ -5,6 +5,7 @@
 //! here by hand: one request, one response head, then the tunnel is ours.
 
 use std::io;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{ready, Context, Poll};
@@ -540,29 +541,84 @@ pub fn target(url: &Url) -> Result<(String, u16), ConnError> {
     Ok((host, port))
 }
 
-async fn tcp(host: &str, port: u16) -> io::Result<TcpStream> {
-    let stream = match host.parse::<std::net::IpAddr>() {
-        Ok(ip) => TcpStream::connect((ip, port)).await?,
-        Err(_) => TcpStream::connect((host, port)).await?,
+/// How TCP connections are made: `net.connect`'s `family` and `localAddress`, as `ws` passes them.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Dial {
+    /// 4 or 6: only the host's addresses of that IP version; 0: any. An IP literal is used as is.
+    pub family: u8,
+    /// The local address to connect from (its port chosen by the system).
+    pub local: Option<IpAddr>,
+}
+
+async fn tcp(host: &str, port: u16, dial: Dial) -> io::Result<TcpStream> {
+    let literal = host.parse::<IpAddr>().ok();
+    let stream = match (literal, dial) {
+        (Some(ip), Dial { local: None, .. }) => TcpStream::connect((ip, port)).await?,
+        (None, Dial { family: 0, local: None }) => TcpStream::connect((host, port)).await?,
+        (Some(ip), _) => connect_from(SocketAddr::new(ip, port), dial.local).await?,
+        (None, _) => {
+            // As tokio's own connect: each address in the resolver's order, the last error if none
+            // connects; only those of the asked IP version (or of the local address's).
+            let wanted = match (dial.family, dial.local) {
+                (4, _) | (0, Some(IpAddr::V4(_))) => Some(true),
+                (6, _) | (0, Some(IpAddr::V6(_))) => Some(false),
+                _ => None,
+            };
+            let mut last = None;
+            for addr in tokio::net::lookup_host((host, port)).await? {
+                if wanted.is_some_and(|v4| addr.is_ipv4() != v4) {
+                    continue;
+                }
+                match connect_from(addr, dial.local).await {
+                    Ok(stream) => {
+                        last = Some(Ok(stream));
+                        break;
+                    }
+                    Err(e) => last = Some(Err(e)),
+                }
+            }
+            last.unwrap_or_else(|| {
+                let version = if wanted == Some(true) { 4 } else { 6 };
+                Err(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!("{host} has no IPv{version} address"),
+                ))
+            })?
+        }
     };
     let _ = stream.set_nodelay(true);
     Ok(stream)
+}
+
+/// One TCP connection to `addr`, from `local` if given.
+async fn connect_from(addr: SocketAddr, local: Option<IpAddr>) -> io::Result<TcpStream> {
+    let Some(local) = local else {
+        return TcpStream::connect(addr).await;
+    };
+    let socket = if local.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.bind(SocketAddr::new(local, 0))?;
+    socket.connect(addr).await
 }
 
 /// TCP (through the proxy if any), then TLS for `wss:`.
 pub async fn open(
     url: &Url,
     proxy: Option<&Proxy>,
+    dial: Dial,
     tls: &OnceLock<Result<Arc<ClientConfig>, String>>,
     tls_options: &TlsOptions,
 ) -> Result<Transport, ConnError> {
     let (host, port) = target(url)?;
     let stream = match proxy {
-        None => tcp(&host, port)
+        None => tcp(&host, port, dial)
             .await
             .map_err(|e| ConnError::new(errors::ERR_CONNECT, format!("{e} ({})", redact_url(url))))?,
         Some(p) => {
-            let s = tcp(&p.host, p.port).await.map_err(|e| {
+            let s = tcp(&p.host, p.port, dial).await.map_err(|e| {
                 ConnError::new(
                     errors::ERR_PROXY,
                     format!("cannot reach the proxy {}:{}: {e}", p.host, p.port),
