@@ -388,7 +388,10 @@ export declare class ReconnectingWebSocket<B extends BinaryType = 'nodebuffer'> 
     protocols?: string | string[] | Provider<string | string[]> | null,
     options?: ReconnectingWebSocketOptions & RwsCompatOptions & { binaryType?: B },
   )
-  /** `url` may be a provider called before every attempt. */
+  /**
+   * `url`: `ws:`, `wss:` (`http:` and `https:` become them) or, as in `ws`, `ws+unix:/path/to/socket:/request/path`
+   * for a Unix domain socket; or a provider called before every attempt.
+   */
   constructor(url: string | URL | Provider<string | URL>, options?: ReconnectingWebSocketOptions & { binaryType?: B })
   static readonly CONNECTING: 0
   static readonly OPEN: 1

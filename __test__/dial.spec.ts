@@ -1,7 +1,14 @@
-// How the TCP connection is made: net.connect's family and localAddress, which ws passes through.
+// How the connection is made: net.connect's family and localAddress, which ws passes through, and
+// ws's ws+unix: URLs (a Unix domain socket).
+import { once } from 'node:events'
+import { mkdtempSync, rmSync } from 'node:fs'
+import http from 'node:http'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import test from 'ava'
+import { WebSocketServer } from 'ws'
 
-import { ReconnectingWebSocket, type RedialError } from '../index.js'
+import { ReconnectingWebSocket, clientStats, type RedialError } from '../index.js'
 import { Recorder, wsServer } from './helpers.js'
 
 test.serial('localAddress: every connection comes from that address', async (t) => {
@@ -46,4 +53,46 @@ test('family and localAddress are checked like net.connect checks them', (t) => 
   t.like(t.throws(make({ localAddress: 'localhost' })), { code: 'ERR_INVALID_ARG_VALUE' })
   t.like(t.throws(make({ localAddress: 1 })), { code: 'ERR_INVALID_ARG_TYPE' })
   for (const ok of [{ family: 0 }, { family: 4 }, { family: 6 }, { localAddress: '::1' }, { localAddress: '10.0.0.1' }]) t.notThrows(make(ok))
+})
+
+test.serial("ws+unix: URLs reach a server on a Unix domain socket, in ws's form (socket path, then ':' and the request path)", async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'redial-unix-'))
+  const socketPath = join(dir, 'ws.sock')
+  const server = http.createServer()
+  const wss = new WebSocketServer({ server })
+  const requests: Array<[string | undefined, string | undefined]> = []
+  wss.on('connection', (ws, req) => {
+    requests.push([req.url, req.headers.host])
+    ws.on('message', (data, isBinary) => ws.send(data, { binary: isBinary }))
+  })
+  server.listen(socketPath)
+  await once(server, 'listening')
+  t.teardown(() => {
+    for (const c of wss.clients) c.terminate()
+    server.close()
+    rmSync(dir, { recursive: true, force: true })
+  })
+  const client = new ReconnectingWebSocket(`ws+unix:${socketPath}:/chat?room=1`, { minDelay: 10, maxDelay: 10 })
+  const rec = new Recorder(client)
+  await rec.next('open')
+  client.send('over a Unix socket')
+  client.send(Buffer.from([1, 2, 3]))
+  t.is(await rec.next('message'), 'over a Unix socket')
+  t.deepEqual([...(await rec.next('message'))], [1, 2, 3])
+  for (const c of wss.clients) c.terminate()
+  await rec.next('open')
+  t.deepEqual(requests, [
+    ['/chat?room=1', 'localhost'],
+    ['/chat?room=1', 'localhost'],
+  ])
+  await client.disconnect()
+  t.like(clientStats(), { openConnections: 0, pendingAttempts: 0, pendingReconnects: 0, runningTasks: 0, ioBuffers: 0, jsReaders: 0 })
+  const missing = new ReconnectingWebSocket(`ws+unix:${join(dir, 'none.sock')}`, { maxRetries: 0 })
+  const failed = new Recorder(missing)
+  const err: RedialError = await failed.next('error')
+  await failed.next('giveup')
+  await missing.disconnect()
+  t.is(err.code, 'ERR_CONNECT')
+  t.throws(() => new ReconnectingWebSocket('ws+unix::/path'), { code: 'ERR_INVALID_URL' } as object)
+  t.throws(() => new ReconnectingWebSocket(`ws+unix:${socketPath}`, { proxy: 'http://127.0.0.1:1' }), { code: 'ERR_INVALID_ARG_VALUE' } as object)
 })

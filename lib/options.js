@@ -403,8 +403,12 @@ function checkProxy(proxy) {
  */
 function proxyFor(url, option, env = process.env) {
   if (option === false || option === null) return undefined
-  if (typeof option === 'string') return option
   const u = describeUrl(url)
+  if (u.protocol === 'ws+unix:') {
+    if (typeof option === 'string') throw makeError('ERR_INVALID_ARG_VALUE', 'The "proxy" option cannot reach a ws+unix: URL (a Unix domain socket)', TypeError)
+    return undefined
+  }
+  if (typeof option === 'string') return option
   const fromEnv = u.protocol === 'wss:' ? env.HTTPS_PROXY ?? env.https_proxy : env.HTTP_PROXY ?? env.http_proxy
   if (!fromEnv) return undefined
   const noProxy = (env.NO_PROXY ?? env.no_proxy ?? '').toLowerCase()
@@ -551,8 +555,16 @@ function normalizeUrl(url) {
   }
   if (parsed.protocol === 'http:') parsed.protocol = 'ws:'
   else if (parsed.protocol === 'https:') parsed.protocol = 'wss:'
-  if (parsed.protocol !== 'ws:' && parsed.protocol !== 'wss:') {
-    throw makeError('ERR_INVALID_URL_SCHEME', `The URL's scheme must be ws: or wss: (or http:/https:). Received ${parsed.protocol}`, SyntaxError)
+  if (parsed.protocol === 'ws+unix:') {
+    if (process.platform === 'win32') {
+      throw makeError('ERR_INVALID_URL_SCHEME', 'ws+unix: URLs (Unix domain sockets) need a Unix system', SyntaxError)
+    }
+    // ws's form: ws+unix:/path/to/socket:/request/path
+    if (parsed.pathname === '' || parsed.pathname.startsWith(':')) {
+      throw makeError('ERR_INVALID_URL', `The ws+unix: URL has no socket path: ${redactUrl(url)}`, SyntaxError)
+    }
+  } else if (parsed.protocol !== 'ws:' && parsed.protocol !== 'wss:') {
+    throw makeError('ERR_INVALID_URL_SCHEME', `The URL's scheme must be ws:, wss: or ws+unix: (or http:/https:). Received ${parsed.protocol}`, SyntaxError)
   }
   if (parsed.hash) throw makeError('ERR_INVALID_URL', `The URL must not contain a fragment: ${redactUrl(url)}`, SyntaxError)
   return parsed.href

@@ -245,7 +245,12 @@ fn build_request(
     deflate: Option<&DeflateConfig>,
 ) -> Result<tungstenite::handshake::client::Request, ConnError> {
     let invalid = |e: &dyn std::fmt::Display| ConnError::new(errors::ERR_HANDSHAKE, e.to_string());
-    let mut request = params.url.as_str().into_client_request().map_err(|e| invalid(&e))?;
+    // A `ws+unix:` request goes to its path, with `Host: localhost` (as Node's `http` sends it).
+    let mut request = match transport::unix_target(&params.url) {
+        Some((_, path)) => format!("ws://localhost{path}").into_client_request(),
+        None => params.url.as_str().into_client_request(),
+    }
+    .map_err(|e| invalid(&e))?;
     let headers = request.headers_mut();
     for (name, value) in &params.headers {
         let name = tungstenite::http::HeaderName::from_bytes(name.as_bytes()).map_err(|e| invalid(&e))?;

@@ -920,17 +920,53 @@ pub fn recv_now(_socket: RawSocket, _buf: &mut tokio::io::ReadBuf<'_>) -> std::i
     Err(std::io::ErrorKind::Unsupported.into())
 }
 
+/// A connected stream socket that owns its descriptor: TCP, or a Unix domain socket (`ws+unix:`).
+#[cfg(unix)]
+pub enum StreamSocket {
+    Tcp(std::net::TcpStream),
+    Unix(std::os::unix::net::UnixStream),
+}
+
+#[cfg(unix)]
+impl StreamSocket {
+    /// A write of what the socket takes now (non-blocking: `WouldBlock` when full).
+    pub fn write(&self, buf: &[u8]) -> std::io::Result<usize> {
+        use std::io::Write;
+        match self {
+            StreamSocket::Tcp(s) => (&*s).write(buf),
+            StreamSocket::Unix(s) => (&*s).write(buf),
+        }
+    }
+
+    pub fn shutdown(&self, how: std::net::Shutdown) -> std::io::Result<()> {
+        match self {
+            StreamSocket::Tcp(s) => s.shutdown(how),
+            StreamSocket::Unix(s) => s.shutdown(how),
+        }
+    }
+}
+
+#[cfg(unix)]
+impl std::os::fd::AsRawFd for StreamSocket {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        match self {
+            StreamSocket::Tcp(s) => s.as_raw_fd(),
+            StreamSocket::Unix(s) => s.as_raw_fd(),
+        }
+    }
+}
+
 /// Registers a socket with `runtime`'s reactor for `interest` only (from any thread). On failure
 /// the socket comes back with the error.
 #[cfg(unix)]
 pub fn register_socket(
     runtime: &tokio::runtime::Handle,
-    socket: std::net::TcpStream,
+    socket: StreamSocket,
     interest: tokio::io::Interest,
-) -> std::result::Result<tokio::io::unix::AsyncFd<std::net::TcpStream>, (std::net::TcpStream, std::io::Error)> {
+) -> std::result::Result<tokio::io::unix::AsyncFd<StreamSocket>, (StreamSocket, std::io::Error)> {
     let _in_runtime = runtime.enter();
-    // SAFETY: a `TcpStream` owns its descriptor: open until the stream is dropped (with the
-    // `AsyncFd` that now owns it, or handed back in the error), always the same one.
+    // SAFETY: a `StreamSocket` owns its descriptor (either std stream does): open until it is
+    // dropped (with the `AsyncFd` that now owns it, or handed back in the error), always the same.
     unsafe { tokio::io::unix::AsyncFd::register_with_interest(socket, interest) }.map_err(|e| e.into_parts())
 }
 

@@ -1,4 +1,4 @@
-//! A plain TCP connection's socket, split for two threads: the write side (the driver's and the
+//! A plain connection's socket (TCP, or a Unix domain socket for `ws+unix:`), split for two threads: the write side (the driver's and the
 //! send fast path's, through `transport::Writer`) and the read side (the driver's, or the JS
 //! thread's while it reads: see `reader`).
 //!
@@ -18,15 +18,15 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, ReadBuf};
 
 #[cfg(unix)]
-pub use unix::{split, ReadHalf, WriteHalf};
+pub use unix::{split, split_unix, ReadHalf, WriteHalf};
 
 #[cfg(not(unix))]
 pub use other::{split, ReadHalf, WriteHalf};
 
 #[cfg(unix)]
 mod unix {
-    use std::io::{self, Write};
-    use std::net::{Shutdown, TcpStream};
+    use std::io;
+    use std::net::Shutdown;
     use std::os::fd::AsRawFd;
     use std::sync::{Arc, Mutex, MutexGuard};
     use std::task::{ready, Context, Poll};
@@ -36,12 +36,20 @@ mod unix {
     use tokio::io::{Interest, ReadBuf};
     use tokio::runtime::Handle;
 
-    use crate::napi_raw::{self, RawSocket};
+    use crate::napi_raw::{self, RawSocket, StreamSocket};
 
-    /// Splits a connected socket (in a tokio runtime: it registers with its reactor).
+    /// Splits a connected TCP socket (in a tokio runtime: it registers with its reactor).
     pub fn split(tcp: tokio::net::TcpStream) -> io::Result<(ReadHalf, WriteHalf)> {
+        split_socket(StreamSocket::Tcp(tcp.into_std()?))
+    }
+
+    /// As `split`, for a Unix domain socket (`ws+unix:`).
+    pub fn split_unix(unix: tokio::net::UnixStream) -> io::Result<(ReadHalf, WriteHalf)> {
+        split_socket(StreamSocket::Unix(unix.into_std()?))
+    }
+
+    fn split_socket(stream: StreamSocket) -> io::Result<(ReadHalf, WriteHalf)> {
         let runtime = Handle::try_current().map_err(io::Error::other)?;
-        let stream = tcp.into_std()?;
         let raw = stream.as_raw_fd();
         let io = napi_raw::register_socket(&runtime, stream, BOTH).map_err(|(_, e)| e)?;
         let socket = Arc::new(Socket {
@@ -69,14 +77,14 @@ mod unix {
     enum Held {
         /// Registered for data too (`reading`: the driver reads), or only for room to write (the
         /// JS thread reads, and a write of the driver's found the socket full).
-        Watched { io: AsyncFd<TcpStream>, reading: bool },
+        Watched { io: AsyncFd<StreamSocket>, reading: bool },
         /// Not registered: the JS thread reads, and writes find room (an idle connection's state;
         /// a registration is a 256-byte record in the reactor).
-        Bare(TcpStream),
+        Bare(StreamSocket),
     }
 
     impl Held {
-        fn stream(&self) -> &TcpStream {
+        fn stream(&self) -> &StreamSocket {
             match self {
                 Held::Watched { io, .. } => io.get_ref(),
                 Held::Bare(stream) => stream,

@@ -217,6 +217,16 @@ pub struct Transport {
 impl Transport {
     fn plain(tcp: TcpStream) -> io::Result<Self> {
         let (read, write) = plain::split(tcp)?;
+        Ok(Self::from_halves(read, write))
+    }
+
+    #[cfg(unix)]
+    fn unix(socket: tokio::net::UnixStream) -> io::Result<Self> {
+        let (read, write) = plain::split_unix(socket)?;
+        Ok(Self::from_halves(read, write))
+    }
+
+    fn from_halves(read: ReadHalf, write: plain::WriteHalf) -> Self {
         let writer = Arc::new(Writer {
             inner: Mutex::new(WriterInner {
                 half: write,
@@ -228,9 +238,9 @@ impl Transport {
             }),
             waker: Default::default(),
         });
-        Ok(Transport {
+        Transport {
             stream: Stream::Plain(Some(read), writer),
-        })
+        }
     }
 
     /// The read half of a plain connection, for a reader of its own (`reader::SharedReader`);
@@ -604,7 +614,46 @@ async fn connect_from(addr: SocketAddr, local: Option<IpAddr>) -> io::Result<Tcp
     socket.connect(addr).await
 }
 
-/// TCP (through the proxy if any), then TLS for `wss:`.
+/// The socket path and the request target of a `ws+unix:` URL, `ws`'s form:
+/// `ws+unix:/path/to/socket:/request/path?query` (the request path `/` when there is no `:`).
+pub fn unix_target(url: &Url) -> Option<(&str, String)> {
+    if url.scheme() != UNIX_SCHEME {
+        return None;
+    }
+    let (socket, path) = url.path().split_once(':').unwrap_or((url.path(), "/"));
+    let path = if path.starts_with('/') {
+        path.to_owned()
+    } else {
+        format!("/{path}")
+    };
+    Some((
+        socket,
+        match url.query() {
+            Some(q) => format!("{path}?{q}"),
+            None => path,
+        },
+    ))
+}
+
+pub const UNIX_SCHEME: &str = "ws+unix";
+
+/// The Unix domain socket of a `ws+unix:` URL.
+async fn unix(url: &Url) -> Result<Transport, ConnError> {
+    let fail = |e: &dyn std::fmt::Display| ConnError::new(errors::ERR_CONNECT, format!("{e} ({})", redact_url(url)));
+    let (socket, _) = unix_target(url).ok_or_else(|| fail(&"not a ws+unix: URL"))?;
+    #[cfg(unix)]
+    {
+        let stream = tokio::net::UnixStream::connect(socket).await.map_err(|e| fail(&e))?;
+        Transport::unix(stream).map_err(|e| fail(&e))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = socket;
+        Err(fail(&"ws+unix: URLs need a Unix system"))
+    }
+}
+
+/// TCP (through the proxy if any), then TLS for `wss:`; or the socket of a `ws+unix:` URL.
 pub async fn open(
     url: &Url,
     proxy: Option<&Proxy>,
@@ -612,6 +661,9 @@ pub async fn open(
     tls: &OnceLock<Result<Arc<ClientConfig>, String>>,
     tls_options: &TlsOptions,
 ) -> Result<Transport, ConnError> {
+    if url.scheme() == UNIX_SCHEME {
+        return unix(url).await;
+    }
     let (host, port) = target(url)?;
     let stream = match proxy {
         None => tcp(&host, port, dial)
@@ -833,6 +885,22 @@ mod tests {
             ..TlsOptions::default()
         };
         assert!(!format!("{opts:?}").contains("SECRET"));
+    }
+
+    #[test]
+    fn a_ws_unix_url_is_a_socket_path_then_the_request_target() {
+        let parts = |s: &str| {
+            let url = Url::parse(s).unwrap();
+            unix_target(&url).map(|(socket, path)| (socket.to_owned(), path))
+        };
+        let both = |socket: &str, path: &str| Some((socket.to_owned(), path.to_owned()));
+        assert_eq!(
+            parts("ws+unix:/run/app.sock:/chat?room=1"),
+            both("/run/app.sock", "/chat?room=1")
+        );
+        assert_eq!(parts("ws+unix:///run/app.sock"), both("/run/app.sock", "/"));
+        assert_eq!(parts("ws+unix:/run/app.sock:chat"), both("/run/app.sock", "/chat"));
+        assert_eq!(parts("ws://run/app.sock:/chat"), None);
     }
 
     proptest::proptest! {
