@@ -461,6 +461,14 @@ export declare class ReconnectingWebSocket<B extends BinaryType = 'nodebuffer'> 
   send(data: string | Buffer | ArrayBufferView | ArrayBuffer, options?: SendOptions | null): void
   /** Sends a ping (payload at most 125 bytes). Throws `ERR_NOT_OPEN` when not open. */
   ping(data?: string | Buffer | Uint8Array): void
+  /**
+   * As `ws`'s: stops reading the socket (messages already read still arrive), for this connection and
+   * the next ones, until `resume()`. The heartbeat never takes a paused connection for dead.
+   */
+  pause(): void
+  resume(): void
+  /** Whether `pause()` is in effect. */
+  readonly isPaused: boolean
   /** Hands back the queued, unsent messages, oldest first, and empties the queue. */
   drainQueue(): Array<string | Buffer>
   /**

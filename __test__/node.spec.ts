@@ -204,3 +204,33 @@ test.serial('opened(): waits through failed attempts where events.once(client, "
   await aborting.disconnect()
   await quiescent()
 })
+
+test.serial("pause() and resume(), as ws's: the socket is not read while paused, then every message arrives in order", async (t) => {
+  const payload = 'y'.repeat(16 * 1024)
+  const total = 1_000
+  const peer = await wsServer((s) =>
+    s.on('message', () => {
+      for (let i = 0; i < total; i++) s.send(`${i}:${payload}`)
+    }),
+  )
+  t.teardown(() => peer.close())
+  const client = new ReconnectingWebSocket(peer.url, { pingInterval: 50, pongTimeout: 50 })
+  const got: string[] = []
+  client.on('message', (data) => got.push(String(data).split(':')[0]))
+  await client.opened()
+  t.false(client.isPaused)
+  client.pause()
+  client.pause()
+  t.true(client.isPaused)
+  client.send('go')
+  const socket = [...peer.sockets][0]
+  // Not read: the server's messages wait in its own buffer, heartbeats and all.
+  await until(() => socket.bufferedAmount > 4 * 1024 * 1024, `server-side backlog (${socket.bufferedAmount})`)
+  t.true(client.metrics.messagesReceived < total / 2, `${client.metrics.messagesReceived} of ${total} read while paused`)
+  t.is(client.state, 'open', 'unread pongs are not a dead peer')
+  client.resume()
+  t.false(client.isPaused)
+  await until(() => got.length === total, `all messages after resume() (${got.length})`)
+  t.deepEqual(got, Array.from({ length: total }, (_, i) => String(i)))
+  await client.disconnect()
+})

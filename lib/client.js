@@ -97,8 +97,9 @@ class ReconnectingWebSocket extends EventEmitter {
   /** addEventListener listeners and on<type> handlers (lib/whatwg.js), or null. */
   #whatwg = null
   #unlistenSignal = null
-  /** Number of messages() iterators over their high-water mark: reading is paused while > 0. */
+  /** Number of messages() iterators over their high-water mark, and pause(): reading is paused while > 0. */
   #pausers = 0
+  #paused = false
 
   /**
    * `new ReconnectingWebSocket(url, options?)`, or reconnecting-websocket's
@@ -331,6 +332,33 @@ class ReconnectingWebSocket extends EventEmitter {
   }
 
   /** Lets this client keep the process alive while it is active (the default). */
+  /**
+   * ws's pause(): the socket is no longer read (messages already read still arrive), for this
+   * connection and the next ones, until resume(). The server's pongs go unread too: a paused
+   * connection is never taken for dead by the heartbeat.
+   */
+  pause() {
+    if (this.#paused) return
+    this.#paused = true
+    this.#setPausers(1)
+  }
+
+  resume() {
+    if (!this.#paused) return
+    this.#paused = false
+    this.#setPausers(-1)
+  }
+
+  /** Whether pause() is in effect. */
+  get isPaused() {
+    return this.#paused
+  }
+
+  #setPausers(delta) {
+    this.#pausers += delta
+    N.clientPauseReading(this, this.#pausers > 0)
+  }
+
   ref() {
     N.clientSetRef(this, true)
     return this
@@ -353,10 +381,7 @@ class ReconnectingWebSocket extends EventEmitter {
     return messageIterator(
       this,
       {
-        pause: (on) => {
-          this.#pausers += on ? 1 : -1
-          N.clientPauseReading(this, this.#pausers > 0)
-        },
+        pause: (on) => this.#setPausers(on ? 1 : -1),
         hold: (on) => N.clientHold(this, on),
         closedForGood: () => this.#state === 'closed',
         active: () => N.clientActive(this),

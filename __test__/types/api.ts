@@ -20,6 +20,10 @@ new ReconnectingWebSocket('ws://127.0.0.1:1', anyBinary).on('message', (data: st
 client.on('upgrade', (res) => void [res.statusCode, res.headers['x-session'], res.headers['set-cookie']?.[0], res.rawHeaders[0]])
 // @ts-expect-error set-cookie is an array, as in Node
 client.on('upgrade', (res) => void res.headers['set-cookie']?.toLowerCase())
+client.pause()
+client.resume()
+const paused: boolean = client.isPaused
+void paused
 // @ts-expect-error misspelt event name
 client.on('mesage', () => {})
 // @ts-expect-error wrong listener signature: 'open' carries no argument
