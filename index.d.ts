@@ -461,6 +461,8 @@ export declare class ReconnectingWebSocket<B extends BinaryType = 'nodebuffer'> 
   send(data: string | Buffer | ArrayBufferView | ArrayBuffer, options?: SendOptions | null): void
   /** Sends a ping (payload at most 125 bytes). Throws `ERR_NOT_OPEN` when not open. */
   ping(data?: string | Buffer | Uint8Array): void
+  /** Sends an unsolicited pong, as `ws`'s `pong()` (pings are answered anyway). Throws `ERR_NOT_OPEN` when not open. */
+  pong(data?: string | Buffer | Uint8Array): void
   /**
    * As `ws`'s: stops reading the socket (messages already read still arrive), for this connection and
    * the next ones, until `resume()`. The heartbeat never takes a paused connection for dead.

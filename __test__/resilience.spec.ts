@@ -170,7 +170,7 @@ test.serial('a half-open peer (stops reading and answering) is detected within p
   await quiescent()
 })
 
-test.serial('a live peer that answers pings is never declared dead; ping()/pong and server pings', async (t) => {
+test.serial('a live peer that answers pings is never declared dead; ping()/pong(), and server pings', async (t) => {
   const peer = await wsServer()
   t.teardown(() => peer.close())
   const client = new ReconnectingWebSocket(peer.url, { pingInterval: 30, pongTimeout: 30 })
@@ -186,9 +186,14 @@ test.serial('a live peer that answers pings is never declared dead; ping()/pong 
   socket.ping('polo')
   t.is(String((await r.next('ping', 5_000)) ?? ''), 'polo')
   t.is(String((await pong)[0]), 'polo', 'pings are answered automatically')
+  const unsolicited = once(socket, 'pong')
+  client.pong('beat')
+  t.is(String((await unsolicited)[0]), 'beat', "ws's pong(): an unsolicited pong")
+  t.throws(() => client.pong('x'.repeat(126)), { code: 'ERR_OUT_OF_RANGE' } as object)
   await client.disconnect()
   t.is(clientStats().heartbeats, 0)
   t.throws(() => client.ping(), { message: /Cannot ping/ })
+  t.throws(() => client.pong(), { message: /Cannot pong/ })
   await quiescent()
 })
 

@@ -66,6 +66,13 @@ const kClosed = Symbol('redial-ws.closed')
 // shape with every other client's (a fleet has one client per connection).
 const NO_EVENTS = Object.freeze(Object.create(null))
 
+/** A ping's or pong's payload as bytes: at most 125 (RFC 6455 §5.5). */
+function controlPayload(what, data) {
+  const buf = typeof data === 'string' ? Buffer.from(data) : Buffer.isBuffer(data) ? data : Buffer.from(data)
+  if (buf.length > 125) throw makeError('ERR_OUT_OF_RANGE', `A ${what} payload must be at most 125 bytes`, RangeError)
+  return buf
+}
+
 class ReconnectingWebSocket extends EventEmitter {
   static CONNECTING = CONNECTING
   static OPEN = OPEN
@@ -316,9 +323,12 @@ class ReconnectingWebSocket extends EventEmitter {
 
   /** Sends a ping frame (payload up to 125 bytes). Throws ERR_NOT_OPEN when not open. */
   ping(data = EMPTY) {
-    const buf = typeof data === 'string' ? Buffer.from(data) : Buffer.isBuffer(data) ? data : Buffer.from(data)
-    if (buf.length > 125) throw makeError('ERR_OUT_OF_RANGE', 'A ping payload must be at most 125 bytes', RangeError)
-    if (!N.clientPing(this, buf)) throw makeError('ERR_NOT_OPEN', `Cannot ping: the connection is ${this.#state}`)
+    if (!N.clientPing(this, controlPayload('ping', data))) throw makeError('ERR_NOT_OPEN', `Cannot ping: the connection is ${this.#state}`)
+  }
+
+  /** Sends an unsolicited pong frame, ws's pong() (a one-way heartbeat; pings are answered anyway). */
+  pong(data = EMPTY) {
+    if (!N.clientPong(this, controlPayload('pong', data))) throw makeError('ERR_NOT_OPEN', `Cannot pong: the connection is ${this.#state}`)
   }
 
   /** Hands back the queued, unsent messages (oldest first) and empties the queue. */

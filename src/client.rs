@@ -430,6 +430,13 @@ impl NativeClient {
             .send_control(Message::Ping(Bytes::copy_from_slice(data)))
     }
 
+    /// An unsolicited pong (RFC 6455 §5.5.3: a one-way heartbeat).
+    pub fn pong(&self, data: &[u8]) -> bool {
+        self.shared
+            .outbox()
+            .send_control(Message::Pong(Bytes::copy_from_slice(data)))
+    }
+
     pub fn buffered_amount(&self) -> f64 {
         self.shared.metrics.buffered.load(Ordering::Relaxed) as f64
     }
@@ -666,6 +673,11 @@ pub fn client_discard_queue(env: Env, owner: Object<'_>) -> Result<u32> {
 #[napi]
 pub fn client_ping(env: Env, owner: Object<'_>, data: &[u8]) -> Result<bool> {
     Ok(client(&env, &owner)?.ping(data))
+}
+
+#[napi]
+pub fn client_pong(env: Env, owner: Object<'_>, data: &[u8]) -> Result<bool> {
+    Ok(client(&env, &owner)?.pong(data))
 }
 
 #[napi]
