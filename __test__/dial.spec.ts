@@ -3,6 +3,7 @@
 import { once } from 'node:events'
 import { mkdtempSync, rmSync } from 'node:fs'
 import http from 'node:http'
+import { createRequire } from 'node:module'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import test from 'ava'
@@ -10,6 +11,8 @@ import { WebSocketServer } from 'ws'
 
 import { ReconnectingWebSocket, clientStats, type RedialError } from '../index.js'
 import { Recorder, wsServer } from './helpers.js'
+
+const native = createRequire(import.meta.url)('../lib/native.js') as { testingLookups(): number; testingSlowLookups(ms: number): void }
 
 test.serial('localAddress: every connection comes from that address', async (t) => {
   const from: string[] = []
@@ -95,4 +98,20 @@ test.serial("ws+unix: URLs reach a server on a Unix domain socket, in ws's form 
   t.is(err.code, 'ERR_CONNECT')
   t.throws(() => new ReconnectingWebSocket('ws+unix::/path'), { code: 'ERR_INVALID_URL' } as object)
   t.throws(() => new ReconnectingWebSocket(`ws+unix:${socketPath}`, { proxy: 'http://127.0.0.1:1' }), { code: 'ERR_INVALID_ARG_VALUE' } as object)
+})
+
+test.serial('a fleet connecting to a host name at once shares its lookups: one per wave, not one per client', async (t) => {
+  const peer = await wsServer()
+  t.teardown(() => peer.close())
+  const count = 300
+  // A resolver slow enough (100 ms) for every attempt to start while the first lookup runs.
+  native.testingSlowLookups(100)
+  t.teardown(() => native.testingSlowLookups(0))
+  const before = native.testingLookups()
+  const clients = Array.from({ length: count }, () => new ReconnectingWebSocket(`ws://localhost:${peer.port}/`, { pingInterval: 0 }))
+  await Promise.all(clients.map((c) => c.opened()))
+  const lookups = native.testingLookups() - before
+  t.true(lookups >= 1 && lookups <= 3, `${lookups} lookups for ${count} clients`)
+  await Promise.all(clients.map((c) => c.disconnect()))
+  t.is(peer.accepted, count)
 })

@@ -43,6 +43,7 @@ pub mod protocol;
 pub mod queue;
 pub mod reader;
 pub mod redirect;
+pub mod resolve;
 pub mod shared;
 pub mod stats;
 pub mod transport;
@@ -139,6 +140,20 @@ pub fn testing_direct_waits() -> f64 {
 #[napi]
 pub fn testing_closes_from_js() -> f64 {
     outbox::CLOSES_FROM_JS.load(Relaxed) as f64
+}
+
+/// Host name lookups started since the process started (tests prove that concurrent attempts
+/// share one). Not part of the API.
+#[napi]
+pub fn testing_lookups() -> f64 {
+    resolve::STARTED.load(Relaxed) as f64
+}
+
+/// Makes every later host name lookup wait `ms` first (0: no more): a slow resolver for tests.
+/// Not part of the API.
+#[napi]
+pub fn testing_slow_lookups(ms: u32) {
+    resolve::DELAY_FOR_TEST.store(u64::from(ms), Relaxed);
 }
 
 /// One tokio worker: every client's driver is I/O-bound and cheap, and on small

@@ -21,6 +21,7 @@ use url::Url;
 
 use crate::errors::{self, ConnError};
 use crate::plain::{self, ReadHalf, WriteHalf};
+use crate::resolve;
 use crate::stats::{Gauge, IoBuffers};
 
 enum Stream {
@@ -564,7 +565,6 @@ async fn tcp(host: &str, port: u16, dial: Dial) -> io::Result<TcpStream> {
     let literal = host.parse::<IpAddr>().ok();
     let stream = match (literal, dial) {
         (Some(ip), Dial { local: None, .. }) => TcpStream::connect((ip, port)).await?,
-        (None, Dial { family: 0, local: None }) => TcpStream::connect((host, port)).await?,
         (Some(ip), _) => connect_from(SocketAddr::new(ip, port), dial.local).await?,
         (None, _) => {
             // As tokio's own connect: each address in the resolver's order, the last error if none
@@ -575,7 +575,7 @@ async fn tcp(host: &str, port: u16, dial: Dial) -> io::Result<TcpStream> {
                 _ => None,
             };
             let mut last = None;
-            for addr in tokio::net::lookup_host((host, port)).await? {
+            for &addr in resolve::resolve(host, port).await?.iter() {
                 if wanted.is_some_and(|v4| addr.is_ipv4() != v4) {
                     continue;
                 }
@@ -588,11 +588,12 @@ async fn tcp(host: &str, port: u16, dial: Dial) -> io::Result<TcpStream> {
                 }
             }
             last.unwrap_or_else(|| {
-                let version = if wanted == Some(true) { 4 } else { 6 };
-                Err(io::Error::new(
-                    io::ErrorKind::NotFound,
-                    format!("{host} has no IPv{version} address"),
-                ))
+                let what = match wanted {
+                    Some(true) => "IPv4 address",
+                    Some(false) => "IPv6 address",
+                    None => "address",
+                };
+                Err(io::Error::new(io::ErrorKind::NotFound, format!("{host} has no {what}")))
             })?
         }
     };

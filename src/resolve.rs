@@ -1,0 +1,108 @@
+//! Host name lookups of connection attempts, one per host and port in flight. A fleet of clients
+//! that reconnects to a named host at once (a server restart) asks the system resolver once per
+//! wave, not once per client: each lookup holds a thread of tokio's blocking pool, and 2,000
+//! clients connecting to `localhost` together had started about 125 of them. Nothing is cached:
+//! a lookup is forgotten when it completes, and the next attempt asks again.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use futures_util::future::{FutureExt, Shared, WeakShared};
+
+type Addresses = Result<Arc<[SocketAddr]>, Arc<io::Error>>;
+type LookupFuture = Pin<Box<dyn Future<Output = Addresses> + Send>>;
+type Lookup = Shared<LookupFuture>;
+/// Weak: a lookup whose every waiter gave up (their attempts ended) is dropped, not kept here.
+type InFlight = HashMap<(String, u16), WeakShared<LookupFuture>>;
+
+static IN_FLIGHT: Mutex<Option<InFlight>> = Mutex::new(None);
+
+/// Lookups started since the process began (tests prove that concurrent attempts share one).
+pub static STARTED: AtomicU64 = AtomicU64::new(0);
+
+/// Milliseconds every lookup waits before it asks the resolver (0: none): a test's slow resolver,
+/// whose lookups then surely overlap (`testingSlowLookups`).
+pub static DELAY_FOR_TEST: AtomicU64 = AtomicU64::new(0);
+
+/// The addresses of `host`, in the resolver's order: the lookup in flight for the same host and
+/// port if there is one, else a new one.
+pub async fn resolve(host: &str, port: u16) -> io::Result<Arc<[SocketAddr]>> {
+    let key = (host.to_owned(), port);
+    let lookup = join_or_start(&key);
+    let result = lookup.clone().await;
+    {
+        let mut in_flight = IN_FLIGHT.lock().unwrap_or_else(|p| p.into_inner());
+        let map = in_flight.get_or_insert_with(HashMap::new);
+        // Forget it, unless a newer lookup took its place.
+        if map
+            .get(&key)
+            .and_then(WeakShared::upgrade)
+            .is_none_or(|l| l.ptr_eq(&lookup))
+        {
+            map.remove(&key);
+        }
+    }
+    result.map_err(|e| io::Error::new(e.kind(), e.to_string()))
+}
+
+fn join_or_start(key: &(String, u16)) -> Lookup {
+    let mut in_flight = IN_FLIGHT.lock().unwrap_or_else(|p| p.into_inner());
+    let map = in_flight.get_or_insert_with(HashMap::new);
+    if let Some(lookup) = map.get(key).and_then(WeakShared::upgrade) {
+        return lookup;
+    }
+    STARTED.fetch_add(1, Ordering::Relaxed);
+    let (host, port) = key.clone();
+    let delay = DELAY_FOR_TEST.load(Ordering::Relaxed);
+    let future: LookupFuture = Box::pin(async move {
+        if delay > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+        }
+        match tokio::net::lookup_host((host.as_str(), port)).await {
+            Ok(addresses) => Ok(addresses.collect::<Vec<_>>().into()),
+            Err(e) => Err(Arc::new(e)),
+        }
+    });
+    let lookup = future.shared();
+    if map.len() >= 64 {
+        // Lookups all of whose attempts gave up: nothing completes them to forget them.
+        map.retain(|_, l| l.upgrade().is_some());
+    }
+    if let Some(weak) = lookup.downgrade() {
+        map.insert(key.clone(), weak);
+    }
+    lookup
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn concurrent_lookups_of_a_host_share_one_and_none_is_kept() {
+        let before = STARTED.load(Ordering::Relaxed);
+        let all = futures_util::future::join_all((0..50).map(|_| resolve("localhost", 9))).await;
+        let started = STARTED.load(Ordering::Relaxed) - before;
+        assert!(started <= 5, "{started} lookups for 50 concurrent attempts");
+        for addresses in all {
+            let addresses = addresses.unwrap();
+            assert!(!addresses.is_empty() && addresses.iter().all(|a| a.port() == 9));
+        }
+        let map = IN_FLIGHT.lock().unwrap();
+        assert!(map
+            .as_ref()
+            .is_none_or(|m| !m.contains_key(&("localhost".to_owned(), 9))));
+    }
+
+    #[tokio::test]
+    async fn a_failed_lookup_is_an_error_for_every_waiter() {
+        // A name the resolver refuses before any query leaves the machine (it holds a NUL).
+        let (a, b) = tokio::join!(resolve("bad\0name", 80), resolve("bad\0name", 80));
+        assert!(a.is_err() && b.is_err());
+    }
+}
