@@ -615,6 +615,9 @@ async fn connect_from(addr: SocketAddr, local: Option<IpAddr>) -> io::Result<Tcp
     socket.connect(addr).await
 }
 
+/// The scheme of a Unix domain socket's URL (as `ws` names it).
+pub const UNIX_SCHEME: &str = "ws+unix";
+
 /// The socket path and the request target of a `ws+unix:` URL, `ws`'s form:
 /// `ws+unix:/path/to/socket:/request/path?query` (the request path `/` when there is no `:`).
 pub fn unix_target(url: &Url) -> Option<(&str, String)> {
@@ -635,8 +638,6 @@ pub fn unix_target(url: &Url) -> Option<(&str, String)> {
         },
     ))
 }
-
-pub const UNIX_SCHEME: &str = "ws+unix";
 
 /// The Unix domain socket of a `ws+unix:` URL.
 async fn unix(url: &Url) -> Result<Transport, ConnError> {
