@@ -341,7 +341,6 @@ class ReconnectingWebSocket extends EventEmitter {
     return this.drainQueue()
   }
 
-  /** Lets this client keep the process alive while it is active (the default). */
   /**
    * ws's pause(): the socket is no longer read (messages already read still arrive), for this
    * connection and the next ones, until resume(). The server's pongs go unread too: a paused
@@ -369,6 +368,7 @@ class ReconnectingWebSocket extends EventEmitter {
     N.clientPauseReading(this, this.#pausers > 0)
   }
 
+  /** Lets this client keep the process alive while it is active (the default). */
   ref() {
     N.clientSetRef(this, true)
     return this
