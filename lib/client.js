@@ -66,7 +66,7 @@ const kClosed = Symbol('redial-ws.closed')
 // shape with every other client's (a fleet has one client per connection).
 const NO_EVENTS = Object.freeze(Object.create(null))
 
-/** A ping's or pong's payload as bytes: at most 125 (RFC 6455 §5.5). */
+/** A ping's or pong's payload as bytes: at most 125 (RFC 6455 section 5.5). */
 function controlPayload(what, data) {
   const buf = typeof data === 'string' ? Buffer.from(data) : Buffer.isBuffer(data) ? data : Buffer.from(data)
   if (buf.length > 125) throw makeError('ERR_OUT_OF_RANGE', `A ${what} payload must be at most 125 bytes`, RangeError)
