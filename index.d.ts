@@ -213,6 +213,11 @@ export interface RedialError extends Error {
   code: RedialErrorCode
   /** HTTP status of a rejected upgrade (`ERR_HANDSHAKE`): the target server's own answer. */
   status?: number
+  /**
+   * The headers of that answer (names lower-cased, repeated ones joined with ', '), as `ws`'s
+   * `unexpected-response` listeners read them; not enumerable, so that a logged error does not show them.
+   */
+  headers?: Record<string, string>
   /** HTTP status of a CONNECT proxy's refusal (`ERR_PROXY`, `ERR_PROXY_AUTH`): told apart from `status`. */
   proxyStatus?: number
 }

@@ -1,6 +1,7 @@
 // The basics against real peers: messages both ways, events in order, the state a user sees,
 // and the counters (`metrics`, `clientStats()`) that prove what a client holds.
 import { type EventEmitter, once } from 'node:events'
+import { inspect } from 'node:util'
 import test from 'ava'
 
 import { ReconnectingWebSocket, clientStats, type RedialError } from '../index.js'
@@ -181,12 +182,15 @@ test.serial('failed attempts report coded errors: refused, HTTP rejection, timeo
   t.true(c1.willReconnect)
   await refused.disconnect()
 
-  const http = await rawServer((s) => s.once('data', () => s.end('HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n')))
+  const answer = 'HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer realm="api"\r\nSet-Cookie: sid=SECRETCOOKIE\r\nVia: a\r\nVia: b\r\nContent-Length: 0\r\n\r\n'
+  const http = await rawServer((s) => s.once('data', () => s.end(answer)))
   t.teardown(() => http.close())
   const rejected = new ReconnectingWebSocket(http.url, { minDelay: 60_000 })
   const [e2] = await once(rejected, 'error')
   t.is(e2.code, 'ERR_HANDSHAKE')
-  t.is(e2.status, 404)
+  t.is(e2.status, 401)
+  t.like(e2.headers, { 'www-authenticate': 'Bearer realm="api"', 'set-cookie': 'sid=SECRETCOOKIE', via: 'a, b' })
+  t.false(inspect(e2).includes('SECRETCOOKIE'), 'a logged error does not show the headers')
   await rejected.disconnect()
 
   const silent = await rawServer((s) => s.resume())

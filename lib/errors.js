@@ -43,7 +43,10 @@ function fromNative(p) {
     const m = PROXY_STATUS.exec(p.message)
     if (m) extra = { proxyStatus: Number(m[1]) }
   }
-  return makeError(p.code, redactText(p.message), Error, extra)
+  const err = makeError(p.code, redactText(p.message), Error, extra)
+  // Not enumerable: a logged error does not print the server's cookies.
+  if (p.headers !== undefined) Object.defineProperty(err, 'headers', { value: p.headers, writable: true, configurable: true })
+  return err
 }
 
 module.exports = { makeError, fromNative, redactUrl, redactText }

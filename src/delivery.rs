@@ -635,8 +635,32 @@ fn error_obj(env: &Env, e: &ConnError) -> Result<Value> {
     o.set(c"message", e.message.as_str())?;
     if let Some(status) = e.status {
         o.set(c"status", u32::from(status))?;
+        if !e.headers.is_empty() {
+            o.set_value(c"headers", headers_obj(env, &e.headers)?)?;
+        }
     }
     Ok(o.value)
+}
+
+/// A response's headers as an object: names lower-cased (as received from the parser), a repeated
+/// header's values joined with ", ".
+fn headers_obj(env: &Env, headers: &[(String, String)]) -> Result<Value> {
+    let mut joined: Vec<(&str, String)> = Vec::with_capacity(headers.len());
+    for (name, value) in headers {
+        match joined.iter_mut().find(|(n, _)| *n == name.as_str()) {
+            Some((_, v)) => {
+                v.push_str(", ");
+                v.push_str(value);
+            }
+            None => joined.push((name, value.clone())),
+        }
+    }
+    let mut h = Obj::new(env)?;
+    for (name, value) in joined {
+        let key = std::ffi::CString::new(name).unwrap_or_default();
+        h.set(&key, value)?;
+    }
+    Ok(h.value)
 }
 
 fn event_to_js(env: &Env, event: JsEvent) -> Result<(u32, Value)> {
@@ -736,12 +760,7 @@ fn event_to_js(env: &Env, event: JsEvent) -> Result<(u32, Value)> {
                 PolicyInfo::Handshake { status, headers } => {
                     i.set(c"kind", "handshake")?;
                     i.set(c"status", u32::from(status))?;
-                    let mut h = Obj::new(raw)?;
-                    for (k, v) in headers {
-                        let key = std::ffi::CString::new(k).unwrap_or_default();
-                        h.set(&key, v)?;
-                    }
-                    i.set_value(c"headers", h.value)?;
+                    i.set_value(c"headers", headers_obj(raw, &headers)?)?;
                 }
                 PolicyInfo::Error { code } => {
                     i.set(c"kind", "error")?;
