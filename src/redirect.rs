@@ -15,6 +15,9 @@ use crate::transport;
 /// redirect (no 3xx status, or no `Location`), an error when its `Location` is not a WebSocket
 /// address.
 pub fn target(err: &ConnError, from: &Url) -> Option<Result<Url, ConnError>> {
+    if err.code != errors::ERR_HANDSHAKE {
+        return None;
+    }
     let status = err.status.filter(|s| (300..400).contains(s))?;
     let location = err
         .headers
@@ -105,6 +108,12 @@ mod tests {
         assert!(target(&refused(404, Some("/z")), &from).is_none());
         assert!(target(&refused(302, None), &from).is_none());
         assert!(target(&ConnError::new(errors::ERR_CONNECT, "refused"), &from).is_none());
+        let mut proxy = refused(302, Some("/z"));
+        proxy.code = errors::ERR_PROXY;
+        assert!(
+            target(&proxy, &from).is_none(),
+            "only the target's own answer redirects"
+        );
         for status in [300, 301, 302, 303, 307, 308, 399] {
             assert_eq!(
                 target(&refused(status, Some("/z")), &from).unwrap().unwrap(),
