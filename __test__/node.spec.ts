@@ -207,7 +207,8 @@ test.serial('opened(): waits through failed attempts where events.once(client, "
 
 test.serial("pause() and resume(), as ws's: the socket is not read while paused, then every message arrives in order", async (t) => {
   const payload = 'y'.repeat(16 * 1024)
-  const total = 1_000
+  // 32 MB: more than the kernel's socket buffers on both sides can hold, as in the test above.
+  const total = 2_000
   const peer = await wsServer((s) =>
     s.on('message', () => {
       for (let i = 0; i < total; i++) s.send(`${i}:${payload}`)
