@@ -315,6 +315,44 @@ test('a URL without a scheme gets ws:// (as in wscat); http:// means ws://', asy
   t.regex(bare.err.items.at(-1) ?? '', /^could not connect to ws:\/\/nosuchhost\.invalid\/ \(.+\); not retrying \(--no-reconnect\)$/)
 })
 
+test('-L follows a redirect (without it the 3xx is the reason it stops); a ws+unix: URL reaches a Unix socket', async (t) => {
+  const peer = await wsServer((socket) => socket.send('hi'))
+  t.teardown(() => peer.close())
+  const mover = await new Promise<http.Server>((resolve) => {
+    const s = http.createServer((_req, res) => res.writeHead(426).end())
+    s.on('upgrade', (_req, socket) => socket.end(`HTTP/1.1 302 Found\r\nLocation: ${peer.url}moved\r\nContent-Length: 0\r\n\r\n`))
+    s.listen(0, '127.0.0.1', () => resolve(s))
+  })
+  t.teardown(() => mover.close())
+  const from = `ws://127.0.0.1:${(mover.address() as net.AddressInfo).port}/`
+  const request = once(peer.wss, 'connection').then(([, req]) => req as http.IncomingMessage)
+  const c = cli(t, [from, '-L'])
+  await c.out.line(/^hi$/)
+  t.is((await request).url, '/moved')
+  c.proc.stdin.end()
+  t.is(await c.exit(), 0, c.err.text)
+  const d = cli(t, [from, '--no-reconnect'])
+  t.is(await d.exit(), 1, d.err.text)
+  t.regex(d.err.text, /ERR_HANDSHAKE/)
+  t.is(peer.accepted, 1)
+
+  const dir = mkdtempSync(join(tmpdir(), 'redial-cli-unix-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const socketPath = join(dir, 'ws.sock')
+  const unixServer = http.createServer()
+  const unixWss = new WebSocketServer({ server: unixServer })
+  unixWss.on('connection', (socket, req) => socket.send(`path ${req.url}`))
+  await new Promise<void>((resolve) => unixServer.listen(socketPath, resolve))
+  t.teardown(() => {
+    for (const s of unixWss.clients) s.terminate()
+    unixServer.close()
+  })
+  const u = cli(t, [`ws+unix:${socketPath}:/over/unix`])
+  await u.out.line(/^path \/over\/unix$/)
+  u.proc.stdin.end()
+  t.is(await u.exit(), 0, u.err.text)
+})
+
 /** Sends a welcome, a binary message and a two-line text with an escape sequence; echoes what it gets. */
 function chatty(socket: WebSocket) {
   socket.send('welcome')
@@ -603,7 +641,7 @@ test('bad usage exits with 2 without connecting', async (t) => {
     [['not a url'], /^redial-ws: invalid URL "not a url" \(ERR_INVALID_URL\)$/m],
     [['127.0.0.1:99999'], /^redial-ws: invalid URL "127\.0\.0\.1:99999" \(ERR_INVALID_URL\)$/m],
     [['ws://user:secret@127.0.0.1/#top'], /^redial-ws: invalid URL "ws:\/\/user:\*\*\*@127\.0\.0\.1\/#top": the URL must not contain a fragment \(ERR_INVALID_URL\)$/m],
-    [['ftp://127.0.0.1/'], /^redial-ws: unsupported URL scheme "ftp:" in "ftp:\/\/127\.0\.0\.1\/": use ws:\/\/ or wss:\/\/ \(ERR_INVALID_URL_SCHEME\)$/m],
+    [['ftp://127.0.0.1/'], /^redial-ws: unsupported URL scheme "ftp:" in "ftp:\/\/127\.0\.0\.1\/": use ws:\/\/, wss:\/\/ or ws\+unix: \(ERR_INVALID_URL_SCHEME\)$/m],
     [[peer.url, '--max-delay', 'soon'], /--max-delay must be a whole number/],
     [[peer.url, '--ping-interval', '-5'], /ping-interval/],
     [[peer.url, '--header', 'NoColon'], /--header must look like "Name: value"/],
@@ -629,7 +667,7 @@ test('--help and --version', async (t) => {
   const help = cli(t, ['--help'])
   t.is(await help.exit(), 0)
   t.regex(help.out.text, /^Usage: redial-ws <url> \[options\]/)
-  for (const option of ['--header', '--protocol', '--max-delay', '--ping-interval', '--no-reconnect', '--ca', '--insecure', '--cert', '--key', '--proxy', '--json']) {
+  for (const option of ['--header', '--protocol', '--max-delay', '--ping-interval', '--no-reconnect', '--location', '--ca', '--insecure', '--cert', '--key', '--proxy', '--json']) {
     t.true(help.out.text.includes(option), option)
   }
   const ver = cli(t, ['--version'])

@@ -28,6 +28,7 @@ connection cleanly and exits.
 
 <url> is ws://host[:port][/path] or wss://...; without a scheme, ws:// is
 assumed (redial-ws localhost:8080); http:// and https:// mean ws:// and wss://.
+A Unix domain socket: ws+unix:/path/to/socket[:/request/path].
 
 On a terminal, received messages are shown as "< message" and sent lines as
 "> line" (control characters in messages are shown escaped, e.g. \\x1b). When
@@ -40,6 +41,7 @@ Options:
       --max-delay <ms>        cap of the reconnect delay [30000]
       --ping-interval <ms>    heartbeat ping interval, 0 disables [30000]
       --no-reconnect          do not reconnect: exit when the connection ends
+  -L, --location              follow redirects (3xx answers with a Location)
       --ca <file>             extra trusted CA certificate(s), PEM file (wss:)
       --insecure              accept any TLS certificate (testing only)
       --cert <file>           client certificate (chain), PEM file, for a server
@@ -77,6 +79,7 @@ function parseCommandLine(argv) {
         'max-delay': { type: 'string' },
         'ping-interval': { type: 'string' },
         'no-reconnect': { type: 'boolean', default: false },
+        location: { type: 'boolean', short: 'L', default: false },
         ca: { type: 'string' },
         insecure: { type: 'boolean', default: false },
         cert: { type: 'string' },
@@ -122,6 +125,7 @@ function clientOptions(values) {
   const pingInterval = milliseconds(values, 'ping-interval')
   if (pingInterval !== undefined) options.pingInterval = pingInterval
   if (values['no-reconnect']) options.maxRetries = 0
+  if (values.location) options.followRedirects = true
 
   if (values.header.length > 0) {
     const headers = {}
@@ -156,8 +160,8 @@ function clientOptions(values) {
 
 // --- URLs -------------------------------------------------------------------
 
-// `scheme://...`, or a special scheme the URL parser completes (`ws:host`).
-const HAS_SCHEME = /^[A-Za-z][A-Za-z0-9+.-]*:\/\/|^(?:wss?|https?):/i
+// `scheme://...`, a special scheme the URL parser completes (`ws:host`), or a Unix socket's.
+const HAS_SCHEME = /^[A-Za-z][A-Za-z0-9+.-]*:\/\/|^(?:wss?|https?|ws\+unix):/i
 
 /**
  * The URL to connect to, as wscat reads it: `localhost:8080`, `127.0.0.1:8080/path`
@@ -184,7 +188,7 @@ function badUrlMessage(input, err) {
   const shown = JSON.stringify(redactUrl(input))
   if (err.code === 'ERR_INVALID_URL_SCHEME') {
     const scheme = /^([A-Za-z][A-Za-z0-9+.-]*:)/.exec(input.trim())
-    return `unsupported URL scheme${scheme ? ` "${scheme[1]}"` : ''} in ${shown}: use ws:// or wss:// (ERR_INVALID_URL_SCHEME)`
+    return `unsupported URL scheme${scheme ? ` "${scheme[1]}"` : ''} in ${shown}: use ws://, wss:// or ws+unix: (ERR_INVALID_URL_SCHEME)`
   }
   if (err.code === 'ERR_INVALID_URL') {
     // The client's message names the URL (redacted); only the generic one is replaced.
