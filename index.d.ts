@@ -470,7 +470,8 @@ export declare class ReconnectingWebSocket<B extends BinaryType = 'nodebuffer'> 
   pong(data?: string | Buffer | Uint8Array): void
   /**
    * As `ws`'s: stops reading the socket (messages already read still arrive), for this connection and
-   * the next ones, until `resume()`. The heartbeat never takes a paused connection for dead.
+   * the next ones, until `resume()`. The heartbeat never takes a paused connection for dead. `disconnect()`
+   * while paused cannot read the server's close either: it ends the connection after `closeTimeout`.
    */
   pause(): void
   resume(): void

@@ -152,7 +152,6 @@ test.serial("the upgrade event shows each connection's 101 answer, as ws's respo
     headers.push(`X-Connection: ${++n}`, 'Set-Cookie: a=1', 'Set-Cookie: b=2', 'X-Repeated: one', 'x-repeated: two', 'Location: /first', 'Location: /second'),
   )
   const client = new ReconnectingWebSocket(peer.url, { minDelay: 10, maxDelay: 10 })
-  t.teardown(() => client.disconnect())
   const rec = new Recorder(client, ['upgrade', 'open'])
   await rec.next('open')
   const first = await rec.next('upgrade')
@@ -167,6 +166,8 @@ test.serial("the upgrade event shows each connection's 101 answer, as ws's respo
   await rec.next('open')
   t.like((await rec.next('upgrade')).headers, { 'x-connection': '2' })
   t.deepEqual(rec.log.map((e) => e.name), ['upgrade', 'open', 'upgrade', 'open'])
+  await client.disconnect()
+  t.like(clientStats(), { openConnections: 0, runningTasks: 0, pendingAttempts: 0 })
 })
 
 test.serial('failed attempts report coded errors: refused, HTTP rejection, timeout', async (t) => {

@@ -6,11 +6,16 @@ import http from 'node:http'
 import { createRequire } from 'node:module'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import test from 'ava'
+import test, { type ExecutionContext } from 'ava'
 import { WebSocketServer } from 'ws'
 
 import { ReconnectingWebSocket, clientStats, type RedialError } from '../index.js'
 import { Recorder, wsServer } from './helpers.js'
+
+/** Everything a client held is released by the time its disconnect() resolves. */
+function released(t: ExecutionContext) {
+  t.like(clientStats(), { openConnections: 0, pendingAttempts: 0, pendingReconnects: 0, runningTasks: 0, ioBuffers: 0 })
+}
 
 const native = createRequire(import.meta.url)('../lib/native.js') as { testingLookups(): number; testingSlowLookups(ms: number): void }
 
@@ -21,12 +26,13 @@ test.serial('localAddress: every connection comes from that address', async (t) 
   t.teardown(() => peer.close())
   // All of 127.0.0.0/8 is this host's on Linux: the client can connect from 127.0.0.2.
   const client = new ReconnectingWebSocket(peer.url, { localAddress: '127.0.0.2', minDelay: 10, maxDelay: 10 })
-  t.teardown(() => client.disconnect())
   const rec = new Recorder(client)
   await rec.next('open')
   for (const s of peer.sockets) s.terminate()
   await rec.next('open')
   t.deepEqual(from, ['127.0.0.2', '127.0.0.2'])
+  await client.disconnect()
+  released(t)
 })
 
 test.serial('family: a host name connects only to its addresses of that IP version', async (t) => {
@@ -36,6 +42,7 @@ test.serial('family: a host name connects only to its addresses of that IP versi
   const v4 = new ReconnectingWebSocket(url, { family: 4 })
   await new Recorder(v4).next('open')
   await v4.disconnect()
+  released(t)
   t.is(peer.accepted, 1)
   // The server listens on 127.0.0.1 only: whether localhost has an IPv6 address (::1, refused)
   // or none, an IPv6-only client must not reach it.
@@ -44,6 +51,7 @@ test.serial('family: a host name connects only to its addresses of that IP versi
   const err: RedialError = await rec.next('error')
   await rec.next('giveup')
   await v6.disconnect()
+  released(t)
   t.is(err.code, 'ERR_CONNECT')
   t.regex(err.message, /localhost has no IPv6 address|refused/i)
   t.is(peer.accepted, 1, 'no IPv6-only connection reached the IPv4 server')
@@ -89,12 +97,14 @@ test.serial("ws+unix: URLs reach a server on a Unix domain socket, in ws's form 
     ['/chat?room=1', 'localhost'],
   ])
   await client.disconnect()
-  t.like(clientStats(), { openConnections: 0, pendingAttempts: 0, pendingReconnects: 0, runningTasks: 0, ioBuffers: 0, jsReaders: 0 })
+  released(t)
+  t.is(clientStats().jsReaders, 0)
   const missing = new ReconnectingWebSocket(`ws+unix:${join(dir, 'none.sock')}`, { maxRetries: 0 })
   const failed = new Recorder(missing)
   const err: RedialError = await failed.next('error')
   await failed.next('giveup')
   await missing.disconnect()
+  released(t)
   t.is(err.code, 'ERR_CONNECT')
   t.throws(() => new ReconnectingWebSocket('ws+unix::/path'), { code: 'ERR_INVALID_URL' } as object)
   t.throws(() => new ReconnectingWebSocket(`ws+unix:${socketPath}`, { proxy: 'http://127.0.0.1:1' }), { code: 'ERR_INVALID_ARG_VALUE' } as object)
@@ -113,5 +123,6 @@ test.serial('a fleet connecting to a host name at once shares its lookups: one p
   const lookups = native.testingLookups() - before
   t.true(lookups >= 1 && lookups <= 3, `${lookups} lookups for ${count} clients`)
   await Promise.all(clients.map((c) => c.disconnect()))
+  released(t)
   t.is(peer.accepted, count)
 })

@@ -234,4 +234,5 @@ test.serial("pause() and resume(), as ws's: the socket is not read while paused,
   await until(() => got.length === total, `all messages after resume() (${got.length})`)
   t.deepEqual(got, Array.from({ length: total }, (_, i) => String(i)))
   await client.disconnect()
+  t.like(clientStats(), { openConnections: 0, runningTasks: 0, ioBuffers: 0, jsReaders: 0 })
 })

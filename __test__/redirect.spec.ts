@@ -4,11 +4,16 @@
 import http from 'node:http'
 import { once } from 'node:events'
 import type net from 'node:net'
-import test from 'ava'
+import test, { type ExecutionContext } from 'ava'
 import { WebSocketServer } from 'ws'
 
-import { ReconnectingWebSocket, type RedialError } from '../index.js'
+import { ReconnectingWebSocket, clientStats, type RedialError } from '../index.js'
 import { Recorder } from './helpers.js'
+
+/** Everything a client held is released by the time its disconnect() resolves. */
+function released(t: ExecutionContext) {
+  t.like(clientStats(), { openConnections: 0, pendingAttempts: 0, pendingReconnects: 0, runningTasks: 0, ioBuffers: 0 })
+}
 
 interface Hit {
   port: number
@@ -60,7 +65,6 @@ test.serial('a redirect on the same host keeps every header; each reconnect star
   const a = await server((path) => (path === '/start' ? { status: 302, location: 'moved?x=1' } : null), hits)
   t.teardown(() => a.close())
   const client = new ReconnectingWebSocket(a.url('/start'), { followRedirects: true, headers: credentials, minDelay: 10, maxDelay: 10 })
-  t.teardown(() => client.disconnect())
   const rec = new Recorder(client, ['upgrade', 'open', 'error'])
   await rec.next('open')
   t.deepEqual(hits.map((h) => h.path), ['/start', '/moved?x=1'])
@@ -72,6 +76,8 @@ test.serial('a redirect on the same host keeps every header; each reconnect star
   t.deepEqual(hits.map((h) => h.path), ['/start', '/moved?x=1', '/start', '/moved?x=1'])
   const errors = rec.log.filter((e) => e.name === 'error').map((e) => (e.args[0] as RedialError).code)
   t.false(errors.includes('ERR_HANDSHAKE'), `only the terminated connection's error: ${errors}`)
+  await client.disconnect()
+  released(t)
 })
 
 test.serial('a redirect to another host or port, or from wss: to ws:, goes without Authorization and Cookie', async (t) => {
@@ -80,7 +86,6 @@ test.serial('a redirect to another host or port, or from wss: to ws:, goes witho
   const a = await server((path) => (path === '/start' ? { status: 307, location: target.url('/there') } : null), hits)
   t.teardown(() => Promise.all([a.close(), target.close()]))
   const client = new ReconnectingWebSocket(a.url('/start'), { followRedirects: true, headers: credentials })
-  t.teardown(() => client.disconnect())
   await new Recorder(client).next('open')
   t.deepEqual(
     hits.map((h) => [h.port, h.path]),
@@ -94,6 +99,8 @@ test.serial('a redirect to another host or port, or from wss: to ws:, goes witho
   t.is(hits[1].headers.cookie, undefined)
   t.is(hits[1].headers['x-kept'], 'yes')
   t.is(hits[1].headers.host, `127.0.0.1:${target.port}`)
+  await client.disconnect()
+  released(t)
 })
 
 test.serial('without followRedirects a 3xx is a failed attempt; a loop, a missing Location or a bad one fail with ERR_HANDSHAKE', async (t) => {
@@ -112,6 +119,7 @@ test.serial('without followRedirects a 3xx is a failed attempt; a loop, a missin
     const err: RedialError = await rec.next('error')
     await rec.next('giveup')
     await client.disconnect()
+    released(t)
     t.is(rec.count('open'), 0)
     return { err, paths: hits.map((h) => h.path) }
   }

@@ -120,7 +120,8 @@ async fn connect(cfg: &ConnConfig, params: &AttemptParams) -> Result<Opened, Con
     let mut result = upgrade(cfg, params).await;
     let Some(max) = cfg.max_redirects else { return result };
     let mut hop: Option<AttemptParams> = None;
-    for followed in 0.. {
+    let mut followed = 0;
+    loop {
         let refused = match result {
             Ok(opened) => return Ok(opened),
             Err(e) => e,
@@ -133,11 +134,11 @@ async fn connect(cfg: &ConnConfig, params: &AttemptParams) -> Result<Opened, Con
         if followed == max {
             return Err(redirect::too_many(refused, &to, max));
         }
+        followed += 1;
         let next = redirect::hop(params, to);
         result = upgrade(cfg, &next).await;
         hop = Some(next);
     }
-    unreachable!("a u32 count of redirects ends the loop first")
 }
 
 async fn upgrade(cfg: &ConnConfig, params: &AttemptParams) -> Result<Opened, ConnError> {

@@ -72,7 +72,6 @@ pub fn hop(client: &AttemptParams, to: Url) -> AttemptParams {
 /// status and headers (what `shouldReconnect` sees), and where it pointed.
 pub fn too_many(mut last: ConnError, to: &Url, max: u32) -> ConnError {
     let status = last.status.unwrap_or(300);
-    last.code = errors::ERR_HANDSHAKE;
     last.message = format!(
         "the server redirected more than {max} time{} (maxRedirects); the last answer was HTTP {status} to {}",
         if max == 1 { "" } else { "s" },
