@@ -112,6 +112,17 @@ export interface TlsOptions {
   passphrase?: string | Buffer
 }
 
+/** `send()`'s callback: `err` is undefined once the message is written, an `ERR_NOT_SENT` error once it never will be. */
+export type SendCallback = (err?: NotSentError) => void
+
+/** Why a message sent with a callback will never be sent. */
+export interface NotSentError extends Error {
+  code: 'ERR_NOT_SENT'
+  /** `'overflow'`: the full queue dropped it (`'drop-oldest'`); `'drained'`: `drainQueue()` handed it back;
+   * `'discarded'`: `disconnect()` discarded it; `'closed'`: the client closed as it was sent (see the `drop` event). */
+  reason: 'overflow' | 'drained' | 'discarded' | 'closed'
+}
+
 /** `send()` options, as `ws` takes them. */
 export interface SendOptions {
   /** Send a string as a binary message (`true`), or bytes that are UTF-8 as a text message (`false`) [by the data's type]. */
@@ -164,6 +175,8 @@ export type RedialErrorCode =
   | 'ERR_INTERNAL'
   /** `send()`/`ping()` while closed (or while connecting with `queue: false`). */
   | 'ERR_NOT_OPEN'
+  /** Given to a `send()` callback: the message will never be sent (`err.reason`). */
+  | 'ERR_NOT_SENT'
   /** Malformed URL, or a fragment in it (SyntaxError). */
   | 'ERR_INVALID_URL'
   /** A URL scheme other than ws:, wss:, http:, https: (SyntaxError). */
@@ -461,9 +474,12 @@ export declare class ReconnectingWebSocket<B extends BinaryType = 'nodebuffer'> 
   /**
    * Sends a text (string) or binary message; while connecting or waiting to reconnect it is queued and
    * written, in order, on the next open. Throws `ERR_NOT_OPEN` when closed, `ERR_QUEUE_FULL` on overflow.
-   * `options` as in `ws`; there is no callback (a message may wait in the queue across reconnects).
+   * `options` as in `ws`. `callback`, as `ws`'s, runs on a later tick: without an error once the message
+   * is written to the socket (from the queue: on a later connection), with an `ERR_NOT_SENT` error
+   * (`err.reason`) once it never will be; not at all when `send()` throws.
    */
-  send(data: string | Buffer | ArrayBufferView | ArrayBuffer, options?: SendOptions | null): void
+  send(data: string | Buffer | ArrayBufferView | ArrayBuffer, options?: SendOptions | null, callback?: SendCallback): void
+  send(data: string | Buffer | ArrayBufferView | ArrayBuffer, callback: SendCallback): void
   /** Sends a ping (payload at most 125 bytes). Throws `ERR_NOT_OPEN` when not open. */
   ping(data?: string | Buffer | Uint8Array): void
   /** Sends an unsolicited pong, as `ws`'s `pong()` (pings are answered anyway). Throws `ERR_NOT_OPEN` when not open. */

@@ -30,6 +30,7 @@ const { parseResponseHead } = require('./response')
 
 const { rethrowLater, convertBinary } = wire
 const {
+  sent: SENT,
   notOpen: SENT_NOT_OPEN,
   queueFull: SENT_QUEUE_FULL,
   dropping: SENT_DROPPING,
@@ -40,6 +41,39 @@ const {
 /** One microtask per turn writes what the fast path corked (src/transport.rs). */
 function uncork(client) {
   N.clientUncork(client)
+}
+
+/** What became of a message sent with a callback, by the addon's number (src/outbox.rs `Fate`). */
+const FATES = ['written', 'overflow', 'drained', 'discarded']
+
+/** A send() callback's error: the message will never be sent (`reason` says why). */
+function notSent(reason) {
+  const why = {
+    overflow: 'the offline queue was full and dropped it',
+    drained: 'drainQueue() handed it back',
+    discarded: 'disconnect() discarded it from the queue',
+    closed: 'the client closed before it could be sent',
+  }[reason]
+  return makeError('ERR_NOT_SENT', `The message was not sent: ${why}`, Error, { reason })
+}
+
+/** send() callbacks run on a later tick, as ws's do, never inside the call that settled them. */
+function callLater(callback, err) {
+  if (err === undefined) process.nextTick(callback)
+  else process.nextTick(callback, err)
+}
+
+/** The data send() takes, as the addon takes it (a string or a Buffer over the same bytes). */
+function sendable(data) {
+  if (typeof data === 'string' || Buffer.isBuffer(data)) return data
+  if (ArrayBuffer.isView(data)) return Buffer.from(data.buffer, data.byteOffset, data.byteLength)
+  if (data instanceof ArrayBuffer) return Buffer.from(data)
+  throw sendTypeError(data)
+}
+
+function sendTypeError(data) {
+  const got = data === null ? 'null' : typeof data
+  return makeError('ERR_INVALID_ARG_TYPE', `send() takes a string, Buffer, ArrayBufferView or ArrayBuffer. Received ${got}`, TypeError)
 }
 
 const CONNECTING = 0
@@ -107,6 +141,9 @@ class ReconnectingWebSocket extends EventEmitter {
   /** Number of messages() iterators over their high-water mark, and pause(): reading is paused while > 0. */
   #pausers = 0
   #paused = false
+  /** send() callbacks by ticket, for messages whose fate the addon reports; null until the first. */
+  #callbacks = null
+  #lastTicket = 0
 
   /**
    * `new ReconnectingWebSocket(url, options?)`, or reconnecting-websocket's
@@ -251,7 +288,10 @@ class ReconnectingWebSocket extends EventEmitter {
     const seq = N.clientDisconnect(this, code, reason, flush)
     if (seq === 0) {
       this.#state = 'closed'
-      return Promise.resolve({ discarded: N.clientDiscardQueue(this) })
+      const discarded = N.clientDiscardQueue(this)
+      // Resolved behind the callbacks of what it discarded (ticks run in order), as when the driver reports it.
+      if (this.#settleCallbacks()) return new Promise((resolve) => process.nextTick(resolve, { discarded }))
+      return Promise.resolve({ discarded })
     }
     this.#closing = true
     this.#state = 'closing'
@@ -294,31 +334,88 @@ class ReconnectingWebSocket extends EventEmitter {
    */
   send(data) {
     // ws's `send(data, options, callback)`: rare, and kept off the common path.
-    if (arguments.length > 1) data = withSendOptions(data, arguments[1], arguments[2])
+    if (arguments.length > 1) {
+      const [, options, callback] = arguments
+      if (typeof options === 'function') return this.#sendWithCallback(data, undefined, options)
+      if (callback !== undefined) return this.#sendWithCallback(data, options, callback)
+      data = withSendOptions(data, options)
+    }
     let outcome
     if (typeof data === 'string') outcome = N.clientSendText(this, data)
     else if (Buffer.isBuffer(data)) outcome = N.clientSendBinary(this, data)
     else if (ArrayBuffer.isView(data)) outcome = N.clientSendBinary(this, Buffer.from(data.buffer, data.byteOffset, data.byteLength))
     else if (data instanceof ArrayBuffer) outcome = N.clientSendBinary(this, Buffer.from(data))
-    else {
-      const got = data === null ? 'null' : typeof data
-      throw makeError('ERR_INVALID_ARG_TYPE', `send() takes a string, Buffer, ArrayBufferView or ArrayBuffer. Received ${got}`, TypeError)
-    }
+    else throw sendTypeError(data)
     if (outcome === SENT_CORKED) return void queueMicrotask(() => uncork(this))
+    this.#sent(outcome, data)
+  }
+
+  /**
+   * What send() does past the fast path's outcomes: throw, or report what it dropped. Returns
+   * the `drop` event's reason when that reported `data` itself.
+   */
+  #sent(outcome, data) {
     if (outcome === SENT_NOT_OPEN || outcome === SENT_NOT_CONNECTED) {
       // The native side ended the connection (or gave up) before JS has seen that event: a
       // send() made while the client still looked open (or, with the queue on, connecting) must
       // not throw. Nothing wrote the message and nothing will: it is reported like any message
       // a closed client drops.
       const looksUsable = outcome === SENT_NOT_OPEN ? this.#state !== 'closed' : this.#state === 'open'
-      if (looksUsable && !this.#closing) return void this.emit('drop', { reason: 'closed', messages: [data] })
+      if (looksUsable && !this.#closing) return this.#dropped('closed', data)
       throw makeError('ERR_NOT_OPEN', `Cannot send: the connection is ${this.#state}`)
     }
     if (outcome === SENT_QUEUE_FULL) {
-      if (this.#rws?.dropNewest) return void this.emit('drop', { reason: 'overflow', messages: [data] })
+      if (this.#rws?.dropNewest) return this.#dropped('overflow', data)
       throw makeError('ERR_QUEUE_FULL', 'Cannot send: the offline queue is full')
     }
     if (outcome === SENT_DROPPING) this.emit('drop', { reason: 'overflow', messages: N.clientTakeDropped(this) })
+  }
+
+  #dropped(reason, data) {
+    this.emit('drop', { reason, messages: [data] })
+    return reason
+  }
+
+  /**
+   * ws's `send(data, callback)`: `callback()` once the message is written to the socket (on this
+   * connection or, from the queue, a later one), `callback(err)` (`ERR_NOT_SENT`) once it never
+   * will be. A send() that throws calls nothing. Messages the fast path corked are written by the
+   * uncork at the end of this turn; the others carry a ticket, and the addon reports their fate
+   * (the `sent` event, or the call that dropped them).
+   */
+  #sendWithCallback(data, options, callback) {
+    if (typeof callback !== 'function') {
+      throw makeError('ERR_INVALID_ARG_TYPE', `send()'s callback must be a function. Received ${callback === null ? 'null' : typeof callback}`, TypeError)
+    }
+    data = sendable(withSendOptions(data, options))
+    const ticket = ++this.#lastTicket
+    const outcome = N.clientSendTicketed(this, data, ticket)
+    if (outcome === SENT_CORKED || outcome === SENT) {
+      // Written by the uncork of this turn, which is queued before this (microtasks run in order).
+      if (outcome === SENT_CORKED) queueMicrotask(() => uncork(this))
+      return void queueMicrotask(() => callLater(callback))
+    }
+    const waits = outcome !== SENT_NOT_OPEN && outcome !== SENT_NOT_CONNECTED && outcome !== SENT_QUEUE_FULL
+    if (waits) (this.#callbacks ??= new Map()).set(ticket, callback)
+    const dropped = this.#sent(outcome, data)
+    if (dropped !== undefined) callLater(callback, notSent(dropped))
+    // Older messages this one pushed out of the queue.
+    this.#settleCallbacks()
+  }
+
+  /** Runs (on a later tick) the callbacks of messages the addon reports written or dropped; false if none. */
+  #settleCallbacks() {
+    const callbacks = this.#callbacks
+    if (callbacks === null || callbacks.size === 0) return false
+    const settled = N.clientTakeSettled(this)
+    for (let i = 0; i < settled.length; i += 2) {
+      const callback = callbacks.get(settled[i])
+      if (callback === undefined) continue
+      callbacks.delete(settled[i])
+      const fate = FATES[settled[i + 1]]
+      callLater(callback, fate === 'written' ? undefined : notSent(fate))
+    }
+    return settled.length > 0
   }
 
   /** Sends a ping frame (payload up to 125 bytes). Throws ERR_NOT_OPEN when not open. */
@@ -333,7 +430,9 @@ class ReconnectingWebSocket extends EventEmitter {
 
   /** Hands back the queued, unsent messages (oldest first) and empties the queue. */
   drainQueue() {
-    return N.clientDrainQueue(this)
+    const messages = N.clientDrainQueue(this)
+    this.#settleCallbacks()
+    return messages
   }
 
   /** partysocket's name for `drainQueue()`. */
@@ -594,6 +693,7 @@ class ReconnectingWebSocket extends EventEmitter {
   /** `{ gen, discarded, upto }`: the driver of generation `gen` exited, having received the disconnect() calls up to `upto`. */
   #onIdle({ gen, discarded, upto }) {
     // The exit report of a driver that connect() has since replaced only settles the calls it received.
+    this.#settleCallbacks()
     if (gen !== N.clientGeneration(this)) this.#resolveWaiters(discarded, upto)
     // This client's driver is gone: nothing is left running, every call is settled.
     else this.#settleDisconnect(discarded, Infinity)
@@ -601,6 +701,8 @@ class ReconnectingWebSocket extends EventEmitter {
 
   /** The disconnect() calls up to `upto` completed (and every one when the client is idle). */
   #settleDisconnect(discarded, upto) {
+    // Callbacks first: theirs run on the next tick, before anything awaiting disconnect() resumes.
+    this.#settleCallbacks()
     this.#resolveWaiters(discarded, upto)
     if (this.#closing && this.#waiters === null) {
       this.#closing = false
@@ -679,6 +781,7 @@ class ReconnectingWebSocket extends EventEmitter {
       decide: (c, p) => c.#decide(p),
       disconnected: (c, { discarded, upto }) => c.#settleDisconnect(discarded, upto),
       idle: (c, p) => c.#onIdle(p),
+      sent: (c) => c.#settleCallbacks(),
     })
   }
 }

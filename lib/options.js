@@ -602,19 +602,10 @@ const utf8 = new TextDecoder('utf-8', { fatal: true })
  * `send(data, options)` in `ws`'s shape: `binary` picks the frame type (a string as binary; bytes
  * as text if they are UTF-8), `compress` and `mask: true` are accepted (the deflate threshold
  * decides compression; a client masks every frame). What cannot be honoured is refused, not
- * ignored: a callback (there is no per-message write callback: a message may wait in the offline
- * queue across reconnects), `fin: false` (no fragmented sends) and `mask: false`. Returns the data
- * to send.
+ * ignored: `fin: false` (no fragmented sends) and `mask: false`. Returns the data to send (the
+ * callback is the client's: lib/client.js).
  */
-function withSendOptions(data, options, callback) {
-  if (typeof options === 'function' || callback !== undefined) {
-    throw makeError(
-      'ERR_INVALID_ARG_TYPE',
-      'send() takes no callback: a message may wait in the offline queue across reconnects, so there is no "written" moment to report. ' +
-        'Watch bufferedAmount for backpressure, the "drop" event for what will never be sent, and have the server acknowledge what it must receive',
-      TypeError,
-    )
-  }
+function withSendOptions(data, options) {
   // A wrapper that forwards optional options passes undefined (or null, which ws takes too).
   if (options === undefined || options === null) return data
   if (typeof options !== 'object' || Array.isArray(options)) throw typeError('send() options', 'an object', options)

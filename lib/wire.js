@@ -12,7 +12,7 @@ const N = require('./native')
 const { events: EVENTS, send: SEND } = N.wireProtocol()
 
 /** The send() outcomes lib/client.js tells apart: the addon must report exactly these. */
-const SEND_OUTCOMES = ['sent', 'queued', 'notOpen', 'queueFull', 'dropping', 'corked', 'notConnected']
+const SEND_OUTCOMES = ['sent', 'queued', 'notOpen', 'queueFull', 'dropping', 'corked', 'notConnected', 'handed']
 
 function checkSendOutcomes(send) {
   const names = Object.keys(send)

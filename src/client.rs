@@ -29,7 +29,7 @@ use crate::frame::Limits;
 use crate::machine::{HonorRetryAfter, Policy};
 use crate::napi_raw;
 use crate::options::NativeOptions;
-use crate::outbox::{QueueConfig, SendOutcome};
+use crate::outbox::{QueueConfig, SendOutcome, NO_TICKET};
 use crate::protocol::send as outcome;
 use crate::queue::Queue;
 use crate::shared::{AttemptParams, Shared};
@@ -372,20 +372,33 @@ impl NativeClient {
 
     /// Sends or queues a text message. Returns a `protocol::send` outcome.
     pub fn send_text(&mut self, data: String) -> u32 {
-        self.send(Message::Text(data.into()))
+        self.send(Message::Text(data.into()), NO_TICKET)
     }
 
     /// As `sendText`, for binary data (copied once).
     pub fn send_binary(&mut self, data: &[u8]) -> u32 {
-        self.send(Message::Binary(Bytes::copy_from_slice(data)))
+        self.send(Message::Binary(Bytes::copy_from_slice(data)), NO_TICKET)
     }
 
-    fn send(&mut self, msg: Message) -> u32 {
-        let result = self.shared.outbox().send(msg, &self.config.queue, &self.shared.metrics);
+    /// `send(data, callback)`: the message carries `ticket` until its fate is known.
+    pub fn send_ticketed(&mut self, data: Either<String, &[u8]>, ticket: u64) -> u32 {
+        let msg = match data {
+            Either::A(text) => Message::Text(text.into()),
+            Either::B(bytes) => Message::Binary(Bytes::copy_from_slice(bytes)),
+        };
+        self.send(msg, ticket)
+    }
+
+    fn send(&mut self, msg: Message, ticket: u64) -> u32 {
+        let result = self
+            .shared
+            .outbox()
+            .send(msg, ticket, &self.config.queue, &self.shared.metrics);
         match result {
             SendOutcome::Sent => outcome::SENT,
             SendOutcome::SentUncorkLater => outcome::CORKED,
             SendOutcome::Queued => outcome::QUEUED,
+            SendOutcome::Handed => outcome::HANDED,
             SendOutcome::NotOpen => outcome::NOT_OPEN,
             SendOutcome::QueueFull => outcome::QUEUE_FULL,
             SendOutcome::NotConnected => outcome::NOT_CONNECTED,
@@ -415,6 +428,16 @@ impl NativeClient {
             .drain(&self.shared.metrics)
             .into_iter()
             .filter_map(to_js)
+            .collect()
+    }
+
+    /// Tickets of messages sent with a callback and what became of each, as
+    /// `[ticket, fate, ticket, fate, ...]` (`outbox::Fate`'s numbers).
+    pub fn take_settled(&self) -> Vec<f64> {
+        let settled = self.shared.outbox().take_settled();
+        settled
+            .into_iter()
+            .flat_map(|(ticket, fate)| [ticket as f64, f64::from(fate as u8)])
             .collect()
     }
 
@@ -643,6 +666,24 @@ pub fn client_send_text(env: Env, owner: Object<'_>, data: String) -> Result<u32
 #[napi]
 pub fn client_send_binary(env: Env, owner: Object<'_>, data: &[u8]) -> Result<u32> {
     Ok(client(&env, &owner)?.send_binary(data))
+}
+
+/// `send(data, callback)`: as `clientSendText`/`clientSendBinary`, the message carrying
+/// `ticket` (a positive integer) until it is written, dropped, drained or discarded; then
+/// `clientTakeSettled` reports it. `handed`: the driver writes it (and a `sent` event follows);
+/// `sent`/`corked`: the fast path took it, and JS settles it after the uncork.
+#[napi]
+pub fn client_send_ticketed(env: Env, owner: Object<'_>, data: Either<String, &[u8]>, ticket: f64) -> Result<u32> {
+    const MAX_SAFE_INTEGER: f64 = 9_007_199_254_740_991.0;
+    if !((1.0..=MAX_SAFE_INTEGER).contains(&ticket) && ticket.fract() == 0.0) {
+        return Err(Error::new(Status::InvalidArg, "a ticket is a positive safe integer"));
+    }
+    Ok(client(&env, &owner)?.send_ticketed(data, ticket as u64))
+}
+
+#[napi]
+pub fn client_take_settled(env: Env, owner: Object<'_>) -> Result<Vec<f64>> {
+    Ok(client(&env, &owner)?.take_settled())
 }
 
 /// Writes what sends corked in this turn (scheduled by JS as a microtask).

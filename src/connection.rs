@@ -28,11 +28,11 @@ use crate::deflate::{self, Compressor, Decompressor, DeflateConfig, InflateError
 use crate::errors::{self, ConnError};
 use crate::events::{BinaryRun, JsEvent, Small, TextRun};
 use crate::frame::{self, Decoder, Incoming, WireError};
-use crate::outbox::{data_len, SendQueue};
+use crate::outbox::{data_len, Fate, Outbound, SendQueue, NO_TICKET};
 use crate::reader::{self, SharedReader};
 use crate::redirect;
 use crate::shared::{AttemptParams, Shared};
-use crate::stats::{self, Gauge, Heartbeats, IoBuffers, Metrics, OpenConnections, PendingAttempts};
+use crate::stats::{self, Gauge, Heartbeats, IoBuffers, OpenConnections, PendingAttempts};
 use crate::transport::{self, Dial, TlsOptions, Transport, Writer};
 
 #[derive(Clone, Debug)]
@@ -347,6 +347,8 @@ pub struct OpenConn {
     /// What is framed and not yet written; `None` whenever everything is written.
     out: Option<Box<Outgoing>>,
     needs_flush: bool,
+    /// A message sent with a callback was written: JS is told at the end of this poll.
+    callbacks_due: bool,
     /// Our close frame, queued behind everything sent before `disconnect()`.
     close_frame: Option<Box<(u16, String)>>,
     /// Our close frame is framed: nothing may follow it.
@@ -419,7 +421,7 @@ struct Outgoing {
     /// The `out_rx` messages framed into `wbuf`, with the offset where each frame ends. A message
     /// counts as sent once the socket took its last byte; the others are given back if the
     /// connection drops first (a half-written frame is sent again, whole, on the next connection).
-    in_wbuf: VecDeque<(Message, usize)>,
+    in_wbuf: VecDeque<(Outbound, usize)>,
     /// The payload of the latest ping, when it arrived with the socket backed up: only the
     /// most recent ping is answered then (RFC 6455 §5.5.3), so a ping flood to a peer that does
     /// not read cannot grow this buffer.
@@ -456,14 +458,20 @@ impl Outgoing {
         }
     }
 
-    /// The socket took `n` more bytes: account for every message now wholly written.
-    fn written(&mut self, n: usize, in_channel: &AtomicUsize, metrics: &Metrics) {
+    /// The socket took `n` more bytes: account for every message now wholly written. Returns
+    /// whether one of them was sent with a callback (its ticket is settled in the outbox).
+    fn written(&mut self, n: usize, in_channel: &AtomicUsize, shared: &Shared) -> bool {
         self.pos += n;
-        let (mut count, mut data, mut bytes) = (0usize, 0u64, 0u64);
+        let metrics = &shared.metrics;
+        let (mut count, mut data, mut bytes, mut ticketed) = (0usize, 0u64, 0u64, false);
         while let Some((m, _)) = self.in_wbuf.front().filter(|(_, end)| *end <= self.pos) {
-            if let Some(len) = data_len(m) {
+            if let Some(len) = data_len(&m.msg) {
                 data += 1;
                 bytes += len as u64;
+            }
+            if m.ticket != NO_TICKET {
+                shared.outbox().settle(m.ticket, Fate::Written);
+                ticketed = true;
             }
             count += 1;
             self.in_wbuf.pop_front();
@@ -473,13 +481,14 @@ impl Outgoing {
             self.pos = 0;
         }
         if count == 0 {
-            return;
+            return false;
         }
         // Only when none is left may the fast path go again: its frames must follow these.
         in_channel.fetch_sub(count, Ordering::AcqRel);
         stats::add(&metrics.messages_sent, data);
         stats::add(&metrics.bytes_sent, bytes);
         metrics.buffered.fetch_sub(bytes, Ordering::Relaxed);
+        ticketed
     }
 }
 
@@ -544,6 +553,7 @@ impl OpenConn {
             out_rx,
             out: None,
             needs_flush: false,
+            callbacks_due: false,
             close_frame: None,
             sent_close: false,
             peer_close: None,
@@ -576,8 +586,8 @@ impl OpenConn {
 
     /// Data messages accepted for this connection but never handed to the socket, oldest first.
     /// The caller has already stopped new sends from reaching `out_rx`.
-    pub fn take_unsent(&mut self) -> Vec<Message> {
-        let mut unsent: Vec<Message> = self
+    pub fn take_unsent(&mut self) -> Vec<Outbound> {
+        let mut unsent: Vec<Outbound> = self
             .out
             .take()
             .map(|o| o.in_wbuf.into_iter().map(|(m, _)| m).collect())
@@ -585,7 +595,7 @@ impl OpenConn {
         while let Some(m) = self.out_rx.messages.try_recv() {
             unsent.push(m);
         }
-        unsent.retain(|m| data_len(m).is_some());
+        unsent.retain(|m| data_len(&m.msg).is_some());
         unsent
     }
 
@@ -620,6 +630,9 @@ impl OpenConn {
     /// `cfg`: the configuration the connection was opened with.
     pub fn poll_io(&mut self, cx: &mut Context<'_>, cfg: &ConnConfig, events: &mut Vec<JsEvent>) -> Poll<IoEvent> {
         let io = self.poll_io_inner(cx, cfg, events);
+        if std::mem::take(&mut self.callbacks_due) {
+            events.push(JsEvent::Sent);
+        }
         if let Input::Own(own) = &mut self.input {
             if own.decoder.holds_buffer() != own.read_buffer.is_some() {
                 own.read_buffer = own.decoder.holds_buffer().then(Gauge::<IoBuffers>::new);
@@ -971,7 +984,7 @@ impl OpenConn {
                 match self.out_rx.messages.poll_recv(cx) {
                     Poll::Ready(Some(m)) => {
                         let out = self.out.get_or_insert_with(Box::default);
-                        match &m {
+                        match &m.msg {
                             Message::Text(t) => self.out_rx.encode(frame::OPCODE_TEXT, t.as_bytes(), &mut out.wbuf),
                             Message::Binary(b) => self.out_rx.encode(frame::OPCODE_BINARY, b, &mut out.wbuf),
                             Message::Ping(p) => frame::encode(frame::OPCODE_PING, p, &mut out.wbuf),
@@ -999,7 +1012,9 @@ impl OpenConn {
                 Poll::Ready(Ok(0)) => return Err(std::io::ErrorKind::WriteZero.into()),
                 Poll::Ready(Ok(n)) => {
                     self.needs_flush = true;
-                    out.written(n, &self.out_rx.in_channel, &self.shared.metrics);
+                    if out.written(n, &self.out_rx.in_channel, &self.shared) {
+                        self.callbacks_due = true;
+                    }
                 }
                 Poll::Ready(Err(e)) => return Err(e),
                 Poll::Pending => return Ok(()),

@@ -735,6 +735,7 @@ fn event_to_js(env: &Env, event: JsEvent) -> Result<(u32, Value)> {
         }
         JsEvent::Ping(p) => (tag::PING, napi_raw::buffer_copy(raw, &p)?),
         JsEvent::Pong(p) => (tag::PONG, napi_raw::buffer_copy(raw, &p)?),
+        JsEvent::Sent => (tag::SENT, napi_raw::undefined(raw)?),
         JsEvent::Provide { id, attempt } => {
             let mut o = Obj::new(raw)?;
             o.set(c"id", id as f64)?;

@@ -50,6 +50,9 @@ pub enum JsEvent {
     },
     Ping(Bytes),
     Pong(Bytes),
+    /// Messages sent with a callback were written (or otherwise settled): JS takes their
+    /// tickets from the outbox (`clientTakeSettled`).
+    Sent,
     /// Run the user's url/headers/protocols providers for this attempt; answer with `provide(id, ...)`.
     Provide {
         id: u64,

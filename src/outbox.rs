@@ -2,6 +2,9 @@
 //! bounded offline queue while connecting or waiting to reconnect, or nowhere
 //! (with an error) when the client is closed. Nothing is dropped silently: an
 //! overflow either refuses the message or hands the dropped ones back.
+//!
+//! A message sent with a callback carries a ticket wherever it waits; when it is written,
+//! dropped, drained or discarded, its ticket and fate go to `settled`, which JS takes.
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed};
@@ -18,9 +21,37 @@ use crate::transport::Writer;
 
 /// A connection's outgoing messages, how many of them the socket has not wholly taken yet, and
 /// how they are framed (one allocation per connection, shared by `send()` and the driver).
+/// A message on its way, with its callback's ticket (`NO_TICKET`: sent without one).
+pub struct Outbound {
+    pub msg: Message,
+    pub ticket: u64,
+}
+
+pub const NO_TICKET: u64 = 0;
+
+impl Outbound {
+    pub fn new(msg: Message) -> Self {
+        Outbound { msg, ticket: NO_TICKET }
+    }
+}
+
+/// What became of a message sent with a callback (`clientTakeSettled`'s numbers).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Fate {
+    /// The socket took its last byte.
+    Written = 0,
+    /// Dropped from the full queue (`overflow: 'drop-oldest'`).
+    Overflow = 1,
+    /// Handed back by `drainQueue()`.
+    Drained = 2,
+    /// Discarded by `disconnect()`.
+    Discarded = 3,
+}
+
 #[derive(Default)]
 pub struct SendQueue {
-    pub messages: Queue<Message>,
+    pub messages: Queue<Outbound>,
     /// Messages handed to `messages` and not yet wholly written: the fast path may only write
     /// when this is zero, so that nothing overtakes what was sent before.
     pub in_channel: AtomicUsize,
@@ -133,6 +164,8 @@ pub enum SendOutcome {
     /// Corked by the fast path: the caller schedules `uncork()` at the end of this turn.
     SentUncorkLater,
     Queued,
+    /// Handed to the open connection's driver (the fast path could not write it).
+    Handed,
     /// Queued after dropping these (oldest first).
     QueuedDropping(Vec<Message>),
     /// The client is closed (`disconnect()`, or it gave up).
@@ -161,12 +194,16 @@ pub struct Outbox {
     writer: Option<Arc<Writer>>,
     /// `send()` is accepted at all: between `connect()` and `disconnect()` or giving up.
     accepting: bool,
-    queue: VecDeque<Message>,
+    queue: VecDeque<Outbound>,
     queued_bytes: usize,
+    /// Tickets of messages sent with a callback whose fate is known, for JS to take.
+    settled: Vec<(u64, Fate)>,
 }
 
 impl Outbox {
-    pub fn send(&mut self, msg: Message, cfg: &QueueConfig, metrics: &Metrics) -> SendOutcome {
+    /// `ticket`: the callback's, or `NO_TICKET`. A message the fast path writes is settled by
+    /// JS itself (the outcome says so); one queued or handed over carries its ticket.
+    pub fn send(&mut self, msg: Message, ticket: u64, cfg: &QueueConfig, metrics: &Metrics) -> SendOutcome {
         if !self.accepting {
             return SendOutcome::NotOpen;
         }
@@ -182,19 +219,19 @@ impl Outbox {
                 }
             }
             tx.in_channel.fetch_add(1, AcqRel);
-            match tx.messages.send(msg) {
+            match tx.messages.send(Outbound { msg, ticket }) {
                 Ok(()) => {
                     metrics.buffered.fetch_add(len as u64, Relaxed);
-                    return SendOutcome::Sent;
+                    return SendOutcome::Handed;
                 }
                 // The connection just ended; its leftovers are being requeued: queue behind them.
-                Err(msg) => {
+                Err(out) => {
                     tx.in_channel.fetch_sub(1, AcqRel);
-                    return self.enqueue(msg, len, cfg, metrics);
+                    return self.enqueue(out, len, cfg, metrics);
                 }
             }
         }
-        self.enqueue(msg, len, cfg, metrics)
+        self.enqueue(Outbound { msg, ticket }, len, cfg, metrics)
     }
 
     /// Writes what the fast path corked during this turn of the JS event loop.
@@ -240,10 +277,10 @@ impl Outbox {
             return false;
         };
         tx.in_channel.fetch_add(1, AcqRel);
-        tx.messages.send(msg).is_ok()
+        tx.messages.send(Outbound::new(msg)).is_ok()
     }
 
-    fn enqueue(&mut self, msg: Message, len: usize, cfg: &QueueConfig, metrics: &Metrics) -> SendOutcome {
+    fn enqueue(&mut self, out: Outbound, len: usize, cfg: &QueueConfig, metrics: &Metrics) -> SendOutcome {
         if !cfg.enabled {
             return SendOutcome::NotConnected;
         }
@@ -257,14 +294,14 @@ impl Outbox {
                 return SendOutcome::QueueFull;
             }
             while !fits(self) {
-                match self.pop(metrics) {
+                match self.pop(metrics, Fate::Overflow) {
                     Some(m) => dropped.push(m),
                     None => return SendOutcome::QueueFull,
                 }
             }
         }
         self.queued_bytes += len;
-        self.queue.push_back(msg);
+        self.queue.push_back(out);
         metrics.queued_messages.fetch_add(1, Relaxed);
         metrics.buffered.fetch_add(len as u64, Relaxed);
         if dropped.is_empty() {
@@ -274,13 +311,27 @@ impl Outbox {
         }
     }
 
-    fn pop(&mut self, metrics: &Metrics) -> Option<Message> {
-        let m = self.queue.pop_front()?;
-        let len = data_len(&m).unwrap_or(0);
+    /// Takes the oldest queued message out for good: its ticket, if any, settles as `fate`.
+    fn pop(&mut self, metrics: &Metrics, fate: Fate) -> Option<Message> {
+        let Outbound { msg, ticket } = self.queue.pop_front()?;
+        let len = data_len(&msg).unwrap_or(0);
         self.queued_bytes -= len;
         metrics.queued_messages.fetch_sub(1, Relaxed);
         metrics.buffered.fetch_sub(len as u64, Relaxed);
-        Some(m)
+        self.settle(ticket, fate);
+        Some(msg)
+    }
+
+    /// Records what became of a message sent with a callback (nothing for one sent without).
+    pub fn settle(&mut self, ticket: u64, fate: Fate) {
+        if ticket != NO_TICKET {
+            self.settled.push((ticket, fate));
+        }
+    }
+
+    /// The settled tickets since the last call, in the order they settled.
+    pub fn take_settled(&mut self) -> Vec<(u64, Fate)> {
+        std::mem::take(&mut self.settled)
     }
 
     pub fn set_accepting(&mut self, accepting: bool) {
@@ -301,7 +352,7 @@ impl Outbox {
         while let Some(m) = self.queue.pop_front() {
             tx.in_channel.fetch_add(1, AcqRel);
             // Still counted in `buffered` until written; no longer queued.
-            let len = data_len(&m).unwrap_or(0);
+            let len = data_len(&m.msg).unwrap_or(0);
             self.queued_bytes -= len;
             metrics.queued_messages.fetch_sub(1, Relaxed);
             let _ = tx.messages.send(m);
@@ -323,9 +374,9 @@ impl Outbox {
     }
 
     /// Messages the ended connection never wrote go back to the front, oldest first.
-    pub fn requeue(&mut self, unsent: Vec<Message>, metrics: &Metrics) {
+    pub fn requeue(&mut self, unsent: Vec<Outbound>, metrics: &Metrics) {
         for m in unsent.into_iter().rev() {
-            self.queued_bytes += data_len(&m).unwrap_or(0);
+            self.queued_bytes += data_len(&m.msg).unwrap_or(0);
             self.queue.push_front(m);
             metrics.queued_messages.fetch_add(1, Relaxed);
         }
@@ -334,7 +385,7 @@ impl Outbox {
     /// Hands back every queued message (`drainQueue()`).
     pub fn drain(&mut self, metrics: &Metrics) -> Vec<Message> {
         let mut out = Vec::with_capacity(self.queue.len());
-        while let Some(m) = self.pop(metrics) {
+        while let Some(m) = self.pop(metrics, Fate::Drained) {
             out.push(m);
         }
         out
@@ -342,7 +393,11 @@ impl Outbox {
 
     /// Discards the queue (`disconnect()` without flush); returns how many were discarded.
     pub fn discard(&mut self, metrics: &Metrics) -> usize {
-        self.drain(metrics).len()
+        let mut n = 0;
+        while self.pop(metrics, Fate::Discarded).is_some() {
+            n += 1;
+        }
+        n
     }
 }
 
@@ -383,6 +438,7 @@ mod tests {
             SendOutcome::Sent => "sent",
             SendOutcome::SentUncorkLater => "corked",
             SendOutcome::Queued => "queued",
+            SendOutcome::Handed => "handed",
             SendOutcome::QueuedDropping(_) => "dropping",
             SendOutcome::NotOpen => "not open",
             SendOutcome::NotConnected => "not connected",
@@ -402,13 +458,13 @@ mod tests {
     fn a_closed_client_refuses_and_queue_false_means_not_connected() {
         let m = Metrics::default();
         let mut outbox = Outbox::default();
-        is(outbox.send(text("a"), &cfg(10, 100, false), &m), "not open");
+        is(outbox.send(text("a"), NO_TICKET, &cfg(10, 100, false), &m), "not open");
         outbox.set_accepting(true);
         let off = QueueConfig {
             enabled: false,
             ..cfg(10, 100, false)
         };
-        is(outbox.send(text("a"), &off, &m), "not connected");
+        is(outbox.send(text("a"), NO_TICKET, &off, &m), "not connected");
         assert!(outbox.is_queue_empty());
         assert_eq!(counts(&m), (0, 0));
         assert!(
@@ -422,17 +478,17 @@ mod tests {
         let m = Metrics::default();
         let mut outbox = accepting();
         let c = cfg(2, 100, false);
-        is(outbox.send(text("aa"), &c, &m), "queued");
-        is(outbox.send(text("bbb"), &c, &m), "queued");
-        is(outbox.send(text("c"), &c, &m), "queue full");
+        is(outbox.send(text("aa"), NO_TICKET, &c, &m), "queued");
+        is(outbox.send(text("bbb"), NO_TICKET, &c, &m), "queued");
+        is(outbox.send(text("c"), NO_TICKET, &c, &m), "queue full");
         assert_eq!(counts(&m), (2, 5));
 
         let m = Metrics::default();
         let mut outbox = accepting();
         let c = cfg(10, 10, false);
-        is(outbox.send(text("666666"), &c, &m), "queued");
-        is(outbox.send(text("55555"), &c, &m), "queue full");
-        is(outbox.send(text("4444"), &c, &m), "queued");
+        is(outbox.send(text("666666"), NO_TICKET, &c, &m), "queued");
+        is(outbox.send(text("55555"), NO_TICKET, &c, &m), "queue full");
+        is(outbox.send(text("4444"), NO_TICKET, &c, &m), "queued");
         assert_eq!(counts(&m), (2, 10), "exactly full");
         assert_eq!(texts(&outbox.drain(&m)), ["666666", "4444"]);
     }
@@ -442,9 +498,9 @@ mod tests {
         let m = Metrics::default();
         let mut outbox = accepting();
         let c = cfg(2, 100, true);
-        is(outbox.send(text("a"), &c, &m), "queued");
-        is(outbox.send(text("b"), &c, &m), "queued");
-        match outbox.send(text("c"), &c, &m) {
+        is(outbox.send(text("a"), NO_TICKET, &c, &m), "queued");
+        is(outbox.send(text("b"), NO_TICKET, &c, &m), "queued");
+        match outbox.send(text("c"), NO_TICKET, &c, &m) {
             SendOutcome::QueuedDropping(dropped) => assert_eq!(texts(&dropped), ["a"]),
             _ => panic!("expected a drop"),
         }
@@ -454,9 +510,9 @@ mod tests {
         let mut outbox = accepting();
         let c = cfg(10, 10, true);
         for s in ["111", "222", "333"] {
-            is(outbox.send(text(s), &c, &m), "queued");
+            is(outbox.send(text(s), NO_TICKET, &c, &m), "queued");
         }
-        match outbox.send(text("88888888"), &c, &m) {
+        match outbox.send(text("88888888"), NO_TICKET, &c, &m) {
             SendOutcome::QueuedDropping(dropped) => assert_eq!(texts(&dropped), ["111", "222", "333"]),
             _ => panic!("expected a drop"),
         }
@@ -468,11 +524,11 @@ mod tests {
         let m = Metrics::default();
         let mut outbox = accepting();
         let c = cfg(10, 4, true);
-        is(outbox.send(text("abc"), &c, &m), "queued");
-        is(outbox.send(text("abcde"), &c, &m), "queue full");
+        is(outbox.send(text("abc"), NO_TICKET, &c, &m), "queued");
+        is(outbox.send(text("abcde"), NO_TICKET, &c, &m), "queue full");
         assert_eq!(counts(&m), (1, 3));
         let c = cfg(0, 100, true);
-        is(outbox.send(text("x"), &c, &m), "queue full");
+        is(outbox.send(text("x"), NO_TICKET, &c, &m), "queue full");
     }
 
     #[test]
@@ -481,14 +537,14 @@ mod tests {
         let mut outbox = accepting();
         let c = cfg(10, 100, false);
         for s in ["a", "bb", "ccc"] {
-            outbox.send(text(s), &c, &m);
+            outbox.send(text(s), NO_TICKET, &c, &m);
         }
         assert_eq!(counts(&m), (3, 6));
         assert_eq!(texts(&outbox.drain(&m)), ["a", "bb", "ccc"]);
         assert_eq!(counts(&m), (0, 0));
         assert!(outbox.is_queue_empty());
-        outbox.send(text("d"), &c, &m);
-        outbox.send(text("e"), &c, &m);
+        outbox.send(text("d"), NO_TICKET, &c, &m);
+        outbox.send(text("e"), NO_TICKET, &c, &m);
         assert_eq!(outbox.discard(&m), 2);
         assert_eq!(counts(&m), (0, 0));
         assert_eq!(outbox.discard(&m), 0);
@@ -499,17 +555,17 @@ mod tests {
         let m = Metrics::default();
         let mut outbox = accepting();
         let c = cfg(10, 100, false);
-        outbox.send(text("a"), &c, &m);
-        outbox.send(text("bb"), &c, &m);
+        outbox.send(text("a"), NO_TICKET, &c, &m);
+        outbox.send(text("bb"), NO_TICKET, &c, &m);
         let tx = Arc::new(SendQueue::default());
         outbox.open(tx.clone(), None, &m);
         assert!(outbox.is_queue_empty());
         assert_eq!(counts(&m), (0, 3), "no longer queued, still buffered until written");
-        is(outbox.send(text("ccc"), &c, &m), "sent");
+        is(outbox.send(text("ccc"), NO_TICKET, &c, &m), "handed");
         assert!(outbox.send_control(Message::Ping(Default::default())));
         assert_eq!(tx.in_channel.load(Acquire), 4);
         assert_eq!(counts(&m), (0, 6), "pings are not buffered data");
-        let got: Vec<Message> = std::iter::from_fn(|| tx.messages.try_recv()).collect();
+        let got: Vec<Message> = std::iter::from_fn(|| tx.messages.try_recv().map(|o| o.msg)).collect();
         assert_eq!(got.len(), 4);
         assert_eq!(texts(&got[..3]), ["a", "bb", "ccc"]);
         assert!(got[3].is_ping());
@@ -520,13 +576,16 @@ mod tests {
         let m = Metrics::default();
         let mut outbox = accepting();
         let c = cfg(10, 100, false);
-        outbox.send(text("a"), &c, &m);
+        outbox.send(text("a"), NO_TICKET, &c, &m);
         outbox.set_accepting(false);
         let tx = Arc::new(SendQueue::default());
         outbox.open(tx.clone(), None, &m);
-        assert_eq!(tx.messages.try_recv().map(|m| data_len(&m)), Some(Some(1)));
-        assert!(tx.messages.send(text("late")).is_err(), "closed behind the queue");
-        is(outbox.send(text("b"), &c, &m), "not open");
+        assert_eq!(tx.messages.try_recv().map(|m| data_len(&m.msg)), Some(Some(1)));
+        assert!(
+            tx.messages.send(Outbound::new(text("late"))).is_err(),
+            "closed behind the queue"
+        );
+        is(outbox.send(text("b"), NO_TICKET, &c, &m), "not open");
     }
 
     #[test]
@@ -536,18 +595,48 @@ mod tests {
         let c = cfg(10, 100, false);
         let tx = Arc::new(SendQueue::default());
         outbox.open(tx.clone(), None, &m);
-        is(outbox.send(text("a"), &c, &m), "sent");
-        is(outbox.send(text("b"), &c, &m), "sent");
+        is(outbox.send(text("a"), NO_TICKET, &c, &m), "handed");
+        is(outbox.send(text("b"), NO_TICKET, &c, &m), "handed");
         // The connection's queue closed under the outbox: the send falls back to the queue.
         tx.messages.close();
-        is(outbox.send(text("c"), &c, &m), "queued");
+        is(outbox.send(text("c"), NO_TICKET, &c, &m), "queued");
         assert_eq!(tx.in_channel.load(Acquire), 2, "the refused message is not counted");
         outbox.close_connection();
-        is(outbox.send(text("d"), &c, &m), "queued");
-        let unsent: Vec<Message> = std::iter::from_fn(|| tx.messages.try_recv()).collect();
+        is(outbox.send(text("d"), NO_TICKET, &c, &m), "queued");
+        let unsent: Vec<Outbound> = std::iter::from_fn(|| tx.messages.try_recv()).collect();
         outbox.requeue(unsent, &m);
         assert_eq!(counts(&m), (4, 4));
         assert_eq!(texts(&outbox.drain(&m)), ["a", "b", "c", "d"]);
         assert_eq!(counts(&m), (0, 0));
+    }
+
+    #[test]
+    fn tickets_follow_their_messages_and_settle_once_with_their_fate() {
+        let m = Metrics::default();
+        let mut outbox = accepting();
+        let c = cfg(2, 100, true);
+        is(outbox.send(text("a"), 1, &c, &m), "queued");
+        is(outbox.send(text("b"), NO_TICKET, &c, &m), "queued");
+        is(outbox.send(text("c"), 3, &c, &m), "dropping");
+        assert_eq!(outbox.take_settled(), [(1, Fate::Overflow)], "only tickets settle");
+        assert!(outbox.take_settled().is_empty(), "taken once");
+
+        // Handed to a connection, back to the queue when it ends: the ticket travels along.
+        let tx = Arc::new(SendQueue::default());
+        outbox.open(tx.clone(), None, &m);
+        is(outbox.send(text("d"), 4, &c, &m), "handed");
+        outbox.close_connection();
+        let unsent: Vec<Outbound> = std::iter::from_fn(|| tx.messages.try_recv()).collect();
+        assert_eq!(unsent.iter().map(|o| o.ticket).collect::<Vec<_>>(), [NO_TICKET, 3, 4]);
+        outbox.requeue(unsent, &m);
+        assert!(outbox.take_settled().is_empty(), "requeued, not settled");
+        assert_eq!(texts(&outbox.drain(&m)[..1]), ["b"]);
+        assert_eq!(outbox.take_settled(), [(3, Fate::Drained), (4, Fate::Drained)]);
+
+        is(outbox.send(text("e"), 5, &c, &m), "queued");
+        assert_eq!(outbox.discard(&m), 1);
+        outbox.settle(6, Fate::Written);
+        outbox.settle(NO_TICKET, Fate::Written);
+        assert_eq!(outbox.take_settled(), [(5, Fate::Discarded), (6, Fate::Written)]);
     }
 }

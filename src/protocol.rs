@@ -35,6 +35,7 @@ pub mod event {
     pub const TEXT_BATCH: u32 = 15;
     pub const BINARY_BATCH: u32 = 16;
     pub const UPGRADE: u32 = 17;
+    pub const SENT: u32 = 18;
 }
 
 /// What `send()` did with a message.
@@ -50,6 +51,8 @@ pub mod send {
     pub const CORKED: u32 = 5;
     /// No connection, and the queue is off.
     pub const NOT_CONNECTED: u32 = 6;
+    /// Handed to the connection's driver, which writes it (a ticket settles when it has).
+    pub const HANDED: u32 = 7;
 }
 
 #[napi(object)]
@@ -72,6 +75,7 @@ pub struct WireEvents {
     pub text: u32,
     pub binary_batch: u32,
     pub upgrade: u32,
+    pub sent: u32,
 }
 
 #[napi(object)]
@@ -83,6 +87,7 @@ pub struct WireSend {
     pub dropping: u32,
     pub corked: u32,
     pub not_connected: u32,
+    pub handed: u32,
 }
 
 #[napi(object)]
@@ -114,6 +119,7 @@ pub fn wire_protocol() -> WireProtocol {
             text: event::TEXT,
             binary_batch: event::BINARY_BATCH,
             upgrade: event::UPGRADE,
+            sent: event::SENT,
         },
         send: WireSend {
             sent: send::SENT,
@@ -123,6 +129,7 @@ pub fn wire_protocol() -> WireProtocol {
             dropping: send::DROPPING,
             corked: send::CORKED,
             not_connected: send::NOT_CONNECTED,
+            handed: send::HANDED,
         },
     }
 }
@@ -157,6 +164,8 @@ mod tests {
             e.text_batch,
             e.text,
             e.binary_batch,
+            e.upgrade,
+            e.sent,
         ];
         assert!(distinct(&tags), "{tags:?}");
     }
@@ -172,6 +181,7 @@ mod tests {
             s.dropping,
             s.corked,
             s.not_connected,
+            s.handed,
         ];
         assert!(distinct(&outcomes), "{outcomes:?}");
     }

@@ -54,6 +54,13 @@ client.addEventListener('close', (e) => void e.status)
 client.send(new Uint8Array(2))
 // @ts-expect-error
 client.send(42)
+// ws's callback, after the data or after options; its error says why the message was not sent.
+client.send('x', (err) => void err?.reason.toUpperCase())
+client.send('x', { binary: true }, (err) => {
+  if (err) void (err.code === 'ERR_NOT_SENT')
+})
+// @ts-expect-error the callback is a function
+client.send('x', {}, 'done')
 void client.disconnect().then((r) => r.discarded.toFixed())
 // @ts-expect-error readyState is read-only
 client.readyState = 1

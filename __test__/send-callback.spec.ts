@@ -1,0 +1,168 @@
+// send(data, callback), as ws's: called without an error once the message is written to the
+// socket, with ERR_NOT_SENT once it never will be, exactly once, never from inside the call.
+import { setImmediate as turn } from 'node:timers/promises'
+import net from 'node:net'
+import test, { type ExecutionContext } from 'ava'
+
+import { ReconnectingWebSocket, clientStats, type NotSentError } from '../index.js'
+import { Recorder, acceptUpgrade, rawServer, refusedPort, until, wsServer } from './helpers.js'
+
+/** Everything a client held is released by the time its disconnect() resolves. */
+function released(t: ExecutionContext) {
+  t.like(clientStats(), { openConnections: 0, pendingAttempts: 0, pendingReconnects: 0, runningTasks: 0, ioBuffers: 0 })
+}
+
+/** send() with a callback that records what it was called with, and whether that was inside send(). */
+function callbacks() {
+  const calls: Array<[string, string | undefined]> = []
+  const send = (client: ReconnectingWebSocket, name: string, data: string | Buffer, options?: object | null) => {
+    let inside = true
+    const callback = (err?: NotSentError) => {
+      if (inside) calls.push([`${name} (called inside send)`, undefined])
+      calls.push([name, err === undefined ? undefined : `${err.code}:${err.reason}`])
+    }
+    if (options === undefined) client.send(data, callback)
+    else client.send(data, options, callback)
+    inside = false
+  }
+  return { calls, send }
+}
+
+test.serial('messages written at once, through the driver and from the queue: each callback once, in order, after the call', async (t) => {
+  const got: string[] = []
+  const peer = await wsServer((socket) => socket.on('message', (data) => got.push(String(data).slice(0, 8))))
+  t.teardown(() => peer.close())
+  const client = new ReconnectingWebSocket(peer.url)
+  const cb = callbacks()
+  // Queued while connecting, written on open.
+  cb.send(client, 'queued-1', 'queued-1')
+  cb.send(client, 'queued-2', 'queued-2', {})
+  await new Recorder(client).next('open')
+  cb.send(client, 'small', 'small') // the JS thread writes it (fast path)
+  cb.send(client, 'large', Buffer.alloc(1 << 20, 'b'), { binary: false }) // the driver writes it
+  cb.send(client, 'after', 'after', null)
+  client.send('plain') // no callback: no ticket, nothing to report
+  await until(() => cb.calls.length === 5 && got.length === 6, 'every callback and message')
+  t.deepEqual(cb.calls, [
+    ['queued-1', undefined],
+    ['queued-2', undefined],
+    ['small', undefined],
+    ['large', undefined],
+    ['after', undefined],
+  ])
+  t.deepEqual(got, ['queued-1', 'queued-2', 'small', 'bbbbbbbb', 'after', 'plain'])
+  await client.disconnect()
+  await turn()
+  t.is(cb.calls.length, 5, 'no callback twice')
+  released(t)
+})
+
+test.serial('the callback waits until the socket has taken the whole message', async (t) => {
+  let server: net.Socket | undefined
+  let firstBytes = 0
+  const peer = await rawServer((socket) =>
+    acceptUpgrade(socket, (s) => {
+      server = s
+      // Reads the first chunk of the message, then nothing: the rest backs up in the client.
+      s.once('data', (chunk: Buffer) => {
+        s.pause()
+        firstBytes = chunk.length
+      })
+    }),
+  )
+  t.teardown(() => peer.close())
+  // The server answers no close: disconnect() ends the connection after closeTimeout.
+  const client = new ReconnectingWebSocket(peer.url, { closeTimeout: 100 })
+  await new Recorder(client).next('open')
+  const size = 32 << 20 // far more than loopback's socket buffers hold
+  let written = 0
+  client.send(Buffer.alloc(size), () => written++)
+  await until(() => firstBytes > 0, 'the first bytes of the message at the server')
+  await turn()
+  t.is(written, 0, 'part of the message is out, not all of it')
+  t.is(client.bufferedAmount, size)
+  let read = firstBytes
+  server!.on('data', (chunk: Buffer) => (read += chunk.length))
+  server!.resume()
+  await until(() => written === 1, 'the callback once the server reads')
+  t.is(client.bufferedAmount, 0)
+  await until(() => read >= size, 'the whole message at the server')
+  await client.disconnect()
+  released(t)
+})
+
+test.serial('messages that will never be sent: overflow, drainQueue(), disconnect(); a refused send() calls nothing', async (t) => {
+  const port = await refusedPort()
+  const client = new ReconnectingWebSocket(`ws://127.0.0.1:${port}/`, {
+    minDelay: 60_000,
+    maxDelay: 60_000,
+    queue: { maxMessages: 2, overflow: 'drop-oldest' },
+  })
+  client.on('error', () => {})
+  const drops: string[] = []
+  client.on('drop', (e) => drops.push(`${e.reason}:${e.messages.join(',')}`))
+  const cb = callbacks()
+  cb.send(client, 'a', 'a')
+  cb.send(client, 'b', 'b')
+  cb.send(client, 'c', 'c') // pushes out a
+  t.deepEqual(client.drainQueue(), ['b', 'c'])
+  cb.send(client, 'd', 'd')
+  t.deepEqual(cb.calls, [], 'nothing is called from inside the call that settled it')
+  const { discarded } = await client.disconnect()
+  t.is(discarded, 1)
+  // Callbacks run on the tick after the settling call: before anything awaiting disconnect() resumes.
+  t.deepEqual(cb.calls, [
+    ['a', 'ERR_NOT_SENT:overflow'],
+    ['b', 'ERR_NOT_SENT:drained'],
+    ['c', 'ERR_NOT_SENT:drained'],
+    ['d', 'ERR_NOT_SENT:discarded'],
+  ])
+  t.deepEqual(drops, ['overflow:a'])
+  let called = 0
+  const err = t.throws(() => client.send('e', () => called++))
+  t.is((err as NotSentError).code as string, 'ERR_NOT_OPEN')
+  await turn()
+  t.is(called, 0, 'send() threw: the callback is not called')
+  released(t)
+})
+
+test.serial('after a giveup, disconnect() discards what is still queued and resolves behind its callbacks', async (t) => {
+  const client = new ReconnectingWebSocket(`ws://127.0.0.1:${await refusedPort()}/`, { maxRetries: 0 })
+  const rec = new Recorder(client)
+  const cb = callbacks()
+  cb.send(client, 'queued', 'queued')
+  await rec.next('giveup')
+  await until(() => clientStats().runningTasks === 0, 'the driver gone')
+  t.deepEqual(cb.calls, [], 'still queued: a connect() would send it')
+  t.deepEqual(await client.disconnect(), { discarded: 1 })
+  t.deepEqual(cb.calls, [['queued', 'ERR_NOT_SENT:discarded']])
+  released(t)
+})
+
+test.serial('a message the connection could not finish before disconnect() ended it is reported discarded', async (t) => {
+  const peer = await rawServer((socket) => acceptUpgrade(socket, (s) => s.pause()))
+  t.teardown(() => peer.close())
+  const client = new ReconnectingWebSocket(peer.url, { closeTimeout: 200 })
+  await new Recorder(client).next('open')
+  const cb = callbacks()
+  cb.send(client, 'large', Buffer.alloc(32 << 20))
+  cb.send(client, 'behind', 'behind it')
+  await until(() => client.metrics.bytesSent === 0 && client.bufferedAmount > 0, 'the messages with the driver')
+  const { discarded } = await client.disconnect()
+  t.is(discarded, 2, 'both went back to the queue when the connection ended, and were discarded')
+  t.deepEqual(cb.calls, [
+    ['large', 'ERR_NOT_SENT:discarded'],
+    ['behind', 'ERR_NOT_SENT:discarded'],
+  ])
+  released(t)
+})
+
+test('a callback that is not a function throws, and nothing is sent', (t) => {
+  const client = new ReconnectingWebSocket('ws://127.0.0.1:1/', { startClosed: true })
+  for (const bad of ['x', 42, null, {}]) {
+    const err = t.throws(() => (client.send as (...a: unknown[]) => void)('m', {}, bad)) as NotSentError
+    t.is(err.code as string, 'ERR_INVALID_ARG_TYPE')
+    t.regex(err.message, /callback must be a function/)
+  }
+  t.is(client.bufferedAmount, 0)
+})
