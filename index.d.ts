@@ -91,6 +91,8 @@ export interface BinaryTypes {
   nodebuffer: Buffer
   arraybuffer: ArrayBuffer
   uint8array: Uint8Array
+  /** `ws`'s: an array of Buffers to concatenate; here always one, the whole message. */
+  fragments: Buffer[]
 }
 export type BinaryType = keyof BinaryTypes
 

@@ -337,8 +337,14 @@ test.serial('clients of one URL share native configuration only when their optio
   await quiescent()
 })
 
-test.serial('binaryType: nodebuffer, arraybuffer, uint8array', async (t) => {
-  const peer = await wsServer((s) => s.on('message', () => s.send(Buffer.from([1, 2, 3]))))
+test.serial('binaryType: nodebuffer, arraybuffer, uint8array, fragments', async (t) => {
+  const peer = await wsServer((s) =>
+    s.on('message', (data) => {
+      if (String(data) !== 'fragmented') return s.send(Buffer.from([1, 2, 3]))
+      s.send(Buffer.from([4, 5]), { fin: false })
+      s.send(Buffer.from([6]), { fin: true })
+    }),
+  )
   t.teardown(() => peer.close())
   const client = new ReconnectingWebSocket(peer.url, { binaryType: 'arraybuffer' })
   const r = new Recorder(client)
@@ -354,6 +360,12 @@ test.serial('binaryType: nodebuffer, arraybuffer, uint8array', async (t) => {
   client.binaryType = 'nodebuffer'
   client.send('x')
   t.true(Buffer.isBuffer(await r.next('message')))
+  // ws's 'fragments' is an array of Buffers; the message arrives reassembled, as one.
+  client.binaryType = 'fragments'
+  client.send('fragmented')
+  const fragments = await r.next('message')
+  t.true(Array.isArray(fragments) && fragments.length === 1 && Buffer.isBuffer(fragments[0]))
+  t.deepEqual([...Buffer.concat(fragments)], [4, 5, 6])
   t.throws(() => (client.binaryType = 'blob' as never), { code: 'ERR_OUT_OF_RANGE' } as never)
   await client.disconnect()
   await quiescent()

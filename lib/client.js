@@ -245,7 +245,7 @@ class ReconnectingWebSocket extends EventEmitter {
     return !this.#closing && this.#state !== 'closed'
   }
 
-  /** How binary messages are delivered: 'nodebuffer' (default), 'arraybuffer' or 'uint8array'. */
+  /** How binary messages are delivered: 'nodebuffer' (default), 'arraybuffer', 'uint8array' or 'fragments'. */
   get binaryType() {
     return this.#binaryType
   }

@@ -38,7 +38,7 @@ const DEFAULTS = Object.freeze({
   perMessageDeflate: true,
 })
 
-const BINARY_TYPES = ['nodebuffer', 'arraybuffer', 'uint8array']
+const BINARY_TYPES = ['nodebuffer', 'arraybuffer', 'uint8array', 'fragments']
 
 const QUEUE_DEFAULTS = Object.freeze({ maxMessages: 1_000, maxBytes: 4 * 1024 * 1024, overflow: 'reject' })
 
@@ -266,7 +266,7 @@ function parseDeflate(v) {
 }
 
 function checkBinaryType(v) {
-  if (!BINARY_TYPES.includes(v)) throw rangeError('binaryType', "'nodebuffer', 'arraybuffer' or 'uint8array'", v)
+  if (!BINARY_TYPES.includes(v)) throw rangeError('binaryType', "'nodebuffer', 'arraybuffer', 'uint8array' or 'fragments'", v)
   return v
 }
 

@@ -161,9 +161,11 @@ function forEachBinary(run, fn, target) {
   }
 }
 
-/** A binary message as `binaryType` asks: 'nodebuffer', 'arraybuffer' or 'uint8array'. */
+/** A binary message as `binaryType` asks: 'nodebuffer', 'arraybuffer', 'uint8array' or 'fragments'. */
 function convertBinary(buf, type) {
   if (type === 'nodebuffer') return buf
+  // ws's fragments as received; the message is reassembled already, so it is one.
+  if (type === 'fragments') return [buf]
   if (type === 'uint8array') return new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength)
   // A Buffer may share a pooled ArrayBuffer: hand out exactly its bytes.
   return buf.byteOffset === 0 && buf.byteLength === buf.buffer.byteLength

@@ -15,7 +15,7 @@ new ReconnectingWebSocket('ws://127.0.0.1:1', null, { binaryType: 'uint8array' }
 // @ts-expect-error an 'arraybuffer' client does not deliver Buffers
 new ReconnectingWebSocket('ws://127.0.0.1:1', { binaryType: 'arraybuffer' }).on('message', (data: string | Buffer) => void data)
 declare const anyBinary: { binaryType?: BinaryType }
-// @ts-expect-error a binaryType not known statically: any of the three
+// @ts-expect-error a binaryType not known statically: any of the four
 new ReconnectingWebSocket('ws://127.0.0.1:1', anyBinary).on('message', (data: string | Buffer) => void data)
 client.on('upgrade', (res) => void [res.statusCode, res.headers['x-session'], res.headers['set-cookie']?.[0], res.rawHeaders[0]])
 // @ts-expect-error set-cookie is an array, as in Node
