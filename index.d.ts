@@ -33,6 +33,13 @@ export interface ReconnectingWebSocketOptions {
   family?: 0 | 4 | 6
   /** The local IP address to connect from, as `net.connect`'s `localAddress` (a proxy is reached from it too). */
   localAddress?: string
+  /**
+   * Looks up host names instead of the system resolver, as `net.connect`'s `lookup` (`dns.lookup`'s
+   * shape; `dns.lookup` itself and caching lookups such as `cacheable-lookup` fit): called for every
+   * attempt (and redirect hop) to a host name, or to the proxy's, with `{ family, all: true }`.
+   * Within `connectTimeout`; an error fails the attempt with `ERR_CONNECT`.
+   */
+  lookup?: LookupFunction
   /** Deadline of the close handshake started by `disconnect()`, in ms; then the socket is dropped [2000]. */
   closeTimeout?: number
   /**
@@ -85,6 +92,13 @@ export interface ReconnectingWebSocketOptions {
   /** Aborting it disconnects the client (an already aborted signal: it never connects). */
   signal?: AbortSignal
 }
+
+/** `net.connect`'s `lookup`: answer with every address (`all: true`) or, as older lookups do, with one. */
+export type LookupFunction = (
+  hostname: string,
+  options: { family: 0 | 4 | 6; all: true },
+  callback: (err: Error | null, address?: string | ReadonlyArray<{ address: string; family?: number }>, family?: number) => void,
+) => void
 
 /** What a binary message is delivered as, for each `binaryType`. */
 export interface BinaryTypes {

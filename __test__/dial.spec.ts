@@ -9,7 +9,7 @@ import { join } from 'node:path'
 import test, { type ExecutionContext } from 'ava'
 import { WebSocketServer } from 'ws'
 
-import { ReconnectingWebSocket, clientStats, type RedialError } from '../index.js'
+import { type LookupFunction, ReconnectingWebSocket, clientStats, type RedialError } from '../index.js'
 import { Recorder, wsServer } from './helpers.js'
 
 /** Everything a client held is released by the time its disconnect() resolves. */
@@ -17,7 +17,11 @@ function released(t: ExecutionContext) {
   t.like(clientStats(), { openConnections: 0, pendingAttempts: 0, pendingReconnects: 0, runningTasks: 0, ioBuffers: 0 })
 }
 
-const native = createRequire(import.meta.url)('../lib/native.js') as { testingLookups(): number; testingSlowLookups(ms: number): void }
+const native = createRequire(import.meta.url)('../lib/native.js') as {
+  testingLookups(): number
+  testingSlowLookups(ms: number): void
+  testingJsLookupsWaiting(): number
+}
 
 test.serial('localAddress: every connection comes from that address', async (t) => {
   const from: string[] = []
@@ -125,4 +129,77 @@ test.serial('a fleet connecting to a host name at once shares its lookups: one p
   await Promise.all(clients.map((c) => c.disconnect()))
   released(t)
   t.is(peer.accepted, count)
+})
+
+test.serial("lookup: a host name is looked up by the client's function on every attempt, as net.connect calls it", async (t) => {
+  const hosts: Array<string | undefined> = []
+  const peer = await wsServer()
+  peer.wss.on('connection', (_socket, req) => hosts.push(req.headers.host))
+  t.teardown(() => peer.close())
+  const asked: unknown[] = []
+  const before = native.testingLookups()
+  // A name no resolver knows: only the function can make it reach the server.
+  const client = new ReconnectingWebSocket(`ws://my-service.invalid:${peer.port}/`, {
+    minDelay: 10,
+    maxDelay: 10,
+    family: 4,
+    lookup: (hostname, options, callback) => {
+      asked.push([hostname, options])
+      // First answer: all addresses (net.connect asks with all: true); the second, an older lookup's one address.
+      if (asked.length === 1) setImmediate(() => callback(null, [{ address: '127.0.0.1', family: 4 }]))
+      else callback(null, '127.0.0.1', 4)
+    },
+  })
+  const rec = new Recorder(client)
+  await rec.next('open')
+  for (const s of peer.sockets) s.terminate()
+  await rec.next('open')
+  t.deepEqual(asked, [
+    ['my-service.invalid', { family: 4, all: true }],
+    ['my-service.invalid', { family: 4, all: true }],
+  ])
+  t.deepEqual(hosts, [`my-service.invalid:${peer.port}`, `my-service.invalid:${peer.port}`], 'the Host header keeps the name')
+  t.is(native.testingLookups(), before, 'the system resolver was not asked')
+  await client.disconnect()
+  released(t)
+  // An IP address is not looked up, as in net.connect.
+  let calls = 0
+  const literal = new ReconnectingWebSocket(peer.url, { lookup: () => calls++ })
+  await new Recorder(literal).next('open')
+  await literal.disconnect()
+  t.is(calls, 0)
+})
+
+test.serial('lookup: its error, a throw, an answer that is not an IP address, and no answer at all fail the attempt', async (t) => {
+  const peer = await wsServer()
+  t.teardown(() => peer.close())
+  const cases: Array<[string, LookupFunction, RegExp]> = [
+    ['error', (_h, _o, cb) => cb(Object.assign(new Error('getaddrinfo ENOTFOUND x.invalid'), { code: 'ENOTFOUND' })), /lookup failed: getaddrinfo ENOTFOUND/],
+    ['throw', () => {
+      throw new Error('resolver exploded')
+    }, /lookup failed: resolver exploded/],
+    ['not an IP', (_h, _o, cb) => cb(null, [{ address: 'localhost', family: 4 }]), /not an IP address/],
+    ['no address', (_h, _o, cb) => cb(null, []), /has no address/],
+    ['answered twice', (_h, _o, cb) => (cb(new Error('first answer wins')), cb(null, '127.0.0.1', 4)), /first answer wins/],
+  ]
+  for (const [name, lookup, message] of cases) {
+    const client = new ReconnectingWebSocket(`ws://x.invalid:${peer.port}/`, { maxRetries: 0, lookup })
+    const rec = new Recorder(client)
+    const err: RedialError = await rec.next('error')
+    await rec.next('giveup')
+    await client.disconnect()
+    released(t)
+    t.is(err.code, 'ERR_CONNECT', name)
+    t.regex(err.message, message, name)
+  }
+  // One that never calls back: the attempt's connectTimeout ends it, and its request is forgotten.
+  const silent = new ReconnectingWebSocket(`ws://x.invalid:${peer.port}/`, { maxRetries: 0, connectTimeout: 100, lookup: () => {} })
+  const rec = new Recorder(silent)
+  t.is((await rec.next('error')).code, 'ERR_CONNECT_TIMEOUT')
+  await rec.next('giveup')
+  await silent.disconnect()
+  released(t)
+  t.is(native.testingJsLookupsWaiting(), 0)
+  t.is(peer.accepted, 0)
+  t.like(t.throws(() => new ReconnectingWebSocket(peer.url, { lookup: 'dns' as never })), { code: 'ERR_INVALID_ARG_TYPE' })
 })

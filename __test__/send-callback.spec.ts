@@ -127,7 +127,10 @@ test.serial('messages that will never be sent: overflow, drainQueue(), disconnec
 })
 
 test.serial('after a giveup, disconnect() discards what is still queued and resolves behind its callbacks', async (t) => {
-  const client = new ReconnectingWebSocket(`ws://127.0.0.1:${await refusedPort()}/`, { maxRetries: 0 })
+  // A server that never answers the upgrade: the one attempt lasts connectTimeout, long after the send.
+  const peer = await rawServer(() => {})
+  t.teardown(() => peer.close())
+  const client = new ReconnectingWebSocket(peer.url, { maxRetries: 0, connectTimeout: 300 })
   const rec = new Recorder(client)
   const cb = callbacks()
   cb.send(client, 'queued', 'queued')

@@ -5,6 +5,7 @@
 // `readyState`, `retryCount`) follows those events.
 
 const { EventEmitter } = require('node:events')
+const { isIP } = require('node:net')
 // `N.client*(client, ...)`: the native state is wrapped onto the client object itself (src/client.rs).
 const N = require('./native')
 const { makeError, fromNative, redactText } = require('./errors')
@@ -119,6 +120,8 @@ class ReconnectingWebSocket extends EventEmitter {
   /** With per-attempt providers: `{ url, headers, protocols, proxy, origin }` as given. */
   #providers = null
   #shouldReconnect
+  /** The `lookup` option (dns.lookup's shape), or undefined. */
+  #lookup
   #binaryType
   #maxRetries
   #minUptime
@@ -141,9 +144,8 @@ class ReconnectingWebSocket extends EventEmitter {
   /** Number of messages() iterators over their high-water mark, and pause(): reading is paused while > 0. */
   #pausers = 0
   #paused = false
-  /** send() callbacks by ticket, for messages whose fate the addon reports; null until the first. */
+  /** send() callbacks: `{ byTicket, last }`, for messages whose fate the addon reports; null until the first. */
   #callbacks = null
-  #lastTicket = 0
 
   /**
    * `new ReconnectingWebSocket(url, options?)`, or reconnecting-websocket's
@@ -161,6 +163,7 @@ class ReconnectingWebSocket extends EventEmitter {
       this.#providers = { url: parsed, headers: opts.headers, protocols: opts.protocols, proxy: opts.proxy, origin: opts.origin }
     }
     this.#shouldReconnect = opts.shouldReconnect
+    this.#lookup = opts.lookup
     this.#binaryType = opts.binaryType
     this.#maxRetries = opts.native.maxRetries
     this.#minUptime = opts.native.minUptime
@@ -388,7 +391,8 @@ class ReconnectingWebSocket extends EventEmitter {
       throw makeError('ERR_INVALID_ARG_TYPE', `send()'s callback must be a function. Received ${callback === null ? 'null' : typeof callback}`, TypeError)
     }
     data = sendable(withSendOptions(data, options))
-    const ticket = ++this.#lastTicket
+    const callbacks = (this.#callbacks ??= { byTicket: new Map(), last: 0 })
+    const ticket = ++callbacks.last
     const outcome = N.clientSendTicketed(this, data, ticket)
     if (outcome === SENT_CORKED || outcome === SENT) {
       // Written by the uncork of this turn, which is queued before this (microtasks run in order).
@@ -396,7 +400,7 @@ class ReconnectingWebSocket extends EventEmitter {
       return void queueMicrotask(() => callLater(callback))
     }
     const waits = outcome !== SENT_NOT_OPEN && outcome !== SENT_NOT_CONNECTED && outcome !== SENT_QUEUE_FULL
-    if (waits) (this.#callbacks ??= new Map()).set(ticket, callback)
+    if (waits) callbacks.byTicket.set(ticket, callback)
     const dropped = this.#sent(outcome, data)
     if (dropped !== undefined) callLater(callback, notSent(dropped))
     // Older messages this one pushed out of the queue.
@@ -405,8 +409,8 @@ class ReconnectingWebSocket extends EventEmitter {
 
   /** Runs (on a later tick) the callbacks of messages the addon reports written or dropped; false if none. */
   #settleCallbacks() {
-    const callbacks = this.#callbacks
-    if (callbacks === null || callbacks.size === 0) return false
+    const callbacks = this.#callbacks?.byTicket
+    if (callbacks === undefined || callbacks.size === 0) return false
     const settled = N.clientTakeSettled(this)
     for (let i = 0; i < settled.length; i += 2) {
       const callback = callbacks.get(settled[i])
@@ -744,6 +748,30 @@ class ReconnectingWebSocket extends EventEmitter {
     }
   }
 
+  /**
+   * Asks the user's `lookup` for a host's addresses, as net.connect asks it (`all: true`; the
+   * one-address answer of older lookups is taken too). Its first answer counts; the attempt's
+   * connectTimeout bounds the wait.
+   */
+  #lookupHost({ request, host, family }) {
+    let answered = false
+    const answer = (err, address) => {
+      if (answered) return
+      answered = true
+      if (err) return N.lookupAnswer(request, [], redactText(err instanceof Error ? err.message : String(err)))
+      const all = Array.isArray(address) ? address.map((a) => (typeof a === 'string' ? a : a?.address)) : [address]
+      if (!all.every((a) => typeof a === 'string' && isIP(a) !== 0)) {
+        return N.lookupAnswer(request, [], 'it gave something that is not an IP address')
+      }
+      N.lookupAnswer(request, all, null)
+    }
+    try {
+      this.#lookup(host, { family, all: true }, answer)
+    } catch (err) {
+      answer(err)
+    }
+  }
+
   /** Asks the user's shouldReconnect; `undefined`, a throw or a rejection keep the default verdict. */
   #decide({ id, info, default: fallback }) {
     const answer = (v) => N.clientDecide(this, id, v === undefined ? fallback : !!v)
@@ -782,6 +810,7 @@ class ReconnectingWebSocket extends EventEmitter {
       disconnected: (c, { discarded, upto }) => c.#settleDisconnect(discarded, upto),
       idle: (c, p) => c.#onIdle(p),
       sent: (c) => c.#settleCallbacks(),
+      lookup: (c, p) => c.#lookupHost(p),
     })
   }
 }

@@ -20,6 +20,7 @@ const DEFAULTS = Object.freeze({
   maxRedirects: 10,
   family: 0,
   localAddress: undefined,
+  lookup: undefined,
   closeTimeout: 2_000,
   maxPayload: 64 * 1024 * 1024,
   startClosed: false,
@@ -124,6 +125,8 @@ function parseOptions(options, rws = false) {
       throw makeError('ERR_INVALID_ARG_VALUE', `The "localAddress" option must be an IP address. Received '${localAddress}'`, TypeError)
     }
   }
+  const lookup = options.lookup
+  if (lookup !== undefined && typeof lookup !== 'function') throw typeError('lookup', 'a function', lookup)
   const honorRetryAfter = options.honorRetryAfter === undefined ? 'capped' : options.honorRetryAfter
   if (honorRetryAfter !== 'capped' && honorRetryAfter !== 'always' && honorRetryAfter !== 'never') {
     throw rangeError('honorRetryAfter', "one of 'capped', 'always', 'never'", honorRetryAfter)
@@ -160,6 +163,7 @@ function parseOptions(options, rws = false) {
     maxRedirects: followRedirects ? maxRedirects : undefined,
     family,
     localAddress,
+    lookup: lookup !== undefined,
     closeTimeout: number(options, 'closeTimeout', ABOVE_MIN, 0, MAX_TIMER),
     // Capped at what can be delivered: a Buffer's maximum length (text: see maxTextPayload).
     maxPayload: number(options, 'maxPayload', INTEGER, 1, MAX_BUFFER_LENGTH),
@@ -185,7 +189,7 @@ function parseOptions(options, rws = false) {
   }
   // A longer text message cannot become a string: it ends the connection with 1009 (as any over maxPayload).
   native.maxTextPayload = Math.min(native.maxPayload, MAX_STRING_LENGTH)
-  return { native, startClosed, shouldReconnect, headers, protocols, proxy, origin: options.origin, binaryType, signal }
+  return { native, startClosed, shouldReconnect, lookup, headers, protocols, proxy, origin: options.origin, binaryType, signal }
 }
 
 // permessage-deflate (RFC 7692) with ws's client option names. What the native side gets is

@@ -32,6 +32,7 @@ use crate::options::NativeOptions;
 use crate::outbox::{QueueConfig, SendOutcome, NO_TICKET};
 use crate::protocol::send as outcome;
 use crate::queue::Queue;
+use crate::resolve;
 use crate::shared::{AttemptParams, Shared};
 use crate::stats::{self, GLOBAL};
 use crate::transport::{ClientAuth, Dial, Proxy, TlsOptions};
@@ -189,6 +190,8 @@ impl NativeClient {
             conn: ConnConfig {
                 connect_timeout: Duration::from_millis(ms(options.connect_timeout)),
                 max_redirects: options.max_redirects,
+                js_lookup: options.lookup,
+                lookup: None,
                 dial: Dial {
                     family: u8::try_from(options.family).unwrap_or(0),
                     local: match options.local_address.as_deref().map(str::parse) {
@@ -684,6 +687,21 @@ pub fn client_send_ticketed(env: Env, owner: Object<'_>, data: Either<String, &[
 #[napi]
 pub fn client_take_settled(env: Env, owner: Object<'_>) -> Result<Vec<f64>> {
     Ok(client(&env, &owner)?.take_settled())
+}
+
+/// The answer of a client's `lookup` function to `request` (a `lookup` event): the addresses
+/// (IP literals, in the order to try), or `error`, why it failed.
+#[napi]
+pub fn lookup_answer(request: f64, addresses: Vec<String>, error: Option<String>) {
+    let answer = match error {
+        Some(why) => Err(why),
+        None => addresses
+            .iter()
+            .map(|a| a.parse::<std::net::IpAddr>())
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|_| "it gave an address that is not an IP address".to_owned()),
+    };
+    resolve::answer_js(request as u64, answer);
 }
 
 /// Writes what sends corked in this turn (scheduled by JS as a microtask).

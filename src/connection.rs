@@ -31,6 +31,7 @@ use crate::frame::{self, Decoder, Incoming, WireError};
 use crate::outbox::{data_len, Fate, Outbound, SendQueue, NO_TICKET};
 use crate::reader::{self, SharedReader};
 use crate::redirect;
+use crate::resolve;
 use crate::shared::{AttemptParams, Shared};
 use crate::stats::{self, Gauge, Heartbeats, IoBuffers, OpenConnections, PendingAttempts};
 use crate::transport::{self, Dial, TlsOptions, Transport, Writer};
@@ -40,6 +41,10 @@ pub struct ConnConfig {
     pub connect_timeout: Duration,
     /// `family` and `localAddress`.
     pub dial: Dial,
+    /// The client has a `lookup` function: host names are looked up by it.
+    pub js_lookup: bool,
+    /// That function, for one attempt (set by `Attempt::start`).
+    pub lookup: Option<resolve::Asker>,
     /// `maxRedirects` when following redirects (`followRedirects`), else `None`.
     pub max_redirects: Option<u32>,
     /// `maxPayload`, and the longest text that can become a JS string: longer ends with 1009.
@@ -81,8 +86,10 @@ pub struct Attempt {
 }
 
 impl Attempt {
-    pub fn start(cfg: &ConnConfig, params: ParamSource) -> Self {
-        let cfg = cfg.clone();
+    /// `lookup`: the client's `lookup` function, when it has one (`ConnConfig::js_lookup`).
+    pub fn start(cfg: &ConnConfig, params: ParamSource, lookup: Option<resolve::Asker>) -> Self {
+        let mut cfg = cfg.clone();
+        cfg.lookup = lookup;
         let fut = async move {
             let attempt = async {
                 let params = match params {
@@ -142,7 +149,15 @@ async fn connect(cfg: &ConnConfig, params: &AttemptParams) -> Result<Opened, Con
 }
 
 async fn upgrade(cfg: &ConnConfig, params: &AttemptParams) -> Result<Opened, ConnError> {
-    let transport = transport::open(&params.url, params.proxy.as_ref(), cfg.dial, &cfg.tls_config, &cfg.tls).await?;
+    let transport = transport::open(
+        &params.url,
+        params.proxy.as_ref(),
+        cfg.dial,
+        cfg.lookup.as_ref(),
+        &cfg.tls_config,
+        &cfg.tls,
+    )
+    .await?;
     handshake(transport, params, cfg.deflate.as_ref()).await
 }
 

@@ -36,6 +36,7 @@ use crate::frame::Incoming;
 use crate::napi_raw::{self, ArrayOf, CallbackTarget, Obj, OwnerRef, RawValue, Tsfn, Value};
 use crate::protocol::event as tag;
 use crate::reader::{self, JsRead};
+use crate::resolve;
 use crate::shared::Shared;
 
 /// About this many events go to JS in one batch (a run of small messages counts for its messages
@@ -234,6 +235,14 @@ pub fn init(
         Ok(())
     })
     .unwrap_or(Ok(()))
+}
+
+/// How a client's attempt asks its `lookup` function: an event to its JS side (`resolve::ask_js`).
+pub fn lookup_asker(hub: Arc<Hub>, client: u64) -> resolve::Asker {
+    resolve::Asker(Arc::new(move |request, host, family| {
+        let host = host.to_owned();
+        hub.push_one(client, JsEvent::Lookup { request, host, family });
+    }))
 }
 
 pub fn shutting_down() -> bool {
@@ -736,6 +745,13 @@ fn event_to_js(env: &Env, event: JsEvent) -> Result<(u32, Value)> {
         JsEvent::Ping(p) => (tag::PING, napi_raw::buffer_copy(raw, &p)?),
         JsEvent::Pong(p) => (tag::PONG, napi_raw::buffer_copy(raw, &p)?),
         JsEvent::Sent => (tag::SENT, napi_raw::undefined(raw)?),
+        JsEvent::Lookup { request, host, family } => {
+            let mut o = Obj::new(raw)?;
+            o.set(c"request", request as f64)?;
+            o.set(c"host", host)?;
+            o.set(c"family", u32::from(family))?;
+            (tag::LOOKUP, o.value)
+        }
         JsEvent::Provide { id, attempt } => {
             let mut o = Obj::new(raw)?;
             o.set(c"id", id as f64)?;

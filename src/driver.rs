@@ -15,7 +15,7 @@ use tokio::sync::oneshot;
 use tokio::time::{Instant, Sleep};
 
 use crate::connection::{Attempt, ConnConfig, IoEvent, OpenConn, Opened, ParamSource};
-use crate::delivery::Hub;
+use crate::delivery::{self, Hub};
 use crate::errors::{self, ConnError};
 use crate::events::{JsEvent, PolicyInfo};
 use crate::machine::{Action, Event, Input, Machine, Phase, Policy};
@@ -445,7 +445,9 @@ impl Driver {
                         ParamSource::Provided(rx)
                     }
                 };
-                self.attempt = Some(Box::new(Attempt::start(&self.config.conn, params)));
+                let lookup =
+                    (self.config.conn.js_lookup).then(|| delivery::lookup_asker(self.hub.clone(), self.shared.id));
+                self.attempt = Some(Box::new(Attempt::start(&self.config.conn, params, lookup)));
             }
             Action::AbortAttempt => self.attempt = None,
             Action::StartClose { code, reason } => {

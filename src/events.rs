@@ -53,6 +53,12 @@ pub enum JsEvent {
     /// Messages sent with a callback were written (or otherwise settled): JS takes their
     /// tickets from the outbox (`clientTakeSettled`).
     Sent,
+    /// Ask the user's `lookup` for `host`'s addresses; answer with `lookupAnswer(request, ...)`.
+    Lookup {
+        request: u64,
+        host: String,
+        family: u8,
+    },
     /// Run the user's url/headers/protocols providers for this attempt; answer with `provide(id, ...)`.
     Provide {
         id: u64,

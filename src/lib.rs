@@ -149,6 +149,12 @@ pub fn testing_lookups() -> f64 {
     resolve::STARTED.load(Relaxed) as f64
 }
 
+/// Requests to clients' `lookup` functions not yet answered nor abandoned. Not part of the API.
+#[napi]
+pub fn testing_js_lookups_waiting() -> f64 {
+    resolve::js_lookups_waiting() as f64
+}
+
 /// Makes every later host name lookup wait `ms` first (0: no more): a slow resolver for tests.
 /// Not part of the API.
 #[napi]

@@ -36,6 +36,7 @@ pub mod event {
     pub const BINARY_BATCH: u32 = 16;
     pub const UPGRADE: u32 = 17;
     pub const SENT: u32 = 18;
+    pub const LOOKUP: u32 = 19;
 }
 
 /// What `send()` did with a message.
@@ -76,6 +77,7 @@ pub struct WireEvents {
     pub binary_batch: u32,
     pub upgrade: u32,
     pub sent: u32,
+    pub lookup: u32,
 }
 
 #[napi(object)]
@@ -120,6 +122,7 @@ pub fn wire_protocol() -> WireProtocol {
             binary_batch: event::BINARY_BATCH,
             upgrade: event::UPGRADE,
             sent: event::SENT,
+            lookup: event::LOOKUP,
         },
         send: WireSend {
             sent: send::SENT,
@@ -166,6 +169,7 @@ mod tests {
             e.binary_batch,
             e.upgrade,
             e.sent,
+            e.lookup,
         ];
         assert!(distinct(&tags), "{tags:?}");
     }

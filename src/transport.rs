@@ -561,7 +561,8 @@ pub struct Dial {
     pub local: Option<IpAddr>,
 }
 
-async fn tcp(host: &str, port: u16, dial: Dial) -> io::Result<TcpStream> {
+/// `lookup`: the client's `lookup` function, which then looks up host names instead of the system.
+async fn tcp(host: &str, port: u16, dial: Dial, lookup: Option<&resolve::Asker>) -> io::Result<TcpStream> {
     let literal = host.parse::<IpAddr>().ok();
     let stream = match (literal, dial) {
         (Some(ip), Dial { local: None, .. }) => TcpStream::connect((ip, port)).await?,
@@ -574,8 +575,16 @@ async fn tcp(host: &str, port: u16, dial: Dial) -> io::Result<TcpStream> {
                 (6, _) | (0, Some(IpAddr::V6(_))) => Some(false),
                 _ => None,
             };
+            let addresses = match lookup {
+                Some(ask) => resolve::ask_js(ask, host, dial.family)
+                    .await?
+                    .into_iter()
+                    .map(|ip| SocketAddr::new(ip, port))
+                    .collect(),
+                None => resolve::resolve(host, port).await?,
+            };
             let mut last = None;
-            for &addr in resolve::resolve(host, port).await?.iter() {
+            for &addr in addresses.iter() {
                 if wanted.is_some_and(|v4| addr.is_ipv4() != v4) {
                     continue;
                 }
@@ -660,6 +669,7 @@ pub async fn open(
     url: &Url,
     proxy: Option<&Proxy>,
     dial: Dial,
+    lookup: Option<&resolve::Asker>,
     tls: &OnceLock<Result<Arc<ClientConfig>, String>>,
     tls_options: &TlsOptions,
 ) -> Result<Transport, ConnError> {
@@ -668,11 +678,11 @@ pub async fn open(
     }
     let (host, port) = target(url)?;
     let stream = match proxy {
-        None => tcp(&host, port, dial)
+        None => tcp(&host, port, dial, lookup)
             .await
             .map_err(|e| ConnError::new(errors::ERR_CONNECT, format!("{e} ({})", redact_url(url))))?,
         Some(p) => {
-            let s = tcp(&p.host, p.port, dial).await.map_err(|e| {
+            let s = tcp(&p.host, p.port, dial, lookup).await.map_err(|e| {
                 ConnError::new(
                     errors::ERR_PROXY,
                     format!("cannot reach the proxy {}:{}: {e}", p.host, p.port),

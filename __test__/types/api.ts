@@ -1,5 +1,7 @@
 // Type tests, checked by `npm run typecheck` (tsc): each @ts-expect-error must be an error,
 // so a typing that became too loose fails the build. Never executed.
+import { lookup as dnsLookup } from 'node:dns'
+
 import { type BinaryType, ReconnectingWebSocket } from '../../index.js'
 
 declare const client: ReconnectingWebSocket
@@ -54,6 +56,10 @@ client.addEventListener('close', (e) => void e.status)
 client.send(new Uint8Array(2))
 // @ts-expect-error
 client.send(42)
+// net.connect's lookup: dns.lookup itself fits.
+new ReconnectingWebSocket('ws://127.0.0.1:1', { lookup: dnsLookup })
+// @ts-expect-error a lookup is a function
+new ReconnectingWebSocket('ws://127.0.0.1:1', { lookup: '8.8.8.8' })
 // ws's callback, after the data or after options; its error says why the message was not sent.
 client.send('x', (err) => void err?.reason.toUpperCase())
 client.send('x', { binary: true }, (err) => {
