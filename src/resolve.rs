@@ -89,7 +89,10 @@ pub type JsAnswer = Result<Vec<IpAddr>, String>;
 /// Sends a lookup request to one client's JS side: `(request, host, family)` (its event queue;
 /// made by `delivery`, so that this module depends on nothing of the boundary).
 #[derive(Clone)]
-pub struct Asker(pub Arc<dyn Fn(u64, &str, u8) + Send + Sync>);
+pub struct Asker(pub Arc<AskFn>);
+
+/// `(request, host, family)`.
+pub type AskFn = dyn Fn(u64, &str, u8) + Send + Sync;
 
 impl std::fmt::Debug for Asker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
