@@ -77,6 +77,8 @@ async fn recv_async(url: url::Url, count: usize, size: usize, ca: Vec<String>) -
     let cfg = ConnConfig {
         max_redirects: None,
         dial: Default::default(),
+        js_lookup: false,
+        lookup: None,
         connect_timeout: Duration::from_secs(10),
         limits,
         ping_interval: Duration::ZERO,
@@ -97,7 +99,7 @@ async fn recv_async(url: url::Url, count: usize, size: usize, ca: Vec<String>) -
         protocols: Vec::new(),
         proxy: None,
     };
-    let opened = Attempt::start(&cfg, ParamSource::Fixed(Arc::new(params)))
+    let opened = Attempt::start(&cfg, ParamSource::Fixed(Arc::new(params)), None)
         .await
         .map_err(|e| format!("connect: {}", e.message))?;
     let mut transport = opened.transport;
