@@ -485,6 +485,11 @@ export declare class ReconnectingWebSocket<B extends BinaryType = 'nodebuffer'> 
    */
   disconnect(code?: number, reason?: string, options?: DisconnectOptions): Promise<DisconnectResult>
   disconnect(options: DisconnectOptions & { code?: number; reason?: string }): Promise<DisconnectResult>
+  /**
+   * `ws`'s `terminate()`: as `disconnect()`, without the close handshake. The connection is dropped at
+   * once (its `close` event has code 1006); queued messages are discarded.
+   */
+  terminate(): Promise<DisconnectResult>
   /** Forces a fresh connection now: closes the open one with `code` (1000) or cancels the reconnect wait. */
   reconnect(code?: number, reason?: string): this
   /**

@@ -317,3 +317,37 @@ test('disconnect() validates code and reason like browsers do', async (t) => {
   await client.disconnect(3000, 'x'.repeat(123))
   t.is(client.state, 'closed')
 })
+
+test.serial("terminate(), as ws's: the connection is dropped without a close frame, close 1006, no reconnect", async (t) => {
+  const after: Buffer[] = []
+  const ended: string[] = []
+  const peer = await rawServer((socket) =>
+    acceptUpgrade(socket, (s) => {
+      s.on('data', (chunk: Buffer) => after.push(chunk))
+      s.on('end', () => ended.push('end'))
+      s.on('error', () => ended.push('error'))
+    }),
+  )
+  t.teardown(() => peer.close())
+  // The server never answers a close: a handshake would take closeTimeout (60 s, longer than the test may run).
+  const client = new ReconnectingWebSocket(peer.url, { closeTimeout: 60_000, minDelay: 10, maxDelay: 10 })
+  const rec = new Recorder(client)
+  await rec.next('open')
+  t.deepEqual(await client.terminate(), { discarded: 0 })
+  t.deepEqual(await rec.next('close'), { code: 1006, reason: '', wasClean: false, willReconnect: false })
+  t.is(client.state, 'closed')
+  t.like(clientStats(), { openConnections: 0, pendingAttempts: 0, pendingReconnects: 0, runningTasks: 0, ioBuffers: 0 })
+  await until(() => ended.length > 0, 'the server sees the socket end')
+  t.is(Buffer.concat(after).length, 0, 'no close frame, nothing at all after the upgrade')
+  t.is(peer.accepted, 1)
+
+  // A disconnect() waiting for the server's answer is cut short by terminate(): both resolve.
+  client.connect()
+  await rec.next('open')
+  const graceful = client.disconnect(1000, 'bye')
+  await until(() => Buffer.concat(after).length > 0, 'our close frame at the server')
+  const [a, b] = await Promise.all([graceful, client.terminate()])
+  t.deepEqual([a, b], [{ discarded: 0 }, { discarded: 0 }])
+  t.like(await rec.next('close'), { code: 1006, wasClean: false, willReconnect: false })
+  t.like(clientStats(), { openConnections: 0, runningTasks: 0 })
+})

@@ -284,11 +284,22 @@ class ReconnectingWebSocket extends EventEmitter {
   disconnect(code = 1000, reason = '', options = undefined) {
     if (typeof code === 'object' && code !== null) return this.disconnect(code.code, code.reason, code)
     checkClose(code, reason)
-    const flush = options?.flush === true
+    return this.#disconnect(code, reason, options?.flush === true, false)
+  }
+
+  /**
+   * ws's terminate(): as `disconnect()`, without the close handshake: the connection is dropped
+   * at once (its close event has code 1006), queued messages are discarded.
+   */
+  terminate() {
+    return this.#disconnect(1000, '', false, true)
+  }
+
+  #disconnect(code, reason, flush, terminate) {
     this.emit(kDisconnecting)
     this.#unlistenSignal?.()
     this.#unlistenSignal = null
-    const seq = N.clientDisconnect(this, code, reason, flush)
+    const seq = N.clientDisconnect(this, code, reason, flush, terminate)
     if (seq === 0) {
       this.#state = 'closed'
       const discarded = N.clientDiscardQueue(this)

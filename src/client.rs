@@ -285,8 +285,9 @@ impl NativeClient {
 
     /// Asks the driver to disconnect. Returns the call's number (1, 2, ...), which the events
     /// that settle it carry, or 0 when there is nothing to disconnect. From now on `send()` is
-    /// refused; with `flush`, queued messages are written first.
-    pub fn disconnect(&mut self, env: Env, code: u32, reason: String, flush: bool) -> u32 {
+    /// refused; with `flush`, queued messages are written first; with `terminate`, the connection
+    /// is dropped without a close handshake.
+    pub fn disconnect(&mut self, env: Env, code: u32, reason: String, flush: bool, terminate: bool) -> u32 {
         if !delivery::is_active(self.shared.id) {
             self.shared.outbox().stop_accepting(None);
             return 0;
@@ -299,13 +300,15 @@ impl NativeClient {
         // command first and knows that the close was ours. The socket goes back to the driver
         // after that step: handed back first, it would wake the driver into the queue's lock.
         let close = || {
-            self.shared.outbox().stop_accepting(Some((code as u16, &reason)));
+            let frame = (!terminate).then_some((code as u16, reason.as_str()));
+            self.shared.outbox().stop_accepting(frame);
             stall_for_test();
         };
         let command = Command::Disconnect {
             code: code as u16,
             reason: reason.clone(),
-            flush,
+            flush: flush && !terminate,
+            terminate,
             seq,
         };
         match &self.commands {
@@ -612,8 +615,15 @@ pub fn client_connect(env: Env, owner: Object<'_>) -> Result<u32> {
 }
 
 #[napi]
-pub fn client_disconnect(env: Env, owner: Object<'_>, code: u32, reason: String, flush: bool) -> Result<u32> {
-    Ok(client(&env, &owner)?.disconnect(env, code, reason, flush))
+pub fn client_disconnect(
+    env: Env,
+    owner: Object<'_>,
+    code: u32,
+    reason: String,
+    flush: bool,
+    terminate: bool,
+) -> Result<u32> {
+    Ok(client(&env, &owner)?.disconnect(env, code, reason, flush, terminate))
 }
 
 #[napi]

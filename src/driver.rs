@@ -35,6 +35,8 @@ pub enum Command {
         code: u16,
         reason: String,
         flush: bool,
+        /// `terminate()`: no close handshake; the connection is dropped at once.
+        terminate: bool,
         /// The call's number (1, 2, ... per client): what `DisconnectDone` and `Idle` settle.
         seq: u32,
     },
@@ -380,11 +382,17 @@ impl Driver {
                 code,
                 reason,
                 flush,
+                terminate,
                 seq,
             } => {
                 self.disconnects = seq;
                 let flush = flush && !self.shared.outbox().is_queue_empty();
-                self.input(Input::Disconnect { code, reason, flush })
+                self.input(Input::Disconnect { code, reason, flush });
+                if terminate && self.machine.phase() == Phase::Closing {
+                    // As if the close deadline had passed: the socket is dropped before the driver
+                    // writes anything more, our close frame included (the JS thread wrote none).
+                    self.input(Input::CloseDeadline);
+                }
             }
             Command::Decided { id, retry } => {
                 if id != 0 && self.deciding == id {
