@@ -100,6 +100,18 @@ export type LookupFunction = (
   callback: (err: Error | null, address?: string | ReadonlyArray<{ address: string; family?: number }>, family?: number) => void,
 ) => void
 
+/**
+ * `ws`'s `createWebSocketStream(ws, options)`: a Duplex over the client's messages. Each chunk written is
+ * one message (`send(chunk, callback)`: queued while reconnecting); each message read is one chunk (text
+ * as UTF-8 bytes, or a string with `readableObjectMode`). Past the readable high-water mark the socket is
+ * no longer read. The stream lasts across reconnects: it ends when the client closes for good, fails
+ * when it gives up; ending it disconnects the client, destroying it terminates the client.
+ */
+export declare function createWebSocketStream(
+  client: ReconnectingWebSocket<BinaryType>,
+  options?: import('node:stream').DuplexOptions,
+): import('node:stream').Duplex
+
 /** What a binary message is delivered as, for each `binaryType`. */
 export interface BinaryTypes {
   nodebuffer: Buffer

@@ -3,11 +3,11 @@
 // native addon is built by napi-rs and loaded by lib/native.js.
 
 const { clientStats: nativeStats } = require('./lib/native')
-const { ReconnectingWebSocket, Event, MessageEvent, CloseEvent, ErrorEvent } = require('./lib/client')
+const { ReconnectingWebSocket, createWebSocketStream, Event, MessageEvent, CloseEvent, ErrorEvent } = require('./lib/client')
 
 /** Process-wide counters: live clients, open connections, pending reconnect timers, ... */
 function clientStats() {
   return nativeStats()
 }
 
-module.exports = { ReconnectingWebSocket, clientStats, Event, MessageEvent, CloseEvent, ErrorEvent }
+module.exports = { ReconnectingWebSocket, createWebSocketStream, clientStats, Event, MessageEvent, CloseEvent, ErrorEvent }

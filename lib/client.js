@@ -26,6 +26,7 @@ const { Event, MessageEvent, CloseEvent, ErrorEvent, Surface } = require('./what
 const wire = require('./wire')
 const { normalizeArgs } = require('./rws')
 const { messageIterator } = require('./messages')
+const { webSocketStream } = require('./stream')
 const { channels, trace } = require('./diagnostics')
 const { parseResponseHead } = require('./response')
 
@@ -89,6 +90,9 @@ const EMPTY = Buffer.alloc(0)
 function abortError(signal) {
   return makeError('ABORT_ERR', 'The operation was aborted', Error, { name: 'AbortError', cause: signal.reason })
 }
+
+/** The client's read controls, for `createWebSocketStream` (null for anything that is not a client; set by the class). */
+let readControlOf = null
 
 /** Emitted by `disconnect()` for pending `opened()` calls (a symbol: no user sees it). */
 const kDisconnecting = Symbol('redial-ws.disconnecting')
@@ -502,20 +506,23 @@ class ReconnectingWebSocket extends EventEmitter {
    * also between connections.
    */
   messages({ highWaterMark } = {}) {
-    return messageIterator(
-      this,
-      {
-        pause: (on) => this.#setPausers(on ? 1 : -1),
-        hold: (on) => N.clientHold(this, on),
-        closedForGood: () => this.#state === 'closed',
-        active: () => N.clientActive(this),
-        onClosed: (listener) => {
-          this.on(kClosed, listener)
-          return () => this.off(kClosed, listener)
-        },
+    return messageIterator(this, this.#readControl(), highWaterMark)
+  }
+
+  /** What a reader of the client's messages (`messages()`, `createWebSocketStream()`) may do. */
+  #readControl() {
+    return {
+      pause: (on) => this.#setPausers(on ? 1 : -1),
+      hold: (on) => N.clientHold(this, on),
+      closedForGood: () => this.#state === 'closed',
+      /** disconnect() (or terminate()) was called and has not completed. */
+      disconnecting: () => this.#closing,
+      active: () => N.clientActive(this),
+      onClosed: (listener) => {
+        this.on(kClosed, listener)
+        return () => this.off(kClosed, listener)
       },
-      highWaterMark,
-    )
+    }
   }
 
   /**
@@ -800,6 +807,10 @@ class ReconnectingWebSocket extends EventEmitter {
     else answer(verdict)
   }
 
+  static {
+    readControlOf = (client) => (#paused in client ? client.#readControl() : null)
+  }
+
   // One handler per event the addon reports (src/protocol.rs); lib/wire.js checks that none is missing.
   static {
     wire.listen({
@@ -826,4 +837,19 @@ class ReconnectingWebSocket extends EventEmitter {
   }
 }
 
-module.exports = { ReconnectingWebSocket, Event, MessageEvent, CloseEvent, ErrorEvent }
+/**
+ * ws's `createWebSocketStream(ws, options)`: a Duplex over the client's messages (lib/stream.js),
+ * for as long as the client lasts, across reconnects.
+ */
+function createWebSocketStream(client, options) {
+  const control = readControlOf(client)
+  if (control === null) {
+    throw makeError('ERR_INVALID_ARG_TYPE', 'createWebSocketStream() takes a ReconnectingWebSocket', TypeError)
+  }
+  if (options !== undefined && (typeof options !== 'object' || options === null)) {
+    throw makeError('ERR_INVALID_ARG_TYPE', 'createWebSocketStream() options must be an object', TypeError)
+  }
+  return webSocketStream(client, control, options)
+}
+
+module.exports = { ReconnectingWebSocket, createWebSocketStream, Event, MessageEvent, CloseEvent, ErrorEvent }

@@ -1,0 +1,94 @@
+// createWebSocketStream(client), as ws's: a Duplex over the client's messages, with
+// backpressure both ways, that lasts as long as the client across reconnects.
+import { once } from 'node:events'
+import { Readable } from 'node:stream'
+import { pipeline } from 'node:stream/promises'
+import test, { type ExecutionContext } from 'ava'
+
+import { ReconnectingWebSocket, clientStats, createWebSocketStream } from '../index.js'
+import { refusedPort, until, wsServer } from './helpers.js'
+
+function released(t: ExecutionContext) {
+  t.like(clientStats(), { openConnections: 0, pendingAttempts: 0, pendingReconnects: 0, runningTasks: 0, ioBuffers: 0 })
+}
+
+/** Everything the readable side gives until it ends. */
+async function readAll(stream: NodeJS.ReadableStream): Promise<string[]> {
+  const chunks: string[] = []
+  for await (const chunk of stream) chunks.push(String(chunk))
+  return chunks
+}
+
+test.serial('a pipeline writes each chunk as a message and reads each message as a chunk; ending it disconnects', async (t) => {
+  const peer = await wsServer((s) => s.on('message', (data, isBinary) => s.send(data, { binary: isBinary })))
+  t.teardown(() => peer.close())
+  const client = new ReconnectingWebSocket(peer.url)
+  // A byte stream would join the chunks; in readable object mode each message stays one.
+  const duplex = createWebSocketStream(client, { readableObjectMode: true })
+  const echoed = readAll(duplex)
+  // Written while connecting: queued, then sent in order.
+  await pipeline(Readable.from(['one', Buffer.from('two'), 'three']), duplex)
+  // The source ended, so did the writable side: the client disconnected, after the echoes.
+  t.deepEqual(await echoed, ['one', 'two', 'three'])
+  t.is(client.state, 'closed')
+  if (!duplex.closed) await once(duplex, 'close')
+  released(t)
+})
+
+test.serial('a stream that is not read stops the socket being read; read again, every message arrives in order', async (t) => {
+  const payload = 'x'.repeat(16 * 1024)
+  const total = 2_000 // 32 MB: more than the kernel's socket buffers on both sides hold
+  const peer = await wsServer((s) => {
+    for (let i = 0; i < total; i++) s.send(`${i}:${payload}`)
+  })
+  t.teardown(() => peer.close())
+  const client = new ReconnectingWebSocket(peer.url)
+  const duplex = createWebSocketStream(client, { readableObjectMode: true, readableHighWaterMark: 4 })
+  await client.opened()
+  await until(() => peer.sockets.size === 1, 'the server has the connection')
+  const socket = [...peer.sockets][0]
+  // Nobody reads the stream: the server cannot flush, because the client stopped reading.
+  await until(() => socket.bufferedAmount > 4 * 1024 * 1024, `server-side backlog (${socket.bufferedAmount})`)
+  t.true(client.metrics.messagesReceived < total / 2, `${client.metrics.messagesReceived} of ${total} read with nobody reading`)
+  let n = 0
+  for await (const chunk of duplex) {
+    if (Number(String(chunk).split(':')[0]) !== n) t.fail(`message ${n} out of order`)
+    if (++n === total) break // ends the loop: destroys the stream, which terminates the client
+  }
+  t.is(n, total)
+  await until(() => client.state === 'closed', 'the client ended with the stream')
+  if (!duplex.closed) await once(duplex, 'close')
+  released(t)
+})
+
+test.serial('the stream outlives a dropped connection: what is written meanwhile goes out on the next one', async (t) => {
+  const peer = await wsServer((s) => s.on('message', (data) => s.send(`echo ${String(data)}`)))
+  t.teardown(() => peer.close())
+  const client = new ReconnectingWebSocket(peer.url, { minDelay: 20, maxDelay: 20 })
+  const duplex = createWebSocketStream(client, { readableObjectMode: true })
+  const got: string[] = []
+  duplex.on('data', (text: string) => got.push(text))
+  duplex.write('before')
+  await until(() => got.length === 1, 'the first echo')
+  for (const s of peer.sockets) s.terminate()
+  await until(() => client.state === 'reconnecting' || client.state === 'connecting', 'the drop seen')
+  duplex.write('during')
+  await until(() => got.length === 2, 'the echo over the next connection')
+  t.deepEqual(got, ['echo before', 'echo during'], 'in object mode text stays a string')
+  t.false(duplex.destroyed)
+  t.is(peer.accepted, 2)
+  duplex.destroy()
+  if (!duplex.closed) await once(duplex, 'close')
+  await until(() => client.state === 'closed', 'the client terminated with the stream')
+  released(t)
+})
+
+test.serial('a client that gives up fails the stream with its last error', async (t) => {
+  const client = new ReconnectingWebSocket(`ws://127.0.0.1:${await refusedPort()}/`, { maxRetries: 0 })
+  const duplex = createWebSocketStream(client)
+  const [err] = (await once(duplex, 'error')) as [Error & { code?: string }]
+  t.is(err.code, 'ERR_CONNECT')
+  await client.disconnect()
+  released(t)
+  t.throws(() => createWebSocketStream({} as never), { code: 'ERR_INVALID_ARG_TYPE' } as object)
+})

@@ -1,0 +1,112 @@
+'use strict'
+// `createWebSocketStream(client)`: ws's helper of the same name, a Duplex over a client's
+// messages, with backpressure both ways. It lasts as long as the client does, across reconnects:
+// it ends when the client closes for good, not when one connection drops.
+
+const { Duplex } = require('node:stream')
+
+/**
+ * Readable side: each message is a chunk (text as UTF-8 bytes, or a string in
+ * `readableObjectMode`); past the readable high-water mark the client stops reading the socket
+ * (`control.pause`) until the stream is read again. While the stream wants data it keeps the
+ * client alive between connections (`control.hold`), as a pending `messages()` read does.
+ *
+ * Writable side: each chunk is one message, `send(chunk, callback)`: the next is taken once the
+ * socket has the previous one (queued while reconnecting); a message that will never be sent, or
+ * a `send()` that throws, fails the stream. Ending it disconnects the client; destroying it
+ * terminates the client.
+ */
+function webSocketStream(client, control, options) {
+  const duplex = new Duplex({
+    ...options,
+    autoDestroy: true,
+    emitClose: true,
+    objectMode: false,
+    writableObjectMode: false,
+  })
+  let paused = false
+  let holding = false
+  let finished = false
+  const pause = (on) => {
+    if (paused === on) return
+    paused = on
+    control.pause(on)
+  }
+  const hold = (on) => {
+    if (holding === on) return
+    holding = on
+    control.hold(on)
+  }
+  const onMessage = (data, isBinary) => {
+    if (!duplex.push(chunkOf(data, isBinary, duplex.readableObjectMode))) {
+      hold(false)
+      pause(true)
+    }
+  }
+  const onClose = (ev) => {
+    // Closed for good without disconnect(): the client gave up, and its giveup event follows.
+    if (!ev.willReconnect && control.closedForGood() && control.disconnecting()) end()
+  }
+  const onGiveUp = (ev) => {
+    if (control.disconnecting()) return end()
+    release()
+    duplex.destroy(ev.lastError ?? new Error(`The client gave up (${ev.reason})`))
+  }
+  let offClosed = null
+  const release = () => {
+    if (finished) return
+    finished = true
+    client.off('message', onMessage)
+    client.off('close', onClose)
+    client.off('giveup', onGiveUp)
+    offClosed?.()
+    pause(false)
+    hold(false)
+  }
+  const end = () => {
+    release()
+    duplex.push(null)
+  }
+  client.on('message', onMessage)
+  client.on('close', onClose)
+  client.on('giveup', onGiveUp)
+  // A disconnect() during a backoff wait ends the client with no close event.
+  offClosed = control.onClosed(end)
+  if (control.closedForGood() && !control.active()) end()
+
+  duplex._read = () => {
+    if (finished) return
+    pause(false)
+    hold(true)
+  }
+  duplex._write = (chunk, _encoding, callback) => {
+    try {
+      client.send(chunk, callback)
+    } catch (err) {
+      callback(err)
+    }
+  }
+  duplex._final = (callback) => {
+    client.disconnect().then(() => callback(), callback)
+  }
+  duplex._destroy = (err, callback) => {
+    release()
+    if (control.closedForGood() && !control.active()) return callback(err)
+    client.terminate().then(
+      () => callback(err),
+      () => callback(err),
+    )
+  }
+  return duplex
+}
+
+/** A message as a chunk of the readable side: bytes, or in object mode text as a string. */
+function chunkOf(data, isBinary, objectMode) {
+  if (!isBinary) return objectMode ? data : Buffer.from(data)
+  if (Buffer.isBuffer(data)) return data
+  if (Array.isArray(data)) return Buffer.concat(data) // binaryType 'fragments'
+  if (data instanceof ArrayBuffer) return Buffer.from(data)
+  return Buffer.from(data.buffer, data.byteOffset, data.byteLength)
+}
+
+module.exports = { webSocketStream }
