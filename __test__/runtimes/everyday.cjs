@@ -24,7 +24,7 @@ const path = require('node:path')
 for (const name of ['HTTP_PROXY', 'HTTPS_PROXY', 'http_proxy', 'https_proxy', 'NO_PROXY', 'no_proxy', 'ALL_PROXY', 'all_proxy'])
   delete process.env[name]
 
-const { ReconnectingWebSocket, clientStats } = require(path.join(__dirname, '..', '..', 'index.js'))
+const { ReconnectingWebSocket, clientStats, createWebSocketStream } = require(path.join(__dirname, '..', '..', 'index.js'))
 
 const config = JSON.parse(process.argv[2] ?? 'null')
 if (!config?.url) {
@@ -212,6 +212,35 @@ const scenarios = [
       const result = await within(client.disconnect(), 'disconnect() of the echo client')
       assert.deepEqual(result, { discarded: 0 })
       assert.equal(client.state, 'closed')
+      assert.equal(clientStats().openConnections, 0)
+    },
+  ],
+  [
+    'send callbacks and a stream',
+    async () => {
+      const client = new ReconnectingWebSocket(config.url)
+      // Kept: collected later, it would be counted by the abandoned-clients scenario's liveClients.
+      ctx.streamClient = client
+      const written = []
+      // Queued while connecting; then one the JS thread writes and one (1 MiB) the driver writes.
+      client.send('queued', (err) => written.push(['queued', err?.code]))
+      await within(client.opened(), 'open')
+      client.send('small', (err) => written.push(['small', err?.code]))
+      client.send(Buffer.alloc(1 << 20), {}, (err) => written.push(['large', err?.code]))
+      await until(() => written.length === 3, 'three send callbacks')
+      assert.deepEqual(written, [
+        ['queued', undefined],
+        ['small', undefined],
+        ['large', undefined],
+      ])
+      const duplex = createWebSocketStream(client, { readableObjectMode: true })
+      const echoes = []
+      // A chunk written is bytes (a binary message, as in ws); the echo comes back as a Buffer.
+      duplex.on('data', (data) => echoes.push(String(data)))
+      duplex.write('through the stream')
+      await until(() => echoes.includes('through the stream'), 'the echo through the stream')
+      duplex.end()
+      await until(() => client.state === 'closed' && duplex.closed, 'the stream ended and the client closed')
       assert.equal(clientStats().openConnections, 0)
     },
   ],
