@@ -398,6 +398,8 @@ export interface UpgradeResponse {
 export interface ReconnectingWebSocketEvents<B extends BinaryType = BinaryType> {
   /** Each connection's 101 answer, just before its `open`. */
   upgrade: [response: UpgradeResponse]
+  /** With `followRedirects`: each address a redirect led to, before the attempt's `open` or `error` (no user name or password). */
+  redirect: [url: string]
   open: [event: OpenEventInfo]
   /** Text is a string; binary data is a Buffer, an ArrayBuffer or a Uint8Array according to `binaryType`. */
   message: [data: string | BinaryTypes[B], isBinary: boolean]

@@ -148,3 +148,40 @@ test('followRedirects and maxRedirects are checked like every option', (t) => {
   t.like(t.throws(make({ maxRedirects: 2.5 })), { code: 'ERR_OUT_OF_RANGE' })
   t.notThrows(make({ followRedirects: true, maxRedirects: 0 }))
 })
+
+test.serial("the redirect event, as ws's: each address followed, before the attempt's open or error; no user name or password", async (t) => {
+  const hits: Hit[] = []
+  const b = await server((path) => (path === '/loop' ? { status: 307, location: '/loop' } : null), hits)
+  t.teardown(() => b.close())
+  const a = await server((path) => (path === '/start' ? { status: 301, location: `http://user:pw@127.0.0.1:${b.port}/end` } : null), hits)
+  t.teardown(() => a.close())
+  const client = new ReconnectingWebSocket(a.url('/start'), { followRedirects: true, maxRetries: 0 })
+  const rec = new Recorder(client, ['redirect', 'open', 'error'])
+  await rec.next('open')
+  t.deepEqual(
+    rec.log.map((e) => [e.name, e.args[0]]),
+    [
+      ['redirect', `ws://127.0.0.1:${b.port}/end`],
+      ['open', { protocol: '', extensions: '' }],
+    ],
+  )
+  await client.disconnect()
+  released(t)
+  // A loop: every hop is reported, then the error.
+  const looping = new ReconnectingWebSocket(b.url('/loop'), { followRedirects: true, maxRedirects: 2, maxRetries: 0 })
+  const r = new Recorder(looping, ['redirect', 'error'])
+  t.is((await r.next('error')).code, 'ERR_HANDSHAKE')
+  t.deepEqual(
+    r.log.map((e) => e.name),
+    ['redirect', 'redirect', 'error'],
+  )
+  await looping.disconnect()
+  released(t)
+  // Without followRedirects there is none.
+  const plain = new ReconnectingWebSocket(a.url('/start'), { maxRetries: 0 })
+  const p = new Recorder(plain, ['redirect', 'error'])
+  await p.next('error')
+  t.is(p.count('redirect'), 0)
+  await plain.disconnect()
+  released(t)
+})

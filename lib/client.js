@@ -833,6 +833,7 @@ class ReconnectingWebSocket extends EventEmitter {
       idle: (c, p) => c.#onIdle(p),
       sent: (c) => c.#settleCallbacks(),
       lookup: (c, p) => c.#lookupHost(p),
+      redirect: (c, url) => c.emit('redirect', url),
     })
   }
 }

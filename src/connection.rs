@@ -12,7 +12,7 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -82,6 +82,8 @@ pub struct Opened {
 /// attempt exists (socket, half-done handshake): nothing is left running.
 pub struct Attempt {
     fut: Pin<Box<dyn Future<Output = Result<Opened, ConnError>> + Send>>,
+    /// With `followRedirects`: the addresses redirects led to, until the driver reports them.
+    redirects: Option<Arc<Mutex<Vec<String>>>>,
     _gauge: Gauge<PendingAttempts>,
 }
 
@@ -90,6 +92,8 @@ impl Attempt {
     pub fn start(cfg: &ConnConfig, params: ParamSource, lookup: Option<resolve::Asker>) -> Self {
         let mut cfg = cfg.clone();
         cfg.lookup = lookup;
+        let redirects = cfg.max_redirects.map(|_| Arc::new(Mutex::new(Vec::new())));
+        let followed = redirects.clone();
         let fut = async move {
             let attempt = async {
                 let params = match params {
@@ -98,7 +102,7 @@ impl Attempt {
                         Err(ConnError::new(errors::ERR_PROVIDER, "the providers were abandoned"))
                     })?),
                 };
-                connect(&cfg, &params).await
+                connect(&cfg, &params, followed.as_deref()).await
             };
             match tokio::time::timeout(cfg.connect_timeout, attempt).await {
                 Ok(r) => r,
@@ -110,8 +114,17 @@ impl Attempt {
         };
         Attempt {
             fut: Box::pin(fut),
+            redirects,
             _gauge: Gauge::<PendingAttempts>::new(),
         }
+    }
+
+    /// Where redirects led since the last call (redacted), for the `redirect` event.
+    pub fn take_redirects(&self) -> Vec<String> {
+        self.redirects
+            .as_ref()
+            .map(|r| std::mem::take(&mut *r.lock().unwrap_or_else(|p| p.into_inner())))
+            .unwrap_or_default()
     }
 }
 
@@ -122,12 +135,16 @@ impl Future for Attempt {
     }
 }
 
-/// The attempt: one upgrade, then one per redirect followed (`redirect`).
-async fn connect(cfg: &ConnConfig, params: &AttemptParams) -> Result<Opened, ConnError> {
+/// The attempt: one upgrade, then one per redirect followed (`redirect`), each noted in `followed`.
+async fn connect(
+    cfg: &ConnConfig,
+    params: &AttemptParams,
+    followed: Option<&Mutex<Vec<String>>>,
+) -> Result<Opened, ConnError> {
     let mut result = upgrade(cfg, params).await;
     let Some(max) = cfg.max_redirects else { return result };
     let mut hop: Option<AttemptParams> = None;
-    let mut followed = 0;
+    let mut hops = 0;
     loop {
         let refused = match result {
             Ok(opened) => return Ok(opened),
@@ -138,11 +155,16 @@ async fn connect(cfg: &ConnConfig, params: &AttemptParams) -> Result<Opened, Con
             None => return Err(refused),
             Some(to) => to?,
         };
-        if followed == max {
+        if hops == max {
             return Err(redirect::too_many(refused, &to, max));
         }
-        followed += 1;
+        hops += 1;
         let next = redirect::hop(params, to);
+        if let Some(f) = followed {
+            f.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(transport::redact_url(&next.url));
+        }
         result = upgrade(cfg, &next).await;
         hop = Some(next);
     }

@@ -745,6 +745,7 @@ fn event_to_js(env: &Env, event: JsEvent) -> Result<(u32, Value)> {
         JsEvent::Ping(p) => (tag::PING, napi_raw::buffer_copy(raw, &p)?),
         JsEvent::Pong(p) => (tag::PONG, napi_raw::buffer_copy(raw, &p)?),
         JsEvent::Sent => (tag::SENT, napi_raw::undefined(raw)?),
+        JsEvent::Redirect(url) => (tag::REDIRECT, napi_raw::to_js(raw, url)?),
         JsEvent::Lookup { request, host, family } => {
             let mut o = Obj::new(raw)?;
             o.set(c"request", request as f64)?;

@@ -267,7 +267,14 @@ impl Driver {
                 Poll::Ready(None) => return Poll::Ready(Exit::Abandoned),
                 Poll::Pending => {}
             }
-            if let Some(Poll::Ready(result)) = self.attempt.as_mut().map(|a| Pin::new(a).poll(cx)) {
+            let polled = self.attempt.as_mut().map(|a| Pin::new(a).poll(cx));
+            if let Some(a) = self.attempt.as_ref() {
+                // Before the attempt's outcome: a redirect is reported before the open or the error.
+                for url in a.take_redirects() {
+                    self.events.push(JsEvent::Redirect(url));
+                }
+            }
+            if let Some(Poll::Ready(result)) = polled {
                 self.attempt = None;
                 self.attempt_done(result);
                 continue;

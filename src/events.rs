@@ -53,6 +53,8 @@ pub enum JsEvent {
     /// Messages sent with a callback were written (or otherwise settled): JS takes their
     /// tickets from the outbox (`clientTakeSettled`).
     Sent,
+    /// The attempt followed a redirect to this address (`followRedirects`), before its outcome.
+    Redirect(String),
     /// Ask the user's `lookup` for `host`'s addresses; answer with `lookupAnswer(request, ...)`.
     Lookup {
         request: u64,

@@ -37,6 +37,7 @@ pub mod event {
     pub const UPGRADE: u32 = 17;
     pub const SENT: u32 = 18;
     pub const LOOKUP: u32 = 19;
+    pub const REDIRECT: u32 = 20;
 }
 
 /// What `send()` did with a message.
@@ -78,6 +79,7 @@ pub struct WireEvents {
     pub upgrade: u32,
     pub sent: u32,
     pub lookup: u32,
+    pub redirect: u32,
 }
 
 #[napi(object)]
@@ -123,6 +125,7 @@ pub fn wire_protocol() -> WireProtocol {
             upgrade: event::UPGRADE,
             sent: event::SENT,
             lookup: event::LOOKUP,
+            redirect: event::REDIRECT,
         },
         send: WireSend {
             sent: send::SENT,
@@ -170,6 +173,7 @@ mod tests {
             e.upgrade,
             e.sent,
             e.lookup,
+            e.redirect,
         ];
         assert!(distinct(&tags), "{tags:?}");
     }
