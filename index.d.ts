@@ -509,7 +509,7 @@ export declare class ReconnectingWebSocket<B extends BinaryType = 'nodebuffer'> 
   /**
    * Sends a text (string) or binary message; while connecting or waiting to reconnect it is queued and
    * written, in order, on the next open. Throws `ERR_NOT_OPEN` when closed, `ERR_QUEUE_FULL` on overflow.
-   * `options` as in `ws`. `callback`, as `ws`'s, runs on a later tick: without an error once the message
+   * `options` as in `ws`. `callback`, as `ws`'s, runs asynchronously (never inside the call that settles it): without an error once the message
    * is written to the socket (from the queue: on a later connection), with an `ERR_NOT_SENT` error
    * (`err.reason`) once it never will be; not at all when `send()` throws.
    */

@@ -144,7 +144,7 @@ test.serial("a disconnect() made after connect() is not settled by an earlier di
   await until(() => peer.concurrent === 0, 'the server saw every connection end')
 })
 
-test.serial('random interleavings of send, connect, reconnect and disconnect, with providers and policies that answer later, against a server that closes, drops, floods or stops reading: every disconnect() settles in order, with nothing left running', async (t) => {
+test.serial('random interleavings of send (with and without a callback), connect, reconnect, disconnect and terminate, with providers and policies that answer later, against a server that closes, drops, floods or stops reading: every disconnect() settles in order, with nothing left running and every send() callback called once', async (t) => {
   // A fixed seed: the same schedule of calls and server behaviours on every run.
   let seed = 1
   const random = () => {
@@ -178,6 +178,7 @@ test.serial('random interleavings of send, connect, reconnect and disconnect, wi
   t.teardown(() => peer.close())
   const before = clientStats()
   const late: string[] = []
+  let calledTwice = 0
   for (let round = 0; round < 200; round++) {
     // Attempts that wait for JS: a URL provider (that may reject) and a shouldReconnect that answers later.
     const later = <T>(value: T) => new Promise<T>((r) => setTimeout(() => r(value), Math.floor(random() * 6)))
@@ -194,15 +195,31 @@ test.serial('random interleavings of send, connect, reconnect and disconnect, wi
         if (settled) late.push(`round ${round}: ${name}`)
       })
     }
+    // send() callbacks not yet called: each must be called once, by the time the last disconnect() resolves.
+    let waiting = 0
+    const sendWithCallback = () => {
+      let calls = 0
+      waiting++
+      try {
+        client.send('with a callback', () => {
+          if (++calls === 1) waiting--
+          else calledTwice++
+        })
+      } catch (err) {
+        waiting-- // send() threw: its callback is never called
+        throw err
+      }
+    }
     let unsettled = 0
     const earlier = (call: Promise<unknown>) => {
       unsettled++
       void call.then(() => unsettled--)
     }
     for (let step = 2 + Math.floor(random() * 6); step > 0; step--) {
-      const action = pick(['send', 'send', 'wait', 'turn', 'reconnect', 'connect', 'ping', 'disconnect', 'flush', 'await'])
+      const action = pick(['send', 'send', 'sendWithCallback', 'wait', 'turn', 'reconnect', 'connect', 'ping', 'disconnect', 'terminate', 'flush', 'await'])
       try {
         if (action === 'send') client.send('hello')
+        else if (action === 'sendWithCallback') sendWithCallback()
         else if (action === 'wait') await new Promise((r) => setTimeout(r, Math.floor(random() * 8)))
         else if (action === 'turn') await new Promise((r) => setImmediate(r))
         else if (action === 'reconnect') client.reconnect()
@@ -211,6 +228,9 @@ test.serial('random interleavings of send, connect, reconnect and disconnect, wi
         else if (action === 'disconnect') {
           earlier(client.disconnect())
           client.connect()
+        } else if (action === 'terminate') {
+          earlier(client.terminate())
+          if (random() < 0.5) client.connect()
         } else if (action === 'flush') {
           client.send('queued')
           earlier(client.disconnect(1000, '', { flush: true }))
@@ -233,7 +253,11 @@ test.serial('random interleavings of send, connect, reconnect and disconnect, wi
     }
     t.is(client.state, 'closed', `round ${round}`)
     t.is(unsettled, 0, `round ${round}: every earlier call settled no later than the last one`)
+    t.is(waiting, 0, `round ${round}: every send() callback called by the time disconnect() resolved`)
+    t.is(client.metrics.queuedMessages, 0, `round ${round}: nothing left queued once disconnect() resolved`)
+    t.is(client.bufferedAmount, 0, `round ${round}: nothing left to write once disconnect() resolved`)
   }
+  t.is(calledTwice, 0, 'no send() callback called twice')
   await until(() => peer.concurrent === 0, 'the server saw every connection end')
   t.deepEqual(late, [], 'no event after a client\'s last disconnect() resolved')
 })

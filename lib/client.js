@@ -59,10 +59,13 @@ function notSent(reason) {
   return makeError('ERR_NOT_SENT', `The message was not sent: ${why}`, Error, { reason })
 }
 
-/** send() callbacks run on a later tick, as ws's do, never inside the call that settled them. */
+/**
+ * send() callbacks run later, never inside the call that settled them: as microtasks, so that
+ * they run in the order they were settled and before whatever awaits a disconnect() made after
+ * (its continuation is queued behind them, even when that promise is already resolved).
+ */
 function callLater(callback, err) {
-  if (err === undefined) process.nextTick(callback)
-  else process.nextTick(callback, err)
+  queueMicrotask(err === undefined ? callback : () => callback(err))
 }
 
 /** The data send() takes, as the addon takes it (a string or a Buffer over the same bytes). */
@@ -307,8 +310,8 @@ class ReconnectingWebSocket extends EventEmitter {
     if (seq === 0) {
       this.#state = 'closed'
       const discarded = N.clientDiscardQueue(this)
-      // Resolved behind the callbacks of what it discarded (ticks run in order), as when the driver reports it.
-      if (this.#settleCallbacks()) return new Promise((resolve) => process.nextTick(resolve, { discarded }))
+      // Their callbacks are queued before anything can await this promise.
+      this.#settleCallbacks()
       return Promise.resolve({ discarded })
     }
     this.#closing = true
@@ -412,7 +415,7 @@ class ReconnectingWebSocket extends EventEmitter {
     if (outcome === SENT_CORKED || outcome === SENT) {
       // Written by the uncork of this turn, which is queued before this (microtasks run in order).
       if (outcome === SENT_CORKED) queueMicrotask(() => uncork(this))
-      return void queueMicrotask(() => callLater(callback))
+      return void callLater(callback)
     }
     const waits = outcome !== SENT_NOT_OPEN && outcome !== SENT_NOT_CONNECTED && outcome !== SENT_QUEUE_FULL
     if (waits) callbacks.byTicket.set(ticket, callback)
@@ -422,10 +425,10 @@ class ReconnectingWebSocket extends EventEmitter {
     this.#settleCallbacks()
   }
 
-  /** Runs (on a later tick) the callbacks of messages the addon reports written or dropped; false if none. */
+  /** Runs (as microtasks) the callbacks of messages the addon reports written or dropped. */
   #settleCallbacks() {
     const callbacks = this.#callbacks?.byTicket
-    if (callbacks === undefined || callbacks.size === 0) return false
+    if (callbacks === undefined || callbacks.size === 0) return
     const settled = N.clientTakeSettled(this)
     for (let i = 0; i < settled.length; i += 2) {
       const callback = callbacks.get(settled[i])
@@ -434,7 +437,6 @@ class ReconnectingWebSocket extends EventEmitter {
       const fate = FATES[settled[i + 1]]
       callLater(callback, fate === 'written' ? undefined : notSent(fate))
     }
-    return settled.length > 0
   }
 
   /** Sends a ping frame (payload up to 125 bytes). Throws ERR_NOT_OPEN when not open. */
@@ -715,15 +717,20 @@ class ReconnectingWebSocket extends EventEmitter {
   /** `{ gen, discarded, upto }`: the driver of generation `gen` exited, having received the disconnect() calls up to `upto`. */
   #onIdle({ gen, discarded, upto }) {
     // The exit report of a driver that connect() has since replaced only settles the calls it received.
-    this.#settleCallbacks()
-    if (gen !== N.clientGeneration(this)) this.#resolveWaiters(discarded, upto)
-    // This client's driver is gone: nothing is left running, every call is settled.
-    else this.#settleDisconnect(discarded, Infinity)
+    if (gen !== N.clientGeneration(this)) {
+      this.#settleCallbacks()
+      return this.#resolveWaiters(discarded, upto)
+    }
+    // This client's driver is gone: nothing is left running, every call is settled. A disconnect()
+    // that reached the driver only as it exited was not run by it: what is queued is discarded here
+    // (after a giveup without one, the queue stays for a later connect()).
+    if (this.#waiters !== null) discarded += N.clientDiscardQueue(this)
+    this.#settleDisconnect(discarded, Infinity)
   }
 
   /** The disconnect() calls up to `upto` completed (and every one when the client is idle). */
   #settleDisconnect(discarded, upto) {
-    // Callbacks first: theirs run on the next tick, before anything awaiting disconnect() resumes.
+    // Callbacks first: their microtasks run before anything awaiting disconnect() resumes.
     this.#settleCallbacks()
     this.#resolveWaiters(discarded, upto)
     if (this.#closing && this.#waiters === null) {

@@ -121,10 +121,18 @@ function chatter(url, expected) {
   return { client, firstOpen, reopened, heard }
 }
 
+/**
+ * The clients of the round in progress. A program keeps the clients it waits on: between
+ * connections (the outage below) only its references keep a client, and a suspended async
+ * function is not one (the promise it awaits is reachable only from the clients themselves).
+ */
+let current = null
+
 async function round(n, url, port) {
   const t0 = Date.now()
   const perRoom = Array.from({ length: ROOMS }, (_, room) => Math.floor(CLIENTS / ROOMS) + (room < CLIENTS % ROOMS ? 1 : 0))
   let chatters = Array.from({ length: CLIENTS }, (_, i) => chatter(`${url}/room-${i % ROOMS}`, perRoom[i % ROOMS]))
+  current = chatters
   await Promise.all(chatters.map((c) => c.firstOpen))
   const open = figures()
 
@@ -138,7 +146,7 @@ async function round(n, url, port) {
   const reconnects = chatters.reduce((sum, c) => sum + c.client.metrics.reconnects, 0)
 
   await Promise.all(chatters.map((c) => c.client.disconnect()))
-  chatters = null // the program keeps no reference to its clients
+  chatters = current = null // the program keeps no reference to its clients
   const server = await poll(() => request(port, 'GET', '/stats'), (s) => s.openConnections === 0)
   gc()
   const after = figures()
