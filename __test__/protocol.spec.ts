@@ -8,7 +8,7 @@ import zlib from 'node:zlib'
 import test from 'ava'
 import { WebSocketServer } from 'ws'
 
-import { ReconnectingWebSocket, clientStats, type RedialError } from '../index.js'
+import { type LookupFunction, ReconnectingWebSocket, clientStats, type RedialError } from '../index.js'
 import { CLIENT_PASSPHRASE, makeCerts } from './certs.js'
 import { Recorder, acceptUpgrade, quiescent, rawServer, until, wsServer } from './helpers.js'
 
@@ -679,4 +679,24 @@ test.serial('random frames after the upgrade (any opcode, flags and length, comp
   // The frames reached the checks that report them.
   for (const code of ['ERR_PROTOCOL', 'ERR_MESSAGE_TOO_BIG', 'ERR_INVALID_UTF8']) t.true(codes.has(code), `${code} among ${[...codes].join(', ')}`)
   t.log(`error codes seen: ${[...codes].sort().join(', ')}`)
+})
+
+test.serial("lookup with wss: the certificate is checked against the URL's host name, not the address the lookup gave", async (t) => {
+  const server = await wssServer()
+  t.teardown(() => server.close())
+  const toLoopback: LookupFunction = (_host, _options, callback) => callback(null, [{ address: '127.0.0.1', family: 4 }])
+  // The certificate names localhost: a name the lookup sends to 127.0.0.1 passes...
+  const named = new ReconnectingWebSocket(`wss://localhost:${server.port}/`, { tls: { ca: certs.ca }, lookup: toLoopback })
+  const rec = new Recorder(named)
+  await rec.next('open')
+  named.send('over TLS')
+  t.is(await rec.next('message'), 'over TLS')
+  await named.disconnect()
+  // ...another name at the same address does not.
+  const other = new ReconnectingWebSocket(`wss://elsewhere.invalid:${server.port}/`, { tls: { ca: certs.ca }, lookup: toLoopback, maxRetries: 0 })
+  const failed = new Recorder(other)
+  t.is((await failed.next('error')).code, 'ERR_TLS_CERT')
+  await failed.next('giveup')
+  await other.disconnect()
+  t.like(clientStats(), { openConnections: 0, runningTasks: 0, pendingAttempts: 0 })
 })
