@@ -105,7 +105,8 @@ export type LookupFunction = (
  * one message (`send(chunk, callback)`: queued while reconnecting); each message read is one chunk (text
  * as UTF-8 bytes, or a string with `readableObjectMode`). Past the readable high-water mark the socket is
  * no longer read. The stream lasts across reconnects: it ends when the client closes for good, fails
- * when it gives up; ending it disconnects the client, destroying it terminates the client.
+ * when it gives up; ending it disconnects the client, destroying it terminates the client. While it is
+ * being read it keeps the client alive, also between connections.
  */
 export declare function createWebSocketStream(
   client: ReconnectingWebSocket<BinaryType>,
