@@ -511,11 +511,25 @@ class ReconnectingWebSocket extends EventEmitter {
     return messageIterator(this, this.#readControl(), highWaterMark)
   }
 
-  /** What a reader of the client's messages (`messages()`, `createWebSocketStream()`) may do. */
+  /**
+   * What a reader of the client's messages (`messages()`, `createWebSocketStream()`) may do.
+   * `pause` and `hold` are this reader's switches: setting one as it already is does nothing, so
+   * each reader counts once among the client's pausers and holds.
+   */
   #readControl() {
+    let paused = false
+    let holding = false
     return {
-      pause: (on) => this.#setPausers(on ? 1 : -1),
-      hold: (on) => N.clientHold(this, on),
+      pause: (on) => {
+        if (paused === on) return
+        paused = on
+        this.#setPausers(on ? 1 : -1)
+      },
+      hold: (on) => {
+        if (holding === on) return
+        holding = on
+        N.clientHold(this, on)
+      },
       closedForGood: () => this.#state === 'closed',
       /** disconnect() (or terminate()) was called and has not completed. */
       disconnecting: () => this.#closing,

@@ -18,12 +18,6 @@ function messageIterator(client, control, highWaterMark = 1024) {
   const buffer = []
   let waiter = null
   let ended = false
-  let paused = false
-  const pause = (on) => {
-    if (paused === on) return
-    paused = on
-    control.pause(on)
-  }
   const settle = (result) => {
     const resolve = waiter
     waiter = null
@@ -33,7 +27,7 @@ function messageIterator(client, control, highWaterMark = 1024) {
   const onMessage = (data) => {
     if (waiter) return settle({ value: data, done: false })
     buffer.push(data)
-    if (buffer.length >= highWaterMark) pause(true)
+    if (buffer.length >= highWaterMark) control.pause(true)
   }
   const onClose = (ev) => {
     if (!ev.willReconnect && control.closedForGood()) finish()
@@ -49,7 +43,7 @@ function messageIterator(client, control, highWaterMark = 1024) {
     client.off('close', onClose)
     client.off('giveup', onGiveUp)
     offClosed?.()
-    pause(false)
+    control.pause(false)
     if (waiter) settle({ value: undefined, done: true })
   }
   client.on('message', onMessage)
@@ -62,7 +56,7 @@ function messageIterator(client, control, highWaterMark = 1024) {
     next: () => {
       if (buffer.length) {
         const value = buffer.shift()
-        if (paused && buffer.length <= highWaterMark >> 1) pause(false)
+        if (buffer.length <= highWaterMark >> 1) control.pause(false)
         return Promise.resolve({ value, done: false })
       }
       if (ended) return Promise.resolve({ value: undefined, done: true })

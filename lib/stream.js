@@ -24,23 +24,11 @@ function webSocketStream(client, control, options) {
     objectMode: false,
     writableObjectMode: false,
   })
-  let paused = false
-  let holding = false
   let finished = false
-  const pause = (on) => {
-    if (paused === on) return
-    paused = on
-    control.pause(on)
-  }
-  const hold = (on) => {
-    if (holding === on) return
-    holding = on
-    control.hold(on)
-  }
   const onMessage = (data, isBinary) => {
     if (!duplex.push(chunkOf(data, isBinary, duplex.readableObjectMode))) {
-      hold(false)
-      pause(true)
+      control.hold(false)
+      control.pause(true)
     }
   }
   const onClose = (ev) => {
@@ -60,8 +48,8 @@ function webSocketStream(client, control, options) {
     client.off('close', onClose)
     client.off('giveup', onGiveUp)
     offClosed?.()
-    pause(false)
-    hold(false)
+    control.pause(false)
+    control.hold(false)
   }
   const end = () => {
     release()
@@ -76,8 +64,8 @@ function webSocketStream(client, control, options) {
 
   duplex._read = () => {
     if (finished) return
-    pause(false)
-    hold(true)
+    control.pause(false)
+    control.hold(true)
   }
   duplex._write = (chunk, _encoding, callback) => {
     try {
