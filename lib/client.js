@@ -413,7 +413,11 @@ class ReconnectingWebSocket extends EventEmitter {
     const ticket = ++callbacks.last
     const outcome = N.clientSendTicketed(this, data, ticket)
     if (outcome === SENT_CORKED || outcome === SENT) {
-      // Written by the uncork of this turn, which is queued before this (microtasks run in order).
+      // The fast path writes only once the driver has written everything sent before, so those
+      // messages are settled already, though their `sent` event may not have come yet: their
+      // callbacks go first. This one's message is written by the uncork of this turn, which is
+      // queued before it (microtasks run in order).
+      this.#settleCallbacks()
       if (outcome === SENT_CORKED) queueMicrotask(() => uncork(this))
       return void callLater(callback)
     }
