@@ -34,6 +34,12 @@ export interface ReconnectingWebSocketOptions {
   /** The local IP address to connect from, as `net.connect`'s `localAddress` (a proxy is reached from it too). */
   localAddress?: string
   /**
+   * The local port to connect from, as `net.connect`'s `localPort` (with `localAddress` or from the
+   * unspecified address); 0: the system's choice [0]. An attempt that cannot bind it fails with
+   * `ERR_CONNECT` and is retried, as while the last connection from it is in TIME_WAIT.
+   */
+  localPort?: number
+  /**
    * Looks up host names instead of the system resolver, as `net.connect`'s `lookup` (`dns.lookup`'s
    * shape; `dns.lookup` itself and caching lookups such as `cacheable-lookup` fit): called for every
    * attempt (and redirect hop) to a host name, or to the proxy's, with `{ family, all: true }`.

@@ -1,8 +1,9 @@
-// How the connection is made: net.connect's family and localAddress, which ws passes through, and
+// How the connection is made: net.connect's family, localAddress and localPort, which ws passes through, and
 // ws's ws+unix: URLs (a Unix domain socket).
 import { once } from 'node:events'
 import { mkdtempSync, rmSync } from 'node:fs'
 import http from 'node:http'
+import net from 'node:net'
 import { createRequire } from 'node:module'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -39,6 +40,58 @@ test.serial('localAddress: every connection comes from that address', async (t) 
   released(t)
 })
 
+/** A TCP port nothing on 127.0.0.1 listens on or connects from right now (the system's choice). */
+async function freePort(): Promise<number> {
+  const probe = net.createServer().listen(0, '127.0.0.1')
+  await once(probe, 'listening')
+  const { port } = probe.address() as net.AddressInfo
+  probe.close()
+  await once(probe, 'close')
+  return port
+}
+
+test.serial('localPort: every connection comes from that port, a reconnect too; with localAddress, from both', async (t) => {
+  const from: string[] = []
+  const peer = await wsServer()
+  peer.wss.on('connection', (_socket, req) => from.push(`${req.socket.remoteAddress}:${req.socket.remotePort}`))
+  t.teardown(() => peer.close())
+  const port = await freePort()
+  const client = new ReconnectingWebSocket(peer.url, { localPort: port, minDelay: 10, maxDelay: 10 })
+  const rec = new Recorder(client)
+  await rec.next('open')
+  // The server closes first, so the TIME_WAIT is its own and the client's port is free again.
+  for (const s of peer.sockets) s.terminate()
+  await rec.next('open')
+  await client.disconnect()
+  released(t)
+  const other = await freePort()
+  const both = new ReconnectingWebSocket(peer.url, { localAddress: '127.0.0.2', localPort: other })
+  await new Recorder(both).next('open')
+  await both.disconnect()
+  released(t)
+  t.deepEqual(from, [`127.0.0.1:${port}`, `127.0.0.1:${port}`, `127.0.0.2:${other}`])
+})
+
+test.serial('localPort: a port another socket holds fails the attempt with ERR_CONNECT, which is retried', async (t) => {
+  const peer = await wsServer()
+  t.teardown(() => peer.close())
+  const holder = net.createServer().listen(0, '127.0.0.1')
+  await once(holder, 'listening')
+  t.teardown(() => holder.close())
+  const { port } = holder.address() as net.AddressInfo
+  const client = new ReconnectingWebSocket(peer.url, { localPort: port, maxRetries: 1, minDelay: 10, maxDelay: 10 })
+  const rec = new Recorder(client)
+  const first: RedialError = await rec.next('error')
+  const second: RedialError = await rec.next('error')
+  await rec.next('giveup')
+  await client.disconnect()
+  released(t)
+  t.is(first.code, 'ERR_CONNECT')
+  t.regex(first.message, /in use/i)
+  t.is(second.code, 'ERR_CONNECT')
+  t.is(peer.accepted, 0)
+})
+
 test.serial('family: a host name connects only to its addresses of that IP version', async (t) => {
   const peer = await wsServer()
   t.teardown(() => peer.close())
@@ -61,13 +114,17 @@ test.serial('family: a host name connects only to its addresses of that IP versi
   t.is(peer.accepted, 1, 'no IPv6-only connection reached the IPv4 server')
 })
 
-test('family and localAddress are checked like net.connect checks them', (t) => {
+test('family, localAddress and localPort are checked like net.connect checks them', (t) => {
   const make = (options: object) => () => new ReconnectingWebSocket('ws://127.0.0.1:1/', { startClosed: true, ...options })
   t.like(t.throws(make({ family: 5 })), { code: 'ERR_INVALID_ARG_VALUE' })
   t.like(t.throws(make({ family: '4' })), { code: 'ERR_INVALID_ARG_VALUE' })
   t.like(t.throws(make({ localAddress: 'localhost' })), { code: 'ERR_INVALID_ARG_VALUE' })
   t.like(t.throws(make({ localAddress: 1 })), { code: 'ERR_INVALID_ARG_TYPE' })
-  for (const ok of [{ family: 0 }, { family: 4 }, { family: 6 }, { localAddress: '::1' }, { localAddress: '10.0.0.1' }]) t.notThrows(make(ok))
+  t.like(t.throws(make({ localPort: '8080' })), { code: 'ERR_INVALID_ARG_TYPE' })
+  for (const bad of [-1, 65536, 1.5, Number.NaN]) t.like(t.throws(make({ localPort: bad })), { code: 'ERR_OUT_OF_RANGE' })
+  for (const ok of [{ family: 0 }, { family: 4 }, { family: 6 }, { localAddress: '::1' }, { localAddress: '10.0.0.1' }, { localPort: 0 }, { localPort: 65535 }]) {
+    t.notThrows(make(ok))
+  }
 })
 
 test.serial("ws+unix: URLs reach a server on a Unix domain socket, in ws's form (socket path, then ':' and the request path)", async (t) => {

@@ -20,6 +20,7 @@ const DEFAULTS = Object.freeze({
   maxRedirects: 10,
   family: 0,
   localAddress: undefined,
+  localPort: 0,
   lookup: undefined,
   closeTimeout: 2_000,
   maxPayload: 64 * 1024 * 1024,
@@ -163,6 +164,7 @@ function parseOptions(options, rws = false) {
     maxRedirects: followRedirects ? maxRedirects : undefined,
     family,
     localAddress,
+    localPort: number(options, 'localPort', INTEGER, 0, 65535),
     lookup: lookup !== undefined,
     closeTimeout: number(options, 'closeTimeout', ABOVE_MIN, 0, MAX_TIMER),
     // Capped at what can be delivered: a Buffer's maximum length (text: see maxTextPayload).

@@ -199,6 +199,8 @@ impl NativeClient {
                         Some(Ok(ip)) => Some(ip),
                         Some(Err(_)) => return Err(invalid("localAddress is not an IP address".to_owned())),
                     },
+                    local_port: u16::try_from(options.local_port)
+                        .map_err(|_| invalid("localPort is not a port number".to_owned()))?,
                 },
                 limits: Limits {
                     max_payload: options.max_payload.clamp(1.0, usize::MAX as f64) as usize,

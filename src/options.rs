@@ -20,6 +20,8 @@ pub struct NativeOptions {
     pub family: u32,
     /// `net.connect`'s `localAddress`: an IP address (checked by JS).
     pub local_address: Option<String>,
+    /// `net.connect`'s `localPort`: 0 lets the system choose.
+    pub local_port: u32,
     /// A `lookup` function exists in JS: it looks up host names (`lookupAnswer`).
     pub lookup: bool,
     /// `maxRedirects` with `followRedirects`; absent: redirects are not followed.

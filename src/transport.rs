@@ -552,21 +552,31 @@ pub fn target(url: &Url) -> Result<(String, u16), ConnError> {
     Ok((host, port))
 }
 
-/// How TCP connections are made: `net.connect`'s `family` and `localAddress`, as `ws` passes them.
+/// How TCP connections are made: `net.connect`'s `family`, `localAddress` and `localPort`, as `ws`
+/// passes them.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Dial {
     /// 4 or 6: only the host's addresses of that IP version; 0: any. An IP literal is used as is.
     pub family: u8,
-    /// The local address to connect from (its port chosen by the system).
+    /// The local address to connect from.
     pub local: Option<IpAddr>,
+    /// The local port to connect from; 0: chosen by the system.
+    pub local_port: u16,
+}
+
+impl Dial {
+    /// Whether sockets are bound before they connect (as Node binds for `localAddress` or `localPort`).
+    fn binds(&self) -> bool {
+        self.local.is_some() || self.local_port != 0
+    }
 }
 
 /// `lookup`: the client's `lookup` function, which then looks up host names instead of the system.
 async fn tcp(host: &str, port: u16, dial: Dial, lookup: Option<&resolve::Asker>) -> io::Result<TcpStream> {
     let literal = host.parse::<IpAddr>().ok();
     let stream = match (literal, dial) {
-        (Some(ip), Dial { local: None, .. }) => TcpStream::connect((ip, port)).await?,
-        (Some(ip), _) => connect_from(SocketAddr::new(ip, port), dial.local).await?,
+        (Some(ip), _) if !dial.binds() => TcpStream::connect((ip, port)).await?,
+        (Some(ip), _) => connect_from(SocketAddr::new(ip, port), dial).await?,
         (None, _) => {
             // As tokio's own connect: each address in the resolver's order, the last error if none
             // connects; only those of the asked IP version (or of the local address's).
@@ -588,7 +598,7 @@ async fn tcp(host: &str, port: u16, dial: Dial, lookup: Option<&resolve::Asker>)
                 if wanted.is_some_and(|v4| addr.is_ipv4() != v4) {
                     continue;
                 }
-                match connect_from(addr, dial.local).await {
+                match connect_from(addr, dial).await {
                     Ok(stream) => {
                         last = Some(Ok(stream));
                         break;
@@ -610,17 +620,27 @@ async fn tcp(host: &str, port: u16, dial: Dial, lookup: Option<&resolve::Asker>)
     Ok(stream)
 }
 
-/// One TCP connection to `addr`, from `local` if given.
-async fn connect_from(addr: SocketAddr, local: Option<IpAddr>) -> io::Result<TcpStream> {
-    let Some(local) = local else {
+/// One TCP connection to `addr`, bound first to `dial`'s local address and port if it has either
+/// (the address defaults to the unspecified one of `addr`'s IP version, the port to the system's
+/// choice). Like Node (libuv), a bound socket has `SO_REUSEADDR`, so a fixed `localPort` can be
+/// bound again while the last connection from it is in TIME_WAIT.
+async fn connect_from(addr: SocketAddr, dial: Dial) -> io::Result<TcpStream> {
+    if !dial.binds() {
         return TcpStream::connect(addr).await;
-    };
+    }
+    let local = dial.local.unwrap_or(match addr {
+        SocketAddr::V4(_) => IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+        SocketAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+    });
     let socket = if local.is_ipv4() {
         tokio::net::TcpSocket::new_v4()?
     } else {
         tokio::net::TcpSocket::new_v6()?
     };
-    socket.bind(SocketAddr::new(local, 0))?;
+    if dial.local_port != 0 {
+        socket.set_reuseaddr(true)?;
+    }
+    socket.bind(SocketAddr::new(local, dial.local_port))?;
     socket.connect(addr).await
 }
 
