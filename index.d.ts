@@ -55,6 +55,12 @@ export interface ReconnectingWebSocketOptions {
    */
   maxPayload?: number
   /**
+   * As `ws`'s option: text messages and close reasons that are not valid UTF-8 are decoded as
+   * `Buffer#toString` decodes them (U+FFFD for each invalid sequence) instead of closing the
+   * connection with 1007 and `ERR_INVALID_UTF8` [false]. Not faster: validation is part of decoding.
+   */
+  skipUTF8Validation?: boolean
+  /**
    * permessage-deflate (RFC 7692), offered on every connection attempt [true]. `false` never offers it;
    * an object sets its parameters (ws's names). The server decides whether it is used: see `extensions`.
    * `maxPayload` bounds a message's inflated size.

@@ -321,6 +321,50 @@ test.serial('invalid UTF-8 closes with 1007, a protocol violation with 1002, an 
   await quiescent()
 })
 
+test.serial('skipUTF8Validation: invalid UTF-8 in text and close reasons is decoded as Buffer#toString decodes it (U+FFFD), compressed or not', async (t) => {
+  const invalid = [Buffer.from([0x68, 0x69, 0xff]), Buffer.from([0x61, 0xed, 0xa0, 0x80, 0xe2]), Buffer.from([0x82, 0xac, 0x7a, 0xe2, 0x82])]
+  const reason = Buffer.from([0x62, 0xff])
+  for (const perMessageDeflate of [false, { threshold: 0 }]) {
+    const wss = new WebSocketServer({ host: '127.0.0.1', port: 0, perMessageDeflate })
+    await once(wss, 'listening')
+    t.teardown(() => wss.close())
+    wss.on('connection', (s) => {
+      // ws sends what it is given: text frames that are not UTF-8, one message in two fragments.
+      s.send(invalid[0], { binary: false })
+      s.send(invalid[1], { binary: false, fin: false })
+      s.send(invalid[2], { binary: false, fin: true })
+      // A large one (read into its own allocation), then valid text.
+      s.send(Buffer.concat([Buffer.alloc(100_000, 0x61), invalid[0]]), { binary: false })
+      s.send('caf\u00e9')
+      s.close(4000, reason)
+    })
+    const url = `ws://127.0.0.1:${(wss.address() as net.AddressInfo).port}/`
+    const client = new ReconnectingWebSocket(url, { skipUTF8Validation: true, minDelay: 60_000 })
+    const r = new Recorder(client)
+    const messages = [await r.next('message'), await r.next('message'), await r.next('message'), await r.next('message')]
+    t.is(client.extensions.startsWith('permessage-deflate'), perMessageDeflate !== false)
+    const close = await r.next('close')
+    await client.disconnect()
+    t.deepEqual(messages, [
+      invalid[0].toString(),
+      Buffer.concat(invalid.slice(1)).toString(),
+      'a'.repeat(100_000) + invalid[0].toString(),
+      'caf\u00e9',
+    ])
+    t.true(messages[1].includes('\ufffd'), 'the invalid sequences became U+FFFD')
+    t.like(close, { code: 4000, reason: reason.toString() })
+    t.is(r.count('error'), 0)
+  }
+  await quiescent()
+  t.like(clientStats(), { openConnections: 0, runningTasks: 0 })
+})
+
+test('skipUTF8Validation is a boolean', (t) => {
+  t.like(t.throws(() => new ReconnectingWebSocket('ws://127.0.0.1:1/', { startClosed: true, skipUTF8Validation: 1 as never })), {
+    code: 'ERR_INVALID_ARG_TYPE',
+  })
+})
+
 test.serial('clients of one URL share native configuration only when their options match', async (t) => {
   const peer = await wsServer((s) => s.send(Buffer.alloc(100)))
   t.teardown(() => peer.close())

@@ -73,6 +73,7 @@ async fn recv_async(url: url::Url, count: usize, size: usize, ca: Vec<String>) -
         max_payload: 64 * 1024 * 1024,
         max_text: 64 * 1024 * 1024,
         deflate: false,
+        replace_invalid_utf8: false,
     };
     let cfg = ConnConfig {
         max_redirects: None,

@@ -24,6 +24,7 @@ const DEFAULTS = Object.freeze({
   lookup: undefined,
   closeTimeout: 2_000,
   maxPayload: 64 * 1024 * 1024,
+  skipUTF8Validation: false,
   startClosed: false,
   pingInterval: 30_000,
   pongTimeout: 10_000,
@@ -126,6 +127,8 @@ function parseOptions(options, rws = false) {
       throw makeError('ERR_INVALID_ARG_VALUE', `The "localAddress" option must be an IP address. Received '${localAddress}'`, TypeError)
     }
   }
+  const skipUTF8Validation = options.skipUTF8Validation === undefined ? false : options.skipUTF8Validation
+  if (typeof skipUTF8Validation !== 'boolean') throw typeError('skipUTF8Validation', 'a boolean', skipUTF8Validation)
   const lookup = options.lookup
   if (lookup !== undefined && typeof lookup !== 'function') throw typeError('lookup', 'a function', lookup)
   const honorRetryAfter = options.honorRetryAfter === undefined ? 'capped' : options.honorRetryAfter
@@ -170,6 +173,7 @@ function parseOptions(options, rws = false) {
     // Capped at what can be delivered: a Buffer's maximum length (text: see maxTextPayload).
     maxPayload: number(options, 'maxPayload', INTEGER, 1, MAX_BUFFER_LENGTH),
     maxTextPayload: 0,
+    skipUtf8Validation: skipUTF8Validation,
     pingInterval: number(options, 'pingInterval', ANY, 0, MAX_TIMER),
     pongTimeout: number(options, 'pongTimeout', ABOVE_MIN, 0, MAX_TIMER),
     honorRetryAfter,

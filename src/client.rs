@@ -206,6 +206,7 @@ impl NativeClient {
                     max_payload: options.max_payload.clamp(1.0, usize::MAX as f64) as usize,
                     max_text: options.max_text_payload.clamp(1.0, usize::MAX as f64) as usize,
                     deflate: false,
+                    replace_invalid_utf8: options.skip_utf8_validation,
                 },
                 ping_interval: Duration::from_millis(ms(options.ping_interval)),
                 pong_timeout: Duration::from_millis(ms(options.pong_timeout)),

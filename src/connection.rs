@@ -651,9 +651,7 @@ impl OpenConn {
         })?;
         let bytes = Bytes::from(bytes);
         if text {
-            tungstenite::Utf8Bytes::try_from(bytes)
-                .map(Incoming::Text)
-                .map_err(|_| WireError::Utf8("a text message"))
+            frame::text_message(bytes, limits).map(Incoming::Text)
         } else {
             Ok(Incoming::Binary(bytes))
         }

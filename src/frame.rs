@@ -260,6 +260,19 @@ pub struct Limits {
     pub max_text: usize,
     /// permessage-deflate was negotiated: RSV1 marks a compressed message.
     pub deflate: bool,
+    /// `skipUTF8Validation`: invalid UTF-8 in text (and close reasons) is decoded with U+FFFD for
+    /// each invalid sequence, as `Buffer#toString` decodes it, instead of failing the connection.
+    pub replace_invalid_utf8: bool,
+}
+
+/// A text message's bytes as text: invalid UTF-8 fails the connection (1007), or with
+/// `replace_invalid_utf8` becomes U+FFFD.
+pub fn text_message(data: Bytes, limits: &Limits) -> Result<Utf8Bytes, WireError> {
+    if !limits.replace_invalid_utf8 {
+        return Utf8Bytes::try_from(data).map_err(|_| WireError::Utf8("a text message"));
+    }
+    // A clone of `Bytes` is a reference count: valid text is still not copied.
+    Ok(Utf8Bytes::try_from(data.clone()).unwrap_or_else(|_| String::from_utf8_lossy(&data).into_owned().into()))
 }
 
 impl Decoder {
@@ -400,7 +413,7 @@ impl Decoder {
             };
             let payload = if let Some(v) = &self.direct {
                 if v.len() < h.len {
-                    self.check_text_so_far(&h)?;
+                    self.check_text_so_far(&h, limits)?;
                     return Ok(None);
                 }
                 self.after_direct = true;
@@ -415,14 +428,14 @@ impl Decoder {
                 v.extend_from_slice(&self.buf);
                 self.buf.clear();
                 self.direct = Some(v);
-                self.check_text_so_far(&h)?;
+                self.check_text_so_far(&h, limits)?;
                 return Ok(None);
             } else {
-                self.check_text_so_far(&h)?;
+                self.check_text_so_far(&h, limits)?;
                 return Ok(None);
             };
             self.frame = None;
-            if let Some(frame) = self.complete(h, payload)? {
+            if let Some(frame) = self.complete(h, payload, limits)? {
                 return Ok(Some(frame));
             }
         }
@@ -440,8 +453,8 @@ impl Decoder {
 
     /// Validates the part of a text frame's payload that has arrived so far (RFC 6455 §8.1:
     /// fail the connection as soon as invalid text is seen, not when the message completes).
-    fn check_text_so_far(&mut self, h: &Header) -> Result<(), WireError> {
-        if !self.is_text(h) {
+    fn check_text_so_far(&mut self, h: &Header, limits: &Limits) -> Result<(), WireError> {
+        if limits.replace_invalid_utf8 || !self.is_text(h) {
             return Ok(());
         }
         let arrived: &[u8] = match &self.direct {
@@ -501,10 +514,11 @@ impl Decoder {
         Ok(())
     }
 
-    fn complete(&mut self, h: Header, payload: Bytes) -> Result<Option<Incoming>, WireError> {
+    fn complete(&mut self, h: Header, payload: Bytes, limits: &Limits) -> Result<Option<Incoming>, WireError> {
         // Text that arrives in pieces is validated piece by piece; a whole unfragmented frame
         // is validated once, below, when it becomes the message.
-        if self.is_text(&h) && (self.utf8.is_some() || !h.fin || h.opcode == OP_CONTINUATION) {
+        let validates = !limits.replace_invalid_utf8 && self.is_text(&h);
+        if validates && (self.utf8.is_some() || !h.fin || h.opcode == OP_CONTINUATION) {
             let utf8 = WireError::Utf8("a text message");
             let state = self.utf8.get_or_insert_with(Box::default);
             let seen = std::mem::take(&mut state.1).min(payload.len());
@@ -521,9 +535,7 @@ impl Decoder {
             if compressed {
                 Ok(Incoming::Compressed { text, data })
             } else if text {
-                Utf8Bytes::try_from(data)
-                    .map(Incoming::Text)
-                    .map_err(|_| WireError::Utf8("a text message"))
+                text_message(data, limits).map(Incoming::Text)
             } else {
                 Ok(Incoming::Binary(data))
             }
@@ -557,8 +569,12 @@ impl Decoder {
                     if !valid_close_code(code) {
                         return Err(protocol(format!("invalid close code {code}")));
                     }
-                    let reason = std::str::from_utf8(&payload[2..]).map_err(|_| WireError::Utf8("a close reason"))?;
-                    Some((code, reason.to_owned()))
+                    let reason = match std::str::from_utf8(&payload[2..]) {
+                        Ok(reason) => reason.to_owned(),
+                        Err(_) if limits.replace_invalid_utf8 => String::from_utf8_lossy(&payload[2..]).into_owned(),
+                        Err(_) => return Err(WireError::Utf8("a close reason")),
+                    };
+                    Some((code, reason))
                 }
             }),
         }))
@@ -676,6 +692,7 @@ impl Limits {
             max_payload: max,
             max_text: max,
             deflate: false,
+            replace_invalid_utf8: false,
         }
     }
 }
@@ -735,8 +752,11 @@ mod tests {
 
     /// Every frame decoded from `data`, read `step` bytes at a time, and how it ended.
     fn decode_all(data: Vec<u8>, step: usize, max: usize) -> (Vec<Incoming>, WireError) {
+        decode_within(data, step, Limits::both(max))
+    }
+
+    fn decode_within(data: Vec<u8>, step: usize, lim: Limits) -> (Vec<Incoming>, WireError) {
         let mut io = Chunks { data, pos: 0, step };
-        let lim = Limits::both(max);
         let mut d = Decoder::new(BytesMut::new());
         let mut cx = Context::from_waker(std::task::Waker::noop());
         let mut out = Vec::new();
@@ -888,7 +908,7 @@ mod tests {
             let lim = Limits {
                 max_payload: 1000,
                 max_text: 10,
-                deflate: false,
+                ..Limits::both(0)
             };
             let mut d = Decoder::new(BytesMut::new());
             let mut cx = Context::from_waker(std::task::Waker::noop());
@@ -954,6 +974,44 @@ mod tests {
         fragments.extend(server_frame(true, OP_CONTINUATION, &[0xe2, 0x82]));
         let (frames, e) = decode_all(fragments, 1 << 20, 1 << 20);
         assert!(frames.is_empty() && matches!(e, WireError::Utf8(_)), "{e:?}");
+    }
+
+    #[test]
+    fn invalid_text_is_replaced_when_validation_is_skipped() {
+        let lossy = |bytes: &[u8]| Incoming::Text(String::from_utf8_lossy(bytes).into_owned().into());
+        let mut data = server_frame(true, OP_TEXT, b"hello\xff");
+        // Fragments, the invalid sequence and a character cut between them.
+        data.extend(server_frame(false, OP_TEXT, &[b'a', 0xed, 0xa0]));
+        data.extend(server_frame(false, OP_CONTINUATION, &[0x80, 0xe2]));
+        data.extend(server_frame(true, OP_CONTINUATION, &[0x82, 0xac]));
+        // A large one, read into its own allocation.
+        let mut large = vec![b'a'; 20_000];
+        large.push(0xc0);
+        data.extend(server_frame(true, OP_TEXT, &large));
+        // A message that ends in the middle of a character.
+        data.extend(server_frame(true, OP_TEXT, &[b'z', 0xe2, 0x82]));
+        data.extend(server_frame(true, OP_CLOSE, &[0x03, 0xe8, b'b', 0xff]));
+        let lim = Limits {
+            replace_invalid_utf8: true,
+            ..Limits::both(1 << 20)
+        };
+        for step in [1, 3, 4096, 1 << 20] {
+            let (frames, e) = decode_within(data.clone(), step, lim);
+            assert!(matches!(e, WireError::Eof), "{e:?}");
+            assert_eq!(
+                frames,
+                vec![
+                    lossy(b"hello\xff"),
+                    lossy(&[b'a', 0xed, 0xa0, 0x80, 0xe2, 0x82, 0xac]),
+                    lossy(&large),
+                    lossy(&[b'z', 0xe2, 0x82]),
+                    Incoming::Close(Some((1000, "b\u{fffd}".to_owned()))),
+                ]
+            );
+        }
+        // Valid text is the same either way.
+        let (frames, _) = decode_within(server_frame(true, OP_TEXT, "h\u{e9}".as_bytes()), 1, lim);
+        assert_eq!(frames, vec![Incoming::Text("h\u{e9}".into())]);
     }
 
     #[test]

@@ -30,6 +30,8 @@ pub struct NativeOptions {
     pub max_payload: f64,
     /// The longest text message JS can turn into a string (UTF-8 bytes).
     pub max_text_payload: f64,
+    /// `skipUTF8Validation`: invalid UTF-8 in text becomes U+FFFD instead of failing the connection.
+    pub skip_utf8_validation: bool,
     /// 0 disables heartbeats.
     pub ping_interval: f64,
     pub pong_timeout: f64,

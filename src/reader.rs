@@ -369,6 +369,7 @@ mod tests {
             max_payload: 1 << 20,
             max_text: 1 << 20,
             deflate: false,
+            replace_invalid_utf8: false,
         };
         (
             Arc::new(SharedReader::new(read, BytesMut::new(), limits)),
