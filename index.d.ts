@@ -151,6 +151,15 @@ export interface TlsOptions {
   key?: string | Buffer
   /** Decrypts an encrypted `key`. */
   passphrase?: string | Buffer
+  /**
+   * As Node's (`tls.connect`): once the server's chain is verified up to a trusted root, decides
+   * whether the certificate is the server's, in place of the host name check; return an Error (or
+   * throw) to refuse it (`ERR_TLS_CERT`, not retried by default), `undefined` to accept. `cert` is
+   * shaped as `getPeerCertificate(true)` gives it, `issuerCertificate` links up to the root when it
+   * is in `ca` or Node's bundled roots. Call `tls.checkServerIdentity(host, cert)` inside to keep
+   * the host name check, for instance to pin a key as well. Not called with `rejectUnauthorized: false`.
+   */
+  checkServerIdentity?: (host: string, cert: import('node:tls').DetailedPeerCertificate) => Error | undefined
 }
 
 /** `send()`'s callback: `err` is undefined once the message is written, an `ERR_NOT_SENT` error once it never will be. */

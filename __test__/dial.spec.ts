@@ -21,7 +21,7 @@ function released(t: ExecutionContext) {
 const native = createRequire(import.meta.url)('../lib/native.js') as {
   testingLookups(): number
   testingSlowLookups(ms: number): void
-  testingJsLookupsWaiting(): number
+  testingJsQuestionsWaiting(): number
 }
 
 test.serial('localAddress: every connection comes from that address', async (t) => {
@@ -256,7 +256,7 @@ test.serial('lookup: its error, a throw, an answer that is not an IP address, an
   await rec.next('giveup')
   await silent.disconnect()
   released(t)
-  t.is(native.testingJsLookupsWaiting(), 0)
+  t.is(native.testingJsQuestionsWaiting(), 0)
   t.is(peer.accepted, 0)
   t.like(t.throws(() => new ReconnectingWebSocket(peer.url, { lookup: 'dns' as never })), { code: 'ERR_INVALID_ARG_TYPE' })
 })

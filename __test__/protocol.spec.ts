@@ -2,8 +2,10 @@
 import { once } from 'node:events'
 import http from 'node:http'
 import https from 'node:https'
-import { createHash } from 'node:crypto'
+import { X509Certificate, createHash } from 'node:crypto'
+import { createRequire } from 'node:module'
 import net from 'node:net'
+import tls, { type DetailedPeerCertificate } from 'node:tls'
 import zlib from 'node:zlib'
 import test from 'ava'
 import { WebSocketServer } from 'ws'
@@ -743,4 +745,90 @@ test.serial("lookup with wss: the certificate is checked against the URL's host 
   await failed.next('giveup')
   await other.disconnect()
   t.like(clientStats(), { openConnections: 0, runningTasks: 0, pendingAttempts: 0 })
+})
+
+const questions = createRequire(import.meta.url)('../lib/native.js') as { testingJsQuestionsWaiting(): number }
+
+test.serial('tls.checkServerIdentity: called with the host and the verified chain as getPeerCertificate(true) gives it; it can pin, and it replaces the host name check', async (t) => {
+  const server = await wssServer()
+  t.teardown(() => server.close())
+  const seen: Array<[string, DetailedPeerCertificate]> = []
+  const leaf = new X509Certificate(certs.cert)
+  const root = new X509Certificate(certs.ca)
+  const pinned = (host: string, cert: DetailedPeerCertificate) => {
+    seen.push([host, cert])
+    const err = tls.checkServerIdentity(host, cert)
+    if (err) return err
+    if (cert.fingerprint256 !== leaf.fingerprint256) return new Error('not the pinned certificate')
+    return undefined
+  }
+  const client = new ReconnectingWebSocket(`wss://localhost:${server.port}/`, { tls: { ca: certs.ca, checkServerIdentity: pinned } })
+  const rec = new Recorder(client)
+  await rec.next('open')
+  client.send('pinned')
+  t.is(await rec.next('message'), 'pinned')
+  await client.disconnect()
+  t.is(seen.length, 1)
+  const [host, cert] = seen[0]
+  t.is(host, 'localhost')
+  t.is(cert.subject.CN, 'localhost')
+  t.regex(cert.subjectaltname ?? '', /DNS:localhost/)
+  t.deepEqual(cert.raw, leaf.raw)
+  // The chain ends at the root from tls.ca, a self-signed certificate that is its own issuer:
+  // the chain walk of Node's pinning example ends.
+  t.is(cert.issuerCertificate.fingerprint256, root.fingerprint256)
+  t.is(cert.issuerCertificate.issuerCertificate, cert.issuerCertificate)
+
+  // A host name the certificate does not name: refused by default, accepted by a function that
+  // does not check names (Node calls it instead of its own check), and passed to it.
+  const mismatch = { ca: certs.ca, servername: 'elsewhere.invalid' }
+  const strict = new ReconnectingWebSocket(`wss://127.0.0.1:${server.port}/`, { tls: mismatch, maxRetries: 0 })
+  const strictRec = new Recorder(strict)
+  t.is((await strictRec.next('error')).code, 'ERR_TLS_CERT')
+  await strictRec.next('giveup')
+  await strict.disconnect()
+  const hosts: string[] = []
+  const lenient = new ReconnectingWebSocket(`wss://127.0.0.1:${server.port}/`, {
+    tls: { ...mismatch, checkServerIdentity: (h: string) => void hosts.push(h) },
+  })
+  await new Recorder(lenient).next('open')
+  await lenient.disconnect()
+  t.deepEqual(hosts, ['elsewhere.invalid'])
+  t.like(clientStats(), { openConnections: 0, runningTasks: 0, pendingAttempts: 0 })
+  t.is(questions.testingJsQuestionsWaiting(), 0)
+})
+
+test.serial('tls.checkServerIdentity: an Error returned or thrown refuses the certificate (ERR_TLS_CERT, no retry, no upgrade sent); an unverified chain never reaches it', async (t) => {
+  const server = await wssServer()
+  t.teardown(() => server.close())
+  let upgrades = 0
+  server.wss.on('connection', () => upgrades++)
+  for (const refuse of [() => new Error('pin mismatch'), () => { throw new Error('pin mismatch') }]) {
+    const client = new ReconnectingWebSocket(`wss://localhost:${server.port}/`, { tls: { ca: certs.ca, checkServerIdentity: refuse }, minDelay: 10 })
+    const rec = new Recorder(client)
+    const err: RedialError = await rec.next('error')
+    await rec.next('giveup')
+    await client.disconnect()
+    t.is(err.code, 'ERR_TLS_CERT')
+    t.regex(err.message, /checkServerIdentity refused the certificate of localhost: pin mismatch/)
+    t.is(rec.count('reconnecting'), 0, 'not retried')
+  }
+  // Without the CA the chain fails first: the function is not asked.
+  let asked = 0
+  const untrusted = new ReconnectingWebSocket(`wss://localhost:${server.port}/`, { tls: { checkServerIdentity: () => void asked++ }, maxRetries: 0 })
+  const rec = new Recorder(untrusted)
+  t.is((await rec.next('error')).code, 'ERR_TLS_CERT')
+  await rec.next('giveup')
+  await untrusted.disconnect()
+  // With rejectUnauthorized: false nothing is checked, as in Node: not asked either.
+  const unchecked = new ReconnectingWebSocket(`wss://localhost:${server.port}/`, { tls: { rejectUnauthorized: false, checkServerIdentity: () => void asked++ } })
+  await new Recorder(unchecked).next('open')
+  await unchecked.disconnect()
+  t.is(asked, 0)
+  t.is(upgrades, 1, 'only the unchecked client sent its upgrade')
+  t.like(clientStats(), { openConnections: 0, runningTasks: 0, pendingAttempts: 0 })
+  t.is(questions.testingJsQuestionsWaiting(), 0)
+  t.like(t.throws(() => new ReconnectingWebSocket('wss://localhost/', { startClosed: true, tls: { checkServerIdentity: 'yes' as never } })), {
+    code: 'ERR_INVALID_ARG_TYPE',
+  })
 })

@@ -79,7 +79,7 @@ async fn recv_async(url: url::Url, count: usize, size: usize, ca: Vec<String>) -
         max_redirects: None,
         dial: Default::default(),
         js_lookup: false,
-        lookup: None,
+        js: None,
         connect_timeout: Duration::from_secs(10),
         limits,
         ping_interval: Duration::ZERO,
@@ -91,6 +91,7 @@ async fn recv_async(url: url::Url, count: usize, size: usize, ca: Vec<String>) -
             reject_unauthorized: true,
             servername: None,
             client_auth: None,
+            check_identity: false,
         },
         tls_config: Default::default(),
     };

@@ -29,6 +29,7 @@ const { messageIterator } = require('./messages')
 const { webSocketStream } = require('./stream')
 const { channels, trace } = require('./diagnostics')
 const { parseResponseHead } = require('./response')
+const { peerCertificate } = require('./certificate')
 
 const { rethrowLater, convertBinary } = wire
 const {
@@ -127,8 +128,8 @@ class ReconnectingWebSocket extends EventEmitter {
   /** With per-attempt providers: `{ url, headers, protocols, proxy, origin }` as given. */
   #providers = null
   #shouldReconnect
-  /** The `lookup` option (dns.lookup's shape), or undefined. */
-  #lookup
+  /** Functions the addon asks during attempts, `{ lookup, checkServerIdentity, ca }`, or null without either. */
+  #asked = null
   #binaryType
   #maxRetries
   #minUptime
@@ -170,7 +171,9 @@ class ReconnectingWebSocket extends EventEmitter {
       this.#providers = { url: parsed, headers: opts.headers, protocols: opts.protocols, proxy: opts.proxy, origin: opts.origin }
     }
     this.#shouldReconnect = opts.shouldReconnect
-    this.#lookup = opts.lookup
+    if (opts.lookup !== undefined || opts.tls.checkServerIdentity !== undefined) {
+      this.#asked = { lookup: opts.lookup, checkServerIdentity: opts.tls.checkServerIdentity, ca: opts.tls.ca }
+    }
     this.#binaryType = opts.binaryType
     this.#maxRetries = opts.native.maxRetries
     this.#minUptime = opts.native.minUptime
@@ -809,10 +812,27 @@ class ReconnectingWebSocket extends EventEmitter {
       N.lookupAnswer(request, all, null)
     }
     try {
-      this.#lookup(host, { family, all: true }, answer)
+      this.#asked.lookup(host, { family, all: true }, answer)
     } catch (err) {
       answer(err)
     }
+  }
+
+  /**
+   * Asks the user's `tls.checkServerIdentity` whether a chain the addon verified is `host`'s, as
+   * Node asks it: with the certificate as `getPeerCertificate(true)` gives it (lib/certificate.js);
+   * an Error (or anything truthy) returned, or a throw, refuses it.
+   */
+  #checkIdentity({ request, host, chain }) {
+    let refusal = null
+    try {
+      const result = this.#asked.checkServerIdentity(host, peerCertificate(chain, this.#asked.ca))
+      if (result) refusal = result
+    } catch (err) {
+      refusal = err
+    }
+    const why = refusal === null ? null : (refusal instanceof Error ? refusal.message : String(refusal)) || 'refused'
+    N.identityAnswer(request, why === null ? null : redactText(why))
   }
 
   /** Asks the user's shouldReconnect; `undefined`, a throw or a rejection keep the default verdict. */
@@ -858,6 +878,7 @@ class ReconnectingWebSocket extends EventEmitter {
       idle: (c, p) => c.#onIdle(p),
       sent: (c) => c.#settleCallbacks(),
       lookup: (c, p) => c.#lookupHost(p),
+      identity: (c, p) => c.#checkIdentity(p),
       redirect: (c, url) => c.emit('redirect', url),
     })
   }

@@ -190,12 +190,13 @@ function parseOptions(options, rws = false) {
     tlsServername: tls.servername,
     tlsCert: tls.cert,
     tlsKey: tls.key,
+    tlsCheckIdentity: tls.checkServerIdentity !== undefined,
     proxy: undefined,
     perMessageDeflate: parseDeflate(options.perMessageDeflate),
   }
   // A longer text message cannot become a string: it ends the connection with 1009 (as any over maxPayload).
   native.maxTextPayload = Math.min(native.maxPayload, MAX_STRING_LENGTH)
-  return { native, startClosed, shouldReconnect, lookup, headers, protocols, proxy, origin: options.origin, binaryType, signal }
+  return { native, startClosed, shouldReconnect, lookup, tls, headers, protocols, proxy, origin: options.origin, binaryType, signal }
 }
 
 // permessage-deflate (RFC 7692) with ws's client option names. What the native side gets is
@@ -280,11 +281,11 @@ function checkBinaryType(v) {
   return v
 }
 
-const TLS_KEYS = ['ca', 'cert', 'key', 'passphrase', 'rejectUnauthorized', 'servername']
+const TLS_KEYS = ['ca', 'cert', 'key', 'passphrase', 'rejectUnauthorized', 'servername', 'checkServerIdentity']
 
 /** Shared and frozen: read, never modified. */
 const NONE = Object.freeze([])
-const TLS_DEFAULTS = Object.freeze({ ca: NONE, rejectUnauthorized: true, servername: undefined, cert: undefined, key: undefined })
+const TLS_DEFAULTS = Object.freeze({ ca: NONE, rejectUnauthorized: true, servername: undefined, cert: undefined, key: undefined, checkServerIdentity: undefined })
 
 function parseTls(tls) {
   if (tls === undefined) return TLS_DEFAULTS
@@ -297,7 +298,11 @@ function parseTls(tls) {
   if (typeof rejectUnauthorized !== 'boolean') throw typeError('tls.rejectUnauthorized', 'a boolean', rejectUnauthorized)
   if (tls.servername !== undefined && typeof tls.servername !== 'string') throw typeError('tls.servername', 'a string', tls.servername)
   const { cert, key } = clientAuth(tls)
-  return { ca, rejectUnauthorized, servername: tls.servername, cert, key }
+  const checkServerIdentity = tls.checkServerIdentity
+  if (checkServerIdentity !== undefined && typeof checkServerIdentity !== 'function') {
+    throw typeError('tls.checkServerIdentity', 'a function', checkServerIdentity)
+  }
+  return { ca, rejectUnauthorized, servername: tls.servername, cert, key, checkServerIdentity }
 }
 
 /** `tls.ca` or `tls.cert`: PEM certificate text(s), each checked, as a list of texts. */

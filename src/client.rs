@@ -18,6 +18,7 @@ use napi::bindgen_prelude::*;
 use napi_derive::napi;
 use tungstenite::{Bytes, Message};
 
+use crate::ask;
 use crate::backoff::{Backoff, Jitter};
 use crate::connection::ConnConfig;
 use crate::deflate::DeflateConfig;
@@ -32,7 +33,6 @@ use crate::options::NativeOptions;
 use crate::outbox::{QueueConfig, SendOutcome, NO_TICKET};
 use crate::protocol::send as outcome;
 use crate::queue::Queue;
-use crate::resolve;
 use crate::shared::{AttemptParams, Shared};
 use crate::stats::{self, GLOBAL};
 use crate::transport::{ClientAuth, Dial, Proxy, TlsOptions};
@@ -191,7 +191,7 @@ impl NativeClient {
                 connect_timeout: Duration::from_millis(ms(options.connect_timeout)),
                 max_redirects: options.max_redirects,
                 js_lookup: options.lookup,
-                lookup: None,
+                js: None,
                 dial: Dial {
                     family: u8::try_from(options.family).unwrap_or(0),
                     local: match options.local_address.as_deref().map(str::parse) {
@@ -229,6 +229,7 @@ impl NativeClient {
                         (Some(cert), Some(key)) => Some(ClientAuth { cert, key }),
                         _ => None,
                     },
+                    check_identity: options.tls_check_identity,
                 },
                 tls_config: Default::default(),
             },
@@ -714,7 +715,17 @@ pub fn lookup_answer(request: f64, addresses: Vec<String>, error: Option<String>
             .collect::<std::result::Result<Vec<_>, _>>()
             .map_err(|_| "it gave an address that is not an IP address".to_owned()),
     };
-    resolve::answer_js(request as u64, answer);
+    ask::answer(
+        request as u64,
+        answer.map_or_else(ask::Answer::Failed, ask::Answer::Addresses),
+    );
+}
+
+/// The answer of a client's `tls.checkServerIdentity` to `request` (an `identity` event):
+/// `error`, why the certificate is not the server's, or none when it is.
+#[napi]
+pub fn identity_answer(request: f64, error: Option<String>) {
+    ask::answer(request as u64, error.map_or(ask::Answer::Accepted, ask::Answer::Failed));
 }
 
 /// Writes what sends corked in this turn (scheduled by JS as a microtask).

@@ -24,6 +24,7 @@ use tungstenite::handshake::client::{generate_request, Response};
 use tungstenite::handshake::machine::TryParse;
 use tungstenite::Message;
 
+use crate::ask;
 use crate::deflate::{self, Compressor, Decompressor, DeflateConfig, InflateError, Negotiated};
 use crate::errors::{self, ConnError};
 use crate::events::{BinaryRun, JsEvent, Small, TextRun};
@@ -31,7 +32,6 @@ use crate::frame::{self, Decoder, Incoming, WireError};
 use crate::outbox::{data_len, Fate, Outbound, SendQueue, NO_TICKET};
 use crate::reader::{self, SharedReader};
 use crate::redirect;
-use crate::resolve;
 use crate::shared::{AttemptParams, Shared};
 use crate::stats::{self, Gauge, Heartbeats, IoBuffers, OpenConnections, PendingAttempts};
 use crate::transport::{self, Dial, TlsOptions, Transport, Writer};
@@ -43,8 +43,9 @@ pub struct ConnConfig {
     pub dial: Dial,
     /// The client has a `lookup` function: host names are looked up by it.
     pub js_lookup: bool,
-    /// That function, for one attempt (set by `Attempt::start`).
-    pub lookup: Option<resolve::Asker>,
+    /// The client's JS side, for one attempt (set by `Attempt::start`): its `lookup` and
+    /// `tls.checkServerIdentity` are asked through it.
+    pub js: Option<ask::Asker>,
     /// `maxRedirects` when following redirects (`followRedirects`), else `None`.
     pub max_redirects: Option<u32>,
     /// `maxPayload`, and the longest text that can become a JS string: longer ends with 1009.
@@ -58,6 +59,13 @@ pub struct ConnConfig {
     pub tls: TlsOptions,
     /// Built on the first `wss:` attempt, then shared by every later one.
     pub tls_config: Arc<std::sync::OnceLock<Result<Arc<rustls::ClientConfig>, String>>>,
+}
+
+impl ConnConfig {
+    /// Whether attempts ask the client's JS functions anything (`lookup`, `checkServerIdentity`).
+    pub fn asks_js(&self) -> bool {
+        self.js_lookup || self.tls.asks_identity()
+    }
 }
 
 /// Where an attempt gets its parameters.
@@ -88,10 +96,10 @@ pub struct Attempt {
 }
 
 impl Attempt {
-    /// `lookup`: the client's `lookup` function, when it has one (`ConnConfig::js_lookup`).
-    pub fn start(cfg: &ConnConfig, params: ParamSource, lookup: Option<resolve::Asker>) -> Self {
+    /// `js`: the client's JS side, when it has functions to ask (`ConnConfig::asks_js`).
+    pub fn start(cfg: &ConnConfig, params: ParamSource, js: Option<ask::Asker>) -> Self {
         let mut cfg = cfg.clone();
-        cfg.lookup = lookup;
+        cfg.js = js;
         let redirects = cfg.max_redirects.map(|_| Arc::new(Mutex::new(Vec::new())));
         let followed = redirects.clone();
         let fut = async move {
@@ -175,7 +183,8 @@ async fn upgrade(cfg: &ConnConfig, params: &AttemptParams) -> Result<Opened, Con
         &params.url,
         params.proxy.as_ref(),
         cfg.dial,
-        cfg.lookup.as_ref(),
+        cfg.js.as_ref().filter(|_| cfg.js_lookup),
+        cfg.js.as_ref(),
         &cfg.tls_config,
         &cfg.tls,
     )

@@ -29,6 +29,7 @@ use std::time::Instant;
 use napi::bindgen_prelude::*;
 use napi::threadsafe_function::{ThreadsafeCallContext, ThreadsafeFunctionCallMode};
 
+use crate::ask;
 use crate::direct;
 use crate::errors::ConnError;
 use crate::events::{JsEvent, PolicyInfo};
@@ -36,7 +37,6 @@ use crate::frame::Incoming;
 use crate::napi_raw::{self, ArrayOf, CallbackTarget, Obj, OwnerRef, RawValue, Tsfn, Value};
 use crate::protocol::event as tag;
 use crate::reader::{self, JsRead};
-use crate::resolve;
 use crate::shared::Shared;
 
 /// About this many events go to JS in one batch (a run of small messages counts for its messages
@@ -237,11 +237,14 @@ pub fn init(
     .unwrap_or(Ok(()))
 }
 
-/// How a client's attempt asks its `lookup` function: an event to its JS side (`resolve::ask_js`).
-pub fn lookup_asker(hub: Arc<Hub>, client: u64) -> resolve::Asker {
-    resolve::Asker(Arc::new(move |request, host, family| {
-        let host = host.to_owned();
-        hub.push_one(client, JsEvent::Lookup { request, host, family });
+/// How a client's attempts ask its JS functions (`lookup`, `checkServerIdentity`): an event to its JS side.
+pub fn js_asker(hub: Arc<Hub>, client: u64) -> ask::Asker {
+    ask::Asker(Arc::new(move |request, question| {
+        let event = match question {
+            ask::Question::Lookup { host, family } => JsEvent::Lookup { request, host, family },
+            ask::Question::Identity { host, chain } => JsEvent::Identity { request, host, chain },
+        };
+        hub.push_one(client, event);
     }))
 }
 
@@ -752,6 +755,17 @@ fn event_to_js(env: &Env, event: JsEvent) -> Result<(u32, Value)> {
             o.set(c"host", host)?;
             o.set(c"family", u32::from(family))?;
             (tag::LOOKUP, o.value)
+        }
+        JsEvent::Identity { request, host, chain } => {
+            let mut o = Obj::new(raw)?;
+            o.set(c"request", request as f64)?;
+            o.set(c"host", host)?;
+            let certificates = chain
+                .iter()
+                .map(|der| napi_raw::buffer_copy(raw, der))
+                .collect::<Result<Vec<_>>>()?;
+            o.set_value(c"chain", napi_raw::array(raw, &certificates)?)?;
+            (tag::IDENTITY, o.value)
         }
         JsEvent::Provide { id, attempt } => {
             let mut o = Obj::new(raw)?;

@@ -460,9 +460,8 @@ impl Driver {
                         ParamSource::Provided(rx)
                     }
                 };
-                let lookup =
-                    (self.config.conn.js_lookup).then(|| delivery::lookup_asker(self.hub.clone(), self.shared.id));
-                self.attempt = Some(Box::new(Attempt::start(&self.config.conn, params, lookup)));
+                let js = (self.config.conn.asks_js()).then(|| delivery::js_asker(self.hub.clone(), self.shared.id));
+                self.attempt = Some(Box::new(Attempt::start(&self.config.conn, params, js)));
             }
             Action::AbortAttempt => self.attempt = None,
             Action::StartClose { code, reason } => {

@@ -61,6 +61,13 @@ pub enum JsEvent {
         host: String,
         family: u8,
     },
+    /// Ask the user's `tls.checkServerIdentity` about `host`'s verified chain (DER, leaf first);
+    /// answer with `identityAnswer(request, error)`.
+    Identity {
+        request: u64,
+        host: String,
+        chain: Vec<Vec<u8>>,
+    },
     /// Run the user's url/headers/protocols providers for this attempt; answer with `provide(id, ...)`.
     Provide {
         id: u64,

@@ -22,6 +22,7 @@
 // Every unsafe block is in `napi_raw`, behind a safe API; the compiler holds the rest to that.
 #![deny(unsafe_code)]
 
+pub mod ask;
 pub mod backoff;
 pub mod client;
 pub mod connection;
@@ -149,10 +150,11 @@ pub fn testing_lookups() -> f64 {
     resolve::STARTED.load(Relaxed) as f64
 }
 
-/// Requests to clients' `lookup` functions not yet answered nor abandoned. Not part of the API.
+/// Questions to clients' `lookup` and `checkServerIdentity` functions not yet answered nor
+/// abandoned. Not part of the API.
 #[napi]
-pub fn testing_js_lookups_waiting() -> f64 {
-    resolve::js_lookups_waiting() as f64
+pub fn testing_js_questions_waiting() -> f64 {
+    ask::questions_waiting() as f64
 }
 
 /// Makes every later host name lookup wait `ms` first (0: no more): a slow resolver for tests.

@@ -55,6 +55,9 @@ pub struct NativeOptions {
     /// Our certificate chain (PEM) and its key (PKCS#8 PEM, decrypted by JS), or neither.
     pub tls_cert: Option<String>,
     pub tls_key: Option<String>,
+    /// A `tls.checkServerIdentity` function exists in JS: it decides whether a verified
+    /// certificate is the server's (`identityAnswer`).
+    pub tls_check_identity: bool,
     /// `http://[user:pass@]host:port` of a CONNECT proxy (already resolved from the environment).
     pub proxy: Option<String>,
     /// permessage-deflate to offer, or none.

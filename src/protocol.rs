@@ -38,6 +38,7 @@ pub mod event {
     pub const SENT: u32 = 18;
     pub const LOOKUP: u32 = 19;
     pub const REDIRECT: u32 = 20;
+    pub const IDENTITY: u32 = 21;
 }
 
 /// What `send()` did with a message.
@@ -80,6 +81,7 @@ pub struct WireEvents {
     pub sent: u32,
     pub lookup: u32,
     pub redirect: u32,
+    pub identity: u32,
 }
 
 #[napi(object)]
@@ -126,6 +128,7 @@ pub fn wire_protocol() -> WireProtocol {
             sent: event::SENT,
             lookup: event::LOOKUP,
             redirect: event::REDIRECT,
+            identity: event::IDENTITY,
         },
         send: WireSend {
             sent: send::SENT,

@@ -5,7 +5,7 @@
 //! a lookup is forgotten when it completes, and the next attempt asks again.
 //!
 //! A client with a `lookup` option (`dns.lookup`'s shape, as `ws` passes it to `net.connect`) asks
-//! that function instead, through its event queue: `ask_js` waits for `answer_js`.
+//! that function instead (`ask_js`, a question of `crate::ask`).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -16,7 +16,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures_util::future::{FutureExt, Shared, WeakShared};
-use tokio::sync::oneshot;
+
+use crate::ask;
 
 type Addresses = Result<Arc<[SocketAddr]>, Arc<io::Error>>;
 type LookupFuture = Pin<Box<dyn Future<Output = Addresses> + Send>>;
@@ -83,67 +84,17 @@ fn join_or_start(key: &(String, u16)) -> Lookup {
     lookup
 }
 
-/// What a client's `lookup` function answered: its addresses, or why it failed.
-pub type JsAnswer = Result<Vec<IpAddr>, String>;
-
-/// Sends a lookup request to one client's JS side: `(request, host, family)` (its event queue;
-/// made by `delivery`, so that this module depends on nothing of the boundary).
-#[derive(Clone)]
-pub struct Asker(pub Arc<AskFn>);
-
-/// `(request, host, family)`.
-pub type AskFn = dyn Fn(u64, &str, u8) + Send + Sync;
-
-impl std::fmt::Debug for Asker {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Asker")
-    }
-}
-
-/// Requests waiting for their answer, by request number.
-static ASKED: Mutex<Option<HashMap<u64, oneshot::Sender<JsAnswer>>>> = Mutex::new(None);
-static NEXT_REQUEST: AtomicU64 = AtomicU64::new(1);
-
-fn asked() -> std::sync::MutexGuard<'static, Option<HashMap<u64, oneshot::Sender<JsAnswer>>>> {
-    ASKED.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// A request is forgotten when its attempt ends, answered or not (a timeout, `disconnect()`).
-struct Waiting(u64);
-
-impl Drop for Waiting {
-    fn drop(&mut self) {
-        if let Some(map) = asked().as_mut() {
-            map.remove(&self.0);
-        }
-    }
-}
-
 /// The addresses a client's `lookup` function gives for `host` (`family`: 0, 4 or 6, as asked).
-pub async fn ask_js(ask: &Asker, host: &str, family: u8) -> io::Result<Vec<IpAddr>> {
-    let request = NEXT_REQUEST.fetch_add(1, Ordering::Relaxed);
-    let (tx, rx) = oneshot::channel();
-    asked().get_or_insert_with(HashMap::new).insert(request, tx);
-    let _waiting = Waiting(request);
-    (ask.0)(request, host, family);
-    match rx.await {
-        Ok(Ok(addresses)) => Ok(addresses),
-        Ok(Err(why)) => Err(io::Error::other(format!("lookup failed: {why}"))),
-        Err(_) => Err(io::Error::other("lookup failed: the request was dropped")),
+pub async fn ask_js(asker: &ask::Asker, host: &str, family: u8) -> io::Result<Vec<IpAddr>> {
+    let question = ask::Question::Lookup {
+        host: host.to_owned(),
+        family,
+    };
+    match ask::ask(asker, question).await {
+        ask::Answer::Addresses(addresses) => Ok(addresses),
+        ask::Answer::Failed(why) => Err(io::Error::other(format!("lookup failed: {why}"))),
+        ask::Answer::Accepted => Err(io::Error::other("lookup failed: it gave no address")),
     }
-}
-
-/// The answer to `request` (ignored when its attempt has ended).
-pub fn answer_js(request: u64, answer: JsAnswer) {
-    let waiting = asked().as_mut().and_then(|m| m.remove(&request));
-    if let Some(tx) = waiting {
-        let _ = tx.send(answer);
-    }
-}
-
-/// Requests to `lookup` functions not yet answered nor abandoned (tests prove none is left).
-pub fn js_lookups_waiting() -> usize {
-    asked().as_ref().map_or(0, HashMap::len)
 }
 
 #[cfg(test)]

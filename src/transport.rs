@@ -19,6 +19,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use url::Url;
 
+use crate::ask;
 use crate::errors::{self, ConnError};
 use crate::plain::{self, ReadHalf, WriteHalf};
 use crate::resolve;
@@ -387,6 +388,17 @@ pub struct TlsOptions {
     /// Our certificate chain (PEM, leaf first) and its private key (PKCS#8 PEM, unencrypted),
     /// for servers that ask for one. Checked by JS: both or neither, parsed, a matching pair.
     pub client_auth: Option<ClientAuth>,
+    /// The client has a `tls.checkServerIdentity` function: with `reject_unauthorized`, it decides
+    /// whether a verified chain is the server's, in place of the host name check.
+    pub check_identity: bool,
+}
+
+impl TlsOptions {
+    /// Whether the client's `checkServerIdentity` is asked after each handshake (as Node, not
+    /// when certificates are not checked at all).
+    pub fn asks_identity(&self) -> bool {
+        self.check_identity && self.reject_unauthorized
+    }
 }
 
 #[derive(Clone, PartialEq)]
@@ -451,7 +463,7 @@ pub fn client_config(opts: &TlsOptions) -> Result<Arc<ClientConfig>, String> {
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?;
-    let config = if opts.reject_unauthorized {
+    let builder = if opts.reject_unauthorized {
         let mut roots = (*default_roots()).clone();
         for pem in &opts.ca {
             let mut found = false;
@@ -464,19 +476,24 @@ pub fn client_config(opts: &TlsOptions) -> Result<Arc<ClientConfig>, String> {
                 return Err("a `tls.ca` entry holds no PEM certificate".into());
             }
         }
-        let builder = builder.with_root_certificates(roots);
-        match client_auth(opts)? {
-            Some((chain, key)) => builder.with_client_auth_cert(chain, key),
-            None => Ok(builder.with_no_client_auth()),
+        if opts.check_identity {
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(CertCheck {
+                    provider,
+                    roots: Some(roots),
+                }))
+        } else {
+            builder.with_root_certificates(roots)
         }
     } else {
-        let builder = builder
+        builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AcceptAnyCert(provider)));
-        match client_auth(opts)? {
-            Some((chain, key)) => builder.with_client_auth_cert(chain, key),
-            None => Ok(builder.with_no_client_auth()),
-        }
+            .with_custom_certificate_verifier(Arc::new(CertCheck { provider, roots: None }))
+    };
+    let config = match client_auth(opts)? {
+        Some((chain, key)) => builder.with_client_auth_cert(chain, key),
+        None => Ok(builder.with_no_client_auth()),
     }
     // rustls's message names the problem (an unsupported key type, say), never the key.
     .map_err(|e| format!("invalid client certificate or key: {e}"))?;
@@ -501,19 +518,31 @@ fn client_auth(opts: &TlsOptions) -> Result<Option<ClientAuthDer>, String> {
     Ok(Some((chain, key)))
 }
 
-/// `rejectUnauthorized: false`: the certificate is not checked (signatures still are).
+/// The server certificate checks that rustls's own verifier does not make as asked: with
+/// `roots`, the chain up to one of them but not the host name, which `tls.checkServerIdentity`
+/// decides once the handshake is done (Node calls that function instead of its own host name
+/// check); without, nothing (`rejectUnauthorized: false`). The handshake's signatures are
+/// checked either way.
 #[derive(Debug)]
-struct AcceptAnyCert(Arc<rustls::crypto::CryptoProvider>);
+struct CertCheck {
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    roots: Option<RootCertStore>,
+}
 
-impl ServerCertVerifier for AcceptAnyCert {
+impl ServerCertVerifier for CertCheck {
     fn verify_server_cert(
         &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
         _server_name: &ServerName<'_>,
         _ocsp_response: &[u8],
-        _now: UnixTime,
+        now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
+        if let Some(roots) = &self.roots {
+            let cert = rustls::server::ParsedCertificate::try_from(end_entity)?;
+            let algorithms = self.provider.signature_verification_algorithms.all;
+            rustls::client::verify_server_cert_signed_by_trust_anchor(&cert, roots, intermediates, now, algorithms)?;
+        }
         Ok(ServerCertVerified::assertion())
     }
 
@@ -523,7 +552,7 @@ impl ServerCertVerifier for AcceptAnyCert {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
 
     fn verify_tls13_signature(
@@ -532,11 +561,11 @@ impl ServerCertVerifier for AcceptAnyCert {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
+        self.provider.signature_verification_algorithms.supported_schemes()
     }
 }
 
@@ -572,7 +601,7 @@ impl Dial {
 }
 
 /// `lookup`: the client's `lookup` function, which then looks up host names instead of the system.
-async fn tcp(host: &str, port: u16, dial: Dial, lookup: Option<&resolve::Asker>) -> io::Result<TcpStream> {
+async fn tcp(host: &str, port: u16, dial: Dial, lookup: Option<&ask::Asker>) -> io::Result<TcpStream> {
     let literal = host.parse::<IpAddr>().ok();
     let stream = match (literal, dial) {
         (Some(ip), _) if !dial.binds() => TcpStream::connect((ip, port)).await?,
@@ -685,11 +714,13 @@ async fn unix(url: &Url) -> Result<Transport, ConnError> {
 }
 
 /// TCP (through the proxy if any), then TLS for `wss:`; or the socket of a `ws+unix:` URL.
+/// `lookup`: the client's `lookup` function; `identity`: its `tls.checkServerIdentity`.
 pub async fn open(
     url: &Url,
     proxy: Option<&Proxy>,
     dial: Dial,
-    lookup: Option<&resolve::Asker>,
+    lookup: Option<&ask::Asker>,
+    identity: Option<&ask::Asker>,
     tls: &OnceLock<Result<Arc<ClientConfig>, String>>,
     tls_options: &TlsOptions,
 ) -> Result<Transport, ConnError> {
@@ -724,11 +755,36 @@ pub async fn open(
     let server_name = ServerName::try_from(name.clone())
         .map_err(|e| ConnError::new(errors::ERR_TLS, format!("invalid server name {name}: {e}")))?;
     let connector = tokio_rustls::TlsConnector::from(config);
-    match connector.connect(server_name, stream).await {
-        Ok(s) => Ok(Transport {
-            stream: Stream::Tls(Box::new(s)),
-        }),
-        Err(e) => Err(tls_error(e)),
+    let tls = connector.connect(server_name, stream).await.map_err(tls_error)?;
+    if let Some(asker) = identity.filter(|_| tls_options.asks_identity()) {
+        let chain = tls.get_ref().1.peer_certificates().unwrap_or_default();
+        check_identity(asker, name, chain.iter().map(|c| c.to_vec()).collect()).await?;
+    }
+    Ok(Transport {
+        stream: Stream::Tls(Box::new(tls)),
+    })
+}
+
+/// Asks the client's `checkServerIdentity` whether `chain` (verified) is `host`'s.
+async fn check_identity(asker: &ask::Asker, host: String, chain: Vec<Vec<u8>>) -> Result<(), ConnError> {
+    let refused = |host: &str, why: &str| {
+        ConnError::new(
+            errors::ERR_TLS_CERT,
+            format!("TLS handshake failed: checkServerIdentity refused the certificate of {host}: {why}"),
+        )
+    };
+    match ask::ask(
+        asker,
+        ask::Question::Identity {
+            host: host.clone(),
+            chain,
+        },
+    )
+    .await
+    {
+        ask::Answer::Accepted => Ok(()),
+        ask::Answer::Failed(why) => Err(refused(&host, &why)),
+        ask::Answer::Addresses(_) => Err(refused(&host, "an answer that is not one")),
     }
 }
 

@@ -152,8 +152,9 @@ function heldResources() {
   const stats = clientStats()
   const held = {}
   for (const [name, value] of Object.entries(stats)) {
-    // liveClients: disconnected clients stay until GC; collectedWithoutDisconnect: a running total.
-    if (name === 'liveClients' || name === 'collectedWithoutDisconnect') continue
+    // liveClients: disconnected clients stay until GC, and so does the TLS configuration they
+    // share (tlsConfigs); collectedWithoutDisconnect: a running total.
+    if (name === 'liveClients' || name === 'collectedWithoutDisconnect' || name === 'tlsConfigs') continue
     if (value !== 0) held[name] = value
   }
   return held
@@ -212,6 +213,40 @@ const scenarios = [
       const result = await within(client.disconnect(), 'disconnect() of the echo client')
       assert.deepEqual(result, { discarded: 0 })
       assert.equal(client.state, 'closed')
+      assert.equal(clientStats().openConnections, 0)
+    },
+  ],
+  [
+    'wss with a pinned certificate',
+    async () => {
+      // rustls verifies the chain against tls.ca; checkServerIdentity gets it as Node's
+      // getPeerCertificate(true) does, on every runtime (lib/certificate.js).
+      const seen = []
+      const client = new ReconnectingWebSocket(config.tls.url, {
+        tls: {
+          ca: config.tls.ca,
+          checkServerIdentity(host, cert) {
+            seen.push({ host, cn: cert.subject?.CN, fingerprint256: cert.fingerprint256, root: cert.issuerCertificate?.issuerCertificate === cert.issuerCertificate })
+            return cert.fingerprint256 === config.tls.fingerprint256 ? undefined : new Error('not the pinned certificate')
+          },
+        },
+      })
+      const r = new Recorder(client)
+      // Kept: collected later, they would be counted by the abandoned-clients scenario's liveClients.
+      ctx.tlsClients = [client]
+      await r.next('open')
+      client.send('over TLS')
+      assert.deepEqual(await r.message(), { data: 'over TLS', isBinary: false })
+      await within(client.disconnect(), 'disconnect() of the wss client')
+      assert.deepEqual(seen, [{ host: 'localhost', cn: 'localhost', fingerprint256: config.tls.fingerprint256, root: true }])
+      // A pin that does not match: the certificate is refused and the client gives up.
+      const refused = new ReconnectingWebSocket(config.tls.url, { tls: { ca: config.tls.ca, checkServerIdentity: () => new Error('pin mismatch') } })
+      ctx.tlsClients.push(refused)
+      const rr = new Recorder(refused)
+      const [err] = await rr.next('error')
+      assert.equal(err.code, 'ERR_TLS_CERT')
+      await rr.next('giveup')
+      await within(refused.disconnect(), 'disconnect() of the refused client')
       assert.equal(clientStats().openConnections, 0)
     },
   ],

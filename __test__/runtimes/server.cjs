@@ -13,9 +13,18 @@
 // - drop: a TCP server that accepts and at once destroys every connection: a peer where a client
 //   fails every attempt and backs off, and that no other process can take over (unlike a port left
 //   closed).
+// - tls: a `ws` server over HTTPS that echoes, with a throwaway CA and a certificate for localhost
+//   made here with the openssl CLI (valid 2 days); the scenario gets the CA and the certificate's
+//   SHA-256 fingerprint.
 
+const { execFileSync } = require('node:child_process')
+const { X509Certificate } = require('node:crypto')
+const fs = require('node:fs')
 const http = require('node:http')
+const https = require('node:https')
 const net = require('node:net')
+const os = require('node:os')
+const path = require('node:path')
 const { WebSocketServer } = require('ws')
 
 const HOST = '127.0.0.1'
@@ -112,16 +121,46 @@ async function startPeers() {
   })
   const dropPort = await listen(drop, 0)
 
+  const certs = makeCerts()
+  const secure = https.createServer({ key: certs.key, cert: certs.cert })
+  new WebSocketServer({ server: secure }).on('connection', (socket) => {
+    socket.on('error', () => {})
+    socket.on('message', (data, isBinary) => socket.send(data, { binary: isBinary }))
+  })
+  const securePort = await listen(secure, 0)
+
   return {
     url: `ws://${HOST}:${port}/echo`,
     controlUrl: `http://${HOST}:${controlPort}`,
     dropUrl: `ws://${HOST}:${dropPort}/`,
+    tls: { url: `wss://localhost:${securePort}/`, ca: certs.ca, fingerprint256: new X509Certificate(certs.cert).fingerprint256 },
     log,
     async close() {
       await down()
       control.closeAllConnections?.()
-      await Promise.all([closeServer(control), closeServer(drop)])
+      secure.closeAllConnections?.()
+      await Promise.all([closeServer(control), closeServer(drop), closeServer(secure)])
     },
+  }
+}
+
+/** A CA (EC P-256) and a server certificate it signed for localhost and 127.0.0.1, as PEM. */
+function makeCerts() {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'redial-runtimes-certs-'))
+  const f = (name) => path.join(dir, name)
+  const run = (...args) => execFileSync('openssl', args, { stdio: 'pipe' })
+  try {
+    run('req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '2',
+      '-keyout', f('ca.key'), '-out', f('ca.pem'), '-subj', '/CN=redial-ws runtimes CA',
+      '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign')
+    run('req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
+      '-keyout', f('server.key'), '-out', f('server.csr'), '-subj', '/CN=localhost')
+    fs.writeFileSync(f('ext.cnf'), 'basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n')
+    run('x509', '-req', '-in', f('server.csr'), '-CA', f('ca.pem'), '-CAkey', f('ca.key'), '-CAcreateserial',
+      '-days', '2', '-out', f('server.pem'), '-extfile', f('ext.cnf'))
+    return { ca: fs.readFileSync(f('ca.pem'), 'utf8'), key: fs.readFileSync(f('server.key'), 'utf8'), cert: fs.readFileSync(f('server.pem'), 'utf8') }
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true })
   }
 }
 
