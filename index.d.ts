@@ -160,6 +160,12 @@ export interface TlsOptions {
    * the host name check, for instance to pin a key as well. Not called with `rejectUnauthorized: false`.
    */
   checkServerIdentity?: (host: string, cert: import('node:tls').DetailedPeerCertificate) => Error | undefined
+  /**
+   * The lowest and highest TLS versions offered, as Node names them [TLS 1.2 and 1.3]. rustls has
+   * no version below 1.2: a lower minimum means 1.2, a lower maximum throws.
+   */
+  minVersion?: import('node:tls').SecureVersion
+  maxVersion?: import('node:tls').SecureVersion
 }
 
 /** `send()`'s callback: `err` is undefined once the message is written, an `ERR_NOT_SENT` error once it never will be. */

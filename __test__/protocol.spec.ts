@@ -840,3 +840,38 @@ test.serial('tls.checkServerIdentity: an Error returned or thrown refuses the ce
     code: 'ERR_INVALID_ARG_TYPE',
   })
 })
+
+test.serial('tls.minVersion and tls.maxVersion pick the TLS versions offered, as Node names them', async (t) => {
+  const protocols: string[] = []
+  const serve = async (maxVersion: tls.SecureVersion) => {
+    const server = https.createServer({ key: certs.key, cert: certs.cert, maxVersion })
+    new WebSocketServer({ server }).on('connection', (_s, req) => protocols.push(String((req.socket as tls.TLSSocket).getProtocol())))
+    server.listen(0, '127.0.0.1')
+    await once(server, 'listening')
+    t.teardown(() => server.close())
+    return `wss://localhost:${(server.address() as net.AddressInfo).port}/`
+  }
+  const modern = await serve('TLSv1.3')
+  const legacy = await serve('TLSv1.2')
+  const opens = async (url: string, versions: object) => {
+    const client = new ReconnectingWebSocket(url, { tls: { ca: certs.ca, ...versions }, maxRetries: 0 })
+    const rec = new Recorder(client)
+    const first = await Promise.race([rec.next('open').then(() => 'open'), rec.next('error').then((e: RedialError) => e.code)])
+    await client.disconnect()
+    return first
+  }
+  t.is(await opens(modern, {}), 'open')
+  t.is(await opens(modern, { maxVersion: 'TLSv1.2' }), 'open')
+  t.is(await opens(legacy, { minVersion: 'TLSv1' }), 'open')
+  t.is(await opens(legacy, { minVersion: 'TLSv1.3' }), 'ERR_TLS')
+  t.deepEqual(protocols, ['TLSv1.3', 'TLSv1.2', 'TLSv1.2'])
+  const make = (versions: object) => () => new ReconnectingWebSocket('wss://localhost/', { startClosed: true, tls: versions })
+  t.like(t.throws(make({ minVersion: 'TLSv1.4' })), { code: 'ERR_TLS_INVALID_PROTOCOL_VERSION' })
+  t.like(t.throws(make({ maxVersion: 12 })), { code: 'ERR_TLS_INVALID_PROTOCOL_VERSION' })
+  t.like(t.throws(make({ minVersion: 'TLSv1.3', maxVersion: 'TLSv1.2' })), { code: 'ERR_TLS_PROTOCOL_VERSION_CONFLICT' })
+  // Node's default minimum is TLS 1.2 too: a maximum below it alone conflicts; with a lower minimum
+  // it is a range that rustls does not have.
+  t.like(t.throws(make({ maxVersion: 'TLSv1.1' })), { code: 'ERR_TLS_PROTOCOL_VERSION_CONFLICT' })
+  t.like(t.throws(make({ minVersion: 'TLSv1', maxVersion: 'TLSv1.1' })), { code: 'ERR_INVALID_ARG_VALUE' })
+  t.like(clientStats(), { openConnections: 0, runningTasks: 0, pendingAttempts: 0 })
+})

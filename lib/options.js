@@ -191,6 +191,8 @@ function parseOptions(options, rws = false) {
     tlsCert: tls.cert,
     tlsKey: tls.key,
     tlsCheckIdentity: tls.checkServerIdentity !== undefined,
+    tlsMinVersion: tls.minVersion,
+    tlsMaxVersion: tls.maxVersion,
     proxy: undefined,
     perMessageDeflate: parseDeflate(options.perMessageDeflate),
   }
@@ -281,11 +283,11 @@ function checkBinaryType(v) {
   return v
 }
 
-const TLS_KEYS = ['ca', 'cert', 'key', 'passphrase', 'rejectUnauthorized', 'servername', 'checkServerIdentity']
+const TLS_KEYS = ['ca', 'cert', 'key', 'passphrase', 'rejectUnauthorized', 'servername', 'checkServerIdentity', 'minVersion', 'maxVersion']
 
 /** Shared and frozen: read, never modified. */
 const NONE = Object.freeze([])
-const TLS_DEFAULTS = Object.freeze({ ca: NONE, rejectUnauthorized: true, servername: undefined, cert: undefined, key: undefined, checkServerIdentity: undefined })
+const TLS_DEFAULTS = Object.freeze({ ca: NONE, rejectUnauthorized: true, servername: undefined, cert: undefined, key: undefined, checkServerIdentity: undefined, minVersion: 0, maxVersion: 0 })
 
 function parseTls(tls) {
   if (tls === undefined) return TLS_DEFAULTS
@@ -302,7 +304,37 @@ function parseTls(tls) {
   if (checkServerIdentity !== undefined && typeof checkServerIdentity !== 'function') {
     throw typeError('tls.checkServerIdentity', 'a function', checkServerIdentity)
   }
-  return { ca, rejectUnauthorized, servername: tls.servername, cert, key, checkServerIdentity }
+  const { minVersion, maxVersion } = tlsVersions(tls)
+  return { ca, rejectUnauthorized, servername: tls.servername, cert, key, checkServerIdentity, minVersion, maxVersion }
+}
+
+// Node's names of TLS versions, as the minor number of TLS 1.x.
+const TLS_VERSIONS = { TLSv1: 0, 'TLSv1.1': 1, 'TLSv1.2': 2, 'TLSv1.3': 3 }
+
+/**
+ * `tls.minVersion` and `tls.maxVersion`, Node's names, as TLS 1.x minor numbers (0, 0 when neither
+ * is given: rustls's default, 1.2 and 1.3). rustls has no version below 1.2: a minimum below it
+ * means 1.2, a maximum below it cannot connect and throws.
+ */
+function tlsVersions(tls) {
+  if (tls.minVersion === undefined && tls.maxVersion === undefined) return { minVersion: 0, maxVersion: 0 }
+  const version = (name, fallback) => {
+    const v = tls[name]
+    if (v === undefined) return fallback
+    if (typeof v !== 'string' || !Object.hasOwn(TLS_VERSIONS, v)) {
+      throw makeError('ERR_TLS_INVALID_PROTOCOL_VERSION', `The "tls.${name}" option must be one of 'TLSv1.3', 'TLSv1.2', 'TLSv1.1', 'TLSv1'. Received ${String(v)}`, TypeError)
+    }
+    return TLS_VERSIONS[v]
+  }
+  const minVersion = version('minVersion', 2)
+  const maxVersion = version('maxVersion', 3)
+  if (minVersion > maxVersion) {
+    throw makeError('ERR_TLS_PROTOCOL_VERSION_CONFLICT', `The "tls.minVersion" option (${tls.minVersion}) is above "tls.maxVersion" (${tls.maxVersion})`, TypeError)
+  }
+  if (maxVersion < 2) {
+    throw makeError('ERR_INVALID_ARG_VALUE', `The "tls.maxVersion" option must be 'TLSv1.2' or 'TLSv1.3': rustls has no older version. Received ${tls.maxVersion}`, TypeError)
+  }
+  return { minVersion, maxVersion }
 }
 
 /** `tls.ca` or `tls.cert`: PEM certificate text(s), each checked, as a list of texts. */

@@ -230,6 +230,7 @@ impl NativeClient {
                         _ => None,
                     },
                     check_identity: options.tls_check_identity,
+                    versions: (options.tls_min_version as u8, options.tls_max_version as u8),
                 },
                 tls_config: Default::default(),
             },

@@ -58,6 +58,10 @@ pub struct NativeOptions {
     /// A `tls.checkServerIdentity` function exists in JS: it decides whether a verified
     /// certificate is the server's (`identityAnswer`).
     pub tls_check_identity: bool,
+    /// `tls.minVersion` and `tls.maxVersion` as TLS 1.x minor numbers (2: TLS 1.2, 3: TLS 1.3);
+    /// 0 for both: rustls's default versions (1.2 and 1.3).
+    pub tls_min_version: u32,
+    pub tls_max_version: u32,
     /// `http://[user:pass@]host:port` of a CONNECT proxy (already resolved from the environment).
     pub proxy: Option<String>,
     /// permessage-deflate to offer, or none.

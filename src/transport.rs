@@ -391,6 +391,9 @@ pub struct TlsOptions {
     /// The client has a `tls.checkServerIdentity` function: with `reject_unauthorized`, it decides
     /// whether a verified chain is the server's, in place of the host name check.
     pub check_identity: bool,
+    /// `minVersion` and `maxVersion` as TLS 1.x minor numbers (2 or 3; checked by JS, the minimum
+    /// raised to 2): the versions offered. `0, 0` is rustls's default, both.
+    pub versions: (u8, u8),
 }
 
 impl TlsOptions {
@@ -460,8 +463,19 @@ pub fn live_tls_configs() -> usize {
 
 pub fn client_config(opts: &TlsOptions) -> Result<Arc<ClientConfig>, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let versions: Vec<&'static rustls::SupportedProtocolVersion> = match opts.versions {
+        (0, 0) => rustls::DEFAULT_VERSIONS.to_vec(),
+        (min, max) => [(2, &rustls::version::TLS12), (3, &rustls::version::TLS13)]
+            .into_iter()
+            .filter(|&(minor, _)| minor >= min.max(2) && minor <= max)
+            .map(|(_, version)| version)
+            .collect(),
+    };
+    if versions.is_empty() {
+        return Err("no TLS version between `tls.minVersion` and `tls.maxVersion` (rustls has TLS 1.2 and 1.3)".into());
+    }
     let builder = ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
+        .with_protocol_versions(&versions)
         .map_err(|e| e.to_string())?;
     let builder = if opts.reject_unauthorized {
         let mut roots = (*default_roots()).clone();
