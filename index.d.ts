@@ -243,6 +243,10 @@ export type RedialErrorCode =
   | 'ERR_OUT_OF_RANGE'
   /** An option name redial-ws does not know (typos are not ignored). */
   | 'ERR_UNKNOWN_OPTION'
+  /** `tls.minVersion`/`tls.maxVersion` is not one of Node's TLS version names (TypeError). */
+  | 'ERR_TLS_INVALID_PROTOCOL_VERSION'
+  /** `tls.minVersion` is above `tls.maxVersion` (TypeError). */
+  | 'ERR_TLS_PROTOCOL_VERSION_CONFLICT'
   /** `disconnect()`/`close()` code other than 1000 or 3000-4999 (RangeError). */
   | 'ERR_INVALID_CLOSE_CODE'
   /** Close reason longer than 123 UTF-8 bytes (SyntaxError). */
