@@ -149,7 +149,14 @@ export interface TlsOptions {
   cert?: string | Buffer | Array<string | Buffer>
   /** The private key of `cert` (PEM: PKCS#8, PKCS#1 or SEC1; RSA, ECDSA P-256/P-384 or Ed25519). */
   key?: string | Buffer
-  /** Decrypts an encrypted `key`. */
+  /**
+   * Our certificate and its key in one PKCS#12 file (`.p12`/`.pfx`), instead of `cert` and `key`;
+   * with `passphrase` when it has a password. Its other certificates are sent as the chain and, as
+   * Node does, trusted as CAs. Files of OpenSSL 3, Java's keytool and Windows (AES or 3DES); an old
+   * file encrypted with RC2 throws `ERR_INVALID_ARG_VALUE` saying how to convert it.
+   */
+  pfx?: Buffer | Uint8Array
+  /** Decrypts an encrypted `key`, or opens `pfx`. */
   passphrase?: string | Buffer
   /**
    * As Node's (`tls.connect`): once the server's chain is verified up to a trusted root, decides

@@ -15,6 +15,12 @@ export interface TestCerts {
   clients?: Record<ClientKind, { cert: string; key: string }>
   /** The `ec` client's key, encrypted with `CLIENT_PASSPHRASE`. */
   encryptedKey?: string
+  /**
+   * The `ec` client's key and certificate with the CA, as PKCS#12 files (`CLIENT_PASSPHRASE`):
+   * OpenSSL 3's default (PBES2, AES-256, HMAC-SHA256), PKCS#12's own 3DES with a SHA-1 MAC,
+   * OpenSSL's `-legacy` (RC2), and with no password and no encryption.
+   */
+  pfx?: { modern: Buffer; tripleDes: Buffer; legacy: Buffer; unprotected: Buffer }
 }
 
 /** ec: P-256; rsa: 2048 bits; p521: ECDSA P-521 (rustls cannot sign with it). */
@@ -44,6 +50,7 @@ export function makeCerts({ clients = false } = {}): TestCerts {
       '-days', '2', '-out', f('server.pem'), '-extfile', f('ext.cnf'))
     const made: Partial<Record<ClientKind, { cert: string; key: string }>> = {}
     let encryptedKey: string | undefined
+    let pfx: TestCerts['pfx']
     if (clients) {
       writeFileSync(f('client.cnf'), ['basicConstraints=critical,CA:FALSE', 'keyUsage=critical,digitalSignature', 'extendedKeyUsage=clientAuth'].join('\n'))
       const newKey: Record<ClientKind, string[]> = {
@@ -59,10 +66,22 @@ export function makeCerts({ clients = false } = {}): TestCerts {
       }
       run('pkey', '-in', f('ec.key'), '-aes256', '-passout', `pass:${CLIENT_PASSPHRASE}`, '-out', f('ec-encrypted.key'))
       encryptedKey = readFileSync(f('ec-encrypted.key'), 'utf8')
+      const pkcs12 = (name: string, ...args: string[]) => {
+        run('pkcs12', '-export', '-inkey', f('ec.key'), '-in', f('ec.pem'), '-out', f(name), ...args)
+        return readFileSync(f(name))
+      }
+      const password = `pass:${CLIENT_PASSPHRASE}`
+      pfx = {
+        modern: pkcs12('modern.p12', '-certfile', f('ca.pem'), '-passout', password),
+        tripleDes: pkcs12('des.p12', '-certfile', f('ca.pem'), '-passout', password, '-certpbe', 'PBE-SHA1-3DES', '-keypbe', 'PBE-SHA1-3DES', '-macalg', 'sha1'),
+        legacy: pkcs12('legacy.p12', '-passout', password, '-legacy'),
+        unprotected: pkcs12('plain.p12', '-passout', 'pass:', '-nomac', '-keypbe', 'NONE', '-certpbe', 'NONE'),
+      }
     }
     return {
       clients: clients ? (made as Record<ClientKind, { cert: string; key: string }>) : undefined,
       encryptedKey,
+      pfx,
       ca: readFileSync(f('ca.pem'), 'utf8'),
       key: readFileSync(f('server.key'), 'utf8'),
       cert: readFileSync(f('server.pem'), 'utf8'),

@@ -147,7 +147,7 @@ test.serial('a client certificate that cannot work throws ERR_INVALID_ARG_VALUE,
   const bad: Array<[object, RedialError['code'], RegExp]> = [
     [{ cert: ec.cert }, 'ERR_INVALID_ARG_VALUE', /"tls\.cert" option needs "tls\.key"/],
     [{ key: ec.key }, 'ERR_INVALID_ARG_VALUE', /"tls\.key" option needs "tls\.cert"/],
-    [{ passphrase: CLIENT_PASSPHRASE }, 'ERR_INVALID_ARG_VALUE', /"tls\.passphrase".*"tls\.key", which is not given/],
+    [{ passphrase: CLIENT_PASSPHRASE }, 'ERR_INVALID_ARG_VALUE', /"tls\.passphrase".*"tls\.key" or "tls\.pfx", neither of which is given/],
     [{ cert: ec.cert, key: certs.encryptedKey }, 'ERR_INVALID_ARG_VALUE', /"tls\.key" option is encrypted: "tls\.passphrase" is needed/],
     [{ cert: ec.cert, key: certs.encryptedKey, passphrase: 'not it' }, 'ERR_INVALID_ARG_VALUE', /"tls\.key" option is not a PEM private key that opens with "tls\.passphrase"/],
     [{ cert: ec.cert, key: rsa.key }, 'ERR_INVALID_ARG_VALUE', /"tls\.key" option is not the key of the first certificate in "tls\.cert"/],

@@ -176,6 +176,48 @@ test.serial('mutual TLS: tls.cert and tls.key (EC, RSA, an encrypted key, a chai
   await quiescent()
 })
 
+test.serial('mutual TLS with tls.pfx: a PKCS#12 file (OpenSSL 3, 3DES, unprotected) presents its certificate; its CA is trusted, as Node trusts it', async (t) => {
+  const server = await wssServer({ requireClientCert: true })
+  t.teardown(() => server.close())
+  const seen: string[] = []
+  server.wss.on('connection', (_s, req) => seen.push(String((req.socket as tls.TLSSocket).getPeerCertificate().subject.CN)))
+  const url = `wss://localhost:${server.port}/`
+  const pfx = certs.pfx!
+  const presented = [
+    // The file holds the CA that signed the server's certificate too: no tls.ca needed.
+    { pfx: pfx.modern, passphrase: CLIENT_PASSPHRASE },
+    { pfx: new Uint8Array(pfx.tripleDes), passphrase: Buffer.from(CLIENT_PASSPHRASE) },
+    { pfx: pfx.unprotected, ca: certs.ca },
+  ]
+  for (const tlsOptions of presented) {
+    const client = new ReconnectingWebSocket(url, { tls: tlsOptions })
+    const r = new Recorder(client)
+    await r.next('open')
+    client.send('pkcs12')
+    t.is(await r.next('message'), 'pkcs12')
+    await client.disconnect()
+  }
+  t.deepEqual(seen, ['client-ec', 'client-ec', 'client-ec'])
+  // What cannot work fails at once, naming neither the password nor the key.
+  const make = (tlsOptions: object) => () => new ReconnectingWebSocket(url, { startClosed: true, tls: tlsOptions })
+  const refused: Array<[object, RegExp]> = [
+    [{ pfx: pfx.modern }, /protected by a password/],
+    [{ pfx: pfx.modern, passphrase: 'not it' }, /password is not "tls.passphrase"/],
+    [{ pfx: pfx.legacy, passphrase: CLIENT_PASSPHRASE }, /RC2.*openssl pkcs12/],
+    [{ pfx: Buffer.from('not a PKCS#12 file') }, /cannot be used/],
+    [{ pfx: pfx.modern.subarray(0, 200), passphrase: CLIENT_PASSPHRASE }, /cannot be used/],
+    [{ pfx: pfx.modern, passphrase: CLIENT_PASSPHRASE, cert: clients.ec.cert, key: clients.ec.key }, /not both/],
+  ]
+  for (const [tlsOptions, message] of refused) {
+    const err = t.throws(make(tlsOptions)) as RedialError
+    t.is(err.code, 'ERR_INVALID_ARG_VALUE')
+    t.regex(err.message, message)
+    t.false(err.message.includes(CLIENT_PASSPHRASE) || err.message.includes('not it'))
+  }
+  t.like(t.throws(make({ pfx: 'a string' })), { code: 'ERR_INVALID_ARG_TYPE' })
+  t.like(clientStats(), { openConnections: 0, runningTasks: 0, pendingAttempts: 0 })
+})
+
 test.serial('rejectUnauthorized: false accepts an unknown certificate', async (t) => {
   const server = await wssServer()
   t.teardown(() => server.close())

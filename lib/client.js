@@ -29,7 +29,6 @@ const { messageIterator } = require('./messages')
 const { webSocketStream } = require('./stream')
 const { channels, trace } = require('./diagnostics')
 const { parseResponseHead } = require('./response')
-const { peerCertificate } = require('./certificate')
 
 const { rethrowLater, convertBinary } = wire
 const {
@@ -826,6 +825,8 @@ class ReconnectingWebSocket extends EventEmitter {
   #checkIdentity({ request, host, chain }) {
     let refusal = null
     try {
+      // Loaded on first use: few clients check identities themselves.
+      const { peerCertificate } = require('./certificate')
       const result = this.#asked.checkServerIdentity(host, peerCertificate(chain, this.#asked.ca))
       if (result) refusal = result
     } catch (err) {

@@ -283,7 +283,7 @@ function checkBinaryType(v) {
   return v
 }
 
-const TLS_KEYS = ['ca', 'cert', 'key', 'passphrase', 'rejectUnauthorized', 'servername', 'checkServerIdentity', 'minVersion', 'maxVersion']
+const TLS_KEYS = ['ca', 'cert', 'key', 'pfx', 'passphrase', 'rejectUnauthorized', 'servername', 'checkServerIdentity', 'minVersion', 'maxVersion']
 
 /** Shared and frozen: read, never modified. */
 const NONE = Object.freeze([])
@@ -299,7 +299,9 @@ function parseTls(tls) {
   const rejectUnauthorized = tls.rejectUnauthorized === undefined ? true : tls.rejectUnauthorized
   if (typeof rejectUnauthorized !== 'boolean') throw typeError('tls.rejectUnauthorized', 'a boolean', rejectUnauthorized)
   if (tls.servername !== undefined && typeof tls.servername !== 'string') throw typeError('tls.servername', 'a string', tls.servername)
-  const { cert, key } = clientAuth(tls)
+  const { cert, key, trusted } = clientAuth(tls)
+  // As Node does with a PKCS#12 file's other certificates: they are trusted too.
+  if (trusted.length > 0) ca.push(...trusted)
   const checkServerIdentity = tls.checkServerIdentity
   if (checkServerIdentity !== undefined && typeof checkServerIdentity !== 'function') {
     throw typeError('tls.checkServerIdentity', 'a function', checkServerIdentity)
@@ -355,16 +357,25 @@ const SIGNING_KEYS = ['rsa', 'ec:prime256v1', 'ec:secp384r1', 'ed25519']
 
 /**
  * `tls.cert` (our chain, leaf first) with `tls.key` (its private key, `tls.passphrase` if it is
- * encrypted), for servers that ask for a client certificate. Checked here, so that a bad pair is
- * a synchronous error rather than every attempt failing: both or neither, each parses, the key is
- * one rustls signs with and belongs to the leaf. The key goes to the native side as unencrypted
- * PKCS#8 PEM. No error shows the key or the passphrase.
+ * encrypted), or both in `tls.pfx` (PKCS#12, lib/pkcs12.js), for servers that ask for a client
+ * certificate. Checked here, so that a bad pair is a synchronous error rather than every attempt
+ * failing: both or neither, each parses, the key is one rustls signs with and belongs to the leaf.
+ * The key goes to the native side as unencrypted PKCS#8 PEM. No error shows the key or the
+ * passphrase. `trusted`: a PKCS#12 file's certificates other than the leaf, which Node trusts.
  */
 function clientAuth(tls) {
-  const { cert, key, passphrase } = tls
+  const { cert, key, passphrase, pfx } = tls
+  const bytes = (v) => typeof v === 'string' || Buffer.isBuffer(v) || v instanceof Uint8Array
+  if (passphrase !== undefined && !bytes(passphrase)) throw typeError('tls.passphrase', 'a string or a Buffer', passphrase)
+  if (pfx !== undefined) {
+    if (cert !== undefined || key !== undefined) {
+      throw makeError('ERR_INVALID_ARG_VALUE', 'The "tls.pfx" option holds the certificate and its key: give it, or "tls.cert" and "tls.key", not both', TypeError)
+    }
+    return fromPkcs12(pfx, passphrase)
+  }
   if (cert === undefined && key === undefined) {
-    if (passphrase !== undefined) throw makeError('ERR_INVALID_ARG_VALUE', 'The "tls.passphrase" option is for "tls.key", which is not given', TypeError)
-    return { cert: undefined, key: undefined }
+    if (passphrase !== undefined) throw makeError('ERR_INVALID_ARG_VALUE', 'The "tls.passphrase" option is for "tls.key" or "tls.pfx", neither of which is given', TypeError)
+    return { cert: undefined, key: undefined, trusted: NONE }
   }
   if (cert === undefined || key === undefined) {
     throw makeError('ERR_INVALID_ARG_VALUE', `The "tls.${cert === undefined ? 'key' : 'cert'}" option needs "tls.${cert === undefined ? 'cert' : 'key'}": a client certificate goes with its private key`, TypeError)
@@ -372,9 +383,7 @@ function clientAuth(tls) {
   const certificates = pemList(cert, 'tls.cert')
   if (certificates.length === 0) throw makeError('ERR_INVALID_ARG_VALUE', 'The "tls.cert" option holds no certificate', TypeError)
   const chain = certificates.join('\n')
-  const bytes = (v) => typeof v === 'string' || Buffer.isBuffer(v) || v instanceof Uint8Array
   if (!bytes(key)) throw typeError('tls.key', 'a string or a Buffer', key)
-  if (passphrase !== undefined && !bytes(passphrase)) throw typeError('tls.passphrase', 'a string or a Buffer', passphrase)
   const invalid = (why) => makeError('ERR_INVALID_ARG_VALUE', `The "tls.key" option ${why}`, TypeError)
   const text = typeof key === 'string' ? key : Buffer.from(key).toString('latin1')
   // PKCS#8 ("ENCRYPTED PRIVATE KEY") or OpenSSL's traditional form ("Proc-Type: 4,ENCRYPTED").
@@ -389,16 +398,42 @@ function clientAuth(tls) {
     // OpenSSL's reason (a bad decrypt, an unknown format) names no secret.
     throw invalid(`is not a PEM private key that opens${passphrase === undefined ? '' : ' with "tls.passphrase"'} (${err.message})`)
   }
-  const type = keyObject.asymmetricKeyType === 'ec' ? `ec:${keyObject.asymmetricKeyDetails?.namedCurve}` : keyObject.asymmetricKeyType
-  if (!SIGNING_KEYS.includes(type)) {
-    throw invalid(`is a key of type ${type}, which rustls cannot sign with (RSA, ECDSA P-256 or P-384, and Ed25519 keys it can)`)
-  }
+  checkSigningKey(keyObject, invalid)
   const leaf = new X509Certificate(chain)
   // (Not every runtime's node:crypto has checkPrivateKey; rustls then finds a mismatch per attempt.)
   if (typeof leaf.checkPrivateKey === 'function' && !leaf.checkPrivateKey(keyObject)) {
     throw invalid('is not the key of the first certificate in "tls.cert"')
   }
-  return { cert: chain, key: keyObject.export({ type: 'pkcs8', format: 'pem' }) }
+  return { cert: chain, key: keyObject.export({ type: 'pkcs8', format: 'pem' }), trusted: NONE }
+}
+
+/** `tls.pfx`: its key, the certificate of that key first in the chain, the others trusted too. */
+function fromPkcs12(pfx, passphrase) {
+  if (!Buffer.isBuffer(pfx) && !(pfx instanceof Uint8Array)) throw typeError('tls.pfx', 'a Buffer (the bytes of a PKCS#12 file)', pfx)
+  const invalid = (why) => makeError('ERR_INVALID_ARG_VALUE', `The "tls.pfx" option ${why}`, TypeError)
+  // Loaded on first use: few clients have a PKCS#12 file.
+  const { openPkcs12, Pkcs12Error } = require('./pkcs12')
+  let opened
+  try {
+    opened = openPkcs12(Buffer.from(pfx.buffer, pfx.byteOffset, pfx.byteLength), passphrase)
+  } catch (err) {
+    if (err instanceof Pkcs12Error) throw invalid(`cannot be used: ${err.message}`)
+    throw invalid('is not a PKCS#12 file that opens')
+  }
+  checkSigningKey(opened.key, invalid)
+  const certificates = opened.certificates.map((der) => new X509Certificate(der))
+  const leaf = typeof certificates[0].checkPrivateKey === 'function' ? certificates.find((c) => c.checkPrivateKey(opened.key)) : certificates[0]
+  if (leaf === undefined) throw invalid('holds no certificate of its private key')
+  const others = certificates.filter((c) => c !== leaf).map((c) => c.toString())
+  const chain = [leaf.toString(), ...others].join('\n')
+  return { cert: chain, key: opened.key.export({ type: 'pkcs8', format: 'pem' }), trusted: others }
+}
+
+function checkSigningKey(keyObject, invalid) {
+  const type = keyObject.asymmetricKeyType === 'ec' ? `ec:${keyObject.asymmetricKeyDetails?.namedCurve}` : keyObject.asymmetricKeyType
+  if (!SIGNING_KEYS.includes(type)) {
+    throw invalid(`is a key of type ${type}, which rustls cannot sign with (RSA, ECDSA P-256 or P-384, and Ed25519 keys it can)`)
+  }
 }
 
 // PEM blocks: `-----BEGIN <label>-----`, base64, `-----END <label>-----` (text around them is allowed).
