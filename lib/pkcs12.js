@@ -109,6 +109,13 @@ function integer(node) {
   return node.content.reduce((n, b) => n * 256 + b, 0)
 }
 
+/** An iteration count: files use thousands; a corrupt one must not run for hours. */
+function iterations(node) {
+  const n = integer(expect(node, INTEGER, 'iterations'))
+  if (n < 1 || n > 10_000_000) throw new Pkcs12Error('it has an iteration count out of range')
+  return n
+}
+
 /** The children of a DER SEQUENCE held in `bytes`. */
 function sequenceIn(bytes, what) {
   const top = expect(element(bytes, 0), SEQUENCE, what)
@@ -217,12 +224,12 @@ function openPkcs12(pfx, passphrase) {
 }
 
 function macMatches(macData, safe, password) {
-  const [digestInfo, salt, iterations] = kids(expect(macData, SEQUENCE, 'MAC'))
+  const [digestInfo, salt, count] = kids(expect(macData, SEQUENCE, 'MAC'))
   const [algorithm, digest] = kids(expect(digestInfo, SEQUENCE, 'MAC digest'))
   const algorithmOid = kids(expect(algorithm, SEQUENCE, 'MAC algorithm'))[0].content.toString('hex')
   const hash = DIGESTS.get(algorithmOid)
   if (hash === undefined) throw new Pkcs12Error('its integrity check uses an unsupported algorithm: ' + CONVERT)
-  const rounds = iterations === undefined ? 1 : integer(expect(iterations, INTEGER, 'MAC iterations'))
+  const rounds = count === undefined ? 1 : iterations(count)
   const expected = expect(digest, OCTETS, 'MAC value').content
   const size = createHash(hash.name).digest().length
   const key = deriveKey(hash, bmpPassword(password), expect(salt, OCTETS, 'MAC salt').content, 3, rounds, size)
@@ -242,19 +249,19 @@ function decrypt(algorithm, data, password, what) {
     const [kdf, scheme] = kids(expect(params, SEQUENCE, 'PBES2 parameters'))
     const [kdfType, kdfParams] = kids(expect(kdf, SEQUENCE, 'key derivation'))
     if (kdfType.content.toString('hex') !== OID.pbkdf2) throw new Pkcs12Error('it is encrypted with an unsupported key derivation: ' + CONVERT)
-    const [salt, iterations, ...rest] = kids(expect(kdfParams, SEQUENCE, 'PBKDF2 parameters'))
+    const [salt, count, ...rest] = kids(expect(kdfParams, SEQUENCE, 'PBKDF2 parameters'))
     const prf = rest.find((n) => n.tag === SEQUENCE)
     const hmac = prf === undefined ? 'sha1' : HMACS.get(kids(prf)[0].content.toString('hex'))
     const [schemeType, schemeIv] = kids(expect(scheme, SEQUENCE, 'encryption scheme'))
     const found = CIPHERS.get(schemeType.content.toString('hex'))
     if (hmac === undefined || found === undefined) throw new Pkcs12Error('it is encrypted with an unsupported algorithm: ' + CONVERT)
     cipher = found.name
-    key = pbkdf2Sync(Buffer.from(password ?? '', 'utf8'), expect(salt, OCTETS, 'salt').content, integer(iterations), found.key, hmac)
+    key = pbkdf2Sync(Buffer.from(password ?? '', 'utf8'), expect(salt, OCTETS, 'salt').content, iterations(count), found.key, hmac)
     iv = expect(schemeIv, OCTETS, 'IV').content
   } else if (kind === OID.pbeSha1TripleDes || kind === OID.pbeSha1TwoKeyDes) {
-    const [salt, iterations] = kids(expect(params, SEQUENCE, 'PBE parameters'))
+    const [salt, count] = kids(expect(params, SEQUENCE, 'PBE parameters'))
     const sha1 = { name: 'sha1', block: 64 }
-    const rounds = integer(expect(iterations, INTEGER, 'iterations'))
+    const rounds = iterations(count)
     const size = kind === OID.pbeSha1TripleDes ? 24 : 16
     cipher = kind === OID.pbeSha1TripleDes ? 'des-ede3-cbc' : 'des-ede-cbc'
     key = deriveKey(sha1, bmpPassword(password), expect(salt, OCTETS, 'salt').content, 1, rounds, size)
