@@ -407,9 +407,22 @@ function clientAuth(tls) {
   return { cert: chain, key: keyObject.export({ type: 'pkcs8', format: 'pem' }), trusted: NONE }
 }
 
+// Opened PKCS#12 files by the Buffer given: opening one takes milliseconds (its key derivations),
+// and a fleet of clients passes the same file. The entry goes with the Buffer.
+const openedPkcs12 = new WeakMap()
+
 /** `tls.pfx`: its key, the certificate of that key first in the chain, the others trusted too. */
 function fromPkcs12(pfx, passphrase) {
   if (!Buffer.isBuffer(pfx) && !(pfx instanceof Uint8Array)) throw typeError('tls.pfx', 'a Buffer (the bytes of a PKCS#12 file)', pfx)
+  const same = (a, b) => a === b || (typeof a === 'object' && typeof b === 'object' && Buffer.compare(a, b) === 0)
+  const known = openedPkcs12.get(pfx)
+  if (known !== undefined && same(known.passphrase, passphrase)) return known.result
+  const result = openPkcs12File(pfx, passphrase)
+  openedPkcs12.set(pfx, { passphrase, result })
+  return result
+}
+
+function openPkcs12File(pfx, passphrase) {
   const invalid = (why) => makeError('ERR_INVALID_ARG_VALUE', `The "tls.pfx" option ${why}`, TypeError)
   // Loaded on first use: few clients have a PKCS#12 file.
   const { openPkcs12, Pkcs12Error } = require('./pkcs12')
