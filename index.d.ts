@@ -95,8 +95,10 @@ export interface ReconnectingWebSocketOptions {
   /** TLS for `wss:`: rustls with the webpki roots plus the system CA bundle. */
   tls?: TlsOptions
   /**
-   * HTTP CONNECT proxy `http://[user:pass@]host:port`; `false`/`null` for none. When absent,
-   * `HTTPS_PROXY` (wss) / `HTTP_PROXY` (ws) apply unless `NO_PROXY` matches the host.
+   * A proxy: HTTP CONNECT `http://[user:pass@]host:port`, or SOCKS5 `socks5://[user:pass@]host:port`
+   * (host names resolved here, `lookup` and `family` included) or `socks5h://…` (by the proxy);
+   * `false`/`null` for none. When absent, `HTTPS_PROXY` (wss) / `HTTP_PROXY` (ws) apply unless
+   * `NO_PROXY` matches the host.
    */
   proxy?: string | false | null
   /** How binary messages are delivered ['nodebuffer']. */
@@ -278,11 +280,11 @@ export type RedialErrorCode =
   | 'ERR_TLS'
   /** The server's certificate was rejected. Gives up unless `shouldReconnect` says otherwise. */
   | 'ERR_TLS_CERT'
-  /** The CONNECT proxy was unreachable or refused the tunnel. */
+  /** The proxy was unreachable or refused the tunnel. */
   | 'ERR_PROXY'
-  /** The proxy answered 407. Gives up unless `shouldReconnect` says otherwise. */
+  /** The proxy wants other credentials (HTTP 407, or SOCKS5's refusal). Gives up unless `shouldReconnect` says otherwise. */
   | 'ERR_PROXY_AUTH'
-  /** A proxy URL that is not http:// (SyntaxError). */
+  /** A proxy URL that is not http://, socks5:// or socks5h:// (SyntaxError). */
   | 'ERR_INVALID_PROXY'
   /** Two options naming the same setting (e.g. `minDelay` and `minReconnectionDelay`). */
   | 'ERR_INVALID_ARG_VALUE'

@@ -481,6 +481,9 @@ function checkCertificates(pem, name) {
   validCertificates.add(pem)
 }
 
+// HTTP CONNECT; SOCKS5 with names resolved here (socks5) or by the proxy (socks5h), as curl names them.
+const PROXY_SCHEMES = ['http:', 'socks5:', 'socks5h:']
+
 function checkProxy(proxy) {
   if (typeof proxy !== 'string') throw typeError('proxy', 'a string, false or null', proxy)
   let u
@@ -489,7 +492,9 @@ function checkProxy(proxy) {
   } catch {
     throw makeError('ERR_INVALID_PROXY', `Invalid proxy URL: ${redactUrl(proxy)}`, SyntaxError)
   }
-  if (u.protocol !== 'http:') throw makeError('ERR_INVALID_PROXY', `Only http:// CONNECT proxies are supported. Received ${u.protocol}`, SyntaxError)
+  if (!PROXY_SCHEMES.includes(u.protocol)) {
+    throw makeError('ERR_INVALID_PROXY', `Only http:// (CONNECT), socks5:// and socks5h:// proxies are supported. Received ${u.protocol}`, SyntaxError)
+  }
 }
 
 /**

@@ -46,6 +46,7 @@ pub mod reader;
 pub mod redirect;
 pub mod resolve;
 pub mod shared;
+pub mod socks;
 pub mod stats;
 pub mod transport;
 

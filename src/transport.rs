@@ -23,6 +23,7 @@ use crate::ask;
 use crate::errors::{self, ConnError};
 use crate::plain::{self, ReadHalf, WriteHalf};
 use crate::resolve;
+use crate::socks;
 use crate::stats::{Gauge, IoBuffers};
 
 enum Stream {
@@ -296,18 +297,29 @@ impl AsyncWrite for Transport {
     }
 }
 
-/// An HTTP CONNECT proxy.
+/// A proxy: HTTP CONNECT, or SOCKS5.
 #[derive(Clone)]
 pub struct Proxy {
+    pub kind: ProxyKind,
     pub host: String,
     pub port: u16,
-    /// `user:pass`, sent as `Proxy-Authorization: Basic` (and nowhere else: not even `Debug`).
-    pub credentials: Option<String>,
+    /// User name and password: `Proxy-Authorization: Basic`, or SOCKS5's user name and password
+    /// (and nowhere else: not even `Debug`).
+    pub credentials: Option<(String, String)>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ProxyKind {
+    /// `http://`: an HTTP CONNECT tunnel.
+    Http,
+    /// `socks5://` (host names resolved here, as for a direct connection) or `socks5h://` (by the proxy).
+    Socks5 { proxy_resolves: bool },
 }
 
 impl std::fmt::Debug for Proxy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Proxy")
+            .field("kind", &self.kind)
             .field("host", &self.host)
             .field("port", &self.port)
             .field("credentials", &self.credentials.as_ref().map(|_| "***"))
@@ -319,23 +331,31 @@ impl Proxy {
     /// Its errors name the URL with the credentials masked (`redact`).
     pub fn parse(s: &str) -> Result<Self, String> {
         let url = Url::parse(s).map_err(|e| format!("invalid proxy URL {}: {e}", redact(s)))?;
-        if url.scheme() != "http" {
-            return Err(format!(
-                "only http:// CONNECT proxies are supported, got {}",
-                redact(url.as_str())
-            ));
-        }
+        let (kind, default_port) = match url.scheme() {
+            "http" => (ProxyKind::Http, 80),
+            "socks5" => (ProxyKind::Socks5 { proxy_resolves: false }, 1080),
+            "socks5h" => (ProxyKind::Socks5 { proxy_resolves: true }, 1080),
+            _ => {
+                return Err(format!(
+                    "only http:// (CONNECT), socks5:// and socks5h:// proxies are supported, got {}",
+                    redact(url.as_str())
+                ))
+            }
+        };
         let host = url
             .host_str()
             .ok_or_else(|| format!("proxy URL has no host: {}", redact(url.as_str())))?;
         let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
         let credentials = (!url.username().is_empty()).then(|| {
-            let decode = |p: &str| percent_decode(p);
-            format!("{}:{}", decode(url.username()), decode(url.password().unwrap_or("")))
+            (
+                percent_decode(url.username()),
+                percent_decode(url.password().unwrap_or("")),
+            )
         });
         Ok(Proxy {
+            kind,
             host,
-            port: url.port().unwrap_or(80),
+            port: url.port().unwrap_or(default_port),
             credentials,
         })
     }
@@ -616,31 +636,14 @@ impl Dial {
 
 /// `lookup`: the client's `lookup` function, which then looks up host names instead of the system.
 async fn tcp(host: &str, port: u16, dial: Dial, lookup: Option<&ask::Asker>) -> io::Result<TcpStream> {
-    let literal = host.parse::<IpAddr>().ok();
-    let stream = match (literal, dial) {
-        (Some(ip), _) if !dial.binds() => TcpStream::connect((ip, port)).await?,
-        (Some(ip), _) => connect_from(SocketAddr::new(ip, port), dial).await?,
-        (None, _) => {
+    let stream = match host.parse::<IpAddr>() {
+        Ok(ip) if !dial.binds() => TcpStream::connect((ip, port)).await?,
+        Ok(ip) => connect_from(SocketAddr::new(ip, port), dial).await?,
+        Err(_) => {
             // As tokio's own connect: each address in the resolver's order, the last error if none
-            // connects; only those of the asked IP version (or of the local address's).
-            let wanted = match (dial.family, dial.local) {
-                (4, _) | (0, Some(IpAddr::V4(_))) => Some(true),
-                (6, _) | (0, Some(IpAddr::V6(_))) => Some(false),
-                _ => None,
-            };
-            let addresses = match lookup {
-                Some(ask) => resolve::ask_js(ask, host, dial.family)
-                    .await?
-                    .into_iter()
-                    .map(|ip| SocketAddr::new(ip, port))
-                    .collect(),
-                None => resolve::resolve(host, port).await?,
-            };
+            // connects.
             let mut last = None;
-            for &addr in addresses.iter() {
-                if wanted.is_some_and(|v4| addr.is_ipv4() != v4) {
-                    continue;
-                }
+            for addr in addresses(host, port, dial, lookup).await? {
                 match connect_from(addr, dial).await {
                     Ok(stream) => {
                         last = Some(Ok(stream));
@@ -649,18 +652,42 @@ async fn tcp(host: &str, port: u16, dial: Dial, lookup: Option<&ask::Asker>) -> 
                     Err(e) => last = Some(Err(e)),
                 }
             }
-            last.unwrap_or_else(|| {
-                let what = match wanted {
-                    Some(true) => "IPv4 address",
-                    Some(false) => "IPv6 address",
-                    None => "address",
-                };
-                Err(io::Error::new(io::ErrorKind::NotFound, format!("{host} has no {what}")))
-            })?
+            last.expect("addresses() gives at least one")?
         }
     };
     let _ = stream.set_nodelay(true);
     Ok(stream)
+}
+
+/// The addresses of host name `host`, in the resolver's (or `lookup`'s) order: only those of the
+/// asked IP version (or of the local address's); an error if there is none.
+async fn addresses(host: &str, port: u16, dial: Dial, lookup: Option<&ask::Asker>) -> io::Result<Vec<SocketAddr>> {
+    let wanted = match (dial.family, dial.local) {
+        (4, _) | (0, Some(IpAddr::V4(_))) => Some(true),
+        (6, _) | (0, Some(IpAddr::V6(_))) => Some(false),
+        _ => None,
+    };
+    let all: Vec<SocketAddr> = match lookup {
+        Some(ask) => resolve::ask_js(ask, host, dial.family)
+            .await?
+            .into_iter()
+            .map(|ip| SocketAddr::new(ip, port))
+            .collect(),
+        None => resolve::resolve(host, port).await?.to_vec(),
+    };
+    let found: Vec<SocketAddr> = all
+        .into_iter()
+        .filter(|addr| wanted.is_none_or(|v4| addr.is_ipv4() == v4))
+        .collect();
+    if found.is_empty() {
+        let what = match wanted {
+            Some(true) => "IPv4 address",
+            Some(false) => "IPv6 address",
+            None => "address",
+        };
+        return Err(io::Error::new(io::ErrorKind::NotFound, format!("{host} has no {what}")));
+    }
+    Ok(found)
 }
 
 /// One TCP connection to `addr`, bound first to `dial`'s local address and port if it has either
@@ -753,7 +780,12 @@ pub async fn open(
                     format!("cannot reach the proxy {}:{}: {e}", p.host, p.port),
                 )
             })?;
-            http_connect(s, &host, port, p).await?
+            match p.kind {
+                ProxyKind::Http => http_connect(s, &host, port, p).await?,
+                ProxyKind::Socks5 { proxy_resolves } => {
+                    socks5(s, &host, port, proxy_resolves, p, dial, lookup, url).await?
+                }
+            }
         }
     };
     if url.scheme() != "wss" {
@@ -888,6 +920,34 @@ fn refused(status: u16) -> ConnError {
     }
 }
 
+/// A tunnel through SOCKS5 proxy `p` to `host:port`; a host name resolved here first (as for a
+/// direct connection: `lookup` and `family` apply) unless the proxy resolves it.
+#[allow(clippy::too_many_arguments)]
+async fn socks5(
+    mut s: TcpStream,
+    host: &str,
+    port: u16,
+    proxy_resolves: bool,
+    p: &Proxy,
+    dial: Dial,
+    lookup: Option<&ask::Asker>,
+    url: &Url,
+) -> Result<TcpStream, ConnError> {
+    let target = match host.parse::<IpAddr>() {
+        Ok(ip) => socks::Target::Address(SocketAddr::new(ip, port)),
+        Err(_) if proxy_resolves => socks::Target::Name(host, port),
+        Err(_) => {
+            let found = addresses(host, port, dial, lookup)
+                .await
+                .map_err(|e| ConnError::new(errors::ERR_CONNECT, format!("{e} ({})", redact_url(url))))?;
+            socks::Target::Address(found[0])
+        }
+    };
+    let credentials = p.credentials.as_ref().map(|(u, pw)| (u.as_str(), pw.as_str()));
+    socks::connect(&mut s, target, credentials).await?;
+    Ok(s)
+}
+
 /// Asks the proxy for a tunnel to `host:port`. Nothing more is written until its answer's
 /// status line is a 2xx: the upgrade request (its credentials too) goes to a tunnel only.
 async fn http_connect(mut s: TcpStream, host: &str, port: u16, proxy: &Proxy) -> Result<TcpStream, ConnError> {
@@ -898,8 +958,8 @@ async fn http_connect(mut s: TcpStream, host: &str, port: u16, proxy: &Proxy) ->
         format!("{host}:{port}")
     };
     let mut request = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n");
-    if let Some(c) = &proxy.credentials {
-        let token = base64::engine::general_purpose::STANDARD.encode(c);
+    if let Some((user, pass)) = &proxy.credentials {
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
         request.push_str(&format!("Proxy-Authorization: Basic {token}\r\n"));
     }
     request.push_str("\r\n");
@@ -949,11 +1009,18 @@ mod tests {
     fn parses_proxy_urls() {
         let p = Proxy::parse("http://us%40er:p%3Ass@127.0.0.1:3128").unwrap();
         assert_eq!((p.host.as_str(), p.port), ("127.0.0.1", 3128));
-        assert_eq!(p.credentials.as_deref(), Some("us@er:p:ss"));
+        assert_eq!(p.credentials, Some(("us@er".to_owned(), "p:ss".to_owned())));
+        assert_eq!(p.kind, ProxyKind::Http);
+        let p = Proxy::parse("socks5h://u:p@127.0.0.1").unwrap();
+        assert_eq!((p.kind, p.port), (ProxyKind::Socks5 { proxy_resolves: true }, 1080));
+        assert_eq!(
+            Proxy::parse("socks5://[::1]:9050").unwrap().kind,
+            ProxyKind::Socks5 { proxy_resolves: false }
+        );
+        assert!(Proxy::parse("socks4://127.0.0.1").is_err());
         let p = Proxy::parse("http://[::1]:8080").unwrap();
         assert_eq!(p.host, "::1");
         assert!(p.credentials.is_none());
-        assert!(Proxy::parse("socks5://127.0.0.1:1080").is_err());
     }
 
     /// What the server's alerts say of our certificate, and TLS errors that come after the
@@ -1032,7 +1099,7 @@ mod tests {
     fn proxy_errors_and_debug_hold_no_password() {
         for bad in [
             "http://bob:hunter2@127.0.0.1:99999",
-            "socks5://bob:hunter2@127.0.0.1:1080",
+            "socks4://bob:hunter2@127.0.0.1:1080",
             "http://bob:hunter2@",
         ] {
             let e = Proxy::parse(bad).unwrap_err();
