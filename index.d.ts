@@ -300,6 +300,11 @@ export interface RedialError extends Error {
    * `unexpected-response` listeners read them; not enumerable, so that a logged error does not show them.
    */
   headers?: Record<string, string>
+  /**
+   * The start of that answer's body when it is a refusal (4xx, 5xx): at most 64 KiB, as far as it
+   * came within a second (a JSON reason, an error page); not enumerable either.
+   */
+  body?: Buffer
   /** HTTP status of a CONNECT proxy's refusal (`ERR_PROXY`, `ERR_PROXY_AUTH`): told apart from `status`. */
   proxyStatus?: number
 }

@@ -203,6 +203,37 @@ test.serial('failed attempts report coded errors: refused, HTTP rejection, timeo
   await quiescent()
 })
 
+test.serial("a refused upgrade's body comes with its error (err.body, at most 64 KiB, not enumerable): by Content-Length, chunked, up to the close, or as far as it came in a second", async (t) => {
+  const json = JSON.stringify({ error: 'token expired', retry: false })
+  const head = (status: string, framing: string) => `HTTP/1.1 ${status}\r\nContent-Type: application/json\r\n${framing}\r\n`
+  const answers: Array<[string, (s: import('node:net').Socket) => void, string | number]> = [
+    ['content-length', (s) => s.end(`${head('401 Unauthorized', `Content-Length: ${json.length}\r\n`)}${json}`), json],
+    // Chunks written apart, the last one after a pause: the client reads until the last chunk.
+    ['chunked', (s) => {
+      s.write(`${head('403 Forbidden', 'Transfer-Encoding: chunked\r\n')}${(10).toString(16)}\r\n${json.slice(0, 10)}\r\n`)
+      setTimeout(() => s.end(`${(json.length - 10).toString(16)};x=y\r\n${json.slice(10)}\r\n0\r\n\r\n`), 20)
+    }, json],
+    ['until close', (s) => s.end(`${head('500 Internal Server Error', 'Connection: close\r\n')}${json}`), json],
+    // Far more than is kept.
+    ['large', (s) => s.end(`${head('503 Service Unavailable', `Content-Length: ${1 << 20}\r\n`)}${'x'.repeat(1 << 20)}`), 64 * 1024],
+    // It announces 1000 bytes, sends 9 and holds the connection: the attempt does not wait for the rest.
+    ['stalled', (s) => s.write(`${head('401 Unauthorized', 'Content-Length: 1000\r\n')}{"error":`), '{"error":'],
+  ]
+  for (const [what, answer, expected] of answers) {
+    const server = await rawServer((s) => s.once('data', () => answer(s)))
+    const client = new ReconnectingWebSocket(server.url, { minDelay: 60_000, connectTimeout: 60_000 })
+    const [err] = (await once(client, 'error')) as [RedialError]
+    await client.disconnect()
+    await server.close()
+    t.is(err.code, 'ERR_HANDSHAKE', what)
+    t.true(Buffer.isBuffer(err.body), what)
+    if (typeof expected === 'number') t.is(err.body!.length, expected, what)
+    else t.is(err.body!.toString(), expected, what)
+    t.false(Object.keys(err).includes('body'), 'a logged error does not print the body')
+  }
+  await quiescent()
+})
+
 test.serial('an error nobody listens to does not crash the process', async (t) => {
   const port = await refusedPort()
   const client = new ReconnectingWebSocket(`ws://127.0.0.1:${port}/`, { minDelay: 1, maxDelay: 5 })

@@ -46,6 +46,8 @@ function fromNative(p) {
   const err = makeError(p.code, redactText(p.message), Error, extra)
   // Not enumerable: a logged error does not print the server's cookies.
   if (p.headers !== undefined) Object.defineProperty(err, 'headers', { value: p.headers, writable: true, configurable: true })
+  // The start of a refusal's body (at most 64 KiB), not enumerable either.
+  if (p.body !== undefined) Object.defineProperty(err, 'body', { value: p.body, writable: true, configurable: true })
   return err
 }
 

@@ -25,6 +25,7 @@ use tungstenite::handshake::machine::TryParse;
 use tungstenite::Message;
 
 use crate::ask;
+use crate::body;
 use crate::deflate::{self, Compressor, Decompressor, DeflateConfig, InflateError, Negotiated};
 use crate::errors::{self, ConnError};
 use crate::events::{BinaryRun, JsEvent, Small, TextRun};
@@ -225,6 +226,13 @@ async fn handshake(
             return Err(invalid(&"the upgrade response head is too large"));
         }
     };
+    if response.status().as_u16() >= 400 {
+        // A refusal: its body says why (redirects, which are followed or fail on their status, are not read).
+        let mut err = rejected(&response);
+        let body = body::read(&mut transport, buf, body::Framing::of(response.headers())).await;
+        err.body = (!body.is_empty()).then_some(body);
+        return Err(err);
+    }
     let (protocol, deflate) = verify_response(&response, &key, &params.protocols, deflate)?;
     Ok(Opened {
         transport,

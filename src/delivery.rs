@@ -650,6 +650,9 @@ fn error_obj(env: &Env, e: &ConnError) -> Result<Value> {
         if !e.headers.is_empty() {
             o.set_value(c"headers", headers_obj(env, &e.headers)?)?;
         }
+        if let Some(body) = &e.body {
+            o.set_value(c"body", napi_raw::buffer_copy(env, body)?)?;
+        }
     }
     Ok(o.value)
 }

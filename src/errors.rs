@@ -13,6 +13,8 @@ pub struct ConnError {
     pub headers: Vec<(String, String)>,
     /// `Retry-After` of a 429/503 upgrade response, in ms.
     pub retry_after_ms: Option<u64>,
+    /// The start of a rejected upgrade's body (`crate::body`), when it had one.
+    pub body: Option<bytes::Bytes>,
 }
 
 impl ConnError {
@@ -23,6 +25,7 @@ impl ConnError {
             status: None,
             headers: Vec::new(),
             retry_after_ms: None,
+            body: None,
         }
     }
 }

@@ -24,6 +24,7 @@
 
 pub mod ask;
 pub mod backoff;
+pub mod body;
 pub mod client;
 pub mod connection;
 pub mod deflate;
