@@ -561,10 +561,15 @@ export declare class ReconnectingWebSocket<B extends BinaryType = 'nodebuffer'> 
    */
   send(data: string | Buffer | ArrayBufferView | ArrayBuffer, options?: SendOptions | null, callback?: SendCallback): void
   send(data: string | Buffer | ArrayBufferView | ArrayBuffer, callback: SendCallback): void
-  /** Sends a ping (payload at most 125 bytes). Throws `ERR_NOT_OPEN` when not open. */
-  ping(data?: string | Buffer | Uint8Array): void
+  /**
+   * Sends a ping (payload at most 125 bytes), in `ws`'s shape. Throws `ERR_NOT_OPEN` when not open.
+   * `callback` runs (a microtask) once the frame is handed to the connection; `mask: false` throws.
+   */
+  ping(data?: string | Buffer | Uint8Array, mask?: boolean, callback?: () => void): void
+  ping(callback: () => void): void
   /** Sends an unsolicited pong, as `ws`'s `pong()` (pings are answered anyway). Throws `ERR_NOT_OPEN` when not open. */
-  pong(data?: string | Buffer | Uint8Array): void
+  pong(data?: string | Buffer | Uint8Array, mask?: boolean, callback?: () => void): void
+  pong(callback: () => void): void
   /**
    * As `ws`'s: stops reading the socket (messages already read still arrive), for this connection and
    * the next ones, until `resume()`. The heartbeat never takes a paused connection for dead. `disconnect()`

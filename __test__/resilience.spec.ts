@@ -190,6 +190,17 @@ test.serial('a live peer that answers pings is never declared dead; ping()/pong(
   client.pong('beat')
   t.is(String((await unsolicited)[0]), 'beat', "ws's pong(): an unsolicited pong")
   t.throws(() => client.pong('x'.repeat(126)), { code: 'ERR_OUT_OF_RANGE' } as object)
+  // ws's shapes: ping(callback), ping(data, mask, callback); the callback runs later, not inside the call.
+  const called: string[] = []
+  // (The heartbeat pings too: wait for ours, the last.)
+  const ours = new Promise<void>((resolve) => socket.on('ping', (data) => String(data) === 'm' && resolve()))
+  client.ping(() => called.push('noop'))
+  client.ping('m', true, () => called.push('m'))
+  t.deepEqual(called, [])
+  await ours
+  t.deepEqual(called, ['noop', 'm'])
+  t.throws(() => client.ping('m', false), { code: 'ERR_INVALID_ARG_VALUE' } as object)
+  t.throws(() => client.ping('m', true, 'cb' as never), { code: 'ERR_INVALID_ARG_TYPE' } as object)
   await client.disconnect()
   t.is(clientStats().heartbeats, 0)
   t.throws(() => client.ping(), { message: /Cannot ping/ })

@@ -445,14 +445,31 @@ class ReconnectingWebSocket extends EventEmitter {
     }
   }
 
-  /** Sends a ping frame (payload up to 125 bytes). Throws ERR_NOT_OPEN when not open. */
-  ping(data = EMPTY) {
-    if (!N.clientPing(this, controlPayload('ping', data))) throw makeError('ERR_NOT_OPEN', `Cannot ping: the connection is ${this.#state}`)
+  /**
+   * Sends a ping frame (payload up to 125 bytes), in ws's shape: `ping(data?, mask?, callback?)`,
+   * `ping(callback)`. Throws ERR_NOT_OPEN when not open. The callback runs (a microtask) once the
+   * frame is handed to the connection, which writes it after what it is writing.
+   */
+  ping(data, mask, callback) {
+    this.#control('ping', data, mask, callback)
   }
 
   /** Sends an unsolicited pong frame, ws's pong() (a one-way heartbeat; pings are answered anyway). */
-  pong(data = EMPTY) {
-    if (!N.clientPong(this, controlPayload('pong', data))) throw makeError('ERR_NOT_OPEN', `Cannot pong: the connection is ${this.#state}`)
+  pong(data, mask, callback) {
+    this.#control('pong', data, mask, callback)
+  }
+
+  #control(what, data, mask, callback) {
+    if (typeof data === 'function') [data, mask, callback] = [undefined, undefined, data]
+    else if (typeof mask === 'function') [mask, callback] = [undefined, mask]
+    if (callback !== undefined && typeof callback !== 'function') {
+      throw makeError('ERR_INVALID_ARG_TYPE', `The ${what}() callback must be a function`, TypeError)
+    }
+    if (mask === false) throw makeError('ERR_INVALID_ARG_VALUE', `${what}() with mask false is not allowed: a client masks every frame (RFC 6455)`, TypeError)
+    const payload = controlPayload(what, data === undefined ? EMPTY : data)
+    const handed = what === 'ping' ? N.clientPing(this, payload) : N.clientPong(this, payload)
+    if (!handed) throw makeError('ERR_NOT_OPEN', `Cannot ${what}: the connection is ${this.#state}`)
+    if (callback !== undefined) callLater(callback)
   }
 
   /** Hands back the queued, unsent messages (oldest first) and empties the queue. */
