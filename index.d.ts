@@ -134,6 +134,8 @@ export interface BinaryTypes {
   uint8array: Uint8Array
   /** `ws`'s: an array of Buffers to concatenate; here always one, the whole message. */
   fragments: Buffer[]
+  /** `ws`'s (8.18+) and the WHATWG WebSocket's: a Blob of the message's bytes. */
+  blob: Blob
 }
 export type BinaryType = keyof BinaryTypes
 

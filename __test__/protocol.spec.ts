@@ -425,7 +425,7 @@ test.serial('clients of one URL share native configuration only when their optio
   await quiescent()
 })
 
-test.serial('binaryType: nodebuffer, arraybuffer, uint8array, fragments', async (t) => {
+test.serial('binaryType: nodebuffer, arraybuffer, uint8array, fragments, blob', async (t) => {
   const peer = await wsServer((s) =>
     s.on('message', (data) => {
       if (String(data) !== 'fragmented') return s.send(Buffer.from([1, 2, 3]))
@@ -454,7 +454,13 @@ test.serial('binaryType: nodebuffer, arraybuffer, uint8array, fragments', async 
   const fragments = await r.next('message')
   t.true(Array.isArray(fragments) && fragments.length === 1 && Buffer.isBuffer(fragments[0]))
   t.deepEqual([...Buffer.concat(fragments)], [4, 5, 6])
-  t.throws(() => (client.binaryType = 'blob' as never), { code: 'ERR_OUT_OF_RANGE' } as never)
+  // ws 8.18's and the WHATWG WebSocket's 'blob'.
+  client.binaryType = 'blob'
+  client.send('again')
+  const blob = await r.next('message')
+  t.true(blob instanceof Blob)
+  t.deepEqual([...new Uint8Array(await blob.arrayBuffer())], [1, 2, 3])
+  t.throws(() => (client.binaryType = 'text' as never), { code: 'ERR_OUT_OF_RANGE' } as never)
   await client.disconnect()
   await quiescent()
 })

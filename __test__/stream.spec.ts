@@ -92,3 +92,25 @@ test.serial('a client that gives up fails the stream with its last error', async
   released(t)
   t.throws(() => createWebSocketStream({} as never), { code: 'ERR_INVALID_ARG_TYPE' } as object)
 })
+
+test.serial("binaryType 'blob': Blobs pass in readable object mode; a byte stream fails with ERR_INVALID_STATE rather than lose their order", async (t) => {
+  const peer = await wsServer((s) => s.on('message', () => s.send(Buffer.from([7, 8, 9]))))
+  t.teardown(() => peer.close())
+  const objects = new ReconnectingWebSocket(peer.url, { binaryType: 'blob' })
+  const duplex = createWebSocketStream(objects, { readableObjectMode: true })
+  duplex.write('go')
+  const [blob] = (await once(duplex, 'data')) as [Blob]
+  t.true(blob instanceof Blob)
+  t.deepEqual([...new Uint8Array(await blob.arrayBuffer())], [7, 8, 9])
+  duplex.destroy()
+  await once(duplex, 'close')
+  const bytes = new ReconnectingWebSocket(peer.url, { binaryType: 'blob' })
+  const stream = createWebSocketStream(bytes)
+  stream.on('data', () => t.fail('no chunk: a Blob is not bytes'))
+  stream.write('go')
+  const [err] = (await once(stream, 'error')) as [Error & { code: string }]
+  t.is(err.code, 'ERR_INVALID_STATE')
+  await bytes.disconnect()
+  await until(() => clientStats().openConnections === 0, 'both clients closed')
+  released(t)
+})

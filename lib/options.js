@@ -41,7 +41,7 @@ const DEFAULTS = Object.freeze({
   perMessageDeflate: true,
 })
 
-const BINARY_TYPES = ['nodebuffer', 'arraybuffer', 'uint8array', 'fragments']
+const BINARY_TYPES = ['nodebuffer', 'arraybuffer', 'uint8array', 'fragments', 'blob']
 
 const QUEUE_DEFAULTS = Object.freeze({ maxMessages: 1_000, maxBytes: 4 * 1024 * 1024, overflow: 'reject' })
 
@@ -279,7 +279,7 @@ function parseDeflate(v) {
 }
 
 function checkBinaryType(v) {
-  if (!BINARY_TYPES.includes(v)) throw rangeError('binaryType', "'nodebuffer', 'arraybuffer', 'uint8array' or 'fragments'", v)
+  if (!BINARY_TYPES.includes(v)) throw rangeError('binaryType', "'nodebuffer', 'arraybuffer', 'uint8array', 'fragments' or 'blob'", v)
   return v
 }
 

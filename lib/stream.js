@@ -4,6 +4,7 @@
 // it ends when the client closes for good, not when one connection drops.
 
 const { Duplex } = require('node:stream')
+const { makeError } = require('./errors')
 
 /**
  * Readable side: each message is a chunk (text as UTF-8 bytes, or a string in
@@ -26,6 +27,11 @@ function webSocketStream(client, control, options) {
   })
   let finished = false
   const onMessage = (data, isBinary) => {
+    if (isBinary && data instanceof Blob && !duplex.readableObjectMode) {
+      // A Blob's bytes come only asynchronously: they cannot keep their place in a byte stream.
+      release()
+      return void duplex.destroy(makeError('ERR_INVALID_STATE', "binaryType 'blob' delivers Blobs: read the stream with readableObjectMode, or use another binaryType"))
+    }
     if (!duplex.push(chunkOf(data, isBinary, duplex.readableObjectMode))) {
       control.hold(false)
       control.pause(true)
@@ -88,10 +94,10 @@ function webSocketStream(client, control, options) {
   return duplex
 }
 
-/** A message as a chunk of the readable side: bytes, or in object mode text as a string. */
+/** A message as a chunk of the readable side: bytes, or in object mode text as a string (and a Blob as itself). */
 function chunkOf(data, isBinary, objectMode) {
   if (!isBinary) return objectMode ? data : Buffer.from(data)
-  if (Buffer.isBuffer(data)) return data
+  if (Buffer.isBuffer(data) || data instanceof Blob) return data
   if (Array.isArray(data)) return Buffer.concat(data) // binaryType 'fragments'
   if (data instanceof ArrayBuffer) return Buffer.from(data)
   return Buffer.from(data.buffer, data.byteOffset, data.byteLength)

@@ -167,6 +167,8 @@ function convertBinary(buf, type) {
   // ws's fragments as received; the message is reassembled already, so it is one.
   if (type === 'fragments') return [buf]
   if (type === 'uint8array') return new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength)
+  // ws's (8.18+) and the WHATWG WebSocket's: a Blob holds its own copy.
+  if (type === 'blob') return new Blob([buf])
   // A Buffer may share a pooled ArrayBuffer: hand out exactly its bytes.
   return buf.byteOffset === 0 && buf.byteLength === buf.buffer.byteLength
     ? buf.buffer
