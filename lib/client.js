@@ -115,6 +115,17 @@ function controlPayload(what, data) {
   return buf
 }
 
+/** ws's `ping(data?, mask?, callback?)` and `ping(callback)`, checked: `{ payload, callback }`. */
+function controlArgs(what, data, mask, callback) {
+  if (typeof data === 'function') [data, mask, callback] = [undefined, undefined, data]
+  else if (typeof mask === 'function') [mask, callback] = [undefined, mask]
+  if (callback !== undefined && typeof callback !== 'function') {
+    throw makeError('ERR_INVALID_ARG_TYPE', `The ${what}() callback must be a function`, TypeError)
+  }
+  if (mask === false) throw makeError('ERR_INVALID_ARG_VALUE', `${what}() with mask false is not allowed: a client masks every frame (RFC 6455)`, TypeError)
+  return { payload: controlPayload(what, data === undefined ? EMPTY : data), callback }
+}
+
 class ReconnectingWebSocket extends EventEmitter {
   static CONNECTING = CONNECTING
   static OPEN = OPEN
@@ -451,25 +462,17 @@ class ReconnectingWebSocket extends EventEmitter {
    * frame is handed to the connection, which writes it after what it is writing.
    */
   ping(data, mask, callback) {
-    this.#control('ping', data, mask, callback)
+    const control = controlArgs('ping', data, mask, callback)
+    // The addon checks `this` first: a foreign object is refused as such.
+    if (!N.clientPing(this, control.payload)) throw makeError('ERR_NOT_OPEN', `Cannot ping: the connection is ${this.#state}`)
+    if (control.callback !== undefined) callLater(control.callback)
   }
 
   /** Sends an unsolicited pong frame, ws's pong() (a one-way heartbeat; pings are answered anyway). */
   pong(data, mask, callback) {
-    this.#control('pong', data, mask, callback)
-  }
-
-  #control(what, data, mask, callback) {
-    if (typeof data === 'function') [data, mask, callback] = [undefined, undefined, data]
-    else if (typeof mask === 'function') [mask, callback] = [undefined, mask]
-    if (callback !== undefined && typeof callback !== 'function') {
-      throw makeError('ERR_INVALID_ARG_TYPE', `The ${what}() callback must be a function`, TypeError)
-    }
-    if (mask === false) throw makeError('ERR_INVALID_ARG_VALUE', `${what}() with mask false is not allowed: a client masks every frame (RFC 6455)`, TypeError)
-    const payload = controlPayload(what, data === undefined ? EMPTY : data)
-    const handed = what === 'ping' ? N.clientPing(this, payload) : N.clientPong(this, payload)
-    if (!handed) throw makeError('ERR_NOT_OPEN', `Cannot ${what}: the connection is ${this.#state}`)
-    if (callback !== undefined) callLater(callback)
+    const control = controlArgs('pong', data, mask, callback)
+    if (!N.clientPong(this, control.payload)) throw makeError('ERR_NOT_OPEN', `Cannot pong: the connection is ${this.#state}`)
+    if (control.callback !== undefined) callLater(control.callback)
   }
 
   /** Hands back the queued, unsent messages (oldest first) and empties the queue. */
