@@ -156,7 +156,7 @@ export interface TlsOptions {
   /**
    * Our certificate and its key in one PKCS#12 file (`.p12`/`.pfx`), instead of `cert` and `key`;
    * with `passphrase` when it has a password. Its other certificates are sent as the chain and, as
-   * Node does, trusted as CAs. Files of OpenSSL 3, Java's keytool and Windows (AES or 3DES); an old
+   * Node does, trusted as CAs. DER files encrypted with AES or 3DES, as OpenSSL 3 and Java's keytool write them; an old
    * file encrypted with RC2 throws `ERR_INVALID_ARG_VALUE` saying how to convert it.
    */
   pfx?: Buffer | Uint8Array

@@ -2,7 +2,7 @@
 // `tls.pfx`: a PKCS#12 file (RFC 7292) opened into its private key and certificates, with
 // node:crypto's primitives. Written here because neither Node (whose TLS reads PKCS#12 but gives
 // nothing back) nor rustls opens one, and the libraries that do are far larger than this job.
-// What is read: DER (as OpenSSL, Java's keytool and Windows write it), password integrity (the
+// What is read: DER (as OpenSSL and Java's keytool write it; BER is refused), password integrity (the
 // HMAC of RFC 7292 appendix B), certificates and keys in plain or password-encrypted form (PBES2
 // with PBKDF2 and AES-CBC, OpenSSL 3's default; or PKCS#12's own 3DES). RC2, the cipher of older
 // files, is in no OpenSSL 3 default build: such a file is refused with the command that converts it. Messages never show the
