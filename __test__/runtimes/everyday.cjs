@@ -183,13 +183,20 @@ const scenarios = [
       assert.equal(binary.isBinary, true)
       assert.ok(Buffer.isBuffer(binary.data), 'binary data is a Buffer by default')
       assert.deepEqual([...binary.data], [1, 2, 3])
+      // binaryType 'blob' (ws 8.18, WHATWG): this runtime's Blob.
+      client.binaryType = 'blob'
+      client.send(Buffer.from([4, 5]))
+      const blob = await r.message()
+      assert.ok(blob.data instanceof Blob, 'a Blob with binaryType blob')
+      assert.deepEqual([...new Uint8Array(await blob.data.arrayBuffer())], [4, 5])
+      client.binaryType = 'nodebuffer'
       client.send('__conn__')
       ctx.firstConnection = (await r.message()).data
       assert.match(ctx.firstConnection, /^conn:\d+$/)
       const m = client.metrics
       assert.equal(m.connects, 1)
-      assert.equal(m.messagesSent, 3)
-      assert.equal(m.messagesReceived, 3)
+      assert.equal(m.messagesSent, 4)
+      assert.equal(m.messagesReceived, 4)
       assert.equal(clientStats().openConnections, 1)
     },
   ],
