@@ -652,7 +652,12 @@ async fn tcp(host: &str, port: u16, dial: Dial, lookup: Option<&ask::Asker>) -> 
                     Err(e) => last = Some(Err(e)),
                 }
             }
-            last.expect("addresses() gives at least one")?
+            last.unwrap_or_else(|| {
+                Err(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!("{host} has no address"),
+                ))
+            })?
         }
     };
     let _ = stream.set_nodelay(true);
