@@ -96,6 +96,13 @@ mod tests {
     use std::future::Future;
     use std::task::{Context, Waker};
 
+    fn lookup(host: &str) -> Question {
+        Question::Lookup {
+            host: host.into(),
+            family: 0,
+        }
+    }
+
     fn pending<F: Future + Unpin>(f: &mut F) -> bool {
         Future::poll(std::pin::Pin::new(f), &mut Context::from_waker(Waker::noop())).is_pending()
     }
@@ -105,25 +112,13 @@ mod tests {
         let asked = Arc::new(Mutex::new(Vec::new()));
         let log = asked.clone();
         let asker = Asker(Arc::new(move |request, _| log.lock().unwrap().push(request)));
-        let mut first = Box::pin(ask(
-            &asker,
-            Question::Lookup {
-                host: "a".into(),
-                family: 0,
-            },
-        ));
+        let mut first = Box::pin(ask(&asker, lookup("a")));
         assert!(pending(&mut first));
         answer(asked.lock().unwrap()[0], Answer::Accepted);
         let answered = Future::poll(first.as_mut(), &mut Context::from_waker(Waker::noop()));
         assert_eq!(answered, std::task::Poll::Ready(Answer::Accepted));
         // Asked, then dropped: its request is gone, and a late answer is ignored.
-        let mut abandoned = Box::pin(ask(
-            &asker,
-            Question::Lookup {
-                host: "b".into(),
-                family: 0,
-            },
-        ));
+        let mut abandoned = Box::pin(ask(&asker, lookup("b")));
         assert!(pending(&mut abandoned));
         let request = asked.lock().unwrap()[1];
         assert!(waiting().as_ref().is_some_and(|m| m.contains_key(&request)));

@@ -942,10 +942,11 @@ async fn socks5(
         Ok(ip) => socks::Target::Address(SocketAddr::new(ip, port)),
         Err(_) if proxy_resolves => socks::Target::Name(host, port),
         Err(_) => {
-            let found = addresses(host, port, dial, lookup)
-                .await
-                .map_err(|e| ConnError::new(errors::ERR_CONNECT, format!("{e} ({})", redact_url(url))))?;
-            socks::Target::Address(found[0])
+            let unreachable =
+                |e: &dyn std::fmt::Display| ConnError::new(errors::ERR_CONNECT, format!("{e} ({})", redact_url(url)));
+            let found = addresses(host, port, dial, lookup).await.map_err(|e| unreachable(&e))?;
+            let first = found.into_iter().next().ok_or_else(|| unreachable(&"no address"))?;
+            socks::Target::Address(first)
         }
     };
     let credentials = p.credentials.as_ref().map(|(u, pw)| (u.as_str(), pw.as_str()));
