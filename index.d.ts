@@ -10,11 +10,13 @@ export interface ReconnectingWebSocketOptions {
   /** Growth factor of the delay: `min(maxDelay, minDelay * factor^(attempt-1))` [2]. */
   factor?: number
   /**
-   * Jitter applied after the cap: `'equal'` d/2 + uniform 0..d/2, `'full'` uniform 0..d, `'none'` ['equal'].
-   * 'equal' keeps a floor, so clients dropped together neither hammer a server that is down nor all
-   * arrive at once when it returns.
+   * How retries are spread ['spread']. `'spread'`: each client retries on a grid whose steps grow by
+   * `factor` up to `maxDelay`, at an offset drawn once per outage (retry n waits between the base
+   * delays of retries n-1 and n, the first between 0 and `minDelay`), so clients dropped together
+   * come back at an even rate whenever the server returns. Applied to the capped delay d:
+   * `'equal'` d/2 + uniform 0..d/2, `'full'` uniform 0..d, `'none'` exactly d.
    */
-  jitter?: 'full' | 'equal' | 'none'
+  jitter?: 'spread' | 'full' | 'equal' | 'none'
   /** Reconnect attempts after a failure before giving up (`giveup` event) [Infinity]. 0 never reconnects. */
   maxRetries?: number
   /** A connection that stayed open this long (ms) resets the attempt count [5000]. */

@@ -73,9 +73,38 @@ test.serial('the close event carries the server code and reason, then a reconnec
   await quiescent()
 })
 
-test.serial("jitter is 'equal' by default: every delay is between half the capped delay and all of it", async (t) => {
+test.serial("jitter is 'spread' by default: one offset on a growing grid for the whole outage", async (t) => {
+  // Retry n waits minDelay * factor^(n - 2 + phase), the phase drawn once: each wait is factor times the
+  // one before, and lies between the base delays of retries n - 1 and n. Jitter drawn per retry would
+  // break the ratio; no jitter would put every wait on a base delay.
+  const refused = `ws://127.0.0.1:${await refusedPort()}/`
+  const waits = async (options = {}) => {
+    const client = new ReconnectingWebSocket(refused, { minDelay: 20, maxDelay: 10_000, factor: 1.5, ...options })
+    const r = new Recorder(client)
+    const delays: number[] = []
+    for (let i = 0; i < 7; i++) delays.push((await r.next('reconnecting')).delay)
+    await client.disconnect()
+    return delays
+  }
+  const offsets = new Set<string>()
+  for (let run = 0; run < 3; run++) {
+    const delays = await waits()
+    const shown = delays.join(', ')
+    t.true(delays[0] >= 0 && delays[0] <= 20, `first wait within minDelay: ${shown}`)
+    for (let n = 2; n <= delays.length; n++) {
+      const base = 20 * 1.5 ** (n - 2)
+      t.true(delays[n - 1] >= Math.floor(base) && delays[n - 1] <= Math.ceil(base * 1.5), `retry ${n} between base delays: ${shown}`)
+      if (n > 2) t.true(Math.abs(delays[n - 1] - 1.5 * delays[n - 2]) <= 1.5, `retry ${n} is 1.5x retry ${n - 1}: ${shown}`)
+    }
+    offsets.add(delays.join())
+  }
+  t.true(offsets.size > 1, `each client draws its own offset: ${[...offsets].join(', ')}`)
+  await quiescent()
+})
+
+test.serial("jitter 'equal': every delay is between half the capped delay and all of it", async (t) => {
   // Full jitter would put each delay below half the cap with probability 1/2; no jitter, all at it.
-  const client = new ReconnectingWebSocket(`ws://127.0.0.1:${await refusedPort()}/`, { minDelay: 80, maxDelay: 80 })
+  const client = new ReconnectingWebSocket(`ws://127.0.0.1:${await refusedPort()}/`, { minDelay: 80, maxDelay: 80, jitter: 'equal' })
   const r = new Recorder(client)
   const delays: number[] = []
   for (let i = 0; i < 8; i++) delays.push((await r.next('reconnecting')).delay)

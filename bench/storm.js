@@ -25,8 +25,8 @@ const { renderText, renderMarkdown, renderSvg } = require('./lib/storm-report')
 
 const PEER_NAMES = ['redial-ws', 'reconnecting-websocket', 'partysocket']
 // Extra variants, only when asked for with --peers: redial-ws with its other jitter modes (its
-// default is 'equal').
-const VARIANTS = ['redial-ws:full', 'redial-ws:none']
+// default is 'spread').
+const VARIANTS = ['redial-ws:equal', 'redial-ws:full', 'redial-ws:none']
 
 function parseArgs(argv) {
   const spec = {
@@ -63,7 +63,7 @@ const REQUESTED = Math.round(args.clients ?? (QUICK ? 1_000 : 10_000))
 
 // The same backoff for every library (each under its own option names; see settingsNotes()).
 const BACKOFF = {
-  minDelay: args.minDelay ?? 1000, // first reconnect delay (redial-ws: its upper bound; 'equal' jitter: 500..1000)
+  minDelay: args.minDelay ?? 1000, // first reconnect delay (redial-ws: its upper bound; 'spread': 0..1000, then on a grid)
   maxDelay: args.maxDelay ?? 5000, // cap
   factor: args.factor ?? 1.3, // reconnecting-websocket's and partysocket's default growth
   minUptime: 1000, // an open this long resets the attempt count (all three); the hold below exceeds it
@@ -213,7 +213,7 @@ function spawn(name, file, argv, execArgv = []) {
 
 function clientConfig(peer, extra) {
   const [lib, jitter] = peer.split(':')
-  return { lib, jitter: jitter || 'equal', backoff: BACKOFF, ...extra }
+  return { lib, jitter: jitter || 'spread', backoff: BACKOFF, ...extra }
 }
 
 async function probe(peer) {
@@ -440,9 +440,17 @@ function model(jitter, n, starts = null, outageMs = OUTAGE_MS) {
   const rel = []
   for (let i = 0; i < n; i++) {
     let t = starts ? starts[i % starts.length] : 0
+    const phase = Math.random() // 'spread': once per outage
     for (let k = 1; ; k++) {
       const d = Math.min(maxDelay, minDelay * factor ** (k - 1))
-      t += jitter === 'full' ? Math.random() * d : jitter === 'equal' ? d / 2 + (Math.random() * d) / 2 : d
+      t +=
+        jitter === 'spread'
+          ? spreadWait(k, phase)
+          : jitter === 'full'
+            ? Math.random() * d
+            : jitter === 'equal'
+              ? d / 2 + (Math.random() * d) / 2
+              : d
       if (t >= outageMs) {
         rel.push(t - outageMs)
         break
@@ -452,6 +460,22 @@ function model(jitter, n, starts = null, outageMs = OUTAGE_MS) {
   const s = sortNum(rel)
   const w = spread(buckets(rel), n)
   return { t50: pct(s, 0.5), t99: pct(s, 0.99), t100: s[s.length - 1], peak: w.peak, mean: w.mean, ratio: w.ratio }
+}
+
+/**
+ * 'spread''s wait before retry k of an outage whose offset on the grid is `phase` (src/backoff.rs,
+ * Backoff::spread, written again here for the model): retry k sits at grid position phase + k - 1,
+ * and the grid's steps grow by the factor from minDelay until they reach the cap.
+ */
+function spreadWait(k, phase) {
+  const { minDelay: d1, maxDelay: cap, factor: f } = BACKOFF
+  if (!(f > 1) || d1 >= cap) return k === 1 ? phase * Math.min(d1, cap) : Math.min(d1, cap)
+  const xc = Math.log(cap / d1) / Math.log(f)
+  if (k === 1) return phase <= xc ? (d1 * (f ** phase - 1)) / (f - 1) : (cap - d1) / (f - 1) + (phase - xc) * cap
+  const x = phase + k - 2
+  if (x >= xc) return cap
+  if (x + 1 <= xc) return d1 * f ** x
+  return (cap - d1 * f ** x) / (f - 1) + (x + 1 - xc) * cap
 }
 
 function jitterOf(peer) {
@@ -470,12 +494,15 @@ function settingsNotes(peers) {
     const o = JSON.stringify(p.options).replace(/"/g, '').replace(/,/g, ', ')
     if (p.name.startsWith('redial-ws')) {
       out.push(
-        `${p.name} ${p.version}: ${o}. Jitter '${p.options.jitter}' applied after the cap ` +
-          (p.options.jitter === 'full'
-            ? `(the first reconnect waits uniform 0..${b.minDelay} ms). `
-            : p.options.jitter === 'equal'
-              ? `(the first reconnect waits ${b.minDelay / 2} + uniform 0..${b.minDelay / 2} ms). `
-              : '. ') +
+        `${p.name} ${p.version}: ${o}. Jitter '${p.options.jitter}' ` +
+          (p.options.jitter === 'spread'
+            ? `(retry n waits ${b.minDelay} × ${b.factor}^(n − 2 + phase) ms up to the cap, the phase uniform 0..1 drawn once per outage; ` +
+              `the first reconnect waits 0..${b.minDelay} ms). `
+            : p.options.jitter === 'full'
+              ? `applied after the cap (the first reconnect waits uniform 0..${b.minDelay} ms). `
+              : p.options.jitter === 'equal'
+                ? `applied after the cap (the first reconnect waits ${b.minDelay / 2} + uniform 0..${b.minDelay / 2} ms). `
+                : '(none). ') +
           'Its defaults: minDelay 250, maxDelay 30000, factor 2, minUptime 5000, connectTimeout 10000, pingInterval 30000 (0 here: the others send no pings).',
       )
     } else if (p.name === 'reconnecting-websocket') {

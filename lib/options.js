@@ -12,7 +12,7 @@ const DEFAULTS = Object.freeze({
   minDelay: 250,
   maxDelay: 30_000,
   factor: 2,
-  jitter: 'equal',
+  jitter: 'spread',
   maxRetries: Infinity,
   minUptime: 5_000,
   connectTimeout: 10_000,
@@ -45,7 +45,7 @@ const BINARY_TYPES = ['nodebuffer', 'arraybuffer', 'uint8array', 'fragments', 'b
 
 const QUEUE_DEFAULTS = Object.freeze({ maxMessages: 1_000, maxBytes: 4 * 1024 * 1024, overflow: 'reject' })
 
-const JITTERS = ['full', 'equal', 'none']
+const JITTERS = ['spread', 'full', 'equal', 'none']
 
 function typeError(name, expected, value) {
   const got = value === null ? 'null' : Array.isArray(value) ? 'an array' : `type ${typeof value}`
@@ -109,8 +109,8 @@ function parseOptions(options, rws = false) {
   if (maxDelay < minDelay && !rws) throw rangeError('maxDelay', `>= minDelay (${minDelay})`, maxDelay)
   const factor = number(options, 'factor', ANY, 1)
   const jitter = options.jitter === undefined ? DEFAULTS.jitter : options.jitter
-  if (typeof jitter !== 'string') throw typeError('jitter', "one of 'full', 'equal', 'none'", jitter)
-  if (!JITTERS.includes(jitter)) throw rangeError('jitter', "one of 'full', 'equal', 'none'", jitter)
+  if (typeof jitter !== 'string') throw typeError('jitter', "one of 'spread', 'full', 'equal', 'none'", jitter)
+  if (!JITTERS.includes(jitter)) throw rangeError('jitter', "one of 'spread', 'full', 'equal', 'none'", jitter)
   const startClosed = options.startClosed === undefined ? false : options.startClosed
   if (typeof startClosed !== 'boolean') throw typeError('startClosed', 'a boolean', startClosed)
   const followRedirects = options.followRedirects === undefined ? false : options.followRedirects

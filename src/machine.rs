@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use crate::backoff::{Backoff, MAX_DELAY_MS};
+use crate::backoff::{Backoff, Jitter, MAX_DELAY_MS};
 use crate::errors::ConnError;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -186,6 +186,10 @@ pub struct Machine {
     deciding: Option<Box<Failure>>,
     current_is_reconnect: bool,
     last_error: Option<Box<ConnError>>,
+    /// Also `Jitter::Spread`'s offset for the current outage, without a field of its own
+    /// (the client's task is at the edge of tokio's size class, see driver.rs): the
+    /// generator moves on at an outage's first retry, and every retry of it reads the
+    /// value that follows without drawing it.
     rng: fastrand::Rng,
 }
 
@@ -423,10 +427,15 @@ impl Machine {
         }
         self.emit_close(f.code, f.reason, f.was_clean, true, out);
         let backoff = &self.policy.backoff;
+        let spread = backoff.jitter == Jitter::Spread;
+        if spread && self.failures == 1 {
+            self.rng.u64(..); // a new outage, a new offset
+        }
         let delay_ms = match (f.retry.after_ms, self.policy.honor_retry_after) {
             (Some(after), HonorRetryAfter::Capped) => after.min(backoff.max_delay_ms).min(MAX_DELAY_MS),
             (Some(after), HonorRetryAfter::Always) => after.min(MAX_DELAY_MS),
-            _ => backoff.delay(self.failures, self.rng.f64()),
+            _ if spread => backoff.delay(self.failures, 0.0, self.rng.clone().f64()),
+            _ => backoff.delay(self.failures, self.rng.f64(), 0.0),
         };
         self.phase = Phase::Backoff;
         out.push(Action::ArmTimer { delay_ms });
@@ -482,7 +491,6 @@ impl Machine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backoff::Jitter;
     use proptest::prelude::*;
 
     fn policy(max_retries: u64) -> Policy {
@@ -582,6 +590,54 @@ mod tests {
         // Stayed up for minUptime: back to the first delay.
         let a = run(&mut m, lost(), 900);
         assert!(a.contains(&Action::ArmTimer { delay_ms: 100 }));
+    }
+
+    fn armed(a: &[Action]) -> u64 {
+        a.iter()
+            .find_map(|x| match x {
+                Action::ArmTimer { delay_ms } => Some(*delay_ms),
+                _ => None,
+            })
+            .expect("a timer")
+    }
+
+    #[test]
+    fn spread_keeps_one_phase_per_outage_and_draws_a_new_one_for_the_next() {
+        let mut p = policy(100);
+        p.backoff = Backoff {
+            min_delay_ms: 1_000,
+            max_delay_ms: 1_000_000,
+            factor: 2.0,
+            jitter: Jitter::Spread,
+        };
+        let mut m = Machine::new(p, 3);
+        run(&mut m, Input::Connect, 0);
+        let mut now = 0;
+        let mut outage = |m: &mut Machine, first: Input| {
+            let mut delays = vec![armed(&run(m, first, now))];
+            for _ in 0..3 {
+                now += delays.last().unwrap();
+                run(m, Input::TimerFired, now);
+                delays.push(armed(&run(m, failed(), now)));
+            }
+            now += delays.last().unwrap();
+            run(m, Input::TimerFired, now);
+            run(m, Input::Opened, now);
+            now += 10_000; // past minUptime: the next loss is a new outage
+            delays
+        };
+        let mut firsts = Vec::new();
+        for i in 0..4 {
+            let d = outage(&mut m, if i == 0 { failed() } else { lost() });
+            // One offset on the grid for the whole outage: each step doubles.
+            assert!(d[1] >= 1_000 && d[1] < 2_000, "{d:?}");
+            for w in d[1..].windows(2) {
+                assert!(w[1].abs_diff(2 * w[0]) <= 1, "{d:?}");
+            }
+            firsts.push(d[1]);
+        }
+        firsts.dedup();
+        assert_eq!(firsts.len(), 4, "a new offset per outage: {firsts:?}");
     }
 
     #[test]

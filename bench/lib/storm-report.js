@@ -15,7 +15,7 @@ function label(run, name) {
 }
 
 function jitterName(name) {
-  return name.split(':')[1] || 'equal'
+  return name.split(':')[1] || 'spread'
 }
 
 /** The rows: [label, (figures, run, env) => cell]. */
