@@ -99,8 +99,9 @@ impl Backoff {
     /// with `minDelay * factor^xc = cap`. The wait before retry n is
     /// `W(phase + n - 1) - W(phase + n - 2)` (the first, `W(phase)`), so retry
     /// n >= 2 waits at least the base delay of retry n - 1 and, below the cap, at most
-    /// that of retry n (the step that reaches the cap can pass it by up to a tenth of
-    /// the cap); retry 1 waits 0 to `minDelay`; none waits more than the cap.
+    /// that of retry n (the step that reaches the cap can pass it by a fraction of the
+    /// cap: under a tenth for factors up to 2); retry 1 waits 0 to `minDelay`; none
+    /// waits more than the cap.
     ///
     /// Why: clients dropped together then each attempt once per step, spread
     /// over the step by their phases, so whenever the server returns, the first
