@@ -198,8 +198,12 @@ export interface SendOptions {
   binary?: boolean
   /** Accepted; the `perMessageDeflate` threshold decides what is compressed. */
   compress?: boolean
-  /** Only `true`: messages are sent whole. */
-  fin?: true
+  /**
+   * `false`: a piece of a message; every `send()` after it continues the message, up to one without
+   * `fin: false`, which ends it. The pieces are held (counted in `bufferedAmount`) and the message goes
+   * out whole with the last one, on one connection [true].
+   */
+  fin?: boolean
   /** Only `true`: a client masks every frame. */
   mask?: true
 }

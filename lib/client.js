@@ -21,7 +21,9 @@ const {
   proxyFor,
   splitCredentials,
   withSendOptions,
+  checkSendOptions,
 } = require('./options')
+const { FragmentedMessage } = require('./fragments')
 const { Event, MessageEvent, CloseEvent, ErrorEvent, Surface } = require('./whatwg')
 const wire = require('./wire')
 const { normalizeArgs } = require('./rws')
@@ -65,7 +67,15 @@ function notSent(reason) {
  * (its continuation is queued behind them, even when that promise is already resolved).
  */
 function callLater(callback, err) {
-  queueMicrotask(err === undefined ? callback : () => callback(err))
+  // The callbacks of a message sent in pieces, one per piece, in order.
+  if (Array.isArray(callback)) for (const each of callback) callLater(each, err)
+  else queueMicrotask(err === undefined ? callback : () => callback(err))
+}
+
+function checkCallback(callback) {
+  if (typeof callback !== 'function') {
+    throw makeError('ERR_INVALID_ARG_TYPE', `send()'s callback must be a function. Received ${callback === null ? 'null' : typeof callback}`, TypeError)
+  }
 }
 
 /** The data send() takes, as the addon takes it (a string or a Buffer over the same bytes). */
@@ -164,6 +174,8 @@ class ReconnectingWebSocket extends EventEmitter {
   #paused = false
   /** send() callbacks: `{ byTicket, last }`, for messages whose fate the addon reports; null until the first. */
   #callbacks = null
+  /** A message sent in pieces (`fin: false`) whose last piece is still to come. */
+  #fragments = null
 
   /**
    * `new ReconnectingWebSocket(url, options?)`, or reconnecting-websocket's
@@ -279,7 +291,7 @@ class ReconnectingWebSocket extends EventEmitter {
 
   /** Bytes accepted by send() and not yet written to the socket (queued or in flight). */
   get bufferedAmount() {
-    return N.clientBufferedAmount(this)
+    return N.clientBufferedAmount(this) + (this.#fragments?.bytes ?? 0)
   }
 
   connect() {
@@ -320,9 +332,11 @@ class ReconnectingWebSocket extends EventEmitter {
     this.#unlistenSignal?.()
     this.#unlistenSignal = null
     const seq = N.clientDisconnect(this, code, reason, flush, terminate)
+    // A message whose last piece has not come cannot be sent, flush or not.
+    const unfinished = this.#dropPieces('discarded')
     if (seq === 0) {
       this.#state = 'closed'
-      const discarded = N.clientDiscardQueue(this)
+      const discarded = N.clientDiscardQueue(this) + unfinished
       // Their callbacks are queued before anything can await this promise.
       this.#settleCallbacks()
       return Promise.resolve({ discarded })
@@ -332,7 +346,7 @@ class ReconnectingWebSocket extends EventEmitter {
     return new Promise((resolve) => {
       // Settled by the event that reports call `seq` done: after a connect(), an earlier call's
       // completion must not settle a later one.
-      const waiter = { seq, resolve }
+      const waiter = { seq, resolve, unfinished }
       const w = this.#waiters
       this.#waiters = w === null ? waiter : Array.isArray(w) ? (w.push(waiter), w) : [w, waiter]
     })
@@ -367,10 +381,12 @@ class ReconnectingWebSocket extends EventEmitter {
    * ERR_QUEUE_FULL when the queue refuses the message.
    */
   send(data) {
-    // ws's `send(data, options, callback)`: rare, and kept off the common path.
-    if (arguments.length > 1) {
-      const [, options, callback] = arguments
-      if (typeof options === 'function') return this.#sendWithCallback(data, undefined, options)
+    // ws's `send(data, options, callback)` and the pieces of a message: rare, and kept off the common path.
+    // (`#fragments in this` first: for anything but a client, the addon's check says what is wrong.)
+    if (arguments.length > 1 || (#fragments in this && this.#fragments !== null)) {
+      let [, options, callback] = arguments
+      if (typeof options === 'function') [options, callback] = [undefined, options]
+      if (this.#fragments !== null || options?.fin === false) return this.#sendPiece(data, options, callback)
       if (callback !== undefined) return this.#sendWithCallback(data, options, callback)
       data = withSendOptions(data, options)
     }
@@ -418,10 +434,55 @@ class ReconnectingWebSocket extends EventEmitter {
    * (the `sent` event, or the call that dropped them).
    */
   #sendWithCallback(data, options, callback) {
-    if (typeof callback !== 'function') {
-      throw makeError('ERR_INVALID_ARG_TYPE', `send()'s callback must be a function. Received ${callback === null ? 'null' : typeof callback}`, TypeError)
+    checkCallback(callback)
+    this.#sendTicketed(sendable(withSendOptions(data, options)), callback)
+  }
+
+  /**
+   * ws's `send(data, { fin: false })` and what follows it: a piece of a message. The pieces are
+   * held until the last one (`fin` true, the default), then sent as one message (lib/fragments.js),
+   * and each piece's callback runs with the message's fate. `binary` counts on the first piece
+   * only, as in ws. A piece that throws is not held and calls nothing; the message stays open.
+   */
+  #sendPiece(data, options, callback) {
+    if (callback !== undefined) checkCallback(callback)
+    const fin = checkSendOptions(options).fin !== false
+    if (this.#state === 'closed' || this.#closing) throw makeError('ERR_NOT_OPEN', `Cannot send: the connection is ${this.#state}`)
+    const message = this.#fragments
+    if (message === null) {
+      // The first piece: send() comes here for it only with fin: false.
+      const first = new FragmentedMessage(sendable(withSendOptions(data, options)))
+      if (callback !== undefined) first.callbacks.push(callback)
+      this.#fragments = first
+      return
     }
-    data = sendable(withSendOptions(data, options))
+    const before = message.mark()
+    message.add(sendable(data))
+    if (callback !== undefined) message.callbacks.push(callback)
+    if (!fin) return
+    try {
+      const whole = message.data()
+      this.#fragments = null
+      if (message.callbacks.length > 0) this.#sendTicketed(whole, message.callbacks)
+      else this.send(whole)
+    } catch (err) {
+      // Not sent (not UTF-8, ERR_NOT_OPEN, ERR_QUEUE_FULL): the last piece is not held, the message stays open.
+      message.restore(before)
+      this.#fragments = message
+      throw err
+    }
+  }
+
+  /** Drops a message whose last piece never came: its callbacks report `reason`. Returns how many messages it dropped. */
+  #dropPieces(reason) {
+    const message = this.#fragments
+    if (message === null) return 0
+    this.#fragments = null
+    callLater(message.callbacks, notSent(reason))
+    return 1
+  }
+
+  #sendTicketed(data, callback) {
     const callbacks = (this.#callbacks ??= { byTicket: new Map(), last: 0 })
     const ticket = ++callbacks.last
     const outcome = N.clientSendTicketed(this, data, ticket)
@@ -786,11 +847,11 @@ class ReconnectingWebSocket extends EventEmitter {
     if (!Array.isArray(waiters)) {
       if (waiters.seq > upto) return
       this.#waiters = null
-      return waiters.resolve({ discarded })
+      return waiters.resolve({ discarded: discarded + waiters.unfinished })
     }
     const later = waiters.filter((w) => w.seq > upto)
     this.#waiters = later.length === 0 ? null : later.length === 1 ? later[0] : later
-    for (const w of waiters) if (w.seq <= upto) w.resolve({ discarded })
+    for (const w of waiters) if (w.seq <= upto) w.resolve({ discarded: discarded + w.unfinished })
   }
 
   /** Runs the url/headers/protocols providers for one attempt; the native side bounds the wait. */

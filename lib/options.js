@@ -698,16 +698,9 @@ function checkClose(code, reason) {
 const SEND_OPTIONS = ['binary', 'compress', 'fin', 'mask']
 const utf8 = new TextDecoder('utf-8', { fatal: true })
 
-/**
- * `send(data, options)` in `ws`'s shape: `binary` picks the frame type (a string as binary; bytes
- * as text if they are UTF-8), `compress` and `mask: true` are accepted (the deflate threshold
- * decides compression; a client masks every frame). What cannot be honoured is refused, not
- * ignored: `fin: false` (no fragmented sends) and `mask: false`. Returns the data to send (the
- * callback is the client's: lib/client.js).
- */
-function withSendOptions(data, options) {
-  // A wrapper that forwards optional options passes undefined (or null, which ws takes too).
-  if (options === undefined || options === null) return data
+/** Checks `send()`'s options object (undefined and null pass); returns it. */
+function checkSendOptions(options) {
+  if (options === undefined || options === null) return {}
   if (typeof options !== 'object' || Array.isArray(options)) throw typeError('send() options', 'an object', options)
   for (const key of Object.keys(options)) {
     if (!SEND_OPTIONS.includes(key)) throw makeError('ERR_UNKNOWN_OPTION', `Unknown send() option "${key}" (known: ${SEND_OPTIONS.join(', ')})`, TypeError)
@@ -716,8 +709,21 @@ function withSendOptions(data, options) {
   for (const [name, value] of [['binary', binary], ['compress', compress], ['fin', fin], ['mask', mask]]) {
     if (value !== undefined && typeof value !== 'boolean') throw typeError(`send() option ${name}`, 'a boolean', value)
   }
-  if (fin === false) throw makeError('ERR_INVALID_ARG_VALUE', 'send() option fin: false is not supported: send each message whole', TypeError)
   if (mask === false) throw makeError('ERR_INVALID_ARG_VALUE', 'send() option mask: false is not allowed: a client masks every frame (RFC 6455)', TypeError)
+  return options
+}
+
+/**
+ * `send(data, options)` in `ws`'s shape: `binary` picks the frame type (a string as binary; bytes
+ * as text if they are UTF-8), `compress` and `mask: true` are accepted (the deflate threshold
+ * decides compression; a client masks every frame). `fin: false` is the client's to handle
+ * (lib/fragments.js). What cannot be honoured is refused, not ignored: `mask: false`. Returns the
+ * data to send (the callback is the client's: lib/client.js).
+ */
+function withSendOptions(data, options) {
+  // A wrapper that forwards optional options passes undefined (or null, which ws takes too).
+  if (options === undefined || options === null) return data
+  const { binary } = checkSendOptions(options)
   if (binary === true && typeof data === 'string') return Buffer.from(data)
   if (binary === false && typeof data !== 'string') {
     const bytes = data instanceof ArrayBuffer ? new Uint8Array(data) : ArrayBuffer.isView(data) ? data : null
@@ -734,6 +740,7 @@ function withSendOptions(data, options) {
 module.exports = {
   parseOptions,
   withSendOptions,
+  checkSendOptions,
   parseUrl,
   checkClose,
   checkHeaders,

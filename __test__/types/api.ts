@@ -62,6 +62,7 @@ new ReconnectingWebSocket('ws://127.0.0.1:1', { lookup: dnsLookup })
 new ReconnectingWebSocket('ws://127.0.0.1:1', { lookup: '8.8.8.8' })
 // ws's callback, after the data or after options; its error says why the message was not sent.
 client.send('x', (err) => void err?.reason.toUpperCase())
+client.send('a piece', { fin: false })
 client.send('x', { binary: true }, (err) => {
   if (err) void (err.code === 'ERR_NOT_SENT')
 })
