@@ -179,6 +179,14 @@ export interface TlsOptions {
    */
   minVersion?: import('node:tls').SecureVersion
   maxVersion?: import('node:tls').SecureVersion
+  /**
+   * The cipher suites offered, as Node takes them (an OpenSSL list, `'TLS_AES_128_GCM_SHA256:ECDHE-RSA-AES128-GCM-SHA256'`)
+   * [rustls's]. TLS 1.3 suites named replace the default TLS 1.3 ones; without a TLS 1.2 suite,
+   * TLS 1.2 is not offered. Names rustls has not are skipped; OpenSSL's keywords (`HIGH`) throw.
+   */
+  ciphers?: string
+  /** Key exchange groups offered, in order: `'X25519'`, `'P-256'`, `'P-384'` joined by `:`, or `'auto'` [rustls's]. */
+  ecdhCurve?: string
 }
 
 /** `send()`'s callback: `err` is undefined once the message is written, an `ERR_NOT_SENT` error once it never will be. */
@@ -264,6 +272,8 @@ export type RedialErrorCode =
   | 'ERR_TLS_INVALID_PROTOCOL_VERSION'
   /** `tls.minVersion` is above `tls.maxVersion` (TypeError). */
   | 'ERR_TLS_PROTOCOL_VERSION_CONFLICT'
+  /** `tls.ciphers` leaves no cipher suite rustls has (for the versions allowed), as Node's error of that name. */
+  | 'ERR_SSL_NO_CIPHER_MATCH'
   /** `disconnect()`/`close()` code other than 1000 or 3000-4999 (RangeError). */
   | 'ERR_INVALID_CLOSE_CODE'
   /** Close reason longer than 123 UTF-8 bytes (SyntaxError). */

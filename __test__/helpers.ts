@@ -159,23 +159,27 @@ export async function quiescent(): Promise<void> {
   }, `stats back to zero: ${JSON.stringify(clientStats())}`)
 }
 
-/** Lets an awaiting consumer sleep until a producer calls `wake()`, or at most `ms`. */
+/** Lets awaiting consumers sleep until a producer calls `wake()`, or at most `ms`. */
 export class Wakeup {
-  #wake: (() => void) | null = null
+  // Every waiter: two `Recorder.next()` calls can wait at once (the first of two events).
+  #waiters = new Set<() => void>()
 
   wake(): void {
-    this.#wake?.()
+    const waiters = [...this.#waiters]
+    this.#waiters.clear()
+    for (const wake of waiters) wake()
   }
 
   async wait(ms: number): Promise<void> {
     await new Promise<void>((resolve) => {
-      const timer = setTimeout(resolve, ms)
-      this.#wake = () => {
+      const wake = () => {
         clearTimeout(timer)
+        this.#waiters.delete(wake)
         resolve()
       }
+      const timer = setTimeout(wake, ms)
+      this.#waiters.add(wake)
     })
-    this.#wake = null
   }
 }
 

@@ -923,3 +923,59 @@ test.serial('tls.minVersion and tls.maxVersion pick the TLS versions offered, as
   t.like(t.throws(make({ minVersion: 'TLSv1', maxVersion: 'TLSv1.1' })), { code: 'ERR_INVALID_ARG_VALUE' })
   t.like(clientStats(), { openConnections: 0, runningTasks: 0, pendingAttempts: 0 })
 })
+
+test.serial('tls.ciphers and tls.ecdhCurve pick the cipher suites and key exchanges offered, as Node reads them', async (t) => {
+  const seen: string[] = []
+  const serve = async (options: tls.TlsOptions) => {
+    const server = https.createServer({ key: certs.key, cert: certs.cert, ...options })
+    new WebSocketServer({ server }).on('connection', (_s, req) => {
+      const socket = req.socket as tls.TLSSocket
+      seen.push(`${socket.getProtocol()} ${socket.getCipher().name}`)
+    })
+    server.listen(0, '127.0.0.1')
+    await once(server, 'listening')
+    t.teardown(() => server.close())
+    return `wss://localhost:${(server.address() as net.AddressInfo).port}/`
+  }
+  const modern = await serve({})
+  const legacy = await serve({ maxVersion: 'TLSv1.2' })
+  const onlyP384 = await serve({ ecdhCurve: 'P-384' })
+  const opens = async (url: string, options: object) => {
+    const client = new ReconnectingWebSocket(url, { tls: { ca: certs.ca, ...options }, maxRetries: 0 })
+    const rec = new Recorder(client)
+    const first = await Promise.race([rec.next('open').then(() => 'open'), rec.next('error').then((e: RedialError) => e.code)])
+    await client.disconnect()
+    return first
+  }
+  // The TLS 1.3 suites named are the ones offered.
+  t.is(await opens(modern, { ciphers: 'TLS_CHACHA20_POLY1305_SHA256' }), 'open')
+  t.is(await opens(modern, { ciphers: 'TLS_AES_128_GCM_SHA256:ECDHE-ECDSA-AES256-GCM-SHA384' }), 'open')
+  // TLS 1.2: names rustls has, in order; names it has not (DHE) skipped; exclusions applied.
+  t.is(await opens(legacy, { ciphers: 'DHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-CHACHA20-POLY1305:!aNULL' }), 'open')
+  t.is(await opens(legacy, { ciphers: 'ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:!ECDHE-ECDSA-AES128-GCM-SHA256' }), 'open')
+  // A list with only TLS 1.3 suites does not offer TLS 1.2, as in Node.
+  t.is(await opens(legacy, { ciphers: 'TLS_AES_256_GCM_SHA384' }), 'ERR_TLS')
+  t.deepEqual(seen, [
+    'TLSv1.3 TLS_CHACHA20_POLY1305_SHA256',
+    'TLSv1.3 TLS_AES_128_GCM_SHA256',
+    'TLSv1.2 ECDHE-ECDSA-CHACHA20-POLY1305',
+    'TLSv1.2 ECDHE-ECDSA-AES256-GCM-SHA384',
+  ])
+  // A server that takes only P-384: offered, it opens; not offered, the handshake fails.
+  t.is(await opens(onlyP384, { ecdhCurve: 'X25519:P-256' }), 'ERR_TLS')
+  t.is(await opens(onlyP384, { ecdhCurve: 'X25519:secp384r1' }), 'open')
+  t.is(await opens(onlyP384, { ecdhCurve: 'auto' }), 'open')
+  const make = (options: object) => () => new ReconnectingWebSocket('wss://localhost/', { startClosed: true, tls: options })
+  const keyword = t.throws(make({ ciphers: 'HIGH:!aNULL' })) as RedialError
+  t.is(keyword.code, 'ERR_INVALID_ARG_VALUE')
+  t.regex(keyword.message, /"HIGH", not a cipher suite.*ECDHE-RSA-AES128-GCM-SHA256/)
+  t.like(t.throws(make({ ciphers: 'NOPE' })), { code: 'ERR_INVALID_ARG_VALUE' })
+  t.like(t.throws(make({ ciphers: 'DHE-RSA-AES128-GCM-SHA256' })), { code: 'ERR_SSL_NO_CIPHER_MATCH' }, 'only suites rustls has not')
+  t.like(t.throws(make({ ciphers: ['TLS_AES_256_GCM_SHA384'] })), { code: 'ERR_INVALID_ARG_TYPE' })
+  t.like(t.throws(make({ ciphers: 'TLS_AES_256_GCM_SHA384', maxVersion: 'TLSv1.2' })), { code: 'ERR_SSL_NO_CIPHER_MATCH' })
+  const curve = t.throws(make({ ecdhCurve: 'brainpoolP256r1' })) as RedialError
+  t.is(curve.code, 'ERR_INVALID_ARG_VALUE')
+  t.regex(curve.message, /"brainpoolP256r1".*X25519, P-256, P-384/)
+  t.like(t.throws(make({ ecdhCurve: 25519 })), { code: 'ERR_INVALID_ARG_TYPE' })
+  t.like(clientStats(), { openConnections: 0, runningTasks: 0, pendingAttempts: 0 })
+})

@@ -92,7 +92,7 @@ async fn recv_async(url: url::Url, count: usize, size: usize, ca: Vec<String>) -
             servername: None,
             client_auth: None,
             check_identity: false,
-            versions: (0, 0),
+            ..TlsOptions::default()
         },
         tls_config: Default::default(),
     };

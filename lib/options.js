@@ -7,6 +7,7 @@
 const { X509Certificate, createPrivateKey } = require('node:crypto')
 const { isIP } = require('node:net')
 const { makeError, redactUrl } = require('./errors')
+const { parseCiphers, parseEcdhCurve, offersTls12 } = require('./ciphers')
 
 const DEFAULTS = Object.freeze({
   minDelay: 250,
@@ -193,6 +194,8 @@ function parseOptions(options, rws = false) {
     tlsCheckIdentity: tls.checkServerIdentity !== undefined,
     tlsMinVersion: tls.minVersion,
     tlsMaxVersion: tls.maxVersion,
+    tlsCipherSuites: tls.cipherSuites,
+    tlsKxGroups: tls.kxGroups,
     proxy: undefined,
     perMessageDeflate: parseDeflate(options.perMessageDeflate),
   }
@@ -283,11 +286,11 @@ function checkBinaryType(v) {
   return v
 }
 
-const TLS_KEYS = ['ca', 'cert', 'key', 'pfx', 'passphrase', 'rejectUnauthorized', 'servername', 'checkServerIdentity', 'minVersion', 'maxVersion']
+const TLS_KEYS = ['ca', 'cert', 'key', 'pfx', 'passphrase', 'rejectUnauthorized', 'servername', 'checkServerIdentity', 'minVersion', 'maxVersion', 'ciphers', 'ecdhCurve']
 
 /** Shared and frozen: read, never modified. */
 const NONE = Object.freeze([])
-const TLS_DEFAULTS = Object.freeze({ ca: NONE, rejectUnauthorized: true, servername: undefined, cert: undefined, key: undefined, checkServerIdentity: undefined, minVersion: 0, maxVersion: 0 })
+const TLS_DEFAULTS = Object.freeze({ ca: NONE, rejectUnauthorized: true, servername: undefined, cert: undefined, key: undefined, checkServerIdentity: undefined, minVersion: 0, maxVersion: 0, cipherSuites: NONE, kxGroups: NONE })
 
 function parseTls(tls) {
   if (tls === undefined) return TLS_DEFAULTS
@@ -307,7 +310,12 @@ function parseTls(tls) {
     throw typeError('tls.checkServerIdentity', 'a function', checkServerIdentity)
   }
   const { minVersion, maxVersion } = tlsVersions(tls)
-  return { ca, rejectUnauthorized, servername: tls.servername, cert, key, checkServerIdentity, minVersion, maxVersion }
+  const cipherSuites = parseCiphers(tls.ciphers)
+  if (maxVersion === 2 && !offersTls12(cipherSuites)) {
+    throw makeError('ERR_SSL_NO_CIPHER_MATCH', 'The "tls.ciphers" option names no TLS 1.2 cipher suite, and "tls.maxVersion" is TLSv1.2', Error)
+  }
+  const kxGroups = parseEcdhCurve(tls.ecdhCurve)
+  return { ca, rejectUnauthorized, servername: tls.servername, cert, key, checkServerIdentity, minVersion, maxVersion, cipherSuites, kxGroups }
 }
 
 // Node's names of TLS versions, as the minor number of TLS 1.x.

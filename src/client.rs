@@ -231,6 +231,8 @@ impl NativeClient {
                     },
                     check_identity: options.tls_check_identity,
                     versions: (options.tls_min_version as u8, options.tls_max_version as u8),
+                    cipher_suites: options.tls_cipher_suites.iter().map(|&n| n as u16).collect(),
+                    kx_groups: options.tls_kx_groups.iter().map(|&n| n as u16).collect(),
                 },
                 tls_config: Default::default(),
             },

@@ -62,6 +62,11 @@ pub struct NativeOptions {
     /// 0 for both: rustls's default versions (1.2 and 1.3).
     pub tls_min_version: u32,
     pub tls_max_version: u32,
+    /// `tls.ciphers` as IANA cipher suite numbers in order of preference (checked by JS against
+    /// what rustls has); empty: rustls's default.
+    pub tls_cipher_suites: Vec<u32>,
+    /// `tls.ecdhCurve` as IANA named group numbers in order of preference; empty: rustls's default.
+    pub tls_kx_groups: Vec<u32>,
     /// `http://[user:pass@]host:port` of a CONNECT proxy (already resolved from the environment).
     pub proxy: Option<String>,
     /// permessage-deflate to offer, or none.

@@ -414,6 +414,11 @@ pub struct TlsOptions {
     /// `minVersion` and `maxVersion` as TLS 1.x minor numbers (2 or 3; checked by JS, the minimum
     /// raised to 2): the versions offered. `0, 0` is rustls's default, both.
     pub versions: (u8, u8),
+    /// `tls.ciphers`: IANA cipher suite numbers, in order of preference (empty: rustls's default).
+    /// A version none of them is for is not offered.
+    pub cipher_suites: Vec<u16>,
+    /// `tls.ecdhCurve`: IANA named group numbers, in order of preference (empty: rustls's default).
+    pub kx_groups: Vec<u16>,
 }
 
 impl TlsOptions {
@@ -482,7 +487,7 @@ pub fn live_tls_configs() -> usize {
 }
 
 pub fn client_config(opts: &TlsOptions) -> Result<Arc<ClientConfig>, String> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(crypto_provider(opts));
     let versions: Vec<&'static rustls::SupportedProtocolVersion> = match opts.versions {
         (0, 0) => rustls::DEFAULT_VERSIONS.to_vec(),
         (min, max) => [(2, &rustls::version::TLS12), (3, &rustls::version::TLS13)]
@@ -491,8 +496,16 @@ pub fn client_config(opts: &TlsOptions) -> Result<Arc<ClientConfig>, String> {
             .map(|(_, version)| version)
             .collect(),
     };
+    // As Node with a cipher list that names no suite of a version: that version is not offered.
+    let versions: Vec<_> = versions
+        .into_iter()
+        .filter(|v| provider.cipher_suites.iter().any(|s| s.version() == *v))
+        .collect();
     if versions.is_empty() {
-        return Err("no TLS version between `tls.minVersion` and `tls.maxVersion` (rustls has TLS 1.2 and 1.3)".into());
+        return Err("no TLS version between `tls.minVersion` and `tls.maxVersion` that `tls.ciphers` has a suite for (rustls has TLS 1.2 and 1.3)".into());
+    }
+    if provider.kx_groups.is_empty() {
+        return Err("`tls.ecdhCurve` names no key exchange that rustls has".into());
     }
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&versions)
@@ -532,6 +545,33 @@ pub fn client_config(opts: &TlsOptions) -> Result<Arc<ClientConfig>, String> {
     // rustls's message names the problem (an unsupported key type, say), never the key.
     .map_err(|e| format!("invalid client certificate or key: {e}"))?;
     Ok(Arc::new(config))
+}
+
+/// ring's algorithms, narrowed and ordered by `tls.ciphers` and `tls.ecdhCurve`.
+fn crypto_provider(opts: &TlsOptions) -> rustls::crypto::CryptoProvider {
+    use rustls::crypto::ring;
+    let mut provider = ring::default_provider();
+    if !opts.cipher_suites.is_empty() {
+        provider.cipher_suites = opts
+            .cipher_suites
+            .iter()
+            .filter_map(|&n| {
+                let wanted = rustls::CipherSuite::from(n);
+                ring::ALL_CIPHER_SUITES.iter().find(|s| s.suite() == wanted).copied()
+            })
+            .collect();
+    }
+    if !opts.kx_groups.is_empty() {
+        provider.kx_groups = opts
+            .kx_groups
+            .iter()
+            .filter_map(|&n| {
+                let wanted = rustls::NamedGroup::from(n);
+                ring::ALL_KX_GROUPS.iter().find(|g| g.name() == wanted).copied()
+            })
+            .collect();
+    }
+    provider
 }
 
 type ClientAuthDer = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
@@ -1010,6 +1050,37 @@ async fn http_connect(mut s: TcpStream, host: &str, port: u16, proxy: &Proxy) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ciphers_and_curves_narrow_and_order_what_is_offered() {
+        let opts = TlsOptions {
+            cipher_suites: vec![0x1303, 0xc02b],
+            kx_groups: vec![0x0018, 0x001d],
+            ..TlsOptions::default()
+        };
+        let provider = crypto_provider(&opts);
+        let suites: Vec<u16> = provider.cipher_suites.iter().map(|s| s.suite().into()).collect();
+        assert_eq!(suites, [0x1303, 0xc02b]);
+        let groups: Vec<u16> = provider.kx_groups.iter().map(|g| g.name().into()).collect();
+        assert_eq!(groups, [0x0018, 0x001d]);
+        // TLS 1.3 suites alone: TLS 1.2 is not offered, so a TLS 1.2 maximum leaves nothing.
+        let only13 = TlsOptions {
+            cipher_suites: vec![0x1302],
+            ..TlsOptions::default()
+        };
+        assert!(client_config(&only13).is_ok());
+        assert!(client_config(&TlsOptions {
+            versions: (2, 2),
+            ..only13
+        })
+        .is_err());
+        // Empty: ring's defaults, all of them.
+        let default = crypto_provider(&TlsOptions::default());
+        assert_eq!(
+            default.cipher_suites.len(),
+            rustls::crypto::ring::ALL_CIPHER_SUITES.len()
+        );
+    }
 
     #[test]
     fn parses_proxy_urls() {

@@ -1,0 +1,102 @@
+'use strict'
+// `tls.ciphers` and `tls.ecdhCurve`, Node's options, read as Node reads them and turned into what
+// rustls has: cipher suites and key exchange groups by their IANA numbers (src/transport.rs).
+
+const { makeError } = require('./errors')
+
+// TLS 1.3 suites keep their IANA names in OpenSSL; TLS 1.2 suites go by OpenSSL's names.
+const TLS13_SUITES = { TLS_AES_256_GCM_SHA384: 0x1302, TLS_AES_128_GCM_SHA256: 0x1301, TLS_CHACHA20_POLY1305_SHA256: 0x1303 }
+const TLS12_SUITES = {
+  'ECDHE-ECDSA-AES256-GCM-SHA384': 0xc02c,
+  'ECDHE-ECDSA-AES128-GCM-SHA256': 0xc02b,
+  'ECDHE-ECDSA-CHACHA20-POLY1305': 0xcca9,
+  'ECDHE-RSA-AES256-GCM-SHA384': 0xc030,
+  'ECDHE-RSA-AES128-GCM-SHA256': 0xc02f,
+  'ECDHE-RSA-CHACHA20-POLY1305': 0xcca8,
+}
+// rustls's order of preference, used for TLS 1.3 when the list names no TLS 1.3 suite (as Node
+// keeps OpenSSL's default TLS 1.3 suites then).
+const DEFAULT_TLS13 = [0x1302, 0x1301, 0x1303]
+
+const KX_GROUPS = { x25519: 0x001d, 'p-256': 0x0017, prime256v1: 0x0017, secp256r1: 0x0017, 'p-384': 0x0018, secp384r1: 0x0018 }
+
+/**
+ * `tls.ciphers`: an OpenSSL cipher list, as Node takes it. TLS 1.3 suites named in it are the TLS
+ * 1.3 suites offered (all of rustls's when none is named); the TLS 1.2 suites named are the TLS
+ * 1.2 suites offered (none when none is named, so TLS 1.2 is then not offered, as in Node). Names
+ * of suites rustls does not have (DHE, CBC, ...) are skipped, as OpenSSL skips names it does not
+ * know (a name has a `-` or starts with `TLS_`); `!NAME` and `-NAME` take a name out. OpenSSL's
+ * keywords (`HIGH`, `ECDHE`, `DEFAULT`, ...) select by properties rustls does not model: a keyword
+ * (any other word) is refused, and its exclusion (`!aNULL`) is ignored (rustls has no such suite). Returns the IANA numbers in order, or [] for
+ * rustls's default.
+ */
+function parseCiphers(ciphers) {
+  if (ciphers === undefined) return []
+  if (typeof ciphers !== 'string') throw typeErr('tls.ciphers', 'a string', ciphers)
+  const tls13 = []
+  const tls12 = []
+  let namedTls13 = false
+  for (const raw of ciphers.split(/[:, ]+/)) {
+    const entry = raw.trim()
+    if (entry === '' || entry.startsWith('@')) continue // @STRENGTH, @SECLEVEL=n: orderings and levels, nothing to offer
+    const excluded = entry[0] === '!' || entry[0] === '-'
+    const name = excluded || entry[0] === '+' ? entry.slice(1) : entry
+    const code = TLS13_SUITES[name] ?? TLS12_SUITES[name]
+    const list = Object.hasOwn(TLS13_SUITES, name) ? tls13 : tls12
+    if (excluded) {
+      if (code !== undefined && list.includes(code)) list.splice(list.indexOf(code), 1)
+      continue
+    }
+    if (code !== undefined) {
+      if (!list.includes(code)) list.push(code)
+      if (list === tls13) namedTls13 = true
+      continue
+    }
+    if (!name.includes('-') && !name.startsWith('TLS_')) {
+      throw makeError(
+        'ERR_INVALID_ARG_VALUE',
+        `The "tls.ciphers" option names "${name}", not a cipher suite (OpenSSL's keywords, HIGH, ECDHE and the like, select by properties rustls does not model): name the cipher suites (${supportedSuites()})`,
+        TypeError,
+      )
+    }
+  }
+  if (tls12.length === 0 && !namedTls13) {
+    throw makeError('ERR_SSL_NO_CIPHER_MATCH', `The "tls.ciphers" option names no cipher suite that rustls has (${supportedSuites()})`, Error)
+  }
+  return [...(tls13.length > 0 ? tls13 : DEFAULT_TLS13), ...tls12]
+}
+
+function supportedSuites() {
+  return [...Object.keys(TLS13_SUITES), ...Object.keys(TLS12_SUITES)].join(', ')
+}
+
+/**
+ * `tls.ecdhCurve`: `'auto'` or a colon-separated list of curve names, in order of preference (Node
+ * and OpenSSL spellings; case does not matter). A name rustls has no group for is an error, as an
+ * unknown one is in Node. Returns the IANA numbers, or [] for rustls's default.
+ */
+function parseEcdhCurve(curve) {
+  if (curve === undefined || curve === 'auto') return []
+  if (typeof curve !== 'string') throw typeErr('tls.ecdhCurve', 'a string', curve)
+  const groups = []
+  for (const name of curve.split(':')) {
+    const code = KX_GROUPS[name.trim().toLowerCase()]
+    if (code === undefined) {
+      throw makeError('ERR_INVALID_ARG_VALUE', `The "tls.ecdhCurve" option names "${name}", which rustls has no key exchange for (it has X25519, P-256, P-384; or 'auto')`, TypeError)
+    }
+    if (!groups.includes(code)) groups.push(code)
+  }
+  return groups
+}
+
+function typeErr(name, what, value) {
+  const got = value === null ? 'null' : typeof value
+  return makeError('ERR_INVALID_ARG_TYPE', `The "${name}" option must be ${what}. Received ${got}`, TypeError)
+}
+
+/** Whether a cipher list offers TLS 1.2 (a TLS 1.2 suite follows the TLS 1.3 ones). */
+function offersTls12(codes) {
+  return codes.length === 0 || codes.some((c) => c >= 0xc000)
+}
+
+module.exports = { parseCiphers, parseEcdhCurve, offersTls12 }
