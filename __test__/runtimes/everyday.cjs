@@ -258,7 +258,7 @@ const scenarios = [
     },
   ],
   [
-    'send callbacks and a stream',
+    'send callbacks, a message in pieces and a stream',
     async () => {
       const client = new ReconnectingWebSocket(config.url)
       // Kept: collected later, it would be counted by the abandoned-clients scenario's liveClients.
@@ -269,12 +269,23 @@ const scenarios = [
       await within(client.opened(), 'open')
       client.send('small', (err) => written.push(['small', err?.code]))
       client.send(Buffer.alloc(1 << 20), {}, (err) => written.push(['large', err?.code]))
-      await until(() => written.length === 3, 'three send callbacks')
+      // A message in pieces (fin: false), a character split between two of them.
+      const echoed = []
+      client.on('message', (data) => echoed.push(String(data)))
+      const euro = Buffer.from('\u20ac')
+      client.send('pieces: ', { fin: false }, (err) => written.push(['piece', err?.code]))
+      client.send(euro.subarray(0, 1), { fin: false })
+      assert.throws(() => client.send(Buffer.from([0x41]), { fin: false }), { code: 'ERR_INVALID_ARG_VALUE' })
+      client.send(euro.subarray(1), (err) => written.push(['last piece', err?.code]))
+      await until(() => written.length === 5, 'five send callbacks')
       assert.deepEqual(written, [
         ['queued', undefined],
         ['small', undefined],
         ['large', undefined],
+        ['piece', undefined],
+        ['last piece', undefined],
       ])
+      await until(() => echoed.includes('pieces: \u20ac'), 'the echo of the message sent in pieces')
       const duplex = createWebSocketStream(client, { readableObjectMode: true })
       const echoes = []
       // A chunk written is bytes (a binary message, as in ws); the echo comes back as a Buffer.
