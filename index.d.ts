@@ -204,7 +204,7 @@ export interface NotSentError extends Error {
 export interface SendOptions {
   /** Send a string as a binary message (`true`), or bytes that are UTF-8 as a text message (`false`) [by the data's type]. */
   binary?: boolean
-  /** Accepted; the `perMessageDeflate` threshold decides what is compressed. */
+  /** `false`: sent uncompressed even where permessage-deflate was negotiated (already compressed data, say); otherwise the `perMessageDeflate` threshold decides [true]. */
   compress?: boolean
   /**
    * `false`: a piece of a message; every `send()` after it continues the message, up to one without

@@ -969,6 +969,32 @@ test.serial('the offer as sent for each option combination; perMessageDeflate: f
   await peer.close()
 })
 
+test.serial("send(data, { compress: false }), as ws's: framed uncompressed where deflate was negotiated, on every path; the messages around it still compressed", async (t) => {
+  // No context takeover: each compressed message inflates on its own.
+  const peer = await deflatePeer(() => 'permessage-deflate; client_no_context_takeover')
+  t.teardown(() => peer.close())
+  const client = owned(t, new ReconnectingWebSocket(peer.url, { pingInterval: 0 }))
+  const written: string[] = []
+  client.send(comp(4000), { compress: false }) // queued while connecting
+  await new Recorder(client).next('open')
+  client.send(comp(2000), { compress: false }) // the JS thread writes it (and would compress it)
+  client.send(comp(40_000), { compress: false }, () => written.push('large')) // the driver writes it
+  client.send(comp(2000))
+  client.send('a'.repeat(3000), { fin: false, compress: false }) // the first piece's choice counts
+  client.send('b'.repeat(3000))
+  client.send(comp(40_000), { compress: true })
+  await until(() => peer.conns[0].frames.data().length === 6, 'six messages at the server')
+  const got = peer.conns[0].frames.data()
+  t.deepEqual(
+    got.map((f) => f.rsv1),
+    [false, false, false, true, false, true],
+    'compressed only where not refused',
+  )
+  const sent = [comp(4000), comp(2000), comp(40_000), comp(2000), Buffer.from('a'.repeat(3000) + 'b'.repeat(3000)), comp(40_000)]
+  got.forEach((f, i) => t.true((f.rsv1 ? inflate(f.payload) : f.payload).equals(sent[i]), `message ${i + 1} byte-exact`))
+  t.deepEqual(written, ['large'])
+})
+
 test.serial('the offer is made again on every reconnect; extensions follows each answer', async (t) => {
   // Attempt 0: accepted, then the server drops the connection. 1: an answer we refuse. 2: not
   // accepted. 3: accepted with other parameters.

@@ -389,6 +389,7 @@ class ReconnectingWebSocket extends EventEmitter {
       if (this.#fragments !== null || options?.fin === false) return this.#sendPiece(data, options, callback)
       if (callback !== undefined) return this.#sendWithCallback(data, options, callback)
       data = withSendOptions(data, options)
+      if (options?.compress === false) return this.#sendUncompressed(data)
     }
     let outcome
     if (typeof data === 'string') outcome = N.clientSendText(this, data)
@@ -435,7 +436,14 @@ class ReconnectingWebSocket extends EventEmitter {
    */
   #sendWithCallback(data, options, callback) {
     checkCallback(callback)
-    this.#sendTicketed(sendable(withSendOptions(data, options)), callback)
+    this.#sendTicketed(sendable(withSendOptions(data, options)), callback, options?.compress !== false)
+  }
+
+  /** `send(data, { compress: false })`: framed uncompressed even where permessage-deflate was negotiated. */
+  #sendUncompressed(data) {
+    const outcome = N.clientSendTicketed(this, sendable(data), 0, false)
+    if (outcome === SENT_CORKED) return void queueMicrotask(() => uncork(this))
+    this.#sent(outcome, data)
   }
 
   /**
@@ -451,7 +459,7 @@ class ReconnectingWebSocket extends EventEmitter {
     const message = this.#fragments
     if (message === null) {
       // The first piece: send() comes here for it only with fin: false.
-      const first = new FragmentedMessage(sendable(withSendOptions(data, options)))
+      const first = new FragmentedMessage(sendable(withSendOptions(data, options)), options?.compress !== false)
       if (callback !== undefined) first.callbacks.push(callback)
       this.#fragments = first
       return
@@ -463,8 +471,9 @@ class ReconnectingWebSocket extends EventEmitter {
     try {
       const whole = message.data()
       this.#fragments = null
-      if (message.callbacks.length > 0) this.#sendTicketed(whole, message.callbacks)
-      else this.send(whole)
+      if (message.callbacks.length > 0) this.#sendTicketed(whole, message.callbacks, message.compress)
+      else if (message.compress) this.send(whole)
+      else this.#sendUncompressed(whole)
     } catch (err) {
       // Not sent (not UTF-8, ERR_NOT_OPEN, ERR_QUEUE_FULL): the last piece is not held, the message stays open.
       message.restore(before)
@@ -482,10 +491,10 @@ class ReconnectingWebSocket extends EventEmitter {
     return 1
   }
 
-  #sendTicketed(data, callback) {
+  #sendTicketed(data, callback, compress) {
     const callbacks = (this.#callbacks ??= { byTicket: new Map(), last: 0 })
     const ticket = ++callbacks.last
-    const outcome = N.clientSendTicketed(this, data, ticket)
+    const outcome = N.clientSendTicketed(this, data, ticket, compress)
     if (outcome === SENT_CORKED || outcome === SENT) {
       // The fast path writes only once the driver has written everything sent before, so those
       // messages are settled already, though their `sent` event may not have come yet: their

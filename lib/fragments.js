@@ -11,9 +11,13 @@ const utf8 = new TextDecoder('utf-8', { fatal: true })
 
 /** A message whose last piece has not been sent yet: its bytes so far and its pieces' callbacks. */
 class FragmentedMessage {
-  /** `first` is what send() takes (a string, or a Buffer over the caller's bytes), with `binary` applied. */
-  constructor(first) {
+  /**
+   * `first` is what send() takes (a string, or a Buffer over the caller's bytes), with `binary`
+   * applied; `compress`, the first piece's option, counts for the message (as in ws).
+   */
+  constructor(first, compress) {
     this.text = typeof first === 'string'
+    this.compress = compress
     /** Text: the decoded pieces; binary: copies of the pieces (the caller may reuse its buffers). */
     this.parts = []
     /** The bytes held, for bufferedAmount. */

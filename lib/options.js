@@ -723,9 +723,8 @@ function checkSendOptions(options) {
 
 /**
  * `send(data, options)` in `ws`'s shape: `binary` picks the frame type (a string as binary; bytes
- * as text if they are UTF-8), `compress` and `mask: true` are accepted (the deflate threshold
- * decides compression; a client masks every frame). `fin: false` is the client's to handle
- * (lib/fragments.js). What cannot be honoured is refused, not ignored: `mask: false`. Returns the
+ * as text if they are UTF-8), `mask: true` is accepted (a client masks every frame). `compress`
+ * and `fin: false` are the client's to handle (lib/client.js, lib/fragments.js). What cannot be honoured is refused, not ignored: `mask: false`. Returns the
  * data to send (the callback is the client's: lib/client.js).
  */
 function withSendOptions(data, options) {

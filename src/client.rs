@@ -30,7 +30,7 @@ use crate::frame::Limits;
 use crate::machine::{HonorRetryAfter, Policy};
 use crate::napi_raw;
 use crate::options::NativeOptions;
-use crate::outbox::{QueueConfig, SendOutcome, NO_TICKET};
+use crate::outbox::{Outbound, QueueConfig, SendOutcome, NO_TICKET};
 use crate::protocol::send as outcome;
 use crate::queue::Queue;
 use crate::shared::{AttemptParams, Shared};
@@ -394,19 +394,25 @@ impl NativeClient {
     }
 
     /// `send(data, callback)`: the message carries `ticket` until its fate is known.
-    pub fn send_ticketed(&mut self, data: Either<String, &[u8]>, ticket: u64) -> u32 {
+    /// `compress: false`: `send(data, { compress: false })`.
+    pub fn send_ticketed(&mut self, data: Either<String, &[u8]>, ticket: u64, compress: bool) -> u32 {
         let msg = match data {
             Either::A(text) => Message::Text(text.into()),
             Either::B(bytes) => Message::Binary(Bytes::copy_from_slice(bytes)),
         };
-        self.send(msg, ticket)
+        self.send_outbound(Outbound { msg, ticket, compress })
     }
 
     fn send(&mut self, msg: Message, ticket: u64) -> u32 {
+        let compress = true;
+        self.send_outbound(Outbound { msg, ticket, compress })
+    }
+
+    fn send_outbound(&mut self, out: Outbound) -> u32 {
         let result = self
             .shared
             .outbox()
-            .send(msg, ticket, &self.config.queue, &self.shared.metrics);
+            .send_outbound(out, &self.config.queue, &self.shared.metrics);
         match result {
             SendOutcome::Sent => outcome::SENT,
             SendOutcome::SentUncorkLater => outcome::CORKED,
@@ -688,17 +694,24 @@ pub fn client_send_binary(env: Env, owner: Object<'_>, data: &[u8]) -> Result<u3
     Ok(client(&env, &owner)?.send_binary(data))
 }
 
-/// `send(data, callback)`: as `clientSendText`/`clientSendBinary`, the message carrying
-/// `ticket` (a positive integer) until it is written, dropped, drained or discarded; then
-/// `clientTakeSettled` reports it. `handed`: the driver writes it (and a `sent` event follows);
-/// `sent`/`corked`: the fast path took it, and JS settles it after the uncork.
+/// `send(data, callback)` and `send(data, { compress: false })`: as `clientSendText`/
+/// `clientSendBinary`, the message carrying `ticket` (a positive integer, or 0 for none) until it
+/// is written, dropped, drained or discarded; then `clientTakeSettled` reports it. `handed`: the
+/// driver writes it (and a `sent` event follows); `sent`/`corked`: the fast path took it, and JS
+/// settles it after the uncork. `compress: false` frames it uncompressed.
 #[napi]
-pub fn client_send_ticketed(env: Env, owner: Object<'_>, data: Either<String, &[u8]>, ticket: f64) -> Result<u32> {
+pub fn client_send_ticketed(
+    env: Env,
+    owner: Object<'_>,
+    data: Either<String, &[u8]>,
+    ticket: f64,
+    compress: bool,
+) -> Result<u32> {
     const MAX_SAFE_INTEGER: f64 = 9_007_199_254_740_991.0;
-    if !((1.0..=MAX_SAFE_INTEGER).contains(&ticket) && ticket.fract() == 0.0) {
-        return Err(Error::new(Status::InvalidArg, "a ticket is a positive safe integer"));
+    if !((0.0..=MAX_SAFE_INTEGER).contains(&ticket) && ticket.fract() == 0.0) {
+        return Err(Error::new(Status::InvalidArg, "a ticket is a safe integer, 0 or more"));
     }
-    Ok(client(&env, &owner)?.send_ticketed(data, ticket as u64))
+    Ok(client(&env, &owner)?.send_ticketed(data, ticket as u64, compress))
 }
 
 #[napi]

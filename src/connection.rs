@@ -1037,8 +1037,13 @@ impl OpenConn {
                     Poll::Ready(Some(m)) => {
                         let out = self.out.get_or_insert_with(Box::default);
                         match &m.msg {
-                            Message::Text(t) => self.out_rx.encode(frame::OPCODE_TEXT, t.as_bytes(), &mut out.wbuf),
-                            Message::Binary(b) => self.out_rx.encode(frame::OPCODE_BINARY, b, &mut out.wbuf),
+                            Message::Text(t) => {
+                                self.out_rx
+                                    .encode(frame::OPCODE_TEXT, t.as_bytes(), m.compress, &mut out.wbuf)
+                            }
+                            Message::Binary(b) => {
+                                self.out_rx.encode(frame::OPCODE_BINARY, b, m.compress, &mut out.wbuf)
+                            }
                             Message::Ping(p) => frame::encode(frame::OPCODE_PING, p, &mut out.wbuf),
                             Message::Pong(p) => frame::encode(frame::OPCODE_PONG, p, &mut out.wbuf),
                             Message::Close(_) | Message::Frame(_) => {}

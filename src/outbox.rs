@@ -25,13 +25,19 @@ use crate::transport::Writer;
 pub struct Outbound {
     pub msg: Message,
     pub ticket: u64,
+    /// `false`: `send(data, { compress: false })`, framed uncompressed even with permessage-deflate.
+    pub compress: bool,
 }
 
 pub const NO_TICKET: u64 = 0;
 
 impl Outbound {
     pub fn new(msg: Message) -> Self {
-        Outbound { msg, ticket: NO_TICKET }
+        Outbound {
+            msg,
+            ticket: NO_TICKET,
+            compress: true,
+        }
     }
 }
 
@@ -85,8 +91,10 @@ impl SendQueue {
 
     /// Frames a data message as this connection sends it: compressed (RSV1) when permessage-deflate
     /// was negotiated and the message reaches the threshold. The one encoder of both send paths.
-    pub fn encode(&self, opcode: u8, payload: &[u8], out: &mut Vec<u8>) {
-        if let Some(c) = &self.compressor {
+    /// `compress: false` (the message's own choice) frames it uncompressed, leaving the compressor's
+    /// context as it was.
+    pub fn encode(&self, opcode: u8, payload: &[u8], compress: bool, out: &mut Vec<u8>) {
+        if let Some(c) = self.compressor.as_ref().filter(|_| compress) {
             let mut c = c.lock().unwrap_or_else(|p| p.into_inner());
             if c.wants(payload.len()) {
                 let compressed = COMPRESSED.with(|z| {
@@ -131,18 +139,18 @@ pub fn data_len(msg: &Message) -> Option<usize> {
 /// The send fast path: frame the message here, on the JS thread, and cork it for one write
 /// at the end of this turn, without waking the driver. `Some(first)`: corked (`first`: schedule
 /// the uncork); `None`: the socket is backed up, use the driver.
-fn write_now(writer: &Writer, tx: &SendQueue, msg: &Message, metrics: &Metrics) -> Option<bool> {
-    let (opcode, payload) = match msg {
+fn write_now(writer: &Writer, tx: &SendQueue, out: &Outbound, metrics: &Metrics) -> Option<bool> {
+    let (opcode, payload) = match &out.msg {
         Message::Text(t) => (frame::OPCODE_TEXT, t.as_bytes()),
         Message::Binary(b) => (frame::OPCODE_BINARY, b.as_ref()),
         _ => return None,
     };
-    if payload.len() > COMPRESS_FAST_PATH_MAX && tx.compresses(payload.len()) {
+    if payload.len() > COMPRESS_FAST_PATH_MAX && out.compress && tx.compresses(payload.len()) {
         // Compressing a larger message would hold the JS thread: the driver does it.
         return None;
     }
     let mut framed = Vec::with_capacity(payload.len() + 14);
-    tx.encode(opcode, payload, &mut framed);
+    tx.encode(opcode, payload, out.compress, &mut framed);
     let first = writer.cork_frame(&framed)?;
     stats::inc(&metrics.messages_sent);
     stats::add(&metrics.bytes_sent, payload.len() as u64);
@@ -204,14 +212,20 @@ impl Outbox {
     /// `ticket`: the callback's, or `NO_TICKET`. A message the fast path writes is settled by
     /// JS itself (the outcome says so); one queued or handed over carries its ticket.
     pub fn send(&mut self, msg: Message, ticket: u64, cfg: &QueueConfig, metrics: &Metrics) -> SendOutcome {
+        let compress = true;
+        self.send_outbound(Outbound { msg, ticket, compress }, cfg, metrics)
+    }
+
+    /// As `send`, with the message's own compression choice.
+    pub fn send_outbound(&mut self, out: Outbound, cfg: &QueueConfig, metrics: &Metrics) -> SendOutcome {
         if !self.accepting {
             return SendOutcome::NotOpen;
         }
-        let len = data_len(&msg).unwrap_or(0);
+        let len = data_len(&out.msg).unwrap_or(0);
         if let Some(tx) = &self.tx {
             if let Some(writer) = self.writer.as_ref().filter(|_| len <= FAST_PATH_MAX) {
                 if tx.in_channel.load(Acquire) == 0 {
-                    match write_now(writer, tx, &msg, metrics) {
+                    match write_now(writer, tx, &out, metrics) {
                         Some(true) => return SendOutcome::SentUncorkLater,
                         Some(false) => return SendOutcome::Sent,
                         None => {}
@@ -219,7 +233,7 @@ impl Outbox {
                 }
             }
             tx.in_channel.fetch_add(1, AcqRel);
-            match tx.messages.send(Outbound { msg, ticket }) {
+            match tx.messages.send(out) {
                 Ok(()) => {
                     metrics.buffered.fetch_add(len as u64, Relaxed);
                     return SendOutcome::Handed;
@@ -231,7 +245,7 @@ impl Outbox {
                 }
             }
         }
-        self.enqueue(Outbound { msg, ticket }, len, cfg, metrics)
+        self.enqueue(out, len, cfg, metrics)
     }
 
     /// Writes what the fast path corked during this turn of the JS event loop.
@@ -313,7 +327,7 @@ impl Outbox {
 
     /// Takes the oldest queued message out for good: its ticket, if any, settles as `fate`.
     fn pop(&mut self, metrics: &Metrics, fate: Fate) -> Option<Message> {
-        let Outbound { msg, ticket } = self.queue.pop_front()?;
+        let Outbound { msg, ticket, .. } = self.queue.pop_front()?;
         let len = data_len(&msg).unwrap_or(0);
         self.queued_bytes -= len;
         metrics.queued_messages.fetch_sub(1, Relaxed);
