@@ -47,6 +47,7 @@ test.serial('the pieces are held until the last one, then arrive as one message;
   t.deepEqual(calls, [])
   client.send('5', cb('last'))
   client.send(Buffer.from([1, 2]), { fin: false, binary: true })
+  client.send('AB', { fin: false }) // a string in a binary message: its UTF-8 bytes
   const reused = Buffer.from([3, 4])
   client.send(reused, { fin: false })
   reused.fill(0) // the piece was taken as it was when sent
@@ -55,7 +56,7 @@ test.serial('the pieces are held until the last one, then arrive as one message;
   await until(() => got.length === 3, 'three messages at the server')
   t.deepEqual(
     got.map((m) => (m.binary ? [...m.data] : String(m.data))),
-    ['price: €5', [1, 2, 3, 4, 5], 'after'],
+    ['price: €5', [1, 2, 65, 66, 3, 4, 5], 'after'],
   )
   t.deepEqual(
     got.map((m) => m.binary),

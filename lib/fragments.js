@@ -35,7 +35,7 @@ class FragmentedMessage {
    */
   add(piece) {
     if (!this.text) {
-      const copy = Buffer.from(typeof piece === 'string' ? Buffer.from(piece) : piece)
+      const copy = Buffer.from(piece) // a string's bytes, or a copy of the caller's
       this.parts.push(copy)
       this.bytes += copy.length
       return
