@@ -970,6 +970,8 @@ test.serial('tls.ciphers and tls.ecdhCurve pick the cipher suites and key exchan
   t.is(keyword.code, 'ERR_INVALID_ARG_VALUE')
   t.regex(keyword.message, /"HIGH", not a cipher suite.*ECDHE-RSA-AES128-GCM-SHA256/)
   t.like(t.throws(make({ ciphers: 'NOPE' })), { code: 'ERR_INVALID_ARG_VALUE' })
+  t.like(t.throws(make({ ciphers: 'constructor' })), { code: 'ERR_INVALID_ARG_VALUE' }, 'not a key of a table')
+  t.like(t.throws(make({ ecdhCurve: 'toString' })), { code: 'ERR_INVALID_ARG_VALUE' })
   t.like(t.throws(make({ ciphers: 'DHE-RSA-AES128-GCM-SHA256' })), { code: 'ERR_SSL_NO_CIPHER_MATCH' }, 'only suites rustls has not')
   t.like(t.throws(make({ ciphers: ['TLS_AES_256_GCM_SHA384'] })), { code: 'ERR_INVALID_ARG_TYPE' })
   t.like(t.throws(make({ ciphers: 'TLS_AES_256_GCM_SHA384', maxVersion: 'TLSv1.2' })), { code: 'ERR_SSL_NO_CIPHER_MATCH' })

@@ -27,8 +27,8 @@ const KX_GROUPS = { x25519: 0x001d, 'p-256': 0x0017, prime256v1: 0x0017, secp256
  * of suites rustls does not have (DHE, CBC, ...) are skipped, as OpenSSL skips names it does not
  * know (a name has a `-` or starts with `TLS_`); `!NAME` and `-NAME` take a name out. OpenSSL's
  * keywords (`HIGH`, `ECDHE`, `DEFAULT`, ...) select by properties rustls does not model: a keyword
- * (any other word) is refused, and its exclusion (`!aNULL`) is ignored (rustls has no such suite). Returns the IANA numbers in order, or [] for
- * rustls's default.
+ * (any other word) is refused, and its exclusion (`!aNULL`) is ignored (rustls has no such
+ * suite). Returns the IANA numbers in order, or [] for rustls's default.
  */
 function parseCiphers(ciphers) {
   if (ciphers === undefined) return []
@@ -41,8 +41,8 @@ function parseCiphers(ciphers) {
     if (entry === '' || entry.startsWith('@')) continue // @STRENGTH, @SECLEVEL=n: orderings and levels, nothing to offer
     const excluded = entry[0] === '!' || entry[0] === '-'
     const name = excluded || entry[0] === '+' ? entry.slice(1) : entry
-    const code = TLS13_SUITES[name] ?? TLS12_SUITES[name]
-    const list = Object.hasOwn(TLS13_SUITES, name) ? tls13 : tls12
+    const code = own(TLS13_SUITES, name) ?? own(TLS12_SUITES, name)
+    const list = own(TLS13_SUITES, name) !== undefined ? tls13 : tls12
     if (excluded) {
       if (code !== undefined && list.includes(code)) list.splice(list.indexOf(code), 1)
       continue
@@ -66,6 +66,11 @@ function parseCiphers(ciphers) {
   return [...(tls13.length > 0 ? tls13 : DEFAULT_TLS13), ...tls12]
 }
 
+/** `table[key]`, its own entries only (`constructor` is no cipher). */
+function own(table, key) {
+  return Object.hasOwn(table, key) ? table[key] : undefined
+}
+
 function supportedSuites() {
   return [...Object.keys(TLS13_SUITES), ...Object.keys(TLS12_SUITES)].join(', ')
 }
@@ -80,7 +85,7 @@ function parseEcdhCurve(curve) {
   if (typeof curve !== 'string') throw typeErr('tls.ecdhCurve', 'a string', curve)
   const groups = []
   for (const name of curve.split(':')) {
-    const code = KX_GROUPS[name.trim().toLowerCase()]
+    const code = own(KX_GROUPS, name.trim().toLowerCase())
     if (code === undefined) {
       throw makeError('ERR_INVALID_ARG_VALUE', `The "tls.ecdhCurve" option names "${name}", which rustls has no key exchange for (it has X25519, P-256, P-384; or 'auto')`, TypeError)
     }
