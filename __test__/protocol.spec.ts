@@ -7,7 +7,7 @@ import { createRequire } from 'node:module'
 import net from 'node:net'
 import tls, { type DetailedPeerCertificate } from 'node:tls'
 import zlib from 'node:zlib'
-import test from 'ava'
+import test, { type ExecutionContext } from 'ava'
 import { WebSocketServer } from 'ws'
 
 import { type LookupFunction, ReconnectingWebSocket, clientStats, type RedialError } from '../index.js'
@@ -889,25 +889,31 @@ test.serial('tls.checkServerIdentity: an Error returned or thrown refuses the ce
   })
 })
 
+/** A wss: server with `options` (Node's TLS options) that reports each connection's TLS socket; closed at teardown. */
+async function tlsServer(t: ExecutionContext, options: tls.TlsOptions, onSocket: (socket: tls.TLSSocket) => void): Promise<string> {
+  const server = https.createServer({ key: certs.key, cert: certs.cert, ...options })
+  new WebSocketServer({ server }).on('connection', (_s, req) => onSocket(req.socket as tls.TLSSocket))
+  server.listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  t.teardown(() => server.close())
+  return `wss://localhost:${(server.address() as net.AddressInfo).port}/`
+}
+
+/** Whether a client with these `tls` options (and the test CA) opens, or the code of its first error. */
+async function firstOutcome(url: string, options: object): Promise<string> {
+  const client = new ReconnectingWebSocket(url, { tls: { ca: certs.ca, ...options }, maxRetries: 0 })
+  const rec = new Recorder(client)
+  const first = await Promise.race([rec.next('open').then(() => 'open'), rec.next('error').then((e: RedialError) => e.code)])
+  await client.disconnect()
+  return first
+}
+
 test.serial('tls.minVersion and tls.maxVersion pick the TLS versions offered, as Node names them', async (t) => {
   const protocols: string[] = []
-  const serve = async (maxVersion: tls.SecureVersion) => {
-    const server = https.createServer({ key: certs.key, cert: certs.cert, maxVersion })
-    new WebSocketServer({ server }).on('connection', (_s, req) => protocols.push(String((req.socket as tls.TLSSocket).getProtocol())))
-    server.listen(0, '127.0.0.1')
-    await once(server, 'listening')
-    t.teardown(() => server.close())
-    return `wss://localhost:${(server.address() as net.AddressInfo).port}/`
-  }
+  const serve = (maxVersion: tls.SecureVersion) => tlsServer(t, { maxVersion }, (socket) => protocols.push(String(socket.getProtocol())))
   const modern = await serve('TLSv1.3')
   const legacy = await serve('TLSv1.2')
-  const opens = async (url: string, versions: object) => {
-    const client = new ReconnectingWebSocket(url, { tls: { ca: certs.ca, ...versions }, maxRetries: 0 })
-    const rec = new Recorder(client)
-    const first = await Promise.race([rec.next('open').then(() => 'open'), rec.next('error').then((e: RedialError) => e.code)])
-    await client.disconnect()
-    return first
-  }
+  const opens = firstOutcome
   t.is(await opens(modern, {}), 'open')
   t.is(await opens(modern, { maxVersion: 'TLSv1.2' }), 'open')
   t.is(await opens(legacy, { minVersion: 'TLSv1' }), 'open')
@@ -926,27 +932,11 @@ test.serial('tls.minVersion and tls.maxVersion pick the TLS versions offered, as
 
 test.serial('tls.ciphers and tls.ecdhCurve pick the cipher suites and key exchanges offered, as Node reads them', async (t) => {
   const seen: string[] = []
-  const serve = async (options: tls.TlsOptions) => {
-    const server = https.createServer({ key: certs.key, cert: certs.cert, ...options })
-    new WebSocketServer({ server }).on('connection', (_s, req) => {
-      const socket = req.socket as tls.TLSSocket
-      seen.push(`${socket.getProtocol()} ${socket.getCipher().name}`)
-    })
-    server.listen(0, '127.0.0.1')
-    await once(server, 'listening')
-    t.teardown(() => server.close())
-    return `wss://localhost:${(server.address() as net.AddressInfo).port}/`
-  }
+  const serve = (options: tls.TlsOptions) => tlsServer(t, options, (socket) => seen.push(`${socket.getProtocol()} ${socket.getCipher().name}`))
   const modern = await serve({})
   const legacy = await serve({ maxVersion: 'TLSv1.2' })
   const onlyP384 = await serve({ ecdhCurve: 'P-384' })
-  const opens = async (url: string, options: object) => {
-    const client = new ReconnectingWebSocket(url, { tls: { ca: certs.ca, ...options }, maxRetries: 0 })
-    const rec = new Recorder(client)
-    const first = await Promise.race([rec.next('open').then(() => 'open'), rec.next('error').then((e: RedialError) => e.code)])
-    await client.disconnect()
-    return first
-  }
+  const opens = firstOutcome
   // The TLS 1.3 suites named are the ones offered.
   t.is(await opens(modern, { ciphers: 'TLS_CHACHA20_POLY1305_SHA256' }), 'open')
   t.is(await opens(modern, { ciphers: 'TLS_AES_128_GCM_SHA256:ECDHE-ECDSA-AES256-GCM-SHA384' }), 'open')
