@@ -187,6 +187,13 @@ export interface TlsOptions {
   ciphers?: string
   /** Key exchange groups offered, in order: `'X25519'`, `'P-256'`, `'P-384'` joined by `:`, or `'auto'` [rustls's]. */
   ecdhCurve?: string
+  /**
+   * Node's `sigalgs`: the signature algorithms accepted from the server and made with `key`, in order
+   * of preference, as OpenSSL names them (`'rsa_pss_rsae_sha256:ECDSA+SHA256'`). rustls has RSA-PSS
+   * and RSA PKCS#1 with SHA-256/384/512, ECDSA P-256/SHA-256 and P-384/SHA-384, and Ed25519; others
+   * are skipped. An unknown or repeated name, or none rustls has, throws `ERR_INVALID_ARG_VALUE` [rustls's].
+   */
+  sigalgs?: string
 }
 
 /** `send()`'s callback: `err` is undefined once the message is written, an `ERR_NOT_SENT` error once it never will be. */

@@ -971,3 +971,34 @@ test.serial('tls.ciphers and tls.ecdhCurve pick the cipher suites and key exchan
   t.like(t.throws(make({ ecdhCurve: 25519 })), { code: 'ERR_INVALID_ARG_TYPE' })
   t.like(clientStats(), { openConnections: 0, runningTasks: 0, pendingAttempts: 0 })
 })
+
+test.serial('tls.sigalgs picks the signature algorithms offered and made, as Node reads them', async (t) => {
+  const shared: string[][] = []
+  const serve = (options: tls.TlsOptions) => tlsServer(t, options, (socket) => shared.push(socket.getSharedSigalgs().sort()))
+  // The test server's certificate is ECDSA P-256.
+  const modern = await serve({})
+  const legacy = await serve({ maxVersion: 'TLSv1.2' })
+  const mutual = await serve({ ca: certs.ca, requestCert: true, rejectUnauthorized: true })
+  const opens = firstOutcome
+  // The server sees what was named: as TLS 1.3 names or SIG+HASH, DSA (rustls has none) skipped.
+  t.is(await opens(modern, { sigalgs: 'rsa_pss_rsae_sha256:ECDSA+SHA256' }), 'open')
+  t.is(await opens(legacy, { sigalgs: ' ECDSA+SHA384 : DSA+SHA256:SHA256+RSA' }), 'open')
+  t.deepEqual(shared, [['ECDSA+SHA256', 'RSA-PSS+SHA256'], ['ECDSA+SHA384', 'RSA+SHA256']])
+  // Nothing the server can sign with: the handshake fails.
+  t.is(await opens(modern, { sigalgs: 'RSA-PSS+SHA256:ed25519' }), 'ERR_TLS')
+  // Our own signature too: TLS 1.3 signs with RSA-PSS only, so an RSA key without it named
+  // presents no certificate, and the server refuses the client.
+  const rsa = { cert: clients.rsa.cert, key: clients.rsa.key }
+  t.is(await opens(mutual, { ...rsa, sigalgs: 'RSA+SHA256:ECDSA+SHA256' }), 'ERR_TLS_CERT')
+  t.is(await opens(mutual, { ...rsa, sigalgs: 'RSA+SHA256:ECDSA+SHA256:RSA-PSS+SHA384' }), 'open')
+  t.is(shared.length, 3)
+  const make = (options: object) => () => new ReconnectingWebSocket('wss://localhost/', { startClosed: true, tls: options })
+  for (const sigalgs of ['Ed25519', 'RSA+SHA-256', 'constructor', 'RSA+SHA256:', 'RSA+SHA256:rsa_pkcs1_sha256']) {
+    t.like(t.throws(make({ sigalgs })), { code: 'ERR_INVALID_ARG_VALUE' }, sigalgs)
+  }
+  const none = t.throws(make({ sigalgs: 'DSA+SHA256:ed448:rsa_pss_pss_sha256' })) as RedialError
+  t.is(none.code, 'ERR_INVALID_ARG_VALUE')
+  t.regex(none.message, /no signature algorithm that rustls has.*rsa_pss_rsae_sha256/)
+  t.like(t.throws(make({ sigalgs: ['ECDSA+SHA256'] })), { code: 'ERR_INVALID_ARG_TYPE' })
+  t.like(clientStats(), { openConnections: 0, runningTasks: 0, pendingAttempts: 0 })
+})

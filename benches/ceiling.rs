@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use redial_ws::connection::{Attempt, ConnConfig, ParamSource};
 use redial_ws::frame::{self, Decoder, Incoming, Limits};
 use redial_ws::shared::AttemptParams;
-use redial_ws::transport::TlsOptions;
+use redial_ws::tls::TlsOptions;
 use tokio::io::AsyncWriteExt;
 
 fn main() {

@@ -1,6 +1,7 @@
 'use strict'
-// `tls.ciphers` and `tls.ecdhCurve`, Node's options, read as Node reads them and turned into what
-// rustls has: cipher suites and key exchange groups by their IANA numbers (src/transport.rs).
+// `tls.ciphers`, `tls.ecdhCurve` and `tls.sigalgs`, Node's options, read as Node reads them and turned
+// into what rustls has: cipher suites, key exchange groups and signature schemes by their IANA
+// numbers (src/transport.rs).
 
 const { makeError } = require('./errors')
 
@@ -94,6 +95,69 @@ function parseEcdhCurve(curve) {
   return groups
 }
 
+// Signature schemes by OpenSSL's names (TLS 1.3's), and the `SIG+HASH` pairs OpenSSL also takes.
+// rustls (ring) verifies and signs with the ones in SCHEMES_RUSTLS_HAS; the others are skipped.
+const SCHEMES = {
+  rsa_pkcs1_sha1: 0x0201, rsa_pkcs1_sha224: 0x0301, rsa_pkcs1_sha256: 0x0401, rsa_pkcs1_sha384: 0x0501, rsa_pkcs1_sha512: 0x0601,
+  dsa_sha1: 0x0202, dsa_sha224: 0x0302, dsa_sha256: 0x0402, dsa_sha384: 0x0502, dsa_sha512: 0x0602,
+  ecdsa_sha1: 0x0203, ecdsa_sha224: 0x0303, ecdsa_secp256r1_sha256: 0x0403, ecdsa_secp384r1_sha384: 0x0503, ecdsa_secp521r1_sha512: 0x0603,
+  rsa_pss_rsae_sha256: 0x0804, rsa_pss_rsae_sha384: 0x0805, rsa_pss_rsae_sha512: 0x0806,
+  rsa_pss_pss_sha256: 0x0809, rsa_pss_pss_sha384: 0x080a, rsa_pss_pss_sha512: 0x080b,
+  ed25519: 0x0807, ed448: 0x0808,
+  ecdsa_brainpoolP256r1tls13_sha256: 0x081a, ecdsa_brainpoolP384r1tls13_sha384: 0x081b, ecdsa_brainpoolP512r1tls13_sha512: 0x081c,
+}
+// SIG+HASH (either order): the signature's high byte is the hash (TLS 1.2's HashAlgorithm), its low
+// byte the algorithm; RSA-PSS is rsa_pss_rsae_*, as OpenSSL reads it.
+const SIG_WORDS = { RSA: 0x01, DSA: 0x02, ECDSA: 0x03, 'RSA-PSS': 'pss', PSS: 'pss' }
+const HASH_WORDS = { SHA1: 0x02, sha1: 0x02, SHA224: 0x03, sha224: 0x03, SHA256: 0x04, sha256: 0x04, SHA384: 0x05, sha384: 0x05, SHA512: 0x06, sha512: 0x06 }
+const PSS = { 0x04: 0x0804, 0x05: 0x0805, 0x06: 0x0806 }
+const SCHEMES_RUSTLS_HAS = [0x0403, 0x0503, 0x0807, 0x0804, 0x0805, 0x0806, 0x0401, 0x0501, 0x0601]
+
+/**
+ * `tls.sigalgs`: a colon-separated list of signature algorithms, as OpenSSL takes it (TLS 1.3 names
+ * such as `rsa_pss_rsae_sha256`, or `SIG+HASH` such as `ECDSA+SHA256`), in order of preference:
+ * the signatures the client accepts from the server and makes with its own key. An unknown or
+ * repeated entry is an error, as in Node; algorithms rustls has not (SHA-1, DSA, Ed448, P-521,
+ * RSA-PSS keys) are skipped, and a list left with none is an error. Returns the IANA numbers, or
+ * [] for rustls's default.
+ */
+function parseSigalgs(sigalgs) {
+  if (sigalgs === undefined) return []
+  if (typeof sigalgs !== 'string') throw typeErr('tls.sigalgs', 'a string', sigalgs)
+  const named = []
+  for (const raw of sigalgs.split(':')) {
+    const entry = raw.trim()
+    const code = schemeOf(entry)
+    if (code === undefined || named.includes(code)) {
+      const what = entry === '' ? 'has an empty entry' : `names "${entry}", ${code === undefined ? 'not a signature algorithm OpenSSL names' : 'twice'}`
+      throw makeError('ERR_INVALID_ARG_VALUE', `The "tls.sigalgs" option ${what} (rustls has ${supportedSchemes()})`, TypeError)
+    }
+    named.push(code)
+  }
+  const schemes = named.filter((code) => SCHEMES_RUSTLS_HAS.includes(code))
+  if (schemes.length === 0) {
+    throw makeError('ERR_INVALID_ARG_VALUE', `The "tls.sigalgs" option names no signature algorithm that rustls has (${supportedSchemes()})`, TypeError)
+  }
+  return schemes
+}
+
+function schemeOf(entry) {
+  const byName = own(SCHEMES, entry)
+  if (byName !== undefined) return byName
+  const words = entry.split('+')
+  if (words.length !== 2) return undefined
+  const [sig, hash] = own(SIG_WORDS, words[0]) !== undefined ? words : [words[1], words[0]]
+  const algorithm = own(SIG_WORDS, sig)
+  const digest = own(HASH_WORDS, hash)
+  if (algorithm === undefined || digest === undefined) return undefined
+  return algorithm === 'pss' ? PSS[digest] : (digest << 8) | algorithm
+}
+
+function supportedSchemes() {
+  const names = Object.keys(SCHEMES).filter((name) => SCHEMES_RUSTLS_HAS.includes(SCHEMES[name]))
+  return names.join(', ')
+}
+
 function typeErr(name, what, value) {
   const got = value === null ? 'null' : typeof value
   return makeError('ERR_INVALID_ARG_TYPE', `The "${name}" option must be ${what}. Received ${got}`, TypeError)
@@ -104,4 +168,4 @@ function offersTls12(codes) {
   return codes.length === 0 || codes.some((c) => c >= 0xc000)
 }
 
-module.exports = { parseCiphers, parseEcdhCurve, offersTls12 }
+module.exports = { parseCiphers, parseEcdhCurve, parseSigalgs, offersTls12 }

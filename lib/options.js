@@ -7,7 +7,7 @@
 const { X509Certificate, createPrivateKey } = require('node:crypto')
 const { isIP } = require('node:net')
 const { makeError, redactUrl } = require('./errors')
-const { parseCiphers, parseEcdhCurve, offersTls12 } = require('./ciphers')
+const { parseCiphers, parseEcdhCurve, parseSigalgs, offersTls12 } = require('./ciphers')
 
 const DEFAULTS = Object.freeze({
   minDelay: 250,
@@ -196,6 +196,7 @@ function parseOptions(options, rws = false) {
     tlsMaxVersion: tls.maxVersion,
     tlsCipherSuites: tls.cipherSuites,
     tlsKxGroups: tls.kxGroups,
+    tlsSigSchemes: tls.sigSchemes,
     proxy: undefined,
     perMessageDeflate: parseDeflate(options.perMessageDeflate),
   }
@@ -286,11 +287,11 @@ function checkBinaryType(v) {
   return v
 }
 
-const TLS_KEYS = ['ca', 'cert', 'key', 'pfx', 'passphrase', 'rejectUnauthorized', 'servername', 'checkServerIdentity', 'minVersion', 'maxVersion', 'ciphers', 'ecdhCurve']
+const TLS_KEYS = ['ca', 'cert', 'key', 'pfx', 'passphrase', 'rejectUnauthorized', 'servername', 'checkServerIdentity', 'minVersion', 'maxVersion', 'ciphers', 'ecdhCurve', 'sigalgs']
 
 /** Shared and frozen: read, never modified. */
 const NONE = Object.freeze([])
-const TLS_DEFAULTS = Object.freeze({ ca: NONE, rejectUnauthorized: true, servername: undefined, cert: undefined, key: undefined, checkServerIdentity: undefined, minVersion: 0, maxVersion: 0, cipherSuites: NONE, kxGroups: NONE })
+const TLS_DEFAULTS = Object.freeze({ ca: NONE, rejectUnauthorized: true, servername: undefined, cert: undefined, key: undefined, checkServerIdentity: undefined, minVersion: 0, maxVersion: 0, cipherSuites: NONE, kxGroups: NONE, sigSchemes: NONE })
 
 function parseTls(tls) {
   if (tls === undefined) return TLS_DEFAULTS
@@ -315,7 +316,8 @@ function parseTls(tls) {
     throw makeError('ERR_SSL_NO_CIPHER_MATCH', 'The "tls.ciphers" option names no TLS 1.2 cipher suite, and "tls.maxVersion" is TLSv1.2', Error)
   }
   const kxGroups = parseEcdhCurve(tls.ecdhCurve)
-  return { ca, rejectUnauthorized, servername: tls.servername, cert, key, checkServerIdentity, minVersion, maxVersion, cipherSuites, kxGroups }
+  const sigSchemes = parseSigalgs(tls.sigalgs)
+  return { ca, rejectUnauthorized, servername: tls.servername, cert, key, checkServerIdentity, minVersion, maxVersion, cipherSuites, kxGroups, sigSchemes }
 }
 
 // Node's names of TLS versions, as the minor number of TLS 1.x.

@@ -35,7 +35,8 @@ use crate::protocol::send as outcome;
 use crate::queue::Queue;
 use crate::shared::{AttemptParams, Shared};
 use crate::stats::{self, GLOBAL};
-use crate::transport::{ClientAuth, Dial, Proxy, TlsOptions};
+use crate::tls::{ClientAuth, TlsOptions};
+use crate::transport::{Dial, Proxy};
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -233,6 +234,7 @@ impl NativeClient {
                     versions: (options.tls_min_version as u8, options.tls_max_version as u8),
                     cipher_suites: options.tls_cipher_suites.iter().map(|&n| n as u16).collect(),
                     kx_groups: options.tls_kx_groups.iter().map(|&n| n as u16).collect(),
+                    sig_schemes: options.tls_sig_schemes.iter().map(|&n| n as u16).collect(),
                 },
                 tls_config: Default::default(),
             },

@@ -35,7 +35,8 @@ use crate::reader::{self, SharedReader};
 use crate::redirect;
 use crate::shared::{AttemptParams, Shared};
 use crate::stats::{self, Gauge, Heartbeats, IoBuffers, OpenConnections, PendingAttempts};
-use crate::transport::{self, Dial, TlsOptions, Transport, Writer};
+use crate::tls::{self, TlsOptions};
+use crate::transport::{self, Dial, Transport, Writer};
 
 #[derive(Clone, Debug)]
 pub struct ConnConfig {
@@ -205,9 +206,8 @@ async fn handshake(
 ) -> Result<Opened, ConnError> {
     let invalid = |e: &dyn std::fmt::Display| ConnError::new(errors::ERR_HANDSHAKE, e.to_string());
     let (request, key) = generate_request(build_request(params, deflate)?).map_err(|e| invalid(&e))?;
-    let io_err = |e: std::io::Error| {
-        transport::tls_failure(e).unwrap_or_else(|e| ConnError::new(errors::ERR_CONNECT, e.to_string()))
-    };
+    let io_err =
+        |e: std::io::Error| tls::tls_failure(e).unwrap_or_else(|e| ConnError::new(errors::ERR_CONNECT, e.to_string()));
     transport.write_all(&request).await.map_err(io_err)?;
     transport.flush().await.map_err(io_err)?;
     let mut buf = BytesMut::with_capacity(1024);

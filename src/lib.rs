@@ -49,6 +49,7 @@ pub mod resolve;
 pub mod shared;
 pub mod socks;
 pub mod stats;
+pub mod tls;
 pub mod transport;
 
 use std::sync::atomic::Ordering::Relaxed;
@@ -117,7 +118,7 @@ pub fn client_stats() -> ClientStats {
         running_tasks: g.running_drivers.load(Relaxed) as f64,
         pending_attempts: g.pending_attempts.load(Relaxed) as f64,
         heartbeats: g.heartbeats.load(Relaxed) as f64,
-        tls_configs: transport::live_tls_configs() as f64,
+        tls_configs: tls::live_tls_configs() as f64,
         io_buffers: g.io_buffers.load(Relaxed) as f64,
         deflate_contexts: g.deflate_contexts.load(Relaxed) as f64,
         js_readers: g.js_readers.load(Relaxed) as f64,

@@ -67,6 +67,9 @@ pub struct NativeOptions {
     pub tls_cipher_suites: Vec<u32>,
     /// `tls.ecdhCurve` as IANA named group numbers in order of preference; empty: rustls's default.
     pub tls_kx_groups: Vec<u32>,
+    /// `tls.sigalgs` as IANA signature scheme numbers in order of preference (checked by JS against
+    /// what rustls has); empty: rustls's default.
+    pub tls_sig_schemes: Vec<u32>,
     /// `http://[user:pass@]host:port` of a CONNECT proxy (already resolved from the environment).
     pub proxy: Option<String>,
     /// permessage-deflate to offer, or none.

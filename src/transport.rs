@@ -1,5 +1,6 @@
 //! The byte stream under the WebSocket: TCP, optionally tunnelled through an
-//! HTTP CONNECT proxy, optionally wrapped in TLS (rustls with ring).
+//! HTTP CONNECT or SOCKS5 proxy, optionally wrapped in TLS (rustls with ring, configured by
+//! `tls`); or a Unix domain socket.
 //!
 //! tungstenite has no proxy support, so the CONNECT exchange is written
 //! here by hand: one request, one response head, then the tunnel is ours.
@@ -10,10 +11,8 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{ready, Context, Poll};
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::pki_types::ServerName;
+use rustls::ClientConfig;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
@@ -25,6 +24,7 @@ use crate::plain::{self, ReadHalf, WriteHalf};
 use crate::resolve;
 use crate::socks;
 use crate::stats::{Gauge, IoBuffers};
+use crate::tls::{self, TlsOptions};
 
 enum Stream {
     /// Plain TCP: the write half lives in a `Writer` that the JS thread can use too, and the read
@@ -398,251 +398,6 @@ fn percent_decode(s: &str) -> String {
         .unwrap_or_default()
 }
 
-/// TLS settings of a client: built once, used by every `wss://` attempt.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct TlsOptions {
-    /// Extra trusted CAs, PEM.
-    pub ca: Vec<String>,
-    pub reject_unauthorized: bool,
-    pub servername: Option<String>,
-    /// Our certificate chain (PEM, leaf first) and its private key (PKCS#8 PEM, unencrypted),
-    /// for servers that ask for one. Checked by JS: both or neither, parsed, a matching pair.
-    pub client_auth: Option<ClientAuth>,
-    /// The client has a `tls.checkServerIdentity` function: with `reject_unauthorized`, it decides
-    /// whether a verified chain is the server's, in place of the host name check.
-    pub check_identity: bool,
-    /// `minVersion` and `maxVersion` as TLS 1.x minor numbers (2 or 3; checked by JS, the minimum
-    /// raised to 2): the versions offered. `0, 0` is rustls's default, both.
-    pub versions: (u8, u8),
-    /// `tls.ciphers`: IANA cipher suite numbers, in order of preference (empty: rustls's default).
-    /// A version none of them is for is not offered.
-    pub cipher_suites: Vec<u16>,
-    /// `tls.ecdhCurve`: IANA named group numbers, in order of preference (empty: rustls's default).
-    pub kx_groups: Vec<u16>,
-}
-
-impl TlsOptions {
-    /// Whether the client's `checkServerIdentity` is asked after each handshake (as Node, not
-    /// when certificates are not checked at all).
-    pub fn asks_identity(&self) -> bool {
-        self.check_identity && self.reject_unauthorized
-    }
-}
-
-#[derive(Clone, PartialEq)]
-pub struct ClientAuth {
-    pub cert: String,
-    pub key: String,
-}
-
-impl std::fmt::Debug for ClientAuth {
-    /// The key is a secret: never printed.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ClientAuth { .. }")
-    }
-}
-
-static DEFAULT_ROOTS: OnceLock<Arc<RootCertStore>> = OnceLock::new();
-
-/// The webpki roots plus the system's CA bundle, loaded once per process.
-fn default_roots() -> Arc<RootCertStore> {
-    DEFAULT_ROOTS
-        .get_or_init(|| {
-            let mut roots = RootCertStore::empty();
-            roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-            for cert in rustls_native_certs::load_native_certs().certs {
-                let _ = roots.add(cert);
-            }
-            Arc::new(roots)
-        })
-        .clone()
-}
-
-/// Configs in use, by TLS settings (the server name aside, which is not part of a config).
-type ConfigCache = Vec<(TlsOptions, std::sync::Weak<ClientConfig>)>;
-static SHARED_CONFIGS: Mutex<ConfigCache> = Mutex::new(Vec::new());
-
-/// Clients with the same TLS settings share one rustls config while any of them uses it:
-/// its root store (webpki + the system bundle) is about 100 KiB, too much to copy per client,
-/// and its session cache then lets a client resume another's TLS session, as Node's agent does.
-fn shared_client_config(opts: &TlsOptions) -> Result<Arc<ClientConfig>, String> {
-    let key = TlsOptions {
-        servername: None,
-        ..opts.clone()
-    };
-    let mut cache = SHARED_CONFIGS.lock().unwrap_or_else(|p| p.into_inner());
-    cache.retain(|(_, config)| config.strong_count() > 0);
-    if let Some(config) = cache.iter().find(|(k, _)| *k == key).and_then(|(_, c)| c.upgrade()) {
-        return Ok(config);
-    }
-    let config = client_config(opts)?;
-    cache.push((key, Arc::downgrade(&config)));
-    Ok(config)
-}
-
-/// rustls configs alive (`clientStats().tlsConfigs`).
-pub fn live_tls_configs() -> usize {
-    let cache = SHARED_CONFIGS.lock().unwrap_or_else(|p| p.into_inner());
-    cache.iter().filter(|(_, config)| config.strong_count() > 0).count()
-}
-
-pub fn client_config(opts: &TlsOptions) -> Result<Arc<ClientConfig>, String> {
-    let provider = Arc::new(crypto_provider(opts));
-    let versions: Vec<&'static rustls::SupportedProtocolVersion> = match opts.versions {
-        (0, 0) => rustls::DEFAULT_VERSIONS.to_vec(),
-        (min, max) => [(2, &rustls::version::TLS12), (3, &rustls::version::TLS13)]
-            .into_iter()
-            .filter(|&(minor, _)| minor >= min.max(2) && minor <= max)
-            .map(|(_, version)| version)
-            .collect(),
-    };
-    // As Node with a cipher list that names no suite of a version: that version is not offered.
-    let versions: Vec<_> = versions
-        .into_iter()
-        .filter(|v| provider.cipher_suites.iter().any(|s| s.version() == *v))
-        .collect();
-    if versions.is_empty() {
-        return Err("no TLS version between `tls.minVersion` and `tls.maxVersion` that `tls.ciphers` has a suite for (rustls has TLS 1.2 and 1.3)".into());
-    }
-    if provider.kx_groups.is_empty() {
-        return Err("`tls.ecdhCurve` names no key exchange that rustls has".into());
-    }
-    let builder = ClientConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(&versions)
-        .map_err(|e| e.to_string())?;
-    let builder = if opts.reject_unauthorized {
-        let mut roots = (*default_roots()).clone();
-        for pem in &opts.ca {
-            let mut found = false;
-            for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
-                let cert = cert.map_err(|e| format!("invalid CA certificate: {e:?}"))?;
-                roots.add(cert).map_err(|e| format!("invalid CA certificate: {e}"))?;
-                found = true;
-            }
-            if !found {
-                return Err("a `tls.ca` entry holds no PEM certificate".into());
-            }
-        }
-        if opts.check_identity {
-            builder
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(CertCheck {
-                    provider,
-                    roots: Some(roots),
-                }))
-        } else {
-            builder.with_root_certificates(roots)
-        }
-    } else {
-        builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(CertCheck { provider, roots: None }))
-    };
-    let config = match client_auth(opts)? {
-        Some((chain, key)) => builder.with_client_auth_cert(chain, key),
-        None => Ok(builder.with_no_client_auth()),
-    }
-    // rustls's message names the problem (an unsupported key type, say), never the key.
-    .map_err(|e| format!("invalid client certificate or key: {e}"))?;
-    Ok(Arc::new(config))
-}
-
-/// ring's algorithms, narrowed and ordered by `tls.ciphers` and `tls.ecdhCurve`.
-fn crypto_provider(opts: &TlsOptions) -> rustls::crypto::CryptoProvider {
-    use rustls::crypto::ring;
-    let mut provider = ring::default_provider();
-    if !opts.cipher_suites.is_empty() {
-        provider.cipher_suites = opts
-            .cipher_suites
-            .iter()
-            .filter_map(|&n| {
-                let wanted = rustls::CipherSuite::from(n);
-                ring::ALL_CIPHER_SUITES.iter().find(|s| s.suite() == wanted).copied()
-            })
-            .collect();
-    }
-    if !opts.kx_groups.is_empty() {
-        provider.kx_groups = opts
-            .kx_groups
-            .iter()
-            .filter_map(|&n| {
-                let wanted = rustls::NamedGroup::from(n);
-                ring::ALL_KX_GROUPS.iter().find(|g| g.name() == wanted).copied()
-            })
-            .collect();
-    }
-    provider
-}
-
-type ClientAuthDer = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
-
-/// `tls.cert` and `tls.key`, parsed. Errors name the option, never show its content.
-fn client_auth(opts: &TlsOptions) -> Result<Option<ClientAuthDer>, String> {
-    let Some(auth) = &opts.client_auth else {
-        return Ok(None);
-    };
-    let chain = CertificateDer::pem_slice_iter(auth.cert.as_bytes())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|_| "`tls.cert` is not PEM certificates".to_string())?;
-    if chain.is_empty() {
-        return Err("`tls.cert` holds no PEM certificate".into());
-    }
-    let key = PrivateKeyDer::from_pem_slice(auth.key.as_bytes())
-        .map_err(|_| "`tls.key` is not a PEM private key".to_string())?;
-    Ok(Some((chain, key)))
-}
-
-/// The server certificate checks that rustls's own verifier does not make as asked: with
-/// `roots`, the chain up to one of them but not the host name, which `tls.checkServerIdentity`
-/// decides once the handshake is done (Node calls that function instead of its own host name
-/// check); without, nothing (`rejectUnauthorized: false`). The handshake's signatures are
-/// checked either way.
-#[derive(Debug)]
-struct CertCheck {
-    provider: Arc<rustls::crypto::CryptoProvider>,
-    roots: Option<RootCertStore>,
-}
-
-impl ServerCertVerifier for CertCheck {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        if let Some(roots) = &self.roots {
-            let cert = rustls::server::ParsedCertificate::try_from(end_entity)?;
-            let algorithms = self.provider.signature_verification_algorithms.all;
-            rustls::client::verify_server_cert_signed_by_trust_anchor(&cert, roots, intermediates, now, algorithms)?;
-        }
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
-    }
-}
-
 /// Host and port the URL points at (brackets stripped from IPv6 literals).
 pub fn target(url: &Url) -> Result<(String, u16), ConnError> {
     let port = url.port_or_known_default().unwrap_or(80);
@@ -838,7 +593,7 @@ pub async fn open(
             .map_err(|e| ConnError::new(errors::ERR_CONNECT, format!("{e} ({})", redact_url(url))));
     }
     let config = tls
-        .get_or_init(|| shared_client_config(tls_options))
+        .get_or_init(|| tls::shared_client_config(tls_options))
         .as_ref()
         .map_err(|e| ConnError::new(errors::ERR_TLS, e.clone()))?
         .clone();
@@ -846,7 +601,7 @@ pub async fn open(
     let server_name = ServerName::try_from(name.clone())
         .map_err(|e| ConnError::new(errors::ERR_TLS, format!("invalid server name {name}: {e}")))?;
     let connector = tokio_rustls::TlsConnector::from(config);
-    let tls = connector.connect(server_name, stream).await.map_err(tls_error)?;
+    let tls = connector.connect(server_name, stream).await.map_err(tls::tls_error)?;
     if let Some(asker) = identity.filter(|_| tls_options.asks_identity()) {
         let chain = tls.get_ref().1.peer_certificates().unwrap_or_default();
         check_identity(asker, name, chain.iter().map(|c| c.to_vec()).collect()).await?;
@@ -876,47 +631,6 @@ async fn check_identity(asker: &ask::Asker, host: String, chain: Vec<Vec<u8>>) -
         ask::Answer::Accepted => Ok(()),
         ask::Answer::Failed(why) => Err(refused(&host, &why)),
         ask::Answer::Addresses(_) => Err(refused(&host, "an answer that is not one")),
-    }
-}
-
-fn tls_error(e: io::Error) -> ConnError {
-    use rustls::AlertDescription as Alert;
-    let Some(tls) = e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) else {
-        return ConnError::new(errors::ERR_TLS, format!("TLS handshake failed: {e}"));
-    };
-    match tls {
-        rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented => {
-            ConnError::new(errors::ERR_TLS_CERT, format!("TLS handshake failed: {e}"))
-        }
-        // Only a server that asks for our certificate sends these (in TLS 1.3 after our side of
-        // the handshake, while the upgrade request is on its way). A certificate refused either
-        // way is ERR_TLS_CERT, which the default policy does not retry.
-        rustls::Error::AlertReceived(Alert::CertificateRequired) => ConnError::new(
-            errors::ERR_TLS_CERT,
-            "TLS handshake failed: the server requires a client certificate (tls.cert and tls.key)",
-        ),
-        rustls::Error::AlertReceived(
-            alert @ (Alert::BadCertificate
-            | Alert::UnsupportedCertificate
-            | Alert::CertificateRevoked
-            | Alert::CertificateExpired
-            | Alert::CertificateUnknown
-            | Alert::UnknownCA),
-        ) => ConnError::new(
-            errors::ERR_TLS_CERT,
-            format!("TLS handshake failed: the server refused our client certificate ({alert:?})"),
-        ),
-        _ => ConnError::new(errors::ERR_TLS, format!("TLS handshake failed: {e}")),
-    }
-}
-
-/// An I/O error of a `wss:` connection that TLS reported (an alert, a bad record), as the
-/// handshake's errors are; any other comes back.
-pub fn tls_failure(e: io::Error) -> Result<ConnError, io::Error> {
-    if e.get_ref().is_some_and(|inner| inner.is::<rustls::Error>()) {
-        Ok(tls_error(e))
-    } else {
-        Err(e)
     }
 }
 
@@ -1052,37 +766,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ciphers_and_curves_narrow_and_order_what_is_offered() {
-        let opts = TlsOptions {
-            cipher_suites: vec![0x1303, 0xc02b],
-            kx_groups: vec![0x0018, 0x001d],
-            ..TlsOptions::default()
-        };
-        let provider = crypto_provider(&opts);
-        let suites: Vec<u16> = provider.cipher_suites.iter().map(|s| s.suite().into()).collect();
-        assert_eq!(suites, [0x1303, 0xc02b]);
-        let groups: Vec<u16> = provider.kx_groups.iter().map(|g| g.name().into()).collect();
-        assert_eq!(groups, [0x0018, 0x001d]);
-        // TLS 1.3 suites alone: TLS 1.2 is not offered, so a TLS 1.2 maximum leaves nothing.
-        let only13 = TlsOptions {
-            cipher_suites: vec![0x1302],
-            ..TlsOptions::default()
-        };
-        assert!(client_config(&only13).is_ok());
-        assert!(client_config(&TlsOptions {
-            versions: (2, 2),
-            ..only13
-        })
-        .is_err());
-        // Empty: ring's defaults, all of them.
-        let default = crypto_provider(&TlsOptions::default());
-        assert_eq!(
-            default.cipher_suites.len(),
-            rustls::crypto::ring::ALL_CIPHER_SUITES.len()
-        );
-    }
-
-    #[test]
     fn parses_proxy_urls() {
         let p = Proxy::parse("http://us%40er:p%3Ass@127.0.0.1:3128").unwrap();
         assert_eq!((p.host.as_str(), p.port), ("127.0.0.1", 3128));
@@ -1098,39 +781,6 @@ mod tests {
         let p = Proxy::parse("http://[::1]:8080").unwrap();
         assert_eq!(p.host, "::1");
         assert!(p.credentials.is_none());
-    }
-
-    /// What the server's alerts say of our certificate, and TLS errors that come after the
-    /// handshake (TLS 1.3 client authentication), reach JS as TLS errors; other I/O errors do not.
-    #[test]
-    fn alerts_about_our_certificate_are_certificate_errors() {
-        use rustls::AlertDescription as Alert;
-        let tls = |e: rustls::Error| io::Error::new(io::ErrorKind::InvalidData, e);
-        let e = tls_failure(tls(rustls::Error::AlertReceived(Alert::CertificateRequired))).unwrap();
-        assert_eq!(e.code, errors::ERR_TLS_CERT);
-        assert!(e.message.contains("requires a client certificate"), "{}", e.message);
-        for alert in [Alert::BadCertificate, Alert::UnknownCA, Alert::CertificateExpired] {
-            let e = tls_failure(tls(rustls::Error::AlertReceived(alert))).unwrap();
-            assert_eq!(e.code, errors::ERR_TLS_CERT);
-            assert!(e.message.contains("refused our client certificate"), "{}", e.message);
-        }
-        let e = tls_failure(tls(rustls::Error::AlertReceived(Alert::HandshakeFailure))).unwrap();
-        assert_eq!(e.code, errors::ERR_TLS);
-        let reset = io::Error::from(io::ErrorKind::ConnectionReset);
-        assert_eq!(tls_failure(reset).unwrap_err().kind(), io::ErrorKind::ConnectionReset);
-    }
-
-    /// The key is a secret: a config's debug form never holds it.
-    #[test]
-    fn tls_options_debug_holds_no_key() {
-        let opts = TlsOptions {
-            client_auth: Some(ClientAuth {
-                cert: "CERT".into(),
-                key: "-----BEGIN PRIVATE KEY-----\nSECRET\n-----END PRIVATE KEY-----".into(),
-            }),
-            ..TlsOptions::default()
-        };
-        assert!(!format!("{opts:?}").contains("SECRET"));
     }
 
     #[test]

@@ -1,0 +1,503 @@
+//! TLS for `wss:`: the rustls client config that a client's `tls` options make (one config
+//! shared by the clients with the same settings), the certificate checks that Node's options ask
+//! for, and which errors TLS reports mean what.
+
+use std::io;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::sign::{CertifiedKey, Signer, SigningKey, SingleCertAndKey};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureAlgorithm, SignatureScheme};
+
+use crate::errors::{self, ConnError};
+
+/// TLS settings of a client: built once, used by every `wss://` attempt.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TlsOptions {
+    /// Extra trusted CAs, PEM.
+    pub ca: Vec<String>,
+    pub reject_unauthorized: bool,
+    pub servername: Option<String>,
+    /// Our certificate chain (PEM, leaf first) and its private key (PKCS#8 PEM, unencrypted),
+    /// for servers that ask for one. Checked by JS: both or neither, parsed, a matching pair.
+    pub client_auth: Option<ClientAuth>,
+    /// The client has a `tls.checkServerIdentity` function: with `reject_unauthorized`, it decides
+    /// whether a verified chain is the server's, in place of the host name check.
+    pub check_identity: bool,
+    /// `minVersion` and `maxVersion` as TLS 1.x minor numbers (2 or 3; checked by JS, the minimum
+    /// raised to 2): the versions offered. `0, 0` is rustls's default, both.
+    pub versions: (u8, u8),
+    /// `tls.ciphers`: IANA cipher suite numbers, in order of preference (empty: rustls's default).
+    /// A version none of them is for is not offered.
+    pub cipher_suites: Vec<u16>,
+    /// `tls.ecdhCurve`: IANA named group numbers, in order of preference (empty: rustls's default).
+    pub kx_groups: Vec<u16>,
+    /// `tls.sigalgs`: IANA signature scheme numbers, in order of preference (empty: rustls's
+    /// default): the signatures accepted from the server and made with our key.
+    pub sig_schemes: Vec<u16>,
+}
+
+impl TlsOptions {
+    /// Whether the client's `checkServerIdentity` is asked after each handshake (as Node, not
+    /// when certificates are not checked at all).
+    pub fn asks_identity(&self) -> bool {
+        self.check_identity && self.reject_unauthorized
+    }
+}
+
+#[derive(Clone, PartialEq)]
+pub struct ClientAuth {
+    pub cert: String,
+    pub key: String,
+}
+
+impl std::fmt::Debug for ClientAuth {
+    /// The key is a secret: never printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClientAuth { .. }")
+    }
+}
+
+static DEFAULT_ROOTS: OnceLock<Arc<RootCertStore>> = OnceLock::new();
+
+/// The webpki roots plus the system's CA bundle, loaded once per process.
+fn default_roots() -> Arc<RootCertStore> {
+    DEFAULT_ROOTS
+        .get_or_init(|| {
+            let mut roots = RootCertStore::empty();
+            roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+            for cert in rustls_native_certs::load_native_certs().certs {
+                let _ = roots.add(cert);
+            }
+            Arc::new(roots)
+        })
+        .clone()
+}
+
+/// Configs in use, by TLS settings (the server name aside, which is not part of a config).
+type ConfigCache = Vec<(TlsOptions, std::sync::Weak<ClientConfig>)>;
+static SHARED_CONFIGS: Mutex<ConfigCache> = Mutex::new(Vec::new());
+
+/// Clients with the same TLS settings share one rustls config while any of them uses it:
+/// its root store (webpki + the system bundle) is about 100 KiB, too much to copy per client,
+/// and its session cache then lets a client resume another's TLS session, as Node's agent does.
+pub fn shared_client_config(opts: &TlsOptions) -> Result<Arc<ClientConfig>, String> {
+    let key = TlsOptions {
+        servername: None,
+        ..opts.clone()
+    };
+    let mut cache = SHARED_CONFIGS.lock().unwrap_or_else(|p| p.into_inner());
+    cache.retain(|(_, config)| config.strong_count() > 0);
+    if let Some(config) = cache.iter().find(|(k, _)| *k == key).and_then(|(_, c)| c.upgrade()) {
+        return Ok(config);
+    }
+    let config = client_config(opts)?;
+    cache.push((key, Arc::downgrade(&config)));
+    Ok(config)
+}
+
+/// rustls configs alive (`clientStats().tlsConfigs`).
+pub fn live_tls_configs() -> usize {
+    let cache = SHARED_CONFIGS.lock().unwrap_or_else(|p| p.into_inner());
+    cache.iter().filter(|(_, config)| config.strong_count() > 0).count()
+}
+
+fn client_config(opts: &TlsOptions) -> Result<Arc<ClientConfig>, String> {
+    let provider = Arc::new(crypto_provider(opts));
+    let versions: Vec<&'static rustls::SupportedProtocolVersion> = match opts.versions {
+        (0, 0) => rustls::DEFAULT_VERSIONS.to_vec(),
+        (min, max) => [(2, &rustls::version::TLS12), (3, &rustls::version::TLS13)]
+            .into_iter()
+            .filter(|&(minor, _)| minor >= min.max(2) && minor <= max)
+            .map(|(_, version)| version)
+            .collect(),
+    };
+    // As Node with a cipher list that names no suite of a version: that version is not offered.
+    let versions: Vec<_> = versions
+        .into_iter()
+        .filter(|v| provider.cipher_suites.iter().any(|s| s.version() == *v))
+        .collect();
+    if versions.is_empty() {
+        return Err("no TLS version between `tls.minVersion` and `tls.maxVersion` that `tls.ciphers` has a suite for (rustls has TLS 1.2 and 1.3)".into());
+    }
+    if provider.kx_groups.is_empty() {
+        return Err("`tls.ecdhCurve` names no key exchange that rustls has".into());
+    }
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&versions)
+        .map_err(|e| e.to_string())?;
+    let verifier: Arc<dyn ServerCertVerifier> = if opts.reject_unauthorized {
+        let mut roots = (*default_roots()).clone();
+        for pem in &opts.ca {
+            let mut found = false;
+            for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+                let cert = cert.map_err(|e| format!("invalid CA certificate: {e:?}"))?;
+                roots.add(cert).map_err(|e| format!("invalid CA certificate: {e}"))?;
+                found = true;
+            }
+            if !found {
+                return Err("a `tls.ca` entry holds no PEM certificate".into());
+            }
+        }
+        if opts.check_identity {
+            Arc::new(CertCheck {
+                provider: provider.clone(),
+                roots: Some(roots),
+            })
+        } else {
+            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                .build()
+                .map_err(|e| e.to_string())?
+        }
+    } else {
+        Arc::new(CertCheck {
+            provider: provider.clone(),
+            roots: None,
+        })
+    };
+    let schemes: Vec<SignatureScheme> = opts.sig_schemes.iter().map(|&n| SignatureScheme::from(n)).collect();
+    let verifier = match schemes.is_empty() {
+        true => verifier,
+        false => Arc::new(NarrowedVerifier {
+            inner: verifier,
+            schemes: schemes.clone(),
+        }),
+    };
+    let builder = builder.dangerous().with_custom_certificate_verifier(verifier);
+    let config = match client_auth(opts)? {
+        Some((chain, key)) => CertifiedKey::from_der(chain, key, &provider).map(|mut certified| {
+            if !schemes.is_empty() {
+                certified.key = Arc::new(NarrowedKey {
+                    inner: certified.key,
+                    schemes,
+                });
+            }
+            builder.with_client_cert_resolver(Arc::new(SingleCertAndKey::from(certified)))
+        }),
+        None => Ok(builder.with_no_client_auth()),
+    }
+    // rustls's message names the problem (an unsupported key type, say), never the key.
+    .map_err(|e| format!("invalid client certificate or key: {e}"))?;
+    Ok(Arc::new(config))
+}
+
+/// ring's algorithms, narrowed and ordered by `tls.ciphers` and `tls.ecdhCurve`.
+fn crypto_provider(opts: &TlsOptions) -> rustls::crypto::CryptoProvider {
+    use rustls::crypto::ring;
+    let mut provider = ring::default_provider();
+    if !opts.cipher_suites.is_empty() {
+        provider.cipher_suites = opts
+            .cipher_suites
+            .iter()
+            .filter_map(|&n| {
+                let wanted = rustls::CipherSuite::from(n);
+                ring::ALL_CIPHER_SUITES.iter().find(|s| s.suite() == wanted).copied()
+            })
+            .collect();
+    }
+    if !opts.kx_groups.is_empty() {
+        provider.kx_groups = opts
+            .kx_groups
+            .iter()
+            .filter_map(|&n| {
+                let wanted = rustls::NamedGroup::from(n);
+                ring::ALL_KX_GROUPS.iter().find(|g| g.name() == wanted).copied()
+            })
+            .collect();
+    }
+    provider
+}
+
+type ClientAuthDer = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
+
+/// `tls.cert` and `tls.key`, parsed. Errors name the option, never show its content.
+fn client_auth(opts: &TlsOptions) -> Result<Option<ClientAuthDer>, String> {
+    let Some(auth) = &opts.client_auth else {
+        return Ok(None);
+    };
+    let chain = CertificateDer::pem_slice_iter(auth.cert.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| "`tls.cert` is not PEM certificates".to_string())?;
+    if chain.is_empty() {
+        return Err("`tls.cert` holds no PEM certificate".into());
+    }
+    let key = PrivateKeyDer::from_pem_slice(auth.key.as_bytes())
+        .map_err(|_| "`tls.key` is not a PEM private key".to_string())?;
+    Ok(Some((chain, key)))
+}
+
+/// The server certificate checks that rustls's own verifier does not make as asked: with
+/// `roots`, the chain up to one of them but not the host name, which `tls.checkServerIdentity`
+/// decides once the handshake is done (Node calls that function instead of its own host name
+/// check); without, nothing (`rejectUnauthorized: false`). The handshake's signatures are
+/// checked either way.
+#[derive(Debug)]
+struct CertCheck {
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    roots: Option<RootCertStore>,
+}
+
+impl ServerCertVerifier for CertCheck {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if let Some(roots) = &self.roots {
+            let cert = rustls::server::ParsedCertificate::try_from(end_entity)?;
+            let algorithms = self.provider.signature_verification_algorithms.all;
+            rustls::client::verify_server_cert_signed_by_trust_anchor(&cert, roots, intermediates, now, algorithms)?;
+        }
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// `tls.sigalgs` for the server's signatures: only the schemes named are offered (in the
+/// `signature_algorithms` extension, in their order) and accepted. The certificate chain's own
+/// signatures are checked by `inner` as before: OpenSSL does not narrow those either.
+#[derive(Debug)]
+struct NarrowedVerifier {
+    inner: Arc<dyn ServerCertVerifier>,
+    schemes: Vec<SignatureScheme>,
+}
+
+impl NarrowedVerifier {
+    fn offered(&self, dss: &DigitallySignedStruct) -> Result<(), rustls::Error> {
+        match self.schemes.contains(&dss.scheme) {
+            true => Ok(()),
+            false => Err(rustls::PeerMisbehaved::SignedHandshakeWithUnadvertisedSigScheme.into()),
+        }
+    }
+}
+
+impl ServerCertVerifier for NarrowedVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        self.inner
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.offered(dss)?;
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.offered(dss)?;
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.schemes.clone()
+    }
+}
+
+/// `tls.sigalgs` for our own signature (mutual TLS): the key signs only with a scheme named, of
+/// those the server offers. None left: rustls sends no certificate, and the server decides.
+#[derive(Debug)]
+struct NarrowedKey {
+    inner: Arc<dyn SigningKey>,
+    schemes: Vec<SignatureScheme>,
+}
+
+impl SigningKey for NarrowedKey {
+    fn choose_scheme(&self, offered: &[SignatureScheme]) -> Option<Box<dyn Signer>> {
+        let both: Vec<SignatureScheme> = offered.iter().copied().filter(|s| self.schemes.contains(s)).collect();
+        self.inner.choose_scheme(&both)
+    }
+
+    fn public_key(&self) -> Option<rustls::pki_types::SubjectPublicKeyInfoDer<'_>> {
+        self.inner.public_key()
+    }
+
+    fn algorithm(&self) -> SignatureAlgorithm {
+        self.inner.algorithm()
+    }
+}
+
+/// What a TLS error (of the handshake or later) means for the client: a certificate refused
+/// either way is `ERR_TLS_CERT`, which the default policy does not retry.
+pub fn tls_error(e: io::Error) -> ConnError {
+    use rustls::AlertDescription as Alert;
+    let Some(tls) = e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) else {
+        return ConnError::new(errors::ERR_TLS, format!("TLS handshake failed: {e}"));
+    };
+    match tls {
+        rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented => {
+            ConnError::new(errors::ERR_TLS_CERT, format!("TLS handshake failed: {e}"))
+        }
+        // Only a server that asks for our certificate sends these (in TLS 1.3 after our side of
+        // the handshake, while the upgrade request is on its way). A certificate refused either
+        // way is ERR_TLS_CERT, which the default policy does not retry.
+        rustls::Error::AlertReceived(Alert::CertificateRequired) => ConnError::new(
+            errors::ERR_TLS_CERT,
+            "TLS handshake failed: the server requires a client certificate (tls.cert and tls.key)",
+        ),
+        rustls::Error::AlertReceived(
+            alert @ (Alert::BadCertificate
+            | Alert::UnsupportedCertificate
+            | Alert::CertificateRevoked
+            | Alert::CertificateExpired
+            | Alert::CertificateUnknown
+            | Alert::UnknownCA),
+        ) => ConnError::new(
+            errors::ERR_TLS_CERT,
+            format!("TLS handshake failed: the server refused our client certificate ({alert:?})"),
+        ),
+        _ => ConnError::new(errors::ERR_TLS, format!("TLS handshake failed: {e}")),
+    }
+}
+
+/// An I/O error of a `wss:` connection that TLS reported (an alert, a bad record), as the
+/// handshake's errors are; any other comes back.
+pub fn tls_failure(e: io::Error) -> Result<ConnError, io::Error> {
+    if e.get_ref().is_some_and(|inner| inner.is::<rustls::Error>()) {
+        Ok(tls_error(e))
+    } else {
+        Err(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ciphers_and_curves_narrow_and_order_what_is_offered() {
+        let opts = TlsOptions {
+            cipher_suites: vec![0x1303, 0xc02b],
+            kx_groups: vec![0x0018, 0x001d],
+            ..TlsOptions::default()
+        };
+        let provider = crypto_provider(&opts);
+        let suites: Vec<u16> = provider.cipher_suites.iter().map(|s| s.suite().into()).collect();
+        assert_eq!(suites, [0x1303, 0xc02b]);
+        let groups: Vec<u16> = provider.kx_groups.iter().map(|g| g.name().into()).collect();
+        assert_eq!(groups, [0x0018, 0x001d]);
+        // TLS 1.3 suites alone: TLS 1.2 is not offered, so a TLS 1.2 maximum leaves nothing.
+        let only13 = TlsOptions {
+            cipher_suites: vec![0x1302],
+            ..TlsOptions::default()
+        };
+        assert!(client_config(&only13).is_ok());
+        assert!(client_config(&TlsOptions {
+            versions: (2, 2),
+            ..only13
+        })
+        .is_err());
+        // Empty: ring's defaults, all of them.
+        let default = crypto_provider(&TlsOptions::default());
+        assert_eq!(
+            default.cipher_suites.len(),
+            rustls::crypto::ring::ALL_CIPHER_SUITES.len()
+        );
+    }
+
+    /// `tls.sigalgs`: the schemes offered are the ones named, in order; our key signs only with a
+    /// scheme named.
+    #[test]
+    fn sigalgs_narrow_the_signatures_offered_and_made() {
+        use ring::signature::Ed25519KeyPair;
+        let provider = Arc::new(crypto_provider(&TlsOptions::default()));
+        let schemes = vec![SignatureScheme::RSA_PSS_SHA384, SignatureScheme::ED25519];
+        let verifier = NarrowedVerifier {
+            inner: Arc::new(CertCheck {
+                provider: provider.clone(),
+                roots: None,
+            }),
+            schemes: schemes.clone(),
+        };
+        assert_eq!(verifier.supported_verify_schemes(), schemes);
+        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).unwrap();
+        let der = PrivateKeyDer::Pkcs8(pkcs8.as_ref().to_vec().into());
+        let key = provider.key_provider.load_private_key(der).unwrap();
+        let narrowed = |schemes: Vec<SignatureScheme>| NarrowedKey {
+            inner: key.clone(),
+            schemes,
+        };
+        let offered = [SignatureScheme::ECDSA_NISTP256_SHA256, SignatureScheme::ED25519];
+        assert!(key.choose_scheme(&offered).is_some());
+        let signer = narrowed(vec![SignatureScheme::ED25519]).choose_scheme(&offered);
+        assert_eq!(signer.map(|s| s.scheme()), Some(SignatureScheme::ED25519));
+        assert!(narrowed(vec![SignatureScheme::RSA_PSS_SHA256])
+            .choose_scheme(&offered)
+            .is_none());
+    }
+
+    /// What the server's alerts say of our certificate, and TLS errors that come after the
+    /// handshake (TLS 1.3 client authentication), reach JS as TLS errors; other I/O errors do not.
+    #[test]
+    fn alerts_about_our_certificate_are_certificate_errors() {
+        use rustls::AlertDescription as Alert;
+        let tls = |e: rustls::Error| io::Error::new(io::ErrorKind::InvalidData, e);
+        let e = tls_failure(tls(rustls::Error::AlertReceived(Alert::CertificateRequired))).unwrap();
+        assert_eq!(e.code, errors::ERR_TLS_CERT);
+        assert!(e.message.contains("requires a client certificate"), "{}", e.message);
+        for alert in [Alert::BadCertificate, Alert::UnknownCA, Alert::CertificateExpired] {
+            let e = tls_failure(tls(rustls::Error::AlertReceived(alert))).unwrap();
+            assert_eq!(e.code, errors::ERR_TLS_CERT);
+            assert!(e.message.contains("refused our client certificate"), "{}", e.message);
+        }
+        let e = tls_failure(tls(rustls::Error::AlertReceived(Alert::HandshakeFailure))).unwrap();
+        assert_eq!(e.code, errors::ERR_TLS);
+        let reset = io::Error::from(io::ErrorKind::ConnectionReset);
+        assert_eq!(tls_failure(reset).unwrap_err().kind(), io::ErrorKind::ConnectionReset);
+    }
+
+    /// The key is a secret: a config's debug form never holds it.
+    #[test]
+    fn tls_options_debug_holds_no_key() {
+        let opts = TlsOptions {
+            client_auth: Some(ClientAuth {
+                cert: "CERT".into(),
+                key: "-----BEGIN PRIVATE KEY-----\nSECRET\n-----END PRIVATE KEY-----".into(),
+            }),
+            ..TlsOptions::default()
+        };
+        assert!(!format!("{opts:?}").contains("SECRET"));
+    }
+}
