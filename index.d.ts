@@ -74,6 +74,11 @@ export interface ReconnectingWebSocketOptions {
   pingInterval?: number
   /** A connection with no pong (or any frame) this long after a ping is dead: closed 1006, `ERR_PONG_TIMEOUT` [10000]. */
   pongTimeout?: number
+  /**
+   * As `ws`'s option: the server's pings are answered with a pong by the connection [true]. `false`
+   * leaves them to the application (`on('ping', (data) => client.pong(data))`); heartbeats are not affected.
+   */
+  autoPong?: boolean
   /** `Retry-After` of a 429/503 upgrade response: `'capped'` by maxDelay, `'always'` honoured, or `'never'` ['capped']. */
   honorRetryAfter?: 'capped' | 'always' | 'never'
   /**

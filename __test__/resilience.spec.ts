@@ -208,6 +208,33 @@ test.serial('a live peer that answers pings is never declared dead; ping()/pong(
   await quiescent()
 })
 
+test.serial("autoPong: false leaves the server's pings to the application, as ws's does", async (t) => {
+  const peer = await wsServer()
+  t.teardown(() => peer.close())
+  const client = new ReconnectingWebSocket(peer.url, { autoPong: false, pingInterval: 0 })
+  const r = new Recorder(client, ['open', 'ping'])
+  await r.next('open')
+  const socket = [...peer.sockets][0]
+  const seen: string[] = []
+  socket.on('pong', (data) => seen.push(`pong ${data}`))
+  socket.on('message', (data) => seen.push(`message ${data}`))
+  // Not answered: the next thing the server reads is the client's message (an automatic pong
+  // would be written as the ping is read, before it).
+  socket.ping('first')
+  t.is(String(await r.next('ping')), 'first')
+  client.send('after first')
+  // Answered by the application's listener.
+  client.once('ping', (data: Buffer) => client.pong(data))
+  socket.ping('second')
+  t.is(String(await r.next('ping')), 'second')
+  client.send('after second')
+  await until(() => seen.length === 3, 'the messages and the one pong')
+  t.deepEqual(seen, ['message after first', 'pong second', 'message after second'])
+  await client.disconnect()
+  t.throws(() => new ReconnectingWebSocket(peer.url, { autoPong: 'no' as never, startClosed: true }), { code: 'ERR_INVALID_ARG_TYPE' } as object)
+  await quiescent()
+})
+
 test.serial('a server killed and restarted is reconnected; messages sent meanwhile arrive once, in order', async (t) => {
   let peer = await wsServer()
   t.teardown(() => peer.close())

@@ -85,6 +85,7 @@ async fn recv_async(url: url::Url, count: usize, size: usize, ca: Vec<String>) -
         ping_interval: Duration::ZERO,
         pong_timeout: Duration::from_secs(10),
         close_timeout: Duration::from_secs(1),
+        auto_pong: true,
         deflate: None,
         tls: TlsOptions {
             ca,

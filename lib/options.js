@@ -26,6 +26,7 @@ const DEFAULTS = Object.freeze({
   closeTimeout: 2_000,
   maxPayload: 64 * 1024 * 1024,
   skipUTF8Validation: false,
+  autoPong: true,
   startClosed: false,
   pingInterval: 30_000,
   pongTimeout: 10_000,
@@ -130,6 +131,8 @@ function parseOptions(options, rws = false) {
   }
   const skipUTF8Validation = options.skipUTF8Validation === undefined ? false : options.skipUTF8Validation
   if (typeof skipUTF8Validation !== 'boolean') throw typeError('skipUTF8Validation', 'a boolean', skipUTF8Validation)
+  const autoPong = options.autoPong === undefined ? true : options.autoPong
+  if (typeof autoPong !== 'boolean') throw typeError('autoPong', 'a boolean', autoPong)
   const lookup = options.lookup
   if (lookup !== undefined && typeof lookup !== 'function') throw typeError('lookup', 'a function', lookup)
   const honorRetryAfter = options.honorRetryAfter === undefined ? 'capped' : options.honorRetryAfter
@@ -175,6 +178,7 @@ function parseOptions(options, rws = false) {
     maxPayload: number(options, 'maxPayload', INTEGER, 1, MAX_BUFFER_LENGTH),
     maxTextPayload: 0,
     skipUtf8Validation: skipUTF8Validation,
+    autoPong,
     pingInterval: number(options, 'pingInterval', ANY, 0, MAX_TIMER),
     pongTimeout: number(options, 'pongTimeout', ABOVE_MIN, 0, MAX_TIMER),
     honorRetryAfter,

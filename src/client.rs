@@ -212,6 +212,7 @@ impl NativeClient {
                 ping_interval: Duration::from_millis(ms(options.ping_interval)),
                 pong_timeout: Duration::from_millis(ms(options.pong_timeout)),
                 close_timeout: Duration::from_millis(ms(options.close_timeout)),
+                auto_pong: options.auto_pong,
                 deflate: options.per_message_deflate.as_ref().map(|d| DeflateConfig {
                     threshold: d.threshold.clamp(0.0, usize::MAX as f64) as usize,
                     client_no_context_takeover: d.client_no_context_takeover,

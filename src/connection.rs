@@ -56,6 +56,8 @@ pub struct ConnConfig {
     pub ping_interval: Duration,
     pub pong_timeout: Duration,
     pub close_timeout: Duration,
+    /// `autoPong`: a ping is answered here (false: JS answers it, or nobody does).
+    pub auto_pong: bool,
     /// permessage-deflate as offered (`None`: not offered).
     pub deflate: Option<DeflateConfig>,
     pub tls: TlsOptions,
@@ -813,7 +815,7 @@ impl OpenConn {
                             JsEvent::push_binary(events, b);
                         }
                         Incoming::Ping(p) => {
-                            if !self.sent_close {
+                            if cfg.auto_pong && !self.sent_close {
                                 let out = self.out.get_or_insert_with(Box::default);
                                 if out.unwritten() < WRITE_BATCH {
                                     frame::encode(frame::OPCODE_PONG, &p, &mut out.wbuf);

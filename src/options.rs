@@ -32,6 +32,8 @@ pub struct NativeOptions {
     pub max_text_payload: f64,
     /// `skipUTF8Validation`: invalid UTF-8 in text becomes U+FFFD instead of failing the connection.
     pub skip_utf8_validation: bool,
+    /// `autoPong`: pings are answered by the connection (false: by JS, with `pong()`).
+    pub auto_pong: bool,
     /// 0 disables heartbeats.
     pub ping_interval: f64,
     pub pong_timeout: f64,
