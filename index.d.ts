@@ -48,6 +48,12 @@ export interface ReconnectingWebSocketOptions {
    * Within `connectTimeout`; an error fails the attempt with `ERR_CONNECT`.
    */
   lookup?: LookupFunction
+  /**
+   * As `ws` passes it to `net.connect()`: `dns.ADDRCONFIG`, `dns.V4MAPPED`, `dns.ALL` or a combination.
+   * Host names are then looked up by `dns.lookup` with these flags, one lookup per attempt (or by
+   * `lookup`, which gets them in its options) [0: the addon's resolver].
+   */
+  hints?: number
   /** Deadline of the close handshake started by `disconnect()`, in ms; then the socket is dropped [2000]. */
   closeTimeout?: number
   /**

@@ -1,5 +1,6 @@
 // How the connection is made: net.connect's family, localAddress and localPort, which ws passes through, and
 // ws's ws+unix: URLs (a Unix domain socket).
+import dns from 'node:dns'
 import { once } from 'node:events'
 import { mkdtempSync, rmSync } from 'node:fs'
 import http from 'node:http'
@@ -225,6 +226,30 @@ test.serial("lookup: a host name is looked up by the client's function on every 
   await new Recorder(literal).next('open')
   await literal.disconnect()
   t.is(calls, 0)
+})
+
+test.serial("hints: host names are looked up by dns.lookup with them, as net.connect does; a lookup function gets them", async (t) => {
+  const peer = await wsServer()
+  t.teardown(() => peer.close())
+  const before = native.testingLookups()
+  const client = new ReconnectingWebSocket(`ws://localhost:${peer.port}/`, { family: 4, hints: dns.ADDRCONFIG | dns.V4MAPPED })
+  await client.opened()
+  await client.disconnect()
+  t.is(native.testingLookups(), before, "dns.lookup answered, not the addon's resolver")
+  const asked: unknown[] = []
+  const custom = new ReconnectingWebSocket(`ws://my-service.invalid:${peer.port}/`, {
+    hints: dns.ADDRCONFIG,
+    lookup: (_host, options, callback) => (asked.push(options), callback(null, '127.0.0.1', 4)),
+  })
+  await custom.opened()
+  await custom.disconnect()
+  t.deepEqual(asked, [{ family: 0, hints: dns.ADDRCONFIG, all: true }])
+  released(t)
+  t.is(peer.accepted, 2)
+  for (const hints of [1234, -1, 1.5, dns.ALL | 1]) {
+    t.like(t.throws(() => new ReconnectingWebSocket(peer.url, { hints, startClosed: true })), { code: 'ERR_INVALID_ARG_VALUE' }, String(hints))
+  }
+  t.like(t.throws(() => new ReconnectingWebSocket(peer.url, { hints: '32' as never, startClosed: true })), { code: 'ERR_INVALID_ARG_TYPE' })
 })
 
 test.serial('lookup: its error, a throw, an answer that is not an IP address, and no answer at all fail the attempt', async (t) => {

@@ -148,7 +148,7 @@ class ReconnectingWebSocket extends EventEmitter {
   /** With per-attempt providers: `{ url, headers, protocols, proxy, origin }` as given. */
   #providers = null
   #shouldReconnect
-  /** Functions the addon asks during attempts, `{ lookup, checkServerIdentity, ca }`, or null without either. */
+  /** Functions the addon asks during attempts, `{ lookup, hints, checkServerIdentity, ca }`, or null without either. */
   #asked = null
   #binaryType
   #maxRetries
@@ -194,7 +194,7 @@ class ReconnectingWebSocket extends EventEmitter {
     }
     this.#shouldReconnect = opts.shouldReconnect
     if (opts.lookup !== undefined || opts.tls.checkServerIdentity !== undefined) {
-      this.#asked = { lookup: opts.lookup, checkServerIdentity: opts.tls.checkServerIdentity, ca: opts.tls.ca }
+      this.#asked = { lookup: opts.lookup, hints: opts.hints, checkServerIdentity: opts.tls.checkServerIdentity, ca: opts.tls.ca }
     }
     this.#binaryType = opts.binaryType
     this.#maxRetries = opts.native.maxRetries
@@ -884,8 +884,8 @@ class ReconnectingWebSocket extends EventEmitter {
   }
 
   /**
-   * Asks the user's `lookup` for a host's addresses, as net.connect asks it (`all: true`; the
-   * one-address answer of older lookups is taken too). Its first answer counts; the attempt's
+   * Asks the user's `lookup` (or dns.lookup, for `hints`) for a host's addresses, as net.connect
+   * asks it (`all: true`, and `hints` if any; the one-address answer of older lookups is taken too). Its first answer counts; the attempt's
    * connectTimeout bounds the wait.
    */
   #lookupHost({ request, host, family }) {
@@ -901,7 +901,8 @@ class ReconnectingWebSocket extends EventEmitter {
       N.lookupAnswer(request, all, null)
     }
     try {
-      this.#asked.lookup(host, { family, all: true }, answer)
+      const { lookup, hints } = this.#asked
+      lookup(host, hints === 0 ? { family, all: true } : { family, hints, all: true }, answer)
     } catch (err) {
       answer(err)
     }

@@ -5,6 +5,7 @@
 // ERR_UNKNOWN_OPTION for a name we do not know (typos are not ignored).
 
 const { X509Certificate, createPrivateKey } = require('node:crypto')
+const dns = require('node:dns')
 const { isIP } = require('node:net')
 const { makeError, redactUrl } = require('./errors')
 const { parseCiphers, parseEcdhCurve, parseSigalgs, offersTls12 } = require('./ciphers')
@@ -23,6 +24,7 @@ const DEFAULTS = Object.freeze({
   localAddress: undefined,
   localPort: 0,
   lookup: undefined,
+  hints: 0,
   closeTimeout: 2_000,
   maxPayload: 64 * 1024 * 1024,
   skipUTF8Validation: false,
@@ -133,8 +135,10 @@ function parseOptions(options, rws = false) {
   if (typeof skipUTF8Validation !== 'boolean') throw typeError('skipUTF8Validation', 'a boolean', skipUTF8Validation)
   const autoPong = options.autoPong === undefined ? true : options.autoPong
   if (typeof autoPong !== 'boolean') throw typeError('autoPong', 'a boolean', autoPong)
-  const lookup = options.lookup
-  if (lookup !== undefined && typeof lookup !== 'function') throw typeError('lookup', 'a function', lookup)
+  if (options.lookup !== undefined && typeof options.lookup !== 'function') throw typeError('lookup', 'a function', options.lookup)
+  const hints = parseHints(options.hints)
+  // As net.connect does with hints: host names are looked up by dns.lookup (or the user's lookup), with them.
+  const lookup = options.lookup ?? (hints !== 0 ? dns.lookup : undefined)
   const honorRetryAfter = options.honorRetryAfter === undefined ? 'capped' : options.honorRetryAfter
   if (honorRetryAfter !== 'capped' && honorRetryAfter !== 'always' && honorRetryAfter !== 'never') {
     throw rangeError('honorRetryAfter', "one of 'capped', 'always', 'never'", honorRetryAfter)
@@ -206,7 +210,19 @@ function parseOptions(options, rws = false) {
   }
   // A longer text message cannot become a string: it ends the connection with 1009 (as any over maxPayload).
   native.maxTextPayload = Math.min(native.maxPayload, MAX_STRING_LENGTH)
-  return { native, startClosed, shouldReconnect, lookup, tls, headers, protocols, proxy, origin: options.origin, binaryType, signal }
+  return { native, startClosed, shouldReconnect, lookup, hints, tls, headers, protocols, proxy, origin: options.origin, binaryType, signal }
+}
+
+const HINT_FLAGS = dns.ADDRCONFIG | dns.V4MAPPED | dns.ALL
+
+/** `hints`: getaddrinfo flags for dns.lookup, checked as Node checks them. */
+function parseHints(hints) {
+  if (hints === undefined) return 0
+  if (typeof hints !== 'number') throw typeError('hints', 'a number', hints)
+  if (!Number.isInteger(hints) || hints < 0 || (hints & ~HINT_FLAGS) !== 0) {
+    throw makeError('ERR_INVALID_ARG_VALUE', `The "hints" option must be dns.ADDRCONFIG, dns.V4MAPPED, dns.ALL or a combination of them. Received ${hints}`, TypeError)
+  }
+  return hints
 }
 
 // permessage-deflate (RFC 7692) with ws's client option names. What the native side gets is
