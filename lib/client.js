@@ -885,8 +885,8 @@ class ReconnectingWebSocket extends EventEmitter {
 
   /**
    * Asks the user's `lookup` (or dns.lookup, for `hints`) for a host's addresses, as net.connect
-   * asks it (`all: true`, and `hints` if any; the one-address answer of older lookups is taken too). Its first answer counts; the attempt's
-   * connectTimeout bounds the wait.
+   * asks it (`all: true`, and `hints` if any; the one-address answer of older lookups is taken
+   * too). Its first answer counts; the attempt's connectTimeout bounds the wait.
    */
   #lookupHost({ request, host, family }) {
     let answered = false
