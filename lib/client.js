@@ -538,7 +538,7 @@ class ReconnectingWebSocket extends EventEmitter {
     if (control.callback !== undefined) callLater(control.callback)
   }
 
-  /** Sends an unsolicited pong frame, ws's pong() (a one-way heartbeat; pings are answered anyway). */
+  /** Sends a pong frame, ws's pong(): a one-way heartbeat, or the answer to a ping with `autoPong: false`. */
   pong(data, mask, callback) {
     const control = controlArgs('pong', data, mask, callback)
     if (!N.clientPong(this, control.payload)) throw makeError('ERR_NOT_OPEN', `Cannot pong: the connection is ${this.#state}`)
