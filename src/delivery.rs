@@ -48,6 +48,11 @@ const BATCH_EVENTS: usize = 4096;
 /// a mark-compact (the hostile tests' 64 KiB flood grew RSS by 76 MiB against 14 with this
 /// bound). It also holds the event loop for about 2 ms per batch there.
 const BATCH_BYTES: usize = 256 * 1024;
+/// Entries of room the queue keeps once it has run empty (152 bytes each). A burst (thousands of
+/// clients opening or reconnecting at once) grows it, and the room above this goes back once the
+/// burst is delivered; streams do not come near it (1 to 100 clients flooding 64 B messages at JS
+/// kept at most 504 entries queued), so no batch of a stream grows it anew.
+const KEPT_ENTRIES: usize = 1024;
 
 pub struct Hub {
     queue: Mutex<VecDeque<(u64, JsEvent)>>,
@@ -100,6 +105,9 @@ impl Hub {
     fn take(&self) -> Vec<(u64, JsEvent)> {
         let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
         if q.is_empty() {
+            if q.capacity() > KEPT_ENTRIES {
+                q.shrink_to(KEPT_ENTRIES);
+            }
             // Under the lock: a driver appends under it too, then finds the flag clear and rings.
             self.scheduled.store(false, Ordering::Release);
             return Vec::new();
@@ -876,6 +884,24 @@ mod tests {
         assert!(hub.scheduled.load(Ordering::Acquire), "still dispatching");
         assert!(hub.take().is_empty());
         assert!(!hub.scheduled.load(Ordering::Acquire), "re-armed once nothing is left");
+    }
+
+    /// The room of a burst goes back once it is delivered, down to what a stream uses; a queue
+    /// that never held more keeps its room.
+    #[test]
+    fn a_burst_gives_its_room_back_once_delivered() {
+        let hub = Hub::new();
+        let capacity = |hub: &Hub| hub.queue.lock().unwrap().capacity();
+        let mut events: Vec<JsEvent> = (0..20_000).map(|_| JsEvent::Connecting { attempt: 1 }).collect();
+        hub.push(1, &mut events);
+        assert!(capacity(&hub) >= 20_000);
+        while !hub.take().is_empty() {}
+        assert!(capacity(&hub) <= KEPT_ENTRIES, "{} entries kept", capacity(&hub));
+        let mut stream: Vec<JsEvent> = (0..300).map(|_| text("m")).collect();
+        hub.push(1, &mut stream);
+        let room = capacity(&hub);
+        while !hub.take().is_empty() {}
+        assert_eq!(capacity(&hub), room, "a stream's room stays");
     }
 
     #[test]
