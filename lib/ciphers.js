@@ -1,7 +1,7 @@
 'use strict'
 // `tls.ciphers`, `tls.ecdhCurve` and `tls.sigalgs`, Node's options, read as Node reads them and turned
 // into what rustls has: cipher suites, key exchange groups and signature schemes by their IANA
-// numbers (src/transport.rs).
+// numbers (src/tls.rs).
 
 const { makeError } = require('./errors')
 
