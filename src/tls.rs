@@ -189,26 +189,21 @@ fn crypto_provider(opts: &TlsOptions) -> rustls::crypto::CryptoProvider {
     use rustls::crypto::ring;
     let mut provider = ring::default_provider();
     if !opts.cipher_suites.is_empty() {
-        provider.cipher_suites = opts
-            .cipher_suites
-            .iter()
-            .filter_map(|&n| {
-                let wanted = rustls::CipherSuite::from(n);
-                ring::ALL_CIPHER_SUITES.iter().find(|s| s.suite() == wanted).copied()
-            })
-            .collect();
+        provider.cipher_suites = named(&opts.cipher_suites, ring::ALL_CIPHER_SUITES, |s| s.suite());
     }
     if !opts.kx_groups.is_empty() {
-        provider.kx_groups = opts
-            .kx_groups
-            .iter()
-            .filter_map(|&n| {
-                let wanted = rustls::NamedGroup::from(n);
-                ring::ALL_KX_GROUPS.iter().find(|g| g.name() == wanted).copied()
-            })
-            .collect();
+        provider.kx_groups = named(&opts.kx_groups, ring::ALL_KX_GROUPS, |g| g.name());
     }
     provider
+}
+
+/// The algorithms of `all` that `codes` name (IANA numbers), in the order named; numbers ring
+/// has no algorithm for are skipped.
+fn named<T: Copy, C: From<u16> + PartialEq>(codes: &[u16], all: &[T], code_of: impl Fn(&T) -> C) -> Vec<T> {
+    codes
+        .iter()
+        .filter_map(|&n| all.iter().find(|a| code_of(a) == C::from(n)).copied())
+        .collect()
 }
 
 type ClientAuthDer = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
