@@ -259,11 +259,19 @@ impl Outbox {
     /// (it drains, then the driver closes). With `close`, the close frame goes from the JS thread
     /// at once when nothing is left with the driver, so that the peer's answer is on its way while
     /// the driver wakes up; otherwise the driver writes it after the rest.
+    ///
+    /// The caller wakes the driver (`Client::disconnect` queues a command in the same step), so
+    /// the connection's queue is closed without waking it: the driver would wake up into the
+    /// caller's locks, go back to sleep, and be woken again.
     pub fn stop_accepting(&mut self, close: Option<(u16, &str)>) {
         if let Some((code, reason)) = close {
             self.write_close_now(code, reason);
         }
-        self.set_accepting(false);
+        self.accepting = false;
+        if let Some(q) = self.tx.take() {
+            q.messages.close_quietly();
+        }
+        self.writer = None;
     }
 
     /// The close fast path, while no `send()` can come between (the caller holds the outbox and
@@ -600,6 +608,32 @@ mod tests {
             "closed behind the queue"
         );
         is(outbox.send(text("b"), NO_TICKET, &c, &m), "not open");
+    }
+
+    #[test]
+    fn disconnecting_ends_the_stream_without_waking_the_driver_early() {
+        struct Count(std::sync::atomic::AtomicUsize);
+        impl std::task::Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, AcqRel);
+            }
+        }
+        let m = Metrics::default();
+        let mut outbox = accepting();
+        let tx = Arc::new(SendQueue::default());
+        outbox.open(tx.clone(), None, &m);
+        let wakes = Arc::new(Count(Default::default()));
+        let waker = std::task::Waker::from(wakes.clone());
+        let mut cx = std::task::Context::from_waker(&waker);
+        assert!(tx.messages.poll_recv(&mut cx).is_pending());
+        outbox.stop_accepting(None);
+        // The command queued in the same step wakes it (`Client::disconnect`).
+        assert_eq!(wakes.0.load(Acquire), 0, "not woken into the caller's locks");
+        assert!(
+            matches!(tx.messages.poll_recv(&mut cx), std::task::Poll::Ready(None)),
+            "the stream ended"
+        );
+        is(outbox.send(text("a"), NO_TICKET, &cfg(10, 100, false), &m), "not open");
     }
 
     #[test]

@@ -63,6 +63,13 @@ impl<T> Queue<T> {
         self.waker.wake();
     }
 
+    /// As `close`, without waking the consumer: for a caller that wakes the same task next (a
+    /// command queued with `send_after` in the same step), so that the consumer does not wake
+    /// up into the caller's locks.
+    pub fn close_quietly(&self) {
+        self.lock().closed = true;
+    }
+
     /// Closes the queue if it is empty (atomically): the consumer may then exit without
     /// losing an item. False: items are waiting, take them first.
     pub fn close_if_empty(&self) -> bool {
