@@ -226,6 +226,8 @@ const ALL_WORKLOADS = [
     peer: { workload: 'churn', cycles: N.churn, checkpoints: churnCheckpoints },
     rows: [
       { key: 'cyclesPerSec', label: 'connect+close churn', unit: 'cycles/s', better: 'higher' },
+      { key: 'cpuUsPerCycle', label: 'churn: CPU per cycle, all threads', unit: 'µs', better: 'lower' },
+      { key: 'switchesPerCycle', label: 'churn: context switches per cycle', unit: 'per cycle', better: 'lower' },
       {
         key: 'rssGrowthMiB',
         label: `churn RSS growth, cycle ${churnCheckpoints[0]}→${churnCheckpoints[1]}`,

@@ -404,6 +404,21 @@ async function churn(A, { url, cycles, checkpoints, deflate }) {
   const rss = {}
   const heap = {}
   let busy = 0n
+  // The process's CPU time (every thread) and context switches over the cycles, checkpoints excluded:
+  // what a cycle costs the machine, which the rate (set by hand-offs and the server) does not show.
+  let cpuUs = 0
+  let switches = 0
+  const usage = () => {
+    const u = process.resourceUsage()
+    return { cpu: u.userCPUTime + u.systemCPUTime, switches: u.voluntaryContextSwitches + u.involuntaryContextSwitches }
+  }
+  let since = usage()
+  const account = () => {
+    const u = usage()
+    cpuUs += u.cpu - since.cpu
+    switches += u.switches - since.switches
+    since = u
+  }
   for (let i = 1; i <= cycles; i++) {
     const t0 = now()
     try {
@@ -413,12 +428,15 @@ async function churn(A, { url, cycles, checkpoints, deflate }) {
     }
     busy += now() - t0
     if (checkpoints.includes(i)) {
+      account()
       await settleGc()
       const m = process.memoryUsage()
       rss[i] = m.rss / 1048576
       heap[i] = m.heapUsed / 1048576
+      since = usage()
     }
   }
+  account()
   // Growth from the first checkpoint to the last (the others only show the trend).
   const a = checkpoints[0]
   const b = checkpoints[checkpoints.length - 1]
@@ -426,6 +444,8 @@ async function churn(A, { url, cycles, checkpoints, deflate }) {
     cycles,
     seconds: Number(busy) / 1e9,
     cyclesPerSec: cycles / (Number(busy) / 1e9),
+    cpuUsPerCycle: cpuUs / cycles,
+    switchesPerCycle: switches / cycles,
     rssMiB: rss,
     heapMiB: heap,
     rssGrowthMiB: rss[b] - rss[a],
