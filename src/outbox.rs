@@ -260,18 +260,15 @@ impl Outbox {
     /// at once when nothing is left with the driver, so that the peer's answer is on its way while
     /// the driver wakes up; otherwise the driver writes it after the rest.
     ///
-    /// The caller wakes the driver (`Client::disconnect` queues a command in the same step), so
-    /// the connection's queue is closed without waking it: the driver would wake up into the
-    /// caller's locks, go back to sleep, and be woken again.
+    /// The caller wakes the driver, if one runs (`Client::disconnect` queues a command in the same
+    /// step), so the connection's queue is closed without waking it: the driver would wake up into
+    /// the caller's locks, go back to sleep, and be woken again.
     pub fn stop_accepting(&mut self, close: Option<(u16, &str)>) {
         if let Some((code, reason)) = close {
             self.write_close_now(code, reason);
         }
         self.accepting = false;
-        if let Some(q) = self.tx.take() {
-            q.messages.close_quietly();
-        }
-        self.writer = None;
+        self.end_connection(false);
     }
 
     /// The close fast path, while no `send()` can come between (the caller holds the outbox and
@@ -389,8 +386,17 @@ impl Outbox {
 
     /// The connection ended: stop routing to it.
     pub fn close_connection(&mut self) {
+        self.end_connection(true);
+    }
+
+    /// The connection's stream ends (`wake`: its consumer is woken to see it).
+    fn end_connection(&mut self, wake: bool) {
         if let Some(q) = self.tx.take() {
-            q.messages.close();
+            if wake {
+                q.messages.close();
+            } else {
+                q.messages.close_quietly();
+            }
         }
         self.writer = None;
     }
