@@ -1,8 +1,11 @@
 // The JS<->Rust protocol is defined once (src/protocol.rs) and read from the addon: these tests
 // fail if lib/ and the addon disagree on which events and send() outcomes exist, or on the shape
-// of a text run.
+// of a text run. And the delivery loop asks for a turn of the event loop only when a batch waits.
 import { createRequire } from 'node:module'
 import test from 'ava'
+
+import { ReconnectingWebSocket } from '../index.js'
+import { acceptUpgrade, rawServer } from './helpers.js'
 
 const require = createRequire(import.meta.url)
 const N = require('../lib/native.js')
@@ -48,4 +51,30 @@ test('a text run is an array of strings, each passed in order with the client as
     got.push(s)
   }, target)
   t.deepEqual(got, texts)
+})
+
+test('a lone batch of events asks for no turn of the event loop', async (t) => {
+  // A batch that waits behind another is taken from a setImmediate (the floods of hostile.spec
+  // check that the loop gets its turns); when none waits, nothing is scheduled.
+  const peer = await rawServer((socket) => acceptUpgrade(socket, () => {}))
+  t.teardown(() => peer.close())
+  const client = new ReconnectingWebSocket(peer.url, { pingInterval: 0 })
+  const scheduled: string[] = []
+  const original = globalThis.setImmediate
+  // From the `open` listener to the end of its batch's dispatch (microtasks run after it), every
+  // setImmediate call is recorded.
+  await new Promise<void>((resolve) => {
+    client.once('open', () => {
+      globalThis.setImmediate = Object.assign((fn: (...args: unknown[]) => void, ...args: unknown[]) => {
+        scheduled.push(fn.name || 'anonymous')
+        return original(fn, ...args)
+      }, original)
+      queueMicrotask(() => {
+        globalThis.setImmediate = original
+        resolve()
+      })
+    })
+  })
+  await client.disconnect()
+  t.deepEqual(scheduled, [], 'the dispatch asked for a turn with nothing waiting')
 })

@@ -47,10 +47,11 @@ let handlers = null
  * no client, so the native side holding it never keeps a client alive. It
  * must never throw (that would be a fatal exception).
  *
- * A batch is bounded (src/delivery.rs); the next one is taken from a
- * `setImmediate`, so timers and I/O get a turn between batches, and that
- * acknowledgement is what frees the batch's messages from each client's read
- * bound: a client holds a bounded amount for a JS thread that is behind.
+ * A batch is bounded (src/delivery.rs). Once it is dispatched, `deliveryDone`
+ * frees its messages from each client's read bound (a client holds a bounded
+ * amount for a JS thread that is behind) and says whether another batch waits;
+ * if one does, it is taken from a `setImmediate`, so timers and I/O get a turn
+ * between batches. Usually none does, and no turn is asked for.
  */
 function dispatch(batch) {
   if (batch.length === 0) return
@@ -66,7 +67,7 @@ function dispatch(batch) {
       rethrowLater(err)
     }
   }
-  setImmediate(acknowledge)
+  if (!N.deliveryDone()) setImmediate(acknowledge)
 }
 
 function acknowledge() {

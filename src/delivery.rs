@@ -100,16 +100,29 @@ impl Hub {
         }
     }
 
+    /// Whether nothing is queued, in which case the doorbell is re-armed: the next append rings it.
+    fn rearm_if_empty(&self, q: &mut VecDeque<(u64, JsEvent)>) -> bool {
+        if !q.is_empty() {
+            return false;
+        }
+        if q.capacity() > KEPT_ENTRIES {
+            q.shrink_to(KEPT_ENTRIES);
+        }
+        // Under the lock: a driver appends under it too, then finds the flag clear and rings.
+        self.scheduled.store(false, Ordering::Release);
+        true
+    }
+
+    /// As `rearm_if_empty`, taking the lock.
+    fn rearm_if_idle(&self) -> bool {
+        self.rearm_if_empty(&mut self.queue.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
     /// The next batch: the oldest events, bounded in count and payload bytes. When none is
     /// left, the doorbell is re-armed (an event appended meanwhile is taken, not lost).
     fn take(&self) -> Vec<(u64, JsEvent)> {
         let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
-        if q.is_empty() {
-            if q.capacity() > KEPT_ENTRIES {
-                q.shrink_to(KEPT_ENTRIES);
-            }
-            // Under the lock: a driver appends under it too, then finds the flag clear and rings.
-            self.scheduled.store(false, Ordering::Release);
+        if self.rearm_if_empty(&mut q) {
             return Vec::new();
         }
         // A run counts for its messages; it is not split, so a batch holds at most a run's
@@ -413,8 +426,18 @@ fn set_holding(r: &mut Registry, env: &Env, e: &mut Entry, active: bool, refd: b
     }
 }
 
-/// JS has dispatched the last batch (called from a `setImmediate` after it): credit the read
-/// gates, and hand back the next batch, or an empty array when there is none.
+/// JS has dispatched a batch: credit the read gates. True when no event waits (the doorbell is
+/// re-armed: the next event rings it); false when one does, which JS takes with `ack` after a turn
+/// of its event loop. Usually none waits, and JS then asks for no turn.
+pub fn done() -> bool {
+    let credits = with_registry(|r| std::mem::take(&mut r.credits)).unwrap_or_default();
+    settle(credits);
+    hub().is_none_or(|hub| hub.rearm_if_idle())
+}
+
+/// After a turn of the event loop that followed `done`: credit the read gates (a batch may have
+/// come meanwhile for a client that was gone), and hand back the next batch, or an empty array
+/// when there is none.
 pub fn ack(env: &Env) -> Result<RawValue> {
     let credits = with_registry(|r| std::mem::take(&mut r.credits)).unwrap_or_default();
     settle(credits);

@@ -58,7 +58,7 @@ use napi::bindgen_prelude::*;
 use napi_derive::napi;
 
 /// Installs the JS dispatchers: `dispatch` receives coalesced event batches (and takes the next
-/// with `deliveryAck`), `dispatchNow` the messages read on the JS thread, where `directRead` says
+/// with `deliveryDone` and `deliveryAck`), `dispatchNow` the messages read on the JS thread, where `directRead` says
 /// that this runtime's event loop may watch sockets. Called once by `lib/` at load time.
 #[napi]
 pub fn init(
@@ -70,8 +70,15 @@ pub fn init(
     delivery::init(&env, dispatch, dispatch_now, direct_read)
 }
 
-/// JS has dispatched the last event batch (called from a `setImmediate`): returns the next
-/// batch, or an empty array when there is none.
+/// JS has dispatched an event batch: true when no other waits; false when one does, which JS
+/// takes with `deliveryAck` after a turn of its event loop.
+#[napi]
+pub fn delivery_done() -> bool {
+    delivery::done()
+}
+
+/// The batch that waited (called from a `setImmediate` after `deliveryDone`): returns it, or an
+/// empty array when there is none.
 #[napi]
 pub fn delivery_ack(env: Env) -> Result<napi_raw::RawValue> {
     delivery::ack(&env)
