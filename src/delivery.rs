@@ -435,9 +435,9 @@ pub fn done() -> bool {
     hub().is_none_or(|hub| hub.rearm_if_idle())
 }
 
-/// After a turn of the event loop that followed `done`: credit the read gates (a batch may have
-/// come meanwhile for a client that was gone), and hand back the next batch, or an empty array
-/// when there is none.
+/// The batch `done` found waiting, taken after a turn of the event loop: hands it back, or an
+/// empty array when there is none (the doorbell is then re-armed). Credits still unsettled, if
+/// any, are settled first.
 pub fn ack(env: &Env) -> Result<RawValue> {
     let credits = with_registry(|r| std::mem::take(&mut r.credits)).unwrap_or_default();
     settle(credits);
