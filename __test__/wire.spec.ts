@@ -56,7 +56,8 @@ test('a text run is an array of strings, each passed in order with the client as
 test('a lone batch of events asks for no turn of the event loop', async (t) => {
   // A batch that waits behind another is taken from a setImmediate (the floods of hostile.spec
   // check that the loop gets its turns); when none waits, nothing is scheduled.
-  const peer = await rawServer((socket) => acceptUpgrade(socket, () => {}))
+  // The server ends the socket at the client's close frame, so that disconnect() needs no close timeout.
+  const peer = await rawServer((socket) => acceptUpgrade(socket, (s) => s.once('data', () => s.end())))
   t.teardown(() => peer.close())
   const client = new ReconnectingWebSocket(peer.url, { pingInterval: 0 })
   const scheduled: string[] = []
