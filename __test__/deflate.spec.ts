@@ -1129,6 +1129,55 @@ for (const b of BOMBS) {
   })
 }
 
+test.serial("large compressed messages are inflated a step at a time: another client's round trips go on between the steps", async (t) => {
+  // Both connections are read on the tokio worker (deflate negotiated). Inflating 8 MiB takes the
+  // worker about 10 ms: inflated in one go, each message of A held client B's round trips up for
+  // that long (11-15 round trips during A's 15 messages here). In steps of 256 KiB, B's go on
+  // between them (71-107).
+  const COUNT = 16
+  const SIZE = 8 * MiB
+  const data = bomb(SIZE / MiB)
+  const bytes = Buffer.concat(Array.from({ length: COUNT }, () => frame(2, data, { rsv1: true })))
+  const a = await deflatePeer(
+    () => 'permessage-deflate',
+    ({ socket }) => {
+      socket.write(bytes)
+    },
+  )
+  t.teardown(() => a.close())
+  const b = await wsDeflateServer(true, echo)
+  t.teardown(() => b.close())
+  const clientB = owned(t, new ReconnectingWebSocket(b.url, { minDelay: 60_000 }))
+  await once(clientB, 'open')
+  t.is(clientB.extensions, 'permessage-deflate')
+  let trips = 0
+  let tripping = true
+  clientB.on('message', () => {
+    trips++
+    if (tripping) clientB.send('ping')
+  })
+  clientB.send('ping')
+  await until(() => trips >= 10, 'client B makes round trips')
+  const clientA = owned(t, new ReconnectingWebSocket(a.url, { minDelay: 60_000 }))
+  const sizes: number[] = []
+  let tripsAtFirst = 0
+  const all = new Promise<number>((resolve) =>
+    clientA.on('message', (m) => {
+      if (sizes.push(Buffer.isBuffer(m) ? m.length : -1) === 1) tripsAtFirst = trips
+      if (sizes.length === COUNT) resolve(trips)
+    }),
+  )
+  const tripsAtLast = await all
+  tripping = false
+  t.deepEqual(sizes, Array(COUNT).fill(SIZE), 'every message arrives whole')
+  const during = tripsAtLast - tripsAtFirst
+  t.log(`client B: ${during} round trips while A received ${COUNT - 1} messages of ${SIZE / MiB} MiB`)
+  t.true(during >= 3 * (COUNT - 1), `client B made ${during} round trips during ${COUNT - 1} messages of A`)
+  await clientA.disconnect()
+  await clientB.disconnect()
+  await settled(t)
+})
+
 test.serial('a maxPayload under 64 bytes: compressed messages within it arrive, one over it is 1009, never an internal error', async (t) => {
   // The inflater's first guess of a message's size was at least 64 bytes, clamped to the limit:
   // a limit under 64 made that guess panic and ended the client with ERR_INTERNAL.

@@ -10,10 +10,10 @@
 
 use std::collections::VecDeque;
 use std::future::Future;
-use std::pin::Pin;
+use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -26,7 +26,7 @@ use tungstenite::Message;
 
 use crate::ask;
 use crate::body;
-use crate::deflate::{self, Compressor, Decompressor, DeflateConfig, InflateError, Negotiated};
+use crate::deflate::{self, Compressor, Decompressor, DeflateConfig, InflateError, Negotiated, INFLATE_STEP};
 use crate::errors::{self, ConnError};
 use crate::events::{BinaryRun, JsEvent, Small, TextRun};
 use crate::frame::{self, Decoder, Incoming, WireError};
@@ -655,25 +655,35 @@ impl OpenConn {
         unsent
     }
 
-    /// A compressed message, inflated within the limits (`maxPayload`, and for text the longest
-    /// JS string), and for text checked as UTF-8.
-    fn inflate(&mut self, text: bool, data: &[u8], limits: &frame::Limits) -> Result<Incoming, WireError> {
-        let inflater = self.inflater.as_mut().expect("RSV1 is accepted only with deflate");
-        let max = if text {
+    /// The most a compressed message may inflate to: `maxPayload`, and for text the longest JS string.
+    fn inflate_limit(text: bool, limits: &frame::Limits) -> usize {
+        if text {
             limits.max_text.min(limits.max_payload)
         } else {
             limits.max_payload
+        }
+    }
+
+    /// Goes on with the compressed message being inflated, `INFLATE_STEP` bytes of output at
+    /// most: the message once whole, within its limit and, for text, checked as UTF-8.
+    fn inflate_step(&mut self, limits: &frame::Limits) -> Poll<Result<Incoming, WireError>> {
+        let Some(inflater) = self.inflater.as_mut() else {
+            return Poll::Pending;
         };
-        let bytes = inflater.inflate(data, max).map_err(|e| match e {
-            InflateError::TooBig => WireError::InflatesTooBig { max },
-            InflateError::Corrupt(why) => WireError::Protocol(format!("invalid compressed data ({why})")),
-        })?;
-        let bytes = Bytes::from(bytes);
-        if text {
+        let (text, result) = ready!(inflater.step(INFLATE_STEP));
+        let max = Self::inflate_limit(text, limits);
+        let bytes = match result {
+            Ok(bytes) => Bytes::from(bytes),
+            Err(InflateError::TooBig) => return Poll::Ready(Err(WireError::InflatesTooBig { max })),
+            Err(InflateError::Corrupt(why)) => {
+                return Poll::Ready(Err(WireError::Protocol(format!("invalid compressed data ({why})"))))
+            }
+        };
+        Poll::Ready(if text {
             frame::text_message(bytes, limits).map(Incoming::Text)
         } else {
             Ok(Incoming::Binary(bytes))
-        }
+        })
     }
 
     /// Framed bytes waiting for the socket, created on first use.
@@ -725,6 +735,8 @@ impl OpenConn {
             return self.ended_by(WireError::Io(e));
         }
         let mut n = 0;
+        // A large compressed message is inflated over several polls: this one gave way to other tasks.
+        let mut yielded = false;
         // Data messages and their bytes this poll read: a stream of larger messages stays here.
         let (mut read_messages, mut read_bytes) = (0, 0);
         let shared_reader = match &self.input {
@@ -750,7 +762,9 @@ impl OpenConn {
                 deflate: self.inflater.is_some(),
                 ..cfg.limits
             };
-            if self.peer_close.is_none() {
+            // A message being inflated comes before anything read after it.
+            let inflating = self.inflater.as_ref().is_some_and(|i| i.inflating());
+            if self.peer_close.is_none() && !inflating {
                 let small = |m: Small<'_>| JsEvent::push_small(events, m);
                 let max = TextRun::MAX_MESSAGE.min(BinaryRun::MAX_MESSAGE);
                 let taken = match (&mut self.input, shared_reader.as_ref(), shared_state.as_mut()) {
@@ -774,10 +788,22 @@ impl OpenConn {
                     continue;
                 }
             }
-            let polled = match (&mut self.input, shared_reader.as_ref(), shared_state.as_mut()) {
-                (Input::Own(own), ..) => own.decoder.poll_next(cx, &mut self.transport, &limits),
-                (Input::Shared(_), Some(r), Some(st)) => r.poll_frame(st, cx),
-                (Input::Shared(_), ..) => Poll::Pending,
+            let polled = if inflating {
+                match self.inflate_step(&limits) {
+                    Poll::Ready(inflated) => Poll::Ready(inflated),
+                    Poll::Pending => {
+                        // More to inflate: let the runtime's other tasks and its I/O have a turn first.
+                        let _ = pin!(tokio::task::yield_now()).poll(cx);
+                        yielded = true;
+                        break;
+                    }
+                }
+            } else {
+                match (&mut self.input, shared_reader.as_ref(), shared_state.as_mut()) {
+                    (Input::Own(own), ..) => own.decoder.poll_next(cx, &mut self.transport, &limits),
+                    (Input::Shared(_), Some(r), Some(st)) => r.poll_frame(st, cx),
+                    (Input::Shared(_), ..) => Poll::Pending,
+                }
             };
             match polled {
                 Poll::Ready(Ok(frame)) => {
@@ -790,14 +816,19 @@ impl OpenConn {
                         continue;
                     }
                     let frame = match frame {
-                        Incoming::Compressed { text, data } => match self.inflate(text, &data, &limits) {
-                            Ok(message) => message,
-                            Err(e) => {
+                        Incoming::Compressed { text, data } => {
+                            let max = Self::inflate_limit(text, &limits);
+                            let Some(inflater) = self.inflater.as_mut() else {
+                                // The decoder takes RSV1 only where deflate was negotiated.
                                 read.flush();
+                                let e = WireError::Protocol("RSV1 set without permessage-deflate".into());
                                 self.hold(HeldEnd::Failed(e), cfg);
                                 break;
-                            }
-                        },
+                            };
+                            // Inflated from the next turn of this loop on, a step at a time.
+                            inflater.start(text, data, max);
+                            continue;
+                        }
                         frame => frame,
                     };
                     let gate = &self.shared.read_gate;
@@ -838,7 +869,7 @@ impl OpenConn {
                                 break;
                             }
                         }
-                        // Inflated into Text or Binary above.
+                        // Started inflating above.
                         Incoming::Compressed { .. } => {}
                     }
                     n += 1;
@@ -887,7 +918,7 @@ impl OpenConn {
                 return self.ended_by(WireError::Io(e));
             }
         }
-        if n > 0 || self.held.is_some() {
+        if (n > 0 || self.held.is_some()) && !yielded {
             return Poll::Ready(IoEvent::Progress);
         }
         if let Some(c) = self.peer_close.as_mut() {

@@ -7,6 +7,9 @@
 //! the first message that needs it, not when the connection opens, and a side that negotiated
 //! "no context takeover" drops it after every message: an idle connection holds none then.
 
+use std::task::Poll;
+
+use bytes::Bytes;
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 
 use crate::stats::{DeflateContexts, Gauge};
@@ -298,11 +301,30 @@ impl Compressor {
     }
 }
 
-/// The server's side: inflates the messages it compressed.
+/// The output one step of inflating may produce. A message that inflates to more (up to
+/// `maxPayload`: 64 MiB from 64 KB of a deflate bomb takes about 100 ms) is inflated over several
+/// polls of its connection, so that one server cannot hold the runtime's worker, and with it every
+/// other client's I/O, for a whole message.
+pub const INFLATE_STEP: usize = 256 << 10;
+
+/// The server's side: inflates the messages it compressed, one at a time.
 pub struct Decompressor {
     state: Option<(Box<Decompress>, Gauge<DeflateContexts>)>,
     window_bits: u8,
     no_context_takeover: bool,
+    /// The message being inflated, between steps.
+    job: Option<Inflating>,
+}
+
+/// A compressed message being inflated: how far its input and output have come.
+struct Inflating {
+    text: bool,
+    data: Bytes,
+    consumed: usize,
+    /// `data` is read: feeding the trailer the sender left out (RFC 7692 §7.2.2).
+    trailer: bool,
+    out: Vec<u8>,
+    max: usize,
 }
 
 /// Why a compressed message could not be taken.
@@ -313,6 +335,9 @@ pub enum InflateError {
     Corrupt(String),
 }
 
+/// A message inflated: whether it is text, and its bytes.
+pub type Inflated = (bool, Result<Vec<u8>, InflateError>);
+
 impl Decompressor {
     pub fn new(n: &Negotiated) -> Self {
         Decompressor {
@@ -320,11 +345,36 @@ impl Decompressor {
             // flate2 takes 9-15; a larger window than the server's reads its stream all the same.
             window_bits: n.server_max_window_bits.max(9),
             no_context_takeover: n.server_no_context_takeover,
+            job: None,
         }
     }
 
-    /// Inflates one message's payload; never holds more than `max + 1` bytes of output.
-    pub fn inflate(&mut self, data: &[u8], max: usize) -> Result<Vec<u8>, InflateError> {
+    /// Whether a message is started and not yet whole (`step` goes on with it).
+    pub fn inflating(&self) -> bool {
+        self.job.is_some()
+    }
+
+    /// Starts a message, replacing any unfinished one. Its output never exceeds `max + 1` bytes.
+    pub fn start(&mut self, text: bool, data: Bytes, max: usize) {
+        let limit = max.saturating_add(1);
+        // A first guess of the size, within the limit (which may be below 64: `maxPayload` is the user's).
+        let capacity = data.len().saturating_mul(3).max(64).min(limit.min(1 << 20));
+        self.job = Some(Inflating {
+            text,
+            data,
+            consumed: 0,
+            trailer: false,
+            out: Vec::with_capacity(capacity),
+            max,
+        });
+    }
+
+    /// Inflates more of the started message, about `budget` bytes of output at most: `Ready` once
+    /// it is whole or has failed, `Pending` while more remains (and when none is started).
+    pub fn step(&mut self, budget: usize) -> Poll<Inflated> {
+        let Some(job) = self.job.as_mut() else {
+            return Poll::Pending;
+        };
         let bits = self.window_bits;
         let (d, _) = self.state.get_or_insert_with(|| {
             (
@@ -332,64 +382,101 @@ impl Decompressor {
                 Gauge::<DeflateContexts>::new(),
             )
         });
-        let limit = max.saturating_add(1);
-        // A first guess of the size, within the limit (which may be below 64: `maxPayload` is the user's).
-        let mut out: Vec<u8> = Vec::with_capacity(data.len().saturating_mul(3).max(64).min(limit.min(1 << 20)));
-        let result = (|| {
-            // The data ended with a final block (BFINAL): the message is whole, and the trailer
-            // would start a new, malformed stream.
-            let mut ended_final = false;
-            for input in [data, &TRAILER[..]] {
-                if ended_final {
-                    break;
-                }
-                let mut consumed = 0usize;
-                loop {
-                    if out.len() == out.capacity() {
-                        if out.len() >= limit {
-                            return Err(InflateError::TooBig);
-                        }
-                        let grow = out.capacity().max(4096).min(limit - out.len());
-                        out.reserve_exact(grow);
-                    }
-                    let (before, produced) = (d.total_in(), out.len());
-                    let status = d
-                        .decompress_vec(&input[consumed..], &mut out, FlushDecompress::Sync)
-                        .map_err(|e| InflateError::Corrupt(e.to_string()))?;
-                    consumed += (d.total_in() - before) as usize;
-                    let stuck = d.total_in() == before && out.len() == produced && out.len() < out.capacity();
-                    if stuck && consumed < input.len() && status != Status::StreamEnd {
-                        // Input left, room for output, and zlib took nothing: it cannot go on.
-                        return Err(InflateError::Corrupt("compressed data that cannot be inflated".into()));
-                    }
-                    if out.len() > max {
-                        return Err(InflateError::TooBig);
-                    }
-                    let done = consumed == input.len();
-                    if status == Status::StreamEnd {
-                        // A final block (RFC 7692 §7.2.3.4 allows one): what follows, if
-                        // anything, starts a new stream.
-                        d.reset(false);
-                        if done {
-                            ended_final = std::ptr::eq(input, data);
-                            break;
-                        }
-                        continue;
-                    }
-                    if done && out.len() < out.capacity() {
-                        break;
-                    }
-                    if status == Status::BufError && out.len() < out.capacity() {
-                        return Err(InflateError::Corrupt("truncated compressed data".into()));
-                    }
-                }
-            }
-            Ok(())
-        })();
+        let result = match job.run(d, budget) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(result) => result,
+        };
+        let job = self.job.take().expect("the job just run");
         if result.is_err() || self.no_context_takeover {
             self.state = None;
         }
-        result.map(|()| out)
+        Poll::Ready((job.text, result.map(|()| job.out)))
+    }
+
+    /// Inflates one message's payload at once; never holds more than `max + 1` bytes of output.
+    #[cfg(test)]
+    pub fn inflate(&mut self, data: &[u8], max: usize) -> Result<Vec<u8>, InflateError> {
+        self.start(false, Bytes::copy_from_slice(data), max);
+        match self.step(usize::MAX) {
+            Poll::Ready((_, result)) => result,
+            Poll::Pending => unreachable!("an unlimited step finishes"),
+        }
+    }
+}
+
+impl Inflating {
+    /// Feeds `d` until the message is whole, fails, or `budget` bytes of output were produced.
+    fn run(&mut self, d: &mut Decompress, budget: usize) -> Poll<Result<(), InflateError>> {
+        let limit = self.max.saturating_add(1);
+        let start = self.out.len();
+        loop {
+            let produced = self.out.len();
+            let room = budget.saturating_sub(produced - start);
+            if room == 0 {
+                return Poll::Pending;
+            }
+            if produced == self.out.capacity() {
+                if produced >= limit {
+                    return Poll::Ready(Err(InflateError::TooBig));
+                }
+                let grow = self.out.capacity().max(4096).min(limit - produced);
+                self.out.reserve_exact(grow);
+            }
+            let input: &[u8] = if self.trailer { &TRAILER } else { &self.data };
+            let input = &input[self.consumed..];
+            let (in_before, out_before) = (d.total_in(), d.total_out());
+            let offered = (self.out.capacity() - produced).min(room);
+            let status = if offered == self.out.capacity() - produced {
+                d.decompress_vec(input, &mut self.out, FlushDecompress::Sync)
+            } else {
+                // More room than this step may fill: zlib gets exactly the step's share of it (a
+                // slice, zeroed first: writing into spare capacity of a `Vec` would need `unsafe`).
+                self.out.resize(produced + offered, 0);
+                let status = d.decompress(input, &mut self.out[produced..], FlushDecompress::Sync);
+                self.out.truncate(produced + (d.total_out() - out_before) as usize);
+                status
+            };
+            let status = match status {
+                Ok(status) => status,
+                Err(e) => return Poll::Ready(Err(InflateError::Corrupt(e.to_string()))),
+            };
+            let taken = (d.total_in() - in_before) as usize;
+            let written = self.out.len() - produced;
+            self.consumed += taken;
+            // zlib filled what it was offered: it may hold more output for the same input.
+            let filled = written == offered;
+            if taken == 0 && written == 0 && taken < input.len() && status != Status::StreamEnd {
+                // Input left, room for output, and zlib took nothing: it cannot go on.
+                return Poll::Ready(Err(InflateError::Corrupt(
+                    "compressed data that cannot be inflated".into(),
+                )));
+            }
+            if self.out.len() > self.max {
+                return Poll::Ready(Err(InflateError::TooBig));
+            }
+            let done = taken == input.len();
+            if status == Status::StreamEnd {
+                // A final block (RFC 7692 §7.2.3.4 allows one): what follows, if anything, starts
+                // a new stream. Ending the data, it ends the message: the trailer would start a
+                // new, malformed stream.
+                d.reset(false);
+                if done {
+                    return Poll::Ready(Ok(()));
+                }
+                continue;
+            }
+            if done && !filled {
+                if self.trailer {
+                    return Poll::Ready(Ok(()));
+                }
+                self.trailer = true;
+                self.consumed = 0;
+                continue;
+            }
+            if status == Status::BufError && !filled {
+                return Poll::Ready(Err(InflateError::Corrupt("truncated compressed data".into())));
+            }
+        }
     }
 }
 
@@ -492,6 +579,29 @@ mod tests {
 
     fn pair(n: &Negotiated) -> (Compressor, Decompressor) {
         (Compressor::new(&config(), n), Decompressor::new(n))
+    }
+
+    /// Inflates `data` a step of `budget` bytes at a time: the result, and the output each step
+    /// added.
+    fn in_steps(
+        d: &mut Decompressor,
+        data: &[u8],
+        max: usize,
+        budget: usize,
+    ) -> (Result<Vec<u8>, InflateError>, Vec<usize>) {
+        d.start(true, Bytes::copy_from_slice(data), max);
+        let mut steps = Vec::new();
+        loop {
+            let before = d.job.as_ref().map_or(0, |j| j.out.len());
+            match d.step(budget) {
+                Poll::Pending => steps.push(d.job.as_ref().expect("still inflating").out.len() - before),
+                Poll::Ready((text, result)) => {
+                    assert!(text);
+                    assert!(!d.inflating());
+                    return (result, steps);
+                }
+            }
+        }
     }
 
     fn both_ways(n: Negotiated) {
@@ -645,6 +755,7 @@ mod tests {
             noise in prop::collection::vec(any::<u8>(), 0..64),
             max in 1usize..12_000,
             no_takeover in any::<bool>(),
+            budget in 1usize..3_000,
         ) {
             let answer = if no_takeover { "permessage-deflate; server_no_context_takeover" } else { "permessage-deflate" };
             let base = n(answer).unwrap().unwrap();
@@ -662,7 +773,13 @@ mod tests {
                 wire.truncate(at.index(wire.len() + 1));
             }
             wire.extend(&noise);
-            match d.inflate(&wire, max) {
+            let inflated = d.inflate(&wire, max);
+            // Inflated a few bytes at a time by a fresh decompressor (as `d` was), it gives the same
+            // message or fails too (which limit or flaw it meets first may differ).
+            let (stepped, steps) = in_steps(&mut Decompressor::new(&base), &wire, max, budget);
+            prop_assert!(steps.iter().all(|&s| s == budget), "{:?}", steps);
+            prop_assert_eq!(stepped.as_ref().ok(), inflated.as_ref().ok());
+            match inflated {
                 Ok(out) => {
                     prop_assert!(out.len() <= max);
                     if !touched {
@@ -699,5 +816,28 @@ mod tests {
             d.inflate(&[0xff, 0xff, 0xff], 100),
             Err(InflateError::Corrupt(_))
         ));
+    }
+
+    #[test]
+    fn a_large_message_is_inflated_a_step_at_a_time() {
+        let base = n("permessage-deflate").unwrap().unwrap();
+        let (mut c, mut d) = pair(&base);
+        let mut bomb = Vec::new();
+        assert!(c.compress(&vec![7u8; 10 << 20], &mut bomb));
+        let (result, steps) = in_steps(&mut d, &bomb, 16 << 20, INFLATE_STEP);
+        assert_eq!(result.unwrap(), vec![7u8; 10 << 20]);
+        // Steps of exactly INFLATE_STEP each, then one that finds the message whole.
+        assert_eq!(steps.len(), (10 << 20) / INFLATE_STEP, "{steps:?}");
+        assert!(steps.iter().all(|&s| s == INFLATE_STEP), "{steps:?}");
+        // The context goes on: the next message reads, in one step.
+        let mut next = Vec::new();
+        assert!(c.compress(b"next", &mut next));
+        let (result, steps) = in_steps(&mut d, &next, 100, INFLATE_STEP);
+        assert_eq!((result.unwrap(), steps.len()), (b"next".to_vec(), 0));
+        // Past the limit, the message fails in the step that crosses it.
+        let (result, steps) = in_steps(&mut d, &bomb, 1 << 20, INFLATE_STEP);
+        assert_eq!(result, Err(InflateError::TooBig));
+        assert_eq!(steps.len(), (1 << 20) / INFLATE_STEP);
+        assert!(d.state.is_none());
     }
 }
