@@ -369,10 +369,10 @@ impl Decompressor {
         });
     }
 
-    /// Inflates more of the started message, about `budget` bytes of output at most: `Ready` once
-    /// it is whole or has failed, `Pending` while more remains (and when none is started).
+    /// Inflates more of the started message, at most `budget` bytes of output: `Ready` once it is
+    /// whole or has failed, `Pending` while more remains (and when none is started).
     pub fn step(&mut self, budget: usize) -> Poll<Inflated> {
-        let Some(job) = self.job.as_mut() else {
+        let Some(mut job) = self.job.take() else {
             return Poll::Pending;
         };
         let bits = self.window_bits;
@@ -383,10 +383,12 @@ impl Decompressor {
             )
         });
         let result = match job.run(d, budget) {
-            Poll::Pending => return Poll::Pending,
+            Poll::Pending => {
+                self.job = Some(job);
+                return Poll::Pending;
+            }
             Poll::Ready(result) => result,
         };
-        let job = self.job.take().expect("the job just run");
         if result.is_err() || self.no_context_takeover {
             self.state = None;
         }
@@ -445,7 +447,7 @@ impl Inflating {
             self.consumed += taken;
             // zlib filled what it was offered: it may hold more output for the same input.
             let filled = written == offered;
-            if taken == 0 && written == 0 && taken < input.len() && status != Status::StreamEnd {
+            if taken == 0 && written == 0 && !input.is_empty() && status != Status::StreamEnd {
                 // Input left, room for output, and zlib took nothing: it cannot go on.
                 return Poll::Ready(Err(InflateError::Corrupt(
                     "compressed data that cannot be inflated".into(),
