@@ -928,7 +928,8 @@ impl OpenConn {
                 return ended(c.code, c.reason, true, None);
             }
         }
-        if let Some(hb) = self.heartbeat.as_mut() {
+        // While a message is inflated, nothing after it is read: its pong may be among that.
+        if let Some(hb) = self.heartbeat.as_mut().filter(|_| !yielded) {
             if let Some(deadline) = hb.pong_deadline.as_mut() {
                 if deadline.as_mut().poll(cx).is_ready() {
                     if matches!(&self.input, Input::Shared(r) if r.take_alive()) {
