@@ -1179,6 +1179,41 @@ test.serial("large compressed messages are inflated a step at a time: another cl
   await settled(t)
 })
 
+test.serial('a pong behind a message being inflated is not a missing pong: pings every 5 ms, pongTimeout 5 ms, two messages of 32 MiB', async (t) => {
+  // Inflating a message takes several polls; nothing after it is read before it is whole, the
+  // pongs to pings sent meanwhile included. Those polls must not take the pongs for missing.
+  const data = bomb(32)
+  const peer = await deflatePeer(
+    () => 'permessage-deflate',
+    (c) => {
+      c.socket.write(Buffer.concat([frame(2, data, { rsv1: true }), frame(2, data, { rsv1: true })]))
+      let answered = 0
+      c.socket.on('data', () => {
+        const pings = c.frames.frames.filter((f) => f.op === 9)
+        for (; answered < pings.length; answered++) c.socket.write(frame(10, pings[answered].payload))
+      })
+    },
+  )
+  t.teardown(() => peer.close())
+  const client = owned(t, new ReconnectingWebSocket(peer.url, { minDelay: 60_000, pingInterval: 5, pongTimeout: 5 }))
+  const r = new Recorder(client, ['open', 'close', 'error'])
+  const sizes: number[] = []
+  // Both messages, or the connection's end.
+  await new Promise<void>((resolve) => {
+    client.on('message', (m) => {
+      if (sizes.push(Buffer.isBuffer(m) ? m.length : -1) === 2) resolve()
+    })
+    client.on('close', () => resolve())
+  })
+  t.deepEqual(sizes, [32 * MiB, 32 * MiB])
+  const pings = peer.conns[0].frames.frames.filter((f) => f.op === 9).length
+  t.true(pings >= 2, `${pings} pings sent while the messages were inflated`)
+  t.is(r.count('error'), 0, JSON.stringify(r.log.map((e) => [e.name, (e.args[0] as Any)?.code])))
+  t.is(r.count('close'), 0)
+  await client.disconnect()
+  await settled(t)
+})
+
 test.serial('a maxPayload under 64 bytes: compressed messages within it arrive, one over it is 1009, never an internal error', async (t) => {
   // The inflater's first guess of a message's size was at least 64 bytes, clamped to the limit:
   // a limit under 64 made that guess panic and ended the client with ERR_INTERNAL.
