@@ -702,6 +702,23 @@ test.serial('compressed messages from a raw server: fragments with pings between
   await peer.close()
 })
 
+test.serial('a compressed text of several MiB in characters of 1 to 4 bytes arrives whole (checked as UTF-8 a step at a time)', async (t) => {
+  const text = 'a\u{e9}\u{20ac}\u{1d11e}'.repeat(300_000)
+  const peer = await deflatePeer(
+    () => 'permessage-deflate',
+    ({ socket }) => socket.write(frame(1, deflate(Buffer.from(text)), { rsv1: true })),
+  )
+  t.teardown(() => peer.close())
+  const client = owned(t, new ReconnectingWebSocket(peer.url, { minDelay: 60_000 }))
+  const inbox = new Inbox(client)
+  const got = await inbox.next(() => 'waiting for the text')
+  t.is(typeof got, 'string')
+  t.true(got === text, `the text differs (${typeof got === 'string' ? got.length : '?'} of ${text.length} characters)`)
+  await client.disconnect()
+  await settled(t)
+  await peer.close()
+})
+
 // ---------------------------------------------------------------- 3. protocol errors
 
 test.serial('RSV1 on control and continuation frames, RSV1 without negotiation, corrupt data: the client fails the connection with a code', async (t) => {
@@ -754,6 +771,23 @@ test.serial('RSV1 on control and continuation frames, RSV1 without negotiation, 
       what: 'text that inflates to invalid UTF-8',
       negotiate: true,
       bytes: frame(1, deflate(Buffer.concat([comp(2000), Buffer.from([0xc3, 0x28])])), { rsv1: true }),
+      close: 1007,
+      code: 'ERR_INVALID_UTF8',
+      message: /UTF-8/i,
+    },
+    {
+      // Over one step of inflating (256 KiB): checked a step at a time.
+      what: 'a 2 MiB text that inflates to invalid UTF-8 in its middle',
+      negotiate: true,
+      bytes: frame(1, deflate(Buffer.concat([comp(MiB), Buffer.from([0xe2, 0x28, 0xa1]), comp(MiB)])), { rsv1: true }),
+      close: 1007,
+      code: 'ERR_INVALID_UTF8',
+      message: /UTF-8/i,
+    },
+    {
+      what: 'a 2 MiB text cut off in its last character',
+      negotiate: true,
+      bytes: frame(1, deflate(Buffer.concat([comp(2 * MiB), Buffer.from('\u{1d11e}').subarray(0, 3)])), { rsv1: true }),
       close: 1007,
       code: 'ERR_INVALID_UTF8',
       message: /UTF-8/i,

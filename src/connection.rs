@@ -26,7 +26,7 @@ use tungstenite::Message;
 
 use crate::ask;
 use crate::body;
-use crate::deflate::{self, Compressor, Decompressor, DeflateConfig, InflateError, Negotiated, INFLATE_STEP};
+use crate::deflate::{self, Compressor, Decompressor, DeflateConfig, InflateError, Inflated, Negotiated, INFLATE_STEP};
 use crate::errors::{self, ConnError};
 use crate::events::{BinaryRun, JsEvent, Small, TextRun};
 use crate::frame::{self, Decoder, Incoming, WireError};
@@ -670,20 +670,18 @@ impl OpenConn {
         let Some(inflater) = self.inflater.as_mut() else {
             return Poll::Pending;
         };
-        let (text, result) = ready!(inflater.step(INFLATE_STEP));
-        let max = Self::inflate_limit(text, limits);
-        let bytes = match result {
-            Ok(bytes) => Bytes::from(bytes),
-            Err(InflateError::TooBig) => return Poll::Ready(Err(WireError::InflatesTooBig { max })),
-            Err(InflateError::Corrupt(why)) => {
-                return Poll::Ready(Err(WireError::Protocol(format!("invalid compressed data ({why})"))))
-            }
-        };
-        Poll::Ready(if text {
-            frame::text_message(bytes, limits).map(Incoming::Text)
-        } else {
-            Ok(Incoming::Binary(bytes))
-        })
+        let inflated = ready!(inflater.step(INFLATE_STEP)).map_err(|e| match e {
+            InflateError::TooBig => WireError::InflatesTooBig {
+                max: inflater.max_output(),
+            },
+            InflateError::Corrupt(why) => WireError::Protocol(format!("invalid compressed data ({why})")),
+            InflateError::NotUtf8 => WireError::Utf8("a text message"),
+        });
+        Poll::Ready(inflated.and_then(|inflated| match inflated {
+            Inflated::Binary(bytes) => Ok(Incoming::Binary(Bytes::from(bytes))),
+            Inflated::Text(text) => Ok(Incoming::Text(text.into())),
+            Inflated::UncheckedText(bytes) => frame::text_message(Bytes::from(bytes), limits).map(Incoming::Text),
+        }))
     }
 
     /// Framed bytes waiting for the socket, created on first use.
@@ -826,7 +824,7 @@ impl OpenConn {
                                 break;
                             };
                             // Inflated from the next turn of this loop on, a step at a time.
-                            inflater.start(text, data, max);
+                            inflater.start(text, !limits.replace_invalid_utf8, data, max);
                             continue;
                         }
                         frame => frame,

@@ -314,15 +314,22 @@ pub struct Decompressor {
     no_context_takeover: bool,
     /// The message being inflated, between steps.
     job: Option<Inflating>,
+    /// The most the last message started may inflate to.
+    max: usize,
 }
 
 /// A compressed message being inflated: how far its input and output have come.
 struct Inflating {
     text: bool,
+    /// Text whose UTF-8 is to be checked: once it takes more than one step, it is checked a step
+    /// at a time into `checked`, so that no one check covers more than a step's output.
+    checks_utf8: bool,
+    checked: Option<String>,
     data: Bytes,
     consumed: usize,
     /// `data` is read: feeding the trailer the sender left out (RFC 7692 §7.2.2).
     trailer: bool,
+    /// Output not moved into `checked` (all of it, for binary and for a text of one step).
     out: Vec<u8>,
     max: usize,
 }
@@ -333,10 +340,19 @@ pub enum InflateError {
     /// It inflates to more than the limit (it was stopped there).
     TooBig,
     Corrupt(String),
+    /// Text that is not UTF-8, found while checking it a step at a time.
+    NotUtf8,
 }
 
-/// A message inflated: whether it is text, and its bytes.
-pub type Inflated = (bool, Result<Vec<u8>, InflateError>);
+/// What a message inflated to.
+#[derive(Debug, PartialEq)]
+pub enum Inflated {
+    Binary(Vec<u8>),
+    /// Text already checked as UTF-8, a step at a time.
+    Text(String),
+    /// Text inflated in one step, or not to be checked: the caller checks (or repairs) it whole.
+    UncheckedText(Vec<u8>),
+}
 
 impl Decompressor {
     pub fn new(n: &Negotiated) -> Self {
@@ -346,7 +362,13 @@ impl Decompressor {
             window_bits: n.server_max_window_bits.max(9),
             no_context_takeover: n.server_no_context_takeover,
             job: None,
+            max: 0,
         }
+    }
+
+    /// The most the last message started may inflate to (what `TooBig` exceeded).
+    pub fn max_output(&self) -> usize {
+        self.max
     }
 
     /// Whether a message is started and not yet whole (`step` goes on with it).
@@ -355,12 +377,16 @@ impl Decompressor {
     }
 
     /// Starts a message, replacing any unfinished one. Its output never exceeds `max + 1` bytes.
-    pub fn start(&mut self, text: bool, data: Bytes, max: usize) {
+    /// `check_utf8`: a text message's UTF-8 is checked here once it takes more than one step.
+    pub fn start(&mut self, text: bool, check_utf8: bool, data: Bytes, max: usize) {
         let limit = max.saturating_add(1);
         // A first guess of the size, within the limit (which may be below 64: `maxPayload` is the user's).
         let capacity = data.len().saturating_mul(3).max(64).min(limit.min(1 << 20));
+        self.max = max;
         self.job = Some(Inflating {
             text,
+            checks_utf8: text && check_utf8,
+            checked: None,
             data,
             consumed: 0,
             trailer: false,
@@ -371,7 +397,7 @@ impl Decompressor {
 
     /// Inflates more of the started message, at most `budget` bytes of output: `Ready` once it is
     /// whole or has failed, `Pending` while more remains (and when none is started).
-    pub fn step(&mut self, budget: usize) -> Poll<Inflated> {
+    pub fn step(&mut self, budget: usize) -> Poll<Result<Inflated, InflateError>> {
         let Some(mut job) = self.job.take() else {
             return Poll::Pending;
         };
@@ -383,30 +409,61 @@ impl Decompressor {
             )
         });
         let result = match job.run(d, budget) {
-            Poll::Pending => {
-                self.job = Some(job);
-                return Poll::Pending;
-            }
-            Poll::Ready(result) => result,
+            Poll::Pending => match job.check_utf8(false) {
+                Ok(()) => {
+                    self.job = Some(job);
+                    return Poll::Pending;
+                }
+                Err(e) => Err(e),
+            },
+            Poll::Ready(result) => result.and_then(|()| job.check_utf8(true)),
         };
         if result.is_err() || self.no_context_takeover {
             self.state = None;
         }
-        Poll::Ready((job.text, result.map(|()| job.out)))
+        Poll::Ready(result.map(|()| match (job.text, job.checked) {
+            (false, _) => Inflated::Binary(job.out),
+            (true, Some(text)) => Inflated::Text(text),
+            (true, None) => Inflated::UncheckedText(job.out),
+        }))
     }
 
     /// Inflates one message's payload at once; never holds more than `max + 1` bytes of output.
     #[cfg(test)]
     pub fn inflate(&mut self, data: &[u8], max: usize) -> Result<Vec<u8>, InflateError> {
-        self.start(false, Bytes::copy_from_slice(data), max);
+        self.start(false, false, Bytes::copy_from_slice(data), max);
         match self.step(usize::MAX) {
-            Poll::Ready((_, result)) => result,
+            Poll::Ready(Ok(Inflated::Binary(bytes))) => Ok(bytes),
+            Poll::Ready(Ok(other)) => unreachable!("binary in, {other:?} out"),
+            Poll::Ready(Err(e)) => Err(e),
             Poll::Pending => unreachable!("an unlimited step finishes"),
         }
     }
 }
 
 impl Inflating {
+    /// Bytes of output so far.
+    fn total(&self) -> usize {
+        self.checked.as_ref().map_or(0, String::len) + self.out.len()
+    }
+
+    /// Moves the output checked as UTF-8 into `checked` (started by the first step that does not
+    /// finish the text). Short of `whole`, a character cut off at the end waits for the next step.
+    fn check_utf8(&mut self, whole: bool) -> Result<(), InflateError> {
+        if !self.checks_utf8 || (whole && self.checked.is_none()) {
+            return Ok(());
+        }
+        let cut = if whole {
+            self.out.len()
+        } else {
+            complete_chars(&self.out)
+        };
+        let text = std::str::from_utf8(&self.out[..cut]).map_err(|_| InflateError::NotUtf8)?;
+        self.checked.get_or_insert_with(String::new).push_str(text);
+        self.out.drain(..cut);
+        Ok(())
+    }
+
     /// Feeds `d` until the message is whole, fails, or `budget` bytes of output were produced.
     fn run(&mut self, d: &mut Decompress, budget: usize) -> Poll<Result<(), InflateError>> {
         let limit = self.max.saturating_add(1);
@@ -418,10 +475,11 @@ impl Inflating {
                 return Poll::Pending;
             }
             if produced == self.out.capacity() {
-                if produced >= limit {
+                let total = self.total();
+                if total >= limit {
                     return Poll::Ready(Err(InflateError::TooBig));
                 }
-                let grow = self.out.capacity().max(4096).min(limit - produced);
+                let grow = self.out.capacity().max(4096).min(limit - total);
                 self.out.reserve_exact(grow);
             }
             let input: &[u8] = if self.trailer { &TRAILER } else { &self.data };
@@ -453,7 +511,7 @@ impl Inflating {
                     "compressed data that cannot be inflated".into(),
                 )));
             }
-            if self.out.len() > self.max {
+            if self.total() > self.max {
                 return Poll::Ready(Err(InflateError::TooBig));
             }
             let done = taken == input.len();
@@ -479,6 +537,27 @@ impl Inflating {
                 return Poll::Ready(Err(InflateError::Corrupt("truncated compressed data".into())));
             }
         }
+    }
+}
+
+/// How much of `bytes` ends with a whole character: all of it, or up to where the last
+/// character starts when its sequence is cut off (one the UTF-8 check will then judge).
+fn complete_chars(bytes: &[u8]) -> usize {
+    let len = bytes.len();
+    // The last byte that is not a continuation byte (10xxxxxx), among the last four.
+    let Some(start) = (len.saturating_sub(4)..len).rev().find(|&i| bytes[i] & 0xc0 != 0x80) else {
+        return len;
+    };
+    let needs = match bytes[start] {
+        0xc0..=0xdf => 2,
+        0xe0..=0xef => 3,
+        0xf0..=0xf7 => 4,
+        _ => 1,
+    };
+    if len - start < needs {
+        start
+    } else {
+        len
     }
 }
 
@@ -583,27 +662,42 @@ mod tests {
         (Compressor::new(&config(), n), Decompressor::new(n))
     }
 
-    /// Inflates `data` a step of `budget` bytes at a time: the result, and the output each step
-    /// added.
+    /// Inflates `data` a step of `budget` bytes at a time: what it inflated to, and the output
+    /// each unfinished step added.
+    fn stepped(
+        d: &mut Decompressor,
+        data: &[u8],
+        text: bool,
+        max: usize,
+        budget: usize,
+    ) -> (Result<Inflated, InflateError>, Vec<usize>) {
+        d.start(text, true, Bytes::copy_from_slice(data), max);
+        let mut steps = Vec::new();
+        loop {
+            let before = d.job.as_ref().map_or(0, Inflating::total);
+            match d.step(budget) {
+                Poll::Pending => steps.push(d.job.as_ref().expect("still inflating").total() - before),
+                Poll::Ready(result) => {
+                    assert!(!d.inflating());
+                    return (result, steps);
+                }
+            }
+        }
+    }
+
+    /// As `stepped`, for a binary message: its bytes.
     fn in_steps(
         d: &mut Decompressor,
         data: &[u8],
         max: usize,
         budget: usize,
     ) -> (Result<Vec<u8>, InflateError>, Vec<usize>) {
-        d.start(true, Bytes::copy_from_slice(data), max);
-        let mut steps = Vec::new();
-        loop {
-            let before = d.job.as_ref().map_or(0, |j| j.out.len());
-            match d.step(budget) {
-                Poll::Pending => steps.push(d.job.as_ref().expect("still inflating").out.len() - before),
-                Poll::Ready((text, result)) => {
-                    assert!(text);
-                    assert!(!d.inflating());
-                    return (result, steps);
-                }
-            }
-        }
+        let (result, steps) = stepped(d, data, false, max, budget);
+        let bytes = result.map(|inflated| match inflated {
+            Inflated::Binary(bytes) => bytes,
+            other => panic!("binary in, {other:?} out"),
+        });
+        (bytes, steps)
     }
 
     fn both_ways(n: Negotiated) {
@@ -745,6 +839,35 @@ mod tests {
             }
         }
 
+        /// A text inflated in steps of any size is given back checked (or left to the caller when
+        /// it took one step) exactly when it is UTF-8, whatever cuts its characters.
+        #[test]
+        fn a_text_in_steps_is_utf8_exactly_when_it_was(
+            text in "[a\u{e9}\u{20ac}\u{1d11e}]{0,300}",
+            corrupt in prop::option::of((any::<Index>(), any::<u8>())),
+            budget in 1usize..40,
+        ) {
+            let base = n("permessage-deflate").unwrap().unwrap();
+            let (mut c, mut d) = pair(&base);
+            let mut bytes = text.into_bytes();
+            if let Some((at, byte)) = corrupt {
+                if !bytes.is_empty() {
+                    let i = at.index(bytes.len());
+                    bytes[i] = byte;
+                }
+            }
+            let mut wire = Vec::new();
+            prop_assert!(c.compress(&bytes, &mut wire));
+            let (result, _) = stepped(&mut d, &wire, true, 10_000, budget);
+            let text = match result {
+                Ok(Inflated::Text(t)) => Some(t.into_bytes()),
+                Ok(Inflated::UncheckedText(b)) => String::from_utf8(b).ok().map(String::into_bytes),
+                Err(InflateError::NotUtf8) => None,
+                other => return Err(TestCaseError::fail(format!("{other:?}"))),
+            };
+            prop_assert_eq!(text, String::from_utf8(bytes).ok().map(String::into_bytes));
+        }
+
         /// Whatever a peer sends as a compressed message (a real one with bytes flipped, cut
         /// short or followed by noise, with or without context takeover), inflating ends: with
         /// the message, `TooBig` or `Corrupt`, never past the limit, never a panic. An untouched
@@ -790,6 +913,7 @@ mod tests {
                 }
                 Err(InflateError::TooBig) => prop_assert!(touched || message.len() > max),
                 Err(InflateError::Corrupt(_)) => prop_assert!(touched),
+                Err(InflateError::NotUtf8) => prop_assert!(false, "binary is not checked"),
             }
             if !touched && message.len() <= max {
                 // In step with the server: its next message reads too.
@@ -818,6 +942,62 @@ mod tests {
             d.inflate(&[0xff, 0xff, 0xff], 100),
             Err(InflateError::Corrupt(_))
         ));
+    }
+
+    #[test]
+    fn a_text_is_checked_a_step_at_a_time() {
+        let base = n("permessage-deflate").unwrap().unwrap();
+        // Characters of 1 to 4 bytes, so that steps of 256 KiB cut some of them in two.
+        let text = "a\u{e9}\u{20ac}\u{1d11e}".repeat(300_000);
+        let (mut c, mut d) = pair(&base);
+        let mut wire = Vec::new();
+        assert!(c.compress(text.as_bytes(), &mut wire));
+        let (result, steps) = stepped(&mut d, &wire, true, 16 << 20, INFLATE_STEP);
+        assert_eq!(result, Ok(Inflated::Text(text.clone())));
+        assert_eq!(steps.len(), text.len() / INFLATE_STEP);
+        // A text of one step is left to the caller, which checks it whole.
+        let mut short = Vec::new();
+        assert!(c.compress("\u{e9}t\u{e9}".as_bytes(), &mut short));
+        let (result, steps) = stepped(&mut d, &short, true, 100, INFLATE_STEP);
+        assert_eq!(
+            (result, steps.len()),
+            (Ok(Inflated::UncheckedText("\u{e9}t\u{e9}".into())), 0)
+        );
+        // Not UTF-8 in the middle: found in the step that holds it.
+        let mut bad = text.clone().into_bytes();
+        bad[2 << 20] = 0xff;
+        let (mut c, mut d) = pair(&base);
+        let mut wire = Vec::new();
+        assert!(c.compress(&bad, &mut wire));
+        let (result, steps) = stepped(&mut d, &wire, true, 16 << 20, INFLATE_STEP);
+        assert_eq!(result, Err(InflateError::NotUtf8));
+        assert_eq!(steps.len(), (2 << 20) / INFLATE_STEP);
+        assert!(d.state.is_none());
+        // Cut off in its last character.
+        let cut = &text.as_bytes()[..text.len() - 1];
+        let (mut c, mut d) = pair(&base);
+        let mut wire = Vec::new();
+        assert!(c.compress(cut, &mut wire));
+        assert_eq!(
+            stepped(&mut d, &wire, true, 16 << 20, INFLATE_STEP).0,
+            Err(InflateError::NotUtf8)
+        );
+    }
+
+    #[test]
+    fn complete_chars_stops_before_a_character_cut_off() {
+        let euro = "\u{20ac}".as_bytes();
+        assert_eq!(complete_chars(b""), 0);
+        assert_eq!(complete_chars(b"abc"), 3);
+        assert_eq!(complete_chars(euro), 3);
+        assert_eq!(complete_chars(&euro[..2]), 0);
+        assert_eq!(complete_chars(&[b"ab", &euro[..1]].concat()), 2);
+        let clef = "\u{1d11e}".as_bytes();
+        assert_eq!(complete_chars(&[b"x", &clef[..3]].concat()), 1);
+        assert_eq!(complete_chars(&[b"x", clef].concat()), 5);
+        // Not UTF-8 at all: all of it, for the check to refuse.
+        assert_eq!(complete_chars(&[0xff]), 1);
+        assert_eq!(complete_chars(&[0x80, 0x80, 0x80, 0x80]), 4);
     }
 
     #[test]
