@@ -434,7 +434,7 @@ enum Input {
 
 struct OwnInput {
     decoder: Decoder,
-    /// Counts the decoder's memory in `ioBuffers` while it holds any.
+    /// Counts the decoder's memory, and a message's being inflated, in `ioBuffers` while there is any.
     read_buffer: Option<Gauge<IoBuffers>>,
 }
 
@@ -696,8 +696,10 @@ impl OpenConn {
             events.push(JsEvent::Sent);
         }
         if let Input::Own(own) = &mut self.input {
-            if own.decoder.holds_buffer() != own.read_buffer.is_some() {
-                own.read_buffer = own.decoder.holds_buffer().then(Gauge::<IoBuffers>::new);
+            // A message inflated over several polls holds its output between them.
+            let holds = own.decoder.holds_buffer() || self.inflater.as_ref().is_some_and(|i| i.inflating());
+            if holds != own.read_buffer.is_some() {
+                own.read_buffer = holds.then(Gauge::<IoBuffers>::new);
             }
         }
         io
