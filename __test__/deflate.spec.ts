@@ -1,10 +1,11 @@
 // permessage-deflate (RFC 7692): interop with the `ws` server in its variants and with Python
 // `websockets` (seen on the wire through a sniffing TCP relay), compressed fragments and pings
 // from a raw server, protocol errors, every negotiation answer the offer allows and those it does
-// not, the offer as sent, a decompression bomb (in a child process), churn and idle figures, option
-// validation, and reconnecting-websocket mode. Real peers on 127.0.0.1 only.
+// not, the offer as sent, a decompression bomb (in a child process), large messages inflated and
+// compressed in steps, churn and idle figures, option validation, and reconnecting-websocket mode.
+// Real peers on 127.0.0.1 only.
 import { spawn, spawnSync } from 'node:child_process'
-import { createHash } from 'node:crypto'
+import { createHash, randomBytes } from 'node:crypto'
 import { once } from 'node:events'
 import { createRequire } from 'node:module'
 import net from 'node:net'
@@ -1244,6 +1245,124 @@ test.serial('a pong behind a message being inflated is not a missing pong: pings
   t.true(pings >= 2, `${pings} pings sent while the messages were inflated`)
   t.is(r.count('error'), 0, JSON.stringify(r.log.map((e) => [e.name, (e.args[0] as Any)?.code])))
   t.is(r.count('close'), 0)
+  await client.disconnect()
+  await settled(t)
+})
+
+/** Text that compresses to about half and costs zlib about as much per byte as prose: random hex. */
+function hexText(bytes: number): Buffer {
+  return Buffer.from(randomBytes(bytes / 2).toString('hex'), 'latin1')
+}
+
+const sha256 = (d: Buffer) => createHash('sha256').update(d).digest('hex')
+
+test.serial("a large message sent compressed is compressed a step at a time: another client's round trips go on between the steps", async (t) => {
+  // Both connections are served by the tokio worker (deflate negotiated), and nothing of a
+  // compressed message is written before it is whole. Compressed in one go, A's message held the
+  // worker, and so client B's round trips, until its first byte reached the server (16 MiB of
+  // this text: about half a second here): 0-1 round trips of B. In steps of 32 KiB, B's go on
+  // between them.
+  const data = hexText(16 * MiB)
+  let sending = false
+  let tripsAtFirstByte: number | undefined
+  const received: string[] = []
+  const a = await wsDeflateServer(true, (s) => {
+    ;((s as Any)._socket as net.Socket).on('data', () => {
+      if (sending && tripsAtFirstByte === undefined) tripsAtFirstByte = trips
+    })
+    s.on('message', (d) => received.push(sha256(d as Buffer)))
+  })
+  t.teardown(() => a.close())
+  const b = await wsDeflateServer(true, echo)
+  t.teardown(() => b.close())
+  const clientB = owned(t, new ReconnectingWebSocket(b.url, { minDelay: 60_000 }))
+  await once(clientB, 'open')
+  t.is(clientB.extensions, 'permessage-deflate')
+  let trips = 0
+  let tripping = true
+  clientB.on('message', () => {
+    trips++
+    if (tripping) clientB.send('ping')
+  })
+  clientB.send('ping')
+  await until(() => trips >= 10, 'client B makes round trips')
+  const clientA = owned(t, new ReconnectingWebSocket(a.url, { minDelay: 60_000 }))
+  await once(clientA, 'open')
+  t.is(clientA.extensions, 'permessage-deflate')
+  const tripsBefore = trips
+  sending = true
+  clientA.send(data)
+  await until(() => received.length === 1, 'the server receives the message', 30_000)
+  tripping = false
+  t.deepEqual(received, [sha256(data)], 'the message arrives whole')
+  const during = tripsAtFirstByte! - tripsBefore
+  t.log(`client B: ${during} round trips while A's message of 16 MiB was compressed`)
+  t.true(during >= 20, `client B made ${during} round trips while A's message was compressed`)
+  await clientA.disconnect()
+  await clientB.disconnect()
+  await settled(t)
+})
+
+test.serial('while a large message is compressed, a ping is answered at once, and what is sent after the message waits for it on both send paths', async (t) => {
+  // The server pings as soon as the message sent just before the large one arrives: the client
+  // answers between two steps of compressing, so the pong reaches the server first (compressed in
+  // one go, the pong followed the message). Messages sent after the large one, small enough for
+  // the JS thread's send path or not, compressed or not, still follow it.
+  const large = hexText(16 * MiB)
+  const log: string[] = []
+  const server = await wsDeflateServer(true, (s) => {
+    s.on('pong', (d) => log.push(`pong ${d}`))
+    s.on('message', (d, isBinary) => {
+      const m = d as Buffer
+      log.push(m.length > 100_000 ? `large ${sha256(m) === sha256(large)}` : `${isBinary ? 'binary' : 'text'} ${m.length}`)
+      if (log.length === 1) s.ping('during')
+    })
+  })
+  t.teardown(() => server.close())
+  const client = owned(t, new ReconnectingWebSocket(server.url, { minDelay: 60_000 }))
+  const r = new Recorder(client, ['close', 'error'])
+  await once(client, 'open')
+  client.send('go')
+  client.send(large)
+  client.send('after')
+  client.send(comp(2048), { compress: false })
+  client.send(comp(8192))
+  await until(() => log.length === 6, 'the server receives every message', 30_000)
+  t.deepEqual(log, ['text 2', 'pong during', 'large true', 'text 5', 'binary 2048', 'binary 8192'])
+  t.is(r.count('close') + r.count('error'), 0)
+  await client.disconnect()
+  await settled(t)
+})
+
+test.serial('a connection lost while a message is compressed in steps: the message goes whole on the next connection, its callback once', async (t) => {
+  const data = hexText(16 * MiB)
+  const received: string[] = []
+  let connections = 0
+  const server = await wsDeflateServer(true, (s) => {
+    if (++connections === 1) {
+      // Dropped on the message sent just before the large one: its compression (about half a
+      // second here) has only begun, and nothing of it is framed yet.
+      s.on('message', () => ((s as Any)._socket as net.Socket).destroy())
+    } else {
+      s.on('message', (d) => received.push(sha256(d as Buffer)))
+    }
+  })
+  t.teardown(() => server.close())
+  const client = owned(t, new ReconnectingWebSocket(server.url, { minDelay: 10, maxDelay: 10 }))
+  await once(client, 'open')
+  const calls: unknown[][] = []
+  client.send('drop the connection now')
+  await new Promise<void>((resolve) =>
+    client.send(data, (...args: unknown[]) => {
+      calls.push(args)
+      resolve()
+    }),
+  )
+  await until(() => received.length === 1, 'the second connection receives the message', 30_000)
+  t.is(connections, 2)
+  t.deepEqual(received, [sha256(data)])
+  t.deepEqual(calls, [[]], 'the callback is called once, without an error')
+  t.is(client.metrics.messagesSent, 2)
   await client.disconnect()
   await settled(t)
 })

@@ -26,7 +26,10 @@ use tungstenite::Message;
 
 use crate::ask;
 use crate::body;
-use crate::deflate::{self, Compressor, Decompressor, DeflateConfig, InflateError, Inflated, Negotiated, INFLATE_STEP};
+use crate::deflate::{
+    self, Compressor, Decompressor, DeflateConfig, Deflating, InflateError, Inflated, Negotiated, DEFLATE_STEP,
+    INFLATE_STEP,
+};
 use crate::errors::{self, ConnError};
 use crate::events::{BinaryRun, JsEvent, Small, TextRun};
 use crate::frame::{self, Decoder, Incoming, WireError};
@@ -409,6 +412,10 @@ pub struct OpenConn {
     close_frame: Option<Box<(u16, String)>>,
     /// Our close frame is framed: nothing may follow it.
     sent_close: bool,
+    /// What this poll may still compress: a large message is compressed over several polls.
+    deflate_budget: u32,
+    /// This poll compressed its share and gave way to other tasks.
+    write_yielded: bool,
     /// The peer's close, once answered, and how long its TCP close may take.
     peer_close: Option<Box<PeerClose>>,
     /// The peer's close frame or a violation, held back while JS takes the messages read before it.
@@ -482,6 +489,8 @@ struct Outgoing {
     /// most recent ping is answered then (RFC 6455 §5.5.3), so a ping flood to a peer that does
     /// not read cannot grow this buffer.
     pong: Option<Bytes>,
+    /// The message being compressed, between steps: it comes before anything queued after it.
+    deflating: Option<(Outbound, Deflating)>,
     _gauge: Gauge<IoBuffers>,
 }
 
@@ -492,6 +501,7 @@ impl Default for Outgoing {
             pos: 0,
             in_wbuf: VecDeque::new(),
             pong: None,
+            deflating: None,
             _gauge: Gauge::<IoBuffers>::new(),
         }
     }
@@ -612,6 +622,8 @@ impl OpenConn {
             callbacks_due: false,
             close_frame: None,
             sent_close: false,
+            deflate_budget: 0,
+            write_yielded: false,
             peer_close: None,
             held: None,
             heartbeat,
@@ -646,7 +658,11 @@ impl OpenConn {
         let mut unsent: Vec<Outbound> = self
             .out
             .take()
-            .map(|o| o.in_wbuf.into_iter().map(|(m, _)| m).collect())
+            .map(|o| {
+                let o = *o;
+                let deflating = o.deflating.map(|(m, _)| m);
+                o.in_wbuf.into_iter().map(|(m, _)| m).chain(deflating).collect()
+            })
             .unwrap_or_default();
         while let Some(m) = self.out_rx.messages.try_recv() {
             unsent.push(m);
@@ -691,7 +707,13 @@ impl OpenConn {
 
     /// `cfg`: the configuration the connection was opened with.
     pub fn poll_io(&mut self, cx: &mut Context<'_>, cfg: &ConnConfig, events: &mut Vec<JsEvent>) -> Poll<IoEvent> {
-        let io = self.poll_io_inner(cx, cfg, events);
+        self.deflate_budget = DEFLATE_STEP as u32;
+        self.write_yielded = false;
+        let mut io = self.poll_io_inner(cx, cfg, events);
+        if self.write_yielded && matches!(io, Poll::Ready(IoEvent::Progress)) {
+            // The task is woken once other tasks had their turn: not polled again at once.
+            io = Poll::Pending;
+        }
         if std::mem::take(&mut self.callbacks_due) {
             events.push(JsEvent::Sent);
         }
@@ -1035,7 +1057,11 @@ impl OpenConn {
         }
         let written = self.write_out(cx);
         // Everything is written: release the buffers (an idle connection keeps none).
-        if self.out.as_ref().is_some_and(|o| o.unwritten() == 0) {
+        if self
+            .out
+            .as_ref()
+            .is_some_and(|o| o.unwritten() == 0 && o.deflating.is_none())
+        {
             debug_assert!(self.out.as_ref().is_some_and(|o| o.in_wbuf.is_empty()));
             self.out = None;
         }
@@ -1067,20 +1093,55 @@ impl OpenConn {
                     frame::encode(frame::OPCODE_PING, &[], self.wbuf());
                     continue;
                 }
-                match self.out_rx.messages.poll_recv(cx) {
-                    Poll::Ready(Some(m)) => {
+                // A message being compressed comes before the rest of the queue.
+                let resumed = self.out.as_mut().and_then(|o| o.deflating.take());
+                let next = match resumed {
+                    Some(job) => Poll::Ready(Some(job)),
+                    None => self
+                        .out_rx
+                        .messages
+                        .poll_recv(cx)
+                        .map(|m| m.map(|m| (m, Deflating::default()))),
+                };
+                match next {
+                    Poll::Ready(Some((m, mut job))) => {
                         let out = self.out.get_or_insert_with(Box::default);
-                        match &m.msg {
-                            Message::Text(t) => {
-                                self.out_rx
-                                    .encode(frame::OPCODE_TEXT, t.as_bytes(), m.compress, &mut out.wbuf)
+                        // A message within this poll's budget is compressed at once, others in steps.
+                        let budget = self.deflate_budget as usize;
+                        let compressing = self.out_rx.to_compress(&m);
+                        let compressed_len = compressing.map_or(0, |(_, p)| p.len());
+                        if let Some((opcode, payload)) =
+                            compressing.filter(|(_, p)| p.len() > budget || job.taken() > 0)
+                        {
+                            let step = budget.min(payload.len() - job.taken());
+                            self.deflate_budget -= step as u32;
+                            if self
+                                .out_rx
+                                .encode_step(opcode, payload, &mut job, step, &mut out.wbuf)
+                                .is_pending()
+                            {
+                                // More to compress: other tasks and the I/O driver have a turn first.
+                                out.deflating = Some((m, job));
+                                if !self.write_yielded {
+                                    self.write_yielded = true;
+                                    let _ = pin!(tokio::task::yield_now()).poll(cx);
+                                }
+                                break;
                             }
-                            Message::Binary(b) => {
-                                self.out_rx.encode(frame::OPCODE_BINARY, b, m.compress, &mut out.wbuf)
+                        } else {
+                            self.deflate_budget -= compressed_len as u32;
+                            match &m.msg {
+                                Message::Text(t) => {
+                                    self.out_rx
+                                        .encode(frame::OPCODE_TEXT, t.as_bytes(), m.compress, &mut out.wbuf)
+                                }
+                                Message::Binary(b) => {
+                                    self.out_rx.encode(frame::OPCODE_BINARY, b, m.compress, &mut out.wbuf)
+                                }
+                                Message::Ping(p) => frame::encode(frame::OPCODE_PING, p, &mut out.wbuf),
+                                Message::Pong(p) => frame::encode(frame::OPCODE_PONG, p, &mut out.wbuf),
+                                Message::Close(_) | Message::Frame(_) => {}
                             }
-                            Message::Ping(p) => frame::encode(frame::OPCODE_PING, p, &mut out.wbuf),
-                            Message::Pong(p) => frame::encode(frame::OPCODE_PONG, p, &mut out.wbuf),
-                            Message::Close(_) | Message::Frame(_) => {}
                         }
                         let end = out.wbuf.len();
                         out.in_wbuf.push_back((m, end));

@@ -10,10 +10,11 @@ use std::collections::VecDeque;
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed};
 use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::Arc;
+use std::task::Poll;
 
 use tungstenite::Message;
 
-use crate::deflate::Compressor;
+use crate::deflate::{Compressor, Deflating};
 use crate::frame;
 use crate::queue::Queue;
 use crate::stats::{self, Metrics};
@@ -87,6 +88,42 @@ impl SendQueue {
         self.compressor
             .as_ref()
             .is_some_and(|c| c.lock().unwrap_or_else(|p| p.into_inner()).wants(len))
+    }
+
+    /// The payload of a data message that `encode` would compress, with its opcode.
+    pub fn to_compress<'m>(&self, m: &'m Outbound) -> Option<(u8, &'m [u8])> {
+        let (opcode, payload) = match &m.msg {
+            Message::Text(t) => (frame::OPCODE_TEXT, t.as_bytes()),
+            Message::Binary(b) => (frame::OPCODE_BINARY, b.as_ref()),
+            _ => return None,
+        };
+        (m.compress && self.compresses(payload.len())).then_some((opcode, payload))
+    }
+
+    /// Frames a data message `encode` would compress into `out` once compressed whole, compressing
+    /// up to `budget` more bytes of it (`job`: its compression so far). As `encode`, a message zlib
+    /// refuses goes uncompressed.
+    pub fn encode_step(
+        &self,
+        opcode: u8,
+        payload: &[u8],
+        job: &mut Deflating,
+        budget: usize,
+        out: &mut Vec<u8>,
+    ) -> Poll<()> {
+        let compressed = match &self.compressor {
+            Some(c) => c
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .compress_step(payload, job, budget),
+            None => Poll::Ready(false),
+        };
+        match compressed {
+            Poll::Ready(true) => frame::encode_frame(opcode, true, job.output(), out),
+            Poll::Ready(false) => frame::encode(opcode, payload, out),
+            Poll::Pending => return Poll::Pending,
+        }
+        Poll::Ready(())
     }
 
     /// Frames a data message as this connection sends it: compressed (RSV1) when permessage-deflate
