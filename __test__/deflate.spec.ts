@@ -1280,8 +1280,11 @@ test.serial("a large message sent compressed is compressed a step at a time: ano
   t.is(clientB.extensions, 'permessage-deflate')
   let trips = 0
   let tripping = true
+  // clientStats().ioBuffers at B's round trips while A's message is compressed: its output so far counts.
+  const buffers: number[] = []
   clientB.on('message', () => {
     trips++
+    if (sending && tripsAtFirstByte === undefined) buffers.push(clientStats().ioBuffers)
     if (tripping) clientB.send('ping')
   })
   clientB.send('ping')
@@ -1298,6 +1301,9 @@ test.serial("a large message sent compressed is compressed a step at a time: ano
   const during = tripsAtFirstByte! - tripsBefore
   t.log(`client B: ${during} round trips while A's message of 16 MiB was compressed`)
   t.true(during >= 20, `client B made ${during} round trips while A's message was compressed`)
+  const counted = buffers.filter((n) => n > 0).length
+  t.log(`ioBuffers: ${counted} of ${buffers.length} samples above 0`)
+  t.true(counted > buffers.length / 2, `ioBuffers while A's message was compressed: ${counted} of ${buffers.length} samples above 0`)
   await clientA.disconnect()
   await clientB.disconnect()
   await settled(t)
