@@ -1115,18 +1115,18 @@ impl OpenConn {
                         {
                             let step = budget.min(payload.len() - job.taken());
                             self.deflate_budget -= step as u32;
-                            if self
-                                .out_rx
-                                .encode_step(opcode, payload, &mut job, step, &mut out.wbuf)
-                                .is_pending()
-                            {
-                                // More to compress: other tasks and the I/O driver have a turn first.
-                                out.deflating = Some((m, job));
-                                if !self.write_yielded {
-                                    self.write_yielded = true;
-                                    let _ = pin!(tokio::task::yield_now()).poll(cx);
+                            match self.out_rx.encode_step(opcode, payload, &mut job, step, &mut out.wbuf) {
+                                // Framed in its own buffer, now `wbuf`: what is in front of the frame counts as written.
+                                Poll::Ready(skip) => out.pos += skip,
+                                Poll::Pending => {
+                                    // More to compress: other tasks and the I/O driver have a turn first.
+                                    out.deflating = Some((m, job));
+                                    if !self.write_yielded {
+                                        self.write_yielded = true;
+                                        let _ = pin!(tokio::task::yield_now()).poll(cx);
+                                    }
+                                    break;
                                 }
-                                break;
                             }
                         } else {
                             self.deflate_budget -= compressed_len as u32;

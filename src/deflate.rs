@@ -230,11 +230,13 @@ pub struct Compressor {
 /// of its connection, so that it does not hold every other client's I/O for its whole length.
 pub const DEFLATE_STEP: usize = 32 << 10;
 
-/// A message compressed over several polls: how much of it is compressed, and its output so far.
+/// A message compressed over several polls: how much of it is compressed, and its output so far,
+/// after `room` bytes left free in front of it (for a frame header: no copy to frame it).
 #[derive(Default)]
 pub struct Deflating {
     taken: usize,
     out: Vec<u8>,
+    room: usize,
 }
 
 impl Deflating {
@@ -243,9 +245,21 @@ impl Deflating {
         self.taken
     }
 
+    /// Leaves `room` bytes in front of the output; for a message not started yet.
+    pub fn leave_room(&mut self, room: usize) {
+        if self.out.is_empty() {
+            self.room = room;
+        }
+    }
+
     /// The compressed payload, once `Compressor::compress_step` returned it whole.
     pub fn output(&self) -> &[u8] {
-        &self.out
+        self.out.get(self.room..).unwrap_or_default()
+    }
+
+    /// The room and the payload after it, once whole.
+    pub fn into_buffer(self) -> Vec<u8> {
+        self.out
     }
 }
 
@@ -309,7 +323,10 @@ impl Compressor {
         }
         let flush = if last { FlushCompress::Sync } else { FlushCompress::None };
         self.mid_message = !last;
-        if !self.deflate(&data[job.taken..end], flush, &mut job.out, 0) {
+        if job.out.len() < job.room {
+            job.out.resize(job.room, 0);
+        }
+        if !self.deflate(&data[job.taken..end], flush, &mut job.out, job.room) {
             self.mid_message = false;
             job.out = Vec::new();
             return Poll::Ready(false);
@@ -318,7 +335,7 @@ impl Compressor {
         if !last {
             return Poll::Pending;
         }
-        self.finish(&mut job.out, 0);
+        self.finish(&mut job.out, job.room);
         Poll::Ready(true)
     }
 
@@ -740,7 +757,7 @@ mod tests {
         loop {
             let before = job.taken();
             match c.compress_step(data, &mut job, budget) {
-                Poll::Ready(true) => return (Some(job.out), unfinished),
+                Poll::Ready(true) => return (Some(job.output().to_vec()), unfinished),
                 Poll::Ready(false) => return (None, unfinished),
                 Poll::Pending => {
                     assert_eq!(
@@ -939,17 +956,19 @@ mod tests {
             messages in prop::collection::vec(prop::collection::vec(0u8..6, 0..5000), 1..4),
             budget in 1usize..3_000,
             no_takeover in any::<bool>(),
+            room in 0usize..20,
         ) {
             let answer = if no_takeover { "permessage-deflate; client_no_context_takeover" } else { "permessage-deflate" };
             let base = n(answer).unwrap().unwrap();
             let (mut c, mut d) = pair(&base);
             for m in &messages {
                 let mut job = Deflating::default();
+                job.leave_room(room);
                 let wire = loop {
                     match c.compress_step(m, &mut job, budget) {
                         Poll::Ready(done) => {
                             prop_assert!(done);
-                            break job.out;
+                            break job.output().to_vec();
                         }
                         Poll::Pending => {
                             c.release_if_unused();
@@ -959,6 +978,7 @@ mod tests {
                     }
                 };
                 prop_assert_eq!(&d.inflate(&wire, usize::MAX).unwrap(), m);
+                prop_assert_eq!(job.into_buffer().len(), room + wire.len());
                 let mut whole = Vec::new();
                 prop_assert!(c.compress(m, &mut whole));
                 prop_assert_eq!(&d.inflate(&whole, usize::MAX).unwrap(), m);

@@ -631,23 +631,48 @@ pub fn encode(opcode: u8, payload: &[u8], out: &mut Vec<u8>) {
 
 /// Encodes a masked client frame; `rsv1` marks a compressed message (permessage-deflate).
 pub fn encode_frame(opcode: u8, rsv1: bool, payload: &[u8], out: &mut Vec<u8>) {
-    out.reserve(payload.len() + 14);
-    out.push(0x80 | if rsv1 { 0x40 } else { 0 } | opcode);
-    let len = payload.len();
-    if len < 126 {
-        out.push(0x80 | len as u8);
-    } else if len <= 0xffff {
-        out.push(0x80 | 126);
-        out.extend_from_slice(&(len as u16).to_be_bytes());
-    } else {
-        out.push(0x80 | 127);
-        out.extend_from_slice(&(len as u64).to_be_bytes());
-    }
+    out.reserve(payload.len() + MAX_CLIENT_HEADER);
     let mask = mask();
-    out.extend_from_slice(&mask);
+    let (head, n) = header(opcode, rsv1, payload.len(), mask);
+    out.extend_from_slice(&head[..n]);
     let start = out.len();
     out.extend_from_slice(payload);
     apply_mask(&mut out[start..], mask);
+}
+
+/// The most a client frame's header takes: 2 bytes, an 8-byte length and the 4-byte mask.
+pub const MAX_CLIENT_HEADER: usize = 14;
+
+/// Frames, where it lies, a payload that follows `MAX_CLIENT_HEADER` bytes of room in `buf`: the
+/// header goes at the end of that room and the payload is masked in place. Returns where the frame
+/// starts. (A large compressed message is built this way, without a copy into the write buffer.)
+pub fn frame_in_place(opcode: u8, rsv1: bool, buf: &mut [u8]) -> usize {
+    let mask = mask();
+    let (head, n) = header(opcode, rsv1, buf.len() - MAX_CLIENT_HEADER, mask);
+    let start = MAX_CLIENT_HEADER - n;
+    buf[start..MAX_CLIENT_HEADER].copy_from_slice(&head[..n]);
+    apply_mask(&mut buf[MAX_CLIENT_HEADER..], mask);
+    start
+}
+
+/// A masked client frame's header for a payload of `len` bytes, and its length.
+fn header(opcode: u8, rsv1: bool, len: usize, mask: [u8; 4]) -> ([u8; MAX_CLIENT_HEADER], usize) {
+    let mut head = [0u8; MAX_CLIENT_HEADER];
+    head[0] = 0x80 | if rsv1 { 0x40 } else { 0 } | opcode;
+    let n = if len < 126 {
+        head[1] = 0x80 | len as u8;
+        2
+    } else if len <= 0xffff {
+        head[1] = 0x80 | 126;
+        head[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+        4
+    } else {
+        head[1] = 0x80 | 127;
+        head[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+        10
+    };
+    head[n..n + 4].copy_from_slice(&mask);
+    (head, n + 4)
 }
 
 /// XORs `data` with the mask eight bytes at a time. A byte loop is vectorised or not depending on
@@ -1044,6 +1069,34 @@ mod tests {
             apply_mask(&mut masked, mask);
             let want: Vec<u8> = data.iter().enumerate().map(|(i, b)| b ^ mask[i & 3]).collect();
             assert_eq!(masked, want, "length {len}");
+        }
+    }
+
+    /// Unmasks the one frame in `wire`: its first two bytes and its payload.
+    fn unmasked(wire: &[u8]) -> ([u8; 2], Vec<u8>) {
+        assert_ne!(wire[1] & 0x80, 0, "masked");
+        let mut unmasked_header = wire[..wire.len().min(MAX_HEADER)].to_vec();
+        unmasked_header[1] &= 0x7f;
+        let (h, len_end) = parse_header(&unmasked_header).unwrap().unwrap();
+        let header_len = len_end + 4;
+        assert_eq!(wire.len(), header_len + h.len, "one whole frame");
+        let mask: [u8; 4] = wire[len_end..header_len].try_into().unwrap();
+        let mut payload = wire[header_len..].to_vec();
+        apply_mask(&mut payload, mask);
+        ([wire[0], wire[1]], payload)
+    }
+
+    #[test]
+    fn a_frame_made_in_place_is_the_frame_encode_makes() {
+        for len in [0, 1, 125, 126, 127, 0xffff, 0x10000, 70_000] {
+            let payload: Vec<u8> = (0..len).map(|i| (i * 7 + 3) as u8).collect();
+            let mut encoded = Vec::new();
+            encode_frame(OPCODE_BINARY, true, &payload, &mut encoded);
+            let mut buf = vec![0u8; MAX_CLIENT_HEADER];
+            buf.extend_from_slice(&payload);
+            let start = frame_in_place(OPCODE_BINARY, true, &mut buf);
+            assert_eq!(buf.len() - start, encoded.len(), "length {len}");
+            assert_eq!(unmasked(&buf[start..]), unmasked(&encoded), "length {len}");
         }
     }
 

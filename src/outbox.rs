@@ -102,7 +102,8 @@ impl SendQueue {
 
     /// Frames a data message `encode` would compress into `out` once compressed whole, compressing
     /// up to `budget` more bytes of it (`job`: its compression so far). As `encode`, a message zlib
-    /// refuses goes uncompressed.
+    /// refuses goes uncompressed. `Ready(skip)`: framed; where `out` was empty, the message's own
+    /// buffer becomes `out`, framed where it lies, and its first `skip` bytes are not part of the frame.
     pub fn encode_step(
         &self,
         opcode: u8,
@@ -110,7 +111,8 @@ impl SendQueue {
         job: &mut Deflating,
         budget: usize,
         out: &mut Vec<u8>,
-    ) -> Poll<()> {
+    ) -> Poll<usize> {
+        job.leave_room(frame::MAX_CLIENT_HEADER);
         let compressed = match &self.compressor {
             Some(c) => c
                 .lock()
@@ -119,11 +121,15 @@ impl SendQueue {
             None => Poll::Ready(false),
         };
         match compressed {
+            Poll::Ready(true) if out.is_empty() => {
+                *out = std::mem::take(job).into_buffer();
+                return Poll::Ready(frame::frame_in_place(opcode, true, out));
+            }
             Poll::Ready(true) => frame::encode_frame(opcode, true, job.output(), out),
             Poll::Ready(false) => frame::encode(opcode, payload, out),
             Poll::Pending => return Poll::Pending,
         }
-        Poll::Ready(())
+        Poll::Ready(0)
     }
 
     /// Frames a data message as this connection sends it: compressed (RSV1) when permessage-deflate
