@@ -513,9 +513,11 @@ impl Outgoing {
     }
 
     /// Drops the written prefix once it is at least as long as the rest (amortised: each byte
-    /// moves at most once on average), so that appending does not grow the buffer forever.
+    /// moves at most once on average), so that appending does not grow the buffer forever. Only
+    /// when something may be appended (less than `WRITE_BATCH` unwritten): the rest of a large
+    /// frame is not moved again and again while the socket takes it.
     fn compact(&mut self) {
-        if self.pos > 0 && self.pos >= self.unwritten() {
+        if self.pos > 0 && self.pos >= self.unwritten() && self.unwritten() < WRITE_BATCH {
             self.wbuf.drain(..self.pos);
             for (_, end) in self.in_wbuf.iter_mut() {
                 *end -= self.pos;
