@@ -52,6 +52,68 @@ test.serial('connects, exchanges text and binary both ways, and counts it', asyn
   await quiescent()
 })
 
+test.serial('a large message is framed a piece at a time as the socket takes it: one copy of it held, byte-exact, whole again after a lost connection', async (t) => {
+  const MiB = 1024 * 1024
+  const large = Buffer.alloc(48 * MiB)
+  for (let i = 0; i < large.length; i += 4096) large.writeUInt32BE(i, i)
+  let connections = 0
+  const received: Buffer[] = []
+  const pongs: number[] = []
+  let firstMiB!: () => void
+  const arriving = new Promise<void>((resolve) => (firstMiB = resolve))
+  const peer = await wsServer((socket) => {
+    const raw = (socket as unknown as { _socket: import('node:net').Socket })._socket
+    socket.on('message', (d, isBinary) => received.push(isBinary ? (d as Buffer) : Buffer.from('text')))
+    socket.on('pong', () => pongs.push(received.length))
+    if (++connections === 1) {
+      // The first server takes the first MiB of the message, then nothing; it is dropped once the
+      // client has been measured.
+      let seen = 0
+      raw.on('data', (d: Buffer) => {
+        if ((seen += d.length) >= MiB) {
+          raw.pause()
+          firstMiB()
+        }
+      })
+    } else {
+      // The second pings once the message began to arrive: the pong follows the message.
+      raw.once('data', () => socket.ping())
+    }
+  })
+  t.teardown(() => peer.close())
+  const client = new ReconnectingWebSocket(peer.url, { minDelay: 10, maxDelay: 10, pingInterval: 0 })
+  t.teardown(() => client.disconnect().then(() => {}))
+  await once(client, 'open')
+  const before = process.memoryUsage().rss
+  const calls: unknown[][] = []
+  const sent = new Promise<void>((resolve) =>
+    client.send(large, (...args: unknown[]) => {
+      calls.push(args)
+      resolve()
+    }),
+  )
+  client.send('after')
+  // The native side holds the message (copied from the Buffer by send()) and what is framed of
+  // it: the socket's buffers' worth, not a second copy of 48 MiB.
+  await arriving
+  const held = (process.memoryUsage().rss - before) / MiB
+  t.log(`RSS +${held.toFixed(1)} MiB with a 48 MiB message waiting for a server that does not read`)
+  t.true(held < 72, `RSS grew by ${held.toFixed(1)} MiB for one 48 MiB message`)
+  t.is(client.bufferedAmount, 48 * MiB + 5)
+  for (const s of peer.sockets) s.terminate()
+  await sent
+  await until(() => received.length === 2 && pongs.length === 1, 'the second server receives both messages and the pong', 30_000)
+  t.is(connections, 2)
+  t.true(received[0].equals(large), 'the message arrives byte-exact, whole, on the next connection')
+  t.deepEqual(received[1], Buffer.from('text'))
+  t.deepEqual(pongs, [1], 'the pong comes after the message, not inside its frame')
+  t.deepEqual(calls, [[]])
+  t.is(client.bufferedAmount, 0)
+  await client.disconnect()
+  await quiescent()
+  await until(() => clientStats().ioBuffers === 0, 'buffers released')
+})
+
 test.serial('the close event carries the server code and reason, then a reconnect is scheduled', async (t) => {
   const peer = await wsServer((socket, p) => {
     if (p.accepted === 1) socket.close(4001, 'go away')

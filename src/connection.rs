@@ -33,7 +33,7 @@ use crate::deflate::{
 use crate::errors::{self, ConnError};
 use crate::events::{BinaryRun, JsEvent, Small, TextRun};
 use crate::frame::{self, Decoder, Incoming, WireError};
-use crate::outbox::{data_len, Fate, Outbound, SendQueue, NO_TICKET};
+use crate::outbox::{data_frame, data_len, Fate, Outbound, SendQueue, NO_TICKET};
 use crate::reader::{self, SharedReader};
 use crate::redirect;
 use crate::shared::{AttemptParams, Shared};
@@ -391,6 +391,10 @@ const MAX_BATCH: usize = 512;
 /// Framed bytes gathered before one write to the socket.
 const WRITE_BATCH: usize = 64 * 1024;
 
+/// A message sent uncompressed from this size on is framed a piece of `WRITE_BATCH` at a time as the
+/// socket takes it, not copied whole into the write buffer (the time and memory of a copy of it).
+const IN_PIECES_FROM: usize = 256 * 1024;
+
 /// What `send()` needs to reach an open connection.
 pub struct Sending {
     pub tx: Arc<SendQueue>,
@@ -491,6 +495,9 @@ struct Outgoing {
     pong: Option<Bytes>,
     /// The message being compressed, between steps: it comes before anything queued after it.
     deflating: Option<(Outbound, Deflating)>,
+    /// A large message framed in pieces: its header is in `wbuf`, and this much of its payload
+    /// (masked with this mask). Nothing else goes into `wbuf` before the rest of it.
+    in_pieces: Option<(Outbound, usize, [u8; 4])>,
     _gauge: Gauge<IoBuffers>,
 }
 
@@ -502,6 +509,7 @@ impl Default for Outgoing {
             in_wbuf: VecDeque::new(),
             pong: None,
             deflating: None,
+            in_pieces: None,
             _gauge: Gauge::<IoBuffers>::new(),
         }
     }
@@ -523,6 +531,22 @@ impl Outgoing {
                 *end -= self.pos;
             }
             self.pos = 0;
+        }
+    }
+
+    /// Appends up to `most` more bytes (a multiple of 4) of the message framed in pieces; once it is
+    /// whole, it counts among the messages in `wbuf`.
+    fn append_piece(&mut self, most: usize) {
+        let Some((m, done, mask)) = self.in_pieces.as_mut() else {
+            return;
+        };
+        let payload = data_frame(&m.msg).map_or(&[][..], |(_, p)| p);
+        let end = payload.len().min(done.saturating_add(most));
+        frame::append_masked(&payload[*done..end], *mask, &mut self.wbuf);
+        *done = end;
+        if end == payload.len() {
+            let (m, ..) = self.in_pieces.take().expect("in pieces");
+            self.in_wbuf.push_back((m, self.wbuf.len()));
         }
     }
 
@@ -662,8 +686,14 @@ impl OpenConn {
             .take()
             .map(|o| {
                 let o = *o;
+                let in_pieces = o.in_pieces.map(|(m, ..)| m);
                 let deflating = o.deflating.map(|(m, _)| m);
-                o.in_wbuf.into_iter().map(|(m, _)| m).chain(deflating).collect()
+                o.in_wbuf
+                    .into_iter()
+                    .map(|(m, _)| m)
+                    .chain(in_pieces)
+                    .chain(deflating)
+                    .collect()
             })
             .unwrap_or_default();
         while let Some(m) = self.out_rx.messages.try_recv() {
@@ -702,9 +732,12 @@ impl OpenConn {
         }))
     }
 
-    /// Framed bytes waiting for the socket, created on first use.
+    /// Framed bytes waiting for the socket, created on first use, to append a frame to: after the
+    /// whole of a message being framed in pieces (our close or a ping cannot go inside its frame).
     fn wbuf(&mut self) -> &mut Vec<u8> {
-        &mut self.out.get_or_insert_with(Box::default).wbuf
+        let out = self.out.get_or_insert_with(Box::default);
+        out.append_piece(usize::MAX);
+        &mut out.wbuf
     }
 
     /// `cfg`: the configuration the connection was opened with.
@@ -872,7 +905,7 @@ impl OpenConn {
                         Incoming::Ping(p) => {
                             if cfg.auto_pong && !self.sent_close {
                                 let out = self.out.get_or_insert_with(Box::default);
-                                if out.unwritten() < WRITE_BATCH {
+                                if out.unwritten() < WRITE_BATCH && out.in_pieces.is_none() {
                                     frame::encode(frame::OPCODE_PONG, &p, &mut out.wbuf);
                                 } else {
                                     out.pong = Some(p.clone());
@@ -1040,7 +1073,9 @@ impl OpenConn {
             return ended(c.code, c.reason, true, None);
         }
         let (error, code) = e.to_conn_error();
-        if code != 1006 && !self.sent_close && self.claim_close() {
+        // Not behind the rest of a large message framed in pieces: this is best effort, and ends now.
+        let mid_frame = self.out.as_ref().is_some_and(|o| o.in_pieces.is_some());
+        if code != 1006 && !self.sent_close && !mid_frame && self.claim_close() {
             // Tell the peer why (1002, 1007, 1009) before dropping the socket: best effort, no waiting.
             frame::encode_close(code, &error.message, self.wbuf());
             let _ = self.poll_write(&mut Context::from_waker(std::task::Waker::noop()));
@@ -1062,7 +1097,7 @@ impl OpenConn {
         if self
             .out
             .as_ref()
-            .is_some_and(|o| o.unwritten() == 0 && o.deflating.is_none())
+            .is_some_and(|o| o.unwritten() == 0 && o.deflating.is_none() && o.in_pieces.is_none())
         {
             debug_assert!(self.out.as_ref().is_some_and(|o| o.in_wbuf.is_empty()));
             self.out = None;
@@ -1086,6 +1121,11 @@ impl OpenConn {
                 out.compact();
             }
             while !self.sent_close && self.out.as_ref().map_or(0, |o| o.unwritten()) < WRITE_BATCH {
+                if let Some(out) = self.out.as_mut().filter(|o| o.in_pieces.is_some()) {
+                    // The rest of a large message comes before any other frame.
+                    out.append_piece(WRITE_BATCH);
+                    continue;
+                }
                 if let Some(pong) = self.out.as_mut().and_then(|o| o.pong.take()) {
                     frame::encode(frame::OPCODE_PONG, &pong, self.wbuf());
                     continue;
@@ -1130,6 +1170,13 @@ impl OpenConn {
                                     break;
                                 }
                             }
+                        } else if let Some((opcode, len)) = data_frame(&m.msg)
+                            .filter(|(_, p)| compressing.is_none() && p.len() >= IN_PIECES_FROM)
+                            .map(|(opcode, p)| (opcode, p.len()))
+                        {
+                            let mask = frame::encode_header(opcode, len, &mut out.wbuf);
+                            out.in_pieces = Some((m, 0, mask));
+                            continue;
                         } else {
                             self.deflate_budget -= compressed_len as u32;
                             match &m.msg {

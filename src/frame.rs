@@ -640,6 +640,23 @@ pub fn encode_frame(opcode: u8, rsv1: bool, payload: &[u8], out: &mut Vec<u8>) {
     apply_mask(&mut out[start..], mask);
 }
 
+/// Encodes the header of a masked client frame whose payload of `len` bytes `append_masked` adds
+/// after it, a piece at a time; returns the mask.
+pub fn encode_header(opcode: u8, len: usize, out: &mut Vec<u8>) -> [u8; 4] {
+    let mask = mask();
+    let (head, n) = header(opcode, false, len, mask);
+    out.extend_from_slice(&head[..n]);
+    mask
+}
+
+/// Appends a piece of a payload, masked with `mask`. The piece starts a multiple of 4 bytes into
+/// the payload (the mask's phase is then the same).
+pub fn append_masked(piece: &[u8], mask: [u8; 4], out: &mut Vec<u8>) {
+    let start = out.len();
+    out.extend_from_slice(piece);
+    apply_mask(&mut out[start..], mask);
+}
+
 /// The most a client frame's header takes: 2 bytes, an 8-byte length and the 4-byte mask.
 pub const MAX_CLIENT_HEADER: usize = 14;
 
@@ -1084,6 +1101,22 @@ mod tests {
         let mut payload = wire[header_len..].to_vec();
         apply_mask(&mut payload, mask);
         ([wire[0], wire[1]], payload)
+    }
+
+    #[test]
+    fn a_frame_made_in_pieces_is_the_frame_encode_makes() {
+        for (len, piece) in [(0, 4), (5, 4), (200_000, 65_536), (200_003, 4_096), (70_000, 8)] {
+            let payload: Vec<u8> = (0..len).map(|i| (i * 13 + 1) as u8).collect();
+            let mut encoded = Vec::new();
+            encode_frame(OPCODE_TEXT, false, &payload, &mut encoded);
+            let mut pieces = Vec::new();
+            let mask = encode_header(OPCODE_TEXT, len, &mut pieces);
+            for chunk in payload.chunks(piece) {
+                append_masked(chunk, mask, &mut pieces);
+            }
+            assert_eq!(pieces.len(), encoded.len(), "length {len}");
+            assert_eq!(unmasked(&pieces), unmasked(&encoded), "length {len}");
+        }
     }
 
     #[test]

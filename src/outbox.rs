@@ -92,11 +92,7 @@ impl SendQueue {
 
     /// The payload of a data message that `encode` would compress, with its opcode.
     pub fn to_compress<'m>(&self, m: &'m Outbound) -> Option<(u8, &'m [u8])> {
-        let (opcode, payload) = match &m.msg {
-            Message::Text(t) => (frame::OPCODE_TEXT, t.as_bytes()),
-            Message::Binary(b) => (frame::OPCODE_BINARY, b.as_ref()),
-            _ => return None,
-        };
+        let (opcode, payload) = data_frame(&m.msg)?;
         (m.compress && self.compresses(payload.len())).then_some((opcode, payload))
     }
 
@@ -170,6 +166,15 @@ thread_local! {
     static COMPRESSED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
+/// A data message's opcode and payload.
+pub fn data_frame(msg: &Message) -> Option<(u8, &[u8])> {
+    match msg {
+        Message::Text(t) => Some((frame::OPCODE_TEXT, t.as_bytes())),
+        Message::Binary(b) => Some((frame::OPCODE_BINARY, b.as_ref())),
+        _ => None,
+    }
+}
+
 /// Bytes `send()` accounts in `bufferedAmount`: the payload of data messages.
 pub fn data_len(msg: &Message) -> Option<usize> {
     match msg {
@@ -183,11 +188,7 @@ pub fn data_len(msg: &Message) -> Option<usize> {
 /// at the end of this turn, without waking the driver. `Some(first)`: corked (`first`: schedule
 /// the uncork); `None`: the socket is backed up, use the driver.
 fn write_now(writer: &Writer, tx: &SendQueue, out: &Outbound, metrics: &Metrics) -> Option<bool> {
-    let (opcode, payload) = match &out.msg {
-        Message::Text(t) => (frame::OPCODE_TEXT, t.as_bytes()),
-        Message::Binary(b) => (frame::OPCODE_BINARY, b.as_ref()),
-        _ => return None,
-    };
+    let (opcode, payload) = data_frame(&out.msg)?;
     if payload.len() > COMPRESS_FAST_PATH_MAX && out.compress && tx.compresses(payload.len()) {
         // Compressing a larger message would hold the JS thread: the driver does it.
         return None;
