@@ -252,6 +252,11 @@ impl Deflating {
         }
     }
 
+    /// The bytes left free in front of the output.
+    pub fn room(&self) -> usize {
+        self.room
+    }
+
     /// The compressed payload, once `Compressor::compress_step` returned it whole.
     pub fn output(&self) -> &[u8] {
         self.out.get(self.room..).unwrap_or_default()

@@ -117,7 +117,7 @@ impl SendQueue {
             None => Poll::Ready(false),
         };
         match compressed {
-            Poll::Ready(true) if out.is_empty() => {
+            Poll::Ready(true) if out.is_empty() && job.room() == frame::MAX_CLIENT_HEADER => {
                 *out = std::mem::take(job).into_buffer();
                 return Poll::Ready(frame::frame_in_place(opcode, true, out));
             }
