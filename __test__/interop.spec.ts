@@ -29,7 +29,7 @@ async function pythonPeer() {
   }
 }
 
-test.serial('echo through Python websockets: small, fast-path, driver-path and large messages, in order', async (t) => {
+test.serial('echo through Python websockets: small, fast-path, driver-path, large and framed-in-pieces messages, in order', async (t) => {
   const peer = await pythonPeer()
   const client = new ReconnectingWebSocket(peer.url('/echo'), { minDelay: 60_000 })
   const r = new Recorder(client)
@@ -37,6 +37,9 @@ test.serial('echo through Python websockets: small, fast-path, driver-path and l
   const sent: Array<string | Buffer> = ['hi', '\u00e9\u{1f600}', Buffer.from([0, 1, 2])]
   sent.push('x'.repeat(20_000)) // over the 16 KiB fast path: framed by the driver
   sent.push(Buffer.alloc(70_000, 9)) // 64-bit length
+  // From 256 KiB on, framed in pieces of 64 KiB as the socket takes them (the pieces cut characters).
+  sent.push('\u00e9\u{1f600}'.repeat(100_000))
+  sent.push(Buffer.from(Array.from({ length: 900_000 }, (_, i) => (i * 31) & 0xff)))
   for (let i = 0; i < 500; i++) sent.push(`m${i}`)
   for (const m of sent) client.send(m)
   for (const m of sent) {
