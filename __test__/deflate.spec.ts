@@ -1340,6 +1340,23 @@ test.serial('while a large message is compressed, a ping is answered at once, an
   await settled(t)
 })
 
+test.serial('closeTimeout bounds disconnect() while a large message is being compressed: the message is discarded, its callback told', async (t) => {
+  // 32 MiB of this text takes most of a second to compress here; closeTimeout is 100 ms. Compressed
+  // in one go, the close deadline could not fire until the whole message was compressed and
+  // written (a 64 MiB message: disconnect() resolved after 3.3 s with closeTimeout 2 s).
+  const data = hexText(32 * MiB)
+  const server = await wsDeflateServer(true)
+  t.teardown(() => server.close())
+  const client = owned(t, new ReconnectingWebSocket(server.url, { minDelay: 60_000, closeTimeout: 100 }))
+  await once(client, 'open')
+  const calls: string[] = []
+  client.send(data, (err?: Error) => calls.push(err ? `${(err as RedialError).code}:${(err as Any).reason}` : 'written'))
+  t.deepEqual(await client.disconnect(), { discarded: 1 })
+  await until(() => calls.length === 1, 'the callback is called')
+  t.deepEqual(calls, ['ERR_NOT_SENT:discarded'])
+  await settled(t)
+})
+
 test.serial('a connection lost while a message is compressed in steps: the message goes whole on the next connection, its callback once', async (t) => {
   const data = hexText(16 * MiB)
   const received: string[] = []
