@@ -1249,7 +1249,7 @@ test.serial('a pong behind a message being inflated is not a missing pong: pings
   await settled(t)
 })
 
-/** Text that compresses to about half and costs zlib about as much per byte as prose: random hex. */
+/** Text that compresses to about half and keeps zlib busy (few matches to find): random hex. */
 function hexText(bytes: number): Buffer {
   return Buffer.from(randomBytes(bytes / 2).toString('hex'), 'latin1')
 }
