@@ -1164,6 +1164,27 @@ for (const b of BOMBS) {
   })
 }
 
+/**
+ * Client B, compressed (so served by the tokio worker like the client under test), making round
+ * trips with a `ws` echo server one after another until `tripping` is cleared; `onTrip` runs at each.
+ */
+async function roundTripper(t: ExecutionContext, onTrip: () => void = () => {}) {
+  const b = await wsDeflateServer(true, echo)
+  t.teardown(() => b.close())
+  const client = owned(t, new ReconnectingWebSocket(b.url, { minDelay: 60_000 }))
+  await once(client, 'open')
+  t.is(client.extensions, 'permessage-deflate')
+  const state = { client, trips: 0, tripping: true }
+  client.on('message', () => {
+    state.trips++
+    onTrip()
+    if (state.tripping) client.send('ping')
+  })
+  client.send('ping')
+  await until(() => state.trips >= 10, 'client B makes round trips')
+  return state
+}
+
 test.serial("large compressed messages are inflated a step at a time: another client's round trips go on between the steps", async (t) => {
   // Both connections are read on the tokio worker (deflate negotiated). Inflated in one go, each
   // message of A held the worker, and so client B's round trips, for its whole length: about one
@@ -1181,36 +1202,24 @@ test.serial("large compressed messages are inflated a step at a time: another cl
     },
   )
   t.teardown(() => a.close())
-  const b = await wsDeflateServer(true, echo)
-  t.teardown(() => b.close())
-  const clientB = owned(t, new ReconnectingWebSocket(b.url, { minDelay: 60_000 }))
-  await once(clientB, 'open')
-  t.is(clientB.extensions, 'permessage-deflate')
-  let trips = 0
-  let tripping = true
-  clientB.on('message', () => {
-    trips++
-    if (tripping) clientB.send('ping')
-  })
-  clientB.send('ping')
-  await until(() => trips >= 10, 'client B makes round trips')
+  const b = await roundTripper(t)
   const clientA = owned(t, new ReconnectingWebSocket(a.url, { minDelay: 60_000 }))
   const sizes: number[] = []
   let tripsAtFirst = 0
   const all = new Promise<number>((resolve) =>
     clientA.on('message', (m) => {
-      if (sizes.push(Buffer.isBuffer(m) ? m.length : -1) === 1) tripsAtFirst = trips
-      if (sizes.length === COUNT) resolve(trips)
+      if (sizes.push(Buffer.isBuffer(m) ? m.length : -1) === 1) tripsAtFirst = b.trips
+      if (sizes.length === COUNT) resolve(b.trips)
     }),
   )
   const tripsAtLast = await all
-  tripping = false
+  b.tripping = false
   t.deepEqual(sizes, Array(COUNT).fill(SIZE), 'every message arrives whole')
   const during = tripsAtLast - tripsAtFirst
   t.log(`client B: ${during} round trips while A received ${COUNT - 1} messages of ${SIZE / MiB} MiB`)
   t.true(during >= 4 * (COUNT - 1), `client B made ${during} round trips during ${COUNT - 1} messages of A`)
   await clientA.disconnect()
-  await clientB.disconnect()
+  await b.client.disconnect()
   await settled(t)
 })
 
@@ -1268,35 +1277,24 @@ test.serial("a large message sent compressed is compressed a step at a time: ano
   const received: string[] = []
   const a = await wsDeflateServer(true, (s) => {
     ;((s as Any)._socket as net.Socket).on('data', () => {
-      if (sending && tripsAtFirstByte === undefined) tripsAtFirstByte = trips
+      if (sending && tripsAtFirstByte === undefined) tripsAtFirstByte = b.trips
     })
     s.on('message', (d) => received.push(sha256(d as Buffer)))
   })
   t.teardown(() => a.close())
-  const b = await wsDeflateServer(true, echo)
-  t.teardown(() => b.close())
-  const clientB = owned(t, new ReconnectingWebSocket(b.url, { minDelay: 60_000 }))
-  await once(clientB, 'open')
-  t.is(clientB.extensions, 'permessage-deflate')
-  let trips = 0
-  let tripping = true
   // clientStats().ioBuffers at B's round trips while A's message is compressed: its output so far counts.
   const buffers: number[] = []
-  clientB.on('message', () => {
-    trips++
+  const b = await roundTripper(t, () => {
     if (sending && tripsAtFirstByte === undefined) buffers.push(clientStats().ioBuffers)
-    if (tripping) clientB.send('ping')
   })
-  clientB.send('ping')
-  await until(() => trips >= 10, 'client B makes round trips')
   const clientA = owned(t, new ReconnectingWebSocket(a.url, { minDelay: 60_000 }))
   await once(clientA, 'open')
   t.is(clientA.extensions, 'permessage-deflate')
-  const tripsBefore = trips
+  const tripsBefore = b.trips
   sending = true
   clientA.send(data)
   await until(() => received.length === 1, 'the server receives the message', 30_000)
-  tripping = false
+  b.tripping = false
   t.deepEqual(received, [sha256(data)], 'the message arrives whole')
   const during = tripsAtFirstByte! - tripsBefore
   t.log(`client B: ${during} round trips while A's message of 16 MiB was compressed`)
@@ -1305,7 +1303,7 @@ test.serial("a large message sent compressed is compressed a step at a time: ano
   t.log(`ioBuffers: ${counted} of ${buffers.length} samples above 0`)
   t.true(counted > buffers.length / 2, `ioBuffers while A's message was compressed: ${counted} of ${buffers.length} samples above 0`)
   await clientA.disconnect()
-  await clientB.disconnect()
+  await b.client.disconnect()
   await settled(t)
 })
 
