@@ -1,5 +1,6 @@
 // Transport and protocol: TLS, CONNECT proxies, subprotocols, limits, close codes.
 import { once } from 'node:events'
+import { writeFileSync } from 'node:fs'
 import http from 'node:http'
 import https from 'node:https'
 import { X509Certificate, createHash } from 'node:crypto'
@@ -12,7 +13,7 @@ import { WebSocketServer } from 'ws'
 
 import { type LookupFunction, ReconnectingWebSocket, clientStats, type RedialError } from '../index.js'
 import { CLIENT_PASSPHRASE, makeCerts } from './certs.js'
-import { Recorder, acceptUpgrade, quiescent, rawServer, until, wsServer } from './helpers.js'
+import { Recorder, acceptUpgrade, peakRssOf, quiescent, rawServer, until, wsServer } from './helpers.js'
 
 const certs = makeCerts({ clients: true })
 const clients = certs.clients!
@@ -526,8 +527,9 @@ function clientFrames(data: Buffer): Array<[number, Buffer]> {
     else if (len === 127) [len, p] = [Number(data.readBigUInt64BE(p)), p + 8]
     if (p + 4 + len > data.length) break
     const mask = data.subarray(p, p + 4)
-    const payload = Buffer.from(data.subarray(p + 4, p + 4 + len)).map((b, i) => b ^ mask[i & 3])
-    out.push([data[at] & 0x0f, Buffer.from(payload)])
+    const payload = Buffer.from(data.subarray(p + 4, p + 4 + len))
+    for (let i = 0; i < payload.length; i++) payload[i] ^= mask[i & 3]
+    out.push([data[at] & 0x0f, payload])
     at = p + 4 + len
   }
   return out
@@ -595,6 +597,76 @@ test.serial('frames in the upgrade response packet, trickled byte by byte, fragm
   t.is(r.count('error'), 0)
   await client.disconnect()
   await quiescent()
+})
+
+test.serial("the server's close in the middle of a large message we send: the rest follows a piece at a time, then our answer; one copy held", async (t) => {
+  const MiB = 1024 * 1024
+  const large = Buffer.alloc(48 * MiB)
+  for (let i = 0; i < large.length; i += 4096) large.writeUInt32BE(i, i)
+  // The client's frame: 14 bytes of header, the payload; then its close echoing 1000: 8 bytes.
+  const expected = 14 + large.length + 8
+  let connections = 0
+  const chunks: Buffer[] = []
+  let gotAll!: () => void
+  const allReceived = new Promise<void>((resolve) => (gotAll = resolve))
+  const peer = await rawServer((sock) => {
+    const n = ++connections
+    acceptUpgrade(sock, () => {
+      let seen = 0
+      sock.on('data', (d: Buffer) => {
+        if (n === 2) chunks.push(d)
+        const before = seen
+        seen += d.length
+        if (before < MiB && seen >= MiB) {
+          // The close goes out while the client is still writing the message. The first server
+          // then reads no more, and the client's closeTimeout ends that connection.
+          sock.write(serverFrame(true, 8, Buffer.from([0x03, 0xe8])))
+          if (n === 1) sock.pause()
+        }
+        if (n === 2 && seen >= expected) {
+          sock.end()
+          gotAll()
+        }
+      })
+    })
+  })
+  t.teardown(() => peer.close())
+  const client = new ReconnectingWebSocket(peer.url, { minDelay: 10, maxDelay: 10, pingInterval: 0, closeTimeout: 1000 })
+  t.teardown(() => client.disconnect().then(() => {}))
+  const r = new Recorder(client, ['open', 'close', 'error'])
+  await r.next('open')
+  globalThis.gc?.()
+  writeFileSync('/proc/self/clear_refs', '5') // VmHWM from here
+  const before = process.memoryUsage.rss()
+  const calls: unknown[][] = []
+  client.send(large, (...args: unknown[]) => calls.push(args))
+  // The first connection ends by closeTimeout, with the rest of the message unwritten: the client
+  // held the message (copied from the Buffer by send()) and its pieces, not the rest framed at once.
+  const first = await r.next('close')
+  t.is(first.code, 1000)
+  const grew = (peakRssOf(process.pid) * MiB - before) / MiB
+  t.log(`peak RSS +${grew.toFixed(1)} MiB with a 48 MiB message cut off by the server's close`)
+  t.true(grew < 72, `peak RSS grew by ${grew.toFixed(1)} MiB for one 48 MiB message`)
+  t.deepEqual(calls, [], 'not sent yet')
+  // The next connection takes the message whole, then our answer to the close sent during it.
+  await allReceived
+  const frames = clientFrames(Buffer.concat(chunks))
+  t.deepEqual(
+    frames.map(([op, p]) => [op, p.length]),
+    [
+      [2, large.length],
+      [8, 2],
+    ],
+  )
+  t.true(frames[0][1].equals(large), 'the message arrives byte-exact')
+  t.is(frames[1][1].readUInt16BE(0), 1000, 'the close echoes the server code')
+  const second = await r.next('close')
+  t.deepEqual([second.code, second.wasClean], [1000, true])
+  t.deepEqual(calls, [[]], 'the callback is called once, without an error')
+  t.is(r.count('error'), 0)
+  await client.disconnect()
+  await quiescent()
+  await until(() => clientStats().ioBuffers === 0, 'buffers released')
 })
 
 test.serial('a burst of small and large texts and binaries, pings and a fragmented text in one write reaches the listeners whole and in order', async (t) => {

@@ -498,6 +498,9 @@ struct Outgoing {
     /// A large message framed in pieces: its header is in `wbuf`, and this much of its payload
     /// (masked with this mask). Nothing else goes into `wbuf` before the rest of it.
     in_pieces: Option<(Outbound, usize, [u8; 4])>,
+    /// Our answer to the peer's close when it came in the middle of that message: it follows the
+    /// message's last piece (the rest of the message is not framed all at once to make room for it).
+    after_pieces: Vec<u8>,
     _gauge: Gauge<IoBuffers>,
 }
 
@@ -510,6 +513,7 @@ impl Default for Outgoing {
             pong: None,
             deflating: None,
             in_pieces: None,
+            after_pieces: Vec::new(),
             _gauge: Gauge::<IoBuffers>::new(),
         }
     }
@@ -547,6 +551,7 @@ impl Outgoing {
         if end == payload.len() {
             let (m, ..) = self.in_pieces.take().expect("in pieces");
             self.in_wbuf.push_back((m, self.wbuf.len()));
+            self.wbuf.append(&mut self.after_pieces);
         }
     }
 
@@ -732,12 +737,14 @@ impl OpenConn {
         }))
     }
 
-    /// Framed bytes waiting for the socket, created on first use, to append a frame to: after the
-    /// whole of a message being framed in pieces (our close or a ping cannot go inside its frame).
+    /// Framed bytes waiting for the socket, created on first use, to append a frame to; while a
+    /// message is framed in pieces, what follows its last piece (a frame cannot go inside it).
     fn wbuf(&mut self) -> &mut Vec<u8> {
         let out = self.out.get_or_insert_with(Box::default);
-        out.append_piece(usize::MAX);
-        &mut out.wbuf
+        match out.in_pieces {
+            Some(_) => &mut out.after_pieces,
+            None => &mut out.wbuf,
+        }
     }
 
     /// `cfg`: the configuration the connection was opened with.
@@ -1120,11 +1127,14 @@ impl OpenConn {
             if let Some(out) = self.out.as_mut() {
                 out.compact();
             }
-            while !self.sent_close && self.out.as_ref().map_or(0, |o| o.unwritten()) < WRITE_BATCH {
+            while self.out.as_ref().map_or(0, |o| o.unwritten()) < WRITE_BATCH {
                 if let Some(out) = self.out.as_mut().filter(|o| o.in_pieces.is_some()) {
-                    // The rest of a large message comes before any other frame.
+                    // The rest of a large message comes before any other frame, our close included.
                     out.append_piece(WRITE_BATCH);
                     continue;
+                }
+                if self.sent_close {
+                    break;
                 }
                 if let Some(pong) = self.out.as_mut().and_then(|o| o.pong.take()) {
                     frame::encode(frame::OPCODE_PONG, &pong, self.wbuf());
