@@ -129,6 +129,29 @@ test('REDIAL_WS_DIRECT_READ=0: everything is read on the tokio side', async (t) 
   t.is(off.reports[0].stats.jsReaders, 0)
 })
 
+test('a throwing listener on messages read on the JS thread, alone and in a run, surfaces as an uncaught exception and delivery goes on', async (t) => {
+  // Lines sent as one message come back as that many messages, written at once (corked around
+  // ws's own cork of each frame), so that the client reads them as a run.
+  const peer = await wsServer((socket) =>
+    socket.on('message', (d) => {
+      const tcp = (socket as any)._socket as import('node:net').Socket
+      tcp.cork()
+      for (const m of String(d).split('\n')) socket.send(m)
+      tcp.uncork()
+    }),
+  )
+  t.teardown(() => peer.close())
+  const r = await run('throwing-listener-on-js-thread', peer.url)
+  t.is(r.code, 0, r.stderr)
+  const { onJsThread, ...report } = r.reports[0]
+  t.deepEqual(report, {
+    done: true,
+    messages: ['lone', 'run 1', 'run 2', 'run 3', 'after'],
+    thrown: ['bug at lone', 'bug at run 1'],
+  })
+  t.true(onJsThread >= 3, `${onJsThread} reads on the JS thread`)
+})
+
 test('an active client holds the process through its backoff waits', async (t) => {
   const peer = await wsServer((socket) => socket.close(1001))
   t.teardown(() => peer.close())

@@ -43,9 +43,10 @@ function warn(p) {
 let handlers = null
 
 /**
- * Receives `[client, tag, payload, ...]` from the native side. It closes over
- * no client, so the native side holding it never keeps a client alive. It
- * must never throw (that would be a fatal exception).
+ * Receives `[client, tag, payload, ...]` from the native side, or a lone event
+ * as the three arguments `(client, tag, payload)`. It closes over no client,
+ * so the native side holding it never keeps a client alive. It must never
+ * throw (that would be a fatal exception).
  *
  * A batch is bounded (src/delivery.rs). Once it is dispatched, `deliveryDone`
  * frees its messages from each client's read bound (a client holds a bounded
@@ -53,19 +54,13 @@ let handlers = null
  * if one does, it is taken from a `setImmediate`, so timers and I/O get a turn
  * between batches. Usually none does, and no turn is asked for.
  */
-function dispatch(batch) {
-  if (batch.length === 0) return
-  for (let i = 0; i < batch.length; i += 3) {
-    try {
-      const client = batch[i]
-      if (client === undefined) {
-        if (batch[i + 1] === EVENTS.warning) warn(batch[i + 2])
-      } else {
-        handlers[batch[i + 1]](client, batch[i + 2])
-      }
-    } catch (err) {
-      rethrowLater(err)
-    }
+function dispatch(batch, tag, payload) {
+  if (tag !== undefined) {
+    deliver(batch, tag, payload)
+  } else if (batch.length === 0) {
+    return
+  } else {
+    deliverAll(batch)
   }
   if (!N.deliveryDone()) setImmediate(acknowledge)
 }
@@ -76,17 +71,26 @@ function acknowledge() {
 
 /**
  * Receives the messages the addon read on the JS thread (from a socket watch in the event loop,
- * src/reader.rs): the same layout, dispatched at once; nothing to acknowledge, since they never
- * waited in the read bound.
+ * src/reader.rs), in the same forms, dispatched at once; nothing to acknowledge, since they never
+ * waited in the read bound. A quiet connection's message comes alone (the round trip of an echo).
  */
-function dispatchNow(batch) {
-  for (let i = 0; i < batch.length; i += 3) {
-    try {
-      handlers[batch[i + 1]](batch[i], batch[i + 2])
-    } catch (err) {
-      rethrowLater(err)
-    }
+function dispatchNow(batch, tag, payload) {
+  if (tag !== undefined) deliver(batch, tag, payload)
+  else deliverAll(batch)
+}
+
+/** Runs one event's handler; a throwing listener does not lose the rest of the batch. */
+function deliver(client, tag, payload) {
+  try {
+    if (client !== undefined) handlers[tag](client, payload)
+    else if (tag === EVENTS.warning) warn(payload)
+  } catch (err) {
+    rethrowLater(err)
   }
+}
+
+function deliverAll(batch) {
+  for (let i = 0; i < batch.length; i += 3) deliver(batch[i], batch[i + 1], batch[i + 2])
 }
 
 /**

@@ -63,7 +63,7 @@ use napi_derive::napi;
 #[napi]
 pub fn init(
     env: Env,
-    dispatch: Function<'_, napi_raw::RawValue, ()>,
+    dispatch: Function<'_, napi_raw::DispatchArgs, ()>,
     dispatch_now: Function<'_, napi_raw::RawValue, ()>,
     direct_read: bool,
 ) -> Result<()> {

@@ -24,7 +24,7 @@ use napi::sys;
 #[repr(transparent)]
 pub struct Value(sys::napi_value);
 
-/// What the event dispatcher's thread-safe function hands to JS: the batch array of one call.
+/// A value the event dispatchers' calls hand to JS (see `DispatchArgs`).
 pub struct RawValue(sys::napi_value);
 
 impl From<Value> for RawValue {
@@ -39,9 +39,13 @@ impl ToNapiValue for RawValue {
     }
 }
 
+/// The arguments of an event dispatcher's call: `(client, tag, payload)` for a lone event, or
+/// `(batch)` and two `undefined` (see `delivery::dispatch_args`).
+pub type DispatchArgs = FnArgs<(RawValue, RawValue, RawValue)>;
+
 /// The thread-safe function that carries event batches to JS: weak (it never holds the event
 /// loop by itself; see `set_tsfn_ref`), its queue unbounded (one call is pending at a time).
-pub type Tsfn = napi::threadsafe_function::ThreadsafeFunction<(), (), RawValue, Status, false, true, 0>;
+pub type Tsfn = napi::threadsafe_function::ThreadsafeFunction<(), (), DispatchArgs, Status, false, true, 0>;
 
 /// `v` as a JS value.
 pub fn to_js<V: ToNapiValue>(env: &Env, v: V) -> Result<Value> {
@@ -289,14 +293,6 @@ fn counted_twice(env: &Env) -> bool {
     })
 }
 
-/// The length of a JS array.
-pub fn array_len(env: &Env, array: Value) -> Result<u32> {
-    let mut len = 0;
-    // SAFETY: `array` is a handle of this call; `len` is a valid out pointer.
-    check_status!(unsafe { sys::napi_get_array_length(env.raw(), array.0, &mut len) })?;
-    Ok(len)
-}
-
 /// A reference to a client's JS object that is weak (the object may be collected) or strong.
 pub struct OwnerRef(sys::napi_ref);
 
@@ -444,9 +440,9 @@ impl CallbackTarget {
         })
     }
 
-    /// Calls the function with `arg` from a native callback (not from JS). A throw is the
+    /// Calls the function with `args` from a native callback (not from JS). A throw is the
     /// process's uncaught exception, as for any I/O callback.
-    pub fn call(&self, env: &Env, arg: Value) -> Result<()> {
+    pub fn call(&self, env: &Env, args: &[Value]) -> Result<()> {
         let mut func = ptr::null_mut();
         // SAFETY: `self.func` is a live reference of this environment (never deleted).
         check_status!(unsafe { sys::napi_get_reference_value(env.raw(), self.func, &mut func) })?;
@@ -455,9 +451,20 @@ impl CallbackTarget {
         // as the receiver; the dispatcher does not use `this`.)
         check_status!(unsafe { sys::napi_get_global(env.raw(), &mut recv) })?;
         let mut result = ptr::null_mut();
-        // SAFETY: `func`, `recv` and `arg` are handles of this call; `self.context` was made by
-        // `napi_async_init` in this environment and is never destroyed; one argument is passed.
-        let status = unsafe { sys::napi_make_callback(env.raw(), self.context, recv, func, 1, &arg.0, &mut result) };
+        // SAFETY: `func`, `recv` and `args` are handles of this call (`Value` is a transparent
+        // `napi_value`, so `args` is `args.len()` handles in a row); `self.context` was made by
+        // `napi_async_init` in this environment and is never destroyed.
+        let status = unsafe {
+            sys::napi_make_callback(
+                env.raw(),
+                self.context,
+                recv,
+                func,
+                args.len(),
+                args.as_ptr().cast(),
+                &mut result,
+            )
+        };
         if status == sys::Status::napi_pending_exception {
             let mut err = ptr::null_mut();
             // SAFETY: live `env` with a pending exception; `err` is a valid out pointer.
