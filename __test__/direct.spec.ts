@@ -26,6 +26,7 @@ const native = createRequire(import.meta.url)('../lib/native.js') as {
   testingDirectReads(): number
   testingDirectWaits(): number
   testingClosesFromJs(): number
+  testingFastPathWrites(): [number, number]
 }
 
 type Frame = { op: number; payload: Buffer }
@@ -117,6 +118,37 @@ test.serial('a quiet plain connection is read on the JS thread, and the watch go
   t.is(s.jsReaders, 0, 'no watch once disconnect() resolves')
   t.is(s.openConnections, 0)
   t.is(s.ioBuffers, 0)
+  await quiescent()
+  await peer.close()
+})
+
+test.serial("the first message of a turn is written at once, the turn's others together after it", async (t) => {
+  const peer = await wsServer((socket) => socket.on('message', (d, binary) => socket.send(d, { binary })))
+  const client = new ReconnectingWebSocket(peer.url)
+  await client.opened()
+  const writes = () => {
+    const [atOnce, corked] = native.testingFastPathWrites()
+    return { atOnce, corked }
+  }
+  // Requests and responses: each send is the first of its turn, written before the listener returns.
+  let before = writes()
+  for (let i = 0; i < 50; i++) {
+    const echoed = once(client, 'message')
+    client.send(`m${i}`)
+    t.is(String((await echoed)[0]), `m${i}`)
+  }
+  t.deepEqual(writes(), { atOnce: before.atOnce + 50, corked: before.corked }, 'one write per request, at once')
+  // A burst in one turn: the first at once, the other 99 corked until the turn's microtasks.
+  const got: string[] = []
+  client.on('message', (d: string | Buffer) => got.push(String(d)))
+  before = writes()
+  for (let i = 0; i < 100; i++) client.send(`b${i}`)
+  t.deepEqual(writes(), { atOnce: before.atOnce + 1, corked: before.corked }, 'the first at once, the rest corked')
+  await Promise.resolve()
+  t.deepEqual(writes(), { atOnce: before.atOnce + 1, corked: before.corked + 1 }, 'the other 99 in one write')
+  await until(() => got.length === 100, 'the burst echoed')
+  t.deepEqual(got, Array.from({ length: 100 }, (_, i) => `b${i}`))
+  await client.disconnect()
   await quiescent()
   await peer.close()
 })

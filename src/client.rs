@@ -23,6 +23,7 @@ use crate::backoff::{Backoff, Jitter};
 use crate::connection::ConnConfig;
 use crate::deflate::DeflateConfig;
 use crate::delivery;
+use crate::direct;
 use crate::driver::{self, Command, Driver, DriverConfig};
 use crate::errors::{ConnError, ERR_PROVIDER};
 use crate::events::JsEvent;
@@ -386,36 +387,43 @@ impl NativeClient {
         delivery::generation(self.shared.id)
     }
 
-    /// Sends or queues a text message. Returns a `protocol::send` outcome.
-    pub fn send_text(&mut self, data: String) -> u32 {
-        self.send(Message::Text(data.into()), NO_TICKET)
+    /// Sends or queues a text message. Returns a `protocol::send` outcome. `turn`: the JS event
+    /// loop's current turn, where the runtime numbers them (`Writer::cork_frame`).
+    pub fn send_text(&mut self, data: String, turn: Option<u64>) -> u32 {
+        self.send(Message::Text(data.into()), NO_TICKET, turn)
     }
 
     /// As `sendText`, for binary data (copied once).
-    pub fn send_binary(&mut self, data: &[u8]) -> u32 {
-        self.send(Message::Binary(Bytes::copy_from_slice(data)), NO_TICKET)
+    pub fn send_binary(&mut self, data: &[u8], turn: Option<u64>) -> u32 {
+        self.send(Message::Binary(Bytes::copy_from_slice(data)), NO_TICKET, turn)
     }
 
     /// `send(data, callback)`: the message carries `ticket` until its fate is known.
     /// `compress: false`: `send(data, { compress: false })`.
-    pub fn send_ticketed(&mut self, data: Either<String, &[u8]>, ticket: u64, compress: bool) -> u32 {
+    pub fn send_ticketed(
+        &mut self,
+        data: Either<String, &[u8]>,
+        ticket: u64,
+        compress: bool,
+        turn: Option<u64>,
+    ) -> u32 {
         let msg = match data {
             Either::A(text) => Message::Text(text.into()),
             Either::B(bytes) => Message::Binary(Bytes::copy_from_slice(bytes)),
         };
-        self.send_outbound(Outbound { msg, ticket, compress })
+        self.send_outbound(Outbound { msg, ticket, compress }, turn)
     }
 
-    fn send(&mut self, msg: Message, ticket: u64) -> u32 {
+    fn send(&mut self, msg: Message, ticket: u64, turn: Option<u64>) -> u32 {
         let compress = true;
-        self.send_outbound(Outbound { msg, ticket, compress })
+        self.send_outbound(Outbound { msg, ticket, compress }, turn)
     }
 
-    fn send_outbound(&mut self, out: Outbound) -> u32 {
+    fn send_outbound(&mut self, out: Outbound, turn: Option<u64>) -> u32 {
         let result = self
             .shared
             .outbox()
-            .send_outbound(out, &self.config.queue, &self.shared.metrics);
+            .send_outbound(out, turn, &self.config.queue, &self.shared.metrics);
         match result {
             SendOutcome::Sent => outcome::SENT,
             SendOutcome::SentUncorkLater => outcome::CORKED,
@@ -688,13 +696,13 @@ pub fn client_generation(env: Env, owner: Object<'_>) -> Result<u32> {
 /// `clientUncork` at the end of this turn.
 #[napi]
 pub fn client_send_text(env: Env, owner: Object<'_>, data: String) -> Result<u32> {
-    Ok(client(&env, &owner)?.send_text(data))
+    Ok(client(&env, &owner)?.send_text(data, direct::current_turn(&env)))
 }
 
 /// As `clientSendText`, for binary data (copied once).
 #[napi]
 pub fn client_send_binary(env: Env, owner: Object<'_>, data: &[u8]) -> Result<u32> {
-    Ok(client(&env, &owner)?.send_binary(data))
+    Ok(client(&env, &owner)?.send_binary(data, direct::current_turn(&env)))
 }
 
 /// `send(data, callback)` and `send(data, { compress: false })`: as `clientSendText`/
@@ -714,7 +722,7 @@ pub fn client_send_ticketed(
     if !((0.0..=MAX_SAFE_INTEGER).contains(&ticket) && ticket.fract() == 0.0) {
         return Err(Error::new(Status::InvalidArg, "a ticket is a safe integer, 0 or more"));
     }
-    Ok(client(&env, &owner)?.send_ticketed(data, ticket as u64, compress))
+    Ok(client(&env, &owner)?.send_ticketed(data, ticket as u64, compress, direct::current_turn(&env)))
 }
 
 #[napi]

@@ -66,6 +66,16 @@ const TURN_TIME: Duration = Duration::from_millis(4);
 /// Sockets that waited for a later turn since the process started (tests prove the path taken).
 pub static WAITED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
+/// The number of the JS event loop's current turn, where this thread reads sockets (Node's event
+/// loop; not Bun's or Deno's emulation of libuv, whose numbering is not relied on).
+pub fn current_turn(env: &Env) -> Option<u64> {
+    if crate::reader::enabled() {
+        crate::napi_raw::current_turn(env)
+    } else {
+        None
+    }
+}
+
 /// Whether a read may start in turn `turn` (a new turn starts with a full budget).
 pub fn may_read(turn: u64) -> bool {
     BUDGET

@@ -153,6 +153,15 @@ pub fn testing_closes_from_js() -> f64 {
     outbox::CLOSES_FROM_JS.load(Relaxed) as f64
 }
 
+/// The send fast path's writes since the process started: `[first messages of a turn written at
+/// once, writes of corked messages]` (tests prove which path a message took). Not part of the API.
+#[napi]
+pub fn testing_fast_path_writes() -> Vec<f64> {
+    [&transport::WRITTEN_AT_ONCE, &transport::CORKED_WRITES]
+        .map(|n| n.load(Relaxed) as f64)
+        .to_vec()
+}
+
 /// Host name lookups started since the process started (tests prove that concurrent attempts
 /// share one). Not part of the API.
 #[napi]

@@ -723,6 +723,13 @@ impl Drop for SocketWatch {
     }
 }
 
+/// The number of the current turn of this environment's event loop (`loop_count`, below), where
+/// the runtime runs libuv.
+pub fn current_turn(env: &Env) -> Option<u64> {
+    uv()?;
+    uv_loop(env).ok().filter(|l| !l.is_null()).map(loop_count)
+}
+
 /// The iterations `uv_loop` has begun (its poll phases), 0 without libuv.
 fn loop_count(uv_loop: *mut c_void) -> u64 {
     let Some(uv) = uv() else { return 0 };

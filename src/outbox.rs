@@ -187,7 +187,7 @@ pub fn data_len(msg: &Message) -> Option<usize> {
 /// The send fast path: frame the message here, on the JS thread, and cork it for one write
 /// at the end of this turn, without waking the driver. `Some(first)`: corked (`first`: schedule
 /// the uncork); `None`: the socket is backed up, use the driver.
-fn write_now(writer: &Writer, tx: &SendQueue, out: &Outbound, metrics: &Metrics) -> Option<bool> {
+fn write_now(writer: &Writer, tx: &SendQueue, out: &Outbound, turn: Option<u64>, metrics: &Metrics) -> Option<bool> {
     let (opcode, payload) = data_frame(&out.msg)?;
     if payload.len() > COMPRESS_FAST_PATH_MAX && out.compress && tx.compresses(payload.len()) {
         // Compressing a larger message would hold the JS thread: the driver does it.
@@ -195,7 +195,7 @@ fn write_now(writer: &Writer, tx: &SendQueue, out: &Outbound, metrics: &Metrics)
     }
     let mut framed = Vec::with_capacity(payload.len() + 14);
     tx.encode(opcode, payload, out.compress, &mut framed);
-    let first = writer.cork_frame(&framed)?;
+    let first = writer.cork_frame(&framed, turn)?;
     stats::inc(&metrics.messages_sent);
     stats::add(&metrics.bytes_sent, payload.len() as u64);
     Some(first)
@@ -257,11 +257,18 @@ impl Outbox {
     /// JS itself (the outcome says so); one queued or handed over carries its ticket.
     pub fn send(&mut self, msg: Message, ticket: u64, cfg: &QueueConfig, metrics: &Metrics) -> SendOutcome {
         let compress = true;
-        self.send_outbound(Outbound { msg, ticket, compress }, cfg, metrics)
+        self.send_outbound(Outbound { msg, ticket, compress }, None, cfg, metrics)
     }
 
-    /// As `send`, with the message's own compression choice.
-    pub fn send_outbound(&mut self, out: Outbound, cfg: &QueueConfig, metrics: &Metrics) -> SendOutcome {
+    /// As `send`, with the message's own compression choice; `turn`: the JS event loop's current
+    /// turn, where the runtime numbers them (see `Writer::cork_frame`).
+    pub fn send_outbound(
+        &mut self,
+        out: Outbound,
+        turn: Option<u64>,
+        cfg: &QueueConfig,
+        metrics: &Metrics,
+    ) -> SendOutcome {
         if !self.accepting {
             return SendOutcome::NotOpen;
         }
@@ -269,7 +276,7 @@ impl Outbox {
         if let Some(tx) = &self.tx {
             if let Some(writer) = self.writer.as_ref().filter(|_| len <= FAST_PATH_MAX) {
                 if tx.in_channel.load(Acquire) == 0 {
-                    match write_now(writer, tx, &out, metrics) {
+                    match write_now(writer, tx, &out, turn, metrics) {
                         Some(true) => return SendOutcome::SentUncorkLater,
                         Some(false) => return SendOutcome::Sent,
                         None => {}

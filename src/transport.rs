@@ -23,7 +23,7 @@ use crate::errors::{self, ConnError};
 use crate::plain::{self, ReadHalf, WriteHalf};
 use crate::resolve;
 use crate::socks;
-use crate::stats::{Gauge, IoBuffers};
+use crate::stats::{self, Gauge, IoBuffers};
 use crate::tls::{self, TlsOptions};
 
 enum Stream {
@@ -56,6 +56,8 @@ struct WriterInner {
     held: Option<Gauge<IoBuffers>>,
     /// Whether a close frame was written or queued, and by which side.
     close: CloseBy,
+    /// The turn of the JS event loop whose first message the fast path wrote at once.
+    written_in_turn: Option<u64>,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -86,19 +88,41 @@ impl WriterInner {
 /// Corked bytes past which the fast path writes without waiting for the end of the turn.
 const CORK_LIMIT: usize = 64 * 1024;
 
+/// The send fast path's writes since the process started: first messages of a turn written at
+/// once, and writes of what was corked (`disconnect()`'s close among them; tests prove which path
+/// a message took).
+pub static WRITTEN_AT_ONCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+pub static CORKED_WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 impl Writer {
     fn lock(&self) -> std::sync::MutexGuard<'_, WriterInner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Corks `frame` for the send fast path: it is appended to what the JS thread has written
-    /// in this turn of its event loop, and `uncork()` (a microtask later) writes them all with
-    /// one system call. Returns whether the caller must schedule that `uncork()`. `None`: the
-    /// socket is backed up (bytes the driver must flush first): use the driver.
-    pub fn cork_frame(&self, frame: &[u8]) -> Option<bool> {
+    /// Writes `frame` for the send fast path. The first frame of a turn of the JS event loop
+    /// (`turn`, where the runtime numbers them) is written at once, as `ws` writes: the round
+    /// trip of a request starts now rather than after the listener and the microtasks. Later
+    /// ones are corked: appended to what the JS thread has written in this turn, for `uncork()`
+    /// (a microtask later) to write them all with one system call. Returns whether the caller
+    /// must schedule that `uncork()`. `None`: the socket is backed up (bytes the driver must
+    /// flush first): use the driver.
+    pub fn cork_frame(&self, frame: &[u8], turn: Option<u64>) -> Option<bool> {
         let mut w = self.lock();
         if w.close != CloseBy::None || w.blocked || (!w.pending.is_empty() && !w.corked) {
             return None;
+        }
+        if turn.is_some() && !w.corked && w.written_in_turn != turn {
+            // Nothing is pending (checked above): the frame goes first.
+            w.written_in_turn = turn;
+            stats::inc(&WRITTEN_AT_ONCE);
+            // A failed write is the driver's to report, as for `uncork`.
+            let written = w.half.try_write(frame).unwrap_or_default();
+            if written < frame.len() {
+                w.hold();
+                w.pending.extend_from_slice(&frame[written..]);
+                self.waker.wake();
+            }
+            return Some(false);
         }
         let first = !w.corked;
         w.corked = true;
@@ -154,6 +178,7 @@ impl Writer {
             return;
         }
         w.corked = false;
+        stats::inc(&CORKED_WRITES);
         // A failed write is the driver's to report; here nothing was written.
         let written = w.half.try_write(&w.pending).unwrap_or_default();
         w.pending.drain(..written);
@@ -238,6 +263,7 @@ impl Transport {
                 blocked: false,
                 held: None,
                 close: CloseBy::None,
+                written_in_turn: None,
             }),
             waker: Default::default(),
         });
