@@ -449,8 +449,8 @@ pub fn ack(env: &Env) -> Result<RawValue> {
 }
 
 /// The dispatcher's arguments for `values`: a lone event's three values as they are (making an
-/// array for them is a call into JS of its own: about a tenth of the JS thread's time in a
-/// connect/disconnect cycle, which delivers three lone events), or the batch's array.
+/// array for them is a call into JS of its own; a connect/disconnect cycle delivers three lone
+/// events), or the batch's array.
 fn dispatch_args(env: &Env, values: Vec<Value>) -> Result<DispatchArgs> {
     Ok(FnArgs::from(match *values.as_slice() {
         [client, tag, payload] => (client.into(), tag.into(), payload.into()),
