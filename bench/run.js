@@ -73,6 +73,7 @@ const N = {
   send64: count(1_000_000, 100_000),
   send64k: count(20_000, 1_000),
   echo: count(20_000, 2_000),
+  echos: count(20_000, 2_000),
   memory: count(10_000, 500),
   memorys: count(2_000, 100),
   churn: count(20_000, 2_000),
@@ -190,6 +191,17 @@ const ALL_WORKLOADS = [
     rows: [
       { key: 'p50us', label: 'echo RTT p50', unit: 'µs', better: 'lower' },
       { key: 'p99us', label: 'echo RTT p99', unit: 'µs', better: 'lower' },
+    ],
+  },
+  {
+    id: 'echos',
+    title: `echo RTT over wss (TLS), 64 B ×${N.echos} sequential`,
+    tls: true,
+    server: { mode: 'echo' },
+    peer: { workload: 'echo', count: N.echos, size: 64, warmup: QUICK ? 200 : 1000 },
+    rows: [
+      { key: 'p50us', label: 'echo RTT p50, wss', unit: 'µs', better: 'lower' },
+      { key: 'p99us', label: 'echo RTT p99, wss', unit: 'µs', better: 'lower' },
     ],
   },
   {
