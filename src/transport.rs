@@ -956,6 +956,50 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_fast_path_writes_a_turns_first_frame_at_once_and_corks_the_others() {
+        use std::io::Read;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let tcp = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (mut peer, _) = listener.accept().unwrap();
+        peer.set_nonblocking(true).unwrap();
+        // On loopback a write is in the peer's receive queue when the call returns.
+        let mut arrived = || {
+            let mut buf = [0u8; 64];
+            match peer.read(&mut buf) {
+                Ok(n) => buf[..n].to_vec(),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Vec::new(),
+                Err(e) => panic!("{e}"),
+            }
+        };
+        let transport = Transport::plain(tcp).unwrap();
+        let writer = transport.writer().unwrap();
+        assert_eq!(
+            writer.cork_frame(b"one", Some(7)),
+            Some(false),
+            "written: nothing to uncork"
+        );
+        assert_eq!(arrived(), b"one");
+        assert_eq!(
+            writer.cork_frame(b"two", Some(7)),
+            Some(true),
+            "corked: the caller uncorks"
+        );
+        assert_eq!(writer.cork_frame(b"three", Some(7)), Some(false), "corked behind it");
+        assert_eq!(arrived(), b"");
+        writer.uncork();
+        assert_eq!(arrived(), b"twothree", "one write");
+        assert_eq!(writer.cork_frame(b"four", Some(8)), Some(false), "a new turn");
+        assert_eq!(arrived(), b"four");
+        // A runtime whose turns are not numbered corks everything.
+        assert_eq!(writer.cork_frame(b"five", None), Some(true));
+        assert_eq!(writer.cork_frame(b"six", None), Some(false));
+        assert_eq!(arrived(), b"");
+        writer.uncork();
+        assert_eq!(arrived(), b"fivesix");
+        assert!(!writer.has_pending());
+    }
+
+    #[tokio::test]
     async fn a_peer_that_is_not_http_gets_no_tunnel() {
         let (result, after) = connect_via(b"SSH-2.0 200 ok\r\n\r\n").await;
         let e = result.unwrap_err();
