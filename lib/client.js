@@ -430,9 +430,9 @@ class ReconnectingWebSocket extends EventEmitter {
   /**
    * ws's `send(data, callback)`: `callback()` once the message is written to the socket (on this
    * connection or, from the queue, a later one), `callback(err)` (`ERR_NOT_SENT`) once it never
-   * will be. A send() that throws calls nothing. Messages the fast path corked are written by the
-   * uncork at the end of this turn; the others carry a ticket, and the addon reports their fate
-   * (the `sent` event, or the call that dropped them).
+   * will be. A send() that throws calls nothing. Messages the fast path takes are written at once
+   * or by the uncork at the end of this turn; the others carry a ticket, and the addon reports
+   * their fate (the `sent` event, or the call that dropped them).
    */
   #sendWithCallback(data, options, callback) {
     checkCallback(callback)

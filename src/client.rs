@@ -388,7 +388,7 @@ impl NativeClient {
     }
 
     /// Sends or queues a text message. Returns a `protocol::send` outcome. `turn`: the JS event
-    /// loop's current turn, where the runtime numbers them (`Writer::cork_frame`).
+    /// loop's current turn, where the runtime numbers them (`Writer::write_or_cork`).
     pub fn send_text(&mut self, data: String, turn: Option<u64>) -> u32 {
         self.send(Message::Text(data.into()), NO_TICKET, turn)
     }

@@ -184,9 +184,10 @@ pub fn data_len(msg: &Message) -> Option<usize> {
     }
 }
 
-/// The send fast path: frame the message here, on the JS thread, and cork it for one write
-/// at the end of this turn, without waking the driver. `Some(first)`: corked (`first`: schedule
-/// the uncork); `None`: the socket is backed up, use the driver.
+/// The send fast path: frame the message here, on the JS thread, and write it without waking
+/// the driver, at once or corked until the end of this turn (`Writer::write_or_cork`).
+/// `Some(true)`: corked first, the caller schedules the uncork; `Some(false)`: written, or corked
+/// behind another; `None`: the socket is backed up, use the driver.
 fn write_now(writer: &Writer, tx: &SendQueue, out: &Outbound, turn: Option<u64>, metrics: &Metrics) -> Option<bool> {
     let (opcode, payload) = data_frame(&out.msg)?;
     if payload.len() > COMPRESS_FAST_PATH_MAX && out.compress && tx.compresses(payload.len()) {
@@ -195,7 +196,7 @@ fn write_now(writer: &Writer, tx: &SendQueue, out: &Outbound, turn: Option<u64>,
     }
     let mut framed = Vec::with_capacity(payload.len() + 14);
     tx.encode(opcode, payload, out.compress, &mut framed);
-    let first = writer.cork_frame(&framed, turn)?;
+    let first = writer.write_or_cork(&framed, turn)?;
     stats::inc(&metrics.messages_sent);
     stats::add(&metrics.bytes_sent, payload.len() as u64);
     Some(first)
@@ -212,6 +213,7 @@ pub struct QueueConfig {
 }
 
 pub enum SendOutcome {
+    /// Written by the fast path, or corked behind a message whose uncork is scheduled.
     Sent,
     /// Corked by the fast path: the caller schedules `uncork()` at the end of this turn.
     SentUncorkLater,
@@ -261,7 +263,7 @@ impl Outbox {
     }
 
     /// As `send`, with the message's own compression choice; `turn`: the JS event loop's current
-    /// turn, where the runtime numbers them (see `Writer::cork_frame`).
+    /// turn, where the runtime numbers them (see `Writer::write_or_cork`).
     pub fn send_outbound(
         &mut self,
         out: Outbound,

@@ -106,7 +106,7 @@ impl Writer {
     /// (a microtask later) to write them all with one system call. Returns whether the caller
     /// must schedule that `uncork()`. `None`: the socket is backed up (bytes the driver must
     /// flush first): use the driver.
-    pub fn cork_frame(&self, frame: &[u8], turn: Option<u64>) -> Option<bool> {
+    pub fn write_or_cork(&self, frame: &[u8], turn: Option<u64>) -> Option<bool> {
         let mut w = self.lock();
         if w.close != CloseBy::None || w.blocked || (!w.pending.is_empty() && !w.corked) {
             return None;
@@ -974,25 +974,25 @@ mod tests {
         let transport = Transport::plain(tcp).unwrap();
         let writer = transport.writer().unwrap();
         assert_eq!(
-            writer.cork_frame(b"one", Some(7)),
+            writer.write_or_cork(b"one", Some(7)),
             Some(false),
             "written: nothing to uncork"
         );
         assert_eq!(arrived(), b"one");
         assert_eq!(
-            writer.cork_frame(b"two", Some(7)),
+            writer.write_or_cork(b"two", Some(7)),
             Some(true),
             "corked: the caller uncorks"
         );
-        assert_eq!(writer.cork_frame(b"three", Some(7)), Some(false), "corked behind it");
+        assert_eq!(writer.write_or_cork(b"three", Some(7)), Some(false), "corked behind it");
         assert_eq!(arrived(), b"");
         writer.uncork();
         assert_eq!(arrived(), b"twothree", "one write");
-        assert_eq!(writer.cork_frame(b"four", Some(8)), Some(false), "a new turn");
+        assert_eq!(writer.write_or_cork(b"four", Some(8)), Some(false), "a new turn");
         assert_eq!(arrived(), b"four");
         // A runtime whose turns are not numbered corks everything.
-        assert_eq!(writer.cork_frame(b"five", None), Some(true));
-        assert_eq!(writer.cork_frame(b"six", None), Some(false));
+        assert_eq!(writer.write_or_cork(b"five", None), Some(true));
+        assert_eq!(writer.write_or_cork(b"six", None), Some(false));
         assert_eq!(arrived(), b"");
         writer.uncork();
         assert_eq!(arrived(), b"fivesix");
