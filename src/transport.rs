@@ -1000,6 +1000,57 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_first_frame_the_socket_does_not_take_whole_is_left_to_the_driver_and_released_once_written() {
+        use std::io::Read;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let tcp = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (mut peer, _) = listener.accept().unwrap();
+        let transport = Transport::plain(tcp).unwrap();
+        let writer = transport.writer().unwrap();
+        // More than loopback's socket buffers take while the peer reads nothing.
+        let frame = vec![7u8; 64 << 20];
+        assert_eq!(
+            writer.write_or_cork(&frame, Some(1)),
+            Some(false),
+            "written as far as it goes"
+        );
+        assert!(writer.has_pending(), "the rest waits in the writer");
+        assert!(writer.lock().held.is_some(), "counted in ioBuffers while held");
+        assert_eq!(
+            writer.write_or_cork(b"next", Some(1)),
+            None,
+            "the turn's next message goes behind it"
+        );
+        assert_eq!(
+            writer.write_or_cork(b"next", Some(2)),
+            None,
+            "so does the next turn's first"
+        );
+        let len = frame.len();
+        let reader = std::thread::spawn(move || {
+            let (mut got, mut buf) = (0, vec![0u8; 1 << 20]);
+            while got < len {
+                let n = peer.read(&mut buf).unwrap();
+                assert!(
+                    n > 0 && buf[..n].iter().all(|&b| b == 7),
+                    "the frame's bytes, nothing else"
+                );
+                got += n;
+            }
+            got
+        });
+        // The driver's flush writes the rest as the peer reads it.
+        let flushed = tokio::time::timeout(
+            std::time::Duration::from_secs(20),
+            std::future::poll_fn(|cx| writer.poll_flush(cx)),
+        );
+        flushed.await.expect("flushed in time").unwrap();
+        assert_eq!(reader.join().unwrap(), len);
+        assert!(!writer.has_pending());
+        assert!(writer.lock().held.is_none(), "released once written");
+    }
+
+    #[tokio::test]
     async fn a_peer_that_is_not_http_gets_no_tunnel() {
         let (result, after) = connect_via(b"SSH-2.0 200 ok\r\n\r\n").await;
         let e = result.unwrap_err();
