@@ -426,6 +426,35 @@ test.serial('clients of one URL share native configuration only when their optio
   await quiescent()
 })
 
+test('the configuration key stands for every native option: changing any one of them changes it', (t) => {
+  const { parseOptions, configKey } = createRequire(import.meta.url)('../lib/options.js') as {
+    parseOptions(o: object): { native: Record<string, unknown> }
+    configKey(url: string, native: object): string
+  }
+  // Another value of the same kind; an absent option becomes present.
+  const other = (v: unknown): unknown => {
+    if (v === undefined) return 'x'
+    if (v === Infinity) return 2 ** 53
+    if (typeof v === 'number') return v + 1
+    if (typeof v === 'boolean') return !v
+    if (typeof v === 'string') return `${v}x`
+    if (Array.isArray(v)) return [...v, typeof v[0] === 'number' ? 1 : 'x']
+    const o = v as Record<string, unknown>
+    const first = Object.keys(o)[0]
+    return { ...o, [first]: other(o[first]) }
+  }
+  const url = 'ws://127.0.0.1:1/'
+  const { native } = parseOptions({ perMessageDeflate: true, maxRetries: Infinity })
+  const fields = Object.keys(native)
+  t.true(fields.length > 40, 'parseOptions made the native options')
+  const key = configKey(url, native)
+  t.is(configKey(url, { ...native }), key, 'equal options, equal keys')
+  for (const field of fields) {
+    t.not(configKey(url, { ...native, [field]: other(native[field]) }), key, field)
+  }
+  t.not(configKey('ws://127.0.0.1:2/', native), key, 'the URL')
+})
+
 test.serial('binaryType: nodebuffer, arraybuffer, uint8array, fragments, blob', async (t) => {
   const peer = await wsServer((s) =>
     s.on('message', (data) => {

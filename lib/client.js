@@ -20,6 +20,7 @@ const {
   checkBinaryType,
   proxyFor,
   splitCredentials,
+  configKey,
   withSendOptions,
   checkSendOptions,
 } = require('./options')
@@ -205,7 +206,7 @@ class ReconnectingWebSocket extends EventEmitter {
     this.#url = typeof parsed === 'function' ? '' : parsed
     let nativeUrl = this.#url || '(url provider)'
     if (this.#url) ({ url: nativeUrl, headers: native.headers } = splitCredentials(this.#url, native.headers))
-    N.clientAttach(this, nativeUrl, native)
+    N.clientAttach(this, nativeUrl, configKey(nativeUrl, native), native)
     if (signal) {
       if (signal.aborted) return
       // The signal must not keep an abandoned client alive: it holds a weak reference only.

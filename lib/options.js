@@ -561,6 +561,16 @@ function proxyFor(url, option, env = process.env) {
   return fromEnv
 }
 
+/**
+ * The addon's key for the configuration that `url` and `native` (parseOptions' `native`, as it
+ * goes to the addon) make: clients with equal keys share one, and the addon converts `native`
+ * only for a key it has not seen. JSON stands for every field; validation leaves no NaN nor
+ * -Infinity, so the `null` it writes for a number is always Infinity.
+ */
+function configKey(url, native) {
+  return JSON.stringify([url, native])
+}
+
 function parseQueue(queue) {
   if (queue === false) return false
   if (queue === undefined || queue === true) return QUEUE_DEFAULTS
@@ -779,6 +789,7 @@ module.exports = {
   checkBinaryType,
   proxyFor,
   splitCredentials,
+  configKey,
   redactUrl,
   DEFAULTS,
 }

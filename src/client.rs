@@ -41,8 +41,8 @@ use crate::transport::{Dial, Proxy};
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
-/// Configurations of live clients, by URL and options (`Weak`: a configuration goes with its
-/// last client). Each is ~0.5 KiB with its parsed URL, more with CA certificates.
+/// Configurations of live clients, by the key `lib/` makes of URL and options (`Weak`: a
+/// configuration goes with its last client). Each is ~0.5 KiB with its parsed URL, more with CA certificates.
 static CONFIGS: ConfigCache = ConfigCache(Mutex::new(None));
 
 /// The configurations, and the size at which dead entries are next pruned.
@@ -142,13 +142,17 @@ fn count(v: f64) -> usize {
 }
 
 impl NativeClient {
-    /// `owner` is the JS client object; `url` and `options` are already validated by `lib/options.js`.
-    fn new(env: &Env, owner: &Object<'_>, url: String, options: NativeOptions) -> Result<Self> {
-        // A fleet of clients with the same URL and options shares one configuration.
-        let key = format!("{url}\0{options:?}");
+    /// `owner` is the JS client object; `url` and `options` (`NativeOptions`) are already validated
+    /// by `lib/options.js`, and `key` stands for both (`configKey`): clients with equal keys share
+    /// one configuration, and `options` is converted only for a key not seen yet (converting its
+    /// forty-odd fields was a third of a connect/disconnect cycle's instructions).
+    fn new(env: &Env, owner: &Object<'_>, url: String, key: String, options: Unknown<'_>) -> Result<Self> {
         let config = match CONFIGS.get(&key) {
             Some(config) => config,
-            None => CONFIGS.insert(key, Self::config(&url, options)?),
+            None => {
+                let options: NativeOptions = napi_raw::from_js(env, &options)?;
+                CONFIGS.insert(key, Self::config(&url, options)?)
+            }
         };
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         let shared = Arc::new(Shared::new(id));
@@ -594,8 +598,8 @@ fn client<'a>(env: &Env, owner: &Object<'_>) -> Result<&'a mut NativeClient> {
 
 /// Gives `owner` (a new `ReconnectingWebSocket`) its native state.
 #[napi]
-pub fn client_attach(env: Env, owner: Object<'_>, url: String, options: NativeOptions) -> Result<()> {
-    let state = NativeClient::new(&env, &owner, url, options)?;
+pub fn client_attach(env: Env, owner: Object<'_>, url: String, key: String, options: Unknown<'_>) -> Result<()> {
+    let state = NativeClient::new(&env, &owner, url, key, options)?;
     napi_raw::wrap(&env, &owner, state)
 }
 

@@ -47,6 +47,13 @@ pub type DispatchArgs = FnArgs<(RawValue, RawValue, RawValue)>;
 /// loop by itself; see `set_tsfn_ref`), its queue unbounded (one call is pending at a time).
 pub type Tsfn = napi::threadsafe_function::ThreadsafeFunction<(), (), DispatchArgs, Status, false, true, 0>;
 
+/// `value` (a handle of the current call) converted by napi-rs into `T`: for an argument taken as
+/// `Unknown` so that it is converted only when it is needed.
+pub fn from_js<T: FromNapiValue>(env: &Env, value: &Unknown<'_>) -> Result<T> {
+    // SAFETY: `value` is a live handle of this call in `env`, on its thread.
+    unsafe { T::from_napi_value(env.raw(), value.raw()) }
+}
+
 /// `v` as a JS value.
 pub fn to_js<V: ToNapiValue>(env: &Env, v: V) -> Result<Value> {
     // SAFETY: `env` is the live environment of this call on the JS thread.

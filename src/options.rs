@@ -5,7 +5,6 @@
 use napi_derive::napi;
 
 #[napi(object)]
-#[derive(Debug)]
 pub struct NativeOptions {
     pub min_delay: f64,
     pub max_delay: f64,
@@ -80,7 +79,6 @@ pub struct NativeOptions {
 
 /// The `perMessageDeflate` option, validated (RFC 7692 parameters).
 #[napi(object)]
-#[derive(Debug)]
 pub struct NativeDeflate {
     pub threshold: f64,
     pub client_no_context_takeover: bool,
