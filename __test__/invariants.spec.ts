@@ -1,11 +1,14 @@
 // The core's invariants: a client never has more than one reconnect timer nor more than one
 // connection, however close events, connect() and reconnect() race; and disconnect() in every
 // state leaves no timer, task, connection or buffer behind by the time it resolves.
+import { createRequire } from 'node:module'
 import { setTimeout as delay } from 'node:timers/promises'
 import test from 'ava'
 
 import { ReconnectingWebSocket, clientStats } from '../index.js'
 import { Recorder, acceptUpgrade, quiescent, rawServer, refusedPort, until, wsServer } from './helpers.js'
+
+const native = createRequire(import.meta.url)('../lib/native.js') as { testingStallDriverExit(ms: number): void }
 
 test.serial('a server that accepts and closes 200 times: never two timers, never two connections', async (t) => {
   const peer = await wsServer((socket) => socket.close(1001, 'restarting'))
@@ -116,6 +119,30 @@ test.serial('disconnect() while open does the close handshake with code and reas
   t.deepEqual(serverClose, [4321, 'see you'])
   await quiescent()
   t.is(peer.accepted, 1)
+})
+
+test.serial("disconnect()'s close comes with everything released, in the dispatch that settles it", async (t) => {
+  const peer = await wsServer()
+  t.teardown(() => peer.close())
+  await quiescent()
+  for (let i = 0; i < 6; i++) {
+    const client = new ReconnectingWebSocket(peer.url, { pingInterval: 0 })
+    await new Recorder(client).next('open')
+    // Half the time the worker waits before reporting its exit, as when the JS thread it woke takes its CPU.
+    native.testingStallDriverExit(i % 2 === 0 ? 0 : 50)
+    const seen: string[] = []
+    let atClose: ReturnType<typeof clientStats> | undefined
+    client.on('close', () => {
+      atClose = clientStats()
+      seen.push('close')
+      setImmediate(() => seen.push('next turn'))
+    })
+    await client.disconnect()
+    seen.push('settled')
+    // One batch: the promise settles before the event loop turns (a later batch comes in a later turn).
+    t.deepEqual(seen, ['close', 'settled'], `cycle ${i}`)
+    t.like(atClose, { runningTasks: 0, openConnections: 0, ioBuffers: 0 }, `cycle ${i}`)
+  }
 })
 
 test.serial('messages sent before disconnect() are written before the close frame', async (t) => {

@@ -636,6 +636,12 @@ pub fn testing_stall_after_close(ms: u32) {
     STALL_FOR_TEST.store(u64::from(ms), Ordering::Relaxed);
 }
 
+/// Makes the next driver to exit wait `ms` before it reports the exit. Not part of the API.
+#[napi]
+pub fn testing_stall_driver_exit(ms: u32) {
+    driver::STALL_EXIT_FOR_TEST.store(u64::from(ms), Ordering::Relaxed);
+}
+
 /// Starts connecting (idempotent). Returns the driver generation.
 #[napi]
 pub fn client_connect(env: Env, owner: Object<'_>) -> Result<u32> {

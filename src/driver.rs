@@ -167,6 +167,11 @@ impl Future for DriverTask {
 /// ends a client in a defined state (`testingPanicDriver`). 0: none.
 pub static PANIC_FOR_TEST: AtomicU64 = AtomicU64::new(0);
 
+/// Milliseconds the next driver to exit waits before it reports the exit, as a preempted worker
+/// would (`testingStallDriverExit`: tests prove that a final `close` and `Idle` still go to JS in
+/// one batch). 0: none.
+pub static STALL_EXIT_FOR_TEST: AtomicU64 = AtomicU64::new(0);
+
 impl Driver {
     /// The task panicked: release the connection and report a fatal error and a final close.
     fn crashed(&mut self, what: String) {
@@ -230,16 +235,19 @@ impl Driver {
         DriverTask { driver: self, commands }
     }
 
-    /// One wake-up: deliver what is pending, then take every source that is ready, until none is.
+    /// One wake-up: take every source that is ready, until none is, delivering events as they come.
+    /// They go out once commands and the attempt have been taken: a new attempt's `connecting` then
+    /// reaches JS once its connect is under way, and does not wake the JS thread just before it.
     fn poll_run(&mut self, cx: &mut Context<'_>, commands: &Queue<Command>) -> Poll<Exit> {
         loop {
-            self.hub.push(self.shared.id, &mut self.events);
             if self.finished {
                 // Exit only if no command raced with the decision (closing the queue is atomic
                 // with that check, so no command can be lost); otherwise handle them first.
                 if commands.close_if_empty() {
+                    // `exit` delivers what is pending with `Idle`, in one batch.
                     return Poll::Ready(Exit::Finished);
                 }
+                self.hub.push(self.shared.id, &mut self.events);
                 self.finished = false;
                 let discarded = std::mem::take(&mut self.discarded);
                 // What finished settles the calls received before these commands, not theirs.
@@ -279,6 +287,7 @@ impl Driver {
                 self.attempt_done(result);
                 continue;
             }
+            self.hub.push(self.shared.id, &mut self.events);
             if let Some(Poll::Ready(io)) = self
                 .socket
                 .as_mut()
@@ -361,7 +370,8 @@ impl Driver {
     }
 
     /// The driver finished: release everything before reporting the exit (JS resolves
-    /// `disconnect()` on that event).
+    /// `disconnect()` on that event). What is still pending (the last `close`, usually) goes in
+    /// the same batch, one call into JS rather than two.
     fn exit(&mut self) {
         self.attempt = None;
         if self.socket.is_some() {
@@ -371,14 +381,16 @@ impl Driver {
         self.close_deadline = None;
         *self.shared.provide.lock().unwrap_or_else(|p| p.into_inner()) = None;
         self.running = None;
-        self.hub.push_one(
-            self.shared.id,
-            JsEvent::Idle {
-                gen: self.gen,
-                discarded: self.discarded,
-                upto: self.disconnects,
-            },
-        );
+        let stall = STALL_EXIT_FOR_TEST.swap(0, Ordering::Relaxed);
+        if stall > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(stall));
+        }
+        self.events.push(JsEvent::Idle {
+            gen: self.gen,
+            discarded: self.discarded,
+            upto: self.disconnects,
+        });
+        self.hub.push(self.shared.id, &mut self.events);
     }
 
     fn command(&mut self, cmd: Command) {
