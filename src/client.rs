@@ -42,7 +42,8 @@ use crate::transport::{Dial, Proxy};
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 /// Configurations of live clients, by the key `lib/` makes of URL and options (`Weak`: a
-/// configuration goes with its last client). Each is ~0.5 KiB with its parsed URL, more with CA certificates.
+/// configuration goes with its last client). Each is ~0.5 KiB with its parsed URL, more with CA
+/// certificates.
 static CONFIGS: ConfigCache = ConfigCache(Mutex::new(None));
 
 /// The configurations, and the size at which dead entries are next pruned.
@@ -144,8 +145,8 @@ fn count(v: f64) -> usize {
 impl NativeClient {
     /// `owner` is the JS client object; `url` and `options` (`NativeOptions`) are already validated
     /// by `lib/options.js`, and `key` stands for both (`configKey`): clients with equal keys share
-    /// one configuration, and `options` is converted only for a key not seen yet (converting its
-    /// forty-odd fields was a third of a connect/disconnect cycle's instructions).
+    /// one configuration, and `options` is converted only for a key not seen yet (its forty-odd
+    /// fields cost more than the rest of making a client).
     fn new(env: &Env, owner: &Object<'_>, url: String, key: String, options: Unknown<'_>) -> Result<Self> {
         let config = match CONFIGS.get(&key) {
             Some(config) => config,
