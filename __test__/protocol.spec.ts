@@ -92,6 +92,80 @@ test.serial('wss:// with a CA made at test time: connects and echoes', async (t)
   await quiescent()
 })
 
+test.serial('over wss: send() seals and writes on the JS thread; a peer that stops reading leaves the rest to the driver, in order', async (t) => {
+  const native = createRequire(import.meta.url)('../lib/native.js') as { testingFastPathWrites(): number[] }
+  const writes = () => {
+    const [atOnce, corked] = native.testingFastPathWrites()
+    return { atOnce, corked }
+  }
+  // The server echoes texts; binaries carry a sequence number, and the first one pauses its socket.
+  let socket: tls.TLSSocket | undefined
+  const seqs: number[] = []
+  const server = https.createServer({ key: certs.key, cert: certs.cert })
+  new WebSocketServer({ server }).on('connection', (s, req) => {
+    s.on('message', (d: Buffer, binary) => {
+      if (!binary) return s.send(String(d))
+      seqs.push(d.readUInt32BE(0))
+      if (!socket) {
+        socket = req.socket as tls.TLSSocket
+        socket.pause()
+      }
+    })
+  })
+  server.listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  t.teardown(() => server.close())
+  const client = new ReconnectingWebSocket(`wss://localhost:${(server.address() as net.AddressInfo).port}/`, {
+    tls: { ca: certs.ca },
+  })
+  const r = new Recorder(client)
+  await r.next('open')
+  // Requests and responses: each reply's request was written at once, from the JS thread.
+  let before = writes()
+  for (let i = 0; i < 50; i++) {
+    client.send(`m${i}`)
+    t.is(await r.next('message'), `m${i}`)
+  }
+  t.deepEqual(writes(), { atOnce: before.atOnce + 50, corked: before.corked }, 'one write per request, at once')
+  // A burst in one turn: the first at once, the rest sealed together after the turn.
+  before = writes()
+  for (let i = 0; i < 100; i++) client.send(`b${i}`)
+  await Promise.resolve()
+  t.deepEqual(writes(), { atOnce: before.atOnce + 1, corked: before.corked + 1 }, 'the first at once, the other 99 in one write')
+  for (let i = 0; i < 100; i++) t.is(await r.next('message'), `b${i}`)
+  // A peer that stops reading: 16 KiB messages, one per turn, until the socket is full and sealed
+  // records wait for the driver (counted in ioBuffers); then messages go to the driver's queue.
+  const message = (seq: number) => {
+    const b = Buffer.alloc(16 * 1024, seq & 0xff)
+    b.writeUInt32BE(seq, 0)
+    return b
+  }
+  let sent = 0
+  while (clientStats().ioBuffers === 0) {
+    if (sent === 4_000) t.fail('64 MiB sent and the socket never backed up')
+    client.send(message(sent++))
+    await new Promise((resolve) => setImmediate(resolve))
+  }
+  t.truthy(socket, 'the server paused its socket')
+  const backedUp = writes()
+  for (let i = 0; i < 20; i++) {
+    client.send(message(sent++))
+    await new Promise((resolve) => setImmediate(resolve))
+  }
+  t.is(writes().atOnce, backedUp.atOnce, 'nothing goes ahead of the records waiting to be written')
+  t.true(client.bufferedAmount >= 20 * 16 * 1024, `${client.bufferedAmount} bytes buffered`)
+  socket!.resume()
+  await until(() => seqs.length === sent, `all ${sent} messages received (${seqs.length} so far)`, 20_000)
+  t.deepEqual(seqs, Array.from({ length: sent }, (_, i) => i), 'every message once, in order')
+  await until(() => clientStats().ioBuffers === 0 && client.bufferedAmount === 0, 'the write buffers released once written')
+  // And the connection still carries messages both ways.
+  client.send('after')
+  t.is(await r.next('message'), 'after')
+  await client.disconnect()
+  t.is(clientStats().ioBuffers, 0)
+  await quiescent()
+})
+
 test.serial('clients with the same trust settings share one TLS config, released with its last client', async (t) => {
   const server = await wssServer()
   t.teardown(() => server.close())

@@ -398,14 +398,14 @@ const IN_PIECES_FROM: usize = 256 * 1024;
 /// What `send()` needs to reach an open connection.
 pub struct Sending {
     pub tx: Arc<SendQueue>,
-    pub writer: Option<Arc<Writer>>,
+    pub writer: Arc<Writer>,
 }
 
 pub struct OpenConn {
     transport: Transport,
     input: Input,
-    /// Shared with the JS thread's send fast path (plain TCP only).
-    writer: Option<Arc<Writer>>,
+    /// Shared with the JS thread's send fast path.
+    writer: Arc<Writer>,
     out_rx: Arc<SendQueue>,
     /// What is framed and not yet written; `None` whenever everything is written.
     out: Option<Box<Outgoing>>,
@@ -668,7 +668,7 @@ impl OpenConn {
     /// Queues our close frame behind everything already sent. The caller has
     /// closed `out_rx`, so it ends once drained.
     pub fn begin_close(&mut self, code: u16, reason: String) {
-        if self.writer.as_ref().is_some_and(|w| w.closed_by_js()) {
+        if self.writer.closed_by_js() {
             // Written on the JS thread already (`Outbox::write_close_now`).
             self.sent_close = true;
         } else {
@@ -680,7 +680,7 @@ impl OpenConn {
     /// then knows that one is on its way, and the JS thread writes none). Either way, ours is sent.
     fn claim_close(&mut self) -> bool {
         self.sent_close = true;
-        self.writer.as_ref().is_none_or(|w| w.driver_closes())
+        self.writer.driver_closes()
     }
 
     /// Data messages accepted for this connection but never handed to the socket, oldest first.
@@ -1092,12 +1092,11 @@ impl OpenConn {
 
     /// Frames what is due (heartbeat ping, queued messages, then our close frame) and writes it.
     fn poll_write(&mut self, cx: &mut Context<'_>) -> std::io::Result<()> {
-        if let Some(w) = &self.writer {
-            // The fast path may have left bytes the socket did not take: flush them when writable.
-            w.waker.register(cx.waker());
-            if w.has_pending() {
-                self.needs_flush = true;
-            }
+        // The fast path (or a read, under TLS) may have left bytes the socket did not take: flush
+        // them when writable.
+        self.writer.waker.register(cx.waker());
+        if self.writer.has_pending() {
+            self.needs_flush = true;
         }
         let written = self.write_out(cx);
         // Everything is written: release the buffers (an idle connection keeps none).

@@ -351,7 +351,7 @@ impl Driver {
                 self.socket = Some(conn);
                 self.shared
                     .outbox()
-                    .open(sending.tx, sending.writer, &self.shared.metrics);
+                    .open(sending.tx, Some(sending.writer), &self.shared.metrics);
                 stats::inc(&self.shared.metrics.connects);
                 if self.machine.is_reconnect() {
                     stats::inc(&self.shared.metrics.reconnects);

@@ -244,7 +244,7 @@ pub struct Outbox {
     /// yet written: the fast path may only write when that count is zero, so that nothing
     /// overtakes what was sent before.
     tx: Option<Arc<SendQueue>>,
-    /// The open connection's shared writer (plain TCP).
+    /// The open connection's shared writer.
     writer: Option<Arc<Writer>>,
     /// `send()` is accepted at all: between `connect()` and `disconnect()` or giving up.
     accepting: bool,
@@ -325,7 +325,7 @@ impl Outbox {
     }
 
     /// The close fast path, while no `send()` can come between (the caller holds the outbox and
-    /// stops accepting next). False: no open plain connection, messages still with the driver,
+    /// stops accepting next). False: no open connection, messages still with the driver,
     /// or the socket backed up.
     fn write_close_now(&self, code: u16, reason: &str) -> bool {
         let (Some(tx), Some(writer)) = (&self.tx, &self.writer) else {

@@ -4,6 +4,10 @@
 //!
 //! tungstenite has no proxy support, so the CONNECT exchange is written
 //! here by hand: one request, one response head, then the tunnel is ours.
+//!
+//! tokio-rustls makes the TLS handshake; after it the session moves into the connection's `Writer`,
+//! where the JS thread's send fast path can seal frames with it too (a `TlsStream` belongs to the
+//! one task that polls it). Moving records between the session and the socket is written here.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -12,10 +16,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{ready, Context, Poll};
 
 use rustls::pki_types::ServerName;
-use rustls::ClientConfig;
+use rustls::{ClientConfig, ClientConnection};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
-use tokio_rustls::client::TlsStream;
 use url::Url;
 
 use crate::ask;
@@ -26,38 +29,42 @@ use crate::socks;
 use crate::stats::{self, Gauge, IoBuffers};
 use crate::tls::{self, TlsOptions};
 
-enum Stream {
-    /// Plain TCP: the write half lives in a `Writer` that the JS thread can use too, and the read
-    /// half may move to a reader shared with it (`take_read_half`).
-    Plain(Option<ReadHalf>, Arc<Writer>),
-    Tls(Box<TlsStream<TcpStream>>),
-}
-
-/// The write side of a plain TCP connection, shared by the driver and the JS thread's send
-/// fast path. Frames never interleave: the fast path appends whole frames under the lock, and
-/// what the socket does not take at once waits in `pending`, which the driver flushes before
-/// writing anything of its own. The driver's own bytes stay in its buffer until the socket
-/// takes them (never copied here), and while it has a frame half written the fast path stands
-/// aside (`blocked`).
+/// The write side of a connection, shared by the driver and the JS thread's send fast path.
+/// Frames never interleave: the fast path appends whole frames under the lock, and what the
+/// socket does not take at once waits, to be flushed by the driver before it writes anything of
+/// its own. The driver's own bytes stay in its buffer until the socket (or the TLS session) takes
+/// them, and while it has a frame half written the fast path stands aside (`blocked`).
+///
+/// A `wss:` connection's TLS session lives here too, under the same lock: one session seals and
+/// opens records for both directions, so the driver's reads take the lock to decrypt, and a
+/// frame of the fast path is sealed on the JS thread and written from there.
 pub struct Writer {
     inner: Mutex<WriterInner>,
-    /// The driver, woken when the fast path leaves bytes in `pending`.
+    /// The driver, woken when the fast path leaves bytes unwritten.
     pub waker: futures_util::task::AtomicWaker,
+    /// Whether `inner` has a TLS session (read without the lock).
+    tls: bool,
 }
 
 struct WriterInner {
     half: WriteHalf,
+    /// Plain: frames of the fast path not written yet (corked in this turn, or what the socket
+    /// did not take). TLS: only corked frames, not sealed yet; what the socket did not take
+    /// waits sealed in the session (`Tls::wants_write`), ahead of `pending`.
     pending: Vec<u8>,
     /// `pending` holds frames the fast path corked in this turn of the JS event loop.
     corked: bool,
     /// The driver's last write left part of its buffer unwritten: nothing may go before the rest.
     blocked: bool,
-    /// Counts `pending` in `ioBuffers` while it holds memory (released once written).
+    /// Counts `pending` (and records waiting in the session) in `ioBuffers` while it holds
+    /// memory (released once written).
     held: Option<Gauge<IoBuffers>>,
     /// Whether a close frame was written or queued, and by which side.
     close: CloseBy,
     /// The turn of the JS event loop whose first message the fast path wrote at once.
     written_in_turn: Option<u64>,
+    /// The TLS session of a `wss:` connection.
+    tls: Option<Box<ClientConnection>>,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -78,12 +85,111 @@ impl WriterInner {
 
     /// Everything is written: an idle connection keeps no write buffer.
     fn release_if_written(&mut self) {
-        if self.pending.is_empty() && self.held.is_some() {
+        if self.pending.is_empty() && !self.sealed_waiting() && self.held.is_some() {
             self.pending = Vec::new();
             self.held = None;
         }
     }
+
+    /// TLS records sealed but not yet taken by the socket.
+    fn sealed_waiting(&self) -> bool {
+        self.tls.as_ref().is_some_and(|t| t.wants_write())
+    }
+
+    /// Bytes the socket did not take wait for the driver: the fast path must not go ahead of them.
+    fn backed_up(&self) -> bool {
+        (!self.pending.is_empty() && !self.corked) || self.sealed_waiting()
+    }
+
+    /// Writes `bytes` without waiting and returns how many of them are done with: written, or
+    /// under TLS sealed (all of them; the records the socket does not take wait in the session).
+    fn write_now(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        match self.tls.as_deref_mut() {
+            None => self.half.try_write(bytes),
+            Some(tls) => {
+                seal(tls, bytes)?;
+                match write_sealed(
+                    tls,
+                    &mut SyncWriter {
+                        half: &mut self.half,
+                        cx: None,
+                    },
+                ) {
+                    Err(e) if e.kind() != io::ErrorKind::WouldBlock => Err(e),
+                    _ => Ok(bytes.len()),
+                }
+            }
+        }
+    }
 }
+
+/// Seals `bytes` into TLS records, which wait in the session until written. The session has no
+/// buffer limit: what it holds is bounded by its callers, who seal only once what it held before
+/// is written (the driver), or when nothing waits (the fast path: a frame, or a turn's corked ones).
+fn seal(tls: &mut ClientConnection, bytes: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    let taken = tls.writer().write(bytes)?;
+    if taken < bytes.len() {
+        return Err(io::Error::other("the TLS session took only part of a write"));
+    }
+    Ok(())
+}
+
+/// Writes the session's sealed records until the socket is full (`WouldBlock`) or they are all out.
+fn write_sealed(tls: &mut ClientConnection, out: &mut SyncWriter<'_, '_>) -> io::Result<()> {
+    while tls.wants_write() {
+        if tls.write_tls(out)? == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+    }
+    Ok(())
+}
+
+/// `io::Write` over the write half, for the session: without a context it writes what the socket
+/// takes now; with one, a full socket registers the driver for room to write. Either way a full
+/// socket is `WouldBlock`.
+struct SyncWriter<'a, 'b> {
+    half: &'a mut WriteHalf,
+    cx: Option<&'a mut Context<'b>>,
+}
+
+impl io::Write for SyncWriter<'_, '_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self.cx.as_deref_mut() {
+            None => self.half.try_write(buf),
+            Some(cx) => match self.half.poll_write(cx, buf) {
+                Poll::Ready(done) => done,
+                Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
+            },
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// `io::Read` over the read half, for the session: no data yet is `WouldBlock`, with the driver
+/// registered to be woken when some comes.
+struct SyncReader<'a, 'b> {
+    half: &'a mut ReadHalf,
+    cx: &'a mut Context<'b>,
+}
+
+impl io::Read for SyncReader<'_, '_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut buf = ReadBuf::new(buf);
+        match Pin::new(&mut *self.half).poll_read(self.cx, &mut buf) {
+            Poll::Ready(Ok(())) => Ok(buf.filled().len()),
+            Poll::Ready(Err(e)) => Err(e),
+            Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
+        }
+    }
+}
+
+/// The most of a driver's write sealed at once under TLS: what waits in the session stays
+/// within about this much plus a turn's corked frames.
+const SEAL_MAX: usize = 64 * 1024;
 
 /// Corked bytes past which the fast path writes without waiting for the end of the turn.
 const CORK_LIMIT: usize = 64 * 1024;
@@ -95,6 +201,23 @@ pub static WRITTEN_AT_ONCE: std::sync::atomic::AtomicU64 = std::sync::atomic::At
 pub static CORKED_WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 impl Writer {
+    fn new(half: WriteHalf, tls: Option<Box<ClientConnection>>) -> Self {
+        Writer {
+            tls: tls.is_some(),
+            inner: Mutex::new(WriterInner {
+                half,
+                pending: Vec::new(),
+                corked: false,
+                blocked: false,
+                held: None,
+                close: CloseBy::None,
+                written_in_turn: None,
+                tls,
+            }),
+            waker: Default::default(),
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, WriterInner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -105,21 +228,28 @@ impl Writer {
     /// ones are corked: appended to what the JS thread has written in this turn, for `uncork()`
     /// (a microtask later) to write them all with one system call. Returns whether the caller
     /// must schedule that `uncork()`. `None`: the socket is backed up (bytes the driver must
-    /// flush first): use the driver.
+    /// flush first), or the TLS session failed: use the driver.
     pub fn write_or_cork(&self, frame: &[u8], turn: Option<u64>) -> Option<bool> {
         let mut w = self.lock();
-        if w.close != CloseBy::None || w.blocked || (!w.pending.is_empty() && !w.corked) {
+        if w.close != CloseBy::None || w.blocked || w.backed_up() {
             return None;
         }
         if turn.is_some() && !w.corked && w.written_in_turn != turn {
-            // Nothing is pending (checked above): the frame goes first.
+            // Nothing is pending (checked above): the frame goes first. A failed write is the
+            // driver's to report, as for `uncork`; a session that cannot seal it leaves it to the
+            // driver, whose write meets the same failure.
+            let written = if w.tls.is_some() {
+                w.write_now(frame).ok()?
+            } else {
+                w.write_now(frame).unwrap_or_default()
+            };
             w.written_in_turn = turn;
             stats::inc(&WRITTEN_AT_ONCE);
-            // A failed write is the driver's to report, as for `uncork`.
-            let written = w.half.try_write(frame).unwrap_or_default();
             if written < frame.len() {
-                w.hold();
                 w.pending.extend_from_slice(&frame[written..]);
+            }
+            if w.backed_up() {
+                w.hold();
                 self.waker.wake();
             }
             return Some(false);
@@ -141,7 +271,7 @@ impl Writer {
     /// already went or is on its way (an answer to the peer's close).
     pub fn write_close(&self, frame: &[u8]) -> bool {
         let mut w = self.lock();
-        if w.close != CloseBy::None || w.blocked || (!w.pending.is_empty() && !w.corked) {
+        if w.close != CloseBy::None || w.blocked || w.backed_up() {
             return false;
         }
         w.close = CloseBy::Js;
@@ -179,22 +309,28 @@ impl Writer {
         }
         w.corked = false;
         stats::inc(&CORKED_WRITES);
-        // A failed write is the driver's to report; here nothing was written.
-        let written = w.half.try_write(&w.pending).unwrap_or_default();
+        let pending = std::mem::take(&mut w.pending);
+        // A failed write is the driver's to report; here nothing was written (and under TLS,
+        // nothing sealed: the driver's flush meets the session's failure).
+        let written = w.write_now(&pending).unwrap_or_default();
+        w.pending = pending;
         w.pending.drain(..written);
-        if w.pending.is_empty() {
-            w.release_if_written();
-        } else {
+        if w.backed_up() || !w.pending.is_empty() {
             waker.wake();
+        } else {
+            w.release_if_written();
         }
     }
 
+    /// Whether bytes of the fast path wait for the driver to write them.
     pub fn has_pending(&self) -> bool {
-        !self.lock().pending.is_empty()
+        let w = self.lock();
+        !w.pending.is_empty() || w.sealed_waiting()
     }
 
     /// The driver's write: what the fast path left goes first, then as much of `buf` as the
-    /// socket takes now. The caller keeps the rest and calls again when woken.
+    /// socket takes now (under TLS, up to `SEAL_MAX` of it sealed, and written as far as the
+    /// socket takes it). The caller keeps the rest and calls again when woken.
     fn poll_write(&self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let mut w = self.lock();
         w.blocked = true;
@@ -205,7 +341,30 @@ impl Writer {
             w.blocked = false;
             return Poll::Ready(Ok(buf.len()));
         }
-        let n = ready!(w.half.poll_write(cx, buf))?;
+        let inner = &mut *w;
+        let n = match inner.tls.as_deref_mut() {
+            None => ready!(inner.half.poll_write(cx, buf))?,
+            Some(tls) => {
+                let n = buf.len().min(SEAL_MAX);
+                seal(tls, &buf[..n])?;
+                // What the socket does not take now waits sealed, with the driver registered to
+                // be woken when there is room: its flush writes it before anything else.
+                match write_sealed(
+                    tls,
+                    &mut SyncWriter {
+                        half: &mut inner.half,
+                        cx: Some(cx),
+                    },
+                ) {
+                    Err(e) if e.kind() != io::ErrorKind::WouldBlock => return Poll::Ready(Err(e)),
+                    _ => {}
+                }
+                if inner.sealed_waiting() {
+                    inner.hold();
+                }
+                n
+            }
+        };
         w.blocked = n < buf.len();
         Poll::Ready(Ok(n))
     }
@@ -213,13 +372,27 @@ impl Writer {
     fn flush_pending(w: &mut WriterInner, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         // The driver writing first is fine: corked frames are in order, and nothing is behind them.
         w.corked = false;
-        while !w.pending.is_empty() {
-            let WriterInner { half, pending, .. } = w;
-            let n = ready!(half.poll_write(cx, pending.as_slice()))?;
-            if n == 0 {
-                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+        let WriterInner { half, pending, tls, .. } = w;
+        match tls.as_deref_mut() {
+            None => {
+                while !pending.is_empty() {
+                    let n = ready!(half.poll_write(cx, pending.as_slice()))?;
+                    if n == 0 {
+                        return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                    }
+                    pending.drain(..n);
+                }
             }
-            w.pending.drain(..n);
+            Some(tls) => {
+                if !pending.is_empty() {
+                    seal(tls, pending)?;
+                    pending.clear();
+                }
+                match write_sealed(tls, &mut SyncWriter { half, cx: Some(cx) }) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Poll::Pending,
+                    done => done?,
+                }
+            }
         }
         w.release_if_written();
         Poll::Ready(Ok(()))
@@ -231,95 +404,144 @@ impl Writer {
 
     fn poll_shutdown(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let mut w = self.lock();
+        if let Some(tls) = w.tls.as_deref_mut() {
+            // Once only: the session sends no alert after its first.
+            tls.send_close_notify();
+        }
         ready!(Self::flush_pending(&mut w, cx))?;
         w.half.poll_shutdown(cx)
     }
+
+    /// The driver's read of a `wss:` connection: plaintext the session holds, else what the
+    /// socket has, decrypted. Under the lock, as the session seals the JS thread's frames too.
+    fn poll_read_tls(&self, read: &mut ReadHalf, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        use std::io::BufRead;
+        if buf.remaining() == 0 {
+            return Poll::Ready(Ok(()));
+        }
+        let mut w = self.lock();
+        let inner = &mut *w;
+        let Some(tls) = inner.tls.as_deref_mut() else {
+            return Poll::Ready(Err(io::Error::other("not a TLS connection")));
+        };
+        loop {
+            // Copied from the session's first chunk into the caller's buffer as it is (`ReadBuf`'s
+            // unfilled part is not initialized first). Empty once the peer's close_notify came;
+            // `UnexpectedEof` for a TCP close without it.
+            match tls.reader().into_first_chunk() {
+                Ok(chunk) => {
+                    let n = chunk.len().min(buf.remaining());
+                    buf.put_slice(&chunk[..n]);
+                    tls.reader().consume(n);
+                    return Poll::Ready(Ok(()));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+            match tls.read_tls(&mut SyncReader { half: read, cx }) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Poll::Pending,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+            let processed = tls.process_new_packets();
+            if tls.wants_write() {
+                // An alert, or the answer to a key update: now if the socket takes it, else the
+                // driver writes it before anything else.
+                let _ = write_sealed(
+                    tls,
+                    &mut SyncWriter {
+                        half: &mut inner.half,
+                        cx: None,
+                    },
+                );
+                if tls.wants_write() {
+                    if inner.held.is_none() {
+                        inner.held = Some(Gauge::<IoBuffers>::new());
+                    }
+                    self.waker.wake();
+                }
+            }
+            if let Err(e) = processed {
+                return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, e)));
+            }
+        }
+    }
 }
 
-/// The connection's byte stream. Reads go straight to the socket (the frame
-/// decoder owns the buffers); writes of plain TCP go through the shared `Writer`.
+/// The connection's byte stream: the read half (until a reader of the JS thread's takes it, for a
+/// plain connection) and the writer shared with the send fast path, which holds the TLS session
+/// of a `wss:` connection.
 pub struct Transport {
-    stream: Stream,
+    read: Option<ReadHalf>,
+    writer: Arc<Writer>,
 }
 
 impl Transport {
     fn plain(tcp: TcpStream) -> io::Result<Self> {
         let (read, write) = plain::split(tcp)?;
-        Ok(Self::from_halves(read, write))
+        Ok(Self::from_halves(read, write, None))
     }
 
     #[cfg(unix)]
     fn unix(socket: tokio::net::UnixStream) -> io::Result<Self> {
         let (read, write) = plain::split_unix(socket)?;
-        Ok(Self::from_halves(read, write))
+        Ok(Self::from_halves(read, write, None))
     }
 
-    fn from_halves(read: ReadHalf, write: plain::WriteHalf) -> Self {
-        let writer = Arc::new(Writer {
-            inner: Mutex::new(WriterInner {
-                half: write,
-                pending: Vec::new(),
-                corked: false,
-                blocked: false,
-                held: None,
-                close: CloseBy::None,
-                written_in_turn: None,
-            }),
-            waker: Default::default(),
-        });
+    /// A `wss:` connection once its handshake is done: the socket split as a plain one's, the
+    /// session in the writer. Whatever the session already read stays in it.
+    fn tls(tcp: TcpStream, mut session: ClientConnection) -> io::Result<Self> {
+        let (read, write) = plain::split(tcp)?;
+        // Bounded by its callers instead (`seal`): a limit would make it take part of a frame.
+        session.set_buffer_limit(None);
+        Ok(Self::from_halves(read, write, Some(Box::new(session))))
+    }
+
+    fn from_halves(read: ReadHalf, write: WriteHalf, tls: Option<Box<ClientConnection>>) -> Self {
         Transport {
-            stream: Stream::Plain(Some(read), writer),
+            read: Some(read),
+            writer: Arc::new(Writer::new(write, tls)),
         }
     }
 
     /// The read half of a plain connection, for a reader of its own (`reader::SharedReader`);
-    /// reads through the transport then fail. `None` under TLS.
+    /// reads through the transport then fail. `None` under TLS: the driver reads it through the
+    /// session.
     pub fn take_read_half(&mut self) -> Option<ReadHalf> {
-        match &mut self.stream {
-            Stream::Plain(read, _) => read.take(),
-            Stream::Tls(_) => None,
+        if self.writer.tls {
+            return None;
         }
+        self.read.take()
     }
 
-    /// The shared writer of a plain connection (none under TLS: rustls owns both directions).
-    pub fn writer(&self) -> Option<Arc<Writer>> {
-        match &self.stream {
-            Stream::Plain(_, w) => Some(w.clone()),
-            Stream::Tls(_) => None,
-        }
+    /// The writer, shared with the send fast path.
+    pub fn writer(&self) -> Arc<Writer> {
+        self.writer.clone()
     }
 }
 
 impl AsyncRead for Transport {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        match &mut self.get_mut().stream {
-            Stream::Plain(Some(s), _) => Pin::new(s).poll_read(cx, buf),
-            Stream::Plain(None, _) => Poll::Ready(Err(io::Error::other("the socket is read by its shared reader"))),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        let this = self.get_mut();
+        match this.read.as_mut() {
+            Some(read) if this.writer.tls => this.writer.poll_read_tls(read, cx, buf),
+            Some(read) => Pin::new(read).poll_read(cx, buf),
+            None => Poll::Ready(Err(io::Error::other("the socket is read by its shared reader"))),
         }
     }
 }
 
 impl AsyncWrite for Transport {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        match &mut self.get_mut().stream {
-            Stream::Plain(_, w) => w.poll_write(cx, buf),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
+        self.writer.poll_write(cx, buf)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match &mut self.get_mut().stream {
-            Stream::Plain(_, w) => w.poll_flush(cx),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
+        self.writer.poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match &mut self.get_mut().stream {
-            Stream::Plain(_, w) => w.poll_shutdown(cx),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
+        self.writer.poll_shutdown(cx)
     }
 }
 
@@ -632,9 +854,8 @@ pub async fn open(
         let chain = tls.get_ref().1.peer_certificates().unwrap_or_default();
         check_identity(asker, name, chain.iter().map(|c| c.to_vec()).collect()).await?;
     }
-    Ok(Transport {
-        stream: Stream::Tls(Box::new(tls)),
-    })
+    let (tcp, session) = tls.into_inner();
+    Transport::tls(tcp, session).map_err(|e| ConnError::new(errors::ERR_CONNECT, format!("{e} ({})", redact_url(url))))
 }
 
 /// Asks the client's `checkServerIdentity` whether `chain` (verified) is `host`'s.
@@ -972,7 +1193,7 @@ mod tests {
             }
         };
         let transport = Transport::plain(tcp).unwrap();
-        let writer = transport.writer().unwrap();
+        let writer = transport.writer();
         assert_eq!(
             writer.write_or_cork(b"one", Some(7)),
             Some(false),
@@ -1006,7 +1227,7 @@ mod tests {
         let tcp = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
         let (mut peer, _) = listener.accept().unwrap();
         let transport = Transport::plain(tcp).unwrap();
-        let writer = transport.writer().unwrap();
+        let writer = transport.writer();
         // More than loopback's socket buffers take while the peer reads nothing.
         let frame = vec![7u8; 64 << 20];
         assert_eq!(
@@ -1048,6 +1269,108 @@ mod tests {
         assert_eq!(reader.join().unwrap(), len);
         assert!(!writer.has_pending());
         assert!(writer.lock().held.is_none(), "released once written");
+    }
+
+    /// A `wss:` transport to a rustls server on loopback (a throwaway certificate made with
+    /// openssl; the client does not check it), with the server's side as a blocking stream.
+    async fn tls_pair() -> (
+        Transport,
+        rustls::StreamOwned<rustls::ServerConnection, std::net::TcpStream>,
+    ) {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let dir = std::env::temp_dir().join(format!("redial-ws-transport-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (key, cert) = (dir.join("key.pem"), dir.join("cert.pem"));
+        let made = std::process::Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+            ])
+            .args(["-days", "1", "-subj", "/CN=localhost", "-keyout"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .output()
+            .unwrap();
+        assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+        let chain = vec![CertificateDer::from_pem_file(&cert).unwrap()];
+        let key = PrivateKeyDer::from_pem_file(&key).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let server_config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            let (tcp, _) = listener.accept().unwrap();
+            let mut conn = rustls::ServerConnection::new(Arc::new(server_config)).unwrap();
+            let mut tcp = tcp;
+            while conn.is_handshaking() {
+                conn.complete_io(&mut tcp).unwrap();
+            }
+            rustls::StreamOwned::new(conn, tcp)
+        });
+        let options = TlsOptions {
+            reject_unauthorized: false,
+            ..Default::default()
+        };
+        let config = tls::shared_client_config(&options).unwrap();
+        let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let name = ServerName::try_from("localhost").unwrap();
+        let stream = tokio_rustls::TlsConnector::from(config)
+            .connect(name, tcp)
+            .await
+            .unwrap();
+        let (tcp, session) = stream.into_inner();
+        (Transport::tls(tcp, session).unwrap(), server.join().unwrap())
+    }
+
+    #[tokio::test]
+    async fn under_tls_the_fast_path_seals_and_writes_and_a_key_update_is_answered_in_order() {
+        use std::io::{Read, Write};
+        let (mut transport, mut server) = tls_pair().await;
+        let writer = transport.writer();
+        let mut got = [0u8; 64];
+        // Written from the calling thread at once: the server reads it without the driver.
+        assert_eq!(writer.write_or_cork(b"one", Some(1)), Some(false));
+        let n = server.read(&mut got).unwrap();
+        assert_eq!(&got[..n], b"one");
+        assert!(!writer.has_pending());
+        // The server renews its keys and asks us to renew ours: the driver's read decrypts with
+        // the new keys, and our answer goes before anything sealed after it.
+        server.conn.refresh_traffic_keys().unwrap();
+        server.write_all(b"two").unwrap();
+        let mut buf = vec![0u8; 64];
+        let n = transport.read(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"two");
+        assert_eq!(writer.write_or_cork(b"three", Some(2)), Some(false));
+        assert_eq!(writer.write_or_cork(b"four", Some(2)), Some(true), "corked");
+        writer.uncork();
+        let mut seen = Vec::new();
+        while seen.len() < 9 {
+            let n = server.read(&mut got).unwrap();
+            assert!(n > 0, "the server's stream ended");
+            seen.extend_from_slice(&got[..n]);
+        }
+        assert_eq!(seen, b"threefour");
+        // The driver's shutdown: close_notify, then the TCP close; the server sees a clean end.
+        transport.shutdown().await.unwrap();
+        assert_eq!(server.read(&mut got).unwrap(), 0);
+        // And the server's close_notify is a clean end for our reads.
+        server.conn.send_close_notify();
+        server.flush().unwrap();
+        assert_eq!(transport.read(&mut buf).await.unwrap(), 0);
+        assert!(writer.lock().held.is_none(), "nothing held");
     }
 
     #[tokio::test]
