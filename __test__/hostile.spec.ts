@@ -327,15 +327,25 @@ test.serial(
         if (!socket.destroyed) socket.write(END)
       })
     })
-    const ours = await gcTrace('redial-ws', peer.port)
-    const theirs = await gcTrace('ws', peer.port)
+    // Where both need some (Node 24), ws's count moves between runs (5-7 for the same stream):
+    // the medians of three runs each are compared.
+    const ours: number[] = []
+    const theirs: number[] = []
+    for (let run = 0; run < 3; run++) {
+      for (const [which, counts] of [['redial-ws', ours], ['ws', theirs]] as const) {
+        const trace = await gcTrace(which, peer.port)
+        t.is(trace.code, 0, trace.stderr)
+        t.is(trace.messages, MESSAGES, `${which} received every message`)
+        counts.push(trace.markCompacts)
+      }
+    }
     await peer.close()
-    t.log(`mark-compacts: redial-ws ${ours.markCompacts}, ws ${theirs.markCompacts}`)
-    t.is(ours.code, 0, ours.stderr)
-    t.is(theirs.code, 0, theirs.stderr)
-    t.is(ours.messages, MESSAGES)
-    t.is(theirs.messages, MESSAGES)
-    t.true(ours.markCompacts <= theirs.markCompacts + 1, `redial-ws needed ${ours.markCompacts} mark-compacts, ws ${theirs.markCompacts}`)
+    const median = (counts: number[]) => [...counts].sort((a, b) => a - b)[1]
+    t.log(`mark-compacts per run: redial-ws ${ours.join(', ')}; ws ${theirs.join(', ')}`)
+    t.true(
+      median(ours) <= median(theirs) + 1,
+      `redial-ws needed ${median(ours)} mark-compacts (median), ws ${median(theirs)}`,
+    )
   },
 )
 
