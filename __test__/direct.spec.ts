@@ -9,6 +9,7 @@ import { createRequire } from 'node:module'
 import test from 'ava'
 
 import { ReconnectingWebSocket, clientStats } from '../index.js'
+import { makeCerts } from './certs.js'
 import { Recorder, acceptUpgrade, quiescent, rawServer, until, wsServer } from './helpers.js'
 
 /** Times the tokio worker (thread "redial-ws") has gone to sleep and been woken, on Linux. */
@@ -21,6 +22,12 @@ function workerWakeups(): number | null {
   }
   return n
 }
+
+const certs = makeCerts()
+/** The server's key and certificate for a `wss:` peer, and a client's options that trust it. */
+const serverTls = (secure: boolean) => (secure ? { key: certs.key, cert: certs.cert } : undefined)
+const clientOptions = (secure: boolean, options: object = {}) => (secure ? { ...options, tls: { ca: certs.ca } } : options)
+const over = (secure: boolean) => (secure ? ' (wss:)' : '')
 
 const native = createRequire(import.meta.url)('../lib/native.js') as {
   testingDirectReads(): number
@@ -85,42 +92,46 @@ async function closeRecorder(pingsAfterClose: number, hold?: (socket: import('no
   return { peer, frames: () => got.frames }
 }
 
-test.serial('a quiet plain connection is read on the JS thread, and the watch goes with it', async (t) => {
-  const peer = await wsServer((socket) => socket.on('message', (d, binary) => socket.send(d, { binary })))
-  const client = new ReconnectingWebSocket(peer.url)
-  await client.opened()
-  // Not watched before the connection has carried a message: the driver reads the first one.
-  t.is(clientStats().jsReaders, 0, 'no watch at open')
-  const readsAtOpen = native.testingDirectReads()
-  const first = once(client, 'message')
-  client.send('first')
-  await first
-  t.is(native.testingDirectReads(), readsAtOpen, 'the first message was read by the driver')
-  await until(() => clientStats().jsReaders === 1, 'the socket is watched by the JS thread')
-  const before = native.testingDirectReads()
-  const wakeups = workerWakeups()
-  for (let i = 0; i < 200; i++) {
-    const echoed = once(client, 'message')
-    client.send(`m${i}`)
-    t.is(String((await echoed)[0]), `m${i}`)
-  }
-  const direct = native.testingDirectReads() - before
-  t.true(direct >= 190, `${direct} of 200 echoes were read on the JS thread`)
-  if (wakeups !== null) {
-    // The socket is registered with tokio for room to write only while the JS thread reads it:
-    // arriving messages do not wake the worker (it woke once per message when it was not).
-    const woke = workerWakeups()! - wakeups
-    t.true(woke < 50, `the tokio worker woke ${woke} times during 200 echoes`)
-  }
-  t.is(client.metrics.messagesReceived, 201, 'counted like any other message')
-  await client.disconnect()
-  const s = clientStats()
-  t.is(s.jsReaders, 0, 'no watch once disconnect() resolves')
-  t.is(s.openConnections, 0)
-  t.is(s.ioBuffers, 0)
-  await quiescent()
-  await peer.close()
-})
+for (const secure of [false, true]) {
+  test.serial(secure
+        ? 'a quiet wss: connection is read on the JS thread through its TLS session, and the watch goes with it'
+        : 'a quiet plain connection is read on the JS thread, and the watch goes with it', async (t) => {
+    const peer = await wsServer((socket) => socket.on('message', (d, binary) => socket.send(d, { binary })), 0, serverTls(secure))
+    const client = new ReconnectingWebSocket(peer.url, clientOptions(secure))
+    await client.opened()
+    // Not watched before the connection has carried a message: the driver reads the first one.
+    t.is(clientStats().jsReaders, 0, 'no watch at open')
+    const readsAtOpen = native.testingDirectReads()
+    const first = once(client, 'message')
+    client.send('first')
+    await first
+    t.is(native.testingDirectReads(), readsAtOpen, 'the first message was read by the driver')
+    await until(() => clientStats().jsReaders === 1, 'the socket is watched by the JS thread')
+    const before = native.testingDirectReads()
+    const wakeups = workerWakeups()
+    for (let i = 0; i < 200; i++) {
+      const echoed = once(client, 'message')
+      client.send(`m${i}`)
+      t.is(String((await echoed)[0]), `m${i}`)
+    }
+    const direct = native.testingDirectReads() - before
+    t.true(direct >= 190, `${direct} of 200 echoes were read on the JS thread`)
+    if (wakeups !== null) {
+      // The socket is registered with tokio for room to write only while the JS thread reads it:
+      // arriving messages do not wake the worker (it woke once per message when it was not).
+      const woke = workerWakeups()! - wakeups
+      t.true(woke < 50, `the tokio worker woke ${woke} times during 200 echoes`)
+    }
+    t.is(client.metrics.messagesReceived, 201, 'counted like any other message')
+    await client.disconnect()
+    const s = clientStats()
+    t.is(s.jsReaders, 0, 'no watch once disconnect() resolves')
+    t.is(s.openConnections, 0)
+    t.is(s.ioBuffers, 0)
+    await quiescent()
+    await peer.close()
+  })
+}
 
 test.serial("the first message of a turn is written at once, the turn's others together after it", async (t) => {
   const peer = await wsServer((socket) => socket.on('message', (d, binary) => socket.send(d, { binary })))
@@ -153,49 +164,51 @@ test.serial("the first message of a turn is written at once, the turn's others t
   await peer.close()
 })
 
-test.serial('messages keep their order across hand-overs: pings, streams of large messages, bursts', async (t) => {
-  const big = Buffer.alloc(100 * 1024, 7)
-  let pongs = 0
-  let pings = 0
-  const total = 600
-  const peer = await wsServer(async (socket) => {
-    socket.on('pong', () => pongs++)
-    for (let i = 0; i < total; i++) {
-      if (i % 50 === 10) {
-        // A stream of large messages: read on the tokio side.
-        for (let k = 0; k < 8; k++) socket.send(big)
+for (const secure of [false, true]) {
+  test.serial(`messages keep their order across hand-overs: pings, streams of large messages, bursts${over(secure)}`, async (t) => {
+    const big = Buffer.alloc(100 * 1024, 7)
+    let pongs = 0
+    let pings = 0
+    const total = 600
+    const peer = await wsServer(async (socket) => {
+      socket.on('pong', () => pongs++)
+      for (let i = 0; i < total; i++) {
+        if (i % 50 === 10) {
+          // A stream of large messages: read on the tokio side.
+          for (let k = 0; k < 8; k++) socket.send(big)
+        }
+        if (i % 7 === 0) {
+          socket.ping()
+          pings++
+        }
+        socket.send(`m${i}`)
+        // Quiet spells between small bursts: read on the JS thread again.
+        if (i % 25 === 0) await new Promise((r) => setTimeout(r, 2))
       }
-      if (i % 7 === 0) {
-        socket.ping()
-        pings++
-      }
-      socket.send(`m${i}`)
-      // Quiet spells between small bursts: read on the JS thread again.
-      if (i % 25 === 0) await new Promise((r) => setTimeout(r, 2))
-    }
+    }, 0, serverTls(secure))
+    const client = new ReconnectingWebSocket(peer.url, clientOptions(secure))
+    const texts: string[] = []
+    let large = 0
+    client.on('message', (d: string | Buffer, binary: boolean) => {
+      if (binary) {
+        t.is((d as Buffer).length, big.length)
+        large++
+      } else texts.push(String(d))
+    })
+    const before = native.testingDirectReads()
+    await until(() => texts.length === total, `${total} messages (have ${texts.length})`, 20_000)
+    t.deepEqual(texts, Array.from({ length: total }, (_, i) => `m${i}`))
+    t.is(large, 8 * Math.ceil(total / 50))
+    await until(() => pongs === pings, `a pong for each of ${pings} pings (have ${pongs})`)
+    const direct = native.testingDirectReads() - before
+    // Some on the JS thread; how many depends on how the bursts meet the socket (the pongs above prove
+    // the hand-back: only the tokio side answers pings).
+    t.true(direct > 0, `${direct} of ${client.metrics.messagesReceived} read on the JS thread`)
+    await client.disconnect()
+    t.is(clientStats().jsReaders, 0)
+    await peer.close()
   })
-  const client = new ReconnectingWebSocket(peer.url)
-  const texts: string[] = []
-  let large = 0
-  client.on('message', (d: string | Buffer, binary: boolean) => {
-    if (binary) {
-      t.is((d as Buffer).length, big.length)
-      large++
-    } else texts.push(String(d))
-  })
-  const before = native.testingDirectReads()
-  await until(() => texts.length === total, `${total} messages (have ${texts.length})`, 20_000)
-  t.deepEqual(texts, Array.from({ length: total }, (_, i) => `m${i}`))
-  t.is(large, 8 * Math.ceil(total / 50))
-  await until(() => pongs === pings, `a pong for each of ${pings} pings (have ${pongs})`)
-  const direct = native.testingDirectReads() - before
-  // Some on the JS thread; how many depends on how the bursts meet the socket (the pongs above prove
-  // the hand-back: only the tokio side answers pings).
-  t.true(direct > 0, `${direct} of ${client.metrics.messagesReceived} read on the JS thread`)
-  await client.disconnect()
-  t.is(clientStats().jsReaders, 0)
-  await peer.close()
-})
+}
 
 test.serial('many sockets readable at once are read over several turns, each socket in order', async (t) => {
   // 40 watched sockets receive 250 messages each, all written before the client's loop polls
@@ -268,38 +281,44 @@ test.serial('text keeps every character, in runs all ASCII and mixed, and alone'
   await peer.close()
 })
 
-test.serial('the heartbeat counts what the JS thread read; a silent peer still times out and is closed', async (t) => {
-  let serverSocket: import('ws').WebSocket | undefined
-  const peer = await wsServer((socket) => {
-    serverSocket = socket
+for (const secure of [false, true]) {
+  test.serial(`the heartbeat counts what the JS thread read; a silent peer still times out and is closed${over(secure)}`, async (t) => {
+    let serverSocket: import('ws').WebSocket | undefined
+    const peer = await wsServer(
+      (socket) => {
+        serverSocket = socket
+      },
+      0,
+      serverTls(secure),
+    )
+    // A server that never answers pings, but talks: its messages prove it alive.
+    peer.wss.options.autoPong = false
+    const client = new ReconnectingWebSocket(peer.url, clientOptions(secure, { pingInterval: 100, pongTimeout: 150, maxRetries: 0 }))
+    const r = new Recorder(client)
+    await r.next('open')
+    serverSocket!.send('first')
+    await r.next('message')
+    await until(() => clientStats().jsReaders === 1, 'the socket is watched by the JS thread')
+    const before = native.testingDirectReads()
+    const closed = once(serverSocket!, 'close')
+    for (let i = 0; i < 40; i++) {
+      serverSocket!.send(`tick ${i}`)
+      await new Promise((resolve) => setTimeout(resolve, 20))
+    }
+    t.is(r.count('close'), 0, 'no pong timeout while the peer talks')
+    t.true(native.testingDirectReads() - before >= 30, 'the ticks were read on the JS thread')
+    // Now silence: no frame answers the next ping.
+    const close = await r.next('close', 5_000)
+    const error = await r.next('error', 1_000)
+    t.is(error.code, 'ERR_PONG_TIMEOUT')
+    t.is(close.code, 1006)
+    await closed
+    t.is(clientStats().jsReaders, 0, 'the watch went with the connection')
+    t.is(clientStats().openConnections, 0)
+    await client.disconnect()
+    await peer.close()
   })
-  // A server that never answers pings, but talks: its messages prove it alive.
-  peer.wss.options.autoPong = false
-  const client = new ReconnectingWebSocket(peer.url, { pingInterval: 100, pongTimeout: 150, maxRetries: 0 })
-  const r = new Recorder(client)
-  await r.next('open')
-  serverSocket!.send('first')
-  await r.next('message')
-  await until(() => clientStats().jsReaders === 1, 'the socket is watched by the JS thread')
-  const before = native.testingDirectReads()
-  const closed = once(serverSocket!, 'close')
-  for (let i = 0; i < 40; i++) {
-    serverSocket!.send(`tick ${i}`)
-    await new Promise((resolve) => setTimeout(resolve, 20))
-  }
-  t.is(r.count('close'), 0, 'no pong timeout while the peer talks')
-  t.true(native.testingDirectReads() - before >= 30, 'the ticks were read on the JS thread')
-  // Now silence: no frame answers the next ping.
-  const close = await r.next('close', 5_000)
-  const error = await r.next('error', 1_000)
-  t.is(error.code, 'ERR_PONG_TIMEOUT')
-  t.is(close.code, 1006)
-  await closed
-  t.is(clientStats().jsReaders, 0, 'the watch went with the connection')
-  t.is(clientStats().openConnections, 0)
-  await client.disconnect()
-  await peer.close()
-})
+}
 
 test.serial('disconnect() leaves reading the close handshake to the driver: the watch goes at once, and nothing sent before the close is lost', async (t) => {
   // The peer answers "bye" and then the close: the answer arrives after disconnect() was called.
@@ -438,39 +457,41 @@ test.serial('a backed-up socket leaves the close to the driver: every message is
   await quiescent()
 })
 
-test.serial('a socket read on the JS thread that fills up is written to the end once the peer reads again', async (t) => {
-  // While the JS thread reads, the socket has no registration with the tokio reactor; a write of
-  // the driver's that finds it full must register it for room to write, or it would never finish.
-  const got: number[] = []
-  let server: import('node:net').Socket | undefined
-  let serverWs: import('ws').WebSocket | undefined
-  const peer = await wsServer((socket) => {
-    serverWs = socket
-    socket.on('message', (d) => got.push(Number(d.toString().slice(0, 8))))
-    server = (socket as unknown as { _socket: import('node:net').Socket })._socket
+for (const secure of [false, true]) {
+  test.serial(`a socket read on the JS thread that fills up is written to the end once the peer reads again${over(secure)}`, async (t) => {
+    // While the JS thread reads, the socket has no registration with the tokio reactor; a write of
+    // the driver's that finds it full must register it for room to write, or it would never finish.
+    const got: number[] = []
+    let server: import('node:net').Socket | undefined
+    let serverWs: import('ws').WebSocket | undefined
+    const peer = await wsServer((socket) => {
+      serverWs = socket
+      socket.on('message', (d) => got.push(Number(d.toString().slice(0, 8))))
+      server = (socket as unknown as { _socket: import('node:net').Socket })._socket
+    }, 0, serverTls(secure))
+    t.teardown(() => peer.close())
+    const client = new ReconnectingWebSocket(peer.url, clientOptions(secure))
+    const r = new Recorder(client)
+    await r.next('open')
+    await until(() => serverWs !== undefined, 'accepted')
+    serverWs!.send('first')
+    t.is(await r.next('message'), 'first')
+    await until(() => clientStats().jsReaders === 1, 'the socket is watched by the JS thread')
+    server!.pause()
+    const pad = 'x'.repeat(1016)
+    const total = 20_000
+    // ~20 MiB: far more than the socket buffers hold while the peer does not read.
+    for (let i = 0; i < total; i++) client.send(String(i).padStart(8, '0') + pad)
+    await until(() => client.bufferedAmount > 0, 'writes wait for room')
+    // The JS thread still reads while the driver waits to write.
+    serverWs!.send('still here')
+    t.is(await r.next('message'), 'still here')
+    server!.resume()
+    await until(() => got.length === total, `all ${total} messages (have ${got.length})`, 20_000)
+    t.true(got.every((n, i) => n === i), 'in order, none lost or doubled')
+    await until(() => client.bufferedAmount === 0, 'nothing left to write')
+    t.is(client.metrics.messagesSent, total)
+    await client.disconnect()
+    await quiescent()
   })
-  t.teardown(() => peer.close())
-  const client = new ReconnectingWebSocket(peer.url)
-  const r = new Recorder(client)
-  await r.next('open')
-  await until(() => serverWs !== undefined, 'accepted')
-  serverWs!.send('first')
-  t.is(await r.next('message'), 'first')
-  await until(() => clientStats().jsReaders === 1, 'the socket is watched by the JS thread')
-  server!.pause()
-  const pad = 'x'.repeat(1016)
-  const total = 20_000
-  // ~20 MiB: far more than the socket buffers hold while the peer does not read.
-  for (let i = 0; i < total; i++) client.send(String(i).padStart(8, '0') + pad)
-  await until(() => client.bufferedAmount > 0, 'writes wait for room')
-  // The JS thread still reads while the driver waits to write.
-  serverWs!.send('still here')
-  t.is(await r.next('message'), 'still here')
-  server!.resume()
-  await until(() => got.length === total, `all ${total} messages (have ${got.length})`, 20_000)
-  t.true(got.every((n, i) => n === i), 'in order, none lost or doubled')
-  await until(() => client.bufferedAmount === 0, 'nothing left to write')
-  t.is(client.metrics.messagesSent, total)
-  await client.disconnect()
-  await quiescent()
-})
+}

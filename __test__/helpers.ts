@@ -2,6 +2,7 @@
 import { createHash } from 'node:crypto'
 import { once } from 'node:events'
 import { readFileSync } from 'node:fs'
+import https from 'node:https'
 import net from 'node:net'
 import { setImmediate as tick, setTimeout as delay } from 'node:timers/promises'
 import { WebSocketServer, type WebSocket } from 'ws'
@@ -28,14 +29,20 @@ export interface WsPeer extends Peer {
   nextConnection(): Promise<WebSocket>
 }
 
-export async function wsServer(onConnection?: (socket: WebSocket, peer: WsPeer) => void, port = 0): Promise<WsPeer> {
-  const wss = new WebSocketServer({ host: '127.0.0.1', port })
-  await once(wss, 'listening')
-  const address = wss.address() as net.AddressInfo
+/** A `ws` server on 127.0.0.1; with `tls` (its key and certificate), over TLS at `wss://localhost:<port>/`. */
+export async function wsServer(
+  onConnection?: (socket: WebSocket, peer: WsPeer) => void,
+  port = 0,
+  tls?: { key: string; cert: string },
+): Promise<WsPeer> {
+  const server = tls && https.createServer(tls)
+  const wss = server ? new WebSocketServer({ server }) : new WebSocketServer({ host: '127.0.0.1', port })
+  await once(server ? server.listen(port, '127.0.0.1') : wss, 'listening')
+  const address = (server ?? wss).address() as net.AddressInfo
   const peer: WsPeer = {
     wss,
     port: address.port,
-    url: `ws://127.0.0.1:${address.port}/`,
+    url: server ? `wss://localhost:${address.port}/` : `ws://127.0.0.1:${address.port}/`,
     accepted: 0,
     concurrent: 0,
     maxConcurrent: 0,
@@ -44,7 +51,7 @@ export async function wsServer(onConnection?: (socket: WebSocket, peer: WsPeer) 
     close: () =>
       new Promise<void>((resolve) => {
         for (const s of peer.sockets) s.terminate()
-        wss.close(() => resolve())
+        wss.close(() => (server ? server.close(() => resolve()) : resolve()))
       }),
   }
   wss.on('connection', (socket) => {

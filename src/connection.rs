@@ -632,12 +632,18 @@ impl OpenConn {
             tx,
             writer: writer.clone(),
         };
-        // The JS thread may read a plain connection; a compressed one is always inflated here.
+        // The JS thread may read an uncompressed connection (through its TLS session for `wss:`);
+        // a compressed one is always inflated here.
         let read_half = (negotiated.is_none() && reader::enabled())
             .then(|| transport.take_read_half())
             .flatten();
         let input = match read_half {
-            Some(half) => Input::Shared(Arc::new(SharedReader::new(half, opened.leftover, cfg.limits))),
+            Some(half) => Input::Shared(Arc::new(SharedReader::new(
+                half,
+                transport.session(),
+                opened.leftover,
+                cfg.limits,
+            ))),
             None => Input::Own(Box::new(OwnInput {
                 decoder: Decoder::new(opened.leftover),
                 read_buffer: None,

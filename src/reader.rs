@@ -1,8 +1,8 @@
-//! The read side of a plain connection, shared by its driver and the JS thread.
+//! The read side of an uncompressed connection, shared by its driver and the JS thread.
 //!
 //! A message read on the tokio side reaches JS only after a second thread wakes up (the
 //! thread-safe function's `uv_async_send`): on a VM that wake-up is most of a round trip. So while
-//! a plain connection is quiet, its socket is read on the JS thread instead: a readiness watch in
+//! a connection is quiet, its socket is read on the JS thread instead: a readiness watch in
 //! the JS event loop (`napi_raw::SocketWatch`, set up by `direct`) reads the messages there and
 //! runs their listeners at once, as Node's own sockets do. The driver hands the socket over when
 //! its last read found it empty (`offer` → `JsEvent::ReadIdle` → `take_over`, so every message it
@@ -12,9 +12,13 @@
 //! (`give_back`) with anything that is not a data message (control frames, the close, an error),
 //! after a full batch (a backlog goes the tokio way, in bounded batches), or when reading is
 //! paused. Exactly one side reads at a time: the flag and the decoder live under one lock.
+//!
+//! A `wss:` connection is read the same way through its TLS session, which the connection's
+//! writer holds (`transport::Writer::read_tls_now`): the JS thread decrypts what its watch finds,
+//! and stops only when the session holds nothing whole, so that what is left is on the socket.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
 use bytes::BytesMut;
@@ -26,6 +30,7 @@ use crate::napi_raw::{self, RawSocket};
 use crate::plain::ReadHalf;
 use crate::shared::Shared;
 use crate::stats::{self, Gauge, IoBuffers};
+use crate::transport::{SessionRead, Writer};
 
 /// Set once by `lib/` when the runtime lets the JS thread watch sockets (Node's main event loop
 /// or a worker's); until then, and everywhere else, connections are read on the tokio side only.
@@ -57,6 +62,8 @@ pub fn is_stream(n: usize, bytes: usize) -> bool {
 pub struct SharedReader {
     state: Mutex<ReaderState>,
     socket: RawSocket,
+    /// The writer holding the TLS session a `wss:` connection is read through.
+    session: Option<Arc<Writer>>,
     limits: Limits,
     /// The driver, woken when the JS thread gives the socket back.
     waker: AtomicWaker,
@@ -105,9 +112,10 @@ pub enum JsRead {
 }
 
 impl SharedReader {
-    pub fn new(half: ReadHalf, leftover: BytesMut, limits: Limits) -> Self {
+    pub fn new(half: ReadHalf, session: Option<Arc<Writer>>, leftover: BytesMut, limits: Limits) -> Self {
         SharedReader {
             socket: half.socket(),
+            session,
             state: Mutex::new(ReaderState {
                 half,
                 decoder: Decoder::new(leftover),
@@ -141,9 +149,11 @@ impl SharedReader {
             self.waker.register(cx.waker());
             return Poll::Pending;
         }
-        let polled = match st.handed.take() {
-            Some(h) => Poll::Ready(h),
-            None => st.decoder.poll_next(cx, &mut st.half, &self.limits),
+        let ReaderState { decoder, half, .. } = st;
+        let polled = match (st.handed.take(), &self.session) {
+            (Some(h), _) => Poll::Ready(h),
+            (None, None) => decoder.poll_next(cx, half, &self.limits),
+            (None, Some(writer)) => decoder.poll_next(cx, &mut SessionRead { writer, half }, &self.limits),
         };
         st.parked = polled.is_pending();
         if let Poll::Ready(Ok(Incoming::Text(_) | Incoming::Binary(_) | Incoming::Compressed { .. })) = &polled {
@@ -265,6 +275,7 @@ impl SharedReader {
         let mut cx = Context::from_waker(Waker::noop());
         let mut io = SocketNow {
             socket: self.socket,
+            session: self.session.as_deref(),
             drained: false,
         };
         let (mut n, mut bytes) = (0, 0);
@@ -305,21 +316,26 @@ impl SharedReader {
 pub static DIRECT_MESSAGES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// The socket read without waiting, for the JS thread (readiness comes from its watch, so
-/// `Pending` registers nothing).
-struct SocketNow {
+/// `Pending` registers nothing); through the TLS session of a `wss:` connection.
+struct SocketNow<'a> {
     socket: RawSocket,
+    session: Option<&'a Writer>,
     /// A read returned less than there was room for: the socket is empty for now, and asking
     /// again would only cost a system call (the watch fires again when more arrives; libuv
     /// reads the same way).
     drained: bool,
 }
 
-impl AsyncRead for SocketNow {
+impl AsyncRead for SocketNow<'_> {
     fn poll_read(
         mut self: std::pin::Pin<&mut Self>,
         _: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        if let Some(writer) = this.session {
+            return writer.read_tls_now(this.socket, &mut this.drained, buf);
+        }
         if self.drained {
             return Poll::Pending;
         }
@@ -372,7 +388,7 @@ mod tests {
             replace_invalid_utf8: false,
         };
         (
-            Arc::new(SharedReader::new(read, BytesMut::new(), limits)),
+            Arc::new(SharedReader::new(read, None, BytesMut::new(), limits)),
             server,
             write,
         )

@@ -23,6 +23,7 @@ use url::Url;
 
 use crate::ask;
 use crate::errors::{self, ConnError};
+use crate::napi_raw::{self, RawSocket};
 use crate::plain::{self, ReadHalf, WriteHalf};
 use crate::resolve;
 use crate::socks;
@@ -410,8 +411,27 @@ impl Writer {
     }
 
     /// The driver's read of a `wss:` connection: plaintext the session holds, else what the
-    /// socket has, decrypted. Under the lock, as the session seals the JS thread's frames too.
-    fn poll_read_tls(&self, read: &mut ReadHalf, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    /// socket has, decrypted (`Pending` with the driver registered to be woken by more).
+    pub fn poll_read_tls(
+        &self,
+        read: &mut ReadHalf,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        self.read_tls(&mut SyncReader { half: read, cx }, buf)
+    }
+
+    /// As `poll_read_tls`, for the JS thread, whose socket watch reports readiness: the socket is
+    /// read without waiting, and not again once a read found it empty (`drained`, as for a plain
+    /// socket). `Pending` only when the session holds no plaintext and no whole record: what is
+    /// left for later is on the socket, where the watch sees it.
+    pub fn read_tls_now(&self, socket: RawSocket, drained: &mut bool, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        self.read_tls(&mut RecvNow { socket, drained }, buf)
+    }
+
+    /// Plaintext the session holds, else what `source` has, decrypted. Under the lock, as the
+    /// session seals the JS thread's frames too.
+    fn read_tls(&self, source: &mut dyn io::Read, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         use std::io::BufRead;
         if buf.remaining() == 0 {
             return Poll::Ready(Ok(()));
@@ -435,11 +455,12 @@ impl Writer {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => return Poll::Ready(Err(e)),
             }
-            match tls.read_tls(&mut SyncReader { half: read, cx }) {
+            match tls.read_tls(source) {
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Poll::Pending,
                 Err(e) => return Poll::Ready(Err(e)),
             }
+            // Every whole record read so far is opened here: none waits in the session unseen.
             let processed = tls.process_new_packets();
             if tls.wants_write() {
                 // An alert, or the answer to a key update: now if the socket takes it, else the
@@ -462,6 +483,38 @@ impl Writer {
                 return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, e)));
             }
         }
+    }
+}
+
+/// The socket read without waiting, for the session on the JS thread (see `read_tls_now`).
+struct RecvNow<'a> {
+    socket: RawSocket,
+    drained: &'a mut bool,
+}
+
+impl io::Read for RecvNow<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if *self.drained {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let room = buf.len();
+        let n = napi_raw::recv_now(self.socket, &mut ReadBuf::new(buf))?;
+        *self.drained = n > 0 && n < room;
+        Ok(n)
+    }
+}
+
+/// A `wss:` connection's reads for a reader of its own (`reader::SharedReader`, the driver's
+/// side): through the session in `writer`.
+pub struct SessionRead<'a> {
+    pub writer: &'a Writer,
+    pub half: &'a mut ReadHalf,
+}
+
+impl AsyncRead for SessionRead<'_> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        this.writer.poll_read_tls(this.half, cx, buf)
     }
 }
 
@@ -501,14 +554,15 @@ impl Transport {
         }
     }
 
-    /// The read half of a plain connection, for a reader of its own (`reader::SharedReader`);
-    /// reads through the transport then fail. `None` under TLS: the driver reads it through the
-    /// session.
+    /// The read half, for a reader of its own (`reader::SharedReader`); reads through the
+    /// transport then fail. Under TLS the reader reads it through the session (`session`).
     pub fn take_read_half(&mut self) -> Option<ReadHalf> {
-        if self.writer.tls {
-            return None;
-        }
         self.read.take()
+    }
+
+    /// The writer that holds the TLS session of a `wss:` connection (`None` for a plain one).
+    pub fn session(&self) -> Option<Arc<Writer>> {
+        self.writer.tls.then(|| self.writer.clone())
     }
 
     /// The writer, shared with the send fast path.
