@@ -426,7 +426,7 @@ export interface ClientStats {
   ioBuffers: number
   /** zlib streams (permessage-deflate) held by open connections; none while no message needs one. */
   deflateContexts: number
-  /** Sockets read on the JS thread (quiet plain `ws:` connections, on Node); none once their connections end. */
+  /** Sockets read on the JS thread (quiet uncompressed `ws:` and `wss:` connections, on Node); none once their connections end. */
   jsReaders: number
 }
 

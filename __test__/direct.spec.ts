@@ -1,4 +1,4 @@
-// Reading on the JS thread (src/reader.rs): a quiet plain connection's socket is watched by the
+// Reading on the JS thread (src/reader.rs): a quiet connection's socket (ws: or wss:) is watched by the
 // JS event loop and its messages are dispatched as soon as they are read, without the tokio
 // side's wake-up of the JS thread. What must hold: the path is taken, messages keep their order
 // across every hand-over (control frames, a stream of large messages, a close), the heartbeat

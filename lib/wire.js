@@ -94,7 +94,7 @@ function deliverAll(batch) {
 }
 
 /**
- * Whether quiet plain connections may be read on the JS thread: Node's event loop can watch an
+ * Whether quiet uncompressed connections may be read on the JS thread: Node's event loop can watch an
  * addon's socket (libuv's uv_poll); Bun and Deno emulate only part of libuv for addons, so there
  * the tokio side reads everything. REDIAL_WS_DIRECT_READ=0 turns it off.
  */

@@ -212,7 +212,7 @@ fn with_registry<R>(f: impl FnOnce(&mut Registry) -> R) -> Option<R> {
 }
 
 /// Installs the module-level dispatchers for this JS thread; `direct_read`: the runtime's event
-/// loop may watch sockets, so quiet plain connections are read on this thread (see `reader`).
+/// loop may watch sockets, so quiet uncompressed connections are read on this thread (see `reader`).
 pub fn init(
     env: &Env,
     dispatch: Function<'_, DispatchArgs, ()>,
