@@ -166,6 +166,47 @@ test.serial('over wss: send() seals and writes on the JS thread; a peer that sto
   await quiescent()
 })
 
+test.serial('over wss: bytes that are not TLS records, arriving while the JS thread reads, end the connection with a coded error; it reconnects', async (t) => {
+  const server = await wssServer()
+  t.teardown(() => server.close())
+  // A TCP relay in front of the server, which can put bytes of its own in the stream to the client.
+  const toClient: net.Socket[] = []
+  const relay = net.createServer((client) => {
+    const upstream = net.connect(server.port, '127.0.0.1')
+    for (const s of [client, upstream]) s.on('error', () => {})
+    client.pipe(upstream)
+    upstream.pipe(client)
+    client.on('close', () => upstream.destroy())
+    upstream.on('close', () => client.destroy())
+    toClient.push(client)
+  })
+  relay.listen(0, '127.0.0.1')
+  await once(relay, 'listening')
+  t.teardown(() => relay.close())
+  const url = `wss://localhost:${(relay.address() as net.AddressInfo).port}/`
+  const client = new ReconnectingWebSocket(url, { tls: { ca: certs.ca }, minDelay: 10, maxDelay: 10 })
+  const r = new Recorder(client)
+  await r.next('open')
+  client.send('one')
+  t.is(await r.next('message'), 'one')
+  await until(() => clientStats().jsReaders === 1, 'the socket is watched by the JS thread')
+  // 0x42 is no TLS content type: the session fails on the first byte.
+  toClient[0].write(Buffer.alloc(64, 0x42))
+  const close = await r.next('close')
+  const error = await r.next('error')
+  t.is(close.code, 1006)
+  // As for any open connection that fails (reset, I/O error); the message says what rustls found.
+  t.is(error.code, 'ERR_SOCKET')
+  t.regex(error.message, /corrupt message/)
+  t.is(clientStats().jsReaders, 0, 'the watch went with the connection')
+  await r.next('open')
+  client.send('two')
+  t.is(await r.next('message'), 'two')
+  await client.disconnect()
+  t.is(clientStats().ioBuffers, 0)
+  await quiescent()
+})
+
 test.serial('clients with the same trust settings share one TLS config, released with its last client', async (t) => {
   const server = await wssServer()
   t.teardown(() => server.close())
