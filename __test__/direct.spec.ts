@@ -93,9 +93,10 @@ async function closeRecorder(pingsAfterClose: number, hold?: (socket: import('no
 }
 
 for (const secure of [false, true]) {
-  test.serial(secure
-        ? 'a quiet wss: connection is read on the JS thread through its TLS session, and the watch goes with it'
-        : 'a quiet plain connection is read on the JS thread, and the watch goes with it', async (t) => {
+  const title = secure
+    ? 'a quiet wss: connection is read on the JS thread through its TLS session, and the watch goes with it'
+    : 'a quiet plain connection is read on the JS thread, and the watch goes with it'
+  test.serial(title, async (t) => {
     const peer = await wsServer((socket) => socket.on('message', (d, binary) => socket.send(d, { binary })), 0, serverTls(secure))
     const client = new ReconnectingWebSocket(peer.url, clientOptions(secure))
     await client.opened()

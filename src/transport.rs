@@ -518,9 +518,9 @@ impl AsyncRead for SessionRead<'_> {
     }
 }
 
-/// The connection's byte stream: the read half (until a reader of the JS thread's takes it, for a
-/// plain connection) and the writer shared with the send fast path, which holds the TLS session
-/// of a `wss:` connection.
+/// The connection's byte stream: the read half (until a reader shared with the JS thread takes
+/// it) and the writer shared with the send fast path, which holds the TLS session of a `wss:`
+/// connection.
 pub struct Transport {
     read: Option<ReadHalf>,
     writer: Arc<Writer>,
