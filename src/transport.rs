@@ -412,12 +412,7 @@ impl Writer {
 
     /// The driver's read of a `wss:` connection: plaintext the session holds, else what the
     /// socket has, decrypted (`Pending` with the driver registered to be woken by more).
-    pub fn poll_read_tls(
-        &self,
-        read: &mut ReadHalf,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
+    fn poll_read_tls(&self, read: &mut ReadHalf, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         self.read_tls(&mut SyncReader { half: read, cx }, buf)
     }
 
