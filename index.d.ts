@@ -54,7 +54,11 @@ export interface ReconnectingWebSocketOptions {
    * `lookup`, which gets them in its options) [0: the addon's resolver].
    */
   hints?: number
-  /** Deadline of the close handshake started by `disconnect()`, in ms; then the socket is dropped [2000]. */
+  /**
+   * Deadline of a close handshake, in ms: the one `disconnect()` starts, the server's, and the one that
+   * follows a protocol violation (the error and `close` come when the server has closed the TCP
+   * connection, or at this deadline); then the socket is dropped [2000].
+   */
   closeTimeout?: number
   /**
    * Largest incoming message, in bytes [64 MiB]; at most `buffer.constants.MAX_LENGTH`. A text message

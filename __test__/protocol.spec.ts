@@ -481,6 +481,111 @@ test.serial('invalid UTF-8 closes with 1007, a protocol violation with 1002, an 
   await quiescent()
 })
 
+test.serial('a connection failed for a violation reads and drops what follows until the peer closes: the echo before it and our close reach a peer that reads late', async (t) => {
+  // The server sends a text, a reserved opcode and more bytes in one write, and reads nothing
+  // until the client's connection is gone; then it writes once more and reads. A client that
+  // dropped its socket with those bytes unread reset the connection: the server's write then
+  // fails, and Node destroys the socket with the echo and the close frame in it, unread (as
+  // Autobahn's server did in case 4.2.5, which writes a byte at a time).
+  const VIOLATION = Buffer.concat([Buffer.from([0x81, 0x05]), Buffer.from('hello'), Buffer.from([0x83, 0x00]), Buffer.alloc(16 * 1024, 0xee)])
+  let server!: net.Socket
+  const peer = await rawServer((s) =>
+    acceptUpgrade(s, (sock) => {
+      server = sock
+      sock.pause()
+      sock.write(VIOLATION)
+    }),
+  )
+  t.teardown(() => peer.close())
+  const client = new ReconnectingWebSocket(peer.url, { minDelay: 60_000, closeTimeout: 300 })
+  client.on('message', (data) => client.send(data))
+  const r = new Recorder(client)
+  await until(() => server !== undefined && clientStats().openConnections === 0, "the client's connection is gone")
+  const chunks: Buffer[] = []
+  server.on('data', (d) => chunks.push(d))
+  server.write(Buffer.from([0x89, 0x00]))
+  server.resume()
+  // Whatever the end (the client's socket answers that last write with a reset), what was read counts.
+  await new Promise((resolve) => server.on('close', resolve))
+  t.deepEqual(
+    clientFrames(Buffer.concat(chunks)).map(([opcode, payload]) => [opcode, opcode === 8 ? payload.readUInt16BE(0) : payload.toString()]),
+    [
+      [1, 'hello'],
+      [8, 1002],
+    ],
+  )
+  t.is(((await r.next('error')) as RedialError).code, 'ERR_PROTOCOL')
+  const close = await r.next('close')
+  t.is(close.code, 1002)
+  t.false(close.wasClean)
+  await client.disconnect()
+  await quiescent()
+})
+
+test.serial("a connection failed for a violation ends at the peer's TCP close, not at closeTimeout; one that goes on sending is dropped after a bounded read", async (t) => {
+  // A peer that answers our close at once, as `ws` does; over TLS too (what follows is read through
+  // the session), and with permessage-deflate (read by the driver alone).
+  const answer = (extensions: string) => (s: net.Socket) =>
+    acceptUpgrade(
+      s,
+      (sock) => {
+        sock.on('data', (d) => {
+          if ((d[0] & 0x0f) === 8) sock.end(Buffer.from([0x88, 0x02, 0x03, 0xea]))
+        })
+        sock.write(Buffer.from([0x83, 0x00]))
+      },
+      extensions,
+    )
+  const answering = await rawServer(answer(''))
+  t.teardown(() => answering.close())
+  const compressing = await rawServer(answer('Sec-WebSocket-Extensions: permessage-deflate\r\n'))
+  t.teardown(() => compressing.close())
+  const secure = tls.createServer({ key: certs.key, cert: certs.cert }, answer('')).listen(0, '127.0.0.1')
+  await once(secure, 'listening')
+  t.teardown(() => new Promise<void>((resolve) => secure.close(() => resolve())))
+  for (const url of [answering.url, compressing.url, `wss://localhost:${(secure.address() as net.AddressInfo).port}/`]) {
+    // closeTimeout longer than Recorder's wait: the close must come from the peer's TCP close.
+    const a = new ReconnectingWebSocket(url, { minDelay: 60_000, closeTimeout: 60_000, tls: { ca: certs.ca } })
+    const ra = new Recorder(a)
+    let extensions: string | undefined
+    a.once('open', () => (extensions = a.extensions))
+    t.is(((await ra.next('error')) as RedialError).code, 'ERR_PROTOCOL', url)
+    t.is(extensions, url === compressing.url ? 'permessage-deflate' : '', url)
+    t.is((await ra.next('close')).code, 1002, url)
+    await a.disconnect()
+  }
+
+  // A peer that floods after its violation and never reads: bounded in bytes, not only in time.
+  let pumped: { bytes: number; completed: boolean } | undefined
+  const flooding = await rawServer((s) =>
+    acceptUpgrade(s, (sock) => {
+      sock.write(Buffer.from([0x83, 0x00]))
+      const chunk = Buffer.alloc(256 * 1024, 0xee)
+      const out = { bytes: 0, completed: false }
+      const go = () => {
+        while (!sock.destroyed && out.bytes < 64 * 2 ** 20) {
+          out.bytes += chunk.length
+          if (!sock.write(chunk)) return void sock.once('drain', go)
+        }
+        out.completed = !sock.destroyed
+        pumped = out
+      }
+      sock.on('close', () => (pumped ??= out))
+      go()
+    }),
+  )
+  t.teardown(() => flooding.close())
+  const f = new ReconnectingWebSocket(flooding.url, { minDelay: 60_000, closeTimeout: 60_000 })
+  const rf = new Recorder(f)
+  t.is(((await rf.next('error')) as RedialError).code, 'ERR_PROTOCOL')
+  t.is((await rf.next('close')).code, 1002)
+  await until(() => pumped !== undefined, 'the flood stopped')
+  t.false(pumped!.completed, `the server wrote all of its ${pumped!.bytes} bytes`)
+  await f.disconnect()
+  await quiescent()
+  t.is(clientStats().ioBuffers, 0)
+})
+
 test.serial('skipUTF8Validation: invalid UTF-8 in text and close reasons is decoded as Buffer#toString decodes it (U+FFFD), compressed or not', async (t) => {
   const invalid = [Buffer.from([0x68, 0x69, 0xff]), Buffer.from([0x61, 0xed, 0xa0, 0x80, 0xe2]), Buffer.from([0x82, 0xac, 0x7a, 0xe2, 0x82])]
   const reason = Buffer.from([0x62, 0xff])

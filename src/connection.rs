@@ -420,8 +420,8 @@ pub struct OpenConn {
     deflate_budget: u32,
     /// This poll compressed its share and gave way to other tasks.
     write_yielded: bool,
-    /// The peer's close, once answered, and how long its TCP close may take.
-    peer_close: Option<Box<PeerClose>>,
+    /// The peer's close once answered, or our failing of the connection: how long its TCP close may take.
+    closing: Option<Box<Closing>>,
     /// The peer's close frame or a violation, held back while JS takes the messages read before it.
     held: Option<Box<Held>>,
     /// Boxed, like the close state: the connection lives inline in its client's task.
@@ -457,11 +457,43 @@ impl Drop for OpenConn {
     }
 }
 
-/// The peer's close frame (its code, 1005 without one), answered.
-struct PeerClose {
+/// A close frame went each way, or ours after a violation: the peer closes the TCP connection
+/// first (RFC 6455 §7.1.1), within `close_timeout`.
+struct Closing {
+    /// The code reported: the peer's (1005 without one), or the one we failed the connection with.
     code: u16,
-    reason: String,
+    how: HowClosing,
     deadline: Pin<Box<Sleep>>,
+}
+
+enum HowClosing {
+    /// The peer's close frame, answered (its reason).
+    Peer(String),
+    /// We failed the connection (RFC 6455 §7.1.7): what the peer sends until its TCP close is read
+    /// and dropped, up to `unread` bytes more. Dropping the socket at once would leave the peer's
+    /// bytes unread, so the kernel would reset the connection, and a reset can discard at the peer
+    /// what we wrote last before it reads it: the echo of a message that came before the violation,
+    /// our close frame itself. A peer that sends more than `FAILED_UNREAD` after it is not reading.
+    Failed { error: ConnError, unread: usize },
+}
+
+/// What a failed connection reads and drops at most while it waits for the peer's TCP close: what
+/// a peer had on its way before it read our close frame (a socket's buffers, about).
+const FAILED_UNREAD: usize = 1 << 20;
+/// What it reads in one poll at most, before other tasks have a turn.
+const FAILED_UNREAD_TURN: usize = 64 * 1024;
+
+impl Closing {
+    fn end(self) -> Poll<IoEvent> {
+        match self.how {
+            HowClosing::Peer(reason) => ended(self.code, reason, true, None),
+            HowClosing::Failed { error, .. } => ended(self.code, String::new(), false, Some(error)),
+        }
+    }
+
+    fn failed(&self) -> bool {
+        matches!(self.how, HowClosing::Failed { .. })
+    }
 }
 
 /// What ends a connection, once JS has taken every message that came before it: what JS sends in
@@ -661,7 +693,7 @@ impl OpenConn {
             sent_close: false,
             deflate_budget: 0,
             write_yielded: false,
-            peer_close: None,
+            closing: None,
             held: None,
             heartbeat,
             inflater: negotiated.map(|n| Box::new(Decompressor::new(&n))),
@@ -776,6 +808,9 @@ impl OpenConn {
     }
 
     fn poll_io_inner(&mut self, cx: &mut Context<'_>, cfg: &ConnConfig, events: &mut Vec<JsEvent>) -> Poll<IoEvent> {
+        if self.closing.as_ref().is_some_and(|c| c.failed()) {
+            return self.poll_failing(cx);
+        }
         if self.held.is_some() {
             if let Some(end) = self.release_held(cx) {
                 return end;
@@ -834,7 +869,7 @@ impl OpenConn {
             };
             // A message being inflated comes before anything read after it.
             let inflating = self.inflater.as_ref().is_some_and(|i| i.inflating());
-            if self.peer_close.is_none() && !inflating {
+            if self.closing.is_none() && !inflating {
                 let small = |m: Small<'_>| JsEvent::push_small(events, m);
                 let max = TextRun::MAX_MESSAGE.min(BinaryRun::MAX_MESSAGE);
                 let taken = match (&mut self.input, shared_reader.as_ref(), shared_state.as_mut()) {
@@ -881,7 +916,7 @@ impl OpenConn {
                     if let Some(hb) = self.heartbeat.as_mut() {
                         hb.pong_deadline = None;
                     }
-                    if self.peer_close.is_some() {
+                    if self.closing.is_some() {
                         // Nothing follows a close frame (RFC 6455 §5.5.1).
                         continue;
                     }
@@ -948,9 +983,8 @@ impl OpenConn {
                         break;
                     }
                 }
-                Poll::Ready(Err(WireError::Eof)) if self.peer_close.is_some() => {
-                    let c = self.peer_close.take().expect("peer close");
-                    return ended(c.code, c.reason, true, None);
+                Poll::Ready(Err(WireError::Eof)) if self.closing.is_some() => {
+                    return self.closing.take().expect("closing").end();
                 }
                 Poll::Ready(Err(e @ (WireError::Eof | WireError::Io(_)))) => return self.ended_by(e),
                 Poll::Ready(Err(e)) => {
@@ -961,10 +995,8 @@ impl OpenConn {
                 }
                 Poll::Pending => {
                     // The socket is empty: offer it to the JS thread, unless closing or streaming.
-                    let closing = self.held.is_some()
-                        || self.peer_close.is_some()
-                        || self.sent_close
-                        || self.close_frame.is_some();
+                    let closing =
+                        self.held.is_some() || self.closing.is_some() || self.sent_close || self.close_frame.is_some();
                     let quiet = !reader::is_stream(read_messages, read_bytes);
                     if let (Some(r), Some(st), false, true) =
                         (shared_reader.as_ref(), shared_state.as_mut(), closing, quiet)
@@ -991,11 +1023,10 @@ impl OpenConn {
         if (n > 0 || self.held.is_some()) && !yielded {
             return Poll::Ready(IoEvent::Progress);
         }
-        if let Some(c) = self.peer_close.as_mut() {
+        if let Some(c) = self.closing.as_mut() {
             if c.deadline.as_mut().poll(cx).is_ready() {
                 // The close handshake is complete; only the peer's TCP close is late.
-                let c = self.peer_close.take().expect("peer close");
-                return ended(c.code, c.reason, true, None);
+                return self.closing.take().expect("closing").end();
             }
         }
         // While a message is inflated, nothing after it is read: its pong may be among that.
@@ -1051,7 +1082,7 @@ impl OpenConn {
         }
         let held = self.held.take().expect("held");
         match held.end {
-            HeldEnd::Failed(e) => Some(self.ended_by(e)),
+            HeldEnd::Failed(e) => Some(self.fail(e, held.close_timeout)),
             HeldEnd::Close(close) => {
                 self.answer_close(close, held.close_timeout);
                 match self.poll_write(cx) {
@@ -1073,27 +1104,80 @@ impl OpenConn {
             }
         }
         let (code, reason) = close.unwrap_or((1005, String::new()));
-        self.peer_close = Some(Box::new(PeerClose {
+        self.closing = Some(Box::new(Closing {
             code,
-            reason,
+            how: HowClosing::Peer(reason),
             deadline: Box::pin(tokio::time::sleep(close_timeout)),
         }));
     }
 
+    /// The socket failed or the peer went away (`Eof`, `Io`).
     fn ended_by(&mut self, e: WireError) -> Poll<IoEvent> {
-        if let Some(c) = self.peer_close.take() {
-            // The peer closed cleanly and then went away before our reply was flushed.
-            return ended(c.code, c.reason, true, None);
+        if let Some(c) = self.closing.take() {
+            // The peer closed cleanly (or we failed the connection) and then went away before our
+            // close frame was flushed.
+            return c.end();
         }
         let (error, code) = e.to_conn_error();
-        // Not behind the rest of a large message framed in pieces: this is best effort, and ends now.
-        let mid_frame = self.out.as_ref().is_some_and(|o| o.in_pieces.is_some());
-        if code != 1006 && !self.sent_close && !mid_frame && self.claim_close() {
-            // Tell the peer why (1002, 1007, 1009) before dropping the socket: best effort, no waiting.
-            frame::encode_close(code, &error.message, self.wbuf());
-            let _ = self.poll_write(&mut Context::from_waker(std::task::Waker::noop()));
-        }
         ended(code, String::new(), false, Some(error))
+    }
+
+    /// The peer broke the protocol (1002, 1007, 1009): we tell it why in our close frame and wait
+    /// `close_timeout` at most for its TCP close (see `HowClosing::Failed`).
+    fn fail(&mut self, e: WireError, close_timeout: Duration) -> Poll<IoEvent> {
+        let (error, code) = e.to_conn_error();
+        // Not behind the rest of a large message framed in pieces: that could take long.
+        let mid_frame = self.out.as_ref().is_some_and(|o| o.in_pieces.is_some());
+        if self.closing.is_some() || self.sent_close || mid_frame || !self.claim_close() {
+            return self.ended_by(e);
+        }
+        frame::encode_close(code, &error.message, self.wbuf());
+        self.closing = Some(Box::new(Closing {
+            code,
+            how: HowClosing::Failed {
+                error,
+                unread: FAILED_UNREAD,
+            },
+            deadline: Box::pin(tokio::time::sleep(close_timeout)),
+        }));
+        Poll::Ready(IoEvent::Progress)
+    }
+
+    /// A failed connection: writes our close frame, and drops what the peer sends until its TCP
+    /// close, the deadline or `FAILED_UNREAD` bytes. Ends with the failure either way.
+    fn poll_failing(&mut self, cx: &mut Context<'_>) -> Poll<IoEvent> {
+        // Past the deadline, or with a socket that fails to take our close, there is nothing to wait for.
+        let timed_out = self
+            .closing
+            .as_mut()
+            .is_some_and(|c| c.deadline.as_mut().poll(cx).is_ready());
+        if !timed_out && self.poll_write(cx).is_ok() {
+            let unread = match self.closing.as_deref_mut() {
+                Some(Closing {
+                    how: HowClosing::Failed { unread, .. },
+                    ..
+                }) => unread,
+                _ => &mut 0,
+            };
+            let turn = FAILED_UNREAD_TURN.min(*unread);
+            let mut budget = turn;
+            let discarded = match &mut self.input {
+                Input::Own(own) => own.decoder.poll_discard(cx, &mut self.transport, &mut budget),
+                Input::Shared(r) => r.poll_discard(&mut r.lock(), cx, &mut budget),
+            };
+            *unread -= turn - budget;
+            match discarded {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(false)) if *unread > 0 => {
+                    // More may be waiting: the runtime's other tasks have a turn first.
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+                // The peer's TCP close, a broken socket, or a peer that goes on sending.
+                Poll::Ready(_) => {}
+            }
+        }
+        self.closing.take().expect("closing").end()
     }
 
     /// Frames what is due (heartbeat ping, queued messages, then our close frame) and writes it.

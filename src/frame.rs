@@ -321,6 +321,38 @@ impl Decoder {
         }
     }
 
+    /// After the connection failed: drops the decoder's state and reads the socket, discarding
+    /// at most `budget` bytes (less what it read). `Ok(true)` at the peer's end, `Ok(false)` with the
+    /// budget spent, pending while the socket is empty (holding no buffer then). The bytes cannot
+    /// be parsed any more, and a socket closed with bytes unread is reset, which can discard at the
+    /// peer what we wrote last (see `connection::HowClosing::Failed`).
+    pub fn poll_discard<R: AsyncRead + Unpin>(
+        &mut self,
+        cx: &mut Context<'_>,
+        io: &mut R,
+        budget: &mut usize,
+    ) -> Poll<io::Result<bool>> {
+        self.frame = None;
+        self.direct = None;
+        self.partial = None;
+        self.utf8 = None;
+        self.after_direct = false;
+        let polled = loop {
+            if *budget == 0 {
+                break Poll::Ready(Ok(false));
+            }
+            self.buf.clear();
+            self.buf.reserve(FIRST_READ);
+            match read_into(cx, io, &mut self.buf, FIRST_READ.min(*budget)) {
+                Poll::Ready(Ok(0)) => break Poll::Ready(Ok(true)),
+                Poll::Ready(Ok(n)) => *budget -= n,
+                other => break other.map_ok(|_| false),
+            }
+        };
+        self.buf = BytesMut::new();
+        polled
+    }
+
     /// The next message, if it is a small one whose bytes are all buffered (a whole text or
     /// binary frame, not compressed, text valid UTF-8, at most `max` bytes): `f` gets it borrowed
     /// from the read buffer, and the decoder moves past it. Returns its length. The hot path of a

@@ -170,6 +170,29 @@ impl SharedReader {
         polled
     }
 
+    /// As `Decoder::poll_discard`, for the driver of a failed connection (the JS thread, which
+    /// gave the socket back with the failure or never had it, reads no more: no offer follows).
+    pub fn poll_discard(
+        &self,
+        st: &mut ReaderState,
+        cx: &mut Context<'_>,
+        budget: &mut usize,
+    ) -> Poll<std::io::Result<bool>> {
+        if st.by_js {
+            self.waker.register(cx.waker());
+            return Poll::Pending;
+        }
+        st.handed = None;
+        st.offer = None;
+        let ReaderState { decoder, half, .. } = st;
+        let polled = match &self.session {
+            None => decoder.poll_discard(cx, half, budget),
+            Some(writer) => decoder.poll_discard(cx, &mut SessionRead { writer, half }, budget),
+        };
+        st.sync_gauge();
+        polled
+    }
+
     /// As `Decoder::take_small`, for the driver: what `poll_frame` would return first if it is a
     /// small message, taken without a copy of its own. None while the JS thread reads.
     pub fn take_small(&self, st: &mut ReaderState, max: usize, f: impl FnOnce(Small<'_>)) -> Option<usize> {
