@@ -1,17 +1,21 @@
-// Hostile peers: a server that floods the client with pings or data, or that
-// declares a frame the client cannot hold. Each client runs in a child process
+// Hostile peers: a server that floods the client with pings, data or TLS records
+// that carry none, or that declares a frame the client cannot hold. Each client runs in a child process
 // (fixtures/hostile-child.cjs) so that a crash, an abort or a memory blow-up is
 // observed (exit code, signal, stderr, RSS) rather than suffered; the servers
-// are raw `net` servers on 127.0.0.1 in this process. The floods are bounded
+// are raw `net` servers on 127.0.0.1 in this process (one with TLS on top). The floods are bounded
 // in bytes and in time. Serial: the figures are timings and RSS of a 2-core
 // machine, and two floods at once would measure each other.
 import { spawn } from 'node:child_process'
 import { once } from 'node:events'
 import { constants } from 'node:buffer'
+import { createCipheriv, createDecipheriv, createHash, createHmac } from 'node:crypto'
 import type net from 'node:net'
+import { Duplex } from 'node:stream'
+import tls from 'node:tls'
 import { fileURLToPath } from 'node:url'
 import test, { type ExecutionContext } from 'ava'
 
+import { makeCerts } from './certs.js'
 import { acceptUpgrade, peakRssOf, rawServer, type RawPeer } from './helpers.js'
 
 const child = fileURLToPath(new URL('./fixtures/hostile-child.cjs', import.meta.url))
@@ -43,6 +47,8 @@ interface Report {
   maxPayload?: number
   rejected?: Array<{ value: number; code: string }>
   stateAtEnd?: string
+  /** unseen: the JS thread read the socket when the flood began. */
+  readOnJsThread?: boolean
   rssBaseMiB: number
   rssPeakMiB: number
   rssEndMiB: number
@@ -455,3 +461,198 @@ test.serial('a text message longer than buffer.constants.MAX_STRING_LENGTH ends 
   t.true(rep.growthMiB < MAX_GROWTH_MIB, `RSS grew by ${rep.growthMiB} MiB`)
   cleanedUp(t, rep)
 })
+
+// ---------------------------------------------------------------- 5. what JS never sees
+
+/**
+ * A TLS 1.3 server (Node's OpenSSL over a stream it can watch) that upgrades, sends the text "hi"
+ * and, once the client echoes it, sends "flooding", then TLS records that carry no data, then "end": session
+ * tickets (NewSessionTicket), which a server may send at any time and any number of. OpenSSL has no
+ * API for that, so the records are sealed here with the server's traffic keys (from its `keylog`),
+ * numbered after those OpenSSL sealed. For `floodMs` at most, and `maxBytes`.
+ */
+async function ticketFlooder(floodMs: number, maxBytes: number) {
+  const certs = makeCerts({})
+  const expandLabel = (secret: Buffer, label: string, len: number) => {
+    const l = Buffer.from(`tls13 ${label}`)
+    const info = Buffer.concat([Buffer.from([len >> 8, len & 255, l.length]), l, Buffer.from([0, 1])])
+    return createHmac('sha256', secret).update(info).digest().subarray(0, len)
+  }
+  const nonce = (iv: Buffer, seq: number) => {
+    const n = Buffer.from(iv)
+    const s = Buffer.alloc(8)
+    s.writeBigUInt64BE(BigInt(seq))
+    for (let i = 0; i < 8; i++) n[4 + i] ^= s[i]
+    return n
+  }
+  const seal = (key: Buffer, iv: Buffer, seq: number, type: number, content: Buffer) => {
+    const inner = Buffer.concat([content, Buffer.from([type])])
+    const header = Buffer.from([0x17, 3, 3, (inner.length + 16) >> 8, (inner.length + 16) & 255])
+    const c = createCipheriv('aes-128-gcm', key, nonce(iv, seq))
+    c.setAAD(header)
+    return Buffer.concat([header, c.update(inner), c.final(), c.getAuthTag()])
+  }
+  const opens = (key: Buffer, iv: Buffer, seq: number, record: Buffer) => {
+    try {
+      const d = createDecipheriv('aes-128-gcm', key, nonce(iv, seq))
+      d.setAAD(record.subarray(0, 5))
+      d.setAuthTag(record.subarray(record.length - 16))
+      d.update(record.subarray(5, record.length - 16))
+      d.final()
+      return true
+    } catch {
+      return false
+    }
+  }
+  // NewSessionTicket (RFC 8446 §4.6.1): lifetime, age_add, an empty nonce, a 1-byte ticket, no
+  // extensions. Small, so that a record holds many: each costs the client more than the server.
+  const ticket = (i: number) => {
+    const body = Buffer.alloc(4 + 4 + 1 + 2 + 1 + 2)
+    body.writeUInt32BE(7200, 0)
+    body.writeUInt32BE(i, 4)
+    body.writeUInt16BE(1, 9)
+    body[11] = i & 255
+    return Buffer.concat([Buffer.from([4, 0, 0, body.length]), body])
+  }
+  const tickets = Buffer.concat(Array.from({ length: 900 }, (_, i) => ticket(i)))
+  let onFlood!: (f: { bytes: number; completed: boolean }) => void
+  const flood = new Promise<{ bytes: number; completed: boolean }>((r) => (onFlood = r))
+  const peer = await rawServer((raw) => {
+    const written: Buffer[] = []
+    let partial = Buffer.alloc(0)
+    let ours = false
+    // OpenSSL's side of the TCP connection: its records are kept (to number ours after them)
+    // until the flood, when the socket becomes ours.
+    const wire = new Duplex({
+      read() {},
+      write(chunk: Buffer, _encoding, done) {
+        if (ours) return done()
+        partial = Buffer.concat([partial, chunk])
+        while (partial.length >= 5 && partial.length >= 5 + partial.readUInt16BE(3)) {
+          written.push(partial.subarray(0, 5 + partial.readUInt16BE(3)))
+          partial = partial.subarray(5 + partial.readUInt16BE(3))
+        }
+        raw.write(chunk, () => done())
+      },
+    })
+    raw.on('data', (d) => wire.push(d))
+    raw.on('end', () => wire.push(null))
+    const context = tls.createSecureContext({ key: certs.key, cert: certs.cert, minVersion: 'TLSv1.3', ciphers: 'TLS_AES_128_GCM_SHA256' })
+    const socket = new tls.TLSSocket(wire, { isServer: true, secureContext: context })
+    let secret: Buffer | undefined
+    socket.on('keylog', (line: Buffer) => {
+      const [label, , hex] = line.toString('latin1').trim().split(' ')
+      if (label === 'SERVER_TRAFFIC_SECRET_0') secret = Buffer.from(hex, 'hex')
+    })
+    socket.on('error', () => {})
+    acceptUpgrade(socket as unknown as net.Socket, (ws) => {
+      ws.write(Buffer.from([0x81, 2, ...Buffer.from('hi')]))
+      ws.once('data', () => {
+        ours = true
+        const key = expandLabel(secret!, 'key', 16)
+        const iv = expandLabel(secret!, 'iv', 12)
+        const sealed = written.filter((r) => r[0] === 0x17)
+        // Records under the handshake keys do not open with these: ours follow the rest.
+        let seq = sealed.length - sealed.findIndex((r) => opens(key, iv, 0, r))
+        raw.write(seal(key, iv, seq++, 0x17, Buffer.from([0x81, 8, ...Buffer.from('flooding')])))
+        const out = { bytes: 0, completed: false }
+        const t0 = performance.now()
+        const go = () => {
+          while (!raw.destroyed) {
+            if (out.bytes >= maxBytes || performance.now() - t0 >= floodMs) {
+              out.completed = true
+              raw.write(seal(key, iv, seq++, 0x17, Buffer.from([0x81, 3, ...Buffer.from('end')])))
+              return onFlood(out)
+            }
+            const record = seal(key, iv, seq++, 0x16, tickets)
+            out.bytes += record.length
+            if (!raw.write(record)) return void raw.once('drain', go)
+          }
+          onFlood(out)
+        }
+        raw.on('close', () => onFlood(out))
+        go()
+      })
+    })
+  })
+  return { peer, flood, ca: certs.ca }
+}
+
+/**
+ * A server that upgrades, sends "hi" and, once the client echoes it, sends "flooding", then a text
+ * message in empty fragments (which add nothing to its size, so `maxPayload` does not end them),
+ * then its last fragment and "end". For `floodMs` at most, and `maxBytes`.
+ */
+async function fragmentFlooder(floodMs: number, maxBytes: number) {
+  let onFlood!: (f: { bytes: number; completed: boolean }) => void
+  const flood = new Promise<{ bytes: number; completed: boolean }>((r) => (onFlood = r))
+  const peer = await hostileServer((socket) => {
+    socket.write(frame(0x1, 'hi'))
+    socket.once('data', () => {
+      socket.write(Buffer.concat([frame(0x1, 'flooding'), Buffer.from([0x01, 0x00])]))
+      const empty = Buffer.alloc(64 * 1024) // 0x00 0x00: a continuation frame, not the last, empty
+      const out = { bytes: 0, completed: false }
+      const t0 = performance.now()
+      const go = () => {
+        while (!socket.destroyed) {
+          if (out.bytes >= maxBytes || performance.now() - t0 >= floodMs) {
+            out.completed = true
+            socket.write(Buffer.concat([Buffer.from([0x80, 0x00]), frame(0x1, 'end')]))
+            return onFlood(out)
+          }
+          out.bytes += empty.length
+          if (!socket.write(empty)) return void socket.once('drain', go)
+        }
+        onFlood(out)
+      }
+      socket.on('close', () => onFlood(out))
+      go()
+    })
+  })
+  return { peer, flood, ca: undefined }
+}
+
+const unseenFloods = [
+  ['session tickets from a wss: server', ticketFlooder],
+  ['a message in empty fragments', fragmentFlooder],
+] as const
+
+for (const [what, flooder] of unseenFloods) {
+  test.serial(`${what}, without end: disconnect() resolves while they come, the event loop keeps turning`, async (t) => {
+    // Before the bounds, the driver's read went on for as long as they came (decrypting tickets,
+    // or taking fragments): it never returned to take disconnect()'s command.
+    const FLOOD_MS = 8_000
+    const server = await flooder(FLOOD_MS, 2 ** 30)
+    const r = await runChild('unseen', server.peer.port, { ca: server.ca, until: 'flooding' })
+    const flood = await server.flood
+    await server.peer.close()
+    t.log('server sent', flood)
+    if (!survived(t, r)) return
+    const rep = r.report
+    t.true(rep.opened)
+    t.is(rep.how, 'flooding', `the client never saw the flood start; errors: ${rep.errors.join(', ')}`)
+    t.true(flood.bytes > 0, 'the server flooded')
+    t.false(flood.completed, `the flood ran to its end (${flood.bytes} bytes) before the client went`)
+    t.true(rep.disconnect.ms < FLOOD_MS / 2, `disconnect() took ${rep.disconnect.ms} ms`)
+    bounded(t, rep)
+    cleanedUp(t, rep)
+  })
+
+  test.serial(`${what}, read on the JS thread: the event loop keeps turning, and the message after them arrives`, async (t) => {
+    // The client does not disconnect: it reads the flood to its end. Before the bounds, the JS
+    // thread went on reading for as long as the socket had more (decrypting tickets, or taking
+    // fragments): the event loop stood still for the whole flood.
+    const server = await flooder(3_000, 2 ** 30)
+    const r = await runChild('unseen', server.peer.port, { ca: server.ca, until: 'end' })
+    const flood = await server.flood
+    await server.peer.close()
+    t.log('server sent', flood)
+    if (!survived(t, r)) return
+    const rep = r.report
+    t.is(rep.how, 'end', `the message after the flood never came; errors: ${rep.errors.join(', ')}`)
+    t.true(flood.completed)
+    t.true(rep.readOnJsThread, 'the flood began while the JS thread read the socket')
+    bounded(t, rep)
+    cleanedUp(t, rep)
+  })
+}

@@ -118,6 +118,11 @@ const DIRECT_FROM: usize = 16 * 1024;
 const DIRECT_FIRST: usize = 1 << 20;
 /// The longest frame header (RFC 6455 §5.2; servers do not mask).
 const MAX_HEADER: usize = 10;
+/// Fragments one call of `poll_next` takes at most without a frame to show for them. Their
+/// payloads count against `maxPayload`, but empty ones do not: a peer may send a message in
+/// empty fragments without end, and the reader (the driver's task, the JS thread's turn) must give
+/// way rather than decode them for as long as they come.
+const FRAGMENTS_TURN: usize = 1024;
 
 #[derive(Clone, Copy, Debug)]
 struct Header {
@@ -245,6 +250,8 @@ pub struct Decoder {
     /// The last payload was read directly: the next one likely is too, so read only its
     /// header first (one small read instead of copying most of a payload out of `buf`).
     after_direct: bool,
+    /// The last `poll_next` stopped after `FRAGMENTS_TURN` fragments, with more buffered.
+    gave_way: bool,
     /// Grows from `FIRST_READ` to `READ_CHUNK` while reads fill the buffer; back to `FIRST_READ` when idle.
     /// (u32 beside the flag: the decoder lives inline in every open connection's task.)
     read_size: u32,
@@ -285,6 +292,7 @@ impl Decoder {
             partial: None,
             utf8: None,
             after_direct: false,
+            gave_way: false,
             read_size: FIRST_READ as u32,
         }
     }
@@ -294,16 +302,24 @@ impl Decoder {
         self.buf.capacity() > 0 || self.direct.is_some() || self.partial.is_some()
     }
 
-    /// The next frame worth reporting, reading from `io` as needed.
+    /// The next frame worth reporting, reading from `io` as needed. `Pending` with `cx` woken at
+    /// once after `FRAGMENTS_TURN` fragments (see `gave_way`).
     pub fn poll_next<R: AsyncRead + Unpin>(
         &mut self,
         cx: &mut Context<'_>,
         io: &mut R,
         limits: &Limits,
     ) -> Poll<Result<Incoming, WireError>> {
+        let mut fragments = 0;
+        self.gave_way = false;
         loop {
-            if let Some(frame) = self.decode(limits)? {
+            if let Some(frame) = self.decode(limits, &mut fragments)? {
                 return Poll::Ready(Ok(frame));
+            }
+            if fragments >= FRAGMENTS_TURN {
+                self.gave_way = true;
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
             }
             match self.poll_read(cx, io) {
                 Poll::Ready(Ok(0)) => return Poll::Ready(Err(WireError::Eof)),
@@ -429,7 +445,14 @@ impl Decoder {
     }
 
     /// Parses what is buffered: the next message or control frame, or `None` when more bytes are needed.
-    fn decode(&mut self, limits: &Limits) -> Result<Option<Incoming>, WireError> {
+    /// Whether the last `poll_next` was pending because it gave way, with fragments still buffered
+    /// (rather than for want of bytes): its caller must come back without waiting for the socket.
+    pub fn gave_way(&self) -> bool {
+        self.gave_way
+    }
+
+    /// `fragments`: counts the fragments taken; stops at `FRAGMENTS_TURN`.
+    fn decode(&mut self, limits: &Limits, fragments: &mut usize) -> Result<Option<Incoming>, WireError> {
         loop {
             let h = match self.frame {
                 Some(h) => h,
@@ -469,6 +492,10 @@ impl Decoder {
             self.frame = None;
             if let Some(frame) = self.complete(h, payload, limits)? {
                 return Ok(Some(frame));
+            }
+            *fragments += 1;
+            if *fragments >= FRAGMENTS_TURN {
+                return Ok(None);
             }
         }
     }
@@ -1086,6 +1113,50 @@ mod tests {
         // Valid text is the same either way.
         let (frames, _) = decode_within(server_frame(true, OP_TEXT, "h\u{e9}".as_bytes()), 1, lim);
         assert_eq!(frames, vec![Incoming::Text("h\u{e9}".into())]);
+    }
+
+    #[test]
+    fn a_message_in_empty_fragments_is_taken_a_turn_at_a_time() {
+        // Empty fragments add nothing to the message's size: only the turn bounds them.
+        let mut data = server_frame(false, OP_TEXT, b"a");
+        for _ in 0..2500 {
+            data.extend(server_frame(false, OP_CONTINUATION, b""));
+        }
+        data.extend(server_frame(true, OP_CONTINUATION, b"b"));
+        let mut io = Chunks {
+            data,
+            pos: 0,
+            step: 1 << 20,
+        };
+        let mut d = Decoder::new(BytesMut::new());
+        let woken = std::sync::Arc::new(Woken(std::sync::atomic::AtomicUsize::new(0)));
+        let waker = std::task::Waker::from(woken.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut turns = 0;
+        let message = loop {
+            match d.poll_next(&mut cx, &mut io, &Limits::both(1 << 20)) {
+                Poll::Ready(m) => break m,
+                Poll::Pending => {
+                    assert!(d.gave_way(), "pending only to give way: every byte is there");
+                    turns += 1;
+                }
+            }
+        };
+        assert!(matches!(message, Ok(Incoming::Text(t)) if t.as_str() == "ab"));
+        assert_eq!(turns, 2, "2,502 fragments: two turns of {FRAGMENTS_TURN} given way");
+        assert_eq!(
+            woken.0.load(std::sync::atomic::Ordering::Relaxed),
+            2,
+            "woken to come back each time"
+        );
+        assert!(!d.gave_way());
+    }
+
+    struct Woken(std::sync::atomic::AtomicUsize);
+    impl std::task::Wake for Woken {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 
     #[test]

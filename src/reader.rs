@@ -307,6 +307,8 @@ impl SharedReader {
                 break JsRead::GiveBack;
             }
             match st.decoder.poll_next(&mut cx, &mut io, &self.limits) {
+                // Fragments are left in the decoder, not on the socket, where the watch would see them.
+                Poll::Pending if st.decoder.gave_way() => break JsRead::GiveBack,
                 Poll::Pending => break JsRead::Continue,
                 Poll::Ready(Ok(m @ Incoming::Text(_))) | Poll::Ready(Ok(m @ Incoming::Binary(_))) => {
                     bytes += match &m {

@@ -167,6 +167,18 @@ impl io::Write for SyncWriter<'_, '_> {
     }
 }
 
+/// Where a session reads its records from: the socket, read by the driver or by the JS thread.
+trait RecordSource: io::Read {
+    /// The session read `RECORDS_TURN` bytes and opened no plaintext: the reader stops there, and
+    /// comes back after other work had a turn.
+    fn give_way(&mut self);
+}
+
+/// What one read of a session takes from the socket at most when none of it is plaintext (records
+/// of the handshake protocol, such as session tickets, which a server may send without end): the
+/// driver's task or the JS thread's turn must end, and not only when the socket runs dry.
+const RECORDS_TURN: usize = 16 * 1024;
+
 /// `io::Read` over the read half, for the session: no data yet is `WouldBlock`, with the driver
 /// registered to be woken when some comes.
 struct SyncReader<'a, 'b> {
@@ -182,6 +194,13 @@ impl io::Read for SyncReader<'_, '_> {
             Poll::Ready(Err(e)) => Err(e),
             Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
         }
+    }
+}
+
+impl RecordSource for SyncReader<'_, '_> {
+    /// The driver's task is polled again once the runtime's other tasks had their turn.
+    fn give_way(&mut self) {
+        self.cx.waker().wake_by_ref();
     }
 }
 
@@ -411,22 +430,24 @@ impl Writer {
     }
 
     /// The driver's read of a `wss:` connection: plaintext the session holds, else what the
-    /// socket has, decrypted (`Pending` with the driver registered to be woken by more).
+    /// socket has, decrypted (`Pending` with the driver registered to be woken by more, or woken
+    /// at once after `RECORDS_TURN` bytes that held no plaintext).
     fn poll_read_tls(&self, read: &mut ReadHalf, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         self.read_tls(&mut SyncReader { half: read, cx }, buf)
     }
 
     /// As `poll_read_tls`, for the JS thread, whose socket watch reports readiness: the socket is
     /// read without waiting, and not again once a read found it empty (`drained`, as for a plain
-    /// socket). `Pending` only when the session holds no plaintext and no whole record: what is
-    /// left for later is on the socket, where the watch sees it.
+    /// socket), nor past `RECORDS_TURN` bytes that held no plaintext. `Pending` only when the
+    /// session holds no plaintext and no whole record: what is left for later is on the socket,
+    /// where the watch sees it.
     pub fn read_tls_now(&self, socket: RawSocket, drained: &mut bool, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         self.read_tls(&mut RecvNow { socket, drained }, buf)
     }
 
     /// Plaintext the session holds, else what `source` has, decrypted. Under the lock, as the
     /// session seals the JS thread's frames too.
-    fn read_tls(&self, source: &mut dyn io::Read, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn read_tls(&self, source: &mut dyn RecordSource, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         use std::io::BufRead;
         if buf.remaining() == 0 {
             return Poll::Ready(Ok(()));
@@ -436,6 +457,7 @@ impl Writer {
         let Some(tls) = inner.tls.as_deref_mut() else {
             return Poll::Ready(Err(io::Error::other("not a TLS connection")));
         };
+        let mut taken = 0;
         loop {
             // Copied from the session's first chunk into the caller's buffer as it is (`ReadBuf`'s
             // unfilled part is not initialized first). Empty once the peer's close_notify came;
@@ -450,8 +472,13 @@ impl Writer {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => return Poll::Ready(Err(e)),
             }
+            if taken >= RECORDS_TURN {
+                // Nothing whole is left in the session: the rest is on the socket.
+                source.give_way();
+                return Poll::Pending;
+            }
             match tls.read_tls(source) {
-                Ok(_) => {}
+                Ok(n) => taken += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Poll::Pending,
                 Err(e) => return Poll::Ready(Err(e)),
             }
@@ -485,6 +512,11 @@ impl Writer {
 struct RecvNow<'a> {
     socket: RawSocket,
     drained: &'a mut bool,
+}
+
+impl RecordSource for RecvNow<'_> {
+    /// The JS thread's turn ends; its watch fires again for what is left on the socket.
+    fn give_way(&mut self) {}
 }
 
 impl io::Read for RecvNow<'_> {
