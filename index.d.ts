@@ -67,6 +67,13 @@ export interface ReconnectingWebSocketOptions {
    */
   maxPayload?: number
   /**
+   * As `ws`'s option: the most frames an incoming message may come in; more closes with 1008
+   * (`ERR_TOO_MANY_FRAGMENTS`) [0: no limit; `maxPayload` still bounds the message, and a read gives
+   * way every 1,024 fragments]. `ws`'s client defaults to 16384, which fails Autobahn's cases 9.3
+   * and 9.4 (up to 65,536 fragments): set that to close as `ws` does.
+   */
+  maxFragments?: number
+  /**
    * As `ws`'s option: text messages and close reasons that are not valid UTF-8 are decoded as
    * `Buffer#toString` decodes them (U+FFFD for each invalid sequence) instead of closing the
    * connection with 1007 and `ERR_INVALID_UTF8` [false]. Not faster: validation is part of decoding.
@@ -274,6 +281,8 @@ export type RedialErrorCode =
   | 'ERR_INVALID_UTF8'
   /** An incoming message exceeded `maxPayload`; the client closed with 1009. */
   | 'ERR_MESSAGE_TOO_BIG'
+  /** An incoming message came in more than `maxFragments` frames; the client closed with 1008. */
+  | 'ERR_TOO_MANY_FRAGMENTS'
   /** A bug in redial-ws ended the client's task; the client is closed (no reconnect), nothing is left running. */
   | 'ERR_INTERNAL'
   /** `send()`/`ping()` while closed (or while connecting with `queue: false`). */

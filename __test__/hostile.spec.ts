@@ -580,8 +580,9 @@ async function ticketFlooder(floodMs: number, maxBytes: number) {
 
 /**
  * A server that upgrades, sends "hi" and, once the client echoes it, sends "flooding", then a text
- * message in empty fragments (which add nothing to its size, so `maxPayload` does not end them),
- * then its last fragment and "end". For `floodMs` at most, and `maxBytes`.
+ * message in empty fragments (which add nothing to its size, so `maxPayload` does not end them, and
+ * with `maxFragments: 0` nothing else does), then its last fragment and "end". For `floodMs` at
+ * most, and `maxBytes`.
  */
 async function fragmentFlooder(floodMs: number, maxBytes: number) {
   let onFlood!: (f: { bytes: number; completed: boolean }) => void
@@ -623,7 +624,7 @@ for (const [what, flooder] of unseenFloods) {
     // or taking fragments): it never returned to take disconnect()'s command.
     const FLOOD_MS = 8_000
     const server = await flooder(FLOOD_MS, 2 ** 30)
-    const r = await runChild('unseen', server.peer.port, { ca: server.ca, until: 'flooding' })
+    const r = await runChild('unseen', server.peer.port, { ca: server.ca, until: 'flooding', maxFragments: 0 })
     const flood = await server.flood
     await server.peer.close()
     t.log('server sent', flood)
@@ -643,7 +644,7 @@ for (const [what, flooder] of unseenFloods) {
     // thread went on reading for as long as the socket had more (decrypting tickets, or taking
     // fragments): the event loop stood still for the whole flood.
     const server = await flooder(3_000, 2 ** 30)
-    const r = await runChild('unseen', server.peer.port, { ca: server.ca, until: 'end' })
+    const r = await runChild('unseen', server.peer.port, { ca: server.ca, until: 'end', maxFragments: 0 })
     const flood = await server.flood
     await server.peer.close()
     t.log('server sent', flood)

@@ -466,7 +466,7 @@ test.serial('invalid UTF-8 closes with 1007, a protocol violation with 1002, an 
   for (const [frame, code, errCode, options] of cases) {
     const { peer, codes } = await misbehaving(frame)
     t.teardown(() => peer.close())
-    const client = new ReconnectingWebSocket(peer.url, { minDelay: 60_000, ...options })
+    const client = new ReconnectingWebSocket(peer.url, { minDelay: 60_000, closeTimeout: 300, ...options })
     const r = new Recorder(client)
     const err: RedialError = await r.next('error')
     t.is(err.code as string, errCode)
@@ -477,6 +477,52 @@ test.serial('invalid UTF-8 closes with 1007, a protocol violation with 1002, an 
     t.deepEqual(codes, [code])
     await client.disconnect()
     await peer.close()
+  }
+  await quiescent()
+})
+
+test.serial('maxFragments: a message in more frames closes with 1008 and ERR_TOO_MANY_FRAGMENTS, as ws closes; up to it, it arrives; no limit by default', async (t) => {
+  /** A text message of `n` times "x", one "x" per frame. */
+  const fragmented = (n: number) =>
+    Buffer.concat(Array.from({ length: n }, (_, i) => Buffer.from([(i === n - 1 ? 0x80 : 0) | (i === 0 ? 0x01 : 0x00), 1, 0x78])))
+  const cases: Array<[string, object, number]> = [
+    ['maxFragments: 4', { maxFragments: 4 }, 4],
+    ["ws's default, 16384", { maxFragments: 16_384 }, 16_384],
+  ]
+  for (const [what, options, max] of cases) {
+    // The longest message allowed, then one frame more.
+    const { peer, codes } = await misbehaving(Buffer.concat([fragmented(max), fragmented(max + 1)]))
+    t.teardown(() => peer.close())
+    const client = new ReconnectingWebSocket(peer.url, { minDelay: 60_000, closeTimeout: 300, ...options })
+    const r = new Recorder(client)
+    t.is(((await r.next('message')) as string).length, max, what)
+    const err: RedialError = await r.next('error')
+    t.is(err.code as string, 'ERR_TOO_MANY_FRAGMENTS', what)
+    const close = await r.next('close')
+    t.is(close.code, 1008, what)
+    t.is(r.count('message'), 1, `${what}: the message over the limit is not delivered`)
+    await until(() => codes.length > 0, 'the server received a close frame')
+    t.deepEqual(codes, [1008], what)
+    await client.disconnect()
+    await peer.close()
+  }
+  // No limit by default (Autobahn's cases 9.3 and 9.4 send up to 65,536 fragments), nor with 0.
+  const { peer } = await misbehaving(Buffer.concat([fragmented(20_000), fragmented(20_000)]))
+  t.teardown(() => peer.close())
+  for (const options of [{}, { maxFragments: 0 }]) {
+    const unlimited = new ReconnectingWebSocket(peer.url, { minDelay: 60_000, ...options })
+    const r = new Recorder(unlimited)
+    t.is(((await r.next('message')) as string).length, 20_000)
+    t.is(((await r.next('message')) as string).length, 20_000)
+    await unlimited.disconnect()
+  }
+  for (const [value, code] of [
+    [-1, 'ERR_OUT_OF_RANGE'],
+    [1.5, 'ERR_OUT_OF_RANGE'],
+    [2 ** 32, 'ERR_OUT_OF_RANGE'],
+    ['4', 'ERR_INVALID_ARG_TYPE'],
+  ] as const) {
+    t.like(t.throws(() => new ReconnectingWebSocket('ws://127.0.0.1:1/', { startClosed: true, maxFragments: value as never })), { code }, String(value))
   }
   await quiescent()
 })

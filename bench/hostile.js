@@ -66,6 +66,14 @@ function scenarios(scale) {
       client: {},
       unit: 'messages',
     },
+    {
+      // Empty fragments add nothing to the message's size: maxPayload does not end them.
+      id: 'fragments',
+      title: `one text message in empty fragments at line rate (${n(700)} MB or ${n(10)} s)`,
+      server: { kind: 'pump', frame: 'fragment', maxBytes: n(700e6), maxMs: n(10_000) },
+      client: {},
+      unit: 'messages',
+    },
   ]
 }
 
@@ -75,6 +83,10 @@ const END = encodeFrame(OP_TEXT, Buffer.from('end'))
 
 /** A ~2 MiB chunk of identical frames, and one frame. */
 function chunkOf(kind) {
+  if (kind === 'fragment') {
+    // 0x00 0x00: a continuation frame, not the last, empty.
+    return { chunk: Buffer.alloc(2 * MiB), one: Buffer.alloc(2) }
+  }
   const [opcode, payload] =
     kind === 'ping'
       ? [OP_PING, Buffer.alloc(0)]
@@ -103,6 +115,9 @@ function serve(cfg) {
       // Read and discard whatever the client sends (pongs, its close frame).
       socket.resume()
       const { chunk, one } = chunkOf(cfg.frame)
+      // The message the fragments belong to begins (text, not the last frame, empty); it ends before "end".
+      const [begin, finish] = cfg.frame === 'fragment' ? [Buffer.from([0x01, 0x00]), Buffer.from([0x80, 0x00])] : []
+      if (begin) socket.write(begin)
       const t0 = performance.now()
       let bytes = 0
       let reported = false
@@ -118,6 +133,7 @@ function serve(cfg) {
           if (socket.destroyed) return report()
           if (bytes >= cfg.maxBytes || performance.now() - t0 >= cfg.maxMs) {
             report()
+            if (finish) socket.write(finish)
             socket.write(END)
             return
           }

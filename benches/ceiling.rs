@@ -74,6 +74,7 @@ async fn recv_async(url: url::Url, count: usize, size: usize, ca: Vec<String>) -
         max_text: 64 * 1024 * 1024,
         deflate: false,
         replace_invalid_utf8: false,
+        max_fragments: 0,
     };
     let cfg = ConnConfig {
         max_redirects: None,

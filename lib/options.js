@@ -27,6 +27,7 @@ const DEFAULTS = Object.freeze({
   hints: 0,
   closeTimeout: 2_000,
   maxPayload: 64 * 1024 * 1024,
+  maxFragments: 0,
   skipUTF8Validation: false,
   autoPong: true,
   startClosed: false,
@@ -181,6 +182,9 @@ function parseOptions(options, rws = false) {
     // Capped at what can be delivered: a Buffer's maximum length (text: see maxTextPayload).
     maxPayload: number(options, 'maxPayload', INTEGER, 1, MAX_BUFFER_LENGTH),
     maxTextPayload: 0,
+    // As ws's option: the most frames a message may come in; 0, no limit (ws's client defaults to
+    // 16384, which fails Autobahn's cases 9.3 and 9.4: their messages come in up to 65,536 frames).
+    maxFragments: number(options, 'maxFragments', INTEGER, 0, 2 ** 32 - 1),
     skipUtf8Validation: skipUTF8Validation,
     autoPong,
     pingInterval: number(options, 'pingInterval', ANY, 0, MAX_TIMER),

@@ -214,6 +214,7 @@ impl NativeClient {
                     max_text: options.max_text_payload.clamp(1.0, usize::MAX as f64) as usize,
                     deflate: false,
                     replace_invalid_utf8: options.skip_utf8_validation,
+                    max_fragments: options.max_fragments.clamp(0.0, usize::MAX as f64) as usize,
                 },
                 ping_interval: Duration::from_millis(ms(options.ping_interval)),
                 pong_timeout: Duration::from_millis(ms(options.pong_timeout)),

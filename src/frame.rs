@@ -62,6 +62,10 @@ pub enum WireError {
     InflatesTooBig {
         max: usize,
     },
+    /// A message in more fragments than `maxFragments`: 1008.
+    TooManyFragments {
+        max: usize,
+    },
 }
 
 impl WireError {
@@ -91,6 +95,13 @@ impl WireError {
                     format!("a compressed message inflates to more than maxPayload ({max} bytes)"),
                 ),
                 1009,
+            ),
+            WireError::TooManyFragments { max } => (
+                ConnError::new(
+                    errors::ERR_TOO_MANY_FRAGMENTS,
+                    format!("a message in more than maxFragments ({max}) fragments"),
+                ),
+                1008,
             ),
         }
     }
@@ -185,6 +196,8 @@ fn valid_close_code(code: u16) -> bool {
 struct Partial {
     text: bool,
     compressed: bool,
+    /// Its frames so far (see `Limits::max_fragments`).
+    fragments: usize,
     data: Vec<u8>,
 }
 
@@ -270,6 +283,8 @@ pub struct Limits {
     /// `skipUTF8Validation`: invalid UTF-8 in text (and close reasons) is decoded with U+FFFD for
     /// each invalid sequence, as `Buffer#toString` decodes it, instead of failing the connection.
     pub replace_invalid_utf8: bool,
+    /// `maxFragments`: the most frames a message may come in, as `ws` counts them (0: no limit).
+    pub max_fragments: usize,
 }
 
 /// A text message's bytes as text: invalid UTF-8 fails the connection (1007), or with
@@ -558,6 +573,11 @@ impl Decoder {
             (OP_TEXT | OP_BINARY, Some(_)) => {
                 return Err(protocol("a new message began before the fragmented one ended"))
             }
+            (OP_CONTINUATION, Some(p)) if limits.max_fragments > 0 && p.fragments >= limits.max_fragments => {
+                return Err(WireError::TooManyFragments {
+                    max: limits.max_fragments,
+                })
+            }
             _ => {}
         }
         let before = self.partial.as_ref().map_or(0, |p| p.data.len());
@@ -605,12 +625,14 @@ impl Decoder {
                 self.partial = Some(Box::new(Partial {
                     text: h.opcode == OP_TEXT,
                     compressed: h.rsv1,
+                    fragments: 1,
                     data: payload.into(),
                 }));
                 return Ok(None);
             }
             OP_CONTINUATION => {
                 let p = self.partial.as_mut().expect("checked: a message is in progress");
+                p.fragments += 1;
                 p.data.extend_from_slice(&payload);
                 if !h.fin {
                     return Ok(None);
@@ -794,6 +816,7 @@ impl Limits {
             max_text: max,
             deflate: false,
             replace_invalid_utf8: false,
+            max_fragments: 0,
         }
     }
 }

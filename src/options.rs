@@ -31,6 +31,8 @@ pub struct NativeOptions {
     pub max_text_payload: f64,
     /// `skipUTF8Validation`: invalid UTF-8 in text becomes U+FFFD instead of failing the connection.
     pub skip_utf8_validation: bool,
+    /// `maxFragments`: 0 for no limit.
+    pub max_fragments: f64,
     /// `autoPong`: pings are answered by the connection (false: by JS, with `pong()`).
     pub auto_pong: bool,
     /// 0 disables heartbeats.

@@ -411,6 +411,7 @@ mod tests {
             max_text: 1 << 20,
             deflate: false,
             replace_invalid_utf8: false,
+            max_fragments: 0,
         };
         (
             Arc::new(SharedReader::new(read, None, BytesMut::new(), limits)),
