@@ -459,14 +459,14 @@ impl Decoder {
         }
     }
 
-    /// Parses what is buffered: the next message or control frame, or `None` when more bytes are needed.
     /// Whether the last `poll_next` was pending because it gave way, with fragments still buffered
     /// (rather than for want of bytes): its caller must come back without waiting for the socket.
     pub fn gave_way(&self) -> bool {
         self.gave_way
     }
 
-    /// `fragments`: counts the fragments taken; stops at `FRAGMENTS_TURN`.
+    /// Parses what is buffered: the next message or control frame, or `None` when more bytes are
+    /// needed or `fragments` (the fragments taken, counted here) reached `FRAGMENTS_TURN`.
     fn decode(&mut self, limits: &Limits, fragments: &mut usize) -> Result<Option<Incoming>, WireError> {
         loop {
             let h = match self.frame {
