@@ -177,9 +177,10 @@ interface Pumped {
 
 /**
  * Writes `chunk` again and again, honouring backpressure, until `maxBytes` are handed over or
- * `maxMs` have passed, or the connection goes away. The last chunk may be cut to fit `maxBytes`.
+ * `maxMs` have passed, or the connection goes away. The last chunk may be cut to fit `maxBytes`;
+ * a function makes each chunk instead (never cut).
  */
-function pump(socket: net.Socket, chunk: Buffer, maxBytes: number, maxMs = Infinity): Promise<Pumped> {
+function pump(socket: net.Socket, chunk: Buffer | (() => Buffer), maxBytes: number, maxMs = Infinity): Promise<Pumped> {
   return new Promise((resolve) => {
     const t0 = performance.now()
     const out: Pumped = { bytes: 0, chunks: 0, completed: false }
@@ -195,7 +196,8 @@ function pump(socket: net.Socket, chunk: Buffer, maxBytes: number, maxMs = Infin
           out.completed = true
           return finish()
         }
-        const piece = maxBytes - out.bytes < chunk.length ? chunk.subarray(0, maxBytes - out.bytes) : chunk
+        const piece =
+          typeof chunk === 'function' ? chunk() : maxBytes - out.bytes < chunk.length ? chunk.subarray(0, maxBytes - out.bytes) : chunk
         out.bytes += piece.length
         out.chunks++
         if (!socket.write(piece)) {
@@ -515,8 +517,8 @@ async function ticketFlooder(floodMs: number, maxBytes: number) {
     return Buffer.concat([Buffer.from([4, 0, 0, body.length]), body])
   }
   const tickets = Buffer.concat(Array.from({ length: 900 }, (_, i) => ticket(i)))
-  let onFlood!: (f: { bytes: number; completed: boolean }) => void
-  const flood = new Promise<{ bytes: number; completed: boolean }>((r) => (onFlood = r))
+  let onFlood!: (f: Pumped) => void
+  const flood = new Promise<Pumped>((r) => (onFlood = r))
   const peer = await rawServer((raw) => {
     const written: Buffer[] = []
     let partial = Buffer.alloc(0)
@@ -555,23 +557,10 @@ async function ticketFlooder(floodMs: number, maxBytes: number) {
         // Records under the handshake keys do not open with these: ours follow the rest.
         let seq = sealed.length - sealed.findIndex((r) => opens(key, iv, 0, r))
         raw.write(seal(key, iv, seq++, 0x17, Buffer.from([0x81, 8, ...Buffer.from('flooding')])))
-        const out = { bytes: 0, completed: false }
-        const t0 = performance.now()
-        const go = () => {
-          while (!raw.destroyed) {
-            if (out.bytes >= maxBytes || performance.now() - t0 >= floodMs) {
-              out.completed = true
-              raw.write(seal(key, iv, seq++, 0x17, Buffer.from([0x81, 3, ...Buffer.from('end')])))
-              return onFlood(out)
-            }
-            const record = seal(key, iv, seq++, 0x16, tickets)
-            out.bytes += record.length
-            if (!raw.write(record)) return void raw.once('drain', go)
-          }
+        pump(raw, () => seal(key, iv, seq++, 0x16, tickets), maxBytes, floodMs).then((out) => {
+          if (out.completed) raw.write(seal(key, iv, seq++, 0x17, Buffer.from([0x81, 3, ...Buffer.from('end')])))
           onFlood(out)
-        }
-        raw.on('close', () => onFlood(out))
-        go()
+        })
       })
     })
   })
@@ -585,29 +574,18 @@ async function ticketFlooder(floodMs: number, maxBytes: number) {
  * most, and `maxBytes`.
  */
 async function fragmentFlooder(floodMs: number, maxBytes: number) {
-  let onFlood!: (f: { bytes: number; completed: boolean }) => void
-  const flood = new Promise<{ bytes: number; completed: boolean }>((r) => (onFlood = r))
+  let onFlood!: (f: Pumped) => void
+  const flood = new Promise<Pumped>((r) => (onFlood = r))
   const peer = await hostileServer((socket) => {
     socket.write(frame(0x1, 'hi'))
     socket.once('data', () => {
       socket.write(Buffer.concat([frame(0x1, 'flooding'), Buffer.from([0x01, 0x00])]))
       const empty = Buffer.alloc(64 * 1024) // 0x00 0x00: a continuation frame, not the last, empty
-      const out = { bytes: 0, completed: false }
-      const t0 = performance.now()
-      const go = () => {
-        while (!socket.destroyed) {
-          if (out.bytes >= maxBytes || performance.now() - t0 >= floodMs) {
-            out.completed = true
-            socket.write(Buffer.concat([Buffer.from([0x80, 0x00]), frame(0x1, 'end')]))
-            return onFlood(out)
-          }
-          out.bytes += empty.length
-          if (!socket.write(empty)) return void socket.once('drain', go)
-        }
+      // Whole chunks: a frame is never cut.
+      pump(socket, empty, whole(maxBytes, empty), floodMs).then((out) => {
+        if (out.completed) socket.write(Buffer.concat([Buffer.from([0x80, 0x00]), frame(0x1, 'end')]))
         onFlood(out)
-      }
-      socket.on('close', () => onFlood(out))
-      go()
+      })
     })
   })
   return { peer, flood, ca: undefined }
