@@ -7,7 +7,7 @@
 //! ceiling tcp-echo <port> <count> <size> <warmup>
 //! ```
 //!
-//! `recv`: the crate's own connection attempt (`connection::Attempt`: TCP, rustls for `wss:`,
+//! `recv`: the crate's own connection attempt (`attempt::Attempt`: TCP, rustls for `wss:`,
 //! the HTTP upgrade) and its own frame reader (`frame::Decoder`, UTF-8 check of text included),
 //! on a current-thread tokio runtime; sends "go" as the JS peers do, then reads `count`
 //! messages and drops them. The clock runs from "go" to the `count`-th message, as in
@@ -23,7 +23,8 @@ use std::io::{Read, Write};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use redial_ws::connection::{Attempt, ConnConfig, ParamSource};
+use redial_ws::attempt::{Attempt, ParamSource};
+use redial_ws::connection::ConnConfig;
 use redial_ws::frame::{self, Decoder, Incoming, Limits};
 use redial_ws::shared::AttemptParams;
 use redial_ws::tls::TlsOptions;

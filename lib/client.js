@@ -43,7 +43,7 @@ const {
   notConnected: SENT_NOT_CONNECTED,
 } = wire.SEND
 
-/** One microtask per turn writes what the fast path corked (src/transport.rs). */
+/** One microtask per turn writes what the fast path corked (src/writer.rs). */
 function uncork(client) {
   N.clientUncork(client)
 }

@@ -32,7 +32,7 @@ function redactText(text) {
 }
 
 // The native side reports a proxy's refusal as ERR_PROXY / ERR_PROXY_AUTH whose message
-// ends with `(HTTP <status>)` (src/transport.rs `http_connect`), without `status`: that
+// ends with `(HTTP <status>)` (src/proxy.rs `http_connect`), without `status`: that
 // field (and `shouldReconnect`'s `kind: 'handshake'`) is the target server's upgrade answer.
 const PROXY_STATUS = / \(HTTP (\d{3})\)$/
 

@@ -33,11 +33,12 @@ use crate::napi_raw;
 use crate::options::NativeOptions;
 use crate::outbox::{Outbound, QueueConfig, SendOutcome, NO_TICKET};
 use crate::protocol::send as outcome;
+use crate::proxy::Proxy;
 use crate::queue::Queue;
 use crate::shared::{AttemptParams, Shared};
 use crate::stats::{self, GLOBAL};
 use crate::tls::{ClientAuth, TlsOptions};
-use crate::transport::{Dial, Proxy};
+use crate::transport::Dial;
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 

@@ -1,45 +1,41 @@
-//! One WebSocket connection: the attempt (TCP connect + HTTP upgrade under one
-//! deadline) and the full-duplex I/O of an open socket.
+//! One open WebSocket connection: the full-duplex I/O of its socket (reading under the read
+//! bound, inflating, writing what `send()` queued, heartbeats) and the close handshake. The
+//! attempt that opens it is `attempt`, its HTTP upgrade `upgrade`.
 //!
 //! The open socket is driven by one hand-written poll, not by a reader task and a
 //! writer task: each poll writes what `send()` queued (stopping, not blocking,
 //! when the socket is full) and then reads everything that is ready, so a peer
-//! that is busy writing to us can never deadlock against our own writes. (Plain
-//! TCP is split into halves in `transport.rs` only so that the JS thread's send
-//! fast path can write to it too; under TLS one stream serves both directions.)
+//! that is busy writing to us can never deadlock against our own writes. (The socket is split
+//! into halves, `plain.rs`, only so that the JS thread can write it and read it too.)
 
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use bytes::Bytes;
+use tokio::io::AsyncWrite;
 use tokio::time::Sleep;
-use tungstenite::client::IntoClientRequest;
-use tungstenite::handshake::client::{generate_request, Response};
-use tungstenite::handshake::machine::TryParse;
 use tungstenite::Message;
 
 use crate::ask;
-use crate::body;
 use crate::deflate::{
-    self, Compressor, Decompressor, DeflateConfig, Deflating, InflateError, Inflated, Negotiated, DEFLATE_STEP,
-    INFLATE_STEP,
+    Compressor, Decompressor, DeflateConfig, Deflating, InflateError, Inflated, DEFLATE_STEP, INFLATE_STEP,
 };
 use crate::errors::{self, ConnError};
 use crate::events::{BinaryRun, JsEvent, Small, TextRun};
 use crate::frame::{self, Decoder, Incoming, WireError};
 use crate::outbox::{data_frame, data_len, Fate, Outbound, SendQueue, NO_TICKET};
 use crate::reader::{self, SharedReader};
-use crate::redirect;
-use crate::shared::{AttemptParams, Shared};
-use crate::stats::{self, Gauge, Heartbeats, IoBuffers, OpenConnections, PendingAttempts};
-use crate::tls::{self, TlsOptions};
-use crate::transport::{self, Dial, Transport, Writer};
+use crate::shared::Shared;
+use crate::stats::{self, Gauge, Heartbeats, IoBuffers, OpenConnections};
+use crate::tls::TlsOptions;
+use crate::transport::{Dial, Transport};
+use crate::upgrade::Opened;
+use crate::writer::Writer;
 
 #[derive(Clone, Debug)]
 pub struct ConnConfig {
@@ -73,300 +69,6 @@ impl ConnConfig {
     pub fn asks_js(&self) -> bool {
         self.js_lookup || self.tls.asks_identity()
     }
-}
-
-/// Where an attempt gets its parameters.
-pub enum ParamSource {
-    Fixed(Arc<AttemptParams>),
-    /// Sent by JS after running the user's providers; bounded by the connect timeout.
-    Provided(tokio::sync::oneshot::Receiver<Result<AttemptParams, ConnError>>),
-}
-
-pub struct Opened {
-    pub transport: Transport,
-    /// Bytes that followed the upgrade response in the same read: the first frames.
-    pub leftover: BytesMut,
-    pub protocol: Option<String>,
-    /// The upgrade response's head (status line and headers), for the `upgrade` event.
-    pub head: Bytes,
-    /// permessage-deflate as the server accepted it, and its answer as sent (`extensions`).
-    pub deflate: Option<(Negotiated, String)>,
-}
-
-/// A connection attempt in flight. Dropping it drops whatever part of the
-/// attempt exists (socket, half-done handshake): nothing is left running.
-pub struct Attempt {
-    fut: Pin<Box<dyn Future<Output = Result<Opened, ConnError>> + Send>>,
-    /// With `followRedirects`: the addresses redirects led to, until the driver reports them.
-    redirects: Option<Arc<Mutex<Vec<String>>>>,
-    _gauge: Gauge<PendingAttempts>,
-}
-
-impl Attempt {
-    /// `js`: the client's JS side, when it has functions to ask (`ConnConfig::asks_js`).
-    pub fn start(cfg: &ConnConfig, params: ParamSource, js: Option<ask::Asker>) -> Self {
-        let mut cfg = cfg.clone();
-        cfg.js = js;
-        let redirects = cfg.max_redirects.map(|_| Arc::new(Mutex::new(Vec::new())));
-        let followed = redirects.clone();
-        let fut = async move {
-            let attempt = async {
-                let params = match params {
-                    ParamSource::Fixed(p) => p,
-                    ParamSource::Provided(rx) => Arc::new(rx.await.unwrap_or_else(|_| {
-                        Err(ConnError::new(errors::ERR_PROVIDER, "the providers were abandoned"))
-                    })?),
-                };
-                connect(&cfg, &params, followed.as_deref()).await
-            };
-            match tokio::time::timeout(cfg.connect_timeout, attempt).await {
-                Ok(r) => r,
-                Err(_) => Err(ConnError::new(
-                    errors::ERR_CONNECT_TIMEOUT,
-                    format!("no connection within {} ms", cfg.connect_timeout.as_millis()),
-                )),
-            }
-        };
-        Attempt {
-            fut: Box::pin(fut),
-            redirects,
-            _gauge: Gauge::<PendingAttempts>::new(),
-        }
-    }
-
-    /// Where redirects led since the last call (redacted), for the `redirect` event.
-    pub fn take_redirects(&self) -> Vec<String> {
-        self.redirects
-            .as_ref()
-            .map(|r| std::mem::take(&mut *r.lock().unwrap_or_else(|p| p.into_inner())))
-            .unwrap_or_default()
-    }
-}
-
-impl Future for Attempt {
-    type Output = Result<Opened, ConnError>;
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.fut.as_mut().poll(cx)
-    }
-}
-
-/// The attempt: one upgrade, then one per redirect followed (`redirect`), each noted in `followed`.
-async fn connect(
-    cfg: &ConnConfig,
-    params: &AttemptParams,
-    followed: Option<&Mutex<Vec<String>>>,
-) -> Result<Opened, ConnError> {
-    let mut result = upgrade(cfg, params).await;
-    let Some(max) = cfg.max_redirects else { return result };
-    let mut hop: Option<AttemptParams> = None;
-    let mut hops = 0;
-    loop {
-        let refused = match result {
-            Ok(opened) => return Ok(opened),
-            Err(e) => e,
-        };
-        let at = hop.as_ref().map_or(&params.url, |h| &h.url);
-        let to = match redirect::target(&refused, at) {
-            None => return Err(refused),
-            Some(to) => to?,
-        };
-        if hops == max {
-            return Err(redirect::too_many(refused, &to, max));
-        }
-        hops += 1;
-        let next = redirect::hop(params, to);
-        if let Some(f) = followed {
-            f.lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(transport::redact_url(&next.url));
-        }
-        result = upgrade(cfg, &next).await;
-        hop = Some(next);
-    }
-}
-
-async fn upgrade(cfg: &ConnConfig, params: &AttemptParams) -> Result<Opened, ConnError> {
-    let transport = transport::open(
-        &params.url,
-        params.proxy.as_ref(),
-        cfg.dial,
-        cfg.js.as_ref().filter(|_| cfg.js_lookup),
-        cfg.js.as_ref(),
-        &cfg.tls_config,
-        &cfg.tls,
-    )
-    .await?;
-    handshake(transport, params, cfg.deflate.as_ref()).await
-}
-
-/// The largest upgrade response head we read.
-const MAX_RESPONSE_HEAD: usize = 64 * 1024;
-
-/// The HTTP upgrade (RFC 6455 §4.1): tungstenite writes the request and parses the response;
-/// the checks are ours because tungstenite keeps them private to its own stream type.
-async fn handshake(
-    mut transport: Transport,
-    params: &AttemptParams,
-    deflate: Option<&DeflateConfig>,
-) -> Result<Opened, ConnError> {
-    let invalid = |e: &dyn std::fmt::Display| ConnError::new(errors::ERR_HANDSHAKE, e.to_string());
-    let (request, key) = generate_request(build_request(params, deflate)?).map_err(|e| invalid(&e))?;
-    let io_err =
-        |e: std::io::Error| tls::tls_failure(e).unwrap_or_else(|e| ConnError::new(errors::ERR_CONNECT, e.to_string()));
-    transport.write_all(&request).await.map_err(io_err)?;
-    transport.flush().await.map_err(io_err)?;
-    let mut buf = BytesMut::with_capacity(1024);
-    let (head, response) = loop {
-        if transport.read_buf(&mut buf).await.map_err(io_err)? == 0 {
-            return Err(ConnError::new(
-                errors::ERR_HANDSHAKE,
-                "the server closed the connection during the upgrade",
-            ));
-        }
-        if let Some((len, response)) = Response::try_parse(&buf).map_err(|e| invalid(&e))? {
-            // The rest of the read buffer keeps the first frames; the head shares its memory.
-            break (buf.split_to(len).freeze(), response);
-        }
-        if buf.len() > MAX_RESPONSE_HEAD {
-            return Err(invalid(&"the upgrade response head is too large"));
-        }
-    };
-    if response.status().as_u16() >= 400 {
-        // A refusal: its body says why (redirects, which are followed or fail on their status, are not read).
-        let mut err = rejected(&response);
-        let body = body::read(&mut transport, buf, body::Framing::of(response.headers())).await;
-        err.body = (!body.is_empty()).then_some(body);
-        return Err(err);
-    }
-    let (protocol, deflate) = verify_response(&response, &key, &params.protocols, deflate)?;
-    Ok(Opened {
-        transport,
-        leftover: buf,
-        protocol,
-        head,
-        deflate,
-    })
-}
-
-/// What the server chose: a subprotocol, and permessage-deflate with its answer.
-type Chosen = (Option<String>, Option<(Negotiated, String)>);
-
-/// RFC 6455 §4.1's checks of the server's answer, and RFC 7692's of its extensions.
-fn verify_response(
-    response: &Response,
-    key: &str,
-    protocols: &[String],
-    deflate: Option<&DeflateConfig>,
-) -> Result<Chosen, ConnError> {
-    if response.status() != 101 {
-        return Err(rejected(response));
-    }
-    let fail = |m: String| Err(ConnError::new(errors::ERR_HANDSHAKE, m));
-    let headers = response.headers();
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let has_token = |name: &str, token: &str| {
-        header(name).is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
-    };
-    if !has_token("upgrade", "websocket") {
-        return fail("the upgrade response has no `Upgrade: websocket`".into());
-    }
-    if !has_token("connection", "upgrade") {
-        return fail("the upgrade response has no `Connection: upgrade`".into());
-    }
-    if header("sec-websocket-accept") != Some(tungstenite::handshake::derive_accept_key(key.as_bytes()).as_str()) {
-        return fail("the server's Sec-WebSocket-Accept does not match our key".into());
-    }
-    let mut extensions = Vec::new();
-    for value in headers.get_all("sec-websocket-extensions") {
-        match value.to_str() {
-            Ok(v) if !v.trim().is_empty() => extensions.push(v.trim()),
-            Ok(_) => {}
-            Err(_) => return fail("the server's Sec-WebSocket-Extensions is not text".into()),
-        }
-    }
-    let answer = extensions.join(", ");
-    let negotiated = match deflate::negotiate(deflate, &answer) {
-        Ok(n) => n.map(|n| (n, answer)),
-        Err(why) => return fail(why),
-    };
-    let protocol = header("sec-websocket-protocol").map(str::to_owned);
-    match (&protocol, protocols.is_empty()) {
-        (None, false) => fail("the server chose none of our subprotocols".into()),
-        (Some(p), true) => fail(format!("the server chose a subprotocol we did not offer: {p}")),
-        (Some(p), false) if !protocols.contains(p) => {
-            fail(format!("the server chose a subprotocol we did not offer: {p}"))
-        }
-        _ => Ok((protocol, negotiated)),
-    }
-}
-
-fn build_request(
-    params: &AttemptParams,
-    deflate: Option<&DeflateConfig>,
-) -> Result<tungstenite::handshake::client::Request, ConnError> {
-    let invalid = |e: &dyn std::fmt::Display| ConnError::new(errors::ERR_HANDSHAKE, e.to_string());
-    // A `ws+unix:` request goes to its path, with `Host: localhost` (as Node's `http` sends it).
-    let mut request = match transport::unix_target(&params.url) {
-        Some((_, path)) => format!("ws://localhost{path}").into_client_request(),
-        None => params.url.as_str().into_client_request(),
-    }
-    .map_err(|e| invalid(&e))?;
-    let headers = request.headers_mut();
-    for (name, value) in &params.headers {
-        let name = tungstenite::http::HeaderName::from_bytes(name.as_bytes()).map_err(|e| invalid(&e))?;
-        let value = tungstenite::http::HeaderValue::from_str(value).map_err(|e| invalid(&e))?;
-        headers.append(name, value);
-    }
-    if !params.protocols.is_empty() {
-        let value = tungstenite::http::HeaderValue::from_str(&params.protocols.join(", ")).map_err(|e| invalid(&e))?;
-        headers.insert("sec-websocket-protocol", value);
-    }
-    if let Some(d) = deflate {
-        let value = tungstenite::http::HeaderValue::from_str(&d.offer()).map_err(|e| invalid(&e))?;
-        headers.insert("sec-websocket-extensions", value);
-    }
-    Ok(request)
-}
-
-/// A non-101 answer: its status, headers and `Retry-After` go to the policy.
-fn rejected(resp: &Response) -> ConnError {
-    let status = resp.status().as_u16();
-    let mut err = ConnError::new(
-        errors::ERR_HANDSHAKE,
-        format!("server answered the upgrade with HTTP {status}"),
-    );
-    err.status = Some(status);
-    err.headers = resp
-        .headers()
-        .iter()
-        .map(|(k, v)| {
-            (
-                k.as_str().to_owned(),
-                String::from_utf8_lossy(v.as_bytes()).into_owned(),
-            )
-        })
-        .collect();
-    if status == 429 || status == 503 {
-        err.retry_after_ms = resp
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_retry_after);
-    }
-    err
-}
-
-/// `Retry-After`: delay-seconds or an HTTP date, as milliseconds from now.
-pub fn parse_retry_after(value: &str) -> Option<u64> {
-    let value = value.trim();
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(secs.saturating_mul(1000));
-    }
-    let when = httpdate::parse_http_date(value).ok()?;
-    Some(
-        when.duration_since(std::time::SystemTime::now())
-            .map_or(0, |d| d.as_millis() as u64),
-    )
 }
 
 /// How an open connection ended.

@@ -14,7 +14,8 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::time::{Instant, Sleep};
 
-use crate::connection::{Attempt, ConnConfig, IoEvent, OpenConn, Opened, ParamSource};
+use crate::attempt::{Attempt, ParamSource};
+use crate::connection::{ConnConfig, IoEvent, OpenConn};
 use crate::delivery::{self, Hub};
 use crate::errors::{self, ConnError};
 use crate::events::{JsEvent, PolicyInfo};
@@ -24,6 +25,7 @@ use crate::policy;
 use crate::queue::Queue;
 use crate::shared::{AttemptParams, Shared};
 use crate::stats::{self, Gauge, PendingReconnects, RunningDrivers};
+use crate::upgrade::Opened;
 
 pub enum Command {
     Connect,

@@ -1,5 +1,5 @@
 //! redial-ws native core. Data flows one way, JS → binding → state machine → driver →
-//! connection → transport → socket, and events come back the same way; the modules import
+//! connection → writer → socket, and events come back the same way; the modules import
 //! each other without a cycle (`module_graph` below checks it). By responsibility, in that order:
 //!
 //! - `client`, `options`, this root: the N-API binding (one JS client object, its native state);
@@ -10,19 +10,24 @@
 //! - `shared`: per-client state shared by the binding, the driver and the connection;
 //! - `outbox`: where `send()` puts a message (the open connection's send queue, or the offline
 //!   queue);
-//! - `connection`, `frame`, `deflate`, `transport`, `plain`: one WebSocket connection, its
-//!   framing, its compression (permessage-deflate), the byte stream under it (TCP, proxy, TLS),
-//!   and a plain socket split for the driver and the JS thread;
-//! - `events`, `delivery`: the events a client reports, and their coalesced delivery to JS
-//!   with the JS-thread registry;
-//! - `errors`, `stats`, `queue`, `napi_raw`: error codes, counters, the closable queue, and
-//!   every raw N-API call.
+//! - `attempt`, `transport`, `proxy`, `socks`, `resolve`, `tls`, `upgrade`, `redirect`, `body`: a
+//!   connection attempt: the byte stream (TCP, a proxy, TLS), the HTTP upgrade, redirects;
+//! - `connection`, `frame`, `deflate`: one open WebSocket connection, its framing, its
+//!   compression (permessage-deflate);
+//! - `writer`, `reader`, `plain`, `direct`: the socket split for the driver and the JS thread:
+//!   the shared write side (with a `wss:` connection's TLS session), the shared read side, the
+//!   JS thread's socket watches;
+//! - `events`, `delivery`, `ask`: the events a client reports, and their coalesced delivery to JS
+//!   with the JS-thread registry; the questions an attempt asks the client's JS functions;
+//! - `errors`, `stats`, `queue`, `redact`, `napi_raw`: error codes, counters, the closable queue,
+//!   URLs without their credentials, and every raw N-API call.
 
 #![deny(clippy::undocumented_unsafe_blocks)]
 // Every unsafe block is in `napi_raw`, behind a safe API; the compiler holds the rest to that.
 #![deny(unsafe_code)]
 
 pub mod ask;
+pub mod attempt;
 pub mod backoff;
 pub mod body;
 pub mod client;
@@ -42,8 +47,10 @@ pub mod outbox;
 pub mod plain;
 pub mod policy;
 pub mod protocol;
+pub mod proxy;
 pub mod queue;
 pub mod reader;
+pub mod redact;
 pub mod redirect;
 pub mod resolve;
 pub mod shared;
@@ -51,6 +58,8 @@ pub mod socks;
 pub mod stats;
 pub mod tls;
 pub mod transport;
+pub mod upgrade;
+pub mod writer;
 
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -157,7 +166,7 @@ pub fn testing_closes_from_js() -> f64 {
 /// once, writes of corked messages]` (tests prove which path a message took). Not part of the API.
 #[napi]
 pub fn testing_fast_path_writes() -> Vec<f64> {
-    [&transport::WRITTEN_AT_ONCE, &transport::CORKED_WRITES]
+    [&writer::WRITTEN_AT_ONCE, &writer::CORKED_WRITES]
         .map(|n| n.load(Relaxed) as f64)
         .to_vec()
 }

@@ -18,7 +18,7 @@ use crate::deflate::{Compressor, Deflating};
 use crate::frame;
 use crate::queue::Queue;
 use crate::stats::{self, Metrics};
-use crate::transport::Writer;
+use crate::writer::Writer;
 
 /// A connection's outgoing messages, how many of them the socket has not wholly taken yet, and
 /// how they are framed (one allocation per connection, shared by `send()` and the driver).

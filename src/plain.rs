@@ -1,6 +1,6 @@
 //! A connection's socket (TCP, or a Unix domain socket for `ws+unix:`; also under a `wss:`
-//! connection's TLS session, which `transport::Writer` holds), split for two threads: the write
-//! side (the driver's and the send fast path's, through `transport::Writer`) and the read side
+//! connection's TLS session, which `writer::Writer` holds), split for two threads: the write
+//! side (the driver's and the send fast path's, through `writer::Writer`) and the read side
 //! (the driver's, or the JS thread's while it reads: see `reader`).
 //!
 //! tokio's `TcpStream` asks its reactor for both directions, edge-triggered, for as long as it

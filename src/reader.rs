@@ -14,7 +14,7 @@
 //! paused. Exactly one side reads at a time: the flag and the decoder live under one lock.
 //!
 //! A `wss:` connection is read the same way through its TLS session, which the connection's
-//! writer holds (`transport::Writer::read_tls_now`): the JS thread decrypts what its watch finds,
+//! writer holds (`writer::Writer::read_tls_now`): the JS thread decrypts what its watch finds,
 //! and stops only when the session holds nothing whole, so that what is left is on the socket.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,7 +30,7 @@ use crate::napi_raw::{self, RawSocket};
 use crate::plain::ReadHalf;
 use crate::shared::Shared;
 use crate::stats::{self, Gauge, IoBuffers};
-use crate::transport::{SessionRead, Writer};
+use crate::writer::{SessionRead, Writer};
 
 /// Set once by `lib/` when the runtime lets the JS thread watch sockets (Node's main event loop
 /// or a worker's); until then, and everywhere else, connections are read on the tokio side only.

@@ -8,8 +8,8 @@
 use url::Url;
 
 use crate::errors::{self, ConnError};
+use crate::redact::redact_url;
 use crate::shared::AttemptParams;
-use crate::transport;
 
 /// Where a refused upgrade (`err`, from the upgrade at `from`) redirects: `None` when it is not a
 /// redirect (no 3xx status, or no `Location`), an error when its `Location` is not a WebSocket
@@ -75,7 +75,7 @@ pub fn too_many(mut last: ConnError, to: &Url, max: u32) -> ConnError {
     last.message = format!(
         "the server redirected more than {max} time{} (maxRedirects); the last answer was HTTP {status} to {}",
         if max == 1 { "" } else { "s" },
-        transport::redact_url(to),
+        redact_url(to),
     );
     last
 }

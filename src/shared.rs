@@ -12,8 +12,8 @@ use url::Url;
 
 use crate::errors::ConnError;
 use crate::outbox::Outbox;
+use crate::proxy::Proxy;
 use crate::stats::Metrics;
-use crate::transport::Proxy;
 
 /// What one attempt connects to: fixed, or supplied per attempt by JS providers.
 #[derive(Clone, Debug)]

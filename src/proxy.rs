@@ -1,0 +1,348 @@
+//! Proxies: the `proxy` URL (or `HTTPS_PROXY`'s), and the HTTP CONNECT exchange. tungstenite has
+//! no proxy support, so that exchange is written here by hand: one request, one response head, then
+//! the tunnel is ours. SOCKS5's exchange is `socks`.
+
+use std::io;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use url::Url;
+
+use crate::errors::{self, ConnError};
+use crate::redact::redact;
+
+/// A proxy: HTTP CONNECT, or SOCKS5.
+#[derive(Clone)]
+pub struct Proxy {
+    pub kind: ProxyKind,
+    pub host: String,
+    pub port: u16,
+    /// User name and password: `Proxy-Authorization: Basic`, or SOCKS5's user name and password
+    /// (and nowhere else: not even `Debug`).
+    pub credentials: Option<(String, String)>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ProxyKind {
+    /// `http://`: an HTTP CONNECT tunnel.
+    Http,
+    /// `socks5://` (host names resolved here, as for a direct connection) or `socks5h://` (by the proxy).
+    Socks5 { proxy_resolves: bool },
+}
+
+impl std::fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proxy")
+            .field("kind", &self.kind)
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("credentials", &self.credentials.as_ref().map(|_| "***"))
+            .finish()
+    }
+}
+
+impl Proxy {
+    /// Its errors name the URL with the credentials masked (`redact`).
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let url = Url::parse(s).map_err(|e| format!("invalid proxy URL {}: {e}", redact(s)))?;
+        let (kind, default_port) = match url.scheme() {
+            "http" => (ProxyKind::Http, 80),
+            "socks5" => (ProxyKind::Socks5 { proxy_resolves: false }, 1080),
+            "socks5h" => (ProxyKind::Socks5 { proxy_resolves: true }, 1080),
+            _ => {
+                return Err(format!(
+                    "only http:// (CONNECT), socks5:// and socks5h:// proxies are supported, got {}",
+                    redact(url.as_str())
+                ))
+            }
+        };
+        let host = url
+            .host_str()
+            .ok_or_else(|| format!("proxy URL has no host: {}", redact(url.as_str())))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+        let credentials = (!url.username().is_empty()).then(|| {
+            (
+                percent_decode(url.username()),
+                percent_decode(url.password().unwrap_or("")),
+            )
+        });
+        Ok(Proxy {
+            kind,
+            host,
+            port: url.port().unwrap_or(default_port),
+            credentials,
+        })
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    url::form_urlencoded::parse(format!("x={}", s.replace('+', "%2B")).as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
+}
+
+/// The start of every status line a CONNECT answer may have.
+const STATUS_PREFIX: &[u8] = b"HTTP/1.";
+
+/// The status of an HTTP/1.x status line (without its CRLF): `HTTP/1.0` or `HTTP/1.1`, SP,
+/// three digits, then SP and a reason phrase (or nothing: the reason is often left out).
+/// `None` for anything else: a peer that does not speak HTTP is not a proxy.
+fn parse_status_line(line: &[u8]) -> Option<u16> {
+    let rest = line
+        .strip_prefix(b"HTTP/1.1 ")
+        .or_else(|| line.strip_prefix(b"HTTP/1.0 "))?;
+    let (code, reason) = rest.split_at_checked(3)?;
+    if !code.iter().all(u8::is_ascii_digit) || reason.first().is_some_and(|&b| b != b' ') {
+        return None;
+    }
+    // reason-phrase = *( HTAB / SP / VCHAR / obs-text )
+    if reason.iter().any(|&b| b != b'\t' && (b < 0x20 || b == 0x7f)) {
+        return None;
+    }
+    Some(code.iter().fold(0, |n, &d| n * 10 + u16::from(d - b'0')))
+}
+
+/// The proxy's answer is not HTTP: `head` is what it sent so far (its first line at most).
+fn not_http(head: &[u8]) -> ConnError {
+    let start = String::from_utf8_lossy(&head[..head.len().min(32)]);
+    ConnError::new(
+        errors::ERR_PROXY,
+        format!("the proxy did not answer CONNECT with an HTTP/1.x status line (it began {start:?})"),
+    )
+}
+
+/// A refusal by the proxy (non-2xx). `status` stays `None`: that field is the target server's
+/// answer to the upgrade (`shouldReconnect` sees it as `kind: 'handshake'`), and a proxy's
+/// refusal is `kind: 'error'`. The status ends the message, `(HTTP <status>)`, from which
+/// lib/errors.js `fromNative` sets `err.proxyStatus`.
+fn refused(status: u16) -> ConnError {
+    if status == 407 {
+        ConnError::new(errors::ERR_PROXY_AUTH, "the proxy requires authentication (HTTP 407)")
+    } else {
+        ConnError::new(
+            errors::ERR_PROXY,
+            format!("the proxy refused the tunnel (HTTP {status})"),
+        )
+    }
+}
+
+/// Asks the proxy for a tunnel to `host:port`. Nothing more is written until its answer's
+/// status line is a 2xx: the upgrade request (its credentials too) goes to a tunnel only.
+pub async fn http_connect(mut s: TcpStream, host: &str, port: u16, proxy: &Proxy) -> Result<TcpStream, ConnError> {
+    use base64::Engine;
+    let authority = if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
+    let mut request = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n");
+    if let Some((user, pass)) = &proxy.credentials {
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
+        request.push_str(&format!("Proxy-Authorization: Basic {token}\r\n"));
+    }
+    request.push_str("\r\n");
+    let io_err = |e: io::Error| ConnError::new(errors::ERR_PROXY, format!("proxy tunnel failed: {e}"));
+    s.write_all(request.as_bytes()).await.map_err(io_err)?;
+    // Read the response head byte by byte: nothing after it may be consumed (it belongs to the tunnel).
+    let mut head = Vec::with_capacity(256);
+    let mut byte = [0u8; 1];
+    let mut accepted = false;
+    loop {
+        if head.len() > 16 * 1024 {
+            return Err(ConnError::new(errors::ERR_PROXY, "proxy response head too large"));
+        }
+        if s.read(&mut byte).await.map_err(io_err)? == 0 {
+            return Err(ConnError::new(
+                errors::ERR_PROXY,
+                "the proxy closed the connection during CONNECT",
+            ));
+        }
+        head.push(byte[0]);
+        if accepted {
+            if head.ends_with(b"\r\n\r\n") {
+                return Ok(s);
+            }
+            continue;
+        }
+        // Not HTTP from its first bytes on: fail now rather than wait for a line that may never come.
+        let n = head.len().min(STATUS_PREFIX.len());
+        if head[..n] != STATUS_PREFIX[..n] {
+            return Err(not_http(&head));
+        }
+        if head.ends_with(b"\r\n") {
+            let status = parse_status_line(&head[..head.len() - 2]).ok_or_else(|| not_http(&head))?;
+            if !(200..300).contains(&status) {
+                return Err(refused(status));
+            }
+            accepted = true;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_proxy_urls() {
+        let p = Proxy::parse("http://us%40er:p%3Ass@127.0.0.1:3128").unwrap();
+        assert_eq!((p.host.as_str(), p.port), ("127.0.0.1", 3128));
+        assert_eq!(p.credentials, Some(("us@er".to_owned(), "p:ss".to_owned())));
+        assert_eq!(p.kind, ProxyKind::Http);
+        let p = Proxy::parse("socks5h://u:p@127.0.0.1").unwrap();
+        assert_eq!((p.kind, p.port), (ProxyKind::Socks5 { proxy_resolves: true }, 1080));
+        assert_eq!(
+            Proxy::parse("socks5://[::1]:9050").unwrap().kind,
+            ProxyKind::Socks5 { proxy_resolves: false }
+        );
+        assert!(Proxy::parse("socks4://127.0.0.1").is_err());
+        let p = Proxy::parse("http://[::1]:8080").unwrap();
+        assert_eq!(p.host, "::1");
+        assert!(p.credentials.is_none());
+    }
+
+    proptest::proptest! {
+        /// Any proxy URL is parsed or refused, never a panic, and neither the refusal nor the
+        /// parsed proxy's debug form shows its password.
+        #[test]
+        fn any_proxy_url_is_parsed_or_refused_without_showing_its_password(
+            scheme in "(http|https|socks5|[a-z]{0,5})",
+            user in "[a-zA-Z0-9%@:]{0,8}",
+            host in "(127\\.0\\.0\\.1|\\[::1\\]|[a-z0-9.:\\[\\]%-]{0,12})",
+            port in proptest::option::of("[0-9a-z]{0,7}"),
+            rest in "[ -~]{0,8}",
+        ) {
+            let port = port.map(|p| format!(":{p}")).unwrap_or_default();
+            let url = format!("{scheme}://{user}:Secr3tPw@{host}{port}{rest}");
+            match Proxy::parse(&url) {
+                Ok(proxy) => {
+                    let debug = format!("{proxy:?}");
+                    proptest::prop_assert!(!debug.contains("Secr3tPw"), "{}", debug);
+                }
+                Err(e) => proptest::prop_assert!(!e.contains("Secr3tPw"), "{}", e),
+            }
+        }
+    }
+
+    #[test]
+    fn proxy_errors_and_debug_hold_no_password() {
+        for bad in [
+            "http://bob:hunter2@127.0.0.1:99999",
+            "socks4://bob:hunter2@127.0.0.1:1080",
+            "http://bob:hunter2@",
+        ] {
+            let e = Proxy::parse(bad).unwrap_err();
+            assert!(!e.contains("hunter2"), "{e}");
+            assert!(e.contains("bob:***@"), "{e}");
+        }
+        let p = Proxy::parse("http://bob:hunter2@127.0.0.1:3128").unwrap();
+        let debug = format!("{p:?}");
+        assert!(!debug.contains("hunter2") && !debug.contains("bob"), "{debug}");
+    }
+
+    #[test]
+    fn parses_status_lines() {
+        assert_eq!(parse_status_line(b"HTTP/1.1 200 Connection established"), Some(200));
+        assert_eq!(parse_status_line(b"HTTP/1.0 200 OK"), Some(200));
+        assert_eq!(parse_status_line(b"HTTP/1.1 204 "), Some(204));
+        assert_eq!(parse_status_line(b"HTTP/1.1 200"), Some(200));
+        assert_eq!(parse_status_line(b"HTTP/1.1 403 Forbidden"), Some(403));
+        assert_eq!(
+            parse_status_line(b"HTTP/1.1 407 Proxy Authentication Required"),
+            Some(407)
+        );
+        assert_eq!(parse_status_line(b"HTTP/1.1 502 Bad\tGateway \xe9"), Some(502));
+        for bad in [
+            &b"SSH-2.0 200 ok"[..],
+            b"SSH-2.0-OpenSSH_9.6",
+            b"HTTP/2 200 OK",
+            b"HTTP/2.0 200 OK",
+            b"HTTP/1.2 200 OK",
+            b"http/1.1 200 OK",
+            b"HTTP/1.1  200 OK",
+            b"HTTP/1.1 20 OK",
+            b"HTTP/1.1 2000 OK",
+            b"HTTP/1.1 200OK",
+            b"HTTP/1.1 2x0 OK",
+            b"HTTP/1.1 +20 OK",
+            b"HTTP/1.1 200 OK\n",
+            b"HTTP/1.1 200 O\0K",
+            b"HTTP/1.1",
+            b"HTTP/1.1 ",
+            b" HTTP/1.1 200 OK",
+            b"",
+        ] {
+            assert_eq!(parse_status_line(bad), None, "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    /// A one-shot "proxy" on 127.0.0.1 that answers `answer` to the CONNECT head. Returns the
+    /// result of `http_connect` (for a tunnel: the client writes `GET`, closes its side and
+    /// reads what the proxy sent after its answer's head) and what the proxy received after
+    /// the CONNECT head.
+    async fn connect_via(answer: &'static [u8]) -> (Result<Vec<u8>, ConnError>, Vec<u8>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut got = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !got.ends_with(b"\r\n\r\n") {
+                let n = s.read(&mut buf).await.unwrap();
+                assert!(n > 0, "the client closed before the end of its CONNECT head");
+                got.extend_from_slice(&buf[..n]);
+            }
+            let head_len = got.len();
+            s.write_all(answer).await.unwrap();
+            // Whatever the client sends next, until it closes.
+            while let Ok(n @ 1..) = s.read(&mut buf).await {
+                got.extend_from_slice(&buf[..n]);
+            }
+            got.split_off(head_len)
+        });
+        let proxy = Proxy::parse(&format!("http://bob:hunter2@127.0.0.1:{port}")).unwrap();
+        let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let result = match http_connect(tcp, "example.com", 80, &proxy).await {
+            Ok(mut tunnel) => {
+                tunnel.write_all(b"GET").await.unwrap();
+                tunnel.shutdown().await.unwrap();
+                let mut rest = Vec::new();
+                tunnel.read_to_end(&mut rest).await.unwrap();
+                Ok(rest)
+            }
+            Err(e) => Err(e),
+        };
+        (result, server.await.unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_is_not_http_gets_no_tunnel() {
+        let (result, after) = connect_via(b"SSH-2.0 200 ok\r\n\r\n").await;
+        let e = result.unwrap_err();
+        assert_eq!((e.code, e.status), (errors::ERR_PROXY, None));
+        assert!(e.message.contains("HTTP/1.x status line"), "{}", e.message);
+        assert!(after.is_empty(), "written after the CONNECT head: {after:?}");
+    }
+
+    #[tokio::test]
+    async fn a_refusal_is_err_proxy_with_its_status_in_the_message() {
+        let (result, after) = connect_via(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n").await;
+        let e = result.unwrap_err();
+        assert_eq!((e.code, e.status), (errors::ERR_PROXY, None));
+        assert!(e.message.ends_with(" (HTTP 403)"), "{}", e.message);
+        assert!(!e.message.contains("hunter2"));
+        assert!(after.is_empty());
+        let (result, _) = connect_via(b"HTTP/1.1 407 Proxy Authentication Required\r\n\r\n").await;
+        let e = result.unwrap_err();
+        assert_eq!((e.code, e.status), (errors::ERR_PROXY_AUTH, None));
+        assert!(e.message.ends_with(" (HTTP 407)"), "{}", e.message);
+    }
+
+    #[tokio::test]
+    async fn a_2xx_is_a_tunnel_and_the_head_is_consumed_exactly() {
+        let (result, after) = connect_via(b"HTTP/1.0 200 Connection established\r\nVia: x\r\n\r\nhello").await;
+        assert_eq!(result.unwrap(), b"hello");
+        assert_eq!(after, b"GET");
+    }
+}

@@ -1,0 +1,198 @@
+//! The HTTP upgrade (RFC 6455 §4.1) over a connected transport: the request (with the offer of
+//! permessage-deflate, RFC 7692), and the checks of the server's answer; a refusal's status,
+//! headers and body for its error.
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tungstenite::client::IntoClientRequest;
+use tungstenite::handshake::client::{generate_request, Response};
+use tungstenite::handshake::machine::TryParse;
+
+use crate::body;
+use crate::deflate::{self, DeflateConfig, Negotiated};
+use crate::errors::{self, ConnError};
+use crate::shared::AttemptParams;
+use crate::tls;
+use crate::transport::{self, Transport};
+
+/// An upgraded connection, for `OpenConn`.
+pub struct Opened {
+    pub transport: Transport,
+    /// Bytes that followed the upgrade response in the same read: the first frames.
+    pub leftover: BytesMut,
+    pub protocol: Option<String>,
+    /// The upgrade response's head (status line and headers), for the `upgrade` event.
+    pub head: Bytes,
+    /// permessage-deflate as the server accepted it, and its answer as sent (`extensions`).
+    pub deflate: Option<(Negotiated, String)>,
+}
+
+/// The largest upgrade response head we read.
+const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+
+/// The HTTP upgrade (RFC 6455 §4.1): tungstenite writes the request and parses the response;
+/// the checks are ours because tungstenite keeps them private to its own stream type.
+pub async fn handshake(
+    mut transport: Transport,
+    params: &AttemptParams,
+    deflate: Option<&DeflateConfig>,
+) -> Result<Opened, ConnError> {
+    let invalid = |e: &dyn std::fmt::Display| ConnError::new(errors::ERR_HANDSHAKE, e.to_string());
+    let (request, key) = generate_request(build_request(params, deflate)?).map_err(|e| invalid(&e))?;
+    let io_err =
+        |e: std::io::Error| tls::tls_failure(e).unwrap_or_else(|e| ConnError::new(errors::ERR_CONNECT, e.to_string()));
+    transport.write_all(&request).await.map_err(io_err)?;
+    transport.flush().await.map_err(io_err)?;
+    let mut buf = BytesMut::with_capacity(1024);
+    let (head, response) = loop {
+        if transport.read_buf(&mut buf).await.map_err(io_err)? == 0 {
+            return Err(ConnError::new(
+                errors::ERR_HANDSHAKE,
+                "the server closed the connection during the upgrade",
+            ));
+        }
+        if let Some((len, response)) = Response::try_parse(&buf).map_err(|e| invalid(&e))? {
+            // The rest of the read buffer keeps the first frames; the head shares its memory.
+            break (buf.split_to(len).freeze(), response);
+        }
+        if buf.len() > MAX_RESPONSE_HEAD {
+            return Err(invalid(&"the upgrade response head is too large"));
+        }
+    };
+    if response.status().as_u16() >= 400 {
+        // A refusal: its body says why (redirects, which are followed or fail on their status, are not read).
+        let mut err = rejected(&response);
+        let body = body::read(&mut transport, buf, body::Framing::of(response.headers())).await;
+        err.body = (!body.is_empty()).then_some(body);
+        return Err(err);
+    }
+    let (protocol, deflate) = verify_response(&response, &key, &params.protocols, deflate)?;
+    Ok(Opened {
+        transport,
+        leftover: buf,
+        protocol,
+        head,
+        deflate,
+    })
+}
+
+/// What the server chose: a subprotocol, and permessage-deflate with its answer.
+type Chosen = (Option<String>, Option<(Negotiated, String)>);
+
+/// RFC 6455 §4.1's checks of the server's answer, and RFC 7692's of its extensions.
+fn verify_response(
+    response: &Response,
+    key: &str,
+    protocols: &[String],
+    deflate: Option<&DeflateConfig>,
+) -> Result<Chosen, ConnError> {
+    if response.status() != 101 {
+        return Err(rejected(response));
+    }
+    let fail = |m: String| Err(ConnError::new(errors::ERR_HANDSHAKE, m));
+    let headers = response.headers();
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let has_token = |name: &str, token: &str| {
+        header(name).is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+    };
+    if !has_token("upgrade", "websocket") {
+        return fail("the upgrade response has no `Upgrade: websocket`".into());
+    }
+    if !has_token("connection", "upgrade") {
+        return fail("the upgrade response has no `Connection: upgrade`".into());
+    }
+    if header("sec-websocket-accept") != Some(tungstenite::handshake::derive_accept_key(key.as_bytes()).as_str()) {
+        return fail("the server's Sec-WebSocket-Accept does not match our key".into());
+    }
+    let mut extensions = Vec::new();
+    for value in headers.get_all("sec-websocket-extensions") {
+        match value.to_str() {
+            Ok(v) if !v.trim().is_empty() => extensions.push(v.trim()),
+            Ok(_) => {}
+            Err(_) => return fail("the server's Sec-WebSocket-Extensions is not text".into()),
+        }
+    }
+    let answer = extensions.join(", ");
+    let negotiated = match deflate::negotiate(deflate, &answer) {
+        Ok(n) => n.map(|n| (n, answer)),
+        Err(why) => return fail(why),
+    };
+    let protocol = header("sec-websocket-protocol").map(str::to_owned);
+    match (&protocol, protocols.is_empty()) {
+        (None, false) => fail("the server chose none of our subprotocols".into()),
+        (Some(p), true) => fail(format!("the server chose a subprotocol we did not offer: {p}")),
+        (Some(p), false) if !protocols.contains(p) => {
+            fail(format!("the server chose a subprotocol we did not offer: {p}"))
+        }
+        _ => Ok((protocol, negotiated)),
+    }
+}
+
+fn build_request(
+    params: &AttemptParams,
+    deflate: Option<&DeflateConfig>,
+) -> Result<tungstenite::handshake::client::Request, ConnError> {
+    let invalid = |e: &dyn std::fmt::Display| ConnError::new(errors::ERR_HANDSHAKE, e.to_string());
+    // A `ws+unix:` request goes to its path, with `Host: localhost` (as Node's `http` sends it).
+    let mut request = match transport::unix_target(&params.url) {
+        Some((_, path)) => format!("ws://localhost{path}").into_client_request(),
+        None => params.url.as_str().into_client_request(),
+    }
+    .map_err(|e| invalid(&e))?;
+    let headers = request.headers_mut();
+    for (name, value) in &params.headers {
+        let name = tungstenite::http::HeaderName::from_bytes(name.as_bytes()).map_err(|e| invalid(&e))?;
+        let value = tungstenite::http::HeaderValue::from_str(value).map_err(|e| invalid(&e))?;
+        headers.append(name, value);
+    }
+    if !params.protocols.is_empty() {
+        let value = tungstenite::http::HeaderValue::from_str(&params.protocols.join(", ")).map_err(|e| invalid(&e))?;
+        headers.insert("sec-websocket-protocol", value);
+    }
+    if let Some(d) = deflate {
+        let value = tungstenite::http::HeaderValue::from_str(&d.offer()).map_err(|e| invalid(&e))?;
+        headers.insert("sec-websocket-extensions", value);
+    }
+    Ok(request)
+}
+
+/// A non-101 answer: its status, headers and `Retry-After` go to the policy.
+fn rejected(resp: &Response) -> ConnError {
+    let status = resp.status().as_u16();
+    let mut err = ConnError::new(
+        errors::ERR_HANDSHAKE,
+        format!("server answered the upgrade with HTTP {status}"),
+    );
+    err.status = Some(status);
+    err.headers = resp
+        .headers()
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_owned(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    if status == 429 || status == 503 {
+        err.retry_after_ms = resp
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_retry_after);
+    }
+    err
+}
+
+/// `Retry-After`: delay-seconds or an HTTP date, as milliseconds from now.
+pub fn parse_retry_after(value: &str) -> Option<u64> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(secs.saturating_mul(1000));
+    }
+    let when = httpdate::parse_http_date(value).ok()?;
+    Some(
+        when.duration_since(std::time::SystemTime::now())
+            .map_or(0, |d| d.as_millis() as u64),
+    )
+}
