@@ -17,8 +17,8 @@
 //! - `writer`, `reader`, `plain`, `direct`: the socket split for the driver and the JS thread:
 //!   the shared write side (with a `wss:` connection's TLS session), the shared read side, the
 //!   JS thread's socket watches;
-//! - `events`, `delivery`, `ask`: the events a client reports, and their coalesced delivery to JS
-//!   with the JS-thread registry; the questions an attempt asks the client's JS functions;
+//! - `events`, `event_values`, `delivery`, `ask`: the events a client reports, their JS values,
+//!   and their coalesced delivery to JS with the JS-thread registry; the questions an attempt asks the client's JS functions;
 //! - `errors`, `stats`, `queue`, `redact`, `napi_raw`: error codes, counters, the closable queue,
 //!   URLs without their credentials, and every raw N-API call.
 
@@ -37,6 +37,7 @@ pub mod delivery;
 pub mod direct;
 pub mod driver;
 pub mod errors;
+pub mod event_values;
 pub mod events;
 pub mod frame;
 pub mod machine;

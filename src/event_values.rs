@@ -1,0 +1,229 @@
+//! The JS values of the events a client reports: a message as a string or a Buffer (a run of
+//! them as one array or one Buffer), an error as an object with its code, each other event's
+//! payload as a plain value or a small object.
+
+use napi::bindgen_prelude::*;
+
+use crate::errors::ConnError;
+use crate::events::{JsEvent, PolicyInfo};
+use crate::napi_raw::{self, ArrayOf, Obj, Value};
+use crate::protocol::event as tag;
+
+/// A text message as a JS string: V8 copies an ASCII one as it is, and decodes UTF-8 otherwise.
+pub fn text_value(env: &Env, text: &str) -> Result<Value> {
+    if text.is_ascii() {
+        napi_raw::ascii_string(env, text)
+    } else {
+        napi_raw::to_js(env, text)
+    }
+}
+
+/// Binary messages from this size on are handed to JS without a copy.
+const ZERO_COPY_FROM: usize = 16 * 1024;
+
+/// A run of text messages as an array of strings, made here: N-API makes a string for about a
+/// third of what `Buffer#latin1Slice`/`utf8Slice` cost a call from JS, and `Array.of` takes them
+/// all at once (docs/performance.md).
+pub fn text_run(env: &Env, array_of: Option<&ArrayOf>, texts: &[JsEvent]) -> Result<Value> {
+    let count = texts.iter().map(JsEvent::messages).sum();
+    let mut strings = Vec::with_capacity(count);
+    for t in texts {
+        match t {
+            JsEvent::Text(one) => strings.push(text_value(env, one.as_str())?),
+            JsEvent::Texts(run) => {
+                for one in run.iter() {
+                    strings.push(text_value(env, one)?);
+                }
+            }
+            _ => {}
+        }
+    }
+    match array_of {
+        Some(of) => of.array(env, &strings),
+        None => napi_raw::array(env, &strings),
+    }
+}
+
+fn error_obj(env: &Env, e: &ConnError) -> Result<Value> {
+    let mut o = Obj::new(env)?;
+    o.set(c"code", e.code)?;
+    o.set(c"message", e.message.as_str())?;
+    if let Some(status) = e.status {
+        o.set(c"status", u32::from(status))?;
+        if !e.headers.is_empty() {
+            o.set_value(c"headers", headers_obj(env, &e.headers)?)?;
+        }
+        if let Some(body) = &e.body {
+            o.set_value(c"body", napi_raw::buffer_copy(env, body)?)?;
+        }
+    }
+    Ok(o.value)
+}
+
+/// A response's headers as an object: names lower-cased (as received from the parser), a repeated
+/// header's values joined with ", ".
+fn headers_obj(env: &Env, headers: &[(String, String)]) -> Result<Value> {
+    let mut joined: Vec<(&str, String)> = Vec::with_capacity(headers.len());
+    for (name, value) in headers {
+        match joined.iter_mut().find(|(n, _)| *n == name.as_str()) {
+            Some((_, v)) => {
+                v.push_str(", ");
+                v.push_str(value);
+            }
+            None => joined.push((name, value.clone())),
+        }
+    }
+    let mut h = Obj::new(env)?;
+    for (name, value) in joined {
+        let key = std::ffi::CString::new(name).unwrap_or_default();
+        h.set(&key, value)?;
+    }
+    Ok(h.value)
+}
+
+/// An event's tag and payload for JS.
+pub fn event_to_js(env: &Env, event: JsEvent) -> Result<(u32, Value)> {
+    let raw = env;
+    Ok(match event {
+        // `delivery` sends text runs itself; a lone one is the string.
+        JsEvent::Text(t) => (tag::TEXT, text_value(raw, t.as_str())?),
+        run @ JsEvent::Texts(_) => (tag::TEXT_BATCH, text_run(raw, None, &[run])?),
+        JsEvent::Binary(b) if b.len() >= ZERO_COPY_FROM => (tag::BINARY, napi_raw::external_buffer(raw, b)?),
+        JsEvent::Binary(b) => (tag::BINARY, napi_raw::buffer_copy(raw, &b)?),
+        JsEvent::Binaries(run) => (tag::BINARY_BATCH, napi_raw::buffer_copy(raw, &run.into_wire())?),
+        JsEvent::Connecting { attempt } => (tag::CONNECTING, napi_raw::to_js(raw, attempt)?),
+        // HTTP header bytes are Latin-1 to Node (`IncomingMessage`): one character each.
+        JsEvent::Upgrade(head) => (tag::UPGRADE, napi_raw::latin1_string(raw, &head)?),
+        // Payloads of the events every connection has are plain values where one will do: a
+        // fleet connecting or churning makes no garbage object per event.
+        JsEvent::Open {
+            protocol,
+            extensions: None,
+        } => (tag::OPEN, napi_raw::to_js(raw, protocol.unwrap_or_default())?),
+        JsEvent::Open {
+            protocol,
+            extensions: Some(extensions),
+        } => {
+            let mut o = Obj::new(raw)?;
+            o.set(c"protocol", protocol.unwrap_or_default())?;
+            o.set(c"extensions", extensions)?;
+            (tag::OPEN, o.value)
+        }
+        JsEvent::Error(e) => (tag::ERROR, error_obj(raw, &e)?),
+        JsEvent::Close {
+            code,
+            reason,
+            was_clean,
+            will_reconnect,
+            retries,
+        } => {
+            let mut o = Obj::new(raw)?;
+            o.set(c"code", u32::from(code))?;
+            o.set(c"reason", reason)?;
+            o.set(c"wasClean", was_clean)?;
+            o.set(c"willReconnect", will_reconnect)?;
+            o.set(c"retries", retries)?;
+            (tag::CLOSE, o.value)
+        }
+        JsEvent::Reconnecting { attempt, delay_ms } => {
+            let mut o = Obj::new(raw)?;
+            o.set(c"attempt", attempt)?;
+            o.set(c"delay", delay_ms as f64)?;
+            (tag::RECONNECTING, o.value)
+        }
+        JsEvent::GiveUp {
+            attempts,
+            reason,
+            last_error,
+        } => {
+            let mut o = Obj::new(raw)?;
+            o.set(c"reason", reason)?;
+            o.set(c"attempts", attempts)?;
+            let last = match last_error {
+                Some(e) => error_obj(raw, &e)?,
+                None => napi_raw::undefined(raw)?,
+            };
+            o.set_value(c"lastError", last)?;
+            (tag::GIVEUP, o.value)
+        }
+        JsEvent::DisconnectDone { discarded, upto } => {
+            let mut o = Obj::new(raw)?;
+            o.set(c"discarded", discarded)?;
+            o.set(c"upto", upto)?;
+            (tag::DISCONNECTED, o.value)
+        }
+        JsEvent::Ping(p) => (tag::PING, napi_raw::buffer_copy(raw, &p)?),
+        JsEvent::Pong(p) => (tag::PONG, napi_raw::buffer_copy(raw, &p)?),
+        JsEvent::Sent => (tag::SENT, napi_raw::undefined(raw)?),
+        JsEvent::Redirect(url) => (tag::REDIRECT, napi_raw::to_js(raw, url)?),
+        JsEvent::Lookup { request, host, family } => {
+            let mut o = Obj::new(raw)?;
+            o.set(c"request", request as f64)?;
+            o.set(c"host", host)?;
+            o.set(c"family", u32::from(family))?;
+            (tag::LOOKUP, o.value)
+        }
+        JsEvent::Identity { request, host, chain } => {
+            let mut o = Obj::new(raw)?;
+            o.set(c"request", request as f64)?;
+            o.set(c"host", host)?;
+            let certificates = chain
+                .iter()
+                .map(|der| napi_raw::buffer_copy(raw, der))
+                .collect::<Result<Vec<_>>>()?;
+            o.set_value(c"chain", napi_raw::array(raw, &certificates)?)?;
+            (tag::IDENTITY, o.value)
+        }
+        JsEvent::Provide { id, attempt } => {
+            let mut o = Obj::new(raw)?;
+            o.set(c"id", id as f64)?;
+            o.set(c"attempt", attempt)?;
+            (tag::PROVIDE, o.value)
+        }
+        JsEvent::Decide {
+            id,
+            attempt,
+            info,
+            default,
+        } => {
+            let mut o = Obj::new(raw)?;
+            o.set(c"id", id as f64)?;
+            o.set(c"default", default)?;
+            let mut i = Obj::new(raw)?;
+            match info {
+                PolicyInfo::Close { code, reason } => {
+                    i.set(c"kind", "close")?;
+                    i.set(c"code", u32::from(code))?;
+                    i.set(c"reason", reason)?;
+                }
+                PolicyInfo::Handshake { status, headers } => {
+                    i.set(c"kind", "handshake")?;
+                    i.set(c"status", u32::from(status))?;
+                    i.set_value(c"headers", headers_obj(raw, &headers)?)?;
+                }
+                PolicyInfo::Error { code } => {
+                    i.set(c"kind", "error")?;
+                    i.set(c"code", code)?;
+                }
+            }
+            i.set(c"attempt", attempt)?;
+            o.set_value(c"info", i.value)?;
+            (tag::DECIDE, o.value)
+        }
+        JsEvent::Idle { gen, discarded, upto } => {
+            let mut o = Obj::new(raw)?;
+            o.set(c"gen", gen)?;
+            o.set(c"discarded", discarded)?;
+            o.set(c"upto", upto)?;
+            (tag::IDLE, o.value)
+        }
+        JsEvent::Warning { code, message } => {
+            let mut o = Obj::new(raw)?;
+            o.set(c"code", code)?;
+            o.set(c"message", message)?;
+            (tag::WARNING, o.value)
+        }
+        // Taken by `delivery` itself: it is for the JS thread, not for JS.
+        JsEvent::ReadIdle { .. } => return Err(Error::new(Status::GenericFailure, "not an event for JS")),
+    })
+}
