@@ -5,10 +5,12 @@
 // left listening would keep this test process alive after its last test.
 import { spawn } from 'node:child_process'
 import { once } from 'node:events'
+import type { AddressInfo } from 'node:net'
 import { fileURLToPath } from 'node:url'
 import test from 'ava'
+import { WebSocket, WebSocketServer } from 'ws'
 
-import { rawServer, wsServer } from './helpers.js'
+import { rawServer, until, wsServer } from './helpers.js'
 
 const child = fileURLToPath(new URL('./fixtures/child.cjs', import.meta.url))
 
@@ -115,6 +117,46 @@ test('worker threads read on their own event loop; terminating one mid-connectio
     code: 0,
     jsReaders: 0,
   })
+})
+
+test('worker threads terminated while a server floods their clients, plain and compressed: every connection closes, every counter returns to zero', async (t) => {
+  // The flood is bounded in count (100,000 messages a connection) and stops when the connection does.
+  const wss = new WebSocketServer({ host: '127.0.0.1', port: 0, perMessageDeflate: true })
+  await once(wss, 'listening')
+  let opened = 0
+  let open = 0
+  const text = 'x'.repeat(100)
+  const binary = Buffer.alloc(2000, 7) // past ws's 1 KiB threshold: compressed where negotiated
+  wss.on('connection', (socket) => {
+    opened++
+    open++
+    socket.on('close', () => open--)
+    let sent = 0
+    const pump = () => {
+      for (let k = 0; k < 256 && socket.readyState === WebSocket.OPEN && socket.bufferedAmount < 1 << 20 && sent < 100_000; k++) {
+        socket.send(sent++ % 2 ? text : binary)
+      }
+      if (socket.readyState === WebSocket.OPEN && sent < 100_000) setTimeout(pump, socket.bufferedAmount >= 1 << 20 ? 5 : 0)
+    }
+    pump()
+  })
+  t.teardown(() => new Promise<void>((r) => wss.close(() => r())))
+  const port = (wss.address() as AddressInfo).port
+  const r = await run('workers-terminated-while-flooded', `ws://127.0.0.1:${port}/`)
+  t.is(r.code, 0, r.stderr)
+  t.is(r.stderr, '')
+  t.is(opened, 6, 'two clients in each of three workers connected')
+  t.like(r.reports[0], { done: true, codes: [1, 1, 1] })
+  t.like(r.reports[0].stats, {
+    liveClients: 0,
+    runningTasks: 0,
+    openConnections: 0,
+    ioBuffers: 0,
+    deflateContexts: 0,
+    jsReaders: 0,
+    heartbeats: 0,
+  })
+  await until(() => open === 0, 'the server saw every connection close')
 })
 
 test('REDIAL_WS_DIRECT_READ=0: everything is read on the tokio side', async (t) => {
