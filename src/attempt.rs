@@ -114,6 +114,7 @@ async fn connect(
     }
 }
 
+/// One hop: the byte stream to `params.url` (TCP, a proxy, TLS), then the upgrade over it.
 async fn dial_and_upgrade(cfg: &ConnConfig, params: &AttemptParams) -> Result<Opened, ConnError> {
     let transport = transport::open(
         &params.url,
