@@ -8,13 +8,12 @@
 import { spawn } from 'node:child_process'
 import { once } from 'node:events'
 import { constants } from 'node:buffer'
-import { createCipheriv, createDecipheriv, createHash, createHmac } from 'node:crypto'
+import { createHash } from 'node:crypto'
 import type net from 'node:net'
-import { Duplex } from 'node:stream'
-import tls from 'node:tls'
 import { fileURLToPath } from 'node:url'
 import test, { type ExecutionContext } from 'ava'
 
+import { APPLICATION_DATA, HANDSHAKE, sessionTickets, tls13Server } from '../bench/lib/tls13.js'
 import { makeCerts } from './certs.js'
 import { acceptUpgrade, peakRssOf, rawServer, type RawPeer } from './helpers.js'
 
@@ -475,90 +474,18 @@ test.serial('a text message longer than buffer.constants.MAX_STRING_LENGTH ends 
  */
 async function ticketFlooder(floodMs: number, maxBytes: number) {
   const certs = makeCerts({})
-  const expandLabel = (secret: Buffer, label: string, len: number) => {
-    const l = Buffer.from(`tls13 ${label}`)
-    const info = Buffer.concat([Buffer.from([len >> 8, len & 255, l.length]), l, Buffer.from([0, 1])])
-    return createHmac('sha256', secret).update(info).digest().subarray(0, len)
-  }
-  const nonce = (iv: Buffer, seq: number) => {
-    const n = Buffer.from(iv)
-    const s = Buffer.alloc(8)
-    s.writeBigUInt64BE(BigInt(seq))
-    for (let i = 0; i < 8; i++) n[4 + i] ^= s[i]
-    return n
-  }
-  const seal = (key: Buffer, iv: Buffer, seq: number, type: number, content: Buffer) => {
-    const inner = Buffer.concat([content, Buffer.from([type])])
-    const header = Buffer.from([0x17, 3, 3, (inner.length + 16) >> 8, (inner.length + 16) & 255])
-    const c = createCipheriv('aes-128-gcm', key, nonce(iv, seq))
-    c.setAAD(header)
-    return Buffer.concat([header, c.update(inner), c.final(), c.getAuthTag()])
-  }
-  const opens = (key: Buffer, iv: Buffer, seq: number, record: Buffer) => {
-    try {
-      const d = createDecipheriv('aes-128-gcm', key, nonce(iv, seq))
-      d.setAAD(record.subarray(0, 5))
-      d.setAuthTag(record.subarray(record.length - 16))
-      d.update(record.subarray(5, record.length - 16))
-      d.final()
-      return true
-    } catch {
-      return false
-    }
-  }
-  // NewSessionTicket (RFC 8446 §4.6.1): lifetime, age_add, an empty nonce, a 1-byte ticket, no
-  // extensions. Small, so that a record holds many: each costs the client more than the server.
-  const ticket = (i: number) => {
-    const body = Buffer.alloc(4 + 4 + 1 + 2 + 1 + 2)
-    body.writeUInt32BE(7200, 0)
-    body.writeUInt32BE(i, 4)
-    body.writeUInt16BE(1, 9)
-    body[11] = i & 255
-    return Buffer.concat([Buffer.from([4, 0, 0, body.length]), body])
-  }
-  const tickets = Buffer.concat(Array.from({ length: 900 }, (_, i) => ticket(i)))
+  const tickets = sessionTickets(900)
   let onFlood!: (f: Pumped) => void
   const flood = new Promise<Pumped>((r) => (onFlood = r))
   const peer = await rawServer((raw) => {
-    const written: Buffer[] = []
-    let partial = Buffer.alloc(0)
-    let ours = false
-    // OpenSSL's side of the TCP connection: its records are kept (to number ours after them)
-    // until the flood, when the socket becomes ours.
-    const wire = new Duplex({
-      read() {},
-      write(chunk: Buffer, _encoding, done) {
-        if (ours) return done()
-        partial = Buffer.concat([partial, chunk])
-        while (partial.length >= 5 && partial.length >= 5 + partial.readUInt16BE(3)) {
-          written.push(partial.subarray(0, 5 + partial.readUInt16BE(3)))
-          partial = partial.subarray(5 + partial.readUInt16BE(3))
-        }
-        raw.write(chunk, () => done())
-      },
-    })
-    raw.on('data', (d) => wire.push(d))
-    raw.on('end', () => wire.push(null))
-    const context = tls.createSecureContext({ key: certs.key, cert: certs.cert, minVersion: 'TLSv1.3', ciphers: 'TLS_AES_128_GCM_SHA256' })
-    const socket = new tls.TLSSocket(wire, { isServer: true, secureContext: context })
-    let secret: Buffer | undefined
-    socket.on('keylog', (line: Buffer) => {
-      const [label, , hex] = line.toString('latin1').trim().split(' ')
-      if (label === 'SERVER_TRAFFIC_SECRET_0') secret = Buffer.from(hex, 'hex')
-    })
-    socket.on('error', () => {})
+    const { socket, takeOver } = tls13Server(raw, certs)
     acceptUpgrade(socket as unknown as net.Socket, (ws) => {
       ws.write(Buffer.from([0x81, 2, ...Buffer.from('hi')]))
       ws.once('data', () => {
-        ours = true
-        const key = expandLabel(secret!, 'key', 16)
-        const iv = expandLabel(secret!, 'iv', 12)
-        const sealed = written.filter((r) => r[0] === 0x17)
-        // Records under the handshake keys do not open with these: ours follow the rest.
-        let seq = sealed.length - sealed.findIndex((r) => opens(key, iv, 0, r))
-        raw.write(seal(key, iv, seq++, 0x17, Buffer.from([0x81, 8, ...Buffer.from('flooding')])))
-        pump(raw, () => seal(key, iv, seq++, 0x16, tickets), maxBytes, floodMs).then((out) => {
-          if (out.completed) raw.write(seal(key, iv, seq++, 0x17, Buffer.from([0x81, 3, ...Buffer.from('end')])))
+        const seal = takeOver()
+        raw.write(seal(APPLICATION_DATA, Buffer.from([0x81, 8, ...Buffer.from('flooding')])))
+        pump(raw, () => seal(HANDSHAKE, tickets), maxBytes, floodMs).then((out) => {
+          if (out.completed) raw.write(seal(APPLICATION_DATA, Buffer.from([0x81, 3, ...Buffer.from('end')])))
           onFlood(out)
         })
       })

@@ -25,6 +25,9 @@ const { fork } = require('node:child_process')
 const fs = require('node:fs')
 const net = require('node:net')
 const path = require('node:path')
+const os = require('node:os')
+const { makeCerts } = require('./lib/certs')
+const { tls13Server, sessionTickets, HANDSHAKE, APPLICATION_DATA } = require('./lib/tls13')
 const { OP_TEXT, OP_BINARY, OP_PING, encodeFrame, repeatFrames, acceptUpgrade } = require('./lib/wsraw')
 
 const MiB = 1024 * 1024
@@ -74,6 +77,15 @@ function scenarios(scale) {
       client: {},
       unit: 'messages',
     },
+    {
+      // TLS records that bring no data: nothing reaches the listener, and rustls limits their number nowhere.
+      id: 'tickets',
+      title: `TLS 1.3 session tickets at line rate, \`wss:\` (${n(700)} MB or ${n(10)} s)`,
+      server: { kind: 'tickets', maxBytes: n(700e6), maxMs: n(10_000) },
+      client: { tls: true },
+      unit: 'messages',
+      sentUnit: 'tickets',
+    },
   ]
 }
 
@@ -97,10 +109,65 @@ function chunkOf(kind) {
   return { chunk: repeatFrames(opcode, payload, Math.max(1, Math.floor((2 * MiB) / one.length))), one }
 }
 
+/**
+ * Writes `next()` to `socket` as fast as the client takes it, for `cfg.maxBytes` or `cfg.maxMs`,
+ * then `last()`; reports what was sent (`frames(bytes, chunks)` of it) once it stops, or once the
+ * client goes first (ws does, when it has too many pongs pending).
+ */
+function flood(socket, cfg, send, next, last, frames) {
+  const t0 = performance.now()
+  let bytes = 0
+  let chunks = 0
+  let reported = false
+  const report = () => {
+    if (reported) return
+    reported = true
+    send({ type: 'sent', frames: frames(bytes, chunks), bytes, ms: performance.now() - t0 })
+  }
+  socket.on('close', report)
+  const pump = () => {
+    for (;;) {
+      if (socket.destroyed) return report()
+      if (bytes >= cfg.maxBytes || performance.now() - t0 >= cfg.maxMs) {
+        report()
+        socket.write(last())
+        return
+      }
+      const chunk = next()
+      bytes += chunk.length
+      chunks++
+      if (!socket.write(chunk)) return void socket.once('drain', pump)
+    }
+  }
+  pump()
+}
+
+/**
+ * A `wss:` server that upgrades, sends "hi" and, once the client echoes it (by then OpenSSL has
+ * written all it will), sends TLS 1.3 session tickets it seals itself (bench/lib/tls13.js), 900 to
+ * a record, for `maxBytes` or `maxMs`, then "end".
+ */
+function serveTickets(cfg, send) {
+  const pem = { key: fs.readFileSync(cfg.keyFile), cert: fs.readFileSync(cfg.certFile) }
+  const TICKETS = 900
+  const tickets = sessionTickets(TICKETS)
+  return net.createServer({ noDelay: true }, (raw) => {
+    raw.on('error', () => {})
+    const { socket, takeOver } = tls13Server(raw, pem)
+    acceptUpgrade(socket, () => {
+      socket.write(encodeFrame(OP_TEXT, Buffer.from('hi')))
+      socket.once('data', () => {
+        const seal = takeOver()
+        flood(raw, cfg, send, () => seal(HANDSHAKE, tickets), () => seal(APPLICATION_DATA, END), (_, records) => records * TICKETS)
+      })
+    })
+  })
+}
+
 function serve(cfg) {
   const send = (m) => process.send && process.send(m)
   process.on('disconnect', () => process.exit(0))
-  const server = net.createServer({ noDelay: true }, (socket) => {
+  const server = cfg.kind === 'tickets' ? serveTickets(cfg, send) : net.createServer({ noDelay: true }, (socket) => {
     socket.on('error', () => {})
     acceptUpgrade(socket, () => {
       if (cfg.kind === 'pings-noread') {
@@ -118,30 +185,8 @@ function serve(cfg) {
       // The message the fragments belong to begins (text, not the last frame, empty); it ends before "end".
       const [begin, finish] = cfg.frame === 'fragment' ? [Buffer.from([0x01, 0x00]), Buffer.from([0x80, 0x00])] : []
       if (begin) socket.write(begin)
-      const t0 = performance.now()
-      let bytes = 0
-      let reported = false
-      const report = () => {
-        if (reported) return
-        reported = true
-        send({ type: 'sent', frames: Math.floor(bytes / one.length), bytes, ms: performance.now() - t0 })
-      }
-      // The client may end the connection first (ws does, when it has too many pongs pending).
-      socket.on('close', report)
-      const pump = () => {
-        for (;;) {
-          if (socket.destroyed) return report()
-          if (bytes >= cfg.maxBytes || performance.now() - t0 >= cfg.maxMs) {
-            report()
-            if (finish) socket.write(finish)
-            socket.write(END)
-            return
-          }
-          bytes += chunk.length
-          if (!socket.write(chunk)) return void socket.once('drain', pump)
-        }
-      }
-      pump()
+      const finished = finish ? Buffer.concat([finish, END]) : END
+      flood(socket, cfg, send, () => chunk, () => finished, (bytes) => Math.floor(bytes / one.length))
     })
   })
   server.listen({ host: '127.0.0.1', port: 0 }, () => send({ type: 'listening', port: server.address().port }))
@@ -158,10 +203,10 @@ function highWaterMark() {
   }
 }
 
-function connectPeer(peer, url, h) {
+function connectPeer(peer, url, h, ca) {
   if (peer === 'redial-ws') {
     const { ReconnectingWebSocket } = require('..')
-    const c = new ReconnectingWebSocket(url, { maxRetries: 0, pingInterval: 0 })
+    const c = new ReconnectingWebSocket(url, { maxRetries: 0, pingInterval: 0, ...(ca && { tls: { ca } }) })
     c.on('open', h.onOpen)
     c.on('ping', h.onPing)
     c.on('message', h.onMessage)
@@ -170,7 +215,7 @@ function connectPeer(peer, url, h) {
     return c
   }
   const WebSocket = require('ws')
-  const ws = new WebSocket(url, { perMessageDeflate: false })
+  const ws = new WebSocket(url, { perMessageDeflate: false, ...(ca && { ca }) })
   ws.on('open', h.onOpen)
   ws.on('ping', h.onPing)
   // Like bench/peers/ws.js: text is handed to the listener as a string, as redial-ws does.
@@ -234,7 +279,9 @@ function client(cfg) {
       process.exit(0)
     }
   }
-  connectPeer(cfg.peer, `ws://127.0.0.1:${cfg.port}/`, {
+  const ca = cfg.caFile && fs.readFileSync(cfg.caFile)
+  const url = ca ? `wss://localhost:${cfg.port}/` : `ws://127.0.0.1:${cfg.port}/`
+  const peer = connectPeer(cfg.peer, url, {
     onOpen: () => (opened = true),
     onPing: () => {
       pings++
@@ -243,6 +290,8 @@ function client(cfg) {
     onMessage: (data, isBinary) => {
       lastEventAt = performance.now()
       if (!isBinary && data === 'end') return finish('end')
+      // The `wss:` server's cue (bench/lib/tls13.js): echoed, not counted.
+      if (ca && !isBinary && data === 'hi') return peer.send('hi')
       messages++
       if (busyMs > 0) {
         const until = performance.now() + busyMs
@@ -253,7 +302,7 @@ function client(cfg) {
       closeCode = typeof info === 'number' ? info : info && info.code
       finish('closed')
     },
-  })
+  }, ca)
   if (cfg.quietMs) {
     setInterval(() => {
       if (opened && performance.now() - lastEventAt > cfg.quietMs) finish('quiet')
@@ -383,7 +432,7 @@ function runClient(config, opts) {
 const fmt = (x, d = 0) => (x === null || x === undefined || !Number.isFinite(x) ? 'n/a' : x.toFixed(d))
 
 function row(s, peer, r, sent) {
-  const out = sent ? ` / ${Math.round(sent.frames).toLocaleString('en-US')} sent` : ''
+  const out = sent ? ` / ${Math.round(sent.frames).toLocaleString('en-US')} ${s.sentUnit ? `${s.sentUnit} ` : ''}sent` : ''
   if (r.result) {
     const handled = s.unit === 'pings' ? r.result.pings : r.result.messages
     const how = r.result.how
@@ -401,7 +450,7 @@ async function main() {
   const peers = ['redial-ws', 'ws'].filter((p) => !args.peers || args.peers.includes(p))
   const list = scenarios(args.scale).filter((s) => !args.only || args.only.includes(s.id))
   if (!peers.length || !list.length) {
-    console.error('nothing selected: --only ping-noread,ping-read,bin64k-slow,text64 --peers redial-ws,ws')
+    console.error(`nothing selected: --only ${scenarios(1).map((x) => x.id).join(',')} --peers redial-ws,ws`)
     process.exit(2)
   }
   const versions = {
@@ -413,11 +462,18 @@ async function main() {
     '| scenario | client | RSS growth (MiB) | longest event-loop stall (ms) | messages/pings handled |',
     '| --- | --- | ---: | ---: | --- |',
   ]
+  let certs = null
+  if (list.some((s) => s.client.tls)) {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'redial-hostile-'))
+    process.on('exit', () => fs.rmSync(dir, { recursive: true, force: true }))
+    certs = makeCerts(dir)
+  }
   let failures = 0
   for (const s of list) {
     for (const peer of peers) {
-      const server = await startServer(s.server)
-      const r = await runClient({ ...s.client, peer, port: server.port }, args)
+      const tlsFiles = s.client.tls ? { server: { keyFile: certs.keyFile, certFile: certs.certFile }, client: { caFile: certs.caFile } } : { server: {}, client: {} }
+      const server = await startServer({ ...s.server, ...tlsFiles.server })
+      const r = await runClient({ ...s.client, ...tlsFiles.client, peer, port: server.port }, args)
       // A server whose client went away reports what it sent as it sees the connection close.
       if (!server.child.sent) {
         await new Promise((resolve) => {
