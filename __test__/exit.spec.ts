@@ -147,6 +147,8 @@ test('worker threads terminated while a server floods their clients, plain and c
   t.is(r.stderr, '')
   t.is(opened, 6, 'two clients in each of three workers connected')
   t.like(r.reports[0], { done: true, codes: [1, 1, 1] })
+  t.like(r.reports[0].before, { liveClients: 6, openConnections: 6 }, 'all six open while the floods ran')
+  t.true(r.reports[0].before.deflateContexts > 0, 'permessage-deflate negotiated')
   t.like(r.reports[0].stats, {
     liveClients: 0,
     runningTasks: 0,
