@@ -523,18 +523,23 @@ const unseenFloods = [
   ['a message in empty fragments', fragmentFlooder],
 ] as const
 
+/** The `unseen` child against `flooder`'s server, until `until`: what the server sent, and the child's report if it survived. */
+async function unseenRun(t: ExecutionContext, flooder: (typeof unseenFloods)[number][1], floodMs: number, until: 'flooding' | 'end') {
+  const server = await flooder(floodMs, 2 ** 30)
+  const r = await runChild('unseen', server.peer.port, { ca: server.ca, until, maxFragments: 0 })
+  const flood = await server.flood
+  await server.peer.close()
+  t.log('server sent', flood)
+  return { flood, rep: survived(t, r) ? r.report : undefined }
+}
+
 for (const [what, flooder] of unseenFloods) {
   test.serial(`${what}, without end: disconnect() resolves while they come, the event loop keeps turning`, async (t) => {
     // Before the bounds, the driver's read went on for as long as they came (decrypting tickets,
     // or taking fragments): it never returned to take disconnect()'s command.
     const FLOOD_MS = 8_000
-    const server = await flooder(FLOOD_MS, 2 ** 30)
-    const r = await runChild('unseen', server.peer.port, { ca: server.ca, until: 'flooding', maxFragments: 0 })
-    const flood = await server.flood
-    await server.peer.close()
-    t.log('server sent', flood)
-    if (!survived(t, r)) return
-    const rep = r.report
+    const { flood, rep } = await unseenRun(t, flooder, FLOOD_MS, 'flooding')
+    if (!rep) return
     t.true(rep.opened)
     t.is(rep.how, 'flooding', `the client never saw the flood start; errors: ${rep.errors.join(', ')}`)
     t.true(flood.bytes > 0, 'the server flooded')
@@ -548,13 +553,8 @@ for (const [what, flooder] of unseenFloods) {
     // The client does not disconnect: it reads the flood to its end. Before the bounds, the JS
     // thread went on reading for as long as the socket had more (decrypting tickets, or taking
     // fragments): the event loop stood still for the whole flood.
-    const server = await flooder(3_000, 2 ** 30)
-    const r = await runChild('unseen', server.peer.port, { ca: server.ca, until: 'end', maxFragments: 0 })
-    const flood = await server.flood
-    await server.peer.close()
-    t.log('server sent', flood)
-    if (!survived(t, r)) return
-    const rep = r.report
+    const { flood, rep } = await unseenRun(t, flooder, 3_000, 'end')
+    if (!rep) return
     t.is(rep.how, 'end', `the message after the flood never came; errors: ${rep.errors.join(', ')}`)
     t.true(flood.completed)
     t.true(rep.readOnJsThread, 'the flood began while the JS thread read the socket')
