@@ -8,6 +8,7 @@
 // A `ws` server with perMessageDeflate echoes each message; every client runs in a fresh process.
 const path = require('node:path')
 const { fork } = require('node:child_process')
+const { pageInOptimizingCompiler } = require('./peers/harness')
 
 const root = path.resolve(__dirname, '..')
 const HEARTBEAT_MS = 1000
@@ -41,12 +42,7 @@ async function measure(peer, port, count) {
     })
   const first = await open()
   await (lib ? first.disconnect() : new Promise((resolve) => first.once('close', resolve).close()))
-  // V8's optimizing compiler, paged in once per process (see harness.js, pageInOptimizingCompiler).
-  const step = (x) => (x * 31) ^ (x >>> 3)
-  let acc = 0
-  for (let i = 0; i < 5e6; i++) acc = step(acc + i)
-  globalThis.__benchWarmUp = acc
-  await sleep(500)
+  await pageInOptimizingCompiler()
   await settleGc()
   const base = process.memoryUsage().rss
   const perConn = () => (process.memoryUsage().rss - base) / 1024 / count
