@@ -8,20 +8,13 @@
 // A `ws` server with perMessageDeflate echoes each message; every client runs in a fresh process.
 const path = require('node:path')
 const { fork } = require('node:child_process')
-const { pageInOptimizingCompiler } = require('./peers/harness')
+const { pageInOptimizingCompiler, settleGc } = require('./peers/harness')
 
 const root = path.resolve(__dirname, '..')
 const HEARTBEAT_MS = 1000
 const MESSAGE = JSON.stringify(Array.from({ length: 100 }, (_, i) => ({ id: i, name: `item ${i}`, tags: ['a', 'b'] }))).slice(0, 4096)
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
-
-async function settleGc() {
-  for (let i = 0; i < 4; i++) {
-    global.gc()
-    await sleep(50)
-  }
-}
 
 function serve() {
   const { WebSocketServer } = require(path.join(root, 'node_modules', 'ws'))
@@ -80,6 +73,11 @@ async function main() {
   }
   const count = arg('--clients', 1000)
   const runs = arg('--runs', 2)
+  if (!(Number.isInteger(count) && count > 0 && Number.isInteger(runs) && runs > 0)) {
+    console.error('usage: node bench/deflate-cost.js [--clients N] [--runs R] (positive integers)')
+    process.exitCode = 2
+    return
+  }
   const server = fork(__filename, ['server'])
   const port = await new Promise((resolve) => server.once('message', resolve))
   try {

@@ -593,4 +593,4 @@ async function main(adapter) {
   process.exit(msg.ok ? 0 : 1)
 }
 
-module.exports = { main, now, latencySummary, pageInOptimizingCompiler }
+module.exports = { main, now, latencySummary, pageInOptimizingCompiler, settleGc }
