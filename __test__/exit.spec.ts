@@ -157,6 +157,7 @@ test('worker threads terminated while a server floods their clients, plain and c
     deflateContexts: 0,
     jsReaders: 0,
     heartbeats: 0,
+    recycledBytes: 0,
   })
   await until(() => open === 0, 'the server saw every connection close')
 })

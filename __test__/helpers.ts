@@ -162,7 +162,13 @@ export function forceGc(): void {
 export async function quiescent(): Promise<void> {
   await until(() => {
     const s = clientStats()
-    return s.openConnections === 0 && s.pendingReconnects === 0 && s.runningTasks === 0 && s.pendingAttempts === 0
+    return (
+      s.openConnections === 0 &&
+      s.pendingReconnects === 0 &&
+      s.runningTasks === 0 &&
+      s.pendingAttempts === 0 &&
+      s.recycledBytes === 0
+    )
   }, `stats back to zero: ${JSON.stringify(clientStats())}`)
 }
 

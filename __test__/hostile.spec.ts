@@ -122,7 +122,14 @@ function survived(t: ExecutionContext, r: Run): r is Run & { report: Report } {
 /** After disconnect() the client is fully gone: it resolved, and every process-wide counter is back to zero. */
 function cleanedUp(t: ExecutionContext, rep: Report): void {
   t.true(rep.disconnect.resolved, `disconnect() did not resolve (state ${rep.stateAtEnd ?? '?'})`)
-  t.like(rep.stats, { openConnections: 0, runningTasks: 0, pendingAttempts: 0, pendingReconnects: 0, ioBuffers: 0 })
+  t.like(rep.stats, {
+    openConnections: 0,
+    runningTasks: 0,
+    pendingAttempts: 0,
+    pendingReconnects: 0,
+    ioBuffers: 0,
+    recycledBytes: 0,
+  })
 }
 
 function bounded(t: ExecutionContext, rep: Report, maxStallMs = MAX_STALL_MS): void {

@@ -2,11 +2,11 @@
 // connection, however close events, connect() and reconnect() race; and disconnect() in every
 // state leaves no timer, task, connection or buffer behind by the time it resolves.
 import { createRequire } from 'node:module'
-import { setTimeout as delay } from 'node:timers/promises'
+import { setImmediate as tick, setTimeout as delay } from 'node:timers/promises'
 import test from 'ava'
 
 import { ReconnectingWebSocket, clientStats } from '../index.js'
-import { Recorder, acceptUpgrade, quiescent, rawServer, refusedPort, until, wsServer } from './helpers.js'
+import { Recorder, acceptUpgrade, collectUntil, forceGc, quiescent, rawServer, refusedPort, until, wsServer } from './helpers.js'
 
 const native = createRequire(import.meta.url)('../lib/native.js') as { testingStallDriverExit(ms: number): void }
 
@@ -287,5 +287,67 @@ test.serial('open connections hold no read or write buffer once traffic stops (i
   t.is(clientStats().openConnections, clients.length, 'the connections are still open')
   t.is(clients.reduce((n, c) => n + c.metrics.messagesSent, 0), clients.length)
   await Promise.all(clients.map((c) => c.disconnect()))
+  await quiescent()
+})
+
+test.serial('the buffers of large messages that JS frees are used again: at most 4 MiB kept, none once disconnect() resolves', async (t) => {
+  const size = 64 * 1024
+  const peer = await wsServer((socket) => {
+    socket.on('message', (d) => {
+      const payload = Buffer.alloc(size, 5)
+      for (let i = 0; i < Number(String(d)); i++) socket.send(payload, { binary: true })
+    })
+  })
+  t.teardown(() => peer.close())
+  await quiescent()
+  t.is(clientStats().recycledBytes, 0, 'nothing kept before a connection opens')
+  const client = new ReconnectingWebSocket(peer.url)
+  await new Recorder(client, ['open']).next('open') // not 'message': a Recorder keeps every message
+  let received = 0
+  let held: Buffer[] | null = null
+  client.on('message', (d) => {
+    received++
+    if (held) held.push(d as Buffer)
+  })
+  const burst = async (n: number) => {
+    const target = received + n
+    client.send(String(n))
+    await until(() => received === target, `${n} messages (have ${received})`, 20_000)
+  }
+
+  // 200 messages (12.8 MB), none kept by the listener: their Buffers' memory comes back as V8 frees them.
+  await burst(200)
+  await collectUntil(() => clientStats().recycledBytes > 0, 'freed payload buffers kept')
+  for (let i = 0; i < 5; i++) {
+    forceGc()
+    await tick()
+  }
+  const kept = clientStats().recycledBytes
+  t.log(`kept ${kept} bytes of 200 freed buffers of ${size} bytes`)
+  t.true(kept > 2 * 1024 * 1024 && kept <= 4 * 1024 * 1024, `between 2 and 4 MiB kept (${kept})`)
+
+  // 200 more, all kept alive by the listener: the messages take the pool's buffers, none comes back.
+  held = []
+  await burst(200)
+  t.is(clientStats().recycledBytes, 0, 'the kept buffers were used by the next messages')
+  t.true(held.every((b) => b.length === size && b[0] === 5 && b[size - 1] === 5), 'their contents are the new messages')
+
+  // A burst freed while the connection is open fills the pool again; disconnect() empties it.
+  held = null
+  await burst(100)
+  await collectUntil(() => clientStats().recycledBytes > 0, 'freed payload buffers kept again')
+  const lastHeld: Buffer[] = []
+  held = lastHeld
+  await burst(10)
+  held = null
+  await client.disconnect()
+  t.is(clientStats().recycledBytes, 0, 'emptied when the last connection ends')
+  t.is(lastHeld.length, 10)
+  lastHeld.length = 0
+  for (let i = 0; i < 5; i++) {
+    forceGc()
+    await tick()
+  }
+  t.is(clientStats().recycledBytes, 0, 'a buffer freed after that is not kept')
   await quiescent()
 })

@@ -30,6 +30,7 @@ use crate::events::{BinaryRun, JsEvent, Small, TextRun};
 use crate::frame::{self, Decoder, Incoming, WireError};
 use crate::outbox::{data_frame, data_len, Fate, Outbound, SendQueue, NO_TICKET};
 use crate::reader::{self, SharedReader};
+use crate::recycle;
 use crate::shared::Shared;
 use crate::stats::{self, Gauge, Heartbeats, IoBuffers, OpenConnections};
 use crate::tls::TlsOptions;
@@ -133,6 +134,8 @@ pub struct OpenConn {
     /// The client's metrics and read gate.
     shared: Arc<Shared>,
     _gauge: Gauge<OpenConnections>,
+    /// The pool of large payload buffers is kept while a connection is open.
+    _recycling: recycle::Holder,
 }
 
 /// Where the connection's frames come from.
@@ -401,6 +404,7 @@ impl OpenConn {
             inflater: negotiated.map(|n| Box::new(Decompressor::new(&n))),
             shared,
             _gauge: Gauge::<OpenConnections>::new(),
+            _recycling: recycle::Holder::new(),
         };
         (conn, sending)
     }

@@ -18,6 +18,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tungstenite::Utf8Bytes;
 
 use crate::errors::{self, ConnError};
+use crate::recycle;
 
 /// A message or control frame from the server.
 #[derive(Debug, PartialEq)]
@@ -487,14 +488,14 @@ impl Decoder {
                     return Ok(None);
                 }
                 self.after_direct = true;
-                Bytes::from(self.direct.take().expect("direct payload"))
+                recycle::into_bytes(self.direct.take().expect("direct payload"))
             } else if self.buf.len() >= h.len {
                 self.after_direct = false;
                 self.buf.split_to(h.len).freeze()
             } else if h.len >= DIRECT_FROM {
                 // Sized by what may arrive soon, not by what the header declares: the buffer
                 // grows as bytes come (`poll_read`), so a lying length allocates nothing.
-                let mut v = Vec::with_capacity(h.len.min(DIRECT_FIRST) + MAX_HEADER);
+                let mut v = recycle::take(h.len.min(DIRECT_FIRST) + MAX_HEADER);
                 v.extend_from_slice(&self.buf);
                 self.buf.clear();
                 self.direct = Some(v);

@@ -51,6 +51,7 @@ pub mod protocol;
 pub mod proxy;
 pub mod queue;
 pub mod reader;
+pub mod recycle;
 pub mod redact;
 pub mod redirect;
 pub mod resolve;
@@ -122,6 +123,9 @@ pub struct ClientStats {
     /// watched in the event loop from the moment the JS thread takes it until it gives it back
     /// or the connection ends.
     pub js_readers: f64,
+    /// Bytes of large received messages' buffers, freed by JS and kept for the next large
+    /// message: at most 4 MiB, and none once no connection is open.
+    pub recycled_bytes: f64,
 }
 
 #[napi]
@@ -139,6 +143,7 @@ pub fn client_stats() -> ClientStats {
         io_buffers: g.io_buffers.load(Relaxed) as f64,
         deflate_contexts: g.deflate_contexts.load(Relaxed) as f64,
         js_readers: g.js_readers.load(Relaxed) as f64,
+        recycled_bytes: recycle::held_bytes() as f64,
     }
 }
 
