@@ -17,8 +17,8 @@ use bytes::Bytes;
 
 /// The most the pool keeps.
 pub const MAX_BYTES: usize = 4 << 20;
-/// A larger buffer is freed (glibc maps allocations of this size on their own, and a message
-/// over 1 MiB grows its buffer as it arrives).
+/// A larger buffer is freed: a message over 1 MiB grows its buffer as it arrives (to any size),
+/// and one such buffer would be a quarter of the pool.
 const MAX_CAPACITY: usize = (1 << 20) + 64;
 /// A kept buffer serves a request for at least this share of its capacity (4/5): a small message
 /// does not hold a large buffer that V8 would count at the message's length.
@@ -27,7 +27,7 @@ const FIT_DEN: usize = 5;
 /// A request looks at the most recently returned buffers only.
 const SCAN: usize = 32;
 
-pub struct Pool {
+struct Pool {
     state: Mutex<State>,
 }
 
@@ -55,7 +55,8 @@ impl Pool {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        // Nothing here panics while holding the lock; a poisoned one is still consistent.
+        // Nothing panics while holding it (it is taken in `Drop`s too); were it poisoned, the
+        // state would still be consistent.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -106,7 +107,7 @@ impl Pool {
     fn release(&self) {
         let freed = {
             let mut st = self.lock();
-            st.holders -= 1;
+            st.holders = st.holders.saturating_sub(1);
             if st.holders > 0 {
                 return;
             }
