@@ -132,11 +132,16 @@ export async function refusedPort(): Promise<number> {
   return port
 }
 
-/** Waits until `cond()` holds, polling; fails with `what` after `ms`. For counters that have no event. */
-export async function until(cond: () => boolean, what: string, ms = 5_000): Promise<void> {
+/**
+ * Waits until `cond()` holds, polling; fails with `what` after `ms`. For counters that have no event.
+ * A function for `what` describes the state at the time of failure.
+ */
+export async function until(cond: () => boolean, what: string | (() => string), ms = 5_000): Promise<void> {
   const deadline = Date.now() + ms
   while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for: ${what}`)
+    if (Date.now() > deadline) {
+      throw new Error(`timed out after ${ms} ms waiting for: ${typeof what === 'function' ? what() : what}`)
+    }
     await delay(5)
   }
 }

@@ -215,24 +215,41 @@ test.serial("pause() and resume(), as ws's: the socket is not read while paused,
     }),
   )
   t.teardown(() => peer.close())
-  const client = new ReconnectingWebSocket(peer.url, { pingInterval: 50, pongTimeout: 50 })
+  // The server runs on this thread: after resume() it writes its backlog, and the pongs behind it,
+  // only as fast as the JS thread, busy with the messages, lets it. So the pong timeout is not
+  // tight, and the pause is made to outlast it.
+  const pongTimeout = 1_000
+  const client = new ReconnectingWebSocket(peer.url, { pingInterval: 50, pongTimeout })
   const got: string[] = []
   client.on('message', (data) => got.push(String(data).split(':')[0]))
   await client.opened()
+  const socket = [...peer.sockets][0]
+  const pings: number[] = []
+  socket.on('ping', () => pings.push(performance.now()))
   t.false(client.isPaused)
   client.pause()
   client.pause()
   t.true(client.isPaused)
+  const pausedAt = performance.now()
   client.send('go')
-  const socket = [...peer.sockets][0]
   // Not read: the server's messages wait in its own buffer, heartbeats and all.
   await until(() => socket.bufferedAmount > 4 * 1024 * 1024, `server-side backlog (${socket.bufferedAmount})`)
   t.true(client.metrics.messagesReceived < total / 2, `${client.metrics.messagesReceived} of ${total} read while paused`)
+  // Pings go on while paused, their pongs unread, for longer than the pong timeout.
+  await until(
+    () => pings.some((at) => at > pausedAt + pongTimeout + 100),
+    () => `a ping more than pongTimeout after pause() (${pings.length} so far, ${client.metrics.connects} connections)`,
+  )
   t.is(client.state, 'open', 'unread pongs are not a dead peer')
+  t.is(client.metrics.connectionErrors, 0)
   client.resume()
   t.false(client.isPaused)
-  await until(() => got.length === total, `all messages after resume() (${got.length})`)
+  await until(
+    () => got.length === total,
+    () => `all messages after resume() (${got.length}, ${client.metrics.connectionErrors} connection errors)`,
+  )
   t.deepEqual(got, Array.from({ length: total }, (_, i) => String(i)))
+  t.is(client.metrics.connects, 1, 'one connection throughout')
   await client.disconnect()
   t.like(clientStats(), { openConnections: 0, runningTasks: 0, ioBuffers: 0, jsReaders: 0 })
 })
