@@ -443,7 +443,7 @@ function allZero(t: ExecutionContext, what: string): void {
 
 async function settled(t: ExecutionContext): Promise<void> {
   await quiescent()
-  await until(() => clientStats().ioBuffers === 0 && clientStats().deflateContexts === 0, `buffers and zlib streams released: ${JSON.stringify(clientStats())}`)
+  await until(() => clientStats().ioBuffers === 0 && clientStats().deflateContexts === 0, () => `buffers and zlib streams released: ${JSON.stringify(clientStats())}`)
   allZero(t, 'at the end')
 }
 
@@ -1190,7 +1190,8 @@ test.serial("large compressed messages are inflated a step at a time: another cl
   // message of A held the worker, and so client B's round trips, for its whole length: about one
   // round trip of B per message of A whatever its size (4-8 during 7 messages of 32 MiB). In steps
   // of 256 KiB, B's go on between them, the more the longer A's messages are (115-201, Node 20 and
-  // 24, with and without two CPU hogs running).
+  // 24, with and without two CPU hogs running; 21 once, on Node 24 beside four). The bound, two a
+  // message, is above what inflating in one go allows.
   const COUNT = 8
   const SIZE = 32 * MiB
   const data = bomb(SIZE / MiB)
@@ -1217,7 +1218,7 @@ test.serial("large compressed messages are inflated a step at a time: another cl
   t.deepEqual(sizes, Array(COUNT).fill(SIZE), 'every message arrives whole')
   const during = tripsAtLast - tripsAtFirst
   t.log(`client B: ${during} round trips while A received ${COUNT - 1} messages of ${SIZE / MiB} MiB`)
-  t.true(during >= 4 * (COUNT - 1), `client B made ${during} round trips during ${COUNT - 1} messages of A`)
+  t.true(during >= 2 * (COUNT - 1), `client B made ${during} round trips during ${COUNT - 1} messages of A`)
   await clientA.disconnect()
   await b.client.disconnect()
   await settled(t)

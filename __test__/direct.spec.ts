@@ -197,10 +197,10 @@ for (const secure of [false, true]) {
       } else texts.push(String(d))
     })
     const before = native.testingDirectReads()
-    await until(() => texts.length === total, `${total} messages (have ${texts.length})`, 20_000)
+    await until(() => texts.length === total, () => `${total} messages (have ${texts.length})`, 20_000)
     t.deepEqual(texts, Array.from({ length: total }, (_, i) => `m${i}`))
     t.is(large, 8 * Math.ceil(total / 50))
-    await until(() => pongs === pings, `a pong for each of ${pings} pings (have ${pongs})`)
+    await until(() => pongs === pings, () => `a pong for each of ${pings} pings (have ${pongs})`)
     const direct = native.testingDirectReads() - before
     // Some on the JS thread; how many depends on how the bursts meet the socket (the pongs above prove
     // the hand-back: only the tokio side answers pings).
@@ -488,7 +488,7 @@ for (const secure of [false, true]) {
     serverWs!.send('still here')
     t.is(await r.next('message'), 'still here')
     server!.resume()
-    await until(() => got.length === total, `all ${total} messages (have ${got.length})`, 20_000)
+    await until(() => got.length === total, () => `all ${total} messages (have ${got.length})`, 20_000)
     t.true(got.every((n, i) => n === i), 'in order, none lost or doubled')
     await until(() => client.bufferedAmount === 0, 'nothing left to write')
     t.is(client.metrics.messagesSent, total)

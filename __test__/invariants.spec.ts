@@ -29,7 +29,7 @@ test.serial('a server that accepts and closes 200 times: never two timers, never
       await new Promise((r) => setImmediate(r))
     }
   })()
-  await until(() => peer.accepted >= 200, `200 connections (have ${peer.accepted})`, 30_000)
+  await until(() => peer.accepted >= 200, () => `200 connections (have ${peer.accepted})`, 30_000)
   await client.disconnect()
   sampling = false
   await sampler
@@ -244,7 +244,7 @@ test.serial('sends outrunning a peer that stopped reading are all written, in or
   // ~20 MiB of small frames: far more than the socket buffers hold while the peer does not read.
   for (let i = 0; i < total; i++) client.send(String(i).padStart(8, '0') + pad)
   server!.resume()
-  await until(() => got.length === total, `all ${total} messages (have ${got.length})`, 20_000)
+  await until(() => got.length === total, () => `all ${total} messages (have ${got.length})`, 20_000)
   t.true(got.every((n, i) => n === i), 'in order, none lost or doubled')
   t.is(client.metrics.messagesSent, total)
   await client.disconnect()
@@ -274,7 +274,7 @@ test.serial('open connections hold no read or write buffer once traffic stops (i
   // 16 MiB per client (the driver's write path: too big for the fast path) to a peer that does
   // not read: the socket buffers fill and the rest waits, framed, in the connection.
   for (const c of clients) c.send(big)
-  await until(() => clientStats().ioBuffers >= clients.length, `write buffers held while the peer does not read (${clientStats().ioBuffers})`)
+  await until(() => clientStats().ioBuffers >= clients.length, () => `write buffers held while the peer does not read (${clientStats().ioBuffers})`)
   // Cut short by a full socket: not sent yet, and still counted as buffered.
   for (const c of clients) {
     t.is(c.metrics.messagesSent, 0)
@@ -282,8 +282,8 @@ test.serial('open connections hold no read or write buffer once traffic stops (i
   }
   for (const s of sockets) s.resume()
   // The echo comes back as 4 MiB frames: read straight into their own allocation.
-  await until(() => echoed.every((n) => n === big.length), `every echo (${echoed})`, 20_000)
-  await until(() => clientStats().ioBuffers === 0, `buffers released (${clientStats().ioBuffers} held)`)
+  await until(() => echoed.every((n) => n === big.length), () => `every echo (${echoed})`, 20_000)
+  await until(() => clientStats().ioBuffers === 0, () => `buffers released (${clientStats().ioBuffers} held)`)
   t.is(clientStats().openConnections, clients.length, 'the connections are still open')
   t.is(clients.reduce((n, c) => n + c.metrics.messagesSent, 0), clients.length)
   await Promise.all(clients.map((c) => c.disconnect()))
@@ -312,7 +312,7 @@ test.serial('the buffers of large messages that JS frees are used again: at most
   const burst = async (n: number) => {
     const target = received + n
     client.send(String(n))
-    await until(() => received === target, `${n} messages (have ${received})`, 20_000)
+    await until(() => received === target, () => `${n} messages (have ${received})`, 20_000)
   }
 
   // 200 messages (12.8 MB), none kept by the listener: their Buffers' memory comes back as V8 frees them.

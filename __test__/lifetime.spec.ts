@@ -33,7 +33,7 @@ test.serial('abandoned connected clients keep working across GCs, then are colle
       await new Promise((r) => setImmediate(r))
     }
     for (const socket of peer.sockets) socket.send(`round ${round}`)
-    await until(() => received.count === 100 * round, `round ${round}: ${received.count} messages`)
+    await until(() => received.count === 100 * round, () => `round ${round}: ${received.count} messages`)
   }
   t.is(clientStats().liveClients, baseline.liveClients + 100, 'connected clients were not collected')
 

@@ -21,7 +21,7 @@ test.serial('messages(): for await, in order; a slow consumer stops the socket b
   t.is(String(first.value).split(':')[0], '0')
   const socket = [...peer.sockets][0]
   // The consumer is slow now: the server cannot flush because the client stopped reading.
-  await until(() => socket.bufferedAmount > 4 * 1024 * 1024, `server-side backlog (${socket.bufferedAmount})`)
+  await until(() => socket.bufferedAmount > 4 * 1024 * 1024, () => `server-side backlog (${socket.bufferedAmount})`)
   const read = client.metrics.messagesReceived
   // Read ahead of the consumer: its buffer (50), what was in flight to JS when it paused, and the
   // native in-flight bound (4 MiB) behind that: a fixed amount, whatever the server sends.
@@ -233,7 +233,7 @@ test.serial("pause() and resume(), as ws's: the socket is not read while paused,
   const pausedAt = performance.now()
   client.send('go')
   // Not read: the server's messages wait in its own buffer, heartbeats and all.
-  await until(() => socket.bufferedAmount > 4 * 1024 * 1024, `server-side backlog (${socket.bufferedAmount})`)
+  await until(() => socket.bufferedAmount > 4 * 1024 * 1024, () => `server-side backlog (${socket.bufferedAmount})`)
   t.true(client.metrics.messagesReceived < total / 2, `${client.metrics.messagesReceived} of ${total} read while paused`)
   // Pings go on while paused, their pongs unread, for longer than the pong timeout.
   await until(

@@ -162,7 +162,7 @@ test.serial('over wss: send() seals and writes on the JS thread; a peer that sto
   t.is(writes().atOnce, backedUp.atOnce, 'nothing goes ahead of the records waiting to be written')
   t.true(client.bufferedAmount >= 20 * 16 * 1024, `${client.bufferedAmount} bytes buffered`)
   socket!.resume()
-  await until(() => seqs.length === sent, `all ${sent} messages received (${seqs.length} so far)`, 20_000)
+  await until(() => seqs.length === sent, () => `all ${sent} messages received (${seqs.length} so far)`, 20_000)
   t.deepEqual(seqs, Array.from({ length: sent }, (_, i) => i), 'every message once, in order')
   await until(() => clientStats().ioBuffers === 0 && client.bufferedAmount === 0, 'the write buffers released once written')
   // And the connection still carries messages both ways.

@@ -256,7 +256,7 @@ test.serial('a server killed and restarted is reconnected; messages sent meanwhi
   }, port)
   await r.next('open')
   client.send('after')
-  await until(() => got.length === 101, `101 messages (have ${got.length})`)
+  await until(() => got.length === 101, () => `101 messages (have ${got.length})`)
   t.deepEqual(got, [...Array.from({ length: 100 }, (_, i) => `m${i}`), 'after'])
   await until(() => client.bufferedAmount === 0, 'everything written')
   t.is(client.metrics.queuedMessages, 0)

@@ -48,7 +48,7 @@ test.serial('a stream that is not read stops the socket being read; read again, 
   await until(() => peer.sockets.size === 1, 'the server has the connection')
   const socket = [...peer.sockets][0]
   // Nobody reads the stream: the server cannot flush, because the client stopped reading.
-  await until(() => socket.bufferedAmount > 4 * 1024 * 1024, `server-side backlog (${socket.bufferedAmount})`)
+  await until(() => socket.bufferedAmount > 4 * 1024 * 1024, () => `server-side backlog (${socket.bufferedAmount})`)
   t.true(client.metrics.messagesReceived < total / 2, `${client.metrics.messagesReceived} of ${total} read with nobody reading`)
   let n = 0
   for await (const chunk of duplex) {
