@@ -1224,6 +1224,43 @@ test.serial("large compressed messages are inflated a step at a time: another cl
   await settled(t)
 })
 
+test.serial("compressed data that inflates to nothing is read a step at a time too: another client's round trips go on", async (t) => {
+  // Empty deflate blocks (four in five bytes) inflate to nothing, so a step's output never fills:
+  // read in one go, 8 MiB of them held the worker, and client B, for the whole message (about
+  // 30 MB/s of input). A step reads at most 32 KiB of input; the bound is as above.
+  const COUNT = 4
+  const blocks = Buffer.from([0x02, 0x08, 0x20, 0x80, 0x00])
+  // The last byte starts the empty stored block that the message's trailer (00 00 ff ff) ends.
+  const data = Buffer.concat([Buffer.alloc(5 * Math.floor((8 * MiB) / 5)).fill(blocks), Buffer.from([0x00])])
+  const bytes = Buffer.concat(Array.from({ length: COUNT }, () => frame(2, data, { rsv1: true })))
+  const a = await deflatePeer(
+    () => 'permessage-deflate',
+    ({ socket }) => {
+      socket.write(bytes)
+    },
+  )
+  t.teardown(() => a.close())
+  const b = await roundTripper(t)
+  const clientA = owned(t, new ReconnectingWebSocket(a.url, { minDelay: 60_000 }))
+  const sizes: number[] = []
+  let tripsAtFirst = 0
+  const all = new Promise<number>((resolve) =>
+    clientA.on('message', (m) => {
+      if (sizes.push(Buffer.isBuffer(m) ? m.length : -1) === 1) tripsAtFirst = b.trips
+      if (sizes.length === COUNT) resolve(b.trips)
+    }),
+  )
+  const tripsAtLast = await all
+  b.tripping = false
+  t.deepEqual(sizes, Array(COUNT).fill(0), 'every message arrives, empty')
+  const during = tripsAtLast - tripsAtFirst
+  t.log(`client B: ${during} round trips while A received ${COUNT - 1} messages of 8 MiB of empty blocks`)
+  t.true(during >= 2 * (COUNT - 1), `client B made ${during} round trips during ${COUNT - 1} messages of A`)
+  await clientA.disconnect()
+  await b.client.disconnect()
+  await settled(t)
+})
+
 test.serial('a pong behind a message being inflated is not a missing pong: pings every 5 ms, pongTimeout 5 ms, two messages of 32 MiB', async (t) => {
   // Inflating a message takes several polls; nothing after it is read before it is whole, the
   // pongs to pings sent meanwhile included. Those polls must not take the pongs for missing.

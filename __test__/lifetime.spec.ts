@@ -72,6 +72,46 @@ test.serial('a client awaited inside a function survives GCs while connecting an
   await quiescent()
 })
 
+for (const [how, again] of [
+  ['reconnect()', (c: ReconnectingWebSocket) => c.reconnect()],
+  ['disconnect() then connect()', (c: ReconnectingWebSocket) => (c.disconnect(), c.connect())],
+  ['disconnect({ flush: true }) then connect()', (c: ReconnectingWebSocket) => (c.disconnect({ flush: true }), c.connect())],
+] as const) {
+  test.serial(`a connection started by ${how} keeps its abandoned client alive across GCs`, async (t) => {
+    const peer = await wsServer()
+    t.teardown(() => peer.close())
+    const baseline = clientStats()
+    const warnings: Error[] = []
+    const onWarning = (w: Error) => warnings.push(w)
+    process.on('warning', onWarning)
+    t.teardown(() => process.off('warning', onWarning))
+    const seen = { opens: 0, messages: 0 }
+    // Nothing but its connection refers to the client (the WeakRef does not keep it).
+    const ref = (() => {
+      const client = new ReconnectingWebSocket(peer.url, { minDelay: 60_000 })
+      client.on('open', () => {
+        if (++seen.opens === 1) again(client)
+      })
+      client.on('message', () => seen.messages++)
+      return new WeakRef(client)
+    })()
+    await until(() => seen.opens === 2 && peer.concurrent === 1, () => `${seen.opens} opens, ${peer.concurrent} connections`)
+    for (let i = 0; i < 5; i++) {
+      forceGc()
+      await new Promise((r) => setImmediate(r))
+    }
+    // Still there, and still working on its second connection.
+    for (const socket of peer.sockets) socket.send('after the GCs')
+    await until(() => seen.messages === 1 || ref.deref() === undefined, () => `${seen.messages} messages`)
+    t.is(seen.messages, 1)
+    t.not(ref.deref(), undefined, 'not collected')
+    t.is(clientStats().collectedWithoutDisconnect, baseline.collectedWithoutDisconnect)
+    t.deepEqual(warnings.map((w) => (w as Error & { code?: string }).code), [])
+    await ref.deref()?.disconnect()
+    await quiescent()
+  })
+}
+
 test.serial('thousands of connect/disconnect cycles stay within a fixed heap and RSS bound', async (t) => {
   const peer = await wsServer()
   t.teardown(() => peer.close())

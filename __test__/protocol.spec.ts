@@ -639,6 +639,62 @@ test.serial("a connection failed for a violation ends at the peer's TCP close, n
   t.is(clientStats().ioBuffers, 0)
 })
 
+test.serial("after the peer's close, what it sends is dropped unparsed and bounded: a peer that floods after its close frame is not waited for", async (t) => {
+  // Nothing may follow a close frame (RFC 6455 §5.5.1). A peer that sends its close and then 64 MiB
+  // of pings, never reading: the client answers the close, reads and drops a bounded amount, and
+  // ends the connection with the peer's code long before the flood is written (closeTimeout is a
+  // minute). Read on the driver: plain, with permessage-deflate, and through the TLS session.
+  const pings = Buffer.alloc(256 * 1024)
+  for (let i = 0; i < pings.length; i += 2) pings[i] = 0x89
+  const pumped = new Map<string, { bytes: number; completed: boolean }>()
+  const flooder = (name: string, extensions: string) => (s: net.Socket) =>
+    acceptUpgrade(
+      s,
+      (sock) => {
+        sock.pause()
+        sock.write(Buffer.from([0x88, 0x02, 0x03, 0xe8]))
+        const out = { bytes: 0, completed: false }
+        const go = () => {
+          while (!sock.destroyed && out.bytes < 64 * 2 ** 20) {
+            out.bytes += pings.length
+            if (!sock.write(pings)) return void sock.once('drain', go)
+          }
+          out.completed = !sock.destroyed
+          if (!pumped.has(name)) pumped.set(name, out)
+        }
+        sock.on('close', () => {
+          if (!pumped.has(name)) pumped.set(name, out)
+        })
+        go()
+      },
+      extensions,
+    )
+  const plain = await rawServer(flooder('plain', ''))
+  t.teardown(() => plain.close())
+  const compressing = await rawServer(flooder('deflate', 'Sec-WebSocket-Extensions: permessage-deflate\r\n'))
+  t.teardown(() => compressing.close())
+  const secure = tls.createServer({ key: certs.key, cert: certs.cert }, flooder('wss', '')).listen(0, '127.0.0.1')
+  await once(secure, 'listening')
+  t.teardown(() => new Promise<void>((resolve) => secure.close(() => resolve())))
+  const servers = [
+    ['plain', plain.url],
+    ['deflate', compressing.url],
+    ['wss', `wss://localhost:${(secure.address() as net.AddressInfo).port}/`],
+  ]
+  for (const [name, url] of servers) {
+    const c = new ReconnectingWebSocket(url, { minDelay: 60_000, closeTimeout: 60_000, tls: { ca: certs.ca } })
+    const r = new Recorder(c)
+    const close = await r.next('close')
+    t.like(close, { code: 1000, wasClean: true }, name)
+    await until(() => pumped.has(name), () => `${name}: the flood stopped`)
+    t.false(pumped.get(name)!.completed, `${name}: the server wrote all of its ${pumped.get(name)!.bytes} bytes`)
+    t.is(r.count('error'), 0, name)
+    await c.disconnect()
+  }
+  await quiescent()
+  t.is(clientStats().ioBuffers, 0)
+})
+
 test.serial('skipUTF8Validation: invalid UTF-8 in text and close reasons is decoded as Buffer#toString decodes it (U+FFFD), compressed or not', async (t) => {
   const invalid = [Buffer.from([0x68, 0x69, 0xff]), Buffer.from([0x61, 0xed, 0xa0, 0x80, 0xe2]), Buffer.from([0x82, 0xac, 0x7a, 0xe2, 0x82])]
   const reason = Buffer.from([0x62, 0xff])

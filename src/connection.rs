@@ -163,41 +163,50 @@ impl Drop for OpenConn {
 }
 
 /// A close frame went each way, or ours after a violation: the peer closes the TCP connection
-/// first (RFC 6455 §7.1.1), within `close_timeout`.
+/// first (RFC 6455 §7.1.1), within `close_timeout`. Nothing it sends meanwhile is parsed (nothing
+/// may follow a close frame, §5.5.1): it is read and dropped, `unread` bytes more at most, a turn
+/// at a time. Dropping the socket at once would leave the peer's bytes unread, so the kernel would
+/// reset the connection, and a reset can discard at the peer what we wrote last before it reads
+/// it: the echo of a message that came before the violation, our close frame itself. A peer that
+/// sends more than `CLOSING_UNREAD` after the close is not reading, or floods: either way it is
+/// not waited for.
 struct Closing {
     /// The code reported: the peer's (1005 without one), or the one we failed the connection with.
     code: u16,
     how: HowClosing,
     deadline: Pin<Box<Sleep>>,
+    /// What is still read and dropped at most before the connection ends without the peer's TCP close.
+    unread: usize,
 }
 
 enum HowClosing {
     /// The peer's close frame, answered (its reason).
     Peer(String),
-    /// We failed the connection (RFC 6455 §7.1.7): what the peer sends until its TCP close is read
-    /// and dropped, up to `unread` bytes more. Dropping the socket at once would leave the peer's
-    /// bytes unread, so the kernel would reset the connection, and a reset can discard at the peer
-    /// what we wrote last before it reads it: the echo of a message that came before the violation,
-    /// our close frame itself. A peer that sends more than `FAILED_UNREAD` after it is not reading.
-    Failed { error: ConnError, unread: usize },
+    /// We failed the connection (RFC 6455 §7.1.7).
+    Failed(ConnError),
 }
 
-/// What a failed connection reads and drops at most while it waits for the peer's TCP close: what
+/// What a closing connection reads and drops at most while it waits for the peer's TCP close: what
 /// a peer had on its way before it read our close frame (a socket's buffers, about).
-const FAILED_UNREAD: usize = 1 << 20;
+const CLOSING_UNREAD: usize = 1 << 20;
 /// What it reads in one poll at most, before other tasks have a turn.
-const FAILED_UNREAD_TURN: usize = 64 * 1024;
+const CLOSING_UNREAD_TURN: usize = 64 * 1024;
 
 impl Closing {
+    fn new(code: u16, how: HowClosing, close_timeout: Duration) -> Box<Closing> {
+        Box::new(Closing {
+            code,
+            how,
+            deadline: Box::pin(tokio::time::sleep(close_timeout)),
+            unread: CLOSING_UNREAD,
+        })
+    }
+
     fn end(self) -> Poll<IoEvent> {
         match self.how {
             HowClosing::Peer(reason) => ended(self.code, reason, true, None),
-            HowClosing::Failed { error, .. } => ended(self.code, String::new(), false, Some(error)),
+            HowClosing::Failed(error) => ended(self.code, String::new(), false, Some(error)),
         }
-    }
-
-    fn failed(&self) -> bool {
-        matches!(self.how, HowClosing::Failed { .. })
     }
 }
 
@@ -514,9 +523,6 @@ impl OpenConn {
     }
 
     fn poll_io_inner(&mut self, cx: &mut Context<'_>, cfg: &ConnConfig, events: &mut Vec<JsEvent>) -> Poll<IoEvent> {
-        if self.closing.as_ref().is_some_and(|c| c.failed()) {
-            return self.poll_failing(cx);
-        }
         if self.held.is_some() {
             if let Some(end) = self.release_held(cx) {
                 return end;
@@ -524,6 +530,9 @@ impl OpenConn {
             if self.held.is_some() {
                 return Poll::Pending;
             }
+        }
+        if self.closing.is_some() {
+            return self.poll_closing(cx);
         }
         if let Some(hb) = self.heartbeat.as_mut() {
             if hb.next_ping.as_mut().poll(cx).is_ready() {
@@ -575,7 +584,7 @@ impl OpenConn {
             };
             // A message being inflated comes before anything read after it.
             let inflating = self.inflater.as_ref().is_some_and(|i| i.inflating());
-            if self.closing.is_none() && !inflating {
+            if !inflating {
                 let small = |m: Small<'_>| JsEvent::push_small(events, m);
                 let max = TextRun::MAX_MESSAGE.min(BinaryRun::MAX_MESSAGE);
                 let taken = match (&mut self.input, shared_reader.as_ref(), shared_state.as_mut()) {
@@ -621,10 +630,6 @@ impl OpenConn {
                     // Any frame proves the peer alive.
                     if let Some(hb) = self.heartbeat.as_mut() {
                         hb.pong_deadline = None;
-                    }
-                    if self.closing.is_some() {
-                        // Nothing follows a close frame (RFC 6455 §5.5.1).
-                        continue;
                     }
                     let frame = match frame {
                         Incoming::Compressed { text, data } => {
@@ -676,9 +681,11 @@ impl OpenConn {
                         }
                         Incoming::Close(close) => {
                             read.flush();
-                            if self.hold(HeldEnd::Close(close), cfg) {
-                                break;
-                            }
+                            self.hold(HeldEnd::Close(close), cfg);
+                            // Nothing is parsed after a close frame (RFC 6455 §5.5.1): the next
+                            // poll waits for the peer's TCP close (`poll_closing`).
+                            n += 1;
+                            break;
                         }
                         // Started inflating above.
                         Incoming::Compressed { .. } => {}
@@ -688,9 +695,6 @@ impl OpenConn {
                         cx.waker().wake_by_ref();
                         break;
                     }
-                }
-                Poll::Ready(Err(WireError::Eof)) if self.closing.is_some() => {
-                    return self.closing.take().expect("closing").end();
                 }
                 Poll::Ready(Err(e @ (WireError::Eof | WireError::Io(_)))) => return self.ended_by(e),
                 Poll::Ready(Err(e)) => {
@@ -728,12 +732,6 @@ impl OpenConn {
         }
         if (n > 0 || self.held.is_some()) && !yielded {
             return Poll::Ready(IoEvent::Progress);
-        }
-        if let Some(c) = self.closing.as_mut() {
-            if c.deadline.as_mut().poll(cx).is_ready() {
-                // The close handshake is complete; only the peer's TCP close is late.
-                return self.closing.take().expect("closing").end();
-            }
         }
         // While a message is inflated, nothing after it is read: its pong may be among that.
         if let Some(hb) = self.heartbeat.as_mut().filter(|_| !yielded) {
@@ -810,11 +808,7 @@ impl OpenConn {
             }
         }
         let (code, reason) = close.unwrap_or((1005, String::new()));
-        self.closing = Some(Box::new(Closing {
-            code,
-            how: HowClosing::Peer(reason),
-            deadline: Box::pin(tokio::time::sleep(close_timeout)),
-        }));
+        self.closing = Some(Closing::new(code, HowClosing::Peer(reason), close_timeout));
     }
 
     /// The socket failed or the peer went away (`Eof`, `Io`).
@@ -829,7 +823,7 @@ impl OpenConn {
     }
 
     /// The peer broke the protocol (1002, 1007, 1009): we tell it why in our close frame and wait
-    /// `close_timeout` at most for its TCP close (see `HowClosing::Failed`).
+    /// `close_timeout` at most for its TCP close (see `Closing`).
     fn fail(&mut self, e: WireError, close_timeout: Duration) -> Poll<IoEvent> {
         let (error, code) = e.to_conn_error();
         // Not behind the rest of a large message framed in pieces: that could take long.
@@ -838,20 +832,14 @@ impl OpenConn {
             return self.ended_by(e);
         }
         frame::encode_close(code, &error.message, self.wbuf());
-        self.closing = Some(Box::new(Closing {
-            code,
-            how: HowClosing::Failed {
-                error,
-                unread: FAILED_UNREAD,
-            },
-            deadline: Box::pin(tokio::time::sleep(close_timeout)),
-        }));
+        self.closing = Some(Closing::new(code, HowClosing::Failed(error), close_timeout));
         Poll::Ready(IoEvent::Progress)
     }
 
-    /// A failed connection: writes our close frame, and drops what the peer sends until its TCP
-    /// close, the deadline or `FAILED_UNREAD` bytes. Ends with the failure either way.
-    fn poll_failing(&mut self, cx: &mut Context<'_>) -> Poll<IoEvent> {
+    /// A closing connection (see `Closing`): writes our close frame, and drops what the peer sends
+    /// until its TCP close, the deadline or `CLOSING_UNREAD` bytes. The deadline comes first: a
+    /// peer that keeps the socket readable must not keep it from being polled.
+    fn poll_closing(&mut self, cx: &mut Context<'_>) -> Poll<IoEvent> {
         // Past the deadline, or with a socket that fails to take our close, there is nothing to wait for.
         let timed_out = self
             .closing
@@ -859,13 +847,10 @@ impl OpenConn {
             .is_some_and(|c| c.deadline.as_mut().poll(cx).is_ready());
         if !timed_out && self.poll_write(cx).is_ok() {
             let unread = match self.closing.as_deref_mut() {
-                Some(Closing {
-                    how: HowClosing::Failed { unread, .. },
-                    ..
-                }) => unread,
-                _ => &mut 0,
+                Some(c) => &mut c.unread,
+                None => &mut 0,
             };
-            let turn = FAILED_UNREAD_TURN.min(*unread);
+            let turn = CLOSING_UNREAD_TURN.min(*unread);
             let mut budget = turn;
             let discarded = match &mut self.input {
                 Input::Own(own) => own.decoder.poll_discard(cx, &mut self.transport, &mut budget),

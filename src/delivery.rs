@@ -207,8 +207,14 @@ thread_local! {
     static REGISTRY: RefCell<Registry> = RefCell::new(Registry::default());
 }
 
+/// `None` once the thread's registry is gone (the environment is torn down), or while it is in
+/// use further up the stack: nothing that holds it calls JS (`build_batch`), so that is a bug, and
+/// better reported as the registry's absence than as a panic, which would abort the process.
 fn with_registry<R>(f: impl FnOnce(&mut Registry) -> R) -> Option<R> {
-    REGISTRY.try_with(|r| f(&mut r.borrow_mut())).ok()
+    REGISTRY
+        .try_with(|r| r.try_borrow_mut().ok().map(|mut r| f(&mut r)))
+        .ok()
+        .flatten()
 }
 
 /// Installs the module-level dispatchers for this JS thread; `direct_read`: the runtime's event
@@ -418,9 +424,9 @@ fn set_holding(r: &mut Registry, env: &Env, e: &mut Entry, active: bool, refd: b
     } else {
         r.holding -= 1;
     }
-    if r.holding == usize::from(after) {
+    if r.holding == usize::from(after) && !r.shutting_down {
         if let Some(t) = tsfn {
-            // Fails only for a released function (environment teardown), whose hold no longer matters.
+            // Fails only for a function Node released, whose hold no longer matters.
             let _ = napi_raw::set_tsfn_ref(env, t, after);
         }
     }
@@ -536,30 +542,32 @@ fn on_readable(env: &Env, id: u64, turn: u64) {
     direct::spent(messages, bytes, started.elapsed());
 }
 
+/// An event (or a run of one client's texts) whose effects on the registry are applied, and
+/// whose JS values are still to be made.
+enum Staged {
+    Texts(Vec<JsEvent>),
+    Event(JsEvent),
+}
+
 /// Turns queued events into the values of the flat JS batch (`client, tag, payload` for each),
 /// applying each event's effect on the registry (strong reference, loop hold) before JS sees it.
+/// The values are made once the registry is released: making them can run JS (a replaced
+/// `Array.of`, a setter some code put on `Object.prototype`), and that JS may call the addon.
 fn build_batch(env: &Env, batch: Vec<(u64, JsEvent)>) -> Result<Vec<Value>> {
-    let mut out = Vec::with_capacity(batch.len().min(BATCH_EVENTS) * 3);
-    let mut texts: Vec<JsEvent> = Vec::new();
-    with_registry(|r| -> Result<()> {
+    let mut staged: Vec<(Value, Staged)> = Vec::with_capacity(batch.len().min(BATCH_EVENTS));
+    let array_of = with_registry(|r| -> Result<Option<Rc<ArrayOf>>> {
         let mut events = batch.into_iter().peekable();
         while let Some((id, event)) = events.next() {
             // The hot path: a run of text messages of one client travels as one array of strings.
             if let JsEvent::Text(_) | JsEvent::Texts(_) = event {
+                let mut texts = Vec::new();
                 take_text_run(id, event, &mut events, &mut texts);
                 let Some(e) = r.clients.get_mut(&id) else { continue };
                 for t in &texts {
                     credit(&mut r.credits, &e.shared, t);
                 }
                 let Some(owner) = e.owner.get(env)? else { continue };
-                out.push(owner);
-                if let [JsEvent::Text(one)] = texts.as_slice() {
-                    out.push(napi_raw::to_js(env, tag::TEXT)?);
-                    out.push(text_value(env, one.as_str())?);
-                } else {
-                    out.push(napi_raw::to_js(env, tag::TEXT_BATCH)?);
-                    out.push(text_run(env, r.array_of.as_deref(), &texts)?);
-                }
+                staged.push((owner, Staged::Texts(texts)));
                 continue;
             }
             if let JsEvent::ReadIdle { reader, offer } = event {
@@ -570,7 +578,7 @@ fn build_batch(env: &Env, batch: Vec<(u64, JsEvent)>) -> Result<Vec<Value>> {
                 continue;
             }
             let owner = if let JsEvent::Warning { .. } = event {
-                None
+                napi_raw::undefined(env)?
             } else {
                 let Some(mut e) = r.clients.remove(&id) else { continue };
                 credit(&mut r.credits, &e.shared, &event);
@@ -581,54 +589,60 @@ fn build_batch(env: &Env, batch: Vec<(u64, JsEvent)>) -> Result<Vec<Value>> {
                         return Err(err);
                     }
                 };
-                let keep = owner.is_some()
-                    && match &event {
-                        JsEvent::Connecting { .. } => {
-                            set_conn(env, &mut e, true);
-                            true
-                        }
+                if owner.is_some() {
+                    match &event {
+                        JsEvent::Connecting { .. } => set_conn(env, &mut e, true),
                         // The connection is gone; a pending disconnect() still holds the client until it settles.
                         JsEvent::Close { .. } => {
                             direct::release(id);
                             set_conn(env, &mut e, false);
-                            true
                         }
-                        // A later disconnect() still pending keeps the client reachable.
-                        JsEvent::DisconnectDone { upto, .. } => {
-                            if *upto == e.disconnects {
-                                e.disconnecting = false;
-                                set_conn(env, &mut e, false);
-                            }
-                            true
+                        // A later disconnect() still pending keeps the client reachable. The driver
+                        // goes on (a connect() came): a connection it started since holds the client.
+                        JsEvent::DisconnectDone { upto, .. } if *upto == e.disconnects => {
+                            e.disconnecting = false;
+                            let conn = e.conn;
+                            set_conn(env, &mut e, conn);
                         }
                         JsEvent::Idle { gen, .. } if *gen == e.gen => {
                             e.disconnecting = false;
                             set_conn(env, &mut e, false);
                             let refd = e.refd;
                             set_holding(r, env, &mut e, false, refd);
-                            true
                         }
                         // A driver that was replaced reports its exit late: JS only settles a pending disconnect with it.
-                        JsEvent::Idle { .. } => true,
-                        _ => true,
-                    };
-                r.clients.insert(id, e);
-                if !keep {
-                    continue;
+                        _ => {}
+                    }
                 }
+                r.clients.insert(id, e);
+                let Some(owner) = owner else { continue };
                 owner
             };
-            let (tag, payload) = event_to_js(env, event)?;
-            out.push(match owner {
-                Some(owner) => owner,
-                None => napi_raw::undefined(env)?,
-            });
-            out.push(napi_raw::to_js(env, tag)?);
-            out.push(payload);
+            staged.push((owner, Staged::Event(event)));
         }
-        Ok(())
+        Ok(r.array_of.clone())
     })
-    .unwrap_or(Ok(()))?;
+    .unwrap_or(Ok(None))?;
+    let mut out = Vec::with_capacity(staged.len() * 3);
+    for (owner, staged) in staged {
+        out.push(owner);
+        match staged {
+            Staged::Texts(texts) => {
+                if let [JsEvent::Text(one)] = texts.as_slice() {
+                    out.push(napi_raw::to_js(env, tag::TEXT)?);
+                    out.push(text_value(env, one.as_str())?);
+                } else {
+                    out.push(napi_raw::to_js(env, tag::TEXT_BATCH)?);
+                    out.push(text_run(env, array_of.as_deref(), &texts)?);
+                }
+            }
+            Staged::Event(event) => {
+                let (tag, payload) = event_to_js(env, event)?;
+                out.push(napi_raw::to_js(env, tag)?);
+                out.push(payload);
+            }
+        }
+    }
     Ok(out)
 }
 

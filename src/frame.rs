@@ -353,11 +353,11 @@ impl Decoder {
         }
     }
 
-    /// After the connection failed: drops the decoder's state and reads the socket, discarding
-    /// at most `budget` bytes (less what it read). `Ok(true)` at the peer's end, `Ok(false)` with the
-    /// budget spent, pending while the socket is empty (holding no buffer then). The bytes cannot
-    /// be parsed any more, and a socket closed with bytes unread is reset, which can discard at the
-    /// peer what we wrote last (see `connection::HowClosing::Failed`).
+    /// Once nothing more is parsed (a close frame went each way, or the connection failed): drops
+    /// the decoder's state and reads the socket, discarding at most `budget` bytes (less what it
+    /// read). `Ok(true)` at the peer's end, `Ok(false)` with the budget spent, pending while the
+    /// socket is empty (holding no buffer then). A socket closed with bytes unread is reset, which
+    /// can discard at the peer what we wrote last (see `connection::Closing`).
     pub fn poll_discard<R: AsyncRead + Unpin>(
         &mut self,
         cx: &mut Context<'_>,

@@ -181,9 +181,23 @@ impl<'e> Obj<'e> {
         self.set_value(key, v)
     }
 
+    /// Defines an own data property, as an object literal does: a setter some code put on
+    /// `Object.prototype` does not intercept it.
     pub fn set_value(&mut self, key: &CStr, v: Value) -> Result<()> {
-        // SAFETY: `self.value` and `v` are handles of this call; `key` is NUL-terminated.
-        check_status!(unsafe { sys::napi_set_named_property(self.env.raw(), self.value.0, key.as_ptr(), v.0) })
+        use sys::PropertyAttributes::{configurable, enumerable, writable};
+        let property = sys::napi_property_descriptor {
+            utf8name: key.as_ptr(),
+            name: ptr::null_mut(),
+            method: None,
+            getter: None,
+            setter: None,
+            value: v.0,
+            attributes: writable | enumerable | configurable,
+            data: ptr::null_mut(),
+        };
+        // SAFETY: `self.value` and `v` are handles of this call; `key` is NUL-terminated; one
+        // descriptor, read during the call.
+        check_status!(unsafe { sys::napi_define_properties(self.env.raw(), self.value.0, 1, &property) })
     }
 }
 
@@ -340,9 +354,15 @@ impl OwnerRef {
     }
 }
 
-/// Refs (the event loop waits for it) or unrefs a thread-safe function.
+/// Refs (the event loop waits for it) or unrefs a thread-safe function; nothing once Node has
+/// released it (environment teardown), when its hold no longer matters.
 pub fn set_tsfn_ref(env: &Env, tsfn: &Tsfn, on: bool) -> Result<()> {
-    // SAFETY: `tsfn` is borrowed, so the function is not released during the call.
+    if tsfn.aborted() {
+        return Ok(());
+    }
+    // SAFETY: Node has not released the function: napi-rs marks it aborted in the finalizer Node
+    // calls as it does, which runs on this thread, so not during this call. (Borrowing `tsfn` only
+    // keeps napi-rs from releasing it; Node releases it at teardown regardless.)
     check_status!(unsafe {
         if on {
             sys::napi_ref_threadsafe_function(env.raw(), tsfn.raw())
@@ -637,8 +657,9 @@ fn closed() {
     });
     if left == 0 {
         for hook in TEARDOWN.with(|t| std::mem::take(&mut *t.borrow_mut())) {
-            // SAFETY: the handle of a pending teardown, taken out of the list: removed once.
-            unsafe { sys::napi_remove_async_cleanup_hook(hook) };
+            // SAFETY: the handle of a pending teardown, taken out of the list: removed once. Its
+            // status is not checked: it fails only for a handle not pending, and nothing waits then.
+            let _ = unsafe { sys::napi_remove_async_cleanup_hook(hook) };
         }
     }
 }
@@ -778,8 +799,9 @@ unsafe fn call_in_scope(env: sys::napi_env, handle: *mut c_void, f: impl FnOnce(
     // loop outlives its handles.
     let count = loop_count(unsafe { *handle.cast::<*mut c_void>().add(1) });
     let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&Env::from_raw(env), count)));
-    // SAFETY: the scope opened above, on the same thread.
-    unsafe { sys::napi_close_handle_scope(env, scope) };
+    // SAFETY: the scope opened above, on the same thread. Its status is not checked: it fails
+    // only for a scope that is not the innermost, and `f` opens none it leaves open.
+    let _ = unsafe { sys::napi_close_handle_scope(env, scope) };
 }
 
 /// What a handle's `data` points to: it knows the handle's allocation, for `on_closed` to free.
@@ -900,8 +922,9 @@ pub fn on_teardown(env: &Env, release: fn()) -> Result<()> {
         let release: fn() = unsafe { std::mem::transmute::<*mut c_void, fn()>(arg) };
         let _ = std::panic::catch_unwind(release);
         if CLOSING.with(|c| c.get()) == 0 {
-            // SAFETY: the handle Node passed, removed once.
-            unsafe { sys::napi_remove_async_cleanup_hook(handle) };
+            // SAFETY: the handle Node passed, removed once. Its status is not checked: it fails only
+            // for a handle not pending, and nothing waits then.
+            let _ = unsafe { sys::napi_remove_async_cleanup_hook(handle) };
         } else {
             TEARDOWN.with(|t| t.borrow_mut().push(handle));
         }
