@@ -21,7 +21,7 @@ export interface ReconnectingWebSocketOptions {
   maxRetries?: number
   /** A connection that stayed open this long (ms) resets the attempt count [5000]. */
   minUptime?: number
-  /** Deadline of one attempt, TCP connect and HTTP upgrade together, in ms [10000]. */
+  /** Deadline of one attempt (lookup, TCP connect, proxy, TLS and the HTTP upgrade together), in ms [10000]. */
   connectTimeout?: number
   /**
    * Follow a 3xx answer's `Location` within the attempt, as `ws` does [false]: each attempt starts
@@ -134,7 +134,7 @@ export interface ReconnectingWebSocketOptions {
 /** `net.connect`'s `lookup`: answer with every address (`all: true`) or, as older lookups do, with one. */
 export type LookupFunction = (
   hostname: string,
-  options: { family: 0 | 4 | 6; all: true },
+  options: { family: 0 | 4 | 6; all: true; hints?: number },
   callback: (err: Error | null, address?: string | ReadonlyArray<{ address: string; family?: number }>, family?: number) => void,
 ) => void
 
@@ -218,8 +218,8 @@ export interface TlsOptions {
   sigalgs?: string
 }
 
-/** `send()`'s callback: `err` is undefined once the message is written, an `ERR_NOT_SENT` error once it never will be. */
-export type SendCallback = (err?: NotSentError) => void
+/** `send()`'s callback: `err` is `null` once the message is written (as in `ws`), an `ERR_NOT_SENT` error once it never will be. */
+export type SendCallback = (err: NotSentError | null) => void
 
 /** Why a message sent with a callback will never be sent. */
 export interface NotSentError extends Error {
@@ -305,9 +305,9 @@ export type RedialErrorCode =
   | 'ERR_TLS_PROTOCOL_VERSION_CONFLICT'
   /** `tls.ciphers` leaves no cipher suite rustls has (for the versions allowed), as Node's error of that name. */
   | 'ERR_SSL_NO_CIPHER_MATCH'
-  /** `disconnect()`/`close()` code other than 1000 or 3000-4999 (RangeError). */
+  /** `disconnect()`/`close()`/`reconnect()` code other than 1000-1014 (but 1004-1006) or 3000-4999, as `ws` allows (RangeError). */
   | 'ERR_INVALID_CLOSE_CODE'
-  /** Close reason longer than 123 UTF-8 bytes (SyntaxError). */
+  /** Close reason longer than 123 UTF-8 bytes, or bytes that are not UTF-8 (SyntaxError). */
   | 'ERR_INVALID_CLOSE_REASON'
   /** In `giveup.lastError`: the server closed with 1002, 1003, 1007 or 1008. */
   | 'ERR_CLOSED'
@@ -404,8 +404,11 @@ export interface DropEventInfo {
    * event was on its way), so nothing will write them.
    */
   reason: 'overflow' | 'closed'
-  /** The dropped messages, oldest first. */
-  messages: Array<string | Buffer>
+  /**
+   * The dropped messages, oldest first: those the queue held (bytes as Buffers), or the one `send()`
+   * was just given, as it was given.
+   */
+  messages: Array<string | Buffer | ArrayBufferView | ArrayBuffer>
 }
 
 export interface DisconnectOptions {
@@ -567,7 +570,7 @@ export declare class ReconnectingWebSocket<B extends BinaryType = 'nodebuffer'> 
   ): void
   dispatchEvent(event: Event): boolean
   /** WHATWG alias of `disconnect()` (returns nothing). */
-  close(code?: number, reason?: string): void
+  close(code?: number, reason?: string | Buffer): void
   /** partysocket's name for `drainQueue()`. */
   drainQueuedMessages(): Array<string | Buffer>
   /** The normalised URL (the last one a provider returned; '' before the first). */
@@ -591,36 +594,39 @@ export declare class ReconnectingWebSocket<B extends BinaryType = 'nodebuffer'> 
   /** Starts connecting; idempotent. During a reconnect wait, connects now. While closing, reconnects after the close. */
   connect(): this
   /**
-   * Closes (code 1000 or 3000-4999, reason at most 123 UTF-8 bytes), cancels
+   * Closes (code 1000-1014 but 1004-1006, or 3000-4999, as `ws` allows; reason at most 123 UTF-8 bytes), cancels
    * any pending reconnect, and resolves once nothing of the client is running.
    */
-  disconnect(code?: number, reason?: string, options?: DisconnectOptions): Promise<DisconnectResult>
-  disconnect(options: DisconnectOptions & { code?: number; reason?: string }): Promise<DisconnectResult>
+  disconnect(code?: number, reason?: string | Buffer, options?: DisconnectOptions): Promise<DisconnectResult>
+  disconnect(options: DisconnectOptions & { code?: number; reason?: string | Buffer }): Promise<DisconnectResult>
   /**
    * `ws`'s `terminate()`: as `disconnect()`, without the close handshake. The connection is dropped at
    * once (its `close` event has code 1006); queued messages are discarded.
    */
   terminate(): Promise<DisconnectResult>
   /** Forces a fresh connection now: closes the open one with `code` (1000) or cancels the reconnect wait. */
-  reconnect(code?: number, reason?: string): this
+  reconnect(code?: number, reason?: string | Buffer): this
   /**
    * Sends a text (string) or binary message; while connecting or waiting to reconnect it is queued and
    * written, in order, on the next open. Throws `ERR_NOT_OPEN` when closed, `ERR_QUEUE_FULL` on overflow.
-   * `options` as in `ws`. `callback`, as `ws`'s, runs asynchronously (never inside the call that settles it): without an error once the message
+   * `options` as in `ws`. `callback`, as `ws`'s, runs asynchronously (never inside the call that settles it): with `null` once the message
    * is written to the socket (from the queue: on a later connection), with an `ERR_NOT_SENT` error
    * (`err.reason`) once it never will be; not at all when `send()` throws.
    */
   send(data: string | Buffer | ArrayBufferView | ArrayBuffer, options?: SendOptions | null, callback?: SendCallback): void
   send(data: string | Buffer | ArrayBufferView | ArrayBuffer, callback: SendCallback): void
+  /** A callback typed as `@types/ws` types it, `(err?: Error) => void`: it too gets `null` once the message is written. */
+  send(data: string | Buffer | ArrayBufferView | ArrayBuffer, options: SendOptions | null | undefined, callback: (err?: Error) => void): void
+  send(data: string | Buffer | ArrayBufferView | ArrayBuffer, callback: (err?: Error) => void): void
   /**
    * Sends a ping (payload at most 125 bytes), in `ws`'s shape. Throws `ERR_NOT_OPEN` when not open.
-   * `callback` runs (a microtask) once the frame is handed to the connection; `mask: false` throws.
+   * `callback` runs (a microtask, with `null`) once the frame is handed to the connection; `mask: false` throws.
    */
-  ping(data?: string | Buffer | Uint8Array, mask?: boolean, callback?: () => void): void
-  ping(callback: () => void): void
+  ping(data?: string | Buffer | Uint8Array, mask?: boolean, callback?: (err: null) => void): void
+  ping(callback: (err: null) => void): void
   /** Sends an unsolicited pong, as `ws`'s `pong()` (pings are answered anyway). Throws `ERR_NOT_OPEN` when not open. */
-  pong(data?: string | Buffer | Uint8Array, mask?: boolean, callback?: () => void): void
-  pong(callback: () => void): void
+  pong(data?: string | Buffer | Uint8Array, mask?: boolean, callback?: (err: null) => void): void
+  pong(callback: (err: null) => void): void
   /**
    * As `ws`'s: stops reading the socket (messages already read still arrive), for this connection and
    * the next ones, until `resume()`. The heartbeat never takes a paused connection for dead. `disconnect()`
@@ -688,9 +694,10 @@ export declare class Event {
   readonly target: unknown
 }
 
+/** `data`: a text message's string, or a binary message as the client's `binaryType` delivers it. */
 export declare class MessageEvent extends Event {
   constructor(data: unknown, target?: unknown)
-  readonly data: string | Buffer | ArrayBuffer | Uint8Array
+  readonly data: string | BinaryTypes[BinaryType]
 }
 
 export declare class CloseEvent extends Event {

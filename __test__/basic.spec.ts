@@ -107,7 +107,7 @@ test.serial('a large message is framed a piece at a time as the socket takes it:
   t.true(received[0].equals(large), 'the message arrives byte-exact, whole, on the next connection')
   t.deepEqual(received[1], Buffer.from('text'))
   t.deepEqual(pongs, [1], 'the pong comes after the message, not inside its frame')
-  t.deepEqual(calls, [[]])
+  t.deepEqual(calls, [[null]])
   t.is(client.bufferedAmount, 0)
   await client.disconnect()
   await quiescent()
@@ -386,6 +386,25 @@ test('bad input gets a synchronous error with a code', (t) => {
   t.is(ok.url, 'ws://127.0.0.1:1/x')
 })
 
+test("ws's client options that are not options here throw, naming what to use instead", (t) => {
+  const cases: Array<[string, unknown, RegExp]> = [
+    ['handshakeTimeout', 5_000, /use connectTimeout/],
+    ['ca', 'pem', /use tls\.ca/],
+    ['rejectUnauthorized', false, /use tls\.rejectUnauthorized/],
+    ['agent', {}, /use proxy/],
+    ['allowSynchronousEvents', true, /leave it out/],
+    ['protocolVersion', 13, /always 13/],
+    ['maxPendingAutoPongs', 10, /leave it out/],
+  ]
+  for (const [name, value, hint] of cases) {
+    const err = t.throws(() => new ReconnectingWebSocket('ws://127.0.0.1:1/', { startClosed: true, [name]: value } as never), {
+      instanceOf: TypeError,
+    }) as RedialError
+    t.is(err.code as string, 'ERR_UNKNOWN_OPTION')
+    t.regex(err.message, new RegExp(`"${name}" \\(ws's option: .*${hint.source}`))
+  }
+})
+
 test('options are read, never modified, and one options object serves many clients', (t) => {
   const signal = new AbortController().signal
   const options = Object.freeze({ startClosed: true, minDelay: 10, signal, queue: Object.freeze({ maxMessages: 5 }) })
@@ -428,16 +447,39 @@ test('EventEmitter bookkeeping is unchanged (listeners kept in a fast-mode _even
   t.deepEqual(calls, ['one', 'two', 'close', 'toString'])
 })
 
-test('disconnect() validates code and reason like browsers do', async (t) => {
+test('disconnect() and reconnect() validate code and reason as ws does', async (t) => {
   const client = new ReconnectingWebSocket('ws://127.0.0.1:1/', { startClosed: true })
-  for (const code of [999, 1001, 1005, 2999, 5000, 1000.5]) {
-    const err = t.throws(() => client.disconnect(code), { instanceOf: RangeError }) as RedialError
-    t.is(err.code, 'ERR_INVALID_CLOSE_CODE')
+  for (const code of [999, 1004, 1005, 1006, 1015, 2999, 5000, 1000.5, '1000']) {
+    for (const call of [() => client.disconnect(code as number), () => client.reconnect(code as number)]) {
+      const err = t.throws(call, { instanceOf: RangeError }) as RedialError
+      t.is(err.code, 'ERR_INVALID_CLOSE_CODE', String(code))
+    }
   }
-  const err = t.throws(() => client.disconnect(1000, 'é'.repeat(62)), { instanceOf: SyntaxError }) as RedialError
-  t.is(err.code, 'ERR_INVALID_CLOSE_REASON')
+  for (const reason of ['é'.repeat(62), Buffer.alloc(124, 'x'), Buffer.from([0x61, 0xff])]) {
+    const err = t.throws(() => client.disconnect(1000, reason), { instanceOf: SyntaxError }) as RedialError
+    t.is(err.code, 'ERR_INVALID_CLOSE_REASON')
+  }
+  const err = t.throws(() => client.disconnect(1000, 42 as unknown as string), { instanceOf: TypeError }) as RedialError
+  t.is(err.code, 'ERR_INVALID_ARG_TYPE')
+  t.is(client.state, 'closed', 'nothing happened')
   await client.disconnect(3000, 'x'.repeat(123))
   t.is(client.state, 'closed')
+})
+
+test.serial("ws's close codes 1001-1014 and a Buffer reason reach the server", async (t) => {
+  const closes: Array<[number, string]> = []
+  const peer = await wsServer((socket) => socket.on('close', (code, reason) => closes.push([code, String(reason)])))
+  t.teardown(() => peer.close())
+  const client = new ReconnectingWebSocket(peer.url, { minDelay: 60_000 })
+  await new Recorder(client).next('open')
+  client.reconnect(1012, Buffer.from('service restart'))
+  await until(() => closes.length === 1 && client.state === 'open', 'the reconnect')
+  await client.disconnect(1001, Buffer.from('going away'))
+  await until(() => closes.length === 2, 'the second close')
+  t.deepEqual(closes, [
+    [1012, 'service restart'],
+    [1001, 'going away'],
+  ])
 })
 
 test.serial("terminate(), as ws's: the connection is dropped without a close frame, close 1006, no reconnect", async (t) => {

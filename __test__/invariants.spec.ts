@@ -163,9 +163,17 @@ test.serial('disconnect() during the backoff wait cancels the timer', async (t) 
   const r = new Recorder(client)
   await r.next('reconnecting')
   t.is(clientStats().pendingReconnects, 1)
-  await client.disconnect()
+  t.is(client.readyState, client.CLOSED)
+  const closes = r.count('close')
+  const disconnected = client.disconnect()
+  // There is no connection to close: closed at once (readyState never goes back to CLOSING).
+  t.is(client.state, 'closed')
+  t.is(client.readyState, client.CLOSED)
+  t.false(client.shouldReconnect)
+  await disconnected
   t.is(client.state, 'closed')
   t.is(client.metrics.pendingReconnects, 0)
+  t.is(r.count('close'), closes, 'no close event: the failed attempt reported its end already')
   await quiescent()
   const attempts = client.metrics.connectAttempts
   await delay(250)
@@ -203,7 +211,11 @@ test.serial('connect() while closing reconnects once the close completes', async
   await r.next('open')
   const closed = client.disconnect()
   client.connect()
+  t.is(client.state, 'closing', 'the close goes on first')
   await closed
+  // The close is done and the next connection under way: connecting, not closed.
+  t.true(client.state === 'connecting' || client.state === 'open', client.state)
+  t.true(client.shouldReconnect)
   await r.next('open')
   t.is(client.state, 'open')
   t.is(peer.accepted, 2)

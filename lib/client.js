@@ -65,12 +65,13 @@ function notSent(reason) {
 /**
  * send() callbacks run later, never inside the call that settled them: as microtasks, so that
  * they run in the order they were settled and before whatever awaits a disconnect() made after
- * (its continuation is queued behind them, even when that promise is already resolved).
+ * (its continuation is queued behind them, even when that promise is already resolved). As in
+ * ws, a message written gets `callback(null)`, one never written `callback(err)`.
  */
-function callLater(callback, err) {
+function callLater(callback, err = null) {
   // The callbacks of a message sent in pieces, one per piece, in order.
   if (Array.isArray(callback)) for (const each of callback) callLater(each, err)
-  else queueMicrotask(err === undefined ? callback : () => callback(err))
+  else queueMicrotask(() => callback(err))
 }
 
 function checkCallback(callback) {
@@ -160,6 +161,8 @@ class ReconnectingWebSocket extends EventEmitter {
   #chosen = ''
   /** A disconnect() is in progress: events it overtook do not move the state away from 'closing'. */
   #closing = false
+  /** connect() was called while closing: the client connects again once the close is done. */
+  #connectAfterClose = false
   /** A pending disconnect() call (`{ seq, resolve }`), an array of them for several, or null. */
   #waiters = null
   /** The native machine's count of consecutive failures, as its last event reported it. */
@@ -305,6 +308,8 @@ class ReconnectingWebSocket extends EventEmitter {
       this.#closing = false
     }
     if (state !== 'closing') this.#state = 'connecting'
+    // The close under way goes on; once it is done, the client connects again.
+    else this.#connectAfterClose = true
     return this
   }
 
@@ -316,8 +321,7 @@ class ReconnectingWebSocket extends EventEmitter {
    */
   disconnect(code = 1000, reason = '', options = undefined) {
     if (typeof code === 'object' && code !== null) return this.disconnect(code.code, code.reason, code)
-    checkClose(code, reason)
-    return this.#disconnect(code, reason, options?.flush === true, false)
+    return this.#disconnect(code, checkClose(code, reason), options?.flush === true, false)
   }
 
   /**
@@ -343,7 +347,12 @@ class ReconnectingWebSocket extends EventEmitter {
       return Promise.resolve({ discarded })
     }
     this.#closing = true
-    this.#state = 'closing'
+    this.#connectAfterClose = false
+    // Between connections (a reconnect wait, or a giveup the driver has not yet reported done)
+    // there is nothing to close: the client is closed for the user at once, as its readyState
+    // already says, and no close event is to come.
+    const state = this.#state
+    this.#state = state === 'reconnecting' || state === 'closed' ? 'closed' : 'closing'
     return new Promise((resolve) => {
       // Settled by the event that reports call `seq` done: after a connect(), an earlier call's
       // completion must not settle a later one.
@@ -360,7 +369,7 @@ class ReconnectingWebSocket extends EventEmitter {
 
   /** Forces a fresh connection now: closes the open one with `code` or cancels the reconnect wait. */
   reconnect(code = 1000, reason = '') {
-    checkClose(code, reason)
+    reason = checkClose(code, reason)
     const state = this.#state
     if (this.#rws?.ignoresReconnect(state)) return this
     const hadConnection = state === 'open' || state === 'connecting' || state === 'closing'
@@ -429,7 +438,7 @@ class ReconnectingWebSocket extends EventEmitter {
   }
 
   /**
-   * ws's `send(data, callback)`: `callback()` once the message is written to the socket (on this
+   * ws's `send(data, callback)`: `callback(null)` once the message is written to the socket (on this
    * connection or, from the queue, a later one), `callback(err)` (`ERR_NOT_SENT`) once it never
    * will be. A send() that throws calls nothing. Messages the fast path takes are written at once
    * or by the uncork at the end of this turn; the others carry a ticket, and the addon reports
@@ -846,7 +855,8 @@ class ReconnectingWebSocket extends EventEmitter {
     this.#resolveWaiters(discarded, upto)
     if (this.#closing && this.#waiters === null) {
       this.#closing = false
-      this.#state = 'closed'
+      this.#state = this.#connectAfterClose ? 'connecting' : 'closed'
+      this.#connectAfterClose = false
       this.emit(kClosed)
     }
   }

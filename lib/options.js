@@ -96,6 +96,27 @@ function number(opts, name, flags = ANY, min = 0, max = Infinity) {
   return v
 }
 
+const TLS_KEYS = ['ca', 'cert', 'key', 'pfx', 'passphrase', 'rejectUnauthorized', 'servername', 'checkServerIdentity', 'minVersion', 'maxVersion', 'ciphers', 'ecdhCurve', 'sigalgs']
+
+/**
+ * What becomes of `ws`'s client options that are not options here: passing one throws, saying
+ * this, rather than being ignored.
+ */
+const WS_OPTIONS = Object.freeze({
+  __proto__: null,
+  handshakeTimeout: 'use connectTimeout, which covers TCP, proxy, TLS and the upgrade',
+  ...Object.fromEntries(TLS_KEYS.map((k) => [k, `use tls.${k}`])),
+  agent: 'use proxy (a proxy URL: http://, socks5:// or socks5h://)',
+  auth: 'put the credentials in the URL or an Authorization header',
+  finishRequest: 'give headers, url or protocols as a function, called for each attempt',
+  createConnection: 'there is none: the addon makes the socket',
+  generateMask: 'there is none: every frame is masked with random bytes from the operating system',
+  protocolVersion: 'leave it out: the version is always 13 (RFC 6455)',
+  allowSynchronousEvents: 'leave it out: the messages of one read are always emitted in the same turn',
+  maxPendingAutoPongs: 'leave it out: a peer that does not read gets only the latest pong',
+  maxBufferedChunks: 'leave it out: maxPayload and maxFragments bound what a message holds',
+})
+
 /**
  * Validates `options`; returns the native options and the JS-only ones. In rws mode
  * (`rws` true) a `maxDelay` below `minDelay` caps every delay, as in reconnecting-websocket.
@@ -105,7 +126,8 @@ function parseOptions(options, rws = false) {
   if (typeof options !== 'object' || Array.isArray(options)) throw typeError('options', 'an object', options)
   for (const key in options) {
     if (Object.hasOwn(options, key) && !(key in DEFAULTS)) {
-      throw makeError('ERR_UNKNOWN_OPTION', `Unknown option "${key}" (known options: ${Object.keys(DEFAULTS).join(', ')})`, TypeError)
+      const hint = key in WS_OPTIONS ? `ws's option: ${WS_OPTIONS[key]}; see docs/migrating.md` : `known options: ${Object.keys(DEFAULTS).join(', ')}`
+      throw makeError('ERR_UNKNOWN_OPTION', `Unknown option "${key}" (${hint})`, TypeError)
     }
   }
   const minDelay = number(options, 'minDelay')
@@ -310,8 +332,6 @@ function checkBinaryType(v) {
   if (!BINARY_TYPES.includes(v)) throw rangeError('binaryType', "'nodebuffer', 'arraybuffer', 'uint8array', 'fragments' or 'blob'", v)
   return v
 }
-
-const TLS_KEYS = ['ca', 'cert', 'key', 'pfx', 'passphrase', 'rejectUnauthorized', 'servername', 'checkServerIdentity', 'minVersion', 'maxVersion', 'ciphers', 'ecdhCurve', 'sigalgs']
 
 /** Shared and frozen: read, never modified. */
 const NONE = Object.freeze([])
@@ -728,19 +748,39 @@ function splitCredentials(url, flatHeaders) {
   return { url: u.bare, headers }
 }
 
-/** Close code and reason rules of the WHATWG WebSocket `close()`. */
+const utf8 = new TextDecoder('utf-8', { fatal: true })
+
+/**
+ * The close codes an endpoint may send, as `ws` allows them: 1000-1014 but 1004, 1005 and 1006
+ * (RFC 6455 §7.4.1: reserved, or never sent), and 3000-4999 (registered and private).
+ */
+function sendableCloseCode(code) {
+  return (code >= 1000 && code <= 1014 && code !== 1004 && code !== 1005 && code !== 1006) || (code >= 3000 && code <= 4999)
+}
+
+/**
+ * Checks `disconnect()`'s code and reason (a string, or UTF-8 bytes as `ws` takes them); returns
+ * the reason as a string.
+ */
 function checkClose(code, reason) {
-  if (typeof code !== 'number' || !Number.isInteger(code) || (code !== 1000 && (code < 3000 || code > 4999))) {
-    throw makeError('ERR_INVALID_CLOSE_CODE', `The close code must be 1000 or in 3000-4999. Received ${String(code)}`, RangeError)
+  if (typeof code !== 'number' || !Number.isInteger(code) || !sendableCloseCode(code)) {
+    throw makeError('ERR_INVALID_CLOSE_CODE', `The close code must be 1000-1014 (but 1004-1006) or in 3000-4999. Received ${String(code)}`, RangeError)
   }
-  if (typeof reason !== 'string') throw makeError('ERR_INVALID_ARG_TYPE', 'The close reason must be a string', TypeError)
+  if (typeof reason !== 'string') {
+    if (!ArrayBuffer.isView(reason)) throw makeError('ERR_INVALID_ARG_TYPE', 'The close reason must be a string or a Buffer', TypeError)
+    try {
+      reason = utf8.decode(reason)
+    } catch {
+      throw makeError('ERR_INVALID_CLOSE_REASON', 'The close reason must be valid UTF-8', SyntaxError)
+    }
+  }
   if (Buffer.byteLength(reason) > 123) {
     throw makeError('ERR_INVALID_CLOSE_REASON', 'The close reason must be at most 123 bytes of UTF-8', SyntaxError)
   }
+  return reason
 }
 
 const SEND_OPTIONS = ['binary', 'compress', 'fin', 'mask']
-const utf8 = new TextDecoder('utf-8', { fatal: true })
 
 /** Checks `send()`'s options object (undefined and null pass); returns it. */
 function checkSendOptions(options) {

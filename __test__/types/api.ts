@@ -49,6 +49,17 @@ new ReconnectingWebSocket(42)
 // reconnecting-websocket's shape.
 new ReconnectingWebSocket('ws://127.0.0.1:1', ['chat'], { maxReconnectionDelay: 10, maxEnqueuedMessages: 5 })
 client.addEventListener('message', (e) => void e.data)
+// A WHATWG message event's data: a string or any binaryType's value (a Blob, Buffer[] too).
+client.addEventListener('message', (e) => void (e.data instanceof Blob ? e.data.size : Array.isArray(e.data) ? e.data[0].length : e.data))
+// @ts-expect-error not narrowed: it may be a Blob
+client.addEventListener('message', (e) => void (typeof e.data === 'string' ? e.data : e.data.byteLength))
+// send() callbacks get null once the message is written, an error once it never will be; one typed for ws fits.
+client.send('x', (err) => void (err === null ? 0 : err.reason))
+client.send('x', (err?: Error) => void err)
+// @ts-expect-error err is null once the message is written
+client.send('x', (err) => void err.reason)
+// ws's close codes and Buffer reasons.
+void client.disconnect(1001, Buffer.from('going away'))
 // @ts-expect-error WHATWG close events have a code, not a status
 client.addEventListener('close', (e) => void e.status)
 
