@@ -96,7 +96,7 @@ export interface ReconnectingWebSocketOptions {
    * leaves them to the application (`on('ping', (data) => client.pong(data))`); heartbeats are not affected.
    */
   autoPong?: boolean
-  /** `Retry-After` of a 429/503 upgrade response: `'capped'` by maxDelay, `'always'` honoured, or `'never'` ['capped']. */
+  /** `Retry-After` of a 429/503 upgrade response, a floor under the next delay: `'capped'` by maxDelay, `'always'` honoured whole, or `'never'` ['capped']. */
   honorRetryAfter?: 'capped' | 'always' | 'never'
   /**
    * Decides whether to reconnect after a failure; overrides the default policy (retry network errors,

@@ -224,6 +224,84 @@ test.serial('connect() while closing reconnects once the close completes', async
   await quiescent()
 })
 
+test.serial('terminate() or disconnect() then connect(): the client is connecting, then open; opened() waits for it', async (t) => {
+  // The driver may finish the close before connect() reaches it; connect() then starts a new one.
+  // The old driver's end once left the client 'closed' while the new connection opened (found in
+  // review), and opened() rejected.
+  const peer = await wsServer()
+  t.teardown(() => peer.close())
+  for (const end of ['terminate', 'disconnect'] as const) {
+    const client = new ReconnectingWebSocket(peer.url, { minDelay: 10 })
+    const r = new Recorder(client)
+    await r.next('open')
+    const ended = end === 'terminate' ? client.terminate() : client.disconnect()
+    client.connect()
+    const opened = client.opened()
+    await ended
+    t.true(client.state === 'connecting' || client.state === 'open', `${end}: ${client.state}`)
+    t.true(client.shouldReconnect, end)
+    await opened
+    await r.next('open')
+    t.is(client.state, 'open', end)
+    t.is(client.readyState, client.OPEN, end)
+    await client.disconnect()
+  }
+  await quiescent()
+})
+
+test.serial('reconnect() keeps the queue: a message sent during its close handshake goes on the next connection, its callback with null', async (t) => {
+  const got: string[] = []
+  let connections = 0
+  const peer = await wsServer((socket) => {
+    const n = ++connections
+    socket.on('message', (data) => got.push(`${n}:${String(data)}`))
+  })
+  t.teardown(() => peer.close())
+  const client = new ReconnectingWebSocket(peer.url, { minDelay: 10 })
+  const r = new Recorder(client)
+  await r.next('open')
+  client.reconnect()
+  const called: unknown[] = []
+  client.send('during the close', (err) => called.push(err))
+  await r.next('open')
+  await until(() => got.length === 1 && called.length === 1, () => `the server got ${JSON.stringify(got)}; callbacks ${JSON.stringify(called)}`)
+  t.deepEqual(got, ['2:during the close'])
+  t.deepEqual(called, [null])
+  await client.disconnect()
+  await quiescent()
+})
+
+test.serial('reconnect() during a reconnect wait starts the count of maxRetries afresh', async (t) => {
+  const port = await refusedPort()
+  const client = new ReconnectingWebSocket(`ws://127.0.0.1:${port}/`, { minDelay: 50, maxDelay: 50, jitter: 'none', maxRetries: 2 })
+  const r = new Recorder(client)
+  await r.next('reconnecting')
+  await r.next('reconnecting')
+  t.is(client.retryCount, 2)
+  client.reconnect()
+  // Two more failures may be retried before it gives up: the first of them is retried.
+  t.like(await r.next('reconnecting'), { attempt: 1 })
+  t.is(r.count('giveup'), 0)
+  await client.disconnect()
+  await quiescent()
+})
+
+test.serial('the signal option still disconnects after a disconnect() and a connect()', async (t) => {
+  const peer = await wsServer()
+  t.teardown(() => peer.close())
+  const controller = new AbortController()
+  const client = new ReconnectingWebSocket(peer.url, { signal: controller.signal })
+  const r = new Recorder(client)
+  await r.next('open')
+  await client.disconnect()
+  client.connect()
+  await r.next('open')
+  controller.abort()
+  await until(() => client.state === 'closed' && !client.shouldReconnect, () => `state ${client.state}`)
+  await quiescent()
+  t.is(clientStats().openConnections, 0)
+})
+
 test.serial('maxRetries: gives up after the allowed attempts, with no timer left', async (t) => {
   const port = await refusedPort()
   const client = new ReconnectingWebSocket(`ws://127.0.0.1:${port}/`, { minDelay: 1, maxDelay: 2, maxRetries: 3 })

@@ -1025,7 +1025,7 @@ test.serial("the server's close in the middle of a large message we send: the re
   t.is(frames[1][1].readUInt16BE(0), 1000, 'the close echoes the server code')
   const second = await r.next('close')
   t.deepEqual([second.code, second.wasClean], [1000, true])
-  t.deepEqual(calls, [[]], 'the callback is called once, without an error')
+  t.deepEqual(calls, [[null]], 'the callback is called once, with null')
   t.is(r.count('error'), 0)
   await client.disconnect()
   await quiescent()

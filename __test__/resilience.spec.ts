@@ -68,6 +68,21 @@ test.serial('a 503 with Retry-After: 1 waits about a second', async (t) => {
   await quiescent()
 })
 
+test.serial('Retry-After: 0 or a date past does not shorten the backoff (no tight loop)', async (t) => {
+  for (const after of ['0', 'Thu, 01 Jan 1970 00:00:00 GMT']) {
+    const server = await refusingServer(503, { 'Retry-After': after })
+    for (const honorRetryAfter of ['capped', 'always'] as const) {
+      const client = new ReconnectingWebSocket(server.url, { minDelay: 200, maxDelay: 200, jitter: 'none', honorRetryAfter })
+      const r = new Recorder(client)
+      t.is((await r.next('reconnecting')).delay, 200, `${after}, ${honorRetryAfter}`)
+      t.is((await r.next('reconnecting', 2_000)).delay, 200, `${after}, ${honorRetryAfter}`)
+      await client.disconnect()
+    }
+    await server.close()
+  }
+  await quiescent()
+})
+
 test.serial('Retry-After is capped by maxDelay unless honorRetryAfter is "always"', async (t) => {
   const server = await refusingServer(429, { 'Retry-After': '120' })
   t.teardown(() => server.close())

@@ -163,6 +163,72 @@ test.serial('a message the connection could not finish before disconnect() ended
   released(t)
 })
 
+test.serial('send() with callbacks, then terminate() in the same turn: a message called back with null reached the server; the others are counted discarded', async (t) => {
+  // Messages with a callback once took the fast path: corked until the end of the turn, their
+  // callbacks were due after the uncork, which terminate() had cancelled (found in review: three
+  // callbacks with null, one message received).
+  const got: string[] = []
+  const peer = await wsServer((socket) => socket.on('message', (data) => got.push(String(data))))
+  t.teardown(() => peer.close())
+  const client = new ReconnectingWebSocket(peer.url, { minDelay: 60_000 })
+  await new Recorder(client).next('open')
+  const cb = callbacks()
+  for (const name of ['one', 'two', 'three']) cb.send(client, name, name)
+  const { discarded } = await client.terminate()
+  await until(() => cb.calls.length === 3, () => `${cb.calls.length} callbacks`)
+  const written = cb.calls.filter(([, err]) => err === null).map(([name]) => name)
+  t.is(3 - written.length, discarded, JSON.stringify(cb.calls))
+  t.true(cb.calls.every(([, err]) => err === null || err === 'ERR_NOT_SENT:discarded'), JSON.stringify(cb.calls))
+  await until(() => written.every((name) => got.includes(name)), () => `the server got ${JSON.stringify(got)}, the callbacks said ${JSON.stringify(written)}`)
+  released(t)
+})
+
+test.serial('a connection lost while the server did not read: every message called back with null reached the server, the others went on the next connection', async (t) => {
+  // The server stops reading the first connection; the client sends 1 KB messages with callbacks
+  // until 256 KiB wait, its heartbeat finds the server dead and it reconnects. Once the second
+  // connection is open the server reads the first one's backlog too. A message whose callback said
+  // written must be among what the server read (found in review: six of them were in the fast
+  // path's bytes, lost with the connection).
+  const received = new Set<string>()
+  let connections = 0
+  const first: { socket?: net.Socket } = {}
+  const peer = await wsServer((socket) => {
+    socket.on('message', (data: Buffer) => received.add(data.toString('latin1', 0, 8)))
+    if (++connections === 1) {
+      first.socket = (socket as unknown as { _socket: net.Socket })._socket
+      first.socket.pause()
+    }
+  })
+  t.teardown(() => peer.close())
+  const client = new ReconnectingWebSocket(peer.url, { pingInterval: 200, pongTimeout: 200, minDelay: 50, maxDelay: 100, perMessageDeflate: false })
+  const r = new Recorder(client)
+  await r.next('open')
+  const written = new Set<string>()
+  const failed: string[] = []
+  let sent = 0
+  await new Promise<void>((resolve) => {
+    const pump = () => {
+      for (let i = 0; i < 40 && client.bufferedAmount <= 256 * 1024; i++) {
+        const seq = String(sent++).padStart(8, '0')
+        const payload = Buffer.alloc(1000, 0x61)
+        payload.write(seq, 'latin1')
+        client.send(payload, (err) => (err === null ? written.add(seq) : failed.push(`${seq}:${err.code}`)))
+      }
+      if (client.state === 'open' && sent < 20_000 && client.bufferedAmount <= 256 * 1024) setImmediate(pump)
+      else resolve()
+    }
+    pump()
+  })
+  await r.next('open', 5_000)
+  first.socket!.resume()
+  await until(() => written.size + failed.length === sent && client.bufferedAmount === 0, () => `${written.size} + ${failed.length} of ${sent} called back`, 10_000)
+  await until(() => [...written].every((seq) => received.has(seq)), () => `${[...written].filter((seq) => !received.has(seq)).length} messages called back with null never reached the server`, 5_000)
+  t.deepEqual(failed, [])
+  t.true(connections >= 2)
+  await client.disconnect()
+  released(t)
+})
+
 test('a callback that is not a function throws, and nothing is sent', (t) => {
   const client = new ReconnectingWebSocket('ws://127.0.0.1:1/', { startClosed: true })
   for (const bad of ['x', 42, null, {}]) {

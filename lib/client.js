@@ -35,7 +35,6 @@ const { parseResponseHead } = require('./response')
 
 const { rethrowLater, convertBinary } = wire
 const {
-  sent: SENT,
   notOpen: SENT_NOT_OPEN,
   queueFull: SENT_QUEUE_FULL,
   dropping: SENT_DROPPING,
@@ -173,6 +172,8 @@ class ReconnectingWebSocket extends EventEmitter {
   /** addEventListener listeners and on<type> handlers (lib/whatwg.js), or null. */
   #whatwg = null
   #unlistenSignal = null
+  /** The `signal` option and its listener: listened to while the client is connecting or connected. */
+  #signal = null
   /** Number of messages() iterators over their high-water mark, and pause(): reading is paused while > 0. */
   #pausers = 0
   #paused = false
@@ -215,8 +216,8 @@ class ReconnectingWebSocket extends EventEmitter {
       // The signal must not keep an abandoned client alive: it holds a weak reference only.
       const ref = new WeakRef(this)
       const onAbort = () => ref.deref()?.disconnect()
-      signal.addEventListener('abort', onAbort, { once: true })
-      this.#unlistenSignal = () => signal.removeEventListener('abort', onAbort)
+      this.#signal = { signal, onAbort }
+      this.#listenToSignal()
     }
     if (!opts.startClosed) this.connect()
   }
@@ -298,9 +299,19 @@ class ReconnectingWebSocket extends EventEmitter {
     return N.clientBufferedAmount(this) + (this.#fragments?.bytes ?? 0)
   }
 
+  /** Listens to the `signal` option, unless it does already or the signal has aborted. */
+  #listenToSignal() {
+    const s = this.#signal
+    if (s === null || this.#unlistenSignal !== null || s.signal.aborted) return
+    s.signal.addEventListener('abort', s.onAbort, { once: true })
+    this.#unlistenSignal = () => s.signal.removeEventListener('abort', s.onAbort)
+  }
+
   connect() {
     const state = this.#state
     if (state === 'connecting' || state === 'open') return this
+    // A disconnect() stopped listening (a long-lived signal keeps no listener of a closed client).
+    this.#listenToSignal()
     N.clientConnect(this)
     if (state === 'closed') {
       this.#retries = 0
@@ -440,9 +451,8 @@ class ReconnectingWebSocket extends EventEmitter {
   /**
    * ws's `send(data, callback)`: `callback(null)` once the message is written to the socket (on this
    * connection or, from the queue, a later one), `callback(err)` (`ERR_NOT_SENT`) once it never
-   * will be. A send() that throws calls nothing. Messages the fast path takes are written at once
-   * or by the uncork at the end of this turn; the others carry a ticket, and the addon reports
-   * their fate (the `sent` event, or the call that dropped them).
+   * will be. A send() that throws calls nothing. The message carries a ticket, and the addon
+   * reports its fate (the `sent` event, or the call that dropped them).
    */
   #sendWithCallback(data, options, callback) {
     checkCallback(callback)
@@ -504,16 +514,9 @@ class ReconnectingWebSocket extends EventEmitter {
   #sendTicketed(data, callback, compress) {
     const callbacks = (this.#callbacks ??= { byTicket: new Map(), last: 0 })
     const ticket = ++callbacks.last
+    // A message with a callback never takes the fast path: the addon hands it to the driver, which
+    // reports it once the socket has taken all of it, or queues it.
     const outcome = N.clientSendTicketed(this, data, ticket, compress)
-    if (outcome === SENT_CORKED || outcome === SENT) {
-      // The fast path writes only once the driver has written everything sent before, so those
-      // messages are settled already, though their `sent` event may not have come yet: their
-      // callbacks go first. This one's message is written by the uncork of this turn, which is
-      // queued before it (microtasks run in order).
-      this.#settleCallbacks()
-      if (outcome === SENT_CORKED) queueMicrotask(() => uncork(this))
-      return void callLater(callback)
-    }
     const waits = outcome !== SENT_NOT_OPEN && outcome !== SENT_NOT_CONNECTED && outcome !== SENT_QUEUE_FULL
     if (waits) callbacks.byTicket.set(ticket, callback)
     const dropped = this.#sent(outcome, data)
@@ -659,7 +662,9 @@ class ReconnectingWebSocket extends EventEmitter {
       return Promise.resolve(typeof chosen === 'string' ? { protocol: chosen, extensions: '' } : chosen)
     }
     if (signal?.aborted) return Promise.reject(abortError(signal))
-    if (this.#closing) return Promise.reject(makeError('ERR_NOT_OPEN', 'disconnect() was called before the connection opened'))
+    if (this.#closing && !this.#connectAfterClose) {
+      return Promise.reject(makeError('ERR_NOT_OPEN', 'disconnect() was called before the connection opened'))
+    }
     return new Promise((resolve, reject) => {
       const done = () => {
         this.off('open', onOpen)
@@ -804,8 +809,9 @@ class ReconnectingWebSocket extends EventEmitter {
   /** `retries`: the machine's failure count once this close is accounted for (what the next attempt reports). */
   #onClose({ code, reason, wasClean, willReconnect, retries }) {
     if (this.#closing) {
-      // The connection is gone; what is left (settling the disconnect) is not observable as "closing".
-      if (!willReconnect) this.#state = 'closed'
+      // The connection is gone; what is left (settling the disconnect) is not observable as
+      // "closing", unless connect() was called meanwhile: the client then connects once it is done.
+      if (!willReconnect && !this.#connectAfterClose) this.#state = 'closed'
     } else {
       this.#state = willReconnect ? 'reconnecting' : 'closed'
       this.#retries = retries
@@ -839,7 +845,10 @@ class ReconnectingWebSocket extends EventEmitter {
     // The exit report of a driver that connect() has since replaced only settles the calls it received.
     if (gen !== N.clientGeneration(this)) {
       this.#settleCallbacks()
-      return this.#resolveWaiters(discarded, upto)
+      this.#resolveWaiters(discarded, upto)
+      // A connect() after the disconnect() started the new driver: the close is over.
+      if (this.#closing && this.#waiters === null) this.#closeDone()
+      return
     }
     // This client's driver is gone: nothing is left running, every call is settled. A disconnect()
     // that reached the driver only as it exited was not run by it: what is queued is discarded here
@@ -853,12 +862,16 @@ class ReconnectingWebSocket extends EventEmitter {
     // Callbacks first: their microtasks run before anything awaiting disconnect() resumes.
     this.#settleCallbacks()
     this.#resolveWaiters(discarded, upto)
-    if (this.#closing && this.#waiters === null) {
-      this.#closing = false
-      this.#state = this.#connectAfterClose ? 'connecting' : 'closed'
-      this.#connectAfterClose = false
-      this.emit(kClosed)
-    }
+    if (this.#closing && this.#waiters === null) this.#closeDone()
+  }
+
+  /** Every disconnect() call is settled: the client is closed, or connecting if connect() came meanwhile. */
+  #closeDone() {
+    this.#closing = false
+    const again = this.#connectAfterClose
+    this.#connectAfterClose = false
+    this.#state = again ? 'connecting' : 'closed'
+    if (!again) this.emit(kClosed)
   }
 
   #resolveWaiters(discarded, upto) {

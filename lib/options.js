@@ -752,7 +752,7 @@ const utf8 = new TextDecoder('utf-8', { fatal: true })
 
 /**
  * The close codes an endpoint may send, as `ws` allows them: 1000-1014 but 1004, 1005 and 1006
- * (RFC 6455 §7.4.1: reserved, or never sent), and 3000-4999 (registered and private).
+ * (RFC 6455, section 7.4.1: reserved, or never sent), and 3000-4999 (registered and private).
  */
 function sendableCloseCode(code) {
   return (code >= 1000 && code <= 1014 && code !== 1004 && code !== 1005 && code !== 1006) || (code >= 3000 && code <= 4999)

@@ -753,12 +753,11 @@ impl OpenConn {
     }
 
     /// Holds back the end of the connection while messages read before it are on their way to
-    /// JS; returns whether reading must stop. A close with nothing pending is answered at once.
-    fn hold(&mut self, end: HeldEnd, cfg: &ConnConfig) -> bool {
+    /// JS; a close with nothing pending is answered at once. Either way the caller reads no more.
+    fn hold(&mut self, end: HeldEnd, cfg: &ConnConfig) {
         match end {
             HeldEnd::Close(close) if !self.shared.read_gate.has_inflight() => {
                 self.answer_close(close, cfg.close_timeout);
-                false
             }
             end => {
                 self.held = Some(Box::new(Held {
@@ -766,7 +765,6 @@ impl OpenConn {
                     deadline: Box::pin(tokio::time::sleep(cfg.close_timeout)),
                     close_timeout: cfg.close_timeout,
                 }));
-                true
             }
         }
     }

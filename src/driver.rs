@@ -82,6 +82,9 @@ pub struct Driver {
     discarded: u32,
     /// The number of the last `disconnect()` call received (`Command::Disconnect::seq`).
     disconnects: u32,
+    /// A `disconnect()` call came that no `DisconnectDone` has settled yet. Without one, a close of
+    /// ours was a `reconnect()`'s: it settles nothing, and the queue is kept for the next connection.
+    unsettled: bool,
     /// Counted in `runningTasks` from the task's first poll until it exits. Here rather than in
     /// `DriverTask`, where its byte would take 8 with padding: the task then fits tokio's
     /// 384-byte cell (a future of at most 280 bytes) instead of the 512-byte one.
@@ -220,6 +223,7 @@ impl Driver {
             disconnect_done: false,
             discarded: 0,
             disconnects: 0,
+            unsettled: false,
             running: None,
         }
     }
@@ -407,6 +411,7 @@ impl Driver {
                 seq,
             } => {
                 self.disconnects = seq;
+                self.unsettled = true;
                 let flush = flush && !self.shared.outbox().is_queue_empty();
                 self.input(Input::Disconnect { code, reason, flush });
                 if terminate && self.machine.phase() == Phase::Closing {
@@ -442,7 +447,8 @@ impl Driver {
             self.execute(action);
         }
         // A completed disconnect discards what is still queued and reports the count.
-        if std::mem::take(&mut self.disconnect_done) {
+        if std::mem::take(&mut self.disconnect_done) && (self.finished || self.unsettled) {
+            self.unsettled = false;
             let discarded = self.shared.outbox().discard(&self.shared.metrics) as u32;
             if self.finished {
                 // Reported by `Idle`, once everything is released.

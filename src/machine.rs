@@ -343,7 +343,11 @@ impl Machine {
                 out.push(Action::DropConnection);
                 self.closed_by_us(1006, String::new(), false, out);
             }
-            (Backoff, Input::Connect) | (Backoff, Input::Reconnect { .. }) => {
+            (Backoff, input @ (Input::Connect | Input::Reconnect { .. })) => {
+                // reconnect() starts afresh, as it does from any other phase: maxRetries counts anew.
+                if matches!(input, Input::Reconnect { .. }) {
+                    self.failures = 0;
+                }
                 out.push(Action::CancelTimer);
                 self.start_attempt(true, out);
             }
@@ -357,9 +361,12 @@ impl Machine {
                     self.conclude(*f, retry, out);
                 }
             }
-            (Deciding, Input::Connect) | (Deciding, Input::Reconnect { .. }) => {
+            (Deciding, input @ (Input::Connect | Input::Reconnect { .. })) => {
                 if let Some(f) = self.deciding.take() {
                     self.emit_close(f.code, f.reason, f.was_clean, true, out);
+                }
+                if matches!(input, Input::Reconnect { .. }) {
+                    self.failures = 0;
                 }
                 self.start_attempt(true, out);
             }
@@ -431,11 +438,17 @@ impl Machine {
         if spread && self.failures == 1 {
             self.rng.u64(..); // a new outage, a new offset
         }
+        let backoff_ms = if spread {
+            backoff.delay(self.failures, 0.0, self.rng.clone().f64())
+        } else {
+            backoff.delay(self.failures, self.rng.f64(), 0.0)
+        };
+        // The server's `Retry-After` lengthens the wait, never shortens it: `0` or a date past
+        // (a clock behind) must not turn a fleet into a tight loop.
         let delay_ms = match (f.retry.after_ms, self.policy.honor_retry_after) {
-            (Some(after), HonorRetryAfter::Capped) => after.min(backoff.max_delay_ms).min(MAX_DELAY_MS),
-            (Some(after), HonorRetryAfter::Always) => after.min(MAX_DELAY_MS),
-            _ if spread => backoff.delay(self.failures, 0.0, self.rng.clone().f64()),
-            _ => backoff.delay(self.failures, self.rng.f64(), 0.0),
+            (Some(after), HonorRetryAfter::Capped) => after.max(backoff_ms).min(backoff.max_delay_ms).min(MAX_DELAY_MS),
+            (Some(after), HonorRetryAfter::Always) => after.max(backoff_ms).min(MAX_DELAY_MS),
+            _ => backoff_ms,
         };
         self.phase = Phase::Backoff;
         out.push(Action::ArmTimer { delay_ms });
@@ -685,6 +698,35 @@ mod tests {
                 0,
             );
             assert!(a.contains(&Action::ArmTimer { delay_ms: want }), "{honor:?}: {a:?}");
+        }
+    }
+
+    #[test]
+    fn retry_after_never_shortens_the_backoff() {
+        for honor in [HonorRetryAfter::Capped, HonorRetryAfter::Always] {
+            let mut p = policy(100);
+            p.honor_retry_after = honor;
+            let mut m = Machine::new(p, 1);
+            run(&mut m, Input::Connect, 0);
+            for _ in 0..3 {
+                let a = run(
+                    &mut m,
+                    Input::AttemptFailed {
+                        error: err(),
+                        retry: Retry {
+                            default: true,
+                            after_ms: Some(0),
+                        },
+                    },
+                    0,
+                );
+                let delay = a.iter().find_map(|x| match x {
+                    Action::ArmTimer { delay_ms } => Some(*delay_ms),
+                    _ => None,
+                });
+                assert!(delay.is_some_and(|d| d >= 100), "{honor:?}: {a:?}");
+                run(&mut m, Input::TimerFired, 0);
+            }
         }
     }
 

@@ -194,9 +194,10 @@ fn write_now(writer: &Writer, tx: &SendQueue, out: &Outbound, turn: Option<u64>,
         // Compressing a larger message would hold the JS thread: the driver does it.
         return None;
     }
-    let mut framed = Vec::with_capacity(payload.len() + 14);
-    tx.encode(opcode, payload, out.compress, &mut framed);
-    let first = writer.write_or_cork(&framed, turn)?;
+    let first = writer.write_or_cork(turn, |framed| {
+        framed.reserve(payload.len() + 14);
+        tx.encode(opcode, payload, out.compress, framed);
+    })?;
     stats::inc(&metrics.messages_sent);
     stats::add(&metrics.bytes_sent, payload.len() as u64);
     Some(first)
@@ -255,8 +256,8 @@ pub struct Outbox {
 }
 
 impl Outbox {
-    /// `ticket`: the callback's, or `NO_TICKET`. A message the fast path writes is settled by
-    /// JS itself (the outcome says so); one queued or handed over carries its ticket.
+    /// `ticket`: the callback's, or `NO_TICKET`. Only a message without one may take the fast
+    /// path; one queued or handed over carries its ticket.
     pub fn send(&mut self, msg: Message, ticket: u64, cfg: &QueueConfig, metrics: &Metrics) -> SendOutcome {
         let compress = true;
         self.send_outbound(Outbound { msg, ticket, compress }, None, cfg, metrics)
@@ -276,7 +277,11 @@ impl Outbox {
         }
         let len = data_len(&out.msg).unwrap_or(0);
         if let Some(tx) = &self.tx {
-            if let Some(writer) = self.writer.as_ref().filter(|_| len <= FAST_PATH_MAX) {
+            // A message with a callback is the driver's to write: what the fast path does not
+            // write at once waits as bytes, which a lost connection takes with it, and its
+            // callback must wait until the socket has taken all of it.
+            let fast = len <= FAST_PATH_MAX && out.ticket == NO_TICKET;
+            if let Some(writer) = self.writer.as_ref().filter(|_| fast) {
                 if tx.in_channel.load(Acquire) == 0 {
                     match write_now(writer, tx, &out, turn, metrics) {
                         Some(true) => return SendOutcome::SentUncorkLater,
@@ -317,8 +322,13 @@ impl Outbox {
     /// step), so the connection's queue is closed without waking it: the driver would wake up into
     /// the caller's locks, go back to sleep, and be woken again.
     pub fn stop_accepting(&mut self, close: Option<(u16, &str)>) {
-        if let Some((code, reason)) = close {
-            self.write_close_now(code, reason);
+        match close {
+            Some((code, reason)) => {
+                self.write_close_now(code, reason);
+            }
+            // `terminate()`: what the fast path corked in this turn goes first, as far as the
+            // socket takes it, as `ws`'s writes would have before its `terminate()`.
+            None => self.uncork(),
         }
         self.accepting = false;
         self.end_connection(false);

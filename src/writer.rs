@@ -245,12 +245,19 @@ impl Writer {
     /// (a microtask later) to write them all with one system call. Returns whether the caller
     /// must schedule that `uncork()`. `None`: the socket is backed up (bytes the driver must
     /// flush first), or the TLS session failed: use the driver.
-    pub fn write_or_cork(&self, frame: &[u8], turn: Option<u64>) -> Option<bool> {
+    ///
+    /// `encode` appends the frame to the buffer it is given. It runs under the writer's lock, once
+    /// the frame is sure to be taken: a compressed frame changes the compressor's context, so one
+    /// refused here, and compressed again by the driver, would leave the peer's context behind ours.
+    pub fn write_or_cork(&self, turn: Option<u64>, encode: impl FnOnce(&mut Vec<u8>)) -> Option<bool> {
         let mut w = self.lock();
         if w.close != CloseBy::None || w.blocked || w.backed_up() {
             return None;
         }
         if turn.is_some() && !w.corked && w.written_in_turn != turn {
+            let mut frame = Vec::new();
+            encode(&mut frame);
+            let frame = frame.as_slice();
             // Nothing is pending (checked above): the frame goes first. A failed write is the
             // driver's to report, as for `uncork`; a session that cannot seal it leaves it to the
             // driver, whose write meets the same failure.
@@ -273,7 +280,7 @@ impl Writer {
         let first = !w.corked;
         w.corked = true;
         w.hold();
-        w.pending.extend_from_slice(frame);
+        encode(&mut w.pending);
         if w.pending.len() >= CORK_LIMIT {
             // Enough for one write: do not wait for the end of the turn.
             Self::uncork_locked(&mut w, &self.waker);
@@ -550,6 +557,13 @@ impl AsyncRead for SessionRead<'_> {
 }
 
 #[cfg(test)]
+impl Writer {
+    fn write_or_cork_bytes(&self, frame: &[u8], turn: Option<u64>) -> Option<bool> {
+        self.write_or_cork(turn, |out| out.extend_from_slice(frame))
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use std::sync::Arc;
 
@@ -585,25 +599,29 @@ mod tests {
         };
         let (_read, writer) = split(tcp, None);
         assert_eq!(
-            writer.write_or_cork(b"one", Some(7)),
+            writer.write_or_cork_bytes(b"one", Some(7)),
             Some(false),
             "written: nothing to uncork"
         );
         assert_eq!(arrived(), b"one");
         assert_eq!(
-            writer.write_or_cork(b"two", Some(7)),
+            writer.write_or_cork_bytes(b"two", Some(7)),
             Some(true),
             "corked: the caller uncorks"
         );
-        assert_eq!(writer.write_or_cork(b"three", Some(7)), Some(false), "corked behind it");
+        assert_eq!(
+            writer.write_or_cork_bytes(b"three", Some(7)),
+            Some(false),
+            "corked behind it"
+        );
         assert_eq!(arrived(), b"");
         writer.uncork();
         assert_eq!(arrived(), b"twothree", "one write");
-        assert_eq!(writer.write_or_cork(b"four", Some(8)), Some(false), "a new turn");
+        assert_eq!(writer.write_or_cork_bytes(b"four", Some(8)), Some(false), "a new turn");
         assert_eq!(arrived(), b"four");
         // A runtime whose turns are not numbered corks everything.
-        assert_eq!(writer.write_or_cork(b"five", None), Some(true));
-        assert_eq!(writer.write_or_cork(b"six", None), Some(false));
+        assert_eq!(writer.write_or_cork_bytes(b"five", None), Some(true));
+        assert_eq!(writer.write_or_cork_bytes(b"six", None), Some(false));
         assert_eq!(arrived(), b"");
         writer.uncork();
         assert_eq!(arrived(), b"fivesix");
@@ -620,19 +638,19 @@ mod tests {
         // More than loopback's socket buffers take while the peer reads nothing.
         let frame = vec![7u8; 64 << 20];
         assert_eq!(
-            writer.write_or_cork(&frame, Some(1)),
+            writer.write_or_cork_bytes(&frame, Some(1)),
             Some(false),
             "written as far as it goes"
         );
         assert!(writer.has_pending(), "the rest waits in the writer");
         assert!(writer.lock().held.is_some(), "counted in ioBuffers while held");
         assert_eq!(
-            writer.write_or_cork(b"next", Some(1)),
+            writer.write_or_cork_bytes(b"next", Some(1)),
             None,
             "the turn's next message goes behind it"
         );
         assert_eq!(
-            writer.write_or_cork(b"next", Some(2)),
+            writer.write_or_cork_bytes(b"next", Some(2)),
             None,
             "so does the next turn's first"
         );
@@ -737,7 +755,7 @@ mod tests {
         };
         let mut got = [0u8; 64];
         // Written from the calling thread at once: the server reads it without the driver.
-        assert_eq!(writer.write_or_cork(b"one", Some(1)), Some(false));
+        assert_eq!(writer.write_or_cork_bytes(b"one", Some(1)), Some(false));
         let n = server.read(&mut got).unwrap();
         assert_eq!(&got[..n], b"one");
         assert!(!writer.has_pending());
@@ -748,8 +766,8 @@ mod tests {
         let mut buf = vec![0u8; 64];
         let n = session.read(&mut buf).await.unwrap();
         assert_eq!(&buf[..n], b"two");
-        assert_eq!(writer.write_or_cork(b"three", Some(2)), Some(false));
-        assert_eq!(writer.write_or_cork(b"four", Some(2)), Some(true), "corked");
+        assert_eq!(writer.write_or_cork_bytes(b"three", Some(2)), Some(false));
+        assert_eq!(writer.write_or_cork_bytes(b"four", Some(2)), Some(true), "corked");
         writer.uncork();
         let mut seen = Vec::new();
         while seen.len() < 9 {
