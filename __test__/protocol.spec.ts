@@ -464,6 +464,24 @@ async function misbehaving(frame: Buffer) {
   return { peer, codes }
 }
 
+test.serial("a Host header of the application's replaces the URL's, as in ws", async (t) => {
+  const hosts: Array<string | undefined> = []
+  const server = http.createServer()
+  server.on('upgrade', (req, socket: net.Socket) => {
+    hosts.push(req.headers.host)
+    socket.on('error', () => {})
+    socket.end('HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n')
+  })
+  server.listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  t.teardown(() => new Promise<void>((resolve) => server.close(() => resolve())))
+  const port = (server.address() as net.AddressInfo).port
+  const client = new ReconnectingWebSocket(`ws://127.0.0.1:${port}/`, { headers: { Host: 'virtual.example' } })
+  await new Recorder(client).next('giveup')
+  t.deepEqual(hosts, ['virtual.example'])
+  await client.disconnect()
+})
+
 test.serial('invalid UTF-8 closes with 1007, a protocol violation with 1002, an oversized message with 1009', async (t) => {
   const cases: Array<[Buffer, number, string, object]> = [
     [Buffer.from([0x81, 0x02, 0xc3, 0x28]), 1007, 'ERR_INVALID_UTF8', {}],

@@ -1,7 +1,7 @@
 // Resilience: the retry policy, heartbeats, the bounded offline queue, per-attempt credentials.
 import { once } from 'node:events'
 import http from 'node:http'
-import type net from 'node:net'
+import net from 'node:net'
 import test from 'ava'
 import { WebSocketServer } from 'ws'
 
@@ -52,6 +52,34 @@ test.serial('a 401 stops at once: one attempt, a giveup, no timer', async (t) =>
   t.is(server.attempts, 1)
   t.is(client.metrics.connectAttempts, 1)
   t.is(r.count('reconnecting'), 0)
+})
+
+test.serial('a refusal whose body is still coming at connectTimeout is the refusal, not a timeout', async (t) => {
+  // No Content-Length: the body runs to the end of the connection, which the server keeps open.
+  // Its reading was cut by the attempt's deadline, which threw the 401 away (found in review): a
+  // timeout is retried, so the client retried a refusal forever.
+  const sockets = new Set<net.Socket>()
+  const server = net.createServer((socket) => {
+    sockets.add(socket)
+    socket.on('error', () => {})
+    socket.once('data', () => socket.write('HTTP/1.1 401 Unauthorized\r\nContent-Type: text/plain\r\n\r\nbad token'))
+  })
+  server.listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  t.teardown(() => {
+    for (const s of sockets) s.destroy()
+    return new Promise<void>((resolve) => server.close(() => resolve()))
+  })
+  const port = (server.address() as net.AddressInfo).port
+  const client = new ReconnectingWebSocket(`ws://127.0.0.1:${port}/`, { connectTimeout: 500, minDelay: 10 })
+  const r = new Recorder(client)
+  const giveup = await r.next('giveup', 5_000)
+  t.is(giveup.reason, 'policy')
+  t.like(giveup.lastError, { code: 'ERR_HANDSHAKE', status: 401 })
+  t.is(String(giveup.lastError.body), 'bad token')
+  t.is(client.metrics.connectAttempts, 1)
+  await client.disconnect()
+  await quiescent()
 })
 
 test.serial('a 503 with Retry-After: 1 waits about a second', async (t) => {

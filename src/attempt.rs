@@ -41,6 +41,7 @@ impl Attempt {
         let redirects = cfg.max_redirects.map(|_| Arc::new(Mutex::new(Vec::new())));
         let followed = redirects.clone();
         let fut = async move {
+            let deadline = tokio::time::Instant::now() + cfg.connect_timeout;
             let attempt = async {
                 let params = match params {
                     ParamSource::Fixed(p) => p,
@@ -48,9 +49,11 @@ impl Attempt {
                         Err(ConnError::new(errors::ERR_PROVIDER, "the providers were abandoned"))
                     })?),
                 };
-                connect(&cfg, &params, followed.as_deref()).await
+                connect(&cfg, &params, followed.as_deref(), deadline).await
             };
-            match tokio::time::timeout(cfg.connect_timeout, attempt).await {
+            // A refusal's body is read within the deadline (`body::read`), on a timer of the same
+            // instant as this one, which is polled after the attempt: the refusal is not lost to it.
+            match tokio::time::timeout_at(deadline, attempt).await {
                 Ok(r) => r,
                 Err(_) => Err(ConnError::new(
                     errors::ERR_CONNECT_TIMEOUT,
@@ -86,8 +89,9 @@ async fn connect(
     cfg: &ConnConfig,
     params: &AttemptParams,
     followed: Option<&Mutex<Vec<String>>>,
+    deadline: tokio::time::Instant,
 ) -> Result<Opened, ConnError> {
-    let mut result = dial_and_upgrade(cfg, params).await;
+    let mut result = dial_and_upgrade(cfg, params, deadline).await;
     let Some(max) = cfg.max_redirects else { return result };
     let mut hop: Option<AttemptParams> = None;
     let mut hops = 0;
@@ -109,13 +113,17 @@ async fn connect(
         if let Some(f) = followed {
             f.lock().unwrap_or_else(|p| p.into_inner()).push(redact_url(&next.url));
         }
-        result = dial_and_upgrade(cfg, &next).await;
+        result = dial_and_upgrade(cfg, &next, deadline).await;
         hop = Some(next);
     }
 }
 
 /// One hop: the byte stream to `params.url` (TCP, a proxy, TLS), then the upgrade over it.
-async fn dial_and_upgrade(cfg: &ConnConfig, params: &AttemptParams) -> Result<Opened, ConnError> {
+async fn dial_and_upgrade(
+    cfg: &ConnConfig,
+    params: &AttemptParams,
+    deadline: tokio::time::Instant,
+) -> Result<Opened, ConnError> {
     let transport = transport::open(
         &params.url,
         params.proxy.as_ref(),
@@ -126,5 +134,5 @@ async fn dial_and_upgrade(cfg: &ConnConfig, params: &AttemptParams) -> Result<Op
         &cfg.tls,
     )
     .await?;
-    upgrade::handshake(transport, params, cfg.deflate.as_ref()).await
+    upgrade::handshake(transport, params, cfg.deflate.as_ref(), deadline).await
 }

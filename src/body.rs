@@ -1,14 +1,15 @@
 //! The body of the answer a server gave the upgrade instead of 101 (a 401's JSON reason, an HTML
 //! error page), for the attempt's error: what `ws` users read from `unexpected-response`'s
 //! response. Bounded in size and time so that a server cannot hold the attempt or fill memory
-//! with it: at most [`MAX_BODY`] bytes, read for at most [`BODY_WAIT`] (and within the attempt's
-//! own `connectTimeout`). `Content-Length`, chunked or up to the end of the connection, as HTTP/1.1
+//! with it: at most [`MAX_BODY`] bytes, read for at most [`BODY_WAIT`], and never past the attempt's
+//! own deadline (`connectTimeout`), so that the refusal is not lost to it. `Content-Length`, chunked or up to the end of the connection, as HTTP/1.1
 //! frames it; a truncated body is given as far as it came.
 
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::time::Instant;
 
 /// The most of a body kept.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -49,8 +50,8 @@ impl Framing {
 }
 
 /// The body, from `read` (what followed the head in the same reads) and then `io`, as far as
-/// the bounds allow.
-pub async fn read<R: AsyncRead + Unpin>(io: &mut R, read: BytesMut, framing: Framing) -> Bytes {
+/// the bounds allow; `deadline`: the attempt's.
+pub async fn read<R: AsyncRead + Unpin>(io: &mut R, read: BytesMut, framing: Framing, deadline: Instant) -> Bytes {
     let mut raw = read;
     // Chunked framing adds a few bytes per chunk: room for them beyond the body's own bound.
     let raw_limit = MAX_BODY + MAX_BODY / 4;
@@ -70,7 +71,7 @@ pub async fn read<R: AsyncRead + Unpin>(io: &mut R, read: BytesMut, framing: Fra
         }
         partial(&raw, framing)
     };
-    match tokio::time::timeout(BODY_WAIT, collect).await {
+    match tokio::time::timeout_at((Instant::now() + BODY_WAIT).min(deadline), collect).await {
         Ok(body) => body,
         Err(_) => partial(&raw, framing),
     }
@@ -139,7 +140,7 @@ mod tests {
 
     async fn body(framing: Framing, first: &[u8], rest: &[u8]) -> Bytes {
         let mut io = rest;
-        read(&mut io, BytesMut::from(first), framing).await
+        read(&mut io, BytesMut::from(first), framing, Instant::now() + BODY_WAIT).await
     }
 
     #[tokio::test]
@@ -175,9 +176,23 @@ mod tests {
             .await
             .unwrap();
         let started = tokio::time::Instant::now();
-        let got = read(&mut client, BytesMut::new(), Framing::Length(1000)).await;
+        let got = read(
+            &mut client,
+            BytesMut::new(),
+            Framing::Length(1000),
+            started + 10 * BODY_WAIT,
+        )
+        .await;
         assert_eq!(got, "partial");
         assert_eq!(started.elapsed(), BODY_WAIT);
+        // An attempt's deadline before that ends the read, with what came.
+        let started = tokio::time::Instant::now();
+        let soon = started + BODY_WAIT / 4;
+        assert_eq!(
+            read(&mut client, BytesMut::from(&b"more"[..]), Framing::Length(1000), soon).await,
+            "more"
+        );
+        assert_eq!(started.elapsed(), BODY_WAIT / 4);
         drop(server);
     }
 

@@ -32,10 +32,12 @@ const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 
 /// The HTTP upgrade (RFC 6455 §4.1): tungstenite writes the request and parses the response;
 /// the checks are ours because tungstenite keeps them private to its own stream type.
+/// `deadline`: the attempt's, which a refusal's body is read within.
 pub async fn handshake(
     mut transport: Transport,
     params: &AttemptParams,
     deflate: Option<&DeflateConfig>,
+    deadline: tokio::time::Instant,
 ) -> Result<Opened, ConnError> {
     let invalid = |e: &dyn std::fmt::Display| ConnError::new(errors::ERR_HANDSHAKE, e.to_string());
     let (request, key) = generate_request(build_request(params, deflate)?).map_err(|e| invalid(&e))?;
@@ -62,7 +64,7 @@ pub async fn handshake(
     if response.status().as_u16() >= 400 {
         // A refusal: its body says why (redirects, which are followed or fail on their status, are not read).
         let mut err = rejected(&response);
-        let body = body::read(&mut transport, buf, body::Framing::of(response.headers())).await;
+        let body = body::read(&mut transport, buf, body::Framing::of(response.headers()), deadline).await;
         err.body = (!body.is_empty()).then_some(body);
         return Err(err);
     }
@@ -143,7 +145,14 @@ fn build_request(
     for (name, value) in &params.headers {
         let name = tungstenite::http::HeaderName::from_bytes(name.as_bytes()).map_err(|e| invalid(&e))?;
         let value = tungstenite::http::HeaderValue::from_str(value).map_err(|e| invalid(&e))?;
-        headers.append(name, value);
+        if name == tungstenite::http::header::HOST {
+            // The application's Host replaces the URL's, as in `ws` (Node's `http`): a second
+            // one would not be sent. (Connection, Upgrade and the Sec-WebSocket-Key and -Version
+            // stay ours, as `ws` keeps them.)
+            headers.insert(name, value);
+        } else {
+            headers.append(name, value);
+        }
     }
     if !params.protocols.is_empty() {
         let value = tungstenite::http::HeaderValue::from_str(&params.protocols.join(", ")).map_err(|e| invalid(&e))?;
