@@ -647,7 +647,8 @@ export declare class ReconnectingWebSocket<B extends BinaryType = 'nodebuffer'> 
   /**
    * Resolves when the client is open (at once if it is), however many attempts that takes; rejects only
    * when it will not open: it gave up (`ERR_GAVE_UP`), `disconnect()` was called (`ERR_NOT_OPEN`) or
-   * `signal` aborted (an `AbortError`, code `ABORT_ERR`). Unlike `events.once(client, 'open')`, which rejects on the first `error` event even
+   * `signal` aborted (an `AbortError`, code `ABORT_ERR`); at once when it already gave up or was
+   * disconnected and no `connect()` came since. Unlike `events.once(client, 'open')`, which rejects on the first `error` event even
    * though the client retries, a failed attempt does not reject it.
    */
   opened(options?: { signal?: AbortSignal }): Promise<OpenEventInfo>

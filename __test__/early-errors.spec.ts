@@ -200,3 +200,24 @@ test.serial('a headers provider returning a bad value is an ERR_PROVIDER attempt
   t.true(peer.heads[0].includes('\r\nx-token: abc\r\n'), peer.heads[0])
   await quiescent()
 })
+
+test('a tls.servername that cannot be a name, or a localAddress with a zone, throws ERR_INVALID_ARG_VALUE; an empty servername is no servername', (t) => {
+  for (const options of [{ tls: { servername: 'a b' } }, { tls: { servername: '-x.example' } }, { localAddress: 'fe80::1%lo' }] as ReconnectingWebSocketOptions[]) {
+    const err = t.throws(() => new ReconnectingWebSocket('wss://127.0.0.1:1/', { ...options, startClosed: true }), { instanceOf: TypeError }) as RedialError
+    t.is(err.code as string, 'ERR_INVALID_ARG_VALUE', JSON.stringify(options))
+  }
+  for (const servername of ['', 'ws.example', 'under_score.example', '127.0.0.1', '::1']) {
+    t.notThrows(() => new ReconnectingWebSocket('wss://127.0.0.1:1/', { tls: { servername }, startClosed: true }), servername)
+  }
+})
+
+test.serial('credentials with a stray % in the URL are taken as ws takes them, not thrown as a URIError', async (t) => {
+  const peer = await countingServer()
+  t.teardown(() => peer.close())
+  const client = new ReconnectingWebSocket(`ws://u%zz:p%41ss@127.0.0.1:${peer.port}/`)
+  await new Recorder(client).next('open')
+  const auth = /authorization: Basic (\S+)/i.exec(peer.heads[0])?.[1]
+  t.is(Buffer.from(auth ?? '', 'base64').toString(), 'u%zz:pAss')
+  await client.disconnect()
+  await quiescent()
+})

@@ -156,6 +156,29 @@ test('NODE_DEBUG=redial-ws logs through util.debuglog', (t) => {
   t.is(off.stderr, '')
 })
 
+test.serial('opened() after the client gave up or was disconnected rejects at once (it waited for good); after connect() it waits again', async (t) => {
+  const port = await refusedPort()
+  const client = new ReconnectingWebSocket(`ws://127.0.0.1:${port}/`, { minDelay: 1, maxDelay: 1, maxRetries: 1 })
+  await new Recorder(client).next('giveup')
+  const gaveUp = await client.opened().catch((e) => e)
+  t.is(gaveUp.code, 'ERR_GAVE_UP')
+  t.is(gaveUp.cause?.code, 'ERR_CONNECT')
+  await client.disconnect()
+  t.is((await client.opened().catch((e) => e)).code, 'ERR_NOT_OPEN')
+  const peer = await wsServer()
+  t.teardown(() => peer.close())
+  const other = new ReconnectingWebSocket(peer.url, { startClosed: true })
+  const waiting = other.opened()
+  other.connect()
+  await waiting
+  await other.disconnect()
+  t.is((await other.opened().catch((e) => e)).code, 'ERR_NOT_OPEN')
+  other.connect()
+  await other.opened()
+  await other.disconnect()
+  await quiescent()
+})
+
 test.serial('opened(): waits through failed attempts where events.once(client, "open") rejects; rejects only when the client will not open', async (t) => {
   // The server is down at first, and comes up after the client has failed twice.
   const port = await refusedPort()

@@ -417,6 +417,22 @@ test.serial('HTTP_PROXY / NO_PROXY from the environment when the option is absen
   await quiescent()
 })
 
+test('NO_PROXY entries name hosts as curl reads them: IPv6 in brackets (with a port or not), bare, host:port, .domain and *.domain', (t) => {
+  const { proxyFor } = createRequire(import.meta.url)('../lib/options.js') as {
+    proxyFor(url: string, option: undefined, env: Record<string, string>): string | undefined
+  }
+  const via = (url: string, noProxy: string) => proxyFor(url, undefined, { HTTP_PROXY: 'http://127.0.0.1:9', NO_PROXY: noProxy }) ?? 'direct'
+  t.is(via('ws://[::1]:8080/', '[::1]'), 'direct')
+  t.is(via('ws://[::1]:8080/', '[::1]:8080'), 'direct')
+  t.is(via('ws://[::1]:8080/', '::1'), 'direct')
+  t.is(via('ws://[::1]:8080/', '[::1]:9'), 'http://127.0.0.1:9')
+  t.is(via('ws://a.example:8080/', 'a.example:8080'), 'direct')
+  t.is(via('ws://a.example:8080/', 'a.example:80'), 'http://127.0.0.1:9')
+  t.is(via('ws://b.a.example/', '.a.example'), 'direct')
+  t.is(via('ws://b.a.example/', '*.a.example'), 'direct')
+  t.is(via('ws://x.example/', 'a.example'), 'http://127.0.0.1:9')
+})
+
 test.serial('subprotocols, origin and custom headers; a server choosing an unoffered protocol fails the handshake', async (t) => {
   let request: http.IncomingMessage | undefined
   const wss = new WebSocketServer({ host: '127.0.0.1', port: 0, handleProtocols: (protocols) => (protocols.has('chat.v2') ? 'chat.v2' : false) })

@@ -100,6 +100,12 @@ const READY_STATES = { connecting: CONNECTING, open: OPEN, closing: CLOSING, rec
 
 const EMPTY = Buffer.alloc(0)
 
+/** opened()'s rejection once the client gave up (`p`: the giveup event's payload). */
+function gaveUpError(p) {
+  const why = `the client gave up after ${p.attempts} attempt${p.attempts === 1 ? '' : 's'} (${p.reason})`
+  return makeError('ERR_GAVE_UP', why, Error, p.lastError ? { cause: p.lastError } : undefined)
+}
+
 /** As Node's own APIs reject on an abort: an `AbortError` (code `ABORT_ERR`) caused by the signal's reason. */
 function abortError(signal) {
   return makeError('ABORT_ERR', 'The operation was aborted', Error, { name: 'AbortError', cause: signal.reason })
@@ -162,6 +168,8 @@ class ReconnectingWebSocket extends EventEmitter {
   #closing = false
   /** connect() was called while closing: the client connects again once the close is done. */
   #connectAfterClose = false
+  /** Why a closed client stopped, for opened(): `{ giveup }` (its event's payload), `'disconnected'`, or null. */
+  #ended = null
   /** A pending disconnect() call (`{ seq, resolve }`), an array of them for several, or null. */
   #waiters = null
   /** The native machine's count of consecutive failures, as its last event reported it. */
@@ -312,6 +320,7 @@ class ReconnectingWebSocket extends EventEmitter {
     if (state === 'connecting' || state === 'open') return this
     // A disconnect() stopped listening (a long-lived signal keeps no listener of a closed client).
     this.#listenToSignal()
+    this.#ended = null
     N.clientConnect(this)
     if (state === 'closed') {
       this.#retries = 0
@@ -352,6 +361,7 @@ class ReconnectingWebSocket extends EventEmitter {
     const unfinished = this.#dropPieces('discarded')
     if (seq === 0) {
       this.#state = 'closed'
+      this.#ended = 'disconnected'
       const discarded = N.clientDiscardQueue(this) + unfinished
       // Their callbacks are queued before anything can await this promise.
       this.#settleCallbacks()
@@ -653,7 +663,8 @@ class ReconnectingWebSocket extends EventEmitter {
   /**
    * Resolves with `{ protocol, extensions }` when the client is open (at once if it is), however
    * many attempts that takes. Rejects only when it will not open: it gave up (`ERR_GAVE_UP`, the
-   * last error as `cause`), `disconnect()` was called (`ERR_NOT_OPEN`), or `signal` aborted.
+   * last error as `cause`), `disconnect()` was called (`ERR_NOT_OPEN`), or `signal` aborted; at
+   * once when the client already gave up or was disconnected (and no connect() came since).
    * Unlike `events.once(client, 'open')`, a failed attempt that will be retried does not reject.
    */
   opened({ signal } = {}) {
@@ -665,6 +676,10 @@ class ReconnectingWebSocket extends EventEmitter {
     if (this.#closing && !this.#connectAfterClose) {
       return Promise.reject(makeError('ERR_NOT_OPEN', 'disconnect() was called before the connection opened'))
     }
+    // Stopped for good (until connect()): nothing would settle the wait.
+    const ended = this.#state === 'closed' ? this.#ended : null
+    if (ended === 'disconnected') return Promise.reject(makeError('ERR_NOT_OPEN', 'the client is closed: disconnect() was called'))
+    if (ended !== null) return Promise.reject(gaveUpError(ended.giveup))
     return new Promise((resolve, reject) => {
       const done = () => {
         this.off('open', onOpen)
@@ -678,8 +693,7 @@ class ReconnectingWebSocket extends EventEmitter {
       }
       const onGiveUp = (p) => {
         done()
-        const why = `the client gave up after ${p.attempts} attempt${p.attempts === 1 ? '' : 's'} (${p.reason})`
-        reject(makeError('ERR_GAVE_UP', why, Error, p.lastError ? { cause: p.lastError } : undefined))
+        reject(gaveUpError(p))
       }
       const onDisconnect = () => {
         done()
@@ -833,7 +847,10 @@ class ReconnectingWebSocket extends EventEmitter {
   }
 
   #onGiveUp(p) {
-    if (!this.#closing) this.#state = 'closed'
+    if (!this.#closing) {
+      this.#state = 'closed'
+      this.#ended = { giveup: p }
+    }
     if (p.lastError) p.lastError = fromNative(p.lastError)
     this.#trace('giveup', p.reason)
     if (channels.giveup.hasSubscribers) channels.giveup.publish({ client: this, ...p })
@@ -871,7 +888,9 @@ class ReconnectingWebSocket extends EventEmitter {
     const again = this.#connectAfterClose
     this.#connectAfterClose = false
     this.#state = again ? 'connecting' : 'closed'
-    if (!again) this.emit(kClosed)
+    if (again) return
+    this.#ended = 'disconnected'
+    this.emit(kClosed)
   }
 
   #resolveWaiters(discarded, upto) {

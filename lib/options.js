@@ -7,6 +7,7 @@
 const { X509Certificate, createPrivateKey } = require('node:crypto')
 const dns = require('node:dns')
 const { isIP } = require('node:net')
+const { unescape } = require('node:querystring')
 const { makeError, redactUrl } = require('./errors')
 const { parseCiphers, parseEcdhCurve, parseSigalgs, offersTls12 } = require('./ciphers')
 
@@ -150,8 +151,9 @@ function parseOptions(options, rws = false) {
   const localAddress = options.localAddress
   if (localAddress !== undefined) {
     if (typeof localAddress !== 'string') throw typeError('localAddress', 'a string', localAddress)
-    if (isIP(localAddress) === 0) {
-      throw makeError('ERR_INVALID_ARG_VALUE', `The "localAddress" option must be an IP address. Received '${localAddress}'`, TypeError)
+    // A zone (fe80::1%eth0) is not taken: the addon binds a plain address.
+    if (isIP(localAddress) === 0 || localAddress.includes('%')) {
+      throw makeError('ERR_INVALID_ARG_VALUE', `The "localAddress" option must be an IP address, without a zone. Received '${localAddress}'`, TypeError)
     }
   }
   const skipUTF8Validation = options.skipUTF8Validation === undefined ? false : options.skipUTF8Validation
@@ -337,6 +339,12 @@ function checkBinaryType(v) {
 const NONE = Object.freeze([])
 const TLS_DEFAULTS = Object.freeze({ ca: NONE, rejectUnauthorized: true, servername: undefined, cert: undefined, key: undefined, checkServerIdentity: undefined, minVersion: 0, maxVersion: 0, cipherSuites: NONE, kxGroups: NONE, sigSchemes: NONE })
 
+/** A DNS name as rustls takes one: labels of letters, digits, '-' and '_', not starting or ending with '-'. */
+function isDnsName(name) {
+  const labels = (name.endsWith('.') ? name.slice(0, -1) : name).split('.')
+  return name.length <= 253 && labels.every((l) => /^[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$/.test(l))
+}
+
 function parseTls(tls) {
   if (tls === undefined) return TLS_DEFAULTS
   if (typeof tls !== 'object' || tls === null || Array.isArray(tls)) throw typeError('tls', 'an object', tls)
@@ -347,6 +355,11 @@ function parseTls(tls) {
   const rejectUnauthorized = tls.rejectUnauthorized === undefined ? true : tls.rejectUnauthorized
   if (typeof rejectUnauthorized !== 'boolean') throw typeError('tls.rejectUnauthorized', 'a boolean', rejectUnauthorized)
   if (tls.servername !== undefined && typeof tls.servername !== 'string') throw typeError('tls.servername', 'a string', tls.servername)
+  // '' is Node's "send no SNI": here the URL's host is the name, as without the option.
+  const servername = tls.servername === '' ? undefined : tls.servername
+  if (servername !== undefined && isIP(servername) === 0 && !isDnsName(servername)) {
+    throw makeError('ERR_INVALID_ARG_VALUE', `tls.servername must be a host name or an IP address. Received '${servername}'`, TypeError)
+  }
   const { cert, key, trusted } = clientAuth(tls)
   // As Node does with a PKCS#12 file's other certificates: they are trusted too.
   if (trusted.length > 0) ca.push(...trusted)
@@ -361,7 +374,7 @@ function parseTls(tls) {
   }
   const kxGroups = parseEcdhCurve(tls.ecdhCurve)
   const sigSchemes = parseSigalgs(tls.sigalgs)
-  return { ca, rejectUnauthorized, servername: tls.servername, cert, key, checkServerIdentity, minVersion, maxVersion, cipherSuites, kxGroups, sigSchemes }
+  return { ca, rejectUnauthorized, servername, cert, key, checkServerIdentity, minVersion, maxVersion, cipherSuites, kxGroups, sigSchemes }
 }
 
 // Node's names of TLS versions, as the minor number of TLS 1.x.
@@ -571,12 +584,11 @@ function proxyFor(url, option, env = process.env) {
   for (let entry of noProxy.split(/[\s,]+/)) {
     if (!entry) continue
     if (entry === '*') return undefined
+    // '[::1]:8080', '[::1]', 'host:8080', 'host', or a bare IPv6 address ('::1': several colons).
     let entryPort
-    const m = /^(.*?)(?::(\d+))?$/.exec(entry.replace(/^\[|\](?=:|$)/g, ''))
-    if (m && !entry.includes('::')) {
-      entry = m[1]
-      entryPort = m[2]
-    }
+    const bracketed = /^\[([^\]]*)\](?::(\d+))?$/.exec(entry)
+    if (bracketed) [, entry, entryPort] = bracketed
+    else if (entry.indexOf(':') === entry.lastIndexOf(':') && entry.includes(':')) [entry, entryPort] = entry.split(':')
     if (entryPort && entryPort !== port) continue
     entry = entry.replace(/^\*?\./, '.')
     if (host === entry || (entry.startsWith('.') && (host.endsWith(entry) || host === entry.slice(1)))) return undefined
@@ -741,8 +753,9 @@ function normalizeUrl(url) {
 function splitCredentials(url, flatHeaders) {
   const u = describeUrl(url)
   if (!u.username && !u.password) return { url, headers: flatHeaders }
-  const user = decodeURIComponent(u.username)
-  const pass = decodeURIComponent(u.password)
+  // As ws decodes them: a stray '%' stays as it is (decodeURIComponent would throw).
+  const user = unescape(u.username)
+  const pass = unescape(u.password)
   const has = flatHeaders.some((v, i) => i % 2 === 0 && v.toLowerCase() === 'authorization')
   const headers = has ? flatHeaders : ['authorization', `Basic ${Buffer.from(`${user}:${pass}`).toString('base64')}`, ...flatHeaders]
   return { url: u.bare, headers }
