@@ -3,7 +3,7 @@
 // coded error, and every attempt starts at the client's own URL again.
 import http from 'node:http'
 import { once } from 'node:events'
-import type net from 'node:net'
+import net from 'node:net'
 import test, { type ExecutionContext } from 'ava'
 import { WebSocketServer } from 'ws'
 
@@ -183,5 +183,52 @@ test.serial("the redirect event, as ws's: each address followed, before the atte
   await p.next('error')
   t.is(p.count('redirect'), 0)
   await plain.disconnect()
+  released(t)
+})
+
+test.serial('a proxy from the environment is decided again for every redirect: NO_PROXY names the host it leads to, not the first', async (t) => {
+  // A redirect from a host NO_PROXY names to one it does not went direct, and the other way
+  // round through the proxy: each hop kept the first URL's decision (found in review).
+  const hits: Hit[] = []
+  const s = await server((path) => (path === '/a' ? { status: 302, location: `ws://localhost:${s.port}/b` } : null), hits)
+  t.teardown(() => s.close())
+  const seen: string[] = []
+  const tunnels = new Set<net.Socket>()
+  const proxy = http.createServer((_req, res) => res.writeHead(405).end())
+  proxy.on('connect', (req, client: net.Socket, head) => {
+    seen.push(req.url!)
+    client.on('error', () => {})
+    const upstream = net.connect(Number(req.url!.split(':').pop()), '127.0.0.1', () => {
+      client.write('HTTP/1.1 200 Connection Established\r\n\r\n')
+      if (head.length) upstream.write(head)
+      upstream.pipe(client)
+      client.pipe(upstream)
+    })
+    upstream.on('error', () => client.destroy())
+    tunnels.add(client).add(upstream)
+  })
+  proxy.listen(0, '127.0.0.1')
+  await once(proxy, 'listening')
+  t.teardown(() => {
+    for (const socket of tunnels) socket.destroy()
+    return new Promise<void>((resolve) => proxy.close(() => resolve()))
+  })
+  const saved = { ...process.env }
+  try {
+    process.env.HTTP_PROXY = `http://127.0.0.1:${(proxy.address() as net.AddressInfo).port}`
+    for (const [noProxy, through] of [
+      ['127.0.0.1', [`localhost:${s.port}`]],
+      ['localhost', [`127.0.0.1:${s.port}`]],
+    ] as const) {
+      process.env.NO_PROXY = noProxy
+      seen.length = 0
+      const client = new ReconnectingWebSocket(s.url('/a'), { followRedirects: true, minDelay: 60_000 })
+      await new Recorder(client).next('open')
+      t.deepEqual(seen, through, `NO_PROXY=${noProxy}`)
+      await client.disconnect()
+    }
+  } finally {
+    process.env = saved
+  }
   released(t)
 })

@@ -234,6 +234,9 @@ function parseOptions(options, rws = false) {
     tlsKxGroups: tls.kxGroups,
     tlsSigSchemes: tls.sigSchemes,
     proxy: undefined,
+    // A redirect to another host or scheme decides its own proxy from the environment, as the
+    // client's URL did (proxyFor): the addon follows redirects.
+    proxyEnv: followRedirects && proxy === undefined ? proxyEnv() : undefined,
     perMessageDeflate: parseDeflate(options.perMessageDeflate),
   }
   // A longer text message cannot become a string: it ends the connection with 1009 (as any over maxPayload).
@@ -568,6 +571,11 @@ function checkProxy(proxy) {
  * The proxy for `url`: the option when given (false/null: none), else
  * HTTPS_PROXY (wss) / HTTP_PROXY (ws) unless NO_PROXY matches the host.
  */
+/** HTTP_PROXY, HTTPS_PROXY and NO_PROXY as proxyFor reads them ('' where unset). */
+function proxyEnv(env = process.env) {
+  return [env.HTTP_PROXY ?? env.http_proxy ?? '', env.HTTPS_PROXY ?? env.https_proxy ?? '', env.NO_PROXY ?? env.no_proxy ?? '']
+}
+
 function proxyFor(url, option, env = process.env) {
   if (option === false || option === null) return undefined
   const u = describeUrl(url)

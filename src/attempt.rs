@@ -109,7 +109,7 @@ async fn connect(
             return Err(redirect::too_many(refused, &to, max));
         }
         hops += 1;
-        let next = redirect::hop(params, to);
+        let next = redirect::hop(params, to, cfg.proxy_env.as_deref())?;
         if let Some(f) = followed {
             f.lock().unwrap_or_else(|p| p.into_inner()).push(redact_url(&next.url));
         }

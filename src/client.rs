@@ -33,7 +33,7 @@ use crate::napi_raw;
 use crate::options::NativeOptions;
 use crate::outbox::{Outbound, QueueConfig, SendOutcome, NO_TICKET};
 use crate::protocol::send as outcome;
-use crate::proxy::Proxy;
+use crate::proxy::{Proxy, ProxyEnv};
 use crate::queue::Queue;
 use crate::shared::{AttemptParams, Shared};
 use crate::stats::{self, GLOBAL};
@@ -198,6 +198,10 @@ impl NativeClient {
             conn: ConnConfig {
                 connect_timeout: Duration::from_millis(ms(options.connect_timeout)),
                 max_redirects: options.max_redirects,
+                proxy_env: match options.proxy_env.as_deref() {
+                    Some([http, https, no_proxy]) => Some(Arc::new(ProxyEnv::new(http, https, no_proxy))),
+                    _ => None,
+                },
                 js_lookup: options.lookup,
                 js: None,
                 dial: Dial {

@@ -50,6 +50,8 @@ pub struct ConnConfig {
     pub js: Option<ask::Asker>,
     /// `maxRedirects` when following redirects (`followRedirects`), else `None`.
     pub max_redirects: Option<u32>,
+    /// The proxy came from the environment: each redirect decides its own from it.
+    pub proxy_env: Option<Arc<crate::proxy::ProxyEnv>>,
     /// `maxPayload`, and the longest text that can become a JS string: longer ends with 1009.
     pub limits: frame::Limits,
     /// 0 disables heartbeats.

@@ -41,6 +41,68 @@ impl std::fmt::Debug for Proxy {
     }
 }
 
+/// `HTTP_PROXY`, `HTTPS_PROXY` and `NO_PROXY` as JS read them (`lib/options.js`, `proxyFor`, whose
+/// rules these are): a redirect to another host or scheme gets the proxy they name for it.
+#[derive(Debug)]
+pub struct ProxyEnv {
+    http: String,
+    https: String,
+    no_proxy: String,
+}
+
+impl ProxyEnv {
+    pub fn new(http: &str, https: &str, no_proxy: &str) -> Self {
+        ProxyEnv {
+            http: http.to_owned(),
+            https: https.to_owned(),
+            no_proxy: no_proxy.to_ascii_lowercase(),
+        }
+    }
+
+    /// The proxy for `url`, none when `NO_PROXY` names its host (or the variable is empty).
+    pub fn for_url(&self, url: &Url) -> Result<Option<Proxy>, ConnError> {
+        let proxy = if url.scheme() == "wss" { &self.https } else { &self.http };
+        if proxy.is_empty() || self.bypasses(url) {
+            return Ok(None);
+        }
+        Proxy::parse(proxy)
+            .map(Some)
+            .map_err(|why| ConnError::new(errors::ERR_PROXY, why))
+    }
+
+    /// Entries: `*`, `host`, `.domain` or `*.domain` (the domain and its subdomains), each with a
+    /// `:port` or not, IPv6 addresses bare or in brackets.
+    fn bypasses(&self, url: &Url) -> bool {
+        let host = url.host_str().unwrap_or("");
+        let host = host.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
+        let port = url.port_or_known_default().unwrap_or(0).to_string();
+        self.no_proxy
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|e| !e.is_empty())
+            .any(|entry| {
+                if entry == "*" {
+                    return true;
+                }
+                let (name, entry_port) = match entry.strip_prefix('[').and_then(|e| e.split_once(']')) {
+                    Some((name, rest)) => (name, rest.strip_prefix(':')),
+                    None if entry.matches(':').count() == 1 => match entry.split_once(':') {
+                        Some((name, p)) => (name, Some(p)),
+                        None => (entry, None),
+                    },
+                    None => (entry, None),
+                };
+                if entry_port.is_some_and(|p| p != port) {
+                    return false;
+                }
+                let name = name.strip_prefix('*').unwrap_or(name);
+                match name.strip_prefix('.') {
+                    Some(domain) => host == domain || host.ends_with(name),
+                    None => host == name,
+                }
+            })
+    }
+}
+
 impl Proxy {
     /// Its errors name the URL with the credentials masked (`redact`).
     pub fn parse(s: &str) -> Result<Self, String> {

@@ -8,6 +8,7 @@
 use url::Url;
 
 use crate::errors::{self, ConnError};
+use crate::proxy::ProxyEnv;
 use crate::redact::redact_url;
 use crate::shared::AttemptParams;
 
@@ -49,7 +50,8 @@ pub fn target(err: &ConnError, from: &Url) -> Option<Result<Url, ConnError>> {
 
 /// The parameters of the hop to `to`: the client's, less its credentials where a hop must not
 /// carry them (another host, which includes another port, or `wss:` to `ws:`).
-pub fn hop(client: &AttemptParams, to: Url) -> AttemptParams {
+/// `proxy_env`: the proxy came from the environment, and `to` gets the one it names for it.
+pub fn hop(client: &AttemptParams, to: Url, proxy_env: Option<&ProxyEnv>) -> Result<AttemptParams, ConnError> {
     let same_host = to.host_str() == client.url.host_str() && to.port() == client.url.port();
     let downgrade = client.url.scheme() == "wss" && to.scheme() == "ws";
     let keeps = |name: &str| {
@@ -60,12 +62,16 @@ pub fn hop(client: &AttemptParams, to: Url) -> AttemptParams {
             _ => true,
         }
     };
-    AttemptParams {
-        url: to,
+    let proxy = match proxy_env {
+        Some(env) => env.for_url(&to)?,
+        None => client.proxy.clone(),
+    };
+    Ok(AttemptParams {
         headers: client.headers.iter().filter(|(name, _)| keeps(name)).cloned().collect(),
         protocols: client.protocols.clone(),
-        proxy: client.proxy.clone(),
-    }
+        proxy,
+        url: to,
+    })
 }
 
 /// The error of an attempt whose server redirected once more than `max` allows: the last answer's
@@ -153,17 +159,21 @@ mod tests {
             protocols: vec!["chat".into()],
             proxy: None,
         };
-        let same = hop(&client, url("wss://a.test/elsewhere"));
+        let same = hop(&client, url("wss://a.test/elsewhere"), None).unwrap();
         assert_eq!(names(&same), ["Authorization", "cookie", "Host", "x-other"]);
         assert_eq!(same.protocols, ["chat"]);
         assert_eq!(
-            names(&hop(&client, url("ws://a.test/"))),
+            names(&hop(&client, url("ws://a.test/"), None).unwrap()),
             ["Host", "x-other"],
             "wss: to ws:"
         );
-        assert_eq!(names(&hop(&client, url("wss://b.test/"))), ["x-other"], "another host");
         assert_eq!(
-            names(&hop(&client, url("wss://a.test:444/"))),
+            names(&hop(&client, url("wss://b.test/"), None).unwrap()),
+            ["x-other"],
+            "another host"
+        );
+        assert_eq!(
+            names(&hop(&client, url("wss://a.test:444/"), None).unwrap()),
             ["x-other"],
             "another port"
         );
@@ -172,10 +182,36 @@ mod tests {
             ..client
         };
         assert_eq!(
-            names(&hop(&plain, url("wss://a.test/"))),
+            names(&hop(&plain, url("wss://a.test/"), None).unwrap()),
             ["Authorization", "cookie", "Host", "x-other"],
             "ws: to wss:"
         );
+    }
+
+    #[test]
+    fn a_proxy_from_the_environment_is_decided_again_for_each_hop() {
+        let env = ProxyEnv::new(
+            "http://proxy.test:3128",
+            "http://secure-proxy.test:3128",
+            "a.test, [::1]",
+        );
+        let client = AttemptParams {
+            url: url("ws://a.test/"),
+            headers: Vec::new(),
+            protocols: Vec::new(),
+            proxy: None,
+        };
+        let via = |to: &str| hop(&client, url(to), Some(&env)).unwrap().proxy.map(|p| p.host);
+        assert_eq!(via("ws://a.test/again"), None, "NO_PROXY");
+        assert_eq!(via("ws://b.test/"), Some("proxy.test".to_owned()), "HTTP_PROXY");
+        assert_eq!(
+            via("wss://b.test/"),
+            Some("secure-proxy.test".to_owned()),
+            "HTTPS_PROXY"
+        );
+        assert_eq!(via("ws://[::1]:9/"), None, "NO_PROXY, IPv6");
+        // Without the environment's settings (a `proxy` option, or none), the client's stays.
+        assert!(hop(&client, url("ws://b.test/"), None).unwrap().proxy.is_none());
     }
 
     #[test]
