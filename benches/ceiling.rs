@@ -79,6 +79,7 @@ async fn recv_async(url: url::Url, count: usize, size: usize, ca: Vec<String>) -
     };
     let cfg = ConnConfig {
         max_redirects: None,
+        proxy_env: None,
         dial: Default::default(),
         js_lookup: false,
         js: None,
