@@ -1185,17 +1185,13 @@ async function roundTripper(t: ExecutionContext, onTrip: () => void = () => {}) 
   return state
 }
 
-test.serial("large compressed messages are inflated a step at a time: another client's round trips go on between the steps", async (t) => {
-  // Both connections are read on the tokio worker (deflate negotiated). Inflated in one go, each
-  // message of A held the worker, and so client B's round trips, for its whole length: about one
-  // round trip of B per message of A whatever its size (4-8 during 7 messages of 32 MiB). In steps
-  // of 256 KiB, B's go on between them, the more the longer A's messages are (115-201, Node 20 and
-  // 24, with and without two CPU hogs running; 21 once, on Node 24 beside four). The bound, two a
-  // message, is above what inflating in one go allows.
-  const COUNT = 8
-  const SIZE = 32 * MiB
-  const data = bomb(SIZE / MiB)
-  const bytes = Buffer.concat(Array.from({ length: COUNT }, () => frame(2, data, { rsv1: true })))
+/**
+ * Client A receives `count` copies of the compressed `data` (read on the tokio worker, as client B's
+ * round trips are): the sizes A's messages arrived with, and B's round trips between A's first
+ * message and its last.
+ */
+async function tripsDuringInflating(t: ExecutionContext, data: Buffer, count: number): Promise<{ sizes: number[]; during: number }> {
+  const bytes = Buffer.concat(Array.from({ length: count }, () => frame(2, data, { rsv1: true })))
   const a = await deflatePeer(
     () => 'permessage-deflate',
     ({ socket }) => {
@@ -1207,20 +1203,31 @@ test.serial("large compressed messages are inflated a step at a time: another cl
   const clientA = owned(t, new ReconnectingWebSocket(a.url, { minDelay: 60_000 }))
   const sizes: number[] = []
   let tripsAtFirst = 0
-  const all = new Promise<number>((resolve) =>
+  const tripsAtLast = await new Promise<number>((resolve) =>
     clientA.on('message', (m) => {
       if (sizes.push(Buffer.isBuffer(m) ? m.length : -1) === 1) tripsAtFirst = b.trips
-      if (sizes.length === COUNT) resolve(b.trips)
+      if (sizes.length === count) resolve(b.trips)
     }),
   )
-  const tripsAtLast = await all
   b.tripping = false
-  t.deepEqual(sizes, Array(COUNT).fill(SIZE), 'every message arrives whole')
-  const during = tripsAtLast - tripsAtFirst
-  t.log(`client B: ${during} round trips while A received ${COUNT - 1} messages of ${SIZE / MiB} MiB`)
-  t.true(during >= 2 * (COUNT - 1), `client B made ${during} round trips during ${COUNT - 1} messages of A`)
   await clientA.disconnect()
   await b.client.disconnect()
+  return { sizes, during: tripsAtLast - tripsAtFirst }
+}
+
+test.serial("large compressed messages are inflated a step at a time: another client's round trips go on between the steps", async (t) => {
+  // Both connections are read on the tokio worker (deflate negotiated). Inflated in one go, each
+  // message of A held the worker, and so client B's round trips, for its whole length: about one
+  // round trip of B per message of A whatever its size (4-8 during 7 messages of 32 MiB). In steps
+  // of 256 KiB, B's go on between them, the more the longer A's messages are (115-201, Node 20 and
+  // 24, with and without two CPU hogs running; 21 once, on Node 24 beside four). The bound, two a
+  // message, is above what inflating in one go allows.
+  const COUNT = 8
+  const SIZE = 32 * MiB
+  const { sizes, during } = await tripsDuringInflating(t, bomb(SIZE / MiB), COUNT)
+  t.deepEqual(sizes, Array(COUNT).fill(SIZE), 'every message arrives whole')
+  t.log(`client B: ${during} round trips while A received ${COUNT - 1} messages of ${SIZE / MiB} MiB`)
+  t.true(during >= 2 * (COUNT - 1), `client B made ${during} round trips during ${COUNT - 1} messages of A`)
   await settled(t)
 })
 
@@ -1232,32 +1239,10 @@ test.serial("compressed data that inflates to nothing is read a step at a time t
   const blocks = Buffer.from([0x02, 0x08, 0x20, 0x80, 0x00])
   // The last byte starts the empty stored block that the message's trailer (00 00 ff ff) ends.
   const data = Buffer.concat([Buffer.alloc(5 * Math.floor((8 * MiB) / 5)).fill(blocks), Buffer.from([0x00])])
-  const bytes = Buffer.concat(Array.from({ length: COUNT }, () => frame(2, data, { rsv1: true })))
-  const a = await deflatePeer(
-    () => 'permessage-deflate',
-    ({ socket }) => {
-      socket.write(bytes)
-    },
-  )
-  t.teardown(() => a.close())
-  const b = await roundTripper(t)
-  const clientA = owned(t, new ReconnectingWebSocket(a.url, { minDelay: 60_000 }))
-  const sizes: number[] = []
-  let tripsAtFirst = 0
-  const all = new Promise<number>((resolve) =>
-    clientA.on('message', (m) => {
-      if (sizes.push(Buffer.isBuffer(m) ? m.length : -1) === 1) tripsAtFirst = b.trips
-      if (sizes.length === COUNT) resolve(b.trips)
-    }),
-  )
-  const tripsAtLast = await all
-  b.tripping = false
+  const { sizes, during } = await tripsDuringInflating(t, data, COUNT)
   t.deepEqual(sizes, Array(COUNT).fill(0), 'every message arrives, empty')
-  const during = tripsAtLast - tripsAtFirst
   t.log(`client B: ${during} round trips while A received ${COUNT - 1} messages of 8 MiB of empty blocks`)
   t.true(during >= 2 * (COUNT - 1), `client B made ${during} round trips during ${COUNT - 1} messages of A`)
-  await clientA.disconnect()
-  await b.client.disconnect()
   await settled(t)
 })
 

@@ -2,6 +2,7 @@
 import { createHash } from 'node:crypto'
 import { once } from 'node:events'
 import { readFileSync } from 'node:fs'
+import http from 'node:http'
 import https from 'node:https'
 import net from 'node:net'
 import { setImmediate as tick, setTimeout as delay } from 'node:timers/promises'
@@ -248,5 +249,45 @@ export function peakRssOf(pid: number): number {
     return m ? Number(m[1]) / 1024 : 0
   } catch {
     return 0
+  }
+}
+
+/**
+ * An HTTP CONNECT proxy on 127.0.0.1 that tunnels to 127.0.0.1 or localhost (anything else: 403),
+ * asking for `requiredAuth` (`user:password`) if given; `seen`: every CONNECT, in order.
+ */
+export async function connectProxy(requiredAuth?: string) {
+  const seen: Array<{ target: string; auth?: string }> = []
+  const server = http.createServer((_req, res) => res.writeHead(405).end())
+  const tunnels = new Set<net.Socket>()
+  server.on('connect', (req, client: net.Socket, head) => {
+    seen.push({ target: req.url!, auth: req.headers['proxy-authorization'] })
+    client.on('error', () => {})
+    if (requiredAuth && req.headers['proxy-authorization'] !== `Basic ${Buffer.from(requiredAuth).toString('base64')}`) {
+      client.end('HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic\r\n\r\n')
+      return
+    }
+    const [host, port] = req.url!.split(':')
+    if (host !== '127.0.0.1' && host !== 'localhost') return client.end('HTTP/1.1 403 Forbidden\r\n\r\n')
+    const upstream = net.connect(Number(port), '127.0.0.1', () => {
+      client.write('HTTP/1.1 200 Connection Established\r\n\r\n')
+      if (head.length) upstream.write(head)
+      upstream.pipe(client)
+      client.pipe(upstream)
+    })
+    upstream.on('error', () => client.destroy())
+    tunnels.add(client).add(upstream)
+  })
+  server.listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  const port = (server.address() as net.AddressInfo).port
+  return {
+    url: `http://127.0.0.1:${port}`,
+    seen,
+    close: () =>
+      new Promise<void>((r) => {
+        for (const t of tunnels) t.destroy()
+        server.close(() => r())
+      }),
   }
 }

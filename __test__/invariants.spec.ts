@@ -309,22 +309,6 @@ test.serial('reconnect() during a reconnect wait starts the count of maxRetries 
   await quiescent()
 })
 
-test.serial('the signal option still disconnects after a disconnect() and a connect()', async (t) => {
-  const peer = await wsServer()
-  t.teardown(() => peer.close())
-  const controller = new AbortController()
-  const client = new ReconnectingWebSocket(peer.url, { signal: controller.signal })
-  const r = new Recorder(client)
-  await r.next('open')
-  await client.disconnect()
-  client.connect()
-  await r.next('open')
-  controller.abort()
-  await until(() => client.state === 'closed' && !client.shouldReconnect, () => `state ${client.state}`)
-  await quiescent()
-  t.is(clientStats().openConnections, 0)
-})
-
 test.serial('maxRetries: gives up after the allowed attempts, with no timer left', async (t) => {
   const port = await refusedPort()
   const client = new ReconnectingWebSocket(`ws://127.0.0.1:${port}/`, { minDelay: 1, maxDelay: 2, maxRetries: 3 })

@@ -100,12 +100,18 @@ test.serial('messages(): a disconnect() during a backoff wait ends the loop, and
   await quiescent()
 })
 
-test.serial('AbortSignal: aborting disconnects; events.once honours a signal', async (t) => {
+test.serial('AbortSignal: aborting disconnects, also after a disconnect() and a connect(); events.once honours a signal', async (t) => {
   const peer = await wsServer()
   t.teardown(() => peer.close())
   const controller = new AbortController()
   const client = new ReconnectingWebSocket(peer.url, { signal: controller.signal })
   const r = new Recorder(client)
+  await r.next('open')
+  // disconnect() stops listening to the signal (a long-lived one keeps no listener of a closed
+  // client); connect() listens again (it did not: found in review).
+  await client.disconnect()
+  t.is((await r.next('close')).code, 1000)
+  client.connect()
   await r.next('open')
   controller.abort()
   const close = await r.next('close')

@@ -13,7 +13,7 @@ import { WebSocketServer } from 'ws'
 
 import { type LookupFunction, ReconnectingWebSocket, clientStats, type RedialError } from '../index.js'
 import { CLIENT_PASSPHRASE, makeCerts } from './certs.js'
-import { Recorder, acceptUpgrade, peakRssOf, quiescent, rawServer, until, wsServer } from './helpers.js'
+import { Recorder, acceptUpgrade, connectProxy, peakRssOf, quiescent, rawServer, until, wsServer } from './helpers.js'
 
 const certs = makeCerts({ clients: true })
 const clients = certs.clients!
@@ -34,43 +34,6 @@ async function wssServer({ requireClientCert = false } = {}) {
       new Promise<void>((r) => {
         for (const c of wss.clients) c.terminate()
         wss.close()
-        server.close(() => r())
-      }),
-  }
-}
-
-/** A CONNECT proxy that only tunnels to 127.0.0.1 and can demand credentials. */
-async function connectProxy(requiredAuth?: string) {
-  const seen: Array<{ target: string; auth?: string }> = []
-  const server = http.createServer((_req, res) => res.writeHead(405).end())
-  const tunnels = new Set<net.Socket>()
-  server.on('connect', (req, client: net.Socket, head) => {
-    seen.push({ target: req.url!, auth: req.headers['proxy-authorization'] })
-    client.on('error', () => {})
-    if (requiredAuth && req.headers['proxy-authorization'] !== `Basic ${Buffer.from(requiredAuth).toString('base64')}`) {
-      client.end('HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic\r\n\r\n')
-      return
-    }
-    const [host, port] = req.url!.split(':')
-    if (host !== '127.0.0.1' && host !== 'localhost') return client.end('HTTP/1.1 403 Forbidden\r\n\r\n')
-    const upstream = net.connect(Number(port), '127.0.0.1', () => {
-      client.write('HTTP/1.1 200 Connection Established\r\n\r\n')
-      if (head.length) upstream.write(head)
-      upstream.pipe(client)
-      client.pipe(upstream)
-    })
-    upstream.on('error', () => client.destroy())
-    tunnels.add(client).add(upstream)
-  })
-  server.listen(0, '127.0.0.1')
-  await once(server, 'listening')
-  const port = (server.address() as net.AddressInfo).port
-  return {
-    url: `http://127.0.0.1:${port}`,
-    seen,
-    close: () =>
-      new Promise<void>((r) => {
-        for (const t of tunnels) t.destroy()
         server.close(() => r())
       }),
   }

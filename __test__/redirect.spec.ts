@@ -3,12 +3,12 @@
 // coded error, and every attempt starts at the client's own URL again.
 import http from 'node:http'
 import { once } from 'node:events'
-import net from 'node:net'
+import type net from 'node:net'
 import test, { type ExecutionContext } from 'ava'
 import { WebSocketServer } from 'ws'
 
 import { ReconnectingWebSocket, clientStats, type RedialError } from '../index.js'
-import { Recorder } from './helpers.js'
+import { Recorder, connectProxy } from './helpers.js'
 
 /** Everything a client held is released by the time its disconnect() resolves. */
 function released(t: ExecutionContext) {
@@ -192,39 +192,24 @@ test.serial('a proxy from the environment is decided again for every redirect: N
   const hits: Hit[] = []
   const s = await server((path) => (path === '/a' ? { status: 302, location: `ws://localhost:${s.port}/b` } : null), hits)
   t.teardown(() => s.close())
-  const seen: string[] = []
-  const tunnels = new Set<net.Socket>()
-  const proxy = http.createServer((_req, res) => res.writeHead(405).end())
-  proxy.on('connect', (req, client: net.Socket, head) => {
-    seen.push(req.url!)
-    client.on('error', () => {})
-    const upstream = net.connect(Number(req.url!.split(':').pop()), '127.0.0.1', () => {
-      client.write('HTTP/1.1 200 Connection Established\r\n\r\n')
-      if (head.length) upstream.write(head)
-      upstream.pipe(client)
-      client.pipe(upstream)
-    })
-    upstream.on('error', () => client.destroy())
-    tunnels.add(client).add(upstream)
-  })
-  proxy.listen(0, '127.0.0.1')
-  await once(proxy, 'listening')
-  t.teardown(() => {
-    for (const socket of tunnels) socket.destroy()
-    return new Promise<void>((resolve) => proxy.close(() => resolve()))
-  })
+  const proxy = await connectProxy()
+  t.teardown(() => proxy.close())
   const saved = { ...process.env }
   try {
-    process.env.HTTP_PROXY = `http://127.0.0.1:${(proxy.address() as net.AddressInfo).port}`
+    process.env.HTTP_PROXY = proxy.url
     for (const [noProxy, through] of [
       ['127.0.0.1', [`localhost:${s.port}`]],
       ['localhost', [`127.0.0.1:${s.port}`]],
     ] as const) {
       process.env.NO_PROXY = noProxy
-      seen.length = 0
+      proxy.seen.length = 0
       const client = new ReconnectingWebSocket(s.url('/a'), { followRedirects: true, minDelay: 60_000 })
       await new Recorder(client).next('open')
-      t.deepEqual(seen, through, `NO_PROXY=${noProxy}`)
+      t.deepEqual(
+        proxy.seen.map((c) => c.target),
+        through,
+        `NO_PROXY=${noProxy}`,
+      )
       await client.disconnect()
     }
   } finally {

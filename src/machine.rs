@@ -675,6 +675,17 @@ mod tests {
         assert_eq!(m.phase(), Phase::Idle);
     }
 
+    /// A failed attempt whose answer had `Retry-After`.
+    fn failed_with_retry_after(after_ms: u64) -> Input {
+        Input::AttemptFailed {
+            error: err(),
+            retry: Retry {
+                default: true,
+                after_ms: Some(after_ms),
+            },
+        }
+    }
+
     #[test]
     fn retry_after_sets_the_delay_capped_unless_always() {
         for (honor, want) in [
@@ -686,17 +697,7 @@ mod tests {
             p.honor_retry_after = honor;
             let mut m = Machine::new(p, 1);
             run(&mut m, Input::Connect, 0);
-            let a = run(
-                &mut m,
-                Input::AttemptFailed {
-                    error: err(),
-                    retry: Retry {
-                        default: true,
-                        after_ms: Some(5_000),
-                    },
-                },
-                0,
-            );
+            let a = run(&mut m, failed_with_retry_after(5_000), 0);
             assert!(a.contains(&Action::ArmTimer { delay_ms: want }), "{honor:?}: {a:?}");
         }
     }
@@ -709,17 +710,7 @@ mod tests {
             let mut m = Machine::new(p, 1);
             run(&mut m, Input::Connect, 0);
             for _ in 0..3 {
-                let a = run(
-                    &mut m,
-                    Input::AttemptFailed {
-                        error: err(),
-                        retry: Retry {
-                            default: true,
-                            after_ms: Some(0),
-                        },
-                    },
-                    0,
-                );
+                let a = run(&mut m, failed_with_retry_after(0), 0);
                 let delay = a.iter().find_map(|x| match x {
                     Action::ArmTimer { delay_ms } => Some(*delay_ms),
                     _ => None,
