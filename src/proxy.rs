@@ -94,7 +94,8 @@ impl ProxyEnv {
                 if entry_port.is_some_and(|p| p != port) {
                     return false;
                 }
-                let name = name.strip_prefix('*').unwrap_or(name);
+                // `*.domain` is `.domain`; a `*` anywhere else is part of the name, as in proxyFor.
+                let name = if name.starts_with("*.") { &name[1..] } else { name };
                 match name.strip_prefix('.') {
                     Some(domain) => host == domain || host.ends_with(name),
                     None => host == name,

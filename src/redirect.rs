@@ -210,6 +210,15 @@ mod tests {
             "HTTPS_PROXY"
         );
         assert_eq!(via("ws://[::1]:9/"), None, "NO_PROXY, IPv6");
+        let starred = ProxyEnv::new("http://proxy.test:3128", "", "*.a.test, *b.test");
+        let via = |to: &str| hop(&client, url(to), Some(&starred)).unwrap().proxy.map(|p| p.host);
+        assert_eq!(via("ws://x.a.test/"), None, "*.domain: its subdomains");
+        assert_eq!(via("ws://a.test/"), None, "*.domain: the domain");
+        assert_eq!(
+            via("ws://b.test/"),
+            Some("proxy.test".to_owned()),
+            "a * elsewhere is no wildcard"
+        );
         // Without the environment's settings (a `proxy` option, or none), the client's stays.
         assert!(hop(&client, url("ws://b.test/"), None).unwrap().proxy.is_none());
     }
