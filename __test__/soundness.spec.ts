@@ -3,8 +3,10 @@
 // resolves (and not before: each call is settled by its own completion, whatever connect() came
 // between), a send() made before JS has seen the connection end never throws for it, and the
 // answer to our close is never taken for the peer's own.
+import { spawn } from 'node:child_process'
 import { once } from 'node:events'
 import { createRequire } from 'node:module'
+import { fileURLToPath } from 'node:url'
 import { Worker } from 'node:worker_threads'
 import test from 'ava'
 
@@ -327,4 +329,45 @@ test.serial('an echo handler never throws when the server closes right after sen
     await peer.close()
   }
   await quiescent()
+})
+
+test.serial('JS that runs while the addon makes event values (a replaced Array.of) may call the client: no abort', async (t) => {
+  // The addon made the values of a batch while it held its registry; a replaced Array.of (it
+  // makes the array of a run of texts) that called client.ref() borrowed it again: a panic, and
+  // the process aborted (found in review). In a child process, which such a failure ends.
+  const peer = await wsServer((socket) => {
+    for (let i = 0; i < 50; i++) socket.send(`t${i}`)
+  })
+  t.teardown(() => peer.close())
+  const script = `
+    const [url, lib] = process.argv.slice(1)
+    let client = null
+    let calls = 0
+    const of = Array.of
+    Array.of = function (...values) {
+      if (client) {
+        calls++
+        client.ref()
+      }
+      return of.apply(Array, values)
+    }
+    const { ReconnectingWebSocket } = require(lib)
+    client = new ReconnectingWebSocket(url)
+    let n = 0
+    client.on('message', () => {
+      if (++n === 50) client.disconnect().then(() => console.log(JSON.stringify({ n, calls })))
+    })
+    setTimeout(() => process.exit(3), 5000).unref()
+  `
+  const lib = fileURLToPath(new URL('../index.js', import.meta.url))
+  const proc = spawn(process.execPath, ['-e', script, peer.url, lib], { stdio: ['ignore', 'pipe', 'pipe'] })
+  let out = ''
+  let err = ''
+  proc.stdout.on('data', (d) => (out += d))
+  proc.stderr.on('data', (d) => (err += d))
+  const [code] = await once(proc, 'close')
+  t.is(code, 0, err)
+  const report = JSON.parse(out.trim() || '{}')
+  t.is(report.n, 50)
+  t.true(report.calls > 0, 'the replaced Array.of ran while a batch was made')
 })
