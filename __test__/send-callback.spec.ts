@@ -189,16 +189,21 @@ test.serial('a connection lost while the server did not read: every message call
   // connection is open the server reads the first one's backlog too. A message whose callback said
   // written must be among what the server read (found in review: six of them were in the fast
   // path's bytes, lost with the connection).
+  // The first connection's server answers no ping: the client has closed that socket when the
+  // server reads the backlog, and an answer would draw a reset from it, which discards at the
+  // server what it had not read yet (TCP's doing, not the client's: seen under load).
   const received = new Set<string>()
   let connections = 0
   const first: { socket?: net.Socket } = {}
   const peer = await wsServer((socket) => {
     socket.on('message', (data: Buffer) => received.add(data.toString('latin1', 0, 8)))
     if (++connections === 1) {
+      peer.wss.options.autoPong = true
       first.socket = (socket as unknown as { _socket: net.Socket })._socket
       first.socket.pause()
     }
   })
+  peer.wss.options.autoPong = false
   t.teardown(() => peer.close())
   const client = new ReconnectingWebSocket(peer.url, { pingInterval: 200, pongTimeout: 200, minDelay: 50, maxDelay: 100, perMessageDeflate: false })
   const r = new Recorder(client)
