@@ -281,16 +281,18 @@ impl NativeClient {
     /// Starts connecting (idempotent). Returns the driver generation.
     pub fn connect(&mut self, env: Env) -> Result<u32> {
         let id = self.shared.id;
-        self.shared.outbox().set_accepting(true);
+        // `send()` is accepted in the same step as the command is queued (see `Driver::poll_run`).
+        let accept = || self.shared.outbox().set_accepting(true);
         if delivery::is_active(id) {
             if let Some(tx) = &self.commands {
-                if tx.send(Command::Connect).is_ok() {
+                if tx.send_after(Command::Connect, accept).is_ok() {
                     delivery::hold_strong(&env, id);
                     return Ok(delivery::generation(id));
                 }
             }
         }
         // No driver, or one that is exiting: start a fresh one.
+        accept();
         let hub = delivery::hub().ok_or_else(|| Error::from_reason("redial-ws: dispatcher not initialised"))?;
         let gen = delivery::activate(&env, id);
         let tx = Arc::new(Queue::default());
@@ -345,24 +347,23 @@ impl NativeClient {
 
     /// Forces a fresh connection now. Returns false when the client is not active (the caller connects).
     pub fn reconnect(&mut self, env: Env, code: u32, reason: String) -> bool {
-        self.shared.outbox().set_accepting(true);
+        let accept = || self.shared.outbox().set_accepting(true);
         if !delivery::is_active(self.shared.id) {
+            accept();
             return false;
         }
-        match &self.commands {
-            Some(tx)
-                if tx
-                    .send(Command::Reconnect {
-                        code: code as u16,
-                        reason,
-                    })
-                    .is_ok() =>
-            {
-                delivery::hold_strong(&env, self.shared.id);
-                true
-            }
-            _ => false,
+        let command = Command::Reconnect {
+            code: code as u16,
+            reason,
+        };
+        let queued = self
+            .commands
+            .as_ref()
+            .is_some_and(|tx| tx.send_after(command, accept).is_ok());
+        if queued {
+            delivery::hold_strong(&env, self.shared.id);
         }
+        queued
     }
 
     /// The verdict of `shouldReconnect` for request `id`.

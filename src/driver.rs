@@ -249,7 +249,10 @@ impl Driver {
             if self.finished {
                 // Exit only if no command raced with the decision (closing the queue is atomic
                 // with that check, so no command can be lost); otherwise handle them first.
-                if commands.close_if_empty() {
+                // `send()` is refused from then on, in the same step: a `connect()` racing with a
+                // giveup or a disconnect's end makes `send()` accepted under the same lock, with its
+                // command, so that it cannot be undone once the driver is to go on.
+                if commands.close_if_empty_then(|| self.shared.outbox().set_accepting(false)) {
                     // `exit` delivers what is pending with `Idle`, in one batch.
                     return Poll::Ready(Exit::Finished);
                 }
@@ -459,9 +462,6 @@ impl Driver {
                     upto: self.disconnects,
                 });
             }
-        }
-        if self.finished {
-            self.shared.outbox().set_accepting(false);
         }
         debug_assert!(self.timer.is_none() || self.machine.phase() == Phase::Backoff);
     }

@@ -251,6 +251,10 @@ pub struct Outbox {
     accepting: bool,
     queue: VecDeque<Outbound>,
     queued_bytes: usize,
+    /// How many of the queue's last messages were sent after the last `stop_accepting`: a
+    /// `connect()` after a `disconnect()` accepts messages again, for the next connection, and the
+    /// disconnect's discard leaves them queued.
+    sent_since_stop: usize,
     /// Tickets of messages sent with a callback whose fate is known, for JS to take.
     settled: Vec<(u64, Fate)>,
 }
@@ -331,6 +335,7 @@ impl Outbox {
             None => self.uncork(),
         }
         self.accepting = false;
+        self.sent_since_stop = 0;
         self.end_connection(false);
     }
 
@@ -384,6 +389,7 @@ impl Outbox {
         }
         self.queued_bytes += len;
         self.queue.push_back(out);
+        self.sent_since_stop += 1;
         metrics.queued_messages.fetch_add(1, Relaxed);
         metrics.buffered.fetch_add(len as u64, Relaxed);
         if dropped.is_empty() {
@@ -396,6 +402,7 @@ impl Outbox {
     /// Takes the oldest queued message out for good: its ticket, if any, settles as `fate`.
     fn pop(&mut self, metrics: &Metrics, fate: Fate) -> Option<Message> {
         let Outbound { msg, ticket, .. } = self.queue.pop_front()?;
+        self.sent_since_stop = self.sent_since_stop.min(self.queue.len());
         let len = data_len(&msg).unwrap_or(0);
         self.queued_bytes -= len;
         metrics.queued_messages.fetch_sub(1, Relaxed);
@@ -439,6 +446,7 @@ impl Outbox {
             metrics.queued_messages.fetch_sub(1, Relaxed);
             let _ = tx.messages.send(m);
         }
+        self.sent_since_stop = 0;
         // A flushing disconnect keeps refusing new messages: the stream ends after the queue.
         if self.accepting {
             self.tx = Some(tx);
@@ -482,10 +490,11 @@ impl Outbox {
         out
     }
 
-    /// Discards the queue (`disconnect()` without flush); returns how many were discarded.
+    /// Discards what was queued before the last `disconnect()` (which runs without flush): what a
+    /// `connect()` since has accepted stays, for the next connection. Returns how many were discarded.
     pub fn discard(&mut self, metrics: &Metrics) -> usize {
         let mut n = 0;
-        while self.pop(metrics, Fate::Discarded).is_some() {
+        while self.queue.len() > self.sent_since_stop && self.pop(metrics, Fate::Discarded).is_some() {
             n += 1;
         }
         n
@@ -636,9 +645,43 @@ mod tests {
         assert!(outbox.is_queue_empty());
         outbox.send(text("d"), NO_TICKET, &c, &m);
         outbox.send(text("e"), NO_TICKET, &c, &m);
+        outbox.stop_accepting(None);
         assert_eq!(outbox.discard(&m), 2);
         assert_eq!(counts(&m), (0, 0));
         assert_eq!(outbox.discard(&m), 0);
+    }
+
+    #[test]
+    fn a_discard_leaves_what_a_connect_accepted_since_the_disconnect() {
+        let m = Metrics::default();
+        let mut outbox = accepting();
+        let c = cfg(3, 100, true);
+        outbox.send(text("a"), 1, &c, &m);
+        outbox.send(text("b"), 2, &c, &m);
+        // A connection opens with them, and takes one more.
+        let tx = Arc::new(SendQueue::default());
+        outbox.open(tx.clone(), None, &m);
+        is(outbox.send(text("z"), 7, &c, &m), "handed");
+        // disconnect(), then connect(): a message sent now is for the next connection.
+        outbox.stop_accepting(None);
+        outbox.set_accepting(true);
+        outbox.send(text("c"), 3, &c, &m);
+        // The connection ends, handing back what it never wrote, to the front: older than "c".
+        outbox.requeue(std::iter::from_fn(|| tx.messages.try_recv()).collect(), &m);
+        assert_eq!(outbox.discard(&m), 3, "a, b and z");
+        let discarded = [(1, Fate::Discarded), (2, Fate::Discarded), (7, Fate::Discarded)];
+        assert_eq!(outbox.take_settled(), discarded);
+        assert_eq!(counts(&m), (1, 1));
+        // An overflow drops the oldest: the later sends are then all that is queued.
+        outbox.send(text("d"), 4, &c, &m);
+        outbox.send(text("e"), 5, &c, &m);
+        outbox.send(text("f"), 6, &c, &m);
+        assert_eq!(outbox.take_settled(), [(3, Fate::Overflow)]);
+        assert_eq!(outbox.discard(&m), 0);
+        // A second disconnect() discards them.
+        outbox.stop_accepting(None);
+        assert_eq!(outbox.discard(&m), 3);
+        assert_eq!(counts(&m), (0, 0));
     }
 
     #[test]
@@ -751,6 +794,7 @@ mod tests {
         assert_eq!(outbox.take_settled(), [(3, Fate::Drained), (4, Fate::Drained)]);
 
         is(outbox.send(text("e"), 5, &c, &m), "queued");
+        outbox.stop_accepting(None);
         assert_eq!(outbox.discard(&m), 1);
         outbox.settle(6, Fate::Written);
         outbox.settle(NO_TICKET, Fate::Written);

@@ -73,8 +73,17 @@ impl<T> Queue<T> {
     /// Closes the queue if it is empty (atomically): the consumer may then exit without
     /// losing an item. False: items are waiting, take them first.
     pub fn close_if_empty(&self) -> bool {
+        self.close_if_empty_then(|| {})
+    }
+
+    /// As `close_if_empty`, running `effect` under the queue's lock when it closes: a producer
+    /// that undoes `effect` in `send_after` either comes after it or finds the queue open.
+    pub fn close_if_empty_then(&self, effect: impl FnOnce()) -> bool {
         let mut q = self.lock();
         q.closed = q.items.is_empty();
+        if q.closed {
+            effect();
+        }
         q.closed
     }
 
