@@ -259,6 +259,39 @@ test.serial("the upgrade event shows each connection's 101 answer, as ws's respo
   t.like(clientStats(), { openConnections: 0, runningTasks: 0, pendingAttempts: 0 })
 })
 
+test.serial('interim 1xx answers before the 101 are skipped, and an answer with hundreds of headers is read, as ws reads them', async (t) => {
+  // RFC 9110 15.2: a client reads any number of 1xx answers before the final one (it failed with
+  // ERR_HANDSHAKE status 100, and retried forever). tungstenite's parser took at most 124 headers:
+  // a 101 with more failed, and a 401 with more lost its status, so the policy retried it.
+  const many = Array.from({ length: 200 }, (_, i) => `X-H${i}: ${i}\r\n`).join('')
+  const upgrades = await rawServer((socket) => {
+    socket.once('data', () => socket.write('HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n'))
+    acceptUpgrade(socket, () => {}, many)
+  })
+  t.teardown(() => upgrades.close())
+  const client = new ReconnectingWebSocket(upgrades.url, { minDelay: 10 })
+  const rec = new Recorder(client, ['upgrade', 'open', 'error'])
+  await rec.next('open')
+  const answer = await rec.next('upgrade')
+  t.like(answer, { statusCode: 101 })
+  t.like(answer.headers, { 'x-h0': '0', 'x-h199': '199' })
+  t.deepEqual(rec.log.map((e) => e.name), ['upgrade', 'open'])
+  await client.disconnect()
+
+  const refusals = await rawServer((socket) =>
+    socket.once('data', () => socket.end(`HTTP/1.1 401 Unauthorized\r\n${many}Content-Length: 0\r\n\r\n`)),
+  )
+  t.teardown(() => refusals.close())
+  const refused = new ReconnectingWebSocket(refusals.url, { minDelay: 10 })
+  const r = new Recorder(refused, ['error', 'giveup'])
+  const err = (await r.next('error')) as RedialError
+  t.like(err, { code: 'ERR_HANDSHAKE', status: 401 })
+  await r.next('giveup')
+  t.is(refusals.accepted, 1, 'a 401 is not retried')
+  await refused.disconnect()
+  await quiescent()
+})
+
 test.serial('failed attempts report coded errors: refused, HTTP rejection, timeout', async (t) => {
   const port = await refusedPort()
   const refused = new ReconnectingWebSocket(`ws://127.0.0.1:${port}/`, { minDelay: 60_000 })

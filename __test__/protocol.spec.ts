@@ -1,6 +1,10 @@
 // Transport and protocol: TLS, CONNECT proxies, subprotocols, limits, close codes.
 import { once } from 'node:events'
-import { writeFileSync } from 'node:fs'
+import { spawn } from 'node:child_process'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
 import http from 'node:http'
 import https from 'node:https'
 import { X509Certificate, createHash } from 'node:crypto'
@@ -202,6 +206,45 @@ test.serial('clients with the same trust settings share one TLS config, released
   t.is(clientStats().tlsConfigs, 2, 'disconnected clients keep their config for the next connect()')
   clients = []
   await gcUntil(() => clientStats().tlsConfigs === 0, 'configs released with their clients')
+})
+
+test.serial("tls.ca replaces the default roots, as Node's ca does: a server whose CA only the system store trusts is refused", async (t) => {
+  // A child process whose system store (SSL_CERT_FILE) trusts the test CA: without `ca` it opens;
+  // with `ca` naming another CA only, the certificate is refused (it was accepted: `ca` was added
+  // to the default roots, and a pinned private CA did not narrow what is trusted).
+  const server = await wssServer()
+  t.teardown(() => server.close())
+  const dir = mkdtempSync(join(tmpdir(), 'redial-roots-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  writeFileSync(join(dir, 'system.pem'), certs.ca)
+  const script = `
+    const [, lib, url, otherCa, ca] = process.argv
+    const { ReconnectingWebSocket } = require(lib)
+    const trials = [['none', undefined], ['other', { ca: otherCa }], ['both', { ca: [otherCa, ca] }]]
+    ;(async () => {
+      const out = {}
+      for (const [name, tls] of trials) {
+        const c = new ReconnectingWebSocket(url, { tls, maxRetries: 0 })
+        out[name] = await new Promise((resolve) => {
+          c.once('open', () => resolve('open'))
+          c.once('error', (e) => resolve(e.code))
+        })
+        await c.disconnect()
+      }
+      console.log(JSON.stringify(out))
+    })()
+    setTimeout(() => process.exit(3), 10000).unref()
+  `
+  const lib = fileURLToPath(new URL('../index.js', import.meta.url))
+  const env = { ...process.env, SSL_CERT_FILE: join(dir, 'system.pem') }
+  const proc = spawn(process.execPath, ['-e', script, lib, `wss://localhost:${server.port}/`, certs.otherCa, certs.ca], { env, stdio: ['ignore', 'pipe', 'pipe'] })
+  let out = ''
+  let err = ''
+  proc.stdout.on('data', (d) => (out += d))
+  proc.stderr.on('data', (d) => (err += d))
+  const [code] = await once(proc, 'close')
+  t.is(code, 0, err)
+  t.deepEqual(JSON.parse(out), { none: 'open', other: 'ERR_TLS_CERT', both: 'open' })
 })
 
 test.serial('a bad certificate is ERR_TLS_CERT and no reconnect storm', async (t) => {

@@ -84,6 +84,11 @@ test('synchronous errors name the URL without its password', (t) => {
     [`ws://${TOKEN}@127.0.0.1:1/#fragment`, {}, 'ERR_INVALID_URL'],
     ['ws://127.0.0.1:1/', { proxy: `http://alice:${PASSWORD}@127.0.0.1:99999` }, 'ERR_INVALID_PROXY'],
     ['ws://127.0.0.1:1/', { proxy: `http://alice:${PASSWORD}@[::1` }, 'ERR_INVALID_PROXY'],
+    // A password typed with a raw '/', '?' or '#' ends the URL parser's authority early: it showed.
+    [`ws://alice:pa/${PASSWORD}@127.0.0.1:1/`, {}, 'ERR_INVALID_URL'],
+    [`ws://alice:12#${PASSWORD}@127.0.0.1:1/`, {}, 'ERR_INVALID_URL'],
+    ['ws://127.0.0.1:1/', { proxy: `http://alice:pa/${PASSWORD}@127.0.0.1:3128` }, 'ERR_INVALID_PROXY'],
+    ['ws://127.0.0.1:1/', { proxy: `socks5://alice:pa?${PASSWORD}@127.0.0.1:1080` }, 'ERR_INVALID_PROXY'],
   ]
   for (const [url, options, code] of cases) {
     const err = t.throws(() => new ReconnectingWebSocket(url, { startClosed: true, ...options })) as RedialError
@@ -94,11 +99,13 @@ test('synchronous errors name the URL without its password', (t) => {
   }
   // A proxy from the environment is checked the same way.
   const saved = process.env.HTTP_PROXY
-  process.env.HTTP_PROXY = `http://alice:${PASSWORD}@127.0.0.1:99999`
   try {
-    const err = t.throws(() => new ReconnectingWebSocket('ws://127.0.0.1:1/', { startClosed: true })) as RedialError
-    t.is(err.code as string, 'ERR_INVALID_PROXY')
-    assertClean(t, err, 'HTTP_PROXY')
+    for (const proxy of [`http://alice:${PASSWORD}@127.0.0.1:99999`, `http://alice:pa#${PASSWORD}@127.0.0.1:3128`]) {
+      process.env.HTTP_PROXY = proxy
+      const err = t.throws(() => new ReconnectingWebSocket('ws://127.0.0.1:1/', { startClosed: true })) as RedialError
+      t.is(err.code as string, 'ERR_INVALID_PROXY')
+      assertClean(t, err, `HTTP_PROXY=${proxy}`)
+    }
   } finally {
     if (saved === undefined) delete process.env.HTTP_PROXY
     else process.env.HTTP_PROXY = saved

@@ -16,7 +16,7 @@ const readline = require('node:readline')
 const { parseArgs } = require('node:util')
 
 const { ReconnectingWebSocket } = require('..')
-const { redactUrl } = require('../lib/errors')
+const { redactUrl, redactInput } = require('../lib/errors')
 const { version } = require('../package.json')
 
 const USAGE = `Usage: redial-ws <url> [options]
@@ -179,13 +179,13 @@ function displayUrl(url) {
   try {
     return redactUrl(new URL(url).href)
   } catch {
-    return redactUrl(url)
+    return redactInput(url)
   }
 }
 
 /** The usage error for a URL the client refused. */
 function badUrlMessage(input, err) {
-  const shown = JSON.stringify(redactUrl(input))
+  const shown = JSON.stringify(redactInput(input))
   if (err.code === 'ERR_INVALID_URL_SCHEME') {
     const scheme = /^([A-Za-z][A-Za-z0-9+.-]*:)/.exec(input.trim())
     return `unsupported URL scheme${scheme ? ` "${scheme[1]}"` : ''} in ${shown}: use ws://, wss:// or ws+unix: (ERR_INVALID_URL_SCHEME)`

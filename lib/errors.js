@@ -12,8 +12,13 @@ function makeError(code, message, Ctor = Error, extra) {
 // around it: leading spaces, no or back slashes). The userinfo is everything up to the last
 // '@' before the authority ends.
 const URL_USERINFO = /^(\s*(?:[A-Za-z][A-Za-z0-9+.-]*:)?[\\/]*)([^\\/?#]*)@/
-// In free text (an error message), only the `scheme://` form is looked for.
-const TEXT_USERINFO = /\b([A-Za-z][A-Za-z0-9+.-]*:\/\/)([^\s\\/?#]*)@/g
+// Input refused as a URL: everything up to its last '@' is taken for the userinfo. A password
+// typed with a raw '/', '?' or '#' ends the authority early for the parser, and its rest would
+// show; a path with an '@' is masked too, which is the safe side.
+const INPUT_USERINFO = /^(\s*(?:[A-Za-z][A-Za-z0-9+.-]*:)?[\\/]*)(.*)@/s
+// In free text (an error message), only the `scheme://` form is looked for, up to the last '@'
+// before a space.
+const TEXT_USERINFO = /\b([A-Za-z][A-Za-z0-9+.-]*:\/\/)(\S*)@/g
 
 /** `user:pass` -> `user:***`; a lone user name (often a token) -> `***`. */
 function maskUserinfo(_, prefix, userinfo) {
@@ -24,6 +29,11 @@ function maskUserinfo(_, prefix, userinfo) {
 /** `url` (parsed or not) as it may appear in a message or a log line: no password. */
 function redactUrl(url) {
   return String(url).replace(URL_USERINFO, maskUserinfo)
+}
+
+/** Input refused as a URL (it did not parse, or a check refused it), for its error: no password. */
+function redactInput(input) {
+  return String(input).replace(INPUT_USERINFO, maskUserinfo)
 }
 
 /** `text` with the credentials of every `scheme://user:pass@` in it masked. */
@@ -51,4 +61,4 @@ function fromNative(p) {
   return err
 }
 
-module.exports = { makeError, fromNative, redactUrl, redactText }
+module.exports = { makeError, fromNative, redactUrl, redactInput, redactText }

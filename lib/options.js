@@ -8,7 +8,7 @@ const { X509Certificate, createPrivateKey } = require('node:crypto')
 const dns = require('node:dns')
 const { isIP } = require('node:net')
 const { unescape } = require('node:querystring')
-const { makeError, redactUrl } = require('./errors')
+const { makeError, redactInput } = require('./errors')
 const { parseCiphers, parseEcdhCurve, parseSigalgs, offersTls12 } = require('./ciphers')
 
 const DEFAULTS = Object.freeze({
@@ -223,6 +223,7 @@ function parseOptions(options, rws = false) {
     headers: typeof headers === 'function' ? [] : flattenHeaders(headers, options.origin),
     protocols: typeof protocols === 'function' ? [] : toProtocols(protocols),
     tlsCa: tls.ca,
+    tlsCaOnly: tls.caOnly,
     tlsRejectUnauthorized: tls.rejectUnauthorized,
     tlsServername: tls.servername,
     tlsCert: tls.cert,
@@ -340,7 +341,7 @@ function checkBinaryType(v) {
 
 /** Shared and frozen: read, never modified. */
 const NONE = Object.freeze([])
-const TLS_DEFAULTS = Object.freeze({ ca: NONE, rejectUnauthorized: true, servername: undefined, cert: undefined, key: undefined, checkServerIdentity: undefined, minVersion: 0, maxVersion: 0, cipherSuites: NONE, kxGroups: NONE, sigSchemes: NONE })
+const TLS_DEFAULTS = Object.freeze({ ca: NONE, caOnly: false, rejectUnauthorized: true, servername: undefined, cert: undefined, key: undefined, checkServerIdentity: undefined, minVersion: 0, maxVersion: 0, cipherSuites: NONE, kxGroups: NONE, sigSchemes: NONE })
 
 /** A DNS name as rustls takes one: labels of letters, digits, '-' and '_', not starting or ending with '-'. */
 function isDnsName(name) {
@@ -363,6 +364,8 @@ function parseTls(tls) {
   if (servername !== undefined && isIP(servername) === 0 && !isDnsName(servername)) {
     throw makeError('ERR_INVALID_ARG_VALUE', `tls.servername must be a host name or an IP address. Received '${servername}'`, TypeError)
   }
+  // As in Node, `ca` replaces the default roots (a private CA pinned is the only one trusted).
+  const caOnly = tls.ca !== undefined
   const { cert, key, trusted } = clientAuth(tls)
   // As Node does with a PKCS#12 file's other certificates: they are trusted too.
   if (trusted.length > 0) ca.push(...trusted)
@@ -377,7 +380,7 @@ function parseTls(tls) {
   }
   const kxGroups = parseEcdhCurve(tls.ecdhCurve)
   const sigSchemes = parseSigalgs(tls.sigalgs)
-  return { ca, rejectUnauthorized, servername, cert, key, checkServerIdentity, minVersion, maxVersion, cipherSuites, kxGroups, sigSchemes }
+  return { ca, caOnly, rejectUnauthorized, servername, cert, key, checkServerIdentity, minVersion, maxVersion, cipherSuites, kxGroups, sigSchemes }
 }
 
 // Node's names of TLS versions, as the minor number of TLS 1.x.
@@ -560,7 +563,7 @@ function checkProxy(proxy) {
   try {
     u = new URL(proxy)
   } catch {
-    throw makeError('ERR_INVALID_PROXY', `Invalid proxy URL: ${redactUrl(proxy)}`, SyntaxError)
+    throw makeError('ERR_INVALID_PROXY', `Invalid proxy URL: ${redactInput(proxy)}`, SyntaxError)
   }
   if (!PROXY_SCHEMES.includes(u.protocol)) {
     throw makeError('ERR_INVALID_PROXY', `Only http:// (CONNECT), socks5:// and socks5h:// proxies are supported. Received ${u.protocol}`, SyntaxError)
@@ -735,7 +738,7 @@ function normalizeUrl(url) {
   try {
     parsed = new URL(url)
   } catch {
-    throw makeError('ERR_INVALID_URL', `Invalid URL: ${redactUrl(url)}`, SyntaxError)
+    throw makeError('ERR_INVALID_URL', `Invalid URL: ${redactInput(url)}`, SyntaxError)
   }
   if (parsed.protocol === 'http:') parsed.protocol = 'ws:'
   else if (parsed.protocol === 'https:') parsed.protocol = 'wss:'
@@ -745,12 +748,12 @@ function normalizeUrl(url) {
     }
     // ws's form: ws+unix:/path/to/socket:/request/path
     if (parsed.pathname === '' || parsed.pathname.startsWith(':')) {
-      throw makeError('ERR_INVALID_URL', `The ws+unix: URL has no socket path: ${redactUrl(url)}`, SyntaxError)
+      throw makeError('ERR_INVALID_URL', `The ws+unix: URL has no socket path: ${redactInput(url)}`, SyntaxError)
     }
   } else if (parsed.protocol !== 'ws:' && parsed.protocol !== 'wss:') {
     throw makeError('ERR_INVALID_URL_SCHEME', `The URL's scheme must be ws:, wss: or ws+unix: (or http:/https:). Received ${parsed.protocol}`, SyntaxError)
   }
-  if (parsed.hash) throw makeError('ERR_INVALID_URL', `The URL must not contain a fragment: ${redactUrl(url)}`, SyntaxError)
+  if (parsed.hash) throw makeError('ERR_INVALID_URL', `The URL must not contain a fragment: ${redactInput(url)}`, SyntaxError)
   return parsed.href
 }
 
@@ -855,6 +858,5 @@ module.exports = {
   proxyFor,
   splitCredentials,
   configKey,
-  redactUrl,
   DEFAULTS,
 }

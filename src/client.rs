@@ -237,6 +237,7 @@ impl NativeClient {
                 }),
                 tls: TlsOptions {
                     ca: options.tls_ca,
+                    ca_only: options.tls_ca_only,
                     reject_unauthorized: options.tls_reject_unauthorized,
                     servername: options.tls_servername,
                     client_auth: match (options.tls_cert, options.tls_key) {

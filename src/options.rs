@@ -51,8 +51,10 @@ pub struct NativeOptions {
     /// Static headers as `[name, value, name, value, ...]`.
     pub headers: Vec<String>,
     pub protocols: Vec<String>,
-    /// Extra trusted CAs (PEM).
+    /// Trusted CAs (PEM): with `tls_ca_only`, the only ones; else in addition to the default roots.
     pub tls_ca: Vec<String>,
+    /// `tls.ca` was given: it replaces the default roots, as in Node.
+    pub tls_ca_only: bool,
     pub tls_reject_unauthorized: bool,
     pub tls_servername: Option<String>,
     /// Our certificate chain (PEM) and its key (PKCS#8 PEM, decrypted by JS), or neither.

@@ -9,7 +9,7 @@ use tokio::net::TcpStream;
 use url::Url;
 
 use crate::errors::{self, ConnError};
-use crate::redact::redact;
+use crate::redact::{redact, redact_url};
 
 /// A proxy: HTTP CONNECT, or SOCKS5.
 #[derive(Clone)]
@@ -115,15 +115,18 @@ impl Proxy {
             _ => {
                 return Err(format!(
                     "only http:// (CONNECT), socks5:// and socks5h:// proxies are supported, got {}",
-                    redact(url.as_str())
+                    redact_url(&url)
                 ))
             }
         };
         let host = url
             .host_str()
-            .ok_or_else(|| format!("proxy URL has no host: {}", redact(url.as_str())))?;
+            .ok_or_else(|| format!("proxy URL has no host: {}", redact_url(&url)))?;
         let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
-        let credentials = (!url.username().is_empty()).then(|| {
+        // A password alone is Basic `:password` for a CONNECT proxy (as curl sends it); SOCKS5's
+        // user name must not be empty (RFC 1929).
+        let password_only = kind == ProxyKind::Http && url.password().is_some();
+        let credentials = (!url.username().is_empty() || password_only).then(|| {
             (
                 percent_decode(url.username()),
                 percent_decode(url.password().unwrap_or("")),
@@ -211,8 +214,11 @@ pub async fn http_connect(mut s: TcpStream, host: &str, port: u16, proxy: &Proxy
     let mut head = Vec::with_capacity(256);
     let mut byte = [0u8; 1];
     let mut accepted = false;
+    // In an interim (1xx) response, which the answer follows (RFC 9110 §15.2); with its bytes so far.
+    let mut interim = false;
+    let mut skipped = 0;
     loop {
-        if head.len() > 16 * 1024 {
+        if skipped + head.len() > 16 * 1024 {
             return Err(ConnError::new(errors::ERR_PROXY, "proxy response head too large"));
         }
         if s.read(&mut byte).await.map_err(io_err)? == 0 {
@@ -222,9 +228,14 @@ pub async fn http_connect(mut s: TcpStream, host: &str, port: u16, proxy: &Proxy
             ));
         }
         head.push(byte[0]);
-        if accepted {
+        if accepted || interim {
             if head.ends_with(b"\r\n\r\n") {
-                return Ok(s);
+                if accepted {
+                    return Ok(s);
+                }
+                skipped += head.len();
+                head.clear();
+                interim = false;
             }
             continue;
         }
@@ -235,10 +246,11 @@ pub async fn http_connect(mut s: TcpStream, host: &str, port: u16, proxy: &Proxy
         }
         if head.ends_with(b"\r\n") {
             let status = parse_status_line(&head[..head.len() - 2]).ok_or_else(|| not_http(&head))?;
-            if !(200..300).contains(&status) {
-                return Err(refused(status));
+            match status {
+                100..200 => interim = true,
+                200..300 => accepted = true,
+                _ => return Err(refused(status)),
             }
-            accepted = true;
         }
     }
 }
@@ -263,6 +275,10 @@ mod tests {
         let p = Proxy::parse("http://[::1]:8080").unwrap();
         assert_eq!(p.host, "::1");
         assert!(p.credentials.is_none());
+        // A password alone (a token) is Basic `:token` for CONNECT; SOCKS5 needs a user name.
+        let p = Proxy::parse("http://:t0ken@127.0.0.1:3128").unwrap();
+        assert_eq!(p.credentials, Some((String::new(), "t0ken".to_owned())));
+        assert!(Proxy::parse("socks5://:t0ken@127.0.0.1").unwrap().credentials.is_none());
     }
 
     proptest::proptest! {
@@ -407,5 +423,18 @@ mod tests {
         let (result, after) = connect_via(b"HTTP/1.0 200 Connection established\r\nVia: x\r\n\r\nhello").await;
         assert_eq!(result.unwrap(), b"hello");
         assert_eq!(after, b"GET");
+    }
+
+    #[tokio::test]
+    async fn interim_answers_before_the_2xx_are_skipped() {
+        let answer =
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\r\n\r\nhi";
+        let (result, after) = connect_via(answer).await;
+        assert_eq!(result.unwrap(), b"hi");
+        assert_eq!(after, b"GET");
+        // Interim answers count in the head's bound: an endless series of them is refused.
+        let endless: &'static [u8] = "HTTP/1.1 100 Continue\r\n\r\n".repeat(1000).leak().as_bytes();
+        let (result, _) = connect_via(endless).await;
+        assert!(result.unwrap_err().message.contains("too large"));
     }
 }

@@ -3,15 +3,14 @@
 
 use url::Url;
 
-/// A URL (parsed or not) as it may appear in a message: `user:pass@` becomes `user:***@`, a
-/// lone user name (often a token) `***@`. The userinfo is what precedes the last `@` of the
-/// authority (which ends at `/`, `?`, `#` or `\\`), as the URL parser reads it.
+/// Input that did not parse as a URL (or that a check refused), as it may appear in a message:
+/// everything between the scheme and the last `@` is taken for the userinfo (`user:pass@` becomes
+/// `user:***@`, a lone user name, often a token, `***@`). A password typed with a raw `/`, `?` or
+/// `#` ends the authority early for the URL parser, so its rest would show if the userinfo ended
+/// there; a path with an `@` in it is masked too, which is the safe side.
 pub fn redact(s: &str) -> String {
     let rest_at = s.find("://").map_or(0, |i| i + 3);
-    let authority_end = s[rest_at..]
-        .find(['/', '?', '#', '\\'])
-        .map_or(s.len(), |i| rest_at + i);
-    match s[rest_at..authority_end].rfind('@') {
+    match s[rest_at..].rfind('@') {
         None => s.to_owned(),
         Some(at) => {
             let userinfo = &s[rest_at..rest_at + at];
@@ -26,11 +25,17 @@ pub fn redact(s: &str) -> String {
 
 /// A parsed URL for a message, without its password (nor a lone user name).
 pub fn redact_url(url: &Url) -> String {
-    if url.username().is_empty() && url.password().is_none() {
-        url.to_string()
-    } else {
-        redact(url.as_str())
+    let mut shown = url.clone();
+    match (url.username().is_empty(), url.password().is_some()) {
+        (true, false) => return url.to_string(),
+        (false, true) | (true, true) => {
+            let _ = shown.set_password(Some("***"));
+        }
+        (false, false) => {
+            let _ = shown.set_username("***");
+        }
     }
+    shown.to_string()
 }
 
 #[cfg(test)]
@@ -41,15 +46,24 @@ mod tests {
     fn redacts_userinfo() {
         assert_eq!(redact("ws://alice:pw@host:1/p?q#f"), "ws://alice:***@host:1/p?q#f");
         assert_eq!(redact("http://tok3n@proxy:8080"), "http://***@proxy:8080");
-        assert_eq!(redact("ws://a@b:c@d@host/x@y"), "ws://a@b:***@host/x@y");
-        assert_eq!(redact("ws://host/path@x"), "ws://host/path@x");
+        assert_eq!(redact("ws://a@b:c@d@host/x"), "ws://a@b:***@host/x");
         assert_eq!(redact("ws://host"), "ws://host");
         assert_eq!(redact("alice:pw@host"), "alice:***@host");
-        let url = Url::parse("ws://alice:pw@127.0.0.1:9/").unwrap();
-        assert_eq!(redact_url(&url), "ws://alice:***@127.0.0.1:9/");
+        // A raw '/', '?' or '#' in a password: the parser's authority ends there, ours does not.
         assert_eq!(
-            redact_url(&Url::parse("ws://127.0.0.1:9/").unwrap()),
-            "ws://127.0.0.1:9/"
+            redact("http://bob:pa/ssW0RD@127.0.0.1:3128"),
+            "http://bob:***@127.0.0.1:3128"
+        );
+        assert_eq!(redact("ws://alice:12#s?e/cret@host/"), "ws://alice:***@host/");
+        let url = Url::parse("ws://alice:pw@127.0.0.1:9/p@th").unwrap();
+        assert_eq!(redact_url(&url), "ws://alice:***@127.0.0.1:9/p@th");
+        let url = Url::parse("ws://tok3n@127.0.0.1:9/").unwrap();
+        assert_eq!(redact_url(&url), "ws://***@127.0.0.1:9/");
+        let url = Url::parse("ws://:pw@127.0.0.1:9/").unwrap();
+        assert_eq!(redact_url(&url), "ws://:***@127.0.0.1:9/");
+        assert_eq!(
+            redact_url(&Url::parse("ws://127.0.0.1:9/a@b").unwrap()),
+            "ws://127.0.0.1:9/a@b"
         );
     }
 }

@@ -17,8 +17,10 @@ use crate::errors::{self, ConnError};
 /// TLS settings of a client: built once, used by every `wss://` attempt.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct TlsOptions {
-    /// Extra trusted CAs, PEM.
+    /// Trusted CAs, PEM: with `ca_only`, the only ones (Node's `ca` replaces its bundled roots),
+    /// else in addition to the default roots (a PKCS#12 file's other certificates).
     pub ca: Vec<String>,
+    pub ca_only: bool,
     pub reject_unauthorized: bool,
     pub servername: Option<String>,
     /// Our certificate chain (PEM, leaf first) and its private key (PKCS#8 PEM, unencrypted),
@@ -130,7 +132,10 @@ fn client_config(opts: &TlsOptions) -> Result<Arc<ClientConfig>, String> {
         .with_protocol_versions(&versions)
         .map_err(|e| e.to_string())?;
     let verifier: Arc<dyn ServerCertVerifier> = if opts.reject_unauthorized {
-        let mut roots = (*default_roots()).clone();
+        let mut roots = match opts.ca_only {
+            true => RootCertStore::empty(),
+            false => (*default_roots()).clone(),
+        };
         for pem in &opts.ca {
             let mut found = false;
             for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {

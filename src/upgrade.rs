@@ -6,7 +6,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tungstenite::client::IntoClientRequest;
 use tungstenite::handshake::client::{generate_request, Response};
-use tungstenite::handshake::machine::TryParse;
+use tungstenite::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
 use crate::body;
 use crate::deflate::{self, DeflateConfig, Negotiated};
@@ -27,7 +27,7 @@ pub struct Opened {
     pub deflate: Option<(Negotiated, String)>,
 }
 
-/// The largest upgrade response head we read.
+/// The largest upgrade response head we read (interim responses before it included).
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 
 /// The HTTP upgrade (RFC 6455 §4.1): tungstenite writes the request and parses the response;
@@ -46,18 +46,26 @@ pub async fn handshake(
     transport.write_all(&request).await.map_err(io_err)?;
     transport.flush().await.map_err(io_err)?;
     let mut buf = BytesMut::with_capacity(1024);
-    let (head, response) = loop {
+    // Bytes of interim (1xx) responses read before the answer.
+    let mut interim = 0;
+    let (head, response) = 'answer: loop {
         if transport.read_buf(&mut buf).await.map_err(io_err)? == 0 {
             return Err(ConnError::new(
                 errors::ERR_HANDSHAKE,
                 "the server closed the connection during the upgrade",
             ));
         }
-        if let Some((len, response)) = Response::try_parse(&buf).map_err(|e| invalid(&e))? {
+        while let Some((len, response)) = parse_response(&buf).map_err(|e| invalid(&e))? {
+            // RFC 9110 §15.2: a client reads any number of interim responses before the final one.
+            if response.status().is_informational() && response.status() != StatusCode::SWITCHING_PROTOCOLS {
+                let _ = buf.split_to(len);
+                interim += len;
+                continue;
+            }
             // The rest of the read buffer keeps the first frames; the head shares its memory.
-            break (buf.split_to(len).freeze(), response);
+            break 'answer (buf.split_to(len).freeze(), response);
         }
-        if buf.len() > MAX_RESPONSE_HEAD {
+        if interim + buf.len() > MAX_RESPONSE_HEAD {
             return Err(invalid(&"the upgrade response head is too large"));
         }
     };
@@ -76,6 +84,47 @@ pub async fn handshake(
         head,
         deflate,
     })
+}
+
+/// A response head at the start of `buf`, with its length; `None`: not all of it yet. Up to 32
+/// headers are parsed without allocating; more (Node takes up to 2,000) with room for as many as
+/// the head has lines, which `MAX_RESPONSE_HEAD` bounds.
+fn parse_response(buf: &[u8]) -> Result<Option<(usize, Response)>, String> {
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    match parse_response_with(buf, &mut headers) {
+        Err(httparse::Error::TooManyHeaders) => {
+            let lines = buf.iter().filter(|&&b| b == b'\n').count();
+            parse_response_with(buf, &mut vec![httparse::EMPTY_HEADER; lines])
+        }
+        parsed => parsed,
+    }
+    .map_err(|e| format!("invalid upgrade response: {e}"))
+}
+
+fn parse_response_with<'b>(
+    buf: &'b [u8],
+    headers: &mut [httparse::Header<'b>],
+) -> Result<Option<(usize, Response)>, httparse::Error> {
+    let mut parsed = httparse::Response::new(headers);
+    let len = match parsed.parse(buf)? {
+        httparse::Status::Partial => return Ok(None),
+        httparse::Status::Complete(len) => len,
+    };
+    // As tungstenite: HTTP/1.1 only (a WebSocket upgrade needs it).
+    if parsed.version != Some(1) {
+        return Err(httparse::Error::Version);
+    }
+    let status = parsed.code.and_then(|c| StatusCode::from_u16(c).ok());
+    let mut map = HeaderMap::with_capacity(parsed.headers.len());
+    for h in parsed.headers.iter() {
+        let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| httparse::Error::HeaderName)?;
+        let value = HeaderValue::from_bytes(h.value).map_err(|_| httparse::Error::HeaderValue)?;
+        map.append(name, value);
+    }
+    let mut response = Response::new(None);
+    *response.status_mut() = status.ok_or(httparse::Error::Status)?;
+    *response.headers_mut() = map;
+    Ok(Some((len, response)))
 }
 
 /// What the server chose: a subprotocol, and permessage-deflate with its answer.
