@@ -89,6 +89,15 @@ test.serial('pieces that stop being UTF-8 text are refused when sent, and the me
   t.is(client.bufferedAmount, 0, 'nothing held after the throws')
   await until(() => got.length === 1, 'the message at the server')
   t.is(String(got[0].data), 'café')
+  // The first piece may end mid-character too, as in ws (it was decoded whole, and refused).
+  const euro = Buffer.from('€')
+  client.send(euro.subarray(0, 1), { binary: false, fin: false })
+  client.send(euro.subarray(1))
+  // And `binary: true` makes a text first piece the start of a binary message.
+  client.send('ab', { binary: true, fin: false })
+  client.send('c')
+  await until(() => got.length === 3, 'the two messages at the server')
+  t.deepEqual(got.slice(1).map((m) => [m.binary, String(m.data)]), [[false, '€'], [true, 'abc']])
   await client.disconnect()
 })
 
@@ -154,5 +163,14 @@ test.serial('disconnect() discards an unfinished message: counted, its callbacks
   client.send(' message')
   await until(() => got.length === 1, 'the new message')
   t.is(String(got[0].data), 'new message')
+  // disconnect() then connect(): pieces are accepted again at once, as whole messages are (a
+  // piece was refused with ERR_NOT_OPEN until the close was done).
+  const closed = client.disconnect()
+  client.connect()
+  client.send('after ', { fin: false })
+  client.send('connect()')
+  t.deepEqual(await closed, { discarded: 0 })
+  await until(() => got.length === 2, 'the message on the next connection')
+  t.deepEqual([got[1].conn, String(got[1].data)], [3, 'after connect()'])
   await client.disconnect()
 })

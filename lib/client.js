@@ -485,11 +485,16 @@ class ReconnectingWebSocket extends EventEmitter {
   #sendPiece(data, options, callback) {
     if (callback !== undefined) checkCallback(callback)
     const fin = checkSendOptions(options).fin !== false
-    if (this.#state === 'closed' || this.#closing) throw makeError('ERR_NOT_OPEN', `Cannot send: the connection is ${this.#state}`)
+    // As send(): refused once closed, or closing for good (a connect() since accepts them again).
+    if (this.#state === 'closed' || (this.#closing && !this.#connectAfterClose)) {
+      throw makeError('ERR_NOT_OPEN', `Cannot send: the connection is ${this.#state}`)
+    }
     const message = this.#fragments
     if (message === null) {
       // The first piece: send() comes here for it only with fin: false.
-      const first = new FragmentedMessage(sendable(withSendOptions(data, options)), options?.compress !== false)
+      const piece = sendable(data)
+      const binary = checkSendOptions(options).binary
+      const first = new FragmentedMessage(piece, binary === undefined ? typeof piece === 'string' : !binary, options?.compress !== false)
       if (callback !== undefined) first.callbacks.push(callback)
       this.#fragments = first
       return

@@ -12,11 +12,12 @@ const utf8 = new TextDecoder('utf-8', { fatal: true })
 /** A message whose last piece has not been sent yet: its bytes so far and its pieces' callbacks. */
 class FragmentedMessage {
   /**
-   * `first` is what send() takes (a string, or a Buffer over the caller's bytes), with `binary`
-   * applied; `compress`, the first piece's option, counts for the message (as in ws).
+   * `first` is what send() takes (a string, or a Buffer over the caller's bytes); `text`: a text
+   * message (the first piece's type, or its `binary` option: bytes of text may end mid-character,
+   * as any piece's may); `compress`, the first piece's option, counts for the message (as in ws).
    */
-  constructor(first, compress) {
-    this.text = typeof first === 'string'
+  constructor(first, text, compress) {
+    this.text = text
     this.compress = compress
     /** Text: the decoded pieces; binary: copies of the pieces (the caller may reuse its buffers). */
     this.parts = []
