@@ -1,4 +1,5 @@
 // Real peers on 127.0.0.1 for the tests: the `ws` server and raw `net` servers.
+import { spawn } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import { once } from 'node:events'
 import { readFileSync } from 'node:fs'
@@ -6,6 +7,7 @@ import http from 'node:http'
 import https from 'node:https'
 import net from 'node:net'
 import { setImmediate as tick, setTimeout as delay } from 'node:timers/promises'
+import { fileURLToPath } from 'node:url'
 import { WebSocketServer, type WebSocket } from 'ws'
 
 import { clientStats } from '../index.js'
@@ -290,4 +292,21 @@ export async function connectProxy(requiredAuth?: string) {
         server.close(() => r())
       }),
   }
+}
+
+/** The package's entry point, for a child process to require. */
+export const PACKAGE_ENTRY = fileURLToPath(new URL('../index.js', import.meta.url))
+
+/**
+ * Runs `script` in a child Node process (`process.argv.slice(1)` is `args`); for a failure that
+ * would end the process, or a process-wide setting read once. Resolves with its exit code and output.
+ */
+export async function runNodeScript(script: string, args: string[], env: NodeJS.ProcessEnv = process.env): Promise<{ code: number | null; out: string; err: string }> {
+  const proc = spawn(process.execPath, ['-e', script, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] })
+  let out = ''
+  let err = ''
+  proc.stdout.on('data', (d) => (out += d))
+  proc.stderr.on('data', (d) => (err += d))
+  const [code] = (await once(proc, 'close')) as [number | null]
+  return { code, out, err }
 }

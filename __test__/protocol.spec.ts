@@ -1,10 +1,8 @@
 // Transport and protocol: TLS, CONNECT proxies, subprotocols, limits, close codes.
 import { once } from 'node:events'
-import { spawn } from 'node:child_process'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { fileURLToPath } from 'node:url'
 import http from 'node:http'
 import https from 'node:https'
 import { X509Certificate, createHash } from 'node:crypto'
@@ -17,7 +15,7 @@ import { WebSocketServer } from 'ws'
 
 import { type LookupFunction, ReconnectingWebSocket, clientStats, type RedialError } from '../index.js'
 import { CLIENT_PASSPHRASE, makeCerts } from './certs.js'
-import { Recorder, acceptUpgrade, connectProxy, peakRssOf, quiescent, rawServer, until, wsServer } from './helpers.js'
+import { PACKAGE_ENTRY, Recorder, acceptUpgrade, connectProxy, peakRssOf, quiescent, rawServer, runNodeScript, until, wsServer } from './helpers.js'
 
 const certs = makeCerts({ clients: true })
 const clients = certs.clients!
@@ -235,14 +233,8 @@ test.serial("tls.ca replaces the default roots, as Node's ca does: a server whos
     })()
     setTimeout(() => process.exit(3), 10000).unref()
   `
-  const lib = fileURLToPath(new URL('../index.js', import.meta.url))
   const env = { ...process.env, SSL_CERT_FILE: join(dir, 'system.pem') }
-  const proc = spawn(process.execPath, ['-e', script, lib, `wss://localhost:${server.port}/`, certs.otherCa, certs.ca], { env, stdio: ['ignore', 'pipe', 'pipe'] })
-  let out = ''
-  let err = ''
-  proc.stdout.on('data', (d) => (out += d))
-  proc.stderr.on('data', (d) => (err += d))
-  const [code] = await once(proc, 'close')
+  const { code, out, err } = await runNodeScript(script, [PACKAGE_ENTRY, `wss://localhost:${server.port}/`, certs.otherCa, certs.ca], env)
   t.is(code, 0, err)
   t.deepEqual(JSON.parse(out), { none: 'open', other: 'ERR_TLS_CERT', both: 'open' })
 })

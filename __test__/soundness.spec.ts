@@ -3,15 +3,13 @@
 // resolves (and not before: each call is settled by its own completion, whatever connect() came
 // between), a send() made before JS has seen the connection end never throws for it, and the
 // answer to our close is never taken for the peer's own.
-import { spawn } from 'node:child_process'
 import { once } from 'node:events'
 import { createRequire } from 'node:module'
-import { fileURLToPath } from 'node:url'
 import { Worker } from 'node:worker_threads'
 import test from 'ava'
 
 import { ReconnectingWebSocket, clientStats, type RedialError } from '../index.js'
-import { Recorder, quiescent, refusedPort, until, wsServer } from './helpers.js'
+import { PACKAGE_ENTRY, Recorder, quiescent, refusedPort, runNodeScript, until, wsServer } from './helpers.js'
 
 const require = createRequire(import.meta.url)
 const native = require('../lib/native.js') as {
@@ -359,13 +357,7 @@ test.serial('JS that runs while the addon makes event values (a replaced Array.o
     })
     setTimeout(() => process.exit(3), 5000).unref()
   `
-  const lib = fileURLToPath(new URL('../index.js', import.meta.url))
-  const proc = spawn(process.execPath, ['-e', script, peer.url, lib], { stdio: ['ignore', 'pipe', 'pipe'] })
-  let out = ''
-  let err = ''
-  proc.stdout.on('data', (d) => (out += d))
-  proc.stderr.on('data', (d) => (err += d))
-  const [code] = await once(proc, 'close')
+  const { code, out, err } = await runNodeScript(script, [peer.url, PACKAGE_ENTRY])
   t.is(code, 0, err)
   const report = JSON.parse(out.trim() || '{}')
   t.is(report.n, 50)
