@@ -771,8 +771,25 @@ class ReconnectingWebSocket extends EventEmitter {
     trace(this.#url, what, a, b)
   }
 
+  /**
+   * Emits an EventEmitter event. A listener that throws surfaces as an uncaught exception on the
+   * next tick (as the WHATWG listeners' do), so that what follows the emit (the WHATWG delivery of
+   * the same event, rws mode's bookkeeping) happens whatever a listener throws.
+   */
+  #emit(name, payload) {
+    try {
+      this.emit(name, payload)
+    } catch (err) {
+      rethrowLater(err)
+    }
+  }
+
   #onMessage(data, isBinary) {
-    this.emit('message', data, isBinary)
+    try {
+      this.emit('message', data, isBinary)
+    } catch (err) {
+      rethrowLater(err)
+    }
     if (this.#wants('message')) this.#fire(new MessageEvent(data, this))
   }
 
@@ -806,7 +823,7 @@ class ReconnectingWebSocket extends EventEmitter {
     this.#trace('open')
     const info = typeof chosen === 'string' ? { protocol: chosen, extensions: '' } : chosen
     if (channels.open.hasSubscribers) channels.open.publish({ client: this, ...info })
-    this.emit('open', info)
+    this.#emit('open', info)
     if (this.#wants('open')) this.#fire(new Event('open', this))
   }
 
@@ -815,7 +832,7 @@ class ReconnectingWebSocket extends EventEmitter {
     const err = fromNative(p)
     this.#trace('error', err.message)
     if (channels.error.hasSubscribers) channels.error.publish({ client: this, error: err })
-    if (this.listenerCount('error') > 0) this.emit('error', err)
+    if (this.listenerCount('error') > 0) this.#emit('error', err)
     if (this.#rws) this.#rws.pendingError = err
     else if (this.#wants('error')) this.#fire(new ErrorEvent(err, this))
   }
@@ -834,7 +851,7 @@ class ReconnectingWebSocket extends EventEmitter {
     const info = { code, reason, wasClean, willReconnect }
     this.#trace('close', code, reason)
     if (channels.close.hasSubscribers) channels.close.publish({ client: this, ...info })
-    this.emit('close', info)
+    this.#emit('close', info)
     if (this.#rws) this.#rws.closed(info, this, this.#whatwg)
     else if (this.#wants('close')) this.#fire(new CloseEvent(code, reason, wasClean, this))
   }
