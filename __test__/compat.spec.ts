@@ -256,3 +256,20 @@ test.serial('rws mode: a connection timeout closes with reason "timeout" and err
   t.is(listeners[1].event.message, 'TIMEOUT')
   await quiescent()
 })
+
+test.serial('rws mode: an open connection that ends on a heartbeat timeout fires its close alone (1006, not clean, CLOSED)', async (t) => {
+  const { rawServer, acceptUpgrade } = await import('./helpers.js')
+  // Completes the upgrade, then reads and never answers: the pings go unanswered.
+  const deaf = await rawServer((s) => acceptUpgrade(s, (sock) => sock.resume()))
+  t.teardown(() => deaf.close())
+  const ws: Any = new ReconnectingWebSocket(deaf.url, [], { pingInterval: 50, pongTimeout: 50, maxRetries: 0 })
+  const seen = track(ws, ['open', 'close', 'error'])
+  const r = new Recorder(ws)
+  t.is((await r.next('error')).code, 'ERR_PONG_TIMEOUT', 'the EventEmitter error stays')
+  await r.next('giveup')
+  const listeners = seen.filter((e) => e.via === 'listener')
+  t.deepEqual(listeners.map((e) => e.type), ['open', 'close'], 'no WHATWG error: ws reports such an end as its close alone')
+  t.like(listeners[1].event, { code: 1006, wasClean: false })
+  t.is(listeners[1].readyState, ws.CLOSED)
+  await quiescent()
+})

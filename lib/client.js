@@ -819,6 +819,7 @@ class ReconnectingWebSocket extends EventEmitter {
   #onOpen(chosen) {
     this.#chosen = chosen
     this.#openedAt = performance.now()
+    if (this.#rws) this.#rws.connected = true
     if (!this.#closing) this.#state = 'open'
     this.#trace('open')
     const info = typeof chosen === 'string' ? { protocol: chosen, extensions: '' } : chosen
