@@ -720,10 +720,13 @@ class ReconnectingWebSocket extends EventEmitter {
     this.#whatwg?.remove(type, listener)
   }
 
-  /** Delivers `event` to the addEventListener listeners of its type. */
+  /**
+   * Delivers `event` to the addEventListener listeners of its type; false if a listener called
+   * `preventDefault()` on a cancelable event, as in the DOM.
+   */
   dispatchEvent(event) {
-    this.#whatwg?.dispatch(event, this, rethrowLater)
-    return true
+    this.#surface().dispatch(event, this, rethrowLater)
+    return event?.defaultPrevented !== true
   }
 
   get onopen() {
