@@ -559,15 +559,21 @@ export declare class ReconnectingWebSocket<B extends BinaryType = 'nodebuffer'> 
   onmessage: ((event: MessageEvent) => void) | null
   onclose: ((event: CloseEvent) => void) | null
   onerror: ((event: ErrorEvent) => void) | null
+  /** A boolean third argument is the DOM's `capture`, accepted and without effect (the client is the only target). */
   addEventListener<K extends keyof WhatwgEventMap>(
     type: K,
     listener: ((event: WhatwgEventMap[K]) => void) | { handleEvent(event: WhatwgEventMap[K]): void },
-    options?: { once?: boolean },
+    options?: boolean | WhatwgListenerOptions,
   ): void
   removeEventListener<K extends keyof WhatwgEventMap>(
     type: K,
     listener: ((event: WhatwgEventMap[K]) => void) | { handleEvent(event: WhatwgEventMap[K]): void },
+    options?: boolean | { capture?: boolean },
   ): void
+  /**
+   * Calls the addEventListener listeners of `event.type` (not `on<type>`); a redial-ws event gets the
+   * client as its `target`. False if a listener called `preventDefault()` on a cancelable event.
+   */
   dispatchEvent(event: Event): boolean
   /** WHATWG alias of `disconnect()` (returns nothing). */
   close(code?: number, reason?: string | Buffer): void
@@ -689,26 +695,95 @@ export interface WhatwgEventMap {
   error: ErrorEvent
 }
 
+/** `addEventListener`'s options, as the DOM's. */
+export interface WhatwgListenerOptions {
+  /** Removed once called (any truthy value, as the DOM converts it). */
+  once?: boolean
+  /** Removed when the signal aborts; not added if it has aborted already. */
+  signal?: AbortSignal
+  /** Accepted, without effect: the client is the only target. */
+  capture?: boolean
+  /** Accepted, without effect: the client's events are not cancelable. */
+  passive?: boolean
+}
+
+/** The DOM's EventInit. */
+export interface EventInit {
+  bubbles?: boolean
+  /** Only a cancelable event's `preventDefault()` sets `defaultPrevented` (the client's events are not). */
+  cancelable?: boolean
+  composed?: boolean
+}
+
+/**
+ * The events of the WHATWG API, shaped as the DOM's: `currentTarget` is the client while its
+ * listeners run (null otherwise), `stopImmediatePropagation()` keeps the listeners after the current
+ * one (and after `on<type>`) from being called.
+ */
 export declare class Event {
+  /** The DOM's form. */
+  constructor(type: string, init?: EventInit)
+  /** redial-ws' form: the target (an object that is not a plain `{ ... }`). */
   constructor(type: string, target?: unknown)
   readonly type: string
   readonly target: unknown
+  readonly currentTarget: unknown
+  readonly bubbles: boolean
+  readonly cancelable: boolean
+  readonly composed: boolean
+  readonly defaultPrevented: boolean
+  /** `performance.now()` when the event was made. */
+  readonly timeStamp: number
+  /** No effect beyond the DOM's: the client is the only target, there is nothing to propagate to. */
+  stopPropagation(): void
+  stopImmediatePropagation(): void
+  preventDefault(): void
+  composedPath(): unknown[]
+}
+
+export interface MessageEventInit extends EventInit {
+  data: string | BinaryTypes[BinaryType]
 }
 
 /** `data`: a text message's string, or a binary message as the client's `binaryType` delivers it. */
 export declare class MessageEvent extends Event {
+  /** The DOM's form: `new MessageEvent('message', { data })`. */
+  constructor(type: 'message', init: MessageEventInit)
+  /**
+   * redial-ws' form. A first argument `'message'` followed by a plain object, or alone, is the
+   * DOM's form (alone: `data` is null).
+   */
   constructor(data: unknown, target?: unknown)
   readonly data: string | BinaryTypes[BinaryType]
 }
 
+export interface CloseEventInit extends EventInit {
+  /** 0 if not given, as in the DOM. */
+  code?: number
+  reason?: string
+  /** false if not given, as in the DOM. */
+  wasClean?: boolean
+}
+
 export declare class CloseEvent extends Event {
+  /** The DOM's form: `new CloseEvent('close', { code, reason, wasClean })` (a string first argument). */
+  constructor(type: string, init?: CloseEventInit)
+  /** redial-ws' form; its defaults are 1000, '' and true. */
   constructor(code?: number, reason?: string, wasClean?: boolean, target?: unknown)
   readonly code: number
   readonly reason: string
   readonly wasClean: boolean
 }
 
+export interface ErrorEventInit extends EventInit {
+  /** '' if not given. */
+  message?: string
+  error: RedialError
+}
+
 export declare class ErrorEvent extends Event {
+  /** The DOM's form: `new ErrorEvent('error', { message, error })` (a string first argument). */
+  constructor(type: string, init: ErrorEventInit)
   constructor(error: Error, target?: unknown)
   readonly message: string
   readonly error: RedialError

@@ -3,10 +3,10 @@
 // queue) behaves the same on redial-ws, checked side by side with the real library where it runs.
 import test from 'ava'
 import { WebSocketServer } from 'ws'
-import { once } from 'node:events'
+import { getEventListeners, once } from 'node:events'
 import type net from 'node:net'
 
-import { CloseEvent, ReconnectingWebSocket } from '../index.js'
+import { CloseEvent, ErrorEvent, Event, MessageEvent, ReconnectingWebSocket } from '../index.js'
 import { Recorder, quiescent, refusedPort, until, wsServer } from './helpers.js'
 
 type Any = any
@@ -103,6 +103,110 @@ test.serial('addEventListener: handleEvent objects, { once: true }, removal; dup
   native.close()
   rws.close()
   await quiescent()
+})
+
+test("addEventListener's signal: aborting removes the listener, an aborted one adds nothing; { once } takes any truthy value", (t) => {
+  for (const ws of [
+    new ReconnectingWebSocket('ws://127.0.0.1:1/', { startClosed: true }),
+    new ReconnectingWebSocket('ws://127.0.0.1:1/', undefined, { startClosed: true }),
+  ] as Any[]) {
+    const calls: string[] = []
+    const ac = new AbortController()
+    ws.addEventListener('message', () => calls.push('signal'), { signal: ac.signal })
+    ws.addEventListener('message', () => calls.push('aborted'), { signal: AbortSignal.abort() })
+    ws.addEventListener('message', () => calls.push('once'), { once: 1 })
+    const kept = () => calls.push('kept')
+    ws.addEventListener('message', kept, { signal: new AbortController().signal })
+    const signal = new AbortController().signal
+    const removed = () => calls.push('removed')
+    ws.addEventListener('message', removed, { signal })
+    ws.removeEventListener('message', removed)
+    t.is(getEventListeners(signal, 'abort').length, 0, 'a listener removed leaves nothing on its signal')
+    ws.dispatchEvent(new MessageEvent('x'))
+    ac.abort()
+    ws.dispatchEvent(new MessageEvent('y'))
+    t.deepEqual(calls, ['signal', 'once', 'kept', 'kept'])
+    t.throws(() => ws.addEventListener('message', kept, { signal: {} }), { code: 'ERR_INVALID_ARG_TYPE' } as Any)
+  }
+})
+
+test('a listener removed by an earlier one during a dispatch is not called (DOM); in rws mode it is, as in reconnecting-websocket', (t) => {
+  const got: Record<string, string[]> = {}
+  for (const [mode, ws] of [
+    ['native', new ReconnectingWebSocket('ws://127.0.0.1:1/', { startClosed: true })],
+    ['rws', new ReconnectingWebSocket('ws://127.0.0.1:1/', undefined, { startClosed: true })],
+  ] as Array<[string, Any]>) {
+    const calls: string[] = (got[mode] = [])
+    const b = () => calls.push('b')
+    ws.addEventListener('message', () => {
+      calls.push('a')
+      ws.removeEventListener('message', b)
+      ws.addEventListener('message', () => calls.push('added'))
+    })
+    ws.addEventListener('message', b)
+    ws.dispatchEvent(new MessageEvent('x'))
+  }
+  t.deepEqual(got, { native: ['a'], rws: ['a', 'b'] }, 'a listener added during the dispatch is not called by it either')
+})
+
+test.serial('event objects: currentTarget while the listeners run, stopImmediatePropagation() stops the later ones, DOM members', async (t) => {
+  const peer = await wsServer((s) => {
+    s.send('message')
+    s.send('second', () => s.close(4000, 'bye'))
+  })
+  t.teardown(() => peer.close())
+  for (const make of [
+    () => new ReconnectingWebSocket(peer.url, { maxRetries: 0 }),
+    () => new ReconnectingWebSocket(peer.url, [], { maxRetries: 0 }),
+  ]) {
+    const ws: Any = make()
+    const seen: Any[] = []
+    const events: Any[] = []
+    ws.addEventListener('message', (e: Any) => {
+      events.push(e)
+      seen.push({ data: e.data, current: e.currentTarget === ws, target: e.target === ws, path: e.composedPath().length })
+      t.is(typeof e.timeStamp, 'number')
+      t.like(e, { bubbles: false, cancelable: false, composed: false })
+      e.preventDefault()
+      t.false(e.defaultPrevented, 'not cancelable')
+      e.stopPropagation()
+      if (e.data === 'second') e.stopImmediatePropagation()
+    })
+    ws.addEventListener('message', (e: Any) => seen.push({ later: e.data }))
+    // on<type> runs first: stopping there keeps the listeners from running.
+    ws.onclose = (e: Any) => e.stopImmediatePropagation()
+    ws.addEventListener('close', () => seen.push('close listener'))
+    await new Recorder(ws).next('giveup')
+    t.deepEqual(seen, [
+      { data: 'message', current: true, target: true, path: 1 },
+      { later: 'message' },
+      { data: 'second', current: true, target: true, path: 1 },
+    ])
+    t.true(events.every((e) => e.currentTarget === null), 'currentTarget is null once the dispatch is over')
+  }
+  await quiescent()
+})
+
+test("the event classes take the DOM's (type, init) form too; dispatchEvent sets a redial-ws event's target", (t) => {
+  const ws: Any = new ReconnectingWebSocket('ws://127.0.0.1:1/', { startClosed: true })
+  t.like(new MessageEvent('message', { data: 'x' }), { type: 'message', data: 'x', target: null })
+  t.like(new MessageEvent('hi', ws), { type: 'message', data: 'hi', target: ws }, "redial-ws' form")
+  t.like(new CloseEvent('close', { code: 4000, reason: 'bye' }), { type: 'close', code: 4000, reason: 'bye', wasClean: false })
+  t.like(new CloseEvent(), { type: 'close', code: 1000, reason: '', wasClean: true })
+  t.like(new CloseEvent(4001, 'r', false, ws), { code: 4001, reason: 'r', wasClean: false, target: ws })
+  const error = new Error('boom')
+  t.like(new ErrorEvent('error', { message: 'm', error } as Any), { type: 'error', message: 'm', error })
+  t.like(new ErrorEvent(error, ws), { type: 'error', message: 'boom', error, target: ws })
+  const cancelable = new Event('open', { cancelable: true })
+  let target
+  ws.addEventListener('open', (e: Any) => {
+    target = e.target
+    e.preventDefault()
+  })
+  t.false(ws.dispatchEvent(cancelable), 'false once a listener prevented a cancelable event')
+  t.true(cancelable.defaultPrevented)
+  t.is(target, ws)
+  t.true(ws.dispatchEvent(new Event('open')))
 })
 
 test.serial('rws mode: a failed attempt fires close (1000, clean) then error; retryCount as reconnecting-websocket counts', async (t) => {
@@ -254,5 +358,22 @@ test.serial('rws mode: a connection timeout closes with reason "timeout" and err
   t.deepEqual(listeners.map((e) => e.type), ['close', 'error'])
   t.like(listeners[0].event, { code: 1000, reason: 'timeout', wasClean: true })
   t.is(listeners[1].event.message, 'TIMEOUT')
+  await quiescent()
+})
+
+test.serial('rws mode: an open connection that ends on a heartbeat timeout fires its close alone (1006, not clean, CLOSED)', async (t) => {
+  const { rawServer, acceptUpgrade } = await import('./helpers.js')
+  // Completes the upgrade, then reads and never answers: the pings go unanswered.
+  const deaf = await rawServer((s) => acceptUpgrade(s, (sock) => sock.resume()))
+  t.teardown(() => deaf.close())
+  const ws: Any = new ReconnectingWebSocket(deaf.url, [], { pingInterval: 50, pongTimeout: 50, maxRetries: 0 })
+  const seen = track(ws, ['open', 'close', 'error'])
+  const r = new Recorder(ws)
+  t.is((await r.next('error')).code, 'ERR_PONG_TIMEOUT', 'the EventEmitter error stays')
+  await r.next('giveup')
+  const listeners = seen.filter((e) => e.via === 'listener')
+  t.deepEqual(listeners.map((e) => e.type), ['open', 'close'], 'no WHATWG error: ws reports such an end as its close alone')
+  t.like(listeners[1].event, { code: 1006, wasClean: false })
+  t.is(listeners[1].readyState, ws.CLOSED)
   await quiescent()
 })

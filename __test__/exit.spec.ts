@@ -197,6 +197,42 @@ test('a throwing listener on messages read on the JS thread, alone and in a run,
   t.true(onJsThread >= 3, `${onJsThread} reads on the JS thread`)
 })
 
+test('an EventEmitter listener that throws does not keep the WHATWG handlers and listeners from the same event', async (t) => {
+  const peer = await wsServer((socket) => {
+    socket.send('m1')
+    socket.send('m2', () => socket.terminate())
+  })
+  t.teardown(() => peer.close())
+  const r = await run('throwing-emitter-listeners', peer.url)
+  t.is(r.code, 0, r.stderr)
+  t.deepEqual(r.reports[0], {
+    done: true,
+    whatwg: [
+      'onopen',
+      'open listener',
+      'onmessage m1',
+      'message listener',
+      'onmessage m2',
+      'message listener',
+      'onerror',
+      'error listener',
+      'onclose',
+      'close listener 1006',
+    ],
+    thrown: ['open bug', 'message bug at m1', 'message bug at m2', 'error bug', 'close bug'],
+  })
+})
+
+test('rws mode: an EventEmitter close listener that throws does not leave reconnect() suppressing the next close', async (t) => {
+  const peer = await wsServer((socket, p) => {
+    if (p.accepted === 2) socket.close(4002, 'second')
+  })
+  t.teardown(() => peer.close())
+  const r = await run('rws-throwing-close-listener', peer.url)
+  t.is(r.code, 0, r.stderr)
+  t.deepEqual(r.reports[0], { done: true, whatwg: ['close 4000', 'close 4002'], thrown: ['close listener bug'] })
+})
+
 test('an active client holds the process through its backoff waits', async (t) => {
   const peer = await wsServer((socket) => socket.close(1001))
   t.teardown(() => peer.close())

@@ -223,3 +223,44 @@ test.serial('rws: retryCount goes back to 0 once a connection stayed open minUpt
     `redial-ws reconnected ${redial.gapAfterDrop} ms after the drop (reconnecting-websocket: ${rws.gapAfterDrop} ms; min ${MIN}, grown ${MIN * FACTOR ** 2})`,
   )
 })
+
+// ---------------------------------------------------------------------------------------------
+// 4. An open connection that ends without a close frame is reported by its close alone (1006,
+//    not clean, readyState CLOSED); one the peer broke the protocol on is closed by the client
+//    (1000, clean, readyState CLOSING), then its error.
+
+async function endScenario(t: ExecutionContext, make: Make, end: (s: import('ws').WebSocket) => void) {
+  const peer = await wsServer((s) => s.on('message', () => end(s)))
+  t.teardown(() => peer.close())
+  const ws = make(peer.url, { minReconnectionDelay: 60_000 })
+  closeAtEnd(t, ws)
+  const events: string[] = []
+  ws.addEventListener('open', () => {
+    events.push(`open ${ws.readyState}`)
+    ws.send('end now')
+  })
+  ws.addEventListener('close', (e: Any) =>
+    events.push(`close ${e.code} ${JSON.stringify(e.reason)} clean=${e.wasClean} readyState=${ws.readyState} retryCount=${ws.retryCount}`),
+  )
+  ws.addEventListener('error', () => events.push(`error readyState=${ws.readyState}`))
+  await waitFor(() => events.some((e) => e.startsWith('close')), 'close', 5_000)
+  // Whatever follows the close in the same turn (reconnecting-websocket's error comes after it).
+  await new Promise((r) => setImmediate(r))
+  return events
+}
+
+test.serial('rws: an open connection dropped without a close frame fires close 1006 alone; a protocol error, close 1000 then error', async (t) => {
+  const drop = (s: import('ws').WebSocket) => s.terminate()
+  // A frame with the reserved opcode 3.
+  const badFrame = (s: import('ws').WebSocket) => ((s as Any)._socket as net.Socket).write(Buffer.from([0x83, 0x00]))
+  for (const [what, end] of [
+    ['dropped', drop],
+    ['protocol error', badFrame],
+  ] as const) {
+    const [rws, redial] = await Promise.all([endScenario(t, makeRws, end), endScenario(t, makeRedial, end)])
+    t.log(what, 'reconnecting-websocket', JSON.stringify(rws))
+    t.log(what, 'redial-ws             ', JSON.stringify(redial))
+    t.true(rws.length >= 2, `reconnecting-websocket saw the ${what} connection open and close`)
+    t.deepEqual(redial, rws, what)
+  }
+})

@@ -725,10 +725,13 @@ class ReconnectingWebSocket extends EventEmitter {
     this.#whatwg?.remove(type, listener)
   }
 
-  /** Delivers `event` to the addEventListener listeners of its type. */
+  /**
+   * Delivers `event` to the addEventListener listeners of its type; false if a listener called
+   * `preventDefault()` on a cancelable event, as in the DOM.
+   */
   dispatchEvent(event) {
-    this.#whatwg?.dispatch(event, this, rethrowLater)
-    return true
+    this.#surface().dispatch(event, this, rethrowLater)
+    return event?.defaultPrevented !== true
   }
 
   get onopen() {
@@ -776,8 +779,25 @@ class ReconnectingWebSocket extends EventEmitter {
     trace(this.#url, what, a, b)
   }
 
+  /**
+   * Emits an EventEmitter event. A listener that throws surfaces as an uncaught exception on the
+   * next tick (as the WHATWG listeners' do), so that what follows the emit (the WHATWG delivery of
+   * the same event, rws mode's bookkeeping) happens whatever a listener throws.
+   */
+  #emit(name, payload) {
+    try {
+      this.emit(name, payload)
+    } catch (err) {
+      rethrowLater(err)
+    }
+  }
+
   #onMessage(data, isBinary) {
-    this.emit('message', data, isBinary)
+    try {
+      this.emit('message', data, isBinary)
+    } catch (err) {
+      rethrowLater(err)
+    }
     if (this.#wants('message')) this.#fire(new MessageEvent(data, this))
   }
 
@@ -807,11 +827,12 @@ class ReconnectingWebSocket extends EventEmitter {
   #onOpen(chosen) {
     this.#chosen = chosen
     this.#openedAt = performance.now()
+    if (this.#rws) this.#rws.connected = true
     if (!this.#closing) this.#state = 'open'
     this.#trace('open')
     const info = typeof chosen === 'string' ? { protocol: chosen, extensions: '' } : chosen
     if (channels.open.hasSubscribers) channels.open.publish({ client: this, ...info })
-    this.emit('open', info)
+    this.#emit('open', info)
     if (this.#wants('open')) this.#fire(new Event('open', this))
   }
 
@@ -820,7 +841,7 @@ class ReconnectingWebSocket extends EventEmitter {
     const err = fromNative(p)
     this.#trace('error', err.message)
     if (channels.error.hasSubscribers) channels.error.publish({ client: this, error: err })
-    if (this.listenerCount('error') > 0) this.emit('error', err)
+    if (this.listenerCount('error') > 0) this.#emit('error', err)
     if (this.#rws) this.#rws.pendingError = err
     else if (this.#wants('error')) this.#fire(new ErrorEvent(err, this))
   }
@@ -839,7 +860,7 @@ class ReconnectingWebSocket extends EventEmitter {
     const info = { code, reason, wasClean, willReconnect }
     this.#trace('close', code, reason)
     if (channels.close.hasSubscribers) channels.close.publish({ client: this, ...info })
-    this.emit('close', info)
+    this.#emit('close', info)
     if (this.#rws) this.#rws.closed(info, this, this.#whatwg)
     else if (this.#wants('close')) this.#fire(new CloseEvent(code, reason, wasClean, this))
   }

@@ -10,6 +10,14 @@ const { rethrowLater } = require('./wire')
 
 const CLOSING = 2
 
+/**
+ * The errors of an open connection that ws reports as an `error` event (the peer broke the protocol
+ * or a limit), which reconnecting-websocket turns into a close of its own, then the error. ws reports
+ * an open connection that ends without a close frame (reset, end, or a heartbeat's timeout here) as
+ * its close alone: 1006, not clean.
+ */
+const PEER_ERRORS = new Set(['ERR_PROTOCOL', 'ERR_INVALID_UTF8', 'ERR_MESSAGE_TOO_BIG', 'ERR_TOO_MANY_FRAGMENTS'])
+
 /** reconnecting-websocket's option names -> ours. */
 const ALIASES = {
   minReconnectionDelay: 'minDelay',
@@ -126,6 +134,8 @@ class RwsMode {
   socketSeen = false
   /** An error waits for the close event that follows it (their order: close, then error). */
   pendingError = null
+  /** The connection whose close comes next opened (its end is no failed attempt). */
+  connected = false
   /** `reconnect()` fired the close event already. */
   suppressClose = false
   /** The readyState their listeners see while a synthetic event is fired. */
@@ -159,8 +169,11 @@ class RwsMode {
 
   /** A close from the native side, after the EventEmitter listeners ran: their WHATWG events. */
   closed(p, client, surface) {
-    const error = this.pendingError
+    const pending = this.pendingError
+    // A connection that opened and then dropped is reported by its close alone, as ws reports it.
+    const error = pending !== null && (!this.connected || PEER_ERRORS.has(pending.code)) ? pending : null
     this.pendingError = null
+    this.connected = false
     if (this.suppressClose) {
       // reconnect() already fired this close.
       this.suppressClose = false
@@ -169,7 +182,8 @@ class RwsMode {
     }
     if (!surface) return
     if (error) {
-      // reconnecting-websocket closes a failed socket itself: a clean 1000 close, then the error.
+      // reconnecting-websocket closes a failed socket (or one ws reported an error on) itself: a
+      // clean 1000 close, then the error.
       const timeout = error.code === 'ERR_CONNECT_TIMEOUT'
       if (surface.wants('close')) this.#fireAs(CLOSING, new CloseEvent(1000, timeout ? 'timeout' : '', true, client), client, surface)
       if (surface.wants('error')) {

@@ -26,6 +26,11 @@ import {
   type RwsCompatOptions,
   type TlsOptions,
   type WhatwgEventMap,
+  type WhatwgListenerOptions,
+  type EventInit,
+  type MessageEventInit,
+  type CloseEventInit,
+  type ErrorEventInit,
 } from 'redial-ws'
 
 const url = process.argv[2]
@@ -56,6 +61,13 @@ client.on('error', (err: RedialError) => {
 client.addEventListener('close', (e: WhatwgEventMap['close']) => void (e instanceof CloseEvent))
 client.onerror = (e: ErrorEvent) => void e.message
 client.onopen = (e: Event) => void e.type
+const listening: WhatwgListenerOptions = { once: true, signal: new AbortController().signal }
+client.addEventListener('open', (e) => void e.timeStamp, listening)
+const eventInit: EventInit = { cancelable: false }
+const messageInit: MessageEventInit = { data: 'made' }
+const closeInit: CloseEventInit = { code: 4000, reason: 'made' }
+const errorInit: ErrorEventInit = { message: 'made', error: Object.assign(new Error('made'), { code: 'ERR_SOCKET' as const }) }
+void [new Event('open', eventInit), new MessageEvent('message', messageInit), new CloseEvent('close', closeInit), new ErrorEvent('error', errorInit)]
 const echoed = new Promise<string>((resolve) => {
   client.onmessage = (e: MessageEvent) => resolve(String(e.data))
 })

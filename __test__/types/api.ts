@@ -2,7 +2,7 @@
 // so a typing that became too loose fails the build. Never executed.
 import { lookup as dnsLookup } from 'node:dns'
 
-import { type BinaryType, ReconnectingWebSocket } from '../../index.js'
+import { type BinaryType, CloseEvent, ErrorEvent, Event, MessageEvent, ReconnectingWebSocket } from '../../index.js'
 
 declare const client: ReconnectingWebSocket
 
@@ -62,6 +62,34 @@ client.send('x', (err) => void err.reason)
 void client.disconnect(1001, Buffer.from('going away'))
 // @ts-expect-error WHATWG close events have a code, not a status
 client.addEventListener('close', (e) => void e.status)
+// The DOM's listener options: a signal removes the listener; a boolean third argument is `capture`.
+const onMessage = (e: MessageEvent) => void e.data
+client.addEventListener('message', onMessage, { signal: AbortSignal.abort(), once: true })
+client.addEventListener('message', onMessage, true)
+client.removeEventListener('message', onMessage, false)
+client.removeEventListener('message', onMessage, { capture: true })
+// @ts-expect-error a signal is an AbortSignal
+client.addEventListener('message', onMessage, { signal: new AbortController() })
+// Event objects as the DOM's: currentTarget, timeStamp, stopImmediatePropagation() ...
+client.addEventListener('close', (e) => {
+  e.stopImmediatePropagation()
+  e.preventDefault()
+  void [e.currentTarget, e.timeStamp.toFixed(), e.defaultPrevented === e.cancelable, e.composedPath()]
+})
+// ... and their constructors' DOM forms besides redial-ws' own; Node's own events dispatch too.
+const made: Event[] = [
+  new MessageEvent('message', { data: 'text' }),
+  new MessageEvent(Buffer.from('bytes'), client),
+  new CloseEvent('close', { code: 4000, reason: 'bye', wasClean: true }),
+  new CloseEvent(4000, 'bye', true, client),
+  new ErrorEvent('error', { message: 'failed', error: Object.assign(new Error('failed'), { code: 'ERR_SOCKET' as const }) }),
+  new Event('open', { cancelable: true }),
+  new Event('open', client),
+]
+void made.map((e) => client.dispatchEvent(e))
+void client.dispatchEvent(new globalThis.Event('open'))
+// @ts-expect-error a close code is a number
+new CloseEvent('close', { code: '4000' })
 
 // send() takes data, not numbers; disconnect() resolves with what it discarded.
 client.send(new Uint8Array(2))
