@@ -223,6 +223,15 @@ test('an EventEmitter listener that throws does not keep the WHATWG handlers and
   })
 })
 
+test('opened() settles whatever open and giveup listeners registered before it throw', async (t) => {
+  // The server closes the first connection: with maxRetries: 0 the client then gives up.
+  const peer = await wsServer((socket) => setImmediate(() => socket.close(4000)))
+  t.teardown(() => peer.close())
+  const r = await run('throwing-open-and-giveup-listeners', peer.url)
+  t.is(r.code, 0, r.stderr)
+  t.deepEqual(r.reports[0], { done: true, opened: '', gaveUp: 'ERR_GAVE_UP', thrown: ['open bug', 'giveup bug'] })
+})
+
 test('rws mode: an EventEmitter close listener that throws does not leave reconnect() suppressing the next close', async (t) => {
   const peer = await wsServer((socket, p) => {
     if (p.accepted === 2) socket.close(4002, 'second')

@@ -118,6 +118,9 @@ let readControlOf = null
 const kDisconnecting = Symbol('redial-ws.disconnecting')
 /** A disconnect() settled and left the client closed (no close event marks it when it came during a backoff wait). */
 const kClosed = Symbol('redial-ws.closed')
+/** `open` and `giveup` for `opened()`, after the users' listeners: one of theirs that throws skips later ones. */
+const kOpened = Symbol('redial-ws.opened')
+const kGaveUp = Symbol('redial-ws.gaveUp')
 
 // EventEmitter starts `_events` as a null-prototype literal, which V8 keeps in dictionary
 // mode. EventEmitter only reads own keys and `events[type]`, so an object over an empty,
@@ -687,8 +690,8 @@ class ReconnectingWebSocket extends EventEmitter {
     if (ended !== null) return Promise.reject(gaveUpError(ended.giveup))
     return new Promise((resolve, reject) => {
       const done = () => {
-        this.off('open', onOpen)
-        this.off('giveup', onGiveUp)
+        this.off(kOpened, onOpen)
+        this.off(kGaveUp, onGiveUp)
         this.off(kDisconnecting, onDisconnect)
         signal?.removeEventListener('abort', onAbort)
       }
@@ -708,8 +711,8 @@ class ReconnectingWebSocket extends EventEmitter {
         done()
         reject(abortError(signal))
       }
-      this.on('open', onOpen)
-      this.on('giveup', onGiveUp)
+      this.on(kOpened, onOpen)
+      this.on(kGaveUp, onGiveUp)
       this.on(kDisconnecting, onDisconnect)
       signal?.addEventListener('abort', onAbort, { once: true })
     })
@@ -833,6 +836,7 @@ class ReconnectingWebSocket extends EventEmitter {
     const info = typeof chosen === 'string' ? { protocol: chosen, extensions: '' } : chosen
     if (channels.open.hasSubscribers) channels.open.publish({ client: this, ...info })
     this.#emit('open', info)
+    this.emit(kOpened, info)
     if (this.#wants('open')) this.#fire(new Event('open', this))
   }
 
@@ -880,7 +884,8 @@ class ReconnectingWebSocket extends EventEmitter {
     if (p.lastError) p.lastError = fromNative(p.lastError)
     this.#trace('giveup', p.reason)
     if (channels.giveup.hasSubscribers) channels.giveup.publish({ client: this, ...p })
-    this.emit('giveup', p)
+    this.#emit('giveup', p)
+    this.emit(kGaveUp, p)
   }
 
   /** `{ gen, discarded, upto }`: the driver of generation `gen` exited, having received the disconnect() calls up to `upto`. */
