@@ -143,8 +143,10 @@ export type LookupFunction = (
  * one message (`send(chunk, callback)`: queued while reconnecting); each message read is one chunk (text
  * as UTF-8 bytes, or a string with `readableObjectMode`). Past the readable high-water mark the socket is
  * no longer read. The stream lasts across reconnects: it ends when the client closes for good, fails
- * when it gives up; ending it disconnects the client, destroying it terminates the client. While it is
- * being read it keeps the client alive, also between connections.
+ * when it gives up. Made before `connect()` (`startClosed`, or after a `disconnect()`), it waits for it;
+ * made on a client that gave up or was disconnected, its first read ends it unless `connect()` came
+ * first. Ending it disconnects the client, destroying it terminates the client. While it is being read
+ * it keeps the client alive, also between connections.
  */
 export declare function createWebSocketStream(
   client: ReconnectingWebSocket<BinaryType>,
@@ -641,7 +643,9 @@ export declare class ReconnectingWebSocket<B extends BinaryType = 'nodebuffer'> 
   /**
    * `for await (const data of client.messages())`: messages in order, with backpressure (past
    * `highWaterMark` [1024] buffered messages the socket stops being read). Ends when the client closes
-   * for good. A pending read keeps the client alive, also while it waits to reconnect.
+   * for good; made before `connect()`, it waits for it, made on a client that gave up or was
+   * disconnected, its first read ends it unless `connect()` came first. A pending read keeps the client
+   * alive, also while it waits to reconnect.
    */
   messages(options?: { highWaterMark?: number }): AsyncIterableIterator<string | BinaryTypes[B]>
   /**

@@ -100,6 +100,35 @@ test.serial('messages(): a disconnect() during a backoff wait ends the loop, and
   await quiescent()
 })
 
+test.serial('messages() made before connect() waits for it (startClosed, or disconnected and connected again); made on a client that stays closed, its first read ends the loop', async (t) => {
+  const peer = await wsServer((s) => s.send('hello'))
+  t.teardown(() => peer.close())
+  const client = new ReconnectingWebSocket(peer.url, { startClosed: true })
+  t.teardown(() => client.terminate())
+  const first = client.messages()
+  // A read before the first connect() waits for it, as opened() does.
+  const hello = first.next()
+  client.connect()
+  t.deepEqual(await hello, { value: 'hello', done: false })
+  const ending = first.next()
+  await client.disconnect()
+  t.deepEqual(await ending, { value: undefined, done: true })
+  // Made while disconnected, read after the connect() that follows.
+  const second = client.messages()
+  client.connect()
+  t.deepEqual(await second.next(), { value: 'hello', done: false })
+  await client.disconnect()
+  // Disconnected, and no connect() comes: nothing would end a wait.
+  t.deepEqual(await client.messages().next(), { value: undefined, done: true })
+  t.is(peer.accepted, 2)
+  // Waiting for a client that never connects: its disconnect() ends the loop.
+  const idle = new ReconnectingWebSocket(peer.url, { startClosed: true })
+  const waiting = idle.messages().next()
+  await idle.disconnect()
+  t.deepEqual(await waiting, { value: undefined, done: true })
+  await quiescent()
+})
+
 test.serial('AbortSignal: aborting disconnects, also after a disconnect() and a connect(); events.once honours a signal', async (t) => {
   const peer = await wsServer()
   t.teardown(() => peer.close())

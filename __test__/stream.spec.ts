@@ -1,7 +1,7 @@
 // createWebSocketStream(client), as ws's: a Duplex over the client's messages, with
 // backpressure both ways, that lasts as long as the client across reconnects.
 import { once } from 'node:events'
-import { Readable } from 'node:stream'
+import { Readable, type Duplex } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import test, { type ExecutionContext } from 'ava'
 
@@ -17,6 +17,36 @@ async function readAll(stream: NodeJS.ReadableStream): Promise<string[]> {
   const chunks: string[] = []
   for await (const chunk of stream) chunks.push(String(chunk))
   return chunks
+}
+
+/** The next chunk the readable side gives, as text; rejects if the stream ends or fails first. */
+function nextChunk(stream: Duplex): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const done = () => {
+      stream.off('data', onData)
+      stream.off('end', onEnd)
+      stream.off('error', onError)
+      // What comes next waits in the stream's buffer for the next call.
+      stream.pause()
+    }
+    const onData = (chunk: unknown) => {
+      done()
+      resolve(String(chunk))
+    }
+    const onEnd = () => {
+      done()
+      reject(new Error('the stream ended'))
+    }
+    const onError = (err: Error) => {
+      done()
+      reject(err)
+    }
+    stream.on('data', onData)
+    stream.on('end', onEnd)
+    stream.on('error', onError)
+    // A 'data' listener alone does not restart a paused stream.
+    stream.resume()
+  })
 }
 
 test.serial('a pipeline writes each chunk as a message and reads each message as a chunk; ending it disconnects', async (t) => {
@@ -118,5 +148,41 @@ test.serial("binaryType 'blob': Blobs pass in readable object mode; a byte strea
   t.is(err.code, 'ERR_INVALID_STATE')
   await bytes.disconnect()
   await until(() => clientStats().openConnections === 0, 'both clients closed')
+  released(t)
+})
+
+test.serial('a stream made before connect() waits for it (startClosed, or disconnected and connected again); made on a client that stays closed, its first read ends it', async (t) => {
+  const peer = await wsServer((s) => {
+    s.send('hello')
+    s.on('message', (data) => s.send(`echo ${String(data)}`))
+  })
+  t.teardown(() => peer.close())
+  const client = new ReconnectingWebSocket(peer.url, { startClosed: true })
+  t.teardown(() => client.terminate())
+  // Made, and read, before the first connect(): it waits, as ws's stream waits for a connecting socket.
+  const first = createWebSocketStream(client, { readableObjectMode: true })
+  const hello = nextChunk(first)
+  client.connect()
+  t.is(await hello, 'hello')
+  first.write('x')
+  t.is(await nextChunk(first), 'echo x')
+  await client.disconnect()
+  t.deepEqual(await readAll(first), [], 'the disconnect() ended it')
+  first.destroy()
+  // Made while disconnected, before the connect() that follows.
+  const second = createWebSocketStream(client, { readableObjectMode: true })
+  client.connect()
+  t.is(await nextChunk(second), 'hello')
+  await client.disconnect()
+  t.deepEqual(await readAll(second), [])
+  second.destroy()
+  // Disconnected, and no connect() comes: nothing would end a wait (as opened() rejects at once).
+  t.deepEqual(await readAll(createWebSocketStream(client)), [])
+  t.is(peer.accepted, 2)
+  // Waiting for a client that never connects: its disconnect() ends the stream.
+  const idle = new ReconnectingWebSocket(peer.url, { startClosed: true })
+  const waiting = readAll(createWebSocketStream(idle))
+  await idle.disconnect()
+  t.deepEqual(await waiting, [])
   released(t)
 })

@@ -365,6 +365,8 @@ class ReconnectingWebSocket extends EventEmitter {
       const discarded = N.clientDiscardQueue(this) + unfinished
       // Their callbacks are queued before anything can await this promise.
       this.#settleCallbacks()
+      // A reader waiting for a client that never connected (or one that gave up) ends now.
+      this.emit(kClosed)
       return Promise.resolve({ discarded })
     }
     this.#closing = true
@@ -650,6 +652,8 @@ class ReconnectingWebSocket extends EventEmitter {
         N.clientHold(this, on)
       },
       closedForGood: () => this.#state === 'closed',
+      /** How the client ended (`#ended`: the same value until connect()), or null when it has not (or never started). */
+      ended: () => (this.#state === 'closed' ? this.#ended : null),
       /** disconnect() (or terminate()) was called and has not completed. */
       disconnecting: () => this.#closing,
       active: () => N.clientActive(this),

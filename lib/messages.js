@@ -9,7 +9,10 @@ const { makeError } = require('./errors')
  * reading the socket (`control.pause(true)`) until the consumer has taken half
  * of them. A pending `next()` keeps the client alive (`control.hold(true)`),
  * also between connections. The iteration ends when the client closes for good
- * (`control.closedForGood()`: after `disconnect()` or giving up).
+ * (`control.closedForGood()`: after `disconnect()` or giving up); a `next()` on
+ * a client that had already ended (and was not connected again since) ends it
+ * at once, as `opened()` rejects at once, while one before the first
+ * `connect()` waits for it.
  */
 function messageIterator(client, control, highWaterMark = 1024) {
   if (!Number.isInteger(highWaterMark) || highWaterMark < 1) {
@@ -18,6 +21,9 @@ function messageIterator(client, control, highWaterMark = 1024) {
   const buffer = []
   let waiter = null
   let ended = false
+  // How the client had ended when the iterator was made (null if it had not): until connect()
+  // is called again, the first read ends the iteration (no event will).
+  let endedAtStart = control.ended()
   const settle = (result) => {
     const resolve = waiter
     waiter = null
@@ -51,13 +57,17 @@ function messageIterator(client, control, highWaterMark = 1024) {
   client.on('giveup', onGiveUp)
   // A disconnect() during a backoff wait ends the client with no close event.
   offClosed = control.onClosed(finish)
-  if (control.closedForGood() && !control.active()) finish()
   return {
     next: () => {
       if (buffer.length) {
         const value = buffer.shift()
         if (buffer.length <= highWaterMark >> 1) control.pause(false)
         return Promise.resolve({ value, done: false })
+      }
+      if (endedAtStart !== null) {
+        // The same end as when the iterator was made: no connect() came since.
+        if (control.ended() === endedAtStart) finish()
+        endedAtStart = null
       }
       if (ended) return Promise.resolve({ value: undefined, done: true })
       if (waiter) return Promise.reject(makeError('ERR_INVALID_STATE', 'messages(): next() called while a read is pending'))

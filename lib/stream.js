@@ -10,7 +10,9 @@ const { makeError } = require('./errors')
  * Readable side: each message is a chunk (text as UTF-8 bytes, or a string in
  * `readableObjectMode`); past the readable high-water mark the client stops reading the socket
  * (`control.pause`) until the stream is read again. While the stream wants data it keeps the
- * client alive between connections (`control.hold`), as a pending `messages()` read does.
+ * client alive between connections (`control.hold`), as a pending `messages()` read does. Made
+ * before the client's first connect(), it waits for it; made on a client that had already ended,
+ * its first read ends it unless connect() came first.
  *
  * Writable side: each chunk is one message, `send(chunk, callback)`: the next is taken once the
  * socket has the previous one (queued while reconnecting); a message that will never be sent, or
@@ -26,6 +28,9 @@ function webSocketStream(client, control, options) {
     writableObjectMode: false,
   })
   let finished = false
+  // How the client had ended when the stream was made (null if it had not): until connect() is
+  // called again, the first read ends the stream (no event will).
+  let endedAtStart = control.ended()
   const onMessage = (data, isBinary) => {
     if (isBinary && data instanceof Blob && !duplex.readableObjectMode) {
       // A Blob's bytes come only asynchronously: they cannot keep their place in a byte stream.
@@ -66,10 +71,14 @@ function webSocketStream(client, control, options) {
   client.on('giveup', onGiveUp)
   // A disconnect() during a backoff wait ends the client with no close event.
   offClosed = control.onClosed(end)
-  if (control.closedForGood() && !control.active()) end()
 
   duplex._read = () => {
     if (finished) return
+    if (endedAtStart !== null) {
+      const same = control.ended() === endedAtStart
+      endedAtStart = null
+      if (same) return end()
+    }
     control.pause(false)
     control.hold(true)
   }
