@@ -339,7 +339,7 @@ export type RedialErrorCode =
   | 'ERR_INVALID_PROXY'
   /** Two options naming the same setting (e.g. `minDelay` and `minReconnectionDelay`). */
   | 'ERR_INVALID_ARG_VALUE'
-  /** `messages()`: `next()` called while a read is pending. */
+  /** `createWebSocketStream()`: a Blob (`binaryType: 'blob'`) for a stream that is not in `readableObjectMode`. */
   | 'ERR_INVALID_STATE'
 
 export interface RedialError extends Error {
@@ -645,7 +645,7 @@ export declare class ReconnectingWebSocket<B extends BinaryType = 'nodebuffer'> 
    * `highWaterMark` [1024] buffered messages the socket stops being read). Ends when the client closes
    * for good; made before `connect()`, it waits for it, made on a client that gave up or was
    * disconnected, its first read ends it unless `connect()` came first. A pending read keeps the client
-   * alive, also while it waits to reconnect.
+   * alive, also while it waits to reconnect; several pending `next()` calls are settled in order.
    */
   messages(options?: { highWaterMark?: number }): AsyncIterableIterator<string | BinaryTypes[B]>
   /**

@@ -129,6 +129,24 @@ test.serial('messages() made before connect() waits for it (startClosed, or disc
   await quiescent()
 })
 
+test.serial('messages(): next() called again before the last one settled waits its turn, as an async generator queues it', async (t) => {
+  const peer = await wsServer((s) => {
+    s.send('a')
+    s.send('b')
+  })
+  t.teardown(() => peer.close())
+  const client = new ReconnectingWebSocket(peer.url)
+  t.teardown(() => client.terminate())
+  const messages = client.messages()
+  // Three reads at once, before any message: the first two get the messages in order.
+  const reads = [messages.next(), messages.next(), messages.next()]
+  t.deepEqual(await reads[0], { value: 'a', done: false })
+  t.deepEqual(await reads[1], { value: 'b', done: false })
+  await client.disconnect()
+  t.deepEqual(await reads[2], { value: undefined, done: true })
+  await quiescent()
+})
+
 test.serial('AbortSignal: aborting disconnects, also after a disconnect() and a connect(); events.once honours a signal', async (t) => {
   const peer = await wsServer()
   t.teardown(() => peer.close())

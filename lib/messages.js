@@ -8,7 +8,8 @@ const { makeError } = require('./errors')
  * Past `highWaterMark` buffered messages the iterator asks the client to stop
  * reading the socket (`control.pause(true)`) until the consumer has taken half
  * of them. A pending `next()` keeps the client alive (`control.hold(true)`),
- * also between connections. The iteration ends when the client closes for good
+ * also between connections; several pending `next()` calls are settled in the
+ * order they were made. The iteration ends when the client closes for good
  * (`control.closedForGood()`: after `disconnect()` or giving up); a `next()` on
  * a client that had already ended (and was not connected again since) ends it
  * at once, as `opened()` rejects at once, while one before the first
@@ -19,19 +20,19 @@ function messageIterator(client, control, highWaterMark = 1024) {
     throw makeError('ERR_OUT_OF_RANGE', `highWaterMark must be an integer >= 1. Received ${String(highWaterMark)}`, RangeError)
   }
   const buffer = []
-  let waiter = null
+  /** Pending next() calls' resolve functions, oldest first. */
+  const waiters = []
   let ended = false
   // How the client had ended when the iterator was made (null if it had not): until connect()
   // is called again, the first read ends the iteration (no event will).
   let endedAtStart = control.ended()
   const settle = (result) => {
-    const resolve = waiter
-    waiter = null
-    control.hold(false)
+    const resolve = waiters.shift()
+    if (waiters.length === 0) control.hold(false)
     resolve(result)
   }
   const onMessage = (data) => {
-    if (waiter) return settle({ value: data, done: false })
+    if (waiters.length > 0) return settle({ value: data, done: false })
     buffer.push(data)
     if (buffer.length >= highWaterMark) control.pause(true)
   }
@@ -50,7 +51,7 @@ function messageIterator(client, control, highWaterMark = 1024) {
     client.off('giveup', onGiveUp)
     offClosed?.()
     control.pause(false)
-    if (waiter) settle({ value: undefined, done: true })
+    while (waiters.length > 0) settle({ value: undefined, done: true })
   }
   client.on('message', onMessage)
   client.on('close', onClose)
@@ -70,9 +71,8 @@ function messageIterator(client, control, highWaterMark = 1024) {
         endedAtStart = null
       }
       if (ended) return Promise.resolve({ value: undefined, done: true })
-      if (waiter) return Promise.reject(makeError('ERR_INVALID_STATE', 'messages(): next() called while a read is pending'))
       control.hold(true)
-      return new Promise((resolve) => (waiter = resolve))
+      return new Promise((resolve) => waiters.push(resolve))
     },
     return: () => {
       finish()
