@@ -642,12 +642,17 @@ export declare class ReconnectingWebSocket<B extends BinaryType = 'nodebuffer'> 
   drainQueue(): Array<string | Buffer>
   /**
    * `for await (const data of client.messages())`: messages in order, with backpressure (past
-   * `highWaterMark` [1024] buffered messages the socket stops being read). Ends when the client closes
-   * for good; made before `connect()`, it waits for it, made on a client that gave up or was
+   * `highWaterMark` [1024] buffered messages, or `highWaterMarkBytes` [16 MiB] buffered bytes, the socket
+   * stops being read until half of them are taken). Ends when the client closes for good; made before `connect()`, it waits for it, made on a client that gave up or was
    * disconnected, its first read ends it unless `connect()` came first. A pending read keeps the client
    * alive, also while it waits to reconnect; several pending `next()` calls are settled in order.
    */
-  messages(options?: { highWaterMark?: number }): AsyncIterableIterator<string | BinaryTypes[B]>
+  messages(options?: {
+    /** Buffered messages past which the socket stops being read [1024]. */
+    highWaterMark?: number
+    /** Buffered bytes (a text message counts its length) past which the socket stops being read [16 MiB]. */
+    highWaterMarkBytes?: number
+  }): AsyncIterableIterator<string | BinaryTypes[B]>
   /**
    * Resolves when the client is open (at once if it is), however many attempts that takes; rejects only
    * when it will not open: it gave up (`ERR_GAVE_UP`), `disconnect()` was called (`ERR_NOT_OPEN`) or

@@ -623,13 +623,13 @@ class ReconnectingWebSocket extends EventEmitter {
 
   /**
    * `for await (const data of client.messages())`: messages as they arrive, with
-   * backpressure: past `highWaterMark` buffered messages the socket stops being
-   * read until the consumer catches up. The loop ends when the client closes
-   * for good (disconnect() or giving up). A pending read keeps the client alive,
-   * also between connections.
+   * backpressure: past `highWaterMark` buffered messages, or `highWaterMarkBytes`
+   * buffered bytes, the socket stops being read until the consumer catches up.
+   * The loop ends when the client closes for good (disconnect() or giving up).
+   * A pending read keeps the client alive, also between connections.
    */
-  messages({ highWaterMark } = {}) {
-    return messageIterator(this, this.#readControl(), highWaterMark)
+  messages({ highWaterMark, highWaterMarkBytes } = {}) {
+    return messageIterator(this, this.#readControl(), highWaterMark, highWaterMarkBytes)
   }
 
   /**

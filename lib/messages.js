@@ -5,21 +5,22 @@
 const { makeError } = require('./errors')
 
 /**
- * Past `highWaterMark` buffered messages the iterator asks the client to stop
- * reading the socket (`control.pause(true)`) until the consumer has taken half
- * of them. A pending `next()` keeps the client alive (`control.hold(true)`),
- * also between connections; several pending `next()` calls are settled in the
- * order they were made. The iteration ends when the client closes for good
- * (`control.closedForGood()`: after `disconnect()` or giving up); a `next()` on
- * a client that had already ended (and was not connected again since) ends it
- * at once, as `opened()` rejects at once, while one before the first
- * `connect()` waits for it.
+ * Past `highWaterMark` buffered messages, or `highWaterMarkBytes` buffered
+ * bytes, the iterator asks the client to stop reading the socket
+ * (`control.pause(true)`) until the consumer has taken half of them (both
+ * back at or below half their mark). A pending `next()` keeps the client alive
+ * (`control.hold(true)`), also between connections; several pending `next()`
+ * calls are settled in the order they were made. The iteration ends when the
+ * client closes for good (`control.closedForGood()`: after `disconnect()` or
+ * giving up); a `next()` on a client that had already ended (and was not
+ * connected again since) ends it at once, as `opened()` rejects at once, while
+ * one before the first `connect()` waits for it.
  */
-function messageIterator(client, control, highWaterMark = 1024) {
-  if (!Number.isInteger(highWaterMark) || highWaterMark < 1) {
-    throw makeError('ERR_OUT_OF_RANGE', `highWaterMark must be an integer >= 1. Received ${String(highWaterMark)}`, RangeError)
-  }
+function messageIterator(client, control, highWaterMark = 1024, highWaterMarkBytes = 16 * 1024 * 1024) {
+  checkMark('highWaterMark', highWaterMark)
+  checkMark('highWaterMarkBytes', highWaterMarkBytes)
   const buffer = []
+  let bufferedBytes = 0
   /** Pending next() calls' resolve functions, oldest first. */
   const waiters = []
   let ended = false
@@ -34,7 +35,8 @@ function messageIterator(client, control, highWaterMark = 1024) {
   const onMessage = (data) => {
     if (waiters.length > 0) return settle({ value: data, done: false })
     buffer.push(data)
-    if (buffer.length >= highWaterMark) control.pause(true)
+    bufferedBytes += sizeOf(data)
+    if (buffer.length >= highWaterMark || bufferedBytes >= highWaterMarkBytes) control.pause(true)
   }
   const onClose = (ev) => {
     if (!ev.willReconnect && control.closedForGood()) finish()
@@ -62,7 +64,8 @@ function messageIterator(client, control, highWaterMark = 1024) {
     next: () => {
       if (buffer.length) {
         const value = buffer.shift()
-        if (buffer.length <= highWaterMark >> 1) control.pause(false)
+        bufferedBytes -= sizeOf(value)
+        if (buffer.length <= highWaterMark >> 1 && bufferedBytes <= highWaterMarkBytes / 2) control.pause(false)
         return Promise.resolve({ value, done: false })
       }
       if (endedAtStart !== null) {
@@ -77,12 +80,32 @@ function messageIterator(client, control, highWaterMark = 1024) {
     return: () => {
       finish()
       buffer.length = 0
+      bufferedBytes = 0
       return Promise.resolve({ value: undefined, done: true })
     },
     [Symbol.asyncIterator]() {
       return this
     },
   }
+}
+
+function checkMark(name, value) {
+  if (!Number.isInteger(value) || value < 1) {
+    throw makeError('ERR_OUT_OF_RANGE', `${name} must be an integer >= 1. Received ${String(value)}`, RangeError)
+  }
+}
+
+/** What a buffered message counts for `highWaterMarkBytes`: its bytes (a string, its length). */
+function sizeOf(data) {
+  if (typeof data === 'string') return data.length
+  if (data instanceof Blob) return data.size
+  if (Array.isArray(data)) {
+    // binaryType 'fragments'
+    let n = 0
+    for (const piece of data) n += piece.byteLength
+    return n
+  }
+  return data.byteLength
 }
 
 module.exports = { messageIterator }
