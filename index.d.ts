@@ -142,11 +142,12 @@ export type LookupFunction = (
  * `ws`'s `createWebSocketStream(ws, options)`: a Duplex over the client's messages. Each chunk written is
  * one message (`send(chunk, callback)`: queued while reconnecting); each message read is one chunk (text
  * as UTF-8 bytes, or a string with `readableObjectMode`). Past the readable high-water mark the socket is
- * no longer read. The stream lasts across reconnects: it ends when the client closes for good, fails
- * when it gives up. Made before `connect()` (`startClosed`, or after a `disconnect()`), it waits for it;
- * made on a client that gave up or was disconnected, its first read ends it unless `connect()` came
- * first. Ending it disconnects the client, destroying it terminates the client. While it is being read
- * it keeps the client alive, also between connections.
+ * no longer read. The stream lasts across reconnects: it ends when the client is disconnected, or gives up
+ * after a clean close (a close handshake, and no error); any other giveup fails it with `ERR_GAVE_UP` (the
+ * last error as `cause`). Made before `connect()` (`startClosed`, or after a `disconnect()`), it waits for
+ * it; made on a client that gave up or was disconnected, its first read ends it unless `connect()` came
+ * first. Ending it disconnects the client, destroying it terminates the client. While it is being read it
+ * keeps the client alive, also between connections.
  */
 export declare function createWebSocketStream(
   client: ReconnectingWebSocket<BinaryType>,
@@ -313,7 +314,7 @@ export type RedialErrorCode =
   | 'ERR_INVALID_CLOSE_REASON'
   /** In `giveup.lastError`: the server closed with 1002, 1003, 1007 or 1008. */
   | 'ERR_CLOSED'
-  /** `opened()`: the client gave up before it opened (the last error is the `cause`). */
+  /** `opened()`: the client gave up before it opened; `createWebSocketStream()`: it gave up other than after a clean close (the last error is the `cause`). */
   | 'ERR_GAVE_UP'
   /** No pong (nor any frame) within `pongTimeout` of a ping; closed 1006. Retried. */
   | 'ERR_PONG_TIMEOUT'

@@ -119,11 +119,12 @@ test.serial('the stream outlives a dropped connection: what is written meanwhile
   released(t)
 })
 
-test.serial('a client that gives up fails the stream with its last error', async (t) => {
+test.serial('a client that gives up fails the stream with ERR_GAVE_UP, its last error as the cause', async (t) => {
   const client = new ReconnectingWebSocket(`ws://127.0.0.1:${await refusedPort()}/`, { maxRetries: 0 })
   const duplex = createWebSocketStream(client)
-  const [err] = (await once(duplex, 'error')) as [Error & { code?: string }]
-  t.is(err.code, 'ERR_CONNECT')
+  const [err] = (await once(duplex, 'error')) as [Error & { code?: string; cause?: { code?: string } }]
+  t.is(err.code, 'ERR_GAVE_UP')
+  t.is(err.cause?.code, 'ERR_CONNECT')
   await client.disconnect()
   released(t)
   t.throws(() => createWebSocketStream({} as never), { code: 'ERR_INVALID_ARG_TYPE' } as object)
@@ -184,5 +185,43 @@ test.serial('a stream made before connect() waits for it (startClosed, or discon
   const waiting = readAll(createWebSocketStream(idle))
   await idle.disconnect()
   t.deepEqual(await waiting, [])
+  released(t)
+})
+
+test.serial("a server's clean close that the client does not retry ends the stream, as ws's does; a giveup after a close without handshake, or with an error code, fails it with ERR_GAVE_UP", async (t) => {
+  const peer = await wsServer((s) => {
+    s.send('all the data')
+    s.close(1000, 'done')
+  })
+  t.teardown(() => peer.close())
+  for (const options of [{ maxRetries: 0 }, { shouldReconnect: () => false }]) {
+    const client = new ReconnectingWebSocket(peer.url, options)
+    const duplex = createWebSocketStream(client, { readableObjectMode: true })
+    // A read-only use: the writable side stays open.
+    const got: string[] = []
+    await pipeline(duplex, async (source: AsyncIterable<unknown>) => {
+      for await (const chunk of source) got.push(String(chunk))
+    })
+    t.deepEqual(got, ['all the data'])
+    t.is(client.state, 'closed')
+    duplex.destroy()
+  }
+  // The server's process died: the data may be cut short.
+  const dying = await wsServer((s) => s.terminate())
+  t.teardown(() => dying.close())
+  // A clean close, with a code that says something went wrong.
+  const refusing = await wsServer((s) => s.close(1008, 'policy'))
+  t.teardown(() => refusing.close())
+  for (const [peerOf, cause] of [
+    [dying, 'ERR_SOCKET'],
+    [refusing, 'ERR_CLOSED'],
+  ] as const) {
+    const client = new ReconnectingWebSocket(peerOf.url, { maxRetries: 0 })
+    const duplex = createWebSocketStream(client)
+    const [err] = (await once(duplex, 'error')) as [Error & { code?: string; cause?: { code?: string } }]
+    t.is(err.code, 'ERR_GAVE_UP')
+    t.is(err.cause?.code, cause)
+  }
+  await until(() => clientStats().openConnections === 0, 'every client closed')
   released(t)
 })

@@ -8,7 +8,7 @@ const { EventEmitter } = require('node:events')
 const { isIP } = require('node:net')
 // `N.client*(client, ...)`: the native state is wrapped onto the client object itself (src/client.rs).
 const N = require('./native')
-const { makeError, fromNative, redactText } = require('./errors')
+const { makeError, fromNative, redactText, gaveUpError } = require('./errors')
 const {
   parseOptions,
   parseUrl,
@@ -99,12 +99,6 @@ const CLOSED = 3
 const READY_STATES = { connecting: CONNECTING, open: OPEN, closing: CLOSING, reconnecting: CLOSED, closed: CLOSED }
 
 const EMPTY = Buffer.alloc(0)
-
-/** opened()'s rejection once the client gave up (`p`: the giveup event's payload). */
-function gaveUpError(p) {
-  const why = `the client gave up after ${p.attempts} attempt${p.attempts === 1 ? '' : 's'} (${p.reason})`
-  return makeError('ERR_GAVE_UP', why, Error, p.lastError ? { cause: p.lastError } : undefined)
-}
 
 /** As Node's own APIs reject on an abort: an `AbortError` (code `ABORT_ERR`) caused by the signal's reason. */
 function abortError(signal) {

@@ -4,13 +4,15 @@
 // it ends when the client closes for good, not when one connection drops.
 
 const { Duplex } = require('node:stream')
-const { makeError } = require('./errors')
+const { makeError, gaveUpError } = require('./errors')
 
 /**
  * Readable side: each message is a chunk (text as UTF-8 bytes, or a string in
  * `readableObjectMode`); past the readable high-water mark the client stops reading the socket
  * (`control.pause`) until the stream is read again. While the stream wants data it keeps the
- * client alive between connections (`control.hold`), as a pending `messages()` read does. Made
+ * client alive between connections (`control.hold`), as a pending `messages()` read does. It ends
+ * when the client is disconnected, or gives up after a connection that closed cleanly; a giveup
+ * after anything else fails it with ERR_GAVE_UP (the last error as `cause`). Made
  * before the client's first connect(), it waits for it; made on a client that had already ended,
  * its first read ends it unless connect() came first.
  *
@@ -31,6 +33,8 @@ function webSocketStream(client, control, options) {
   // How the client had ended when the stream was made (null if it had not): until connect() is
   // called again, the first read ends the stream (no event will).
   let endedAtStart = control.ended()
+  // The last connection closed with a close handshake, not to be retried: a giveup after it ends the stream.
+  let closedCleanly = false
   const onMessage = (data, isBinary) => {
     if (isBinary && data instanceof Blob && !duplex.readableObjectMode) {
       // A Blob's bytes come only asynchronously: they cannot keep their place in a byte stream.
@@ -43,13 +47,16 @@ function webSocketStream(client, control, options) {
     }
   }
   const onClose = (ev) => {
+    closedCleanly = !ev.willReconnect && ev.wasClean
     // Closed for good without disconnect(): the client gave up, and its giveup event follows.
     if (!ev.willReconnect && control.closedForGood() && control.disconnecting()) end()
   }
   const onGiveUp = (ev) => {
-    if (control.disconnecting()) return end()
+    if (finished) return
+    // As ws's stream ends on a close: every message the server sent before its close was read.
+    if (control.disconnecting() || (closedCleanly && !ev.lastError)) return end()
     release()
-    duplex.destroy(ev.lastError ?? new Error(`The client gave up (${ev.reason})`))
+    duplex.destroy(gaveUpError(ev))
   }
   let offClosed = null
   const release = () => {
