@@ -19,6 +19,13 @@ async function readAll(stream: NodeJS.ReadableStream): Promise<string[]> {
   return chunks
 }
 
+type CodedError = Error & { code?: string; reason?: string; cause?: { code?: string } }
+
+/** What the callback of `stream.write(chunk)` gets: null once written, or the error. */
+function written(stream: Duplex, chunk: string | Buffer): Promise<CodedError | null> {
+  return new Promise((resolve) => stream.write(chunk, (err) => resolve((err as CodedError | null | undefined) ?? null)))
+}
+
 /** The next chunk the readable side gives, as text; rejects if the stream ends or fails first. */
 function nextChunk(stream: Duplex): Promise<string> {
   return new Promise((resolve, reject) => {
@@ -223,5 +230,83 @@ test.serial("a server's clean close that the client does not retry ends the stre
     t.is(err.cause?.code, cause)
   }
   await until(() => clientStats().openConnections === 0, 'every client closed')
+  released(t)
+})
+
+test.serial('a write the offline queue refuses (queue: false, or over its bounds) waits for the next open, as ws waits for a connecting socket', async (t) => {
+  const peer = await wsServer((s) => s.on('message', (data) => s.send(`echo ${data.toString().slice(0, 16)} (${(data as Buffer).length})`)))
+  t.teardown(() => peer.close())
+  const client = new ReconnectingWebSocket(peer.url, { queue: false, minDelay: 20, maxDelay: 20 })
+  t.teardown(() => client.terminate())
+  const duplex = createWebSocketStream(client, { readableObjectMode: true })
+  const results: Array<Promise<CodedError | null>> = []
+  results.push(written(duplex, 'connecting'))
+  t.is(await nextChunk(duplex), 'echo connecting (10)')
+  const dropped = new Promise((resolve) => client.once('close', (ev) => resolve([ev])))
+  for (const s of peer.sockets) s.terminate()
+  const [ev] = (await dropped) as [{ willReconnect: boolean }]
+  t.true(ev.willReconnect)
+  results.push(written(duplex, 'reconnecting'))
+  t.is(await nextChunk(duplex), 'echo reconnecting (12)')
+  // Larger than the whole queue: refused while connecting, sent once open.
+  const small = new ReconnectingWebSocket(peer.url, { queue: { maxBytes: 1024 } })
+  const big = createWebSocketStream(small, { readableObjectMode: true })
+  results.push(written(big, Buffer.alloc(64 * 1024, 'b')))
+  t.is(await nextChunk(big), `echo ${'b'.repeat(16)} (65536)`)
+  t.deepEqual(await Promise.all(results), [null, null, null])
+  t.false(duplex.destroyed || big.destroyed)
+  big.destroy()
+  duplex.destroy()
+  await until(() => clientStats().openConnections === 0, 'both clients closed')
+  released(t)
+})
+
+test.serial('a waiting write fails only when the client will not open: ERR_GAVE_UP once it gives up, ERR_NOT_SENT once disconnect() discards it', async (t) => {
+  const client = new ReconnectingWebSocket(`ws://127.0.0.1:${await refusedPort()}/`, { queue: false, maxRetries: 2, minDelay: 10, maxDelay: 10 })
+  const duplex = createWebSocketStream(client)
+  const failed = once(duplex, 'error')
+  const writeErr = await written(duplex, 'never')
+  t.is(writeErr?.code, 'ERR_GAVE_UP')
+  t.is(writeErr?.cause?.code, 'ERR_CONNECT')
+  t.is(client.metrics.connectAttempts, 3, 'it waited through the retries')
+  t.is(((await failed) as [{ code?: string }])[0].code, 'ERR_GAVE_UP')
+  await client.disconnect()
+  // Never connected: the write waits for connect(), and a disconnect() discards it.
+  const idle = new ReconnectingWebSocket('ws://127.0.0.1:1/', { startClosed: true, queue: false })
+  const stream = createWebSocketStream(idle)
+  stream.on('error', () => {})
+  const discarded = written(stream, 'never')
+  await idle.disconnect()
+  const err = await discarded
+  t.is(err?.code, 'ERR_NOT_SENT')
+  t.is(err?.reason, 'discarded')
+  released(t)
+})
+
+test.serial('a chunk written as the connection drops, before JS has seen it drop (queue: false), goes out on the next connection', async (t) => {
+  const got: string[] = []
+  const peer = await wsServer((s) => s.on('message', (data) => got.push(String(data))))
+  t.teardown(() => peer.close())
+  const client = new ReconnectingWebSocket(peer.url, { queue: false, minDelay: 20, maxDelay: 20 })
+  t.teardown(() => client.terminate())
+  const duplex = createWebSocketStream(client)
+  const errors: Error[] = []
+  duplex.on('error', (err) => errors.push(err))
+  await client.opened()
+  for (const s of peer.sockets) s.terminate()
+  // The JS thread sees no event until this returns: wait (bounded) for the I/O thread to drop the
+  // connection. There is no event to await: the race is with an event not yet delivered.
+  const deadline = Date.now() + 2_000
+  while (clientStats().openConnections > 0 && Date.now() < deadline);
+  t.is(clientStats().openConnections, 0)
+  t.is(client.state, 'open', 'JS has not seen the drop')
+  t.is(await written(duplex, 'across the drop'), null)
+  await until(() => got.length === 1, 'the server has the message')
+  t.deepEqual(got, ['across the drop'])
+  t.is(peer.accepted, 2)
+  t.deepEqual(errors, [])
+  t.false(duplex.destroyed)
+  duplex.destroy()
+  await until(() => client.state === 'closed', 'the client terminated with the stream')
   released(t)
 })

@@ -12,13 +12,16 @@ const { makeError, gaveUpError } = require('./errors')
  * (`control.pause`) until the stream is read again. While the stream wants data it keeps the
  * client alive between connections (`control.hold`), as a pending `messages()` read does. It ends
  * when the client is disconnected, or gives up after a connection that closed cleanly; a giveup
- * after anything else fails it with ERR_GAVE_UP (the last error as `cause`). Made
- * before the client's first connect(), it waits for it; made on a client that had already ended,
- * its first read ends it unless connect() came first.
+ * after anything else fails it with ERR_GAVE_UP (the last error as `cause`). Made before the
+ * client's first connect(), it waits for it; made on a client that had already ended, its first
+ * read ends it unless connect() came first.
  *
  * Writable side: each chunk is one message, `send(chunk, callback)`: the next is taken once the
- * socket has the previous one (queued while reconnecting); a message that will never be sent, or
- * a `send()` that throws, fails the stream. Ending it disconnects the client; destroying it
+ * socket has the previous one (queued while reconnecting). A chunk the offline queue refuses
+ * (`queue: false`, or over its bounds), or that a connection dropped before JS saw it drop, waits
+ * for the next open, as ws's stream waits for a connecting socket. A write fails only when its message
+ * will never be sent: the client gave up (ERR_GAVE_UP) or disconnect() discarded it (ERR_NOT_SENT),
+ * or a `send()` failed otherwise. Ending the stream disconnects the client; destroying it
  * terminates the client.
  */
 function webSocketStream(client, control, options) {
@@ -29,6 +32,8 @@ function webSocketStream(client, control, options) {
     objectMode: false,
     writableObjectMode: false,
   })
+
+  // Readable side.
   let finished = false
   // How the client had ended when the stream was made (null if it had not): until connect() is
   // called again, the first read ends the stream (no event will).
@@ -89,18 +94,96 @@ function webSocketStream(client, control, options) {
     control.pause(false)
     control.hold(true)
   }
-  duplex._write = (chunk, _encoding, callback) => {
-    try {
-      client.send(chunk, callback)
-    } catch (err) {
-      callback(err)
+
+  // Writable side. `batch`: the write under way, `{ chunks, callback, sent, outstanding,
+  // closedFrom, closed, error }` (`sent`: how many of its chunks went to send(); `outstanding`:
+  // how many of those await their callback; `closedFrom`: the earliest chunk a dropped connection
+  // returned, `closed` the errors of all it returned; `error`: the first other error), or null.
+  let batch = null
+  // The listeners of a batch waiting for the client to open (a function removing them), or null.
+  let unblock = null
+  const onWriteGiveUp = (ev) => {
+    if (batch !== null) complete(batch, gaveUpError(ev))
+  }
+  /** The client will open again without a connect() from here (neither ended nor disconnecting). */
+  const mayOpen = () => control.ended() === null && !control.disconnecting()
+  const write = (chunks, callback) => {
+    const b = { chunks, callback, sent: 0, outstanding: 0, closedFrom: -1, closed: null, error: null }
+    batch = b
+    // A giveup leaves queued messages queued (for a later connect()): their callbacks would not come.
+    client.on('giveup', onWriteGiveUp)
+    pump(b)
+  }
+  const pump = (b) => {
+    const { chunks } = b
+    while (b.sent < chunks.length) {
+      const i = b.sent
+      try {
+        client.send(chunks[i], (err) => settle(b, i, err))
+      } catch (err) {
+        // The client is connecting (or not yet started): the chunk waits for the next open.
+        if ((err.code === 'ERR_NOT_OPEN' || err.code === 'ERR_QUEUE_FULL') && mayOpen()) return block(b)
+        return complete(b, err)
+      }
+      b.sent++
+      b.outstanding++
+    }
+    if (b.outstanding === 0) complete(b, null)
+  }
+  const settle = (b, i, err) => {
+    if (b !== batch) return
+    b.outstanding--
+    if (err) {
+      if (err.code === 'ERR_NOT_SENT' && err.reason === 'closed' && mayOpen()) {
+        // The connection went away before JS saw it (with `queue: false`): sent again on the next one.
+        b.closedFrom = b.closedFrom < 0 ? i : Math.min(b.closedFrom, i)
+        ;(b.closed ??= []).push(err)
+      } else {
+        b.error ??= err
+      }
+    }
+    if (b.outstanding > 0) return
+    if (b.error !== null) return complete(b, b.error)
+    if (b.closed !== null) {
+      // Sent again only if nothing after them went out: the server gets the messages in order.
+      if (b.closed.length !== b.sent - b.closedFrom) return complete(b, b.closed[0])
+      b.sent = b.closedFrom
+      b.closedFrom = -1
+      b.closed = null
+      if (unblock === null) block(b)
+      return
+    }
+    if (unblock === null) pump(b)
+  }
+  const block = (b) => {
+    if (unblock !== null) return
+    const onOpen = () => {
+      unblock()
+      pump(b)
+    }
+    const offDisconnected = control.onClosed(() => complete(b, discarded()))
+    client.on('open', onOpen)
+    unblock = () => {
+      unblock = null
+      client.off('open', onOpen)
+      offDisconnected()
     }
   }
+  const complete = (b, err) => {
+    if (b !== batch) return
+    batch = null
+    client.off('giveup', onWriteGiveUp)
+    unblock?.()
+    b.callback(err ?? null)
+  }
+  duplex._write = (chunk, _encoding, callback) => write([chunk], callback)
   duplex._final = (callback) => {
     client.disconnect().then(() => callback(), callback)
   }
   duplex._destroy = (err, callback) => {
     release()
+    // A write waiting for the next open: the client is terminated, its message discarded.
+    if (batch !== null) complete(batch, err ?? discarded())
     if (control.closedForGood() && !control.active()) return callback(err)
     client.terminate().then(
       () => callback(err),
@@ -108,6 +191,11 @@ function webSocketStream(client, control, options) {
     )
   }
   return duplex
+}
+
+/** A write's error when disconnect() (or destroying the stream) discarded it before it could be sent. */
+function discarded() {
+  return makeError('ERR_NOT_SENT', 'The message was not sent: the client was disconnected before it could be', Error, { reason: 'discarded' })
 }
 
 /** A message as a chunk of the readable side: bytes, or in object mode text as a string (and a Blob as itself). */
