@@ -140,16 +140,17 @@ export type LookupFunction = (
 
 /**
  * `ws`'s `createWebSocketStream(ws, options)`: a Duplex over the client's messages. Each chunk written is
- * one message (`send(chunk, callback)`): queued while reconnecting, and when the offline queue refuses it
- * (`queue: false`, or over its bounds) it waits for the next open, as `ws`'s stream waits for a connecting
- * socket. A write fails only when its message will never be sent (`ERR_GAVE_UP`, `ERR_NOT_SENT`). Each
- * message read is one chunk (text as UTF-8 bytes, or a string with `readableObjectMode`). Past the
- * readable high-water mark the socket is no longer read. The stream lasts across reconnects: it ends when
- * the client is disconnected, or gives up after a clean close (a close handshake, and no error); any other
- * giveup fails it with `ERR_GAVE_UP` (the last error as `cause`). Made before `connect()` (`startClosed`,
- * or after a `disconnect()`), it waits for it; made on a client that gave up or was disconnected, its
- * first read ends it unless `connect()` came first. Ending it disconnects the client, destroying it
- * terminates the client. While it is being read it keeps the client alive, also between connections.
+ * one message (`send(chunk, callback)`; the chunks buffered meanwhile are sent together): queued while
+ * reconnecting, and when the offline queue refuses it (`queue: false`, or over its bounds) it waits for
+ * the next open, as `ws`'s stream waits for a connecting socket. A write fails only when its message will
+ * never be sent (`ERR_GAVE_UP`, `ERR_NOT_SENT`). Each message read is one chunk (text as UTF-8 bytes, or a
+ * string with `readableObjectMode`). Past the readable high-water mark the socket is no longer read. The
+ * stream lasts across reconnects: it ends when the client is disconnected, or gives up after a clean close
+ * (a close handshake, and no error); any other giveup fails it with `ERR_GAVE_UP` (the last error as
+ * `cause`). Made before `connect()` (`startClosed`, or after a `disconnect()`), it waits for it; made on a
+ * client that gave up or was disconnected, its first read ends it unless `connect()` came first. Ending it
+ * disconnects the client, destroying it terminates the client. While it is being read it keeps the client
+ * alive, also between connections.
  */
 export declare function createWebSocketStream(
   client: ReconnectingWebSocket<BinaryType>,

@@ -310,3 +310,63 @@ test.serial('a chunk written as the connection drops, before JS has seen it drop
   await until(() => client.state === 'closed', 'the client terminated with the stream')
   released(t)
 })
+
+test.serial('the chunks the stream has buffered go out together (_writev), in order; a message of the batch that will not be sent fails the stream', async (t) => {
+  const got: string[] = []
+  const peer = await wsServer((s) => s.on('message', (data) => got.push(String(data))))
+  t.teardown(() => peer.close())
+  const client = new ReconnectingWebSocket(peer.url)
+  const duplex = createWebSocketStream(client)
+  t.is(typeof duplex._writev, 'function')
+  const batches: number[] = []
+  const writev = duplex._writev!.bind(duplex)
+  duplex._writev = (chunks, callback) => {
+    batches.push(chunks.length)
+    writev(chunks, callback)
+  }
+  const total = 5_000
+  await pipeline(
+    Readable.from(
+      (function* () {
+        for (let i = 0; i < total; i++) yield Buffer.from(String(i))
+      })(),
+    ),
+    duplex,
+  )
+  // Ending the stream disconnected the client once the socket had every message.
+  await until(() => got.length === total, () => `${got.length} of ${total} messages at the server`)
+  t.deepEqual(got, Array.from({ length: total }, (_, i) => String(i)))
+  t.true(batches.length > 0 && Math.max(...batches) > 1, `batches: ${batches.length}`)
+  t.true(batches.reduce((a, b) => a + b, 0) > total / 2, 'most chunks went out in batches')
+  // While the client connects, a batch goes one message at a time: the stream does not push its own
+  // messages out of a 'drop-oldest' queue.
+  got.length = 0
+  const tiny = new ReconnectingWebSocket(peer.url, { queue: { maxMessages: 1, overflow: 'drop-oldest' } })
+  const early = createWebSocketStream(tiny)
+  early.cork()
+  for (const chunk of ['x', 'y', 'z']) early.write(chunk)
+  early.uncork()
+  // Ending it disconnects the client once every message is written.
+  early.end()
+  await once(early, 'finish')
+  await until(() => got.length === 3, () => `${got.length} of 3 messages at the server`)
+  t.deepEqual(got, ['x', 'y', 'z'])
+  // A batch handed over as the connection drops (JS has not seen it) goes to the offline queue,
+  // whose 'drop-oldest' pushes out its first messages: the stream fails.
+  const dropping = new ReconnectingWebSocket(peer.url, { queue: { maxMessages: 2, overflow: 'drop-oldest' }, minDelay: 20, maxDelay: 20 })
+  const stream = createWebSocketStream(dropping)
+  await dropping.opened()
+  for (const s of peer.sockets) s.terminate()
+  const deadline = Date.now() + 2_000
+  while (clientStats().openConnections > 0 && Date.now() < deadline);
+  t.is(dropping.state, 'open', 'JS has not seen the drop')
+  const failed = once(stream, 'error').then(([err]) => err as Error)
+  stream.cork()
+  for (const chunk of ['a', 'b', 'c', 'd']) stream.write(chunk)
+  stream.uncork()
+  const err = (await failed) as Error & { code?: string; reason?: string }
+  t.is(err.code, 'ERR_NOT_SENT')
+  t.is(err.reason, 'overflow')
+  await until(() => dropping.state === 'closed', 'the client terminated with the stream')
+  released(t)
+})

@@ -16,10 +16,12 @@ const { makeError, gaveUpError } = require('./errors')
  * client's first connect(), it waits for it; made on a client that had already ended, its first
  * read ends it unless connect() came first.
  *
- * Writable side: each chunk is one message, `send(chunk, callback)`: the next is taken once the
- * socket has the previous one (queued while reconnecting). A chunk the offline queue refuses
- * (`queue: false`, or over its bounds), or that a connection dropped before JS saw it drop, waits
- * for the next open, as ws's stream waits for a connecting socket. A write fails only when its message
+ * Writable side: each chunk is one message, `send(chunk, callback)`. The chunks the stream has
+ * buffered are sent together (`_writev`), and the write completes once the socket has the last of
+ * them. While the client is not open they go one at a time (so that the stream never pushes its
+ * own messages out of a 'drop-oldest' queue), and a chunk the offline queue refuses (`queue:
+ * false`, or over its bounds), or that a connection dropped before JS saw it drop, waits for the
+ * next open, as ws's stream waits for a connecting socket. A write fails only when its message
  * will never be sent: the client gave up (ERR_GAVE_UP) or disconnect() discarded it (ERR_NOT_SENT),
  * or a `send()` failed otherwise. Ending the stream disconnects the client; destroying it
  * terminates the client.
@@ -117,6 +119,8 @@ function webSocketStream(client, control, options) {
   const pump = (b) => {
     const { chunks } = b
     while (b.sent < chunks.length) {
+      // Not open: one message at a time, each once the previous one is written.
+      if (b.outstanding > 0 && client.state !== 'open') return
       const i = b.sent
       try {
         client.send(chunks[i], (err) => settle(b, i, err))
@@ -177,6 +181,11 @@ function webSocketStream(client, control, options) {
     b.callback(err ?? null)
   }
   duplex._write = (chunk, _encoding, callback) => write([chunk], callback)
+  duplex._writev = (entries, callback) => {
+    const chunks = new Array(entries.length)
+    for (let i = 0; i < entries.length; i++) chunks[i] = entries[i].chunk
+    write(chunks, callback)
+  }
   duplex._final = (callback) => {
     client.disconnect().then(() => callback(), callback)
   }
