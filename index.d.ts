@@ -647,9 +647,10 @@ export declare class ReconnectingWebSocket<B extends BinaryType = 'nodebuffer'> 
   /**
    * `for await (const data of client.messages())`: messages in order, with backpressure (past
    * `highWaterMark` [1024] buffered messages, or `highWaterMarkBytes` [16 MiB] buffered bytes, the socket
-   * stops being read until half of them are taken). Ends when the client closes for good; made before `connect()`, it waits for it, made on a client that gave up or was
-   * disconnected, its first read ends it unless `connect()` came first. A pending read keeps the client
-   * alive, also while it waits to reconnect; several pending `next()` calls are settled in order.
+   * stops being read until half of them are taken). Ends when the client closes for good; made before
+   * `connect()`, it waits for it, made on a client that gave up or was disconnected, its first read ends
+   * it unless `connect()` came first. A pending read keeps the client alive, also while it waits to
+   * reconnect; several pending `next()` calls are settled in order.
    */
   messages(options?: {
     /** Buffered messages past which the socket stops being read [1024]. */
