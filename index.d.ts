@@ -140,11 +140,17 @@ export type LookupFunction = (
 
 /**
  * `ws`'s `createWebSocketStream(ws, options)`: a Duplex over the client's messages. Each chunk written is
- * one message (`send(chunk, callback)`: queued while reconnecting); each message read is one chunk (text
- * as UTF-8 bytes, or a string with `readableObjectMode`). Past the readable high-water mark the socket is
- * no longer read. The stream lasts across reconnects: it ends when the client closes for good, fails
- * when it gives up; ending it disconnects the client, destroying it terminates the client. While it is
- * being read it keeps the client alive, also between connections.
+ * one message (`send(chunk, callback)`; the chunks buffered meanwhile are sent together): queued while
+ * reconnecting, and when the offline queue refuses it (`queue: false`, or over its bounds) it waits for
+ * the next open, as `ws`'s stream waits for a connecting socket. A write fails only when its message will
+ * never be sent (`ERR_GAVE_UP`, `ERR_NOT_SENT`). Each message read is one chunk (text as UTF-8 bytes, or a
+ * string with `readableObjectMode`). Past the readable high-water mark the socket is no longer read. The
+ * stream lasts across reconnects: it ends when the client is disconnected, or gives up after a clean close
+ * (a close handshake, and no error); any other giveup fails it with `ERR_GAVE_UP` (the last error as
+ * `cause`). Made before `connect()` (`startClosed`, or after a `disconnect()`), it waits for it; made on a
+ * client that gave up or was disconnected, its first read ends it unless `connect()` came first. Ending it
+ * disconnects the client, destroying it terminates the client. While it is being read it keeps the client
+ * alive, also between connections.
  */
 export declare function createWebSocketStream(
   client: ReconnectingWebSocket<BinaryType>,
@@ -311,7 +317,7 @@ export type RedialErrorCode =
   | 'ERR_INVALID_CLOSE_REASON'
   /** In `giveup.lastError`: the server closed with 1002, 1003, 1007 or 1008. */
   | 'ERR_CLOSED'
-  /** `opened()`: the client gave up before it opened (the last error is the `cause`). */
+  /** `opened()`: the client gave up before it opened; `createWebSocketStream()`: it gave up other than after a clean close (the last error is the `cause`). */
   | 'ERR_GAVE_UP'
   /** No pong (nor any frame) within `pongTimeout` of a ping; closed 1006. Retried. */
   | 'ERR_PONG_TIMEOUT'
@@ -337,7 +343,7 @@ export type RedialErrorCode =
   | 'ERR_INVALID_PROXY'
   /** Two options naming the same setting (e.g. `minDelay` and `minReconnectionDelay`). */
   | 'ERR_INVALID_ARG_VALUE'
-  /** `messages()`: `next()` called while a read is pending. */
+  /** `createWebSocketStream()`: a Blob (`binaryType: 'blob'`) for a stream that is not in `readableObjectMode`. */
   | 'ERR_INVALID_STATE'
 
 export interface RedialError extends Error {
@@ -646,10 +652,18 @@ export declare class ReconnectingWebSocket<B extends BinaryType = 'nodebuffer'> 
   drainQueue(): Array<string | Buffer>
   /**
    * `for await (const data of client.messages())`: messages in order, with backpressure (past
-   * `highWaterMark` [1024] buffered messages the socket stops being read). Ends when the client closes
-   * for good. A pending read keeps the client alive, also while it waits to reconnect.
+   * `highWaterMark` [1024] buffered messages, or `highWaterMarkBytes` [16 MiB] buffered bytes, the socket
+   * stops being read until half of them are taken). Ends when the client closes for good; made before
+   * `connect()`, it waits for it, made on a client that gave up or was disconnected, its first read ends
+   * it unless `connect()` came first. A pending read keeps the client alive, also while it waits to
+   * reconnect; several pending `next()` calls are settled in order.
    */
-  messages(options?: { highWaterMark?: number }): AsyncIterableIterator<string | BinaryTypes[B]>
+  messages(options?: {
+    /** Buffered messages past which the socket stops being read [1024]. */
+    highWaterMark?: number
+    /** Buffered bytes (a text message counts its length) past which the socket stops being read [16 MiB]. */
+    highWaterMarkBytes?: number
+  }): AsyncIterableIterator<string | BinaryTypes[B]>
   /**
    * Resolves when the client is open (at once if it is), however many attempts that takes; rejects only
    * when it will not open: it gave up (`ERR_GAVE_UP`), `disconnect()` was called (`ERR_NOT_OPEN`) or

@@ -1,5 +1,5 @@
 // Fits Node: async iteration with backpressure, AbortSignal, diagnostics_channel, NODE_DEBUG.
-import { spawnSync } from 'node:child_process'
+import { fork, spawnSync } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import diagnostics from 'node:diagnostics_channel'
 import { once } from 'node:events'
@@ -98,6 +98,109 @@ test.serial('messages(): a disconnect() during a backoff wait ends the loop, and
   await collectUntil(() => collected, 'the client, once nothing reads from it')
   t.is(clientStats().collectedWithoutDisconnect, baseline.collectedWithoutDisconnect)
   await quiescent()
+})
+
+test.serial('messages() made before connect() waits for it (startClosed, or disconnected and connected again); made on a client that stays closed, its first read ends the loop', async (t) => {
+  const peer = await wsServer((s) => s.send('hello'))
+  t.teardown(() => peer.close())
+  const client = new ReconnectingWebSocket(peer.url, { startClosed: true })
+  t.teardown(() => client.terminate())
+  const first = client.messages()
+  // A read before the first connect() waits for it, as opened() does.
+  const hello = first.next()
+  client.connect()
+  t.deepEqual(await hello, { value: 'hello', done: false })
+  const ending = first.next()
+  await client.disconnect()
+  t.deepEqual(await ending, { value: undefined, done: true })
+  // Made while disconnected, read after the connect() that follows.
+  const second = client.messages()
+  client.connect()
+  t.deepEqual(await second.next(), { value: 'hello', done: false })
+  await client.disconnect()
+  // Disconnected, and no connect() comes: nothing would end a wait.
+  t.deepEqual(await client.messages().next(), { value: undefined, done: true })
+  t.is(peer.accepted, 2)
+  // Waiting for a client that never connects: its disconnect() ends the loop.
+  const idle = new ReconnectingWebSocket(peer.url, { startClosed: true })
+  const waiting = idle.messages().next()
+  await idle.disconnect()
+  t.deepEqual(await waiting, { value: undefined, done: true })
+  await quiescent()
+})
+
+test.serial('messages(): next() called again before the last one settled waits its turn, as an async generator queues it', async (t) => {
+  const peer = await wsServer((s) => {
+    s.send('a')
+    s.send('b')
+  })
+  t.teardown(() => peer.close())
+  const client = new ReconnectingWebSocket(peer.url)
+  t.teardown(() => client.terminate())
+  const messages = client.messages()
+  // Three reads at once, before any message: the first two get the messages in order.
+  const reads = [messages.next(), messages.next(), messages.next()]
+  t.deepEqual(await reads[0], { value: 'a', done: false })
+  t.deepEqual(await reads[1], { value: 'b', done: false })
+  await client.disconnect()
+  t.deepEqual(await reads[2], { value: undefined, done: true })
+  await quiescent()
+})
+
+test.serial('messages(): past highWaterMarkBytes (16 MiB) of buffered messages the socket stops being read: an iterator nobody reads holds a bounded amount, whatever the message size (a child process)', async (t) => {
+  const MiB = 1024 * 1024
+  // 96 messages of 1 MiB: under the count mark (1024), far over the byte mark.
+  const total = 96
+  const payload = Buffer.alloc(MiB, 'x')
+  const deadline = Date.now() + 20_000
+  let sent = 0
+  const peer = await wsServer((s) => {
+    // One message at a time, each once the socket took the last: the flood is bounded in count
+    // and time, and this process buffers at most one.
+    const next = (err?: Error) => {
+      if (err || sent >= total || Date.now() > deadline || s.readyState !== s.OPEN) return
+      sent++
+      s.send(payload, { binary: false }, next)
+    }
+    next()
+  })
+  t.teardown(() => peer.close())
+  const proc = fork(fileURLToPath(new URL('./fixtures/messages-child.cjs', import.meta.url)), [peer.url], {
+    execArgv: ['--expose-gc'],
+    stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
+  })
+  let stderr = ''
+  proc.stderr!.on('data', (d) => (stderr += d))
+  const killer = setTimeout(() => proc.kill('SIGKILL'), 30_000)
+  t.teardown(() => {
+    clearTimeout(killer)
+    proc.kill('SIGKILL')
+  })
+  const exited = once(proc, 'exit')
+  const reports: Array<{ received: number; rss: number; peak: number }> = []
+  proc.on('message', (m) => reports.push(m as (typeof reports)[number]))
+  // Done when the client read every message, or stopped reading them: what it read stays the same
+  // for ten reports (half a second) while the server cannot send the rest. (No event says "nothing
+  // more happens".)
+  const settled = () => {
+    const last = reports.at(-1)
+    if (last === undefined) return false
+    if (last.received === total) return true
+    const recent = reports.slice(-10)
+    return recent.length === 10 && recent.every((r) => r.received === last.received) && last.received > 0
+  }
+  await until(settled, () => `the client read ${reports.at(-1)?.received} of ${sent} messages sent`, 20_000)
+  proc.send('stop')
+  const [code] = (await exited) as [number | null]
+  t.is(code, 0, `the child exited with ${code}; stderr:\n${stderr}`)
+  const last = reports.at(-1)!
+  const peak = Math.max(...reports.map((r) => r.peak))
+  t.log(`read ${last.received} of ${total} messages (${sent} sent); RSS +${(last.rss / MiB).toFixed(0)} MiB, peak +${(peak / MiB).toFixed(0)} MiB`)
+  // The one read, 16 MiB in the iterator, and what was in flight to JS when it paused (the native
+  // bound, 4 MiB), with room for a batch's worth more: a fixed amount, whatever the server sends.
+  t.true(last.received <= 1 + 16 + 2 * 4, `${last.received} messages read with nobody reading`)
+  t.true(peak < 64 * MiB, `peak RSS +${(peak / MiB).toFixed(0)} MiB`)
+  t.throws(() => new ReconnectingWebSocket(peer.url, { startClosed: true }).messages({ highWaterMarkBytes: 0 }), { code: 'ERR_OUT_OF_RANGE' } as object)
 })
 
 test.serial('AbortSignal: aborting disconnects, also after a disconnect() and a connect(); events.once honours a signal', async (t) => {

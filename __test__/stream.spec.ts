@@ -1,7 +1,7 @@
 // createWebSocketStream(client), as ws's: a Duplex over the client's messages, with
 // backpressure both ways, that lasts as long as the client across reconnects.
 import { once } from 'node:events'
-import { Readable } from 'node:stream'
+import { Readable, type Duplex } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import test, { type ExecutionContext } from 'ava'
 
@@ -17,6 +17,43 @@ async function readAll(stream: NodeJS.ReadableStream): Promise<string[]> {
   const chunks: string[] = []
   for await (const chunk of stream) chunks.push(String(chunk))
   return chunks
+}
+
+type CodedError = Error & { code?: string; reason?: string; cause?: { code?: string } }
+
+/** What the callback of `stream.write(chunk)` gets: null once written, or the error. */
+function written(stream: Duplex, chunk: string | Buffer): Promise<CodedError | null> {
+  return new Promise((resolve) => stream.write(chunk, (err) => resolve((err as CodedError | null | undefined) ?? null)))
+}
+
+/** The next chunk the readable side gives, as text; rejects if the stream ends or fails first. */
+function nextChunk(stream: Duplex): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const done = () => {
+      stream.off('data', onData)
+      stream.off('end', onEnd)
+      stream.off('error', onError)
+      // What comes next waits in the stream's buffer for the next call.
+      stream.pause()
+    }
+    const onData = (chunk: unknown) => {
+      done()
+      resolve(String(chunk))
+    }
+    const onEnd = () => {
+      done()
+      reject(new Error('the stream ended'))
+    }
+    const onError = (err: Error) => {
+      done()
+      reject(err)
+    }
+    stream.on('data', onData)
+    stream.on('end', onEnd)
+    stream.on('error', onError)
+    // A 'data' listener alone does not restart a paused stream.
+    stream.resume()
+  })
 }
 
 test.serial('a pipeline writes each chunk as a message and reads each message as a chunk; ending it disconnects', async (t) => {
@@ -89,11 +126,12 @@ test.serial('the stream outlives a dropped connection: what is written meanwhile
   released(t)
 })
 
-test.serial('a client that gives up fails the stream with its last error', async (t) => {
+test.serial('a client that gives up fails the stream with ERR_GAVE_UP, its last error as the cause', async (t) => {
   const client = new ReconnectingWebSocket(`ws://127.0.0.1:${await refusedPort()}/`, { maxRetries: 0 })
   const duplex = createWebSocketStream(client)
-  const [err] = (await once(duplex, 'error')) as [Error & { code?: string }]
-  t.is(err.code, 'ERR_CONNECT')
+  const [err] = (await once(duplex, 'error')) as [Error & { code?: string; cause?: { code?: string } }]
+  t.is(err.code, 'ERR_GAVE_UP')
+  t.is(err.cause?.code, 'ERR_CONNECT')
   await client.disconnect()
   released(t)
   t.throws(() => createWebSocketStream({} as never), { code: 'ERR_INVALID_ARG_TYPE' } as object)
@@ -118,5 +156,217 @@ test.serial("binaryType 'blob': Blobs pass in readable object mode; a byte strea
   t.is(err.code, 'ERR_INVALID_STATE')
   await bytes.disconnect()
   await until(() => clientStats().openConnections === 0, 'both clients closed')
+  released(t)
+})
+
+test.serial('a stream made before connect() waits for it (startClosed, or disconnected and connected again); made on a client that stays closed, its first read ends it', async (t) => {
+  const peer = await wsServer((s) => {
+    s.send('hello')
+    s.on('message', (data) => s.send(`echo ${String(data)}`))
+  })
+  t.teardown(() => peer.close())
+  const client = new ReconnectingWebSocket(peer.url, { startClosed: true })
+  t.teardown(() => client.terminate())
+  // Made, and read, before the first connect(): it waits, as ws's stream waits for a connecting socket.
+  const first = createWebSocketStream(client, { readableObjectMode: true })
+  const hello = nextChunk(first)
+  client.connect()
+  t.is(await hello, 'hello')
+  first.write('x')
+  t.is(await nextChunk(first), 'echo x')
+  await client.disconnect()
+  t.deepEqual(await readAll(first), [], 'the disconnect() ended it')
+  first.destroy()
+  // Made while disconnected, before the connect() that follows.
+  const second = createWebSocketStream(client, { readableObjectMode: true })
+  client.connect()
+  t.is(await nextChunk(second), 'hello')
+  await client.disconnect()
+  t.deepEqual(await readAll(second), [])
+  second.destroy()
+  // Disconnected, and no connect() comes: nothing would end a wait (as opened() rejects at once).
+  t.deepEqual(await readAll(createWebSocketStream(client)), [])
+  t.is(peer.accepted, 2)
+  // Waiting for a client that never connects: its disconnect() ends the stream.
+  const idle = new ReconnectingWebSocket(peer.url, { startClosed: true })
+  const waiting = readAll(createWebSocketStream(idle))
+  await idle.disconnect()
+  t.deepEqual(await waiting, [])
+  released(t)
+})
+
+test.serial("a server's clean close that the client does not retry ends the stream, as ws's does; a giveup after a close without handshake, or with an error code, fails it with ERR_GAVE_UP", async (t) => {
+  const peer = await wsServer((s) => {
+    s.send('all the data')
+    s.close(1000, 'done')
+  })
+  t.teardown(() => peer.close())
+  for (const options of [{ maxRetries: 0 }, { shouldReconnect: () => false }]) {
+    const client = new ReconnectingWebSocket(peer.url, options)
+    const duplex = createWebSocketStream(client, { readableObjectMode: true })
+    // A read-only use: the writable side stays open.
+    const got: string[] = []
+    await pipeline(duplex, async (source: AsyncIterable<unknown>) => {
+      for await (const chunk of source) got.push(String(chunk))
+    })
+    t.deepEqual(got, ['all the data'])
+    t.is(client.state, 'closed')
+    duplex.destroy()
+  }
+  // The server's process died: the data may be cut short.
+  const dying = await wsServer((s) => s.terminate())
+  t.teardown(() => dying.close())
+  // A clean close, with a code that says something went wrong.
+  const refusing = await wsServer((s) => s.close(1008, 'policy'))
+  t.teardown(() => refusing.close())
+  for (const [peerOf, cause] of [
+    [dying, 'ERR_SOCKET'],
+    [refusing, 'ERR_CLOSED'],
+  ] as const) {
+    const client = new ReconnectingWebSocket(peerOf.url, { maxRetries: 0 })
+    const duplex = createWebSocketStream(client)
+    const [err] = (await once(duplex, 'error')) as [Error & { code?: string; cause?: { code?: string } }]
+    t.is(err.code, 'ERR_GAVE_UP')
+    t.is(err.cause?.code, cause)
+  }
+  await until(() => clientStats().openConnections === 0, 'every client closed')
+  released(t)
+})
+
+test.serial('a write the offline queue refuses (queue: false, or over its bounds) waits for the next open, as ws waits for a connecting socket', async (t) => {
+  const peer = await wsServer((s) => s.on('message', (data) => s.send(`echo ${data.toString().slice(0, 16)} (${(data as Buffer).length})`)))
+  t.teardown(() => peer.close())
+  const client = new ReconnectingWebSocket(peer.url, { queue: false, minDelay: 20, maxDelay: 20 })
+  t.teardown(() => client.terminate())
+  const duplex = createWebSocketStream(client, { readableObjectMode: true })
+  const results: Array<Promise<CodedError | null>> = []
+  results.push(written(duplex, 'connecting'))
+  t.is(await nextChunk(duplex), 'echo connecting (10)')
+  const dropped = new Promise((resolve) => client.once('close', (ev) => resolve([ev])))
+  for (const s of peer.sockets) s.terminate()
+  const [ev] = (await dropped) as [{ willReconnect: boolean }]
+  t.true(ev.willReconnect)
+  results.push(written(duplex, 'reconnecting'))
+  t.is(await nextChunk(duplex), 'echo reconnecting (12)')
+  // Larger than the whole queue: refused while connecting, sent once open.
+  const small = new ReconnectingWebSocket(peer.url, { queue: { maxBytes: 1024 } })
+  const big = createWebSocketStream(small, { readableObjectMode: true })
+  results.push(written(big, Buffer.alloc(64 * 1024, 'b')))
+  t.is(await nextChunk(big), `echo ${'b'.repeat(16)} (65536)`)
+  t.deepEqual(await Promise.all(results), [null, null, null])
+  t.false(duplex.destroyed || big.destroyed)
+  big.destroy()
+  duplex.destroy()
+  await until(() => clientStats().openConnections === 0, 'both clients closed')
+  released(t)
+})
+
+test.serial('a waiting write fails only when the client will not open: ERR_GAVE_UP once it gives up, ERR_NOT_SENT once disconnect() discards it', async (t) => {
+  const client = new ReconnectingWebSocket(`ws://127.0.0.1:${await refusedPort()}/`, { queue: false, maxRetries: 2, minDelay: 10, maxDelay: 10 })
+  const duplex = createWebSocketStream(client)
+  const failed = once(duplex, 'error')
+  const writeErr = await written(duplex, 'never')
+  t.is(writeErr?.code, 'ERR_GAVE_UP')
+  t.is(writeErr?.cause?.code, 'ERR_CONNECT')
+  t.is(client.metrics.connectAttempts, 3, 'it waited through the retries')
+  t.is(((await failed) as [{ code?: string }])[0].code, 'ERR_GAVE_UP')
+  await client.disconnect()
+  // Never connected: the write waits for connect(), and a disconnect() discards it.
+  const idle = new ReconnectingWebSocket('ws://127.0.0.1:1/', { startClosed: true, queue: false })
+  const stream = createWebSocketStream(idle)
+  stream.on('error', () => {})
+  const discarded = written(stream, 'never')
+  await idle.disconnect()
+  const err = await discarded
+  t.is(err?.code, 'ERR_NOT_SENT')
+  t.is(err?.reason, 'discarded')
+  released(t)
+})
+
+test.serial('a chunk written as the connection drops, before JS has seen it drop (queue: false), goes out on the next connection', async (t) => {
+  const got: string[] = []
+  const peer = await wsServer((s) => s.on('message', (data) => got.push(String(data))))
+  t.teardown(() => peer.close())
+  const client = new ReconnectingWebSocket(peer.url, { queue: false, minDelay: 20, maxDelay: 20 })
+  t.teardown(() => client.terminate())
+  const duplex = createWebSocketStream(client)
+  const errors: Error[] = []
+  duplex.on('error', (err) => errors.push(err))
+  await client.opened()
+  for (const s of peer.sockets) s.terminate()
+  // The JS thread sees no event until this returns: wait (bounded) for the I/O thread to drop the
+  // connection. There is no event to await: the race is with an event not yet delivered.
+  const deadline = Date.now() + 2_000
+  while (clientStats().openConnections > 0 && Date.now() < deadline);
+  t.is(clientStats().openConnections, 0)
+  t.is(client.state, 'open', 'JS has not seen the drop')
+  t.is(await written(duplex, 'across the drop'), null)
+  await until(() => got.length === 1, 'the server has the message')
+  t.deepEqual(got, ['across the drop'])
+  t.is(peer.accepted, 2)
+  t.deepEqual(errors, [])
+  t.false(duplex.destroyed)
+  duplex.destroy()
+  await until(() => client.state === 'closed', 'the client terminated with the stream')
+  released(t)
+})
+
+test.serial('the chunks the stream has buffered go out together (_writev), in order; a message of the batch that will not be sent fails the stream', async (t) => {
+  const got: string[] = []
+  const peer = await wsServer((s) => s.on('message', (data) => got.push(String(data))))
+  t.teardown(() => peer.close())
+  const client = new ReconnectingWebSocket(peer.url)
+  const duplex = createWebSocketStream(client)
+  t.is(typeof duplex._writev, 'function')
+  const batches: number[] = []
+  const writev = duplex._writev!.bind(duplex)
+  duplex._writev = (chunks, callback) => {
+    batches.push(chunks.length)
+    writev(chunks, callback)
+  }
+  const total = 5_000
+  await pipeline(
+    Readable.from(
+      (function* () {
+        for (let i = 0; i < total; i++) yield Buffer.from(String(i))
+      })(),
+    ),
+    duplex,
+  )
+  // Ending the stream disconnected the client once the socket had every message.
+  await until(() => got.length === total, () => `${got.length} of ${total} messages at the server`)
+  t.deepEqual(got, Array.from({ length: total }, (_, i) => String(i)))
+  t.true(batches.length > 0 && Math.max(...batches) > 1, `batches: ${batches.length}`)
+  t.true(batches.reduce((a, b) => a + b, 0) > total / 2, 'most chunks went out in batches')
+  // While the client connects, a batch goes one message at a time: the stream does not push its own
+  // messages out of a 'drop-oldest' queue.
+  got.length = 0
+  const tiny = new ReconnectingWebSocket(peer.url, { queue: { maxMessages: 1, overflow: 'drop-oldest' } })
+  const early = createWebSocketStream(tiny)
+  early.cork()
+  for (const chunk of ['x', 'y', 'z']) early.write(chunk)
+  early.uncork()
+  // Ending it disconnects the client once every message is written.
+  early.end()
+  await once(early, 'finish')
+  await until(() => got.length === 3, () => `${got.length} of 3 messages at the server`)
+  t.deepEqual(got, ['x', 'y', 'z'])
+  // A batch handed over as the connection drops (JS has not seen it) goes to the offline queue,
+  // whose 'drop-oldest' pushes out its first messages: the stream fails.
+  const dropping = new ReconnectingWebSocket(peer.url, { queue: { maxMessages: 2, overflow: 'drop-oldest' }, minDelay: 20, maxDelay: 20 })
+  const stream = createWebSocketStream(dropping)
+  await dropping.opened()
+  for (const s of peer.sockets) s.terminate()
+  const deadline = Date.now() + 2_000
+  while (clientStats().openConnections > 0 && Date.now() < deadline);
+  t.is(dropping.state, 'open', 'JS has not seen the drop')
+  const failed = once(stream, 'error').then(([err]) => err as Error)
+  stream.cork()
+  for (const chunk of ['a', 'b', 'c', 'd']) stream.write(chunk)
+  stream.uncork()
+  const err = (await failed) as Error & { code?: string; reason?: string }
+  t.is(err.code, 'ERR_NOT_SENT')
+  t.is(err.reason, 'overflow')
+  await until(() => dropping.state === 'closed', 'the client terminated with the stream')
   released(t)
 })

@@ -8,7 +8,7 @@ const { EventEmitter } = require('node:events')
 const { isIP } = require('node:net')
 // `N.client*(client, ...)`: the native state is wrapped onto the client object itself (src/client.rs).
 const N = require('./native')
-const { makeError, fromNative, redactText } = require('./errors')
+const { makeError, fromNative, redactText, gaveUpError } = require('./errors')
 const {
   parseOptions,
   parseUrl,
@@ -99,12 +99,6 @@ const CLOSED = 3
 const READY_STATES = { connecting: CONNECTING, open: OPEN, closing: CLOSING, reconnecting: CLOSED, closed: CLOSED }
 
 const EMPTY = Buffer.alloc(0)
-
-/** opened()'s rejection once the client gave up (`p`: the giveup event's payload). */
-function gaveUpError(p) {
-  const why = `the client gave up after ${p.attempts} attempt${p.attempts === 1 ? '' : 's'} (${p.reason})`
-  return makeError('ERR_GAVE_UP', why, Error, p.lastError ? { cause: p.lastError } : undefined)
-}
 
 /** As Node's own APIs reject on an abort: an `AbortError` (code `ABORT_ERR`) caused by the signal's reason. */
 function abortError(signal) {
@@ -368,6 +362,8 @@ class ReconnectingWebSocket extends EventEmitter {
       const discarded = N.clientDiscardQueue(this) + unfinished
       // Their callbacks are queued before anything can await this promise.
       this.#settleCallbacks()
+      // A reader waiting for a client that never connected (or one that gave up) ends now.
+      this.emit(kClosed)
       return Promise.resolve({ discarded })
     }
     this.#closing = true
@@ -629,13 +625,13 @@ class ReconnectingWebSocket extends EventEmitter {
 
   /**
    * `for await (const data of client.messages())`: messages as they arrive, with
-   * backpressure: past `highWaterMark` buffered messages the socket stops being
-   * read until the consumer catches up. The loop ends when the client closes
-   * for good (disconnect() or giving up). A pending read keeps the client alive,
-   * also between connections.
+   * backpressure: past `highWaterMark` buffered messages, or `highWaterMarkBytes`
+   * buffered bytes, the socket stops being read until the consumer catches up.
+   * The loop ends when the client closes for good (disconnect() or giving up).
+   * A pending read keeps the client alive, also between connections.
    */
-  messages({ highWaterMark } = {}) {
-    return messageIterator(this, this.#readControl(), highWaterMark)
+  messages({ highWaterMark, highWaterMarkBytes } = {}) {
+    return messageIterator(this, this.#readControl(), highWaterMark, highWaterMarkBytes)
   }
 
   /**
@@ -658,6 +654,8 @@ class ReconnectingWebSocket extends EventEmitter {
         N.clientHold(this, on)
       },
       closedForGood: () => this.#state === 'closed',
+      /** How the client ended (`#ended`: the same value until connect()), or null when it has not (or never started). */
+      ended: () => (this.#state === 'closed' ? this.#ended : null),
       /** disconnect() (or terminate()) was called and has not completed. */
       disconnecting: () => this.#closing,
       active: () => N.clientActive(this),

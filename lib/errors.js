@@ -61,4 +61,13 @@ function fromNative(p) {
   return err
 }
 
-module.exports = { makeError, fromNative, redactUrl, redactInput, redactText }
+/**
+ * The client gave up (`p`: the giveup event's payload): `opened()`'s rejection, and the error of a
+ * stream the giveup cut short. The last error is its `cause`.
+ */
+function gaveUpError(p) {
+  const why = `the client gave up after ${p.attempts} attempt${p.attempts === 1 ? '' : 's'} (${p.reason})`
+  return makeError('ERR_GAVE_UP', why, Error, p.lastError ? { cause: p.lastError } : undefined)
+}
+
+module.exports = { makeError, fromNative, redactUrl, redactInput, redactText, gaveUpError }

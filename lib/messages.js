@@ -5,29 +5,38 @@
 const { makeError } = require('./errors')
 
 /**
- * Past `highWaterMark` buffered messages the iterator asks the client to stop
- * reading the socket (`control.pause(true)`) until the consumer has taken half
- * of them. A pending `next()` keeps the client alive (`control.hold(true)`),
- * also between connections. The iteration ends when the client closes for good
- * (`control.closedForGood()`: after `disconnect()` or giving up).
+ * Past `highWaterMark` buffered messages, or `highWaterMarkBytes` buffered
+ * bytes, the iterator asks the client to stop reading the socket
+ * (`control.pause(true)`) until the consumer has taken half of them (both
+ * back at or below half their mark). A pending `next()` keeps the client alive
+ * (`control.hold(true)`), also between connections; several pending `next()`
+ * calls are settled in the order they were made. The iteration ends when the
+ * client closes for good (`control.closedForGood()`: after `disconnect()` or
+ * giving up); a `next()` on a client that had already ended (and was not
+ * connected again since) ends it at once, as `opened()` rejects at once, while
+ * one before the first `connect()` waits for it.
  */
-function messageIterator(client, control, highWaterMark = 1024) {
-  if (!Number.isInteger(highWaterMark) || highWaterMark < 1) {
-    throw makeError('ERR_OUT_OF_RANGE', `highWaterMark must be an integer >= 1. Received ${String(highWaterMark)}`, RangeError)
-  }
+function messageIterator(client, control, highWaterMark = 1024, highWaterMarkBytes = 16 * 1024 * 1024) {
+  checkMark('highWaterMark', highWaterMark)
+  checkMark('highWaterMarkBytes', highWaterMarkBytes)
   const buffer = []
-  let waiter = null
+  let bufferedBytes = 0
+  /** Pending next() calls' resolve functions, oldest first. */
+  const waiters = []
   let ended = false
+  // How the client had ended when the iterator was made (null if it had not): until connect()
+  // is called again, the first read ends the iteration (no event will).
+  let endedAtStart = control.ended()
   const settle = (result) => {
-    const resolve = waiter
-    waiter = null
-    control.hold(false)
+    const resolve = waiters.shift()
+    if (waiters.length === 0) control.hold(false)
     resolve(result)
   }
   const onMessage = (data) => {
-    if (waiter) return settle({ value: data, done: false })
+    if (waiters.length > 0) return settle({ value: data, done: false })
     buffer.push(data)
-    if (buffer.length >= highWaterMark) control.pause(true)
+    bufferedBytes += sizeOf(data)
+    if (buffer.length >= highWaterMark || bufferedBytes >= highWaterMarkBytes) control.pause(true)
   }
   const onClose = (ev) => {
     if (!ev.willReconnect && control.closedForGood()) finish()
@@ -44,35 +53,59 @@ function messageIterator(client, control, highWaterMark = 1024) {
     client.off('giveup', onGiveUp)
     offClosed?.()
     control.pause(false)
-    if (waiter) settle({ value: undefined, done: true })
+    while (waiters.length > 0) settle({ value: undefined, done: true })
   }
   client.on('message', onMessage)
   client.on('close', onClose)
   client.on('giveup', onGiveUp)
   // A disconnect() during a backoff wait ends the client with no close event.
   offClosed = control.onClosed(finish)
-  if (control.closedForGood() && !control.active()) finish()
   return {
     next: () => {
       if (buffer.length) {
         const value = buffer.shift()
-        if (buffer.length <= highWaterMark >> 1) control.pause(false)
+        bufferedBytes -= sizeOf(value)
+        if (buffer.length <= highWaterMark >> 1 && bufferedBytes <= highWaterMarkBytes / 2) control.pause(false)
         return Promise.resolve({ value, done: false })
       }
+      if (endedAtStart !== null) {
+        // The same end as when the iterator was made: no connect() came since.
+        if (control.ended() === endedAtStart) finish()
+        endedAtStart = null
+      }
       if (ended) return Promise.resolve({ value: undefined, done: true })
-      if (waiter) return Promise.reject(makeError('ERR_INVALID_STATE', 'messages(): next() called while a read is pending'))
       control.hold(true)
-      return new Promise((resolve) => (waiter = resolve))
+      return new Promise((resolve) => waiters.push(resolve))
     },
     return: () => {
       finish()
       buffer.length = 0
+      bufferedBytes = 0
       return Promise.resolve({ value: undefined, done: true })
     },
     [Symbol.asyncIterator]() {
       return this
     },
   }
+}
+
+function checkMark(name, value) {
+  if (!Number.isInteger(value) || value < 1) {
+    throw makeError('ERR_OUT_OF_RANGE', `${name} must be an integer >= 1. Received ${String(value)}`, RangeError)
+  }
+}
+
+/** What a buffered message counts for `highWaterMarkBytes`: its bytes (a string, its length). */
+function sizeOf(data) {
+  if (typeof data === 'string') return data.length
+  if (data instanceof Blob) return data.size
+  if (Array.isArray(data)) {
+    // binaryType 'fragments'
+    let n = 0
+    for (const piece of data) n += piece.byteLength
+    return n
+  }
+  return data.byteLength
 }
 
 module.exports = { messageIterator }

@@ -4,17 +4,26 @@
 // it ends when the client closes for good, not when one connection drops.
 
 const { Duplex } = require('node:stream')
-const { makeError } = require('./errors')
+const { makeError, gaveUpError } = require('./errors')
 
 /**
  * Readable side: each message is a chunk (text as UTF-8 bytes, or a string in
  * `readableObjectMode`); past the readable high-water mark the client stops reading the socket
  * (`control.pause`) until the stream is read again. While the stream wants data it keeps the
- * client alive between connections (`control.hold`), as a pending `messages()` read does.
+ * client alive between connections (`control.hold`), as a pending `messages()` read does. It ends
+ * when the client is disconnected, or gives up after a connection that closed cleanly; a giveup
+ * after anything else fails it with ERR_GAVE_UP (the last error as `cause`). Made before the
+ * client's first connect(), it waits for it; made on a client that had already ended, its first
+ * read ends it unless connect() came first.
  *
- * Writable side: each chunk is one message, `send(chunk, callback)`: the next is taken once the
- * socket has the previous one (queued while reconnecting); a message that will never be sent, or
- * a `send()` that throws, fails the stream. Ending it disconnects the client; destroying it
+ * Writable side: each chunk is one message, `send(chunk, callback)`. The chunks the stream has
+ * buffered are sent together (`_writev`), and the write completes once the socket has the last of
+ * them. While the client is not open they go one at a time (so that the stream never pushes its
+ * own messages out of a 'drop-oldest' queue), and a chunk the offline queue refuses (`queue:
+ * false`, or over its bounds), or that a connection dropped before JS saw it drop, waits for the
+ * next open, as ws's stream waits for a connecting socket. A write fails only when its message
+ * will never be sent: the client gave up (ERR_GAVE_UP) or disconnect() discarded it (ERR_NOT_SENT),
+ * or a `send()` failed otherwise. Ending the stream disconnects the client; destroying it
  * terminates the client.
  */
 function webSocketStream(client, control, options) {
@@ -25,7 +34,14 @@ function webSocketStream(client, control, options) {
     objectMode: false,
     writableObjectMode: false,
   })
+
+  // Readable side.
   let finished = false
+  // How the client had ended when the stream was made (null if it had not): until connect() is
+  // called again, the first read ends the stream (no event will).
+  let endedAtStart = control.ended()
+  // The last connection closed with a close handshake, not to be retried: a giveup after it ends the stream.
+  let closedCleanly = false
   const onMessage = (data, isBinary) => {
     if (isBinary && data instanceof Blob && !duplex.readableObjectMode) {
       // A Blob's bytes come only asynchronously: they cannot keep their place in a byte stream.
@@ -38,13 +54,16 @@ function webSocketStream(client, control, options) {
     }
   }
   const onClose = (ev) => {
+    closedCleanly = !ev.willReconnect && ev.wasClean
     // Closed for good without disconnect(): the client gave up, and its giveup event follows.
     if (!ev.willReconnect && control.closedForGood() && control.disconnecting()) end()
   }
   const onGiveUp = (ev) => {
-    if (control.disconnecting()) return end()
+    if (finished) return
+    // As ws's stream ends on a close: every message the server sent before its close was read.
+    if (control.disconnecting() || (closedCleanly && !ev.lastError)) return end()
     release()
-    duplex.destroy(ev.lastError ?? new Error(`The client gave up (${ev.reason})`))
+    duplex.destroy(gaveUpError(ev))
   }
   let offClosed = null
   const release = () => {
@@ -66,25 +85,114 @@ function webSocketStream(client, control, options) {
   client.on('giveup', onGiveUp)
   // A disconnect() during a backoff wait ends the client with no close event.
   offClosed = control.onClosed(end)
-  if (control.closedForGood() && !control.active()) end()
 
   duplex._read = () => {
     if (finished) return
+    if (endedAtStart !== null) {
+      const same = control.ended() === endedAtStart
+      endedAtStart = null
+      if (same) return end()
+    }
     control.pause(false)
     control.hold(true)
   }
-  duplex._write = (chunk, _encoding, callback) => {
-    try {
-      client.send(chunk, callback)
-    } catch (err) {
-      callback(err)
+
+  // Writable side. `batch`: the write under way, `{ chunks, callback, sent, outstanding,
+  // closedFrom, closed, error }` (`sent`: how many of its chunks went to send(); `outstanding`:
+  // how many of those await their callback; `closedFrom`: the earliest chunk a dropped connection
+  // returned, `closed` the errors of all it returned; `error`: the first other error), or null.
+  let batch = null
+  // The listeners of a batch waiting for the client to open (a function removing them), or null.
+  let unblock = null
+  const onWriteGiveUp = (ev) => {
+    if (batch !== null) complete(batch, gaveUpError(ev))
+  }
+  /** The client will open again without a connect() from here (neither ended nor disconnecting). */
+  const mayOpen = () => control.ended() === null && !control.disconnecting()
+  const write = (chunks, callback) => {
+    const b = { chunks, callback, sent: 0, outstanding: 0, closedFrom: -1, closed: null, error: null }
+    batch = b
+    // A giveup leaves queued messages queued (for a later connect()): their callbacks would not come.
+    client.on('giveup', onWriteGiveUp)
+    pump(b)
+  }
+  const pump = (b) => {
+    const { chunks } = b
+    while (b.sent < chunks.length) {
+      // Not open: one message at a time, each once the previous one is written.
+      if (b.outstanding > 0 && client.state !== 'open') return
+      const i = b.sent
+      try {
+        client.send(chunks[i], (err) => settle(b, i, err))
+      } catch (err) {
+        // The client is connecting (or not yet started): the chunk waits for the next open.
+        if ((err.code === 'ERR_NOT_OPEN' || err.code === 'ERR_QUEUE_FULL') && mayOpen()) return block(b)
+        return complete(b, err)
+      }
+      b.sent++
+      b.outstanding++
     }
+    if (b.outstanding === 0) complete(b, null)
+  }
+  const settle = (b, i, err) => {
+    if (b !== batch) return
+    b.outstanding--
+    if (err) {
+      if (err.code === 'ERR_NOT_SENT' && err.reason === 'closed' && mayOpen()) {
+        // The connection went away before JS saw it (with `queue: false`): sent again on the next one.
+        b.closedFrom = b.closedFrom < 0 ? i : Math.min(b.closedFrom, i)
+        ;(b.closed ??= []).push(err)
+      } else {
+        b.error ??= err
+      }
+    }
+    if (b.outstanding > 0) return
+    if (b.error !== null) return complete(b, b.error)
+    if (b.closed !== null) {
+      // Sent again only if nothing after them went out: the server gets the messages in order.
+      if (b.closed.length !== b.sent - b.closedFrom) return complete(b, b.closed[0])
+      b.sent = b.closedFrom
+      b.closedFrom = -1
+      b.closed = null
+      if (unblock === null) block(b)
+      return
+    }
+    if (unblock === null) pump(b)
+  }
+  const block = (b) => {
+    if (unblock !== null) return
+    const onOpen = () => {
+      unblock()
+      pump(b)
+    }
+    const offDisconnected = control.onClosed(() => complete(b, discarded()))
+    client.on('open', onOpen)
+    unblock = () => {
+      unblock = null
+      client.off('open', onOpen)
+      offDisconnected()
+    }
+  }
+  const complete = (b, err) => {
+    if (b !== batch) return
+    batch = null
+    client.off('giveup', onWriteGiveUp)
+    unblock?.()
+    b.callback(err ?? null)
+  }
+  duplex._write = (chunk, _encoding, callback) => write([chunk], callback)
+  duplex._writev = (entries, callback) => {
+    const chunks = new Array(entries.length)
+    for (let i = 0; i < entries.length; i++) chunks[i] = entries[i].chunk
+    write(chunks, callback)
   }
   duplex._final = (callback) => {
     client.disconnect().then(() => callback(), callback)
   }
   duplex._destroy = (err, callback) => {
     release()
+    // A write waiting for the next open: the client is terminated, its message discarded.
+    if (batch !== null) complete(batch, err ?? discarded())
     if (control.closedForGood() && !control.active()) return callback(err)
     client.terminate().then(
       () => callback(err),
@@ -92,6 +200,11 @@ function webSocketStream(client, control, options) {
     )
   }
   return duplex
+}
+
+/** A write's error when disconnect() (or destroying the stream) discarded it before it could be sent. */
+function discarded() {
+  return makeError('ERR_NOT_SENT', 'The message was not sent: the client was disconnected before it could be', Error, { reason: 'discarded' })
 }
 
 /** A message as a chunk of the readable side: bytes, or in object mode text as a string (and a Blob as itself). */
