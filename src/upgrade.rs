@@ -92,6 +92,13 @@ pub async fn handshake(
 fn parse_response(buf: &[u8]) -> Result<Option<(usize, Response)>, String> {
     let mut headers = [httparse::EMPTY_HEADER; 32];
     match parse_response_with(buf, &mut headers) {
+        // Only a whole head is parsed again (a head that comes a byte at a time is not re-parsed
+        // with an allocation at each read): its end is an empty line.
+        Err(httparse::Error::TooManyHeaders)
+            if !buf.windows(2).any(|w| w == b"\n\n") && !buf.windows(3).any(|w| w == b"\n\r\n") =>
+        {
+            Ok(None)
+        }
         Err(httparse::Error::TooManyHeaders) => {
             let lines = buf.iter().filter(|&&b| b == b'\n').count();
             parse_response_with(buf, &mut vec![httparse::EMPTY_HEADER; lines])
@@ -253,4 +260,28 @@ pub fn parse_retry_after(value: &str) -> Option<u64> {
         when.duration_since(std::time::SystemTime::now())
             .map_or(0, |d| d.as_millis() as u64),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_head_with_hundreds_of_headers_is_read_once_whole() {
+        let many: String = (0..200).map(|i| format!("X-H{i}: {i}\r\n")).collect();
+        let head = format!("HTTP/1.1 401 Unauthorized\r\n{many}\r\nbody");
+        let whole = head.len() - 4;
+        for cut in [20, 200, 2000, whole - 1] {
+            assert!(
+                parse_response(&head.as_bytes()[..cut]).unwrap().is_none(),
+                "cut at {cut}"
+            );
+        }
+        let (len, response) = parse_response(head.as_bytes()).unwrap().unwrap();
+        assert_eq!((len, response.status().as_u16()), (whole, 401));
+        assert_eq!(response.headers().len(), 200);
+        assert_eq!(response.headers()["x-h199"], "199");
+        assert!(parse_response(b"SSH-2.0-OpenSSH\r\n").is_err());
+        assert!(parse_response(b"HTTP/1.0 101 Switching Protocols\r\n\r\n").is_err());
+    }
 }
