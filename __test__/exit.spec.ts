@@ -232,6 +232,14 @@ test('opened() settles whatever open and giveup listeners registered before it t
   t.deepEqual(r.reports[0], { done: true, opened: '', gaveUp: 'ERR_GAVE_UP', thrown: ['open bug', 'giveup bug'] })
 })
 
+test("a stream's waiting write and the ends of a stream and of messages() come whatever open, close and giveup listeners registered before them throw", async (t) => {
+  const peer = await wsServer((socket) => socket.on('message', (d) => socket.send(d.toString(), () => socket.close(4000))))
+  t.teardown(() => peer.close())
+  const r = await run('readers-after-throwing-listeners', peer.url)
+  t.is(r.code, 0, r.stderr)
+  t.deepEqual(r.reports[0], { done: true, writeError: null, iterated: ['w1'], streamEnded: true, read: ['w1'], refusedIterated: [], thrown: ['close bug', 'giveup bug', 'giveup bug', 'open bug'] })
+})
+
 test('rws mode: an EventEmitter close listener that throws does not leave reconnect() suppressing the next close', async (t) => {
   const peer = await wsServer((socket, p) => {
     if (p.accepted === 2) socket.close(4002, 'second')

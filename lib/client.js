@@ -112,7 +112,7 @@ let readControlOf = null
 const kDisconnecting = Symbol('redial-ws.disconnecting')
 /** A disconnect() settled and left the client closed (no close event marks it when it came during a backoff wait). */
 const kClosed = Symbol('redial-ws.closed')
-/** `open` and `giveup` for `opened()`, after the users' listeners: one of theirs that throws skips later ones. */
+/** `open` and `giveup` for `opened()`, streams and `messages()`, after the users' listeners: one of theirs that throws skips later ones. */
 const kOpened = Symbol('redial-ws.opened')
 const kGaveUp = Symbol('redial-ws.gaveUp')
 
@@ -662,6 +662,16 @@ class ReconnectingWebSocket extends EventEmitter {
       onClosed: (listener) => {
         this.on(kClosed, listener)
         return () => this.off(kClosed, listener)
+      },
+      /** The open event, after the application's listeners (one of theirs that throws cannot skip it). */
+      onOpened: (listener) => {
+        this.on(kOpened, listener)
+        return () => this.off(kOpened, listener)
+      },
+      /** The giveup event, the same way. */
+      onGaveUp: (listener) => {
+        this.on(kGaveUp, listener)
+        return () => this.off(kGaveUp, listener)
       },
     }
   }

@@ -45,19 +45,20 @@ function messageIterator(client, control, highWaterMark = 1024, highWaterMarkByt
     if (control.closedForGood()) finish()
   }
   let offClosed = null
+  let offGaveUp = null
   const finish = () => {
     if (ended) return
     ended = true
     client.off('message', onMessage)
     client.off('close', onClose)
-    client.off('giveup', onGiveUp)
+    offGaveUp?.()
     offClosed?.()
     control.pause(false)
     while (waiters.length > 0) settle({ value: undefined, done: true })
   }
   client.on('message', onMessage)
   client.on('close', onClose)
-  client.on('giveup', onGiveUp)
+  offGaveUp = control.onGaveUp(onGiveUp)
   // A disconnect() during a backoff wait ends the client with no close event.
   offClosed = control.onClosed(finish)
   return {

@@ -66,12 +66,13 @@ function webSocketStream(client, control, options) {
     duplex.destroy(gaveUpError(ev))
   }
   let offClosed = null
+  let offGaveUp = null
   const release = () => {
     if (finished) return
     finished = true
     client.off('message', onMessage)
     client.off('close', onClose)
-    client.off('giveup', onGiveUp)
+    offGaveUp?.()
     offClosed?.()
     control.pause(false)
     control.hold(false)
@@ -82,7 +83,7 @@ function webSocketStream(client, control, options) {
   }
   client.on('message', onMessage)
   client.on('close', onClose)
-  client.on('giveup', onGiveUp)
+  offGaveUp = control.onGaveUp(onGiveUp)
   // A disconnect() during a backoff wait ends the client with no close event.
   offClosed = control.onClosed(end)
 
@@ -104,6 +105,7 @@ function webSocketStream(client, control, options) {
   let batch = null
   // The listeners of a batch waiting for the client to open (a function removing them), or null.
   let unblock = null
+  let offWriteGiveUp = null
   const onWriteGiveUp = (ev) => {
     if (batch !== null) complete(batch, gaveUpError(ev))
   }
@@ -113,7 +115,7 @@ function webSocketStream(client, control, options) {
     const b = { chunks, callback, sent: 0, outstanding: 0, closedFrom: -1, closed: null, error: null }
     batch = b
     // A giveup leaves queued messages queued (for a later connect()): their callbacks would not come.
-    client.on('giveup', onWriteGiveUp)
+    offWriteGiveUp = control.onGaveUp(onWriteGiveUp)
     pump(b)
   }
   const pump = (b) => {
@@ -166,17 +168,17 @@ function webSocketStream(client, control, options) {
       pump(b)
     }
     const offDisconnected = control.onClosed(() => complete(b, discarded()))
-    client.on('open', onOpen)
+    const offOpened = control.onOpened(onOpen)
     unblock = () => {
       unblock = null
-      client.off('open', onOpen)
+      offOpened()
       offDisconnected()
     }
   }
   const complete = (b, err) => {
     if (b !== batch) return
     batch = null
-    client.off('giveup', onWriteGiveUp)
+    offWriteGiveUp()
     unblock?.()
     b.callback(err ?? null)
   }
