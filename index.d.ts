@@ -634,10 +634,10 @@ export declare class ReconnectingWebSocket<B extends BinaryType = 'nodebuffer'> 
    * Sends a ping (payload at most 125 bytes), in `ws`'s shape. Throws `ERR_NOT_OPEN` when not open.
    * `callback` runs (a microtask, with `null`) once the frame is handed to the connection; `mask: false` throws.
    */
-  ping(data?: string | Buffer | Uint8Array, mask?: boolean, callback?: (err: null) => void): void
+  ping(data?: string | number | ArrayBufferView | ArrayBuffer | null, mask?: boolean, callback?: (err: null) => void): void
   ping(callback: (err: null) => void): void
   /** Sends an unsolicited pong, as `ws`'s `pong()` (pings are answered anyway). Throws `ERR_NOT_OPEN` when not open. */
-  pong(data?: string | Buffer | Uint8Array, mask?: boolean, callback?: (err: null) => void): void
+  pong(data?: string | number | ArrayBufferView | ArrayBuffer | null, mask?: boolean, callback?: (err: null) => void): void
   pong(callback: (err: null) => void): void
   /**
    * As `ws`'s: stops reading the socket (messages already read still arrive), for this connection and

@@ -259,6 +259,88 @@ test.serial("the upgrade event shows each connection's 101 answer, as ws's respo
   t.like(clientStats(), { openConnections: 0, runningTasks: 0, pendingAttempts: 0 })
 })
 
+test.serial('close() or terminate() in an upgrade listener: that attempt never opens, and closes with 1006, as in ws', async (t) => {
+  const peer = await wsServer()
+  t.teardown(() => peer.close())
+  for (const stop of ['close', 'terminate'] as const) {
+    const client = new ReconnectingWebSocket(peer.url)
+    const rec = new Recorder(client, ['upgrade', 'open', 'close'])
+    let onopen = 0
+    client.onopen = () => onopen++
+    const whatwgClose = new Promise<CloseEvent>((resolve) => client.addEventListener('close', resolve as never))
+    client.on('upgrade', () => client[stop]())
+    const opened = client.opened().catch((err) => err.code)
+    const close = (await rec.next('close')) as { code: number; wasClean: boolean; willReconnect: boolean }
+    t.like(close, { code: 1006, wasClean: false, willReconnect: false }, stop)
+    t.like(await whatwgClose, { code: 1006, wasClean: false }, stop)
+    t.deepEqual(rec.log.map((e) => e.name), ['upgrade', 'close'], stop)
+    t.is(onopen, 0, stop)
+    t.is(await opened, 'ERR_NOT_OPEN', stop)
+    t.is(client.readyState, client.CLOSED)
+    await client.disconnect()
+    t.like(clientStats(), { openConnections: 0, runningTasks: 0, pendingAttempts: 0 })
+  }
+  // The server's answer had come: each connection was made, then closed.
+  t.is(peer.accepted, 2)
+})
+
+test.serial("an error's listener sees readyState CLOSING, and the system's error as its cause, as ws's does", async (t) => {
+  const port = await refusedPort()
+  const refused = new ReconnectingWebSocket(`ws://127.0.0.1:${port}/`, { maxRetries: 0 })
+  const states: number[] = []
+  refused.onerror = () => states.push(refused.readyState)
+  refused.on('error', () => states.push(refused.readyState))
+  const err = (await new Recorder(refused, ['error']).next('error')) as RedialError & { cause: NodeJS.ErrnoException }
+  t.is(err.code, 'ERR_CONNECT')
+  t.like(err.cause, { code: 'ECONNREFUSED' })
+  t.true(typeof err.cause.errno === 'number' && err.cause.errno < 0)
+  t.false(Object.keys(err).includes('cause'), 'not enumerable, as new Error(m, { cause }) makes it')
+  await refused.disconnect()
+
+  // An open connection failed by a frame that breaks the protocol (a reserved opcode).
+  const peer = await wsServer((socket) => (socket as unknown as { _socket: import('node:net').Socket })._socket.write(Buffer.from([0x85, 0x00])))
+  t.teardown(() => peer.close())
+  const broken = new ReconnectingWebSocket(peer.url, { maxRetries: 0 })
+  broken.on('error', () => states.push(broken.readyState))
+  const r = new Recorder(broken, ['error', 'close'])
+  t.is(((await r.next('error')) as RedialError).code, 'ERR_PROTOCOL')
+  await r.next('close')
+  t.is(broken.readyState, broken.CLOSED)
+  t.deepEqual(states, [2, 2, 2])
+  await broken.disconnect()
+})
+
+test.serial("ping() and pong() send the bytes of any typed array, DataView or ArrayBuffer, a number as its text, nothing for null, as ws's do", async (t) => {
+  const got: string[] = []
+  let count = 0
+  let all: () => void
+  const done = new Promise<void>((resolve) => (all = resolve))
+  const peer = await wsServer((socket) => {
+    const record = (kind: string) => (data: Buffer) => {
+      got.push(`${kind} ${data.toString('hex')}`)
+      if (++count === 12) all()
+    }
+    socket.on('ping', record('ping'))
+    socket.on('pong', record('pong'))
+  })
+  t.teardown(() => peer.close())
+  const client = new ReconnectingWebSocket(peer.url, { pingInterval: 0 })
+  await client.opened()
+  const payloads = [new Uint16Array([0x0102, 0x0304]), new Float32Array([1]), new DataView(new Uint8Array([7, 8, 9]).buffer, 1, 2), new Uint8Array([5, 6]).buffer, 12.5, null]
+  for (const p of payloads) {
+    client.ping(p)
+    client.pong(p)
+  }
+  await done
+  // Uint16Array and Float32Array as this machine lays them out (little-endian), as ws sends them.
+  const expected = ['02010403', '0000803f', '0809', '0506', Buffer.from('12.5').toString('hex'), '']
+  t.deepEqual(got, expected.flatMap((hex) => [`ping ${hex}`, `pong ${hex}`]))
+  t.throws(() => client.ping(new Blob(['x']) as never), { code: 'ERR_INVALID_ARG_TYPE', message: /Received Blob/ })
+  t.throws(() => client.pong({} as never), { code: 'ERR_INVALID_ARG_TYPE' })
+  t.throws(() => client.ping(new Uint32Array(32)), { code: 'ERR_OUT_OF_RANGE' })
+  await client.disconnect()
+})
+
 test.serial('interim 1xx answers before the 101 are skipped, and an answer with hundreds of headers is read, as ws reads them', async (t) => {
   // RFC 9110 15.2: a client reads any number of 1xx answers before the final one (it failed with
   // ERR_HANDSHAKE status 100, and retried forever). tungstenite's parser took at most 124 headers:

@@ -28,6 +28,15 @@ test('readyState constants on the class and on instances; getters before the fir
   const port = await refusedPort()
   const ws: Any = new ReconnectingWebSocket(`ws://127.0.0.1:${port}/`, undefined, { maxRetries: 0 })
   t.deepEqual([ws.CONNECTING, ws.OPEN, ws.CLOSING, ws.CLOSED], [0, 1, 2, 3])
+  // As ws defines them: read-only and enumerable, on the class and its prototype.
+  for (const target of [ReconnectingWebSocket, ReconnectingWebSocket.prototype]) {
+    t.deepEqual(Object.getOwnPropertyDescriptor(target, 'OPEN'), { value: 1, writable: false, enumerable: true, configurable: false })
+  }
+  t.throws(() => {
+    ws.OPEN = 5
+  })
+  t.is(ws.OPEN, 1)
+  t.true(Object.getOwnPropertyDescriptor(ReconnectingWebSocket.prototype, 'readyState')?.enumerable)
   t.is(ws.readyState, ws.CONNECTING)
   t.is(ws.url, '', 'reconnecting-websocket has no url before its first socket')
   t.is(ws.protocol, '')

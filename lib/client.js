@@ -96,6 +96,14 @@ const CONNECTING = 0
 const OPEN = 1
 const CLOSING = 2
 const CLOSED = 3
+/**
+ * The client whose connection's `error` is being delivered, or null: its readyState reads CLOSING
+ * meanwhile, as ws's does (a module variable, not a field: a fleet pays nothing for it).
+ */
+let failing = null
+
+/** `#closing` when disconnect() was called while connecting. */
+const BEFORE_OPEN = 'before-open'
 const READY_STATES = { connecting: CONNECTING, open: OPEN, closing: CLOSING, reconnecting: CLOSED, closed: CLOSED }
 
 const EMPTY = Buffer.alloc(0)
@@ -122,9 +130,23 @@ const kGaveUp = Symbol('redial-ws.gaveUp')
 // shape with every other client's (a fleet has one client per connection).
 const NO_EVENTS = Object.freeze(Object.create(null))
 
-/** A ping's or pong's payload as bytes: at most 125 (RFC 6455 section 5.5). */
+/**
+ * A ping's or pong's payload as bytes: at most 125 (RFC 6455 section 5.5). As in ws, a number is
+ * sent as its decimal text, and null or undefined as no payload.
+ */
 function controlPayload(what, data) {
-  const buf = typeof data === 'string' ? Buffer.from(data) : Buffer.isBuffer(data) ? data : Buffer.from(data)
+  if (data === undefined || data === null) return EMPTY
+  if (typeof data === 'number') data = String(data)
+  let buf
+  if (typeof data === 'string') buf = Buffer.from(data)
+  else if (Buffer.isBuffer(data)) buf = data
+  // A typed array's bytes, not its elements.
+  else if (ArrayBuffer.isView(data)) buf = Buffer.from(data.buffer, data.byteOffset, data.byteLength)
+  else if (data instanceof ArrayBuffer) buf = Buffer.from(data)
+  else {
+    const got = typeof data === 'object' ? (data.constructor?.name ?? 'object') : typeof data
+    throw makeError('ERR_INVALID_ARG_TYPE', `${what}() takes a string, number, Buffer, ArrayBufferView or ArrayBuffer. Received ${got}`, TypeError)
+  }
   if (buf.length > 125) throw makeError('ERR_OUT_OF_RANGE', `A ${what} payload must be at most 125 bytes`, RangeError)
   return buf
 }
@@ -137,15 +159,10 @@ function controlArgs(what, data, mask, callback) {
     throw makeError('ERR_INVALID_ARG_TYPE', `The ${what}() callback must be a function`, TypeError)
   }
   if (mask === false) throw makeError('ERR_INVALID_ARG_VALUE', `${what}() with mask false is not allowed: a client masks every frame (RFC 6455)`, TypeError)
-  return { payload: controlPayload(what, data === undefined ? EMPTY : data), callback }
+  return { payload: controlPayload(what, data), callback }
 }
 
 class ReconnectingWebSocket extends EventEmitter {
-  static CONNECTING = CONNECTING
-  static OPEN = OPEN
-  static CLOSING = CLOSING
-  static CLOSED = CLOSED
-
   // Few fields on purpose: a fleet has one of these per connection. What only some clients
   // need lives in objects that only they have (`#providers`, `#rws`, `#whatwg`).
   #url
@@ -161,7 +178,11 @@ class ReconnectingWebSocket extends EventEmitter {
   #state = 'closed'
   /** What the last handshake chose: the subprotocol, or `{ protocol, extensions }` with an extension. */
   #chosen = ''
-  /** A disconnect() is in progress: events it overtook do not move the state away from 'closing'. */
+  /**
+   * A disconnect() is in progress: events it overtook do not move the state away from 'closing'.
+   * `BEFORE_OPEN` when it came while connecting: as for ws, that attempt never opens (its `open`,
+   * should the server's answer have come meanwhile, is not reported) and it closes with 1006.
+   */
   #closing = false
   /** connect() was called while closing: the client connects again once the close is done. */
   #connectAfterClose = false
@@ -227,19 +248,6 @@ class ReconnectingWebSocket extends EventEmitter {
     if (!opts.startClosed) this.connect()
   }
 
-  get CONNECTING() {
-    return CONNECTING
-  }
-  get OPEN() {
-    return OPEN
-  }
-  get CLOSING() {
-    return CLOSING
-  }
-  get CLOSED() {
-    return CLOSED
-  }
-
   /** The normalised URL ('' before the first attempt in reconnecting-websocket mode, or with a URL provider). */
   get url() {
     return this.#rws ? this.#rws.url(this.#url) : this.#url
@@ -251,6 +259,7 @@ class ReconnectingWebSocket extends EventEmitter {
 
   /** WHATWG `readyState`: CONNECTING 0, OPEN 1, CLOSING 2, CLOSED 3 (also while waiting to reconnect). */
   get readyState() {
+    if (failing === this) return CLOSING
     return this.#rws?.readyStateOverride ?? READY_STATES[this.#state]
   }
 
@@ -325,8 +334,12 @@ class ReconnectingWebSocket extends EventEmitter {
       this.#closing = false
     }
     if (state !== 'closing') this.#state = 'connecting'
-    // The close under way goes on; once it is done, the client connects again.
-    else this.#connectAfterClose = true
+    else {
+      // The close under way goes on; once it is done, the client connects again.
+      this.#connectAfterClose = true
+      // (Whose open is whose is no longer known: every open is reported.)
+      if (this.#closing === BEFORE_OPEN) this.#closing = true
+    }
     return this
   }
 
@@ -366,12 +379,13 @@ class ReconnectingWebSocket extends EventEmitter {
       this.emit(kClosed)
       return Promise.resolve({ discarded })
     }
-    this.#closing = true
+    const state = this.#state
+    // (With `flush`, the attempt is meant to open: its queue is written before the close.)
+    this.#closing = this.#closing === BEFORE_OPEN || (state === 'connecting' && !flush) ? BEFORE_OPEN : true
     this.#connectAfterClose = false
     // Between connections (a reconnect wait, or a giveup the driver has not yet reported done)
     // there is nothing to close: the client is closed for the user at once, as its readyState
     // already says, and no close event is to come.
-    const state = this.#state
     this.#state = state === 'reconnecting' || state === 'closed' ? 'closed' : 'closing'
     return new Promise((resolve) => {
       // Settled by the event that reports call `seq` done: after a connect(), an earlier call's
@@ -657,7 +671,7 @@ class ReconnectingWebSocket extends EventEmitter {
       /** How the client ended (`#ended`: the same value until connect()), or null when it has not (or never started). */
       ended: () => (this.#state === 'closed' ? this.#ended : null),
       /** disconnect() (or terminate()) was called and has not completed. */
-      disconnecting: () => this.#closing,
+      disconnecting: () => this.#closing !== false,
       active: () => N.clientActive(this),
       onClosed: (listener) => {
         this.on(kClosed, listener)
@@ -830,12 +844,14 @@ class ReconnectingWebSocket extends EventEmitter {
 
   /** `head`: the server's 101 answer (status line and headers), just before its `open`. */
   #onUpgrade(head) {
+    if (this.#closing === BEFORE_OPEN) return
     // Parsed only for a listener: a fleet connecting makes no header objects nobody reads.
     if (this.listenerCount('upgrade') > 0) this.emit('upgrade', parseResponseHead(head))
   }
 
   /** `chosen`: the subprotocol, or `{ protocol, extensions }` when an extension was accepted. */
   #onOpen(chosen) {
+    if (this.#closing === BEFORE_OPEN) return
     this.#chosen = chosen
     this.#openedAt = performance.now()
     if (this.#rws) this.#rws.connected = true
@@ -852,14 +868,25 @@ class ReconnectingWebSocket extends EventEmitter {
     // A failure that is retried must not crash a program that did not listen for errors.
     const err = fromNative(p)
     this.#trace('error', err.message)
-    if (channels.error.hasSubscribers) channels.error.publish({ client: this, error: err })
-    if (this.listenerCount('error') > 0) this.#emit('error', err)
-    if (this.#rws) this.#rws.pendingError = err
-    else if (this.#wants('error')) this.#fire(new ErrorEvent(err, this))
+    // The attempt or connection this error ends is going: CLOSING, as ws says in its `error`
+    // (reconnecting-websocket's mode says what theirs does, lib/rws.js).
+    const outer = failing
+    const state = this.#state
+    if (!this.#rws && (state === 'connecting' || state === 'open')) failing = this
+    try {
+      if (channels.error.hasSubscribers) channels.error.publish({ client: this, error: err })
+      if (this.listenerCount('error') > 0) this.#emit('error', err)
+      if (this.#rws) this.#rws.pendingError = err
+      else if (this.#wants('error')) this.#fire(new ErrorEvent(err, this))
+    } finally {
+      failing = outer
+    }
   }
 
   /** `retries`: the machine's failure count once this close is accounted for (what the next attempt reports). */
   #onClose({ code, reason, wasClean, willReconnect, retries }) {
+    // Closed while connecting: the close of a connection that never opened for the user.
+    if (this.#closing === BEFORE_OPEN) [code, reason, wasClean] = [1006, '', false]
     if (this.#closing) {
       // The connection is gone; what is left (settling the disconnect) is not observable as
       // "closing", unless connect() was called meanwhile: the client then connects once it is done.
@@ -1028,6 +1055,18 @@ class ReconnectingWebSocket extends EventEmitter {
 
   static {
     readControlOf = (client) => (#paused in client ? client.#readControl() : null)
+  }
+
+  // As ws defines them: the readyState constants read-only and enumerable on the class and its
+  // instances, the attributes enumerable.
+  static {
+    for (const [name, value] of Object.entries({ CONNECTING, OPEN, CLOSING, CLOSED })) {
+      Object.defineProperty(this, name, { enumerable: true, value })
+      Object.defineProperty(this.prototype, name, { enumerable: true, value })
+    }
+    for (const name of ['binaryType', 'bufferedAmount', 'extensions', 'isPaused', 'protocol', 'readyState', 'url', 'onopen', 'onmessage', 'onclose', 'onerror']) {
+      if (Object.getOwnPropertyDescriptor(this.prototype, name) !== undefined) Object.defineProperty(this.prototype, name, { enumerable: true })
+    }
   }
 
   // One handler per event the addon reports (src/protocol.rs); lib/wire.js checks that none is missing.

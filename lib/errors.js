@@ -1,6 +1,8 @@
 'use strict'
 // Errors with a stable `code`, shaped like Node's own (`err.code === 'ERR_...'`).
 
+const { getSystemErrorName } = require('node:util')
+
 function makeError(code, message, Ctor = Error, extra) {
   const err = new Ctor(message)
   err.code = code
@@ -46,6 +48,40 @@ function redactText(text) {
 // field (and `shouldReconnect`'s `kind: 'handshake'`) is the target server's upgrade answer.
 const PROXY_STATUS = / \(HTTP (\d{3})\)$/
 
+// An operating system's error in a native message, as Rust's io::Error writes it.
+const OS_ERROR = / \(os error (\d+)\)/
+// Winsock's numbers (what Windows reports) for the errors a connection meets, by Node's names.
+const WINSOCK = new Map([
+  [10048, 'EADDRINUSE'],
+  [10049, 'EADDRNOTAVAIL'],
+  [10050, 'ENETDOWN'],
+  [10051, 'ENETUNREACH'],
+  [10053, 'ECONNABORTED'],
+  [10054, 'ECONNRESET'],
+  [10060, 'ETIMEDOUT'],
+  [10061, 'ECONNREFUSED'],
+  [10065, 'EHOSTUNREACH'],
+])
+
+/**
+ * The system error a native message names (`ECONNREFUSED`, `ECONNRESET`...), as the `cause` of
+ * ours: what ws reports as its error's own `code`. undefined when there is none.
+ */
+function systemCause(message) {
+  const m = OS_ERROR.exec(message)
+  if (m === null) return undefined
+  const n = Number(m[1])
+  let name
+  if (process.platform === 'win32') name = WINSOCK.get(n)
+  else {
+    try {
+      name = getSystemErrorName(-n)
+    } catch {}
+  }
+  if (name === undefined || name.startsWith('Unknown')) return undefined
+  return makeError(name, name, Error, process.platform === 'win32' ? undefined : { errno: -n })
+}
+
 /** Turns the `{ code, message, status? }` the native side reports into an Error. */
 function fromNative(p) {
   let extra = p.status === undefined ? undefined : { status: p.status }
@@ -54,6 +90,9 @@ function fromNative(p) {
     if (m) extra = { proxyStatus: Number(m[1]) }
   }
   const err = makeError(p.code, redactText(p.message), Error, extra)
+  const cause = systemCause(p.message)
+  // As `new Error(message, { cause })` makes it: not enumerable.
+  if (cause !== undefined) Object.defineProperty(err, 'cause', { value: cause, writable: true, configurable: true })
   // Not enumerable: a logged error does not print the server's cookies.
   if (p.headers !== undefined) Object.defineProperty(err, 'headers', { value: p.headers, writable: true, configurable: true })
   // The start of a refusal's body (at most 64 KiB), not enumerable either.
