@@ -11,6 +11,11 @@ export interface TestCerts {
   cert: string
   /** A second, unrelated CA. */
   otherCa: string
+  /**
+   * A self-signed certificate for localhost that is a CA's (`CA:TRUE`, as `openssl req -x509`
+   * makes one by default), and its key: the certificate a developer makes for a local server.
+   */
+  selfSigned: { key: string; cert: string }
   /** With `makeCerts({ clients: true })`: client certificates (CN `client-<name>`) and their keys. */
   clients?: Record<ClientKind, { cert: string; key: string }>
   /** The `ec` client's key, encrypted with `CLIENT_PASSPHRASE`. */
@@ -38,6 +43,9 @@ export function makeCerts({ clients = false } = {}): TestCerts {
         '-keyout', f(`${ca}.key`), '-out', f(`${ca}.pem`), '-subj', `/CN=redial-ws test ${ca}`,
         '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign')
     }
+    run('req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '2',
+      '-keyout', f('self.key'), '-out', f('self.pem'), '-subj', '/CN=localhost',
+      '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1', '-addext', 'basicConstraints=critical,CA:TRUE')
     run('req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
       '-keyout', f('server.key'), '-out', f('server.csr'), '-subj', '/CN=localhost')
     writeFileSync(f('ext.cnf'), [
@@ -86,6 +94,7 @@ export function makeCerts({ clients = false } = {}): TestCerts {
       key: readFileSync(f('server.key'), 'utf8'),
       cert: readFileSync(f('server.pem'), 'utf8'),
       otherCa: readFileSync(f('other.pem'), 'utf8'),
+      selfSigned: { key: readFileSync(f('self.key'), 'utf8'), cert: readFileSync(f('self.pem'), 'utf8') },
     }
   } finally {
     rmSync(dir, { recursive: true, force: true })

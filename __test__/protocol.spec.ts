@@ -11,7 +11,7 @@ import net from 'node:net'
 import tls, { type DetailedPeerCertificate } from 'node:tls'
 import zlib from 'node:zlib'
 import test, { type ExecutionContext } from 'ava'
-import { WebSocketServer } from 'ws'
+import { WebSocket, WebSocketServer } from 'ws'
 
 import { type LookupFunction, ReconnectingWebSocket, clientStats, type RedialError } from '../index.js'
 import { CLIENT_PASSPHRASE, makeCerts } from './certs.js'
@@ -337,6 +337,30 @@ test.serial('mutual TLS with tls.pfx: a PKCS#12 file (OpenSSL 3, 3DES, unprotect
   }
   t.like(t.throws(make({ pfx: 'a string' })), { code: 'ERR_INVALID_ARG_TYPE' })
   t.like(clientStats(), { openConnections: 0, runningTasks: 0, pendingAttempts: 0 })
+})
+
+test.serial("a self-signed server certificate listed in tls.ca is trusted, a CA's included (openssl req -x509's default), as Node trusts it; for its names only", async (t) => {
+  const server = https.createServer(certs.selfSigned)
+  const wss = new WebSocketServer({ server })
+  wss.on('connection', (s) => s.send('self-signed'))
+  server.listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  t.teardown(() => new Promise<void>((r) => (wss.close(), server.close(() => r()))))
+  const { port } = server.address() as net.AddressInfo
+  // ws (Node's OpenSSL) opens with it too.
+  const reference = new WebSocket(`wss://localhost:${port}/`, { ca: certs.selfSigned.cert })
+  t.is(String((await once(reference, 'message'))[0]), 'self-signed')
+  reference.terminate()
+  const client = new ReconnectingWebSocket(`wss://localhost:${port}/`, { tls: { ca: certs.selfSigned.cert } })
+  t.is(await new Recorder(client).next('message'), 'self-signed')
+  await client.disconnect()
+  // Another name than the certificate's: refused, not retried.
+  const named = new ReconnectingWebSocket(`wss://localhost:${port}/`, { tls: { ca: certs.selfSigned.cert, servername: 'wrong.example' } })
+  const r = new Recorder(named, ['error', 'giveup'])
+  t.is(((await r.next('error')) as RedialError).code, 'ERR_TLS_CERT')
+  await r.next('giveup')
+  await named.disconnect()
+  await quiescent()
 })
 
 test.serial('rejectUnauthorized: false accepts an unknown certificate', async (t) => {

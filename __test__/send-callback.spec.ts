@@ -121,6 +121,18 @@ test.serial('messages that will never be sent: overflow, drainQueue(), disconnec
     ['d', 'ERR_NOT_SENT:discarded'],
   ])
   t.deepEqual(drops, ['overflow:a'])
+
+  // Pushed out by messages sent without a callback (the fast path, or compress: false): its
+  // callback runs then, not at disconnect().
+  client.connect()
+  cb.send(client, 'f', 'f')
+  client.send('g')
+  client.send('h', { compress: false })
+  t.deepEqual(drops.slice(1), ['overflow:f'])
+  await turn()
+  t.deepEqual(cb.calls.slice(4), [['f', 'ERR_NOT_SENT:overflow']])
+  await client.disconnect()
+
   let called = 0
   const err = t.throws(() => client.send('e', () => called++))
   t.is((err as NotSentError).code as string, 'ERR_NOT_OPEN')

@@ -463,7 +463,11 @@ class ReconnectingWebSocket extends EventEmitter {
       if (this.#rws?.dropNewest) return this.#dropped('overflow', data)
       throw makeError('ERR_QUEUE_FULL', 'Cannot send: the offline queue is full')
     }
-    if (outcome === SENT_DROPPING) this.emit('drop', { reason: 'overflow', messages: N.clientTakeDropped(this) })
+    if (outcome === SENT_DROPPING) {
+      this.emit('drop', { reason: 'overflow', messages: N.clientTakeDropped(this) })
+      // Messages it pushed out may have callbacks, whatever this one has.
+      this.#settleCallbacks()
+    }
   }
 
   #dropped(reason, data) {

@@ -10,7 +10,9 @@ use rustls::client::WebPkiServerVerifier;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::sign::{CertifiedKey, Signer, SigningKey, SingleCertAndKey};
-use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureAlgorithm, SignatureScheme};
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureAlgorithm, SignatureScheme,
+};
 
 use crate::errors::{self, ConnError};
 
@@ -131,38 +133,7 @@ fn client_config(opts: &TlsOptions) -> Result<Arc<ClientConfig>, String> {
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&versions)
         .map_err(|e| e.to_string())?;
-    let verifier: Arc<dyn ServerCertVerifier> = if opts.reject_unauthorized {
-        let mut roots = match opts.ca_only {
-            true => RootCertStore::empty(),
-            false => (*default_roots()).clone(),
-        };
-        for pem in &opts.ca {
-            let mut found = false;
-            for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
-                let cert = cert.map_err(|e| format!("invalid CA certificate: {e:?}"))?;
-                roots.add(cert).map_err(|e| format!("invalid CA certificate: {e}"))?;
-                found = true;
-            }
-            if !found {
-                return Err("a `tls.ca` entry holds no PEM certificate".into());
-            }
-        }
-        if opts.check_identity {
-            Arc::new(CertCheck {
-                provider: provider.clone(),
-                roots: Some(roots),
-            })
-        } else {
-            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-                .build()
-                .map_err(|e| e.to_string())?
-        }
-    } else {
-        Arc::new(CertCheck {
-            provider: provider.clone(),
-            roots: None,
-        })
-    };
+    let verifier = server_verifier(opts, &provider)?;
     let schemes: Vec<SignatureScheme> = opts.sig_schemes.iter().map(|&n| SignatureScheme::from(n)).collect();
     let verifier = match schemes.is_empty() {
         true => verifier,
@@ -187,6 +158,57 @@ fn client_config(opts: &TlsOptions) -> Result<Arc<ClientConfig>, String> {
     // rustls's message names the problem (an unsupported key type, say), never the key.
     .map_err(|e| format!("invalid client certificate or key: {e}"))?;
     Ok(Arc::new(config))
+}
+
+/// How the server's certificate is checked: `rejectUnauthorized`, `ca` and `checkServerIdentity`
+/// as Node reads them.
+fn server_verifier(
+    opts: &TlsOptions,
+    provider: &Arc<rustls::crypto::CryptoProvider>,
+) -> Result<Arc<dyn ServerCertVerifier>, String> {
+    if !opts.reject_unauthorized {
+        return Ok(Arc::new(CertCheck {
+            provider: provider.clone(),
+            roots: None,
+        }));
+    }
+    let mut roots = match opts.ca_only {
+        true => RootCertStore::empty(),
+        false => (*default_roots()).clone(),
+    };
+    let mut listed = Vec::new();
+    for pem in &opts.ca {
+        let mut found = false;
+        for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+            let cert = cert.map_err(|e| format!("invalid CA certificate: {e:?}"))?;
+            roots
+                .add(cert.clone())
+                .map_err(|e| format!("invalid CA certificate: {e}"))?;
+            listed.push(cert);
+            found = true;
+        }
+        if !found {
+            return Err("a `tls.ca` entry holds no PEM certificate".into());
+        }
+    }
+    let chain: Arc<dyn ServerCertVerifier> = if opts.check_identity {
+        Arc::new(CertCheck {
+            provider: provider.clone(),
+            roots: Some(roots),
+        })
+    } else {
+        WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+            .build()
+            .map_err(|e| e.to_string())?
+    };
+    Ok(match listed.is_empty() {
+        true => chain,
+        false => Arc::new(ListedCertificate {
+            inner: chain,
+            listed,
+            check_name: !opts.check_identity,
+        }),
+    })
 }
 
 /// ring's algorithms, narrowed and ordered by `tls.ciphers` and `tls.ecdhCurve`.
@@ -277,6 +299,81 @@ impl ServerCertVerifier for CertCheck {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.provider.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// A server whose certificate is one of `tls.ca`'s, byte for byte, and a CA's (`basicConstraints`
+/// `CA:TRUE`: what `openssl req -x509` makes by default, so most self-signed certificates): OpenSSL,
+/// so Node and `ws`, trusts it as its own chain; webpki refuses a CA certificate as a server's
+/// (`CaUsedAsEndEntity`). That refusal alone is overruled for such a certificate: its validity
+/// period was checked before it (webpki checks it first, a unit test holds it to that), the
+/// handshake's signature proves the server holds its key, and the host name is checked here
+/// (or by `tls.checkServerIdentity`, as without it).
+#[derive(Debug)]
+struct ListedCertificate {
+    inner: Arc<dyn ServerCertVerifier>,
+    listed: Vec<CertificateDer<'static>>,
+    check_name: bool,
+}
+
+impl ListedCertificate {
+    fn is_ca_as_server(e: &rustls::Error) -> bool {
+        match e {
+            rustls::Error::InvalidCertificate(CertificateError::Other(other)) => {
+                matches!(
+                    other.0.downcast_ref::<webpki::Error>(),
+                    Some(webpki::Error::CaUsedAsEndEntity)
+                )
+            }
+            _ => false,
+        }
+    }
+}
+
+impl ServerCertVerifier for ListedCertificate {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match self
+            .inner
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+        {
+            Err(e) if Self::is_ca_as_server(&e) && self.listed.iter().any(|c| c.as_ref() == end_entity.as_ref()) => {
+                if self.check_name {
+                    let cert = rustls::server::ParsedCertificate::try_from(end_entity)?;
+                    rustls::client::verify_server_name(&cert, server_name)?;
+                }
+                Ok(ServerCertVerified::assertion())
+            }
+            verdict => verdict,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
     }
 }
 
@@ -405,6 +502,92 @@ pub fn tls_failure(e: io::Error) -> Result<ConnError, io::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A self-signed CA certificate for `localhost` (PEM), made with openssl as a developer makes one.
+    fn self_signed_ca(tag: &str) -> String {
+        let dir = std::env::temp_dir().join(format!("redial-ws-tls-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (key, cert) = (dir.join("key.pem"), dir.join("cert.pem"));
+        let made = std::process::Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+            ])
+            .args([
+                "-days",
+                "1",
+                "-subj",
+                "/CN=localhost",
+                "-addext",
+                "subjectAltName=DNS:localhost",
+            ])
+            .args(["-addext", "basicConstraints=critical,CA:TRUE", "-keyout"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .output()
+            .unwrap();
+        assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+        let pem = std::fs::read_to_string(&cert).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        pem
+    }
+
+    /// As OpenSSL: a server certificate listed in `tls.ca` is trusted as its own chain, a CA's
+    /// included, within its validity period and for its names only.
+    #[test]
+    fn a_self_signed_ca_certificate_listed_in_ca_is_the_servers() {
+        let (listed, other) = (self_signed_ca("listed"), self_signed_ca("other"));
+        let der = CertificateDer::from_pem_slice(listed.as_bytes()).unwrap();
+        let provider = Arc::new(crypto_provider(&TlsOptions::default()));
+        let name = |n: &str| ServerName::try_from(n.to_string()).unwrap();
+        let check = |ca: &str, identity: bool, host: &str, now: UnixTime| {
+            let opts = TlsOptions {
+                ca: vec![ca.to_string()],
+                ca_only: true,
+                reject_unauthorized: true,
+                check_identity: identity,
+                ..TlsOptions::default()
+            };
+            server_verifier(&opts, &provider)
+                .unwrap()
+                .verify_server_cert(&der, &[], &name(host), &[], now)
+        };
+        let now = UnixTime::now();
+        assert!(check(&listed, false, "localhost", now).is_ok());
+        assert!(check(&listed, false, "example.com", now).is_err(), "its names only");
+        assert!(
+            check(&listed, true, "example.com", now).is_ok(),
+            "checkServerIdentity decides the name"
+        );
+        assert!(
+            check(&other, false, "localhost", now).is_err(),
+            "another CA's certificate"
+        );
+        let in_2100 = UnixTime::since_unix_epoch(std::time::Duration::from_secs(4_102_444_800));
+        assert!(check(&listed, false, "localhost", in_2100).is_err(), "expired");
+        assert!(check(&listed, true, "localhost", in_2100).is_err(), "expired");
+        // What is overruled: webpki's refusal of a CA as a server, and nothing else.
+        let roots = RootCertStore {
+            roots: vec![webpki::anchor_from_trusted_cert(&der).unwrap().to_owned()],
+        };
+        let plain = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+            .build()
+            .unwrap();
+        let refusal = plain
+            .verify_server_cert(&der, &[], &name("localhost"), &[], now)
+            .unwrap_err();
+        assert!(ListedCertificate::is_ca_as_server(&refusal), "{refusal:?}");
+        let expired = plain
+            .verify_server_cert(&der, &[], &name("localhost"), &[], in_2100)
+            .unwrap_err();
+        assert!(!ListedCertificate::is_ca_as_server(&expired), "{expired:?}");
+    }
 
     #[test]
     fn ciphers_and_curves_narrow_and_order_what_is_offered() {
