@@ -109,9 +109,9 @@ export interface ReconnectingWebSocketOptions {
    * The offline queue used by `send()` while connecting or waiting to reconnect; `false` disables it
    * (`send()` then throws `ERR_NOT_OPEN`). [`{ maxMessages: 1000, maxBytes: 4 MiB, overflow: 'reject' }`]
    */
-  queue?: false | QueueOptions
-  /** Extra handshake headers, or a provider called before every attempt (e.g. a fresh token). */
-  headers?: Record<string, string | string[]> | Provider<Record<string, string | string[]>>
+  queue?: boolean | QueueOptions
+  /** Extra handshake headers (a number is sent as its text, as by Node's http), or a provider called before every attempt (e.g. a fresh token). */
+  headers?: Record<string, string | number | Array<string | number>> | Provider<Record<string, string | number | Array<string | number>>>
   /** Subprotocols to offer, or a provider called before every attempt. `client.protocol` is the server's choice. */
   protocols?: string | string[] | Provider<string | string[]>
   /** `Origin` header of the handshake. */
@@ -327,13 +327,13 @@ export type RedialErrorCode =
   | 'ERR_QUEUE_FULL'
   /** A header name that is not an HTTP token. */
   | 'ERR_INVALID_HTTP_TOKEN'
-  /** A header value with CR, LF or NUL. */
+  /** A header or `origin` value with a control character (any but tab), as Node's http refuses it. */
   | 'ERR_INVALID_CHAR'
   /** An invalid or duplicated subprotocol (SyntaxError). */
   | 'ERR_INVALID_PROTOCOL'
   /** TLS failed (other than the certificate). Retried. */
   | 'ERR_TLS'
-  /** The server's certificate was rejected. Gives up unless `shouldReconnect` says otherwise. */
+  /** A certificate was rejected: the server's, or ours (the server asked for one, or refused it). Gives up unless `shouldReconnect` says otherwise. */
   | 'ERR_TLS_CERT'
   /** The proxy was unreachable or refused the tunnel. */
   | 'ERR_PROXY'
@@ -341,13 +341,19 @@ export type RedialErrorCode =
   | 'ERR_PROXY_AUTH'
   /** A proxy URL that is not http://, socks5:// or socks5h:// (SyntaxError). */
   | 'ERR_INVALID_PROXY'
-  /** Two options naming the same setting (e.g. `minDelay` and `minReconnectionDelay`). */
+  /** An argument or option with a value it cannot take: two options naming the same setting (`minDelay` and `minReconnectionDelay`), a `family`, `localAddress`, `hints` or `tls` value, `send()`'s `mask: false`, `binary: false` with bytes that are not UTF-8. */
   | 'ERR_INVALID_ARG_VALUE'
   /** `createWebSocketStream()`: a Blob (`binaryType: 'blob'`) for a stream that is not in `readableObjectMode`. */
   | 'ERR_INVALID_STATE'
 
 export interface RedialError extends Error {
   code: RedialErrorCode
+  /**
+   * The system's error where there was one (`ERR_CONNECT`, `ERR_SOCKET`): `code` such as
+   * `'ECONNREFUSED'` or `'ECONNRESET'` (what `ws` reports as its error's own code), `errno`.
+   * `ERR_GAVE_UP`'s is the last error. Not enumerable.
+   */
+  cause?: unknown
   /** HTTP status of a rejected upgrade (`ERR_HANDSHAKE`): the target server's own answer. */
   status?: number
   /**
@@ -542,6 +548,8 @@ export declare class ReconnectingWebSocket<B extends BinaryType = 'nodebuffer'> 
     protocols?: string | string[] | Provider<string | string[]> | null,
     options?: ReconnectingWebSocketOptions & RwsCompatOptions & { binaryType?: B },
   )
+  /** Their option names with the options second: their mode too. */
+  constructor(url: string | URL | Provider<string | URL>, options: ReconnectingWebSocketOptions & RwsCompatOptions & { binaryType?: B })
   /**
    * `url`: `ws:`, `wss:` (`http:` and `https:` become them) or, as in `ws`, `ws+unix:/path/to/socket:/request/path`
    * for a Unix domain socket; or a provider called before every attempt.

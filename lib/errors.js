@@ -91,8 +91,7 @@ function fromNative(p) {
   }
   const err = makeError(p.code, redactText(p.message), Error, extra)
   const cause = systemCause(p.message)
-  // As `new Error(message, { cause })` makes it: not enumerable.
-  if (cause !== undefined) Object.defineProperty(err, 'cause', { value: cause, writable: true, configurable: true })
+  if (cause !== undefined) withCause(err, cause)
   // Not enumerable: a logged error does not print the server's cookies.
   if (p.headers !== undefined) Object.defineProperty(err, 'headers', { value: p.headers, writable: true, configurable: true })
   // The start of a refusal's body (at most 64 KiB), not enumerable either.
@@ -106,7 +105,14 @@ function fromNative(p) {
  */
 function gaveUpError(p) {
   const why = `the client gave up after ${p.attempts} attempt${p.attempts === 1 ? '' : 's'} (${p.reason})`
-  return makeError('ERR_GAVE_UP', why, Error, p.lastError ? { cause: p.lastError } : undefined)
+  const err = makeError('ERR_GAVE_UP', why)
+  if (p.lastError) withCause(err, p.lastError)
+  return err
+}
+
+/** `err` with `cause`, as `new Error(message, { cause })` makes it: not enumerable. */
+function withCause(err, cause) {
+  return Object.defineProperty(err, 'cause', { value: cause, writable: true, configurable: true })
 }
 
 module.exports = { makeError, fromNative, redactUrl, redactInput, redactText, gaveUpError }

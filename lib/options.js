@@ -404,7 +404,7 @@ function tlsVersions(tls) {
   const minVersion = version('minVersion', 2)
   const maxVersion = version('maxVersion', 3)
   if (minVersion > maxVersion) {
-    throw makeError('ERR_TLS_PROTOCOL_VERSION_CONFLICT', `The "tls.minVersion" option (${tls.minVersion}) is above "tls.maxVersion" (${tls.maxVersion})`, TypeError)
+    throw makeError('ERR_TLS_PROTOCOL_VERSION_CONFLICT', `The "tls.minVersion" option (${tls.minVersion ?? "'TLSv1.2' by default, as Node's"}) is above "tls.maxVersion" (${tls.maxVersion})`, TypeError)
   }
   if (maxVersion < 2) {
     throw makeError('ERR_INVALID_ARG_VALUE', `The "tls.maxVersion" option must be 'TLSv1.2' or 'TLSv1.3': rustls has no older version. Received ${tls.maxVersion}`, TypeError)

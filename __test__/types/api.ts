@@ -48,6 +48,9 @@ new ReconnectingWebSocket(42)
 
 // reconnecting-websocket's shape.
 new ReconnectingWebSocket('ws://127.0.0.1:1', ['chat'], { maxReconnectionDelay: 10, maxEnqueuedMessages: 5 })
+// Their option names with the options second (their mode too), queue: true, numeric header values.
+new ReconnectingWebSocket('ws://127.0.0.1:1', { maxReconnectionDelay: 10, minDelay: 5 })
+new ReconnectingWebSocket('ws://127.0.0.1:1', { queue: true, headers: { 'x-n': 1, 'x-list': ['a', 2] } })
 client.addEventListener('message', (e) => void e.data)
 // A WHATWG message event's data: a string or any binaryType's value (a Blob, Buffer[] too).
 client.addEventListener('message', (e) => void (e.data instanceof Blob ? e.data.size : Array.isArray(e.data) ? e.data[0].length : e.data))
