@@ -16,6 +16,8 @@ export interface TestCerts {
    * makes one by default), and its key: the certificate a developer makes for a local server.
    */
   selfSigned: { key: string; cert: string }
+  /** The same with its common name alone (no subjectAltName): `openssl req -x509 -subj /CN=localhost`. */
+  selfSignedCn: { key: string; cert: string }
   /** With `makeCerts({ clients: true })`: client certificates (CN `client-<name>`) and their keys. */
   clients?: Record<ClientKind, { cert: string; key: string }>
   /** The `ec` client's key, encrypted with `CLIENT_PASSPHRASE`. */
@@ -46,6 +48,8 @@ export function makeCerts({ clients = false } = {}): TestCerts {
     run('req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '2',
       '-keyout', f('self.key'), '-out', f('self.pem'), '-subj', '/CN=localhost',
       '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1', '-addext', 'basicConstraints=critical,CA:TRUE')
+    run('req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '2',
+      '-keyout', f('cn.key'), '-out', f('cn.pem'), '-subj', '/CN=localhost', '-addext', 'basicConstraints=critical,CA:TRUE')
     run('req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
       '-keyout', f('server.key'), '-out', f('server.csr'), '-subj', '/CN=localhost')
     writeFileSync(f('ext.cnf'), [
@@ -95,6 +99,7 @@ export function makeCerts({ clients = false } = {}): TestCerts {
       cert: readFileSync(f('server.pem'), 'utf8'),
       otherCa: readFileSync(f('other.pem'), 'utf8'),
       selfSigned: { key: readFileSync(f('self.key'), 'utf8'), cert: readFileSync(f('self.pem'), 'utf8') },
+      selfSignedCn: { key: readFileSync(f('cn.key'), 'utf8'), cert: readFileSync(f('cn.pem'), 'utf8') },
     }
   } finally {
     rmSync(dir, { recursive: true, force: true })

@@ -339,27 +339,29 @@ test.serial('mutual TLS with tls.pfx: a PKCS#12 file (OpenSSL 3, 3DES, unprotect
   t.like(clientStats(), { openConnections: 0, runningTasks: 0, pendingAttempts: 0 })
 })
 
-test.serial("a self-signed server certificate listed in tls.ca is trusted, a CA's included (openssl req -x509's default), as Node trusts it; for its names only", async (t) => {
-  const server = https.createServer(certs.selfSigned)
-  const wss = new WebSocketServer({ server })
-  wss.on('connection', (s) => s.send('self-signed'))
-  server.listen(0, '127.0.0.1')
-  await once(server, 'listening')
-  t.teardown(() => new Promise<void>((r) => (wss.close(), server.close(() => r()))))
-  const { port } = server.address() as net.AddressInfo
-  // ws (Node's OpenSSL) opens with it too.
-  const reference = new WebSocket(`wss://localhost:${port}/`, { ca: certs.selfSigned.cert })
-  t.is(String((await once(reference, 'message'))[0]), 'self-signed')
-  reference.terminate()
-  const client = new ReconnectingWebSocket(`wss://localhost:${port}/`, { tls: { ca: certs.selfSigned.cert } })
-  t.is(await new Recorder(client).next('message'), 'self-signed')
-  await client.disconnect()
-  // Another name than the certificate's: refused, not retried.
-  const named = new ReconnectingWebSocket(`wss://localhost:${port}/`, { tls: { ca: certs.selfSigned.cert, servername: 'wrong.example' } })
-  const r = new Recorder(named, ['error', 'giveup'])
-  t.is(((await r.next('error')) as RedialError).code, 'ERR_TLS_CERT')
-  await r.next('giveup')
-  await named.disconnect()
+test.serial("a self-signed server certificate listed in tls.ca is trusted as Node trusts it: a CA's too (openssl req -x509's default), one with a common name and no subjectAltName too; for its names only", async (t) => {
+  for (const [kind, pair] of [['with subjectAltName', certs.selfSigned], ['common name alone', certs.selfSignedCn]] as const) {
+    const server = https.createServer(pair)
+    const wss = new WebSocketServer({ server })
+    wss.on('connection', (s) => s.send('self-signed'))
+    server.listen(0, '127.0.0.1')
+    await once(server, 'listening')
+    t.teardown(() => new Promise<void>((r) => (wss.close(), server.close(() => r()))))
+    const { port } = server.address() as net.AddressInfo
+    // ws (Node's OpenSSL) opens with it.
+    const reference = new WebSocket(`wss://localhost:${port}/`, { ca: pair.cert })
+    t.is(String((await once(reference, 'message'))[0]), 'self-signed', kind)
+    reference.terminate()
+    const client = new ReconnectingWebSocket(`wss://localhost:${port}/`, { tls: { ca: pair.cert } })
+    t.is(await new Recorder(client).next('message'), 'self-signed', kind)
+    await client.disconnect()
+    // Another name than the certificate's: refused, not retried.
+    const named = new ReconnectingWebSocket(`wss://localhost:${port}/`, { tls: { ca: pair.cert, servername: 'wrong.example' } })
+    const r = new Recorder(named, ['error', 'giveup'])
+    t.is(((await r.next('error')) as RedialError).code, 'ERR_TLS_CERT', kind)
+    await r.next('giveup')
+    await named.disconnect()
+  }
   await quiescent()
 })
 

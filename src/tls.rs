@@ -201,14 +201,11 @@ fn server_verifier(
             .build()
             .map_err(|e| e.to_string())?
     };
-    Ok(match listed.is_empty() {
-        true => chain,
-        false => Arc::new(ListedCertificate {
-            inner: chain,
-            listed,
-            check_name: !opts.check_identity,
-        }),
-    })
+    Ok(Arc::new(NodeRules {
+        inner: chain,
+        listed,
+        check_name: !opts.check_identity,
+    }))
 }
 
 /// ring's algorithms, narrowed and ordered by `tls.ciphers` and `tls.ecdhCurve`.
@@ -302,21 +299,28 @@ impl ServerCertVerifier for CertCheck {
     }
 }
 
-/// A server whose certificate is one of `tls.ca`'s, byte for byte, and a CA's (`basicConstraints`
-/// `CA:TRUE`: what `openssl req -x509` makes by default, so most self-signed certificates): OpenSSL,
-/// so Node and `ws`, trusts it as its own chain; webpki refuses a CA certificate as a server's
-/// (`CaUsedAsEndEntity`). That refusal alone is overruled for such a certificate: its validity
-/// period was checked before it (webpki checks it first, a unit test holds it to that), the
-/// handshake's signature proves the server holds its key, and the host name is checked here
-/// (or by `tls.checkServerIdentity`, as without it).
+/// Two of OpenSSL's (so Node's and `ws`'s) acceptances that webpki does not make, both common with
+/// the certificates developers make for a local server (`openssl req -x509 -subj /CN=localhost`):
+/// - A server certificate that is one of `tls.ca`'s, byte for byte, and a CA's (`basicConstraints`
+///   `CA:TRUE`, `openssl req -x509`'s default): OpenSSL trusts it as its own chain; webpki refuses
+///   a CA certificate as a server's (`CaUsedAsEndEntity`). That refusal alone is overruled for such
+///   a certificate: webpki checked its validity period before it (a unit test holds it to that
+///   order), and the handshake's signature proves the server holds its key.
+/// - A certificate with no DNS name in its `subjectAltName`: Node's host name check then compares
+///   the subject's common name (CN), as RFC 6125 allowed as a fallback; webpki reads only the
+///   `subjectAltName`. webpki checks the name after the chain, so its refusal of the name alone
+///   means the chain was verified.
+///
+/// The host name is checked here after the first, unless `tls.checkServerIdentity` decides it
+/// (`check_name` false), as without these rules.
 #[derive(Debug)]
-struct ListedCertificate {
+struct NodeRules {
     inner: Arc<dyn ServerCertVerifier>,
     listed: Vec<CertificateDer<'static>>,
     check_name: bool,
 }
 
-impl ListedCertificate {
+impl NodeRules {
     fn is_ca_as_server(e: &rustls::Error) -> bool {
         match e {
             rustls::Error::InvalidCertificate(CertificateError::Other(other)) => {
@@ -328,9 +332,128 @@ impl ListedCertificate {
             _ => false,
         }
     }
+
+    fn is_wrong_name(e: &rustls::Error) -> bool {
+        matches!(
+            e,
+            rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. }
+            )
+        )
+    }
+
+    /// webpki's host name check, then Node's fallback to the common name.
+    fn check_name(end_entity: &CertificateDer<'_>, server_name: &ServerName<'_>) -> Result<(), rustls::Error> {
+        let refused = match rustls::client::verify_server_name(
+            &rustls::server::ParsedCertificate::try_from(end_entity)?,
+            server_name,
+        ) {
+            Ok(()) => return Ok(()),
+            Err(e) => e,
+        };
+        match Self::is_wrong_name(&refused) && common_name_matches(end_entity, server_name) {
+            true => Ok(()),
+            false => Err(refused),
+        }
+    }
 }
 
-impl ServerCertVerifier for ListedCertificate {
+/// Node's fallback: `server_name` is a host name (an IP address is matched against the
+/// `subjectAltName` alone), the certificate names no DNS name, and one of its subject's common
+/// names is that host, or a pattern of it with one `*` in its first label (as in a DNS name).
+fn common_name_matches(end_entity: &CertificateDer<'_>, server_name: &ServerName<'_>) -> bool {
+    let ServerName::DnsName(host) = server_name else {
+        return false;
+    };
+    let Ok(cert) = webpki::EndEntityCert::try_from(end_entity) else {
+        return false;
+    };
+    if cert.valid_dns_names().next().is_some() {
+        return false;
+    }
+    let matched = common_names(cert.subject()).any(|cn| host_matches(host.as_ref(), cn));
+    matched
+}
+
+/// The common names (OID 2.5.4.3) in a certificate's subject (its DER content: a sequence of
+/// sets of `{ type, value }`), as ASCII text: other encodings cannot be a host name. Written here:
+/// webpki keeps its DER reader private, and this reads one field.
+fn common_names(subject: &[u8]) -> impl Iterator<Item = &str> {
+    const COMMON_NAME: &[u8] = &[0x55, 0x04, 0x03];
+    // Text types a host name may be in: UTF8String, PrintableString, IA5String.
+    const TEXT: [u8; 3] = [0x0c, 0x13, 0x16];
+    Der(subject)
+        .filter(|&(tag, _)| tag == 0x31)
+        .flat_map(|(_, set)| Der(set))
+        .filter(|&(tag, _)| tag == 0x30)
+        .filter_map(|(_, attribute)| {
+            let mut fields = Der(attribute);
+            match (fields.next(), fields.next()) {
+                (Some((0x06, COMMON_NAME)), Some((tag, value))) if TEXT.contains(&tag) && value.is_ascii() => {
+                    std::str::from_utf8(value).ok()
+                }
+                _ => None,
+            }
+        })
+}
+
+/// DER's tag-length-value items, one after the other; ends at the first malformed one.
+struct Der<'a>(&'a [u8]);
+
+impl<'a> Iterator for Der<'a> {
+    type Item = (u8, &'a [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let (&tag, rest) = self.0.split_first()?;
+        let (&first, rest) = rest.split_first()?;
+        let (len, rest) = match first {
+            0..=0x7f => (usize::from(first), rest),
+            // Long form: 1 to 4 length bytes (a certificate is far smaller than 4 GiB).
+            0x81..=0x84 => {
+                let n = usize::from(first & 0x7f);
+                let bytes = rest.get(..n)?;
+                (
+                    bytes.iter().fold(0usize, |len, &b| (len << 8) | usize::from(b)),
+                    &rest[n..],
+                )
+            }
+            _ => return None,
+        };
+        let value = rest.get(..len)?;
+        self.0 = &rest[len..];
+        Some((tag, value))
+    }
+}
+
+/// Whether `pattern` (a common name) names `host`, case aside: the same labels, or one `*` in the
+/// first label standing for any characters of it (`*.example.com`, `api-*.example.com`), with at
+/// least three labels (no `*.com`) and not in an IDNA label (`xn--`).
+fn host_matches(host: &str, pattern: &str) -> bool {
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    let pattern = pattern.trim_end_matches('.').to_ascii_lowercase();
+    let (hosts, patterns): (Vec<&str>, Vec<&str>) = (host.split('.').collect(), pattern.split('.').collect());
+    if hosts.len() != patterns.len()
+        || patterns
+            .iter()
+            .any(|p| p.is_empty() || !p.bytes().all(|b| b.is_ascii_graphic()))
+    {
+        return false;
+    }
+    if hosts[1..] != patterns[1..] {
+        return false;
+    }
+    let (first, wanted) = (hosts[0], patterns[0]);
+    match wanted.split_once('*') {
+        None => first == wanted,
+        Some(_) if wanted.starts_with("xn--") || patterns.len() < 3 => false,
+        Some((_, suffix)) if suffix.contains('*') => false,
+        Some((prefix, suffix)) => {
+            first.len() >= prefix.len() + suffix.len() && first.starts_with(prefix) && first.ends_with(suffix)
+        }
+    }
+}
+
+impl ServerCertVerifier for NodeRules {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -339,19 +462,24 @@ impl ServerCertVerifier for ListedCertificate {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        match self
+        let refused = match self
             .inner
             .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
         {
-            Err(e) if Self::is_ca_as_server(&e) && self.listed.iter().any(|c| c.as_ref() == end_entity.as_ref()) => {
-                if self.check_name {
-                    let cert = rustls::server::ParsedCertificate::try_from(end_entity)?;
-                    rustls::client::verify_server_name(&cert, server_name)?;
-                }
-                Ok(ServerCertVerified::assertion())
+            Ok(verified) => return Ok(verified),
+            Err(e) => e,
+        };
+        let listed = || self.listed.iter().any(|c| c.as_ref() == end_entity.as_ref());
+        if Self::is_ca_as_server(&refused) && listed() {
+            if self.check_name {
+                Self::check_name(end_entity, server_name)?;
             }
-            verdict => verdict,
+            return Ok(ServerCertVerified::assertion());
         }
+        if self.check_name && Self::is_wrong_name(&refused) && common_name_matches(end_entity, server_name) {
+            return Ok(ServerCertVerified::assertion());
+        }
+        Err(refused)
     }
 
     fn verify_tls12_signature(
@@ -582,11 +710,149 @@ mod tests {
         let refusal = plain
             .verify_server_cert(&der, &[], &name("localhost"), &[], now)
             .unwrap_err();
-        assert!(ListedCertificate::is_ca_as_server(&refusal), "{refusal:?}");
+        assert!(NodeRules::is_ca_as_server(&refusal), "{refusal:?}");
         let expired = plain
             .verify_server_cert(&der, &[], &name("localhost"), &[], in_2100)
             .unwrap_err();
-        assert!(!ListedCertificate::is_ca_as_server(&expired), "{expired:?}");
+        assert!(!NodeRules::is_ca_as_server(&expired), "{expired:?}");
+    }
+
+    /// Node's host name fallback to the common name, for a certificate with no DNS name: as
+    /// OpenSSL and Node accept them, and no further.
+    #[test]
+    fn a_certificate_with_no_dns_name_is_matched_by_its_common_name() {
+        let dir = std::env::temp_dir().join(format!("redial-ws-tls-cn-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = |name: &str| dir.join(name).to_str().unwrap().to_string();
+        let openssl = |args: &[&str]| {
+            let made = std::process::Command::new("openssl").args(args).output().unwrap();
+            assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+        };
+        let new_key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+        for ca in ["ca", "other"] {
+            let (key, pem, subj) = (
+                f(&format!("{ca}.key")),
+                f(&format!("{ca}.pem")),
+                format!("/CN=test {ca}"),
+            );
+            let args = [
+                "req", "-x509", "-days", "1", "-keyout", &key, "-out", &pem, "-subj", &subj,
+            ];
+            openssl(&[&args[..], &new_key, &["-addext", "basicConstraints=critical,CA:TRUE"]].concat());
+        }
+        // Leaves: (name, subject, extensions, signing CA).
+        let leaves = [
+            ("cn", "/O=redial-ws/CN=localhost", "basicConstraints=CA:FALSE", "ca"),
+            ("wild", "/CN=*.example.com", "basicConstraints=CA:FALSE", "ca"),
+            ("san", "/CN=localhost", "subjectAltName=DNS:other.example", "ca"),
+            ("ip", "/CN=127.0.0.1", "basicConstraints=CA:FALSE", "ca"),
+            ("unknown", "/CN=localhost", "basicConstraints=CA:FALSE", "other"),
+        ];
+        for (name, subj, ext, ca) in leaves {
+            let (key, csr, pem, cnf) = (
+                f(&format!("{name}.key")),
+                f(&format!("{name}.csr")),
+                f(&format!("{name}.pem")),
+                f(&format!("{name}.cnf")),
+            );
+            std::fs::write(&cnf, ext).unwrap();
+            openssl(&[&["req", "-keyout", &key, "-out", &csr, "-subj", subj][..], &new_key].concat());
+            let (ca_pem, ca_key) = (f(&format!("{ca}.pem")), f(&format!("{ca}.key")));
+            openssl(&[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                &ca_pem,
+                "-CAkey",
+                &ca_key,
+                "-CAcreateserial",
+                "-days",
+                "1",
+                "-out",
+                &pem,
+                "-extfile",
+                &cnf,
+            ]);
+        }
+        let read = |name: &str| std::fs::read_to_string(f(&format!("{name}.pem"))).unwrap();
+        let ca = read("ca");
+        let leaves: std::collections::HashMap<&str, CertificateDer<'static>> = leaves
+            .iter()
+            .map(|&(name, ..)| (name, CertificateDer::from_pem_slice(read(name).as_bytes()).unwrap()))
+            .collect();
+        let leaf = |name: &str| leaves[name].clone();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let provider = Arc::new(crypto_provider(&TlsOptions::default()));
+        let opts = TlsOptions {
+            ca: vec![ca],
+            ca_only: true,
+            reject_unauthorized: true,
+            ..TlsOptions::default()
+        };
+        let verifier = server_verifier(&opts, &provider).unwrap();
+        let now = UnixTime::now();
+        let verify = |cert: &str, host: &str| {
+            let host = ServerName::try_from(host.to_string()).unwrap();
+            verifier
+                .verify_server_cert(&leaf(cert), &[], &host, &[], now)
+                .map(|_| ())
+        };
+        assert!(verify("cn", "localhost").is_ok());
+        assert!(verify("cn", "LOCALHOST.").is_ok());
+        assert!(verify("cn", "example.com").is_err());
+        assert!(verify("wild", "api.example.com").is_ok());
+        assert!(verify("wild", "a.b.example.com").is_err());
+        assert!(
+            verify("san", "localhost").is_err(),
+            "a DNS name in subjectAltName: no fallback"
+        );
+        assert!(verify("ip", "127.0.0.1").is_err(), "an IP address: subjectAltName only");
+        let unknown = verify("unknown", "localhost").unwrap_err();
+        assert!(
+            matches!(
+                unknown,
+                rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer)
+            ),
+            "{unknown:?}"
+        );
+        assert_eq!(
+            common_names(webpki::EndEntityCert::try_from(&leaf("cn")).unwrap().subject()).collect::<Vec<_>>(),
+            ["localhost"]
+        );
+    }
+
+    #[test]
+    fn host_names_match_common_names_as_node_matches_them() {
+        let cases = [
+            ("localhost", "localhost", true),
+            ("a.example.com", "A.Example.COM.", true),
+            ("a.example.com", "*.example.com", true),
+            ("api-1.example.com", "api-*.example.com", true),
+            ("api.example.com", "api-*.example.com", false),
+            ("example.com", "*.example.com", false),
+            ("a.b.example.com", "*.example.com", false),
+            ("example.com", "*.com", false),
+            ("a.example.com", "*.*.com", false),
+            ("a.example.com", "**.example.com", false),
+            ("xn--a.example.com", "xn--*.example.com", false),
+            ("a.example.com", "a..com", false),
+            ("a.example.com", "a.exam ple.com", false),
+            ("localhost", "", false),
+        ];
+        for (host, pattern, expected) in cases {
+            assert_eq!(host_matches(host, pattern), expected, "{host} against {pattern}");
+        }
+    }
+
+    proptest::proptest! {
+        /// A subject is the server's bytes: reading it never panics, whatever they are.
+        #[test]
+        fn reading_any_subject_never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64)) {
+            let _ = common_names(&bytes).count();
+            let _ = Der(&bytes).count();
+        }
     }
 
     #[test]
