@@ -404,6 +404,9 @@ test.serial("after the peer's close was answered, send() writes no message and d
   t.teardown(() => peer.close())
   const client = new ReconnectingWebSocket(peer.url, { closeTimeout: 5_000 })
   const r = new Recorder(client)
+  // Open for JS too: a disconnect() while JS still sees the attempt connecting ends an attempt
+  // that never opened for the user (close 1006), as ws's close() while connecting.
+  await r.next('open')
   await answer
   // A message sent now must not follow the close either: it waits for the next connection.
   client.send('during')

@@ -181,7 +181,8 @@ class ReconnectingWebSocket extends EventEmitter {
   /**
    * A disconnect() is in progress: events it overtook do not move the state away from 'closing'.
    * `BEFORE_OPEN` when it came while connecting: as for ws, that attempt never opens (its `open`,
-   * should the server's answer have come meanwhile, is not reported) and it closes with 1006.
+   * should the server's answer have come meanwhile, is not reported); its close is reported as it
+   * went (1006 for an attempt cut short; a close handshake, or the server's close, if it had opened).
    */
   #closing = false
   /** connect() was called while closing: the client connects again once the close is done. */
@@ -889,8 +890,6 @@ class ReconnectingWebSocket extends EventEmitter {
 
   /** `retries`: the machine's failure count once this close is accounted for (what the next attempt reports). */
   #onClose({ code, reason, wasClean, willReconnect, retries }) {
-    // Closed while connecting: the close of a connection that never opened for the user.
-    if (this.#closing === BEFORE_OPEN) [code, reason, wasClean] = [1006, '', false]
     if (this.#closing) {
       // The connection is gone; what is left (settling the disconnect) is not observable as
       // "closing", unless connect() was called meanwhile: the client then connects once it is done.
