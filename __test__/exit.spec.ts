@@ -251,7 +251,12 @@ test('rws mode: an EventEmitter close listener that throws does not leave reconn
 })
 
 test('an active client holds the process through its backoff waits', async (t) => {
-  const peer = await wsServer((socket) => socket.close(1001))
+  // The first two connections are closed at once, so two backoff waits must hold the process; the
+  // third stays open until the child's disconnect() (closed too, a 4th attempt could start before the
+  // child's JS had handled its open).
+  const peer = await wsServer((socket, p) => {
+    if (p.accepted < 3) socket.close(1001)
+  })
   t.teardown(() => peer.close())
   const r = await run('backoff-holds-the-loop', peer.url)
   t.is(r.code, 0, r.stderr)
