@@ -1021,7 +1021,9 @@ test.serial("the server's close in the middle of a large message we send: the re
     })
   })
   t.teardown(() => peer.close())
-  const client = new ReconnectingWebSocket(peer.url, { minDelay: 10, maxDelay: 10, pingInterval: 0, closeTimeout: 1000 })
+  // closeTimeout ends the first connection, and bounds the second one's writing of the rest of the
+  // message (~47 MiB, to a reader on this thread) and of our close: room for a slow machine.
+  const client = new ReconnectingWebSocket(peer.url, { minDelay: 10, maxDelay: 10, pingInterval: 0, closeTimeout: 5_000 })
   t.teardown(() => client.disconnect().then(() => {}))
   const r = new Recorder(client, ['open', 'close', 'error'])
   await r.next('open')
@@ -1036,7 +1038,7 @@ test.serial("the server's close in the middle of a large message we send: the re
   client.send(large, (...args: unknown[]) => calls.push(args))
   // The first connection ends by closeTimeout, with the rest of the message unwritten: the client
   // held the message (copied from the Buffer by send()) and its pieces, not the rest framed at once.
-  const first = await r.next('close')
+  const first = await r.next('close', 30_000)
   clearInterval(sampler)
   t.is(first.code, 1000)
   const grew = (Math.max(peak, peakRssOf(process.pid) * MiB) - before) / MiB
@@ -1044,7 +1046,13 @@ test.serial("the server's close in the middle of a large message we send: the re
   t.true(grew < 72, `peak RSS grew by ${grew.toFixed(1)} MiB for one 48 MiB message`)
   t.deepEqual(calls, [], 'not sent yet')
   // The next connection takes the message whole, then our answer to the close sent during it.
-  await allReceived
+  let deadline: NodeJS.Timeout | undefined
+  await Promise.race([
+    allReceived,
+    new Promise<never>((_, reject) => {
+      deadline = setTimeout(() => reject(new Error(`the second server received ${chunks.reduce((n, c) => n + c.length, 0)} of ${expected} bytes within 60 s`)), 60_000)
+    }),
+  ]).finally(() => clearTimeout(deadline))
   const frames = clientFrames(Buffer.concat(chunks))
   t.deepEqual(
     frames.map(([op, p]) => [op, p.length]),
