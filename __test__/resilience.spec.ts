@@ -194,15 +194,22 @@ test.serial('shouldReconnect sees what failed and decides, synchronously or not'
 })
 
 test.serial('a half-open peer (stops reading and answering) is detected within pingInterval + pongTimeout', async (t) => {
-  const deaf = await rawServer((s) => acceptUpgrade(s, (sock) => sock.pause()))
+  // Timed from the server's upgrade answer, which comes before the client's heartbeat starts: the
+  // JS open event can come late on a busy thread, which would make the detection look early.
+  let upgraded = 0
+  const deaf = await rawServer((s) =>
+    acceptUpgrade(s, (sock) => {
+      upgraded = performance.now()
+      sock.pause()
+    }),
+  )
   t.teardown(() => deaf.close())
   const client = new ReconnectingWebSocket(deaf.url, { pingInterval: 200, pongTimeout: 200, minDelay: 60_000 })
   const r = new Recorder(client)
   await r.next('open')
-  const opened = performance.now()
   t.is(clientStats().heartbeats, 1)
   const err: RedialError = await r.next('error')
-  const detected = performance.now() - opened
+  const detected = performance.now() - upgraded
   t.is(err.code, 'ERR_PONG_TIMEOUT')
   const close = await r.next('close')
   t.is(close.code, 1006)
