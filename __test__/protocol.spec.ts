@@ -1157,12 +1157,14 @@ test.serial('the upgrade is refused on a wrong Sec-WebSocket-Accept or an extens
 })
 
 test.serial('random frames after the upgrade (any opcode, flags and length, compressed or not, cut anywhere): coded errors only, and every counter back', async (t) => {
-  // A fixed seed: the same frames, splits and limits on every run.
-  let seed = 61
-  const random = () => {
+  // A fixed seed: the same frames, splits and limits on every run. The server's splits draw from a
+  // generator of their own, seeded from this one at each round: drawn from this one, they came in
+  // between its draws as the timing went, and changed the later rounds' frames.
+  const generator = (seed: number) => () => {
     seed = (seed * 1103515245 + 12345) % 2 ** 31
     return seed / 2 ** 31
   }
+  const random = generator(61)
   const int = (n: number) => Math.floor(random() * n)
   const pick = <T>(xs: T[]): T => xs[int(xs.length)]
   const header = (fin: boolean, rsv: number, opcode: number, length: number | bigint) => {
@@ -1205,22 +1207,25 @@ test.serial('random frames after the upgrade (any opcode, flags and length, comp
     const deflate = random() < 0.5
     const bytes = Buffer.concat(Array.from({ length: int(12) }, () => pick(kinds)()))
     const ending = pick(['keep', 'end', 'destroy'])
+    const split = generator(int(2 ** 31))
+    let wroteAll!: () => void
+    const allWritten = new Promise<void>((resolve) => (wroteAll = resolve))
     const peer = await rawServer((socket) =>
       acceptUpgrade(
         socket,
         (s) => {
           let at = 0
           const writeSome = () => {
-            if (s.destroyed) return
+            if (s.destroyed) return wroteAll()
             if (at >= bytes.length) {
               if (ending === 'end') s.end()
               if (ending === 'destroy') s.destroy()
-              return
+              return wroteAll()
             }
-            const n = 1 + int(bytes.length - at)
+            const n = 1 + Math.floor(split() * (bytes.length - at))
             s.write(bytes.subarray(at, at + n))
             at += n
-            setTimeout(writeSome, int(3))
+            setTimeout(writeSome, Math.floor(split() * 3))
           }
           writeSome()
         },
@@ -1236,6 +1241,19 @@ test.serial('random frames after the upgrade (any opcode, flags and length, comp
     })
     client.on('error', (err: RedialError) => codes.add(err.code))
     client.on('message', () => {})
+    // Every other round cuts the connection only after the server's last write (or the client's
+    // end before it): there the frames reach the checks, however slow the machine. The others cut
+    // it at a random point from the start, the server perhaps still writing.
+    if (round % 2 === 0) {
+      client.on('close', () => wroteAll())
+      let deadline: NodeJS.Timeout | undefined
+      await Promise.race([
+        allWritten,
+        new Promise<never>((_, reject) => {
+          deadline = setTimeout(() => reject(new Error(`round ${round}: the server did not write all and the client did not close within 10 s`)), 10_000)
+        }),
+      ]).finally(() => clearTimeout(deadline))
+    }
     await new Promise((r) => setTimeout(r, 5 + int(40)))
     await client.disconnect()
     const s = clientStats()
