@@ -1546,14 +1546,15 @@ test.serial('idle connections with deflate negotiated hold no zlib stream until 
 test.serial('a compressor no message used for a heartbeat interval is released; the next message still reaches the server', async (t) => {
   const server = await wsDeflateServer({}, echo)
   t.teardown(() => server.close())
-  const client = owned(t, new ReconnectingWebSocket(server.url, { minDelay: 60_000, pingInterval: 100 }))
+  // An interval long enough for the echo below to come back within it on a slow machine.
+  const client = owned(t, new ReconnectingWebSocket(server.url, { minDelay: 60_000, pingInterval: 1_000 }))
   const r = new Recorder(client)
   await r.next('open')
   client.send(comp(2000))
   t.true((await r.next<Buffer>('message')).equals(comp(2000)))
   t.is(clientStats().deflateContexts, 2, 'a compressor and a decompressor')
   // Within two intervals without sending, the compressor goes; the decompressor keeps the server's context.
-  await until(() => clientStats().deflateContexts === 1, 'the unused compressor released', 2_000)
+  await until(() => clientStats().deflateContexts === 1, 'the unused compressor released', 5_000)
   client.send(comp(3000))
   t.true((await r.next<Buffer>('message')).equals(comp(3000)), 'a fresh context is read by the server as usual')
   await client.disconnect()

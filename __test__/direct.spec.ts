@@ -294,7 +294,7 @@ for (const secure of [false, true]) {
     )
     // A server that never answers pings, but talks: its messages prove it alive.
     peer.wss.options.autoPong = false
-    const client = new ReconnectingWebSocket(peer.url, clientOptions(secure, { pingInterval: 100, pongTimeout: 150, maxRetries: 0 }))
+    const client = new ReconnectingWebSocket(peer.url, clientOptions(secure, { pingInterval: 100, pongTimeout: 1_000, maxRetries: 0 }))
     const r = new Recorder(client)
     await r.next('open')
     serverSocket!.send('first')
@@ -302,7 +302,11 @@ for (const secure of [false, true]) {
     await until(() => clientStats().jsReaders === 1, 'the socket is watched by the JS thread')
     const before = native.testingDirectReads()
     const closed = once(serverSocket!, 'close')
-    for (let i = 0; i < 40; i++) {
+    // The ticks go on for longer than pingInterval + pongTimeout (1.1 s): were what the JS thread
+    // read not counted, the pong timeout would come while they do. (The server is on this thread: a
+    // pong timeout of a few scheduler slices, not one.)
+    const ticking = performance.now()
+    for (let i = 0; i < 40 || performance.now() - ticking < 1_500; i++) {
       serverSocket!.send(`tick ${i}`)
       await new Promise((resolve) => setTimeout(resolve, 20))
     }

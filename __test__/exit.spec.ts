@@ -62,7 +62,7 @@ test('exits by itself right after disconnect() of an open client', async (t) => 
   t.true(r.reports[0]?.done)
   t.is(r.reports[0].stats.runningTasks, 0)
   t.is(r.reports[0].stats.openConnections, 0)
-  t.true(r.exitAfterReport < 1_000, `exited ${r.exitAfterReport.toFixed(0)} ms after disconnect()`)
+  t.true(r.exitAfterReport < 5_000, `exited ${r.exitAfterReport.toFixed(0)} ms after disconnect()`)
 })
 
 test('exits by itself right after disconnect() during a 30 s backoff wait', async (t) => {
@@ -74,7 +74,7 @@ test('exits by itself right after disconnect() during a 30 s backoff wait', asyn
   t.is(r.code, 0, r.stderr)
   t.true(r.reports[0]?.done)
   t.is(r.reports[0].stats.pendingReconnects, 0)
-  t.true(r.exitAfterReport < 1_000, `exited ${r.exitAfterReport.toFixed(0)} ms after disconnect()`)
+  t.true(r.exitAfterReport < 5_000, `exited ${r.exitAfterReport.toFixed(0)} ms after disconnect()`)
 })
 
 test('an unref()ed client does not hold the process, even while open', async (t) => {
@@ -83,7 +83,7 @@ test('an unref()ed client does not hold the process, even while open', async (t)
   const r = await run('unref-while-open', peer.url)
   t.is(r.code, 0, r.stderr)
   t.true(r.reports[0]?.done)
-  t.true(r.exitAfterReport < 1_000, `exited ${r.exitAfterReport.toFixed(0)} ms after unref()`)
+  t.true(r.exitAfterReport < 5_000, `exited ${r.exitAfterReport.toFixed(0)} ms after unref()`)
 })
 
 test('an unref()ed client whose socket is read on the JS thread does not hold the process', async (t) => {
@@ -92,7 +92,7 @@ test('an unref()ed client whose socket is read on the JS thread does not hold th
   const r = await run('unref-while-read-on-js-thread', peer.url)
   t.is(r.code, 0, r.stderr)
   t.deepEqual(r.reports[0], { done: true, jsReaders: 1 })
-  t.true(r.exitAfterReport < 1_000, `exited ${r.exitAfterReport.toFixed(0)} ms after unref()`)
+  t.true(r.exitAfterReport < 5_000, `exited ${r.exitAfterReport.toFixed(0)} ms after unref()`)
 })
 
 test('process.exit() while a socket is read on the JS thread exits cleanly', async (t) => {
@@ -251,7 +251,12 @@ test('rws mode: an EventEmitter close listener that throws does not leave reconn
 })
 
 test('an active client holds the process through its backoff waits', async (t) => {
-  const peer = await wsServer((socket) => socket.close(1001))
+  // The first two connections are closed at once, so two backoff waits must hold the process; the
+  // third stays open until the child's disconnect() (closed too, a 4th attempt could start before the
+  // child's JS had handled its open).
+  const peer = await wsServer((socket, p) => {
+    if (p.accepted < 3) socket.close(1001)
+  })
   t.teardown(() => peer.close())
   const r = await run('backoff-holds-the-loop', peer.url)
   t.is(r.code, 0, r.stderr)

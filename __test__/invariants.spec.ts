@@ -330,10 +330,12 @@ test.serial('reconnect() keeps the queue: a message sent during its close handsh
 
 test.serial('reconnect() during a reconnect wait starts the count of maxRetries afresh', async (t) => {
   const port = await refusedPort()
-  const client = new ReconnectingWebSocket(`ws://127.0.0.1:${port}/`, { minDelay: 50, maxDelay: 50, jitter: 'none', maxRetries: 2 })
+  // A short first wait; the second, where reconnect() is called, lasts 5 s (50 ms * 100): room for
+  // this thread to call it before the third failure would give up.
+  const client = new ReconnectingWebSocket(`ws://127.0.0.1:${port}/`, { minDelay: 50, factor: 100, maxDelay: 5_000, jitter: 'none', maxRetries: 2 })
   const r = new Recorder(client)
   await r.next('reconnecting')
-  await r.next('reconnecting')
+  t.like(await r.next('reconnecting'), { attempt: 2, delay: 5_000 })
   t.is(client.retryCount, 2)
   client.reconnect()
   // Two more failures may be retried before it gives up: the first of them is retried.

@@ -19,7 +19,7 @@ test.serial('abandoned connected clients keep working across GCs, then are colle
   // The clients are created in a function and nothing but their connections refers to them.
   ;(() => {
     for (let i = 0; i < 100; i++) {
-      new ReconnectingWebSocket(peer.url, { minDelay: 2_000, maxDelay: 2_000, jitter: 'none' }).on(
+      new ReconnectingWebSocket(peer.url, { minDelay: 5_000, maxDelay: 5_000, jitter: 'none' }).on(
         'message',
         () => received.count++,
       )
@@ -37,10 +37,12 @@ test.serial('abandoned connected clients keep working across GCs, then are colle
   }
   t.is(clientStats().liveClients, baseline.liveClients + 100, 'connected clients were not collected')
 
-  // The server drops them: they enter a 2 s backoff wait, where nothing but the app could keep them.
+  // The server drops them: they enter a 5 s backoff wait, where nothing but the app could keep them
+  // (and within which a slow machine collects them).
   const acceptedBefore = peer.accepted
   for (const socket of peer.sockets) socket.close(1012, 'restart')
   await until(() => clientStats().pendingReconnects === baseline.pendingReconnects + 100, 'all 100 in backoff')
+  const allWaiting = performance.now()
   await collectUntil(() => clientStats().liveClients === baseline.liveClients, 'the 100 abandoned clients')
   const after = clientStats()
   t.is(after.collectedWithoutDisconnect, baseline.collectedWithoutDisconnect + 100)
@@ -48,8 +50,9 @@ test.serial('abandoned connected clients keep working across GCs, then are colle
   // timer) on its worker thread, so the count is awaited rather than read in the same instant.
   await quiescent()
   t.is(clientStats().pendingReconnects, baseline.pendingReconnects)
-  // Past the 2 s wait: none of them reconnected (a timer that survived would have fired).
-  await delay(2_300)
+  // Past the 5 s wait (each began before allWaiting): none of them reconnected (a timer that
+  // survived would have fired).
+  await delay(Math.max(0, allWaiting + 5_500 - performance.now()))
   t.is(peer.accepted, acceptedBefore, 'no reconnect attempt from a collected client')
   process.off('warning', onWarning)
   const ours = warnings.filter((w) => (w as Error & { code?: string }).code === 'REDIAL_WS_NOT_DISCONNECTED')

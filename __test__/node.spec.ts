@@ -52,7 +52,8 @@ test.serial('a pending messages() read keeps an otherwise unreferenced client al
   // Only a weak reference stays outside, to disconnect at the end.
   let weak: WeakRef<ReconnectingWebSocket> | undefined
   const got = (async () => {
-    const client = new ReconnectingWebSocket(peer.url, { minDelay: 300, maxDelay: 300, jitter: 'none' })
+    // A 2 s wait: room for the poll below to see it and for the GCs to run within it.
+    const client = new ReconnectingWebSocket(peer.url, { minDelay: 2_000, maxDelay: 2_000, jitter: 'none' })
     weak = new WeakRef(client)
     const messages = client.messages()
     for await (const message of messages) return message

@@ -1047,7 +1047,9 @@ test.serial("the server's close in the middle of a large message we send: the re
     })
   })
   t.teardown(() => peer.close())
-  const client = new ReconnectingWebSocket(peer.url, { minDelay: 10, maxDelay: 10, pingInterval: 0, closeTimeout: 1000 })
+  // closeTimeout ends the first connection, and bounds the second one's writing of the rest of the
+  // message (~47 MiB, to a reader on this thread) and of our close: room for a slow machine.
+  const client = new ReconnectingWebSocket(peer.url, { minDelay: 10, maxDelay: 10, pingInterval: 0, closeTimeout: 5_000 })
   t.teardown(() => client.disconnect().then(() => {}))
   const r = new Recorder(client, ['open', 'close', 'error'])
   await r.next('open')
@@ -1062,7 +1064,7 @@ test.serial("the server's close in the middle of a large message we send: the re
   client.send(large, (...args: unknown[]) => calls.push(args))
   // The first connection ends by closeTimeout, with the rest of the message unwritten: the client
   // held the message (copied from the Buffer by send()) and its pieces, not the rest framed at once.
-  const first = await r.next('close')
+  const first = await r.next('close', 30_000)
   clearInterval(sampler)
   t.is(first.code, 1000)
   const grew = (Math.max(peak, peakRssOf(process.pid) * MiB) - before) / MiB
@@ -1070,7 +1072,13 @@ test.serial("the server's close in the middle of a large message we send: the re
   t.true(grew < 72, `peak RSS grew by ${grew.toFixed(1)} MiB for one 48 MiB message`)
   t.deepEqual(calls, [], 'not sent yet')
   // The next connection takes the message whole, then our answer to the close sent during it.
-  await allReceived
+  let deadline: NodeJS.Timeout | undefined
+  await Promise.race([
+    allReceived,
+    new Promise<never>((_, reject) => {
+      deadline = setTimeout(() => reject(new Error(`the second server received ${chunks.reduce((n, c) => n + c.length, 0)} of ${expected} bytes within 60 s`)), 60_000)
+    }),
+  ]).finally(() => clearTimeout(deadline))
   const frames = clientFrames(Buffer.concat(chunks))
   t.deepEqual(
     frames.map(([op, p]) => [op, p.length]),
@@ -1175,12 +1183,14 @@ test.serial('the upgrade is refused on a wrong Sec-WebSocket-Accept or an extens
 })
 
 test.serial('random frames after the upgrade (any opcode, flags and length, compressed or not, cut anywhere): coded errors only, and every counter back', async (t) => {
-  // A fixed seed: the same frames, splits and limits on every run.
-  let seed = 61
-  const random = () => {
+  // A fixed seed: the same frames, splits and limits on every run. The server's splits draw from a
+  // generator of their own, seeded from this one at each round: drawn from this one, they came in
+  // between its draws as the timing went, and changed the later rounds' frames.
+  const generator = (seed: number) => () => {
     seed = (seed * 1103515245 + 12345) % 2 ** 31
     return seed / 2 ** 31
   }
+  const random = generator(61)
   const int = (n: number) => Math.floor(random() * n)
   const pick = <T>(xs: T[]): T => xs[int(xs.length)]
   const header = (fin: boolean, rsv: number, opcode: number, length: number | bigint) => {
@@ -1223,22 +1233,25 @@ test.serial('random frames after the upgrade (any opcode, flags and length, comp
     const deflate = random() < 0.5
     const bytes = Buffer.concat(Array.from({ length: int(12) }, () => pick(kinds)()))
     const ending = pick(['keep', 'end', 'destroy'])
+    const split = generator(int(2 ** 31))
+    let wroteAll!: () => void
+    const allWritten = new Promise<void>((resolve) => (wroteAll = resolve))
     const peer = await rawServer((socket) =>
       acceptUpgrade(
         socket,
         (s) => {
           let at = 0
           const writeSome = () => {
-            if (s.destroyed) return
+            if (s.destroyed) return wroteAll()
             if (at >= bytes.length) {
               if (ending === 'end') s.end()
               if (ending === 'destroy') s.destroy()
-              return
+              return wroteAll()
             }
-            const n = 1 + int(bytes.length - at)
+            const n = 1 + Math.floor(split() * (bytes.length - at))
             s.write(bytes.subarray(at, at + n))
             at += n
-            setTimeout(writeSome, int(3))
+            setTimeout(writeSome, Math.floor(split() * 3))
           }
           writeSome()
         },
@@ -1254,6 +1267,19 @@ test.serial('random frames after the upgrade (any opcode, flags and length, comp
     })
     client.on('error', (err: RedialError) => codes.add(err.code))
     client.on('message', () => {})
+    // Every other round cuts the connection only after the server's last write (or the client's
+    // end before it): there the frames reach the checks, however slow the machine. The others cut
+    // it at a random point from the start, the server perhaps still writing.
+    if (round % 2 === 0) {
+      client.on('close', () => wroteAll())
+      let deadline: NodeJS.Timeout | undefined
+      await Promise.race([
+        allWritten,
+        new Promise<never>((_, reject) => {
+          deadline = setTimeout(() => reject(new Error(`round ${round}: the server did not write all and the client did not close within 10 s`)), 10_000)
+        }),
+      ]).finally(() => clearTimeout(deadline))
+    }
     await new Promise((r) => setTimeout(r, 5 + int(40)))
     await client.disconnect()
     const s = clientStats()

@@ -71,9 +71,12 @@ test.serial('a refusal whose body is still coming at connectTimeout is the refus
     return new Promise<void>((resolve) => server.close(() => resolve()))
   })
   const port = (server.address() as net.AddressInfo).port
-  const client = new ReconnectingWebSocket(`ws://127.0.0.1:${port}/`, { connectTimeout: 500, minDelay: 10 })
+  // The 401 comes from this thread: a connectTimeout with room for it on a slow machine, yet under
+  // the body's own 1 s wait (BODY_WAIT in src/body.rs), so that the attempt's deadline is what cuts
+  // the read (at 2 s the read ends on its own first, and reverting the fix passes).
+  const client = new ReconnectingWebSocket(`ws://127.0.0.1:${port}/`, { connectTimeout: 900, minDelay: 10 })
   const r = new Recorder(client)
-  const giveup = await r.next('giveup', 5_000)
+  const giveup = await r.next('giveup', 10_000)
   t.is(giveup.reason, 'policy')
   t.like(giveup.lastError, { code: 'ERR_HANDSHAKE', status: 401 })
   t.is(String(giveup.lastError.body), 'bad token')
@@ -194,15 +197,22 @@ test.serial('shouldReconnect sees what failed and decides, synchronously or not'
 })
 
 test.serial('a half-open peer (stops reading and answering) is detected within pingInterval + pongTimeout', async (t) => {
-  const deaf = await rawServer((s) => acceptUpgrade(s, (sock) => sock.pause()))
+  // Timed from the server's upgrade answer, which comes before the client's heartbeat starts: the
+  // JS open event can come late on a busy thread, which would make the detection look early.
+  let upgraded = 0
+  const deaf = await rawServer((s) =>
+    acceptUpgrade(s, (sock) => {
+      upgraded = performance.now()
+      sock.pause()
+    }),
+  )
   t.teardown(() => deaf.close())
   const client = new ReconnectingWebSocket(deaf.url, { pingInterval: 200, pongTimeout: 200, minDelay: 60_000 })
   const r = new Recorder(client)
   await r.next('open')
-  const opened = performance.now()
   t.is(clientStats().heartbeats, 1)
   const err: RedialError = await r.next('error')
-  const detected = performance.now() - opened
+  const detected = performance.now() - upgraded
   t.is(err.code, 'ERR_PONG_TIMEOUT')
   const close = await r.next('close')
   t.is(close.code, 1006)
@@ -216,12 +226,13 @@ test.serial('a half-open peer (stops reading and answering) is detected within p
 test.serial('a live peer that answers pings is never declared dead; ping()/pong(), and server pings', async (t) => {
   const peer = await wsServer()
   t.teardown(() => peer.close())
-  // The server answers on this thread: a timeout of a few scheduler slices, not one. Twelve
-  // pongs span more than pingInterval + pongTimeout, so a pong that did not count would fail it.
-  const client = new ReconnectingWebSocket(peer.url, { pingInterval: 30, pongTimeout: 200 })
+  // The server answers on this thread: a timeout of a few scheduler slices, not one. The pongs are
+  // counted for longer than pingInterval + pongTimeout, so a pong that did not count would fail it.
+  const client = new ReconnectingWebSocket(peer.url, { pingInterval: 30, pongTimeout: 1_000 })
   const r = new Recorder(client, ['open', 'close', 'error', 'ping', 'pong'])
   await r.next('open')
-  for (let i = 0; i < 12; i++) await r.next('pong')
+  const opened = performance.now()
+  for (let i = 0; i < 12 || performance.now() - opened < 2_000; i++) await r.next('pong')
   t.is(r.count('close'), 0)
   t.is(r.count('error'), 0)
   client.ping('marco')

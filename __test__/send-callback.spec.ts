@@ -217,7 +217,9 @@ test.serial('a connection lost while the server did not read: every message call
   })
   peer.wss.options.autoPong = false
   t.teardown(() => peer.close())
-  const client = new ReconnectingWebSocket(peer.url, { pingInterval: 200, pongTimeout: 200, minDelay: 50, maxDelay: 100, perMessageDeflate: false })
+  // The second connection's server answers pings on this thread, busy with the first one's backlog:
+  // a pong timeout of a few scheduler slices, not one.
+  const client = new ReconnectingWebSocket(peer.url, { pingInterval: 200, pongTimeout: 1_000, minDelay: 50, maxDelay: 100, perMessageDeflate: false })
   const r = new Recorder(client)
   await r.next('open')
   const written = new Set<string>()
@@ -236,7 +238,7 @@ test.serial('a connection lost while the server did not read: every message call
     }
     pump()
   })
-  await r.next('open', 5_000)
+  await r.next('open', 10_000)
   first.socket!.resume()
   await until(() => written.size + failed.length === sent && client.bufferedAmount === 0, () => `${written.size} + ${failed.length} of ${sent} called back`, 10_000)
   await until(() => [...written].every((seq) => received.has(seq)), () => `${[...written].filter((seq) => !received.has(seq)).length} messages called back with null never reached the server`, 5_000)
