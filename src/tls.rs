@@ -627,50 +627,53 @@ pub fn tls_failure(e: io::Error) -> Result<ConnError, io::Error> {
     }
 }
 
+/// For tests: a self-signed certificate for `localhost` and its key (PEM), made with openssl as a
+/// developer makes one (a CA's, as `openssl req -x509` makes it by default).
+#[cfg(test)]
+pub fn self_signed_for_localhost(tag: &str) -> (String, String) {
+    let dir = std::env::temp_dir().join(format!("redial-ws-tls-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (key, cert) = (dir.join("key.pem"), dir.join("cert.pem"));
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "1",
+        ])
+        .args(["-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost"])
+        .args(["-addext", "basicConstraints=critical,CA:TRUE", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let pems = (
+        std::fs::read_to_string(&cert).unwrap(),
+        std::fs::read_to_string(&key).unwrap(),
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+    pems
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A self-signed CA certificate for `localhost` (PEM), made with openssl as a developer makes one.
-    fn self_signed_ca(tag: &str) -> String {
-        let dir = std::env::temp_dir().join(format!("redial-ws-tls-{tag}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let (key, cert) = (dir.join("key.pem"), dir.join("cert.pem"));
-        let made = std::process::Command::new("openssl")
-            .args([
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-nodes",
-            ])
-            .args([
-                "-days",
-                "1",
-                "-subj",
-                "/CN=localhost",
-                "-addext",
-                "subjectAltName=DNS:localhost",
-            ])
-            .args(["-addext", "basicConstraints=critical,CA:TRUE", "-keyout"])
-            .arg(&key)
-            .arg("-out")
-            .arg(&cert)
-            .output()
-            .unwrap();
-        assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
-        let pem = std::fs::read_to_string(&cert).unwrap();
-        std::fs::remove_dir_all(&dir).unwrap();
-        pem
-    }
 
     /// As OpenSSL: a server certificate listed in `tls.ca` is trusted as its own chain, a CA's
     /// included, within its validity period and for its names only.
     #[test]
     fn a_self_signed_ca_certificate_listed_in_ca_is_the_servers() {
-        let (listed, other) = (self_signed_ca("listed"), self_signed_ca("other"));
+        let (listed, other) = (
+            self_signed_for_localhost("listed").0,
+            self_signed_for_localhost("other").0,
+        );
         let der = CertificateDer::from_pem_slice(listed.as_bytes()).unwrap();
         let provider = Arc::new(crypto_provider(&TlsOptions::default()));
         let name = |n: &str| ServerName::try_from(n.to_string()).unwrap();
