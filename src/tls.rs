@@ -6,7 +6,6 @@ use std::io;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::client::WebPkiServerVerifier;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::sign::{CertifiedKey, Signer, SigningKey, SingleCertAndKey};
@@ -166,11 +165,14 @@ fn server_verifier(
     opts: &TlsOptions,
     provider: &Arc<rustls::crypto::CryptoProvider>,
 ) -> Result<Arc<dyn ServerCertVerifier>, String> {
+    let unchecked = CertCheck {
+        provider: provider.clone(),
+        roots: None,
+        listed: Vec::new(),
+        check_name: false,
+    };
     if !opts.reject_unauthorized {
-        return Ok(Arc::new(CertCheck {
-            provider: provider.clone(),
-            roots: None,
-        }));
+        return Ok(Arc::new(unchecked));
     }
     let mut roots = match opts.ca_only {
         true => RootCertStore::empty(),
@@ -191,20 +193,11 @@ fn server_verifier(
             return Err("a `tls.ca` entry holds no PEM certificate".into());
         }
     }
-    let chain: Arc<dyn ServerCertVerifier> = if opts.check_identity {
-        Arc::new(CertCheck {
-            provider: provider.clone(),
-            roots: Some(roots),
-        })
-    } else {
-        WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-            .build()
-            .map_err(|e| e.to_string())?
-    };
-    Ok(Arc::new(NodeRules {
-        inner: chain,
+    Ok(Arc::new(CertCheck {
+        roots: Some(roots),
         listed,
         check_name: !opts.check_identity,
+        ..unchecked
     }))
 }
 
@@ -248,15 +241,24 @@ fn client_auth(opts: &TlsOptions) -> Result<Option<ClientAuthDer>, String> {
     Ok(Some((chain, key)))
 }
 
-/// The server certificate checks that rustls's own verifier does not make as asked: with
-/// `roots`, the chain up to one of them but not the host name, which `tls.checkServerIdentity`
-/// decides once the handshake is done (Node calls that function instead of its own host name
-/// check); without, nothing (`rejectUnauthorized: false`). The handshake's signatures are
-/// checked either way.
+/// The server certificate checks, as Node makes them with OpenSSL (`roots` None, for
+/// `rejectUnauthorized: false`: none). The handshake's signatures are checked either way.
+/// - The chain, up to one of `roots`. A certificate that is one of `tls.ca`'s, byte for byte, is
+///   its own chain, a CA's too (`basicConstraints` `CA:TRUE`, what `openssl req -x509` makes by
+///   default): OpenSSL trusts it, webpki refuses a CA certificate as a server's
+///   (`CaUsedAsEndEntity`), and that refusal alone is overruled for it. webpki checked its validity
+///   period before (a unit test holds it to that order); the handshake's signature proves that
+///   the server holds its key.
+/// - The host name, unless `tls.checkServerIdentity` decides it once the handshake is done
+///   (`check_name` false; Node calls that function instead of its own check): webpki's check of
+///   the `subjectAltName`, then Node's fallback to the subject's common name for a certificate
+///   that names no DNS name (`openssl req -x509 -subj /CN=localhost`).
 #[derive(Debug)]
 struct CertCheck {
     provider: Arc<rustls::crypto::CryptoProvider>,
     roots: Option<RootCertStore>,
+    listed: Vec<CertificateDer<'static>>,
+    check_name: bool,
 }
 
 impl ServerCertVerifier for CertCheck {
@@ -264,14 +266,26 @@ impl ServerCertVerifier for CertCheck {
         &self,
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
+        server_name: &ServerName<'_>,
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        if let Some(roots) = &self.roots {
-            let cert = rustls::server::ParsedCertificate::try_from(end_entity)?;
-            let algorithms = self.provider.signature_verification_algorithms.all;
-            rustls::client::verify_server_cert_signed_by_trust_anchor(&cert, roots, intermediates, now, algorithms)?;
+        let Some(roots) = &self.roots else {
+            return Ok(ServerCertVerified::assertion());
+        };
+        let cert = rustls::server::ParsedCertificate::try_from(end_entity)?;
+        let algorithms = self.provider.signature_verification_algorithms.all;
+        match rustls::client::verify_server_cert_signed_by_trust_anchor(&cert, roots, intermediates, now, algorithms) {
+            Ok(()) => {}
+            Err(e) if is_ca_as_server(&e) && self.listed.iter().any(|c| c.as_ref() == end_entity.as_ref()) => {}
+            Err(e) => return Err(e),
+        }
+        if self.check_name {
+            if let Err(refused) = rustls::client::verify_server_name(&cert, server_name) {
+                if !(is_wrong_name(&refused) && common_name_matches(end_entity, server_name)) {
+                    return Err(refused);
+                }
+            }
         }
         Ok(ServerCertVerified::assertion())
     }
@@ -299,63 +313,25 @@ impl ServerCertVerifier for CertCheck {
     }
 }
 
-/// Two of OpenSSL's (so Node's and `ws`'s) acceptances that webpki does not make, both common with
-/// the certificates developers make for a local server (`openssl req -x509 -subj /CN=localhost`):
-/// - A server certificate that is one of `tls.ca`'s, byte for byte, and a CA's (`basicConstraints`
-///   `CA:TRUE`, `openssl req -x509`'s default): OpenSSL trusts it as its own chain; webpki refuses
-///   a CA certificate as a server's (`CaUsedAsEndEntity`). That refusal alone is overruled for such
-///   a certificate: webpki checked its validity period before it (a unit test holds it to that
-///   order), and the handshake's signature proves the server holds its key.
-/// - A certificate with no DNS name in its `subjectAltName`: Node's host name check then compares
-///   the subject's common name (CN), as RFC 6125 allowed as a fallback; webpki reads only the
-///   `subjectAltName`. webpki checks the name after the chain, so its refusal of the name alone
-///   means the chain was verified.
-///
-/// The host name is checked here after the first, unless `tls.checkServerIdentity` decides it
-/// (`check_name` false), as without these rules.
-#[derive(Debug)]
-struct NodeRules {
-    inner: Arc<dyn ServerCertVerifier>,
-    listed: Vec<CertificateDer<'static>>,
-    check_name: bool,
+fn is_ca_as_server(e: &rustls::Error) -> bool {
+    match e {
+        rustls::Error::InvalidCertificate(CertificateError::Other(other)) => {
+            matches!(
+                other.0.downcast_ref::<webpki::Error>(),
+                Some(webpki::Error::CaUsedAsEndEntity)
+            )
+        }
+        _ => false,
+    }
 }
 
-impl NodeRules {
-    fn is_ca_as_server(e: &rustls::Error) -> bool {
-        match e {
-            rustls::Error::InvalidCertificate(CertificateError::Other(other)) => {
-                matches!(
-                    other.0.downcast_ref::<webpki::Error>(),
-                    Some(webpki::Error::CaUsedAsEndEntity)
-                )
-            }
-            _ => false,
-        }
-    }
-
-    fn is_wrong_name(e: &rustls::Error) -> bool {
-        matches!(
-            e,
-            rustls::Error::InvalidCertificate(
-                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. }
-            )
+fn is_wrong_name(e: &rustls::Error) -> bool {
+    matches!(
+        e,
+        rustls::Error::InvalidCertificate(
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. }
         )
-    }
-
-    /// webpki's host name check, then Node's fallback to the common name.
-    fn check_name(end_entity: &CertificateDer<'_>, server_name: &ServerName<'_>) -> Result<(), rustls::Error> {
-        let refused = match rustls::client::verify_server_name(
-            &rustls::server::ParsedCertificate::try_from(end_entity)?,
-            server_name,
-        ) {
-            Ok(()) => return Ok(()),
-            Err(e) => e,
-        };
-        match Self::is_wrong_name(&refused) && common_name_matches(end_entity, server_name) {
-            true => Ok(()),
-            false => Err(refused),
-        }
-    }
+    )
 }
 
 /// Node's fallback: `server_name` is a host name (an IP address is matched against the
@@ -450,58 +426,6 @@ fn host_matches(host: &str, pattern: &str) -> bool {
         Some((prefix, suffix)) => {
             first.len() >= prefix.len() + suffix.len() && first.starts_with(prefix) && first.ends_with(suffix)
         }
-    }
-}
-
-impl ServerCertVerifier for NodeRules {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let refused = match self
-            .inner
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
-        {
-            Ok(verified) => return Ok(verified),
-            Err(e) => e,
-        };
-        let listed = || self.listed.iter().any(|c| c.as_ref() == end_entity.as_ref());
-        if Self::is_ca_as_server(&refused) && listed() {
-            if self.check_name {
-                Self::check_name(end_entity, server_name)?;
-            }
-            return Ok(ServerCertVerified::assertion());
-        }
-        if self.check_name && Self::is_wrong_name(&refused) && common_name_matches(end_entity, server_name) {
-            return Ok(ServerCertVerified::assertion());
-        }
-        Err(refused)
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
     }
 }
 
@@ -707,17 +631,14 @@ mod tests {
         let roots = RootCertStore {
             roots: vec![webpki::anchor_from_trusted_cert(&der).unwrap().to_owned()],
         };
-        let plain = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-            .build()
-            .unwrap();
-        let refusal = plain
-            .verify_server_cert(&der, &[], &name("localhost"), &[], now)
-            .unwrap_err();
-        assert!(NodeRules::is_ca_as_server(&refusal), "{refusal:?}");
-        let expired = plain
-            .verify_server_cert(&der, &[], &name("localhost"), &[], in_2100)
-            .unwrap_err();
-        assert!(!NodeRules::is_ca_as_server(&expired), "{expired:?}");
+        let cert = rustls::server::ParsedCertificate::try_from(&der).unwrap();
+        let algorithms = provider.signature_verification_algorithms.all;
+        let chain =
+            |now| rustls::client::verify_server_cert_signed_by_trust_anchor(&cert, &roots, &[], now, algorithms);
+        let refusal = chain(now).unwrap_err();
+        assert!(is_ca_as_server(&refusal), "{refusal:?}");
+        let expired = chain(in_2100).unwrap_err();
+        assert!(!is_ca_as_server(&expired), "{expired:?}");
     }
 
     /// Node's host name fallback to the common name, for a certificate with no DNS name: as
@@ -900,6 +821,8 @@ mod tests {
             inner: Arc::new(CertCheck {
                 provider: provider.clone(),
                 roots: None,
+                listed: Vec::new(),
+                check_name: false,
             }),
             schemes: schemes.clone(),
         };
