@@ -3,7 +3,7 @@
 // The runtimes matrix. The same N-API addon, without a rebuild, on:
 //   - Node 20 (the node running this script), Node 22 and Node 24, Bun and Deno: the everyday
 //     scenarios of __test__/runtimes/everyday.cjs (echo, send callbacks, a message in pieces and a stream, wss with a pinned certificate, offline queue across a server drop,
-//     reconnect(), an abandoned client collected, disconnect() releasing everything and the process
+//     reconnect(), an abandoned client collected, a worker terminated with clients connected, disconnect() releasing everything and the process
 //     then exiting by itself), against peers that this process runs (__test__/runtimes/server.cjs);
 //   - Node 24: then the whole ava suite, with this script's arguments passed on to ava
 //     (`node scripts/test-runtimes.js __test__/basic.spec.ts` runs one file).

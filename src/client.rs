@@ -300,6 +300,7 @@ impl NativeClient {
         let rx = tx.clone();
         let driver = Driver::new(self.shared.clone(), hub, self.config.clone(), gen);
         let handle = napi::bindgen_prelude::spawn(driver.run(rx));
+        delivery::set_driver(id, handle.abort_handle());
         if let Some(old) = self.driver.replace(handle.abort_handle()) {
             // An exiting driver has already closed its command channel; make sure it is gone.
             old.abort();

@@ -185,6 +185,8 @@ struct Entry {
     active: bool,
     refd: bool,
     gen: u32,
+    /// The latest driver's task: aborted when this thread's environment is torn down.
+    driver: Option<tokio::task::AbortHandle>,
 }
 
 #[derive(Default)]
@@ -244,8 +246,20 @@ pub fn init(
             None => dispatch_args(&ctx.env, Vec::new()),
         })?;
     let _ = hub.tsfn.set(tsfn);
+    // At the environment's teardown (a worker's end, the process's exit) every driver of this
+    // thread is stopped here: Node also runs the finalizers then, whose `Drop` does the same, but
+    // not every runtime does (Deno runs a worker's cleanup hooks and not its finalizers).
     env.add_env_cleanup_hook((), |_| {
-        with_registry(|r| r.shutting_down = true);
+        with_registry(|r| {
+            r.shutting_down = true;
+            for entry in r.clients.values_mut() {
+                if let Some(driver) = entry.driver.take() {
+                    driver.abort();
+                }
+                // The send path's half of the socket, which the client's state would keep.
+                entry.shared.outbox().close_connection();
+            }
+        });
     })?;
     with_registry(|r| -> Result<()> {
         if let Some(old) = r.hub.replace(hub) {
@@ -299,10 +313,20 @@ pub fn register(env: &Env, id: u64, owner: &Object<'_>, shared: Arc<Shared>) -> 
                 active: false,
                 refd: true,
                 gen: 0,
+                driver: None,
             },
         );
     });
     Ok(())
+}
+
+/// The task of the client's latest driver, for the environment's teardown.
+pub fn set_driver(id: u64, driver: tokio::task::AbortHandle) {
+    with_registry(|r| {
+        if let Some(e) = r.clients.get_mut(&id) {
+            e.driver = Some(driver);
+        }
+    });
 }
 
 /// Removes a finalized client. Returns whether it was still active.

@@ -373,6 +373,26 @@ const scenarios = [
     },
   ],
   [
+    'a worker terminated with clients still connected',
+    async () => {
+      // Its clients are never disconnected: the worker's teardown must stop them (their
+      // connections closed, their tasks and timers gone), on every runtime, whether or not it runs
+      // their finalizers (Deno does not, for a worker's objects).
+      const { Worker } = require('node:worker_threads')
+      const base = clientStats()
+      const worker = new Worker(path.join(__dirname, 'worker.cjs'), { workerData: { url: config.url, dropUrl: config.dropUrl } })
+      const failed = new Promise((_, reject) => worker.once('error', reject))
+      await within(Promise.race([new Promise((resolve) => worker.once('message', resolve)), failed]), "the worker's clients")
+      assert.equal(clientStats().openConnections, base.openConnections + 1)
+      await within(worker.terminate(), "the worker's end")
+      const back = () => {
+        const s = clientStats()
+        return ['openConnections', 'runningTasks', 'pendingReconnects', 'pendingAttempts', 'heartbeats'].every((k) => s[k] === base[k])
+      }
+      await until(back, "the worker's clients to stop (their connections, tasks and timers)")
+    },
+  ],
+  [
     'disconnect releases everything',
     async () => {
       const open = ctx.queueClient
