@@ -295,6 +295,8 @@ for (const secure of [false, true]) {
     // A server that never answers pings, but talks: its messages prove it alive.
     peer.wss.options.autoPong = false
     const client = new ReconnectingWebSocket(peer.url, clientOptions(secure, { pingInterval: 100, pongTimeout: 1_000, maxRetries: 0 }))
+    // A failed assertion must not leave the client holding the worker open.
+    t.teardown(() => client.terminate())
     const r = new Recorder(client)
     await r.next('open')
     serverSocket!.send('first')

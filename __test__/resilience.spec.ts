@@ -75,6 +75,8 @@ test.serial('a refusal whose body is still coming at connectTimeout is the refus
   // the body's own 1 s wait (BODY_WAIT in src/body.rs), so that the attempt's deadline is what cuts
   // the read (at 2 s the read ends on its own first, and reverting the fix passes).
   const client = new ReconnectingWebSocket(`ws://127.0.0.1:${port}/`, { connectTimeout: 900, minDelay: 10 })
+  // A failed assertion must not leave the client retrying and holding the worker open.
+  t.teardown(() => client.terminate())
   const r = new Recorder(client)
   const giveup = await r.next('giveup', 10_000)
   t.is(giveup.reason, 'policy')
