@@ -220,13 +220,13 @@ pub fn external_buffer<T: AsRef<[u8]> + 'static>(env: &Env, data: T) -> Result<V
     unsafe extern "C" fn release<T: AsRef<[u8]>>(env: sys::napi_env, _data: *mut c_void, hint: *mut c_void) {
         // SAFETY: `hint` is the `Box<T>` leaked below; Node calls this once.
         let data = unsafe { Box::from_raw(hint.cast::<T>()) };
-        let len = i64::try_from((*data).as_ref().len()).unwrap_or(i64::MAX);
+        let extra = EXTRA_COUNT.get().map_or(0, |share| share.of((*data).as_ref().len()));
         drop(data);
-        if COUNTED_TWICE.get() == Some(&true) {
+        if extra > 0 {
             let mut total = 0;
             // SAFETY: `env` is the live environment Node calls the finalizer with. A failure only
             // leaves V8's estimate high, which is harmless.
-            let _ = unsafe { sys::napi_adjust_external_memory(env, -len, &mut total) };
+            let _ = unsafe { sys::napi_adjust_external_memory(env, -extra, &mut total) };
         }
     }
     let boxed = Box::new(data);
@@ -253,12 +253,12 @@ pub fn external_buffer<T: AsRef<[u8]> + 'static>(env: &Env, data: T) -> Result<V
     };
     match status {
         sys::Status::napi_ok => {
-            if counted_twice(env) {
+            let extra = extra_count(env).of(len);
+            if extra > 0 {
                 let mut total = 0;
-                let len = i64::try_from(len).unwrap_or(i64::MAX);
                 // SAFETY: live `env`; `total` is a valid out pointer. Undone by `release`; a
                 // failure only leaves V8's estimate low, as it was before this call.
-                let _ = unsafe { sys::napi_adjust_external_memory(env.raw(), len, &mut total) };
+                let _ = unsafe { sys::napi_adjust_external_memory(env.raw(), extra, &mut total) };
             }
             young_collection_check(env);
             Ok(Value(v))
@@ -292,17 +292,34 @@ fn young_collection_check(env: &Env) {
     let _ = unsafe { sys::napi_create_buffer(env.raw(), 1, &mut data, &mut v) };
 }
 
-/// Whether an external Buffer's memory is also counted by hand (`napi_adjust_external_memory`),
-/// which makes V8's external-memory limit, and so its next mark-compact, come twice as early.
-/// Where `young_collection_check` frees a stream of external Buffers in scavenges (Node 20) that
-/// only adds mark-compacts: 4 per 256 MB of 64 KiB messages against none. On Node 24 the check
-/// does not keep up (the same stream needs 7 mark-compacts for `ws` too), and without the second
-/// count the hostile tests' 64 KiB flood grew RSS by 78.6 MiB, past their 64 MiB bound (46.6
-/// with it). Node 22, Bun and Deno keep it too, as before the check existed: unmeasured there.
-static COUNTED_TWICE: OnceLock<bool> = OnceLock::new();
+/// How much of an external Buffer's memory is counted a second time, by hand
+/// (`napi_adjust_external_memory`): V8's external-memory limit, and so its next mark-compact,
+/// comes that much earlier.
+///
+/// Where `young_collection_check` frees a stream of external Buffers in scavenges (Node 20 and 22;
+/// every Node before 24 is taken to) a second count only adds mark-compacts: none. V8 13 (Node 24) separates its collections' phases
+/// (`--separate-gc-phases`): it does not scavenge for Buffer memory while a mark-compact's marking
+/// runs, and with the external limit (64 MB) as high as its scavenge threshold, Buffers are freed
+/// by mark-compacts alone, for `ws` too. How much is counted twice sets how much garbage Buffer
+/// memory is let build up between them. Measured on Node 24 with 64 KiB messages (256 MB to a
+/// listener that does nothing; the hostile tests' flood to a listener that takes 0.5 ms each):
+/// counted once, 3 mark-compacts and RSS +82 MiB, past the hostile tests' 64 MiB bound; twice, 7
+/// and +49 MiB; three quarters, 6 (as many as `ws` needs) and +54 MiB (`ws` +98 MiB). Bun and
+/// Deno keep the second count too: unmeasured there.
+static EXTRA_COUNT: OnceLock<Share> = OnceLock::new();
 
-fn counted_twice(env: &Env) -> bool {
-    *COUNTED_TWICE.get_or_init(|| {
+/// A share of a length, in quarters.
+#[derive(Clone, Copy)]
+struct Share(i64);
+
+impl Share {
+    fn of(self, len: usize) -> i64 {
+        i64::try_from(len).unwrap_or(i64::MAX) / 4 * self.0
+    }
+}
+
+fn extra_count(env: &Env) -> Share {
+    *EXTRA_COUNT.get_or_init(|| {
         let mut version: *const sys::napi_node_version = ptr::null();
         // SAFETY: live `env`; `version` is a valid out pointer to a struct Node owns for the life
         // of the process, read only when the call succeeded and returned one.
@@ -310,7 +327,10 @@ fn counted_twice(env: &Env) -> bool {
             (sys::napi_get_node_version(env.raw(), &mut version) == sys::Status::napi_ok && !version.is_null())
                 .then(|| (*version).major)
         };
-        major != Some(20)
+        match major {
+            Some(major) if major < 24 => Share(0),
+            _ => Share(3),
+        }
     })
 }
 
