@@ -297,15 +297,15 @@ fn young_collection_check(env: &Env) {
 /// comes that much earlier.
 ///
 /// Where `young_collection_check` frees a stream of external Buffers in scavenges (Node 20 and 22;
-/// every Node before 24 is taken to) a second count only adds mark-compacts: none. V8 13 (Node 24) separates its collections' phases
-/// (`--separate-gc-phases`): it does not scavenge for Buffer memory while a mark-compact's marking
-/// runs, and with the external limit (64 MB) as high as its scavenge threshold, Buffers are freed
-/// by mark-compacts alone, for `ws` too. How much is counted twice sets how much garbage Buffer
-/// memory is let build up between them. Measured on Node 24 with 64 KiB messages (256 MB to a
-/// listener that does nothing; the hostile tests' flood to a listener that takes 0.5 ms each):
-/// counted once, 3 mark-compacts and RSS +82 MiB, past the hostile tests' 64 MiB bound; twice, 7
-/// and +49 MiB; three quarters, 6 (as many as `ws` needs) and +54 MiB (`ws` +98 MiB). Bun and
-/// Deno keep the second count too: unmeasured there.
+/// every Node before 24 is taken to) a second count only adds mark-compacts: none. V8 13 (Node 24)
+/// separates its collections' phases (`--separate-gc-phases`): it does not scavenge for Buffer
+/// memory while a mark-compact's marking runs, and with the external limit (64 MB) as high as its
+/// scavenge threshold, Buffers are freed by mark-compacts alone, for `ws` too. How much is counted
+/// twice sets how much garbage Buffer memory builds up between them. Measured on Node 24 with 64
+/// KiB messages (256 MB to a listener that does nothing; the hostile tests' flood to a listener
+/// that takes 0.5 ms each): counted once, 3 mark-compacts and RSS +82 MiB, past the hostile tests'
+/// 64 MiB bound; twice, 7-8 and +49 MiB; three quarters, 6 (as many as `ws` needs) and +54 MiB
+/// (`ws` +98 MiB). Bun and Deno keep the second count too: unmeasured there.
 static EXTRA_COUNT: OnceLock<Share> = OnceLock::new();
 
 /// A share of a length, in quarters.
