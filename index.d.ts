@@ -281,7 +281,7 @@ export type RedialErrorCode =
   | 'ERR_HANDSHAKE'
   /** An open connection failed (reset, I/O error). Retried. */
   | 'ERR_SOCKET'
-  /** The peer broke the protocol; the client closed with 1002. */
+  /** The peer broke the protocol; the client closed with 1002 (1007 for compressed data that does not inflate, as `ws` closes). */
   | 'ERR_PROTOCOL'
   /** Invalid UTF-8 in a text message; the client closed with 1007. */
   | 'ERR_INVALID_UTF8'

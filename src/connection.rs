@@ -482,7 +482,7 @@ impl OpenConn {
             InflateError::TooBig => WireError::InflatesTooBig {
                 max: inflater.max_output(),
             },
-            InflateError::Corrupt(why) => WireError::Protocol(format!("invalid compressed data ({why})")),
+            InflateError::Corrupt(why) => WireError::Corrupt(format!("invalid compressed data ({why})")),
             InflateError::NotUtf8 => WireError::Utf8("a text message"),
         });
         Poll::Ready(inflated.and_then(|inflated| match inflated {

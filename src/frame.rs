@@ -52,6 +52,9 @@ pub enum WireError {
     Io(io::Error),
     /// A framing rule was broken: we close with 1002.
     Protocol(String),
+    /// A compressed message does not inflate: 1007, as `ws` closes (data that does not match the
+    /// message's type), reported as `ERR_PROTOCOL`.
+    Corrupt(String),
     /// A text message or close reason is not UTF-8: 1007.
     Utf8(&'static str),
     /// Over `maxPayload`: 1009.
@@ -79,6 +82,7 @@ impl WireError {
             ),
             WireError::Io(e) => (ConnError::new(errors::ERR_SOCKET, e.to_string()), 1006),
             WireError::Protocol(m) => (ConnError::new(errors::ERR_PROTOCOL, m.clone()), 1002),
+            WireError::Corrupt(m) => (ConnError::new(errors::ERR_PROTOCOL, m.clone()), 1007),
             WireError::Utf8(what) => (
                 ConnError::new(errors::ERR_INVALID_UTF8, format!("{what} is not valid UTF-8")),
                 1007,
