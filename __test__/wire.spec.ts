@@ -79,3 +79,50 @@ test('a lone batch of events asks for no turn of the event loop', async (t) => {
   await client.disconnect()
   t.deepEqual(scheduled, [], 'the dispatch asked for a turn with nothing waiting')
 })
+
+test.serial("connect()'s attempt wakes the JS thread for its open, not before to say it is connecting (rws mode, which reads it, is woken)", async (t) => {
+  // The server holds the 101 answer until told: meanwhile nothing is to wake the JS thread but
+  // a `connecting` event (a client made by connect() is already connecting and reachable in JS).
+  // There is no event for "nothing happened": the window is 300 ms after the request came, ample
+  // for a worker that pushes the event before it writes the request.
+  let requested!: () => void
+  let answer!: () => void
+  const peer = await rawServer((socket) => {
+    socket.once('data', (chunk) => {
+      socket.pause()
+      socket.unshift(chunk)
+      new Promise<void>((resolve) => (answer = resolve)).then(() => {
+        acceptUpgrade(socket, () => {})
+        socket.resume()
+      })
+      requested()
+    })
+  })
+  t.teardown(() => peer.close())
+  const window = () => new Promise((resolve) => setTimeout(resolve, 300))
+  for (const mode of ['plain', 'rws'] as const) {
+    const request = new Promise<void>((resolve) => (requested = resolve))
+    const before = N.testingRings()
+    const client =
+      mode === 'plain'
+        ? new ReconnectingWebSocket(peer.url, { pingInterval: 0 })
+        : new ReconnectingWebSocket(peer.url, undefined, { minReconnectionDelay: 100 } as never)
+    t.teardown(() => client.disconnect())
+    await request
+    await window()
+    const whileHeld = N.testingRings() - before
+    if (mode === 'plain') {
+      t.is(whileHeld, 0, 'the JS thread was woken while the attempt waited for its answer')
+      t.is(client.readyState, ReconnectingWebSocket.CONNECTING)
+    } else {
+      t.is(whileHeld, 1, 'rws mode: its connecting event is delivered at once')
+      t.is(client.url, peer.url, 'rws mode: the socket exists (url) while the answer is awaited')
+    }
+    const opened = new Promise((resolve) => client.once('open', resolve))
+    answer()
+    await opened
+    t.true(N.testingRings() - before >= 1)
+    t.is(client.retryCount, 0)
+    await client.disconnect()
+  }
+})

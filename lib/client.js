@@ -30,7 +30,7 @@ const wire = require('./wire')
 const { normalizeArgs } = require('./rws')
 const { messageIterator } = require('./messages')
 const { webSocketStream } = require('./stream')
-const { channels, trace } = require('./diagnostics')
+const { channels, trace, tracing } = require('./diagnostics')
 const { parseResponseHead } = require('./response')
 
 const { rethrowLater, convertBinary } = wire
@@ -328,7 +328,9 @@ class ReconnectingWebSocket extends EventEmitter {
     // A disconnect() stopped listening (a long-lived signal keeps no listener of a closed client).
     this.#listenToSignal()
     this.#ended = null
-    N.clientConnect(this)
+    // The attempt's `connecting` event changes nothing JS has not set here, unless it is traced
+    // or rws mode reads it (`socketSeen`): otherwise it need not wake the JS thread by itself.
+    N.clientConnect(this, !this.#rws && !tracing())
     if (state === 'closed') {
       this.#retries = 0
       // A disconnect whose close event was already delivered is over for the user; its promise still settles.

@@ -24,4 +24,9 @@ function trace(url, what, a, b) {
   debug('%s %s', redactUrl(url), [what, a, b].filter((v) => v !== undefined).join(' '))
 }
 
-module.exports = { channels, trace }
+/** Whether NODE_DEBUG=redial-ws logs. */
+function tracing() {
+  return debug.enabled
+}
+
+module.exports = { channels, trace, tracing }

@@ -280,13 +280,14 @@ impl NativeClient {
     }
 
     /// Starts connecting (idempotent). Returns the driver generation.
-    pub fn connect(&mut self, env: Env) -> Result<u32> {
+    /// `quiet`: JS does not need the attempt's `Connecting` at once (`Command::Connect`).
+    pub fn connect(&mut self, env: Env, quiet: bool) -> Result<u32> {
         let id = self.shared.id;
         // `send()` is accepted in the same step as the command is queued (see `Driver::poll_run`).
         let accept = || self.shared.outbox().set_accepting(true);
         if delivery::is_active(id) {
             if let Some(tx) = &self.commands {
-                if tx.send_after(Command::Connect, accept).is_ok() {
+                if tx.send_after(Command::Connect { quiet }, accept).is_ok() {
                     delivery::hold_strong(&env, id);
                     return Ok(delivery::generation(id));
                 }
@@ -298,7 +299,7 @@ impl NativeClient {
         let gen = delivery::activate(&env, id);
         let tx = Arc::new(Queue::default());
         let rx = tx.clone();
-        let driver = Driver::new(self.shared.clone(), hub, self.config.clone(), gen);
+        let driver = Driver::new(self.shared.clone(), hub, self.config.clone(), gen, quiet);
         let handle = napi::bindgen_prelude::spawn(driver.run(rx));
         delivery::set_driver(id, handle.abort_handle());
         if let Some(old) = self.driver.replace(handle.abort_handle()) {
@@ -621,7 +622,7 @@ pub fn testing_panic_driver(env: Env, owner: Object<'_>) -> Result<()> {
     driver::PANIC_FOR_TEST.store(client.shared.id, Ordering::Relaxed);
     if let Some(tx) = &client.commands {
         // Any command wakes the task.
-        let _ = tx.send(Command::Connect);
+        let _ = tx.send(Command::Connect { quiet: false });
     }
     Ok(())
 }
@@ -652,10 +653,11 @@ pub fn testing_stall_driver_exit(ms: u32) {
     driver::STALL_EXIT_FOR_TEST.store(u64::from(ms), Ordering::Relaxed);
 }
 
-/// Starts connecting (idempotent). Returns the driver generation.
+/// Starts connecting (idempotent). Returns the driver generation. `quiet`: JS does not need the
+/// attempt's `connecting` event at once (it goes with the attempt's next event).
 #[napi]
-pub fn client_connect(env: Env, owner: Object<'_>) -> Result<u32> {
-    client(&env, &owner)?.connect(env)
+pub fn client_connect(env: Env, owner: Object<'_>, quiet: bool) -> Result<u32> {
+    client(&env, &owner)?.connect(env, quiet)
 }
 
 #[napi]

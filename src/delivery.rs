@@ -22,7 +22,7 @@
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Instant;
 
@@ -62,6 +62,10 @@ pub struct Hub {
     tsfn: OnceLock<Tsfn>,
 }
 
+/// Calls into JS asked for since the process started, every thread's (tests prove which events
+/// wake the JS thread: `testingRings`).
+pub static RINGS: AtomicU64 = AtomicU64::new(0);
+
 impl Hub {
     fn new() -> Self {
         Hub {
@@ -83,6 +87,13 @@ impl Hub {
         self.ring();
     }
 
+    /// Appends a driver's events without ringing: they go with the next batch (anyone's). Only
+    /// for events JS can take late, and only where more events of the same client will follow.
+    pub fn push_quiet(&self, client: u64, events: &mut Vec<JsEvent>) {
+        let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        q.extend(events.drain(..).map(|e| (client, e)));
+    }
+
     pub fn push_one(&self, client: u64, event: JsEvent) {
         self.queue
             .lock()
@@ -93,6 +104,7 @@ impl Hub {
 
     fn ring(&self) {
         if !self.scheduled.swap(true, Ordering::AcqRel) {
+            RINGS.fetch_add(1, Ordering::Relaxed);
             if let Some(tsfn) = self.tsfn.get() {
                 // One call at a time: never `QueueFull`. After env teardown the call is refused; nothing to do then.
                 let _ = tsfn.call((), ThreadsafeFunctionCallMode::NonBlocking);

@@ -28,7 +28,11 @@ use crate::stats::{self, Gauge, PendingReconnects, RunningDrivers};
 use crate::upgrade::Opened;
 
 pub enum Command {
-    Connect,
+    /// `quiet`: the attempt this starts need not wake JS to report that it is connecting (see
+    /// `Driver::quiet_connect`).
+    Connect {
+        quiet: bool,
+    },
     Reconnect {
         code: u16,
         reason: String,
@@ -77,7 +81,6 @@ pub struct Driver {
     deciding: u64,
     events: Vec<JsEvent>,
     finished: bool,
-    disconnect_done: bool,
     /// Queued messages a finishing disconnect discarded.
     discarded: u32,
     /// The number of the last `disconnect()` call received (`Command::Disconnect::seq`).
@@ -85,6 +88,12 @@ pub struct Driver {
     /// A `disconnect()` call came that no `DisconnectDone` has settled yet. Without one, a close of
     /// ours was a `reconnect()`'s: it settles nothing, and the queue is kept for the next connection.
     unsettled: bool,
+    /// Where a JS `connect()` stands that does not need its attempt's `Connecting` at once. JS has
+    /// already made the client connecting and reachable, so the event is not worth a wake-up of
+    /// the JS thread of its own: it goes with the attempt's next event (`deliver`). A process
+    /// connecting and closing clients one after another woke the JS thread for it in most cycles.
+    /// (One byte: the task must stay within tokio's 384-byte cell.)
+    quiet: Quiet,
     /// Counted in `runningTasks` from the task's first poll until it exits. Here rather than in
     /// `DriverTask`, where its byte would take 8 with padding: the task then fits tokio's
     /// 384-byte cell (a future of at most 280 bytes) instead of the 512-byte one.
@@ -116,6 +125,15 @@ impl Drop for ReconnectTimer {
     }
 }
 
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Quiet {
+    No,
+    /// A quiet `connect()` is being handled (or, before the first poll, is to be).
+    Connect,
+    /// `events` holds only its `Connecting`.
+    Pending,
+}
+
 enum Exit {
     /// Idle after `disconnect()` or a giveup: report it.
     Finished,
@@ -139,7 +157,8 @@ impl Future for DriverTask {
         let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             if this.driver.running.is_none() {
                 this.driver.running = Some(Gauge::<RunningDrivers>::new());
-                this.driver.input(Input::Connect);
+                let quiet = this.driver.quiet == Quiet::Connect;
+                this.driver.connect(quiet);
             }
             if PANIC_FOR_TEST.load(Ordering::Relaxed) == this.driver.shared.id {
                 panic!("panic requested by a test");
@@ -199,12 +218,13 @@ impl Driver {
             will_reconnect: false,
             retries: 0,
         });
-        self.hub.push(self.shared.id, &mut self.events);
+        self.deliver();
     }
 }
 
 impl Driver {
-    pub fn new(shared: Arc<Shared>, hub: Arc<Hub>, config: Arc<DriverConfig>, gen: u32) -> Self {
+    /// `quiet`: the first attempt's `Connecting` need not wake JS (`Command::Connect`).
+    pub fn new(shared: Arc<Shared>, hub: Arc<Hub>, config: Arc<DriverConfig>, gen: u32, quiet: bool) -> Self {
         let machine = Machine::new(config.policy.clone(), fastrand::u64(..));
         Driver {
             shared,
@@ -220,10 +240,10 @@ impl Driver {
             deciding: 0,
             events: Vec::new(),
             finished: false,
-            disconnect_done: false,
             discarded: 0,
             disconnects: 0,
             unsettled: false,
+            quiet: if quiet { Quiet::Connect } else { Quiet::No },
             running: None,
         }
     }
@@ -256,7 +276,7 @@ impl Driver {
                     // `exit` delivers what is pending with `Idle`, in one batch.
                     return Poll::Ready(Exit::Finished);
                 }
-                self.hub.push(self.shared.id, &mut self.events);
+                self.deliver();
                 self.finished = false;
                 let discarded = std::mem::take(&mut self.discarded);
                 // What finished settles the calls received before these commands, not theirs.
@@ -296,7 +316,7 @@ impl Driver {
                 self.attempt_done(result);
                 continue;
             }
-            self.hub.push(self.shared.id, &mut self.events);
+            self.deliver();
             if let Some(Poll::Ready(io)) = self
                 .socket
                 .as_mut()
@@ -342,7 +362,7 @@ impl Driver {
                 continue;
             }
             // Going to sleep: deliver anything left, and keep no events buffer while idle.
-            self.hub.push(self.shared.id, &mut self.events);
+            self.deliver();
             if self.events.capacity() > 0 {
                 self.events = Vec::new();
             }
@@ -399,12 +419,29 @@ impl Driver {
             discarded: self.discarded,
             upto: self.disconnects,
         });
-        self.hub.push(self.shared.id, &mut self.events);
+        self.deliver();
+    }
+
+    fn connect(&mut self, quiet: bool) {
+        self.quiet = if quiet { Quiet::Connect } else { Quiet::No };
+        self.input(Input::Connect);
+        if self.quiet == Quiet::Connect {
+            self.quiet = Quiet::No;
+        }
+    }
+
+    /// Hands the events so far to JS, ringing for them unless all there is is a quiet `Connecting`.
+    fn deliver(&mut self) {
+        if std::mem::replace(&mut self.quiet, Quiet::No) == Quiet::Pending && self.events.len() == 1 {
+            self.hub.push_quiet(self.shared.id, &mut self.events);
+        } else {
+            self.hub.push(self.shared.id, &mut self.events);
+        }
     }
 
     fn command(&mut self, cmd: Command) {
         match cmd {
-            Command::Connect => self.input(Input::Connect),
+            Command::Connect { quiet } => self.connect(quiet),
             Command::Reconnect { code, reason } => self.input(Input::Reconnect { code, reason }),
             Command::Disconnect {
                 code,
@@ -446,11 +483,12 @@ impl Driver {
         let now = self.now_ms();
         let mut actions = Vec::new();
         self.machine.handle(input, now, &mut actions);
+        let disconnect_done = actions.iter().any(|a| matches!(a, Action::DisconnectDone));
         for action in actions {
             self.execute(action);
         }
         // A completed disconnect discards what is still queued and reports the count.
-        if std::mem::take(&mut self.disconnect_done) && (self.finished || self.unsettled) {
+        if disconnect_done && (self.finished || self.unsettled) {
             self.unsettled = false;
             let discarded = self.shared.outbox().discard(&self.shared.metrics) as u32;
             if self.finished {
@@ -522,7 +560,16 @@ impl Driver {
                 });
             }
             Action::Emit(event) => self.events.push(match event {
-                Event::Connecting { attempt } => JsEvent::Connecting { attempt },
+                Event::Connecting { attempt } => {
+                    if self.quiet == Quiet::Connect {
+                        self.quiet = if self.events.is_empty() {
+                            Quiet::Pending
+                        } else {
+                            Quiet::No
+                        };
+                    }
+                    JsEvent::Connecting { attempt }
+                }
                 // `Open` is pushed by the driver with the handshake details.
                 Event::Open => return,
                 Event::Error(e) => JsEvent::Error(e),
@@ -549,7 +596,8 @@ impl Driver {
                     last_error,
                 },
             }),
-            Action::DisconnectDone => self.disconnect_done = true,
+            // Handled by `input`, once every action has run.
+            Action::DisconnectDone => {}
             Action::Finish => self.finished = true,
         }
     }

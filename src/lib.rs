@@ -177,6 +177,13 @@ pub fn testing_fast_path_writes() -> Vec<f64> {
         .to_vec()
 }
 
+/// Calls into JS the addon asked for since the process started, each a wake-up of a JS thread
+/// (tests prove which events need one of their own). Not part of the API.
+#[napi]
+pub fn testing_rings() -> f64 {
+    delivery::RINGS.load(Relaxed) as f64
+}
+
 /// Host name lookups started since the process started (tests prove that concurrent attempts
 /// share one). Not part of the API.
 #[napi]
