@@ -92,7 +92,8 @@ test.serial("connect()'s attempt wakes the JS thread for its open, not before to
       socket.pause()
       socket.unshift(chunk)
       new Promise<void>((resolve) => (answer = resolve)).then(() => {
-        acceptUpgrade(socket, () => {})
+        // Ends at the client's close frame: disconnect() needs no close timeout.
+        acceptUpgrade(socket, (s) => s.once('data', () => s.end()))
         socket.resume()
       })
       requested()
@@ -123,6 +124,48 @@ test.serial("connect()'s attempt wakes the JS thread for its open, not before to
     await opened
     t.true(N.testingRings() - before >= 1)
     t.is(client.retryCount, 0)
+    await client.disconnect()
+  }
+})
+
+test.serial("connect() in a close listener (a reconnect wait, or a giveup, after it in the batch): its attempt's connecting comes at once and puts the state right", async (t) => {
+  // The first connection is closed by the server (1001); the second is held before its 101.
+  // The close's batch goes on after the listener (`reconnecting`, or `giveup`), which sets the
+  // state back: only the new attempt's own event says it is connecting.
+  let requested!: () => void
+  let answer!: () => void
+  let n = 0
+  const peer = await rawServer((socket) => {
+    if (++n % 2 === 1) {
+      acceptUpgrade(socket, (s) => s.end(Buffer.from([0x88, 0x02, 0x03, 0xe9])))
+      return
+    }
+    socket.once('data', (chunk) => {
+      socket.pause()
+      socket.unshift(chunk)
+      new Promise<void>((resolve) => (answer = resolve)).then(() => {
+        // Ends at the client's close frame: disconnect() needs no close timeout.
+        acceptUpgrade(socket, (s) => s.once('data', () => s.end()))
+        socket.resume()
+      })
+      requested()
+    })
+  })
+  t.teardown(() => peer.close())
+  for (const options of [{ minDelay: 60_000, maxDelay: 60_000 }, { maxRetries: 0 }]) {
+    const request = new Promise<void>((resolve) => (requested = resolve))
+    const client = new ReconnectingWebSocket(peer.url, { pingInterval: 0, ...options })
+    t.teardown(() => client.disconnect())
+    client.once('close', () => client.connect())
+    await request
+    // Whatever followed the close in its batch has run; the attempt's connecting comes by itself.
+    await new Promise((resolve) => setTimeout(resolve, 300))
+    t.is(client.state, 'connecting', JSON.stringify(options))
+    t.is(client.readyState, ReconnectingWebSocket.CONNECTING)
+    const opened = client.opened()
+    answer()
+    await opened
+    t.is(client.state, 'open')
     await client.disconnect()
   }
 })

@@ -328,9 +328,10 @@ class ReconnectingWebSocket extends EventEmitter {
     // A disconnect() stopped listening (a long-lived signal keeps no listener of a closed client).
     this.#listenToSignal()
     this.#ended = null
-    // The attempt's `connecting` event changes nothing JS has not set here, unless it is traced
-    // or rws mode reads it (`socketSeen`): otherwise it need not wake the JS thread by itself.
-    N.clientConnect(this, !this.#rws && !tracing())
+    // The attempt's `connecting` event changes nothing JS has not set here, unless it is traced,
+    // rws mode reads it (`socketSeen`), or events still to be dispatched may undo what this sets
+    // (a `reconnecting` after this listener): otherwise it need not wake the JS thread by itself.
+    N.clientConnect(this, !this.#rws && !tracing() && !wire.delivering())
     if (state === 'closed') {
       this.#retries = 0
       // A disconnect whose close event was already delivered is over for the user; its promise still settles.

@@ -42,6 +42,11 @@ function warn(p) {
 /** Handlers by tag: `handlers[tag](client, payload)`. */
 let handlers = null
 
+/** Events are being dispatched (nested: a listener's call may dispatch what it read). */
+let dispatching = 0
+/** A batch waits for the `setImmediate` that takes it. */
+let batchWaits = false
+
 /**
  * Receives `[client, tag, payload, ...]` from the native side, or a lone event
  * as the three arguments `(client, tag, payload)`. It closes over no client,
@@ -55,18 +60,35 @@ let handlers = null
  * between batches. Usually none does, and no turn is asked for.
  */
 function dispatch(batch, tag, payload) {
+  dispatching++
   if (tag !== undefined) {
     deliver(batch, tag, payload)
   } else if (batch.length === 0) {
+    dispatching--
     return
   } else {
     deliverAll(batch)
   }
-  if (!N.deliveryDone()) setImmediate(acknowledge)
+  dispatching--
+  if (!N.deliveryDone()) {
+    batchWaits = true
+    setImmediate(acknowledge)
+  }
 }
 
 function acknowledge() {
+  batchWaits = false
   dispatch(N.deliveryAck())
+}
+
+
+/**
+ * Whether events may be on their way to a client's listeners beyond the ones that ran: the rest of
+ * a batch being dispatched, or a batch waiting. A `connect()` made then must not count on what it
+ * sets in JS staying so until its attempt's next event (lib/client.js).
+ */
+function delivering() {
+  return dispatching > 0 || batchWaits
 }
 
 /**
@@ -75,8 +97,10 @@ function acknowledge() {
  * waited in the read bound. A quiet connection's message comes alone (the round trip of an echo).
  */
 function dispatchNow(batch, tag, payload) {
+  dispatching++
   if (tag !== undefined) deliver(batch, tag, payload)
   else deliverAll(batch)
+  dispatching--
 }
 
 /** Runs one event's handler; a throwing listener does not lose the rest of the batch. */
@@ -180,4 +204,4 @@ function convertBinary(buf, type) {
     : buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength)
 }
 
-module.exports = { EVENTS, SEND, checkSendOutcomes, listen, handlerTable, forEachText, forEachBinary, convertBinary, rethrowLater }
+module.exports = { EVENTS, SEND, checkSendOutcomes, listen, handlerTable, forEachText, forEachBinary, convertBinary, rethrowLater, delivering }

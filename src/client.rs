@@ -280,20 +280,25 @@ impl NativeClient {
     }
 
     /// Starts connecting (idempotent). Returns the driver generation.
-    /// `quiet`: JS does not need the attempt's `Connecting` at once (`Command::Connect`).
+    /// `quiet`: JS does not need the `Connecting` of a new driver's first attempt at once
+    /// (`Driver::quiet`); a running driver reports its attempts' promptly.
     pub fn connect(&mut self, env: Env, quiet: bool) -> Result<u32> {
         let id = self.shared.id;
         // `send()` is accepted in the same step as the command is queued (see `Driver::poll_run`).
         let accept = || self.shared.outbox().set_accepting(true);
-        if delivery::is_active(id) {
+        let active = delivery::is_active(id);
+        if active {
             if let Some(tx) = &self.commands {
-                if tx.send_after(Command::Connect { quiet }, accept).is_ok() {
+                if tx.send_after(Command::Connect, accept).is_ok() {
                     delivery::hold_strong(&env, id);
                     return Ok(delivery::generation(id));
                 }
             }
         }
-        // No driver, or one that is exiting: start a fresh one.
+        // No driver, or one that is exiting: start a fresh one. Quiet only where the last one's
+        // every event has reached JS (its `Idle` was taken): one still to come may undo what
+        // `connect()` set in JS, which its new attempt's prompt `Connecting` then puts right.
+        let quiet = quiet && !active;
         accept();
         let hub = delivery::hub().ok_or_else(|| Error::from_reason("redial-ws: dispatcher not initialised"))?;
         let gen = delivery::activate(&env, id);
@@ -622,7 +627,7 @@ pub fn testing_panic_driver(env: Env, owner: Object<'_>) -> Result<()> {
     driver::PANIC_FOR_TEST.store(client.shared.id, Ordering::Relaxed);
     if let Some(tx) = &client.commands {
         // Any command wakes the task.
-        let _ = tx.send(Command::Connect { quiet: false });
+        let _ = tx.send(Command::Connect);
     }
     Ok(())
 }
@@ -654,7 +659,7 @@ pub fn testing_stall_driver_exit(ms: u32) {
 }
 
 /// Starts connecting (idempotent). Returns the driver generation. `quiet`: JS does not need the
-/// attempt's `connecting` event at once (it goes with the attempt's next event).
+/// `connecting` event of an attempt this call starts at once (it goes with the attempt's next event).
 #[napi]
 pub fn client_connect(env: Env, owner: Object<'_>, quiet: bool) -> Result<u32> {
     client(&env, &owner)?.connect(env, quiet)

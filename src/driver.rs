@@ -28,11 +28,7 @@ use crate::stats::{self, Gauge, PendingReconnects, RunningDrivers};
 use crate::upgrade::Opened;
 
 pub enum Command {
-    /// `quiet`: the attempt this starts need not wake JS to report that it is connecting (see
-    /// `Driver::quiet_connect`).
-    Connect {
-        quiet: bool,
-    },
+    Connect,
     Reconnect {
         code: u16,
         reason: String,
@@ -88,11 +84,14 @@ pub struct Driver {
     /// A `disconnect()` call came that no `DisconnectDone` has settled yet. Without one, a close of
     /// ours was a `reconnect()`'s: it settles nothing, and the queue is kept for the next connection.
     unsettled: bool,
-    /// Where a JS `connect()` stands that does not need its attempt's `Connecting` at once. JS has
-    /// already made the client connecting and reachable, so the event is not worth a wake-up of
-    /// the JS thread of its own: it goes with the attempt's next event (`deliver`). A process
-    /// connecting and closing clients one after another woke the JS thread for it in most cycles.
-    /// (One byte: the task must stay within tokio's 384-byte cell.)
+    /// Where the first attempt of a driver a JS `connect()` started stands, when JS does not need
+    /// its `Connecting` at once (`new`'s `quiet`). JS has already made the client connecting and
+    /// reachable, so the event is not worth a wake-up of the JS thread of its own: it goes with
+    /// the attempt's next event (`deliver`). A process connecting and closing clients one after
+    /// another woke the JS thread for it in most cycles. Only a new driver's: while one runs, JS
+    /// may not have seen all it reported yet (a `Reconnecting` that would undo the `connecting`
+    /// state `connect()` set), and the prompt event puts the state right. (One byte: the task must
+    /// stay within tokio's 384-byte cell.)
     quiet: Quiet,
     /// Counted in `runningTasks` from the task's first poll until it exits. Here rather than in
     /// `DriverTask`, where its byte would take 8 with padding: the task then fits tokio's
@@ -128,7 +127,7 @@ impl Drop for ReconnectTimer {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Quiet {
     No,
-    /// A quiet `connect()` is being handled (or, before the first poll, is to be).
+    /// The first attempt is quiet and not yet started, or being started.
     Connect,
     /// `events` holds only its `Connecting`.
     Pending,
@@ -157,8 +156,7 @@ impl Future for DriverTask {
         let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             if this.driver.running.is_none() {
                 this.driver.running = Some(Gauge::<RunningDrivers>::new());
-                let quiet = this.driver.quiet == Quiet::Connect;
-                this.driver.connect(quiet);
+                this.driver.first_connect();
             }
             if PANIC_FOR_TEST.load(Ordering::Relaxed) == this.driver.shared.id {
                 panic!("panic requested by a test");
@@ -223,7 +221,7 @@ impl Driver {
 }
 
 impl Driver {
-    /// `quiet`: the first attempt's `Connecting` need not wake JS (`Command::Connect`).
+    /// `quiet`: the first attempt's `Connecting` need not wake JS (`Driver::quiet`).
     pub fn new(shared: Arc<Shared>, hub: Arc<Hub>, config: Arc<DriverConfig>, gen: u32, quiet: bool) -> Self {
         let machine = Machine::new(config.policy.clone(), fastrand::u64(..));
         Driver {
@@ -422,8 +420,8 @@ impl Driver {
         self.deliver();
     }
 
-    fn connect(&mut self, quiet: bool) {
-        self.quiet = if quiet { Quiet::Connect } else { Quiet::No };
+    /// The attempt a new driver starts with, quiet if `new` was told so.
+    fn first_connect(&mut self) {
         self.input(Input::Connect);
         if self.quiet == Quiet::Connect {
             self.quiet = Quiet::No;
@@ -441,7 +439,7 @@ impl Driver {
 
     fn command(&mut self, cmd: Command) {
         match cmd {
-            Command::Connect { quiet } => self.connect(quiet),
+            Command::Connect => self.input(Input::Connect),
             Command::Reconnect { code, reason } => self.input(Input::Reconnect { code, reason }),
             Command::Disconnect {
                 code,
