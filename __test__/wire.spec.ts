@@ -2,7 +2,7 @@
 // fail if lib/ and the addon disagree on which events and send() outcomes exist, or on the shape
 // of a text run. And the delivery loop asks for a turn of the event loop only when a batch waits.
 import { createRequire } from 'node:module'
-import test from 'ava'
+import test, { type ExecutionContext } from 'ava'
 
 import { ReconnectingWebSocket } from '../index.js'
 import { acceptUpgrade, rawServer } from './helpers.js'
@@ -80,19 +80,24 @@ test('a lone batch of events asks for no turn of the event loop', async (t) => {
   t.deepEqual(scheduled, [], 'the dispatch asked for a turn with nothing waiting')
 })
 
-test.serial("connect()'s attempt wakes the JS thread for its open, not before to say it is connecting (rws mode, which reads it, is woken)", async (t) => {
-  // The server holds the 101 answer until told: meanwhile nothing is to wake the JS thread but
-  // a `connecting` event (a client made by connect() is already connecting and reachable in JS).
-  // There is no event for "nothing happened": the window is 300 ms after the request came, ample
-  // for a worker that pushes the event before it writes the request.
-  let requested!: () => void
-  let answer!: () => void
+/**
+ * A raw server that holds each connection's 101 answer until `answer()` (the connection then ends at
+ * the client's close frame: disconnect() needs no close timeout). With `closeFirst`, every other
+ * connection, the first one first, is upgraded and closed at once (1001) instead.
+ */
+async function holdingServer(t: ExecutionContext, closeFirst = false) {
+  let requested = () => {}
+  let answer = () => {}
+  let n = 0
   const peer = await rawServer((socket) => {
+    if (closeFirst && ++n % 2 === 1) {
+      acceptUpgrade(socket, (s) => s.end(Buffer.from([0x88, 0x02, 0x03, 0xe9])))
+      return
+    }
     socket.once('data', (chunk) => {
       socket.pause()
       socket.unshift(chunk)
       new Promise<void>((resolve) => (answer = resolve)).then(() => {
-        // Ends at the client's close frame: disconnect() needs no close timeout.
         acceptUpgrade(socket, (s) => s.once('data', () => s.end()))
         socket.resume()
       })
@@ -100,14 +105,29 @@ test.serial("connect()'s attempt wakes the JS thread for its open, not before to
     })
   })
   t.teardown(() => peer.close())
-  const window = () => new Promise((resolve) => setTimeout(resolve, 300))
+  return {
+    url: peer.url,
+    /** Resolves once the next held connection's request has come; call it before the client connects. */
+    nextRequest: () => new Promise<void>((resolve) => (requested = resolve)),
+    answer: () => answer(),
+  }
+}
+
+/** What a test waits for something that must not happen (there is no event for it). */
+const window = () => new Promise((resolve) => setTimeout(resolve, 300))
+
+test.serial("connect()'s attempt wakes the JS thread for its open, not before to say it is connecting (rws mode, which reads it, is woken)", async (t) => {
+  // Meanwhile nothing is to wake the JS thread but a `connecting` event (a client made by
+  // connect() is already connecting and reachable in JS). The window is 300 ms after the request
+  // came, ample for a worker that pushes the event before it writes the request.
+  const server = await holdingServer(t)
   for (const mode of ['plain', 'rws'] as const) {
-    const request = new Promise<void>((resolve) => (requested = resolve))
+    const request = server.nextRequest()
     const before = N.testingRings()
     const client =
       mode === 'plain'
-        ? new ReconnectingWebSocket(peer.url, { pingInterval: 0 })
-        : new ReconnectingWebSocket(peer.url, undefined, { minReconnectionDelay: 100 } as never)
+        ? new ReconnectingWebSocket(server.url, { pingInterval: 0 })
+        : new ReconnectingWebSocket(server.url, undefined, { minReconnectionDelay: 100 } as never)
     t.teardown(() => client.disconnect())
     await request
     await window()
@@ -117,10 +137,10 @@ test.serial("connect()'s attempt wakes the JS thread for its open, not before to
       t.is(client.readyState, ReconnectingWebSocket.CONNECTING)
     } else {
       t.is(whileHeld, 1, 'rws mode: its connecting event is delivered at once')
-      t.is(client.url, peer.url, 'rws mode: the socket exists (url) while the answer is awaited')
+      t.is(client.url, server.url, 'rws mode: the socket exists (url) while the answer is awaited')
     }
     const opened = new Promise((resolve) => client.once('open', resolve))
-    answer()
+    server.answer()
     await opened
     t.true(N.testingRings() - before >= 1)
     t.is(client.retryCount, 0)
@@ -129,41 +149,21 @@ test.serial("connect()'s attempt wakes the JS thread for its open, not before to
 })
 
 test.serial("connect() in a close listener (a reconnect wait, or a giveup, after it in the batch): its attempt's connecting comes at once and puts the state right", async (t) => {
-  // The first connection is closed by the server (1001); the second is held before its 101.
-  // The close's batch goes on after the listener (`reconnecting`, or `giveup`), which sets the
-  // state back: only the new attempt's own event says it is connecting.
-  let requested!: () => void
-  let answer!: () => void
-  let n = 0
-  const peer = await rawServer((socket) => {
-    if (++n % 2 === 1) {
-      acceptUpgrade(socket, (s) => s.end(Buffer.from([0x88, 0x02, 0x03, 0xe9])))
-      return
-    }
-    socket.once('data', (chunk) => {
-      socket.pause()
-      socket.unshift(chunk)
-      new Promise<void>((resolve) => (answer = resolve)).then(() => {
-        // Ends at the client's close frame: disconnect() needs no close timeout.
-        acceptUpgrade(socket, (s) => s.once('data', () => s.end()))
-        socket.resume()
-      })
-      requested()
-    })
-  })
-  t.teardown(() => peer.close())
+  // The first connection is closed by the server; the second is held before its 101. The close's
+  // batch goes on after the listener (`reconnecting`, or `giveup`), which sets the state back:
+  // only the new attempt's own event says it is connecting.
+  const server = await holdingServer(t, true)
   for (const options of [{ minDelay: 60_000, maxDelay: 60_000 }, { maxRetries: 0 }]) {
-    const request = new Promise<void>((resolve) => (requested = resolve))
-    const client = new ReconnectingWebSocket(peer.url, { pingInterval: 0, ...options })
+    const request = server.nextRequest()
+    const client = new ReconnectingWebSocket(server.url, { pingInterval: 0, ...options })
     t.teardown(() => client.disconnect())
     client.once('close', () => client.connect())
     await request
-    // Whatever followed the close in its batch has run; the attempt's connecting comes by itself.
-    await new Promise((resolve) => setTimeout(resolve, 300))
+    await window()
     t.is(client.state, 'connecting', JSON.stringify(options))
     t.is(client.readyState, ReconnectingWebSocket.CONNECTING)
     const opened = client.opened()
-    answer()
+    server.answer()
     await opened
     t.is(client.state, 'open')
     await client.disconnect()
