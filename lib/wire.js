@@ -81,7 +81,6 @@ function acknowledge() {
   dispatch(N.deliveryAck())
 }
 
-
 /**
  * Whether events may be on their way to a client's listeners beyond the ones that ran: the rest of
  * a batch being dispatched, or a batch waiting. A `connect()` made then must not count on what it
