@@ -134,6 +134,40 @@ for (const secure of [false, true]) {
   })
 }
 
+test.serial('a reset that follows data is seen while the JS thread reads: the data is delivered, then the connection ends', async (t) => {
+  // The server writes a message and resets the connection in one step, so the JS thread's watch
+  // finds both at once: libuv reports the reset as an error and stops the watch, and the read of
+  // the data alone ends short of the error. No heartbeat or send() is left to find it later.
+  const peer = await wsServer((socket) =>
+    socket.on('message', (d) => {
+      if (String(d) !== 'go') return void socket.send(d)
+      socket.send('bye')
+      ;(socket as unknown as { _socket: import('node:net').Socket })._socket.resetAndDestroy()
+    }),
+  )
+  t.teardown(() => peer.close())
+  for (let round = 0; round < 5; round++) {
+    const client = new ReconnectingWebSocket(peer.url, { pingInterval: 0, maxRetries: 0 })
+    await client.opened()
+    const first = once(client, 'message')
+    client.send('first')
+    await first
+    await until(() => clientStats().jsReaders === 1, 'the socket is watched by the JS thread')
+    const got: string[] = []
+    client.on('message', (m) => got.push(String(m)))
+    const errors: string[] = []
+    client.on('error', (err: Error & { code?: string }) => errors.push(err.code ?? '?'))
+    const closed = new Promise<{ code: number }>((resolve) => client.once('close', resolve))
+    client.send('go')
+    const outcome = await Promise.race([closed, new Promise<null>((r) => setTimeout(r, 3_000, null))])
+    t.is(outcome?.code, 1006, `round ${round}: the reset ended the connection`)
+    t.deepEqual(got, ['bye'], 'what came before the reset was delivered')
+    t.deepEqual(errors, ['ERR_SOCKET'], 'and the reset reported')
+    await client.disconnect()
+    t.like(clientStats(), { jsReaders: 0, openConnections: 0, ioBuffers: 0 })
+  }
+})
+
 test.serial("the first message of a turn is written at once, the turn's others together after it", async (t) => {
   const peer = await wsServer((socket) => socket.on('message', (d, binary) => socket.send(d, { binary })))
   const client = new ReconnectingWebSocket(peer.url)

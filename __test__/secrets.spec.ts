@@ -97,10 +97,17 @@ test('synchronous errors name the URL without its password', (t) => {
     // Still useful: the user name and host are there.
     if (!url.includes(TOKEN)) t.regex(err.message, /alice:\*\*\*@/)
   }
+  // Without "//" a SOCKS URL parses with no host, its credentials as its path: refused, not echoed.
+  for (const proxy of [`socks5:alice:${PASSWORD}@127.0.0.1:1080`, `socks5h:/alice:${PASSWORD}@127.0.0.1`]) {
+    const err = t.throws(() => new ReconnectingWebSocket('ws://127.0.0.1:1/', { startClosed: true, proxy })) as RedialError
+    t.is(err.code as string, 'ERR_INVALID_PROXY', proxy)
+    assertClean(t, err, proxy)
+    t.regex(err.message, /no host/)
+  }
   // A proxy from the environment is checked the same way.
   const saved = process.env.HTTP_PROXY
   try {
-    for (const proxy of [`http://alice:${PASSWORD}@127.0.0.1:99999`, `http://alice:pa#${PASSWORD}@127.0.0.1:3128`]) {
+    for (const proxy of [`http://alice:${PASSWORD}@127.0.0.1:99999`, `http://alice:pa#${PASSWORD}@127.0.0.1:3128`, `socks5:alice:${PASSWORD}@127.0.0.1:1080`]) {
       process.env.HTTP_PROXY = proxy
       const err = t.throws(() => new ReconnectingWebSocket('ws://127.0.0.1:1/', { startClosed: true })) as RedialError
       t.is(err.code as string, 'ERR_INVALID_PROXY')

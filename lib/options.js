@@ -568,6 +568,10 @@ function checkProxy(proxy) {
   if (!PROXY_SCHEMES.includes(u.protocol)) {
     throw makeError('ERR_INVALID_PROXY', `Only http:// (CONNECT), socks5:// and socks5h:// proxies are supported. Received ${u.protocol}`, SyntaxError)
   }
+  // `socks5:user:pass@host` (no "//") parses, as a path: the URL is not echoed, it may hold a password.
+  if (!u.hostname) {
+    throw makeError('ERR_INVALID_PROXY', `Invalid proxy URL: it has no host (write it as ${u.protocol}//[user:password@]host:port)`, SyntaxError)
+  }
 }
 
 /**

@@ -34,7 +34,7 @@ use crate::direct;
 use crate::event_values::{event_to_js, text_run, text_value};
 use crate::events::JsEvent;
 use crate::frame::Incoming;
-use crate::napi_raw::{self, ArrayOf, CallbackTarget, DispatchArgs, OwnerRef, RawValue, Tsfn, Value};
+use crate::napi_raw::{self, ArrayOf, CallbackTarget, DispatchArgs, OwnerRef, RawValue, Ready, Tsfn, Value};
 use crate::protocol::event as tag;
 use crate::reader::{self, JsRead};
 use crate::shared::Shared;
@@ -529,7 +529,15 @@ pub fn read_close_on_driver(id: u64) {
 
 /// The JS thread's watch found client `id`'s socket readable: read what it holds (one batch at
 /// most), run its listeners now, and give the socket back to the driver when the read says so.
-fn on_readable(env: &Env, id: u64, turn: u64) {
+fn on_readable(env: &Env, id: u64, ready: Ready) {
+    if ready.failed {
+        // A reset: the watch is stopped, and a read here could stop at data the reset follows
+        // (a short read ends the JS thread's turn) and leave the error unread. The driver reads
+        // the rest, then the error, and ends the connection.
+        direct::give_back(id);
+        return;
+    }
+    let turn = ready.turn;
     if !direct::may_read(turn) {
         direct::wait_for_next_turn(env, id, on_readable);
         return;

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use napi::Env;
 
-use crate::napi_raw::{OnReady, SocketWatch, TurnHook};
+use crate::napi_raw::{OnReady, Ready, SocketWatch, TurnHook};
 use crate::reader::SharedReader;
 use crate::stats::{Gauge, JsReaders};
 
@@ -108,7 +108,7 @@ pub fn spent(messages: usize, bytes: usize, time: Duration) {
 }
 
 /// Takes client `id`'s socket on the driver's offer, if it still stands, and watches it:
-/// `on_ready(env, id, turn)` then reads it on each turn it is readable.
+/// `on_ready(env, id, ready)` then reads it on each turn it is readable.
 pub fn take_over(env: &Env, id: u64, reader: Arc<SharedReader>, offer: u32, on_ready: OnReady) {
     if !reader.take_over(offer) {
         return;
@@ -195,7 +195,7 @@ fn read_waiting(env: &Env, turn: u64) {
             .ok()
             .flatten();
         match resumed {
-            Some(true) => read(env, id, turn),
+            Some(true) => read(env, id, Ready { turn, failed: false }),
             Some(false) => give_back(id),
             None => {}
         }

@@ -600,11 +600,20 @@ fn uv() -> Option<&'static Uv> {
     None
 }
 
-/// What a socket watch calls when the socket is readable: `(env, key, turn)`, where `turn` numbers
-/// the loop's iterations (`uv_metrics_info`'s `loop_count`): the same for every callback of one
-/// poll phase, however many rounds of events it takes (libuv polls again at once, up to 48 times,
-/// while a poll fills its 1,024 events, and its clock moves meanwhile).
-pub type OnReady = fn(&Env, u64, u64);
+/// What a socket watch calls when the socket is readable: `(env, key, ready)`.
+pub type OnReady = fn(&Env, u64, Ready);
+
+/// A watch's report.
+#[derive(Clone, Copy, Debug)]
+pub struct Ready {
+    /// The loop's iterations (`uv_metrics_info`'s `loop_count`): the same for every callback of
+    /// one poll phase, however many rounds of events it takes (libuv polls again at once, up to
+    /// 48 times, while a poll fills its 1,024 events, and its clock moves meanwhile).
+    pub turn: u64,
+    /// The socket has an error pending (a reset, `POLLERR`): libuv has stopped the watch and
+    /// reports nothing more, so whoever reads must read up to the error without it.
+    pub failed: bool,
+}
 
 /// What a watch's handle carries (its `data` field, the first of every libuv handle).
 struct WatchCtx {
@@ -702,7 +711,7 @@ impl SocketWatch {
         uv().is_some()
     }
 
-    /// Starts watching `socket` for readability: `on_ready(env, key, turn)` runs on the JS thread,
+    /// Starts watching `socket` for readability: `on_ready(env, key, ready)` runs on the JS thread,
     /// inside a handle scope, on each turn of the loop that finds it readable (level-triggered).
     /// The caller keeps `socket` open for as long as the watch exists. `None` where the runtime
     /// has no libuv to offer.
@@ -795,13 +804,14 @@ fn loop_count(uv_loop: *mut c_void) -> u64 {
 
 /// # Safety
 /// Called by libuv on the loop's thread with a handle `SocketWatch::start` made, not yet closed.
-unsafe extern "C" fn on_poll(handle: *mut c_void, _status: c_int, _events: c_int) {
+unsafe extern "C" fn on_poll(handle: *mut c_void, status: c_int, _events: c_int) {
     // SAFETY: `data` holds the `WatchCtx` set in `start`, freed only by `on_closed`.
     let ctx = unsafe { &*(*handle.cast::<*mut WatchCtx>()) };
     let (on_ready, key) = (ctx.on_ready, ctx.key);
+    // libuv reports `POLLERR` as a negative status, having stopped the handle (`uv__poll_io`).
+    let failed = status < 0;
     // SAFETY: the watch's handle, on its loop's thread; the watch is closed before `env` goes.
-    // An error status is the reader's to handle: its read fails and it lets go of the socket.
-    unsafe { call_in_scope(ctx.env, handle, |env, count| on_ready(env, key, count)) };
+    unsafe { call_in_scope(ctx.env, handle, |env, turn| on_ready(env, key, Ready { turn, failed })) };
 }
 
 /// Runs `f(env, loop_count)` for a libuv callback of `handle`, inside a handle scope; a panic

@@ -9,7 +9,7 @@ use tokio::net::TcpStream;
 use url::Url;
 
 use crate::errors::{self, ConnError};
-use crate::redact::{redact, redact_url};
+use crate::redact::redact;
 
 /// A proxy: HTTP CONNECT, or SOCKS5.
 #[derive(Clone)]
@@ -112,16 +112,19 @@ impl Proxy {
             "http" => (ProxyKind::Http, 80),
             "socks5" => (ProxyKind::Socks5 { proxy_resolves: false }, 1080),
             "socks5h" => (ProxyKind::Socks5 { proxy_resolves: true }, 1080),
-            _ => {
+            scheme => {
                 return Err(format!(
-                    "only http:// (CONNECT), socks5:// and socks5h:// proxies are supported, got {}",
-                    redact_url(&url)
+                    "only http:// (CONNECT), socks5:// and socks5h:// proxies are supported, got {scheme}:"
                 ))
             }
         };
-        let host = url
-            .host_str()
-            .ok_or_else(|| format!("proxy URL has no host: {}", redact_url(&url)))?;
+        // Not echoed: without "//" (`socks5:user:pass@host`) the credentials are the URL's path.
+        let host = url.host_str().filter(|h| !h.is_empty()).ok_or_else(|| {
+            format!(
+                "proxy URL has no host: write it as {}://[user:password@]host:port",
+                url.scheme()
+            )
+        })?;
         let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
         // A password alone is Basic `:password` for a CONNECT proxy (as curl sends it); SOCKS5's
         // user name must not be empty (RFC 1929).
@@ -287,13 +290,15 @@ mod tests {
         #[test]
         fn any_proxy_url_is_parsed_or_refused_without_showing_its_password(
             scheme in "(http|https|socks5|[a-z]{0,5})",
+            // Without "//" a URL that is not http's has no host: its credentials are its path.
+            separator in "(://|:|:/)",
             user in "[a-zA-Z0-9%@:]{0,8}",
             host in "(127\\.0\\.0\\.1|\\[::1\\]|[a-z0-9.:\\[\\]%-]{0,12})",
             port in proptest::option::of("[0-9a-z]{0,7}"),
             rest in "[ -~]{0,8}",
         ) {
             let port = port.map(|p| format!(":{p}")).unwrap_or_default();
-            let url = format!("{scheme}://{user}:Secr3tPw@{host}{port}{rest}");
+            let url = format!("{scheme}{separator}{user}:Secr3tPw@{host}{port}{rest}");
             match Proxy::parse(&url) {
                 Ok(proxy) => {
                     let debug = format!("{proxy:?}");
@@ -306,14 +311,18 @@ mod tests {
 
     #[test]
     fn proxy_errors_and_debug_hold_no_password() {
-        for bad in [
-            "http://bob:hunter2@127.0.0.1:99999",
-            "socks4://bob:hunter2@127.0.0.1:1080",
-            "http://bob:hunter2@",
-        ] {
+        for bad in ["http://bob:hunter2@127.0.0.1:99999", "http://bob:hunter2@"] {
             let e = Proxy::parse(bad).unwrap_err();
             assert!(!e.contains("hunter2"), "{e}");
             assert!(e.contains("bob:***@"), "{e}");
+        }
+        // Neither a scheme nor a URL without a host is echoed (`socks5:` without "//": a path).
+        for (bad, says) in [
+            ("socks4://bob:hunter2@127.0.0.1:1080", "got socks4:"),
+            ("socks5:bob:hunter2@127.0.0.1:1080", "no host: write it as socks5://"),
+        ] {
+            let e = Proxy::parse(bad).unwrap_err();
+            assert!(!e.contains("hunter2") && e.contains(says), "{e}");
         }
         let p = Proxy::parse("http://bob:hunter2@127.0.0.1:3128").unwrap();
         let debug = format!("{p:?}");
