@@ -495,7 +495,16 @@ impl Decoder {
                 recycle::into_bytes(self.direct.take().expect("direct payload"))
             } else if self.buf.len() >= h.len {
                 self.after_direct = false;
-                self.buf.split_to(h.len).freeze()
+                if h.len >= DIRECT_FROM {
+                    self.buf.split_to(h.len).freeze()
+                } else {
+                    // Copied: a view would keep the whole read buffer (up to `READ_CHUNK`) alive
+                    // while the frame waits for JS, where the read bound counts only its own length
+                    // (a peer could make each 64 KiB buffer hold one 1-byte ping).
+                    let payload = Bytes::copy_from_slice(&self.buf[..h.len]);
+                    self.buf.advance(h.len);
+                    payload
+                }
             } else if h.len >= DIRECT_FROM {
                 // Sized by what may arrive soon, not by what the header declares: the buffer
                 // grows as bytes come (`poll_read`), so a lying length allocates nothing.
@@ -927,6 +936,32 @@ mod tests {
                 ],
                 "step {step}"
             );
+        }
+    }
+
+    #[test]
+    fn a_frame_smaller_than_a_direct_read_keeps_no_part_of_the_read_buffer() {
+        let medium: Vec<u8> = (0..2_000u32).map(|i| i as u8).collect();
+        let large: Vec<u8> = (0..20_000u32).map(|i| i as u8).collect();
+        let mut data = Vec::new();
+        data.extend(server_frame(true, OP_PING, b"p"));
+        data.extend(server_frame(true, OP_BINARY, &medium));
+        data.extend(server_frame(true, OP_PONG, b"q"));
+        data.extend(server_frame(true, OP_TEXT, &[b'x'; 3_000]));
+        data.extend(server_frame(true, OP_BINARY, &large));
+        // One read takes it all: every payload below is in the decoder's buffer.
+        let (frames, end) = decode_all(data, 1 << 20, 1 << 20);
+        assert!(matches!(end, WireError::Eof), "{end:?}");
+        let frames: [Incoming; 5] = frames.try_into().expect("five frames");
+        match frames {
+            [Incoming::Ping(p), Incoming::Binary(m), Incoming::Pong(q), Incoming::Text(t), Incoming::Binary(l)] => {
+                let t = Bytes::from(t);
+                for (what, b) in [("ping", &p), ("medium binary", &m), ("pong", &q), ("medium text", &t)] {
+                    assert!(b.is_unique(), "the {what}'s payload is a view of the read buffer");
+                }
+                assert_eq!((m.len(), t.len(), l.len()), (2_000, 3_000, 20_000));
+            }
+            other => panic!("{other:?}"),
         }
     }
 
