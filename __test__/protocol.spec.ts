@@ -1149,14 +1149,17 @@ test.serial('a burst of small and large texts and binaries, pings and a fragment
   await quiescent()
 })
 
-test.serial('the upgrade is refused on a wrong Sec-WebSocket-Accept or an extension we did not offer', async (t) => {
-  const cases = [
-    ['Sec-WebSocket-Accept: AAAAAAAAAAAAAAAAAAAAAAAAAAA=\r\n', /Sec-WebSocket-Accept/, true],
-    ['Sec-WebSocket-Accept: {accept}\r\nSec-WebSocket-Extensions: x-webkit-deflate-frame\r\n', /extension we did not offer/, true],
+test.serial('the upgrade is refused on a wrong Sec-WebSocket-Accept, an extension we did not offer, or a header that must come once coming twice', async (t) => {
+  const cases: Array<[string, RegExp, { perMessageDeflate?: boolean; protocols?: string[] }]> = [
+    ['Sec-WebSocket-Accept: AAAAAAAAAAAAAAAAAAAAAAAAAAA=\r\n', /Sec-WebSocket-Accept/, {}],
+    ['Sec-WebSocket-Accept: {accept}\r\nSec-WebSocket-Extensions: x-webkit-deflate-frame\r\n', /extension we did not offer/, {}],
     // Not offered when the option is off.
-    ['Sec-WebSocket-Accept: {accept}\r\nSec-WebSocket-Extensions: permessage-deflate\r\n', /extension we did not offer/, false],
-  ] as const
-  for (const [headers, message, perMessageDeflate] of cases) {
+    ['Sec-WebSocket-Accept: {accept}\r\nSec-WebSocket-Extensions: permessage-deflate\r\n', /extension we did not offer/, { perMessageDeflate: false }],
+    // The first value right, a second one anything (ws refuses both: Node joins them into one value).
+    ['Sec-WebSocket-Accept: {accept}\r\nSec-WebSocket-Accept: AAAAAAAAAAAAAAAAAAAAAAAAAAA=\r\n', /more than one Sec-WebSocket-Accept/, {}],
+    ['Sec-WebSocket-Accept: {accept}\r\nSec-WebSocket-Protocol: chat\r\nSec-WebSocket-Protocol: evil\r\n', /more than one Sec-WebSocket-Protocol/, { protocols: ['chat'] }],
+  ]
+  for (const [headers, message, options] of cases) {
     const peer = await rawServer((sock) => {
       let head = ''
       sock.on('data', (chunk) => {
@@ -1170,7 +1173,7 @@ test.serial('the upgrade is refused on a wrong Sec-WebSocket-Accept or an extens
       })
     })
     t.teardown(() => peer.close())
-    const client = new ReconnectingWebSocket(peer.url, { minDelay: 60_000, perMessageDeflate })
+    const client = new ReconnectingWebSocket(peer.url, { minDelay: 60_000, ...options })
     const r = new Recorder(client)
     const err: RedialError = await r.next('error')
     t.is(err.code as string, 'ERR_HANDSHAKE')

@@ -159,6 +159,15 @@ fn verify_response(
     if !has_token("connection", "upgrade") {
         return fail("the upgrade response has no `Connection: upgrade`".into());
     }
+    // Each at most once (RFC 6455 §11.3.3, §11.3.4): a second value could say anything.
+    for (name, shown) in [
+        ("sec-websocket-accept", "Sec-WebSocket-Accept"),
+        ("sec-websocket-protocol", "Sec-WebSocket-Protocol"),
+    ] {
+        if headers.get_all(name).iter().nth(1).is_some() {
+            return fail(format!("the upgrade response has more than one {shown} header"));
+        }
+    }
     if header("sec-websocket-accept") != Some(tungstenite::handshake::derive_accept_key(key.as_bytes()).as_str()) {
         return fail("the server's Sec-WebSocket-Accept does not match our key".into());
     }
