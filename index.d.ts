@@ -764,7 +764,8 @@ export declare class Event {
 }
 
 export interface MessageEventInit extends EventInit {
-  data: string | BinaryTypes[BinaryType]
+  /** null if not given. */
+  data?: string | BinaryTypes[BinaryType]
 }
 
 /** `data`: a text message's string, or a binary message as the client's `binaryType` delivers it. */
@@ -776,6 +777,7 @@ export declare class MessageEvent extends Event {
    * DOM's form (alone: `data` is null).
    */
   constructor(data: unknown, target?: unknown)
+  /** (null for an event made without `data`, which the client never dispatches.) */
   readonly data: string | BinaryTypes[BinaryType]
 }
 
@@ -800,7 +802,8 @@ export declare class CloseEvent extends Event {
 export interface ErrorEventInit extends EventInit {
   /** '' if not given. */
   message?: string
-  error: RedialError
+  /** null if not given. */
+  error?: RedialError
 }
 
 export declare class ErrorEvent extends Event {
@@ -808,5 +811,6 @@ export declare class ErrorEvent extends Event {
   constructor(type: string, init: ErrorEventInit)
   constructor(error: Error, target?: unknown)
   readonly message: string
+  /** (null for an event made without `error`, which the client never dispatches.) */
   readonly error: RedialError
 }

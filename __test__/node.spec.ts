@@ -226,6 +226,11 @@ test.serial('AbortSignal: aborting disconnects, also after a disconnect() and a 
 
   const aborted = new ReconnectingWebSocket(peer.url, { signal: AbortSignal.abort() })
   t.is(aborted.state, 'closed', 'an already aborted signal never connects')
+  // As a client disconnected before it connected: nothing waits for a connect() that will not come.
+  await t.throwsAsync(aborted.opened(), { code: 'ERR_NOT_OPEN' } as never)
+  const read: unknown[] = []
+  for await (const m of aborted.messages()) read.push(m)
+  t.deepEqual(read, [], 'messages() ends at once')
   const waiting = new ReconnectingWebSocket(peer.url, { startClosed: true })
   const stop = new AbortController()
   const pending = once(waiting, 'open', { signal: stop.signal })

@@ -6,7 +6,7 @@ import { pipeline } from 'node:stream/promises'
 import test, { type ExecutionContext } from 'ava'
 
 import { ReconnectingWebSocket, clientStats, createWebSocketStream } from '../index.js'
-import { refusedPort, until, wsServer } from './helpers.js'
+import { rawServer, refusedPort, until, wsServer } from './helpers.js'
 
 function released(t: ExecutionContext) {
   t.like(clientStats(), { openConnections: 0, pendingAttempts: 0, pendingReconnects: 0, runningTasks: 0, ioBuffers: 0 })
@@ -280,6 +280,70 @@ test.serial('a waiting write fails only when the client will not open: ERR_GAVE_
   const err = await discarded
   t.is(err?.code, 'ERR_NOT_SENT')
   t.is(err?.reason, 'discarded')
+  released(t)
+})
+
+test.serial('a write failed by a giveup is not sent by a later connect(): the queue it waited in is discarded with the stream', async (t) => {
+  // A server that takes the connection and never answers the upgrade: the write waits in the
+  // offline queue until the attempt times out, and the client gives up.
+  const silent = await rawServer(() => {})
+  const port = silent.port
+  const client = new ReconnectingWebSocket(silent.url, { maxRetries: 0, connectTimeout: 300 })
+  const duplex = createWebSocketStream(client)
+  duplex.on('error', () => {})
+  const closed = new Promise((resolve) => duplex.once('close', resolve))
+  const write = written(duplex, 'never')
+  await until(() => silent.accepted === 1, 'the attempt reached the server')
+  t.is(client.metrics.queuedMessages, 1, 'the write waits in the offline queue')
+  t.is((await write)?.code, 'ERR_GAVE_UP')
+  await closed
+  t.is(client.metrics.queuedMessages, 0, 'nothing the stream wrote is left queued')
+  await silent.close()
+  const got: string[] = []
+  const peer = await wsServer((s) => s.on('message', (data) => got.push(String(data))), port)
+  t.teardown(() => peer.close())
+  client.connect()
+  await client.opened()
+  client.send('after')
+  await until(() => got.length > 0, 'the message sent after connect() arrived')
+  t.deepEqual(got, ['after'])
+  await client.disconnect()
+  released(t)
+})
+
+test.serial('connect() in a giveup listener keeps the stream going: its write waits for the next connection, which it reads; opened() resolves', async (t) => {
+  const got: string[] = []
+  const peer = await wsServer((s) => {
+    s.on('message', (data) => got.push(String(data)))
+    s.send('hello')
+  })
+  t.teardown(() => peer.close())
+  // The first attempt is refused (with maxRetries 0, a giveup); the next one opens.
+  const urls = [`ws://127.0.0.1:${await refusedPort()}/`, peer.url]
+  const client = new ReconnectingWebSocket(() => urls.shift() ?? peer.url, { maxRetries: 0 })
+  const gaveUp = new Promise((resolve) =>
+    client.once('giveup', (ev) => {
+      client.connect()
+      resolve(ev)
+    }),
+  )
+  const duplex = createWebSocketStream(client, { readableObjectMode: true })
+  const errors: Error[] = []
+  duplex.on('error', (err) => errors.push(err))
+  const opened = client.opened()
+  const wrote = written(duplex, 'kept')
+  await gaveUp
+  t.is(await nextChunk(duplex), 'hello')
+  t.is(await wrote, null)
+  await until(() => got.includes('kept'), 'the write went out on the next connection')
+  t.like(await opened, { protocol: '' })
+  t.deepEqual(errors, [])
+  t.is(client.state, 'open')
+  // Ending the stream disconnects the client; its readable side then ends too, once read.
+  duplex.resume()
+  duplex.end()
+  await new Promise((resolve) => duplex.once('close', resolve))
+  t.is(client.state, 'closed')
   released(t)
 })
 

@@ -239,7 +239,11 @@ class ReconnectingWebSocket extends EventEmitter {
     if (this.#url) ({ url: nativeUrl, headers: native.headers } = splitCredentials(this.#url, native.headers))
     N.clientAttach(this, nativeUrl, configKey(nativeUrl, native), native)
     if (signal) {
-      if (signal.aborted) return
+      // As disconnect() before a connect(): opened() rejects, messages() ends.
+      if (signal.aborted) {
+        this.#ended = 'disconnected'
+        return
+      }
       // The signal must not keep an abandoned client alive: it holds a weak reference only.
       const ref = new WeakRef(this)
       const onAbort = () => ref.deref()?.disconnect()
@@ -376,7 +380,7 @@ class ReconnectingWebSocket extends EventEmitter {
     if (seq === 0) {
       this.#state = 'closed'
       this.#ended = 'disconnected'
-      const discarded = N.clientDiscardQueue(this) + unfinished
+      const discarded = N.clientDiscardQueue(this, false) + unfinished
       // Their callbacks are queued before anything can await this promise.
       this.#settleCallbacks()
       // A reader waiting for a client that never connected (or one that gave up) ends now.
@@ -676,6 +680,12 @@ class ReconnectingWebSocket extends EventEmitter {
         N.clientHold(this, on)
       },
       closedForGood: () => this.#state === 'closed',
+      /** Discards the offline queue of a client that is not running (its callbacks: ERR_NOT_SENT). */
+      discardQueue: () => {
+        N.clientDiscardQueue(this, true)
+        this.#dropPieces('discarded')
+        this.#settleCallbacks()
+      },
       /** How the client ended (`#ended`: the same value until connect()), or null when it has not (or never started). */
       ended: () => (this.#state === 'closed' ? this.#ended : null),
       /** disconnect() (or terminate()) was called and has not completed. */
@@ -918,7 +928,8 @@ class ReconnectingWebSocket extends EventEmitter {
   }
 
   #onGiveUp(p) {
-    if (!this.#closing) {
+    const stops = !this.#closing
+    if (stops) {
       this.#state = 'closed'
       this.#ended = { giveup: p }
     }
@@ -926,6 +937,9 @@ class ReconnectingWebSocket extends EventEmitter {
     this.#trace('giveup', p.reason)
     if (channels.giveup.hasSubscribers) channels.giveup.publish({ client: this, ...p })
     this.#emit('giveup', p)
+    // A listener that called connect() started the client again: for opened(), messages() and
+    // streams it has not ended.
+    if (stops && this.#state !== 'closed') return
     this.emit(kGaveUp, p)
   }
 
@@ -942,7 +956,7 @@ class ReconnectingWebSocket extends EventEmitter {
     // This client's driver is gone: nothing is left running, every call is settled. A disconnect()
     // that reached the driver only as it exited was not run by it: what is queued is discarded here
     // (after a giveup without one, the queue stays for a later connect()).
-    if (this.#waiters !== null) discarded += N.clientDiscardQueue(this)
+    if (this.#waiters !== null) discarded += N.clientDiscardQueue(this, false)
     this.#settleDisconnect(discarded, Infinity)
   }
 

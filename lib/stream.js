@@ -24,7 +24,9 @@ const { makeError, gaveUpError } = require('./errors')
  * next open, as ws's stream waits for a connecting socket. A write fails only when its message
  * will never be sent: the client gave up (ERR_GAVE_UP) or disconnect() discarded it (ERR_NOT_SENT),
  * or a `send()` failed otherwise. Ending the stream disconnects the client; destroying it
- * terminates the client.
+ * terminates the client (one that had given up: its offline queue is discarded, so that nothing
+ * the stream wrote goes out on a later connect()). A giveup listener that calls connect() keeps the
+ * stream going, as it keeps opened() waiting.
  */
 function webSocketStream(client, control, options) {
   const duplex = new Duplex({
@@ -195,7 +197,12 @@ function webSocketStream(client, control, options) {
     release()
     // A write waiting for the next open: the client is terminated, its message discarded.
     if (batch !== null) complete(batch, err ?? discarded())
-    if (control.closedForGood() && !control.active()) return callback(err)
+    if (control.closedForGood() && !control.active()) {
+      // A client that gave up keeps its queue for a later connect(): a write the stream failed
+      // must not go out then. (As terminate() would, without ending the client a second time.)
+      control.discardQueue()
+      return callback(err)
+    }
     client.terminate().then(
       () => callback(err),
       () => callback(err),

@@ -491,9 +491,16 @@ impl NativeClient {
             .collect()
     }
 
-    /// Discards the queue; returns how many messages were discarded.
-    pub fn discard_queue(&self) -> u32 {
-        self.shared.outbox().discard(&self.shared.metrics) as u32
+    /// Discards the queue (`all`: also what was sent since the last disconnect, for a client
+    /// that is not running); returns how many messages were discarded.
+    pub fn discard_queue(&self, all: bool) -> u32 {
+        let mut outbox = self.shared.outbox();
+        let n = if all {
+            outbox.discard_all(&self.shared.metrics)
+        } else {
+            outbox.discard(&self.shared.metrics)
+        };
+        n as u32
     }
 
     /// Sends a ping frame; false when the connection is not open.
@@ -800,10 +807,11 @@ pub fn client_drain_queue(env: Env, owner: Object<'_>) -> Result<Vec<JsMessage>>
     Ok(client(&env, &owner)?.drain_queue())
 }
 
-/// Discards the queue; returns how many messages were discarded.
+/// Discards the queue (`all`: also what was sent since the last disconnect); returns how many
+/// messages were discarded.
 #[napi]
-pub fn client_discard_queue(env: Env, owner: Object<'_>) -> Result<u32> {
-    Ok(client(&env, &owner)?.discard_queue())
+pub fn client_discard_queue(env: Env, owner: Object<'_>, all: bool) -> Result<u32> {
+    Ok(client(&env, &owner)?.discard_queue(all))
 }
 
 /// Sends a ping frame; false when the connection is not open.

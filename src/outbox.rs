@@ -499,6 +499,14 @@ impl Outbox {
         }
         n
     }
+
+    /// Discards every queued message, those sent since the last `stop_accepting` too (a client
+    /// that gave up keeps them for a later `connect()`): for a client that is not running, whose
+    /// queue must not go out later.
+    pub fn discard_all(&mut self, metrics: &Metrics) -> usize {
+        self.sent_since_stop = 0;
+        self.discard(metrics)
+    }
 }
 
 #[cfg(test)]
@@ -681,6 +689,13 @@ mod tests {
         // A second disconnect() discards them.
         outbox.stop_accepting(None);
         assert_eq!(outbox.discard(&m), 3);
+        assert_eq!(counts(&m), (0, 0));
+        // Queued with no disconnect() since (a giveup keeps them): only a discard of all takes them.
+        outbox.set_accepting(true);
+        outbox.send(text("g"), 8, &c, &m);
+        assert_eq!(outbox.discard(&m), 0);
+        assert_eq!(outbox.discard_all(&m), 1);
+        assert_eq!(outbox.take_settled().last(), Some(&(8, Fate::Discarded)));
         assert_eq!(counts(&m), (0, 0));
     }
 

@@ -86,6 +86,9 @@ const made: Event[] = [
   new CloseEvent('close', { code: 4000, reason: 'bye', wasClean: true }),
   new CloseEvent(4000, 'bye', true, client),
   new ErrorEvent('error', { message: 'failed', error: Object.assign(new Error('failed'), { code: 'ERR_SOCKET' as const }) }),
+  // As the DOM's: every field of the init may be left out.
+  new ErrorEvent('error', { message: 'failed' }),
+  new MessageEvent('message', {}),
   new Event('open', { cancelable: true }),
   new Event('open', client),
 ]
