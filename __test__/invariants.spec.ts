@@ -1,7 +1,10 @@
 // The core's invariants: a client never has more than one reconnect timer nor more than one
 // connection, however close events, connect() and reconnect() race; and disconnect() in every
 // state leaves no timer, task, connection or buffer behind by the time it resolves.
+import { spawn } from 'node:child_process'
+import { once } from 'node:events'
 import { createRequire } from 'node:module'
+import { fileURLToPath } from 'node:url'
 import { setImmediate as tick, setTimeout as delay } from 'node:timers/promises'
 import test from 'ava'
 
@@ -143,6 +146,23 @@ test.serial("disconnect()'s close comes with everything released, in the dispatc
     t.deepEqual(seen, ['close', 'settled'], `cycle ${i}`)
     t.like(atClose, { runningTasks: 0, openConnections: 0, ioBuffers: 0 }, `cycle ${i}`)
   }
+})
+
+test.serial('with two tokio workers, a driver started while the last one exits waits for it: its close reaches JS before the new open', async (t) => {
+  const peer = await wsServer()
+  t.teardown(() => peer.close())
+  const child = fileURLToPath(new URL('./fixtures/workers-child.cjs', import.meta.url))
+  const proc = spawn(process.execPath, [child, peer.url], { env: { ...process.env, REDIAL_WS_WORKERS: '2' }, stdio: ['ignore', 'pipe', 'inherit'] })
+  let out = ''
+  proc.stdout.on('data', (d) => (out += d))
+  const [code] = await once(proc, 'close')
+  t.is(code, 0, out)
+  const report = JSON.parse(out.split('\n')[0])
+  // Before: the new driver's open came first, then the old one's close, which JS took for the end
+  // of the new connection (state 'connecting' for good while it was open).
+  t.deepEqual(report.events, ['open', 'close', 'open'])
+  t.is(report.state, 'open')
+  t.true(report.settled)
 })
 
 test.serial('messages sent before disconnect() are written before the close frame', async (t) => {

@@ -95,7 +95,7 @@ pub struct NativeClient {
     shared: Arc<Shared>,
     config: Arc<DriverConfig>,
     commands: Option<Arc<Queue<Command>>>,
-    driver: Option<tokio::task::AbortHandle>,
+    driver: Option<tokio::task::JoinHandle<()>>,
     /// Messages the last `send()` dropped from the queue (`drop-oldest`), for the `drop` event.
     dropped: Vec<Message>,
 }
@@ -303,14 +303,19 @@ impl NativeClient {
         let hub = delivery::hub().ok_or_else(|| Error::from_reason("redial-ws: dispatcher not initialised"))?;
         let gen = delivery::activate(&env, id);
         let tx = Arc::new(Queue::default());
+        if let Some(old) = self.driver.take() {
+            // An exiting driver has already closed its command channel; make sure it is gone.
+            old.abort();
+            if !old.is_finished() {
+                // Still in its exit, on another worker: its last events go to JS before this one's.
+                let _ = tx.send(Command::Follow(old));
+            }
+        }
         let rx = tx.clone();
         let driver = Driver::new(self.shared.clone(), hub, self.config.clone(), gen, quiet);
         let handle = napi::bindgen_prelude::spawn(driver.run(rx));
         delivery::set_driver(id, handle.abort_handle());
-        if let Some(old) = self.driver.replace(handle.abort_handle()) {
-            // An exiting driver has already closed its command channel; make sure it is gone.
-            old.abort();
-        }
+        self.driver = Some(handle);
         self.commands = Some(tx);
         Ok(gen)
     }

@@ -47,6 +47,10 @@ pub enum Command {
         id: u64,
         retry: bool,
     },
+    /// The client's previous driver, still exiting when this one was started (several tokio
+    /// workers): this one starts once it is done, so that JS gets its last events first. The
+    /// first command of a driver, if any.
+    Follow(tokio::task::JoinHandle<()>),
 }
 
 pub struct DriverConfig {
@@ -153,6 +157,15 @@ impl Future for DriverTask {
         let this = self.get_mut();
         // A panic must not leave the client looking alive with no task behind it: it is caught
         // here, and the client ends as after a fatal error (events, then `Idle`).
+        if this.driver.running.is_none() {
+            let predecessor_exiting = this.commands.with_front(|front| match front {
+                Some(Command::Follow(previous)) => Pin::new(previous).poll(cx).is_pending(),
+                _ => false,
+            });
+            if predecessor_exiting {
+                return Poll::Pending;
+            }
+        }
         let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             if this.driver.running.is_none() {
                 this.driver.running = Some(Gauge::<RunningDrivers>::new());
@@ -458,6 +471,8 @@ impl Driver {
                     self.input(Input::CloseDeadline);
                 }
             }
+            // Waited for before the first attempt (`DriverTask::poll`).
+            Command::Follow(_) => {}
             Command::Decided { id, retry } => {
                 if id != 0 && self.deciding == id {
                     self.deciding = 0;

@@ -112,6 +112,11 @@ impl<T> Queue<T> {
     pub fn try_recv(&self) -> Option<T> {
         self.lock().items.pop_front()
     }
+
+    /// `f` of the next item, in place (under the lock: `f` must be quick), or of `None`.
+    pub fn with_front<R>(&self, f: impl FnOnce(Option<&mut T>) -> R) -> R {
+        f(self.lock().items.front_mut())
+    }
 }
 
 #[cfg(test)]
