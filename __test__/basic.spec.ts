@@ -1,6 +1,7 @@
 // The basics against real peers: messages both ways, events in order, the state a user sees,
 // and the counters (`metrics`, `clientStats()`) that prove what a client holds.
 import { type EventEmitter, once } from 'node:events'
+import { createRequire } from 'node:module'
 import { inspect } from 'node:util'
 import test from 'ava'
 
@@ -631,4 +632,35 @@ test.serial("terminate(), as ws's: the connection is dropped without a close fra
   t.deepEqual([a, b], [{ discarded: 0 }, { discarded: 0 }])
   t.like(await rec.next('close'), { code: 1006, wasClean: false, willReconnect: false })
   t.like(clientStats(), { openConnections: 0, runningTasks: 0 })
+})
+
+test.serial('a second copy of lib/ on the same thread (a cleared module cache) leaves the first copy its clients', async (t) => {
+  const peer = await wsServer((s) => s.on('message', (data) => s.send(String(data))))
+  t.teardown(() => peer.close())
+  const a = new ReconnectingWebSocket(peer.url, { pingInterval: 0 })
+  const ra = new Recorder(a)
+  await ra.next('open')
+  // A connection that has carried a message is read on the JS thread: both paths must reach it.
+  const first = ra.next('message')
+  a.send('a0')
+  t.is(String(await first), 'a0')
+  // As a hot-reload tool or a test runner's module registry per file does: the addon stays loaded.
+  const require = createRequire(import.meta.url)
+  const root = new URL('..', import.meta.url).pathname
+  for (const key of Object.keys(require.cache)) if (key.startsWith(`${root}lib/`) || key === `${root}index.js`) delete require.cache[key]
+  const second = require('../index.js') as typeof import('../index.js')
+  t.not(second.ReconnectingWebSocket, ReconnectingWebSocket)
+  const b = new second.ReconnectingWebSocket(peer.url, { pingInterval: 0 })
+  const rb = new Recorder(b)
+  await rb.next('open')
+  for (let i = 1; i <= 3; i++) {
+    const [gotA, gotB] = [ra.next('message'), rb.next('message')]
+    a.send(`a${i}`)
+    b.send(`b${i}`)
+    t.deepEqual([String(await gotA), String(await gotB)], [`a${i}`, `b${i}`])
+  }
+  await Promise.all([a.disconnect(), b.disconnect()])
+  t.is(ra.count('close'), 1)
+  t.is(rb.count('close'), 1)
+  t.like(second.clientStats(), { openConnections: 0, runningTasks: 0, jsReaders: 0 })
 })

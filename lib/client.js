@@ -1091,7 +1091,7 @@ class ReconnectingWebSocket extends EventEmitter {
 
   // One handler per event the addon reports (src/protocol.rs); lib/wire.js checks that none is missing.
   static {
-    wire.listen({
+    wire.listen(this.prototype, {
       textBatch: (c, buf) => wire.forEachText(buf, c.#onText, c),
       text: (c, text) => c.#onText(text),
       binary: (c, buf) => c.#onBinary(buf),

@@ -39,81 +39,99 @@ function warn(p) {
   process.emitWarning(p.message, { type: 'RedialWsWarning', code: p.code })
 }
 
-/** Handlers by tag: `handlers[tag](client, payload)`. */
-let handlers = null
-
-/** Events are being dispatched (nested: a listener's call may dispatch what it read). */
-let dispatching = 0
-/** A batch waits for the `setImmediate` that takes it. */
-let batchWaits = false
-
 /**
- * Receives `[client, tag, payload, ...]` from the native side, or a lone event
- * as the three arguments `(client, tag, payload)`. It closes over no client,
- * so the native side holding it never keeps a client alive. It must never
- * throw (that would be a fatal exception).
- *
- * A batch is bounded (src/delivery.rs). Once it is dispatched, `deliveryDone`
- * frees its messages from each client's read bound (a client holds a bounded
- * amount for a JS thread that is behind) and says whether another batch waits;
- * if one does, it is taken from a `setImmediate`, so timers and I/O get a turn
- * between batches. Usually none does, and no turn is asked for.
+ * The dispatch state of a JS thread: what the addon calls with events, and whether events are being
+ * dispatched. Each copy of lib/ makes one, and the addon keeps the first (`N.init` returns it): a
+ * second copy (a cleared module cache, a test runner's module registry per file) shares it, so
+ * that the clients of both are dispatched. A client's handlers are its class's (`kHandlers` on its
+ * prototype, set by `listen`): each copy's class reaches its own private methods.
  */
-function dispatch(batch, tag, payload) {
-  dispatching++
-  if (tag !== undefined) {
-    deliver(batch, tag, payload)
-  } else if (batch.length === 0) {
+function makeWire() {
+  const kHandlers = Symbol('redial-ws.handlers')
+  /** Events are being dispatched (nested: a listener's call may dispatch what it read). */
+  let dispatching = 0
+  /** A batch waits for the `setImmediate` that takes it. */
+  let batchWaits = false
+
+  /**
+   * Receives `[client, tag, payload, ...]` from the native side, or a lone event
+   * as the three arguments `(client, tag, payload)`. It closes over no client,
+   * so the native side holding it never keeps a client alive. It must never
+   * throw (that would be a fatal exception).
+   *
+   * A batch is bounded (src/delivery.rs). Once it is dispatched, `deliveryDone`
+   * frees its messages from each client's read bound (a client holds a bounded
+   * amount for a JS thread that is behind) and says whether another batch waits;
+   * if one does, it is taken from a `setImmediate`, so timers and I/O get a turn
+   * between batches. Usually none does, and no turn is asked for.
+   */
+  function dispatch(batch, tag, payload) {
+    dispatching++
+    if (tag !== undefined) {
+      deliver(batch, tag, payload)
+    } else if (batch.length === 0) {
+      dispatching--
+      return
+    } else {
+      deliverAll(batch)
+    }
     dispatching--
-    return
-  } else {
-    deliverAll(batch)
+    if (!N.deliveryDone()) {
+      batchWaits = true
+      setImmediate(acknowledge)
+    }
   }
-  dispatching--
-  if (!N.deliveryDone()) {
-    batchWaits = true
-    setImmediate(acknowledge)
+
+  function acknowledge() {
+    batchWaits = false
+    dispatch(N.deliveryAck())
+  }
+
+  /**
+   * Receives the messages the addon read on the JS thread (from a socket watch in the event loop,
+   * src/reader.rs), in the same forms, dispatched at once; nothing to acknowledge, since they never
+   * waited in the read bound. A quiet connection's message comes alone (the round trip of an echo).
+   */
+  function dispatchNow(batch, tag, payload) {
+    dispatching++
+    if (tag !== undefined) deliver(batch, tag, payload)
+    else deliverAll(batch)
+    dispatching--
+  }
+
+  /** Runs one event's handler; a throwing listener does not lose the rest of the batch. */
+  function deliver(client, tag, payload) {
+    try {
+      if (client !== undefined) client[kHandlers][tag](client, payload)
+      else if (tag === EVENTS.warning) warn(payload)
+    } catch (err) {
+      rethrowLater(err)
+    }
+  }
+
+  function deliverAll(batch) {
+    for (let i = 0; i < batch.length; i += 3) deliver(batch[i], batch[i + 1], batch[i + 2])
+  }
+
+  return {
+    kHandlers,
+    dispatch,
+    dispatchNow,
+    /**
+     * Whether events may be on their way to a client's listeners beyond the ones that ran: the rest
+     * of a batch being dispatched, or a batch waiting. A `connect()` made then must not count on
+     * what it sets in JS staying so until its attempt's next event (lib/client.js).
+     */
+    delivering: () => dispatching > 0 || batchWaits,
   }
 }
 
-function acknowledge() {
-  batchWaits = false
-  dispatch(N.deliveryAck())
-}
+/** This thread's dispatch state (this copy's, or the first copy's), once a class listens. */
+let wire = null
 
-/**
- * Whether events may be on their way to a client's listeners beyond the ones that ran: the rest of
- * a batch being dispatched, or a batch waiting. A `connect()` made then must not count on what it
- * sets in JS staying so until its attempt's next event (lib/client.js).
- */
+/** See `makeWire`'s `delivering`. */
 function delivering() {
-  return dispatching > 0 || batchWaits
-}
-
-/**
- * Receives the messages the addon read on the JS thread (from a socket watch in the event loop,
- * src/reader.rs), in the same forms, dispatched at once; nothing to acknowledge, since they never
- * waited in the read bound. A quiet connection's message comes alone (the round trip of an echo).
- */
-function dispatchNow(batch, tag, payload) {
-  dispatching++
-  if (tag !== undefined) deliver(batch, tag, payload)
-  else deliverAll(batch)
-  dispatching--
-}
-
-/** Runs one event's handler; a throwing listener does not lose the rest of the batch. */
-function deliver(client, tag, payload) {
-  try {
-    if (client !== undefined) handlers[tag](client, payload)
-    else if (tag === EVENTS.warning) warn(payload)
-  } catch (err) {
-    rethrowLater(err)
-  }
-}
-
-function deliverAll(batch) {
-  for (let i = 0; i < batch.length; i += 3) deliver(batch[i], batch[i + 1], batch[i + 2])
+  return wire !== null && wire.delivering()
 }
 
 /**
@@ -146,12 +164,16 @@ function handlerTable(byName, events = EVENTS) {
 }
 
 /**
- * Installs the client's event handlers, by event name (`{ open(client, payload) {...}, ... }`),
- * and starts delivery. Warnings are not addressed to a client and are handled here.
+ * Installs the event handlers of the clients of a class (on `prototype`), by event name
+ * (`{ open(client, payload) {...}, ... }`), and starts delivery on this thread if no copy of lib/
+ * has. Warnings are not addressed to a client and are handled by the dispatcher.
  */
-function listen(byName) {
-  handlers = handlerTable(byName)
-  N.init(dispatch, dispatchNow, directRead())
+function listen(prototype, byName) {
+  if (wire === null) {
+    const mine = makeWire()
+    wire = N.init(mine.dispatch, mine.dispatchNow, directRead(), mine)
+  }
+  Object.defineProperty(prototype, wire.kHandlers, { value: handlerTable(byName) })
 }
 
 /**

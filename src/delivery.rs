@@ -215,6 +215,10 @@ struct Registry {
     dispatch_now: Option<Rc<CallbackTarget>>,
     /// Makes each batch's array in one call.
     array_of: Option<Rc<ArrayOf>>,
+    /// The JS side's dispatch state of the first `init` on this thread (a strong reference, for
+    /// the environment's life): a second copy of `lib/` (a cleared module cache, a test runner's
+    /// registry per file) shares it rather than taking delivery from the first one's clients.
+    wire: Option<Rc<OwnerRef>>,
 }
 
 thread_local! {
@@ -231,14 +235,22 @@ fn with_registry<R>(f: impl FnOnce(&mut Registry) -> R) -> Option<R> {
         .flatten()
 }
 
-/// Installs the module-level dispatchers for this JS thread; `direct_read`: the runtime's event
-/// loop may watch sockets, so quiet uncompressed connections are read on this thread (see `reader`).
+/// Installs the module-level dispatchers for this JS thread, once: returns the `wire` of the
+/// first call (later calls install nothing). `direct_read`: the runtime's event loop may watch
+/// sockets, so quiet uncompressed connections are read on this thread (see `reader`).
 pub fn init(
     env: &Env,
     dispatch: Function<'_, DispatchArgs, ()>,
     dispatch_now: Function<'_, RawValue, ()>,
     direct_read: bool,
-) -> Result<()> {
+    wire: Object<'_>,
+) -> Result<RawValue> {
+    if with_registry(|r| r.wire.is_some()).unwrap_or(false) {
+        return first_wire(env);
+    }
+    let wire_ref = OwnerRef::new(env, &wire)?;
+    wire_ref.set_strong(env, true)?;
+    with_registry(|r| r.wire = Some(Rc::new(wire_ref)));
     if direct_read && napi_raw::SocketWatch::available() {
         let target = Rc::new(CallbackTarget::new(env, &dispatch_now)?);
         napi_raw::on_teardown(env, direct::release_all)?;
@@ -273,21 +285,17 @@ pub fn init(
             }
         });
     })?;
-    with_registry(|r| -> Result<()> {
-        if let Some(old) = r.hub.replace(hub) {
-            // Re-initialised (module loaded twice): keep the loop state of the new one consistent.
-            if r.holding > 0 {
-                if let Some(t) = old.tsfn.get() {
-                    napi_raw::set_tsfn_ref(env, t, false)?;
-                }
-                if let Some(t) = r.hub.as_ref().and_then(|h| h.tsfn.get()) {
-                    napi_raw::set_tsfn_ref(env, t, true)?;
-                }
-            }
-        }
-        Ok(())
-    })
-    .unwrap_or(Ok(()))
+    with_registry(|r| r.hub = Some(hub));
+    first_wire(env)
+}
+
+/// The `wire` of this thread's first `init`.
+fn first_wire(env: &Env) -> Result<RawValue> {
+    let first = with_registry(|r| r.wire.clone()).flatten();
+    match first.map(|w| w.get(env)).transpose()?.flatten() {
+        Some(wire) => Ok(wire.into()),
+        None => Err(Error::from_reason("redial-ws: the dispatcher is not installed")),
+    }
 }
 
 /// How a client's attempts ask its JS functions (`lookup`, `checkServerIdentity`): an event to its JS side.

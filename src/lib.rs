@@ -70,15 +70,18 @@ use napi_derive::napi;
 
 /// Installs the JS dispatchers: `dispatch` receives coalesced event batches (and takes the next
 /// with `deliveryDone` and `deliveryAck`), `dispatchNow` the messages read on the JS thread, where `directRead` says
-/// that this runtime's event loop may watch sockets. Called once by `lib/` at load time.
+/// that this runtime's event loop may watch sockets. Called by `lib/` at load time; only the first
+/// call on a thread installs anything, and every call returns that first call's `wire` (the JS
+/// side's dispatch state, which a second copy of `lib/` then shares).
 #[napi]
 pub fn init(
     env: Env,
     dispatch: Function<'_, napi_raw::DispatchArgs, ()>,
     dispatch_now: Function<'_, napi_raw::RawValue, ()>,
     direct_read: bool,
-) -> Result<()> {
-    delivery::init(&env, dispatch, dispatch_now, direct_read)
+    wire: Object<'_>,
+) -> Result<napi_raw::RawValue> {
+    delivery::init(&env, dispatch, dispatch_now, direct_read, wire)
 }
 
 /// JS has dispatched an event batch: true when no other waits; false when one does, which JS
