@@ -2,11 +2,14 @@
 // masking, framing and UTF-8 strictly. `.ci/run` installs it (requirements-dev.txt).
 import { spawn, spawnSync } from 'node:child_process'
 import { once } from 'node:events'
+import { mkdtempSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import test from 'ava'
 
 import { ReconnectingWebSocket } from '../index.js'
+import { makeCerts } from './certs.js'
 import { Recorder, quiescent } from './helpers.js'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
@@ -70,4 +73,27 @@ test.serial('from Python websockets: fragmented messages, a 200 KiB binary, a pi
   await client.disconnect()
   await quiescent()
   await peer.stop()
+})
+
+test.serial('over wss:, a close handshake ends with a TLS close_notify, as ws sends one: an OpenSSL peer sees an end, not a truncation', async (t) => {
+  const certs = makeCerts()
+  const dir = mkdtempSync(path.join(tmpdir(), 'redial-tls-close-'))
+  writeFileSync(path.join(dir, 'cert.pem'), certs.cert)
+  writeFileSync(path.join(dir, 'key.pem'), certs.key)
+  const child = spawn(python, [path.join(here, 'fixtures', 'py_tls_close.py'), path.join(dir, 'cert.pem'), path.join(dir, 'key.pem')], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  })
+  let out = ''
+  child.stdout.on('data', (d) => (out += d))
+  await once(child.stdout, 'data')
+  const port = Number(out.trim())
+  // The peer keeps its TCP connection open after the close frames: without a close_notify the
+  // client ends it at closeTimeout, and the peer reads a truncation.
+  const client = new ReconnectingWebSocket(`wss://localhost:${port}/`, { tls: { ca: certs.ca }, closeTimeout: 3_000 })
+  await client.opened()
+  await client.disconnect()
+  const [code] = await once(child, 'exit')
+  t.is(code, 0)
+  t.is(out.split('\n')[1], 'close_notify')
+  await quiescent()
 })

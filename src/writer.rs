@@ -425,6 +425,24 @@ impl Writer {
         Self::flush_pending(&mut self.lock(), cx)
     }
 
+    /// A `wss:` connection that ended cleanly (the close handshake done): its close_notify
+    /// (RFC 8446 §6.1), as `ws`'s `socket.end()` sends one, so that a peer does not take the TCP
+    /// close that follows for a truncation. Written if the socket takes it now, never waited for.
+    pub fn close_notify_now(&self) {
+        let mut w = self.lock();
+        let inner = &mut *w;
+        if let Some(tls) = inner.tls.as_deref_mut() {
+            tls.send_close_notify();
+            let _ = write_sealed(
+                tls,
+                &mut SyncWriter {
+                    half: &mut inner.half,
+                    cx: None,
+                },
+            );
+        }
+    }
+
     pub fn poll_shutdown(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let mut w = self.lock();
         if let Some(tls) = w.tls.as_deref_mut() {
