@@ -210,7 +210,11 @@ pub fn testing_slow_lookups(ms: u32) {
 
 /// One tokio worker: every client's driver is I/O-bound and cheap, and on small
 /// machines a second worker competes with the JS thread for the cores, which
-/// shows up as latency. `REDIAL_WS_WORKERS` overrides it.
+/// shows up as latency. `REDIAL_WS_WORKERS` overrides it. napi-rs takes this
+/// runtime once: when every environment that loaded the addon has ended (worker
+/// threads only) and a new one loads it, napi-rs builds its default runtime, a
+/// worker per CPU. Nothing depends on there being one worker (a new driver waits
+/// for its predecessor's exit: `Command::Follow`).
 #[napi_derive::module_init]
 fn init_runtime() {
     let workers = std::env::var("REDIAL_WS_WORKERS")
