@@ -1149,6 +1149,32 @@ test.serial('a burst of small and large texts and binaries, pings and a fragment
   await quiescent()
 })
 
+test.serial("after the close handshake the client half-closes its TCP side, as ws's socket.end() does: a server that waits for it closes", async (t) => {
+  // The server answers the close frame and keeps its TCP side open until the client's FIN.
+  let sawEnd: () => void
+  const ended = new Promise<void>((resolve) => (sawEnd = resolve))
+  const peer = await rawServer((socket) =>
+    acceptUpgrade(socket, (s) => {
+      s.on('data', (d: Buffer) => {
+        if ((d[0] & 0x0f) === 8) s.write(Buffer.from([0x88, 0x02, 0x03, 0xe8]))
+      })
+      s.on('end', () => {
+        sawEnd()
+        s.end()
+      })
+    }),
+  )
+  t.teardown(() => peer.close())
+  // Without the FIN the client would wait its whole closeTimeout for the server's close.
+  const client = new ReconnectingWebSocket(peer.url, { closeTimeout: 20_000 })
+  await client.opened()
+  const disconnected = client.disconnect()
+  const first = await Promise.race([ended.then(() => 'fin'), new Promise((r) => setTimeout(r, 5_000, 'no fin within 5 s'))])
+  t.is(first, 'fin')
+  await disconnected
+  t.like(clientStats(), { openConnections: 0, ioBuffers: 0 })
+})
+
 test.serial('the upgrade is refused on a wrong Sec-WebSocket-Accept, an extension we did not offer, or a header that must come once coming twice', async (t) => {
   const cases: Array<[string, RegExp, { perMessageDeflate?: boolean; protocols?: string[] }]> = [
     ['Sec-WebSocket-Accept: AAAAAAAAAAAAAAAAAAAAAAAAAAA=\r\n', /Sec-WebSocket-Accept/, {}],

@@ -380,7 +380,7 @@ class ReconnectingWebSocket extends EventEmitter {
     if (seq === 0) {
       this.#state = 'closed'
       this.#ended = 'disconnected'
-      const discarded = N.clientDiscardQueue(this, false) + unfinished
+      const discarded = N.clientDiscardQueue(this) + unfinished
       // Their callbacks are queued before anything can await this promise.
       this.#settleCallbacks()
       // A reader waiting for a client that never connected (or one that gave up) ends now.
@@ -680,11 +680,13 @@ class ReconnectingWebSocket extends EventEmitter {
         N.clientHold(this, on)
       },
       closedForGood: () => this.#state === 'closed',
-      /** Discards the offline queue of a client that is not running (its callbacks: ERR_NOT_SENT). */
-      discardQueue: () => {
-        N.clientDiscardQueue(this, true)
-        this.#dropPieces('discarded')
-        this.#settleCallbacks()
+      /** Discards the queued messages sent with these callbacks (which then get ERR_NOT_SENT). */
+      discardSent: (callbacks) => {
+        const byTicket = this.#callbacks?.byTicket
+        if (byTicket === undefined || callbacks.size === 0) return
+        const tickets = []
+        for (const [ticket, callback] of byTicket) if (callbacks.has(callback)) tickets.push(ticket)
+        if (tickets.length > 0 && N.clientDiscardTickets(this, tickets) > 0) this.#settleCallbacks()
       },
       /** How the client ended (`#ended`: the same value until connect()), or null when it has not (or never started). */
       ended: () => (this.#state === 'closed' ? this.#ended : null),
@@ -956,7 +958,7 @@ class ReconnectingWebSocket extends EventEmitter {
     // This client's driver is gone: nothing is left running, every call is settled. A disconnect()
     // that reached the driver only as it exited was not run by it: what is queued is discarded here
     // (after a giveup without one, the queue stays for a later connect()).
-    if (this.#waiters !== null) discarded += N.clientDiscardQueue(this, false)
+    if (this.#waiters !== null) discarded += N.clientDiscardQueue(this)
     this.#settleDisconnect(discarded, Infinity)
   }
 

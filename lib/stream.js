@@ -24,9 +24,9 @@ const { makeError, gaveUpError } = require('./errors')
  * next open, as ws's stream waits for a connecting socket. A write fails only when its message
  * will never be sent: the client gave up (ERR_GAVE_UP) or disconnect() discarded it (ERR_NOT_SENT),
  * or a `send()` failed otherwise. Ending the stream disconnects the client; destroying it
- * terminates the client (one that had given up: its offline queue is discarded, so that nothing
- * the stream wrote goes out on a later connect()). A giveup listener that calls connect() keeps the
- * stream going, as it keeps opened() waiting.
+ * terminates the client (one that had given up: what the stream wrote into its offline queue is
+ * discarded, so that no failed write goes out on a later connect()). A giveup listener that calls
+ * connect() keeps the stream going, as it keeps opened() waiting.
  */
 function webSocketStream(client, control, options) {
   const duplex = new Duplex({
@@ -107,6 +107,8 @@ function webSocketStream(client, control, options) {
   let batch = null
   // The listeners of a batch waiting for the client to open (a function removing them), or null.
   let unblock = null
+  // The callbacks of the messages handed to send() and not yet settled (any batch's).
+  const unsettled = new Set()
   let offWriteGiveUp = null
   const onWriteGiveUp = (ev) => {
     if (batch !== null) complete(batch, gaveUpError(ev))
@@ -126,8 +128,13 @@ function webSocketStream(client, control, options) {
       // Not open: one message at a time, each once the previous one is written.
       if (b.outstanding > 0 && client.state !== 'open') return
       const i = b.sent
+      const sent = (err) => {
+        unsettled.delete(sent)
+        settle(b, i, err)
+      }
       try {
-        client.send(chunks[i], (err) => settle(b, i, err))
+        client.send(chunks[i], sent)
+        unsettled.add(sent)
       } catch (err) {
         // The client is connecting (or not yet started): the chunk waits for the next open.
         if ((err.code === 'ERR_NOT_OPEN' || err.code === 'ERR_QUEUE_FULL') && mayOpen()) return block(b)
@@ -198,9 +205,9 @@ function webSocketStream(client, control, options) {
     // A write waiting for the next open: the client is terminated, its message discarded.
     if (batch !== null) complete(batch, err ?? discarded())
     if (control.closedForGood() && !control.active()) {
-      // A client that gave up keeps its queue for a later connect(): a write the stream failed
-      // must not go out then. (As terminate() would, without ending the client a second time.)
-      control.discardQueue()
+      // A client that gave up keeps its queue for a later connect(): what the stream wrote there,
+      // failed, must not go out then (the application's own messages stay).
+      control.discardSent(unsettled)
       return callback(err)
     }
     client.terminate().then(

@@ -496,16 +496,14 @@ impl NativeClient {
             .collect()
     }
 
-    /// Discards the queue (`all`: also what was sent since the last disconnect, for a client
-    /// that is not running); returns how many messages were discarded.
-    pub fn discard_queue(&self, all: bool) -> u32 {
-        let mut outbox = self.shared.outbox();
-        let n = if all {
-            outbox.discard_all(&self.shared.metrics)
-        } else {
-            outbox.discard(&self.shared.metrics)
-        };
-        n as u32
+    /// Discards the queue; returns how many messages were discarded.
+    pub fn discard_queue(&self) -> u32 {
+        self.shared.outbox().discard(&self.shared.metrics) as u32
+    }
+
+    /// Discards the queued messages sent with these tickets; returns how many there were.
+    pub fn discard_tickets(&self, tickets: &[u64]) -> u32 {
+        self.shared.outbox().discard_tickets(tickets, &self.shared.metrics) as u32
     }
 
     /// Sends a ping frame; false when the connection is not open.
@@ -812,11 +810,18 @@ pub fn client_drain_queue(env: Env, owner: Object<'_>) -> Result<Vec<JsMessage>>
     Ok(client(&env, &owner)?.drain_queue())
 }
 
-/// Discards the queue (`all`: also what was sent since the last disconnect); returns how many
-/// messages were discarded.
+/// Discards the queue; returns how many messages were discarded.
 #[napi]
-pub fn client_discard_queue(env: Env, owner: Object<'_>, all: bool) -> Result<u32> {
-    Ok(client(&env, &owner)?.discard_queue(all))
+pub fn client_discard_queue(env: Env, owner: Object<'_>) -> Result<u32> {
+    Ok(client(&env, &owner)?.discard_queue())
+}
+
+/// Discards the queued messages sent with these tickets (`send()` callbacks' numbers); returns
+/// how many there were.
+#[napi]
+pub fn client_discard_tickets(env: Env, owner: Object<'_>, tickets: Vec<f64>) -> Result<u32> {
+    let tickets: Vec<u64> = tickets.into_iter().map(|t| t as u64).collect();
+    Ok(client(&env, &owner)?.discard_tickets(&tickets))
 }
 
 /// Sends a ping frame; false when the connection is not open.

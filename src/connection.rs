@@ -179,8 +179,8 @@ struct Closing {
     deadline: Pin<Box<Sleep>>,
     /// What is still read and dropped at most before the connection ends without the peer's TCP close.
     unread: usize,
-    /// The close_notify of a `wss:` connection went (`close_notify_once`).
-    notified: bool,
+    /// Our side of the connection was ended (`end_once`).
+    ended_ours: bool,
 }
 
 enum HowClosing {
@@ -203,7 +203,7 @@ impl Closing {
             how,
             deadline: Box::pin(tokio::time::sleep(close_timeout)),
             unread: CLOSING_UNREAD,
-            notified: false,
+            ended_ours: false,
         })
     }
 
@@ -814,15 +814,16 @@ impl OpenConn {
         self.closing = Some(Closing::new(code, HowClosing::Peer(reason), close_timeout));
     }
 
-    /// Once both close frames are exchanged and ours is written, a `wss:` connection sends its
-    /// close_notify, as `ws`'s `socket.end()` does: a peer that waits for it (rather than for the
-    /// close frames) then closes, and takes the TCP close for an end, not a truncation.
-    fn close_notify_once(&mut self) {
+    /// Once both close frames are exchanged and ours is written, our side ends as `ws`'s
+    /// `socket.end()` ends it (`Writer::end_now`: a `wss:` close_notify, the TCP half-close): a
+    /// peer that waits for the client to close then closes, and an OpenSSL peer takes the TCP
+    /// close for an end, not a truncation. Not after we failed the connection (nor does `ws`).
+    fn end_once(&mut self) {
         let written = self.out.is_none() && !self.writer.has_pending();
         if let Some(c) = self.closing.as_deref_mut() {
-            if written && !c.notified && matches!(c.how, HowClosing::Peer(_)) {
-                c.notified = true;
-                self.writer.close_notify_now();
+            if written && !c.ended_ours && matches!(c.how, HowClosing::Peer(_)) {
+                c.ended_ours = true;
+                self.writer.end_now();
             }
         }
     }
@@ -862,7 +863,7 @@ impl OpenConn {
             .as_mut()
             .is_some_and(|c| c.deadline.as_mut().poll(cx).is_ready());
         if !timed_out && self.poll_write(cx).is_ok() {
-            self.close_notify_once();
+            self.end_once();
             let unread = match self.closing.as_deref_mut() {
                 Some(c) => &mut c.unread,
                 None => &mut 0,

@@ -248,9 +248,8 @@ pub fn init(
     if with_registry(|r| r.wire.is_some()).unwrap_or(false) {
         return first_wire(env);
     }
+    // Kept once everything below is installed: an `init` that failed is tried again by the next.
     let wire_ref = OwnerRef::new(env, &wire)?;
-    wire_ref.set_strong(env, true)?;
-    with_registry(|r| r.wire = Some(Rc::new(wire_ref)));
     if direct_read && napi_raw::SocketWatch::available() {
         let target = Rc::new(CallbackTarget::new(env, &dispatch_now)?);
         napi_raw::on_teardown(env, direct::release_all)?;
@@ -285,7 +284,11 @@ pub fn init(
             }
         });
     })?;
-    with_registry(|r| r.hub = Some(hub));
+    wire_ref.set_strong(env, true)?;
+    with_registry(|r| {
+        r.hub = Some(hub);
+        r.wire = Some(Rc::new(wire_ref));
+    });
     first_wire(env)
 }
 

@@ -500,12 +500,30 @@ impl Outbox {
         n
     }
 
-    /// Discards every queued message, those sent since the last `stop_accepting` too (a client
-    /// that gave up keeps them for a later `connect()`): for a client that is not running, whose
-    /// queue must not go out later.
-    pub fn discard_all(&mut self, metrics: &Metrics) -> usize {
-        self.sent_since_stop = 0;
-        self.discard(metrics)
+    /// Discards the queued messages sent with these tickets, wherever they wait in the queue (a
+    /// stream that failed its writes after a giveup: they must not go out on a later `connect()`,
+    /// while the application's own messages stay).
+    pub fn discard_tickets(&mut self, tickets: &[u64], metrics: &Metrics) -> usize {
+        let recent_from = self.queue.len() - self.sent_since_stop;
+        let mut kept = VecDeque::with_capacity(self.queue.len());
+        let mut discarded = 0;
+        for (i, out) in std::mem::take(&mut self.queue).into_iter().enumerate() {
+            if out.ticket == NO_TICKET || !tickets.contains(&out.ticket) {
+                kept.push_back(out);
+                continue;
+            }
+            let len = data_len(&out.msg).unwrap_or(0);
+            self.queued_bytes -= len;
+            metrics.queued_messages.fetch_sub(1, Relaxed);
+            metrics.buffered.fetch_sub(len as u64, Relaxed);
+            self.settle(out.ticket, Fate::Discarded);
+            if i >= recent_from {
+                self.sent_since_stop -= 1;
+            }
+            discarded += 1;
+        }
+        self.queue = kept;
+        discarded
     }
 }
 
@@ -690,12 +708,20 @@ mod tests {
         outbox.stop_accepting(None);
         assert_eq!(outbox.discard(&m), 3);
         assert_eq!(counts(&m), (0, 0));
-        // Queued with no disconnect() since (a giveup keeps them): only a discard of all takes them.
+        // Queued with no disconnect() since (a giveup keeps them): a discard by ticket takes only those.
+        outbox.take_settled();
         outbox.set_accepting(true);
         outbox.send(text("g"), 8, &c, &m);
+        outbox.send(text("h"), NO_TICKET, &c, &m);
+        outbox.send(text("i"), 9, &c, &m);
         assert_eq!(outbox.discard(&m), 0);
-        assert_eq!(outbox.discard_all(&m), 1);
-        assert_eq!(outbox.take_settled().last(), Some(&(8, Fate::Discarded)));
+        assert_eq!(outbox.discard_tickets(&[9, 8], &m), 2);
+        assert_eq!(outbox.take_settled(), [(8, Fate::Discarded), (9, Fate::Discarded)]);
+        assert_eq!(counts(&m), (1, 1));
+        // What stays is still what a disconnect() after a connect() keeps, then discards.
+        assert_eq!(outbox.discard(&m), 0);
+        outbox.stop_accepting(None);
+        assert_eq!(outbox.discard(&m), 1);
         assert_eq!(counts(&m), (0, 0));
     }
 

@@ -425,10 +425,11 @@ impl Writer {
         Self::flush_pending(&mut self.lock(), cx)
     }
 
-    /// A `wss:` connection that ended cleanly (the close handshake done): its close_notify
-    /// (RFC 8446 §6.1), as `ws`'s `socket.end()` sends one, so that a peer does not take the TCP
-    /// close that follows for a truncation. Written if the socket takes it now, never waited for.
-    pub fn close_notify_now(&self) {
+    /// A connection whose close handshake is done ends its side as `ws`'s `socket.end()` does: a
+    /// `wss:` one with its close_notify (RFC 8446 §6.1), so that the peer does not take the TCP
+    /// close for a truncation, then the TCP half-close (FIN), so that a peer waiting for it closes.
+    /// Written if the socket takes it now, never waited for (the peer's close ends the wait anyway).
+    pub fn end_now(&self) {
         let mut w = self.lock();
         let inner = &mut *w;
         if let Some(tls) = inner.tls.as_deref_mut() {
@@ -440,7 +441,15 @@ impl Writer {
                     cx: None,
                 },
             );
+            if tls.wants_write() {
+                // The socket did not take it all: a FIN now would cut it short.
+                return;
+            }
         }
+        // Immediate on every platform (a `shutdown(2)`): no waker is kept.
+        let _ = inner
+            .half
+            .poll_shutdown(&mut Context::from_waker(std::task::Waker::noop()));
     }
 
     pub fn poll_shutdown(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
