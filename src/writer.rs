@@ -434,14 +434,7 @@ impl Writer {
         let inner = &mut *w;
         if let Some(tls) = inner.tls.as_deref_mut() {
             tls.send_close_notify();
-            let _ = write_sealed(
-                tls,
-                &mut SyncWriter {
-                    half: &mut inner.half,
-                    cx: None,
-                },
-            );
-            if tls.wants_write() {
+            if !write_sealed_now(tls, &mut inner.half) {
                 // The socket did not take it all: a FIN now would cut it short.
                 return;
             }
@@ -522,28 +515,26 @@ impl Writer {
             }
             // Every whole record read so far is opened here: none waits in the session unseen.
             let processed = tls.process_new_packets();
-            if tls.wants_write() {
-                // An alert, or the answer to a key update: now if the socket takes it, else the
-                // driver writes it before anything else.
-                let _ = write_sealed(
-                    tls,
-                    &mut SyncWriter {
-                        half: &mut inner.half,
-                        cx: None,
-                    },
-                );
-                if tls.wants_write() {
-                    if inner.held.is_none() {
-                        inner.held = Some(Gauge::<IoBuffers>::new());
-                    }
-                    self.waker.wake();
+            // An alert, or the answer to a key update: now if the socket takes it, else the
+            // driver writes it before anything else.
+            if tls.wants_write() && !write_sealed_now(tls, &mut inner.half) {
+                if inner.held.is_none() {
+                    inner.held = Some(Gauge::<IoBuffers>::new());
                 }
+                self.waker.wake();
             }
             if let Err(e) = processed {
                 return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, e)));
             }
         }
     }
+}
+
+/// What the session has sealed, written as far as the socket takes it now (no waiting): whether
+/// it took it all.
+fn write_sealed_now(tls: &mut ClientConnection, half: &mut WriteHalf) -> bool {
+    let _ = write_sealed(tls, &mut SyncWriter { half, cx: None });
+    !tls.wants_write()
 }
 
 /// The socket read without waiting, for the session on the JS thread (see `read_tls_now`).
