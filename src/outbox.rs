@@ -504,7 +504,7 @@ impl Outbox {
     /// stream that failed its writes after a giveup: they must not go out on a later `connect()`,
     /// while the application's own messages stay).
     pub fn discard_tickets(&mut self, tickets: &[u64], metrics: &Metrics) -> usize {
-        let recent_from = self.queue.len() - self.sent_since_stop;
+        let recent_from = self.queue.len().saturating_sub(self.sent_since_stop);
         let mut kept = VecDeque::with_capacity(self.queue.len());
         let mut discarded = 0;
         for (i, out) in std::mem::take(&mut self.queue).into_iter().enumerate() {
@@ -518,7 +518,7 @@ impl Outbox {
             metrics.buffered.fetch_sub(len as u64, Relaxed);
             self.settle(out.ticket, Fate::Discarded);
             if i >= recent_from {
-                self.sent_since_stop -= 1;
+                self.sent_since_stop = self.sent_since_stop.saturating_sub(1);
             }
             discarded += 1;
         }
