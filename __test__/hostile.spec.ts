@@ -5,7 +5,7 @@
 // are raw `net` servers on 127.0.0.1 in this process (one with TLS on top). The floods are bounded
 // in bytes and in time. Serial: the figures are timings and RSS of a 2-core
 // machine, and two floods at once would measure each other.
-import { spawn } from 'node:child_process'
+import { type ChildProcess, spawn } from 'node:child_process'
 import { once } from 'node:events'
 import { constants } from 'node:buffer'
 import { createHash } from 'node:crypto'
@@ -72,15 +72,23 @@ interface Run {
 /** A child past this RSS is killed: far beyond any bound below, and a machine's memory is not for a test to exhaust. */
 const KILL_RSS_MIB = 2048
 
-async function runChild(scenario: string, port: number, opts: object = {}, killAfterMs = 30_000): Promise<Run> {
+/** Runs the child; `onSpawn`, if given, gets it with its stdin a pipe. */
+async function runChild(
+  scenario: string,
+  port: number,
+  opts: object = {},
+  killAfterMs = 30_000,
+  onSpawn?: (proc: ChildProcess) => void,
+): Promise<Run> {
   const t0 = performance.now()
   const proc = spawn(process.execPath, ['--expose-gc', child, scenario, String(port), JSON.stringify(opts)], {
-    stdio: ['ignore', 'pipe', 'pipe'],
+    stdio: [onSpawn ? 'pipe' : 'ignore', 'pipe', 'pipe'],
   })
+  onSpawn?.(proc)
   let stdout = ''
   let stderr = ''
-  proc.stdout.on('data', (d) => (stdout += d))
-  proc.stderr.on('data', (d) => (stderr += d))
+  proc.stdout!.on('data', (d) => (stdout += d))
+  proc.stderr!.on('data', (d) => (stderr += d))
   let killed: string | null = null
   let peakRssMiB = 0
   const kill = (why: string) => {
@@ -222,8 +230,8 @@ function whole(bytes: number, chunk: Buffer): number {
 }
 
 /** A raw server that upgrades each connection and then runs `hostile` on it. */
-function hostileServer(hostile: (socket: net.Socket) => void): Promise<RawPeer> {
-  return rawServer((socket) => acceptUpgrade(socket, hostile))
+function hostileServer(hostile: (socket: net.Socket) => void, extraHeaders = ''): Promise<RawPeer> {
+  return rawServer((socket) => acceptUpgrade(socket, hostile, extraHeaders))
 }
 
 // ---------------------------------------------------------------- 1. ping floods
@@ -372,6 +380,208 @@ test.serial(
   repeat(text64, Math.floor((2 * MiB) / text64.length)),
   300e6,
   {},
+)
+
+/**
+ * Calls `onFrame` with each frame the client sends (opcode, unmasked payload), from the bytes after
+ * its upgrade request.
+ */
+function clientFrames(socket: net.Socket, onFrame: (opcode: number, payload: Buffer) => void): void {
+  let buf: Buffer = Buffer.alloc(0)
+  socket.on('data', (d: Buffer) => {
+    buf = buf.length ? Buffer.concat([buf, d]) : d
+    for (;;) {
+      if (buf.length < 2) return
+      let len = buf[1] & 0x7f
+      let off = 2
+      if (len === 126) {
+        if (buf.length < 4) return
+        len = buf.readUInt16BE(2)
+        off = 4
+      } else if (len === 127) {
+        if (buf.length < 10) return
+        len = Number(buf.readBigUInt64BE(2))
+        off = 10
+      }
+      const masked = (buf[1] & 0x80) !== 0
+      const start = off + (masked ? 4 : 0)
+      if (buf.length < start + len) return
+      const payload = Buffer.from(buf.subarray(start, start + len))
+      if (masked) for (let i = 0; i < len; i++) payload[i] ^= buf[off + (i & 3)]
+      onFrame(buf[0] & 0x0f, payload)
+      buf = buf.subarray(start + len)
+    }
+  })
+}
+
+interface Blocked {
+  /** Cycles the server sent. */
+  sent: number
+  /** Pongs it read when it unblocked the child. */
+  answeredAtRelease: number
+  /** Why it unblocked the child: `held` (enough pongs), `quiet` (none for 500 ms), `deadline` or `closed`. */
+  why: string
+  rep?: Report & { pingsBeforeBlock: number; answered: number; heldGrowthMiB: number; messagesRead: number; recycledMiB: number }
+}
+
+/**
+ * The `pinned` child against a server that, once the child has taken its baseline and blocked its
+ * JS thread, sends `opener` and then `cycle` (each starting with a 1-byte ping) again and again:
+ * until the child's task has answered `held` pings (it reads and answers them; JS cannot take
+ * them), or answers no more for 500 ms (it stopped reading), or 10 s passed. Then it unblocks the
+ * child and ends with `closer` and the text "end".
+ */
+async function blockedRun(
+  t: ExecutionContext,
+  cycle: Buffer,
+  opener: Buffer,
+  closer: Buffer,
+  held: number,
+  deflate = false,
+): Promise<Blocked> {
+  const out: Blocked = { sent: 0, answeredAtRelease: 0, why: '' }
+  let answered = 0
+  let release = (_why: string) => {}
+  const peer = await hostileServer((socket) => {
+    socket.resume()
+    socket.on('close', () => release('closed'))
+    let ended = false
+    const end = (why: string) => {
+      if (ended) return
+      ended = true
+      release(why)
+      if (!socket.destroyed) socket.write(Buffer.concat([closer, END]))
+    }
+    clientFrames(socket, (opcode, payload) => {
+      if (opcode === 0xa) answered++
+      if (opcode !== 0x1 || payload.toString() !== 'ready') return
+      socket.write(opener)
+      const deadline = setTimeout(() => end('deadline'), 10_000)
+      let seen = 0
+      const quiet = setInterval(() => {
+        if (answered > 0 && answered === seen) end('quiet')
+        seen = answered
+      }, 500)
+      socket.on('close', () => (clearTimeout(deadline), clearInterval(quiet)))
+      const go = () => {
+        while (!ended && answered < held) {
+          if (socket.destroyed) return
+          out.sent++
+          if (!socket.write(cycle)) return void socket.once('drain', go)
+        }
+        clearTimeout(deadline)
+        clearInterval(quiet)
+        end('held')
+      }
+      go()
+    })
+  }, deflate ? 'Sec-WebSocket-Extensions: permessage-deflate\r\n' : '')
+  const r = await runChild('pinned', peer.port, { perMessageDeflate: deflate }, 45_000, (proc) => {
+    release = (why) => {
+      if (out.why) return
+      out.why = why
+      out.answeredAtRelease = answered
+      proc.stdin!.end(`${answered}\n`)
+    }
+  })
+  await peer.close()
+  t.is(peer.accepted, 1)
+  t.log('server sent', out)
+  if (survived(t, r)) out.rep = r.report as Blocked['rep']
+  return out
+}
+
+test.serial(
+  'pings between empty fragments while JS is blocked: a ping held for JS costs its own bytes, not the read buffer it came in',
+  async (t) => {
+    // Each 1-byte ping is followed by 32,768 empty continuation frames of one binary message (64
+    // KiB: a read buffer's worth), which no bound counts. A ping that kept a view of its read
+    // buffer until JS took it held 64 KiB per 193 bytes the read bound counted: 1,000 pings, 64 MiB.
+    const HELD = 1_000
+    const cycle = Buffer.concat([Buffer.from([0x89, 0x01, 0x78]), Buffer.alloc(64 * 1024)])
+    const { sent, why, rep } = await blockedRun(t, cycle, Buffer.from([0x02, 0x00]), Buffer.from([0x80, 0x00]), HELD)
+    if (!rep) return
+    t.is(why, 'held', `the client answered ${rep.answered} pings while JS was blocked, not ${HELD}`)
+    t.is(rep.how, 'end', `the message after the pings never came; errors: ${rep.errors.join(', ')}`)
+    t.is(rep.pings, sent, 'every ping reached JS')
+    const pings = rep.answered - rep.pingsBeforeBlock
+    const perPingKiB = (rep.heldGrowthMiB * 1024) / pings
+    t.log(`${pings} pings held for JS: RSS grew by ${rep.heldGrowthMiB} MiB, ${perPingKiB.toFixed(1)} KiB a ping`)
+    t.true(perPingKiB < 8, `each ping held for JS cost ${perPingKiB.toFixed(1)} KiB of RSS`)
+    cleanedUp(t, rep)
+  },
+)
+
+test.serial(
+  'a ping after each small message while JS is blocked: what the client holds for JS stays within the read bound in memory, not only in count',
+  async (t) => {
+    // Neither pings nor messages that alternate with them share a run: each waits for JS as an
+    // event of its own, about 185 bytes beside its payload. Counted as 64, 4 MiB of the read bound
+    // held 9 MiB (21,700 of each).
+    const text = frame(0x1, 'x'.repeat(64))
+    const cycle = Buffer.concat([Buffer.from([0x89, 0x01, 0x78]), text])
+    const { sent, why, rep } = await blockedRun(t, cycle, Buffer.alloc(0), Buffer.alloc(0), Infinity)
+    if (!rep) return
+    t.is(why, 'quiet', 'the client never stopped reading while JS was blocked')
+    t.is(rep.how, 'end', `the message after the pings never came; errors: ${rep.errors.join(', ')}`)
+    t.is(rep.pings, sent, 'every ping reached JS')
+    t.is(rep.messages, sent, 'every message reached JS')
+    t.log(`${rep.messagesRead} messages and ${rep.answered - rep.pingsBeforeBlock} pings held for JS: RSS grew by ${rep.heldGrowthMiB} MiB`)
+    // The read bound (4 MiB), and 2 MiB for what the allocator keeps beside it.
+    t.true(rep.heldGrowthMiB < 6, `what the client held for JS grew its RSS by ${rep.heldGrowthMiB} MiB`)
+    cleanedUp(t, rep)
+  },
+)
+
+test.serial(
+  'a 16 KiB message beside empty fragments, JS blocked: what the client holds for JS stays within the read bound in memory',
+  async (t) => {
+    // Each 16 KiB message is followed by a second message in 24,000 empty fragments (48 KB, which
+    // no bound counts): a message that kept a view of its 64 KiB read buffer held four times what
+    // the read bound counted (15 MiB for 4 MiB).
+    const message = frame(0x2, Buffer.alloc(16 * 1024, 0xab))
+    const filler = Buffer.concat([Buffer.from([0x02, 0x00]), Buffer.alloc(48_000), Buffer.from([0x80, 0x00])])
+    const cycle = Buffer.concat([Buffer.from([0x89, 0x01, 0x78]), message, filler])
+    const { sent, why, rep } = await blockedRun(t, cycle, Buffer.alloc(0), Buffer.alloc(0), Infinity)
+    if (!rep) return
+    t.is(why, 'quiet', 'the client never stopped reading while JS was blocked')
+    t.is(rep.how, 'end', `the message after the flood never came; errors: ${rep.errors.join(', ')}`)
+    t.is(rep.messages, 2 * sent, 'every message reached JS')
+    t.log(`${rep.messagesRead} messages held for JS: RSS grew by ${rep.heldGrowthMiB} MiB`)
+    t.true(rep.heldGrowthMiB < 6, `what the client held for JS grew its RSS by ${rep.heldGrowthMiB} MiB`)
+    cleanedUp(t, rep)
+  },
+)
+
+test.serial(
+  'compressed messages that inflate to 1 byte, JS blocked: a message held for JS keeps no inflating room',
+  async (t) => {
+    // 100 KB of empty stored blocks and a 1-byte stored block: the inflater's buffer is guessed
+    // from the compressed size and grown in 256 KiB steps. Kept whole, 1,000 messages held 250 MiB,
+    // which the read bound counted as 193 KB.
+    const HELD = 1_000
+    const stored = Buffer.concat([
+      repeat(Buffer.from([0x00, 0x00, 0x00, 0xff, 0xff]), 20_000),
+      // A stored block of "z", and the header of the empty block whose rest (00 00 ff ff) is left off.
+      Buffer.from([0x00, 0x01, 0x00, 0xfe, 0xff, 0x7a, 0x00]),
+    ])
+    const h = Buffer.alloc(10)
+    h[0] = 0xc2 // FIN, RSV1 (compressed), binary
+    h[1] = 127
+    h.writeBigUInt64BE(BigInt(stored.length), 2)
+    const cycle = Buffer.concat([Buffer.from([0x89, 0x01, 0x78]), h, stored])
+    const { sent, why, rep } = await blockedRun(t, cycle, Buffer.alloc(0), Buffer.alloc(0), HELD, true)
+    if (!rep) return
+    t.is(why, 'held', `the client answered ${rep.answered} pings while JS was blocked, not ${HELD}`)
+    t.is(rep.how, 'end', `the message after the flood never came; errors: ${rep.errors.join(', ')}`)
+    t.is(rep.messages, sent, 'every message reached JS')
+    t.log(`${rep.messagesRead} inflated messages held for JS: RSS grew by ${rep.heldGrowthMiB} MiB, ${rep.recycledMiB} MiB of it buffers kept`)
+    t.true(rep.messagesRead >= HELD / 2, `only ${rep.messagesRead} messages were held`)
+    // The compressed payloads' buffers, freed once inflated, are kept for the next large message
+    // (4 MiB at most: `recycledBytes`); what the messages hold is a few KiB.
+    t.true(rep.heldGrowthMiB < 8, `${rep.messagesRead} messages held for JS grew RSS by ${rep.heldGrowthMiB} MiB`)
+    cleanedUp(t, rep)
+  },
 )
 
 // ---------------------------------------------------------------- 3. allocation sized by the peer

@@ -689,7 +689,7 @@ function toProtocols(protocols) {
 }
 
 // Parsed URLs by their text. A fleet of clients usually shares one URL; parsing it for each
-// client (three times: normalising, the proxy decision, credentials) was the largest
+// client (three times: normalising, the proxy decision, credentials) would be the largest
 // garbage of a construction. Bounded: cleared when full. A URL with credentials is never
 // kept: a password must not outlive the clients that use it.
 const URL_CACHE_MAX = 256
@@ -862,5 +862,4 @@ module.exports = {
   proxyFor,
   splitCredentials,
   configKey,
-  DEFAULTS,
 }

@@ -214,4 +214,4 @@ class RwsMode {
   }
 }
 
-module.exports = { normalizeArgs, RWS_MIN_DELAY }
+module.exports = { normalizeArgs }

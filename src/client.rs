@@ -602,8 +602,8 @@ impl Drop for NativeClient {
 }
 
 // The JS binding. Every function takes the JS client object first and finds its native
-// state with `napi_unwrap` (what a napi-rs class method does too, without the per-instance
-// class bookkeeping: a reference map entry, a type tag and a second JS object).
+// state with `napi_unwrap` after checking its type tag (what a napi-rs class method does too,
+// without the per-instance class bookkeeping: a reference map entry and a second JS object).
 
 impl napi_raw::Wrapped for NativeClient {
     /// Random, fixed for this addon.

@@ -516,9 +516,9 @@ impl Decompressor {
             self.state = None;
         }
         Poll::Ready(result.map(|()| match (job.text, job.checked) {
-            (false, _) => Inflated::Binary(job.out),
-            (true, Some(text)) => Inflated::Text(text),
-            (true, None) => Inflated::UncheckedText(job.out),
+            (false, _) => Inflated::Binary(fitted(job.out)),
+            (true, Some(text)) => Inflated::Text(fitted_text(text)),
+            (true, None) => Inflated::UncheckedText(fitted(job.out)),
         }))
     }
 
@@ -532,6 +532,50 @@ impl Decompressor {
             Poll::Ready(Err(e)) => Err(e),
             Poll::Pending => unreachable!("an unlimited step finishes"),
         }
+    }
+}
+
+/// `out` with no more room than it needs. Its room was a guess from the compressed size, or grown
+/// by steps (the last one's share zero-filled), and a message keeps its buffer while it waits for
+/// JS, where the read bound counts only its length: a server could make a 1-byte message hold
+/// 256 KiB. A short output is copied (shrunk in place, a mapped buffer keeps a page), a long one
+/// shrunk; either moves at most what inflating just wrote.
+fn fitted(mut out: Vec<u8>) -> Vec<u8> {
+    match fitting(out.capacity(), out.len()) {
+        Fit::Keep => out,
+        Fit::Copy => out.as_slice().to_vec(),
+        Fit::Shrink => {
+            out.shrink_to_fit();
+            out
+        }
+    }
+}
+
+/// As `fitted`, for text checked as it was inflated.
+fn fitted_text(mut text: String) -> String {
+    match fitting(text.capacity(), text.len()) {
+        Fit::Keep => text,
+        Fit::Copy => text.as_str().to_owned(),
+        Fit::Shrink => {
+            text.shrink_to_fit();
+            text
+        }
+    }
+}
+
+enum Fit {
+    Keep,
+    Copy,
+    Shrink,
+}
+
+fn fitting(capacity: usize, len: usize) -> Fit {
+    if capacity - len <= len / 8 {
+        Fit::Keep
+    } else if len < 64 * 1024 {
+        Fit::Copy
+    } else {
+        Fit::Shrink
     }
 }
 
@@ -886,6 +930,50 @@ mod tests {
             assert!(c.compress(m, &mut out));
             assert!(!out.is_empty());
             assert_eq!(d.inflate(&out, 100).unwrap(), m);
+        }
+    }
+
+    #[test]
+    fn an_inflated_message_keeps_no_more_room_than_it_needs() {
+        let base = n("permessage-deflate").unwrap().unwrap();
+        let mut d = Decompressor::new(&base);
+        // 100 KB of empty stored blocks, then a stored block of `tail`: the output buffer is
+        // guessed from the compressed size (300 KB) and stepped through, for a few bytes of output.
+        let padded = |tail: &[u8]| {
+            let mut wire = [0x00, 0x00, 0x00, 0xff, 0xff].repeat(20_000);
+            let len = tail.len() as u16;
+            wire.push(0x00);
+            wire.extend_from_slice(&len.to_le_bytes());
+            wire.extend_from_slice(&(!len).to_le_bytes());
+            wire.extend_from_slice(tail);
+            // The header of the empty stored block whose rest is the trailer the sender left off.
+            wire.push(0x00);
+            wire
+        };
+        for tail in [&b"x"[..], &[b'y'; 16 * 1024][..]] {
+            let wire = padded(tail);
+            let (binary, _) = in_steps(&mut d, &wire, usize::MAX, INFLATE_STEP);
+            let binary = binary.unwrap();
+            assert_eq!(binary, tail);
+            assert!(
+                binary.capacity() <= tail.len() + tail.len() / 8,
+                "{} bytes of room",
+                binary.capacity()
+            );
+            for check_utf8 in [false, true] {
+                d.start(true, check_utf8, Bytes::from(wire.clone()), usize::MAX);
+                let text = loop {
+                    if let Poll::Ready(result) = d.step(INFLATE_STEP) {
+                        break result.unwrap();
+                    }
+                };
+                let capacity = match text {
+                    Inflated::Text(t) => t.capacity(),
+                    Inflated::UncheckedText(t) => t.capacity(),
+                    other => panic!("text in, {other:?} out"),
+                };
+                assert!(capacity <= tail.len() + tail.len() / 8, "{capacity} bytes of room");
+            }
         }
     }
 

@@ -495,12 +495,13 @@ impl Decoder {
                 recycle::into_bytes(self.direct.take().expect("direct payload"))
             } else if self.buf.len() >= h.len {
                 self.after_direct = false;
-                if h.len >= DIRECT_FROM {
+                if h.len >= READ_CHUNK {
                     self.buf.split_to(h.len).freeze()
                 } else {
-                    // Copied: a view would keep the whole read buffer (up to `READ_CHUNK`) alive
-                    // while the frame waits for JS, where the read bound counts only its own length
-                    // (a peer could make each 64 KiB buffer hold one 1-byte ping).
+                    // Copied: a view would keep the whole read buffer (`READ_CHUNK` and what was
+                    // left in it) alive while the frame waits for JS, where the read bound counts
+                    // only the frame's length: a peer could make each buffer hold one 1-byte ping,
+                    // or one 16 KiB message beside empty fragments. A frame a read long is most of it.
                     let payload = Bytes::copy_from_slice(&self.buf[..h.len]);
                     self.buf.advance(h.len);
                     payload
@@ -788,8 +789,8 @@ fn header(opcode: u8, rsv1: bool, len: usize, mask: [u8; 4]) -> ([u8; MAX_CLIENT
 }
 
 /// XORs `data` with the mask eight bytes at a time. A byte loop is vectorised or not depending on
-/// where the compiler inlines it (masking 64 KiB messages ran 25 % slower after an unrelated change
-/// to the driver's writing); this one is fast either way.
+/// where the compiler inlines it (masking 64 KiB messages 25 % slower where it is not); this one is
+/// fast either way.
 #[inline(never)]
 fn apply_mask(data: &mut [u8], mask: [u8; 4]) {
     let wide = u64::from_ne_bytes([mask[0], mask[1], mask[2], mask[3], mask[0], mask[1], mask[2], mask[3]]);
@@ -940,7 +941,7 @@ mod tests {
     }
 
     #[test]
-    fn a_frame_smaller_than_a_direct_read_keeps_no_part_of_the_read_buffer() {
+    fn a_frame_smaller_than_a_read_keeps_no_part_of_the_read_buffer() {
         let medium: Vec<u8> = (0..2_000u32).map(|i| i as u8).collect();
         let large: Vec<u8> = (0..20_000u32).map(|i| i as u8).collect();
         let mut data = Vec::new();

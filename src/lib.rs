@@ -19,6 +19,7 @@
 //!   JS thread's socket watches;
 //! - `events`, `event_values`, `delivery`, `ask`: the events a client reports, their JS values,
 //!   and their coalesced delivery to JS with the JS-thread registry; the questions an attempt asks the client's JS functions;
+//! - `recycle`: the buffers of large received messages that JS freed, kept for the next ones;
 //! - `errors`, `stats`, `queue`, `redact`, `napi_raw`: error codes, counters, the closable queue,
 //!   URLs without their credentials, and every raw N-API call.
 

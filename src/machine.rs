@@ -45,6 +45,7 @@ pub struct Retry {
 }
 
 impl Retry {
+    #[cfg(test)]
     pub const YES: Retry = Retry {
         default: true,
         after_ms: None,

@@ -1,6 +1,7 @@
 //! The addon's raw N-API calls (and the few libuv and socket calls of reading on the JS thread),
-//! each behind a safe function: every `unsafe` block of the boundary lives here, states what it
-//! relies on, and every status is checked.
+//! each behind a safe function: every `unsafe` block of the boundary lives here and states what it
+//! relies on, and every status is checked (the few left unchecked say why: a call that cannot
+//! fail for its arguments, or a cleanup whose failure leaves nothing to undo).
 //!
 //! Why raw calls at all, where napi-rs has safe ones: a client's native state is wrapped onto
 //! the JS client object itself (no second JS object or reference-map entry per client), the

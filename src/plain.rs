@@ -66,7 +66,8 @@ mod unix {
 
     struct Socket {
         /// The socket (it owns the descriptor), with its registration while it has one. `None`
-        /// only for the instant of a change, under the lock, or after the reactor refused one.
+        /// only for the instant of a change, under the lock (a refused registration puts the bare
+        /// socket back).
         held: Mutex<Option<Held>>,
         runtime: Handle,
         raw: RawSocket,

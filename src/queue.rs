@@ -72,6 +72,7 @@ impl<T> Queue<T> {
 
     /// Closes the queue if it is empty (atomically): the consumer may then exit without
     /// losing an item. False: items are waiting, take them first.
+    #[cfg(test)]
     pub fn close_if_empty(&self) -> bool {
         self.close_if_empty_then(|| {})
     }

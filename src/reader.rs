@@ -285,10 +285,7 @@ impl SharedReader {
         mut deliver: impl FnMut(Incoming),
     ) -> JsRead {
         let mut st = self.lock();
-        if st.ended {
-            return JsRead::Ended;
-        }
-        if !st.by_js {
+        if st.ended || !st.by_js {
             return JsRead::Ended;
         }
         if !shared.read_gate.open() {
