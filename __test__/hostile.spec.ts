@@ -584,6 +584,49 @@ test.serial(
   },
 )
 
+test.serial(
+  'reconnects with no delay to a server that ends each connection after a 60 KB upgrade answer, JS blocked: the attempts wait for JS',
+  async (t) => {
+    // Each attempt reports what JS has not taken (a connecting, the upgrade answer's head, an open,
+    // a close, a reconnecting), which the read bound does not count: with `minDelay: 0`, 1,100
+    // attempts in 3 s grew a client whose JS thread was busy by 53 MiB.
+    const pad = `X-Pad: ${'a'.repeat(60_000)}\r\n`
+    let accepted = 0
+    let last = 0
+    let release = (_why: string) => {}
+    const peer = await hostileServer((socket) => {
+      accepted++
+      last = performance.now()
+      socket.end()
+    }, pad)
+    const quiet = setInterval(() => {
+      if (accepted > 0 && performance.now() - last > 500) release('quiet')
+    }, 100)
+    const deadline = setTimeout(() => release('deadline'), 8_000)
+    let why = ''
+    let acceptedAtRelease = 0
+    const r = await runChild('cycling', peer.port, {}, 45_000, (proc) => {
+      release = (w) => {
+        if (why) return
+        why = w
+        acceptedAtRelease = accepted
+        proc.stdin!.end(`${accepted}\n`)
+      }
+    })
+    clearInterval(quiet)
+    clearTimeout(deadline)
+    await peer.close()
+    t.log(`unblocked (${why}) after ${acceptedAtRelease} connections`)
+    if (!survived(t, r)) return
+    const rep = r.report as Report & { attemptsWhileBlocked: number; heldGrowthMiB: number }
+    t.is(why, 'quiet', 'the client went on reconnecting while JS was blocked')
+    t.log(`${rep.attemptsWhileBlocked} attempts while JS was blocked: RSS grew by ${rep.heldGrowthMiB} MiB`)
+    t.true(rep.attemptsWhileBlocked < 64, `${rep.attemptsWhileBlocked} attempts while JS could take none of their events`)
+    t.true(rep.heldGrowthMiB < 8, `RSS grew by ${rep.heldGrowthMiB} MiB`)
+    cleanedUp(t, rep)
+  },
+)
+
 // ---------------------------------------------------------------- 3. allocation sized by the peer
 
 /**

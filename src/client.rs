@@ -152,7 +152,7 @@ impl NativeClient {
         let config = match CONFIGS.get(&key) {
             Some(config) => config,
             None => {
-                let options: NativeOptions = napi_raw::from_js(env, &options)?;
+                let options = napi_raw::native_options(env, &options)?;
                 CONFIGS.insert(key, Self::config(&url, options)?)
             }
         };
@@ -617,9 +617,9 @@ impl napi_raw::Wrapped for NativeClient {
     }
 }
 
-/// The native state of the client object `owner`; an error for any other object.
-fn client<'a>(env: &Env, owner: &Object<'_>) -> Result<&'a mut NativeClient> {
-    napi_raw::unwrap(env, owner)
+/// Runs `f` with the native state of the client object `owner`; an error for any other object.
+fn with_client<R>(env: &Env, owner: &Object<'_>, f: impl FnOnce(&mut NativeClient) -> R) -> Result<R> {
+    napi_raw::with_wrapped(env, owner, f)
 }
 
 /// Gives `owner` (a new `ReconnectingWebSocket`) its native state.
@@ -633,13 +633,13 @@ pub fn client_attach(env: Env, owner: Object<'_>, url: String, key: String, opti
 /// a defined state). Not part of the API.
 #[napi]
 pub fn testing_panic_driver(env: Env, owner: Object<'_>) -> Result<()> {
-    let client = client(&env, &owner)?;
-    driver::PANIC_FOR_TEST.store(client.shared.id, Ordering::Relaxed);
-    if let Some(tx) = &client.commands {
-        // Any command wakes the task.
-        let _ = tx.send(Command::Connect);
-    }
-    Ok(())
+    with_client(&env, &owner, |client| {
+        driver::PANIC_FOR_TEST.store(client.shared.id, Ordering::Relaxed);
+        if let Some(tx) = &client.commands {
+            // Any command wakes the task.
+            let _ = tx.send(Command::Connect);
+        }
+    })
 }
 
 /// Milliseconds the JS thread stalls in the next disconnect() once it has written the close
@@ -672,7 +672,7 @@ pub fn testing_stall_driver_exit(ms: u32) {
 /// `connecting` event of an attempt this call starts at once (it goes with the attempt's next event).
 #[napi]
 pub fn client_connect(env: Env, owner: Object<'_>, quiet: bool) -> Result<u32> {
-    client(&env, &owner)?.connect(env, quiet)
+    with_client(&env, &owner, |c| c.connect(env, quiet))?
 }
 
 #[napi]
@@ -684,17 +684,17 @@ pub fn client_disconnect(
     flush: bool,
     terminate: bool,
 ) -> Result<u32> {
-    Ok(client(&env, &owner)?.disconnect(env, code, reason, flush, terminate))
+    with_client(&env, &owner, |c| c.disconnect(env, code, reason, flush, terminate))
 }
 
 #[napi]
 pub fn client_reconnect(env: Env, owner: Object<'_>, code: u32, reason: String) -> Result<bool> {
-    Ok(client(&env, &owner)?.reconnect(env, code, reason))
+    with_client(&env, &owner, |c| c.reconnect(env, code, reason))
 }
 
 #[napi]
 pub fn client_decide(env: Env, owner: Object<'_>, id: f64, retry: bool) -> Result<()> {
-    client(&env, &owner)?.decide(id, retry);
+    with_client(&env, &owner, |c| c.decide(id, retry))?;
     Ok(())
 }
 
@@ -708,24 +708,24 @@ pub fn client_provide(
     protocols: Vec<String>,
     proxy: Option<String>,
 ) -> Result<()> {
-    client(&env, &owner)?.provide(id, url, headers, protocols, proxy);
+    with_client(&env, &owner, |c| c.provide(id, url, headers, protocols, proxy))?;
     Ok(())
 }
 
 #[napi]
 pub fn client_provide_error(env: Env, owner: Object<'_>, id: f64, message: String) -> Result<()> {
-    client(&env, &owner)?.provide_error(id, message);
+    with_client(&env, &owner, |c| c.provide_error(id, message))?;
     Ok(())
 }
 
 #[napi]
 pub fn client_active(env: Env, owner: Object<'_>) -> Result<bool> {
-    Ok(client(&env, &owner)?.active())
+    with_client(&env, &owner, |c| c.active())
 }
 
 #[napi]
 pub fn client_generation(env: Env, owner: Object<'_>) -> Result<u32> {
-    Ok(client(&env, &owner)?.generation())
+    with_client(&env, &owner, |c| c.generation())
 }
 
 /// Sends or queues a text message. Returns one of `wireProtocol().send`: `dropping` means
@@ -733,13 +733,13 @@ pub fn client_generation(env: Env, owner: Object<'_>) -> Result<u32> {
 /// `clientUncork` at the end of this turn.
 #[napi]
 pub fn client_send_text(env: Env, owner: Object<'_>, data: String) -> Result<u32> {
-    Ok(client(&env, &owner)?.send_text(data, direct::current_turn(&env)))
+    with_client(&env, &owner, |c| c.send_text(data, direct::current_turn(&env)))
 }
 
 /// As `clientSendText`, for binary data (copied once).
 #[napi]
 pub fn client_send_binary(env: Env, owner: Object<'_>, data: &[u8]) -> Result<u32> {
-    Ok(client(&env, &owner)?.send_binary(data, direct::current_turn(&env)))
+    with_client(&env, &owner, |c| c.send_binary(data, direct::current_turn(&env)))
 }
 
 /// `send(data, callback)` and `send(data, { compress: false })`: as `clientSendText`/
@@ -759,12 +759,14 @@ pub fn client_send_ticketed(
     if !((0.0..=MAX_SAFE_INTEGER).contains(&ticket) && ticket.fract() == 0.0) {
         return Err(Error::new(Status::InvalidArg, "a ticket is a safe integer, 0 or more"));
     }
-    Ok(client(&env, &owner)?.send_ticketed(data, ticket as u64, compress, direct::current_turn(&env)))
+    with_client(&env, &owner, |c| {
+        c.send_ticketed(data, ticket as u64, compress, direct::current_turn(&env))
+    })
 }
 
 #[napi]
 pub fn client_take_settled(env: Env, owner: Object<'_>) -> Result<Vec<f64>> {
-    Ok(client(&env, &owner)?.take_settled())
+    with_client(&env, &owner, |c| c.take_settled())
 }
 
 /// The answer of a client's `lookup` function to `request` (a `lookup` event): the addresses
@@ -795,25 +797,25 @@ pub fn identity_answer(request: f64, error: Option<String>) {
 /// Writes what sends corked in this turn (scheduled by JS as a microtask).
 #[napi]
 pub fn client_uncork(env: Env, owner: Object<'_>) -> Result<()> {
-    client(&env, &owner)?.uncork();
+    with_client(&env, &owner, |c| c.uncork())?;
     Ok(())
 }
 
 #[napi]
 pub fn client_take_dropped(env: Env, owner: Object<'_>) -> Result<Vec<JsMessage>> {
-    Ok(client(&env, &owner)?.take_dropped())
+    with_client(&env, &owner, |c| c.take_dropped())
 }
 
 /// Hands back every queued, unsent message, oldest first.
 #[napi]
 pub fn client_drain_queue(env: Env, owner: Object<'_>) -> Result<Vec<JsMessage>> {
-    Ok(client(&env, &owner)?.drain_queue())
+    with_client(&env, &owner, |c| c.drain_queue())
 }
 
 /// Discards the queue; returns how many messages were discarded.
 #[napi]
 pub fn client_discard_queue(env: Env, owner: Object<'_>) -> Result<u32> {
-    Ok(client(&env, &owner)?.discard_queue())
+    with_client(&env, &owner, |c| c.discard_queue())
 }
 
 /// Discards the queued messages sent with these tickets (`send()` callbacks' numbers); returns
@@ -821,46 +823,46 @@ pub fn client_discard_queue(env: Env, owner: Object<'_>) -> Result<u32> {
 #[napi]
 pub fn client_discard_tickets(env: Env, owner: Object<'_>, tickets: Vec<f64>) -> Result<u32> {
     let tickets: Vec<u64> = tickets.into_iter().map(|t| t as u64).collect();
-    Ok(client(&env, &owner)?.discard_tickets(&tickets))
+    with_client(&env, &owner, |c| c.discard_tickets(&tickets))
 }
 
 /// Sends a ping frame; false when the connection is not open.
 #[napi]
 pub fn client_ping(env: Env, owner: Object<'_>, data: &[u8]) -> Result<bool> {
-    Ok(client(&env, &owner)?.ping(data))
+    with_client(&env, &owner, |c| c.ping(data))
 }
 
 #[napi]
 pub fn client_pong(env: Env, owner: Object<'_>, data: &[u8]) -> Result<bool> {
-    Ok(client(&env, &owner)?.pong(data))
+    with_client(&env, &owner, |c| c.pong(data))
 }
 
 #[napi]
 pub fn client_buffered_amount(env: Env, owner: Object<'_>) -> Result<f64> {
-    Ok(client(&env, &owner)?.buffered_amount())
+    with_client(&env, &owner, |c| c.buffered_amount())
 }
 
 /// Keeps the client reachable without a connection while JS waits on it (`messages()`).
 #[napi]
 pub fn client_hold(env: Env, owner: Object<'_>, on: bool) -> Result<()> {
-    client(&env, &owner)?.hold(env, on);
+    with_client(&env, &owner, |c| c.hold(env, on))?;
     Ok(())
 }
 
 /// Stops (or resumes) reading from the socket: backpressure from a slow `messages()` consumer.
 #[napi]
 pub fn client_pause_reading(env: Env, owner: Object<'_>, paused: bool) -> Result<()> {
-    client(&env, &owner)?.pause_reading(paused);
+    with_client(&env, &owner, |c| c.pause_reading(paused))?;
     Ok(())
 }
 
 #[napi]
 pub fn client_set_ref(env: Env, owner: Object<'_>, refd: bool) -> Result<()> {
-    client(&env, &owner)?.set_ref(env, refd);
+    with_client(&env, &owner, |c| c.set_ref(env, refd))?;
     Ok(())
 }
 
 #[napi]
 pub fn client_metrics(env: Env, owner: Object<'_>) -> Result<NativeMetrics> {
-    Ok(client(&env, &owner)?.metrics())
+    with_client(&env, &owner, |c| c.metrics())
 }

@@ -152,27 +152,48 @@ impl Hub {
     }
 }
 
-/// What the batch JS is dispatching read from each client (bytes, messages): credited to the
-/// clients' read gates when JS acknowledges the batch.
-type Credits = Vec<(Arc<Shared>, usize, usize)>;
+/// What the batch JS is dispatching for each client: what it read (bytes, messages) and its
+/// events of every kind, credited to the clients' read gates when JS acknowledges the batch.
+type Credits = Vec<Credit>;
+
+struct Credit {
+    shared: Arc<Shared>,
+    bytes: usize,
+    messages: usize,
+    events: usize,
+}
 
 fn credit(credits: &mut Credits, shared: &Arc<Shared>, event: &JsEvent) {
-    if !event.is_read() {
-        return;
+    if event.is_read() {
+        credit_event(credits, shared, event.payload_len(), event.messages());
+    } else {
+        credit_event(credits, shared, 0, 0);
     }
-    let (len, messages) = (event.payload_len(), event.messages());
+}
+
+/// As `credit`, for an event that read `bytes` in `messages`.
+fn credit_event(credits: &mut Credits, shared: &Arc<Shared>, bytes: usize, messages: usize) {
     match credits.last_mut() {
-        Some((s, bytes, count)) if Arc::ptr_eq(s, shared) => {
-            *bytes += len;
-            *count += messages;
+        Some(c) if Arc::ptr_eq(&c.shared, shared) => {
+            c.bytes += bytes;
+            c.messages += messages;
+            c.events += 1;
         }
-        _ => credits.push((shared.clone(), len, messages)),
+        _ => credits.push(Credit {
+            shared: shared.clone(),
+            bytes,
+            messages,
+            events: 1,
+        }),
     }
 }
 
 fn settle(credits: Credits) {
-    for (shared, bytes, count) in credits {
-        shared.read_gate.delivered(bytes, count);
+    for c in credits {
+        if c.messages > 0 {
+            c.shared.read_gate.delivered(c.bytes, c.messages);
+        }
+        c.shared.read_gate.events_dispatched(c.events);
     }
 }
 
@@ -302,13 +323,14 @@ fn first_wire(env: &Env) -> Result<RawValue> {
 }
 
 /// How a client's attempts ask its JS functions (`lookup`, `checkServerIdentity`): an event to its JS side.
-pub fn js_asker(hub: Arc<Hub>, client: u64) -> ask::Asker {
+pub fn js_asker(hub: Arc<Hub>, shared: Arc<Shared>) -> ask::Asker {
     ask::Asker(Arc::new(move |request, question| {
         let event = match question {
             ask::Question::Lookup { host, family } => JsEvent::Lookup { request, host, family },
             ask::Question::Identity { host, chain } => JsEvent::Identity { request, host, chain },
         };
-        hub.push_one(client, event);
+        shared.read_gate.events_queued(1);
+        hub.push_one(shared.id, event);
     }))
 }
 
@@ -626,8 +648,10 @@ fn build_batch(env: &Env, batch: Vec<(u64, JsEvent)>) -> Result<Vec<Value>> {
                 continue;
             }
             if let JsEvent::ReadIdle { reader, offer } = event {
+                let Some(e) = r.clients.get(&id) else { continue };
+                credit_event(&mut r.credits, &e.shared, 0, 0);
                 // A disconnecting client's driver reads the close (`read_close_on_driver`).
-                if r.clients.get(&id).is_some_and(|e| !e.disconnecting) {
+                if !e.disconnecting {
                     direct::take_over(env, id, reader, offer, on_readable);
                 }
                 continue;
@@ -847,6 +871,8 @@ mod tests {
     #[test]
     fn credits_add_up_per_client_run_and_count_only_what_was_read() {
         let (a, b) = (Arc::new(Shared::new(1)), Arc::new(Shared::new(2)));
+        a.read_gate.events_queued(5);
+        b.read_gate.events_queued(1);
         let mut credits = Credits::new();
         credit(&mut credits, &a, &text("abc"));
         credit(&mut credits, &a, &JsEvent::Ping(Bytes::from_static(b"p")));
@@ -858,8 +884,11 @@ mod tests {
             JsEvent::push_text(&mut run, t.into());
         }
         credit(&mut credits, &a, &run[0]);
-        let got: Vec<(u64, usize, usize)> = credits.iter().map(|(s, n, c)| (s.id, *n, *c)).collect();
-        assert_eq!(got, [(1, 4, 2), (2, 2, 1), (1, 3, 3)]);
+        let got: Vec<(u64, usize, usize, usize)> = credits
+            .iter()
+            .map(|c| (c.shared.id, c.bytes, c.messages, c.events))
+            .collect();
+        assert_eq!(got, [(1, 4, 2, 3), (2, 2, 1, 1), (1, 3, 3, 2)]);
         // What the connections admitted when they read those events, given back on settling.
         for (shared, len) in [(&a, 3), (&a, 1), (&b, 2), (&a, 0), (&a, 2), (&a, 1)] {
             shared.read_gate.admit(len);

@@ -362,7 +362,13 @@ impl Driver {
                 }
                 continue;
             }
-            if let Some(Poll::Ready(())) = self.timer.as_mut().map(|t| t.sleep.as_mut().poll(cx)) {
+            // A reconnect also waits for JS to take what the client reported (`EVENTS_BEHIND`).
+            if let Some(Poll::Ready(())) = self
+                .timer
+                .as_mut()
+                .filter(|_| !self.shared.read_gate.js_behind(cx))
+                .map(|t| t.sleep.as_mut().poll(cx))
+            {
                 self.timer = None;
                 self.input(Input::TimerFired);
                 continue;
@@ -443,6 +449,7 @@ impl Driver {
 
     /// Hands the events so far to JS, ringing for them unless all there is is a quiet `Connecting`.
     fn deliver(&mut self) {
+        self.shared.read_gate.events_queued(self.events.len());
         if std::mem::replace(&mut self.quiet, Quiet::No) == Quiet::Pending && self.events.len() == 1 {
             self.hub.push_quiet(self.shared.id, &mut self.events);
         } else {
@@ -531,7 +538,8 @@ impl Driver {
                         ParamSource::Provided(rx)
                     }
                 };
-                let js = (self.config.conn.asks_js()).then(|| delivery::js_asker(self.hub.clone(), self.shared.id));
+                let js =
+                    (self.config.conn.asks_js()).then(|| delivery::js_asker(self.hub.clone(), self.shared.clone()));
                 self.attempt = Some(Box::new(Attempt::start(&self.config.conn, params, js)));
             }
             Action::AbortAttempt => self.attempt = None,

@@ -12,12 +12,15 @@
 //! All functions take the `Env` of the current call on the JS thread, and the `sys::napi_value`
 //! handles they take or return are valid until that call returns (N-API's handle scopes).
 
+use std::cell::Cell;
 use std::ffi::{c_int, c_void, CStr};
 use std::ptr;
 use std::sync::OnceLock;
 
 use napi::bindgen_prelude::*;
 use napi::sys;
+
+use crate::options::NativeOptions;
 
 /// A JS value handle made by this module during the current call. Only this module makes them,
 /// and callers use them before the call returns (they are not `Send`, and nothing stores them).
@@ -48,11 +51,12 @@ pub type DispatchArgs = FnArgs<(RawValue, RawValue, RawValue)>;
 /// loop by itself; see `set_tsfn_ref`), its queue unbounded (one call is pending at a time).
 pub type Tsfn = napi::threadsafe_function::ThreadsafeFunction<(), (), DispatchArgs, Status, false, true, 0>;
 
-/// `value` (a handle of the current call) converted by napi-rs into `T`: for an argument taken as
-/// `Unknown` so that it is converted only when it is needed.
-pub fn from_js<T: FromNapiValue>(env: &Env, value: &Unknown<'_>) -> Result<T> {
-    // SAFETY: `value` is a live handle of this call in `env`, on its thread.
-    unsafe { T::from_napi_value(env.raw(), value.raw()) }
+/// The client options `value` (a handle of the current call) holds, converted by napi-rs: for an
+/// argument taken as `Unknown` so that it is converted only when it is needed.
+pub fn native_options(env: &Env, value: &Unknown<'_>) -> Result<NativeOptions> {
+    // SAFETY: `value` is a live handle of this call in `env`, on its thread; `NativeOptions` owns
+    // what it is converted into (no view of JS memory outlives the call).
+    unsafe { NativeOptions::from_napi_value(env.raw(), value.raw()) }
 }
 
 /// `v` as a JS value.
@@ -436,9 +440,15 @@ pub fn wrap<T: Wrapped>(env: &Env, object: &Object<'_>, state: T) -> Result<()> 
     check_status!(unsafe { sys::napi_type_tag_object(env.raw(), object.raw(), &T::TAG) })
 }
 
-/// The native state `wrap` gave `object`; an error for any object that is not tagged `T::TAG`.
-/// JS-thread only, and never held across calls.
-pub fn unwrap<'a, T: Wrapped>(env: &Env, object: &Object<'_>) -> Result<&'a mut T> {
+thread_local! {
+    /// A `with_wrapped` call is running on this thread.
+    static UNWRAPPED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f` with the native state `wrap` gave `object`; an error for any object that is not
+/// tagged `T::TAG`, and for a call made while another one's `f` runs (JS that `f` ran, calling in
+/// again: its `&mut` would alias the first).
+pub fn with_wrapped<T: Wrapped, R>(env: &Env, object: &Object<'_>, f: impl FnOnce(&mut T) -> R) -> Result<R> {
     let foreign = || Error::new(Status::InvalidArg, "the object is not a redial-ws client");
     let mut tagged = false;
     // SAFETY: `object` is a live handle of this call; `tagged` is a valid out pointer.
@@ -452,11 +462,25 @@ pub fn unwrap<'a, T: Wrapped>(env: &Env, object: &Object<'_>) -> Result<&'a mut 
     if data.is_null() {
         return Err(foreign());
     }
+    if UNWRAPPED.with(|u| u.replace(true)) {
+        return Err(Error::new(
+            Status::GenericFailure,
+            "redial-ws: a client call made from within another",
+        ));
+    }
+    struct Done;
+    impl Drop for Done {
+        fn drop(&mut self) {
+            UNWRAPPED.with(|u| u.set(false));
+        }
+    }
+    let _done = Done;
     // SAFETY: only `wrap::<T>` tags with `T::TAG`, and only an object it has wrapped with a
     // `Box<T>`, so `data` is that box's pointer. It lives until the object's finalizer, which
-    // cannot run while JS calls a function with the object. Only the JS thread uses it and no
-    // reference outlives the call, so the `&mut` is unique.
-    Ok(unsafe { &mut *data.cast::<T>() })
+    // cannot run while JS calls a function with the object. Only the JS thread uses it, `f`
+    // cannot keep the reference, and no other `with_wrapped` runs until `f` returns (`UNWRAPPED`),
+    // so the `&mut` is unique.
+    Ok(f(unsafe { &mut *data.cast::<T>() }))
 }
 
 // ---------------------------------------------------------------------------------------------

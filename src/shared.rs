@@ -76,8 +76,18 @@ pub const MESSAGE_OVERHEAD: usize = 192;
 pub struct ReadGate {
     paused: AtomicBool,
     inflight: AtomicUsize,
+    /// Events of the client (of every kind: messages and runs of them, opens, closes, errors)
+    /// handed to JS and not dispatched yet. A reconnect waits while `EVENTS_BEHIND` of them wait
+    /// (`js_behind`): attempts that fail at once, with no delay configured, cannot pile events
+    /// up behind a busy JS thread, where the read bound counts only messages.
+    events: AtomicUsize,
     waker: AtomicWaker,
 }
+
+/// Events of a client JS may be behind by before its next reconnect waits (about a dozen
+/// attempts' worth: a reconnect's events and their JS values, an upgrade answer's head included,
+/// cost up to tens of KiB).
+pub const EVENTS_BEHIND: usize = 64;
 
 impl ReadGate {
     pub fn set(&self, paused: bool) {
@@ -100,6 +110,29 @@ impl ReadGate {
         if (before >= INFLIGHT_LIMIT && before - n < INFLIGHT_LIMIT) || before == n {
             self.waker.wake();
         }
+    }
+
+    /// `n` events of the client go to JS.
+    pub fn events_queued(&self, n: usize) {
+        self.events.fetch_add(n, Ordering::AcqRel);
+    }
+
+    /// JS has dispatched `n` events of the client: wake a reconnect waiting for it (`js_behind`).
+    pub fn events_dispatched(&self, n: usize) {
+        let before = self.events.fetch_sub(n, Ordering::AcqRel);
+        if before >= EVENTS_BEHIND && before - n < EVENTS_BEHIND {
+            self.waker.wake();
+        }
+    }
+
+    /// Whether JS is `EVENTS_BEHIND` events or more behind; registers `cx` to be woken when it
+    /// catches up.
+    pub fn js_behind(&self, cx: &Context<'_>) -> bool {
+        if self.events.load(Ordering::Acquire) < EVENTS_BEHIND {
+            return false;
+        }
+        self.waker.register(cx.waker());
+        self.events.load(Ordering::Acquire) >= EVENTS_BEHIND
     }
 
     /// Messages were read that JS has not dispatched yet.
