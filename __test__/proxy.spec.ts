@@ -1,6 +1,8 @@
 // The CONNECT answer must be a real HTTP/1.x status line. A peer that is not an HTTP
 // proxy gets no upgrade request (nor its credentials); a proxy's refusal is ERR_PROXY, told
 // apart from the target server's own answer to the upgrade.
+import { readFileSync } from 'node:fs'
+import { createRequire } from 'node:module'
 import net from 'node:net'
 import test from 'ava'
 
@@ -196,4 +198,18 @@ test.serial('an HTTP/1.0 200 without a reason phrase is a tunnel', async (t) => 
   t.regex(proxy.exchanges[0].after.toString('latin1'), /^GET \/ HTTP\/1\.1\r\n/)
   await client.disconnect()
   await quiescent()
+})
+
+test('NO_PROXY entries: the first URL (lib/options.js) and a redirect hop (src/proxy.rs) read them alike', (t) => {
+  // The same table drives src/proxy.rs's unit test of the rules redirect hops use.
+  const { proxyFor } = createRequire(import.meta.url)('../lib/options.js')
+  const cases = readFileSync(new URL('./fixtures/no-proxy-cases.txt', import.meta.url), 'latin1')
+    .split('\n')
+    .filter((l) => l && !l.startsWith('#'))
+  t.true(cases.length > 20)
+  for (const line of cases) {
+    const [noProxy, url, bypassed] = line.split('\t')
+    const env = { HTTP_PROXY: 'http://proxy.test:3128', HTTPS_PROXY: 'http://proxy.test:3128', NO_PROXY: noProxy }
+    t.is(proxyFor(url, undefined, env) === undefined, bypassed === 'true', line)
+  }
 })

@@ -3,7 +3,7 @@
 // into what rustls has: cipher suites, key exchange groups and signature schemes by their IANA
 // numbers (src/tls.rs).
 
-const { makeError } = require('./errors')
+const { makeError, optionTypeError: typeErr } = require('./errors')
 
 // TLS 1.3 suites keep their IANA names in OpenSSL; TLS 1.2 suites go by OpenSSL's names.
 const TLS13_SUITES = { TLS_AES_256_GCM_SHA384: 0x1302, TLS_AES_128_GCM_SHA256: 0x1301, TLS_CHACHA20_POLY1305_SHA256: 0x1303 }
@@ -156,11 +156,6 @@ function schemeOf(entry) {
 function supportedSchemes() {
   const names = Object.keys(SCHEMES).filter((name) => SCHEMES_RUSTLS_HAS.includes(SCHEMES[name]))
   return names.join(', ')
-}
-
-function typeErr(name, what, value) {
-  const got = value === null ? 'null' : typeof value
-  return makeError('ERR_INVALID_ARG_TYPE', `The "${name}" option must be ${what}. Received ${got}`, TypeError)
 }
 
 /** Whether a cipher list offers TLS 1.2 (a TLS 1.2 suite follows the TLS 1.3 ones). */

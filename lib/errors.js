@@ -115,4 +115,10 @@ function withCause(err, cause) {
   return Object.defineProperty(err, 'cause', { value: cause, writable: true, configurable: true })
 }
 
-module.exports = { makeError, fromNative, redactUrl, redactInput, redactText, gaveUpError }
+/** An option of the wrong type, as Node words it: `The "name" option must be <expected>. Received type string`. */
+function optionTypeError(name, expected, value) {
+  const got = value === null ? 'null' : Array.isArray(value) ? 'an array' : `type ${typeof value}`
+  return makeError('ERR_INVALID_ARG_TYPE', `The "${name}" option must be ${expected}. Received ${got}`, TypeError)
+}
+
+module.exports = { makeError, fromNative, redactUrl, redactInput, redactText, gaveUpError, optionTypeError }

@@ -8,7 +8,7 @@ const { X509Certificate, createPrivateKey } = require('node:crypto')
 const dns = require('node:dns')
 const { isIP } = require('node:net')
 const { unescape } = require('node:querystring')
-const { makeError, redactInput } = require('./errors')
+const { makeError, redactInput, optionTypeError: typeError } = require('./errors')
 const { parseCiphers, parseEcdhCurve, parseSigalgs, offersTls12 } = require('./ciphers')
 
 const DEFAULTS = Object.freeze({
@@ -52,11 +52,6 @@ const BINARY_TYPES = ['nodebuffer', 'arraybuffer', 'uint8array', 'fragments', 'b
 const QUEUE_DEFAULTS = Object.freeze({ maxMessages: 1_000, maxBytes: 4 * 1024 * 1024, overflow: 'reject' })
 
 const JITTERS = ['spread', 'full', 'equal', 'none']
-
-function typeError(name, expected, value) {
-  const got = value === null ? 'null' : Array.isArray(value) ? 'an array' : `type ${typeof value}`
-  return makeError('ERR_INVALID_ARG_TYPE', `The "${name}" option must be ${expected}. Received ${got}`, TypeError)
-}
 
 function rangeError(name, expected, value) {
   return makeError('ERR_OUT_OF_RANGE', `The "${name}" option must be ${expected}. Received ${String(value)}`, RangeError)

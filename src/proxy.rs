@@ -84,7 +84,12 @@ impl ProxyEnv {
                     return true;
                 }
                 let (name, entry_port) = match entry.strip_prefix('[').and_then(|e| e.split_once(']')) {
-                    Some((name, rest)) => (name, rest.strip_prefix(':')),
+                    Some((name, "")) => (name, None),
+                    // `[address]:port` with digits; anything else after the `]` names no host.
+                    Some((name, rest)) => match rest.strip_prefix(':') {
+                        Some(p) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => (name, Some(p)),
+                        _ => return false,
+                    },
                     None if entry.matches(':').count() == 1 => match entry.split_once(':') {
                         Some((name, p)) => (name, Some(p)),
                         None => (entry, None),
@@ -261,6 +266,20 @@ pub async fn http_connect(mut s: TcpStream, host: &str, port: u16, proxy: &Proxy
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn no_proxy_entries_are_read_as_proxy_for_reads_them() {
+        let cases = include_str!("../__test__/fixtures/no-proxy-cases.txt");
+        let mut n = 0;
+        for line in cases.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+            let [no_proxy, url, bypassed]: [&str; 3] = line.split('\t').collect::<Vec<_>>().try_into().expect(line);
+            let env = ProxyEnv::new("http://proxy.test:3128", "http://proxy.test:3128", no_proxy);
+            let url = Url::parse(url).expect(line);
+            assert_eq!(env.bypasses(&url), bypassed == "true", "{line}");
+            n += 1;
+        }
+        assert!(n > 20);
+    }
 
     #[test]
     fn parses_proxy_urls() {
