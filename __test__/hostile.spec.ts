@@ -618,8 +618,9 @@ test.serial(
     await peer.close()
     t.log(`unblocked (${why}) after ${acceptedAtRelease} connections`)
     if (!survived(t, r)) return
-    const rep = r.report as Report & { attemptsWhileBlocked: number; heldGrowthMiB: number }
+    const rep = r.report as Report & { attemptsWhileBlocked: number; heldGrowthMiB: number; reopened: boolean }
     t.is(why, 'quiet', 'the client went on reconnecting while JS was blocked')
+    t.true(rep.reopened, 'the client did not open again once JS caught up')
     t.log(`${rep.attemptsWhileBlocked} attempts while JS was blocked: RSS grew by ${rep.heldGrowthMiB} MiB`)
     t.true(rep.attemptsWhileBlocked < 64, `${rep.attemptsWhileBlocked} attempts while JS could take none of their events`)
     t.true(rep.heldGrowthMiB < 8, `RSS grew by ${rep.heldGrowthMiB} MiB`)

@@ -717,6 +717,9 @@ impl OpenConn {
                         (shared_reader.as_ref(), shared_state.as_mut(), closing, quiet)
                     {
                         if let Some(offer) = r.offer(st) {
+                            // Held for JS like a message: a peer that trickles frames makes an offer
+                            // after each read.
+                            shared.read_gate.admit(0);
                             events.push(JsEvent::ReadIdle {
                                 reader: r.clone(),
                                 offer,

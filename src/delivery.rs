@@ -649,7 +649,8 @@ fn build_batch(env: &Env, batch: Vec<(u64, JsEvent)>) -> Result<Vec<Value>> {
             }
             if let JsEvent::ReadIdle { reader, offer } = event {
                 let Some(e) = r.clients.get(&id) else { continue };
-                credit_event(&mut r.credits, &e.shared, 0, 0);
+                // Counted by the read gate as a message of no bytes (`OpenConn::poll_read`).
+                credit_event(&mut r.credits, &e.shared, 0, 1);
                 // A disconnecting client's driver reads the close (`read_close_on_driver`).
                 if !e.disconnecting {
                     direct::take_over(env, id, reader, offer, on_readable);
