@@ -265,6 +265,29 @@ mod tests {
     }
 
     #[test]
+    fn a_reconnect_waits_while_js_is_behind_and_is_woken_when_it_catches_up() {
+        let wakes = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(wakes.clone());
+        let cx = Context::from_waker(&waker);
+        let gate = ReadGate::default();
+        gate.events_queued(EVENTS_BEHIND - 1);
+        assert!(!gate.js_behind(&cx));
+        gate.events_queued(5);
+        assert!(gate.js_behind(&cx), "behind at the bound");
+        gate.events_dispatched(3);
+        assert_eq!(wakes.0.load(Ordering::Relaxed), 0, "still behind");
+        assert!(gate.js_behind(&cx));
+        gate.events_dispatched(EVENTS_BEHIND + 1);
+        assert_eq!(
+            wakes.0.load(Ordering::Relaxed),
+            1,
+            "woken when it falls under the bound"
+        );
+        assert!(!gate.js_behind(&cx));
+        assert_eq!(gate.events.load(Ordering::Relaxed), 0, "every event given back");
+    }
+
+    #[test]
     fn pausing_closes_the_gate_and_resuming_wakes_the_reader() {
         let wakes = Arc::new(Count(AtomicUsize::new(0)));
         let waker = Waker::from(wakes.clone());
