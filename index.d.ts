@@ -595,7 +595,10 @@ export declare class ReconnectingWebSocket<B extends BinaryType = 'nodebuffer'> 
   drainQueuedMessages(): Array<string | Buffer>
   /** The normalised URL (the last one a provider returned; '' before the first). */
   readonly url: string
-  /** Bytes accepted by `send()` and not yet written to the socket (queued or in flight). */
+  /**
+   * Bytes accepted by `send()` and not yet written to the socket (queued or in flight; a message
+   * already framed on the JS thread counts as its frame, header included).
+   */
   readonly bufferedAmount: number
   readonly state: ReconnectingWebSocketState
   /** The subprotocol the server selected ('' if none). */

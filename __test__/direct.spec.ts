@@ -502,6 +502,61 @@ test.serial('a backed-up socket leaves the close to the driver: every message is
 })
 
 for (const secure of [false, true]) {
+  test.serial(`frames corked in a turn count in bufferedAmount until the socket takes them${over(secure)}`, async (t) => {
+    const got: string[] = []
+    const peer = await wsServer((socket) => socket.on('message', (d) => got.push(d.toString())), 0, serverTls(secure))
+    t.teardown(() => peer.close())
+    const client = new ReconnectingWebSocket(peer.url, clientOptions(secure))
+    const r = new Recorder(client)
+    await r.next('open')
+    const payload = 'y'.repeat(100)
+    client.send(payload)
+    t.is(client.bufferedAmount, 0, 'the first of the turn is written at once')
+    client.send(payload)
+    client.send(payload)
+    // Framed on the JS thread and held until the end of the turn: 100 bytes, 2 of header, 4 of mask.
+    t.is(client.bufferedAmount, 2 * 106, 'the corked frames are not written yet')
+    await until(() => client.bufferedAmount === 0, 'written once the turn ends')
+    await until(() => got.length === 3, () => `the server has ${got.length} of 3`)
+    await client.disconnect()
+    await quiescent()
+  })
+
+  test.serial(`the part of a frame the socket did not take counts in bufferedAmount${over(secure)}`, async (t) => {
+    let received = 0
+    let server: import('node:net').Socket | undefined
+    const peer = await wsServer((socket) => {
+      socket.on('message', () => received++)
+      server = (socket as unknown as { _socket: import('node:net').Socket })._socket
+      server.pause()
+    }, 0, serverTls(secure))
+    t.teardown(() => peer.close())
+    const client = new ReconnectingWebSocket(peer.url, clientOptions(secure))
+    const r = new Recorder(client)
+    await r.next('open')
+    await until(() => server !== undefined, 'the server holds the socket')
+    // One 16 KiB message a turn, each written at once by the fast path, until the socket is full
+    // and the writer holds the rest of one (`ioBuffers`): nothing was handed to the driver.
+    const payload = Buffer.alloc(16 * 1024, 7)
+    let sent = 0
+    while (clientStats().ioBuffers === 0) {
+      if (sent === 4_000) return t.fail('64 MiB sent and the socket never filled up')
+      client.send(payload)
+      sent++
+      await new Promise((resolve) => setImmediate(resolve))
+    }
+    const frame = payload.length + 4 + 4
+    const held = client.bufferedAmount
+    t.true(held > 0 && held <= frame, `${held} bytes of the last frame wait (at most ${frame})`)
+    server!.resume()
+    await until(() => received === sent, () => `the server has ${received} of ${sent}`, 20_000)
+    await until(() => client.bufferedAmount === 0 && clientStats().ioBuffers === 0, 'written, and the write buffer released')
+    await client.disconnect()
+    await quiescent()
+  })
+}
+
+for (const secure of [false, true]) {
   test.serial(`a socket read on the JS thread that fills up is written to the end once the peer reads again${over(secure)}`, async (t) => {
     // While the JS thread reads, the socket has no registration with the tokio reactor; a write of
     // the driver's that finds it full must register it for room to write, or it would never finish.

@@ -520,8 +520,11 @@ impl NativeClient {
             .send_control(Message::Pong(Bytes::copy_from_slice(data)))
     }
 
+    /// Data bytes accepted by `send()` and not yet written to the socket: those queued or with the
+    /// driver (their payload), and the frames the send fast path has not written yet.
     pub fn buffered_amount(&self) -> f64 {
-        self.shared.metrics.buffered.load(Ordering::Relaxed) as f64
+        let framed = self.shared.outbox().unsent_bytes();
+        (self.shared.metrics.buffered.load(Ordering::Relaxed) + framed as u64) as f64
     }
 
     /// Keeps the client reachable without a connection while JS waits on it (`messages()`).

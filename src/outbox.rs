@@ -310,6 +310,11 @@ impl Outbox {
         self.enqueue(out, len, cfg, metrics)
     }
 
+    /// Bytes the fast path framed that the open connection's socket has not taken yet.
+    pub fn unsent_bytes(&self) -> usize {
+        self.writer.as_ref().map_or(0, |w| w.unsent())
+    }
+
     /// Writes what the fast path corked during this turn of the JS event loop.
     pub fn uncork(&self) {
         if let Some(w) = &self.writer {

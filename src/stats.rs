@@ -46,7 +46,8 @@ pub struct Metrics {
     pub bytes_received: AtomicU64,
     pub bytes_sent: AtomicU64,
     pub pending_reconnects: AtomicI64,
-    /// `bufferedAmount`: data bytes accepted by `send()` and not yet handed to the socket.
+    /// `bufferedAmount`, without the frames the send fast path has not written yet (`Writer::unsent`):
+    /// data bytes accepted by `send()` that are queued or with the driver.
     pub buffered: AtomicU64,
     pub queued_messages: AtomicU64,
 }

@@ -53,6 +53,9 @@ struct WriterInner {
     written_in_turn: Option<u64>,
     /// The TLS session of a `wss:` connection.
     tls: Option<Box<ClientConnection>>,
+    /// Plaintext bytes of the fast path's frames sealed into the session whose records may not
+    /// all be written yet (counted in `bufferedAmount` while records wait).
+    js_sealed: usize,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -96,12 +99,14 @@ impl WriterInner {
         match self.tls.as_deref_mut() {
             None => self.half.try_write(bytes),
             Some(tls) => {
+                let waiting = if tls.wants_write() { self.js_sealed } else { 0 };
                 seal(tls, bytes)?;
                 let mut out = SyncWriter {
                     half: &mut self.half,
                     cx: None,
                 };
                 let _ = write_sealed(tls, &mut out);
+                self.js_sealed = if tls.wants_write() { waiting + bytes.len() } else { 0 };
                 Ok(bytes.len())
             }
         }
@@ -224,6 +229,7 @@ impl Writer {
                 close: CloseBy::None,
                 written_in_turn: None,
                 tls,
+                js_sealed: 0,
             }),
             waker: Default::default(),
         }
@@ -345,6 +351,13 @@ impl Writer {
         }
     }
 
+    /// Bytes of the fast path's frames the socket has not taken yet: corked in this turn, left
+    /// over by a write, or sealed and waiting in the TLS session (`bufferedAmount` counts them).
+    pub fn unsent(&self) -> usize {
+        let w = self.lock();
+        w.pending.len() + if w.sealed_waiting() { w.js_sealed } else { 0 }
+    }
+
     /// Whether bytes of the fast path wait for the driver to write them.
     pub fn has_pending(&self) -> bool {
         let w = self.lock();
@@ -395,7 +408,13 @@ impl Writer {
     fn flush_pending(w: &mut WriterInner, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         // The driver writing first is fine: corked frames are in order, and nothing is behind them.
         w.corked = false;
-        let WriterInner { half, pending, tls, .. } = w;
+        let WriterInner {
+            half,
+            pending,
+            tls,
+            js_sealed,
+            ..
+        } = w;
         match tls.as_deref_mut() {
             None => {
                 while !pending.is_empty() {
@@ -409,12 +428,14 @@ impl Writer {
             Some(tls) => {
                 if !pending.is_empty() {
                     seal(tls, pending)?;
+                    *js_sealed += pending.len();
                     pending.clear();
                 }
                 match write_sealed(tls, &mut SyncWriter { half, cx: Some(cx) }) {
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Poll::Pending,
                     done => done?,
                 }
+                *js_sealed = 0;
             }
         }
         w.release_if_written();
