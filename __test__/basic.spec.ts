@@ -1,9 +1,11 @@
 // The basics against real peers: messages both ways, events in order, the state a user sees,
 // and the counters (`metrics`, `clientStats()`) that prove what a client holds.
 import { type EventEmitter, once } from 'node:events'
+import { createHash } from 'node:crypto'
 import { createRequire } from 'node:module'
 import { inspect } from 'node:util'
 import test from 'ava'
+import { WebSocket } from 'ws'
 
 import { ReconnectingWebSocket, clientStats, type RedialError } from '../index.js'
 import { Recorder, acceptUpgrade, quiescent, rawServer, refusedPort, until, wsServer } from './helpers.js'
@@ -260,14 +262,51 @@ test.serial("the upgrade event shows each connection's 101 answer, as ws's respo
   t.like(clientStats(), { openConnections: 0, runningTasks: 0, pendingAttempts: 0 })
 })
 
-test.serial('close() or terminate() in an upgrade listener: that attempt never opens, as in ws; its close is reported as it went', async (t) => {
-  const peer = await wsServer()
+test.serial("the upgrade event's header values are trimmed as ws's (Node's parser): of spaces and tabs, not of U+00A0", async (t) => {
+  const peer = await rawServer((socket) => {
+    let head = ''
+    const onData = (chunk: Buffer) => {
+      head += chunk.toString('latin1')
+      if (!head.includes('\r\n\r\n')) return
+      socket.off('data', onData)
+      const key = /sec-websocket-key: *(.*)\r\n/i.exec(head)?.[1] ?? ''
+      const accept = createHash('sha1').update(`${key}258EAFA5-E914-47DA-95CA-C5AB0DC85B11`).digest('base64')
+      // 0xA0 is obs-text (RFC 9110 section 5.5): part of the value.
+      const answer = `HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nX-Tag: \t \xa0v\xa0 \t\r\nSec-WebSocket-Accept: ${accept}\r\n\r\n`
+      socket.write(Buffer.from(answer, 'latin1'))
+    }
+    socket.on('data', onData)
+  })
+  t.teardown(() => peer.close())
+  const theirs = new WebSocket(peer.url)
+  theirs.on('error', () => {})
+  const [response] = (await once(theirs, 'upgrade')) as [{ headers: Record<string, string>; rawHeaders: string[] }]
+  theirs.terminate()
+  const client = new ReconnectingWebSocket(peer.url)
+  const rec = new Recorder(client, ['upgrade'])
+  const ours = (await rec.next('upgrade')) as { headers: Record<string, string>; rawHeaders: string[] }
+  t.is(ours.headers['x-tag'], '\xa0v\xa0')
+  t.is(ours.headers['x-tag'], response.headers['x-tag'])
+  const tag = (raw: string[]) => raw.slice(raw.indexOf('X-Tag'), raw.indexOf('X-Tag') + 2)
+  t.deepEqual(tag(ours.rawHeaders), tag(response.rawHeaders))
+  await client.terminate()
+  await quiescent()
+})
+
+test.serial('close() or terminate() in an upgrade listener: that attempt never opens, as in ws, nor reports what its server sent; its close is reported as it went', async (t) => {
+  // The server sends at once: a close handshake reads it before the server's answer.
+  const peer = await wsServer((s) => {
+    s.send('early')
+    s.ping()
+  })
   t.teardown(() => peer.close())
   for (const stop of ['close', 'terminate'] as const) {
     const client = new ReconnectingWebSocket(peer.url)
-    const rec = new Recorder(client, ['upgrade', 'open', 'close'])
+    const rec = new Recorder(client, ['upgrade', 'open', 'message', 'ping', 'close'])
     let onopen = 0
     client.onopen = () => onopen++
+    let onmessage = 0
+    client.onmessage = () => onmessage++
     const whatwgClose = new Promise<CloseEvent>((resolve) => client.addEventListener('close', resolve as never))
     client.on('upgrade', () => client[stop]())
     const opened = client.opened().catch((err) => err.code)
@@ -278,6 +317,7 @@ test.serial('close() or terminate() in an upgrade listener: that attempt never o
     t.like(await whatwgClose, { code, wasClean }, stop)
     t.deepEqual(rec.log.map((e) => e.name), ['upgrade', 'close'], stop)
     t.is(onopen, 0, stop)
+    t.is(onmessage, 0, stop)
     t.is(await opened, 'ERR_NOT_OPEN', stop)
     t.is(client.readyState, client.CLOSED)
     await client.disconnect()

@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url'
 import test from 'ava'
 import { WebSocket, WebSocketServer } from 'ws'
 
-import { rawServer, until, wsServer } from './helpers.js'
+import { rawServer, refusedPort, until, wsServer } from './helpers.js'
 
 const child = fileURLToPath(new URL('./fixtures/child.cjs', import.meta.url))
 
@@ -262,6 +262,12 @@ test('an active client holds the process through its backoff waits', async (t) =
   t.is(r.code, 0, r.stderr)
   t.deepEqual(r.reports[0], { done: true, opens: 3 })
   t.is(peer.accepted, 3)
+})
+
+test('a drop listener that throws does not make send() throw: the message was queued; the error surfaces as an uncaught exception', async (t) => {
+  const r = await run('throwing-drop-listener', `ws://127.0.0.1:${await refusedPort()}`)
+  t.is(r.code, 0, r.stderr)
+  t.deepEqual(r.reports[0], { done: true, sends: ['ok', 'ok'], queued: ['two'], thrown: ['drop bug: one'] })
 })
 
 test('a throwing listener surfaces as an uncaught exception and delivery goes on', async (t) => {

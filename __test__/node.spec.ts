@@ -2,7 +2,7 @@
 import { fork, spawnSync } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import diagnostics from 'node:diagnostics_channel'
-import { once } from 'node:events'
+import { getEventListeners, once } from 'node:events'
 import test from 'ava'
 
 import { ReconnectingWebSocket, clientStats } from '../index.js'
@@ -98,6 +98,61 @@ test.serial('messages(): a disconnect() during a backoff wait ends the loop, and
   await run()
   await collectUntil(() => collected, 'the client, once nothing reads from it')
   t.is(clientStats().collectedWithoutDisconnect, baseline.collectedWithoutDisconnect)
+  await quiescent()
+})
+
+test.serial('messages(): a giveup listener that calls connect(), or reconnect() after terminate(), keeps the loop going', async (t) => {
+  let n = 0
+  const peer = await wsServer((s) => {
+    n++
+    // 1008: the default policy gives up.
+    if (n === 1) s.close(1008, 'policy')
+    else s.send(`hello ${n}`)
+  })
+  t.teardown(() => peer.close())
+  const client = new ReconnectingWebSocket(peer.url, { minDelay: 10 })
+  const closes: Array<{ code: number }> = []
+  client.on('close', (ev) => closes.push(ev))
+  client.once('giveup', () => client.connect())
+  const got: unknown[] = []
+  for await (const message of client.messages()) {
+    got.push(message)
+    if (got.length === 1) {
+      client.terminate()
+      client.reconnect()
+      // The connection is being dropped: the client connects again once it is gone.
+      t.is(client.readyState, client.CLOSING)
+    }
+    if (got.length === 2) break
+  }
+  t.deepEqual(got, ['hello 2', 'hello 3'])
+  t.deepEqual(closes.map((c) => c.code), [1008, 1006])
+  await client.disconnect()
+  await quiescent()
+})
+
+test.serial('opened() and messages() are not ended by removeAllListeners(); twenty opened() waits raise no leak warning', async (t) => {
+  const warnings: string[] = []
+  const onWarning = (w: Error) => warnings.push(w.message)
+  process.on('warning', onWarning)
+  t.teardown(() => process.off('warning', onWarning))
+  // Refused, then a long backoff wait: nothing settles the waits but disconnect().
+  const client = new ReconnectingWebSocket(`ws://127.0.0.1:${await refusedPort()}`, { minDelay: 60_000 })
+  const waits = Array.from({ length: 20 }, () => client.opened().then(() => 'opened', (err) => err.code))
+  const loop = (async () => {
+    const got: unknown[] = []
+    for await (const message of client.messages()) got.push(message)
+    return got
+  })()
+  client.removeAllListeners()
+  t.deepEqual(client.eventNames(), [])
+  await client.disconnect()
+  const pending = new Promise((resolve) => setTimeout(resolve, 2_000, 'still pending'))
+  t.deepEqual(await Promise.race([Promise.all(waits), pending]), Array(20).fill('ERR_NOT_OPEN'))
+  t.deepEqual(await Promise.race([loop, pending]), [], 'the loop ended')
+  // Warnings are emitted on a later tick.
+  await new Promise((resolve) => setImmediate(resolve))
+  t.deepEqual(warnings, [])
   await quiescent()
 })
 
@@ -237,6 +292,28 @@ test.serial('AbortSignal: aborting disconnects, also after a disconnect() and a 
   stop.abort()
   await t.throwsAsync(pending, { name: 'AbortError' })
   t.throws(() => new ReconnectingWebSocket(peer.url, { signal: 'nope' as never }), { code: 'ERR_INVALID_ARG_TYPE' } as never)
+})
+
+test.serial('AbortSignal: a client that gave up keeps no listener on its signal; connect() listens again', async (t) => {
+  let n = 0
+  const peer = await wsServer((s) => {
+    if (++n === 1) s.close(1008, 'policy')
+  })
+  t.teardown(() => peer.close())
+  const controller = new AbortController()
+  const listeners = () => getEventListeners(controller.signal, 'abort').length
+  const client = new ReconnectingWebSocket(peer.url, { signal: controller.signal })
+  t.is(listeners(), 1)
+  await once(client, 'giveup')
+  t.is(listeners(), 0, 'a long-lived signal keeps no listener of a client that gave up')
+  client.connect()
+  t.is(listeners(), 1)
+  const r = new Recorder(client)
+  await r.next('open')
+  controller.abort()
+  t.like(await r.next('close'), { code: 1000, willReconnect: false })
+  await quiescent()
+  t.is(client.state, 'closed')
 })
 
 test.serial('diagnostics_channel: open, close, reconnecting, error, giveup', async (t) => {

@@ -248,12 +248,16 @@ test.serial('a connection lost while the server did not read: every message call
   released(t)
 })
 
-test('a callback that is not a function throws, and nothing is sent', (t) => {
+test('a callback that is not a function throws, and nothing is sent; a null one is none, as in ws', (t) => {
   const client = new ReconnectingWebSocket('ws://127.0.0.1:1/', { startClosed: true })
-  for (const bad of ['x', 42, null, {}]) {
-    const err = t.throws(() => (client.send as (...a: unknown[]) => void)('m', {}, bad)) as NotSentError
+  const send = client.send as (...a: unknown[]) => void
+  for (const bad of ['x', 42, {}]) {
+    const err = t.throws(() => send.call(client, 'm', {}, bad)) as NotSentError
     t.is(err.code as string, 'ERR_INVALID_ARG_TYPE')
     t.regex(err.message, /callback must be a function/)
   }
   t.is(client.bufferedAmount, 0)
+  // Not connected: what a send() without a callback throws.
+  t.is((t.throws(() => send.call(client, 'm', {}, null)) as NotSentError).code as string, 'ERR_NOT_OPEN')
+  t.is((t.throws(() => send.call(client, 'm', { fin: false }, null)) as NotSentError).code as string, 'ERR_NOT_OPEN')
 })

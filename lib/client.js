@@ -155,6 +155,7 @@ function controlPayload(what, data) {
 function controlArgs(what, data, mask, callback) {
   if (typeof data === 'function') [data, mask, callback] = [undefined, undefined, data]
   else if (typeof mask === 'function') [mask, callback] = [undefined, mask]
+  if (callback === null) callback = undefined
   if (callback !== undefined && typeof callback !== 'function') {
     throw makeError('ERR_INVALID_ARG_TYPE', `The ${what}() callback must be a function`, TypeError)
   }
@@ -208,6 +209,12 @@ class ReconnectingWebSocket extends EventEmitter {
   #callbacks = null
   /** A message sent in pieces (`fin: false`) whose last piece is still to come. */
   #fragments = null
+  /**
+   * The events of `opened()`, `messages()` and streams (an EventEmitter made on first use, null
+   * until then): not the client's own, so that `removeAllListeners()` cannot strand them, and
+   * any number of waits raises no leak warning.
+   */
+  #internal = null
 
   /**
    * `new ReconnectingWebSocket(url, options?)`, or reconnecting-websocket's
@@ -318,6 +325,15 @@ class ReconnectingWebSocket extends EventEmitter {
     return N.clientBufferedAmount(this) + (this.#fragments?.bytes ?? 0)
   }
 
+  /** The emitter of the internal events (`#internal`), made on first use. */
+  #internalEvents() {
+    if (this.#internal === null) {
+      this.#internal = new EventEmitter()
+      this.#internal.setMaxListeners(0)
+    }
+    return this.#internal
+  }
+
   /** Listens to the `signal` option, unless it does already or the signal has aborted. */
   #listenToSignal() {
     const s = this.#signal
@@ -371,7 +387,7 @@ class ReconnectingWebSocket extends EventEmitter {
   }
 
   #disconnect(code, reason, flush, terminate) {
-    this.emit(kDisconnecting)
+    this.#internal?.emit(kDisconnecting)
     this.#unlistenSignal?.()
     this.#unlistenSignal = null
     const seq = N.clientDisconnect(this, code, reason, flush, terminate)
@@ -384,7 +400,7 @@ class ReconnectingWebSocket extends EventEmitter {
       // Their callbacks are queued before anything can await this promise.
       this.#settleCallbacks()
       // A reader waiting for a client that never connected (or one that gave up) ends now.
-      this.emit(kClosed)
+      this.#internal?.emit(kClosed)
       return Promise.resolve({ discarded })
     }
     const state = this.#state
@@ -414,6 +430,9 @@ class ReconnectingWebSocket extends EventEmitter {
     reason = checkClose(code, reason)
     const state = this.#state
     if (this.#rws?.ignoresReconnect(state)) return this
+    // After disconnect() or terminate(), the connection is going anyway: as connect(), the close
+    // under way ends, then the client connects again.
+    if (this.#closing) return this.connect()
     const hadConnection = state === 'open' || state === 'connecting' || state === 'closing'
     this.#retries = 0
     if (!N.clientReconnect(this, code, reason)) {
@@ -438,6 +457,8 @@ class ReconnectingWebSocket extends EventEmitter {
     if (arguments.length > 1 || (#fragments in this && this.#fragments !== null)) {
       let [, options, callback] = arguments
       if (typeof options === 'function') [options, callback] = [undefined, options]
+      // As in ws, a null callback is none.
+      if (callback === null) callback = undefined
       if (this.#fragments !== null || options?.fin === false) return this.#sendPiece(data, options, callback)
       if (callback !== undefined) return this.#sendWithCallback(data, options, callback)
       data = withSendOptions(data, options)
@@ -472,14 +493,15 @@ class ReconnectingWebSocket extends EventEmitter {
       throw makeError('ERR_QUEUE_FULL', 'Cannot send: the offline queue is full')
     }
     if (outcome === SENT_DROPPING) {
-      this.emit('drop', { reason: 'overflow', messages: N.clientTakeDropped(this) })
+      // A listener that throws must not make send() throw: the message was accepted.
+      this.#emit('drop', { reason: 'overflow', messages: N.clientTakeDropped(this) })
       // Messages it pushed out may have callbacks, whatever this one has.
       this.#settleCallbacks()
     }
   }
 
   #dropped(reason, data) {
-    this.emit('drop', { reason, messages: [data] })
+    this.#emit('drop', { reason, messages: [data] })
     return reason
   }
 
@@ -694,18 +716,21 @@ class ReconnectingWebSocket extends EventEmitter {
       disconnecting: () => this.#closing !== false,
       active: () => N.clientActive(this),
       onClosed: (listener) => {
-        this.on(kClosed, listener)
-        return () => this.off(kClosed, listener)
+        const events = this.#internalEvents()
+        events.on(kClosed, listener)
+        return () => events.off(kClosed, listener)
       },
       /** The open event, after the application's listeners (one of theirs that throws cannot skip it). */
       onOpened: (listener) => {
-        this.on(kOpened, listener)
-        return () => this.off(kOpened, listener)
+        const events = this.#internalEvents()
+        events.on(kOpened, listener)
+        return () => events.off(kOpened, listener)
       },
       /** The giveup event, the same way. */
       onGaveUp: (listener) => {
-        this.on(kGaveUp, listener)
-        return () => this.off(kGaveUp, listener)
+        const events = this.#internalEvents()
+        events.on(kGaveUp, listener)
+        return () => events.off(kGaveUp, listener)
       },
     }
   }
@@ -731,10 +756,11 @@ class ReconnectingWebSocket extends EventEmitter {
     if (ended === 'disconnected') return Promise.reject(makeError('ERR_NOT_OPEN', 'the client is closed: disconnect() was called'))
     if (ended !== null) return Promise.reject(gaveUpError(ended.giveup))
     return new Promise((resolve, reject) => {
+      const events = this.#internalEvents()
       const done = () => {
-        this.off(kOpened, onOpen)
-        this.off(kGaveUp, onGiveUp)
-        this.off(kDisconnecting, onDisconnect)
+        events.off(kOpened, onOpen)
+        events.off(kGaveUp, onGiveUp)
+        events.off(kDisconnecting, onDisconnect)
         signal?.removeEventListener('abort', onAbort)
       }
       const onOpen = (info) => {
@@ -753,9 +779,9 @@ class ReconnectingWebSocket extends EventEmitter {
         done()
         reject(abortError(signal))
       }
-      this.on(kOpened, onOpen)
-      this.on(kGaveUp, onGiveUp)
-      this.on(kDisconnecting, onDisconnect)
+      events.on(kOpened, onOpen)
+      events.on(kGaveUp, onGiveUp)
+      events.on(kDisconnecting, onDisconnect)
       signal?.addEventListener('abort', onAbort, { once: true })
     })
   }
@@ -838,12 +864,18 @@ class ReconnectingWebSocket extends EventEmitter {
   }
 
   #onMessage(data, isBinary) {
+    // An attempt disconnect() closed before JS saw it open reports nothing (its open is dropped too).
+    if (this.#closing === BEFORE_OPEN) return
     try {
       this.emit('message', data, isBinary)
     } catch (err) {
       rethrowLater(err)
     }
     if (this.#wants('message')) this.#fire(new MessageEvent(data, this))
+  }
+
+  #onControl(type, data) {
+    if (this.#closing !== BEFORE_OPEN) this.emit(type, data)
   }
 
   #onText(text) {
@@ -880,7 +912,7 @@ class ReconnectingWebSocket extends EventEmitter {
     const info = typeof chosen === 'string' ? { protocol: chosen, extensions: '' } : chosen
     if (channels.open.hasSubscribers) channels.open.publish({ client: this, ...info })
     this.#emit('open', info)
-    this.emit(kOpened, info)
+    this.#internal?.emit(kOpened, info)
     if (this.#wants('open')) this.#fire(new Event('open', this))
   }
 
@@ -934,6 +966,9 @@ class ReconnectingWebSocket extends EventEmitter {
     if (stops) {
       this.#state = 'closed'
       this.#ended = { giveup: p }
+      // Closed: a long-lived signal keeps no listener of it (a connect() listens again).
+      this.#unlistenSignal?.()
+      this.#unlistenSignal = null
     }
     if (p.lastError) p.lastError = fromNative(p.lastError)
     this.#trace('giveup', p.reason)
@@ -942,7 +977,7 @@ class ReconnectingWebSocket extends EventEmitter {
     // A listener that called connect() started the client again: for opened(), messages() and
     // streams it has not ended.
     if (stops && this.#state !== 'closed') return
-    this.emit(kGaveUp, p)
+    this.#internal?.emit(kGaveUp, p)
   }
 
   /** `{ gen, discarded, upto }`: the driver of generation `gen` exited, having received the disconnect() calls up to `upto`. */
@@ -978,7 +1013,7 @@ class ReconnectingWebSocket extends EventEmitter {
     this.#state = again ? 'connecting' : 'closed'
     if (again) return
     this.#ended = 'disconnected'
-    this.emit(kClosed)
+    this.#internal?.emit(kClosed)
   }
 
   #resolveWaiters(discarded, upto) {
@@ -1105,8 +1140,8 @@ class ReconnectingWebSocket extends EventEmitter {
       close: (c, p) => c.#onClose(p),
       reconnecting: (c, p) => c.#onReconnecting(p),
       giveup: (c, p) => c.#onGiveUp(p),
-      ping: (c, data) => c.emit('ping', data),
-      pong: (c, data) => c.emit('pong', data),
+      ping: (c, data) => c.#onControl('ping', data),
+      pong: (c, data) => c.#onControl('pong', data),
       provide: (c, p) => c.#provide(p),
       decide: (c, p) => c.#decide(p),
       disconnected: (c, { discarded, upto }) => c.#settleDisconnect(discarded, upto),

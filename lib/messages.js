@@ -39,7 +39,9 @@ function messageIterator(client, control, highWaterMark = 1024, highWaterMarkByt
     if (buffer.length >= highWaterMark || bufferedBytes >= highWaterMarkBytes) control.pause(true)
   }
   const onClose = (ev) => {
-    if (!ev.willReconnect && control.closedForGood()) finish()
+    // Closed for good by disconnect(). Otherwise the client gave up, and a giveup listener may
+    // connect() again: its giveup event (`onGiveUp`) decides.
+    if (!ev.willReconnect && control.closedForGood() && control.disconnecting()) finish()
   }
   const onGiveUp = () => {
     if (control.closedForGood()) finish()

@@ -25,6 +25,15 @@ const FIRST_ONLY = new Set([
   'user-agent',
 ])
 
+/** A header value without the spaces and tabs around it (HTTP's OWS), as Node's parser trims it: not U+00A0. */
+function trimWhitespace(value) {
+  let start = 0
+  let end = value.length
+  while (start < end && (value[start] === ' ' || value[start] === '\t')) start++
+  while (end > start && (value[end - 1] === ' ' || value[end - 1] === '\t')) end--
+  return value.slice(start, end)
+}
+
 /**
  * `{ statusCode, statusMessage, httpVersion, headers, rawHeaders }` of a response head the addon
  * has already parsed and checked (so the status line and every header line are well formed).
@@ -42,7 +51,7 @@ function parseResponseHead(head) {
     const colon = line.indexOf(':')
     if (colon <= 0) continue
     const name = line.slice(0, colon)
-    const value = line.slice(colon + 1).trim()
+    const value = trimWhitespace(line.slice(colon + 1))
     rawHeaders.push(name, value)
     const key = name.toLowerCase()
     const seen = headers[key]
