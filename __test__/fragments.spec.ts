@@ -5,7 +5,7 @@ import test from 'ava'
 import type { WebSocket } from 'ws'
 
 import { ReconnectingWebSocket, clientStats } from '../index.js'
-import { refusedPort, until, wsServer } from './helpers.js'
+import { quiescent, refusedPort, until, wsServer } from './helpers.js'
 
 type Received = { binary: boolean; data: Buffer; conn: number }
 
@@ -139,6 +139,22 @@ test.serial('a last piece the queue refuses throws and is not held; sent again, 
   t.deepEqual(client.drainQueue(), ['piece'])
   t.is(client.bufferedAmount, 0)
   await client.disconnect()
+})
+
+test.serial('disconnect() calls back in the order the messages were sent: a queued message before the unfinished one (waiting to reconnect, and after a giveup)', async (t) => {
+  const port = await refusedPort()
+  for (const gaveUp of [false, true]) {
+    const client = new ReconnectingWebSocket(`ws://127.0.0.1:${port}/`, { minDelay: 60_000, maxRetries: gaveUp ? 0 : Infinity })
+    client.on('error', () => {})
+    const { calls, cb } = callbacks()
+    client.send('queued', cb('queued'))
+    client.send('unfin', { fin: false }, cb('piece'))
+    // (events.once would reject on the refused attempt's error.)
+    await new Promise((resolve) => client.once(gaveUp ? 'giveup' : 'reconnecting', resolve))
+    t.deepEqual(await client.disconnect(), { discarded: 2 })
+    t.deepEqual(calls, ['queued: discarded', 'piece: discarded'], gaveUp ? 'after a giveup' : 'waiting to reconnect')
+  }
+  await quiescent()
 })
 
 test.serial('disconnect() discards an unfinished message: counted, its callbacks called before it resolves; no piece while closed', async (t) => {

@@ -73,6 +73,13 @@ function callLater(callback, err = null) {
   else queueMicrotask(() => callback(err))
 }
 
+/** A disconnect() call is done: the callbacks of the message it found unfinished run, then it resolves. */
+function settleWaiter(waiter, discarded) {
+  const unfinished = waiter.unfinished
+  if (unfinished !== null) callLater(unfinished, notSent('discarded'))
+  waiter.resolve({ discarded: discarded + (unfinished === null ? 0 : 1) })
+}
+
 function checkCallback(callback) {
   if (typeof callback !== 'function') {
     throw makeError('ERR_INVALID_ARG_TYPE', `send()'s callback must be a function. Received ${callback === null ? 'null' : typeof callback}`, TypeError)
@@ -391,14 +398,16 @@ class ReconnectingWebSocket extends EventEmitter {
     this.#unlistenSignal?.()
     this.#unlistenSignal = null
     const seq = N.clientDisconnect(this, code, reason, flush, terminate)
-    // A message whose last piece has not come cannot be sent, flush or not.
-    const unfinished = this.#dropPieces('discarded')
+    // A message whose last piece has not come cannot be sent, flush or not. Its callbacks run
+    // after those of the messages sent before it, as the disconnect settles.
+    const unfinished = this.#takePieces()
     if (seq === 0) {
       this.#state = 'closed'
       this.#ended = 'disconnected'
-      const discarded = N.clientDiscardQueue(this) + unfinished
+      const discarded = N.clientDiscardQueue(this) + (unfinished === null ? 0 : 1)
       // Their callbacks are queued before anything can await this promise.
       this.#settleCallbacks()
+      if (unfinished !== null) callLater(unfinished, notSent('discarded'))
       // A reader waiting for a client that never connected (or one that gave up) ends now.
       this.#internal?.emit(kClosed)
       return Promise.resolve({ discarded })
@@ -564,13 +573,12 @@ class ReconnectingWebSocket extends EventEmitter {
     }
   }
 
-  /** Drops a message whose last piece never came: its callbacks report `reason`. Returns how many messages it dropped. */
-  #dropPieces(reason) {
+  /** Drops a message whose last piece has not come: its callbacks (null when there was none), for the caller to call. */
+  #takePieces() {
     const message = this.#fragments
-    if (message === null) return 0
+    if (message === null) return null
     this.#fragments = null
-    callLater(message.callbacks, notSent(reason))
-    return 1
+    return message.callbacks
   }
 
   #sendTicketed(data, callback, compress) {
@@ -1022,11 +1030,11 @@ class ReconnectingWebSocket extends EventEmitter {
     if (!Array.isArray(waiters)) {
       if (waiters.seq > upto) return
       this.#waiters = null
-      return waiters.resolve({ discarded: discarded + waiters.unfinished })
+      return settleWaiter(waiters, discarded)
     }
     const later = waiters.filter((w) => w.seq > upto)
     this.#waiters = later.length === 0 ? null : later.length === 1 ? later[0] : later
-    for (const w of waiters) if (w.seq <= upto) w.resolve({ discarded: discarded + w.unfinished })
+    for (const w of waiters) if (w.seq <= upto) settleWaiter(w, discarded)
   }
 
   /** Runs the url/headers/protocols providers for one attempt; the native side bounds the wait. */
