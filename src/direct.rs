@@ -19,7 +19,7 @@ use crate::reader::SharedReader;
 use crate::stats::{Gauge, JsReaders};
 
 struct Watched {
-    /// Dropped first: the watch stops before the reader (which may close the socket) goes.
+    /// Holds a share of the socket: it stays open while libuv may poll it.
     watch: SocketWatch,
     reader: Arc<SharedReader>,
     /// Paused in the queue of sockets waiting for a turn with budget left.

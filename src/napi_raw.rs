@@ -723,12 +723,19 @@ fn closed() {
 /// releases the handle on a later turn.
 pub struct SocketWatch {
     handle: *mut c_void,
+    /// Keeps the descriptor open while libuv may poll it (dropped after `drop` closes the handle):
+    /// a descriptor closed under a watch could be reused by another socket, and watched as this one.
+    _socket: SharedSocket,
 }
 
+/// A connection's socket, shared by those that read, write and watch it: the descriptor closes
+/// when the last of them lets go, so nothing here can reach a descriptor closed and reused.
 #[cfg(unix)]
-pub type RawSocket = std::os::fd::RawFd;
+pub type SharedSocket = std::sync::Arc<StreamSocket>;
+/// Where no socket can be read or watched from the JS thread (`SocketWatch::available` is false).
 #[cfg(not(unix))]
-pub type RawSocket = i32;
+#[derive(Clone)]
+pub struct SharedSocket;
 
 impl SocketWatch {
     /// Whether this runtime lets the addon watch sockets in its event loop.
@@ -738,17 +745,18 @@ impl SocketWatch {
 
     /// Starts watching `socket` for readability: `on_ready(env, key, ready)` runs on the JS thread,
     /// inside a handle scope, on each turn of the loop that finds it readable (level-triggered).
-    /// The caller keeps `socket` open for as long as the watch exists. `None` where the runtime
-    /// has no libuv to offer.
-    pub fn start(env: &Env, socket: RawSocket, key: u64, on_ready: OnReady) -> Result<Option<Self>> {
+    /// The watch keeps `socket` open while it exists. `None` where the runtime has no libuv to
+    /// offer.
+    pub fn start(env: &Env, socket: SharedSocket, key: u64, on_ready: OnReady) -> Result<Option<Self>> {
         let Some(uv) = uv() else { return Ok(None) };
         let uv_loop = uv_loop(env)?;
         let Some((handle, words)) = alloc_handle(uv, UV_POLL) else {
             return Ok(None);
         };
         // SAFETY: `uv_loop` is this environment's loop (this is its thread); `handle` is a zeroed
-        // allocation of `uv_handle_size(UV_POLL)` bytes; `socket` is open (the caller's contract).
-        let rc = unsafe { (uv.poll_init_socket)(uv_loop, handle, socket as c_int) };
+        // allocation of `uv_handle_size(UV_POLL)` bytes; `socket` is open: the watch made below
+        // keeps it until the handle is closed (and without one, it is open for this call).
+        let rc = unsafe { (uv.poll_init_socket)(uv_loop, handle, raw_fd(&socket)) };
         if rc != 0 {
             // SAFETY: just allocated; libuv did not take it.
             unsafe { free_handle(handle, words) };
@@ -769,7 +777,10 @@ impl SocketWatch {
             *handle.cast::<*mut c_void>() = ctx.cast();
             (uv.unref)(handle);
         }
-        let watch = SocketWatch { handle };
+        let watch = SocketWatch {
+            handle,
+            _socket: socket,
+        };
         if !watch.resume() {
             return Err(Error::new(Status::GenericFailure, "uv_poll_start failed"));
         }
@@ -991,15 +1002,35 @@ pub fn on_teardown(env: &Env, release: fn()) -> Result<()> {
     })
 }
 
-/// Reads what the socket has now into `buf`'s unfilled part, without waiting: `WouldBlock` when
-/// it has nothing. The caller keeps `socket` open during the call.
+/// The descriptor of a socket, for a call made while `socket` (which owns it) is borrowed.
 #[cfg(unix)]
-pub fn recv_now(socket: RawSocket, buf: &mut tokio::io::ReadBuf<'_>) -> std::io::Result<usize> {
+fn raw_fd(socket: &StreamSocket) -> c_int {
+    use std::os::fd::AsRawFd;
+    socket.as_raw_fd()
+}
+
+#[cfg(not(unix))]
+fn raw_fd(_socket: &SharedSocket) -> c_int {
+    -1
+}
+
+/// Reads what the socket has now into `buf`'s unfilled part, without waiting: `WouldBlock` when
+/// it has nothing.
+#[cfg(unix)]
+pub fn recv_now(socket: &StreamSocket, buf: &mut tokio::io::ReadBuf<'_>) -> std::io::Result<usize> {
     loop {
         // SAFETY: the bytes are only written, by `recv`, and marked filled only as far as it wrote.
         let spare = unsafe { buf.unfilled_mut() };
-        // SAFETY: `spare` is valid for writes of its length; `socket` is open (the caller's contract).
-        let n = unsafe { libc::recv(socket, spare.as_mut_ptr().cast(), spare.len(), libc::MSG_DONTWAIT) };
+        // SAFETY: `spare` is valid for writes of its length; the descriptor is open, owned by
+        // `socket`, which is borrowed for the call.
+        let n = unsafe {
+            libc::recv(
+                raw_fd(socket),
+                spare.as_mut_ptr().cast(),
+                spare.len(),
+                libc::MSG_DONTWAIT,
+            )
+        };
         if n >= 0 {
             let n = n as usize;
             // SAFETY: `recv` initialised the first `n` bytes of the unfilled part.
@@ -1015,7 +1046,7 @@ pub fn recv_now(socket: RawSocket, buf: &mut tokio::io::ReadBuf<'_>) -> std::io:
 }
 
 #[cfg(not(unix))]
-pub fn recv_now(_socket: RawSocket, _buf: &mut tokio::io::ReadBuf<'_>) -> std::io::Result<usize> {
+pub fn recv_now(_socket: &SharedSocket, _buf: &mut tokio::io::ReadBuf<'_>) -> std::io::Result<usize> {
     Err(std::io::ErrorKind::Unsupported.into())
 }
 
@@ -1060,22 +1091,22 @@ impl std::os::fd::AsRawFd for StreamSocket {
 #[cfg(unix)]
 pub fn register_socket(
     runtime: &tokio::runtime::Handle,
-    socket: StreamSocket,
+    socket: SharedSocket,
     interest: tokio::io::Interest,
-) -> std::result::Result<tokio::io::unix::AsyncFd<StreamSocket>, (StreamSocket, std::io::Error)> {
+) -> std::result::Result<tokio::io::unix::AsyncFd<SharedSocket>, (SharedSocket, std::io::Error)> {
     let _in_runtime = runtime.enter();
-    // SAFETY: a `StreamSocket` owns its descriptor (either std stream does): open until it is
-    // dropped (with the `AsyncFd` that now owns it, or handed back in the error), always the same.
+    // SAFETY: a `StreamSocket` owns its descriptor (either std stream does), and the `AsyncFd`
+    // holds one of its shares (or hands it back in the error): open until the `AsyncFd` is
+    // dropped, always the same.
     unsafe { tokio::io::unix::AsyncFd::register_with_interest(socket, interest) }.map_err(|e| e.into_parts())
 }
 
 /// Shuts both directions of `socket` down (what closing it would tell the peer), so that a
-/// watch on it sees it readable at once. The caller keeps `socket` open during the call.
+/// watch on it sees it readable at once. A failure (already shut) changes nothing.
 #[cfg(unix)]
-pub fn shutdown(socket: RawSocket) {
-    // SAFETY: a plain system call on an open descriptor; a failure (already shut) changes nothing.
-    unsafe { libc::shutdown(socket, libc::SHUT_RDWR) };
+pub fn shutdown(socket: &StreamSocket) {
+    let _ = socket.shutdown(std::net::Shutdown::Both);
 }
 
 #[cfg(not(unix))]
-pub fn shutdown(_socket: RawSocket) {}
+pub fn shutdown(_socket: &SharedSocket) {}

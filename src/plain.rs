@@ -28,7 +28,6 @@ pub use other::{split, ReadHalf, WriteHalf};
 mod unix {
     use std::io;
     use std::net::Shutdown;
-    use std::os::fd::AsRawFd;
     use std::sync::{Arc, Mutex, MutexGuard};
     use std::task::{ready, Context, Poll};
 
@@ -37,26 +36,25 @@ mod unix {
     use tokio::io::{Interest, ReadBuf};
     use tokio::runtime::Handle;
 
-    use crate::napi_raw::{self, RawSocket, StreamSocket};
+    use crate::napi_raw::{self, SharedSocket, StreamSocket};
 
     /// Splits a connected TCP socket (in a tokio runtime: it registers with its reactor).
     pub fn split(tcp: tokio::net::TcpStream) -> io::Result<(ReadHalf, WriteHalf)> {
-        split_socket(StreamSocket::Tcp(tcp.into_std()?))
+        split_socket(Arc::new(StreamSocket::Tcp(tcp.into_std()?)))
     }
 
     /// As `split`, for a Unix domain socket (`ws+unix:`).
     pub fn split_unix(unix: tokio::net::UnixStream) -> io::Result<(ReadHalf, WriteHalf)> {
-        split_socket(StreamSocket::Unix(unix.into_std()?))
+        split_socket(Arc::new(StreamSocket::Unix(unix.into_std()?)))
     }
 
-    fn split_socket(stream: StreamSocket) -> io::Result<(ReadHalf, WriteHalf)> {
+    fn split_socket(stream: SharedSocket) -> io::Result<(ReadHalf, WriteHalf)> {
         let runtime = Handle::try_current().map_err(io::Error::other)?;
-        let raw = stream.as_raw_fd();
-        let io = napi_raw::register_socket(&runtime, stream, BOTH).map_err(|(_, e)| e)?;
+        let io = napi_raw::register_socket(&runtime, stream.clone(), BOTH).map_err(|(_, e)| e)?;
         let socket = Arc::new(Socket {
             held: Mutex::new(Some(Held::Watched { io, reading: true })),
             runtime,
-            raw,
+            stream,
             writer: AtomicWaker::new(),
         });
         Ok((ReadHalf { socket: socket.clone() }, WriteHalf { socket }))
@@ -70,7 +68,9 @@ mod unix {
         /// socket back).
         held: Mutex<Option<Held>>,
         runtime: Handle,
-        raw: RawSocket,
+        /// A share of the socket, for reads that need no registration, and for the JS thread's
+        /// reader and watch (`ReadHalf::socket`).
+        stream: SharedSocket,
         /// The driver, while its write waits for room (a change of registration drops the
         /// reactor's record of that wait: it is woken to wait again).
         writer: AtomicWaker,
@@ -79,10 +79,10 @@ mod unix {
     enum Held {
         /// Registered for data too (`reading`: the driver reads), or only for room to write (the
         /// JS thread reads, and a write of the driver's found the socket full).
-        Watched { io: AsyncFd<StreamSocket>, reading: bool },
+        Watched { io: AsyncFd<SharedSocket>, reading: bool },
         /// Not registered: the JS thread reads, and writes find room (an idle connection's state;
         /// a registration is a 256-byte record in the reactor).
-        Bare(StreamSocket),
+        Bare(SharedSocket),
     }
 
     impl Held {
@@ -153,8 +153,9 @@ mod unix {
     }
 
     impl ReadHalf {
-        pub fn socket(&self) -> RawSocket {
-            self.socket.raw
+        /// A share of the socket: it stays open while the share is held.
+        pub fn socket(&self) -> SharedSocket {
+            self.socket.stream.clone()
         }
 
         /// The driver stops reading (the JS thread does): the socket leaves the reactor, so that
@@ -173,7 +174,7 @@ mod unix {
                 if !self.socket.set_watch(&mut slot, Some(true)) {
                     return Poll::Ready(Err(gone()));
                 }
-                match napi_raw::recv_now(self.socket.raw, buf) {
+                match napi_raw::recv_now(&self.socket.stream, buf) {
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                     done => return Poll::Ready(done.map(|_| ())),
                 }
@@ -183,7 +184,7 @@ mod unix {
             };
             loop {
                 let mut ready = ready!(io.poll_read_ready(cx))?;
-                if let Ok(done) = ready.try_io(|_| napi_raw::recv_now(self.socket.raw, buf)) {
+                if let Ok(done) = ready.try_io(|_| napi_raw::recv_now(&self.socket.stream, buf)) {
                     return Poll::Ready(done.map(|_| ()));
                 }
             }

@@ -26,7 +26,7 @@ use futures_util::task::AtomicWaker;
 use tokio::io::{AsyncRead, ReadBuf};
 
 use crate::frame::{Decoder, Incoming, Limits, Small, WireError};
-use crate::napi_raw::{self, RawSocket};
+use crate::napi_raw::{self, SharedSocket};
 use crate::plain::ReadHalf;
 use crate::shared::Shared;
 use crate::stats::{self, Gauge, IoBuffers};
@@ -61,7 +61,8 @@ pub fn is_stream(n: usize, bytes: usize) -> bool {
 
 pub struct SharedReader {
     state: Mutex<ReaderState>,
-    socket: RawSocket,
+    /// A share of the socket: open while this reader (or a watch on it) exists.
+    socket: SharedSocket,
     /// The writer holding the TLS session a `wss:` connection is read through.
     session: Option<Arc<Writer>>,
     limits: Limits,
@@ -134,8 +135,9 @@ impl SharedReader {
         }
     }
 
-    pub fn socket(&self) -> RawSocket {
-        self.socket
+    /// A share of the socket, for a watch on it.
+    pub fn socket(&self) -> SharedSocket {
+        self.socket.clone()
     }
 
     pub fn lock(&self) -> MutexGuard<'_, ReaderState> {
@@ -243,7 +245,7 @@ impl SharedReader {
         st.read_buffer = None;
         // A standing offer is an event on its way to the JS thread that keeps the socket open too.
         if st.by_js || st.offer.is_some() {
-            napi_raw::shutdown(self.socket);
+            napi_raw::shutdown(&self.socket);
         }
     }
 
@@ -294,7 +296,7 @@ impl SharedReader {
         }
         let mut cx = Context::from_waker(Waker::noop());
         let mut io = SocketNow {
-            socket: self.socket,
+            socket: &self.socket,
             session: self.session.as_deref(),
             drained: false,
         };
@@ -340,7 +342,7 @@ pub static DIRECT_MESSAGES: std::sync::atomic::AtomicU64 = std::sync::atomic::At
 /// The socket read without waiting, for the JS thread (readiness comes from its watch, so
 /// `Pending` registers nothing); through the TLS session of a `wss:` connection.
 struct SocketNow<'a> {
-    socket: RawSocket,
+    socket: &'a SharedSocket,
     session: Option<&'a Writer>,
     /// A read returned less than there was room for: the socket is empty for now, and asking
     /// again would only cost a system call (the watch fires again when more arrives; libuv

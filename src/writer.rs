@@ -13,7 +13,7 @@ use std::task::{ready, Context, Poll};
 use rustls::ClientConnection;
 use tokio::io::{AsyncRead, ReadBuf};
 
-use crate::napi_raw::{self, RawSocket};
+use crate::napi_raw::{self, SharedSocket};
 use crate::plain::{ReadHalf, WriteHalf};
 use crate::stats::{self, Gauge, IoBuffers};
 
@@ -493,7 +493,12 @@ impl Writer {
     /// socket), nor past `RECORDS_TURN` bytes that held no plaintext. `Pending` only when the
     /// session holds no plaintext and no whole record: what is left for later is on the socket,
     /// where the watch sees it.
-    pub fn read_tls_now(&self, socket: RawSocket, drained: &mut bool, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    pub fn read_tls_now(
+        &self,
+        socket: &SharedSocket,
+        drained: &mut bool,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         self.read_tls(&mut RecvNow { socket, drained }, buf)
     }
 
@@ -560,7 +565,7 @@ fn write_sealed_now(tls: &mut ClientConnection, half: &mut WriteHalf) -> bool {
 
 /// The socket read without waiting, for the session on the JS thread (see `read_tls_now`).
 struct RecvNow<'a> {
-    socket: RawSocket,
+    socket: &'a SharedSocket,
     drained: &'a mut bool,
 }
 
