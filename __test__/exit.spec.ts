@@ -174,6 +174,20 @@ test('REDIAL_WS_DIRECT_READ=0: everything is read on the tokio side', async (t) 
   t.is(off.reports[0].stats.jsReaders, 0)
 })
 
+test('REDIAL_WS_DIRECT_READ is per thread: a worker that sets it the other way changes nothing for the main thread, and the reverse', async (t) => {
+  const peer = await wsServer((socket) => socket.on('message', (d, binary) => socket.send(d, { binary })))
+  t.teardown(() => peer.close())
+  const off = await run('echo-count-beside-worker', peer.url, { ...process.env, REDIAL_WS_DIRECT_READ: '0' })
+  t.is(off.code, 0, off.stderr)
+  // A thread that does not read its sockets does not watch them either (it did, and gave each back).
+  t.like(off.reports[0], { directReads: 0, takeOvers: 0 }, 'the main thread, REDIAL_WS_DIRECT_READ=0, read and watched nothing itself')
+  t.true(off.reports[0].workerDirectReads >= 45, `${off.reports[0].workerDirectReads} of 50 echoes read on the worker's thread`)
+  const on = await run('echo-count-beside-worker', peer.url)
+  t.is(on.code, 0, on.stderr)
+  t.like(on.reports[0], { workerDirectReads: 0, workerTakeOvers: 0 }, 'the worker, REDIAL_WS_DIRECT_READ=0, read and watched nothing itself')
+  t.true(on.reports[0].directReads >= 45, `${on.reports[0].directReads} of 50 echoes read on the main thread`)
+})
+
 test('a throwing listener on messages read on the JS thread, alone and in a run, surfaces as an uncaught exception and delivery goes on', async (t) => {
   // Lines sent as one message come back as that many messages, written at once (corked around
   // ws's own cork of each frame), so that the client reads them as a run.

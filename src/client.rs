@@ -157,7 +157,7 @@ impl NativeClient {
             }
         };
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-        let shared = Arc::new(Shared::new(id));
+        let shared = Arc::new(Shared::new(id, crate::reader::enabled()));
         delivery::register(env, id, owner, shared.clone())?;
         env.adjust_external_memory(EXTERNAL_BYTES)?;
         GLOBAL.live_clients.fetch_add(1, Ordering::Relaxed);

@@ -385,7 +385,7 @@ impl OpenConn {
         };
         // The JS thread may read an uncompressed connection (through its TLS session for `wss:`);
         // a compressed one is always inflated here.
-        let read_half = (negotiated.is_none() && reader::enabled())
+        let read_half = (negotiated.is_none() && shared.direct_read)
             .then(|| transport.take_read_half())
             .flatten();
         let input = match read_half {

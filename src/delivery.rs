@@ -871,7 +871,7 @@ mod tests {
 
     #[test]
     fn credits_add_up_per_client_run_and_count_only_what_was_read() {
-        let (a, b) = (Arc::new(Shared::new(1)), Arc::new(Shared::new(2)));
+        let (a, b) = (Arc::new(Shared::new(1, false)), Arc::new(Shared::new(2, false)));
         a.read_gate.events_queued(5);
         b.read_gate.events_queued(1);
         let mut credits = Credits::new();

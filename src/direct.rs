@@ -66,6 +66,9 @@ const TURN_TIME: Duration = Duration::from_millis(4);
 /// Sockets that waited for a later turn since the process started (tests prove the path taken).
 pub static WAITED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
+/// Sockets the JS thread took over since the process started (tests prove which threads read).
+pub static TAKEN_OVER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// The number of the JS event loop's current turn, where this thread reads sockets (Node's event
 /// loop; not Bun's or Deno's emulation of libuv, whose numbering is not relied on).
 pub fn current_turn(env: &Env) -> Option<u64> {
@@ -115,6 +118,7 @@ pub fn take_over(env: &Env, id: u64, reader: Arc<SharedReader>, offer: u32, on_r
     }
     match SocketWatch::start(env, reader.socket(), id, on_ready) {
         Ok(Some(watch)) => {
+            crate::stats::add(&TAKEN_OVER, 1);
             let watched = Watched {
                 watch,
                 reader,

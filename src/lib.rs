@@ -165,6 +165,12 @@ pub fn testing_direct_waits() -> f64 {
     direct::WAITED.load(Relaxed) as f64
 }
 
+/// Sockets a JS thread took over (and watched) since the process started. Not part of the API.
+#[napi]
+pub fn testing_direct_take_overs() -> f64 {
+    direct::TAKEN_OVER.load(Relaxed) as f64
+}
+
 /// Close frames written on the JS thread by `disconnect()` since the process started (tests prove
 /// which side wrote it). Not part of the API.
 #[napi]

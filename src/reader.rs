@@ -32,16 +32,21 @@ use crate::shared::Shared;
 use crate::stats::{self, Gauge, IoBuffers};
 use crate::writer::{SessionRead, Writer};
 
-/// Set once by `lib/` when the runtime lets the JS thread watch sockets (Node's main event loop
-/// or a worker's); until then, and everywhere else, connections are read on the tokio side only.
-static ENABLED: AtomicBool = AtomicBool::new(false);
-
-pub fn enable(on: bool) {
-    ENABLED.store(on && napi_raw::SocketWatch::available(), Ordering::Relaxed);
+thread_local! {
+    /// Set by `lib/`'s `init` on a JS thread whose runtime lets it watch sockets (Node's main event
+    /// loop or a worker's), unless `REDIAL_WS_DIRECT_READ=0` there. Per thread, as the dispatch
+    /// function and the teardown hook installed with it: the clients made on this thread carry it
+    /// (`Shared::direct_read`); elsewhere connections are read on the tokio side only.
+    static ENABLED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
+pub fn enable(on: bool) {
+    ENABLED.set(on && napi_raw::SocketWatch::available());
+}
+
+/// Whether this thread reads sockets on its event loop.
 pub fn enabled() -> bool {
-    ENABLED.load(Ordering::Relaxed)
+    ENABLED.get()
 }
 
 /// What the JS thread reads in one turn of the event loop at most, in messages and payload
@@ -214,14 +219,7 @@ impl SharedReader {
     /// number (for `JsEvent::ReadIdle`).
     pub fn offer(&self, st: &mut ReaderState) -> Option<u32> {
         // Mid-message (a partial frame buffered), more of it is on its way: not quiet yet.
-        if st.by_js
-            || !st.parked
-            || !st.carried_data
-            || st.offer.is_some()
-            || st.ended
-            || st.decoder.holds_buffer()
-            || !enabled()
-        {
+        if st.by_js || !st.parked || !st.carried_data || st.offer.is_some() || st.ended || st.decoder.holds_buffer() {
             return None;
         }
         st.offers = st.offers.wrapping_add(1);
@@ -397,7 +395,6 @@ mod tests {
 
     /// A reader over a real loopback connection, and the server's end of it.
     async fn connected() -> (Arc<SharedReader>, std::net::TcpStream, crate::plain::WriteHalf) {
-        ENABLED.store(true, Ordering::Relaxed);
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
             .await
@@ -447,7 +444,7 @@ mod tests {
         assert_eq!(driver_next(&r).await, Incoming::Text("first".into()));
         let offer = park_and_offer(&r).await;
         assert!(r.take_over(offer));
-        (r, server, w, Shared::new(1))
+        (r, server, w, Shared::new(1, false))
     }
 
     #[test]
@@ -511,7 +508,7 @@ mod tests {
             driver_poll(&r).await.is_pending(),
             "the driver does not read while the JS thread does"
         );
-        let (got, outcome) = js_read(&r, &Shared::new(1), 100, 1).await;
+        let (got, outcome) = js_read(&r, &Shared::new(1, false), 100, 1).await;
         assert_eq!(texts(&got), ["b"]);
         assert!(matches!(outcome, JsRead::Continue));
         assert!(

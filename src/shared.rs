@@ -36,12 +36,15 @@ pub struct Shared {
     pub provide: Mutex<ProvideSlot>,
     pub next_request: AtomicU64,
     pub read_gate: ReadGate,
+    /// The client's JS thread reads its sockets when they are quiet (`reader::enabled` there).
+    pub direct_read: bool,
 }
 
 impl Shared {
-    pub fn new(id: u64) -> Self {
+    pub fn new(id: u64, direct_read: bool) -> Self {
         Shared {
             id,
+            direct_read,
             metrics: Metrics::default(),
             outbox: Mutex::new(Outbox::default()),
             provide: Mutex::new(None),
@@ -304,7 +307,7 @@ mod tests {
     fn a_read_batch_admits_its_messages_once_and_closes_the_gate_at_the_limit() {
         let waker = Waker::from(Arc::new(Count(AtomicUsize::new(0))));
         let cx = Context::from_waker(&waker);
-        let shared = Shared::new(1);
+        let shared = Shared::new(1, false);
         let gate = &shared.read_gate;
         let len = INFLIGHT_LIMIT / 2 - MESSAGE_OVERHEAD;
         {
@@ -330,7 +333,7 @@ mod tests {
 
     #[test]
     fn request_ids_start_at_one_and_increase() {
-        let shared = Shared::new(7);
+        let shared = Shared::new(7, false);
         assert_eq!((shared.request_id(), shared.request_id()), (1, 2));
     }
 }
