@@ -825,8 +825,9 @@ impl OpenConn {
         let written = self.out.is_none() && !self.writer.has_pending();
         if let Some(c) = self.closing.as_deref_mut() {
             if written && !c.ended_ours && matches!(c.how, HowClosing::Peer(_)) {
-                c.ended_ours = true;
-                self.writer.end_now();
+                // Under TLS, a close_notify the socket did not take all of is flushed by
+                // `poll_write`, and the FIN follows on the next poll.
+                c.ended_ours = self.writer.end_now();
             }
         }
     }

@@ -450,20 +450,25 @@ impl Writer {
     /// `wss:` one with its close_notify (RFC 8446 §6.1), so that the peer does not take the TCP
     /// close for a truncation, then the TCP half-close (FIN), so that a peer waiting for it closes.
     /// Written if the socket takes it now, never waited for (the peer's close ends the wait anyway).
-    pub fn end_now(&self) {
+    /// False when the socket did not take all of the close_notify: the rest waits sealed, for the
+    /// driver's flush, and the caller calls again once it is written (the alert is sealed once).
+    pub fn end_now(&self) -> bool {
         let mut w = self.lock();
         let inner = &mut *w;
         if let Some(tls) = inner.tls.as_deref_mut() {
             tls.send_close_notify();
             if !write_sealed_now(tls, &mut inner.half) {
-                // The socket did not take it all: a FIN now would cut it short.
-                return;
+                // A FIN now would cut it short.
+                inner.hold();
+                self.waker.wake();
+                return false;
             }
         }
         // Immediate on every platform (a `shutdown(2)`): no waker is kept.
         let _ = inner
             .half
             .poll_shutdown(&mut Context::from_waker(std::task::Waker::noop()));
+        true
     }
 
     pub fn poll_shutdown(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -725,14 +730,17 @@ mod tests {
     /// A `wss:` connection's read half and writer, to a rustls server on loopback (a throwaway
     /// certificate made with openssl; the client does not check it), with the server's side as a
     /// blocking stream.
-    async fn tls_pair() -> (
+    /// `name`: the certificate's scratch directory (distinct per test: they run in parallel).
+    async fn tls_pair(
+        name: &str,
+    ) -> (
         ReadHalf,
         Writer,
         rustls::StreamOwned<rustls::ServerConnection, std::net::TcpStream>,
     ) {
         use rustls::pki_types::pem::PemObject;
         use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-        let (cert, key) = tls::self_signed_for_localhost("writer");
+        let (cert, key) = tls::self_signed_for_localhost(name);
         let chain = vec![CertificateDer::from_pem_slice(cert.as_bytes()).unwrap()];
         let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
         let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -770,9 +778,48 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn under_tls_a_close_notify_the_socket_cannot_take_is_flushed_before_the_fin() {
+        use std::io::Read;
+        let (_half, writer, mut server) = tls_pair("writer-close-notify").await;
+        // More than loopback's socket buffers take while the server reads nothing: the rest of
+        // the frame waits sealed in the session, and the close_notify behind it.
+        let frame = vec![7u8; 16 << 20];
+        assert_eq!(writer.write_or_cork_bytes(&frame, Some(1)), Some(false));
+        assert!(writer.has_pending());
+        assert!(!writer.end_now(), "the close_notify waits: no FIN before it");
+        server
+            .sock
+            .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        let reader = std::thread::spawn(move || {
+            let (mut got, mut buf) = (0, vec![0u8; 1 << 20]);
+            loop {
+                // 0: the close_notify (a TCP close without it is an error).
+                let n = server.read(&mut buf).unwrap();
+                if n == 0 {
+                    break;
+                }
+                assert!(buf[..n].iter().all(|&b| b == 7), "the frame's bytes, nothing else");
+                got += n;
+            }
+            // Then the FIN (a timeout if it never comes).
+            assert_eq!(server.sock.read(&mut buf).unwrap(), 0, "the TCP half-close");
+            got
+        });
+        let flushed = tokio::time::timeout(
+            std::time::Duration::from_secs(20),
+            std::future::poll_fn(|cx| writer.poll_flush(cx)),
+        );
+        flushed.await.expect("flushed in time").unwrap();
+        assert!(writer.end_now(), "written: the FIN follows");
+        assert_eq!(reader.join().unwrap(), frame.len());
+        assert!(writer.lock().held.is_none(), "nothing held");
+    }
+
+    #[tokio::test]
     async fn under_tls_the_fast_path_seals_and_writes_and_a_key_update_is_answered_in_order() {
         use std::io::{Read, Write};
-        let (mut half, writer, mut server) = tls_pair().await;
+        let (mut half, writer, mut server) = tls_pair("writer-key-update").await;
         let mut session = SessionRead {
             writer: &writer,
             half: &mut half,
