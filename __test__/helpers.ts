@@ -117,9 +117,13 @@ export function acceptUpgrade(socket: net.Socket, then: (socket: net.Socket) => 
     const accept = createHash('sha1')
       .update(key + '258EAFA5-E914-47DA-95CA-C5AB0DC85B11')
       .digest('base64')
+    // Latin-1, as HTTP header bytes are to Node: one byte a character.
     socket.write(
-      'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n' +
-        `Sec-WebSocket-Accept: ${accept}\r\n${extraHeaders}\r\n`,
+      Buffer.from(
+        'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n' +
+          `Sec-WebSocket-Accept: ${accept}\r\n${extraHeaders}\r\n`,
+        'latin1',
+      ),
     )
     then(socket)
   }
