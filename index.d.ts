@@ -627,7 +627,10 @@ export declare class ReconnectingWebSocket<B extends BinaryType = 'nodebuffer'> 
    * once (its `close` event has code 1006); queued messages are discarded.
    */
   terminate(): Promise<DisconnectResult>
-  /** Forces a fresh connection now: closes the open one with `code` (1000) or cancels the reconnect wait. */
+  /**
+   * Forces a fresh connection now: closes the open one with `code` (1000) or cancels the reconnect wait.
+   * While a `disconnect()`/`terminate()` is under way, as `connect()`: its close ends, then the client connects.
+   */
   reconnect(code?: number, reason?: string | Buffer): this
   /**
    * Sends a text (string) or binary message; while connecting or waiting to reconnect it is queued and
