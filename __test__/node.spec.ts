@@ -316,6 +316,37 @@ test.serial('AbortSignal: a client that gave up keeps no listener on its signal;
   t.is(client.state, 'closed')
 })
 
+test.serial('AbortSignal shared by a fleet: one listener on it and no leak warning; aborting disconnects every client; one collected without disconnect() leaves nothing on it', async (t) => {
+  const warnings: string[] = []
+  const onWarning = (w: Error) => warnings.push(w.message)
+  process.on('warning', onWarning)
+  t.teardown(() => process.off('warning', onWarning))
+  const peer = await wsServer()
+  t.teardown(() => peer.close())
+  const controller = new AbortController()
+  const listeners = (signal: AbortSignal) => getEventListeners(signal, 'abort').length
+  const clients = Array.from({ length: 20 }, () => new ReconnectingWebSocket(peer.url, { signal: controller.signal }))
+  t.is(listeners(controller.signal), 1)
+  await Promise.all(clients.map((c) => c.opened()))
+  await clients[0].disconnect()
+  t.is(listeners(controller.signal), 1, 'the others still listen')
+  controller.abort()
+  await until(() => clients.every((c) => c.state === 'closed'), 'every client disconnected')
+  t.is(listeners(controller.signal), 0)
+  await quiescent()
+  // Warnings are emitted on a later tick.
+  await new Promise((resolve) => setImmediate(resolve))
+  t.deepEqual(warnings, [])
+
+  // A long-lived signal and a client nobody disconnects: once it is collected, nothing of it is left on the signal.
+  const shutdown = new AbortController()
+  let collected = false
+  const finalizers = new FinalizationRegistry(() => (collected = true))
+  ;(() => finalizers.register(new ReconnectingWebSocket(peer.url, { signal: shutdown.signal, startClosed: true }), 0))()
+  t.is(listeners(shutdown.signal), 1)
+  await collectUntil(() => collected && listeners(shutdown.signal) === 0, 'the client, and its listener on the signal')
+})
+
 test.serial('diagnostics_channel: open, close, reconnecting, error, giveup', async (t) => {
   const seen: string[] = []
   const handlers = ['open', 'close', 'reconnecting', 'error', 'giveup'].map((name) => {

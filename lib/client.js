@@ -32,6 +32,7 @@ const { messageIterator } = require('./messages')
 const { webSocketStream } = require('./stream')
 const { channels, trace, tracing } = require('./diagnostics')
 const { parseResponseHead } = require('./response')
+const { onAbortDisconnect } = require('./abort')
 
 const { rethrowLater, convertBinary } = wire
 const {
@@ -207,7 +208,7 @@ class ReconnectingWebSocket extends EventEmitter {
   /** addEventListener listeners and on<type> handlers (lib/whatwg.js), or null. */
   #whatwg = null
   #unlistenSignal = null
-  /** The `signal` option and its listener: listened to while the client is connecting or connected. */
+  /** The `signal` option: listened to while the client is connecting or connected. */
   #signal = null
   /** Number of messages() iterators over their high-water mark, and pause(): reading is paused while > 0. */
   #pausers = 0
@@ -258,10 +259,7 @@ class ReconnectingWebSocket extends EventEmitter {
         this.#ended = 'disconnected'
         return
       }
-      // The signal must not keep an abandoned client alive: it holds a weak reference only.
-      const ref = new WeakRef(this)
-      const onAbort = () => ref.deref()?.disconnect()
-      this.#signal = { signal, onAbort }
+      this.#signal = signal
       this.#listenToSignal()
     }
     if (!opts.startClosed) this.connect()
@@ -343,10 +341,10 @@ class ReconnectingWebSocket extends EventEmitter {
 
   /** Listens to the `signal` option, unless it does already or the signal has aborted. */
   #listenToSignal() {
-    const s = this.#signal
-    if (s === null || this.#unlistenSignal !== null || s.signal.aborted) return
-    s.signal.addEventListener('abort', s.onAbort, { once: true })
-    this.#unlistenSignal = () => s.signal.removeEventListener('abort', s.onAbort)
+    const signal = this.#signal
+    if (signal === null || this.#unlistenSignal !== null || signal.aborted) return
+    // Weakly: the signal must not keep an abandoned client alive (lib/abort.js).
+    this.#unlistenSignal = onAbortDisconnect(signal, this)
   }
 
   connect() {
