@@ -112,6 +112,13 @@ let failing = null
 
 /** `#closing` when disconnect() was called while connecting. */
 const BEFORE_OPEN = 'before-open'
+/** `#closing` once nothing more of the connections being closed is reported. */
+const QUIET = 'quiet'
+
+/** Whether events of the connection under way are not reported (`#closing`: see there). */
+function silenced(closing) {
+  return closing === BEFORE_OPEN || closing === QUIET
+}
 const READY_STATES = { connecting: CONNECTING, open: OPEN, closing: CLOSING, reconnecting: CLOSED, closed: CLOSED }
 
 const EMPTY = Buffer.alloc(0)
@@ -192,6 +199,10 @@ class ReconnectingWebSocket extends EventEmitter {
    * `BEFORE_OPEN` when it came while connecting: as for ws, that attempt never opens (its `open`,
    * should the server's answer have come meanwhile, is not reported); its close is reported as it
    * went (1006 for an attempt cut short; a close handshake, or the server's close, if it had opened).
+   * `QUIET` when it came between connections (the user saw the last close), and once the close it
+   * caused was reported: the driver, which may be behind JS, can have started an attempt before it
+   * took the call; nothing of that attempt is reported (no upgrade, open, message, error or close),
+   * nor a `reconnecting` while any disconnect() is in progress.
    */
   #closing = false
   /** connect() was called while closing: the client connects again once the close is done. */
@@ -367,7 +378,7 @@ class ReconnectingWebSocket extends EventEmitter {
       // The close under way goes on; once it is done, the client connects again.
       this.#connectAfterClose = true
       // (Whose open is whose is no longer known: every open is reported.)
-      if (this.#closing === BEFORE_OPEN) this.#closing = true
+      if (silenced(this.#closing)) this.#closing = true
     }
     return this
   }
@@ -412,12 +423,18 @@ class ReconnectingWebSocket extends EventEmitter {
     }
     const state = this.#state
     // (With `flush`, the attempt is meant to open: its queue is written before the close.)
-    this.#closing = this.#closing === BEFORE_OPEN || (state === 'connecting' && !flush) ? BEFORE_OPEN : true
+    const between = state === 'reconnecting' || state === 'closed'
+    this.#closing =
+      this.#closing === QUIET || (between && !flush)
+        ? QUIET
+        : this.#closing === BEFORE_OPEN || (state === 'connecting' && !flush)
+          ? BEFORE_OPEN
+          : true
     this.#connectAfterClose = false
     // Between connections (a reconnect wait, or a giveup the driver has not yet reported done)
     // there is nothing to close: the client is closed for the user at once, as its readyState
     // already says, and no close event is to come.
-    this.#state = state === 'reconnecting' || state === 'closed' ? 'closed' : 'closing'
+    this.#state = between ? 'closed' : 'closing'
     return new Promise((resolve) => {
       // Settled by the event that reports call `seq` done: after a connect(), an earlier call's
       // completion must not settle a later one.
@@ -763,7 +780,11 @@ class ReconnectingWebSocket extends EventEmitter {
     if (ended !== null) return Promise.reject(gaveUpError(ended.giveup))
     return new Promise((resolve, reject) => {
       const events = this.#internalEvents()
+      // Between connections only the application's references keep a client; a pending wait is
+      // one (`await client.opened()` in a function only the client reaches, during an outage).
+      N.clientHold(this, true)
       const done = () => {
+        N.clientHold(this, false)
         events.off(kOpened, onOpen)
         events.off(kGaveUp, onGiveUp)
         events.off(kDisconnecting, onDisconnect)
@@ -871,7 +892,7 @@ class ReconnectingWebSocket extends EventEmitter {
 
   #onMessage(data, isBinary) {
     // An attempt disconnect() closed before JS saw it open reports nothing (its open is dropped too).
-    if (this.#closing === BEFORE_OPEN) return
+    if (silenced(this.#closing)) return
     try {
       this.emit('message', data, isBinary)
     } catch (err) {
@@ -881,7 +902,7 @@ class ReconnectingWebSocket extends EventEmitter {
   }
 
   #onControl(type, data) {
-    if (this.#closing !== BEFORE_OPEN) this.emit(type, data)
+    if (!silenced(this.#closing)) this.emit(type, data)
   }
 
   #onText(text) {
@@ -902,14 +923,14 @@ class ReconnectingWebSocket extends EventEmitter {
 
   /** `head`: the server's 101 answer (status line and headers), just before its `open`. */
   #onUpgrade(head) {
-    if (this.#closing === BEFORE_OPEN) return
+    if (silenced(this.#closing)) return
     // Parsed only for a listener: a fleet connecting makes no header objects nobody reads.
     if (this.listenerCount('upgrade') > 0) this.emit('upgrade', parseResponseHead(head))
   }
 
   /** `chosen`: the subprotocol, or `{ protocol, extensions }` when an extension was accepted. */
   #onOpen(chosen) {
-    if (this.#closing === BEFORE_OPEN) return
+    if (silenced(this.#closing)) return
     this.#chosen = chosen
     this.#openedAt = performance.now()
     if (this.#rws) this.#rws.connected = true
@@ -926,6 +947,7 @@ class ReconnectingWebSocket extends EventEmitter {
     // A failure that is retried must not crash a program that did not listen for errors.
     const err = fromNative(p)
     this.#trace('error', err.message)
+    if (this.#closing === QUIET) return
     // The attempt or connection this error ends is going: CLOSING, as ws says in its `error`
     // (reconnecting-websocket's mode says what theirs does, lib/rws.js).
     const outer = failing
@@ -942,8 +964,20 @@ class ReconnectingWebSocket extends EventEmitter {
   }
 
   /** `retries`: the machine's failure count once this close is accounted for (what the next attempt reports). */
-  #onClose({ code, reason, wasClean, willReconnect, retries }) {
-    if (this.#closing) {
+  /** `gen`: the generation of the driver that reports it. */
+  #onClose({ code, reason, wasClean, willReconnect, retries, gen }) {
+    const closing = this.#closing
+    if (gen !== N.clientGeneration(this)) {
+      // The last close of a driver that a connect() (or reconnect()) replaced as it exited: the
+      // client is connecting again, and this close changes nothing.
+      willReconnect = true
+    } else if (closing) {
+      // The driver may not have taken the disconnect() yet (a server's close that came first):
+      // this close is the one the call asked for, and nothing after it is reported (`QUIET`).
+      if (!this.#connectAfterClose) {
+        willReconnect = false
+        this.#closing = QUIET
+      }
       // The connection is gone; what is left (settling the disconnect) is not observable as
       // "closing", unless connect() was called meanwhile: the client then connects once it is done.
       if (!willReconnect && !this.#connectAfterClose) this.#state = 'closed'
@@ -952,8 +986,9 @@ class ReconnectingWebSocket extends EventEmitter {
       this.#retries = retries
     }
     this.#openedAt = 0
-    const info = { code, reason, wasClean, willReconnect }
     this.#trace('close', code, reason)
+    if (closing === QUIET) return
+    const info = { code, reason, wasClean, willReconnect }
     if (channels.close.hasSubscribers) channels.close.publish({ client: this, ...info })
     this.#emit('close', info)
     if (this.#rws) this.#rws.closed(info, this, this.#whatwg)
@@ -961,14 +996,21 @@ class ReconnectingWebSocket extends EventEmitter {
   }
 
   #onReconnecting(p) {
-    if (!this.#closing) this.#state = 'reconnecting'
     this.#trace('reconnecting', p.attempt, p.delay)
+    // A reconnect the driver planned before it took the disconnect(): it will not happen.
+    if (this.#closing) return
+    this.#state = 'reconnecting'
     if (channels.reconnecting.hasSubscribers) channels.reconnecting.publish({ client: this, ...p })
     this.emit('reconnecting', p)
   }
 
-  #onGiveUp(p) {
-    const stops = !this.#closing
+  #onGiveUp({ reason, attempts, lastError, gen }) {
+    const p = { reason, attempts, lastError: lastError && fromNative(lastError) }
+    // The close before a giveup left the client closed: a connect() or reconnect() since (in a
+    // close listener, or before JS saw this giveup, which may have started another driver) started
+    // it again, and this giveup ends the run before it: it is reported, and changes nothing.
+    const restarted = gen !== N.clientGeneration(this) || (!this.#closing && this.#state !== 'closed')
+    const stops = !this.#closing && !restarted
     if (stops) {
       this.#state = 'closed'
       this.#ended = { giveup: p }
@@ -976,13 +1018,12 @@ class ReconnectingWebSocket extends EventEmitter {
       this.#unlistenSignal?.()
       this.#unlistenSignal = null
     }
-    if (p.lastError) p.lastError = fromNative(p.lastError)
     this.#trace('giveup', p.reason)
     if (channels.giveup.hasSubscribers) channels.giveup.publish({ client: this, ...p })
     this.#emit('giveup', p)
     // A listener that called connect() started the client again: for opened(), messages() and
     // streams it has not ended.
-    if (stops && this.#state !== 'closed') return
+    if (restarted || (stops && this.#state !== 'closed')) return
     this.#internal?.emit(kGaveUp, p)
   }
 

@@ -348,11 +348,18 @@ impl NativeClient {
             terminate,
             seq,
         };
-        match &self.commands {
-            Some(tx) => {
-                let _ = tx.send_after(command, close);
+        let delivered = match &self.commands {
+            Some(tx) => tx.send_after(command, close).is_ok(),
+            None => {
+                close();
+                false
             }
-            None => close(),
+        };
+        if !delivered {
+            // The driver is exiting (it gave up) and will not run this call: what it would have
+            // discarded goes now, and its exit report settles the call.
+            let discarded = self.shared.outbox().discard(&self.shared.metrics) as u32;
+            delivery::disconnect_undelivered(self.shared.id, seq, discarded);
         }
         delivery::read_close_on_driver(self.shared.id);
         seq

@@ -212,6 +212,9 @@ struct Entry {
     disconnects: u32,
     /// JS-side uses that keep the client alive without a connection (a pending `messages()` read).
     holds: u32,
+    /// `disconnect()` calls the driver of generation `.0` never took (it was exiting, its command
+    /// queue closed), up to call `.1`, which discarded `.2` queued messages: its `Idle` settles them.
+    undelivered: Option<(u32, u32, u32)>,
     /// Its read gate is told when messages reach JS (the in-flight bound of the socket's reading).
     shared: Arc<Shared>,
     /// A driver is running (connecting, open, closing or waiting to reconnect).
@@ -354,6 +357,7 @@ pub fn register(env: &Env, id: u64, owner: &Object<'_>, shared: Arc<Shared>) -> 
                 disconnecting: false,
                 disconnects: 0,
                 holds: 0,
+                undelivered: None,
                 shared,
                 active: false,
                 refd: true,
@@ -431,6 +435,18 @@ pub fn hold_until_disconnected(env: &Env, id: u64) -> u32 {
     })
     .flatten()
     .unwrap_or(1)
+}
+
+/// Disconnect call `seq` reached a driver that was exiting (its command queue was closed): that
+/// driver's exit report settles it, whatever started since (a `connect()` that followed). The
+/// queue it discarded (`discarded` messages) is counted there.
+pub fn disconnect_undelivered(id: u64, seq: u32, discarded: u32) {
+    with_registry(|r| {
+        if let Some(e) = r.clients.get_mut(&id) {
+            let before = e.undelivered.filter(|u| u.0 == e.gen).map_or(0, |u| u.2);
+            e.undelivered = Some((e.gen, seq, before + discarded));
+        }
+    });
 }
 
 pub fn is_active(id: u64) -> bool {
@@ -634,7 +650,7 @@ fn build_batch(env: &Env, batch: Vec<(u64, JsEvent)>) -> Result<Vec<Value>> {
     let mut staged: Vec<(Value, Staged)> = Vec::with_capacity(batch.len().min(BATCH_EVENTS));
     let array_of = with_registry(|r| -> Result<Option<Rc<ArrayOf>>> {
         let mut events = batch.into_iter().peekable();
-        while let Some((id, event)) = events.next() {
+        while let Some((id, mut event)) = events.next() {
             // The hot path: a run of text messages of one client travels as one array of strings.
             if let JsEvent::Text(_) | JsEvent::Texts(_) = event {
                 let mut texts = Vec::new();
@@ -669,6 +685,12 @@ fn build_batch(env: &Env, batch: Vec<(u64, JsEvent)>) -> Result<Vec<Value>> {
                         return Err(err);
                     }
                 };
+                if let JsEvent::Idle { gen, discarded, upto } = &mut event {
+                    if let Some((_, seq, dropped)) = e.undelivered.take_if(|u| u.0 == *gen) {
+                        *upto = (*upto).max(seq);
+                        *discarded += dropped;
+                    }
+                }
                 if owner.is_some() {
                     match &event {
                         JsEvent::Connecting { .. } => set_conn(env, &mut e, true),
@@ -690,7 +712,13 @@ fn build_batch(env: &Env, batch: Vec<(u64, JsEvent)>) -> Result<Vec<Value>> {
                             let refd = e.refd;
                             set_holding(r, env, &mut e, false, refd);
                         }
-                        // A driver that was replaced reports its exit late: JS only settles a pending disconnect with it.
+                        // A driver that was replaced reports its exit late: it settles the calls it
+                        // received (or that came as it exited); the latest one ends the hold.
+                        JsEvent::Idle { upto, .. } if *upto == e.disconnects => {
+                            e.disconnecting = false;
+                            let conn = e.conn;
+                            set_conn(env, &mut e, conn);
+                        }
                         _ => {}
                     }
                 }

@@ -228,6 +228,7 @@ impl Driver {
             was_clean: false,
             will_reconnect: false,
             retries: 0,
+            gen: self.gen,
         });
         self.deliver();
     }
@@ -605,6 +606,7 @@ impl Driver {
                     was_clean,
                     will_reconnect,
                     retries: self.machine.failures(),
+                    gen: self.gen,
                 },
                 Event::Reconnecting { attempt, delay_ms } => JsEvent::Reconnecting { attempt, delay_ms },
                 Event::GiveUp {
@@ -615,6 +617,7 @@ impl Driver {
                     attempts,
                     reason,
                     last_error,
+                    gen: self.gen,
                 },
             }),
             // Handled by `input`, once every action has run.

@@ -116,6 +116,7 @@ pub fn event_to_js(env: &Env, event: JsEvent) -> Result<(u32, Value)> {
             was_clean,
             will_reconnect,
             retries,
+            gen,
         } => {
             let mut o = Obj::new(raw)?;
             o.set(c"code", u32::from(code))?;
@@ -123,6 +124,7 @@ pub fn event_to_js(env: &Env, event: JsEvent) -> Result<(u32, Value)> {
             o.set(c"wasClean", was_clean)?;
             o.set(c"willReconnect", will_reconnect)?;
             o.set(c"retries", retries)?;
+            o.set(c"gen", gen)?;
             (tag::CLOSE, o.value)
         }
         JsEvent::Reconnecting { attempt, delay_ms } => {
@@ -135,10 +137,12 @@ pub fn event_to_js(env: &Env, event: JsEvent) -> Result<(u32, Value)> {
             attempts,
             reason,
             last_error,
+            gen,
         } => {
             let mut o = Obj::new(raw)?;
             o.set(c"reason", reason)?;
             o.set(c"attempts", attempts)?;
+            o.set(c"gen", gen)?;
             let last = match last_error {
                 Some(e) => error_obj(raw, &e)?,
                 None => napi_raw::undefined(raw)?,

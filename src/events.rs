@@ -38,6 +38,8 @@ pub enum JsEvent {
         /// The machine's count of consecutive failures once this close is accounted for: what
         /// the next attempt reports (reconnecting-websocket's `retryCount`).
         retries: u32,
+        /// The generation of the driver that reports it (a `connect()` may have started another).
+        gen: u32,
     },
     Reconnecting {
         attempt: u32,
@@ -47,6 +49,8 @@ pub enum JsEvent {
         attempts: u32,
         reason: &'static str,
         last_error: Option<ConnError>,
+        /// As `Close`'s.
+        gen: u32,
     },
     Ping(Bytes),
     Pong(Bytes),

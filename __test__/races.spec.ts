@@ -1,0 +1,126 @@
+// Calls that race the driver: the driver runs on the I/O thread and may be ahead of what JS has
+// seen (an attempt that failed, a driver that gave up and exited, a reconnect already made). Tests
+// block the JS thread until the driver is ahead (a server in another process answers meanwhile),
+// then call, then check what the client reports.
+import { fork } from 'node:child_process'
+import { once } from 'node:events'
+import { fileURLToPath } from 'node:url'
+import test from 'ava'
+
+import { ReconnectingWebSocket, clientStats } from '../index.js'
+import { Recorder, collectUntil, quiescent, refusedPort, until, wsServer } from './helpers.js'
+
+/** A ws server in its own process (`fixtures/server-child.cjs`), in `mode`; its URL. */
+async function serverChild(t: import('ava').ExecutionContext, mode: string): Promise<string> {
+  const child = fork(fileURLToPath(new URL('./fixtures/server-child.cjs', import.meta.url)), [mode], { stdio: ['ignore', 'pipe', 'inherit', 'ipc'] })
+  t.teardown(() => child.kill())
+  const [port] = await once(child.stdout!, 'data')
+  return `ws://127.0.0.1:${Number(String(port).trim())}`
+}
+
+/** Blocks this thread until `cond()` holds (what the driver does meanwhile, JS sees later). */
+function blockUntil(cond: () => boolean, what: string, ms = 5_000): void {
+  const deadline = Date.now() + ms
+  while (!cond()) if (Date.now() > deadline) throw new Error(`blocked ${ms} ms: ${what}`)
+}
+
+test.serial('connect() in the close listener before a giveup: the giveup that follows ends the run before, not the client', async (t) => {
+  const url = await serverChild(t, 'reject-first')
+  const controller = new AbortController()
+  // 401: the default policy gives up.
+  const client = new ReconnectingWebSocket(url, { signal: controller.signal })
+  const r = new Recorder(client, ['close', 'giveup', 'open'])
+  client.once('close', () => client.connect())
+  t.like(await r.next('close'), { code: 1006, willReconnect: false })
+  await r.next('giveup')
+  t.is(client.state, 'connecting', 'the giveup leaves the restarted client connecting')
+  t.deepEqual(await client.opened(), { protocol: '', extensions: '' })
+  // Still listening to its signal.
+  controller.abort()
+  t.like(await r.next('close'), { code: 1000, willReconnect: false })
+  await quiescent()
+})
+
+for (const call of ['reconnect', 'disconnect-connect'] as const) {
+  test.serial(`${call === 'reconnect' ? 'reconnect()' : 'disconnect(); connect()'} after the driver gave up and exited, before JS saw it: the client connects; the old driver's close and giveup change nothing${call === 'reconnect' ? '' : '; the disconnect() settles'}`, async (t) => {
+    const url = await serverChild(t, 'reject-first')
+    const client = new ReconnectingWebSocket(url)
+    const r = new Recorder(client, ['close', 'giveup', 'open'])
+    // The driver is refused (401), gives up and exits while JS is blocked.
+    blockUntil(() => client.metrics.connectAttempts === 1 && clientStats().runningTasks === 0, 'the driver exits')
+    t.is(client.state, 'connecting', 'JS has seen none of it')
+    let disconnected: Promise<unknown> | undefined
+    if (call === 'reconnect') client.reconnect()
+    else {
+      disconnected = client.disconnect()
+      client.connect()
+    }
+    const opened = client.opened().then(
+      () => 'opened',
+      (err) => err.code,
+    )
+    t.like(await r.next('close'), { code: 1006 })
+    await r.next('giveup')
+    t.not(client.state, 'closed')
+    if (disconnected) t.deepEqual(await disconnected, { discarded: 0 })
+    t.is(await opened, 'opened')
+    t.is(client.state, 'open')
+    await client.disconnect()
+    await quiescent()
+  })
+}
+
+test.serial('disconnect() while JS shows a reconnect wait the driver has already ended: nothing of its new connection is reported', async (t) => {
+  const url = await serverChild(t, 'close-first')
+  const client = new ReconnectingWebSocket(url, { minDelay: 5, maxDelay: 5 })
+  const after: string[] = []
+  await client.opened()
+  await once(client, 'reconnecting')
+  // The driver reconnects while JS is blocked.
+  blockUntil(() => clientStats().openConnections === 1, 'the next connection opens')
+  t.is(client.state, 'reconnecting')
+  const on = client.on.bind(client) as (name: string, listener: () => void) => void
+  for (const name of ['upgrade', 'open', 'close', 'reconnecting', 'error', 'message']) on(name, () => after.push(name))
+  client.onopen = () => after.push('onopen')
+  client.onclose = () => after.push('onclose')
+  t.deepEqual(await client.disconnect(), { discarded: 0 })
+  t.is(client.state, 'closed')
+  t.deepEqual(after, [], 'the user saw the last close, before the wait')
+  await quiescent()
+})
+
+test.serial('disconnect() as the server closes: one close event, willReconnect false; nothing of a reconnect the driver made before it took the call', async (t) => {
+  const peer = await wsServer((socket) => socket.close(1001))
+  t.teardown(() => peer.close())
+  const client = new ReconnectingWebSocket(peer.url, { minDelay: 0, maxDelay: 0 })
+  const events: string[] = []
+  const on = client.on.bind(client) as (name: string, listener: (e: { code: number; willReconnect: boolean }) => void) => void
+  for (const name of ['open', 'close', 'reconnecting']) on(name, (e) => events.push(name === 'close' ? `close ${e.code} ${e.willReconnect}` : name))
+  await once(client, 'open')
+  // The server's close is on its way, or read already: JS is blocked until the driver reconnected.
+  blockUntil(() => client.metrics.connectAttempts >= 2, 'the driver reconnects')
+  const done = client.disconnect()
+  t.deepEqual(await done, { discarded: 0 })
+  t.deepEqual(events, ['open', 'close 1001 false'])
+  await quiescent()
+})
+
+test.serial('a client that only a pending opened() reaches, during an outage, is not collected: it opens once the server is back', async (t) => {
+  const port = await refusedPort()
+  const baseline = clientStats().collectedWithoutDisconnect
+  let opened = false
+  // Nothing but the client reaches the async function's frame, suspended in opened().
+  ;(async () => {
+    const client = new ReconnectingWebSocket(`ws://127.0.0.1:${port}`, { minDelay: 200, maxDelay: 200 })
+    await client.opened()
+    opened = true
+    await client.disconnect()
+  })()
+  let rounds = 0
+  await collectUntil(() => ++rounds > 30, 'thirty GC rounds')
+  t.is(clientStats().collectedWithoutDisconnect, baseline, 'not collected')
+  const peer = await wsServer(undefined, port)
+  t.teardown(() => peer.close())
+  await until(() => opened, 'opened() resolved once the server was back', 10_000)
+  await quiescent()
+})
