@@ -252,7 +252,7 @@ mod other {
     use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
     use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
-    use crate::napi_raw::RawSocket;
+    use crate::napi_raw::SharedSocket;
 
     pub fn split(tcp: tokio::net::TcpStream) -> io::Result<(ReadHalf, WriteHalf)> {
         let (read, write) = tcp.into_split();
@@ -262,8 +262,9 @@ mod other {
     pub struct ReadHalf(OwnedReadHalf);
 
     impl ReadHalf {
-        pub fn socket(&self) -> RawSocket {
-            -1
+        /// Never read or watched from the JS thread here (`SocketWatch::available` is false).
+        pub fn socket(&self) -> SharedSocket {
+            SharedSocket
         }
 
         pub fn unregister(&mut self) -> bool {

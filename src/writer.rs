@@ -427,8 +427,11 @@ impl Writer {
             }
             Some(tls) => {
                 if !pending.is_empty() {
+                    // Records of earlier frames may have been written since by another path
+                    // (a read's alert, `end_now`): count from what still waits.
+                    let waiting = if tls.wants_write() { *js_sealed } else { 0 };
                     seal(tls, pending)?;
-                    *js_sealed += pending.len();
+                    *js_sealed = waiting + pending.len();
                     pending.clear();
                 }
                 match write_sealed(tls, &mut SyncWriter { half, cx: Some(cx) }) {
