@@ -386,8 +386,8 @@ export interface ReconnectingEventInfo {
 }
 
 export interface GiveUpEventInfo {
-  /** `'maxRetries'` exhausted, or the retry `'policy'` said stop. */
-  reason: 'maxRetries' | 'policy'
+  /** `'maxRetries'` exhausted, the retry `'policy'` said stop, or a bug ended the client's task (`'internal'`, `lastError` `ERR_INTERNAL`). */
+  reason: 'maxRetries' | 'policy' | 'internal'
   attempts: number
   lastError?: RedialError
 }

@@ -180,11 +180,11 @@ test('REDIAL_WS_DIRECT_READ is per thread: a worker that sets it the other way c
   const off = await run('echo-count-beside-worker', peer.url, { ...process.env, REDIAL_WS_DIRECT_READ: '0' })
   t.is(off.code, 0, off.stderr)
   // A thread that does not read its sockets does not watch them either (it did, and gave each back).
-  t.like(off.reports[0], { directReads: 0, takeOvers: 0 }, 'the main thread, REDIAL_WS_DIRECT_READ=0, read and watched nothing itself')
+  t.like(off.reports[0], { directReads: 0, takeOvers: 0 }, `the main thread, REDIAL_WS_DIRECT_READ=0, read and watched nothing itself: ${JSON.stringify(off.reports)}`)
   t.true(off.reports[0].workerDirectReads >= 45, `${off.reports[0].workerDirectReads} of 50 echoes read on the worker's thread`)
   const on = await run('echo-count-beside-worker', peer.url)
   t.is(on.code, 0, on.stderr)
-  t.like(on.reports[0], { workerDirectReads: 0, workerTakeOvers: 0 }, 'the worker, REDIAL_WS_DIRECT_READ=0, read and watched nothing itself')
+  t.like(on.reports[0], { workerDirectReads: 0, workerTakeOvers: 0 }, `the worker, REDIAL_WS_DIRECT_READ=0, read and watched nothing itself: ${JSON.stringify(on.reports)}`)
   t.true(on.reports[0].directReads >= 45, `${on.reports[0].directReads} of 50 echoes read on the main thread`)
 })
 

@@ -131,6 +131,21 @@ test.serial('messages(): a giveup listener that calls connect(), or reconnect() 
   await quiescent()
 })
 
+test.serial('a pending opened() or messages() read does not keep a client that is not running (never connected) from being collected', async (t) => {
+  let collected = 0
+  const finalizers = new FinalizationRegistry(() => collected++)
+  ;(() => {
+    const waiting = new ReconnectingWebSocket('ws://127.0.0.1:1/', { startClosed: true })
+    waiting.opened().catch(() => {})
+    finalizers.register(waiting, 0)
+    const reading = new ReconnectingWebSocket('ws://127.0.0.1:1/', { startClosed: true })
+    reading.messages().next().catch(() => {})
+    finalizers.register(reading, 0)
+  })()
+  await collectUntil(() => collected === 2, 'both clients')
+  t.pass()
+})
+
 test.serial('opened() and messages() are not ended by removeAllListeners(); twenty opened() waits raise no leak warning', async (t) => {
   const warnings: string[] = []
   const onWarning = (w: Error) => warnings.push(w.message)

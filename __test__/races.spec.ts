@@ -124,3 +124,51 @@ test.serial('a client that only a pending opened() reaches, during an outage, is
   await until(() => opened, 'opened() resolved once the server was back', 10_000)
   await quiescent()
 })
+
+test.serial('disconnect(); connect() in the step that answers a stop verdict, a hundred times: the client goes on attempting every time', async (t) => {
+  // A refused port: each attempt fails and asks shouldReconnect, whose answer (a thenable) says
+  // stop, and the same step disconnects and connects again. The commands can reach the driver as
+  // it finishes: it must go on with the connect() (it exited with its new attempt: found in review,
+  // within a few dozen rounds).
+  const port = await refusedPort()
+  let rounds = 0
+  const client: ReconnectingWebSocket = new ReconnectingWebSocket(`ws://127.0.0.1:${port}/`, {
+    minDelay: 10,
+    shouldReconnect: (() =>
+      rounds >= 100
+        ? true
+        : {
+            then(answer: (retry: boolean) => void) {
+              rounds++
+              answer(false)
+              client.disconnect()
+              client.connect()
+            },
+          }) as never,
+  })
+  client.on('error', () => {})
+  await until(() => rounds >= 100, () => `${rounds} rounds; state ${client.state}, ${clientStats().runningTasks} tasks`, 20_000)
+  const attempts = client.metrics.connectAttempts
+  await until(() => client.metrics.connectAttempts >= attempts + 3, () => `still attempting (state ${client.state}, ${clientStats().runningTasks} tasks)`)
+  t.true(client.metrics.connectAttempts >= attempts + 3)
+  await client.disconnect()
+  await quiescent()
+})
+
+test.serial('connect(); disconnect() after the driver gave up and exited, before JS saw it: no close that promises a reconnect, no giveup, after the calls', async (t) => {
+  const port = await refusedPort()
+  const client = new ReconnectingWebSocket(`ws://127.0.0.1:${port}/`, { minDelay: 50, maxDelay: 50, maxRetries: 1 })
+  client.on('error', () => {})
+  // (events.once would reject on the refused attempt's error.)
+  await new Promise((resolve) => client.once('reconnecting', resolve))
+  // The second attempt is refused, and the driver gives up and exits, while JS is blocked.
+  blockUntil(() => client.metrics.connectAttempts === 2 && clientStats().runningTasks === 0, 'the driver gives up and exits')
+  const after: string[] = []
+  client.on('close', (e) => after.push(`close ${e.willReconnect}`))
+  client.on('giveup', () => after.push('giveup'))
+  client.connect()
+  t.deepEqual(await client.disconnect(), { discarded: 0 })
+  t.true(after.length <= 1 && after.every((e) => e === 'close false'), after.join(', '))
+  t.is(client.state, 'closed')
+  await quiescent()
+})

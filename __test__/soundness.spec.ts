@@ -35,19 +35,29 @@ test.serial("the public methods refuse another addon's wrapped object and plain 
   }
 })
 
-test.serial('a panic in the client task ends the client with ERR_INTERNAL, and disconnect() resolves', async (t) => {
+test.serial('a panic in the client task ends the client with ERR_INTERNAL and a giveup (opened() rejects, messages() ends), and disconnect() resolves', async (t) => {
   const peer = await wsServer()
   t.teardown(() => peer.close())
   const before = clientStats()
   const client = new ReconnectingWebSocket(peer.url, { minDelay: 10 })
   const rec = new Recorder(client)
   await rec.next('open')
+  const opened = client.opened()
+  const loop = (async () => {
+    for await (const _ of client.messages());
+    return 'ended'
+  })()
   native.testingPanicDriver(client)
   const err = await rec.next('error')
   t.is(err.code, 'ERR_INTERNAL')
   const close = await rec.next('close')
   t.false(close.willReconnect)
+  // It gave up: what waits on it settles (a messages() read that waited held the client forever).
+  t.like(await rec.next('giveup'), { reason: 'internal' })
   t.is(client.state, 'closed')
+  t.is(await loop, 'ended')
+  await opened
+  await t.throwsAsync(client.opened(), { code: 'ERR_GAVE_UP' } as never)
   t.deepEqual(await client.disconnect(), { discarded: 0 })
   await until(() => peer.concurrent === 0, 'the server saw the connection end')
   const after = clientStats()

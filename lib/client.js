@@ -969,7 +969,11 @@ class ReconnectingWebSocket extends EventEmitter {
     const closing = this.#closing
     if (gen !== N.clientGeneration(this)) {
       // The last close of a driver that a connect() (or reconnect()) replaced as it exited: the
-      // client is connecting again, and this close changes nothing.
+      // client is connecting again, and this close changes nothing (nor is it reported once a
+      // disconnect() came since, unless a connect() followed it: the close that call causes is
+      // the last event).
+      this.#trace('close', code, reason)
+      if (closing && !this.#connectAfterClose) return
       willReconnect = true
     } else if (closing) {
       // The driver may not have taken the disconnect() yet (a server's close that came first):
@@ -1006,10 +1010,15 @@ class ReconnectingWebSocket extends EventEmitter {
 
   #onGiveUp({ reason, attempts, lastError, gen }) {
     const p = { reason, attempts, lastError: lastError && fromNative(lastError) }
+    const replaced = gen !== N.clientGeneration(this)
+    this.#trace('giveup', p.reason)
+    // After disconnect() and the close it caused, nothing more is reported.
+    if (this.#closing === QUIET || (replaced && this.#closing && !this.#connectAfterClose)) return
     // The close before a giveup left the client closed: a connect() or reconnect() since (in a
-    // close listener, or before JS saw this giveup, which may have started another driver) started
-    // it again, and this giveup ends the run before it: it is reported, and changes nothing.
-    const restarted = gen !== N.clientGeneration(this) || (!this.#closing && this.#state !== 'closed')
+    // close listener, or before JS saw this giveup, which may have started another driver; or
+    // after a disconnect(), to connect once it is done) started it again, and this giveup ends
+    // the run before it: it is reported, and changes nothing.
+    const restarted = replaced || (this.#closing ? this.#connectAfterClose : this.#state !== 'closed')
     const stops = !this.#closing && !restarted
     if (stops) {
       this.#state = 'closed'
@@ -1018,7 +1027,6 @@ class ReconnectingWebSocket extends EventEmitter {
       this.#unlistenSignal?.()
       this.#unlistenSignal = null
     }
-    this.#trace('giveup', p.reason)
     if (channels.giveup.hasSubscribers) channels.giveup.publish({ client: this, ...p })
     this.#emit('giveup', p)
     // A listener that called connect() started the client again: for opened(), messages() and

@@ -210,7 +210,8 @@ struct Entry {
     /// The number of the last `disconnect()` call (1, 2, ...): `disconnecting` ends when a
     /// `DisconnectDone` or `Idle` settles it.
     disconnects: u32,
-    /// JS-side uses that keep the client alive without a connection (a pending `messages()` read).
+    /// JS-side waits that keep a running client alive without a connection (a pending `messages()`
+    /// read or `opened()`).
     holds: u32,
     /// `disconnect()` calls the driver of generation `.0` never took (it was exiting, its command
     /// queue closed), up to call `.1`, which discarded `.2` queued messages: its `Idle` settles them.
@@ -469,7 +470,14 @@ pub fn set_ref(env: &Env, id: u64, refd: bool) {
 
 fn set_conn(env: &Env, e: &mut Entry, conn: bool) {
     e.conn = conn;
-    set_strong(env, e, e.conn || e.disconnecting || e.holds > 0);
+    set_strong(env, e, reachable(e));
+}
+
+/// Whether the client must stay reachable: a connection exists, a `disconnect()` is to settle, or
+/// JS waits on a running client (a pending `messages()` read or `opened()`; one that is not running,
+/// never connected or ended, is kept by the application's references only).
+fn reachable(e: &Entry) -> bool {
+    e.conn || e.disconnecting || (e.holds > 0 && e.active)
 }
 
 /// A JS-side use of the client (`messages()` waiting for a message) starts or ends.
@@ -477,7 +485,7 @@ pub fn hold(env: &Env, id: u64, on: bool) {
     with_registry(|r| {
         if let Some(e) = r.clients.get_mut(&id) {
             e.holds = if on { e.holds + 1 } else { e.holds.saturating_sub(1) };
-            set_strong(env, e, e.conn || e.disconnecting || e.holds > 0);
+            set_strong(env, e, reachable(e));
         }
     });
 }
@@ -498,6 +506,7 @@ fn set_holding(r: &mut Registry, env: &Env, e: &mut Entry, active: bool, refd: b
     let before = e.active && e.refd;
     e.active = active;
     e.refd = refd;
+    set_strong(env, e, reachable(e));
     let after = active && refd;
     if before == after {
         return;

@@ -220,14 +220,21 @@ impl Driver {
             self.end_connection();
         }
         let message = format!("internal error ({what}): the client was closed");
-        self.events
-            .push(JsEvent::Error(ConnError::new(errors::ERR_INTERNAL, message)));
+        let error = ConnError::new(errors::ERR_INTERNAL, message);
+        self.events.push(JsEvent::Error(error.clone()));
         self.events.push(JsEvent::Close {
             code: 1006,
             reason: String::new(),
             was_clean: false,
             will_reconnect: false,
             retries: 0,
+            gen: self.gen,
+        });
+        // The client gave up, for `opened()`, `messages()` and streams as for the application.
+        self.events.push(JsEvent::GiveUp {
+            attempts: self.machine.failures(),
+            reason: "internal",
+            last_error: Some(error),
             gen: self.gen,
         });
         self.deliver();
@@ -302,7 +309,16 @@ impl Driver {
                     self.finished = true;
                     self.discarded = self.discarded.saturating_add(discarded);
                 } else {
-                    // Going on: settle a disconnect() that finished just before these commands.
+                    // Going on (a connect() among them): settle the disconnect() that finished just
+                    // before these commands, and those among them that completed at once (taken
+                    // while idle, `Finish` included, which must not end a driver that goes on).
+                    self.finished = false;
+                    let (discarded, upto) = if self.unsettled {
+                        (discarded, upto)
+                    } else {
+                        let done = std::mem::take(&mut self.discarded);
+                        (discarded.saturating_add(done), self.disconnects)
+                    };
                     self.events.push(JsEvent::DisconnectDone { discarded, upto });
                 }
                 continue;
