@@ -29,6 +29,7 @@ test.serial('connect() in the close listener before a giveup: the giveup that fo
   const controller = new AbortController()
   // 401: the default policy gives up.
   const client = new ReconnectingWebSocket(url, { signal: controller.signal })
+  t.teardown(() => client.terminate())
   const r = new Recorder(client, ['close', 'giveup', 'open'])
   client.once('close', () => client.connect())
   t.like(await r.next('close'), { code: 1006, willReconnect: false })
@@ -45,6 +46,7 @@ for (const call of ['reconnect', 'disconnect-connect'] as const) {
   test.serial(`${call === 'reconnect' ? 'reconnect()' : 'disconnect(); connect()'} after the driver gave up and exited, before JS saw it: the client connects; the old driver's close and giveup change nothing${call === 'reconnect' ? '' : '; the disconnect() settles'}`, async (t) => {
     const url = await serverChild(t, 'reject-first')
     const client = new ReconnectingWebSocket(url)
+    t.teardown(() => client.terminate())
     const r = new Recorder(client, ['close', 'giveup', 'open'])
     // The driver is refused (401), gives up and exits while JS is blocked.
     blockUntil(() => client.metrics.connectAttempts === 1 && clientStats().runningTasks === 0, 'the driver exits')
@@ -73,17 +75,25 @@ for (const call of ['reconnect', 'disconnect-connect'] as const) {
 test.serial('disconnect() while JS shows a reconnect wait the driver has already ended: nothing of its new connection is reported', async (t) => {
   const url = await serverChild(t, 'close-first')
   const client = new ReconnectingWebSocket(url, { minDelay: 5, maxDelay: 5 })
+  t.teardown(() => client.terminate())
   const after: string[] = []
   await client.opened()
-  await once(client, 'reconnecting')
-  // The driver reconnects while JS is blocked.
-  blockUntil(() => clientStats().openConnections === 1, 'the next connection opens')
-  t.is(client.state, 'reconnecting')
   const on = client.on.bind(client) as (name: string, listener: () => void) => void
-  for (const name of ['upgrade', 'open', 'close', 'reconnecting', 'error', 'message']) on(name, () => after.push(name))
-  client.onopen = () => after.push('onopen')
-  client.onclose = () => after.push('onclose')
-  t.deepEqual(await client.disconnect(), { discarded: 0 })
+  let state = ''
+  // In the listener: JS sees nothing after the reconnecting until it returns.
+  const disconnected = new Promise((resolve) =>
+    client.once('reconnecting', () => {
+      // The driver reconnects while JS is blocked.
+      blockUntil(() => clientStats().openConnections === 1, 'the next connection opens')
+      state = client.state
+      for (const name of ['upgrade', 'open', 'close', 'reconnecting', 'error', 'message']) on(name, () => after.push(name))
+      client.onopen = () => after.push('onopen')
+      client.onclose = () => after.push('onclose')
+      resolve(client.disconnect())
+    }),
+  )
+  t.deepEqual(await disconnected, { discarded: 0 })
+  t.is(state, 'reconnecting')
   t.is(client.state, 'closed')
   t.deepEqual(after, [], 'the user saw the last close, before the wait')
   await quiescent()
@@ -93,13 +103,18 @@ test.serial('disconnect() as the server closes: one close event, willReconnect f
   const peer = await wsServer((socket) => socket.close(1001))
   t.teardown(() => peer.close())
   const client = new ReconnectingWebSocket(peer.url, { minDelay: 0, maxDelay: 0 })
+  t.teardown(() => client.terminate())
   const events: string[] = []
   const on = client.on.bind(client) as (name: string, listener: (e: { code: number; willReconnect: boolean }) => void) => void
   for (const name of ['open', 'close', 'reconnecting']) on(name, (e) => events.push(name === 'close' ? `close ${e.code} ${e.willReconnect}` : name))
-  await once(client, 'open')
-  // The server's close is on its way, or read already: JS is blocked until the driver reconnected.
-  blockUntil(() => client.metrics.connectAttempts >= 2, 'the driver reconnects')
-  const done = client.disconnect()
+  // In the open listener: the server's close is on its way, or read already, and JS is blocked
+  // until the driver reconnected.
+  const done = new Promise((resolve) =>
+    client.once('open', () => {
+      blockUntil(() => client.metrics.connectAttempts >= 2, 'the driver reconnects')
+      resolve(client.disconnect())
+    }),
+  )
   t.deepEqual(await done, { discarded: 0 })
   t.deepEqual(events, ['open', 'close 1001 false'])
   await quiescent()
@@ -107,18 +122,22 @@ test.serial('disconnect() as the server closes: one close event, willReconnect f
 
 test.serial('a client that only a pending opened() reaches, during an outage, is not collected: it opens once the server is back', async (t) => {
   const port = await refusedPort()
-  const baseline = clientStats().collectedWithoutDisconnect
   let opened = false
+  let collected = false
+  const finalizers = new FinalizationRegistry(() => (collected = true))
   // Nothing but the client reaches the async function's frame, suspended in opened().
   ;(async () => {
     const client = new ReconnectingWebSocket(`ws://127.0.0.1:${port}`, { minDelay: 200, maxDelay: 200 })
+    finalizers.register(client, 0)
+    const ref = new WeakRef(client)
+    t.teardown(() => ref.deref()?.terminate())
     await client.opened()
     opened = true
     await client.disconnect()
   })()
   let rounds = 0
   await collectUntil(() => ++rounds > 30, 'thirty GC rounds')
-  t.is(clientStats().collectedWithoutDisconnect, baseline, 'not collected')
+  t.false(collected, 'not collected')
   const peer = await wsServer(undefined, port)
   t.teardown(() => peer.close())
   await until(() => opened, 'opened() resolved once the server was back', 10_000)
@@ -146,6 +165,7 @@ test.serial('disconnect(); connect() in the step that answers a stop verdict, a 
             },
           }) as never,
   })
+  t.teardown(() => client.terminate())
   client.on('error', () => {})
   await until(() => rounds >= 100, () => `${rounds} rounds; state ${client.state}, ${clientStats().runningTasks} tasks`, 20_000)
   const attempts = client.metrics.connectAttempts
@@ -158,6 +178,7 @@ test.serial('disconnect(); connect() in the step that answers a stop verdict, a 
 test.serial('connect(); disconnect() after the driver gave up and exited, before JS saw it: no close that promises a reconnect, no giveup, after the calls', async (t) => {
   const port = await refusedPort()
   const client = new ReconnectingWebSocket(`ws://127.0.0.1:${port}/`, { minDelay: 50, maxDelay: 50, maxRetries: 1 })
+  t.teardown(() => client.terminate())
   client.on('error', () => {})
   // (events.once would reject on the refused attempt's error.)
   await new Promise((resolve) => client.once('reconnecting', resolve))
