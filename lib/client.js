@@ -972,8 +972,7 @@ class ReconnectingWebSocket extends EventEmitter {
       // client is connecting again, and this close changes nothing (nor is it reported once a
       // disconnect() came since, unless a connect() followed it: the close that call causes is
       // the last event).
-      this.#trace('close', code, reason)
-      if (closing && !this.#connectAfterClose) return
+      if (closing && !this.#connectAfterClose) return void this.#trace('close', code, reason)
       willReconnect = true
     } else if (closing) {
       // The driver may not have taken the disconnect() yet (a server's close that came first):
