@@ -6,7 +6,7 @@ import http from 'node:http'
 import https from 'node:https'
 import type net from 'node:net'
 import test, { type ExecutionContext } from 'ava'
-import { WebSocketServer } from 'ws'
+import WebSocket, { WebSocketServer } from 'ws'
 
 import { ReconnectingWebSocket, type ReconnectingWebSocketOptions, type RedialError, type TlsOptions } from '../index.js'
 import { CLIENT_PASSPHRASE, makeCerts } from './certs.js'
@@ -70,11 +70,50 @@ test.serial('an origin or header value with a control character throws ERR_INVAL
   // The secret is not echoed: a bad Authorization value is named, never shown.
   const err = t.throws(() => new ReconnectingWebSocket(peer.url, { maxRetries: 0, headers: { authorization: 'Bearer s3cr3t\x01' } }))
   t.false(err?.message.includes('s3cr3t'))
-  // Tab and non-ASCII text are fine, and go out as given.
-  await onlyTheControlConnected(t, peer, peer.url, { origin: 'https://app.example', headers: { 'x-tab': 'a\tb', 'x-text': 'caf\u00e9' } })
+  // Beyond Latin-1 too: Node writes a header value one byte per character.
+  for (const value of ['\u20ac', 'x\u0100', '\u{1f600}']) {
+    throwsLikeNode(t, () => new ReconnectingWebSocket(peer.url, { maxRetries: 0, headers: { 'x-text': value } }), 'x-text', value, `header ${JSON.stringify(value)}`)
+    throwsLikeNode(t, () => new ReconnectingWebSocket(peer.url, { maxRetries: 0, origin: value }), 'origin', value, `origin ${JSON.stringify(value)}`)
+  }
+  // Tab and Latin-1 text are fine, and go out as Node sends them: a byte per character.
+  await onlyTheControlConnected(t, peer, peer.url, { origin: 'https://app.example', headers: { 'x-tab': 'a\tb', 'x-text': 'caf\u00e9 \u00ff' } })
   t.regex(peer.heads[0], /\r\norigin: https:\/\/app\.example\r\n/i)
   t.true(peer.heads[0].includes('\r\nx-tab: a\tb\r\n'), peer.heads[0])
-  t.true(peer.heads[0].includes(`\r\nx-text: ${Buffer.from('caf\u00e9').toString('latin1')}\r\n`), peer.heads[0])
+  t.true(peer.heads[0].includes('\r\nx-text: caf\u00e9 \u00ff\r\n'), peer.heads[0])
+  await quiescent()
+})
+
+test.serial('a header name is sent once whatever its case, the last spelling winning, and origin over an Origin header, as ws sends them', async (t) => {
+  const peer = await countingServer()
+  t.teardown(() => peer.close())
+  const headers = { Origin: 'https://b.example', Authorization: 'Bearer one', 'x-Multi': ['1', '2'], authorization: 'Bearer two', 'X-MULTI': ['3', '4'] }
+  const sent = (head: string) =>
+    head
+      .split('\r\n')
+      .map((line) => line.split(': '))
+      .filter(([name]) => ['origin', 'authorization', 'x-multi'].includes(name.toLowerCase()))
+      .map(([name, value]) => `${name.toLowerCase()}: ${value}`)
+  const ws = new WebSocket(peer.url, { origin: 'https://a.example', headers })
+  await once(ws, 'open')
+  ws.terminate()
+  const ours = new ReconnectingWebSocket(peer.url, { origin: 'https://a.example', headers })
+  await new Recorder(ours).next('open')
+  await ours.terminate()
+  t.deepEqual(sent(peer.heads[0]).sort(), ['authorization: Bearer two', 'origin: https://a.example', 'x-multi: 3', 'x-multi: 4'])
+  t.deepEqual(sent(peer.heads[1]).sort(), sent(peer.heads[0]).sort())
+  await quiescent()
+})
+
+test('a URL longer than the handshake can carry throws ERR_INVALID_URL; one at the limit connects', async (t) => {
+  const peer = await countingServer()
+  t.teardown(() => peer.close())
+  const at = (length: number) => peer.url + 'a'.repeat(length - peer.url.length)
+  const err = t.throws(() => new ReconnectingWebSocket(at(65535), { maxRetries: 0 }), { instanceOf: SyntaxError }) as RedialError
+  t.is(err.code as string, 'ERR_INVALID_URL')
+  t.regex(err.message, /65535 bytes long: at most 65534/)
+  t.false(err.message.includes('aaaa'), 'the URL is not echoed')
+  await onlyTheControlConnected(t, peer, at(65534))
+  t.true(peer.heads[0].startsWith(`GET /${'a'.repeat(65534 - peer.url.length)} HTTP/1.1\r\n`))
   await quiescent()
 })
 
@@ -202,11 +241,14 @@ test.serial('a headers provider returning a bad value is an ERR_PROVIDER attempt
 })
 
 test('a tls.servername that cannot be a name, or a localAddress with a zone, throws ERR_INVALID_ARG_VALUE; an empty servername is no servername', (t) => {
-  for (const options of [{ tls: { servername: 'a b' } }, { tls: { servername: '-x.example' } }, { localAddress: 'fe80::1%lo' }] as ReconnectingWebSocketOptions[]) {
+  // A name whose last label is a number (decimal or hex) would read as an IPv4 address: rustls
+  // refuses it, so every attempt would fail.
+  const numeric = ['123', '1.2.3', '0x7f.0.0.1', 'a.0x', 'a.08', 'example.0'].map((servername) => ({ tls: { servername } }))
+  for (const options of [{ tls: { servername: 'a b' } }, { tls: { servername: '-x.example' } }, ...numeric, { localAddress: 'fe80::1%lo' }] as ReconnectingWebSocketOptions[]) {
     const err = t.throws(() => new ReconnectingWebSocket('wss://127.0.0.1:1/', { ...options, startClosed: true }), { instanceOf: TypeError }) as RedialError
     t.is(err.code as string, 'ERR_INVALID_ARG_VALUE', JSON.stringify(options))
   }
-  for (const servername of ['', 'ws.example', 'under_score.example', '127.0.0.1', '::1']) {
+  for (const servername of ['', 'ws.example', 'under_score.example', '127.0.0.1', '::1', '1.example', '0x7f.example', 'a.0xg']) {
     t.notThrows(() => new ReconnectingWebSocket('wss://127.0.0.1:1/', { tls: { servername }, startClosed: true }), servername)
   }
 })

@@ -341,7 +341,12 @@ const TLS_DEFAULTS = Object.freeze({ ca: NONE, caOnly: false, rejectUnauthorized
 /** A DNS name as rustls takes one: labels of letters, digits, '-' and '_', not starting or ending with '-'. */
 function isDnsName(name) {
   const labels = (name.endsWith('.') ? name.slice(0, -1) : name).split('.')
-  return name.length <= 253 && labels.every((l) => /^[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$/.test(l))
+  return (
+    name.length <= 253 &&
+    labels.every((l) => /^[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$/.test(l)) &&
+    // Nor may its last label be a number, decimal or hex (it would read as an IPv4 address).
+    !/^(?:[0-9]+|0[xX][0-9A-Fa-f]*)$/.test(labels[labels.length - 1])
+  )
 }
 
 function parseTls(tls) {
@@ -636,9 +641,10 @@ function parseQueue(queue) {
 
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/
 
-// Control characters other than tab (Node's http refuses them too): CR/LF would split the
-// request, and the native side refuses the rest only once an attempt is under way.
-const INVALID_HEADER_CHAR = /[\0-\x08\x0a-\x1f\x7f]/
+// What Node's http refuses in a header value: control characters other than tab (CR/LF would
+// split the request) and anything beyond Latin-1, which it writes one byte per character (so
+// does the native side).
+const INVALID_HEADER_CHAR = /[^\t\x20-\x7e\x80-\xff]/
 
 /** Node's check and message (the value is not echoed: it may be a credential). */
 function checkHeaderValue(name, value) {
@@ -657,12 +663,18 @@ function checkHeaders(headers, name = 'headers') {
   }
 }
 
+/**
+ * Headers as the name, value pairs of the request. As Node's http sends what `ws` gives it, a name
+ * is sent once whatever its case (the last spelling of it wins), and `origin` wins over an Origin
+ * header; an array sends one line per value.
+ */
 function flattenHeaders(headers, origin) {
   if (origin === undefined && !headers) return NONE
+  const byName = new Map()
+  if (headers) for (const [k, v] of Object.entries(headers)) byName.set(k.toLowerCase(), [k, v])
+  if (origin !== undefined) byName.set('origin', ['origin', origin])
   const flat = []
-  if (origin !== undefined) flat.push('origin', origin)
-  if (!headers) return flat
-  for (const [k, v] of Object.entries(headers)) for (const one of Array.isArray(v) ? v : [v]) flat.push(k, String(one))
+  for (const [k, v] of byName.values()) for (const one of Array.isArray(v) ? v : [v]) flat.push(k, String(one))
   return flat
 }
 
@@ -753,8 +765,15 @@ function normalizeUrl(url) {
     throw makeError('ERR_INVALID_URL_SCHEME', `The URL's scheme must be ws:, wss: or ws+unix: (or http:/https:). Received ${parsed.protocol}`, SyntaxError)
   }
   if (parsed.hash) throw makeError('ERR_INVALID_URL', `The URL must not contain a fragment: ${redactInput(url)}`, SyntaxError)
+  // The handshake's request target is parsed by the http crate, which takes at most this much
+  // (every attempt would fail after connecting). The URL is ASCII once parsed.
+  if (parsed.href.length > MAX_URL_LENGTH) {
+    throw makeError('ERR_INVALID_URL', `The URL is ${parsed.href.length} bytes long: at most ${MAX_URL_LENGTH} are supported`, SyntaxError)
+  }
   return parsed.href
 }
+
+const MAX_URL_LENGTH = 65534
 
 /**
  * Credentials in the URL become an `Authorization: Basic` header (as `ws`

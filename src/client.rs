@@ -9,9 +9,8 @@
 //! reconnect timer dies with it. `Drop` touches no runtime: an abort handle and
 //! a closed command queue only, so it is safe at process exit.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use napi::bindgen_prelude::*;
@@ -28,6 +27,7 @@ use crate::driver::{self, Command, Driver, DriverConfig};
 use crate::errors::{ConnError, ERR_PROVIDER};
 use crate::events::JsEvent;
 use crate::frame::Limits;
+use crate::interned::{InternTable, Interned};
 use crate::machine::{HonorRetryAfter, Policy};
 use crate::napi_raw;
 use crate::options::NativeOptions;
@@ -42,35 +42,10 @@ use crate::transport::Dial;
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
-/// Configurations of live clients, by the key `lib/` makes of URL and options (`Weak`: a
-/// configuration goes with its last client). Each is ~0.5 KiB with its parsed URL, more with CA
-/// certificates.
-static CONFIGS: ConfigCache = ConfigCache(Mutex::new(None));
-
-/// The configurations, and the size at which dead entries are next pruned.
-type ConfigMap = (HashMap<String, Weak<DriverConfig>>, usize);
-
-struct ConfigCache(Mutex<Option<ConfigMap>>);
-
-impl ConfigCache {
-    fn get(&self, key: &str) -> Option<Arc<DriverConfig>> {
-        let cache = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        cache.as_ref()?.0.get(key)?.upgrade()
-    }
-
-    fn insert(&self, key: String, config: DriverConfig) -> Arc<DriverConfig> {
-        let config = Arc::new(config);
-        let mut cache = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let (map, prune_at) = cache.get_or_insert_with(|| (HashMap::new(), 64));
-        map.insert(key, Arc::downgrade(&config));
-        if map.len() >= *prune_at {
-            // Amortised: forget the configurations of collected clients.
-            map.retain(|_, c| c.strong_count() > 0);
-            *prune_at = (map.len() * 2).max(64);
-        }
-        config
-    }
-}
+/// Configurations of live clients, by the key `lib/` makes of URL and options (a configuration
+/// goes with its last client, and its key, which may spell a credential, with it). Each is ~0.5
+/// KiB with its parsed URL, more with CA certificates.
+static CONFIGS: InternTable<str, DriverConfig> = InternTable::new();
 
 /// What V8 is told each client costs natively, so that abandoned clients are
 /// collected promptly rather than when the JS heap alone gets full.
@@ -93,7 +68,7 @@ pub struct NativeMetrics {
 
 pub struct NativeClient {
     shared: Arc<Shared>,
-    config: Arc<DriverConfig>,
+    config: Arc<Interned<str, DriverConfig>>,
     commands: Option<Arc<Queue<Command>>>,
     driver: Option<tokio::task::JoinHandle<()>>,
     /// Messages the last `send()` dropped from the queue (`drop-oldest`), for the `drop` event.
@@ -149,11 +124,11 @@ impl NativeClient {
     /// one configuration, and `options` is converted only for a key not seen yet (its forty-odd
     /// fields cost more than the rest of making a client).
     fn new(env: &Env, owner: &Object<'_>, url: String, key: String, options: Unknown<'_>) -> Result<Self> {
-        let config = match CONFIGS.get(&key) {
+        let config = match CONFIGS.get(key.as_str()) {
             Some(config) => config,
             None => {
                 let options = napi_raw::native_options(env, &options)?;
-                CONFIGS.insert(key, Self::config(&url, options)?)
+                CONFIGS.insert(Arc::from(key), Self::config(&url, options)?)
             }
         };
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
@@ -565,9 +540,11 @@ impl NativeClient {
     }
 }
 
+/// Milliseconds from an option, rounded up: 0.5 is 1 ms, as Node's timers take it, not 0 (which
+/// means "off" for some options and "at once" for others).
 fn ms(v: f64) -> u64 {
     if v.is_finite() {
-        v.clamp(0.0, u64::MAX as f64) as u64
+        v.ceil().clamp(0.0, u64::MAX as f64) as u64
     } else {
         u64::MAX
     }
@@ -875,4 +852,18 @@ pub fn client_set_ref(env: Env, owner: Object<'_>, refd: bool) -> Result<()> {
 #[napi]
 pub fn client_metrics(env: Env, owner: Object<'_>) -> Result<NativeMetrics> {
     with_client(&env, &owner, |c| c.metrics())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ms;
+
+    #[test]
+    fn a_fraction_of_a_millisecond_is_rounded_up_not_to_zero() {
+        // 0 means "off" for pingInterval and "at once" for timeouts: 0.5 must not become it.
+        assert_eq!(
+            [ms(0.0), ms(0.5), ms(1.0), ms(1.2), ms(f64::INFINITY)],
+            [0, 1, 1, 2, u64::MAX]
+        );
+    }
 }

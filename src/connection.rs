@@ -64,7 +64,7 @@ pub struct ConnConfig {
     pub deflate: Option<DeflateConfig>,
     pub tls: TlsOptions,
     /// Built on the first `wss:` attempt, then shared by every later one.
-    pub tls_config: Arc<std::sync::OnceLock<Result<Arc<rustls::ClientConfig>, String>>>,
+    pub tls_config: Arc<std::sync::OnceLock<Result<crate::tls::SharedClientConfig, String>>>,
 }
 
 impl ConnConfig {

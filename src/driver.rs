@@ -19,6 +19,7 @@ use crate::connection::{ConnConfig, IoEvent, OpenConn};
 use crate::delivery::{self, Hub};
 use crate::errors::{self, ConnError};
 use crate::events::{JsEvent, PolicyInfo};
+use crate::interned::Interned;
 use crate::machine::{Action, Event, Input, Machine, Phase, Policy};
 use crate::outbox::QueueConfig;
 use crate::policy;
@@ -66,7 +67,7 @@ pub struct DriverConfig {
 pub struct Driver {
     shared: Arc<Shared>,
     hub: Arc<Hub>,
-    config: Arc<DriverConfig>,
+    config: Arc<Interned<str, DriverConfig>>,
     gen: u32,
     machine: Machine,
     /// Boxed: the driver lives in its task's cell, which is 384 bytes only without it.
@@ -243,7 +244,13 @@ impl Driver {
 
 impl Driver {
     /// `quiet`: the first attempt's `Connecting` need not wake JS (`Driver::quiet`).
-    pub fn new(shared: Arc<Shared>, hub: Arc<Hub>, config: Arc<DriverConfig>, gen: u32, quiet: bool) -> Self {
+    pub fn new(
+        shared: Arc<Shared>,
+        hub: Arc<Hub>,
+        config: Arc<Interned<str, DriverConfig>>,
+        gen: u32,
+        quiet: bool,
+    ) -> Self {
         let machine = Machine::new(config.policy.clone(), fastrand::u64(..));
         Driver {
             shared,

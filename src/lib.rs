@@ -41,6 +41,7 @@ pub mod errors;
 pub mod event_values;
 pub mod events;
 pub mod frame;
+pub mod interned;
 pub mod machine;
 #[allow(unsafe_code)]
 pub mod napi_raw;

@@ -3,7 +3,7 @@
 //! for, and which errors TLS reports mean what.
 
 use std::io;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
@@ -14,9 +14,10 @@ use rustls::{
 };
 
 use crate::errors::{self, ConnError};
+use crate::interned::{InternTable, Interned};
 
 /// TLS settings of a client: built once, used by every `wss://` attempt.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct TlsOptions {
     /// Trusted CAs, PEM: with `ca_only`, the only ones (Node's `ca` replaces its bundled roots),
     /// else in addition to the default roots (a PKCS#12 file's other certificates).
@@ -51,7 +52,7 @@ impl TlsOptions {
     }
 }
 
-#[derive(Clone, PartialEq)]
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub struct ClientAuth {
     pub cert: String,
     pub key: String,
@@ -80,32 +81,29 @@ fn default_roots() -> Arc<RootCertStore> {
         .clone()
 }
 
+/// A rustls config, shared by the clients with the same TLS settings while any of them holds it.
+pub type SharedClientConfig = Arc<Interned<TlsOptions, Arc<ClientConfig>>>;
+
 /// Configs in use, by TLS settings (the server name aside, which is not part of a config).
-type ConfigCache = Vec<(TlsOptions, std::sync::Weak<ClientConfig>)>;
-static SHARED_CONFIGS: Mutex<ConfigCache> = Mutex::new(Vec::new());
+static SHARED_CONFIGS: InternTable<TlsOptions, Arc<ClientConfig>> = InternTable::new();
 
 /// Clients with the same TLS settings share one rustls config while any of them uses it:
 /// its root store (webpki + the system bundle) is about 100 KiB, too much to copy per client,
 /// and its session cache then lets a client resume another's TLS session, as Node's agent does.
-pub fn shared_client_config(opts: &TlsOptions) -> Result<Arc<ClientConfig>, String> {
+pub fn shared_client_config(opts: &TlsOptions) -> Result<SharedClientConfig, String> {
     let key = TlsOptions {
         servername: None,
         ..opts.clone()
     };
-    let mut cache = SHARED_CONFIGS.lock().unwrap_or_else(|p| p.into_inner());
-    cache.retain(|(_, config)| config.strong_count() > 0);
-    if let Some(config) = cache.iter().find(|(k, _)| *k == key).and_then(|(_, c)| c.upgrade()) {
+    if let Some(config) = SHARED_CONFIGS.get(&key) {
         return Ok(config);
     }
-    let config = client_config(opts)?;
-    cache.push((key, Arc::downgrade(&config)));
-    Ok(config)
+    Ok(SHARED_CONFIGS.insert(Arc::new(key), client_config(opts)?))
 }
 
 /// rustls configs alive (`clientStats().tlsConfigs`).
 pub fn live_tls_configs() -> usize {
-    let cache = SHARED_CONFIGS.lock().unwrap_or_else(|p| p.into_inner());
-    cache.iter().filter(|(_, config)| config.strong_count() > 0).count()
+    SHARED_CONFIGS.known_keys()
 }
 
 fn client_config(opts: &TlsOptions) -> Result<Arc<ClientConfig>, String> {

@@ -265,7 +265,7 @@ pub async fn open(
     dial: Dial,
     lookup: Option<&ask::Asker>,
     identity: Option<&ask::Asker>,
-    tls: &OnceLock<Result<Arc<ClientConfig>, String>>,
+    tls: &OnceLock<Result<tls::SharedClientConfig, String>>,
     tls_options: &TlsOptions,
 ) -> Result<Transport, ConnError> {
     if url.scheme() == UNIX_SCHEME {
@@ -298,8 +298,8 @@ pub async fn open(
     let config = tls
         .get_or_init(|| tls::shared_client_config(tls_options))
         .as_ref()
-        .map_err(|e| ConnError::new(errors::ERR_TLS, e.clone()))?
-        .clone();
+        .map_err(|e| ConnError::new(errors::ERR_TLS, e.clone()))
+        .map(|shared| Arc::<ClientConfig>::clone(shared))?;
     let name = tls_options.servername.clone().unwrap_or(host);
     let server_name = ServerName::try_from(name.clone())
         .map_err(|e| ConnError::new(errors::ERR_TLS, format!("invalid server name {name}: {e}")))?;

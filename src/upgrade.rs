@@ -210,7 +210,10 @@ fn build_request(
     let headers = request.headers_mut();
     for (name, value) in &params.headers {
         let name = tungstenite::http::HeaderName::from_bytes(name.as_bytes()).map_err(|e| invalid(&e))?;
-        let value = tungstenite::http::HeaderValue::from_str(value).map_err(|e| invalid(&e))?;
+        let value = tungstenite::http::HeaderValue::from_bytes(
+            &latin1(value).ok_or_else(|| invalid(&"a header value beyond Latin-1"))?,
+        )
+        .map_err(|e| invalid(&e))?;
         if name == tungstenite::http::header::HOST {
             // The application's Host replaces the URL's, as in `ws` (Node's `http`): a second
             // one would not be sent. (Connection, Upgrade and the Sec-WebSocket-Key and -Version
@@ -229,6 +232,12 @@ fn build_request(
         headers.insert("sec-websocket-extensions", value);
     }
     Ok(request)
+}
+
+/// A header value as Node's `http` writes one: a byte per character (`lib/` lets through none
+/// beyond U+00FF).
+fn latin1(value: &str) -> Option<Vec<u8>> {
+    value.chars().map(|c| u8::try_from(c).ok()).collect()
 }
 
 /// A non-101 answer: its status, headers and `Retry-After` go to the policy.
@@ -293,5 +302,12 @@ mod tests {
         assert_eq!(response.headers()["x-h199"], "199");
         assert!(parse_response(b"SSH-2.0-OpenSSH\r\n").is_err());
         assert!(parse_response(b"HTTP/1.0 101 Switching Protocols\r\n\r\n").is_err());
+    }
+
+    #[test]
+    fn header_values_go_out_as_latin1_as_node_writes_them() {
+        assert_eq!(latin1("caf\u{e9} \t\u{ff}").unwrap(), b"caf\xe9 \t\xff");
+        assert_eq!(latin1("\u{20ac}"), None);
+        assert_eq!(latin1("\u{100}"), None);
     }
 }

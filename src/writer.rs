@@ -771,7 +771,7 @@ mod tests {
         let config = tls::shared_client_config(&options).unwrap();
         let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
         let name = ServerName::try_from("localhost").unwrap();
-        let stream = tokio_rustls::TlsConnector::from(config)
+        let stream = tokio_rustls::TlsConnector::from(Arc::<rustls::ClientConfig>::clone(&config))
             .connect(name, tcp)
             .await
             .unwrap();
