@@ -10,7 +10,7 @@ import test from 'ava'
 
 import { ReconnectingWebSocket, clientStats } from '../index.js'
 import { makeCerts } from './certs.js'
-import { Recorder, acceptUpgrade, quiescent, rawServer, until, wsServer } from './helpers.js'
+import { Recorder, acceptUpgrade, quiescent, rawServer, serverChild, until, wsServer } from './helpers.js'
 
 /** Times the tokio worker (thread "redial-ws") has gone to sleep and been woken, on Linux. */
 function workerWakeups(): number | null {
@@ -317,6 +317,31 @@ test.serial('text keeps every character, in runs all ASCII and mixed, and alone'
 })
 
 for (const secure of [false, true]) {
+  test.serial(`a JS thread too busy to read the pongs in its socket is not a dead peer: the connection and its messages stay${over(secure)}`, async (t) => {
+    const pings: number[] = []
+    const url = await serverChild(t, 'echo', { tls: secure ? { key: certs.key, cert: certs.cert } : undefined, onMessage: (m) => pings.push(m.ping) })
+    const client = new ReconnectingWebSocket(url, clientOptions(secure, { pingInterval: 50, pongTimeout: 50 }))
+    t.teardown(() => client.terminate())
+    const r = new Recorder(client)
+    await r.next('open')
+    client.send('first')
+    t.is(String(await r.next('message')), 'first')
+    await until(() => clientStats().jsReaders === 1, 'the socket is watched by the JS thread')
+    // Busy for many times pingInterval + pongTimeout: the pongs wait in the socket, unread.
+    const from = Date.now()
+    while (Date.now() - from < 1_000);
+    const to = Date.now()
+    client.send('after')
+    t.is(String(await r.next('message')), 'after')
+    t.true(pings.filter((p) => p > from && p < to).length >= 3, `pings answered while busy: ${pings.map((p) => p - from)}`)
+    t.is(r.count('error'), 0, 'no pong timeout')
+    t.is(r.count('close'), 0)
+    t.is(client.metrics.connectionErrors, 0)
+    // A peer that stops answering is still found out: ERR_PONG_TIMEOUT is the silent peer's test below.
+    await client.disconnect()
+    await quiescent()
+  })
+
   test.serial(`the heartbeat counts what the JS thread read; a silent peer still times out and is closed${over(secure)}`, async (t) => {
     let serverSocket: import('ws').WebSocket | undefined
     const peer = await wsServer(

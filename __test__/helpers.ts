@@ -1,5 +1,5 @@
 // Real peers on 127.0.0.1 for the tests: the `ws` server and raw `net` servers.
-import { spawn } from 'node:child_process'
+import { fork, spawn } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import { once } from 'node:events'
 import { readFileSync } from 'node:fs'
@@ -30,6 +30,24 @@ export interface WsPeer extends Peer {
   maxConcurrent: number
   sockets: Set<WebSocket>
   nextConnection(): Promise<WebSocket>
+}
+
+/**
+ * A `ws` server in a process of its own (`fixtures/server-child.cjs`, in `mode`), which goes on
+ * answering while a test blocks its thread; over TLS at `wss://localhost` with `tls`. Its URL;
+ * `onMessage` hears what it tells over IPC. Gone with the test.
+ */
+export async function serverChild(
+  t: { teardown(fn: () => void): void },
+  mode: string,
+  { tls, onMessage }: { tls?: { key: string; cert: string }; onMessage?: (m: any) => void } = {},
+): Promise<string> {
+  const env = tls ? { ...process.env, SERVER_KEY: tls.key, SERVER_CERT: tls.cert } : process.env
+  const child = fork(fileURLToPath(new URL('./fixtures/server-child.cjs', import.meta.url)), [mode], { env, stdio: ['ignore', 'pipe', 'inherit', 'ipc'] })
+  t.teardown(() => child.kill())
+  if (onMessage) child.on('message', onMessage)
+  const [port] = await once(child.stdout!, 'data')
+  return `${tls ? 'wss://localhost' : 'ws://127.0.0.1'}:${Number(String(port).trim())}`
 }
 
 /** A `ws` server on 127.0.0.1; with `tls` (its key and certificate), over TLS at `wss://localhost:<port>/`. */

@@ -2,21 +2,10 @@
 // seen (an attempt that failed, a driver that gave up and exited, a reconnect already made). Tests
 // block the JS thread until the driver is ahead (a server in another process answers meanwhile),
 // then call, then check what the client reports.
-import { fork } from 'node:child_process'
-import { once } from 'node:events'
-import { fileURLToPath } from 'node:url'
 import test from 'ava'
 
 import { ReconnectingWebSocket, clientStats } from '../index.js'
-import { Recorder, collectUntil, quiescent, refusedPort, until, wsServer } from './helpers.js'
-
-/** A ws server in its own process (`fixtures/server-child.cjs`), in `mode`; its URL. */
-async function serverChild(t: import('ava').ExecutionContext, mode: string): Promise<string> {
-  const child = fork(fileURLToPath(new URL('./fixtures/server-child.cjs', import.meta.url)), [mode], { stdio: ['ignore', 'pipe', 'inherit', 'ipc'] })
-  t.teardown(() => child.kill())
-  const [port] = await once(child.stdout!, 'data')
-  return `ws://127.0.0.1:${Number(String(port).trim())}`
-}
+import { Recorder, collectUntil, quiescent, refusedPort, serverChild, until, wsServer } from './helpers.js'
 
 /** Blocks this thread until `cond()` holds (what the driver does meanwhile, JS sees later). */
 function blockUntil(cond: () => boolean, what: string, ms = 5_000): void {

@@ -745,8 +745,10 @@ impl OpenConn {
         if let Some(hb) = self.heartbeat.as_mut().filter(|_| !yielded) {
             if let Some(deadline) = hb.pong_deadline.as_mut() {
                 if deadline.as_mut().poll(cx).is_ready() {
-                    if matches!(&self.input, Input::Shared(r) if r.take_alive()) {
-                        // The JS thread read frames since the ping: the peer is alive.
+                    if matches!(&self.input, Input::Shared(r) if r.take_alive() || r.has_unread()) {
+                        // The JS thread read frames since the ping: the peer is alive. Or it has
+                        // not read what the socket holds (it is busy): as when JS is behind above,
+                        // unread pongs are not a dead peer, and the next ping asks again.
                         hb.pong_deadline = None;
                     } else {
                         let ms = hb.pong_timeout.as_millis();

@@ -1050,6 +1050,28 @@ pub fn recv_now(_socket: &SharedSocket, _buf: &mut tokio::io::ReadBuf<'_>) -> st
     Err(std::io::ErrorKind::Unsupported.into())
 }
 
+/// Whether `socket` holds anything not read yet (bytes, or the peer's end), without taking it.
+#[cfg(unix)]
+pub fn has_unread(socket: &StreamSocket) -> bool {
+    let mut byte = 0u8;
+    // SAFETY: `byte` is valid for a write of one byte; the descriptor is open, owned by `socket`,
+    // which is borrowed for the call. `MSG_PEEK` leaves what it sees on the socket.
+    let n = unsafe {
+        libc::recv(
+            raw_fd(socket),
+            (&raw mut byte).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    n >= 0
+}
+
+#[cfg(not(unix))]
+pub fn has_unread(_socket: &SharedSocket) -> bool {
+    false
+}
+
 /// A connected stream socket that owns its descriptor: TCP, or a Unix domain socket (`ws+unix:`).
 #[cfg(unix)]
 pub enum StreamSocket {

@@ -232,6 +232,12 @@ impl SharedReader {
         self.alive.swap(false, Ordering::Relaxed)
     }
 
+    /// The socket holds what nobody has read yet: whoever reads it (the JS thread, blocked by
+    /// the application, say) is behind, which says nothing of the peer (heartbeat).
+    pub fn has_unread(&self) -> bool {
+        napi_raw::has_unread(&self.socket)
+    }
+
     /// The connection is gone (the driver dropped it): nobody reads any more, the decoder's
     /// memory goes now, and a JS-thread watch is told at once (the socket shows readable), so
     /// that it lets go of the socket, which closes then.
