@@ -41,6 +41,8 @@ const {
   dropping: SENT_DROPPING,
   corked: SENT_CORKED,
   notConnected: SENT_NOT_CONNECTED,
+  sent: SENT,
+  handed: SENT_HANDED,
 } = wire.SEND
 
 /** One microtask per turn writes what the fast path corked (src/writer.rs). */
@@ -608,6 +610,7 @@ class ReconnectingWebSocket extends EventEmitter {
     if (dropped !== undefined) callLater(callback, notSent(dropped))
     // Older messages this one pushed out of the queue.
     this.#settleCallbacks()
+    return outcome
   }
 
   /** Runs (as microtasks) the callbacks of messages the addon reports written or dropped. */
@@ -725,6 +728,15 @@ class ReconnectingWebSocket extends EventEmitter {
         N.clientHold(this, on)
       },
       closedForGood: () => this.#state === 'closed',
+      /**
+       * send(data, callback), as the stream's chunk: whether the message went to an open
+       * connection (false: it waits in the queue for a later one, or was dropped because the
+       * connection had ended, whatever JS has seen yet). Throws as send() does.
+       */
+      sendChunk: (data, callback) => {
+        const outcome = this.#sendTicketed(sendable(data), callback, true)
+        return outcome === SENT_HANDED || outcome === SENT || outcome === SENT_CORKED
+      },
       /** Discards the queued messages sent with these callbacks (which then get ERR_NOT_SENT). */
       discardSent: (callbacks) => {
         const byTicket = this.#callbacks?.byTicket

@@ -18,10 +18,12 @@ const { makeError, gaveUpError } = require('./errors')
  *
  * Writable side: each chunk is one message, `send(chunk, callback)`. The chunks the stream has
  * buffered are sent together (`_writev`), and the write completes once the socket has the last of
- * them. While the client is not open they go one at a time (so that the stream never pushes its
- * own messages out of a 'drop-oldest' queue), and a chunk the offline queue refuses (`queue:
- * false`, or over its bounds), or that a connection dropped before JS saw it drop, waits for the
- * next open, as ws's stream waits for a connecting socket. A write fails only when its message
+ * them. Once one does not go to an open connection (the connection may have ended before JS has
+ * seen it end) they go one at a time, each once the previous one is settled (so that the stream
+ * does not fill the offline queue with its own messages, which a 'drop-oldest' queue would push
+ * out, nor send past one that a dropped connection refused), and a chunk the offline queue refuses (`queue: false`, or over its bounds),
+ * or that a connection dropped before JS saw it drop, waits for the next open, as ws's stream
+ * waits for a connecting socket. A write fails only when its message
  * will never be sent: the client gave up (ERR_GAVE_UP) or disconnect() discarded it (ERR_NOT_SENT),
  * or a `send()` failed otherwise. Ending the stream disconnects the client; destroying it
  * terminates the client (one that had given up: what the stream wrote into its offline queue is
@@ -101,10 +103,15 @@ function webSocketStream(client, control, options) {
   }
 
   // Writable side. `batch`: the write under way, `{ chunks, callback, sent, outstanding,
-  // closedFrom, closed, error }` (`sent`: how many of its chunks went to send(); `outstanding`:
-  // how many of those await their callback; `closedFrom`: the earliest chunk a dropped connection
-  // returned, `closed` the errors of all it returned; `error`: the first other error), or null.
+  // oneAtATime, closedFrom, closedAt, closed, error }` (`sent`: how many of its chunks went to
+  // send(); `outstanding`: how many of those await their callback; `oneAtATime`: the last one sent
+  // did not go to an open connection; `closedFrom`: the earliest chunk a dropped connection
+  // returned, `closedAt` the opens seen when it was sent, `closed` the errors of all it returned;
+  // `error`: the first other error), or null.
   let batch = null
+  // The open events JS has seen since the stream was made.
+  let opens = 0
+  const offCountOpens = control.onOpened(() => opens++)
   // The listeners of a batch waiting for the client to open (a function removing them), or null.
   let unblock = null
   // The callbacks of the messages handed to send() and not yet settled (any batch's).
@@ -116,7 +123,7 @@ function webSocketStream(client, control, options) {
   /** The client will open again without a connect() from here (neither ended nor disconnecting). */
   const mayOpen = () => control.ended() === null && !control.disconnecting()
   const write = (chunks, callback) => {
-    const b = { chunks, callback, sent: 0, outstanding: 0, closedFrom: -1, closed: null, error: null }
+    const b = { chunks, callback, sent: 0, outstanding: 0, oneAtATime: false, closedFrom: -1, closedAt: 0, closed: null, error: null }
     batch = b
     // A giveup leaves queued messages queued (for a later connect()): their callbacks would not come.
     offWriteGiveUp = control.onGaveUp(onWriteGiveUp)
@@ -125,19 +132,21 @@ function webSocketStream(client, control, options) {
   const pump = (b) => {
     const { chunks } = b
     while (b.sent < chunks.length) {
-      // Not open: one message at a time, each once the previous one is written.
-      if (b.outstanding > 0 && client.state !== 'open') return
+      if (b.outstanding > 0 && b.oneAtATime) return
       const i = b.sent
+      const at = opens
       const sent = (err) => {
         unsettled.delete(sent)
-        settle(b, i, err)
+        settle(b, i, at, err)
       }
       try {
-        client.send(chunks[i], sent)
+        b.oneAtATime = !control.sendChunk(chunks[i], sent)
         unsettled.add(sent)
       } catch (err) {
         // The client is connecting (or not yet started): the chunk waits for the next open.
         if ((err.code === 'ERR_NOT_OPEN' || err.code === 'ERR_QUEUE_FULL') && mayOpen()) return block(b)
+        // Written once disconnect() was called: discarded as the writes it found waiting are.
+        if (err.code === 'ERR_NOT_OPEN' && control.disconnecting()) return complete(b, discarded())
         return complete(b, err)
       }
       b.sent++
@@ -145,13 +154,13 @@ function webSocketStream(client, control, options) {
     }
     if (b.outstanding === 0) complete(b, null)
   }
-  const settle = (b, i, err) => {
+  const settle = (b, i, at, err) => {
     if (b !== batch) return
     b.outstanding--
     if (err) {
       if (err.code === 'ERR_NOT_SENT' && err.reason === 'closed' && mayOpen()) {
         // The connection went away before JS saw it (with `queue: false`): sent again on the next one.
-        b.closedFrom = b.closedFrom < 0 ? i : Math.min(b.closedFrom, i)
+        if (b.closedFrom < 0 || i < b.closedFrom) [b.closedFrom, b.closedAt] = [i, at]
         ;(b.closed ??= []).push(err)
       } else {
         b.error ??= err
@@ -165,8 +174,10 @@ function webSocketStream(client, control, options) {
       b.sent = b.closedFrom
       b.closedFrom = -1
       b.closed = null
-      if (unblock === null) block(b)
-      return
+      // Once the connection after the one that refused them is open (JS may have seen it open
+      // already, as the last callbacks came after its open event).
+      if (unblock !== null) return
+      return opens > b.closedAt && client.state === 'open' ? pump(b) : block(b)
     }
     if (unblock === null) pump(b)
   }
@@ -202,6 +213,7 @@ function webSocketStream(client, control, options) {
   }
   duplex._destroy = (err, callback) => {
     release()
+    offCountOpens()
     // A write waiting for the next open: the client is terminated, its message discarded.
     if (batch !== null) complete(batch, err ?? discarded())
     if (control.closedForGood() && !control.active()) {

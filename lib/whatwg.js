@@ -157,6 +157,9 @@ function listenerOptions(options) {
  * duplicates are kept, `remove` drops every copy, and a dispatch calls the listeners registered
  * when it started.
  */
+/** The 'abort' listeners a collected client's listeners left on their signals, removed. */
+const abortListenersOfCollected = new FinalizationRegistry(({ signal, onAbort }) => signal.removeEventListener('abort', onAbort))
+
 class Listeners {
   #byType = new Map()
   #dom
@@ -185,7 +188,7 @@ class Listeners {
 
   /**
    * Removes `entry` when `signal` aborts. The signal (often long-lived) holds the listener and
-   * these listeners weakly: it keeps no client alive.
+   * these listeners weakly: it keeps no client alive, and a client collected leaves nothing on it.
    */
   #removeOnAbort(type, entry, signal) {
     const listeners = new WeakRef(this)
@@ -195,7 +198,11 @@ class Listeners {
       if (e !== undefined) listeners.deref()?.#drop(type, e)
     }
     signal.addEventListener('abort', onAbort, { once: true })
-    entry.unlisten = () => signal.removeEventListener('abort', onAbort)
+    abortListenersOfCollected.register(this, { signal, onAbort }, entry)
+    entry.unlisten = () => {
+      abortListenersOfCollected.unregister(entry)
+      signal.removeEventListener('abort', onAbort)
+    }
   }
 
   /** Removes one entry (a `once` listener called, or its signal aborted). */
