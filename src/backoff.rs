@@ -101,7 +101,8 @@ impl Backoff {
     /// n >= 2 waits at least the base delay of retry n - 1 and, below the cap, at most
     /// that of retry n (the step that reaches the cap can pass it by a fraction of the
     /// cap: under a tenth for factors up to 2); retry 1 waits 0 to `minDelay`; none
-    /// waits more than the cap.
+    /// waits more than the cap. (When `minDelay * factor` passes the cap, the first step
+    /// is `minDelay` long and the later ones the cap.)
     ///
     /// Why: clients dropped together then each attempt once per step, spread
     /// over the step by their phases, so whenever the server returns, the first
@@ -125,16 +126,20 @@ impl Backoff {
             } else {
                 first
             }
+        } else if first * f >= capf {
+            // The first step's end already reaches the cap (xc <= 1): it is `minDelay` long, and
+            // every later one the cap (W(x) = x minDelay up to 1, then a cap a step), so that
+            // retry 1 waits no more than `minDelay` (the geometric W would make it up to the cap).
+            match attempt {
+                1 => phase * first,
+                2 => first + phase * (capf - first),
+                _ => capf,
+            }
         } else {
-            let xc = (capf / first).ln() / f.ln(); // > 0
-                                                   // W(xc), where the steps reach the cap.
-            let w_c = (capf - first) / (f - 1.0);
+            let xc = (capf / first).ln() / f.ln(); // > 1
             if attempt == 1 {
-                if phase <= xc {
-                    first * (f.powf(phase) - 1.0) / (f - 1.0)
-                } else {
-                    w_c + (phase - xc) * capf
-                }
+                // phase <= 1 < xc: on the geometric part.
+                first * (f.powf(phase) - 1.0) / (f - 1.0)
             } else {
                 let x = phase + f64::from(attempt - 2);
                 if x >= xc {
@@ -193,6 +198,28 @@ mod tests {
         let eq = b(1000, 5_000, 2.0, Jitter::Equal);
         assert_eq!(eq.delay(500, 0.0, 0.0), 2_500);
         assert_eq!(eq.delay(500, 0.999_999, 0.0), 5_000);
+    }
+
+    #[test]
+    fn spread_retry_one_waits_at_most_min_delay_when_the_first_step_reaches_the_cap() {
+        // minDelay * factor > maxDelay: the grid's first step ends past the cap.
+        for (min, max, factor) in [(1000, 1500, 2.0), (250, 30_000, 200.0), (250, 30_000, 1e300)] {
+            let bo = b(min, max, factor, Jitter::Spread);
+            for k in 0..=100 {
+                let phase = f64::from(k) / 100.0;
+                let (one, two, three) = (
+                    bo.delay(1, 0.5, phase),
+                    bo.delay(2, 0.5, phase),
+                    bo.delay(3, 0.5, phase),
+                );
+                assert!(one <= min, "{min}/{max}/{factor} phase {phase}: retry 1 waited {one}");
+                assert!((min..=max).contains(&two), "retry 2 waited {two}");
+                assert_eq!(three, max);
+                // On the grid: retry 2 comes a whole step (minDelay, then the cap) after phase 0's first.
+                assert!(one + two >= min && one + two <= min + max);
+            }
+            assert_eq!((bo.delay(1, 0.5, 1.0), bo.delay(2, 0.5, 0.0)), (min, min));
+        }
     }
 
     #[test]
@@ -311,7 +338,8 @@ mod tests {
                 prop_assert!(d + 1 >= bo.capped(attempt - 1), "{} < {}", d, bo.capped(attempt - 1));
                 prop_assert!(bo.delay(attempt + 1, 0.5, phase) + 1 >= d);
             } else {
-                prop_assert!(d <= bo.capped(2));
+                // Retry 1 waits 0 to minDelay, as the README says.
+                prop_assert!(d <= bo.capped(1), "{} > {}", d, bo.capped(1));
             }
             // A later phase is later on the grid, but by less than one step: clients keep their order.
             let later = (phase + 0.25).min(1.0);
