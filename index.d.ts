@@ -89,7 +89,10 @@ export interface ReconnectingWebSocketOptions {
   startClosed?: boolean
   /** Interval of RFC 6455 heartbeat pings, ms; 0 disables [30000]. */
   pingInterval?: number
-  /** A connection with no pong (or any frame) this long after a ping is dead: closed 1006, `ERR_PONG_TIMEOUT` [10000]. */
+  /**
+   * A connection with no pong (or any frame) this long after a ping is dead: closed 1006, `ERR_PONG_TIMEOUT` [10000].
+   * A JS thread too busy to read what its socket holds is not a dead peer: the next ping asks again.
+   */
   pongTimeout?: number
   /**
    * As `ws`'s option: the server's pings are answered with a pong by the connection [true]. `false`
