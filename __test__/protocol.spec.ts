@@ -522,7 +522,7 @@ test.serial("a Host header of the application's replaces the URL's, as in ws", a
   await client.disconnect()
 })
 
-test.serial('invalid UTF-8 closes with 1007, a protocol violation with 1002, an oversized message with 1009', async (t) => {
+test.serial('invalid UTF-8 closes with 1007, a protocol violation with 1002, an oversized message with 1009; the client retries (the code is its own, not the server verdict that 1002/1007 closes are)', async (t) => {
   const cases: Array<[Buffer, number, string, object]> = [
     [Buffer.from([0x81, 0x02, 0xc3, 0x28]), 1007, 'ERR_INVALID_UTF8', {}],
     [Buffer.from([0x83, 0x00]), 1002, 'ERR_PROTOCOL', {}], // reserved opcode
@@ -538,6 +538,9 @@ test.serial('invalid UTF-8 closes with 1007, a protocol violation with 1002, an 
     const close = await r.next('close')
     t.is(close.code, code)
     t.false(close.wasClean)
+    t.true(close.willReconnect, `${errCode}: retried`)
+    t.is((await r.next('reconnecting')).attempt, 1)
+    t.is(r.count('giveup'), 0)
     await until(() => codes.length > 0, `the server received a close frame (${code})`)
     t.deepEqual(codes, [code])
     await client.disconnect()

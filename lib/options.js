@@ -665,14 +665,15 @@ function checkHeaders(headers, name = 'headers') {
 
 /**
  * Headers as the name, value pairs of the request. As Node's http sends what `ws` gives it, a name
- * is sent once whatever its case (the last spelling of it wins), and `origin` wins over an Origin
- * header; an array sends one line per value.
+ * is sent once whatever its case (the last spelling of it wins), and `origin` (unless empty) wins
+ * over an Origin header; an array sends one line per value.
  */
 function flattenHeaders(headers, origin) {
-  if (origin === undefined && !headers) return NONE
+  if (!origin && !headers) return NONE
   const byName = new Map()
   if (headers) for (const [k, v] of Object.entries(headers)) byName.set(k.toLowerCase(), [k, v])
-  if (origin !== undefined) byName.set('origin', ['origin', origin])
+  // As ws: an empty origin is none.
+  if (origin) byName.set('origin', ['origin', origin])
   const flat = []
   for (const [k, v] of byName.values()) for (const one of Array.isArray(v) ? v : [v]) flat.push(k, String(one))
   return flat

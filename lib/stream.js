@@ -109,14 +109,16 @@ function webSocketStream(client, control, options) {
   // returned, `closedAt` the opens seen when it was sent, `closed` the errors of all it returned;
   // `error`: the first other error), or null.
   let batch = null
-  // The open events JS has seen since the stream was made.
+  // The open events JS has seen while a batch was under way (counted only then: a stream that is
+  // not written to adds no listener that would keep it as long as its client).
   let opens = 0
-  const offCountOpens = control.onOpened(() => opens++)
+  const countOpen = () => opens++
   // The listeners of a batch waiting for the client to open (a function removing them), or null.
   let unblock = null
   // The callbacks of the messages handed to send() and not yet settled (any batch's).
   const unsettled = new Set()
   let offWriteGiveUp = null
+  let offCountOpens = null
   const onWriteGiveUp = (ev) => {
     if (batch !== null) complete(batch, gaveUpError(ev))
   }
@@ -127,6 +129,7 @@ function webSocketStream(client, control, options) {
     batch = b
     // A giveup leaves queued messages queued (for a later connect()): their callbacks would not come.
     offWriteGiveUp = control.onGaveUp(onWriteGiveUp)
+    offCountOpens = control.onOpened(countOpen)
     pump(b)
   }
   const pump = (b) => {
@@ -199,6 +202,7 @@ function webSocketStream(client, control, options) {
     if (b !== batch) return
     batch = null
     offWriteGiveUp()
+    offCountOpens()
     unblock?.()
     b.callback(err ?? null)
   }
@@ -213,7 +217,6 @@ function webSocketStream(client, control, options) {
   }
   duplex._destroy = (err, callback) => {
     release()
-    offCountOpens()
     // A write waiting for the next open: the client is terminated, its message discarded.
     if (batch !== null) complete(batch, err ?? discarded())
     if (control.closedForGood() && !control.active()) {

@@ -370,7 +370,13 @@ impl Driver {
                     if end.error.is_some() {
                         stats::inc(&self.shared.metrics.connection_errors);
                     }
-                    let retry = policy::on_close(end.code);
+                    // With an error, the client failed the connection (the peer broke the
+                    // protocol or a limit, or the socket failed) and the code is the client's, not
+                    // the peer's verdict on it: retried as such an error is.
+                    let retry = match &end.error {
+                        Some(error) => policy::on_error(error),
+                        None => policy::on_close(end.code),
+                    };
                     let info = PolicyInfo::Close {
                         code: end.code,
                         reason: end.reason.clone(),

@@ -9,7 +9,13 @@ use url::Url;
 /// `#` ends the authority early for the URL parser, so its rest would show if the userinfo ended
 /// there; a path with an `@` in it is masked too, which is the safe side.
 pub fn redact(s: &str) -> String {
-    let rest_at = s.find("://").map_or(0, |i| i + 3);
+    // After the scheme and its slashes: a "://" found further on (in a port, a path) is not it.
+    let scheme = s.find(':').filter(|&i| {
+        let mut bytes = s[..i].bytes();
+        bytes.next().is_some_and(|b| b.is_ascii_alphabetic())
+            && bytes.all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
+    });
+    let rest_at = scheme.map_or(0, |i| i + 1 + s[i + 1..].bytes().take_while(|&b| b == b'/').count());
     match s[rest_at..].rfind('@') {
         None => s.to_owned(),
         Some(at) => {
@@ -49,6 +55,10 @@ mod tests {
         assert_eq!(redact("ws://a@b:c@d@host/x"), "ws://a@b:***@host/x");
         assert_eq!(redact("ws://host"), "ws://host");
         assert_eq!(redact("alice:pw@host"), "alice:***@host");
+        // A "://" after the host is not the scheme's (a proptest found the password shown).
+        assert_eq!(redact("http::Secr3tPw@127.0.0.1:://"), "http::***@127.0.0.1:://");
+        assert_eq!(redact("socks5:/u:pw@h/x://y"), "socks5:/u:***@h/x://y");
+        assert_eq!(redact("://u:pw@h"), ":***@h");
         // A raw '/', '?' or '#' in a password: the parser's authority ends there, ours does not.
         assert_eq!(
             redact("http://bob:pa/ssW0RD@127.0.0.1:3128"),

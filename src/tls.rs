@@ -3,7 +3,7 @@
 //! for, and which errors TLS reports mean what.
 
 use std::io;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
@@ -95,6 +95,13 @@ pub fn shared_client_config(opts: &TlsOptions) -> Result<SharedClientConfig, Str
         servername: None,
         ..opts.clone()
     };
+    if let Some(config) = SHARED_CONFIGS.get(&key) {
+        return Ok(config);
+    }
+    // One built at a time, and looked for again once this one may build: drivers on several
+    // workers that miss together must share the first one's, not each build and keep their own.
+    static BUILDING: Mutex<()> = Mutex::new(());
+    let _building = BUILDING.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(config) = SHARED_CONFIGS.get(&key) {
         return Ok(config);
     }
