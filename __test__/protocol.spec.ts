@@ -328,6 +328,8 @@ test.serial('mutual TLS with tls.pfx: a PKCS#12 file (OpenSSL 3, 3DES, unprotect
     [{ pfx: Buffer.from('not a PKCS#12 file') }, /cannot be used/],
     [{ pfx: pfx.modern.subarray(0, 200), passphrase: CLIENT_PASSPHRASE }, /cannot be used/],
     [{ pfx: pfx.modern, passphrase: CLIENT_PASSPHRASE, cert: clients.ec.cert, key: clients.ec.key }, /not both/],
+    // No MAC: a password cannot be checked, and Node refuses one ("mac absent").
+    [{ pfx: pfx.unprotected, passphrase: 'not it' }, /no integrity MAC/],
   ]
   for (const [tlsOptions, message] of refused) {
     const err = t.throws(make(tlsOptions)) as RedialError
@@ -1496,11 +1498,20 @@ test.serial('tls.ciphers and tls.ecdhCurve pick the cipher suites and key exchan
   t.is(await opens(legacy, { ciphers: 'ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:!ECDHE-ECDSA-AES128-GCM-SHA256' }), 'open')
   // A list with only TLS 1.3 suites does not offer TLS 1.2, as in Node.
   t.is(await opens(legacy, { ciphers: 'TLS_AES_256_GCM_SHA384' }), 'ERR_TLS')
+  // As OpenSSL reads a list: '+' moves a suite already named and adds none, '!' takes one out for
+  // good; as Node splits one, the TLS 1.3 suites are the TLS_ names (excluding one does nothing,
+  // and does not bring back the others); '' is the default.
+  const only256 = await serve({ maxVersion: 'TLSv1.2', ciphers: 'ECDHE-ECDSA-AES256-GCM-SHA384' })
+  t.is(await opens(only256, { ciphers: 'ECDHE-ECDSA-AES128-GCM-SHA256:+ECDHE-ECDSA-AES256-GCM-SHA384' }), 'ERR_TLS')
+  const only256v13 = await serve({ ciphers: 'TLS_AES_256_GCM_SHA384' })
+  t.is(await opens(only256v13, { ciphers: 'TLS_AES_128_GCM_SHA256:!TLS_AES_128_GCM_SHA256' }), 'ERR_TLS')
+  t.is(await opens(only256v13, { ciphers: '' }), 'open')
   t.deepEqual(seen, [
     'TLSv1.3 TLS_CHACHA20_POLY1305_SHA256',
     'TLSv1.3 TLS_AES_128_GCM_SHA256',
     'TLSv1.2 ECDHE-ECDSA-CHACHA20-POLY1305',
     'TLSv1.2 ECDHE-ECDSA-AES256-GCM-SHA384',
+    'TLSv1.3 TLS_AES_256_GCM_SHA384',
   ])
   // A server that takes only P-384: offered, it opens; not offered, the handshake fails.
   t.is(await opens(onlyP384, { ecdhCurve: 'X25519:P-256' }), 'ERR_TLS')
@@ -1520,6 +1531,9 @@ test.serial('tls.ciphers and tls.ecdhCurve pick the cipher suites and key exchan
   t.is(curve.code, 'ERR_INVALID_ARG_VALUE')
   t.regex(curve.message, /"brainpoolP256r1".*X25519, P-256, P-384/)
   t.like(t.throws(make({ ecdhCurve: 25519 })), { code: 'ERR_INVALID_ARG_TYPE' })
+  t.like(t.throws(make({ ecdhCurve: 'X25519:x25519' })), { code: 'ERR_INVALID_ARG_VALUE' }, 'a group named twice, as Node refuses it')
+  const same = 'ECDHE-ECDSA-AES128-GCM-SHA256'
+  t.like(t.throws(make({ ciphers: `${same}:!${same}:${same}` })), { code: 'ERR_SSL_NO_CIPHER_MATCH' }, "'!' is for good")
   t.like(clientStats(), { openConnections: 0, runningTasks: 0, pendingAttempts: 0 })
 })
 

@@ -22,35 +22,47 @@ const DEFAULT_TLS13 = [0x1302, 0x1301, 0x1303]
 const KX_GROUPS = { x25519: 0x001d, 'p-256': 0x0017, prime256v1: 0x0017, secp256r1: 0x0017, 'p-384': 0x0018, secp384r1: 0x0018 }
 
 /**
- * `tls.ciphers`: an OpenSSL cipher list, as Node takes it. TLS 1.3 suites named in it are the TLS
- * 1.3 suites offered (all of rustls's when none is named); the TLS 1.2 suites named are the TLS
- * 1.2 suites offered (none when none is named, so TLS 1.2 is then not offered, as in Node). Names
- * of suites rustls does not have (DHE, CBC, ...) are skipped, as OpenSSL skips names it does not
- * know (a name has a `-` or starts with `TLS_`); `!NAME` and `-NAME` take a name out. OpenSSL's
- * keywords (`HIGH`, `ECDHE`, `DEFAULT`, ...) select by properties rustls does not model: a keyword
- * (any other word) is refused, and its exclusion (`!aNULL`) is ignored (rustls has no such
+ * `tls.ciphers`: an OpenSSL cipher list, as Node takes it ('' is Node's default, as undefined).
+ * As Node splits it, the entries named `TLS_...` are the TLS 1.3 suites offered (all of rustls's
+ * when none is named; an exclusion of one does nothing, as in Node); the rest is the TLS 1.2 list,
+ * read as OpenSSL reads it: `NAME` adds a suite, `-NAME` takes it out, `!NAME` takes it out for
+ * good, `+NAME` moves it to the end (none when none is named, so TLS 1.2 is then not offered, as
+ * in Node). Names of suites rustls does not have (DHE, CBC, ...) are skipped, as OpenSSL skips
+ * names it does not know (a name has a `-` or starts with `TLS_`). OpenSSL's keywords (`HIGH`,
+ * `ECDHE`, `DEFAULT`, ...) select by properties rustls does not model: a keyword (any other word)
+ * is refused, and its exclusion or move (`!aNULL`, `+HIGH`) is ignored (rustls has no such
  * suite). Returns the IANA numbers in order, or [] for rustls's default.
  */
 function parseCiphers(ciphers) {
-  if (ciphers === undefined) return []
+  if (ciphers === undefined || ciphers === '') return []
   if (typeof ciphers !== 'string') throw typeErr('tls.ciphers', 'a string', ciphers)
   const tls13 = []
   const tls12 = []
+  const banned = new Set()
   let namedTls13 = false
   for (const raw of ciphers.split(/[:, ]+/)) {
     const entry = raw.trim()
     if (entry === '' || entry.startsWith('@')) continue // @STRENGTH, @SECLEVEL=n: orderings and levels, nothing to offer
-    const excluded = entry[0] === '!' || entry[0] === '-'
-    const name = excluded || entry[0] === '+' ? entry.slice(1) : entry
-    const code = own(TLS13_SUITES, name) ?? own(TLS12_SUITES, name)
-    const list = own(TLS13_SUITES, name) !== undefined ? tls13 : tls12
-    if (excluded) {
-      if (code !== undefined && list.includes(code)) list.splice(list.indexOf(code), 1)
+    const op = '!-+'.includes(entry[0]) ? entry[0] : ''
+    const name = op === '' ? entry : entry.slice(1)
+    const tls13Code = own(TLS13_SUITES, name)
+    if (tls13Code !== undefined) {
+      if (op === '' && !tls13.includes(tls13Code)) tls13.push(tls13Code)
+      namedTls13 ||= op === ''
+      continue
+    }
+    const code = own(TLS12_SUITES, name)
+    if (op === '!' || op === '-') {
+      if (code !== undefined && tls12.includes(code)) tls12.splice(tls12.indexOf(code), 1)
+      if (op === '!' && code !== undefined) banned.add(code)
+      continue
+    }
+    if (op === '+') {
+      if (code !== undefined && tls12.includes(code)) tls12.push(...tls12.splice(tls12.indexOf(code), 1))
       continue
     }
     if (code !== undefined) {
-      if (!list.includes(code)) list.push(code)
-      if (list === tls13) namedTls13 = true
+      if (!tls12.includes(code) && !banned.has(code)) tls12.push(code)
       continue
     }
     if (!name.includes('-') && !name.startsWith('TLS_')) {
@@ -90,7 +102,9 @@ function parseEcdhCurve(curve) {
     if (code === undefined) {
       throw makeError('ERR_INVALID_ARG_VALUE', `The "tls.ecdhCurve" option names "${name}", which rustls has no key exchange for (it has X25519, P-256, P-384; or 'auto')`, TypeError)
     }
-    if (!groups.includes(code)) groups.push(code)
+    // As Node (OpenSSL) refuses a list that names a group twice.
+    if (groups.includes(code)) throw makeError('ERR_INVALID_ARG_VALUE', `The "tls.ecdhCurve" option names "${name}" twice`, TypeError)
+    groups.push(code)
   }
   return groups
 }

@@ -507,7 +507,12 @@ function openPkcs12File(pfx, passphrase) {
     throw invalid('is not a PKCS#12 file that opens')
   }
   checkSigningKey(opened.key, invalid)
-  const certificates = opened.certificates.map((der) => new X509Certificate(der))
+  let certificates
+  try {
+    certificates = opened.certificates.map((der) => new X509Certificate(der))
+  } catch {
+    throw invalid('holds a certificate that does not parse')
+  }
   const leaf = typeof certificates[0].checkPrivateKey === 'function' ? certificates.find((c) => c.checkPrivateKey(opened.key)) : certificates[0]
   if (leaf === undefined) throw invalid('holds no certificate of its private key')
   const others = certificates.filter((c) => c !== leaf).map((c) => c.toString())

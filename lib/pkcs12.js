@@ -186,6 +186,10 @@ function openPkcs12(pfx, passphrase) {
   // A file without a password may have no MAC; one with a password is checked against it. An
   // empty password is tried both ways PKCS#12 writers encode it.
   const candidates = password === null || password === '' ? ['', null] : [password]
+  // No MAC: nothing can check a password, and OpenSSL (Node) refuses to take one for such a file.
+  if (macData === undefined && candidates[0] !== '') {
+    throw new Pkcs12Error('it has no integrity MAC, so no password can be checked: give no "tls.passphrase" (Node refuses one too: "mac absent")')
+  }
   const accepted = macData === undefined ? candidates[0] : candidates.find((p) => macMatches(macData, safe, p))
   if (accepted === undefined) {
     throw new Pkcs12Error(password === null ? 'it is protected by a password: "tls.passphrase" is needed' : 'its password is not "tls.passphrase" (the integrity check failed)')
