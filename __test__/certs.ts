@@ -27,7 +27,7 @@ export interface TestCerts {
    * OpenSSL 3's default (PBES2, AES-256, HMAC-SHA256), PKCS#12's own 3DES with a SHA-1 MAC,
    * OpenSSL's `-legacy` (RC2), and with no password and no encryption.
    */
-  pfx?: { modern: Buffer; tripleDes: Buffer; legacy: Buffer; unprotected: Buffer }
+  pfx?: { modern: Buffer; tripleDes: Buffer; legacy: Buffer; unprotected: Buffer; manyRounds: Buffer }
 }
 
 /** ec: P-256; rsa: 2048 bits; p521: ECDSA P-521 (rustls cannot sign with it). */
@@ -88,6 +88,8 @@ export function makeCerts({ clients = false } = {}): TestCerts {
         tripleDes: pkcs12('des.p12', '-certfile', f('ca.pem'), '-passout', password, '-certpbe', 'PBE-SHA1-3DES', '-keypbe', 'PBE-SHA1-3DES', '-macalg', 'sha1'),
         legacy: pkcs12('legacy.p12', '-passout', password, '-legacy'),
         unprotected: pkcs12('plain.p12', '-passout', 'pass:', '-nomac', '-keypbe', 'NONE', '-certpbe', 'NONE'),
+        // A MAC of 600,000 rounds of PKCS#12's key derivation: more than the file budget.
+        manyRounds: pkcs12('rounds.p12', '-passout', password, '-keypbe', 'NONE', '-certpbe', 'NONE', '-iter', '600000'),
       }
     }
     return {

@@ -330,6 +330,8 @@ test.serial('mutual TLS with tls.pfx: a PKCS#12 file (OpenSSL 3, 3DES, unprotect
     [{ pfx: pfx.modern, passphrase: CLIENT_PASSPHRASE, cert: clients.ec.cert, key: clients.ec.key }, /not both/],
     // No MAC: a password cannot be checked, and Node refuses one ("mac absent").
     [{ pfx: pfx.unprotected, passphrase: 'not it' }, /no integrity MAC/],
+    // A bound on the key derivations (written in JS, slower than OpenSSL's): refused before it runs.
+    [{ pfx: pfx.manyRounds, passphrase: CLIENT_PASSPHRASE }, /more than 500000 hash rounds/],
   ]
   for (const [tlsOptions, message] of refused) {
     const err = t.throws(make(tlsOptions)) as RedialError

@@ -137,8 +137,22 @@ function bmpPassword(password) {
   return units
 }
 
+/**
+ * The hash rounds PKCS#12 key derivation may still run for the file being opened. Writers use
+ * thousands per derivation (OpenSSL 2,048, Java 10,000) and a file needs a handful of derivations;
+ * a corrupt or hostile one must not block the event loop for minutes (a round here is a
+ * createHash() call, ~3.5 µs, about 17 times OpenSSL's).
+ */
+const FILE_KDF_ROUNDS = 500_000
+let kdfRoundsLeft = FILE_KDF_ROUNDS
+
 function deriveKey(digest, password, salt, id, iterations, size) {
   const { name, block } = digest
+  const rounds = iterations * Math.ceil(size / createHash(name).digest().length)
+  if (rounds > kdfRoundsLeft) {
+    throw new Pkcs12Error(`its key derivations add up to more than ${FILE_KDF_ROUNDS} hash rounds, which no PKCS#12 writer uses`)
+  }
+  kdfRoundsLeft -= rounds
   const fill = (bytes) => {
     if (bytes.length === 0) return Buffer.alloc(0)
     const out = Buffer.alloc(block * Math.ceil(bytes.length / block))
@@ -175,6 +189,7 @@ function deriveKey(digest, password, salt, id, iterations, size) {
  * `passphrase` as Node's `passphrase` (a string or bytes; none for a file without one).
  */
 function openPkcs12(pfx, passphrase) {
+  kdfRoundsLeft = FILE_KDF_ROUNDS
   const password = passphrase === undefined ? null : Buffer.isBuffer(passphrase) ? passphrase.toString('utf8') : String(passphrase)
   const [version, authSafe, macData] = sequenceIn(pfx, 'PFX')
   if (integer(expect(version, INTEGER, 'version')) !== 3) throw new Pkcs12Error('it is not a version 3 PKCS#12 file')
@@ -217,12 +232,13 @@ function openPkcs12(pfx, passphrase) {
         const [certType, certValue] = kids(expect(inner, SEQUENCE, 'certificate bag'))
         if (expect(certType, OBJECT, 'certificate type').content.toString('hex') !== OID.x509Certificate) continue
         certificates.push(Buffer.from(expect(kids(expect(certValue, EXPLICIT_0, 'certificate'))[0], OCTETS, 'certificate').content))
-      } else if (bagKind === OID.keyBag || bagKind === OID.shroudedKeyBag) {
+      } else if ((bagKind === OID.keyBag || bagKind === OID.shroudedKeyBag) && keys.length === 0) {
+        // The first key, as OpenSSL's PKCS12_parse (Node) takes it; the others are not opened.
         keys.push(openKey(inner, bagKind === OID.shroudedKeyBag, accepted))
       }
     }
   }
-  if (keys.length !== 1) throw new Pkcs12Error(keys.length === 0 ? 'it holds no private key' : 'it holds more than one private key')
+  if (keys.length === 0) throw new Pkcs12Error('it holds no private key')
   if (certificates.length === 0) throw new Pkcs12Error('it holds no certificate')
   return { key: keys[0], certificates }
 }
