@@ -1409,6 +1409,31 @@ test.serial('tls.checkServerIdentity: called with the host and the verified chai
   t.is(questions.testingJsQuestionsWaiting(), 0)
 })
 
+test.serial("tls.checkServerIdentity: the chain is linked by issuer, as Node's getPeerCertificate(true) links it, whatever the order the server sent it in", async (t) => {
+  // The server sends its certificate, then an unrelated self-signed one.
+  const server = https.createServer({ key: certs.key, cert: certs.cert + certs.otherCa })
+  const wss = new WebSocketServer({ server })
+  server.listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  t.teardown(() => new Promise<void>((r) => (wss.close(), server.close(() => r()))))
+  const port = (server.address() as net.AddressInfo).port
+  const names = (cert: DetailedPeerCertificate) => {
+    const out: string[] = []
+    for (let c = cert; c !== undefined && out.length < 5; c = c.issuerCertificate === c ? (undefined as never) : c.issuerCertificate) out.push(String(c.subject.CN ?? c.subject.O))
+    return out
+  }
+  const socket = tls.connect({ port, host: '127.0.0.1', servername: 'localhost', ca: certs.ca })
+  await once(socket, 'secureConnect')
+  const node = names(socket.getPeerCertificate(true))
+  socket.destroy()
+  let ours: string[] = []
+  const client = new ReconnectingWebSocket(`wss://localhost:${port}/`, { tls: { ca: certs.ca, checkServerIdentity: (_h: string, cert: DetailedPeerCertificate) => void (ours = names(cert)) } })
+  await new Recorder(client).next('open')
+  await client.disconnect()
+  t.is(node.length, 2, `Node's chain: ${node}`)
+  t.deepEqual(ours, node)
+})
+
 test.serial('tls.checkServerIdentity: an Error returned or thrown refuses the certificate (ERR_TLS_CERT, no retry, no upgrade sent); an unverified chain never reaches it', async (t) => {
   const server = await wssServer()
   t.teardown(() => server.close())

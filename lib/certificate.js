@@ -1,7 +1,7 @@
 'use strict'
 // The certificate `tls.checkServerIdentity(host, cert)` gets, in the shape of Node's
-// `tlsSocket.getPeerCertificate(true)`: the legacy object of each certificate the server sent
-// (leaf first), each linked to the next by `issuerCertificate`. As Node does, the chain is
+// `tlsSocket.getPeerCertificate(true)`: the legacy object of each certificate the server sent,
+// from the leaf, each linked to its issuer by `issuerCertificate`. As Node does, the chain is
 // completed with the trusted root that issued its last certificate when that root is known here
 // (`tls.ca`, or Node's bundled roots: `tls.rootCertificates`), and a self-signed certificate is its
 // own issuer, so that the chain walk of Node's pinning example ends.
@@ -19,7 +19,17 @@ let bundledRoots = null
  * `tls.ca` PEM texts.
  */
 function peerCertificate(chain, ca) {
-  const certs = chain.map((der) => new X509Certificate(der))
+  // As Node links them: from the leaf, each to the certificate among the others sent that issued
+  // it, in whatever order they came (those that issued none of the chain are left out).
+  const sent = chain.map((der) => new X509Certificate(der))
+  const certs = sent.slice(0, 1)
+  const others = sent.slice(1)
+  for (let last = certs[0]; last !== undefined && !last.checkIssued(last); ) {
+    const i = others.findIndex((c) => last.checkIssued(c))
+    if (i < 0) break
+    last = others.splice(i, 1)[0]
+    certs.push(last)
+  }
   const top = certs[certs.length - 1]
   if (top !== undefined && !top.checkIssued(top)) {
     const root = issuerAmong(top, ca)
