@@ -5,7 +5,7 @@ import diagnostics from 'node:diagnostics_channel'
 import { getEventListeners, once } from 'node:events'
 import test from 'ava'
 
-import { ReconnectingWebSocket, clientStats } from '../index.js'
+import { ReconnectingWebSocket, clientStats, createWebSocketStream } from '../index.js'
 import { Recorder, collectUntil, forceGc, quiescent, refusedPort, until, wsServer } from './helpers.js'
 
 test.serial('messages(): for await, in order; a slow consumer stops the socket being read', async (t) => {
@@ -165,6 +165,33 @@ test.serial('opened() and messages() are not ended by removeAllListeners(); twen
   const pending = new Promise((resolve) => setTimeout(resolve, 2_000, 'still pending'))
   t.deepEqual(await Promise.race([Promise.all(waits), pending]), Array(20).fill('ERR_NOT_OPEN'))
   t.deepEqual(await Promise.race([loop, pending]), [], 'the loop ended')
+  // Warnings are emitted on a later tick.
+  await new Promise((resolve) => setImmediate(resolve))
+  t.deepEqual(warnings, [])
+  await quiescent()
+})
+
+test.serial('messages() and streams go on reading after removeAllListeners(); a dozen of each raise no leak warning and add no listener', async (t) => {
+  const warnings: string[] = []
+  const onWarning = (w: Error) => warnings.push(w.message)
+  process.on('warning', onWarning)
+  t.teardown(() => process.off('warning', onWarning))
+  const peer = await wsServer((s) => s.on('message', (d) => s.send(String(d))))
+  t.teardown(() => peer.close())
+  const client = new ReconnectingWebSocket(peer.url)
+  t.teardown(() => client.terminate())
+  await client.opened()
+  const loops = Array.from({ length: 12 }, () => client.messages()[Symbol.asyncIterator]())
+  const streams = Array.from({ length: 12 }, () => createWebSocketStream(client, { readableObjectMode: true }))
+  t.deepEqual(client.eventNames(), [])
+  client.on('message', () => {})
+  client.removeAllListeners()
+  const reads = [...loops.map((l) => l.next().then((r) => r.value)), ...streams.map((s) => once(s, 'data').then(([d]) => d))]
+  client.send('hi')
+  const pending = new Promise((resolve) => setTimeout(resolve, 2_000, 'still pending'))
+  t.deepEqual(await Promise.race([Promise.all(reads), pending]), Array(24).fill('hi'))
+  for (const s of streams) s.destroy()
+  await client.disconnect()
   // Warnings are emitted on a later tick.
   await new Promise((resolve) => setImmediate(resolve))
   t.deepEqual(warnings, [])

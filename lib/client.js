@@ -139,6 +139,10 @@ const kDisconnecting = Symbol('redial-ws.disconnecting')
 const kClosed = Symbol('redial-ws.closed')
 /** `open` and `giveup` for `opened()`, streams and `messages()`, after the users' listeners: one of theirs that throws skips later ones. */
 const kOpened = Symbol('redial-ws.opened')
+// Each message and close, for messages() and createWebSocketStream(): on the private emitter too,
+// so that removeAllListeners() strands none of them and any number raises no leak warning.
+const kMessage = Symbol('redial-ws.message')
+const kClose = Symbol('redial-ws.close')
 const kGaveUp = Symbol('redial-ws.gaveUp')
 
 // EventEmitter starts `_events` as a null-prototype literal, which V8 keeps in dictionary
@@ -761,6 +765,18 @@ class ReconnectingWebSocket extends EventEmitter {
         events.on(kOpened, listener)
         return () => events.off(kOpened, listener)
       },
+      /** Each message `(data, isBinary)`, after the application's listeners. */
+      onMessage: (listener) => {
+        const events = this.#internalEvents()
+        events.on(kMessage, listener)
+        return () => events.off(kMessage, listener)
+      },
+      /** Each close event's `{ code, reason, wasClean, willReconnect }`, the same way. */
+      onClose: (listener) => {
+        const events = this.#internalEvents()
+        events.on(kClose, listener)
+        return () => events.off(kClose, listener)
+      },
       /** The giveup event, the same way. */
       onGaveUp: (listener) => {
         const events = this.#internalEvents()
@@ -910,6 +926,7 @@ class ReconnectingWebSocket extends EventEmitter {
     } catch (err) {
       rethrowLater(err)
     }
+    this.#internal?.emit(kMessage, data, isBinary)
     if (this.#wants('message')) this.#fire(new MessageEvent(data, this))
   }
 
@@ -1006,6 +1023,7 @@ class ReconnectingWebSocket extends EventEmitter {
     const info = { code, reason, wasClean, willReconnect }
     if (channels.close.hasSubscribers) channels.close.publish({ client: this, ...info })
     this.#emit('close', info)
+    this.#internal?.emit(kClose, info)
     if (this.#rws) this.#rws.closed(info, this, this.#whatwg)
     else if (this.#wants('close')) this.#fire(new CloseEvent(code, reason, wasClean, this))
   }

@@ -46,20 +46,22 @@ function messageIterator(client, control, highWaterMark = 1024, highWaterMarkByt
   const onGiveUp = () => {
     if (control.closedForGood()) finish()
   }
+  let offMessage = null
+  let offClose = null
   let offClosed = null
   let offGaveUp = null
   const finish = () => {
     if (ended) return
     ended = true
-    client.off('message', onMessage)
-    client.off('close', onClose)
+    offMessage?.()
+    offClose?.()
     offGaveUp?.()
     offClosed?.()
     control.pause(false)
     while (waiters.length > 0) settle({ value: undefined, done: true })
   }
-  client.on('message', onMessage)
-  client.on('close', onClose)
+  offMessage = control.onMessage(onMessage)
+  offClose = control.onClose(onClose)
   offGaveUp = control.onGaveUp(onGiveUp)
   // A disconnect() during a backoff wait ends the client with no close event.
   offClosed = control.onClosed(finish)

@@ -69,13 +69,15 @@ function webSocketStream(client, control, options) {
     release()
     duplex.destroy(gaveUpError(ev))
   }
+  let offMessage = null
+  let offClose = null
   let offClosed = null
   let offGaveUp = null
   const release = () => {
     if (finished) return
     finished = true
-    client.off('message', onMessage)
-    client.off('close', onClose)
+    offMessage?.()
+    offClose?.()
     offGaveUp?.()
     offClosed?.()
     control.pause(false)
@@ -85,8 +87,8 @@ function webSocketStream(client, control, options) {
     release()
     duplex.push(null)
   }
-  client.on('message', onMessage)
-  client.on('close', onClose)
+  offMessage = control.onMessage(onMessage)
+  offClose = control.onClose(onClose)
   offGaveUp = control.onGaveUp(onGiveUp)
   // A disconnect() during a backoff wait ends the client with no close event.
   offClosed = control.onClosed(end)
