@@ -267,7 +267,8 @@ export interface QueueOptions {
 export type Provider<T> = (ctx: { attempt: number }) => T | Promise<T>
 
 export type ReconnectInfo = (
-  | { kind: 'close'; code: number; reason: string }
+  /** `error`: the client closed the connection for this error (the peer broke the protocol, a pong timed out, the socket failed), and `code` is the one it sent. */
+  | { kind: 'close'; code: number; reason: string; error?: RedialErrorCode }
   | { kind: 'handshake'; status: number; headers: Record<string, string> }
   | { kind: 'error'; code: RedialErrorCode }
 ) & { /** Consecutive failures so far. */ attempt: number }

@@ -10,7 +10,7 @@ import test, { type ExecutionContext } from 'ava'
 import { WebSocket as WS, WebSocketServer } from 'ws'
 
 import { ReconnectingWebSocket } from '../index.js'
-import { rawServer, serverChild, until, wsServer } from './helpers.js'
+import { rawServer, until, wsServer } from './helpers.js'
 
 type Any = any
 type Make = (url: string, options: Record<string, unknown>) => Any
@@ -266,27 +266,3 @@ test.serial('rws: an open connection dropped without a close frame fires close 1
   }
 })
 
-test.serial('rws: reconnect() twice, the second before the first close is seen, fires one close event each, as reconnecting-websocket does', async (t) => {
-  // In another process: it answers the close while this thread waits.
-  // Short delays: the attempt the second call cuts short counts as failed, and the next waits.
-  const ws = makeRedial(await serverChild(t, 'echo'), { minReconnectionDelay: 10, maxReconnectionDelay: 50 })
-  closeAtEnd(t, ws)
-  const closes: string[] = []
-  ws.onclose = (e: Any) => closes.push(`${e.code}/${e.reason}`)
-  await new Promise((resolve) => (ws.onopen = resolve))
-  let opens = 0
-  ws.onopen = () => opens++
-  ws.reconnect(4001, 'a')
-  // The I/O thread starts the next attempt while JS has seen nothing of the first close yet.
-  const deadline = Date.now() + 2_000
-  while (ws.metrics.connectAttempts < 2 && Date.now() < deadline);
-  t.is(ws.metrics.connectAttempts, 2)
-  ws.reconnect(4002, 'b')
-  // (Two opens when the attempt the first call started opened before the second call.)
-  await until(() => opens >= 1, 'open again')
-  // An echo comes after every event before it: the closes of both connections have been seen.
-  const echoed = new Promise((resolve) => (ws.onmessage = resolve))
-  ws.send('after')
-  await echoed
-  t.deepEqual(closes, ['4001/a', '4002/b'])
-})

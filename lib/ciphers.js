@@ -19,6 +19,15 @@ const TLS12_SUITES = {
 // keeps OpenSSL's default TLS 1.3 suites then).
 const DEFAULT_TLS13 = [0x1302, 0x1301, 0x1303]
 
+// OpenSSL's keywords that select none of the suites rustls has (its six TLS 1.2 suites are
+// ECDHE, ECDSA or RSA signed, AES-GCM or ChaCha20-Poly1305): excluding or moving them changes nothing.
+const MATCH_NONE = Object.fromEntries(
+  ['aNULL', 'eNULL', 'NULL', 'COMPLEMENTOFALL', 'EXPORT', 'EXP', 'LOW', 'MEDIUM', 'DES', '3DES', 'RC4', 'RC2', 'IDEA', 'SEED', 'MD5', 'SHA1', 'SHA',
+    'CAMELLIA', 'CAMELLIA128', 'CAMELLIA256', 'ARIA', 'ARIA128', 'ARIA256', 'ARIAGCM', 'CCM', 'CCM8', 'AESCCM', 'AESCCM8', 'PSK', 'kPSK', 'aPSK',
+    'ECDHEPSK', 'kECDHEPSK', 'DHEPSK', 'kDHEPSK', 'RSAPSK', 'kRSAPSK', 'SRP', 'kSRP', 'aSRP', 'DSS', 'aDSS', 'DH', 'kDH', 'kDHE', 'kEDH', 'DHE', 'EDH', 'ADH', 'AECDH',
+    'kRSA', 'RSA', 'aGOST', 'aGOST01', 'kGOST', 'GOST94', 'GOST89MAC', 'kECDHr', 'kECDHe', 'kECDH', 'aECDH', 'SSLv3', 'TLSv1', 'TLSv1.0', 'SUITEB128', 'SUITEB128ONLY', 'SUITEB192'].map((k) => [k, true]),
+)
+
 const KX_GROUPS = { x25519: 0x001d, 'p-256': 0x0017, prime256v1: 0x0017, secp256r1: 0x0017, 'p-384': 0x0018, secp384r1: 0x0018 }
 
 /**
@@ -30,8 +39,8 @@ const KX_GROUPS = { x25519: 0x001d, 'p-256': 0x0017, prime256v1: 0x0017, secp256
  * in Node). Names of suites rustls does not have (DHE, CBC, ...) are skipped, as OpenSSL skips
  * names it does not know (a name has a `-` or starts with `TLS_`). OpenSSL's keywords (`HIGH`,
  * `ECDHE`, `DEFAULT`, ...) select by properties rustls does not model: a keyword (any other word)
- * is refused, and its exclusion or move (`!aNULL`, `+HIGH`) is ignored (rustls has no such
- * suite). Returns the IANA numbers in order, or [] for rustls's default.
+ * is refused, and so is its exclusion or move unless it selects none of rustls's suites (`!aNULL`,
+ * `!MD5`, `!RC4`: ignored). Returns the IANA numbers in order, or [] for rustls's default.
  */
 function parseCiphers(ciphers) {
   if (ciphers === undefined || ciphers === '') return []
@@ -52,6 +61,15 @@ function parseCiphers(ciphers) {
       continue
     }
     const code = own(TLS12_SUITES, name)
+    if (op !== '' && code === undefined && !name.includes('-') && !name.startsWith('TLS_') && !own(MATCH_NONE, name)) {
+      // A keyword that may select suites rustls has (CHACHA20, ECDSA, AES256, HIGH...): taking
+      // out or moving what it selects needs the properties rustls does not model here.
+      throw makeError(
+        'ERR_INVALID_ARG_VALUE',
+        `The "tls.ciphers" option has "${entry}", an OpenSSL keyword that may select cipher suites rustls has: name the suites to offer (${supportedSuites()})`,
+        TypeError,
+      )
+    }
     if (op === '!' || op === '-') {
       if (code !== undefined && tls12.includes(code)) tls12.splice(tls12.indexOf(code), 1)
       if (op === '!' && code !== undefined) banned.add(code)

@@ -926,7 +926,11 @@ class ReconnectingWebSocket extends EventEmitter {
     } catch (err) {
       rethrowLater(err)
     }
-    this.#internal?.emit(kMessage, data, isBinary)
+    try {
+      this.#internal?.emit(kMessage, data, isBinary)
+    } catch (err) {
+      rethrowLater(err)
+    }
     if (this.#wants('message')) this.#fire(new MessageEvent(data, this))
   }
 
@@ -968,7 +972,11 @@ class ReconnectingWebSocket extends EventEmitter {
     const info = typeof chosen === 'string' ? { protocol: chosen, extensions: '' } : chosen
     if (channels.open.hasSubscribers) channels.open.publish({ client: this, ...info })
     this.#emit('open', info)
-    this.#internal?.emit(kOpened, info)
+    try {
+      this.#internal?.emit(kOpened, info)
+    } catch (err) {
+      rethrowLater(err)
+    }
     if (this.#wants('open')) this.#fire(new Event('open', this))
   }
 
@@ -1023,7 +1031,11 @@ class ReconnectingWebSocket extends EventEmitter {
     const info = { code, reason, wasClean, willReconnect }
     if (channels.close.hasSubscribers) channels.close.publish({ client: this, ...info })
     this.#emit('close', info)
-    this.#internal?.emit(kClose, info)
+    try {
+      this.#internal?.emit(kClose, info)
+    } catch (err) {
+      rethrowLater(err)
+    }
     if (this.#rws) this.#rws.closed(info, this, this.#whatwg)
     else if (this.#wants('close')) this.#fire(new CloseEvent(code, reason, wasClean, this))
   }

@@ -138,21 +138,26 @@ function bmpPassword(password) {
 }
 
 /**
- * The hash rounds PKCS#12 key derivation may still run for the file being opened. Writers use
- * thousands per derivation (OpenSSL 2,048, Java 10,000) and a file needs a handful of derivations;
- * a corrupt or hostile one must not block the event loop for minutes (a round here is a
- * createHash() call, ~3.5 µs, about 17 times OpenSSL's).
+ * What key derivation may still cost for the file being opened, in rounds of PKCS#12's own
+ * derivation (a createHash() call here, ~3.5 µs, about 17 times OpenSSL's). Writers use thousands
+ * of iterations a derivation (OpenSSL 2,048, Java 10,000; 600,000 for the most cautious) and a
+ * file needs a handful of derivations; a corrupt or hostile count must not block the event loop
+ * for minutes. PBKDF2 (PBES2) runs natively: an iteration counts for an eighth of a round.
  */
-const FILE_KDF_ROUNDS = 500_000
+const FILE_KDF_ROUNDS = 2_000_000
 let kdfRoundsLeft = FILE_KDF_ROUNDS
+
+/** Takes `rounds` from the file's budget, before they run. */
+function spend(rounds) {
+  if (rounds > kdfRoundsLeft) {
+    throw new Pkcs12Error(`its key derivations add up to more than ${FILE_KDF_ROUNDS} hash rounds, more than any PKCS#12 writer uses`)
+  }
+  kdfRoundsLeft -= rounds
+}
 
 function deriveKey(digest, password, salt, id, iterations, size) {
   const { name, block } = digest
-  const rounds = iterations * Math.ceil(size / createHash(name).digest().length)
-  if (rounds > kdfRoundsLeft) {
-    throw new Pkcs12Error(`its key derivations add up to more than ${FILE_KDF_ROUNDS} hash rounds, which no PKCS#12 writer uses`)
-  }
-  kdfRoundsLeft -= rounds
+  spend(iterations * Math.ceil(size / createHash(name).digest().length))
   const fill = (bytes) => {
     if (bytes.length === 0) return Buffer.alloc(0)
     const out = Buffer.alloc(block * Math.ceil(bytes.length / block))
@@ -276,7 +281,9 @@ function decrypt(algorithm, data, password, what) {
     const found = CIPHERS.get(schemeType.content.toString('hex'))
     if (hmac === undefined || found === undefined) throw new Pkcs12Error('it is encrypted with an unsupported algorithm: ' + CONVERT)
     cipher = found.name
-    key = pbkdf2Sync(Buffer.from(password ?? '', 'utf8'), expect(salt, OCTETS, 'salt').content, iterations(count), found.key, hmac)
+    const rounds = iterations(count)
+    spend(Math.ceil((rounds * Math.ceil(found.key / createHash(hmac).digest().length)) / 8))
+    key = pbkdf2Sync(Buffer.from(password ?? '', 'utf8'), expect(salt, OCTETS, 'salt').content, rounds, found.key, hmac)
     iv = expect(schemeIv, OCTETS, 'IV').content
   } else if (kind === OID.pbeSha1TripleDes || kind === OID.pbeSha1TwoKeyDes) {
     const [salt, count] = kids(expect(params, SEQUENCE, 'PBE parameters'))

@@ -136,8 +136,8 @@ class RwsMode {
   pendingError = null
   /** The connection whose close comes next opened (its end is no failed attempt). */
   connected = false
-  /** The native closes whose event `reconnect()` fired already (one per call that closed a connection). */
-  suppressedCloses = 0
+  /** `reconnect()` fired the close event already. */
+  suppressClose = false
   /** The readyState their listeners see while a synthetic event is fired. */
   readyStateOverride = undefined
 
@@ -163,7 +163,7 @@ class RwsMode {
 
   /** `reconnect()` closing a connection: their close event fires at once, with this code and reason. */
   reconnected(code, reason, client, surface) {
-    this.suppressedCloses++
+    this.suppressClose = true
     if (surface?.wants('close')) this.#fireAs(CLOSING, new CloseEvent(code, reason, true, client), client, surface)
   }
 
@@ -174,9 +174,9 @@ class RwsMode {
     const error = pending !== null && (!this.connected || PEER_ERRORS.has(pending.code)) ? pending : null
     this.pendingError = null
     this.connected = false
-    if (this.suppressedCloses > 0) {
+    if (this.suppressClose) {
       // reconnect() already fired this close.
-      this.suppressedCloses--
+      this.suppressClose = false
       if (error && surface?.wants('error')) this.#fireAs(CLOSING, new ErrorEvent(error, client), client, surface)
       return
     }

@@ -380,6 +380,7 @@ impl Driver {
                     let info = PolicyInfo::Close {
                         code: end.code,
                         reason: end.reason.clone(),
+                        error: end.error.as_ref().map(|e| e.code),
                     };
                     self.last_failure = Some(Box::new((info, retry.default)));
                     self.input(Input::Lost {
@@ -600,6 +601,7 @@ impl Driver {
                     PolicyInfo::Close {
                         code: 1006,
                         reason: String::new(),
+                        error: None,
                     },
                     true,
                 ));

@@ -195,10 +195,13 @@ pub fn event_to_js(env: &Env, event: JsEvent) -> Result<(u32, Value)> {
             o.set(c"default", default)?;
             let mut i = Obj::new(raw)?;
             match info {
-                PolicyInfo::Close { code, reason } => {
+                PolicyInfo::Close { code, reason, error } => {
                     i.set(c"kind", "close")?;
                     i.set(c"code", u32::from(code))?;
                     i.set(c"reason", reason)?;
+                    if let Some(error) = error {
+                        i.set(c"error", error)?;
+                    }
                 }
                 PolicyInfo::Handshake { status, headers } => {
                     i.set(c"kind", "handshake")?;

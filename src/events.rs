@@ -309,6 +309,8 @@ pub enum PolicyInfo {
     Close {
         code: u16,
         reason: String,
+        /// The client failed the connection (`code` is the client's own): the error's code.
+        error: Option<&'static str>,
     },
     Handshake {
         status: u16,
