@@ -717,6 +717,15 @@ class ReconnectingWebSocket extends EventEmitter {
    * `pause` and `hold` are this reader's switches: setting one as it already is does nothing, so
    * each reader counts once among the client's pausers and holds.
    */
+  /** Listening to one of the private emitter's events: `(listener) => stop`. */
+  #onInternal(key) {
+    return (listener) => {
+      const events = this.#internalEvents()
+      events.on(key, listener)
+      return () => events.off(key, listener)
+    }
+  }
+
   #readControl() {
     let paused = false
     let holding = false
@@ -754,35 +763,16 @@ class ReconnectingWebSocket extends EventEmitter {
       /** disconnect() (or terminate()) was called and has not completed. */
       disconnecting: () => this.#closing !== false,
       active: () => N.clientActive(this),
-      onClosed: (listener) => {
-        const events = this.#internalEvents()
-        events.on(kClosed, listener)
-        return () => events.off(kClosed, listener)
-      },
+      /** A disconnect() that left the client closed (each of these returns how to stop listening). */
+      onClosed: this.#onInternal(kClosed),
       /** The open event, after the application's listeners (one of theirs that throws cannot skip it). */
-      onOpened: (listener) => {
-        const events = this.#internalEvents()
-        events.on(kOpened, listener)
-        return () => events.off(kOpened, listener)
-      },
-      /** Each message `(data, isBinary)`, after the application's listeners. */
-      onMessage: (listener) => {
-        const events = this.#internalEvents()
-        events.on(kMessage, listener)
-        return () => events.off(kMessage, listener)
-      },
+      onOpened: this.#onInternal(kOpened),
+      /** Each message `(data, isBinary)`, the same way. */
+      onMessage: this.#onInternal(kMessage),
       /** Each close event's `{ code, reason, wasClean, willReconnect }`, the same way. */
-      onClose: (listener) => {
-        const events = this.#internalEvents()
-        events.on(kClose, listener)
-        return () => events.off(kClose, listener)
-      },
+      onClose: this.#onInternal(kClose),
       /** The giveup event, the same way. */
-      onGaveUp: (listener) => {
-        const events = this.#internalEvents()
-        events.on(kGaveUp, listener)
-        return () => events.off(kGaveUp, listener)
-      },
+      onGaveUp: this.#onInternal(kGaveUp),
     }
   }
 
