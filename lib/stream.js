@@ -21,11 +21,12 @@ const { makeError, gaveUpError } = require('./errors')
  * them. Once one does not go to an open connection (the connection may have ended before JS has
  * seen it end) they go one at a time, each once the previous one is settled (so that the stream
  * does not fill the offline queue with its own messages, which a 'drop-oldest' queue would push
- * out, nor send past one that a dropped connection refused), and a chunk the offline queue refuses (`queue: false`, or over its bounds),
- * or that a connection dropped before JS saw it drop, waits for the next open, as ws's stream
- * waits for a connecting socket. A write fails only when its message
- * will never be sent: the client gave up (ERR_GAVE_UP) or disconnect() discarded it (ERR_NOT_SENT),
- * or a `send()` failed otherwise. Ending the stream disconnects the client; destroying it
+ * out, nor send past one that a dropped connection refused), and a chunk the offline queue
+ * refuses (`queue: false`, or over its bounds), or that a connection dropped before JS saw it
+ * drop, waits for the next open, as ws's stream waits for a connecting socket. A write fails only
+ * when its message will never be sent: the client gave up (ERR_GAVE_UP) or disconnect() discarded
+ * it (ERR_NOT_SENT), or a `send()` failed otherwise (a 'drop-oldest' queue given back more by a
+ * dropped connection than it holds). Ending the stream disconnects the client; destroying it
  * terminates the client (one that had given up: what the stream wrote into its offline queue is
  * discarded, so that no failed write goes out on a later connect()). A giveup listener that calls
  * connect() keeps the stream going, as it keeps opened() waiting.
