@@ -139,7 +139,7 @@ function bmpPassword(password) {
 
 /**
  * What key derivation may still cost for the file being opened, in rounds of PKCS#12's own
- * derivation (a createHash() call here, ~3.5 µs, about 17 times OpenSSL's). Writers use thousands
+ * derivation (a createHash() call here, ~3.5 microseconds, about 17 times OpenSSL's). Writers use thousands
  * of iterations a derivation (OpenSSL 2,048, Java 10,000; 600,000 for the most cautious) and a
  * file needs a handful of derivations; a corrupt or hostile count must not block the event loop
  * for minutes. PBKDF2 (PBES2) runs natively: an iteration counts for an eighth of a round.
