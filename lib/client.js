@@ -712,11 +712,6 @@ class ReconnectingWebSocket extends EventEmitter {
     return messageIterator(this, this.#readControl(), highWaterMark, highWaterMarkBytes)
   }
 
-  /**
-   * What a reader of the client's messages (`messages()`, `createWebSocketStream()`) may do.
-   * `pause` and `hold` are this reader's switches: setting one as it already is does nothing, so
-   * each reader counts once among the client's pausers and holds.
-   */
   /** Listening to one of the private emitter's events: `(listener) => stop`. */
   #onInternal(key) {
     return (listener) => {
@@ -726,6 +721,11 @@ class ReconnectingWebSocket extends EventEmitter {
     }
   }
 
+  /**
+   * What a reader of the client's messages (`messages()`, `createWebSocketStream()`) may do.
+   * `pause` and `hold` are this reader's switches: setting one as it already is does nothing, so
+   * each reader counts once among the client's pausers and holds.
+   */
   #readControl() {
     let paused = false
     let holding = false
