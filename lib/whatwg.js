@@ -150,6 +150,9 @@ function listenerOptions(options) {
   return { once: !!options.once, signal }
 }
 
+/** The 'abort' listeners a collected client's listeners left on their signals, removed. */
+const abortListenersOfCollected = new FinalizationRegistry(({ signal, onAbort }) => signal.removeEventListener('abort', onAbort))
+
 /**
  * Listeners per type; each change makes a new array, so that a dispatch goes on over the listeners
  * registered when it started (one added meanwhile is not called). With `dom`, as the DOM does: adding the same listener twice keeps one, and a
@@ -157,9 +160,6 @@ function listenerOptions(options) {
  * duplicates are kept, `remove` drops every copy, and a dispatch calls the listeners registered
  * when it started.
  */
-/** The 'abort' listeners a collected client's listeners left on their signals, removed. */
-const abortListenersOfCollected = new FinalizationRegistry(({ signal, onAbort }) => signal.removeEventListener('abort', onAbort))
-
 class Listeners {
   #byType = new Map()
   #dom
