@@ -4,10 +4,13 @@
 import test from 'ava'
 import { WebSocketServer } from 'ws'
 import { getEventListeners, once } from 'node:events'
+import fs from 'node:fs'
 import type net from 'node:net'
+import os from 'node:os'
+import path from 'node:path'
 
 import { CloseEvent, ErrorEvent, Event, MessageEvent, ReconnectingWebSocket } from '../index.js'
-import { Recorder, quiescent, refusedPort, until, wsServer } from './helpers.js'
+import { Recorder, quiescent, refusedPort, serverChild, until, wsServer } from './helpers.js'
 
 type Any = any
 
@@ -282,6 +285,36 @@ test.serial('rws mode: reconnect(code, reason) fires its close event at once and
   const last = seen[seen.length - 1]
   t.like(last.event, { code: 1000, reason: 'close' })
   t.is(last.readyState, ws.CLOSED)
+  await quiescent()
+})
+
+// reconnecting-websocket's reconnect() fires a close whenever it has a socket that is not CLOSED,
+// and the socket it replaces is only made once the JS thread runs: two calls in a row, two closes.
+test.serial('rws mode: two reconnect() calls fire two closes, also when the second cuts short an attempt JS has not seen', async (t) => {
+  const mark = path.join(os.tmpdir(), `redial-hold-${process.pid}-${Date.now()}`)
+  t.teardown(() => fs.rmSync(mark, { force: true }))
+  // The server is in another process: this one blocks its JS thread while the native side closes
+  // the first connection and starts the next attempt, which the server holds unanswered.
+  const url = await serverChild(t, 'hold-second', { env: { MARK_FILE: mark } })
+  const ws: Any = new ReconnectingWebSocket(url, undefined, { minReconnectionDelay: 10, maxReconnectionDelay: 20 })
+  const seen = track(ws, ['open', 'close'])
+  await until(() => seen.some((e) => e.type === 'open'), 'open')
+  ws.reconnect()
+  const blocked = new Int32Array(new SharedArrayBuffer(4))
+  const deadline = Date.now() + 5_000
+  while (!fs.existsSync(mark) && Date.now() < deadline) Atomics.wait(blocked, 0, 0, 2)
+  t.true(fs.existsSync(mark), 'the second attempt reached the server while JS was blocked')
+  ws.reconnect()
+  await until(() => seen.filter((e) => e.type === 'open').length === 4, 'the third connection opens (on + listener)')
+  await new Promise((r) => setTimeout(r, 50))
+  const closes = seen.filter((e) => e.type === 'close' && e.via === 'listener')
+  t.deepEqual(
+    closes.map((e) => e.event.code),
+    [1000, 1000],
+    'one close per reconnect(): the second connection attempt ends without one of its own',
+  )
+  ws.close()
+  await until(() => seen.filter((e) => e.type === 'close').length === 6, 'final close')
   await quiescent()
 })
 

@@ -40,9 +40,9 @@ export interface WsPeer extends Peer {
 export async function serverChild(
   t: { teardown(fn: () => void): void },
   mode: string,
-  { tls, onMessage }: { tls?: { key: string; cert: string }; onMessage?: (m: any) => void } = {},
+  { tls, onMessage, env: extra }: { tls?: { key: string; cert: string }; onMessage?: (m: any) => void; env?: Record<string, string> } = {},
 ): Promise<string> {
-  const env = tls ? { ...process.env, SERVER_KEY: tls.key, SERVER_CERT: tls.cert } : process.env
+  const env = { ...process.env, ...extra, ...(tls && { SERVER_KEY: tls.key, SERVER_CERT: tls.cert }) }
   const child = fork(fileURLToPath(new URL('./fixtures/server-child.cjs', import.meta.url)), [mode], { env, stdio: ['ignore', 'pipe', 'inherit', 'ipc'] })
   t.teardown(() => child.kill())
   if (onMessage) child.on('message', onMessage)

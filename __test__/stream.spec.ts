@@ -465,23 +465,29 @@ test.serial('writes go on through a server that drops its connections every few 
     duplex.resume()
     const errors: Error[] = []
     duplex.on('error', (err) => errors.push(err))
-    // Written as fast as the stream takes them: its buffer goes out in batches (_writev).
-    const total = 20_000
+    // Written as fast as the stream takes them (its buffer goes out in batches, _writev): at least
+    // 20,000, and on until the client has reconnected twice (bounded in time).
+    const deadline = Date.now() + 20_000
     let written = 0
     let ok = 0
+    let stopped = false
     await new Promise<void>((resolve) => {
       duplex.once('error', () => resolve())
       const pump = () => {
-        while (written < total) {
-          const more = duplex.write(String(written++), (err) => !err && ++ok === total && resolve())
+        while (!stopped) {
+          if ((written >= 20_000 && client.metrics.reconnects >= 2) || Date.now() > deadline) {
+            stopped = true
+            return void (ok === written && resolve())
+          }
+          const more = duplex.write(String(written++), (err) => !err && ++ok === written && stopped && resolve())
           if (!more) return void duplex.once('drain', pump)
         }
       }
       pump()
     })
     t.deepEqual(errors, [], `queue: ${queue}`)
-    t.is(ok, total)
-    t.true(client.metrics.reconnects >= 2, `${client.metrics.reconnects} reconnects while writing (queue: ${queue})`)
+    t.is(ok, written)
+    t.true(client.metrics.reconnects >= 2, `${client.metrics.reconnects} reconnects while writing ${written} chunks (queue: ${queue})`)
     await client.disconnect()
   }
   released(t)

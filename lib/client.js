@@ -992,7 +992,7 @@ class ReconnectingWebSocket extends EventEmitter {
 
   /** `retries`: the machine's failure count once this close is accounted for (what the next attempt reports). */
   /** `gen`: the generation of the driver that reports it. */
-  #onClose({ code, reason, wasClean, willReconnect, retries, gen }) {
+  #onClose({ code, reason, wasClean, willReconnect, byReconnect, retries, gen }) {
     const closing = this.#closing
     if (gen !== N.clientGeneration(this)) {
       // The last close of a driver that a connect() (or reconnect()) replaced as it exited: the
@@ -1026,7 +1026,7 @@ class ReconnectingWebSocket extends EventEmitter {
     } catch (err) {
       rethrowLater(err)
     }
-    if (this.#rws) this.#rws.closed(info, this, this.#whatwg)
+    if (this.#rws) this.#rws.closed(info, byReconnect, this, this.#whatwg)
     else if (this.#wants('close')) this.#fire(new CloseEvent(code, reason, wasClean, this))
   }
 

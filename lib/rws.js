@@ -136,7 +136,7 @@ class RwsMode {
   pendingError = null
   /** The connection whose close comes next opened (its end is no failed attempt). */
   connected = false
-  /** `reconnect()` fired the close event already. */
+  /** `reconnect()` fired the close event of the connection that closes next (the server may have closed it first). */
   suppressClose = false
   /** The readyState their listeners see while a synthetic event is fired. */
   readyStateOverride = undefined
@@ -167,16 +167,19 @@ class RwsMode {
     if (surface?.wants('close')) this.#fireAs(CLOSING, new CloseEvent(code, reason, true, client), client, surface)
   }
 
-  /** A close from the native side, after the EventEmitter listeners ran: their WHATWG events. */
-  closed(p, client, surface) {
+  /**
+   * A close from the native side, after the EventEmitter listeners ran: their WHATWG events.
+   * `byReconnect`: a `reconnect()` ended it, which fired its close then, or had no socket of theirs to close.
+   */
+  closed(p, byReconnect, client, surface) {
     const pending = this.pendingError
     // A connection that opened and then dropped is reported by its close alone, as ws reports it.
     const error = pending !== null && (!this.connected || PEER_ERRORS.has(pending.code)) ? pending : null
     this.pendingError = null
     this.connected = false
-    if (this.suppressClose) {
-      // reconnect() already fired this close.
-      this.suppressClose = false
+    const suppress = this.suppressClose || byReconnect
+    this.suppressClose = false
+    if (suppress) {
       if (error && surface?.wants('error')) this.#fireAs(CLOSING, new ErrorEvent(error, client), client, surface)
       return
     }

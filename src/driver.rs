@@ -228,6 +228,7 @@ impl Driver {
             reason: String::new(),
             was_clean: false,
             will_reconnect: false,
+            by_reconnect: false,
             retries: 0,
             gen: self.gen,
         });
@@ -631,11 +632,13 @@ impl Driver {
                     reason,
                     was_clean,
                     will_reconnect,
+                    by_reconnect,
                 } => JsEvent::Close {
                     code,
                     reason,
                     was_clean,
                     will_reconnect,
+                    by_reconnect,
                     retries: self.machine.failures(),
                     gen: self.gen,
                 },

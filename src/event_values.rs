@@ -115,6 +115,7 @@ pub fn event_to_js(env: &Env, event: JsEvent) -> Result<(u32, Value)> {
             reason,
             was_clean,
             will_reconnect,
+            by_reconnect,
             retries,
             gen,
         } => {
@@ -123,6 +124,7 @@ pub fn event_to_js(env: &Env, event: JsEvent) -> Result<(u32, Value)> {
             o.set(c"reason", reason)?;
             o.set(c"wasClean", was_clean)?;
             o.set(c"willReconnect", will_reconnect)?;
+            o.set(c"byReconnect", by_reconnect)?;
             o.set(c"retries", retries)?;
             o.set(c"gen", gen)?;
             (tag::CLOSE, o.value)

@@ -35,6 +35,8 @@ pub enum JsEvent {
         reason: String,
         was_clean: bool,
         will_reconnect: bool,
+        /// A `reconnect()` call ended the connection (reconnecting-websocket's mode fired this close already).
+        by_reconnect: bool,
         /// The machine's count of consecutive failures once this close is accounted for: what
         /// the next attempt reports (reconnecting-websocket's `retryCount`).
         retries: u32,

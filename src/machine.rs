@@ -117,6 +117,8 @@ pub enum Event {
         reason: String,
         was_clean: bool,
         will_reconnect: bool,
+        /// A `reconnect()` call ended this connection, attempt or pending failure.
+        by_reconnect: bool,
     },
     Reconnecting {
         attempt: u32,
@@ -181,6 +183,8 @@ pub struct Machine {
     opened_at: u64,
     /// In `Closing`: start a fresh connection once the close completes.
     reconnect_after_close: bool,
+    /// In `Closing`: the close was started by `reconnect()` (its close event says so).
+    closing_for_reconnect: bool,
     /// In `Connecting`: a flushing disconnect closes as soon as the connection opens.
     // Rarely set, so boxed: the machine lives inline in every active client's task.
     close_when_open: Option<Box<(u16, String)>>,
@@ -202,6 +206,7 @@ impl Machine {
             failures: 0,
             opened_at: 0,
             reconnect_after_close: false,
+            closing_for_reconnect: false,
             close_when_open: None,
             deciding: None,
             current_is_reconnect: false,
@@ -242,7 +247,7 @@ impl Machine {
             (Connecting, Input::Reconnect { code, reason }) => {
                 out.push(Action::AbortAttempt);
                 self.cancel_flush(out);
-                self.emit_close(code, reason, false, true, out);
+                self.emit_close(code, reason, false, true, true, out);
                 self.failures = 0;
                 self.start_attempt(false, out);
             }
@@ -269,7 +274,7 @@ impl Machine {
                 out.push(Action::Emit(Event::Error(error.clone())));
                 self.last_error = Some(Box::new(error));
                 if self.close_when_open.take().is_some() {
-                    self.emit_close(1006, String::new(), false, false, out);
+                    self.emit_close(1006, String::new(), false, false, false, out);
                     self.finish_disconnect(out);
                     return;
                 }
@@ -291,6 +296,7 @@ impl Machine {
             (Open, Input::Reconnect { code, reason }) => {
                 self.phase = Closing;
                 self.reconnect_after_close = true;
+                self.closing_for_reconnect = true;
                 out.push(Action::StartClose { code, reason });
             }
             (
@@ -363,8 +369,9 @@ impl Machine {
                 }
             }
             (Deciding, input @ (Input::Connect | Input::Reconnect { .. })) => {
+                let by_reconnect = matches!(input, Input::Reconnect { .. });
                 if let Some(f) = self.deciding.take() {
-                    self.emit_close(f.code, f.reason, f.was_clean, true, out);
+                    self.emit_close(f.code, f.reason, f.was_clean, true, by_reconnect, out);
                 }
                 if matches!(input, Input::Reconnect { .. }) {
                     self.failures = 0;
@@ -373,7 +380,7 @@ impl Machine {
             }
             (Deciding, Input::Disconnect { code, reason, flush }) => {
                 if let Some(f) = self.deciding.take() {
-                    self.emit_close(f.code, f.reason, f.was_clean, flush, out);
+                    self.emit_close(f.code, f.reason, f.was_clean, flush, false, out);
                 }
                 self.disconnect_without_connection(code, reason, flush, out);
             }
@@ -390,12 +397,21 @@ impl Machine {
         out.push(Action::StartAttempt { attempt, reconnect });
     }
 
-    fn emit_close(&mut self, code: u16, reason: String, was_clean: bool, will_reconnect: bool, out: &mut Vec<Action>) {
+    fn emit_close(
+        &mut self,
+        code: u16,
+        reason: String,
+        was_clean: bool,
+        will_reconnect: bool,
+        by_reconnect: bool,
+        out: &mut Vec<Action>,
+    ) {
         out.push(Action::Emit(Event::Close {
             code,
             reason,
             was_clean,
             will_reconnect,
+            by_reconnect,
         }));
     }
 
@@ -410,7 +426,7 @@ impl Machine {
     fn abandon_attempt(&mut self, out: &mut Vec<Action>) {
         out.push(Action::AbortAttempt);
         self.close_when_open = None;
-        self.emit_close(1006, String::new(), false, false, out);
+        self.emit_close(1006, String::new(), false, false, false, out);
         self.finish_disconnect(out);
     }
 
@@ -433,7 +449,7 @@ impl Machine {
         if !retry {
             return self.give_up("policy", f, out);
         }
-        self.emit_close(f.code, f.reason, f.was_clean, true, out);
+        self.emit_close(f.code, f.reason, f.was_clean, true, false, out);
         let backoff = &self.policy.backoff;
         let spread = backoff.jitter == Jitter::Spread;
         if spread && self.failures == 1 {
@@ -460,7 +476,7 @@ impl Machine {
     }
 
     fn give_up(&mut self, reason: &'static str, f: Failure, out: &mut Vec<Action>) {
-        self.emit_close(f.code, f.reason, f.was_clean, false, out);
+        self.emit_close(f.code, f.reason, f.was_clean, false, false, out);
         out.push(Action::Emit(Event::GiveUp {
             attempts: self.failures,
             reason,
@@ -472,8 +488,10 @@ impl Machine {
 
     fn closed_by_us(&mut self, code: u16, reason: String, was_clean: bool, out: &mut Vec<Action>) {
         let again = self.reconnect_after_close;
+        let by_reconnect = self.closing_for_reconnect;
         self.reconnect_after_close = false;
-        self.emit_close(code, reason, was_clean, again, out);
+        self.closing_for_reconnect = false;
+        self.emit_close(code, reason, was_clean, again, by_reconnect, out);
         out.push(Action::DisconnectDone);
         if again {
             self.failures = 0;
@@ -786,9 +804,59 @@ mod tests {
             code: 4000,
             reason: "again".into(),
             was_clean: true,
-            will_reconnect: true
+            will_reconnect: true,
+            by_reconnect: true
         })));
         assert!(matches!(a.last(), Some(Action::StartAttempt { attempt: 0, .. })));
+    }
+
+    /// Which closes `reconnect()` caused: reconnecting-websocket's mode fired those itself.
+    #[test]
+    fn closes_say_whether_reconnect_caused_them() {
+        fn closes(a: &[Action]) -> Vec<bool> {
+            a.iter()
+                .filter_map(|x| match x {
+                    Action::Emit(Event::Close { by_reconnect, .. }) => Some(*by_reconnect),
+                    _ => None,
+                })
+                .collect()
+        }
+        let reconnect = || Input::Reconnect {
+            code: 1000,
+            reason: String::new(),
+        };
+        let lost = || Input::Lost {
+            code: 1001,
+            reason: String::new(),
+            was_clean: true,
+            error: None,
+            retry: Retry::YES,
+        };
+        let mut m = Machine::new(policy(100), 1);
+        run(&mut m, Input::Connect, 0);
+        run(&mut m, Input::Opened, 0);
+        // A second reconnect() joins the close under way: one close, marked.
+        assert!(closes(&run(&mut m, reconnect(), 1)).is_empty());
+        assert!(closes(&run(&mut m, reconnect(), 1)).is_empty());
+        assert_eq!(closes(&run(&mut m, lost(), 2)), vec![true]);
+        // One that cuts the next attempt short reports that attempt's close, marked.
+        assert_eq!(closes(&run(&mut m, reconnect(), 3)), vec![true]);
+        // The server's close and a failed attempt are not marked.
+        run(&mut m, Input::Opened, 4);
+        assert_eq!(closes(&run(&mut m, lost(), 5)), vec![false]);
+        run(&mut m, Input::TimerFired, 200);
+        assert_eq!(closes(&run(&mut m, failed(), 201)), vec![false]);
+        // A disconnect() after a reconnect() ends the close reconnect() started.
+        run(&mut m, reconnect(), 202);
+        run(&mut m, Input::Opened, 203);
+        run(&mut m, reconnect(), 204);
+        run(&mut m, disconnect(false), 204);
+        assert_eq!(closes(&run(&mut m, lost(), 205)), vec![true]);
+        // A disconnect() alone is not marked.
+        run(&mut m, Input::Connect, 206);
+        run(&mut m, Input::Opened, 206);
+        run(&mut m, disconnect(false), 207);
+        assert_eq!(closes(&run(&mut m, lost(), 208)), vec![false]);
     }
 
     #[test]
