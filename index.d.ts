@@ -400,7 +400,7 @@ export interface ClientMetrics {
   connectAttempts: number
   /** Successful handshakes. */
   connects: number
-  /** Successful handshakes that re-established a lost connection. */
+  /** Successful handshakes that re-established a lost connection (not a first connection that took retries, nor one that replaced a connection `reconnect()` closed). */
   reconnects: number
   connectionErrors: number
   messagesReceived: number

@@ -137,6 +137,24 @@ test.serial('the close event carries the server code and reason, then a reconnec
   await quiescent()
 })
 
+test.serial('metrics.reconnects counts connections that replaced a lost one, not a first connection that took retries', async (t) => {
+  const port = await refusedPort()
+  const client = new ReconnectingWebSocket(`ws://127.0.0.1:${port}/`, { minDelay: 10, maxDelay: 10, jitter: 'none' })
+  const r = new Recorder(client)
+  await r.next('reconnecting')
+  const peer = await wsServer((socket, p) => {
+    if (p.accepted === 1) socket.close(4001, 'go away')
+  }, port)
+  t.teardown(() => peer.close())
+  await r.next('open')
+  t.like(client.metrics, { connects: 1, reconnects: 0 })
+  t.true(client.metrics.connectionErrors >= 1)
+  await r.next('open')
+  t.like(client.metrics, { connects: 2, reconnects: 1 })
+  await client.disconnect()
+  await quiescent()
+})
+
 test.serial("jitter is 'spread' by default: one offset on a growing grid for the whole outage", async (t) => {
   // Retry n waits minDelay * factor^(n - 2 + phase), the phase drawn once: each wait is factor times the
   // one before, and lies between the base delays of retries n - 1 and n. Jitter drawn per retry would

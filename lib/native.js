@@ -13,8 +13,9 @@ const root = path.join(__dirname, '..')
 
 /** Which C library this Linux uses: the binaries differ ('gnu' is glibc). */
 function linuxLibc() {
-  // ldd is a script that names its C library. (Reading it first also spares Deno's --allow-sys,
-  // which process.report needs.)
+  // Deno is built for glibc only; asking would need --allow-read or --allow-sys.
+  if (process.versions.deno) return 'gnu'
+  // ldd is a script that names its C library.
   try {
     const ldd = fs.readFileSync('/usr/bin/ldd', 'latin1')
     if (ldd.includes('musl')) return 'musl'
@@ -46,12 +47,18 @@ const PUBLISHED = [
   'win32-arm64-msvc',
 ]
 
+const DENO_FIX = 'run Deno with --allow-ffi --allow-read --allow-env (or -A)'
+
+/** Whether `err` is Deno refusing something its permissions do not grant. */
+function denied(err) {
+  return /^(NotCapable|PermissionDenied)$/.test(err?.name) || /run again with the --allow-/.test(String(err?.message))
+}
+
 /** Why a binary that exists did not load, in words, from the runtime's error (quoted after them). */
 function explain(err) {
   const text = `${err?.name ?? ''} ${err?.message ?? err}`
   const said = String(err?.message ?? err).split('\n')[0]
-  if (/allow-ffi|NotCapable|PermissionDenied/i.test(text))
-    return { why: `the runtime does not allow loading native code (${said})`, fix: 'run Deno with --allow-ffi (or -A)' }
+  if (/allow-ffi|NotCapable|PermissionDenied/i.test(text)) return { why: `the runtime does not allow loading native code (${said})`, fix: DENO_FIX }
   const glibc = /GLIBC_(\d+\.\d+)['`]? not found/.exec(text)
   if (glibc) return { why: `the binary needs glibc ${glibc[1]}, newer than this system's (${said})`, fix: null }
   if (/invalid ELF header|wrong ELF class|file too short|not a valid Win32 application|incompatible architecture|mach-o/i.test(text))
@@ -64,7 +71,13 @@ function load() {
   const pkg = `redial-ws-${name}`
   const tried = []
 
-  const override = process.env.NAPI_RS_NATIVE_LIBRARY_PATH
+  let override
+  try {
+    override = process.env.NAPI_RS_NATIVE_LIBRARY_PATH
+  } catch (err) {
+    // Deno without --allow-env: an override this process may not read is none.
+    if (!denied(err)) throw err
+  }
   const files = override ? [override] : [path.join(root, `redial-ws.${name}.node`)]
   for (const file of files) {
     if (!override && !fs.existsSync(file)) continue
@@ -85,12 +98,13 @@ function load() {
   throw loadError(name, pkg, tried)
 }
 
+function runtimeName() {
+  if (process.versions.bun) return `Bun ${process.versions.bun}`
+  return process.versions.deno ? `Deno ${process.versions.deno}` : `Node ${process.version}`
+}
+
 function loadError(name, pkg, tried) {
-  const runtime = process.versions.bun
-    ? `Bun ${process.versions.bun}`
-    : process.versions.deno
-      ? `Deno ${process.versions.deno}`
-      : `Node ${process.version}`
+  const runtime = runtimeName()
   const fromSource = `node ${JSON.stringify(path.join(root, 'scripts', 'build-from-source.js'))}  (needs Rust: https://rustup.rs)`
   const lines = [`redial-ws: cannot load the native binary for ${name} (${runtime}).`]
   const failed = tried.filter((t) => !t.missing)
@@ -121,4 +135,17 @@ function loadError(name, pkg, tried) {
   return err
 }
 
-module.exports = load()
+/** Deno refused a file or a variable the loader needs: the error says which flags it takes. */
+function permissionError(err) {
+  const said = String(err?.message ?? err).split('\n')[0]
+  const lines = [`redial-ws: cannot load the native binary (${runtimeName()}): the runtime refused it (${said}).`, 'Fix:', `  ${DENO_FIX}`]
+  const error = new Error(lines.join('\n'), { cause: err })
+  error.code = 'ERR_NATIVE_BINDING'
+  return error
+}
+
+try {
+  module.exports = load()
+} catch (err) {
+  throw err?.code !== 'ERR_NATIVE_BINDING' && denied(err) ? permissionError(err) : err
+}

@@ -238,29 +238,41 @@ async function main() {
     if (outcome.detail) console.log(outcome.detail)
   }
 
-  // Deno without --allow-ffi: the load error names the platform and the permission that fixes it.
+  // Deno's permissions: without --allow-ffi, the load error names the platform and the flags that
+  // fix it; with --allow-ffi and a read permission scoped to the package, or no --allow-env, it loads
+  // (the loader asks for nothing more than it needs).
   const deno = await installing.deno
-  const permRow = { runtime: 'Deno, no --allow-ffi', version: null, result: 'FAIL', seconds: 0 }
+  const permRow = { runtime: 'Deno, permissions', version: null, result: 'FAIL', seconds: 0 }
   if (deno.error) permRow.result = 'FAIL (install)'
   else {
     const t0 = Date.now()
     permRow.version = versionOf(deno.binary)
-    const probe = await run(deno.binary, ['run', '--allow-read', '--allow-env', path.join(root, '__test__', 'runtimes', 'load.cjs')], {
-      env: childEnv(RUNTIME_ENV.deno),
-      timeout: SCENARIO_TIMEOUT,
-    })
+    const cases = [
+      { flags: ['--allow-read', '--allow-env'], loads: false },
+      { flags: ['--allow-ffi', `--allow-read=${root}`, '--allow-env'], loads: true },
+      { flags: ['--allow-ffi', '--allow-read'], loads: true },
+    ]
+    const failures = []
+    for (const { flags, loads } of cases) {
+      const probe = await run(deno.binary, ['run', ...flags, path.join(root, '__test__', 'runtimes', 'load.cjs')], {
+        env: childEnv(RUNTIME_ENV.deno),
+        timeout: SCENARIO_TIMEOUT,
+      })
+      let said = null
+      try {
+        said = JSON.parse(probe.stdout.trim().split('\n').pop())
+      } catch {}
+      const ok = loads
+        ? said?.loaded === true
+        : said?.loaded === false &&
+          said.code === 'ERR_NATIVE_BINDING' &&
+          /for linux-x64-gnu \(Deno /.test(said.message) &&
+          /Fix:\n  run Deno with --allow-ffi --allow-read --allow-env/.test(said.message)
+      if (!ok) failures.push(`${flags.join(' ')}: ${probe.stdout}${probe.stderr}`)
+    }
     permRow.seconds = (Date.now() - t0) / 1000
-    let said = null
-    try {
-      said = JSON.parse(probe.stdout.trim().split('\n').pop())
-    } catch {}
-    const ok =
-      said?.loaded === false &&
-      said.code === 'ERR_NATIVE_BINDING' &&
-      /for linux-x64-gnu \(Deno /.test(said.message) &&
-      /Fix:\n  run Deno with --allow-ffi/.test(said.message)
-    permRow.result = ok ? 'ok' : 'FAIL'
-    console.log(`test-runtimes: Deno without --allow-ffi: ${ok ? 'ok, the error names --allow-ffi' : `FAIL: ${probe.stdout}${probe.stderr}`}`)
+    permRow.result = failures.length ? 'FAIL' : 'ok'
+    console.log(`test-runtimes: Deno permissions: ${failures.length ? `FAIL: ${failures.join('\n')}` : 'ok (no --allow-ffi: the error names the flags; scoped --allow-read, no --allow-env: loads)'}`)
   }
   rows.push(permRow)
 

@@ -97,16 +97,32 @@ fn is_token(s: &str) -> bool {
             .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b))
 }
 
-/// A window size as RFC 7692 §7.1.2 writes it: a decimal 8-15, no leading zero (quotes allowed).
+/// A window size as RFC 7692 §7.1.2 writes it: a decimal 8-15, no leading zero. A quoted
+/// string is read after unescaping (RFC 6455 §9.1): `"1\0"` is 10.
 fn window_bits(value: &str) -> Option<u8> {
-    let v = value
-        .strip_prefix('"')
-        .and_then(|v| v.strip_suffix('"'))
-        .unwrap_or(value);
-    if v.starts_with('0') || v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+    let mut digits = [0u8; 2];
+    let mut len = 0;
+    let mut push = |b: u8| {
+        let slot = digits.get_mut(len)?;
+        *slot = b;
+        len += 1;
+        Some(())
+    };
+    match value.strip_prefix('"').and_then(|v| v.strip_suffix('"')) {
+        Some(quoted) => {
+            let mut bytes = quoted.bytes();
+            while let Some(b) = bytes.next() {
+                push(if b == b'\\' { bytes.next()? } else { b })?;
+            }
+        }
+        None => value.bytes().try_for_each(&mut push)?,
+    }
+    let v = &digits[..len];
+    if v.first().is_none_or(|&b| b == b'0') || !v.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    v.parse::<u8>().ok().filter(|b| (8..=15).contains(b))
+    let bits = v.iter().fold(0u8, |n, d| n * 10 + (d - b'0'));
+    (8..=15).contains(&bits).then_some(bits)
 }
 
 /// Checks the server's `Sec-WebSocket-Extensions` answer against our offer (RFC 7692 §5, §7):
@@ -214,7 +230,6 @@ pub fn negotiate(offer: Option<&DeflateConfig>, answer: &str) -> Result<Option<N
 pub struct Compressor {
     state: Option<(Box<Compress>, Gauge<DeflateContexts>)>,
     level: u32,
-    /// 0: never compress (a 256-byte window, which zlib cannot produce for raw deflate).
     window_bits: u8,
     no_context_takeover: bool,
     pub threshold: usize,
@@ -273,11 +288,10 @@ impl Compressor {
         Compressor {
             state: None,
             level: cfg.level.min(9),
-            window_bits: if n.client_max_window_bits < 9 {
-                0
-            } else {
-                n.client_max_window_bits
-            },
+            // zlib cannot make a 256-byte window, but a 512-byte one never refers further back
+            // than 250 bytes (`max_dist`: the window less the 262 of look-ahead), which a server
+            // with an 8-bit window reads. zlib in ws's server and client does the same.
+            window_bits: n.client_max_window_bits.max(9),
             no_context_takeover: n.client_no_context_takeover,
             threshold: cfg.threshold,
             used: false,
@@ -298,7 +312,7 @@ impl Compressor {
 
     /// Whether a message of `len` bytes is sent compressed.
     pub fn wants(&self, len: usize) -> bool {
-        len >= self.threshold && self.window_bits != 0
+        len >= self.threshold
     }
 
     /// Appends the compressed form of `data` (a sync-flushed raw deflate block, without the
@@ -705,6 +719,31 @@ fn complete_chars(bytes: &[u8]) -> usize {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn window_bits_as_the_rfc_writes_them() {
+        for (value, bits) in [
+            ("8", Some(8)),
+            ("15", Some(15)),
+            ("\"10\"", Some(10)),
+            ("\"1\\0\"", Some(10)),
+            ("\"\\9\"", Some(9)),
+            ("7", None),
+            ("16", None),
+            ("010", None),
+            ("09", None),
+            ("", None),
+            ("\"\"", None),
+            ("+9", None),
+            ("1\\0", None),
+            ("\"10", None),
+            ("\"1\\\"", None),
+            ("255", None),
+            ("٩", None),
+        ] {
+            assert_eq!(super::window_bits(value), bits, "{value:?}");
+        }
+    }
+
     use super::*;
 
     fn config() -> DeflateConfig {

@@ -190,6 +190,8 @@ pub struct Machine {
     close_when_open: Option<Box<(u16, String)>>,
     deciding: Option<Box<Failure>>,
     current_is_reconnect: bool,
+    /// A connection has opened since `connect()` (from idle): a later one re-establishes it.
+    opened_before: bool,
     last_error: Option<Box<ConnError>>,
     /// Also `Jitter::Spread`'s offset for the current outage, without a field of its own
     /// (the client's task is at the edge of tokio's size class, see driver.rs): the
@@ -210,6 +212,7 @@ impl Machine {
             close_when_open: None,
             deciding: None,
             current_is_reconnect: false,
+            opened_before: false,
             last_error: None,
             rng: fastrand::Rng::with_seed(seed),
         }
@@ -219,9 +222,10 @@ impl Machine {
         self.phase
     }
 
-    /// Whether the attempt in flight (or the open connection) is a reconnection.
+    /// Whether the attempt in flight (or the open connection) re-establishes a connection that
+    /// was lost: the backoff started it, and a connection has opened since `connect()`.
     pub fn is_reconnect(&self) -> bool {
-        self.current_is_reconnect
+        self.current_is_reconnect && self.opened_before
     }
 
     /// Consecutive failures so far (the `attempt` of the next retry).
@@ -234,6 +238,7 @@ impl Machine {
         match (self.phase, input) {
             (Idle, Input::Connect) | (Idle, Input::Reconnect { .. }) => {
                 self.failures = 0;
+                self.opened_before = false;
                 self.last_error = None;
                 self.start_attempt(false, out);
             }
@@ -263,6 +268,7 @@ impl Machine {
             (Connecting, Input::Opened) => {
                 self.phase = Open;
                 self.opened_at = now_ms;
+                self.opened_before = true;
                 out.push(Action::Emit(Event::Open));
                 if let Some((code, reason)) = self.close_when_open.take().map(|b| *b) {
                     self.phase = Closing;
