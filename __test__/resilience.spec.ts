@@ -472,3 +472,80 @@ test('bad resilience options get coded errors', (t) => {
     t.is(err.code as string, code, JSON.stringify(options))
   }
 })
+
+test.serial('a large message to a server that reads it slowly is not cut short by the heartbeat: the socket taking our bytes proves the peer alive', async (t) => {
+  // The client pings every 50 ms and waits 300 ms for a pong, which cannot come before the server
+  // has read the message: the server reads 128 KiB every 10 ms (about 12 MB/s) until what is
+  // left could all be in the sockets' buffers (40 MiB: Linux's most for both), then at full speed.
+  // The slow part takes well over a second: the old rule ended the connection after 350 ms.
+  const SIZE = 64 << 20
+  const FAST_FROM = 40 << 20
+  const got: number[] = []
+  let pings = 0
+  const peer = await rawServer((socket) =>
+    acceptUpgrade(socket, (s) => {
+      s.pause()
+      // Masked client frames: a header (2, 4 or 10 bytes), the mask, then the payload, skipped.
+      let head = Buffer.alloc(0)
+      let skip = 0
+      let opcode = 0
+      let length = 0
+      const done = () => {
+        if (opcode === 0x9) {
+          pings++
+          s.write(Buffer.from([0x8a, 0]))
+        } else if (opcode === 0x2) got.push(length)
+      }
+      const consume = (chunk: Buffer) => {
+        while (chunk.length > 0) {
+          if (skip > 0) {
+            const n = Math.min(skip, chunk.length)
+            skip -= n
+            chunk = chunk.subarray(n)
+            if (skip === 0) done()
+            continue
+          }
+          head = Buffer.concat([head, chunk])
+          if (head.length < 2) return
+          const short = head[1] & 0x7f
+          const at = short === 126 ? 4 : short === 127 ? 10 : 2
+          if (head.length < at + 4) return
+          opcode = head[0] & 0x0f
+          length = short === 126 ? head.readUInt16BE(2) : short === 127 ? Number(head.readBigUInt64BE(2)) : short
+          chunk = head.subarray(at + 4)
+          head = Buffer.alloc(0)
+          skip = length
+          if (length === 0) done()
+        }
+      }
+      let read = 0
+      const timer = setInterval(() => {
+        if (SIZE - read <= FAST_FROM) {
+          clearInterval(timer)
+          s.on('data', (chunk: Buffer) => consume(chunk))
+          s.resume()
+          return
+        }
+        const chunk: Buffer | null = s.read(Math.min(128 << 10, s.readableLength))
+        if (chunk) {
+          read += chunk.length
+          consume(chunk)
+        }
+      }, 10)
+      s.on('close', () => clearInterval(timer))
+    }),
+  )
+  t.teardown(() => peer.close())
+  const client = new ReconnectingWebSocket(peer.url, { pingInterval: 50, pongTimeout: 300, minDelay: 10, maxDelay: 10 })
+  const r = new Recorder(client)
+  await r.next('open')
+  const sent = new Promise<Error | null | undefined>((resolve) => client.send(Buffer.alloc(SIZE, 7), {}, resolve))
+  await until(() => got.length > 0 && pings > 0, 'the server read the message and a ping after it', 30_000)
+  t.is(await sent, null, 'the send callback reports success')
+  t.deepEqual(got, [SIZE], 'one message, whole, on the first connection')
+  t.is(r.count('error'), 0)
+  t.is(r.count('close'), 0)
+  t.is(client.metrics.connects, 1)
+  await client.disconnect()
+  await quiescent()
+})

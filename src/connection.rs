@@ -346,6 +346,8 @@ struct Heartbeat {
     pong_timeout: Duration,
     next_ping: Pin<Box<Sleep>>,
     pong_deadline: Option<Pin<Box<Sleep>>>,
+    /// What the socket had taken of ours when the pong deadline was armed.
+    took_at_arm: u64,
     ping_due: bool,
     _gauge: Gauge<Heartbeats>,
 }
@@ -373,6 +375,7 @@ impl OpenConn {
                 pong_timeout: cfg.pong_timeout,
                 next_ping: Box::pin(tokio::time::sleep(cfg.ping_interval)),
                 pong_deadline: None,
+                took_at_arm: 0,
                 ping_due: false,
                 _gauge: Gauge::<Heartbeats>::new(),
             })
@@ -547,6 +550,7 @@ impl OpenConn {
                 hb.ping_due = true;
                 if hb.pong_deadline.is_none() {
                     hb.pong_deadline = Some(Box::pin(tokio::time::sleep(hb.pong_timeout)));
+                    hb.took_at_arm = self.writer.socket_took();
                     if let Input::Shared(r) = &self.input {
                         // Only what the JS thread reads from now on answers this ping.
                         r.take_alive();
@@ -745,7 +749,16 @@ impl OpenConn {
         if let Some(hb) = self.heartbeat.as_mut().filter(|_| !yielded) {
             if let Some(deadline) = hb.pong_deadline.as_mut() {
                 if deadline.as_mut().poll(cx).is_ready() {
-                    if matches!(&self.input, Input::Shared(r) if r.take_alive() || r.has_unread()) {
+                    // Still writing, and the socket took more of it since the deadline was armed:
+                    // the peer is reading (a dead one stops taking bytes once the socket's buffer
+                    // is full). Its pong is behind what it reads, or our ping behind what we write.
+                    let writing = hb.ping_due || self.out.is_some() || self.writer.has_pending();
+                    let took = self.writer.socket_took();
+                    if writing && took != hb.took_at_arm {
+                        hb.took_at_arm = took;
+                        deadline.as_mut().reset(tokio::time::Instant::now() + hb.pong_timeout);
+                        let _ = deadline.as_mut().poll(cx);
+                    } else if matches!(&self.input, Input::Shared(r) if r.take_alive() || r.has_unread()) {
                         // The JS thread read frames since the ping: the peer is alive. Or it has
                         // not read what the socket holds (it is busy): as when JS is behind above,
                         // unread pongs are not a dead peer, and the next ping asks again.

@@ -57,7 +57,7 @@ mod unix {
             stream,
             writer: AtomicWaker::new(),
         });
-        Ok((ReadHalf { socket: socket.clone() }, WriteHalf { socket }))
+        Ok((ReadHalf { socket: socket.clone() }, WriteHalf { socket, written: 0 }))
     }
 
     const BOTH: Interest = Interest::READABLE.add(Interest::WRITABLE);
@@ -193,18 +193,32 @@ mod unix {
 
     pub struct WriteHalf {
         socket: Arc<Socket>,
+        written: u64,
     }
 
     impl WriteHalf {
+        /// The bytes the socket has taken from this half.
+        pub fn written(&self) -> u64 {
+            self.written
+        }
+
         /// Writes what the socket takes now, without waiting.
         pub fn try_write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            match self.socket.lock().as_ref() {
-                Some(held) => held.stream().write(buf),
-                None => Err(gone()),
-            }
+            let n = match self.socket.lock().as_ref() {
+                Some(held) => held.stream().write(buf)?,
+                None => return Err(gone()),
+            };
+            self.written += n as u64;
+            Ok(n)
         }
 
         pub fn poll_write(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+            let n = ready!(self.poll_write_inner(cx, buf))?;
+            self.written += n as u64;
+            Poll::Ready(Ok(n))
+        }
+
+        fn poll_write_inner(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
             let mut slot = self.socket.lock();
             let Some(held) = slot.as_ref() else {
                 return Poll::Ready(Err(gone()));
@@ -247,7 +261,7 @@ mod unix {
 mod other {
     use std::io;
     use std::pin::Pin;
-    use std::task::{Context, Poll};
+    use std::task::{ready, Context, Poll};
 
     use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
     use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -256,7 +270,7 @@ mod other {
 
     pub fn split(tcp: tokio::net::TcpStream) -> io::Result<(ReadHalf, WriteHalf)> {
         let (read, write) = tcp.into_split();
-        Ok((ReadHalf(read), WriteHalf(write)))
+        Ok((ReadHalf(read), WriteHalf(write, 0)))
     }
 
     pub struct ReadHalf(OwnedReadHalf);
@@ -276,15 +290,24 @@ mod other {
         }
     }
 
-    pub struct WriteHalf(OwnedWriteHalf);
+    /// The half and the bytes the socket has taken from it.
+    pub struct WriteHalf(OwnedWriteHalf, u64);
 
     impl WriteHalf {
+        pub fn written(&self) -> u64 {
+            self.1
+        }
+
         pub fn try_write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            self.0.try_write(buf)
+            let n = self.0.try_write(buf)?;
+            self.1 += n as u64;
+            Ok(n)
         }
 
         pub fn poll_write(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-            Pin::new(&mut self.0).poll_write(cx, buf)
+            let n = ready!(Pin::new(&mut self.0).poll_write(cx, buf))?;
+            self.1 += n as u64;
+            Poll::Ready(Ok(n))
         }
 
         pub fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -358,6 +358,12 @@ impl Writer {
         w.pending.len() + if w.sealed_waiting() { w.js_sealed } else { 0 }
     }
 
+    /// The bytes the socket has taken, from both paths (a connection whose writes go on is read
+    /// by its peer: the heartbeat counts that).
+    pub fn socket_took(&self) -> u64 {
+        self.lock().half.written()
+    }
+
     /// Whether bytes of the fast path wait for the driver to write them.
     pub fn has_pending(&self) -> bool {
         let w = self.lock();
