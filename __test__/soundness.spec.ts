@@ -4,12 +4,15 @@
 // between), a send() made before JS has seen the connection end never throws for it, and the
 // answer to our close is never taken for the peer's own.
 import { once } from 'node:events'
+import { copyFileSync, mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { createRequire } from 'node:module'
 import { Worker } from 'node:worker_threads'
 import test from 'ava'
 
 import { ReconnectingWebSocket, clientStats, type RedialError } from '../index.js'
-import { PACKAGE_ENTRY, Recorder, quiescent, refusedPort, runNodeScript, until, wsServer } from './helpers.js'
+import { PACKAGE_ENTRY, Recorder, acceptUpgrade, quiescent, rawServer, refusedPort, runNodeScript, until, wsServer } from './helpers.js'
 
 const require = createRequire(import.meta.url)
 const native = require('../lib/native.js') as {
@@ -33,6 +36,52 @@ test.serial("the public methods refuse another addon's wrapped object and plain 
       t.regex(e.message, /not a redial-ws client/)
     }
   }
+})
+
+test.serial("another copy of the addon in the process (two installed versions) refuses this copy's clients", (t) => {
+  // A copy of the binary at another path is loaded as another library, with statics of its own.
+  const dir = mkdtempSync(join(tmpdir(), 'redial-copy-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const file = join(dir, 'copy.node')
+  copyFileSync(require.resolve('../redial-ws.linux-x64-gnu.node'), file)
+  const other = require(file) as Record<string, (client: object) => unknown>
+  t.not(other, native as unknown, 'another instance of the addon')
+  const client = new ReconnectingWebSocket('ws://127.0.0.1:9/', { startClosed: true })
+  for (const name of ['clientGeneration', 'clientMetrics', 'clientBufferedAmount']) {
+    const e = t.throws(() => other[name](client)) as Error
+    t.regex(e.message, /not a redial-ws client/, name)
+  }
+  // This copy still takes its own.
+  t.is(typeof (native as unknown as Record<string, (c: object) => unknown>).clientGeneration(client), 'number')
+})
+
+test.serial("a listener that transfers a small message's ArrayBuffer: the messages it took along are reported lost, with a code", async (t) => {
+  // Twenty small binary messages in one write: they arrive together, as views of one buffer.
+  const frames = Buffer.concat(Array.from({ length: 20 }, (_, i) => Buffer.from([0x82, 1, i])))
+  const peer = await rawServer((socket) => acceptUpgrade(socket, (s) => s.write(frames)))
+  t.teardown(() => peer.close())
+  const script = `
+    const [url, lib] = process.argv.slice(1)
+    const { ReconnectingWebSocket } = require(lib)
+    const client = new ReconnectingWebSocket(url)
+    const got = []
+    process.on('uncaughtException', (err) => {
+      console.log(JSON.stringify({ got, code: err.code, message: err.message }))
+      process.exit(0)
+    })
+    client.on('message', (data) => {
+      got.push(data[0])
+      if (got.length === 1) structuredClone(data.buffer, { transfer: [data.buffer] })
+    })
+    setTimeout(() => process.exit(3), 5000).unref()
+  `
+  const { code, out, err } = await runNodeScript(script, [peer.url, PACKAGE_ENTRY])
+  t.is(code, 0, err)
+  const report = JSON.parse(out.trim() || '{}')
+  t.is(report.code, 'ERR_INVALID_STATE', report.message)
+  const lost = Number(/held (\d+) more/.exec(report.message)?.[1])
+  t.deepEqual(report.got, Array.from({ length: 20 - lost }, (_, i) => i), 'delivered in order up to the transfer')
+  t.true(lost > 0 && report.got.length + lost === 20, `${report.got.length} delivered, ${lost} reported lost`)
 })
 
 test.serial('a panic in the client task ends the client with ERR_INTERNAL and a giveup (opened() rejects, messages() ends), and disconnect() resolves', async (t) => {

@@ -201,6 +201,15 @@ function forEachBinary(run, fn, target) {
   const ends = run.length - 4 - 4 * count
   let start = 0
   for (let i = 0; i < count; i++) {
+    if (run.length === 0) {
+      // A listener transferred a message's ArrayBuffer (postMessage, structuredClone): it is
+      // the batch's, and the messages after that one went with it.
+      const err = new Error(
+        `a received message's ArrayBuffer was transferred: it held ${count - i} more message(s) received with it, now lost (copy a small message before transferring it)`,
+      )
+      err.code = 'ERR_INVALID_STATE'
+      return rethrowLater(err)
+    }
     const end = run.readUInt32LE(ends + 4 * i)
     try {
       fn.call(target, run.subarray(start, end))

@@ -593,7 +593,7 @@ impl Drop for NativeClient {
 // without the per-instance class bookkeeping: a reference map entry and a second JS object).
 
 impl napi_raw::Wrapped for NativeClient {
-    /// Random, fixed for this addon.
+    /// Random; `napi_raw` mixes in a key of this copy of the addon.
     const TAG: napi_raw::TypeTag = napi_raw::TypeTag {
         lower: 0x6a0f_27c4_d1b3_9e58,
         upper: 0x2b71_e8a6_5c90_f34d,

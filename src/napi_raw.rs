@@ -407,7 +407,24 @@ pub trait Wrapped: Sized + 'static {
     fn finalize(self: Box<Self>, env: Env);
 }
 
-/// Gives `object` its native state, tagged with `T::TAG`.
+/// `T::TAG` mixed with a key drawn when this copy of the addon is loaded. Node keeps every addon's
+/// wrapped pointers under one key, so another copy of redial-ws in the process (two versions in
+/// one dependency tree, whose `T` may differ) would unwrap our objects: its tag must differ.
+fn tag<T: Wrapped>() -> TypeTag {
+    static KEY: std::sync::OnceLock<(u64, u64)> = std::sync::OnceLock::new();
+    let &(lower, upper) = KEY.get_or_init(|| {
+        use std::hash::{BuildHasher, Hasher};
+        // Each `RandomState` is seeded from the operating system's randomness.
+        let draw = || std::collections::hash_map::RandomState::new().build_hasher().finish();
+        (draw(), draw())
+    });
+    TypeTag {
+        lower: T::TAG.lower ^ lower,
+        upper: T::TAG.upper ^ upper,
+    }
+}
+
+/// Gives `object` its native state, tagged with `tag::<T>()`.
 pub fn wrap<T: Wrapped>(env: &Env, object: &Object<'_>, state: T) -> Result<()> {
     /// # Safety
     /// Called by Node once, on the JS thread, with the pointer wrapped below.
@@ -436,8 +453,9 @@ pub fn wrap<T: Wrapped>(env: &Env, object: &Object<'_>, state: T) -> Result<()> 
         return check_status!(status, "cannot attach the native state");
     }
     // Tagged only once wrapped: a tagged object always carries a `T`.
-    // SAFETY: `object` is a live handle of this call; the tag is a constant.
-    check_status!(unsafe { sys::napi_type_tag_object(env.raw(), object.raw(), &T::TAG) })
+    let tag = tag::<T>();
+    // SAFETY: `object` is a live handle of this call; Node copies the tag.
+    check_status!(unsafe { sys::napi_type_tag_object(env.raw(), object.raw(), &tag) })
 }
 
 thread_local! {
@@ -446,13 +464,14 @@ thread_local! {
 }
 
 /// Runs `f` with the native state `wrap` gave `object`; an error for any object that is not
-/// tagged `T::TAG`, and for a call made while another one's `f` runs (JS that `f` ran, calling in
+/// tagged `tag::<T>()`, and for a call made while another one's `f` runs (JS that `f` ran, calling in
 /// again: its `&mut` would alias the first).
 pub fn with_wrapped<T: Wrapped, R>(env: &Env, object: &Object<'_>, f: impl FnOnce(&mut T) -> R) -> Result<R> {
     let foreign = || Error::new(Status::InvalidArg, "the object is not a redial-ws client");
     let mut tagged = false;
+    let tag = tag::<T>();
     // SAFETY: `object` is a live handle of this call; `tagged` is a valid out pointer.
-    check_status!(unsafe { sys::napi_check_object_type_tag(env.raw(), object.raw(), &T::TAG, &mut tagged) })?;
+    check_status!(unsafe { sys::napi_check_object_type_tag(env.raw(), object.raw(), &tag, &mut tagged) })?;
     if !tagged {
         return Err(foreign());
     }
@@ -475,7 +494,7 @@ pub fn with_wrapped<T: Wrapped, R>(env: &Env, object: &Object<'_>, f: impl FnOnc
         }
     }
     let _done = Done;
-    // SAFETY: only `wrap::<T>` tags with `T::TAG`, and only an object it has wrapped with a
+    // SAFETY: only `wrap::<T>` of this copy of the addon tags with `tag::<T>()`, and only an object it has wrapped with a
     // `Box<T>`, so `data` is that box's pointer. It lives until the object's finalizer, which
     // cannot run while JS calls a function with the object. Only the JS thread uses it, `f`
     // cannot keep the reference, and no other `with_wrapped` runs until `f` returns (`UNWRAPPED`),
