@@ -174,6 +174,18 @@ struct Failure {
     retry: Retry,
 }
 
+/// What happened since `connect()`, for `metrics.reconnects` (one byte: the machine lives in
+/// every client's task, at the edge of tokio's size class).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Since {
+    /// No connection has opened yet.
+    Connect,
+    /// One has; the attempt in flight (if any) does not re-establish a lost one.
+    Opened,
+    /// One has, and the backoff started the attempt in flight (or the open connection).
+    Reconnecting,
+}
+
 pub struct Machine {
     /// Shared with every machine of the same configuration (the machine lives inline in its client's task).
     policy: Arc<Policy>,
@@ -189,9 +201,8 @@ pub struct Machine {
     // Rarely set, so boxed: the machine lives inline in every active client's task.
     close_when_open: Option<Box<(u16, String)>>,
     deciding: Option<Box<Failure>>,
-    current_is_reconnect: bool,
-    /// A connection has opened since `connect()` (from idle): a later one re-establishes it.
-    opened_before: bool,
+    /// Whether a connection opened since `connect()`, and the attempt in flight re-establishes one.
+    since: Since,
     last_error: Option<Box<ConnError>>,
     /// Also `Jitter::Spread`'s offset for the current outage, without a field of its own
     /// (the client's task is at the edge of tokio's size class, see driver.rs): the
@@ -211,8 +222,7 @@ impl Machine {
             closing_for_reconnect: false,
             close_when_open: None,
             deciding: None,
-            current_is_reconnect: false,
-            opened_before: false,
+            since: Since::Connect,
             last_error: None,
             rng: fastrand::Rng::with_seed(seed),
         }
@@ -225,7 +235,7 @@ impl Machine {
     /// Whether the attempt in flight (or the open connection) re-establishes a connection that
     /// was lost: the backoff started it, and a connection has opened since `connect()`.
     pub fn is_reconnect(&self) -> bool {
-        self.current_is_reconnect && self.opened_before
+        self.since == Since::Reconnecting
     }
 
     /// Consecutive failures so far (the `attempt` of the next retry).
@@ -238,7 +248,7 @@ impl Machine {
         match (self.phase, input) {
             (Idle, Input::Connect) | (Idle, Input::Reconnect { .. }) => {
                 self.failures = 0;
-                self.opened_before = false;
+                self.since = Since::Connect;
                 self.last_error = None;
                 self.start_attempt(false, out);
             }
@@ -268,7 +278,7 @@ impl Machine {
             (Connecting, Input::Opened) => {
                 self.phase = Open;
                 self.opened_at = now_ms;
-                self.opened_before = true;
+                self.since = Since::Opened;
                 out.push(Action::Emit(Event::Open));
                 if let Some((code, reason)) = self.close_when_open.take().map(|b| *b) {
                     self.phase = Closing;
@@ -397,7 +407,9 @@ impl Machine {
 
     fn start_attempt(&mut self, reconnect: bool, out: &mut Vec<Action>) {
         self.phase = Phase::Connecting;
-        self.current_is_reconnect = reconnect;
+        if self.since != Since::Connect {
+            self.since = if reconnect { Since::Reconnecting } else { Since::Opened };
+        }
         let attempt = self.failures;
         out.push(Action::Emit(Event::Connecting { attempt }));
         out.push(Action::StartAttempt { attempt, reconnect });
