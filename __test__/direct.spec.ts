@@ -34,6 +34,7 @@ const native = createRequire(import.meta.url)('../lib/native.js') as {
   testingDirectWaits(): number
   testingClosesFromJs(): number
   testingFastPathWrites(): [number, number]
+  testingPanicRead(client: object): void
 }
 
 type Frame = { op: number; payload: Buffer }
@@ -91,6 +92,33 @@ async function closeRecorder(pingsAfterClose: number, hold?: (socket: import('no
   )
   return { peer, frames: () => got.frames }
 }
+
+test.serial('a read on the JS thread that panics ends the connection with ERR_INTERNAL (not a watch nobody reads); the client reconnects', async (t) => {
+  const peer = await wsServer((socket) => socket.on('message', (d, binary) => socket.send(d, { binary })))
+  t.teardown(() => peer.close())
+  const client = new ReconnectingWebSocket(peer.url, { minDelay: 10, maxDelay: 10 })
+  const r = new Recorder(client)
+  await r.next('open')
+  const first = once(client, 'message')
+  client.send('first')
+  await first
+  await until(() => clientStats().jsReaders === 1, 'the socket is watched by the JS thread')
+  native.testingPanicRead(client)
+  client.send('lost')
+  const err = await r.next('error')
+  t.is(err.code, 'ERR_INTERNAL')
+  t.like(await r.next('close'), { code: 1011, willReconnect: true })
+  await r.next('open')
+  const echoed = once(client, 'message')
+  client.send('after')
+  t.is(String((await echoed)[0]), 'after')
+  t.is(client.metrics.connects, 2)
+  await client.disconnect()
+  const s = clientStats()
+  t.is(s.jsReaders, 0)
+  t.is(s.openConnections, 0)
+  await quiescent()
+})
 
 for (const secure of [false, true]) {
   const title = secure

@@ -546,3 +546,24 @@ test.serial("pause() and resume(), as ws's: the socket is not read while paused,
   await client.disconnect()
   t.like(clientStats(), { openConnections: 0, runningTasks: 0, ioBuffers: 0, jsReaders: 0 })
 })
+
+test.serial("binaryType 'arraybuffer': a message's ArrayBuffer can be transferred (postMessage(ab, [ab])), large ones too", async (t) => {
+  const peer = await wsServer((socket) => socket.on('message', (d, binary) => socket.send(d, { binary })))
+  t.teardown(() => peer.close())
+  const client = new ReconnectingWebSocket(peer.url, { binaryType: 'arraybuffer' })
+  await client.opened()
+  for (const size of [100, 16 * 1024 - 1, 16 * 1024, 1 << 20]) {
+    const sent = Buffer.alloc(size, size & 0xff)
+    const got = once(client, 'message')
+    client.send(sent)
+    const [ab] = (await got) as [ArrayBuffer]
+    t.true(ab instanceof ArrayBuffer)
+    // Transferred, the original is detached (an external buffer would be copied by Node 20, and
+    // refused by Node 22 and later).
+    const moved = structuredClone(ab, { transfer: [ab] })
+    t.is(ab.byteLength, 0, `${size} B: transferred, not copied`)
+    t.true(Buffer.from(moved).equals(sent), `${size} B: intact`)
+  }
+  await client.disconnect()
+  await quiescent()
+})

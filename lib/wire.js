@@ -220,6 +220,9 @@ function forEachBinary(run, fn, target) {
   }
 }
 
+/** Binary messages from this size on are external Buffers (src/event_values.rs, ZERO_COPY_FROM). */
+const EXTERNAL_FROM = 16 * 1024
+
 /** A binary message as `binaryType` asks: 'nodebuffer', 'arraybuffer', 'uint8array' or 'fragments'. */
 function convertBinary(buf, type) {
   if (type === 'nodebuffer') return buf
@@ -228,8 +231,10 @@ function convertBinary(buf, type) {
   if (type === 'uint8array') return new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength)
   // ws's (8.18+) and the WHATWG WebSocket's: a Blob holds its own copy.
   if (type === 'blob') return new Blob([buf])
-  // A Buffer may share a pooled ArrayBuffer: hand out exactly its bytes.
-  return buf.byteOffset === 0 && buf.byteLength === buf.buffer.byteLength
+  // A Buffer may share a pooled ArrayBuffer: hand out exactly its bytes. A large message's is
+  // external (zero-copy, src/event_values.rs), which Node refuses to transfer (postMessage(ab,
+  // [ab]): Node 22 throws, Node 20 copies): the WHATWG way of handing one to a worker. Copied.
+  return buf.byteOffset === 0 && buf.byteLength === buf.buffer.byteLength && buf.byteLength < EXTERNAL_FROM
     ? buf.buffer
     : buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength)
 }

@@ -629,6 +629,15 @@ pub fn testing_panic_driver(env: Env, owner: Object<'_>) -> Result<()> {
     })
 }
 
+/// Makes the client's next read on the JS thread panic (tests prove that its socket goes back to
+/// the driver, and no message is lost). Not part of the API.
+#[napi]
+pub fn testing_panic_read(env: Env, owner: Object<'_>) -> Result<()> {
+    with_client(&env, &owner, |client| {
+        delivery::PANIC_READ_FOR_TEST.store(client.shared.id, Ordering::Relaxed);
+    })
+}
+
 /// Milliseconds the JS thread stalls in the next disconnect() once it has written the close
 /// frame and before it queues the command, as a preempted thread would
 /// (`testingStallAfterClose`). 0: none.

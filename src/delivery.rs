@@ -585,9 +585,20 @@ pub fn read_close_on_driver(id: u64) {
     direct::give_back(id);
 }
 
+/// The client whose next read on the JS thread panics (`testingPanicRead`): tests prove that the
+/// socket goes back to the driver. 0: none.
+pub static PANIC_READ_FOR_TEST: AtomicU64 = AtomicU64::new(0);
+
 /// The JS thread's watch found client `id`'s socket readable: read what it holds (one batch at
 /// most), run its listeners now, and give the socket back to the driver when the read says so.
 fn on_readable(env: &Env, id: u64, ready: Ready) {
+    if !ready.failed && PANIC_READ_FOR_TEST.swap(0, Ordering::Relaxed) == id {
+        panic!("testing: a read on the JS thread panics");
+    }
+    if ready.panicked {
+        direct::fail(id);
+        return;
+    }
     if ready.failed {
         // A reset: the watch is stopped, and a read here could stop at data the reset follows
         // (a short read ends the JS thread's turn) and leave the error unread. The driver reads

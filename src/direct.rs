@@ -199,7 +199,17 @@ fn read_waiting(env: &Env, turn: u64) {
             .ok()
             .flatten();
         match resumed {
-            Some(true) => read(env, id, Ready { turn, failed: false }),
+            Some(true) => {
+                let ready = Ready {
+                    turn,
+                    failed: false,
+                    panicked: false,
+                };
+                // One read that panics ends its connection; the others still read.
+                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| read(env, id, ready))).is_err() {
+                    fail(id);
+                }
+            }
             Some(false) => give_back(id),
             None => {}
         }
@@ -212,6 +222,15 @@ fn read_waiting(env: &Env, turn: u64) {
             }
         }
     });
+}
+
+/// A read of client `id`'s socket panicked: what it read may be lost, and its decoder is in an
+/// unknown state. Its driver takes the socket back and ends the connection with `ERR_INTERNAL`.
+pub fn fail(id: u64) {
+    if let Some(reader) = reader(id) {
+        release(id);
+        reader.fail("a read on the JS thread failed: messages may be lost");
+    }
 }
 
 /// Stops watching client `id`'s socket and lets its driver read it.

@@ -70,6 +70,8 @@ pub enum WireError {
     TooManyFragments {
         max: usize,
     },
+    /// Our own failure (a read that panicked): 1011.
+    Internal(&'static str),
 }
 
 impl WireError {
@@ -108,6 +110,7 @@ impl WireError {
                 ),
                 1008,
             ),
+            WireError::Internal(why) => (ConnError::new(errors::ERR_INTERNAL, *why), 1011),
         }
     }
 }

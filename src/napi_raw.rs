@@ -273,6 +273,16 @@ pub fn external_buffer<T: AsRef<[u8]> + 'static>(env: &Env, data: T) -> Result<V
             let data = unsafe { Box::from_raw(hint) };
             buffer_copy(env, (*data).as_ref())
         }
+        // The environment cannot run JS (a worker being terminated) or the call's arguments are
+        // refused: Node checks these first (`NAPI_PREAMBLE`, `CHECK_ARG`), before it makes the
+        // Buffer that would own the data, so nothing will ever run `release`.
+        status @ (sys::Status::napi_pending_exception
+        | sys::Status::napi_cannot_run_js
+        | sys::Status::napi_invalid_arg) => {
+            // SAFETY: refused before Node took ownership, as above.
+            drop(unsafe { Box::from_raw(hint) });
+            check_status!(status, "cannot create a Buffer of {len} bytes").map(|()| Value(v))
+        }
         // Any other failure may come after Node already ran `release` (it does for a length over
         // the Buffer limit), so `hint` is no longer ours to free. `maxPayload` is capped below that
         // limit, so this is not expected; at worst the data leaks, it is never freed twice.
@@ -657,6 +667,8 @@ pub struct Ready {
     /// The socket has an error pending (a reset, `POLLERR`): libuv has stopped the watch and
     /// reports nothing more, so whoever reads must read up to the error without it.
     pub failed: bool,
+    /// The callback for this report panicked: what it was reading is in an unknown state.
+    pub panicked: bool,
 }
 
 /// What a watch's handle carries (its `data` field, the first of every libuv handle).
@@ -865,28 +877,35 @@ unsafe extern "C" fn on_poll(handle: *mut c_void, status: c_int, _events: c_int)
     let (on_ready, key) = (ctx.on_ready, ctx.key);
     // libuv reports `POLLERR` as a negative status, having stopped the handle (`uv__poll_io`).
     let failed = status < 0;
+    let ready = |turn, panicked| Ready { turn, failed, panicked };
     // SAFETY: the watch's handle, on its loop's thread; the watch is closed before `env` goes.
-    unsafe { call_in_scope(ctx.env, handle, |env, turn| on_ready(env, key, Ready { turn, failed })) };
+    let done = unsafe { call_in_scope(ctx.env, handle, |env, turn| on_ready(env, key, ready(turn, false))) };
+    if !done {
+        // Told, so that the socket is not left watched with nobody able to read it.
+        // SAFETY: as above; the context lives until `on_closed`, even if the read closed the watch.
+        let _ = unsafe { call_in_scope(ctx.env, handle, |env, turn| on_ready(env, key, ready(turn, true))) };
+    }
 }
 
 /// Runs `f(env, loop_count)` for a libuv callback of `handle`, inside a handle scope; a panic
-/// must not unwind into libuv.
+/// must not unwind into libuv. False when `f` panicked (or could not run).
 ///
 /// # Safety
 /// `handle` is an initialised, open handle of `env`'s loop, and this is that loop's thread.
-unsafe fn call_in_scope(env: sys::napi_env, handle: *mut c_void, f: impl FnOnce(&Env, u64)) {
+unsafe fn call_in_scope(env: sys::napi_env, handle: *mut c_void, f: impl FnOnce(&Env, u64)) -> bool {
     let mut scope = ptr::null_mut();
     // SAFETY: `env` is live (the caller's contract); `scope` is a valid out pointer.
     if unsafe { sys::napi_open_handle_scope(env, &mut scope) } != sys::Status::napi_ok {
-        return;
+        return false;
     }
     // SAFETY: `loop` is the second field of every libuv handle (after `data`), set by init; the
     // loop outlives its handles.
     let count = loop_count(unsafe { *handle.cast::<*mut c_void>().add(1) });
-    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&Env::from_raw(env), count)));
+    let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&Env::from_raw(env), count))).is_ok();
     // SAFETY: the scope opened above, on the same thread. Its status is not checked: it fails
     // only for a scope that is not the innermost, and `f` opens none it leaves open.
     let _ = unsafe { sys::napi_close_handle_scope(env, scope) };
+    done
 }
 
 /// What a handle's `data` points to: it knows the handle's allocation, for `on_closed` to free.
@@ -994,7 +1013,7 @@ unsafe extern "C" fn on_turn(handle: *mut c_void) {
     // SAFETY: the hook's handle, on its loop's thread; the hook is closed before `env` goes. The
     // idle phase comes before the poll phase counts its iteration: this turn's poll will be the
     // next number.
-    unsafe { call_in_scope(ctx.env, handle, |env, count| run(env, count + 1)) };
+    let _ = unsafe { call_in_scope(ctx.env, handle, |env, count| run(env, count + 1)) };
 }
 
 /// At environment teardown, `release()` drops every watch; Node then runs the loop until libuv

@@ -271,6 +271,20 @@ impl SharedReader {
         st.by_js
     }
 
+    /// The JS thread gives the socket back after its read failed (`why`): the driver ends the
+    /// connection with that error rather than read on from where the read stopped.
+    pub fn fail(&self, why: &'static str) {
+        {
+            let mut st = self.lock();
+            if !st.ended {
+                st.handed = Some(Err(WireError::Internal(why)));
+            }
+            st.by_js = false;
+            st.parked = false;
+        }
+        self.waker.wake();
+    }
+
     /// The JS thread gives the socket back: the driver reads from here on.
     pub fn give_back(&self) {
         {
