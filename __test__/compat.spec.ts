@@ -318,6 +318,32 @@ test.serial('rws mode: two reconnect() calls fire two closes, also when the seco
   await quiescent()
 })
 
+// A connection that opened before a second reconnect() closed it: its open was reported, so its
+// close is too (reconnecting-websocket would not have made it; an open left unanswered is worse).
+test.serial('rws mode: every open reported is answered by a close, when reconnect() ends a connection that opened after the last one', async (t) => {
+  const url = await serverChild(t, 'echo')
+  const ws: Any = new ReconnectingWebSocket(url, undefined, { minReconnectionDelay: 10, maxReconnectionDelay: 20 })
+  const seen = track(ws, ['open', 'close'])
+  await until(() => seen.some((e) => e.type === 'open'), 'open')
+  ws.reconnect(4000)
+  // JS blocked until the native side has the next connection open (its open event waits for JS).
+  const blocked = new Int32Array(new SharedArrayBuffer(4))
+  const deadline = Date.now() + 5_000
+  while (ws.metrics.connects < 2 && Date.now() < deadline) Atomics.wait(blocked, 0, 0, 1)
+  t.is(ws.metrics.connects, 2, 'the second connection opened while JS was blocked')
+  ws.reconnect(4001)
+  await until(() => seen.filter((e) => e.type === 'open' && e.via === 'listener').length === 3, 'the third connection opens')
+  await new Promise((r) => setTimeout(r, 50))
+  const events = seen.filter((e) => e.via === 'listener').map((e) => (e.type === 'open' ? 'open' : `close ${e.event.code}`))
+  t.deepEqual(events.slice(0, 3), ['open', 'close 4000', 'close 4001'], 'one close per reconnect(), at the call')
+  for (let i = 1; i < events.length; i++) t.false(events[i] === 'open' && events[i - 1] === 'open', `two opens in a row: ${events.join(', ')}`)
+  const listener = (type: string) => seen.filter((e) => e.type === type && e.via === 'listener').length
+  ws.close()
+  // Each of the three opens has its close, and the second reconnect() fired one more.
+  await until(() => listener('close') === listener('open') + 1, 'the last connection closes')
+  await quiescent()
+})
+
 test.serial('rws mode: queued messages go out before onopen, and maxEnqueuedMessages drops loudly', async (t) => {
   const got: string[] = []
   const peer = await wsServer((s) => s.on('message', (d) => got.push(d.toString())))

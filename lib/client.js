@@ -956,7 +956,7 @@ class ReconnectingWebSocket extends EventEmitter {
     if (silenced(this.#closing)) return
     this.#chosen = chosen
     this.#openedAt = performance.now()
-    if (this.#rws) this.#rws.connected = true
+    if (this.#rws) this.#rws.opened()
     if (!this.#closing) this.#state = 'open'
     this.#trace('open')
     const info = typeof chosen === 'string' ? { protocol: chosen, extensions: '' } : chosen

@@ -138,6 +138,8 @@ class RwsMode {
   connected = false
   /** `reconnect()` fired the close event of the connection that closes next (the server may have closed it first). */
   suppressClose = false
+  /** An open was reported that no close has answered yet: the next close is that connection's, whatever caused it. */
+  openShown = false
   /** The readyState their listeners see while a synthetic event is fired. */
   readyStateOverride = undefined
 
@@ -161,9 +163,19 @@ class RwsMode {
     return !this.socketSeen && state === 'connecting'
   }
 
+  /** An open from the native side (its WHATWG event follows). */
+  opened() {
+    this.connected = true
+    this.openShown = true
+    // A close reconnect() fired before this open was for the attempt that has now opened: this
+    // connection's own close is reported when it comes.
+    this.suppressClose = false
+  }
+
   /** `reconnect()` closing a connection: their close event fires at once, with this code and reason. */
   reconnected(code, reason, client, surface) {
     this.suppressClose = true
+    this.openShown = false
     if (surface?.wants('close')) this.#fireAs(CLOSING, new CloseEvent(code, reason, true, client), client, surface)
   }
 
@@ -177,8 +189,11 @@ class RwsMode {
     const error = pending !== null && (!this.connected || PEER_ERRORS.has(pending.code)) ? pending : null
     this.pendingError = null
     this.connected = false
-    const suppress = this.suppressClose || byReconnect
+    // Every open reported is answered by one close: only closes of connections whose open was
+    // not reported (or whose close reconnect() fired) are theirs to leave out.
+    const suppress = (this.suppressClose || byReconnect) && !this.openShown
     this.suppressClose = false
+    this.openShown = false
     if (suppress) {
       if (error && surface?.wants('error')) this.#fireAs(CLOSING, new ErrorEvent(error, client), client, surface)
       return

@@ -264,7 +264,8 @@ impl Machine {
                 self.cancel_flush(out);
                 self.emit_close(code, reason, false, true, true, out);
                 self.failures = 0;
-                self.start_attempt(false, out);
+                // An attempt to re-establish a lost connection, started afresh, still is one.
+                self.start_attempt(self.since == Since::Reconnecting, out);
             }
             (Connecting, Input::Disconnect { code, reason, flush }) => {
                 if flush {
@@ -826,6 +827,38 @@ mod tests {
             by_reconnect: true
         })));
         assert!(matches!(a.last(), Some(Action::StartAttempt { attempt: 0, .. })));
+    }
+
+    /// `metrics.reconnects`: an open after one since `connect()`, from the backoff (also when
+    /// `reconnect()` restarts that attempt), not the first one nor one after `reconnect()` closed one.
+    #[test]
+    fn reconnects_are_opens_that_re_establish_a_lost_connection() {
+        let lost = || Input::Lost {
+            code: 1001,
+            reason: String::new(),
+            was_clean: true,
+            error: None,
+            retry: Retry::YES,
+        };
+        let reconnect = || Input::Reconnect {
+            code: 1000,
+            reason: String::new(),
+        };
+        let mut m = Machine::new(policy(100), 1);
+        run(&mut m, Input::Connect, 0);
+        run(&mut m, failed(), 0);
+        run(&mut m, Input::TimerFired, 100);
+        assert!(!m.is_reconnect(), "the first connection, after a retry");
+        run(&mut m, Input::Opened, 101);
+        run(&mut m, lost(), 102);
+        run(&mut m, Input::TimerFired, 300);
+        assert!(m.is_reconnect(), "after a lost connection");
+        run(&mut m, reconnect(), 301);
+        assert!(m.is_reconnect(), "that attempt restarted by reconnect()");
+        run(&mut m, Input::Opened, 302);
+        run(&mut m, reconnect(), 303);
+        run(&mut m, lost(), 304);
+        assert!(!m.is_reconnect(), "after reconnect() closed an open connection");
     }
 
     /// Which closes `reconnect()` caused: reconnecting-websocket's mode fired those itself.
