@@ -563,6 +563,13 @@ mod tests {
         ConnError::new("ERR_CONNECT", "refused")
     }
 
+    fn reconnect() -> Input {
+        Input::Reconnect {
+            code: 1000,
+            reason: String::new(),
+        }
+    }
+
     fn failed() -> Input {
         Input::AttemptFailed {
             error: err(),
@@ -833,17 +840,6 @@ mod tests {
     /// `reconnect()` restarts that attempt), not the first one nor one after `reconnect()` closed one.
     #[test]
     fn reconnects_are_opens_that_re_establish_a_lost_connection() {
-        let lost = || Input::Lost {
-            code: 1001,
-            reason: String::new(),
-            was_clean: true,
-            error: None,
-            retry: Retry::YES,
-        };
-        let reconnect = || Input::Reconnect {
-            code: 1000,
-            reason: String::new(),
-        };
         let mut m = Machine::new(policy(100), 1);
         run(&mut m, Input::Connect, 0);
         run(&mut m, failed(), 0);
@@ -872,17 +868,6 @@ mod tests {
                 })
                 .collect()
         }
-        let reconnect = || Input::Reconnect {
-            code: 1000,
-            reason: String::new(),
-        };
-        let lost = || Input::Lost {
-            code: 1001,
-            reason: String::new(),
-            was_clean: true,
-            error: None,
-            retry: Retry::YES,
-        };
         let mut m = Machine::new(policy(100), 1);
         run(&mut m, Input::Connect, 0);
         run(&mut m, Input::Opened, 0);
