@@ -629,8 +629,8 @@ pub fn testing_panic_driver(env: Env, owner: Object<'_>) -> Result<()> {
     })
 }
 
-/// Makes the client's next read on the JS thread panic (tests prove that its socket goes back to
-/// the driver, and no message is lost). Not part of the API.
+/// Makes the client's next read on the JS thread panic (tests prove that the connection then ends
+/// with `ERR_INTERNAL`, and the client reconnects). Not part of the API.
 #[napi]
 pub fn testing_panic_read(env: Env, owner: Object<'_>) -> Result<()> {
     with_client(&env, &owner, |client| {

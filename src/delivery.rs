@@ -585,8 +585,8 @@ pub fn read_close_on_driver(id: u64) {
     direct::give_back(id);
 }
 
-/// The client whose next read on the JS thread panics (`testingPanicRead`): tests prove that the
-/// socket goes back to the driver. 0: none.
+/// The client whose next read on the JS thread panics (`testingPanicRead`): tests prove that its
+/// connection then ends in a defined way (`ERR_INTERNAL`). 0: none.
 pub static PANIC_READ_FOR_TEST: AtomicU64 = AtomicU64::new(0);
 
 /// The JS thread's watch found client `id`'s socket readable: read what it holds (one batch at
