@@ -505,10 +505,10 @@ pub fn with_wrapped<T: Wrapped, R>(env: &Env, object: &Object<'_>, f: impl FnOnc
     }
     let _done = Done;
     // SAFETY: only `wrap::<T>` of this copy of the addon tags with `tag::<T>()`, and only an
-    // object it has wrapped with a `Box<T>`, so `data` is that box's pointer. It lives until the object's finalizer, which
-    // cannot run while JS calls a function with the object. Only the JS thread uses it, `f`
-    // cannot keep the reference, and no other `with_wrapped` runs until `f` returns (`UNWRAPPED`),
-    // so the `&mut` is unique.
+    // object it has wrapped with a `Box<T>`, so `data` is that box's pointer. It lives until the
+    // object's finalizer, which cannot run while JS calls a function with the object. Only the JS
+    // thread uses it, `f` cannot keep the reference, and no other `with_wrapped` runs until `f`
+    // returns (`UNWRAPPED`), so the `&mut` is unique.
     Ok(f(unsafe { &mut *data.cast::<T>() }))
 }
 
