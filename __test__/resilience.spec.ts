@@ -2,7 +2,7 @@
 import { once } from 'node:events'
 import http from 'node:http'
 import net from 'node:net'
-import test from 'ava'
+import test, { type ExecutionContext } from 'ava'
 import { WebSocketServer } from 'ws'
 
 import { ReconnectingWebSocket, clientStats, type RedialError } from '../index.js'
@@ -473,6 +473,72 @@ test('bad resilience options get coded errors', (t) => {
   }
 })
 
+/** Counts a client's data messages and answers its pings, from the bytes the test hands it. */
+function frameCounter(s: net.Socket) {
+  const got: number[] = []
+  let pings = 0
+  // Masked client frames: a header (2, 4 or 10 bytes), the mask, then the payload, skipped.
+  let head = Buffer.alloc(0)
+  let skip = 0
+  let opcode = 0
+  let length = 0
+  const done = () => {
+    if (opcode === 0x9) {
+      pings++
+      s.write(Buffer.from([0x8a, 0]))
+    } else if (opcode === 0x2) got.push(length)
+  }
+  const consume = (chunk: Buffer) => {
+    while (chunk.length > 0) {
+      if (skip > 0) {
+        const n = Math.min(skip, chunk.length)
+        skip -= n
+        chunk = chunk.subarray(n)
+        if (skip === 0) done()
+        continue
+      }
+      head = Buffer.concat([head, chunk])
+      if (head.length < 2) return
+      const short = head[1] & 0x7f
+      const at = short === 126 ? 4 : short === 127 ? 10 : 2
+      if (head.length < at + 4) return
+      opcode = head[0] & 0x0f
+      length = short === 126 ? head.readUInt16BE(2) : short === 127 ? Number(head.readBigUInt64BE(2)) : short
+      chunk = head.subarray(at + 4)
+      head = Buffer.alloc(0)
+      skip = length
+      if (length === 0) done()
+    }
+  }
+  return {
+    consume,
+    got,
+    get pings() {
+      return pings
+    },
+  }
+}
+
+/** The upload reached the server whole, with a ping after it, on the first connection. */
+async function deliveredWhole(
+  t: ExecutionContext,
+  client: ReconnectingWebSocket,
+  r: Recorder,
+  sent: Promise<Error | null | undefined>,
+  counter: () => ReturnType<typeof frameCounter> | undefined,
+  size: number,
+) {
+  await until(() => (counter()?.got.length ?? 0) > 0 && (counter()?.pings ?? 0) > 0, 'the server read the message and a ping after it', 30_000)
+  t.is(await sent, null, 'the send callback reports success')
+  t.deepEqual(counter()?.got, [size], 'one message, whole, on the first connection')
+  const errors = r.log.filter((e) => e.name === 'error').map((e) => (e.args[0] as RedialError).code)
+  t.deepEqual(errors, [], 'no error')
+  t.is(r.count('close'), 0)
+  t.is(client.metrics.connects, 1)
+  await client.disconnect()
+  await quiescent()
+}
+
 test.serial('a large message to a server that reads it slowly is not cut short by the heartbeat: the socket taking our bytes proves the peer alive', async (t) => {
   // The client pings every 100 ms and waits 1 s for a pong, which cannot come before the server
   // has read the message: the server reads 128 KiB every 10 ms (about 12 MB/s) until what is
@@ -480,56 +546,24 @@ test.serial('a large message to a server that reads it slowly is not cut short b
   // The slow part takes about 2 s: the old rule ended the connection after 1.1 s.
   const SIZE = 64 << 20
   const FAST_FROM = 40 << 20
-  const got: number[] = []
-  let pings = 0
+  let counter: ReturnType<typeof frameCounter> | undefined
   const peer = await rawServer((socket) =>
     acceptUpgrade(socket, (s) => {
       s.pause()
-      // Masked client frames: a header (2, 4 or 10 bytes), the mask, then the payload, skipped.
-      let head = Buffer.alloc(0)
-      let skip = 0
-      let opcode = 0
-      let length = 0
-      const done = () => {
-        if (opcode === 0x9) {
-          pings++
-          s.write(Buffer.from([0x8a, 0]))
-        } else if (opcode === 0x2) got.push(length)
-      }
-      const consume = (chunk: Buffer) => {
-        while (chunk.length > 0) {
-          if (skip > 0) {
-            const n = Math.min(skip, chunk.length)
-            skip -= n
-            chunk = chunk.subarray(n)
-            if (skip === 0) done()
-            continue
-          }
-          head = Buffer.concat([head, chunk])
-          if (head.length < 2) return
-          const short = head[1] & 0x7f
-          const at = short === 126 ? 4 : short === 127 ? 10 : 2
-          if (head.length < at + 4) return
-          opcode = head[0] & 0x0f
-          length = short === 126 ? head.readUInt16BE(2) : short === 127 ? Number(head.readBigUInt64BE(2)) : short
-          chunk = head.subarray(at + 4)
-          head = Buffer.alloc(0)
-          skip = length
-          if (length === 0) done()
-        }
-      }
+      const frames = frameCounter(s)
+      counter ??= frames
       let read = 0
       const timer = setInterval(() => {
         if (SIZE - read <= FAST_FROM) {
           clearInterval(timer)
-          s.on('data', (chunk: Buffer) => consume(chunk))
+          s.on('data', frames.consume)
           s.resume()
           return
         }
         const chunk: Buffer | null = s.read(Math.min(128 << 10, s.readableLength))
         if (chunk) {
           read += chunk.length
-          consume(chunk)
+          frames.consume(chunk)
         }
       }, 10)
       s.on('close', () => clearInterval(timer))
@@ -540,13 +574,52 @@ test.serial('a large message to a server that reads it slowly is not cut short b
   const r = new Recorder(client)
   await r.next('open')
   const sent = new Promise<Error | null | undefined>((resolve) => client.send(Buffer.alloc(SIZE, 7), {}, resolve))
-  await until(() => got.length > 0 && pings > 0, 'the server read the message and a ping after it', 30_000)
-  t.is(await sent, null, 'the send callback reports success')
-  t.deepEqual(got, [SIZE], 'one message, whole, on the first connection')
-  const errors = r.log.filter((e) => e.name === 'error').map((e) => (e.args[0] as RedialError).code)
-  t.deepEqual(errors, [], 'no error')
-  t.is(r.count('close'), 0)
-  t.is(client.metrics.connects, 1)
-  await client.disconnect()
-  await quiescent()
+  await deliveredWhole(t, client, r, sent, () => counter, SIZE)
+})
+
+test.serial('the pong deadline of a ping that waited behind a large message runs from when the socket took the ping', async (t) => {
+  // The ping falls due while the message fills the sockets' buffers and waits behind the rest of
+  // it. The server reads nothing for 1.2 s, then reads fast until 1 MiB of the message is left in
+  // the buffers (our writing has ended: the ping is out), holds that for 1.5 s, then reads on and
+  // answers. The deadline armed when the ping fell due (0.2 s after the open) passed 2.2 s after
+  // the open, while the server held its last megabyte: the old rule ended the connection there.
+  const SIZE = 64 << 20
+  const HOLD_AT = SIZE - (1 << 20)
+  let counter: ReturnType<typeof frameCounter> | undefined
+  let start: () => void = () => {}
+  const peer = await rawServer((socket) =>
+    acceptUpgrade(socket, (s) => {
+      s.pause()
+      const frames = frameCounter(s)
+      counter ??= frames
+      let read = 0
+      let held = false
+      const pump = () => {
+        while (read < HOLD_AT && s.readableLength > 0) {
+          const chunk: Buffer = s.read(Math.min(s.readableLength, HOLD_AT - read))
+          read += chunk.length
+          frames.consume(chunk)
+        }
+        if (read >= HOLD_AT && !held) {
+          held = true
+          s.off('readable', pump)
+          setTimeout(() => {
+            s.on('data', frames.consume)
+            s.resume()
+          }, 1500)
+        }
+      }
+      start = () => {
+        s.on('readable', pump)
+        pump()
+      }
+    }),
+  )
+  t.teardown(() => peer.close())
+  const client = new ReconnectingWebSocket(peer.url, { pingInterval: 200, pongTimeout: 2000, minDelay: 10, maxDelay: 10 })
+  const r = new Recorder(client)
+  await r.next('open')
+  const sent = new Promise<Error | null | undefined>((resolve) => client.send(Buffer.alloc(SIZE, 7), {}, resolve))
+  setTimeout(() => start(), 1200)
+  await deliveredWhole(t, client, r, sent, () => counter, SIZE)
 })

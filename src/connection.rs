@@ -349,6 +349,8 @@ struct Heartbeat {
     /// What the socket had taken of ours when the pong deadline was armed.
     took_at_arm: u64,
     ping_due: bool,
+    /// The ping that armed the pong deadline is not out yet: it waits behind our writes.
+    ping_behind: bool,
     _gauge: Gauge<Heartbeats>,
 }
 
@@ -377,6 +379,7 @@ impl OpenConn {
                 pong_deadline: None,
                 took_at_arm: 0,
                 ping_due: false,
+                ping_behind: false,
                 _gauge: Gauge::<Heartbeats>::new(),
             })
         });
@@ -551,6 +554,7 @@ impl OpenConn {
                 if hb.pong_deadline.is_none() {
                     hb.pong_deadline = Some(Box::pin(tokio::time::sleep(hb.pong_timeout)));
                     hb.took_at_arm = self.writer.socket_took();
+                    hb.ping_behind = true;
                     if let Input::Shared(r) = &self.input {
                         // Only what the JS thread reads from now on answers this ping.
                         r.take_alive();
@@ -563,6 +567,7 @@ impl OpenConn {
         if let Err(e) = self.poll_write(cx) {
             return self.ended_by(WireError::Io(e));
         }
+        self.note_ping_out(cx);
         let mut n = 0;
         // A large compressed message is inflated over several polls: this one gave way to other tasks.
         let mut yielded = false;
@@ -741,6 +746,7 @@ impl OpenConn {
             if let Err(e) = self.poll_write(cx) {
                 return self.ended_by(WireError::Io(e));
             }
+            self.note_ping_out(cx);
         }
         if (n > 0 || self.held.is_some()) && !yielded {
             return Poll::Ready(IoEvent::Progress);
@@ -773,6 +779,22 @@ impl OpenConn {
             }
         }
         Poll::Pending
+    }
+
+    /// The peer's time to answer a ping runs from when the socket took it: a ping that waited
+    /// behind the rest of a large message has everything the sockets' buffers hold before it.
+    fn note_ping_out(&mut self, cx: &mut Context<'_>) {
+        let Some(hb) = self.heartbeat.as_mut().filter(|h| h.ping_behind && !h.ping_due) else {
+            return;
+        };
+        if self.out.is_some() || (hb.pong_deadline.is_some() && self.writer.has_pending()) {
+            return;
+        }
+        hb.ping_behind = false;
+        if let Some(deadline) = hb.pong_deadline.as_mut() {
+            deadline.as_mut().reset(tokio::time::Instant::now() + hb.pong_timeout);
+            let _ = deadline.as_mut().poll(cx);
+        }
     }
 
     /// Holds back the end of the connection while messages read before it are on their way to
