@@ -28,6 +28,11 @@ export interface TestCerts {
    * OpenSSL's `-legacy` (RC2), and with no password and no encryption.
    */
   pfx?: { modern: Buffer; tripleDes: Buffer; legacy: Buffer; unprotected: Buffer; manyRounds: Buffer }
+  /**
+   * With `makeCerts({ intermediate: true })`: an intermediate CA issued by `ca`, and a server
+   * certificate for localhost/127.0.0.1 it issued, with its key.
+   */
+  intermediate?: { ca: string; cert: string; key: string }
 }
 
 /** ec: P-256; rsa: 2048 bits; p521: ECDSA P-521 (rustls cannot sign with it). */
@@ -35,7 +40,7 @@ export type ClientKind = 'ec' | 'rsa' | 'p521'
 export const CLIENT_PASSPHRASE = 'correct horse battery staple'
 
 
-export function makeCerts({ clients = false } = {}): TestCerts {
+export function makeCerts({ clients = false, intermediate = false } = {}): TestCerts {
   const dir = mkdtempSync(join(tmpdir(), 'redial-certs-'))
   const f = (name: string) => join(dir, name)
   const run = (...args: string[]) => execFileSync('openssl', args, { stdio: 'pipe' })
@@ -60,6 +65,19 @@ export function makeCerts({ clients = false } = {}): TestCerts {
     ].join('\n'))
     run('x509', '-req', '-in', f('server.csr'), '-CA', f('ca.pem'), '-CAkey', f('ca.key'), '-CAcreateserial',
       '-days', '2', '-out', f('server.pem'), '-extfile', f('ext.cnf'))
+    let chained: TestCerts['intermediate']
+    if (intermediate) {
+      writeFileSync(f('int.cnf'), ['basicConstraints=critical,CA:TRUE,pathlen:0', 'keyUsage=critical,keyCertSign,cRLSign'].join('\n'))
+      run('req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
+        '-keyout', f('int.key'), '-out', f('int.csr'), '-subj', '/CN=redial-ws test intermediate')
+      run('x509', '-req', '-in', f('int.csr'), '-CA', f('ca.pem'), '-CAkey', f('ca.key'), '-CAcreateserial',
+        '-days', '2', '-out', f('int.pem'), '-extfile', f('int.cnf'))
+      run('req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
+        '-keyout', f('leaf.key'), '-out', f('leaf.csr'), '-subj', '/CN=localhost')
+      run('x509', '-req', '-in', f('leaf.csr'), '-CA', f('int.pem'), '-CAkey', f('int.key'), '-CAcreateserial',
+        '-days', '2', '-out', f('leaf.pem'), '-extfile', f('ext.cnf'))
+      chained = { ca: readFileSync(f('int.pem'), 'utf8'), cert: readFileSync(f('leaf.pem'), 'utf8'), key: readFileSync(f('leaf.key'), 'utf8') }
+    }
     const made: Partial<Record<ClientKind, { cert: string; key: string }>> = {}
     let encryptedKey: string | undefined
     let pfx: TestCerts['pfx']
@@ -96,6 +114,7 @@ export function makeCerts({ clients = false } = {}): TestCerts {
       clients: clients ? (made as Record<ClientKind, { cert: string; key: string }>) : undefined,
       encryptedKey,
       pfx,
+      intermediate: chained,
       ca: readFileSync(f('ca.pem'), 'utf8'),
       key: readFileSync(f('server.key'), 'utf8'),
       cert: readFileSync(f('server.pem'), 'utf8'),

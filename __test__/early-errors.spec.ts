@@ -182,6 +182,9 @@ test.serial('a tls.ca that is not PEM certificate(s) throws ERR_INVALID_ARG_VALU
   for (const ca of [certs.ca, Buffer.from(certs.ca), new Uint8Array(Buffer.from(certs.ca)), [certs.otherCa, Buffer.from(certs.ca)], []]) {
     t.notThrows(() => new ReconnectingWebSocket(url, { startClosed: true, tls: { ca: ca as string } }))
   }
+  // As Node's tls.connect takes them: an option that is null is not given.
+  const unset = { ca: null, cert: null, key: null, pfx: null, passphrase: null, servername: null, rejectUnauthorized: null, checkServerIdentity: null }
+  t.notThrows(() => new ReconnectingWebSocket(url, { startClosed: true, tls: unset as never }))
   await onlyTheControlConnected(t, peer, url, { tls: { ca: bundle } })
   await quiescent()
 })

@@ -17,7 +17,7 @@ import { type LookupFunction, ReconnectingWebSocket, clientStats, type RedialErr
 import { CLIENT_PASSPHRASE, makeCerts } from './certs.js'
 import { PACKAGE_ENTRY, Recorder, acceptUpgrade, connectProxy, peakRssOf, quiescent, rawServer, runNodeScript, until, wsServer } from './helpers.js'
 
-const certs = makeCerts({ clients: true })
+const certs = makeCerts({ clients: true, intermediate: true })
 const clients = certs.clients!
 
 /** `requireClientCert`: the server asks for a client certificate from our CA and refuses a client without one. */
@@ -237,6 +237,67 @@ test.serial("tls.ca replaces the default roots, as Node's ca does: a server whos
   const { code, out, err } = await runNodeScript(script, [PACKAGE_ENTRY, `wss://localhost:${server.port}/`, certs.otherCa, certs.ca], env)
   t.is(code, 0, err)
   t.deepEqual(JSON.parse(out), { none: 'open', other: 'ERR_TLS_CERT', both: 'open' })
+})
+
+test.serial('NODE_EXTRA_CA_CERTS is trusted beside the default roots, as in Node, unless tls.ca is given; a null tls.ca is not given', async (t) => {
+  // A child process with NODE_EXTRA_CA_CERTS naming the test CA (and a system store that does not
+  // hold it): Node's own tls.connect and our client open without `ca` (we refused it: ERR_TLS_CERT),
+  // and the chain checkServerIdentity gets ends at that CA, as Node's does.
+  const server = await wssServer()
+  t.teardown(() => server.close())
+  const dir = mkdtempSync(join(tmpdir(), 'redial-extra-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  writeFileSync(join(dir, 'extra.pem'), certs.ca)
+  writeFileSync(join(dir, 'system.pem'), certs.otherCa)
+  const script = `
+    const [, lib, port, otherCa] = process.argv
+    const tls = require('node:tls')
+    const { ReconnectingWebSocket } = require(lib)
+    const names = (cert) => {
+      const out = []
+      for (let c = cert; out.length < 5; c = c.issuerCertificate) {
+        out.push(c.subject.CN)
+        if (c.issuerCertificate === undefined || c.issuerCertificate === c) break
+      }
+      return out
+    }
+    const trials = [['none', undefined], ['null', { ca: null }], ['other', { ca: otherCa }]]
+    ;(async () => {
+      const out = {}
+      const socket = tls.connect({ port: Number(port), host: '127.0.0.1', servername: 'localhost' })
+      out.node = await new Promise((resolve) => {
+        socket.once('secureConnect', () => resolve(names(socket.getPeerCertificate(true))))
+        socket.once('error', (e) => resolve(e.code))
+      })
+      socket.destroy()
+      for (const [name, tls] of trials) {
+        const c = new ReconnectingWebSocket('wss://localhost:' + port + '/', { tls, maxRetries: 0 })
+        out[name] = await new Promise((resolve) => {
+          c.once('open', () => resolve('open'))
+          c.once('error', (e) => resolve(e.code))
+        })
+        await c.disconnect()
+      }
+      let chain
+      const c = new ReconnectingWebSocket('wss://localhost:' + port + '/', { tls: { checkServerIdentity: (_h, cert) => void (chain = names(cert)) }, maxRetries: 0 })
+      await new Promise((resolve) => (c.once('open', resolve), c.once('error', resolve)))
+      await c.disconnect()
+      out.chain = chain
+      console.log(JSON.stringify(out))
+    })()
+    setTimeout(() => process.exit(3), 10000).unref()
+  `
+  const args = [PACKAGE_ENTRY, String(server.port), certs.otherCa]
+  const withExtra = { ...process.env, SSL_CERT_FILE: join(dir, 'system.pem'), NODE_EXTRA_CA_CERTS: join(dir, 'extra.pem') }
+  const extra = await runNodeScript(script, args, withExtra)
+  t.is(extra.code, 0, extra.err)
+  const chain = ['localhost', 'redial-ws test ca']
+  t.deepEqual(JSON.parse(extra.out), { node: chain, none: 'open', null: 'open', other: 'ERR_TLS_CERT', chain })
+  // The same child without the variable: nothing trusts the test CA.
+  const { NODE_EXTRA_CA_CERTS: _, ...without } = withExtra
+  const plain = await runNodeScript(script, args, without)
+  t.is(plain.code, 0, plain.err)
+  t.like(JSON.parse(plain.out), { node: 'UNABLE_TO_VERIFY_LEAF_SIGNATURE', none: 'ERR_TLS_CERT', null: 'ERR_TLS_CERT' })
 })
 
 test.serial('a bad certificate is ERR_TLS_CERT and no reconnect storm', async (t) => {
@@ -1438,19 +1499,79 @@ test.serial("tls.checkServerIdentity: the chain is linked by issuer, as Node's g
   t.deepEqual(ours, node)
 })
 
+test.serial("tls.checkServerIdentity: a server that sends its certificate alone gets its chain completed from tls.ca up to the root, as Node's, so Node's pinning walk ends", async (t) => {
+  const inter = certs.intermediate as NonNullable<typeof certs.intermediate>
+  const server = https.createServer({ key: inter.key, cert: inter.cert })
+  const wss = new WebSocketServer({ server })
+  server.listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  t.teardown(() => new Promise<void>((r) => (wss.close(), server.close(() => r()))))
+  const port = (server.address() as net.AddressInfo).port
+  const ca = [inter.ca, certs.ca]
+  // Node's documentation's pinning example walks the chain until a certificate is its own issuer.
+  const walk = (cert: DetailedPeerCertificate) => {
+    const names: string[] = []
+    let last: string | undefined
+    do {
+      names.push(String(cert.subject.CN))
+      last = cert.fingerprint256
+      cert = cert.issuerCertificate
+    } while (cert.fingerprint256 !== last && names.length < 5)
+    return names
+  }
+  const socket = tls.connect({ port, host: '127.0.0.1', servername: 'localhost', ca })
+  await once(socket, 'secureConnect')
+  const node = walk(socket.getPeerCertificate(true))
+  socket.destroy()
+  let ours: string[] | Error = []
+  const client = new ReconnectingWebSocket(`wss://localhost:${port}/`, {
+    tls: {
+      ca,
+      checkServerIdentity: (_h: string, cert: DetailedPeerCertificate) => {
+        try {
+          ours = walk(cert)
+        } catch (err) {
+          ours = err as Error
+        }
+        return undefined
+      },
+    },
+    maxRetries: 0,
+  })
+  await new Recorder(client).next('open')
+  await client.disconnect()
+  t.deepEqual(node, ['localhost', 'redial-ws test intermediate', 'redial-ws test ca'])
+  t.deepEqual(ours, node)
+})
+
 test.serial('tls.checkServerIdentity: an Error returned or thrown refuses the certificate (ERR_TLS_CERT, no retry, no upgrade sent); an unverified chain never reaches it', async (t) => {
   const server = await wssServer()
   t.teardown(() => server.close())
   let upgrades = 0
   server.wss.on('connection', () => upgrades++)
-  for (const refuse of [() => new Error('pin mismatch'), () => { throw new Error('pin mismatch') }]) {
-    const client = new ReconnectingWebSocket(`wss://localhost:${server.port}/`, { tls: { ca: certs.ca, checkServerIdentity: refuse }, minDelay: 10 })
+  const unprintable = Object.defineProperty(new Error(), 'message', {
+    get() {
+      throw new Error('no message')
+    },
+  })
+  const refusals: Array<[() => unknown, string]> = [
+    [() => new Error('pin mismatch'), 'pin mismatch'],
+    [() => { throw new Error('pin mismatch') }, 'pin mismatch'],
+    // What cannot be made a string still refuses (it threw from our code, and the attempt waited).
+    [() => Object.create(null), 'refused'],
+    [() => unprintable, 'refused'],
+    [() => { throw Object.create(null) }, 'refused'],
+    // A throw of null refuses too (it was taken for an answer of null: accepted).
+    [() => { throw null }, 'null'],
+  ]
+  for (const [refuse, why] of refusals) {
+    const client = new ReconnectingWebSocket(`wss://localhost:${server.port}/`, { tls: { ca: certs.ca, checkServerIdentity: refuse as never }, minDelay: 10 })
     const rec = new Recorder(client)
     const err: RedialError = await rec.next('error')
     await rec.next('giveup')
     await client.disconnect()
     t.is(err.code, 'ERR_TLS_CERT')
-    t.regex(err.message, /checkServerIdentity refused the certificate of localhost: pin mismatch/)
+    t.is(err.message, `TLS handshake failed: checkServerIdentity refused the certificate of localhost: ${why}`)
     t.is(rec.count('reconnecting'), 0, 'not retried')
   }
   // Without the CA the chain fails first: the function is not asked.

@@ -519,6 +519,20 @@ function frameCounter(s: net.Socket) {
   }
 }
 
+/** A raw server whose upgraded sockets start paused, each with its frame counter: `reader` reads them. */
+async function pausedPeer(reader: (s: net.Socket, frames: ReturnType<typeof frameCounter>) => void) {
+  let first: ReturnType<typeof frameCounter> | undefined
+  const peer = await rawServer((socket) =>
+    acceptUpgrade(socket, (s) => {
+      s.pause()
+      const frames = frameCounter(s)
+      first ??= frames
+      reader(s, frames)
+    }),
+  )
+  return { peer, counter: () => first }
+}
+
 /** The upload reached the server whole, with a ping after it, on the first connection. */
 async function deliveredWhole(
   t: ExecutionContext,
@@ -546,35 +560,29 @@ test.serial('a large message to a server that reads it slowly is not cut short b
   // The slow part takes about 2 s: the old rule ended the connection after 1.1 s.
   const SIZE = 64 << 20
   const FAST_FROM = 40 << 20
-  let counter: ReturnType<typeof frameCounter> | undefined
-  const peer = await rawServer((socket) =>
-    acceptUpgrade(socket, (s) => {
-      s.pause()
-      const frames = frameCounter(s)
-      counter ??= frames
-      let read = 0
-      const timer = setInterval(() => {
-        if (SIZE - read <= FAST_FROM) {
-          clearInterval(timer)
-          s.on('data', frames.consume)
-          s.resume()
-          return
-        }
-        const chunk: Buffer | null = s.read(Math.min(128 << 10, s.readableLength))
-        if (chunk) {
-          read += chunk.length
-          frames.consume(chunk)
-        }
-      }, 10)
-      s.on('close', () => clearInterval(timer))
-    }),
-  )
+  const { peer, counter } = await pausedPeer((s, frames) => {
+    let read = 0
+    const timer = setInterval(() => {
+      if (SIZE - read <= FAST_FROM) {
+        clearInterval(timer)
+        s.on('data', frames.consume)
+        s.resume()
+        return
+      }
+      const chunk: Buffer | null = s.read(Math.min(128 << 10, s.readableLength))
+      if (chunk) {
+        read += chunk.length
+        frames.consume(chunk)
+      }
+    }, 10)
+    s.on('close', () => clearInterval(timer))
+  })
   t.teardown(() => peer.close())
   const client = new ReconnectingWebSocket(peer.url, { pingInterval: 100, pongTimeout: 1000, minDelay: 10, maxDelay: 10 })
   const r = new Recorder(client)
   await r.next('open')
   const sent = new Promise<Error | null | undefined>((resolve) => client.send(Buffer.alloc(SIZE, 7), {}, resolve))
-  await deliveredWhole(t, client, r, sent, () => counter, SIZE)
+  await deliveredWhole(t, client, r, sent, counter, SIZE)
 })
 
 test.serial('the pong deadline of a ping that waited behind a large message runs from when the socket took the ping', async (t) => {
@@ -585,41 +593,35 @@ test.serial('the pong deadline of a ping that waited behind a large message runs
   // the open, while the server held its last megabyte: the old rule ended the connection there.
   const SIZE = 64 << 20
   const HOLD_AT = SIZE - (1 << 20)
-  let counter: ReturnType<typeof frameCounter> | undefined
   let start: () => void = () => {}
-  const peer = await rawServer((socket) =>
-    acceptUpgrade(socket, (s) => {
-      s.pause()
-      const frames = frameCounter(s)
-      counter ??= frames
-      let read = 0
-      let held = false
-      const pump = () => {
-        while (read < HOLD_AT && s.readableLength > 0) {
-          const chunk: Buffer = s.read(Math.min(s.readableLength, HOLD_AT - read))
-          read += chunk.length
-          frames.consume(chunk)
-        }
-        if (read >= HOLD_AT && !held) {
-          held = true
-          s.off('readable', pump)
-          setTimeout(() => {
-            s.on('data', frames.consume)
-            s.resume()
-          }, 1500)
-        }
+  const { peer, counter } = await pausedPeer((s, frames) => {
+    let read = 0
+    let held = false
+    const pump = () => {
+      while (read < HOLD_AT && s.readableLength > 0) {
+        const chunk: Buffer = s.read(Math.min(s.readableLength, HOLD_AT - read))
+        read += chunk.length
+        frames.consume(chunk)
       }
-      start = () => {
-        s.on('readable', pump)
-        pump()
+      if (read >= HOLD_AT && !held) {
+        held = true
+        s.off('readable', pump)
+        setTimeout(() => {
+          s.on('data', frames.consume)
+          s.resume()
+        }, 1500)
       }
-    }),
-  )
+    }
+    start = () => {
+      s.on('readable', pump)
+      pump()
+    }
+  })
   t.teardown(() => peer.close())
   const client = new ReconnectingWebSocket(peer.url, { pingInterval: 200, pongTimeout: 2000, minDelay: 10, maxDelay: 10 })
   const r = new Recorder(client)
   await r.next('open')
   const sent = new Promise<Error | null | undefined>((resolve) => client.send(Buffer.alloc(SIZE, 7), {}, resolve))
   setTimeout(() => start(), 1200)
-  await deliveredWhole(t, client, r, sent, () => counter, SIZE)
+  await deliveredWhole(t, client, r, sent, counter, SIZE)
 })

@@ -2,23 +2,30 @@
 // The certificate `tls.checkServerIdentity(host, cert)` gets, in the shape of Node's
 // `tlsSocket.getPeerCertificate(true)`: the legacy object of each certificate the server sent,
 // from the leaf, each linked to its issuer by `issuerCertificate`. As Node does, the chain is
-// completed with the trusted root that issued its last certificate when that root is known here
-// (`tls.ca`, or Node's bundled roots: `tls.rootCertificates`), and a self-signed certificate is its
-// own issuer, so that the chain walk of Node's pinning example ends.
+// completed from the trusted certificates up to its root (`tls.ca`; without it, also those of
+// NODE_EXTRA_CA_CERTS and Node's bundled roots, `tls.rootCertificates`), and a self-signed
+// certificate is its own issuer, so that the chain walk of Node's pinning example ends.
 
 const { X509Certificate } = require('node:crypto')
+const { readFileSync } = require('node:fs')
 const { rootCertificates } = require('node:tls')
 
 const PEM_CERTIFICATE = /-----BEGIN CERTIFICATE-----[^-]+-----END CERTIFICATE-----/g
 
+/** Most certificates added from the trusted ones (real chains need one to three). */
+const MAX_ADDED = 8
+
 /** Node's bundled roots by subject, parsed on first need (once per process). */
 let bundledRoots = null
+/** The certificates of NODE_EXTRA_CA_CERTS, read on first need (Node reads it once, at startup). */
+let extraRoots = null
 
 /**
  * `chain`: DER Buffers as the server sent them, verified up to a trusted root. `ca`: the client's
- * `tls.ca` PEM texts.
+ * `tls.ca` PEM texts (and a PKCS#12 file's other certificates); `caOnly`: `tls.ca` was given, so
+ * the default roots are not trusted.
  */
-function peerCertificate(chain, ca) {
+function peerCertificate(chain, ca, caOnly) {
   // As Node links them: from the leaf, each to the certificate among the others sent that issued
   // it, in whatever order they came (those that issued none of the chain are left out).
   const sent = chain.map((der) => new X509Certificate(der))
@@ -30,10 +37,13 @@ function peerCertificate(chain, ca) {
     last = others.splice(i, 1)[0]
     certs.push(last)
   }
-  const top = certs[certs.length - 1]
-  if (top !== undefined && !top.checkIssued(top)) {
-    const root = issuerAmong(top, ca)
-    if (root !== null) certs.push(root)
+  for (let added = 0; added < MAX_ADDED; added++) {
+    const top = certs[certs.length - 1]
+    if (top === undefined || top.checkIssued(top)) break
+    const issuer = issuerAmong(top, ca, caOnly)
+    // Cross-signed roots can issue each other: a certificate already in the chain ends it.
+    if (issuer === null || certs.some((c) => c.fingerprint256 === issuer.fingerprint256)) break
+    certs.push(issuer)
   }
   const objects = certs.map(legacyObject)
   for (let i = 0; i < objects.length; i++) {
@@ -44,15 +54,19 @@ function peerCertificate(chain, ca) {
   return objects[0]
 }
 
-/** The trusted root that issued `cert`, from `ca` or Node's bundled roots, or null. */
-function issuerAmong(cert, ca) {
-  const issued = (root) => cert.checkIssued(root) && cert.verify(root.publicKey)
+/** The trusted certificate that issued `cert`, or null. */
+function issuerAmong(cert, ca, caOnly) {
+  const issued = (c) => cert.checkIssued(c) && cert.verify(c.publicKey)
   for (const pem of ca) {
     for (const text of pem.match(PEM_CERTIFICATE) ?? []) {
-      const root = new X509Certificate(text)
-      if (issued(root)) return root
+      const trusted = new X509Certificate(text)
+      if (issued(trusted)) return trusted
     }
   }
+  if (caOnly) return null
+  if (extraRoots === null) extraRoots = readExtraRoots()
+  const extra = extraRoots.find(issued)
+  if (extra !== undefined) return extra
   if (bundledRoots === null) {
     bundledRoots = new Map()
     for (const text of rootCertificates) {
@@ -63,6 +77,17 @@ function issuerAmong(cert, ca) {
     }
   }
   return (bundledRoots.get(cert.issuer) ?? []).find(issued) ?? null
+}
+
+/** NODE_EXTRA_CA_CERTS's certificates; none when it is unset or unreadable (Node warned at startup). */
+function readExtraRoots() {
+  try {
+    const path = process.env.NODE_EXTRA_CA_CERTS
+    if (!path) return []
+    return (readFileSync(path, 'latin1').match(PEM_CERTIFICATE) ?? []).map((text) => new X509Certificate(text))
+  } catch {
+    return []
+  }
 }
 
 function legacyObject(x509) {

@@ -152,6 +152,18 @@ const kGaveUp = Symbol('redial-ws.gaveUp')
 const NO_EVENTS = Object.freeze(Object.create(null))
 
 /**
+ * Why `tls.checkServerIdentity` refused, as text: an Error's message, or what else it gave, made a
+ * string. A value that cannot be one (no prototype, a throwing getter) still refuses.
+ */
+function refusalText(refusal) {
+  try {
+    const text = refusal instanceof Error ? String(refusal.message) : String(refusal)
+    if (text !== '') return text
+  } catch {}
+  return 'refused'
+}
+
+/**
  * A ping's or pong's payload as bytes: at most 125 (RFC 6455 section 5.5). As in ws, a number is
  * sent as its decimal text, and null or undefined as no payload.
  */
@@ -258,7 +270,7 @@ class ReconnectingWebSocket extends EventEmitter {
     }
     this.#shouldReconnect = opts.shouldReconnect
     if (opts.lookup !== undefined || opts.tls.checkServerIdentity !== undefined) {
-      this.#asked = { lookup: opts.lookup, hints: opts.hints, checkServerIdentity: opts.tls.checkServerIdentity, ca: opts.tls.ca }
+      this.#asked = { lookup: opts.lookup, hints: opts.hints, checkServerIdentity: opts.tls.checkServerIdentity, ca: opts.tls.ca, caOnly: opts.tls.caOnly }
     }
     this.#binaryType = opts.binaryType
     this.#maxRetries = opts.native.maxRetries
@@ -1166,17 +1178,19 @@ class ReconnectingWebSocket extends EventEmitter {
    * an Error (or anything truthy) returned, or a throw, refuses it.
    */
   #checkIdentity({ request, host, chain }) {
-    let refusal = null
+    let refused = false
+    let refusal
     try {
       // Loaded on first use: few clients check identities themselves.
       const { peerCertificate } = require('./certificate')
-      const result = this.#asked.checkServerIdentity(host, peerCertificate(chain, this.#asked.ca))
-      if (result) refusal = result
+      refusal = this.#asked.checkServerIdentity(host, peerCertificate(chain, this.#asked.ca, this.#asked.caOnly))
+      refused = !!refusal
     } catch (err) {
+      // Whatever was thrown, `null` included.
+      refused = true
       refusal = err
     }
-    const why = refusal === null ? null : (refusal instanceof Error ? refusal.message : String(refusal)) || 'refused'
-    N.identityAnswer(request, why === null ? null : redactText(why))
+    N.identityAnswer(request, refused ? redactText(refusalText(refusal)) : null)
   }
 
   /** Asks the user's shouldReconnect; `undefined`, a throw or a rejection keep the default verdict. */

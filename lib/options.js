@@ -349,12 +349,27 @@ function isDnsName(name) {
   )
 }
 
+/**
+ * `tls` without the options that are `null`: Node's `tls.connect` takes them as not given (so
+ * `ca: pem ?? null`, written for `ws`, works here). An empty `ca`, `cert` or `key`, which Node
+ * also passes over, still throws: it is more likely a file that was read empty.
+ */
+function notSetLeftOut(tls) {
+  const given = {}
+  for (const key of TLS_KEYS) {
+    const value = tls[key]
+    if (value !== undefined && value !== null) given[key] = value
+  }
+  return given
+}
+
 function parseTls(tls) {
   if (tls === undefined) return TLS_DEFAULTS
   if (typeof tls !== 'object' || tls === null || Array.isArray(tls)) throw typeError('tls', 'an object', tls)
   for (const key of Object.keys(tls)) {
     if (!TLS_KEYS.includes(key)) throw makeError('ERR_UNKNOWN_OPTION', `Unknown option "tls.${key}" (known: ${TLS_KEYS.join(', ')})`, TypeError)
   }
+  tls = notSetLeftOut(tls)
   const ca = pemList(tls.ca, 'tls.ca')
   const rejectUnauthorized = tls.rejectUnauthorized === undefined ? true : tls.rejectUnauthorized
   if (typeof rejectUnauthorized !== 'boolean') throw typeError('tls.rejectUnauthorized', 'a boolean', rejectUnauthorized)

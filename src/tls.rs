@@ -67,7 +67,8 @@ impl std::fmt::Debug for ClientAuth {
 
 static DEFAULT_ROOTS: OnceLock<Arc<RootCertStore>> = OnceLock::new();
 
-/// The webpki roots plus the system's CA bundle, loaded once per process.
+/// The webpki roots, the system's CA bundle and, as in Node, the certificates of the file
+/// `NODE_EXTRA_CA_CERTS` names: loaded once per process.
 fn default_roots() -> Arc<RootCertStore> {
     DEFAULT_ROOTS
         .get_or_init(|| {
@@ -75,6 +76,12 @@ fn default_roots() -> Arc<RootCertStore> {
             roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
             for cert in rustls_native_certs::load_native_certs().certs {
                 let _ = roots.add(cert);
+            }
+            // A file that is missing or holds no certificate is passed over: Node warned of it at startup.
+            if let Some(pem) = std::env::var_os("NODE_EXTRA_CA_CERTS").and_then(|path| std::fs::read(path).ok()) {
+                for cert in CertificateDer::pem_slice_iter(&pem).flatten() {
+                    let _ = roots.add(cert);
+                }
             }
             Arc::new(roots)
         })
