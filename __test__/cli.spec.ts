@@ -287,6 +287,28 @@ test('--no-reconnect: a refused connection is explained in plain words, without 
   t.deepEqual(c.out.items, [])
 })
 
+test('input that ends while the client waits to retry exits 1 and says why: the connection failed', async (t) => {
+  // No close event comes from a disconnect() during a retry wait: it exited 0, as after a clean close.
+  const port = await refusedPort()
+  const c = cli(t, [`127.0.0.1:${port}`])
+  await c.err.line(/^reconnecting in /)
+  c.proc.stdin.end()
+  t.is(await c.exit(), 1, c.err.text)
+  t.regex(c.err.text, /input ended while retrying: connection refused|closed 1006/)
+})
+
+test('close reasons and error messages on stderr cannot control the terminal, piped or not', async (t) => {
+  const reason = '\x1b]0;title\x07\x1b[31mred\u009b2J'
+  const peer = await wsServer((socket) => socket.on('message', () => socket.close(4000, reason)))
+  t.teardown(() => peer.close())
+  const c = cli(t, [peer.url, '--no-reconnect'])
+  await c.err.line(/^open$/)
+  c.proc.stdin.write('close\n')
+  t.is(await c.exit(), 1, c.err.text)
+  t.true(c.err.items.includes('closed 4000 \\x1b]0;title\\x07\\x1b[31mred\\x9b2J'), c.err.text)
+  t.false(/[\x00-\x08\x0b-\x1f\x7f-\x9f]/.test(c.err.text), JSON.stringify(c.err.text))
+})
+
 test('a URL without a scheme gets ws:// (as in wscat); http:// means ws://', async (t) => {
   const peer = await wsServer((socket) => socket.send('hi'))
   t.teardown(() => peer.close())

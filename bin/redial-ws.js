@@ -32,8 +32,10 @@ A Unix domain socket: ws+unix:/path/to/socket[:/request/path].
 
 On a terminal, received messages are shown as "< message" and sent lines as
 "> line" (control characters in messages are shown escaped, e.g. \\x1b). When
-stdout is not a terminal, and with --json, each message is printed as is, one
-per line. REDIAL_WS_CLI_TTY=1 (or 0) forces the terminal format on (or off).
+stdout is not a terminal, each text message is printed as is, one per line, and
+a binary one as "<binary N bytes>" (--json prints its bytes, in base64). What
+goes to stderr (states, errors, close reasons) is escaped on a terminal or not.
+REDIAL_WS_CLI_TTY=1 (or 0) forces the terminal format on (or off).
 
 Options:
   -H, --header "Name: value"  extra handshake header (repeatable)
@@ -48,7 +50,8 @@ Options:
                               that asks for one (wss:); goes with --key
       --key <file>            its private key, PEM file; if encrypted, its
                               passphrase from REDIAL_WS_KEY_PASSPHRASE
-      --proxy <url>           HTTP CONNECT proxy, http://[user:pass@]host:port
+      --proxy <url>           proxy: http://[user:pass@]host:port (HTTP CONNECT),
+                              socks5:// or socks5h:// (names resolved by the proxy)
                               (default: HTTPS_PROXY / HTTP_PROXY unless NO_PROXY)
       --json                  print messages as JSON lines:
                               {"type":"message","data":...,"binary":false}
@@ -56,8 +59,9 @@ Options:
   -h, --help                  show this help
       --version               show the version
 
-Exit status: 0 after a clean close, 1 when the connection failed or the client
-gave up, 2 on bad usage, 130 on SIGINT.`
+Exit status: 0 after a clean close, 1 when the connection failed (also when the
+input ends while the client is retrying) or the client gave up, 2 on bad usage,
+130 on SIGINT.`
 
 const EXIT_USAGE = 2
 
@@ -306,7 +310,8 @@ function main() {
     stream.write(`${text}\n`)
     if (prompting) lines.prompt(true)
   }
-  const note = (line) => print(process.stderr, dim(line))
+  // Server-given text (close reasons, error messages) cannot control the terminal either.
+  const note = (line) => print(process.stderr, dim(line.replace(CONTROL, escapeControl)))
 
   let client
   try {
@@ -336,8 +341,10 @@ function main() {
   note(`connecting ${shownUrl}`)
   let connected = false
   let lastWasOpen = false // whether the connection that ended last had been open
+  let failure = null // the last error since the last open: the client is retrying
   client.on('open', () => {
     connected = true
+    failure = null
     note(client.protocol ? `open (protocol ${client.protocol})` : 'open')
   })
   client.on('close', (ev) => {
@@ -348,7 +355,10 @@ function main() {
     connected = false
   })
   client.on('reconnecting', (ev) => note(`reconnecting in ${(ev.delay / 1000).toFixed(1)} s (attempt ${ev.attempt})`))
-  client.on('error', (err) => note(`error ${err.code}: ${err.message}`))
+  client.on('error', (err) => {
+    failure = err
+    note(`error ${err.code}: ${err.message}`)
+  })
   client.on('giveup', (ev) => {
     // Nothing is left to do. A clean, normal close by the server (with --no-reconnect) is a success.
     const clean = !ev.lastError && lastClose !== null && lastClose.wasClean && lastClose.code === 1000
@@ -441,7 +451,11 @@ function main() {
     lastClose = null
     const { discarded } = await client.disconnect(1000, '', { flush: true })
     if (discarded > 0) note(`${discarded} queued message${discarded === 1 ? '' : 's'} could not be sent`)
-    const clean = discarded === 0 && (lastClose === null || lastClose.wasClean)
+    // Ended while waiting to retry: the last attempt failed, and no close says so.
+    if (lastClose === null && failure !== null) {
+      note(`input ended while retrying: ${describeError(failure)}${hint(failure)}`)
+    }
+    const clean = discarded === 0 && (lastClose === null ? failure === null : lastClose.wasClean)
     exit(clean ? 0 : 1)
   })().catch((err) => {
     note(`redial-ws: ${err.stack || err}`)
