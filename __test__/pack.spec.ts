@@ -7,6 +7,7 @@
 // build from the bundled sources.
 import { execFileSync, spawn, spawnSync } from 'node:child_process'
 import { once } from 'node:events'
+import { createRequire } from 'node:module'
 import { cpSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -36,6 +37,14 @@ test('the distributable linux-x64-gnu binary needs at most GLIBC_2.17 (npm run b
   t.true(major === 2 && minor <= 17, `needs GLIBC_${newest}`)
   // The check itself can tell: the development build links against this machine's glibc.
   t.not(newestGlibc(join(repo, 'redial-ws.linux-x64-gnu.node')), 'none')
+})
+
+test('the distributable binary has none of the hooks the tests use (the testing feature); the development build has them', (t) => {
+  const exportsOf = (file: string) => Object.keys(createRequire(import.meta.url)(file) as object)
+  const dist = exportsOf(distBinary)
+  t.true(dist.includes('clientStats'), dist.join(', '))
+  t.deepEqual(dist.filter((name) => name.startsWith('testing')), [])
+  t.true(exportsOf(join(repo, 'redial-ws.linux-x64-gnu.node')).includes('testingPanicDriver'))
 })
 
 test('a platform package per napi target, at the main version, with os/cpu/libc for npm to pick one', (t) => {

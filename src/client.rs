@@ -23,7 +23,7 @@ use crate::connection::ConnConfig;
 use crate::deflate::DeflateConfig;
 use crate::delivery;
 use crate::direct;
-use crate::driver::{self, Command, Driver, DriverConfig};
+use crate::driver::{Command, Driver, DriverConfig};
 use crate::errors::{ConnError, ERR_PROVIDER};
 use crate::events::JsEvent;
 use crate::frame::Limits;
@@ -37,6 +37,7 @@ use crate::proxy::{Proxy, ProxyEnv};
 use crate::queue::Queue;
 use crate::shared::{AttemptParams, Shared};
 use crate::stats::{self, GLOBAL};
+use crate::testing;
 use crate::tls::{ClientAuth, TlsOptions};
 use crate::transport::Dial;
 
@@ -314,7 +315,7 @@ impl NativeClient {
         let close = || {
             let frame = (!terminate).then_some((code as u16, reason.as_str()));
             self.shared.outbox().stop_accepting(frame);
-            stall_for_test();
+            testing::stall_after_close();
         };
         let command = Command::Disconnect {
             code: code as u16,
@@ -618,10 +619,11 @@ pub fn client_attach(env: Env, owner: Object<'_>, url: String, key: String, opti
 
 /// Makes the client's task panic on its next poll (tests prove that a panic ends the client in
 /// a defined state). Not part of the API.
+#[cfg(feature = "testing")]
 #[napi]
 pub fn testing_panic_driver(env: Env, owner: Object<'_>) -> Result<()> {
     with_client(&env, &owner, |client| {
-        driver::PANIC_FOR_TEST.store(client.shared.id, Ordering::Relaxed);
+        testing::panic_driver(client.shared.id);
         if let Some(tx) = &client.commands {
             // Any command wakes the task.
             let _ = tx.send(Command::Connect);
@@ -631,37 +633,26 @@ pub fn testing_panic_driver(env: Env, owner: Object<'_>) -> Result<()> {
 
 /// Makes the client's next read on the JS thread panic (tests prove that the connection then ends
 /// with `ERR_INTERNAL`, and the client reconnects). Not part of the API.
+#[cfg(feature = "testing")]
 #[napi]
 pub fn testing_panic_read(env: Env, owner: Object<'_>) -> Result<()> {
-    with_client(&env, &owner, |client| {
-        delivery::PANIC_READ_FOR_TEST.store(client.shared.id, Ordering::Relaxed);
-    })
-}
-
-/// Milliseconds the JS thread stalls in the next disconnect() once it has written the close
-/// frame and before it queues the command, as a preempted thread would
-/// (`testingStallAfterClose`). 0: none.
-static STALL_FOR_TEST: AtomicU64 = AtomicU64::new(0);
-
-fn stall_for_test() {
-    let ms = STALL_FOR_TEST.swap(0, Ordering::Relaxed);
-    if ms > 0 {
-        std::thread::sleep(std::time::Duration::from_millis(ms));
-    }
+    with_client(&env, &owner, |client| testing::panic_read(client.shared.id))
 }
 
 /// Makes the next disconnect() stall the JS thread for `ms` after writing its close frame, long
 /// enough for the peer's answer and TCP close to arrive (tests prove that the driver never takes
 /// them for the peer's own close). Not part of the API.
+#[cfg(feature = "testing")]
 #[napi]
 pub fn testing_stall_after_close(ms: u32) {
-    STALL_FOR_TEST.store(u64::from(ms), Ordering::Relaxed);
+    testing::set_stall_after_close(ms);
 }
 
 /// Makes the next driver to exit wait `ms` before it reports the exit. Not part of the API.
+#[cfg(feature = "testing")]
 #[napi]
 pub fn testing_stall_driver_exit(ms: u32) {
-    driver::STALL_EXIT_FOR_TEST.store(u64::from(ms), Ordering::Relaxed);
+    testing::set_stall_driver_exit(ms);
 }
 
 /// Starts connecting (idempotent). Returns the driver generation. `quiet`: JS does not need the

@@ -38,6 +38,7 @@ use crate::napi_raw::{self, ArrayOf, CallbackTarget, DispatchArgs, OwnerRef, Raw
 use crate::protocol::event as tag;
 use crate::reader::{self, JsRead};
 use crate::shared::Shared;
+use crate::testing;
 
 /// About this many events go to JS in one batch (a run of small messages counts for its messages
 /// and is not split, so a batch may pass it by one run: `events::Run`)...
@@ -585,14 +586,10 @@ pub fn read_close_on_driver(id: u64) {
     direct::give_back(id);
 }
 
-/// The client whose next read on the JS thread panics (`testingPanicRead`): tests prove that its
-/// connection then ends in a defined way (`ERR_INTERNAL`). 0: none.
-pub static PANIC_READ_FOR_TEST: AtomicU64 = AtomicU64::new(0);
-
 /// The JS thread's watch found client `id`'s socket readable: read what it holds (one batch at
 /// most), run its listeners now, and give the socket back to the driver when the read says so.
 fn on_readable(env: &Env, id: u64, ready: Ready) {
-    if !ready.failed && PANIC_READ_FOR_TEST.swap(0, Ordering::Relaxed) == id {
+    if !ready.failed && testing::read_panics(id) {
         panic!("testing: a read on the JS thread panics");
     }
     if ready.panicked {

@@ -6,7 +6,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -26,6 +26,7 @@ use crate::policy;
 use crate::queue::Queue;
 use crate::shared::{AttemptParams, Shared};
 use crate::stats::{self, Gauge, PendingReconnects, RunningDrivers};
+use crate::testing;
 use crate::upgrade::Opened;
 
 pub enum Command {
@@ -172,7 +173,7 @@ impl Future for DriverTask {
                 this.driver.running = Some(Gauge::<RunningDrivers>::new());
                 this.driver.first_connect();
             }
-            if PANIC_FOR_TEST.load(Ordering::Relaxed) == this.driver.shared.id {
+            if testing::driver_panics(this.driver.shared.id) {
                 panic!("panic requested by a test");
             }
             this.driver.poll_run(cx, &this.commands)
@@ -199,19 +200,10 @@ impl Future for DriverTask {
     }
 }
 
-/// The id of a client whose task must panic on its next poll: how the tests prove that a panic
-/// ends a client in a defined state (`testingPanicDriver`). 0: none.
-pub static PANIC_FOR_TEST: AtomicU64 = AtomicU64::new(0);
-
-/// Milliseconds the next driver to exit waits before it reports the exit, as a preempted worker
-/// would (`testingStallDriverExit`: tests prove that a final `close` and `Idle` still go to JS in
-/// one batch). 0: none.
-pub static STALL_EXIT_FOR_TEST: AtomicU64 = AtomicU64::new(0);
-
 impl Driver {
     /// The task panicked: release the connection and report a fatal error and a final close.
     fn crashed(&mut self, what: String) {
-        let _ = PANIC_FOR_TEST.compare_exchange(self.shared.id, 0, Ordering::Relaxed, Ordering::Relaxed);
+        testing::driver_panicked(self.shared.id);
         self.attempt = None;
         self.timer = None;
         self.close_deadline = None;
@@ -459,10 +451,8 @@ impl Driver {
         self.close_deadline = None;
         *self.shared.provide.lock().unwrap_or_else(|p| p.into_inner()) = None;
         self.running = None;
-        let stall = STALL_EXIT_FOR_TEST.swap(0, Ordering::Relaxed);
-        if stall > 0 {
-            std::thread::sleep(std::time::Duration::from_millis(stall));
-        }
+        // Tests: a final `close` and `Idle` still go to JS in one batch.
+        testing::stall_driver_exit();
         self.events.push(JsEvent::Idle {
             gen: self.gen,
             discarded: self.discarded,

@@ -21,7 +21,8 @@
 //!   and their coalesced delivery to JS with the JS-thread registry; the questions an attempt asks the client's JS functions;
 //! - `recycle`: the buffers of large received messages that JS freed, kept for the next ones;
 //! - `errors`, `stats`, `queue`, `redact`, `napi_raw`: error codes, counters, the closable queue,
-//!   URLs without their credentials, and every raw N-API call.
+//!   URLs without their credentials, and every raw N-API call;
+//! - `testing`: the hooks the tests use to reach rare paths (only with the `testing` feature).
 
 #![deny(clippy::undocumented_unsafe_blocks)]
 // Every unsafe block is in `napi_raw`, behind a safe API; the compiler holds the rest to that.
@@ -60,6 +61,7 @@ pub mod resolve;
 pub mod shared;
 pub mod socks;
 pub mod stats;
+pub mod testing;
 pub mod tls;
 pub mod transport;
 pub mod upgrade;
@@ -154,6 +156,7 @@ pub fn client_stats() -> ClientStats {
 
 /// Messages read on the JS thread since the process started (tests prove that path is taken).
 /// Not part of the API.
+#[cfg(feature = "testing")]
 #[napi]
 pub fn testing_direct_reads() -> f64 {
     reader::DIRECT_MESSAGES.load(Relaxed) as f64
@@ -161,12 +164,14 @@ pub fn testing_direct_reads() -> f64 {
 
 /// Readable sockets the JS thread left for a later turn, its budget for the turn spent, since the
 /// process started. Not part of the API.
+#[cfg(feature = "testing")]
 #[napi]
 pub fn testing_direct_waits() -> f64 {
     direct::WAITED.load(Relaxed) as f64
 }
 
 /// Sockets a JS thread took over (and watched) since the process started. Not part of the API.
+#[cfg(feature = "testing")]
 #[napi]
 pub fn testing_direct_take_overs() -> f64 {
     direct::TAKEN_OVER.load(Relaxed) as f64
@@ -174,6 +179,7 @@ pub fn testing_direct_take_overs() -> f64 {
 
 /// Close frames written on the JS thread by `disconnect()` since the process started (tests prove
 /// which side wrote it). Not part of the API.
+#[cfg(feature = "testing")]
 #[napi]
 pub fn testing_closes_from_js() -> f64 {
     outbox::CLOSES_FROM_JS.load(Relaxed) as f64
@@ -181,6 +187,7 @@ pub fn testing_closes_from_js() -> f64 {
 
 /// The send fast path's writes since the process started: `[first messages of a turn written at
 /// once, writes of corked messages]` (tests prove which path a message took). Not part of the API.
+#[cfg(feature = "testing")]
 #[napi]
 pub fn testing_fast_path_writes() -> Vec<f64> {
     [&writer::WRITTEN_AT_ONCE, &writer::CORKED_WRITES]
@@ -190,6 +197,7 @@ pub fn testing_fast_path_writes() -> Vec<f64> {
 
 /// Calls into JS the addon asked for since the process started, each a wake-up of a JS thread
 /// (tests prove which events need one of their own). Not part of the API.
+#[cfg(feature = "testing")]
 #[napi]
 pub fn testing_rings() -> f64 {
     delivery::RINGS.load(Relaxed) as f64
@@ -197,6 +205,7 @@ pub fn testing_rings() -> f64 {
 
 /// Host name lookups started since the process started (tests prove that concurrent attempts
 /// share one). Not part of the API.
+#[cfg(feature = "testing")]
 #[napi]
 pub fn testing_lookups() -> f64 {
     resolve::STARTED.load(Relaxed) as f64
@@ -204,6 +213,7 @@ pub fn testing_lookups() -> f64 {
 
 /// Questions to clients' `lookup` and `checkServerIdentity` functions not yet answered nor
 /// abandoned. Not part of the API.
+#[cfg(feature = "testing")]
 #[napi]
 pub fn testing_js_questions_waiting() -> f64 {
     ask::questions_waiting() as f64
@@ -211,9 +221,10 @@ pub fn testing_js_questions_waiting() -> f64 {
 
 /// Makes every later host name lookup wait `ms` first (0: no more): a slow resolver for tests.
 /// Not part of the API.
+#[cfg(feature = "testing")]
 #[napi]
 pub fn testing_slow_lookups(ms: u32) {
-    resolve::DELAY_FOR_TEST.store(u64::from(ms), Relaxed);
+    testing::set_lookup_delay(ms);
 }
 
 /// One tokio worker: every client's driver is I/O-bound and cheap, and on small

@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex};
 use futures_util::future::{FutureExt, Shared, WeakShared};
 
 use crate::ask;
+use crate::testing;
 
 type Addresses = Result<Arc<[SocketAddr]>, Arc<io::Error>>;
 type LookupFuture = Pin<Box<dyn Future<Output = Addresses> + Send>>;
@@ -29,10 +30,6 @@ static IN_FLIGHT: Mutex<Option<InFlight>> = Mutex::new(None);
 
 /// Lookups started since the process began (tests prove that concurrent attempts share one).
 pub static STARTED: AtomicU64 = AtomicU64::new(0);
-
-/// Milliseconds every lookup waits before it asks the resolver (0: none): a test's slow resolver,
-/// whose lookups then surely overlap (`testingSlowLookups`).
-pub static DELAY_FOR_TEST: AtomicU64 = AtomicU64::new(0);
 
 /// The addresses of `host`, in the resolver's order: the lookup in flight for the same host and
 /// port if there is one, else a new one.
@@ -63,7 +60,8 @@ fn join_or_start(key: &(String, u16)) -> Lookup {
     }
     STARTED.fetch_add(1, Ordering::Relaxed);
     let (host, port) = key.clone();
-    let delay = DELAY_FOR_TEST.load(Ordering::Relaxed);
+    // Tests: a slow resolver, whose lookups then surely overlap.
+    let delay = testing::lookup_delay();
     let future: LookupFuture = Box::pin(async move {
         if delay > 0 {
             tokio::time::sleep(std::time::Duration::from_millis(delay)).await;

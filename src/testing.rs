@@ -1,0 +1,100 @@
+//! Hooks the tests use to reach rare paths: a task or a read that panics, a thread preempted at
+//! the wrong moment, a slow resolver. They exist only with the `testing` feature, which
+//! `npm run build` turns on; the published binaries (`npm run build:dist`) have none, and there
+//! each hook below is a constant the compiler removes.
+
+#[cfg(feature = "testing")]
+mod hooks {
+    use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+    use std::time::Duration;
+
+    /// The id of a client whose task panics on its next poll. 0: none.
+    static PANIC_DRIVER: AtomicU64 = AtomicU64::new(0);
+    /// The id of a client whose next read on the JS thread panics. 0: none.
+    static PANIC_READ: AtomicU64 = AtomicU64::new(0);
+    /// Milliseconds the next `disconnect()` stalls once it has written its close frame. 0: none.
+    static STALL_AFTER_CLOSE: AtomicU64 = AtomicU64::new(0);
+    /// Milliseconds the next driver to exit waits before it reports the exit. 0: none.
+    static STALL_DRIVER_EXIT: AtomicU64 = AtomicU64::new(0);
+    /// Milliseconds every lookup waits before it asks the resolver. 0: none.
+    static LOOKUP_DELAY: AtomicU64 = AtomicU64::new(0);
+
+    fn sleep(ms: u64) {
+        if ms > 0 {
+            std::thread::sleep(Duration::from_millis(ms));
+        }
+    }
+
+    pub fn panic_driver(id: u64) {
+        PANIC_DRIVER.store(id, Relaxed);
+    }
+
+    /// Whether client `id`'s task is to panic now.
+    pub fn driver_panics(id: u64) -> bool {
+        PANIC_DRIVER.load(Relaxed) == id
+    }
+
+    /// Client `id`'s task panicked: the request is spent.
+    pub fn driver_panicked(id: u64) {
+        let _ = PANIC_DRIVER.compare_exchange(id, 0, Relaxed, Relaxed);
+    }
+
+    pub fn panic_read(id: u64) {
+        PANIC_READ.store(id, Relaxed);
+    }
+
+    /// Whether this read of client `id` is to panic (once).
+    pub fn read_panics(id: u64) -> bool {
+        PANIC_READ.swap(0, Relaxed) == id
+    }
+
+    pub fn set_stall_after_close(ms: u32) {
+        STALL_AFTER_CLOSE.store(u64::from(ms), Relaxed);
+    }
+
+    /// As a preempted JS thread would, between the close frame and the command that follows it.
+    pub fn stall_after_close() {
+        sleep(STALL_AFTER_CLOSE.swap(0, Relaxed));
+    }
+
+    pub fn set_stall_driver_exit(ms: u32) {
+        STALL_DRIVER_EXIT.store(u64::from(ms), Relaxed);
+    }
+
+    /// As a preempted worker would, before a driver reports its exit.
+    pub fn stall_driver_exit() {
+        sleep(STALL_DRIVER_EXIT.swap(0, Relaxed));
+    }
+
+    pub fn set_lookup_delay(ms: u32) {
+        LOOKUP_DELAY.store(u64::from(ms), Relaxed);
+    }
+
+    /// Milliseconds a lookup waits first.
+    pub fn lookup_delay() -> u64 {
+        LOOKUP_DELAY.load(Relaxed)
+    }
+}
+
+#[cfg(not(feature = "testing"))]
+mod hooks {
+    pub fn driver_panics(_id: u64) -> bool {
+        false
+    }
+
+    pub fn driver_panicked(_id: u64) {}
+
+    pub fn read_panics(_id: u64) -> bool {
+        false
+    }
+
+    pub fn stall_after_close() {}
+
+    pub fn stall_driver_exit() {}
+
+    pub fn lookup_delay() -> u64 {
+        0
+    }
+}
+
+pub use hooks::*;
