@@ -294,18 +294,29 @@ test('input that ends while the client waits to retry exits 1 and says why: the 
   await c.err.line(/^reconnecting in /)
   c.proc.stdin.end()
   t.is(await c.exit(), 1, c.err.text)
-  t.regex(c.err.text, /input ended while retrying: connection refused|closed 1006/)
+  t.regex(c.err.items.at(-1) ?? '', /^input ended while retrying: connection refused/, c.err.text)
+
+  // The same after a server's clean close with a code other than 1000 (--no-reconnect exits 1 then).
+  const going = await wsServer((socket) => socket.close(4000, 'bye'))
+  const d = cli(t, [going.url])
+  await d.err.line(/^closed 4000 bye$/)
+  await going.close()
+  await d.err.line(/^reconnecting in /)
+  d.proc.stdin.end()
+  t.is(await d.exit(), 1, d.err.text)
 })
 
 test('close reasons and error messages on stderr cannot control the terminal, piped or not', async (t) => {
-  const reason = '\x1b]0;title\x07\x1b[31mred\u009b2J'
+  const reason = '\x1b]0;title\x07\x1b[31mred\u009b2J\nforged'
   const peer = await wsServer((socket) => socket.on('message', () => socket.close(4000, reason)))
   t.teardown(() => peer.close())
   const c = cli(t, [peer.url, '--no-reconnect'])
   await c.err.line(/^open$/)
   c.proc.stdin.write('close\n')
   t.is(await c.exit(), 1, c.err.text)
-  t.true(c.err.items.includes('closed 4000 \\x1b]0;title\\x07\\x1b[31mred\\x9b2J'), c.err.text)
+  t.true(c.err.items.includes('closed 4000 \\x1b]0;title\\x07\\x1b[31mred\\x9b2J\\x0aforged'), c.err.text)
+  // A reason cannot add a line of its own either.
+  t.false(c.err.items.includes('forged'), c.err.text)
   t.false(/[\x00-\x08\x0b-\x1f\x7f-\x9f]/.test(c.err.text), JSON.stringify(c.err.text))
 })
 

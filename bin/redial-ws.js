@@ -257,7 +257,7 @@ function hint(err) {
 function stopMessage(ev, { url, noReconnect, wasOpen, lastClose }) {
   let why
   if (ev.lastError) why = describeError(ev.lastError)
-  else if (lastClose) why = `closed with code ${lastClose.code}${lastClose.reason ? `: ${lastClose.reason}` : ''}`
+  else if (lastClose) why = `closed with code ${lastClose.code}${lastClose.reason ? `: ${oneLine(lastClose.reason)}` : ''}`
   else why = 'no reason given'
   const what = wasOpen ? `the connection to ${url} ended` : `could not connect to ${url}`
   if (noReconnect) return `${what} (${why}); not ${wasOpen ? 'reconnecting' : 'retrying'} (--no-reconnect)${hint(ev.lastError)}`
@@ -280,6 +280,9 @@ function terminalOutput() {
 // recolour or retitle the terminal.
 const CONTROL = /[\x00-\x08\x0b-\x1f\x7f-\x9f]/g
 const escapeControl = (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`
+// What a server says (a close reason, an error's message) on one line: newlines and tabs too.
+const ANY_CONTROL = /[\x00-\x1f\x7f-\x9f]/g
+const oneLine = (text) => String(text).replace(ANY_CONTROL, escapeControl)
 
 /** A received text as shown on a terminal: `< ` first, continuation lines indented. */
 function received(text) {
@@ -351,13 +354,13 @@ function main() {
     lastClose = ev
     lastWasOpen = connected
     // A failed attempt also ends with a close event; its error was shown already.
-    if (connected) note(`closed ${ev.code}${ev.reason ? ` ${ev.reason}` : ''}`)
+    if (connected) note(`closed ${ev.code}${ev.reason ? ` ${oneLine(ev.reason)}` : ''}`)
     connected = false
   })
   client.on('reconnecting', (ev) => note(`reconnecting in ${(ev.delay / 1000).toFixed(1)} s (attempt ${ev.attempt})`))
   client.on('error', (err) => {
     failure = err
-    note(`error ${err.code}: ${err.message}`)
+    note(`error ${err.code}: ${oneLine(err.message)}`)
   })
   client.on('giveup', (ev) => {
     // Nothing is left to do. A clean, normal close by the server (with --no-reconnect) is a success.
@@ -448,14 +451,21 @@ function main() {
     if (exiting || interrupted) return
     // End of input: write what is still queued (connecting if needed, within
     // the close deadline), close with 1000 and exit once nothing is running.
+    const before = lastClose
     lastClose = null
     const { discarded } = await client.disconnect(1000, '', { flush: true })
     if (discarded > 0) note(`${discarded} queued message${discarded === 1 ? '' : 's'} could not be sent`)
-    // Ended while waiting to retry: the last attempt failed, and no close says so.
-    if (lastClose === null && failure !== null) {
+    let clean = discarded === 0
+    if (failure !== null && (lastClose === null || !lastClose.wasClean)) {
+      // Ended while retrying (waiting, or with an attempt cut short): the last attempt failed.
       note(`input ended while retrying: ${describeError(failure)}${hint(failure)}`)
+      clean = false
+    } else if (lastClose !== null) clean &&= lastClose.wasClean
+    else if (before !== null) {
+      // Ended while waiting to reconnect after the server's close: clean only if that was 1000,
+      // as with --no-reconnect.
+      clean &&= before.wasClean && before.code === 1000
     }
-    const clean = discarded === 0 && (lastClose === null ? failure === null : lastClose.wasClean)
     exit(clean ? 0 : 1)
   })().catch((err) => {
     note(`redial-ws: ${err.stack || err}`)

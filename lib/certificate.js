@@ -17,8 +17,10 @@ const MAX_ADDED = 8
 
 /** Node's bundled roots by subject, parsed on first need (once per process). */
 let bundledRoots = null
-/** The certificates of NODE_EXTRA_CA_CERTS, read on first need (Node reads it once, at startup). */
+/** The certificates of NODE_EXTRA_CA_CERTS, read on first need, as the addon reads it (src/tls.rs). */
 let extraRoots = null
+/** Each client's `tls.ca`, parsed once (the array is the client's own, kept for its life). */
+const parsedCa = new WeakMap()
 
 /**
  * `chain`: DER Buffers as the server sent them, verified up to a trusted root. `ca`: the client's
@@ -57,12 +59,13 @@ function peerCertificate(chain, ca, caOnly) {
 /** The trusted certificate that issued `cert`, or null. */
 function issuerAmong(cert, ca, caOnly) {
   const issued = (c) => cert.checkIssued(c) && cert.verify(c.publicKey)
-  for (const pem of ca) {
-    for (const text of pem.match(PEM_CERTIFICATE) ?? []) {
-      const trusted = new X509Certificate(text)
-      if (issued(trusted)) return trusted
-    }
+  let listed = parsedCa.get(ca)
+  if (listed === undefined) {
+    listed = parsePems(ca.join('\n'))
+    parsedCa.set(ca, listed)
   }
+  const trusted = listed.find(issued)
+  if (trusted !== undefined) return trusted
   if (caOnly) return null
   if (extraRoots === null) extraRoots = readExtraRoots()
   const extra = extraRoots.find(issued)
@@ -84,10 +87,21 @@ function readExtraRoots() {
   try {
     const path = process.env.NODE_EXTRA_CA_CERTS
     if (!path) return []
-    return (readFileSync(path, 'latin1').match(PEM_CERTIFICATE) ?? []).map((text) => new X509Certificate(text))
+    return parsePems(readFileSync(path, 'latin1'))
   } catch {
     return []
   }
+}
+
+/** The certificates of a PEM text; a block that does not parse is passed over, as the addon does. */
+function parsePems(text) {
+  const out = []
+  for (const block of text.match(PEM_CERTIFICATE) ?? []) {
+    try {
+      out.push(new X509Certificate(block))
+    } catch {}
+  }
+  return out
 }
 
 function legacyObject(x509) {

@@ -68,7 +68,8 @@ impl std::fmt::Debug for ClientAuth {
 static DEFAULT_ROOTS: OnceLock<Arc<RootCertStore>> = OnceLock::new();
 
 /// The webpki roots, the system's CA bundle and, as in Node, the certificates of the file
-/// `NODE_EXTRA_CA_CERTS` names: loaded once per process.
+/// `NODE_EXTRA_CA_CERTS` names: loaded once per process, when a config first needs them (Node reads
+/// the variable at startup: a value set later in `process.env` counts here, not in Node).
 fn default_roots() -> Arc<RootCertStore> {
     DEFAULT_ROOTS
         .get_or_init(|| {
