@@ -358,6 +358,41 @@ test.serial('mutual TLS: tls.cert and tls.key (EC, RSA, an encrypted key, a chai
   await quiescent()
 })
 
+test.serial('mutual TLS over TLS 1.2: a server that refuses our lack of a client certificate with a bare handshake_failure is ERR_TLS_CERT too, not retried', async (t) => {
+  // TLS 1.3 has an alert for it (certificate_required); TLS 1.2 has only handshake_failure, which
+  // was ERR_TLS, retried forever. The server asked for the certificate: that is what it means.
+  const { clients } = certs as Required<typeof certs>
+  const server = https.createServer({ key: certs.key, cert: certs.cert, ca: certs.ca, requestCert: true, rejectUnauthorized: true, maxVersion: 'TLSv1.2' })
+  const wss = new WebSocketServer({ server })
+  server.listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  t.teardown(() => new Promise<void>((r) => (wss.close(), server.close(() => r()))))
+  const url = `wss://localhost:${(server.address() as net.AddressInfo).port}/`
+  const presenting = new ReconnectingWebSocket(url, { tls: { ca: certs.ca, cert: clients.ec.cert, key: clients.ec.key } })
+  await new Recorder(presenting).next('open')
+  await presenting.disconnect()
+  const without = new ReconnectingWebSocket(url, { tls: { ca: certs.ca }, minDelay: 1 })
+  const r = new Recorder(without)
+  const err: RedialError = await r.next('error')
+  t.is(err.code, 'ERR_TLS_CERT')
+  t.regex(err.message, /requires a client certificate/)
+  t.is((await r.next('giveup')).reason, 'policy')
+  t.is(without.metrics.connectAttempts, 1)
+  // A TLS 1.2 server that fails the handshake without having asked for a certificate stays ERR_TLS.
+  const plain = https.createServer({ key: certs.key, cert: certs.cert, maxVersion: 'TLSv1.2', ciphers: 'ECDHE-ECDSA-AES128-GCM-SHA256' })
+  plain.listen(0, '127.0.0.1')
+  await once(plain, 'listening')
+  t.teardown(() => new Promise<void>((r) => plain.close(() => r())))
+  const mismatch = new ReconnectingWebSocket(`wss://localhost:${(plain.address() as net.AddressInfo).port}/`, {
+    tls: { ca: certs.ca, ciphers: 'ECDHE-ECDSA-CHACHA20-POLY1305', maxVersion: 'TLSv1.2' },
+    maxRetries: 0,
+  })
+  const m = new Recorder(mismatch)
+  t.is((await m.next('error')).code, 'ERR_TLS')
+  await m.next('giveup')
+  await quiescent()
+})
+
 test.serial('mutual TLS with tls.pfx: a PKCS#12 file (OpenSSL 3, 3DES, unprotected) presents its certificate; its CA is trusted, as Node trusts it', async (t) => {
   const server = await wssServer({ requireClientCert: true })
   t.teardown(() => server.close())

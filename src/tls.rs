@@ -2,10 +2,15 @@
 //! shared by the clients with the same settings), the certificate checks that Node's options ask
 //! for, and which errors TLS reports mean what.
 
+use std::cell::Cell;
+use std::future::Future;
 use std::io;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context, Poll};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::ResolvesClientCert;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::sign::{CertifiedKey, Signer, SigningKey, SingleCertAndKey};
@@ -165,7 +170,7 @@ fn client_config(opts: &TlsOptions) -> Result<Arc<ClientConfig>, String> {
             }
             builder.with_client_cert_resolver(Arc::new(SingleCertAndKey::from(certified)))
         }),
-        None => Ok(builder.with_no_client_auth()),
+        None => Ok(builder.with_client_cert_resolver(Arc::new(NoClientCert))),
     }
     // rustls's message names the problem (an unsupported key type, say), never the key.
     .map_err(|e| format!("invalid client certificate or key: {e}"))?;
@@ -521,6 +526,81 @@ impl SigningKey for NarrowedKey {
     }
 }
 
+thread_local! {
+    /// Set by `NoClientCert` when a server asks for our certificate within the handshake step this
+    /// thread is running (`NotingRequest` reads it around each step).
+    static ASKED_FOR_CERTIFICATE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// No client certificate, as rustls's own resolver, but it notes that the server asked for one:
+/// a TLS 1.2 server refuses its absence with a bare `handshake_failure` alert, which then means
+/// "the server requires a client certificate" (TLS 1.3 says `certificate_required`).
+#[derive(Debug)]
+struct NoClientCert;
+
+impl ResolvesClientCert for NoClientCert {
+    fn resolve(&self, _: &[&[u8]], _: &[SignatureScheme]) -> Option<Arc<CertifiedKey>> {
+        ASKED_FOR_CERTIFICATE.with(|asked| asked.set(true));
+        None
+    }
+
+    fn has_certs(&self) -> bool {
+        false
+    }
+}
+
+/// A TLS handshake, and whether the server asked it for a client certificate it did not have:
+/// each step runs on one thread, inside this poll, so the thread's flag is this handshake's.
+pub struct NotingRequest<F> {
+    handshake: Pin<Box<F>>,
+    asked: bool,
+}
+
+impl<F: Future> NotingRequest<F> {
+    pub fn new(handshake: F) -> Self {
+        NotingRequest {
+            handshake: Box::pin(handshake),
+            asked: false,
+        }
+    }
+}
+
+impl<F: Future> Future for NotingRequest<F> {
+    type Output = (F::Output, bool);
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        ASKED_FOR_CERTIFICATE.with(|asked| asked.set(false));
+        let polled = self.handshake.as_mut().poll(cx);
+        self.asked |= ASKED_FOR_CERTIFICATE.with(|asked| asked.replace(false));
+        polled.map(|out| (out, self.asked))
+    }
+}
+
+/// A handshake's error: as `tls_error`, but a bare `handshake_failure` after the server asked for
+/// the client certificate we do not have says so.
+pub fn handshake_error(e: io::Error, asked_for_certificate: bool) -> ConnError {
+    let failed = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .is_some_and(|tls| {
+            matches!(
+                tls,
+                rustls::Error::AlertReceived(rustls::AlertDescription::HandshakeFailure)
+            )
+        });
+    if failed && asked_for_certificate {
+        return requires_certificate();
+    }
+    tls_error(e)
+}
+
+fn requires_certificate() -> ConnError {
+    ConnError::new(
+        errors::ERR_TLS_CERT,
+        "TLS handshake failed: the server requires a client certificate (tls.cert and tls.key)",
+    )
+}
+
 /// What a TLS error (of the handshake or later) means for the client: a certificate refused
 /// either way is `ERR_TLS_CERT`, which the default policy does not retry.
 pub fn tls_error(e: io::Error) -> ConnError {
@@ -535,10 +615,7 @@ pub fn tls_error(e: io::Error) -> ConnError {
         // Only a server that asks for our certificate sends these (in TLS 1.3 after our side of
         // the handshake, while the upgrade request is on its way). A certificate refused either
         // way is ERR_TLS_CERT, which the default policy does not retry.
-        rustls::Error::AlertReceived(Alert::CertificateRequired) => ConnError::new(
-            errors::ERR_TLS_CERT,
-            "TLS handshake failed: the server requires a client certificate (tls.cert and tls.key)",
-        ),
+        rustls::Error::AlertReceived(Alert::CertificateRequired) => requires_certificate(),
         rustls::Error::AlertReceived(
             alert @ (Alert::BadCertificate
             | Alert::UnsupportedCertificate

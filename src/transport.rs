@@ -304,7 +304,8 @@ pub async fn open(
     let server_name = ServerName::try_from(name.clone())
         .map_err(|e| ConnError::new(errors::ERR_TLS, format!("invalid server name {name}: {e}")))?;
     let connector = tokio_rustls::TlsConnector::from(config);
-    let tls = connector.connect(server_name, stream).await.map_err(tls::tls_error)?;
+    let (handshake, asked_for_certificate) = tls::NotingRequest::new(connector.connect(server_name, stream)).await;
+    let tls = handshake.map_err(|e| tls::handshake_error(e, asked_for_certificate))?;
     if let Some(asker) = identity.filter(|_| tls_options.asks_identity()) {
         let chain = tls.get_ref().1.peer_certificates().unwrap_or_default();
         check_identity(asker, name, chain.iter().map(|c| c.to_vec()).collect()).await?;
