@@ -66,10 +66,11 @@ test.serial('disconnect() while JS shows a reconnect wait the driver has already
   const client = new ReconnectingWebSocket(url, { minDelay: 5, maxDelay: 5 })
   t.teardown(() => client.terminate())
   const after: string[] = []
-  await client.opened()
   const on = client.on.bind(client) as (name: string, listener: () => void) => void
   let state = ''
-  // In the listener: JS sees nothing after the reconnecting until it returns.
+  // In the listener: JS sees nothing after the reconnecting until it returns. Listened for from the
+  // start: the server's close, and the reconnecting, can come in the open's batch, before an
+  // `await client.opened()` returns (the test then waited for good).
   const disconnected = new Promise((resolve) =>
     client.once('reconnecting', () => {
       // The driver reconnects while JS is blocked.
