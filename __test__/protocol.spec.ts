@@ -206,29 +206,42 @@ test.serial('clients with the same trust settings share one TLS config, released
   await gcUntil(() => clientStats().tlsConfigs === 0, 'configs released with their clients')
 })
 
+/** A directory with `files` (name: text), removed at the test's end. */
+function tempFiles(t: ExecutionContext, files: Record<string, string>): string {
+  const dir = mkdtempSync(join(tmpdir(), 'redial-files-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  for (const [name, text] of Object.entries(files)) writeFileSync(join(dir, name), text)
+  return dir
+}
+
+/** For a child's script: `opensOrFails(url, tls)`, 'open' or the first error's code (no retry). */
+const OPENS_OR_FAILS = `
+  const opensOrFails = async (url, tls) => {
+    const c = new ReconnectingWebSocket(url, { tls, maxRetries: 0 })
+    const got = await new Promise((resolve) => {
+      c.once('open', () => resolve('open'))
+      c.once('error', (e) => resolve(e.code))
+    })
+    await c.disconnect()
+    return got
+  }
+`
+
 test.serial("tls.ca replaces the default roots, as Node's ca does: a server whose CA only the system store trusts is refused", async (t) => {
   // A child process whose system store (SSL_CERT_FILE) trusts the test CA: without `ca` it opens;
   // with `ca` naming another CA only, the certificate is refused (it was accepted: `ca` was added
   // to the default roots, and a pinned private CA did not narrow what is trusted).
   const server = await wssServer()
   t.teardown(() => server.close())
-  const dir = mkdtempSync(join(tmpdir(), 'redial-roots-'))
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
-  writeFileSync(join(dir, 'system.pem'), certs.ca)
+  const dir = tempFiles(t, { 'system.pem': certs.ca })
   const script = `
     const [, lib, url, otherCa, ca] = process.argv
     const { ReconnectingWebSocket } = require(lib)
+    ${OPENS_OR_FAILS}
     const trials = [['none', undefined], ['other', { ca: otherCa }], ['both', { ca: [otherCa, ca] }]]
     ;(async () => {
       const out = {}
-      for (const [name, tls] of trials) {
-        const c = new ReconnectingWebSocket(url, { tls, maxRetries: 0 })
-        out[name] = await new Promise((resolve) => {
-          c.once('open', () => resolve('open'))
-          c.once('error', (e) => resolve(e.code))
-        })
-        await c.disconnect()
-      }
+      for (const [name, tls] of trials) out[name] = await opensOrFails(url, tls)
       console.log(JSON.stringify(out))
     })()
     setTimeout(() => process.exit(3), 10000).unref()
@@ -245,14 +258,12 @@ test.serial('NODE_EXTRA_CA_CERTS is trusted beside the default roots, as in Node
   // and the chain checkServerIdentity gets ends at that CA, as Node's does.
   const server = await wssServer()
   t.teardown(() => server.close())
-  const dir = mkdtempSync(join(tmpdir(), 'redial-extra-'))
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
-  writeFileSync(join(dir, 'extra.pem'), certs.ca)
-  writeFileSync(join(dir, 'system.pem'), certs.otherCa)
+  const dir = tempFiles(t, { 'extra.pem': certs.ca, 'system.pem': certs.otherCa })
   const script = `
     const [, lib, port, otherCa] = process.argv
     const tls = require('node:tls')
     const { ReconnectingWebSocket } = require(lib)
+    ${OPENS_OR_FAILS}
     const names = (cert) => {
       const out = []
       for (let c = cert; out.length < 5; c = c.issuerCertificate) {
@@ -270,14 +281,7 @@ test.serial('NODE_EXTRA_CA_CERTS is trusted beside the default roots, as in Node
         socket.once('error', (e) => resolve(e.code))
       })
       socket.destroy()
-      for (const [name, tls] of trials) {
-        const c = new ReconnectingWebSocket('wss://localhost:' + port + '/', { tls, maxRetries: 0 })
-        out[name] = await new Promise((resolve) => {
-          c.once('open', () => resolve('open'))
-          c.once('error', (e) => resolve(e.code))
-        })
-        await c.disconnect()
-      }
+      for (const [name, tls] of trials) out[name] = await opensOrFails('wss://localhost:' + port + '/', tls)
       let chain
       const c = new ReconnectingWebSocket('wss://localhost:' + port + '/', { tls: { checkServerIdentity: (_h, cert) => void (chain = names(cert)) }, maxRetries: 0 })
       await new Promise((resolve) => (c.once('open', resolve), c.once('error', resolve)))
@@ -347,6 +351,13 @@ test.serial('mutual TLS: tls.cert and tls.key (EC, RSA, an encrypted key, a chai
   t.is(seen.length, presented.length)
   // No client certificate: the server ends the handshake; the error says why, and a certificate
   // that is not there will not appear on a retry.
+  await refusedWithoutCertificate(t, url)
+  t.is(seen.length, presented.length)
+  await quiescent()
+})
+
+/** A client with no certificate, to `url`'s server that requires one: ERR_TLS_CERT saying so, no retry. */
+async function refusedWithoutCertificate(t: ExecutionContext, url: string) {
   const without = new ReconnectingWebSocket(url, { tls: { ca: certs.ca }, minDelay: 1 })
   const r = new Recorder(without)
   const err: RedialError = await r.next('error')
@@ -354,9 +365,7 @@ test.serial('mutual TLS: tls.cert and tls.key (EC, RSA, an encrypted key, a chai
   t.regex(err.message, /requires a client certificate/)
   t.is((await r.next('giveup')).reason, 'policy')
   t.is(without.metrics.connectAttempts, 1)
-  t.is(seen.length, presented.length)
-  await quiescent()
-})
+}
 
 test.serial('mutual TLS over TLS 1.2: a server that refuses our lack of a client certificate with a bare handshake_failure is ERR_TLS_CERT too, not retried', async (t) => {
   // TLS 1.3 has an alert for it (certificate_required); TLS 1.2 has only handshake_failure, which
@@ -371,13 +380,7 @@ test.serial('mutual TLS over TLS 1.2: a server that refuses our lack of a client
   const presenting = new ReconnectingWebSocket(url, { tls: { ca: certs.ca, cert: clients.ec.cert, key: clients.ec.key } })
   await new Recorder(presenting).next('open')
   await presenting.disconnect()
-  const without = new ReconnectingWebSocket(url, { tls: { ca: certs.ca }, minDelay: 1 })
-  const r = new Recorder(without)
-  const err: RedialError = await r.next('error')
-  t.is(err.code, 'ERR_TLS_CERT')
-  t.regex(err.message, /requires a client certificate/)
-  t.is((await r.next('giveup')).reason, 'policy')
-  t.is(without.metrics.connectAttempts, 1)
+  await refusedWithoutCertificate(t, url)
   // A TLS 1.2 server that fails the handshake without having asked for a certificate stays ERR_TLS.
   const plain = https.createServer({ key: certs.key, cert: certs.cert, maxVersion: 'TLSv1.2', ciphers: 'ECDHE-ECDSA-AES128-GCM-SHA256' })
   plain.listen(0, '127.0.0.1')
