@@ -66,8 +66,9 @@ test('a platform package per napi target, at the main version, with os/cpu/libc 
 
 test.serial('packed main + platform package → fresh project, scripts blocked → loads from the platform package; consumers run; failures explained', async (t) => {
   // npm pack and install, two TypeScript compilers and a cargo build with LTO from the bundled
-  // sources (a minute or two on a fast machine), all synchronous: on a slow one, past ava's 2 min.
-  t.timeout(30 * 60_000)
+  // sources (a minute or two on a fast machine), all synchronous: on a slow one, past ava's 2 min. No
+  // longer than that: while it runs, ava's inactivity timeout cannot end another file's test that hangs.
+  t.timeout(6 * 60_000)
   const dir = mkdtempSync(join(tmpdir(), 'redial-consumer-'))
   t.teardown(() => rmSync(dir, { recursive: true, force: true }))
   const staged = execFileSync(process.execPath, [join(repo, 'scripts', 'stage-package.js')], { encoding: 'utf8' }).trim()
