@@ -29,12 +29,15 @@ function limitMinutes() {
 
 const minutes = limitMinutes()
 // Its own process group, so that the workers ava forks can be ended with it; the terminal's Ctrl-C
-// reaches this script's group only, and is passed on.
-const ava = spawn(process.execPath, [avaCli, ...process.argv.slice(2)], { stdio: 'inherit', detached: true })
+// reaches this script's group only, and is passed on. (Windows has no groups, and a detached child
+// there gets a console of its own.)
+const groups = process.platform !== 'win32'
+const ava = spawn(process.execPath, [avaCli, ...process.argv.slice(2)], { stdio: 'inherit', detached: groups })
 let overrun = false
 let killer = null
 
 function stopGroup(signal) {
+  if (!groups) return
   try {
     process.kill(-ava.pid, signal)
   } catch {
