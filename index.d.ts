@@ -424,7 +424,7 @@ export interface DropEventInfo {
    * The dropped messages, oldest first: those the queue held (bytes as Buffers), or the one `send()`
    * was just given, as it was given.
    */
-  messages: Array<string | Buffer | ArrayBufferView | ArrayBuffer>
+  messages: Array<string | Buffer | ArrayBufferView | ArrayBuffer | SharedArrayBuffer>
 }
 
 export interface DisconnectOptions {
@@ -466,7 +466,7 @@ export interface ClientStats {
 
 /** The `perMessageDeflate` option, with ws's names. */
 export interface PerMessageDeflateOptions {
-  /** Messages shorter than this many bytes are sent uncompressed [1024]. */
+  /** Messages shorter than this many bytes are sent uncompressed, with or without context takeover (`ws` compresses them all where our side keeps its context: `0` does that) [1024]. */
   threshold?: number
   /** Ask to compress each of our messages on its own: no compressor is kept between messages [false]. */
   clientNoContextTakeover?: boolean
@@ -643,19 +643,19 @@ export declare class ReconnectingWebSocket<B extends BinaryType = 'nodebuffer'> 
    * is written to the socket (from the queue: on a later connection), with an `ERR_NOT_SENT` error
    * (`err.reason`) once it never will be; not at all when `send()` throws.
    */
-  send(data: string | Buffer | ArrayBufferView | ArrayBuffer, options?: SendOptions | null, callback?: SendCallback): void
-  send(data: string | Buffer | ArrayBufferView | ArrayBuffer, callback: SendCallback): void
+  send(data: string | Buffer | ArrayBufferView | ArrayBuffer | SharedArrayBuffer, options?: SendOptions | null, callback?: SendCallback): void
+  send(data: string | Buffer | ArrayBufferView | ArrayBuffer | SharedArrayBuffer, callback: SendCallback): void
   /** A callback typed as `@types/ws` types it, `(err?: Error) => void`: it too gets `null` once the message is written. */
-  send(data: string | Buffer | ArrayBufferView | ArrayBuffer, options: SendOptions | null | undefined, callback: (err?: Error) => void): void
-  send(data: string | Buffer | ArrayBufferView | ArrayBuffer, callback: (err?: Error) => void): void
+  send(data: string | Buffer | ArrayBufferView | ArrayBuffer | SharedArrayBuffer, options: SendOptions | null | undefined, callback: (err?: Error) => void): void
+  send(data: string | Buffer | ArrayBufferView | ArrayBuffer | SharedArrayBuffer, callback: (err?: Error) => void): void
   /**
    * Sends a ping (payload at most 125 bytes), in `ws`'s shape. Throws `ERR_NOT_OPEN` when not open.
    * `callback` runs (a microtask, with `null`) once the frame is handed to the connection; `mask: false` throws.
    */
-  ping(data?: string | number | ArrayBufferView | ArrayBuffer | null, mask?: boolean, callback?: (err: null) => void): void
+  ping(data?: string | number | ArrayBufferView | ArrayBuffer | SharedArrayBuffer | null, mask?: boolean, callback?: (err: null) => void): void
   ping(callback: (err: null) => void): void
   /** Sends an unsolicited pong, as `ws`'s `pong()` (pings are answered anyway). Throws `ERR_NOT_OPEN` when not open. */
-  pong(data?: string | number | ArrayBufferView | ArrayBuffer | null, mask?: boolean, callback?: (err: null) => void): void
+  pong(data?: string | number | ArrayBufferView | ArrayBuffer | SharedArrayBuffer | null, mask?: boolean, callback?: (err: null) => void): void
   pong(callback: (err: null) => void): void
   /**
    * As `ws`'s: stops reading the socket (messages already read still arrive), for this connection and

@@ -253,6 +253,39 @@ test.serial("send() takes ws's options: binary picks the frame type; what cannot
   await quiescent()
 })
 
+test.serial('bytes as ws takes them: a SharedArrayBuffer, a leading U+FEFF kept wherever bytes become text, a detached buffer refused with a code', async (t) => {
+  const got: string[] = []
+  let closed!: (r: string) => void
+  const reason = new Promise<string>((resolve) => (closed = resolve))
+  const peer = await wsServer((socket) => {
+    socket.on('message', (data, isBinary) => got.push(`${isBinary ? 'binary' : 'text'} ${Buffer.from(data as Buffer).toString('hex')}`))
+    socket.on('ping', (data) => got.push(`ping ${data.toString('hex')}`))
+    socket.on('close', (_code, why) => closed(why.toString('hex')))
+  })
+  t.teardown(() => peer.close())
+  const client = new ReconnectingWebSocket(peer.url, { pingInterval: 0 })
+  await client.opened()
+  const shared = new SharedArrayBuffer(4)
+  new Uint8Array(shared).set([1, 2, 3, 4])
+  client.send(shared)
+  client.ping(shared)
+  const bom = Buffer.from('\ufeffhi')
+  client.send(bom, { binary: false })
+  client.send(bom.buffer.slice(bom.byteOffset, bom.byteOffset + bom.length), { binary: false }, () => {})
+  client.send(Buffer.from('a'), { binary: false, fin: false })
+  client.send(bom)
+  const detached = new ArrayBuffer(4)
+  const view = new Uint8Array(detached)
+  structuredClone(detached, { transfer: [detached] })
+  for (const send of [() => client.send(detached), () => client.send(view), () => client.send(detached, { binary: false }), () => client.send(detached, () => {}), () => client.ping(view)]) {
+    t.throws(send, { instanceOf: TypeError, code: 'ERR_INVALID_ARG_TYPE', message: /detached ArrayBuffer/ })
+  }
+  await until(() => got.length === 5, 'the server has every message')
+  t.deepEqual(got, ['binary 01020304', 'ping 01020304', 'text efbbbf6869', 'text efbbbf6869', 'text 61efbbbf6869'])
+  await client.disconnect(1000, Buffer.from('\ufeffbye'))
+  t.is(await reason, Buffer.from('\ufeffbye').toString('hex'))
+})
+
 test.serial("the upgrade event shows each connection's 101 answer, as ws's response, before its open", async (t) => {
   const peer = await wsServer()
   t.teardown(() => peer.close())

@@ -23,6 +23,7 @@ const {
   configKey,
   withSendOptions,
   checkSendOptions,
+  bytesOf,
 } = require('./options')
 const { FragmentedMessage } = require('./fragments')
 const { Event, MessageEvent, CloseEvent, ErrorEvent, Surface } = require('./whatwg')
@@ -91,15 +92,15 @@ function checkCallback(callback) {
 
 /** The data send() takes, as the addon takes it (a string or a Buffer over the same bytes). */
 function sendable(data) {
-  if (typeof data === 'string' || Buffer.isBuffer(data)) return data
-  if (ArrayBuffer.isView(data)) return Buffer.from(data.buffer, data.byteOffset, data.byteLength)
-  if (data instanceof ArrayBuffer) return Buffer.from(data)
-  throw sendTypeError(data)
+  if (typeof data === 'string') return data
+  const bytes = bytesOf(data, 'send()')
+  if (bytes === null) throw sendTypeError(data)
+  return bytes
 }
 
 function sendTypeError(data) {
   const got = data === null ? 'null' : typeof data
-  return makeError('ERR_INVALID_ARG_TYPE', `send() takes a string, Buffer, ArrayBufferView or ArrayBuffer. Received ${got}`, TypeError)
+  return makeError('ERR_INVALID_ARG_TYPE', `send() takes a string, Buffer, ArrayBufferView, ArrayBuffer or SharedArrayBuffer. Received ${got}`, TypeError)
 }
 
 const CONNECTING = 0
@@ -172,13 +173,10 @@ function controlPayload(what, data) {
   if (typeof data === 'number') data = String(data)
   let buf
   if (typeof data === 'string') buf = Buffer.from(data)
-  else if (Buffer.isBuffer(data)) buf = data
   // A typed array's bytes, not its elements.
-  else if (ArrayBuffer.isView(data)) buf = Buffer.from(data.buffer, data.byteOffset, data.byteLength)
-  else if (data instanceof ArrayBuffer) buf = Buffer.from(data)
-  else {
+  else if ((buf = bytesOf(data, `${what}()`)) === null) {
     const got = typeof data === 'object' ? (data.constructor?.name ?? 'object') : typeof data
-    throw makeError('ERR_INVALID_ARG_TYPE', `${what}() takes a string, number, Buffer, ArrayBufferView or ArrayBuffer. Received ${got}`, TypeError)
+    throw makeError('ERR_INVALID_ARG_TYPE', `${what}() takes a string, number, Buffer, ArrayBufferView, ArrayBuffer or SharedArrayBuffer. Received ${got}`, TypeError)
   }
   if (buf.length > 125) throw makeError('ERR_OUT_OF_RANGE', `A ${what} payload must be at most 125 bytes`, RangeError)
   return buf
@@ -509,9 +507,7 @@ class ReconnectingWebSocket extends EventEmitter {
     let outcome
     if (typeof data === 'string') outcome = N.clientSendText(this, data)
     else if (Buffer.isBuffer(data)) outcome = N.clientSendBinary(this, data)
-    else if (ArrayBuffer.isView(data)) outcome = N.clientSendBinary(this, Buffer.from(data.buffer, data.byteOffset, data.byteLength))
-    else if (data instanceof ArrayBuffer) outcome = N.clientSendBinary(this, Buffer.from(data))
-    else throw sendTypeError(data)
+    else outcome = N.clientSendBinary(this, sendable(data))
     if (outcome === SENT_CORKED) return void queueMicrotask(() => uncork(this))
     this.#sent(outcome, data)
   }

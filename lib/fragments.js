@@ -7,7 +7,8 @@
 
 const { makeError } = require('./errors')
 
-const utf8 = new TextDecoder('utf-8', { fatal: true })
+// ignoreBOM: a U+FEFF at the start of a piece is part of the message.
+const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true })
 
 /** A message whose last piece has not been sent yet: its bytes so far and its pieces' callbacks. */
 class FragmentedMessage {

@@ -7,6 +7,7 @@
 const { X509Certificate, createPrivateKey } = require('node:crypto')
 const dns = require('node:dns')
 const { isIP } = require('node:net')
+const { isAnyArrayBuffer } = require('node:util').types
 const { unescape } = require('node:querystring')
 const { makeError, redactInput, optionTypeError: typeError } = require('./errors')
 const { parseCiphers, parseEcdhCurve, parseSigalgs, offersTls12 } = require('./ciphers')
@@ -811,7 +812,8 @@ function splitCredentials(url, flatHeaders) {
   return { url: u.bare, headers }
 }
 
-const utf8 = new TextDecoder('utf-8', { fatal: true })
+// ignoreBOM: a leading U+FEFF is part of the text sent, not a mark to drop.
+const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true })
 
 /**
  * The close codes an endpoint may send, as `ws` allows them: 1000-1014 but 1004, 1005 and 1006
@@ -819,6 +821,22 @@ const utf8 = new TextDecoder('utf-8', { fatal: true })
  */
 function sendableCloseCode(code) {
   return (code >= 1000 && code <= 1014 && code !== 1004 && code !== 1005 && code !== 1006) || (code >= 3000 && code <= 4999)
+}
+
+/**
+ * A Buffer over the bytes of a Buffer, any ArrayBufferView, an ArrayBuffer or a SharedArrayBuffer,
+ * as ws takes them (not copied), or null for anything else. `what` (e.g. 'send()') names the caller
+ * in the error for a detached buffer, whose bytes are gone.
+ */
+function bytesOf(data, what) {
+  if (Buffer.isBuffer(data)) return data
+  const view = ArrayBuffer.isView(data)
+  if (!view && !isAnyArrayBuffer(data)) return null
+  try {
+    return view ? Buffer.from(data.buffer, data.byteOffset, data.byteLength) : Buffer.from(data)
+  } catch (cause) {
+    throw makeError('ERR_INVALID_ARG_TYPE', `${what} cannot read a detached ArrayBuffer`, TypeError, { cause })
+  }
 }
 
 /**
@@ -872,7 +890,7 @@ function withSendOptions(data, options) {
   const { binary } = checkSendOptions(options)
   if (binary === true && typeof data === 'string') return Buffer.from(data)
   if (binary === false && typeof data !== 'string') {
-    const bytes = data instanceof ArrayBuffer ? new Uint8Array(data) : ArrayBuffer.isView(data) ? data : null
+    const bytes = bytesOf(data, 'send()')
     if (bytes === null) return data // send() reports the type
     try {
       return utf8.decode(bytes)
@@ -886,6 +904,7 @@ function withSendOptions(data, options) {
 module.exports = {
   parseOptions,
   withSendOptions,
+  bytesOf,
   checkSendOptions,
   parseUrl,
   checkClose,
