@@ -628,7 +628,8 @@ export declare class ReconnectingWebSocket<B extends BinaryType = 'nodebuffer'> 
   disconnect(options: DisconnectOptions & { code?: number; reason?: string | Buffer }): Promise<DisconnectResult>
   /**
    * `ws`'s `terminate()`: as `disconnect()`, without the close handshake. The connection is dropped at
-   * once (its `close` event has code 1006); queued messages are discarded.
+   * once (its `close` event has code 1006): what was sent on the open connection is written first as far
+   * as the socket takes it without waiting, as `ws`'s writes are; the rest, and queued messages, are discarded.
    */
   terminate(): Promise<DisconnectResult>
   /**

@@ -447,6 +447,16 @@ impl OpenConn {
         self.writer.driver_closes()
     }
 
+    /// `terminate()`: what `send()` handed this connection goes out as far as the socket takes it
+    /// now, without waiting, as `ws`'s writes made before its `terminate()` do; the rest is
+    /// discarded with the connection, which the caller drops next (it registers no waker to be
+    /// woken by). No close frame: none is due before this connection's close begins.
+    pub fn write_what_fits(&mut self) {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        // A write that fails changes nothing: the connection is dropped either way.
+        let _ = self.poll_write(&mut cx);
+    }
+
     /// Data messages accepted for this connection but never handed to the socket, oldest first.
     /// The caller has already stopped new sends from reaching `out_rx`.
     pub fn take_unsent(&mut self) -> Vec<Outbound> {

@@ -492,6 +492,12 @@ impl Driver {
             } => {
                 self.disconnects = seq;
                 self.unsettled = true;
+                if terminate && self.machine.phase() == Phase::Open {
+                    // Before the close begins (it would add our close frame to the writes).
+                    if let Some(conn) = self.socket.as_mut() {
+                        conn.write_what_fits();
+                    }
+                }
                 let flush = flush && !self.shared.outbox().is_queue_empty();
                 self.input(Input::Disconnect { code, reason, flush });
                 if terminate && self.machine.phase() == Phase::Closing {
