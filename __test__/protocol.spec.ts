@@ -629,6 +629,10 @@ test.serial('invalid UTF-8 closes with 1007, a protocol violation with 1002, an 
   const cases: Array<[Buffer, number, string, object]> = [
     [Buffer.from([0x81, 0x02, 0xc3, 0x28]), 1007, 'ERR_INVALID_UTF8', {}],
     [Buffer.from([0x83, 0x00]), 1002, 'ERR_PROTOCOL', {}], // reserved opcode
+    // Judged on two bytes, as ws judges them, though the extended length never comes (the server
+    // stalls): a continuation of nothing, and a ping with a 16-bit length.
+    [Buffer.from([0x80, 0x7f]), 1002, 'ERR_PROTOCOL', {}],
+    [Buffer.from([0x89, 0x7e]), 1002, 'ERR_PROTOCOL', {}],
     [Buffer.concat([Buffer.from([0x82, 0x7e, 0x04, 0x00]), Buffer.alloc(1024)]), 1009, 'ERR_MESSAGE_TOO_BIG', { maxPayload: 1000 }],
   ]
   for (const [frame, code, errCode, options] of cases) {

@@ -152,7 +152,20 @@ struct Header {
     len: usize,
 }
 
-/// Parses a server frame header: `None` until `b` holds all of it.
+impl Header {
+    /// What the first byte says, with no length yet (an extended length may still be on its way).
+    fn from_first_byte(b0: u8) -> Self {
+        Header {
+            fin: b0 & 0x80 != 0,
+            rsv1: b0 & 0x40 != 0,
+            opcode: b0 & 0x0f,
+            len: 0,
+        }
+    }
+}
+
+/// Parses a server frame header: `None` until `b` holds all of it. What the first two bytes
+/// break fails at once, whatever follows.
 fn parse_header(b: &[u8]) -> Result<Option<(Header, usize)>, WireError> {
     let [b0, b1, ..] = *b else { return Ok(None) };
     if b0 & 0x30 != 0 {
@@ -167,6 +180,10 @@ fn parse_header(b: &[u8]) -> Result<Option<(Header, usize)>, WireError> {
     }
     if b1 & 0x80 != 0 {
         return Err(protocol("the server sent a masked frame"));
+    }
+    // An extended length on a control frame is over 125 or not minimal (RFC 6455 §5.2, §5.5).
+    if opcode >= OP_CLOSE && b1 & 0x7f > 125 {
+        return Err(protocol("a control frame longer than 125 bytes"));
     }
     let (len, header_len) = match b1 & 0x7f {
         126 => match b.get(2..4) {
@@ -187,10 +204,8 @@ fn parse_header(b: &[u8]) -> Result<Option<(Header, usize)>, WireError> {
         max: usize::MAX,
     })?;
     let header = Header {
-        fin: b0 & 0x80 != 0,
-        rsv1: b0 & 0x40 != 0,
-        opcode,
         len,
+        ..Header::from_first_byte(b0)
     };
     Ok(Some((header, header_len)))
 }
@@ -481,6 +496,11 @@ impl Decoder {
                 Some(h) => h,
                 None => {
                     let Some((h, header_len)) = parse_header(&self.buf)? else {
+                        // Two bytes are enough for every rule but the length's: a peer that sends
+                        // a broken header and stalls before its extended length is failed now.
+                        if let Some(&b0) = self.buf.first().filter(|_| self.buf.len() >= 2) {
+                            self.check(&Header::from_first_byte(b0), limits)?;
+                        }
                         return Ok(None);
                     };
                     self.check(&h, limits)?;
@@ -1009,6 +1029,30 @@ mod tests {
             first_error(server_frame(true, OP_CLOSE, &bad_reason), 100),
             WireError::Utf8(_)
         ));
+        // A control frame's length in 16 bits, even under 126: not minimal, as ws judges it.
+        assert!(proto(vec![0x89, 126, 0, 5, 1, 2, 3, 4, 5]), "extended length on a ping");
+    }
+
+    #[test]
+    fn a_header_is_judged_on_its_first_two_bytes() {
+        // The stream ends before the extended length: the error is the protocol's, not the end's
+        // (a peer that sent these and stalled was not failed until it closed).
+        let mut in_a_message = server_frame(false, OP_TEXT, b"a");
+        in_a_message.extend([0x81, 126]);
+        let cases: [(&str, Vec<u8>); 5] = [
+            ("continuation of nothing", vec![0x80, 127]),
+            ("long ping", vec![0x89, 126]),
+            ("fragmented close", vec![0x08, 127]),
+            ("RSV1 without an extension", vec![0xc2, 126]),
+            ("a new message inside a fragmented one", in_a_message),
+        ];
+        for (what, data) in cases {
+            let (_, e) = decode_all(data, 1 << 20, 1 << 20);
+            assert!(matches!(e, WireError::Protocol(_)), "{what}: {e:?}");
+        }
+        // A valid start waits for the rest.
+        let (frames, e) = decode_all(vec![0x82, 127, 0, 0], 1 << 20, 1 << 20);
+        assert!(frames.is_empty() && !matches!(e, WireError::Protocol(_)), "{e:?}");
     }
 
     #[test]
