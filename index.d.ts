@@ -269,7 +269,7 @@ export type Provider<T> = (ctx: { attempt: number }) => T | Promise<T>
 export type ReconnectInfo = (
   /** `error`: the client closed the connection for this error (the peer broke the protocol, a pong timed out, the socket failed), and `code` is the one it sent. */
   | { kind: 'close'; code: number; reason: string; error?: RedialErrorCode }
-  | { kind: 'handshake'; status: number; headers: Record<string, string> }
+  | { kind: 'handshake'; status: number; headers: ResponseHeaders }
   | { kind: 'error'; code: RedialErrorCode }
 ) & { /** Consecutive failures so far. */ attempt: number }
 
@@ -361,10 +361,11 @@ export interface RedialError extends Error {
   /** HTTP status of a rejected upgrade (`ERR_HANDSHAKE`): the target server's own answer. */
   status?: number
   /**
-   * The headers of that answer (names lower-cased, repeated ones joined with ', '), as `ws`'s
-   * `unexpected-response` listeners read them; not enumerable, so that a logged error does not show them.
+   * The headers of that answer as Node's `res.headers` has them, which `ws`'s `unexpected-response`
+   * listeners read (names lower-cased, `set-cookie` an array, a repeated header joined with ', ' unless
+   * only its first counts, a byte per character); not enumerable, so that a logged error does not show them.
    */
-  headers?: Record<string, string>
+  headers?: ResponseHeaders
   /**
    * The start of that answer's body when it is a refusal (4xx, 5xx): at most 64 KiB, as far as it
    * came within a second (a JSON reason, an error page); not enumerable either.
@@ -496,6 +497,9 @@ export interface OpenEventInfo {
   extensions: string
 }
 
+/** A response's headers as Node's `IncomingMessage#headers`: names lower-cased; `set-cookie` an array; a repeated header joined with ', ' unless only its first counts (Node's rules). */
+export type ResponseHeaders = Record<string, string | string[] | undefined> & { 'set-cookie'?: string[] }
+
 /**
  * The server's 101 answer, given with the `upgrade` event before each connection's `open`: the
  * fields of Node's `http.IncomingMessage` that `ws`'s `upgrade` listeners read.
@@ -504,8 +508,7 @@ export interface UpgradeResponse {
   statusCode: 101
   statusMessage: string
   httpVersion: string
-  /** Names lower-cased; `set-cookie` an array; a repeated header joined with ', ' (Node's rules). */
-  headers: Record<string, string | string[] | undefined> & { 'set-cookie'?: string[] }
+  headers: ResponseHeaders
   /** Names and values as received, alternating. */
   rawHeaders: string[]
 }

@@ -1,6 +1,7 @@
 // The basics against real peers: messages both ways, events in order, the state a user sees,
 // and the counters (`metrics`, `clientStats()`) that prove what a client holds.
 import { type EventEmitter, once } from 'node:events'
+import { createHash } from 'node:crypto'
 import { createRequire } from 'node:module'
 import { inspect } from 'node:util'
 import test from 'ava'
@@ -468,14 +469,21 @@ test.serial('failed attempts report coded errors: refused, HTTP rejection, timeo
   t.true(c1.willReconnect)
   await refused.disconnect()
 
-  const answer = 'HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer realm="api"\r\nSet-Cookie: sid=SECRETCOOKIE\r\nVia: a\r\nVia: b\r\nContent-Length: 0\r\n\r\n'
+  // Headers as Node's res.headers has them (what ws's unexpected-response listeners read): a
+  // set-cookie array (an Expires date has a comma), the first Location, a byte per character.
+  const answer = Buffer.from(
+    'HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer realm="api"\r\nSet-Cookie: sid=SECRETCOOKIE\r\n' +
+      'Set-Cookie: b=2; Expires=Wed, 21 Oct 2026 07:28:00 GMT\r\nVia: a\r\nVia: b\r\nLocation: /a\r\nLocation: /b\r\nX-Tag: caf\xe9\r\nContent-Length: 0\r\n\r\n',
+    'latin1',
+  )
   const http = await rawServer((s) => s.once('data', () => s.end(answer)))
   t.teardown(() => http.close())
   const rejected = new ReconnectingWebSocket(http.url, { minDelay: 60_000 })
   const [e2] = await once(rejected, 'error')
   t.is(e2.code, 'ERR_HANDSHAKE')
   t.is(e2.status, 401)
-  t.like(e2.headers, { 'www-authenticate': 'Bearer realm="api"', 'set-cookie': 'sid=SECRETCOOKIE', via: 'a, b' })
+  t.like(e2.headers, { 'www-authenticate': 'Bearer realm="api"', via: 'a, b', location: '/a', 'x-tag': 'caf\xe9', 'content-length': '0' })
+  t.deepEqual(e2.headers!['set-cookie'], ['sid=SECRETCOOKIE', 'b=2; Expires=Wed, 21 Oct 2026 07:28:00 GMT'])
   t.false(inspect(e2).includes('SECRETCOOKIE'), 'a logged error does not show the headers')
   await rejected.disconnect()
 
@@ -487,6 +495,36 @@ test.serial('failed attempts report coded errors: refused, HTTP rejection, timeo
   await until(() => silent.sockets.size === 0, 'the timed-out attempt was dropped, not left running')
   await slow.disconnect()
   t.is(silent.accepted, 1)
+  await quiescent()
+})
+
+test.serial('an HTTP/1.0 answer is read as Node reads it: a 404 keeps its status, body and verdict (not retried); a 1.0 101 opens', async (t) => {
+  // Python's http.server answers 1.0: the refusal had lost its status and was retried for good.
+  const refusal = await rawServer((s) => s.once('data', () => s.end('HTTP/1.0 404 Not Found\r\nContent-Type: text/plain\r\n\r\nno such path')))
+  t.teardown(() => refusal.close())
+  const refused = new ReconnectingWebSocket(refusal.url, { minDelay: 10, maxDelay: 10 })
+  const r = new Recorder(refused, ['error', 'giveup'])
+  const err: RedialError = await r.next('error')
+  t.like(err, { code: 'ERR_HANDSHAKE', status: 404 })
+  t.is(String(err.body), 'no such path')
+  await r.next('giveup')
+  t.is(refusal.accepted, 1)
+  await refused.disconnect()
+
+  const upgrade = await rawServer((s) =>
+    s.once('data', (head) => {
+      const key = /sec-websocket-key: *(.*)\r\n/i.exec(head.toString('latin1'))?.[1] ?? ''
+      const accept = createHash('sha1').update(`${key}258EAFA5-E914-47DA-95CA-C5AB0DC85B11`).digest('base64')
+      s.write(`HTTP/1.0 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${accept}\r\n\r\n`)
+      s.write(Buffer.from([0x81, 0x02, 0x68, 0x69]))
+    }),
+  )
+  t.teardown(() => upgrade.close())
+  // This server does not answer our close: closeTimeout ends it.
+  const opened = new ReconnectingWebSocket(upgrade.url, { minDelay: 60_000, closeTimeout: 100 })
+  const [message] = await once(opened, 'message')
+  t.is(String(message), 'hi')
+  await opened.disconnect()
   await quiescent()
 })
 

@@ -103,11 +103,13 @@ test.serial('a redirect to another host or port, or from wss: to ws:, goes witho
   released(t)
 })
 
-test.serial('without followRedirects a 3xx is a failed attempt; a loop, a missing Location or a bad one fail with ERR_HANDSHAKE', async (t) => {
+test.serial('without followRedirects a 3xx is a failed attempt; a loop, a missing or empty Location or a bad one fail with ERR_HANDSHAKE', async (t) => {
   const hits: Hit[] = []
   const routes: Record<string, { status: number; location?: string }> = {
     '/loop': { status: 302, location: '/loop' },
     '/nowhere': { status: 301 },
+    // Empty: no redirect, as ws reads it (it was followed to the same address until maxRedirects).
+    '/empty': { status: 302, location: ' ' },
     '/ftp': { status: 308, location: 'ftp://127.0.0.1/file' },
   }
   const a = await server((path) => routes[path] ?? null, hits)
@@ -136,6 +138,9 @@ test.serial('without followRedirects a 3xx is a failed attempt; a loop, a missin
   const nowhere = await failure('/nowhere', { followRedirects: true })
   t.like(nowhere.err, { code: 'ERR_HANDSHAKE', status: 301 })
   t.deepEqual(nowhere.paths, ['/nowhere'])
+  const empty = await failure('/empty', { followRedirects: true })
+  t.like(empty.err, { code: 'ERR_HANDSHAKE', status: 302, message: 'server answered the upgrade with HTTP 302' })
+  t.deepEqual(empty.paths, ['/empty'])
   const ftp = await failure('/ftp', { followRedirects: true })
   t.like(ftp.err, { code: 'ERR_HANDSHAKE', status: 308 })
   t.regex(ftp.err.message, /redirected \(HTTP 308\) to a ftp: URL/)

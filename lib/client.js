@@ -32,7 +32,7 @@ const { normalizeArgs } = require('./rws')
 const { messageIterator } = require('./messages')
 const { webSocketStream } = require('./stream')
 const { channels, trace, tracing } = require('./diagnostics')
-const { parseResponseHead } = require('./response')
+const { parseResponseHead, headersFrom } = require('./response')
 const { onAbortDisconnect } = require('./abort')
 
 const { rethrowLater, convertBinary } = wire
@@ -1196,6 +1196,8 @@ class ReconnectingWebSocket extends EventEmitter {
       N.clientDecide(this, id, fallback)
       rethrowLater(err)
     }
+    // The refusal's headers as Node builds them (the addon sends them as Node's rawHeaders).
+    if (info.kind === 'handshake') info.headers = headersFrom(info.headers)
     let verdict
     try {
       verdict = this.#shouldReconnect(info)

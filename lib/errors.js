@@ -2,6 +2,7 @@
 // Errors with a stable `code`, shaped like Node's own (`err.code === 'ERR_...'`).
 
 const { getSystemErrorName } = require('node:util')
+const { headersFrom } = require('./response')
 
 function makeError(code, message, Ctor = Error, extra) {
   const err = new Ctor(message)
@@ -93,7 +94,7 @@ function fromNative(p) {
   const cause = systemCause(p.message)
   if (cause !== undefined) withCause(err, cause)
   // Not enumerable: a logged error does not print the server's cookies.
-  if (p.headers !== undefined) Object.defineProperty(err, 'headers', { value: p.headers, writable: true, configurable: true })
+  if (p.headers !== undefined) Object.defineProperty(err, 'headers', { value: headersFrom(p.headers), writable: true, configurable: true })
   // The start of a refusal's body (at most 64 KiB), not enumerable either.
   if (p.body !== undefined) Object.defineProperty(err, 'body', { value: p.body, writable: true, configurable: true })
   return err

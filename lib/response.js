@@ -1,7 +1,8 @@
 'use strict'
 // The server's answer to the upgrade, for the `upgrade` event: the head the addon read (status
 // line and header lines, one Latin-1 character per byte, as Node reads HTTP), shaped like the
-// fields of Node's `http.IncomingMessage` that `ws`'s `upgrade` listeners read.
+// fields of Node's `http.IncomingMessage` that `ws`'s `upgrade` listeners read; and the headers of
+// a refusal (`err.headers`, `shouldReconnect`'s info) as Node builds `headers`.
 
 // Node keeps the first of these when a response repeats them (`IncomingMessage#headers`).
 const FIRST_ONLY = new Set([
@@ -35,25 +36,15 @@ function trimWhitespace(value) {
 }
 
 /**
- * `{ statusCode, statusMessage, httpVersion, headers, rawHeaders }` of a response head the addon
- * has already parsed and checked (so the status line and every header line are well formed).
- * `headers` as Node builds them: names lower-cased, `set-cookie` an array, a repeated header
- * joined with ', ' (`cookie` with '; ') unless only its first value counts.
+ * `headers` from `rawHeaders` (names and values in turn) as Node builds them: names lower-cased,
+ * `set-cookie` an array, a repeated header joined with ', ' (`cookie` with '; ') unless only its
+ * first value counts.
  */
-function parseResponseHead(head) {
-  const lines = head.split(/\r?\n/)
-  const status = /^HTTP\/(\d\.\d) (\d{3})(?: (.*))?$/.exec(lines[0])
-  const rawHeaders = []
+function headersFrom(rawHeaders) {
   const headers = Object.create(null)
-  for (let i = 1; i < lines.length; i++) {
-    const line = lines[i]
-    if (line === '') continue
-    const colon = line.indexOf(':')
-    if (colon <= 0) continue
-    const name = line.slice(0, colon)
-    const value = trimWhitespace(line.slice(colon + 1))
-    rawHeaders.push(name, value)
-    const key = name.toLowerCase()
+  for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
+    const key = rawHeaders[i].toLowerCase()
+    const value = rawHeaders[i + 1]
     const seen = headers[key]
     if (key === 'set-cookie') {
       if (seen === undefined) headers[key] = [value]
@@ -61,13 +52,31 @@ function parseResponseHead(head) {
     } else if (seen === undefined) headers[key] = value
     else if (!FIRST_ONLY.has(key)) headers[key] = `${seen}${key === 'cookie' ? '; ' : ', '}${value}`
   }
+  return headers
+}
+
+/**
+ * `{ statusCode, statusMessage, httpVersion, headers, rawHeaders }` of a response head the addon
+ * has already parsed and checked (so the status line and every header line are well formed).
+ */
+function parseResponseHead(head) {
+  const lines = head.split(/\r?\n/)
+  const status = /^HTTP\/(\d\.\d) (\d{3})(?: (.*))?$/.exec(lines[0])
+  const rawHeaders = []
+  for (let i = 1; i < lines.length; i++) {
+    const line = lines[i]
+    if (line === '') continue
+    const colon = line.indexOf(':')
+    if (colon <= 0) continue
+    rawHeaders.push(line.slice(0, colon), trimWhitespace(line.slice(colon + 1)))
+  }
   return {
     statusCode: status ? Number(status[2]) : 101,
     statusMessage: status?.[3] ?? '',
     httpVersion: status ? status[1] : '1.1',
-    headers,
+    headers: headersFrom(rawHeaders),
     rawHeaders,
   }
 }
 
-module.exports = { parseResponseHead }
+module.exports = { parseResponseHead, headersFrom }

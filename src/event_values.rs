@@ -51,7 +51,7 @@ fn error_obj(env: &Env, e: &ConnError) -> Result<Value> {
     if let Some(status) = e.status {
         o.set(c"status", u32::from(status))?;
         if !e.headers.is_empty() {
-            o.set_value(c"headers", headers_obj(env, &e.headers)?)?;
+            o.set_value(c"headers", raw_headers(env, &e.headers)?)?;
         }
         if let Some(body) = &e.body {
             o.set_value(c"body", napi_raw::buffer_copy(env, body)?)?;
@@ -60,25 +60,15 @@ fn error_obj(env: &Env, e: &ConnError) -> Result<Value> {
     Ok(o.value)
 }
 
-/// A response's headers as an object: names lower-cased (as received from the parser), a repeated
-/// header's values joined with ", ".
-fn headers_obj(env: &Env, headers: &[(String, String)]) -> Result<Value> {
-    let mut joined: Vec<(&str, String)> = Vec::with_capacity(headers.len());
+/// A response's headers as Node's `rawHeaders` are: names and values in turn, in order. JS builds
+/// the object Node would (`lib/response.js`), repeated names and all.
+fn raw_headers(env: &Env, headers: &[(String, String)]) -> Result<Value> {
+    let mut strings = Vec::with_capacity(headers.len() * 2);
     for (name, value) in headers {
-        match joined.iter_mut().find(|(n, _)| *n == name.as_str()) {
-            Some((_, v)) => {
-                v.push_str(", ");
-                v.push_str(value);
-            }
-            None => joined.push((name, value.clone())),
-        }
+        strings.push(text_value(env, name)?);
+        strings.push(text_value(env, value)?);
     }
-    let mut h = Obj::new(env)?;
-    for (name, value) in joined {
-        let key = std::ffi::CString::new(name).unwrap_or_default();
-        h.set(&key, value)?;
-    }
-    Ok(h.value)
+    napi_raw::array(env, &strings)
 }
 
 /// An event's tag and payload for JS.
@@ -208,7 +198,7 @@ pub fn event_to_js(env: &Env, event: JsEvent) -> Result<(u32, Value)> {
                 PolicyInfo::Handshake { status, headers } => {
                     i.set(c"kind", "handshake")?;
                     i.set(c"status", u32::from(status))?;
-                    i.set_value(c"headers", headers_obj(raw, &headers)?)?;
+                    i.set_value(c"headers", raw_headers(raw, &headers)?)?;
                 }
                 PolicyInfo::Error { code } => {
                     i.set(c"kind", "error")?;

@@ -13,17 +13,19 @@ use crate::redact::redact_url;
 use crate::shared::AttemptParams;
 
 /// Where a refused upgrade (`err`, from the upgrade at `from`) redirects: `None` when it is not a
-/// redirect (no 3xx status, or no `Location`), an error when its `Location` is not a WebSocket
-/// address.
+/// redirect (no 3xx status, or no `Location` or an empty one, as `ws` takes them), an error when its
+/// `Location` is not a WebSocket address.
 pub fn target(err: &ConnError, from: &Url) -> Option<Result<Url, ConnError>> {
     if err.code != errors::ERR_HANDSHAKE {
         return None;
     }
     let status = err.status.filter(|s| (300..400).contains(s))?;
+    // The first, as Node keeps it.
     let location = err
         .headers
         .iter()
-        .find(|(name, _)| name.eq_ignore_ascii_case("location"))?;
+        .find(|(name, _)| name.eq_ignore_ascii_case("location"))
+        .filter(|(_, value)| !value.trim().is_empty())?;
     let invalid = |why: &str| {
         let mut e = err.clone();
         e.message = format!("the server redirected (HTTP {status}) to {why}");
@@ -112,6 +114,10 @@ mod tests {
         let from = url("ws://a.test/x/y");
         assert!(target(&refused(404, Some("/z")), &from).is_none());
         assert!(target(&refused(302, None), &from).is_none());
+        assert!(
+            target(&refused(302, Some(" ")), &from).is_none(),
+            "an empty Location, as ws reads it"
+        );
         assert!(target(&ConnError::new(errors::ERR_CONNECT, "refused"), &from).is_none());
         let mut proxy = refused(302, Some("/z"));
         proxy.code = errors::ERR_PROXY;

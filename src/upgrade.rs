@@ -118,8 +118,9 @@ fn parse_response_with<'b>(
         httparse::Status::Partial => return Ok(None),
         httparse::Status::Complete(len) => len,
     };
-    // As tungstenite: HTTP/1.1 only (a WebSocket upgrade needs it).
-    if parsed.version != Some(1) {
+    // HTTP/1.0 too, as Node's parser (and so `ws`) reads it: a refusal keeps its status (a server
+    // such as Python's `http.server` answers 1.0), and a 1.0 101 is judged by its headers.
+    if !matches!(parsed.version, Some(0 | 1)) {
         return Err(httparse::Error::Version);
     }
     let status = parsed.code.and_then(|c| StatusCode::from_u16(c).ok());
@@ -151,12 +152,16 @@ fn verify_response(
     let fail = |m: String| Err(ConnError::new(errors::ERR_HANDSHAKE, m));
     let headers = response.headers();
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    // `Upgrade` is "websocket" alone, once (RFC 6455 §4.1, as `ws` checks it); `Connection` is a
+    // list of options that includes "upgrade".
+    let mut upgrades = headers.get_all("upgrade").iter();
+    let upgrade = upgrades.next().and_then(|v| v.to_str().ok());
+    if upgrades.next().is_some() || !upgrade.is_some_and(|v| v.trim().eq_ignore_ascii_case("websocket")) {
+        return fail("the upgrade response's Upgrade header is not `websocket`".into());
+    }
     let has_token = |name: &str, token: &str| {
         header(name).is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
     };
-    if !has_token("upgrade", "websocket") {
-        return fail("the upgrade response has no `Upgrade: websocket`".into());
-    }
     if !has_token("connection", "upgrade") {
         return fail("the upgrade response has no `Connection: upgrade`".into());
     }
@@ -185,7 +190,12 @@ fn verify_response(
         Ok(n) => n.map(|n| (n, answer)),
         Err(why) => return fail(why),
     };
-    let protocol = header("sec-websocket-protocol").map(str::to_owned);
+    let protocol = match headers.get("sec-websocket-protocol").map(|v| v.to_str()) {
+        None => None,
+        Some(Ok(p)) => Some(p.to_owned()),
+        // Not a token of ours whatever it says (they are ASCII), nor no answer.
+        Some(Err(_)) => return fail("the server's Sec-WebSocket-Protocol is not text".into()),
+    };
     match (&protocol, protocols.is_empty()) {
         (None, false) => fail("the server chose none of our subprotocols".into()),
         (Some(p), true) => fail(format!("the server chose a subprotocol we did not offer: {p}")),
@@ -248,13 +258,14 @@ fn rejected(resp: &Response) -> ConnError {
         format!("server answered the upgrade with HTTP {status}"),
     );
     err.status = Some(status);
+    // A byte per character, as Node reads HTTP (and as the `upgrade` event's head is read).
     err.headers = resp
         .headers()
         .iter()
         .map(|(k, v)| {
             (
                 k.as_str().to_owned(),
-                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                v.as_bytes().iter().map(|&b| char::from(b)).collect(),
             )
         })
         .collect();
@@ -271,8 +282,9 @@ fn rejected(resp: &Response) -> ConnError {
 /// `Retry-After`: delay-seconds or an HTTP date, as milliseconds from now.
 pub fn parse_retry_after(value: &str) -> Option<u64> {
     let value = value.trim();
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(secs.saturating_mul(1000));
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        // More seconds than a u64 holds is as long a wait as any (`maxDelay` caps it).
+        return Some(value.parse::<u64>().map_or(u64::MAX, |secs| secs.saturating_mul(1000)));
     }
     let when = httpdate::parse_http_date(value).ok()?;
     Some(
@@ -301,7 +313,46 @@ mod tests {
         assert_eq!(response.headers().len(), 200);
         assert_eq!(response.headers()["x-h199"], "199");
         assert!(parse_response(b"SSH-2.0-OpenSSH\r\n").is_err());
-        assert!(parse_response(b"HTTP/1.0 101 Switching Protocols\r\n\r\n").is_err());
+        assert!(parse_response(b"HTTP/2 101 Switching Protocols\r\n\r\n").is_err());
+        let (_, response) = parse_response(b"HTTP/1.0 404 Not Found\r\n\r\n").unwrap().unwrap();
+        assert_eq!(response.status().as_u16(), 404, "a 1.0 refusal keeps its status");
+    }
+
+    #[test]
+    fn the_answer_is_judged_as_ws_judges_it() {
+        let key = "dGhlIHNhbXBsZSBub25jZQ==";
+        let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+        let answer = |extra: &[u8]| {
+            let mut head =
+                b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ".to_vec();
+            head.extend_from_slice(accept.as_bytes());
+            head.extend_from_slice(b"\r\n");
+            head.extend_from_slice(extra);
+            head.extend_from_slice(b"\r\n");
+            let (_, response) = parse_response(&head).unwrap().unwrap();
+            verify_response(&response, key, &[], None).map(|(protocol, _)| protocol)
+        };
+        assert_eq!(answer(b"Upgrade: websocket\r\n").unwrap(), None);
+        assert_eq!(answer(b"Upgrade:  WebSocket \r\n").unwrap(), None);
+        for refused in [
+            &b"Upgrade: websocket, foo\r\n"[..],
+            b"Upgrade: foo, websocket\r\n",
+            b"Upgrade: websocket\r\nUpgrade: websocket\r\n",
+            b"",
+            // Not text: no subprotocol of ours (nor none).
+            b"Upgrade: websocket\r\nSec-WebSocket-Protocol: \xe9\r\n",
+        ] {
+            let e = answer(refused).unwrap_err();
+            assert_eq!(e.code, errors::ERR_HANDSHAKE, "{}", String::from_utf8_lossy(refused));
+        }
+    }
+
+    #[test]
+    fn retry_after_past_what_a_u64_holds_is_the_longest_wait() {
+        assert_eq!(parse_retry_after(" 120 "), Some(120_000));
+        assert_eq!(parse_retry_after("99999999999999999999"), Some(u64::MAX));
+        assert_eq!(parse_retry_after("-1"), None);
+        assert_eq!(parse_retry_after(""), None);
     }
 
     #[test]
