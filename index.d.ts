@@ -663,8 +663,11 @@ export declare class ReconnectingWebSocket<B extends BinaryType = 'nodebuffer'> 
   pong(callback: (err: null) => void): void
   /**
    * As `ws`'s: stops reading the socket (messages already read still arrive), for this connection and
-   * the next ones, until `resume()`. The heartbeat never takes a paused connection for dead. `disconnect()`
-   * while paused cannot read the server's close either: it ends the connection after `closeTimeout`.
+   * the next ones, until `resume()`. The heartbeat never takes a paused connection for dead; one the server
+   * resets meanwhile is found at `resume()`, a `send()` or the next heartbeat ping (`ws`, reading on into its
+   * buffer, finds it at once). `disconnect()` while paused cannot read the server's close either: it ends
+   * the connection after `closeTimeout` (close 1006, not clean), and what the server sent meanwhile is not
+   * delivered; `resume()` first to read it and the server's close.
    */
   pause(): void
   resume(): void

@@ -660,6 +660,30 @@ test.serial('invalid UTF-8 closes with 1007, a protocol violation with 1002, an 
   await quiescent()
 })
 
+test.serial("a broken frame while our close is under way is reported before the close, as ws reports it", async (t) => {
+  // Invalid UTF-8 answers our close frame instead of the server's own: it was left out (the
+  // close's 1007 was the only trace).
+  const peer = await rawServer((s) =>
+    acceptUpgrade(s, (sock) => {
+      sock.on('data', (d) => {
+        if ((d[0] & 0x0f) === 8) sock.write(Buffer.from([0x81, 0x02, 0xc3, 0x28]))
+      })
+    }),
+  )
+  t.teardown(() => peer.close())
+  const client = new ReconnectingWebSocket(peer.url, { minDelay: 60_000 })
+  const r = new Recorder(client)
+  await r.next('open')
+  await client.disconnect()
+  t.deepEqual(
+    r.log.filter((e) => e.name !== 'open').map((e) => e.name),
+    ['error', 'close'],
+  )
+  t.is((r.log.find((e) => e.name === 'error')!.args[0] as RedialError).code, 'ERR_INVALID_UTF8')
+  t.like(r.log.find((e) => e.name === 'close')!.args[0], { code: 1007, wasClean: false, willReconnect: false })
+  await quiescent()
+})
+
 test.serial('maxFragments: a message in more frames closes with 1008 and ERR_TOO_MANY_FRAGMENTS, as ws closes; up to it, it arrives; no limit by default', async (t) => {
   /** A text message of `n` times "x", one "x" per frame. */
   const fragmented = (n: number) =>

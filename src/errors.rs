@@ -45,6 +45,14 @@ pub const ERR_INVALID_UTF8: &str = "ERR_INVALID_UTF8";
 pub const ERR_MESSAGE_TOO_BIG: &str = "ERR_MESSAGE_TOO_BIG";
 /// A message came in more fragments than `maxFragments` (closed with 1008, as `ws` closes).
 pub const ERR_TOO_MANY_FRAGMENTS: &str = "ERR_TOO_MANY_FRAGMENTS";
+/// The errors found in what the peer sent (a broken frame, bad text, a limit): the connection is
+/// failed for them whatever else is under way.
+pub const PEER_DATA: &[&str] = &[
+    ERR_PROTOCOL,
+    ERR_INVALID_UTF8,
+    ERR_MESSAGE_TOO_BIG,
+    ERR_TOO_MANY_FRAGMENTS,
+];
 /// The server closed with a code the default policy does not retry (1002, 1003, 1007, 1008).
 pub const ERR_CLOSED: &str = "ERR_CLOSED";
 /// No pong (nor any frame) within `pongTimeout` of a ping: the peer is dead or half-open.

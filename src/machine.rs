@@ -358,9 +358,16 @@ impl Machine {
                     code,
                     reason,
                     was_clean,
+                    error,
                     ..
                 },
             ) => {
+                // What the peer sent broke the protocol or a limit while we closed: reported, as
+                // `ws` reports it. The socket's and TLS's failures are how a close may end (a
+                // reset after the peer's answer, say) and stay quiet, as `ws` keeps them.
+                if let Some(error) = error.filter(|e| crate::errors::PEER_DATA.contains(&e.code)) {
+                    out.push(Action::Emit(Event::Error(error)));
+                }
                 self.closed_by_us(code, reason, was_clean, out);
             }
             (Closing, Input::CloseDeadline) => {
@@ -648,6 +655,50 @@ mod tests {
         // Stayed up for minUptime: back to the first delay.
         let a = run(&mut m, lost(), 900);
         assert!(a.contains(&Action::ArmTimer { delay_ms: 100 }));
+    }
+
+    /// While our close is under way, what the peer sent can still break the protocol: reported
+    /// before the close, as `ws` reports it; the socket failing then is how a close may end.
+    #[test]
+    fn a_peer_error_while_closing_is_reported_before_the_close() {
+        let lost_with = |code: &'static str, close: u16| Input::Lost {
+            code: close,
+            reason: String::new(),
+            was_clean: false,
+            error: Some(ConnError::new(code, "what the peer did")),
+            retry: Retry::YES,
+        };
+        for (code, close, reported) in [
+            (crate::errors::ERR_INVALID_UTF8, 1007, true),
+            (crate::errors::ERR_PROTOCOL, 1002, true),
+            (crate::errors::ERR_MESSAGE_TOO_BIG, 1009, true),
+            (crate::errors::ERR_SOCKET, 1006, false),
+        ] {
+            let mut m = Machine::new(policy(100), 1);
+            run(&mut m, Input::Connect, 0);
+            run(&mut m, Input::Opened, 0);
+            run(&mut m, disconnect(false), 10);
+            let a = run(&mut m, lost_with(code, close), 20);
+            let events: Vec<&Event> = a
+                .iter()
+                .filter_map(|x| match x {
+                    Action::Emit(e) => Some(e),
+                    _ => None,
+                })
+                .collect();
+            let error = events
+                .iter()
+                .position(|e| matches!(e, Event::Error(e) if e.code == code));
+            let closed = events
+                .iter()
+                .position(|e| matches!(e, Event::Close { code: c, .. } if *c == close));
+            assert_eq!(error.is_some(), reported, "{code}: {events:?}");
+            assert!(
+                closed.is_some() && error.is_none_or(|e| e < closed.unwrap()),
+                "{code}: {events:?}"
+            );
+            assert_eq!(m.phase(), Phase::Idle);
+        }
     }
 
     fn armed(a: &[Action]) -> u64 {
