@@ -632,7 +632,8 @@ export declare class ReconnectingWebSocket<B extends BinaryType = 'nodebuffer'> 
   /**
    * `ws`'s `terminate()`: as `disconnect()`, without the close handshake. The connection is dropped at
    * once (its `close` event has code 1006): what was sent on the open connection is written first as far
-   * as the socket takes it without waiting, as `ws`'s writes are; the rest, and queued messages, are discarded.
+   * as the socket takes it without waiting (compressed messages as far as one step of compression goes);
+   * the rest, and queued messages, are discarded.
    */
   terminate(): Promise<DisconnectResult>
   /**

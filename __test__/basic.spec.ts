@@ -473,7 +473,7 @@ test.serial('failed attempts report coded errors: refused, HTTP rejection, timeo
   // set-cookie array (an Expires date has a comma), the first Location, a byte per character.
   const answer = Buffer.from(
     'HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer realm="api"\r\nSet-Cookie: sid=SECRETCOOKIE\r\n' +
-      'Set-Cookie: b=2; Expires=Wed, 21 Oct 2026 07:28:00 GMT\r\nVia: a\r\nVia: b\r\nLocation: /a\r\nLocation: /b\r\nX-Tag: caf\xe9\r\nContent-Length: 0\r\n\r\n',
+      'Set-Cookie: b=2; Expires=Wed, 21 Oct 2026 07:28:00 GMT\r\nVia: a\r\nVia: b\r\nLocation: /a\r\nLocation: /b\r\nX-Tag: caf\xe9\r\n__proto__: x\r\nContent-Length: 0\r\n\r\n',
     'latin1',
   )
   const http = await rawServer((s) => s.once('data', () => s.end(answer)))
@@ -484,6 +484,9 @@ test.serial('failed attempts report coded errors: refused, HTTP rejection, timeo
   t.is(e2.status, 401)
   t.like(e2.headers, { 'www-authenticate': 'Bearer realm="api"', via: 'a, b', location: '/a', 'x-tag': 'caf\xe9', 'content-length': '0' })
   t.deepEqual(e2.headers!['set-cookie'], ['sid=SECRETCOOKIE', 'b=2; Expires=Wed, 21 Oct 2026 07:28:00 GMT'])
+  // A plain object, as Node's: a __proto__ header is dropped, as Node drops it.
+  t.is(Object.getPrototypeOf(e2.headers), Object.prototype)
+  t.false(Object.keys(e2.headers!).includes('__proto__'))
   t.false(inspect(e2).includes('SECRETCOOKIE'), 'a logged error does not show the headers')
   await rejected.disconnect()
 

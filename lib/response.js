@@ -36,21 +36,23 @@ function trimWhitespace(value) {
 }
 
 /**
- * `headers` from `rawHeaders` (names and values in turn) as Node builds them: names lower-cased,
- * `set-cookie` an array, a repeated header joined with ', ' (`cookie` with '; ') unless only its
- * first value counts.
+ * `headers` from `rawHeaders` (names and values in turn) as Node builds them (`IncomingMessage`'s
+ * `_addHeaderLine`): a plain object, names lower-cased, `set-cookie` an array, a repeated header
+ * joined with ', ' (`cookie` with '; ') unless only its first value counts. As there, a name that
+ * is an Object.prototype member is an own property (`constructor`) or dropped (`__proto__`).
  */
 function headersFrom(rawHeaders) {
-  const headers = Object.create(null)
+  const headers = {}
   for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
     const key = rawHeaders[i].toLowerCase()
     const value = rawHeaders[i + 1]
-    const seen = headers[key]
     if (key === 'set-cookie') {
-      if (seen === undefined) headers[key] = [value]
-      else seen.push(value)
-    } else if (seen === undefined) headers[key] = value
-    else if (!FIRST_ONLY.has(key)) headers[key] = `${seen}${key === 'cookie' ? '; ' : ', '}${value}`
+      if (headers[key] === undefined) headers[key] = [value]
+      else headers[key].push(value)
+    } else if (FIRST_ONLY.has(key)) {
+      if (headers[key] === undefined) headers[key] = value
+    } else if (typeof headers[key] === 'string') headers[key] += `${key === 'cookie' ? '; ' : ', '}${value}`
+    else headers[key] = value
   }
   return headers
 }

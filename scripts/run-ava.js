@@ -5,18 +5,23 @@
 // ava's own inactivity timeout cannot be relied on for a test that never settles: while any test's
 // t.timeout() period runs (the packing and Autobahn tests set one), its trigger does nothing and is not
 // set again (ava 7, lib/api.js, TimeoutTrigger), so one such test kept a CI run waiting for its hard
-// limit. Past the bound ava gets a SIGINT, on which it exits naming the tests still pending, and its
-// process group a SIGKILL if it has not gone 20 s later.
+// limit. Past the bound ava gets a SIGINT, on which it exits naming the tests still pending (on
+// Windows it is ended outright), and every process it had started is killed 20 s later if still there.
 //
-// AVA_LIMIT_MINUTES sets the bound (default 15; 120 with AUTOBAHN_DEFLATE=full, Autobahn's own counts).
+// ava stays in this script's process group, so whatever ends the group (a CI job's kill, Ctrl-C) ends it
+// and its workers too. AVA_LIMIT_MINUTES sets the bound (default 15; 120 with AUTOBAHN_DEFLATE=full,
+// Autobahn's own counts; none with --watch).
 
-const { spawn } = require('node:child_process')
+const { spawn, execFileSync } = require('node:child_process')
+const fs = require('node:fs')
 const path = require('node:path')
 
 const avaCli = path.join(__dirname, '..', 'node_modules', 'ava', 'entrypoints', 'cli.mjs')
 const GRACE_MS = 20_000
+const args = process.argv.slice(2)
 
 function limitMinutes() {
+  if (args.includes('--watch') || args.includes('-w')) return Infinity
   const given = process.env.AVA_LIMIT_MINUTES
   if (given === undefined || given === '') return process.env.AUTOBAHN_DEFLATE === 'full' ? 120 : 15
   const minutes = Number(given)
@@ -27,31 +32,84 @@ function limitMinutes() {
   return minutes
 }
 
+/** [pid, parent pid] of every process, from /proc (Linux) or ps (other unixes). */
+function processTable() {
+  if (fs.existsSync('/proc/self/stat')) {
+    const table = []
+    for (const entry of fs.readdirSync('/proc')) {
+      if (!/^\d+$/.test(entry)) continue
+      try {
+        // pid (comm) state ppid ...: comm may hold spaces and parentheses, so read after the last ')'.
+        const stat = fs.readFileSync(`/proc/${entry}/stat`, 'utf8')
+        table.push([Number(entry), Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1])])
+      } catch {
+        // Gone meanwhile.
+      }
+    }
+    return table
+  }
+  return execFileSync('ps', ['-A', '-o', 'pid=,ppid='], { encoding: 'utf8' })
+    .trim()
+    .split('\n')
+    .map((line) => line.trim().split(/\s+/).map(Number))
+}
+
+/** Every process started by `root`, and theirs: taken while `root` runs (its orphans lose the link). */
+function descendantsOf(root) {
+  const children = new Map()
+  for (const [pid, ppid] of processTable()) {
+    if (!children.has(ppid)) children.set(ppid, [])
+    children.get(ppid).push(pid)
+  }
+  const found = []
+  const stack = [root]
+  while (stack.length > 0) {
+    for (const child of children.get(stack.pop()) ?? []) {
+      found.push(child)
+      stack.push(child)
+    }
+  }
+  return found
+}
+
 const minutes = limitMinutes()
-// Its own process group, so that the workers ava forks can be ended with it; the terminal's Ctrl-C
-// reaches this script's group only, and is passed on. (Windows has no groups, and a detached child
-// there gets a console of its own.)
-const groups = process.platform !== 'win32'
-const ava = spawn(process.execPath, [avaCli, ...process.argv.slice(2)], { stdio: 'inherit', detached: groups })
+const ava = spawn(process.execPath, [avaCli, ...args], { stdio: 'inherit' })
 let overrun = false
 let killer = null
+/** What ava had started when it overran. */
+let started = []
 
-function stopGroup(signal) {
-  if (!groups) return
-  try {
-    process.kill(-ava.pid, signal)
-  } catch {
-    // The group is gone already.
+function killStarted() {
+  for (const pid of [ava.pid, ...started]) {
+    try {
+      process.kill(pid, 'SIGKILL')
+    } catch {
+      // Gone already.
+    }
   }
 }
 
-const bound = setTimeout(() => {
-  overrun = true
-  console.error(`\nrun-ava: the suite ran past ${minutes} min: stopping it (the tests still pending are listed below)`)
-  ava.kill('SIGINT')
-  killer = setTimeout(() => stopGroup('SIGKILL'), GRACE_MS)
-}, minutes * 60_000)
+const bound = Number.isFinite(minutes)
+  ? setTimeout(() => {
+      overrun = true
+      console.error(`\nrun-ava: the suite ran past ${minutes} min: stopping it (the tests still pending are listed below)`)
+      if (process.platform === 'win32') {
+        // No signals to interrupt with: the tree goes at once.
+        try {
+          execFileSync('taskkill', ['/pid', String(ava.pid), '/T', '/F'], { stdio: 'ignore' })
+        } catch {
+          // Gone already.
+        }
+        return
+      }
+      started = descendantsOf(ava.pid)
+      ava.kill('SIGINT')
+      killer = setTimeout(killStarted, GRACE_MS)
+    }, minutes * 60_000)
+  : null
 
+// Passed on: a signal sent to this script alone reaches ava too (a terminal's Ctrl-C reaches both, and
+// ava takes a second SIGINT as the first).
 for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
   process.on(signal, () => ava.kill(signal))
 }
@@ -61,12 +119,12 @@ ava.on('error', (err) => {
   process.exit(2)
 })
 
-ava.on('exit', (code, signal) => {
+ava.on('exit', (code) => {
   clearTimeout(bound)
-  // ava waits for its workers, but a worker it could not end must not outlive it.
-  stopGroup('SIGKILL')
   clearTimeout(killer)
   if (overrun) {
+    // ava exits on its interrupt before its workers have ended: a worker that hangs would stay.
+    killStarted()
     console.error(`run-ava: stopped after ${minutes} min`)
     process.exit(1)
   }
