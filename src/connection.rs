@@ -449,8 +449,8 @@ impl OpenConn {
 
     /// `terminate()`: what `send()` handed this connection goes out as far as the socket takes it
     /// now, without waiting, as `ws`'s writes made before its `terminate()` do; the rest is
-    /// discarded with the connection, which the caller drops next (it registers no waker to be
-    /// woken by). No close frame: none is due before this connection's close begins.
+    /// discarded with the connection, which the caller drops next: nothing needs waking for it,
+    /// so a no-op waker takes the place of the task's. No close frame: none is due yet.
     pub fn write_what_fits(&mut self) {
         let mut cx = Context::from_waker(std::task::Waker::noop());
         // A write that fails changes nothing: the connection is dropped either way.
