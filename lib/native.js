@@ -8,6 +8,7 @@
 
 const fs = require('node:fs')
 const path = require('node:path')
+const { denied, variable } = require('./environment')
 
 const root = path.join(__dirname, '..')
 
@@ -49,11 +50,6 @@ const PUBLISHED = [
 
 const DENO_FIX = 'run Deno with --allow-ffi --allow-read --allow-env (or -A)'
 
-/** Whether `err` is Deno refusing something its permissions do not grant. */
-function denied(err) {
-  return /^(NotCapable|PermissionDenied)$/.test(err?.name) || /run again with the --allow-/.test(String(err?.message))
-}
-
 /** Why a binary that exists did not load, in words, from the runtime's error (quoted after them). */
 function explain(err) {
   const text = `${err?.name ?? ''} ${err?.message ?? err}`
@@ -71,13 +67,8 @@ function load() {
   const pkg = `redial-ws-${name}`
   const tried = []
 
-  let override
-  try {
-    override = process.env.NAPI_RS_NATIVE_LIBRARY_PATH
-  } catch (err) {
-    // Deno without --allow-env: an override this process may not read is none.
-    if (!denied(err)) throw err
-  }
+  // Deno without --allow-env: an override this process may not read is none.
+  const override = variable('NAPI_RS_NATIVE_LIBRARY_PATH')
   const files = override ? [override] : [path.join(root, `redial-ws.${name}.node`)]
   for (const file of files) {
     if (!override && !fs.existsSync(file)) continue

@@ -11,6 +11,7 @@ const { isAnyArrayBuffer } = require('node:util').types
 const { unescape } = require('node:querystring')
 const { makeError, redactInput, optionTypeError: typeError } = require('./errors')
 const { parseCiphers, parseEcdhCurve, parseSigalgs, offersTls12 } = require('./ciphers')
+const { variable } = require('./environment')
 
 const DEFAULTS = Object.freeze({
   minDelay: 250,
@@ -599,9 +600,17 @@ function checkProxy(proxy) {
  * The proxy for `url`: the option when given (false/null: none), else
  * HTTPS_PROXY (wss) / HTTP_PROXY (ws) unless NO_PROXY matches the host.
  */
+/**
+ * HTTP_PROXY, HTTPS_PROXY or NO_PROXY, or its lower-case name (one Deno does not let this process
+ * read is unset, as Node's own proxy support would take it: no proxy rather than an error).
+ */
+function proxyVariable(env, name) {
+  return variable(name, env) ?? variable(name.toLowerCase(), env)
+}
+
 /** HTTP_PROXY, HTTPS_PROXY and NO_PROXY as proxyFor reads them ('' where unset). */
 function proxyEnv(env = process.env) {
-  return [env.HTTP_PROXY ?? env.http_proxy ?? '', env.HTTPS_PROXY ?? env.https_proxy ?? '', env.NO_PROXY ?? env.no_proxy ?? '']
+  return [proxyVariable(env, 'HTTP_PROXY') ?? '', proxyVariable(env, 'HTTPS_PROXY') ?? '', proxyVariable(env, 'NO_PROXY') ?? '']
 }
 
 function proxyFor(url, option, env = process.env) {
@@ -612,9 +621,9 @@ function proxyFor(url, option, env = process.env) {
     return undefined
   }
   if (typeof option === 'string') return option
-  const fromEnv = u.protocol === 'wss:' ? env.HTTPS_PROXY ?? env.https_proxy : env.HTTP_PROXY ?? env.http_proxy
+  const fromEnv = proxyVariable(env, u.protocol === 'wss:' ? 'HTTPS_PROXY' : 'HTTP_PROXY')
   if (!fromEnv) return undefined
-  const noProxy = (env.NO_PROXY ?? env.no_proxy ?? '').toLowerCase()
+  const noProxy = (proxyVariable(env, 'NO_PROXY') ?? '').toLowerCase()
   const host = u.hostname.replace(/^\[|\]$/g, '').toLowerCase()
   const port = u.port || (u.protocol === 'wss:' ? '443' : '80')
   for (let entry of noProxy.split(/[\s,]+/)) {

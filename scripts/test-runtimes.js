@@ -241,7 +241,8 @@ async function main() {
 
   // Deno's permissions: without --allow-ffi, the load error names the platform and the flags that
   // fix it; with --allow-ffi and a read permission scoped to the package, or no --allow-env, it loads
-  // (the loader asks for nothing more than it needs).
+  // (the loader asks for nothing more than it needs) and makes a client (a proxy variable it may not
+  // read is unset).
   const deno = await installing.deno
   const permRow = { runtime: 'Deno, permissions', version: null, result: 'FAIL', seconds: 0 }
   if (deno.error) permRow.result = 'FAIL (install)'
@@ -264,7 +265,7 @@ async function main() {
         said = JSON.parse(probe.stdout.trim().split('\n').pop())
       } catch {}
       const ok = loads
-        ? said?.loaded === true
+        ? said?.loaded === true && said.constructed === true
         : said?.loaded === false &&
           said.code === 'ERR_NATIVE_BINDING' &&
           /for linux-x64-gnu \(Deno /.test(said.message) &&
@@ -273,7 +274,7 @@ async function main() {
     }
     permRow.seconds = (Date.now() - t0) / 1000
     permRow.result = failures.length ? 'FAIL' : 'ok'
-    console.log(`test-runtimes: Deno permissions: ${failures.length ? `FAIL: ${failures.join('\n')}` : 'ok (no --allow-ffi: the error names the flags; scoped --allow-read, no --allow-env: loads)'}`)
+    console.log(`test-runtimes: Deno permissions: ${failures.length ? `FAIL: ${failures.join('\n')}` : 'ok (no --allow-ffi: the error names the flags; scoped --allow-read, no --allow-env: loads, makes a client)'}`)
   }
   rows.push(permRow)
 
