@@ -26,9 +26,13 @@ function rethrow(err) {
   throw err
 }
 
+// Bun shows an error thrown again here at this frame, not where the listener threw it; its
+// reportError keeps the error's own stack, and is an uncaught exception all the same.
+const surface = typeof Bun !== 'undefined' && typeof reportError === 'function' ? reportError : rethrow
+
 /** A listener's error surfaces on the next tick as an ordinary uncaught exception; the batch goes on. */
 function rethrowLater(err) {
-  process.nextTick(rethrow, err)
+  process.nextTick(surface, err)
 }
 
 const warned = new Set()

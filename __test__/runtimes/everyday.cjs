@@ -201,6 +201,28 @@ const scenarios = [
     },
   ],
   [
+    "a listener's throw",
+    async () => {
+      // An uncaught exception on the next tick, the very error the listener threw (on Bun through
+      // reportError, which reports it with its own stack); the later events still come.
+      const client = ctx.echoClient
+      const r = ctx.echoRecorder
+      assert.ok(client, 'needs the echo scenario')
+      const thrown = new Error('the listener threw')
+      const listener = (data) => {
+        if (String(data) === 'throw') throw thrown
+      }
+      client.on('message', listener)
+      const caught = new Promise((resolve) => process.once('uncaughtException', resolve))
+      client.send('throw')
+      assert.deepEqual(await r.message(), { data: 'throw', isBinary: false })
+      assert.equal(await within(caught, 'the uncaught exception'), thrown)
+      client.off('message', listener)
+      client.send('after')
+      assert.deepEqual(await r.message(), { data: 'after', isBinary: false })
+    },
+  ],
+  [
     'reconnect',
     async () => {
       const client = ctx.echoClient
