@@ -597,12 +597,8 @@ function checkProxy(proxy) {
 }
 
 /**
- * The proxy for `url`: the option when given (false/null: none), else
- * HTTPS_PROXY (wss) / HTTP_PROXY (ws) unless NO_PROXY matches the host.
- */
-/**
- * HTTP_PROXY, HTTPS_PROXY or NO_PROXY, or its lower-case name (one Deno does not let this process
- * read is unset, as Node's own proxy support would take it: no proxy rather than an error).
+ * HTTP_PROXY, HTTPS_PROXY or NO_PROXY, or its lower-case name; one this process may not read (Deno
+ * without --allow-env) is unset: no proxy rather than an error.
  */
 function proxyVariable(env, name) {
   return variable(name, env) ?? variable(name.toLowerCase(), env)
@@ -613,6 +609,10 @@ function proxyEnv(env = process.env) {
   return [proxyVariable(env, 'HTTP_PROXY') ?? '', proxyVariable(env, 'HTTPS_PROXY') ?? '', proxyVariable(env, 'NO_PROXY') ?? '']
 }
 
+/**
+ * The proxy for `url`: the option when given (false/null: none), else
+ * HTTPS_PROXY (wss) / HTTP_PROXY (ws) unless NO_PROXY matches the host.
+ */
 function proxyFor(url, option, env = process.env) {
   if (option === false || option === null) return undefined
   const u = describeUrl(url)
