@@ -17,6 +17,8 @@ const { parseArgs } = require('node:util')
 
 const { ReconnectingWebSocket } = require('..')
 const { redactUrl, redactInput } = require('../lib/errors')
+// Deno without --allow-env: a variable the CLI may not read is unset.
+const { variable } = require('../lib/environment')
 const { version } = require('../package.json')
 
 const USAGE = `Usage: redial-ws <url> [options]
@@ -155,7 +157,8 @@ function clientOptions(values) {
     }
   }
   // Not an argument: the command lines of processes are visible to other users.
-  if (tls.key !== undefined && process.env.REDIAL_WS_KEY_PASSPHRASE) tls.passphrase = process.env.REDIAL_WS_KEY_PASSPHRASE
+  const passphrase = variable('REDIAL_WS_KEY_PASSPHRASE')
+  if (tls.key !== undefined && passphrase) tls.passphrase = passphrase
   if (values.insecure) tls.rejectUnauthorized = false
   if (Object.keys(tls).length > 0) options.tls = tls
   if (values.proxy !== undefined) options.proxy = values.proxy
@@ -270,7 +273,7 @@ function stopMessage(ev, { url, noReconnect, wasOpen, lastClose }) {
 
 /** REDIAL_WS_CLI_TTY=1/0 overrides whether stdout counts as a terminal (for tests and wrappers). */
 function terminalOutput() {
-  const forced = process.env.REDIAL_WS_CLI_TTY
+  const forced = variable('REDIAL_WS_CLI_TTY')
   if (forced === '1') return true
   if (forced === '0') return false
   return Boolean(process.stdout.isTTY)
