@@ -272,9 +272,18 @@ async function main() {
           /Fix:\n  run Deno with --allow-ffi --allow-read --allow-env/.test(said.message)
       if (!ok) failures.push(`${flags.join(' ')}: ${probe.stdout}${probe.stderr}`)
     }
+    // The CLI without --allow-env: its own variables unset too (it crashed reading REDIAL_WS_CLI_TTY).
+    // A refused port (9, discard, on loopback) and --no-reconnect: it says why it stops, exit 1.
+    const cli = await run(deno.binary, ['run', '--allow-ffi', '--allow-read', path.join(root, 'bin', 'redial-ws.js'), 'ws://127.0.0.1:9/', '--no-reconnect'], {
+      env: childEnv(RUNTIME_ENV.deno),
+      timeout: SCENARIO_TIMEOUT,
+    })
+    if (cli.code !== 1 || !/not retrying \(--no-reconnect\)/.test(cli.stderr + cli.stdout) || /NotCapable/.test(cli.stderr)) {
+      failures.push(`the CLI without --allow-env: exit ${cli.code}: ${cli.stdout}${cli.stderr}`)
+    }
     permRow.seconds = (Date.now() - t0) / 1000
     permRow.result = failures.length ? 'FAIL' : 'ok'
-    console.log(`test-runtimes: Deno permissions: ${failures.length ? `FAIL: ${failures.join('\n')}` : 'ok (no --allow-ffi: the error names the flags; scoped --allow-read, no --allow-env: loads, makes a client)'}`)
+    console.log(`test-runtimes: Deno permissions: ${failures.length ? `FAIL: ${failures.join('\n')}` : 'ok (no --allow-ffi: the error names the flags; scoped --allow-read, no --allow-env: loads, makes a client, the CLI runs)'}`)
   }
   rows.push(permRow)
 
