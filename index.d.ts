@@ -124,8 +124,10 @@ export interface ReconnectingWebSocketOptions {
   /**
    * A proxy: HTTP CONNECT `http://[user:pass@]host:port`, or SOCKS5 `socks5://[user:pass@]host:port`
    * (host names resolved here, `lookup` and `family` included) or `socks5h://…` (by the proxy);
-   * `false`/`null` for none. When absent, `HTTPS_PROXY` (wss) / `HTTP_PROXY` (ws) apply unless
-   * `NO_PROXY` matches the host.
+   * `false`/`null` for none. When absent, `HTTPS_PROXY` (wss) / `HTTP_PROXY` (ws), else `ALL_PROXY`
+   * (lower-case names first, empty as unset, no scheme as `http://`) apply unless `NO_PROXY` matches
+   * the host. SOCKS5 credentials need a user name; user names and passwords are percent-decoded as
+   * UTF-8 (other bytes: `ERR_INVALID_PROXY`).
    */
   proxy?: string | false | null
   /** How binary messages are delivered ['nodebuffer']. */

@@ -13,7 +13,7 @@ import { WebSocketServer, type WebSocket } from 'ws'
 import { clientStats } from '../index.js'
 
 // Tests talk to 127.0.0.1 only: a proxy configured in the environment must not capture them.
-for (const name of ['HTTP_PROXY', 'HTTPS_PROXY', 'http_proxy', 'https_proxy', 'NO_PROXY', 'no_proxy']) delete process.env[name]
+for (const name of ['HTTP_PROXY', 'HTTPS_PROXY', 'http_proxy', 'https_proxy', 'NO_PROXY', 'no_proxy', 'ALL_PROXY', 'all_proxy']) delete process.env[name]
 
 export interface Peer {
   port: number

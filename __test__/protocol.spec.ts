@@ -522,7 +522,8 @@ test.serial('HTTP_PROXY / NO_PROXY from the environment when the option is absen
   t.teardown(() => proxy.close())
   const saved = { ...process.env }
   try {
-    process.env.HTTP_PROXY = proxy.url
+    // Without a scheme, as curl takes it: an HTTP proxy.
+    process.env.HTTP_PROXY = proxy.url.replace(/^http:\/\//, '')
     delete process.env.NO_PROXY
     const viaEnv = new ReconnectingWebSocket(peer.url)
     await new Recorder(viaEnv).next('open')

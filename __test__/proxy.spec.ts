@@ -200,6 +200,37 @@ test.serial('an HTTP/1.0 200 without a reason phrase is a tunnel', async (t) => 
   await quiescent()
 })
 
+test('proxy variables are read as curl and proxy-from-env read them: lower case first, empty as unset, ALL_PROXY after, no scheme is http://', (t) => {
+  const { proxyFor, proxyEnv } = createRequire(import.meta.url)('../lib/options.js')
+  const ws = (env: Record<string, string>) => proxyFor('ws://a.test/', undefined, env)
+  const wss = (env: Record<string, string>) => proxyFor('wss://a.test/', undefined, env)
+  t.is(ws({ http_proxy: 'http://lower:1', HTTP_PROXY: 'http://upper:1' }), 'http://lower:1')
+  t.is(ws({ http_proxy: '', HTTP_PROXY: 'http://upper:1' }), 'http://upper:1')
+  t.is(ws({ HTTP_PROXY: 'http://upper:1', no_proxy: 'a.test', NO_PROXY: '' }), undefined)
+  t.is(ws({ HTTP_PROXY: 'http://upper:1', no_proxy: '', NO_PROXY: 'a.test' }), undefined)
+  t.is(ws({ ALL_PROXY: 'socks5h://all:1' }), 'socks5h://all:1')
+  t.is(wss({ all_proxy: 'socks5://all:1', HTTP_PROXY: 'http://plain:1' }), 'socks5://all:1')
+  t.is(wss({ HTTPS_PROXY: 'https-first:3128', ALL_PROXY: 'socks5://all:1' }), 'http://https-first:3128')
+  t.is(ws({ HTTP_PROXY: '127.0.0.1:3128' }), 'http://127.0.0.1:3128')
+  t.is(ws({ HTTP_PROXY: ' proxy.corp:3128 ' }), 'http://proxy.corp:3128')
+  t.deepEqual(proxyEnv({ http_proxy: 'p:1', ALL_PROXY: 'socks5h://all:1', NO_PROXY: 'x' }), ['http://p:1', 'socks5h://all:1', 'x'])
+  // The error names the variable, never its value (it may hold a password).
+  const refused = (env: Record<string, string>) => t.throws(() => wss(env), { code: 'ERR_INVALID_PROXY' })!.message
+  t.regex(refused({ https_proxy: 'https://bob:hunter2@p:443' }), /^https_proxy: Only http:\/\/ .*Received https:$/)
+  t.regex(refused({ HTTPS_PROXY: 'http://bob:hunter2%E9@p:1' }), /^HTTPS_PROXY: .*percent-escapes that are not UTF-8$/)
+  t.regex(refused({ ALL_PROXY: 'socks5://:hunter2@p:1' }), /^ALL_PROXY: .*need a user name/)
+  t.is(ws({ HTTP_PROXY: 'http://u:p%zz@p:1' }), 'http://u:p%zz@p:1', 'a % without two hex digits is kept, as the addon keeps it')
+})
+
+test('a SOCKS5 password without a user name, credentials over 255 bytes and escapes that are not UTF-8 are refused early', (t) => {
+  for (const proxy of ['socks5://:pw@127.0.0.1:1080', `socks5h://${'u'.repeat(256)}:pw@127.0.0.1:1080`, `socks5://u:${'%C3%A9'.repeat(128)}@127.0.0.1:1080`, 'http://u:p%E9ss@127.0.0.1:3128']) {
+    const err = t.throws(() => new ReconnectingWebSocket('ws://127.0.0.1:9/', { proxy, startClosed: true }), { code: 'ERR_INVALID_PROXY' })
+    t.false(err!.message.includes('pw') || err!.message.includes('p%E9ss'), err!.message)
+  }
+  // A token alone stays Basic ":token" for a CONNECT proxy, as curl sends it.
+  t.notThrows(() => new ReconnectingWebSocket('ws://127.0.0.1:9/', { proxy: 'http://:t0ken@127.0.0.1:3128', startClosed: true }))
+})
+
 test('NO_PROXY entries: the first URL (lib/options.js) and a redirect hop (src/proxy.rs) read them alike', (t) => {
   // The same table drives src/proxy.rs's unit test of the rules redirect hops use.
   const { proxyFor } = createRequire(import.meta.url)('../lib/options.js')
@@ -208,7 +239,8 @@ test('NO_PROXY entries: the first URL (lib/options.js) and a redirect hop (src/p
     .filter((l) => l && !l.startsWith('#'))
   t.true(cases.length > 20)
   for (const line of cases) {
-    const [noProxy, url, bypassed] = line.split('\t')
+    const [escaped, url, bypassed] = line.split('\t')
+    const noProxy = escaped.replace(/\\u([0-9a-f]{4})/gi, (_, hex) => String.fromCharCode(parseInt(hex, 16)))
     const env = { HTTP_PROXY: 'http://proxy.test:3128', HTTPS_PROXY: 'http://proxy.test:3128', NO_PROXY: noProxy }
     t.is(proxyFor(url, undefined, env) === undefined, bypassed === 'true', line)
   }

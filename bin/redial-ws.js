@@ -54,7 +54,8 @@ Options:
                               passphrase from REDIAL_WS_KEY_PASSPHRASE
       --proxy <url>           proxy: http://[user:pass@]host:port (HTTP CONNECT),
                               socks5:// or socks5h:// (names resolved by the proxy)
-                              (default: HTTPS_PROXY / HTTP_PROXY unless NO_PROXY)
+                              (default: HTTPS_PROXY / HTTP_PROXY / ALL_PROXY
+                              unless NO_PROXY)
       --json                  print messages as JSON lines:
                               {"type":"message","data":...,"binary":false}
                               (binary data is base64, with "encoding":"base64")
@@ -249,7 +250,8 @@ function hint(err) {
   if (!err) return ''
   if (err.code === 'ERR_TLS_CERT' && /client certificate/.test(err.message)) return ' (--cert <file> --key <file> present one)'
   if (err.code === 'ERR_TLS_CERT') return ' (--ca <file> trusts a private CA; --insecure skips the check)'
-  if (err.code === 'ERR_PROXY_AUTH') return ' (give the credentials as --proxy http://user:pass@host:port)'
+  // Not as --proxy: a command line is visible to other users (so is the key passphrase's).
+  if (err.code === 'ERR_PROXY_AUTH') return ' (give the credentials in HTTPS_PROXY or HTTP_PROXY: http://user:pass@host:port)'
   return ''
 }
 

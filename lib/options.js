@@ -579,39 +579,83 @@ function checkCertificates(pem, name) {
 // HTTP CONNECT; SOCKS5 with names resolved here (socks5) or by the proxy (socks5h), as curl names them.
 const PROXY_SCHEMES = ['http:', 'socks5:', 'socks5h:']
 
-function checkProxy(proxy) {
+/** Text of a URL's user name or password as percent-decoded bytes; undefined when they are not UTF-8. */
+function decodeCredential(s) {
+  const bytes = Buffer.from(s.replace(/%([0-9a-fA-F]{2})/g, (_, hex) => String.fromCharCode(parseInt(hex, 16))), 'latin1')
+  try {
+    return utf8.decode(bytes)
+  } catch {
+    return undefined
+  }
+}
+
+/** `from` names the variable the URL came from, for the messages (the URL is not echoed: it may hold a password). */
+function checkProxy(proxy, from = 'proxy') {
   if (typeof proxy !== 'string') throw typeError('proxy', 'a string, false or null', proxy)
+  const invalid = (why) => makeError('ERR_INVALID_PROXY', from === 'proxy' ? why : `${from}: ${why}`, SyntaxError)
   let u
   try {
     u = new URL(proxy)
   } catch {
-    throw makeError('ERR_INVALID_PROXY', `Invalid proxy URL: ${redactInput(proxy)}`, SyntaxError)
+    throw invalid(`Invalid proxy URL: ${redactInput(proxy)}`)
   }
   if (!PROXY_SCHEMES.includes(u.protocol)) {
-    throw makeError('ERR_INVALID_PROXY', `Only http:// (CONNECT), socks5:// and socks5h:// proxies are supported. Received ${u.protocol}`, SyntaxError)
+    throw invalid(`Only http:// (CONNECT), socks5:// and socks5h:// proxies are supported. Received ${u.protocol}`)
   }
   // `socks5:user:pass@host` (no "//") parses, as a path: the URL is not echoed, it may hold a password.
   if (!u.hostname) {
-    throw makeError('ERR_INVALID_PROXY', `Invalid proxy URL: it has no host (write it as ${u.protocol}//[user:password@]host:port)`, SyntaxError)
+    throw invalid(`Invalid proxy URL: it has no host (write it as ${u.protocol}//[user:password@]host:port)`)
+  }
+  const user = decodeCredential(u.username)
+  const password = decodeCredential(u.password)
+  // The addon decodes them as UTF-8 too; a lossy decoding would send other credentials than given.
+  if (user === undefined || password === undefined) {
+    throw invalid('Invalid proxy URL: its user name or password has percent-escapes that are not UTF-8')
+  }
+  if (u.protocol !== 'http:' && (u.username || u.password)) {
+    // RFC 1929: a user name of 1 to 255 bytes, a password of at most 255.
+    if (!u.username) throw invalid('A SOCKS5 proxy\'s credentials need a user name (RFC 1929): write it as user:password@')
+    if (Buffer.byteLength(user) > 255 || Buffer.byteLength(password) > 255) {
+      throw invalid('A SOCKS5 proxy\'s user name and password are at most 255 bytes each (RFC 1929)')
+    }
   }
 }
 
 /**
- * HTTP_PROXY, HTTPS_PROXY or NO_PROXY, or its lower-case name; one this process may not read (Deno
- * without --allow-env) is unset: no proxy rather than an error.
+ * A proxy variable's value (`http_proxy` before `HTTP_PROXY`, an empty one as unset, as curl and
+ * proxy-from-env read them); one this process may not read (Deno without --allow-env) is unset:
+ * no proxy rather than an error.
  */
 function proxyVariable(env, name) {
-  return variable(name, env) ?? variable(name.toLowerCase(), env)
+  return variable(name.toLowerCase(), env) || variable(name, env) || undefined
 }
 
-/** HTTP_PROXY, HTTPS_PROXY and NO_PROXY as proxyFor reads them ('' where unset). */
+// A proxy scheme without "//" (`socks5:user:pass@host`) is a broken URL, not a user name.
+const SCHEME_WITHOUT_SLASHES = /^(?:https?|socks[45][ah]?):/i
+
+/**
+ * The proxy URL the environment gives for a scheme: HTTPS_PROXY (wss) or HTTP_PROXY (ws), else
+ * ALL_PROXY; a value without a scheme is an HTTP proxy (`proxy.corp:3128`), as curl reads it.
+ * Returns [url, the variable's name] or [] when none is set.
+ */
+function proxyFromEnv(env, secure) {
+  for (const upper of [secure ? 'HTTPS_PROXY' : 'HTTP_PROXY', 'ALL_PROXY']) {
+    for (const name of [upper.toLowerCase(), upper]) {
+      const value = variable(name, env)?.trim()
+      if (value) return [value.includes('://') || SCHEME_WITHOUT_SLASHES.test(value) ? value : `http://${value}`, name]
+    }
+  }
+  return []
+}
+
+/** The proxies for ws: and wss: and NO_PROXY as proxyFor reads them ('' where unset), for the addon's redirects. */
 function proxyEnv(env = process.env) {
-  return [proxyVariable(env, 'HTTP_PROXY') ?? '', proxyVariable(env, 'HTTPS_PROXY') ?? '', proxyVariable(env, 'NO_PROXY') ?? '']
+  return [proxyFromEnv(env, false)[0] ?? '', proxyFromEnv(env, true)[0] ?? '', proxyVariable(env, 'NO_PROXY') ?? '']
 }
 
 /**
- * The proxy for `url`: the option when given (false/null: none), else
- * HTTPS_PROXY (wss) / HTTP_PROXY (ws) unless NO_PROXY matches the host.
+ * The proxy for `url`: the option when given (false/null: none), else the environment's
+ * (proxyFromEnv) unless NO_PROXY matches the host.
  */
 function proxyFor(url, option, env = process.env) {
   if (option === false || option === null) return undefined
@@ -621,7 +665,7 @@ function proxyFor(url, option, env = process.env) {
     return undefined
   }
   if (typeof option === 'string') return option
-  const fromEnv = proxyVariable(env, u.protocol === 'wss:' ? 'HTTPS_PROXY' : 'HTTP_PROXY')
+  const [fromEnv, name] = proxyFromEnv(env, u.protocol === 'wss:')
   if (!fromEnv) return undefined
   const noProxy = (proxyVariable(env, 'NO_PROXY') ?? '').toLowerCase()
   const host = u.hostname.replace(/^\[|\]$/g, '').toLowerCase()
@@ -629,16 +673,17 @@ function proxyFor(url, option, env = process.env) {
   for (let entry of noProxy.split(/[\s,]+/)) {
     if (!entry) continue
     if (entry === '*') return undefined
-    // '[::1]:8080', '[::1]', 'host:8080', 'host', or a bare IPv6 address ('::1': several colons).
+    // '[::1]:8080', '[::1]', 'host:8080', 'host', or a bare IPv6 address ('::1': several colons);
+    // 'host:' names a port that never matches.
     let entryPort
     const bracketed = /^\[([^\]]*)\](?::(\d+))?$/.exec(entry)
     if (bracketed) [, entry, entryPort] = bracketed
     else if (entry.indexOf(':') === entry.lastIndexOf(':') && entry.includes(':')) [entry, entryPort] = entry.split(':')
-    if (entryPort && entryPort !== port) continue
+    if (entryPort !== undefined && entryPort !== port) continue
     entry = entry.replace(/^\*?\./, '.')
     if (host === entry || (entry.startsWith('.') && (host.endsWith(entry) || host === entry.slice(1)))) return undefined
   }
-  checkProxy(fromEnv)
+  checkProxy(fromEnv, name)
   return fromEnv
 }
 
@@ -922,6 +967,7 @@ module.exports = {
   checkProtocols,
   toProtocols,
   checkBinaryType,
+  proxyEnv,
   proxyFor,
   splitCredentials,
   configKey,

@@ -77,8 +77,8 @@ pub struct NativeOptions {
     pub tls_sig_schemes: Vec<u32>,
     /// `http://[user:pass@]host:port` of a CONNECT proxy (already resolved from the environment).
     pub proxy: Option<String>,
-    /// With `followRedirects` and no `proxy` option: `HTTP_PROXY`, `HTTPS_PROXY` and `NO_PROXY`
-    /// as JS read them, for each redirect to decide its own proxy.
+    /// With `followRedirects` and no `proxy` option: the proxies for `ws:` and `wss:` and `NO_PROXY`
+    /// as JS read them from the environment, for each redirect to decide its own proxy.
     pub proxy_env: Option<Vec<String>>,
     /// permessage-deflate to offer, or none.
     pub per_message_deflate: Option<NativeDeflate>,

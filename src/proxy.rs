@@ -41,13 +41,29 @@ impl std::fmt::Debug for Proxy {
     }
 }
 
-/// `HTTP_PROXY`, `HTTPS_PROXY` and `NO_PROXY` as JS read them (`lib/options.js`, `proxyFor`, whose
-/// rules these are): a redirect to another host or scheme gets the proxy they name for it.
-#[derive(Debug)]
+/// The proxies for `ws:` and `wss:` and `NO_PROXY` as JS read them from the environment
+/// (`lib/options.js`, `proxyFor`, whose rules these are): a redirect to another host or scheme gets
+/// the proxy they name for it.
 pub struct ProxyEnv {
     http: String,
     https: String,
     no_proxy: String,
+}
+
+impl std::fmt::Debug for ProxyEnv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProxyEnv")
+            .field("http", &redact(&self.http))
+            .field("https", &redact(&self.https))
+            .field("no_proxy", &self.no_proxy)
+            .finish()
+    }
+}
+
+/// What JS's `\s` matches (proxyFor splits `NO_PROXY` with `/[\s,]+/`): Unicode's white space
+/// but U+0085, and U+FEFF.
+fn js_space(c: char) -> bool {
+    (c.is_whitespace() && c != '\u{85}') || c == '\u{feff}'
 }
 
 impl ProxyEnv {
@@ -77,7 +93,7 @@ impl ProxyEnv {
         let host = host.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
         let port = url.port_or_known_default().unwrap_or(0).to_string();
         self.no_proxy
-            .split(|c: char| c == ',' || c.is_whitespace())
+            .split(|c: char| c == ',' || js_space(c))
             .filter(|e| !e.is_empty())
             .any(|entry| {
                 if entry == "*" {
@@ -132,14 +148,17 @@ impl Proxy {
         })?;
         let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
         // A password alone is Basic `:password` for a CONNECT proxy (as curl sends it); SOCKS5's
-        // user name must not be empty (RFC 1929).
+        // user name must not be empty (RFC 1929), and lib/options.js checkProxy refuses it so.
         let password_only = kind == ProxyKind::Http && url.password().is_some();
-        let credentials = (!url.username().is_empty() || password_only).then(|| {
-            (
-                percent_decode(url.username()),
-                percent_decode(url.password().unwrap_or("")),
-            )
-        });
+        if !password_only && url.username().is_empty() && url.password().is_some() {
+            return Err("a SOCKS5 proxy's credentials need a user name (RFC 1929)".to_owned());
+        }
+        let credentials = if !url.username().is_empty() || password_only {
+            let decoded = percent_decode(url.username()).zip(percent_decode(url.password().unwrap_or("")));
+            Some(decoded.ok_or("the proxy URL's user name or password has percent-escapes that are not UTF-8")?)
+        } else {
+            None
+        };
         Ok(Proxy {
             kind,
             host,
@@ -149,11 +168,31 @@ impl Proxy {
     }
 }
 
-fn percent_decode(s: &str) -> String {
-    url::form_urlencoded::parse(format!("x={}", s.replace('+', "%2B")).as_bytes())
-        .next()
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_default()
+/// A URL's user name or password: `%XX` escapes decoded (a `%` without two hex digits kept, as
+/// lib/options.js reads it), `None` when the bytes are not UTF-8: a lossy decoding would send
+/// other credentials than the ones given.
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (
+            bytes[i],
+            bytes.get(i + 1).copied().and_then(hex),
+            bytes.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(hi), Some(lo)) => {
+                out.push((hi * 16 + lo) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 /// The start of every status line a CONNECT answer may have.
@@ -273,12 +312,26 @@ mod tests {
         let mut n = 0;
         for line in cases.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
             let [no_proxy, url, bypassed]: [&str; 3] = line.split('\t').collect::<Vec<_>>().try_into().expect(line);
-            let env = ProxyEnv::new("http://proxy.test:3128", "http://proxy.test:3128", no_proxy);
+            let no_proxy = expand_escapes(no_proxy);
+            let env = ProxyEnv::new("http://proxy.test:3128", "http://proxy.test:3128", &no_proxy);
             let url = Url::parse(url).expect(line);
             assert_eq!(env.bypasses(&url), bypassed == "true", "{line}");
             n += 1;
         }
         assert!(n > 20);
+    }
+
+    /// The table's `\uXXXX`, as proxy.spec.ts expands it.
+    fn expand_escapes(s: &str) -> String {
+        let mut out = String::new();
+        let mut rest = s;
+        while let Some(at) = rest.find("\\u") {
+            out.push_str(&rest[..at]);
+            let code = u32::from_str_radix(&rest[at + 2..at + 6], 16).expect(s);
+            out.push(char::from_u32(code).expect(s));
+            rest = &rest[at + 6..];
+        }
+        out + rest
     }
 
     #[test]
@@ -300,7 +353,12 @@ mod tests {
         // A password alone (a token) is Basic `:token` for CONNECT; SOCKS5 needs a user name.
         let p = Proxy::parse("http://:t0ken@127.0.0.1:3128").unwrap();
         assert_eq!(p.credentials, Some((String::new(), "t0ken".to_owned())));
-        assert!(Proxy::parse("socks5://:t0ken@127.0.0.1").unwrap().credentials.is_none());
+        assert!(Proxy::parse("socks5://:t0ken@127.0.0.1").is_err());
+        // Escapes decoded to UTF-8 (a '%' without two hex digits kept); bytes that are not UTF-8 refused.
+        let p = Proxy::parse("http://u%C3%A9:p%zz+%2@127.0.0.1").unwrap();
+        assert_eq!(p.credentials, Some(("u\u{e9}".to_owned(), "p%zz+%2".to_owned())));
+        assert!(Proxy::parse("http://u:p%E9ss@127.0.0.1").is_err());
+        assert!(Proxy::parse("socks5://u%FF:p@127.0.0.1").is_err());
     }
 
     proptest::proptest! {
@@ -346,6 +404,16 @@ mod tests {
         let p = Proxy::parse("http://bob:hunter2@127.0.0.1:3128").unwrap();
         let debug = format!("{p:?}");
         assert!(!debug.contains("hunter2") && !debug.contains("bob"), "{debug}");
+        let env = ProxyEnv::new(
+            "http://bob:hunter2@127.0.0.1:3128",
+            "socks5://bob:hunter2@127.0.0.1",
+            "",
+        );
+        let debug = format!("{env:?}");
+        assert!(
+            !debug.contains("hunter2") && debug.contains("127.0.0.1:3128"),
+            "{debug}"
+        );
     }
 
     #[test]
