@@ -148,11 +148,12 @@ export type LookupFunction = (
  * one message (`send(chunk, callback)`; the chunks buffered meanwhile are sent together): queued while
  * reconnecting, and when the offline queue refuses it (`queue: false`, or over its bounds) it waits for
  * the next open, as `ws`'s stream waits for a connecting socket. A write fails only when its message will
- * never be sent (`ERR_GAVE_UP`, `ERR_NOT_SENT`). Each message read is one chunk (text as UTF-8 bytes, or a
+ * never be sent (`ERR_GAVE_UP`, `ERR_NOT_SENT`; also when written after the client gave up or was
+ * disconnected). Each message read is one chunk (text as UTF-8 bytes, or a
  * string with `readableObjectMode`). Past the readable high-water mark the socket is no longer read. The
  * stream lasts across reconnects: it ends when the client is disconnected, or gives up after a clean close
  * (a close handshake, and no error); any other giveup fails it with `ERR_GAVE_UP` (the last error as
- * `cause`). Made before `connect()` (`startClosed`, or after a `disconnect()`), it waits for it; made on a
+ * `cause`) once the messages received before it are read. Made before `connect()` (`startClosed`, or after a `disconnect()`), it waits for it; made on a
  * client that gave up or was disconnected, its first read ends it unless `connect()` came first. Ending it
  * disconnects the client, destroying it terminates the client. While it is being read it keeps the client
  * alive, also between connections.
@@ -323,7 +324,7 @@ export type RedialErrorCode =
   | 'ERR_INVALID_CLOSE_REASON'
   /** In `giveup.lastError`: the server closed with 1002, 1003, 1007 or 1008. */
   | 'ERR_CLOSED'
-  /** `opened()`: the client gave up before it opened; `createWebSocketStream()`: it gave up other than after a clean close (the last error is the `cause`). */
+  /** `opened()`: the client gave up before it opened; `createWebSocketStream()` and `messages()`: it gave up other than after a clean close (the last error is the `cause`). */
   | 'ERR_GAVE_UP'
   /** No pong (nor any frame) within `pongTimeout` of a ping; closed 1006. Retried. */
   | 'ERR_PONG_TIMEOUT'
@@ -681,8 +682,10 @@ export declare class ReconnectingWebSocket<B extends BinaryType = 'nodebuffer'> 
   /**
    * `for await (const data of client.messages())`: messages in order, with backpressure (past
    * `highWaterMark` [1024] buffered messages, or `highWaterMarkBytes` [16 MiB] buffered bytes, the socket
-   * stops being read until half of them are taken). Ends when the client closes for good; made before
-   * `connect()`, it waits for it, made on a client that gave up or was disconnected, its first read ends
+   * stops being read until half of them are taken). Ends when the client is disconnected, or gives up
+   * after a clean close (a close handshake, and no error); any other giveup rejects the read after the last
+   * message received with `ERR_GAVE_UP` (the last error as `cause`), as `createWebSocketStream()` fails.
+   * Made before `connect()`, it waits for it, made on a client that gave up or was disconnected, its first read ends
    * it unless `connect()` came first. A pending read keeps the client alive, also while it waits to
    * reconnect; several pending `next()` calls are settled in order.
    */

@@ -3,10 +3,11 @@ import { fork, spawnSync } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import diagnostics from 'node:diagnostics_channel'
 import { getEventListeners, once } from 'node:events'
+import { Worker } from 'node:worker_threads'
 import test from 'ava'
 
 import { ReconnectingWebSocket, clientStats, createWebSocketStream } from '../index.js'
-import { Recorder, collectUntil, forceGc, quiescent, refusedPort, until, wsServer } from './helpers.js'
+import { PACKAGE_ENTRY, Recorder, collectUntil, forceGc, quiescent, refusedPort, until, wsServer } from './helpers.js'
 
 test.serial('messages(): for await, in order; a slow consumer stops the socket being read', async (t) => {
   const payload = 'x'.repeat(16 * 1024)
@@ -545,6 +546,99 @@ test.serial("pause() and resume(), as ws's: the socket is not read while paused,
   t.is(client.metrics.connects, 1, 'one connection throughout')
   await client.disconnect()
   t.like(clientStats(), { openConnections: 0, runningTasks: 0, ioBuffers: 0, jsReaders: 0 })
+})
+
+test.serial('messages(): a giveup after anything but a clean close throws ERR_GAVE_UP from the loop once the messages received before it are taken; after a clean close the loop ends', async (t) => {
+  const ending = await wsServer((s) => {
+    for (let i = 0; i < 5; i++) s.send(`m${i}`)
+    ;(s as unknown as { _socket: import('node:net').Socket })._socket.end()
+  })
+  t.teardown(() => ending.close())
+  const clean = await wsServer((s) => {
+    for (let i = 0; i < 5; i++) s.send(`m${i}`)
+    s.close(1000)
+  })
+  t.teardown(() => clean.close())
+  const expected = ['m0', 'm1', 'm2', 'm3', 'm4']
+  for (const [peer, cause] of [
+    [ending, 'ERR_SOCKET'],
+    [clean, null],
+  ] as const) {
+    const client = new ReconnectingWebSocket(peer.url, { maxRetries: 0 })
+    client.on('error', () => {})
+    const messages = client.messages()
+    await new Promise((resolve) => client.once('giveup', resolve))
+    const got: unknown[] = []
+    const loop = (async () => {
+      for await (const m of messages) got.push(m)
+    })()
+    if (cause === null) await loop
+    else t.is(((await t.throwsAsync(loop, { code: 'ERR_GAVE_UP' } as never))!.cause as { code: string }).code, cause)
+    t.deepEqual(got, expected, String(cause))
+    t.deepEqual(await messages.next(), { value: undefined, done: true }, 'done after the error')
+    await client.disconnect()
+  }
+  await quiescent()
+})
+
+test.serial("a large message is an external Buffer on the main thread only: a worker's is its own memory, which outlives the worker wherever its ArrayBuffer was moved", async (t) => {
+  const peer = await wsServer((socket, p) => {
+    const n = p.accepted === 3 ? 200 : 1
+    for (let i = 0; i < n; i++) socket.send(Buffer.alloc(20_000, p.accepted === 3 ? 0x11 : 0x5a))
+  })
+  t.teardown(() => peer.close())
+  // Main thread: zero-copy, an ArrayBuffer Node will not move (Node 20 copies it, 22 and later refuse).
+  const client = new ReconnectingWebSocket(peer.url)
+  const [data] = (await once(client, 'message')) as [Buffer]
+  let moved = false
+  try {
+    structuredClone(data.buffer, { transfer: [data.buffer] })
+    moved = data.buffer.byteLength === 0
+  } catch (err) {
+    t.is((err as Error).name, 'DataCloneError')
+  }
+  t.false(moved, 'external on the main thread')
+  await client.disconnect()
+  // A worker: its message's memory is V8's, so it moves (and ArrayBuffer.prototype.transfer()
+  // where there is one: Node 22 and later). The worker ends; what the main thread got must not
+  // be freed with it (Node frees external memory at a worker's end, moved or not).
+  const worker = new Worker(
+    `const { parentPort, workerData } = require('node:worker_threads')
+    const { ReconnectingWebSocket } = require(workerData.entry)
+    const c = new ReconnectingWebSocket(workerData.url)
+    c.on('message', (d) => {
+      const length = d.length
+      const ab = typeof d.buffer.transfer === 'function' ? d.buffer.transfer() : d.buffer
+      parentPort.postMessage({ ab, length }, [ab])
+      // Moved, not copied (Node 20 copies an external Buffer's memory).
+      parentPort.postMessage({ detached: ab.byteLength === 0 })
+      c.terminate().then(() => process.exit(0))
+    })`,
+    { eval: true, workerData: { entry: PACKAGE_ENTRY, url: peer.url } },
+  )
+  const [{ ab, length }] = (await once(worker, 'message')) as [{ ab: ArrayBuffer; length: number }]
+  const [{ detached }] = (await once(worker, 'message')) as [{ detached: boolean }]
+  t.is(length, 20_000)
+  t.true(detached, "the worker's message is its own memory: transferred, not copied")
+  t.is(ab.byteLength, 20_000, "the worker's message moved whole")
+  await once(worker, 'exit')
+  // Memory freed at the worker's end would be the next allocations': 200 more messages of the
+  // same size, written to by the listener.
+  const other = new ReconnectingWebSocket(peer.url)
+  let n = 0
+  await new Promise<void>((resolve) =>
+    other.on('message', (d) => {
+      ;(d as Buffer).fill(0x22)
+      if (++n === 200) resolve()
+    }),
+  )
+  await other.disconnect()
+  const bytes = new Uint8Array(ab)
+  t.true(
+    bytes.every((b) => b === 0x5a),
+    `changed under the main thread: ${Buffer.from(bytes.subarray(0, 16)).toString('hex')}`,
+  )
+  await quiescent()
 })
 
 test.serial("binaryType 'arraybuffer': a message's ArrayBuffer can be transferred (postMessage(ab, [ab])), large ones too", async (t) => {

@@ -84,7 +84,7 @@ test.serial("a listener that transfers a small message's ArrayBuffer: the messag
   t.true(lost > 0 && report.got.length + lost === 20, `${report.got.length} delivered, ${lost} reported lost`)
 })
 
-test.serial('a panic in the client task ends the client with ERR_INTERNAL and a giveup (opened() rejects, messages() ends), and disconnect() resolves', async (t) => {
+test.serial('a panic in the client task ends the client with ERR_INTERNAL and a giveup (opened() rejects, messages() throws), and disconnect() resolves', async (t) => {
   const peer = await wsServer()
   t.teardown(() => peer.close())
   const before = clientStats()
@@ -104,7 +104,8 @@ test.serial('a panic in the client task ends the client with ERR_INTERNAL and a 
   // It gave up: what waits on it settles (a messages() read that waited held the client forever).
   t.like(await rec.next('giveup'), { reason: 'internal' })
   t.is(client.state, 'closed')
-  t.is(await loop, 'ended')
+  const ended = await t.throwsAsync(loop, { code: 'ERR_GAVE_UP' } as never)
+  t.is((ended!.cause as RedialError).code, 'ERR_INTERNAL')
   await opened
   await t.throwsAsync(client.opened(), { code: 'ERR_GAVE_UP' } as never)
   t.deepEqual(await client.disconnect(), { discarded: 0 })

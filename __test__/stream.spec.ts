@@ -233,6 +233,98 @@ test.serial("a server's clean close that the client does not retry ends the stre
   released(t)
 })
 
+test.serial('a giveup that fails the stream comes after the messages received before it: none is discarded, in any way of reading', async (t) => {
+  // 50 messages, then the connection ends without a close handshake (or with 1008): not retried.
+  const dying = await wsServer((s) => {
+    for (let i = 0; i < 50; i++) s.send(`m${i}`)
+    // A FIN after the data (terminate() would discard what the server has not written yet).
+    ;(s as unknown as { _socket: import('node:net').Socket })._socket.end()
+  })
+  t.teardown(() => dying.close())
+  const refusing = await wsServer((s) => {
+    for (let i = 0; i < 50; i++) s.send(`m${i}`)
+    s.close(1008, 'policy')
+  })
+  t.teardown(() => refusing.close())
+  const expected = Array.from({ length: 50 }, (_, i) => `m${i}`)
+  for (const [peer, cause] of [
+    [dying, 'ERR_SOCKET'],
+    [refusing, 'ERR_CLOSED'],
+  ] as const) {
+    for (const reading of ['iterator', 'flowing'] as const) {
+      const client = new ReconnectingWebSocket(peer.url, { maxRetries: 0 })
+      // A high-water mark above the 50: the client keeps reading to the end (past it, it would stop
+      // reading the socket, and the server's end would wait for the stream to be read).
+      const duplex = createWebSocketStream(client, { readableObjectMode: true, readableHighWaterMark: 1000 })
+      // Nothing is read until the client has given up: every message waits in the stream's buffer.
+      await new Promise((resolve) => client.once('giveup', resolve))
+      t.is(duplex.readableLength, 50, `${cause}, ${reading}: received ${client.metrics.messagesReceived}, state ${client.state}`)
+      t.false(duplex.destroyed)
+      const got: string[] = []
+      let err: CodedError | undefined
+      if (reading === 'iterator') {
+        err = (await t.throwsAsync(async () => {
+          for await (const chunk of duplex) got.push(String(chunk))
+        })) as CodedError | undefined
+      } else {
+        duplex.on('data', (chunk) => got.push(String(chunk)))
+        ;[err] = (await once(duplex, 'error').catch((e) => [e])) as [CodedError]
+      }
+      t.deepEqual(got, expected, `${cause}, ${reading}`)
+      t.is(err?.code, 'ERR_GAVE_UP')
+      t.is(err?.cause?.code, cause)
+      await client.disconnect()
+    }
+  }
+  released(t)
+})
+
+test.serial('destroy() right after a write: a message handed to the open connection is written and its callback gets null, as send() then terminate()', async (t) => {
+  const peer = await wsServer()
+  t.teardown(() => peer.close())
+  for (let round = 0; round < 10; round++) {
+    const client = new ReconnectingWebSocket(peer.url)
+    const duplex = createWebSocketStream(client)
+    duplex.on('error', () => {})
+    await client.opened()
+    const socket = [...peer.sockets].at(-1)!
+    const received: string[] = []
+    socket.on('message', (d) => received.push(String(d)))
+    const closed = once(socket, 'close')
+    const one = written(duplex, 'one')
+    // Buffered by the stream behind 'one': never handed to send(), so never sent.
+    const two = written(duplex, 'two')
+    duplex.destroy()
+    t.is(await one, null, `round ${round}`)
+    t.truthy(await two)
+    await closed
+    t.deepEqual(received, ['one'])
+    await client.disconnect()
+  }
+  released(t)
+})
+
+test.serial('a write made once the client gave up fails with ERR_GAVE_UP, and once it was disconnected with ERR_NOT_SENT, as the writes that waited then', async (t) => {
+  // A clean close not retried: the stream ends, its writable side stays open.
+  const peer = await wsServer((s) => s.close(1000))
+  t.teardown(() => peer.close())
+  const client = new ReconnectingWebSocket(peer.url, { maxRetries: 0 })
+  const duplex = createWebSocketStream(client)
+  duplex.on('error', () => {})
+  await once(client, 'giveup')
+  const gaveUp = await written(duplex, 'late')
+  t.is(gaveUp?.code, 'ERR_GAVE_UP')
+  await client.disconnect()
+  const other = new ReconnectingWebSocket(peer.url, { minDelay: 60_000 })
+  const stream = createWebSocketStream(other)
+  stream.on('error', () => {})
+  await other.opened()
+  await other.disconnect()
+  t.like(await written(stream, 'late'), { code: 'ERR_NOT_SENT', reason: 'discarded' })
+  t.is(peer.accepted, 2)
+  released(t)
+})
+
 test.serial('a write the offline queue refuses (queue: false, or over its bounds) waits for the next open, as ws waits for a connecting socket', async (t) => {
   const peer = await wsServer((s) => s.on('message', (data) => s.send(`echo ${data.toString().slice(0, 16)} (${(data as Buffer).length})`)))
   t.teardown(() => peer.close())

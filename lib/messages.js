@@ -2,7 +2,7 @@
 // `client.messages()`: an async iterator over a client's messages, with
 // backpressure down to the socket.
 
-const { makeError } = require('./errors')
+const { makeError, gaveUpError } = require('./errors')
 
 /**
  * Past `highWaterMark` buffered messages, or `highWaterMarkBytes` buffered
@@ -11,8 +11,10 @@ const { makeError } = require('./errors')
  * back at or below half their mark). A pending `next()` keeps the client alive
  * (`control.hold(true)`), also between connections; several pending `next()`
  * calls are settled in the order they were made. The iteration ends when the
- * client closes for good (`control.closedForGood()`: after `disconnect()` or
- * giving up); a `next()` on a client that had already ended (and was not
+ * client closes for good (`control.closedForGood()`): disconnected, or given up
+ * after a clean close; any other giveup rejects the `next()` after the last
+ * message received with ERR_GAVE_UP (as createWebSocketStream fails), and the
+ * iteration is done after it. A `next()` on a client that had already ended (and was not
  * connected again since) ends it at once, as `opened()` rejects at once, while
  * one before the first `connect()` waits for it.
  */
@@ -21,14 +23,14 @@ function messageIterator(client, control, highWaterMark = 1024, highWaterMarkByt
   checkMark('highWaterMarkBytes', highWaterMarkBytes)
   const buffer = []
   let bufferedBytes = 0
-  /** Pending next() calls' resolve functions, oldest first. */
+  /** Pending next() calls' `{ resolve, reject }`, oldest first. */
   const waiters = []
   let ended = false
   // How the client had ended when the iterator was made (null if it had not): until connect()
   // is called again, the first read ends the iteration (no event will).
   let endedAtStart = control.ended()
   const settle = (result) => {
-    const resolve = waiters.shift()
+    const { resolve } = waiters.shift()
     if (waiters.length === 0) control.hold(false)
     resolve(result)
   }
@@ -38,19 +40,25 @@ function messageIterator(client, control, highWaterMark = 1024, highWaterMarkByt
     bufferedBytes += sizeOf(data)
     if (buffer.length >= highWaterMark || bufferedBytes >= highWaterMarkBytes) control.pause(true)
   }
+  // The last connection closed with a close handshake, not to be retried: a giveup after it ends the iteration.
+  let closedCleanly = false
+  // The error of a giveup, for the next() after the buffered messages (then null: done).
+  let failure = null
   const onClose = (ev) => {
+    closedCleanly = !ev.willReconnect && ev.wasClean
     // Closed for good by disconnect(). Otherwise the client gave up, and a giveup listener may
     // connect() again: its giveup event (`onGiveUp`) decides.
     if (!ev.willReconnect && control.closedForGood() && control.disconnecting()) finish()
   }
-  const onGiveUp = () => {
-    if (control.closedForGood()) finish()
+  const onGiveUp = (ev) => {
+    if (!control.closedForGood()) return
+    finish(control.disconnecting() || (closedCleanly && !ev.lastError) ? null : gaveUpError(ev))
   }
   let offMessage = null
   let offClose = null
   let offClosed = null
   let offGaveUp = null
-  const finish = () => {
+  const finish = (err = null) => {
     if (ended) return
     ended = true
     offMessage?.()
@@ -58,7 +66,17 @@ function messageIterator(client, control, highWaterMark = 1024, highWaterMarkByt
     offGaveUp?.()
     offClosed?.()
     control.pause(false)
-    while (waiters.length > 0) settle({ value: undefined, done: true })
+    // Pending next() calls mean nothing is buffered: the first gets the error.
+    failure = err
+    while (waiters.length > 0) {
+      if (failure === null) settle({ value: undefined, done: true })
+      else {
+        const reject = waiters.shift().reject
+        if (waiters.length === 0) control.hold(false)
+        reject(failure)
+        failure = null
+      }
+    }
   }
   offMessage = control.onMessage(onMessage)
   offClose = control.onClose(onClose)
@@ -78,12 +96,17 @@ function messageIterator(client, control, highWaterMark = 1024, highWaterMarkByt
         if (control.ended() === endedAtStart) finish()
         endedAtStart = null
       }
-      if (ended) return Promise.resolve({ value: undefined, done: true })
+      if (ended) {
+        const err = failure
+        failure = null
+        return err === null ? Promise.resolve({ value: undefined, done: true }) : Promise.reject(err)
+      }
       control.hold(true)
-      return new Promise((resolve) => waiters.push(resolve))
+      return new Promise((resolve, reject) => waiters.push({ resolve, reject }))
     },
     return: () => {
       finish()
+      failure = null
       buffer.length = 0
       bufferedBytes = 0
       return Promise.resolve({ value: undefined, done: true })

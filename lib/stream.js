@@ -12,7 +12,8 @@ const { makeError, gaveUpError } = require('./errors')
  * (`control.pause`) until the stream is read again. While the stream wants data it keeps the
  * client alive between connections (`control.hold`), as a pending `messages()` read does. It ends
  * when the client is disconnected, or gives up after a connection that closed cleanly; a giveup
- * after anything else fails it with ERR_GAVE_UP (the last error as `cause`). Made before the
+ * after anything else fails it with ERR_GAVE_UP (the last error as `cause`), once the messages
+ * received before it are read. Made before the
  * client's first connect(), it waits for it; made on a client that had already ended, its first
  * read ends it unless connect() came first.
  *
@@ -68,7 +69,26 @@ function webSocketStream(client, control, options) {
     // As ws's stream ends on a close: every message the server sent before its close was read.
     if (control.disconnecting() || (closedCleanly && !ev.lastError)) return end()
     release()
-    duplex.destroy(gaveUpError(ev))
+    fail(gaveUpError(ev))
+  }
+  // The error of a giveup that came while messages received before it were still buffered: it
+  // fails the stream once they are read (destroying it would discard them).
+  let failure = null
+  const fail = (err) => {
+    if (duplex.readableLength === 0) return void duplex.destroy(err)
+    failure = err
+    const read = duplex.read
+    // Every way of consuming a Readable (flowing, 'readable', async iteration, pipe) takes its chunks through read().
+    duplex.read = function (n) {
+      const chunk = read.call(this, n)
+      if (failure !== null && this.readableLength === 0) {
+        const err = failure
+        failure = null
+        // After the chunk's 'data' or the iterator's step: the error follows the last message.
+        process.nextTick(() => this.destroy(err))
+      }
+      return chunk
+    }
   }
   let offMessage = null
   let offClose = null
@@ -151,8 +171,13 @@ function webSocketStream(client, control, options) {
       } catch (err) {
         // The client is connecting (or not yet started): the chunk waits for the next open.
         if ((err.code === 'ERR_NOT_OPEN' || err.code === 'ERR_QUEUE_FULL') && mayOpen()) return block(b)
-        // Written once disconnect() was called: discarded as the writes it found waiting are.
-        if (err.code === 'ERR_NOT_OPEN' && control.disconnecting()) return complete(b, discarded())
+        if (err.code === 'ERR_NOT_OPEN') {
+          // Written once the client gave up (and no connect() came since): failed as the writes it found waiting.
+          const ended = control.ended()
+          if (ended !== null && ended !== 'disconnected') return complete(b, gaveUpError(ended.giveup))
+          // Written once disconnect() was called or completed: discarded as the writes it found waiting are.
+          if (ended === 'disconnected' || control.disconnecting()) return complete(b, discarded())
+        }
         return complete(b, err)
       }
       b.sent++
@@ -220,8 +245,17 @@ function webSocketStream(client, control, options) {
   }
   duplex._destroy = (err, callback) => {
     release()
-    // A write waiting for the next open: the client is terminated, its message discarded.
-    if (batch !== null) complete(batch, err ?? discarded())
+    failure = null
+    if (batch !== null) {
+      // A write waiting for the next open (or with nothing out): the client is terminated, its message discarded.
+      if (unblock !== null || batch.outstanding === 0) complete(batch, err ?? discarded())
+      else {
+        // Messages handed to send() are settled by the terminate() below as they fared (written
+        // ones with null); the rest of the batch is not sent, which fails the write.
+        if (batch.sent < batch.chunks.length) batch.error ??= err ?? discarded()
+        batch.chunks.length = batch.sent
+      }
+    }
     if (control.closedForGood() && !control.active()) {
       // A client that gave up keeps its queue for a later connect(): what the stream wrote there,
       // failed, must not go out then (the application's own messages stay).

@@ -8,6 +8,7 @@
 // for an event it does not know, fails at load, so the two sides cannot drift.
 
 const N = require('./native')
+const { isMainThread } = require('node:worker_threads')
 
 const { events: EVENTS, send: SEND } = N.wireProtocol()
 
@@ -175,7 +176,8 @@ function handlerTable(byName, events = EVENTS) {
 function listen(prototype, byName) {
   if (wire === null) {
     const mine = makeWire()
-    wire = N.init(mine.dispatch, mine.dispatchNow, directRead(), mine)
+    // Large messages are external Buffers on the main thread only (src/napi_raw.rs, allow_external_buffers).
+    wire = N.init(mine.dispatch, mine.dispatchNow, directRead(), isMainThread, mine)
   }
   Object.defineProperty(prototype, wire.kHandlers, { value: handlerTable(byName) })
 }
@@ -236,8 +238,9 @@ function convertBinary(buf, type) {
   // ws's (8.18+) and the WHATWG WebSocket's: a Blob holds its own copy.
   if (type === 'blob') return new Blob([buf])
   // A Buffer may share a pooled ArrayBuffer: hand out exactly its bytes. A large message's is
-  // external (zero-copy, src/event_values.rs), which Node refuses to transfer (postMessage(ab,
-  // [ab]): Node 22 throws, Node 20 copies): the WHATWG way of handing one to a worker. Copied.
+  // external on the main thread (zero-copy, src/event_values.rs), which Node refuses to transfer
+  // (postMessage(ab, [ab]): Node 22 throws, Node 20 copies): the WHATWG way of handing one to a
+  // worker. Copied.
   return buf.byteOffset === 0 && buf.byteLength === buf.buffer.byteLength && buf.byteLength < EXTERNAL_FROM
     ? buf.buffer
     : buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength)

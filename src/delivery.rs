@@ -264,16 +264,20 @@ fn with_registry<R>(f: impl FnOnce(&mut Registry) -> R) -> Option<R> {
 /// Installs the module-level dispatchers for this JS thread, once: returns the `wire` of the
 /// first call (later calls install nothing). `direct_read`: the runtime's event loop may watch
 /// sockets, so quiet uncompressed connections are read on this thread (see `reader`).
+/// `main_thread`: this JS thread's environment lasts as long as the process, so large messages
+/// may be external Buffers (`napi_raw::allow_external_buffers`).
 pub fn init(
     env: &Env,
     dispatch: Function<'_, DispatchArgs, ()>,
     dispatch_now: Function<'_, RawValue, ()>,
     direct_read: bool,
+    main_thread: bool,
     wire: Object<'_>,
 ) -> Result<RawValue> {
     if with_registry(|r| r.wire.is_some()).unwrap_or(false) {
         return first_wire(env);
     }
+    napi_raw::allow_external_buffers(main_thread);
     // Kept once everything below is installed: an `init` that failed is tried again by the next.
     let wire_ref = OwnerRef::new(env, &wire)?;
     if direct_read && napi_raw::SocketWatch::available() {

@@ -217,8 +217,23 @@ pub fn buffer_copy(env: &Env, data: &[u8]) -> Result<Value> {
     Ok(Value(v))
 }
 
+thread_local! {
+    /// Whether this JS thread hands out external Buffers (`allow_external_buffers`); until told, copies.
+    static EXTERNAL_BUFFERS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Lets `external_buffer` give this JS thread memory Rust owns, not a copy. Only for a thread whose
+/// environment lives as long as the process: when a worker's environment is torn down, Node runs
+/// the finalizer of every external Buffer made there, freeing its memory even where
+/// `ArrayBuffer.prototype.transfer()` has moved that memory to another thread's ArrayBuffer, which
+/// would then read and write freed memory (or another message's, recycled).
+pub fn allow_external_buffers(on: bool) {
+    EXTERNAL_BUFFERS.with(|allowed| allowed.set(on));
+}
+
 /// A Node Buffer over memory that Rust keeps owning (`data` is dropped by the finalizer): no
-/// copy. Falls back to a copy where the runtime refuses external buffers.
+/// copy. A copy on a thread not allowed them (`allow_external_buffers`) and where the runtime
+/// refuses external buffers.
 pub fn external_buffer<T: AsRef<[u8]> + 'static>(env: &Env, data: T) -> Result<Value> {
     /// # Safety
     /// Called by Node once, on the JS thread, with the `hint` given below.
@@ -233,6 +248,9 @@ pub fn external_buffer<T: AsRef<[u8]> + 'static>(env: &Env, data: T) -> Result<V
             // leaves V8's estimate high, which is harmless.
             let _ = unsafe { sys::napi_adjust_external_memory(env, -extra, &mut total) };
         }
+    }
+    if !EXTERNAL_BUFFERS.with(std::cell::Cell::get) {
+        return buffer_copy(env, data.as_ref());
     }
     let boxed = Box::new(data);
     let (start, len) = {
