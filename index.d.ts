@@ -5,14 +5,15 @@ import { EventEmitter } from 'node:events'
 export interface ReconnectingWebSocketOptions {
   /** Delay before the first reconnect attempt, in ms [250]. */
   minDelay?: number
-  /** Cap of the reconnect delay, in ms [30000]. Delays never exceed 2^31-1 ms. */
+  /** Cap of the reconnect delay, in ms [30000, or minDelay if larger]. Delays never exceed 2^31-1 ms. */
   maxDelay?: number
   /** Growth factor of the delay: `min(maxDelay, minDelay * factor^(attempt-1))` [2]. */
   factor?: number
   /**
    * How retries are spread ['spread']. `'spread'`: each client retries on a grid whose steps grow by
    * `factor` up to `maxDelay`, at an offset drawn once per outage (retry n waits between the base
-   * delays of retries n-1 and n, the first between 0 and `minDelay`), so clients dropped together
+   * delays of retries n-1 and n, the first between 0 and `minDelay`; the step that reaches `maxDelay`
+   * may pass its base by a fraction of it, none passes `maxDelay`), so clients dropped together
    * come back at an even rate whenever the server returns. Applied to the capped delay d:
    * `'equal'` d/2 + uniform 0..d/2, `'full'` uniform 0..d, `'none'` exactly d.
    */
@@ -153,7 +154,7 @@ export type LookupFunction = (
  * string with `readableObjectMode`). Past the readable high-water mark the socket is no longer read. The
  * stream lasts across reconnects: it ends when the client is disconnected, or gives up after a clean close
  * (a close handshake, and no error); any other giveup fails it with `ERR_GAVE_UP` (the last error as
- * `cause`) once the messages received before it are read. Made before `connect()` (`startClosed`, or after a `disconnect()`), it waits for it; made on a
+ * `cause`) once the messages received before it are read. Made before the first `connect()` (`startClosed`), it waits for it; made on a
  * client that gave up or was disconnected, its first read ends it unless `connect()` came first. Ending it
  * disconnects the client, destroying it terminates the client. While it is being read it keeps the client
  * alive, also between connections.

@@ -531,6 +531,27 @@ test.serial('an HTTP/1.0 answer is read as Node reads it: a 404 keeps its status
   await quiescent()
 })
 
+test.serial('the upgrade answer head is read up to 64 KiB, also when it comes whole in one write', async (t) => {
+  // A 101 whose head (one long header) passes the bound by a little or by a lot, in one write: the
+  // bound was checked only while the head was incomplete, and a read that completed it let up to 128 KiB pass.
+  for (const pad of [64 * 1024, 120_000]) {
+    const server = await rawServer((s) =>
+      s.once('data', (head) => {
+        const key = /sec-websocket-key: *(.*)\r\n/i.exec(head.toString('latin1'))?.[1] ?? ''
+        const accept = createHash('sha1').update(`${key}258EAFA5-E914-47DA-95CA-C5AB0DC85B11`).digest('base64')
+        s.write(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${accept}\r\nX-Pad: ${'a'.repeat(pad)}\r\n\r\n`)
+      }),
+    )
+    t.teardown(() => server.close())
+    const client = new ReconnectingWebSocket(server.url, { minDelay: 60_000 })
+    const err: RedialError = (await once(client, 'error'))[0]
+    t.is(err.code, 'ERR_HANDSHAKE', String(pad))
+    t.regex(err.message, /head is too large/)
+    await client.disconnect()
+  }
+  await quiescent()
+})
+
 test.serial("a refused upgrade's body comes with its error (err.body, at most 64 KiB, not enumerable): by Content-Length, chunked, up to the close, or as far as it came in a second", async (t) => {
   const json = JSON.stringify({ error: 'token expired', retry: false })
   const head = (status: string, framing: string) => `HTTP/1.1 ${status}\r\nContent-Type: application/json\r\n${framing}\r\n`

@@ -306,6 +306,24 @@ test('input that ends while the client waits to retry exits 1 and says why: the 
   t.is(await d.exit(), 1, d.err.text)
 })
 
+test('input that ends while the first attempt is still connecting exits 0: nothing failed', async (t) => {
+  // The server answers the upgrade only after a while: the input (none) ends first.
+  const server = http.createServer()
+  const wss = new WebSocketServer({ noServer: true })
+  server.on('upgrade', (req, socket, head) => setTimeout(() => wss.handleUpgrade(req, socket as net.Socket, head, () => {}), 300))
+  server.listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  t.teardown(() => {
+    for (const c of wss.clients) c.terminate()
+    server.closeAllConnections()
+    server.close()
+  })
+  const c = cli(t, [`127.0.0.1:${(server.address() as net.AddressInfo).port}`])
+  await c.err.line(/^connecting /)
+  c.proc.stdin.end()
+  t.is(await c.exit(), 0, c.err.text)
+})
+
 test('close reasons and error messages on stderr cannot control the terminal, piped or not', async (t) => {
   const reason = '\x1b]0;title\x07\x1b[31mred\u009b2J\nforged'
   const peer = await wsServer((socket) => socket.on('message', () => socket.close(4000, reason)))

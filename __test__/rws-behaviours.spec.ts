@@ -225,6 +225,48 @@ test.serial('rws: retryCount goes back to 0 once a connection stayed open minUpt
   )
 })
 
+async function closedAfterUptime(t: ExecutionContext, make: Make) {
+  let arrivals = 0
+  const server = http.createServer()
+  const wss = new WebSocketServer({ noServer: true })
+  server.on('upgrade', (req, socket: net.Socket, head) => {
+    if (++arrivals <= 2) return void socket.destroy()
+    wss.handleUpgrade(req, socket, head, () => {})
+  })
+  server.listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  t.teardown(
+    () =>
+      new Promise<void>((resolve) => {
+        for (const c of wss.clients) c.terminate()
+        wss.close()
+        server.close(() => resolve())
+      }),
+  )
+  const ws = make(`ws://127.0.0.1:${(server.address() as net.AddressInfo).port}/`, { minReconnectionDelay: MIN, reconnectionDelayGrowFactor: 1, minUptime: MIN_UPTIME })
+  closeAtEnd(t, ws)
+  ws.addEventListener('error', () => {})
+  const seen: string[] = []
+  await new Promise((resolve) => ws.addEventListener('open', resolve))
+  seen.push(`open ${ws.retryCount}`)
+  await delay(HOLD)
+  seen.push(`up ${ws.retryCount}`)
+  const closed = new Promise((resolve) => ws.addEventListener('close', resolve))
+  ws.addEventListener('close', () => seen.push(`in close ${ws.retryCount}`))
+  ws.close()
+  seen.push(`after close() ${ws.retryCount}`)
+  await closed
+  await delay(20)
+  seen.push(`later ${ws.retryCount}`)
+  return seen
+}
+
+test.serial('rws: retryCount stays 0 once a connection that stayed open minUptime is closed by close()', async (t) => {
+  const [rws, redial] = await Promise.all([closedAfterUptime(t, makeRws), closedAfterUptime(t, makeRedial)])
+  t.deepEqual(rws, ['open 2', 'up 0', 'after close() 0', 'in close 0', 'later 0'], 'reconnecting-websocket')
+  t.deepEqual(redial, rws)
+})
+
 // ---------------------------------------------------------------------------------------------
 // 4. An open connection that ends without a close frame is reported by its close alone (1006,
 //    not clean, readyState CLOSED); one the peer broke the protocol on is closed by the client

@@ -465,8 +465,11 @@ function main() {
       // Ended while retrying (waiting, or with an attempt cut short): the last attempt failed.
       note(`input ended while retrying: ${describeError(failure)}${hint(failure)}`)
       clean = false
-    } else if (lastClose !== null) clean &&= lastClose.wasClean
-    else if (before !== null) {
+    } else if (lastClose !== null) {
+      // An attempt that had not opened is cut short by that disconnect() when nothing was queued
+      // (its close is 1006): nothing failed.
+      clean &&= lastClose.wasClean || !lastWasOpen
+    } else if (before !== null) {
       // Ended while waiting to reconnect after the server's close: clean only if that was 1000,
       // as with --no-reconnect.
       clean &&= before.wasClean && before.code === 1000

@@ -334,8 +334,13 @@ class ReconnectingWebSocket extends EventEmitter {
   get retryCount() {
     // Their timer resets the count once the connection has lasted minUptime; the native
     // machine counts the same way but can only say so when the connection ends.
-    if (this.#state === 'open' && this.#openedAt && performance.now() - this.#openedAt >= this.#minUptime) return 0
+    if (this.#upMinUptime()) return 0
     return Math.min(this.#retries, this.#maxRetries)
+  }
+
+  /** The connection that opened last is still up (or closing) and has lasted `minUptime`. */
+  #upMinUptime() {
+    return this.#openedAt !== 0 && performance.now() - this.#openedAt >= this.#minUptime
   }
 
   /** Whether the client will keep (re)connecting: false once closed by `close()`/`disconnect()` or after giving up. */
@@ -1019,6 +1024,9 @@ class ReconnectingWebSocket extends EventEmitter {
       // The connection is gone; what is left (settling the disconnect) is not observable as
       // "closing", unless connect() was called meanwhile: the client then connects once it is done.
       if (!willReconnect && !this.#connectAfterClose) this.#state = 'closed'
+      // A connection that lasted minUptime reset the count (the machine's count does so once it
+      // retries, which a close of ours does not).
+      if (this.#upMinUptime()) this.#retries = 0
     } else {
       this.#state = willReconnect ? 'reconnecting' : 'closed'
       this.#retries = retries

@@ -57,6 +57,10 @@ pub async fn handshake(
             ));
         }
         while let Some((len, response)) = parse_response(&buf).map_err(|e| invalid(&e))? {
+            // A head that came whole in a read is held to the bound as one still coming is.
+            if interim + len > MAX_RESPONSE_HEAD {
+                return Err(invalid(&"the upgrade response head is too large"));
+            }
             // RFC 9110 §15.2: a client reads any number of interim responses before the final one.
             if response.status().is_informational() && response.status() != StatusCode::SWITCHING_PROTOCOLS {
                 let _ = buf.split_to(len);
