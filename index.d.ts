@@ -600,7 +600,11 @@ export declare class ReconnectingWebSocket<B extends BinaryType = 'nodebuffer'> 
    * client as its `target`. False if a listener called `preventDefault()` on a cancelable event.
    */
   dispatchEvent(event: Event): boolean
-  /** WHATWG alias of `disconnect()` (returns nothing). */
+  /**
+   * WHATWG alias of `disconnect()` (returns nothing). In rws mode (reconnecting-websocket's constructor
+   * shape) the queued messages are kept, as reconnecting-websocket and partysocket keep theirs: a later
+   * `reconnect()` sends them, `drainQueuedMessages()` hands them back.
+   */
   close(code?: number, reason?: string | Buffer): void
   /** partysocket's name for `drainQueue()`. */
   drainQueuedMessages(): Array<string | Buffer>

@@ -401,6 +401,50 @@ test.serial('partysocket options: shouldReconnectOnClose, drainQueuedMessages, t
   await queued.disconnect()
 })
 
+/** The first attempt failed: the client waits to retry (events.once would reject on its error). */
+const waitingToRetry = (client: Any) => new Promise((resolve) => client.once('reconnecting', resolve))
+
+test.serial('rws mode: close() keeps the queued messages for reconnect() or drainQueuedMessages(), as reconnecting-websocket and partysocket keep theirs', async (t) => {
+  const port = await refusedPort()
+  const make = () => {
+    const ws: Any = new ReconnectingWebSocket(`ws://127.0.0.1:${port}/`, undefined, { minReconnectionDelay: 60_000 })
+    ws.addEventListener('error', () => {})
+    return ws
+  }
+  // Queued during the backoff wait, then close(): handed back by drainQueuedMessages().
+  const drained = make()
+  await waitingToRetry(drained)
+  drained.send('q1')
+  drained.send('q2')
+  drained.close()
+  t.is(drained.readyState, drained.CLOSED)
+  await quiescent()
+  t.is(drained.bufferedAmount, 4)
+  t.is(drained.metrics.queuedMessages, 2)
+  t.deepEqual(drained.drainQueuedMessages(), ['q1', 'q2'])
+  // The same, then reconnect() to a server that is up now: they go out first.
+  const resent = make()
+  await waitingToRetry(resent)
+  resent.send('q1')
+  resent.send('q2')
+  resent.close()
+  await quiescent()
+  const received: string[] = []
+  const peer = await wsServer((s) => s.on('message', (d) => received.push(String(d))), port)
+  t.teardown(() => peer.close())
+  resent.reconnect()
+  await until(() => received.length === 2, 'both queued messages arrived')
+  t.deepEqual(received, ['q1', 'q2'])
+  await resent.disconnect()
+  // disconnect() (and close() outside rws mode) still discards them, and says how many.
+  const plain = new ReconnectingWebSocket(`ws://127.0.0.1:${await refusedPort()}/`, { minDelay: 60_000 })
+  plain.on('error', () => {})
+  await waitingToRetry(plain)
+  plain.send('x')
+  t.deepEqual(await plain.disconnect(), { discarded: 1 })
+  await quiescent()
+})
+
 test.serial('after giving up, reconnect() starts again (reconnecting-websocket 4.4 would stay wedged)', async (t) => {
   const port = await refusedPort()
   const ws: Any = new ReconnectingWebSocket(`ws://127.0.0.1:${port}/`, undefined, { maxRetries: 0 })

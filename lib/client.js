@@ -229,6 +229,8 @@ class ReconnectingWebSocket extends EventEmitter {
   #waiters = null
   /** The native machine's count of consecutive failures, as its last event reported it. */
   #retries = 0
+  /** The last disconnect() keeps the queue (rws mode's close()). */
+  #keepQueue = false
   #openedAt = 0
   /** reconnecting-websocket mode (lib/rws.js), or null. */
   #rws
@@ -423,18 +425,20 @@ class ReconnectingWebSocket extends EventEmitter {
     return this.#disconnect(1000, '', false, true)
   }
 
-  #disconnect(code, reason, flush, terminate) {
+  /** `keepQueue`: the queue stays for a later `connect()` (rws mode's `close()`). */
+  #disconnect(code, reason, flush, terminate, keepQueue = false) {
     this.#internal?.emit(kDisconnecting)
     this.#unlistenSignal?.()
     this.#unlistenSignal = null
-    const seq = N.clientDisconnect(this, code, reason, flush, terminate)
+    const seq = N.clientDisconnect(this, code, reason, flush, terminate, keepQueue)
+    this.#keepQueue = keepQueue
     // A message whose last piece has not come cannot be sent, flush or not. Its callbacks run
     // after those of the messages sent before it, as the disconnect settles.
     const unfinished = this.#takePieces()
     if (seq === 0) {
       this.#state = 'closed'
       this.#ended = 'disconnected'
-      const discarded = N.clientDiscardQueue(this) + (unfinished === null ? 0 : 1)
+      const discarded = (keepQueue ? 0 : N.clientDiscardQueue(this)) + (unfinished === null ? 0 : 1)
       // Their callbacks are queued before anything can await this promise.
       this.#settleCallbacks()
       if (unfinished !== null) callLater(unfinished, notSent('discarded'))
@@ -465,9 +469,14 @@ class ReconnectingWebSocket extends EventEmitter {
     })
   }
 
-  /** The WHATWG name of `disconnect()` (it returns nothing; use `disconnect()` to await). */
+  /**
+   * The WHATWG name of `disconnect()` (it returns nothing; use `disconnect()` to await). In rws
+   * mode the queued messages stay for a later `reconnect()` or `drainQueuedMessages()`, as
+   * reconnecting-websocket and partysocket keep theirs.
+   */
   close(code = 1000, reason = '') {
-    this.disconnect(code, reason)
+    if (this.#rws) void this.#disconnect(code, checkClose(code, reason), false, false, true)
+    else this.disconnect(code, reason)
   }
 
   /** Forces a fresh connection now: closes the open one with `code` or cancels the reconnect wait. */
@@ -1094,8 +1103,8 @@ class ReconnectingWebSocket extends EventEmitter {
     }
     // This client's driver is gone: nothing is left running, every call is settled. A disconnect()
     // that reached the driver only as it exited was not run by it: what is queued is discarded here
-    // (after a giveup without one, the queue stays for a later connect()).
-    if (this.#waiters !== null) discarded += N.clientDiscardQueue(this)
+    // (after a giveup without one, or a disconnect that keeps it, the queue stays for a later connect()).
+    if (this.#waiters !== null && !this.#keepQueue) discarded += N.clientDiscardQueue(this)
     this.#settleDisconnect(discarded, Infinity)
   }
 

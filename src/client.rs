@@ -300,7 +300,15 @@ impl NativeClient {
     /// that settle it carry, or 0 when there is nothing to disconnect. From now on `send()` is
     /// refused; with `flush`, queued messages are written first; with `terminate`, the connection
     /// is dropped without a close handshake.
-    pub fn disconnect(&mut self, env: Env, code: u32, reason: String, flush: bool, terminate: bool) -> u32 {
+    pub fn disconnect(
+        &mut self,
+        env: Env,
+        code: u32,
+        reason: String,
+        flush: bool,
+        terminate: bool,
+        keep_queue: bool,
+    ) -> u32 {
         if !delivery::is_active(self.shared.id) {
             self.shared.outbox().stop_accepting(None);
             return 0;
@@ -322,6 +330,7 @@ impl NativeClient {
             reason: reason.clone(),
             flush: flush && !terminate,
             terminate,
+            keep_queue,
             seq,
         };
         let delivered = match &self.commands {
@@ -334,7 +343,11 @@ impl NativeClient {
         if !delivered {
             // The driver is exiting (it gave up) and will not run this call: what it would have
             // discarded goes now, and its exit report settles the call.
-            let discarded = self.shared.outbox().discard(&self.shared.metrics) as u32;
+            let discarded = if keep_queue {
+                0
+            } else {
+                self.shared.outbox().discard(&self.shared.metrics) as u32
+            };
             delivery::disconnect_undelivered(self.shared.id, seq, discarded);
         }
         delivery::read_close_on_driver(self.shared.id);
@@ -670,8 +683,11 @@ pub fn client_disconnect(
     reason: String,
     flush: bool,
     terminate: bool,
+    keep_queue: bool,
 ) -> Result<u32> {
-    with_client(&env, &owner, |c| c.disconnect(env, code, reason, flush, terminate))
+    with_client(&env, &owner, |c| {
+        c.disconnect(env, code, reason, flush, terminate, keep_queue)
+    })
 }
 
 #[napi]
