@@ -102,9 +102,11 @@ function versionOf(binary) {
 }
 
 /** Runs a command; resolves { code, signal, stdout, stderr } (stdio 'inherit' leaves them ''). */
-function run(cmd, args, { inherit = false, env = childEnv(), timeout = 0, onLine } = {}) {
+function run(cmd, args, { inherit = false, env = childEnv(), timeout = 0, onLine, openStdin = false } = {}) {
   return new Promise((resolve) => {
-    const child = spawn(cmd, args, { cwd: root, env, stdio: inherit ? 'inherit' : ['ignore', 'pipe', 'pipe'] })
+    // `openStdin`: a pipe left open until the child exits (an input that has not ended).
+    const child = spawn(cmd, args, { cwd: root, env, stdio: inherit ? 'inherit' : [openStdin ? 'pipe' : 'ignore', 'pipe', 'pipe'] })
+    child.stdin?.on('error', () => {})
     let stdout = ''
     let stderr = ''
     let timedOut = false
@@ -273,10 +275,12 @@ async function main() {
       if (!ok) failures.push(`${flags.join(' ')}: ${probe.stdout}${probe.stderr}`)
     }
     // The CLI without --allow-env: its own variables unset too (it crashed reading REDIAL_WS_CLI_TTY).
-    // A refused port (9, discard, on loopback) and --no-reconnect: it says why it stops, exit 1.
+    // A refused port (9, discard, on loopback) and --no-reconnect: it says why it stops, exit 1 (its
+    // input open: an input that ends first would end the session before the refusal does).
     const cli = await run(deno.binary, ['run', '--allow-ffi', '--allow-read', path.join(root, 'bin', 'redial-ws.js'), 'ws://127.0.0.1:9/', '--no-reconnect'], {
       env: childEnv(RUNTIME_ENV.deno),
       timeout: SCENARIO_TIMEOUT,
+      openStdin: true,
     })
     if (cli.code !== 1 || !/not retrying \(--no-reconnect\)/.test(cli.stderr + cli.stdout) || /NotCapable/.test(cli.stderr)) {
       failures.push(`the CLI without --allow-env: exit ${cli.code}: ${cli.stdout}${cli.stderr}`)

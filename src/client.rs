@@ -330,9 +330,10 @@ impl NativeClient {
             reason: reason.clone(),
             flush: flush && !terminate,
             terminate,
-            keep_queue,
             seq,
         };
+        // Read by the driver when this disconnect completes (set before the command can reach it).
+        self.shared.outbox().keep_queue(keep_queue);
         let delivered = match &self.commands {
             Some(tx) => tx.send_after(command, close).is_ok(),
             None => {

@@ -41,9 +41,6 @@ pub enum Command {
         flush: bool,
         /// `terminate()`: no close handshake; the connection is dropped at once.
         terminate: bool,
-        /// The queue is kept for a later `connect()` (rws mode's `close()`, as reconnecting-websocket
-        /// keeps its queue), not discarded when the disconnect completes.
-        keep_queue: bool,
         /// The call's number (1, 2, ... per client): what `DisconnectDone` and `Idle` settle.
         seq: u32,
     },
@@ -93,8 +90,6 @@ pub struct Driver {
     /// A `disconnect()` call came that no `DisconnectDone` has settled yet. Without one, a close of
     /// ours was a `reconnect()`'s: it settles nothing, and the queue is kept for the next connection.
     unsettled: bool,
-    /// The last `disconnect()` keeps the queue (`Command::Disconnect::keep_queue`).
-    keep_queue: bool,
     /// Where the first attempt of a driver a JS `connect()` started stands, when JS does not need
     /// its `Connecting` at once (`new`'s `quiet`). JS has already made the client connecting and
     /// reachable, so the event is not worth a wake-up of the JS thread of its own: it goes with
@@ -267,7 +262,6 @@ impl Driver {
             discarded: 0,
             disconnects: 0,
             unsettled: false,
-            keep_queue: false,
             quiet: if quiet { Quiet::Connect } else { Quiet::No },
             running: None,
         }
@@ -494,12 +488,10 @@ impl Driver {
                 reason,
                 flush,
                 terminate,
-                keep_queue,
                 seq,
             } => {
                 self.disconnects = seq;
                 self.unsettled = true;
-                self.keep_queue = keep_queue;
                 if terminate && self.machine.phase() == Phase::Open {
                     // Before the close begins (it would add our close frame to the writes).
                     if let Some(conn) = self.socket.as_mut() {
@@ -543,13 +535,17 @@ impl Driver {
         for action in actions {
             self.execute(action);
         }
-        // A completed disconnect discards what is still queued (unless told to keep it) and reports the count.
+        // A completed disconnect discards what is still queued (unless its call keeps it, see
+        // `Outbox::keep_queue`) and reports the count.
         if disconnect_done && (self.finished || self.unsettled) {
             self.unsettled = false;
-            let discarded = if self.keep_queue {
-                0
-            } else {
-                self.shared.outbox().discard(&self.shared.metrics) as u32
+            let discarded = {
+                let mut outbox = self.shared.outbox();
+                if outbox.keeps_queue() {
+                    0
+                } else {
+                    outbox.discard(&self.shared.metrics) as u32
+                }
             };
             if self.finished {
                 // Reported by `Idle`, once everything is released.

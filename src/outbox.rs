@@ -249,6 +249,9 @@ pub struct Outbox {
     writer: Option<Arc<Writer>>,
     /// `send()` is accepted at all: between `connect()` and `disconnect()` or giving up.
     accepting: bool,
+    /// The last `disconnect()` keeps the queue for a later `connect()` (rws mode's `close()`, as
+    /// reconnecting-websocket keeps its queue) rather than discarding it when it completes.
+    keep_queue: bool,
     queue: VecDeque<Outbound>,
     queued_bytes: usize,
     /// How many of the queue's last messages were sent after the last `stop_accepting`: a
@@ -434,6 +437,15 @@ impl Outbox {
             // Closing the queue lets the connection drain what it has, then write the close frame.
             self.close_connection();
         }
+    }
+
+    /// What the `disconnect()` being made does with the queue when it completes (`keeps_queue`).
+    pub fn keep_queue(&mut self, keep: bool) {
+        self.keep_queue = keep;
+    }
+
+    pub fn keeps_queue(&self) -> bool {
+        self.keep_queue
     }
 
     pub fn is_queue_empty(&self) -> bool {
