@@ -154,7 +154,8 @@ export type LookupFunction = (
  * string with `readableObjectMode`). Past the readable high-water mark the socket is no longer read. The
  * stream lasts across reconnects: it ends when the client is disconnected, or gives up after a clean close
  * (a close handshake, and no error); any other giveup fails it with `ERR_GAVE_UP` (the last error as
- * `cause`) once the messages received before it are read. Made before the first `connect()` (`startClosed`), it waits for it; made on a
+ * `cause`) once the messages received before it are read (the callbacks of its failed writes wait until
+ * then too). Made before the first `connect()` (`startClosed`), it waits for it; made on a
  * client that gave up or was disconnected, its first read ends it unless `connect()` came first. Ending it
  * disconnects the client, destroying it terminates the client. While it is being read it keeps the client
  * alive, also between connections.

@@ -15,7 +15,7 @@ import test, { type ExecutionContext } from 'ava'
 import { WebSocketServer, type WebSocket } from 'ws'
 
 import { CLIENT_PASSPHRASE, makeCerts } from './certs.js'
-import { refusedPort, wsServer } from './helpers.js'
+import { refusedPort, until, wsServer } from './helpers.js'
 
 const cliPath = fileURLToPath(new URL('../bin/redial-ws.js', import.meta.url))
 const { version } = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }
@@ -322,6 +322,26 @@ test('input that ends while the first attempt is still connecting exits 0: nothi
   await c.err.line(/^connecting /)
   c.proc.stdin.end()
   t.is(await c.exit(), 0, c.err.text)
+
+  // A reconnect's attempt (after the server's 1001) is still connecting: exit 1, as in the wait before it.
+  const going = http.createServer()
+  const goingWss = new WebSocketServer({ noServer: true })
+  let upgrades = 0
+  going.on('upgrade', (req, socket, head) => {
+    // Later upgrades are never answered: the reconnect's attempt stays connecting.
+    if (++upgrades === 1) goingWss.handleUpgrade(req, socket as net.Socket, head, (s) => s.close(1001, 'bye'))
+  })
+  going.listen(0, '127.0.0.1')
+  await once(going, 'listening')
+  t.teardown(() => {
+    going.closeAllConnections()
+    going.close()
+  })
+  const d = cli(t, [`127.0.0.1:${(going.address() as net.AddressInfo).port}`])
+  await d.err.line(/^closed 1001 bye$/)
+  await until(() => upgrades === 2, 'the reconnect attempt reached the server')
+  d.proc.stdin.end()
+  t.is(await d.exit(), 1, d.err.text)
 })
 
 test('close reasons and error messages on stderr cannot control the terminal, piped or not', async (t) => {

@@ -436,6 +436,22 @@ test.serial('rws mode: close() keeps the queued messages for reconnect() or drai
   await until(() => received.length === 2, 'both queued messages arrived')
   t.deepEqual(received, ['q1', 'q2'])
   await resent.disconnect()
+  // disconnect() then close() in the same turn (a signal's abort, then a cleanup's close()), or the
+  // other way round: the disconnect() discards, whenever the I/O thread completes it, and its
+  // promise settles the message's callback first.
+  const refused = `ws://127.0.0.1:${await refusedPort()}/`
+  for (let round = 0; round < 20; round++) {
+    const both: Any = new ReconnectingWebSocket(refused, undefined, { minReconnectionDelay: 60_000 })
+    both.addEventListener('error', () => {})
+    await waitingToRetry(both)
+    let called: unknown = 'not called'
+    both.send('q', (err: Any) => (called = err?.code))
+    const done = round % 2 === 0 ? (both.disconnect() as Promise<{ discarded: number }>) : (both.close(), both.disconnect() as Promise<{ discarded: number }>)
+    if (round % 2 === 0) both.close()
+    t.deepEqual(await done, { discarded: 1 }, `round ${round}`)
+    t.is(called, 'ERR_NOT_SENT')
+    t.is(both.metrics.queuedMessages, 0)
+  }
   // disconnect() (and close() outside rws mode) still discards them, and says how many.
   const plain = new ReconnectingWebSocket(`ws://127.0.0.1:${await refusedPort()}/`, { minDelay: 60_000 })
   plain.on('error', () => {})

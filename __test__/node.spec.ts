@@ -578,6 +578,21 @@ test.serial('messages(): a giveup after anything but a clean close throws ERR_GA
     t.deepEqual(await messages.next(), { value: undefined, done: true }, 'done after the error')
     await client.disconnect()
   }
+  // A giveup listener that calls disconnect(), as the README suggests for one that will not
+  // reconnect: the loop still hears of the giveup, and so does a stream.
+  const client = new ReconnectingWebSocket(ending.url, { maxRetries: 0 })
+  client.on('error', () => {})
+  client.on('giveup', () => void client.disconnect())
+  const duplex = createWebSocketStream(client, { readableObjectMode: true })
+  const streamFailed = new Promise<{ code?: string }>((resolve) => duplex.once('error', resolve))
+  const got: unknown[] = []
+  const loop = (async () => {
+    for await (const m of client.messages()) got.push(m)
+  })()
+  t.is(((await t.throwsAsync(loop, { code: 'ERR_GAVE_UP' } as never))!.cause as { code: string }).code, 'ERR_SOCKET')
+  t.deepEqual(got, expected)
+  duplex.resume()
+  t.is((await streamFailed).code, 'ERR_GAVE_UP')
   await quiescent()
 })
 

@@ -1,9 +1,12 @@
 // createWebSocketStream(client), as ws's: a Duplex over the client's messages, with
 // backpressure both ways, that lasts as long as the client across reconnects.
 import { once } from 'node:events'
+import http from 'node:http'
+import type net from 'node:net'
 import { Readable, type Duplex } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import test, { type ExecutionContext } from 'ava'
+import { WebSocketServer } from 'ws'
 
 import { ReconnectingWebSocket, clientStats, createWebSocketStream } from '../index.js'
 import { rawServer, refusedPort, serverChild, until, wsServer } from './helpers.js'
@@ -276,6 +279,75 @@ test.serial('a giveup that fails the stream comes after the messages received be
       await client.disconnect()
     }
   }
+  released(t)
+})
+
+test.serial('while a failed stream waits to be read: a sized read gets the rest, a pending write fails without discarding the messages, and a connect() since is left alone', async (t) => {
+  // Each connection gets 3 messages, then its end without a close, unless the server refuses (401).
+  let refusing = false
+  const received: string[] = []
+  const server = http.createServer()
+  const wss = new WebSocketServer({ noServer: true })
+  server.on('upgrade', (req, socket: net.Socket, head) => {
+    if (refusing) return void socket.end('HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\r\n')
+    wss.handleUpgrade(req, socket, head, (s) => {
+      s.on('message', (d) => received.push(String(d)))
+      for (let i = 0; i < 3; i++) s.send(`m${i}`)
+      ;(s as unknown as { _socket: net.Socket })._socket.end()
+    })
+  })
+  server.listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  t.teardown(() => {
+    for (const c of wss.clients) c.terminate()
+    server.closeAllConnections()
+    server.close()
+  })
+  const url = `ws://127.0.0.1:${(server.address() as net.AddressInfo).port}/`
+  // Byte mode, read in sized reads that do not divide what is buffered (3 x 2 bytes, read 4 at a time).
+  const sized = new ReconnectingWebSocket(url, { maxRetries: 0 })
+  sized.on('error', () => {})
+  const bytes = createWebSocketStream(sized)
+  await new Promise((resolve) => sized.once('giveup', resolve))
+  const got: string[] = []
+  const failed = new Promise<CodedError>((resolve) => bytes.once('error', resolve))
+  bytes.on('readable', () => {
+    let chunk
+    while ((chunk = bytes.read(4)) !== null) got.push(String(chunk))
+  })
+  t.is((await failed).code, 'ERR_GAVE_UP')
+  t.is(got.join(''), 'm0m1m2')
+  await sized.disconnect()
+
+  // A write pending at the giveup (queued while the client waits to retry, which a 401 ends).
+  const client = new ReconnectingWebSocket(url, { minDelay: 20, maxDelay: 20 })
+  client.on('error', () => {})
+  const duplex = createWebSocketStream(client, { readableObjectMode: true })
+  duplex.on('error', () => {})
+  await new Promise((resolve) => client.once('reconnecting', resolve))
+  refusing = true
+  // Its callback is held until the messages are read (a write's error destroys a stream, and
+  // what it buffered with it).
+  const write = written(duplex, 'pending')
+  await new Promise((resolve) => client.once('giveup', resolve))
+  t.false(duplex.destroyed, 'the failed write did not discard what waits to be read')
+  t.is(duplex.readableLength, 3)
+  // The application connects again (a retry button) before reading: the stream leaves it alone.
+  refusing = false
+  client.connect()
+  await client.opened()
+  const late = written(duplex, 'late')
+  const read: string[] = []
+  duplex.on('data', (c) => read.push(String(c)))
+  const [err] = (await once(duplex, 'error').catch((e) => [e])) as [CodedError]
+  t.is(err.code, 'ERR_GAVE_UP')
+  t.deepEqual(read, ['m0', 'm1', 'm2'])
+  t.is((await write)?.code, 'ERR_GAVE_UP')
+  t.is((await late)?.code, 'ERR_GAVE_UP', 'a write after the giveup fails, even with the client open again')
+  t.true(client.state === 'open' || client.state === 'reconnecting', `the failed stream did not terminate the client's connection (${client.state})`)
+  t.is(client.metrics.connectAttempts >= 3, true)
+  await client.disconnect()
+  t.deepEqual(received, [], 'neither failed write went out')
   released(t)
 })
 

@@ -467,8 +467,10 @@ function main() {
       clean = false
     } else if (lastClose !== null) {
       // An attempt that had not opened is cut short by that disconnect() when nothing was queued
-      // (its close is 1006): nothing failed.
-      clean &&= lastClose.wasClean || !lastWasOpen
+      // (its close is 1006): the first one failed nothing; a reconnect's counts as the wait before
+      // it (below), after the server's close.
+      const cutShort = !lastClose.wasClean && !lastWasOpen
+      clean &&= cutShort ? before === null || (before.wasClean && before.code === 1000) : lastClose.wasClean
     } else if (before !== null) {
       // Ended while waiting to reconnect after the server's close: clean only if that was 1000,
       // as with --no-reconnect.

@@ -229,8 +229,10 @@ class ReconnectingWebSocket extends EventEmitter {
   #waiters = null
   /** The native machine's count of consecutive failures, as its last event reported it. */
   #retries = 0
-  /** The last disconnect() keeps the queue (rws mode's close()). */
+  /** The last disconnect() keeps the queue (rws mode's close()), as do all since the last one settled. */
   #keepQueue = false
+  /** The giveup whose application listeners are running (for a disconnect() they call: `#disconnect`). */
+  #givingUp = null
   #openedAt = 0
   /** reconnecting-websocket mode (lib/rws.js), or null. */
   #rws
@@ -430,8 +432,10 @@ class ReconnectingWebSocket extends EventEmitter {
     this.#internal?.emit(kDisconnecting)
     this.#unlistenSignal?.()
     this.#unlistenSignal = null
+    // A disconnect() that discards wins over a close() that keeps, until both are settled (so
+    // does the addon's flag, `Outbox::keep_queue`).
+    this.#keepQueue = this.#waiters === null ? keepQueue : this.#keepQueue && keepQueue
     const seq = N.clientDisconnect(this, code, reason, flush, terminate, keepQueue)
-    this.#keepQueue = keepQueue
     // A message whose last piece has not come cannot be sent, flush or not. Its callbacks run
     // after those of the messages sent before it, as the disconnect settles.
     const unfinished = this.#takePieces()
@@ -442,8 +446,10 @@ class ReconnectingWebSocket extends EventEmitter {
       // Their callbacks are queued before anything can await this promise.
       this.#settleCallbacks()
       if (unfinished !== null) callLater(unfinished, notSent('discarded'))
-      // A reader waiting for a client that never connected (or one that gave up) ends now.
-      this.#internal?.emit(kClosed)
+      // A reader waiting for a client that never connected (or one that gave up) ends now; one
+      // called by a giveup listener passes that giveup on, which readers are told of only after
+      // the application's listeners (so that it can fail them).
+      this.#internal?.emit(kClosed, this.#givingUp)
       return Promise.resolve({ discarded })
     }
     const state = this.#state
@@ -727,7 +733,8 @@ class ReconnectingWebSocket extends EventEmitter {
    * `for await (const data of client.messages())`: messages as they arrive, with
    * backpressure: past `highWaterMark` buffered messages, or `highWaterMarkBytes`
    * buffered bytes, the socket stops being read until the consumer catches up.
-   * The loop ends when the client closes for good (disconnect() or giving up).
+   * The loop ends when the client is disconnected or gives up after a clean close; any
+   * other giveup throws ERR_GAVE_UP from it, after the messages received before.
    * A pending read keeps the client alive, also between connections.
    */
   messages({ highWaterMark, highWaterMarkBytes } = {}) {
@@ -1084,7 +1091,12 @@ class ReconnectingWebSocket extends EventEmitter {
       this.#unlistenSignal = null
     }
     if (channels.giveup.hasSubscribers) channels.giveup.publish({ client: this, ...p })
-    this.#emit('giveup', p)
+    if (stops) this.#givingUp = p
+    try {
+      this.#emit('giveup', p)
+    } finally {
+      this.#givingUp = null
+    }
     // A listener that called connect() started the client again: for opened(), messages() and
     // streams it has not ended.
     if (restarted || (stops && this.#state !== 'closed')) return

@@ -81,8 +81,9 @@ function messageIterator(client, control, highWaterMark = 1024, highWaterMarkByt
   offMessage = control.onMessage(onMessage)
   offClose = control.onClose(onClose)
   offGaveUp = control.onGaveUp(onGiveUp)
-  // A disconnect() during a backoff wait ends the client with no close event.
-  offClosed = control.onClosed(finish)
+  // A disconnect() during a backoff wait ends the client with no close event; one that a giveup
+  // listener made passes that giveup, which the readers hear of only after it.
+  offClosed = control.onClosed((giveup) => (giveup ? onGiveUp(giveup) : finish()))
   return {
     next: () => {
       if (buffer.length) {

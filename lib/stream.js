@@ -69,18 +69,20 @@ function webSocketStream(client, control, options) {
     // As ws's stream ends on a close: every message the server sent before its close was read.
     if (control.disconnecting() || (closedCleanly && !ev.lastError)) return end()
     release()
-    fail(gaveUpError(ev))
-  }
-  // The error of a giveup that came while messages received before it were still buffered: it
-  // fails the stream once they are read (destroying it would discard them).
-  let failure = null
-  const fail = (err) => {
-    if (duplex.readableLength === 0) return void duplex.destroy(err)
-    failure = err
+    gaveUp = gaveUpError(ev)
+    if (duplex.readableLength === 0) return void duplex.destroy(gaveUp)
+    // Messages received before the giveup wait to be read: the stream fails once they are
+    // (destroying it now would discard them). Its writes fail now, as a destroy would fail them,
+    // their callbacks held until then (a write's error destroys a stream); what it wrote into the
+    // offline queue is discarded, so that a later connect() does not send a write that failed.
+    failure = gaveUp
+    if (batch !== null) complete(batch, gaveUp)
+    control.discardSent(unsettled)
     const read = duplex.read
     // Every way of consuming a Readable (flowing, 'readable', async iteration, pipe) takes its chunks through read().
     duplex.read = function (n) {
-      const chunk = read.call(this, n)
+      // A sized read past what is left gets the rest, as from a stream that has ended.
+      const chunk = read.call(this, failure !== null && n > this.readableLength ? undefined : n)
       if (failure !== null && this.readableLength === 0) {
         const err = failure
         failure = null
@@ -90,6 +92,12 @@ function webSocketStream(client, control, options) {
       return chunk
     }
   }
+  // The giveup's error once one has failed the stream: later writes fail with it, and the stream
+  // no longer acts on the client (a connect() since is the application's).
+  let gaveUp = null
+  // That error while it waits for the buffered messages to be read, and the write callbacks held meanwhile.
+  let failure = null
+  const held = []
   let offMessage = null
   let offClose = null
   let offClosed = null
@@ -111,8 +119,9 @@ function webSocketStream(client, control, options) {
   offMessage = control.onMessage(onMessage)
   offClose = control.onClose(onClose)
   offGaveUp = control.onGaveUp(onGiveUp)
-  // A disconnect() during a backoff wait ends the client with no close event.
-  offClosed = control.onClosed(end)
+  // A disconnect() during a backoff wait ends the client with no close event; one that a giveup
+  // listener made passes that giveup, which the readers hear of only after it.
+  offClosed = control.onClosed((giveup) => (giveup ? onGiveUp(giveup) : end()))
 
   duplex._read = () => {
     if (finished) return
@@ -153,6 +162,7 @@ function webSocketStream(client, control, options) {
     // A giveup leaves queued messages queued (for a later connect()): their callbacks would not come.
     offWriteGiveUp = control.onGaveUp(onWriteGiveUp)
     offCountOpens = control.onOpened(countOpen)
+    if (gaveUp !== null) return complete(b, gaveUp)
     pump(b)
   }
   const pump = (b) => {
@@ -226,13 +236,14 @@ function webSocketStream(client, control, options) {
       offDisconnected()
     }
   }
-  const complete = (b, err) => {
+  const complete = (b, err = null) => {
     if (b !== batch) return
     batch = null
     offWriteGiveUp()
     offCountOpens()
     unblock?.()
-    b.callback(err ?? null)
+    if (err !== null && failure !== null) return void held.push(() => b.callback(err))
+    b.callback(err)
   }
   duplex._write = (chunk, _encoding, callback) => write([chunk], callback)
   duplex._writev = (entries, callback) => {
@@ -246,6 +257,7 @@ function webSocketStream(client, control, options) {
   duplex._destroy = (err, callback) => {
     release()
     failure = null
+    for (const heldCallback of held.splice(0)) heldCallback()
     if (batch !== null) {
       // A write waiting for the next open (or with nothing out): the client is terminated, its message discarded.
       if (unblock !== null || batch.outstanding === 0) complete(batch, err ?? discarded())
@@ -256,7 +268,7 @@ function webSocketStream(client, control, options) {
         batch.chunks.length = batch.sent
       }
     }
-    if (control.closedForGood() && !control.active()) {
+    if (gaveUp !== null || (control.closedForGood() && !control.active())) {
       // A client that gave up keeps its queue for a later connect(): what the stream wrote there,
       // failed, must not go out then (the application's own messages stay).
       control.discardSent(unsettled)

@@ -344,10 +344,13 @@ impl NativeClient {
         if !delivered {
             // The driver is exiting (it gave up) and will not run this call: what it would have
             // discarded goes now, and its exit report settles the call.
-            let discarded = if keep_queue {
-                0
-            } else {
-                self.shared.outbox().discard(&self.shared.metrics) as u32
+            let discarded = {
+                let mut outbox = self.shared.outbox();
+                if outbox.take_keep_queue() {
+                    0
+                } else {
+                    outbox.discard(&self.shared.metrics) as u32
+                }
             };
             delivery::disconnect_undelivered(self.shared.id, seq, discarded);
         }

@@ -437,6 +437,9 @@ struct Inflating {
     consumed: usize,
     /// `data` is read: feeding the trailer the sender left out (RFC 7692 §7.2.2).
     trailer: bool,
+    /// The output's length at the message's first final block (BFINAL): what follows may only
+    /// complete it with empty blocks (as RFC 7692 §7.2.3.4's example does).
+    final_at: Option<usize>,
     /// Output not moved into `checked` (all of it, for binary and for a text of one step).
     out: Vec<u8>,
     max: usize,
@@ -498,6 +501,7 @@ impl Decompressor {
             data,
             consumed: 0,
             trailer: false,
+            final_at: None,
             out: Vec::with_capacity(capacity),
             max,
         });
@@ -670,11 +674,19 @@ impl Inflating {
             if self.total() > self.max {
                 return Poll::Ready(Err(InflateError::TooBig));
             }
+            if self.final_at.is_some_and(|at| self.total() > at) {
+                // Data after a final block: a sender that does not follow RFC 7692 (zlib would
+                // drop it, and read a sync marker left in the payload as 3 bytes of data here).
+                return Poll::Ready(Err(InflateError::Corrupt(
+                    "data after the final block of a compressed message".into(),
+                )));
+            }
             let done = taken == rest.len();
             if status == Status::StreamEnd {
                 // A final block (RFC 7692 §7.2.3.4 allows one): what follows, if anything, starts
-                // a new stream. Ending the data, it ends the message: the trailer would start a
-                // new, malformed stream.
+                // a new stream, which may hold only empty blocks. Ending the data, it ends the
+                // message: the trailer would start a new, malformed stream.
+                self.final_at.get_or_insert(self.total());
                 d.reset(false);
                 if done {
                     return Poll::Ready(Ok(()));
@@ -969,6 +981,28 @@ mod tests {
             assert!(c.compress(m, &mut out));
             assert!(!out.is_empty());
             assert_eq!(d.inflate(&out, 100).unwrap(), m);
+        }
+    }
+
+    #[test]
+    fn after_a_final_block_only_empty_blocks_may_follow() {
+        let base = n("permessage-deflate").unwrap().unwrap();
+        // RFC 7692 §7.2.3.4: "Hello" in a block with BFINAL set, then the header of an empty stored block.
+        let hello = [0xf3, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00];
+        let mut d = Decompressor::new(&base);
+        let rfc = [&hello[..], &[0x00]].concat();
+        assert_eq!(in_steps(&mut d, &rfc, usize::MAX, INFLATE_STEP).0.unwrap(), b"Hello");
+        // The sync marker left in the payload (it read as a stored block and gave 3 bytes), and a
+        // second stream with data: refused, not delivered as something the sender did not mean.
+        let world = [0x00, 0x05, 0x00, 0xfa, 0xff, b'w', b'o', b'r', b'l', b'd', 0x00];
+        for after in [&[0x00, 0x00, 0xff, 0xff][..], &world[..]] {
+            let mut d = Decompressor::new(&base);
+            let wire = [&hello[..], after].concat();
+            let (result, _) = in_steps(&mut d, &wire, usize::MAX, INFLATE_STEP);
+            assert!(
+                matches!(result, Err(InflateError::Corrupt(_))),
+                "{after:02x?}: {result:?}"
+            );
         }
     }
 

@@ -541,7 +541,7 @@ impl Driver {
             self.unsettled = false;
             let discarded = {
                 let mut outbox = self.shared.outbox();
-                if outbox.keeps_queue() {
+                if outbox.take_keep_queue() {
                     0
                 } else {
                     outbox.discard(&self.shared.metrics) as u32

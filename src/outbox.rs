@@ -249,9 +249,12 @@ pub struct Outbox {
     writer: Option<Arc<Writer>>,
     /// `send()` is accepted at all: between `connect()` and `disconnect()` or giving up.
     accepting: bool,
-    /// The last `disconnect()` keeps the queue for a later `connect()` (rws mode's `close()`, as
-    /// reconnecting-websocket keeps its queue) rather than discarding it when it completes.
+    /// The `disconnect()` calls since the last completed one all keep the queue for a later
+    /// `connect()` (rws mode's `close()`, as reconnecting-websocket keeps its queue) rather than
+    /// discarding it when they complete: one that discards wins, whatever the order.
     keep_queue: bool,
+    /// A `disconnect()` call has been made that has not completed (`keep_queue` counts it).
+    disconnecting: bool,
     queue: VecDeque<Outbound>,
     queued_bytes: usize,
     /// How many of the queue's last messages were sent after the last `stop_accepting`: a
@@ -439,13 +442,16 @@ impl Outbox {
         }
     }
 
-    /// What the `disconnect()` being made does with the queue when it completes (`keeps_queue`).
+    /// What a `disconnect()` being made does with the queue when it completes (`take_keep_queue`).
     pub fn keep_queue(&mut self, keep: bool) {
-        self.keep_queue = keep;
+        self.keep_queue = keep && (self.keep_queue || !self.disconnecting);
+        self.disconnecting = true;
     }
 
-    pub fn keeps_queue(&self) -> bool {
-        self.keep_queue
+    /// At a disconnect's completion: whether the calls made until then all keep the queue.
+    pub fn take_keep_queue(&mut self) -> bool {
+        self.disconnecting = false;
+        std::mem::take(&mut self.keep_queue)
     }
 
     pub fn is_queue_empty(&self) -> bool {
@@ -588,6 +594,23 @@ mod tests {
             SendOutcome::QueueFull => "queue full",
         };
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn a_disconnect_that_discards_wins_over_a_close_that_keeps_in_either_order() {
+        let mut outbox = Outbox::default();
+        outbox.keep_queue(true);
+        assert!(outbox.take_keep_queue(), "a close() alone keeps");
+        for calls in [[true, false], [false, true]] {
+            for keep in calls {
+                outbox.keep_queue(keep);
+            }
+            assert!(!outbox.take_keep_queue(), "{calls:?}");
+        }
+        outbox.keep_queue(true);
+        outbox.keep_queue(true);
+        assert!(outbox.take_keep_queue());
+        assert!(!outbox.take_keep_queue(), "taken once");
     }
 
     #[test]
