@@ -106,7 +106,8 @@ export interface ReconnectingWebSocketOptions {
    * Decides whether to reconnect after a failure; overrides the default policy (retry network errors,
    * timeouts, 408/425/429/5xx and every close but 1002/1003/1007/1008; stop on other 4xx). May be async;
    * `undefined` keeps the default verdict.
-   * A throw or rejection falls back to the default (and surfaces as an uncaught exception).
+   * A throw or rejection falls back to the default (and surfaces as an uncaught exception). Not asked
+   * once `disconnect()` has been called.
    */
   shouldReconnect?: (info: ReconnectInfo) => boolean | undefined | Promise<boolean | undefined>
   /**

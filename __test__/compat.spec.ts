@@ -452,6 +452,20 @@ test.serial('rws mode: close() keeps the queued messages for reconnect() or drai
     t.is(called, 'ERR_NOT_SENT')
     t.is(both.metrics.queuedMessages, 0)
   }
+  // disconnect(); connect(); send(); close() in one turn: the disconnect() discards what was queued
+  // before it, the close() keeps what was sent since (the first version discarded it too).
+  const since: Any = new ReconnectingWebSocket(refused, undefined, { minReconnectionDelay: 60_000 })
+  since.addEventListener('error', () => {})
+  await waitingToRetry(since)
+  since.send('a')
+  const first = since.disconnect()
+  since.connect()
+  since.send('b')
+  since.close()
+  t.deepEqual(await first, { discarded: 1 })
+  await quiescent()
+  t.deepEqual(since.drainQueuedMessages(), ['b'])
+  await since.disconnect()
   // disconnect() (and close() outside rws mode) still discards them, and says how many.
   const plain = new ReconnectingWebSocket(`ws://127.0.0.1:${await refusedPort()}/`, { minDelay: 60_000 })
   plain.on('error', () => {})

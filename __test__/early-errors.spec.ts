@@ -111,6 +111,13 @@ test.serial('a header name is sent once whatever its case, the last spelling win
   await quiescent()
 })
 
+test('an invalid URL is named in its error, not carried: a 10 MB one makes a short message', (t) => {
+  const huge = `ws://bad host/${'a'.repeat(10 * 1024 * 1024)}`
+  const err = t.throws(() => new ReconnectingWebSocket(huge), { code: 'ERR_INVALID_URL' } as object) as RedialError
+  t.true(err.message.length < 300, `${err.message.length} characters`)
+  t.regex(err.message, /^Invalid URL: ws:\/\/bad host\/a+\.\.\. \(10485774 characters\)$/)
+})
+
 test('a URL longer than the handshake can carry throws ERR_INVALID_URL; one at the limit connects', async (t) => {
   const peer = await countingServer()
   t.teardown(() => peer.close())

@@ -237,6 +237,29 @@ test('an EventEmitter listener that throws does not keep the WHATWG handlers and
   })
 })
 
+test('the functions an attempt asks may fail in any way: a coded error each time, no crash and no hang', async (t) => {
+  const peer = await wsServer()
+  t.teardown(() => peer.close())
+  const r = await run('hostile-asked-functions', peer.url)
+  t.is(r.code, 0, r.stderr)
+  t.deepEqual(r.reports[0], {
+    done: true,
+    results: {
+      'provider rejects an object without prototype': 'ERR_PROVIDER fast',
+      'provider rejects an Error whose message is an object': 'ERR_PROVIDER fast',
+      'lookup answers at once with an object without prototype': 'ERR_CONNECT fast',
+      'lookup answers later with an Error whose message is undefined': 'ERR_CONNECT fast',
+      'a thenable policy that throws': 'maxRetries',
+      'policy asked after disconnect()': 0,
+      'client.url after a late answer': '/region-2',
+      'scoped IPv6 then 127.0.0.1': 'open',
+    },
+    // Asked after the first two failures (the third is past maxRetries): each throw reported.
+    thrown: ['then threw', 'then threw'],
+    running: 0,
+  })
+})
+
 test('opened() settles whatever open and giveup listeners registered before it throw', async (t) => {
   // The server closes the first connection: with maxRetries: 0 the client then gives up.
   const peer = await wsServer((socket) => setImmediate(() => socket.close(4000)))

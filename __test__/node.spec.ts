@@ -593,6 +593,11 @@ test.serial('messages(): a giveup after anything but a clean close throws ERR_GA
   t.deepEqual(got, expected)
   duplex.resume()
   t.is((await streamFailed).code, 'ERR_GAVE_UP')
+  // opened() too: it rejects with the giveup, not with the disconnect() the listener made.
+  const refused = new ReconnectingWebSocket(`ws://127.0.0.1:${await refusedPort()}/`, { maxRetries: 0 })
+  refused.on('error', () => {})
+  refused.on('giveup', () => void refused.disconnect())
+  await t.throwsAsync(refused.opened(), { code: 'ERR_GAVE_UP' } as never)
   await quiescent()
 })
 

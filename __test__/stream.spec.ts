@@ -282,9 +282,11 @@ test.serial('a giveup that fails the stream comes after the messages received be
   released(t)
 })
 
-test.serial('while a failed stream waits to be read: a sized read gets the rest, a pending write fails without discarding the messages, and a connect() since is left alone', async (t) => {
+test.serial('while a failed stream waits to be read: a sized read gets the rest, a pending write fails without discarding the messages (or at once, with no reader), and a connect() since is left alone', async (t) => {
   // Each connection gets 3 messages, then its end without a close, unless the server refuses (401).
   let refusing = false
+  // Connections accepted then are kept open, quiet.
+  let staying = false
   const received: string[] = []
   const server = http.createServer()
   const wss = new WebSocketServer({ noServer: true })
@@ -292,6 +294,7 @@ test.serial('while a failed stream waits to be read: a sized read gets the rest,
     if (refusing) return void socket.end('HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\r\n')
     wss.handleUpgrade(req, socket, head, (s) => {
       s.on('message', (d) => received.push(String(d)))
+      if (staying) return
       for (let i = 0; i < 3; i++) s.send(`m${i}`)
       ;(s as unknown as { _socket: net.Socket })._socket.end()
     })
@@ -309,6 +312,14 @@ test.serial('while a failed stream waits to be read: a sized read gets the rest,
   sized.on('error', () => {})
   const bytes = createWebSocketStream(sized)
   await new Promise((resolve) => sized.once('giveup', resolve))
+  // Connected again, then the stream is ended before it is read: the client is the application's now.
+  staying = true
+  sized.connect()
+  await sized.opened()
+  bytes.end()
+  await new Promise((resolve) => setTimeout(resolve, 20))
+  t.is(sized.state, 'open', 'ending the failed stream did not disconnect the client')
+  staying = false
   const got: string[] = []
   const failed = new Promise<CodedError>((resolve) => bytes.once('error', resolve))
   bytes.on('readable', () => {
@@ -324,6 +335,14 @@ test.serial('while a failed stream waits to be read: a sized read gets the rest,
   client.on('error', () => {})
   const duplex = createWebSocketStream(client, { readableObjectMode: true })
   duplex.on('error', () => {})
+  // A consumer that reads only later (a read() loop on 'readable').
+  const read: string[] = []
+  let reading = false
+  const drain = () => {
+    let chunk
+    while (reading && (chunk = duplex.read()) !== null) read.push(String(chunk))
+  }
+  duplex.on('readable', drain)
   await new Promise((resolve) => client.once('reconnecting', resolve))
   refusing = true
   // Its callback is held until the messages are read (a write's error destroys a stream, and
@@ -337,9 +356,10 @@ test.serial('while a failed stream waits to be read: a sized read gets the rest,
   client.connect()
   await client.opened()
   const late = written(duplex, 'late')
-  const read: string[] = []
-  duplex.on('data', (c) => read.push(String(c)))
-  const [err] = (await once(duplex, 'error').catch((e) => [e])) as [CodedError]
+  const streamFailed = once(duplex, 'error').catch((e) => [e])
+  reading = true
+  drain()
+  const [err] = (await streamFailed) as [CodedError]
   t.is(err.code, 'ERR_GAVE_UP')
   t.deepEqual(read, ['m0', 'm1', 'm2'])
   t.is((await write)?.code, 'ERR_GAVE_UP')
@@ -348,6 +368,20 @@ test.serial('while a failed stream waits to be read: a sized read gets the rest,
   t.is(client.metrics.connectAttempts >= 3, true)
   await client.disconnect()
   t.deepEqual(received, [], 'neither failed write went out')
+
+  // A stream only written to (its messages never read): its write fails at once, as ws's does.
+  refusing = false
+  const writer = new ReconnectingWebSocket(url, { minDelay: 20, maxDelay: 20 })
+  writer.on('error', () => {})
+  const sink = createWebSocketStream(writer)
+  const sinkFailed = once(sink, 'error').catch((e) => [e])
+  await new Promise((resolve) => writer.once('reconnecting', resolve))
+  refusing = true
+  const pending = written(sink, 'pending')
+  await new Promise((resolve) => writer.once('giveup', resolve))
+  t.is((await pending)?.code, 'ERR_GAVE_UP')
+  t.is(((await sinkFailed) as [CodedError])[0].code, 'ERR_GAVE_UP')
+  await writer.disconnect()
   released(t)
 })
 

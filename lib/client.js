@@ -156,12 +156,17 @@ const NO_EVENTS = Object.freeze(Object.create(null))
  * Why `tls.checkServerIdentity` refused, as text: an Error's message, or what else it gave, made a
  * string. A value that cannot be one (no prototype, a throwing getter) still refuses.
  */
-function refusalText(refusal) {
+/**
+ * What an application's function threw, rejected with or returned as a refusal, as text (no
+ * password): an Error's message, or the value; `fallback` for what has none or cannot be made
+ * text (an object without a prototype, a message that is not a string).
+ */
+function textOf(value, fallback) {
   try {
-    const text = refusal instanceof Error ? String(refusal.message) : String(refusal)
-    if (text !== '') return text
+    const text = value instanceof Error ? String(value.message) : String(value)
+    if (text !== '') return redactText(text)
   } catch {}
-  return 'refused'
+  return fallback
 }
 
 /**
@@ -229,8 +234,6 @@ class ReconnectingWebSocket extends EventEmitter {
   #waiters = null
   /** The native machine's count of consecutive failures, as its last event reported it. */
   #retries = 0
-  /** The last disconnect() keeps the queue (rws mode's close()), as do all since the last one settled. */
-  #keepQueue = false
   /** The giveup whose application listeners are running (for a disconnect() they call: `#disconnect`). */
   #givingUp = null
   #openedAt = 0
@@ -432,9 +435,6 @@ class ReconnectingWebSocket extends EventEmitter {
     this.#internal?.emit(kDisconnecting)
     this.#unlistenSignal?.()
     this.#unlistenSignal = null
-    // A disconnect() that discards wins over a close() that keeps, until both are settled (so
-    // does the addon's flag, `Outbox::keep_queue`).
-    this.#keepQueue = this.#waiters === null ? keepQueue : this.#keepQueue && keepQueue
     const seq = N.clientDisconnect(this, code, reason, flush, terminate, keepQueue)
     // A message whose last piece has not come cannot be sent, flush or not. Its callbacks run
     // after those of the messages sent before it, as the disconnect settles.
@@ -469,7 +469,7 @@ class ReconnectingWebSocket extends EventEmitter {
     return new Promise((resolve) => {
       // Settled by the event that reports call `seq` done: after a connect(), an earlier call's
       // completion must not settle a later one.
-      const waiter = { seq, resolve, unfinished }
+      const waiter = { seq, resolve, unfinished, keepQueue }
       const w = this.#waiters
       this.#waiters = w === null ? waiter : Array.isArray(w) ? (w.push(waiter), w) : [w, waiter]
     })
@@ -847,7 +847,9 @@ class ReconnectingWebSocket extends EventEmitter {
       }
       const onDisconnect = () => {
         done()
-        reject(makeError('ERR_NOT_OPEN', 'disconnect() was called before the connection opened'))
+        // By a giveup listener: the giveup is why it will not open.
+        const givingUp = this.#givingUp
+        reject(givingUp !== null ? gaveUpError(givingUp) : makeError('ERR_NOT_OPEN', 'disconnect() was called before the connection opened'))
       }
       const onAbort = () => {
         done()
@@ -1115,8 +1117,9 @@ class ReconnectingWebSocket extends EventEmitter {
     }
     // This client's driver is gone: nothing is left running, every call is settled. A disconnect()
     // that reached the driver only as it exited was not run by it: what is queued is discarded here
-    // (after a giveup without one, or a disconnect that keeps it, the queue stays for a later connect()).
-    if (this.#waiters !== null && !this.#keepQueue) discarded += N.clientDiscardQueue(this)
+    // (after a giveup without one, or disconnects that all keep it, the queue stays for a later connect()).
+    const w = this.#waiters
+    if (w !== null && !(Array.isArray(w) ? w.every((one) => one.keepQueue) : w.keepQueue)) discarded += N.clientDiscardQueue(this)
     this.#settleDisconnect(discarded, Infinity)
   }
 
@@ -1163,12 +1166,11 @@ class ReconnectingWebSocket extends EventEmitter {
       if (headers !== undefined) checkHeaders(headers, 'headers (from the provider)')
       const protocols = typeof pr === 'function' ? await pr(ctx) : pr
       if (protocols !== undefined && protocols !== null) checkProtocols(protocols, 'protocols (from the provider)')
-      this.#url = url
       const bare = splitCredentials(url, flattenHeaders(headers, origin))
-      N.clientProvide(this, id, bare.url, bare.headers, toProtocols(protocols ?? undefined), proxyFor(url, proxy))
+      // The attempt that asked may have been cancelled since (its answer is then ignored).
+      if (N.clientProvide(this, id, bare.url, bare.headers, toProtocols(protocols ?? undefined), proxyFor(url, proxy))) this.#url = url
     } catch (err) {
-      const why = redactText(err instanceof Error ? err.message : String(err))
-      N.clientProvideError(this, id, `a provider failed: ${why}`)
+      N.clientProvideError(this, id, `a provider failed: ${textOf(err, 'no reason given')}`)
     }
   }
 
@@ -1182,7 +1184,7 @@ class ReconnectingWebSocket extends EventEmitter {
     const answer = (err, address) => {
       if (answered) return
       answered = true
-      if (err) return N.lookupAnswer(request, [], redactText(err instanceof Error ? err.message : String(err)))
+      if (err) return N.lookupAnswer(request, [], textOf(err, 'it failed'))
       const all = Array.isArray(address) ? address.map((a) => (typeof a === 'string' ? a : a?.address)) : [address]
       if (!all.every((a) => typeof a === 'string' && isIP(a) !== 0)) {
         return N.lookupAnswer(request, [], 'it gave something that is not an IP address')
@@ -1215,11 +1217,16 @@ class ReconnectingWebSocket extends EventEmitter {
       refused = true
       refusal = err
     }
-    N.identityAnswer(request, refused ? redactText(refusalText(refusal)) : null)
+    N.identityAnswer(request, refused ? textOf(refusal, 'refused') : null)
   }
 
-  /** Asks the user's shouldReconnect; `undefined`, a throw or a rejection keep the default verdict. */
+  /**
+   * Asks the user's shouldReconnect; `undefined`, a throw or a rejection keep the default verdict.
+   * Not once disconnect() has been called (the verdict would be ignored, and a policy that acts,
+   * reconnect() say, would undo the disconnect()).
+   */
   #decide({ id, info, default: fallback }) {
+    if (this.#closing && !this.#connectAfterClose) return void N.clientDecide(this, id, fallback)
     const answer = (v) => N.clientDecide(this, id, v === undefined ? fallback : !!v)
     const fail = (err) => {
       N.clientDecide(this, id, fallback)
@@ -1228,12 +1235,15 @@ class ReconnectingWebSocket extends EventEmitter {
     // The refusal's headers as Node builds them (the addon sends them as Node's rawHeaders).
     if (info.kind === 'handshake') info.headers = headersFrom(info.headers)
     let verdict
+    let thenable
     try {
       verdict = this.#shouldReconnect(info)
+      thenable = verdict !== null && (typeof verdict === 'object' || typeof verdict === 'function') && typeof verdict.then === 'function'
     } catch (err) {
       return fail(err)
     }
-    if (verdict && typeof verdict.then === 'function') verdict.then(answer, fail)
+    // As a Promise takes it: a `then` that throws is a rejection, and only its first settling counts.
+    if (thenable) Promise.resolve(verdict).then(answer, fail)
     else answer(verdict)
   }
 

@@ -36,8 +36,12 @@ function redactUrl(url) {
 
 /** Input refused as a URL (it did not parse, or a check refused it), for its error: no password. */
 function redactInput(input) {
-  return String(input).replace(INPUT_USERINFO, maskUserinfo)
+  const text = String(input).replace(INPUT_USERINFO, maskUserinfo)
+  // A message names the input, it does not carry it (a 10 MB URL made a 10 MB message, once per attempt).
+  return text.length > INPUT_SHOWN ? `${text.slice(0, INPUT_SHOWN)}... (${text.length} characters)` : text
 }
+
+const INPUT_SHOWN = 200
 
 /** `text` with the credentials of every `scheme://user:pass@` in it masked. */
 function redactText(text) {

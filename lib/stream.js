@@ -242,7 +242,12 @@ function webSocketStream(client, control, options) {
     offWriteGiveUp()
     offCountOpens()
     unblock?.()
-    if (err !== null && failure !== null) return void held.push(() => b.callback(err))
+    // Held only while the readable side has a consumer ('data' for pipe() and flowing reads,
+    // 'readable' for read() loops and async iteration) that will take what is left; with none
+    // (a stream that is only written to), it fails now, and the unread messages with it.
+    if (err !== null && failure !== null && (duplex.listenerCount('data') > 0 || duplex.listenerCount('readable') > 0)) {
+      return void held.push(() => b.callback(err))
+    }
     b.callback(err)
   }
   duplex._write = (chunk, _encoding, callback) => write([chunk], callback)
@@ -252,6 +257,8 @@ function webSocketStream(client, control, options) {
     write(chunks, callback)
   }
   duplex._final = (callback) => {
+    // A stream a giveup failed no longer acts on the client (a connect() since is the application's).
+    if (gaveUp !== null) return callback()
     client.disconnect().then(() => callback(), callback)
   }
   duplex._destroy = (err, callback) => {

@@ -310,7 +310,12 @@ impl NativeClient {
         keep_queue: bool,
     ) -> u32 {
         if !delivery::is_active(self.shared.id) {
-            self.shared.outbox().stop_accepting(None);
+            let mut outbox = self.shared.outbox();
+            if keep_queue {
+                outbox.stop_accepting_keeping(None);
+            } else {
+                outbox.stop_accepting(None);
+            }
             return 0;
         }
         // Until the disconnect completes, the client stays reachable so that its promise settles.
@@ -322,7 +327,15 @@ impl NativeClient {
         // after that step: handed back first, it would wake the driver into the queue's lock.
         let close = || {
             let frame = (!terminate).then_some((code as u16, reason.as_str()));
-            self.shared.outbox().stop_accepting(frame);
+            let mut outbox = self.shared.outbox();
+            if keep_queue {
+                outbox.stop_accepting_keeping(frame);
+            } else {
+                // Read by the driver when the calls up to this one complete (`discards_upto`).
+                outbox.discard_at(seq);
+                outbox.stop_accepting(frame);
+            }
+            drop(outbox);
             testing::stall_after_close();
         };
         let command = Command::Disconnect {
@@ -332,8 +345,6 @@ impl NativeClient {
             terminate,
             seq,
         };
-        // Read by the driver when this disconnect completes (set before the command can reach it).
-        self.shared.outbox().keep_queue(keep_queue);
         let delivered = match &self.commands {
             Some(tx) => tx.send_after(command, close).is_ok(),
             None => {
@@ -346,10 +357,10 @@ impl NativeClient {
             // discarded goes now, and its exit report settles the call.
             let discarded = {
                 let mut outbox = self.shared.outbox();
-                if outbox.take_keep_queue() {
-                    0
-                } else {
+                if outbox.discards_upto(seq) {
                     outbox.discard(&self.shared.metrics) as u32
+                } else {
+                    0
                 }
             };
             delivery::disconnect_undelivered(self.shared.id, seq, discarded);
@@ -387,21 +398,30 @@ impl NativeClient {
     }
 
     /// The providers' result for attempt request `id` (ignored if the attempt is gone).
-    pub fn provide(&self, id: f64, url: String, headers: Vec<String>, protocols: Vec<String>, proxy: Option<String>) {
-        self.answer(id, attempt_params(&url, &headers, protocols, proxy.as_deref()));
+    /// Whether request `id` was still waiting (an attempt since cancelled, or replaced, ignores it).
+    pub fn provide(
+        &self,
+        id: f64,
+        url: String,
+        headers: Vec<String>,
+        protocols: Vec<String>,
+        proxy: Option<String>,
+    ) -> bool {
+        self.answer(id, attempt_params(&url, &headers, protocols, proxy.as_deref()))
     }
 
     pub fn provide_error(&self, id: f64, message: String) {
         self.answer(id, Err(ConnError::new(ERR_PROVIDER, message)));
     }
 
-    fn answer(&self, id: f64, result: std::result::Result<AttemptParams, ConnError>) {
+    fn answer(&self, id: f64, result: std::result::Result<AttemptParams, ConnError>) -> bool {
         let mut slot = self.shared.provide.lock().unwrap_or_else(|p| p.into_inner());
         if slot.as_ref().is_some_and(|(pending, _)| *pending == id as u64) {
             if let Some((_, tx)) = slot.take() {
-                let _ = tx.send(result);
+                return tx.send(result).is_ok();
             }
         }
+        false
     }
 
     pub fn active(&self) -> bool {
@@ -714,9 +734,8 @@ pub fn client_provide(
     headers: Vec<String>,
     protocols: Vec<String>,
     proxy: Option<String>,
-) -> Result<()> {
-    with_client(&env, &owner, |c| c.provide(id, url, headers, protocols, proxy))?;
-    Ok(())
+) -> Result<bool> {
+    with_client(&env, &owner, |c| c.provide(id, url, headers, protocols, proxy))
 }
 
 #[napi]
@@ -782,11 +801,16 @@ pub fn client_take_settled(env: Env, owner: Object<'_>) -> Result<Vec<f64>> {
 pub fn lookup_answer(request: f64, addresses: Vec<String>, error: Option<String>) {
     let answer = match error {
         Some(why) => Err(why),
-        None => addresses
-            .iter()
-            .map(|a| a.parse::<std::net::IpAddr>())
-            .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(|_| "it gave an address that is not an IP address".to_owned()),
+        // JS checked each is an IP address (`net.isIP`), which takes a scoped IPv6 address
+        // (`fe80::1%eth0`) that is not one here: skipped, as long as another is usable.
+        None => {
+            let parsed: Vec<std::net::IpAddr> = addresses.iter().filter_map(|a| a.parse().ok()).collect();
+            if parsed.is_empty() && !addresses.is_empty() {
+                Err("it gave no address that can be connected to (a scoped IPv6 address is not supported)".to_owned())
+            } else {
+                Ok(parsed)
+            }
+        }
     };
     ask::answer(
         request as u64,

@@ -535,16 +535,16 @@ impl Driver {
         for action in actions {
             self.execute(action);
         }
-        // A completed disconnect discards what is still queued (unless its call keeps it, see
-        // `Outbox::keep_queue`) and reports the count.
+        // A completed disconnect discards what is still queued (unless every call it settles keeps
+        // it, see `Outbox::discards_upto`) and reports the count.
         if disconnect_done && (self.finished || self.unsettled) {
             self.unsettled = false;
             let discarded = {
                 let mut outbox = self.shared.outbox();
-                if outbox.take_keep_queue() {
-                    0
-                } else {
+                if outbox.discards_upto(self.disconnects) {
                     outbox.discard(&self.shared.metrics) as u32
+                } else {
+                    0
                 }
             };
             if self.finished {

@@ -249,12 +249,11 @@ pub struct Outbox {
     writer: Option<Arc<Writer>>,
     /// `send()` is accepted at all: between `connect()` and `disconnect()` or giving up.
     accepting: bool,
-    /// The `disconnect()` calls since the last completed one all keep the queue for a later
-    /// `connect()` (rws mode's `close()`, as reconnecting-websocket keeps its queue) rather than
-    /// discarding it when they complete: one that discards wins, whatever the order.
-    keep_queue: bool,
-    /// A `disconnect()` call has been made that has not completed (`keep_queue` counts it).
-    disconnecting: bool,
+    /// The number (`seq`) of the last `disconnect()` call that discards the queue when it completes
+    /// and has not completed yet, or 0. Calls that keep it (rws mode's `close()`, as
+    /// reconnecting-websocket keeps its queue) are not counted: a completion discards if a call
+    /// it settles discards (what was queued before that call: `sent_since_stop`).
+    discard_upto: u32,
     queue: VecDeque<Outbound>,
     queued_bytes: usize,
     /// How many of the queue's last messages were sent after the last `stop_accepting`: a
@@ -337,6 +336,18 @@ impl Outbox {
     /// step), so the connection's queue is closed without waking it: the driver would wake up into
     /// the caller's locks, go back to sleep, and be woken again.
     pub fn stop_accepting(&mut self, close: Option<(u16, &str)>) {
+        self.stop(close);
+        self.sent_since_stop = 0;
+    }
+
+    /// `stop_accepting` for a `disconnect()` that keeps the queue (rws mode's `close()`): what was
+    /// sent since an earlier call that discards stays counted as sent after it (that call's
+    /// completion may still be to come, and discards only what came before it).
+    pub fn stop_accepting_keeping(&mut self, close: Option<(u16, &str)>) {
+        self.stop(close);
+    }
+
+    fn stop(&mut self, close: Option<(u16, &str)>) {
         match close {
             Some((code, reason)) => {
                 self.write_close_now(code, reason);
@@ -346,7 +357,6 @@ impl Outbox {
             None => self.uncork(),
         }
         self.accepting = false;
-        self.sent_since_stop = 0;
         self.end_connection(false);
     }
 
@@ -442,16 +452,18 @@ impl Outbox {
         }
     }
 
-    /// What a `disconnect()` being made does with the queue when it completes (`take_keep_queue`).
-    pub fn keep_queue(&mut self, keep: bool) {
-        self.keep_queue = keep && (self.keep_queue || !self.disconnecting);
-        self.disconnecting = true;
+    /// `disconnect()` call `seq` discards the queue when it completes (`discards_upto`).
+    pub fn discard_at(&mut self, seq: u32) {
+        self.discard_upto = seq;
     }
 
-    /// At a disconnect's completion: whether the calls made until then all keep the queue.
-    pub fn take_keep_queue(&mut self) -> bool {
-        self.disconnecting = false;
-        std::mem::take(&mut self.keep_queue)
+    /// At the completion of the `disconnect()` calls up to `upto`: whether one of them discards.
+    pub fn discards_upto(&mut self, upto: u32) -> bool {
+        let discards = self.discard_upto != 0 && self.discard_upto <= upto;
+        if discards {
+            self.discard_upto = 0;
+        }
+        discards
     }
 
     pub fn is_queue_empty(&self) -> bool {
@@ -597,20 +609,35 @@ mod tests {
     }
 
     #[test]
-    fn a_disconnect_that_discards_wins_over_a_close_that_keeps_in_either_order() {
+    fn a_completion_discards_when_a_call_it_settles_discards() {
         let mut outbox = Outbox::default();
-        outbox.keep_queue(true);
-        assert!(outbox.take_keep_queue(), "a close() alone keeps");
-        for calls in [[true, false], [false, true]] {
-            for keep in calls {
-                outbox.keep_queue(keep);
-            }
-            assert!(!outbox.take_keep_queue(), "{calls:?}");
-        }
-        outbox.keep_queue(true);
-        outbox.keep_queue(true);
-        assert!(outbox.take_keep_queue());
-        assert!(!outbox.take_keep_queue(), "taken once");
+        assert!(!outbox.discards_upto(1), "a close() alone keeps");
+        outbox.discard_at(2);
+        assert!(!outbox.discards_upto(1), "call 1 kept; call 2 has not completed");
+        assert!(outbox.discards_upto(2));
+        assert!(!outbox.discards_upto(3), "taken once");
+        outbox.discard_at(4);
+        assert!(
+            outbox.discards_upto(5),
+            "call 4 discards, call 5 (kept) completed with it"
+        );
+    }
+
+    #[test]
+    fn a_close_that_keeps_leaves_what_was_sent_after_a_disconnect_to_the_next_connection() {
+        let (c, m) = (cfg(10, 1000, false), Metrics::default());
+        let mut outbox = accepting();
+        outbox.send(text("a"), NO_TICKET, &c, &m);
+        // disconnect(), connect(), send('b'), close() in one turn: the disconnect completes after.
+        outbox.stop_accepting(None);
+        outbox.discard_at(1);
+        outbox.set_accepting(true);
+        outbox.send(text("b"), NO_TICKET, &c, &m);
+        outbox.stop_accepting_keeping(None);
+        assert!(outbox.discards_upto(1));
+        assert_eq!(outbox.discard(&m), 1, "a");
+        assert!(!outbox.discards_upto(2));
+        assert_eq!(texts(&outbox.drain(&m)), ["b"]);
     }
 
     #[test]
