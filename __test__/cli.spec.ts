@@ -15,7 +15,7 @@ import test, { type ExecutionContext } from 'ava'
 import { WebSocketServer, type WebSocket } from 'ws'
 
 import { CLIENT_PASSPHRASE, makeCerts } from './certs.js'
-import { refusedPort, until, wsServer } from './helpers.js'
+import { refusedPort, until, upgradeServer, wsServer } from './helpers.js'
 
 const cliPath = fileURLToPath(new URL('../bin/redial-ws.js', import.meta.url))
 const { version } = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }
@@ -308,36 +308,21 @@ test('input that ends while the client waits to retry exits 1 and says why: the 
 
 test('input that ends while the first attempt is still connecting exits 0: nothing failed', async (t) => {
   // The server answers the upgrade only after a while: the input (none) ends first.
-  const server = http.createServer()
-  const wss = new WebSocketServer({ noServer: true })
-  server.on('upgrade', (req, socket, head) => setTimeout(() => wss.handleUpgrade(req, socket as net.Socket, head, () => {}), 300))
-  server.listen(0, '127.0.0.1')
-  await once(server, 'listening')
-  t.teardown(() => {
-    for (const c of wss.clients) c.terminate()
-    server.closeAllConnections()
-    server.close()
-  })
-  const c = cli(t, [`127.0.0.1:${(server.address() as net.AddressInfo).port}`])
+  const server = await upgradeServer((req, socket, head, wss) => setTimeout(() => wss.handleUpgrade(req, socket, head, () => {}), 300))
+  t.teardown(() => server.close())
+  const c = cli(t, [`127.0.0.1:${server.port}`])
   await c.err.line(/^connecting /)
   c.proc.stdin.end()
   t.is(await c.exit(), 0, c.err.text)
 
   // A reconnect's attempt (after the server's 1001) is still connecting: exit 1, as in the wait before it.
-  const going = http.createServer()
-  const goingWss = new WebSocketServer({ noServer: true })
   let upgrades = 0
-  going.on('upgrade', (req, socket, head) => {
+  const going = await upgradeServer((req, socket, head, wss) => {
     // Later upgrades are never answered: the reconnect's attempt stays connecting.
-    if (++upgrades === 1) goingWss.handleUpgrade(req, socket as net.Socket, head, (s) => s.close(1001, 'bye'))
+    if (++upgrades === 1) wss.handleUpgrade(req, socket, head, (s) => s.close(1001, 'bye'))
   })
-  going.listen(0, '127.0.0.1')
-  await once(going, 'listening')
-  t.teardown(() => {
-    going.closeAllConnections()
-    going.close()
-  })
-  const d = cli(t, [`127.0.0.1:${(going.address() as net.AddressInfo).port}`])
+  t.teardown(() => going.close())
+  const d = cli(t, [`127.0.0.1:${going.port}`])
   await d.err.line(/^closed 1001 bye$/)
   await until(() => upgrades === 2, 'the reconnect attempt reached the server')
   d.proc.stdin.end()

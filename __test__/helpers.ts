@@ -276,6 +276,36 @@ export function peakRssOf(pid: number): number {
   }
 }
 
+/** Sends `m0`..`m{count-1}`, then ends the TCP connection without a close frame (its data written first, where terminate() would discard what is not). */
+export function sendThenEnd(socket: WebSocket, count: number) {
+  for (let i = 0; i < count; i++) socket.send(`m${i}`)
+  ;(socket as unknown as { _socket: net.Socket })._socket.end()
+}
+
+/**
+ * An HTTP server on 127.0.0.1 whose upgrade requests `onUpgrade` answers itself (with `wss`, a `ws`
+ * server without its own listener, to accept one): refuse, hold, or accept late. `close()` ends
+ * every connection.
+ */
+export async function upgradeServer(onUpgrade: (req: http.IncomingMessage, socket: net.Socket, head: Buffer, wss: WebSocketServer) => void) {
+  const server = http.createServer()
+  const wss = new WebSocketServer({ noServer: true })
+  server.on('upgrade', (req, socket: net.Socket, head) => onUpgrade(req, socket, head, wss))
+  server.listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  const port = (server.address() as net.AddressInfo).port
+  return {
+    wss,
+    port,
+    url: `ws://127.0.0.1:${port}/`,
+    close: () => {
+      for (const c of wss.clients) c.terminate()
+      server.closeAllConnections()
+      server.close()
+    },
+  }
+}
+
 /**
  * An HTTP CONNECT proxy on 127.0.0.1 that tunnels to 127.0.0.1 or localhost (anything else: 403),
  * asking for `requiredAuth` (`user:password`) if given; `seen`: every CONNECT, in order.

@@ -7,7 +7,7 @@ import { Worker } from 'node:worker_threads'
 import test from 'ava'
 
 import { ReconnectingWebSocket, clientStats, createWebSocketStream } from '../index.js'
-import { PACKAGE_ENTRY, Recorder, collectUntil, forceGc, quiescent, refusedPort, until, wsServer } from './helpers.js'
+import { PACKAGE_ENTRY, Recorder, collectUntil, forceGc, quiescent, refusedPort, sendThenEnd, until, wsServer } from './helpers.js'
 
 test.serial('messages(): for await, in order; a slow consumer stops the socket being read', async (t) => {
   const payload = 'x'.repeat(16 * 1024)
@@ -549,10 +549,7 @@ test.serial("pause() and resume(), as ws's: the socket is not read while paused,
 })
 
 test.serial('messages(): a giveup after anything but a clean close throws ERR_GAVE_UP from the loop once the messages received before it are taken; after a clean close the loop ends', async (t) => {
-  const ending = await wsServer((s) => {
-    for (let i = 0; i < 5; i++) s.send(`m${i}`)
-    ;(s as unknown as { _socket: import('node:net').Socket })._socket.end()
-  })
+  const ending = await wsServer((s) => sendThenEnd(s, 5))
   t.teardown(() => ending.close())
   const clean = await wsServer((s) => {
     for (let i = 0; i < 5; i++) s.send(`m${i}`)

@@ -10,7 +10,7 @@ import test, { type ExecutionContext } from 'ava'
 import { WebSocket as WS, WebSocketServer } from 'ws'
 
 import { ReconnectingWebSocket } from '../index.js'
-import { rawServer, until, wsServer } from './helpers.js'
+import { rawServer, until, upgradeServer, wsServer } from './helpers.js'
 
 type Any = any
 type Make = (url: string, options: Record<string, unknown>) => Any
@@ -227,23 +227,12 @@ test.serial('rws: retryCount goes back to 0 once a connection stayed open minUpt
 
 async function closedAfterUptime(t: ExecutionContext, make: Make) {
   let arrivals = 0
-  const server = http.createServer()
-  const wss = new WebSocketServer({ noServer: true })
-  server.on('upgrade', (req, socket: net.Socket, head) => {
+  const server = await upgradeServer((req, socket, head, wss) => {
     if (++arrivals <= 2) return void socket.destroy()
     wss.handleUpgrade(req, socket, head, () => {})
   })
-  server.listen(0, '127.0.0.1')
-  await once(server, 'listening')
-  t.teardown(
-    () =>
-      new Promise<void>((resolve) => {
-        for (const c of wss.clients) c.terminate()
-        wss.close()
-        server.close(() => resolve())
-      }),
-  )
-  const ws = make(`ws://127.0.0.1:${(server.address() as net.AddressInfo).port}/`, { minReconnectionDelay: MIN, reconnectionDelayGrowFactor: 1, minUptime: MIN_UPTIME })
+  t.teardown(() => server.close())
+  const ws = make(server.url, { minReconnectionDelay: MIN, reconnectionDelayGrowFactor: 1, minUptime: MIN_UPTIME })
   closeAtEnd(t, ws)
   ws.addEventListener('error', () => {})
   const seen: string[] = []

@@ -1,15 +1,13 @@
 // createWebSocketStream(client), as ws's: a Duplex over the client's messages, with
 // backpressure both ways, that lasts as long as the client across reconnects.
 import { once } from 'node:events'
-import http from 'node:http'
 import type net from 'node:net'
 import { Readable, type Duplex } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import test, { type ExecutionContext } from 'ava'
-import { WebSocketServer } from 'ws'
 
 import { ReconnectingWebSocket, clientStats, createWebSocketStream } from '../index.js'
-import { rawServer, refusedPort, serverChild, until, wsServer } from './helpers.js'
+import { rawServer, refusedPort, sendThenEnd, serverChild, until, upgradeServer, wsServer } from './helpers.js'
 
 function released(t: ExecutionContext) {
   t.like(clientStats(), { openConnections: 0, pendingAttempts: 0, pendingReconnects: 0, runningTasks: 0, ioBuffers: 0 })
@@ -238,11 +236,7 @@ test.serial("a server's clean close that the client does not retry ends the stre
 
 test.serial('a giveup that fails the stream comes after the messages received before it: none is discarded, in any way of reading', async (t) => {
   // 50 messages, then the connection ends without a close handshake (or with 1008): not retried.
-  const dying = await wsServer((s) => {
-    for (let i = 0; i < 50; i++) s.send(`m${i}`)
-    // A FIN after the data (terminate() would discard what the server has not written yet).
-    ;(s as unknown as { _socket: import('node:net').Socket })._socket.end()
-  })
+  const dying = await wsServer((s) => sendThenEnd(s, 50))
   t.teardown(() => dying.close())
   const refusing = await wsServer((s) => {
     for (let i = 0; i < 50; i++) s.send(`m${i}`)
@@ -288,25 +282,15 @@ test.serial('while a failed stream waits to be read: a sized read gets the rest,
   // Connections accepted then are kept open, quiet.
   let staying = false
   const received: string[] = []
-  const server = http.createServer()
-  const wss = new WebSocketServer({ noServer: true })
-  server.on('upgrade', (req, socket: net.Socket, head) => {
+  const server = await upgradeServer((req, socket, head, wss) => {
     if (refusing) return void socket.end('HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\r\n')
     wss.handleUpgrade(req, socket, head, (s) => {
       s.on('message', (d) => received.push(String(d)))
-      if (staying) return
-      for (let i = 0; i < 3; i++) s.send(`m${i}`)
-      ;(s as unknown as { _socket: net.Socket })._socket.end()
+      if (!staying) sendThenEnd(s, 3)
     })
   })
-  server.listen(0, '127.0.0.1')
-  await once(server, 'listening')
-  t.teardown(() => {
-    for (const c of wss.clients) c.terminate()
-    server.closeAllConnections()
-    server.close()
-  })
-  const url = `ws://127.0.0.1:${(server.address() as net.AddressInfo).port}/`
+  t.teardown(() => server.close())
+  const url = server.url
   // Byte mode, read in sized reads that do not divide what is buffered (3 x 2 bytes, read 4 at a time).
   const sized = new ReconnectingWebSocket(url, { maxRetries: 0 })
   sized.on('error', () => {})
