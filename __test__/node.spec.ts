@@ -633,12 +633,19 @@ test.serial("a large message is an external Buffer on the main thread only: a wo
     })`,
     { eval: true, workerData: { entry: PACKAGE_ENTRY, url: peer.url } },
   )
-  const [{ ab, length }] = (await once(worker, 'message')) as [{ ab: ArrayBuffer; length: number }]
-  const [{ detached }] = (await once(worker, 'message')) as [{ detached: boolean }]
+  // Listened to from the start: the worker may end before its messages are awaited here.
+  const exited = once(worker, 'exit')
+  const posted: Array<{ ab?: ArrayBuffer; length?: number; detached?: boolean }> = []
+  await new Promise<void>((resolve) =>
+    worker.on('message', (m) => {
+      if (posted.push(m) === 2) resolve()
+    }),
+  )
+  const [{ ab, length }, { detached }] = posted as [{ ab: ArrayBuffer; length: number }, { detached: boolean }]
   t.is(length, 20_000)
   t.true(detached, "the worker's message is its own memory: transferred, not copied")
   t.is(ab.byteLength, 20_000, "the worker's message moved whole")
-  await once(worker, 'exit')
+  await exited
   // Memory freed at the worker's end would be the next allocations': 200 more messages of the
   // same size, written to by the listener.
   const other = new ReconnectingWebSocket(peer.url)
