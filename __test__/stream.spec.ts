@@ -1,6 +1,7 @@
 // createWebSocketStream(client), as ws's: a Duplex over the client's messages, with
 // backpressure both ways, that lasts as long as the client across reconnects.
 import { once } from 'node:events'
+import { setTimeout as delay } from 'node:timers/promises'
 import type net from 'node:net'
 import { Readable, type Duplex } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
@@ -352,6 +353,28 @@ test.serial('while a failed stream waits to be read: a sized read gets the rest,
   t.is(client.metrics.connectAttempts >= 3, true)
   await client.disconnect()
   t.deepEqual(received, [], 'neither failed write went out')
+
+  // A reader that goes away (a 'data' listener removed) while a write's callback is held for it:
+  // the stream fails then, and the callback runs.
+  refusing = false
+  const leaving = new ReconnectingWebSocket(url, { minDelay: 20, maxDelay: 20 })
+  leaving.on('error', () => {})
+  const left = createWebSocketStream(leaving, { readableObjectMode: true })
+  const leftFailed = once(left, 'error').catch((e) => [e])
+  const onData = () => {}
+  left.on('data', onData)
+  left.pause()
+  await new Promise((resolve) => leaving.once('reconnecting', resolve))
+  refusing = true
+  const heldWrite = written(left, 'pending')
+  await new Promise((resolve) => leaving.once('giveup', resolve))
+  t.false(left.destroyed, 'held for its reader')
+  left.off('data', onData)
+  // (Bounded: the callback that nothing released waited for good.)
+  const heldOutcome = await Promise.race([heldWrite, delay(5_000).then(() => ({ code: 'still held after 5 s' }))])
+  t.is(heldOutcome?.code, 'ERR_GAVE_UP')
+  t.is(((await leftFailed) as [CodedError])[0].code, 'ERR_GAVE_UP')
+  await leaving.disconnect()
 
   // A stream only written to (its messages never read): its write fails at once, as ws's does.
   refusing = false

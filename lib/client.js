@@ -158,8 +158,8 @@ const NO_EVENTS = Object.freeze(Object.create(null))
  */
 /**
  * What an application's function threw, rejected with or returned as a refusal, as text (no
- * password): an Error's message, or the value; `fallback` for what has none or cannot be made
- * text (an object without a prototype, a message that is not a string).
+ * password): an Error's message, or the value; `fallback` for what is empty or cannot be made
+ * text (an object without a prototype).
  */
 function textOf(value, fallback) {
   try {

@@ -76,6 +76,15 @@ function webSocketStream(client, control, options) {
     // their callbacks held until then (a write's error destroys a stream); what it wrote into the
     // offline queue is discarded, so that a later connect() does not send a write that failed.
     failure = gaveUp
+    // Streams emit no 'removeListener' (Node's shape mode): the ways a reader leaves are watched.
+    for (const name of ['removeListener', 'off', 'removeAllListeners']) {
+      const remove = duplex[name]
+      duplex[name] = function (...args) {
+        const result = remove.apply(this, args)
+        readerLeft()
+        return result
+      }
+    }
     if (batch !== null) complete(batch, gaveUp)
     control.discardSent(unsettled)
     const read = duplex.read
@@ -91,6 +100,16 @@ function webSocketStream(client, control, options) {
       }
       return chunk
     }
+  }
+  /** Whether the readable side has a consumer: 'data' (pipe(), flowing reads) or 'readable' (read() loops, async iteration). */
+  const hasReader = () => duplex.listenerCount('data') > 0 || duplex.listenerCount('readable') > 0
+  // A reader that goes (unpipe(), an iterator left) while write callbacks are held for it: nothing
+  // would release them; the stream fails now.
+  const readerLeft = () => {
+    if (failure === null || held.length === 0) return
+    process.nextTick(() => {
+      if (failure !== null && held.length > 0 && !hasReader()) duplex.destroy(failure)
+    })
   }
   // The giveup's error once one has failed the stream: later writes fail with it, and the stream
   // no longer acts on the client (a connect() since is the application's).
@@ -245,7 +264,7 @@ function webSocketStream(client, control, options) {
     // Held only while the readable side has a consumer ('data' for pipe() and flowing reads,
     // 'readable' for read() loops and async iteration) that will take what is left; with none
     // (a stream that is only written to), it fails now, and the unread messages with it.
-    if (err !== null && failure !== null && (duplex.listenerCount('data') > 0 || duplex.listenerCount('readable') > 0)) {
+    if (err !== null && failure !== null && hasReader()) {
       return void held.push(() => b.callback(err))
     }
     b.callback(err)
