@@ -48,7 +48,7 @@ test('AUTOBAHN_CASES selects at least one case', (t) => {
   t.true(selected.length + selectedDeflate.length > 0, `AUTOBAHN_CASES=${process.env.AUTOBAHN_CASES ?? ''}`)
 })
 
-test.serial('the judge does not pass a client that does not echo, echoes late or with the wrong type', async (t) => {
+test.serial('the judge does not pass a client that does not echo, echoes late or with the wrong type, echoes invalid UTF-8 or drops the connection', async (t) => {
   const server = await FuzzingServer.start(CASES, CASE_TIMEOUT_MS)
   try {
     const byId = (id: string) => CASES.find((c) => c.id === id)!
@@ -64,9 +64,23 @@ test.serial('the judge does not pass a client that does not echo, echoes late or
     // An echo that comes after the client failed the connection is lost: NON-STRICT, not OK.
     const late = await runCase(server, byId('3.2'), 'late')
     t.is(`${late.behavior}/${late.behaviorClose}`, 'NON-STRICT/OK', 'late echo before a protocol violation')
+    // A client that does not check UTF-8 echoes invalid text, which the server fails: the wrong
+    // endpoint failed the connection (FAILED in group 6), whether the text came whole or in pieces
+    // (where a client that fails fast is OK); valid text still passes.
+    const unchecked = { skipUTF8Validation: true }
+    for (const id of ['6.3.1', '6.4.1', '6.4.3']) {
+      const r = await runCase(server, byId(id), 'echo', unchecked)
+      t.is(r.behavior, 'FAILED', `${id}: invalid UTF-8 echoed by a client that does not check it`)
+    }
+    const valid = await runCase(server, byId('6.2.1'), 'echo', unchecked)
+    t.is(`${valid.behavior}/${valid.behaviorClose}`, 'OK/OK', '6.2.1: valid UTF-8')
+    // A client that drops the connection without a close handshake: its close is not OK.
+    const dropped = await runCase(server, byId('1.1.2'), 'drop')
+    t.is(`${dropped.behavior}/${dropped.behaviorClose}`, 'OK/UNCLEAN', 'a dropped connection')
     // A good echo of the same cases passes: the failures above are the broken clients' doing.
     const good = await runCase(server, byId('1.1.2'))
     t.is(`${good.behavior}/${good.behaviorClose}`, 'OK/OK')
+    t.is(`${(await runCase(server, byId('6.3.1'))).behavior}`, 'OK', '6.3.1: the client checks UTF-8')
   } finally {
     await server.close()
   }

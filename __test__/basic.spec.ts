@@ -774,6 +774,31 @@ test.serial("terminate(), as ws's: the connection is dropped without a close fra
   t.like(clientStats(), { openConnections: 0, runningTasks: 0 })
 })
 
+test.serial("messages that come with the open wait for the open's awaiters: code that awaits the open, then listens, gets them, as in browsers", async (t) => {
+  // The 101 answer and two messages in one write: the client reads them together, and its open and
+  // the messages come to JS in one batch.
+  const text = (s: string) => Buffer.concat([Buffer.from([0x81, s.length]), Buffer.from(s)])
+  const peer = await rawServer((s) => acceptUpgrade(s, () => {}, '', Buffer.concat([text('welcome'), text('second')])))
+  t.teardown(() => peer.close())
+  const awaits: Array<[string, (c: ReconnectingWebSocket) => Promise<unknown>]> = [
+    ['opened()', (c) => c.opened()],
+    ["once(client, 'open')", (c) => once(c, 'open')],
+    ["addEventListener('open')", (c) => new Promise((r) => c.addEventListener('open', r, { once: true }))],
+    ['onopen', (c) => new Promise((r) => (c.onopen = r))],
+    ['an async function awaited in an async function', (c) => (async () => await (async () => await c.opened())())()],
+  ]
+  for (const [how, opened] of awaits) {
+    const client = new ReconnectingWebSocket(peer.url, { minDelay: 60_000 })
+    await opened(client)
+    const got: string[] = []
+    client.on('message', (d) => got.push(String(d)))
+    await until(() => got.length === 2, () => `${how}: ${JSON.stringify(got)}`)
+    t.deepEqual(got, ['welcome', 'second'], how)
+    await client.terminate()
+  }
+  await quiescent()
+})
+
 test.serial('a second copy of lib/ on the same thread (a cleared module cache) leaves the first copy its clients', async (t) => {
   const peer = await wsServer((s) => s.on('message', (data) => s.send(String(data))))
   t.teardown(() => peer.close())

@@ -380,6 +380,24 @@ test.serial('rws options: unknown names are errors, WebSocket is ignored, debug 
   await quiescent()
 })
 
+test.serial('an rws option whose value is undefined is not given: the client keeps redial-ws defaults, and it conflicts with nothing', async (t) => {
+  const url = 'ws://127.0.0.1:1/'
+  // In rws mode `url` is '' until the first socket, as reconnecting-websocket has it.
+  t.is(new ReconnectingWebSocket(url, { startClosed: true, debug: false } as Any).url, '')
+  for (const name of ['debug', 'debugLogger', 'maxEnqueuedMessages', 'connectionTimeout', 'minReconnectionDelay', 'WebSocket']) {
+    t.is(new ReconnectingWebSocket(url, { startClosed: true, [name]: undefined } as Any).url, url, name)
+    // The offline queue keeps its bound (their queue has none).
+    const client = new ReconnectingWebSocket(url, { minDelay: 60_000, [name]: undefined } as Any)
+    t.throws(() => {
+      for (let i = 0; i <= 1000; i++) client.send('x')
+    }, { code: 'ERR_QUEUE_FULL' } as Any, name)
+    await client.disconnect()
+  }
+  const both = new ReconnectingWebSocket(url, { startClosed: true, maxReconnectionDelay: undefined, maxDelay: 10_000 } as Any)
+  t.is(both.url, url)
+  t.is(new ReconnectingWebSocket(url, { startClosed: true, maxReconnectionDelay: 10_000, maxDelay: undefined } as Any).url, '')
+})
+
 test.serial('partysocket options: shouldReconnectOnClose, drainQueuedMessages, the shouldReconnect getter', async (t) => {
   const peer = await wsServer((s) => s.close(4000, 'go'))
   t.teardown(() => peer.close())

@@ -301,6 +301,16 @@ test('an active client holds the process through its backoff waits', async (t) =
   t.is(peer.accepted, 3)
 })
 
+test('a client collected in its backoff wait warns before the process, left with nothing to do, exits', async (t) => {
+  const peer = await wsServer((socket) => socket.close(1012))
+  t.teardown(() => peer.close())
+  const r = await run('collected-in-backoff-warns', peer.url)
+  t.is(r.code, 0, r.stderr)
+  t.like(r.reports[0], { warning: 'REDIAL_WS_NOT_DISCONNECTED', stats: { liveClients: 0, collectedWithoutDisconnect: 1 } })
+  t.is(r.reports.length, 1)
+  t.is(peer.accepted, 1)
+})
+
 test('a drop listener that throws does not make send() throw: the message was queued; the error surfaces as an uncaught exception', async (t) => {
   const r = await run('throwing-drop-listener', `ws://127.0.0.1:${await refusedPort()}`)
   t.is(r.code, 0, r.stderr)

@@ -125,7 +125,8 @@ export async function rawServer(onSocket: (socket: net.Socket) => void, port = 0
 }
 
 /** Completes a WebSocket upgrade on a raw socket, then hands it over. */
-export function acceptUpgrade(socket: net.Socket, then: (socket: net.Socket) => void, extraHeaders = ''): void {
+/** `after`: bytes written with the answer, in the same write (frames the client reads with its open). */
+export function acceptUpgrade(socket: net.Socket, then: (socket: net.Socket) => void, extraHeaders = '', after?: Buffer): void {
   let head = ''
   const onData = (chunk: Buffer) => {
     head += chunk.toString('latin1')
@@ -136,13 +137,12 @@ export function acceptUpgrade(socket: net.Socket, then: (socket: net.Socket) => 
       .update(key + '258EAFA5-E914-47DA-95CA-C5AB0DC85B11')
       .digest('base64')
     // Latin-1, as HTTP header bytes are to Node: one byte a character.
-    socket.write(
-      Buffer.from(
-        'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n' +
-          `Sec-WebSocket-Accept: ${accept}\r\n${extraHeaders}\r\n`,
-        'latin1',
-      ),
+    const answer = Buffer.from(
+      'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n' +
+        `Sec-WebSocket-Accept: ${accept}\r\n${extraHeaders}\r\n`,
+      'latin1',
     )
+    socket.write(after === undefined ? answer : Buffer.concat([answer, after]))
     then(socket)
   }
   socket.on('data', onData)

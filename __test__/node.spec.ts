@@ -387,8 +387,9 @@ test.serial('AbortSignal shared by a fleet: one listener on it and no leak warni
   const finalizers = new FinalizationRegistry(() => (collected = true))
   ;(() => {
     const client = new ReconnectingWebSocket(peer.url, { signal: shutdown.signal, startClosed: true })
-    // The same signal with addEventListener, as Node's EventTarget takes one.
-    client.addEventListener('message', () => {}, { signal: shutdown.signal })
+    // The same signal with addEventListener, as Node's EventTarget takes one; a listener that
+    // holds its client, as most do.
+    client.addEventListener('message', () => client.close(), { signal: shutdown.signal })
     finalizers.register(client, 0)
   })()
   t.is(listeners(shutdown.signal), 2)

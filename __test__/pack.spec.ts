@@ -8,7 +8,7 @@
 import { execFileSync, spawn, spawnSync } from 'node:child_process'
 import { once } from 'node:events'
 import { createRequire } from 'node:module'
-import { cpSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -55,7 +55,7 @@ test('a platform package per napi target, at the main version, with os/cpu/libc 
     const [os, cpu, libc] = name.split('-')
     t.like(pkg, { name: `redial-ws-${name}`, version, main: `redial-ws.${name}.node`, os: [os], cpu: [cpu] }, name)
     t.deepEqual(pkg.libc, libc === 'gnu' ? ['glibc'] : libc === 'musl' ? ['musl'] : undefined, name)
-    t.deepEqual(pkg.files, [`redial-ws.${name}.node`])
+    t.deepEqual(pkg.files, [`redial-ws.${name}.node`, 'LICENSE', 'THIRD_PARTY_LICENSES.txt'])
   }
   t.deepEqual(readdirSync(join(repo, 'npm')).sort(), [...names].sort())
   // The loader's list of published platforms (which decides its advice) is the same list.
@@ -86,6 +86,20 @@ test.serial('packed main + platform package â†’ fresh project, scripts blocked â
   t.regex(listing, /package\/LICENSE/)
   t.notRegex(listing, /package\/target\/|package\/__test__\/|package\/npm\//)
   t.regex(execFileSync('tar', ['-tzf', join(dir, platform)], { encoding: 'utf8' }), /package\/redial-ws\.linux-x64-gnu\.node/)
+  // The binary's licences go with it: ours, and those of every crate linked into it.
+  const platformText = (file: string) => execFileSync('tar', ['-xOzf', join(dir, platform), `package/${file}`], { encoding: 'utf8' })
+  t.is(platformText('LICENSE'), readFileSync(join(repo, 'LICENSE'), 'utf8'))
+  const notices = platformText('THIRD_PARTY_LICENSES.txt')
+  const { linkedCrates } = createRequire(import.meta.url)('../scripts/third-party-licenses.js') as {
+    linkedCrates: (target: string) => Array<{ name: string; version: string }>
+  }
+  const linked = linkedCrates('x86_64-unknown-linux-gnu')
+  for (const name of ['napi', 'tokio', 'rustls', 'ring', 'flate2', 'zlib-rs', 'tungstenite']) t.true(linked.some((c) => c.name === name), name)
+  t.false(linked.some((c) => c.name === 'proptest'), 'no dev dependency')
+  for (const crate of linked) t.true(notices.includes(`\n  ${crate.name} ${crate.version}: `), crate.name)
+  t.regex(notices, /^ {2}ring 0\.17\.\d+: Apache-2\.0 AND ISC$/m)
+  t.regex(notices, /Apache License\s+Version 2\.0/)
+  t.regex(notices, /Copyright \(c\) 2020-present LongYinan/)
 
   npm(dir, 'init', '-y')
   const typescript = JSON.parse(npm(repo, 'ls', 'typescript', '--json')).dependencies.typescript.version
@@ -108,6 +122,23 @@ test.serial('packed main + platform package â†’ fresh project, scripts blocked â
   t.is(tsc7.status, 0, `TypeScript 7: ${tsc7.stdout}${tsc7.stderr}`)
   const tsc = spawnSync(process.execPath, [join(dir, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', dir], { encoding: 'utf8' })
   t.is(tsc.status, 0, tsc.stdout + tsc.stderr)
+  // The oldest @types/node the package declares it works with (skipLibCheck: that one's own files
+  // predate this TypeScript's typed arrays).
+  const typesFloor = /^>=(\d+\.\d+\.\d+)$/.exec(manifest.peerDependencies['@types/node'])![1]
+  const floor = join(dir, 'types-floor')
+  mkdirSync(floor)
+  // A project of its own: npm installs into the nearest package.json's directory.
+  writeFileSync(join(floor, 'package.json'), '{ "private": true }\n')
+  npm(floor, 'install', `@types/node@${typesFloor}`)
+  writeFileSync(
+    join(floor, 'tsconfig.json'),
+    JSON.stringify({
+      compilerOptions: { module: 'nodenext', moduleResolution: 'nodenext', target: 'es2022', strict: true, noEmit: true, skipLibCheck: true, typeRoots: ['./node_modules/@types'], types: ['node'] },
+      files: ['../consumer.mts'],
+    }),
+  )
+  const atFloor = spawnSync(process.execPath, [join(dir, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', floor], { encoding: 'utf8' })
+  t.is(atFloor.status, 0, `@types/node@${typesFloor}: ${atFloor.stdout}${atFloor.stderr}`)
 
   const peer = await wsServer((s) => s.on('message', (d) => s.send(`echo: ${d}`)))
   t.teardown(() => peer.close())
@@ -142,7 +173,8 @@ test.serial('packed main + platform package â†’ fresh project, scripts blocked â
   const missing = await run('consumer.cjs')
   t.is(missing.code, 1)
   t.regex(missing.err, /redial-ws-linux-x64-gnu is not installed/)
-  t.regex(missing.err, new RegExp(`Fix:\\n  npm install redial-ws-linux-x64-gnu@${version.replace(/\./g, '\\.')}\\n`))
+  t.regex(missing.err, new RegExp(`Fix:\\n  npm install --save-optional redial-ws-linux-x64-gnu@${version.replace(/\./g, '\\.')}\\n`))
+  t.regex(missing.err, /delete node_modules and package-lock\.json, then npm install/)
   t.regex(missing.err, /build it from source: node ".*build-from-source\.js"/)
   t.notRegex(missing.err, /npm has a bug|Cannot find native binding/, "not napi-rs's generic message")
 
@@ -154,6 +186,9 @@ test.serial('packed main + platform package â†’ fresh project, scripts blocked â
   })
   t.is(noCargo.status, 1)
   t.regex(noCargo.stderr, /cannot build from source for linux-x64:\ncargo \(the Rust toolchain\) is not installed/)
+  // Inside a project whose root is a Cargo workspace (a Tauri app, a Rust and Node monorepo),
+  // which cargo would otherwise take the package for a member of.
+  writeFileSync(join(dir, 'Cargo.toml'), '[workspace]\nmembers = []\n')
   const build = spawnSync(process.execPath, [join(installed, 'scripts', 'build-from-source.js')], {
     encoding: 'utf8',
     env: { ...process.env, CARGO_TARGET_DIR: join(repo, 'target') },

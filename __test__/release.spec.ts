@@ -60,7 +60,7 @@ test('the build runs scripts/build-dist.js per target, checks the glibc floor, u
   t.regex(check, /if: endsWith\(matrix\.settings\.target, '-linux-gnu'\)/, 'on every gnu target')
   t.regex(check, /GLIBC_/)
   t.true(check.includes(`!= ${floor}`) && check.includes(`"$newest" ${floor}`), `compared with build-dist.js's floor, ${floor}`)
-  t.regex(build, /path: npm\/\$\{\{ matrix\.settings\.platform \}\}\/redial-ws\.\$\{\{ matrix\.settings\.platform \}\}\.node/)
+  t.regex(build, /path: \|\n\s+npm\/\$\{\{ matrix\.settings\.platform \}\}\/redial-ws\.\$\{\{ matrix\.settings\.platform \}\}\.node\n\s+npm\/\$\{\{ matrix\.settings\.platform \}\}\/LICENSE\n\s+npm\/\$\{\{ matrix\.settings\.platform \}\}\/THIRD_PARTY_LICENSES\.txt\n/)
   t.is(name, 'redial-ws', 'the workflow spells the binary and package names out')
 })
 
@@ -107,7 +107,7 @@ test('publish: every platform package, then the staged main package, only on a p
   const loop = publish.indexOf('publish "npm/$p"')
   const main = publish.indexOf('publish dist/redial-ws')
   t.true(loop > 0 && main > loop, 'the platform packages first, the main package last')
-  t.regex(publish, /mv "artifacts\/bindings-\$p\/redial-ws\.\$p\.node" "npm\/\$p\/"/)
+  t.regex(publish, /for f in "redial-ws\.\$p\.node" LICENSE THIRD_PARTY_LICENSES\.txt; do\s+mv "artifacts\/bindings-\$p\/\$f" "npm\/\$p\/"/, 'the licences are published with the binary')
   t.regex(publish, /DRY_RUN: \$\{\{ github\.event_name != 'push' \}\}/)
   t.regex(publish, /if \[ "\$DRY_RUN" = true \]; then flags\+=\(--dry-run\); else flags\+=\(--provenance\); fi/)
   t.regex(publish, /--access public/)

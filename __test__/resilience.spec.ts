@@ -451,6 +451,15 @@ test.serial('reconnect() forces a fresh connection: one connection, one timer', 
   await quiescent()
 })
 
+test.serial('queue options left undefined take their defaults, as every other option does', async (t) => {
+  const queue = { maxMessages: undefined, maxBytes: undefined, overflow: undefined }
+  const client = new ReconnectingWebSocket('ws://127.0.0.1:1/', { minDelay: 60_000, queue })
+  for (let i = 0; i < 1000; i++) client.send('x')
+  t.throws(() => client.send('x'), { code: 'ERR_QUEUE_FULL' } as never)
+  t.is(client.bufferedAmount, 1000)
+  await client.disconnect()
+})
+
 test('bad resilience options get coded errors', (t) => {
   const bad: Array<[object, string]> = [
     [{ pingInterval: -1 }, 'ERR_OUT_OF_RANGE'],

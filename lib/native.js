@@ -116,7 +116,12 @@ function loadError(name, pkg, tried) {
   if (fix) lines.push(`  ${fix}`)
   else {
     const install = !failed.length && PUBLISHED.includes(name)
-    if (install) lines.push(`  npm install ${pkg}@${require('../package.json').version}`)
+    if (install) {
+      // Saved as an optional dependency: a plain install would make it a dependency, which npm
+      // refuses (EBADPLATFORM) on every other platform the project is installed on.
+      lines.push(`  npm install --save-optional ${pkg}@${require('../package.json').version}`)
+      lines.push('  or, for a lockfile written on another platform: delete node_modules and package-lock.json, then npm install')
+    }
     lines.push(`  ${install ? 'or ' : ''}build it from source: ${fromSource}`)
   }
   const err = new Error(lines.join('\n'), cause ? { cause } : undefined)

@@ -704,7 +704,8 @@ function parseQueue(queue) {
   for (const key of Object.keys(queue)) {
     if (!(key in QUEUE_DEFAULTS)) throw makeError('ERR_UNKNOWN_OPTION', `Unknown option "queue.${key}"`, TypeError)
   }
-  const q = { ...QUEUE_DEFAULTS, ...queue }
+  const q = { ...QUEUE_DEFAULTS }
+  for (const key of Object.keys(queue)) if (queue[key] !== undefined) q[key] = queue[key]
   for (const key of ['maxMessages', 'maxBytes']) {
     const v = q[key]
     if (typeof v !== 'number') throw typeError(`queue.${key}`, 'a number', v)

@@ -45,7 +45,7 @@ const ALIAS_PAIRS = Object.entries(ALIASES)
 const RWS_DEFAULT_PAIRS = Object.entries(RWS_DEFAULTS)
 const NO_OPTIONS = Object.freeze({})
 
-/** Whether the options use a reconnecting-websocket name (then they are copied and rewritten). */
+/** Whether the options hold a reconnecting-websocket name (then they are copied and rewritten). */
 function hasTheirs(options) {
   if (options === undefined || options === null) return false
   for (const name in ALIASES) if (name in options) return true
@@ -71,21 +71,27 @@ function normalizeArgs(second, third, argc, client) {
   if (!rwsShape && !hasTheirs(given)) return { options: given ?? NO_OPTIONS, rws: null }
   const options = { ...(given ?? {}) }
   let compat = rwsShape
+  // A name whose value is undefined is not given (as for every other option): it is taken out,
+  // and neither switches the client to their defaults nor conflicts with ours.
   for (const [theirs, ours] of ALIAS_PAIRS) {
     if (!(theirs in options)) continue
+    const value = options[theirs]
+    delete options[theirs]
+    if (value === undefined) continue
     compat = true
-    if (ours in options) {
+    if (options[ours] !== undefined) {
       throw makeError('ERR_INVALID_ARG_VALUE', `Options "${theirs}" and "${ours}" are the same setting: pass one`, TypeError)
     }
-    if (options[theirs] !== undefined) options[ours] = options[theirs]
-    delete options[theirs]
+    options[ours] = value
   }
   const extra = {}
   for (const name of THEIRS) {
     if (!(name in options)) continue
-    compat = true
-    extra[name] = options[name]
+    const value = options[name]
     delete options[name]
+    if (value === undefined) continue
+    compat = true
+    extra[name] = value
   }
   if (rwsShape && second !== undefined && second !== null) {
     if (options.protocols !== undefined) {

@@ -154,6 +154,18 @@ function listenerOptions(options) {
 const abortListenersOfCollected = new FinalizationRegistry(({ signal, onAbort }) => signal.removeEventListener('abort', onAbort))
 
 /**
+ * The 'abort' listener that removes a listener's entry. Made here, not where it is registered:
+ * closures made in one scope share one context, so one there that holds the entry (as `unlisten`
+ * must) would make the signal hold the entry, its listener and what that holds (often the client).
+ */
+function abortHandler(listenersRef, type, entryRef) {
+  return () => {
+    const entry = entryRef.deref()
+    if (entry !== undefined) listenersRef.deref()?.drop(type, entry)
+  }
+}
+
+/**
  * Listeners per type; each change makes a new array, so that a dispatch goes on over the listeners
  * registered when it started (one added meanwhile is not called). With `dom`, as the DOM does: adding the same listener twice keeps one, and a
  * listener removed during a dispatch is not called by it. Without, as reconnecting-websocket does:
@@ -191,12 +203,7 @@ class Listeners {
    * these listeners weakly: it keeps no client alive, and a client collected leaves nothing on it.
    */
   #removeOnAbort(type, entry, signal) {
-    const listeners = new WeakRef(this)
-    const ref = new WeakRef(entry)
-    const onAbort = () => {
-      const e = ref.deref()
-      if (e !== undefined) listeners.deref()?.#drop(type, e)
-    }
+    const onAbort = abortHandler(new WeakRef(this), type, new WeakRef(entry))
     signal.addEventListener('abort', onAbort, { once: true })
     abortListenersOfCollected.register(this, { signal, onAbort }, entry)
     entry.unlisten = () => {
@@ -206,7 +213,7 @@ class Listeners {
   }
 
   /** Removes one entry (a `once` listener called, or its signal aborted). */
-  #drop(type, entry) {
+  drop(type, entry) {
     retire(entry)
     const list = this.#byType.get(type)
     const i = list === undefined ? -1 : list.indexOf(entry)
@@ -238,7 +245,7 @@ class Listeners {
     for (const entry of list) {
       // Removed by an earlier listener of this dispatch (reconnecting-websocket calls it all the same).
       if (entry.removed && this.#dom) continue
-      if (entry.once) this.#drop(event.type, entry)
+      if (entry.once) this.drop(event.type, entry)
       try {
         if (typeof entry.listener === 'function') entry.listener.call(target, event)
         else entry.listener.handleEvent(event)

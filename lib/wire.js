@@ -36,6 +36,9 @@ function rethrowLater(err) {
   process.nextTick(surface, err)
 }
 
+/** Microtask turns the events after an open wait (see `afterOpen`): enough for a few awaits in a chain. */
+const OPEN_TURNS = 8
+
 const warned = new Set()
 function warn(p) {
   // One warning per distinct message (it names the URL): enough to find the leak without flooding stderr.
@@ -57,6 +60,14 @@ function makeWire() {
   let dispatching = 0
   /** A batch waits for the `setImmediate` that takes it. */
   let batchWaits = false
+  /**
+   * The rest of a batch after an `open` (`{ events, turns, native }`), or null: it waits for the
+   * promise reactions the open's listeners started, so that code awaiting the open (`await
+   * client.opened()`, `await once(client, 'open')`, a WHATWG `open` promise) adds its message
+   * listener before the server's first message, as where each event is a task of its own (browsers,
+   * undici). Events dispatched meanwhile go after it.
+   */
+  let afterOpen = null
 
   /**
    * Receives `[client, tag, payload, ...]` from the native side, or a lone event
@@ -77,11 +88,16 @@ function makeWire() {
     } else if (batch.length === 0) {
       dispatching--
       return
-    } else {
-      deliverAll(batch)
+    } else if (holdAfterOpen(batch, 0, true)) {
+      return
     }
+    dispatched(true)
+  }
+
+  /** The end of a dispatch (`native`: of a batch from `dispatch`, which is acknowledged). */
+  function dispatched(native) {
     dispatching--
-    if (!N.deliveryDone()) {
+    if (native && !N.deliveryDone()) {
       batchWaits = true
       setImmediate(acknowledge)
     }
@@ -98,10 +114,44 @@ function makeWire() {
    * waited in the read bound. A quiet connection's message comes alone (the round trip of an echo).
    */
   function dispatchNow(batch, tag, payload) {
+    if (afterOpen !== null) {
+      // Behind the events waiting after an open, to keep their order.
+      if (tag !== undefined) afterOpen.events.push(batch, tag, payload)
+      else for (const value of batch) afterOpen.events.push(value)
+      return
+    }
     dispatching++
     if (tag !== undefined) deliver(batch, tag, payload)
-    else deliverAll(batch)
-    dispatching--
+    else if (holdAfterOpen(batch, 0, false)) return
+    dispatched(false)
+  }
+
+  /**
+   * Delivers `events` from `from`; true when it stopped after an open, the rest waiting in
+   * `afterOpen` (the dispatch goes on, and ends, from `resume`).
+   */
+  function holdAfterOpen(events, from, native) {
+    for (let i = from; i < events.length; i += 3) {
+      deliver(events[i], events[i + 1], events[i + 2])
+      if (events[i + 1] === EVENTS.open && i + 3 < events.length) {
+        afterOpen = { events: events.slice(i + 3), turns: OPEN_TURNS, native }
+        queueMicrotask(resume)
+        return true
+      }
+    }
+    return false
+  }
+
+  function resume() {
+    // Queued again, it runs after the reactions queued before it, each turn: a chain of awaits
+    // (an async function awaiting the open, awaited in turn) takes a turn per step.
+    if (--afterOpen.turns > 0) {
+      queueMicrotask(resume)
+      return
+    }
+    const { events, native } = afterOpen
+    afterOpen = null
+    if (!holdAfterOpen(events, 0, native)) dispatched(native)
   }
 
   /** Runs one event's handler; a throwing listener does not lose the rest of the batch. */
@@ -112,10 +162,6 @@ function makeWire() {
     } catch (err) {
       rethrowLater(err)
     }
-  }
-
-  function deliverAll(batch) {
-    for (let i = 0; i < batch.length; i += 3) deliver(batch[i], batch[i + 1], batch[i + 2])
   }
 
   return {

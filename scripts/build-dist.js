@@ -20,6 +20,7 @@ const path = require('node:path')
 
 const root = path.resolve(__dirname, '..')
 const { napi } = require('../package.json')
+const { thirdPartyLicenses } = require('./third-party-licenses')
 
 /** Rust target triple -> napi-rs platform name (npm/<name>/, redial-ws.<name>.node). */
 const PLATFORMS = {
@@ -79,3 +80,6 @@ const from = path.join(targetDir, target, 'release', lib)
 const to = path.join(root, 'npm', platform, `redial-ws.${platform}.node`)
 fs.copyFileSync(from, to)
 console.error(`build-dist: ${path.relative(root, to)} (${(fs.statSync(to).size / 1048576).toFixed(1)} MiB)`)
+// The binary is a copy of the crates linked into it: their licences go with it, and ours.
+fs.copyFileSync(path.join(root, 'LICENSE'), path.join(root, 'npm', platform, 'LICENSE'))
+fs.writeFileSync(path.join(root, 'npm', platform, 'THIRD_PARTY_LICENSES.txt'), thirdPartyLicenses(target))

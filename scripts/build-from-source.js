@@ -7,7 +7,7 @@
 // `target/` is ever left inside node_modules. Nothing runs this at install time: the package
 // has no install script.
 
-const { execFileSync, spawnSync } = require('node:child_process')
+const { spawnSync } = require('node:child_process')
 const fs = require('node:fs')
 const os = require('node:os')
 const path = require('node:path')
@@ -39,15 +39,24 @@ if (cargo.error || cargo.status !== 0) {
 const ownTarget = !process.env.CARGO_TARGET_DIR
 const targetDir = process.env.CARGO_TARGET_DIR || fs.mkdtempSync(path.join(os.tmpdir(), 'redial-ws-build-'))
 console.error(`redial-ws: building the native addon from source with ${cargo.stdout.trim()} (this takes a minute or two)`)
+let build
 try {
-  execFileSync('cargo', ['build', '--release', '--lib', '--manifest-path', path.join(root, 'Cargo.toml')], {
+  build = spawnSync('cargo', ['build', '--release', '--lib', '--manifest-path', path.join(root, 'Cargo.toml')], {
     stdio: ['ignore', 'inherit', 'inherit'],
     env: { ...process.env, CARGO_TARGET_DIR: targetDir },
   })
-  const libName = process.platform === 'win32' ? 'redial_ws.dll' : process.platform === 'darwin' ? 'libredial_ws.dylib' : 'libredial_ws.so'
-  fs.copyFileSync(path.join(targetDir, 'release', libName), path.join(root, addonName()))
+  if (build.status === 0) {
+    const libName = process.platform === 'win32' ? 'redial_ws.dll' : process.platform === 'darwin' ? 'libredial_ws.dylib' : 'libredial_ws.so'
+    fs.copyFileSync(path.join(targetDir, 'release', libName), path.join(root, addonName()))
+  }
 } finally {
   if (ownTarget) fs.rmSync(targetDir, { recursive: true, force: true })
+}
+if (build.status !== 0) {
+  // cargo has said why above; a stack trace of this script would add nothing.
+  const how = build.error ? build.error.message : build.signal ? `signal ${build.signal}` : `exit status ${build.status}`
+  console.error(`redial-ws: cargo build failed (${how}): see its messages above.`)
+  process.exit(1)
 }
 const check = spawnSync(process.execPath, ['-e', `require(${JSON.stringify(path.join(root, 'lib', 'native.js'))})`], {
   encoding: 'utf8',

@@ -591,22 +591,18 @@ fn ms(v: f64) -> u64 {
 impl NativeClient {
     /// The JS object was collected (or the environment is being torn down).
     fn finalize(self, env: Env) -> Result<()> {
-        let was_active = delivery::unregister(&env, self.shared.id);
+        let url = &self.config.url;
+        let was_active = delivery::unregister(&env, self.shared.id, || {
+            JsEvent::Warning {
+            code: "REDIAL_WS_NOT_DISCONNECTED",
+            message: format!(
+                "a ReconnectingWebSocket for {url} was garbage-collected without disconnect(); its reconnect was cancelled"
+            ),
+        }
+        });
         let _ = env.adjust_external_memory(-EXTERNAL_BYTES);
         if was_active && !delivery::shutting_down() {
             GLOBAL.collected_without_disconnect.fetch_add(1, Ordering::Relaxed);
-            if let Some(hub) = delivery::hub() {
-                hub.push_one(
-                    0,
-                    JsEvent::Warning {
-                        code: "REDIAL_WS_NOT_DISCONNECTED",
-                        message: format!(
-                            "a ReconnectingWebSocket for {} was garbage-collected without disconnect(); its reconnect was cancelled",
-                            self.config.url
-                        ),
-                    },
-                );
-            }
         }
         Ok(())
         // `Drop` follows and aborts the driver.

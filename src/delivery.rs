@@ -233,8 +233,11 @@ struct Registry {
     /// The batch JS is dispatching: credited to read gates on acknowledgement.
     credits: Credits,
     clients: HashMap<u64, Entry>,
-    /// Number of clients that are active and ref'd: the loop is held while > 0.
+    /// Number of clients that are active and ref'd, and of warnings that such a client left when
+    /// it was collected and JS has not taken yet: the loop is held while > 0.
     holding: usize,
+    /// Those warnings (each releases its hold when JS takes it).
+    warning_holds: usize,
     /// The environment is being torn down: finalizers are process exit, not garbage collection.
     shutting_down: bool,
     /// The JS function that receives the messages read on the JS thread (`on_readable`).
@@ -384,8 +387,11 @@ pub fn set_driver(id: u64, driver: tokio::task::AbortHandle) {
     });
 }
 
-/// Removes a finalized client. Returns whether it was still active.
-pub fn unregister(env: &Env, id: u64) -> bool {
+/// Removes a finalized client. One that was still active (collected without `disconnect()`)
+/// leaves `warning()` for JS, unless the environment is being torn down; the loop stays held
+/// until JS takes it if the client held it (else a process with nothing more to do would end
+/// without it). Returns whether the client was still active.
+pub fn unregister(env: &Env, id: u64, warning: impl FnOnce() -> JsEvent) -> bool {
     with_registry(|r| {
         let Some(mut e) = r.clients.remove(&id) else {
             return false;
@@ -393,9 +399,18 @@ pub fn unregister(env: &Env, id: u64) -> bool {
         let was_active = e.active;
         let refd = e.refd;
         direct::release(id);
-        set_holding(r, env, &mut e, false, refd);
+        let hub = r.hub.clone().filter(|_| was_active && !r.shutting_down);
+        if hub.is_some() && refd {
+            // The client's hold passes to its warning.
+            r.warning_holds += 1;
+        } else {
+            set_holding(r, env, &mut e, false, refd);
+        }
         // A failure leaves a reference to a finalized object: nothing to undo.
         let _ = e.owner.delete(env);
+        if let Some(hub) = hub {
+            hub.push_one(0, warning());
+        }
         was_active
     })
     .unwrap_or(false)
@@ -513,20 +528,24 @@ fn set_holding(r: &mut Registry, env: &Env, e: &mut Entry, active: bool, refd: b
     e.refd = refd;
     set_strong(env, e, reachable(e));
     let after = active && refd;
-    if before == after {
-        return;
+    if before != after {
+        add_hold(r, env, after);
     }
+}
+
+/// Takes (`on`) or releases one hold of the loop; the function is ref'd while any is taken.
+fn add_hold(r: &mut Registry, env: &Env, on: bool) {
     let hub = r.hub.clone();
     let tsfn = hub.as_ref().and_then(|h| h.tsfn.get());
-    if after {
+    if on {
         r.holding += 1;
     } else {
         r.holding -= 1;
     }
-    if r.holding == usize::from(after) && !r.shutting_down {
+    if r.holding == usize::from(on) && !r.shutting_down {
         if let Some(t) = tsfn {
             // Fails only for a function Node released, whose hold no longer matters.
-            let _ = napi_raw::set_tsfn_ref(env, t, after);
+            let _ = napi_raw::set_tsfn_ref(env, t, on);
         }
     }
 }
@@ -695,6 +714,10 @@ fn build_batch(env: &Env, batch: Vec<(u64, JsEvent)>) -> Result<Vec<Value>> {
                 continue;
             }
             let owner = if let JsEvent::Warning { .. } = event {
+                if r.warning_holds > 0 {
+                    r.warning_holds -= 1;
+                    add_hold(r, env, false);
+                }
                 napi_raw::undefined(env)?
             } else {
                 let Some(mut e) = r.clients.remove(&id) else { continue };

@@ -10,9 +10,10 @@ import type { FuzzingServer } from './server.js'
  * 'echo' is the client under test. The others are deliberately broken clients, used to check
  * that the judging does not pass what it must not: 'silent' never echoes, 'retype' echoes text
  * as binary and binary as text, 'late' echoes 200 ms after the message arrived, 'corrupt'
- * echoes the second message with its last character (octet) changed.
+ * echoes the second message with its last character (octet) changed, 'drop' echoes the first
+ * message and then drops the connection without a close handshake (`terminate()`).
  */
-export type EchoMode = 'echo' | 'silent' | 'retype' | 'late' | 'corrupt'
+export type EchoMode = 'echo' | 'silent' | 'retype' | 'late' | 'corrupt' | 'drop'
 
 const MAX_PAYLOAD = 64 * 2 ** 20
 
@@ -49,6 +50,7 @@ export async function runCase(server: FuzzingServer, spec: CaseSpec, mode: EchoM
     }
     if (mode === 'late') setTimeout(echo, 200)
     else echo()
+    if (mode === 'drop') void client.terminate()
   })
   client.on('error', (err) => {
     observed.errors.push(err.code ?? err.message)

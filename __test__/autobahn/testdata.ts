@@ -2,8 +2,10 @@
 // whose slices the cases send. Those files are third-party content (a Gutenberg text, the Lena
 // bitmap, a research paper's PDF, a JSON and an HTML report), so they are not copied here: by
 // default each is replaced by a generated stand-in of the same length and the same kind (UTF-8 /
-// binary, about as compressible, text files ASCII-only so that every slice is valid UTF-8, which
-// holds for the originals too). AUTOBAHN_TESTDATA=<dir> uses the original files from <dir> (e.g.
+// binary, about as compressible, text files ASCII-only so that every slice is valid UTF-8).
+// Autobahn slices its text files by character, these by octet: in the originals (data1.html has
+// 53 octets beyond ASCII) no slice the cases take ends inside a character, so the two agree.
+// AUTOBAHN_TESTDATA=<dir> uses the original files from <dir> (e.g.
 // a checkout's autobahntestsuite/autobahntestsuite/testdata) instead.
 //
 //   file                 length   gzip -6   kind
