@@ -5,7 +5,7 @@
 import test from 'ava'
 
 import { ReconnectingWebSocket, clientStats } from '../index.js'
-import { Recorder, collectUntil, quiescent, refusedPort, serverChild, until, wsServer } from './helpers.js'
+import { Recorder, collectUntil, quiescent, rawServer, refusedPort, serverChild, until, wsServer } from './helpers.js'
 
 /** Blocks this thread until `cond()` holds (what the driver does meanwhile, JS sees later). */
 function blockUntil(cond: () => boolean, what: string, ms = 5_000): void {
@@ -181,5 +181,59 @@ test.serial('connect(); disconnect() after the driver gave up and exited, before
   t.deepEqual(await client.disconnect(), { discarded: 0 })
   t.true(after.length <= 1 && after.every((e) => e === 'close false'), after.join(', '))
   t.is(client.state, 'closed')
+  await quiescent()
+})
+
+test.serial('connect() right after disconnect() or terminate(), open or connecting: the close that follows says willReconnect: true, and the client opens', async (t) => {
+  const peer = await wsServer()
+  t.teardown(() => peer.close())
+  const cases: Array<[string, (c: ReconnectingWebSocket) => unknown, boolean]> = [
+    ['open, disconnect()', (c) => c.disconnect(), true],
+    ['open, terminate()', (c) => c.terminate(), true],
+    ['connecting, disconnect()', (c) => c.disconnect(), false],
+  ]
+  for (const [how, stop, opened] of cases) {
+    // Whether the driver takes both calls in one step or exits between them is the threads' race:
+    // rounds enough for both.
+    for (let i = 0; i < 25; i++) {
+      const client = new ReconnectingWebSocket(peer.url)
+      if (opened) await client.opened()
+      const closed = new Promise<boolean>((resolve) => client.once('close', (e) => resolve(e.willReconnect)))
+      void stop(client)
+      client.connect()
+      t.true(await closed, `${how}; connect(), round ${i}`)
+      await client.opened()
+      await client.disconnect()
+    }
+  }
+  await quiescent()
+})
+
+test.serial("reconnect() or connect() in a close listener: the wait the close announced is not reported afterwards, and the client stays connecting", async (t) => {
+  // Every attempt is dropped at once, and the waits are long.
+  const peer = await rawServer((socket) => socket.destroy())
+  t.teardown(() => peer.close())
+  for (const call of ['reconnect', 'connect'] as const) {
+    const client = new ReconnectingWebSocket(peer.url, { minDelay: 60_000, jitter: 'none' })
+    const seen: string[] = []
+    client.on('error', () => {})
+    let first = true
+    client.on('close', (e) => {
+      seen.push(`close ${e.willReconnect}`)
+      if (!first) return
+      first = false
+      client[call]()
+      seen.push(`${call}() ${client.state}`)
+    })
+    client.on('reconnecting', (p) => seen.push(`reconnecting ${p.attempt} ${client.state}`))
+    const accepted = peer.accepted
+    await until(() => seen.length === 4, () => `${call}: ${seen.join(', ')}`)
+    // The second attempt's own wait is reported; the first one's, cancelled, is not (reconnect()
+    // starts the count again, connect() does not).
+    const attempt = call === 'reconnect' ? 1 : 2
+    t.deepEqual(seen, ['close true', `${call}() connecting`, 'close true', `reconnecting ${attempt} reconnecting`], call)
+    t.true(peer.accepted - accepted <= 2)
+    await client.disconnect()
+  }
   await quiescent()
 })

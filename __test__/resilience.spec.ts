@@ -378,9 +378,15 @@ test.serial('disconnect({ flush: true }) during a backoff wait connects, writes 
   client.send('q1')
   client.send('q2')
   accept = true
-  t.deepEqual(await client.disconnect(1000, 'done', { flush: true }), { discarded: 0 })
+  // It connects to write the queue: closing (readyState CLOSING) until that connection's close.
+  const states: string[] = []
+  for (const event of ['open', 'close'] as const) client.on(event, () => states.push(`${event} ${client.state} ${client.readyState}`))
+  const done = client.disconnect(1000, 'done', { flush: true })
+  t.is(client.state, 'closing')
+  t.deepEqual(await done, { discarded: 0 })
   await until(() => got.length === 2, 'flushed messages')
   t.deepEqual(got, ['q1', 'q2'])
+  t.deepEqual(states, ['open closing 2', 'close closed 3'])
   t.is(client.state, 'closed')
   await quiescent()
 })

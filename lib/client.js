@@ -234,6 +234,8 @@ class ReconnectingWebSocket extends EventEmitter {
   #waiters = null
   /** The native machine's count of consecutive failures, as its last event reported it. */
   #retries = 0
+  /** connect() or reconnect() ended a reconnect wait: its `reconnecting`, if still to come, is stale (until the next attempt's `connecting`). */
+  #restarted = false
   /** The giveup whose application listeners are running (for a disconnect() they call: `#disconnect`). */
   #givingUp = null
   #openedAt = 0
@@ -401,6 +403,8 @@ class ReconnectingWebSocket extends EventEmitter {
       // A disconnect whose close event was already delivered is over for the user; its promise still settles.
       this.#closing = false
     }
+    // A wait the driver may still report (its `reconnecting` follows the close being dispatched) is over.
+    if (state === 'reconnecting') this.#restarted = true
     if (state !== 'closing') this.#state = 'connecting'
     else {
       // The close under way goes on; once it is done, the client connects again.
@@ -464,8 +468,9 @@ class ReconnectingWebSocket extends EventEmitter {
     this.#connectAfterClose = false
     // Between connections (a reconnect wait, or a giveup the driver has not yet reported done)
     // there is nothing to close: the client is closed for the user at once, as its readyState
-    // already says, and no close event is to come.
-    this.#state = between ? 'closed' : 'closing'
+    // already says, and no close event is to come. With `flush` it connects to write its queue,
+    // and closes that connection: closing until then.
+    this.#state = between && !flush ? 'closed' : 'closing'
     return new Promise((resolve) => {
       // Settled by the event that reports call `seq` done: after a connect(), an earlier call's
       // completion must not settle a later one.
@@ -501,6 +506,7 @@ class ReconnectingWebSocket extends EventEmitter {
       return this.connect()
     }
     this.#closing = false
+    if (state === 'reconnecting') this.#restarted = true
     this.#state = state === 'open' ? 'closing' : 'connecting'
     if (this.#rws && hadConnection) this.#rws.reconnected(code, reason, this, this.#whatwg)
     return this
@@ -969,6 +975,7 @@ class ReconnectingWebSocket extends EventEmitter {
 
   /** `attempt`: the machine's count of consecutive failures (0 for the first attempt after connect()). */
   #onConnecting(attempt) {
+    this.#restarted = false
     if (this.#rws) this.#rws.socketSeen = true
     if (!this.#closing) this.#state = 'connecting'
     this.#retries = attempt
@@ -1038,6 +1045,10 @@ class ReconnectingWebSocket extends EventEmitter {
       if (!this.#connectAfterClose) {
         willReconnect = false
         this.#closing = QUIET
+      } else {
+        // connect() came after the disconnect(): the client connects once the close is done,
+        // whatever the driver planned when it reported it.
+        willReconnect = true
       }
       // The connection is gone; what is left (settling the disconnect) is not observable as
       // "closing", unless connect() was called meanwhile: the client then connects once it is done.
@@ -1066,8 +1077,9 @@ class ReconnectingWebSocket extends EventEmitter {
 
   #onReconnecting(p) {
     this.#trace('reconnecting', p.attempt, p.delay)
-    // A reconnect the driver planned before it took the disconnect(): it will not happen.
-    if (this.#closing) return
+    // A reconnect the driver planned before it took the disconnect(), or before a connect() or
+    // reconnect() (in a close listener) that started the next attempt now: it will not happen.
+    if (this.#closing || this.#restarted) return
     this.#state = 'reconnecting'
     if (channels.reconnecting.hasSubscribers) channels.reconnecting.publish({ client: this, ...p })
     this.emit('reconnecting', p)
