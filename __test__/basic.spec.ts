@@ -799,6 +799,43 @@ test.serial("messages that come with the open wait for the open's awaiters: code
   await quiescent()
 })
 
+test.serial('a fake queueMicrotask (test fake timers replace it) holds back no delivery, no send and no callback', async (t) => {
+  const text = (s: string) => Buffer.concat([Buffer.from([0x81, s.length]), Buffer.from(s)])
+  const got: string[] = []
+  const peer = await rawServer((s) =>
+    acceptUpgrade(
+      s,
+      () => s.on('data', (d) => got.push(d.toString('hex'))),
+      '',
+      text('welcome'),
+    ),
+  )
+  t.teardown(() => peer.close())
+  const real = globalThis.queueMicrotask
+  const held: Array<() => void> = []
+  globalThis.queueMicrotask = (fn) => void held.push(fn)
+  t.teardown(() => {
+    globalThis.queueMicrotask = real
+  })
+  const client = new ReconnectingWebSocket(peer.url, { minDelay: 60_000 })
+  const messages: string[] = []
+  client.on('message', (d) => messages.push(String(d)))
+  // The message that comes with the open.
+  await until(() => messages.length === 1, 'the first message')
+  // A second client opens (the batch after an open is acknowledged).
+  const second = new ReconnectingWebSocket(peer.url, { minDelay: 60_000 })
+  await second.opened()
+  // Sends of one turn (corked) go out; a send callback is called.
+  const called = new Promise((resolve) => client.send('c', resolve))
+  client.send('a')
+  client.send('b')
+  await called
+  await until(() => got.join('').length >= 3 * 2 * 7, () => `${got.join('').length / 2} bytes`)
+  t.is(held.length, 0, 'nothing waited for the fake queueMicrotask')
+  await Promise.all([client.terminate(), second.terminate()])
+  await quiescent()
+})
+
 test.serial('a second copy of lib/ on the same thread (a cleared module cache) leaves the first copy its clients', async (t) => {
   const peer = await wsServer((s) => s.on('message', (data) => s.send(String(data))))
   t.teardown(() => peer.close())

@@ -209,11 +209,19 @@ test.serial('connect() right after disconnect() or terminate(), open or connecti
   await quiescent()
 })
 
-test.serial("reconnect() or connect() in a close listener: the wait the close announced is not reported afterwards, and the client stays connecting", async (t) => {
+test.serial("reconnect() or connect() in a close listener (after a disconnect() or terminate() too): the wait the close announced is not reported afterwards, and the client stays connecting", async (t) => {
   // Every attempt is dropped at once, and the waits are long.
   const peer = await rawServer((socket) => socket.destroy())
   t.teardown(() => peer.close())
-  for (const call of ['reconnect', 'connect'] as const) {
+  const calls: Array<[string, (c: ReconnectingWebSocket) => unknown, number]> = [
+    // reconnect() starts the count again, connect() does not.
+    ['reconnect()', (c) => c.reconnect(), 1],
+    ['connect()', (c) => c.connect(), 2],
+    ['disconnect(); connect()', (c) => (c.disconnect(), c.connect()), 1],
+    ['terminate(); connect()', (c) => (c.terminate(), c.connect()), 1],
+    ['disconnect(); reconnect()', (c) => (c.disconnect(), c.reconnect()), 1],
+  ]
+  for (const [call, again, attempt] of calls) {
     const client = new ReconnectingWebSocket(peer.url, { minDelay: 60_000, jitter: 'none' })
     const seen: string[] = []
     client.on('error', () => {})
@@ -222,16 +230,14 @@ test.serial("reconnect() or connect() in a close listener: the wait the close an
       seen.push(`close ${e.willReconnect}`)
       if (!first) return
       first = false
-      client[call]()
-      seen.push(`${call}() ${client.state}`)
+      again(client)
+      seen.push(`${call} ${client.state}`)
     })
     client.on('reconnecting', (p) => seen.push(`reconnecting ${p.attempt} ${client.state}`))
     const accepted = peer.accepted
     await until(() => seen.length === 4, () => `${call}: ${seen.join(', ')}`)
-    // The second attempt's own wait is reported; the first one's, cancelled, is not (reconnect()
-    // starts the count again, connect() does not).
-    const attempt = call === 'reconnect' ? 1 : 2
-    t.deepEqual(seen, ['close true', `${call}() connecting`, 'close true', `reconnecting ${attempt} reconnecting`], call)
+    // The second attempt's own wait is reported; the first one's, cancelled, is not.
+    t.deepEqual(seen, ['close true', `${call} connecting`, 'close true', `reconnecting ${attempt} reconnecting`], call)
     t.true(peer.accepted - accepted <= 2)
     await client.disconnect()
   }

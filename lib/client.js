@@ -35,7 +35,7 @@ const { channels, trace, tracing } = require('./diagnostics')
 const { parseResponseHead, headersFrom } = require('./response')
 const { onAbortDisconnect } = require('./abort')
 
-const { rethrowLater, convertBinary } = wire
+const { rethrowLater, microtask, convertBinary } = wire
 const {
   notOpen: SENT_NOT_OPEN,
   queueFull: SENT_QUEUE_FULL,
@@ -74,7 +74,7 @@ function notSent(reason) {
 function callLater(callback, err = null) {
   // The callbacks of a message sent in pieces, one per piece, in order.
   if (Array.isArray(callback)) for (const each of callback) callLater(each, err)
-  else queueMicrotask(() => callback(err))
+  else microtask(() => callback(err))
 }
 
 /** A disconnect() call is done: the callbacks of the message it found unfinished run, then it resolves. */
@@ -234,6 +234,8 @@ class ReconnectingWebSocket extends EventEmitter {
   #waiters = null
   /** The native machine's count of consecutive failures, as its last event reported it. */
   #retries = 0
+  /** A close that announced a reconnect was dispatched, and its wait's `reconnecting` not yet. */
+  #waitAnnounced = false
   /** connect() or reconnect() ended a reconnect wait: its `reconnecting`, if still to come, is stale (until the next attempt's `connecting`). */
   #restarted = false
   /** The giveup whose application listeners are running (for a disconnect() they call: `#disconnect`). */
@@ -403,8 +405,9 @@ class ReconnectingWebSocket extends EventEmitter {
       // A disconnect whose close event was already delivered is over for the user; its promise still settles.
       this.#closing = false
     }
-    // A wait the driver may still report (its `reconnecting` follows the close being dispatched) is over.
-    if (state === 'reconnecting') this.#restarted = true
+    // A wait the driver may still report (its `reconnecting` follows the close being dispatched,
+    // also when a disconnect() in the close listener came first) is over.
+    if (state === 'reconnecting' || this.#waitAnnounced) this.#restarted = true
     if (state !== 'closing') this.#state = 'connecting'
     else {
       // The close under way goes on; once it is done, the client connects again.
@@ -506,7 +509,7 @@ class ReconnectingWebSocket extends EventEmitter {
       return this.connect()
     }
     this.#closing = false
-    if (state === 'reconnecting') this.#restarted = true
+    if (state === 'reconnecting' || this.#waitAnnounced) this.#restarted = true
     this.#state = state === 'open' ? 'closing' : 'connecting'
     if (this.#rws && hadConnection) this.#rws.reconnected(code, reason, this, this.#whatwg)
     return this
@@ -534,7 +537,7 @@ class ReconnectingWebSocket extends EventEmitter {
     if (typeof data === 'string') outcome = N.clientSendText(this, data)
     else if (Buffer.isBuffer(data)) outcome = N.clientSendBinary(this, data)
     else outcome = N.clientSendBinary(this, sendable(data))
-    if (outcome === SENT_CORKED) return void queueMicrotask(() => uncork(this))
+    if (outcome === SENT_CORKED) return void microtask(() => uncork(this))
     this.#sent(outcome, data)
   }
 
@@ -583,7 +586,7 @@ class ReconnectingWebSocket extends EventEmitter {
   /** `send(data, { compress: false })`: framed uncompressed even where permessage-deflate was negotiated. */
   #sendUncompressed(data) {
     const outcome = N.clientSendTicketed(this, sendable(data), 0, false)
-    if (outcome === SENT_CORKED) return void queueMicrotask(() => uncork(this))
+    if (outcome === SENT_CORKED) return void microtask(() => uncork(this))
     this.#sent(outcome, data)
   }
 
@@ -976,6 +979,7 @@ class ReconnectingWebSocket extends EventEmitter {
   /** `attempt`: the machine's count of consecutive failures (0 for the first attempt after connect()). */
   #onConnecting(attempt) {
     this.#restarted = false
+    this.#waitAnnounced = false
     if (this.#rws) this.#rws.socketSeen = true
     if (!this.#closing) this.#state = 'connecting'
     this.#retries = attempt
@@ -1061,6 +1065,8 @@ class ReconnectingWebSocket extends EventEmitter {
       this.#retries = retries
     }
     this.#openedAt = 0
+    // Its wait's `reconnecting` follows (set before the listeners, which may connect() now).
+    this.#waitAnnounced = willReconnect
     this.#trace('close', code, reason)
     if (closing === QUIET) return
     const info = { code, reason, wasClean, willReconnect }
@@ -1077,6 +1083,7 @@ class ReconnectingWebSocket extends EventEmitter {
 
   #onReconnecting(p) {
     this.#trace('reconnecting', p.attempt, p.delay)
+    this.#waitAnnounced = false
     // A reconnect the driver planned before it took the disconnect(), or before a connect() or
     // reconnect() (in a close listener) that started the next attempt now: it will not happen.
     if (this.#closing || this.#restarted) return

@@ -36,6 +36,23 @@ function rethrowLater(err) {
   process.nextTick(surface, err)
 }
 
+const RESOLVED = Promise.resolve()
+
+/**
+ * Runs `fn` as a microtask: through a promise, not `queueMicrotask`, which test fake timers replace
+ * (Jest's by default), and delivery must not wait for a fake clock. What `fn` throws surfaces as a
+ * listener's error does.
+ */
+function microtask(fn) {
+  RESOLVED.then(() => {
+    try {
+      fn()
+    } catch (err) {
+      rethrowLater(err)
+    }
+  })
+}
+
 /** Microtask turns the events after an open wait (see `afterOpen`): enough for a few awaits in a chain. */
 const OPEN_TURNS = 8
 
@@ -61,7 +78,8 @@ function makeWire() {
   /** A batch waits for the `setImmediate` that takes it. */
   let batchWaits = false
   /**
-   * The rest of a batch after an `open` (`{ events, turns, native }`), or null: it waits for the
+   * The rest of a batch after an `open` (`{ events, from, turns, native }`: the events from index
+   * `from` of `events`), or null: it waits for the
    * promise reactions the open's listeners started, so that code awaiting the open (`await
    * client.opened()`, `await once(client, 'open')`, a WHATWG `open` promise) adds its message
    * listener before the server's first message, as where each event is a task of its own (browsers,
@@ -115,9 +133,10 @@ function makeWire() {
    */
   function dispatchNow(batch, tag, payload) {
     if (afterOpen !== null) {
-      // Behind the events waiting after an open, to keep their order.
-      if (tag !== undefined) afterOpen.events.push(batch, tag, payload)
-      else for (const value of batch) afterOpen.events.push(value)
+      // Behind the events waiting after an open, to keep their order (the array is this side's).
+      const events = afterOpen.events
+      if (tag !== undefined) events.push(batch, tag, payload)
+      else for (const value of batch) events.push(value)
       return
     }
     dispatching++
@@ -134,8 +153,8 @@ function makeWire() {
     for (let i = from; i < events.length; i += 3) {
       deliver(events[i], events[i + 1], events[i + 2])
       if (events[i + 1] === EVENTS.open && i + 3 < events.length) {
-        afterOpen = { events: events.slice(i + 3), turns: OPEN_TURNS, native }
-        queueMicrotask(resume)
+        afterOpen = { events, from: i + 3, turns: OPEN_TURNS, native }
+        microtask(resume)
         return true
       }
     }
@@ -146,12 +165,12 @@ function makeWire() {
     // Queued again, it runs after the reactions queued before it, each turn: a chain of awaits
     // (an async function awaiting the open, awaited in turn) takes a turn per step.
     if (--afterOpen.turns > 0) {
-      queueMicrotask(resume)
+      microtask(resume)
       return
     }
-    const { events, native } = afterOpen
+    const { events, from, native } = afterOpen
     afterOpen = null
-    if (!holdAfterOpen(events, 0, native)) dispatched(native)
+    if (!holdAfterOpen(events, from, native)) dispatched(native)
   }
 
   /** Runs one event's handler; a throwing listener does not lose the rest of the batch. */
@@ -292,4 +311,4 @@ function convertBinary(buf, type) {
     : buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength)
 }
 
-module.exports = { EVENTS, SEND, checkSendOutcomes, listen, handlerTable, forEachText, forEachBinary, convertBinary, rethrowLater, delivering }
+module.exports = { EVENTS, SEND, checkSendOutcomes, listen, handlerTable, forEachText, forEachBinary, convertBinary, rethrowLater, microtask, delivering }
