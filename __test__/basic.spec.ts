@@ -720,8 +720,12 @@ test('disconnect() and reconnect() validate code and reason as ws does', async (
   const err = t.throws(() => client.disconnect(1000, 42 as unknown as string), { instanceOf: TypeError }) as RedialError
   t.is(err.code, 'ERR_INVALID_ARG_TYPE')
   t.is(client.state, 'closed', 'nothing happened')
-  await client.disconnect(3000, 'x'.repeat(123))
-  t.is(client.state, 'closed')
+  // The range's ends, 3000 and 4999, and a reason of 123 bytes are valid.
+  for (const code of [1000, 3000, 4999]) {
+    t.notThrows(() => client.reconnect(code), String(code))
+    await client.disconnect(code, 'x'.repeat(123))
+    t.is(client.state, 'closed')
+  }
 })
 
 test.serial("ws's close codes 1001-1014 and a Buffer reason reach the server", async (t) => {

@@ -171,6 +171,23 @@ export async function until(cond: () => boolean, what: string | (() => string), 
   }
 }
 
+/**
+ * The value of `read()` once it has stayed the same for `polls` polls 20 ms apart (at most `ms`):
+ * for a count that stops growing when a bound holds (nothing announces that it stopped).
+ */
+export async function steady(read: () => number, what: string, polls = 10, ms = 10_000): Promise<number> {
+  const deadline = Date.now() + ms
+  let value = read()
+  for (let same = 0; same < polls; ) {
+    if (Date.now() > deadline) throw new Error(`${what} still changing after ${ms} ms (${value})`)
+    await delay(20)
+    const now = read()
+    same = now === value ? same + 1 : 0
+    value = now
+  }
+  return value
+}
+
 /** Forces full collections until `cond()` holds (finalizers run a tick after the GC). */
 export async function collectUntil(cond: () => boolean, what: string, rounds = 200): Promise<void> {
   const gc = (globalThis as { gc?: () => void }).gc

@@ -7,7 +7,7 @@ import { Worker } from 'node:worker_threads'
 import test from 'ava'
 
 import { ReconnectingWebSocket, clientStats, createWebSocketStream } from '../index.js'
-import { PACKAGE_ENTRY, Recorder, collectUntil, forceGc, quiescent, refusedPort, sendThenEnd, until, wsServer } from './helpers.js'
+import { PACKAGE_ENTRY, Recorder, collectUntil, forceGc, quiescent, refusedPort, sendThenEnd, steady, until, wsServer } from './helpers.js'
 
 test.serial('messages(): for await, in order; a slow consumer stops the socket being read', async (t) => {
   const payload = 'x'.repeat(16 * 1024)
@@ -23,7 +23,8 @@ test.serial('messages(): for await, in order; a slow consumer stops the socket b
   const socket = [...peer.sockets][0]
   // The consumer is slow now: the server cannot flush because the client stopped reading.
   await until(() => socket.bufferedAmount > 4 * 1024 * 1024, () => `server-side backlog (${socket.bufferedAmount})`)
-  const read = client.metrics.messagesReceived
+  // (The server buffers the whole flood at once: its backlog says nothing of the client's reading.)
+  const read = await steady(() => client.metrics.messagesReceived, 'messages read ahead of the consumer')
   // Read ahead of the consumer: its buffer (50), what was in flight to JS when it paused, and the
   // native in-flight bound (4 MiB) behind that: a fixed amount, whatever the server sends.
   const window = (4 * 1024 * 1024) / payload.length
@@ -70,6 +71,23 @@ test.serial('a pending messages() read keeps an otherwise unreferenced client al
   await weak!.deref()!.disconnect()
   await collectUntil(() => clientStats().liveClients === baseline.liveClients, 'the finished client')
   t.is(clientStats().collectedWithoutDisconnect, baseline.collectedWithoutDisconnect)
+  await quiescent()
+})
+
+test.serial('a messages() read that has settled holds nothing: the client, unreferenced, is collected in its backoff wait', async (t) => {
+  const peer = await wsServer((s) => {
+    s.send('hello')
+    s.close(1012, 'restart')
+  })
+  t.teardown(() => peer.close())
+  const baseline = clientStats()
+  await (async () => {
+    const client = new ReconnectingWebSocket(peer.url, { minDelay: 60_000, jitter: 'none' })
+    const messages = client.messages()[Symbol.asyncIterator]()
+    t.deepEqual(await messages.next(), { value: 'hello', done: false })
+  })()
+  await until(() => clientStats().pendingReconnects === baseline.pendingReconnects + 1, 'in its backoff wait')
+  await collectUntil(() => clientStats().collectedWithoutDisconnect === baseline.collectedWithoutDisconnect + 1, 'the client whose read settled')
   await quiescent()
 })
 

@@ -1,6 +1,8 @@
 // Resilience: the retry policy, heartbeats, the bounded offline queue, per-attempt credentials.
 import { once } from 'node:events'
+import { readFileSync } from 'node:fs'
 import http from 'node:http'
+import { createRequire } from 'node:module'
 import net from 'node:net'
 import test, { type ExecutionContext } from 'ava'
 import { WebSocketServer } from 'ws'
@@ -466,6 +468,39 @@ test.serial('queue options left undefined take their defaults, as every other op
   await client.disconnect()
 })
 
+test("the defaults are the documented ones: the README's option table, and docs/migrating.md's for rws mode", (t) => {
+  const require = createRequire(import.meta.url)
+  const { parseOptions } = require('../lib/options.js')
+  const { normalizeArgs } = require('../lib/rws.js')
+  const readme = readFileSync(new URL('../README.md', import.meta.url), 'utf8')
+  const documented = (name: string) => {
+    const row = new RegExp(`^\\| \`${name}\` \\| \`([^\`]+)\``, 'm').exec(readme)
+    if (!row) throw new Error(`no README row for ${name}`)
+    return row[1]
+  }
+  const native = parseOptions({}).native
+  for (const name of ['minDelay', 'maxDelay', 'factor', 'minUptime', 'connectTimeout', 'closeTimeout', 'pingInterval', 'pongTimeout']) {
+    t.is(native[name], Number(documented(name)), name)
+  }
+  t.is(documented('jitter'), `'${native.jitter}'`)
+  t.is(documented('maxRetries'), 'Infinity')
+  t.is(native.maxRetries, Infinity)
+  t.is(documented('queue'), '{ maxMessages: 1000, maxBytes: 4 MiB, overflow: \'reject\' }')
+  t.like(native, { queueEnabled: true, queueMaxMessages: 1000, queueMaxBytes: 4 * 1024 * 1024, queueDropOldest: false })
+
+  const migrating = readFileSync(new URL('../docs/migrating.md', import.meta.url), 'utf8')
+  const row = /^\| defaults \| (.*) \|$/m.exec(migrating)![1]
+  const theirs = (name: string) => Number(new RegExp(`\`${name}\` (\\d+)`).exec(row)![1])
+  const rws = normalizeArgs(undefined, undefined, 3, null).options
+  t.is(rws.maxDelay, theirs('maxReconnectionDelay'))
+  t.is(rws.factor, Number(/`reconnectionDelayGrowFactor` ([\d.]+)/.exec(row)![1]))
+  t.is(rws.minUptime, theirs('minUptime'))
+  t.is(rws.connectTimeout, theirs('connectionTimeout'))
+  t.true(rws.minDelay >= 1000 && rws.minDelay <= 5000, `minReconnectionDelay ${rws.minDelay}: 1000 + random x 4000`)
+  t.is(rws.jitter, 'none')
+  t.like(rws.queue, { maxMessages: Infinity, maxBytes: Infinity })
+})
+
 test('bad resilience options get coded errors', (t) => {
   const bad: Array<[object, string]> = [
     [{ pingInterval: -1 }, 'ERR_OUT_OF_RANGE'],
@@ -475,6 +510,9 @@ test('bad resilience options get coded errors', (t) => {
     [{ honorRetryAfter: 'sometimes' }, 'ERR_OUT_OF_RANGE'],
     [{ shouldReconnect: true }, 'ERR_INVALID_ARG_TYPE'],
     [{ queue: { maxMessages: -1 } }, 'ERR_OUT_OF_RANGE'],
+    [{ queue: { maxMessages: 1.5 } }, 'ERR_OUT_OF_RANGE'],
+    [{ queue: { maxBytes: 0.5 } }, 'ERR_OUT_OF_RANGE'],
+    [{ closeTimeout: 0 }, 'ERR_OUT_OF_RANGE'],
     [{ queue: { overflow: 'drop-newest' } }, 'ERR_OUT_OF_RANGE'],
     [{ queue: { max: 1 } }, 'ERR_UNKNOWN_OPTION'],
     [{ queue: 'big' }, 'ERR_INVALID_ARG_TYPE'],

@@ -109,8 +109,15 @@ test.serial('messages that will never be sent: overflow, drainQueue(), disconnec
   cb.send(client, 'b', 'b')
   cb.send(client, 'c', 'c') // pushes out a
   t.deepEqual(client.drainQueue(), ['b', 'c'])
-  cb.send(client, 'd', 'd')
   t.deepEqual(cb.calls, [], 'nothing is called from inside the call that settled it')
+  // drainQueue() settles the callbacks of what it handed back itself (no later call needed).
+  await new Promise((resolve) => setImmediate(resolve))
+  t.deepEqual(cb.calls, [
+    ['a', 'ERR_NOT_SENT:overflow'],
+    ['b', 'ERR_NOT_SENT:drained'],
+    ['c', 'ERR_NOT_SENT:drained'],
+  ])
+  cb.send(client, 'd', 'd')
   const { discarded } = await client.disconnect()
   t.is(discarded, 1)
   // Callbacks run on the tick after the settling call: before anything awaiting disconnect() resumes.
