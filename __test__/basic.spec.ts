@@ -109,7 +109,10 @@ test.serial('a large message is framed a piece at a time as the socket takes it:
   t.is(connections, 2)
   t.true(received[0].equals(large), 'the message arrives byte-exact, whole, on the next connection')
   t.deepEqual(received[1], Buffer.from('text'))
-  t.deepEqual(pongs, [1], 'the pong comes after the message, not inside its frame')
+  // After the message, not inside its frame: before 'after', or after it too when the ping reached
+  // the client once both were written (a loaded machine).
+  t.is(pongs.length, 1)
+  t.true(pongs[0] >= 1, 'the pong comes after the message, not inside its frame')
   t.deepEqual(calls, [[null]])
   t.is(client.bufferedAmount, 0)
   await client.disconnect()
