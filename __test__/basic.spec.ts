@@ -806,29 +806,26 @@ test.serial("messages that come with the open wait for the open's awaiters: code
   await quiescent()
 })
 
-test.serial('a fake queueMicrotask (test fake timers replace it) holds back no delivery, no send and no callback', async (t) => {
+test.serial('a fake queueMicrotask and setImmediate (test fake timers replace them) hold back no delivery, no send and no callback', async (t) => {
   const text = (s: string) => Buffer.concat([Buffer.from([0x81, s.length]), Buffer.from(s)])
   const got: string[] = []
-  const peer = await rawServer((s) =>
-    acceptUpgrade(
-      s,
-      () => s.on('data', (d) => got.push(d.toString('hex'))),
-      '',
-      text('welcome'),
-    ),
-  )
+  // A greeting with the open, then more messages than one batch takes (the next is taken from an
+  // Immediate).
+  const flood = Buffer.concat([text('welcome'), ...Array.from({ length: 6_000 }, (_, i) => text(`m${i}`))])
+  const peer = await rawServer((s) => acceptUpgrade(s, () => s.on('data', (d) => got.push(d.toString('hex'))), '', flood))
   t.teardown(() => peer.close())
-  const real = globalThis.queueMicrotask
+  const real = { queueMicrotask: globalThis.queueMicrotask, setImmediate: globalThis.setImmediate }
   const held: Array<() => void> = []
   globalThis.queueMicrotask = (fn) => void held.push(fn)
-  t.teardown(() => {
-    globalThis.queueMicrotask = real
-  })
+  globalThis.setImmediate = ((fn: () => void) => void held.push(fn)) as unknown as typeof setImmediate
+  t.teardown(() => Object.assign(globalThis, real))
   const client = new ReconnectingWebSocket(peer.url, { minDelay: 60_000 })
   const messages: string[] = []
   client.on('message', (d) => messages.push(String(d)))
-  // The message that comes with the open.
-  await until(() => messages.length === 1, 'the first message')
+  // The message that comes with the open, and the flood behind it.
+  await until(() => messages.length === 6_001, () => `${messages.length} messages`)
+  t.is(messages[0], 'welcome')
+  t.is(messages[6_000], 'm5999')
   // A second client opens (the batch after an open is acknowledged).
   const second = new ReconnectingWebSocket(peer.url, { minDelay: 60_000 })
   await second.opened()
@@ -838,7 +835,7 @@ test.serial('a fake queueMicrotask (test fake timers replace it) holds back no d
   client.send('b')
   await called
   await until(() => got.join('').length >= 3 * 2 * 7, () => `${got.join('').length / 2} bytes`)
-  t.is(held.length, 0, 'nothing waited for the fake queueMicrotask')
+  t.is(held.length, 0, 'nothing waited for the fake queueMicrotask or setImmediate')
   await Promise.all([client.terminate(), second.terminate()])
   await quiescent()
 })

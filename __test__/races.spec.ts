@@ -243,3 +243,37 @@ test.serial("reconnect() or connect() in a close listener (after a disconnect() 
   }
   await quiescent()
 })
+
+test.serial('disconnect() or terminate() after the driver announced a wait JS has not seen, then connect() in the close listener: that wait is not reported', async (t) => {
+  // The first connection to each path is dropped; the next one stays. (No message: one would have
+  // the JS thread read the socket, and it is blocked while the drop must be seen.)
+  const paths = new Set<string>()
+  const peer = await wsServer()
+  peer.wss.on('connection', (socket, req) => {
+    if (paths.has(req.url!)) return
+    paths.add(req.url!)
+    socket.terminate()
+  })
+  t.teardown(() => peer.close())
+  for (const how of ['disconnect', 'terminate'] as const) {
+    const client = new ReconnectingWebSocket(`${peer.url}${how}`, { minDelay: 60_000, jitter: 'none' })
+    const seen: string[] = []
+    client.once('open', () => {
+      // Until the driver has lost the connection and started its wait (JS has not seen it).
+      blockUntil(() => client.metrics.pendingReconnects === 1, 'the driver in its backoff wait')
+      void client[how]()
+    })
+    client.once('close', (e) => {
+      seen.push(`close ${e.willReconnect}`)
+      client.connect()
+      seen.push(`connect() ${client.state}`)
+    })
+    client.on('reconnecting', (p) => seen.push(`reconnecting ${p.delay}`))
+    const opened = () => new Promise((resolve) => client.once('open', resolve))
+    await opened()
+    await opened()
+    t.deepEqual(seen, ['close false', 'connect() connecting'], how)
+    await client.disconnect()
+  }
+  await quiescent()
+})

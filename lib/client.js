@@ -1036,6 +1036,9 @@ class ReconnectingWebSocket extends EventEmitter {
   /** `gen`: the generation of the driver that reports it. */
   #onClose({ code, reason, wasClean, willReconnect, byReconnect, retries, gen }) {
     const closing = this.#closing
+    // The driver's own word (the user's may be overruled below): its wait's `reconnecting` follows,
+    // which a connect() or reconnect() from here on makes stale (set before the listeners run).
+    this.#waitAnnounced = willReconnect
     if (gen !== N.clientGeneration(this)) {
       // The last close of a driver that a connect() (or reconnect()) replaced as it exited: the
       // client is connecting again, and this close changes nothing (nor is it reported once a
@@ -1065,8 +1068,6 @@ class ReconnectingWebSocket extends EventEmitter {
       this.#retries = retries
     }
     this.#openedAt = 0
-    // Its wait's `reconnecting` follows (set before the listeners, which may connect() now).
-    this.#waitAnnounced = willReconnect
     this.#trace('close', code, reason)
     if (closing === QUIET) return
     const info = { code, reason, wasClean, willReconnect }

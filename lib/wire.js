@@ -9,6 +9,9 @@
 
 const N = require('./native')
 const { isMainThread } = require('node:worker_threads')
+// The module's, not the global: test fake timers (Jest's, Vitest's) replace the global, and the
+// next batch must not wait for a fake clock.
+const { setImmediate } = require('node:timers')
 
 const { events: EVENTS, send: SEND } = N.wireProtocol()
 
