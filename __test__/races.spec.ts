@@ -277,3 +277,53 @@ test.serial('disconnect() or terminate() after the driver announced a wait JS ha
   }
   await quiescent()
 })
+
+test.serial('reconnect() before JS has seen the close of a connection the driver already lost (in an error listener, or as the connection drops): the wait the driver announced is not reported, and the client connects', async (t) => {
+  // In an error listener: every attempt is dropped at once, and the waits are long.
+  const dropper = await rawServer((socket) => socket.destroy())
+  t.teardown(() => dropper.close())
+  {
+    const client = new ReconnectingWebSocket(dropper.url, { minDelay: 60_000, jitter: 'none' })
+    const seen: string[] = []
+    let first = true
+    client.on('error', () => {
+      seen.push('error')
+      if (!first) return
+      first = false
+      client.reconnect()
+      seen.push(`reconnect() ${client.state}`)
+    })
+    client.on('close', (e) => seen.push(`close ${e.willReconnect}`))
+    client.on('reconnecting', (p) => seen.push(`reconnecting ${p.attempt} ${p.delay}`))
+    await until(() => seen.includes('reconnecting 1 60000'), () => seen.join(', '))
+    // The first wait (attempt 1 too: reconnect() starts the count again) is cancelled unseen.
+    t.deepEqual(seen, ['error', 'reconnect() connecting', 'close true', 'error', 'close true', 'reconnecting 1 60000'])
+    await client.disconnect()
+  }
+  // As the connection drops (from a timer, say): the first connection is dropped as it opens; the
+  // next one stays. (No message: one would have the JS thread read the socket, and it is blocked
+  // while the drop must be seen.)
+  const peer = await wsServer()
+  let connections = 0
+  peer.wss.on('connection', (socket) => {
+    if (++connections === 1) socket.terminate()
+  })
+  t.teardown(() => peer.close())
+  const client = new ReconnectingWebSocket(peer.url, { minDelay: 60_000, jitter: 'none' })
+  const seen: string[] = []
+  client.on('error', () => {})
+  client.on('close', (e) => seen.push(`close ${e.willReconnect} ${client.state}`))
+  client.on('reconnecting', (p) => seen.push(`reconnecting ${p.delay}`))
+  client.once('open', () => {
+    // Until the driver has lost the connection and started its wait (JS has not seen it).
+    blockUntil(() => client.metrics.pendingReconnects === 1, 'the driver in its backoff wait')
+    client.reconnect()
+    seen.push(`reconnect() ${client.state}`)
+  })
+  await new Promise((resolve) => client.once('open', () => client.once('open', resolve)))
+  t.deepEqual(seen, ['reconnect() closing', 'close true reconnecting'])
+  t.is(client.state, 'open')
+  t.is(connections, 2)
+  await client.disconnect()
+  await quiescent()
+})

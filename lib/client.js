@@ -234,10 +234,12 @@ class ReconnectingWebSocket extends EventEmitter {
   #waiters = null
   /** The native machine's count of consecutive failures, as its last event reported it. */
   #retries = 0
-  /** A close that announced a reconnect was dispatched, and its wait's `reconnecting` not yet. */
-  #waitAnnounced = false
-  /** connect() or reconnect() ended a reconnect wait: its `reconnecting`, if still to come, is stale (until the next attempt's `connecting`). */
-  #restarted = false
+  /**
+   * The connect() and reconnect() calls that reached the native side (as it counts them): a
+   * `reconnecting` carries the count its driver had taken, and one announced before the latest
+   * call is stale (that call ended the wait, though the wait's events came after it).
+   */
+  #restarts = 0
   /** The giveup whose application listeners are running (for a disconnect() they call: `#disconnect`). */
   #givingUp = null
   #openedAt = 0
@@ -400,14 +402,12 @@ class ReconnectingWebSocket extends EventEmitter {
     // rws mode reads it (`socketSeen`), or events still to be dispatched may undo what this sets
     // (a `reconnecting` after this listener): otherwise it need not wake the JS thread by itself.
     N.clientConnect(this, !this.#rws && !tracing() && !wire.delivering())
+    this.#restarts = (this.#restarts + 1) >>> 0
     if (state === 'closed') {
       this.#retries = 0
       // A disconnect whose close event was already delivered is over for the user; its promise still settles.
       this.#closing = false
     }
-    // A wait the driver may still report (its `reconnecting` follows the close being dispatched,
-    // also when a disconnect() in the close listener came first) is over.
-    if (state === 'reconnecting' || this.#waitAnnounced) this.#restarted = true
     if (state !== 'closing') this.#state = 'connecting'
     else {
       // The close under way goes on; once it is done, the client connects again.
@@ -508,8 +508,8 @@ class ReconnectingWebSocket extends EventEmitter {
       this.#state = 'closed'
       return this.connect()
     }
+    this.#restarts = (this.#restarts + 1) >>> 0
     this.#closing = false
-    if (state === 'reconnecting' || this.#waitAnnounced) this.#restarted = true
     this.#state = state === 'open' ? 'closing' : 'connecting'
     if (this.#rws && hadConnection) this.#rws.reconnected(code, reason, this, this.#whatwg)
     return this
@@ -978,8 +978,6 @@ class ReconnectingWebSocket extends EventEmitter {
 
   /** `attempt`: the machine's count of consecutive failures (0 for the first attempt after connect()). */
   #onConnecting(attempt) {
-    this.#restarted = false
-    this.#waitAnnounced = false
     if (this.#rws) this.#rws.socketSeen = true
     if (!this.#closing) this.#state = 'connecting'
     this.#retries = attempt
@@ -1036,9 +1034,6 @@ class ReconnectingWebSocket extends EventEmitter {
   /** `gen`: the generation of the driver that reports it. */
   #onClose({ code, reason, wasClean, willReconnect, byReconnect, retries, gen }) {
     const closing = this.#closing
-    // The driver's own word (the user's may be overruled below): its wait's `reconnecting` follows,
-    // which a connect() or reconnect() from here on makes stale (set before the listeners run).
-    this.#waitAnnounced = willReconnect
     if (gen !== N.clientGeneration(this)) {
       // The last close of a driver that a connect() (or reconnect()) replaced as it exited: the
       // client is connecting again, and this close changes nothing (nor is it reported once a
@@ -1082,12 +1077,12 @@ class ReconnectingWebSocket extends EventEmitter {
     else if (this.#wants('close')) this.#fire(new CloseEvent(code, reason, wasClean, this))
   }
 
-  #onReconnecting(p) {
-    this.#trace('reconnecting', p.attempt, p.delay)
-    this.#waitAnnounced = false
+  #onReconnecting({ attempt, delay, restarts }) {
+    this.#trace('reconnecting', attempt, delay)
     // A reconnect the driver planned before it took the disconnect(), or before a connect() or
-    // reconnect() (in a close listener) that started the next attempt now: it will not happen.
-    if (this.#closing || this.#restarted) return
+    // reconnect() that started the next attempt: it will not happen.
+    if (this.#closing || restarts !== this.#restarts) return
+    const p = { attempt, delay }
     this.#state = 'reconnecting'
     if (channels.reconnecting.hasSubscribers) channels.reconnecting.publish({ client: this, ...p })
     this.emit('reconnecting', p)

@@ -72,6 +72,8 @@ pub struct NativeClient {
     config: Arc<Interned<str, DriverConfig>>,
     commands: Option<Arc<Queue<Command>>>,
     driver: Option<tokio::task::JoinHandle<()>>,
+    /// `connect()` and `reconnect()` calls so far (`Driver::restarts`); `lib/client.js` counts the same.
+    restarts: u32,
     /// Messages the last `send()` dropped from the queue (`drop-oldest`), for the `drop` event.
     dropped: Vec<Message>,
 }
@@ -143,6 +145,7 @@ impl NativeClient {
             commands: None,
             driver: None,
             dropped: Vec::new(),
+            restarts: 0,
         })
     }
 
@@ -262,10 +265,12 @@ impl NativeClient {
         let id = self.shared.id;
         // `send()` is accepted in the same step as the command is queued (see `Driver::poll_run`).
         let accept = || self.shared.outbox().set_accepting(true);
+        self.restarts = self.restarts.wrapping_add(1);
+        let restarts = self.restarts;
         let active = delivery::is_active(id);
         if active {
             if let Some(tx) = &self.commands {
-                if tx.send_after(Command::Connect, accept).is_ok() {
+                if tx.send_after(Command::Connect { restarts }, accept).is_ok() {
                     delivery::hold_strong(&env, id);
                     return Ok(delivery::generation(id));
                 }
@@ -288,7 +293,7 @@ impl NativeClient {
             }
         }
         let rx = tx.clone();
-        let driver = Driver::new(self.shared.clone(), hub, self.config.clone(), gen, quiet);
+        let driver = Driver::new(self.shared.clone(), hub, self.config.clone(), gen, restarts, quiet);
         let handle = napi::bindgen_prelude::spawn(driver.run(rx));
         delivery::set_driver(id, handle.abort_handle());
         self.driver = Some(handle);
@@ -376,15 +381,18 @@ impl NativeClient {
             accept();
             return false;
         }
+        let restarts = self.restarts.wrapping_add(1);
         let command = Command::Reconnect {
             code: code as u16,
             reason,
+            restarts,
         };
         let queued = self
             .commands
             .as_ref()
             .is_some_and(|tx| tx.send_after(command, accept).is_ok());
         if queued {
+            self.restarts = restarts;
             delivery::hold_strong(&env, self.shared.id);
         }
         queued
@@ -658,8 +666,10 @@ pub fn testing_panic_driver(env: Env, owner: Object<'_>) -> Result<()> {
     with_client(&env, &owner, |client| {
         testing::panic_driver(client.shared.id);
         if let Some(tx) = &client.commands {
-            // Any command wakes the task.
-            let _ = tx.send(Command::Connect);
+            // Any command wakes the task (this one is not a call: the count stays).
+            let _ = tx.send(Command::Connect {
+                restarts: client.restarts,
+            });
         }
     })
 }

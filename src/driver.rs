@@ -30,10 +30,13 @@ use crate::testing;
 use crate::upgrade::Opened;
 
 pub enum Command {
-    Connect,
+    /// `restarts`: the client's count of `connect()` and `reconnect()` calls, this one included.
+    Connect { restarts: u32 },
     Reconnect {
         code: u16,
         reason: String,
+        /// As `Connect`'s.
+        restarts: u32,
     },
     Disconnect {
         code: u16,
@@ -45,10 +48,7 @@ pub enum Command {
         seq: u32,
     },
     /// The user's `shouldReconnect` verdict for request `id`.
-    Decided {
-        id: u64,
-        retry: bool,
-    },
+    Decided { id: u64, retry: bool },
     /// The client's previous driver, still exiting when this one was started (several tokio
     /// workers): this one starts once it is done, so that JS gets its last events first. The
     /// first command of a driver, if any.
@@ -95,8 +95,8 @@ pub struct Driver {
     /// reachable, so the event is not worth a wake-up of the JS thread of its own: it goes with
     /// the attempt's next event (`deliver`). A process connecting and closing clients one after
     /// another woke the JS thread for it in most cycles. Only a new driver's: while one runs, JS
-    /// may not have seen all it reported yet (a `Reconnecting` that would undo the `connecting`
-    /// state `connect()` set), and the prompt event puts the state right. (One byte: the task must
+    /// may not have seen all it reported yet (a `Close` that would undo the `connecting` state
+    /// `connect()` set), and the prompt event puts the state right. (One byte: the task must
     /// stay within tokio's 384-byte cell.)
     quiet: Quiet,
     /// Counted in `runningTasks` from the task's first poll until it exits. Here rather than in
@@ -242,9 +242,11 @@ impl Driver {
         hub: Arc<Hub>,
         config: Arc<Interned<str, DriverConfig>>,
         gen: u32,
+        restarts: u32,
         quiet: bool,
     ) -> Self {
         let machine = Machine::new(config.policy.clone(), fastrand::u64(..));
+        shared.restarts.store(restarts, Ordering::Relaxed);
         Driver {
             shared,
             hub,
@@ -481,8 +483,14 @@ impl Driver {
 
     fn command(&mut self, cmd: Command) {
         match cmd {
-            Command::Connect => self.input(Input::Connect),
-            Command::Reconnect { code, reason } => self.input(Input::Reconnect { code, reason }),
+            Command::Connect { restarts } => {
+                self.shared.restarts.store(restarts, Ordering::Relaxed);
+                self.input(Input::Connect)
+            }
+            Command::Reconnect { code, reason, restarts } => {
+                self.shared.restarts.store(restarts, Ordering::Relaxed);
+                self.input(Input::Reconnect { code, reason })
+            }
             Command::Disconnect {
                 code,
                 reason,
@@ -646,7 +654,11 @@ impl Driver {
                     retries: self.machine.failures(),
                     gen: self.gen,
                 },
-                Event::Reconnecting { attempt, delay_ms } => JsEvent::Reconnecting { attempt, delay_ms },
+                Event::Reconnecting { attempt, delay_ms } => JsEvent::Reconnecting {
+                    attempt,
+                    delay_ms,
+                    restarts: self.shared.restarts.load(Ordering::Relaxed),
+                },
                 Event::GiveUp {
                     attempts,
                     reason,

@@ -119,10 +119,15 @@ pub fn event_to_js(env: &Env, event: JsEvent) -> Result<(u32, Value)> {
             o.set(c"gen", gen)?;
             (tag::CLOSE, o.value)
         }
-        JsEvent::Reconnecting { attempt, delay_ms } => {
+        JsEvent::Reconnecting {
+            attempt,
+            delay_ms,
+            restarts,
+        } => {
             let mut o = Obj::new(raw)?;
             o.set(c"attempt", attempt)?;
             o.set(c"delay", delay_ms as f64)?;
+            o.set(c"restarts", restarts)?;
             (tag::RECONNECTING, o.value)
         }
         JsEvent::GiveUp {

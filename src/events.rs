@@ -46,6 +46,8 @@ pub enum JsEvent {
     Reconnecting {
         attempt: u32,
         delay_ms: u64,
+        /// The client's `connect()` and `reconnect()` calls the driver had taken (`Driver::restarts`).
+        restarts: u32,
     },
     GiveUp {
         attempts: u32,

@@ -2,7 +2,7 @@
 //! client (`Shared`), the read bound between the socket and JS (`ReadGate`), and what one
 //! connection attempt connects to (`AttemptParams`), fixed or answered by JS providers.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::task::Context;
 
@@ -35,6 +35,12 @@ pub struct Shared {
     pub outbox: Mutex<Outbox>,
     pub provide: Mutex<ProvideSlot>,
     pub next_request: AtomicU64,
+    /// The client's `connect()` and `reconnect()` calls its driver has taken (`Command::Connect`),
+    /// written and read by the driver only. Each `Reconnecting` carries it: JS ignores one announced
+    /// before its latest such call, which ended that wait (or found it over) though JS made the
+    /// call before it saw the wait's events. Here rather than in the driver, whose task must stay
+    /// within tokio's 384-byte cell (`driver::tests`).
+    pub restarts: AtomicU32,
     pub read_gate: ReadGate,
     /// The client's JS thread reads its sockets when they are quiet (`reader::enabled` there).
     pub direct_read: bool,
@@ -49,6 +55,7 @@ impl Shared {
             outbox: Mutex::new(Outbox::default()),
             provide: Mutex::new(None),
             next_request: AtomicU64::new(1),
+            restarts: AtomicU32::new(0),
             read_gate: ReadGate::default(),
         }
     }
