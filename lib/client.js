@@ -235,7 +235,7 @@ class ReconnectingWebSocket extends EventEmitter {
   /** The native machine's count of consecutive failures, as its last event reported it. */
   #retries = 0
   /**
-   * The connect() and reconnect() calls that reached the native side (as it counts them): a
+   * The native count of connect() and reconnect() calls, as the latest returned it: a
    * `reconnecting` carries the count its driver had taken, and one announced before the latest
    * call is stale (that call ended the wait, though the wait's events came after it).
    */
@@ -401,8 +401,7 @@ class ReconnectingWebSocket extends EventEmitter {
     // The attempt's `connecting` event changes nothing JS has not set here, unless it is traced,
     // rws mode reads it (`socketSeen`), or events still to be dispatched may undo what this sets
     // (a `reconnecting` after this listener): otherwise it need not wake the JS thread by itself.
-    N.clientConnect(this, !this.#rws && !tracing() && !wire.delivering())
-    this.#restarts = (this.#restarts + 1) >>> 0
+    this.#restarts = N.clientConnect(this, !this.#rws && !tracing() && !wire.delivering())
     if (state === 'closed') {
       this.#retries = 0
       // A disconnect whose close event was already delivered is over for the user; its promise still settles.
@@ -503,12 +502,13 @@ class ReconnectingWebSocket extends EventEmitter {
     if (this.#closing) return this.connect()
     const hadConnection = state === 'open' || state === 'connecting' || state === 'closing'
     this.#retries = 0
-    if (!N.clientReconnect(this, code, reason)) {
+    const restarts = N.clientReconnect(this, code, reason)
+    if (restarts === 0) {
       this.#closing = false
       this.#state = 'closed'
       return this.connect()
     }
-    this.#restarts = (this.#restarts + 1) >>> 0
+    this.#restarts = restarts
     this.#closing = false
     this.#state = state === 'open' ? 'closing' : 'connecting'
     if (this.#rws && hadConnection) this.#rws.reconnected(code, reason, this, this.#whatwg)

@@ -258,21 +258,22 @@ impl NativeClient {
         Ok(config)
     }
 
-    /// Starts connecting (idempotent). Returns the driver generation.
-    /// `quiet`: JS does not need the `Connecting` of a new driver's first attempt at once
+    /// Starts connecting (idempotent). Returns the client's count of `connect()` and `reconnect()`
+    /// calls, this one included (`Shared::restarts`). `quiet`: JS does not need the `Connecting` of a new driver's first attempt at once
     /// (`Driver::quiet`); a running driver reports its attempts' promptly.
     pub fn connect(&mut self, env: Env, quiet: bool) -> Result<u32> {
         let id = self.shared.id;
+        // Never 0, which `reconnect` returns for "not active".
+        self.restarts = self.restarts.wrapping_add(1).max(1);
+        let restarts = self.restarts;
         // `send()` is accepted in the same step as the command is queued (see `Driver::poll_run`).
         let accept = || self.shared.outbox().set_accepting(true);
-        self.restarts = self.restarts.wrapping_add(1);
-        let restarts = self.restarts;
         let active = delivery::is_active(id);
         if active {
             if let Some(tx) = &self.commands {
                 if tx.send_after(Command::Connect { restarts }, accept).is_ok() {
                     delivery::hold_strong(&env, id);
-                    return Ok(delivery::generation(id));
+                    return Ok(restarts);
                 }
             }
         }
@@ -298,7 +299,7 @@ impl NativeClient {
         delivery::set_driver(id, handle.abort_handle());
         self.driver = Some(handle);
         self.commands = Some(tx);
-        Ok(gen)
+        Ok(restarts)
     }
 
     /// Asks the driver to disconnect. Returns the call's number (1, 2, ...), which the events
@@ -374,14 +375,15 @@ impl NativeClient {
         seq
     }
 
-    /// Forces a fresh connection now. Returns false when the client is not active (the caller connects).
-    pub fn reconnect(&mut self, env: Env, code: u32, reason: String) -> bool {
+    /// Forces a fresh connection now. Returns the count `connect` returns, or 0 when the client is
+    /// not active (the caller connects).
+    pub fn reconnect(&mut self, env: Env, code: u32, reason: String) -> u32 {
         let accept = || self.shared.outbox().set_accepting(true);
         if !delivery::is_active(self.shared.id) {
             accept();
-            return false;
+            return 0;
         }
-        let restarts = self.restarts.wrapping_add(1);
+        let restarts = self.restarts.wrapping_add(1).max(1);
         let command = Command::Reconnect {
             code: code as u16,
             reason,
@@ -391,11 +393,12 @@ impl NativeClient {
             .commands
             .as_ref()
             .is_some_and(|tx| tx.send_after(command, accept).is_ok());
-        if queued {
-            self.restarts = restarts;
-            delivery::hold_strong(&env, self.shared.id);
+        if !queued {
+            return 0;
         }
-        queued
+        self.restarts = restarts;
+        delivery::hold_strong(&env, self.shared.id);
+        restarts
     }
 
     /// The verdict of `shouldReconnect` for request `id`.
@@ -698,7 +701,8 @@ pub fn testing_stall_driver_exit(ms: u32) {
     testing::set_stall_driver_exit(ms);
 }
 
-/// Starts connecting (idempotent). Returns the driver generation. `quiet`: JS does not need the
+/// Starts connecting (idempotent). Returns the client's count of `connect()` and `reconnect()` calls,
+/// which its `reconnecting` events carry. `quiet`: JS does not need the
 /// `connecting` event of an attempt this call starts at once (it goes with the attempt's next event).
 #[napi]
 pub fn client_connect(env: Env, owner: Object<'_>, quiet: bool) -> Result<u32> {
@@ -720,8 +724,10 @@ pub fn client_disconnect(
     })
 }
 
+/// Forces a fresh connection now. Returns what `client_connect` returns, or 0 when the client is
+/// not active (the caller connects).
 #[napi]
-pub fn client_reconnect(env: Env, owner: Object<'_>, code: u32, reason: String) -> Result<bool> {
+pub fn client_reconnect(env: Env, owner: Object<'_>, code: u32, reason: String) -> Result<u32> {
     with_client(&env, &owner, |c| c.reconnect(env, code, reason))
 }
 
