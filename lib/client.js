@@ -235,9 +235,9 @@ class ReconnectingWebSocket extends EventEmitter {
   /** The native machine's count of consecutive failures, as its last event reported it. */
   #retries = 0
   /**
-   * The native count of connect() and reconnect() calls, as the latest returned it: a
-   * `reconnecting` carries the count its driver had taken, and one announced before the latest
-   * call is stale (that call ended the wait, though the wait's events came after it).
+   * The native count of connect() and reconnect() calls, as the latest returned it: a `close` and
+   * a `reconnecting` carry the count their driver had taken, and the wait they announce is over if
+   * it is not the latest (that call ended it, though its events reached JS after the call).
    */
   #restarts = 0
   /** The giveup whose application listeners are running (for a disconnect() they call: `#disconnect`). */
@@ -400,7 +400,7 @@ class ReconnectingWebSocket extends EventEmitter {
     this.#ended = null
     // The attempt's `connecting` event changes nothing JS has not set here, unless it is traced,
     // rws mode reads it (`socketSeen`), or events still to be dispatched may undo what this sets
-    // (a `reconnecting` after this listener): otherwise it need not wake the JS thread by itself.
+    // (a batch's `close` after this listener): otherwise it need not wake the JS thread by itself.
     this.#restarts = N.clientConnect(this, !this.#rws && !tracing() && !wire.delivering())
     if (state === 'closed') {
       this.#retries = 0
@@ -1031,8 +1031,8 @@ class ReconnectingWebSocket extends EventEmitter {
   }
 
   /** `retries`: the machine's failure count once this close is accounted for (what the next attempt reports). */
-  /** `gen`: the generation of the driver that reports it. */
-  #onClose({ code, reason, wasClean, willReconnect, byReconnect, retries, gen }) {
+  /** `gen`: the generation of the driver that reports it; `restarts`: as `#onReconnecting`'s (0: final). */
+  #onClose({ code, reason, wasClean, willReconnect, byReconnect, retries, gen, restarts }) {
     const closing = this.#closing
     if (gen !== N.clientGeneration(this)) {
       // The last close of a driver that a connect() (or reconnect()) replaced as it exited: the
@@ -1058,6 +1058,11 @@ class ReconnectingWebSocket extends EventEmitter {
       // A connection that lasted minUptime reset the count (the machine's count does so once it
       // retries, which a close of ours does not).
       if (this.#upMinUptime()) this.#retries = 0
+    } else if (restarts !== 0 && restarts !== this.#restarts) {
+      // A connect() or reconnect() made before JS saw this close (in an error listener, say) reached
+      // the driver after it decided what follows: that call started the next attempt.
+      willReconnect = true
+      this.#state = 'connecting'
     } else {
       this.#state = willReconnect ? 'reconnecting' : 'closed'
       this.#retries = retries

@@ -72,7 +72,8 @@ pub struct NativeClient {
     config: Arc<Interned<str, DriverConfig>>,
     commands: Option<Arc<Queue<Command>>>,
     driver: Option<tokio::task::JoinHandle<()>>,
-    /// `connect()` and `reconnect()` calls so far (`Driver::restarts`); `lib/client.js` counts the same.
+    /// `connect()` and `reconnect()` calls so far, never 0 once there was one (`Shared::restarts`);
+    /// `lib/client.js` keeps what the latest call returned.
     restarts: u32,
     /// Messages the last `send()` dropped from the queue (`drop-oldest`), for the `drop` event.
     dropped: Vec<Message>,

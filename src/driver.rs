@@ -223,6 +223,8 @@ impl Driver {
             by_reconnect: false,
             retries: 0,
             gen: self.gen,
+            // Final whatever JS called since: a command it queued died with this task.
+            restarts: 0,
         });
         // The client gave up, for `opened()`, `messages()` and streams as for the application.
         self.events.push(JsEvent::GiveUp {
@@ -653,6 +655,7 @@ impl Driver {
                     by_reconnect,
                     retries: self.machine.failures(),
                     gen: self.gen,
+                    restarts: self.shared.restarts.load(Ordering::Relaxed),
                 },
                 Event::Reconnecting { attempt, delay_ms } => JsEvent::Reconnecting {
                     attempt,

@@ -108,6 +108,7 @@ pub fn event_to_js(env: &Env, event: JsEvent) -> Result<(u32, Value)> {
             by_reconnect,
             retries,
             gen,
+            restarts,
         } => {
             let mut o = Obj::new(raw)?;
             o.set(c"code", u32::from(code))?;
@@ -117,6 +118,7 @@ pub fn event_to_js(env: &Env, event: JsEvent) -> Result<(u32, Value)> {
             o.set(c"byReconnect", by_reconnect)?;
             o.set(c"retries", retries)?;
             o.set(c"gen", gen)?;
+            o.set(c"restarts", restarts)?;
             (tag::CLOSE, o.value)
         }
         JsEvent::Reconnecting {

@@ -42,11 +42,15 @@ pub enum JsEvent {
         retries: u32,
         /// The generation of the driver that reports it (a `connect()` may have started another).
         gen: u32,
+        /// The client's `connect()` and `reconnect()` calls the driver had taken when it decided
+        /// what follows this close (`Shared::restarts`): JS knows that a call it made since has
+        /// started the client again. 0: the driver's last word (it crashed), whatever JS called.
+        restarts: u32,
     },
     Reconnecting {
         attempt: u32,
         delay_ms: u64,
-        /// The client's `connect()` and `reconnect()` calls the driver had taken (`Driver::restarts`).
+        /// As `Close`'s: JS ignores a wait announced before its latest call, which ended it.
         restarts: u32,
     },
     GiveUp {

@@ -35,11 +35,12 @@ pub struct Shared {
     pub outbox: Mutex<Outbox>,
     pub provide: Mutex<ProvideSlot>,
     pub next_request: AtomicU64,
-    /// The client's `connect()` and `reconnect()` calls its driver has taken (`Command::Connect`),
-    /// written and read by the driver only. Each `Reconnecting` carries it: JS ignores one announced
-    /// before its latest such call, which ended that wait (or found it over) though JS made the
-    /// call before it saw the wait's events. Here rather than in the driver, whose task must stay
-    /// within tokio's 384-byte cell (`driver::tests`).
+    /// The client's `connect()` and `reconnect()` calls its driver has taken (`Command::Connect`,
+    /// `Command::Reconnect`; `Driver::new` stores the count of the call that started it, before
+    /// the task runs): the driver's own, read by it only. Each `Close` and `Reconnecting` carries
+    /// it, so that JS knows a call it made before it saw them (in an `error` listener, say) ended
+    /// the wait they announce. Here rather than in the driver, whose task must stay within tokio's
+    /// 384-byte cell (`driver::tests`).
     pub restarts: AtomicU32,
     pub read_gate: ReadGate,
     /// The client's JS thread reads its sockets when they are quiet (`reader::enabled` there).
