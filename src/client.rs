@@ -260,8 +260,9 @@ impl NativeClient {
     }
 
     /// Starts connecting (idempotent). Returns the client's count of `connect()` and `reconnect()`
-    /// calls, this one included (`Shared::restarts`). `quiet`: JS does not need the `Connecting` of a new driver's first attempt at once
-    /// (`Driver::quiet`); a running driver reports its attempts' promptly.
+    /// calls, this one included (`Shared::restarts`). `quiet`: JS does not need the `Connecting`
+    /// of a new driver's first attempt at once (`Driver::quiet`); a running driver reports its
+    /// attempts' promptly.
     pub fn connect(&mut self, env: Env, quiet: bool) -> Result<u32> {
         let id = self.shared.id;
         // Never 0, which `reconnect` returns for "not active".
@@ -703,8 +704,8 @@ pub fn testing_stall_driver_exit(ms: u32) {
 }
 
 /// Starts connecting (idempotent). Returns the client's count of `connect()` and `reconnect()` calls,
-/// which its `reconnecting` events carry. `quiet`: JS does not need the
-/// `connecting` event of an attempt this call starts at once (it goes with the attempt's next event).
+/// which its `close` and `reconnecting` events carry. `quiet`: JS does not need the `connecting`
+/// event of an attempt this call starts at once (it goes with the attempt's next event).
 #[napi]
 pub fn client_connect(env: Env, owner: Object<'_>, quiet: bool) -> Result<u32> {
     with_client(&env, &owner, |c| c.connect(env, quiet))?
