@@ -664,12 +664,16 @@ pub fn client_attach(env: Env, owner: Object<'_>, url: String, key: String, opti
 }
 
 /// Makes the client's task panic on its next poll (tests prove that a panic ends the client in
-/// a defined state). Not part of the API.
+/// a defined state). Not part of the API. `wake: false`: the task is not woken for it, so that it
+/// panics when the next call's command wakes it, before it takes that command.
 #[cfg(feature = "testing")]
 #[napi]
-pub fn testing_panic_driver(env: Env, owner: Object<'_>) -> Result<()> {
+pub fn testing_panic_driver(env: Env, owner: Object<'_>, wake: Option<bool>) -> Result<()> {
     with_client(&env, &owner, |client| {
         testing::panic_driver(client.shared.id);
+        if wake == Some(false) {
+            return;
+        }
         if let Some(tx) = &client.commands {
             // Any command wakes the task (this one is not a call: the count stays).
             let _ = tx.send(Command::Connect {
