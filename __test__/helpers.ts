@@ -148,13 +148,36 @@ export function acceptUpgrade(socket: net.Socket, then: (socket: net.Socket) => 
   socket.on('data', onData)
 }
 
-/** A port that refuses connections (bound, then closed). */
+/** The first port the system hands out for `listen(0)` (Linux's ip_local_port_range; its default elsewhere). */
+function firstEphemeralPort(): number {
+  try {
+    return Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'latin1').trim().split(/\s+/)[0]) || 32_768
+  } catch {
+    return 32_768
+  }
+}
+
+/**
+ * A port that refuses connections, and keeps refusing them: one below the range `listen(0)` takes
+ * ports from, which no server of the tests (they all listen on port 0) can be given meanwhile (a
+ * port bound and closed could be, by a test running beside: a "refused" client then opened).
+ * Found free by binding it, then closed.
+ */
 export async function refusedPort(): Promise<number> {
-  const server = net.createServer().listen(0, '127.0.0.1')
-  await once(server, 'listening')
-  const port = (server.address() as net.AddressInfo).port
-  await new Promise((r) => server.close(r))
-  return port
+  const first = firstEphemeralPort()
+  const low = Math.min(10_000, first - 1_000)
+  for (let tries = 0; tries < 50; tries++) {
+    const port = low + Math.floor(Math.random() * (first - low))
+    const server = net.createServer()
+    const bound = await new Promise<boolean>((resolve) => {
+      server.once('error', () => resolve(false))
+      server.listen(port, '127.0.0.1', () => resolve(true))
+    })
+    if (!bound) continue
+    await new Promise((r) => server.close(r))
+    return port
+  }
+  throw new Error('no free port below the ephemeral range')
 }
 
 /**
