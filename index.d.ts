@@ -240,8 +240,9 @@ export type SendCallback = (err: NotSentError | null) => void
 export interface NotSentError extends Error {
   code: 'ERR_NOT_SENT'
   /** `'overflow'`: the full queue dropped it (`'drop-oldest'`); `'drained'`: `drainQueue()` handed it back;
-   * `'discarded'`: `disconnect()` discarded it; `'closed'`: the client closed as it was sent (see the `drop` event). */
-  reason: 'overflow' | 'drained' | 'discarded' | 'closed'
+   * `'discarded'`: `disconnect()` discarded it; `'closed'`: the client closed as it was sent (see the `drop` event);
+   * `'unreadable'`: it was a Blob whose bytes could not be read (the read's error is `cause`). */
+  reason: 'overflow' | 'drained' | 'discarded' | 'closed' | 'unreadable'
 }
 
 /** `send()` options, as `ws` takes them. */
@@ -424,14 +425,17 @@ export interface DropEventInfo {
   /**
    * `'overflow'`: the offline queue dropped them. `'closed'`: `send()` was called while the client still
    * looked open (or connecting), but the connection had already ended for good (the `close` or `giveup`
-   * event was on its way), so nothing will write them.
+   * event was on its way), or while it waited behind a Blob's bytes the client closed, so nothing will
+   * write them. `'unreadable'`: a Blob whose bytes could not be read (`error` says why).
    */
-  reason: 'overflow' | 'closed'
+  reason: 'overflow' | 'closed' | 'unreadable'
   /**
    * The dropped messages, oldest first: those the queue held (bytes as Buffers), or the one `send()`
-   * was just given, as it was given.
+   * was given, as it was given.
    */
-  messages: Array<string | Buffer | ArrayBufferView | ArrayBuffer | SharedArrayBuffer>
+  messages: Array<string | Buffer | ArrayBufferView | ArrayBuffer | SharedArrayBuffer | Blob>
+  /** With `'unreadable'`: the error the Blob's read failed with. */
+  error?: unknown
 }
 
 export interface DisconnectOptions {
@@ -654,15 +658,17 @@ export declare class ReconnectingWebSocket<B extends BinaryType = 'nodebuffer'> 
   /**
    * Sends a text (string) or binary message; while connecting or waiting to reconnect it is queued and
    * written, in order, on the next open. Throws `ERR_NOT_OPEN` when closed, `ERR_QUEUE_FULL` on overflow.
-   * `options` as in `ws`. `callback`, as `ws`'s, runs asynchronously (never inside the call that settles it): with `null` once the message
+   * `options` as in `ws`. A Blob goes as a binary message once its bytes are read: it, and every `send()`,
+   * `disconnect()` or `reconnect()` after it, wait for them in order (counted in `bufferedAmount`; the client
+   * reads `'closing'` meanwhile after a `disconnect()`); `terminate()` discards them. `callback`, as `ws`'s, runs asynchronously (never inside the call that settles it): with `null` once the message
    * is written to the socket (from the queue: on a later connection), with an `ERR_NOT_SENT` error
    * (`err.reason`) once it never will be; not at all when `send()` throws.
    */
-  send(data: string | Buffer | ArrayBufferView | ArrayBuffer | SharedArrayBuffer, options?: SendOptions | null, callback?: SendCallback): void
-  send(data: string | Buffer | ArrayBufferView | ArrayBuffer | SharedArrayBuffer, callback: SendCallback): void
+  send(data: string | Buffer | ArrayBufferView | ArrayBuffer | SharedArrayBuffer | Blob, options?: SendOptions | null, callback?: SendCallback): void
+  send(data: string | Buffer | ArrayBufferView | ArrayBuffer | SharedArrayBuffer | Blob, callback: SendCallback): void
   /** A callback typed as `@types/ws` types it, `(err?: Error) => void`: it too gets `null` once the message is written. */
-  send(data: string | Buffer | ArrayBufferView | ArrayBuffer | SharedArrayBuffer, options: SendOptions | null | undefined, callback: (err?: Error) => void): void
-  send(data: string | Buffer | ArrayBufferView | ArrayBuffer | SharedArrayBuffer, callback: (err?: Error) => void): void
+  send(data: string | Buffer | ArrayBufferView | ArrayBuffer | SharedArrayBuffer | Blob, options: SendOptions | null | undefined, callback: (err?: Error) => void): void
+  send(data: string | Buffer | ArrayBufferView | ArrayBuffer | SharedArrayBuffer | Blob, callback: (err?: Error) => void): void
   /**
    * Sends a ping (payload at most 125 bytes), in `ws`'s shape. Throws `ERR_NOT_OPEN` when not open.
    * `callback` runs (a microtask, with `null`) once the frame is handed to the connection; `mask: false` throws.

@@ -26,6 +26,7 @@ const {
   bytesOf,
 } = require('./options')
 const { FragmentedMessage } = require('./fragments')
+const { HeldSends } = require('./held')
 const { Event, MessageEvent, CloseEvent, ErrorEvent, Surface } = require('./whatwg')
 const wire = require('./wire')
 const { normalizeArgs } = require('./rws')
@@ -55,14 +56,15 @@ function uncork(client) {
 const FATES = ['written', 'overflow', 'drained', 'discarded']
 
 /** A send() callback's error: the message will never be sent (`reason` says why). */
-function notSent(reason) {
+function notSent(reason, cause) {
   const why = {
     overflow: 'the offline queue was full and dropped it',
     drained: 'drainQueue() handed it back',
     discarded: 'disconnect() discarded it from the queue',
     closed: 'the client closed before it could be sent',
+    unreadable: 'its Blob could not be read',
   }[reason]
-  return makeError('ERR_NOT_SENT', `The message was not sent: ${why}`, Error, { reason })
+  return makeError('ERR_NOT_SENT', `The message was not sent: ${why}`, Error, cause === undefined ? { reason } : { reason, cause })
 }
 
 /**
@@ -99,9 +101,12 @@ function sendable(data) {
 }
 
 function sendTypeError(data) {
+  if (data instanceof Blob) return makeError('ERR_INVALID_ARG_TYPE', 'A Blob cannot be a piece of a message (fin: false): send its bytes (await blob.arrayBuffer())', TypeError)
   const got = data === null ? 'null' : typeof data
-  return makeError('ERR_INVALID_ARG_TYPE', `send() takes a string, Buffer, ArrayBufferView, ArrayBuffer or SharedArrayBuffer. Received ${got}`, TypeError)
+  return makeError('ERR_INVALID_ARG_TYPE', `send() takes a string, Buffer, ArrayBufferView, ArrayBuffer, SharedArrayBuffer or Blob. Received ${got}`, TypeError)
 }
+
+const NO_COMPRESSION = Object.freeze({ compress: false })
 
 const CONNECTING = 0
 const OPEN = 1
@@ -257,6 +262,8 @@ class ReconnectingWebSocket extends EventEmitter {
   #callbacks = null
   /** A message sent in pieces (`fin: false`) whose last piece is still to come. */
   #fragments = null
+  /** Sends waiting for a Blob's bytes, and what was sent and called after it (lib/held.js), or null. */
+  #held = null
   /**
    * The events of `opened()`, `messages()` and streams (an EventEmitter made on first use, null
    * until then): not the client's own, so that `removeAllListeners()` cannot strand them, and
@@ -311,12 +318,13 @@ class ReconnectingWebSocket extends EventEmitter {
   }
 
   get state() {
-    return this.#state
+    // A disconnect() waiting behind a Blob's bytes has been called all the same.
+    return this.#held?.closing ? 'closing' : this.#state
   }
 
   /** WHATWG `readyState`: CONNECTING 0, OPEN 1, CLOSING 2, CLOSED 3 (also while waiting to reconnect). */
   get readyState() {
-    if (failing === this) return CLOSING
+    if (failing === this || this.#held?.closing) return CLOSING
     return this.#rws?.readyStateOverride ?? READY_STATES[this.#state]
   }
 
@@ -358,7 +366,7 @@ class ReconnectingWebSocket extends EventEmitter {
 
   /** Whether the client will keep (re)connecting: false once closed by `close()`/`disconnect()` or after giving up. */
   get shouldReconnect() {
-    return !this.#closing && this.#state !== 'closed'
+    return !this.#closing && this.#state !== 'closed' && !this.#held?.closing
   }
 
   /** How binary messages are delivered: 'nodebuffer' (default), 'arraybuffer', 'uint8array' or 'fragments'. */
@@ -372,7 +380,7 @@ class ReconnectingWebSocket extends EventEmitter {
 
   /** Bytes accepted by send() and not yet written to the socket (queued or in flight). */
   get bufferedAmount() {
-    return N.clientBufferedAmount(this) + (this.#fragments?.bytes ?? 0)
+    return N.clientBufferedAmount(this) + (this.#fragments?.bytes ?? 0) + (this.#held?.bytes ?? 0)
   }
 
   /** The emitter of the internal events (`#internal`), made on first use. */
@@ -393,6 +401,17 @@ class ReconnectingWebSocket extends EventEmitter {
   }
 
   connect() {
+    const held = this.#held
+    if (held !== null && held.calls > 0) {
+      // After a disconnect() that waits behind a Blob's bytes: made in its turn.
+      held.refusing = false
+      held.holdCall({ run: () => this.#connectNow() })
+      return this
+    }
+    return this.#connectNow()
+  }
+
+  #connectNow() {
     const state = this.#state
     if (state === 'connecting' || state === 'open') return this
     // A disconnect() stopped listening (a long-lived signal keeps no listener of a closed client).
@@ -438,6 +457,51 @@ class ReconnectingWebSocket extends EventEmitter {
 
   /** `keepQueue`: the queue stays for a later `connect()` (rws mode's `close()`). */
   #disconnect(code, reason, flush, terminate, keepQueue = false) {
+    const held = this.#held
+    if (held === null) return this.#disconnectNow(code, reason, flush, terminate, keepQueue)
+    if (terminate) return this.#terminateHeld(held)
+    // As ws closes after what was sent before: the close waits for the Blob's bytes, and what
+    // was sent after it goes first too. The client reads 'closing', and refuses send(), meanwhile.
+    held.closing = true
+    held.refusing = true
+    return new Promise((resolve) => {
+      const run = () => {
+        held.closing = false
+        resolve(this.#disconnectNow(code, reason, flush, false, keepQueue))
+      }
+      held.holdCall({ run, settle: resolve })
+    })
+  }
+
+  /**
+   * terminate() while sends wait for a Blob's bytes: they are discarded (ws's fail with the
+   * socket) after what the connection's queue held, and a disconnect() waiting among them
+   * settles as this call does.
+   */
+  #terminateHeld(held) {
+    this.#held = null
+    const left = held.discard()
+    const callbacks = []
+    const settles = []
+    let discarded = 0
+    for (const item of left) {
+      if (item.run !== undefined) {
+        if (item.settle !== undefined) settles.push(item.settle)
+      } else {
+        discarded++
+        if (item.callback !== undefined) callbacks.push(item.callback)
+      }
+    }
+    const done = this.#disconnectNow(1000, '', false, true, false).then((result) => {
+      // Sent after what the queue held: their callbacks run after its messages', before this resolves.
+      for (const callback of callbacks) callLater(callback, notSent('discarded'))
+      return { discarded: result.discarded + discarded }
+    })
+    for (const settle of settles) settle(done)
+    return done
+  }
+
+  #disconnectNow(code, reason, flush, terminate, keepQueue) {
     this.#internal?.emit(kDisconnecting)
     this.#unlistenSignal?.()
     this.#unlistenSignal = null
@@ -495,18 +559,29 @@ class ReconnectingWebSocket extends EventEmitter {
   /** Forces a fresh connection now: closes the open one with `code` or cancels the reconnect wait. */
   reconnect(code = 1000, reason = '') {
     reason = checkClose(code, reason)
+    const held = this.#held
+    if (held !== null) {
+      // What was sent before goes on the connection this call closes, as it would without a Blob.
+      held.refusing = false
+      held.holdCall({ run: () => this.#reconnectNow(code, reason) })
+      return this
+    }
+    return this.#reconnectNow(code, reason)
+  }
+
+  #reconnectNow(code, reason) {
     const state = this.#state
     if (this.#rws?.ignoresReconnect(state)) return this
     // After disconnect() or terminate(), the connection is going anyway: as connect(), the close
     // under way ends, then the client connects again.
-    if (this.#closing) return this.connect()
+    if (this.#closing) return this.#connectNow()
     const hadConnection = state === 'open' || state === 'connecting' || state === 'closing'
     this.#retries = 0
     const restarts = N.clientReconnect(this, code, reason)
     if (restarts === 0) {
       this.#closing = false
       this.#state = 'closed'
-      return this.connect()
+      return this.#connectNow()
     }
     this.#restarts = restarts
     this.#closing = false
@@ -521,14 +596,19 @@ class ReconnectingWebSocket extends EventEmitter {
    * ERR_QUEUE_FULL when the queue refuses the message.
    */
   send(data) {
-    // ws's `send(data, options, callback)` and the pieces of a message: rare, and kept off the common path.
-    // (`#fragments in this` first: for anything but a client, the addon's check says what is wrong.)
-    if (arguments.length > 1 || (#fragments in this && this.#fragments !== null)) {
+    // ws's `send(data, options, callback)`, the pieces of a message and sends behind a Blob: rare,
+    // and kept off the common path. (`#fragments in this` first: for anything but a client, the
+    // addon's check says what is wrong.)
+    if (arguments.length > 1 || (#fragments in this && (this.#fragments !== null || this.#held !== null))) {
       let [, options, callback] = arguments
       if (typeof options === 'function') [options, callback] = [undefined, options]
       // As in ws, a null callback is none.
       if (callback === null) callback = undefined
       if (this.#fragments !== null || options?.fin === false) return this.#sendPiece(data, options, callback)
+      if (this.#held !== null || data instanceof Blob) {
+        if (callback !== undefined) checkCallback(callback)
+        return this.#hold(data, options, callback)
+      }
       if (callback !== undefined) return this.#sendWithCallback(data, options, callback)
       data = withSendOptions(data, options)
       if (options?.compress === false) return this.#sendUncompressed(data)
@@ -536,9 +616,79 @@ class ReconnectingWebSocket extends EventEmitter {
     let outcome
     if (typeof data === 'string') outcome = N.clientSendText(this, data)
     else if (Buffer.isBuffer(data)) outcome = N.clientSendBinary(this, data)
+    else if (data instanceof Blob && #held in this) return this.#hold(data, undefined, undefined)
     else outcome = N.clientSendBinary(this, sendable(data))
     if (outcome === SENT_CORKED) return void microtask(() => uncork(this))
     this.#sent(outcome, data)
+  }
+
+  /**
+   * send() of a Blob, or while sends wait for one's bytes (lib/held.js): checked now as send()
+   * checks (the data, the options, whether the client takes messages), sent in its turn. A Blob
+   * goes as a binary message, other data as send() would send it now (bytes are copied: the
+   * caller may reuse its buffer).
+   */
+  #hold(data, options, callback) {
+    let message
+    if (data instanceof Blob) {
+      if (checkSendOptions(options).binary === false) {
+        throw makeError('ERR_INVALID_ARG_VALUE', 'send() sends a Blob as a binary message: option binary: false cannot be used with one', TypeError)
+      }
+      message = { data: null, blob: data, error: undefined, original: data, compress: options?.compress !== false, callback, size: data.size }
+    } else {
+      const bytes = sendable(withSendOptions(data, options))
+      const copy = typeof bytes === 'string' ? bytes : Buffer.from(bytes)
+      const size = typeof copy === 'string' ? Buffer.byteLength(copy) : copy.length
+      message = { data: copy, blob: undefined, error: undefined, original: data, compress: options?.compress !== false, callback, size }
+    }
+    this.#checkTakesMessages()
+    this.#holdMessage(message)
+  }
+
+  #holdMessage(message) {
+    let held = this.#held
+    if (held === null) {
+      held = new HeldSends({
+        send: (m) => this.#sendHeld(m),
+        unreadable: (m) => this.#unreadable(m),
+        threw: rethrowLater,
+        drained: () => {
+          if (this.#held === held) this.#held = null
+        },
+      })
+      this.#held = held
+    }
+    held.hold(message)
+  }
+
+  /** Throws as send() does when the client takes no message (the native side says so for the others). */
+  #checkTakesMessages() {
+    if (this.#held?.refusing || this.#state === 'closed' || (this.#closing && !this.#connectAfterClose)) {
+      throw makeError('ERR_NOT_OPEN', `Cannot send: the connection is ${this.state}`)
+    }
+  }
+
+  /** A held message's turn: sent as send() would send it now; what send() would throw is reported. */
+  #sendHeld(message) {
+    const { data, callback } = message
+    try {
+      if (callback !== undefined) return void this.#sendTicketed(data, callback, message.compress)
+      if (!message.compress) return this.#sendUncompressed(data)
+      const outcome = typeof data === 'string' ? N.clientSendText(this, data) : N.clientSendBinary(this, data)
+      if (outcome === SENT_CORKED) return void microtask(() => uncork(this))
+      this.#sent(outcome, message.original)
+    } catch (err) {
+      // The client closed, or the queue is full, since send() took it.
+      const reason = err?.code === 'ERR_QUEUE_FULL' ? 'overflow' : 'closed'
+      this.#dropped(reason, message.original)
+      if (callback !== undefined) callLater(callback, notSent(reason))
+    }
+  }
+
+  /** A Blob that could not be read: reported as a message that will never be sent. */
+  #unreadable(message) {
+    this.#emit('drop', { reason: 'unreadable', messages: [message.original], error: message.error })
+    if (message.callback !== undefined) callLater(message.callback, notSent('unreadable', message.error))
   }
 
   /**
@@ -620,6 +770,10 @@ class ReconnectingWebSocket extends EventEmitter {
     try {
       const whole = message.data()
       this.#fragments = null
+      if (this.#held !== null) {
+        const callbacks = message.callbacks.length > 0 ? message.callbacks : undefined
+        return this.#hold(whole, message.compress ? undefined : NO_COMPRESSION, callbacks)
+      }
       if (message.callbacks.length > 0) this.#sendTicketed(whole, message.callbacks, message.compress)
       else if (message.compress) this.send(whole)
       else this.#sendUncompressed(whole)
@@ -785,6 +939,10 @@ class ReconnectingWebSocket extends EventEmitter {
        * connection had ended, whatever JS has seen yet). Throws as send() does.
        */
       sendChunk: (data, callback) => {
+        if (this.#held !== null) {
+          this.#hold(data, undefined, callback)
+          return false
+        }
         const outcome = this.#sendTicketed(sendable(data), callback, true)
         return outcome === SENT_HANDED || outcome === SENT || outcome === SENT_CORKED
       },

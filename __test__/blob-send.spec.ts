@@ -1,0 +1,278 @@
+// send(blob), as ws (8.18+) and the browser's WebSocket send one: as a binary message once its
+// bytes are read, with everything sent or called after it waiting its turn.
+import { openAsBlob } from 'node:fs'
+import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import test, { type ExecutionContext } from 'ava'
+
+import { ReconnectingWebSocket, clientStats, type DropEventInfo, type NotSentError } from '../index.js'
+import { Recorder, until, wsServer } from './helpers.js'
+
+/** Everything a client held is released by the time its disconnect() resolves. */
+function released(t: ExecutionContext) {
+  t.like(clientStats(), { openConnections: 0, pendingAttempts: 0, pendingReconnects: 0, runningTasks: 0, ioBuffers: 0 })
+}
+
+/** A Blob whose bytes come when the test says (`release()`). */
+class GatedBlob extends Blob {
+  reads = 0
+  /** The last read, as the client was given it. */
+  read: Promise<ArrayBuffer> | null = null
+  #open = () => {}
+  #gate = new Promise<void>((resolve) => (this.#open = resolve))
+  release() {
+    this.#open()
+  }
+  override arrayBuffer(): Promise<ArrayBuffer> {
+    this.reads++
+    this.read = this.#gate.then(() => super.arrayBuffer())
+    return this.read
+  }
+}
+
+/** A server that records each message as `t:text` or `b:text`, per connection. */
+async function recordingServer(t: ExecutionContext) {
+  const got: string[][] = []
+  const peer = await wsServer((socket) => {
+    const mine: string[] = []
+    got.push(mine)
+    socket.on('message', (data, isBinary) => mine.push(`${isBinary ? 'b' : 't'}:${String(data)}`))
+  })
+  t.teardown(() => peer.close())
+  return { peer, got }
+}
+
+/** A send() callback that records its outcome under `name`. */
+function recorder() {
+  const calls: Array<[string, string | null]> = []
+  const callback = (name: string) => (err: NotSentError | null) => calls.push([name, err === null ? null : `${err.code}:${err.reason}`])
+  return { calls, callback }
+}
+
+test.serial('a Blob is sent as a binary message in its place: what is sent after it waits for its bytes', async (t) => {
+  const { peer, got } = await recordingServer(t)
+  const client = new ReconnectingWebSocket(peer.url)
+  const { calls, callback } = recorder()
+  // Queued while connecting, as any message.
+  client.send(new Blob(['queued blob']))
+  client.send('queued text')
+  await new Recorder(client).next('open')
+  const blob = new GatedBlob(['gated'])
+  client.send('before')
+  client.send(blob, callback('gated'))
+  client.send('after', callback('after'))
+  client.send(Buffer.from('bytes'), { binary: false })
+  client.send(new Uint8Array([0x62, 0x69, 0x6e]))
+  client.send(new Blob(['second blob']), { compress: false }, callback('second'))
+  // The Blob's size and what waits behind it are accepted, not yet written.
+  t.is(client.bufferedAmount, blob.size + 'after'.length + 'bytes'.length + 3 + 'second blob'.length)
+  await until(() => got[0]?.length === 3, 'the messages before the Blob')
+  t.deepEqual(got[0], ['b:queued blob', 't:queued text', 't:before'])
+  t.is(blob.reads, 1)
+  t.deepEqual(calls, [], 'nothing written past the Blob')
+  blob.release()
+  await until(() => got[0].length === 8 && calls.length === 3, 'the rest')
+  t.deepEqual(got[0].slice(3), ['b:gated', 't:after', 't:bytes', 'b:bin', 'b:second blob'])
+  t.deepEqual(calls, [
+    ['gated', null],
+    ['after', null],
+    ['second', null],
+  ])
+  await until(() => client.bufferedAmount === 0, 'bufferedAmount back to 0')
+  // Nothing is held any more: a send() goes at once again.
+  client.send('last')
+  await until(() => got[0].length === 9, 'the last message')
+  t.is(got[0][8], 't:last')
+  t.deepEqual(await client.disconnect(), { discarded: 0 })
+  released(t)
+})
+
+test.serial('disconnect() after a Blob closes once it and what was sent before the call are written', async (t) => {
+  const { peer, got } = await recordingServer(t)
+  const client = new ReconnectingWebSocket(peer.url)
+  const log = new Recorder(client)
+  await log.next('open')
+  const blob = new GatedBlob(['last words'])
+  client.send(blob)
+  client.send('and these')
+  const done = client.disconnect(4000, 'bye')
+  // Called all the same: the client reads closing and takes nothing more.
+  t.is(client.state, 'closing')
+  t.is(client.readyState, client.CLOSING)
+  t.false(client.shouldReconnect)
+  t.throws(() => client.send('too late'), { code: 'ERR_NOT_OPEN' })
+  t.throws(() => client.send(new Blob(['too late'])), { code: 'ERR_NOT_OPEN' })
+  blob.release()
+  t.deepEqual(await done, { discarded: 0 })
+  const close = await log.next('close')
+  t.like(close, { code: 4000, reason: 'bye', willReconnect: false })
+  t.deepEqual(got, [['b:last words', 't:and these']])
+  t.is(client.state, 'closed')
+  released(t)
+})
+
+test.serial('disconnect() then connect() behind a Blob: the close, then the next connection takes what was sent after', async (t) => {
+  const { peer, got } = await recordingServer(t)
+  const client = new ReconnectingWebSocket(peer.url)
+  const log = new Recorder(client)
+  await log.next('open')
+  const blob = new GatedBlob(['first connection'])
+  client.send(blob)
+  const done = client.disconnect()
+  client.connect()
+  client.send('second connection')
+  blob.release()
+  t.deepEqual(await done, { discarded: 0 })
+  t.like(await log.next('close'), { code: 1000, willReconnect: true })
+  await log.next('open')
+  await until(() => got[1]?.length === 1, 'the message on the second connection')
+  t.deepEqual(got, [['b:first connection'], ['t:second connection']])
+  await client.disconnect()
+  released(t)
+})
+
+test.serial('reconnect() behind a Blob closes the connection after it; what was sent after goes as it would without one', async (t) => {
+  const { peer, got } = await recordingServer(t)
+  const client = new ReconnectingWebSocket(peer.url)
+  const log = new Recorder(client)
+  await log.next('open')
+  const blob = new GatedBlob(['before reconnect'])
+  client.send(blob)
+  client.reconnect(4001, 'again')
+  client.send('after reconnect')
+  blob.release()
+  t.like(await log.next('close'), { code: 4001, willReconnect: true })
+  await log.next('open')
+  // (A send() made just after reconnect() can still be written before the close frame, or be
+  // queued for the next connection: the Blob's is on the connection reconnect() closed.)
+  await until(() => got.flat().length === 2, 'both messages')
+  t.deepEqual(got[0][0], 'b:before reconnect')
+  t.deepEqual(got.flat(), ['b:before reconnect', 't:after reconnect'])
+  await client.disconnect()
+  released(t)
+})
+
+test.serial('terminate() discards what waits for a Blob: callbacks get ERR_NOT_SENT, the count includes them', async (t) => {
+  const { peer, got } = await recordingServer(t)
+  const client = new ReconnectingWebSocket(peer.url)
+  await new Recorder(client).next('open')
+  const { calls, callback } = recorder()
+  let drops = 0
+  client.on('drop', () => drops++)
+  client.send('written')
+  const blob = new GatedBlob(['never'])
+  client.send(blob, callback('blob'))
+  client.send('never either', callback('text'))
+  client.send('nor this')
+  // A disconnect() waiting behind the Blob settles as the terminate() does.
+  const waiting = client.disconnect()
+  const result = await client.terminate()
+  t.deepEqual(result, { discarded: 3 })
+  t.deepEqual(await waiting, result)
+  t.deepEqual(calls, [
+    ['blob', 'ERR_NOT_SENT:discarded'],
+    ['text', 'ERR_NOT_SENT:discarded'],
+  ])
+  t.is(client.bufferedAmount, 0)
+  t.is(client.state, 'closed')
+  released(t)
+  // The read that ends after does nothing (what it would do, it does in the turn its bytes come).
+  blob.release()
+  await blob.read
+  await new Promise(setImmediate)
+  t.is(calls.length, 2)
+  t.is(drops, 0)
+  // (The message written before the Blob may be lost with the dropped connection, as any.)
+  t.deepEqual(got.flat().filter((m) => m !== 't:written'), [])
+})
+
+test.serial('a Blob whose bytes cannot be read is reported (drop, callback); the connection and what follows go on', async (t) => {
+  const { peer, got } = await recordingServer(t)
+  const client = new ReconnectingWebSocket(peer.url)
+  const log = new Recorder(client, ['open', 'close', 'error', 'drop'])
+  await log.next('open')
+  const { calls, callback } = recorder()
+  // A file-backed Blob whose file changed since: Node refuses to read it.
+  const dir = await mkdtemp(join(tmpdir(), 'redial-blob-'))
+  t.teardown(() => rm(dir, { recursive: true, force: true }))
+  const file = join(dir, 'data.bin')
+  await writeFile(file, 'original')
+  const stale = await openAsBlob(file)
+  await writeFile(file, 'changed, and longer')
+  client.send(stale, callback('stale'))
+  client.send('still sent', callback('text'))
+  const drop = await log.next<DropEventInfo>('drop')
+  t.is(drop.reason, 'unreadable')
+  t.is(drop.messages[0], stale)
+  t.truthy(drop.error)
+  await until(() => calls.length === 2, 'both callbacks')
+  t.deepEqual(calls, [
+    ['stale', 'ERR_NOT_SENT:unreadable'],
+    ['text', null],
+  ])
+  await until(() => got[0]?.length === 1, 'the message after the Blob')
+  t.deepEqual(got, [['t:still sent']])
+  t.is(log.count('close') + log.count('error'), 0)
+  await client.disconnect()
+  released(t)
+})
+
+test.serial('the connection drops while a Blob is read: it waits in the queue for the next connection', async (t) => {
+  const { peer, got } = await recordingServer(t)
+  const client = new ReconnectingWebSocket(peer.url, { minDelay: 10, maxDelay: 10 })
+  const log = new Recorder(client)
+  await log.next('open')
+  const blob = new GatedBlob(['survives'])
+  client.send(blob)
+  for (const socket of peer.sockets) socket.terminate()
+  await log.next('close')
+  blob.release()
+  await log.next('open')
+  await until(() => got[1]?.length === 1, 'the Blob on the next connection')
+  t.deepEqual(got, [[], ['b:survives']])
+  await client.disconnect()
+  released(t)
+})
+
+test.serial('without a queue, a Blob whose connection ended while it was read is reported as closed', async (t) => {
+  const { peer } = await recordingServer(t)
+  const client = new ReconnectingWebSocket(peer.url, { queue: false, minDelay: 60_000, maxDelay: 60_000 })
+  const log = new Recorder(client, ['open', 'close', 'drop'])
+  await log.next('open')
+  const { calls, callback } = recorder()
+  const blob = new GatedBlob(['lost'])
+  client.send(blob, callback('blob'))
+  for (const socket of peer.sockets) socket.terminate()
+  await log.next('close')
+  blob.release()
+  const drop = await log.next<DropEventInfo>('drop')
+  t.is(drop.reason, 'closed')
+  t.is(drop.messages[0], blob)
+  await until(() => calls.length === 1, 'the callback')
+  t.deepEqual(calls, [['blob', 'ERR_NOT_SENT:closed']])
+  await client.disconnect()
+  released(t)
+})
+
+test.serial('what cannot be sent as a Blob throws at once', async (t) => {
+  const closed = new ReconnectingWebSocket('ws://127.0.0.1:9/', { startClosed: true })
+  t.throws(() => closed.send(new Blob(['x'])), { code: 'ERR_NOT_OPEN' })
+  t.throws(() => closed.send(new Blob(['x']), () => {}), { code: 'ERR_NOT_OPEN' })
+  const { peer, got } = await recordingServer(t)
+  const client = new ReconnectingWebSocket(peer.url)
+  await new Recorder(client).next('open')
+  t.throws(() => client.send(new Blob(['x']), { binary: false }), { code: 'ERR_INVALID_ARG_VALUE', instanceOf: TypeError })
+  t.throws(() => client.send(new Blob(['x']), { fin: false }), { code: 'ERR_INVALID_ARG_TYPE', message: /piece/ })
+  t.throws(() => client.send(new Blob(['x']), 'no' as never), { code: 'ERR_INVALID_ARG_TYPE' })
+  // Behind a Blob, other data is checked as at once.
+  const blob = new GatedBlob(['held'])
+  client.send(blob)
+  t.throws(() => client.send(42 as never), { code: 'ERR_INVALID_ARG_TYPE' })
+  t.throws(() => client.send('x', { mask: false } as never), { code: 'ERR_INVALID_ARG_VALUE' })
+  blob.release()
+  await until(() => got[0]?.length === 1, 'the Blob')
+  t.deepEqual(got, [['b:held']], 'nothing that threw was sent')
+  await client.disconnect()
+  released(t)
+})
