@@ -613,7 +613,7 @@ export declare class ReconnectingWebSocket<B extends BinaryType = 'nodebuffer'> 
    */
   close(code?: number, reason?: string | Buffer): void
   /** partysocket's name for `drainQueue()`. */
-  drainQueuedMessages(): Array<string | Buffer>
+  drainQueuedMessages(): Array<string | Buffer | Blob>
   /** The normalised URL (the last one a provider returned; '' before the first). */
   readonly url: string
   /**
@@ -690,8 +690,8 @@ export declare class ReconnectingWebSocket<B extends BinaryType = 'nodebuffer'> 
   resume(): void
   /** Whether `pause()` is in effect. */
   readonly isPaused: boolean
-  /** Hands back the queued, unsent messages, oldest first, and empties the queue. */
-  drainQueue(): Array<string | Buffer>
+  /** Hands back the queued, unsent messages, oldest first, and empties the queue (then those waiting for a Blob's bytes, a Blob as itself). */
+  drainQueue(): Array<string | Buffer | Blob>
   /**
    * `for await (const data of client.messages())`: messages in order, with backpressure (past
    * `highWaterMark` [1024] buffered messages, or `highWaterMarkBytes` [16 MiB] buffered bytes, the socket

@@ -276,3 +276,136 @@ test.serial('what cannot be sent as a Blob throws at once', async (t) => {
   await client.disconnect()
   released(t)
 })
+
+test.serial("a Blob-like whose arrayBuffer() throws, rejects with nothing or gives no bytes is reported unreadable; the queue goes on", async (t) => {
+  const { peer, got } = await recordingServer(t)
+  const client = new ReconnectingWebSocket(peer.url)
+  const drops: DropEventInfo[] = []
+  client.on('drop', (info) => drops.push(info))
+  await new Recorder(client).next('open')
+  const { calls, callback } = recorder()
+  class Throws extends Blob {
+    override arrayBuffer(): Promise<ArrayBuffer> {
+      throw new Error('thrown')
+    }
+  }
+  class RejectsWithNothing extends Blob {
+    override arrayBuffer(): Promise<ArrayBuffer> {
+      return Promise.reject(undefined)
+    }
+  }
+  class GivesNoBytes extends Blob {
+    override arrayBuffer(): Promise<ArrayBuffer> {
+      return Promise.resolve(undefined as never)
+    }
+  }
+  client.send(new Throws(['x']), callback('throws'))
+  client.send(new RejectsWithNothing(['x']), callback('rejects'))
+  client.send(new GivesNoBytes(['x']), callback('no bytes'))
+  client.send('after them')
+  await until(() => got[0]?.length === 1 && calls.length === 3, 'the reports and the message after')
+  t.deepEqual(calls, [
+    ['throws', 'ERR_NOT_SENT:unreadable'],
+    ['rejects', 'ERR_NOT_SENT:unreadable'],
+    ['no bytes', 'ERR_NOT_SENT:unreadable'],
+  ])
+  t.deepEqual(
+    drops.map((d) => d.reason),
+    ['unreadable', 'unreadable', 'unreadable'],
+  )
+  t.deepEqual(got, [['t:after them']])
+  t.is(client.bufferedAmount, 0)
+  await client.disconnect()
+  released(t)
+})
+
+test.serial('a Blob of the same shape from another library (fetch-blob, formdata-node) is sent, as ws sends it', async (t) => {
+  const { peer, got } = await recordingServer(t)
+  const client = new ReconnectingWebSocket(peer.url)
+  await new Recorder(client).next('open')
+  const bytes = Buffer.from('shaped like a Blob')
+  const blobLike = {
+    size: bytes.length,
+    type: '',
+    arrayBuffer: async () => bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.length),
+    stream: () => new ReadableStream(),
+    [Symbol.toStringTag]: 'Blob',
+  }
+  client.send(blobLike as unknown as Blob)
+  await until(() => got[0]?.length === 1, 'the message')
+  t.deepEqual(got, [['b:shaped like a Blob']])
+  await client.disconnect()
+  released(t)
+})
+
+test.serial('drainQueue() hands back what waits for a Blob after what the queue holds; nothing of it is sent after', async (t) => {
+  const { peer, got } = await recordingServer(t)
+  const client = new ReconnectingWebSocket(peer.url, { minDelay: 60_000, maxDelay: 60_000 })
+  const log = new Recorder(client)
+  await log.next('open')
+  for (const socket of peer.sockets) socket.terminate()
+  await log.next('reconnecting')
+  const { calls, callback } = recorder()
+  client.send('queued', callback('queued'))
+  const blob = new GatedBlob(['held'])
+  client.send(blob, callback('blob'))
+  client.send('held too')
+  const drained = client.drainQueue()
+  t.deepEqual(drained, ['queued', blob, 'held too'])
+  t.is(client.bufferedAmount, 0)
+  blob.release()
+  await blob.read
+  await until(() => calls.length === 2, 'the callbacks')
+  t.deepEqual(calls, [
+    ['queued', 'ERR_NOT_SENT:drained'],
+    ['blob', 'ERR_NOT_SENT:drained'],
+  ])
+  // The connection that comes next gets nothing of them.
+  client.reconnect()
+  await log.next('open')
+  client.send('after')
+  await until(() => got[1]?.length === 1, 'the message after')
+  t.deepEqual(got, [[], ['t:after']])
+  await client.disconnect()
+  released(t)
+})
+
+test.serial('while a disconnect() waits behind a Blob: opened() rejects, a piece is refused; terminate() reports in the order sent', async (t) => {
+  const { peer } = await recordingServer(t)
+  const client = new ReconnectingWebSocket(peer.url)
+  await new Recorder(client).next('open')
+  const { calls, callback } = recorder()
+  const blob = new GatedBlob(['held'])
+  client.send(blob, callback('blob'))
+  const waiting = client.disconnect()
+  await t.throwsAsync(client.opened(), { code: 'ERR_NOT_OPEN' })
+  t.throws(() => client.send('piece', { fin: false }), { code: 'ERR_NOT_OPEN' })
+  // A connect() after it takes messages again, pieces too.
+  client.connect()
+  client.send('piece 1', { fin: false }, callback('piece 1'))
+  client.send('piece 2', { fin: false }, callback('piece 2'))
+  t.is(client.state, 'closing')
+  const result = await client.terminate()
+  t.deepEqual(await waiting, result)
+  t.deepEqual(result, { discarded: 2 })
+  t.deepEqual(calls, [
+    ['blob', 'ERR_NOT_SENT:discarded'],
+    ['piece 1', 'ERR_NOT_SENT:discarded'],
+    ['piece 2', 'ERR_NOT_SENT:discarded'],
+  ])
+  released(t)
+})
+
+test.serial('with queue: false, a Blob sent while not open throws as any send()', async (t) => {
+  const { peer } = await recordingServer(t)
+  const client = new ReconnectingWebSocket(peer.url, { queue: false })
+  t.is(client.state, 'connecting')
+  t.throws(() => client.send(new Blob(['x'])), { code: 'ERR_NOT_OPEN' })
+  await new Recorder(client).next('open')
+  const blob = new GatedBlob(['held'])
+  client.send(blob)
+  t.is(client.bufferedAmount, 4)
+  blob.release()
+  await client.disconnect()
+  released(t)
+})

@@ -26,7 +26,7 @@ const {
   bytesOf,
 } = require('./options')
 const { FragmentedMessage } = require('./fragments')
-const { HeldSends } = require('./held')
+const { HeldSends, WAITING, READY, isBlob } = require('./held')
 const { Event, MessageEvent, CloseEvent, ErrorEvent, Surface } = require('./whatwg')
 const wire = require('./wire')
 const { normalizeArgs } = require('./rws')
@@ -79,12 +79,38 @@ function callLater(callback, err = null) {
   else microtask(() => callback(err))
 }
 
-/** A disconnect() call is done: the callbacks of the message it found unfinished run, then it resolves. */
+/**
+ * A disconnect() call is done: the callbacks of the messages it discarded on the JS side (see
+ * `discardedInJs`) run after the queue's, then it resolves.
+ */
 function settleWaiter(waiter, discarded) {
-  const unfinished = waiter.unfinished
-  if (unfinished !== null) callLater(unfinished, notSent('discarded'))
-  waiter.resolve({ discarded: discarded + (unfinished === null ? 0 : 1) })
+  const left = waiter.left
+  if (left !== null) callLater(left.callbacks, notSent('discarded'))
+  waiter.resolve({ discarded: discarded + (left === null ? 0 : left.count) })
 }
+
+/**
+ * What a disconnect() discards that never reached the addon, sent after everything the addon
+ * holds: the messages waiting for a Blob's bytes (terminate()), then a message whose last piece has
+ * not come. `{ callbacks, count }`, or null for none.
+ */
+function discardedInJs(held, pieces) {
+  if (held === null && pieces === null) return null
+  const callbacks = []
+  let count = 0
+  for (const message of held ?? []) {
+    count++
+    if (message.callback !== undefined) callbacks.push(message.callback)
+  }
+  if (pieces !== null) {
+    count++
+    callbacks.push(pieces)
+  }
+  return { callbacks, count }
+}
+
+/** Clients made with `queue: false` (few: a field on every client would cost a fleet). */
+const UNQUEUED = new WeakSet()
 
 function checkCallback(callback) {
   if (typeof callback !== 'function') {
@@ -101,7 +127,7 @@ function sendable(data) {
 }
 
 function sendTypeError(data) {
-  if (data instanceof Blob) return makeError('ERR_INVALID_ARG_TYPE', 'A Blob cannot be a piece of a message (fin: false): send its bytes (await blob.arrayBuffer())', TypeError)
+  if (isBlob(data)) return makeError('ERR_INVALID_ARG_TYPE', 'A Blob cannot be a piece of a message (fin: false): send its bytes (await blob.arrayBuffer())', TypeError)
   const got = data === null ? 'null' : typeof data
   return makeError('ERR_INVALID_ARG_TYPE', `send() takes a string, Buffer, ArrayBufferView, ArrayBuffer, SharedArrayBuffer or Blob. Received ${got}`, TypeError)
 }
@@ -300,6 +326,7 @@ class ReconnectingWebSocket extends EventEmitter {
     let nativeUrl = this.#url || '(url provider)'
     if (this.#url) ({ url: nativeUrl, headers: native.headers } = splitCredentials(this.#url, native.headers))
     N.clientAttach(this, nativeUrl, configKey(nativeUrl, native), native)
+    if (!native.queueEnabled) UNQUEUED.add(this)
     if (signal) {
       // As disconnect() before a connect(): opened() rejects, messages() ends.
       if (signal.aborted) {
@@ -319,12 +346,12 @@ class ReconnectingWebSocket extends EventEmitter {
 
   get state() {
     // A disconnect() waiting behind a Blob's bytes has been called all the same.
-    return this.#held?.closing ? 'closing' : this.#state
+    return this.#held?.closing > 0 ? 'closing' : this.#state
   }
 
   /** WHATWG `readyState`: CONNECTING 0, OPEN 1, CLOSING 2, CLOSED 3 (also while waiting to reconnect). */
   get readyState() {
-    if (failing === this || this.#held?.closing) return CLOSING
+    if (failing === this || this.#held?.closing > 0) return CLOSING
     return this.#rws?.readyStateOverride ?? READY_STATES[this.#state]
   }
 
@@ -366,7 +393,7 @@ class ReconnectingWebSocket extends EventEmitter {
 
   /** Whether the client will keep (re)connecting: false once closed by `close()`/`disconnect()` or after giving up. */
   get shouldReconnect() {
-    return !this.#closing && this.#state !== 'closed' && !this.#held?.closing
+    return !this.#closing && this.#state !== 'closed' && !(this.#held?.closing > 0)
   }
 
   /** How binary messages are delivered: 'nodebuffer' (default), 'arraybuffer', 'uint8array' or 'fragments'. */
@@ -462,11 +489,11 @@ class ReconnectingWebSocket extends EventEmitter {
     if (terminate) return this.#terminateHeld(held)
     // As ws closes after what was sent before: the close waits for the Blob's bytes, and what
     // was sent after it goes first too. The client reads 'closing', and refuses send(), meanwhile.
-    held.closing = true
+    held.closing++
     held.refusing = true
     return new Promise((resolve) => {
       const run = () => {
-        held.closing = false
+        held.closing--
         resolve(this.#disconnectNow(code, reason, flush, false, keepQueue))
       }
       held.holdCall({ run, settle: resolve })
@@ -475,47 +502,37 @@ class ReconnectingWebSocket extends EventEmitter {
 
   /**
    * terminate() while sends wait for a Blob's bytes: they are discarded (ws's fail with the
-   * socket) after what the connection's queue held, and a disconnect() waiting among them
-   * settles as this call does.
+   * socket), and a disconnect() waiting among them settles as this call does.
    */
   #terminateHeld(held) {
     this.#held = null
-    const left = held.discard()
-    const callbacks = []
+    const messages = []
     const settles = []
-    let discarded = 0
-    for (const item of left) {
-      if (item.run !== undefined) {
-        if (item.settle !== undefined) settles.push(item.settle)
-      } else {
-        discarded++
-        if (item.callback !== undefined) callbacks.push(item.callback)
-      }
+    for (const item of held.discard()) {
+      if (item.run === undefined) messages.push(item)
+      else if (item.settle !== undefined) settles.push(item.settle)
     }
-    const done = this.#disconnectNow(1000, '', false, true, false).then((result) => {
-      // Sent after what the queue held: their callbacks run after its messages', before this resolves.
-      for (const callback of callbacks) callLater(callback, notSent('discarded'))
-      return { discarded: result.discarded + discarded }
-    })
+    const done = this.#disconnectNow(1000, '', false, true, false, messages)
     for (const settle of settles) settle(done)
     return done
   }
 
-  #disconnectNow(code, reason, flush, terminate, keepQueue) {
+  /** `held`: messages that waited for a Blob's bytes, which terminate() discards. */
+  #disconnectNow(code, reason, flush, terminate, keepQueue, held = null) {
     this.#internal?.emit(kDisconnecting)
     this.#unlistenSignal?.()
     this.#unlistenSignal = null
     const seq = N.clientDisconnect(this, code, reason, flush, terminate, keepQueue)
     // A message whose last piece has not come cannot be sent, flush or not. Its callbacks run
     // after those of the messages sent before it, as the disconnect settles.
-    const unfinished = this.#takePieces()
+    const left = discardedInJs(held, this.#takePieces())
     if (seq === 0) {
       this.#state = 'closed'
       this.#ended = 'disconnected'
-      const discarded = (keepQueue ? 0 : N.clientDiscardQueue(this)) + (unfinished === null ? 0 : 1)
+      const discarded = (keepQueue ? 0 : N.clientDiscardQueue(this)) + (left === null ? 0 : left.count)
       // Their callbacks are queued before anything can await this promise.
       this.#settleCallbacks()
-      if (unfinished !== null) callLater(unfinished, notSent('discarded'))
+      if (left !== null) callLater(left.callbacks, notSent('discarded'))
       // A reader waiting for a client that never connected (or one that gave up) ends now; one
       // called by a giveup listener passes that giveup on, which readers are told of only after
       // the application's listeners (so that it can fail them).
@@ -540,7 +557,7 @@ class ReconnectingWebSocket extends EventEmitter {
     return new Promise((resolve) => {
       // Settled by the event that reports call `seq` done: after a connect(), an earlier call's
       // completion must not settle a later one.
-      const waiter = { seq, resolve, unfinished, keepQueue }
+      const waiter = { seq, resolve, left, keepQueue }
       const w = this.#waiters
       this.#waiters = w === null ? waiter : Array.isArray(w) ? (w.push(waiter), w) : [w, waiter]
     })
@@ -605,7 +622,7 @@ class ReconnectingWebSocket extends EventEmitter {
       // As in ws, a null callback is none.
       if (callback === null) callback = undefined
       if (this.#fragments !== null || options?.fin === false) return this.#sendPiece(data, options, callback)
-      if (this.#held !== null || data instanceof Blob) {
+      if (this.#held !== null || isBlob(data)) {
         if (callback !== undefined) checkCallback(callback)
         return this.#hold(data, options, callback)
       }
@@ -616,7 +633,7 @@ class ReconnectingWebSocket extends EventEmitter {
     let outcome
     if (typeof data === 'string') outcome = N.clientSendText(this, data)
     else if (Buffer.isBuffer(data)) outcome = N.clientSendBinary(this, data)
-    else if (data instanceof Blob && #held in this) return this.#hold(data, undefined, undefined)
+    else if (isBlob(data) && #held in this) return this.#hold(data, undefined, undefined)
     else outcome = N.clientSendBinary(this, sendable(data))
     if (outcome === SENT_CORKED) return void microtask(() => uncork(this))
     this.#sent(outcome, data)
@@ -630,18 +647,21 @@ class ReconnectingWebSocket extends EventEmitter {
    */
   #hold(data, options, callback) {
     let message
-    if (data instanceof Blob) {
+    if (isBlob(data)) {
       if (checkSendOptions(options).binary === false) {
         throw makeError('ERR_INVALID_ARG_VALUE', 'send() sends a Blob as a binary message: option binary: false cannot be used with one', TypeError)
       }
-      message = { data: null, blob: data, error: undefined, original: data, compress: options?.compress !== false, callback, size: data.size }
+      const size = data.size
+      message = { state: WAITING, data: null, blob: data, error: undefined, original: data, compress: options?.compress !== false, callback, size }
     } else {
       const bytes = sendable(withSendOptions(data, options))
       const copy = typeof bytes === 'string' ? bytes : Buffer.from(bytes)
       const size = typeof copy === 'string' ? Buffer.byteLength(copy) : copy.length
-      message = { data: copy, blob: undefined, error: undefined, original: data, compress: options?.compress !== false, callback, size }
+      message = { state: READY, data: copy, blob: undefined, error: undefined, original: data, compress: options?.compress !== false, callback, size }
     }
-    this.#checkTakesMessages()
+    if (this.#refusesMessages() || (UNQUEUED.has(this) && this.#state !== 'open')) {
+      throw makeError('ERR_NOT_OPEN', `Cannot send: the connection is ${this.state}`)
+    }
     this.#holdMessage(message)
   }
 
@@ -661,11 +681,9 @@ class ReconnectingWebSocket extends EventEmitter {
     held.hold(message)
   }
 
-  /** Throws as send() does when the client takes no message (the native side says so for the others). */
-  #checkTakesMessages() {
-    if (this.#held?.refusing || this.#state === 'closed' || (this.#closing && !this.#connectAfterClose)) {
-      throw makeError('ERR_NOT_OPEN', `Cannot send: the connection is ${this.state}`)
-    }
+  /** Closed, or closing for good (a connect() since accepts messages again): send() throws ERR_NOT_OPEN. */
+  #refusesMessages() {
+    return this.#state === 'closed' || (this.#closing && !this.#connectAfterClose) || this.#held?.refusing === true
   }
 
   /** A held message's turn: sent as send() would send it now; what send() would throw is reported. */
@@ -750,9 +768,7 @@ class ReconnectingWebSocket extends EventEmitter {
     if (callback !== undefined) checkCallback(callback)
     const fin = checkSendOptions(options).fin !== false
     // As send(): refused once closed, or closing for good (a connect() since accepts them again).
-    if (this.#state === 'closed' || (this.#closing && !this.#connectAfterClose)) {
-      throw makeError('ERR_NOT_OPEN', `Cannot send: the connection is ${this.#state}`)
-    }
+    if (this.#refusesMessages()) throw makeError('ERR_NOT_OPEN', `Cannot send: the connection is ${this.state}`)
     const message = this.#fragments
     if (message === null) {
       // The first piece: send() comes here for it only with fin: false.
@@ -845,6 +861,14 @@ class ReconnectingWebSocket extends EventEmitter {
   drainQueue() {
     const messages = N.clientDrainQueue(this)
     this.#settleCallbacks()
+    // Then those waiting for a Blob's bytes (sent after): a Blob as itself, other data as held.
+    const held = this.#held?.takeMessages()
+    if (held !== undefined) {
+      for (const message of held) {
+        messages.push(message.blob ?? message.data)
+        if (message.callback !== undefined) callLater(message.callback, notSent('drained'))
+      }
+    }
     return messages
   }
 
@@ -957,7 +981,7 @@ class ReconnectingWebSocket extends EventEmitter {
       /** How the client ended (`#ended`: the same value until connect()), or null when it has not (or never started). */
       ended: () => (this.#state === 'closed' ? this.#ended : null),
       /** disconnect() (or terminate()) was called and has not completed. */
-      disconnecting: () => this.#closing !== false,
+      disconnecting: () => this.#closing !== false || this.#held?.closing > 0,
       active: () => N.clientActive(this),
       /** A disconnect() that left the client closed (each of these returns how to stop listening). */
       onClosed: this.#onInternal(kClosed),
@@ -980,12 +1004,12 @@ class ReconnectingWebSocket extends EventEmitter {
    * Unlike `events.once(client, 'open')`, a failed attempt that will be retried does not reject.
    */
   opened({ signal } = {}) {
-    if (this.#state === 'open' && !this.#closing) {
+    if (this.#state === 'open' && !this.#closing && !(this.#held?.closing > 0)) {
       const chosen = this.#chosen
       return Promise.resolve(typeof chosen === 'string' ? { protocol: chosen, extensions: '' } : chosen)
     }
     if (signal?.aborted) return Promise.reject(abortError(signal))
-    if (this.#closing && !this.#connectAfterClose) {
+    if ((this.#closing && !this.#connectAfterClose) || this.#held?.refusing) {
       return Promise.reject(makeError('ERR_NOT_OPEN', 'disconnect() was called before the connection opened'))
     }
     // Stopped for good (until connect()): nothing would settle the wait.

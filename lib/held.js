@@ -6,12 +6,18 @@
 // before it have. Blobs are read one at a time, as they reach the front: file-backed Blobs are
 // not all in memory at once.
 
+/** A held message's `state`: a Blob not read yet, being read, bytes there, or not readable. */
+const WAITING = 0
+const READING = 1
+const READY = 2
+const UNREADABLE = 3
+
 /**
- * A message waiting: `data` (a string or bytes; null until its Blob is read), `blob` (undefined
- * for another message), `error` (why its Blob could not be read), `original` (what send() was
- * given, for a `drop` event), `compress`, `callback` (a function, an array of them for a message
- * sent in pieces, or undefined) and `size` (its bytes, for bufferedAmount).
- * @typedef {{ data: string | Buffer | null, blob: Blob | undefined, error: unknown, original: unknown, compress: boolean, callback: Function | Function[] | undefined, size: number }} HeldMessage
+ * A message waiting: `state`, `data` (a string or bytes; null until its Blob is read), `blob`
+ * (undefined for another message), `error` (why its Blob could not be read), `original` (what
+ * send() was given, for a `drop` event), `compress`, `callback` (a function, an array of them for
+ * a message sent in pieces, or undefined) and `size` (its bytes, for bufferedAmount).
+ * @typedef {{ state: number, data: string | Buffer | null, blob: Blob | undefined, error: unknown, original: unknown, compress: boolean, callback: Function | Function[] | undefined, size: number }} HeldMessage
  */
 
 /**
@@ -36,11 +42,10 @@ class HeldSends {
   bytes = 0
   /** Calls (disconnect(), and connect() or reconnect() after one) among the items. */
   calls = 0
-  /** A disconnect() waits here: the client reads 'closing'. */
-  closing = false
+  /** disconnect() calls waiting here: while there are any, the client reads 'closing'. */
+  closing = 0
   /** A disconnect() waits here, and no connect() or reconnect() since: send() refuses. */
   refusing = false
-  #reading = false
   #pumping = false
   /** Drained, or discarded: nothing more comes out. */
   #over = false
@@ -75,13 +80,32 @@ class HeldSends {
     return left
   }
 
+  /**
+   * Takes the messages out (drainQueue()), oldest first; the calls stay, and are made now if
+   * nothing is before them any more.
+   */
+  takeMessages() {
+    const messages = []
+    const calls = []
+    for (let i = this.#head; i < this.#items.length; i++) {
+      const item = this.#items[i]
+      if (item.run === undefined) messages.push(item)
+      else calls.push(item)
+    }
+    this.#items = calls
+    this.#head = 0
+    this.bytes = 0
+    this.#pump()
+    return messages
+  }
+
   #end() {
     this.#over = true
     this.#items = []
     this.#head = 0
     this.bytes = 0
     this.calls = 0
-    this.closing = false
+    this.closing = 0
     this.refusing = false
   }
 
@@ -94,11 +118,15 @@ class HeldSends {
       // terminates): both are seen here, as the loop reads the queue again each time.
       while (!this.#over && this.#head < this.#items.length) {
         const item = this.#items[this.#head]
-        if (item.blob !== undefined && item.data === null && item.error === undefined) {
-          this.#read(item)
-          return
-        }
+        if (item.state === WAITING) this.#read(item)
+        if (item.state === READING) return
         this.#items[this.#head++] = undefined
+        // A producer that always keeps a Blob being read never drains the queue: what has gone
+        // on is dropped from the array now and then.
+        if (this.#head > 1024 && this.#head * 2 > this.#items.length) {
+          this.#items = this.#items.slice(this.#head)
+          this.#head = 0
+        }
         if (item.run !== undefined) {
           this.calls--
           try {
@@ -108,7 +136,7 @@ class HeldSends {
           }
         } else {
           this.bytes -= item.size
-          if (item.error === undefined) this.#owner.send(item)
+          if (item.state === READY) this.#owner.send(item)
           else this.#owner.unreadable(item)
         }
       }
@@ -122,23 +150,49 @@ class HeldSends {
   }
 
   #read(message) {
-    if (this.#reading) return
-    this.#reading = true
-    const done = () => {
-      this.#reading = false
-      this.#pump()
-    }
-    message.blob.arrayBuffer().then(
-      (bytes) => {
-        message.data = Buffer.from(bytes)
-        done()
-      },
-      (err) => {
-        message.error = err
-        done()
-      },
-    )
+    message.state = READING
+    // Called from a promise: a Blob-like object whose arrayBuffer() throws, or gives something
+    // that is not bytes, fails as a read that fails (its message is reported, the queue goes on).
+    Promise.resolve()
+      .then(() => message.blob.arrayBuffer())
+      .then(bytesOfRead)
+      .then(
+        (bytes) => {
+          message.data = bytes
+          message.state = READY
+          this.#pump()
+        },
+        (err) => {
+          message.error = err
+          message.state = UNREADABLE
+          this.#pump()
+        },
+      )
   }
 }
 
-module.exports = { HeldSends }
+/** What a Blob's arrayBuffer() resolved with, as a Buffer. */
+function bytesOfRead(bytes) {
+  if (bytes instanceof ArrayBuffer) return Buffer.from(bytes)
+  if (ArrayBuffer.isView(bytes)) return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
+  throw new TypeError(`The Blob's arrayBuffer() did not resolve with an ArrayBuffer. Received ${bytes === null ? 'null' : typeof bytes}`)
+}
+
+/**
+ * Whether `value` is a Blob: the platform's, or one of the same shape (fetch-blob's, formdata-node's
+ * File), as ws takes them.
+ */
+function isBlob(value) {
+  if (value instanceof Blob) return true
+  if (typeof value !== 'object' || value === null) return false
+  const tag = value[Symbol.toStringTag]
+  return (
+    (tag === 'Blob' || tag === 'File') &&
+    typeof value.arrayBuffer === 'function' &&
+    typeof value.stream === 'function' &&
+    typeof value.type === 'string' &&
+    typeof value.size === 'number'
+  )
+}
+
+module.exports = { HeldSends, WAITING, READY, isBlob }
