@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import test, { type ExecutionContext } from 'ava'
 
-import { ReconnectingWebSocket, clientStats, type DropEventInfo, type NotSentError } from '../index.js'
+import { ReconnectingWebSocket, clientStats, createWebSocketStream, type DropEventInfo, type NotSentError } from '../index.js'
 import { Recorder, until, wsServer } from './helpers.js'
 
 /** Everything a client held is released by the time its disconnect() resolves. */
@@ -406,6 +406,95 @@ test.serial('with queue: false, a Blob sent while not open throws as any send()'
   client.send(blob)
   t.is(client.bufferedAmount, 4)
   blob.release()
+  await client.disconnect()
+  released(t)
+})
+
+test.serial("a disconnect() behind a Blob whose read does not end closes at closeTimeout, as ws's close() does; the Blob is discarded", async (t) => {
+  const { peer, got } = await recordingServer(t)
+  const client = new ReconnectingWebSocket(peer.url, { closeTimeout: 200 })
+  const log = new Recorder(client)
+  await log.next('open')
+  const { calls, callback } = recorder()
+  const never = new GatedBlob(['never read'])
+  client.send('before', callback('before'))
+  client.send(never, callback('never'))
+  client.send('behind it', callback('behind'))
+  const started = performance.now()
+  t.deepEqual(await client.disconnect(), { discarded: 2 })
+  t.true(performance.now() - started >= 150, 'not before the deadline')
+  t.like(await log.next('close'), { code: 1000, willReconnect: false })
+  t.deepEqual(calls, [
+    ['before', null],
+    ['never', 'ERR_NOT_SENT:discarded'],
+    ['behind', 'ERR_NOT_SENT:discarded'],
+  ])
+  t.deepEqual(got, [['t:before']])
+  t.is(client.bufferedAmount, 0)
+  released(t)
+})
+
+test.serial('opened() after disconnect() and connect() behind a Blob waits for the next connection', async (t) => {
+  const { peer } = await recordingServer(t)
+  const client = new ReconnectingWebSocket(peer.url)
+  const log = new Recorder(client)
+  await log.next('open')
+  const blob = new GatedBlob(['held'])
+  client.send(blob)
+  const done = client.disconnect()
+  client.connect()
+  const opened = client.opened()
+  blob.release()
+  await done
+  await log.next('open')
+  t.like(await opened, { protocol: '' })
+  await client.disconnect()
+  released(t)
+})
+
+test.serial("a stream write behind a Blob that the full queue refuses when its turn comes waits for the next open, as it does without a Blob", async (t) => {
+  const { peer, got } = await recordingServer(t)
+  const client = new ReconnectingWebSocket(peer.url, { minDelay: 200, maxDelay: 200, queue: { maxMessages: 2 } })
+  const log = new Recorder(client)
+  await log.next('open')
+  const stream = createWebSocketStream(client)
+  let failed: Error | null = null
+  stream.on('error', (err) => (failed = err))
+  for (const socket of peer.sockets) socket.terminate()
+  await log.next('close')
+  client.send('queued')
+  const blob = new GatedBlob(['held'])
+  client.send(blob)
+  const written = new Promise<Error | null | undefined>((resolve) => stream.write('chunk', resolve))
+  blob.release()
+  await log.next('open')
+  t.is(await written, null)
+  await until(() => got[1]?.length === 3, 'all three on the next connection')
+  t.deepEqual(got[1], ['t:queued', 'b:held', 'b:chunk'])
+  t.is(failed, null)
+  stream.destroy()
+  await client.disconnect()
+  released(t)
+})
+
+test.serial("a drop event gives back the Blob that was sent, also for one sent with a callback or uncompressed (rws mode's full queue)", async (t) => {
+  const { peer } = await recordingServer(t)
+  // reconnecting-websocket's maxEnqueuedMessages: a new message past it is dropped, and reported.
+  const client = new ReconnectingWebSocket(peer.url, undefined, { maxEnqueuedMessages: 1, minReconnectionDelay: 60_000, maxReconnectionDelay: 60_000 })
+  const log = new Recorder(client, ['open', 'close', 'drop'])
+  await log.next('open')
+  for (const socket of peer.sockets) socket.terminate()
+  await log.next('close')
+  client.send('fills the queue')
+  const { calls, callback } = recorder()
+  const withCallback = new Blob(['with a callback'])
+  const uncompressed = new Blob(['uncompressed'])
+  client.send(withCallback, callback('blob'))
+  client.send(uncompressed, { compress: false })
+  t.is((await log.next<DropEventInfo>('drop')).messages[0], withCallback)
+  t.is((await log.next<DropEventInfo>('drop')).messages[0], uncompressed)
+  await until(() => calls.length === 1, 'the callback')
+  t.deepEqual(calls, [['blob', 'ERR_NOT_SENT:overflow']])
   await client.disconnect()
   released(t)
 })

@@ -24,6 +24,7 @@ const {
   withSendOptions,
   checkSendOptions,
   bytesOf,
+  DEFAULTS,
 } = require('./options')
 const { FragmentedMessage } = require('./fragments')
 const { HeldSends, WAITING, READY, isBlob } = require('./held')
@@ -109,8 +110,11 @@ function discardedInJs(held, pieces) {
   return { callbacks, count }
 }
 
-/** Clients made with `queue: false` (few: a field on every client would cost a fleet). */
-const UNQUEUED = new WeakSet()
+/**
+ * What a client keeps of its options only when they are not the defaults (a field on every client
+ * would cost a fleet): `{ unqueued, closeTimeout }`, for sends held behind a Blob.
+ */
+const UNUSUAL = new WeakMap()
 
 function checkCallback(callback) {
   if (typeof callback !== 'function') {
@@ -326,7 +330,9 @@ class ReconnectingWebSocket extends EventEmitter {
     let nativeUrl = this.#url || '(url provider)'
     if (this.#url) ({ url: nativeUrl, headers: native.headers } = splitCredentials(this.#url, native.headers))
     N.clientAttach(this, nativeUrl, configKey(nativeUrl, native), native)
-    if (!native.queueEnabled) UNQUEUED.add(this)
+    if (!native.queueEnabled || native.closeTimeout !== DEFAULTS.closeTimeout) {
+      UNUSUAL.set(this, { unqueued: !native.queueEnabled, closeTimeout: native.closeTimeout })
+    }
     if (signal) {
       // As disconnect() before a connect(): opened() rejects, messages() ends.
       if (signal.aborted) {
@@ -489,15 +495,30 @@ class ReconnectingWebSocket extends EventEmitter {
     if (terminate) return this.#terminateHeld(held)
     // As ws closes after what was sent before: the close waits for the Blob's bytes, and what
     // was sent after it goes first too. The client reads 'closing', and refuses send(), meanwhile.
+    // The call is made now for what waits on it (opened(), the signal), and its close has
+    // closeTimeout from now, as ws's: a read that has not ended by then is given up.
+    this.#announceDisconnect()
     held.closing++
     held.refusing = true
     return new Promise((resolve) => {
-      const run = () => {
-        held.closing--
-        resolve(this.#disconnectNow(code, reason, flush, false, keepQueue))
+      const call = {
+        run: (dropped) => {
+          clearTimeout(call.timer)
+          held.closing--
+          resolve(this.#disconnectNow(code, reason, flush, false, keepQueue, dropped, true))
+        },
+        settle: resolve,
+        timer: setTimeout(() => held.expire(call), UNUSUAL.get(this)?.closeTimeout ?? DEFAULTS.closeTimeout),
       }
-      held.holdCall({ run, settle: resolve })
+      held.holdCall(call)
     })
+  }
+
+  /** What a disconnect() call does at once, for the waits it ends. */
+  #announceDisconnect() {
+    this.#internal?.emit(kDisconnecting)
+    this.#unlistenSignal?.()
+    this.#unlistenSignal = null
   }
 
   /**
@@ -510,18 +531,22 @@ class ReconnectingWebSocket extends EventEmitter {
     const settles = []
     for (const item of held.discard()) {
       if (item.run === undefined) messages.push(item)
-      else if (item.settle !== undefined) settles.push(item.settle)
+      else {
+        clearTimeout(item.timer)
+        if (item.settle !== undefined) settles.push(item.settle)
+      }
     }
     const done = this.#disconnectNow(1000, '', false, true, false, messages)
     for (const settle of settles) settle(done)
     return done
   }
 
-  /** `held`: messages that waited for a Blob's bytes, which terminate() discards. */
-  #disconnectNow(code, reason, flush, terminate, keepQueue, held = null) {
-    this.#internal?.emit(kDisconnecting)
-    this.#unlistenSignal?.()
-    this.#unlistenSignal = null
+  /**
+   * `held`: messages that waited for a Blob's bytes, discarded by terminate() or by the deadline of
+   * a disconnect() that waited for them; `announced`: the call was announced when it was made.
+   */
+  #disconnectNow(code, reason, flush, terminate, keepQueue, held = null, announced = false) {
+    if (!announced) this.#announceDisconnect()
     const seq = N.clientDisconnect(this, code, reason, flush, terminate, keepQueue)
     // A message whose last piece has not come cannot be sent, flush or not. Its callbacks run
     // after those of the messages sent before it, as the disconnect settles.
@@ -645,21 +670,21 @@ class ReconnectingWebSocket extends EventEmitter {
    * goes as a binary message, other data as send() would send it now (bytes are copied: the
    * caller may reuse its buffer).
    */
-  #hold(data, options, callback) {
+  #hold(data, options, callback, chunk = false) {
     let message
     if (isBlob(data)) {
       if (checkSendOptions(options).binary === false) {
         throw makeError('ERR_INVALID_ARG_VALUE', 'send() sends a Blob as a binary message: option binary: false cannot be used with one', TypeError)
       }
       const size = data.size
-      message = { state: WAITING, data: null, blob: data, error: undefined, original: data, compress: options?.compress !== false, callback, size }
+      message = { state: WAITING, data: null, blob: data, error: undefined, original: data, compress: options?.compress !== false, callback, size, chunk }
     } else {
       const bytes = sendable(withSendOptions(data, options))
       const copy = typeof bytes === 'string' ? bytes : Buffer.from(bytes)
       const size = typeof copy === 'string' ? Buffer.byteLength(copy) : copy.length
-      message = { state: READY, data: copy, blob: undefined, error: undefined, original: data, compress: options?.compress !== false, callback, size }
+      message = { state: READY, data: copy, blob: undefined, error: undefined, original: data, compress: options?.compress !== false, callback, size, chunk }
     }
-    if (this.#refusesMessages() || (UNQUEUED.has(this) && this.#state !== 'open')) {
+    if (this.#refusesMessages() || (UNUSUAL.get(this)?.unqueued && this.#state !== 'open')) {
       throw makeError('ERR_NOT_OPEN', `Cannot send: the connection is ${this.state}`)
     }
     this.#holdMessage(message)
@@ -690,12 +715,14 @@ class ReconnectingWebSocket extends EventEmitter {
   #sendHeld(message) {
     const { data, callback } = message
     try {
-      if (callback !== undefined) return void this.#sendTicketed(data, callback, message.compress)
-      if (!message.compress) return this.#sendUncompressed(data)
+      if (callback !== undefined) return void this.#sendTicketed(data, callback, message.compress, message.original)
+      if (!message.compress) return this.#sendUncompressed(data, message.original)
       const outcome = typeof data === 'string' ? N.clientSendText(this, data) : N.clientSendBinary(this, data)
       if (outcome === SENT_CORKED) return void microtask(() => uncork(this))
       this.#sent(outcome, message.original)
     } catch (err) {
+      // A stream's chunk: the stream decides, as when send() throws (it may wait for the next open).
+      if (message.chunk) return void callLater(callback, err)
       // The client closed, or the queue is full, since send() took it.
       const reason = err?.code === 'ERR_QUEUE_FULL' ? 'overflow' : 'closed'
       this.#dropped(reason, message.original)
@@ -752,10 +779,11 @@ class ReconnectingWebSocket extends EventEmitter {
   }
 
   /** `send(data, { compress: false })`: framed uncompressed even where permessage-deflate was negotiated. */
-  #sendUncompressed(data) {
+  /** `original`: what send() was given, for a `drop` event (a held Blob's, the Blob). */
+  #sendUncompressed(data, original = data) {
     const outcome = N.clientSendTicketed(this, sendable(data), 0, false)
     if (outcome === SENT_CORKED) return void microtask(() => uncork(this))
-    this.#sent(outcome, data)
+    this.#sent(outcome, original)
   }
 
   /**
@@ -809,7 +837,7 @@ class ReconnectingWebSocket extends EventEmitter {
     return message.callbacks
   }
 
-  #sendTicketed(data, callback, compress) {
+  #sendTicketed(data, callback, compress, original = data) {
     const callbacks = (this.#callbacks ??= { byTicket: new Map(), last: 0 })
     const ticket = ++callbacks.last
     // A message with a callback never takes the fast path: the addon hands it to the driver, which
@@ -817,7 +845,7 @@ class ReconnectingWebSocket extends EventEmitter {
     const outcome = N.clientSendTicketed(this, data, ticket, compress)
     const waits = outcome !== SENT_NOT_OPEN && outcome !== SENT_NOT_CONNECTED && outcome !== SENT_QUEUE_FULL
     if (waits) callbacks.byTicket.set(ticket, callback)
-    const dropped = this.#sent(outcome, data)
+    const dropped = this.#sent(outcome, original)
     if (dropped !== undefined) callLater(callback, notSent(dropped))
     // Older messages this one pushed out of the queue.
     this.#settleCallbacks()
@@ -964,7 +992,7 @@ class ReconnectingWebSocket extends EventEmitter {
        */
       sendChunk: (data, callback) => {
         if (this.#held !== null) {
-          this.#hold(data, undefined, callback)
+          this.#hold(data, undefined, callback, true)
           return false
         }
         const outcome = this.#sendTicketed(sendable(data), callback, true)

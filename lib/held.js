@@ -16,14 +16,16 @@ const UNREADABLE = 3
  * A message waiting: `state`, `data` (a string or bytes; null until its Blob is read), `blob`
  * (undefined for another message), `error` (why its Blob could not be read), `original` (what
  * send() was given, for a `drop` event), `compress`, `callback` (a function, an array of them for
- * a message sent in pieces, or undefined) and `size` (its bytes, for bufferedAmount).
- * @typedef {{ state: number, data: string | Buffer | null, blob: Blob | undefined, error: unknown, original: unknown, compress: boolean, callback: Function | Function[] | undefined, size: number }} HeldMessage
+ * a message sent in pieces, or undefined), `size` (its bytes, for bufferedAmount) and `chunk` (a
+ * createWebSocketStream() write's, whose stream decides what a refusal makes of it).
+ * @typedef {{ state: number, data: string | Buffer | null, blob: Blob | undefined, error: unknown, original: unknown, compress: boolean, callback: Function | Function[] | undefined, size: number, chunk: boolean }} HeldMessage
  */
 
 /**
- * A call waiting: `run()` makes it; `settle(value)`, for a disconnect(), resolves its promise
- * should it never be made (terminate() came first).
- * @typedef {{ run(): void, settle?: (value: unknown) => void }} HeldCall
+ * A call waiting: `run(dropped)` makes it (`dropped`: the messages `expire()` gave up for it, or
+ * null); `settle(value)`, for a disconnect(), resolves its promise should it never be made
+ * (terminate() came first); `timer`, its deadline's.
+ * @typedef {{ run(dropped: HeldMessage[] | null): void, settle?: (value: unknown) => void, timer?: unknown, dropped?: HeldMessage[] }} HeldCall
  */
 
 /**
@@ -81,6 +83,31 @@ class HeldSends {
   }
 
   /**
+   * A held call's deadline has passed (a disconnect()'s closeTimeout): the messages before it are
+   * given up (a Blob still being read with them) and handed to it; the calls before it are made
+   * first, in order.
+   */
+  expire(call) {
+    const at = this.#over ? -1 : this.#items.indexOf(call, this.#head)
+    if (at < 0) return
+    const dropped = []
+    const calls = []
+    for (let i = this.#head; i < at; i++) {
+      const item = this.#items[i]
+      if (item.run === undefined) {
+        dropped.push(item)
+        this.bytes -= item.size
+      } else {
+        calls.push(item)
+      }
+    }
+    call.dropped = dropped
+    this.#items = calls.concat(this.#items.slice(at))
+    this.#head = 0
+    this.#pump()
+  }
+
+  /**
    * Takes the messages out (drainQueue()), oldest first; the calls stay, and are made now if
    * nothing is before them any more.
    */
@@ -130,7 +157,7 @@ class HeldSends {
         if (item.run !== undefined) {
           this.calls--
           try {
-            item.run()
+            item.run(item.dropped ?? null)
           } catch (err) {
             this.#owner.threw(err)
           }

@@ -957,6 +957,7 @@ function withSendOptions(data, options) {
 }
 
 module.exports = {
+  DEFAULTS,
   parseOptions,
   withSendOptions,
   bytesOf,

@@ -198,32 +198,41 @@ function webSocketStream(client, control, options) {
         b.oneAtATime = !control.sendChunk(chunks[i], sent)
         unsettled.add(sent)
       } catch (err) {
-        // The client is connecting (or not yet started): the chunk waits for the next open.
-        if ((err.code === 'ERR_NOT_OPEN' || err.code === 'ERR_QUEUE_FULL') && mayOpen()) return block(b)
-        if (err.code === 'ERR_NOT_OPEN') {
-          // Written once the client gave up (and no connect() came since): failed as the writes it found waiting.
-          const ended = control.ended()
-          if (ended !== null && ended !== 'disconnected') return complete(b, gaveUpError(ended.giveup))
-          // Written once disconnect() was called or completed: discarded as the writes it found waiting are.
-          if (ended === 'disconnected' || control.disconnecting()) return complete(b, discarded())
-        }
-        return complete(b, err)
+        const failed = refused(err)
+        return failed === null ? block(b) : complete(b, failed)
       }
       b.sent++
       b.outstanding++
     }
     if (b.outstanding === 0) complete(b, null)
   }
+  /**
+   * What a chunk send() refused makes of the batch: an error, or null when the chunk waits for
+   * the next open. (A chunk held behind a Blob gets this refusal as its callback's error.)
+   */
+  const refused = (err) => {
+    // The client is connecting (or not yet started): the chunk waits for the next open.
+    if ((err.code === 'ERR_NOT_OPEN' || err.code === 'ERR_QUEUE_FULL') && mayOpen()) return null
+    if (err.code === 'ERR_NOT_OPEN') {
+      // Written once the client gave up (and no connect() came since): failed as the writes it found waiting.
+      const ended = control.ended()
+      if (ended !== null && ended !== 'disconnected') return gaveUpError(ended.giveup)
+      // Written once disconnect() was called or completed: discarded as the writes it found waiting are.
+      if (ended === 'disconnected' || control.disconnecting()) return discarded()
+    }
+    return err
+  }
   const settle = (b, i, at, err) => {
     if (b !== batch) return
     b.outstanding--
     if (err) {
-      if (err.code === 'ERR_NOT_SENT' && err.reason === 'closed' && mayOpen()) {
+      const refusal = err.code === 'ERR_NOT_OPEN' || err.code === 'ERR_QUEUE_FULL'
+      if (refusal ? refused(err) === null : err.code === 'ERR_NOT_SENT' && err.reason === 'closed' && mayOpen()) {
         // The connection went away before JS saw it (with `queue: false`): sent again on the next one.
         if (b.closedFrom < 0 || i < b.closedFrom) [b.closedFrom, b.closedAt] = [i, at]
         ;(b.closed ??= []).push(err)
       } else {
-        b.error ??= err
+        b.error ??= refusal ? refused(err) : err
       }
     }
     if (b.outstanding > 0) return

@@ -99,6 +99,8 @@ new CloseEvent('close', { code: '4000' })
 
 // send() takes data, not numbers; disconnect() resolves with what it discarded.
 client.send(new Uint8Array(2))
+client.send(new Blob(['bytes']), (err) => void (err?.reason === 'unreadable'))
+client.on('drop', ({ reason, messages, error }) => void (reason === 'unreadable' && messages[0] instanceof Blob && error))
 // @ts-expect-error
 client.send(42)
 // net.connect's lookup: dns.lookup itself fits.
