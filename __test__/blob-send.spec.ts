@@ -7,7 +7,7 @@ import { join } from 'node:path'
 import test, { type ExecutionContext } from 'ava'
 
 import { ReconnectingWebSocket, clientStats, createWebSocketStream, type DropEventInfo, type NotSentError } from '../index.js'
-import { Recorder, until, wsServer } from './helpers.js'
+import { Recorder, refusedPort, until, wsServer } from './helpers.js'
 
 /** Everything a client held is released by the time its disconnect() resolves. */
 function released(t: ExecutionContext) {
@@ -497,4 +497,49 @@ test.serial("a drop event gives back the Blob that was sent, also for one sent w
   t.deepEqual(calls, [['blob', 'ERR_NOT_SENT:overflow']])
   await client.disconnect()
   released(t)
+})
+
+test.serial('a giveup while a Blob is read keeps it and what follows, as the queue is kept: a connect() sends them in order, a disconnect() discards them', async (t) => {
+  const port = await refusedPort()
+  for (const ending of ['connect', 'disconnect'] as const) {
+    const client = new ReconnectingWebSocket(`ws://127.0.0.1:${port}/`, { maxRetries: 1, minDelay: 10, maxDelay: 10 })
+    const log = new Recorder(client, ['open', 'giveup', 'drop'])
+    const { calls, callback } = recorder()
+    client.send('queued', callback('queued'))
+    const blob = new GatedBlob(['held'])
+    client.send(blob, callback('blob'))
+    client.send('behind it', callback('behind'))
+    await log.next('giveup')
+    blob.release()
+    await blob.read
+    await new Promise(setImmediate)
+    t.is(log.count('drop'), 0, 'nothing dropped')
+    t.is(client.bufferedAmount, 'queued'.length + 4 + 'behind it'.length)
+    t.deepEqual(calls, [])
+    if (ending === 'disconnect') {
+      t.deepEqual(await client.disconnect(), { discarded: 3 })
+      t.deepEqual(calls, [
+        ['queued', 'ERR_NOT_SENT:discarded'],
+        ['blob', 'ERR_NOT_SENT:discarded'],
+        ['behind', 'ERR_NOT_SENT:discarded'],
+      ])
+      t.is(client.bufferedAmount, 0)
+      released(t)
+      continue
+    }
+    const got: string[] = []
+    const peer = await wsServer((socket) => socket.on('message', (data, isBinary) => got.push(`${isBinary ? 'b' : 't'}:${String(data)}`)), port)
+    client.connect()
+    await log.next('open')
+    await until(() => got.length === 3 && calls.length === 3, 'the three messages')
+    t.deepEqual(got, ['t:queued', 'b:held', 't:behind it'])
+    t.deepEqual(calls, [
+      ['queued', null],
+      ['blob', null],
+      ['behind', null],
+    ])
+    await client.disconnect()
+    await peer.close()
+    released(t)
+  }
 })

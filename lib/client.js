@@ -435,13 +435,19 @@ class ReconnectingWebSocket extends EventEmitter {
 
   connect() {
     const held = this.#held
-    if (held !== null && held.calls > 0) {
+    if (held !== null && held.calls > 0 && !held.stalled) {
       // After a disconnect() that waits behind a Blob's bytes: made in its turn.
       held.refusing = false
       held.holdCall({ run: () => this.#connectNow() })
       return this
     }
-    return this.#connectNow()
+    this.#connectNow()
+    if (held !== null) {
+      // Messages that waited for a closed client to connect again go on (queued as the others).
+      held.refusing = false
+      held.resume()
+    }
+    return this
   }
 
   #connectNow() {
@@ -509,6 +515,7 @@ class ReconnectingWebSocket extends EventEmitter {
         },
         settle: resolve,
         timer: setTimeout(() => held.expire(call), UNUSUAL.get(this)?.closeTimeout ?? DEFAULTS.closeTimeout),
+        discards: !keepQueue,
       }
       held.holdCall(call)
     })
@@ -602,13 +609,18 @@ class ReconnectingWebSocket extends EventEmitter {
   reconnect(code = 1000, reason = '') {
     reason = checkClose(code, reason)
     const held = this.#held
-    if (held !== null) {
+    if (held !== null && !held.stalled) {
       // What was sent before goes on the connection this call closes, as it would without a Blob.
       held.refusing = false
       held.holdCall({ run: () => this.#reconnectNow(code, reason) })
       return this
     }
-    return this.#reconnectNow(code, reason)
+    this.#reconnectNow(code, reason)
+    if (held !== null) {
+      held.refusing = false
+      held.resume()
+    }
+    return this
   }
 
   #reconnectNow(code, reason) {
@@ -697,6 +709,7 @@ class ReconnectingWebSocket extends EventEmitter {
         send: (m) => this.#sendHeld(m),
         unreadable: (m) => this.#unreadable(m),
         threw: rethrowLater,
+        keeps: () => this.#state === 'closed',
         drained: () => {
           if (this.#held === held) this.#held = null
         },

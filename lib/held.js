@@ -22,18 +22,19 @@ const UNREADABLE = 3
  */
 
 /**
- * A call waiting: `run(dropped)` makes it (`dropped`: the messages `expire()` gave up for it, or
- * null); `settle(value)`, for a disconnect(), resolves its promise should it never be made
- * (terminate() came first); `timer`, its deadline's.
- * @typedef {{ run(dropped: HeldMessage[] | null): void, settle?: (value: unknown) => void, timer?: unknown, dropped?: HeldMessage[] }} HeldCall
+ * A call waiting: `run(dropped)` makes it (`dropped`: the messages given up for it, or null);
+ * for a disconnect(), `settle(value)` resolves its promise should it never be made (terminate()
+ * came first), `timer` is its deadline's, and `discards` says whether it discards what is queued.
+ * @typedef {{ run(dropped: HeldMessage[] | null): void, settle?: (value: unknown) => void, timer?: unknown, discards?: boolean, dropped?: HeldMessage[] }} HeldCall
  */
 
 /**
  * What the client does with what comes out: `send(message)` (as send() would now, reporting
  * what it cannot send: it never throws), `unreadable(message)`, `threw(err)` for a call that
  * threw (the queue goes on), and `drained()` once nothing is held (the client sends directly
- * again).
- * @typedef {{ send(m: HeldMessage): void, unreadable(m: HeldMessage): void, threw(err: unknown): void, drained(): void }} HeldOwner
+ * again). `keeps()`: the client is closed (it gave up, or rws mode's close() kept its queue):
+ * messages wait, as its queue does, for a connect() (`resume()`), a disconnect() or a drain.
+ * @typedef {{ send(m: HeldMessage): void, unreadable(m: HeldMessage): void, threw(err: unknown): void, drained(): void, keeps(): boolean }} HeldOwner
  */
 
 class HeldSends {
@@ -48,6 +49,8 @@ class HeldSends {
   closing = 0
   /** A disconnect() waits here, and no connect() or reconnect() since: send() refuses. */
   refusing = false
+  /** Messages wait for the closed client to connect again (`HeldOwner.keeps()`). */
+  stalled = false
   #pumping = false
   /** Drained, or discarded: nothing more comes out. */
   #over = false
@@ -88,6 +91,16 @@ class HeldSends {
    * first, in order.
    */
   expire(call) {
+    this.#dropBefore(call)
+    this.#pump()
+  }
+
+  /** The client connects again: what waited for it goes on. */
+  resume() {
+    this.#pump()
+  }
+
+  #dropBefore(call) {
     const at = this.#over ? -1 : this.#items.indexOf(call, this.#head)
     if (at < 0) return
     const dropped = []
@@ -104,7 +117,12 @@ class HeldSends {
     call.dropped = dropped
     this.#items = calls.concat(this.#items.slice(at))
     this.#head = 0
-    this.#pump()
+  }
+
+  /** The first call held, or null. */
+  #firstCall() {
+    for (let i = this.#head; i < this.#items.length; i++) if (this.#items[i].run !== undefined) return this.#items[i]
+    return null
   }
 
   /**
@@ -140,6 +158,7 @@ class HeldSends {
   #pump() {
     if (this.#pumping || this.#over) return
     this.#pumping = true
+    this.stalled = false
     try {
       // What the owner does can hold more (a `drop` listener that sends) or discard (one that
       // terminates): both are seen here, as the loop reads the queue again each time.
@@ -147,6 +166,23 @@ class HeldSends {
         const item = this.#items[this.#head]
         if (item.state === WAITING) this.#read(item)
         if (item.state === READING) return
+        if (item.state === READY && this.#owner.keeps()) {
+          // The client is closed: the messages wait for it to connect again. A call held behind
+          // them goes first: a disconnect() that discards the queue discards them with it; a
+          // connect(), reconnect() or rws close() is made, and the loop looks again.
+          const call = this.#firstCall()
+          if (call === null) {
+            this.stalled = true
+            return
+          }
+          if (call.discards) {
+            this.#dropBefore(call)
+          } else {
+            this.#items.splice(this.#items.indexOf(call, this.#head), 1)
+            this.#items.splice(this.#head, 0, call)
+          }
+          continue
+        }
         this.#items[this.#head++] = undefined
         // A producer that always keeps a Blob being read never drains the queue: what has gone
         // on is dropped from the array now and then.
