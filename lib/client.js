@@ -137,6 +137,8 @@ function sendTypeError(data) {
 }
 
 const NO_COMPRESSION = Object.freeze({ compress: false })
+/** `#sent()`'s answer for a held message the addon did not take: it waits (lib/held.js). */
+const KEPT = 'kept'
 
 const CONNECTING = 0
 const OPEN = 1
@@ -609,7 +611,7 @@ class ReconnectingWebSocket extends EventEmitter {
   reconnect(code = 1000, reason = '') {
     reason = checkClose(code, reason)
     const held = this.#held
-    if (held !== null && !held.stalled) {
+    if (held !== null && !held.stalled && (held.calls > 0 || this.#state !== 'closed')) {
       // What was sent before goes on the connection this call closes, as it would without a Blob.
       held.refusing = false
       held.holdCall({ run: () => this.#reconnectNow(code, reason) })
@@ -665,7 +667,7 @@ class ReconnectingWebSocket extends EventEmitter {
       }
       if (callback !== undefined) return this.#sendWithCallback(data, options, callback)
       data = withSendOptions(data, options)
-      if (options?.compress === false) return this.#sendUncompressed(data)
+      if (options?.compress === false) return void this.#sendUncompressed(data)
     }
     let outcome
     if (typeof data === 'string') outcome = N.clientSendText(this, data)
@@ -709,7 +711,7 @@ class ReconnectingWebSocket extends EventEmitter {
         send: (m) => this.#sendHeld(m),
         unreadable: (m) => this.#unreadable(m),
         threw: rethrowLater,
-        keeps: () => this.#state === 'closed',
+        keeps: () => this.#state === 'closed' && !UNUSUAL.get(this)?.unqueued,
         drained: () => {
           if (this.#held === held) this.#held = null
         },
@@ -724,22 +726,33 @@ class ReconnectingWebSocket extends EventEmitter {
     return this.#state === 'closed' || (this.#closing && !this.#connectAfterClose) || this.#held?.refusing === true
   }
 
-  /** A held message's turn: sent as send() would send it now; what send() would throw is reported. */
+  /**
+   * A held message's turn: sent as send() would send it now; what send() would throw is reported.
+   * False when the addon did not take it because the client gave up before JS saw it: it waits.
+   */
   #sendHeld(message) {
     const { data, callback } = message
     try {
-      if (callback !== undefined) return void this.#sendTicketed(data, callback, message.compress, message.original)
-      if (!message.compress) return this.#sendUncompressed(data, message.original)
-      const outcome = typeof data === 'string' ? N.clientSendText(this, data) : N.clientSendBinary(this, data)
-      if (outcome === SENT_CORKED) return void microtask(() => uncork(this))
-      this.#sent(outcome, message.original)
+      let result
+      if (callback !== undefined) result = this.#sendTicketed(data, callback, message.compress, message.original, true)
+      else if (!message.compress) result = this.#sendUncompressed(data, message.original, true)
+      else {
+        const outcome = typeof data === 'string' ? N.clientSendText(this, data) : N.clientSendBinary(this, data)
+        if (outcome === SENT_CORKED) microtask(() => uncork(this))
+        else result = this.#sent(outcome, message.original, true)
+      }
+      return result !== KEPT
     } catch (err) {
       // A stream's chunk: the stream decides, as when send() throws (it may wait for the next open).
-      if (message.chunk) return void callLater(callback, err)
+      if (message.chunk) {
+        callLater(callback, err)
+        return true
+      }
       // The client closed, or the queue is full, since send() took it.
       const reason = err?.code === 'ERR_QUEUE_FULL' ? 'overflow' : 'closed'
       this.#dropped(reason, message.original)
       if (callback !== undefined) callLater(callback, notSent(reason))
+      return true
     }
   }
 
@@ -753,13 +766,16 @@ class ReconnectingWebSocket extends EventEmitter {
    * What send() does past the fast path's outcomes: throw, or report what it dropped. Returns
    * the `drop` event's reason when that reported `data` itself.
    */
-  #sent(outcome, data) {
+  #sent(outcome, data, held = false) {
     if (outcome === SENT_NOT_OPEN || outcome === SENT_NOT_CONNECTED) {
       // The native side ended the connection (or gave up) before JS has seen that event: a
       // send() made while the client still looked open (or, with the queue on, connecting) must
       // not throw. Nothing wrote the message and nothing will: it is reported like any message
       // a closed client drops.
       const looksUsable = outcome === SENT_NOT_OPEN ? this.#state !== 'closed' : this.#state === 'open'
+      // But one held behind a Blob, with the queue on, waits as the queue does for a giveup JS has
+      // yet to see (the client is closed, and not by a disconnect(): JS would have called it).
+      if (held && outcome === SENT_NOT_OPEN && looksUsable && !this.#closing && !UNUSUAL.get(this)?.unqueued) return KEPT
       if (looksUsable && !this.#closing) return this.#dropped('closed', data)
       throw makeError('ERR_NOT_OPEN', `Cannot send: the connection is ${this.#state}`)
     }
@@ -792,11 +808,11 @@ class ReconnectingWebSocket extends EventEmitter {
   }
 
   /** `send(data, { compress: false })`: framed uncompressed even where permessage-deflate was negotiated. */
-  /** `original`: what send() was given, for a `drop` event (a held Blob's, the Blob). */
-  #sendUncompressed(data, original = data) {
+  /** `original`: what send() was given, for a `drop` event (a held Blob's, the Blob); `held`: see `#sent()`. */
+  #sendUncompressed(data, original = data, held = false) {
     const outcome = N.clientSendTicketed(this, sendable(data), 0, false)
     if (outcome === SENT_CORKED) return void microtask(() => uncork(this))
-    this.#sent(outcome, original)
+    return this.#sent(outcome, original, held)
   }
 
   /**
@@ -850,7 +866,7 @@ class ReconnectingWebSocket extends EventEmitter {
     return message.callbacks
   }
 
-  #sendTicketed(data, callback, compress, original = data) {
+  #sendTicketed(data, callback, compress, original = data, held = false) {
     const callbacks = (this.#callbacks ??= { byTicket: new Map(), last: 0 })
     const ticket = ++callbacks.last
     // A message with a callback never takes the fast path: the addon hands it to the driver, which
@@ -858,7 +874,8 @@ class ReconnectingWebSocket extends EventEmitter {
     const outcome = N.clientSendTicketed(this, data, ticket, compress)
     const waits = outcome !== SENT_NOT_OPEN && outcome !== SENT_NOT_CONNECTED && outcome !== SENT_QUEUE_FULL
     if (waits) callbacks.byTicket.set(ticket, callback)
-    const dropped = this.#sent(outcome, original)
+    const dropped = this.#sent(outcome, original, held)
+    if (dropped === KEPT) return KEPT
     if (dropped !== undefined) callLater(callback, notSent(dropped))
     // Older messages this one pushed out of the queue.
     this.#settleCallbacks()
@@ -1013,11 +1030,17 @@ class ReconnectingWebSocket extends EventEmitter {
       },
       /** Discards the queued messages sent with these callbacks (which then get ERR_NOT_SENT). */
       discardSent: (callbacks) => {
+        if (callbacks.size === 0) return
         const byTicket = this.#callbacks?.byTicket
-        if (byTicket === undefined || callbacks.size === 0) return
-        const tickets = []
-        for (const [ticket, callback] of byTicket) if (callbacks.has(callback)) tickets.push(ticket)
-        if (tickets.length > 0 && N.clientDiscardTickets(this, tickets) > 0) this.#settleCallbacks()
+        if (byTicket !== undefined) {
+          const tickets = []
+          for (const [ticket, callback] of byTicket) if (callbacks.has(callback)) tickets.push(ticket)
+          if (tickets.length > 0 && N.clientDiscardTickets(this, tickets) > 0) this.#settleCallbacks()
+        }
+        // Those still waiting behind a Blob (sent after the others).
+        for (const message of this.#held?.takeMessages((m) => callbacks.has(m.callback)) ?? []) {
+          callLater(message.callback, notSent('discarded'))
+        }
       },
       /** How the client ended (`#ended`: the same value until connect()), or null when it has not (or never started). */
       ended: () => (this.#state === 'closed' ? this.#ended : null),
@@ -1334,6 +1357,9 @@ class ReconnectingWebSocket extends EventEmitter {
       // Closed: a long-lived signal keeps no listener of it (a connect() listens again).
       this.#unlistenSignal?.()
       this.#unlistenSignal = null
+      // Sends held behind a Blob that the addon refused before JS saw this: a call held behind
+      // them (a disconnect()) can go now.
+      if (this.#held?.stalled) this.#held.resume()
     }
     if (channels.giveup.hasSubscribers) channels.giveup.publish({ client: this, ...p })
     if (stops) this.#givingUp = p

@@ -30,11 +30,12 @@ const UNREADABLE = 3
 
 /**
  * What the client does with what comes out: `send(message)` (as send() would now, reporting
- * what it cannot send: it never throws), `unreadable(message)`, `threw(err)` for a call that
+ * what it cannot send: it never throws; false when the addon did not take it because the client
+ * closed before JS saw it: it waits at the front, as if `keeps()` had said so), `unreadable(message)`, `threw(err)` for a call that
  * threw (the queue goes on), and `drained()` once nothing is held (the client sends directly
  * again). `keeps()`: the client is closed (it gave up, or rws mode's close() kept its queue):
  * messages wait, as its queue does, for a connect() (`resume()`), a disconnect() or a drain.
- * @typedef {{ send(m: HeldMessage): void, unreadable(m: HeldMessage): void, threw(err: unknown): void, drained(): void, keeps(): boolean }} HeldOwner
+ * @typedef {{ send(m: HeldMessage): boolean, unreadable(m: HeldMessage): void, threw(err: unknown): void, drained(): void, keeps(): boolean }} HeldOwner
  */
 
 class HeldSends {
@@ -126,22 +127,25 @@ class HeldSends {
   }
 
   /**
-   * Takes the messages out (drainQueue()), oldest first; the calls stay, and are made now if
-   * nothing is before them any more.
+   * Takes the messages `which` picks out (all: drainQueue()), oldest first; the others and the
+   * calls stay, and go on now if nothing is before them any more.
    */
-  takeMessages() {
-    const messages = []
-    const calls = []
+  takeMessages(which = undefined) {
+    const taken = []
+    const left = []
     for (let i = this.#head; i < this.#items.length; i++) {
       const item = this.#items[i]
-      if (item.run === undefined) messages.push(item)
-      else calls.push(item)
+      if (item.run === undefined && (which === undefined || which(item))) {
+        taken.push(item)
+        this.bytes -= item.size
+      } else {
+        left.push(item)
+      }
     }
-    this.#items = calls
+    this.#items = left
     this.#head = 0
-    this.bytes = 0
     this.#pump()
-    return messages
+    return taken
   }
 
   #end() {
@@ -163,6 +167,12 @@ class HeldSends {
       // What the owner does can hold more (a `drop` listener that sends) or discard (one that
       // terminates): both are seen here, as the loop reads the queue again each time.
       while (!this.#over && this.#head < this.#items.length) {
+        // A producer that always keeps a Blob being read never drains the queue: what has gone
+        // on is dropped from the array now and then.
+        if (this.#head > 1024 && this.#head * 2 > this.#items.length) {
+          this.#items = this.#items.slice(this.#head)
+          this.#head = 0
+        }
         const item = this.#items[this.#head]
         if (item.state === WAITING) this.#read(item)
         if (item.state === READING) return
@@ -184,12 +194,6 @@ class HeldSends {
           continue
         }
         this.#items[this.#head++] = undefined
-        // A producer that always keeps a Blob being read never drains the queue: what has gone
-        // on is dropped from the array now and then.
-        if (this.#head > 1024 && this.#head * 2 > this.#items.length) {
-          this.#items = this.#items.slice(this.#head)
-          this.#head = 0
-        }
         if (item.run !== undefined) {
           this.calls--
           try {
@@ -199,8 +203,15 @@ class HeldSends {
           }
         } else {
           this.bytes -= item.size
-          if (item.state === READY) this.#owner.send(item)
-          else this.#owner.unreadable(item)
+          if (item.state !== READY) {
+            this.#owner.unreadable(item)
+          } else if (!this.#owner.send(item)) {
+            // Not taken (nothing ran meanwhile): back at the front, to wait with what follows.
+            this.#items[--this.#head] = item
+            this.bytes += item.size
+            this.stalled = true
+            return
+          }
         }
       }
       if (!this.#over) {
