@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import test, { type ExecutionContext } from 'ava'
 
-import { ReconnectingWebSocket, clientStats, createWebSocketStream, type DropEventInfo, type NotSentError } from '../index.js'
+import { ReconnectingWebSocket, clientStats, createWebSocketStream, type DropEventInfo, type NotSentError, type ReconnectingWebSocketOptions } from '../index.js'
 import { Recorder, refusedPort, until, wsServer } from './helpers.js'
 
 /** Everything a client held is released by the time its disconnect() resolves. */
@@ -40,6 +40,37 @@ async function recordingServer(t: ExecutionContext) {
     socket.on('message', (data, isBinary) => mine.push(`${isBinary ? 'b' : 't'}:${String(data)}`))
   })
   t.teardown(() => peer.close())
+  return { peer, got }
+}
+
+/** A client open to a recording server; `log` records its events (`drop` too) from the start. */
+async function openClient(t: ExecutionContext, options: ReconnectingWebSocketOptions = {}) {
+  const { peer, got } = await recordingServer(t)
+  const client = new ReconnectingWebSocket(peer.url, options)
+  const log = new Recorder(client, ['open', 'close', 'reconnecting', 'error', 'giveup', 'drop'])
+  await log.next('open')
+  return { peer, got, client, log }
+}
+
+/**
+ * A client of a refused port that gives up after one retry, with a message queued, a Blob held
+ * behind it and a message behind that, each with a callback.
+ */
+function givingUpWithBlob(port: number) {
+  const client = new ReconnectingWebSocket(`ws://127.0.0.1:${port}/`, { maxRetries: 1, minDelay: 10, maxDelay: 10 })
+  const log = new Recorder(client, ['open', 'giveup', 'drop'])
+  const { calls, callback } = recorder()
+  client.send('queued', callback('queued'))
+  const blob = new GatedBlob(['held'])
+  client.send(blob, callback('blob'))
+  client.send('behind it', callback('behind'))
+  return { client, log, calls, blob }
+}
+
+/** The server a refused port gets once it is back: each message as `t:text` or `b:text`, all connections together. */
+async function serverBackOn(port: number) {
+  const got: string[] = []
+  const peer = await wsServer((socket) => socket.on('message', (data, isBinary) => got.push(`${isBinary ? 'b' : 't'}:${String(data)}`)), port)
   return { peer, got }
 }
 
@@ -89,10 +120,7 @@ test.serial('a Blob is sent as a binary message in its place: what is sent after
 })
 
 test.serial('disconnect() after a Blob closes once it and what was sent before the call are written', async (t) => {
-  const { peer, got } = await recordingServer(t)
-  const client = new ReconnectingWebSocket(peer.url)
-  const log = new Recorder(client)
-  await log.next('open')
+  const { got, client, log } = await openClient(t)
   const blob = new GatedBlob(['last words'])
   client.send(blob)
   client.send('and these')
@@ -113,10 +141,7 @@ test.serial('disconnect() after a Blob closes once it and what was sent before t
 })
 
 test.serial('disconnect() then connect() behind a Blob: the close, then the next connection takes what was sent after', async (t) => {
-  const { peer, got } = await recordingServer(t)
-  const client = new ReconnectingWebSocket(peer.url)
-  const log = new Recorder(client)
-  await log.next('open')
+  const { got, client, log } = await openClient(t)
   const blob = new GatedBlob(['first connection'])
   client.send(blob)
   const done = client.disconnect()
@@ -133,10 +158,7 @@ test.serial('disconnect() then connect() behind a Blob: the close, then the next
 })
 
 test.serial('reconnect() behind a Blob closes the connection after it; what was sent after goes as it would without one', async (t) => {
-  const { peer, got } = await recordingServer(t)
-  const client = new ReconnectingWebSocket(peer.url)
-  const log = new Recorder(client)
-  await log.next('open')
+  const { got, client, log } = await openClient(t)
   const blob = new GatedBlob(['before reconnect'])
   client.send(blob)
   client.reconnect(4001, 'again')
@@ -154,9 +176,7 @@ test.serial('reconnect() behind a Blob closes the connection after it; what was 
 })
 
 test.serial('terminate() discards what waits for a Blob: callbacks get ERR_NOT_SENT, the count includes them', async (t) => {
-  const { peer, got } = await recordingServer(t)
-  const client = new ReconnectingWebSocket(peer.url)
-  await new Recorder(client).next('open')
+  const { got, client } = await openClient(t)
   const { calls, callback } = recorder()
   let drops = 0
   client.on('drop', () => drops++)
@@ -188,10 +208,7 @@ test.serial('terminate() discards what waits for a Blob: callbacks get ERR_NOT_S
 })
 
 test.serial('a Blob whose bytes cannot be read is reported (drop, callback); the connection and what follows go on', async (t) => {
-  const { peer, got } = await recordingServer(t)
-  const client = new ReconnectingWebSocket(peer.url)
-  const log = new Recorder(client, ['open', 'close', 'error', 'drop'])
-  await log.next('open')
+  const { got, client, log } = await openClient(t)
   const { calls, callback } = recorder()
   // A file-backed Blob whose file changed since: Node refuses to read it.
   const dir = await mkdtemp(join(tmpdir(), 'redial-blob-'))
@@ -219,10 +236,7 @@ test.serial('a Blob whose bytes cannot be read is reported (drop, callback); the
 })
 
 test.serial('the connection drops while a Blob is read: it waits in the queue for the next connection', async (t) => {
-  const { peer, got } = await recordingServer(t)
-  const client = new ReconnectingWebSocket(peer.url, { minDelay: 10, maxDelay: 10 })
-  const log = new Recorder(client)
-  await log.next('open')
+  const { peer, got, client, log } = await openClient(t, { minDelay: 10, maxDelay: 10 })
   const blob = new GatedBlob(['survives'])
   client.send(blob)
   for (const socket of peer.sockets) socket.terminate()
@@ -236,10 +250,7 @@ test.serial('the connection drops while a Blob is read: it waits in the queue fo
 })
 
 test.serial('without a queue, a Blob whose connection ended while it was read is reported as closed', async (t) => {
-  const { peer } = await recordingServer(t)
-  const client = new ReconnectingWebSocket(peer.url, { queue: false, minDelay: 60_000, maxDelay: 60_000 })
-  const log = new Recorder(client, ['open', 'close', 'drop'])
-  await log.next('open')
+  const { peer, client, log } = await openClient(t, { queue: false, minDelay: 60_000, maxDelay: 60_000 })
   const { calls, callback } = recorder()
   const blob = new GatedBlob(['lost'])
   client.send(blob, callback('blob'))
@@ -259,9 +270,7 @@ test.serial('what cannot be sent as a Blob throws at once', async (t) => {
   const closed = new ReconnectingWebSocket('ws://127.0.0.1:9/', { startClosed: true })
   t.throws(() => closed.send(new Blob(['x'])), { code: 'ERR_NOT_OPEN' })
   t.throws(() => closed.send(new Blob(['x']), () => {}), { code: 'ERR_NOT_OPEN' })
-  const { peer, got } = await recordingServer(t)
-  const client = new ReconnectingWebSocket(peer.url)
-  await new Recorder(client).next('open')
+  const { got, client } = await openClient(t)
   t.throws(() => client.send(new Blob(['x']), { binary: false }), { code: 'ERR_INVALID_ARG_VALUE', instanceOf: TypeError })
   t.throws(() => client.send(new Blob(['x']), { fin: false }), { code: 'ERR_INVALID_ARG_TYPE', message: /piece/ })
   t.throws(() => client.send(new Blob(['x']), 'no' as never), { code: 'ERR_INVALID_ARG_TYPE' })
@@ -320,9 +329,7 @@ test.serial("a Blob-like whose arrayBuffer() throws, rejects with nothing or giv
 })
 
 test.serial('a Blob of the same shape from another library (fetch-blob, formdata-node) is sent, as ws sends it', async (t) => {
-  const { peer, got } = await recordingServer(t)
-  const client = new ReconnectingWebSocket(peer.url)
-  await new Recorder(client).next('open')
+  const { got, client } = await openClient(t)
   const bytes = Buffer.from('shaped like a Blob')
   const blobLike = {
     size: bytes.length,
@@ -339,10 +346,7 @@ test.serial('a Blob of the same shape from another library (fetch-blob, formdata
 })
 
 test.serial('drainQueue() hands back what waits for a Blob after what the queue holds; nothing of it is sent after', async (t) => {
-  const { peer, got } = await recordingServer(t)
-  const client = new ReconnectingWebSocket(peer.url, { minDelay: 60_000, maxDelay: 60_000 })
-  const log = new Recorder(client)
-  await log.next('open')
+  const { peer, got, client, log } = await openClient(t, { minDelay: 60_000, maxDelay: 60_000 })
   for (const socket of peer.sockets) socket.terminate()
   await log.next('reconnecting')
   const { calls, callback } = recorder()
@@ -371,9 +375,7 @@ test.serial('drainQueue() hands back what waits for a Blob after what the queue 
 })
 
 test.serial('while a disconnect() waits behind a Blob: opened() rejects, a piece is refused; terminate() reports in the order sent', async (t) => {
-  const { peer } = await recordingServer(t)
-  const client = new ReconnectingWebSocket(peer.url)
-  await new Recorder(client).next('open')
+  const { client } = await openClient(t)
   const { calls, callback } = recorder()
   const blob = new GatedBlob(['held'])
   client.send(blob, callback('blob'))
@@ -411,10 +413,7 @@ test.serial('with queue: false, a Blob sent while not open throws as any send()'
 })
 
 test.serial("a disconnect() behind a Blob whose read does not end closes at closeTimeout, as ws's close() does; the Blob is discarded", async (t) => {
-  const { peer, got } = await recordingServer(t)
-  const client = new ReconnectingWebSocket(peer.url, { closeTimeout: 200 })
-  const log = new Recorder(client)
-  await log.next('open')
+  const { got, client, log } = await openClient(t, { closeTimeout: 200 })
   const { calls, callback } = recorder()
   const never = new GatedBlob(['never read'])
   client.send('before', callback('before'))
@@ -435,10 +434,7 @@ test.serial("a disconnect() behind a Blob whose read does not end closes at clos
 })
 
 test.serial('opened() after disconnect() and connect() behind a Blob waits for the next connection', async (t) => {
-  const { peer } = await recordingServer(t)
-  const client = new ReconnectingWebSocket(peer.url)
-  const log = new Recorder(client)
-  await log.next('open')
+  const { client, log } = await openClient(t)
   const blob = new GatedBlob(['held'])
   client.send(blob)
   const done = client.disconnect()
@@ -453,10 +449,7 @@ test.serial('opened() after disconnect() and connect() behind a Blob waits for t
 })
 
 test.serial("a stream write behind a Blob that the full queue refuses when its turn comes waits for the next open, as it does without a Blob", async (t) => {
-  const { peer, got } = await recordingServer(t)
-  const client = new ReconnectingWebSocket(peer.url, { minDelay: 200, maxDelay: 200, queue: { maxMessages: 2 } })
-  const log = new Recorder(client)
-  await log.next('open')
+  const { peer, got, client, log } = await openClient(t, { minDelay: 200, maxDelay: 200, queue: { maxMessages: 2 } })
   const stream = createWebSocketStream(client)
   let failed: Error | null = null
   stream.on('error', (err) => (failed = err))
@@ -502,13 +495,7 @@ test.serial("a drop event gives back the Blob that was sent, also for one sent w
 test.serial('a giveup while a Blob is read keeps it and what follows, as the queue is kept: a connect() sends them in order, a disconnect() discards them', async (t) => {
   const port = await refusedPort()
   for (const ending of ['connect', 'disconnect'] as const) {
-    const client = new ReconnectingWebSocket(`ws://127.0.0.1:${port}/`, { maxRetries: 1, minDelay: 10, maxDelay: 10 })
-    const log = new Recorder(client, ['open', 'giveup', 'drop'])
-    const { calls, callback } = recorder()
-    client.send('queued', callback('queued'))
-    const blob = new GatedBlob(['held'])
-    client.send(blob, callback('blob'))
-    client.send('behind it', callback('behind'))
+    const { client, log, calls, blob } = givingUpWithBlob(port)
     await log.next('giveup')
     blob.release()
     await blob.read
@@ -527,8 +514,7 @@ test.serial('a giveup while a Blob is read keeps it and what follows, as the que
       released(t)
       continue
     }
-    const got: string[] = []
-    const peer = await wsServer((socket) => socket.on('message', (data, isBinary) => got.push(`${isBinary ? 'b' : 't'}:${String(data)}`)), port)
+    const { peer, got } = await serverBackOn(port)
     client.connect()
     await log.next('open')
     await until(() => got.length === 3 && calls.length === 3, 'the three messages')
@@ -546,13 +532,7 @@ test.serial('a giveup while a Blob is read keeps it and what follows, as the que
 
 test.serial("a giveup JS has yet to see when a Blob's bytes come: what waits is kept as the queue is", async (t) => {
   const port = await refusedPort()
-  const client = new ReconnectingWebSocket(`ws://127.0.0.1:${port}/`, { maxRetries: 1, minDelay: 10, maxDelay: 10 })
-  const log = new Recorder(client, ['open', 'giveup', 'drop'])
-  const { calls, callback } = recorder()
-  client.send('queued', callback('queued'))
-  const blob = new GatedBlob(['held'])
-  client.send(blob, callback('blob'))
-  client.send('behind it', callback('behind'))
+  const { client, log, calls, blob } = givingUpWithBlob(port)
   await blob.read
   // The JS thread stays busy while the driver gives up (its event waits for the thread); the
   // Blob's bytes then come in microtasks, before that event.
@@ -564,8 +544,7 @@ test.serial("a giveup JS has yet to see when a Blob's bytes come: what waits is 
   await log.next('giveup')
   t.is(log.count('drop'), 0, 'nothing dropped')
   t.deepEqual(calls, [])
-  const got: string[] = []
-  const peer = await wsServer((socket) => socket.on('message', (data, isBinary) => got.push(`${isBinary ? 'b' : 't'}:${String(data)}`)), port)
+  const { peer, got } = await serverBackOn(port)
   client.reconnect()
   await log.next('open')
   await until(() => got.length === 3 && calls.length === 3, 'the three messages')
@@ -577,18 +556,18 @@ test.serial("a giveup JS has yet to see when a Blob's bytes come: what waits is 
 
 test.serial('after a giveup, reconnect() is made at once though a Blob is still being read; without a queue, what waited is reported', async (t) => {
   const port = await refusedPort()
-  const client = new ReconnectingWebSocket(`ws://127.0.0.1:${port}/`, { maxRetries: 1, minDelay: 10, maxDelay: 10 })
-  const log = new Recorder(client, ['open', 'giveup'])
-  const blob = new GatedBlob(['held'])
-  client.send(blob)
+  const { client, log, blob } = givingUpWithBlob(port)
   await log.next('giveup')
-  const got: string[] = []
-  const peer = await wsServer((socket) => socket.on('message', (data) => got.push(String(data))), port)
+  const { peer, got } = await serverBackOn(port)
   client.reconnect()
   t.is(client.state, 'connecting')
   await log.next('open')
+  // The queue goes first; the Blob, still being read, and the message behind it wait.
+  await until(() => got.length === 1, 'the queued message')
+  t.deepEqual(got, ['t:queued'])
   blob.release()
-  await until(() => got.length === 1, 'the Blob')
+  await until(() => got.length === 3, 'the Blob and the message behind it')
+  t.deepEqual(got, ['t:queued', 'b:held', 't:behind it'])
   await client.disconnect()
 
   // queue: false: nothing is kept for a later connection.
@@ -611,10 +590,7 @@ test.serial('after a giveup, reconnect() is made at once though a Blob is still 
 })
 
 test.serial('a stream write that failed with the giveup is not sent by a later connect(), though it waited behind a Blob', async (t) => {
-  const { peer, got } = await recordingServer(t)
-  const client = new ReconnectingWebSocket(peer.url, { maxRetries: 0 })
-  const log = new Recorder(client, ['open', 'giveup'])
-  await log.next('open')
+  const { peer, got, client, log } = await openClient(t, { maxRetries: 0 })
   const stream = createWebSocketStream(client)
   stream.on('error', () => {})
   const blob = new GatedBlob(['kept'])
