@@ -1,9 +1,9 @@
 'use strict'
 // send(blob): a Blob's bytes come only asynchronously (`blob.arrayBuffer()`), and what is sent
-// after it must not overtake it. The Blob, every send() after it, and a disconnect() (or the
-// connect() after one) made meanwhile wait here in the order they were made, as in ws's sender
-// and the browser's WebSocket; each goes on, as the same call made at that moment, once all
-// before it have. Blobs are read one at a time, as they reach the front: file-backed Blobs are
+// after it must not overtake it. The Blob, every send() after it, and a disconnect() or
+// reconnect() (or a connect() after a disconnect()) made meanwhile wait here in the order they
+// were made, as in ws's sender and the browser's WebSocket; each goes on, as the same call made
+// at that moment, once all before it have. Blobs are read one at a time, as they reach the front: file-backed Blobs are
 // not all in memory at once.
 
 /** A held message's `state`: a Blob not read yet, being read, bytes there, or not readable. */
@@ -31,10 +31,11 @@ const UNREADABLE = 3
 /**
  * What the client does with what comes out: `send(message)` (as send() would now, reporting
  * what it cannot send: it never throws; false when the addon did not take it because the client
- * closed before JS saw it: it waits at the front, as if `keeps()` had said so), `unreadable(message)`, `threw(err)` for a call that
- * threw (the queue goes on), and `drained()` once nothing is held (the client sends directly
- * again). `keeps()`: the client is closed (it gave up, or rws mode's close() kept its queue):
- * messages wait, as its queue does, for a connect() (`resume()`), a disconnect() or a drain.
+ * closed before JS saw it: it waits at the front, as if `keeps()` had said so),
+ * `unreadable(message)`, `threw(err)` for a call that threw (the queue goes on), and `drained()`
+ * once nothing is held (the client sends directly again). `keeps()`: the client is closed (it
+ * gave up, or rws mode's close() kept its queue) and has a queue: messages wait, as its queue
+ * does, for a connect() (`resume()`), a disconnect() or a drain.
  * @typedef {{ send(m: HeldMessage): boolean, unreadable(m: HeldMessage): void, threw(err: unknown): void, drained(): void, keeps(): boolean }} HeldOwner
  */
 
