@@ -610,3 +610,22 @@ test.serial('a stream write that failed with the giveup is not sent by a later c
   await client.disconnect()
   released(t)
 })
+
+test.serial('after a giveup, disconnect() discards what waits at once, though a Blob is still being read', async (t) => {
+  const port = await refusedPort()
+  // A long closeTimeout: the call must not wait for it.
+  const client = new ReconnectingWebSocket(`ws://127.0.0.1:${port}/`, { maxRetries: 1, minDelay: 10, maxDelay: 10, closeTimeout: 60_000 })
+  const log = new Recorder(client, ['giveup'])
+  const { calls, callback } = recorder()
+  const blob = new GatedBlob(['held'])
+  client.send(blob, callback('blob'))
+  client.send('behind it', callback('behind'))
+  await log.next('giveup')
+  t.deepEqual(await client.disconnect(), { discarded: 2 })
+  t.deepEqual(calls, [
+    ['blob', 'ERR_NOT_SENT:discarded'],
+    ['behind', 'ERR_NOT_SENT:discarded'],
+  ])
+  t.is(client.bufferedAmount, 0)
+  released(t)
+})

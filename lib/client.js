@@ -520,6 +520,9 @@ class ReconnectingWebSocket extends EventEmitter {
         discards: !keepQueue,
       }
       held.holdCall(call)
+      // A closed client (it gave up) has nothing to write them on: they are discarded with the
+      // queue now, not once a Blob still being read is.
+      if (this.#state === 'closed' && !keepQueue) held.expire(call)
     })
   }
 
