@@ -425,8 +425,8 @@ export interface DropEventInfo {
   /**
    * `'overflow'`: the offline queue dropped them. `'closed'`: `send()` was called while the client still
    * looked open (or connecting), but the connection had already ended for good (the `close` or `giveup`
-   * event was on its way), or while it waited behind a Blob's bytes the client closed, so nothing will
-   * write them. `'unreadable'`: a Blob whose bytes could not be read (`error` says why).
+   * event was on its way), or, with `queue: false`, the connection ended while it waited behind a Blob's
+   * bytes, so nothing will write them. `'unreadable'`: a Blob whose bytes could not be read (`error` says why).
    */
   reason: 'overflow' | 'closed' | 'unreadable'
   /**
