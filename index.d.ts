@@ -241,7 +241,8 @@ export interface NotSentError extends Error {
   code: 'ERR_NOT_SENT'
   /** `'overflow'`: the full queue dropped it (`'drop-oldest'`); `'drained'`: `drainQueue()` handed it back;
    * `'discarded'`: `disconnect()` discarded it; `'closed'`: the client closed as it was sent (see the `drop` event);
-   * `'unreadable'`: it was a Blob whose bytes could not be read (the read's error is `cause`). */
+   * `'unreadable'`: it was a Blob whose bytes could not be read, or sent as text were not UTF-8 (the error is `cause`).
+   * For `ping(blob)`/`pong(blob)`: `'unreadable'`, or `'closed'` when the connection it was called on has gone. */
   reason: 'overflow' | 'drained' | 'discarded' | 'closed' | 'unreadable'
 }
 
@@ -304,7 +305,10 @@ export type RedialErrorCode =
   | 'ERR_INTERNAL'
   /** `send()`/`ping()` while closed (or while connecting with `queue: false`). */
   | 'ERR_NOT_OPEN'
-  /** Given to a `send()` callback: the message will never be sent (`err.reason`). */
+  /**
+   * Given to a `send()` callback: the message will never be sent (`err.reason`). Also a `ping(blob)`'s or
+   * `pong(blob)`'s, and, emitted as `error`, one without a callback whose Blob could not be read.
+   */
   | 'ERR_NOT_SENT'
   /** Malformed URL, or a fragment in it (SyntaxError). */
   | 'ERR_INVALID_URL'
@@ -426,7 +430,8 @@ export interface DropEventInfo {
    * `'overflow'`: the offline queue dropped them. `'closed'`: `send()` was called while the client still
    * looked open (or connecting), but the connection had already ended for good (the `close` or `giveup`
    * event was on its way), or, with `queue: false`, the connection ended while it waited behind a Blob's
-   * bytes, so nothing will write them. `'unreadable'`: a Blob whose bytes could not be read (`error` says why).
+   * bytes, so nothing will write them. `'unreadable'`: a Blob whose bytes could not be read, or, sent as text
+   * (`binary: false`), were not UTF-8 (`error` says why).
    */
   reason: 'overflow' | 'closed' | 'unreadable'
   /**
@@ -658,7 +663,8 @@ export declare class ReconnectingWebSocket<B extends BinaryType = 'nodebuffer'> 
   /**
    * Sends a text (string) or binary message; while connecting or waiting to reconnect it is queued and
    * written, in order, on the next open. Throws `ERR_NOT_OPEN` when closed, `ERR_QUEUE_FULL` on overflow.
-   * `options` as in `ws`. A Blob goes as a binary message once its bytes are read: it, and every `send()`,
+   * `options` as in `ws`. A Blob goes as a binary message (text with `binary: false`; a piece with
+   * `fin: false`) once its bytes are read: it, and every `send()`,
    * `disconnect()` or `reconnect()` after it, wait for them in order (counted in `bufferedAmount`; the client
    * reads `'closing'` meanwhile after a `disconnect()`); `terminate()` discards them. `callback`, as `ws`'s, runs asynchronously (never inside the call that settles it): with `null` once the message
    * is written to the socket (from the queue: on a later connection), with an `ERR_NOT_SENT` error
@@ -672,11 +678,18 @@ export declare class ReconnectingWebSocket<B extends BinaryType = 'nodebuffer'> 
   /**
    * Sends a ping (payload at most 125 bytes), in `ws`'s shape. Throws `ERR_NOT_OPEN` when not open.
    * `callback` runs (a microtask, with `null`) once the frame is handed to the connection; `mask: false` throws.
+   * A Blob's bytes go once read, behind what waits for a Blob's, on the connection it was called on: `callback`
+   * gets an `ERR_NOT_SENT` error should its Blob be unreadable (without one: an `error` event, or a process
+   * warning when nothing listens) or that connection go meanwhile.
    */
   ping(data?: string | number | ArrayBufferView | ArrayBuffer | SharedArrayBuffer | null, mask?: boolean, callback?: (err: null) => void): void
+  ping(data: Blob, mask?: boolean, callback?: (err: NotSentError | null) => void): void
+  ping(data: Blob, callback: (err: NotSentError | null) => void): void
   ping(callback: (err: null) => void): void
-  /** Sends an unsolicited pong, as `ws`'s `pong()` (pings are answered anyway). Throws `ERR_NOT_OPEN` when not open. */
+  /** Sends an unsolicited pong, as `ws`'s `pong()` (pings are answered anyway). Throws `ERR_NOT_OPEN` when not open. A Blob: as `ping()`'s. */
   pong(data?: string | number | ArrayBufferView | ArrayBuffer | SharedArrayBuffer | null, mask?: boolean, callback?: (err: null) => void): void
+  pong(data: Blob, mask?: boolean, callback?: (err: NotSentError | null) => void): void
+  pong(data: Blob, callback: (err: NotSentError | null) => void): void
   pong(callback: (err: null) => void): void
   /**
    * As `ws`'s: stops reading the socket (messages already read still arrive), for this connection and

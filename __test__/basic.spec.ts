@@ -420,7 +420,8 @@ test.serial("ping() and pong() send the bytes of any typed array, DataView or Ar
   // Uint16Array and Float32Array as this machine lays them out (little-endian), as ws sends them.
   const expected = ['02010403', '0000803f', '0809', '0506', Buffer.from('12.5').toString('hex'), '']
   t.deepEqual(got, expected.flatMap((hex) => [`ping ${hex}`, `pong ${hex}`]))
-  t.throws(() => client.ping(new Blob(['x']) as never), { code: 'ERR_INVALID_ARG_TYPE', message: /Received Blob/ })
+  // A Blob's size is checked at the call, as ws checks it (its bytes go once read: blob-send.spec).
+  t.throws(() => client.ping(new Blob([new Uint8Array(126)])), { code: 'ERR_OUT_OF_RANGE' })
   t.throws(() => client.pong({} as never), { code: 'ERR_INVALID_ARG_TYPE' })
   t.throws(() => client.ping(new Uint32Array(32)), { code: 'ERR_OUT_OF_RANGE' })
   await client.disconnect()

@@ -270,9 +270,16 @@ test.serial('what cannot be sent as a Blob throws at once', async (t) => {
   const closed = new ReconnectingWebSocket('ws://127.0.0.1:9/', { startClosed: true })
   t.throws(() => closed.send(new Blob(['x'])), { code: 'ERR_NOT_OPEN' })
   t.throws(() => closed.send(new Blob(['x']), () => {}), { code: 'ERR_NOT_OPEN' })
+  t.throws(() => closed.ping(new Blob(['x'])), { code: 'ERR_NOT_OPEN' })
+  t.throws(() => closed.pong(new Blob(['x']), undefined, () => {}), { code: 'ERR_NOT_OPEN' })
   const { got, client } = await openClient(t)
-  t.throws(() => client.send(new Blob(['x']), { binary: false }), { code: 'ERR_INVALID_ARG_VALUE', instanceOf: TypeError })
-  t.throws(() => client.send(new Blob(['x']), { fin: false }), { code: 'ERR_INVALID_ARG_TYPE', message: /piece/ })
+  t.throws(() => client.ping(new Blob([new Uint8Array(126)])), { code: 'ERR_OUT_OF_RANGE', instanceOf: RangeError })
+  // Only a Blob can be a piece: the message is a Blob of its pieces.
+  const blobLike = { size: 1, type: '', arrayBuffer: async () => new ArrayBuffer(1), stream: () => new ReadableStream(), [Symbol.toStringTag]: 'Blob' }
+  t.throws(() => client.send(blobLike as unknown as Blob, { fin: false }), { code: 'ERR_INVALID_ARG_TYPE', message: /piece/ })
+  client.send('a piece', { fin: false })
+  t.throws(() => client.send(blobLike as unknown as Blob), { code: 'ERR_INVALID_ARG_TYPE', message: /piece/ })
+  client.send(' and the last')
   t.throws(() => client.send(new Blob(['x']), 'no' as never), { code: 'ERR_INVALID_ARG_TYPE' })
   // Behind a Blob, other data is checked as at once.
   const blob = new GatedBlob(['held'])
@@ -280,8 +287,8 @@ test.serial('what cannot be sent as a Blob throws at once', async (t) => {
   t.throws(() => client.send(42 as never), { code: 'ERR_INVALID_ARG_TYPE' })
   t.throws(() => client.send('x', { mask: false } as never), { code: 'ERR_INVALID_ARG_VALUE' })
   blob.release()
-  await until(() => got[0]?.length === 1, 'the Blob')
-  t.deepEqual(got, [['b:held']], 'nothing that threw was sent')
+  await until(() => got[0]?.length === 2, 'the Blob')
+  t.deepEqual(got, [['t:a piece and the last', 'b:held']], 'nothing that threw was sent')
   await client.disconnect()
   released(t)
 })
@@ -627,5 +634,174 @@ test.serial('after a giveup, disconnect() discards what waits at once, though a 
     ['behind', 'ERR_NOT_SENT:discarded'],
   ])
   t.is(client.bufferedAmount, 0)
+  released(t)
+})
+
+test.serial('send(blob, { binary: false }) sends its bytes as a text message in its place; bytes that are not UTF-8 are reported, not sent', async (t) => {
+  const { got, client, log } = await openClient(t)
+  const drops: DropEventInfo[] = []
+  client.on('drop', (info) => drops.push(info))
+  const { calls, callback } = recorder()
+  const text = new GatedBlob(['\ufeffhé', Buffer.from('llo 😀')])
+  client.send(text, { binary: false }, callback('text'))
+  const broken = new Blob([Buffer.from([0x61, 0xc3])])
+  client.send(broken, { binary: false }, callback('broken'))
+  client.send(new Blob(['bytes']), { binary: true })
+  client.send('after')
+  t.is(client.bufferedAmount, text.size + broken.size + 5 + 5)
+  t.deepEqual(got, [[]], 'nothing overtakes the Blob')
+  text.release()
+  await until(() => got[0].length === 3 && calls.length === 2, 'the messages and the callbacks')
+  t.deepEqual(got, [['t:\ufeffhéllo 😀', 'b:bytes', 't:after']])
+  t.deepEqual(calls, [
+    ['broken', 'ERR_NOT_SENT:unreadable'],
+    ['text', null],
+  ])
+  t.is(drops.length, 1)
+  t.is(drops[0].reason, 'unreadable')
+  t.is(drops[0].messages[0], broken)
+  t.like(drops[0].error, { code: 'ERR_INVALID_ARG_VALUE' })
+  t.is(log.count('close'), 0, 'the connection goes on')
+  t.is(client.bufferedAmount, 0)
+  await client.disconnect()
+  released(t)
+})
+
+test.serial('a Blob can be a piece of a message: the message goes whole, in its place, once its pieces are read', async (t) => {
+  const { got, client } = await openClient(t)
+  const drops: DropEventInfo[] = []
+  client.on('drop', (info) => drops.push(info))
+  const { calls, callback } = recorder()
+  // Binary: a Blob first, bytes and a Blob after (read when the message's turn comes).
+  const gated = new GatedBlob(['two'])
+  client.send(new Blob(['one ']), { fin: false }, callback('b1'))
+  client.send(Buffer.from('and '), { fin: false }, callback('b2'))
+  client.send(gated, { fin: false })
+  client.send(Buffer.from('!'), callback('b4'))
+  t.is(client.bufferedAmount, 4 + 4 + 3 + 1)
+  client.send('after the binary one')
+  // Text: a character's bytes split across a Blob, and a surrogate pair split between two strings after one.
+  const e = Buffer.from('é')
+  client.send('caf', { fin: false })
+  client.send(e.subarray(0, 1), { fin: false })
+  client.send(new Blob([e.subarray(1), ' ']), { fin: false })
+  client.send('\ud83d', { fin: false })
+  client.send('\ude00', callback('t5'))
+  // A text message whose pieces are not UTF-8 together: reported when read, the message as a Blob of its pieces.
+  client.send(new Blob([Buffer.from([0xe2, 0x82])]), { fin: false, binary: false })
+  client.send('x', callback('bad'))
+  client.send('last')
+  t.deepEqual(got, [[]], 'nothing overtakes the message that waits for a Blob')
+  gated.release()
+  await until(() => got[0].length === 4 && calls.length === 5, 'the messages and the callbacks')
+  t.deepEqual(got, [['b:one and two!', 't:after the binary one', 't:café 😀', 't:last']])
+  t.deepEqual(
+    calls.sort(),
+    [
+      ['b1', null],
+      ['b2', null],
+      ['b4', null],
+      ['bad', 'ERR_NOT_SENT:unreadable'],
+      ['t5', null],
+    ].sort(),
+  )
+  t.is(drops.length, 1)
+  t.is(drops[0].reason, 'unreadable')
+  t.true(drops[0].messages[0] instanceof Blob)
+  t.deepEqual(Buffer.from(await (drops[0].messages[0] as Blob).arrayBuffer()), Buffer.from([0xe2, 0x82, 0x78]))
+  t.is(client.bufferedAmount, 0)
+  await client.disconnect()
+  released(t)
+})
+
+test.serial('ping(blob) and pong(blob) send its bytes once read, in their place among what waits for a Blob', async (t) => {
+  const got: string[] = []
+  const peer = await wsServer((socket) => {
+    socket.on('message', (data) => got.push(`message ${String(data)}`))
+    socket.on('ping', (data) => got.push(`ping ${String(data)}`))
+    socket.on('pong', (data) => got.push(`pong ${String(data)}`))
+  })
+  t.teardown(() => peer.close())
+  const client = new ReconnectingWebSocket(peer.url, { pingInterval: 0 })
+  await client.opened()
+  const { calls, callback } = recorder()
+  const blob = new GatedBlob(['first'])
+  client.send(blob)
+  client.ping(new Blob(['ping payload']), undefined, callback('ping'))
+  client.pong(new Blob(['pong payload']), callback('pong'))
+  client.send('after them')
+  t.is(client.bufferedAmount, 5 + 10, 'a control frame is not counted as a message')
+  blob.release()
+  await until(() => got.length === 4 && calls.length === 2, 'the frames and the callbacks')
+  t.deepEqual(got, ['message first', 'ping ping payload', 'pong pong payload', 'message after them'])
+  t.deepEqual(calls, [
+    ['ping', null],
+    ['pong', null],
+  ])
+  await client.disconnect()
+  released(t)
+})
+
+test.serial('a ping(blob) that cannot be read is reported (callback, error event, warning); one whose connection went is not sent on the next', async (t) => {
+  const pings: string[] = []
+  const peer = await wsServer((socket) => socket.on('ping', (data) => pings.push(String(data))))
+  t.teardown(() => peer.close())
+  const client = new ReconnectingWebSocket(peer.url, { pingInterval: 0, minDelay: 10, maxDelay: 10 })
+  const log = new Recorder(client, ['open', 'close', 'drop'])
+  await log.next('open')
+  const { calls, callback } = recorder()
+  const causes: unknown[] = []
+  class Throws extends Blob {
+    override arrayBuffer(): Promise<ArrayBuffer> {
+      throw new Error('thrown')
+    }
+  }
+  client.ping(new Throws(['x']), (err: NotSentError | null) => {
+    causes.push(err?.cause)
+    callback('callback')(err)
+  })
+  // A Blob-like whose bytes are more than its size said.
+  const tooLong = { size: 1, type: '', arrayBuffer: async () => new ArrayBuffer(126), stream: () => new ReadableStream(), [Symbol.toStringTag]: 'Blob' }
+  client.ping(tooLong as unknown as Blob, callback('too long'))
+  await until(() => calls.length === 2, 'the callbacks')
+  t.deepEqual(calls, [
+    ['callback', 'ERR_NOT_SENT:unreadable'],
+    ['too long', 'ERR_NOT_SENT:unreadable'],
+  ])
+  t.like(causes[0], { message: 'thrown' })
+  // Without a callback: an error event, or a warning when nothing listens for errors.
+  const errors: unknown[] = []
+  const onError = (err: unknown) => void errors.push(err)
+  client.on('error', onError)
+  client.pong(new Throws(['x']))
+  await until(() => errors.length === 1, 'the error event')
+  t.like(errors[0], { code: 'ERR_NOT_SENT', reason: 'unreadable' })
+  client.off('error', onError)
+  const warned = new Promise<Error>((resolve) => process.once('warning', resolve))
+  client.ping(new Throws(['x']))
+  t.like(await warned, { code: 'ERR_NOT_SENT', reason: 'unreadable' })
+  // The connection goes while its ping's Blob is read: not sent on the next one, nor handed back.
+  const gated = new GatedBlob(['for the first connection'])
+  client.ping(gated, callback('gone'))
+  for (const socket of peer.sockets) socket.terminate()
+  await log.next('close')
+  t.deepEqual(client.drainQueue(), [])
+  await log.next('open')
+  gated.release()
+  await until(() => calls.length === 3, 'its callback')
+  t.deepEqual(calls[2], ['gone', 'ERR_NOT_SENT:closed'])
+  client.ping('marker')
+  await until(() => pings.includes('marker'), 'the marker ping')
+  t.deepEqual(pings, ['marker'])
+  t.is(log.count('drop'), 0, 'a ping is not a message of the queue')
+  // terminate() with a ping held: its callback says closed, and it is not counted as a discarded message.
+  const held = new GatedBlob(['held'])
+  client.send(held)
+  client.ping(new Blob(['behind it']), callback('terminated'))
+  const { discarded } = await client.terminate()
+  t.is(discarded, 1)
+  await until(() => calls.length === 4, 'its callback')
+  t.deepEqual(calls[3], ['terminated', 'ERR_NOT_SENT:closed'])
+  held.release()
   released(t)
 })

@@ -57,15 +57,15 @@ function uncork(client) {
 const FATES = ['written', 'overflow', 'drained', 'discarded']
 
 /** A send() callback's error: the message will never be sent (`reason` says why). */
-function notSent(reason, cause) {
+function notSent(reason, cause, what = 'message') {
   const why = {
     overflow: 'the offline queue was full and dropped it',
     drained: 'drainQueue() handed it back',
     discarded: 'disconnect() discarded it from the queue',
-    closed: 'the client closed before it could be sent',
-    unreadable: 'its Blob could not be read',
+    closed: what === 'message' ? 'the client closed before it could be sent' : 'its connection closed before it could be sent',
+    unreadable: 'its Blob could not be read as what it was to be sent as',
   }[reason]
-  return makeError('ERR_NOT_SENT', `The message was not sent: ${why}`, Error, cause === undefined ? { reason } : { reason, cause })
+  return makeError('ERR_NOT_SENT', `The ${what} was not sent: ${why}`, Error, cause === undefined ? { reason } : { reason, cause })
 }
 
 /**
@@ -100,8 +100,15 @@ function discardedInJs(held, pieces) {
   const callbacks = []
   let count = 0
   for (const message of held ?? []) {
-    count++
-    if (message.callback !== undefined) callbacks.push(message.callback)
+    const control = message.control
+    if (control === undefined) {
+      count++
+      if (message.callback !== undefined) callbacks.push(message.callback)
+    } else if (message.callback !== undefined) {
+      // A ping or pong held: not a message of the queue, and its connection is going.
+      const callback = message.callback
+      callbacks.push(() => callback(notSent('closed', undefined, control.what)))
+    }
   }
   if (pieces !== null) {
     count++
@@ -130,8 +137,13 @@ function sendable(data) {
   return bytes
 }
 
+/** A piece of a message (send() with fin: false), as FragmentedMessage takes it: a Blob is one. */
+function pieceOf(data) {
+  return data instanceof Blob ? data : sendable(data)
+}
+
 function sendTypeError(data) {
-  if (isBlob(data)) return makeError('ERR_INVALID_ARG_TYPE', 'A Blob cannot be a piece of a message (fin: false): send its bytes (await blob.arrayBuffer())', TypeError)
+  if (isBlob(data)) return makeError('ERR_INVALID_ARG_TYPE', 'Only a Blob, not an object of its shape, can be a piece of a message (fin: false): send it whole, or new Blob([await data.arrayBuffer()])', TypeError)
   const got = data === null ? 'null' : typeof data
   return makeError('ERR_INVALID_ARG_TYPE', `send() takes a string, Buffer, ArrayBufferView, ArrayBuffer, SharedArrayBuffer or Blob. Received ${got}`, TypeError)
 }
@@ -212,16 +224,26 @@ function textOf(value, fallback) {
  */
 function controlPayload(what, data) {
   if (data === undefined || data === null) return EMPTY
+  // A Blob's bytes come later (ping() sends it then); its size is checked now, as ws checks it.
+  if (isBlob(data)) {
+    if (data.size > 125) throw makeError('ERR_OUT_OF_RANGE', `A ${what} payload must be at most 125 bytes`, RangeError)
+    return data
+  }
   if (typeof data === 'number') data = String(data)
   let buf
   if (typeof data === 'string') buf = Buffer.from(data)
   // A typed array's bytes, not its elements.
   else if ((buf = bytesOf(data, `${what}()`)) === null) {
     const got = typeof data === 'object' ? (data.constructor?.name ?? 'object') : typeof data
-    throw makeError('ERR_INVALID_ARG_TYPE', `${what}() takes a string, number, Buffer, ArrayBufferView, ArrayBuffer or SharedArrayBuffer. Received ${got}`, TypeError)
+    throw makeError('ERR_INVALID_ARG_TYPE', `${what}() takes a string, number, Buffer, ArrayBufferView, ArrayBuffer, SharedArrayBuffer or Blob. Received ${got}`, TypeError)
   }
   if (buf.length > 125) throw makeError('ERR_OUT_OF_RANGE', `A ${what} payload must be at most 125 bytes`, RangeError)
   return buf
+}
+
+/** Which connection of which driver the client has (or last had): a ping(blob) goes on that one only. */
+function connectionOf(client) {
+  return `${N.clientGeneration(client)}:${N.clientMetrics(client).connects}`
 }
 
 /** ws's `ping(data?, mask?, callback?)` and `ping(callback)`, checked: `{ payload, callback }`. */
@@ -690,16 +712,15 @@ class ReconnectingWebSocket extends EventEmitter {
   #hold(data, options, callback, chunk = false) {
     let message
     if (isBlob(data)) {
-      if (checkSendOptions(options).binary === false) {
-        throw makeError('ERR_INVALID_ARG_VALUE', 'send() sends a Blob as a binary message: option binary: false cannot be used with one', TypeError)
-      }
+      // As in ws, a Blob is a binary message unless `binary: false` says text.
+      const text = checkSendOptions(options).binary === false
       const size = data.size
-      message = { state: WAITING, data: null, blob: data, error: undefined, original: data, compress: options?.compress !== false, callback, size, chunk }
+      message = { state: WAITING, data: null, blob: data, text, error: undefined, original: data, compress: options?.compress !== false, callback, size, chunk, control: undefined }
     } else {
       const bytes = sendable(withSendOptions(data, options))
       const copy = typeof bytes === 'string' ? bytes : Buffer.from(bytes)
       const size = typeof copy === 'string' ? Buffer.byteLength(copy) : copy.length
-      message = { state: READY, data: copy, blob: undefined, error: undefined, original: data, compress: options?.compress !== false, callback, size, chunk }
+      message = { state: READY, data: copy, blob: undefined, text: false, error: undefined, original: data, compress: options?.compress !== false, callback, size, chunk, control: undefined }
     }
     if (this.#refusesMessages() || (UNUSUAL.get(this)?.unqueued && this.#state !== 'open')) {
       throw makeError('ERR_NOT_OPEN', `Cannot send: the connection is ${this.state}`)
@@ -734,6 +755,10 @@ class ReconnectingWebSocket extends EventEmitter {
    * False when the addon did not take it because the client gave up before JS saw it: it waits.
    */
   #sendHeld(message) {
+    if (message.control !== undefined) {
+      this.#sendHeldControl(message)
+      return true
+    }
     const { data, callback } = message
     try {
       let result
@@ -761,8 +786,17 @@ class ReconnectingWebSocket extends EventEmitter {
 
   /** A Blob that could not be read: reported as a message that will never be sent. */
   #unreadable(message) {
-    this.#emit('drop', { reason: 'unreadable', messages: [message.original], error: message.error })
-    if (message.callback !== undefined) callLater(message.callback, notSent('unreadable', message.error))
+    const control = message.control
+    if (control === undefined) {
+      this.#emit('drop', { reason: 'unreadable', messages: [message.original], error: message.error })
+      if (message.callback !== undefined) callLater(message.callback, notSent('unreadable', message.error))
+      return
+    }
+    const err = notSent('unreadable', message.error, control.what)
+    if (message.callback !== undefined) callLater(message.callback, err)
+    // Not a connection's error: a program that does not listen for errors gets a warning.
+    else if (this.listenerCount('error') > 0) this.#emit('error', err)
+    else process.emitWarning(err)
   }
 
   /**
@@ -832,7 +866,7 @@ class ReconnectingWebSocket extends EventEmitter {
     const message = this.#fragments
     if (message === null) {
       // The first piece: send() comes here for it only with fin: false.
-      const piece = sendable(data)
+      const piece = pieceOf(data)
       const binary = checkSendOptions(options).binary
       const first = new FragmentedMessage(piece, binary === undefined ? typeof piece === 'string' : !binary, options?.compress !== false)
       if (callback !== undefined) first.callbacks.push(callback)
@@ -840,12 +874,17 @@ class ReconnectingWebSocket extends EventEmitter {
       return
     }
     const before = message.mark()
-    message.add(sendable(data))
+    message.add(pieceOf(data))
     if (callback !== undefined) message.callbacks.push(callback)
     if (!fin) return
     try {
       const whole = message.data()
       this.#fragments = null
+      // With a Blob piece, the message is a Blob, held until its bytes are read.
+      if (whole instanceof Blob) {
+        const callbacks = message.callbacks.length > 0 ? message.callbacks : undefined
+        return this.#hold(whole, { binary: !message.text, compress: message.compress }, callbacks)
+      }
       if (this.#held !== null) {
         const callbacks = message.callbacks.length > 0 ? message.callbacks : undefined
         return this.#hold(whole, message.compress ? undefined : NO_COMPRESSION, callbacks)
@@ -906,6 +945,7 @@ class ReconnectingWebSocket extends EventEmitter {
    */
   ping(data, mask, callback) {
     const control = controlArgs('ping', data, mask, callback)
+    if (!Buffer.isBuffer(control.payload)) return this.#controlOfBlob('ping', control)
     // The addon checks `this` first: a foreign object is refused as such.
     if (!N.clientPing(this, control.payload)) throw makeError('ERR_NOT_OPEN', `Cannot ping: the connection is ${this.#state}`)
     if (control.callback !== undefined) callLater(control.callback)
@@ -914,8 +954,34 @@ class ReconnectingWebSocket extends EventEmitter {
   /** Sends a pong frame, ws's pong(): a one-way heartbeat, or the answer to a ping with `autoPong: false`. */
   pong(data, mask, callback) {
     const control = controlArgs('pong', data, mask, callback)
+    if (!Buffer.isBuffer(control.payload)) return this.#controlOfBlob('pong', control)
     if (!N.clientPong(this, control.payload)) throw makeError('ERR_NOT_OPEN', `Cannot pong: the connection is ${this.#state}`)
     if (control.callback !== undefined) callLater(control.callback)
+  }
+
+  /**
+   * ping(blob), pong(blob): checked now (open, at most 125 bytes), and held as a message is, behind
+   * what waits for a Blob's bytes (as in ws), then sent on the connection it was called on. Its
+   * callback hears ERR_NOT_SENT when the Blob cannot be read (without one, an `error`, or a process
+   * warning when nothing listens) or when that connection has gone meanwhile ('closed'): a ping is
+   * that connection's, and nothing to report once it has gone.
+   */
+  #controlOfBlob(what, { payload, callback }) {
+    if (this.#state !== 'open') throw makeError('ERR_NOT_OPEN', `Cannot ${what}: the connection is ${this.#state}`)
+    const control = { what, connection: connectionOf(this) }
+    this.#holdMessage({ state: WAITING, data: null, blob: payload, text: false, error: undefined, original: payload, compress: false, callback, size: 0, chunk: false, control })
+  }
+
+  /** A held ping's or pong's turn: sent if its connection is still open, its callback told. */
+  #sendHeldControl(message) {
+    const { data, callback } = message
+    const { what, connection } = message.control
+    if (data.length > 125) {
+      message.error = makeError('ERR_OUT_OF_RANGE', `A ${what} payload must be at most 125 bytes`, RangeError)
+      return this.#unreadable(message)
+    }
+    const sent = connectionOf(this) === connection && (what === 'ping' ? N.clientPing(this, data) : N.clientPong(this, data))
+    if (callback !== undefined) callLater(callback, sent ? null : notSent('closed', undefined, what))
   }
 
   /** Hands back the queued, unsent messages (oldest first) and empties the queue. */

@@ -4,6 +4,10 @@
 // begin on one connection and end on the next, and a reconnecting client can lose its connection
 // between any two pieces. RFC 6455 section 5.4 lets any hop change a message's fragmentation, so
 // the peer receives the same message ws would have sent in as many frames.
+//
+// A piece may be a Blob, whose bytes come only asynchronously: from it on, the pieces are kept as
+// given, and the message is a Blob of them (its text checked as UTF-8 once it is read, by the
+// sends that wait for it: lib/held.js).
 
 const { makeError } = require('./errors')
 
@@ -20,8 +24,13 @@ class FragmentedMessage {
   constructor(first, text, compress) {
     this.text = text
     this.compress = compress
-    /** Text: the decoded pieces; binary: copies of the pieces (the caller may reuse its buffers). */
+    /**
+     * Text: the decoded pieces; binary: copies of the pieces (the caller may reuse its buffers).
+     * From a Blob piece on, the pieces as given (strings, copies of bytes, Blobs).
+     */
     this.parts = []
+    /** A piece was a Blob: the message will be a Blob of the parts. */
+    this.blobs = false
     /** The bytes held, for bufferedAmount. */
     this.bytes = 0
     /** Text: the last piece's trailing bytes that do not end a UTF-8 sequence yet (at most 3). */
@@ -36,6 +45,22 @@ class FragmentedMessage {
    * message stop being UTF-8 (found as soon as the bytes so far cannot begin valid text).
    */
   add(piece) {
+    if (piece instanceof Blob) {
+      // Bytes of text cut off before it are its first bytes now, checked with the rest once read.
+      if (this.partial !== null) this.parts.push(this.partial)
+      this.partial = null
+      this.blobs = true
+      this.parts.push(piece)
+      this.bytes += piece.size
+      return
+    }
+    if (this.blobs) {
+      // As before a Blob: a binary message's strings are their bytes each, a text message's joined.
+      const copy = typeof piece === 'string' && this.text ? piece : Buffer.from(piece)
+      this.parts.push(copy)
+      this.bytes += typeof copy === 'string' ? Buffer.byteLength(copy) : copy.length
+      return
+    }
     if (!this.text) {
       const copy = Buffer.from(piece) // a string's bytes, or a copy of the caller's
       this.parts.push(copy)
@@ -64,22 +89,38 @@ class FragmentedMessage {
 
   /** Where the message is now, to go back to with `restore()`. */
   mark() {
-    return { parts: this.parts.length, bytes: this.bytes, partial: this.partial, callbacks: this.callbacks.length }
+    return { parts: this.parts.length, bytes: this.bytes, partial: this.partial, blobs: this.blobs, callbacks: this.callbacks.length }
   }
 
   restore(mark) {
     this.parts.length = mark.parts
     this.bytes = mark.bytes
     this.partial = mark.partial
+    this.blobs = mark.blobs
     this.callbacks.length = mark.callbacks
   }
 
-  /** The whole message, to send as one; throws (holding on) when text ends inside a UTF-8 sequence. */
+  /**
+   * The whole message, to send as one; throws (holding on) when text ends inside a UTF-8 sequence.
+   * With a Blob piece, a Blob of the pieces (strings next to each other joined first, so that a
+   * surrogate pair split between two stays one character).
+   */
   data() {
+    if (this.blobs) return new Blob(joinStrings(this.parts))
     if (!this.text) return this.parts.length === 1 ? this.parts[0] : Buffer.concat(this.parts, this.bytes)
     if (this.partial !== null) throw notText()
     return this.parts.join('')
   }
+}
+
+function joinStrings(parts) {
+  const joined = []
+  for (const part of parts) {
+    const last = joined.length - 1
+    if (typeof part === 'string' && typeof joined[last] === 'string') joined[last] += part
+    else joined.push(part)
+  }
+  return joined
 }
 
 function notText() {

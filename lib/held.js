@@ -6,6 +6,11 @@
 // at that moment, once all before it have. Blobs are read one at a time, as they reach the front: file-backed Blobs are
 // not all in memory at once.
 
+const { makeError } = require('./errors')
+
+// ignoreBOM: a U+FEFF at the start is part of the message.
+const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true })
+
 /** A held message's `state`: a Blob not read yet, being read, bytes there, or not readable. */
 const WAITING = 0
 const READING = 1
@@ -14,11 +19,14 @@ const UNREADABLE = 3
 
 /**
  * A message waiting: `state`, `data` (a string or bytes; null until its Blob is read), `blob`
- * (undefined for another message), `error` (why its Blob could not be read), `original` (what
- * send() was given, for a `drop` event), `compress`, `callback` (a function, an array of them for
- * a message sent in pieces, or undefined), `size` (its bytes, for bufferedAmount) and `chunk` (a
- * createWebSocketStream() write's, whose stream decides what a refusal makes of it).
- * @typedef {{ state: number, data: string | Buffer | null, blob: Blob | undefined, error: unknown, original: unknown, compress: boolean, callback: Function | Function[] | undefined, size: number, chunk: boolean }} HeldMessage
+ * (undefined for another message), `text` (a Blob sent as text: its bytes must be UTF-8),
+ * `error` (why its Blob could not be read, or was not text), `original` (what send() was given,
+ * for a `drop` event), `compress`, `callback` (a function, an array of them for a message sent in
+ * pieces, or undefined), `size` (its bytes, for bufferedAmount) and `chunk` (a
+ * createWebSocketStream() write's, whose stream decides what a refusal makes of it). `control`:
+ * for ping(blob) or pong(blob), `{ what, connection }`, a frame of that connection's, not a message
+ * of the queue (nothing hands it back, and it never waits for the client to connect again).
+ * @typedef {{ state: number, data: string | Buffer | null, blob: Blob | undefined, text: boolean, error: unknown, original: unknown, compress: boolean, callback: Function | Function[] | undefined, size: number, chunk: boolean, control: { what: string, connection: string } | undefined }} HeldMessage
  */
 
 /**
@@ -136,7 +144,7 @@ class HeldSends {
     const left = []
     for (let i = this.#head; i < this.#items.length; i++) {
       const item = this.#items[i]
-      if (item.run === undefined && (which === undefined || which(item))) {
+      if (item.run === undefined && item.control === undefined && (which === undefined || which(item))) {
         taken.push(item)
         this.bytes -= item.size
       } else {
@@ -177,7 +185,8 @@ class HeldSends {
         const item = this.#items[this.#head]
         if (item.state === WAITING) this.#read(item)
         if (item.state === READING) return
-        if (item.state === READY && this.#owner.keeps()) {
+        // (A ping or pong goes on: it is for a connection the client no longer has.)
+        if (item.state === READY && item.control === undefined && this.#owner.keeps()) {
           // The client is closed: the messages wait for it to connect again. A call held behind
           // them goes first: a disconnect() that discards the queue discards them with it; a
           // connect(), reconnect() or rws close() is made, and the loop looks again.
@@ -226,11 +235,10 @@ class HeldSends {
 
   #read(message) {
     message.state = READING
-    // Called from a promise: a Blob-like object whose arrayBuffer() throws, or gives something
-    // that is not bytes, fails as a read that fails (its message is reported, the queue goes on).
-    Promise.resolve()
-      .then(() => message.blob.arrayBuffer())
-      .then(bytesOfRead)
+    // A read that fails (or gives bytes that are not the text asked for): the message is
+    // reported, the queue goes on.
+    readBlob(message.blob)
+      .then((bytes) => (message.text ? textOf(bytes) : bytes))
       .then(
         (bytes) => {
           message.data = bytes
@@ -246,11 +254,30 @@ class HeldSends {
   }
 }
 
+/**
+ * A Blob's bytes, as a Buffer. Called from a promise: a Blob-like object whose arrayBuffer() throws,
+ * or gives something that is not bytes, fails as a read that fails.
+ */
+function readBlob(blob) {
+  return Promise.resolve()
+    .then(() => blob.arrayBuffer())
+    .then(bytesOfRead)
+}
+
 /** What a Blob's arrayBuffer() resolved with, as a Buffer. */
 function bytesOfRead(bytes) {
   if (bytes instanceof ArrayBuffer) return Buffer.from(bytes)
   if (ArrayBuffer.isView(bytes)) return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
   throw new TypeError(`The Blob's arrayBuffer() did not resolve with an ArrayBuffer. Received ${bytes === null ? 'null' : typeof bytes}`)
+}
+
+/** A Blob's bytes as the text of a text message (`send(blob, { binary: false })`). */
+function textOf(bytes) {
+  try {
+    return utf8.decode(bytes)
+  } catch {
+    throw makeError('ERR_INVALID_ARG_VALUE', "The Blob's bytes are not valid UTF-8: a text message (binary: false) must be", TypeError)
+  }
 }
 
 /**

@@ -101,6 +101,14 @@ new CloseEvent('close', { code: '4000' })
 client.send(new Uint8Array(2))
 client.send(new Blob(['bytes']), (err) => void (err?.reason === 'unreadable'))
 client.on('drop', ({ reason, messages, error }) => void (reason === 'unreadable' && messages[0] instanceof Blob && error))
+client.send(new Blob(['text']), { binary: false, fin: false })
+// A Blob's ping or pong may fail after the call: its callback hears why.
+client.ping(new Blob(['p']), (err) => void (err?.reason === 'closed'))
+client.pong(new Blob(['p']), undefined, (err) => void err?.code)
+client.ping('p', undefined, (err) => {
+  // @ts-expect-error a ping of bytes fails only at the call (it throws)
+  void err.code
+})
 // @ts-expect-error
 client.send(42)
 // net.connect's lookup: dns.lookup itself fits.
