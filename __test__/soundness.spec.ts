@@ -30,6 +30,8 @@ test.serial("the public methods refuse another addon's wrapped object and plain 
     for (const call of [
       () => proto.send.call(target, 'x'),
       () => proto.ping.call(target),
+      () => proto.pong.call(target, new Blob(['x'])),
+      () => proto.send.call(target, new Blob(['x'])),
       () => proto.drainQueue.call(target),
       () => Object.getOwnPropertyDescriptor(ReconnectingWebSocket.prototype, 'bufferedAmount')!.get!.call(target),
     ]) {

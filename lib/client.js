@@ -183,6 +183,12 @@ function abortError(signal) {
 /** The client's read controls, for `createWebSocketStream` (null for anything that is not a client; set by the class). */
 let readControlOf = null
 
+/**
+ * Whether a disconnect() waits behind a Blob, so that the client is closing (false for anything that
+ * is not a client: the addon says what it is; set by the class).
+ */
+let closingBehindBlob = null
+
 /** Emitted by `disconnect()` for pending `opened()` calls (a symbol: no user sees it). */
 const kDisconnecting = Symbol('redial-ws.disconnecting')
 /** A disconnect() settled and left the client closed (no close event marks it when it came during a backoff wait). */
@@ -241,7 +247,10 @@ function controlPayload(what, data) {
   return buf
 }
 
-/** Which connection of which driver the client has (or last had): a ping(blob) goes on that one only. */
+/**
+ * Which connection of which driver the client has (or last had): a ping(blob) goes on that one only.
+ * (The addon refuses what is not a client, as for any ping.)
+ */
 function connectionOf(client) {
   return `${N.clientGeneration(client)}:${N.clientMetrics(client).connects}`
 }
@@ -697,8 +706,11 @@ class ReconnectingWebSocket extends EventEmitter {
     let outcome
     if (typeof data === 'string') outcome = N.clientSendText(this, data)
     else if (Buffer.isBuffer(data)) outcome = N.clientSendBinary(this, data)
-    else if (isBlob(data) && #held in this) return this.#hold(data, undefined, undefined)
-    else outcome = N.clientSendBinary(this, sendable(data))
+    else if (isBlob(data)) {
+      // (What is not a client: the addon says so.)
+      if (!(#held in this)) N.clientGeneration(this)
+      return this.#hold(data, undefined, undefined)
+    } else outcome = N.clientSendBinary(this, sendable(data))
     if (outcome === SENT_CORKED) return void microtask(() => uncork(this))
     this.#sent(outcome, data)
   }
@@ -945,17 +957,24 @@ class ReconnectingWebSocket extends EventEmitter {
    */
   ping(data, mask, callback) {
     const control = controlArgs('ping', data, mask, callback)
-    if (!Buffer.isBuffer(control.payload)) return this.#controlOfBlob('ping', control)
-    // The addon checks `this` first: a foreign object is refused as such.
-    if (!N.clientPing(this, control.payload)) throw makeError('ERR_NOT_OPEN', `Cannot ping: the connection is ${this.#state}`)
+    if (!Buffer.isBuffer(control.payload)) {
+      const connection = connectionOf(this)
+      return this.#controlOfBlob('ping', control, connection)
+    }
+    // The addon checks `this` first: a foreign object is refused as such. (A disconnect() waiting
+    // behind a Blob has been called: closing, as ws is once close() is.)
+    if (closingBehindBlob(this) || !N.clientPing(this, control.payload)) throw makeError('ERR_NOT_OPEN', `Cannot ping: the connection is ${this.state}`)
     if (control.callback !== undefined) callLater(control.callback)
   }
 
   /** Sends a pong frame, ws's pong(): a one-way heartbeat, or the answer to a ping with `autoPong: false`. */
   pong(data, mask, callback) {
     const control = controlArgs('pong', data, mask, callback)
-    if (!Buffer.isBuffer(control.payload)) return this.#controlOfBlob('pong', control)
-    if (!N.clientPong(this, control.payload)) throw makeError('ERR_NOT_OPEN', `Cannot pong: the connection is ${this.#state}`)
+    if (!Buffer.isBuffer(control.payload)) {
+      const connection = connectionOf(this)
+      return this.#controlOfBlob('pong', control, connection)
+    }
+    if (closingBehindBlob(this) || !N.clientPong(this, control.payload)) throw makeError('ERR_NOT_OPEN', `Cannot pong: the connection is ${this.state}`)
     if (control.callback !== undefined) callLater(control.callback)
   }
 
@@ -966,9 +985,10 @@ class ReconnectingWebSocket extends EventEmitter {
    * warning when nothing listens) or when that connection has gone meanwhile ('closed'): a ping is
    * that connection's, and nothing to report once it has gone.
    */
-  #controlOfBlob(what, { payload, callback }) {
-    if (this.#state !== 'open') throw makeError('ERR_NOT_OPEN', `Cannot ${what}: the connection is ${this.#state}`)
-    const control = { what, connection: connectionOf(this) }
+  #controlOfBlob(what, { payload, callback }, connection) {
+    // (Closing too when a disconnect() waits behind a Blob: the ping would come after its close.)
+    if (this.state !== 'open') throw makeError('ERR_NOT_OPEN', `Cannot ${what}: the connection is ${this.state}`)
+    const control = { what, connection }
     this.#holdMessage({ state: WAITING, data: null, blob: payload, text: false, error: undefined, original: payload, compress: false, callback, size: 0, chunk: false, control })
   }
 
@@ -1587,6 +1607,7 @@ class ReconnectingWebSocket extends EventEmitter {
 
   static {
     readControlOf = (client) => (#paused in client ? client.#readControl() : null)
+    closingBehindBlob = (client) => #held in client && client.#held !== null && client.#held.closing > 0
   }
 
   // As ws defines them: the readyState constants read-only and enumerable on the class and its
