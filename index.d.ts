@@ -236,13 +236,16 @@ export interface TlsOptions {
 /** `send()`'s callback: `err` is `null` once the message is written (as in `ws`), an `ERR_NOT_SENT` error once it never will be. */
 export type SendCallback = (err: NotSentError | null) => void
 
+/** `ping()`'s and `pong()`'s callback: `null` once the frame is handed to the connection, or why it never will be. */
+export type ControlCallback = (err: NotSentError | null) => void
+
 /** Why a message sent with a callback will never be sent. */
 export interface NotSentError extends Error {
   code: 'ERR_NOT_SENT'
   /** `'overflow'`: the full queue dropped it (`'drop-oldest'`); `'drained'`: `drainQueue()` handed it back;
    * `'discarded'`: `disconnect()` discarded it; `'closed'`: the client closed as it was sent (see the `drop` event);
    * `'unreadable'`: it was a Blob whose bytes could not be read, or sent as text were not UTF-8 (the error is `cause`).
-   * For `ping(blob)`/`pong(blob)`: `'unreadable'`, or `'closed'` when the connection it was called on has gone. */
+   * For a `ping()`/`pong()` that waited for a Blob: `'unreadable'`, or `'closed'` when the connection it was called on has gone. */
   reason: 'overflow' | 'drained' | 'discarded' | 'closed' | 'unreadable'
 }
 
@@ -306,8 +309,8 @@ export type RedialErrorCode =
   /** `send()`/`ping()` while closed (or while connecting with `queue: false`). */
   | 'ERR_NOT_OPEN'
   /**
-   * Given to a `send()` callback: the message will never be sent (`err.reason`). Also a `ping(blob)`'s or
-   * `pong(blob)`'s, and, emitted as `error`, one without a callback whose Blob could not be read.
+   * Given to a `send()` callback: the message will never be sent (`err.reason`). Also to a `ping()`'s or
+   * `pong()`'s that waited for a Blob, and, emitted as `error`, a `ping(blob)` without a callback whose Blob could not be read.
    */
   | 'ERR_NOT_SENT'
   /** Malformed URL, or a fragment in it (SyntaxError). */
@@ -678,19 +681,18 @@ export declare class ReconnectingWebSocket<B extends BinaryType = 'nodebuffer'> 
   /**
    * Sends a ping (payload at most 125 bytes), in `ws`'s shape. Throws `ERR_NOT_OPEN` when not open.
    * `callback` runs (a microtask, with `null`) once the frame is handed to the connection; `mask: false` throws.
-   * A Blob's bytes go once read, behind what waits for a Blob's, on the connection it was called on: `callback`
-   * gets an `ERR_NOT_SENT` error should its Blob be unreadable (without one: an `error` event, or a process
-   * warning when nothing listens) or that connection go meanwhile.
+   * A Blob's bytes go once read; a ping made while sends wait for a Blob's bytes waits behind them (as in `ws`):
+   * either goes on the connection it was called on, and `callback` gets an `ERR_NOT_SENT` error should that
+   * connection go meanwhile (`'closed'`) or its Blob be unreadable (`'unreadable'`; without a callback: an
+   * `error` event, or a process warning when nothing listens).
    */
-  ping(data?: string | number | ArrayBufferView | ArrayBuffer | SharedArrayBuffer | null, mask?: boolean, callback?: (err: null) => void): void
-  ping(data: Blob, mask?: boolean, callback?: (err: NotSentError | null) => void): void
-  ping(data: Blob, callback: (err: NotSentError | null) => void): void
-  ping(callback: (err: null) => void): void
-  /** Sends an unsolicited pong, as `ws`'s `pong()` (pings are answered anyway). Throws `ERR_NOT_OPEN` when not open. A Blob: as `ping()`'s. */
-  pong(data?: string | number | ArrayBufferView | ArrayBuffer | SharedArrayBuffer | null, mask?: boolean, callback?: (err: null) => void): void
-  pong(data: Blob, mask?: boolean, callback?: (err: NotSentError | null) => void): void
-  pong(data: Blob, callback: (err: NotSentError | null) => void): void
-  pong(callback: (err: null) => void): void
+  ping(data?: string | number | ArrayBufferView | ArrayBuffer | SharedArrayBuffer | Blob | null, mask?: boolean, callback?: ControlCallback): void
+  ping(data: string | number | ArrayBufferView | ArrayBuffer | SharedArrayBuffer | Blob | null | undefined, callback: ControlCallback): void
+  ping(callback: ControlCallback): void
+  /** Sends an unsolicited pong, as `ws`'s `pong()` (pings are answered anyway). Throws `ERR_NOT_OPEN` when not open. Otherwise as `ping()`. */
+  pong(data?: string | number | ArrayBufferView | ArrayBuffer | SharedArrayBuffer | Blob | null, mask?: boolean, callback?: ControlCallback): void
+  pong(data: string | number | ArrayBufferView | ArrayBuffer | SharedArrayBuffer | Blob | null | undefined, callback: ControlCallback): void
+  pong(callback: ControlCallback): void
   /**
    * As `ws`'s: stops reading the socket (messages already read still arrive), for this connection and
    * the next ones, until `resume()`. The heartbeat never takes a paused connection for dead; one the server

@@ -734,16 +734,22 @@ test.serial('ping(blob) and pong(blob) send its bytes once read, in their place 
   const { calls, callback } = recorder()
   const blob = new GatedBlob(['first'])
   client.send(blob)
+  // A ping of bytes waits too, as ws's sender queues it: pings keep the order they were made in.
+  const reused = Buffer.from('plain before')
+  client.ping(reused)
+  reused.fill(0)
   client.ping(new Blob(['ping payload']), undefined, callback('ping'))
   client.pong(new Blob(['pong payload']), callback('pong'))
+  client.pong('plain after', undefined, callback('plain pong'))
   client.send('after them')
   t.is(client.bufferedAmount, 5 + 10, 'a control frame is not counted as a message')
   blob.release()
-  await until(() => got.length === 4 && calls.length === 2, 'the frames and the callbacks')
-  t.deepEqual(got, ['message first', 'ping ping payload', 'pong pong payload', 'message after them'])
+  await until(() => got.length === 6 && calls.length === 3, 'the frames and the callbacks')
+  t.deepEqual(got, ['message first', 'ping plain before', 'ping ping payload', 'pong pong payload', 'pong plain after', 'message after them'])
   t.deepEqual(calls, [
     ['ping', null],
     ['pong', null],
+    ['plain pong', null],
   ])
   await client.disconnect()
   released(t)
@@ -784,6 +790,13 @@ test.serial('a ping(blob) that cannot be read is reported (callback, error event
   await until(() => errors.length === 1, 'the error event')
   t.like(errors[0], { code: 'ERR_NOT_SENT', reason: 'unreadable' })
   client.off('error', onError)
+  // The WHATWG way of listening counts too.
+  const events: Array<{ error: unknown }> = []
+  client.onerror = (event) => void events.push(event as unknown as { error: unknown })
+  client.ping(new Throws(['x']))
+  await until(() => events.length === 1, 'the onerror call')
+  t.like(events[0].error, { code: 'ERR_NOT_SENT', reason: 'unreadable' })
+  client.onerror = null
   const warned = new Promise<Error>((resolve) => process.once('warning', resolve))
   client.ping(new Throws(['x']))
   t.like(await warned, { code: 'ERR_NOT_SENT', reason: 'unreadable' })
@@ -810,5 +823,31 @@ test.serial('a ping(blob) that cannot be read is reported (callback, error event
   await until(() => calls.length === 4, 'its callback')
   t.deepEqual(calls[3], ['terminated', 'ERR_NOT_SENT:closed'])
   held.release()
+  released(t)
+})
+
+test.serial('a ping held behind a Blob when the client gives up is told at once that its connection has gone', async (t) => {
+  const port = await refusedPort()
+  const peer = await wsServer(undefined, port)
+  const client = new ReconnectingWebSocket(`ws://127.0.0.1:${port}/`, { maxRetries: 1, minDelay: 10, maxDelay: 10, pingInterval: 0 })
+  const log = new Recorder(client, ['open', 'giveup'])
+  await log.next('open')
+  const { calls, callback } = recorder()
+  const blob = new GatedBlob(['kept'])
+  client.send(blob, callback('blob'))
+  client.ping(new Blob(['behind it']), callback('ping'))
+  client.ping('plain', undefined, callback('plain ping'))
+  await peer.close()
+  await log.next('giveup')
+  blob.release()
+  // Nothing more from the application: the message waits for a connect(), the pings do not.
+  await until(() => calls.length === 2, 'the pings\' callbacks')
+  t.deepEqual(calls, [
+    ['ping', 'ERR_NOT_SENT:closed'],
+    ['plain ping', 'ERR_NOT_SENT:closed'],
+  ])
+  t.is(client.bufferedAmount, 4, 'the Blob is kept, as the queue is')
+  t.deepEqual(await client.disconnect(), { discarded: 1 })
+  t.deepEqual(calls[2], ['blob', 'ERR_NOT_SENT:discarded'])
   released(t)
 })

@@ -183,11 +183,8 @@ function abortError(signal) {
 /** The client's read controls, for `createWebSocketStream` (null for anything that is not a client; set by the class). */
 let readControlOf = null
 
-/**
- * Whether a disconnect() waits behind a Blob, so that the client is closing (false for anything that
- * is not a client: the addon says what it is; set by the class).
- */
-let closingBehindBlob = null
+/** The client's sends waiting for a Blob's bytes (lib/held.js), or null (also for anything that is not a client; set by the class). */
+let heldOf = null
 
 /** Emitted by `disconnect()` for pending `opened()` calls (a symbol: no user sees it). */
 const kDisconnecting = Symbol('redial-ws.disconnecting')
@@ -746,6 +743,7 @@ class ReconnectingWebSocket extends EventEmitter {
       held = new HeldSends({
         send: (m) => this.#sendHeld(m),
         unreadable: (m) => this.#unreadable(m),
+        controlGone: (m) => this.#controlGone(m),
         threw: rethrowLater,
         keeps: () => this.#state === 'closed' && !UNUSUAL.get(this)?.unqueued,
         drained: () => {
@@ -806,8 +804,9 @@ class ReconnectingWebSocket extends EventEmitter {
     }
     const err = notSent('unreadable', message.error, control.what)
     if (message.callback !== undefined) callLater(message.callback, err)
-    // Not a connection's error: a program that does not listen for errors gets a warning.
     else if (this.listenerCount('error') > 0) this.#emit('error', err)
+    else if (this.#wants('error')) this.#fire(new ErrorEvent(err, this))
+    // Not a connection's error: a program that does not listen for errors gets a warning.
     else process.emitWarning(err)
   }
 
@@ -957,39 +956,42 @@ class ReconnectingWebSocket extends EventEmitter {
    */
   ping(data, mask, callback) {
     const control = controlArgs('ping', data, mask, callback)
-    if (!Buffer.isBuffer(control.payload)) {
+    // Behind what waits for a Blob's bytes (as in ws, whose sender queues a ping then), or a Blob's own.
+    if (!Buffer.isBuffer(control.payload) || heldOf(this) !== null) {
       const connection = connectionOf(this)
-      return this.#controlOfBlob('ping', control, connection)
+      return this.#holdControl('ping', control, connection)
     }
-    // The addon checks `this` first: a foreign object is refused as such. (A disconnect() waiting
-    // behind a Blob has been called: closing, as ws is once close() is.)
-    if (closingBehindBlob(this) || !N.clientPing(this, control.payload)) throw makeError('ERR_NOT_OPEN', `Cannot ping: the connection is ${this.state}`)
+    // The addon checks `this` first: a foreign object is refused as such.
+    if (!N.clientPing(this, control.payload)) throw makeError('ERR_NOT_OPEN', `Cannot ping: the connection is ${this.#state}`)
     if (control.callback !== undefined) callLater(control.callback)
   }
 
   /** Sends a pong frame, ws's pong(): a one-way heartbeat, or the answer to a ping with `autoPong: false`. */
   pong(data, mask, callback) {
     const control = controlArgs('pong', data, mask, callback)
-    if (!Buffer.isBuffer(control.payload)) {
+    if (!Buffer.isBuffer(control.payload) || heldOf(this) !== null) {
       const connection = connectionOf(this)
-      return this.#controlOfBlob('pong', control, connection)
+      return this.#holdControl('pong', control, connection)
     }
-    if (closingBehindBlob(this) || !N.clientPong(this, control.payload)) throw makeError('ERR_NOT_OPEN', `Cannot pong: the connection is ${this.state}`)
+    if (!N.clientPong(this, control.payload)) throw makeError('ERR_NOT_OPEN', `Cannot pong: the connection is ${this.#state}`)
     if (control.callback !== undefined) callLater(control.callback)
   }
 
   /**
-   * ping(blob), pong(blob): checked now (open, at most 125 bytes), and held as a message is, behind
-   * what waits for a Blob's bytes (as in ws), then sent on the connection it was called on. Its
-   * callback hears ERR_NOT_SENT when the Blob cannot be read (without one, an `error`, or a process
-   * warning when nothing listens) or when that connection has gone meanwhile ('closed'): a ping is
-   * that connection's, and nothing to report once it has gone.
+   * A ping or pong of a Blob, or made while sends wait for a Blob's bytes: checked now (open, at
+   * most 125 bytes), held in line with them (as in ws), then sent on the connection it was called
+   * on. Its callback hears ERR_NOT_SENT when the Blob cannot be read (without one, an `error`, or
+   * a process warning when nothing listens) or when that connection has gone meanwhile ('closed'):
+   * a ping is that connection's, and nothing to report once it has gone.
    */
-  #controlOfBlob(what, { payload, callback }, connection) {
+  #holdControl(what, { payload, callback }, connection) {
     // (Closing too when a disconnect() waits behind a Blob: the ping would come after its close.)
     if (this.state !== 'open') throw makeError('ERR_NOT_OPEN', `Cannot ${what}: the connection is ${this.state}`)
     const control = { what, connection }
-    this.#holdMessage({ state: WAITING, data: null, blob: payload, text: false, error: undefined, original: payload, compress: false, callback, size: 0, chunk: false, control })
+    const blob = Buffer.isBuffer(payload) ? undefined : payload
+    // Bytes are copied, as a held message's are: the caller may reuse its buffer.
+    const data = blob === undefined ? Buffer.from(payload) : null
+    this.#holdMessage({ state: blob === undefined ? READY : WAITING, data, blob, text: false, error: undefined, original: payload, compress: false, callback, size: 0, chunk: false, control })
   }
 
   /** A held ping's or pong's turn: sent if its connection is still open, its callback told. */
@@ -1001,7 +1003,13 @@ class ReconnectingWebSocket extends EventEmitter {
       return this.#unreadable(message)
     }
     const sent = connectionOf(this) === connection && (what === 'ping' ? N.clientPing(this, data) : N.clientPong(this, data))
-    if (callback !== undefined) callLater(callback, sent ? null : notSent('closed', undefined, what))
+    if (!sent) this.#controlGone(message)
+    else if (callback !== undefined) callLater(callback)
+  }
+
+  /** A held ping or pong whose connection has gone: its callback hears 'closed'. */
+  #controlGone(message) {
+    if (message.callback !== undefined) callLater(message.callback, notSent('closed', undefined, message.control.what))
   }
 
   /** Hands back the queued, unsent messages (oldest first) and empties the queue. */
@@ -1607,7 +1615,7 @@ class ReconnectingWebSocket extends EventEmitter {
 
   static {
     readControlOf = (client) => (#paused in client ? client.#readControl() : null)
-    closingBehindBlob = (client) => #held in client && client.#held !== null && client.#held.closing > 0
+    heldOf = (client) => (#held in client ? client.#held : null)
   }
 
   // As ws defines them: the readyState constants read-only and enumerable on the class and its

@@ -40,11 +40,12 @@ const UNREADABLE = 3
  * What the client does with what comes out: `send(message)` (as send() would now, reporting
  * what it cannot send: it never throws; false when the addon did not take it because the client
  * closed before JS saw it: it waits at the front, as if `keeps()` had said so),
- * `unreadable(message)`, `threw(err)` for a call that threw (the queue goes on), and `drained()`
+ * `unreadable(message)`, `controlGone(message)` for a ping or pong whose connection has gone
+ * before its turn, `threw(err)` for a call that threw (the queue goes on), and `drained()`
  * once nothing is held (the client sends directly again). `keeps()`: the client is closed (it
  * gave up, or rws mode's close() kept its queue) and has a queue: messages wait, as its queue
  * does, for a connect() (`resume()`), a disconnect() or a drain.
- * @typedef {{ send(m: HeldMessage): boolean, unreadable(m: HeldMessage): void, threw(err: unknown): void, drained(): void, keeps(): boolean }} HeldOwner
+ * @typedef {{ send(m: HeldMessage): boolean, unreadable(m: HeldMessage): void, controlGone(m: HeldMessage): void, threw(err: unknown): void, drained(): void, keeps(): boolean }} HeldOwner
  */
 
 class HeldSends {
@@ -192,7 +193,7 @@ class HeldSends {
           // connect(), reconnect() or rws close() is made, and the loop looks again.
           const call = this.#firstCall()
           if (call === null) {
-            this.stalled = true
+            this.#stall()
             return
           }
           if (call.discards) {
@@ -219,7 +220,7 @@ class HeldSends {
             // Not taken (nothing ran meanwhile): back at the front, to wait with what follows.
             this.#items[--this.#head] = item
             this.bytes += item.size
-            this.stalled = true
+            this.#stall()
             return
           }
         }
@@ -231,6 +232,25 @@ class HeldSends {
     } finally {
       this.#pumping = false
     }
+  }
+
+  /**
+   * The messages wait for the client to connect again. The pings and pongs among them are for the
+   * connection that has gone: they end now, rather than when the client acts.
+   */
+  #stall() {
+    this.stalled = true
+    const gone = []
+    const left = []
+    for (let i = this.#head; i < this.#items.length; i++) {
+      const item = this.#items[i]
+      if (item.control !== undefined) gone.push(item)
+      else left.push(item)
+    }
+    if (gone.length === 0) return
+    this.#items = left
+    this.#head = 0
+    for (const item of gone) this.#owner.controlGone(item)
   }
 
   #read(message) {
@@ -275,7 +295,9 @@ function bytesOfRead(bytes) {
 function textOf(bytes) {
   try {
     return utf8.decode(bytes)
-  } catch {
+  } catch (err) {
+    // (Not UTF-8 is the decoder's TypeError; anything else, text too long for a string, is what it is.)
+    if (!(err instanceof TypeError)) throw err
     throw makeError('ERR_INVALID_ARG_VALUE', "The Blob's bytes are not valid UTF-8: a text message (binary: false) must be", TypeError)
   }
 }

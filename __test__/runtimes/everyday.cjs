@@ -308,6 +308,17 @@ const scenarios = [
         ['last piece', undefined],
       ])
       await until(() => echoed.includes('pieces: \u20ac'), 'the echo of the message sent in pieces')
+      // Blobs (this runtime's), as ws 8.18 sends them: a binary message, a text one, a piece of one;
+      // what follows waits for their bytes.
+      const sentBefore = echoed.length
+      client.send(new Blob(['a blob']), (err) => written.push(['blob', err?.code]))
+      client.send(new Blob(['a blob as text']), { binary: false })
+      client.send(new Blob(['a blob ']), { fin: false })
+      client.send('and a piece')
+      client.send('after the blobs')
+      await until(() => echoed.includes('after the blobs'), 'the echo of the message sent after the Blobs')
+      assert.deepEqual(echoed.slice(sentBefore), ['a blob', 'a blob as text', 'a blob and a piece', 'after the blobs'])
+      assert.deepEqual(written.at(-1), ['blob', undefined])
       const duplex = createWebSocketStream(client, { readableObjectMode: true })
       const echoes = []
       // A chunk written is bytes (a binary message, as in ws); the echo comes back as a Buffer.
