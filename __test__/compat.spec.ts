@@ -266,6 +266,9 @@ test.serial('rws mode: reconnect(code, reason) fires its close event at once and
   t.teardown(() => peer.close())
   const ws: Any = new ReconnectingWebSocket(peer.url, undefined, { minReconnectionDelay: 10 })
   const seen = track(ws, ['open', 'close'])
+  // The native side's report of each close (the EventEmitter's event, which reconnecting-websocket lacks).
+  const reported: number[] = []
+  ws.on('close', (info: Any) => reported.push(info.code))
   await until(() => seen.some((e) => e.type === 'open'), 'open')
   ws.reconnect(4000, 'reconnect')
   const close = seen.find((e) => e.type === 'close' && e.via === 'listener')!
@@ -275,7 +278,7 @@ test.serial('rws mode: reconnect(code, reason) fires its close event at once and
   t.is(close.retryCount, 0)
   t.is(ws.readyState, ws.CLOSING)
   await until(() => seen.filter((e) => e.type === 'open').length === 4, 'second open (on + listener)')
-  await new Promise((r) => setTimeout(r, 30))
+  await until(() => reported.length === 1, "the native side's report of the old socket's close")
   t.is(seen.filter((e) => e.type === 'close').length, 2, 'the real close of the old socket is not fired again')
   t.is(peer.accepted, 2)
   t.is(peer.maxConcurrent, 1)
@@ -298,6 +301,8 @@ test.serial('rws mode: two reconnect() calls fire two closes, also when the seco
   const url = await serverChild(t, 'hold-second', { env: { MARK_FILE: mark } })
   const ws: Any = new ReconnectingWebSocket(url, undefined, { minReconnectionDelay: 10, maxReconnectionDelay: 20 })
   const seen = track(ws, ['open', 'close'])
+  const reported: Array<[number, boolean]> = []
+  ws.on('close', (info: Any) => reported.push([info.code, info.wasClean]))
   await until(() => seen.some((e) => e.type === 'open'), 'open')
   ws.reconnect()
   const blocked = new Int32Array(new SharedArrayBuffer(4))
@@ -306,7 +311,7 @@ test.serial('rws mode: two reconnect() calls fire two closes, also when the seco
   t.true(fs.existsSync(mark), 'the second attempt reached the server while JS was blocked')
   ws.reconnect()
   await until(() => seen.filter((e) => e.type === 'open').length === 4, 'the third connection opens (on + listener)')
-  await new Promise((r) => setTimeout(r, 50))
+  await until(() => reported.length === 2, "the native side's reports of the first connection's and the second attempt's ends")
   const closes = seen.filter((e) => e.type === 'close' && e.via === 'listener')
   t.deepEqual(
     closes.map((e) => e.event.code),
@@ -324,6 +329,8 @@ test.serial('rws mode: every open reported is answered by a close, when reconnec
   const url = await serverChild(t, 'echo')
   const ws: Any = new ReconnectingWebSocket(url, undefined, { minReconnectionDelay: 10, maxReconnectionDelay: 20 })
   const seen = track(ws, ['open', 'close'])
+  const reported: number[] = []
+  ws.on('close', (info: Any) => reported.push(info.code))
   await until(() => seen.some((e) => e.type === 'open'), 'open')
   ws.reconnect(4000)
   // JS blocked until the native side has the next connection open (its open event waits for JS).
@@ -333,7 +340,8 @@ test.serial('rws mode: every open reported is answered by a close, when reconnec
   t.is(ws.metrics.connects, 2, 'the second connection opened while JS was blocked')
   ws.reconnect(4001)
   await until(() => seen.filter((e) => e.type === 'open' && e.via === 'listener').length === 3, 'the third connection opens')
-  await new Promise((r) => setTimeout(r, 50))
+  await until(() => reported.length === 2, "the native side's reports of the first two connections' closes")
+  t.deepEqual(reported, [4000, 4001])
   const events = seen.filter((e) => e.via === 'listener').map((e) => (e.type === 'open' ? 'open' : `close ${e.event.code}`))
   t.deepEqual(events.slice(0, 3), ['open', 'close 4000', 'close 4001'], 'one close per reconnect(), at the call')
   for (let i = 1; i < events.length; i++) t.false(events[i] === 'open' && events[i - 1] === 'open', `two opens in a row: ${events.join(', ')}`)

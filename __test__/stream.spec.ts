@@ -308,8 +308,10 @@ test.serial('while a failed stream waits to be read: a sized read gets the rest,
   staying = true
   sized.connect()
   await sized.opened()
+  // Its writable side finishes (_final has run) without disconnecting the client.
+  const finished = new Promise((resolve) => bytes.once('finish', resolve))
   bytes.end()
-  await new Promise((resolve) => setTimeout(resolve, 20))
+  await finished
   t.is(sized.state, 'open', 'ending the failed stream did not disconnect the client')
   staying = false
   const got: string[] = []
