@@ -2,10 +2,14 @@
 // seen (an attempt that failed, a driver that gave up and exited, a reconnect already made). Tests
 // block the JS thread until the driver is ahead (a server in another process answers meanwhile),
 // then call, then check what the client reports.
+import { createRequire } from 'node:module'
+
 import test from 'ava'
 
 import { ReconnectingWebSocket, clientStats } from '../index.js'
 import { Recorder, collectUntil, quiescent, rawServer, refusedPort, serverChild, until, wsServer } from './helpers.js'
+
+const native = createRequire(import.meta.url)('../lib/native.js') as { testingStallDriverExit(ms: number): void }
 
 /** Blocks this thread until `cond()` holds (what the driver does meanwhile, JS sees later). */
 function blockUntil(cond: () => boolean, what: string, ms = 5_000): void {
@@ -330,5 +334,46 @@ test.serial('reconnect() before JS has seen the close of a connection the driver
   t.is(client.state, 'open')
   t.is(connections, 2)
   await client.disconnect()
+  await quiescent()
+})
+
+test.serial('send() and ping() right after reconnect() are for the next connection, whenever the driver takes the call', async (t) => {
+  // Each connection's messages, pings and close, in the order the server got them.
+  const got: string[][] = []
+  const peer = await wsServer((socket) => {
+    const mine: string[] = []
+    got.push(mine)
+    socket.on('message', (data) => mine.push(String(data)))
+    socket.on('ping', () => mine.push('ping'))
+    socket.on('close', (code) => mine.push(`close ${code}`))
+  })
+  t.teardown(() => peer.close())
+  const client = new ReconnectingWebSocket(peer.url, { pingInterval: 0 })
+  const r = new Recorder(client)
+  await r.next('open')
+  const refused = await refusedPort()
+  // The driver takes the call on the I/O thread. Every other round that thread is held up (another
+  // client's driver stalls on its way out) until long after the calls that follow reconnect().
+  const rounds = 20
+  for (let i = 0; i < rounds; i++) {
+    if (i % 2 === 1) {
+      const other = new ReconnectingWebSocket(`ws://127.0.0.1:${refused}/`, { minDelay: 60_000, jitter: 'none' })
+      await until(() => other.metrics.pendingReconnects === 1, 'the other client waits to retry')
+      native.testingStallDriverExit(200)
+      void other.disconnect()
+      blockUntil(() => other.metrics.pendingReconnects === 0, "the other client's driver on its way out")
+    }
+    client.send(`before ${i}`)
+    client.reconnect(4000 + i)
+    t.throws(() => client.ping(), { code: 'ERR_NOT_OPEN' }, `round ${i}: the connection is closing`)
+    client.send(`after ${i}`)
+    await r.next('open')
+  }
+  await client.disconnect()
+  await until(() => got.length === rounds + 1 && got[rounds].includes('close 1000'), 'the last connection closed')
+  await until(() => got.every((c) => c.some((e) => e.startsWith('close'))), 'every connection closed')
+  t.deepEqual(got[0], ['before 0', 'close 4000'])
+  for (let i = 1; i < rounds; i++) t.deepEqual(got[i], [`after ${i - 1}`, `before ${i}`, `close ${4000 + i}`], `connection ${i}`)
+  t.deepEqual(got[rounds], [`after ${rounds - 1}`, 'close 1000'])
   await quiescent()
 })

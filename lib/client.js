@@ -803,11 +803,14 @@ class ReconnectingWebSocket extends EventEmitter {
       return
     }
     const err = notSent('unreadable', message.error, control.what)
-    if (message.callback !== undefined) callLater(message.callback, err)
-    else if (this.listenerCount('error') > 0) this.#emit('error', err)
-    else if (this.#wants('error')) this.#fire(new ErrorEvent(err, this))
-    // Not a connection's error: a program that does not listen for errors gets a warning.
-    else process.emitWarning(err)
+    if (message.callback !== undefined) return callLater(message.callback, err)
+    // Both ways of listening hear it, as a connection's error; a program that listens neither way
+    // gets a warning (not a connection's error, it is not retried past).
+    const listening = this.listenerCount('error') > 0
+    const wants = this.#wants('error')
+    if (listening) this.#emit('error', err)
+    if (wants) this.#fire(new ErrorEvent(err, this))
+    if (!listening && !wants) process.emitWarning(err)
   }
 
   /**

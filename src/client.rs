@@ -380,11 +380,17 @@ impl NativeClient {
     /// Forces a fresh connection now. Returns the count `connect` returns, or 0 when the client is
     /// not active (the caller connects).
     pub fn reconnect(&mut self, env: Env, code: u32, reason: String) -> u32 {
-        let accept = || self.shared.outbox().set_accepting(true);
         if !delivery::is_active(self.shared.id) {
-            accept();
+            self.shared.outbox().set_accepting(true);
             return 0;
         }
+        // A send() after the call is for the next connection, whenever the driver gets to the
+        // command: the open one is left now, in the same step as the command is queued.
+        let accept = || {
+            let mut outbox = self.shared.outbox();
+            outbox.set_accepting(true);
+            outbox.leave_connection();
+        };
         let restarts = self.restarts.wrapping_add(1).max(1);
         let command = Command::Reconnect {
             code: code as u16,

@@ -490,6 +490,15 @@ impl Outbox {
         }
     }
 
+    /// `reconnect()`: the open connection takes nothing more (what it was handed goes out, then the
+    /// driver writes the close); messages sent from now on are queued for the next one, and a ping
+    /// is refused. What the fast path corked in this turn goes first. As `stop_accepting`, the
+    /// connection's queue is closed without waking it: the caller queues a command in the same step.
+    pub fn leave_connection(&mut self) {
+        self.uncork();
+        self.end_connection(false);
+    }
+
     /// The connection ended: stop routing to it.
     pub fn close_connection(&mut self) {
         self.end_connection(true);
@@ -876,6 +885,36 @@ mod tests {
         assert_eq!(counts(&m), (4, 4));
         assert_eq!(texts(&outbox.drain(&m)), ["a", "b", "c", "d"]);
         assert_eq!(counts(&m), (0, 0));
+    }
+
+    #[test]
+    fn leaving_the_connection_queues_later_sends_for_the_next_and_refuses_pings() {
+        let m = Metrics::default();
+        let mut outbox = accepting();
+        let c = cfg(10, 100, false);
+        let tx = Arc::new(SendQueue::default());
+        outbox.open(tx.clone(), None, &m);
+        is(outbox.send(text("before"), NO_TICKET, &c, &m), "handed");
+        outbox.leave_connection();
+        is(outbox.send(text("after"), NO_TICKET, &c, &m), "queued");
+        assert!(
+            !outbox.send_control(Message::Ping(Default::default())),
+            "no connection to ping"
+        );
+        let handed: Vec<Message> = std::iter::from_fn(|| tx.messages.try_recv().map(|o| o.msg)).collect();
+        assert_eq!(
+            texts(&handed),
+            ["before"],
+            "the old connection keeps what it was handed, and only that"
+        );
+        assert!(
+            tx.messages.send(Outbound::new(text("late"))).is_err(),
+            "its stream has ended"
+        );
+        let next = Arc::new(SendQueue::default());
+        outbox.open(next.clone(), None, &m);
+        let got: Vec<Message> = std::iter::from_fn(|| next.messages.try_recv().map(|o| o.msg)).collect();
+        assert_eq!(texts(&got), ["after"]);
     }
 
     #[test]
