@@ -251,14 +251,15 @@ export interface NotSentError extends Error {
 
 /** `send()` options, as `ws` takes them. */
 export interface SendOptions {
-  /** Send a string as a binary message (`true`), or bytes that are UTF-8 as a text message (`false`) [by the data's type]. */
+  /** Send a string as a binary message (`true`), or bytes (a Blob's too) that are UTF-8 as a text message (`false`) [by the data's type]. */
   binary?: boolean
   /** `false`: sent uncompressed even where permessage-deflate was negotiated (already compressed data, say); otherwise the `perMessageDeflate` threshold decides [true]. */
   compress?: boolean
   /**
    * `false`: a piece of a message; every `send()` after it continues the message, up to one without
    * `fin: false`, which ends it. The pieces are held (counted in `bufferedAmount`) and the message goes
-   * out whole with the last one, on one connection [true].
+   * out whole with the last one, on one connection [true]. A piece may be a Blob: the message is then a Blob
+   * of its pieces, sent once read, as `send(blob)` is.
    */
   fin?: boolean
   /** Only `true`: a client masks every frame. */
