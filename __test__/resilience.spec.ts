@@ -7,7 +7,7 @@ import net from 'node:net'
 import test, { type ExecutionContext } from 'ava'
 import { WebSocketServer } from 'ws'
 
-import { ReconnectingWebSocket, clientStats, type RedialError } from '../index.js'
+import { ReconnectingWebSocket, clientStats, type CloseEventInfo, type RedialError } from '../index.js'
 import { Recorder, acceptUpgrade, quiescent, rawServer, refusedPort, until, wsServer } from './helpers.js'
 
 /** An HTTP server that refuses every upgrade with `status` (and headers). */
@@ -391,6 +391,43 @@ test.serial('disconnect({ flush: true }) during a backoff wait connects, writes 
   t.deepEqual(states, ['open closing 2', 'close closed 3'])
   t.is(client.state, 'closed')
   await quiescent()
+})
+
+test.serial('disconnect({ flush: true }) during the close of reconnect() (or of disconnect() then connect()): the next connection writes what was sent since, then closes', async (t) => {
+  // Each connection's messages and close, in the order the server got them.
+  const got: string[][] = []
+  const peer = await wsServer((socket) => {
+    const mine: string[] = []
+    got.push(mine)
+    socket.on('message', (data) => mine.push(String(data)))
+    socket.on('close', (code) => mine.push(`close ${code}`))
+  })
+  t.teardown(() => peer.close())
+  for (const how of ['reconnect()', 'disconnect(); connect()']) {
+    got.length = 0
+    const client = new ReconnectingWebSocket(peer.url, { pingInterval: 0 })
+    await new Recorder(client).next('open')
+    const seen: string[] = []
+    client.on('open', () => seen.push(`open ${client.state}`))
+    client.on('close', (info: CloseEventInfo) => seen.push(`close ${info.code} ${info.willReconnect} ${client.state}`))
+    const fates: string[] = []
+    client.send('before', (err) => fates.push(`before ${err?.reason ?? 'written'}`))
+    if (how === 'reconnect()') client.reconnect(4100)
+    else {
+      void client.disconnect(4100)
+      client.connect()
+    }
+    client.send('since', (err) => fates.push(`since ${err?.reason ?? 'written'}`))
+    const done = client.disconnect(1000, 'done', { flush: true })
+    t.is(client.state, 'closing')
+    t.deepEqual(await done, { discarded: 0 }, how)
+    await until(() => got.length === 2 && got[1].includes('close 1000'), 'the second connection closed')
+    t.deepEqual(got, [['before', 'close 4100'], ['since', 'close 1000']], how)
+    t.deepEqual(fates, ['before written', 'since written'], how)
+    // As a flush from a reconnect wait: closing from the call until the last close.
+    t.deepEqual(seen, ['close 4100 true closing', 'open closing', 'close 1000 false closed'], how)
+    await quiescent()
+  }
 })
 
 test.serial('providers: a fresh token per attempt; two rejections are failed attempts, the third connects', async (t) => {

@@ -166,6 +166,12 @@ let failing = null
 const BEFORE_OPEN = 'before-open'
 /** `#closing` once nothing more of the connections being closed is reported. */
 const QUIET = 'quiet'
+/**
+ * `#closing` when disconnect({ flush: true }) came during a close that a connection was to follow
+ * (reconnect(), or connect() after a disconnect()): that close is not the last. The client connects,
+ * writes the queue, then closes, as a flush from a reconnect wait does; its open and close are reported.
+ */
+const FLUSHING = 'flushing'
 
 /** Whether events of the connection under way are not reported (`#closing`: see there). */
 function silenced(closing) {
@@ -607,8 +613,10 @@ class ReconnectingWebSocket extends EventEmitter {
     const state = this.#state
     // (With `flush`, the attempt is meant to open: its queue is written before the close.)
     const between = state === 'reconnecting' || state === 'closed'
-    this.#closing =
-      this.#closing === QUIET || (between && !flush)
+    const flushesAfter = flush && state === 'closing' && this.#closing !== QUIET && (!this.#closing || this.#connectAfterClose)
+    this.#closing = flushesAfter
+      ? FLUSHING
+      : this.#closing === QUIET || (between && !flush)
         ? QUIET
         : this.#closing === BEFORE_OPEN || (state === 'connecting' && !flush)
           ? BEFORE_OPEN
@@ -1388,9 +1396,14 @@ class ReconnectingWebSocket extends EventEmitter {
       if (closing && !this.#connectAfterClose) return void this.#trace('close', code, reason)
       willReconnect = true
     } else if (closing) {
-      // The driver may not have taken the disconnect() yet (a server's close that came first):
-      // this close is the one the call asked for, and nothing after it is reported (`QUIET`).
-      if (!this.#connectAfterClose) {
+      if (closing === FLUSHING && willReconnect && !this.#connectAfterClose) {
+        // The close under way when disconnect({ flush: true }) came: the next connection, made to
+        // write the queue, and its close are still to come (with an empty queue, the driver reports
+        // this close as the last: willReconnect false).
+        this.#closing = true
+      } else if (!this.#connectAfterClose) {
+        // The driver may not have taken the disconnect() yet (a server's close that came first):
+        // this close is the one the call asked for, and nothing after it is reported (`QUIET`).
         willReconnect = false
         this.#closing = QUIET
       } else {

@@ -345,7 +345,16 @@ impl Driver {
             }
             if let Some(Poll::Ready(result)) = polled {
                 self.attempt = None;
-                self.attempt_done(result);
+                // Commands JS queued while the attempt ended act first, as for a connection's end:
+                // a reconnect() or disconnect() made just before cuts this attempt short (its socket
+                // is dropped), rather than closing a connection the queue, and what was sent after
+                // the call, would have been handed to.
+                while let Some(cmd) = commands.try_recv() {
+                    self.command(cmd);
+                }
+                if self.attempt.is_none() && self.machine.phase() == Phase::Connecting {
+                    self.attempt_done(result);
+                }
                 continue;
             }
             self.deliver();

@@ -350,8 +350,22 @@ impl Machine {
                     out,
                 );
             }
-            (Closing, Input::Connect) | (Closing, Input::Reconnect { .. }) => self.reconnect_after_close = true,
-            (Closing, Input::Disconnect { .. }) => self.reconnect_after_close = false,
+            (Closing, Input::Connect) | (Closing, Input::Reconnect { .. }) => {
+                self.reconnect_after_close = true;
+                // A flush asked for meanwhile is cancelled, as it is while connecting.
+                self.close_when_open = None;
+            }
+            (Closing, Input::Disconnect { code, reason, flush }) => {
+                if flush && self.reconnect_after_close {
+                    // A connection was to follow this close (a reconnect() or connect() came), and
+                    // messages are queued for it: it is made, writes them, and closes with this
+                    // call's code (`closed_by_us`).
+                    self.close_when_open = Some(Box::new((code, reason)));
+                } else {
+                    self.reconnect_after_close = false;
+                    self.close_when_open = None;
+                }
+            }
             (
                 Closing,
                 Input::Lost {
@@ -518,7 +532,13 @@ impl Machine {
         self.reconnect_after_close = false;
         self.closing_for_reconnect = false;
         self.emit_close(code, reason, was_clean, again, by_reconnect, out);
-        out.push(Action::DisconnectDone);
+        if self.close_when_open.is_some() {
+            // A flushing disconnect() waits for the next connection (`again` holds): it is done
+            // once that one has written the queue and closed, within closeTimeout from now.
+            out.push(Action::ArmCloseDeadline);
+        } else {
+            out.push(Action::DisconnectDone);
+        }
         if again {
             self.failures = 0;
             self.start_attempt(false, out);
@@ -957,6 +977,51 @@ mod tests {
         let a = run(&mut m, Input::Opened, 6);
         assert!(matches!(a.last(), Some(Action::StartClose { .. })));
         assert_eq!(m.phase(), Phase::Closing);
+    }
+
+    /// `reconnect(); send(x); disconnect({ flush: true })`: x is queued for the next connection,
+    /// which is made once the close under way ends, writes it and closes with the disconnect's code.
+    #[test]
+    fn a_flushing_disconnect_during_a_reconnects_close_connects_writes_then_closes() {
+        let done = |a: &[Action]| a.contains(&Action::DisconnectDone);
+        let mut m = Machine::new(policy(100), 1);
+        run(&mut m, Input::Connect, 0);
+        run(&mut m, Input::Opened, 0);
+        run(&mut m, reconnect(), 1);
+        assert!(!done(&run(&mut m, disconnect(true), 1)));
+        let a = run(&mut m, lost(), 2);
+        assert!(!done(&a), "not done: the queue is still to be written");
+        assert!(a.contains(&Action::ArmCloseDeadline), "closeTimeout bounds the flush");
+        assert!(a.iter().any(|x| matches!(x, Action::StartAttempt { .. })));
+        let a = run(&mut m, Input::Opened, 3);
+        assert!(matches!(a.last(), Some(Action::StartClose { code: 1000, .. })));
+        let a = run(&mut m, lost(), 4);
+        assert!(done(&a) && a.contains(&Action::Finish));
+        // Without flush, or with a connect() after it, the flush is off: done with the close under way.
+        let mut m = Machine::new(policy(100), 1);
+        run(&mut m, Input::Connect, 0);
+        run(&mut m, Input::Opened, 0);
+        run(&mut m, reconnect(), 1);
+        run(&mut m, disconnect(true), 1);
+        run(&mut m, disconnect(false), 1);
+        let a = run(&mut m, lost(), 2);
+        assert!(done(&a) && a.contains(&Action::Finish));
+        let mut m = Machine::new(policy(100), 1);
+        run(&mut m, Input::Connect, 0);
+        run(&mut m, Input::Opened, 0);
+        run(&mut m, reconnect(), 1);
+        run(&mut m, disconnect(true), 1);
+        run(&mut m, Input::Connect, 1);
+        let a = run(&mut m, lost(), 2);
+        assert!(done(&a), "the flushing disconnect is settled");
+        assert!(
+            a.iter().any(|x| matches!(x, Action::StartAttempt { .. })),
+            "and the client connects"
+        );
+        assert!(!matches!(
+            run(&mut m, Input::Opened, 3).last(),
+            Some(Action::StartClose { .. })
+        ));
     }
 
     #[test]
