@@ -448,7 +448,11 @@ export interface DropEventInfo {
 }
 
 export interface DisconnectOptions {
-  /** Write queued messages first (connecting if needed), within `closeTimeout` [false]. */
+  /**
+   * Write queued messages first (connecting if needed), within `closeTimeout` [false]. During the close of a
+   * `reconnect()` (or of a `disconnect()` a `connect()` followed), that close ends first, within its own
+   * `closeTimeout`; the connection after it writes the queue, then closes.
+   */
   flush?: boolean
 }
 

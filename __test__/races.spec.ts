@@ -377,3 +377,25 @@ test.serial('send() and ping() right after reconnect() are for the next connecti
   t.deepEqual(got[rounds], [`after ${rounds - 1}`, 'close 1000'])
   await quiescent()
 })
+
+test.serial('disconnect(); connect(); send(); disconnect({ flush: true }) after the driver ended the first connection unseen: its close is reported, then the flush', async (t) => {
+  // The server is in another process: this one blocks its JS thread while the driver ends the
+  // connection (the server answers the close) and exits.
+  const url = await serverChild(t, 'echo')
+  const client = new ReconnectingWebSocket(url, { pingInterval: 0 })
+  await new Recorder(client).next('open')
+  const seen: string[] = []
+  client.on('open', () => seen.push(`open ${client.state}`))
+  client.on('close', (info) => seen.push(`close ${info.code} ${info.willReconnect} ${client.state}`))
+  const first = client.disconnect(4100)
+  blockUntil(() => clientStats().runningTasks === 0, 'the driver has exited')
+  client.connect()
+  const fates: string[] = []
+  client.send('x', (err) => fates.push(err?.reason ?? 'written'))
+  const done = client.disconnect(1000, 'done', { flush: true })
+  t.deepEqual(await Promise.all([first, done]), [{ discarded: 0 }, { discarded: 0 }])
+  t.deepEqual(fates, ['written'])
+  // Every open reported is answered by one close: the first connection's too.
+  t.deepEqual(seen, ['close 4100 true closing', 'open closing', 'close 1000 false closed'])
+  await quiescent()
+})

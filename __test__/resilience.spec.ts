@@ -403,7 +403,7 @@ test.serial('disconnect({ flush: true }) during the close of reconnect() (or of 
     socket.on('close', (code) => mine.push(`close ${code}`))
   })
   t.teardown(() => peer.close())
-  for (const how of ['reconnect()', 'disconnect(); connect()']) {
+  for (const how of ['reconnect()', 'disconnect(); connect()', 'reconnect(), two flushing calls']) {
     got.length = 0
     const client = new ReconnectingWebSocket(peer.url, { pingInterval: 0 })
     await new Recorder(client).next('open')
@@ -412,15 +412,17 @@ test.serial('disconnect({ flush: true }) during the close of reconnect() (or of 
     client.on('close', (info: CloseEventInfo) => seen.push(`close ${info.code} ${info.willReconnect} ${client.state}`))
     const fates: string[] = []
     client.send('before', (err) => fates.push(`before ${err?.reason ?? 'written'}`))
-    if (how === 'reconnect()') client.reconnect(4100)
+    if (how.startsWith('reconnect()')) client.reconnect(4100)
     else {
       void client.disconnect(4100)
       client.connect()
     }
     client.send('since', (err) => fates.push(`since ${err?.reason ?? 'written'}`))
+    const first = how.endsWith('two flushing calls') ? client.disconnect(1001, 'first', { flush: true }) : null
     const done = client.disconnect(1000, 'done', { flush: true })
     t.is(client.state, 'closing')
     t.deepEqual(await done, { discarded: 0 }, how)
+    if (first !== null) t.deepEqual(await first, { discarded: 0 }, how)
     await until(() => got.length === 2 && got[1].includes('close 1000'), 'the second connection closed')
     t.deepEqual(got, [['before', 'close 4100'], ['since', 'close 1000']], how)
     t.deepEqual(fates, ['before written', 'since written'], how)

@@ -167,9 +167,10 @@ const BEFORE_OPEN = 'before-open'
 /** `#closing` once nothing more of the connections being closed is reported. */
 const QUIET = 'quiet'
 /**
- * `#closing` when disconnect({ flush: true }) came during a close that a connection was to follow
- * (reconnect(), or connect() after a disconnect()): that close is not the last. The client connects,
- * writes the queue, then closes, as a flush from a reconnect wait does; its open and close are reported.
+ * `#closing` when disconnect({ flush: true }) came, with messages queued, during a close that a
+ * connection was to follow (reconnect(), or connect() after a disconnect()): that close is not the
+ * last, whatever the driver said when it reported it. The client connects, writes the queue, then
+ * closes, as a flush from a reconnect wait does; its open and close are reported.
  */
 const FLUSHING = 'flushing'
 
@@ -613,7 +614,13 @@ class ReconnectingWebSocket extends EventEmitter {
     const state = this.#state
     // (With `flush`, the attempt is meant to open: its queue is written before the close.)
     const between = state === 'reconnecting' || state === 'closed'
-    const flushesAfter = flush && state === 'closing' && this.#closing !== QUIET && (!this.#closing || this.#connectAfterClose)
+    // (The driver flushes only a queue that is not empty, tested as it takes the call: nothing can be
+    // added to it meanwhile.)
+    const flushesAfter =
+      flush &&
+      state === 'closing' &&
+      (this.#closing === FLUSHING || ((!this.#closing || this.#connectAfterClose) && this.#closing !== QUIET)) &&
+      N.clientMetrics(this).queuedMessages > 0
     this.#closing = flushesAfter
       ? FLUSHING
       : this.#closing === QUIET || (between && !flush)
@@ -1393,13 +1400,16 @@ class ReconnectingWebSocket extends EventEmitter {
       // client is connecting again, and this close changes nothing (nor is it reported once a
       // disconnect() came since, unless a connect() followed it: the close that call causes is
       // the last event).
-      if (closing && !this.#connectAfterClose) return void this.#trace('close', code, reason)
+      // (The close under way when a flushing disconnect() came is reported: see below. So is one
+      // whose open was: every open reported is answered by one close.)
+      if (closing === FLUSHING) this.#closing = true
+      else if (closing && !this.#connectAfterClose && this.#openedAt === 0) return void this.#trace('close', code, reason)
       willReconnect = true
     } else if (closing) {
-      if (closing === FLUSHING && willReconnect && !this.#connectAfterClose) {
+      if (closing === FLUSHING) {
         // The close under way when disconnect({ flush: true }) came: the next connection, made to
-        // write the queue, and its close are still to come (with an empty queue, the driver reports
-        // this close as the last: willReconnect false).
+        // write the queue, and its close are still to come.
+        willReconnect = true
         this.#closing = true
       } else if (!this.#connectAfterClose) {
         // The driver may not have taken the disconnect() yet (a server's close that came first):
