@@ -399,3 +399,23 @@ test.serial('disconnect(); connect(); send(); disconnect({ flush: true }) after 
   t.deepEqual(seen, ['close 4100 true closing', 'open closing', 'close 1000 false closed'])
   await quiescent()
 })
+
+test.serial('disconnect(); connect(); send(); disconnect() after the driver made the next connection unseen: that connection is reported, its open and its close', async (t) => {
+  const url = await serverChild(t, 'echo')
+  const client = new ReconnectingWebSocket(url, { pingInterval: 0 })
+  await new Recorder(client).next('open')
+  const seen: string[] = []
+  client.on('open', () => seen.push(`open ${client.state}`))
+  client.on('close', (info) => seen.push(`close ${info.code} ${info.willReconnect} ${client.state}`))
+  const first = client.disconnect(4100)
+  client.connect()
+  const fates: string[] = []
+  client.send('x', (err) => fates.push(err?.reason ?? 'written'))
+  // The driver closes the first connection and opens the next, which takes the message, while JS is blocked.
+  blockUntil(() => client.metrics.connects === 2, 'the next connection open')
+  const done = client.disconnect(4200)
+  t.deepEqual(await Promise.all([first, done]), [{ discarded: 0 }, { discarded: 0 }])
+  t.deepEqual(fates, ['written'])
+  t.deepEqual(seen, ['close 4100 true closing', 'open closing', 'close 4200 false closed'])
+  await quiescent()
+})
