@@ -4,7 +4,7 @@
 // then call, then check what the client reports.
 import { createRequire } from 'node:module'
 
-import test from 'ava'
+import test, { type ExecutionContext } from 'ava'
 
 import { ReconnectingWebSocket, clientStats } from '../index.js'
 import { Recorder, collectUntil, quiescent, rawServer, refusedPort, serverChild, until, wsServer } from './helpers.js'
@@ -378,15 +378,20 @@ test.serial('send() and ping() right after reconnect() are for the next connecti
   await quiescent()
 })
 
-test.serial('disconnect(); connect(); send(); disconnect({ flush: true }) after the driver ended the first connection unseen: its close is reported, then the flush', async (t) => {
-  // The server is in another process: this one blocks its JS thread while the driver ends the
-  // connection (the server answers the close) and exits.
+/** A client open to a server in another process; `seen`: its opens and closes with the state then. */
+async function openWithEvents(t: ExecutionContext) {
   const url = await serverChild(t, 'echo')
   const client = new ReconnectingWebSocket(url, { pingInterval: 0 })
   await new Recorder(client).next('open')
   const seen: string[] = []
   client.on('open', () => seen.push(`open ${client.state}`))
   client.on('close', (info) => seen.push(`close ${info.code} ${info.willReconnect} ${client.state}`))
+  return { client, seen }
+}
+
+test.serial('disconnect(); connect(); send(); disconnect({ flush: true }) after the driver ended the first connection unseen: its close is reported, then the flush', async (t) => {
+  // This thread is blocked while the driver ends the connection (the server answers the close) and exits.
+  const { client, seen } = await openWithEvents(t)
   const first = client.disconnect(4100)
   blockUntil(() => clientStats().runningTasks === 0, 'the driver has exited')
   client.connect()
@@ -401,12 +406,7 @@ test.serial('disconnect(); connect(); send(); disconnect({ flush: true }) after 
 })
 
 test.serial('disconnect(); connect(); send(); disconnect() after the driver made the next connection unseen: that connection is reported, its open and its close', async (t) => {
-  const url = await serverChild(t, 'echo')
-  const client = new ReconnectingWebSocket(url, { pingInterval: 0 })
-  await new Recorder(client).next('open')
-  const seen: string[] = []
-  client.on('open', () => seen.push(`open ${client.state}`))
-  client.on('close', (info) => seen.push(`close ${info.code} ${info.willReconnect} ${client.state}`))
+  const { client, seen } = await openWithEvents(t)
   const first = client.disconnect(4100)
   client.connect()
   const fates: string[] = []

@@ -984,11 +984,16 @@ mod tests {
     #[test]
     fn a_flushing_disconnect_during_a_reconnects_close_connects_writes_then_closes() {
         let done = |a: &[Action]| a.contains(&Action::DisconnectDone);
-        let mut m = Machine::new(policy(100), 1);
-        run(&mut m, Input::Connect, 0);
-        run(&mut m, Input::Opened, 0);
-        run(&mut m, reconnect(), 1);
-        assert!(!done(&run(&mut m, disconnect(true), 1)));
+        // Open, then reconnect() and disconnect({ flush: true }) while its close is under way.
+        let flushing = || {
+            let mut m = Machine::new(policy(100), 1);
+            run(&mut m, Input::Connect, 0);
+            run(&mut m, Input::Opened, 0);
+            run(&mut m, reconnect(), 1);
+            assert!(!done(&run(&mut m, disconnect(true), 1)));
+            m
+        };
+        let mut m = flushing();
         let a = run(&mut m, lost(), 2);
         assert!(!done(&a), "not done: the queue is still to be written");
         assert!(a.contains(&Action::ArmCloseDeadline), "closeTimeout bounds the flush");
@@ -997,20 +1002,13 @@ mod tests {
         assert!(matches!(a.last(), Some(Action::StartClose { code: 1000, .. })));
         let a = run(&mut m, lost(), 4);
         assert!(done(&a) && a.contains(&Action::Finish));
-        // Without flush, or with a connect() after it, the flush is off: done with the close under way.
-        let mut m = Machine::new(policy(100), 1);
-        run(&mut m, Input::Connect, 0);
-        run(&mut m, Input::Opened, 0);
-        run(&mut m, reconnect(), 1);
-        run(&mut m, disconnect(true), 1);
+        // A disconnect() without flush after it, or a connect(), turns the flush off: done with the
+        // close under way.
+        let mut m = flushing();
         run(&mut m, disconnect(false), 1);
         let a = run(&mut m, lost(), 2);
         assert!(done(&a) && a.contains(&Action::Finish));
-        let mut m = Machine::new(policy(100), 1);
-        run(&mut m, Input::Connect, 0);
-        run(&mut m, Input::Opened, 0);
-        run(&mut m, reconnect(), 1);
-        run(&mut m, disconnect(true), 1);
+        let mut m = flushing();
         run(&mut m, Input::Connect, 1);
         let a = run(&mut m, lost(), 2);
         assert!(done(&a), "the flushing disconnect is settled");
