@@ -405,7 +405,7 @@ test.serial('disconnect(); connect(); send(); disconnect({ flush: true }) after 
   await quiescent()
 })
 
-test.serial('disconnect(); connect(); send(); disconnect() after the driver made the next connection unseen: that connection is reported, its open and its close', async (t) => {
+test.serial('disconnect(); connect(); send(); disconnect() after the driver made the next connection unseen: what was sent goes out on it, and the first close is the last event', async (t) => {
   const { client, seen } = await openWithEvents(t)
   const first = client.disconnect(4100)
   client.connect()
@@ -416,6 +416,7 @@ test.serial('disconnect(); connect(); send(); disconnect() after the driver made
   const done = client.disconnect(4200)
   t.deepEqual(await Promise.all([first, done]), [{ discarded: 0 }, { discarded: 0 }])
   t.deepEqual(fates, ['written'])
-  t.deepEqual(seen, ['close 4100 true closing', 'open closing', 'close 4200 false closed'])
+  // That connection's open would come while closing, where send() throws: it is not reported.
+  t.deepEqual(seen, ['close 4100 false closed'])
   await quiescent()
 })

@@ -426,8 +426,10 @@ test.serial('disconnect({ flush: true }) during the close of reconnect() (or of 
     await until(() => got.length === 2 && got[1].includes('close 1000'), 'the second connection closed')
     t.deepEqual(got, [['before', 'close 4100'], ['since', 'close 1000']], how)
     t.deepEqual(fates, ['before written', 'since written'], how)
-    // As a flush from a reconnect wait: closing from the call until the last close.
-    t.deepEqual(seen, ['close 4100 true closing', 'open closing', 'close 1000 false closed'], how)
+    // The close under way is the last event: the connection made to write the queue is not reported
+    // (its open would come while closing, where send() throws), as any connection the driver makes
+    // before it takes a disconnect().
+    t.deepEqual(seen, ['close 4100 false closed'], how)
     await quiescent()
   }
 })

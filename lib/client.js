@@ -166,13 +166,6 @@ let failing = null
 const BEFORE_OPEN = 'before-open'
 /** `#closing` once nothing more of the connections being closed is reported. */
 const QUIET = 'quiet'
-/**
- * `#closing` when disconnect() came during a close that a connection was to follow (reconnect(),
- * or connect() after a disconnect()): whether that close is the last is the driver's to say (it may
- * have made that connection before it took the call, and with `flush` it connects to write a queue
- * that is not empty). If it is not, the next connection's open and close are reported.
- */
-const FOLLOWED = 'followed'
 
 /** Whether events of the connection under way are not reported (`#closing`: see there). */
 function silenced(closing) {
@@ -614,10 +607,8 @@ class ReconnectingWebSocket extends EventEmitter {
     const state = this.#state
     // (With `flush`, the attempt is meant to open: its queue is written before the close.)
     const between = state === 'reconnecting' || state === 'closed'
-    const followed = state === 'closing' && (this.#closing === FOLLOWED || ((!this.#closing || this.#connectAfterClose) && this.#closing !== QUIET))
-    this.#closing = followed
-      ? FOLLOWED
-      : this.#closing === QUIET || (between && !flush)
+    this.#closing =
+      this.#closing === QUIET || (between && !flush)
         ? QUIET
         : this.#closing === BEFORE_OPEN || (state === 'connecting' && !flush)
           ? BEFORE_OPEN
@@ -1394,29 +1385,21 @@ class ReconnectingWebSocket extends EventEmitter {
       // client is connecting again, and this close changes nothing (nor is it reported once a
       // disconnect() came since, unless a connect() followed it: the close that call causes is
       // the last event).
-      // (The close under way when a disconnect() came that a connection was to follow is reported:
-      // see below. So is one whose open was: every open reported is answered by one close.)
-      if (closing === FOLLOWED) this.#closing = true
-      else if (closing && !this.#connectAfterClose && this.#openedAt === 0) return void this.#trace('close', code, reason)
+      // (One whose open was reported is: every open reported is answered by one close.)
+      if (closing && !this.#connectAfterClose && this.#openedAt === 0) return void this.#trace('close', code, reason)
       willReconnect = true
     } else if (closing) {
-      if (closing === FOLLOWED && !this.#connectAfterClose) {
-        // The close under way when a disconnect() came, that a connection was to follow. The
-        // driver says whether one does (made before it took the call, or to write the queue with
-        // `flush`), unless it decided this close before it took the connect() (or reconnect()) made
-        // before the call: that connection's attempt follows.
-        willReconnect ||= restarts !== 0 && restarts !== this.#restarts
-        this.#closing = willReconnect ? true : QUIET
-      } else if (!this.#connectAfterClose) {
-        // The driver may not have taken the disconnect() yet (a server's close that came first):
-        // this close is the one the call asked for, and nothing after it is reported (`QUIET`).
+      if (!this.#connectAfterClose) {
+        // The driver may not have taken the disconnect() yet (a server's close that came first, or
+        // a connection it made for a reconnect() or connect() before it took the call, or to write
+        // the queue with `flush`): this close is the one the call asked for, and nothing after it
+        // is reported (`QUIET`: an open would come while closing, where send() throws).
         willReconnect = false
         this.#closing = QUIET
       } else {
         // connect() came after the disconnect(): the client connects once the close is done,
         // whatever the driver planned when it reported it.
         willReconnect = true
-        if (closing === FOLLOWED) this.#closing = true
       }
       // The connection is gone; what is left (settling the disconnect) is not observable as
       // "closing", unless connect() was called meanwhile: the client then connects once it is done.
