@@ -74,6 +74,38 @@ test.serial('a pending messages() read keeps an otherwise unreferenced client al
   await quiescent()
 })
 
+test.serial('a stream write waiting for the next open keeps an otherwise unreferenced client alive through a backoff wait', async (t) => {
+  let connections = 0
+  const got: string[] = []
+  const peer = await wsServer((s) => {
+    if (++connections === 1) s.close(1012, 'restart')
+    else s.on('message', (data) => got.push(String(data)))
+  })
+  t.teardown(() => peer.close())
+  const baseline = clientStats()
+  // Only a weak reference stays outside, to disconnect at the end.
+  let weak: WeakRef<ReconnectingWebSocket> | undefined
+  const written = (async () => {
+    // queue: false: the write waits for the next open, not in the offline queue.
+    const client = new ReconnectingWebSocket(peer.url, { queue: false, minDelay: 2_000, maxDelay: 2_000, jitter: 'none' })
+    weak = new WeakRef(client)
+    const stream = createWebSocketStream(client)
+    await once(client, 'close')
+    await new Promise((resolve, reject) => stream.write('after the outage', (err) => (err ? reject(err) : resolve(undefined))))
+  })()
+  await until(() => clientStats().pendingReconnects === baseline.pendingReconnects + 1, 'in backoff')
+  for (let i = 0; i < 10; i++) {
+    forceGc()
+    await new Promise((r) => setImmediate(r))
+  }
+  await written
+  await until(() => got.includes('after the outage'), 'the message on the next connection')
+  t.is(clientStats().collectedWithoutDisconnect, baseline.collectedWithoutDisconnect)
+  await weak!.deref()!.disconnect()
+  await collectUntil(() => clientStats().liveClients === baseline.liveClients, 'the finished client')
+  await quiescent()
+})
+
 test.serial('a messages() read that has settled holds nothing: the client, unreferenced, is collected in its backoff wait', async (t) => {
   const peer = await wsServer((s) => {
     s.send('hello')

@@ -1103,6 +1103,7 @@ class ReconnectingWebSocket extends EventEmitter {
   #readControl() {
     let paused = false
     let holding = false
+    let keeping = false
     return {
       pause: (on) => {
         if (paused === on) return
@@ -1112,6 +1113,12 @@ class ReconnectingWebSocket extends EventEmitter {
       hold: (on) => {
         if (holding === on) return
         holding = on
+        N.clientHold(this, on)
+      },
+      /** As `hold`, for a write waiting for the next open (a stream's writable side). */
+      keep: (on) => {
+        if (keeping === on) return
+        keeping = on
         N.clientHold(this, on)
       },
       closedForGood: () => this.#state === 'closed',

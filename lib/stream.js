@@ -10,7 +10,8 @@ const { makeError, gaveUpError } = require('./errors')
  * Readable side: each message is a chunk (text as UTF-8 bytes, or a string in
  * `readableObjectMode`); past the readable high-water mark the client stops reading the socket
  * (`control.pause`) until the stream is read again. While the stream wants data it keeps the
- * client alive between connections (`control.hold`), as a pending `messages()` read does. It ends
+ * client alive between connections (`control.hold`), as a pending `messages()` read does, and so
+ * does a write waiting for the next open (`control.keep`). It ends
  * when the client is disconnected, or gives up after a connection that closed cleanly; a giveup
  * after anything else fails it with ERR_GAVE_UP (the last error as `cause`), once the messages
  * received before it are read. Made before the
@@ -258,10 +259,14 @@ function webSocketStream(client, control, options) {
     }
     const offDisconnected = control.onClosed(() => complete(b, discarded()))
     const offOpened = control.onOpened(onOpen)
+    // The write's callback waits for that open: the client stays alive between connections for
+    // it, as for a pending read (its reconnect would otherwise end with the client, unreferenced).
+    control.keep(true)
     unblock = () => {
       unblock = null
       offOpened()
       offDisconnected()
+      control.keep(false)
     }
   }
   const complete = (b, err = null) => {
