@@ -158,8 +158,8 @@ export type LookupFunction = (
  * `cause`) once the messages received before it are read (the callbacks of its failed writes wait until
  * then too). Made before the first `connect()` (`startClosed`), it waits for it; made on a
  * client that gave up or was disconnected, its first read ends it unless `connect()` came first. Ending it
- * disconnects the client, destroying it terminates the client. While it is being read it keeps the client
- * alive, also between connections.
+ * disconnects the client, destroying it terminates the client. While it is being read, or a write waits for
+ * the next open, it keeps the client alive, also between connections.
  */
 export declare function createWebSocketStream(
   client: ReconnectingWebSocket<BinaryType>,
