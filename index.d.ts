@@ -451,7 +451,9 @@ export interface DisconnectOptions {
   /**
    * Write queued messages first (connecting if needed), within `closeTimeout` [false]. During the close of a
    * `reconnect()` (or of a `disconnect()` a `connect()` followed), that close ends first, within its own
-   * `closeTimeout`; the connection after it writes the queue, then closes.
+   * `closeTimeout`; the connection after it writes the queue, then closes. A connection made (or an
+   * attempt let open) to write the queue is not reported: no `open` or `message` (the client is closing,
+   * where `send()` throws); an attempt under way at the call reports its close, as without `flush`.
    */
   flush?: boolean
 }

@@ -366,32 +366,51 @@ test.serial('queue: false restores ERR_NOT_OPEN while connecting', async (t) => 
   await client.disconnect()
 })
 
-test.serial('disconnect({ flush: true }) during a backoff wait connects, writes the queue, then closes', async (t) => {
-  let accept = false
-  const got: string[] = []
-  const peer = await wsServer((socket) => {
-    if (!accept) return socket.close(1012)
-    socket.on('message', (d) => got.push(d.toString()))
+for (const when of ['reconnecting', 'connecting'] as const) {
+  test.serial(`disconnect({ flush: true }) while ${when} connects, writes the queue, then closes; that connection is not reported open`, async (t) => {
+    let accept = when === 'connecting'
+    const got: string[] = []
+    const peer = await wsServer((socket) => {
+      if (!accept) return socket.close(1012)
+      socket.send('hello')
+      socket.on('message', (d) => got.push(d.toString()))
+    })
+    t.teardown(() => peer.close())
+    const client = new ReconnectingWebSocket(peer.url, { minDelay: 60_000, jitter: 'none' })
+    if (when === 'reconnecting') await new Recorder(client).next('reconnecting')
+    // The client is closing: an open listener that sends (as most do) would throw there.
+    const events: string[] = []
+    const thrown: unknown[] = []
+    client.on('open', () => {
+      events.push('open')
+      try {
+        client.send('from an open listener')
+      } catch (err) {
+        thrown.push(err)
+      }
+    })
+    client.onopen = () => events.push('onopen')
+    client.on('message', () => events.push('message'))
+    client.on('close', ({ code }) => events.push(`close ${code} ${client.state} ${client.readyState}`))
+    const written: unknown[] = []
+    client.send('q1', (err) => written.push(err))
+    client.send('q2')
+    accept = true
+    const done = client.disconnect(1000, 'done', { flush: true })
+    t.is(client.state, 'closing')
+    t.is(client.readyState, 2)
+    t.deepEqual(await done, { discarded: 0 })
+    t.deepEqual(written, [null])
+    await until(() => got.length === 2, 'flushed messages')
+    t.deepEqual(got, ['q1', 'q2'])
+    t.deepEqual(thrown, [])
+    // Between connections nothing is reported, as without flush; an attempt under way reports its
+    // close as it went (here the close handshake), as without flush.
+    t.deepEqual(events, when === 'connecting' ? ['close 1000 closed 3'] : [])
+    t.is(client.state, 'closed')
+    await quiescent()
   })
-  t.teardown(() => peer.close())
-  const client = new ReconnectingWebSocket(peer.url, { minDelay: 60_000, jitter: 'none' })
-  const r = new Recorder(client)
-  await r.next('reconnecting')
-  client.send('q1')
-  client.send('q2')
-  accept = true
-  // It connects to write the queue: closing (readyState CLOSING) until that connection's close.
-  const states: string[] = []
-  for (const event of ['open', 'close'] as const) client.on(event, () => states.push(`${event} ${client.state} ${client.readyState}`))
-  const done = client.disconnect(1000, 'done', { flush: true })
-  t.is(client.state, 'closing')
-  t.deepEqual(await done, { discarded: 0 })
-  await until(() => got.length === 2, 'flushed messages')
-  t.deepEqual(got, ['q1', 'q2'])
-  t.deepEqual(states, ['open closing 2', 'close closed 3'])
-  t.is(client.state, 'closed')
-  await quiescent()
-})
+}
 
 test.serial('disconnect({ flush: true }) during the close of reconnect() (or of disconnect() then connect()): the next connection writes what was sent since, then closes', async (t) => {
   // Each connection's messages and close, in the order the server got them.

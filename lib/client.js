@@ -283,12 +283,14 @@ class ReconnectingWebSocket extends EventEmitter {
   /**
    * A disconnect() is in progress: events it overtook do not move the state away from 'closing'.
    * `BEFORE_OPEN` when it came while connecting: as for ws, that attempt never opens (its `open`,
-   * should the server's answer have come meanwhile, is not reported); its close is reported as it
-   * went (1006 for an attempt cut short; a close handshake, or the server's close, if it had opened).
+   * should the server's answer have come meanwhile, is not reported, nor, with `flush`, the open
+   * that writes the queue); its close is reported as it went (1006 for an attempt cut short; a
+   * close handshake, or the server's close, if it had opened).
    * `QUIET` when it came between connections (the user saw the last close), and once the close it
    * caused was reported: the driver, which may be behind JS, can have started an attempt before it
-   * took the call; nothing of that attempt is reported (no upgrade, open, message, error or close),
-   * nor a `reconnecting` while any disconnect() is in progress.
+   * took the call, or makes one to write the queue with `flush`; nothing of that attempt is
+   * reported (no upgrade, open, message, error or close), nor a `reconnecting` while any
+   * disconnect() is in progress.
    */
   #closing = false
   /** connect() was called while closing: the client connects again once the close is done. */
@@ -605,12 +607,14 @@ class ReconnectingWebSocket extends EventEmitter {
       return Promise.resolve({ discarded })
     }
     const state = this.#state
-    // (With `flush`, the attempt is meant to open: its queue is written before the close.)
+    // With `flush`, the attempt under way (or one made to write the queue) opens, writes the queue
+    // and closes; it is not reported open all the same: the client is closing, where a send() in
+    // an `open` listener would throw.
     const between = state === 'reconnecting' || state === 'closed'
     this.#closing =
-      this.#closing === QUIET || (between && !flush)
+      this.#closing === QUIET || between
         ? QUIET
-        : this.#closing === BEFORE_OPEN || (state === 'connecting' && !flush)
+        : this.#closing === BEFORE_OPEN || state === 'connecting'
           ? BEFORE_OPEN
           : true
     this.#connectAfterClose = false
