@@ -451,9 +451,9 @@ export interface DisconnectOptions {
   /**
    * Write queued messages first (connecting if needed), within `closeTimeout` [false]. During the close of a
    * `reconnect()` (or of a `disconnect()` a `connect()` followed), that close ends first, within its own
-   * `closeTimeout`; the connection after it writes the queue, then closes. A connection made (or an
-   * attempt let open) to write the queue is not reported: no `open` or `message` (the client is closing,
-   * where `send()` throws); an attempt under way at the call reports its close, as without `flush`.
+   * `closeTimeout`; the connection after it writes the queue, then closes. As any connection that opens
+   * while a `disconnect()` is under way, the one that writes the queue is not reported open (no `open`,
+   * no `message`): the client is closing, where `send()` throws.
    */
   flush?: boolean
 }

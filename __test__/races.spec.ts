@@ -389,7 +389,7 @@ async function openWithEvents(t: ExecutionContext) {
   return { client, seen }
 }
 
-test.serial('disconnect(); connect(); send(); disconnect({ flush: true }) after the driver ended the first connection unseen: its close is reported, then the flush', async (t) => {
+test.serial('disconnect(); connect(); send(); disconnect({ flush: true }) after the driver ended the first connection unseen: its close is reported, then the close of the flush, not its open', async (t) => {
   // This thread is blocked while the driver ends the connection (the server answers the close) and exits.
   const { client, seen } = await openWithEvents(t)
   const first = client.disconnect(4100)
@@ -400,8 +400,44 @@ test.serial('disconnect(); connect(); send(); disconnect({ flush: true }) after 
   const done = client.disconnect(1000, 'done', { flush: true })
   t.deepEqual(await Promise.all([first, done]), [{ discarded: 0 }, { discarded: 0 }])
   t.deepEqual(fates, ['written'])
-  // Every open reported is answered by one close: the first connection's too.
-  t.deepEqual(seen, ['close 4100 true closing', 'open closing', 'close 1000 false closed'])
+  // Every open reported is answered by one close: the first connection's too. The connection that
+  // writes the queue opens while the client is closing (where send() throws): it is not reported open.
+  t.deepEqual(seen, ['close 4100 true closing', 'close 1000 false closed'])
+  await quiescent()
+})
+
+test.serial('disconnect({ flush: true }) from a reconnect wait, connect() once the connection that writes the queue is open: that connection is not reported, the next one is', async (t) => {
+  const got: string[] = []
+  const url = await serverChild(t, 'close-first-tell', { onMessage: (m) => got.push(m.got) })
+  const client = new ReconnectingWebSocket(url, { minDelay: 60_000, jitter: 'none', pingInterval: 0 })
+  t.teardown(() => client.terminate())
+  await new Recorder(client).next('reconnecting')
+  const seen: string[] = []
+  const thrown: unknown[] = []
+  // What most open listeners do; in a client that is closing, send() and ping() throw.
+  client.on('open', () => {
+    seen.push(`open ${client.state}`)
+    try {
+      client.send('from an open listener')
+      client.ping()
+    } catch (err) {
+      thrown.push(err)
+    }
+  })
+  client.on('message', (data) => seen.push(`message ${data} ${client.state}`))
+  client.on('close', (info) => seen.push(`close ${info.code} ${info.willReconnect} ${client.state}`))
+  client.send('queued')
+  const done = client.disconnect(1000, 'done', { flush: true })
+  // The driver connects to write the queue while JS is blocked; connect() comes before JS sees it open.
+  blockUntil(() => client.metrics.connects === 2, 'the connection that writes the queue is open')
+  client.connect()
+  t.deepEqual(await done, { discarded: 0 })
+  await until(() => seen.includes('message hello 3 open'), 'the next connection')
+  t.deepEqual(thrown, [])
+  t.deepEqual(seen, ['close 1000 true closing', 'open open', 'message hello 3 open'])
+  await until(() => got.length === 2, 'what the server got')
+  t.deepEqual(got, ['2: queued', '3: from an open listener'])
+  await client.disconnect()
   await quiescent()
 })
 

@@ -281,11 +281,11 @@ class ReconnectingWebSocket extends EventEmitter {
   /** What the last handshake chose: the subprotocol, or `{ protocol, extensions }` with an extension. */
   #chosen = ''
   /**
-   * A disconnect() is in progress: events it overtook do not move the state away from 'closing'.
+   * A disconnect() is in progress: events it overtook do not move the state away from 'closing',
+   * and no connection is reported open (`#onOpen`).
    * `BEFORE_OPEN` when it came while connecting: as for ws, that attempt never opens (its `open`,
-   * should the server's answer have come meanwhile, is not reported, nor, with `flush`, the open
-   * that writes the queue); its close is reported as it went (1006 for an attempt cut short; a
-   * close handshake, or the server's close, if it had opened).
+   * should the server's answer have come meanwhile, is not reported); its close is reported as it
+   * went (1006 for an attempt cut short; a close handshake, or the server's close, if it had opened).
    * `QUIET` when it came between connections (the user saw the last close), and once the close it
    * caused was reported: the driver, which may be behind JS, can have started an attempt before it
    * took the call, or makes one to write the queue with `flush`; nothing of that attempt is
@@ -295,6 +295,8 @@ class ReconnectingWebSocket extends EventEmitter {
   #closing = false
   /** connect() was called while closing: the client connects again once the close is done. */
   #connectAfterClose = false
+  /** The connection under way opened while a disconnect() was unsettled: until its close, nothing it reads is reported, as its open was not. */
+  #unannounced = false
   /** Why a closed client stopped, for opened(): `{ giveup }` (its event's payload), `'disconnected'`, or null. */
   #ended = null
   /** A pending disconnect() call (`{ seq, resolve }`), an array of them for several, or null. */
@@ -499,9 +501,9 @@ class ReconnectingWebSocket extends EventEmitter {
     }
     if (state !== 'closing') this.#state = 'connecting'
     else {
-      // The close under way goes on; once it is done, the client connects again.
+      // The close under way goes on; once it is done, the client connects again. Its events are
+      // reported again (the connection that opens meanwhile is the one the call closes: #onOpen).
       this.#connectAfterClose = true
-      // (Whose open is whose is no longer known: every open is reported.)
       if (silenced(this.#closing)) this.#closing = true
     }
     return this
@@ -1307,7 +1309,7 @@ class ReconnectingWebSocket extends EventEmitter {
 
   #onMessage(data, isBinary) {
     // An attempt disconnect() closed before JS saw it open reports nothing (its open is dropped too).
-    if (silenced(this.#closing)) return
+    if (silenced(this.#closing) || this.#unannounced) return
     try {
       this.emit('message', data, isBinary)
     } catch (err) {
@@ -1322,7 +1324,7 @@ class ReconnectingWebSocket extends EventEmitter {
   }
 
   #onControl(type, data) {
-    if (!silenced(this.#closing)) this.emit(type, data)
+    if (!silenced(this.#closing) && !this.#unannounced) this.emit(type, data)
   }
 
   #onText(text) {
@@ -1343,18 +1345,25 @@ class ReconnectingWebSocket extends EventEmitter {
 
   /** `head`: the server's 101 answer (status line and headers), just before its `open`. */
   #onUpgrade(head) {
-    if (silenced(this.#closing)) return
+    if (this.#closing) return
     // Parsed only for a listener: a fleet connecting makes no header objects nobody reads.
     if (this.listenerCount('upgrade') > 0) this.emit('upgrade', parseResponseHead(head))
   }
 
   /** `chosen`: the subprotocol, or `{ protocol, extensions }` when an extension was accepted. */
   #onOpen(chosen) {
-    if (silenced(this.#closing)) return
+    // While a disconnect() is unsettled, a connection that opens is one it closes: the driver opened
+    // it before it took the call, or to write the queue with `flush` (a connect() since connects
+    // once the close is done, after that call is settled). Not reported: the client is closing,
+    // where a send() or ping() in an `open` listener would throw.
+    if (this.#closing) {
+      this.#unannounced = true
+      return void this.#trace('open', 'closing')
+    }
     this.#chosen = chosen
     this.#openedAt = performance.now()
     if (this.#rws) this.#rws.opened()
-    if (!this.#closing) this.#state = 'open'
+    this.#state = 'open'
     this.#trace('open')
     const info = typeof chosen === 'string' ? { protocol: chosen, extensions: '' } : chosen
     if (channels.open.hasSubscribers) channels.open.publish({ client: this, ...info })
@@ -1391,6 +1400,7 @@ class ReconnectingWebSocket extends EventEmitter {
   /** `gen`: the generation of the driver that reports it; `restarts`: as `#onReconnecting`'s (0: final). */
   #onClose({ code, reason, wasClean, willReconnect, byReconnect, retries, gen, restarts }) {
     const closing = this.#closing
+    this.#unannounced = false
     if (gen !== N.clientGeneration(this)) {
       // The last close of a driver that a connect() (or reconnect()) replaced as it exited: the
       // client is connecting again, and this close changes nothing (nor is it reported once a
