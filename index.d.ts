@@ -245,7 +245,7 @@ export interface NotSentError extends Error {
   /** `'overflow'`: the full queue dropped it (`'drop-oldest'`); `'drained'`: `drainQueue()` handed it back;
    * `'discarded'`: `disconnect()` discarded it; `'closed'`: the client closed as it was sent (see the `drop` event);
    * `'unreadable'`: it was a Blob whose bytes could not be read, or sent as text were not UTF-8 (the error is `cause`).
-   * For a `ping()`/`pong()` that waited for a Blob: `'unreadable'`, or `'closed'` when the connection it was called on has gone. */
+   * For a `ping()`/`pong()`: `'unreadable'` (a Blob's), or `'closed'` when the connection it was called on has gone. */
   reason: 'overflow' | 'drained' | 'discarded' | 'closed' | 'unreadable'
 }
 
@@ -262,8 +262,8 @@ export interface SendOptions {
    * of its pieces, sent once read, as `send(blob)` is.
    */
   fin?: boolean
-  /** Only `true`: a client masks every frame. */
-  mask?: true
+  /** A client masks every frame: `false` throws `ERR_INVALID_ARG_VALUE`. */
+  mask?: boolean
 }
 
 export interface QueueOptions {
@@ -587,6 +587,14 @@ export declare class ReconnectingWebSocket<B extends BinaryType = 'nodebuffer'> 
    * for a Unix domain socket; or a provider called before every attempt.
    */
   constructor(url: string | URL | Provider<string | URL>, options?: ReconnectingWebSocketOptions & { binaryType?: B })
+  // Listeners run with the client as `this`, as EventEmitter (and `ws`) call them: `function () { this.send(…) }`.
+  on<K extends keyof ReconnectingWebSocketEvents<B>>(event: K, listener: (this: this, ...args: ReconnectingWebSocketEvents<B>[K]) => void): this
+  once<K extends keyof ReconnectingWebSocketEvents<B>>(event: K, listener: (this: this, ...args: ReconnectingWebSocketEvents<B>[K]) => void): this
+  addListener<K extends keyof ReconnectingWebSocketEvents<B>>(event: K, listener: (this: this, ...args: ReconnectingWebSocketEvents<B>[K]) => void): this
+  prependListener<K extends keyof ReconnectingWebSocketEvents<B>>(event: K, listener: (this: this, ...args: ReconnectingWebSocketEvents<B>[K]) => void): this
+  prependOnceListener<K extends keyof ReconnectingWebSocketEvents<B>>(event: K, listener: (this: this, ...args: ReconnectingWebSocketEvents<B>[K]) => void): this
+  off<K extends keyof ReconnectingWebSocketEvents<B>>(event: K, listener: (this: this, ...args: ReconnectingWebSocketEvents<B>[K]) => void): this
+  removeListener<K extends keyof ReconnectingWebSocketEvents<B>>(event: K, listener: (this: this, ...args: ReconnectingWebSocketEvents<B>[K]) => void): this
   static readonly CONNECTING: 0
   static readonly OPEN: 1
   static readonly CLOSING: 2
@@ -686,7 +694,9 @@ export declare class ReconnectingWebSocket<B extends BinaryType = 'nodebuffer'> 
   send(data: string | Buffer | ArrayBufferView | ArrayBuffer | SharedArrayBuffer | Blob, options: SendOptions | null | undefined, callback: (err?: Error) => void): void
   send(data: string | Buffer | ArrayBufferView | ArrayBuffer | SharedArrayBuffer | Blob, callback: (err?: Error) => void): void
   /**
-   * Sends a ping (payload at most 125 bytes), in `ws`'s shape. Throws `ERR_NOT_OPEN` when not open.
+   * Sends a ping (payload at most 125 bytes), in `ws`'s shape. Throws `ERR_NOT_OPEN` when not open (a
+   * connection that ended while the client still reads `'open'`, JS not having seen its end yet, is not
+   * thrown for: `callback` gets `ERR_NOT_SENT`, `'closed'`).
    * `callback` runs (a microtask, with `null`) once the frame is handed to the connection; `mask: false` throws.
    * A Blob's bytes go once read; a ping made while sends wait for a Blob's bytes waits behind them (as in `ws`):
    * either goes on the connection it was called on, and `callback` gets an `ERR_NOT_SENT` error should that
@@ -696,10 +706,14 @@ export declare class ReconnectingWebSocket<B extends BinaryType = 'nodebuffer'> 
   ping(data?: string | number | ArrayBufferView | ArrayBuffer | SharedArrayBuffer | Blob | null, mask?: boolean, callback?: ControlCallback): void
   ping(data: string | number | ArrayBufferView | ArrayBuffer | SharedArrayBuffer | Blob | null | undefined, callback: ControlCallback): void
   ping(callback: ControlCallback): void
+  /** A callback typed as `@types/ws` types it, `(err: Error) => void`: it too gets `null` once the frame is handed over. */
+  ping(data: string | number | ArrayBufferView | ArrayBuffer | SharedArrayBuffer | Blob | null | undefined, mask: boolean | undefined, callback: (err: Error) => void): void
   /** Sends an unsolicited pong, as `ws`'s `pong()` (pings are answered anyway). Throws `ERR_NOT_OPEN` when not open. Otherwise as `ping()`. */
   pong(data?: string | number | ArrayBufferView | ArrayBuffer | SharedArrayBuffer | Blob | null, mask?: boolean, callback?: ControlCallback): void
   pong(data: string | number | ArrayBufferView | ArrayBuffer | SharedArrayBuffer | Blob | null | undefined, callback: ControlCallback): void
   pong(callback: ControlCallback): void
+  /** A callback typed as `@types/ws` types it, `(err: Error) => void`: it too gets `null` once the frame is handed over. */
+  pong(data: string | number | ArrayBufferView | ArrayBuffer | SharedArrayBuffer | Blob | null | undefined, mask: boolean | undefined, callback: (err: Error) => void): void
   /**
    * As `ws`'s: stops reading the socket (messages already read still arrive), for this connection and
    * the next ones, until `resume()`. The heartbeat never takes a paused connection for dead; one the server

@@ -426,6 +426,39 @@ test.serial('an echo handler never throws when the server closes right after sen
   await quiescent()
 })
 
+test.serial('ping() and pong() in a listener never throw while the client reads open and its connection has just been reset', async (t) => {
+  // The server writes a message and resets the connection in one step: JS reads both at once, and
+  // the message's listener runs with the connection already gone and the client still 'open'.
+  const peer = await wsServer((socket) => {
+    socket.send('hi')
+    ;(socket as unknown as { _socket: import('node:net').Socket })._socket.resetAndDestroy()
+  })
+  t.teardown(() => peer.close())
+  for (let round = 0; round < 5; round++) {
+    const client = new ReconnectingWebSocket(peer.url, { pingInterval: 0, maxRetries: 0 })
+    const closed = new Recorder(client, ['close']).next('close')
+    const thrown: unknown[] = []
+    const fates: string[] = []
+    const fate = (what: string) => (err: RedialError | null) => fates.push(`${what} ${err === null ? 'sent' : `${err.code} ${(err as RedialError & { reason: string }).reason}`}`)
+    client.on('message', () => {
+      if (client.readyState !== client.OPEN) return
+      try {
+        client.ping(fate('ping'))
+        client.pong('p', undefined, fate('pong'))
+      } catch (err) {
+        thrown.push(err)
+      }
+    })
+    await closed
+    await client.disconnect()
+    t.deepEqual(thrown, [], `round ${round}`)
+    // Each was handed over, or told why it never will be.
+    t.is(fates.length, 2)
+    t.true(fates.every((f) => /^(ping|pong) (sent|ERR_NOT_SENT closed)$/.test(f)), fates.join(', '))
+  }
+  await quiescent()
+})
+
 test.serial('JS that runs while the addon makes event values (a replaced Array.of) may call the client: no abort', async (t) => {
   // The addon made the values of a batch while it held its registry; a replaced Array.of (it
   // makes the array of a run of texts) that called client.ref() borrowed it again: a panic, and

@@ -971,7 +971,7 @@ class ReconnectingWebSocket extends EventEmitter {
       return this.#holdControl('ping', control, connection)
     }
     // The addon checks `this` first: a foreign object is refused as such.
-    if (!N.clientPing(this, control.payload)) throw makeError('ERR_NOT_OPEN', `Cannot ping: the connection is ${this.#state}`)
+    if (!N.clientPing(this, control.payload)) return this.#controlRefused('ping', control)
     if (control.callback !== undefined) callLater(control.callback)
   }
 
@@ -982,8 +982,18 @@ class ReconnectingWebSocket extends EventEmitter {
       const connection = connectionOf(this)
       return this.#holdControl('pong', control, connection)
     }
-    if (!N.clientPong(this, control.payload)) throw makeError('ERR_NOT_OPEN', `Cannot pong: the connection is ${this.#state}`)
+    if (!N.clientPong(this, control.payload)) return this.#controlRefused('pong', control)
     if (control.callback !== undefined) callLater(control.callback)
+  }
+
+  /**
+   * A ping or pong the addon had no connection for. While the client still reads 'open', its
+   * connection has ended and JS has yet to see it (a reset): as send() then, the call must not
+   * throw (an `if (readyState === OPEN) ping()` would crash the process); its callback hears 'closed'.
+   */
+  #controlRefused(what, { callback }) {
+    if (this.#state !== 'open') throw makeError('ERR_NOT_OPEN', `Cannot ${what}: the connection is ${this.#state}`)
+    if (callback !== undefined) callLater(callback, notSent('closed', undefined, what))
   }
 
   /**

@@ -126,3 +126,18 @@ client.send('x', {}, 'done')
 void client.disconnect().then((r) => r.discarded.toFixed())
 // @ts-expect-error readyState is read-only
 client.readyState = 1
+// ws's idioms: the client is `this` in a listener; callbacks and options typed as @types/ws types them.
+client.on('message', function (data, isBinary) {
+  this.send(data, { binary: isBinary })
+})
+client.once('pong', function () {
+  void this.terminate()
+})
+client.ping(undefined, undefined, (err: Error) => void err)
+client.pong('x', true, (err: Error) => void err)
+const sendOptions = { binary: true, mask: true }
+client.send('x', sendOptions)
+client.on('open', function () {
+  // @ts-expect-error a listener's `this` is the client
+  this.nope()
+})
