@@ -271,7 +271,7 @@ export interface QueueOptions {
   maxMessages?: number
   /** Sum of payload bytes [4194304]. */
   maxBytes?: number
-  /** `'reject'`: `send()` throws `ERR_QUEUE_FULL`; `'drop-oldest'`: a `drop` event carries what was dropped ['reject']. */
+  /** `'reject'`: `send()` throws `ERR_QUEUE_FULL` (while the client still reads `'open'`, its connection lost unseen, a `drop` event carries the message instead); `'drop-oldest'`: a `drop` event carries what was dropped ['reject']. */
   overflow?: 'reject' | 'drop-oldest'
 }
 

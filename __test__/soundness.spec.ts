@@ -426,6 +426,42 @@ test.serial('an echo handler never throws when the server closes right after sen
   await quiescent()
 })
 
+test.serial('a reply handler never throws when the connection drops after a burst larger than the offline queue', async (t) => {
+  // The server sends 4,000 messages and drops the TCP connection: the replies to those JS reads
+  // after the driver has seen the end go to the offline queue (1,000 messages), and past it the
+  // client still reads 'open': those are reported dropped ('overflow'), not thrown.
+  const peer = await wsServer((socket) => {
+    for (let i = 0; i < 4_000; i++) socket.send(`m${i}`)
+    socket.terminate()
+  })
+  t.teardown(() => peer.close())
+  for (let round = 0; round < 5; round++) {
+    const client = new ReconnectingWebSocket(peer.url, { minDelay: 60_000 })
+    const rec = new Recorder(client, ['close', 'drop'])
+    const thrown: unknown[] = []
+    let replies = 0
+    client.on('message', (m) => {
+      if (client.readyState !== client.OPEN) return
+      replies++
+      try {
+        client.send(`ack ${m}`)
+      } catch (err) {
+        thrown.push(err)
+      }
+    })
+    await rec.next('close')
+    t.deepEqual(thrown.slice(0, 1), [], `round ${round}`)
+    const dropped = rec.log.filter((e) => e.name === 'drop').map((e) => e.args[0] as { reason: string; messages: unknown[] })
+    t.true(dropped.every((d) => d.reason === 'overflow'))
+    // Every reply is queued or reported dropped (none was written: the server never reads).
+    const queued = client.drainQueue().length
+    t.true(queued <= 1_000)
+    t.is(queued + dropped.reduce((n, d) => n + d.messages.length, 0) + client.metrics.messagesSent, replies)
+    await client.disconnect()
+  }
+  await quiescent()
+})
+
 test.serial('ping() and pong() in a listener never throw while the client reads open and its connection has just been reset', async (t) => {
   // The server writes a message and resets the connection in one step: JS reads both at once, and
   // the message's listener runs with the connection already gone and the client still 'open'.

@@ -146,7 +146,7 @@ test.serial('a client that gives up fails the stream with ERR_GAVE_UP, its last 
   t.throws(() => createWebSocketStream({} as never), { code: 'ERR_INVALID_ARG_TYPE' } as object)
 })
 
-test.serial("binaryType 'blob': Blobs pass in readable object mode; a byte stream fails with ERR_INVALID_STATE rather than lose their order", async (t) => {
+test.serial("binaryType 'blob': Blobs pass in readable object mode; a byte stream fails with ERR_INVALID_STATE rather than lose their order; object mode passes every binaryType's message as it is", async (t) => {
   const peer = await wsServer((s) => s.on('message', () => s.send(Buffer.from([7, 8, 9]))))
   t.teardown(() => peer.close())
   const objects = new ReconnectingWebSocket(peer.url, { binaryType: 'blob' })
@@ -164,7 +164,23 @@ test.serial("binaryType 'blob': Blobs pass in readable object mode; a byte strea
   const [err] = (await once(stream, 'error')) as [Error & { code: string }]
   t.is(err.code, 'ERR_INVALID_STATE')
   await bytes.disconnect()
-  await until(() => clientStats().openConnections === 0, 'both clients closed')
+  // In object mode a message is what the client's binaryType makes it, as ws's stream passes it on;
+  // a byte stream gets its bytes.
+  for (const [binaryType, objectMode, check] of [
+    ['arraybuffer', true, (chunk: unknown) => chunk instanceof ArrayBuffer],
+    ['fragments', true, (chunk: unknown) => Array.isArray(chunk) && Buffer.isBuffer(chunk[0])],
+    ['arraybuffer', false, (chunk: unknown) => Buffer.isBuffer(chunk)],
+  ] as const) {
+    const client = new ReconnectingWebSocket(peer.url, { binaryType })
+    const duplex = createWebSocketStream(client, { readableObjectMode: objectMode })
+    duplex.write('go')
+    const [chunk] = await once(duplex, 'data')
+    t.true(check(chunk), `${binaryType}${objectMode ? ', object mode' : ''}`)
+    t.deepEqual([...new Uint8Array(Array.isArray(chunk) ? Buffer.concat(chunk) : chunk)], [7, 8, 9])
+    duplex.destroy()
+    await once(duplex, 'close')
+  }
+  await until(() => clientStats().openConnections === 0, 'every client closed')
   released(t)
 })
 

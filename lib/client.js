@@ -837,7 +837,10 @@ class ReconnectingWebSocket extends EventEmitter {
       throw makeError('ERR_NOT_OPEN', `Cannot send: the connection is ${this.#state}`)
     }
     if (outcome === SENT_QUEUE_FULL) {
-      if (this.#rws?.dropNewest) return this.#dropped('overflow', data)
+      // A client that still reads 'open' has lost its connection unseen, and what was sent since
+      // filled the queue: as for NOT_OPEN above, nothing could be checked before the call, so it
+      // must not throw (an `if (readyState === OPEN) send()` would crash the process).
+      if (this.#rws?.dropNewest || (this.#state === 'open' && !this.#closing)) return this.#dropped('overflow', data)
       throw makeError('ERR_QUEUE_FULL', 'Cannot send: the offline queue is full')
     }
     if (outcome === SENT_DROPPING) {

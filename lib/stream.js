@@ -327,9 +327,13 @@ function discarded() {
   return makeError('ERR_NOT_SENT', 'The message was not sent: the client was disconnected before it could be', Error, { reason: 'discarded' })
 }
 
-/** A message as a chunk of the readable side: bytes, or in object mode text as a string (and a Blob as itself). */
+/**
+ * A message as a chunk of the readable side: bytes, or in object mode the message as the client's
+ * `binaryType` delivers it, as ws's stream passes it on (text as a string).
+ */
 function chunkOf(data, isBinary, objectMode) {
-  if (!isBinary) return objectMode ? data : Buffer.from(data)
+  if (objectMode) return data
+  if (!isBinary) return Buffer.from(data)
   if (Buffer.isBuffer(data) || data instanceof Blob) return data
   if (Array.isArray(data)) return Buffer.concat(data) // binaryType 'fragments'
   if (data instanceof ArrayBuffer) return Buffer.from(data)

@@ -340,6 +340,10 @@ impl Outgoing {
     }
 }
 
+/// What the heartbeat's pings carry, so that their pongs, which a peer echoes (RFC 6455 §5.5.3), are
+/// told from the answers to the application's pings and not reported to it.
+const HEARTBEAT_PAYLOAD: &[u8] = b"redial-ws";
+
 /// The connection's own ping timer and pong deadline: it lives and dies with the connection.
 struct Heartbeat {
     interval: Duration,
@@ -699,6 +703,9 @@ impl OpenConn {
                             gate.admit(p.len());
                             events.push(JsEvent::Ping(p));
                         }
+                        // The heartbeat's own pongs are the connection's business, not the
+                        // application's: as with `ws`, `pong` reports answers to its pings only.
+                        Incoming::Pong(p) if p.as_ref() == HEARTBEAT_PAYLOAD => {}
                         Incoming::Pong(p) => {
                             gate.admit(p.len());
                             events.push(JsEvent::Pong(p));
@@ -991,7 +998,7 @@ impl OpenConn {
                 }
                 if let Some(hb) = self.heartbeat.as_mut().filter(|h| h.ping_due) {
                     hb.ping_due = false;
-                    frame::encode(frame::OPCODE_PING, &[], self.wbuf());
+                    frame::encode(frame::OPCODE_PING, HEARTBEAT_PAYLOAD, self.wbuf());
                     continue;
                 }
                 // A message being compressed comes before the rest of the queue.
