@@ -715,8 +715,9 @@ export declare class ReconnectingWebSocket<B extends BinaryType = 'nodebuffer'> 
   /** A callback typed as `@types/ws` types it, `(err: Error) => void`: it too gets `null` once the frame is handed over. */
   pong(data: string | number | ArrayBufferView | ArrayBuffer | SharedArrayBuffer | Blob | null | undefined, mask: boolean | undefined, callback: (err: Error) => void): void
   /**
-   * As `ws`'s: stops reading the socket (messages already read still arrive), for this connection and
-   * the next ones, until `resume()`. The heartbeat never takes a paused connection for dead; one the server
+   * As `ws`'s: stops reading the socket, for this connection and the next ones, until `resume()`; no
+   * `message`, `ping` or `pong` event comes meanwhile (what was read ahead waits: it comes from the turn
+   * after `resume()`, or before the connection's `error` or `close` should it end first). The heartbeat never takes a paused connection for dead; one the server
    * resets meanwhile is found at `resume()`, a `send()` or the next heartbeat ping (`ws`, reading on into its
    * buffer, finds it at once). `disconnect()` while paused cannot read the server's close either: it ends
    * the connection after `closeTimeout` (close 1006, not clean), and what the server sent meanwhile is not

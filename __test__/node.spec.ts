@@ -599,6 +599,69 @@ test.serial("pause() and resume(), as ws's: the socket is not read while paused,
   t.like(clientStats(), { openConnections: 0, runningTasks: 0, ioBuffers: 0, jsReaders: 0 })
 })
 
+test.serial("pause() in a listener: as with ws, no message, ping or pong comes until resume(); what was read ahead then comes in order, over bounded turns, or before the connection's end", async (t) => {
+  const total = 20_000
+  const peer = await wsServer((s) =>
+    s.on('message', () => {
+      s.ping('p')
+      for (let i = 0; i < total; i++) s.send(String(i))
+    }),
+  )
+  t.teardown(() => peer.close())
+  const client = new ReconnectingWebSocket(peer.url, { pingInterval: 0, closeTimeout: 200 })
+  const got: string[] = []
+  const seen: string[] = []
+  let paused = false
+  let pauseNext = true
+  let turn = 0
+  const turns = new Set<number>()
+  client.on('ping', () => seen.push(`ping ${paused}`))
+  client.on('message', (data) => {
+    got.push(String(data))
+    if (paused) seen.push('message while paused')
+    turns.add(turn)
+    // Paused from the first message on: 20,000 small messages are read ahead long before JS takes them.
+    if (pauseNext) {
+      pauseNext = false
+      client.pause()
+      paused = true
+    }
+  })
+  await client.opened()
+  client.send('go')
+  await until(() => got.length === 1, 'the first message')
+  // Long enough for every message read ahead to have reached JS.
+  await until(() => client.metrics.messagesReceived > 1_000, 'read ahead')
+  for (let i = 0; i < 20; i++) await new Promise((resolve) => setImmediate(resolve))
+  t.deepEqual(seen, ['ping false'])
+  t.is(got.length, 1)
+  paused = false
+  // Turns of the event loop from here: the resume()'s is turn 1.
+  turn = 1
+  turns.clear()
+  setImmediate(function tick() {
+    turn++
+    if (got.length < total) setImmediate(tick)
+  })
+  client.resume()
+  t.is(got.length, 1, 'nothing inside resume()')
+  await until(() => got.length === total, () => `every message after resume() (${got.length})`)
+  t.deepEqual(got, Array.from({ length: total }, (_, i) => String(i)))
+  t.true(turns.size > 2 && !turns.has(1), `delivered over ${turns.size} turns (${[...turns].slice(0, 5)}…), none the resume()'s`)
+  // Paused again with messages read ahead, the connection ends: they come before its close.
+  got.length = 0
+  pauseNext = true
+  client.send('go')
+  await until(() => client.metrics.messagesReceived > total + 1_000, 'read ahead again')
+  t.is(got.length, 1)
+  const closed = new Promise<number>((resolve) => client.once('close', () => resolve(got.length)))
+  // The server's close is unread while paused: disconnect() ends the connection (closeTimeout).
+  await client.disconnect()
+  t.true((await closed) > 1, 'what was read ahead came before the close')
+  t.deepEqual(got, Array.from({ length: got.length }, (_, i) => String(i)))
+  await quiescent()
+})
+
 test.serial('messages(): a giveup after anything but a clean close throws ERR_GAVE_UP from the loop once the messages received before it are taken; after a clean close the loop ends', async (t) => {
   const ending = await wsServer((s) => sendThenEnd(s, 5))
   t.teardown(() => ending.close())

@@ -5,6 +5,8 @@
 // `readyState`, `retryCount`) follows those events.
 
 const { EventEmitter } = require('node:events')
+// Node's own, not the global that test fake timers replace: a replay must not wait for a fake clock.
+const { setImmediate } = require('node:timers')
 const { isIP } = require('node:net')
 // `N.client*(client, ...)`: the native state is wrapped onto the client object itself (src/client.rs).
 const N = require('./native')
@@ -28,6 +30,7 @@ const {
 } = require('./options')
 const { FragmentedMessage } = require('./fragments')
 const { HeldSends, WAITING, READY, isBlob } = require('./held')
+const { Backlog } = require('./backlog')
 const { Event, MessageEvent, CloseEvent, ErrorEvent, Surface } = require('./whatwg')
 const wire = require('./wire')
 const { normalizeArgs } = require('./rws')
@@ -322,6 +325,8 @@ class ReconnectingWebSocket extends EventEmitter {
   /** Number of messages() iterators over their high-water mark, and pause(): reading is paused while > 0. */
   #pausers = 0
   #paused = false
+  /** What pause() holds back (lib/backlog.js), until resume() has delivered it; null when nothing is held. */
+  #backlog = null
   /** send() callbacks: `{ byTicket, last }`, for messages whose fate the addon reports; null until the first. */
   #callbacks = null
   /** A message sent in pieces (`fin: false`) whose last piece is still to come. */
@@ -1055,20 +1060,28 @@ class ReconnectingWebSocket extends EventEmitter {
   }
 
   /**
-   * ws's pause(): the socket is no longer read (messages already read still arrive), for this
-   * connection and the next ones, until resume(). The server's pongs go unread too: a paused
+   * ws's pause(): the socket is no longer read, for this connection and the next ones, until
+   * resume(), and the messages, pings and pongs already read wait too (delivered from the turn
+   * after resume(), or before the connection's end). The server's pongs go unread: a paused
    * connection is never taken for dead by the heartbeat.
    */
   pause() {
     if (this.#paused) return
     this.#paused = true
+    // What is already on its way to JS waits too. (A backlog still being replayed still counts
+    // among the pausers.)
+    if (this.#backlog !== null) return
+    this.#backlog = new Backlog()
     this.#setPausers(1)
   }
 
   resume() {
     if (!this.#paused) return
     this.#paused = false
-    this.#setPausers(-1)
+    // What was held goes first, from the next turn on (as ws's socket flows again once resumed);
+    // the socket is read again once it is delivered.
+    if (this.#backlog.empty) this.#endBacklog()
+    else setImmediate(() => this.#replay())
   }
 
   /** Whether pause() is in effect. */
@@ -1323,6 +1336,11 @@ class ReconnectingWebSocket extends EventEmitter {
   #onMessage(data, isBinary) {
     // An attempt disconnect() closed before JS saw it open reports nothing (its open is dropped too).
     if (silenced(this.#closing) || this.#unannounced) return
+    if (this.#backlog !== null) this.#backlog.push('message', data, isBinary)
+    else this.#deliverMessage(data, isBinary)
+  }
+
+  #deliverMessage(data, isBinary) {
     try {
       this.emit('message', data, isBinary)
     } catch (err) {
@@ -1337,7 +1355,41 @@ class ReconnectingWebSocket extends EventEmitter {
   }
 
   #onControl(type, data) {
-    if (!silenced(this.#closing) && !this.#unannounced) this.emit(type, data)
+    if (silenced(this.#closing) || this.#unannounced) return
+    if (this.#backlog !== null) this.#backlog.push(type, data)
+    else this.emit(type, data)
+  }
+
+  /** A backlog's event (`#backlog`), delivered as it would have been when it came. */
+  #deliverHeld(kind, data, isBinary) {
+    if (kind === 'message') this.#deliverMessage(data, isBinary)
+    else this.#emit(kind, data)
+  }
+
+  /**
+   * Before the end of a connection (its error, its close), what the backlog holds of it is delivered,
+   * paused or not: nothing of a connection comes after its close.
+   */
+  #deliverBacklog() {
+    const backlog = this.#backlog
+    if (backlog !== null && !backlog.empty) backlog.take((kind, data, isBinary) => this.#deliverHeld(kind, data, isBinary), () => true, false)
+    if (!this.#paused && backlog?.empty) this.#endBacklog()
+  }
+
+  /** After resume(): the backlog in order, a bounded part per turn, until it is empty or pause() comes again. */
+  #replay() {
+    const backlog = this.#backlog
+    if (this.#paused || backlog === null) return
+    backlog.take((kind, data, isBinary) => this.#deliverHeld(kind, data, isBinary), () => !this.#paused, true)
+    if (this.#paused) return
+    if (backlog.empty) this.#endBacklog()
+    else setImmediate(() => this.#replay())
+  }
+
+  /** Nothing is held any more: the socket is read again (pause() counted among the pausers until now). */
+  #endBacklog() {
+    this.#backlog = null
+    this.#setPausers(-1)
   }
 
   #onText(text) {
@@ -1390,6 +1442,7 @@ class ReconnectingWebSocket extends EventEmitter {
   }
 
   #onError(p) {
+    this.#deliverBacklog()
     // A failure that is retried must not crash a program that did not listen for errors.
     const err = fromNative(p)
     this.#trace('error', err.message)
@@ -1412,6 +1465,7 @@ class ReconnectingWebSocket extends EventEmitter {
   /** `retries`: the machine's failure count once this close is accounted for (what the next attempt reports). */
   /** `gen`: the generation of the driver that reports it; `restarts`: as `#onReconnecting`'s (0: final). */
   #onClose({ code, reason, wasClean, willReconnect, byReconnect, retries, gen, restarts }) {
+    this.#deliverBacklog()
     const closing = this.#closing
     this.#unannounced = false
     if (gen !== N.clientGeneration(this)) {
