@@ -701,6 +701,47 @@ test.serial('a large message to a server that reads it slowly is not cut short b
   await deliveredWhole(t, client, r, sent, counter, SIZE)
 })
 
+test.serial('a large message from a server that sends it slowly is not cut short by the heartbeat: its bytes arriving prove the peer alive', async (t) => {
+  // 768 KiB in one frame, 16 KiB every 20 ms: about a second, five pong timeouts. The server cannot
+  // answer a ping inside the frame (its pong comes after it); the old rule ended the connection
+  // 300 ms after the open, and every connection after it, and the message never arrived.
+  const SIZE = 768 << 10
+  const CHUNK = 16 << 10
+  const timers = new Set<NodeJS.Timeout>()
+  const peer = await rawServer((socket) =>
+    acceptUpgrade(socket, (s) => {
+      const header = Buffer.alloc(10)
+      header[0] = 0x82
+      header[1] = 127
+      header.writeBigUInt64BE(BigInt(SIZE), 2)
+      s.write(header)
+      let sent = 0
+      const timer = setInterval(() => {
+        s.write(Buffer.alloc(CHUNK, 7))
+        sent += CHUNK
+        if (sent === SIZE) clearInterval(timer)
+      }, 20)
+      timers.add(timer)
+      s.on('close', () => clearInterval(timer))
+      s.on('error', () => {})
+    }),
+  )
+  t.teardown(() => {
+    for (const timer of timers) clearInterval(timer)
+    return peer.close()
+  })
+  const client = new ReconnectingWebSocket(peer.url, { pingInterval: 100, pongTimeout: 200, minDelay: 10, maxDelay: 10 })
+  const r = new Recorder(client)
+  await r.next('open')
+  const data = (await r.next('message')) as Buffer
+  t.is(data.length, SIZE)
+  t.true(data.every((b) => b === 7))
+  t.is(r.count('error'), 0)
+  t.is(client.metrics.connects, 1)
+  await client.terminate()
+  await quiescent()
+})
+
 test.serial('the pong deadline of a ping that waited behind a large message runs from when the socket took the ping', async (t) => {
   // The ping falls due while the message fills the sockets' buffers and waits behind the rest of
   // it. The server reads nothing for 1.2 s, then reads fast until 1 MiB of the message is left in

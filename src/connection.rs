@@ -141,6 +141,14 @@ pub struct OpenConn {
 }
 
 /// Where the connection's frames come from.
+/// What the decoder holds of the frame or message being read (`Decoder::progress`).
+fn read_progress(input: &Input) -> usize {
+    match input {
+        Input::Own(own) => own.decoder.progress(),
+        Input::Shared(r) => r.progress(),
+    }
+}
+
 enum Input {
     /// Its own decoder over the transport (TLS, compression, or no JS-thread reading). Boxed like
     /// the shared reader: the connection lives inline in its client's task, which then fits
@@ -352,6 +360,8 @@ struct Heartbeat {
     pong_deadline: Option<Pin<Box<Sleep>>>,
     /// What the socket had taken of ours when the pong deadline was armed.
     took_at_arm: u64,
+    /// What the decoder held of a message in progress then (`read_progress`).
+    read_at_arm: usize,
     ping_due: bool,
     /// The ping that armed the pong deadline is not out yet: it waits behind our writes.
     ping_behind: bool,
@@ -382,6 +392,7 @@ impl OpenConn {
                 next_ping: Box::pin(tokio::time::sleep(cfg.ping_interval)),
                 pong_deadline: None,
                 took_at_arm: 0,
+                read_at_arm: 0,
                 ping_due: false,
                 ping_behind: false,
                 _gauge: Gauge::<Heartbeats>::new(),
@@ -568,6 +579,7 @@ impl OpenConn {
                 if hb.pong_deadline.is_none() {
                     hb.pong_deadline = Some(Box::pin(tokio::time::sleep(hb.pong_timeout)));
                     hb.took_at_arm = self.writer.socket_took();
+                    hb.read_at_arm = read_progress(&self.input);
                     hb.ping_behind = true;
                     if let Input::Shared(r) = &self.input {
                         // Only what the JS thread reads from now on answers this ping.
@@ -777,8 +789,15 @@ impl OpenConn {
                     // is full). Its pong is behind what it reads, or our ping behind what we write.
                     let writing = hb.ping_due || self.out.is_some() || self.writer.has_pending();
                     let took = self.writer.socket_took();
+                    let read = read_progress(&self.input);
                     if writing && took != hb.took_at_arm {
                         hb.took_at_arm = took;
+                        deadline.as_mut().reset(tokio::time::Instant::now() + hb.pong_timeout);
+                        let _ = deadline.as_mut().poll(cx);
+                    } else if read != hb.read_at_arm {
+                        // More of a message arrived since: the peer is sending, and its pong,
+                        // which cannot go inside a frame, comes after the one it is in.
+                        hb.read_at_arm = read;
                         deadline.as_mut().reset(tokio::time::Instant::now() + hb.pong_timeout);
                         let _ = deadline.as_mut().poll(cx);
                     } else if matches!(&self.input, Input::Shared(r) if r.take_alive() || r.has_unread()) {

@@ -227,6 +227,11 @@ impl SharedReader {
         Some(st.offers)
     }
 
+    /// What the decoder holds of the frame or message being read (`Decoder::progress`).
+    pub fn progress(&self) -> usize {
+        self.lock().decoder.progress()
+    }
+
     /// The peer was heard from on the JS thread since the last call.
     pub fn take_alive(&self) -> bool {
         self.alive.swap(false, Ordering::Relaxed)
