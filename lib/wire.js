@@ -99,16 +99,17 @@ function makeWire() {
    * A batch is bounded (src/delivery.rs). Once it is dispatched, `deliveryDone`
    * frees its messages from each client's read bound (a client holds a bounded
    * amount for a JS thread that is behind) and says whether another batch waits;
-   * if one does, it is taken from a `setImmediate`, so timers and I/O get a turn
-   * between batches. Usually none does, and no turn is asked for.
+   * if one does, it is taken from a `setImmediate`, and the addon hands it over
+   * only in a later turn of the event loop than the last batch (or the JS thread's
+   * reads, src/direct.rs), so timers and I/O run between batches. Usually none
+   * waits, and no turn is asked for.
    */
   function dispatch(batch, tag, payload) {
     dispatching++
     if (tag !== undefined) {
       deliver(batch, tag, payload)
     } else if (batch.length === 0) {
-      dispatching--
-      return
+      // None, or not in this turn, which has had its batch: `deliveryDone` says whether events wait.
     } else if (holdAfterOpen(batch, 0, true)) {
       return
     }

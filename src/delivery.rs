@@ -131,9 +131,11 @@ impl Hub {
         self.rearm_if_empty(&mut self.queue.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
-    /// The next batch: the oldest events, bounded in count and payload bytes. When none is
-    /// left, the doorbell is re-armed (an event appended meanwhile is taken, not lost).
-    fn take(&self) -> Vec<(u64, JsEvent)> {
+    /// The next batch: the oldest events, bounded in count and payload bytes (`BATCH_EVENTS`,
+    /// `BATCH_BYTES`, or less: `most`). When none is left, the doorbell is re-armed (an event
+    /// appended meanwhile is taken, not lost).
+    fn take(&self, most: (usize, usize)) -> Vec<(u64, JsEvent)> {
+        let (most_events, most_bytes) = (most.0.min(BATCH_EVENTS), most.1.min(BATCH_BYTES));
         let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
         if self.rearm_if_empty(&mut q) {
             return Vec::new();
@@ -142,7 +144,7 @@ impl Hub {
         // messages more than the bound.
         let (mut bytes, mut weight, mut n) = (0, 0, 0);
         for (_, e) in q.iter() {
-            if weight >= BATCH_EVENTS || bytes >= BATCH_BYTES {
+            if weight >= most_events || bytes >= most_bytes {
                 break;
             }
             bytes += e.payload_len();
@@ -585,10 +587,20 @@ fn dispatch_args(env: &Env, values: Vec<Value>) -> Result<DispatchArgs> {
     }))
 }
 
-/// The values of the next non-empty batch for JS, or none (the doorbell is then re-armed).
+/// The values of the next non-empty batch for JS, or none: the doorbell is then re-armed, unless
+/// this turn of the event loop has had its batch (`direct::batch_allowance`): the events wait for
+/// JS to ask again (`deliveryDone` says they do) in a later turn, so that timers and I/O run
+/// between two batches. (Runtimes without libuv's loop count are not held to turns.)
 fn next_batch(env: &Env, hub: &Hub) -> Result<Vec<Value>> {
+    let most = match napi_raw::current_turn(env) {
+        Some(turn) => match direct::batch_allowance(turn) {
+            Some(most) => most,
+            None => return Ok(Vec::new()),
+        },
+        None => (usize::MAX, usize::MAX),
+    };
     loop {
-        let events = hub.take();
+        let events = hub.take(most);
         if events.is_empty() {
             return Ok(Vec::new());
         }
@@ -827,6 +839,9 @@ mod tests {
     use super::*;
     use tungstenite::Bytes;
 
+    /// No turn's share: the batch bounds alone.
+    const ALL: (usize, usize) = (usize::MAX, usize::MAX);
+
     fn text(s: &str) -> JsEvent {
         JsEvent::Text(s.into())
     }
@@ -869,10 +884,10 @@ mod tests {
         hub.push(1, &mut events);
         assert!(events.is_empty(), "the driver's buffer is drained");
         assert!(hub.scheduled.load(Ordering::Acquire), "the doorbell rang");
-        assert_eq!(hub.take().len(), BATCH_EVENTS);
-        assert_eq!(hub.take().len(), 10);
+        assert_eq!(hub.take(ALL).len(), BATCH_EVENTS);
+        assert_eq!(hub.take(ALL).len(), 10);
         assert!(hub.scheduled.load(Ordering::Acquire), "still dispatching");
-        assert!(hub.take().is_empty());
+        assert!(hub.take(ALL).is_empty());
         assert!(!hub.scheduled.load(Ordering::Acquire), "re-armed once nothing is left");
     }
 
@@ -885,12 +900,12 @@ mod tests {
         let mut events: Vec<JsEvent> = (0..20_000).map(|_| JsEvent::Connecting { attempt: 1 }).collect();
         hub.push(1, &mut events);
         assert!(capacity(&hub) >= 20_000);
-        while !hub.take().is_empty() {}
+        while !hub.take(ALL).is_empty() {}
         assert!(capacity(&hub) <= KEPT_ENTRIES, "{} entries kept", capacity(&hub));
         let mut stream: Vec<JsEvent> = (0..300).map(|_| text("m")).collect();
         hub.push(1, &mut stream);
         let room = capacity(&hub);
-        while !hub.take().is_empty() {}
+        while !hub.take(ALL).is_empty() {}
         assert_eq!(capacity(&hub), room, "a stream's room stays");
     }
 
@@ -905,14 +920,14 @@ mod tests {
         assert!(runs < BATCH_EVENTS / 100, "small texts travel in runs ({runs} events)");
         hub.push(1, &mut events);
         let messages = |batch: &[(u64, JsEvent)]| batch.iter().map(|(_, e)| e.messages()).sum::<usize>();
-        let first = hub.take();
+        let first = hub.take(ALL);
         assert_eq!(
             messages(&first),
             BATCH_EVENTS,
             "runs are whole and fill the bound exactly here"
         );
-        assert_eq!(messages(&hub.take()), 10);
-        assert!(hub.take().is_empty());
+        assert_eq!(messages(&hub.take(ALL)), 10);
+        assert!(hub.take(ALL).is_empty());
     }
 
     #[test]
@@ -931,14 +946,14 @@ mod tests {
         );
         // Events are taken while the payload so far is under the bound: the one that crosses it
         // is the last of its batch.
-        let first = hub.take();
+        let first = hub.take(ALL);
         assert_eq!(first.len(), 3);
         assert!(matches!(first[1], (7, JsEvent::Connecting { attempt: 1 })));
-        let second = hub.take();
+        let second = hub.take(ALL);
         assert_eq!(second.len(), 3);
         assert!(matches!(second[1], (7, JsEvent::Text(_))));
         assert!(matches!(second[2], (8, JsEvent::Idle { gen: 1, .. })));
-        assert!(hub.take().is_empty());
+        assert!(hub.take(ALL).is_empty());
     }
 
     #[test]

@@ -35,6 +35,11 @@ struct Budget {
     bytes: usize,
     /// Time the reads of this turn took, listeners included.
     spent: Duration,
+    /// A batch from the I/O thread went to JS in this turn (`batch_allowance`).
+    batch: bool,
+    /// The turn in which a batch was refused, until one goes: in a later turn it goes first, and
+    /// the JS thread's reads wait for the turn after.
+    deferred: Option<u64>,
 }
 
 /// Readable sockets whose watch is paused, waiting for a turn with budget left, and the hook
@@ -50,7 +55,7 @@ struct Waiting {
 thread_local! {
     static WATCHES: RefCell<HashMap<u64, Watched>> = RefCell::new(HashMap::new());
     static BUDGET: Cell<Budget> = const {
-        Cell::new(Budget { turn: u64::MAX, reads: 0, bytes: 0, spent: Duration::ZERO })
+        Cell::new(Budget { turn: u64::MAX, reads: 0, bytes: 0, spent: Duration::ZERO, batch: false, deferred: None })
     };
     static WAITING: RefCell<Waiting> = RefCell::new(Waiting::default());
 }
@@ -83,19 +88,65 @@ pub fn current_turn(env: &Env) -> Option<u64> {
 pub fn may_read(turn: u64) -> bool {
     BUDGET
         .try_with(|b| {
-            let budget = b.get();
-            if budget.turn != turn {
-                b.set(Budget {
-                    turn,
-                    reads: TURN_READS,
-                    bytes: TURN_BYTES,
-                    spent: Duration::ZERO,
-                });
-                return true;
-            }
-            budget.reads > 0 && budget.bytes > 0 && budget.spent < TURN_TIME
+            let budget = fresh(b.get(), turn);
+            b.set(budget);
+            budget.reads > 0 && budget.bytes > 0 && budget.spent < TURN_TIME && !batch_waits(&budget, turn)
         })
         .unwrap_or(false)
+}
+
+/// The budget as of `turn`: a new turn's is whole (a batch refused before still waits).
+fn fresh(budget: Budget, turn: u64) -> Budget {
+    if budget.turn == turn {
+        return budget;
+    }
+    Budget {
+        turn,
+        reads: TURN_READS,
+        bytes: TURN_BYTES,
+        spent: Duration::ZERO,
+        batch: false,
+        deferred: budget.deferred,
+    }
+}
+
+/// A batch refused in an earlier turn waits: it goes before the JS thread reads again.
+fn batch_waits(budget: &Budget, turn: u64) -> bool {
+    budget.deferred.is_some_and(|refused| refused != turn)
+}
+
+/// Whether a batch of events from the I/O thread may go to JS in `turn`, and the most it may
+/// carry (`(messages, bytes)`). The batches and the JS thread's reads share a turn's budget, and
+/// a batch ends the turn for both: one batch per turn at most, and none after reads that spent
+/// the budget. A refused batch waits for a later turn, where it goes before any read (so that
+/// reads on many sockets cannot keep it waiting).
+pub fn batch_allowance(turn: u64) -> Option<(usize, usize)> {
+    BUDGET
+        .try_with(|b| {
+            let mut budget = fresh(b.get(), turn);
+            let allowance = if budget.batch {
+                None
+            } else if batch_waits(&budget, turn) {
+                Some((TURN_READS, TURN_BYTES))
+            } else if budget.reads > 0 && budget.bytes > 0 && budget.spent < TURN_TIME {
+                Some((budget.reads, budget.bytes))
+            } else {
+                None
+            };
+            match allowance {
+                Some(_) => {
+                    budget.batch = true;
+                    budget.deferred = None;
+                    budget.reads = 0;
+                    budget.bytes = 0;
+                }
+                None => budget.deferred = budget.deferred.or(Some(turn)),
+            }
+            b.set(budget);
+            allowance
+        })
+        .ok()
+        .flatten()
 }
 
 /// A read in the current turn took `messages` messages (at least one read), `bytes` of payload
@@ -256,4 +307,31 @@ pub fn release_all() {
     drop(all);
     let waiting = WAITING.try_with(|w| std::mem::take(&mut *w.borrow_mut())).ok();
     drop(waiting);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_batch_per_turn_and_none_after_reads_that_spent_it() {
+        // A turn's first batch goes, with the whole budget; a second waits for a later turn.
+        assert_eq!(batch_allowance(10), Some((TURN_READS, TURN_BYTES)));
+        assert!(!may_read(10), "a batch ends the turn for the reads too");
+        assert_eq!(batch_allowance(10), None);
+        assert_eq!(batch_allowance(11), Some((TURN_READS, TURN_BYTES)));
+        // Reads that spent a turn's budget make its batch wait; in the next turn it goes before
+        // the reads, which wait for the turn after.
+        assert!(may_read(20));
+        spent(TURN_READS, 100, Duration::ZERO);
+        assert!(!may_read(20));
+        assert_eq!(batch_allowance(20), None);
+        assert_eq!(batch_allowance(20), None, "not in the turn it was refused in");
+        assert!(!may_read(21), "the waiting batch goes first");
+        assert_eq!(batch_allowance(21), Some((TURN_READS, TURN_BYTES)));
+        assert!(may_read(22));
+        // Reads that left some of the budget: the batch carries what is left.
+        spent(96, 1000, Duration::ZERO);
+        assert_eq!(batch_allowance(22), Some((TURN_READS - 96, TURN_BYTES - 1000)));
+    }
 }
