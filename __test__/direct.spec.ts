@@ -273,6 +273,53 @@ for (const secure of [false, true]) {
   })
 }
 
+test.serial('a burst on one connection reaches JS at most one bounded batch per turn of the event loop, whoever reads it', async (t) => {
+  // 20,000 small text frames in one write. The JS thread reads the first of them, hands the rest
+  // back; the I/O thread's batches follow. Turns are counted in the timers phase (a timer that
+  // re-arms itself: once per iteration of the loop, as the listeners make every turn last over
+  // its millisecond): an acknowledged batch used to run in the check phase of the turn whose poll
+  // phase had delivered one, or after the JS thread's own reads (up to 12,404 in one turn).
+  const COUNT = 20_000
+  const frame = Buffer.from([0x81, 60, ...Buffer.from('x'.repeat(60))])
+  const peer = await rawServer((socket) =>
+    acceptUpgrade(socket, (s) => {
+      s.on('data', (d) => {
+        // Our first message says the client listens.
+        if (d.length > 0) s.write(Buffer.concat(Array.from({ length: COUNT }, () => frame)))
+      })
+      s.write(Buffer.from([0x81, 4, ...Buffer.from('warm')]))
+    }),
+  )
+  t.teardown(() => peer.close())
+  for (let round = 0; round < 2; round++) {
+    const client = new ReconnectingWebSocket(peer.url, { pingInterval: 0 })
+    await new Recorder(client, ['message']).next('message')
+    const perTurn: number[] = [0]
+    let timer: NodeJS.Timeout | undefined
+    const tick = () => {
+      perTurn.push(0)
+      timer = setTimeout(tick, 0)
+    }
+    tick()
+    let got = 0
+    client.on('message', () => {
+      got++
+      perTurn[perTurn.length - 1]++
+      const until = performance.now() + 0.01
+      while (performance.now() < until);
+    })
+    client.send('go')
+    await until(() => got === COUNT, () => `every message (${got})`, 20_000)
+    clearTimeout(timer)
+    const busiest = Math.max(...perTurn)
+    t.true(busiest <= 4_607, `at most ${busiest} messages in one turn`)
+    t.true(perTurn.filter((n) => n > 0).length >= 5, 'spread over turns')
+    // (The raw server does not answer a close.)
+    await client.terminate()
+  }
+  await quiescent()
+})
+
 test.serial('many sockets readable at once are read over several turns, each socket in order', async (t) => {
   // 40 watched sockets receive 250 messages each, all written before the client's loop polls
   // (the server is in this process: its writes go to the kernel synchronously). Reading all
