@@ -209,13 +209,19 @@ function delivering() {
 }
 
 /**
- * Whether quiet uncompressed connections may be read on the JS thread: Node's event loop can watch an
- * addon's socket (libuv's uv_poll); Bun and Deno emulate only part of libuv for addons, so there
- * the tokio side reads everything. REDIAL_WS_DIRECT_READ=0 turns it off.
+ * Whether the event loop is Node's own libuv, which an addon may watch sockets in (uv_poll) and count
+ * the turns of; Bun and Deno emulate only part of libuv for addons.
+ */
+function nodeLoop() {
+  return !(process.versions.bun || process.versions.deno || typeof Bun !== 'undefined' || typeof Deno !== 'undefined')
+}
+
+/**
+ * Whether quiet uncompressed connections may be read on the JS thread (Node's loop); elsewhere the
+ * tokio side reads everything. REDIAL_WS_DIRECT_READ=0 turns it off.
  */
 function directRead() {
-  if (process.versions.bun || process.versions.deno || typeof Bun !== 'undefined' || typeof Deno !== 'undefined') return false
-  return process.env.REDIAL_WS_DIRECT_READ !== '0'
+  return nodeLoop() && process.env.REDIAL_WS_DIRECT_READ !== '0'
 }
 
 /**
@@ -246,7 +252,7 @@ function listen(prototype, byName) {
   if (wire === null) {
     const mine = makeWire()
     // Large messages are external Buffers on the main thread only (src/napi_raw.rs, allow_external_buffers).
-    wire = N.init(mine.dispatch, mine.dispatchNow, directRead(), isMainThread, mine)
+    wire = N.init(mine.dispatch, mine.dispatchNow, directRead(), nodeLoop(), isMainThread, mine)
   }
   Object.defineProperty(prototype, wire.kHandlers, { value: handlerTable(byName) })
 }

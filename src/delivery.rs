@@ -246,6 +246,9 @@ struct Registry {
     dispatch_now: Option<Rc<CallbackTarget>>,
     /// Makes each batch's array in one call.
     array_of: Option<Rc<ArrayOf>>,
+    /// The runtime's event loop is Node's libuv, whose turns the batches are counted in
+    /// (`next_batch`); Bun's emulation of libuv aborts on the call that counts them.
+    counts_turns: bool,
     /// The JS side's dispatch state of the first `init` on this thread (a strong reference, for
     /// the environment's life): a second copy of `lib/` (a cleared module cache, a test runner's
     /// registry per file) shares it rather than taking delivery from the first one's clients.
@@ -268,7 +271,8 @@ fn with_registry<R>(f: impl FnOnce(&mut Registry) -> R) -> Option<R> {
 
 /// Installs the module-level dispatchers for this JS thread, once: returns the `wire` of the
 /// first call (later calls install nothing). `direct_read`: the runtime's event loop may watch
-/// sockets, so quiet uncompressed connections are read on this thread (see `reader`).
+/// sockets, so quiet uncompressed connections are read on this thread (see `reader`); `node_loop`:
+/// the event loop is Node's, whose turns can be counted (`next_batch`).
 /// `main_thread`: this JS thread's environment lasts as long as the process, so large messages
 /// may be external Buffers (`napi_raw::allow_external_buffers`).
 pub fn init(
@@ -276,6 +280,7 @@ pub fn init(
     dispatch: Function<'_, DispatchArgs, ()>,
     dispatch_now: Function<'_, RawValue, ()>,
     direct_read: bool,
+    node_loop: bool,
     main_thread: bool,
     wire: Object<'_>,
 ) -> Result<RawValue> {
@@ -283,6 +288,7 @@ pub fn init(
         return first_wire(env);
     }
     napi_raw::allow_external_buffers(main_thread);
+    with_registry(|r| r.counts_turns = node_loop);
     // Kept once everything below is installed: an `init` that failed is tried again by the next.
     let wire_ref = OwnerRef::new(env, &wire)?;
     if direct_read && napi_raw::SocketWatch::available() {
@@ -592,7 +598,11 @@ fn dispatch_args(env: &Env, values: Vec<Value>) -> Result<DispatchArgs> {
 /// JS to ask again (`deliveryDone` says they do) in a later turn, so that timers and I/O run
 /// between two batches. (Runtimes without libuv's loop count are not held to turns.)
 fn next_batch(env: &Env, hub: &Hub) -> Result<Vec<Value>> {
-    let most = match napi_raw::current_turn(env) {
+    let turn = with_registry(|r| r.counts_turns)
+        .unwrap_or(false)
+        .then(|| napi_raw::current_turn(env))
+        .flatten();
+    let most = match turn {
         Some(turn) => match direct::batch_allowance(turn) {
             Some(most) => most,
             None => return Ok(Vec::new()),
