@@ -686,6 +686,30 @@ test.serial('the chunks the stream has buffered go out together (_writev), in or
   released(t)
 })
 
+test.serial('a write the full queue refuses while the client still reads open (its connection gone unseen) waits for the next open', async (t) => {
+  // The server resets each connection 20-60 ms after it opens; the JS thread is held until the
+  // driver has seen it, so the client still reads 'open' when the queue (one message) is full.
+  // send() reports such a message dropped rather than throw; a stream's write waits instead, as
+  // for any refusal of the queue (it failed with ERR_NOT_SENT 'overflow', found by a CI run).
+  const url = await serverChild(t, 'drop-soon')
+  const client = new ReconnectingWebSocket(url, { queue: { maxMessages: 1 }, minDelay: 5, maxDelay: 5, pingInterval: 0 })
+  t.teardown(() => client.terminate())
+  await client.opened()
+  const duplex = createWebSocketStream(client)
+  duplex.resume()
+  const errors: Error[] = []
+  duplex.on('error', (err) => errors.push(err))
+  const deadline = Date.now() + 5_000
+  while (clientStats().openConnections !== 0) if (Date.now() > deadline) throw new Error('the connection did not end')
+  t.is(client.state, 'open', 'JS has not seen the end')
+  client.send('fills the queue')
+  const written = new Promise<Error | null | undefined>((resolve) => duplex.write('a chunk', resolve))
+  t.falsy(await written)
+  t.deepEqual(errors, [])
+  await client.disconnect()
+  released(t)
+})
+
 test.serial('writes go on through a server that drops its connections every few tens of milliseconds (queue: false, or the default queue): none fails', async (t) => {
   const url = await serverChild(t, 'drop-soon')
   for (const queue of [false, undefined]) {

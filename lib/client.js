@@ -783,7 +783,7 @@ class ReconnectingWebSocket extends EventEmitter {
     const { data, callback } = message
     try {
       let result
-      if (callback !== undefined) result = this.#sendTicketed(data, callback, message.compress, message.original, true)
+      if (callback !== undefined) result = this.#sendTicketed(data, callback, message.compress, message.original, true, message.chunk)
       else if (!message.compress) result = this.#sendUncompressed(data, message.original, true)
       else {
         const outcome = typeof data === 'string' ? N.clientSendText(this, data) : N.clientSendBinary(this, data)
@@ -826,9 +826,10 @@ class ReconnectingWebSocket extends EventEmitter {
 
   /**
    * What send() does past the fast path's outcomes: throw, or report what it dropped. Returns
-   * the `drop` event's reason when that reported `data` itself.
+   * the `drop` event's reason when that reported `data` itself. `chunk`: a stream's write, which
+   * waits for the next open where the queue refuses it (lib/stream.js): a full queue throws.
    */
-  #sent(outcome, data, held = false) {
+  #sent(outcome, data, held = false, chunk = false) {
     if (outcome === SENT_NOT_OPEN || outcome === SENT_NOT_CONNECTED) {
       // The native side ended the connection (or gave up) before JS has seen that event: a
       // send() made while the client still looked open (or, with the queue on, connecting) must
@@ -845,7 +846,7 @@ class ReconnectingWebSocket extends EventEmitter {
       // A client that still reads 'open' has lost its connection unseen, and what was sent since
       // filled the queue: as for NOT_OPEN above, nothing could be checked before the call, so it
       // must not throw (an `if (readyState === OPEN) send()` would crash the process).
-      if (this.#rws?.dropNewest || (this.#state === 'open' && !this.#closing)) return this.#dropped('overflow', data)
+      if (this.#rws?.dropNewest || (!chunk && this.#state === 'open' && !this.#closing)) return this.#dropped('overflow', data)
       throw makeError('ERR_QUEUE_FULL', 'Cannot send: the offline queue is full')
     }
     if (outcome === SENT_DROPPING) {
@@ -936,7 +937,7 @@ class ReconnectingWebSocket extends EventEmitter {
     return message.callbacks
   }
 
-  #sendTicketed(data, callback, compress, original = data, held = false) {
+  #sendTicketed(data, callback, compress, original = data, held = false, chunk = false) {
     const callbacks = (this.#callbacks ??= { byTicket: new Map(), last: 0 })
     const ticket = ++callbacks.last
     // A message with a callback never takes the fast path: the addon hands it to the driver, which
@@ -944,7 +945,7 @@ class ReconnectingWebSocket extends EventEmitter {
     const outcome = N.clientSendTicketed(this, data, ticket, compress)
     const waits = outcome !== SENT_NOT_OPEN && outcome !== SENT_NOT_CONNECTED && outcome !== SENT_QUEUE_FULL
     if (waits) callbacks.byTicket.set(ticket, callback)
-    const dropped = this.#sent(outcome, original, held)
+    const dropped = this.#sent(outcome, original, held, chunk)
     if (dropped === KEPT) return KEPT
     if (dropped !== undefined) callLater(callback, notSent(dropped))
     // Older messages this one pushed out of the queue.
@@ -1164,7 +1165,8 @@ class ReconnectingWebSocket extends EventEmitter {
           this.#hold(data, undefined, callback, true)
           return false
         }
-        const outcome = this.#sendTicketed(sendable(data), callback, true)
+        const bytes = sendable(data)
+        const outcome = this.#sendTicketed(bytes, callback, true, bytes, false, true)
         return outcome === SENT_HANDED || outcome === SENT || outcome === SENT_CORKED
       },
       /** Discards the queued messages sent with these callbacks (which then get ERR_NOT_SENT). */
