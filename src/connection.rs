@@ -140,7 +140,6 @@ pub struct OpenConn {
     _recycling: recycle::Holder,
 }
 
-/// Where the connection's frames come from.
 /// What the decoder holds of the frame or message being read (`Decoder::progress`).
 fn read_progress(input: &Input) -> usize {
     match input {
@@ -149,6 +148,7 @@ fn read_progress(input: &Input) -> usize {
     }
 }
 
+/// Where the connection's frames come from.
 enum Input {
     /// Its own decoder over the transport (TLS, compression, or no JS-thread reading). Boxed like
     /// the shared reader: the connection lives inline in its client's task, which then fits

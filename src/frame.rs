@@ -335,13 +335,13 @@ impl Decoder {
         }
     }
 
-    /// Whether the decoder holds memory: read-ahead, a large payload or a fragmented message in progress.
     /// Bytes held of the frame or message being read: while it grows, the peer is heard from
     /// (a large message that takes longer than the heartbeat's pong timeout to arrive).
     pub fn progress(&self) -> usize {
         self.buf.len() + self.direct.as_ref().map_or(0, Vec::len) + self.partial.as_ref().map_or(0, |p| p.data.len())
     }
 
+    /// Whether the decoder holds memory: read-ahead, a large payload or a fragmented message in progress.
     pub fn holds_buffer(&self) -> bool {
         self.buf.capacity() > 0 || self.direct.is_some() || self.partial.is_some()
     }
