@@ -853,3 +853,34 @@ test.serial('a ping held behind a Blob when the client gives up is told at once 
   t.deepEqual(calls[2], ['blob', 'ERR_NOT_SENT:discarded'])
   released(t)
 })
+
+test.serial('a connection that opens while a disconnect() waits behind a Blob is not reported open: it is the one that call closes', async (t) => {
+  // The first attempt opens while the Blob's bytes have not come: the client reads 'closing'
+  // (readyState CLOSING), where a send() in an `open` listener would throw. The Blob goes out on
+  // that connection, then the call's close, reported as a close while connecting is.
+  const { peer, got } = await recordingServer(t)
+  const client = new ReconnectingWebSocket(peer.url, { pingInterval: 0 })
+  const seen: string[] = []
+  const thrown: unknown[] = []
+  client.on('open', () => {
+    seen.push(`open ${client.state}`)
+    try {
+      client.send('from an open listener')
+    } catch (err) {
+      thrown.push(err)
+    }
+  })
+  client.on('close', ({ code, willReconnect }) => seen.push(`close ${code} ${willReconnect} ${client.state}`))
+  const blob = new GatedBlob(['bytes'])
+  client.send(blob)
+  const done = client.disconnect(4000, 'bye')
+  t.is(client.state, 'closing')
+  await until(() => clientStats().openConnections === 1, 'the connection open')
+  blob.release()
+  t.deepEqual(await done, { discarded: 0 })
+  t.deepEqual(thrown, [])
+  t.deepEqual(seen, ['close 4000 false closed'])
+  await until(() => got.length === 1 && got[0].length === 1, 'what the server got')
+  t.deepEqual(got, [['b:bytes']])
+  released(t)
+})

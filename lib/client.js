@@ -1421,9 +1421,10 @@ class ReconnectingWebSocket extends EventEmitter {
   #onOpen(chosen) {
     // While a disconnect() is unsettled, a connection that opens is one it closes: the driver opened
     // it before it took the call, or to write the queue with `flush` (a connect() since connects
-    // once the close is done, after that call is settled). Not reported: the client is closing,
-    // where a send() or ping() in an `open` listener would throw.
-    if (this.#closing) {
+    // once the close is done, after that call is settled), or the call waits behind a Blob's
+    // bytes. Not reported: the client is closing, where a send() or ping() in an `open` listener
+    // would throw.
+    if (this.#closing || this.#held?.closing > 0) {
       this.#unannounced = true
       return void this.#trace('open', 'closing')
     }
