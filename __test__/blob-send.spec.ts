@@ -7,7 +7,7 @@ import { join } from 'node:path'
 import test, { type ExecutionContext } from 'ava'
 
 import { ReconnectingWebSocket, clientStats, createWebSocketStream, type DropEventInfo, type NotSentError, type ReconnectingWebSocketOptions } from '../index.js'
-import { Recorder, refusedPort, until, wsServer } from './helpers.js'
+import { Recorder, refusedPort, sendsOnOpen, until, wsServer } from './helpers.js'
 
 /** Everything a client held is released by the time its disconnect() resolves. */
 function released(t: ExecutionContext) {
@@ -861,15 +861,7 @@ test.serial('a connection that opens while a disconnect() waits behind a Blob is
   const { peer, got } = await recordingServer(t)
   const client = new ReconnectingWebSocket(peer.url, { pingInterval: 0 })
   const seen: string[] = []
-  const thrown: unknown[] = []
-  client.on('open', () => {
-    seen.push(`open ${client.state}`)
-    try {
-      client.send('from an open listener')
-    } catch (err) {
-      thrown.push(err)
-    }
-  })
+  const thrown = sendsOnOpen(client, seen)
   client.on('close', ({ code, willReconnect }) => seen.push(`close ${code} ${willReconnect} ${client.state}`))
   const blob = new GatedBlob(['bytes'])
   client.send(blob)

@@ -10,10 +10,28 @@ import { setImmediate as tick, setTimeout as delay } from 'node:timers/promises'
 import { fileURLToPath } from 'node:url'
 import { WebSocketServer, type WebSocket } from 'ws'
 
-import { clientStats } from '../index.js'
+import { clientStats, type ReconnectingWebSocket } from '../index.js'
 
 // Tests talk to 127.0.0.1 only: a proxy configured in the environment must not capture them.
 for (const name of ['HTTP_PROXY', 'HTTPS_PROXY', 'http_proxy', 'https_proxy', 'NO_PROXY', 'no_proxy', 'ALL_PROXY', 'all_proxy']) delete process.env[name]
+
+/**
+ * What most `open` listeners do: `send()` at once (and `ping()`, with `ping`), as where a client that
+ * is closing would throw. Records `open <state>` in `seen`; returns what the calls threw.
+ */
+export function sendsOnOpen(client: ReconnectingWebSocket, seen: string[], ping = false): unknown[] {
+  const thrown: unknown[] = []
+  client.on('open', () => {
+    seen.push(`open ${client.state}`)
+    try {
+      client.send('from an open listener')
+      if (ping) client.ping()
+    } catch (err) {
+      thrown.push(err)
+    }
+  })
+  return thrown
+}
 
 export interface Peer {
   port: number

@@ -7,7 +7,7 @@ import { createRequire } from 'node:module'
 import test, { type ExecutionContext } from 'ava'
 
 import { ReconnectingWebSocket, clientStats } from '../index.js'
-import { Recorder, collectUntil, quiescent, rawServer, refusedPort, serverChild, until, wsServer } from './helpers.js'
+import { Recorder, collectUntil, quiescent, rawServer, refusedPort, sendsOnOpen, serverChild, until, wsServer } from './helpers.js'
 
 const native = createRequire(import.meta.url)('../lib/native.js') as { testingStallDriverExit(ms: number): void }
 
@@ -413,17 +413,7 @@ test.serial('disconnect({ flush: true }) from a reconnect wait, connect() once t
   t.teardown(() => client.terminate())
   await new Recorder(client).next('reconnecting')
   const seen: string[] = []
-  const thrown: unknown[] = []
-  // What most open listeners do; in a client that is closing, send() and ping() throw.
-  client.on('open', () => {
-    seen.push(`open ${client.state}`)
-    try {
-      client.send('from an open listener')
-      client.ping()
-    } catch (err) {
-      thrown.push(err)
-    }
-  })
+  const thrown = sendsOnOpen(client, seen, true)
   client.on('message', (data) => seen.push(`message ${data} ${client.state}`))
   client.on('close', (info) => seen.push(`close ${info.code} ${info.willReconnect} ${client.state}`))
   client.send('queued')
