@@ -7,7 +7,7 @@ import { Worker } from 'node:worker_threads'
 import test from 'ava'
 
 import { ReconnectingWebSocket, clientStats, createWebSocketStream } from '../index.js'
-import { PACKAGE_ENTRY, Recorder, collectUntil, forceGc, quiescent, refusedPort, sendThenEnd, steady, until, wsServer } from './helpers.js'
+import { PACKAGE_ENTRY, Recorder, acceptUpgrade, collectUntil, forceGc, quiescent, rawServer, refusedPort, sendThenEnd, steady, until, wsServer } from './helpers.js'
 
 test.serial('messages(): for await, in order; a slow consumer stops the socket being read', async (t) => {
   const payload = 'x'.repeat(16 * 1024)
@@ -659,6 +659,47 @@ test.serial("pause() in a listener: as with ws, no message, ping or pong comes u
   await client.disconnect()
   t.true((await closed) > 1, 'what was read ahead came before the close')
   t.deepEqual(got, Array.from({ length: got.length }, (_, i) => String(i)))
+  await quiescent()
+})
+
+test.serial('pause() against a server that floods: what is read and not yet delivered stays within the read bound, while paused and while resume() delivers the backlog', async (t) => {
+  // 64 B text frames as fast as the socket takes them, at most 64 MiB. The backlog holds only
+  // what was read before the socket stopped being read; resume() delivers it (1,024 a turn) before
+  // the socket is read again: read at the flood's pace (4,096 a batch) meanwhile, it would grow.
+  const MiB = 1024 * 1024
+  const frame = Buffer.from([0x81, 64, ...Buffer.alloc(64, 0x61)])
+  const chunk = Buffer.concat(Array.from({ length: 1024 }, () => frame))
+  const peer = await rawServer((socket) =>
+    acceptUpgrade(socket, (s) => {
+      s.on('error', () => {})
+      let written = 0
+      const pump = () => {
+        while (written < 64 * MiB) {
+          written += chunk.length
+          if (!s.write(chunk)) return void s.once('drain', pump)
+        }
+      }
+      pump()
+    }),
+  )
+  t.teardown(() => peer.close())
+  const client = new ReconnectingWebSocket(peer.url, { pingInterval: 0 })
+  let delivered = 0
+  let most = 0
+  client.on('message', (data) => {
+    delivered += (data as string).length
+    most = Math.max(most, client.metrics.bytesReceived - delivered)
+    if (delivered === 64) client.pause()
+  })
+  await until(() => client.isPaused, 'the first message')
+  for (let i = 0; i < 50; i++) await new Promise((resolve) => setImmediate(resolve))
+  t.is(delivered, 64, 'nothing while paused')
+  const held = client.metrics.bytesReceived - delivered
+  t.true(held <= 4 * MiB, `${held} bytes read ahead while paused`)
+  client.resume()
+  await until(() => delivered >= 16 * MiB, () => `the flood after resume() (${delivered} bytes)`, 20_000)
+  t.true(most <= 4 * MiB, `at most ${most} bytes read and not yet delivered`)
+  await client.terminate()
   await quiescent()
 })
 

@@ -1362,10 +1362,16 @@ class ReconnectingWebSocket extends EventEmitter {
     else this.emit(type, data)
   }
 
-  /** A backlog's event (`#backlog`), delivered as it would have been when it came. */
-  #deliverHeld(kind, data, isBinary) {
-    if (kind === 'message') this.#deliverMessage(data, isBinary)
-    else this.#emit(kind, data)
+  /** Delivers the backlog's events, each as it would have been when it came (`Backlog.take`). */
+  #takeBacklog(backlog, going, bounded) {
+    backlog.take(
+      (kind, data, isBinary) => {
+        if (kind === 'message') this.#deliverMessage(data, isBinary)
+        else this.#emit(kind, data)
+      },
+      going,
+      bounded,
+    )
   }
 
   /**
@@ -1374,7 +1380,7 @@ class ReconnectingWebSocket extends EventEmitter {
    */
   #deliverBacklog() {
     const backlog = this.#backlog
-    if (backlog !== null && !backlog.empty) backlog.take((kind, data, isBinary) => this.#deliverHeld(kind, data, isBinary), () => true, false)
+    if (backlog !== null && !backlog.empty) this.#takeBacklog(backlog, () => true, false)
     if (!this.#paused && backlog?.empty) this.#endBacklog()
   }
 
@@ -1382,7 +1388,7 @@ class ReconnectingWebSocket extends EventEmitter {
   #replay() {
     const backlog = this.#backlog
     if (this.#paused || backlog === null) return
-    backlog.take((kind, data, isBinary) => this.#deliverHeld(kind, data, isBinary), () => !this.#paused, true)
+    this.#takeBacklog(backlog, () => !this.#paused, true)
     if (this.#paused) return
     if (backlog.empty) this.#endBacklog()
     else setImmediate(() => this.#replay())
