@@ -434,7 +434,9 @@ export interface DropEventInfo {
    * `'overflow'`: the offline queue dropped them. `'closed'`: `send()` was called while the client still
    * looked open (or connecting), but the connection had already ended for good (the `close` or `giveup`
    * event was on its way), or, with `queue: false`, the connection ended while it waited behind a Blob's
-   * bytes, so nothing will write them. `'unreadable'`: a Blob whose bytes could not be read, or, sent as text
+   * bytes, so nothing will write them; or `send()` was called while a `disconnect()` closes the client
+   * (`state` `'closing'`: a listener answering what the connection still delivers; `ws` drops it too).
+   * `'unreadable'`: a Blob whose bytes could not be read, or, sent as text
    * (`binary: false`), were not UTF-8 (`error` says why).
    */
   reason: 'overflow' | 'closed' | 'unreadable'
@@ -680,7 +682,8 @@ export declare class ReconnectingWebSocket<B extends BinaryType = 'nodebuffer'> 
   reconnect(code?: number, reason?: string | Buffer): this
   /**
    * Sends a text (string) or binary message; while connecting or waiting to reconnect it is queued and
-   * written, in order, on the next open. Throws `ERR_NOT_OPEN` when closed, `ERR_QUEUE_FULL` on overflow.
+   * written, in order, on the next open. Throws `ERR_NOT_OPEN` when closed, `ERR_QUEUE_FULL` on overflow;
+   * while a `disconnect()` closes the client, the message is dropped (a `drop` event, `'closed'`; `callback` too).
    * `options` as in `ws`. A Blob goes as a binary message (text with `binary: false`; a piece with
    * `fin: false`) once its bytes are read: it, and every `send()`,
    * `disconnect()` or `reconnect()` after it, wait for them in order (counted in `bufferedAmount`; the client
@@ -694,9 +697,9 @@ export declare class ReconnectingWebSocket<B extends BinaryType = 'nodebuffer'> 
   send(data: string | Buffer | ArrayBufferView | ArrayBuffer | SharedArrayBuffer | Blob, options: SendOptions | null | undefined, callback: (err?: Error) => void): void
   send(data: string | Buffer | ArrayBufferView | ArrayBuffer | SharedArrayBuffer | Blob, callback: (err?: Error) => void): void
   /**
-   * Sends a ping (payload at most 125 bytes), in `ws`'s shape. Throws `ERR_NOT_OPEN` when not open (a
-   * connection that ended while the client still reads `'open'`, JS not having seen its end yet, is not
-   * thrown for: `callback` gets `ERR_NOT_SENT`, `'closed'`).
+   * Sends a ping (payload at most 125 bytes), in `ws`'s shape. Throws `ERR_NOT_OPEN` when neither open nor
+   * closing (while closing, or when a connection ended while the client still reads `'open'`, JS not having
+   * seen its end yet, it is not thrown for: `callback` gets `ERR_NOT_SENT`, `'closed'`, as in `ws`).
    * `callback` runs (a microtask, with `null`) once the frame is handed to the connection; `mask: false` throws.
    * A Blob's bytes go once read; a ping made while sends wait for a Blob's bytes waits behind them (as in `ws`):
    * either goes on the connection it was called on, and `callback` gets an `ERR_NOT_SENT` error should that
@@ -708,7 +711,7 @@ export declare class ReconnectingWebSocket<B extends BinaryType = 'nodebuffer'> 
   ping(callback: ControlCallback): void
   /** A callback typed as `@types/ws` types it, `(err: Error) => void`: it too gets `null` once the frame is handed over. */
   ping(data: string | number | ArrayBufferView | ArrayBuffer | SharedArrayBuffer | Blob | null | undefined, mask: boolean | undefined, callback: (err: Error) => void): void
-  /** Sends an unsolicited pong, as `ws`'s `pong()` (pings are answered anyway). Throws `ERR_NOT_OPEN` when not open. Otherwise as `ping()`. */
+  /** Sends an unsolicited pong, as `ws`'s `pong()` (pings are answered anyway). Throws as `ping()` does; otherwise as `ping()`. */
   pong(data?: string | number | ArrayBufferView | ArrayBuffer | SharedArrayBuffer | Blob | null, mask?: boolean, callback?: ControlCallback): void
   pong(data: string | number | ArrayBufferView | ArrayBuffer | SharedArrayBuffer | Blob | null | undefined, callback: ControlCallback): void
   pong(callback: ControlCallback): void

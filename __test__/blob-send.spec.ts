@@ -125,12 +125,21 @@ test.serial('disconnect() after a Blob closes once it and what was sent before t
   client.send(blob)
   client.send('and these')
   const done = client.disconnect(4000, 'bye')
-  // Called all the same: the client reads closing and takes nothing more.
+  // Called all the same: the client reads closing and takes nothing more (reported, not thrown:
+  // as while any disconnect() closes the client).
   t.is(client.state, 'closing')
   t.is(client.readyState, client.CLOSING)
   t.false(client.shouldReconnect)
-  t.throws(() => client.send('too late'), { code: 'ERR_NOT_OPEN' })
-  t.throws(() => client.send(new Blob(['too late'])), { code: 'ERR_NOT_OPEN' })
+  const late = new Blob(['too late'])
+  client.send('too late')
+  client.send(late)
+  t.deepEqual(
+    log.log.filter((e) => e.name === 'drop').map((e) => e.args[0]),
+    [
+      { reason: 'closed', messages: ['too late'] },
+      { reason: 'closed', messages: [late] },
+    ],
+  )
   blob.release()
   t.deepEqual(await done, { discarded: 0 })
   const close = await log.next('close')
@@ -381,17 +390,25 @@ test.serial('drainQueue() hands back what waits for a Blob after what the queue 
   released(t)
 })
 
-test.serial('while a disconnect() waits behind a Blob: opened() rejects, a piece is refused; terminate() reports in the order sent', async (t) => {
+test.serial('while a disconnect() waits behind a Blob: opened() rejects, a piece is dropped, a ping not sent; terminate() reports in the order sent', async (t) => {
   const { client } = await openClient(t)
   const { calls, callback } = recorder()
   const blob = new GatedBlob(['held'])
   client.send(blob, callback('blob'))
   const waiting = client.disconnect()
   await t.throwsAsync(client.opened(), { code: 'ERR_NOT_OPEN' })
-  t.throws(() => client.send('piece', { fin: false }), { code: 'ERR_NOT_OPEN' })
-  // Closing for pings too, as ws's after close(), whether or not they wait for a Blob.
-  t.throws(() => client.ping(), { code: 'ERR_NOT_OPEN' })
-  t.throws(() => client.pong(new Blob(['x'])), { code: 'ERR_NOT_OPEN' })
+  // Closing: a piece is dropped (reported), a ping or pong not sent (as ws's after close()), whether
+  // or not they wait for a Blob.
+  client.send('piece', { fin: false }, callback('refused piece'))
+  client.ping(callback('ping'))
+  client.pong(new Blob(['x']), undefined, callback('pong'))
+  await Promise.resolve()
+  t.deepEqual(calls, [
+    ['refused piece', 'ERR_NOT_SENT:closed'],
+    ['ping', 'ERR_NOT_SENT:closed'],
+    ['pong', 'ERR_NOT_SENT:closed'],
+  ])
+  calls.length = 0
   // A connect() after it takes messages again, pieces too.
   client.connect()
   client.send('piece 1', { fin: false }, callback('piece 1'))
@@ -545,10 +562,12 @@ test.serial("a giveup JS has yet to see when a Blob's bytes come: what waits is 
   const { client, log, calls, blob } = givingUpWithBlob(port)
   await blob.read
   // The JS thread stays busy while the driver gives up (its event waits for the thread); the
-  // Blob's bytes then come in microtasks, before that event.
-  const deadline = Date.now() + 5_000
+  // Blob's bytes then come in microtasks, before that event. The driver waits for nothing from
+  // this thread: the deadline is only for a machine whose other processes starve its threads
+  // (5 s was once too short on CI).
+  const deadline = Date.now() + 20_000
   while (clientStats().runningTasks > 0 && Date.now() < deadline);
-  t.is(clientStats().runningTasks, 0, 'the driver gave up')
+  t.is(clientStats().runningTasks, 0, `the driver gave up: ${JSON.stringify({ ...clientStats(), ...client.metrics })}`)
   t.not(client.state, 'closed', 'JS has not seen it')
   blob.release()
   await log.next('giveup')

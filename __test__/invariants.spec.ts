@@ -114,8 +114,13 @@ test.serial('disconnect() while open does the close handshake with code and reas
   await r.next('open')
   const done = client.disconnect(4321, 'see you')
   t.is(client.state, 'closing')
-  t.throws(() => client.send('late'), { message: /closing/ })
+  // Closing: not sent, and reported rather than thrown (a listener may still answer what comes).
+  const drops: unknown[] = []
+  client.on('drop', (ev) => drops.push(ev))
+  client.send('late')
+  t.deepEqual(drops, [{ reason: 'closed', messages: ['late'] }])
   await done
+  t.throws(() => client.send('later'), { code: 'ERR_NOT_OPEN', message: /closed/ })
   t.is(client.state, 'closed')
   t.deepEqual(await r.next('close'), { code: 4321, reason: 'see you', wasClean: true, willReconnect: false })
   await until(() => serverClose !== undefined, 'server close event')

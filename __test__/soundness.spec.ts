@@ -495,6 +495,67 @@ test.serial('ping() and pong() in a listener never throw while the client reads 
   await quiescent()
 })
 
+test.serial("a listener answering what the connection delivers during disconnect()'s close handshake never throws", async (t) => {
+  // The server answers the client's close frame with 20 messages and a ping before its own close
+  // frame: JS reads them while the client is 'closing', and an echo listener (ws's idiom) answers
+  // each. ws drops those answers (and calls their callbacks with an error); they threw ERR_NOT_OPEN.
+  const frame = (opcode: number, payload: string) => Buffer.concat([Buffer.from([0x80 | opcode, payload.length]), Buffer.from(payload)])
+  const peer = await rawServer((socket) =>
+    acceptUpgrade(socket, (s) => {
+      s.on('data', (chunk) => {
+        // The client's close frame (masked): opcode 8.
+        if ((chunk[0] & 0x0f) !== 8) return
+        const messages = Array.from({ length: 20 }, (_, i) => frame(1, `m${i}`))
+        s.end(Buffer.concat([...messages, frame(9, 'are you there'), Buffer.from([0x88, 0x02, 0x03, 0xe8])]))
+      })
+    }),
+  )
+  t.teardown(() => peer.close())
+  const client = new ReconnectingWebSocket(peer.url, { pingInterval: 0, autoPong: false })
+  const rec = new Recorder(client, ['drop', 'close'])
+  const thrown: unknown[] = []
+  const fates: string[] = []
+  const fate = (what: string) => (err?: Error | null) => fates.push(`${what} ${err ? `${(err as RedialError).code} ${(err as RedialError & { reason: string }).reason}` : 'sent'}`)
+  const states = new Set<string>()
+  const answer = (call: () => void) => {
+    try {
+      call()
+    } catch (err) {
+      thrown.push(err)
+    }
+  }
+  client.on('message', (data) => {
+    states.add(client.state)
+    answer(() => client.send(data as Buffer))
+    answer(() => client.send(`re: ${data}`, fate('send')))
+    answer(() => client.send(new Blob(['a blob'])))
+    answer(() => client.send('a piece', { fin: false }, fate('piece')))
+    answer(() => client.ping(fate('ping')))
+  })
+  client.on('ping', (payload) => {
+    states.add(client.state)
+    answer(() => client.pong(payload, undefined, fate('pong')))
+  })
+  await client.opened()
+  const done = client.disconnect()
+  const close = await rec.next('close')
+  t.like(close, { code: 1000, wasClean: true })
+  t.deepEqual(await done, { discarded: 0 })
+  t.deepEqual(thrown, [])
+  t.deepEqual([...states], ['closing'])
+  // Every answer is reported: the messages in `drop` events ('closed'), the callbacks told.
+  const drops = rec.log.filter((e) => e.name === 'drop').map((e) => e.args[0] as { reason: string; messages: unknown[] })
+  t.true(drops.every((d) => d.reason === 'closed'))
+  t.is(drops.reduce((n, d) => n + d.messages.length, 0), 20 * 4)
+  t.is(fates.length, 20 * 3 + 1)
+  t.true(fates.every((f) => / ERR_NOT_SENT closed$/.test(f)), fates.join(', '))
+  // Closed, a send() is refused at once, as before.
+  t.is(client.state, 'closed')
+  t.throws(() => client.send('too late'), { code: 'ERR_NOT_OPEN' })
+  t.throws(() => client.ping(), { code: 'ERR_NOT_OPEN' })
+  await quiescent()
+})
+
 test.serial('JS that runs while the addon makes event values (a replaced Array.of) may call the client: no abort', async (t) => {
   // The addon made the values of a batch while it held its registry; a replaced Array.of (it
   // makes the array of a run of texts) that called client.ref() borrowed it again: a panic, and

@@ -691,7 +691,8 @@ class ReconnectingWebSocket extends EventEmitter {
   /**
    * Sends now when open; while connecting or waiting to reconnect, queues
    * (bounded; see the `queue` option). Throws ERR_NOT_OPEN when closed and
-   * ERR_QUEUE_FULL when the queue refuses the message.
+   * ERR_QUEUE_FULL when the queue refuses the message. While a disconnect() closes the client,
+   * the message is dropped and reported (`drop`, reason 'closed').
    */
   send(data) {
     // ws's `send(data, options, callback)`, the pieces of a message and sends behind a Blob: rare,
@@ -743,6 +744,7 @@ class ReconnectingWebSocket extends EventEmitter {
       message = { state: READY, data: copy, blob: undefined, text: false, error: undefined, original: data, compress: options?.compress !== false, callback, size, chunk, control: undefined }
     }
     if (this.#refusesMessages() || (UNUSUAL.get(this)?.unqueued && this.#state !== 'open')) {
+      if (!chunk && this.#closingForGood()) return this.#droppedWhileClosing(data, callback)
       throw makeError('ERR_NOT_OPEN', `Cannot send: the connection is ${this.state}`)
     }
     this.#holdMessage(message)
@@ -766,9 +768,25 @@ class ReconnectingWebSocket extends EventEmitter {
     held.hold(message)
   }
 
-  /** Closed, or closing for good (a connect() since accepts messages again): send() throws ERR_NOT_OPEN. */
+  /** Closed, or closing for good (a connect() since accepts messages again): send() does not take the message. */
   #refusesMessages() {
     return this.#state === 'closed' || (this.#closing && !this.#connectAfterClose) || this.#held?.refusing === true
+  }
+
+  /**
+   * disconnect() was called and its close is not done (nor a connect() made since): the connection
+   * still delivers what it reads until then, and a listener that answers must not crash the
+   * process. What send() is given then is dropped and reported ('closed'), as ws drops it; once the
+   * client is closed, send() throws ERR_NOT_OPEN.
+   */
+  #closingForGood() {
+    return this.state === 'closing' && this.#refusesMessages()
+  }
+
+  /** A send() while closing for good: its data in a `drop` event, its callbacks told 'closed'. */
+  #droppedWhileClosing(data, callback) {
+    this.#dropped('closed', data)
+    if (callback !== undefined) callLater(callback, notSent('closed'))
   }
 
   /**
@@ -839,7 +857,7 @@ class ReconnectingWebSocket extends EventEmitter {
       // But one held behind a Blob, with the queue on, waits as the queue does for a giveup JS has
       // yet to see (the client is closed, and not by a disconnect(): JS would have called it).
       if (held && outcome === SENT_NOT_OPEN && looksUsable && !this.#closing && !UNUSUAL.get(this)?.unqueued) return KEPT
-      if (looksUsable && !this.#closing) return this.#dropped('closed', data)
+      if ((looksUsable && !this.#closing) || (!chunk && this.#closingForGood())) return this.#dropped('closed', data)
       throw makeError('ERR_NOT_OPEN', `Cannot send: the connection is ${this.#state}`)
     }
     if (outcome === SENT_QUEUE_FULL) {
@@ -891,7 +909,10 @@ class ReconnectingWebSocket extends EventEmitter {
     if (callback !== undefined) checkCallback(callback)
     const fin = checkSendOptions(options).fin !== false
     // As send(): refused once closed, or closing for good (a connect() since accepts them again).
-    if (this.#refusesMessages()) throw makeError('ERR_NOT_OPEN', `Cannot send: the connection is ${this.state}`)
+    if (this.#refusesMessages()) {
+      if (this.#closingForGood()) return this.#droppedWhileClosing(data, callback)
+      throw makeError('ERR_NOT_OPEN', `Cannot send: the connection is ${this.state}`)
+    }
     const message = this.#fragments
     if (message === null) {
       // The first piece: send() comes here for it only with fin: false.
@@ -969,7 +990,8 @@ class ReconnectingWebSocket extends EventEmitter {
 
   /**
    * Sends a ping frame (payload up to 125 bytes), in ws's shape: `ping(data?, mask?, callback?)`,
-   * `ping(callback)`. Throws ERR_NOT_OPEN when not open. The callback runs (a microtask) once the
+   * `ping(callback)`. Throws ERR_NOT_OPEN when neither open nor closing (while closing, the frame
+   * is not sent and its callback hears ERR_NOT_SENT, as in ws). The callback runs (a microtask) once the
    * frame is handed to the connection, which writes it after what it is writing.
    */
   ping(data, mask, callback) {
@@ -999,9 +1021,12 @@ class ReconnectingWebSocket extends EventEmitter {
    * A ping or pong the addon had no connection for. While the client still reads 'open', its
    * connection has ended and JS has yet to see it (a reset): as send() then, the call must not
    * throw (an `if (readyState === OPEN) ping()` would crash the process); its callback hears 'closed'.
+   * The same while closing, as in ws: a connection delivers what it reads until its close is done,
+   * and a listener may answer it (a pong with `autoPong: false`).
    */
   #controlRefused(what, { callback }) {
-    if (this.#state !== 'open') throw makeError('ERR_NOT_OPEN', `Cannot ${what}: the connection is ${this.#state}`)
+    const state = this.state
+    if (state !== 'open' && state !== 'closing') throw makeError('ERR_NOT_OPEN', `Cannot ${what}: the connection is ${state}`)
     if (callback !== undefined) callLater(callback, notSent('closed', undefined, what))
   }
 
@@ -1014,7 +1039,7 @@ class ReconnectingWebSocket extends EventEmitter {
    */
   #holdControl(what, { payload, callback }, connection) {
     // (Closing too when a disconnect() waits behind a Blob: the ping would come after its close.)
-    if (this.state !== 'open') throw makeError('ERR_NOT_OPEN', `Cannot ${what}: the connection is ${this.state}`)
+    if (this.state !== 'open') return this.#controlRefused(what, { callback })
     const control = { what, connection }
     const blob = Buffer.isBuffer(payload) ? undefined : payload
     // Bytes are copied, as a held message's are: the caller may reuse its buffer.
