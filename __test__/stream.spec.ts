@@ -600,6 +600,9 @@ test.serial('a chunk written as the connection drops, before JS has seen it drop
   const duplex = createWebSocketStream(client)
   const errors: Error[] = []
   duplex.on('error', (err) => errors.push(err))
+  // The chunk is sent again, not lost: no `drop` event says otherwise (one did).
+  const drops: unknown[] = []
+  client.on('drop', (ev) => drops.push(ev))
   await client.opened()
   for (const s of peer.sockets) s.terminate()
   // The JS thread sees no event until this returns: wait (bounded) for the I/O thread to drop the
@@ -613,9 +616,84 @@ test.serial('a chunk written as the connection drops, before JS has seen it drop
   t.deepEqual(got, ['across the drop'])
   t.is(peer.accepted, 2)
   t.deepEqual(errors, [])
+  t.deepEqual(drops, [])
   t.false(duplex.destroyed)
   duplex.destroy()
   await until(() => client.state === 'closed', 'the client terminated with the stream')
+  released(t)
+})
+
+test.serial("a stream that ended with the client leaves a connect() since alone: Node's clean-up of the finished stream does not close the next connection", async (t) => {
+  // A for-await loop that ends destroys the stream; allowHalfOpen: false ends its writable side
+  // once the readable one has ended. After `await disconnect(); connect()`, both closed the new
+  // connection (terminate(), disconnect()) from the stream's clean-up.
+  const peer = await wsServer((s) => {
+    s.send('hello')
+    s.on('message', (data) => s.send(`echo ${data}`))
+  })
+  t.teardown(() => peer.close())
+  for (const how of ['for await', 'allowHalfOpen: false, read later'] as const) {
+    const client = new ReconnectingWebSocket(peer.url, { pingInterval: 0 })
+    t.teardown(() => client.terminate())
+    const opens: number[] = []
+    const closes: number[] = []
+    client.on('open', () => opens.push(peer.accepted))
+    client.on('close', (ev) => closes.push(ev.code))
+    const duplex = createWebSocketStream(client, how === 'for await' ? {} : { allowHalfOpen: false })
+    const finished = new Promise((resolve) => duplex.once('close', resolve))
+    const loop = how === 'for await' ? readAll(duplex) : null
+    await client.opened()
+    await client.disconnect()
+    client.connect()
+    await client.opened()
+    if (loop !== null) t.deepEqual(await loop, ['hello'], how)
+    else duplex.resume()
+    await finished
+    // The stream ended (with the disconnect) and is gone; the connection after it is untouched.
+    t.true(duplex.destroyed, how)
+    const probe = new Promise((resolve) => client.on('message', (data) => String(data).startsWith('echo') && resolve(String(data))))
+    client.send('still there?')
+    t.is(await probe, 'echo still there?', how)
+    t.is(client.state, 'open', how)
+    t.deepEqual(closes, [1000], how)
+    await client.disconnect()
+  }
+  released(t)
+})
+
+test.serial("in rws mode, a write reconnecting-websocket's maxEnqueuedMessages refuses (0, or a full queue) waits for the next open, as with queue: false", async (t) => {
+  const got: string[] = []
+  const peer = await wsServer((s) => s.on('message', (data) => got.push(String(data))))
+  t.teardown(() => peer.close())
+  for (const max of [0, 2]) {
+    got.length = 0
+    const client = new ReconnectingWebSocket(peer.url, [], { maxEnqueuedMessages: max, minReconnectionDelay: 20, maxReconnectionDelay: 20 })
+    t.teardown(() => client.terminate())
+    client.addEventListener('error', () => {})
+    const drops: unknown[] = []
+    client.on('drop', (ev) => drops.push(ev))
+    await client.opened()
+    const duplex = createWebSocketStream(client)
+    duplex.resume()
+    const errors: Error[] = []
+    duplex.on('error', (err) => errors.push(err))
+    const dropped = new Promise((resolve) => client.addEventListener('close', resolve, { once: true }))
+    for (const s of peer.sockets) s.terminate()
+    await dropped
+    t.not(client.state, 'open')
+    // What the application queued itself fills a queue of 2.
+    const own = Array.from({ length: max }, (_, i) => `own ${i}`)
+    for (const m of own) client.send(m)
+    // (It failed with ERR_NOT_SENT 'overflow' before, and the stream terminated the client.)
+    t.is(await written(duplex, 'a chunk'), null, `maxEnqueuedMessages ${max}`)
+    await until(() => got.length === own.length + 1, 'the messages on the next connection')
+    t.deepEqual(got, [...own, 'a chunk'])
+    t.deepEqual(errors, [])
+    t.deepEqual(drops, [])
+    t.is(client.state, 'open')
+    duplex.destroy()
+    await until(() => client.state === 'closed', 'the client terminated with the stream')
+  }
   released(t)
 })
 

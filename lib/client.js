@@ -857,14 +857,17 @@ class ReconnectingWebSocket extends EventEmitter {
       // But one held behind a Blob, with the queue on, waits as the queue does for a giveup JS has
       // yet to see (the client is closed, and not by a disconnect(): JS would have called it).
       if (held && outcome === SENT_NOT_OPEN && looksUsable && !this.#closing && !UNUSUAL.get(this)?.unqueued) return KEPT
-      if ((looksUsable && !this.#closing) || (!chunk && this.#closingForGood())) return this.#dropped('closed', data)
+      // (A stream's chunk is not reported: the stream sends it again on the next connection, or fails.)
+      if (looksUsable && !this.#closing) return chunk ? 'closed' : this.#dropped('closed', data)
+      if (!chunk && this.#closingForGood()) return this.#dropped('closed', data)
       throw makeError('ERR_NOT_OPEN', `Cannot send: the connection is ${this.#state}`)
     }
     if (outcome === SENT_QUEUE_FULL) {
       // A client that still reads 'open' has lost its connection unseen, and what was sent since
       // filled the queue: as for NOT_OPEN above, nothing could be checked before the call, so it
       // must not throw (an `if (readyState === OPEN) send()` would crash the process).
-      if (this.#rws?.dropNewest || (!chunk && this.#state === 'open' && !this.#closing)) return this.#dropped('overflow', data)
+      // (A stream's chunk waits for the next open instead, whatever the mode: lib/stream.js.)
+      if (!chunk && (this.#rws?.dropNewest || (this.#state === 'open' && !this.#closing))) return this.#dropped('overflow', data)
       throw makeError('ERR_QUEUE_FULL', 'Cannot send: the offline queue is full')
     }
     if (outcome === SENT_DROPPING) {

@@ -31,7 +31,9 @@ const { makeError, gaveUpError } = require('./errors')
  * dropped connection than it holds). Ending the stream disconnects the client; destroying it
  * terminates the client (one that had given up: what the stream wrote into its offline queue is
  * discarded, so that no failed write goes out on a later connect()). A giveup listener that calls
- * connect() keeps the stream going, as it keeps opened() waiting.
+ * connect() keeps the stream going, as it keeps opened() waiting; once the stream has ended with
+ * the client (or a giveup failed it), a connect() since is the application's: neither ending nor
+ * destroying the stream acts on the client then.
  */
 function webSocketStream(client, control, options) {
   const duplex = new Duplex({
@@ -132,8 +134,15 @@ function webSocketStream(client, control, options) {
     control.pause(false)
     control.hold(false)
   }
+  // The readable side ended with the client (disconnected, or a giveup after a clean close): once
+  // a connect() has come since, the stream no longer acts on the client (Node's own clean-up of
+  // the finished stream, an iterator's destroy() or allowHalfOpen's end(), must not close the
+  // application's next connection), as after a giveup that failed it.
+  let endedWithClient = false
+  const connectedSince = () => endedWithClient && control.ended() === null && !control.disconnecting()
   const end = () => {
     release()
+    endedWithClient = true
     duplex.push(null)
   }
   offMessage = control.onMessage(onMessage)
@@ -290,8 +299,8 @@ function webSocketStream(client, control, options) {
     write(chunks, callback)
   }
   duplex._final = (callback) => {
-    // A stream a giveup failed no longer acts on the client (a connect() since is the application's).
-    if (gaveUp !== null) return callback()
+    // A stream a giveup failed, or that ended with the client, no longer acts on the client (a connect() since is the application's).
+    if (gaveUp !== null || connectedSince()) return callback()
     client.disconnect().then(() => callback(), callback)
   }
   duplex._destroy = (err, callback) => {
@@ -308,7 +317,7 @@ function webSocketStream(client, control, options) {
         batch.chunks.length = batch.sent
       }
     }
-    if (gaveUp !== null || (control.closedForGood() && !control.active())) {
+    if (gaveUp !== null || connectedSince() || (control.closedForGood() && !control.active())) {
       // A client that gave up keeps its queue for a later connect(): what the stream wrote there,
       // failed, must not go out then (the application's own messages stay).
       control.discardSent(unsettled)
