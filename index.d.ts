@@ -115,8 +115,11 @@ export interface ReconnectingWebSocketOptions {
    * (`send()` then throws `ERR_NOT_OPEN`). [`{ maxMessages: 1000, maxBytes: 4 MiB, overflow: 'reject' }`]
    */
   queue?: boolean | QueueOptions
-  /** Extra handshake headers (a number is sent as its text, as by Node's http), or a provider called before every attempt (e.g. a fresh token). */
-  headers?: Record<string, string | number | Array<string | number>> | Provider<Record<string, string | number | Array<string | number>>>
+  /**
+   * Extra handshake headers (a number is sent as its text, as by Node's http; a fetch `Headers` or a `Map`
+   * too), or a provider called before every attempt (e.g. a fresh token).
+   */
+  headers?: HandshakeHeaders | Provider<HandshakeHeaders>
   /** Subprotocols to offer, or a provider called before every attempt. `client.protocol` is the server's choice. */
   protocols?: string | string[] | Provider<string | string[]>
   /** `Origin` header of the handshake. */
@@ -278,9 +281,12 @@ export interface QueueOptions {
 /** Called before every attempt; a throw or rejection is a failed attempt (`ERR_PROVIDER`); bounded by `connectTimeout`. */
 export type Provider<T> = (ctx: { attempt: number }) => T | Promise<T>
 
+/** Handshake headers: an object of names and values (an array: one line each, a Cookie array one line joined by `; `), a `Headers` or a `Map`. */
+export type HandshakeHeaders = Record<string, string | number | Array<string | number>> | Headers | Map<string, string | number | Array<string | number>>
+
 export type ReconnectInfo = (
   /** `error`: the client closed the connection for this error (the peer broke the protocol, a pong timed out, the socket failed), and `code` is the one it sent. */
-  | { kind: 'close'; code: number; reason: string; error?: RedialErrorCode }
+  | { kind: 'close'; code: number; reason: string; wasClean: boolean; error?: RedialErrorCode }
   | { kind: 'handshake'; status: number; headers: ResponseHeaders }
   | { kind: 'error'; code: RedialErrorCode }
 ) & { /** Consecutive failures so far. */ attempt: number }
@@ -639,7 +645,10 @@ export declare class ReconnectingWebSocket<B extends BinaryType = 'nodebuffer'> 
   close(code?: number, reason?: string | Buffer): void
   /** partysocket's name for `drainQueue()`. */
   drainQueuedMessages(): Array<string | Buffer | Blob>
-  /** The normalised URL (the last one a provider returned; '' before the first). */
+  /**
+   * The normalised URL (the last one a provider returned; '' before the first), its credentials masked
+   * (`wss://user:***@host/`, a lone user name, often a token, as `***`): it is shown in logs.
+   */
   readonly url: string
   /**
    * Bytes accepted by `send()` and not yet written to the socket (queued or in flight; a message
@@ -647,11 +656,12 @@ export declare class ReconnectingWebSocket<B extends BinaryType = 'nodebuffer'> 
    */
   readonly bufferedAmount: number
   readonly state: ReconnectingWebSocketState
-  /** The subprotocol the server selected ('' if none). */
+  /** The subprotocol the server selected ('' if none, and while the next connection is being made). */
   readonly protocol: string
   /**
    * The extensions the server accepted: its `Sec-WebSocket-Extensions` answer, e.g.
-   * `'permessage-deflate; client_max_window_bits=15'`, or '' (in rws mode the names only, as ws reports them).
+   * `'permessage-deflate; client_max_window_bits=15'`, or '' (also while the next connection is being made;
+   * in rws mode the names only, as ws reports them).
    */
   readonly extensions: string
   /**

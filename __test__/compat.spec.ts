@@ -239,6 +239,8 @@ test.serial('rws mode: a failed attempt fires close (1000, clean) then error; re
   t.like(listeners[0].event, { code: 1000, reason: '', wasClean: true })
   t.is(listeners[1].event.type, 'error')
   t.regex(listeners[1].event.message, /refused|ECONNREFUSED/i)
+  // The client's error, with the system's as its cause (as ws's own code, which rws passes on).
+  t.like(listeners[1].event.error, { code: 'ERR_CONNECT', cause: { code: 'ECONNREFUSED' } })
   t.deepEqual(
     r.log.filter((e) => e.name === 'reconnecting').map((e) => (e.args[0] as Any).delay),
     [10, 20],
@@ -288,6 +290,32 @@ test.serial('rws mode: reconnect(code, reason) fires its close event at once and
   const last = seen[seen.length - 1]
   t.like(last.event, { code: 1000, reason: 'close' })
   t.is(last.readyState, ws.CLOSED)
+  await quiescent()
+})
+
+test.serial("rws mode: after reconnect() fired a connection's close, its listeners hear nothing more of it (its messages, its error)", async (t) => {
+  // The first connection sends five messages at once; the listener reconnects on the first. The
+  // other four come before the old socket's real close: reconnecting-websocket has removed its
+  // listeners from that socket by then (they were delivered, readyState CLOSING, after the close).
+  let connections = 0
+  const peer = await wsServer((s) => {
+    if (++connections === 1) for (let i = 1; i <= 5; i++) s.send(`old ${i}`)
+    else s.send('new')
+  })
+  t.teardown(() => peer.close())
+  const ws: Any = new ReconnectingWebSocket(peer.url, undefined, { minReconnectionDelay: 10 })
+  const seen: string[] = []
+  ws.onmessage = (e: Any) => {
+    seen.push(`message ${e.data}`)
+    if (e.data === 'old 1') ws.reconnect()
+  }
+  ws.onclose = (e: Any) => seen.push(`close ${e.code}`)
+  ws.onerror = () => seen.push('error')
+  ws.onopen = () => seen.push('open')
+  await until(() => seen.includes('message new'), 'the next connection')
+  await until(() => peer.accepted === 2 && peer.concurrent === 1, 'the old connection gone')
+  t.deepEqual(seen, ['open', 'message old 1', 'close 1000', 'open', 'message new'])
+  ws.close()
   await quiescent()
 })
 
@@ -406,18 +434,54 @@ test.serial('an rws option whose value is undefined is not given: the client kee
   t.is(new ReconnectingWebSocket(url, { startClosed: true, maxReconnectionDelay: 10_000, maxDelay: undefined } as Any).url, '')
 })
 
+test("rws mode: a bad value of their option is reported under their name (it named ours), a wrong type as a type error", (t) => {
+  const url = 'ws://127.0.0.1:1/'
+  const cases: Array<[object, string, RegExp]> = [
+    [{ minReconnectionDelay: 'x' }, 'ERR_INVALID_ARG_TYPE', /^The "minReconnectionDelay" option must be a number/],
+    [{ maxReconnectionDelay: -1 }, 'ERR_OUT_OF_RANGE', /^The "maxReconnectionDelay" option/],
+    [{ reconnectionDelayGrowFactor: '2' }, 'ERR_INVALID_ARG_TYPE', /^The "reconnectionDelayGrowFactor" option/],
+    [{ connectionTimeout: 0 }, 'ERR_OUT_OF_RANGE', /^The "connectionTimeout" option/],
+    [{ maxEnqueuedMessages: 'ten' }, 'ERR_INVALID_ARG_TYPE', /^The "maxEnqueuedMessages" option must be a number/],
+    [{ maxEnqueuedMessages: -1 }, 'ERR_OUT_OF_RANGE', /maxEnqueuedMessages/],
+    // Truthy but not a boolean: refused, as for every boolean option (it was taken for false).
+    [{ debug: 'yes' }, 'ERR_INVALID_ARG_TYPE', /^The "debug" option must be a boolean/],
+  ]
+  for (const [options, code, message] of cases) {
+    const err = t.throws(() => new ReconnectingWebSocket(url, [], { ...options, startClosed: true } as Any)) as Any
+    t.is(err.code, code, JSON.stringify(options))
+    t.regex(err.message, message, JSON.stringify(options))
+    t.true(String(err.stack).startsWith(`${err.name}: ${err.message}`), err.stack)
+  }
+  // Our own names still name themselves.
+  t.regex((t.throws(() => new ReconnectingWebSocket(url, [], { minDelay: 'x', startClosed: true } as Any)) as Any).message, /^The "minDelay" option/)
+})
+
 test.serial('partysocket options: shouldReconnectOnClose, drainQueuedMessages, the shouldReconnect getter', async (t) => {
-  const peer = await wsServer((s) => s.close(4000, 'go'))
+  // The first connection drops (no close frame), the second is closed with 4000: the callback
+  // gets the close event onclose gets (it was always told wasClean: true).
+  let connections = 0
+  const peer = await wsServer((s) => (++connections === 1 ? s.terminate() : s.close(4000, 'go')))
   t.teardown(() => peer.close())
+  const decided: Array<[number, boolean]> = []
   const ws: Any = new ReconnectingWebSocket(peer.url, undefined, {
     minReconnectionDelay: 1,
-    shouldReconnectOnClose: (e: Any) => e.code !== 4000,
+    shouldReconnectOnClose: (e: Any) => {
+      decided.push([e.code, e.wasClean])
+      return !e.wasClean
+    },
   } as Any)
   t.true(ws.shouldReconnect)
+  const closes: Array<[number, boolean]> = []
+  ws.addEventListener('close', (e: Any) => closes.push([e.code, e.wasClean]))
   const r = new Recorder(ws)
   t.is((await r.next('giveup')).reason, 'policy')
   t.false(ws.shouldReconnect)
-  t.is(peer.accepted, 1)
+  t.is(peer.accepted, 2)
+  t.deepEqual(decided, [
+    [1006, false],
+    [4000, true],
+  ])
+  t.deepEqual(closes, decided)
   await quiescent()
   const port = await refusedPort()
   const queued: Any = new ReconnectingWebSocket(`ws://127.0.0.1:${port}/`, undefined, { minReconnectionDelay: 60_000 })

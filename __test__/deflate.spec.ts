@@ -1607,6 +1607,8 @@ test('bad perMessageDeflate values throw synchronously with stable codes; nothin
     t.true(thrown instanceof (code === 'ERR_OUT_OF_RANGE' ? RangeError : TypeError), `${label}: ${thrown?.constructor?.name}`)
     t.regex(String(thrown?.message), message, label)
   }
+  // ws's "no limit" (it threw: "an integer >= 1 and <= Infinity. Received Infinity").
+  t.notThrows(() => new ReconnectingWebSocket('ws://127.0.0.1:9/', { perMessageDeflate: { concurrencyLimit: Infinity }, startClosed: true }))
   // The rws shape and option names validate the same way.
   t.throws(() => new ReconnectingWebSocket('ws://127.0.0.1:9/', [], { perMessageDeflate: { level: 10 } }), { code: 'ERR_OUT_OF_RANGE' } as Any)
   // Valid forms construct (started closed: nothing to connect to).

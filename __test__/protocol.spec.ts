@@ -561,6 +561,81 @@ test('NO_PROXY entries name hosts as curl reads them: IPv6 in brackets (with a p
   t.is(via('ws://x.example/', 'a.example'), 'http://127.0.0.1:9')
 })
 
+test.serial('protocol and extensions are the next connection\'s once it is being made: \'\' until it opens, as a new ws socket\'s', async (t) => {
+  // The first connection opens with a subprotocol and drops; every attempt after it fails.
+  let connections = 0
+  const peer = await rawServer((s) => {
+    if (++connections > 1) return void s.destroy()
+    acceptUpgrade(s, (socket) => setImmediate(() => socket.destroy()), 'Sec-WebSocket-Protocol: chat.v1\r\n')
+  })
+  t.teardown(() => peer.close())
+  const client = new ReconnectingWebSocket(peer.url, { protocols: 'chat.v1', minDelay: 10, maxDelay: 10, jitter: 'none', pingInterval: 0 })
+  const seen: string[] = []
+  client.on('open', () => seen.push(`open ${client.protocol}`))
+  const retried = new Promise<void>((resolve) =>
+    client.on('reconnecting', ({ attempt }) => {
+      seen.push(`reconnecting ${attempt} '${client.protocol}'`)
+      if (attempt === 2) resolve()
+    }),
+  )
+  await retried
+  // Until an attempt starts, the last connection's (as reconnecting-websocket's old socket's); then ''.
+  t.deepEqual(seen, ['open chat.v1', "reconnecting 1 'chat.v1'", "reconnecting 2 ''"])
+  t.is(client.extensions, '')
+  await client.disconnect()
+})
+
+test.serial("headers as a fetch Headers or a Map are sent (they were read as an object with no properties: none went); a Cookie array goes as one line, as Node's http sends it", async (t) => {
+  const heads: string[] = []
+  const peer = await rawServer((s) => {
+    let head = ''
+    s.on('data', (chunk) => {
+      head += chunk.toString('latin1')
+      if (head.includes('\r\n\r\n')) {
+        heads.push(head)
+        s.destroy()
+      }
+    })
+  })
+  t.teardown(() => peer.close())
+  const lines = (head: string, name: string) =>
+    head
+      .split('\r\n')
+      .map((l) => l.replace(/^[^:]+/, (n) => n.toLowerCase()))
+      .filter((l) => l.startsWith(`${name}:`))
+  const cases = [
+    new Headers({ Authorization: 'Bearer from-headers', 'X-Trace': 'h' }),
+    new Map<string, string | string[]>([
+      ['Authorization', 'Bearer from-map'],
+      ['Cookie', ['a=1', 'b=2']],
+    ]),
+    { Cookie: ['c=3', 'd=4'], 'X-Multi': ['1', '2'] },
+  ]
+  for (const headers of cases) {
+    const client = new ReconnectingWebSocket(peer.url, { headers, maxRetries: 0 })
+    client.on('error', () => {})
+    await new Promise((resolve) => client.once('giveup', resolve))
+    await client.disconnect()
+  }
+  // And from a provider.
+  const provided = new ReconnectingWebSocket(peer.url, { headers: () => new Headers({ Authorization: 'Bearer provided' }), maxRetries: 0 })
+  provided.on('error', () => {})
+  await new Promise((resolve) => provided.once('giveup', resolve))
+  await provided.disconnect()
+  t.is(heads.length, 4)
+  t.deepEqual(lines(heads[0], 'authorization'), ['authorization: Bearer from-headers'])
+  t.deepEqual(lines(heads[0], 'x-trace'), ['x-trace: h'])
+  t.deepEqual(lines(heads[1], 'authorization'), ['authorization: Bearer from-map'])
+  t.deepEqual(lines(heads[1], 'cookie'), ['cookie: a=1; b=2'])
+  t.deepEqual(lines(heads[2], 'cookie'), ['cookie: c=3; d=4'])
+  t.deepEqual(lines(heads[2], 'x-multi'), ['x-multi: 1', 'x-multi: 2'])
+  t.deepEqual(lines(heads[3], 'authorization'), ['authorization: Bearer provided'])
+  // What cannot be headers is refused at once, as before.
+  t.throws(() => new ReconnectingWebSocket(peer.url, { headers: new Map([[1, 'x']]) as never, startClosed: true }), { code: 'ERR_INVALID_ARG_TYPE' })
+  t.throws(() => new ReconnectingWebSocket(peer.url, { headers: new Map([['bad name', 'x']]), startClosed: true }), { code: 'ERR_INVALID_HTTP_TOKEN' })
+  await quiescent()
+})
+
 test.serial('subprotocols, origin and custom headers; a server choosing an unoffered protocol fails the handshake', async (t) => {
   let request: http.IncomingMessage | undefined
   const wss = new WebSocketServer({ host: '127.0.0.1', port: 0, handleProtocols: (protocols) => (protocols.has('chat.v2') ? 'chat.v2' : false) })
@@ -1031,7 +1106,8 @@ test.serial('credentials in the URL become Basic authorization; IPv6 literals wo
   await new Recorder(client).next('open')
   t.is(request?.headers.authorization, `Basic ${Buffer.from('al@ice:s3cr:t').toString('base64')}`)
   t.is(request?.headers.host, `127.0.0.1:${peer.port}`, 'no credentials in the Host header')
-  t.is(client.url, url)
+  // Shown without the password (README: client.url).
+  t.is(client.url, peer.url.replace('ws://', 'ws://al%40ice:***@'))
   await client.disconnect()
   // A second client of the same URL (credentials are never cached): same result.
   request = undefined

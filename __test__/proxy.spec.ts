@@ -220,6 +220,19 @@ test('proxy variables are read as curl and proxy-from-env read them: lower case 
   t.regex(refused({ HTTPS_PROXY: 'http://bob:hunter2%E9@p:1' }), /^HTTPS_PROXY: .*percent-escapes that are not UTF-8$/)
   t.regex(refused({ ALL_PROXY: 'socks5://:hunter2@p:1' }), /^ALL_PROXY: .*need a user name/)
   t.is(ws({ HTTP_PROXY: 'http://u:p%zz@p:1' }), 'http://u:p%zz@p:1', 'a % without two hex digits is kept, as the addon keeps it')
+  // With followRedirects, both schemes' variables go to the addon (a hop may change scheme): both
+  // are checked, as the one for the client's own URL is (one for wss: failed each hop there, retried).
+  t.regex(t.throws(() => proxyEnv({ HTTP_PROXY: 'http://ok:1', HTTPS_PROXY: 'https://bob:hunter2@p:443' }), { code: 'ERR_INVALID_PROXY' })!.message, /^HTTPS_PROXY: Only http:\/\/ .*Received https:$/)
+  const saved = process.env.HTTPS_PROXY
+  process.env.HTTPS_PROXY = 'https://bob:hunter2@p:443'
+  try {
+    const err = t.throws(() => new ReconnectingWebSocket('ws://127.0.0.1:9/', { followRedirects: true, startClosed: true }), { code: 'ERR_INVALID_PROXY' })
+    t.false(err!.message.includes('hunter2'))
+    t.notThrows(() => new ReconnectingWebSocket('ws://127.0.0.1:9/', { startClosed: true }), 'without redirects, only the variable for ws: counts')
+  } finally {
+    if (saved === undefined) delete process.env.HTTPS_PROXY
+    else process.env.HTTPS_PROXY = saved
+  }
 })
 
 test('a SOCKS5 password without a user name, credentials over 255 bytes and escapes that are not UTF-8 are refused early', (t) => {

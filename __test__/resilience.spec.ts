@@ -166,7 +166,7 @@ test.serial('shouldReconnect sees what failed and decides, synchronously or not'
   const r = new Recorder(client)
   const giveup = await r.next('giveup')
   t.is(giveup.reason, 'policy')
-  t.deepEqual(seen[0], { kind: 'close', code: 4000, reason: 'maintenance', attempt: 1 })
+  t.deepEqual(seen[0], { kind: 'close', code: 4000, reason: 'maintenance', wasClean: true, attempt: 1 })
   t.is(seen.length, 3)
   t.is(peer.accepted, 3)
   const closes = r.log.filter((e) => e.name === 'close').map((e) => (e.args[0] as { willReconnect: boolean }).willReconnect)

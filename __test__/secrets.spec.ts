@@ -4,6 +4,7 @@ import { spawn } from 'node:child_process'
 import { once } from 'node:events'
 import type net from 'node:net'
 import { fileURLToPath } from 'node:url'
+import { inspect } from 'node:util'
 import test from 'ava'
 
 import { ReconnectingWebSocket, type RedialError } from '../index.js'
@@ -72,6 +73,38 @@ test.serial('NODE_DEBUG=redial-ws never logs the password, through opens, closes
   t.deepEqual(auth, [1, 2].map(() => `Basic ${Buffer.from(`alice:${PASSWORD}`).toString('base64')}`))
   // ... and nowhere in the output.
   t.deepEqual(leaks(stderr + stdout), [], stderr + stdout)
+  await quiescent()
+})
+
+test.serial("client.url masks the credentials (an event's target, a diagnostics subscriber's client hand it to anyone); they still go in the header", async (t) => {
+  const auth: Array<string | undefined> = []
+  const peer = await wsServer()
+  t.teardown(() => peer.close())
+  peer.wss.on('connection', (_s, req) => auth.push(req.headers.authorization))
+  const host = `127.0.0.1:${peer.port}`
+  const cases: Array<[string | (() => string), string]> = [
+    [`ws://alice:${PASSWORD}@${host}/`, `ws://alice:***@${host}/`],
+    [`ws://alice:${encodeURIComponent('p@ss ' + PASSWORD)}@${host}/a@b`, `ws://alice:***@${host}/a@b`],
+    // A lone user name is often a token.
+    [`ws://${TOKEN}@${host}/`, `ws://***@${host}/`],
+    // From a provider, once it has answered.
+    [() => `ws://alice:${PASSWORD}@${host}/`, `ws://alice:***@${host}/`],
+  ]
+  for (const [url, shown] of cases) {
+    const client = new ReconnectingWebSocket(url, { pingInterval: 0 })
+    const targets: string[] = []
+    client.addEventListener('open', (e) => targets.push((e.target as ReconnectingWebSocket).url))
+    await client.opened()
+    t.is(client.url, shown)
+    t.deepEqual(targets, [shown])
+    const seen = inspect(client, { showHidden: true, getters: true, depth: 4 })
+    t.deepEqual(leaks(seen), [], seen)
+    t.false(seen.includes(TOKEN))
+    await client.disconnect()
+  }
+  t.is(auth.length, cases.length)
+  t.true(auth.every((a) => a !== undefined && a.startsWith('Basic ')))
+  t.is(auth[0], `Basic ${Buffer.from(`alice:${PASSWORD}`).toString('base64')}`)
   await quiescent()
 })
 

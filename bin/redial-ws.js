@@ -138,7 +138,8 @@ function clientOptions(values) {
     const headers = {}
     for (const header of values.header) {
       const colon = header.indexOf(':')
-      if (colon <= 0) usageError(`--header must look like "Name: value", got "${header}"`)
+      // Not the argument itself: a mistyped `Authorization Bearer <token>` would show the token.
+      if (colon <= 0) usageError(`--header must look like "Name: value", got one without a name and a colon (${header.length} characters)`)
       const name = header.slice(0, colon).trim()
       const value = header.slice(colon + 1).trim()
       const previous = headers[name]

@@ -10,7 +10,7 @@ const { setImmediate } = require('node:timers')
 const { isIP } = require('node:net')
 // `N.client*(client, ...)`: the native state is wrapped onto the client object itself (src/client.rs).
 const N = require('./native')
-const { makeError, fromNative, redactText, gaveUpError } = require('./errors')
+const { makeError, fromNative, redactText, redactUrl, gaveUpError } = require('./errors')
 const {
   parseOptions,
   parseUrl,
@@ -33,7 +33,7 @@ const { HeldSends, WAITING, READY, isBlob } = require('./held')
 const { Backlog } = require('./backlog')
 const { Event, MessageEvent, CloseEvent, ErrorEvent, Surface } = require('./whatwg')
 const wire = require('./wire')
-const { normalizeArgs } = require('./rws')
+const { normalizeArgs, inTheirNames } = require('./rws')
 const { messageIterator } = require('./messages')
 const { webSocketStream } = require('./stream')
 const { channels, trace, tracing } = require('./diagnostics')
@@ -348,8 +348,13 @@ class ReconnectingWebSocket extends EventEmitter {
     super()
     this._events = Object.create(NO_EVENTS)
     const parsed = parseUrl(url)
-    const { options: normalized, rws } = normalizeArgs(protocolsOrOptions, options, arguments.length, this)
-    const opts = parseOptions(normalized, rws !== null)
+    const { options: normalized, rws, renamed } = normalizeArgs(protocolsOrOptions, options, arguments.length, this)
+    let opts
+    try {
+      opts = parseOptions(normalized, rws !== null)
+    } catch (err) {
+      throw inTheirNames(err, renamed ?? null)
+    }
     const signal = opts.signal
     this.#rws = rws
     if (typeof parsed === 'function' || opts.native.providers) {
@@ -384,9 +389,14 @@ class ReconnectingWebSocket extends EventEmitter {
     if (!opts.startClosed) this.connect()
   }
 
-  /** The normalised URL ('' before the first attempt in reconnecting-websocket mode, or with a URL provider). */
+  /**
+   * The normalised URL ('' before the first attempt in reconnecting-websocket mode, or with a URL
+   * provider), its credentials masked (`user:***@`, a lone user name as `***`): a URL is shown in
+   * logs, and an event's `target` or a diagnostics subscriber's `client` hands it to anyone.
+   */
   get url() {
-    return this.#rws ? this.#rws.url(this.#url) : this.#url
+    const url = this.#url.includes('@') ? redactUrl(this.#url) : this.#url
+    return this.#rws ? this.#rws.url(url) : url
   }
 
   get state() {
@@ -400,7 +410,7 @@ class ReconnectingWebSocket extends EventEmitter {
     return this.#rws?.readyStateOverride ?? READY_STATES[this.#state]
   }
 
-  /** The subprotocol the server selected ('' if none). */
+  /** The subprotocol the server selected ('' if none, and while the next connection is being made). */
   get protocol() {
     const chosen = this.#chosen
     return typeof chosen === 'string' ? chosen : chosen.protocol
@@ -495,6 +505,7 @@ class ReconnectingWebSocket extends EventEmitter {
     // A disconnect() stopped listening (a long-lived signal keeps no listener of a closed client).
     this.#listenToSignal()
     this.#ended = null
+    this.#chosen = ''
     // The attempt's `connecting` event changes nothing JS has not set here, unless it is traced,
     // rws mode reads it (`socketSeen`), or events still to be dispatched may undo what this sets
     // (a batch's `close` after this listener): otherwise it need not wake the JS thread by itself.
@@ -1381,7 +1392,9 @@ class ReconnectingWebSocket extends EventEmitter {
     } catch (err) {
       rethrowLater(err)
     }
-    if (this.#wants('message')) this.#fire(new MessageEvent(data, this))
+    // In rws mode, once reconnect() has fired a connection's close, nothing more of it reaches
+    // their listeners (reconnecting-websocket removes its listeners from the old socket).
+    if (this.#wants('message') && !this.#rws?.suppressClose) this.#fire(new MessageEvent(data, this))
   }
 
   #onControl(type, data) {
@@ -1439,6 +1452,8 @@ class ReconnectingWebSocket extends EventEmitter {
   /** `attempt`: the machine's count of consecutive failures (0 for the first attempt after connect()). */
   #onConnecting(attempt) {
     if (this.#rws) this.#rws.socketSeen = true
+    // `protocol` and `extensions` are the next connection's, '' until it opens (as a new ws socket's).
+    this.#chosen = ''
     if (!this.#closing) this.#state = 'connecting'
     this.#retries = attempt
     this.#trace('connect', this.retryCount)

@@ -310,7 +310,8 @@ function parseDeflate(v) {
   }
   const deflateOptions = zlib('zlibDeflateOptions')
   zlib('zlibInflateOptions')
-  int(v, 'concurrencyLimit', 1, Infinity, 10)
+  // (ws accepts Infinity: no limit, which is what it means here too.)
+  if (v.concurrencyLimit !== Infinity) int(v, 'concurrencyLimit', 1, Infinity, 10)
   // zlib's "default level" (-1) is 6.
   let level = int(deflateOptions, 'level', -1, 9, 6, 'perMessageDeflate.zlibDeflateOptions.level')
   level = int(v, 'level', -1, 9, level)
@@ -650,7 +651,14 @@ function proxyFromEnv(env, secure) {
 
 /** The proxies for ws: and wss: and NO_PROXY as proxyFor reads them ('' where unset), for the addon's redirects. */
 function proxyEnv(env = process.env) {
-  return [proxyFromEnv(env, false)[0] ?? '', proxyFromEnv(env, true)[0] ?? '', proxyVariable(env, 'NO_PROXY') ?? '']
+  // Checked now, both, as proxyFor checks the one it uses: a redirect may take either scheme, and
+  // a variable the addon cannot use would fail every attempt that hops there, retried without end.
+  const checked = ([value, name]) => {
+    if (value === undefined) return ''
+    checkProxy(value, name)
+    return value
+  }
+  return [checked(proxyFromEnv(env, false)), checked(proxyFromEnv(env, true)), proxyVariable(env, 'NO_PROXY') ?? '']
 }
 
 /**
@@ -727,10 +735,19 @@ function checkHeaderValue(name, value) {
   if (INVALID_HEADER_CHAR.test(value)) throw makeError('ERR_INVALID_CHAR', `Invalid character in header content ["${name}"]`, TypeError)
 }
 
-/** Headers as an object of name -> string (or array of strings); validated early. */
+/**
+ * A headers option's name, value pairs: a plain object's own properties, or a fetch `Headers`'
+ * or a `Map`'s entries (which Object.entries would see as none, and send nothing).
+ */
+function headerEntries(headers) {
+  return headers instanceof Map || (typeof Headers === 'function' && headers instanceof Headers) ? [...headers] : Object.entries(headers)
+}
+
+/** Headers as an object of name -> string (or array of strings), a Headers or a Map; validated early. */
 function checkHeaders(headers, name = 'headers') {
-  if (typeof headers !== 'object' || headers === null || Array.isArray(headers)) throw typeError(name, 'an object', headers)
-  for (const [k, v] of Object.entries(headers)) {
+  if (typeof headers !== 'object' || headers === null || Array.isArray(headers)) throw typeError(name, 'an object, a Headers or a Map', headers)
+  for (const [k, v] of headerEntries(headers)) {
+    if (typeof k !== 'string') throw typeError(`${name} (a name)`, 'a string', k)
     if (!TOKEN.test(k)) throw makeError('ERR_INVALID_HTTP_TOKEN', `Header name must be a valid HTTP token ["${k}"]`, TypeError)
     for (const one of Array.isArray(v) ? v : [v]) {
       if (typeof one !== 'string' && typeof one !== 'number') throw typeError(`${name}.${k}`, 'a string', one)
@@ -742,16 +759,22 @@ function checkHeaders(headers, name = 'headers') {
 /**
  * Headers as the name, value pairs of the request. As Node's http sends what `ws` gives it, a name
  * is sent once whatever its case (the last spelling of it wins), and `origin` (unless empty) wins
- * over an Origin header; an array sends one line per value.
+ * over an Origin header; an array sends one line per value, but a Cookie array one line, its
+ * values joined by '; ' (RFC 6265 section 5.4: a server may read only the first Cookie line).
  */
 function flattenHeaders(headers, origin) {
   if (!origin && !headers) return NONE
   const byName = new Map()
-  if (headers) for (const [k, v] of Object.entries(headers)) byName.set(k.toLowerCase(), [k, v])
+  if (headers) for (const [k, v] of headerEntries(headers)) byName.set(k.toLowerCase(), [k, v])
   // As ws: an empty origin is none.
   if (origin) byName.set('origin', ['origin', origin])
   const flat = []
-  for (const [k, v] of byName.values()) for (const one of Array.isArray(v) ? v : [v]) flat.push(k, String(one))
+  for (const [lower, [k, v]] of byName) {
+    if (!Array.isArray(v)) flat.push(k, String(v))
+    else if (lower === 'cookie') {
+      if (v.length > 0) flat.push(k, v.join('; '))
+    } else for (const one of v) flat.push(k, String(one))
+  }
   return flat
 }
 

@@ -4,7 +4,7 @@
 // client built that way ("rws mode", see docs/migrating.md): their defaults,
 // their event order, their url and readyState quirks.
 
-const { makeError } = require('./errors')
+const { makeError, optionTypeError } = require('./errors')
 const { CloseEvent, ErrorEvent } = require('./whatwg')
 const { rethrowLater } = require('./wire')
 
@@ -70,6 +70,8 @@ function normalizeArgs(second, third, argc, client) {
   }
   if (!rwsShape && !hasTheirs(given)) return { options: given ?? NO_OPTIONS, rws: null }
   const options = { ...(given ?? {}) }
+  // Ours -> theirs, for the errors of the options renamed (they name what the caller wrote).
+  let renamed = null
   let compat = rwsShape
   // A name whose value is undefined is not given (as for every other option): it is taken out,
   // and neither switches the client to their defaults nor conflicts with ours.
@@ -83,6 +85,7 @@ function normalizeArgs(second, third, argc, client) {
       throw makeError('ERR_INVALID_ARG_VALUE', `Options "${theirs}" and "${ours}" are the same setting: pass one`, TypeError)
     }
     options[ours] = value
+    ;(renamed ??= new Map()).set(ours, theirs)
   }
   const extra = {}
   for (const name of THEIRS) {
@@ -103,13 +106,20 @@ function normalizeArgs(second, third, argc, client) {
 
   for (const [key, value] of RWS_DEFAULT_PAIRS) if (options[key] === undefined) options[key] = value
   const max = extra.maxEnqueuedMessages
-  if (max !== undefined && (typeof max !== 'number' || !(max >= 0))) {
+  if (max !== undefined && typeof max !== 'number') {
+    throw optionTypeError('maxEnqueuedMessages', 'a number', max)
+  }
+  if (max !== undefined && !(max >= 0)) {
     throw makeError('ERR_OUT_OF_RANGE', `The "maxEnqueuedMessages" option must be a number >= 0. Received ${String(max)}`, RangeError)
   }
   const ownQueue = options.queue === undefined
   if (ownQueue) {
     // Their queue keeps the oldest messages and drops new ones past the limit (we also report them).
     options.queue = { maxMessages: max === undefined ? Infinity : Math.floor(max), maxBytes: Infinity, overflow: 'reject' }
+  }
+  // As every boolean option here: a truthy non-boolean is a mistake, not "on".
+  if (extra.debug !== undefined && typeof extra.debug !== 'boolean') {
+    throw optionTypeError('debug', 'a boolean', extra.debug)
   }
   for (const fn of ['debugLogger', 'shouldReconnectOnClose']) {
     if (extra[fn] !== undefined && typeof extra[fn] !== 'function') {
@@ -119,9 +129,25 @@ function normalizeArgs(second, third, argc, client) {
   const decide = extra.shouldReconnectOnClose
   if (decide !== undefined && options.shouldReconnect === undefined) {
     options.shouldReconnect = (info) =>
-      info.kind === 'close' ? decide(new CloseEvent(info.code, info.reason, true, client)) : undefined
+      info.kind === 'close' ? decide(new CloseEvent(info.code, info.reason, info.wasClean, client)) : undefined
   }
-  return { options, rws: new RwsMode(extra.debug === true, extra.debugLogger ?? console.log, ownQueue) }
+  return { options, rws: new RwsMode(extra.debug, extra.debugLogger ?? console.log, ownQueue), renamed }
+}
+
+/**
+ * An error of the options, naming the reconnecting-websocket option the caller wrote (`renamed`:
+ * ours -> theirs, from normalizeArgs) rather than ours it became.
+ */
+function inTheirNames(err, renamed) {
+  if (renamed === null || typeof err?.message !== 'string') return err
+  for (const [ours, theirs] of renamed) {
+    const named = `"${ours}"`
+    if (!err.message.includes(named)) continue
+    const message = err.message.replace(named, `"${theirs}"`)
+    if (typeof err.stack === 'string') err.stack = err.stack.replace(err.message, message)
+    err.message = message
+  }
+  return err
 }
 
 /**
@@ -150,7 +176,7 @@ class RwsMode {
   readyStateOverride = undefined
 
   constructor(debug, log, dropNewest) {
-    this.debug = debug
+    this.debug = debug === true
     this.log = log
     this.dropNewest = dropNewest
   }
@@ -200,10 +226,8 @@ class RwsMode {
     const suppress = (this.suppressClose || byReconnect) && !this.openShown
     this.suppressClose = false
     this.openShown = false
-    if (suppress) {
-      if (error && surface?.wants('error')) this.#fireAs(CLOSING, new ErrorEvent(error, client), client, surface)
-      return
-    }
+    // (Nor its error: their listeners are off the old socket.)
+    if (suppress) return
     if (!surface) return
     if (error) {
       // reconnecting-websocket closes a failed socket (or one ws reported an error on) itself: a
@@ -211,7 +235,9 @@ class RwsMode {
       const timeout = error.code === 'ERR_CONNECT_TIMEOUT'
       if (surface.wants('close')) this.#fireAs(CLOSING, new CloseEvent(1000, timeout ? 'timeout' : '', true, client), client, surface)
       if (surface.wants('error')) {
-        const err = Object.assign(new Error(timeout ? 'TIMEOUT' : error.message), { code: error.code })
+        // The client's error itself (its `cause`, `status`, `headers` with it), but for their
+        // message on a timeout.
+        const err = timeout ? makeError(error.code, 'TIMEOUT', Error, error.cause === undefined ? undefined : { cause: error.cause }) : error
         this.#fireAs(CLOSING, new ErrorEvent(err, client), client, surface)
       }
       return
@@ -238,4 +264,4 @@ class RwsMode {
   }
 }
 
-module.exports = { normalizeArgs }
+module.exports = { normalizeArgs, inTheirNames }

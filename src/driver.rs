@@ -386,6 +386,7 @@ impl Driver {
                     let info = PolicyInfo::Close {
                         code: end.code,
                         reason: end.reason.clone(),
+                        was_clean: end.was_clean,
                         error: end.error.as_ref().map(|e| e.code),
                     };
                     self.last_failure = Some(Box::new((info, retry.default)));
@@ -625,6 +626,7 @@ impl Driver {
                     PolicyInfo::Close {
                         code: 1006,
                         reason: String::new(),
+                        was_clean: false,
                         error: None,
                     },
                     true,

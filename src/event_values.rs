@@ -194,10 +194,16 @@ pub fn event_to_js(env: &Env, event: JsEvent) -> Result<(u32, Value)> {
             o.set(c"default", default)?;
             let mut i = Obj::new(raw)?;
             match info {
-                PolicyInfo::Close { code, reason, error } => {
+                PolicyInfo::Close {
+                    code,
+                    reason,
+                    was_clean,
+                    error,
+                } => {
                     i.set(c"kind", "close")?;
                     i.set(c"code", u32::from(code))?;
                     i.set(c"reason", reason)?;
+                    i.set(c"wasClean", was_clean)?;
                     if let Some(error) = error {
                         i.set(c"error", error)?;
                     }

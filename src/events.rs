@@ -317,6 +317,8 @@ pub enum PolicyInfo {
     Close {
         code: u16,
         reason: String,
+        /// The close handshake completed (the close event's `wasClean`).
+        was_clean: bool,
         /// The client failed the connection (`code` is the client's own): the error's code.
         error: Option<&'static str>,
     },
