@@ -112,7 +112,7 @@ export interface ReconnectingWebSocketOptions {
   shouldReconnect?: (info: ReconnectInfo) => boolean | undefined | Promise<boolean | undefined>
   /**
    * The offline queue used by `send()` while connecting or waiting to reconnect; `false` disables it
-   * (`send()` then throws `ERR_NOT_OPEN`). [`{ maxMessages: 1000, maxBytes: 4 MiB, overflow: 'reject' }`]
+   * (`send()` then throws `ERR_NOT_OPEN`; while the client is closing, it reports the message in a `drop` event). [`{ maxMessages: 1000, maxBytes: 4 MiB, overflow: 'reject' }`]
    */
   queue?: boolean | QueueOptions
   /**
@@ -440,8 +440,9 @@ export interface DropEventInfo {
    * `'overflow'`: the offline queue dropped them. `'closed'`: `send()` was called while the client still
    * looked open (or connecting), but the connection had already ended for good (the `close` or `giveup`
    * event was on its way), or, with `queue: false`, the connection ended while it waited behind a Blob's
-   * bytes, so nothing will write them; or `send()` was called while a `disconnect()` closes the client
-   * (`state` `'closing'`: a listener answering what the connection still delivers; `ws` drops it too).
+   * bytes, so nothing will write them; or `send()` was called while the client is closing and did not queue
+   * it (after `disconnect()`, or with `queue: false`: a listener answering what the connection still
+   * delivers; `ws` drops it too).
    * `'unreadable'`: a Blob whose bytes could not be read, or, sent as text
    * (`binary: false`), were not UTF-8 (`error` says why).
    */
@@ -693,7 +694,8 @@ export declare class ReconnectingWebSocket<B extends BinaryType = 'nodebuffer'> 
   /**
    * Sends a text (string) or binary message; while connecting or waiting to reconnect it is queued and
    * written, in order, on the next open. Throws `ERR_NOT_OPEN` when closed, `ERR_QUEUE_FULL` on overflow;
-   * while a `disconnect()` closes the client, the message is dropped (a `drop` event, `'closed'`; `callback` too).
+   * while the client is closing and does not queue it (after `disconnect()`, or with `queue: false`), the
+   * message is dropped (a `drop` event, `'closed'`; `callback` too).
    * `options` as in `ws`. A Blob goes as a binary message (text with `binary: false`; a piece with
    * `fin: false`) once its bytes are read: it, and every `send()`,
    * `disconnect()` or `reconnect()` after it, wait for them in order (counted in `bufferedAmount`; the client

@@ -223,6 +223,8 @@ test('proxy variables are read as curl and proxy-from-env read them: lower case 
   // With followRedirects, both schemes' variables go to the addon (a hop may change scheme): both
   // are checked, as the one for the client's own URL is (one for wss: failed each hop there, retried).
   t.regex(t.throws(() => proxyEnv({ HTTP_PROXY: 'http://ok:1', HTTPS_PROXY: 'https://bob:hunter2@p:443' }), { code: 'ERR_INVALID_PROXY' })!.message, /^HTTPS_PROXY: Only http:\/\/ .*Received https:$/)
+  // Unless no hop can use them.
+  t.notThrows(() => proxyEnv({ HTTPS_PROXY: 'https://bob:hunter2@p:443', NO_PROXY: '*' }))
   const saved = process.env.HTTPS_PROXY
   process.env.HTTPS_PROXY = 'https://bob:hunter2@p:443'
   try {

@@ -495,7 +495,7 @@ test.serial('ping() and pong() in a listener never throw while the client reads 
   await quiescent()
 })
 
-test.serial("a listener answering what the connection delivers during disconnect()'s close handshake never throws", async (t) => {
+test.serial("a listener answering what the connection delivers during disconnect()'s or reconnect()'s close handshake never throws", async (t) => {
   // The server answers the client's close frame with 20 messages and a ping before its own close
   // frame: JS reads them while the client is 'closing', and an echo listener (ws's idiom) answers
   // each. ws drops those answers (and calls their callbacks with an error); they threw ERR_NOT_OPEN.
@@ -538,6 +538,9 @@ test.serial("a listener answering what the connection delivers during disconnect
   })
   await client.opened()
   const done = client.disconnect()
+  // What cannot be sent at all still throws, closing or not (a piece too).
+  t.throws(() => client.send({} as never, { fin: false }), { code: 'ERR_INVALID_ARG_TYPE' })
+  t.throws(() => client.send(Symbol('x') as never), { code: 'ERR_INVALID_ARG_TYPE' })
   const close = await rec.next('close')
   t.like(close, { code: 1000, wasClean: true })
   t.deepEqual(await done, { discarded: 0 })
@@ -553,6 +556,30 @@ test.serial("a listener answering what the connection delivers during disconnect
   t.is(client.state, 'closed')
   t.throws(() => client.send('too late'), { code: 'ERR_NOT_OPEN' })
   t.throws(() => client.ping(), { code: 'ERR_NOT_OPEN' })
+
+  // The same during reconnect()'s close with `queue: false` (nothing queues the answers: they were
+  // refused with ERR_NOT_OPEN); the next connection opens as usual.
+  const unqueued = new ReconnectingWebSocket(peer.url, { pingInterval: 0, queue: false, minDelay: 10 })
+  const log = new Recorder(unqueued, ['drop', 'close', 'open'])
+  await log.next('open')
+  const answered: string[] = []
+  unqueued.on('message', (data) => {
+    answered.push(`${data} ${unqueued.state}`)
+    answer(() => unqueued.send(`re: ${data}`))
+  })
+  unqueued.reconnect()
+  await log.next('close')
+  await log.next('open')
+  t.deepEqual(thrown, [])
+  t.is(answered.length, 20)
+  t.true(answered.every((a) => a.endsWith(' closing')), answered.join(', '))
+  const refused = log.log.filter((e) => e.name === 'drop').map((e) => e.args[0] as { reason: string; messages: unknown[] })
+  t.deepEqual(
+    refused.flatMap((d) => d.messages),
+    answered.map((a) => `re: ${a.split(' ')[0]}`),
+  )
+  t.true(refused.every((d) => d.reason === 'closed'))
+  await unqueued.terminate()
   await quiescent()
 })
 

@@ -21,6 +21,9 @@ const { redactUrl, redactInput } = require('../lib/errors')
 const { variable } = require('../lib/environment')
 const { version } = require('../package.json')
 
+/** An HTTP header name (RFC 9110 token), as lib/options.js checks it. */
+const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/
+
 const USAGE = `Usage: redial-ws <url> [options]
 
 Reads lines from stdin and sends each one as a text message; prints every
@@ -138,9 +141,12 @@ function clientOptions(values) {
     const headers = {}
     for (const header of values.header) {
       const colon = header.indexOf(':')
-      // Not the argument itself: a mistyped `Authorization Bearer <token>` would show the token.
-      if (colon <= 0) usageError(`--header must look like "Name: value", got one without a name and a colon (${header.length} characters)`)
-      const name = header.slice(0, colon).trim()
+      const name = header.slice(0, Math.max(colon, 0)).trim()
+      // Not the argument itself: a mistyped `Authorization Bearer <token>` (or `… id:secret`)
+      // would show the token.
+      if (colon <= 0 || !HEADER_NAME.test(name)) {
+        usageError(`--header must look like "Name: value" (a name of letters, digits and !#$%&'*+-.^_\`|~, then a colon), got another form (${header.length} characters)`)
+      }
       const value = header.slice(colon + 1).trim()
       const previous = headers[name]
       headers[name] = previous === undefined ? value : [].concat(previous, value)

@@ -702,8 +702,9 @@ class ReconnectingWebSocket extends EventEmitter {
   /**
    * Sends now when open; while connecting or waiting to reconnect, queues
    * (bounded; see the `queue` option). Throws ERR_NOT_OPEN when closed and
-   * ERR_QUEUE_FULL when the queue refuses the message. While a disconnect() closes the client,
-   * the message is dropped and reported (`drop`, reason 'closed').
+   * ERR_QUEUE_FULL when the queue refuses the message. While the client is closing and does not
+   * queue it (after a disconnect(), or with `queue: false`), the message is dropped and reported
+   * (`drop`, reason 'closed').
    */
   send(data) {
     // ws's `send(data, options, callback)`, the pieces of a message and sends behind a Blob: rare,
@@ -755,7 +756,7 @@ class ReconnectingWebSocket extends EventEmitter {
       message = { state: READY, data: copy, blob: undefined, text: false, error: undefined, original: data, compress: options?.compress !== false, callback, size, chunk, control: undefined }
     }
     if (this.#refusesMessages() || (UNUSUAL.get(this)?.unqueued && this.#state !== 'open')) {
-      if (!chunk && this.#closingForGood()) return this.#droppedWhileClosing(data, callback)
+      if (!chunk && this.#closingNow()) return this.#droppedWhileClosing(data, callback)
       throw makeError('ERR_NOT_OPEN', `Cannot send: the connection is ${this.state}`)
     }
     this.#holdMessage(message)
@@ -785,16 +786,17 @@ class ReconnectingWebSocket extends EventEmitter {
   }
 
   /**
-   * disconnect() was called and its close is not done (nor a connect() made since): the connection
-   * still delivers what it reads until then, and a listener that answers must not crash the
-   * process. What send() is given then is dropped and reported ('closed'), as ws drops it; once the
-   * client is closed, send() throws ERR_NOT_OPEN.
+   * The client reads 'closing' (a disconnect() or a reconnect() closes its connection): the
+   * connection still delivers what it reads until the close is done, and a listener that answers
+   * must not crash the process. What send() is given then and not queued (after a disconnect(), or
+   * with `queue: false`) is dropped and reported ('closed'), as ws drops it; once the client is
+   * closed, send() throws ERR_NOT_OPEN.
    */
-  #closingForGood() {
-    return this.state === 'closing' && this.#refusesMessages()
+  #closingNow() {
+    return this.state === 'closing'
   }
 
-  /** A send() while closing for good: its data in a `drop` event, its callbacks told 'closed'. */
+  /** A send() refused while closing: its data in a `drop` event, its callbacks told 'closed'. */
   #droppedWhileClosing(data, callback) {
     this.#dropped('closed', data)
     if (callback !== undefined) callLater(callback, notSent('closed'))
@@ -870,7 +872,7 @@ class ReconnectingWebSocket extends EventEmitter {
       if (held && outcome === SENT_NOT_OPEN && looksUsable && !this.#closing && !UNUSUAL.get(this)?.unqueued) return KEPT
       // (A stream's chunk is not reported: the stream sends it again on the next connection, or fails.)
       if (looksUsable && !this.#closing) return chunk ? 'closed' : this.#dropped('closed', data)
-      if (!chunk && this.#closingForGood()) return this.#dropped('closed', data)
+      if (!chunk && this.#closingNow()) return this.#dropped('closed', data)
       throw makeError('ERR_NOT_OPEN', `Cannot send: the connection is ${this.#state}`)
     }
     if (outcome === SENT_QUEUE_FULL) {
@@ -924,7 +926,11 @@ class ReconnectingWebSocket extends EventEmitter {
     const fin = checkSendOptions(options).fin !== false
     // As send(): refused once closed, or closing for good (a connect() since accepts them again).
     if (this.#refusesMessages()) {
-      if (this.#closingForGood()) return this.#droppedWhileClosing(data, callback)
+      // (What could not be sent at all throws, closing or not.)
+      if (this.#closingNow()) {
+        pieceOf(data)
+        return this.#droppedWhileClosing(data, callback)
+      }
       throw makeError('ERR_NOT_OPEN', `Cannot send: the connection is ${this.state}`)
     }
     const message = this.#fragments

@@ -653,12 +653,14 @@ function proxyFromEnv(env, secure) {
 function proxyEnv(env = process.env) {
   // Checked now, both, as proxyFor checks the one it uses: a redirect may take either scheme, and
   // a variable the addon cannot use would fail every attempt that hops there, retried without end.
+  // (Not when NO_PROXY is '*': no hop uses them.)
+  const noProxy = proxyVariable(env, 'NO_PROXY') ?? ''
   const checked = ([value, name]) => {
     if (value === undefined) return ''
-    checkProxy(value, name)
+    if (noProxy.trim() !== '*') checkProxy(value, name)
     return value
   }
-  return [checked(proxyFromEnv(env, false)), checked(proxyFromEnv(env, true)), proxyVariable(env, 'NO_PROXY') ?? '']
+  return [checked(proxyFromEnv(env, false)), checked(proxyFromEnv(env, true)), noProxy]
 }
 
 /**
