@@ -293,6 +293,29 @@ test.serial('rws mode: reconnect(code, reason) fires its close event at once and
   await quiescent()
 })
 
+test.serial('rws mode: close() then reconnect() in the same turn fires the close inside reconnect(), as for an open socket; the real close is not fired again', async (t) => {
+  const peer = await wsServer()
+  t.teardown(() => peer.close())
+  const ws: Any = new ReconnectingWebSocket(peer.url, undefined, { minReconnectionDelay: 10 })
+  const seen = track(ws, ['open', 'close'])
+  await until(() => seen.some((e) => e.type === 'open'), 'open')
+  ws.close(4001, 'c')
+  t.is(seen.filter((e) => e.type === 'close').length, 0, 'close() fires nothing by itself')
+  ws.reconnect()
+  const fired = seen.filter((e) => e.type === 'close' && e.via === 'listener')
+  t.is(fired.length, 1, 'fired inside reconnect()')
+  t.like(fired[0].event, { code: 1000, reason: '' })
+  t.is(fired[0].readyState, ws.CLOSING)
+  await until(() => seen.filter((e) => e.type === 'open').length === 4, 'the next open (on + listener)')
+  await until(() => peer.accepted === 2 && peer.concurrent === 1, 'the first connection gone')
+  t.deepEqual(
+    seen.filter((e) => e.via === 'listener').map((e) => e.type),
+    ['open', 'close', 'open'],
+  )
+  ws.close()
+  await quiescent()
+})
+
 test.serial("rws mode: after reconnect() fired a connection's close, its listeners hear nothing more of it (its messages, its error)", async (t) => {
   // The first connection sends five messages at once; the listener reconnects on the first. The
   // other four come before the old socket's real close: reconnecting-websocket has removed its

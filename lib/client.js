@@ -682,8 +682,14 @@ class ReconnectingWebSocket extends EventEmitter {
     const state = this.#state
     if (this.#rws?.ignoresReconnect(state)) return this
     // After disconnect() or terminate(), the connection is going anyway: as connect(), the close
-    // under way ends, then the client connects again.
-    if (this.#closing) return this.#connectNow()
+    // under way ends, then the client connects again. (reconnecting-websocket fires the close of
+    // a socket not yet closed in the call, as for any: its real close is then not fired again.)
+    if (this.#closing) {
+      const closing = state === 'closing'
+      this.#connectNow()
+      if (this.#rws && closing) this.#rws.reconnected(code, reason, this, this.#whatwg)
+      return this
+    }
     const hadConnection = state === 'open' || state === 'connecting' || state === 'closing'
     this.#retries = 0
     const restarts = N.clientReconnect(this, code, reason)
