@@ -633,6 +633,15 @@ test.serial("headers as a fetch Headers or a Map are sent (they were read as an 
   // What cannot be headers is refused at once, as before.
   t.throws(() => new ReconnectingWebSocket(peer.url, { headers: new Map([[1, 'x']]) as never, startClosed: true }), { code: 'ERR_INVALID_ARG_TYPE' })
   t.throws(() => new ReconnectingWebSocket(peer.url, { headers: new Map([['bad name', 'x']]), startClosed: true }), { code: 'ERR_INVALID_HTTP_TOKEN' })
+  // Telling a Headers apart must not load Node's fetch (undici: about 8 MiB, and a WebAssembly
+  // instance that fails under `ulimit -v`) for every client given an object, as reading the global did.
+  const script = `const { ReconnectingWebSocket } = require(process.argv[1])
+    new ReconnectingWebSocket('ws://127.0.0.1:9/', { headers: { a: 'b' }, startClosed: true })
+    new ReconnectingWebSocket('ws://127.0.0.1:9/', { headers: new Map([['a', 'b']]), startClosed: true })
+    console.log(process.moduleLoadList.filter((m) => m.includes('undici')).length)`
+  const child = await runNodeScript(script, [PACKAGE_ENTRY])
+  t.is(child.code, 0, child.err)
+  t.is(child.out.trim(), '0')
   await quiescent()
 })
 

@@ -742,7 +742,15 @@ function checkHeaderValue(name, value) {
  * or a `Map`'s entries (which Object.entries would see as none, and send nothing).
  */
 function headerEntries(headers) {
-  return headers instanceof Map || (typeof Headers === 'function' && headers instanceof Headers) ? [...headers] : Object.entries(headers)
+  return headers instanceof Map || isFetchHeaders(headers) ? [...headers] : Object.entries(headers)
+}
+
+/**
+ * A fetch `Headers` (Node's, or a polyfill's), told by its tag: reading the global `Headers` would
+ * load Node's undici (about 8 MiB, and a WebAssembly instance that fails under `ulimit -v`).
+ */
+function isFetchHeaders(headers) {
+  return headers[Symbol.toStringTag] === 'Headers' && typeof headers[Symbol.iterator] === 'function'
 }
 
 /** Headers as an object of name -> string (or array of strings), a Headers or a Map; validated early. */
