@@ -566,22 +566,21 @@ test.serial('protocol and extensions are the next connection\'s once it is being
   let connections = 0
   const peer = await rawServer((s) => {
     if (++connections > 1) return void s.destroy()
-    acceptUpgrade(s, (socket) => setImmediate(() => socket.destroy()), 'Sec-WebSocket-Protocol: chat.v1\r\n')
+    acceptUpgrade(s, (socket) => setImmediate(() => socket.destroy()), 'Sec-WebSocket-Protocol: chat.v1\r\nSec-WebSocket-Extensions: permessage-deflate\r\n')
   })
   t.teardown(() => peer.close())
   const client = new ReconnectingWebSocket(peer.url, { protocols: 'chat.v1', minDelay: 10, maxDelay: 10, jitter: 'none', pingInterval: 0 })
   const seen: string[] = []
-  client.on('open', () => seen.push(`open ${client.protocol}`))
+  client.on('open', () => seen.push(`open ${client.protocol} ${client.extensions}`))
   const retried = new Promise<void>((resolve) =>
     client.on('reconnecting', ({ attempt }) => {
-      seen.push(`reconnecting ${attempt} '${client.protocol}'`)
+      seen.push(`reconnecting ${attempt} '${client.protocol}' '${client.extensions}'`)
       if (attempt === 2) resolve()
     }),
   )
   await retried
   // Until an attempt starts, the last connection's (as reconnecting-websocket's old socket's); then ''.
-  t.deepEqual(seen, ['open chat.v1', "reconnecting 1 'chat.v1'", "reconnecting 2 ''"])
-  t.is(client.extensions, '')
+  t.deepEqual(seen, ['open chat.v1 permessage-deflate', "reconnecting 1 'chat.v1' 'permessage-deflate'", "reconnecting 2 '' ''"])
   await client.disconnect()
 })
 
