@@ -1,8 +1,12 @@
 /// <reference types="node" />
 import { EventEmitter } from 'node:events'
 
-/** Options of {@link ReconnectingWebSocket}. Every field is optional; defaults in brackets. */
-export interface ReconnectingWebSocketOptions {
+/**
+ * Options of {@link ReconnectingWebSocket}. Every field is optional; defaults in brackets. `B`: the
+ * `binaryType` they set, for an options object held in a variable (`ReconnectingWebSocketOptions<'nodebuffer'>`
+ * makes the client a `ReconnectingWebSocket`, whose messages are Buffers).
+ */
+export interface ReconnectingWebSocketOptions<B extends BinaryType = BinaryType> {
   /** Delay before the first reconnect attempt, in ms [250]. */
   minDelay?: number
   /** Cap of the reconnect delay, in ms [30000, or minDelay if larger]. Delays never exceed 2^31-1 ms. */
@@ -121,7 +125,7 @@ export interface ReconnectingWebSocketOptions {
    */
   headers?: HandshakeHeaders | Provider<HandshakeHeaders>
   /** Subprotocols to offer, or a provider called before every attempt. `client.protocol` is the server's choice. */
-  protocols?: string | string[] | Provider<string | string[]>
+  protocols?: string | string[] | Provider<string | string[] | null | undefined>
   /** `Origin` header of the handshake. */
   origin?: string
   /** TLS for `wss:`: rustls with the webpki roots plus the system CA bundle. */
@@ -136,7 +140,7 @@ export interface ReconnectingWebSocketOptions {
    */
   proxy?: string | false | null
   /** How binary messages are delivered ['nodebuffer']. */
-  binaryType?: BinaryType
+  binaryType?: B
   /** Aborting it disconnects the client (an already aborted signal: it never connects). */
   signal?: AbortSignal
 }
@@ -181,29 +185,30 @@ export interface BinaryTypes {
 }
 export type BinaryType = keyof BinaryTypes
 
+/** As in Node, a member that is `null` is not given (`ca: pem ?? null`). */
 export interface TlsOptions {
   /** Extra trusted CA certificates (PEM). */
-  ca?: string | Buffer | Array<string | Buffer>
+  ca?: string | Buffer | Uint8Array | Array<string | Buffer | Uint8Array> | null
   /** `false` accepts any certificate (testing only) [true]. */
-  rejectUnauthorized?: boolean
+  rejectUnauthorized?: boolean | null
   /** Server name for SNI and certificate verification [the URL's host]. */
-  servername?: string
+  servername?: string | null
   /**
    * Our certificate chain (PEM, leaf first), for servers that ask for a client certificate
    * (mutual TLS). Goes with `key`.
    */
-  cert?: string | Buffer | Array<string | Buffer>
+  cert?: string | Buffer | Uint8Array | Array<string | Buffer | Uint8Array> | null
   /** The private key of `cert` (PEM: PKCS#8, PKCS#1 or SEC1; RSA, ECDSA P-256/P-384 or Ed25519). */
-  key?: string | Buffer
+  key?: string | Buffer | Uint8Array | null
   /**
    * Our certificate and its key in one PKCS#12 file (`.p12`/`.pfx`), instead of `cert` and `key`;
    * with `passphrase` when it has a password. Its other certificates are sent as the chain and, as
    * Node does, trusted as CAs. DER files encrypted with AES or 3DES, as OpenSSL 3 and Java's keytool write them; an old
    * file encrypted with RC2 throws `ERR_INVALID_ARG_VALUE` saying how to convert it.
    */
-  pfx?: Buffer | Uint8Array
+  pfx?: Buffer | Uint8Array | null
   /** Decrypts an encrypted `key`, or opens `pfx`. */
-  passphrase?: string | Buffer
+  passphrase?: string | Buffer | Uint8Array | null
   /**
    * As Node's (`tls.connect`): once the server's chain is verified up to a trusted root, decides
    * whether the certificate is the server's, in place of the host name check; return an Error (or
@@ -212,28 +217,28 @@ export interface TlsOptions {
    * is in `ca` or Node's bundled roots. Call `tls.checkServerIdentity(host, cert)` inside to keep
    * the host name check, for instance to pin a key as well. Not called with `rejectUnauthorized: false`.
    */
-  checkServerIdentity?: (host: string, cert: import('node:tls').DetailedPeerCertificate) => Error | undefined
+  checkServerIdentity?: ((host: string, cert: import('node:tls').DetailedPeerCertificate) => Error | undefined) | null
   /**
    * The lowest and highest TLS versions offered, as Node names them [TLS 1.2 and 1.3]. rustls has
    * no version below 1.2: a lower minimum means 1.2, a lower maximum throws.
    */
-  minVersion?: import('node:tls').SecureVersion
-  maxVersion?: import('node:tls').SecureVersion
+  minVersion?: import('node:tls').SecureVersion | null
+  maxVersion?: import('node:tls').SecureVersion | null
   /**
    * The cipher suites offered, as Node takes them (an OpenSSL list, `'TLS_AES_128_GCM_SHA256:ECDHE-RSA-AES128-GCM-SHA256'`)
    * [rustls's]. TLS 1.3 suites named replace the default TLS 1.3 ones; without a TLS 1.2 suite,
    * TLS 1.2 is not offered. Names rustls has not are skipped; OpenSSL's keywords (`HIGH`) throw.
    */
-  ciphers?: string
+  ciphers?: string | null
   /** Key exchange groups offered, in order: `'X25519'`, `'P-256'`, `'P-384'` joined by `:`, or `'auto'` [rustls's]. */
-  ecdhCurve?: string
+  ecdhCurve?: string | null
   /**
    * Node's `sigalgs`: the signature algorithms accepted from the server and made with `key`, in order
    * of preference, as OpenSSL names them (`'rsa_pss_rsae_sha256:ECDSA+SHA256'`). rustls has RSA-PSS
    * and RSA PKCS#1 with SHA-256/384/512, ECDSA P-256/SHA-256 and P-384/SHA-384, and Ed25519; others
    * are skipped. An unknown or repeated name, or none rustls has, throws `ERR_INVALID_ARG_VALUE` [rustls's].
    */
-  sigalgs?: string
+  sigalgs?: string | null
 }
 
 /** `send()`'s callback: `err` is `null` once the message is written (as in `ws`), an `ERR_NOT_SENT` error once it never will be. */
@@ -295,6 +300,10 @@ export type ReconnectingWebSocketState = 'connecting' | 'open' | 'reconnecting' 
 
 /** Stable error codes carried by `err.code`. */
 export type RedialErrorCode =
+  /** `opened({ signal })`: the signal aborted (a DOMException-like AbortError, as Node's own). */
+  | 'ABORT_ERR'
+  /** `require('redial-ws')`: no native binary for this platform could be loaded (the message says why). */
+  | 'ERR_NATIVE_BINDING'
   /** TCP connect failed (refused, unreachable, DNS). Retried. */
   | 'ERR_CONNECT'
   /** The attempt (providers, TCP, proxy, TLS, upgrade) exceeded `connectTimeout`. Retried. */
@@ -515,8 +524,8 @@ export interface PerMessageDeflateOptions {
   level?: number
   /** Accepted for ws compatibility (1-9); the Rust backend always uses zlib's default memory level, 8. */
   memLevel?: number
-  /** ws's form of `level` and `memLevel`. */
-  zlibDeflateOptions?: { level?: number; memLevel?: number }
+  /** ws's form of `level` and `memLevel` (zlib's other options, as ws's examples pass them, are accepted and have nothing to set). */
+  zlibDeflateOptions?: import('node:zlib').ZlibOptions
   /** Accepted for ws compatibility; nothing to set (the window follows the negotiation). */
   zlibInflateOptions?: object
   /** Accepted for ws compatibility; compression runs on the client's own thread, not a pool. */
@@ -586,24 +595,33 @@ export declare class ReconnectingWebSocket<B extends BinaryType = 'nodebuffer'> 
    */
   constructor(
     url: string | URL | Provider<string | URL>,
-    protocols?: string | string[] | Provider<string | string[]> | null,
-    options?: ReconnectingWebSocketOptions & RwsCompatOptions & { binaryType?: B },
+    protocols?: string | string[] | Provider<string | string[] | null | undefined> | null,
+    options?: ReconnectingWebSocketOptions<B> & RwsCompatOptions,
   )
   /** Their option names with the options second: their mode too. */
-  constructor(url: string | URL | Provider<string | URL>, options: ReconnectingWebSocketOptions & RwsCompatOptions & { binaryType?: B })
+  constructor(url: string | URL | Provider<string | URL>, options: ReconnectingWebSocketOptions<B> & RwsCompatOptions)
   /**
    * `url`: `ws:`, `wss:` (`http:` and `https:` become them) or, as in `ws`, `ws+unix:/path/to/socket:/request/path`
    * for a Unix domain socket; or a provider called before every attempt.
    */
-  constructor(url: string | URL | Provider<string | URL>, options?: ReconnectingWebSocketOptions & { binaryType?: B })
+  constructor(url: string | URL | Provider<string | URL>, options?: ReconnectingWebSocketOptions<B>)
   // Listeners run with the client as `this`, as EventEmitter (and `ws`) call them: `function () { this.send(…) }`.
+  // Each `(event: never, …)` overload takes no call: it keeps the method assignable to EventEmitter's
+  // own, which @types/node 25 and later declare generic over the event map.
   on<K extends keyof ReconnectingWebSocketEvents<B>>(event: K, listener: (this: this, ...args: ReconnectingWebSocketEvents<B>[K]) => void): this
+  on(event: never, listener: (...args: any[]) => void): this
   once<K extends keyof ReconnectingWebSocketEvents<B>>(event: K, listener: (this: this, ...args: ReconnectingWebSocketEvents<B>[K]) => void): this
+  once(event: never, listener: (...args: any[]) => void): this
   addListener<K extends keyof ReconnectingWebSocketEvents<B>>(event: K, listener: (this: this, ...args: ReconnectingWebSocketEvents<B>[K]) => void): this
+  addListener(event: never, listener: (...args: any[]) => void): this
   prependListener<K extends keyof ReconnectingWebSocketEvents<B>>(event: K, listener: (this: this, ...args: ReconnectingWebSocketEvents<B>[K]) => void): this
+  prependListener(event: never, listener: (...args: any[]) => void): this
   prependOnceListener<K extends keyof ReconnectingWebSocketEvents<B>>(event: K, listener: (this: this, ...args: ReconnectingWebSocketEvents<B>[K]) => void): this
+  prependOnceListener(event: never, listener: (...args: any[]) => void): this
   off<K extends keyof ReconnectingWebSocketEvents<B>>(event: K, listener: (this: this, ...args: ReconnectingWebSocketEvents<B>[K]) => void): this
+  off(event: never, listener: (...args: any[]) => void): this
   removeListener<K extends keyof ReconnectingWebSocketEvents<B>>(event: K, listener: (this: this, ...args: ReconnectingWebSocketEvents<B>[K]) => void): this
+  removeListener(event: never, listener: (...args: any[]) => void): this
   static readonly CONNECTING: 0
   static readonly OPEN: 1
   static readonly CLOSING: 2
@@ -890,13 +908,13 @@ export declare class CloseEvent extends Event {
 export interface ErrorEventInit extends EventInit {
   /** '' if not given. */
   message?: string
-  /** null if not given. */
-  error?: RedialError
+  /** null if not given (any value, as the DOM's; the client's own events carry a RedialError). */
+  error?: unknown
 }
 
 export declare class ErrorEvent extends Event {
   /** The DOM's form: `new ErrorEvent('error', { message, error })` (a string first argument). */
-  constructor(type: string, init: ErrorEventInit)
+  constructor(type: string, init?: ErrorEventInit)
   constructor(error: Error, target?: unknown)
   readonly message: string
   /** (null for an event made without `error`, which the client never dispatches.) */

@@ -316,6 +316,20 @@ test.serial('rws mode: close() then reconnect() in the same turn fires the close
   await quiescent()
 })
 
+test.serial("partysocket's protocols provider may answer null or undefined: no subprotocol is offered", async (t) => {
+  const offered: Array<string | undefined> = []
+  const peer = await wsServer()
+  t.teardown(() => peer.close())
+  peer.wss.on('connection', (_s, req) => offered.push(req.headers['sec-websocket-protocol']))
+  for (const provider of [() => null, async () => null, () => undefined]) {
+    const ws: Any = new ReconnectingWebSocket(peer.url, provider, { maxRetries: 0 })
+    t.deepEqual(await ws.opened(), { protocol: '', extensions: '' })
+    await ws.disconnect()
+  }
+  t.deepEqual(offered, [undefined, undefined, undefined])
+  await quiescent()
+})
+
 test.serial("rws mode: after reconnect() fired a connection's close, its listeners hear nothing more of it (its messages, its error)", async (t) => {
   // The first connection sends five messages at once; the listener reconnects on the first. The
   // other four come before the old socket's real close: reconnecting-websocket has removed its

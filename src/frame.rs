@@ -165,8 +165,13 @@ impl Header {
 }
 
 /// Parses a server frame header: `None` until `b` holds all of it. What the first two bytes
-/// break fails at once, whatever follows.
-fn parse_header(b: &[u8]) -> Result<Option<(Header, usize)>, WireError> {
+/// break fails at once, whatever follows. `first_byte_rules` runs before a length is refused:
+/// the decoder checks the first byte's other rules as soon as two bytes are in, so a header
+/// that breaks both fails for the same rule whether its length came with it or later.
+fn parse_header(
+    b: &[u8],
+    first_byte_rules: impl FnOnce(u8) -> Result<(), WireError>,
+) -> Result<Option<(Header, usize)>, WireError> {
     let [b0, b1, ..] = *b else { return Ok(None) };
     if b0 & 0x30 != 0 {
         return Err(protocol("RSV2 or RSV3 is set and no extension defines them"));
@@ -197,12 +202,16 @@ fn parse_header(b: &[u8]) -> Result<Option<(Header, usize)>, WireError> {
         n => (u64::from(n), 2),
     };
     if len >> 63 != 0 {
+        first_byte_rules(b0)?;
         return Err(protocol("frame length has its most significant bit set"));
     }
-    let len = usize::try_from(len).map_err(|_| WireError::TooBig {
-        size: len,
-        max: usize::MAX,
-    })?;
+    let Ok(len) = usize::try_from(len) else {
+        first_byte_rules(b0)?;
+        return Err(WireError::TooBig {
+            size: len,
+            max: usize::MAX,
+        });
+    };
     let header = Header {
         len,
         ..Header::from_first_byte(b0)
@@ -422,7 +431,7 @@ impl Decoder {
         if self.frame.is_some() || self.direct.is_some() || self.partial.is_some() || self.utf8.is_some() {
             return None;
         }
-        let Ok(Some((h, header_len))) = parse_header(&self.buf) else {
+        let Ok(Some((h, header_len))) = parse_header(&self.buf, |_| Ok(())) else {
             return None;
         };
         let text = match h.opcode {
@@ -501,7 +510,8 @@ impl Decoder {
             let h = match self.frame {
                 Some(h) => h,
                 None => {
-                    let Some((h, header_len)) = parse_header(&self.buf)? else {
+                    let first_byte_rules = |b0| self.check(&Header::from_first_byte(b0), limits);
+                    let Some((h, header_len)) = parse_header(&self.buf, first_byte_rules)? else {
                         // Two bytes are enough for every rule but the length's: a peer that sends
                         // a broken header and stalls before its extended length is failed now.
                         if let Some(&b0) = self.buf.first().filter(|_| self.buf.len() >= 2) {
@@ -1314,7 +1324,7 @@ mod tests {
         assert_ne!(wire[1] & 0x80, 0, "masked");
         let mut unmasked_header = wire[..wire.len().min(MAX_HEADER)].to_vec();
         unmasked_header[1] &= 0x7f;
-        let (h, len_end) = parse_header(&unmasked_header).unwrap().unwrap();
+        let (h, len_end) = parse_header(&unmasked_header, |_| Ok(())).unwrap().unwrap();
         let header_len = len_end + 4;
         assert_eq!(wire.len(), header_len + h.len, "one whole frame");
         let mask: [u8; 4] = wire[len_end..header_len].try_into().unwrap();
@@ -1511,6 +1521,29 @@ mod tests {
         assert!(matches!(end, WireError::TooBig { size: 8, max: 4 }));
     }
 
+    #[test]
+    fn a_header_that_breaks_a_first_byte_rule_and_the_length_rule_fails_for_the_first_however_it_arrives() {
+        // RSV1 without an extension, and a 64-bit length with its top bit set: read whole, the
+        // length was refused first; read two bytes at a time, RSV1 (found by the proptest below).
+        let mut frame = vec![0x80 | 0x40 | OP_BINARY, 127];
+        frame.extend(u64::MAX.to_be_bytes());
+        for step in [1, 2, 3, 10] {
+            let (got, end) = decode_all(frame.clone(), step, 1 << 16);
+            assert!(got.is_empty());
+            assert_eq!(
+                format!("{end:?}"),
+                format!("{:?}", protocol("RSV1 is set and no extension was negotiated")),
+                "{step} bytes at a time"
+            );
+        }
+        let (_, end, _) = decode_all_small_first(frame, 0, 1 << 16);
+        assert_eq!(
+            format!("{end:?}"),
+            format!("{:?}", protocol("RSV1 is set and no extension was negotiated"))
+        );
+    }
+
+    use proptest::prelude::*;
     use proptest::prelude::*;
 
     proptest! {

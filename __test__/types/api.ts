@@ -141,3 +141,27 @@ client.on('open', function () {
   // @ts-expect-error a listener's `this` is the client
   this.nope()
 })
+// An options object typed with the exported interface: its binaryType says what messages are.
+const bufferOptions: import('../../index.js').ReconnectingWebSocketOptions<'nodebuffer'> = { maxRetries: 5 }
+const buffered: ReconnectingWebSocket = new ReconnectingWebSocket('ws://127.0.0.1:1', bufferOptions)
+void buffered
+// As in Node and ws: a TLS member that is null is not given; bytes in any Uint8Array.
+declare const maybePem: string | undefined
+new ReconnectingWebSocket('wss://127.0.0.1:1', { tls: { ca: maybePem ?? null, cert: new Uint8Array(0), key: null, passphrase: null } })
+// ws's README perMessageDeflate, zlib's options and all.
+new ReconnectingWebSocket('ws://127.0.0.1:1', {
+  perMessageDeflate: { zlibDeflateOptions: { chunkSize: 1024, memLevel: 7, level: 3 }, zlibInflateOptions: { chunkSize: 10 * 1024 }, concurrencyLimit: 10, threshold: 1024 },
+})
+// partysocket's protocols provider may answer null (no subprotocol).
+new ReconnectingWebSocket('ws://127.0.0.1:1', () => null)
+new ReconnectingWebSocket('ws://127.0.0.1:1', { protocols: async () => null })
+// Every code the client throws narrows.
+void client.opened({ signal: AbortSignal.timeout(1) }).catch((err: import('../../index.js').RedialError) => void (err.code === 'ABORT_ERR'))
+// The DOM's forms of the event classes.
+void new ErrorEvent('error').message
+void new ErrorEvent('error', { message: 'm', error: new Error('any value') })
+// The (event: never) overloads take no call: an unknown event is still refused.
+// @ts-expect-error unknown event name
+client.once('nope', () => {})
+// @ts-expect-error unknown event name
+client.off('nope', () => {})
