@@ -1544,7 +1544,6 @@ mod tests {
     }
 
     use proptest::prelude::*;
-    use proptest::prelude::*;
 
     proptest! {
         /// Any sequence of messages, cut into any fragments with pings between them and read
