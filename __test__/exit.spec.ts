@@ -95,6 +95,20 @@ test('an unref()ed client whose socket is read on the JS thread does not hold th
   t.true(r.exitAfterReport < 5_000, `exited ${r.exitAfterReport.toFixed(0)} ms after unref()`)
 })
 
+test('messages sent in the turn of a process.exit() are written, as ws writes them at once (they waited for the turn to end)', async (t) => {
+  const got: string[] = []
+  const peer = await wsServer((socket) => socket.on('message', (d) => got.push(String(d))))
+  t.teardown(() => peer.close())
+  for (let round = 0; round < 3; round++) {
+    got.length = 0
+    const r = await run('send-then-exit', peer.url)
+    t.is(r.code, 0, r.stderr)
+    t.deepEqual(r.reports, [{ sent: 3 }])
+    await until(() => peer.concurrent === 0, 'the server saw the connection end')
+    t.deepEqual(got, ['last words 1', 'last words 2', 'last words 3'], `round ${round}`)
+  }
+})
+
 test('process.exit() while a socket is read on the JS thread exits cleanly', async (t) => {
   const peer = await wsServer((socket) => socket.on('message', (d, binary) => socket.send(d, { binary })))
   t.teardown(() => peer.close())

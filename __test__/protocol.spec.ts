@@ -468,6 +468,30 @@ test.serial("a self-signed server certificate listed in tls.ca is trusted as Nod
   await quiescent()
 })
 
+test.serial("a self-signed CA's certificate named by NODE_EXTRA_CA_CERTS is the server's, as one listed in tls.ca is (it was refused as a CA used as an end entity)", async (t) => {
+  const pair = certs.selfSigned
+  const server = https.createServer(pair)
+  const wss = new WebSocketServer({ server })
+  wss.on('connection', (s) => s.send('self-signed'))
+  server.listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  t.teardown(() => new Promise<void>((r) => (wss.close(), server.close(() => r()))))
+  const { port } = server.address() as net.AddressInfo
+  const dir = tempFiles(t, { 'extra.pem': pair.cert, 'system.pem': certs.otherCa })
+  const script = `
+    const [, lib, url] = process.argv
+    const { ReconnectingWebSocket } = require(lib)
+    ${OPENS_OR_FAILS}
+    ;(async () => console.log(JSON.stringify({ none: await opensOrFails(url, undefined), wrongName: await opensOrFails(url, { servername: 'wrong.example' }) })))()
+    setTimeout(() => process.exit(3), 10000).unref()
+  `
+  const env = { ...process.env, SSL_CERT_FILE: join(dir, 'system.pem'), NODE_EXTRA_CA_CERTS: join(dir, 'extra.pem') }
+  const { code, out, err } = await runNodeScript(script, [PACKAGE_ENTRY, `wss://localhost:${port}/`], env)
+  t.is(code, 0, err)
+  // For its names only, as when listed in tls.ca.
+  t.deepEqual(JSON.parse(out), { none: 'open', wrongName: 'ERR_TLS_CERT' })
+})
+
 test.serial('rejectUnauthorized: false accepts an unknown certificate', async (t) => {
   const server = await wssServer()
   t.teardown(() => server.close())

@@ -51,9 +51,36 @@ const {
   handed: SENT_HANDED,
 } = wire.SEND
 
-/** One microtask per turn writes what the fast path corked (src/writer.rs). */
+/**
+ * One microtask per turn writes what the fast path corked (src/writer.rs). The clients waiting for
+ * theirs are kept: a process.exit() in the same turn runs no microtask, and its 'exit' listener
+ * writes them (as ws's socket.write() would have written them at once).
+ */
+const corked = new Set()
+let exitHooked = false
+
+function corkUntilTurnEnd(client) {
+  corked.add(client)
+  if (!exitHooked) {
+    exitHooked = true
+    process.on('exit', uncorkAll)
+  }
+  microtask(() => uncork(client))
+}
+
 function uncork(client) {
+  corked.delete(client)
   N.clientUncork(client)
+}
+
+function uncorkAll() {
+  for (const client of corked) {
+    try {
+      uncork(client)
+    } catch {
+      // The process is ending: another client's frames still go.
+    }
+  }
 }
 
 /** What became of a message sent with a callback, by the addon's number (src/outbox.rs `Fate`). */
@@ -738,7 +765,7 @@ class ReconnectingWebSocket extends EventEmitter {
       if (!(#held in this)) N.clientGeneration(this)
       return this.#hold(data, undefined, undefined)
     } else outcome = N.clientSendBinary(this, sendable(data))
-    if (outcome === SENT_CORKED) return void microtask(() => uncork(this))
+    if (outcome === SENT_CORKED) return void corkUntilTurnEnd(this)
     this.#sent(outcome, data)
   }
 
@@ -824,7 +851,7 @@ class ReconnectingWebSocket extends EventEmitter {
       else if (!message.compress) result = this.#sendUncompressed(data, message.original, true)
       else {
         const outcome = typeof data === 'string' ? N.clientSendText(this, data) : N.clientSendBinary(this, data)
-        if (outcome === SENT_CORKED) microtask(() => uncork(this))
+        if (outcome === SENT_CORKED) corkUntilTurnEnd(this)
         else result = this.#sent(outcome, message.original, true)
       }
       return result !== KEPT
@@ -917,7 +944,7 @@ class ReconnectingWebSocket extends EventEmitter {
   /** `original`: what send() was given, for a `drop` event (a held Blob's, the Blob); `held`: see `#sent()`. */
   #sendUncompressed(data, original = data, held = false) {
     const outcome = N.clientSendTicketed(this, sendable(data), 0, false)
-    if (outcome === SENT_CORKED) return void microtask(() => uncork(this))
+    if (outcome === SENT_CORKED) return void corkUntilTurnEnd(this)
     return this.#sent(outcome, original, held)
   }
 

@@ -70,12 +70,17 @@ impl std::fmt::Debug for ClientAuth {
     }
 }
 
-static DEFAULT_ROOTS: OnceLock<Arc<RootCertStore>> = OnceLock::new();
+/// The default roots, and the certificates `NODE_EXTRA_CA_CERTS` added to them.
+type DefaultRoots = (Arc<RootCertStore>, Arc<[CertificateDer<'static>]>);
+
+static DEFAULT_ROOTS: OnceLock<DefaultRoots> = OnceLock::new();
 
 /// The webpki roots, the system's CA bundle and, as in Node, the certificates of the file
 /// `NODE_EXTRA_CA_CERTS` names: loaded once per process, when a config first needs them (Node reads
-/// the variable at startup: a value set later in `process.env` counts here, not in Node).
-fn default_roots() -> Arc<RootCertStore> {
+/// the variable at startup: a value set later in `process.env` counts here, not in Node). The
+/// extra certificates come back on their own too: a server's own certificate listed there is
+/// trusted as one listed in `tls.ca` is, also when it is a CA's (`openssl req -x509`).
+fn default_roots() -> DefaultRoots {
     DEFAULT_ROOTS
         .get_or_init(|| {
             let mut roots = RootCertStore::empty();
@@ -83,13 +88,16 @@ fn default_roots() -> Arc<RootCertStore> {
             for cert in rustls_native_certs::load_native_certs().certs {
                 let _ = roots.add(cert);
             }
+            let mut extra = Vec::new();
             // A file that is missing or holds no certificate is passed over: Node warned of it at startup.
             if let Some(pem) = std::env::var_os("NODE_EXTRA_CA_CERTS").and_then(|path| std::fs::read(path).ok()) {
                 for cert in CertificateDer::pem_slice_iter(&pem).flatten() {
-                    let _ = roots.add(cert);
+                    if roots.add(cert.clone()).is_ok() {
+                        extra.push(cert);
+                    }
                 }
             }
-            Arc::new(roots)
+            (Arc::new(roots), extra.into())
         })
         .clone()
 }
@@ -192,11 +200,13 @@ fn server_verifier(
     if !opts.reject_unauthorized {
         return Ok(Arc::new(unchecked));
     }
-    let mut roots = match opts.ca_only {
-        true => RootCertStore::empty(),
-        false => (*default_roots()).clone(),
+    let (mut roots, mut listed) = match opts.ca_only {
+        true => (RootCertStore::empty(), Vec::new()),
+        false => {
+            let (roots, extra) = default_roots();
+            ((*roots).clone(), extra.to_vec())
+        }
     };
-    let mut listed = Vec::new();
     for pem in &opts.ca {
         let mut found = false;
         for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
