@@ -442,15 +442,20 @@ test.serial('mutual TLS with tls.pfx: a PKCS#12 file (OpenSSL 3, 3DES, unprotect
   t.like(clientStats(), { openConnections: 0, runningTasks: 0, pendingAttempts: 0 })
 })
 
+/** A wss server with a self-signed certificate (`pair`) that greets each connection with 'self-signed': its port. */
+async function selfSignedServer(t: ExecutionContext, pair: { key: string; cert: string }): Promise<number> {
+  const server = https.createServer(pair)
+  const wss = new WebSocketServer({ server })
+  wss.on('connection', (s) => s.send('self-signed'))
+  server.listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  t.teardown(() => new Promise<void>((r) => (wss.close(), server.close(() => r()))))
+  return (server.address() as net.AddressInfo).port
+}
+
 test.serial("a self-signed server certificate listed in tls.ca is trusted as Node trusts it: a CA's too (openssl req -x509's default), one with a common name and no subjectAltName too; for its names only", async (t) => {
   for (const [kind, pair] of [['with subjectAltName', certs.selfSigned], ['common name alone', certs.selfSignedCn]] as const) {
-    const server = https.createServer(pair)
-    const wss = new WebSocketServer({ server })
-    wss.on('connection', (s) => s.send('self-signed'))
-    server.listen(0, '127.0.0.1')
-    await once(server, 'listening')
-    t.teardown(() => new Promise<void>((r) => (wss.close(), server.close(() => r()))))
-    const { port } = server.address() as net.AddressInfo
+    const port = await selfSignedServer(t, pair)
     // ws (Node's OpenSSL) opens with it.
     const reference = new WebSocket(`wss://localhost:${port}/`, { ca: pair.cert })
     t.is(String((await once(reference, 'message'))[0]), 'self-signed', kind)
@@ -470,13 +475,7 @@ test.serial("a self-signed server certificate listed in tls.ca is trusted as Nod
 
 test.serial("a self-signed CA's certificate named by NODE_EXTRA_CA_CERTS is the server's, as one listed in tls.ca is (it was refused as a CA used as an end entity)", async (t) => {
   const pair = certs.selfSigned
-  const server = https.createServer(pair)
-  const wss = new WebSocketServer({ server })
-  wss.on('connection', (s) => s.send('self-signed'))
-  server.listen(0, '127.0.0.1')
-  await once(server, 'listening')
-  t.teardown(() => new Promise<void>((r) => (wss.close(), server.close(() => r()))))
-  const { port } = server.address() as net.AddressInfo
+  const port = await selfSignedServer(t, pair)
   const dir = tempFiles(t, { 'extra.pem': pair.cert, 'system.pem': certs.otherCa })
   const script = `
     const [, lib, url] = process.argv
