@@ -19,10 +19,10 @@ const { ReconnectingWebSocket } = require('..')
 const { redactUrl, redactInput } = require('../lib/errors')
 // Deno without --allow-env: a variable the CLI may not read is unset.
 const { variable } = require('../lib/environment')
+// An HTTP header name (an RFC 9110 token), as the client checks it.
+const { TOKEN: HEADER_NAME } = require('../lib/options')
 const { version } = require('../package.json')
 
-/** An HTTP header name (RFC 9110 token), as lib/options.js checks it. */
-const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/
 
 const USAGE = `Usage: redial-ws <url> [options]
 

@@ -999,6 +999,7 @@ module.exports = {
   checkClose,
   checkHeaders,
   flattenHeaders,
+  TOKEN,
   checkProtocols,
   toProtocols,
   checkBinaryType,

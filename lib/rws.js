@@ -144,7 +144,8 @@ function inTheirNames(err, renamed) {
     const named = `"${ours}"`
     if (!err.message.includes(named)) continue
     const message = err.message.replace(named, `"${theirs}"`)
-    if (typeof err.stack === 'string') err.stack = err.stack.replace(err.message, message)
+    // (A function: the message is not a replacement pattern, whatever `$` it holds.)
+    if (typeof err.stack === 'string') err.stack = err.stack.replace(err.message, () => message)
     err.message = message
   }
   return err
