@@ -9,7 +9,7 @@ import { createRequire } from 'node:module'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import test, { type ExecutionContext } from 'ava'
-import { WebSocketServer } from 'ws'
+import { WebSocket, WebSocketServer } from 'ws'
 
 import { type LookupFunction, ReconnectingWebSocket, clientStats, type RedialError } from '../index.js'
 import { Recorder, wsServer } from './helpers.js'
@@ -285,4 +285,23 @@ test.serial('lookup: its error, a throw, an answer that is not an IP address, an
   t.is(native.testingJsQuestionsWaiting(), 0)
   t.is(peer.accepted, 0)
   t.like(t.throws(() => new ReconnectingWebSocket(peer.url, { lookup: 'dns' as never })), { code: 'ERR_INVALID_ARG_TYPE' })
+})
+
+test.serial("a host name that does not resolve fails with ERR_CONNECT whose cause is ws's error: ENOTFOUND from getaddrinfo", async (t) => {
+  // A label over 63 characters: the resolver refuses the name before any query leaves the machine.
+  const host = `${'a'.repeat(70)}.example`
+  const wsErr = await new Promise<NodeJS.ErrnoException>((resolve) => new WebSocket(`ws://${host}:9/`).on('error', resolve))
+  t.is(wsErr.code, 'ENOTFOUND')
+  const lookupErr = (h: string) => Object.assign(new Error(`getaddrinfo ENOTFOUND ${h}`), { code: 'ENOTFOUND' })
+  const viaLookup: LookupFunction = (h, _o, cb) => cb(lookupErr(h))
+  for (const [how, lookup] of [['the system resolver', undefined], ['dns.lookup', dns.lookup], ['a lookup option', viaLookup]] as const) {
+    const client = new ReconnectingWebSocket(`ws://${host}:9/`, { maxRetries: 0, lookup })
+    const rec = new Recorder(client)
+    const err: RedialError = await rec.next('error')
+    await client.disconnect()
+    t.is(err.code, 'ERR_CONNECT', how)
+    t.regex(err.message, new RegExp(`^lookup failed: getaddrinfo ENOTFOUND ${host} `), how)
+    const cause = err.cause as NodeJS.ErrnoException & { hostname?: string }
+    t.like(cause, { code: wsErr.code, errno: wsErr.errno, syscall: 'getaddrinfo', hostname: host, message: wsErr.message }, how)
+  }
 })

@@ -1,7 +1,7 @@
 'use strict'
 // Errors with a stable `code`, shaped like Node's own (`err.code === 'ERR_...'`).
 
-const { getSystemErrorName } = require('node:util')
+const { getSystemErrorMap, getSystemErrorName } = require('node:util')
 const { headersFrom } = require('./response')
 
 function makeError(code, message, Ctor = Error, extra) {
@@ -73,6 +73,8 @@ const WINSOCK = new Map([
  * ours: what ws reports as its error's own `code`. undefined when there is none.
  */
 function systemCause(message) {
+  const lookup = LOOKUP_ERROR.exec(message)
+  if (lookup !== null) return lookupCause(lookup[1], lookup[2])
   const m = OS_ERROR.exec(message)
   if (m === null) return undefined
   const n = Number(m[1])
@@ -85,6 +87,19 @@ function systemCause(message) {
   }
   if (name === undefined || name.startsWith('Unknown')) return undefined
   return makeError(name, name, Error, process.platform === 'win32' ? undefined : { errno: -n })
+}
+
+// A failed host name lookup, as Node words it (src/resolve.rs words the resolver's so, and a
+// `lookup` option's error is dns.lookup's).
+const LOOKUP_ERROR = /\bgetaddrinfo (ENOTFOUND|EAI_[A-Z]+) (\S+)/
+
+/** The error dns.lookup gives for `hostname` (`code`: ENOTFOUND, EAI_AGAIN...), as net.connect reports it. */
+function lookupCause(code, hostname) {
+  // ENOTFOUND is Node's name for libuv's EAI_NONAME (and EAI_NODATA); its errno is EAI_NONAME's.
+  const uvName = code === 'ENOTFOUND' ? 'EAI_NONAME' : code
+  const extra = { syscall: 'getaddrinfo', hostname }
+  for (const [errno, [name]] of getSystemErrorMap()) if (name === uvName) extra.errno = errno
+  return makeError(code, `getaddrinfo ${code} ${hostname}`, Error, extra)
 }
 
 /** Turns the `{ code, message, status? }` the native side reports into an Error. */

@@ -49,7 +49,43 @@ pub async fn resolve(host: &str, port: u16) -> io::Result<Arc<[SocketAddr]>> {
             map.remove(&key);
         }
     }
-    result.map_err(|e| io::Error::new(e.kind(), e.to_string()))
+    result.map_err(|e| lookup_error(host, &e))
+}
+
+/// A failed lookup as Node words it (`getaddrinfo ENOTFOUND example.com`), so that JS gives the
+/// error the same system `cause` as `ws`'s own error; the resolver's text when its code is not known.
+/// The standard library hands `getaddrinfo`'s code only as its `gai_strerror` text (on Windows, as
+/// a Winsock number), so the code is read back from the texts of glibc, musl and macOS.
+fn lookup_error(host: &str, e: &io::Error) -> io::Error {
+    match gai_code(e) {
+        Some(code) => io::Error::new(e.kind(), format!("lookup failed: getaddrinfo {code} {host}")),
+        None => io::Error::new(e.kind(), format!("lookup failed: {e}")),
+    }
+}
+
+/// Node's name for a failed `getaddrinfo` (EAI_NONAME and EAI_NODATA are both `ENOTFOUND`).
+fn gai_code(e: &io::Error) -> Option<&'static str> {
+    if cfg!(windows) {
+        // WSAHOST_NOT_FOUND, WSATRY_AGAIN, WSANO_RECOVERY, WSANO_DATA.
+        return match e.raw_os_error() {
+            Some(11001 | 11004) => Some("ENOTFOUND"),
+            Some(11002) => Some("EAI_AGAIN"),
+            Some(11003) => Some("EAI_FAIL"),
+            _ => None,
+        };
+    }
+    const TEXTS: [(&str, &str); 8] = [
+        ("Name or service not known", "ENOTFOUND"),
+        ("No address associated with hostname", "ENOTFOUND"),
+        ("nodename nor servname provided", "ENOTFOUND"),
+        ("No address associated with nodename", "ENOTFOUND"),
+        ("Name does not resolve", "ENOTFOUND"),
+        ("Name has no usable address", "ENOTFOUND"),
+        ("Temporary failure in name resolution", "EAI_AGAIN"),
+        ("Non-recoverable failure in name resolution", "EAI_FAIL"),
+    ];
+    let text = e.to_string();
+    TEXTS.iter().find(|(t, _)| text.contains(t)).map(|&(_, code)| code)
 }
 
 fn join_or_start(key: &(String, u16)) -> Lookup {
@@ -113,6 +149,26 @@ mod tests {
         assert!(map
             .as_ref()
             .is_none_or(|m| !m.contains_key(&("localhost".to_owned(), 9))));
+    }
+
+    #[test]
+    fn a_lookup_error_is_worded_as_node_words_it() {
+        let resolver = |text: &str| io::Error::other(format!("failed to lookup address information: {text}"));
+        let worded = |e: io::Error| lookup_error("example.test", &e).to_string();
+        if !cfg!(windows) {
+            assert_eq!(
+                worded(resolver("Name or service not known")),
+                "lookup failed: getaddrinfo ENOTFOUND example.test"
+            );
+            assert_eq!(
+                worded(resolver("Temporary failure in name resolution")),
+                "lookup failed: getaddrinfo EAI_AGAIN example.test"
+            );
+        }
+        assert_eq!(
+            worded(resolver("something else")),
+            "lookup failed: failed to lookup address information: something else"
+        );
     }
 
     #[tokio::test]
