@@ -56,11 +56,16 @@ pub async fn handshake(
                 "the server closed the connection during the upgrade",
             ));
         }
-        while let Some((len, response)) = parse_response(&buf).map_err(|e| invalid(&e))? {
-            // A head that came whole in a read is held to the bound as one still coming is.
-            if interim + len > MAX_RESPONSE_HEAD {
-                return Err(invalid(&"the upgrade response head is too large"));
-            }
+        loop {
+            // Only the bytes the bound leaves room for are parsed: a head that came whole in a read
+            // is held to it as one still coming is (and its header count with it).
+            let room = MAX_RESPONSE_HEAD - interim;
+            let Some((len, response)) = parse_response(&buf[..buf.len().min(room)]).map_err(|e| invalid(&e))? else {
+                if buf.len() >= room {
+                    return Err(invalid(&"the upgrade response head is too large"));
+                }
+                break;
+            };
             // RFC 9110 §15.2: a client reads any number of interim responses before the final one.
             if response.status().is_informational() && response.status() != StatusCode::SWITCHING_PROTOCOLS {
                 let _ = buf.split_to(len);
@@ -69,9 +74,6 @@ pub async fn handshake(
             }
             // The rest of the read buffer keeps the first frames; the head shares its memory.
             break 'answer (buf.split_to(len).freeze(), response);
-        }
-        if interim + buf.len() > MAX_RESPONSE_HEAD {
-            return Err(invalid(&"the upgrade response head is too large"));
         }
     };
     if response.status().as_u16() >= 400 {
@@ -128,11 +130,14 @@ fn parse_response_with<'b>(
         return Err(httparse::Error::Version);
     }
     let status = parsed.code.and_then(|c| StatusCode::from_u16(c).ok());
-    let mut map = HeaderMap::with_capacity(parsed.headers.len());
+    // The fallible forms: `HeaderMap` panics past its size limit (24,576 headers); the head's bound
+    // keeps a head under it, and a head over it would fail here rather than end the client.
+    let mut map = HeaderMap::try_with_capacity(parsed.headers.len()).map_err(|_| httparse::Error::TooManyHeaders)?;
     for h in parsed.headers.iter() {
         let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| httparse::Error::HeaderName)?;
         let value = HeaderValue::from_bytes(h.value).map_err(|_| httparse::Error::HeaderValue)?;
-        map.append(name, value);
+        map.try_append(name, value)
+            .map_err(|_| httparse::Error::TooManyHeaders)?;
     }
     let mut response = Response::new(None);
     *response.status_mut() = status.ok_or(httparse::Error::Status)?;
