@@ -8,7 +8,7 @@
 const TURN_EVENTS = 1024
 const TURN_BYTES = 1 << 20
 
-/** About what an event holds, for the turn's bound. */
+/** About what an event holds: its bytes (a string, its length; a Blob, its size; 'fragments', their sum). */
 function sizeOf(data) {
   if (typeof data === 'string') return data.length
   if (Array.isArray(data)) return data.reduce((n, piece) => n + piece.byteLength, 0) // 'fragments'
@@ -55,4 +55,4 @@ class Backlog {
   }
 }
 
-module.exports = { Backlog }
+module.exports = { Backlog, sizeOf }

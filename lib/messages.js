@@ -2,6 +2,8 @@
 // `client.messages()`: an async iterator over a client's messages, with
 // backpressure down to the socket.
 
+// What a buffered message counts for `highWaterMarkBytes`: its bytes (a string, its length).
+const { sizeOf } = require('./backlog')
 const { makeError, gaveUpError } = require('./errors')
 
 /**
@@ -122,19 +124,6 @@ function checkMark(name, value) {
   if (!Number.isInteger(value) || value < 1) {
     throw makeError('ERR_OUT_OF_RANGE', `${name} must be an integer >= 1. Received ${String(value)}`, RangeError)
   }
-}
-
-/** What a buffered message counts for `highWaterMarkBytes`: its bytes (a string, its length). */
-function sizeOf(data) {
-  if (typeof data === 'string') return data.length
-  if (data instanceof Blob) return data.size
-  if (Array.isArray(data)) {
-    // binaryType 'fragments'
-    let n = 0
-    for (const piece of data) n += piece.byteLength
-    return n
-  }
-  return data.byteLength
 }
 
 module.exports = { messageIterator }

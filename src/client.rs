@@ -608,8 +608,9 @@ fn ms(v: f64) -> u64 {
 }
 
 impl NativeClient {
-    /// The JS object was collected (or the environment is being torn down).
-    fn finalize(self, env: Env) -> Result<()> {
+    /// The JS object was collected (or the environment is being torn down): the client leaves
+    /// its thread's delivery, with a warning if it was never disconnected.
+    fn on_collected(self, env: Env) {
         let url = &self.config.url;
         let was_active = delivery::unregister(&env, self.shared.id, || {
             JsEvent::Warning {
@@ -619,11 +620,11 @@ impl NativeClient {
             ),
         }
         });
+        // A failure only leaves V8's estimate of external memory high, which is harmless.
         let _ = env.adjust_external_memory(-EXTERNAL_BYTES);
         if was_active && !delivery::shutting_down() {
             GLOBAL.collected_without_disconnect.fetch_add(1, Ordering::Relaxed);
         }
-        Ok(())
         // `Drop` follows and aborts the driver.
     }
 }
@@ -653,7 +654,7 @@ impl napi_raw::Wrapped for NativeClient {
     };
 
     fn finalize(self: Box<Self>, env: Env) {
-        let _ = (*self).finalize(env);
+        (*self).on_collected(env);
     }
 }
 

@@ -64,9 +64,9 @@ thread_local! {
 /// read counts for one message at least, and the time includes the listeners it runs): a burst
 /// over many connections at once (a server that drops ten thousand of them) is spread over turns,
 /// as one socket's backlog is.
-const TURN_READS: usize = 4096;
-const TURN_BYTES: usize = 1 << 20;
-const TURN_TIME: Duration = Duration::from_millis(4);
+const LOOP_TURN_READS: usize = 4096;
+const LOOP_TURN_BYTES: usize = 1 << 20;
+const LOOP_TURN_TIME: Duration = Duration::from_millis(4);
 
 /// Sockets that waited for a later turn since the process started (tests prove the path taken).
 pub static WAITED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -90,7 +90,7 @@ pub fn may_read(turn: u64) -> bool {
         .try_with(|b| {
             let budget = fresh(b.get(), turn);
             b.set(budget);
-            budget.reads > 0 && budget.bytes > 0 && budget.spent < TURN_TIME && !batch_waits(&budget, turn)
+            budget.reads > 0 && budget.bytes > 0 && budget.spent < LOOP_TURN_TIME && !batch_waits(&budget, turn)
         })
         .unwrap_or(false)
 }
@@ -102,8 +102,8 @@ fn fresh(budget: Budget, turn: u64) -> Budget {
     }
     Budget {
         turn,
-        reads: TURN_READS,
-        bytes: TURN_BYTES,
+        reads: LOOP_TURN_READS,
+        bytes: LOOP_TURN_BYTES,
         spent: Duration::ZERO,
         batch: false,
         deferred: budget.deferred,
@@ -127,8 +127,8 @@ pub fn batch_allowance(turn: u64) -> Option<(usize, usize)> {
             let allowance = if budget.batch {
                 None
             } else if batch_waits(&budget, turn) {
-                Some((TURN_READS, TURN_BYTES))
-            } else if budget.reads > 0 && budget.bytes > 0 && budget.spent < TURN_TIME {
+                Some((LOOP_TURN_READS, LOOP_TURN_BYTES))
+            } else if budget.reads > 0 && budget.bytes > 0 && budget.spent < LOOP_TURN_TIME {
                 Some((budget.reads, budget.bytes))
             } else {
                 None
@@ -316,22 +316,25 @@ mod tests {
     #[test]
     fn one_batch_per_turn_and_none_after_reads_that_spent_it() {
         // A turn's first batch goes, with the whole budget; a second waits for a later turn.
-        assert_eq!(batch_allowance(10), Some((TURN_READS, TURN_BYTES)));
+        assert_eq!(batch_allowance(10), Some((LOOP_TURN_READS, LOOP_TURN_BYTES)));
         assert!(!may_read(10), "a batch ends the turn for the reads too");
         assert_eq!(batch_allowance(10), None);
-        assert_eq!(batch_allowance(11), Some((TURN_READS, TURN_BYTES)));
+        assert_eq!(batch_allowance(11), Some((LOOP_TURN_READS, LOOP_TURN_BYTES)));
         // Reads that spent a turn's budget make its batch wait; in the next turn it goes before
         // the reads, which wait for the turn after.
         assert!(may_read(20));
-        spent(TURN_READS, 100, Duration::ZERO);
+        spent(LOOP_TURN_READS, 100, Duration::ZERO);
         assert!(!may_read(20));
         assert_eq!(batch_allowance(20), None);
         assert_eq!(batch_allowance(20), None, "not in the turn it was refused in");
         assert!(!may_read(21), "the waiting batch goes first");
-        assert_eq!(batch_allowance(21), Some((TURN_READS, TURN_BYTES)));
+        assert_eq!(batch_allowance(21), Some((LOOP_TURN_READS, LOOP_TURN_BYTES)));
         assert!(may_read(22));
         // Reads that left some of the budget: the batch carries what is left.
         spent(96, 1000, Duration::ZERO);
-        assert_eq!(batch_allowance(22), Some((TURN_READS - 96, TURN_BYTES - 1000)));
+        assert_eq!(
+            batch_allowance(22),
+            Some((LOOP_TURN_READS - 96, LOOP_TURN_BYTES - 1000))
+        );
     }
 }

@@ -1052,7 +1052,7 @@ mod tests {
     #[test]
     fn a_header_is_judged_on_its_first_two_bytes() {
         // The stream ends before the extended length: the error is the protocol's, not the end's
-        // (a peer that sent these and stalled was not failed until it closed).
+        // (a peer that sends these and stalls is failed at once, not when it closes).
         let mut in_a_message = server_frame(false, OP_TEXT, b"a");
         in_a_message.extend([0x81, 126]);
         let cases: [(&str, Vec<u8>); 5] = [
@@ -1523,8 +1523,9 @@ mod tests {
 
     #[test]
     fn a_header_that_breaks_a_first_byte_rule_and_the_length_rule_fails_for_the_first_however_it_arrives() {
-        // RSV1 without an extension, and a 64-bit length with its top bit set: read whole, the
-        // length was refused first; read two bytes at a time, RSV1 (found by the proptest below).
+        // RSV1 without an extension, and a 64-bit length with its top bit set: the first byte's
+        // rule is the one reported whether the header is read whole or a few bytes at a time (the
+        // proptest below compares the two decode paths).
         let mut frame = vec![0x80 | 0x40 | OP_BINARY, 127];
         frame.extend(u64::MAX.to_be_bytes());
         for step in [1, 2, 3, 10] {

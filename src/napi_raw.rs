@@ -263,7 +263,11 @@ pub fn external_buffer<T: AsRef<[u8]> + 'static>(env: &Env, data: T) -> Result<V
     let hint = Box::into_raw(boxed);
     let mut v = ptr::null_mut();
     // SAFETY: `start..start + len` is the heap memory of `*hint`, which stays put (a `T` that owns
-    // its bytes on the heap, moved only as a box pointer) until `release` drops it.
+    // its bytes on the heap, moved only as a box pointer) until `release` drops it. JS may write
+    // these bytes as well as read them: Rust never reads or writes them again (it only drops `T`),
+    // and the one caller (`event_values`) passes a received message's own bytes, which no other
+    // handle views (a range split off the read buffer, an inflated or pooled vector), never a
+    // static's.
     let status = unsafe {
         sys::napi_create_external_buffer(
             env.raw(),
@@ -753,7 +757,7 @@ unsafe fn close_handle(uv: &Uv, handle: *mut c_void, on_closed: CloseCb) {
 }
 
 /// A closed handle was released: if it was the last and teardown waits, teardown may finish.
-fn closed() {
+fn count_handle_released() {
     let left = CLOSING.with(|c| {
         c.set(c.get() - 1);
         c.get()
@@ -840,6 +844,7 @@ impl SocketWatch {
     pub fn pause(&self) {
         if let Some(uv) = uv() {
             // SAFETY: an initialised, open uv_poll_t of this thread's loop (closed only by drop).
+            // Its result is not read: uv_poll_stop always returns 0.
             unsafe { (uv.poll_stop)(self.handle) };
         }
     }
@@ -857,7 +862,8 @@ impl Drop for SocketWatch {
         let Some(uv) = uv() else { return };
         // SAFETY: `self.handle` is an initialised uv_poll_t of this thread's loop, not yet
         // closed (only this drop closes it). Stopping takes the socket out of the loop's poll set
-        // at once; `on_closed` frees the memory once libuv is done with it.
+        // at once (uv_poll_stop always returns 0); `on_closed` frees the memory once libuv is done
+        // with it.
         unsafe {
             (uv.poll_stop)(self.handle);
             close_handle(uv, self.handle, on_closed::<WatchCtx>);
@@ -952,7 +958,7 @@ unsafe extern "C" fn on_closed<C: HandleCtx>(handle: *mut c_void) {
         let ctx = Box::from_raw(*handle.cast::<*mut C>());
         free_handle(handle, ctx.words());
     }
-    closed();
+    count_handle_released();
 }
 
 /// What a turn hook calls: `(env, turn)`, `turn` being the number the coming poll phase has in
@@ -1008,7 +1014,8 @@ impl TurnHook {
 
     pub fn disarm(&self) {
         if let Some(uv) = uv() {
-            // SAFETY: as in `arm`; stopping a stopped handle does nothing.
+            // SAFETY: as in `arm`; stopping a stopped handle does nothing. uv_idle_stop always
+            // returns 0.
             unsafe { (uv.idle_stop)(self.handle) };
         }
     }

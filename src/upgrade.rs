@@ -289,7 +289,7 @@ fn rejected(resp: &Response) -> ConnError {
 }
 
 /// `Retry-After`: delay-seconds or an HTTP date, as milliseconds from now.
-pub fn parse_retry_after(value: &str) -> Option<u64> {
+fn parse_retry_after(value: &str) -> Option<u64> {
     let value = value.trim();
     if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
         // More seconds than a u64 holds is as long a wait as any (`maxDelay` caps it).
