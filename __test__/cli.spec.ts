@@ -285,6 +285,13 @@ test('--no-reconnect: a refused connection is explained in plain words, without 
   t.false(c.err.text.includes('secret'), c.err.text)
   t.false(/gave up|maxRetries/.test(c.err.text), c.err.text)
   t.deepEqual(c.out.items, [])
+  // Input that ends at once (</dev/null): the attempt's failure is the stop, said the same way,
+  // whether the end of input or the giveup comes first; nothing was being retried.
+  for (let i = 0; i < 3; i++) {
+    const quick = spawnSync(process.execPath, [cliPath, `ws://127.0.0.1:${port}/`, '--no-reconnect'], { stdio: ['ignore', 'pipe', 'pipe'], encoding: 'utf8', timeout: 30_000 })
+    t.is(quick.status, 1, quick.stderr)
+    t.is(quick.stderr.trim().split('\n').at(-1), `could not connect to ws://127.0.0.1:${port}/ (connection refused); not retrying (--no-reconnect)`, quick.stderr)
+  }
 })
 
 test('input that ends while the client waits to retry exits 1 and says why: the connection failed', async (t) => {

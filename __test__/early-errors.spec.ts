@@ -280,3 +280,17 @@ test.serial('credentials with a stray % in the URL are taken as ws takes them, n
   await client.disconnect()
   await quiescent()
 })
+
+test.serial('send() and ping() on a closed client throw ERR_NOT_OPEN saying why it is closed and that connect() starts it', async (t) => {
+  const never = new ReconnectingWebSocket('ws://127.0.0.1:9/', { startClosed: true })
+  t.like(t.throws(() => never.send('x')), { code: 'ERR_NOT_OPEN', message: 'Cannot send: the client is closed: connect() starts it (startClosed)' })
+  t.like(t.throws(() => never.ping()), { code: 'ERR_NOT_OPEN', message: 'Cannot ping: the client is closed: connect() starts it (startClosed)' })
+  const refusing = await rawServer((socket) => socket.destroy())
+  t.teardown(() => refusing.close())
+  const gaveUp = new ReconnectingWebSocket(refusing.url, { maxRetries: 0 })
+  await new Recorder(gaveUp).next('giveup')
+  t.like(t.throws(() => gaveUp.send('x')), { message: 'Cannot send: the client is closed: it gave up (maxRetries; connect() starts it again)' })
+  await gaveUp.disconnect()
+  t.like(t.throws(() => gaveUp.pong()), { code: 'ERR_NOT_OPEN', message: 'Cannot pong: the client is closed: disconnect() was called (connect() starts it again)' })
+  await quiescent()
+})

@@ -314,6 +314,7 @@ test.serial('a bad certificate is ERR_TLS_CERT and no reconnect storm', async (t
     const r = new Recorder(client)
     const err: RedialError = await r.next('error')
     t.is(err.code, 'ERR_TLS_CERT', JSON.stringify(tls))
+    if (tls?.ca === certs.otherCa) t.regex(err.message, /UnknownIssuer \(no trusted CA issued the server's certificate: .* tls\.ca or NODE_EXTRA_CA_CERTS\)$/)
     const giveup = await r.next('giveup')
     t.is(giveup.reason, 'policy')
     t.is(client.metrics.connectAttempts, 1)
@@ -469,6 +470,12 @@ test.serial("a self-signed server certificate listed in tls.ca is trusted as Nod
     t.is(((await r.next('error')) as RedialError).code, 'ERR_TLS_CERT', kind)
     await r.next('giveup')
     await named.disconnect()
+    // Not listed (another CA is): the error says what to do.
+    const unlisted = new ReconnectingWebSocket(`wss://localhost:${port}/`, { tls: { ca: certs.otherCa } })
+    const refused: RedialError = await new Recorder(unlisted).next('error')
+    await unlisted.disconnect()
+    t.is(refused.code, 'ERR_TLS_CERT', kind)
+    t.regex(refused.message, /: give it in tls\.ca to trust it\)$/, kind)
   }
   await quiescent()
 })

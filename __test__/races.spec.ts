@@ -337,6 +337,93 @@ test.serial('reconnect() before JS has seen the close of a connection the driver
   await quiescent()
 })
 
+test.serial('a lost connection whose shouldReconnect verdict is pending reads reconnecting; a connect() or reconnect() meanwhile leaves its close connecting', async (t) => {
+  // Every connection is dropped 30 ms after it opens; the verdicts are answered by the test.
+  const peer = await wsServer((socket) => void setTimeout(() => socket.terminate(), 30))
+  const received: string[] = []
+  peer.wss.on('connection', (socket) => socket.on('message', (m) => received.push(String(m))))
+  t.teardown(() => peer.close())
+  for (const call of ['none', 'connect', 'reconnect', 'reconnect in the error listener', 'disconnect'] as const) {
+    const verdicts: Array<(retry: boolean) => void> = []
+    const client = new ReconnectingWebSocket(peer.url, { minDelay: 60_000, jitter: 'none', shouldReconnect: () => new Promise<boolean>((resolve) => verdicts.push(resolve)) })
+    const seen: string[] = []
+    // (events.once would reject on the error of each drop.)
+    const opening = (c: ReconnectingWebSocket) => new Promise((resolve) => c.once('open', resolve))
+    client.on('error', () => {
+      if (call === 'reconnect in the error listener') client.reconnect()
+    })
+    client.on('close', (e) => {
+      seen.push(`close ${e.willReconnect} ${client.state}`)
+      setImmediate(() => seen.push(`then ${client.state}`))
+    })
+    client.on('reconnecting', (p) => seen.push(`reconnecting ${p.delay}`))
+    await opening(client)
+    if (call === 'reconnect in the error listener') {
+      // The verdict the driver may have asked before it took the call is not waited for.
+      await opening(client)
+      t.deepEqual(seen, ['close true connecting', 'then connecting'], call)
+      await client.disconnect()
+      for (const verdict of verdicts) verdict(true)
+      continue
+    }
+    await until(() => verdicts.length === 1, () => `no verdict asked (${call})`)
+    // The connection is gone, its close waits for the verdict: the client is not open.
+    t.is(client.state, 'reconnecting', call)
+    t.is(client.readyState, ReconnectingWebSocket.CLOSED, call)
+    t.like(t.throws(() => client.ping()), { code: 'ERR_NOT_OPEN' }, call)
+    let opened = false
+    const openedCall = client.opened().then(() => void (opened = true), () => {})
+    await new Promise((resolve) => setImmediate(resolve))
+    t.false(opened, `opened() waits (${call})`)
+    client.send(`queued ${call}`)
+    if (call === 'none') {
+      verdicts[0](true)
+      await until(() => seen.includes('reconnecting 60000'), () => seen.join(', '))
+      t.deepEqual(seen.slice(0, 2), ['close true reconnecting', 'reconnecting 60000'], call)
+      await client.disconnect()
+      continue
+    }
+    if (call === 'disconnect') {
+      const { discarded } = await client.disconnect()
+      t.is(discarded, 1)
+      verdicts[0](true)
+      t.deepEqual(seen.filter((s) => !s.startsWith('then')), ['close false closed'], call)
+      await openedCall
+      t.false(opened)
+      continue
+    }
+    if (call === 'connect') client.connect()
+    else client.reconnect()
+    t.is(client.state, 'connecting', call)
+    // The next attempt starts at once: no 60 s wait, no reconnecting event.
+    await opening(client)
+    await openedCall
+    t.true(opened, call)
+    t.deepEqual(seen, ['close true connecting', 'then connecting'], call)
+    await until(() => received.includes(`queued ${call}`), () => received.join(', '))
+    verdicts[0](true)
+    await client.disconnect()
+  }
+  await quiescent()
+})
+
+test.serial('reconnect() on an open connection: its close leaves the client connecting, and no wait follows', async (t) => {
+  const peer = await wsServer()
+  t.teardown(() => peer.close())
+  const client = new ReconnectingWebSocket(peer.url, { minDelay: 60_000 })
+  const opening = (c: ReconnectingWebSocket) => new Promise((resolve) => c.once('open', resolve))
+  const seen: string[] = []
+  client.on('close', (e) => seen.push(`close ${e.willReconnect} ${client.state}`))
+  client.on('reconnecting', () => seen.push('reconnecting'))
+  await opening(client)
+  client.reconnect()
+  t.is(client.state, 'closing')
+  await opening(client)
+  t.deepEqual(seen, ['close true connecting'])
+  await client.disconnect()
+  await quiescent()
+})
+
 test.serial('send() and ping() right after reconnect() are for the next connection, whenever the driver takes the call', async (t) => {
   // Each connection's messages, pings and close, in the order the server got them.
   const got: string[][] = []

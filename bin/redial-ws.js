@@ -469,8 +469,11 @@ function main() {
     if (discarded > 0) note(`${discarded} queued message${discarded === 1 ? '' : 's'} could not be sent`)
     let clean = discarded === 0
     if (failure !== null && (lastClose === null || !lastClose.wasClean)) {
-      // Ended while retrying (waiting, or with an attempt cut short): the last attempt failed.
-      note(`input ended while retrying: ${describeError(failure)}${hint(failure)}`)
+      // Ended while retrying (waiting, or with an attempt cut short): the last attempt failed. With
+      // --no-reconnect nothing was retried: that failure ended the run, as its giveup would say.
+      const noReconnect = values['no-reconnect']
+      const stop = { lastError: failure }
+      note(noReconnect ? stopMessage(stop, { url: shownUrl, noReconnect, wasOpen: lastWasOpen, lastClose }) : `input ended while retrying: ${describeError(failure)}${hint(failure)}`)
       clean = false
     } else if (lastClose !== null) {
       // An attempt that had not opened is cut short by that disconnect() when nothing was queued

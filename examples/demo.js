@@ -1,7 +1,9 @@
 'use strict'
 // `npm run demo`: an embedded local server drops the client a few times; the
-// client reconnects with backoff; after disconnect() every counter is back to
-// zero and the process exits by itself (no timer left behind).
+// client reconnects with backoff; after disconnect() every counter of what runs
+// (connections, timers, tasks, buffers) is back to zero and the process exits by
+// itself (no timer left behind). `liveClients` counts the client object itself,
+// still referenced here, until it is garbage-collected.
 const { WebSocketServer } = require('ws')
 const { ReconnectingWebSocket, clientStats } = require('..')
 

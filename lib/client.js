@@ -201,6 +201,9 @@ const QUIET = 'quiet'
 function silenced(closing) {
   return closing === BEFORE_OPEN || closing === QUIET
 }
+const NO_VERDICT = 0
+const VERDICT_PENDING = 1
+const CALLED_DURING_VERDICT = 2
 const READY_STATES = { connecting: CONNECTING, open: OPEN, closing: CLOSING, reconnecting: CLOSED, closed: CLOSED }
 
 const EMPTY = Buffer.alloc(0)
@@ -308,6 +311,13 @@ class ReconnectingWebSocket extends EventEmitter {
   #minUptime
   /** 'connecting' | 'open' | 'closing' | 'reconnecting' | 'closed', as of the last event (or call) JS has seen. */
   #state = 'closed'
+  /**
+   * The open connection is gone and `shouldReconnect` is deciding what follows (its close waits
+   * for the verdict): `NO_VERDICT`, `VERDICT_PENDING`, or `CALLED_DURING_VERDICT` once a connect()
+   * or reconnect() came meanwhile, which starts the next attempt at once. `#state` stays 'open'
+   * until that close; the client reads 'reconnecting' meanwhile, as it does without a policy.
+   */
+  #verdict = NO_VERDICT
   /** What the last handshake chose: the subprotocol, or `{ protocol, extensions }` with an extension. */
   #chosen = ''
   /**
@@ -428,13 +438,14 @@ class ReconnectingWebSocket extends EventEmitter {
 
   get state() {
     // A disconnect() waiting behind a Blob's bytes has been called all the same.
-    return this.#held?.closing > 0 ? 'closing' : this.#state
+    if (this.#held?.closing > 0) return 'closing'
+    return this.#verdict !== NO_VERDICT && this.#state === 'open' ? 'reconnecting' : this.#state
   }
 
   /** WHATWG `readyState`: CONNECTING 0, OPEN 1, CLOSING 2, CLOSED 3 (also while waiting to reconnect). */
   get readyState() {
     if (failing === this || this.#held?.closing > 0) return CLOSING
-    return this.#rws?.readyStateOverride ?? READY_STATES[this.#state]
+    return this.#rws?.readyStateOverride ?? READY_STATES[this.state]
   }
 
   /** The subprotocol the server selected ('' if none, and while the next connection is being made). */
@@ -528,7 +539,8 @@ class ReconnectingWebSocket extends EventEmitter {
 
   #connectNow() {
     const state = this.#state
-    if (state === 'connecting' || state === 'open') return this
+    if (state === 'connecting' || (state === 'open' && this.#verdict === NO_VERDICT)) return this
+    if (this.#verdict !== NO_VERDICT) this.#verdict = CALLED_DURING_VERDICT
     // A disconnect() stopped listening (a long-lived signal keeps no listener of a closed client).
     this.#listenToSignal()
     this.#ended = null
@@ -727,7 +739,8 @@ class ReconnectingWebSocket extends EventEmitter {
     }
     this.#restarts = restarts
     this.#closing = false
-    this.#state = state === 'open' ? 'closing' : 'connecting'
+    // A connection lost while its verdict is pending is not closed again: the next attempt starts.
+    this.#state = state === 'open' && this.#verdict === NO_VERDICT ? 'closing' : 'connecting'
     if (this.#rws && hadConnection) this.#rws.reconnected(code, reason, this, this.#whatwg)
     return this
   }
@@ -790,7 +803,7 @@ class ReconnectingWebSocket extends EventEmitter {
     }
     if (this.#refusesMessages() || (UNUSUAL.get(this)?.unqueued && this.#state !== 'open')) {
       if (!chunk && this.#closingNow()) return this.#droppedWhileClosing(data, callback)
-      throw makeError('ERR_NOT_OPEN', `Cannot send: the connection is ${this.state}`)
+      throw this.#notOpen('send')
     }
     this.#holdMessage(message)
   }
@@ -906,7 +919,7 @@ class ReconnectingWebSocket extends EventEmitter {
       // (A stream's chunk is not reported: the stream sends it again on the next connection, or fails.)
       if (looksUsable && !this.#closing) return chunk ? 'closed' : this.#dropped('closed', data)
       if (!chunk && this.#closingNow()) return this.#dropped('closed', data)
-      throw makeError('ERR_NOT_OPEN', `Cannot send: the connection is ${this.#state}`)
+      throw this.#notOpen('send')
     }
     if (outcome === SENT_QUEUE_FULL) {
       // A client that still reads 'open' has lost its connection unseen, and what was sent since
@@ -964,7 +977,7 @@ class ReconnectingWebSocket extends EventEmitter {
         pieceOf(data)
         return this.#droppedWhileClosing(data, callback)
       }
-      throw makeError('ERR_NOT_OPEN', `Cannot send: the connection is ${this.state}`)
+      throw this.#notOpen('send')
     }
     const message = this.#fragments
     if (message === null) {
@@ -1077,9 +1090,22 @@ class ReconnectingWebSocket extends EventEmitter {
    * The same while closing, as in ws: a connection delivers what it reads until its close is done,
    * and a listener may answer it (a pong with `autoPong: false`).
    */
+  /** ERR_NOT_OPEN for `what` ('send', 'ping'...), saying why a closed client is closed and what starts it. */
+  #notOpen(what) {
+    const state = this.state
+    let why = `the connection is ${state}`
+    if (state === 'closed') {
+      const ended = this.#ended
+      if (ended === null) why = 'the client is closed: connect() starts it (startClosed)'
+      else if (ended === 'disconnected') why = 'the client is closed: disconnect() was called (connect() starts it again)'
+      else why = `the client is closed: it gave up (${ended.giveup.reason}; connect() starts it again)`
+    }
+    return makeError('ERR_NOT_OPEN', `Cannot ${what}: ${why}`)
+  }
+
   #controlRefused(what, { callback }) {
     const state = this.state
-    if (state !== 'open' && state !== 'closing') throw makeError('ERR_NOT_OPEN', `Cannot ${what}: the connection is ${state}`)
+    if (state !== 'open' && state !== 'closing') throw this.#notOpen(what)
     if (callback !== undefined) callLater(callback, notSent('closed', undefined, what))
   }
 
@@ -1287,7 +1313,7 @@ class ReconnectingWebSocket extends EventEmitter {
    * Unlike `events.once(client, 'open')`, a failed attempt that will be retried does not reject.
    */
   opened({ signal } = {}) {
-    if (this.#state === 'open' && !this.#closing && !(this.#held?.closing > 0)) {
+    if (this.state === 'open' && !this.#closing) {
       const chosen = this.#chosen
       return Promise.resolve(typeof chosen === 'string' ? { protocol: chosen, extensions: '' } : chosen)
     }
@@ -1558,6 +1584,8 @@ class ReconnectingWebSocket extends EventEmitter {
   #onClose({ code, reason, wasClean, willReconnect, byReconnect, retries, gen, restarts }) {
     this.#deliverBacklog()
     const closing = this.#closing
+    const calledDuringVerdict = this.#verdict === CALLED_DURING_VERDICT
+    this.#verdict = NO_VERDICT
     this.#unannounced = false
     if (gen !== N.clientGeneration(this)) {
       // The last close of a driver that a connect() (or reconnect()) replaced as it exited: the
@@ -1592,7 +1620,10 @@ class ReconnectingWebSocket extends EventEmitter {
       willReconnect = true
       this.#state = 'connecting'
     } else {
-      this.#state = willReconnect ? 'reconnecting' : 'closed'
+      // The close of a connection that a reconnect() ended, or whose verdict a connect() or
+      // reconnect() cut short: the next attempt starts at once, with no wait.
+      const next = byReconnect || calledDuringVerdict ? 'connecting' : 'reconnecting'
+      this.#state = willReconnect ? next : 'closed'
       this.#retries = retries
     }
     this.#openedAt = 0
@@ -1622,6 +1653,7 @@ class ReconnectingWebSocket extends EventEmitter {
   }
 
   #onGiveUp({ reason, attempts, lastError, gen }) {
+    this.#verdict = NO_VERDICT
     const p = { reason, attempts, lastError: lastError && fromNative(lastError) }
     const replaced = gen !== N.clientGeneration(this)
     this.#trace('giveup', p.reason)
@@ -1778,6 +1810,7 @@ class ReconnectingWebSocket extends EventEmitter {
    */
   #decide({ id, info, default: fallback }) {
     if (this.#closing && !this.#connectAfterClose) return void N.clientDecide(this, id, fallback)
+    if (this.#state === 'open' && !this.#closing) this.#verdict = VERDICT_PENDING
     const answer = (v) => N.clientDecide(this, id, v === undefined ? fallback : !!v)
     const fail = (err) => {
       N.clientDecide(this, id, fallback)

@@ -619,9 +619,10 @@ pub fn tls_error(e: io::Error) -> ConnError {
         return ConnError::new(errors::ERR_TLS, format!("TLS handshake failed: {e}"));
     };
     match tls {
-        rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented => {
-            ConnError::new(errors::ERR_TLS_CERT, format!("TLS handshake failed: {e}"))
-        }
+        rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented => ConnError::new(
+            errors::ERR_TLS_CERT,
+            format!("TLS handshake failed: {e}{}", untrusted_hint(tls)),
+        ),
         // Only a server that asks for our certificate sends these (in TLS 1.3 after our side of
         // the handshake, while the upgrade request is on its way). A certificate refused either
         // way is ERR_TLS_CERT, which the default policy does not retry.
@@ -638,6 +639,18 @@ pub fn tls_error(e: io::Error) -> ConnError {
             format!("TLS handshake failed: the server refused our client certificate ({alert:?})"),
         ),
         _ => ConnError::new(errors::ERR_TLS, format!("TLS handshake failed: {e}")),
+    }
+}
+
+/// What a developer whose server has a self-signed or private CA's certificate can do: the first
+/// error most meet, which rustls names by its checker's terms.
+fn untrusted_hint(e: &rustls::Error) -> &'static str {
+    if is_ca_as_server(e) {
+        " (the server's certificate is a CA's, as a self-signed one made by `openssl req -x509` is: give it in tls.ca to trust it)"
+    } else if matches!(e, rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer)) {
+        " (no trusted CA issued the server's certificate: a self-signed one or a private CA's is trusted when given in tls.ca or NODE_EXTRA_CA_CERTS)"
+    } else {
+        ""
     }
 }
 
