@@ -8,9 +8,19 @@ import https from 'node:https'
 import net from 'node:net'
 import { setImmediate as tick, setTimeout as delay } from 'node:timers/promises'
 import { fileURLToPath } from 'node:url'
+import test from 'ava'
 import { WebSocketServer, type WebSocket } from 'ws'
 
 import { clientStats, type ReconnectingWebSocket } from '../index.js'
+
+// A test file whose process is still running 30 s after its last test says what keeps it (the
+// suite's time bound would end it with no clue): the resources Node counts, and the clients' counters.
+test.after.always(() => {
+  setTimeout(() => {
+    const alive = JSON.stringify(process.getActiveResourcesInfo())
+    process.stderr.write(`${test.meta.file}: still running 30 s after its last test: ${alive} ${JSON.stringify(clientStats())}\n`)
+  }, 30_000).unref()
+})
 
 // Tests talk to 127.0.0.1 only: a proxy configured in the environment must not capture them.
 for (const name of ['HTTP_PROXY', 'HTTPS_PROXY', 'http_proxy', 'https_proxy', 'NO_PROXY', 'no_proxy', 'ALL_PROXY', 'all_proxy']) delete process.env[name]
