@@ -111,7 +111,9 @@ test.serial('family: a host name connects only to its addresses of that IP versi
   await v6.disconnect()
   released(t)
   t.is(err.code, 'ERR_CONNECT')
-  t.regex(err.message, /localhost has no IPv6 address|refused/i)
+  t.regex(err.message, /localhost \(it has no IPv6 address\)|refused/i)
+  // As ws's: getaddrinfo finds no address of that family.
+  t.like(err.cause, /no IPv6/.test(err.message) ? { code: 'ENOTFOUND', syscall: 'getaddrinfo', hostname: 'localhost' } : { code: 'ECONNREFUSED' })
   t.is(peer.accepted, 1, 'no IPv6-only connection reached the IPv4 server')
 })
 
@@ -303,5 +305,18 @@ test.serial("a host name that does not resolve fails with ERR_CONNECT whose caus
     t.regex(err.message, new RegExp(`^lookup failed: getaddrinfo ENOTFOUND ${host} `), how)
     const cause = err.cause as NodeJS.ErrnoException & { hostname?: string }
     t.like(cause, { code: wsErr.code, errno: wsErr.errno, syscall: 'getaddrinfo', hostname: host, message: wsErr.message }, how)
+  }
+})
+
+test.serial("a server's close reason or status line that reads like a system error is not taken for one: no cause", async (t) => {
+  for (const reason of ['getaddrinfo ENOTFOUND db.internal', 'lookup failed: getaddrinfo ENOTFOUND db.internal', 'x (os error 111)']) {
+    const peer = await wsServer((socket) => socket.close(1008, reason))
+    const client = new ReconnectingWebSocket(peer.url)
+    const { lastError } = await new Recorder(client).next('giveup')
+    await client.disconnect()
+    await peer.close()
+    t.is(lastError.code, 'ERR_CLOSED', reason)
+    t.true(lastError.message.endsWith(reason), reason)
+    t.is(lastError.cause, undefined, reason)
   }
 })

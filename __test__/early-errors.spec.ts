@@ -288,9 +288,18 @@ test.serial('send() and ping() on a closed client throw ERR_NOT_OPEN saying why 
   const refusing = await rawServer((socket) => socket.destroy())
   t.teardown(() => refusing.close())
   const gaveUp = new ReconnectingWebSocket(refusing.url, { maxRetries: 0 })
+  // The close before the giveup: closed, not yet given up.
+  const beforeGiveup = new Promise((resolve) => gaveUp.once('close', () => resolve(t.throws(() => gaveUp.send('x')))))
   await new Recorder(gaveUp).next('giveup')
+  t.like(await beforeGiveup, { message: 'Cannot send: the client is closed (connect() starts it again)' })
   t.like(t.throws(() => gaveUp.send('x')), { message: 'Cannot send: the client is closed: it gave up (maxRetries; connect() starts it again)' })
   await gaveUp.disconnect()
   t.like(t.throws(() => gaveUp.pong()), { code: 'ERR_NOT_OPEN', message: 'Cannot pong: the client is closed: disconnect() was called (connect() starts it again)' })
+  // disconnect() not awaited, from a reconnect wait: closed at once, by that call.
+  const waiting = new ReconnectingWebSocket(refusing.url, { minDelay: 60_000 })
+  await new Recorder(waiting).next('reconnecting')
+  const done = waiting.disconnect()
+  t.like(t.throws(() => waiting.send('x')), { message: 'Cannot send: the client is closed: disconnect() was called (connect() starts it again)' })
+  await done
   await quiescent()
 })

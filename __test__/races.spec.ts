@@ -407,6 +407,30 @@ test.serial('a lost connection whose shouldReconnect verdict is pending reads re
   await quiescent()
 })
 
+test.serial('send() while a lost connection waits for its verdict is refused as in a reconnect wait: ERR_QUEUE_FULL past a rejecting queue, ERR_NOT_OPEN without a queue', async (t) => {
+  const peer = await wsServer((socket) => void setTimeout(() => socket.terminate(), 30))
+  t.teardown(() => peer.close())
+  for (const queue of [{ maxMessages: 1, overflow: 'reject' as const }, false as const]) {
+    const verdicts: Array<(retry: boolean) => void> = []
+    const client = new ReconnectingWebSocket(peer.url, { queue, minDelay: 60_000, shouldReconnect: () => new Promise<boolean>((resolve) => verdicts.push(resolve)) })
+    client.on('error', () => {})
+    const drops: string[] = []
+    client.on('drop', (d) => drops.push(d.reason))
+    await client.opened()
+    await until(() => verdicts.length === 1, () => 'no verdict asked')
+    if (queue) {
+      client.send('kept')
+      t.like(t.throws(() => client.send('refused')), { code: 'ERR_QUEUE_FULL' })
+    } else {
+      t.like(t.throws(() => client.send('refused')), { code: 'ERR_NOT_OPEN' })
+    }
+    t.deepEqual(drops, [])
+    await client.disconnect()
+    verdicts[0](true)
+  }
+  await quiescent()
+})
+
 test.serial('reconnect() on an open connection: its close leaves the client connecting, and no wait follows', async (t) => {
   const peer = await wsServer()
   t.teardown(() => peer.close())

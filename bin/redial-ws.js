@@ -244,7 +244,8 @@ function describeError(err) {
     case 'ERR_TLS_CERT':
       // Ours: "the server requires a client certificate" or "... refused our client certificate".
       if (/client certificate/.test(message)) return message.replace(/^TLS handshake failed: /, '').replace(/ \(tls\.cert and tls\.key\)$/, '')
-      return `certificate rejected: ${message.replace(/^TLS handshake failed: (?:invalid peer certificate: )?/, '')}`
+      // (The library's advice names tls.ca; the hint below names --ca.)
+      return `certificate rejected: ${message.replace(/^TLS handshake failed: (?:invalid peer certificate: )?/, '').replace(/ \([^()]*tls\.ca[^()]*\)$/, '')}`
     case 'ERR_INTERNAL':
       return `internal error in redial-ws: ${message}`
     default:

@@ -318,6 +318,8 @@ class ReconnectingWebSocket extends EventEmitter {
    * until that close; the client reads 'reconnecting' meanwhile, as it does without a policy.
    */
   #verdict = NO_VERDICT
+  /** connect() was called once (by the constructor, unless `startClosed`). */
+  #started = false
   /** What the last handshake chose: the subprotocol, or `{ protocol, extensions }` with an extension. */
   #chosen = ''
   /**
@@ -539,7 +541,8 @@ class ReconnectingWebSocket extends EventEmitter {
 
   #connectNow() {
     const state = this.#state
-    if (state === 'connecting' || (state === 'open' && this.#verdict === NO_VERDICT)) return this
+    if (state === 'connecting' || this.#readsOpen()) return this
+    this.#started = true
     if (this.#verdict !== NO_VERDICT) this.#verdict = CALLED_DURING_VERDICT
     // A disconnect() stopped listening (a long-lived signal keeps no listener of a closed client).
     this.#listenToSignal()
@@ -740,7 +743,7 @@ class ReconnectingWebSocket extends EventEmitter {
     this.#restarts = restarts
     this.#closing = false
     // A connection lost while its verdict is pending is not closed again: the next attempt starts.
-    this.#state = state === 'open' && this.#verdict === NO_VERDICT ? 'closing' : 'connecting'
+    this.#state = this.#readsOpen() ? 'closing' : 'connecting'
     if (this.#rws && hadConnection) this.#rws.reconnected(code, reason, this, this.#whatwg)
     return this
   }
@@ -801,7 +804,7 @@ class ReconnectingWebSocket extends EventEmitter {
       const size = typeof copy === 'string' ? Buffer.byteLength(copy) : copy.length
       message = { state: READY, data: copy, blob: undefined, text: false, error: undefined, original: data, compress: options?.compress !== false, callback, size, chunk, control: undefined }
     }
-    if (this.#refusesMessages() || (UNUSUAL.get(this)?.unqueued && this.#state !== 'open')) {
+    if (this.#refusesMessages() || (UNUSUAL.get(this)?.unqueued && !this.#readsOpen())) {
       if (!chunk && this.#closingNow()) return this.#droppedWhileClosing(data, callback)
       throw this.#notOpen('send')
     }
@@ -912,7 +915,7 @@ class ReconnectingWebSocket extends EventEmitter {
       // send() made while the client still looked open (or, with the queue on, connecting) must
       // not throw. Nothing wrote the message and nothing will: it is reported like any message
       // a closed client drops.
-      const looksUsable = outcome === SENT_NOT_OPEN ? this.#state !== 'closed' : this.#state === 'open'
+      const looksUsable = outcome === SENT_NOT_OPEN ? this.#state !== 'closed' : this.#readsOpen()
       // But one held behind a Blob, with the queue on, waits as the queue does for a giveup JS has
       // yet to see (the client is closed, and not by a disconnect(): JS would have called it).
       if (held && outcome === SENT_NOT_OPEN && looksUsable && !this.#closing && !UNUSUAL.get(this)?.unqueued) return KEPT
@@ -926,7 +929,7 @@ class ReconnectingWebSocket extends EventEmitter {
       // filled the queue: as for NOT_OPEN above, nothing could be checked before the call, so it
       // must not throw (an `if (readyState === OPEN) send()` would crash the process).
       // (A stream's chunk waits for the next open instead, whatever the mode: lib/stream.js.)
-      if (!chunk && (this.#rws?.dropNewest || (this.#state === 'open' && !this.#closing))) return this.#dropped('overflow', data)
+      if (!chunk && (this.#rws?.dropNewest || (this.#readsOpen() && !this.#closing))) return this.#dropped('overflow', data)
       throw makeError('ERR_QUEUE_FULL', 'Cannot send: the offline queue is full')
     }
     if (outcome === SENT_DROPPING) {
@@ -935,6 +938,11 @@ class ReconnectingWebSocket extends EventEmitter {
       // Messages it pushed out may have callbacks, whatever this one has.
       this.#settleCallbacks()
     }
+  }
+
+  /** The client reads 'open' (a connection lost whose verdict is pending reads 'reconnecting'). */
+  #readsOpen() {
+    return this.#state === 'open' && this.#verdict === NO_VERDICT
   }
 
   #dropped(reason, data) {
@@ -1096,9 +1104,10 @@ class ReconnectingWebSocket extends EventEmitter {
     let why = `the connection is ${state}`
     if (state === 'closed') {
       const ended = this.#ended
-      if (ended === null) why = 'the client is closed: connect() starts it (startClosed)'
-      else if (ended === 'disconnected') why = 'the client is closed: disconnect() was called (connect() starts it again)'
-      else why = `the client is closed: it gave up (${ended.giveup.reason}; connect() starts it again)`
+      if (!this.#started) why = 'the client is closed: connect() starts it (startClosed)'
+      else if (ended === 'disconnected' || this.#closing) why = 'the client is closed: disconnect() was called (connect() starts it again)'
+      else if (ended !== null) why = `the client is closed: it gave up (${ended.giveup.reason}; connect() starts it again)`
+      else why = 'the client is closed (connect() starts it again)'
     }
     return makeError('ERR_NOT_OPEN', `Cannot ${what}: ${why}`)
   }

@@ -72,7 +72,10 @@ const WINSOCK = new Map([
  * The system error a native message names (`ECONNREFUSED`, `ECONNRESET`...), as the `cause` of
  * ours: what ws reports as its error's own `code`. undefined when there is none.
  */
-function systemCause(message) {
+function systemCause(code, message) {
+  // Only where the message is the system's words: others carry text a server chose (a close
+  // reason, a refusal's status line) that could read like a system error.
+  if (!SYSTEM_ERROR_CODES.has(code) || (code === 'ERR_PROXY' && !message.startsWith('proxy tunnel failed: '))) return undefined
   const lookup = LOOKUP_ERROR.exec(message)
   if (lookup !== null) return lookupCause(lookup[1], lookup[2])
   const m = OS_ERROR.exec(message)
@@ -86,20 +89,29 @@ function systemCause(message) {
     } catch {}
   }
   if (name === undefined || name.startsWith('Unknown')) return undefined
-  return makeError(name, name, Error, process.platform === 'win32' ? undefined : { errno: -n })
+  return makeError(name, name, Error, { errno: process.platform === 'win32' ? errnoOf(name) : -n })
 }
 
+// The errors whose message may name a system error (an OS error, a failed lookup); a proxy's,
+// only when its connection failed (src/proxy.rs), not when it answered.
+const SYSTEM_ERROR_CODES = new Set(['ERR_CONNECT', 'ERR_SOCKET', 'ERR_PROXY', 'ERR_TLS'])
+
 // A failed host name lookup, as Node words it (src/resolve.rs words the resolver's so, and a
-// `lookup` option's error is dns.lookup's).
-const LOOKUP_ERROR = /\bgetaddrinfo (ENOTFOUND|EAI_[A-Z]+) (\S+)/
+// `lookup` option's error is dns.lookup's), at the start of the message, where the native side
+// puts it.
+const LOOKUP_ERROR = /^lookup failed: getaddrinfo (ENOTFOUND|EAI_[A-Z]+) (\S+)/
+
+/** libuv's error number of `name` (Node's `errno`), as Node reports it on every platform. */
+function errnoOf(name) {
+  for (const [errno, [known]] of getSystemErrorMap()) if (known === name) return errno
+  return undefined
+}
 
 /** The error dns.lookup gives for `hostname` (`code`: ENOTFOUND, EAI_AGAIN...), as net.connect reports it. */
 function lookupCause(code, hostname) {
   // ENOTFOUND is Node's name for libuv's EAI_NONAME (and EAI_NODATA); its errno is EAI_NONAME's.
   const uvName = code === 'ENOTFOUND' ? 'EAI_NONAME' : code
-  const extra = { syscall: 'getaddrinfo', hostname }
-  for (const [errno, [name]] of getSystemErrorMap()) if (name === uvName) extra.errno = errno
-  return makeError(code, `getaddrinfo ${code} ${hostname}`, Error, extra)
+  return makeError(code, `getaddrinfo ${code} ${hostname}`, Error, { errno: errnoOf(uvName), syscall: 'getaddrinfo', hostname })
 }
 
 /** Turns the `{ code, message, status? }` the native side reports into an Error. */
@@ -110,7 +122,7 @@ function fromNative(p) {
     if (m) extra = { proxyStatus: Number(m[1]) }
   }
   const err = makeError(p.code, redactText(p.message), Error, extra)
-  const cause = systemCause(p.message)
+  const cause = systemCause(p.code, p.message)
   if (cause !== undefined) withCause(err, cause)
   // Not enumerable: a logged error does not print the server's cookies.
   if (p.headers !== undefined) Object.defineProperty(err, 'headers', { value: headersFrom(p.headers), writable: true, configurable: true })

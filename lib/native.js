@@ -96,7 +96,8 @@ function runtimeName() {
 
 function loadError(name, pkg, tried) {
   const runtime = runtimeName()
-  const fromSource = `node ${JSON.stringify(path.join(root, 'scripts', 'build-from-source.js'))}  (needs Rust: https://rustup.rs)`
+  // Quoted as a shell takes it (JSON would double a Windows path's backslashes).
+  const fromSource = `node "${path.join(root, 'scripts', 'build-from-source.js')}"  (needs Rust: https://rustup.rs)`
   const lines = [`redial-ws: cannot load the native binary for ${name} (${runtime}).`]
   const failed = tried.filter((t) => !t.missing)
   const cause = (failed[0] ?? tried[0])?.err

@@ -39,15 +39,24 @@ if (cargo.error || cargo.status !== 0) {
 const ownTarget = !process.env.CARGO_TARGET_DIR
 const targetDir = process.env.CARGO_TARGET_DIR || fs.mkdtempSync(path.join(os.tmpdir(), 'redial-ws-build-'))
 console.error(`redial-ws: building the native addon from source with ${cargo.stdout.trim()} (this takes a minute or two)`)
+const env = { ...process.env, CARGO_TARGET_DIR: targetDir }
+// musl (Alpine): its Rust targets link the C library statically by default, and so cannot make
+// a shared library (cargo drops the addon with a warning and succeeds): link it dynamically, as
+// Node does (scripts/build-dist.js builds the published musl addons so too).
+if (addonName().endsWith('-musl.node')) env.RUSTFLAGS = `${env.RUSTFLAGS ?? ''} -C target-feature=-crt-static`.trim()
 let build
+let missing = null
 try {
   build = spawnSync('cargo', ['build', '--release', '--lib', '--manifest-path', path.join(root, 'Cargo.toml')], {
     stdio: ['ignore', 'inherit', 'inherit'],
-    env: { ...process.env, CARGO_TARGET_DIR: targetDir },
+    env,
   })
   if (build.status === 0) {
     const libName = process.platform === 'win32' ? 'redial_ws.dll' : process.platform === 'darwin' ? 'libredial_ws.dylib' : 'libredial_ws.so'
-    fs.copyFileSync(path.join(targetDir, 'release', libName), path.join(root, addonName()))
+    // A CARGO_BUILD_TARGET of the user's puts the output under the target's own directory.
+    const built = path.join(targetDir, process.env.CARGO_BUILD_TARGET || '', 'release', libName)
+    if (fs.existsSync(built)) fs.copyFileSync(built, path.join(root, addonName()))
+    else missing = built
   }
 } finally {
   if (ownTarget) fs.rmSync(targetDir, { recursive: true, force: true })
@@ -56,6 +65,10 @@ if (build.status !== 0) {
   // cargo has said why above; a stack trace of this script would add nothing.
   const how = build.error ? build.error.message : build.signal ? `signal ${build.signal}` : `exit status ${build.status}`
   console.error(`redial-ws: cargo build failed (${how}): see its messages above.`)
+  process.exit(1)
+}
+if (missing !== null) {
+  console.error(`redial-ws: cargo built no addon (${missing} is missing): see its warnings above (a target that cannot make shared libraries?).`)
   process.exit(1)
 }
 const check = spawnSync(process.execPath, ['-e', `require(${JSON.stringify(path.join(root, 'lib', 'native.js'))})`], {

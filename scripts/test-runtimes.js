@@ -22,9 +22,9 @@
 //   - Deno: loading a native addon needs --allow-ffi (-A here). Deno's permissions do not reach inside
 //     the addon: its sockets are opened by native code, so --allow-net neither allows nor limits the
 //     client's connections (checked: the client connects with --allow-ffi --allow-read --allow-sys
-//     --allow-env and no --allow-net). The package itself needs --allow-read (its files),
-//     --allow-sys (lib/native.js asks process.report which libc this is) and --allow-env
-//     (NAPI_RS_NATIVE_LIBRARY_PATH, the proxy variables); the scenario script also needs --allow-net
+//     --allow-env and no --allow-net). The package itself needs --allow-read (its files) and
+//     --allow-env (NAPI_RS_NATIVE_LIBRARY_PATH, the proxy variables; without it they read as unset);
+//     lib/native.js asks nothing about the C library on Deno. The scenario script also needs --allow-net
 //     for its own node:http requests to the peers' control endpoint.
 //   - Bun: GC is forced with Bun.gc(true). JavaScriptCore scans the stack conservatively, so a
 //     collection is not guaranteed to free one given object; the scenario retries (at most 100

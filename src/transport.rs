@@ -188,7 +188,11 @@ async fn addresses(host: &str, port: u16, dial: Dial, lookup: Option<&ask::Asker
             Some(false) => "IPv6 address",
             None => "address",
         };
-        return Err(io::Error::new(io::ErrorKind::NotFound, format!("{host} has no {what}")));
+        // As getaddrinfo reports a name without an address of the asked family (ws's ENOTFOUND).
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("lookup failed: getaddrinfo ENOTFOUND {host} (it has no {what})"),
+        ));
     }
     Ok(found)
 }
