@@ -1091,13 +1091,6 @@ class ReconnectingWebSocket extends EventEmitter {
     if (control.callback !== undefined) callLater(control.callback)
   }
 
-  /**
-   * A ping or pong the addon had no connection for. While the client still reads 'open', its
-   * connection has ended and JS has yet to see it (a reset): as send() then, the call must not
-   * throw (an `if (readyState === OPEN) ping()` would crash the process); its callback hears 'closed'.
-   * The same while closing, as in ws: a connection delivers what it reads until its close is done,
-   * and a listener may answer it (a pong with `autoPong: false`).
-   */
   /** ERR_NOT_OPEN for `what` ('send', 'ping'...), saying why a closed client is closed and what starts it. */
   #notOpen(what) {
     const state = this.state
@@ -1112,6 +1105,13 @@ class ReconnectingWebSocket extends EventEmitter {
     return makeError('ERR_NOT_OPEN', `Cannot ${what}: ${why}`)
   }
 
+  /**
+   * A ping or pong the addon had no connection for. While the client still reads 'open', its
+   * connection has ended and JS has yet to see it (a reset): as send() then, the call must not
+   * throw (an `if (readyState === OPEN) ping()` would crash the process); its callback hears 'closed'.
+   * The same while closing, as in ws: a connection delivers what it reads until its close is done,
+   * and a listener may answer it (a pong with `autoPong: false`).
+   */
   #controlRefused(what, { callback }) {
     const state = this.state
     if (state !== 'open' && state !== 'closing') throw this.#notOpen(what)
