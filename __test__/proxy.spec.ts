@@ -260,3 +260,10 @@ test('NO_PROXY entries: the first URL (lib/options.js) and a redirect hop (src/p
     t.is(proxyFor(url, undefined, env) === undefined, bypassed === 'true', line)
   }
 })
+
+test('a proxy option without a scheme is refused without echoing what may be its user name or password', (t) => {
+  for (const proxy of ['bob:s3cret@proxy.test:3128', 'tok3n@proxy.test:3128']) {
+    const err = t.throws(() => new ReconnectingWebSocket('ws://127.0.0.1:9/', { proxy, startClosed: true }), { code: 'ERR_INVALID_PROXY' })
+    t.false(/bob|s3cret|tok3n/.test(err!.message), err!.message)
+  }
+})

@@ -601,7 +601,9 @@ function checkProxy(proxy, from = 'proxy') {
     throw invalid(`Invalid proxy URL: ${redactInput(proxy)}`)
   }
   if (!PROXY_SCHEMES.includes(u.protocol)) {
-    throw invalid(`Only http:// (CONNECT), socks5:// and socks5h:// proxies are supported. Received ${u.protocol}`)
+    // Without "//", what reads as a scheme may be a user name ('bob:secret@proxy:3128'): not echoed.
+    const received = proxy.includes('//') ? ` Received ${u.protocol}` : ' Write it as http://[user:password@]host:port'
+    throw invalid(`Only http:// (CONNECT), socks5:// and socks5h:// proxies are supported.${received}`)
   }
   // `socks5:user:pass@host` (no "//") parses, as a path: the URL is not echoed, it may hold a password.
   if (!u.hostname) {
@@ -690,11 +692,51 @@ function proxyFor(url, option, env = process.env) {
     if (bracketed) [, entry, entryPort] = bracketed
     else if (entry.indexOf(':') === entry.lastIndexOf(':') && entry.includes(':')) [entry, entryPort] = entry.split(':')
     if (entryPort !== undefined && entryPort !== port) continue
-    entry = entry.replace(/^\*?\./, '.')
-    if (host === entry || (entry.startsWith('.') && (host.endsWith(entry) || host === entry.slice(1)))) return undefined
+    // As curl: 'address/bits' is a range of IP addresses (a host name is not resolved for it);
+    // a name matches itself and its subdomains, with or without a leading '.' or '*.'.
+    const range = /^([^/]+)\/(\d{1,3})$/.exec(entry)
+    if (range) {
+      if (inRange(host, range[1], Number(range[2]))) return undefined
+      continue
+    }
+    const domain = entry.replace(/^\*?\./, '')
+    if (host === domain || host.endsWith(`.${domain}`)) return undefined
   }
   checkProxy(fromEnv, name)
   return fromEnv
+}
+
+/** The 16 bytes of IP address `text` (an IPv4 one as IPv4-mapped), or null for anything else. */
+function ipBytes(text) {
+  const family = isIP(text)
+  if (family === 4) return [...Buffer.alloc(10), 0xff, 0xff, ...text.split('.').map(Number)]
+  if (family !== 6) return null
+  let groups = text
+  const v4 = /^(.*:)(\d+\.\d+\.\d+\.\d+)$/.exec(groups)
+  if (v4) {
+    const [a, b, c, d] = v4[2].split('.').map(Number)
+    groups = `${v4[1]}${((a << 8) | b).toString(16)}:${((c << 8) | d).toString(16)}`
+  }
+  const [head, tail] = groups.includes('::') ? groups.split('::') : [groups, undefined]
+  const words = (part) => (part ? part.split(':').map((w) => parseInt(w, 16)) : [])
+  const before = words(head)
+  const after = tail === undefined ? [] : words(tail)
+  const all = [...before, ...new Array(8 - before.length - after.length).fill(0), ...after]
+  return all.flatMap((w) => [w >> 8, w & 0xff])
+}
+
+/** Whether IP address `host` is within `base/bits` (a curl NO_PROXY range; IPv4 bits counted as IPv4's). */
+function inRange(host, base, bits) {
+  const a = ipBytes(host)
+  const b = ipBytes(base)
+  if (a === null || b === null || isIP(host) !== isIP(base)) return false
+  const total = isIP(base) === 4 ? bits + 96 : bits
+  if (bits > (isIP(base) === 4 ? 32 : 128)) return false
+  for (let bit = 0; bit < total; bit++) {
+    const mask = 0x80 >> (bit % 8)
+    if ((a[bit >> 3] & mask) !== (b[bit >> 3] & mask)) return false
+  }
+  return true
 }
 
 /**

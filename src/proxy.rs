@@ -115,14 +115,40 @@ impl ProxyEnv {
                 if entry_port.is_some_and(|p| p != port) {
                     return false;
                 }
-                // `*.domain` is `.domain`; a `*` anywhere else is part of the name, as in proxyFor.
-                let name = if name.starts_with("*.") { &name[1..] } else { name };
-                match name.strip_prefix('.') {
-                    Some(domain) => host == domain || host.ends_with(name),
-                    None => host == name,
+                // As curl (and proxyFor): `address/bits` is a range of IP addresses (a host name is
+                // not resolved for it); a name matches itself and its subdomains, with or without
+                // a leading `.` or `*.` (a `*` anywhere else is part of the name).
+                if let Some((base, bits)) = name.split_once('/') {
+                    return in_range(&host, base, bits);
                 }
+                let domain = name
+                    .strip_prefix("*.")
+                    .or_else(|| name.strip_prefix('.'))
+                    .unwrap_or(name);
+                host == domain || host.strip_suffix(domain).is_some_and(|sub| sub.ends_with('.'))
             })
     }
+}
+
+/// Whether IP address `host` is within `base`/`bits` (both of one IP version; `bits` 1 to 3 digits).
+fn in_range(host: &str, base: &str, bits: &str) -> bool {
+    let (Ok(host), Ok(base)) = (host.parse::<std::net::IpAddr>(), base.parse::<std::net::IpAddr>()) else {
+        return false;
+    };
+    let Some(bits) = (bits.len() <= 3).then(|| bits.parse::<u32>().ok()).flatten() else {
+        return false;
+    };
+    let (host, base, width) = match (host, base) {
+        (std::net::IpAddr::V4(h), std::net::IpAddr::V4(b)) => (u128::from(u32::from(h)), u128::from(u32::from(b)), 32),
+        (std::net::IpAddr::V6(h), std::net::IpAddr::V6(b)) => (u128::from(h), u128::from(b), 128),
+        _ => return false,
+    };
+    if bits > width {
+        return false;
+    }
+    // The top `bits` of the address's `width` bits agree.
+    let shift = width - bits;
+    shift >= 128 || (host >> shift) == (base >> shift)
 }
 
 impl Proxy {

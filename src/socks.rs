@@ -124,6 +124,12 @@ async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S, user: &str, 
     s.write_all(&message).await.map_err(io)?;
     let mut status = [0u8; 2];
     s.read_exact(&mut status).await.map_err(io)?;
+    if status[0] != 1 {
+        return Err(failed(format_args!(
+            "it answered our user name and password with version {} (RFC 1929's is 1)",
+            status[0]
+        )));
+    }
     if status[1] != 0 {
         return Err(auth_failed("the proxy refused our user name and password"));
     }
@@ -201,6 +207,16 @@ mod tests {
         let target = || Target::Address("127.0.0.1:1".parse().unwrap());
         let (r, _) = exchange(&[5, 0xff], target(), None).await;
         assert_eq!(r.unwrap_err().code, errors::ERR_PROXY_AUTH);
+        // RFC 1929's answer is version 1: another is no SOCKS5 authentication, even with status 0.
+        let (r, _) = exchange(
+            &[5, 2, 9, 0, 5, 0, 0, 1, 127, 0, 0, 1, 0, 1],
+            target(),
+            Some(("u", "secret")),
+        )
+        .await;
+        let e = r.unwrap_err();
+        assert_eq!(e.code, errors::ERR_PROXY);
+        assert!(!e.message.contains("secret"));
         let (r, _) = exchange(&[5, 2, 1, 1], target(), Some(("u", "secret"))).await;
         let e = r.unwrap_err();
         assert_eq!(e.code, errors::ERR_PROXY_AUTH);
