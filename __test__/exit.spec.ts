@@ -54,6 +54,18 @@ async function run(scenario: string, url: string, env: NodeJS.ProcessEnv = proce
   return { reports, code, exitAfterReport: performance.now() - lastReport, stderr }
 }
 
+test('a call from JS that panics throws ERR_INTERNAL and ends the client as a panic of its task does; the process lives on', async (t) => {
+  const peer = await wsServer()
+  t.teardown(() => peer.close())
+  const r = await run('panic-in-a-call', peer.url)
+  t.is(r.code, 0, r.stderr)
+  const [report] = r.reports
+  t.like(report, { thrown: { code: 'ERR_INTERNAL' }, giveup: { reason: 'internal', lastError: 'ERR_INTERNAL' }, state: 'closed', idleThrown: 'ERR_INTERNAL' }, r.stderr)
+  t.regex(report.thrown.message, /^internal error \(panic requested by a test\): the client was closed$/)
+  t.deepEqual(report.events, ['error ERR_INTERNAL', 'close false'])
+  t.like(report.stats, { openConnections: 0, runningTasks: 0, pendingReconnects: 0, pendingAttempts: 0, ioBuffers: 0 })
+})
+
 test('exits by itself right after disconnect() of an open client', async (t) => {
   const peer = await wsServer()
   t.teardown(() => peer.close())

@@ -24,7 +24,7 @@ use crate::deflate::DeflateConfig;
 use crate::delivery;
 use crate::direct;
 use crate::driver::{Command, Driver, DriverConfig};
-use crate::errors::{ConnError, ERR_PROVIDER};
+use crate::errors::{self, ConnError, ERR_PROVIDER};
 use crate::events::JsEvent;
 use crate::frame::Limits;
 use crate::interned::{InternTable, Interned};
@@ -296,6 +296,8 @@ impl NativeClient {
             }
         }
         let rx = tx.clone();
+        // A panic of a call meant for a driver that has exited since does not end this one.
+        let _ = self.shared.take_call_panic();
         let driver = Driver::new(self.shared.clone(), hub, self.config.clone(), gen, restarts, quiet);
         let handle = napi::bindgen_prelude::spawn(driver.run(rx));
         delivery::set_driver(id, handle.abort_handle());
@@ -608,6 +610,22 @@ fn ms(v: f64) -> u64 {
 }
 
 impl NativeClient {
+    /// A call from JS panicked in this client's state: a running driver ends the client as after
+    /// its own panic (error, close, giveup `'internal'`), releasing what it holds. An idle client
+    /// has nothing running to end.
+    fn call_panicked(&mut self, what: String) {
+        let Some(commands) = &self.commands else { return };
+        if !delivery::is_active(self.shared.id) {
+            return;
+        }
+        *self.shared.call_panic.lock().unwrap_or_else(|p| p.into_inner()) = Some(what);
+        // Any command wakes the task, which takes the panic first (this one is not a call: the
+        // count stays).
+        let _ = commands.send(Command::Connect {
+            restarts: self.restarts,
+        });
+    }
+
     /// The JS object was collected (or the environment is being torn down): the client leaves
     /// its thread's delivery, with a warning if it was never disconnected.
     fn on_collected(self, env: Env) {
@@ -659,8 +677,37 @@ impl napi_raw::Wrapped for NativeClient {
 }
 
 /// Runs `f` with the native state of the client object `owner`; an error for any other object.
+/// A panic in `f` does not cross into Node (which would abort the process): the call throws
+/// `ERR_INTERNAL`, and a running client ends as after a panic of its task (`call_panicked`).
 fn with_client<R>(env: &Env, owner: &Object<'_>, f: impl FnOnce(&mut NativeClient) -> R) -> Result<R> {
-    napi_raw::with_wrapped(env, owner, f)
+    let outcome = napi_raw::with_wrapped(env, owner, |client: &mut NativeClient| {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            if testing::call_panics(client.shared.id) {
+                panic!("panic requested by a test");
+            }
+            f(&mut *client)
+        }))
+        .map_err(|panic| {
+            let what = panic_text(&*panic);
+            client.call_panicked(what.clone());
+            what
+        })
+    })?;
+    outcome.map_err(|what| {
+        let message = format!("internal error ({what}): the client was closed");
+        // Thrown here with its code; napi-rs leaves a pending exception as it is.
+        let _ = env.throw_error(&message, Some(errors::ERR_INTERNAL));
+        Error::new(Status::PendingException, message)
+    })
+}
+
+/// What a panic said (its `&str` or `String` payload).
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_default()
 }
 
 /// Gives `owner` (a new `ReconnectingWebSocket`) its native state.
@@ -688,6 +735,14 @@ pub fn testing_panic_driver(env: Env, owner: Object<'_>, wake: Option<bool>) -> 
             });
         }
     })
+}
+
+/// Makes the client's next call from JS panic (tests prove that the call throws `ERR_INTERNAL`
+/// and the client ends in a defined state, where the process aborted). Not part of the API.
+#[cfg(feature = "testing")]
+#[napi]
+pub fn testing_panic_call(env: Env, owner: Object<'_>) -> Result<()> {
+    with_client(&env, &owner, |client| testing::panic_call(client.shared.id))
 }
 
 /// Makes the client's next read on the JS thread panic (tests prove that the connection then ends

@@ -176,6 +176,11 @@ impl Future for DriverTask {
             if testing::driver_panics(this.driver.shared.id) {
                 panic!("panic requested by a test");
             }
+            // A call from JS panicked: its client state may be half-changed. The client ends as
+            // after a panic of this task (resume_unwind: the panic was reported where it happened).
+            if let Some(what) = this.driver.shared.take_call_panic() {
+                std::panic::resume_unwind(Box::new(what));
+            }
             this.driver.poll_run(cx, &this.commands)
         }));
         match polled {

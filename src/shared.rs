@@ -45,6 +45,8 @@ pub struct Shared {
     pub read_gate: ReadGate,
     /// The client's JS thread reads its sockets when they are quiet (`reader::enabled` there).
     pub direct_read: bool,
+    /// A call from JS panicked (what it said): the driver ends the client as after its own panic.
+    pub call_panic: Mutex<Option<String>>,
 }
 
 impl Shared {
@@ -58,11 +60,17 @@ impl Shared {
             next_request: AtomicU64::new(1),
             restarts: AtomicU32::new(0),
             read_gate: ReadGate::default(),
+            call_panic: Mutex::new(None),
         }
     }
 
     pub fn outbox(&self) -> MutexGuard<'_, Outbox> {
         self.outbox.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// What a call from JS that panicked said, once (`call_panic`).
+    pub fn take_call_panic(&self) -> Option<String> {
+        self.call_panic.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 
     /// The id of a new request to JS (providers, policy); ids start at 1.

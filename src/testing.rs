@@ -12,6 +12,8 @@ mod hooks {
     static PANIC_DRIVER: AtomicU64 = AtomicU64::new(0);
     /// The id of a client whose next read on the JS thread panics. 0: none.
     static PANIC_READ: AtomicU64 = AtomicU64::new(0);
+    /// The id of a client whose next call from JS panics. 0: none.
+    static PANIC_CALL: AtomicU64 = AtomicU64::new(0);
     /// Milliseconds the next `disconnect()` stalls once it has written its close frame. 0: none.
     static STALL_AFTER_CLOSE: AtomicU64 = AtomicU64::new(0);
     /// Milliseconds the next driver to exit waits before it reports the exit. 0: none.
@@ -41,6 +43,15 @@ mod hooks {
 
     pub fn panic_read(id: u64) {
         PANIC_READ.store(id, Relaxed);
+    }
+
+    pub fn panic_call(id: u64) {
+        PANIC_CALL.store(id, Relaxed);
+    }
+
+    /// Whether this call from JS on client `id` is to panic (once).
+    pub fn call_panics(id: u64) -> bool {
+        PANIC_CALL.swap(0, Relaxed) == id
     }
 
     /// Whether this read of client `id` is to panic (once).
@@ -85,6 +96,10 @@ mod hooks {
     pub fn driver_panicked(_id: u64) {}
 
     pub fn read_panics(_id: u64) -> bool {
+        false
+    }
+
+    pub fn call_panics(_id: u64) -> bool {
         false
     }
 

@@ -11,7 +11,9 @@ import type { FuzzingServer } from './server.js'
  * that the judging does not pass what it must not: 'silent' never echoes, 'retype' echoes text
  * as binary and binary as text, 'late' echoes 200 ms after the message arrived, 'corrupt'
  * echoes the second message with its last character (octet) changed, 'drop' echoes the first
- * message and then drops the connection without a close handshake (`terminate()`).
+ * message and then drops the connection without a close handshake (`terminate()`), its socket
+ * left unread from the echo on (`pause()`): the server's close, which comes once the echo is in,
+ * is not answered by the client before it drops.
  */
 export type EchoMode = 'echo' | 'silent' | 'retype' | 'late' | 'corrupt' | 'drop'
 
@@ -36,6 +38,7 @@ export async function runCase(server: FuzzingServer, spec: CaseSpec, mode: EchoM
   client.on('message', (data, isBinary) => {
     observed.messages++
     if (mode === 'silent') return
+    if (mode === 'drop') client.pause()
     let out: string | Buffer
     if (mode === 'retype') out = isBinary ? Buffer.from(data as Buffer).toString('latin1') : Buffer.from(data as string, 'utf8')
     else if (mode === 'corrupt' && observed.messages === 2) out = corrupt(data as string | Buffer)
