@@ -618,7 +618,7 @@ impl NativeClient {
         if !delivery::is_active(self.shared.id) {
             return;
         }
-        *self.shared.call_panic.lock().unwrap_or_else(|p| p.into_inner()) = Some(what);
+        self.shared.set_call_panic(what);
         // Any command wakes the task, which takes the panic first (this one is not a call: the
         // count stays).
         let _ = commands.send(Command::Connect {

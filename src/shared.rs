@@ -46,7 +46,9 @@ pub struct Shared {
     /// The client's JS thread reads its sockets when they are quiet (`reader::enabled` there).
     pub direct_read: bool,
     /// A call from JS panicked (what it said): the driver ends the client as after its own panic.
-    pub call_panic: Mutex<Option<String>>,
+    call_panic: Mutex<Option<String>>,
+    /// `call_panic` holds something: what the driver reads on every poll, without the lock.
+    call_panicked: AtomicBool,
 }
 
 impl Shared {
@@ -61,6 +63,7 @@ impl Shared {
             restarts: AtomicU32::new(0),
             read_gate: ReadGate::default(),
             call_panic: Mutex::new(None),
+            call_panicked: AtomicBool::new(false),
         }
     }
 
@@ -68,8 +71,18 @@ impl Shared {
         self.outbox.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// What a call from JS that panicked said, once (`call_panic`).
+    /// A call from JS panicked, saying `what`: for the driver to take.
+    pub fn set_call_panic(&self, what: String) {
+        *self.call_panic.lock().unwrap_or_else(|p| p.into_inner()) = Some(what);
+        self.call_panicked.store(true, Ordering::Release);
+    }
+
+    /// What a call from JS that panicked said, once (`set_call_panic`).
     pub fn take_call_panic(&self) -> Option<String> {
+        // A load first: the driver asks on every poll, and a swap would write the line each time.
+        if !self.call_panicked.load(Ordering::Acquire) || !self.call_panicked.swap(false, Ordering::Acquire) {
+            return None;
+        }
         self.call_panic.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 
