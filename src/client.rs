@@ -176,7 +176,7 @@ impl NativeClient {
         let config = DriverConfig {
             url: url.to_owned(),
             conn: ConnConfig {
-                connect_timeout: Duration::from_millis(ms(options.connect_timeout)),
+                connect_timeout: timer(options.connect_timeout),
                 max_redirects: options.max_redirects,
                 proxy_env: match options.proxy_env.as_deref() {
                     Some([http, https, no_proxy]) => Some(Arc::new(ProxyEnv::new(http, https, no_proxy))),
@@ -201,9 +201,9 @@ impl NativeClient {
                     replace_invalid_utf8: options.skip_utf8_validation,
                     max_fragments: options.max_fragments.clamp(0.0, usize::MAX as f64) as usize,
                 },
-                ping_interval: Duration::from_millis(ms(options.ping_interval)),
-                pong_timeout: Duration::from_millis(ms(options.pong_timeout)),
-                close_timeout: Duration::from_millis(ms(options.close_timeout)),
+                ping_interval: timer(options.ping_interval),
+                pong_timeout: timer(options.pong_timeout),
+                close_timeout: timer(options.close_timeout),
                 auto_pong: options.auto_pong,
                 deflate: options.per_message_deflate.as_ref().map(|d| DeflateConfig {
                     threshold: d.threshold.clamp(0.0, usize::MAX as f64) as usize,
@@ -599,6 +599,15 @@ impl NativeClient {
     }
 }
 
+/// The longest timer of an option (Node's, 2^31 - 1 ms): lib/options.js refuses more, and a
+/// deadline this far off cannot overflow an `Instant` where it is added.
+const MAX_TIMER_MS: u64 = (1 << 31) - 1;
+
+/// A timeout or interval option as a `Duration`, within `MAX_TIMER_MS`.
+fn timer(v: f64) -> Duration {
+    Duration::from_millis(ms(v).min(MAX_TIMER_MS))
+}
+
 /// Milliseconds from an option, rounded up: 0.5 is 1 ms, as Node's timers take it, not 0 (which
 /// means "off" for some options and "at once" for others).
 fn ms(v: f64) -> u64 {
@@ -980,7 +989,17 @@ pub fn client_metrics(env: Env, owner: Object<'_>) -> Result<NativeMetrics> {
 
 #[cfg(test)]
 mod tests {
-    use super::ms;
+    use super::{ms, timer, MAX_TIMER_MS};
+    use std::time::Duration;
+
+    #[test]
+    fn a_timer_option_stays_within_nodes_longest_timer() {
+        assert_eq!(timer(f64::INFINITY), Duration::from_millis(MAX_TIMER_MS));
+        assert_eq!(timer(1e300), Duration::from_millis(MAX_TIMER_MS));
+        assert_eq!(timer(0.5), Duration::from_millis(1));
+        // An Instant this far ahead is fine (u64::MAX ms would overflow it).
+        let _ = tokio::time::Instant::now() + timer(f64::INFINITY);
+    }
 
     #[test]
     fn a_fraction_of_a_millisecond_is_rounded_up_not_to_zero() {
