@@ -706,33 +706,28 @@ function proxyFor(url, option, env = process.env) {
   return fromEnv
 }
 
-/** The 16 bytes of IP address `text` (an IPv4 one as IPv4-mapped), or null for anything else. */
+/** The bytes of IP address `text` (4 or 16), or null for anything else. */
 function ipBytes(text) {
   const family = isIP(text)
-  if (family === 4) return [...Buffer.alloc(10), 0xff, 0xff, ...text.split('.').map(Number)]
+  if (family === 4) return text.split('.').map(Number)
   if (family !== 6) return null
-  let groups = text
-  const v4 = /^(.*:)(\d+\.\d+\.\d+\.\d+)$/.exec(groups)
-  if (v4) {
-    const [a, b, c, d] = v4[2].split('.').map(Number)
-    groups = `${v4[1]}${((a << 8) | b).toString(16)}:${((c << 8) | d).toString(16)}`
-  }
-  const [head, tail] = groups.includes('::') ? groups.split('::') : [groups, undefined]
+  // An IPv4 address at the end ('::ffff:10.0.0.1') is its last two groups.
+  const v4 = /^(.*:)(\d+)\.(\d+)\.(\d+)\.(\d+)$/.exec(text)
+  const groups = v4 ? `${v4[1]}${((v4[2] << 8) | v4[3]).toString(16)}:${((v4[4] << 8) | v4[5]).toString(16)}` : text
   const words = (part) => (part ? part.split(':').map((w) => parseInt(w, 16)) : [])
+  const [head, tail] = groups.split('::')
   const before = words(head)
-  const after = tail === undefined ? [] : words(tail)
-  const all = [...before, ...new Array(8 - before.length - after.length).fill(0), ...after]
+  const after = words(tail)
+  const all = tail === undefined ? before : [...before, ...new Array(8 - before.length - after.length).fill(0), ...after]
   return all.flatMap((w) => [w >> 8, w & 0xff])
 }
 
-/** Whether IP address `host` is within `base/bits` (a curl NO_PROXY range; IPv4 bits counted as IPv4's). */
+/** Whether IP address `host` is within `base/bits` (a curl NO_PROXY range), both of one IP version. */
 function inRange(host, base, bits) {
   const a = ipBytes(host)
   const b = ipBytes(base)
-  if (a === null || b === null || isIP(host) !== isIP(base)) return false
-  const total = isIP(base) === 4 ? bits + 96 : bits
-  if (bits > (isIP(base) === 4 ? 32 : 128)) return false
-  for (let bit = 0; bit < total; bit++) {
+  if (a === null || b === null || a.length !== b.length || bits > a.length * 8) return false
+  for (let bit = 0; bit < bits; bit++) {
     const mask = 0x80 >> (bit % 8)
     if ((a[bit >> 3] & mask) !== (b[bit >> 3] & mask)) return false
   }

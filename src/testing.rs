@@ -49,9 +49,10 @@ mod hooks {
         PANIC_CALL.store(id, Relaxed);
     }
 
-    /// Whether this call from JS on client `id` is to panic (once).
+    /// Whether this call from JS on client `id` is to panic (once; another client's call leaves
+    /// the request in place).
     pub fn call_panics(id: u64) -> bool {
-        PANIC_CALL.swap(0, Relaxed) == id
+        PANIC_CALL.load(Relaxed) == id && PANIC_CALL.compare_exchange(id, 0, Relaxed, Relaxed).is_ok()
     }
 
     /// Whether this read of client `id` is to panic (once).
