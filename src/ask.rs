@@ -1,7 +1,7 @@
 //! Questions a connection attempt asks its client's JS functions, and waits for: its `lookup`
 //! (the addresses of a host name) and its `tls.checkServerIdentity` (whether a verified
 //! certificate chain is the server's). A question goes out through the client's event queue
-//! (an [`Asker`], made by `delivery`, so that this module depends on nothing of the boundary) and
+//! (an [`Asker`], made by `hub`, so that this module depends on nothing of the boundary) and
 //! is answered by [`answer`]; it is forgotten when its attempt ends, answered or not (a timeout,
 //! `disconnect()`), so nothing waits on a function that never answers.
 

@@ -35,6 +35,7 @@ use crate::outbox::{Outbound, QueueConfig, SendOutcome, NO_TICKET};
 use crate::protocol::send as outcome;
 use crate::proxy::{Proxy, ProxyEnv};
 use crate::queue::Queue;
+use crate::registry;
 use crate::shared::{AttemptParams, Shared};
 use crate::stats::{self, GLOBAL};
 use crate::testing;
@@ -137,7 +138,7 @@ impl NativeClient {
         };
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         let shared = Arc::new(Shared::new(id, crate::reader::enabled()));
-        delivery::register(env, id, owner, shared.clone())?;
+        registry::register(env, id, owner, shared.clone())?;
         env.adjust_external_memory(EXTERNAL_BYTES)?;
         GLOBAL.live_clients.fetch_add(1, Ordering::Relaxed);
         Ok(NativeClient {
@@ -270,11 +271,11 @@ impl NativeClient {
         let restarts = self.restarts;
         // `send()` is accepted in the same step as the command is queued (see `Driver::poll_run`).
         let accept = || self.shared.outbox().set_accepting(true);
-        let active = delivery::is_active(id);
+        let active = registry::is_active(id);
         if active {
             if let Some(tx) = &self.commands {
                 if tx.send_after(Command::Connect { restarts }, accept).is_ok() {
-                    delivery::hold_strong(&env, id);
+                    registry::hold_strong(&env, id);
                     return Ok(restarts);
                 }
             }
@@ -284,8 +285,8 @@ impl NativeClient {
         // `connect()` set in JS, which its new attempt's prompt `Connecting` then puts right.
         let quiet = quiet && !active;
         accept();
-        let hub = delivery::hub().ok_or_else(|| Error::from_reason("redial-ws: dispatcher not initialised"))?;
-        let gen = delivery::activate(&env, id);
+        let hub = registry::hub().ok_or_else(|| Error::from_reason("redial-ws: dispatcher not initialised"))?;
+        let gen = registry::activate(&env, id);
         let tx = Arc::new(Queue::default());
         if let Some(old) = self.driver.take() {
             // An exiting driver has already closed its command channel; make sure it is gone.
@@ -300,7 +301,7 @@ impl NativeClient {
         let _ = self.shared.take_call_panic();
         let driver = Driver::new(self.shared.clone(), hub, self.config.clone(), gen, restarts, quiet);
         let handle = napi::bindgen_prelude::spawn(driver.run(rx));
-        delivery::set_driver(id, handle.abort_handle());
+        registry::set_driver(id, handle.abort_handle());
         self.driver = Some(handle);
         self.commands = Some(tx);
         Ok(restarts)
@@ -319,7 +320,7 @@ impl NativeClient {
         terminate: bool,
         keep_queue: bool,
     ) -> u32 {
-        if !delivery::is_active(self.shared.id) {
+        if !registry::is_active(self.shared.id) {
             let mut outbox = self.shared.outbox();
             if keep_queue {
                 outbox.stop_accepting_keeping(None);
@@ -329,7 +330,7 @@ impl NativeClient {
             return 0;
         }
         // Until the disconnect completes, the client stays reachable so that its promise settles.
-        let seq = delivery::hold_until_disconnected(&env, self.shared.id);
+        let seq = registry::hold_until_disconnected(&env, self.shared.id);
         // Our close frame goes from this thread at once (`Outbox::stop_accepting`), so that the
         // peer's answer is on its way while the driver wakes up. The command is queued in the same
         // step: when the driver reads that answer and the end of the connection, it takes the
@@ -373,7 +374,7 @@ impl NativeClient {
                     0
                 }
             };
-            delivery::disconnect_undelivered(self.shared.id, seq, discarded);
+            registry::disconnect_undelivered(self.shared.id, seq, discarded);
         }
         delivery::read_close_on_driver(self.shared.id);
         seq
@@ -382,7 +383,7 @@ impl NativeClient {
     /// Forces a fresh connection now. Returns the count `connect` returns, or 0 when the client is
     /// not active (the caller connects).
     pub fn reconnect(&mut self, env: Env, code: u32, reason: String) -> u32 {
-        if !delivery::is_active(self.shared.id) {
+        if !registry::is_active(self.shared.id) {
             self.shared.outbox().set_accepting(true);
             return 0;
         }
@@ -407,7 +408,7 @@ impl NativeClient {
             return 0;
         }
         self.restarts = restarts;
-        delivery::hold_strong(&env, self.shared.id);
+        registry::hold_strong(&env, self.shared.id);
         restarts
     }
 
@@ -446,11 +447,11 @@ impl NativeClient {
     }
 
     pub fn active(&self) -> bool {
-        delivery::is_active(self.shared.id)
+        registry::is_active(self.shared.id)
     }
 
     pub fn generation(&self) -> u32 {
-        delivery::generation(self.shared.id)
+        registry::generation(self.shared.id)
     }
 
     /// Sends or queues a text message. Returns a `protocol::send` outcome. `turn`: the JS event
@@ -570,7 +571,7 @@ impl NativeClient {
 
     /// Keeps the client reachable without a connection while JS waits on it (`messages()`).
     pub fn hold(&self, env: Env, on: bool) {
-        delivery::hold(&env, self.shared.id, on);
+        registry::hold(&env, self.shared.id, on);
     }
 
     /// Stops (or resumes) reading from the socket: backpressure from a slow `messages()` consumer.
@@ -579,7 +580,7 @@ impl NativeClient {
     }
 
     pub fn set_ref(&self, env: Env, refd: bool) {
-        delivery::set_ref(&env, self.shared.id, refd);
+        registry::set_ref(&env, self.shared.id, refd);
     }
 
     pub fn metrics(&self) -> NativeMetrics {
@@ -624,7 +625,7 @@ impl NativeClient {
     /// has nothing running to end.
     fn call_panicked(&mut self, what: String) {
         let Some(commands) = &self.commands else { return };
-        if !delivery::is_active(self.shared.id) {
+        if !registry::is_active(self.shared.id) {
             return;
         }
         self.shared.set_call_panic(what);
@@ -639,7 +640,7 @@ impl NativeClient {
     /// its thread's delivery, with a warning if it was never disconnected.
     fn on_collected(self, env: Env) {
         let url = &self.config.url;
-        let was_active = delivery::unregister(&env, self.shared.id, || {
+        let was_active = registry::unregister(&env, self.shared.id, || {
             JsEvent::Warning {
             code: "REDIAL_WS_NOT_DISCONNECTED",
             message: format!(
@@ -649,7 +650,7 @@ impl NativeClient {
         });
         // A failure only leaves V8's estimate of external memory high, which is harmless.
         let _ = env.adjust_external_memory(-EXTERNAL_BYTES);
-        if was_active && !delivery::shutting_down() {
+        if was_active && !registry::shutting_down() {
             GLOBAL.collected_without_disconnect.fetch_add(1, Ordering::Relaxed);
         }
         // `Drop` follows and aborts the driver.

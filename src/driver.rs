@@ -16,9 +16,9 @@ use tokio::time::{Instant, Sleep};
 
 use crate::attempt::{Attempt, ParamSource};
 use crate::connection::{ConnConfig, IoEvent, OpenConn};
-use crate::delivery::{self, Hub};
 use crate::errors::{self, ConnError};
 use crate::events::{JsEvent, PolicyInfo};
+use crate::hub::{self, Hub};
 use crate::interned::Interned;
 use crate::machine::{Action, Event, Input, Machine, Phase, Policy};
 use crate::outbox::QueueConfig;
@@ -599,8 +599,7 @@ impl Driver {
                         ParamSource::Provided(rx)
                     }
                 };
-                let js =
-                    (self.config.conn.asks_js()).then(|| delivery::js_asker(self.hub.clone(), self.shared.clone()));
+                let js = (self.config.conn.asks_js()).then(|| hub::js_asker(self.hub.clone(), self.shared.clone()));
                 self.attempt = Some(Box::new(Attempt::start(&self.config.conn, params, js)));
             }
             Action::AbortAttempt => self.attempt = None,

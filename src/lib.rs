@@ -17,8 +17,10 @@
 //! - `writer`, `reader`, `plain`, `direct`: the socket split for the driver and the JS thread:
 //!   the shared write side (with a `wss:` connection's TLS session), the shared read side, the
 //!   JS thread's socket watches;
-//! - `events`, `event_values`, `delivery`, `ask`: the events a client reports, their JS values,
-//!   and their coalesced delivery to JS with the JS-thread registry; the questions an attempt asks the client's JS functions;
+//! - `events`, `event_values`, `hub`, `delivery`, `registry`, `ask`: the events a client reports,
+//!   their JS values, the queue and doorbell that carry them from the drivers, their coalesced
+//!   delivery to JS, the JS thread's registry of clients (what keeps a client and the event loop
+//!   alive); the questions an attempt asks the client's JS functions;
 //! - `recycle`: the buffers of large received messages that JS freed, kept for the next ones;
 //! - `errors`, `stats`, `queue`, `redact`, `napi_raw`: error codes, counters, the closable queue,
 //!   URLs without their credentials, and every raw N-API call;
@@ -42,6 +44,7 @@ pub mod errors;
 pub mod event_values;
 pub mod events;
 pub mod frame;
+pub mod hub;
 pub mod interned;
 pub mod machine;
 #[allow(unsafe_code)]
@@ -57,6 +60,7 @@ pub mod reader;
 pub mod recycle;
 pub mod redact;
 pub mod redirect;
+pub mod registry;
 pub mod resolve;
 pub mod shared;
 pub mod socks;
@@ -204,7 +208,7 @@ pub fn testing_fast_path_writes() -> Vec<f64> {
 #[cfg(feature = "testing")]
 #[napi]
 pub fn testing_rings() -> f64 {
-    delivery::RINGS.load(Relaxed) as f64
+    hub::RINGS.load(Relaxed) as f64
 }
 
 /// Host name lookups started since the process started (tests prove that concurrent attempts
