@@ -576,7 +576,7 @@ test.serial('HTTP_PROXY / NO_PROXY from the environment when the option is absen
 })
 
 test('NO_PROXY entries name hosts as curl reads them: IPv6 in brackets (with a port or not), bare, host:port, .domain and *.domain', (t) => {
-  const { proxyFor } = createRequire(import.meta.url)('../lib/options.js') as {
+  const { proxyFor } = createRequire(import.meta.url)('../lib/proxy.js') as {
     proxyFor(url: string, option: undefined, env: Record<string, string>): string | undefined
   }
   const via = (url: string, noProxy: string) => proxyFor(url, undefined, { HTTP_PROXY: 'http://127.0.0.1:9', NO_PROXY: noProxy }) ?? 'direct'

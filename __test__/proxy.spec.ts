@@ -201,7 +201,7 @@ test.serial('an HTTP/1.0 200 without a reason phrase is a tunnel', async (t) => 
 })
 
 test('proxy variables are read as curl and proxy-from-env read them: lower case first, empty as unset, ALL_PROXY after, no scheme is http://', (t) => {
-  const { proxyFor, proxyEnv } = createRequire(import.meta.url)('../lib/options.js')
+  const { proxyFor, proxyEnv } = createRequire(import.meta.url)('../lib/proxy.js')
   const ws = (env: Record<string, string>) => proxyFor('ws://a.test/', undefined, env)
   const wss = (env: Record<string, string>) => proxyFor('wss://a.test/', undefined, env)
   t.is(ws({ http_proxy: 'http://lower:1', HTTP_PROXY: 'http://upper:1' }), 'http://lower:1')
@@ -246,9 +246,9 @@ test('a SOCKS5 password without a user name, credentials over 255 bytes and esca
   t.notThrows(() => new ReconnectingWebSocket('ws://127.0.0.1:9/', { proxy: 'http://:t0ken@127.0.0.1:3128', startClosed: true }))
 })
 
-test('NO_PROXY entries: the first URL (lib/options.js) and a redirect hop (src/proxy.rs) read them alike', (t) => {
+test('NO_PROXY entries: the first URL (lib/proxy.js) and a redirect hop (src/proxy.rs) read them alike', (t) => {
   // The same table drives src/proxy.rs's unit test of the rules redirect hops use.
-  const { proxyFor } = createRequire(import.meta.url)('../lib/options.js')
+  const { proxyFor } = createRequire(import.meta.url)('../lib/proxy.js')
   const cases = readFileSync(new URL('./fixtures/no-proxy-cases.txt', import.meta.url), 'latin1')
     .split('\n')
     .filter((l) => l && !l.startsWith('#'))

@@ -13,21 +13,17 @@ const N = require('./native')
 const { makeError, fromNative, redactText, redactUrl, gaveUpError } = require('./errors')
 const {
   parseOptions,
-  parseUrl,
-  checkClose,
   checkHeaders,
   flattenHeaders,
   checkProtocols,
   toProtocols,
   checkBinaryType,
-  proxyFor,
-  splitCredentials,
   configKey,
-  withSendOptions,
-  checkSendOptions,
-  bytesOf,
   DEFAULTS,
 } = require('./options')
+const { parseUrl, splitCredentials } = require('./url')
+const { proxyFor } = require('./proxy')
+const { checkClose, withSendOptions, checkSendOptions, bytesOf } = require('./call-arguments')
 const { FragmentedMessage } = require('./fragments')
 const { HeldSends, WAITING, READY, isBlob } = require('./held')
 const { Backlog } = require('./backlog')

@@ -42,7 +42,7 @@ impl std::fmt::Debug for Proxy {
 }
 
 /// The proxies for `ws:` and `wss:` and `NO_PROXY` as JS read them from the environment
-/// (`lib/options.js`, `proxyFor`, whose rules these are): a redirect to another host or scheme gets
+/// (`lib/proxy.js`, `proxyFor`, whose rules these are): a redirect to another host or scheme gets
 /// the proxy they name for it.
 pub struct ProxyEnv {
     http: String,
@@ -174,7 +174,7 @@ impl Proxy {
         })?;
         let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
         // A password alone is Basic `:password` for a CONNECT proxy (as curl sends it); SOCKS5's
-        // user name must not be empty (RFC 1929), and lib/options.js checkProxy refuses it so.
+        // user name must not be empty (RFC 1929), and lib/proxy.js checkProxy refuses it so.
         let password_only = kind == ProxyKind::Http && url.password().is_some();
         if !password_only && url.username().is_empty() && url.password().is_some() {
             return Err("a SOCKS5 proxy's credentials need a user name (RFC 1929)".to_owned());
@@ -195,7 +195,7 @@ impl Proxy {
 }
 
 /// A URL's user name or password: `%XX` escapes decoded (a `%` without two hex digits kept, as
-/// lib/options.js reads it), `None` when the bytes are not UTF-8: a lossy decoding would send
+/// lib/proxy.js reads it), `None` when the bytes are not UTF-8: a lossy decoding would send
 /// other credentials than the ones given.
 fn percent_decode(s: &str) -> Option<String> {
     let bytes = s.as_bytes();
