@@ -23,7 +23,7 @@ const {
 } = require('./options')
 const { parseUrl, splitCredentials } = require('./url')
 const { proxyFor } = require('./proxy')
-const { checkClose, withSendOptions, checkSendOptions, bytesOf } = require('./call-arguments')
+const { checkClose, withSendOptions, checkSendOptions, bytesOf } = require('./arguments')
 const { FragmentedMessage } = require('./fragments')
 const { HeldSends, WAITING, READY, isBlob } = require('./held')
 const { Backlog } = require('./backlog')

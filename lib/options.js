@@ -7,7 +7,7 @@
 const dns = require('node:dns')
 const { isIP } = require('node:net')
 const { makeError, optionTypeError: typeError } = require('./errors')
-const { TLS_KEYS, parseTls } = require('./tls-options')
+const { TLS_KEYS, parseTls } = require('./tls')
 const { checkProxy, proxyEnv } = require('./proxy')
 
 const DEFAULTS = Object.freeze({
