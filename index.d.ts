@@ -279,7 +279,7 @@ export interface QueueOptions {
   maxMessages?: number
   /** Sum of payload bytes [4194304]. */
   maxBytes?: number
-  /** `'reject'`: `send()` throws `ERR_QUEUE_FULL` (while the client still reads `'open'`, its connection lost unseen, a `drop` event carries the message instead); `'drop-oldest'`: a `drop` event carries what was dropped ['reject']. */
+  /** `'reject'`: `send()` throws `ERR_QUEUE_FULL` (while the client still reads `'open'`, its connection lost unseen, a `drop` event carries the message instead); `'drop-oldest'`: a `drop` event carries what was dropped; a message larger than `maxBytes` (or any, with `maxMessages: 0`) throws `ERR_QUEUE_FULL` in both modes, since no drop makes room for it ['reject']. */
   overflow?: 'reject' | 'drop-oldest'
 }
 
@@ -357,7 +357,7 @@ export type RedialErrorCode =
   | 'ERR_PONG_TIMEOUT'
   /** A `url`/`headers`/`protocols` provider threw or rejected. Retried. */
   | 'ERR_PROVIDER'
-  /** The offline queue refused the message (`overflow: 'reject'`). */
+  /** The offline queue refused the message (`overflow: 'reject'`, or a message larger than `maxBytes`). */
   | 'ERR_QUEUE_FULL'
   /** A header name that is not an HTTP token. */
   | 'ERR_INVALID_HTTP_TOKEN'
@@ -496,7 +496,7 @@ export interface ClientStats {
   pendingAttempts: number
   /** Heartbeat timers (one per open connection with `pingInterval` > 0). */
   heartbeats: number
-  /** TLS configurations alive: one per distinct trust setting (`tls.ca`, `rejectUnauthorized`), shared by its clients. */
+  /** TLS configurations alive: one per distinct trust setting (`tls.ca`, `rejectUnauthorized`), shared by its clients, kept until the last of them is collected (not released by `disconnect()`). */
   tlsConfigs: number
   /** Read and write buffers held by open connections: an idle connection holds none. */
   ioBuffers: number

@@ -12,7 +12,7 @@ import test, { type ExecutionContext } from 'ava'
 import { WebSocket, WebSocketServer } from 'ws'
 
 import { type LookupFunction, ReconnectingWebSocket, clientStats, type RedialError } from '../index.js'
-import { Recorder, wsServer } from './helpers.js'
+import { Recorder, refusedPort, wsServer } from './helpers.js'
 
 /** Everything a client held is released by the time its disconnect() resolves. */
 function released(t: ExecutionContext) {
@@ -294,9 +294,7 @@ test.serial("a host name that does not resolve fails with ERR_CONNECT whose caus
   const host = `${'a'.repeat(70)}.example`
   const wsErr = await new Promise<NodeJS.ErrnoException>((resolve) => new WebSocket(`ws://${host}:9/`).on('error', resolve))
   t.is(wsErr.code, 'ENOTFOUND')
-  const lookupErr = (h: string) => Object.assign(new Error(`getaddrinfo ENOTFOUND ${h}`), { code: 'ENOTFOUND' })
-  const viaLookup: LookupFunction = (h, _o, cb) => cb(lookupErr(h))
-  for (const [how, lookup] of [['the system resolver', undefined], ['dns.lookup', dns.lookup], ['a lookup option', viaLookup]] as const) {
+  for (const [how, lookup] of [['the system resolver', undefined], ['dns.lookup', dns.lookup]] as const) {
     const client = new ReconnectingWebSocket(`ws://${host}:9/`, { maxRetries: 0, lookup })
     const rec = new Recorder(client)
     const err: RedialError = await rec.next('error')
@@ -306,6 +304,38 @@ test.serial("a host name that does not resolve fails with ERR_CONNECT whose caus
     const cause = err.cause as NodeJS.ErrnoException & { hostname?: string }
     t.like(cause, { code: wsErr.code, errno: wsErr.errno, syscall: 'getaddrinfo', hostname: host, message: wsErr.message }, how)
   }
+})
+
+test.serial("a lookup function's own error is the cause of the attempt's ERR_CONNECT and of the giveup's lastError, whatever its wording", async (t) => {
+  const peer = await wsServer()
+  t.teardown(() => peer.close())
+  // As cacheable-lookup or a resolver built on dns.resolve4 words it: not getaddrinfo's.
+  const failures = [
+    Object.assign(new Error('queryA ENOTFOUND x.internal'), { code: 'ENOTFOUND', syscall: 'queryA', hostname: 'x.internal' }),
+    Object.assign(new Error('getaddrinfo ENOTFOUND x.internal'), { code: 'ENOTFOUND' }),
+  ]
+  for (const failure of failures) {
+    const client = new ReconnectingWebSocket(`ws://x.internal:${peer.port}/`, { maxRetries: 0, lookup: (_h, _o, cb) => cb(failure) })
+    const rec = new Recorder(client)
+    const err: RedialError = await rec.next('error')
+    const { lastError } = await rec.next('giveup')
+    await client.disconnect()
+    t.is(err.code, 'ERR_CONNECT')
+    t.true(err.message.startsWith(`lookup failed: ${failure.message} `), err.message)
+    t.is(err.cause, failure, failure.message)
+    t.is(lastError.cause, failure, failure.message)
+  }
+  // A failure that was followed by an answer is not the cause of a later error.
+  let calls = 0
+  const flaky: LookupFunction = (_h, _o, cb) => (calls++ === 0 ? cb(failures[0]) : cb(null, '127.0.0.1', 4))
+  const client = new ReconnectingWebSocket(`ws://x.internal:${await refusedPort()}/`, { maxRetries: 1, minDelay: 1, maxDelay: 1, lookup: flaky })
+  const rec = new Recorder(client)
+  t.is((await rec.next('error')).cause, failures[0])
+  const second: RedialError = await rec.next('error')
+  await client.disconnect()
+  t.is(second.code, 'ERR_CONNECT')
+  t.like(second.cause, { code: 'ECONNREFUSED' })
+  t.is(peer.accepted, 0)
 })
 
 test.serial("a server's close reason or status line that reads like a system error is not taken for one: no cause", async (t) => {

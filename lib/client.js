@@ -10,7 +10,7 @@ const { setImmediate } = require('node:timers')
 const { isIP } = require('node:net')
 // `N.client*(client, ...)`: the native state is wrapped onto the client object itself (src/client.rs).
 const N = require('./native')
-const { makeError, fromNative, redactText, redactUrl, gaveUpError } = require('./errors')
+const { makeError, fromNative, redactText, redactUrl, gaveUpError, withCause } = require('./errors')
 const {
   parseOptions,
   checkHeaders,
@@ -397,7 +397,7 @@ class ReconnectingWebSocket extends EventEmitter {
     }
     this.#shouldReconnect = opts.shouldReconnect
     if (opts.lookup !== undefined || opts.tls.checkServerIdentity !== undefined) {
-      this.#asked = { lookup: opts.lookup, hints: opts.hints, checkServerIdentity: opts.tls.checkServerIdentity, ca: opts.tls.ca, caOnly: opts.tls.caOnly }
+      this.#asked = { lookup: opts.lookup, hints: opts.hints, checkServerIdentity: opts.tls.checkServerIdentity, ca: opts.tls.ca, caOnly: opts.tls.caOnly, lookupFailure: null }
     }
     this.#binaryType = opts.binaryType
     this.#maxRetries = opts.native.maxRetries
@@ -926,7 +926,7 @@ class ReconnectingWebSocket extends EventEmitter {
       // must not throw (an `if (readyState === OPEN) send()` would crash the process).
       // (A stream's chunk waits for the next open instead, whatever the mode: lib/stream.js.)
       if (!chunk && (this.#rws?.dropNewest || (this.#readsOpen() && !this.#closing))) return this.#dropped('overflow', data)
-      throw makeError('ERR_QUEUE_FULL', 'Cannot send: the offline queue is full')
+      throw makeError('ERR_QUEUE_FULL', 'Cannot send: the offline queue is full (a message larger than its maxBytes never fits)')
     }
     if (outcome === SENT_DROPPING) {
       // A listener that throws must not make send() throw: the message was accepted.
@@ -1566,7 +1566,7 @@ class ReconnectingWebSocket extends EventEmitter {
   #onError(p) {
     this.#deliverBacklog()
     // A failure that is retried must not crash a program that did not listen for errors.
-    const err = fromNative(p)
+    const err = this.#lookupCause(fromNative(p), p)
     this.#trace('error', err.message)
     if (this.#closing === QUIET) return
     // The attempt or connection this error ends is going: CLOSING, as ws says in its `error`
@@ -1659,7 +1659,7 @@ class ReconnectingWebSocket extends EventEmitter {
 
   #onGiveUp({ reason, attempts, lastError, gen }) {
     this.#verdict = NO_VERDICT
-    const p = { reason, attempts, lastError: lastError && fromNative(lastError) }
+    const p = { reason, attempts, lastError: lastError && this.#lookupCause(fromNative(lastError), lastError) }
     const replaced = gen !== N.clientGeneration(this)
     this.#trace('giveup', p.reason)
     // After disconnect() and the close it caused, nothing more is reported.
@@ -1763,6 +1763,17 @@ class ReconnectingWebSocket extends EventEmitter {
   }
 
   /**
+   * `err` (made from the addon's `p`) with the `lookup` function's own error as its cause when
+   * that failure ended the attempt, as net.connect reports a lookup's error: the addon has only
+   * its text (a cause read from the text exists only for getaddrinfo's words).
+   */
+  #lookupCause(err, p) {
+    const failure = this.#asked?.lookupFailure
+    if (failure && p.code === 'ERR_CONNECT' && p.message.startsWith(failure.message)) withCause(err, failure.err)
+    return err
+  }
+
+  /**
    * Asks the user's `lookup` (or dns.lookup, for `hints`) for a host's addresses, as net.connect
    * asks it (`all: true`, and `hints` if any; the one-address answer of older lookups is taken
    * too). Its first answer counts; the attempt's connectTimeout bounds the wait.
@@ -1772,7 +1783,13 @@ class ReconnectingWebSocket extends EventEmitter {
     const answer = (err, address) => {
       if (answered) return
       answered = true
-      if (err) return N.lookupAnswer(request, [], textOf(err, 'it failed'))
+      if (err) {
+        const text = textOf(err, 'it failed')
+        // The error it makes is reported with this one as its cause (`#lookupCause`).
+        this.#asked.lookupFailure = err instanceof Error ? { message: `lookup failed: ${text}`, err } : null
+        return N.lookupAnswer(request, [], text)
+      }
+      this.#asked.lookupFailure = null
       const all = Array.isArray(address) ? address.map((a) => (typeof a === 'string' ? a : a?.address)) : [address]
       if (!all.every((a) => typeof a === 'string' && isIP(a) !== 0)) {
         return N.lookupAnswer(request, [], 'it gave something that is not an IP address')

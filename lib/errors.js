@@ -153,4 +153,4 @@ function optionTypeError(name, expected, value) {
   return makeError('ERR_INVALID_ARG_TYPE', `The "${name}" option must be ${expected}. Received ${got}`, TypeError)
 }
 
-module.exports = { makeError, fromNative, redactUrl, redactInput, redactText, gaveUpError, optionTypeError }
+module.exports = { makeError, fromNative, redactUrl, redactInput, redactText, gaveUpError, optionTypeError, withCause }
