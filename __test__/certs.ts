@@ -35,8 +35,11 @@ export interface TestCerts {
   intermediate?: { ca: string; cert: string; key: string }
 }
 
-/** ec: P-256; rsa: 2048 bits; p521: ECDSA P-521 (rustls cannot sign with it). */
-export type ClientKind = 'ec' | 'rsa' | 'p521'
+/**
+ * ec: P-256; rsa: 2048 bits; p521: ECDSA P-521 (rustls cannot sign with it); v1: P-256 in an X.509 v1
+ * certificate (no extensions: `openssl x509 -req` without `-extfile`), which webpki cannot parse.
+ */
+export type ClientKind = 'ec' | 'rsa' | 'p521' | 'v1'
 export const CLIENT_PASSPHRASE = 'correct horse battery staple'
 
 
@@ -87,11 +90,12 @@ export function makeCerts({ clients = false, intermediate = false } = {}): TestC
         ec: ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1'],
         rsa: ['-newkey', 'rsa:2048'],
         p521: ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:secp521r1'],
+        v1: ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1'],
       }
       for (const kind of Object.keys(newKey) as ClientKind[]) {
         run('req', ...newKey[kind], '-nodes', '-keyout', f(`${kind}.key`), '-out', f(`${kind}.csr`), '-subj', `/CN=client-${kind}`)
         run('x509', '-req', '-in', f(`${kind}.csr`), '-CA', f('ca.pem'), '-CAkey', f('ca.key'), '-CAcreateserial',
-          '-days', '2', '-out', f(`${kind}.pem`), '-extfile', f('client.cnf'))
+          '-days', '2', '-out', f(`${kind}.pem`), ...(kind === 'v1' ? [] : ['-extfile', f('client.cnf')]))
         made[kind] = { cert: readFileSync(f(`${kind}.pem`), 'utf8'), key: readFileSync(f(`${kind}.key`), 'utf8') }
       }
       run('pkey', '-in', f('ec.key'), '-aes256', '-passout', `pass:${CLIENT_PASSPHRASE}`, '-out', f('ec-encrypted.key'))

@@ -327,7 +327,7 @@ test.serial('a bad certificate is ERR_TLS_CERT and no reconnect storm', async (t
   await quiescent()
 })
 
-test.serial('mutual TLS: tls.cert and tls.key (EC, RSA, an encrypted key, a chain) present a client certificate; without one, ERR_TLS_CERT and no retries', async (t) => {
+test.serial('mutual TLS: tls.cert and tls.key (EC, RSA, an encrypted key, a chain, an X.509 v1 certificate) present a client certificate; without one, ERR_TLS_CERT and no retries', async (t) => {
   const server = await wssServer({ requireClientCert: true })
   t.teardown(() => server.close())
   const seen: string[] = []
@@ -339,6 +339,8 @@ test.serial('mutual TLS: tls.cert and tls.key (EC, RSA, an encrypted key, a chai
     ['client-ec', { cert: clients.ec.cert, key: certs.encryptedKey, passphrase: CLIENT_PASSPHRASE }],
     ['client-ec', { cert: [clients.ec.cert, certs.ca], key: clients.ec.key }],
     ['client-ec', { cert: clients.ec.cert, key: clients.ec.key, rejectUnauthorized: false }],
+    // As Node presents it: webpki, which cannot parse it, is for the server's certificates.
+    ['client-v1', { cert: clients.v1.cert, key: clients.v1.key }],
   ]
   for (const [cn, tls] of presented) {
     const client = new ReconnectingWebSocket(url, { tls: { ca: certs.ca, ...tls } })

@@ -169,7 +169,7 @@ fn client_config(opts: &TlsOptions) -> Result<Arc<ClientConfig>, String> {
     };
     let builder = builder.dangerous().with_custom_certificate_verifier(verifier);
     let config = match client_auth(opts)? {
-        Some((chain, key)) => CertifiedKey::from_der(chain, key, &provider).map(|mut certified| {
+        Some((chain, key)) => certified_key(chain, key, &provider).map(|mut certified| {
             if !schemes.is_empty() {
                 certified.key = Arc::new(NarrowedKey {
                     inner: certified.key,
@@ -183,6 +183,22 @@ fn client_config(opts: &TlsOptions) -> Result<Arc<ClientConfig>, String> {
     // rustls's message names the problem (an unsupported key type, say), never the key.
     .map_err(|e| format!("invalid client certificate or key: {e}"))?;
     Ok(Arc::new(config))
+}
+
+/// The client certificate and its key, refused only when the key is not the leaf's. Where webpki
+/// cannot parse the leaf to compare them (an X.509 v1 certificate, as `openssl x509 -req` makes one
+/// without extensions, which OpenSSL servers take), it is presented as given, as Node presents it:
+/// lib/tls.js has compared them with node:crypto already.
+fn certified_key(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    provider: &rustls::crypto::CryptoProvider,
+) -> Result<CertifiedKey, rustls::Error> {
+    let certified = CertifiedKey::new(chain, provider.key_provider.load_private_key(key)?);
+    match certified.keys_match() {
+        Err(e @ rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) => Err(e),
+        _ => Ok(certified),
+    }
 }
 
 /// How the server's certificate is checked: `rejectUnauthorized`, `ca` and `checkServerIdentity`
