@@ -15,7 +15,7 @@ import test, { type ExecutionContext } from 'ava'
 import { WebSocketServer, type WebSocket } from 'ws'
 
 import { CLIENT_PASSPHRASE, makeCerts } from './certs.js'
-import { refusedPort, until, upgradeServer, wsServer } from './helpers.js'
+import { refusedPort, steady, until, upgradeServer, wsServer } from './helpers.js'
 
 const cliPath = fileURLToPath(new URL('../bin/redial-ws.js', import.meta.url))
 const { version } = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }
@@ -242,11 +242,12 @@ test('--header and --protocol reach the handshake', async (t) => {
   const peer = await wsServer()
   t.teardown(() => peer.close())
   const request = once(peer.wss, 'connection').then(([, req]) => req as http.IncomingMessage)
-  const c = cli(t, [peer.url, '-H', 'X-Token: abc', '--header', 'X-Multi: one', '--header', 'X-Multi: two', '-p', 'chat.v1', '--protocol', 'chat.v2'])
+  const c = cli(t, [peer.url, '-H', 'X-Token: abc', '--header', 'X-Multi: one', '--header', 'x-multi: two', '-H', 'X-MULTI: three', '-p', 'chat.v1', '--protocol', 'chat.v2'])
   const req = await request
   await c.err.line(/^open \(protocol chat\.v1\)$/)
   t.is(req.headers['x-token'], 'abc')
-  t.is(req.headers['x-multi'], 'one, two')
+  // Names are case-insensitive: repeats in another case are values of the same header.
+  t.is(req.headers['x-multi'], 'one, two, three')
   t.is(req.headers['sec-websocket-protocol'], 'chat.v1, chat.v2')
   c.proc.stdin.end()
   t.is(await c.exit(), 0, c.err.text)
@@ -274,6 +275,15 @@ test('--no-reconnect: a dropped connection ends the process with code 1, a norma
   await d.err.line(/^closed 1000 done$/)
   t.is(await d.exit(), 0, d.err.text)
   t.is(closing.accepted, 1)
+
+  // A clean close with no code (1005) is a normal one too.
+  const bare = await wsServer((socket) => socket.on('message', () => socket.close()))
+  t.teardown(() => bare.close())
+  const e = cli(t, [bare.url, '--no-reconnect'])
+  await e.err.line(/^open$/)
+  e.proc.stdin.write('bye\n')
+  await e.err.line(/^closed 1005$/)
+  t.is(await e.exit(), 0, e.err.text)
 })
 
 test('--no-reconnect: a refused connection is explained in plain words, without the password', async (t) => {
@@ -314,6 +324,16 @@ test('input that ends while the client waits to retry exits 1 and says why: the 
   await d.err.find((l) => d.err.items.indexOf(l, seen) >= seen && /^reconnecting in /.test(l), 'a retry wait after the server closed')
   d.proc.stdin.end()
   t.is(await d.exit(), 1, d.err.text)
+
+  // Or while it waits after a server that is still up closed the connection with 4000: said so.
+  const closing = await wsServer((socket) => socket.close(4000, 'bye'))
+  t.teardown(() => closing.close())
+  const e = cli(t, [closing.url])
+  // A wait long enough (0.5 s or more) for the end of input to come within it.
+  await e.err.line(/^reconnecting in (?:[1-9]\d*|0\.[5-9]) s/)
+  e.proc.stdin.end()
+  t.is(await e.exit(), 1, e.err.text)
+  t.is(e.err.items.at(-1), 'input ended while reconnecting: the server had closed the connection with code 4000: bye', e.err.text)
 })
 
 test('input that ends while the first attempt is still connecting exits 0: nothing failed', async (t) => {
@@ -337,6 +357,7 @@ test('input that ends while the first attempt is still connecting exits 0: nothi
   await until(() => upgrades === 2, 'the reconnect attempt reached the server')
   d.proc.stdin.end()
   t.is(await d.exit(), 1, d.err.text)
+  t.is(d.err.items.at(-1), 'input ended while reconnecting: the server had closed the connection with code 1001: bye', d.err.text)
 })
 
 test('close reasons and error messages on stderr cannot control the terminal, piped or not', async (t) => {
@@ -351,6 +372,17 @@ test('close reasons and error messages on stderr cannot control the terminal, pi
   // A reason cannot add a line of its own either.
   t.false(c.err.items.includes('forged'), c.err.text)
   t.false(/[\x00-\x08\x0b-\x1f\x7f-\x9f]/.test(c.err.text), JSON.stringify(c.err.text))
+
+  // Nor in the giveup's words (a 1008 is not retried: its error is the stop's reason).
+  const policy = await wsServer((socket) => socket.on('message', () => socket.close(1008, 'x\nopen\nclosed 1000')))
+  t.teardown(() => policy.close())
+  const d = cli(t, [policy.url])
+  await d.err.line(/^open$/)
+  d.proc.stdin.write('close\n')
+  t.is(await d.exit(), 1, d.err.text)
+  t.deepEqual(d.err.items.filter((l) => l === 'open'), ['open'], d.err.text)
+  t.false(d.err.items.includes('closed 1000'), d.err.text)
+  t.regex(d.err.items.at(-1) ?? '', /x\\x0aopen\\x0aclosed 1000\); giving up/, d.err.text)
 })
 
 test('a URL without a scheme gets ws:// (as in wscat); http:// means ws://', async (t) => {
@@ -439,6 +471,53 @@ test('piped stdout: messages exactly as received, one per line, no "> " or "< " 
   t.is(await c.exit(), 0, c.err.text)
   t.deepEqual(c.out.items, ['welcome', '<binary 3 bytes>', 'two', 'lines\x1b[31m', 'echo: hi'])
   t.deepEqual(c.err.items, [`connecting ${peer.url}`, 'open', 'closed 1000'])
+})
+
+test('piped stdout: a slow reader gets every message before the exit, and the client reads no faster than stdout takes them', async (t) => {
+  const count = 20_000
+  const line = (i: number) => `${String(i).padStart(5, '0')} ${'x'.repeat(1018)}`
+  let socket: WebSocket | undefined
+  const peer = await wsServer((s) => {
+    socket = s
+    for (let i = 0; i < count; i++) s.send(line(i))
+    s.close(1000)
+  })
+  t.teardown(() => peer.close())
+  const c = cli(t, [peer.url, '--no-reconnect'])
+  // Nobody reads stdout for now: the CLI stops reading the socket, and the server's sends wait.
+  c.proc.stdout.pause()
+  await until(() => socket !== undefined, 'the connection')
+  const waiting = await steady(() => socket!.bufferedAmount, "the server's unsent bytes")
+  t.true(waiting > 4 * 1024 * 1024, `${waiting} bytes waited in the server`)
+  c.proc.stdout.resume()
+  t.is(await c.exit(), 0, c.err.text)
+  t.is(c.out.items.length, count)
+  t.true(c.out.items.every((l, i) => l === line(i)), 'every line, in order')
+})
+
+test('input that ends before the first open: the lines are sent once it opens, and what the server answers is shown', async (t) => {
+  // The server answers the upgrade after the input has ended.
+  const server = await upgradeServer((req, socket, head, wss) =>
+    setTimeout(() => wss.handleUpgrade(req, socket, head, (s) => s.on('message', (m) => s.send(`echo: ${m}`))), 200),
+  )
+  t.teardown(() => server.close())
+  const c = cli(t, [`127.0.0.1:${server.port}`])
+  c.proc.stdin.end('hello\nworld\n')
+  t.is(await c.exit(), 0, c.err.text)
+  t.deepEqual(c.out.items, ['echo: hello', 'echo: world'])
+  t.deepEqual(c.err.items.slice(1), ['open', 'closed 1000'])
+})
+
+test('a closed stderr (2>&1 | head) does not end the session', async (t) => {
+  const peer = await wsServer((socket) => socket.on('message', (m) => socket.send(`echo: ${m}`)))
+  t.teardown(() => peer.close())
+  const c = cli(t, [peer.url])
+  await c.err.line(/^connecting /)
+  c.proc.stderr.destroy()
+  c.proc.stdin.write('still here\n')
+  await c.out.line(/^echo: still here$/)
+  c.proc.stdin.end()
+  t.is(await c.exit(), 0)
 })
 
 test('terminal format (REDIAL_WS_CLI_TTY=1): "< " before messages, "> " before sent lines, controls escaped', async (t) => {

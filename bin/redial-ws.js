@@ -65,9 +65,9 @@ Options:
   -h, --help                  show this help
       --version               show the version
 
-Exit status: 0 after a clean close, 1 when the connection failed (also when the
-input ends while the client is retrying) or the client gave up, 2 on bad usage,
-130 on SIGINT.`
+Exit status: 0 after a clean close (1000, or 1005: no code), 1 when the
+connection failed (also when the input ends while the client is retrying) or the
+client gave up, 2 on bad usage, 130 on SIGINT, 143 on SIGTERM.`
 
 const EXIT_USAGE = 2
 
@@ -139,6 +139,8 @@ function clientOptions(values) {
 
   if (values.header.length > 0) {
     const headers = {}
+    // Names are case-insensitive: repeats go under the first spelling given.
+    const spelling = new Map()
     for (const header of values.header) {
       const colon = header.indexOf(':')
       const name = header.slice(0, Math.max(colon, 0)).trim()
@@ -148,8 +150,10 @@ function clientOptions(values) {
         usageError(`--header must look like "Name: value" (a name of letters, digits and !#$%&'*+-.^_\`|~, then a colon), got another form (${header.length} characters)`)
       }
       const value = header.slice(colon + 1).trim()
-      const previous = headers[name]
-      headers[name] = previous === undefined ? value : [].concat(previous, value)
+      const key = spelling.get(name.toLowerCase()) ?? name
+      spelling.set(name.toLowerCase(), key)
+      const previous = headers[key]
+      headers[key] = previous === undefined ? value : [].concat(previous, value)
     }
     options.headers = headers
   }
@@ -269,7 +273,7 @@ function hint(err) {
  */
 function stopMessage(ev, { url, noReconnect, wasOpen, lastClose }) {
   let why
-  if (ev.lastError) why = describeError(ev.lastError)
+  if (ev.lastError) why = oneLine(describeError(ev.lastError))
   else if (lastClose) why = `closed with code ${lastClose.code}${lastClose.reason ? `: ${oneLine(lastClose.reason)}` : ''}`
   else why = 'no reason given'
   const what = wasOpen ? `the connection to ${url} ended` : `could not connect to ${url}`
@@ -296,6 +300,17 @@ const escapeControl = (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')
 // What a server says (a close reason, an error's message) on one line: newlines and tabs too.
 const ANY_CONTROL = /[\x00-\x1f\x7f-\x9f]/g
 const oneLine = (text) => String(text).replace(ANY_CONTROL, escapeControl)
+
+/** A close that ends a session with success: clean, normal (1000) or with no code (1005). */
+const normalClose = (close) => close !== null && close.wasClean && (close.code === 1000 || close.code === 1005)
+
+/** Resolves once what `stream` has queued is written (a pipe's reader may be slower than us). */
+function flushed(stream) {
+  return new Promise((resolve) => {
+    if (stream.destroyed || stream.writableLength === 0) resolve()
+    else stream.write('', () => resolve())
+  })
+}
 
 /** A received text as shown on a terminal: `< ` first, continuation lines indented. */
 function received(text) {
@@ -338,7 +353,9 @@ function main() {
 
   let exiting = false
   let lastClose = null
-  const exit = (code) => {
+  // `flush`: what stdout and stderr have queued is written first (received messages a pipe's
+  // reader has not taken yet would be lost); a second Ctrl-C does not wait for it.
+  const exit = (code, flush = true) => {
     exiting = true
     if (prompting) {
       // Leave the terminal on a fresh line, without the prompt.
@@ -346,13 +363,16 @@ function main() {
       readline.clearLine(process.stdout, 0)
       readline.cursorTo(process.stdout, 0)
     }
-    process.exit(code)
+    if (!flush) process.exit(code)
+    Promise.all([flushed(process.stdout), flushed(process.stderr)]).then(() => process.exit(code))
   }
 
   // A closed stdout (e.g. `redial-ws url | head -1`) ends the session.
   process.stdout.on('error', () => {
     if (!exiting) client.disconnect().finally(() => exit(1))
   })
+  // A closed stderr (`2>&1 | head`): its lines are lost, the session goes on.
+  process.stderr.on('error', () => {})
 
   note(`connecting ${shownUrl}`)
   let connected = false
@@ -377,28 +397,36 @@ function main() {
   })
   client.on('giveup', (ev) => {
     // Nothing is left to do. A clean, normal close by the server (with --no-reconnect) is a success.
-    const clean = !ev.lastError && lastClose !== null && lastClose.wasClean && lastClose.code === 1000
+    const clean = !ev.lastError && normalClose(lastClose)
     if (!clean) {
       note(stopMessage(ev, { url: shownUrl, noReconnect: values['no-reconnect'], wasOpen: lastWasOpen, lastClose }))
     }
     exit(clean ? 0 : 1)
   })
+  // Messages are read no faster than stdout takes them (a pipe to a slow reader).
+  const show = (text) => {
+    print(process.stdout, text)
+    if (process.stdout.writableNeedDrain && !client.isPaused) {
+      client.pause()
+      process.stdout.once('drain', () => client.resume())
+    }
+  }
   client.on('message', (data, isBinary) => {
     if (json) {
       const record = isBinary
         ? { type: 'message', data: Buffer.from(data).toString('base64'), binary: true, encoding: 'base64' }
         : { type: 'message', data, binary: false }
-      print(process.stdout, JSON.stringify(record))
+      show(JSON.stringify(record))
     } else if (isBinary) {
-      print(process.stdout, `${tty ? '< ' : ''}<binary ${data.byteLength} bytes>`)
+      show(`${tty ? '< ' : ''}<binary ${data.byteLength} bytes>`)
     } else {
-      print(process.stdout, tty ? received(data) : data)
+      show(tty ? received(data) : data)
     }
   })
 
   let interrupted = false
   const interrupt = (signal, code) => {
-    if (interrupted || exiting) exit(code) // a second Ctrl-C does not wait
+    if (interrupted || exiting) exit(code, false) // a second Ctrl-C does not wait
     interrupted = true
     note(`${signal}: disconnecting`)
     client.disconnect().finally(() => exit(code))
@@ -462,6 +490,20 @@ function main() {
       if (prompting) lines.prompt()
     }
     if (exiting || interrupted) return
+    if (client.metrics.queuedMessages > 0 && (client.state === 'connecting' || client.state === 'reconnecting')) {
+      // Lines wait for an open: let the next attempt (now) make it, so that what the server
+      // answers them is shown; a connection opened by the disconnect() below is not reported.
+      if (client.state === 'reconnecting') client.connect()
+      await new Promise((resolve) => {
+        const events = ['open', 'error', 'giveup']
+        const done = () => {
+          for (const event of events) client.off(event, done)
+          resolve()
+        }
+        for (const event of events) client.on(event, done)
+      })
+      if (exiting || interrupted) return
+    }
     // End of input: write what is still queued (connecting if needed, within
     // the close deadline), close with 1000 and exit once nothing is running.
     const before = lastClose
@@ -474,18 +516,16 @@ function main() {
       // --no-reconnect nothing was retried: that failure ended the run, as its giveup would say.
       const noReconnect = values['no-reconnect']
       const stop = { lastError: failure }
-      note(noReconnect ? stopMessage(stop, { url: shownUrl, noReconnect, wasOpen: lastWasOpen, lastClose }) : `input ended while retrying: ${describeError(failure)}${hint(failure)}`)
+      note(noReconnect ? stopMessage(stop, { url: shownUrl, noReconnect, wasOpen: lastWasOpen, lastClose }) : `input ended while retrying: ${oneLine(describeError(failure))}${hint(failure)}`)
       clean = false
-    } else if (lastClose !== null) {
-      // An attempt that had not opened is cut short by that disconnect() when nothing was queued
-      // (its close is 1006): the first one failed nothing; a reconnect's counts as the wait before
-      // it (below), after the server's close.
-      const cutShort = !lastClose.wasClean && !lastWasOpen
-      clean &&= cutShort ? before === null || (before.wasClean && before.code === 1000) : lastClose.wasClean
-    } else if (before !== null) {
-      // Ended while waiting to reconnect after the server's close: clean only if that was 1000,
-      // as with --no-reconnect.
-      clean &&= before.wasClean && before.code === 1000
+    } else if (lastClose !== null && (lastClose.wasClean || lastWasOpen)) {
+      clean &&= lastClose.wasClean
+    } else if (before !== null && !normalClose(before)) {
+      // Ended while reconnecting after the server's close (waiting, or an attempt cut short by that
+      // disconnect(), whose close is 1006): clean only if that was a normal close, as with
+      // --no-reconnect. (The first attempt cut short failed nothing.)
+      note(`input ended while reconnecting: the server had closed the connection with code ${before.code}${before.reason ? `: ${oneLine(before.reason)}` : ''}`)
+      clean = false
     }
     exit(clean ? 0 : 1)
   })().catch((err) => {

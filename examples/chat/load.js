@@ -31,9 +31,18 @@ const { values } = parseArgs({
     rooms: { type: 'string', default: '10' },
   },
 })
-const CLIENTS = Number(values.clients)
-const ROUNDS = Number(values.rounds)
-const ROOMS = Number(values.rooms)
+/** A whole number of at least 1, or a usage error. */
+function count(name) {
+  const n = Number(values[name])
+  if (!Number.isInteger(n) || n < 1) {
+    console.error(`--${name} must be a whole number of at least 1, got "${values[name]}"`)
+    process.exit(2)
+  }
+  return n
+}
+const CLIENTS = count('clients')
+const ROUNDS = count('rounds')
+const ROOMS = count('rooms')
 // Heap growth from the end of the first round (code warmed up) to the end of the
 // last one that still counts as "back to baseline": GC noise, not 900 clients.
 const HEAP_SLACK = 4 * 1024 * 1024
