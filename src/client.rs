@@ -721,7 +721,7 @@ fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
 }
 
 /// Gives `owner` (a new `ReconnectingWebSocket`) its native state.
-#[napi]
+#[napi(catch_unwind)]
 pub fn client_attach(env: Env, owner: Object<'_>, url: String, key: String, options: Unknown<'_>) -> Result<()> {
     let state = NativeClient::new(&env, &owner, url, key, options)?;
     napi_raw::wrap(&env, &owner, state)
@@ -887,7 +887,7 @@ pub fn client_take_settled(env: Env, owner: Object<'_>) -> Result<Vec<f64>> {
 
 /// The answer of a client's `lookup` function to `request` (a `lookup` event): the addresses
 /// (IP literals, in the order to try), or `error`, why it failed.
-#[napi]
+#[napi(catch_unwind)]
 pub fn lookup_answer(request: f64, addresses: Vec<String>, error: Option<String>) {
     let answer = match error {
         Some(why) => Err(why),
@@ -910,7 +910,7 @@ pub fn lookup_answer(request: f64, addresses: Vec<String>, error: Option<String>
 
 /// The answer of a client's `tls.checkServerIdentity` to `request` (an `identity` event):
 /// `error`, why the certificate is not the server's, or none when it is.
-#[napi]
+#[napi(catch_unwind)]
 pub fn identity_answer(request: f64, error: Option<String>) {
     ask::answer(request as u64, error.map_or(ask::Answer::Accepted, ask::Answer::Failed));
 }

@@ -83,7 +83,7 @@ use napi_derive::napi;
 /// are then external Buffers, see `napi_raw::allow_external_buffers`). Called by `lib/` at load time; only the first
 /// call on a thread installs anything, and every call returns that first call's `wire` (the JS
 /// side's dispatch state, which a second copy of `lib/` then shares).
-#[napi]
+#[napi(catch_unwind)]
 pub fn init(
     env: Env,
     dispatch: Function<'_, napi_raw::DispatchArgs, ()>,
@@ -98,14 +98,14 @@ pub fn init(
 
 /// JS has dispatched an event batch: true when no other waits; false when one does, which JS
 /// takes with `deliveryAck` after a turn of its event loop.
-#[napi]
+#[napi(catch_unwind)]
 pub fn delivery_done() -> bool {
     delivery::done()
 }
 
 /// The batch that waited (called from a `setImmediate` after `deliveryDone`): returns it, or an
 /// empty array when there is none.
-#[napi]
+#[napi(catch_unwind)]
 pub fn delivery_ack(env: Env) -> Result<napi_raw::RawValue> {
     delivery::ack(&env)
 }
@@ -143,7 +143,7 @@ pub struct ClientStats {
     pub recycled_bytes: f64,
 }
 
-#[napi]
+#[napi(catch_unwind)]
 pub fn client_stats() -> ClientStats {
     let g = &stats::GLOBAL;
     ClientStats {
