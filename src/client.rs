@@ -132,7 +132,7 @@ impl NativeClient {
         let config = match CONFIGS.get(key.as_str()) {
             Some(config) => config,
             None => {
-                let options: NativeOptions = napi_raw::convert_argument(env, &options)?;
+                let options = napi_raw::native_options(env, &options)?;
                 CONFIGS.insert(Arc::from(key), Self::config(&url, options)?)
             }
         };

@@ -20,6 +20,8 @@ use std::sync::OnceLock;
 use napi::bindgen_prelude::*;
 use napi::sys;
 
+use crate::options::NativeOptions;
+
 /// A JS value handle made by this module during the current call. Only this module makes them,
 /// and callers use them before the call returns (they are not `Send`, and nothing stores them).
 #[derive(Clone, Copy)]
@@ -49,13 +51,12 @@ pub type DispatchArgs = FnArgs<(RawValue, RawValue, RawValue)>;
 /// loop by itself; see `set_tsfn_ref`), its queue unbounded (one call is pending at a time).
 pub type Tsfn = napi::threadsafe_function::ThreadsafeFunction<(), (), DispatchArgs, Status, false, true, 0>;
 
-/// `value`, an argument of the current call taken as `Unknown` so that it is converted only when it
-/// is needed, converted as napi-rs converts a `#[napi]` function's argument of type `T` (which
-/// checks the value's type itself).
-pub fn convert_argument<T: FromNapiValue>(env: &Env, value: &Unknown<'_>) -> Result<T> {
-    // SAFETY: `value` is a live handle of this call in `env`, on its thread: what `from_napi_value`
-    // requires, as napi-rs's generated code has it for a `#[napi]` argument.
-    unsafe { T::from_napi_value(env.raw(), value.raw()) }
+/// The client options `value` (a handle of the current call) holds, converted by napi-rs: for an
+/// argument taken as `Unknown` so that it is converted only when it is needed.
+pub fn native_options(env: &Env, value: &Unknown<'_>) -> Result<NativeOptions> {
+    // SAFETY: `value` is a live handle of this call in `env`, on its thread; `NativeOptions` owns
+    // what it is converted into (no view of JS memory outlives the call).
+    unsafe { NativeOptions::from_napi_value(env.raw(), value.raw()) }
 }
 
 /// `v` as a JS value.
