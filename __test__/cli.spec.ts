@@ -242,12 +242,15 @@ test('--header and --protocol reach the handshake', async (t) => {
   const peer = await wsServer()
   t.teardown(() => peer.close())
   const request = once(peer.wss, 'connection').then(([, req]) => req as http.IncomingMessage)
-  const c = cli(t, [peer.url, '-H', 'X-Token: abc', '--header', 'X-Multi: one', '--header', 'x-multi: two', '-H', 'X-MULTI: three', '-p', 'chat.v1', '--protocol', 'chat.v2'])
+  const c = cli(t, [peer.url, '-H', 'X-Token: abc', '--header', 'X-Multi: one', '--header', 'x-multi: two', '-H', 'X-MULTI: three', '-H', '__proto__: p', '-H', 'toString: s', '-p', 'chat.v1', '--protocol', 'chat.v2'])
   const req = await request
   await c.err.line(/^open \(protocol chat\.v1\)$/)
   t.is(req.headers['x-token'], 'abc')
   // Names are case-insensitive: repeats in another case are values of the same header.
   t.is(req.headers['x-multi'], 'one, two, three')
+  // Names that are properties of Object.prototype are headers too.
+  t.is(req.rawHeaders[req.rawHeaders.findIndex((h) => h.toLowerCase() === '__proto__') + 1], 'p')
+  t.is(req.headers.tostring, 's')
   t.is(req.headers['sec-websocket-protocol'], 'chat.v1, chat.v2')
   c.proc.stdin.end()
   t.is(await c.exit(), 0, c.err.text)
@@ -493,6 +496,37 @@ test('piped stdout: a slow reader gets every message before the exit, and the cl
   t.is(await c.exit(), 0, c.err.text)
   t.is(c.out.items.length, count)
   t.true(c.out.items.every((l, i) => l === line(i)), 'every line, in order')
+
+  // The input ends while the client holds back for stdout: it still reads to the server's close
+  // (a clean one), and every message sent before it is printed.
+  const sender = await wsServer((s) => {
+    socket = s
+    for (let i = 0; i < count; i++) s.send(line(i))
+  })
+  t.teardown(() => sender.close())
+  socket = undefined
+  const d = cli(t, [sender.url])
+  d.proc.stdout.pause()
+  await until(() => socket !== undefined, 'the connection')
+  await steady(() => socket!.bufferedAmount, "the server's unsent bytes")
+  d.proc.stdin.end()
+  await once(socket!, 'close')
+  d.proc.stdout.resume()
+  t.is(await d.exit(), 0, d.err.text)
+  t.deepEqual(d.err.items.slice(1), ['open', 'closed 1000'])
+  t.is(d.out.items.length, count)
+
+  // SIGTERM while nobody reads stdout: it exits (143) within a second of its disconnect, not
+  // when the reader comes back.
+  const e = cli(t, [sender.url])
+  e.proc.stdout.pause()
+  socket = undefined
+  await until(() => socket !== undefined, 'the connection')
+  await steady(() => socket!.bufferedAmount, "the server's unsent bytes")
+  e.proc.kill('SIGTERM')
+  const [code] = await once(e.proc, 'exit')
+  t.is(code, 143)
+  e.proc.stdout.resume()
 })
 
 test('input that ends before the first open: the lines are sent once it opens, and what the server answers is shown', async (t) => {

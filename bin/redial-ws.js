@@ -138,7 +138,8 @@ function clientOptions(values) {
   if (values.location) options.followRedirects = true
 
   if (values.header.length > 0) {
-    const headers = {}
+    // (No prototype: `-H '__proto__: x'` and `-H 'toString: x'` are headers like any other.)
+    const headers = Object.create(null)
     // Names are case-insensitive: repeats go under the first spelling given.
     const spelling = new Map()
     for (const header of values.header) {
@@ -312,6 +313,9 @@ function flushed(stream) {
   })
 }
 
+// How long a signal's exit waits for a reader that has stopped reading stdout.
+const SIGNAL_FLUSH_MS = 1_000
+
 /** A received text as shown on a terminal: `< ` first, continuation lines indented. */
 function received(text) {
   return `< ${text.replace(CONTROL, escapeControl).replace(/\n/g, '\n  ')}`
@@ -353,9 +357,10 @@ function main() {
 
   let exiting = false
   let lastClose = null
-  // `flush`: what stdout and stderr have queued is written first (received messages a pipe's
-  // reader has not taken yet would be lost); a second Ctrl-C does not wait for it.
-  const exit = (code, flush = true) => {
+  // What stdout and stderr have queued is written first (received messages a pipe's reader has
+  // not taken yet would be lost), waiting at most `flushWithin` ms: a signal's exit does not wait
+  // for a reader that has stopped, a second Ctrl-C not at all.
+  const exit = (code, flushWithin = Infinity) => {
     exiting = true
     if (prompting) {
       // Leave the terminal on a fresh line, without the prompt.
@@ -363,7 +368,8 @@ function main() {
       readline.clearLine(process.stdout, 0)
       readline.cursorTo(process.stdout, 0)
     }
-    if (!flush) process.exit(code)
+    if (flushWithin === 0) process.exit(code)
+    if (flushWithin !== Infinity) setTimeout(() => process.exit(code), flushWithin)
     Promise.all([flushed(process.stdout), flushed(process.stderr)]).then(() => process.exit(code))
   }
 
@@ -403,13 +409,20 @@ function main() {
     }
     exit(clean ? 0 : 1)
   })
-  // Messages are read no faster than stdout takes them (a pipe to a slow reader).
+  // Messages are read no faster than stdout takes them (a pipe to a slow reader)...
+  let holdBack = true
   const show = (text) => {
     print(process.stdout, text)
-    if (process.stdout.writableNeedDrain && !client.isPaused) {
+    if (holdBack && process.stdout.writableNeedDrain && !client.isPaused) {
       client.pause()
       process.stdout.once('drain', () => client.resume())
     }
+  }
+  // ...except once the session is ending: a paused client would not read the server's close, and
+  // what the server sent before it is printed too (the exit waits for stdout).
+  const readToTheClose = () => {
+    holdBack = false
+    client.resume()
   }
   client.on('message', (data, isBinary) => {
     if (json) {
@@ -426,10 +439,11 @@ function main() {
 
   let interrupted = false
   const interrupt = (signal, code) => {
-    if (interrupted || exiting) exit(code, false) // a second Ctrl-C does not wait
+    if (interrupted || exiting) exit(code, 0) // a second Ctrl-C does not wait
     interrupted = true
     note(`${signal}: disconnecting`)
-    client.disconnect().finally(() => exit(code))
+    readToTheClose()
+    client.disconnect().finally(() => exit(code, SIGNAL_FLUSH_MS))
   }
   process.on('SIGINT', () => interrupt('SIGINT', 130))
   process.on('SIGTERM', () => interrupt('SIGTERM', 143))
@@ -508,6 +522,7 @@ function main() {
     // the close deadline), close with 1000 and exit once nothing is running.
     const before = lastClose
     lastClose = null
+    readToTheClose()
     const { discarded } = await client.disconnect(1000, '', { flush: true })
     if (discarded > 0) note(`${discarded} queued message${discarded === 1 ? '' : 's'} could not be sent`)
     let clean = discarded === 0
