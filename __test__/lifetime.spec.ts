@@ -58,6 +58,8 @@ test.serial('abandoned connected clients keep working across GCs, then are colle
   const ours = warnings.filter((w) => (w as Error & { code?: string }).code === 'REDIAL_WS_NOT_DISCONNECTED')
   t.is(ours.length, 1, 'one warning names the URL (duplicates are not repeated)')
   t.regex(ours[0].message, new RegExp(peer.url.replace(/[/.]/g, '\\$&')))
+  // Which of them: each had opened one connection, in one attempt.
+  t.regex((ours[0] as Error & { detail?: string }).detail ?? '', /^It had opened 1 connection\(s\) in 1 attempt\(s\)\. One warning is shown per URL/)
 })
 
 test.serial('a client awaited inside a function survives GCs while connecting and open', async (t) => {

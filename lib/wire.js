@@ -64,7 +64,7 @@ function warn(p) {
   // One warning per distinct message (it names the URL): enough to find the leak without flooding stderr.
   if (warned.has(p.message) || warned.size >= 100) return
   warned.add(p.message)
-  process.emitWarning(p.message, { type: 'RedialWsWarning', code: p.code })
+  process.emitWarning(p.message, { type: 'RedialWsWarning', code: p.code, detail: p.detail })
 }
 
 /**

@@ -640,11 +640,18 @@ impl NativeClient {
     /// its thread's delivery, with a warning if it was never disconnected.
     fn on_collected(self, env: Env) {
         let url = &self.config.url;
+        let metrics = &self.shared.metrics;
         let was_active = registry::unregister(&env, self.shared.id, || {
             JsEvent::Warning {
             code: "REDIAL_WS_NOT_DISCONNECTED",
             message: format!(
                 "a ReconnectingWebSocket for {url} was garbage-collected without disconnect(); its reconnect was cancelled"
+            ),
+            // Which client it was: the message is shown once per URL, and more clients may use it.
+            detail: format!(
+                "It had opened {} connection(s) in {} attempt(s). One warning is shown per URL; clientStats().collectedWithoutDisconnect counts every such client.",
+                metrics.connects.load(Ordering::Relaxed),
+                metrics.connect_attempts.load(Ordering::Relaxed),
             ),
         }
         });

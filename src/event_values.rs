@@ -229,10 +229,11 @@ pub fn event_to_js(env: &Env, event: JsEvent) -> Result<(u32, Value)> {
             o.set(c"upto", upto)?;
             (tag::IDLE, o.value)
         }
-        JsEvent::Warning { code, message } => {
+        JsEvent::Warning { code, message, detail } => {
             let mut o = Obj::new(raw)?;
             o.set(c"code", code)?;
             o.set(c"message", message)?;
+            o.set(c"detail", detail)?;
             (tag::WARNING, o.value)
         }
         // Taken by `delivery` itself: it is for the JS thread, not for JS.

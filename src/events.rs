@@ -109,6 +109,8 @@ pub enum JsEvent {
     Warning {
         code: &'static str,
         message: String,
+        /// About this occurrence (the message is shown once per process).
+        detail: String,
     },
     /// For the JS thread, not for JS: the driver offers it the quiet socket (`reader::SharedReader`).
     ReadIdle {
@@ -376,6 +378,7 @@ mod tests {
             JsEvent::Warning {
                 code: "W",
                 message: "a long message that is not a payload".into(),
+                detail: String::new(),
             },
         ];
         for event in &other {
