@@ -3,10 +3,10 @@
 // reads them (HTTP_PROXY, HTTPS_PROXY, ALL_PROXY, NO_PROXY); and the check of a proxy URL, whose
 // credentials no message echoes. The addon reads NO_PROXY the same way for redirects (src/proxy.rs).
 
-const { isIP } = require('node:net')
 const { makeError, redactInput, optionTypeError: typeError } = require('./errors')
 const { variable } = require('./environment')
 const { describeUrl } = require('./url')
+const N = require('./native')
 
 // ignoreBOM: a leading U+FEFF is part of the credential, as the addon decodes it.
 const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true })
@@ -113,59 +113,11 @@ function proxyFor(url, option, env = process.env) {
   if (typeof option === 'string') return option
   const [fromEnv, name] = proxyFromEnv(env, u.protocol === 'wss:')
   if (!fromEnv) return undefined
-  const noProxy = (proxyVariable(env, 'NO_PROXY') ?? '').toLowerCase()
-  const host = u.hostname.replace(/^\[|\]$/g, '').toLowerCase()
-  const port = u.port || (u.protocol === 'wss:' ? '443' : '80')
-  for (let entry of noProxy.split(/[\s,]+/)) {
-    if (!entry) continue
-    if (entry === '*') return undefined
-    // '[::1]:8080', '[::1]', 'host:8080', 'host', or a bare IPv6 address ('::1': several colons);
-    // 'host:' names a port that never matches.
-    let entryPort
-    const bracketed = /^\[([^\]]*)\](?::(\d+))?$/.exec(entry)
-    if (bracketed) [, entry, entryPort] = bracketed
-    else if (entry.indexOf(':') === entry.lastIndexOf(':') && entry.includes(':')) [entry, entryPort] = entry.split(':')
-    if (entryPort !== undefined && entryPort !== port) continue
-    // As curl: 'address/bits' is a range of IP addresses (a host name is not resolved for it);
-    // a name matches itself and its subdomains, with or without a leading '.' or '*.'.
-    const range = /^([^/]+)\/(\d{1,3})$/.exec(entry)
-    if (range) {
-      if (inRange(host, range[1], Number(range[2]))) return undefined
-      continue
-    }
-    const domain = entry.replace(/^\*?\./, '')
-    if (host === domain || host.endsWith(`.${domain}`)) return undefined
-  }
+  // Read as curl reads it, by the addon, which reads it for redirects too (src/proxy.rs).
+  const noProxy = proxyVariable(env, 'NO_PROXY')
+  if (noProxy !== undefined && N.noProxyNames(u.bare, noProxy)) return undefined
   checkProxy(fromEnv, name)
   return fromEnv
-}
-
-/** The bytes of IP address `text` (4 or 16), or null for anything else. */
-function ipBytes(text) {
-  const family = isIP(text)
-  if (family === 4) return text.split('.').map(Number)
-  if (family !== 6) return null
-  // An IPv4 address at the end ('::ffff:10.0.0.1') is its last two groups.
-  const v4 = /^(.*:)(\d+)\.(\d+)\.(\d+)\.(\d+)$/.exec(text)
-  const groups = v4 ? `${v4[1]}${((v4[2] << 8) | v4[3]).toString(16)}:${((v4[4] << 8) | v4[5]).toString(16)}` : text
-  const words = (part) => (part ? part.split(':').map((w) => parseInt(w, 16)) : [])
-  const [head, tail] = groups.split('::')
-  const before = words(head)
-  const after = words(tail)
-  const all = tail === undefined ? before : [...before, ...new Array(8 - before.length - after.length).fill(0), ...after]
-  return all.flatMap((w) => [w >> 8, w & 0xff])
-}
-
-/** Whether IP address `host` is within `base/bits` (a curl NO_PROXY range), both of one IP version. */
-function inRange(host, base, bits) {
-  const a = ipBytes(host)
-  const b = ipBytes(base)
-  if (a === null || b === null || a.length !== b.length || bits > a.length * 8) return false
-  for (let bit = 0; bit < bits; bit++) {
-    const mask = 0x80 >> (bit % 8)
-    if ((a[bit >> 3] & mask) !== (b[bit >> 3] & mask)) return false
-  }
-  return true
 }
 
 module.exports = { checkProxy, proxyEnv, proxyFor }

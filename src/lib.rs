@@ -143,6 +143,12 @@ pub struct ClientStats {
     pub recycled_bytes: f64,
 }
 
+/// Whether `NO_PROXY` names `url`'s host (`src/proxy.rs`, which reads it for redirects too).
+#[napi(catch_unwind)]
+pub fn no_proxy_names(url: String, no_proxy: String) -> bool {
+    proxy::no_proxy_names(&url, &no_proxy)
+}
+
 #[napi(catch_unwind)]
 pub fn client_stats() -> ClientStats {
     let g = &stats::GLOBAL;

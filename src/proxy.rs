@@ -42,8 +42,8 @@ impl std::fmt::Debug for Proxy {
 }
 
 /// The proxies for `ws:` and `wss:` and `NO_PROXY` as JS read them from the environment
-/// (`lib/proxy.js`, `proxyFor`, whose rules these are): a redirect to another host or scheme gets
-/// the proxy they name for it.
+/// (`lib/proxy.js`, `proxyFor`): a redirect to another host or scheme gets the proxy they name for
+/// it. `NO_PROXY` is read here for the client's first URL too (`no_proxy_names`).
 pub struct ProxyEnv {
     http: String,
     https: String,
@@ -128,6 +128,12 @@ impl ProxyEnv {
                 host == domain || host.strip_suffix(domain).is_some_and(|sub| sub.ends_with('.'))
             })
     }
+}
+
+/// Whether `NO_PROXY` (`no_proxy`, as the environment gives it) names the host of `url` (a client's
+/// normalised URL): `lib/proxy.js` asks for the first URL, as redirects are decided above.
+pub fn no_proxy_names(url: &str, no_proxy: &str) -> bool {
+    Url::parse(url).is_ok_and(|url| ProxyEnv::new("", "", no_proxy).bypasses(&url))
 }
 
 /// Whether IP address `host` is within `base`/`bits` (both of one IP version; `bits` 1 to 3 digits).
