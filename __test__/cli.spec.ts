@@ -15,7 +15,7 @@ import test, { type ExecutionContext } from 'ava'
 import { WebSocketServer, type WebSocket } from 'ws'
 
 import { CLIENT_PASSPHRASE, makeCerts } from './certs.js'
-import { refusedPort, steady, until, upgradeServer, wsServer } from './helpers.js'
+import { acceptUpgrade, peakRssOf, rawServer, refusedPort, steady, until, upgradeServer, wsServer } from './helpers.js'
 
 const cliPath = fileURLToPath(new URL('../bin/redial-ws.js', import.meta.url))
 const { version } = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }
@@ -498,10 +498,12 @@ test('piped stdout: a slow reader gets every message before the exit, and the cl
   t.true(c.out.items.every((l, i) => l === line(i)), 'every line, in order')
 
   // The input ends while the client holds back for stdout: it still reads to the server's close
-  // (a clean one), and every message sent before it is printed.
+  // (a clean one), and every message sent before it is printed (6 MiB: less than what the end of a
+  // session holds for stdout).
+  const before = 6_000
   const sender = await wsServer((s) => {
     socket = s
-    for (let i = 0; i < count; i++) s.send(line(i))
+    for (let i = 0; i < before; i++) s.send(line(i))
   })
   t.teardown(() => sender.close())
   socket = undefined
@@ -514,7 +516,8 @@ test('piped stdout: a slow reader gets every message before the exit, and the cl
   d.proc.stdout.resume()
   t.is(await d.exit(), 0, d.err.text)
   t.deepEqual(d.err.items.slice(1), ['open', 'closed 1000'])
-  t.is(d.out.items.length, count)
+  t.is(d.out.items.length, before)
+  t.true(d.out.items.every((l, i) => l === line(i)), 'every line, in order')
 
   // SIGTERM while nobody reads stdout: it exits (143) within a second of its disconnect, not
   // when the reader comes back.
@@ -527,6 +530,38 @@ test('piped stdout: a slow reader gets every message before the exit, and the cl
   const [code] = await once(e.proc, 'exit')
   t.is(code, 143)
   e.proc.stdout.resume()
+})
+
+test('a session that ends reads on to the close, but holds at most 8 MiB for a stdout nobody reads: the rest is counted, and memory stays bounded', async (t) => {
+  // A server that streams 4 KiB messages (256 MiB at most) and never answers the close.
+  const frame = Buffer.concat([Buffer.from([0x81, 126, 0x10, 0x00]), Buffer.alloc(4096, 0x61)])
+  let sent = 0
+  let streaming: net.Socket | undefined
+  const server = await rawServer((socket) =>
+    acceptUpgrade(socket, (s) => {
+      streaming = s
+      s.on('error', () => {})
+      const pump = () => {
+        while (sent < 256 * 1024 * 1024) {
+          sent += frame.length
+          if (!s.write(frame)) return void s.once('drain', pump)
+        }
+      }
+      pump()
+    }),
+  )
+  t.teardown(() => server.close())
+  const c = cli(t, [`127.0.0.1:${server.port}`])
+  c.proc.stdout.pause()
+  await until(() => streaming !== undefined, 'the connection')
+  await steady(() => sent, 'what the server could send while the client holds back')
+  c.proc.kill('SIGINT')
+  const line = await c.err.line(/^\d+ messages received while closing not printed: stdout was not taking them$/)
+  const peak = peakRssOf(c.proc.pid!)
+  c.proc.stdout.resume()
+  t.is(await c.exit(), 130, c.err.text)
+  t.true(peak < 200, `peak RSS ${peak.toFixed(0)} MiB (${line}; the server sent ${sent >> 20} MiB)`)
+  t.true(sent > 64 * 1024 * 1024, `the server sent ${sent >> 20} MiB`)
 })
 
 test('input that ends before the first open: the lines are sent once it opens, and what the server answers is shown', async (t) => {

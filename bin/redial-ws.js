@@ -315,6 +315,9 @@ function flushed(stream) {
 
 // How long a signal's exit waits for a reader that has stopped reading stdout.
 const SIGNAL_FLUSH_MS = 1_000
+// What stdout may hold while the session ends (the client reads on to the server's close): the
+// messages beyond it are counted, not printed.
+const ENDING_STDOUT_MAX = 8 * 1024 * 1024
 
 /** A received text as shown on a terminal: `< ` first, continuation lines indented. */
 function received(text) {
@@ -357,6 +360,7 @@ function main() {
 
   let exiting = false
   let lastClose = null
+  let unprinted = 0 // messages received while ending that stdout had no room for
   // What stdout and stderr have queued is written first (received messages a pipe's reader has
   // not taken yet would be lost), waiting at most `flushWithin` ms: a signal's exit does not wait
   // for a reader that has stopped, a second Ctrl-C not at all.
@@ -368,6 +372,8 @@ function main() {
       readline.clearLine(process.stdout, 0)
       readline.cursorTo(process.stdout, 0)
     }
+    if (unprinted > 0) note(`${unprinted} message${unprinted === 1 ? '' : 's'} received while closing not printed: stdout was not taking them`)
+    unprinted = 0
     if (flushWithin === 0) process.exit(code)
     if (flushWithin !== Infinity) setTimeout(() => process.exit(code), flushWithin)
     Promise.all([flushed(process.stdout), flushed(process.stderr)]).then(() => process.exit(code))
@@ -412,6 +418,10 @@ function main() {
   // Messages are read no faster than stdout takes them (a pipe to a slow reader)...
   let holdBack = true
   const show = (text) => {
+    if (!holdBack && process.stdout.writableLength > ENDING_STDOUT_MAX) {
+      unprinted++
+      return
+    }
     print(process.stdout, text)
     if (holdBack && process.stdout.writableNeedDrain && !client.isPaused) {
       client.pause()
@@ -419,7 +429,8 @@ function main() {
     }
   }
   // ...except once the session is ending: a paused client would not read the server's close, and
-  // what the server sent before it is printed too (the exit waits for stdout).
+  // what the server sent before it is printed too (the exit waits for stdout), up to
+  // ENDING_STDOUT_MAX held.
   const readToTheClose = () => {
     holdBack = false
     client.resume()

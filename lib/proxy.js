@@ -89,11 +89,12 @@ function proxyFromEnv(env, secure) {
 function proxyEnv(env = process.env) {
   // Checked now, both, as proxyFor checks the one it uses: a redirect may take either scheme, and
   // a variable the addon cannot use would fail every attempt that hops there, retried without end.
-  // (Not when NO_PROXY is '*': no hop uses them.)
+  // (Not when NO_PROXY has a '*' entry, as the addon reads it: no hop uses them.)
   const noProxy = proxyVariable(env, 'NO_PROXY') ?? ''
+  const everyHost = noProxy.split(/[\s,]+/).includes('*')
   const checked = ([value, name]) => {
     if (value === undefined) return ''
-    if (noProxy.trim() !== '*') checkProxy(value, name)
+    if (!everyHost) checkProxy(value, name)
     return value
   }
   return [checked(proxyFromEnv(env, false)), checked(proxyFromEnv(env, true)), noProxy]

@@ -647,9 +647,9 @@ impl NativeClient {
             message: format!(
                 "a ReconnectingWebSocket for {url} was garbage-collected without disconnect(); its reconnect was cancelled"
             ),
-            // Which client it was: the message is shown once per URL, and more clients may use it.
+            // Which client it was: the message is shown once per URL (lib/wire.js), and more clients may use it.
             detail: format!(
-                "It had opened {} connection(s) in {} attempt(s). One warning is shown per URL; clientStats().collectedWithoutDisconnect counts every such client.",
+                "It had opened {} connection(s) in {} attempt(s). One warning is shown per URL (for 100 URLs at most); clientStats().collectedWithoutDisconnect counts every such client.",
                 metrics.connects.load(Ordering::Relaxed),
                 metrics.connect_attempts.load(Ordering::Relaxed),
             ),

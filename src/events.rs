@@ -109,7 +109,7 @@ pub enum JsEvent {
     Warning {
         code: &'static str,
         message: String,
-        /// About this occurrence (the message is shown once per process).
+        /// About this occurrence (`lib/wire.js` shows each message once).
         detail: String,
     },
     /// For the JS thread, not for JS: the driver offers it the quiet socket (`reader::SharedReader`).

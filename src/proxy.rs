@@ -141,7 +141,8 @@ fn in_range(host: &str, base: &str, bits: &str) -> bool {
     let (Ok(host), Ok(base)) = (host.parse::<std::net::IpAddr>(), base.parse::<std::net::IpAddr>()) else {
         return false;
     };
-    let Some(bits) = (bits.len() <= 3).then(|| bits.parse::<u32>().ok()).flatten() else {
+    let digits = (1..=3).contains(&bits.len()) && bits.bytes().all(|b| b.is_ascii_digit());
+    let Some(bits) = digits.then(|| bits.parse::<u32>().ok()).flatten() else {
         return false;
     };
     let (host, base, width) = match (host, base) {
