@@ -513,3 +513,48 @@ mod module_graph {
         assert_eq!(cycles(&g), vec![vec!["x", "y", "z", "x"]]);
     }
 }
+
+/// No panic unwinds into the JS engine (it would abort the process): every export either reaches
+/// its client through `client::with_client`, which catches one, or is compiled with napi-rs's
+/// `catch_unwind`. A source-level check of `src/lib.rs` and `src/client.rs`, where the exports are
+/// (the test hooks, which panic on purpose or only read counters, aside).
+#[cfg(test)]
+mod exports_catch_panics {
+    #[test]
+    fn every_export_catches_a_panic() {
+        let mut checked = 0;
+        for (file, src) in [
+            ("lib.rs", include_str!("lib.rs")),
+            ("client.rs", include_str!("client.rs")),
+        ] {
+            let lines: Vec<&str> = src.lines().collect();
+            for (i, line) in lines.iter().enumerate() {
+                if !line.starts_with("#[napi")
+                    || line.starts_with("#[napi(object)]")
+                    || line.starts_with("#[napi_derive")
+                {
+                    continue;
+                }
+                let Some(sig) = lines[i + 1..].iter().find(|l| l.starts_with("pub fn ")) else {
+                    continue;
+                };
+                let name = sig["pub fn ".len()..].split('(').next().unwrap_or_default();
+                if name.starts_with("testing_") {
+                    continue;
+                }
+                let start = lines.iter().position(|l| l == sig).unwrap_or(i);
+                let end = lines[start..]
+                    .iter()
+                    .position(|l| *l == "}")
+                    .map_or(lines.len(), |n| start + n);
+                let body = lines[start..end].join("\n");
+                assert!(
+                    line.contains("catch_unwind") || body.contains("with_client("),
+                    "{file}: `{name}` neither goes through with_client nor has #[napi(catch_unwind)]"
+                );
+                checked += 1;
+            }
+        }
+        assert!(checked > 20, "only {checked} exports found");
+    }
+}
