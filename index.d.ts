@@ -108,7 +108,7 @@ export interface ReconnectingWebSocketOptions<B extends BinaryType = BinaryType>
   honorRetryAfter?: 'capped' | 'always' | 'never'
   /**
    * Decides whether to reconnect after a failure; overrides the default policy (retry network errors,
-   * timeouts, 408/425/429/5xx and every close but 1002/1003/1007/1008; stop on other 4xx). May be async;
+   * timeouts, 408/425/429/5xx, a 426 naming no Sec-WebSocket-Version and every close but 1002/1003/1007/1008; stop on other 4xx). May be async;
    * `undefined` keeps the default verdict.
    * A throw or rejection falls back to the default (and surfaces as an uncaught exception). Not asked
    * once `disconnect()` has been called.
@@ -308,7 +308,7 @@ export type RedialErrorCode =
   | 'ERR_CONNECT'
   /** The attempt (providers, TCP, proxy, TLS, upgrade) exceeded `connectTimeout`. Retried. */
   | 'ERR_CONNECT_TIMEOUT'
-  /** The HTTP upgrade was refused (`err.status`) or invalid. 408/425/429/5xx retried; other 4xx give up. */
+  /** The HTTP upgrade was refused (`err.status`) or invalid. 408/425/429/5xx (and a 426 naming no Sec-WebSocket-Version) retried; other 4xx give up. */
   | 'ERR_HANDSHAKE'
   /** An open connection failed (reset, I/O error). Retried. */
   | 'ERR_SOCKET'

@@ -17,7 +17,7 @@ function blockUntil(cond: () => boolean, what: string, ms = 5_000): void {
   while (!cond()) if (Date.now() > deadline) throw new Error(`blocked ${ms} ms: ${what}`)
 }
 
-test.serial('connect() in the close listener before a giveup: the giveup that follows ends the run before, not the client', async (t) => {
+test.serial('connect() in the close listener before a giveup: the giveup, which ended the run before and not the client, is not reported', async (t) => {
   const url = await serverChild(t, 'reject-first')
   const controller = new AbortController()
   // 401: the default policy gives up.
@@ -26,17 +26,38 @@ test.serial('connect() in the close listener before a giveup: the giveup that fo
   const r = new Recorder(client, ['close', 'giveup', 'open'])
   client.once('close', () => client.connect())
   t.like(await r.next('close'), { code: 1006, willReconnect: false })
-  await r.next('giveup')
-  t.is(client.state, 'connecting', 'the giveup leaves the restarted client connecting')
+  t.is(client.state, 'connecting')
   t.deepEqual(await client.opened(), { protocol: '', extensions: '' })
+  t.is(r.count('giveup'), 0, 'a giveup listener that disconnect()s would have ended the run the application asked for')
   // Still listening to its signal.
   controller.abort()
   t.like(await r.next('close'), { code: 1000, willReconnect: false })
   await quiescent()
 })
 
+test.serial('reconnect() in an error listener when the driver gives up (maxRetries: 0): no giveup, and a giveup listener that disconnect()s cannot end the run the call started', async (t) => {
+  let connections = 0
+  const peer = await wsServer((socket) => {
+    if (++connections === 1) socket.terminate()
+  })
+  t.teardown(() => peer.close())
+  const client = new ReconnectingWebSocket(peer.url, { maxRetries: 0 })
+  t.teardown(() => client.terminate())
+  const r = new Recorder(client, ['open', 'close', 'giveup'])
+  client.once('error', () => client.reconnect())
+  // As the README suggests for a listener that will not reconnect.
+  client.on('giveup', () => void client.disconnect())
+  await r.next('open')
+  t.like(await r.next('close'), { code: 1006, willReconnect: true })
+  await r.next('open')
+  t.is(connections, 2)
+  t.is(r.count('giveup'), 0)
+  await client.disconnect()
+  await quiescent()
+})
+
 for (const call of ['reconnect', 'disconnect-connect'] as const) {
-  test.serial(`${call === 'reconnect' ? 'reconnect()' : 'disconnect(); connect()'} after the driver gave up and exited, before JS saw it: the client connects; the old driver's close and giveup change nothing${call === 'reconnect' ? '' : '; the disconnect() settles'}`, async (t) => {
+  test.serial(`${call === 'reconnect' ? 'reconnect()' : 'disconnect(); connect()'} after the driver gave up and exited, before JS saw it: the client connects; the old driver's close changes nothing, its giveup is not reported${call === 'reconnect' ? '' : '; the disconnect() settles'}`, async (t) => {
     const url = await serverChild(t, 'reject-first')
     const client = new ReconnectingWebSocket(url)
     t.teardown(() => client.terminate())
@@ -55,11 +76,11 @@ for (const call of ['reconnect', 'disconnect-connect'] as const) {
       (err) => err.code,
     )
     t.like(await r.next('close'), { code: 1006 })
-    await r.next('giveup')
     t.not(client.state, 'closed')
     if (disconnected) t.deepEqual(await disconnected, { discarded: 0 })
     t.is(await opened, 'opened')
     t.is(client.state, 'open')
+    t.is(r.count('giveup'), 0)
     await client.disconnect()
     await quiescent()
   })

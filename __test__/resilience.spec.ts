@@ -56,6 +56,35 @@ test.serial('a 401 stops at once: one attempt, a giveup, no timer', async (t) =>
   t.is(r.count('reconnecting'), 0)
 })
 
+test.serial('a 426 is retried, as ws answers an upgrade that reaches its server as it closes; one naming the versions the server speaks stops', async (t) => {
+  // ws's server with `port`, closed as a connection arrives: its upgrade listener is gone when the
+  // request is read, and its HTTP server answers 426. A restart must not end the clients it caught.
+  const port = await refusedPort()
+  const closing = new WebSocketServer({ port, host: '127.0.0.1' })
+  await once(closing, 'listening')
+  ;(closing as unknown as { _server: http.Server })._server.once('connection', () => closing.close())
+  const client = new ReconnectingWebSocket(`ws://127.0.0.1:${port}/`, { minDelay: 50, maxDelay: 50 })
+  const r = new Recorder(client)
+  const err = await r.next<RedialError>('error')
+  t.is(err.status, 426)
+  t.like(await r.next<{ willReconnect: boolean }>('close'), { willReconnect: true })
+  await r.next('reconnecting')
+  const peer = await wsServer(undefined, port)
+  t.teardown(() => peer.close())
+  await r.next('open')
+  t.is(r.count('giveup'), 0)
+  await client.disconnect()
+
+  // RFC 6455 4.4: a version the server does not speak, with the versions it does.
+  const versions = await refusingServer(426, { 'Sec-WebSocket-Version': '8' })
+  t.teardown(() => versions.close())
+  const old = new ReconnectingWebSocket(versions.url, { minDelay: 1 })
+  const giveup = await new Recorder(old).next('giveup')
+  t.is(giveup.reason, 'policy')
+  t.is(versions.attempts, 1)
+  await old.disconnect()
+})
+
 test.serial('a refusal whose body is still coming at connectTimeout is the refusal, not a timeout', async (t) => {
   // No Content-Length: the body runs to the end of the connection, which the server keeps open.
   // Its reading was cut by the attempt's deadline, which threw the 401 away (found in review): a

@@ -388,10 +388,12 @@ function main() {
 
   note(`connecting ${shownUrl}`)
   let connected = false
+  let everOpened = false
   let lastWasOpen = false // whether the connection that ended last had been open
   let failure = null // the last error since the last open: the client is retrying
   client.on('open', () => {
     connected = true
+    everOpened = true
     failure = null
     note(client.protocol ? `open (protocol ${client.protocol})` : 'open')
   })
@@ -515,7 +517,11 @@ function main() {
       if (prompting) lines.prompt()
     }
     if (exiting || interrupted) return
-    if (client.metrics.queuedMessages > 0 && (client.state === 'connecting' || client.state === 'reconnecting')) {
+    // The first attempt's outcome is the exit status (`</dev/null` checks that the server takes the
+    // connection): input that ends before it waits for it. Cut short, an attempt the addon had
+    // already seen fail would go unreported, and the exit be 0 or 1 by which JS saw first.
+    const firstAttempt = !everOpened && failure === null && lastClose === null && client.state === 'connecting'
+    if (firstAttempt || (client.metrics.queuedMessages > 0 && (client.state === 'connecting' || client.state === 'reconnecting'))) {
       // Lines wait for an open: let the next attempt (now) make it, so that what the server
       // answers them is shown; a connection opened by the disconnect() below is not reported.
       if (client.state === 'reconnecting') client.connect()

@@ -1664,12 +1664,14 @@ class ReconnectingWebSocket extends EventEmitter {
     this.#trace('giveup', p.reason)
     // After disconnect() and the close it caused, nothing more is reported.
     if (this.#closing === QUIET || (replaced && this.#closing && !this.#connectAfterClose)) return
-    // The close before a giveup left the client closed: a connect() or reconnect() since (in a
-    // close listener, or before JS saw this giveup, which may have started another driver; or
-    // after a disconnect(), to connect once it is done) started it again, and this giveup ends
-    // the run before it: it is reported, and changes nothing.
-    const restarted = replaced || (this.#closing ? this.#connectAfterClose : this.#state !== 'closed')
-    const stops = !this.#closing && !restarted
+    // The close before a giveup left the client closed: a connect() or reconnect() since (in an
+    // error or close listener, or before JS saw this giveup, which may have started another
+    // driver; or after a disconnect(), to connect once it is done) started it again. This giveup
+    // ended the run before it, not the client: as a wait the driver planned before such a call
+    // (#onReconnecting), it is not reported (a listener that disconnect()s on a giveup, as the
+    // README suggests, would end the run the application asked for).
+    if (replaced || (this.#closing ? this.#connectAfterClose : this.#state !== 'closed')) return
+    const stops = !this.#closing
     if (stops) {
       this.#state = 'closed'
       this.#ended = { giveup: p }
@@ -1689,7 +1691,7 @@ class ReconnectingWebSocket extends EventEmitter {
     }
     // A listener that called connect() started the client again: for opened(), messages() and
     // streams it has not ended.
-    if (restarted || (stops && this.#state !== 'closed')) return
+    if (stops && this.#state !== 'closed') return
     this.#internal?.emit(kGaveUp, p)
   }
 

@@ -8,9 +8,17 @@ use crate::machine::Retry;
 pub const NON_RETRYABLE: &[&str] = &[errors::ERR_TLS_CERT, errors::ERR_PROXY_AUTH];
 
 /// A failed attempt: retry network errors, timeouts, and upgrade answers other than 4xx, of
-/// which 408, 425 and 429 are retried too. A `Retry-After` the server sent goes along.
+/// which 408, 425 and 429 are retried too, and a 426 that names no WebSocket version: `ws`
+/// answers that to an upgrade that reaches its server while it closes (the upgrade listener is
+/// gone, the HTTP server still reads), so a restart would end the clients it caught. A 426 with
+/// `Sec-WebSocket-Version` is RFC 6455's answer to a version the server does not speak (§4.4).
+/// A `Retry-After` the server sent goes along.
 pub fn on_error(e: &ConnError) -> Retry {
     let default = match e.status {
+        Some(426) => !e
+            .headers
+            .iter()
+            .any(|(name, _)| name.eq_ignore_ascii_case("sec-websocket-version")),
         Some(s) => matches!(s, 408 | 425 | 429) || s >= 500 || !(400..500).contains(&s),
         None => !NON_RETRYABLE.contains(&e.code),
     };
@@ -68,12 +76,21 @@ mod tests {
 
     #[test]
     fn handshake_statuses_408_425_429_and_5xx_are_retried_other_4xx_not() {
-        for status in [408, 425, 429, 500, 502, 503, 504, 599, 600, 999] {
+        for status in [408, 425, 426, 429, 500, 502, 503, 504, 599, 600, 999] {
             assert!(on_error(&handshake(status)).default, "{status}");
         }
-        for status in (400..500).filter(|s| ![408, 425, 429].contains(s)) {
+        for status in (400..500).filter(|s| ![408, 425, 426, 429].contains(s)) {
             assert!(!on_error(&handshake(status)).default, "{status}");
         }
+    }
+
+    #[test]
+    fn a_426_naming_the_versions_the_server_speaks_is_not_retried() {
+        let mut e = handshake(426);
+        e.headers = vec![("Sec-WebSocket-Version".into(), "8".into())];
+        assert!(!on_error(&e).default);
+        e.headers = vec![("content-type".into(), "text/plain".into())];
+        assert!(on_error(&e).default);
     }
 
     #[test]
