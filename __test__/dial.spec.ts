@@ -350,3 +350,23 @@ test.serial("a server's close reason or status line that reads like a system err
     t.is(lastError.cause, undefined, reason)
   }
 })
+
+test.serial("a connection reset during the upgrade fails it with ERR_HANDSHAKE, its cause ECONNRESET; closed, with ERR_HANDSHAKE alone", async (t) => {
+  for (const ending of ['reset', 'close'] as const) {
+    const server = net.createServer((socket) => {
+      socket.on('error', () => {})
+      socket.once('data', () => {
+        // Part of an answer, then the end.
+        socket.write('HTTP/1.1 101 Switching', () => (ending === 'reset' ? socket.resetAndDestroy() : socket.end()))
+      })
+    })
+    server.listen(0, '127.0.0.1')
+    await once(server, 'listening')
+    const client = new ReconnectingWebSocket(`ws://127.0.0.1:${(server.address() as net.AddressInfo).port}/`, { maxRetries: 0 })
+    const { lastError } = await new Recorder(client).next('giveup')
+    await client.disconnect()
+    server.close()
+    t.is(lastError.code, 'ERR_HANDSHAKE', ending)
+    t.is(lastError.cause?.code, ending === 'reset' ? 'ECONNRESET' : undefined, lastError.message)
+  }
+})

@@ -1321,7 +1321,7 @@ test.serial("the server's close in the middle of a large message we send: the re
   // held the message (copied from the Buffer by send()) and its pieces, not the rest framed at once.
   const first = await r.next('close', 30_000)
   clearInterval(sampler)
-  t.is(first.code, 1000)
+  t.deepEqual([first.code, first.wasClean], [1000, false], 'our close never went')
   const grew = (Math.max(peak, peakRssOf(process.pid) * MiB) - before) / MiB
   t.log(`peak RSS +${grew.toFixed(1)} MiB with a 48 MiB message cut off by the server's close`)
   t.true(grew < 72, `peak RSS grew by ${grew.toFixed(1)} MiB for one 48 MiB message`)
@@ -1351,6 +1351,61 @@ test.serial("the server's close in the middle of a large message we send: the re
   await client.disconnect()
   await quiescent()
   await until(() => clientStats().ioBuffers === 0, 'buffers released')
+})
+
+test.serial("the server's close and TCP close in the middle of a large message we send: the half-closed socket takes the rest and our answer, a clean close; a reset there is not clean", async (t) => {
+  const MiB = 1024 * 1024
+  const large = Buffer.alloc(8 * MiB, 7)
+  let connections = 0
+  const received: Buffer[] = []
+  let ended!: () => void
+  const clientEnded = new Promise<void>((resolve) => (ended = resolve))
+  const peer = await rawServer((sock) => {
+    const n = ++connections
+    acceptUpgrade(sock, () => {
+      let seen = 0
+      sock.on('data', (d: Buffer) => {
+        if (n === 1) received.push(d)
+        const before = seen
+        seen += d.length
+        if (before < MiB && seen >= MiB) {
+          // Our close, then our TCP close (the first server reads on), or a reset (the second).
+          sock.write(serverFrame(true, 8, Buffer.from([0x0f, 0xa1])))
+          if (n === 1) sock.end()
+          else sock.resetAndDestroy()
+        }
+      })
+      sock.on('end', () => ended())
+    })
+  })
+  t.teardown(() => peer.close())
+  const client = new ReconnectingWebSocket(peer.url, { minDelay: 10, maxDelay: 10, pingInterval: 0, closeTimeout: 10_000 })
+  t.teardown(() => client.disconnect().then(() => {}))
+  const r = new Recorder(client, ['open', 'close', 'error'])
+  await r.next('open')
+  const calls: unknown[][] = []
+  client.send(large, (...args: unknown[]) => calls.push(args))
+  t.like(await r.next('close', 30_000), { code: 4001, wasClean: true })
+  await clientEnded
+  const frames = clientFrames(Buffer.concat(received))
+  t.deepEqual(
+    frames.map(([op, p]) => [op, p.length]),
+    [
+      [2, large.length],
+      [8, 2],
+    ],
+    'the whole message, then our close: the stream does not end inside a frame',
+  )
+  t.is(frames[1][1].readUInt16BE(0), 4001)
+  t.deepEqual(calls, [[null]])
+
+  // Reset before our close went: the server's close frame came, ours did not go.
+  await r.next('open')
+  client.send(large)
+  // (Its code is the server's, or 1006 where the reset discarded that frame unread.)
+  t.false((await r.next('close', 30_000)).wasClean)
+  await client.disconnect()
+  await quiescent()
 })
 
 test.serial('a burst of small and large texts and binaries, pings and a fragmented text in one write reaches the listeners whole and in order', async (t) => {

@@ -75,7 +75,10 @@ const WINSOCK = new Map([
 function systemCause(code, message) {
   // Only where the message is the system's words: others carry text a server chose (a close
   // reason, a refusal's status line) that could read like a system error.
-  if (!SYSTEM_ERROR_CODES.has(code) || (code === 'ERR_PROXY' && !message.startsWith('proxy tunnel failed: '))) return undefined
+  if (code === 'ERR_HANDSHAKE') {
+    // Only a socket's failure during the upgrade (src/upgrade.rs): other handshake errors quote the server.
+    if (!message.startsWith(UPGRADE_IO_FAILED)) return undefined
+  } else if (!SYSTEM_ERROR_CODES.has(code) || (code === 'ERR_PROXY' && !message.startsWith('proxy tunnel failed: '))) return undefined
   const lookup = LOOKUP_ERROR.exec(message)
   if (lookup !== null) return lookupCause(lookup[1], lookup[2])
   const m = OS_ERROR.exec(message)
@@ -91,6 +94,9 @@ function systemCause(code, message) {
   if (name === undefined || name.startsWith('Unknown')) return undefined
   return makeError(name, name, Error, { errno: process.platform === 'win32' ? errnoOf(name) : -n })
 }
+
+// How src/upgrade.rs words a socket's failure during the upgrade (ERR_HANDSHAKE).
+const UPGRADE_IO_FAILED = 'the connection failed during the upgrade: '
 
 // The errors whose message may name a system error (an OS error, a failed lookup); a proxy's,
 // only when its connection failed (src/proxy.rs), not when it answered.

@@ -189,6 +189,9 @@ struct Closing {
     unread: usize,
     /// Our side of the connection was ended (`end_once`).
     ended_ours: bool,
+    /// The peer ended its side (TCP FIN): only our writes are waited for now, a half-closed socket
+    /// still takes them (the rest of a message before our close frame, RFC 6455 §5.5.1).
+    peer_ended: bool,
 }
 
 enum HowClosing {
@@ -212,12 +215,15 @@ impl Closing {
             deadline: Box::pin(tokio::time::sleep(close_timeout)),
             unread: CLOSING_UNREAD,
             ended_ours: false,
+            peer_ended: false,
         })
     }
 
-    fn end(self) -> Poll<IoEvent> {
+    /// `ours_written`: the socket took our close frame. The close is clean only then, with the
+    /// peer's received (as `ws` and the WHATWG API count it): cut off before it went, it is not.
+    fn end(self, ours_written: bool) -> Poll<IoEvent> {
         match self.how {
-            HowClosing::Peer(reason) => ended(self.code, reason, true, None),
+            HowClosing::Peer(reason) => ended(self.code, reason, ours_written, None),
             HowClosing::Failed(error) => ended(self.code, String::new(), false, Some(error)),
         }
     }
@@ -894,6 +900,11 @@ impl OpenConn {
     /// `socket.end()` ends it (`Writer::end_now`: a `wss:` close_notify, the TCP half-close): a
     /// peer that waits for the client to close then closes, and an OpenSSL peer takes the TCP
     /// close for an end, not a truncation. Not after we failed the connection (nor does `ws`).
+    /// Whether our close frame, and everything before it, was taken by the socket.
+    fn close_written(&self) -> bool {
+        self.sent_close && self.out.is_none() && !self.writer.has_pending()
+    }
+
     fn end_once(&mut self) {
         let written = self.out.is_none() && !self.writer.has_pending();
         if let Some(c) = self.closing.as_deref_mut() {
@@ -908,9 +919,10 @@ impl OpenConn {
     /// The socket failed or the peer went away (`Eof`, `Io`).
     fn ended_by(&mut self, e: WireError) -> Poll<IoEvent> {
         if let Some(c) = self.closing.take() {
-            // The peer closed cleanly (or we failed the connection) and then went away before our
-            // close frame was flushed.
-            return c.end();
+            // The peer closed (or we failed the connection) and the socket failed: with our close
+            // frame taken by the socket before, the close was clean.
+            let ours_written = self.close_written();
+            return c.end(ours_written);
         }
         let (error, code) = e.to_conn_error();
         ended(code, String::new(), false, Some(error))
@@ -931,8 +943,10 @@ impl OpenConn {
     }
 
     /// A closing connection (see `Closing`): writes our close frame, and drops what the peer sends
-    /// until its TCP close, the deadline or `CLOSING_UNREAD` bytes. The deadline comes first: a
-    /// peer that keeps the socket readable must not keep it from being polled.
+    /// until its TCP close, the deadline or `CLOSING_UNREAD` bytes; after its TCP close, waits for
+    /// the socket to take what we still write (a message cut off mid-frame, our close frame never
+    /// sent, would make a clean close a broken one). The deadline comes first: a peer that keeps
+    /// the socket readable, or stops reading, must not keep it open.
     fn poll_closing(&mut self, cx: &mut Context<'_>) -> Poll<IoEvent> {
         // Past the deadline, or with a socket that fails to take our close, there is nothing to wait for.
         let timed_out = self
@@ -941,29 +955,43 @@ impl OpenConn {
             .is_some_and(|c| c.deadline.as_mut().poll(cx).is_ready());
         if !timed_out && self.poll_write(cx).is_ok() {
             self.end_once();
-            let unread = match self.closing.as_deref_mut() {
-                Some(c) => &mut c.unread,
-                None => &mut 0,
-            };
-            let turn = CLOSING_UNREAD_TURN.min(*unread);
-            let mut budget = turn;
-            let discarded = match &mut self.input {
-                Input::Own(own) => own.decoder.poll_discard(cx, &mut self.transport, &mut budget),
-                Input::Shared(r) => r.poll_discard(&mut r.lock(), cx, &mut budget),
-            };
-            *unread -= turn - budget;
-            match discarded {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Ok(false)) if *unread > 0 => {
-                    // More may be waiting: the runtime's other tasks have a turn first.
-                    cx.waker().wake_by_ref();
-                    return Poll::Pending;
+            let peer_ended = self.closing.as_ref().is_some_and(|c| c.peer_ended);
+            if !peer_ended {
+                let unread = match self.closing.as_deref_mut() {
+                    Some(c) => &mut c.unread,
+                    None => &mut 0,
+                };
+                let turn = CLOSING_UNREAD_TURN.min(*unread);
+                let mut budget = turn;
+                let discarded = match &mut self.input {
+                    Input::Own(own) => own.decoder.poll_discard(cx, &mut self.transport, &mut budget),
+                    Input::Shared(r) => r.poll_discard(&mut r.lock(), cx, &mut budget),
+                };
+                *unread -= turn - budget;
+                match discarded {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Ok(false)) if *unread > 0 => {
+                        // More may be waiting: the runtime's other tasks have a turn first.
+                        cx.waker().wake_by_ref();
+                        return Poll::Pending;
+                    }
+                    // The peer's TCP close: what we write may still go (a half-closed socket).
+                    Poll::Ready(Ok(true)) if !self.close_written() => {
+                        if let Some(c) = self.closing.as_deref_mut() {
+                            c.peer_ended = true;
+                        }
+                        return Poll::Pending;
+                    }
+                    // The peer's TCP close after ours went, a broken socket, or a peer that goes on sending.
+                    Poll::Ready(_) => {}
                 }
-                // The peer's TCP close, a broken socket, or a peer that goes on sending.
-                Poll::Ready(_) => {}
+            } else if !self.close_written() {
+                // `poll_write` is woken when the socket takes more, the deadline when it passes.
+                return Poll::Pending;
             }
         }
-        self.closing.take().expect("closing").end()
+        let ours_written = self.close_written();
+        self.closing.take().expect("closing").end(ours_written)
     }
 
     /// Frames what is due (heartbeat ping, queued messages, then our close frame) and writes it.

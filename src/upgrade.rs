@@ -27,6 +27,9 @@ pub struct Opened {
     pub deflate: Option<(Negotiated, String)>,
 }
 
+/// How a socket's failure during the upgrade is worded (`lib/errors.js` reads the system's error after it).
+const UPGRADE_IO_FAILED: &str = "the connection failed during the upgrade: ";
+
 /// The largest upgrade response head we read (interim responses before it included).
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 
@@ -42,8 +45,11 @@ pub async fn handshake(
 ) -> Result<Opened, ConnError> {
     let invalid = |e: &dyn std::fmt::Display| ConnError::new(errors::ERR_HANDSHAKE, e.to_string());
     let (request, key) = generate_request(build_request(params, deflate)?).map_err(|e| invalid(&e))?;
-    let io_err =
-        |e: std::io::Error| tls::tls_failure(e).unwrap_or_else(|e| ConnError::new(errors::ERR_CONNECT, e.to_string()));
+    // The connection was made: its failure now is the upgrade's, as the server's TCP close is
+    // (lib/errors.js finds the system's error in these words, for `err.cause`).
+    let io_err = |e: std::io::Error| {
+        tls::tls_failure(e).unwrap_or_else(|e| ConnError::new(errors::ERR_HANDSHAKE, format!("{UPGRADE_IO_FAILED}{e}")))
+    };
     transport.write_all(&request).await.map_err(io_err)?;
     transport.flush().await.map_err(io_err)?;
     let mut buf = BytesMut::with_capacity(1024);
@@ -168,8 +174,14 @@ fn verify_response(
     if upgrades.next().is_some() || !upgrade.is_some_and(|v| v.trim().eq_ignore_ascii_case("websocket")) {
         return fail("the upgrade response's Upgrade header is not `websocket`".into());
     }
+    // Its lines are one list (RFC 9110 §5.3), as Node joins them: `Connection: keep-alive` and
+    // `Connection: Upgrade` on two lines are an upgrade.
     let has_token = |name: &str, token: &str| {
-        header(name).is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
     };
     if !has_token("connection", "upgrade") {
         return fail("the upgrade response has no `Connection: upgrade`".into());
@@ -354,6 +366,23 @@ mod tests {
             let e = answer(refused).unwrap_err();
             assert_eq!(e.code, errors::ERR_HANDSHAKE, "{}", String::from_utf8_lossy(refused));
         }
+    }
+
+    #[test]
+    fn connection_lines_are_one_list() {
+        let key = "dGhlIHNhbXBsZSBub25jZQ==";
+        let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+        let answer = |connection: &str| {
+            let head = format!(
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n{connection}Sec-WebSocket-Accept: {accept}\r\n\r\n"
+            );
+            let (_, response) = parse_response(head.as_bytes()).unwrap().unwrap();
+            verify_response(&response, key, &[], None).is_ok()
+        };
+        assert!(answer("Connection: keep-alive\r\nConnection: Upgrade\r\n"));
+        assert!(answer("Connection: keep-alive, upgrade\r\n"));
+        assert!(!answer("Connection: keep-alive\r\nConnection: close\r\n"));
+        assert!(!answer(""));
     }
 
     #[test]
