@@ -108,7 +108,7 @@ export interface ReconnectingWebSocketOptions<B extends BinaryType = BinaryType>
   honorRetryAfter?: 'capped' | 'always' | 'never'
   /**
    * Decides whether to reconnect after a failure; overrides the default policy (retry network errors,
-   * timeouts, 408/425/429/5xx, a 426 naming no Sec-WebSocket-Version and every close but 1002/1003/1007/1008; stop on other 4xx). May be async;
+   * timeouts, 408/425/429/5xx, a 426 naming no protocol (no Upgrade or Sec-WebSocket-Version) and every close but 1002/1003/1007/1008; stop on other 4xx). May be async;
    * `undefined` keeps the default verdict.
    * A throw or rejection falls back to the default (and surfaces as an uncaught exception). Not asked
    * once `disconnect()` has been called.
@@ -308,7 +308,10 @@ export type RedialErrorCode =
   | 'ERR_CONNECT'
   /** The attempt (providers, TCP, proxy, TLS, upgrade) exceeded `connectTimeout`. Retried. */
   | 'ERR_CONNECT_TIMEOUT'
-  /** The HTTP upgrade was refused (`err.status`) or invalid. 408/425/429/5xx (and a 426 naming no Sec-WebSocket-Version) retried; other 4xx give up. */
+  /**
+   * The HTTP upgrade was refused (`err.status`) or invalid, or its connection closed or failed (`err.cause`).
+   * 408/425/429/5xx (and a 426 naming no protocol) retried; other 4xx give up.
+   */
   | 'ERR_HANDSHAKE'
   /** An open connection failed (reset, I/O error). Retried. */
   | 'ERR_SOCKET'
@@ -383,7 +386,8 @@ export type RedialErrorCode =
 export interface RedialError extends Error {
   code: RedialErrorCode
   /**
-   * The system's error where there was one (`ERR_CONNECT`, `ERR_SOCKET`): `code` such as
+   * The system's error where there was one (`ERR_CONNECT`, `ERR_SOCKET`, an `ERR_HANDSHAKE` whose connection
+   * failed during the upgrade): `code` such as
    * `'ECONNREFUSED'` or `'ECONNRESET'` (what `ws` reports as its error's own code), `errno`.
    * `ERR_GAVE_UP`'s is the last error. Not enumerable.
    */

@@ -1412,6 +1412,34 @@ test.serial('closeTimeout bounds disconnect() while a large message is being com
   await settled(t)
 })
 
+test.serial("the server's close while a large message is being compressed: our close goes at once, and the connection ends at the server's TCP close, cleanly, not at closeTimeout", async (t) => {
+  const data = hexText(32 * MiB)
+  let serverClosed: number | undefined
+  const server = await wsDeflateServer(true, (s) =>
+    s.on('message', (m) => {
+      if (String(m) !== 'go') return
+      s.close(4001)
+      s.on('close', (code) => (serverClosed = code))
+    }),
+  )
+  t.teardown(() => server.close())
+  // A deadline the close must not wait for: Recorder.next gives up after 10 s.
+  const client = owned(t, new ReconnectingWebSocket(server.url, { maxRetries: 0, closeTimeout: 60_000, pingInterval: 0 }))
+  const r = new Recorder(client, ['open', 'close'])
+  await r.next('open')
+  const calls: string[] = []
+  client.send('go')
+  client.send(data, (err?: Error) => calls.push(err ? `${(err as RedialError).code}:${(err as Any).reason}` : 'written'))
+  t.like(await r.next('close'), { code: 4001, wasClean: true })
+  await until(() => serverClosed === 4001, 'the server had our close frame')
+  // The message never went: it waits in the queue, as after any giveup, until disconnect().
+  t.deepEqual(calls, [])
+  t.deepEqual(await client.disconnect(), { discarded: 1 })
+  await until(() => calls.length === 1, 'the callback is called')
+  t.deepEqual(calls, ['ERR_NOT_SENT:discarded'])
+  await settled(t)
+})
+
 test.serial('a connection lost while a message is compressed in steps: the message goes whole on the next connection, its callback once', async (t) => {
   const data = hexText(16 * MiB)
   const received: string[] = []

@@ -57,6 +57,28 @@ test.serial('wss:// with a CA made at test time: connects and echoes', async (t)
   await quiescent()
 })
 
+test.serial("over wss: a server that closes and drops the socket at once closes cleanly, as ws's client sees it: our close frame went, the close_notify after it need not", async (t) => {
+  const server = https.createServer({ key: certs.key, cert: certs.cert })
+  new WebSocketServer({ server }).on('connection', (socket) => {
+    socket.send('hello')
+    socket.close(1000)
+    setImmediate(() => socket.terminate())
+  })
+  server.listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  t.teardown(() => server.close())
+  const url = `wss://localhost:${(server.address() as net.AddressInfo).port}/`
+  for (let i = 0; i < 5; i++) {
+    const client = new ReconnectingWebSocket(url, { tls: { ca: certs.ca }, maxRetries: 0 })
+    const got: string[] = []
+    for await (const message of client.messages()) got.push(String(message))
+    t.deepEqual(got, ['hello'], 'the iterator ends without ERR_GAVE_UP: a clean close')
+    t.like(client.metrics, { connects: 1 })
+    await client.disconnect()
+  }
+  await quiescent()
+})
+
 test.serial('over wss: send() seals and writes on the JS thread; a peer that stops reading leaves the rest to the driver, in order', async (t) => {
   const native = createRequire(import.meta.url)('../lib/native.js') as { testingFastPathWrites(): number[] }
   const writes = () => {

@@ -192,6 +192,9 @@ struct Closing {
     /// The peer ended its side (TCP FIN): only our writes are waited for now, a half-closed socket
     /// still takes them (the rest of a message before our close frame, RFC 6455 §5.5.1).
     peer_ended: bool,
+    /// The socket took our close frame (`end_once`): what may still wait behind it is a `wss:`
+    /// close_notify, which the close's being clean does not depend on.
+    ours_written: bool,
 }
 
 enum HowClosing {
@@ -216,6 +219,7 @@ impl Closing {
             unread: CLOSING_UNREAD,
             ended_ours: false,
             peer_ended: false,
+            ours_written: false,
         })
     }
 
@@ -902,12 +906,25 @@ impl OpenConn {
     /// close for an end, not a truncation. Not after we failed the connection (nor does `ws`).
     /// Whether our close frame, and everything before it, was taken by the socket.
     fn close_written(&self) -> bool {
-        self.sent_close && self.out.is_none() && !self.writer.has_pending()
+        self.closing.as_ref().is_some_and(|c| c.ours_written) || (self.sent_close && self.all_written())
+    }
+
+    /// Whether the socket took every byte framed. A message still being compressed once our close
+    /// frame went does not count: it never follows the close (`write_out`).
+    fn all_written(&self) -> bool {
+        let framed = self
+            .out
+            .as_ref()
+            .is_none_or(|o| o.unwritten() == 0 && o.in_pieces.is_none());
+        framed && !self.writer.has_pending()
     }
 
     fn end_once(&mut self) {
-        let written = self.out.is_none() && !self.writer.has_pending();
+        let written = self.all_written();
+        let sent_close = self.sent_close;
         if let Some(c) = self.closing.as_deref_mut() {
+            // Noted before `end_now` queues a close_notify, which `has_pending` then counts.
+            c.ours_written |= written && sent_close;
             if written && !c.ended_ours && matches!(c.how, HowClosing::Peer(_)) {
                 // Under TLS, a close_notify the socket did not take all of is flushed by
                 // `poll_write`, and the FIN follows on the next poll.

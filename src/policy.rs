@@ -8,17 +8,17 @@ use crate::machine::Retry;
 pub const NON_RETRYABLE: &[&str] = &[errors::ERR_TLS_CERT, errors::ERR_PROXY_AUTH];
 
 /// A failed attempt: retry network errors, timeouts, and upgrade answers other than 4xx, of
-/// which 408, 425 and 429 are retried too, and a 426 that names no WebSocket version: `ws`
-/// answers that to an upgrade that reaches its server while it closes (the upgrade listener is
-/// gone, the HTTP server still reads), so a restart would end the clients it caught. A 426 with
-/// `Sec-WebSocket-Version` is RFC 6455's answer to a version the server does not speak (§4.4).
+/// which 408, 425 and 429 are retried too, and a 426 that names no protocol: `ws` answers that
+/// to an upgrade that reaches its server while it closes (the upgrade listener is gone, the HTTP
+/// server still reads), so a restart would end the clients it caught. A 426 that names one asks
+/// for another protocol (`Upgrade`, RFC 9110 §15.5.22) or WebSocket version
+/// (`Sec-WebSocket-Version`, RFC 6455 §4.4): asking again would not change the answer.
 /// A `Retry-After` the server sent goes along.
 pub fn on_error(e: &ConnError) -> Retry {
     let default = match e.status {
-        Some(426) => !e
-            .headers
-            .iter()
-            .any(|(name, _)| name.eq_ignore_ascii_case("sec-websocket-version")),
+        Some(426) => !e.headers.iter().any(|(name, _)| {
+            name.eq_ignore_ascii_case("upgrade") || name.eq_ignore_ascii_case("sec-websocket-version")
+        }),
         Some(s) => matches!(s, 408 | 425 | 429) || s >= 500 || !(400..500).contains(&s),
         None => !NON_RETRYABLE.contains(&e.code),
     };
@@ -85,9 +85,11 @@ mod tests {
     }
 
     #[test]
-    fn a_426_naming_the_versions_the_server_speaks_is_not_retried() {
+    fn a_426_naming_a_protocol_or_version_is_not_retried() {
         let mut e = handshake(426);
         e.headers = vec![("Sec-WebSocket-Version".into(), "8".into())];
+        assert!(!on_error(&e).default);
+        e.headers = vec![("upgrade".into(), "TLS/1.2, HTTP/1.1".into())];
         assert!(!on_error(&e).default);
         e.headers = vec![("content-type".into(), "text/plain".into())];
         assert!(on_error(&e).default);
