@@ -79,6 +79,27 @@ test.serial("over wss: a server that closes and drops the socket at once closes 
   await quiescent()
 })
 
+test.serial('over wss: a TCP close without close_notify on an open connection is ERR_SOCKET in plain words (no link to a manual)', async (t) => {
+  const server = net.createServer((raw) => {
+    raw.on('error', () => {})
+    const socket = new tls.TLSSocket(raw, { isServer: true, key: certs.key, cert: certs.cert })
+    socket.on('error', () => {})
+    // Once open, the TCP connection ends under the TLS session: no close_notify.
+    acceptUpgrade(socket, () => setImmediate(() => raw.destroy()))
+  })
+  server.listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  t.teardown(() => server.close())
+  const client = new ReconnectingWebSocket(`wss://localhost:${(server.address() as net.AddressInfo).port}/`, { tls: { ca: certs.ca }, maxRetries: 0 })
+  const r = new Recorder(client, ['open', 'error', 'close'])
+  await r.next('open')
+  const err = await r.next<RedialError>('error')
+  t.is(err.code, 'ERR_SOCKET')
+  t.is(err.message, 'connection closed without a closing handshake (nor a TLS close_notify)')
+  t.like(await r.next('close'), { code: 1006, wasClean: false })
+  await client.disconnect()
+})
+
 test.serial('over wss: send() seals and writes on the JS thread; a peer that stops reading leaves the rest to the driver, in order', async (t) => {
   const native = createRequire(import.meta.url)('../lib/native.js') as { testingFastPathWrites(): number[] }
   const writes = () => {

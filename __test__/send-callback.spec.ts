@@ -276,3 +276,31 @@ test('a callback that is not a function throws, and nothing is sent; a null one 
   t.is((t.throws(() => send.call(client, 'm', {}, null)) as NotSentError).code as string, 'ERR_NOT_OPEN')
   t.is((t.throws(() => send.call(client, 'm', { fin: false }, null)) as NotSentError).code as string, 'ERR_NOT_OPEN')
 })
+
+test.serial("a message written whole before the server's close: its callback runs before the close event, as ws calls it (both came in one batch)", async (t) => {
+  const MiB = 1024 * 1024
+  const peer = await rawServer((socket) =>
+    acceptUpgrade(socket, () => {
+      let closed = false
+      socket.on('data', () => {
+        if (closed) return
+        closed = true
+        // Close 1000, then the TCP close: the client writes the rest of its message, then its close.
+        socket.write(Buffer.from([0x88, 0x02, 0x03, 0xe8]))
+        socket.end()
+      })
+    }),
+  )
+  t.teardown(() => peer.close())
+  for (let run = 0; run < 5; run++) {
+    const client = new ReconnectingWebSocket(peer.url, { maxRetries: 0, pingInterval: 0 })
+    const order: string[] = []
+    client.on('close', (e) => order.push(`close ${e.code} ${e.wasClean}`))
+    const r = new Recorder(client, ['open', 'giveup'])
+    await r.next('open')
+    client.send(Buffer.alloc(4 * MiB), (err) => order.push(err ? `callback ${err.code}` : 'callback'))
+    await r.next('giveup')
+    await client.disconnect()
+    t.deepEqual(order, ['callback', 'close 1000 true'], `run ${run}`)
+  }
+})

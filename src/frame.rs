@@ -82,6 +82,14 @@ impl WireError {
                 ConnError::new(errors::ERR_SOCKET, "connection closed without a closing handshake"),
                 1006,
             ),
+            // rustls's words for a TCP close without close_notify end in a link to its manual.
+            WireError::Io(e) if e.kind() == io::ErrorKind::UnexpectedEof => (
+                ConnError::new(
+                    errors::ERR_SOCKET,
+                    "connection closed without a closing handshake (nor a TLS close_notify)",
+                ),
+                1006,
+            ),
             WireError::Io(e) => (ConnError::new(errors::ERR_SOCKET, e.to_string()), 1006),
             WireError::Protocol(m) => (ConnError::new(errors::ERR_PROTOCOL, m.clone()), 1002),
             WireError::Corrupt(m) => (ConnError::new(errors::ERR_PROTOCOL, m.clone()), 1007),
