@@ -222,3 +222,21 @@ test.serial('a proxy from the environment is decided again for every redirect: N
   }
   released(t)
 })
+
+test.serial("a redirect's long Location is named, not copied, in error messages: cut after 200 characters", async (t) => {
+  const server = http.createServer()
+  server.on('upgrade', (req, socket) => {
+    socket.on('error', () => {})
+    const port = (server.address() as net.AddressInfo).port
+    socket.end(`HTTP/1.1 307 Temporary Redirect\r\nLocation: ws://127.0.0.1:${port}/?${'a'.repeat(6_000)}\r\nContent-Length: 0\r\n\r\n`)
+  })
+  server.listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  t.teardown(() => server.close())
+  const client = new ReconnectingWebSocket(`ws://127.0.0.1:${(server.address() as net.AddressInfo).port}/`, { followRedirects: true, maxRedirects: 2, maxRetries: 0 })
+  const { lastError } = await new Recorder(client).next('giveup')
+  await client.disconnect()
+  t.regex(lastError.message, /maxRedirects/)
+  t.true(lastError.message.length < 400, `${lastError.message.length} characters`)
+  t.true(lastError.message.includes(`?${'a'.repeat(100)}`) && lastError.message.includes('…'))
+})

@@ -264,6 +264,8 @@ function hint(err) {
   if (err.code === 'ERR_TLS_CERT' && /client certificate/.test(err.message)) return ' (--cert <file> --key <file> present one)'
   if (err.code === 'ERR_TLS_CERT') return ' (--ca <file> trusts a private CA; --insecure skips the check)'
   // Not as --proxy: a command line is visible to other users (so is the key passphrase's).
+  // A SOCKS proxy refused the credentials given, or asked for some: they go in its URL either way.
+  if (err.code === 'ERR_PROXY_AUTH' && /^SOCKS proxy: /.test(err.message)) return ' (check the user name and password in the socks5:// URL: socks5://user:pass@host:port in ALL_PROXY or HTTPS_PROXY)'
   if (err.code === 'ERR_PROXY_AUTH') return ' (give the credentials in HTTPS_PROXY or HTTP_PROXY: http://user:pass@host:port)'
   return ''
 }

@@ -44,6 +44,21 @@ pub fn redact_url(url: &Url) -> String {
     shown.to_string()
 }
 
+/// The characters of a URL an error message shows at most: a message names the address, it does not
+/// carry it (a redirect's `Location` can be 64 KiB, copied into every attempt's error), as
+/// `lib/errors.js` shows input.
+const URL_SHOWN: usize = 200;
+
+/// `url` as an error message shows it: redacted, and cut after `URL_SHOWN` characters.
+pub fn url_in_message(url: &Url) -> String {
+    let mut shown = redact_url(url);
+    if let Some((cut, _)) = shown.char_indices().nth(URL_SHOWN) {
+        shown.truncate(cut);
+        shown.push('…');
+    }
+    shown
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -75,5 +90,14 @@ mod tests {
             redact_url(&Url::parse("ws://127.0.0.1:9/a@b").unwrap()),
             "ws://127.0.0.1:9/a@b"
         );
+    }
+    #[test]
+    fn a_long_url_is_cut_in_messages() {
+        let long = Url::parse(&format!("ws://u:secret@a.test/{}", "x".repeat(60_000))).unwrap();
+        let shown = super::url_in_message(&long);
+        assert_eq!(shown.chars().count(), super::URL_SHOWN + 1);
+        assert!(shown.starts_with("ws://u:***@a.test/xxx") && shown.ends_with('…'));
+        let short = Url::parse("ws://a.test/").unwrap();
+        assert_eq!(super::url_in_message(&short), "ws://a.test/");
     }
 }

@@ -9,7 +9,7 @@ use url::Url;
 
 use crate::errors::{self, ConnError};
 use crate::proxy::ProxyEnv;
-use crate::redact::redact_url;
+use crate::redact::url_in_message;
 use crate::shared::AttemptParams;
 
 /// Where a refused upgrade (`err`, from the upgrade at `from`) redirects: `None` when it is not a
@@ -83,7 +83,7 @@ pub fn too_many(mut last: ConnError, to: &Url, max: u32) -> ConnError {
     last.message = format!(
         "the server redirected more than {max} time{} (maxRedirects); the last answer was HTTP {status} to {}",
         if max == 1 { "" } else { "s" },
-        redact_url(to),
+        url_in_message(to),
     );
     last
 }

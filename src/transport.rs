@@ -19,7 +19,7 @@ use crate::ask;
 use crate::errors::{self, ConnError};
 use crate::plain::{self, ReadHalf, WriteHalf};
 use crate::proxy::{self, Proxy, ProxyKind};
-use crate::redact::redact_url;
+use crate::redact::url_in_message;
 use crate::resolve;
 use crate::socks;
 use crate::tls::{self, TlsOptions};
@@ -247,7 +247,8 @@ pub fn unix_target(url: &Url) -> Option<(&str, String)> {
 
 /// The Unix domain socket of a `ws+unix:` URL.
 async fn unix(url: &Url) -> Result<Transport, ConnError> {
-    let fail = |e: &dyn std::fmt::Display| ConnError::new(errors::ERR_CONNECT, format!("{e} ({})", redact_url(url)));
+    let fail =
+        |e: &dyn std::fmt::Display| ConnError::new(errors::ERR_CONNECT, format!("{e} ({})", url_in_message(url)));
     let (socket, _) = unix_target(url).ok_or_else(|| fail(&"not a ws+unix: URL"))?;
     #[cfg(unix)]
     {
@@ -279,7 +280,7 @@ pub async fn open(
     let stream = match proxy {
         None => tcp(&host, port, dial, lookup)
             .await
-            .map_err(|e| ConnError::new(errors::ERR_CONNECT, format!("{e} ({})", redact_url(url))))?,
+            .map_err(|e| ConnError::new(errors::ERR_CONNECT, format!("{e} ({})", url_in_message(url))))?,
         Some(p) => {
             let s = tcp(&p.host, p.port, dial, lookup).await.map_err(|e| {
                 ConnError::new(
@@ -297,7 +298,7 @@ pub async fn open(
     };
     if url.scheme() != "wss" {
         return Transport::plain(stream)
-            .map_err(|e| ConnError::new(errors::ERR_CONNECT, format!("{e} ({})", redact_url(url))));
+            .map_err(|e| ConnError::new(errors::ERR_CONNECT, format!("{e} ({})", url_in_message(url))));
     }
     let config = tls
         .get_or_init(|| tls::shared_client_config(tls_options))
@@ -315,7 +316,8 @@ pub async fn open(
         check_identity(asker, name, chain.iter().map(|c| c.to_vec()).collect()).await?;
     }
     let (tcp, session) = tls.into_inner();
-    Transport::tls(tcp, session).map_err(|e| ConnError::new(errors::ERR_CONNECT, format!("{e} ({})", redact_url(url))))
+    Transport::tls(tcp, session)
+        .map_err(|e| ConnError::new(errors::ERR_CONNECT, format!("{e} ({})", url_in_message(url))))
 }
 
 /// Asks the client's `checkServerIdentity` whether `chain` (verified) is `host`'s.
@@ -358,8 +360,9 @@ async fn socks5(
         Ok(ip) => socks::Target::Address(SocketAddr::new(ip, port)),
         Err(_) if proxy_resolves => socks::Target::Name(host, port),
         Err(_) => {
-            let unreachable =
-                |e: &dyn std::fmt::Display| ConnError::new(errors::ERR_CONNECT, format!("{e} ({})", redact_url(url)));
+            let unreachable = |e: &dyn std::fmt::Display| {
+                ConnError::new(errors::ERR_CONNECT, format!("{e} ({})", url_in_message(url)))
+            };
             let found = addresses(host, port, dial, lookup).await.map_err(|e| unreachable(&e))?;
             let first = found.into_iter().next().ok_or_else(|| unreachable(&"no address"))?;
             socks::Target::Address(first)
