@@ -274,3 +274,26 @@ test('a proxy option without a scheme is refused without echoing what may be its
     t.false(/bob|s3cret|tok3n/.test(err!.message), err!.message)
   }
 })
+
+test.serial("a proxy that cannot be reached is ERR_PROXY with the cause ERR_CONNECT would have: the system's error, or the lookup function's own", async (t) => {
+  // Refused: a port nothing listens on.
+  const closed = net.createServer()
+  await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve))
+  const port = (closed.address() as net.AddressInfo).port
+  await new Promise((resolve) => closed.close(resolve))
+  const refused = new ReconnectingWebSocket('ws://target.test:9/', { proxy: `http://127.0.0.1:${port}`, maxRetries: 0 })
+  const first = (await new Recorder(refused).next('giveup')).lastError as RedialError & { cause?: { code?: string } }
+  await refused.disconnect()
+  t.is(first.code, 'ERR_PROXY')
+  t.is(first.cause?.code, 'ECONNREFUSED', first.message)
+
+  // The proxy's name, looked up by the client's function, which fails in its own words.
+  const failure = Object.assign(new Error('no such proxy here'), { code: 'EMYLOOKUP' })
+  const lookup = (_host: string, _options: object, callback: (err: Error) => void) => callback(failure)
+  const unnamed = new ReconnectingWebSocket('ws://target.test:9/', { proxy: 'http://proxy.test:3128', lookup, maxRetries: 0 })
+  const second = (await new Recorder(unnamed).next('giveup')).lastError as RedialError & { cause?: unknown }
+  await unnamed.disconnect()
+  t.is(second.code, 'ERR_PROXY')
+  t.is(second.cause, failure, second.message)
+  await quiescent()
+})

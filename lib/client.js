@@ -10,7 +10,7 @@ const { setImmediate } = require('node:timers')
 const { isIP } = require('node:net')
 // `N.client*(client, ...)`: the native state is wrapped onto the client object itself (src/client.rs).
 const N = require('./native')
-const { makeError, fromNative, redactText, redactUrl, gaveUpError, withCause } = require('./errors')
+const { makeError, fromNative, redactText, redactUrl, gaveUpError, withCause, proxySystemWords } = require('./errors')
 const {
   parseOptions,
   checkHeaders,
@@ -1796,7 +1796,10 @@ class ReconnectingWebSocket extends EventEmitter {
    */
   #lookupCause(err, p) {
     const failure = this.#asked?.lookupFailure
-    if (failure && p.code === 'ERR_CONNECT' && p.message.startsWith(failure.message)) withCause(err, failure.err)
+    if (failure === undefined || failure === null) return err
+    // The target's lookup (ERR_CONNECT), or the proxy's (ERR_PROXY, after the proxy's address).
+    const words = p.code === 'ERR_CONNECT' ? p.message : p.code === 'ERR_PROXY' ? proxySystemWords(p.message) : undefined
+    if (words?.startsWith(failure.message)) withCause(err, failure.err)
     return err
   }
 

@@ -78,7 +78,12 @@ function systemCause(code, message) {
   if (code === 'ERR_HANDSHAKE') {
     // Only a socket's failure during the upgrade (src/upgrade.rs): other handshake errors quote the server.
     if (!message.startsWith(UPGRADE_IO_FAILED)) return undefined
-  } else if (!SYSTEM_ERROR_CODES.has(code) || (code === 'ERR_PROXY' && !message.startsWith('proxy tunnel failed: '))) return undefined
+  } else if (code === 'ERR_PROXY') {
+    // Only where the proxy's connection failed, not where it answered (src/transport.rs, src/proxy.rs, src/socks.rs).
+    const words = proxySystemWords(message)
+    if (words === undefined) return undefined
+    message = words
+  } else if (!SYSTEM_ERROR_CODES.has(code)) return undefined
   const lookup = LOOKUP_ERROR.exec(message)
   if (lookup !== null) return lookupCause(lookup[1], lookup[2])
   const m = OS_ERROR.exec(message)
@@ -97,6 +102,17 @@ function systemCause(code, message) {
 
 // How src/upgrade.rs words a socket's failure during the upgrade (ERR_HANDSHAKE).
 const UPGRADE_IO_FAILED = 'the connection failed during the upgrade: '
+
+// How the native side words a proxy whose connection failed: the system's words follow.
+const PROXY_UNREACHABLE = /^cannot reach the proxy \S+: /
+const PROXY_IO_FAILED = /^(?:proxy tunnel failed|SOCKS proxy): /
+
+/** The system's words in an ERR_PROXY message whose proxy connection failed (undefined: the proxy answered). */
+function proxySystemWords(message) {
+  const unreachable = PROXY_UNREACHABLE.exec(message)
+  if (unreachable !== null) return message.slice(unreachable[0].length)
+  return PROXY_IO_FAILED.test(message) ? message : undefined
+}
 
 // The errors whose message may name a system error (an OS error, a failed lookup); a proxy's,
 // only when its connection failed (src/proxy.rs), not when it answered.
@@ -159,4 +175,4 @@ function optionTypeError(name, expected, value) {
   return makeError('ERR_INVALID_ARG_TYPE', `The "${name}" option must be ${expected}. Received ${got}`, TypeError)
 }
 
-module.exports = { makeError, fromNative, redactUrl, redactInput, redactText, gaveUpError, optionTypeError, withCause }
+module.exports = { proxySystemWords, makeError, fromNative, redactUrl, redactInput, redactText, gaveUpError, optionTypeError, withCause }

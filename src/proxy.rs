@@ -309,7 +309,9 @@ pub async fn http_connect(mut s: TcpStream, host: &str, port: u16, proxy: &Proxy
         }
         head.push(byte[0]);
         if accepted || interim {
-            if head.ends_with(b"\r\n\r\n") {
+            // The head ends at an empty line: CRLF, or a bare LF, which a recipient may take for
+            // one (RFC 9112 §2.2), as the upgrade's answer is read.
+            if head.ends_with(b"\n\r\n") || head.ends_with(b"\n\n") {
                 if accepted {
                     return Ok(s);
                 }
@@ -324,9 +326,12 @@ pub async fn http_connect(mut s: TcpStream, host: &str, port: u16, proxy: &Proxy
         if head[..n] != STATUS_PREFIX[..n] {
             return Err(not_http(&head));
         }
-        if head.ends_with(b"\r\n") {
-            let status = parse_status_line(&head[..head.len() - 2]).ok_or_else(|| not_http(&head))?;
+        if let Some(line) = head.strip_suffix(b"\n") {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            let status = parse_status_line(line).ok_or_else(|| not_http(&head))?;
             match status {
+                // Switching to another protocol is no answer to CONNECT, nor an interim one.
+                101 => return Err(refused(status)),
                 100..200 => interim = true,
                 200..300 => accepted = true,
                 _ => return Err(refused(status)),
@@ -552,6 +557,21 @@ mod tests {
         let (result, after) = connect_via(b"HTTP/1.0 200 Connection established\r\nVia: x\r\n\r\nhello").await;
         assert_eq!(result.unwrap(), b"hello");
         assert_eq!(after, b"GET");
+    }
+
+    #[tokio::test]
+    async fn bare_lf_line_ends_are_read_as_crlf_and_a_101_is_refused() {
+        let (result, after) = connect_via(b"HTTP/1.1 200 OK\nVia: x\n\nhello").await;
+        assert_eq!(result.unwrap(), b"hello");
+        assert_eq!(after, b"GET");
+        let (result, after) = connect_via(b"HTTP/1.1 200 OK\n\nhi").await;
+        assert_eq!(result.unwrap(), b"hi");
+        assert_eq!(after, b"GET");
+        let (result, after) = connect_via(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\n").await;
+        let e = result.unwrap_err();
+        assert_eq!(e.code, errors::ERR_PROXY);
+        assert!(e.message.ends_with(" (HTTP 101)"), "{}", e.message);
+        assert!(after.is_empty());
     }
 
     #[tokio::test]
