@@ -627,12 +627,17 @@ fn requires_certificate() -> ConnError {
     )
 }
 
-/// What a TLS error (of the handshake or later) means for the client: a certificate refused
-/// either way is `ERR_TLS_CERT`, which the default policy does not retry.
+/// What a TLS error of the handshake means for the client: a certificate refused either way is
+/// `ERR_TLS_CERT`, which the default policy does not retry.
 pub fn tls_error(e: io::Error) -> ConnError {
+    classified(e, "TLS handshake failed")
+}
+
+/// As `tls_error`, other errors worded `failed` (the handshake's, or what came after it).
+fn classified(e: io::Error, failed: &str) -> ConnError {
     use rustls::AlertDescription as Alert;
     let Some(tls) = e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) else {
-        return ConnError::new(errors::ERR_TLS, format!("TLS handshake failed: {e}"));
+        return ConnError::new(errors::ERR_TLS, format!("{failed}: {e}"));
     };
     match tls {
         rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented => ConnError::new(
@@ -654,7 +659,7 @@ pub fn tls_error(e: io::Error) -> ConnError {
             errors::ERR_TLS_CERT,
             format!("TLS handshake failed: the server refused our client certificate ({alert:?})"),
         ),
-        _ => ConnError::new(errors::ERR_TLS, format!("TLS handshake failed: {e}")),
+        _ => ConnError::new(errors::ERR_TLS, format!("{failed}: {e}")),
     }
 }
 
@@ -670,11 +675,12 @@ fn untrusted_hint(e: &rustls::Error) -> &'static str {
     }
 }
 
-/// An I/O error of a `wss:` connection that TLS reported (an alert, a bad record), as the
-/// handshake's errors are; any other comes back.
+/// An I/O error of a `wss:` connection after its handshake (during the upgrade) that TLS
+/// reported (an alert, a bad record), as the handshake's errors are (TLS 1.3's client
+/// authentication ends there); any other comes back.
 pub fn tls_failure(e: io::Error) -> Result<ConnError, io::Error> {
     if e.get_ref().is_some_and(|inner| inner.is::<rustls::Error>()) {
-        Ok(tls_error(e))
+        Ok(classified(e, "TLS failed after the handshake"))
     } else {
         Err(e)
     }
@@ -988,6 +994,11 @@ mod tests {
         }
         let e = tls_failure(tls(rustls::Error::AlertReceived(Alert::HandshakeFailure))).unwrap();
         assert_eq!(e.code, errors::ERR_TLS);
+        assert!(
+            e.message.starts_with("TLS failed after the handshake: "),
+            "{}",
+            e.message
+        );
         let reset = io::Error::from(io::ErrorKind::ConnectionReset);
         assert_eq!(tls_failure(reset).unwrap_err().kind(), io::ErrorKind::ConnectionReset);
     }
