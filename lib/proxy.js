@@ -79,8 +79,9 @@ function proxyFromEnv(env, secure) {
   for (const upper of [secure ? 'HTTPS_PROXY' : 'HTTP_PROXY', 'ALL_PROXY']) {
     for (const name of [upper.toLowerCase(), upper]) {
       // "httpoxy": under CGI, HTTP_PROXY is the request's own `Proxy:` header, a proxy the client
-      // chose. curl never reads it in upper case; as Go's net/http, it is not read there only.
-      if (name === 'HTTP_PROXY' && variable('REQUEST_METHOD', env)) continue
+      // chose (and on Windows, whose names ignore case, so is http_proxy). As Go's net/http, no
+      // HTTP_PROXY is read there, in either case; curl never reads the upper case one.
+      if (upper === 'HTTP_PROXY' && variable('REQUEST_METHOD', env)) continue
       const value = variable(name, env)?.trim()
       if (value) return [value.includes('://') || SCHEME_WITHOUT_SLASHES.test(value) ? value : `http://${value}`, name]
     }
