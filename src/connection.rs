@@ -900,10 +900,6 @@ impl OpenConn {
         self.closing = Some(Closing::new(code, HowClosing::Peer(reason), close_timeout));
     }
 
-    /// Once both close frames are exchanged and ours is written, our side ends as `ws`'s
-    /// `socket.end()` ends it (`Writer::end_now`: a `wss:` close_notify, the TCP half-close): a
-    /// peer that waits for the client to close then closes, and an OpenSSL peer takes the TCP
-    /// close for an end, not a truncation. Not after we failed the connection (nor does `ws`).
     /// Whether our close frame, and everything before it, was taken by the socket.
     fn close_written(&self) -> bool {
         self.closing.as_ref().is_some_and(|c| c.ours_written) || (self.sent_close && self.all_written())
@@ -919,6 +915,10 @@ impl OpenConn {
         framed && !self.writer.has_pending()
     }
 
+    /// Once both close frames are exchanged and ours is written, our side ends as `ws`'s
+    /// `socket.end()` ends it (`Writer::end_now`: a `wss:` close_notify, the TCP half-close): a
+    /// peer that waits for the client to close then closes, and an OpenSSL peer takes the TCP
+    /// close for an end, not a truncation. Not after we failed the connection (nor does `ws`).
     fn end_once(&mut self) {
         let written = self.all_written();
         let sent_close = self.sent_close;

@@ -91,6 +91,7 @@ mod tests {
             "ws://127.0.0.1:9/a@b"
         );
     }
+
     #[test]
     fn a_long_url_is_cut_in_messages() {
         let long = Url::parse(&format!("ws://u:secret@a.test/{}", "x".repeat(60_000))).unwrap();
