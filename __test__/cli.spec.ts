@@ -896,3 +896,24 @@ test('--help and --version', async (t) => {
   t.is(await ver.exit(), 0)
   t.is(await ver.out.line(/./), version)
 })
+
+test('a SOCKS proxy that refuses the credentials: the hint names the socks5:// URL, not an HTTP proxy, and the password is not shown', async (t) => {
+  // A SOCKS5 proxy that takes user name and password, then refuses them.
+  const socks = net.createServer((socket) => {
+    socket.on('error', () => {})
+    socket.once('data', () => {
+      socket.write(Buffer.from([0x05, 0x02]))
+      socket.once('data', () => socket.end(Buffer.from([0x01, 0x01])))
+    })
+  })
+  socks.listen(0, '127.0.0.1')
+  await once(socks, 'listening')
+  t.teardown(() => socks.close())
+  const port = (socks.address() as net.AddressInfo).port
+  const c = cli(t, ['ws://127.0.0.1:9/', '--no-reconnect'], { ALL_PROXY: `socks5://bob:hunter2@127.0.0.1:${port}` })
+  t.is(await c.exit(), 1, c.err.text)
+  const last = c.err.items.at(-1) ?? ''
+  t.regex(last, /\(SOCKS proxy: the proxy refused our user name and password\); not retrying \(--no-reconnect\) \(check the user name and password in the socks5:\/\/ URL/, c.err.text)
+  t.false(last.includes('HTTP_PROXY'), last)
+  t.false(c.err.text.includes('hunter2'), c.err.text)
+})
