@@ -5,7 +5,7 @@ import { setTimeout as delay } from 'node:timers/promises'
 import test from 'ava'
 
 import { ReconnectingWebSocket, clientStats } from '../index.js'
-import { collectUntil, forceGc, quiescent, until, wsServer } from './helpers.js'
+import { collectUntil, forceGc, quiescent, refusedPort, until, wsServer } from './helpers.js'
 
 test.serial('abandoned connected clients keep working across GCs, then are collected in backoff', async (t) => {
   const peer = await wsServer()
@@ -60,6 +60,36 @@ test.serial('abandoned connected clients keep working across GCs, then are colle
   t.regex(ours[0].message, new RegExp(peer.url.replace(/[/.]/g, '\\$&')))
   // Which of them: each had opened one connection, in one attempt.
   t.regex((ours[0] as Error & { detail?: string }).detail ?? '', /^It had opened 1 connection\(s\) in 1 attempt\(s\)\. One warning is shown per URL/)
+  t.regex((ours[0] as Error & { detail?: string }).detail ?? '', /Run with --trace-warnings to see where it was created\.$/)
+})
+
+test.serial('under --trace-warnings the warning of a client collected without disconnect() names where it was made', async (t) => {
+  const port = await refusedPort()
+  const warnings: Array<Error & { detail?: string }> = []
+  const onWarning = (w: Error) => warnings.push(w)
+  process.on('warning', onWarning)
+  // What --trace-warnings sets (Node lets a program set it too; @types/node does not declare it).
+  const proc = process as NodeJS.Process & { traceProcessWarnings: boolean }
+  const tracing = proc.traceProcessWarnings
+  proc.traceProcessWarnings = true
+  t.teardown(() => {
+    proc.traceProcessWarnings = tracing
+    process.off('warning', onWarning)
+  })
+  const baseline = clientStats()
+  // Made in a named function and dropped: its first attempt is refused, and it waits a minute to retry.
+  function makeTheForgottenClient() {
+    new ReconnectingWebSocket(`ws://127.0.0.1:${port}/forgotten`, { minDelay: 60_000, maxDelay: 60_000 })
+  }
+  makeTheForgottenClient()
+  await until(() => clientStats().pendingReconnects === baseline.pendingReconnects + 1, 'the client waits to retry')
+  await collectUntil(() => clientStats().liveClients === baseline.liveClients, 'the forgotten client')
+  await until(() => warnings.some((w) => w.message.includes('/forgotten')), 'its warning')
+  const detail = warnings.find((w) => w.message.includes('/forgotten'))?.detail ?? ''
+  t.regex(detail, /^It had opened 0 connection\(s\) in 1 attempt\(s\)\./)
+  // The stack starts at the application's call: the constructor's own frames are left out.
+  t.regex(detail, /\nIt was created here:\n {4}at makeTheForgottenClient \(.*lifetime\.spec\.ts:\d+:\d+\)\n/)
+  t.notRegex(detail, /lib[\\/]client\.js/)
 })
 
 test.serial('a client awaited inside a function survives GCs while connecting and open', async (t) => {

@@ -173,6 +173,16 @@ function discardedInJs(held, pieces) {
  */
 const UNUSUAL = new WeakMap()
 
+/**
+ * Where the application made a client (the stack below its constructor), named by the warning of a
+ * client collected without disconnect(): taken only under --trace-warnings, since a stack costs.
+ */
+function creationSite(constructor) {
+  const site = {}
+  Error.captureStackTrace(site, constructor)
+  return site.stack.slice(site.stack.indexOf('\n') + 1)
+}
+
 function checkCallback(callback) {
   if (typeof callback !== 'function') {
     throw makeError('ERR_INVALID_ARG_TYPE', `send()'s callback must be a function. Received ${callback === null ? 'null' : typeof callback}`, TypeError)
@@ -432,7 +442,7 @@ class ReconnectingWebSocket extends EventEmitter {
     this.#url = typeof parsed === 'function' ? '' : parsed
     let nativeUrl = this.#url || '(url provider)'
     if (this.#url) ({ url: nativeUrl, headers: native.headers } = splitCredentials(this.#url, native.headers))
-    N.clientAttach(this, nativeUrl, configKey(nativeUrl, native), native)
+    N.clientAttach(this, nativeUrl, configKey(nativeUrl, native), native, process.traceProcessWarnings === true ? creationSite(new.target) : undefined)
     if (!native.queueEnabled || native.closeTimeout !== DEFAULTS.closeTimeout) {
       UNUSUAL.set(this, { unqueued: !native.queueEnabled, closeTimeout: native.closeTimeout })
     }

@@ -78,6 +78,9 @@ pub struct NativeClient {
     restarts: u32,
     /// Messages the last `send()` dropped from the queue (`drop-oldest`), for the `drop` event.
     dropped: Vec<Message>,
+    /// Where JS made the client (its stack), kept only under `--trace-warnings`: the warning of a
+    /// client collected without `disconnect()` names it.
+    created_at: Option<Box<str>>,
 }
 
 /// A message handed back to JS (drained or dropped from the queue).
@@ -128,7 +131,14 @@ impl NativeClient {
     /// by `lib/options.js`, and `key` stands for both (`configKey`): clients with equal keys share
     /// one configuration, and `options` is converted only for a key not seen yet (its forty-odd
     /// fields cost more than the rest of making a client).
-    fn new(env: &Env, owner: &Object<'_>, url: String, key: String, options: Unknown<'_>) -> Result<Self> {
+    fn new(
+        env: &Env,
+        owner: &Object<'_>,
+        url: String,
+        key: String,
+        options: Unknown<'_>,
+        created_at: Option<String>,
+    ) -> Result<Self> {
         let config = match CONFIGS.get(key.as_str()) {
             Some(config) => config,
             None => {
@@ -148,6 +158,7 @@ impl NativeClient {
             driver: None,
             dropped: Vec::new(),
             restarts: 0,
+            created_at: created_at.map(String::into_boxed_str),
         })
     }
 
@@ -649,9 +660,13 @@ impl NativeClient {
             ),
             // Which client it was: the message is shown once per URL (lib/wire.js), and more clients may use it.
             detail: format!(
-                "It had opened {} connection(s) in {} attempt(s). One warning is shown per URL (for 100 URLs at most); clientStats().collectedWithoutDisconnect counts every such client.",
+                "It had opened {} connection(s) in {} attempt(s). One warning is shown per URL (for 100 URLs at most); clientStats().collectedWithoutDisconnect counts every such client.{}",
                 metrics.connects.load(Ordering::Relaxed),
                 metrics.connect_attempts.load(Ordering::Relaxed),
+                match &self.created_at {
+                    Some(stack) => format!("\nIt was created here:\n{stack}"),
+                    None => String::from(" Run with --trace-warnings to see where it was created."),
+                },
             ),
         }
         });
@@ -729,8 +744,15 @@ fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
 
 /// Gives `owner` (a new `ReconnectingWebSocket`) its native state.
 #[napi(catch_unwind)]
-pub fn client_attach(env: Env, owner: Object<'_>, url: String, key: String, options: Unknown<'_>) -> Result<()> {
-    let state = NativeClient::new(&env, &owner, url, key, options)?;
+pub fn client_attach(
+    env: Env,
+    owner: Object<'_>,
+    url: String,
+    key: String,
+    options: Unknown<'_>,
+    created_at: Option<String>,
+) -> Result<()> {
+    let state = NativeClient::new(&env, &owner, url, key, options, created_at)?;
     napi_raw::wrap(&env, &owner, state)
 }
 
