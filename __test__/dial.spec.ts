@@ -22,6 +22,7 @@ function released(t: ExecutionContext) {
 const native = createRequire(import.meta.url)('../lib/native.js') as {
   testingLookups(): number
   testingSlowLookups(ms: number): void
+  testingRefuseLookupThreads(count: number): void
   testingJsQuestionsWaiting(): number
 }
 
@@ -190,6 +191,25 @@ test.serial('a fleet connecting to a host name at once shares its lookups: one p
   await Promise.all(clients.map((c) => c.disconnect()))
   released(t)
   t.is(peer.accepted, count)
+})
+
+test.serial('a lookup the system refuses a thread for (a process at its thread limit) is a failed attempt, retried', async (t) => {
+  const peer = await wsServer()
+  t.teardown(() => peer.close())
+  native.testingRefuseLookupThreads(2)
+  t.teardown(() => native.testingRefuseLookupThreads(0))
+  const client = new ReconnectingWebSocket(`ws://localhost:${peer.port}/`, { minDelay: 10, maxDelay: 10, jitter: 'none' })
+  const rec = new Recorder(client)
+  for (let i = 0; i < 2; i++) {
+    const err: RedialError = await rec.next('error')
+    t.is(err.code, 'ERR_CONNECT')
+    t.regex(err.message, /^lookup failed: no thread could be started for it: .*\(os error \d+\)/)
+    t.is(typeof (err.cause as { code?: unknown } | undefined)?.code, 'string')
+  }
+  await rec.next('open')
+  t.is(client.metrics.connectAttempts, 3)
+  await client.disconnect()
+  released(t)
 })
 
 test.serial("lookup: a host name is looked up by the client's function on every attempt, as net.connect calls it", async (t) => {

@@ -1,4 +1,5 @@
 // Transport and protocol: TLS, CONNECT proxies, subprotocols, limits, close codes.
+import { spawn } from 'node:child_process'
 import { once } from 'node:events'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -345,6 +346,57 @@ test.serial('NODE_EXTRA_CA_CERTS is trusted beside the default roots, as in Node
   const plain = await runNodeScript(script, args, without)
   t.is(plain.code, 0, plain.err)
   t.like(JSON.parse(plain.out), { node: 'UNABLE_TO_VERIFY_LEAF_SIGNATURE', none: 'ERR_TLS_CERT', null: 'ERR_TLS_CERT' })
+})
+
+test.serial('a wss: attempt that finds no file descriptor left to read the CA certificates is retried, and the next one trusts NODE_EXTRA_CA_CERTS', async (t) => {
+  // A child process under a low descriptor limit takes every descriptor but one: the first
+  // attempt's socket gets that one, and reading the CA certificates fails with EMFILE. That
+  // failure was kept for the process (every later wss: attempt refused the server as untrusted).
+  const server = await wssServer()
+  t.teardown(() => server.close())
+  const dir = tempFiles(t, { 'extra.pem': certs.ca, 'system.pem': certs.otherCa })
+  const script = `
+    const [, lib, port] = process.argv
+    const fs = require('node:fs')
+    const { ReconnectingWebSocket } = require(lib)
+    const held = []
+    for (;;) {
+      try {
+        held.push(fs.openSync('/dev/null', 'r'))
+      } catch (e) {
+        if (e.code !== 'EMFILE') throw e
+        break
+      }
+    }
+    fs.closeSync(held.pop())
+    const out = { errors: [] }
+    const c = new ReconnectingWebSocket('wss://127.0.0.1:' + port + '/', { minDelay: 20, maxDelay: 20, jitter: 'none', maxRetries: 3 })
+    c.on('error', (e) => {
+      out.errors.push({ code: e.code, cause: e.cause?.code, message: e.message })
+      for (const fd of held.splice(0)) fs.closeSync(fd)
+    })
+    c.on('giveup', (g) => (out.giveup = g.reason))
+    c.on('open', async () => {
+      out.open = true
+      await c.disconnect()
+      console.log(JSON.stringify(out))
+    })
+    setTimeout(() => (console.log(JSON.stringify(out)), process.exit(3)), 10000).unref()
+  `
+  const env = { ...process.env, SSL_CERT_FILE: join(dir, 'system.pem'), NODE_EXTRA_CA_CERTS: join(dir, 'extra.pem') }
+  const child = spawn('sh', ['-c', 'ulimit -n 256 && exec "$0" -e "$1" "$2" "$3"', process.execPath, script, PACKAGE_ENTRY, String(server.port)], { env, stdio: ['ignore', 'pipe', 'pipe'] })
+  let out = ''
+  let err = ''
+  child.stdout.on('data', (d) => (out += d))
+  child.stderr.on('data', (d) => (err += d))
+  const [code] = await once(child, 'close')
+  t.is(code, 0, out + err)
+  const result = JSON.parse(out)
+  t.true(result.open)
+  t.is(result.giveup, undefined)
+  t.is(result.errors.length, 1)
+  t.like(result.errors[0], { code: 'ERR_TLS', cause: 'EMFILE' })
+  t.regex(result.errors[0].message, /^TLS could not be set up: cannot read the CA certificates in .*system\.pem: .*\(os error \d+\)/)
 })
 
 test.serial('a bad certificate is ERR_TLS_CERT and no reconnect storm', async (t) => {

@@ -3,6 +3,7 @@
 // resolves (and not before: each call is settled by its own completion, whatever connect() came
 // between), a send() made before JS has seen the connection end never throws for it, and the
 // answer to our close is never taken for the peer's own.
+import { spawn, spawnSync } from 'node:child_process'
 import { once } from 'node:events'
 import { copyFileSync, mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -56,6 +57,110 @@ test.serial("another copy of the addon in the process (two installed versions) r
   }
   // This copy still takes its own.
   t.is(typeof (native as unknown as Record<string, (c: object) => unknown>).clientGeneration(client), 'number')
+})
+
+test.serial('loaded by a process at its descriptor limit, require() throws ERR_NATIVE_BINDING with the cause instead of aborting the process', async (t) => {
+  // Child processes under a low limit take all descriptors but `free` before the first require():
+  // too few, and Node's own loading fails (EMFILE); a few more, and ours did, in a panic that
+  // aborted the process where napi-rs registers the module.
+  const script = `
+    const [, lib, free] = process.argv
+    const fs = require('node:fs')
+    const held = []
+    for (;;) {
+      try {
+        held.push(fs.openSync('/dev/null', 'r'))
+      } catch (e) {
+        if (e.code !== 'EMFILE') throw e
+        break
+      }
+    }
+    for (let i = 0; i < Number(free); i++) fs.closeSync(held.pop())
+    try {
+      require(lib)
+      console.log(JSON.stringify({ loaded: true }))
+    } catch (e) {
+      console.log(JSON.stringify({ code: e.code, message: e.message }))
+    }
+  `
+  const outcomes = []
+  for (let free = 1; free <= 8; free++) {
+    const child = spawnSync('sh', ['-c', 'ulimit -n 64 && exec "$0" -e "$1" "$2" "$3"', process.execPath, script, PACKAGE_ENTRY, String(free)], { encoding: 'utf8', timeout: 20_000 })
+    t.is(child.status, 0, `${free} free: ${child.signal ?? ''} ${child.stdout} ${child.stderr}`)
+    t.notRegex(child.stderr, /panicked/)
+    outcomes.push(JSON.parse(child.stdout))
+  }
+  const ours = outcomes.filter((o) => o.code === 'ERR_NATIVE_BINDING')
+  t.true(ours.length > 0, JSON.stringify(outcomes))
+  for (const o of ours) t.regex(o.message, /^redial-ws: the native binary loaded, but could not start its I\/O thread \(Node v[\d.]+\): Too many open files \(os error 24\)\.\nFix:\n {2}raise/)
+  // With enough left, it loads.
+  t.deepEqual(outcomes[outcomes.length - 1], { loaded: true })
+})
+
+test.serial('a message larger than the memory a process may allocate (ulimit -v) fails its connection with ERR_MESSAGE_TOO_BIG and 1009; the process lives on', async (t) => {
+  // The server declares a 1 GiB binary frame and streams zeros until the client closes. The
+  // client (maxPayload 1 GiB) runs under an address-space limit some 384 MiB above what it uses
+  // idle: its payload buffer, which grows as the bytes come, cannot reach the message's size.
+  // An allocation that fails aborts a Rust process; it now fails the connection.
+  const chunk = Buffer.alloc(1 << 20)
+  let streamed = 0
+  const peer = await rawServer((socket) =>
+    acceptUpgrade(socket, (s) => {
+      const header = Buffer.alloc(10)
+      header[0] = 0x82
+      header[1] = 127
+      header.writeBigUInt64BE(1n << 30n, 2)
+      s.write(header)
+      const pump = () => {
+        while (!s.destroyed && streamed < 1 << 30) {
+          streamed += chunk.length
+          if (!s.write(chunk)) return void s.once('drain', pump)
+        }
+      }
+      s.on('data', () => s.destroy())
+      pump()
+    }),
+  )
+  t.teardown(() => peer.close())
+  const script = `
+    const [, lib, url] = process.argv
+    const { readFileSync } = require('node:fs')
+    const { ReconnectingWebSocket } = require(lib)
+    const vm = () => Number(/VmSize:\\s+(\\d+)/.exec(readFileSync('/proc/self/status', 'utf8'))[1])
+    if (url === 'measure') {
+      new ReconnectingWebSocket('ws://127.0.0.1:9/', { startClosed: true })
+      setTimeout(() => console.log(vm()), 200)
+    } else {
+      const c = new ReconnectingWebSocket(url, { maxPayload: 2 ** 30, maxRetries: 0 })
+      const out = {}
+      c.on('message', () => (out.message = true))
+      c.on('error', (e) => (out.error ??= { code: e.code, message: e.message }))
+      c.on('close', (e) => (out.close ??= e.code))
+      c.on('giveup', () => setTimeout(() => console.log(JSON.stringify(out)), 100))
+    }
+  `
+  // Spawned, not spawnSync: the server here must run meanwhile.
+  const run = async (limitKiB: number, arg: string) => {
+    const child = spawn('sh', ['-c', `ulimit -v ${limitKiB} && exec "$0" -e "$1" "$2" "$3"`, process.execPath, script, PACKAGE_ENTRY, arg], { stdio: ['ignore', 'pipe', 'pipe'] })
+    let stdout = ''
+    let stderr = ''
+    child.stdout.on('data', (d) => (stdout += d))
+    child.stderr.on('data', (d) => (stderr += d))
+    const [status, signal] = await once(child, 'close')
+    return { status, signal, stdout, stderr }
+  }
+  const measured = await run(8 << 20, 'measure')
+  t.is(measured.status, 0, measured.stderr)
+  const idleKiB = Number(measured.stdout)
+  t.true(idleKiB > 0)
+  const child = await run(idleKiB + (384 << 10), peer.url)
+  t.is(child.status, 0, `${child.signal ?? ''} ${child.stdout} ${child.stderr}`)
+  const out = JSON.parse(child.stdout)
+  t.is(out.message, undefined)
+  t.is(out.error.code, 'ERR_MESSAGE_TOO_BIG')
+  t.is(out.error.message, 'a message of 1073741824 bytes does not fit in the memory the process may allocate')
+  t.is(out.close, 1009)
+  t.true(streamed < 1 << 30, `${streamed} bytes streamed`)
 })
 
 test.serial("a listener that transfers a small message's ArrayBuffer: the messages it took along are reported lost, with a code", async (t) => {

@@ -141,8 +141,27 @@ function permissionError(err) {
   return error
 }
 
+/**
+ * The binary loaded but could not start its I/O thread: the system refused it a thread or the
+ * descriptors of its event loop (a process at its limit as it loaded redial-ws).
+ */
+function runtimeError(failure) {
+  const lines = [
+    `redial-ws: the native binary loaded, but could not start its I/O thread (${runtimeName()}): ${failure}.`,
+    'Fix:',
+    "  raise the process's limit on threads or open files (ulimit -u, ulimit -n; a container's pids limit), or load redial-ws before the process is near it",
+  ]
+  const error = new Error(lines.join('\n'))
+  error.code = 'ERR_NATIVE_BINDING'
+  return error
+}
+
+let binding
 try {
-  module.exports = load()
+  binding = load()
 } catch (err) {
   throw err?.code !== 'ERR_NATIVE_BINDING' && denied(err) ? permissionError(err) : err
 }
+const failure = binding.runtimeFailure()
+if (failure != null) throw runtimeError(failure)
+module.exports = binding

@@ -734,7 +734,7 @@ fn with_client<R>(env: &Env, owner: &Object<'_>, f: impl FnOnce(&mut NativeClien
 }
 
 /// What a panic said (its `&str` or `String` payload).
-fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+pub(crate) fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
     panic
         .downcast_ref::<&str>()
         .map(|s| (*s).to_owned())

@@ -453,6 +453,8 @@ pub enum InflateError {
     Corrupt(String),
     /// Text that is not UTF-8, found while checking it a step at a time.
     NotUtf8,
+    /// The output's memory could not be allocated (it had reached the given size).
+    NoMemory(usize),
 }
 
 /// What a message inflated to.
@@ -615,7 +617,11 @@ impl Inflating {
             complete_chars(&self.out)
         };
         let text = std::str::from_utf8(&self.out[..cut]).map_err(|_| InflateError::NotUtf8)?;
-        self.checked.get_or_insert_with(String::new).push_str(text);
+        let checked = self.checked.get_or_insert_with(String::new);
+        checked
+            .try_reserve(text.len())
+            .map_err(|_| InflateError::NoMemory(checked.len() + text.len()))?;
+        checked.push_str(text);
         self.out.drain(..cut);
         Ok(())
     }
@@ -638,7 +644,9 @@ impl Inflating {
                     return Poll::Ready(Err(InflateError::TooBig));
                 }
                 let grow = self.out.capacity().max(4096).min(limit - total);
-                self.out.reserve_exact(grow);
+                if self.out.try_reserve_exact(grow).is_err() {
+                    return Poll::Ready(Err(InflateError::NoMemory(total + grow)));
+                }
             }
             let rest: &[u8] = if self.trailer { &TRAILER } else { &self.data };
             let rest = &rest[self.consumed..];
@@ -1236,6 +1244,7 @@ mod tests {
                 Err(InflateError::TooBig) => prop_assert!(touched || message.len() > max),
                 Err(InflateError::Corrupt(_)) => prop_assert!(touched),
                 Err(InflateError::NotUtf8) => prop_assert!(false, "binary is not checked"),
+                Err(InflateError::NoMemory(size)) => prop_assert!(false, "{size} bytes of memory refused"),
             }
             if !touched && message.len() <= max {
                 // In step with the server: its next message reads too.

@@ -70,6 +70,11 @@ pub enum WireError {
     TooManyFragments {
         max: usize,
     },
+    /// The memory for a message of `size` bytes could not be allocated (a process under a memory
+    /// limit, `ulimit -v`): 1009, where an allocation that failed would abort the process.
+    NoMemory {
+        size: u64,
+    },
     /// Our own failure (a read that panicked): 1011.
     Internal(&'static str),
 }
@@ -117,6 +122,13 @@ impl WireError {
                     format!("a message in more than maxFragments ({max}) fragments"),
                 ),
                 1008,
+            ),
+            WireError::NoMemory { size } => (
+                ConnError::new(
+                    errors::ERR_MESSAGE_TOO_BIG,
+                    format!("a message of {size} bytes does not fit in the memory the process may allocate"),
+                ),
+                1009,
             ),
             WireError::Internal(why) => (ConnError::new(errors::ERR_INTERNAL, *why), 1011),
         }
@@ -382,6 +394,7 @@ impl Decoder {
                 cx.waker().wake_by_ref();
                 return Poll::Pending;
             }
+            self.make_room()?;
             match self.poll_read(cx, io) {
                 Poll::Ready(Ok(0)) => return Poll::Ready(Err(WireError::Eof)),
                 Poll::Ready(Ok(_)) => {}
@@ -467,16 +480,27 @@ impl Decoder {
         Some(h.len)
     }
 
+    /// Room for what arrives next of a large payload: it grows with what arrives (at most
+    /// doubling), never to what the header declares. An allocation the system refuses fails the
+    /// connection (`NoMemory`) rather than the process.
+    fn make_room(&mut self) -> Result<(), WireError> {
+        if let (Some(h), Some(v)) = (&self.frame, &mut self.direct) {
+            if v.len() == v.capacity() {
+                let missing = h.len - v.len();
+                v.try_reserve((missing + MAX_HEADER).min(v.capacity().max(DIRECT_FROM)))
+                    .map_err(|_| WireError::NoMemory { size: h.len as u64 })?;
+            }
+        }
+        Ok(())
+    }
+
     fn poll_read<R: AsyncRead + Unpin>(&mut self, cx: &mut Context<'_>, io: &mut R) -> Poll<io::Result<usize>> {
         match (&self.frame, &mut self.direct) {
-            // The rest of the large payload, and room for the next frame's header: a stream of
-            // large messages then takes one read per message, not a payload read and a header read.
+            // The rest of the large payload (room made by `make_room`), and room for the next
+            // frame's header: a stream of large messages then takes one read per message, not a
+            // payload read and a header read.
             (Some(h), Some(v)) => {
                 let (end, missing) = (h.len, h.len - v.len());
-                if v.len() == v.capacity() {
-                    // Grow with what arrives (at most doubling), never to what the header declares.
-                    v.reserve((missing + MAX_HEADER).min(v.capacity().max(DIRECT_FROM)));
-                }
                 let n = std::task::ready!(read_into(cx, io, v, missing + MAX_HEADER))?;
                 if v.len() > end {
                     // What followed the payload is the next frame's: it goes to `buf`.
@@ -695,6 +719,9 @@ impl Decoder {
             OP_CONTINUATION => {
                 let p = self.partial.as_mut().expect("checked: a message is in progress");
                 p.fragments += 1;
+                p.data.try_reserve(payload.len()).map_err(|_| WireError::NoMemory {
+                    size: (p.data.len() + payload.len()) as u64,
+                })?;
                 p.data.extend_from_slice(&payload);
                 if !h.fin {
                     return Ok(None);

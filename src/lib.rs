@@ -241,6 +241,25 @@ pub fn testing_slow_lookups(ms: u32) {
     testing::set_lookup_delay(ms);
 }
 
+/// Makes the system refuse the threads of the next `count` host name lookups, as it does at its
+/// thread limit. Not part of the API.
+#[cfg(feature = "testing")]
+#[napi]
+pub fn testing_refuse_lookup_threads(count: u32) {
+    testing::refuse_lookup_threads(count);
+}
+
+/// Why the I/O thread could not be started as the addon loaded: `lib/native.js` throws it from
+/// `require()` (`ERR_NATIVE_BINDING`).
+static RUNTIME_FAILURE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Why the addon cannot run clients in this process (the system refused the I/O thread, or the
+/// descriptors of its event loop, as it loaded), or nothing.
+#[napi(catch_unwind)]
+pub fn runtime_failure() -> Option<String> {
+    RUNTIME_FAILURE.get().cloned()
+}
+
 /// One tokio worker: every client's driver is I/O-bound and cheap, and on small
 /// machines a second worker competes with the JS thread for the cores, which
 /// shows up as latency. `REDIAL_WS_WORKERS` overrides it. napi-rs takes this
@@ -248,6 +267,12 @@ pub fn testing_slow_lookups(ms: u32) {
 /// threads only) and a new one loads it, napi-rs builds its default runtime, a
 /// worker per CPU. Nothing depends on there being one worker (a new driver waits
 /// for its predecessor's exit: `Command::Follow`).
+///
+/// A process at its limit of threads or open files cannot have the runtime (tokio panics when
+/// the system refuses a worker thread; its event loop needs descriptors): the failure is kept for
+/// `require()` to throw. napi-rs, given no runtime, would build its own as the module registers
+/// and abort the process when that fails too, so it gets one that needs neither, and nothing runs
+/// on it.
 #[napi_derive::module_init]
 fn init_runtime() {
     let workers = std::env::var("REDIAL_WS_WORKERS")
@@ -255,13 +280,26 @@ fn init_runtime() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(1usize)
         .max(1);
-    if let Ok(rt) = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
-        .thread_name("redial-ws")
-        .enable_all()
-        .build()
-    {
-        napi::bindgen_prelude::create_custom_tokio_runtime(rt);
+    // Quiet while it builds: what a panic says goes into the error `require()` throws. (This
+    // runs once, as the library loads, before any thread of this addon exists.)
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let built = std::panic::catch_unwind(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .thread_name("redial-ws")
+            .enable_all()
+            .build()
+    });
+    std::panic::set_hook(hook);
+    let failure = match built {
+        Ok(Ok(rt)) => return napi::bindgen_prelude::create_custom_tokio_runtime(rt),
+        Ok(Err(e)) => e.to_string(),
+        Err(panic) => client::panic_text(&*panic),
+    };
+    let _ = RUNTIME_FAILURE.set(failure);
+    if let Ok(idle) = tokio::runtime::Builder::new_current_thread().build() {
+        napi::bindgen_prelude::create_custom_tokio_runtime(idle);
     }
 }
 

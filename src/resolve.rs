@@ -1,7 +1,7 @@
 //! Host name lookups of connection attempts, one per host and port in flight. A fleet of clients
 //! that reconnects to a named host at once (a server restart) asks the system resolver once per
-//! wave, not once per client: each lookup holds a thread of tokio's blocking pool, and 2,000
-//! clients connecting to `localhost` together had started about 125 of them. Nothing is cached:
+//! wave, not once per client: each lookup holds a thread, and 2,000 clients connecting to
+//! `localhost` together had started about 125 of them. Nothing is cached:
 //! a lookup is forgotten when it completes, and the next attempt asks again.
 //!
 //! A client with a `lookup` option (`dns.lookup`'s shape, as `ws` passes it to `net.connect`) asks
@@ -102,8 +102,8 @@ fn join_or_start(key: &(String, u16)) -> Lookup {
         if delay > 0 {
             tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
         }
-        match tokio::net::lookup_host((host.as_str(), port)).await {
-            Ok(addresses) => Ok(addresses.collect::<Vec<_>>().into()),
+        match system_lookup(host, port).await {
+            Ok(addresses) => Ok(addresses.into()),
             Err(e) => Err(Arc::new(e)),
         }
     });
@@ -116,6 +116,33 @@ fn join_or_start(key: &(String, u16)) -> Lookup {
         map.insert(key.clone(), weak);
     }
     lookup
+}
+
+/// The system resolver's addresses for `host`, asked on a thread of its own (`getaddrinfo`
+/// blocks), `LOOKUP_THREADS` at most at a time. Not tokio's blocking pool: it panics when the
+/// system refuses it a thread (a process at its thread limit, a container's `pids.max`), where
+/// this is a failed lookup, which the attempt's policy retries.
+async fn system_lookup(host: String, port: u16) -> io::Result<Vec<SocketAddr>> {
+    use std::net::ToSocketAddrs;
+    // Lookups of distinct hosts in flight at once (Node's libuv runs 4 on its pool by default).
+    const LOOKUP_THREADS: usize = 64;
+    static THREADS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(LOOKUP_THREADS);
+    // Never closed. Held by the thread: one whose waiters went still counts until it ends.
+    let permit = THREADS.acquire().await.map_err(io::Error::other)?;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let mut thread = std::thread::Builder::new().name("redial-ws-lookup".into());
+    if testing::lookup_thread_refused() {
+        // A stack no system grants: the spawn fails as it does at the thread limit.
+        thread = thread.stack_size(1 << 50);
+    }
+    thread
+        .spawn(move || {
+            let _ = tx.send((host.as_str(), port).to_socket_addrs().map(Iterator::collect));
+            drop(permit);
+        })
+        .map_err(|e| io::Error::new(e.kind(), format!("no thread could be started for it: {e}")))?;
+    rx.await
+        .unwrap_or_else(|_| Err(io::Error::other("its thread ended without an answer")))
 }
 
 /// The addresses a client's `lookup` function gives for `host` (`family`: 0, 4 or 6, as asked).

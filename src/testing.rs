@@ -20,6 +20,8 @@ mod hooks {
     static STALL_DRIVER_EXIT: AtomicU64 = AtomicU64::new(0);
     /// Milliseconds every lookup waits before it asks the resolver. 0: none.
     static LOOKUP_DELAY: AtomicU64 = AtomicU64::new(0);
+    /// Lookups still to be refused a thread. 0: none.
+    static REFUSED_LOOKUP_THREADS: AtomicU64 = AtomicU64::new(0);
 
     fn sleep(ms: u64) {
         if ms > 0 {
@@ -86,6 +88,17 @@ mod hooks {
     pub fn lookup_delay() -> u64 {
         LOOKUP_DELAY.load(Relaxed)
     }
+
+    pub fn refuse_lookup_threads(count: u32) {
+        REFUSED_LOOKUP_THREADS.store(u64::from(count), Relaxed);
+    }
+
+    /// Whether this lookup's thread is to be refused (counted down).
+    pub fn lookup_thread_refused() -> bool {
+        REFUSED_LOOKUP_THREADS
+            .fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1))
+            .is_ok()
+    }
 }
 
 #[cfg(not(feature = "testing"))]
@@ -110,6 +123,10 @@ mod hooks {
 
     pub fn lookup_delay() -> u64 {
         0
+    }
+
+    pub fn lookup_thread_refused() -> bool {
+        false
     }
 }
 

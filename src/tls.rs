@@ -75,31 +75,84 @@ type DefaultRoots = (Arc<RootCertStore>, Arc<[CertificateDer<'static>]>);
 
 static DEFAULT_ROOTS: OnceLock<DefaultRoots> = OnceLock::new();
 
+/// Why a client config could not be made.
+#[derive(Debug)]
+pub enum ConfigError {
+    /// The settings cannot make one: every attempt would fail alike.
+    Settings(String),
+    /// The process is short of a resource (file descriptors, memory) to read the CA certificates:
+    /// a later attempt may succeed, and nothing of this one is kept.
+    ShortOfResources(String),
+}
+
+impl From<String> for ConfigError {
+    fn from(why: String) -> Self {
+        ConfigError::Settings(why)
+    }
+}
+
+impl From<&str> for ConfigError {
+    fn from(why: &str) -> Self {
+        ConfigError::Settings(why.to_owned())
+    }
+}
+
+/// Whether a file could not be read for want of a resource the process may get back (the
+/// descriptor limit, memory), rather than because of the file itself.
+fn short_of_resources(e: &io::Error) -> bool {
+    #[cfg(unix)]
+    const CODES: [i32; 3] = [libc::EMFILE, libc::ENFILE, libc::ENOMEM];
+    // ERROR_TOO_MANY_OPEN_FILES, ERROR_NOT_ENOUGH_MEMORY, ERROR_OUTOFMEMORY.
+    #[cfg(windows)]
+    const CODES: [i32; 3] = [4, 8, 14];
+    #[cfg(not(any(unix, windows)))]
+    const CODES: [i32; 0] = [];
+    e.kind() == io::ErrorKind::OutOfMemory || e.raw_os_error().is_some_and(|code| CODES.contains(&code))
+}
+
 /// The webpki roots, the system's CA bundle and, as in Node, the certificates of the file
 /// `NODE_EXTRA_CA_CERTS` names: loaded once per process, when a config first needs them (Node reads
 /// the variable at startup: a value set later in `process.env` counts here, not in Node). The
 /// extra certificates come back on their own too: a server's own certificate listed there is
-/// trusted as one listed in `tls.ca` is, also when it is a CA's (`openssl req -x509`).
-fn default_roots() -> DefaultRoots {
-    DEFAULT_ROOTS
-        .get_or_init(|| {
-            let mut roots = RootCertStore::empty();
-            roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-            for cert in rustls_native_certs::load_native_certs().certs {
-                let _ = roots.add(cert);
+/// trusted as one listed in `tls.ca` is, also when it is a CA's (`openssl req -x509`). A load that
+/// a shortage of file descriptors cut short is an error and is not kept (a missing or unreadable
+/// file is passed over, as Node passes it over with a warning at startup).
+fn default_roots() -> Result<DefaultRoots, ConfigError> {
+    if let Some(roots) = DEFAULT_ROOTS.get() {
+        return Ok(roots.clone());
+    }
+    let short = |e: &io::Error, path: &std::path::Path| {
+        ConfigError::ShortOfResources(format!("cannot read the CA certificates in {}: {e}", path.display()))
+    };
+    let mut roots = RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    let native = rustls_native_certs::load_native_certs();
+    for e in &native.errors {
+        if let rustls_native_certs::ErrorKind::Io { inner, path } = &e.kind {
+            if short_of_resources(inner) {
+                return Err(short(inner, path));
             }
-            let mut extra = Vec::new();
-            // A file that is missing or holds no certificate is passed over: Node warned of it at startup.
-            if let Some(pem) = std::env::var_os("NODE_EXTRA_CA_CERTS").and_then(|path| std::fs::read(path).ok()) {
+        }
+    }
+    for cert in native.certs {
+        let _ = roots.add(cert);
+    }
+    let mut extra = Vec::new();
+    if let Some(path) = std::env::var_os("NODE_EXTRA_CA_CERTS") {
+        match std::fs::read(&path) {
+            Ok(pem) => {
                 for cert in CertificateDer::pem_slice_iter(&pem).flatten() {
                     if roots.add(cert.clone()).is_ok() {
                         extra.push(cert);
                     }
                 }
             }
-            (Arc::new(roots), extra.into())
-        })
-        .clone()
+            Err(e) if short_of_resources(&e) => return Err(short(&e, path.as_ref())),
+            // Missing, or holding no certificate: passed over, as Node warned of it at startup.
+            Err(_) => {}
+        }
+    }
+    Ok(DEFAULT_ROOTS.get_or_init(|| (Arc::new(roots), extra.into())).clone())
 }
 
 /// A rustls config, shared by the clients with the same TLS settings while any of them holds it.
@@ -111,7 +164,7 @@ static SHARED_CONFIGS: InternTable<TlsOptions, Arc<ClientConfig>> = InternTable:
 /// Clients with the same TLS settings share one rustls config while any of them uses it:
 /// its root store (webpki + the system bundle) is about 100 KiB, too much to copy per client,
 /// and its session cache then lets a client resume another's TLS session, as Node's agent does.
-pub fn shared_client_config(opts: &TlsOptions) -> Result<SharedClientConfig, String> {
+pub fn shared_client_config(opts: &TlsOptions) -> Result<SharedClientConfig, ConfigError> {
     let key = TlsOptions {
         servername: None,
         ..opts.clone()
@@ -134,7 +187,7 @@ pub fn live_tls_configs() -> usize {
     SHARED_CONFIGS.known_keys()
 }
 
-fn client_config(opts: &TlsOptions) -> Result<Arc<ClientConfig>, String> {
+fn client_config(opts: &TlsOptions) -> Result<Arc<ClientConfig>, ConfigError> {
     let provider = Arc::new(crypto_provider(opts));
     let versions: Vec<&'static rustls::SupportedProtocolVersion> = match opts.versions {
         (0, 0) => rustls::DEFAULT_VERSIONS.to_vec(),
@@ -206,7 +259,7 @@ fn certified_key(
 fn server_verifier(
     opts: &TlsOptions,
     provider: &Arc<rustls::crypto::CryptoProvider>,
-) -> Result<Arc<dyn ServerCertVerifier>, String> {
+) -> Result<Arc<dyn ServerCertVerifier>, ConfigError> {
     let unchecked = CertCheck {
         provider: provider.clone(),
         roots: None,
@@ -219,7 +272,7 @@ fn server_verifier(
     let (mut roots, mut listed) = match opts.ca_only {
         true => (RootCertStore::empty(), Vec::new()),
         false => {
-            let (roots, extra) = default_roots();
+            let (roots, extra) = default_roots()?;
             ((*roots).clone(), extra.to_vec())
         }
     };

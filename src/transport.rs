@@ -300,11 +300,26 @@ pub async fn open(
         return Transport::plain(stream)
             .map_err(|e| ConnError::new(errors::ERR_CONNECT, format!("{e} ({})", url_in_message(url))));
     }
-    let config = tls
-        .get_or_init(|| tls::shared_client_config(tls_options))
-        .as_ref()
-        .map_err(|e| ConnError::new(errors::ERR_TLS, e.clone()))
-        .map(|shared| Arc::<ClientConfig>::clone(shared))?;
+    let config = match tls.get() {
+        Some(made) => made,
+        None => match tls::shared_client_config(tls_options) {
+            // Not kept: the next attempt tries again (ERR_TLS is retried).
+            Err(tls::ConfigError::ShortOfResources(why)) => {
+                return Err(ConnError::new(
+                    errors::ERR_TLS,
+                    format!("TLS could not be set up: {why}"),
+                ))
+            }
+            made => tls.get_or_init(|| {
+                made.map_err(|e| match e {
+                    tls::ConfigError::Settings(why) | tls::ConfigError::ShortOfResources(why) => why,
+                })
+            }),
+        },
+    }
+    .as_ref()
+    .map_err(|e| ConnError::new(errors::ERR_TLS, e.clone()))
+    .map(|shared| Arc::<ClientConfig>::clone(shared))?;
     let name = tls_options.servername.clone().unwrap_or(host);
     let server_name = ServerName::try_from(name.clone())
         .map_err(|e| ConnError::new(errors::ERR_TLS, format!("invalid server name {name}: {e}")))?;

@@ -207,7 +207,9 @@ export class PerMessageDeflate {
     const key = memoKey(this.serverMaxWindowBits, dictionary, payload)
     let out = memoGet(key)
     if (!out) {
-      // zlib cannot deflate with a 256-octet window: for 8 it (and Node) uses 9. No case asks for 8.
+      // zlib cannot deflate with a 256-octet window: for 8 it (and Node) uses 9. No acceptor asks
+      // for 8; a client that offers server_max_window_bits=8 gets a 9-bit window here, where
+      // Autobahn's compressobj(-8) fails in any zlib since 1.2.9 (the real suite breaks there).
       const z = zlib.deflateRawSync(payload, { level: zlib.constants.Z_DEFAULT_COMPRESSION, memLevel: MEM_LEVEL, windowBits: this.serverMaxWindowBits, finishFlush: zlib.constants.Z_SYNC_FLUSH, dictionary })
       if (z.length < 4 || !z.subarray(z.length - 4).equals(TAIL)) throw new Error('deflate output does not end with a sync flush')
       out = z.subarray(0, z.length - 4)
