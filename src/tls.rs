@@ -100,14 +100,19 @@ impl From<&str> for ConfigError {
 /// Whether a file could not be read for want of a resource the process may get back (the
 /// descriptor limit, memory), rather than because of the file itself.
 fn short_of_resources(e: &io::Error) -> bool {
-    #[cfg(unix)]
-    const CODES: [i32; 3] = [libc::EMFILE, libc::ENFILE, libc::ENOMEM];
-    // ERROR_TOO_MANY_OPEN_FILES, ERROR_NOT_ENOUGH_MEMORY, ERROR_OUTOFMEMORY.
-    #[cfg(windows)]
-    const CODES: [i32; 3] = [4, 8, 14];
-    #[cfg(not(any(unix, windows)))]
-    const CODES: [i32; 0] = [];
-    e.kind() == io::ErrorKind::OutOfMemory || e.raw_os_error().is_some_and(|code| CODES.contains(&code))
+    if e.kind() == io::ErrorKind::OutOfMemory {
+        return true;
+    }
+    let Some(code) = e.raw_os_error() else {
+        return false;
+    };
+    if cfg!(windows) {
+        // ERROR_TOO_MANY_OPEN_FILES, ERROR_NOT_ENOUGH_MEMORY, ERROR_OUTOFMEMORY.
+        matches!(code, 4 | 8 | 14)
+    } else {
+        // EMFILE, ENFILE, ENOMEM: the same numbers on Linux, macOS and the BSDs.
+        matches!(code, 24 | 23 | 12)
+    }
 }
 
 /// The webpki roots, the system's CA bundle and, as in Node, the certificates of the file
