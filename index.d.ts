@@ -798,6 +798,24 @@ export declare class ReconnectingWebSocket<B extends BinaryType = 'nodebuffer'> 
 
 export declare function clientStats(): ClientStats
 
+/** A WebSocket's options: a ReconnectingWebSocket's, without those of reconnecting. */
+export type WebSocketOptions<B extends BinaryType = BinaryType> = Omit<
+  ReconnectingWebSocketOptions<B>,
+  'minDelay' | 'maxDelay' | 'factor' | 'jitter' | 'maxRetries' | 'minUptime' | 'honorRetryAfter' | 'shouldReconnect' | 'startClosed'
+>
+
+/**
+ * One connection, as `ws`'s and the DOM's WebSocket make: a client that never reconnects, for the
+ * libraries that take a WebSocket class and reconnect on their own (graphql-ws's `webSocketImpl`,
+ * stompjs's `webSocketFactory`, phoenix's `transport`...). A close is final; a connection that
+ * fails reports `error`, then `close` with 1006, as `ws` does, whatever the arguments' shape.
+ */
+export declare class WebSocket<B extends BinaryType = 'nodebuffer'> extends ReconnectingWebSocket<B> {
+  constructor(url: string | URL | Provider<string | URL>, protocols?: string | string[] | null, options?: WebSocketOptions<B>)
+  constructor(url: string | URL | Provider<string | URL>, options?: WebSocketOptions<B>)
+}
+
+
 /** reconnecting-websocket / partysocket option names (aliases of ours, or theirs alone). */
 export interface RwsCompatOptions {
   /** = `maxDelay` [10000 in their mode] */

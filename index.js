@@ -4,10 +4,11 @@
 
 const { clientStats: nativeStats } = require('./lib/native')
 const { ReconnectingWebSocket, createWebSocketStream, Event, MessageEvent, CloseEvent, ErrorEvent } = require('./lib/client')
+const { WebSocket } = require('./lib/websocket')
 
 /** Process-wide counters: live clients, open connections, pending reconnect timers, ... */
 function clientStats() {
   return nativeStats()
 }
 
-module.exports = { ReconnectingWebSocket, createWebSocketStream, clientStats, Event, MessageEvent, CloseEvent, ErrorEvent }
+module.exports = { ReconnectingWebSocket, WebSocket, createWebSocketStream, clientStats, Event, MessageEvent, CloseEvent, ErrorEvent }

@@ -2,7 +2,7 @@
 // so a typing that became too loose fails the build. Never executed.
 import { lookup as dnsLookup } from 'node:dns'
 
-import { type BinaryType, CloseEvent, ErrorEvent, Event, MessageEvent, ReconnectingWebSocket } from '../../index.js'
+import { type BinaryType, CloseEvent, ErrorEvent, Event, MessageEvent, ReconnectingWebSocket, WebSocket } from '../../index.js'
 
 declare const client: ReconnectingWebSocket
 
@@ -165,3 +165,14 @@ void new ErrorEvent('error', { message: 'm', error: new Error('any value') })
 client.once('nope', () => {})
 // @ts-expect-error unknown event name
 client.off('nope', () => {})
+
+// WebSocket: the shapes of ws and the DOM, a ReconnectingWebSocket's options but those of reconnecting.
+new WebSocket('ws://127.0.0.1:1', 'graphql-transport-ws').onclose = (ev) => void [ev.code, ev.wasClean]
+new WebSocket('ws://127.0.0.1:1', ['a', 'b'], { headers: { authorization: 'x' }, binaryType: 'arraybuffer' }).on('message', (data: string | ArrayBuffer) => void data)
+new WebSocket('ws://127.0.0.1:1', { protocols: 'a', connectTimeout: 5_000 })
+// @ts-expect-error a WebSocket does not reconnect
+new WebSocket('ws://127.0.0.1:1', { maxRetries: 3 })
+// @ts-expect-error nor with the subprotocols second
+new WebSocket('ws://127.0.0.1:1', 'a', { minDelay: 10 })
+const oneShot: ReconnectingWebSocket = new WebSocket('ws://127.0.0.1:1')
+void oneShot

@@ -1,0 +1,108 @@
+// WebSocket: one connection, as ws's and the DOM's, for the libraries that take a WebSocket class
+// and reconnect on their own (graphql-ws, stompjs, phoenix, partysocket...): they drop a socket
+// once it has closed and make a new one, and read a failed connection from its events.
+import test from 'ava'
+import { WebSocket as WsWebSocket } from 'ws'
+
+import { ReconnectingWebSocket, WebSocket, clientStats } from '../index.js'
+import { Recorder, refusedPort, until, wsServer } from './helpers.js'
+
+/** What a WHATWG consumer sees of a socket that cannot connect: the events, readyState in each. */
+async function failedConnection(make: (url: string) => { readyState: number; addEventListener: Function }) {
+  const port = await refusedPort()
+  const socket = make(`ws://127.0.0.1:${port}/`)
+  const seen: string[] = []
+  socket.addEventListener('open', () => seen.push('open'))
+  socket.addEventListener('error', () => seen.push(`error ${socket.readyState}`))
+  await new Promise<void>((resolve) =>
+    socket.addEventListener('close', (e: { code: number; wasClean: boolean }) => {
+      seen.push(`close ${e.code} ${e.wasClean} ${socket.readyState}`)
+      resolve()
+    }),
+  )
+  return seen
+}
+
+test.serial('a connection that fails: error, then close 1006 not clean, as ws reports it, with subprotocols second; one attempt, nothing left running', async (t) => {
+  const base = clientStats()
+  const theirs = await failedConnection((url) => new WsWebSocket(url, 'graphql-transport-ws'))
+  for (const protocols of ['graphql-transport-ws', ['v12.stomp', 'v11.stomp'], undefined]) {
+    let socket: WebSocket | undefined
+    const ours = await failedConnection((url) => (socket = new WebSocket(url, protocols)))
+    t.deepEqual(ours, theirs, JSON.stringify(protocols))
+    t.is(socket!.state, 'closed')
+    t.is(socket!.metrics.connectAttempts, 1)
+  }
+  t.deepEqual(theirs, ['error 2', 'close 1006 false 3'])
+  // A ReconnectingWebSocket with subprotocols second takes reconnecting-websocket's order, which
+  // a library reads as a clean close (and reconnects at once): the reason for this class.
+  const rws = await failedConnection((url) => new ReconnectingWebSocket(url, 'p', { maxRetries: 0 }))
+  t.deepEqual(rws, ['close 1000 true 2', 'error 2'])
+  await until(() => clientStats().runningTasks === base.runningTasks && clientStats().pendingReconnects === base.pendingReconnects, 'nothing running')
+})
+
+test.serial('a close is final: the server closing, or dropping, the connection ends the socket; the subprotocol is negotiated', async (t) => {
+  const peer = await wsServer()
+  peer.wss.options.handleProtocols = (protocols: Set<string>) => (protocols.has('b') ? 'b' : false)
+  t.teardown(() => peer.close())
+  for (const end of [(s: WsWebSocket) => s.close(1012, 'restart'), (s: WsWebSocket) => s.terminate()]) {
+    const accepted = peer.accepted
+    const socket = new WebSocket(peer.url, ['a', 'b'])
+    const rec = new Recorder(socket)
+    const [server] = await Promise.all([peer.nextConnection(), rec.next('open')])
+    t.is(socket.protocol, 'b')
+    end(server)
+    const close = await rec.next('close')
+    t.false(close.willReconnect)
+    // The giveup comes once the client has stopped: no second attempt can follow it.
+    await rec.next('giveup')
+    t.is(socket.readyState, WebSocket.CLOSED)
+    t.is(socket.state, 'closed')
+    t.is(peer.accepted, accepted + 1)
+  }
+})
+
+test.serial('a library that makes a new socket after each close holds one connection at a time, and none once it stops', async (t) => {
+  // As stompjs and graphql-ws do: onclose makes the next socket. The server drops each of the
+  // first three connections; a ReconnectingWebSocket dropped by the library would reconnect
+  // behind it and keep its connection (and its old handlers) alive.
+  const peer = await wsServer((s, p) => {
+    if (p.accepted <= 3) setImmediate(() => s.close(1012, 'restart'))
+  })
+  t.teardown(() => peer.close())
+  const base = clientStats()
+  let opens = 0
+  let current: WebSocket | null = null
+  let stopped = false
+  const connect = () => {
+    const socket = new WebSocket(peer.url, 'v12.stomp')
+    current = socket
+    socket.onopen = () => opens++
+    socket.onclose = () => {
+      if (!stopped) connect()
+    }
+  }
+  connect()
+  await until(() => opens === 4 && peer.concurrent === 1, () => `${opens} opens, ${peer.concurrent} connections`)
+  t.is(peer.maxConcurrent, 1)
+  t.is(peer.accepted, 4)
+  stopped = true
+  await current!.disconnect()
+  await until(() => peer.concurrent === 0, 'the server sees the last connection closed')
+  t.like(clientStats(), { openConnections: base.openConnections, pendingReconnects: base.pendingReconnects, runningTasks: base.runningTasks, pendingAttempts: base.pendingAttempts })
+  t.is(peer.accepted, 4)
+})
+
+test('the options of reconnecting are refused, with their name; (url, options) is taken as ws takes it', (t) => {
+  for (const name of ['minDelay', 'maxDelay', 'maxRetries', 'jitter', 'shouldReconnect', 'startClosed', 'minUptime', 'minReconnectionDelay', 'maxEnqueuedMessages']) {
+    const err = t.throws(() => new WebSocket('ws://127.0.0.1:9/', [], { [name]: name === 'shouldReconnect' ? () => true : 1 } as never), { code: 'ERR_INVALID_ARG_VALUE' })
+    t.true(err?.message.includes(`"${name}" is an option of ReconnectingWebSocket`), err?.message)
+  }
+  t.throws(() => new WebSocket('ws://127.0.0.1:9/', 'a', { protocols: ['b'] }), { code: 'ERR_INVALID_ARG_VALUE', message: /both as an argument and as an option/ })
+  t.throws(() => new WebSocket('ws://127.0.0.1:9/', 'a', 5 as never), { code: 'ERR_INVALID_ARG_TYPE' })
+  // An unknown option is refused as a ReconnectingWebSocket refuses it.
+  t.throws(() => new WebSocket('ws://127.0.0.1:9/', { handshakeTimeout: 5 } as never), { code: 'ERR_UNKNOWN_OPTION', message: /connectTimeout/ })
+  const socket = new WebSocket('ws://127.0.0.1:9/', { protocols: ['x'], signal: AbortSignal.abort() })
+  t.true(socket instanceof ReconnectingWebSocket)
+  t.is(socket.state, 'closed')
+})

@@ -1,0 +1,58 @@
+'use strict'
+// WebSocket: one connection, as `ws`'s and the DOM's WebSocket make, for the libraries that take a
+// WebSocket class and reconnect on their own (graphql-ws's `webSocketImpl`, stompjs's
+// `webSocketFactory`, phoenix's `transport`, partysocket's `WebSocket` ...). Such a library drops a
+// socket once it has closed and makes a new one: a ReconnectingWebSocket it dropped would
+// reconnect behind it (a connection keeps its client alive), and one called with subprotocols
+// second takes reconnecting-websocket's shape and event order. A WebSocket is a client that never
+// reconnects (`maxRetries: 0`), in redial-ws's own event order (`error`, then `close` with 1006 for
+// a connection that failed, as `ws` reports it), whatever the arguments' shape.
+
+const { ReconnectingWebSocket } = require('./client')
+const { makeError } = require('./errors')
+const { ALIASES, THEIRS } = require('./rws')
+
+/** The options of a client that reconnects, and reconnecting-websocket's names: a WebSocket takes none. */
+const NOT_TAKEN = [
+  'minDelay',
+  'maxDelay',
+  'factor',
+  'jitter',
+  'maxRetries',
+  'minUptime',
+  'honorRetryAfter',
+  'shouldReconnect',
+  'startClosed',
+  ...Object.keys(ALIASES),
+  ...THEIRS,
+]
+
+const isOptions = (value) => typeof value === 'object' && value !== null && !Array.isArray(value)
+
+class WebSocket extends ReconnectingWebSocket {
+  /**
+   * `new WebSocket(url, protocols?, options?)`, as `ws` and the DOM take it, or `(url, options?)`:
+   * a ReconnectingWebSocket's options, without those of reconnecting.
+   */
+  constructor(url, protocols, options) {
+    if (options === undefined && isOptions(protocols)) {
+      options = protocols
+      protocols = undefined
+    }
+    if (options !== undefined && options !== null && !isOptions(options)) {
+      throw makeError('ERR_INVALID_ARG_TYPE', 'The "options" argument must be an object', TypeError)
+    }
+    const given = options ?? {}
+    for (const name of NOT_TAKEN) {
+      if (given[name] !== undefined) {
+        throw makeError('ERR_INVALID_ARG_VALUE', `A WebSocket makes one connection and does not reconnect: "${name}" is an option of ReconnectingWebSocket`, TypeError)
+      }
+    }
+    if (protocols !== undefined && protocols !== null && given.protocols !== undefined) {
+      throw makeError('ERR_INVALID_ARG_VALUE', 'Subprotocols were given both as an argument and as an option', TypeError)
+    }
+    super(url, { ...given, protocols: protocols ?? given.protocols, maxRetries: 0 })
+  }
+}
+
+module.exports = { WebSocket }
