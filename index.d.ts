@@ -807,11 +807,16 @@ export type WebSocketOptions<B extends BinaryType = BinaryType> = Omit<
 /**
  * One connection, as `ws`'s and the DOM's WebSocket make: a client that never reconnects, for the
  * libraries that take a WebSocket class and reconnect on their own (graphql-ws's `webSocketImpl`,
- * stompjs's `webSocketFactory`, phoenix's `transport`...). A close is final; a connection that
- * fails reports `error`, then `close` with 1006, as `ws` does, whatever the arguments' shape.
+ * stompjs's `webSocketFactory`, phoenix's `transport`...). A close is final (unless you call the
+ * `connect()` or `reconnect()` it inherits); a connection that fails reports `error`, then `close`
+ * with 1006, as `ws` does, whatever the arguments' shape.
  */
 export declare class WebSocket<B extends BinaryType = 'nodebuffer'> extends ReconnectingWebSocket<B> {
-  constructor(url: string | URL | Provider<string | URL>, protocols?: string | string[] | null, options?: WebSocketOptions<B>)
+  constructor(
+    url: string | URL | Provider<string | URL>,
+    protocols?: string | string[] | Provider<string | string[] | null | undefined> | null,
+    options?: Omit<WebSocketOptions<B>, 'protocols'>,
+  )
   constructor(url: string | URL | Provider<string | URL>, options?: WebSocketOptions<B>)
 }
 

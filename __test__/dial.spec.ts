@@ -193,6 +193,24 @@ test.serial('a fleet connecting to a host name at once shares its lookups: one p
   t.is(peer.accepted, count)
 })
 
+test.serial('attempts cut short while a lookup hangs wait for that lookup: one thread for the host, not one per attempt', async (t) => {
+  // A resolver that takes 5 s: each attempt ends at its 100 ms connectTimeout, and the next one
+  // joins the lookup still running (one that started its own would leave a thread per attempt
+  // behind, and a few hosts that hang could take every lookup thread of the process).
+  const peer = await wsServer()
+  t.teardown(() => peer.close())
+  native.testingSlowLookups(5_000)
+  t.teardown(() => native.testingSlowLookups(0))
+  const before = native.testingLookups()
+  const client = new ReconnectingWebSocket(`ws://localhost:${peer.port}/`, { connectTimeout: 100, minDelay: 10, maxDelay: 10, jitter: 'none' })
+  t.teardown(() => client.disconnect())
+  const rec = new Recorder(client)
+  for (let i = 0; i < 4; i++) t.is((await rec.next('error')).code, 'ERR_CONNECT_TIMEOUT')
+  t.is(native.testingLookups() - before, 1)
+  await client.disconnect()
+  released(t)
+})
+
 test.serial('a lookup the system refuses a thread for (a process at its thread limit) is a failed attempt, retried', async (t) => {
   const peer = await wsServer()
   t.teardown(() => peer.close())

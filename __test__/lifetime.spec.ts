@@ -90,6 +90,14 @@ test.serial('under --trace-warnings the warning of a client collected without di
   // The stack starts at the application's call: the constructor's own frames are left out.
   t.regex(detail, /\nIt was created here:\n {4}at makeTheForgottenClient \(.*lifetime\.spec\.ts:\d+:\d+\)\n/)
   t.notRegex(detail, /lib[\\/]client\.js/)
+  // A diagnostic never fails the constructor: not with an Error.prepareStackTrace that makes no
+  // string, nor with one that throws.
+  const prepare = Error.prepareStackTrace
+  t.teardown(() => void (Error.prepareStackTrace = prepare))
+  for (const made of [() => ({}), () => { throw new Error('no stacks here') }]) {
+    Error.prepareStackTrace = made
+    t.notThrows(() => new ReconnectingWebSocket(`ws://127.0.0.1:${port}/`, { startClosed: true }))
+  }
 })
 
 test.serial('a client awaited inside a function survives GCs while connecting and open', async (t) => {

@@ -96,9 +96,12 @@ test.serial('a library that makes a new socket after each close holds one connec
 test('the options of reconnecting are refused, with their name; (url, options) is taken as ws takes it', (t) => {
   for (const name of ['minDelay', 'maxDelay', 'maxRetries', 'jitter', 'shouldReconnect', 'startClosed', 'minUptime', 'minReconnectionDelay', 'maxEnqueuedMessages']) {
     const err = t.throws(() => new WebSocket('ws://127.0.0.1:9/', [], { [name]: name === 'shouldReconnect' ? () => true : 1 } as never), { code: 'ERR_INVALID_ARG_VALUE' })
-    t.true(err?.message.includes(`"${name}" is an option of ReconnectingWebSocket`), err?.message)
+    t.true(err?.message.includes(`A WebSocket makes one connection and does not reconnect: "${name}" is an option of `), err?.message)
   }
-  t.throws(() => new WebSocket('ws://127.0.0.1:9/', 'a', { protocols: ['b'] }), { code: 'ERR_INVALID_ARG_VALUE', message: /both as an argument and as an option/ })
+  t.throws(() => new WebSocket('ws://127.0.0.1:9/', { connectionTimeout: 5 } as never), { code: 'ERR_INVALID_ARG_VALUE', message: `"connectionTimeout" is reconnecting-websocket's name: use "connectTimeout"` })
+  // An empty list offers no subprotocol, as ws takes it: the option's list is used.
+  t.is(new WebSocket('ws://127.0.0.1:9/', [], { protocols: ['x'], signal: AbortSignal.abort() } as never).state, 'closed')
+  t.throws(() => new WebSocket('ws://127.0.0.1:9/', 'a', { protocols: ['b'] } as never), { code: 'ERR_INVALID_ARG_VALUE', message: /both as an argument and as an option/ })
   t.throws(() => new WebSocket('ws://127.0.0.1:9/', 'a', 5 as never), { code: 'ERR_INVALID_ARG_TYPE' })
   // An unknown option is refused as a ReconnectingWebSocket refuses it.
   t.throws(() => new WebSocket('ws://127.0.0.1:9/', { handshakeTimeout: 5 } as never), { code: 'ERR_UNKNOWN_OPTION', message: /connectTimeout/ })

@@ -176,11 +176,20 @@ const UNUSUAL = new WeakMap()
 /**
  * Where the application made a client (the stack below its constructor), named by the warning of a
  * client collected without disconnect(): taken only under --trace-warnings, since a stack costs.
+ * '' when it cannot be taken (an Error.prepareStackTrace that throws or makes no string, or
+ * Error.stackTraceLimit 0): a diagnostic never fails the constructor.
  */
 function creationSite(constructor) {
-  const site = {}
-  Error.captureStackTrace(site, constructor)
-  return site.stack.slice(site.stack.indexOf('\n') + 1)
+  let stack
+  try {
+    const site = {}
+    Error.captureStackTrace(site, constructor)
+    stack = site.stack
+  } catch {
+    return ''
+  }
+  if (typeof stack !== 'string' || !stack.includes('\n')) return ''
+  return stack.slice(stack.indexOf('\n') + 1)
 }
 
 function checkCallback(callback) {

@@ -6,26 +6,28 @@
 // reconnect behind it (a connection keeps its client alive), and one called with subprotocols
 // second takes reconnecting-websocket's shape and event order. A WebSocket is a client that never
 // reconnects (`maxRetries: 0`), in redial-ws's own event order (`error`, then `close` with 1006 for
-// a connection that failed, as `ws` reports it), whatever the arguments' shape.
+// a connection that failed, as `ws` reports it), whatever the arguments' shape. Its close is final
+// unless the application calls `connect()` or `reconnect()`, which it inherits.
 
 const { ReconnectingWebSocket } = require('./client')
 const { makeError } = require('./errors')
 const { ALIASES, THEIRS } = require('./rws')
 
-/** The options of a client that reconnects, and reconnecting-websocket's names: a WebSocket takes none. */
-const NOT_TAKEN = [
-  'minDelay',
-  'maxDelay',
-  'factor',
-  'jitter',
-  'maxRetries',
-  'minUptime',
-  'honorRetryAfter',
-  'shouldReconnect',
-  'startClosed',
-  ...Object.keys(ALIASES),
-  ...THEIRS,
-]
+/** The options of a client that reconnects: a WebSocket takes none. */
+const RECONNECTING = ['minDelay', 'maxDelay', 'factor', 'jitter', 'maxRetries', 'minUptime', 'honorRetryAfter', 'shouldReconnect', 'startClosed']
+
+/** Why a WebSocket refuses `name`: an option of reconnecting, or reconnecting-websocket's name for one. */
+function refusal(name) {
+  const ours = ALIASES[name]
+  if (ours !== undefined && !RECONNECTING.includes(ours)) return `"${name}" is reconnecting-websocket's name: use "${ours}"`
+  if (ours !== undefined || THEIRS.includes(name)) return `A WebSocket makes one connection and does not reconnect: "${name}" is an option of reconnecting-websocket`
+  return `A WebSocket makes one connection and does not reconnect: "${name}" is an option of ReconnectingWebSocket`
+}
+
+const NOT_TAKEN = [...RECONNECTING, ...Object.keys(ALIASES), ...THEIRS]
+
+/** No subprotocols: none given, or an empty list (`ws` takes one as none). */
+const noProtocols = (protocols) => protocols === undefined || protocols === null || (Array.isArray(protocols) && protocols.length === 0)
 
 const isOptions = (value) => typeof value === 'object' && value !== null && !Array.isArray(value)
 
@@ -44,14 +46,12 @@ class WebSocket extends ReconnectingWebSocket {
     }
     const given = options ?? {}
     for (const name of NOT_TAKEN) {
-      if (given[name] !== undefined) {
-        throw makeError('ERR_INVALID_ARG_VALUE', `A WebSocket makes one connection and does not reconnect: "${name}" is an option of ReconnectingWebSocket`, TypeError)
-      }
+      if (given[name] !== undefined) throw makeError('ERR_INVALID_ARG_VALUE', refusal(name), TypeError)
     }
-    if (protocols !== undefined && protocols !== null && given.protocols !== undefined) {
+    if (!noProtocols(protocols) && given.protocols !== undefined) {
       throw makeError('ERR_INVALID_ARG_VALUE', 'Subprotocols were given both as an argument and as an option', TypeError)
     }
-    super(url, { ...given, protocols: protocols ?? given.protocols, maxRetries: 0 })
+    super(url, { ...given, protocols: noProtocols(protocols) ? given.protocols : protocols, maxRetries: 0 })
   }
 }
 

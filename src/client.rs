@@ -664,6 +664,7 @@ impl NativeClient {
                 metrics.connects.load(Ordering::Relaxed),
                 metrics.connect_attempts.load(Ordering::Relaxed),
                 match &self.created_at {
+                    Some(stack) if stack.is_empty() => String::from(" Where it was created is not known: the stack could not be taken (Error.prepareStackTrace, Error.stackTraceLimit)."),
                     Some(stack) => format!("\nIt was created here:\n{stack}"),
                     None => String::from(" Run with --trace-warnings to see where it was created."),
                 },

@@ -528,7 +528,7 @@ impl OpenConn {
             },
             InflateError::Corrupt(why) => WireError::Corrupt(format!("invalid compressed data ({why})")),
             InflateError::NotUtf8 => WireError::Utf8("a text message"),
-            InflateError::NoMemory(size) => WireError::NoMemory { size: size as u64 },
+            InflateError::NoMemory(wanted) => WireError::NoMemory { wanted: wanted as u64 },
         });
         Poll::Ready(inflated.and_then(|inflated| match inflated {
             Inflated::Binary(bytes) => Ok(Incoming::Binary(Bytes::from(bytes))),

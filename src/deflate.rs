@@ -453,7 +453,7 @@ pub enum InflateError {
     Corrupt(String),
     /// Text that is not UTF-8, found while checking it a step at a time.
     NotUtf8,
-    /// The output's memory could not be allocated (it had reached the given size).
+    /// The output's buffer could not grow to the given size.
     NoMemory(usize),
 }
 

@@ -70,10 +70,10 @@ pub enum WireError {
     TooManyFragments {
         max: usize,
     },
-    /// The memory for a message of `size` bytes could not be allocated (a process under a memory
-    /// limit, `ulimit -v`): 1009, where an allocation that failed would abort the process.
+    /// A message's buffer could not grow to `wanted` bytes (a process under a memory limit,
+    /// `ulimit -v`): 1009, where an allocation that failed would abort the process.
     NoMemory {
-        size: u64,
+        wanted: u64,
     },
     /// Our own failure (a read that panicked): 1011.
     Internal(&'static str),
@@ -123,10 +123,10 @@ impl WireError {
                 ),
                 1008,
             ),
-            WireError::NoMemory { size } => (
+            WireError::NoMemory { wanted } => (
                 ConnError::new(
                     errors::ERR_MESSAGE_TOO_BIG,
-                    format!("a message of {size} bytes does not fit in the memory the process may allocate"),
+                    format!("a message needed a buffer of {wanted} bytes, more memory than the process may allocate"),
                 ),
                 1009,
             ),
@@ -487,8 +487,10 @@ impl Decoder {
         if let (Some(h), Some(v)) = (&self.frame, &mut self.direct) {
             if v.len() == v.capacity() {
                 let missing = h.len - v.len();
-                v.try_reserve((missing + MAX_HEADER).min(v.capacity().max(DIRECT_FROM)))
-                    .map_err(|_| WireError::NoMemory { size: h.len as u64 })?;
+                let more = (missing + MAX_HEADER).min(v.capacity().max(DIRECT_FROM));
+                v.try_reserve(more).map_err(|_| WireError::NoMemory {
+                    wanted: (v.len() + more) as u64,
+                })?;
             }
         }
         Ok(())
@@ -720,7 +722,7 @@ impl Decoder {
                 let p = self.partial.as_mut().expect("checked: a message is in progress");
                 p.fragments += 1;
                 p.data.try_reserve(payload.len()).map_err(|_| WireError::NoMemory {
-                    size: (p.data.len() + payload.len()) as u64,
+                    wanted: (p.data.len() + payload.len()) as u64,
                 })?;
                 p.data.extend_from_slice(&payload);
                 if !h.fin {

@@ -268,39 +268,77 @@ pub fn runtime_failure() -> Option<String> {
 /// worker per CPU. Nothing depends on there being one worker (a new driver waits
 /// for its predecessor's exit: `Command::Follow`).
 ///
-/// A process at its limit of threads or open files cannot have the runtime (tokio panics when
-/// the system refuses a worker thread; its event loop needs descriptors): the failure is kept for
-/// `require()` to throw. napi-rs, given no runtime, would build its own as the module registers
-/// and abort the process when that fails too, so it gets one that needs neither, and nothing runs
-/// on it.
-#[napi_derive::module_init]
-fn init_runtime() {
-    let workers = std::env::var("REDIAL_WS_WORKERS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1usize)
-        .max(1);
-    // Quiet while it builds: what a panic says goes into the error `require()` throws. (This
-    // runs once, as the library loads, before any thread of this addon exists.)
-    let hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
-    let built = std::panic::catch_unwind(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(workers)
-            .thread_name("redial-ws")
-            .enable_all()
-            .build()
+/// Built as the module registers (napi-rs calls this before it starts its runtime), not in the
+/// library's constructor: a runtime that fails half-built (the system refused its second worker)
+/// waits for its first worker's exit, which needs the loader's lock that `dlopen` holds. A process
+/// at its limit of threads or open files cannot have the runtime (tokio panics when the system
+/// refuses a worker; its event loop needs descriptors): the failure is kept for `require()` to
+/// throw. napi-rs, given no runtime, would build its own and abort the process when that fails
+/// too, so it gets one that needs neither, and nothing runs on it.
+#[napi(module_exports, catch_unwind)]
+pub fn init_runtime(_exports: Object<'_>) -> Result<()> {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let workers = std::env::var("REDIAL_WS_WORKERS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1usize)
+            .max(1);
+        // Quiet while it builds: what a panic says goes into the error `require()` throws. (The
+        // first registration: no thread of this addon exists yet to panic meanwhile.)
+        let hook = std::panic::take_hook();
+        std::panic::set_hook(Box::new(|_| {}));
+        let built = threads_granted(workers).map(|()| {
+            std::panic::catch_unwind(|| {
+                tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(workers)
+                    .thread_name("redial-ws")
+                    .enable_all()
+                    .build()
+            })
+        });
+        std::panic::set_hook(hook);
+        let failure = match built {
+            Ok(Ok(Ok(rt))) => return napi::bindgen_prelude::create_custom_tokio_runtime(rt),
+            Ok(Ok(Err(e))) => e.to_string(),
+            Ok(Err(panic)) => client::panic_text(&*panic),
+            Err(e) => e,
+        };
+        let _ = RUNTIME_FAILURE.set(failure);
+        if let Ok(idle) = tokio::runtime::Builder::new_current_thread().build() {
+            napi::bindgen_prelude::create_custom_tokio_runtime(idle);
+        }
     });
-    std::panic::set_hook(hook);
-    let failure = match built {
-        Ok(Ok(rt)) => return napi::bindgen_prelude::create_custom_tokio_runtime(rt),
-        Ok(Err(e)) => e.to_string(),
-        Err(panic) => client::panic_text(&*panic),
-    };
-    let _ = RUNTIME_FAILURE.set(failure);
-    if let Ok(idle) = tokio::runtime::Builder::new_current_thread().build() {
-        napi::bindgen_prelude::create_custom_tokio_runtime(idle);
+    Ok(())
+}
+
+/// Whether the system grants `n` threads at once, asked with threads that end at once: a tokio
+/// runtime refused its second worker waits forever for its first to stop, which nothing tells to.
+fn threads_granted(n: usize) -> std::result::Result<(), String> {
+    if n < 2 {
+        return Ok(());
     }
+    let (release, wait) = std::sync::mpsc::channel::<()>();
+    let wait = std::sync::Arc::new(std::sync::Mutex::new(wait));
+    let mut threads = Vec::with_capacity(n);
+    let mut refused = None;
+    for _ in 0..n {
+        let wait = wait.clone();
+        match std::thread::Builder::new().spawn(move || {
+            let _ = wait.lock().map(|w| w.recv());
+        }) {
+            Ok(thread) => threads.push(thread),
+            Err(e) => {
+                refused = Some(format!("the system refused a thread: {e}"));
+                break;
+            }
+        }
+    }
+    drop(release);
+    for thread in threads {
+        let _ = thread.join();
+    }
+    refused.map_or(Ok(()), Err)
 }
 
 /// The modules under `src/` must import each other without a cycle, so that data flows one way

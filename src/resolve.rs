@@ -1,55 +1,34 @@
-//! Host name lookups of connection attempts, one per host and port in flight. A fleet of clients
+//! Host name lookups of connection attempts, one per host and port at a time. A fleet of clients
 //! that reconnects to a named host at once (a server restart) asks the system resolver once per
 //! wave, not once per client: each lookup holds a thread, and 2,000 clients connecting to
-//! `localhost` together had started about 125 of them. Nothing is cached:
-//! a lookup is forgotten when it completes, and the next attempt asks again.
+//! `localhost` together had started about 125 of them. An attempt joins the lookup running for its
+//! host, also one whose attempts all went (a resolver that does not answer): a host that hangs holds
+//! one thread, not one per attempt. Nothing is cached: a lookup is forgotten when it completes,
+//! and the next attempt asks again.
 //!
 //! A client with a `lookup` option (`dns.lookup`'s shape, as `ws` passes it to `net.connect`) asks
 //! that function instead (`ask_js`, a question of `crate::ask`).
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-
-use futures_util::future::{FutureExt, Shared, WeakShared};
 
 use crate::ask;
 use crate::testing;
 
 type Addresses = Result<Arc<[SocketAddr]>, Arc<io::Error>>;
-type LookupFuture = Pin<Box<dyn Future<Output = Addresses> + Send>>;
-type Lookup = Shared<LookupFuture>;
-/// Weak: a lookup whose every waiter gave up (their attempts ended) is dropped, not kept here.
-type InFlight = HashMap<(String, u16), WeakShared<LookupFuture>>;
 
-static IN_FLIGHT: Mutex<Option<InFlight>> = Mutex::new(None);
-
-/// Lookups started since the process began (tests prove that concurrent attempts share one).
+/// Lookup threads started since the process began (tests prove that concurrent attempts share one).
 pub static STARTED: AtomicU64 = AtomicU64::new(0);
 
-/// The addresses of `host`, in the resolver's order: the lookup in flight for the same host and
-/// port if there is one, else a new one.
+/// The addresses of `host`, in the resolver's order: the answer of the lookup running for the same
+/// host and port if there is one, else of a new one.
 pub async fn resolve(host: &str, port: u16) -> io::Result<Arc<[SocketAddr]>> {
-    let key = (host.to_owned(), port);
-    let lookup = join_or_start(&key);
-    let result = lookup.clone().await;
-    {
-        let mut in_flight = IN_FLIGHT.lock().unwrap_or_else(|p| p.into_inner());
-        let map = in_flight.get_or_insert_with(HashMap::new);
-        // Forget it, unless a newer lookup took its place.
-        if map
-            .get(&key)
-            .and_then(WeakShared::upgrade)
-            .is_none_or(|l| l.ptr_eq(&lookup))
-        {
-            map.remove(&key);
-        }
-    }
-    result.map_err(|e| lookup_error(host, &e))
+    system_lookup(host.to_owned(), port)
+        .await
+        .map_err(|e| lookup_error(host, &e))
 }
 
 /// A failed lookup as Node words it (`getaddrinfo ENOTFOUND example.com`), so that JS gives the
@@ -88,61 +67,93 @@ fn gai_code(e: &io::Error) -> Option<&'static str> {
     TEXTS.iter().find(|(t, _)| text.contains(t)).map(|&(_, code)| code)
 }
 
-fn join_or_start(key: &(String, u16)) -> Lookup {
-    let mut in_flight = IN_FLIGHT.lock().unwrap_or_else(|p| p.into_inner());
-    let map = in_flight.get_or_insert_with(HashMap::new);
-    if let Some(lookup) = map.get(key).and_then(WeakShared::upgrade) {
-        return lookup;
-    }
-    STARTED.fetch_add(1, Ordering::Relaxed);
-    let (host, port) = key.clone();
-    // Tests: a slow resolver, whose lookups then surely overlap.
-    let delay = testing::lookup_delay();
-    let future: LookupFuture = Box::pin(async move {
-        if delay > 0 {
-            tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
-        }
-        match system_lookup(host, port).await {
-            Ok(addresses) => Ok(addresses.into()),
-            Err(e) => Err(Arc::new(e)),
-        }
-    });
-    let lookup = future.shared();
-    if map.len() >= 64 {
-        // Lookups all of whose attempts gave up: nothing completes them to forget them.
-        map.retain(|_, l| l.upgrade().is_some());
-    }
-    if let Some(weak) = lookup.downgrade() {
-        map.insert(key.clone(), weak);
-    }
-    lookup
-}
+/// Distinct hosts looked up at once (tokio's blocking pool, which ran them before, had as many
+/// threads at most; Node's libuv runs 4 lookups at a time by default).
+const LOOKUP_THREADS: usize = 512;
+
+/// The system lookups running, by host and port, and who waits for each answer. A lookup whose
+/// attempts all went (a resolver that does not answer) keeps its thread until `getaddrinfo`
+/// returns: the next attempt for that host waits for that answer rather than start another
+/// thread, so a host that hangs holds one thread, not one per attempt.
+static RUNNING: Mutex<Option<HashMap<(String, u16), Waiting>>> = Mutex::new(None);
+
+/// Who waits for a running lookup's answer.
+type Waiting = Vec<tokio::sync::oneshot::Sender<Addresses>>;
 
 /// The system resolver's addresses for `host`, asked on a thread of its own (`getaddrinfo`
-/// blocks), `LOOKUP_THREADS` at most at a time. Not tokio's blocking pool: it panics when the
-/// system refuses it a thread (a process at its thread limit, a container's `pids.max`), where
-/// this is a failed lookup, which the attempt's policy retries.
-async fn system_lookup(host: String, port: u16) -> io::Result<Vec<SocketAddr>> {
-    use std::net::ToSocketAddrs;
-    // Lookups of distinct hosts in flight at once (Node's libuv runs 4 on its pool by default).
-    const LOOKUP_THREADS: usize = 64;
+/// blocks), or the answer of the one running for it. Not tokio's blocking pool: it panics when
+/// the system refuses it a thread (a process at its thread limit, a container's `pids.max`),
+/// where this is a failed lookup, which the attempt's policy retries.
+async fn system_lookup(host: String, port: u16) -> Addresses {
     static THREADS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(LOOKUP_THREADS);
-    // Never closed. Held by the thread: one whose waiters went still counts until it ends.
-    let permit = THREADS.acquire().await.map_err(io::Error::other)?;
+    let key = (host, port);
     let (tx, rx) = tokio::sync::oneshot::channel();
-    let mut thread = std::thread::Builder::new().name("redial-ws-lookup".into());
+    // Join the lookup running for the host, or take a thread's permit and start one.
+    let mut permit = None;
+    let start = loop {
+        {
+            let mut running = RUNNING.lock().unwrap_or_else(|p| p.into_inner());
+            let map = running.get_or_insert_with(HashMap::new);
+            if let Some(waiting) = map.get_mut(&key) {
+                waiting.retain(|w| !w.is_closed());
+                waiting.push(tx);
+                break None;
+            }
+            if let Some(permit) = permit.take() {
+                map.insert(key.clone(), vec![tx]);
+                break Some(permit);
+            }
+        }
+        // Never closed.
+        permit = Some(THREADS.acquire().await.map_err(|e| Arc::new(io::Error::other(e)))?);
+    };
+    if let Some(permit) = start {
+        start_lookup(key, permit);
+    }
+    rx.await
+        .unwrap_or_else(|_| Err(Arc::new(io::Error::other("its thread ended without an answer"))))
+}
+
+/// Starts the thread that asks the resolver for `key`, which holds `permit` until it ends.
+fn start_lookup(key: (String, u16), permit: tokio::sync::SemaphorePermit<'static>) {
+    use std::net::ToSocketAddrs;
+    let mut thread = std::thread::Builder::new().name("redial-ws-dns".into());
     if testing::lookup_thread_refused() {
         // A stack no system grants: the spawn fails as it does at the thread limit.
-        thread = thread.stack_size(1 << 50);
+        thread = thread.stack_size(usize::MAX >> 2);
     }
-    thread
-        .spawn(move || {
-            let _ = tx.send((host.as_str(), port).to_socket_addrs().map(Iterator::collect));
-            drop(permit);
-        })
-        .map_err(|e| io::Error::new(e.kind(), format!("no thread could be started for it: {e}")))?;
-    rx.await
-        .unwrap_or_else(|_| Err(io::Error::other("its thread ended without an answer")))
+    let asked = key.clone();
+    // Tests: a slow resolver, whose lookups then surely overlap.
+    let delay = testing::lookup_delay();
+    let spawned = thread.spawn(move || {
+        STARTED.fetch_add(1, Ordering::Relaxed);
+        if delay > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(delay));
+        }
+        let addresses = (asked.0.as_str(), asked.1).to_socket_addrs();
+        answer(
+            &asked,
+            addresses.map(|a| a.collect::<Vec<_>>().into()).map_err(Arc::new),
+        );
+        drop(permit);
+    });
+    if let Err(e) = spawned {
+        let refused = io::Error::new(e.kind(), format!("no thread could be started for it: {e}"));
+        answer(&key, Err(Arc::new(refused)));
+    }
+}
+
+/// Gives the lookup's answer to everyone waiting for it, and forgets it.
+fn answer(key: &(String, u16), addresses: Addresses) {
+    let waiting = RUNNING
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_mut()
+        .and_then(|map| map.remove(key))
+        .unwrap_or_default();
+    for waiter in waiting {
+        let _ = waiter.send(addresses.clone());
+    }
 }
 
 /// The addresses a client's `lookup` function gives for `host` (`family`: 0, 4 or 6, as asked).
@@ -172,7 +183,7 @@ mod tests {
             let addresses = addresses.unwrap();
             assert!(!addresses.is_empty() && addresses.iter().all(|a| a.port() == 9));
         }
-        let map = IN_FLIGHT.lock().unwrap();
+        let map = RUNNING.lock().unwrap();
         assert!(map
             .as_ref()
             .is_none_or(|m| !m.contains_key(&("localhost".to_owned(), 9))));

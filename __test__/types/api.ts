@@ -174,5 +174,8 @@ new WebSocket('ws://127.0.0.1:1', { protocols: 'a', connectTimeout: 5_000 })
 new WebSocket('ws://127.0.0.1:1', { maxRetries: 3 })
 // @ts-expect-error nor with the subprotocols second
 new WebSocket('ws://127.0.0.1:1', 'a', { minDelay: 10 })
+// @ts-expect-error subprotocols given twice
+new WebSocket('ws://127.0.0.1:1', 'a', { protocols: ['b'] })
+new WebSocket('ws://127.0.0.1:1', () => ['a'])
 const oneShot: ReconnectingWebSocket = new WebSocket('ws://127.0.0.1:1')
 void oneShot
