@@ -1353,9 +1353,9 @@ test.serial('frames in the upgrade response packet, trickled byte by byte, fragm
     frames.map(([op, p]) => [op, p.toString('latin1')]),
     [
       [10, 'are you there'],
-      [8, '\x0f\xa1'],
+      [8, '\x0f\xa1bye'],
     ],
-    'a pong with the ping payload, then the close with the server code',
+    'a pong with the ping payload, then the close with the server code and reason',
   )
   peer.sockets.forEach((s) => s.end())
   const close = await r.next('close')
@@ -1363,6 +1363,19 @@ test.serial('frames in the upgrade response packet, trickled byte by byte, fragm
   t.is(r.count('error'), 0)
   await client.disconnect()
   await quiescent()
+})
+
+test.serial("the server's close is echoed with its code and reason, as ws echoes it", async (t) => {
+  const peer = await wsServer((socket) => socket.close(4001, 'bye now \u00e9'))
+  t.teardown(() => peer.close())
+  const echoed = new Promise<[number, string]>((resolve) =>
+    peer.wss.once('connection', (socket) => socket.once('close', (code, reason) => resolve([code, reason.toString()]))),
+  )
+  const client = new ReconnectingWebSocket(peer.url, { maxRetries: 0 })
+  const r = new Recorder(client)
+  t.like(await r.next('close'), { code: 4001, reason: 'bye now \u00e9', wasClean: true })
+  t.deepEqual(await echoed, [4001, 'bye now \u00e9'])
+  await client.disconnect()
 })
 
 test.serial("the server's close in the middle of a large message we send: the rest follows a piece at a time, then our answer; one copy held", async (t) => {

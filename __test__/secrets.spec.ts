@@ -108,6 +108,18 @@ test.serial("client.url masks the credentials (an event's target, a diagnostics 
   await quiescent()
 })
 
+test.serial("a connection's error leaves the URL's query out (a token, an apikey), as the giveup's does", async (t) => {
+  const port = await refusedPort()
+  const client = new ReconnectingWebSocket(`ws://127.0.0.1:${port}/socket/websocket?token=SECRET123&vsn=2.0.0`, { maxRetries: 0 })
+  const rec = new Recorder(client)
+  const err: RedialError = await rec.next('error')
+  t.is(err.code, 'ERR_CONNECT')
+  t.true(err.message.endsWith(`(ws://127.0.0.1:${port}/socket/websocket?…)`), err.message)
+  const giveup = await rec.next('giveup')
+  t.false(inspect(giveup).includes('SECRET123'))
+  t.false(inspect(err).includes('SECRET123'))
+})
+
 test('synchronous errors name the URL without its password', (t) => {
   const cases: Array<[string, object, string]> = [
     [`ws://alice:${PASSWORD}@127.0.0.1:99999/`, {}, 'ERR_INVALID_URL'],

@@ -1,11 +1,12 @@
 // WebSocket: one connection, as ws's and the DOM's, for the libraries that take a WebSocket class
 // and reconnect on their own (graphql-ws, stompjs, phoenix, partysocket...): they drop a socket
 // once it has closed and make a new one, and read a failed connection from its events.
+import type net from 'node:net'
 import test from 'ava'
 import { WebSocket as WsWebSocket } from 'ws'
 
 import { ReconnectingWebSocket, WebSocket, clientStats } from '../index.js'
-import { Recorder, refusedPort, until, wsServer } from './helpers.js'
+import { Recorder, acceptUpgrade, rawServer, refusedPort, until, wsServer } from './helpers.js'
 
 /** What a WHATWG consumer sees of a socket that cannot connect: the events, readyState in each. */
 async function failedConnection(make: (url: string) => { readyState: number; addEventListener: Function }) {
@@ -59,6 +60,47 @@ test.serial('a close is final: the server closing, or dropping, the connection e
     t.is(socket.readyState, WebSocket.CLOSED)
     t.is(socket.state, 'closed')
     t.is(peer.accepted, accepted + 1)
+  }
+})
+
+test.serial("an open connection that ends without a close frame is reported by its close alone, as ws and the DOM report it; a broken protocol by error then close", async (t) => {
+  // partysocket, for one, reads an `error` as the cause of a clean close and stops reconnecting.
+  const endings = {
+    dropped: (s: net.Socket) => s.destroy(),
+    'broken protocol': (s: net.Socket) => s.write(Buffer.from([0x81 | 0x40, 0x00])),
+  }
+  for (const [how, end] of Object.entries(endings)) {
+    let server: net.Socket | undefined
+    const peer = await rawServer((socket) => acceptUpgrade(socket, (s) => (server = s)))
+    t.teardown(() => peer.close())
+    const seen: Record<string, string[]> = {}
+    for (const [name, make] of [
+      ['ws', (url: string) => new WsWebSocket(url)],
+      ['redial-ws', (url: string) => new WebSocket(url)],
+    ] as const) {
+      const socket = make(peer.url) as unknown as { addEventListener: Function; readyState: number }
+      const events: string[] = (seen[name] = [])
+      socket.addEventListener('error', () => events.push('error'))
+      const closed = new Promise<void>((resolve) =>
+        socket.addEventListener('close', (e: { code: number; wasClean: boolean }) => {
+          events.push(`close ${e.code} ${e.wasClean}`)
+          resolve()
+        }),
+      )
+      await new Promise((resolve) => socket.addEventListener('open', resolve))
+      await until(() => server !== undefined, 'the server has the connection')
+      end(server!)
+      server = undefined
+      await closed
+    }
+    if (how === 'dropped') {
+      t.deepEqual(seen['redial-ws'], seen.ws)
+      t.deepEqual(seen.ws, ['close 1006 false'])
+    } else {
+      // The close reports the code the client sent (1002), where ws's says 1006 (docs/migrating.md).
+      t.deepEqual(seen.ws, ['error', 'close 1006 false'])
+      t.deepEqual(seen['redial-ws'], ['error', 'close 1002 false'])
+    }
   }
 })
 

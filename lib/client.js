@@ -29,7 +29,7 @@ const { HeldSends, WAITING, READY, isBlob } = require('./held')
 const { Backlog } = require('./backlog')
 const { Event, MessageEvent, CloseEvent, ErrorEvent, Surface } = require('./whatwg')
 const wire = require('./wire')
-const { normalizeArgs, inTheirNames } = require('./rws')
+const { normalizeArgs, inTheirNames, PEER_ERRORS } = require('./rws')
 const { messageIterator } = require('./messages')
 const { webSocketStream } = require('./stream')
 const { channels, trace, tracing } = require('./diagnostics')
@@ -172,6 +172,14 @@ function discardedInJs(held, pieces) {
  * would cost a fleet): `{ unqueued, closeTimeout }`, for sends held behind a Blob.
  */
 const UNUSUAL = new WeakMap()
+
+/**
+ * On a class's prototype (lib/websocket.js): its WHATWG `error` events are `ws`'s, so an open
+ * connection that ends without a close frame (a reset, the server gone, the heartbeat's timeout)
+ * is reported by its close alone (1006), as `ws` and the DOM report it; only a broken protocol or
+ * limit fires `error` too. The EventEmitter `error` event still carries every error.
+ */
+const WS_EVENTS = Symbol('redial-ws: ws error events')
 
 /**
  * Where the application made a client (the stack below its constructor), named by the warning of a
@@ -1621,7 +1629,7 @@ class ReconnectingWebSocket extends EventEmitter {
       if (channels.error.hasSubscribers) channels.error.publish({ client: this, error: err })
       if (this.listenerCount('error') > 0) this.#emit('error', err)
       if (this.#rws) this.#rws.pendingError = err
-      else if (this.#wants('error')) this.#fire(new ErrorEvent(err, this))
+      else if (this.#wants('error') && (state !== 'open' || !this[WS_EVENTS] || PEER_ERRORS.has(err.code))) this.#fire(new ErrorEvent(err, this))
     } finally {
       failing = outer
     }
@@ -1962,4 +1970,4 @@ function createWebSocketStream(client, options) {
   return webSocketStream(client, control, options)
 }
 
-module.exports = { ReconnectingWebSocket, createWebSocketStream, Event, MessageEvent, CloseEvent, ErrorEvent }
+module.exports = { ReconnectingWebSocket, createWebSocketStream, Event, MessageEvent, CloseEvent, ErrorEvent, WS_EVENTS }

@@ -265,4 +265,4 @@ class RwsMode {
   }
 }
 
-module.exports = { normalizeArgs, inTheirNames, ALIASES, THEIRS }
+module.exports = { normalizeArgs, inTheirNames, ALIASES, THEIRS, PEER_ERRORS }

@@ -9,7 +9,7 @@
 // a connection that failed, as `ws` reports it), whatever the arguments' shape. Its close is final
 // unless the application calls `connect()` or `reconnect()`, which it inherits.
 
-const { ReconnectingWebSocket } = require('./client')
+const { ReconnectingWebSocket, WS_EVENTS } = require('./client')
 const { makeError } = require('./errors')
 const { ALIASES, THEIRS } = require('./rws')
 
@@ -54,5 +54,9 @@ class WebSocket extends ReconnectingWebSocket {
     super(url, { ...given, protocols: noProtocols(protocols) ? given.protocols : protocols, maxRetries: 0 })
   }
 }
+
+// Its WHATWG `error` events are ws's: an open connection that ends without a close frame is
+// reported by its close alone (partysocket, for one, reads an error as a clean close's cause).
+WebSocket.prototype[WS_EVENTS] = true
 
 module.exports = { WebSocket }

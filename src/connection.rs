@@ -887,13 +887,13 @@ impl OpenConn {
         }
     }
 
-    /// Echoes the peer's close code (what is still queued goes back to the offline queue) and
-    /// waits `close_timeout` at most for the peer's TCP close.
+    /// Echoes the peer's close code and reason, as `ws` does (what is still queued goes back to
+    /// the offline queue) and waits `close_timeout` at most for the peer's TCP close.
     fn answer_close(&mut self, close: Option<(u16, String)>, close_timeout: Duration) {
         if !self.sent_close && self.claim_close() {
             let wbuf = self.wbuf();
             match &close {
-                Some((code, _)) => frame::encode_close(*code, "", wbuf),
+                Some((code, reason)) => frame::encode_close(*code, reason, wbuf),
                 None => frame::encode(8, &[], wbuf),
             }
         }

@@ -49,12 +49,19 @@ pub fn redact_url(url: &Url) -> String {
 /// `lib/errors.js` shows input.
 const URL_SHOWN: usize = 200;
 
-/// `url` as an error message shows it: redacted, and cut after `URL_SHOWN` characters.
+/// `url` as an error message shows it: redacted, without its query (`?token=`, `?apikey=`: a
+/// credential as often as not) and fragment, shown as `?…`, and cut after `URL_SHOWN` characters.
 pub fn url_in_message(url: &Url) -> String {
-    let mut shown = redact_url(url);
+    let mut bare = url.clone();
+    let had_query = url.query().is_some_and(|q| !q.is_empty());
+    bare.set_query(None);
+    bare.set_fragment(None);
+    let mut shown = redact_url(&bare);
     if let Some((cut, _)) = shown.char_indices().nth(URL_SHOWN) {
         shown.truncate(cut);
         shown.push('…');
+    } else if had_query {
+        shown.push_str("?…");
     }
     shown
 }
@@ -100,5 +107,16 @@ mod tests {
         assert!(shown.starts_with("ws://u:***@a.test/xxx") && shown.ends_with('…'));
         let short = Url::parse("ws://a.test/").unwrap();
         assert_eq!(super::url_in_message(&short), "ws://a.test/");
+    }
+
+    #[test]
+    fn a_query_is_left_out_of_messages() {
+        let shown = |u: &str| super::url_in_message(&Url::parse(u).unwrap());
+        assert_eq!(
+            shown("ws://u:pw@a.test:4000/socket/websocket?token=SECRET&vsn=2.0.0#f"),
+            "ws://u:***@a.test:4000/socket/websocket?…"
+        );
+        assert_eq!(shown("ws://a.test/p?"), "ws://a.test/p");
+        assert_eq!(shown("ws://a.test/p#only"), "ws://a.test/p");
     }
 }
