@@ -422,11 +422,39 @@ export const PACKAGE_ENTRY = fileURLToPath(new URL('../index.js', import.meta.ur
  * would end the process, or a process-wide setting read once. Resolves with its exit code and output.
  */
 export async function runNodeScript(script: string, args: string[], env: NodeJS.ProcessEnv = process.env): Promise<{ code: number | null; out: string; err: string }> {
-  const proc = spawn(process.execPath, ['-e', script, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] })
+  return runNodeScriptLimited('', script, args, env)
+}
+
+/**
+ * `runNodeScript` under a shell's `ulimit` (`'-n 64'`: descriptors; `'-v 1048576'`: address space,
+ * KiB), for the failures of a process at its limits. `signal`: what ended it, if a signal did.
+ */
+export async function runNodeScriptLimited(
+  limit: string,
+  script: string,
+  args: string[],
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<{ code: number | null; signal: NodeJS.Signals | null; out: string; err: string }> {
+  const proc = limit
+    ? spawn('sh', ['-c', `ulimit ${limit} && exec "$@"`, 'sh', process.execPath, '-e', script, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] })
+    : spawn(process.execPath, ['-e', script, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] })
   let out = ''
   let err = ''
   proc.stdout.on('data', (d) => (out += d))
   proc.stderr.on('data', (d) => (err += d))
-  const [code] = (await once(proc, 'close')) as [number | null]
-  return { code, out, err }
+  const [code, signal] = (await once(proc, 'close')) as [number | null, NodeJS.Signals | null]
+  return { code, signal, out, err }
 }
+
+/** Child-script source that opens /dev/null until EMFILE: `held` has every descriptor left (close some to free them). */
+export const HOLD_EVERY_DESCRIPTOR = `
+  const held = []
+  for (;;) {
+    try {
+      held.push(require('node:fs').openSync('/dev/null', 'r'))
+    } catch (e) {
+      if (e.code !== 'EMFILE') throw e
+      break
+    }
+  }
+`

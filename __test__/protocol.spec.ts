@@ -1,5 +1,4 @@
 // Transport and protocol: TLS, CONNECT proxies, subprotocols, limits, close codes.
-import { spawn } from 'node:child_process'
 import { once } from 'node:events'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -16,7 +15,7 @@ import { WebSocket, WebSocketServer } from 'ws'
 
 import { type LookupFunction, ReconnectingWebSocket, clientStats, type RedialError } from '../index.js'
 import { CLIENT_PASSPHRASE, makeCerts } from './certs.js'
-import { PACKAGE_ENTRY, Recorder, acceptUpgrade, connectProxy, peakRssOf, quiescent, rawServer, runNodeScript, until, wsServer } from './helpers.js'
+import { HOLD_EVERY_DESCRIPTOR, PACKAGE_ENTRY, Recorder, acceptUpgrade, connectProxy, peakRssOf, quiescent, rawServer, runNodeScript, runNodeScriptLimited, until, wsServer } from './helpers.js'
 
 const certs = makeCerts({ clients: true, intermediate: true })
 const clients = certs.clients!
@@ -359,15 +358,7 @@ test.serial('a wss: attempt that finds no file descriptor left to read the CA ce
     const [, lib, port] = process.argv
     const fs = require('node:fs')
     const { ReconnectingWebSocket } = require(lib)
-    const held = []
-    for (;;) {
-      try {
-        held.push(fs.openSync('/dev/null', 'r'))
-      } catch (e) {
-        if (e.code !== 'EMFILE') throw e
-        break
-      }
-    }
+    ${HOLD_EVERY_DESCRIPTOR}
     fs.closeSync(held.pop())
     const out = { errors: [] }
     const c = new ReconnectingWebSocket('wss://127.0.0.1:' + port + '/', { minDelay: 20, maxDelay: 20, jitter: 'none', maxRetries: 3 })
@@ -384,12 +375,7 @@ test.serial('a wss: attempt that finds no file descriptor left to read the CA ce
     setTimeout(() => (console.log(JSON.stringify(out)), process.exit(3)), 10000).unref()
   `
   const env = { ...process.env, SSL_CERT_FILE: join(dir, 'system.pem'), NODE_EXTRA_CA_CERTS: join(dir, 'extra.pem') }
-  const child = spawn('sh', ['-c', 'ulimit -n 256 && exec "$0" -e "$1" "$2" "$3"', process.execPath, script, PACKAGE_ENTRY, String(server.port)], { env, stdio: ['ignore', 'pipe', 'pipe'] })
-  let out = ''
-  let err = ''
-  child.stdout.on('data', (d) => (out += d))
-  child.stderr.on('data', (d) => (err += d))
-  const [code] = await once(child, 'close')
+  const { code, out, err } = await runNodeScriptLimited('-n 256', script, [PACKAGE_ENTRY, String(server.port)], env)
   t.is(code, 0, out + err)
   const result = JSON.parse(out)
   t.true(result.open)

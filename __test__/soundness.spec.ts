@@ -3,7 +3,6 @@
 // resolves (and not before: each call is settled by its own completion, whatever connect() came
 // between), a send() made before JS has seen the connection end never throws for it, and the
 // answer to our close is never taken for the peer's own.
-import { spawn, spawnSync } from 'node:child_process'
 import { once } from 'node:events'
 import { copyFileSync, mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -13,7 +12,7 @@ import { Worker } from 'node:worker_threads'
 import test from 'ava'
 
 import { ReconnectingWebSocket, clientStats, type RedialError } from '../index.js'
-import { PACKAGE_ENTRY, Recorder, acceptUpgrade, quiescent, rawServer, refusedPort, runNodeScript, until, wsServer } from './helpers.js'
+import { HOLD_EVERY_DESCRIPTOR, PACKAGE_ENTRY, Recorder, acceptUpgrade, quiescent, rawServer, refusedPort, runNodeScript, runNodeScriptLimited, until, wsServer } from './helpers.js'
 
 const require = createRequire(import.meta.url)
 const native = require('../lib/native.js') as {
@@ -65,17 +64,8 @@ test.serial('loaded by a process at its descriptor limit, require() throws ERR_N
   // aborted the process where napi-rs registers the module.
   const script = `
     const [, lib, free] = process.argv
-    const fs = require('node:fs')
-    const held = []
-    for (;;) {
-      try {
-        held.push(fs.openSync('/dev/null', 'r'))
-      } catch (e) {
-        if (e.code !== 'EMFILE') throw e
-        break
-      }
-    }
-    for (let i = 0; i < Number(free); i++) fs.closeSync(held.pop())
+    ${HOLD_EVERY_DESCRIPTOR}
+    for (let i = 0; i < Number(free); i++) require('node:fs').closeSync(held.pop())
     try {
       require(lib)
       console.log(JSON.stringify({ loaded: true }))
@@ -85,10 +75,10 @@ test.serial('loaded by a process at its descriptor limit, require() throws ERR_N
   `
   const outcomes = []
   for (let free = 1; free <= 8; free++) {
-    const child = spawnSync('sh', ['-c', 'ulimit -n 64 && exec "$0" -e "$1" "$2" "$3"', process.execPath, script, PACKAGE_ENTRY, String(free)], { encoding: 'utf8', timeout: 20_000 })
-    t.is(child.status, 0, `${free} free: ${child.signal ?? ''} ${child.stdout} ${child.stderr}`)
-    t.notRegex(child.stderr, /panicked/)
-    outcomes.push(JSON.parse(child.stdout))
+    const child = await runNodeScriptLimited('-n 64', script, [PACKAGE_ENTRY, String(free)])
+    t.is(child.code, 0, `${free} free: ${child.signal ?? ''} ${child.out} ${child.err}`)
+    t.notRegex(child.err, /panicked/)
+    outcomes.push(JSON.parse(child.out))
   }
   const ours = outcomes.filter((o) => o.code === 'ERR_NATIVE_BINDING')
   t.true(ours.length > 0, JSON.stringify(outcomes))
@@ -139,23 +129,13 @@ test.serial('a message larger than the memory a process may allocate (ulimit -v)
       c.on('giveup', () => setTimeout(() => console.log(JSON.stringify(out)), 100))
     }
   `
-  // Spawned, not spawnSync: the server here must run meanwhile.
-  const run = async (limitKiB: number, arg: string) => {
-    const child = spawn('sh', ['-c', `ulimit -v ${limitKiB} && exec "$0" -e "$1" "$2" "$3"`, process.execPath, script, PACKAGE_ENTRY, arg], { stdio: ['ignore', 'pipe', 'pipe'] })
-    let stdout = ''
-    let stderr = ''
-    child.stdout.on('data', (d) => (stdout += d))
-    child.stderr.on('data', (d) => (stderr += d))
-    const [status, signal] = await once(child, 'close')
-    return { status, signal, stdout, stderr }
-  }
-  const measured = await run(8 << 20, 'measure')
-  t.is(measured.status, 0, measured.stderr)
-  const idleKiB = Number(measured.stdout)
+  const measured = await runNodeScriptLimited('-v 8388608', script, [PACKAGE_ENTRY, 'measure'])
+  t.is(measured.code, 0, measured.err)
+  const idleKiB = Number(measured.out)
   t.true(idleKiB > 0)
-  const child = await run(idleKiB + (384 << 10), peer.url)
-  t.is(child.status, 0, `${child.signal ?? ''} ${child.stdout} ${child.stderr}`)
-  const out = JSON.parse(child.stdout)
+  const child = await runNodeScriptLimited(`-v ${idleKiB + (384 << 10)}`, script, [PACKAGE_ENTRY, peer.url])
+  t.is(child.code, 0, `${child.signal ?? ''} ${child.out} ${child.err}`)
+  const out = JSON.parse(child.out)
   t.is(out.message, undefined)
   t.is(out.error.code, 'ERR_MESSAGE_TOO_BIG')
   t.regex(out.error.message, /^a message needed a buffer of \d+ bytes, more memory than the process may allocate$/)
