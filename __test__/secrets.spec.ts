@@ -118,6 +118,13 @@ test.serial("a connection's error leaves the URL's query out (a token, an apikey
   const giveup = await rec.next('giveup')
   t.false(inspect(giveup).includes('SECRET123'))
   t.false(inspect(err).includes('SECRET123'))
+  // The URL a check refuses, from the constructor or a provider, neither.
+  const refused = t.throws(() => new ReconnectingWebSocket(`ws://127.0.0.1:99999/socket?token=SECRET123`), { code: 'ERR_INVALID_URL' })
+  t.is(refused?.message, 'Invalid URL: ws://127.0.0.1:99999/socket?\u2026')
+  const provided = new ReconnectingWebSocket(() => `ws://127.0.0.1:${port}/socket?token=SECRET123#x`, { maxRetries: 0 })
+  const failed: RedialError = await new Recorder(provided).next('error')
+  t.is(failed.code, 'ERR_PROVIDER')
+  t.false(inspect(failed).includes('SECRET123'), failed.message)
 })
 
 test('synchronous errors name the URL without its password', (t) => {

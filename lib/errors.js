@@ -34,14 +34,21 @@ function redactUrl(url) {
   return String(url).replace(URL_USERINFO, maskUserinfo)
 }
 
-/** Input refused as a URL (it did not parse, or a check refused it), for its error: no password. */
+/**
+ * Input refused as a URL (it did not parse, or a check refused it), for its error: no password,
+ * and its query or fragment cut to `?` or `#` and an ellipsis (`?token=`, `?apikey=`: a credential as
+ * often as not).
+ */
 function redactInput(input) {
-  const text = String(input).replace(INPUT_USERINFO, maskUserinfo)
+  const text = String(input).replace(INPUT_USERINFO, maskUserinfo).replace(QUERY_OR_FRAGMENT, (rest) => `${rest[0]}\u2026`)
   // A message names the input, it does not carry it (a 10 MB URL made a 10 MB message, once per attempt).
   return text.length > INPUT_SHOWN ? `${text.slice(0, INPUT_SHOWN)}... (${text.length} characters)` : text
 }
 
 const INPUT_SHOWN = 200
+
+// From the first `?` or `#` of a URL to its end.
+const QUERY_OR_FRAGMENT = /[?#][\s\S]*$/
 
 /** `text` with the credentials of every `scheme://user:pass@` in it masked. */
 function redactText(text) {

@@ -35,6 +35,7 @@ use crate::outbox::{Outbound, QueueConfig, SendOutcome, NO_TICKET};
 use crate::protocol::send as outcome;
 use crate::proxy::{Proxy, ProxyEnv};
 use crate::queue::Queue;
+use crate::redact::url_in_message;
 use crate::registry;
 use crate::shared::{AttemptParams, Shared};
 use crate::stats::{self, GLOBAL};
@@ -650,7 +651,9 @@ impl NativeClient {
     /// The JS object was collected (or the environment is being torn down): the client leaves
     /// its thread's delivery, with a warning if it was never disconnected.
     fn on_collected(self, env: Env) {
-        let url = &self.config.url;
+        // Without its query, as in error messages: it may carry a token.
+        let url =
+            url::Url::parse(&self.config.url).map_or_else(|_| self.config.url.to_string(), |u| url_in_message(&u));
         let metrics = &self.shared.metrics;
         let was_active = registry::unregister(&env, self.shared.id, || {
             JsEvent::Warning {

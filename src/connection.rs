@@ -887,8 +887,9 @@ impl OpenConn {
         }
     }
 
-    /// Echoes the peer's close code and reason, as `ws` does (what is still queued goes back to
-    /// the offline queue) and waits `close_timeout` at most for the peer's TCP close.
+    /// Echoes the peer's close code and reason, as `ws` does (under `skipUTF8Validation`, the
+    /// reason as it was decoded, where `ws` echoes its bytes; what is still queued goes back to the
+    /// offline queue) and waits `close_timeout` at most for the peer's TCP close.
     fn answer_close(&mut self, close: Option<(u16, String)>, close_timeout: Duration) {
         if !self.sent_close && self.claim_close() {
             let wbuf = self.wbuf();

@@ -97,6 +97,9 @@ async fn system_lookup(host: String, port: u16) -> Addresses {
             if let Some(waiting) = map.get_mut(&key) {
                 waiting.retain(|w| !w.is_closed());
                 waiting.push(tx);
+                // A permit taken while the lookup started meanwhile goes back at once: held
+                // while this attempt waits, it would stand for no thread.
+                drop(permit.take());
                 break None;
             }
             if let Some(permit) = permit.take() {
