@@ -80,10 +80,10 @@ static RUNNING: Mutex<Option<HashMap<(String, u16), Waiting>>> = Mutex::new(None
 /// Who waits for a running lookup's answer.
 type Waiting = Vec<tokio::sync::oneshot::Sender<Addresses>>;
 
-/// The system resolver's addresses for `host`, asked on a thread of its own (`getaddrinfo`
-/// blocks), or the answer of the one running for it. Not tokio's blocking pool: it panics when
-/// the system refuses it a thread (a process at its thread limit, a container's `pids.max`),
-/// where this is a failed lookup, which the attempt's policy retries.
+/// The system resolver's addresses for `host`, asked on a lookup thread (`getaddrinfo` blocks),
+/// or the answer of the lookup running for it. Not tokio's blocking pool: it panics when the
+/// system refuses it a thread (a process at its thread limit, a container's `pids.max`), where
+/// this is a failed lookup, which the attempt's policy retries.
 async fn system_lookup(host: String, port: u16) -> Addresses {
     static THREADS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(LOOKUP_THREADS);
     let key = (host, port);
