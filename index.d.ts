@@ -721,7 +721,8 @@ export declare class ReconnectingWebSocket<B extends BinaryType = 'nodebuffer'> 
    * `options` as in `ws`. A Blob goes as a binary message (text with `binary: false`; a piece with
    * `fin: false`) once its bytes are read: it, and every `send()`,
    * `disconnect()` or `reconnect()` after it, wait for them in order (counted in `bufferedAmount`; the client
-   * reads `'closing'` meanwhile after a `disconnect()`); `terminate()` discards them. `callback`, as `ws`'s, runs asynchronously (never inside the call that settles it): with `null` once the message
+   * reads `'closing'` meanwhile after a `disconnect()`; a connection that ends meanwhile has the calls made
+   * then, and a `disconnect()` discards what waited before it); `terminate()` discards them. `callback`, as `ws`'s, runs asynchronously (never inside the call that settles it): with `null` once the message
    * is written to the socket (from the queue: on a later connection), with an `ERR_NOT_SENT` error
    * (`err.reason`) once it never will be; not at all when `send()` throws.
    */

@@ -8,7 +8,7 @@ import { join } from 'node:path'
 import test, { type ExecutionContext } from 'ava'
 
 import { ReconnectingWebSocket, clientStats, createWebSocketStream, type DropEventInfo, type NotSentError, type ReconnectingWebSocketOptions } from '../index.js'
-import { Recorder, refusedPort, sendsOnOpen, until, wsServer } from './helpers.js'
+import { Recorder, refusedPort, sendsOnOpen, until, upgradeServer, wsServer } from './helpers.js'
 
 /** Everything a client held is released by the time its disconnect() resolves. */
 function released(t: ExecutionContext) {
@@ -908,5 +908,79 @@ test.serial('a connection that opens while a disconnect() waits behind a Blob is
   t.deepEqual(seen, ['close 4000 false closed'])
   await until(() => got.length === 1 && got[0].length === 1, 'what the server got')
   t.deepEqual(got, [['b:bytes']])
+  released(t)
+})
+
+test.serial("a disconnect() behind a Blob when the connection drops: that close is its close, the last event; what waited is discarded", async (t) => {
+  // The connection the Blob was sent for has gone: as a disconnect() made at once, the call ends
+  // the client there (no retry reported, no giveup), and discards what waited for the connection.
+  const { peer, client, log } = await openClient(t, { minDelay: 10, maxDelay: 10 })
+  const { calls, callback } = recorder()
+  const blob = new GatedBlob(['never read'])
+  client.send(blob, callback('blob'))
+  const done = client.disconnect(4000, 'bye')
+  await peer.close()
+  t.like(await log.next('close'), { code: 1006, willReconnect: false })
+  t.deepEqual(await done, { discarded: 1 })
+  t.is(client.state, 'closed')
+  t.deepEqual(calls, [['blob', 'ERR_NOT_SENT:discarded']])
+  blob.release()
+  await new Promise(setImmediate)
+  // (The error: the connection ended without a close frame, as it does without a Blob.)
+  t.deepEqual(
+    log.log.map((e) => e.name),
+    ['open', 'error', 'close'],
+  )
+  released(t)
+})
+
+test.serial('a reconnect() behind a Blob, made before the attempt failed for good: no giveup, the client connects again and sends the Blob', async (t) => {
+  // The first upgrade is refused (401) and the client retries no more: the reconnect() made while
+  // it connected starts the next attempt, as one made before JS saw the failure does without a Blob.
+  let upgrades = 0
+  const got: string[] = []
+  const peer = await upgradeServer((req, socket, head, wss) => {
+    if (upgrades++ === 0) return void socket.end('HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\r\n')
+    wss.handleUpgrade(req, socket, head, (ws) => ws.on('message', (data, isBinary) => got.push(`${isBinary ? 'b' : 't'}:${String(data)}`)))
+  })
+  t.teardown(() => peer.close())
+  const client = new ReconnectingWebSocket(peer.url, { maxRetries: 0 })
+  const log = new Recorder(client, ['open', 'close', 'reconnecting', 'error', 'giveup'])
+  const blob = new GatedBlob(['after the refusal'])
+  client.send(blob)
+  client.reconnect()
+  t.like(await log.next('close'), { code: 1006, willReconnect: true })
+  await log.next('open')
+  blob.release()
+  await until(() => got.length === 1, 'the Blob on the second connection')
+  t.deepEqual(got, ['b:after the refusal'])
+  t.is(log.count('giveup'), 0)
+  t.is(upgrades, 2)
+  await client.disconnect()
+  released(t)
+})
+
+test.serial('a disconnect() behind a Blob, made before the client gave up: the giveup is not reported and no giveup listener restarts it', async (t) => {
+  const port = await refusedPort()
+  const client = new ReconnectingWebSocket(`ws://127.0.0.1:${port}/`, { maxRetries: 1, minDelay: 10, maxDelay: 10 })
+  t.teardown(() => client.terminate())
+  const log = new Recorder(client, ['open', 'close', 'reconnecting', 'error', 'giveup'])
+  // As the README suggests of a giveup listener, one that acts: it must not undo the disconnect().
+  client.on('giveup', () => client.connect())
+  const deadline = Date.now() + 20_000
+  while (clientStats().runningTasks > 0 && Date.now() < deadline);
+  t.is(clientStats().runningTasks, 0, 'the driver gave up, JS has not seen it')
+  const blob = new GatedBlob(['bytes'])
+  client.send(blob)
+  const done = client.disconnect()
+  t.deepEqual(await done, { discarded: 1 })
+  await new Promise(setImmediate)
+  t.is(client.state, 'closed')
+  t.deepEqual(
+    log.log.map((e) => e.name),
+    ['error', 'close'],
+  )
+  t.like(log.log[1].args[0], { willReconnect: false })
+  blob.release()
   released(t)
 })

@@ -209,6 +209,29 @@ test.serial('connect(); disconnect() after the driver gave up and exited, before
   await quiescent()
 })
 
+test.serial('disconnect() in a close listener when the driver has since retried, given up and exited unseen: nothing after the call is reported', async (t) => {
+  const port = await refusedPort()
+  const client = new ReconnectingWebSocket(`ws://127.0.0.1:${port}/`, { minDelay: 1, maxDelay: 1, maxRetries: 2 })
+  t.teardown(() => client.terminate())
+  const seen: string[] = []
+  let disconnected: Promise<unknown> | null = null
+  for (const name of ['error', 'close', 'reconnecting', 'giveup', 'open']) {
+    ;(client as NodeJS.EventEmitter).on(name, (e?: { willReconnect?: boolean }) => {
+      seen.push(`${name}${e?.willReconnect === undefined ? '' : ' ' + e.willReconnect}`)
+      // Its first close: the events of the attempts after it are in the batch being delivered.
+      if (name === 'close' && disconnected === null) disconnected = client.disconnect()
+    })
+  }
+  // All three attempts are refused, and the driver gives up and exits, while JS is blocked.
+  blockUntil(() => client.metrics.connectAttempts === 3 && clientStats().runningTasks === 0, 'the driver gives up and exits')
+  await until(() => disconnected !== null, 'the first close')
+  t.deepEqual(await disconnected, { discarded: 0 })
+  await new Promise(setImmediate)
+  t.deepEqual(seen, ['error', 'close true'])
+  t.is(client.state, 'closed')
+  await quiescent()
+})
+
 test.serial('connect() right after disconnect() or terminate(), open or connecting: the close that follows says willReconnect: true, and the client opens', async (t) => {
   const peer = await wsServer()
   t.teardown(() => peer.close())

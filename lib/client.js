@@ -388,6 +388,14 @@ class ReconnectingWebSocket extends EventEmitter {
   #unannounced = false
   /** Why a closed client stopped, for opened(): `{ giveup }` (its event's payload), `'disconnected'`, or null. */
   #ended = null
+  /** The last driver started has reported its exit to JS (or none was started): no event of it is to come. */
+  #driverDone = true
+  /**
+   * A disconnect() found the driver gone before JS saw all it reported (a batch being delivered
+   * holds its close, a giveup): until its exit report, nothing more of it is reported, as after a
+   * disconnect() the driver took.
+   */
+  #silentUntilIdle = false
   /** A pending disconnect() call (`{ seq, resolve }`), an array of them for several, or null. */
   #waiters = null
   /** The native machine's count of consecutive failures, as its last event reported it. */
@@ -599,6 +607,8 @@ class ReconnectingWebSocket extends EventEmitter {
     // rws mode reads it (`socketSeen`), or events still to be dispatched may undo what this sets
     // (a batch's `close` after this listener): otherwise it need not wake the JS thread by itself.
     this.#restarts = N.clientConnect(this, !this.#rws && !tracing() && !wire.delivering())
+    this.#driverDone = false
+    this.#silentUntilIdle = false
     if (state === 'closed') {
       this.#retries = 0
       // A disconnect whose close event was already delivered is over for the user; its promise still settles.
@@ -703,6 +713,7 @@ class ReconnectingWebSocket extends EventEmitter {
     if (seq === 0) {
       this.#state = 'closed'
       this.#ended = 'disconnected'
+      if (!this.#driverDone) this.#silentUntilIdle = true
       const discarded = (keepQueue ? 0 : N.clientDiscardQueue(this)) + (left === null ? 0 : left.count)
       // Their callbacks are queued before anything can await this promise.
       this.#settleCallbacks()
@@ -1575,14 +1586,14 @@ class ReconnectingWebSocket extends EventEmitter {
     if (this.#rws) this.#rws.socketSeen = true
     // `protocol` and `extensions` are the next connection's, '' until it opens (as a new ws socket's).
     this.#chosen = ''
-    if (!this.#closing) this.#state = 'connecting'
+    if (!this.#closing && !this.#silentUntilIdle) this.#state = 'connecting'
     this.#retries = attempt
     this.#trace('connect', this.retryCount)
   }
 
   /** `head`: the server's 101 answer (status line and headers), just before its `open`. */
   #onUpgrade(head) {
-    if (this.#closing) return
+    if (this.#closing || this.#silentUntilIdle) return
     // Parsed only for a listener: a fleet connecting makes no header objects nobody reads.
     if (this.listenerCount('upgrade') > 0) this.emit('upgrade', parseResponseHead(head))
   }
@@ -1594,7 +1605,7 @@ class ReconnectingWebSocket extends EventEmitter {
     // once the close is done, after that call is settled), or the call waits behind a Blob's
     // bytes. Not reported: the client is closing, where a send() or ping() in an `open` listener
     // would throw.
-    if (this.#closing || this.#held?.closing > 0) {
+    if (this.#closing || this.#held?.closing > 0 || this.#silentUntilIdle) {
       this.#unannounced = true
       return void this.#trace('open', 'closing')
     }
@@ -1619,7 +1630,7 @@ class ReconnectingWebSocket extends EventEmitter {
     // A failure that is retried must not crash a program that did not listen for errors.
     const err = this.#lookupCause(fromNative(p), p)
     this.#trace('error', err.message)
-    if (this.#closing === QUIET) return
+    if (this.#closing === QUIET || this.#silentUntilIdle) return
     // The attempt or connection this error ends is going: CLOSING, as ws says in its `error`
     // (reconnecting-websocket's mode says what theirs does, lib/rws.js).
     const outer = failing
@@ -1640,6 +1651,10 @@ class ReconnectingWebSocket extends EventEmitter {
   #onClose({ code, reason, wasClean, willReconnect, byReconnect, retries, gen, restarts }) {
     runDueCallbacks()
     this.#deliverBacklog()
+    const silent = this.#silentUntilIdle
+    // A disconnect(), connect() or reconnect() waiting behind a Blob's bytes was made before this
+    // close: it is made now, and the close is reported as one that follows it.
+    if (this.#held?.calls > 0 && gen === N.clientGeneration(this)) this.#held.callsNow()
     const closing = this.#closing
     const calledDuringVerdict = this.#verdict === CALLED_DURING_VERDICT
     this.#verdict = NO_VERDICT
@@ -1652,6 +1667,11 @@ class ReconnectingWebSocket extends EventEmitter {
       // (One whose open was reported is: every open reported is answered by one close.)
       if (closing && !this.#connectAfterClose && this.#openedAt === 0) return void this.#trace('close', code, reason)
       willReconnect = true
+    } else if (this.#silentUntilIdle) {
+      // A disconnect() ended the client as the driver exited: this close is the last reported
+      // (one the call was made before, as a disconnect() behind a Blob's bytes is), if any is.
+      willReconnect = false
+      this.#state = 'closed'
     } else if (closing) {
       if (!this.#connectAfterClose) {
         // The driver may not have taken the disconnect() yet (a server's close that came first, or
@@ -1685,7 +1705,7 @@ class ReconnectingWebSocket extends EventEmitter {
     }
     this.#openedAt = 0
     this.#trace('close', code, reason)
-    if (closing === QUIET) return
+    if (closing === QUIET || silent) return
     const info = { code, reason, wasClean, willReconnect }
     if (channels.close.hasSubscribers) channels.close.publish({ client: this, ...info })
     this.#emit('close', info)
@@ -1702,7 +1722,7 @@ class ReconnectingWebSocket extends EventEmitter {
     this.#trace('reconnecting', attempt, delay)
     // A reconnect the driver planned before it took the disconnect(), or before a connect() or
     // reconnect() that started the next attempt: it will not happen.
-    if (this.#closing || restarts !== this.#restarts) return
+    if (this.#closing || this.#silentUntilIdle || restarts !== this.#restarts) return
     const p = { attempt, delay }
     this.#state = 'reconnecting'
     if (channels.reconnecting.hasSubscribers) channels.reconnecting.publish({ client: this, ...p })
@@ -1715,7 +1735,7 @@ class ReconnectingWebSocket extends EventEmitter {
     const replaced = gen !== N.clientGeneration(this)
     this.#trace('giveup', p.reason)
     // After disconnect() and the close it caused, nothing more is reported.
-    if (this.#closing === QUIET || (replaced && this.#closing && !this.#connectAfterClose)) return
+    if (this.#closing === QUIET || this.#silentUntilIdle || (replaced && this.#closing && !this.#connectAfterClose)) return
     // The close before a giveup left the client closed: a connect() or reconnect() since (in an
     // error or close listener, or before JS saw this giveup, which may have started another
     // driver; or after a disconnect(), to connect once it is done) started it again. This giveup
@@ -1726,13 +1746,18 @@ class ReconnectingWebSocket extends EventEmitter {
     const stops = !this.#closing
     if (stops) {
       this.#state = 'closed'
-      this.#ended = { giveup: p }
+      const ended = { giveup: p }
+      this.#ended = ended
       // Closed: a long-lived signal keeps no listener of it (a connect() listens again).
       this.#unlistenSignal?.()
       this.#unlistenSignal = null
       // Sends held behind a Blob that the addon refused before JS saw this: a call held behind
-      // them (a disconnect()) can go now.
-      if (this.#held?.stalled) this.#held.resume()
+      // them can go now. If it did (a disconnect(), a connect()), it came before this giveup was
+      // reported: as for one made at once, the giveup is not.
+      if (this.#held?.stalled) {
+        this.#held.resume()
+        if (this.#ended !== ended || this.#state !== 'closed') return
+      }
     }
     if (channels.giveup.hasSubscribers) channels.giveup.publish({ client: this, ...p })
     if (stops) this.#givingUp = p
@@ -1757,6 +1782,8 @@ class ReconnectingWebSocket extends EventEmitter {
       if (this.#closing && this.#waiters === null) this.#closeDone()
       return
     }
+    this.#driverDone = true
+    this.#silentUntilIdle = false
     // This client's driver is gone: nothing is left running, every call is settled. A disconnect()
     // that reached the driver only as it exited was not run by it: what is queued is discarded here
     // (after a giveup without one, or disconnects that all keep it, the queue stays for a later connect()).

@@ -111,6 +111,32 @@ class HeldSends {
     this.#pump()
   }
 
+  /**
+   * The connection or attempt the messages waited for has ended (the I/O thread reports its close):
+   * the calls held behind them are made now, in order, as made just before that close. A
+   * disconnect() discards the messages before it (given up with the connection, as its queue's
+   * are); a connect(), reconnect() or rws close() goes ahead of them (they go on the next
+   * connection, in their order). Otherwise the events of what the call ends would be reported as
+   * if it had not been made (a giveup after a reconnect(), a retry after a disconnect()).
+   */
+  callsNow() {
+    if (this.#pumping) return
+    for (let call = this.#firstCall(); call !== null && !this.#over; call = this.#firstCall()) {
+      this.#hoist(call)
+      this.#pump()
+    }
+  }
+
+  /** Puts `call` at the front: a discarding one with the messages before it given up. */
+  #hoist(call) {
+    if (call.discards) {
+      this.#dropBefore(call)
+    } else {
+      this.#items.splice(this.#items.indexOf(call, this.#head), 1)
+      this.#items.splice(this.#head, 0, call)
+    }
+  }
+
   #dropBefore(call) {
     const at = this.#over ? -1 : this.#items.indexOf(call, this.#head)
     if (at < 0) return
@@ -196,12 +222,7 @@ class HeldSends {
             this.#stall()
             return
           }
-          if (call.discards) {
-            this.#dropBefore(call)
-          } else {
-            this.#items.splice(this.#items.indexOf(call, this.#head), 1)
-            this.#items.splice(this.#head, 0, call)
-          }
+          this.#hoist(call)
           continue
         }
         this.#items[this.#head++] = undefined
