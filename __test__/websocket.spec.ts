@@ -151,3 +151,110 @@ test('the options of reconnecting are refused, with their name; (url, options) i
   t.true(socket instanceof ReconnectingWebSocket)
   t.is(socket.state, 'closed')
 })
+
+test.serial("a close for good hands back what the queue holds: a drop event, the callbacks told 'closed', bufferedAmount 0", async (t) => {
+  // A send() before the open is queued for it (where ws throws); the connection fails: nothing
+  // will send the message (no reconnect), so it is not kept for a connect() nobody makes.
+  // The server takes the connection and answers the upgrade with a refusal once both are queued.
+  const held: net.Socket[] = []
+  const peer = await rawServer((s) => held.push(s))
+  t.teardown(() => peer.close())
+  const socket = new WebSocket(peer.url)
+  const log = new Recorder(socket, ['error', 'close', 'drop'])
+  const told: string[] = []
+  socket.send('queued', (err) => told.push(err === null || err === undefined ? 'sent' : `${err.code}:${(err as { reason?: string }).reason}`))
+  socket.send(Buffer.from('bytes'))
+  t.is(socket.bufferedAmount, 11)
+  await until(() => held.length === 1, 'the connection')
+  held[0].end('HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n')
+  const drop = await log.next('drop')
+  t.is(drop.reason, 'closed')
+  t.deepEqual(drop.messages.map(String), ['queued', 'bytes'])
+  t.is(log.count('close'), 1)
+  await until(() => told.length === 1, 'the callback')
+  t.deepEqual(told, ['ERR_NOT_SENT:closed'])
+  t.is(socket.bufferedAmount, 0)
+  // A ReconnectingWebSocket that gives up keeps its queue for a connect(), as the README says.
+  const kept = new ReconnectingWebSocket(peer.url, { maxRetries: 0 })
+  const keptLog = new Recorder(kept, ['error', 'giveup', 'drop'])
+  kept.send('kept')
+  await until(() => held.length === 2, 'the connection')
+  held[1].end('HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n')
+  await keptLog.next('giveup')
+  t.is(keptLog.count('drop'), 0)
+  t.is(kept.bufferedAmount, 4)
+  t.deepEqual(await kept.disconnect(), { discarded: 1 })
+  t.like(clientStats(), { runningTasks: 0, openConnections: 0 })
+})
+
+test.serial("close() of a socket that is not open checks no arguments, as ws's: a bridge passing on 1005 or 1006 does not throw", async (t) => {
+  const port = await refusedPort()
+  const socket = new WebSocket(`ws://127.0.0.1:${port}/`)
+  socket.on('error', () => {})
+  // Connecting: an invalid code closes it as close() would.
+  t.notThrows(() => socket.close(999))
+  t.is(socket.readyState, socket.CLOSING)
+  const closed = new Promise<void>((resolve) => socket.addEventListener('close', () => resolve()))
+  await closed
+  t.notThrows(() => socket.close(1006, 'passed on'))
+  t.notThrows(() => socket.close(5))
+  // A ReconnectingWebSocket checks them in every state, as before.
+  const rws = new ReconnectingWebSocket(`ws://127.0.0.1:${port}/`, { startClosed: true })
+  t.throws(() => rws.close(1006), { code: 'ERR_INVALID_CLOSE_CODE' })
+  // An open socket still refuses a code it cannot send.
+  const peer = await wsServer(() => {})
+  t.teardown(() => peer.close())
+  const open = new WebSocket(peer.url)
+  await new Promise((resolve) => open.addEventListener('open', resolve))
+  t.throws(() => open.close(1006), { code: 'ERR_INVALID_CLOSE_CODE' })
+  open.close(4000)
+  await new Promise((resolve) => open.addEventListener('close', resolve))
+})
+
+test.serial('ping() and pong() in the error listener of a connection that fails do not throw (it reads CLOSING): their callbacks hear it', async (t) => {
+  const port = await refusedPort()
+  const socket = new WebSocket(`ws://127.0.0.1:${port}/`)
+  const told: string[] = []
+  const thrown: unknown[] = []
+  socket.addEventListener('error', () => {
+    t.is(socket.readyState, socket.CLOSING)
+    try {
+      socket.ping(undefined, undefined, (err?: Error | null) => told.push(`ping ${(err as { reason?: string } | null)?.reason}`))
+      socket.pong(undefined, undefined, (err?: Error | null) => told.push(`pong ${(err as { reason?: string } | null)?.reason}`))
+    } catch (err) {
+      thrown.push(err)
+    }
+  })
+  await new Promise((resolve) => socket.addEventListener('close', resolve))
+  await until(() => told.length === 2, 'the callbacks')
+  t.deepEqual(thrown, [])
+  t.deepEqual(told, ['ping closed', 'pong closed'])
+})
+
+test.serial("removeAllListeners() removes the on<type> handlers and addEventListener() listeners too, as ws's does", async (t) => {
+  const peer = await wsServer((socket) => {
+    socket.on('message', (data) => socket.send(data))
+  })
+  t.teardown(() => peer.close())
+  const socket = new WebSocket(peer.url)
+  const seen: string[] = []
+  socket.onmessage = () => seen.push('onmessage')
+  socket.addEventListener('message', () => seen.push('listener'))
+  socket.onclose = () => seen.push('onclose')
+  socket.on('message', () => seen.push('emitter'))
+  await new Promise((resolve) => socket.addEventListener('open', resolve))
+  socket.send('one')
+  await until(() => seen.length === 3, 'the first echo')
+  t.deepEqual(seen, ['emitter', 'onmessage', 'listener'])
+  socket.removeAllListeners('message')
+  t.is(socket.onmessage as unknown, null)
+  t.not(socket.onclose, null)
+  const echoed = new Promise((resolve) => socket.once('message', resolve))
+  socket.send('two')
+  await echoed
+  t.deepEqual(seen, ['emitter', 'onmessage', 'listener'])
+  socket.removeAllListeners()
+  t.is(socket.onclose as unknown, null)
+  await socket.disconnect()
+  t.deepEqual(seen, ['emitter', 'onmessage', 'listener'])
+})

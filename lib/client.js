@@ -174,12 +174,15 @@ function discardedInJs(held, pieces) {
 const UNUSUAL = new WeakMap()
 
 /**
- * On a class's prototype (lib/websocket.js): its WHATWG `error` events are `ws`'s, so an open
- * connection that ends without a close frame (a reset, the server gone, the heartbeat's timeout)
- * is reported by its close alone (1006), as `ws` and the DOM report it; only a broken protocol or
- * limit fires `error` too. The EventEmitter `error` event still carries every error.
+ * On a class's prototype (lib/websocket.js): a client of one connection, as `ws`'s WebSocket. Its
+ * WHATWG `error` events are `ws`'s, so an open connection that ends without a close frame (a reset,
+ * the server gone, the heartbeat's timeout) is reported by its close alone (1006), as `ws` and the
+ * DOM report it; only a broken protocol or limit fires `error` too (the EventEmitter `error` event
+ * still carries every error). Its close is final: what its queue still holds when it gives up will
+ * never be sent, and is handed back at once (`drop`, callbacks told 'closed'), as `ws` fails the
+ * sends of a socket that closed.
  */
-const WS_EVENTS = Symbol('redial-ws: ws error events')
+const ONE_CONNECTION = Symbol('redial-ws: one connection')
 
 /**
  * Where the application made a client (the stack below its constructor), named by the warning of a
@@ -1107,7 +1110,8 @@ class ReconnectingWebSocket extends EventEmitter {
   }
 
   /** Runs (as microtasks) the callbacks of messages the addon reports written or dropped. */
-  #settleCallbacks() {
+  /** `drainedAs`: what a callback of a message the queue handed back is told. */
+  #settleCallbacks(drainedAs = 'drained') {
     const callbacks = this.#callbacks?.byTicket
     if (callbacks === undefined || callbacks.size === 0) return
     const settled = N.clientTakeSettled(this)
@@ -1116,7 +1120,7 @@ class ReconnectingWebSocket extends EventEmitter {
       if (callback === undefined) continue
       callbacks.delete(settled[i])
       const fate = FATES[settled[i + 1]]
-      callLater(callback, fate === 'written' ? undefined : notSent(fate))
+      callLater(callback, fate === 'written' ? undefined : notSent(fate === 'drained' ? drainedAs : fate))
     }
   }
 
@@ -1172,7 +1176,8 @@ class ReconnectingWebSocket extends EventEmitter {
    */
   #controlRefused(what, { callback }) {
     const state = this.state
-    if (state !== 'open' && state !== 'closing') throw this.#notOpen(what)
+    // (In the `error` of a connection that fails, the client reads CLOSING, as ws's does then.)
+    if (state !== 'open' && state !== 'closing' && failing !== this) throw this.#notOpen(what)
     if (callback !== undefined) callLater(callback, notSent('closed', undefined, what))
   }
 
@@ -1213,14 +1218,19 @@ class ReconnectingWebSocket extends EventEmitter {
 
   /** Hands back the queued, unsent messages (oldest first) and empties the queue. */
   drainQueue() {
+    return this.#takeQueue('drained')
+  }
+
+  /** The queue's messages, then those waiting for a Blob's bytes (sent after), their callbacks told `reason`. */
+  #takeQueue(reason) {
     const messages = N.clientDrainQueue(this)
-    this.#settleCallbacks()
-    // Then those waiting for a Blob's bytes (sent after): a Blob as itself, other data as held.
+    this.#settleCallbacks(reason)
+    // A Blob as itself, other data as held.
     const held = this.#held?.takeMessages()
     if (held !== undefined) {
       for (const message of held) {
         messages.push(message.blob ?? message.data)
-        if (message.callback !== undefined) callLater(message.callback, notSent('drained'))
+        if (message.callback !== undefined) callLater(message.callback, notSent(reason))
       }
     }
     return messages
@@ -1440,6 +1450,17 @@ class ReconnectingWebSocket extends EventEmitter {
   }
 
   /**
+   * As ws's: the `on<type>` handlers and `addEventListener()` listeners are the emitter's too, so
+   * that code that detaches a socket this way hears nothing more from it.
+   */
+  removeAllListeners(type) {
+    const all = arguments.length === 0
+    super.removeAllListeners(...arguments)
+    this.#whatwg?.clear(all ? () => true : (t) => t === type)
+    return this
+  }
+
+  /**
    * Delivers `event` to the addEventListener listeners of its type; false if a listener called
    * `preventDefault()` on a cancelable event, as in the DOM.
    */
@@ -1640,7 +1661,7 @@ class ReconnectingWebSocket extends EventEmitter {
       if (channels.error.hasSubscribers) channels.error.publish({ client: this, error: err })
       if (this.listenerCount('error') > 0) this.#emit('error', err)
       if (this.#rws) this.#rws.pendingError = err
-      else if (this.#wants('error') && (state !== 'open' || !this[WS_EVENTS] || PEER_ERRORS.has(err.code))) this.#fire(new ErrorEvent(err, this))
+      else if (this.#wants('error') && (state !== 'open' || !this[ONE_CONNECTION] || PEER_ERRORS.has(err.code))) this.#fire(new ErrorEvent(err, this))
     } finally {
       failing = outer
     }
@@ -1769,6 +1790,10 @@ class ReconnectingWebSocket extends EventEmitter {
     // A listener that called connect() started the client again: for opened(), messages() and
     // streams it has not ended.
     if (stops && this.#state !== 'closed') return
+    if (stops && this[ONE_CONNECTION]) {
+      const messages = this.#takeQueue('closed')
+      if (messages.length > 0) this.#emit('drop', { reason: 'closed', messages })
+    }
     this.#internal?.emit(kGaveUp, p)
   }
 
@@ -1997,4 +2022,4 @@ function createWebSocketStream(client, options) {
   return webSocketStream(client, control, options)
 }
 
-module.exports = { ReconnectingWebSocket, createWebSocketStream, Event, MessageEvent, CloseEvent, ErrorEvent, WS_EVENTS }
+module.exports = { ReconnectingWebSocket, createWebSocketStream, Event, MessageEvent, CloseEvent, ErrorEvent, ONE_CONNECTION }

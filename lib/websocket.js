@@ -9,7 +9,8 @@
 // a connection that failed, as `ws` reports it), whatever the arguments' shape. Its close is final
 // unless the application calls `connect()` or `reconnect()`, which it inherits.
 
-const { ReconnectingWebSocket, WS_EVENTS } = require('./client')
+const { ReconnectingWebSocket, ONE_CONNECTION } = require('./client')
+const { checkClose } = require('./arguments')
 const { makeError } = require('./errors')
 const { ALIASES, THEIRS } = require('./rws')
 
@@ -53,10 +54,32 @@ class WebSocket extends ReconnectingWebSocket {
     }
     super(url, { ...given, protocols: noProtocols(protocols) ? given.protocols : protocols, maxRetries: 0 })
   }
+
+  /**
+   * As ws's close(): a socket that is not open closes without its arguments checked. A bridge that
+   * passes one side's close on (`a.onclose = (e) => b.close(e.code, e.reason)`, where the code can
+   * be 1005 or 1006) does not throw when the other side is already closing or closed.
+   */
+  close(code, reason) {
+    const state = this.readyState
+    if (state === this.CLOSING || state === this.CLOSED) return
+    if (state === this.CONNECTING && !sendableClose(code, reason)) return void super.close()
+    super.close(code, reason)
+  }
 }
 
-// Its WHATWG `error` events are ws's: an open connection that ends without a close frame is
-// reported by its close alone (partysocket, for one, reads an error as a clean close's cause).
-WebSocket.prototype[WS_EVENTS] = true
+/** Whether close() would take `code` and `reason` (left out: the defaults). */
+function sendableClose(code = 1000, reason = '') {
+  try {
+    checkClose(code, reason)
+    return true
+  } catch {
+    return false
+  }
+}
+
+// Its WHATWG `error` events are ws's (partysocket, for one, reads an error as a clean close's
+// cause), and what its queue holds when it closes for good is handed back (lib/client.js).
+WebSocket.prototype[ONE_CONNECTION] = true
 
 module.exports = { WebSocket }

@@ -238,6 +238,15 @@ class Listeners {
     return this.#byType.has(type)
   }
 
+  /** Removes every listener of the types `which` picks out. */
+  clear(which) {
+    for (const [type, list] of this.#byType) {
+      if (!which(type)) continue
+      for (const e of list) retire(e)
+      this.#byType.delete(type)
+    }
+  }
+
   /** Calls the listeners registered when dispatch starts; a throw does not stop the others, stopImmediatePropagation() does. */
   dispatch(event, target, onError, own) {
     const list = this.#byType.get(event.type)
@@ -294,6 +303,12 @@ class Surface {
   setHandler(type, fn) {
     this.#on ??= { open: null, message: null, close: null, error: null }
     this.#on[type] = typeof fn === 'function' ? fn : null
+  }
+
+  /** Removes the handlers and listeners of the types `which` picks out. */
+  clear(which) {
+    this.#listeners.clear(which)
+    if (this.#on !== null) for (const type of Object.keys(this.#on)) if (which(type)) this.#on[type] = null
   }
 
   /** Whether anything listens for `type` (so that no event object is built for nobody). */
