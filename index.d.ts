@@ -797,6 +797,10 @@ export declare class ReconnectingWebSocket<B extends BinaryType = 'nodebuffer'> 
   unref(): this
 }
 
+/**
+ * The process's counters: every client of every thread (a worker's, another test file's in a
+ * runner that runs files in worker threads, as Vitest's default pool does), not only this thread's.
+ */
 export declare function clientStats(): ClientStats
 
 /** A WebSocket's options: a ReconnectingWebSocket's, without those of reconnecting. */

@@ -4,7 +4,7 @@
 // between), a send() made before JS has seen the connection end never throws for it, and the
 // answer to our close is never taken for the peer's own.
 import { once } from 'node:events'
-import { copyFileSync, mkdtempSync, rmSync } from 'node:fs'
+import { copyFileSync, cpSync, mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createRequire } from 'node:module'
@@ -703,4 +703,46 @@ test.serial('JS that runs while the addon makes event values (a replaced Array.o
   const report = JSON.parse(out.trim() || '{}')
   t.is(report.n, 50)
   t.true(report.calls > 0, 'the replaced Array.of ran while a batch was made')
+})
+
+test('the library loads and works where the global TextDecoder is missing (Jest\'s jsdom environment has none)', async (t) => {
+  const peer = await wsServer((socket) => socket.on('message', (data) => socket.send(data)))
+  t.teardown(() => peer.close())
+  const script = `
+    delete globalThis.TextDecoder
+    const { ReconnectingWebSocket } = require(process.argv[2])
+    const client = new ReconnectingWebSocket(process.argv[1])
+    client.on('message', async (data) => {
+      console.log(String(data))
+      // A close reason given as bytes is checked as UTF-8.
+      await client.disconnect(4000, Buffer.from('caf\\u00e9'))
+      console.log('closed')
+    })
+    client.send('echo')
+  `
+  const { code, out, err } = await runNodeScript(script, [peer.url, PACKAGE_ENTRY])
+  t.is(err, '')
+  t.is(out, 'echo\nclosed\n')
+  t.is(code, 0)
+})
+
+test('a copy of lib/ outside its package (a bundle) says so when it cannot find the binary, and how to fix it', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'redial-bundled-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  cpSync(join(PACKAGE_ENTRY, '..', 'lib'), join(dir, 'lib'), { recursive: true })
+  const script = `
+    try {
+      require(process.argv[1])
+    } catch (err) {
+      console.log(err.code)
+      console.log(err.message)
+    }
+  `
+  const env = { ...process.env }
+  delete env.NAPI_RS_NATIVE_LIBRARY_PATH
+  const { out } = await runNodeScript(script, [join(dir, 'lib', 'native.js')], env)
+  t.regex(out, /^ERR_NATIVE_BINDING\n/)
+  t.true(out.includes(`redial-ws seems to be bundled (no package.json in ${dir})`), out)
+  t.true(out.includes('--external:redial-ws'), out)
+  t.false(out.includes('npm install'), out)
 })

@@ -3,9 +3,7 @@
 
 const { isAnyArrayBuffer } = require('node:util').types
 const { makeError, optionTypeError: typeError } = require('./errors')
-
-// ignoreBOM: a leading U+FEFF is part of the text sent, not a mark to drop.
-const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true })
+const { utf8 } = require('./utf8')
 
 /**
  * The close codes an endpoint may send, as `ws` allows them: 1000-1014 but 1004, 1005 and 1006

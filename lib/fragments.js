@@ -10,9 +10,7 @@
 // sends that wait for it: lib/held.js).
 
 const { makeError } = require('./errors')
-
-// ignoreBOM: a U+FEFF at the start of a piece is part of the message.
-const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true })
+const { utf8 } = require('./utf8')
 
 /** A message whose last piece has not been sent yet: its bytes so far and its pieces' callbacks. */
 class FragmentedMessage {

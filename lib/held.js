@@ -7,9 +7,7 @@
 // not all in memory at once.
 
 const { makeError } = require('./errors')
-
-// ignoreBOM: a U+FEFF at the start is part of the message.
-const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true })
+const { utf8 } = require('./utf8')
 
 /** A held message's `state`: a Blob not read yet, being read, bytes there, or not readable. */
 const WAITING = 0

@@ -94,6 +94,15 @@ function runtimeName() {
   return process.versions.deno ? `Deno ${process.versions.deno}` : `Node ${process.version}`
 }
 
+/** lib/ is not in its package (a bundler copied it into a bundle): no package.json beside it. */
+function bundled() {
+  try {
+    return !fs.existsSync(path.join(root, 'package.json'))
+  } catch {
+    return false
+  }
+}
+
 function loadError(name, pkg, tried) {
   const runtime = runtimeName()
   // Quoted as a shell takes it (JSON would double a Windows path's backslashes).
@@ -113,8 +122,14 @@ function loadError(name, pkg, tried) {
     else lines.push(`- ${t.what}: ${explain(t.err).why}`)
   }
   const fix = failed.map((t) => explain(t.err).fix).find(Boolean)
+  // An install would not help a bundle's copy of lib/, which looks for the binary beside itself.
+  const inBundle = !failed.length && bundled()
+  if (inBundle) lines.push(`- redial-ws seems to be bundled (no package.json in ${root}): a bundler does not carry its native binary.`)
   lines.push('Fix:')
-  if (fix) lines.push(`  ${fix}`)
+  if (inBundle) {
+    lines.push("  keep redial-ws out of the bundle (esbuild: --external:redial-ws; webpack: externals: { 'redial-ws': 'commonjs redial-ws' })")
+    lines.push('  and install it where the bundle runs')
+  } else if (fix) lines.push(`  ${fix}`)
   else {
     const install = !failed.length && PUBLISHED.includes(name)
     if (install) {

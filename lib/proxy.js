@@ -7,9 +7,7 @@ const { makeError, redactInput, optionTypeError: typeError } = require('./errors
 const { variable } = require('./environment')
 const { describeUrl } = require('./url')
 const N = require('./native')
-
-// ignoreBOM: a leading U+FEFF is part of the credential, as the addon decodes it.
-const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true })
+const { utf8 } = require('./utf8')
 
 // HTTP CONNECT; SOCKS5 with names resolved here (socks5) or by the proxy (socks5h), as curl names them.
 const PROXY_SCHEMES = ['http:', 'socks5:', 'socks5h:']

@@ -8,7 +8,6 @@
 // for an event it does not know, fails at load, so the two sides cannot drift.
 
 const N = require('./native')
-const { isMainThread } = require('node:worker_threads')
 // The module's, not the global: test fake timers (Jest's, Vitest's) replace the global, and the
 // next batch must not wait for a fake clock.
 const { setImmediate } = require('node:timers')
@@ -251,8 +250,8 @@ function handlerTable(byName, events = EVENTS) {
 function listen(prototype, byName) {
   if (wire === null) {
     const mine = makeWire()
-    // Large messages are external Buffers on the main thread only (src/napi_raw.rs, allow_external_buffers).
-    wire = N.init(mine.dispatch, mine.dispatchNow, directRead(), nodeLoop(), isMainThread, mine)
+    // (Large messages are external Buffers on the main thread only: the addon tells, src/napi_raw.rs.)
+    wire = N.init(mine.dispatch, mine.dispatchNow, directRead(), nodeLoop(), mine)
   }
   Object.defineProperty(prototype, wire.kHandlers, { value: handlerTable(byName) })
 }

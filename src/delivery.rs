@@ -119,21 +119,19 @@ fn take_credits() -> Credits {
 /// first call (later calls install nothing). `direct_read`: the runtime's event loop may watch
 /// sockets, so quiet uncompressed connections are read on this thread (see `reader`); `node_loop`:
 /// the event loop is Node's, whose turns can be counted (`next_batch`).
-/// `main_thread`: this JS thread's environment lasts as long as the process, so large messages
-/// may be external Buffers (`napi_raw::allow_external_buffers`).
+/// Large messages may be external Buffers if this is the main thread (`napi_raw::enable_external_buffers`).
 pub fn init(
     env: &Env,
     dispatch: Function<'_, DispatchArgs, ()>,
     dispatch_now: Function<'_, RawValue, ()>,
     direct_read: bool,
     node_loop: bool,
-    main_thread: bool,
     wire: Object<'_>,
 ) -> Result<RawValue> {
     if with_dispatch(|d| d.wire.is_some()).unwrap_or(false) {
         return first_wire(env);
     }
-    napi_raw::allow_external_buffers(main_thread);
+    napi_raw::enable_external_buffers(env);
     with_dispatch(|d| d.counts_turns = node_loop);
     // Kept once everything below is installed: an `init` that failed is tried again by the next.
     let wire_ref = OwnerRef::new(env, &wire)?;

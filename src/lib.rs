@@ -79,8 +79,7 @@ use napi_derive::napi;
 /// Installs the JS dispatchers: `dispatch` receives coalesced event batches (and takes the next
 /// with `deliveryDone` and `deliveryAck`), `dispatchNow` the messages read on the JS thread, where `directRead` says
 /// that this runtime's event loop may watch sockets; `nodeLoop`: the event loop is Node's (its turns
-/// bound the batches); `mainThread`: not a worker (large messages
-/// are then external Buffers, see `napi_raw::allow_external_buffers`). Called by `lib/` at load time; only the first
+/// bound the batches). Called by `lib/` at load time; only the first
 /// call on a thread installs anything, and every call returns that first call's `wire` (the JS
 /// side's dispatch state, which a second copy of `lib/` then shares).
 #[napi(catch_unwind)]
@@ -90,10 +89,9 @@ pub fn init(
     dispatch_now: Function<'_, napi_raw::RawValue, ()>,
     direct_read: bool,
     node_loop: bool,
-    main_thread: bool,
     wire: Object<'_>,
 ) -> Result<napi_raw::RawValue> {
-    delivery::init(&env, dispatch, dispatch_now, direct_read, node_loop, main_thread, wire)
+    delivery::init(&env, dispatch, dispatch_now, direct_read, node_loop, wire)
 }
 
 /// JS has dispatched an event batch: true when no other waits; false when one does, which JS

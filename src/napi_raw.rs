@@ -218,21 +218,48 @@ pub fn buffer_copy(env: &Env, data: &[u8]) -> Result<Value> {
 }
 
 thread_local! {
-    /// Whether this JS thread hands out external Buffers (`allow_external_buffers`); until told, copies.
+    /// Whether this JS thread hands out external Buffers (`enable_external_buffers`); until then, copies.
     static EXTERNAL_BUFFERS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-/// Lets `external_buffer` give this JS thread memory Rust owns, not a copy. Only for a thread whose
-/// environment lives as long as the process: when a worker's environment is torn down, Node runs
-/// the finalizer of every external Buffer made there, freeing its memory even where
-/// `ArrayBuffer.prototype.transfer()` has moved that memory to another thread's ArrayBuffer, which
-/// would then read and write freed memory (or another message's, recycled).
-pub fn allow_external_buffers(on: bool) {
-    EXTERNAL_BUFFERS.with(|allowed| allowed.set(on));
+/// Lets `external_buffer` give `env`'s thread memory Rust owns, not a copy, if its environment lives
+/// as long as the process: when a worker's environment is torn down, Node runs the finalizer of
+/// every external Buffer made there, freeing its memory even where `ArrayBuffer.prototype.transfer()`
+/// has moved that memory to another thread's ArrayBuffer, which would then read and write freed
+/// memory (or another message's, recycled). Decided here, not by the caller: the environment is the
+/// main thread's when its loop is libuv's default loop, which only Node's main thread runs. Where
+/// that cannot be told (no libuv symbols to ask: Windows, Bun, Deno), Buffers are copies.
+pub fn enable_external_buffers(env: &Env) {
+    let main = match (default_loop(), uv_loop(env)) {
+        (Some(default), Ok(mine)) => !mine.is_null() && mine == default,
+        _ => false,
+    };
+    EXTERNAL_BUFFERS.with(|allowed| allowed.set(main));
+}
+
+/// libuv's default loop, the one Node's main thread runs (`uv_default_loop()`), if the process has
+/// libuv's symbols.
+#[cfg(unix)]
+fn default_loop() -> Option<*mut c_void> {
+    type DefaultLoop = unsafe extern "C" fn() -> *mut c_void;
+    // SAFETY: the name is NUL-terminated; RTLD_DEFAULT searches the process's global scope.
+    let p = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"uv_default_loop".as_ptr()) };
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: `p` is libuv's `uv_default_loop`, `uv_loop_t* (void)` in the libuv 1.x ABI. It only
+    // returns the process's default loop (initialising it if no one had: Node's main thread has).
+    let default = unsafe { std::mem::transmute::<*mut c_void, DefaultLoop>(p)() };
+    (!default.is_null()).then_some(default)
+}
+
+#[cfg(not(unix))]
+fn default_loop() -> Option<*mut c_void> {
+    None
 }
 
 /// A Node Buffer over memory that Rust keeps owning (`data` is dropped by the finalizer): no
-/// copy. A copy on a thread not allowed them (`allow_external_buffers`) and where the runtime
+/// copy. A copy on a thread not allowed them (`enable_external_buffers`) and where the runtime
 /// refuses external buffers.
 pub fn external_buffer<T: AsRef<[u8]> + 'static>(env: &Env, data: T) -> Result<Value> {
     /// # Safety
