@@ -291,8 +291,10 @@ pub fn external_buffer<T: AsRef<[u8]> + 'static>(env: &Env, data: T) -> Result<V
     let mut v = ptr::null_mut();
     // SAFETY: `start..start + len` is the heap memory of `*hint`, which stays put (a `T` that owns
     // its bytes on the heap, moved only as a box pointer) until `release` drops it. JS may write
-    // these bytes as well as read them: Rust never reads or writes them again (it only drops `T`),
-    // and the one caller (`event_values`) passes a received message's own bytes, which no other
+    // these bytes as well as read them: Rust never reads or writes them again (it only drops `T`,
+    // whose drop reads no byte: a pooled vector goes back cleared), and no Rust reference to them
+    // is live from here on (the shared borrow `start` came from ended above), so a write from JS
+    // breaks no assumption of Rust's; the one caller (`event_values`) passes a received message's own bytes, which no other
     // handle views (a range split off the read buffer, an inflated or pooled vector), never a
     // static's.
     let status = unsafe {
