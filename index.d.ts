@@ -471,7 +471,7 @@ export interface DropEventInfo {
 
 export interface DisconnectOptions {
   /**
-   * Write queued messages first (connecting if needed), within `closeTimeout` [false]. During the close of a
+   * Write queued messages first (connecting if needed: one attempt, whose failure discards them), within `closeTimeout` [false]. During the close of a
    * `reconnect()` (or of a `disconnect()` a `connect()` followed), that close ends first, within its own
    * `closeTimeout`; the connection after it writes the queue, then closes. As any connection that opens
    * while a `disconnect()` is under way, the one that writes the queue is not reported open (no `open`,
