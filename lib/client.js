@@ -391,6 +391,8 @@ class ReconnectingWebSocket extends EventEmitter {
   #unannounced = false
   /** Why a closed client stopped, for opened(): `{ giveup }` (its event's payload), `'disconnected'`, or null. */
   #ended = null
+  /** A WebSocket failed its connection (the peer broke the protocol or a limit): its close, if not clean, reads 1006. */
+  #failedIt = false
   /** The last driver started has reported its exit to JS (or none was started): no event of it is to come. */
   #driverDone = true
   /**
@@ -1657,6 +1659,7 @@ class ReconnectingWebSocket extends EventEmitter {
     const outer = failing
     const state = this.#state
     if (!this.#rws && (state === 'connecting' || state === 'open')) failing = this
+    if (this[ONE_CONNECTION] && state === 'open' && PEER_ERRORS.has(err.code)) this.#failedIt = true
     try {
       if (channels.error.hasSubscribers) channels.error.publish({ client: this, error: err })
       if (this.listenerCount('error') > 0) this.#emit('error', err)
@@ -1726,6 +1729,16 @@ class ReconnectingWebSocket extends EventEmitter {
     }
     this.#openedAt = 0
     this.#trace('close', code, reason)
+    if (this.#failedIt) {
+      this.#failedIt = false
+      // As ws and the DOM report a connection the client failed (a close frame sent, none
+      // received): 1006, not the code it sent (graphql-ws, for one, retries after 1006 and stops
+      // after 1002 or 1007).
+      if (!wasClean) {
+        code = 1006
+        reason = ''
+      }
+    }
     if (closing === QUIET || silent) return
     const info = { code, reason, wasClean, willReconnect }
     if (channels.close.hasSubscribers) channels.close.publish({ client: this, ...info })
