@@ -984,3 +984,22 @@ test.serial('a disconnect() behind a Blob, made before the client gave up: the g
   blob.release()
   released(t)
 })
+
+test.serial('a disconnect() behind a Blob in a reconnect wait ends the client at once: no attempt after it, what waited is discarded', async (t) => {
+  const { peer, client, log } = await openClient(t, { minDelay: 1_000, maxDelay: 1_000 })
+  const { calls, callback } = recorder()
+  const blob = new GatedBlob(['never sent'])
+  client.send(blob, callback('blob'))
+  const accepted = peer.accepted
+  await peer.close()
+  t.like(await log.next('close'), { willReconnect: true })
+  const before = log.log.length
+  t.deepEqual(await client.disconnect(), { discarded: 1 })
+  t.is(client.state, 'closed')
+  t.deepEqual(calls, [['blob', 'ERR_NOT_SENT:discarded']])
+  await new Promise(setImmediate)
+  t.deepEqual(log.log.slice(before), [])
+  t.is(peer.accepted, accepted)
+  blob.release()
+  released(t)
+})

@@ -232,6 +232,30 @@ test.serial('disconnect() in a close listener when the driver has since retried,
   await quiescent()
 })
 
+test.serial('disconnect() or terminate() in an error listener when the driver gave up with that failure: its close is reported, the last event', async (t) => {
+  // maxRetries: 0 (every WebSocket): the failure, its close and the giveup come in one batch, the
+  // driver gone by the time the listener runs. The close of what the call ends is still reported.
+  const port = await refusedPort()
+  for (const end of ['disconnect', 'terminate'] as const) {
+    const client = new ReconnectingWebSocket(`ws://127.0.0.1:${port}/`, { maxRetries: 0 })
+    t.teardown(() => client.terminate())
+    const seen: string[] = []
+    let ended: Promise<unknown> | null = null
+    for (const name of ['close', 'reconnecting', 'giveup', 'open']) {
+      ;(client as NodeJS.EventEmitter).on(name, (e?: { willReconnect?: boolean }) => seen.push(`${name}${e?.willReconnect === undefined ? '' : ' ' + e.willReconnect}`))
+    }
+    client.on('error', () => {
+      seen.push('error')
+      ended ??= client[end]()
+    })
+    await until(() => ended !== null, 'the error')
+    await ended
+    await new Promise(setImmediate)
+    t.deepEqual(seen, ['error', 'close false'], end)
+  }
+  await quiescent()
+})
+
 test.serial('connect() right after disconnect() or terminate(), open or connecting: the close that follows says willReconnect: true, and the client opens', async (t) => {
   const peer = await wsServer()
   t.teardown(() => peer.close())

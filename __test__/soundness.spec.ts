@@ -742,7 +742,7 @@ test('a copy of lib/ outside its package (a bundle) says so when it cannot find 
   delete env.NAPI_RS_NATIVE_LIBRARY_PATH
   const { out } = await runNodeScript(script, [join(dir, 'lib', 'native.js')], env)
   t.regex(out, /^ERR_NATIVE_BINDING\n/)
-  t.true(out.includes(`redial-ws seems to be bundled (no package.json in ${dir})`), out)
+  t.true(out.includes(`redial-ws seems to be bundled (no package.json of it in ${dir})`), out)
   t.true(out.includes('--external:redial-ws'), out)
   t.false(out.includes('npm install'), out)
 })

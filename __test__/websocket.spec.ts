@@ -5,7 +5,7 @@ import type net from 'node:net'
 import test from 'ava'
 import { WebSocket as WsWebSocket } from 'ws'
 
-import { ReconnectingWebSocket, WebSocket, clientStats } from '../index.js'
+import { ReconnectingWebSocket, WebSocket, clientStats, createWebSocketStream } from '../index.js'
 import { Recorder, acceptUpgrade, rawServer, refusedPort, until, wsServer } from './helpers.js'
 
 /** What a WHATWG consumer sees of a socket that cannot connect: the events, readyState in each. */
@@ -258,4 +258,50 @@ test.serial("removeAllListeners() removes the on<type> handlers and addEventList
   t.is(socket.onclose as unknown, null)
   await socket.disconnect()
   t.deepEqual(seen, ['emitter', 'onmessage', 'listener'])
+})
+
+test.serial("terminate() in the error listener (a ws habit) still gets the close; close() after reconnect() closes for good", async (t) => {
+  const port = await refusedPort()
+  const socket = new WebSocket(`ws://127.0.0.1:${port}/`)
+  const seen: string[] = []
+  socket.on('error', () => {
+    seen.push('error')
+    void socket.terminate()
+  })
+  socket.onclose = (e) => seen.push(`onclose ${e.code}`)
+  await until(() => seen.length === 2, 'the close')
+  t.deepEqual(seen, ['error', 'onclose 1006'])
+  // close() while CLOSING (a reconnect() under way) is not ignored: the socket stays closed.
+  const peer = await wsServer(() => {})
+  t.teardown(() => peer.close())
+  const open = new WebSocket(peer.url)
+  const log = new Recorder(open, ['open', 'close'])
+  await log.next('open')
+  open.reconnect()
+  t.is(open.readyState, open.CLOSING)
+  open.close()
+  t.like(await log.next('close'), { willReconnect: false })
+  t.is(open.state, 'closed')
+  await new Promise(setImmediate)
+  t.is(log.count('open'), 1)
+})
+
+test.serial("a stream's writes that failed with the close are the stream's to report: not handed back in a drop event too", async (t) => {
+  const held: net.Socket[] = []
+  const peer = await rawServer((s) => held.push(s))
+  t.teardown(() => peer.close())
+  const socket = new WebSocket(peer.url)
+  socket.on('error', () => {})
+  const drops: unknown[] = []
+  socket.on('drop', (d) => drops.push(d))
+  const duplex = createWebSocketStream(socket)
+  const failed = new Promise<{ code?: string }>((resolve) => duplex.once('error', resolve))
+  const written = new Promise<Error | null | undefined>((resolve) => duplex.write('by the stream', resolve))
+  await until(() => held.length === 1, 'the connection')
+  held[0].end('HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n')
+  t.is((await failed).code, 'ERR_GAVE_UP')
+  t.is(((await written) as { code?: string } | null | undefined)?.code, 'ERR_GAVE_UP')
+  await new Promise(setImmediate)
+  t.deepEqual(drops, [])
+  t.is(socket.bufferedAmount, 0)
 })

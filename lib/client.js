@@ -246,6 +246,8 @@ let failing = null
 const BEFORE_OPEN = 'before-open'
 /** `#closing` once nothing more of the connections being closed is reported. */
 const QUIET = 'quiet'
+/** `#silentUntilIdle`: one close is still to be reported. */
+const AFTER_CLOSE = 'after-close'
 
 /** Whether events of the connection under way are not reported (`#closing`: see there). */
 function silenced(closing) {
@@ -398,7 +400,8 @@ class ReconnectingWebSocket extends EventEmitter {
   /**
    * A disconnect() found the driver gone before JS saw all it reported (a batch being delivered
    * holds its close, a giveup): until its exit report, nothing more of it is reported, as after a
-   * disconnect() the driver took.
+   * disconnect() the driver took (`true`), but for the close of the attempt or connection under way
+   * at the call (`AFTER_CLOSE` until then), the last event.
    */
   #silentUntilIdle = false
   /** A pending disconnect() call (`{ seq, resolve }`), an array of them for several, or null. */
@@ -672,9 +675,9 @@ class ReconnectingWebSocket extends EventEmitter {
         discards: !keepQueue,
       }
       held.holdCall(call)
-      // A closed client (it gave up) has nothing to write them on: they are discarded with the
-      // queue now, not once a Blob still being read is.
-      if (this.#state === 'closed' && !keepQueue) held.expire(call)
+      // A closed client (it gave up), or one waiting to reconnect without `flush`, has nothing to
+      // write them on: they are discarded with the queue now, not once a Blob still being read is.
+      if ((this.#state === 'closed' || (this.#state === 'reconnecting' && !flush)) && !keepQueue) held.expire(call)
     })
   }
 
@@ -716,9 +719,10 @@ class ReconnectingWebSocket extends EventEmitter {
     // after those of the messages sent before it, as the disconnect settles.
     const left = discardedInJs(held, this.#takePieces())
     if (seq === 0) {
+      const was = this.#state
       this.#state = 'closed'
       this.#ended = 'disconnected'
-      if (!this.#driverDone) this.#silentUntilIdle = true
+      if (!this.#driverDone) this.#silentUntilIdle = was === 'connecting' || was === 'open' ? AFTER_CLOSE : true
       const discarded = (keepQueue ? 0 : N.clientDiscardQueue(this)) + (left === null ? 0 : left.count)
       // Their callbacks are queued before anything can await this promise.
       this.#settleCallbacks()
@@ -1653,7 +1657,7 @@ class ReconnectingWebSocket extends EventEmitter {
     // A failure that is retried must not crash a program that did not listen for errors.
     const err = this.#lookupCause(fromNative(p), p)
     this.#trace('error', err.message)
-    if (this.#closing === QUIET || this.#silentUntilIdle) return
+    if (this.#closing === QUIET || this.#silentUntilIdle === true) return
     // The attempt or connection this error ends is going: CLOSING, as ws says in its `error`
     // (reconnecting-websocket's mode says what theirs does, lib/rws.js).
     const outer = failing
@@ -1693,9 +1697,11 @@ class ReconnectingWebSocket extends EventEmitter {
       willReconnect = true
     } else if (this.#silentUntilIdle) {
       // A disconnect() ended the client as the driver exited: this close is the last reported
-      // (one the call was made before, as a disconnect() behind a Blob's bytes is), if any is.
+      // (of what was under way at the call, or one the call was made before, as a disconnect()
+      // behind a Blob's bytes is), if any is.
       willReconnect = false
       this.#state = 'closed'
+      this.#silentUntilIdle = true
     } else if (closing) {
       if (!this.#connectAfterClose) {
         // The driver may not have taken the disconnect() yet (a server's close that came first, or
@@ -1739,7 +1745,7 @@ class ReconnectingWebSocket extends EventEmitter {
         reason = ''
       }
     }
-    if (closing === QUIET || silent) return
+    if (closing === QUIET || silent === true) return
     const info = { code, reason, wasClean, willReconnect }
     if (channels.close.hasSubscribers) channels.close.publish({ client: this, ...info })
     this.#emit('close', info)
@@ -1756,7 +1762,7 @@ class ReconnectingWebSocket extends EventEmitter {
     this.#trace('reconnecting', attempt, delay)
     // A reconnect the driver planned before it took the disconnect(), or before a connect() or
     // reconnect() that started the next attempt: it will not happen.
-    if (this.#closing || this.#silentUntilIdle || restarts !== this.#restarts) return
+    if (this.#closing || this.#silentUntilIdle || this.#held?.closing > 0 || restarts !== this.#restarts) return
     const p = { attempt, delay }
     this.#state = 'reconnecting'
     if (channels.reconnecting.hasSubscribers) channels.reconnecting.publish({ client: this, ...p })
@@ -1803,11 +1809,12 @@ class ReconnectingWebSocket extends EventEmitter {
     // A listener that called connect() started the client again: for opened(), messages() and
     // streams it has not ended.
     if (stops && this.#state !== 'closed') return
-    if (stops && this[ONE_CONNECTION]) {
+    this.#internal?.emit(kGaveUp, p)
+    // (After the readers: a stream's writes it failed with the giveup are its own to report.)
+    if (stops && this[ONE_CONNECTION] && this.#state === 'closed') {
       const messages = this.#takeQueue('closed')
       if (messages.length > 0) this.#emit('drop', { reason: 'closed', messages })
     }
-    this.#internal?.emit(kGaveUp, p)
   }
 
   /** `{ gen, discarded, upto }`: the driver of generation `gen` exited, having received the disconnect() calls up to `upto`. */

@@ -94,12 +94,12 @@ function runtimeName() {
   return process.versions.deno ? `Deno ${process.versions.deno}` : `Node ${process.version}`
 }
 
-/** lib/ is not in its package (a bundler copied it into a bundle): no package.json beside it. */
+/** lib/ is not in its package (a bundler copied it into a bundle): no package.json of redial-ws beside it. */
 function bundled() {
   try {
-    return !fs.existsSync(path.join(root, 'package.json'))
-  } catch {
-    return false
+    return JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8')).name !== 'redial-ws'
+  } catch (err) {
+    return err?.code === 'ENOENT' || err instanceof SyntaxError
   }
 }
 
@@ -124,7 +124,7 @@ function loadError(name, pkg, tried) {
   const fix = failed.map((t) => explain(t.err).fix).find(Boolean)
   // An install would not help a bundle's copy of lib/, which looks for the binary beside itself.
   const inBundle = !failed.length && bundled()
-  if (inBundle) lines.push(`- redial-ws seems to be bundled (no package.json in ${root}): a bundler does not carry its native binary.`)
+  if (inBundle) lines.push(`- redial-ws seems to be bundled (no package.json of it in ${root}): a bundler does not carry its native binary.`)
   lines.push('Fix:')
   if (inBundle) {
     lines.push("  keep redial-ws out of the bundle (esbuild: --external:redial-ws; webpack: externals: { 'redial-ws': 'commonjs redial-ws' })")

@@ -56,14 +56,13 @@ class WebSocket extends ReconnectingWebSocket {
   }
 
   /**
-   * As ws's close(): a socket that is not open closes without its arguments checked. A bridge that
-   * passes one side's close on (`a.onclose = (e) => b.close(e.code, e.reason)`, where the code can
-   * be 1005 or 1006) does not throw when the other side is already closing or closed.
+   * As ws's close(): a socket that is not open closes without its arguments checked (with the
+   * defaults, if they are not sendable). A bridge that passes one side's close on
+   * (`a.onclose = (e) => b.close(e.code, e.reason)`, where the code can be 1005 or 1006) does not
+   * throw when the other side is already closing or closed.
    */
   close(code, reason) {
-    const state = this.readyState
-    if (state === this.CLOSING || state === this.CLOSED) return
-    if (state === this.CONNECTING && !sendableClose(code, reason)) return void super.close()
+    if (this.readyState !== this.OPEN && !sendableClose(code, reason)) return void super.close()
     super.close(code, reason)
   }
 }

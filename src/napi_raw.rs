@@ -227,8 +227,9 @@ thread_local! {
 /// every external Buffer made there, freeing its memory even where `ArrayBuffer.prototype.transfer()`
 /// has moved that memory to another thread's ArrayBuffer, which would then read and write freed
 /// memory (or another message's, recycled). Decided here, not by the caller: the environment is the
-/// main thread's when its loop is libuv's default loop, which only Node's main thread runs. Where
-/// that cannot be told (no libuv symbols to ask: Windows, Bun, Deno), Buffers are copies.
+/// main thread's when its loop is libuv's default loop, which only the main thread runs (Node's,
+/// and Bun's, which exports libuv's symbols too). Where that cannot be told (no `uv_default_loop`
+/// to ask: Windows, where symbols are not looked up, or Deno), Buffers are copies.
 pub fn enable_external_buffers(env: &Env) {
     let main = match (default_loop(), uv_loop(env)) {
         (Some(default), Ok(mine)) => !mine.is_null() && mine == default,
@@ -1200,6 +1201,37 @@ impl std::os::fd::AsRawFd for StreamSocket {
     }
 }
 
+/// A socket registered with a reactor (`register_socket`). It gives no `&mut` to the socket, so
+/// that the registered descriptor cannot be swapped for another while registered.
+#[cfg(unix)]
+pub struct RegisteredSocket(tokio::io::unix::AsyncFd<SharedSocket>);
+
+#[cfg(unix)]
+impl RegisteredSocket {
+    pub fn get_ref(&self) -> &SharedSocket {
+        self.0.get_ref()
+    }
+
+    /// Deregisters it: the socket, for another watch.
+    pub fn into_inner(self) -> SharedSocket {
+        self.0.into_inner()
+    }
+
+    pub fn poll_read_ready<'a>(
+        &'a self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<tokio::io::unix::AsyncFdReadyGuard<'a, SharedSocket>>> {
+        self.0.poll_read_ready(cx)
+    }
+
+    pub fn poll_write_ready<'a>(
+        &'a self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<tokio::io::unix::AsyncFdReadyGuard<'a, SharedSocket>>> {
+        self.0.poll_write_ready(cx)
+    }
+}
+
 /// Registers a socket with `runtime`'s reactor for `interest` only (from any thread). On failure
 /// the socket comes back with the error.
 #[cfg(unix)]
@@ -1207,12 +1239,14 @@ pub fn register_socket(
     runtime: &tokio::runtime::Handle,
     socket: SharedSocket,
     interest: tokio::io::Interest,
-) -> std::result::Result<tokio::io::unix::AsyncFd<SharedSocket>, (SharedSocket, std::io::Error)> {
+) -> std::result::Result<RegisteredSocket, (SharedSocket, std::io::Error)> {
     let _in_runtime = runtime.enter();
     // SAFETY: a `StreamSocket` owns its descriptor (either std stream does), and the `AsyncFd`
     // holds one of its shares (or hands it back in the error): open until the `AsyncFd` is
-    // dropped, always the same.
-    unsafe { tokio::io::unix::AsyncFd::register_with_interest(socket, interest) }.map_err(|e| e.into_parts())
+    // dropped, and always the same (`RegisteredSocket` lends it only shared).
+    unsafe { tokio::io::unix::AsyncFd::register_with_interest(socket, interest) }
+        .map(RegisteredSocket)
+        .map_err(|e| e.into_parts())
 }
 
 /// Shuts both directions of `socket` down (what closing it would tell the peer), so that a

@@ -32,11 +32,10 @@ mod unix {
     use std::task::{ready, Context, Poll};
 
     use futures_util::task::AtomicWaker;
-    use tokio::io::unix::AsyncFd;
     use tokio::io::{Interest, ReadBuf};
     use tokio::runtime::Handle;
 
-    use crate::napi_raw::{self, SharedSocket, StreamSocket};
+    use crate::napi_raw::{self, RegisteredSocket, SharedSocket, StreamSocket};
 
     /// Splits a connected TCP socket (in a tokio runtime: it registers with its reactor).
     pub fn split(tcp: tokio::net::TcpStream) -> io::Result<(ReadHalf, WriteHalf)> {
@@ -79,7 +78,7 @@ mod unix {
     enum Held {
         /// Registered for data too (`reading`: the driver reads), or only for room to write (the
         /// JS thread reads, and a write of the driver's found the socket full).
-        Watched { io: AsyncFd<SharedSocket>, reading: bool },
+        Watched { io: RegisteredSocket, reading: bool },
         /// Not registered: the JS thread reads, and writes find room (an idle connection's state;
         /// a registration is a 256-byte record in the reactor).
         Bare(SharedSocket),
