@@ -1224,12 +1224,16 @@ class ReconnectingWebSocket extends EventEmitter {
 
   /** Hands back the queued, unsent messages (oldest first) and empties the queue. */
   drainQueue() {
-    return this.#takeQueue('drained')
+    // (The addon first: it refuses what is not a client as such.)
+    const messages = N.clientDrainQueue(this)
+    return this.#takeQueue('drained', messages)
   }
 
-  /** The queue's messages, then those waiting for a Blob's bytes (sent after), their callbacks told `reason`. */
-  #takeQueue(reason) {
-    const messages = N.clientDrainQueue(this)
+  /**
+   * The queue's messages (`messages`, as the addon handed them back), then those waiting for a
+   * Blob's bytes (sent after), their callbacks told `reason`.
+   */
+  #takeQueue(reason, messages = N.clientDrainQueue(this)) {
     this.#settleCallbacks(reason)
     // A Blob as itself, other data as held.
     const held = this.#held?.takeMessages()
