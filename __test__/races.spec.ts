@@ -256,6 +256,35 @@ test.serial('disconnect() or terminate() in an error listener when the driver ga
   await quiescent()
 })
 
+test.serial('disconnect() in an open listener when the driver has since read, closed and exited unseen: the messages and the close come before the promise settles; readers get the messages', async (t) => {
+  // The server sends two messages and closes (4001); the client gives up (maxRetries: 0), all
+  // while JS is blocked. A second call (terminate()) must not lose the close either.
+  const url = await serverChild(t, 'two-then-close')
+  for (const twice of [false, true]) {
+    const client = new ReconnectingWebSocket(url, { maxRetries: 0 })
+    t.teardown(() => client.terminate())
+    const seen: string[] = []
+    const read: string[] = []
+    const reading = (async () => {
+      for await (const m of client.messages()) read.push(String(m))
+    })()
+    client.on('message', (m) => seen.push(`message ${m}`))
+    client.on('close', (e) => seen.push(`close ${e.code} ${e.willReconnect}`))
+    client.on('giveup', () => seen.push('giveup'))
+    client.on('open', () => {
+      seen.push('open')
+      void client.disconnect().then(() => seen.push('resolved'))
+      if (twice) void client.terminate()
+    })
+    blockUntil(() => client.metrics.connectAttempts === 1 && clientStats().runningTasks === 0, 'the driver reads, closes and exits')
+    await until(() => seen.includes('resolved'), () => `disconnect() resolved: ${seen.join(', ')}`)
+    await reading
+    t.deepEqual(seen, ['open', 'message a', 'message b', 'close 4001 false', 'resolved'], `twice: ${twice}`)
+    t.deepEqual(read, ['a', 'b'], `twice: ${twice}`)
+  }
+  await quiescent()
+})
+
 test.serial('connect() right after disconnect() or terminate(), open or connecting: the close that follows says willReconnect: true, and the client opens', async (t) => {
   const peer = await wsServer()
   t.teardown(() => peer.close())

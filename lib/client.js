@@ -134,10 +134,11 @@ function runDueCallbacks() {
  * A disconnect() call is done: the callbacks of the messages it discarded on the JS side (see
  * `discardedInJs`) run after the queue's, then it resolves.
  */
+/** `waiter.already`: what its call discarded when it was made (the driver had exited). */
 function settleWaiter(waiter, discarded) {
   const left = waiter.left
   if (left !== null) callLater(left.callbacks, notSent('discarded'))
-  waiter.resolve({ discarded: discarded + (left === null ? 0 : left.count) })
+  waiter.resolve({ discarded: (waiter.already ?? discarded) + (left === null ? 0 : left.count) })
 }
 
 /**
@@ -404,6 +405,8 @@ class ReconnectingWebSocket extends EventEmitter {
    * at the call (`AFTER_CLOSE` until then), the last event.
    */
   #silentUntilIdle = false
+  /** Such a disconnect() ended the client: its readers end at the exit report (unless a connect() came). */
+  #endReadersAtIdle = false
   /** A pending disconnect() call (`{ seq, resolve }`), an array of them for several, or null. */
   #waiters = null
   /** The native machine's count of consecutive failures, as its last event reported it. */
@@ -617,6 +620,7 @@ class ReconnectingWebSocket extends EventEmitter {
     this.#restarts = N.clientConnect(this, !this.#rws && !tracing() && !wire.delivering())
     this.#driverDone = false
     this.#silentUntilIdle = false
+    this.#endReadersAtIdle = false
     if (state === 'closed') {
       this.#retries = 0
       // A disconnect whose close event was already delivered is over for the user; its promise still settles.
@@ -722,11 +726,26 @@ class ReconnectingWebSocket extends EventEmitter {
       const was = this.#state
       this.#state = 'closed'
       this.#ended = 'disconnected'
-      if (!this.#driverDone) this.#silentUntilIdle = was === 'connecting' || was === 'open' ? AFTER_CLOSE : true
+      // The driver has exited, but JS has yet to see what it reported last: the close of what was
+      // under way (connecting, open, or closing for an earlier call) is still reported, once.
+      const pending = !this.#driverDone
+      if (pending && this.#silentUntilIdle !== AFTER_CLOSE) {
+        this.#silentUntilIdle = was === 'connecting' || was === 'open' || was === 'closing' ? AFTER_CLOSE : true
+      }
       const discarded = (keepQueue ? 0 : N.clientDiscardQueue(this)) + (left === null ? 0 : left.count)
       // Their callbacks are queued before anything can await this promise.
       this.#settleCallbacks()
       if (left !== null) callLater(left.callbacks, notSent('discarded'))
+      if (pending && this.#givingUp === null) {
+        // Settled, and readers ended (they take what the batch still delivers), by the exit
+        // report, after the events JS has yet to see: nothing of the client then follows.
+        this.#endReadersAtIdle = true
+        return new Promise((resolve) => {
+          const waiter = { seq: 0, resolve, left: null, keepQueue, already: discarded }
+          const w = this.#waiters
+          this.#waiters = w === null ? waiter : Array.isArray(w) ? (w.push(waiter), w) : [w, waiter]
+        })
+      }
       // A reader waiting for a client that never connected (or one that gave up) ends now; one
       // called by a giveup listener passes that giveup on, which readers are told of only after
       // the application's listeners (so that it can fail them).
@@ -1833,6 +1852,11 @@ class ReconnectingWebSocket extends EventEmitter {
     }
     this.#driverDone = true
     this.#silentUntilIdle = false
+    if (this.#endReadersAtIdle) {
+      this.#endReadersAtIdle = false
+      // (While an earlier disconnect() is unsettled, its completion ends them: #closeDone.)
+      if (this.#state === 'closed' && !this.#closing) this.#internal?.emit(kClosed)
+    }
     // This client's driver is gone: nothing is left running, every call is settled. A disconnect()
     // that reached the driver only as it exited was not run by it: what is queued is discarded here
     // (after a giveup without one, or disconnects that all keep it, the queue stays for a later connect()).
