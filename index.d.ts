@@ -38,6 +38,15 @@ export interface ReconnectingWebSocketOptions<B extends BinaryType = BinaryType>
   maxRedirects?: number
   /** Connect only to the host's IPv4 (4) or IPv6 (6) addresses, as `net.connect`'s `family`; 0: any [0]. */
   family?: 0 | 4 | 6
+  /**
+   * Happy Eyeballs, as `net.connect`'s `autoSelectFamily`: a host name's addresses are tried with
+   * their IP versions alternating, the next one started when the last has not connected within
+   * `autoSelectFamilyAttemptTimeout`, the first to connect kept (earlier attempts go on) [Node's
+   * default, `net.getDefaultAutoSelectFamily()`]. `false`: each address until it fails, in order.
+   */
+  autoSelectFamily?: boolean
+  /** ms before the next address is tried, at least 10 [Node's default, 250]. */
+  autoSelectFamilyAttemptTimeout?: number
   /** The local IP address to connect from, as `net.connect`'s `localAddress` (a proxy is reached from it too). */
   localAddress?: string
   /**

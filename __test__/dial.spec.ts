@@ -1,5 +1,6 @@
 // How the connection is made: net.connect's family, localAddress and localPort, which ws passes through, and
 // ws's ws+unix: URLs (a Unix domain socket).
+import { spawn } from 'node:child_process'
 import dns from 'node:dns'
 import { once } from 'node:events'
 import { mkdtempSync, rmSync } from 'node:fs'
@@ -7,7 +8,8 @@ import http from 'node:http'
 import net from 'node:net'
 import { createRequire } from 'node:module'
 import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
 import test, { type ExecutionContext } from 'ava'
 import { WebSocket, WebSocketServer } from 'ws'
 
@@ -129,6 +131,58 @@ test('family, localAddress and localPort are checked like net.connect checks the
   for (const ok of [{ family: 0 }, { family: 4 }, { family: 6 }, { localAddress: '::1' }, { localAddress: '10.0.0.1' }, { localPort: 0 }, { localPort: 65535 }]) {
     t.notThrows(make(ok))
   }
+})
+
+const python = process.env.PYTHON ?? 'python3'
+
+/**
+ * An address on loopback that does not answer (127.0.0.2 at `port`: a listener whose full accept
+ * queue makes Linux drop further SYNs, as a firewall that drops them), for as long as the test runs.
+ */
+async function unanswering(t: ExecutionContext, port: number): Promise<void> {
+  const script = join(dirname(fileURLToPath(import.meta.url)), 'fixtures', 'py_unanswering.py')
+  const child = spawn(python, [script, '127.0.0.2', String(port)], { stdio: ['pipe', 'pipe', 'inherit'] })
+  t.teardown(() => child.kill())
+  const [printed] = await Promise.race([once(child.stdout!, 'data'), once(child, 'exit').then(() => ['exited'])])
+  t.is(Number(String(printed).trim()), port, 'the unanswering listener is up')
+}
+
+test.serial("autoSelectFamily: when an address does not answer, the next one is tried after autoSelectFamilyAttemptTimeout, as net.connect's Happy Eyeballs", async (t) => {
+  const peer = await wsServer()
+  t.teardown(() => peer.close())
+  await unanswering(t, peer.port)
+  // The first address never answers; the second is the server's.
+  const lookup: LookupFunction = (_host, _options, callback) => callback(null, [{ address: '127.0.0.2', family: 4 }, { address: '127.0.0.1', family: 4 }])
+  const url = `ws://two-addresses.test:${peer.port}/`
+  const outcome = async (options: object) => {
+    const client = new ReconnectingWebSocket(url, { lookup, connectTimeout: 1_500, maxRetries: 0, ...options })
+    const rec = new Recorder(client)
+    const first = await Promise.race([rec.next('open').then(() => 'open'), rec.next('error').then((e: RedialError) => e.code)])
+    await client.disconnect()
+    released(t)
+    return first
+  }
+  t.is(await outcome({}), 'open', 'by default (Node\'s default, autoSelectFamily on)')
+  t.is(peer.accepted, 1)
+  t.is(await outcome({ autoSelectFamily: false }), 'ERR_CONNECT_TIMEOUT', 'off: the first address holds the attempt')
+  t.is(await outcome({ autoSelectFamilyAttemptTimeout: 5_000 }), 'ERR_CONNECT_TIMEOUT', 'the next address waits that long')
+  t.is(await outcome({ autoSelectFamilyAttemptTimeout: 100 }), 'open')
+  // Node's process-wide default is the client's when the option is left out.
+  net.setDefaultAutoSelectFamily(false)
+  try {
+    t.is(await outcome({}), 'ERR_CONNECT_TIMEOUT')
+  } finally {
+    net.setDefaultAutoSelectFamily(true)
+  }
+  t.is(peer.accepted, 2)
+})
+
+test('autoSelectFamily and autoSelectFamilyAttemptTimeout are checked like net.connect checks them', (t) => {
+  const make = (options: object) => () => new ReconnectingWebSocket('ws://127.0.0.1:1/', { startClosed: true, ...options })
+  t.like(t.throws(make({ autoSelectFamily: 1 })), { code: 'ERR_INVALID_ARG_TYPE' })
+  t.like(t.throws(make({ autoSelectFamilyAttemptTimeout: '250' })), { code: 'ERR_INVALID_ARG_TYPE' })
+  for (const bad of [0, -1, 2.5, 2 ** 31]) t.like(t.throws(make({ autoSelectFamilyAttemptTimeout: bad })), { code: 'ERR_OUT_OF_RANGE' })
+  for (const ok of [{ autoSelectFamily: false }, { autoSelectFamily: true, autoSelectFamilyAttemptTimeout: 1 }]) t.notThrows(make(ok))
 })
 
 test.serial("ws+unix: URLs reach a server on a Unix domain socket, in ws's form (socket path, then ':' and the request path)", async (t) => {

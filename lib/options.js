@@ -5,7 +5,8 @@
 // ERR_UNKNOWN_OPTION for a name we do not know (typos are not ignored).
 
 const dns = require('node:dns')
-const { isIP } = require('node:net')
+const net = require('node:net')
+const { isIP } = net
 const { makeError, optionTypeError: typeError } = require('./errors')
 const { TLS_KEYS, parseTls } = require('./tls')
 const { checkProxy, proxyEnv } = require('./proxy')
@@ -23,6 +24,9 @@ const DEFAULTS = Object.freeze({
   family: 0,
   localAddress: undefined,
   localPort: 0,
+  // Node's process-wide defaults (net.getDefaultAutoSelectFamily...) when left out.
+  autoSelectFamily: undefined,
+  autoSelectFamilyAttemptTimeout: undefined,
   lookup: undefined,
   hints: 0,
   closeTimeout: 2_000,
@@ -151,6 +155,12 @@ function parseOptions(options, rws = false) {
       throw makeError('ERR_INVALID_ARG_VALUE', `The "localAddress" option must be an IP address, without a zone. Received '${localAddress}'`, TypeError)
     }
   }
+  const autoSelectFamily = options.autoSelectFamily === undefined ? (net.getDefaultAutoSelectFamily?.() ?? true) : options.autoSelectFamily
+  if (typeof autoSelectFamily !== 'boolean') throw typeError('autoSelectFamily', 'a boolean', autoSelectFamily)
+  const attemptTimeout =
+    options.autoSelectFamilyAttemptTimeout === undefined
+      ? (net.getDefaultAutoSelectFamilyAttemptTimeout?.() ?? 250)
+      : number(options, 'autoSelectFamilyAttemptTimeout', INTEGER, 1, MAX_TIMER)
   const skipUTF8Validation = options.skipUTF8Validation === undefined ? false : options.skipUTF8Validation
   if (typeof skipUTF8Validation !== 'boolean') throw typeError('skipUTF8Validation', 'a boolean', skipUTF8Validation)
   const autoPong = options.autoPong === undefined ? true : options.autoPong
@@ -196,6 +206,8 @@ function parseOptions(options, rws = false) {
     family,
     localAddress,
     localPort: number(options, 'localPort', INTEGER, 0, 65535),
+    // As net.connect: at least 10 ms between two addresses' attempts.
+    nextAddressAfter: autoSelectFamily ? Math.max(attemptTimeout, 10) : 0,
     lookup: lookup !== undefined,
     closeTimeout: number(options, 'closeTimeout', ABOVE_MIN, 0, MAX_TIMER),
     // Capped at what can be delivered: a Buffer's maximum length (text: see maxTextPayload).

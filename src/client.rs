@@ -206,6 +206,7 @@ impl NativeClient {
                     },
                     local_port: u16::try_from(options.local_port)
                         .map_err(|_| invalid("localPort is not a port number".to_owned()))?,
+                    next_address_after: (options.next_address_after > 0.0).then(|| timer(options.next_address_after)),
                 },
                 limits: Limits {
                     max_payload: options.max_payload.clamp(1.0, usize::MAX as f64) as usize,

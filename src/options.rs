@@ -21,6 +21,8 @@ pub struct NativeOptions {
     pub local_address: Option<String>,
     /// `net.connect`'s `localPort`: 0 lets the system choose.
     pub local_port: u32,
+    /// `net.connect`'s `autoSelectFamilyAttemptTimeout` (ms) with `autoSelectFamily`; 0 without it.
+    pub next_address_after: f64,
     /// A `lookup` function exists in JS: it looks up host names (`lookupAnswer`).
     pub lookup: bool,
     /// `maxRedirects` with `followRedirects`; absent: redirects are not followed.

@@ -3,11 +3,15 @@
 //! `tls`; tokio-rustls makes the handshake, then the session moves into the connection's `Writer`);
 //! or a Unix domain socket.
 
+use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_util::stream::{FuturesUnordered, Stream};
 
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection};
@@ -113,8 +117,8 @@ pub fn target(url: &Url) -> Result<(String, u16), ConnError> {
     Ok((host, port))
 }
 
-/// How TCP connections are made: `net.connect`'s `family`, `localAddress` and `localPort`, as `ws`
-/// passes them.
+/// How TCP connections are made: `net.connect`'s `family`, `localAddress`, `localPort` and
+/// `autoSelectFamily`, as `ws` passes them.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Dial {
     /// 4 or 6: only the host's addresses of that IP version; 0: any. An IP literal is used as is.
@@ -123,6 +127,10 @@ pub struct Dial {
     pub local: Option<IpAddr>,
     /// The local port to connect from; 0: chosen by the system.
     pub local_port: u16,
+    /// `autoSelectFamily` (Happy Eyeballs): a host name's next address is tried when the last has
+    /// not connected within this (`autoSelectFamilyAttemptTimeout`); `None`: each address until it
+    /// fails, one after another.
+    pub next_address_after: Option<Duration>,
 }
 
 impl Dial {
@@ -138,28 +146,89 @@ async fn tcp(host: &str, port: u16, dial: Dial, lookup: Option<&ask::Asker>) -> 
         Ok(ip) if !dial.binds() => TcpStream::connect((ip, port)).await?,
         Ok(ip) => connect_from(SocketAddr::new(ip, port), dial).await?,
         Err(_) => {
-            // As tokio's own connect: each address in the resolver's order, the last error if none
-            // connects.
-            let mut last = None;
-            for addr in addresses(host, port, dial, lookup).await? {
-                match connect_from(addr, dial).await {
-                    Ok(stream) => {
-                        last = Some(Ok(stream));
-                        break;
-                    }
-                    Err(e) => last = Some(Err(e)),
+            let found = addresses(host, port, dial, lookup).await?;
+            match dial.next_address_after {
+                // A fixed local port cannot be bound by two attempts at once.
+                Some(stagger) if found.len() > 1 && dial.local_port == 0 => {
+                    race(interleaved(found), dial, stagger).await?
                 }
+                _ => one_by_one(found, dial).await?,
             }
-            last.unwrap_or_else(|| {
-                Err(io::Error::new(
-                    io::ErrorKind::NotFound,
-                    format!("{host} has no address"),
-                ))
-            })?
         }
     };
     let _ = stream.set_nodelay(true);
     Ok(stream)
+}
+
+/// As tokio's own connect: each address in the resolver's order, the last error if none connects.
+async fn one_by_one(found: Vec<SocketAddr>, dial: Dial) -> io::Result<TcpStream> {
+    let mut last = None;
+    for addr in found {
+        match connect_from(addr, dial).await {
+            Ok(stream) => return Ok(stream),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(no_address))
+}
+
+fn no_address() -> io::Error {
+    io::Error::new(io::ErrorKind::NotFound, "the host has no address")
+}
+
+/// Happy Eyeballs (RFC 8305), as Node's `autoSelectFamily`: the addresses in turn, a new one each
+/// time `stagger` passes without a connection, or at once when an attempt fails; the first to
+/// connect is the connection, and the others are dropped (closed). Unlike Node, which closes an
+/// attempt when it starts the next, earlier attempts go on: a slow address is not given up for one
+/// that never answers. The error, if none connects, is the last one's.
+async fn race(found: Vec<SocketAddr>, dial: Dial, stagger: Duration) -> io::Result<TcpStream> {
+    let mut waiting = found.into_iter();
+    let mut running = FuturesUnordered::new();
+    let mut next_due = Box::pin(tokio::time::sleep(stagger));
+    let mut start_now = true;
+    let mut last = None;
+    std::future::poll_fn(move |cx| loop {
+        if waiting.len() > 0 && (start_now || next_due.as_mut().poll(cx).is_ready()) {
+            if let Some(addr) = waiting.next() {
+                running.push(connect_from(addr, dial));
+            }
+            start_now = false;
+            next_due.as_mut().reset(tokio::time::Instant::now() + stagger);
+            continue;
+        }
+        match Pin::new(&mut running).poll_next(cx) {
+            Poll::Ready(Some(Ok(stream))) => return Poll::Ready(Ok(stream)),
+            Poll::Ready(Some(Err(e))) => {
+                last = Some(e);
+                start_now = true;
+            }
+            Poll::Ready(None) if waiting.len() == 0 => return Poll::Ready(Err(last.take().unwrap_or_else(no_address))),
+            Poll::Ready(None) => start_now = true,
+            Poll::Pending => return Poll::Pending,
+        }
+    })
+    .await
+}
+
+/// The addresses with their IP versions alternating, starting with the first address's, each
+/// version in the resolver's order, each address once (as Node orders them for `autoSelectFamily`).
+fn interleaved(found: Vec<SocketAddr>) -> Vec<SocketAddr> {
+    let first_v4 = found.first().is_some_and(SocketAddr::is_ipv4);
+    let mut unique: Vec<SocketAddr> = Vec::with_capacity(found.len());
+    for addr in found {
+        if !unique.contains(&addr) {
+            unique.push(addr);
+        }
+    }
+    let (first, second): (Vec<_>, Vec<_>) = unique.into_iter().partition(|a| a.is_ipv4() == first_v4);
+    let mut out = Vec::with_capacity(first.len() + second.len());
+    let (mut a, mut b) = (first.into_iter(), second.into_iter());
+    loop {
+        match (a.next(), b.next()) {
+            (None, None) => return out,
+            (x, y) => out.extend(x.into_iter().chain(y)),
+        }
+    }
 }
 
 /// The addresses of host name `host`, in the resolver's (or `lookup`'s) order: only those of the
@@ -406,5 +475,117 @@ mod tests {
         assert_eq!(parts("ws+unix:///run/app.sock"), both("/run/app.sock", "/"));
         assert_eq!(parts("ws+unix:/run/app.sock:chat"), both("/run/app.sock", "/chat"));
         assert_eq!(parts("ws://run/app.sock:/chat"), None);
+    }
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn addresses_alternate_ip_versions_from_the_first_ones_each_once() {
+        let found = [
+            "[::1]:80",
+            "[::2]:80",
+            "[::1]:80",
+            "10.0.0.1:80",
+            "[::3]:80",
+            "10.0.0.2:80",
+        ];
+        let order: Vec<String> = interleaved(found.iter().map(|a| addr(a)).collect())
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            order,
+            ["[::1]:80", "10.0.0.1:80", "[::2]:80", "10.0.0.2:80", "[::3]:80"]
+        );
+        let order = interleaved(vec![addr("10.0.0.1:80"), addr("[::1]:80"), addr("10.0.0.2:80")]);
+        assert_eq!(order, [addr("10.0.0.1:80"), addr("[::1]:80"), addr("10.0.0.2:80")]);
+        assert!(interleaved(Vec::new()).is_empty());
+    }
+
+    /// A listener on `ip` whose accept queue is full, so that the SYNs of further connections to it
+    /// are dropped (Linux): an address that does not answer, on loopback. The queued connections
+    /// are returned; accepting them frees the queue.
+    async fn unanswering(ip: &str) -> (tokio::net::TcpListener, SocketAddr, Vec<TcpStream>) {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(addr(&format!("{ip}:0"))).unwrap();
+        let listener = socket.listen(0).unwrap();
+        let at = listener.local_addr().unwrap();
+        let mut queued = Vec::new();
+        // A backlog of 0 holds one connection; a second fills the SYN side on some kernels.
+        for _ in 0..2 {
+            match tokio::time::timeout(Duration::from_millis(200), TcpStream::connect(at)).await {
+                Ok(Ok(s)) => queued.push(s),
+                _ => break,
+            }
+        }
+        (listener, at, queued)
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn happy_eyeballs_tries_the_next_address_when_one_does_not_answer() {
+        let (_silent, silent, _queued) = unanswering("127.0.0.2").await;
+        let live = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let at = live.local_addr().unwrap();
+        let dial = Dial::default();
+        let stream = tokio::time::timeout(
+            Duration::from_secs(5),
+            race(vec![silent, at], dial, Duration::from_millis(50)),
+        )
+        .await
+        .expect("the second address connects long before the first's SYN is retried for good")
+        .unwrap();
+        assert_eq!(stream.peer_addr().unwrap(), at);
+        // One by one, the first address holds the attempt (until the caller's connectTimeout).
+        let waited = tokio::time::timeout(Duration::from_millis(500), one_by_one(vec![silent, at], dial)).await;
+        assert!(
+            waited.is_err(),
+            "one by one, the unanswered first address blocks the second"
+        );
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn happy_eyeballs_keeps_earlier_attempts_going_and_fails_with_the_last_error() {
+        // The first address answers late: its queue is freed after the second attempt started,
+        // and the client's retried SYN (about 1 s later) is taken. The second never answers.
+        let (slow_listener, slow, queued) = unanswering("127.0.0.2").await;
+        let (_silent, silent, _q) = unanswering("127.0.0.3").await;
+        let free_later = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let mut taken = Vec::new();
+            for _ in 0..queued.len() {
+                taken.push(slow_listener.accept().await.unwrap());
+            }
+            drop(queued);
+            // Keep accepting so that the client's connection is taken off the queue.
+            let late = slow_listener.accept().await.unwrap();
+            (taken, late, slow_listener)
+        });
+        let stream = tokio::time::timeout(
+            Duration::from_secs(8),
+            race(vec![slow, silent], Dial::default(), Duration::from_millis(50)),
+        )
+        .await
+        .expect("the first address's late answer is taken, though a later attempt started")
+        .unwrap();
+        assert_eq!(stream.peer_addr().unwrap(), slow);
+        free_later.abort();
+
+        // Every address refused: the error is an attempt's, not "no address".
+        let refused = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        let err = race(
+            vec![refused, addr(&format!("127.0.0.4:{}", refused.port()))],
+            Dial::default(),
+            Duration::from_millis(50),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused);
     }
 }
