@@ -674,6 +674,13 @@ test("ws's client options that are not options here throw, naming what to use in
     ['allowSynchronousEvents', true, /leave it out/],
     ['protocolVersion', 13, /always 13/],
     ['maxPendingAutoPongs', 10, /leave it out/],
+    // Passed on by ws to http.request, https.request and net.connect.
+    ['timeout', 5_000, /use connectTimeout/],
+    ['secureContext', {}, /under tls/],
+    ['keepAlive', true, /pingInterval and pongTimeout/],
+    ['noDelay', true, /always off/],
+    ['socketPath', '/tmp/s', /ws\+unix: URL/],
+    ['maxHeaderSize', 32_768, /64 KiB/],
   ]
   for (const [name, value, hint] of cases) {
     const err = t.throws(() => new ReconnectingWebSocket('ws://127.0.0.1:1/', { startClosed: true, [name]: value } as never), {

@@ -83,7 +83,7 @@ test.serial('an origin or header value with a control character throws ERR_INVAL
   await quiescent()
 })
 
-test.serial('a header name is sent once whatever its case, the last spelling winning, and a non-empty origin over an Origin header, as ws sends them', async (t) => {
+test.serial('a header name is sent once whatever its case, as its last spelling (not lower-cased), and a non-empty origin over an Origin header, as ws sends them', async (t) => {
   const peer = await countingServer()
   t.teardown(() => peer.close())
   const headers = { Origin: 'https://b.example', Authorization: 'Bearer one', 'x-Multi': ['1', '2'], authorization: 'Bearer two', 'X-MULTI': ['3', '4'] }
@@ -92,7 +92,8 @@ test.serial('a header name is sent once whatever its case, the last spelling win
       .split('\r\n')
       .map((line) => line.split(': '))
       .filter(([name]) => ['origin', 'authorization', 'x-multi'].includes(name.toLowerCase()))
-      .map(([name, value]) => `${name.toLowerCase()}: ${value}`)
+      .map(([name, value]) => `${name}: ${value}`)
+  const lower = (lines: string[]) => lines.map((line) => line.replace(/^[^:]+/, (name) => name.toLowerCase()))
   // An empty origin is none, as in ws: the header's stays.
   for (const [origin, expected] of [
     ['https://a.example', 'origin: https://a.example'],
@@ -105,8 +106,8 @@ test.serial('a header name is sent once whatever its case, the last spelling win
     const ours = new ReconnectingWebSocket(peer.url, { origin, headers })
     await new Recorder(ours).next('open')
     await ours.terminate()
-    t.deepEqual(sent(peer.heads[0]).sort(), ['authorization: Bearer two', expected, 'x-multi: 3', 'x-multi: 4'])
-    t.deepEqual(sent(peer.heads[1]).sort(), sent(peer.heads[0]).sort())
+    t.deepEqual(lower(sent(peer.heads[0])).sort(), ['authorization: Bearer two', expected, 'x-multi: 3', 'x-multi: 4'])
+    t.deepEqual(sent(peer.heads[1]).sort(), sent(peer.heads[0]).sort(), 'the same names, spelled the same')
   }
   await quiescent()
 })

@@ -153,6 +153,26 @@ test('the options of reconnecting are refused, with their name; (url, options) i
   t.is(socket.state, 'closed')
 })
 
+test.serial('a signal already aborted: the socket never connects and reports its close (1006), as ws reports it; a ReconnectingWebSocket stays silent', async (t) => {
+  const peer = await wsServer()
+  t.teardown(() => peer.close())
+  const socket = new WebSocket(peer.url, { signal: AbortSignal.abort() })
+  t.is(socket.readyState, WebSocket.CLOSED)
+  const rec = new Recorder(socket)
+  const closes: Array<{ code: number; wasClean: boolean }> = []
+  socket.onclose = (ev) => closes.push({ code: ev.code, wasClean: ev.wasClean })
+  t.like(await rec.next('close'), { code: 1006, reason: '', wasClean: false, willReconnect: false })
+  t.deepEqual(closes, [{ code: 1006, wasClean: false }])
+  const reconnecting = new ReconnectingWebSocket(peer.url, { signal: AbortSignal.abort() })
+  const quiet = new Recorder(reconnecting)
+  await new Promise((resolve) => setImmediate(resolve))
+  t.deepEqual(rec.log.map((e) => e.name), ['close'])
+  t.deepEqual(quiet.log, [])
+  t.is(peer.accepted, 0)
+  await Promise.all([socket.disconnect(), reconnecting.disconnect()])
+  t.like(clientStats(), { openConnections: 0, pendingAttempts: 0, runningTasks: 0 })
+})
+
 test.serial("a close for good hands back what the queue holds: a drop event, the callbacks told 'closed', bufferedAmount 0", async (t) => {
   // A send() before the open is queued for it (where ws throws); the connection fails: nothing
   // will send the message (no reconnect), so it is not kept for a connect() nobody makes.

@@ -486,6 +486,9 @@ class ReconnectingWebSocket extends EventEmitter {
       // As disconnect() before a connect(): opened() rejects, messages() ends.
       if (signal.aborted) {
         this.#ended = 'disconnected'
+        // A WebSocket reports that it never opened, as ws's does (close 1006), to those waiting
+        // for its end (unless connect() came first).
+        if (this[ONE_CONNECTION]) process.nextTick(() => this.#ended === 'disconnected' && this.#reportClose({ code: 1006, reason: '', wasClean: false, willReconnect: false }, false))
         return
       }
       this.#signal = signal
@@ -1769,7 +1772,11 @@ class ReconnectingWebSocket extends EventEmitter {
       }
     }
     if (closing === QUIET || silent === true) return
-    const info = { code, reason, wasClean, willReconnect }
+    this.#reportClose({ code, reason, wasClean, willReconnect }, byReconnect)
+  }
+
+  #reportClose(info, byReconnect) {
+    const { code, reason, wasClean } = info
     if (channels.close.hasSubscribers) channels.close.publish({ client: this, ...info })
     this.#emit('close', info)
     try {

@@ -106,7 +106,15 @@ const WS_OPTIONS = Object.freeze({
   __proto__: null,
   handshakeTimeout: 'use connectTimeout, which covers TCP, proxy, TLS and the upgrade',
   ...Object.fromEntries(TLS_KEYS.map((k) => [k, `use tls.${k}`])),
-  agent: 'use proxy (a proxy URL: http://, socks5:// or socks5h://)',
+  agent: "use proxy (a proxy URL: http://, socks5:// or socks5h://); an https.Agent's TLS options go under tls",
+  timeout: 'use connectTimeout (ws overrides timeout with its handshakeTimeout)',
+  secureContext: 'give its ca, cert and key under tls',
+  keepAlive: 'leave it out: pingInterval and pongTimeout keep the connection alive and find a dead one',
+  keepAliveInitialDelay: 'leave it out: pingInterval and pongTimeout keep the connection alive and find a dead one',
+  noDelay: "leave it out: Nagle's algorithm is always off (TCP_NODELAY), as in ws",
+  socketPath: 'use a ws+unix: URL (ws+unix:/path/to/socket:/request/path)',
+  maxHeaderSize: "leave it out: an upgrade answer's head may be up to 64 KiB",
+  ALPNProtocols: 'leave it out: no ALPN is offered (the upgrade is HTTP/1.1)',
   auth: 'put the credentials in the URL or an Authorization header',
   finishRequest: 'give headers, url or protocols as a function, called for each attempt',
   createConnection: 'there is none: the addon makes the socket',
@@ -427,7 +435,7 @@ function flattenHeaders(headers, origin) {
   const byName = new Map()
   if (headers) for (const [k, v] of headerEntries(headers)) byName.set(k.toLowerCase(), [k, v])
   // As ws: an empty origin is none.
-  if (origin) byName.set('origin', ['origin', origin])
+  if (origin) byName.set('origin', ['Origin', origin])
   const flat = []
   for (const [lower, [k, v]] of byName) {
     if (!Array.isArray(v)) flat.push(k, String(v))

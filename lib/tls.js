@@ -6,6 +6,7 @@
 const { X509Certificate, createPrivateKey } = require('node:crypto')
 const { isIP } = require('node:net')
 const { makeError, optionTypeError: typeError } = require('./errors')
+const { variable } = require('./environment')
 const { parseCiphers, parseEcdhCurve, parseSigalgs, offersTls12 } = require('./ciphers')
 
 const TLS_KEYS = ['ca', 'cert', 'key', 'pfx', 'passphrase', 'rejectUnauthorized', 'servername', 'checkServerIdentity', 'minVersion', 'maxVersion', 'ciphers', 'ecdhCurve', 'sigalgs']
@@ -39,15 +40,31 @@ function notSetLeftOut(tls) {
   return given
 }
 
+/** The process's default `rejectUnauthorized`: Node's, false only with NODE_TLS_REJECT_UNAUTHORIZED=0. */
+let warnedUnverified = false
+function verifiesByDefault() {
+  if (variable('NODE_TLS_REJECT_UNAUTHORIZED') !== '0') return true
+  if (!warnedUnverified) {
+    warnedUnverified = true
+    // Node's own words, once per process, as tls.connect warns.
+    process.emitWarning(
+      "Setting the NODE_TLS_REJECT_UNAUTHORIZED environment variable to '0' makes TLS connections and HTTPS requests insecure by disabling certificate verification.",
+    )
+  }
+  return false
+}
+
+const UNVERIFIED_DEFAULTS = Object.freeze({ ...TLS_DEFAULTS, rejectUnauthorized: false })
+
 function parseTls(tls) {
-  if (tls === undefined) return TLS_DEFAULTS
+  if (tls === undefined) return verifiesByDefault() ? TLS_DEFAULTS : UNVERIFIED_DEFAULTS
   if (typeof tls !== 'object' || tls === null || Array.isArray(tls)) throw typeError('tls', 'an object', tls)
   for (const key of Object.keys(tls)) {
     if (!TLS_KEYS.includes(key)) throw makeError('ERR_UNKNOWN_OPTION', `Unknown option "tls.${key}" (known: ${TLS_KEYS.join(', ')})`, TypeError)
   }
   tls = notSetLeftOut(tls)
   const ca = pemList(tls.ca, 'tls.ca')
-  const rejectUnauthorized = tls.rejectUnauthorized === undefined ? true : tls.rejectUnauthorized
+  const rejectUnauthorized = tls.rejectUnauthorized === undefined ? verifiesByDefault() : tls.rejectUnauthorized
   if (typeof rejectUnauthorized !== 'boolean') throw typeError('tls.rejectUnauthorized', 'a boolean', rejectUnauthorized)
   if (tls.servername !== undefined && typeof tls.servername !== 'string') throw typeError('tls.servername', 'a string', tls.servername)
   // '' is Node's "send no SNI": here the URL's host is the name, as without the option.

@@ -96,7 +96,7 @@ function splitCredentials(url, flatHeaders) {
   const user = unescape(u.username)
   const pass = unescape(u.password)
   const has = flatHeaders.some((v, i) => i % 2 === 0 && v.toLowerCase() === 'authorization')
-  const headers = has ? flatHeaders : ['authorization', `Basic ${Buffer.from(`${user}:${pass}`).toString('base64')}`, ...flatHeaders]
+  const headers = has ? flatHeaders : ['Authorization', `Basic ${Buffer.from(`${user}:${pass}`).toString('base64')}`, ...flatHeaders]
   return { url: u.bare, headers }
 }
 

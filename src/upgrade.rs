@@ -5,7 +5,7 @@
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tungstenite::client::IntoClientRequest;
-use tungstenite::handshake::client::{generate_request, Response};
+use tungstenite::handshake::client::Response;
 use tungstenite::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
 use crate::body;
@@ -44,7 +44,7 @@ pub async fn handshake(
     deadline: tokio::time::Instant,
 ) -> Result<Opened, ConnError> {
     let invalid = |e: &dyn std::fmt::Display| ConnError::new(errors::ERR_HANDSHAKE, e.to_string());
-    let (request, key) = generate_request(build_request(params, deflate)?).map_err(|e| invalid(&e))?;
+    let (request, key) = upgrade_request(params, deflate)?;
     // The connection was made: its failure now is the upgrade's, as the server's TCP close is
     // (lib/errors.js finds the system's error in these words, for `err.cause`).
     let io_err = |e: std::io::Error| {
@@ -227,42 +227,73 @@ fn verify_response(
     }
 }
 
-fn build_request(
-    params: &AttemptParams,
-    deflate: Option<&DeflateConfig>,
-) -> Result<tungstenite::handshake::client::Request, ConnError> {
+/// The upgrade request, written as Node's `http` writes `ws`'s: the application's header names as
+/// it spelled them (the last spelling of each: `lib/options.js`), which tungstenite's request would
+/// send in lower case (a server may match them case-sensitively). tungstenite derives the target
+/// and `Host` from the URL and makes the key. Returns the request's bytes and the key.
+fn upgrade_request(params: &AttemptParams, deflate: Option<&DeflateConfig>) -> Result<(Vec<u8>, String), ConnError> {
+    use tungstenite::http::header::{
+        CONNECTION, HOST, SEC_WEBSOCKET_EXTENSIONS, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_PROTOCOL, SEC_WEBSOCKET_VERSION,
+        UPGRADE,
+    };
     let invalid = |e: &dyn std::fmt::Display| ConnError::new(errors::ERR_HANDSHAKE, e.to_string());
     // A `ws+unix:` request goes to its path, with `Host: localhost` (as Node's `http` sends it).
-    let mut request = match transport::unix_target(&params.url) {
+    let from_url = match transport::unix_target(&params.url) {
         Some((_, path)) => format!("ws://localhost{path}").into_client_request(),
         None => params.url.as_str().into_client_request(),
     }
     .map_err(|e| invalid(&e))?;
-    let headers = request.headers_mut();
+    let target = from_url.uri().path_and_query().map_or("/", |p| p.as_str());
+    let mut host = from_url
+        .headers()
+        .get(HOST)
+        .map_or(&[][..], HeaderValue::as_bytes)
+        .to_vec();
+    let mut theirs = Vec::with_capacity(params.headers.len());
     for (name, value) in &params.headers {
-        let name = tungstenite::http::HeaderName::from_bytes(name.as_bytes()).map_err(|e| invalid(&e))?;
-        let value = tungstenite::http::HeaderValue::from_bytes(
-            &latin1(value).ok_or_else(|| invalid(&"a header value beyond Latin-1"))?,
-        )
-        .map_err(|e| invalid(&e))?;
-        if name == tungstenite::http::header::HOST {
-            // The application's Host replaces the URL's, as in `ws` (Node's `http`): a second
-            // one would not be sent. (Connection, Upgrade and the Sec-WebSocket-Key and -Version
-            // stay ours, as `ws` keeps them.)
-            headers.insert(name, value);
+        let checked = HeaderName::from_bytes(name.as_bytes()).map_err(|e| invalid(&e))?;
+        let value = latin1(value).ok_or_else(|| invalid(&"a header value beyond Latin-1"))?;
+        HeaderValue::from_bytes(&value).map_err(|e| invalid(&e))?;
+        if checked == HOST {
+            // The application's Host replaces the URL's, as in `ws` (Node's `http`).
+            host = value;
+        } else if [CONNECTION, UPGRADE, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_VERSION].contains(&checked)
+            || (checked == SEC_WEBSOCKET_PROTOCOL && !params.protocols.is_empty())
+            || (checked == SEC_WEBSOCKET_EXTENSIONS && deflate.is_some())
+        {
+            // These stay ours, as `ws` keeps them: the application's would make a second line.
         } else {
-            headers.append(name, value);
+            theirs.push((name.as_str(), value));
         }
     }
+    let key = tungstenite::handshake::client::generate_key();
+    let mut head = Vec::with_capacity(256 + theirs.iter().map(|(n, v)| n.len() + v.len() + 4).sum::<usize>());
+    let mut line = |name: &str, value: &[u8]| {
+        head.extend_from_slice(name.as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value);
+        head.extend_from_slice(b"\r\n");
+    };
+    line("Host", &host);
+    line("Connection", b"Upgrade");
+    line("Upgrade", b"websocket");
+    line("Sec-WebSocket-Version", b"13");
+    line("Sec-WebSocket-Key", key.as_bytes());
     if !params.protocols.is_empty() {
-        let value = tungstenite::http::HeaderValue::from_str(&params.protocols.join(", ")).map_err(|e| invalid(&e))?;
-        headers.insert("sec-websocket-protocol", value);
+        let value = params.protocols.join(", ");
+        HeaderValue::from_str(&value).map_err(|e| invalid(&e))?;
+        line("Sec-WebSocket-Protocol", value.as_bytes());
     }
     if let Some(d) = deflate {
-        let value = tungstenite::http::HeaderValue::from_str(&d.offer()).map_err(|e| invalid(&e))?;
-        headers.insert("sec-websocket-extensions", value);
+        line("Sec-WebSocket-Extensions", d.offer().as_bytes());
     }
-    Ok(request)
+    for (name, value) in &theirs {
+        line(name, value);
+    }
+    let mut request = format!("GET {target} HTTP/1.1\r\n").into_bytes();
+    request.append(&mut head);
+    request.extend_from_slice(b"\r\n");
+    Ok((request, key))
 }
 
 /// A header value as Node's `http` writes one: a byte per character (`lib/` lets through none
@@ -317,6 +348,47 @@ fn parse_retry_after(value: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_request_sends_the_applications_names_as_spelled_and_keeps_its_own_headers() {
+        let header = |n: &str, v: &str| (n.to_owned(), v.to_owned());
+        let params = AttemptParams {
+            url: url::Url::parse("ws://example.com:8080/chat?room=1").unwrap(),
+            headers: vec![
+                header("X-Api-Key", "k"),
+                header("connection", "close"),
+                header("Sec-WebSocket-Key", "forged"),
+                header("X-Multi", "1"),
+                header("X-Multi", "2"),
+                header("hOsT", "other.example"),
+                header("X-Text", "caf\u{e9}"),
+            ],
+            protocols: vec!["a".into(), "b".into()],
+            proxy: None,
+        };
+        let (request, key) = upgrade_request(&params, None).unwrap();
+        let text: String = request.iter().map(|&b| char::from(b)).collect();
+        let expected = format!(
+            "GET /chat?room=1 HTTP/1.1\r\nHost: other.example\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Protocol: a, b\r\n\
+             X-Api-Key: k\r\nX-Multi: 1\r\nX-Multi: 2\r\nX-Text: caf\u{e9}\r\n\r\n"
+        );
+        assert_eq!(text, expected);
+        assert_eq!(key.len(), 24);
+        // The URL's host and port when the application gives no Host; the default port left out.
+        let plain = AttemptParams {
+            url: url::Url::parse("ws://[::1]:80/").unwrap(),
+            headers: Vec::new(),
+            protocols: Vec::new(),
+            proxy: None,
+        };
+        let (request, _) = upgrade_request(&plain, None).unwrap();
+        assert!(
+            request.starts_with(b"GET / HTTP/1.1\r\nHost: [::1]\r\n"),
+            "{}",
+            String::from_utf8_lossy(&request)
+        );
+    }
 
     #[test]
     fn a_head_with_hundreds_of_headers_is_read_once_whole() {
