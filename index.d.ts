@@ -198,7 +198,7 @@ export type BinaryType = keyof BinaryTypes
 export interface TlsOptions {
   /** Extra trusted CA certificates (PEM). */
   ca?: string | Buffer | Uint8Array | Array<string | Buffer | Uint8Array> | null
-  /** `false` accepts any certificate (testing only) [true]. */
+  /** `false` accepts any certificate (testing only) [true; false with NODE_TLS_REJECT_UNAUTHORIZED=0, as in Node]. */
   rejectUnauthorized?: boolean | null
   /** Server name for SNI and certificate verification [the URL's host]. */
   servername?: string | null

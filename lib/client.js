@@ -23,6 +23,7 @@ const {
 } = require('./options')
 const { parseUrl, splitCredentials } = require('./url')
 const { proxyFor } = require('./proxy')
+const { warnUnverified } = require('./tls')
 const { checkClose, withSendOptions, checkSendOptions, bytesOf } = require('./arguments')
 const { FragmentedMessage } = require('./fragments')
 const { HeldSends, WAITING, READY, isBlob } = require('./held')
@@ -479,6 +480,8 @@ class ReconnectingWebSocket extends EventEmitter {
     let nativeUrl = this.#url || '(url provider)'
     if (this.#url) ({ url: nativeUrl, headers: native.headers } = splitCredentials(this.#url, native.headers))
     N.clientAttach(this, nativeUrl, configKey(nativeUrl, native), native, process.traceProcessWarnings === true ? creationSite(new.target) : undefined)
+    // As Node warns at its first tls.connect: for a client that may make a TLS connection.
+    if (opts.tls.unverifiedByEnvironment && (typeof parsed === 'function' || parsed.startsWith('wss:') || native.maxRedirects !== undefined)) warnUnverified()
     if (!native.queueEnabled || native.closeTimeout !== DEFAULTS.closeTimeout) {
       UNUSUAL.set(this, { unqueued: !native.queueEnabled, closeTimeout: native.closeTimeout })
     }

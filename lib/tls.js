@@ -13,7 +13,7 @@ const TLS_KEYS = ['ca', 'cert', 'key', 'pfx', 'passphrase', 'rejectUnauthorized'
 
 /** Shared and frozen: read, never modified. */
 const NONE = Object.freeze([])
-const TLS_DEFAULTS = Object.freeze({ ca: NONE, caOnly: false, rejectUnauthorized: true, servername: undefined, cert: undefined, key: undefined, checkServerIdentity: undefined, minVersion: 0, maxVersion: 0, cipherSuites: NONE, kxGroups: NONE, sigSchemes: NONE })
+const TLS_DEFAULTS = Object.freeze({ ca: NONE, caOnly: false, rejectUnauthorized: true, unverifiedByEnvironment: false, servername: undefined, cert: undefined, key: undefined, checkServerIdentity: undefined, minVersion: 0, maxVersion: 0, cipherSuites: NONE, kxGroups: NONE, sigSchemes: NONE })
 
 /** A DNS name as rustls takes one: labels of letters, digits, '-' and '_', not starting or ending with '-'. */
 function isDnsName(name) {
@@ -41,20 +41,22 @@ function notSetLeftOut(tls) {
 }
 
 /** The process's default `rejectUnauthorized`: Node's, false only with NODE_TLS_REJECT_UNAUTHORIZED=0. */
+const verifiesByDefault = () => variable('NODE_TLS_REJECT_UNAUTHORIZED') !== '0'
+
 let warnedUnverified = false
-function verifiesByDefault() {
-  if (variable('NODE_TLS_REJECT_UNAUTHORIZED') !== '0') return true
-  if (!warnedUnverified) {
-    warnedUnverified = true
-    // Node's own words, once per process, as tls.connect warns.
-    process.emitWarning(
-      "Setting the NODE_TLS_REJECT_UNAUTHORIZED environment variable to '0' makes TLS connections and HTTPS requests insecure by disabling certificate verification.",
-    )
-  }
-  return false
+/**
+ * Node's warning, in its words, once per process, for a client that may make a TLS connection
+ * unverified because of NODE_TLS_REJECT_UNAUTHORIZED (Node warns at its first tls.connect).
+ */
+function warnUnverified() {
+  if (warnedUnverified) return
+  warnedUnverified = true
+  process.emitWarning(
+    "Setting the NODE_TLS_REJECT_UNAUTHORIZED environment variable to '0' makes TLS connections and HTTPS requests insecure by disabling certificate verification.",
+  )
 }
 
-const UNVERIFIED_DEFAULTS = Object.freeze({ ...TLS_DEFAULTS, rejectUnauthorized: false })
+const UNVERIFIED_DEFAULTS = Object.freeze({ ...TLS_DEFAULTS, rejectUnauthorized: false, unverifiedByEnvironment: true })
 
 function parseTls(tls) {
   if (tls === undefined) return verifiesByDefault() ? TLS_DEFAULTS : UNVERIFIED_DEFAULTS
@@ -64,7 +66,8 @@ function parseTls(tls) {
   }
   tls = notSetLeftOut(tls)
   const ca = pemList(tls.ca, 'tls.ca')
-  const rejectUnauthorized = tls.rejectUnauthorized === undefined ? verifiesByDefault() : tls.rejectUnauthorized
+  const unverifiedByEnvironment = tls.rejectUnauthorized === undefined && !verifiesByDefault()
+  const rejectUnauthorized = tls.rejectUnauthorized === undefined ? !unverifiedByEnvironment : tls.rejectUnauthorized
   if (typeof rejectUnauthorized !== 'boolean') throw typeError('tls.rejectUnauthorized', 'a boolean', rejectUnauthorized)
   if (tls.servername !== undefined && typeof tls.servername !== 'string') throw typeError('tls.servername', 'a string', tls.servername)
   // '' is Node's "send no SNI": here the URL's host is the name, as without the option.
@@ -88,7 +91,7 @@ function parseTls(tls) {
   }
   const kxGroups = parseEcdhCurve(tls.ecdhCurve)
   const sigSchemes = parseSigalgs(tls.sigalgs)
-  return { ca, caOnly, rejectUnauthorized, servername, cert, key, checkServerIdentity, minVersion, maxVersion, cipherSuites, kxGroups, sigSchemes }
+  return { ca, caOnly, rejectUnauthorized, unverifiedByEnvironment, servername, cert, key, checkServerIdentity, minVersion, maxVersion, cipherSuites, kxGroups, sigSchemes }
 }
 
 // Node's names of TLS versions, as the minor number of TLS 1.x.
@@ -267,4 +270,4 @@ function checkCertificates(pem, name) {
   validCertificates.add(pem)
 }
 
-module.exports = { TLS_KEYS, parseTls }
+module.exports = { TLS_KEYS, parseTls, warnUnverified }

@@ -244,11 +244,15 @@ fn upgrade_request(params: &AttemptParams, deflate: Option<&DeflateConfig>) -> R
     }
     .map_err(|e| invalid(&e))?;
     let target = from_url.uri().path_and_query().map_or("/", |p| p.as_str());
-    let mut host = from_url
-        .headers()
-        .get(HOST)
-        .map_or(&[][..], HeaderValue::as_bytes)
-        .to_vec();
+    // Its name as the application spelled it, if it gave one.
+    let mut host = (
+        "Host",
+        from_url
+            .headers()
+            .get(HOST)
+            .map_or(&[][..], HeaderValue::as_bytes)
+            .to_vec(),
+    );
     let mut theirs = Vec::with_capacity(params.headers.len());
     for (name, value) in &params.headers {
         let checked = HeaderName::from_bytes(name.as_bytes()).map_err(|e| invalid(&e))?;
@@ -256,7 +260,7 @@ fn upgrade_request(params: &AttemptParams, deflate: Option<&DeflateConfig>) -> R
         HeaderValue::from_bytes(&value).map_err(|e| invalid(&e))?;
         if checked == HOST {
             // The application's Host replaces the URL's, as in `ws` (Node's `http`).
-            host = value;
+            host = (name.as_str(), value);
         } else if [CONNECTION, UPGRADE, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_VERSION].contains(&checked)
             || (checked == SEC_WEBSOCKET_PROTOCOL && !params.protocols.is_empty())
             || (checked == SEC_WEBSOCKET_EXTENSIONS && deflate.is_some())
@@ -274,7 +278,7 @@ fn upgrade_request(params: &AttemptParams, deflate: Option<&DeflateConfig>) -> R
         head.extend_from_slice(value);
         head.extend_from_slice(b"\r\n");
     };
-    line("Host", &host);
+    line(host.0, &host.1);
     line("Connection", b"Upgrade");
     line("Upgrade", b"websocket");
     line("Sec-WebSocket-Version", b"13");
@@ -369,7 +373,7 @@ mod tests {
         let (request, key) = upgrade_request(&params, None).unwrap();
         let text: String = request.iter().map(|&b| char::from(b)).collect();
         let expected = format!(
-            "GET /chat?room=1 HTTP/1.1\r\nHost: other.example\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+            "GET /chat?room=1 HTTP/1.1\r\nhOsT: other.example\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
              Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Protocol: a, b\r\n\
              X-Api-Key: k\r\nX-Multi: 1\r\nX-Multi: 2\r\nX-Text: caf\u{e9}\r\n\r\n"
         );
