@@ -251,7 +251,7 @@ test('--header and --protocol reach the handshake', async (t) => {
   // Names that are properties of Object.prototype are headers too.
   t.is(req.rawHeaders[req.rawHeaders.findIndex((h) => h.toLowerCase() === '__proto__') + 1], 'p')
   t.is(req.headers.tostring, 's')
-  t.is(req.headers['sec-websocket-protocol'], 'chat.v1, chat.v2')
+  t.is(req.headers['sec-websocket-protocol'], 'chat.v1,chat.v2', 'joined as ws joins them')
   c.proc.stdin.end()
   t.is(await c.exit(), 0, c.err.text)
 })

@@ -284,7 +284,7 @@ fn upgrade_request(params: &AttemptParams, deflate: Option<&DeflateConfig>) -> R
     line("Sec-WebSocket-Version", b"13");
     line("Sec-WebSocket-Key", key.as_bytes());
     if !params.protocols.is_empty() {
-        let value = params.protocols.join(", ");
+        let value = params.protocols.join(",");
         HeaderValue::from_str(&value).map_err(|e| invalid(&e))?;
         line("Sec-WebSocket-Protocol", value.as_bytes());
     }
@@ -374,7 +374,7 @@ mod tests {
         let text: String = request.iter().map(|&b| char::from(b)).collect();
         let expected = format!(
             "GET /chat?room=1 HTTP/1.1\r\nhOsT: other.example\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
-             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Protocol: a, b\r\n\
+             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Protocol: a,b\r\n\
              X-Api-Key: k\r\nX-Multi: 1\r\nX-Multi: 2\r\nX-Text: caf\u{e9}\r\n\r\n"
         );
         assert_eq!(text, expected);
