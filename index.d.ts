@@ -517,7 +517,7 @@ export interface ClientStats {
   deflateContexts: number
   /** Sockets read on the JS thread (quiet uncompressed `ws:` and `wss:` connections, on Node); none once their connections end. */
   jsReaders: number
-  /** Bytes of large received messages' buffers (16 KiB and up) that JS's garbage collector freed, kept for the next large message: at most 4 MiB, none once no connection is open. */
+  /** Bytes of large received messages' buffers (16 KiB and up) that JS's garbage collector freed, kept for the next large message: at most 4 MiB, none once no connection is open, nor once no large message has come for 2 s (freed at the next read or heartbeat). */
   recycledBytes: number
 }
 

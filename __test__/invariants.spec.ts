@@ -509,3 +509,41 @@ test.serial('the buffers of large messages that JS frees are used again: at most
   t.is(clientStats().recycledBytes, 0, 'a buffer freed after that is not kept')
   await quiescent()
 })
+
+test.serial('the buffers kept for large messages go once no large message has come for 2 s, at the next read or heartbeat (kept, they pinned the memory V8 freed beneath them)', async (t) => {
+  const size = 64 * 1024
+  const peer = await wsServer((socket) => {
+    socket.on('message', (d) => {
+      if (String(d) === 'small') return void socket.send('small')
+      const payload = Buffer.alloc(size, 5)
+      for (let i = 0; i < Number(String(d)); i++) socket.send(payload, { binary: true })
+    })
+  })
+  t.teardown(() => peer.close())
+  await quiescent()
+  // One client without heartbeats (its reads free them), one with (its heartbeat does).
+  for (const pingInterval of [0, 300]) {
+    const client = new ReconnectingWebSocket(peer.url, { pingInterval, pongTimeout: 5_000 })
+    await new Recorder(client, ['open']).next('open')
+    let received = 0
+    let small = 0
+    client.on('message', (d) => (d === 'small' ? small++ : received++))
+    client.send('100')
+    await until(() => received === 100, () => `100 messages (have ${received})`, 20_000)
+    await collectUntil(() => clientStats().recycledBytes > 0, 'freed payload buffers kept')
+    // The condition under test is time without large messages.
+    await new Promise((resolve) => setTimeout(resolve, 2_100))
+    if (pingInterval === 0) {
+      t.true(clientStats().recycledBytes > 0, 'nothing read since: still kept')
+      client.send('small')
+      await until(() => small === 1, () => 'the small message', 10_000)
+    }
+    await until(() => clientStats().recycledBytes === 0, () => `freed (${clientStats().recycledBytes} kept)`, 10_000)
+    // And what V8 frees after that is not kept.
+    forceGc()
+    await new Promise((resolve) => setImmediate(resolve))
+    t.is(clientStats().recycledBytes, 0)
+    await client.disconnect()
+  }
+  await quiescent()
+})

@@ -597,8 +597,10 @@ impl OpenConn {
                         r.take_alive();
                     }
                 }
-                // A compressor no message used for a whole interval gives its memory back.
+                // A compressor no message used for a whole interval gives its memory back, and so
+                // do the buffers kept for large messages that stopped coming.
                 self.out_rx.release_unused_compressor();
+                recycle::release_stale();
             }
         }
         if let Err(e) = self.poll_write(cx) {

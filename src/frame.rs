@@ -404,6 +404,7 @@ impl Decoder {
                         // Idle: the buffer goes, and comes back with the next data.
                         self.buf = BytesMut::new();
                         self.read_size = FIRST_READ as u32;
+                        recycle::release_stale();
                     }
                     return Poll::Pending;
                 }
