@@ -148,6 +148,10 @@ test('the options of reconnecting are refused, with their name; (url, options) i
   t.throws(() => new WebSocket('ws://127.0.0.1:9/', 'a', 5 as never), { code: 'ERR_INVALID_ARG_TYPE' })
   // An unknown option is refused as a ReconnectingWebSocket refuses it.
   t.throws(() => new WebSocket('ws://127.0.0.1:9/', { handshakeTimeout: 5 } as never), { code: 'ERR_UNKNOWN_OPTION', message: /connectTimeout/ })
+  // An unknown one's error lists the options a WebSocket takes, not those of reconnecting.
+  const unknown = t.throws(() => new WebSocket('ws://127.0.0.1:9/', { bogus: 1 } as never), { code: 'ERR_UNKNOWN_OPTION' })
+  t.regex(unknown?.message ?? '', /known options: connectTimeout, /)
+  t.notRegex(unknown?.message ?? '', /minDelay|maxRetries|startClosed/)
   const socket = new WebSocket('ws://127.0.0.1:9/', { protocols: ['x'], signal: AbortSignal.abort() })
   t.true(socket instanceof ReconnectingWebSocket)
   t.is(socket.state, 'closed')

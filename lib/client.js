@@ -457,7 +457,7 @@ class ReconnectingWebSocket extends EventEmitter {
     const { options: normalized, rws, renamed } = normalizeArgs(protocolsOrOptions, options, arguments.length, this)
     let opts
     try {
-      opts = parseOptions(normalized, rws !== null)
+      opts = parseOptions(normalized, rws !== null, this[ONE_CONNECTION] === true)
     } catch (err) {
       throw inTheirNames(err, renamed ?? null)
     }

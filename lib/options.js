@@ -125,16 +125,24 @@ const WS_OPTIONS = Object.freeze({
   maxBufferedChunks: 'leave it out: maxPayload and maxFragments bound what a message holds',
 })
 
+/** The options of reconnecting, which a WebSocket (one connection) does not take. */
+const RECONNECTING = ['minDelay', 'maxDelay', 'factor', 'jitter', 'maxRetries', 'minUptime', 'honorRetryAfter', 'shouldReconnect', 'startClosed']
+const KNOWN = Object.keys(DEFAULTS).join(', ')
+const KNOWN_TO_ONE_CONNECTION = Object.keys(DEFAULTS)
+  .filter((k) => !RECONNECTING.includes(k))
+  .join(', ')
+
 /**
  * Validates `options`; returns the native options and the JS-only ones. In rws mode
  * (`rws` true) a `maxDelay` below `minDelay` caps every delay, as in reconnecting-websocket.
+ * `oneConnection`: for a WebSocket, whose unknown option's error lists only what it takes.
  */
-function parseOptions(options, rws = false) {
+function parseOptions(options, rws = false, oneConnection = false) {
   if (options === undefined || options === null) options = {}
   if (typeof options !== 'object' || Array.isArray(options)) throw typeError('options', 'an object', options)
   for (const key in options) {
     if (Object.hasOwn(options, key) && !(key in DEFAULTS)) {
-      const hint = key in WS_OPTIONS ? `ws's option: ${WS_OPTIONS[key]}; see docs/migrating.md` : `known options: ${Object.keys(DEFAULTS).join(', ')}`
+      const hint = key in WS_OPTIONS ? `ws's option: ${WS_OPTIONS[key]}; see docs/migrating.md` : `known options: ${oneConnection ? KNOWN_TO_ONE_CONNECTION : KNOWN}`
       throw makeError('ERR_UNKNOWN_OPTION', `Unknown option "${key}" (${hint})`, TypeError)
     }
   }
@@ -465,6 +473,7 @@ function toProtocols(protocols) {
 
 module.exports = {
   DEFAULTS,
+  RECONNECTING,
   parseOptions,
   checkHeaders,
   flattenHeaders,
