@@ -214,13 +214,12 @@ async fn race(found: Vec<SocketAddr>, dial: Dial, stagger: Duration) -> io::Resu
 /// version in the resolver's order, each address once (as Node orders them for `autoSelectFamily`).
 fn interleaved(found: Vec<SocketAddr>) -> Vec<SocketAddr> {
     let first_v4 = found.first().is_some_and(SocketAddr::is_ipv4);
-    let mut unique: Vec<SocketAddr> = Vec::with_capacity(found.len());
-    for addr in found {
-        if !unique.contains(&addr) {
-            unique.push(addr);
-        }
-    }
-    let (first, second): (Vec<_>, Vec<_>) = unique.into_iter().partition(|a| a.is_ipv4() == first_v4);
+    // A set: a `lookup` function may answer with any number of addresses.
+    let mut seen = std::collections::HashSet::with_capacity(found.len());
+    let (first, second): (Vec<_>, Vec<_>) = found
+        .into_iter()
+        .filter(|a| seen.insert(*a))
+        .partition(|a| a.is_ipv4() == first_v4);
     let mut out = Vec::with_capacity(first.len() + second.len());
     let (mut a, mut b) = (first.into_iter(), second.into_iter());
     loop {
