@@ -98,10 +98,9 @@ impl Pool {
     }
 
     /// Keeps `v` for a later `take` if a connection is open, large messages still come, and there
-    /// is room. Once the pool is
-    /// full it keeps what it has rather than trade old buffers for new ones: freeing buffers
-    /// kept from earlier bursts let glibc give more memory back than freeing the new ones
-    /// (page faults per 40,000 messages of 64 KiB, 2,700-8,900 against 9,400-64,200).
+    /// is room. Once the pool is full it keeps what it has rather than trade old buffers for new
+    /// ones: freeing buffers kept from earlier bursts let glibc give more memory back than freeing
+    /// the new ones (page faults per 40,000 messages of 64 KiB, 2,700-8,900 against 9,400-64,200).
     fn give_back(&self, mut v: Vec<u8>) {
         let cap = v.capacity();
         if cap == 0 || cap > MAX_CAPACITY {
