@@ -45,7 +45,7 @@ export interface ReconnectingWebSocketOptions<B extends BinaryType = BinaryType>
    * default, `net.getDefaultAutoSelectFamily()`]. `false`: each address until it fails, in order.
    */
   autoSelectFamily?: boolean
-  /** ms before the next address is tried, at least 10 [Node's default, 250]. */
+  /** ms before the next address is tried, at least 10 [the runtime's default, `net.getDefaultAutoSelectFamilyAttemptTimeout()`: 250 on Node, 500 on Bun and Deno]. */
   autoSelectFamilyAttemptTimeout?: number
   /** The local IP address to connect from, as `net.connect`'s `localAddress` (a proxy is reached from it too). */
   localAddress?: string
