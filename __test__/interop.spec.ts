@@ -2,7 +2,7 @@
 // masking, framing and UTF-8 strictly. `.ci/run` installs it (requirements-dev.txt).
 import { spawn, spawnSync } from 'node:child_process'
 import { once } from 'node:events'
-import { mkdtempSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -78,6 +78,7 @@ test.serial('from Python websockets: fragmented messages, a 200 KiB binary, a pi
 test.serial('over wss:, a close handshake ends with a TLS close_notify, as ws sends one: an OpenSSL peer sees an end, not a truncation', async (t) => {
   const certs = makeCerts()
   const dir = mkdtempSync(path.join(tmpdir(), 'redial-tls-close-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
   writeFileSync(path.join(dir, 'cert.pem'), certs.cert)
   writeFileSync(path.join(dir, 'key.pem'), certs.key)
   const child = spawn(python, [path.join(here, 'fixtures', 'py_tls_close.py'), path.join(dir, 'cert.pem'), path.join(dir, 'key.pem')], {
