@@ -207,7 +207,7 @@ fn dispatch_args(env: &Env, values: Vec<Value>) -> Result<DispatchArgs> {
 /// this turn of the event loop has had its batch (`direct::batch_allowance`): the events wait for
 /// JS to ask again (`deliveryDone` says they do) in a later turn, so that timers and I/O run
 /// between two batches. (Runtimes without libuv's loop count are not held to turns.)
-fn next_batch(env: &Env, hub: &Hub) -> Result<Vec<Value>> {
+fn next_batch<'e>(env: &'e Env, hub: &Hub) -> Result<Vec<Value<'e>>> {
     let turn = with_dispatch(|d| d.counts_turns)
         .unwrap_or(false)
         .then(|| napi_raw::current_turn(env))
@@ -319,7 +319,7 @@ enum Staged {
 /// and adding what each client read to `credits`. The values are made once the registry is
 /// released: making them can run JS (a replaced `Array.of`, a setter some code put on
 /// `Object.prototype`), and that JS may call the addon.
-fn build_batch(env: &Env, batch: Vec<(u64, JsEvent)>, credits: &mut Credits) -> Result<Vec<Value>> {
+fn build_batch<'e>(env: &'e Env, batch: Vec<(u64, JsEvent)>, credits: &mut Credits) -> Result<Vec<Value<'e>>> {
     let mut staged: Vec<(Value, Staged)> = Vec::with_capacity(batch.len().min(BATCH_EVENTS));
     registry::with_registry(|r| -> Result<()> {
         let mut events = batch.into_iter().peekable();
@@ -386,7 +386,7 @@ fn build_batch(env: &Env, batch: Vec<(u64, JsEvent)>, credits: &mut Credits) -> 
 }
 
 /// The batch's values as one JS array.
-fn batch_array(env: &Env, values: &[Value]) -> Result<Value> {
+fn batch_array<'e>(env: &'e Env, values: &[Value<'_>]) -> Result<Value<'e>> {
     match with_dispatch(|d| d.array_of.clone()).flatten() {
         Some(of) => of.array(env, values),
         None => napi_raw::array(env, values),

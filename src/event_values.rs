@@ -10,7 +10,7 @@ use crate::napi_raw::{self, ArrayOf, Obj, Value};
 use crate::protocol::event as tag;
 
 /// A text message as a JS string: V8 copies an ASCII one as it is, and decodes UTF-8 otherwise.
-pub fn text_value(env: &Env, text: &str) -> Result<Value> {
+pub fn text_value<'e>(env: &'e Env, text: &str) -> Result<Value<'e>> {
     if text.is_ascii() {
         napi_raw::ascii_string(env, text)
     } else {
@@ -24,7 +24,7 @@ const ZERO_COPY_FROM: usize = 16 * 1024;
 /// A run of text messages as an array of strings, made here: N-API makes a string for about a
 /// third of what `Buffer#latin1Slice`/`utf8Slice` cost a call from JS, and `Array.of` takes them
 /// all at once (docs/performance.md).
-pub fn text_run(env: &Env, array_of: Option<&ArrayOf>, texts: &[JsEvent]) -> Result<Value> {
+pub fn text_run<'e>(env: &'e Env, array_of: Option<&ArrayOf>, texts: &[JsEvent]) -> Result<Value<'e>> {
     let count = texts.iter().map(JsEvent::messages).sum();
     let mut strings = Vec::with_capacity(count);
     for t in texts {
@@ -44,7 +44,7 @@ pub fn text_run(env: &Env, array_of: Option<&ArrayOf>, texts: &[JsEvent]) -> Res
     }
 }
 
-fn error_obj(env: &Env, e: &ConnError) -> Result<Value> {
+fn error_obj<'e>(env: &'e Env, e: &ConnError) -> Result<Value<'e>> {
     let mut o = Obj::new(env)?;
     o.set(c"code", e.code)?;
     o.set(c"message", e.message.as_str())?;
@@ -62,7 +62,7 @@ fn error_obj(env: &Env, e: &ConnError) -> Result<Value> {
 
 /// A response's headers as Node's `rawHeaders` are: names and values in turn, in order. JS builds
 /// the object Node would (`lib/response.js`), repeated names and all.
-fn raw_headers(env: &Env, headers: &[(String, String)]) -> Result<Value> {
+fn raw_headers<'e>(env: &'e Env, headers: &[(String, String)]) -> Result<Value<'e>> {
     let mut strings = Vec::with_capacity(headers.len() * 2);
     for (name, value) in headers {
         strings.push(text_value(env, name)?);
@@ -72,7 +72,7 @@ fn raw_headers(env: &Env, headers: &[(String, String)]) -> Result<Value> {
 }
 
 /// An event's tag and payload for JS.
-pub fn event_to_js(env: &Env, event: JsEvent) -> Result<(u32, Value)> {
+pub fn event_to_js(env: &Env, event: JsEvent) -> Result<(u32, Value<'_>)> {
     let raw = env;
     Ok(match event {
         // `delivery` sends text runs itself; a lone one is the string.

@@ -14,6 +14,7 @@
 
 use std::cell::Cell;
 use std::ffi::{c_int, c_void, CStr};
+use std::marker::PhantomData;
 use std::ptr;
 use std::sync::OnceLock;
 
@@ -22,17 +23,20 @@ use napi::sys;
 
 use crate::options::NativeOptions;
 
-/// A JS value handle made by this module during the current call. Only this module makes them,
-/// and callers use them before the call returns (they are not `Send`, and nothing stores them).
+/// A JS value handle made by this module during the current call. It borrows the call's `Env`
+/// (`'e`), so it cannot outlive the call whose handle scope holds it, nor (not being `Send`)
+/// leave its thread.
 #[derive(Clone, Copy)]
 #[repr(transparent)]
-pub struct Value(sys::napi_value);
+pub struct Value<'e>(sys::napi_value, PhantomData<&'e Env>);
 
-/// A value the event dispatchers' calls hand to JS (see `DispatchArgs`).
+/// A value the event dispatchers' calls hand to JS (see `DispatchArgs`). Made only from a `Value`,
+/// and converted by napi-rs as the call it is an argument or result of is made; it has no
+/// lifetime because the thread-safe function's type (`Tsfn`) names it and outlives every call.
 pub struct RawValue(sys::napi_value);
 
-impl From<Value> for RawValue {
-    fn from(v: Value) -> Self {
+impl From<Value<'_>> for RawValue {
+    fn from(v: Value<'_>) -> Self {
         RawValue(v.0)
     }
 }
@@ -60,32 +64,32 @@ pub fn native_options(env: &Env, value: &Unknown<'_>) -> Result<NativeOptions> {
 }
 
 /// `v` as a JS value.
-pub fn to_js<V: ToNapiValue>(env: &Env, v: V) -> Result<Value> {
+pub fn to_js<'e, V: ToNapiValue>(env: &'e Env, v: V) -> Result<Value<'e>> {
     // SAFETY: `env` is the live environment of this call on the JS thread.
-    unsafe { V::to_napi_value(env.raw(), v) }.map(Value)
+    unsafe { V::to_napi_value(env.raw(), v) }.map(|v| Value(v, PhantomData))
 }
 
 /// A JS string of `ascii`'s bytes, each one character (the caller knows them ASCII: no UTF-8 to
 /// decode).
-pub fn ascii_string(env: &Env, ascii: &str) -> Result<Value> {
+pub fn ascii_string<'e>(env: &'e Env, ascii: &str) -> Result<Value<'e>> {
     latin1_string(env, ascii.as_bytes())
 }
 
 /// A JS string of `bytes`, each one character (Latin-1).
-pub fn latin1_string(env: &Env, bytes: &[u8]) -> Result<Value> {
+pub fn latin1_string<'e>(env: &'e Env, bytes: &[u8]) -> Result<Value<'e>> {
     let mut v = ptr::null_mut();
     // SAFETY: live `env`; the pointer and length are `bytes`'s; `v` is a valid out pointer.
     check_status!(unsafe {
         sys::napi_create_string_latin1(env.raw(), bytes.as_ptr().cast(), bytes.len() as isize, &mut v)
     })?;
-    Ok(Value(v))
+    Ok(Value(v, PhantomData))
 }
 
-pub fn undefined(env: &Env) -> Result<Value> {
+pub fn undefined<'e>(env: &'e Env) -> Result<Value<'e>> {
     let mut v = ptr::null_mut();
     // SAFETY: live `env`; `v` is a valid out pointer.
     check_status!(unsafe { sys::napi_get_undefined(env.raw(), &mut v) })?;
-    Ok(Value(v))
+    Ok(Value(v, PhantomData))
 }
 
 /// `Array.of`, kept to make an array in one call into V8. `napi_set_element` is a generic property
@@ -123,7 +127,7 @@ impl ArrayOf {
     }
 
     /// A JS array of `values`.
-    pub fn array(&self, env: &Env, values: &[Value]) -> Result<Value> {
+    pub fn array<'e>(&self, env: &'e Env, values: &[Value<'_>]) -> Result<Value<'e>> {
         if values.len() > Self::MAX_ARGS {
             return array(env, values);
         }
@@ -147,12 +151,12 @@ impl ArrayOf {
             return array(env, values);
         }
         check_status!(status)?;
-        Ok(Value(result))
+        Ok(Value(result, PhantomData))
     }
 }
 
 /// A JS array of `values`, element by element.
-pub fn array(env: &Env, values: &[Value]) -> Result<Value> {
+pub fn array<'e>(env: &'e Env, values: &[Value<'_>]) -> Result<Value<'e>> {
     let mut array = ptr::null_mut();
     // SAFETY: live `env`; `array` is a valid out pointer.
     check_status!(unsafe { sys::napi_create_array_with_length(env.raw(), values.len(), &mut array) })?;
@@ -161,13 +165,13 @@ pub fn array(env: &Env, values: &[Value]) -> Result<Value> {
         // SAFETY: `array` and `v` are handles of this call.
         check_status!(unsafe { sys::napi_set_element(env.raw(), array, i, v.0) })?;
     }
-    Ok(Value(array))
+    Ok(Value(array, PhantomData))
 }
 
 /// A plain JS object under construction.
 pub struct Obj<'e> {
     env: &'e Env,
-    pub value: Value,
+    pub value: Value<'e>,
 }
 
 impl<'e> Obj<'e> {
@@ -177,7 +181,7 @@ impl<'e> Obj<'e> {
         check_status!(unsafe { sys::napi_create_object(env.raw(), &mut value) })?;
         Ok(Obj {
             env,
-            value: Value(value),
+            value: Value(value, PhantomData),
         })
     }
 
@@ -188,7 +192,7 @@ impl<'e> Obj<'e> {
 
     /// Defines an own data property, as an object literal does: a setter some code put on
     /// `Object.prototype` does not intercept it.
-    pub fn set_value(&mut self, key: &CStr, v: Value) -> Result<()> {
+    pub fn set_value(&mut self, key: &CStr, v: Value<'_>) -> Result<()> {
         use sys::PropertyAttributes::{configurable, enumerable, writable};
         let property = sys::napi_property_descriptor {
             utf8name: key.as_ptr(),
@@ -207,14 +211,14 @@ impl<'e> Obj<'e> {
 }
 
 /// A Node Buffer holding a copy of `data`.
-pub fn buffer_copy(env: &Env, data: &[u8]) -> Result<Value> {
+pub fn buffer_copy<'e>(env: &'e Env, data: &[u8]) -> Result<Value<'e>> {
     let mut v = ptr::null_mut();
     let mut out = ptr::null_mut();
     // SAFETY: `data` is valid for `data.len()` bytes for the duration of the call (it is copied).
     check_status!(unsafe {
         sys::napi_create_buffer_copy(env.raw(), data.len(), data.as_ptr().cast(), &mut out, &mut v)
     })?;
-    Ok(Value(v))
+    Ok(Value(v, PhantomData))
 }
 
 thread_local! {
@@ -262,7 +266,7 @@ fn default_loop() -> Option<*mut c_void> {
 /// A Node Buffer over memory that Rust keeps owning (`data` is dropped by the finalizer): no
 /// copy. A copy on a thread not allowed them (`enable_external_buffers`) and where the runtime
 /// refuses external buffers.
-pub fn external_buffer<T: AsRef<[u8]> + 'static>(env: &Env, data: T) -> Result<Value> {
+pub fn external_buffer<'e, T: AsRef<[u8]> + 'static>(env: &'e Env, data: T) -> Result<Value<'e>> {
     /// # Safety
     /// Called by Node once, on the JS thread, with the `hint` given below.
     unsafe extern "C" fn release<T: AsRef<[u8]>>(env: sys::napi_env, _data: *mut c_void, hint: *mut c_void) {
@@ -318,7 +322,7 @@ pub fn external_buffer<T: AsRef<[u8]> + 'static>(env: &Env, data: T) -> Result<V
                 let _ = unsafe { sys::napi_adjust_external_memory(env.raw(), extra, &mut total) };
             }
             young_collection_check(env);
-            Ok(Value(v))
+            Ok(Value(v, PhantomData))
         }
         sys::Status::napi_no_external_buffers_allowed => {
             // SAFETY: refused before Node took ownership: `release` has not run and never will.
@@ -333,12 +337,12 @@ pub fn external_buffer<T: AsRef<[u8]> + 'static>(env: &Env, data: T) -> Result<V
         | sys::Status::napi_invalid_arg) => {
             // SAFETY: refused before Node took ownership, as above.
             drop(unsafe { Box::from_raw(hint) });
-            check_status!(status, "cannot create a Buffer of {len} bytes").map(|()| Value(v))
+            check_status!(status, "cannot create a Buffer of {len} bytes").map(|()| Value(v, PhantomData))
         }
         // Any other failure may come after Node already ran `release` (it does for a length over
         // the Buffer limit), so `hint` is no longer ours to free. `maxPayload` is capped below that
         // limit, so this is not expected; at worst the data leaks, it is never freed twice.
-        status => check_status!(status, "cannot create a Buffer of {len} bytes").map(|()| Value(v)),
+        status => check_status!(status, "cannot create a Buffer of {len} bytes").map(|()| Value(v, PhantomData)),
     }
 }
 
@@ -428,11 +432,11 @@ impl OwnerRef {
     }
 
     /// The object, or `None` once it was collected.
-    pub fn get(&self, env: &Env) -> Result<Option<Value>> {
+    pub fn get<'e>(&self, env: &'e Env) -> Result<Option<Value<'e>>> {
         let mut v = ptr::null_mut();
         // SAFETY: as in `set_strong`.
         check_status!(unsafe { sys::napi_get_reference_value(env.raw(), self.0, &mut v) })?;
-        Ok((!v.is_null()).then_some(Value(v)))
+        Ok((!v.is_null()).then_some(Value(v, PhantomData)))
     }
 
     pub fn delete(self, env: &Env) -> Result<()> {
@@ -595,7 +599,7 @@ impl CallbackTarget {
 
     /// Calls the function with `args` from a native callback (not from JS). A throw is the
     /// process's uncaught exception, as for any I/O callback.
-    pub fn call(&self, env: &Env, args: &[Value]) -> Result<()> {
+    pub fn call(&self, env: &Env, args: &[Value<'_>]) -> Result<()> {
         let mut func = ptr::null_mut();
         // SAFETY: `self.func` is a live reference of this environment (never deleted).
         check_status!(unsafe { sys::napi_get_reference_value(env.raw(), self.func, &mut func) })?;

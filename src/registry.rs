@@ -306,7 +306,7 @@ impl Registry {
     }
 
     /// Client `id`'s JS object: `None` if it is not registered or was collected.
-    pub fn owner(&self, env: &Env, id: u64) -> Result<Option<Value>> {
+    pub fn owner<'e>(&self, env: &'e Env, id: u64) -> Result<Option<Value<'e>>> {
         match self.clients.get(&id) {
             Some(e) => e.owner.get(env),
             None => Ok(None),
@@ -330,13 +330,13 @@ impl Registry {
     /// settles) before JS sees it, after `read` is shown the event with the client's shared state.
     /// Returns the client's JS object, `None` if it is not registered or was collected (its
     /// event is then for nobody).
-    pub fn deliver(
+    pub fn deliver<'e>(
         &mut self,
-        env: &Env,
+        env: &'e Env,
         id: u64,
         event: &mut JsEvent,
         read: impl FnOnce(&Arc<Shared>, &JsEvent),
-    ) -> Result<Option<Value>> {
+    ) -> Result<Option<Value<'e>>> {
         let Some(mut e) = self.clients.remove(&id) else {
             return Ok(None);
         };
