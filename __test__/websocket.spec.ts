@@ -329,3 +329,76 @@ test.serial("a stream's writes that failed with the close are the stream's to re
   t.deepEqual(drops, [])
   t.is(socket.bufferedAmount, 0)
 })
+
+/**
+ * A raw server that answers the upgrade, writes `trigger`, and keeps its side of the TCP
+ * connection open until the test ends it (`allowHalfOpen`): the close handshake lasts until then.
+ */
+async function halfOpenPeer(trigger: Buffer) {
+  const { createServer } = await import('node:net')
+  const sockets: net.Socket[] = []
+  const ended: boolean[] = []
+  const frames: number[] = []
+  const server = createServer({ allowHalfOpen: true }, (socket) => {
+    socket.on('error', () => {})
+    sockets.push(socket)
+    const i = ended.push(false) - 1
+    socket.once('end', () => (ended[i] = true))
+    acceptUpgrade(socket, (s) => {
+      s.on('data', (d: Buffer) => frames.push(d[0] & 0x0f))
+      s.write(trigger)
+    })
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const url = `ws://127.0.0.1:${(server.address() as net.AddressInfo).port}/`
+  return { url, sockets, ended, frames, close: () => new Promise<void>((resolve) => server.close(() => resolve())) }
+}
+
+/** What a client shows while its close handshake waits for the server's TCP close. */
+async function whileClosing(t: any, socket: any, peer: Awaited<ReturnType<typeof halfOpenPeer>>, failed: boolean) {
+  const seen: string[] = []
+  let closed = false
+  socket.on('error', () => seen.push(`error ${socket.readyState}`))
+  const close = new Promise<unknown[]>((resolve) => socket.on('close', (...args: unknown[]) => ((closed = true), resolve(args))))
+  await new Promise((resolve) => socket.once('open', resolve))
+  await until(() => socket.readyState !== 1, 'the client sees the close handshake begin')
+  seen.push(`readyState ${socket.readyState}`)
+  // Refused now, not at the close: the connection is closing.
+  const sendErr = await new Promise<Error | null | undefined>((resolve) => socket.send('late', resolve))
+  const pingErr = await new Promise<Error | null | undefined>((resolve) => socket.ping(undefined, undefined, resolve))
+  seen.push(`send ${sendErr ? 'refused' : 'sent'}`, `ping ${pingErr ? 'refused' : 'sent'}`)
+  // Our close frame went, then our side's end (ws's socket.end()), while the server holds its side.
+  await until(() => peer.ended[0], 'the server reads the end of our side')
+  seen.push(`server read ${peer.frames.filter((op) => op === 8).length} close frame, then the end`)
+  t.false(closed, 'no close while the server keeps the TCP connection')
+  if (failed) peer.sockets[0].destroy()
+  else socket.terminate()
+  const [code, reason] = await close
+  const c = typeof code === 'object' ? (code as { code: number; reason: string }) : { code, reason: String(reason) }
+  seen.push(`close ${c.code} ${c.reason}`)
+  peer.sockets[0].destroy()
+  return seen
+}
+
+for (const [what, trigger, failed] of [
+  ['the client fails the connection (a frame with RSV1)', Buffer.from([0xc1, 0x00]), true],
+  ['the server sends its close frame and keeps the TCP connection', Buffer.from([0x88, 0x05, 0x0f, 0xa0, 0x62, 0x79, 0x65]), false],
+] as const) {
+  test.serial(`${what}: CLOSING at once, error reported then, send and ping refused then, our end sent; terminate() keeps the server's code; as ws`, async (t) => {
+    const results: string[][] = []
+    for (const make of [(url: string) => new WsWebSocket(url), (url: string) => new WebSocket(url, { closeTimeout: 30_000 })]) {
+      const peer = await halfOpenPeer(trigger)
+      const socket = make(peer.url)
+      results.push(await whileClosing(t, socket, peer, failed))
+      await peer.close()
+    }
+    t.deepEqual(results[1], results[0])
+    t.deepEqual(
+      results[0],
+      failed
+        ? ['error 2', 'readyState 2', 'send refused', 'ping refused', 'server read 1 close frame, then the end', 'close 1006 ']
+        : ['readyState 2', 'send refused', 'ping refused', 'server read 1 close frame, then the end', 'close 4000 bye'],
+    )
+    t.is(clientStats().openConnections, 0)
+  })
+}

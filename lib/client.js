@@ -397,6 +397,8 @@ class ReconnectingWebSocket extends EventEmitter {
   #ended = null
   /** A WebSocket failed its connection (the peer broke the protocol or a limit): its close, if not clean, reads 1006. */
   #failedIt = false
+  /** The open connection began its close handshake (the peer's close answered, or the client failed it): readyState reads CLOSING until its close, as ws's does. */
+  #handshakeClosing = false
   /** The last driver started has reported its exit to JS (or none was started): no event of it is to come. */
   #driverDone = true
   /**
@@ -519,7 +521,7 @@ class ReconnectingWebSocket extends EventEmitter {
   /** WHATWG `readyState`: CONNECTING 0, OPEN 1, CLOSING 2, CLOSED 3 (also while waiting to reconnect). */
   get readyState() {
     if (failing === this || this.#held?.closing > 0) return CLOSING
-    return this.#rws?.readyStateOverride ?? READY_STATES[this.state]
+    return this.#rws?.readyStateOverride ?? (this.#handshakeClosing ? CLOSING : READY_STATES[this.state])
   }
 
   /** The subprotocol the server selected ('' if none, and while the next connection is being made). */
@@ -851,11 +853,18 @@ class ReconnectingWebSocket extends EventEmitter {
     // ws's `send(data, options, callback)`, the pieces of a message and sends behind a Blob: rare,
     // and kept off the common path. (`#fragments in this` first: for anything but a client, the
     // addon's check says what is wrong.)
-    if (arguments.length > 1 || (#fragments in this && (this.#fragments !== null || this.#held !== null))) {
+    if (arguments.length > 1 || (#fragments in this && (this.#fragments !== null || this.#held !== null || this.#handshakeClosing))) {
       let [, options, callback] = arguments
       if (typeof options === 'function') [options, callback] = [undefined, options]
       // As in ws, a null callback is none.
       if (callback === null) callback = undefined
+      if (this.#handshakeClosing && this[ONE_CONNECTION] && this.#fragments === null && this.#held === null) {
+        // Its one connection is closing: the message will never be sent, and is reported now, as
+        // ws reports it (a queue would hand it back only at the close).
+        if (callback !== undefined) checkCallback(callback)
+        if (!isBlob(data)) sendable(withSendOptions(data, options))
+        return this.#droppedWhileClosing(data, callback)
+      }
       if (this.#fragments !== null || options?.fin === false) return this.#sendPiece(data, options, callback)
       if (this.#held !== null || isBlob(data)) {
         if (callback !== undefined) checkCallback(callback)
@@ -1681,6 +1690,15 @@ class ReconnectingWebSocket extends EventEmitter {
     if (this.#wants('open')) this.#fire(new Event('open', this))
   }
 
+  /** `p`: the error the client failed the connection with, or undefined (the peer's close was answered). */
+  #onClosing(p) {
+    this.#deliverBacklog()
+    if (this.#state === 'open' && !this.#closing) this.#handshakeClosing = true
+    // Reported now, as ws reports it: the close comes when the TCP connection ends (at most
+    // closeTimeout later).
+    if (p !== undefined) this.#onError(p)
+  }
+
   #onError(p) {
     this.#deliverBacklog()
     // A failure that is retried must not crash a program that did not listen for errors.
@@ -1708,6 +1726,7 @@ class ReconnectingWebSocket extends EventEmitter {
   #onClose({ code, reason, wasClean, willReconnect, byReconnect, retries, gen, restarts }) {
     runDueCallbacks()
     this.#deliverBacklog()
+    this.#handshakeClosing = false
     const silent = this.#silentUntilIdle
     // A disconnect(), connect() or reconnect() waiting behind a Blob's bytes was made before this
     // close: it is made now, and the close is reported as one that follows it.
@@ -2048,6 +2067,7 @@ class ReconnectingWebSocket extends EventEmitter {
       upgrade: (c, head) => c.#onUpgrade(head),
       open: (c, chosen) => c.#onOpen(chosen),
       error: (c, p) => c.#onError(p),
+      closing: (c, p) => c.#onClosing(p),
       close: (c, p) => c.#onClose(p),
       reconnecting: (c, p) => c.#onReconnecting(p),
       giveup: (c, p) => c.#onGiveUp(p),

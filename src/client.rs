@@ -725,7 +725,7 @@ fn with_client<R>(env: &Env, owner: &Object<'_>, f: impl FnOnce(&mut NativeClien
             f(&mut *client)
         }))
         .map_err(|panic| {
-            let what = panic_text(&*panic);
+            let what = errors::panic_text(&*panic);
             client.call_panicked(what.clone());
             what
         })
@@ -736,15 +736,6 @@ fn with_client<R>(env: &Env, owner: &Object<'_>, f: impl FnOnce(&mut NativeClien
         let _ = env.throw_error(&message, Some(errors::ERR_INTERNAL));
         Error::new(Status::PendingException, message)
     })
-}
-
-/// What a panic said (its `&str` or `String` payload).
-pub(crate) fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_default()
 }
 
 /// Gives `owner` (a new `ReconnectingWebSocket`) its native state.

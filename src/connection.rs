@@ -81,6 +81,9 @@ pub struct Ended {
     pub reason: String,
     pub was_clean: bool,
     pub error: Option<ConnError>,
+    /// `error` went to JS when the connection began closing (`JsEvent::Closing`): the close
+    /// reports it no more.
+    pub error_reported: bool,
 }
 
 pub enum IoEvent {
@@ -195,6 +198,8 @@ struct Closing {
     /// The socket took our close frame (`end_once`): what may still wait behind it is a `wss:`
     /// close_notify, which the close's being clean does not depend on.
     ours_written: bool,
+    /// JS was told the connection is closing (`JsEvent::Closing`, with the error we failed it with).
+    reported: bool,
 }
 
 enum HowClosing {
@@ -220,16 +225,40 @@ impl Closing {
             ended_ours: false,
             peer_ended: false,
             ours_written: false,
+            reported: false,
         })
     }
 
     /// `ours_written`: the socket took our close frame. The close is clean only then, with the
     /// peer's received (as `ws` and the WHATWG API count it): cut off before it went, it is not.
-    fn end(self, ours_written: bool) -> Poll<IoEvent> {
+    fn end(self, ours_written: bool) -> Ended {
         match self.how {
-            HowClosing::Peer(reason) => ended(self.code, reason, ours_written, None),
-            HowClosing::Failed(error) => ended(self.code, String::new(), false, Some(error)),
+            HowClosing::Peer(reason) => Ended {
+                code: self.code,
+                reason,
+                was_clean: ours_written,
+                error: None,
+                error_reported: false,
+            },
+            HowClosing::Failed(error) => Ended {
+                code: self.code,
+                reason: String::new(),
+                was_clean: false,
+                error: Some(error),
+                error_reported: self.reported,
+            },
         }
+    }
+
+    /// The event that tells JS the connection is closing, once.
+    fn report(&mut self) -> Option<JsEvent> {
+        if std::mem::replace(&mut self.reported, true) {
+            return None;
+        }
+        Some(JsEvent::Closing(match &self.how {
+            HowClosing::Peer(_) => None,
+            HowClosing::Failed(error) => Some(error.clone()),
+        }))
     }
 }
 
@@ -384,6 +413,7 @@ fn ended(code: u16, reason: String, was_clean: bool, error: Option<ConnError>) -
         reason,
         was_clean,
         error,
+        error_reported: false,
     }))
 }
 
@@ -552,6 +582,14 @@ impl OpenConn {
         self.deflate_budget = DEFLATE_STEP as u32;
         self.write_yielded = false;
         let mut io = self.poll_io_inner(cx, cfg, events);
+        // The close handshake began (the peer's close answered, or the connection failed): JS
+        // reads it closing from now on, as `ws` does, and hears at once why it failed; its `close`
+        // comes when the TCP connection ends. Sends stop going to it: queued for the next
+        // connection, or refused (a ping too).
+        if let Some(report) = self.closing.as_deref_mut().and_then(Closing::report) {
+            self.shared.outbox().close_connection();
+            events.push(report);
+        }
         if self.write_yielded && matches!(io, Poll::Ready(IoEvent::Progress)) {
             // The task is woken once other tasks had their turn: not polled again at once.
             io = Poll::Pending;
@@ -919,22 +957,29 @@ impl OpenConn {
         framed && !self.writer.has_pending()
     }
 
-    /// Once both close frames are exchanged and ours is written, our side ends as `ws`'s
-    /// `socket.end()` ends it (`Writer::end_now`: a `wss:` close_notify, the TCP half-close): a
-    /// peer that waits for the client to close then closes, and an OpenSSL peer takes the TCP
-    /// close for an end, not a truncation. Not after we failed the connection (nor does `ws`).
+    /// Once both close frames are exchanged, or we failed the connection, and ours is written, our
+    /// side ends as `ws`'s `socket.end()` ends it (`Writer::end_now`: a `wss:` close_notify, the
+    /// TCP half-close): a peer that waits for the client to close then closes, and an OpenSSL peer
+    /// takes the TCP close for an end, not a truncation.
     fn end_once(&mut self) {
         let written = self.all_written();
         let sent_close = self.sent_close;
         if let Some(c) = self.closing.as_deref_mut() {
             // Noted before `end_now` queues a close_notify, which `has_pending` then counts.
             c.ours_written |= written && sent_close;
-            if written && !c.ended_ours && matches!(c.how, HowClosing::Peer(_)) {
+            if written && !c.ended_ours {
                 // Under TLS, a close_notify the socket did not take all of is flushed by
                 // `poll_write`, and the FIN follows on the next poll.
                 c.ended_ours = self.writer.end_now();
             }
         }
+    }
+
+    /// `terminate()` while the close handshake is under way on this side (see `Closing`): the
+    /// connection ends as if the peer had closed TCP now.
+    pub fn end_closing(&mut self) -> Option<Ended> {
+        let ours_written = self.close_written();
+        Some(self.closing.take()?.end(ours_written))
     }
 
     /// The socket failed or the peer went away (`Eof`, `Io`).
@@ -943,7 +988,7 @@ impl OpenConn {
             // The peer closed (or we failed the connection) and the socket failed: with our close
             // frame taken by the socket before, the close was clean.
             let ours_written = self.close_written();
-            return c.end(ours_written);
+            return Poll::Ready(IoEvent::Ended(c.end(ours_written)));
         }
         let (error, code) = e.to_conn_error();
         ended(code, String::new(), false, Some(error))
@@ -1012,7 +1057,7 @@ impl OpenConn {
             }
         }
         let ours_written = self.close_written();
-        self.closing.take().expect("closing").end(ours_written)
+        Poll::Ready(IoEvent::Ended(self.closing.take().expect("closing").end(ours_written)))
     }
 
     /// Frames what is due (heartbeat ping, queued messages, then our close frame) and writes it.

@@ -15,7 +15,7 @@ use tokio::sync::oneshot;
 use tokio::time::{Instant, Sleep};
 
 use crate::attempt::{Attempt, ParamSource};
-use crate::connection::{ConnConfig, IoEvent, OpenConn};
+use crate::connection::{ConnConfig, Ended, IoEvent, OpenConn};
 use crate::errors::{self, ConnError};
 use crate::events::{JsEvent, PolicyInfo};
 use crate::hub::{self, Hub};
@@ -192,12 +192,7 @@ impl Future for DriverTask {
             }
             Err(panic) => {
                 this.commands.close();
-                let what = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_default();
-                this.driver.crashed(what);
+                this.driver.crashed(errors::panic_text(&*panic));
                 this.driver.exit();
                 Poll::Ready(())
             }
@@ -376,32 +371,7 @@ impl Driver {
                     while let Some(cmd) = commands.try_recv() {
                         self.command(cmd);
                     }
-                    self.end_connection();
-                    self.close_deadline = None;
-                    if end.error.is_some() {
-                        stats::inc(&self.shared.metrics.connection_errors);
-                    }
-                    // With an error, the client failed the connection (the peer broke the
-                    // protocol or a limit, or the socket failed) and the code is the client's, not
-                    // the peer's verdict on it: retried as such an error is.
-                    let retry = match &end.error {
-                        Some(error) => policy::on_error(error),
-                        None => policy::on_close(end.code),
-                    };
-                    let info = PolicyInfo::Close {
-                        code: end.code,
-                        reason: end.reason.clone(),
-                        was_clean: end.was_clean,
-                        error: end.error.as_ref().map(|e| e.code),
-                    };
-                    self.last_failure = Some(Box::new((info, retry.default)));
-                    self.input(Input::Lost {
-                        code: end.code,
-                        reason: end.reason,
-                        was_clean: end.was_clean,
-                        error: end.error,
-                        retry,
-                    });
+                    self.connection_ended(end);
                 }
                 continue;
             }
@@ -428,6 +398,37 @@ impl Driver {
             }
             return Poll::Pending;
         }
+    }
+
+    /// The connection ended (`end`): its socket is dropped, and the machine hears how.
+    fn connection_ended(&mut self, end: Ended) {
+        self.end_connection();
+        self.close_deadline = None;
+        if end.error.is_some() {
+            stats::inc(&self.shared.metrics.connection_errors);
+        }
+        // With an error, the client failed the connection (the peer broke the
+        // protocol or a limit, or the socket failed) and the code is the client's, not
+        // the peer's verdict on it: retried as such an error is.
+        let retry = match &end.error {
+            Some(error) => policy::on_error(error),
+            None => policy::on_close(end.code),
+        };
+        let info = PolicyInfo::Close {
+            code: end.code,
+            reason: end.reason.clone(),
+            was_clean: end.was_clean,
+            error: end.error.as_ref().map(|e| e.code),
+        };
+        self.last_failure = Some(Box::new((info, retry.default)));
+        self.input(Input::Lost {
+            code: end.code,
+            reason: end.reason,
+            was_clean: end.was_clean,
+            error: end.error,
+            error_reported: end.error_reported,
+            retry,
+        });
     }
 
     fn attempt_done(&mut self, result: Result<Opened, ConnError>) {
@@ -526,9 +527,16 @@ impl Driver {
                 let flush = flush && !self.shared.outbox().is_queue_empty();
                 self.input(Input::Disconnect { code, reason, flush });
                 if terminate && self.machine.phase() == Phase::Closing {
-                    // As if the close deadline had passed: the socket is dropped before the driver
-                    // writes anything more, our close frame included (the JS thread wrote none).
-                    self.input(Input::CloseDeadline);
+                    match self.socket.as_mut().and_then(OpenConn::end_closing) {
+                        // The close handshake was under way on the connection's side (the peer's
+                        // close answered, or the connection failed): it ends as the peer's TCP
+                        // close would end it now, with the peer's code, as `ws` reports it.
+                        Some(end) => self.connection_ended(end),
+                        // As if the close deadline had passed: the socket is dropped before the
+                        // driver writes anything more, our close frame included (the JS thread
+                        // wrote none).
+                        None => self.input(Input::CloseDeadline),
+                    }
                 }
             }
             // Waited for before the first attempt (`DriverTask::poll`).

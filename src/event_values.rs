@@ -100,6 +100,8 @@ pub fn event_to_js(env: &Env, event: JsEvent) -> Result<(u32, Value<'_>)> {
             (tag::OPEN, o.value)
         }
         JsEvent::Error(e) => (tag::ERROR, error_obj(raw, &e)?),
+        JsEvent::Closing(Some(e)) => (tag::CLOSING, error_obj(raw, &e)?),
+        JsEvent::Closing(None) => (tag::CLOSING, napi_raw::undefined(raw)?),
         JsEvent::Close {
             code,
             reason,

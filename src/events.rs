@@ -30,6 +30,9 @@ pub enum JsEvent {
     /// Small binary messages read one after another (see `JsEvent::push_binary`).
     Binaries(Box<BinaryRun>),
     Error(ConnError),
+    /// The connection began its close handshake (the peer's close frame answered, or, with the
+    /// error, the client failed it): its `Close` follows when the TCP connection ends.
+    Closing(Option<ConnError>),
     Close {
         code: u16,
         reason: String,
@@ -369,6 +372,7 @@ mod tests {
                 extensions: None,
             },
             JsEvent::Error(ConnError::new(errors::ERR_CONNECT, "x")),
+            JsEvent::Closing(None),
             JsEvent::DisconnectDone { discarded: 3, upto: 1 },
             JsEvent::Idle {
                 gen: 1,

@@ -299,7 +299,7 @@ pub fn init_runtime(_exports: Object<'_>) -> Result<()> {
         let failure = match built {
             Ok(Ok(Ok(rt))) => return napi::bindgen_prelude::create_custom_tokio_runtime(rt),
             Ok(Ok(Err(e))) => e.to_string(),
-            Ok(Err(panic)) => client::panic_text(&*panic),
+            Ok(Err(panic)) => errors::panic_text(&*panic),
             Err(e) => e,
         };
         let _ = RUNTIME_FAILURE.set(failure);

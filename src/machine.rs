@@ -93,6 +93,8 @@ pub enum Input {
         reason: String,
         was_clean: bool,
         error: Option<ConnError>,
+        /// The connection reported `error` as it began closing: not emitted again.
+        error_reported: bool,
         retry: Retry,
     },
     /// The user's `shouldReconnect` verdict.
@@ -323,6 +325,7 @@ impl Machine {
                     reason,
                     was_clean,
                     error,
+                    error_reported,
                     retry,
                 },
             ) => {
@@ -330,7 +333,9 @@ impl Machine {
                     self.failures = 0;
                 }
                 if let Some(error) = error {
-                    out.push(Action::Emit(Event::Error(error.clone())));
+                    if !error_reported {
+                        out.push(Action::Emit(Event::Error(error.clone())));
+                    }
                     self.last_error = Some(Box::new(error));
                 } else if !retry.default {
                     self.last_error = Some(Box::new(ConnError::new(
@@ -373,13 +378,16 @@ impl Machine {
                     reason,
                     was_clean,
                     error,
+                    error_reported,
                     ..
                 },
             ) => {
                 // What the peer sent broke the protocol or a limit while we closed: reported, as
-                // `ws` reports it. The socket's and TLS's failures are how a close may end (a
-                // reset after the peer's answer, say) and stay quiet, as `ws` keeps them.
-                if let Some(error) = error.filter(|e| crate::errors::PEER_DATA.contains(&e.code)) {
+                // `ws` reports it (unless the connection did as it began closing). The socket's and
+                // TLS's failures are how a close may end (a reset after the peer's answer, say) and
+                // stay quiet, as `ws` keeps them.
+                let peer_data = |e: &ConnError| !error_reported && crate::errors::PEER_DATA.contains(&e.code);
+                if let Some(error) = error.filter(peer_data) {
                     out.push(Action::Emit(Event::Error(error)));
                 }
                 self.closed_by_us(code, reason, was_clean, out);
@@ -610,6 +618,7 @@ mod tests {
             reason: String::new(),
             was_clean: false,
             error: None,
+            error_reported: false,
             retry: Retry::YES,
         }
     }
@@ -686,6 +695,7 @@ mod tests {
             reason: String::new(),
             was_clean: false,
             error: Some(ConnError::new(code, "what the peer did")),
+            error_reported: false,
             retry: Retry::YES,
         };
         for (code, close, reported) in [
@@ -893,6 +903,7 @@ mod tests {
                 reason: "again".into(),
                 was_clean: true,
                 error: None,
+                error_reported: false,
                 retry: Retry::YES,
             },
             2,
@@ -1044,6 +1055,7 @@ mod tests {
                 reason: "bye".into(),
                 was_clean: true,
                 error: None,
+                error_reported: false,
                 retry: Retry::YES,
             },
             3,
@@ -1080,6 +1092,7 @@ mod tests {
                 reason: String::new(),
                 was_clean: false,
                 error: None,
+                error_reported: false,
                 retry
             }),
             arb_retry().prop_map(|retry| Input::Lost {
@@ -1087,6 +1100,7 @@ mod tests {
                 reason: "going away".into(),
                 was_clean: true,
                 error: None,
+                error_reported: false,
                 retry
             }),
             any::<bool>().prop_map(|retry| Input::Decided { retry }),

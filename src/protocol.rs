@@ -39,6 +39,7 @@ pub mod event {
     pub const LOOKUP: u32 = 19;
     pub const REDIRECT: u32 = 20;
     pub const IDENTITY: u32 = 21;
+    pub const CLOSING: u32 = 22;
 }
 
 /// What `send()` did with a message.
@@ -82,6 +83,7 @@ pub struct WireEvents {
     pub lookup: u32,
     pub redirect: u32,
     pub identity: u32,
+    pub closing: u32,
 }
 
 #[napi(object)]
@@ -129,6 +131,7 @@ pub fn wire_protocol() -> WireProtocol {
             lookup: event::LOOKUP,
             redirect: event::REDIRECT,
             identity: event::IDENTITY,
+            closing: event::CLOSING,
         },
         send: WireSend {
             sent: send::SENT,
@@ -177,6 +180,8 @@ mod tests {
             e.sent,
             e.lookup,
             e.redirect,
+            e.identity,
+            e.closing,
         ];
         assert!(distinct(&tags), "{tags:?}");
     }
