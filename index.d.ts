@@ -643,7 +643,7 @@ export declare class ReconnectingWebSocket<B extends BinaryType = 'nodebuffer'> 
   readonly OPEN: 1
   readonly CLOSING: 2
   readonly CLOSED: 3
-  /** WHATWG readyState; CLOSED (3) also while waiting to reconnect. */
+  /** WHATWG readyState; CLOSED (3) also while waiting to reconnect; CLOSING (2) from the start of a close handshake (a `disconnect()`, the server's close frame, or a connection the client failed) to its `close`. */
   readonly readyState: 0 | 1 | 2 | 3
   /** reconnecting-websocket's retry counter: attempts since the last connection that stayed up `minUptime`. */
   readonly retryCount: number

@@ -339,19 +339,25 @@ async function halfOpenPeer(trigger: Buffer) {
   const sockets: net.Socket[] = []
   const ended: boolean[] = []
   const frames: number[] = []
+  const texts: string[] = []
   const server = createServer({ allowHalfOpen: true }, (socket) => {
     socket.on('error', () => {})
     sockets.push(socket)
     const i = ended.push(false) - 1
     socket.once('end', () => (ended[i] = true))
     acceptUpgrade(socket, (s) => {
-      s.on('data', (d: Buffer) => frames.push(d[0] & 0x0f))
-      s.write(trigger)
+      s.on('data', (d: Buffer) => {
+        frames.push(d[0] & 0x0f)
+        // A short masked text frame alone in its read: its text, and the connection's number.
+        if (d[0] === 0x81 && d.length === 6 + (d[1] & 0x7f)) texts.push(`${i}:${Buffer.from(d.subarray(6).map((b, j) => b ^ d[2 + (j % 4)])).toString()}`)
+      })
+      // Only the first connection is closed by the server.
+      if (i === 0) s.write(trigger)
     })
   })
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
   const url = `ws://127.0.0.1:${(server.address() as net.AddressInfo).port}/`
-  return { url, sockets, ended, frames, close: () => new Promise<void>((resolve) => server.close(() => resolve())) }
+  return { url, sockets, ended, frames, texts, close: () => new Promise<void>((resolve) => server.close(() => resolve())) }
 }
 
 /** What a client shows while its close handshake waits for the server's TCP close. */
@@ -402,3 +408,29 @@ for (const [what, trigger, failed] of [
     t.is(clientStats().openConnections, 0)
   })
 }
+
+test.serial('a ReconnectingWebSocket whose server began the close reads CLOSING, and what send() is given then goes on the next connection', async (t) => {
+  const peer = await halfOpenPeer(Buffer.from([0x88, 0x05, 0x0f, 0xa0, 0x62, 0x79, 0x65]))
+  const client = new ReconnectingWebSocket(peer.url, { minDelay: 10, closeTimeout: 30_000 })
+  const r = new Recorder(client)
+  await r.next('open')
+  await until(() => client.readyState === client.CLOSING, 'CLOSING once the server began the close')
+  t.is(client.state, 'open')
+  const written = new Promise<Error | null | undefined>((resolve) => client.send('kept', resolve))
+  t.is(r.count('close'), 0)
+  // The server ends the first connection; the message goes on the second.
+  await until(() => peer.ended[0], 'our end of the first connection')
+  peer.sockets[0].destroy()
+  const close = await r.next('close')
+  t.deepEqual([close.code, close.reason, close.wasClean], [4000, 'bye', true])
+  await r.next('open')
+  t.is(await written, null)
+  await until(() => peer.texts.includes('1:kept'), 'the message on the second connection')
+  t.deepEqual(peer.texts, ['1:kept'])
+  t.is(r.count('error'), 0)
+  // (The server holds its side open: a close handshake would wait closeTimeout for it.)
+  await client.terminate()
+  for (const s of peer.sockets) s.destroy()
+  await peer.close()
+  t.is(clientStats().openConnections, 0)
+})

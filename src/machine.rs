@@ -686,6 +686,44 @@ mod tests {
         assert!(a.contains(&Action::ArmTimer { delay_ms: 100 }));
     }
 
+    /// An error the connection reported as it began closing (`JsEvent::Closing`) is not emitted
+    /// again with its close, open or closing for us; it still counts as the failure it is.
+    #[test]
+    fn an_error_reported_as_the_connection_began_closing_is_not_emitted_again() {
+        let lost = || Input::Lost {
+            code: 1002,
+            reason: String::new(),
+            was_clean: false,
+            error: Some(ConnError::new(crate::errors::ERR_PROTOCOL, "RSV1 set")),
+            error_reported: true,
+            retry: Retry::YES,
+        };
+        let errors = |a: &[Action]| a.iter().filter(|x| matches!(x, Action::Emit(Event::Error(_)))).count();
+        for ours_first in [false, true] {
+            let mut m = Machine::new(policy(0), 1);
+            run(&mut m, Input::Connect, 0);
+            run(&mut m, Input::Opened, 0);
+            if ours_first {
+                run(&mut m, disconnect(false), 10);
+            }
+            let a = run(&mut m, lost(), 20);
+            assert_eq!(errors(&a), 0, "{a:?}");
+            assert!(
+                a.iter()
+                    .any(|x| matches!(x, Action::Emit(Event::Close { code: 1002, .. }))),
+                "{a:?}"
+            );
+            if !ours_first {
+                // Given up (maxRetries 0) with that error as the last one.
+                let last = a.iter().find_map(|x| match x {
+                    Action::Emit(Event::GiveUp { last_error, .. }) => last_error.as_ref().map(|e| e.code),
+                    _ => None,
+                });
+                assert_eq!(last, Some(crate::errors::ERR_PROTOCOL), "{a:?}");
+            }
+        }
+    }
+
     /// While our close is under way, what the peer sent can still break the protocol: reported
     /// before the close, as `ws` reports it; the socket failing then is how a close may end.
     #[test]
