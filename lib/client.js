@@ -10,7 +10,7 @@ const { setImmediate } = require('node:timers')
 const { isIP } = require('node:net')
 // `N.client*(client, ...)`: the native state is wrapped onto the client object itself (src/client.rs).
 const N = require('./native')
-const { makeError, fromNative, redactText, redactUrl, gaveUpError, withCause, proxySystemWords } = require('./errors')
+const { makeError, fromNative, redactText, redactUrl, gaveUpError, withCause, proxySystemWords, notSent } = require('./errors')
 const {
   parseOptions,
   checkHeaders,
@@ -37,7 +37,8 @@ const { channels, trace, tracing } = require('./diagnostics')
 const { parseResponseHead, headersFrom } = require('./response')
 const { onAbortDisconnect } = require('./abort')
 
-const { rethrowLater, microtask, convertBinary } = wire
+const { convertBinary } = wire
+const { rethrowLater, microtask } = require('./later')
 const {
   notOpen: SENT_NOT_OPEN,
   queueFull: SENT_QUEUE_FULL,
@@ -83,18 +84,6 @@ function uncorkAll() {
 /** What became of a message sent with a callback, by the addon's number (src/outbox.rs `Fate`). */
 const FATES = ['written', 'overflow', 'drained', 'discarded']
 
-/** A send() callback's error: the message will never be sent (`reason` says why). */
-function notSent(reason, cause, what = 'message') {
-  const why = {
-    overflow: 'the offline queue was full and dropped it',
-    drained: 'drainQueue() handed it back',
-    discarded: 'disconnect() discarded it from the queue',
-    closed: what === 'message' ? 'the client closed before it could be sent' : 'its connection closed before it could be sent',
-    unreadable: 'its Blob could not be read as what it was to be sent as',
-  }[reason]
-  return makeError('ERR_NOT_SENT', `The ${what} was not sent: ${why}`, Error, cause === undefined ? { reason } : { reason, cause })
-}
-
 /**
  * send() callbacks run later, never inside the call that settled them: as microtasks, so that
  * they run in the order they were settled and before whatever awaits a disconnect() made after
@@ -133,9 +122,9 @@ function runDueCallbacks() {
 
 /**
  * A disconnect() call is done: the callbacks of the messages it discarded on the JS side (see
- * `discardedInJs`) run after the queue's, then it resolves.
+ * `discardedInJs`) run after the queue's, then it resolves. `waiter.already`: what its call
+ * discarded when it was made (the driver had exited).
  */
-/** `waiter.already`: what its call discarded when it was made (the driver had exited). */
 function settleWaiter(waiter, discarded) {
   const left = waiter.left
   if (left !== null) callLater(left.callbacks, notSent('discarded'))
@@ -291,10 +280,6 @@ const kGaveUp = Symbol('redial-ws.gaveUp')
 // shape with every other client's (a fleet has one client per connection).
 const NO_EVENTS = Object.freeze(Object.create(null))
 
-/**
- * Why `tls.checkServerIdentity` refused, as text: an Error's message, or what else it gave, made a
- * string. A value that cannot be one (no prototype, a throwing getter) still refuses.
- */
 /**
  * What an application's function threw, rejected with or returned as a refusal, as text (no
  * password): an Error's message, or the value; `fallback` for what is empty or cannot be made

@@ -182,4 +182,16 @@ function optionTypeError(name, expected, value) {
   return makeError('ERR_INVALID_ARG_TYPE', `The "${name}" option must be ${expected}. Received ${got}`, TypeError)
 }
 
-module.exports = { proxySystemWords, makeError, fromNative, redactUrl, redactInput, redactText, gaveUpError, optionTypeError, withCause }
+/** A send() callback's error: the message will never be sent (`reason` says why). */
+function notSent(reason, cause, what = 'message') {
+  const why = {
+    overflow: 'the offline queue was full and dropped it',
+    drained: 'drainQueue() handed it back',
+    discarded: 'disconnect() discarded it',
+    closed: what === 'message' ? 'the client closed before it could be sent' : 'its connection closed before it could be sent',
+    unreadable: 'its Blob could not be read as what it was to be sent as',
+  }[reason]
+  return makeError('ERR_NOT_SENT', `The ${what} was not sent: ${why}`, Error, cause === undefined ? { reason } : { reason, cause })
+}
+
+module.exports = { notSent, proxySystemWords, makeError, fromNative, redactUrl, redactInput, redactText, gaveUpError, optionTypeError, withCause }

@@ -277,7 +277,7 @@ class HeldSends {
     // A read that fails (or gives bytes that are not the text asked for): the message is
     // reported, the queue goes on.
     readBlob(message.blob)
-      .then((bytes) => (message.text ? textOf(bytes) : bytes))
+      .then((bytes) => (message.text ? blobText(bytes) : bytes))
       .then(
         (bytes) => {
           message.data = bytes
@@ -311,7 +311,7 @@ function bytesOfRead(bytes) {
 }
 
 /** A Blob's bytes as the text of a text message (`send(blob, { binary: false })`). */
-function textOf(bytes) {
+function blobText(bytes) {
   try {
     return utf8.decode(bytes)
   } catch (err) {

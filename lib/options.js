@@ -125,7 +125,7 @@ const WS_OPTIONS = Object.freeze({
   maxBufferedChunks: 'leave it out: maxPayload and maxFragments bound what a message holds',
 })
 
-/** The options of reconnecting, which a WebSocket (one connection) does not take. */
+/** The options of a client that reconnects, which a WebSocket (one connection) does not take. */
 const RECONNECTING = ['minDelay', 'maxDelay', 'factor', 'jitter', 'maxRetries', 'minUptime', 'honorRetryAfter', 'shouldReconnect', 'startClosed']
 const KNOWN = Object.keys(DEFAULTS).join(', ')
 const KNOWN_TO_ONE_CONNECTION = Object.keys(DEFAULTS)
@@ -477,7 +477,6 @@ module.exports = {
   parseOptions,
   checkHeaders,
   flattenHeaders,
-  TOKEN,
   checkProtocols,
   toProtocols,
   checkBinaryType,

@@ -6,7 +6,7 @@
 
 const { makeError, optionTypeError } = require('./errors')
 const { CloseEvent, ErrorEvent } = require('./whatwg')
-const { rethrowLater } = require('./wire')
+const { rethrowLater } = require('./later')
 
 const CLOSING = 2
 

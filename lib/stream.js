@@ -4,7 +4,7 @@
 // it ends when the client closes for good, not when one connection drops.
 
 const { Duplex } = require('node:stream')
-const { makeError, gaveUpError } = require('./errors')
+const { makeError, gaveUpError, notSent } = require('./errors')
 
 /**
  * Readable side: each message is a chunk (text as UTF-8 bytes, or a string in
@@ -228,7 +228,7 @@ function webSocketStream(client, control, options) {
       const ended = control.ended()
       if (ended !== null && ended !== 'disconnected') return gaveUpError(ended.giveup)
       // Written once disconnect() was called or completed: discarded as the writes it found waiting are.
-      if (ended === 'disconnected' || control.disconnecting()) return discarded()
+      if (ended === 'disconnected' || control.disconnecting()) return notSent('discarded')
     }
     return err
   }
@@ -266,7 +266,7 @@ function webSocketStream(client, control, options) {
       unblock()
       pump(b)
     }
-    const offDisconnected = control.onClosed(() => complete(b, discarded()))
+    const offDisconnected = control.onClosed(() => complete(b, notSent('discarded')))
     const offOpened = control.onOpened(onOpen)
     // The write's callback waits for that open: the client stays alive between connections for
     // it, as for a pending read (its reconnect would otherwise end with the client, unreferenced).
@@ -309,11 +309,11 @@ function webSocketStream(client, control, options) {
     for (const heldCallback of held.splice(0)) heldCallback()
     if (batch !== null) {
       // A write waiting for the next open (or with nothing out): the client is terminated, its message discarded.
-      if (unblock !== null || batch.outstanding === 0) complete(batch, err ?? discarded())
+      if (unblock !== null || batch.outstanding === 0) complete(batch, err ?? notSent('discarded'))
       else {
         // Messages handed to send() are settled by the terminate() below as they fared (written
         // ones with null); the rest of the batch is not sent, which fails the write.
-        if (batch.sent < batch.chunks.length) batch.error ??= err ?? discarded()
+        if (batch.sent < batch.chunks.length) batch.error ??= err ?? notSent('discarded')
         batch.chunks.length = batch.sent
       }
     }
@@ -329,11 +329,6 @@ function webSocketStream(client, control, options) {
     )
   }
   return duplex
-}
-
-/** A write's error when disconnect() (or destroying the stream) discarded it before it could be sent. */
-function discarded() {
-  return makeError('ERR_NOT_SENT', 'The message was not sent: the client was disconnected before it could be', Error, { reason: 'discarded' })
 }
 
 /**

@@ -12,10 +12,8 @@
 const { ReconnectingWebSocket, ONE_CONNECTION } = require('./client')
 const { checkClose } = require('./arguments')
 const { makeError } = require('./errors')
+const { RECONNECTING } = require('./options')
 const { ALIASES, THEIRS } = require('./rws')
-
-/** The options of a client that reconnects: a WebSocket takes none. */
-const RECONNECTING = ['minDelay', 'maxDelay', 'factor', 'jitter', 'maxRetries', 'minUptime', 'honorRetryAfter', 'shouldReconnect', 'startClosed']
 
 /** Why a WebSocket refuses `name`: an option of reconnecting, or reconnecting-websocket's name for one. */
 function refusal(name) {

@@ -11,8 +11,9 @@ const N = require('./native')
 // The module's, not the global: test fake timers (Jest's, Vitest's) replace the global, and the
 // next batch must not wait for a fake clock.
 const { setImmediate } = require('node:timers')
+const { rethrowLater, microtask } = require('./later')
 
-const { events: EVENTS, send: SEND } = N.wireProtocol()
+const { events: EVENTS, send: SEND, externalFrom: EXTERNAL_FROM } = N.wireProtocol()
 
 /** The send() outcomes lib/client.js tells apart: the addon must report exactly these. */
 const SEND_OUTCOMES = ['sent', 'queued', 'notOpen', 'queueFull', 'dropping', 'corked', 'notConnected', 'handed']
@@ -24,36 +25,6 @@ function checkSendOutcomes(send) {
   }
 }
 checkSendOutcomes(SEND)
-
-function rethrow(err) {
-  throw err
-}
-
-// Bun shows an error thrown again here at this frame, not where the listener threw it; its
-// reportError keeps the error's own stack, and is an uncaught exception all the same.
-const surface = typeof Bun !== 'undefined' && typeof reportError === 'function' ? reportError : rethrow
-
-/** A listener's error surfaces on the next tick as an ordinary uncaught exception; the batch goes on. */
-function rethrowLater(err) {
-  process.nextTick(surface, err)
-}
-
-const RESOLVED = Promise.resolve()
-
-/**
- * Runs `fn` as a microtask: through a promise, not `queueMicrotask`, which test fake timers replace
- * (Jest's by default), and delivery must not wait for a fake clock. What `fn` throws surfaces as a
- * listener's error does.
- */
-function microtask(fn) {
-  RESOLVED.then(() => {
-    try {
-      fn()
-    } catch (err) {
-      rethrowLater(err)
-    }
-  })
-}
 
 /** Microtask turns the events after an open wait (see `afterOpen`): enough for a few awaits in a chain. */
 const OPEN_TURNS = 8
@@ -300,9 +271,6 @@ function forEachBinary(run, fn, target) {
   }
 }
 
-/** Binary messages from this size on are external Buffers (src/event_values.rs, ZERO_COPY_FROM). */
-const EXTERNAL_FROM = 16 * 1024
-
 /** A binary message as `binaryType` asks: 'nodebuffer', 'arraybuffer', 'uint8array' or 'fragments'. */
 function convertBinary(buf, type) {
   if (type === 'nodebuffer') return buf
@@ -320,4 +288,4 @@ function convertBinary(buf, type) {
     : buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength)
 }
 
-module.exports = { EVENTS, SEND, checkSendOutcomes, listen, handlerTable, forEachText, forEachBinary, convertBinary, rethrowLater, microtask, delivering }
+module.exports = { EVENTS, SEND, checkSendOutcomes, listen, handlerTable, forEachText, forEachBinary, convertBinary, delivering }

@@ -143,7 +143,7 @@ impl NativeClient {
         let config = match CONFIGS.get(key.as_str()) {
             Some(config) => config,
             None => {
-                let options = napi_raw::native_options(env, &options)?;
+                let options = NativeOptions::from_unknown(options)?;
                 CONFIGS.insert(Arc::from(key), Self::config(&url, options)?)
             }
         };

@@ -175,7 +175,7 @@ fn first_wire(env: &Env) -> Result<RawValue> {
 /// of its event loop. Usually none waits, and JS then asks for no turn.
 pub fn done() -> bool {
     settle(take_credits());
-    registry::hub().is_none_or(|hub| hub.rearm_if_idle())
+    registry::hub().is_none_or(|hub| hub.rearm_if_empty())
 }
 
 /// The batch `done` found waiting, taken after a turn of the event loop: hands it back, or an

@@ -17,6 +17,7 @@ use napi::Env;
 use crate::napi_raw::{OnReady, Ready, SocketWatch, TurnHook};
 use crate::reader::SharedReader;
 use crate::stats::{Gauge, JsReaders};
+use crate::testing::{self, Probe};
 
 struct Watched {
     /// Holds a share of the socket: it stays open while libuv may poll it.
@@ -67,12 +68,6 @@ thread_local! {
 const LOOP_TURN_READS: usize = 4096;
 const LOOP_TURN_BYTES: usize = 1 << 20;
 const LOOP_TURN_TIME: Duration = Duration::from_millis(4);
-
-/// Sockets that waited for a later turn since the process started (tests prove the path taken).
-pub static WAITED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
-/// Sockets the JS thread took over since the process started (tests prove which threads read).
-pub static TAKEN_OVER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// The number of the JS event loop's current turn, where this thread reads sockets (Node's event
 /// loop; not Bun's or Deno's emulation of libuv, whose numbering is not relied on).
@@ -169,7 +164,7 @@ pub fn take_over(env: &Env, id: u64, reader: Arc<SharedReader>, offer: u32, on_r
     }
     match SocketWatch::start(env, reader.socket(), id, on_ready) {
         Ok(Some(watch)) => {
-            crate::stats::add(&TAKEN_OVER, 1);
+            testing::count(Probe::TakeOvers, 1);
             let watched = Watched {
                 watch,
                 reader,
@@ -214,7 +209,7 @@ pub fn wait_for_next_turn(env: &Env, id: u64, read: OnReady) {
                     watched.watch.pause();
                     watched.paused = true;
                     let _ = WAITING.try_with(|q| q.borrow_mut().ids.push_back(id));
-                    crate::stats::add(&WAITED, 1);
+                    testing::count(Probe::DirectWaits, 1);
                 }
                 true
             })

@@ -7,7 +7,7 @@ use napi::bindgen_prelude::*;
 use crate::errors::ConnError;
 use crate::events::{JsEvent, PolicyInfo};
 use crate::napi_raw::{self, ArrayOf, Obj, Value};
-use crate::protocol::event as tag;
+use crate::protocol::{event as tag, EXTERNAL_FROM};
 
 /// A text message as a JS string: V8 copies an ASCII one as it is, and decodes UTF-8 otherwise.
 pub fn text_value<'e>(env: &'e Env, text: &str) -> Result<Value<'e>> {
@@ -17,9 +17,6 @@ pub fn text_value<'e>(env: &'e Env, text: &str) -> Result<Value<'e>> {
         napi_raw::to_js(env, text)
     }
 }
-
-/// Binary messages from this size on are handed to JS without a copy.
-const ZERO_COPY_FROM: usize = 16 * 1024;
 
 /// A run of text messages as an array of strings, made here: N-API makes a string for about a
 /// third of what `Buffer#latin1Slice`/`utf8Slice` cost a call from JS, and `Array.of` takes them
@@ -73,35 +70,34 @@ fn raw_headers<'e>(env: &'e Env, headers: &[(String, String)]) -> Result<Value<'
 
 /// An event's tag and payload for JS.
 pub fn event_to_js(env: &Env, event: JsEvent) -> Result<(u32, Value<'_>)> {
-    let raw = env;
     Ok(match event {
         // `delivery` sends text runs itself; a lone one is the string.
-        JsEvent::Text(t) => (tag::TEXT, text_value(raw, t.as_str())?),
-        run @ JsEvent::Texts(_) => (tag::TEXT_BATCH, text_run(raw, None, &[run])?),
-        JsEvent::Binary(b) if b.len() >= ZERO_COPY_FROM => (tag::BINARY, napi_raw::external_buffer(raw, b)?),
-        JsEvent::Binary(b) => (tag::BINARY, napi_raw::buffer_copy(raw, &b)?),
-        JsEvent::Binaries(run) => (tag::BINARY_BATCH, napi_raw::buffer_copy(raw, &run.into_wire())?),
-        JsEvent::Connecting { attempt } => (tag::CONNECTING, napi_raw::to_js(raw, attempt)?),
+        JsEvent::Text(t) => (tag::TEXT, text_value(env, t.as_str())?),
+        run @ JsEvent::Texts(_) => (tag::TEXT_BATCH, text_run(env, None, &[run])?),
+        JsEvent::Binary(b) if b.len() >= EXTERNAL_FROM => (tag::BINARY, napi_raw::external_buffer(env, b)?),
+        JsEvent::Binary(b) => (tag::BINARY, napi_raw::buffer_copy(env, &b)?),
+        JsEvent::Binaries(run) => (tag::BINARY_BATCH, napi_raw::buffer_copy(env, &run.into_wire())?),
+        JsEvent::Connecting { attempt } => (tag::CONNECTING, napi_raw::to_js(env, attempt)?),
         // HTTP header bytes are Latin-1 to Node (`IncomingMessage`): one character each.
-        JsEvent::Upgrade(head) => (tag::UPGRADE, napi_raw::latin1_string(raw, &head)?),
+        JsEvent::Upgrade(head) => (tag::UPGRADE, napi_raw::latin1_string(env, &head)?),
         // Payloads of the events every connection has are plain values where one will do: a
         // fleet connecting or churning makes no garbage object per event.
         JsEvent::Open {
             protocol,
             extensions: None,
-        } => (tag::OPEN, napi_raw::to_js(raw, protocol.unwrap_or_default())?),
+        } => (tag::OPEN, napi_raw::to_js(env, protocol.unwrap_or_default())?),
         JsEvent::Open {
             protocol,
             extensions: Some(extensions),
         } => {
-            let mut o = Obj::new(raw)?;
+            let mut o = Obj::new(env)?;
             o.set(c"protocol", protocol.unwrap_or_default())?;
             o.set(c"extensions", extensions)?;
             (tag::OPEN, o.value)
         }
-        JsEvent::Error(e) => (tag::ERROR, error_obj(raw, &e)?),
-        JsEvent::Closing(Some(e)) => (tag::CLOSING, error_obj(raw, &e)?),
-        JsEvent::Closing(None) => (tag::CLOSING, napi_raw::undefined(raw)?),
+        JsEvent::Error(e) => (tag::ERROR, error_obj(env, &e)?),
+        JsEvent::Closing(Some(e)) => (tag::CLOSING, error_obj(env, &e)?),
+        JsEvent::Closing(None) => (tag::CLOSING, napi_raw::undefined(env)?),
         JsEvent::Close {
             code,
             reason,
@@ -112,7 +108,7 @@ pub fn event_to_js(env: &Env, event: JsEvent) -> Result<(u32, Value<'_>)> {
             gen,
             restarts,
         } => {
-            let mut o = Obj::new(raw)?;
+            let mut o = Obj::new(env)?;
             o.set(c"code", u32::from(code))?;
             o.set(c"reason", reason)?;
             o.set(c"wasClean", was_clean)?;
@@ -128,7 +124,7 @@ pub fn event_to_js(env: &Env, event: JsEvent) -> Result<(u32, Value<'_>)> {
             delay_ms,
             restarts,
         } => {
-            let mut o = Obj::new(raw)?;
+            let mut o = Obj::new(env)?;
             o.set(c"attempt", attempt)?;
             o.set(c"delay", delay_ms as f64)?;
             o.set(c"restarts", restarts)?;
@@ -140,47 +136,47 @@ pub fn event_to_js(env: &Env, event: JsEvent) -> Result<(u32, Value<'_>)> {
             last_error,
             gen,
         } => {
-            let mut o = Obj::new(raw)?;
+            let mut o = Obj::new(env)?;
             o.set(c"reason", reason)?;
             o.set(c"attempts", attempts)?;
             o.set(c"gen", gen)?;
             let last = match last_error {
-                Some(e) => error_obj(raw, &e)?,
-                None => napi_raw::undefined(raw)?,
+                Some(e) => error_obj(env, &e)?,
+                None => napi_raw::undefined(env)?,
             };
             o.set_value(c"lastError", last)?;
             (tag::GIVEUP, o.value)
         }
         JsEvent::DisconnectDone { discarded, upto } => {
-            let mut o = Obj::new(raw)?;
+            let mut o = Obj::new(env)?;
             o.set(c"discarded", discarded)?;
             o.set(c"upto", upto)?;
             (tag::DISCONNECTED, o.value)
         }
-        JsEvent::Ping(p) => (tag::PING, napi_raw::buffer_copy(raw, &p)?),
-        JsEvent::Pong(p) => (tag::PONG, napi_raw::buffer_copy(raw, &p)?),
-        JsEvent::Sent => (tag::SENT, napi_raw::undefined(raw)?),
-        JsEvent::Redirect(url) => (tag::REDIRECT, napi_raw::to_js(raw, url)?),
+        JsEvent::Ping(p) => (tag::PING, napi_raw::buffer_copy(env, &p)?),
+        JsEvent::Pong(p) => (tag::PONG, napi_raw::buffer_copy(env, &p)?),
+        JsEvent::Sent => (tag::SENT, napi_raw::undefined(env)?),
+        JsEvent::Redirect(url) => (tag::REDIRECT, napi_raw::to_js(env, url)?),
         JsEvent::Lookup { request, host, family } => {
-            let mut o = Obj::new(raw)?;
+            let mut o = Obj::new(env)?;
             o.set(c"request", request as f64)?;
             o.set(c"host", host)?;
             o.set(c"family", u32::from(family))?;
             (tag::LOOKUP, o.value)
         }
         JsEvent::Identity { request, host, chain } => {
-            let mut o = Obj::new(raw)?;
+            let mut o = Obj::new(env)?;
             o.set(c"request", request as f64)?;
             o.set(c"host", host)?;
             let certificates = chain
                 .iter()
-                .map(|der| napi_raw::buffer_copy(raw, der))
+                .map(|der| napi_raw::buffer_copy(env, der))
                 .collect::<Result<Vec<_>>>()?;
-            o.set_value(c"chain", napi_raw::array(raw, &certificates)?)?;
+            o.set_value(c"chain", napi_raw::array(env, &certificates)?)?;
             (tag::IDENTITY, o.value)
         }
         JsEvent::Provide { id, attempt } => {
-            let mut o = Obj::new(raw)?;
+            let mut o = Obj::new(env)?;
             o.set(c"id", id as f64)?;
             o.set(c"attempt", attempt)?;
             (tag::PROVIDE, o.value)
@@ -191,10 +187,10 @@ pub fn event_to_js(env: &Env, event: JsEvent) -> Result<(u32, Value<'_>)> {
             info,
             default,
         } => {
-            let mut o = Obj::new(raw)?;
+            let mut o = Obj::new(env)?;
             o.set(c"id", id as f64)?;
             o.set(c"default", default)?;
-            let mut i = Obj::new(raw)?;
+            let mut i = Obj::new(env)?;
             match info {
                 PolicyInfo::Close {
                     code,
@@ -213,7 +209,7 @@ pub fn event_to_js(env: &Env, event: JsEvent) -> Result<(u32, Value<'_>)> {
                 PolicyInfo::Handshake { status, headers } => {
                     i.set(c"kind", "handshake")?;
                     i.set(c"status", u32::from(status))?;
-                    i.set_value(c"headers", raw_headers(raw, &headers)?)?;
+                    i.set_value(c"headers", raw_headers(env, &headers)?)?;
                 }
                 PolicyInfo::Error { code } => {
                     i.set(c"kind", "error")?;
@@ -225,14 +221,14 @@ pub fn event_to_js(env: &Env, event: JsEvent) -> Result<(u32, Value<'_>)> {
             (tag::DECIDE, o.value)
         }
         JsEvent::Idle { gen, discarded, upto } => {
-            let mut o = Obj::new(raw)?;
+            let mut o = Obj::new(env)?;
             o.set(c"gen", gen)?;
             o.set(c"discarded", discarded)?;
             o.set(c"upto", upto)?;
             (tag::IDLE, o.value)
         }
         JsEvent::Warning { code, message, detail } => {
-            let mut o = Obj::new(raw)?;
+            let mut o = Obj::new(env)?;
             o.set(c"code", code)?;
             o.set(c"message", message)?;
             o.set(c"detail", detail)?;

@@ -1,10 +1,9 @@
 //! WebSocket framing of an open client connection (RFC 6455 §5): reading
 //! frames into messages, and encoding our masked frames.
 //!
-//! Written here rather than taken from tungstenite (which still does the
-//! upgrade request and response parsing): tungstenite keeps a read buffer for
-//! the whole life of a connection (4 KiB per idle connection, measured) and
-//! zero-fills it before every read. This reader holds no memory while the
+//! Written here rather than taken from tungstenite: tungstenite keeps a read
+//! buffer for the whole life of a connection (4 KiB per idle connection,
+//! measured) and zero-fills it before every read. This reader holds no memory while the
 //! socket is idle, reads into uninitialised spare capacity, and reads a large
 //! payload straight into the one allocation that JavaScript then receives
 //! without a copy.

@@ -5,7 +5,7 @@
 //! is left, which re-arms the doorbell. What JS does with a batch is `delivery`'s.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use napi::threadsafe_function::ThreadsafeFunctionCallMode;
@@ -14,6 +14,7 @@ use crate::ask;
 use crate::events::JsEvent;
 use crate::napi_raw::Tsfn;
 use crate::shared::Shared;
+use crate::testing::{self, Probe};
 
 /// About this many events go to JS in one batch (a run of small messages counts for its messages
 /// and is not split, so a batch may pass it by one run: `events::Run`)...
@@ -38,10 +39,6 @@ pub struct Hub {
     scheduled: AtomicBool,
     tsfn: OnceLock<Tsfn>,
 }
-
-/// Calls into JS asked for since the process started, every thread's (tests prove which events
-/// wake the JS thread: `testingRings`).
-pub static RINGS: AtomicU64 = AtomicU64::new(0);
 
 impl Hub {
     /// Appends a driver's events and rings the doorbell if no batch is pending.
@@ -82,7 +79,7 @@ impl Hub {
 
     fn ring(&self) {
         if !self.scheduled.swap(true, Ordering::AcqRel) {
-            RINGS.fetch_add(1, Ordering::Relaxed);
+            testing::count(Probe::Rings, 1);
             if let Some(tsfn) = self.tsfn.get() {
                 // One call at a time: never `QueueFull`. After env teardown the call is refused; nothing to do then.
                 let _ = tsfn.call((), ThreadsafeFunctionCallMode::NonBlocking);
@@ -91,7 +88,7 @@ impl Hub {
     }
 
     /// Whether nothing is queued, in which case the doorbell is re-armed: the next append rings it.
-    fn rearm_if_empty(&self, q: &mut VecDeque<(u64, JsEvent)>) -> bool {
+    fn rearm_if_empty_locked(&self, q: &mut VecDeque<(u64, JsEvent)>) -> bool {
         if !q.is_empty() {
             return false;
         }
@@ -103,9 +100,9 @@ impl Hub {
         true
     }
 
-    /// As `rearm_if_empty`, taking the lock.
-    pub fn rearm_if_idle(&self) -> bool {
-        self.rearm_if_empty(&mut self.queue.lock().unwrap_or_else(|p| p.into_inner()))
+    /// As `rearm_if_empty_locked`, taking the lock.
+    pub fn rearm_if_empty(&self) -> bool {
+        self.rearm_if_empty_locked(&mut self.queue.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// The next batch: the oldest events, bounded in count and payload bytes (`BATCH_EVENTS`,
@@ -114,7 +111,7 @@ impl Hub {
     pub fn take(&self, most: (usize, usize)) -> Vec<(u64, JsEvent)> {
         let (most_events, most_bytes) = (most.0.min(BATCH_EVENTS), most.1.min(BATCH_BYTES));
         let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
-        if self.rearm_if_empty(&mut q) {
+        if self.rearm_if_empty_locked(&mut q) {
             return Vec::new();
         }
         // A run counts for its messages; it is not split, so a batch holds at most a run's

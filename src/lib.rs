@@ -1,6 +1,7 @@
-//! redial-ws native core. Data flows one way, JS → binding → state machine → driver →
-//! connection → writer → socket, and events come back the same way; the modules import
-//! each other without a cycle (`module_graph` below checks it). By responsibility, in that order:
+//! redial-ws native core. Calls flow JS → binding → driver (which feeds the pure state
+//! machine and executes its actions) → connection → writer → socket, and events come back
+//! through the hub to JS; the modules import each other without a cycle (`module_graph` below
+//! checks it). By responsibility, in that order:
 //!
 //! - `client`, `options`, this root: the N-API binding (one JS client object, its native state);
 //! - `protocol`: the event tags and `send()` outcomes shared with `lib/` (`wireProtocol()`);
@@ -22,8 +23,9 @@
 //!   delivery to JS, the JS thread's registry of clients (what keeps a client and the event loop
 //!   alive); the questions an attempt asks the client's JS functions;
 //! - `recycle`: the buffers of large received messages that JS freed, kept for the next ones;
-//! - `errors`, `stats`, `queue`, `redact`, `napi_raw`: error codes, counters, the closable queue,
-//!   URLs without their credentials, and every raw N-API call;
+//! - `errors`, `stats`, `queue`, `redact`, `interned`, `napi_raw`: error codes, counters, the
+//!   closable queue, URLs without their credentials, values built once per key and shared, and every
+//!   raw N-API call;
 //! - `testing`: the hooks the tests use to reach rare paths (only with the `testing` feature).
 
 #![deny(clippy::undocumented_unsafe_blocks)]
@@ -171,7 +173,7 @@ pub fn client_stats() -> ClientStats {
 #[cfg(feature = "testing")]
 #[napi]
 pub fn testing_direct_reads() -> f64 {
-    reader::DIRECT_MESSAGES.load(Relaxed) as f64
+    testing::probe(testing::Probe::DirectMessages) as f64
 }
 
 /// Readable sockets the JS thread left for a later turn, its budget for the turn spent, since the
@@ -179,14 +181,14 @@ pub fn testing_direct_reads() -> f64 {
 #[cfg(feature = "testing")]
 #[napi]
 pub fn testing_direct_waits() -> f64 {
-    direct::WAITED.load(Relaxed) as f64
+    testing::probe(testing::Probe::DirectWaits) as f64
 }
 
 /// Sockets a JS thread took over (and watched) since the process started. Not part of the API.
 #[cfg(feature = "testing")]
 #[napi]
 pub fn testing_direct_take_overs() -> f64 {
-    direct::TAKEN_OVER.load(Relaxed) as f64
+    testing::probe(testing::Probe::TakeOvers) as f64
 }
 
 /// Close frames written on the JS thread by `disconnect()` since the process started (tests prove
@@ -194,7 +196,7 @@ pub fn testing_direct_take_overs() -> f64 {
 #[cfg(feature = "testing")]
 #[napi]
 pub fn testing_closes_from_js() -> f64 {
-    outbox::CLOSES_FROM_JS.load(Relaxed) as f64
+    testing::probe(testing::Probe::ClosesFromJs) as f64
 }
 
 /// The send fast path's writes since the process started: `[first messages of a turn written at
@@ -202,8 +204,8 @@ pub fn testing_closes_from_js() -> f64 {
 #[cfg(feature = "testing")]
 #[napi]
 pub fn testing_fast_path_writes() -> Vec<f64> {
-    [&writer::WRITTEN_AT_ONCE, &writer::CORKED_WRITES]
-        .map(|n| n.load(Relaxed) as f64)
+    [testing::Probe::WrittenAtOnce, testing::Probe::CorkedWrites]
+        .map(|p| testing::probe(p) as f64)
         .to_vec()
 }
 
@@ -212,7 +214,7 @@ pub fn testing_fast_path_writes() -> Vec<f64> {
 #[cfg(feature = "testing")]
 #[napi]
 pub fn testing_rings() -> f64 {
-    hub::RINGS.load(Relaxed) as f64
+    testing::probe(testing::Probe::Rings) as f64
 }
 
 /// Host name lookups started since the process started (tests prove that concurrent attempts
@@ -220,7 +222,7 @@ pub fn testing_rings() -> f64 {
 #[cfg(feature = "testing")]
 #[napi]
 pub fn testing_lookups() -> f64 {
-    resolve::STARTED.load(Relaxed) as f64
+    testing::probe(testing::Probe::Lookups) as f64
 }
 
 /// Questions to clients' `lookup` and `checkServerIdentity` functions not yet answered nor

@@ -21,8 +21,6 @@ use std::sync::OnceLock;
 use napi::bindgen_prelude::*;
 use napi::sys;
 
-use crate::options::NativeOptions;
-
 /// A JS value handle made by this module during the current call. It borrows the call's `Env`
 /// (`'e`), so it cannot outlive the call whose handle scope holds it, nor (not being `Send`)
 /// leave its thread.
@@ -54,14 +52,6 @@ pub type DispatchArgs = FnArgs<(RawValue, RawValue, RawValue)>;
 /// The thread-safe function that carries event batches to JS: weak (it never holds the event
 /// loop by itself; see `set_tsfn_ref`), its queue unbounded (one call is pending at a time).
 pub type Tsfn = napi::threadsafe_function::ThreadsafeFunction<(), (), DispatchArgs, Status, false, true, 0>;
-
-/// The client options `value` (a handle of the current call) holds, converted by napi-rs: for an
-/// argument taken as `Unknown` so that it is converted only when it is needed.
-pub fn native_options(env: &Env, value: &Unknown<'_>) -> Result<NativeOptions> {
-    // SAFETY: `value` is a live handle of this call in `env`, on its thread; `NativeOptions` owns
-    // what it is converted into (no view of JS memory outlives the call).
-    unsafe { NativeOptions::from_napi_value(env.raw(), value.raw()) }
-}
 
 /// `v` as a JS value.
 pub fn to_js<'e, V: ToNapiValue>(env: &'e Env, v: V) -> Result<Value<'e>> {
@@ -463,10 +453,10 @@ pub fn set_tsfn_ref(env: &Env, tsfn: &Tsfn, on: bool) -> Result<()> {
     })
 }
 
-/// Native state that a JS object carries (`wrap`): freed by `finalize` when the object is collected.
 /// A type tag (N-API 8): two random 64-bit halves, `lower` and `upper`.
 pub type TypeTag = sys::napi_type_tag;
 
+/// Native state that a JS object carries (`wrap`): freed by `finalize` when the object is collected.
 pub trait Wrapped: Sized + 'static {
     /// Tells this type's objects from every other wrapped object (another addon's, napi-rs's).
     const TAG: TypeTag;

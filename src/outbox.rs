@@ -7,8 +7,8 @@
 //! dropped, drained or discarded, its ticket and fate go to `settled`, which JS takes.
 
 use std::collections::VecDeque;
+use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed};
-use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::Arc;
 use std::task::Poll;
 
@@ -18,6 +18,7 @@ use crate::deflate::{Compressor, Deflating};
 use crate::frame;
 use crate::queue::Queue;
 use crate::stats::{self, Metrics};
+use crate::testing::{self, Probe};
 use crate::writer::Writer;
 
 /// A connection's outgoing messages, how many of them the socket has not wholly taken yet, and
@@ -230,9 +231,6 @@ pub enum SendOutcome {
     QueueFull,
 }
 
-/// Close frames written by the close fast path since the process started (tests prove the path).
-pub static CLOSES_FROM_JS: AtomicU64 = AtomicU64::new(0);
-
 /// Messages up to this size may be written straight from the JS thread...
 const FAST_PATH_MAX: usize = 16 * 1024;
 /// ...and compressed there up to this size: compressing costs more per byte than framing, so
@@ -332,7 +330,7 @@ impl Outbox {
     /// at once when nothing is left with the driver, so that the peer's answer is on its way while
     /// the driver wakes up; otherwise the driver writes it after the rest.
     ///
-    /// The caller wakes the driver, if one runs (`Client::disconnect` queues a command in the same
+    /// The caller wakes the driver, if one runs (`NativeClient::disconnect` queues a command in the same
     /// step), so the connection's queue is closed without waking it: the driver would wake up into
     /// the caller's locks, go back to sleep, and be woken again.
     pub fn stop_accepting(&mut self, close: Option<(u16, &str)>) {
@@ -374,7 +372,7 @@ impl Outbox {
         frame::encode_close(code, reason, &mut framed);
         let written = writer.write_close(&framed);
         if written {
-            stats::inc(&CLOSES_FROM_JS);
+            testing::count(Probe::ClosesFromJs, 1);
         }
         written
     }
@@ -856,7 +854,7 @@ mod tests {
         let mut cx = std::task::Context::from_waker(&waker);
         assert!(tx.messages.poll_recv(&mut cx).is_pending());
         outbox.stop_accepting(None);
-        // The command queued in the same step wakes it (`Client::disconnect`).
+        // The command queued in the same step wakes it (`NativeClient::disconnect`).
         assert_eq!(wakes.0.load(Acquire), 0, "not woken into the caller's locks");
         assert!(
             matches!(tx.messages.poll_recv(&mut cx), std::task::Poll::Ready(None)),

@@ -98,13 +98,20 @@ pub struct WireSend {
     pub handed: u32,
 }
 
+/// Binary messages from this size on reach JS as external Buffers over memory Rust owns (on the
+/// main thread: `napi_raw::external_buffer`), not copies.
+pub const EXTERNAL_FROM: usize = 16 * 1024;
+
 #[napi(object)]
 pub struct WireProtocol {
     pub events: WireEvents,
     pub send: WireSend,
+    /// `EXTERNAL_FROM`.
+    pub external_from: u32,
 }
 
-/// The event tags and send outcomes, for `lib/` to read once at load time.
+/// The event tags, send outcomes and the external Buffers' threshold, for `lib/` to read once at
+/// load time.
 #[napi]
 pub fn wire_protocol() -> WireProtocol {
     WireProtocol {
@@ -143,6 +150,7 @@ pub fn wire_protocol() -> WireProtocol {
             not_connected: send::NOT_CONNECTED,
             handed: send::HANDED,
         },
+        external_from: EXTERNAL_FROM as u32,
     }
 }
 

@@ -30,6 +30,7 @@ use crate::napi_raw::{self, SharedSocket};
 use crate::plain::ReadHalf;
 use crate::shared::Shared;
 use crate::stats::{self, Gauge, IoBuffers};
+use crate::testing::{self, Probe};
 use crate::writer::{SessionRead, Writer};
 
 thread_local! {
@@ -353,14 +354,11 @@ impl SharedReader {
         let metrics = &shared.metrics;
         stats::add(&metrics.messages_received, n as u64);
         stats::add(&metrics.bytes_received, bytes as u64);
-        stats::add(&DIRECT_MESSAGES, n as u64);
+        testing::count(Probe::DirectMessages, n as u64);
         st.sync_gauge();
         outcome
     }
 }
-
-/// Messages read on the JS thread since the process started (tests prove the path is taken).
-pub static DIRECT_MESSAGES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// The socket read without waiting, for the JS thread (readiness comes from its watch, so
 /// `Pending` registers nothing); through the TLS session of a `wss:` connection.

@@ -2,7 +2,8 @@
 //! allocation of its own, which reaches JS as an external Buffer (`frame`, `event_values`). V8 frees
 //! young Buffers in bursts, a scavenge at a time (about 32 MB of them), and glibc then gives the
 //! freed memory of the reading thread's arena back to the kernel; the next messages fault their
-//! pages in again, zeroed. In a stream of 64 KiB messages that was a fifth of the tokio worker's time.
+//! pages in again, zeroed: in a stream of 64 KiB messages, a fifth of the tokio worker's time
+//! (docs/performance.md).
 //! So a freed payload buffer comes here, and the next large message takes it.
 //!
 //! Bounded: at most `MAX_BYTES` in the process; a request that no kept buffer fits frees the
@@ -10,9 +11,9 @@
 //! the last connection to end empties it, and a buffer that comes back after that is freed.
 //! Kept only while large messages keep coming: once none has for `STALE`, the next idle read or
 //! heartbeat of any connection empties it (`release_stale`). Kept buffers, returned last, sit at
-//! the top of the reading thread's malloc arena, where they stop glibc from giving back what V8
-//! freed beneath them: 30-45 MiB stayed resident after a burst of 512 KiB messages followed by
-//! small ones, for the life of the connection. `clientStats().recycledBytes` shows what it holds.
+//! the top of the reading thread's malloc arena, where they would stop glibc from giving back what
+//! V8 freed beneath them (tens of MiB after a burst of large messages: docs/performance.md).
+//! `clientStats().recycledBytes` shows what it holds.
 
 use std::collections::VecDeque;
 use std::sync::{Mutex, MutexGuard, TryLockError};

@@ -12,16 +12,12 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::ask;
-use crate::testing;
+use crate::testing::{self, Probe};
 
 type Addresses = Result<Arc<[SocketAddr]>, Arc<io::Error>>;
-
-/// Lookup threads started since the process began (tests prove that concurrent attempts share one).
-pub static STARTED: AtomicU64 = AtomicU64::new(0);
 
 /// The addresses of `host`, in the resolver's order: the answer of the lookup running for the same
 /// host and port if there is one, else of a new one.
@@ -124,7 +120,7 @@ fn start_lookup(key: (String, u16), permit: tokio::sync::SemaphorePermit<'static
     // Tests: a slow resolver, whose lookups then surely overlap.
     let delay = testing::lookup_delay();
     let job = Box::new(move || {
-        STARTED.fetch_add(1, Ordering::Relaxed);
+        testing::count(Probe::Lookups, 1);
         if delay > 0 {
             std::thread::sleep(std::time::Duration::from_millis(delay));
         }
@@ -243,9 +239,9 @@ mod tests {
 
     #[tokio::test]
     async fn concurrent_lookups_of_a_host_share_one_and_none_is_kept() {
-        let before = STARTED.load(Ordering::Relaxed);
+        let before = testing::probe(Probe::Lookups);
         let all = futures_util::future::join_all((0..50).map(|_| resolve("localhost", 9))).await;
-        let started = STARTED.load(Ordering::Relaxed) - before;
+        let started = testing::probe(Probe::Lookups) - before;
         assert!(started <= 5, "{started} lookups for 50 concurrent attempts");
         for addresses in all {
             let addresses = addresses.unwrap();

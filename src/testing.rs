@@ -131,3 +131,43 @@ mod hooks {
 }
 
 pub use hooks::*;
+
+/// Paths the tests prove were taken, counted only in tests and with the `testing` feature: the
+/// published binaries count nothing.
+#[derive(Clone, Copy)]
+pub enum Probe {
+    /// Messages read on the JS thread.
+    DirectMessages,
+    /// Readable sockets the JS thread left for a later turn, its budget for the turn spent.
+    DirectWaits,
+    /// Sockets a JS thread took over (and watched).
+    TakeOvers,
+    /// Close frames `disconnect()` wrote on the JS thread.
+    ClosesFromJs,
+    /// First messages of a turn the send fast path wrote at once.
+    WrittenAtOnce,
+    /// Writes of what the send fast path corked (`disconnect()`'s close among them).
+    CorkedWrites,
+    /// Calls into JS the addon asked for, each a wake-up of a JS thread.
+    Rings,
+    /// Host name lookup threads started.
+    Lookups,
+}
+
+#[cfg(any(test, feature = "testing"))]
+static PROBES: [std::sync::atomic::AtomicU64; 8] = [const { std::sync::atomic::AtomicU64::new(0) }; 8];
+
+/// Counts `n` more of `probe`.
+#[inline]
+pub fn count(probe: Probe, n: u64) {
+    #[cfg(any(test, feature = "testing"))]
+    PROBES[probe as usize].fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    #[cfg(not(any(test, feature = "testing")))]
+    let _ = (probe, n);
+}
+
+/// How many of `probe` were counted since the process started.
+#[cfg(any(test, feature = "testing"))]
+pub fn probe(probe: Probe) -> u64 {
+    PROBES[probe as usize].load(std::sync::atomic::Ordering::Relaxed)
+}

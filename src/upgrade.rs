@@ -33,9 +33,9 @@ const UPGRADE_IO_FAILED: &str = "the connection failed during the upgrade: ";
 /// The largest upgrade response head we read (interim responses before it included).
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 
-/// The HTTP upgrade (RFC 6455 §4.1): tungstenite builds the request and derives the accept key;
-/// httparse parses the response, and the checks are ours because tungstenite keeps them private
-/// to its own stream type.
+/// The HTTP upgrade (RFC 6455 §4.1): the request is written here (`upgrade_request`, with
+/// tungstenite's key), httparse parses the response, and the checks are ours because tungstenite
+/// keeps them private to its own stream type.
 /// `deadline`: the attempt's, which a refusal's body is read within.
 pub async fn handshake(
     mut transport: Transport,

@@ -15,7 +15,8 @@ use tokio::io::{AsyncRead, ReadBuf};
 
 use crate::napi_raw::{self, SharedSocket};
 use crate::plain::{ReadHalf, WriteHalf};
-use crate::stats::{self, Gauge, IoBuffers};
+use crate::stats::{Gauge, IoBuffers};
+use crate::testing::{self, Probe};
 
 /// The write side of a connection, shared by the driver and the JS thread's send fast path.
 /// Frames never interleave: the fast path appends whole frames under the lock, and what the
@@ -203,12 +204,6 @@ const SEAL_MAX: usize = 64 * 1024;
 /// Corked bytes past which the fast path writes without waiting for the end of the turn.
 const CORK_LIMIT: usize = 64 * 1024;
 
-/// The send fast path's writes since the process started: first messages of a turn written at
-/// once, and writes of what was corked (`disconnect()`'s close among them; tests prove which path
-/// a message took).
-pub static WRITTEN_AT_ONCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-pub static CORKED_WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
 impl Writer {
     /// `tls`: the session of a `wss:` connection whose handshake is done; whatever it already
     /// read stays in it.
@@ -273,7 +268,7 @@ impl Writer {
                 w.write_now(frame).unwrap_or_default()
             };
             w.written_in_turn = turn;
-            stats::inc(&WRITTEN_AT_ONCE);
+            testing::count(Probe::WrittenAtOnce, 1);
             if written < frame.len() {
                 w.pending.extend_from_slice(&frame[written..]);
             }
@@ -337,7 +332,7 @@ impl Writer {
             return;
         }
         w.corked = false;
-        stats::inc(&CORKED_WRITES);
+        testing::count(Probe::CorkedWrites, 1);
         let pending = std::mem::take(&mut w.pending);
         // A failed write is the driver's to report; here nothing was written (and under TLS,
         // nothing sealed: the driver's flush meets the session's failure).
