@@ -477,6 +477,7 @@ module.exports = {
   parseOptions,
   checkHeaders,
   flattenHeaders,
+  TOKEN,
   checkProtocols,
   toProtocols,
   checkBinaryType,

@@ -619,28 +619,7 @@ impl OpenConn {
         if self.closing.is_some() {
             return self.poll_closing(cx);
         }
-        if let Some(hb) = self.heartbeat.as_mut() {
-            if hb.next_ping.as_mut().poll(cx).is_ready() {
-                let now = tokio::time::Instant::now();
-                hb.next_ping.as_mut().reset(now + hb.interval);
-                let _ = hb.next_ping.as_mut().poll(cx);
-                hb.ping_due = true;
-                if hb.pong_deadline.is_none() {
-                    hb.pong_deadline = Some(Box::pin(tokio::time::sleep(hb.pong_timeout)));
-                    hb.took_at_arm = self.writer.socket_took();
-                    hb.read_at_arm = read_progress(&self.input);
-                    hb.ping_behind = true;
-                    if let Input::Shared(r) = &self.input {
-                        // Only what the JS thread reads from now on answers this ping.
-                        r.take_alive();
-                    }
-                }
-                // A compressor no message used for a whole interval gives its memory back, and so
-                // do the buffers kept for large messages that stopped coming.
-                self.out_rx.release_unused_compressor();
-                recycle::release_stale();
-            }
-        }
+        self.heartbeat_tick(cx);
         if let Err(e) = self.poll_write(cx) {
             return self.ended_by(WireError::Io(e));
         }
@@ -832,40 +811,76 @@ impl OpenConn {
             return Poll::Ready(IoEvent::Progress);
         }
         // While a message is inflated, nothing after it is read: its pong may be among that.
-        if let Some(hb) = self.heartbeat.as_mut().filter(|_| !yielded) {
-            if let Some(deadline) = hb.pong_deadline.as_mut() {
-                if deadline.as_mut().poll(cx).is_ready() {
-                    // Still writing, and the socket took more of it since the deadline was armed:
-                    // the peer is reading (a dead one stops taking bytes once the socket's buffer
-                    // is full). Its pong is behind what it reads, or our ping behind what we write.
-                    let writing = hb.ping_due || self.out.is_some() || self.writer.has_pending();
-                    let took = self.writer.socket_took();
-                    let read = read_progress(&self.input);
-                    if writing && took != hb.took_at_arm {
-                        hb.took_at_arm = took;
-                        deadline.as_mut().reset(tokio::time::Instant::now() + hb.pong_timeout);
-                        let _ = deadline.as_mut().poll(cx);
-                    } else if read != hb.read_at_arm {
-                        // More of a message arrived since: the peer is sending, and its pong,
-                        // which cannot go inside a frame, comes after the one it is in.
-                        hb.read_at_arm = read;
-                        deadline.as_mut().reset(tokio::time::Instant::now() + hb.pong_timeout);
-                        let _ = deadline.as_mut().poll(cx);
-                    } else if matches!(&self.input, Input::Shared(r) if r.take_alive() || r.has_unread()) {
-                        // The JS thread read frames since the ping: the peer is alive. Or it has
-                        // not read what the socket holds (it is busy): as when JS is behind above,
-                        // unread pongs are not a dead peer, and the next ping asks again.
-                        hb.pong_deadline = None;
-                    } else {
-                        let ms = hb.pong_timeout.as_millis();
-                        let error =
-                            ConnError::new(errors::ERR_PONG_TIMEOUT, format!("no pong within {ms} ms of a ping"));
-                        return ended(1006, String::new(), false, Some(error));
-                    }
-                }
+        if !yielded {
+            if let Some(end) = self.pong_verdict(cx) {
+                return end;
             }
         }
         Poll::Pending
+    }
+
+    /// The heartbeat's interval passed: a ping is due, and the pong deadline armed unless one runs.
+    fn heartbeat_tick(&mut self, cx: &mut Context<'_>) {
+        let Some(hb) = self.heartbeat.as_mut() else {
+            return;
+        };
+        if hb.next_ping.as_mut().poll(cx).is_pending() {
+            return;
+        }
+        let now = tokio::time::Instant::now();
+        hb.next_ping.as_mut().reset(now + hb.interval);
+        let _ = hb.next_ping.as_mut().poll(cx);
+        hb.ping_due = true;
+        if hb.pong_deadline.is_none() {
+            hb.pong_deadline = Some(Box::pin(tokio::time::sleep(hb.pong_timeout)));
+            hb.took_at_arm = self.writer.socket_took();
+            hb.read_at_arm = read_progress(&self.input);
+            hb.ping_behind = true;
+            if let Input::Shared(r) = &self.input {
+                // Only what the JS thread reads from now on answers this ping.
+                r.take_alive();
+            }
+        }
+        // A compressor no message used for a whole interval gives its memory back, and so do the
+        // buffers kept for large messages that stopped coming.
+        self.out_rx.release_unused_compressor();
+        recycle::release_stale();
+    }
+
+    /// Past the pong deadline: the connection ends unless the peer shows it is alive (it takes
+    /// our bytes, sends more of a message, or the JS thread read from it). `Some`: it ended.
+    fn pong_verdict(&mut self, cx: &mut Context<'_>) -> Option<Poll<IoEvent>> {
+        let hb = self.heartbeat.as_mut()?;
+        let deadline = hb.pong_deadline.as_mut()?;
+        if deadline.as_mut().poll(cx).is_pending() {
+            return None;
+        }
+        // Still writing, and the socket took more of it since the deadline was armed: the peer is
+        // reading (a dead one stops taking bytes once the socket's buffer is full). Its pong is
+        // behind what it reads, or our ping behind what we write.
+        let writing = hb.ping_due || self.out.is_some() || self.writer.has_pending();
+        let took = self.writer.socket_took();
+        let read = read_progress(&self.input);
+        if writing && took != hb.took_at_arm {
+            hb.took_at_arm = took;
+        } else if read != hb.read_at_arm {
+            // More of a message arrived since: the peer is sending, and its pong, which cannot go
+            // inside a frame, comes after the one it is in.
+            hb.read_at_arm = read;
+        } else if matches!(&self.input, Input::Shared(r) if r.take_alive() || r.has_unread()) {
+            // The JS thread read frames since the ping: the peer is alive. Or it has not read what
+            // the socket holds (it is busy): as when JS is behind, unread pongs are not a dead
+            // peer, and the next ping asks again.
+            hb.pong_deadline = None;
+            return None;
+        } else {
+            let ms = hb.pong_timeout.as_millis();
+            let error = ConnError::new(errors::ERR_PONG_TIMEOUT, format!("no pong within {ms} ms of a ping"));
+            return Some(ended(1006, String::new(), false, Some(error)));
+        }
+        deadline.as_mut().reset(tokio::time::Instant::now() + hb.pong_timeout);
+        let _ = deadline.as_mut().poll(cx);
+        None
     }
 
     /// The peer's time to answer a ping runs from when the socket took it: a ping that waited
