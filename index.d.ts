@@ -70,8 +70,8 @@ export interface ReconnectingWebSocketOptions<B extends BinaryType = BinaryType>
   hints?: number
   /**
    * Deadline of a close handshake, in ms: the one `disconnect()` starts, the server's, and the one that
-   * follows a protocol violation (the error and `close` come when the server has closed the TCP
-   * connection, or at this deadline); then the socket is dropped [2000].
+   * follows a protocol violation (its error comes at once, its `close` when the server has closed the
+   * TCP connection, or at this deadline); then the socket is dropped [2000].
    */
   closeTimeout?: number
   /**
