@@ -334,7 +334,7 @@ test.serial("a stream's writes that failed with the close are the stream's to re
  * A raw server that answers the upgrade, writes `trigger`, and keeps its side of the TCP
  * connection open until the test ends it (`allowHalfOpen`): the close handshake lasts until then.
  */
-async function halfOpenPeer(trigger: Buffer) {
+async function halfOpenPeer(trigger: Buffer, afterFirstFrame = false) {
   const { createServer } = await import('node:net')
   const sockets: net.Socket[] = []
   const ended: boolean[] = []
@@ -351,8 +351,9 @@ async function halfOpenPeer(trigger: Buffer) {
         // A short masked text frame alone in its read: its text, and the connection's number.
         if (d[0] === 0x81 && d.length === 6 + (d[1] & 0x7f)) texts.push(`${i}:${Buffer.from(d.subarray(6).map((b, j) => b ^ d[2 + (j % 4)])).toString()}`)
       })
-      // Only the first connection is closed by the server.
-      if (i === 0) s.write(trigger)
+      // Only the first connection is closed by the server: at once, or once the client has sent a frame.
+      if (i === 0 && afterFirstFrame) s.once('data', () => s.write(trigger))
+      else if (i === 0) s.write(trigger)
     })
   })
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
@@ -428,6 +429,62 @@ test.serial('a ReconnectingWebSocket whose server began the close reads CLOSING,
   await until(() => peer.texts.includes('1:kept'), 'the message on the second connection')
   t.deepEqual(peer.texts, ['1:kept'])
   t.is(r.count('error'), 0)
+  // (The server holds its side open: a close handshake would wait closeTimeout for it.)
+  await client.terminate()
+  for (const s of peer.sockets) s.destroy()
+  await peer.close()
+  t.is(clientStats().openConnections, 0)
+})
+
+test.serial("a WebSocket's message that cannot be finished once its connection began closing is refused then: a last piece, a Blob read meanwhile, the pieces before them", async (t) => {
+  const peer = await halfOpenPeer(Buffer.from([0x88, 0x05, 0x0f, 0xa0, 0x62, 0x79, 0x65]), true)
+  const socket = new WebSocket(peer.url, { closeTimeout: 30_000 })
+  const seen: string[] = []
+  let closed = false
+  socket.on('close', () => (closed = true))
+  socket.on('drop', (e: { reason: string }) => seen.push(`drop ${e.reason}${closed ? ' after the close' : ''}`))
+  const heard = (what: string) => (err?: Error | null) => seen.push(`${what} ${err ? (err as Error & { reason: string }).reason : 'sent'}${closed ? ' after the close' : ''}`)
+  let release!: () => void
+  const bytesLater = new Promise<void>((resolve) => (release = resolve))
+  class SlowBlob extends Blob {
+    override async arrayBuffer() {
+      await bytesLater
+      return super.arrayBuffer()
+    }
+  }
+  await new Promise((resolve) => socket.once('open', resolve))
+  socket.send('hello')
+  socket.send('first piece', { fin: false }, heard('first piece'))
+  await until(() => socket.readyState === socket.CLOSING, 'CLOSING once the server closes')
+  await until(() => seen.length === 1, 'the message in pieces refused')
+  socket.send('last piece', { fin: true }, heard('last piece'))
+  await until(() => seen.length === 3, 'the last piece refused')
+  socket.send(new SlowBlob(['x']), heard('blob'))
+  release()
+  await until(() => seen.length === 5, 'the Blob refused once read')
+  t.deepEqual(seen, ['first piece closed', 'drop closed', 'last piece closed', 'drop closed', 'blob closed'])
+  t.false(closed)
+  t.deepEqual(peer.texts, ['0:hello'], 'nothing of the message in pieces was sent')
+  await socket.terminate()
+  for (const s of peer.sockets) s.destroy()
+  await peer.close()
+})
+
+test.serial("rws mode: a connection the client fails fires reconnecting-websocket's close (1000) and error at once, and not its own close later", async (t) => {
+  const peer = await halfOpenPeer(Buffer.from([0xc1, 0x00]))
+  const client = new ReconnectingWebSocket(peer.url, [], { closeTimeout: 30_000, minReconnectionDelay: 10, maxReconnectionDelay: 10 })
+  const seen: string[] = []
+  let opens = 0
+  client.addEventListener('open', () => opens++)
+  client.addEventListener('close', (e: { code: number; wasClean: boolean }) => seen.push(`close ${e.code} ${e.wasClean} ${client.readyState}`))
+  client.addEventListener('error', () => seen.push(`error ${client.readyState}`))
+  await until(() => seen.length === 2, 'the close and the error')
+  t.deepEqual(seen, ['close 1000 true 2', 'error 2'])
+  // The connection's real close, when the server ends it, is not fired again; the client reconnects.
+  await until(() => peer.ended[0], 'our end of the first connection')
+  peer.sockets[0].destroy()
+  await until(() => opens === 2, 'the next connection')
+  t.deepEqual(seen, ['close 1000 true 2', 'error 2'])
   // (The server holds its side open: a close handshake would wait closeTimeout for it.)
   await client.terminate()
   for (const s of peer.sockets) s.destroy()

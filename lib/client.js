@@ -536,6 +536,8 @@ class ReconnectingWebSocket extends EventEmitter {
   get retryCount() {
     // Their timer resets the count once the connection has lasted minUptime; the native
     // machine counts the same way but can only say so when the connection ends.
+    const shown = this.#rws?.retryCountOverride
+    if (shown !== undefined) return shown
     if (this.#upMinUptime()) return 0
     return Math.min(this.#retries, this.#maxRetries)
   }
@@ -843,11 +845,12 @@ class ReconnectingWebSocket extends EventEmitter {
       if (typeof options === 'function') [options, callback] = [undefined, options]
       // As in ws, a null callback is none.
       if (callback === null) callback = undefined
-      if (this.#handshakeClosing && this[ONE_CONNECTION] && this.#fragments === null && this.#held === null) {
-        // Its one connection is closing: the message will never be sent, and is reported now, as
-        // ws reports it (a queue would hand it back only at the close).
+      if (this.#handshakeClosing && this[ONE_CONNECTION]) {
+        // Its one connection is closing: the message (or piece) will never be sent, and is
+        // reported now, as ws reports it (a queue would hand it back only at the close).
         if (callback !== undefined) checkCallback(callback)
-        if (!isBlob(data)) sendable(withSendOptions(data, options))
+        if (this.#fragments !== null || options?.fin === false) pieceOf(data)
+        else if (!isBlob(data)) sendable(withSendOptions(data, options))
         return this.#droppedWhileClosing(data, callback)
       }
       if (this.#fragments !== null || options?.fin === false) return this.#sendPiece(data, options, callback)
@@ -947,6 +950,11 @@ class ReconnectingWebSocket extends EventEmitter {
       return true
     }
     const { data, callback } = message
+    if (this.#handshakeClosing && this[ONE_CONNECTION] && !message.chunk) {
+      // Read once its one connection had begun closing: never sent, reported now.
+      this.#droppedWhileClosing(message.original, callback)
+      return true
+    }
     try {
       let result
       if (callback !== undefined) result = this.#sendTicketed(data, callback, message.compress, message.original, true, message.chunk)
@@ -1678,10 +1686,24 @@ class ReconnectingWebSocket extends EventEmitter {
   /** `p`: the error the client failed the connection with, or undefined (the peer's close was answered). */
   #onClosing(p) {
     this.#deliverBacklog()
-    if (this.#state === 'open' && !this.#closing) this.#handshakeClosing = true
+    if (this.#state !== 'open' || this.#closing) {
+      if (p !== undefined) this.#onError(p)
+      return
+    }
+    this.#handshakeClosing = true
+    // A WebSocket's message whose last piece has not come will never be sent: its callbacks hear
+    // it now (and its later pieces are refused as they come).
+    if (this[ONE_CONNECTION]) {
+      const pieces = this.#takePieces()
+      if (pieces !== null && pieces.length > 0) callLater(pieces, notSent('closed'))
+    }
+    if (p === undefined) return
     // Reported now, as ws reports it: the close comes when the TCP connection ends (at most
     // closeTimeout later).
-    if (p !== undefined) this.#onError(p)
+    this.#onError(p)
+    // reconnecting-websocket closes the socket ws reported an error on itself, at once: its close
+    // (1000) and the error fire now, and the connection's own close is not fired again.
+    if (this.#rws) this.#rws.failed(this, this.#whatwg, Math.min((this.#upMinUptime() ? 0 : this.#retries) + 1, this.#maxRetries))
   }
 
   #onError(p) {

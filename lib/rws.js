@@ -175,6 +175,8 @@ class RwsMode {
   openShown = false
   /** The readyState their listeners see while a synthetic event is fired. */
   readyStateOverride = undefined
+  /** The retryCount their listeners see while `failed()` fires its events (the native count comes with the close). */
+  retryCountOverride = undefined
 
   constructor(debug, log, dropNewest) {
     this.debug = debug === true
@@ -213,6 +215,26 @@ class RwsMode {
   }
 
   /**
+   * The client failed an open connection (a frame that broke the protocol, a message too big) and
+   * reported the error (`pendingError`): reconnecting-websocket closes the socket on ws's error at
+   * once, firing a clean 1000 close, then the error; the connection's own close is not fired again.
+   * `retryCount`: the count their listeners read then, as their reconnect has counted this failure.
+   */
+  failed(client, surface, retryCount) {
+    const error = this.pendingError
+    if (error === null || !this.connected || !PEER_ERRORS.has(error.code)) return
+    this.pendingError = null
+    this.suppressClose = true
+    this.openShown = false
+    this.retryCountOverride = retryCount
+    try {
+      this.#closeWithError(error, client, surface)
+    } finally {
+      this.retryCountOverride = undefined
+    }
+  }
+
+  /**
    * A close from the native side, after the EventEmitter listeners ran: their WHATWG events.
    * `byReconnect`: a `reconnect()` ended it, which fired its close then, or had no socket of theirs to close.
    */
@@ -230,20 +252,21 @@ class RwsMode {
     // (Nor its error: their listeners are off the old socket.)
     if (suppress) return
     if (!surface) return
-    if (error) {
-      // reconnecting-websocket closes a failed socket (or one ws reported an error on) itself: a
-      // clean 1000 close, then the error.
-      const timeout = error.code === 'ERR_CONNECT_TIMEOUT'
-      if (surface.wants('close')) this.#fireAs(CLOSING, new CloseEvent(1000, timeout ? 'timeout' : '', true, client), client, surface)
-      if (surface.wants('error')) {
-        // The client's error itself (its `cause`, `status`, `headers` with it), but for their
-        // message on a timeout.
-        const err = timeout ? makeError(error.code, 'TIMEOUT', Error, error.cause === undefined ? undefined : { cause: error.cause }) : error
-        this.#fireAs(CLOSING, new ErrorEvent(err, client), client, surface)
-      }
-      return
-    }
+    if (error) return this.#closeWithError(error, client, surface)
     if (surface.wants('close')) surface.fire(new CloseEvent(p.code, p.reason, p.wasClean, client), client, rethrowLater)
+  }
+
+  /** reconnecting-websocket closes a failed socket (or one ws reported an error on) itself: a clean 1000 close, then the error. */
+  #closeWithError(error, client, surface) {
+    if (!surface) return
+    const timeout = error.code === 'ERR_CONNECT_TIMEOUT'
+    if (surface.wants('close')) this.#fireAs(CLOSING, new CloseEvent(1000, timeout ? 'timeout' : '', true, client), client, surface)
+    if (surface.wants('error')) {
+      // The client's error itself (its `cause`, `status`, `headers` with it), but for their
+      // message on a timeout.
+      const err = timeout ? makeError(error.code, 'TIMEOUT', Error, error.cause === undefined ? undefined : { cause: error.cause }) : error
+      this.#fireAs(CLOSING, new ErrorEvent(err, client), client, surface)
+    }
   }
 
   // Fixed arguments rather than a rest array: called on every event.
