@@ -459,6 +459,10 @@ test.serial("a WebSocket's message that cannot be finished once its connection b
   await until(() => seen.length === 1, 'the message in pieces refused')
   socket.send('last piece', { fin: true }, heard('last piece'))
   await until(() => seen.length === 3, 'the last piece refused')
+  // What send() would refuse anyway still throws.
+  t.throws(() => socket.send('x', { fin: false, binray: true } as never), { code: 'ERR_UNKNOWN_OPTION' })
+  t.throws(() => socket.send(new SlowBlob(['x']), { binray: true } as never), { code: 'ERR_UNKNOWN_OPTION' })
+  t.throws(() => socket.send(42 as never), { code: 'ERR_INVALID_ARG_TYPE' })
   socket.send(new SlowBlob(['x']), heard('blob'))
   release()
   await until(() => seen.length === 5, 'the Blob refused once read')

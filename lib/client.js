@@ -849,8 +849,11 @@ class ReconnectingWebSocket extends EventEmitter {
         // Its one connection is closing: the message (or piece) will never be sent, and is
         // reported now, as ws reports it (a queue would hand it back only at the close).
         if (callback !== undefined) checkCallback(callback)
-        if (this.#fragments !== null || options?.fin === false) pieceOf(data)
-        else if (!isBlob(data)) sendable(withSendOptions(data, options))
+        if (this.#fragments !== null || options?.fin === false) {
+          checkSendOptions(options)
+          pieceOf(data)
+        } else if (!isBlob(data)) sendable(withSendOptions(data, options))
+        else checkSendOptions(options)
         return this.#droppedWhileClosing(data, callback)
       }
       if (this.#fragments !== null || options?.fin === false) return this.#sendPiece(data, options, callback)
