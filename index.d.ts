@@ -557,8 +557,9 @@ export interface OpenEventInfo {
 export type ResponseHeaders = Record<string, string | string[] | undefined> & { 'set-cookie'?: string[] }
 
 /**
- * The server's 101 answer, given with the `upgrade` event before each connection's `open`: the
- * fields of Node's `http.IncomingMessage` that `ws`'s `upgrade` listeners read.
+ * The server's 101 answer, given with the `upgrade` event before each connection's `open` (or, as in
+ * `ws`, before the error of a 101 answer the client refuses): the fields of Node's
+ * `http.IncomingMessage` that `ws`'s `upgrade` listeners read.
  */
 export interface UpgradeResponse {
   statusCode: 101
@@ -571,7 +572,7 @@ export interface UpgradeResponse {
 
 /** The events and their listeners' arguments; `B` is the client's `binaryType`. */
 export interface ReconnectingWebSocketEvents<B extends BinaryType = BinaryType> {
-  /** Each connection's 101 answer, just before its `open`. */
+  /** Each connection's 101 answer, just before its `open` (or before the error of a 101 answer the client refuses, as in `ws`). */
   upgrade: [response: UpgradeResponse]
   /** With `followRedirects`: each address a redirect led to, before the attempt's `open` or `error` (no user name or password). */
   redirect: [url: string]

@@ -1611,7 +1611,7 @@ test.serial("after the close handshake the client half-closes its TCP side, as w
   t.like(clientStats(), { openConnections: 0, ioBuffers: 0 })
 })
 
-test.serial('the upgrade is refused on a wrong Sec-WebSocket-Accept, an extension we did not offer, or a header that must come once coming twice', async (t) => {
+test.serial('the upgrade is refused on a wrong Sec-WebSocket-Accept, an extension we did not offer, or a header that must come once coming twice; its upgrade event comes first, as in ws', async (t) => {
   const cases: Array<[string, RegExp, { perMessageDeflate?: boolean; protocols?: string[] }]> = [
     ['Sec-WebSocket-Accept: AAAAAAAAAAAAAAAAAAAAAAAAAAA=\r\n', /Sec-WebSocket-Accept/, {}],
     ['Sec-WebSocket-Accept: {accept}\r\nSec-WebSocket-Extensions: x-webkit-deflate-frame\r\n', /extension we did not offer/, {}],
@@ -1636,11 +1636,20 @@ test.serial('the upgrade is refused on a wrong Sec-WebSocket-Accept, an extensio
     })
     t.teardown(() => peer.close())
     const client = new ReconnectingWebSocket(peer.url, { minDelay: 60_000, ...options })
-    const r = new Recorder(client)
+    const r = new Recorder(client, ['upgrade', 'open', 'error', 'close'])
     const err: RedialError = await r.next('error')
     t.is(err.code as string, 'ERR_HANDSHAKE')
     t.regex(err.message, message)
     t.is(r.count('open'), 0)
+    const upgrade = await r.next<{ statusCode: number; headers: Record<string, unknown> }>('upgrade')
+    t.is(upgrade.statusCode, 101)
+    t.is(upgrade.headers.upgrade, 'websocket')
+    // ws emits the 101 answer it refuses too, before its error.
+    const theirs = new WebSocket(peer.url, options.protocols ?? [], { perMessageDeflate: options.perMessageDeflate ?? true })
+    const seen: string[] = []
+    for (const name of ['upgrade', 'open', 'error']) theirs.on(name, () => seen.push(name))
+    await new Promise((resolve) => theirs.on('close', resolve))
+    t.deepEqual(r.log.map((e) => e.name).filter((n) => n !== 'close'), seen, headers)
     await client.disconnect()
     await peer.close()
   }

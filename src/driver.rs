@@ -450,7 +450,11 @@ impl Driver {
                 self.events.push(JsEvent::Open { protocol, extensions });
                 self.input(Input::Opened);
             }
-            Err(error) => {
+            Err(mut error) => {
+                // A 101 answer refused: its `upgrade` event before the error, as `ws` emits it.
+                if let Some(head) = error.refused_101.take() {
+                    self.events.push(JsEvent::Upgrade(*head));
+                }
                 stats::inc(&self.shared.metrics.connection_errors);
                 let retry = policy::on_error(&error);
                 self.last_failure = Some(Box::new((PolicyInfo::from_error(&error), retry.default)));

@@ -13,8 +13,12 @@ pub struct ConnError {
     pub headers: Vec<(String, String)>,
     /// `Retry-After` of a 429/503 upgrade response, in ms.
     pub retry_after_ms: Option<u64>,
-    /// The start of a rejected upgrade's body (`crate::body`), when it had one.
-    pub body: Option<bytes::Bytes>,
+    /// The start of a rejected upgrade's body (`crate::body`), when it had one (boxed, as the
+    /// next field: rare, and an error travels in every attempt's `Result`).
+    pub body: Option<Box<bytes::Bytes>>,
+    /// A 101 answer the client refused (a wrong accept key, a subprotocol not offered...), as
+    /// received: its `upgrade` event comes before the error, as `ws` emits it.
+    pub refused_101: Option<Box<bytes::Bytes>>,
 }
 
 impl ConnError {
@@ -26,6 +30,7 @@ impl ConnError {
             headers: Vec::new(),
             retry_after_ms: None,
             body: None,
+            refused_101: None,
         }
     }
 }

@@ -86,10 +86,15 @@ pub async fn handshake(
         // A refusal: its body says why (redirects, which are followed or fail on their status, are not read).
         let mut err = rejected(&response);
         let body = body::read(&mut transport, buf, body::Framing::of(response.headers()), deadline).await;
-        err.body = (!body.is_empty()).then_some(body);
+        err.body = (!body.is_empty()).then(|| Box::new(body));
         return Err(err);
     }
-    let (protocol, deflate) = verify_response(&response, &key, &params.protocols, deflate)?;
+    let (protocol, deflate) = verify_response(&response, &key, &params.protocols, deflate).map_err(|mut e| {
+        if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+            e.refused_101 = Some(Box::new(head.clone()));
+        }
+        e
+    })?;
     Ok(Opened {
         transport,
         leftover: buf,
