@@ -561,7 +561,7 @@ impl OpenConn {
             InflateError::NoMemory(wanted) => WireError::NoMemory { wanted: wanted as u64 },
         });
         Poll::Ready(inflated.and_then(|inflated| match inflated {
-            Inflated::Binary(bytes) => Ok(Incoming::Binary(Bytes::from(bytes))),
+            Inflated::Binary(bytes) => Ok(Incoming::Binary(bytes.into())),
             Inflated::Text(text) => Ok(Incoming::Text(text.into())),
             Inflated::UncheckedText(bytes) => frame::text_message(Bytes::from(bytes), limits).map(Incoming::Text),
         }))

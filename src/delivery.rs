@@ -412,6 +412,7 @@ fn take_text_run<I: Iterator<Item = (u64, JsEvent)>>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::payload::Payload;
     use tungstenite::Bytes;
 
     fn text(s: &str) -> JsEvent {
@@ -442,7 +443,7 @@ mod tests {
         assert_eq!(strings(&texts), ["a", "b", "c", "d"]);
         assert!(matches!(events.next(), Some((2, JsEvent::Text(_)))));
 
-        let queued = vec![(1, JsEvent::Binary(Bytes::new())), (1, text("b"))];
+        let queued = vec![(1, JsEvent::Binary(Vec::new().into())), (1, text("b"))];
         let mut events = queued.into_iter().peekable();
         take_text_run(1, text("a"), &mut events, &mut texts);
         assert_eq!(strings(&texts), ["a"], "another kind of event ends the run");
@@ -458,7 +459,7 @@ mod tests {
         credit(&mut credits, &a, &text("abc"));
         credit(&mut credits, &a, &JsEvent::Ping(Bytes::from_static(b"p")));
         credit(&mut credits, &a, &JsEvent::Connecting { attempt: 1 });
-        credit(&mut credits, &b, &JsEvent::Binary(Bytes::from_static(b"xy")));
+        credit(&mut credits, &b, &JsEvent::Binary(Payload::copy_from(b"xy")));
         credit(&mut credits, &a, &JsEvent::Pong(Bytes::new()));
         let mut run = Vec::new();
         for t in ["xy", "z"] {

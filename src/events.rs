@@ -8,6 +8,7 @@ use tungstenite::{Bytes, Utf8Bytes};
 
 use crate::errors::ConnError;
 pub use crate::frame::Small;
+use crate::payload::Payload;
 use crate::reader::SharedReader;
 
 /// An event for one client, in the order the driver produced it.
@@ -26,7 +27,7 @@ pub enum JsEvent {
     Text(Utf8Bytes),
     /// Small text messages read one after another (see `JsEvent::push_text`).
     Texts(Box<TextRun>),
-    Binary(Bytes),
+    Binary(Payload),
     /// Small binary messages read one after another (see `JsEvent::push_binary`).
     Binaries(Box<BinaryRun>),
     Error(ConnError),
@@ -132,7 +133,7 @@ impl JsEvent {
     }
 
     /// As `push_text`, for a binary message.
-    pub fn push_binary(events: &mut Vec<JsEvent>, data: Bytes) {
+    pub fn push_binary(events: &mut Vec<JsEvent>, data: Payload) {
         if data.len() > BinaryRun::MAX_MESSAGE || !join_run(events, Small::Binary(&data)) {
             events.push(JsEvent::Binary(data));
         }
@@ -144,7 +145,7 @@ impl JsEvent {
         if !join_run(events, message) {
             events.push(match message {
                 Small::Text(t) => JsEvent::Text(t.to_owned().into()),
-                Small::Binary(b) => JsEvent::Binary(Bytes::copy_from_slice(b)),
+                Small::Binary(b) => JsEvent::Binary(Payload::copy_from(b)),
             });
         }
     }
@@ -155,7 +156,8 @@ impl JsEvent {
             JsEvent::Text(t) => t.len(),
             JsEvent::Texts(run) => run.bytes(),
             JsEvent::Binaries(run) => run.bytes(),
-            JsEvent::Binary(b) | JsEvent::Ping(b) | JsEvent::Pong(b) => b.len(),
+            JsEvent::Binary(b) => b.len(),
+            JsEvent::Ping(b) | JsEvent::Pong(b) => b.len(),
             _ => 0,
         }
     }
@@ -357,7 +359,7 @@ mod tests {
     fn only_what_was_read_counts_against_the_read_bound() {
         let read = [
             (JsEvent::Text("héllo".into()), 6),
-            (JsEvent::Binary(Bytes::from_static(&[1, 2, 3])), 3),
+            (JsEvent::Binary(Payload::copy_from(&[1, 2, 3])), 3),
             (JsEvent::Ping(Bytes::from_static(b"p")), 1),
             (JsEvent::Pong(Bytes::new()), 0),
         ];
@@ -415,12 +417,12 @@ mod tests {
     #[test]
     fn small_binaries_in_a_row_travel_as_one_run_apart_from_texts() {
         let mut events = Vec::new();
-        JsEvent::push_binary(&mut events, Bytes::from_static(&[1, 2]));
+        JsEvent::push_binary(&mut events, Payload::copy_from(&[1, 2]));
         JsEvent::push_small(&mut events, Small::Binary(&[3]));
         JsEvent::push_small(&mut events, Small::Binary(&[]));
         JsEvent::push_small(&mut events, Small::Text("t"));
         JsEvent::push_small(&mut events, Small::Text("u"));
-        JsEvent::push_binary(&mut events, Bytes::from(vec![9; BinaryRun::MAX_MESSAGE + 1]));
+        JsEvent::push_binary(&mut events, vec![9; BinaryRun::MAX_MESSAGE + 1].into());
         JsEvent::push_small(&mut events, Small::Binary(&[4]));
         let [JsEvent::Binaries(run), JsEvent::Texts(texts), JsEvent::Binary(large), JsEvent::Binary(last)] =
             &events[..]

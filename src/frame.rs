@@ -17,13 +17,14 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tungstenite::Utf8Bytes;
 
 use crate::errors::{self, ConnError};
+use crate::payload::Payload;
 use crate::recycle;
 
 /// A message or control frame from the server.
 #[derive(Debug, PartialEq)]
 pub enum Incoming {
     Text(Utf8Bytes),
-    Binary(Bytes),
+    Binary(Payload),
     Ping(Bytes),
     Pong(Bytes),
     /// `None`: the close frame had no status code (1005).
@@ -565,17 +566,17 @@ impl Decoder {
                     return Ok(None);
                 }
                 self.after_direct = true;
-                recycle::into_bytes(self.direct.take().expect("direct payload"))
+                Payload::pooled(self.direct.take().expect("direct payload"))
             } else if self.buf.len() >= h.len {
                 self.after_direct = false;
                 if h.len >= READ_CHUNK {
-                    self.buf.split_to(h.len).freeze()
+                    Payload::Owned(self.buf.split_to(h.len))
                 } else {
                     // Copied: a view would keep the whole read buffer (`READ_CHUNK` and what was
                     // left in it) alive while the frame waits for JS, where the read bound counts
                     // only the frame's length: a peer could make each buffer hold one 1-byte ping,
                     // or one 16 KiB message beside empty fragments. A frame a read long is most of it.
-                    let payload = Bytes::copy_from_slice(&self.buf[..h.len]);
+                    let payload = Payload::copy_from(&self.buf[..h.len]);
                     self.buf.advance(h.len);
                     payload
                 }
@@ -681,7 +682,7 @@ impl Decoder {
         Ok(())
     }
 
-    fn complete(&mut self, h: Header, payload: Bytes, limits: &Limits) -> Result<Option<Incoming>, WireError> {
+    fn complete(&mut self, h: Header, payload: Payload, limits: &Limits) -> Result<Option<Incoming>, WireError> {
         // Text that arrives in pieces is validated piece by piece; a whole unfragmented frame
         // is validated once, below, when it becomes the message.
         let validates = !limits.replace_invalid_utf8 && self.is_text(&h);
@@ -698,11 +699,14 @@ impl Decoder {
                 }
             }
         }
-        let message = |text: bool, compressed: bool, data: Bytes| -> Result<Incoming, WireError> {
+        let message = |text: bool, compressed: bool, data: Payload| -> Result<Incoming, WireError> {
             if compressed {
-                Ok(Incoming::Compressed { text, data })
+                Ok(Incoming::Compressed {
+                    text,
+                    data: data.into_bytes(),
+                })
             } else if text {
-                text_message(data, limits).map(Incoming::Text)
+                text_message(data.into_bytes(), limits).map(Incoming::Text)
             } else {
                 Ok(Incoming::Binary(data))
             }
@@ -714,7 +718,7 @@ impl Decoder {
                     text: h.opcode == OP_TEXT,
                     compressed: h.rsv1,
                     fragments: 1,
-                    data: payload.into(),
+                    data: payload.into_bytes().into(),
                 }));
                 return Ok(None);
             }
@@ -729,10 +733,10 @@ impl Decoder {
                     return Ok(None);
                 }
                 let p = self.partial.take().expect("partial message");
-                message(p.text, p.compressed, Bytes::from(p.data))?
+                message(p.text, p.compressed, Payload::from(p.data))?
             }
-            OP_PING => Incoming::Ping(payload),
-            OP_PONG => Incoming::Pong(payload),
+            OP_PING => Incoming::Ping(payload.into_bytes()),
+            OP_PONG => Incoming::Pong(payload.into_bytes()),
             _ => Incoming::Close(match payload.len() {
                 0 => None,
                 1 => return Err(protocol("a close frame with a 1-byte payload")),
@@ -1006,8 +1010,8 @@ mod tests {
                     Incoming::Text("hello".into()),
                     Incoming::Ping(Bytes::from_static(b"p")),
                     Incoming::Text("h\u{e9}!".into()),
-                    Incoming::Binary(Bytes::from(big.clone())),
-                    Incoming::Binary(Bytes::from(big[..20_000].to_vec())),
+                    Incoming::Binary(big.clone().into()),
+                    Incoming::Binary(big[..20_000].to_vec().into()),
                     Incoming::Pong(Bytes::new()),
                     Incoming::Close(Some((1000, "bye".into()))),
                 ],
@@ -1032,7 +1036,7 @@ mod tests {
         let frames: [Incoming; 5] = frames.try_into().expect("five frames");
         match frames {
             [Incoming::Ping(p), Incoming::Binary(m), Incoming::Pong(q), Incoming::Text(t), Incoming::Binary(l)] => {
-                let t = Bytes::from(t);
+                let (t, m) = (Bytes::from(t), m.into_bytes());
                 for (what, b) in [("ping", &p), ("medium binary", &m), ("pong", &q), ("medium text", &t)] {
                     assert!(b.is_unique(), "the {what}'s payload is a view of the read buffer");
                 }
@@ -1138,7 +1142,7 @@ mod tests {
         let mut cx = Context::from_waker(std::task::Waker::noop());
         for _ in 0..count {
             match d.poll_next(&mut cx, &mut io, &lim) {
-                Poll::Ready(Ok(Incoming::Binary(b))) => assert_eq!(b, payload),
+                Poll::Ready(Ok(Incoming::Binary(b))) => assert_eq!(&*b, &payload[..]),
                 other => panic!("expected a binary message, got {other:?}"),
             }
         }
@@ -1498,7 +1502,7 @@ mod tests {
             let small = d.take_small(&lim, 1024, |m| {
                 out.push(match m {
                     Small::Text(t) => Incoming::Text(t.into()),
-                    Small::Binary(b) => Incoming::Binary(Bytes::copy_from_slice(b)),
+                    Small::Binary(b) => Incoming::Binary(Payload::copy_from(b)),
                 })
             });
             if let Some(len) = small {
@@ -1625,7 +1629,7 @@ mod tests {
                 expected.push(if *text {
                     Incoming::Text(Utf8Bytes::try_from(payload).unwrap())
                 } else {
-                    Incoming::Binary(Bytes::from(payload))
+                    Incoming::Binary(payload.into())
                 });
             }
             let mut io = Splits { data: wire, pos: 0, sizes, turn: 0 };

@@ -144,7 +144,6 @@ pub fn js_asker(hub: Arc<Hub>, shared: Arc<Shared>) -> ask::Asker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tungstenite::Bytes;
 
     /// No turn's share: the batch bounds alone.
     const ALL: (usize, usize) = (usize::MAX, usize::MAX);
@@ -209,7 +208,7 @@ mod tests {
     #[test]
     fn a_batch_is_bounded_in_payload_bytes_and_keeps_the_order() {
         let hub = Hub::default();
-        let big = || JsEvent::Binary(Bytes::from(vec![0; BATCH_BYTES / 2 + 1]));
+        let big = || JsEvent::Binary(vec![0; BATCH_BYTES / 2 + 1].into());
         let mut events = vec![big(), JsEvent::Connecting { attempt: 1 }, big(), big(), text("t")];
         hub.push(7, &mut events);
         hub.push_one(

@@ -53,6 +53,7 @@ pub mod machine;
 pub mod napi_raw;
 pub mod options;
 pub mod outbox;
+pub mod payload;
 pub mod plain;
 pub mod policy;
 pub mod protocol;

@@ -254,15 +254,17 @@ fn default_loop() -> Option<*mut c_void> {
 }
 
 /// A Node Buffer over memory that Rust keeps owning (`data` is dropped by the finalizer): no
-/// copy. A copy on a thread not allowed them (`enable_external_buffers`) and where the runtime
-/// refuses external buffers.
-pub fn external_buffer<'e, T: AsRef<[u8]> + 'static>(env: &'e Env, data: T) -> Result<Value<'e>> {
+/// copy. JS may write the Buffer as well as read it, so `data` must hand its bytes out as
+/// `&mut [u8]` (`AsMut`): they are its alone, viewed by no other handle (`Bytes`, whose clones
+/// share memory they promise never changes, cannot be passed). A copy on a thread not allowed
+/// them (`enable_external_buffers`) and where the runtime refuses external buffers.
+pub fn external_buffer<'e, T: AsMut<[u8]> + 'static>(env: &'e Env, data: T) -> Result<Value<'e>> {
     /// # Safety
     /// Called by Node once, on the JS thread, with the `hint` given below.
-    unsafe extern "C" fn release<T: AsRef<[u8]>>(env: sys::napi_env, _data: *mut c_void, hint: *mut c_void) {
+    unsafe extern "C" fn release<T: AsMut<[u8]>>(env: sys::napi_env, _data: *mut c_void, hint: *mut c_void) {
         // SAFETY: `hint` is the `Box<T>` leaked below; Node calls this once.
-        let data = unsafe { Box::from_raw(hint.cast::<T>()) };
-        let extra = EXTRA_COUNT.get().map_or(0, |share| share.of((*data).as_ref().len()));
+        let mut data = unsafe { Box::from_raw(hint.cast::<T>()) };
+        let extra = EXTRA_COUNT.get().map_or(0, |share| share.of((*data).as_mut().len()));
         drop(data);
         if extra > 0 {
             let mut total = 0;
@@ -271,36 +273,23 @@ pub fn external_buffer<'e, T: AsRef<[u8]> + 'static>(env: &'e Env, data: T) -> R
             let _ = unsafe { sys::napi_adjust_external_memory(env, -extra, &mut total) };
         }
     }
-    if !EXTERNAL_BUFFERS.with(std::cell::Cell::get) {
-        return buffer_copy(env, data.as_ref());
+    let mut data = data;
+    if !EXTERNAL_BUFFERS.with(std::cell::Cell::get) || data.as_mut().is_empty() {
+        return buffer_copy(env, data.as_mut());
     }
-    let boxed = Box::new(data);
-    let (start, len) = {
-        let bytes = (*boxed).as_ref();
-        (bytes.as_ptr(), bytes.len())
-    };
-    if len == 0 {
-        return buffer_copy(env, &[]);
-    }
-    let hint = Box::into_raw(boxed);
+    let hint = Box::into_raw(Box::new(data));
+    // SAFETY: `hint` is the box leaked just above, valid and aligned; this is the only reference
+    // made to its `T` until `release` (or a refusal below) takes the box back.
+    let bytes = unsafe { (*hint).as_mut() };
+    let (start, len) = (bytes.as_mut_ptr(), bytes.len());
     let mut v = ptr::null_mut();
-    // SAFETY: `start..start + len` is the heap memory of `*hint`, which stays put (a `T` that owns
-    // its bytes on the heap, moved only as a box pointer) until `release` drops it. JS may write
-    // these bytes as well as read them: Rust never reads or writes them again (it only drops `T`,
-    // whose drop reads no byte: a pooled vector goes back cleared), and no Rust reference to them
-    // is live from here on (the shared borrow `start` came from ended above), so a write from JS
-    // breaks no assumption of Rust's; the one caller (`event_values`) passes a received message's own bytes, which no other
-    // handle views (a range split off the read buffer, an inflated or pooled vector), never a
-    // static's.
+    // SAFETY: `start..start + len` is memory `*hint` handed out as `&mut [u8]`: its own, viewed by
+    // no other handle (the exclusivity `AsMut`'s signature promises), so what JS writes there
+    // breaks no assumption of Rust's. It stays put and untouched until `release` drops `*hint`
+    // after JS let go of the Buffer: the box is never moved or read again (the bytes are on the
+    // heap, or inline in the box), and `bytes`, the borrow `start` came from, is not used again.
     let status = unsafe {
-        sys::napi_create_external_buffer(
-            env.raw(),
-            len,
-            start.cast_mut().cast(),
-            Some(release::<T>),
-            hint.cast(),
-            &mut v,
-        )
+        sys::napi_create_external_buffer(env.raw(), len, start.cast(), Some(release::<T>), hint.cast(), &mut v)
     };
     match status {
         sys::Status::napi_ok => {
@@ -316,8 +305,8 @@ pub fn external_buffer<'e, T: AsRef<[u8]> + 'static>(env: &'e Env, data: T) -> R
         }
         sys::Status::napi_no_external_buffers_allowed => {
             // SAFETY: refused before Node took ownership: `release` has not run and never will.
-            let data = unsafe { Box::from_raw(hint) };
-            buffer_copy(env, (*data).as_ref())
+            let mut data = unsafe { Box::from_raw(hint) };
+            buffer_copy(env, (*data).as_mut())
         }
         // The environment cannot run JS (a worker being terminated) or the call's arguments are
         // refused: Node checks these first (`NAPI_PREAMBLE`, `CHECK_ARG`), before it makes the

@@ -19,8 +19,6 @@ use std::collections::VecDeque;
 use std::sync::{Mutex, MutexGuard, TryLockError};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-
 /// The most the pool keeps.
 pub const MAX_BYTES: usize = 4 << 20;
 /// A larger buffer is freed: a message over 1 MiB grows its buffer as it arrives (to any size),
@@ -164,10 +162,10 @@ pub fn take(capacity: usize) -> Vec<u8> {
     POOL.take(capacity)
 }
 
-/// `v` as `Bytes` that give the buffer back to the pool when their last reference goes (the
-/// JS Buffer over it is collected, or the message was copied and dropped).
-pub fn into_bytes(v: Vec<u8>) -> Bytes {
-    Bytes::from_owner(Returning { v, pool: &POOL })
+/// `v`, which gives the buffer back to the pool when it is dropped (the JS Buffer over it is
+/// collected, or the message was copied and dropped).
+pub fn pooled(v: Vec<u8>) -> Pooled {
+    Pooled { v, pool: &POOL }
 }
 
 /// Called when a connection's socket has nothing more to read, and at its heartbeats: the kept
@@ -199,18 +197,25 @@ impl Drop for Holder {
     }
 }
 
-struct Returning {
+/// A large message's buffer, taken from the pool (`take`) and filled: it goes back when dropped.
+pub struct Pooled {
     v: Vec<u8>,
     pool: &'static Pool,
 }
 
-impl AsRef<[u8]> for Returning {
+impl AsRef<[u8]> for Pooled {
     fn as_ref(&self) -> &[u8] {
         &self.v
     }
 }
 
-impl Drop for Returning {
+impl AsMut<[u8]> for Pooled {
+    fn as_mut(&mut self) -> &mut [u8] {
+        &mut self.v
+    }
+}
+
+impl Drop for Pooled {
     fn drop(&mut self) {
         self.pool.give_back(std::mem::take(&mut self.v));
     }
@@ -227,8 +232,8 @@ mod tests {
         p
     }
 
-    fn bytes(pool: &'static Pool, v: Vec<u8>) -> Bytes {
-        Bytes::from_owner(Returning { v, pool })
+    fn pooled_in(pool: &'static Pool, v: Vec<u8>) -> Pooled {
+        Pooled { v, pool }
     }
 
     #[test]
@@ -238,8 +243,8 @@ mod tests {
         let mut v = p.take(65_546);
         v.extend_from_slice(&[7; 65_536]);
         let at = v.as_ptr();
-        let b = bytes(p, v);
-        assert_eq!(&b[..3], &[7, 7, 7]);
+        let b = pooled_in(p, v);
+        assert_eq!(&b.as_ref()[..3], &[7, 7, 7]);
         assert_eq!(p.held_bytes(), 0);
         drop(b);
         assert!(p.held_bytes() >= 65_546);
@@ -255,10 +260,10 @@ mod tests {
         p.hold();
         let large = Vec::with_capacity(1 << 20);
         let at = large.as_ptr();
-        drop(bytes(p, large));
+        drop(pooled_in(p, large));
         let near = p.take((1 << 20) - 1000);
         assert_eq!(near.as_ptr(), at, "the kept one, for nearly its size");
-        drop(bytes(p, near));
+        drop(pooled_in(p, near));
         assert_eq!(p.take(16 * 1024).capacity(), 16 * 1024, "a new one for a small message");
     }
 
@@ -270,14 +275,14 @@ mod tests {
         for _ in 0..2 * MAX_BYTES / 65_536 {
             let v = Vec::with_capacity(65_536);
             kept.push(v.as_ptr());
-            drop(bytes(p, v));
+            drop(pooled_in(p, v));
             assert!(p.held_bytes() <= MAX_BYTES);
         }
         assert_eq!(p.held_bytes(), MAX_BYTES);
         // The newest of those kept comes back first.
         let newest = p.take(65_536);
         assert_eq!(newest.as_ptr(), kept[MAX_BYTES / 65_536 - 1]);
-        drop(bytes(p, Vec::with_capacity(2 << 20)));
+        drop(pooled_in(p, Vec::with_capacity(2 << 20)));
         assert_eq!(
             p.held_bytes(),
             MAX_BYTES - 65_536,
@@ -290,7 +295,7 @@ mod tests {
         let p = pool();
         p.hold();
         for _ in 0..4 {
-            drop(bytes(p, Vec::with_capacity(20_000)));
+            drop(pooled_in(p, Vec::with_capacity(20_000)));
         }
         assert_eq!(p.held_bytes(), 80_000);
         for left in (0..4).rev() {
@@ -304,7 +309,7 @@ mod tests {
         let p = pool();
         p.hold();
         let v = p.take(65_536);
-        drop(bytes(p, v));
+        drop(pooled_in(p, v));
         assert_eq!(p.held_bytes(), 65_536);
         let now = Instant::now();
         p.release_stale(now);
@@ -313,23 +318,23 @@ mod tests {
         assert_eq!(p.held_bytes(), 0, "none for STALE: freed");
         // Nor is a buffer that comes back after that kept.
         p.lock().last_take = now.checked_sub(STALE);
-        drop(bytes(p, Vec::with_capacity(65_536)));
+        drop(pooled_in(p, Vec::with_capacity(65_536)));
         assert_eq!(p.held_bytes(), 0);
         // The next large message starts keeping again.
         let v = p.take(65_536);
-        drop(bytes(p, v));
+        drop(pooled_in(p, v));
         assert_eq!(p.held_bytes(), 65_536);
     }
 
     #[test]
     fn nothing_is_kept_once_no_connection_is_open() {
         let p = pool();
-        drop(bytes(p, Vec::with_capacity(65_536)));
+        drop(pooled_in(p, Vec::with_capacity(65_536)));
         assert_eq!(p.held_bytes(), 0, "no connection open");
         p.hold();
         p.hold();
-        let late = bytes(p, Vec::with_capacity(65_536));
-        drop(bytes(p, Vec::with_capacity(65_536)));
+        let late = pooled_in(p, Vec::with_capacity(65_536));
+        drop(pooled_in(p, Vec::with_capacity(65_536)));
         p.release();
         assert_eq!(p.held_bytes(), 65_536, "one connection still open");
         p.release();
