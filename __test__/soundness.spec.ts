@@ -705,6 +705,43 @@ test.serial('JS that runs while the addon makes event values (a replaced Array.o
   t.true(report.calls > 0, 'the replaced Array.of ran while a batch was made')
 })
 
+test('the values the addon makes are own properties: setters on Object.prototype and Array.prototype intercept none', async (t) => {
+  // An error's headers were an array set element by element, as an assignment does: a setter some
+  // code put on a prototype (a polyfill, a pollution) for an index was called with them, and the
+  // value missed its own property. In a child process: the setters stay on its prototypes.
+  const answer = 'HTTP/1.1 403 Forbidden\r\nX-Probe-Name: probe-value\r\nX-Probe-Other: other-value\r\nContent-Length: 4\r\n\r\ngone'
+  const http = await rawServer((s) => s.once('data', () => s.end(answer)))
+  t.teardown(() => http.close())
+  const script = `
+    const [url, lib] = process.argv.slice(1)
+    const { ReconnectingWebSocket } = require(lib)
+    const hits = new Set() // not an array: a push would run the setters
+    // What only the addon sets: the error's raw fields (lib/errors.js then assigns some of them to
+    // the Error, as any library does), and the strings of its headers' array.
+    const trap = (proto, key, mine) => Object.defineProperty(proto, key, {
+      configurable: true,
+      set(v) {
+        if (mine(v)) hits.add(key + '=' + String(v))
+        Object.defineProperty(this, key, { value: v, writable: true, enumerable: true, configurable: true })
+      },
+    })
+    for (const key of ['message', 'body']) trap(Object.prototype, key, () => true)
+    for (const key of ['0', '1', '2', '3']) trap(Array.prototype, key, (v) => /probe|other-value/i.test(String(v)))
+    const client = new ReconnectingWebSocket(url, { minDelay: 60_000 })
+    client.once('error', async (err) => {
+      await client.disconnect()
+      console.log(JSON.stringify({ hits: [...hits], code: err.code, status: err.status, headers: err.headers, body: String(err.body) }))
+    })
+    setTimeout(() => process.exit(3), 5000).unref()
+  `
+  const { code, out, err } = await runNodeScript(script, [http.url, PACKAGE_ENTRY])
+  t.is(code, 0, err)
+  const report = JSON.parse(out.trim() || '{}')
+  t.like(report, { code: 'ERR_HANDSHAKE', status: 403, body: 'gone' })
+  t.like(report.headers, { 'x-probe-name': 'probe-value', 'x-probe-other': 'other-value' })
+  t.deepEqual(report.hits, [])
+})
+
 test('the library loads and works where the global TextDecoder is missing (Jest\'s jsdom environment has none)', async (t) => {
   const peer = await wsServer((socket) => socket.on('message', (data) => socket.send(data)))
   t.teardown(() => peer.close())

@@ -13,7 +13,7 @@
 //! handles they take or return are valid until that call returns (N-API's handle scopes).
 
 use std::cell::Cell;
-use std::ffi::{c_int, c_void, CStr};
+use std::ffi::{c_int, c_void, CStr, CString};
 use std::marker::PhantomData;
 use std::ptr;
 use std::sync::OnceLock;
@@ -145,16 +145,34 @@ impl ArrayOf {
     }
 }
 
-/// A JS array of `values`, element by element.
+/// A JS array of `values`, element by element. Each is defined as an own data property, as an
+/// array literal does: a setter some code put on `Array.prototype` or `Object.prototype` for an
+/// index does not intercept it (`napi_set_element` would call it).
 pub fn array<'e>(env: &'e Env, values: &[Value<'_>]) -> Result<Value<'e>> {
+    use sys::PropertyAttributes::{configurable, enumerable, writable};
     let mut array = ptr::null_mut();
     // SAFETY: live `env`; `array` is a valid out pointer.
     check_status!(unsafe { sys::napi_create_array_with_length(env.raw(), values.len(), &mut array) })?;
-    for (i, v) in values.iter().enumerate() {
-        let i = u32::try_from(i).map_err(|_| Error::new(Status::GenericFailure, "array too long"))?;
-        // SAFETY: `array` and `v` are handles of this call.
-        check_status!(unsafe { sys::napi_set_element(env.raw(), array, i, v.0) })?;
-    }
+    let names = (0..values.len())
+        .map(|i| CString::new(i.to_string()).map_err(|e| Error::from_reason(e.to_string())))
+        .collect::<Result<Vec<_>>>()?;
+    let properties: Vec<sys::napi_property_descriptor> = names
+        .iter()
+        .zip(values)
+        .map(|(name, v)| sys::napi_property_descriptor {
+            utf8name: name.as_ptr(),
+            name: ptr::null_mut(),
+            method: None,
+            getter: None,
+            setter: None,
+            value: v.0,
+            attributes: writable | enumerable | configurable,
+            data: ptr::null_mut(),
+        })
+        .collect();
+    // SAFETY: `array` and each value are handles of this call; each name is NUL-terminated and
+    // lives (in `names`) until the call returns; `properties.len()` descriptors, read during it.
+    check_status!(unsafe { sys::napi_define_properties(env.raw(), array, properties.len(), properties.as_ptr()) })?;
     Ok(Value(array, PhantomData))
 }
 
