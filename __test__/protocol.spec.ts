@@ -1,4 +1,5 @@
 // Transport and protocol: TLS, CONNECT proxies, subprotocols, limits, close codes.
+import { execFileSync } from 'node:child_process'
 import { once } from 'node:events'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -588,6 +589,35 @@ test.serial('rejectUnauthorized: false accepts an unknown certificate', async (t
   await new Recorder(client).next('open')
   t.is(client.state, 'open')
   await client.disconnect()
+  await quiescent()
+})
+
+test.serial('an X.509 v1 server certificate: taken with rejectUnauthorized: false (TLS 1.3 and 1.2) as Node takes it; verified, ERR_TLS_CERT that says why', async (t) => {
+  // webpki parses v3 certificates only: the handshake's signature could not be checked, and the
+  // connection failed even with verification off (found by running ws's tests, whose fixtures are v1).
+  t.regex(execFileSync('openssl', ['x509', '-noout', '-text'], { input: clients.v1.cert }).toString(), /Version: 1 \(0x0\)/)
+  for (const maxVersion of ['TLSv1.3', 'TLSv1.2'] as const) {
+    const server = https.createServer({ key: clients.v1.key, cert: clients.v1.cert, maxVersion })
+    const wss = new WebSocketServer({ server })
+    wss.on('connection', (s) => s.on('message', (d) => s.send(`echo: ${d}`)))
+    server.listen(0, '127.0.0.1')
+    await once(server, 'listening')
+    const url = `wss://127.0.0.1:${(server.address() as net.AddressInfo).port}/`
+    const client = new ReconnectingWebSocket(url, { tls: { rejectUnauthorized: false } })
+    const r = new Recorder(client)
+    await r.next('open')
+    client.send(maxVersion)
+    t.is(await r.next('message'), `echo: ${maxVersion}`)
+    await client.disconnect()
+    const verified = new ReconnectingWebSocket(url, { tls: { ca: certs.ca, checkServerIdentity: () => undefined } })
+    const err: RedialError = await new Recorder(verified).next('error')
+    t.is(err.code, 'ERR_TLS_CERT')
+    t.regex(err.message, /UnsupportedCertVersion.*\(the server's certificate is X\.509 v1, and only v3 certificates can be verified: reissue it/)
+    await verified.disconnect()
+    for (const c of wss.clients) c.terminate()
+    wss.close()
+    await new Promise((resolve) => server.close(resolve))
+  }
   await quiescent()
 })
 

@@ -12,7 +12,7 @@ use std::task::{Context, Poll};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::ResolvesClientCert;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, SubjectPublicKeyInfoDer, UnixTime};
 use rustls::sign::{CertifiedKey, Signer, SigningKey, SingleCertAndKey};
 use rustls::{
     CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureAlgorithm, SignatureScheme,
@@ -398,7 +398,17 @@ impl ServerCertVerifier for CertCheck {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        let algorithms = &self.provider.signature_verification_algorithms;
+        match rustls::crypto::verify_tls12_signature(message, cert, dss, algorithms) {
+            Err(e) if self.roots.is_none() && is_v1(&e) => tls12_signed_by(
+                &key_of_unparsed(cert)?,
+                message,
+                dss.scheme,
+                dss.signature(),
+                algorithms,
+            ),
+            checked => checked,
+        }
     }
 
     fn verify_tls13_signature(
@@ -407,7 +417,13 @@ impl ServerCertVerifier for CertCheck {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        let algorithms = &self.provider.signature_verification_algorithms;
+        match rustls::crypto::verify_tls13_signature(message, cert, dss, algorithms) {
+            Err(e) if self.roots.is_none() && is_v1(&e) => {
+                rustls::crypto::verify_tls13_signature_with_raw_key(message, &key_of_unparsed(cert)?, dss, algorithms)
+            }
+            checked => checked,
+        }
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -415,16 +431,80 @@ impl ServerCertVerifier for CertCheck {
     }
 }
 
-fn is_ca_as_server(e: &rustls::Error) -> bool {
-    match e {
-        rustls::Error::InvalidCertificate(CertificateError::Other(other)) => {
-            matches!(
-                other.0.downcast_ref::<webpki::Error>(),
-                Some(webpki::Error::CaUsedAsEndEntity)
-            )
-        }
-        _ => false,
+/// The public key of a certificate webpki cannot parse: an X.509 v1 certificate (no extensions:
+/// what `openssl x509 -req` without `-extfile` makes, and OpenSSL accepts). Used only when nothing
+/// is verified (`rejectUnauthorized: false`), as Node takes such a certificate then: the
+/// handshake's signature is still checked with it (a server must hold the key to sign).
+fn key_of_unparsed(cert: &CertificateDer<'_>) -> Result<SubjectPublicKeyInfoDer<'static>, rustls::Error> {
+    public_key_info(cert)
+        .map(|spki| SubjectPublicKeyInfoDer::from(spki.to_vec()))
+        .ok_or(rustls::Error::InvalidCertificate(CertificateError::BadEncoding))
+}
+
+/// A TLS 1.2 handshake signature checked with `spki`, as `rustls::crypto::verify_tls12_signature`
+/// checks it with a certificate's key: its scheme may name several algorithms, tried in turn.
+/// (TLS 1.3's has rustls's `verify_tls13_signature_with_raw_key`.)
+fn tls12_signed_by(
+    spki: &SubjectPublicKeyInfoDer<'_>,
+    message: &[u8],
+    scheme: SignatureScheme,
+    signature: &[u8],
+    algorithms: &rustls::crypto::WebPkiSupportedAlgorithms,
+) -> Result<HandshakeSignatureValid, rustls::Error> {
+    let bad = rustls::Error::InvalidCertificate;
+    let key = webpki::RawPublicKeyEntity::try_from(spki).map_err(|_| bad(CertificateError::BadEncoding))?;
+    let Some((_, candidates)) = algorithms.mapping.iter().find(|(s, _)| *s == scheme) else {
+        return Err(rustls::PeerMisbehaved::SignedHandshakeWithUnadvertisedSigScheme.into());
+    };
+    if candidates
+        .iter()
+        .any(|alg| key.verify_signature(*alg, message, signature).is_ok())
+    {
+        Ok(HandshakeSignatureValid::assertion())
+    } else {
+        Err(bad(CertificateError::BadSignature))
     }
+}
+
+/// A certificate's `subjectPublicKeyInfo`, whole (tag and length included): the seventh field of
+/// its `tbsCertificate` counting the optional `[0]` version, the sixth without it (RFC 5280 §4.1).
+fn public_key_info<'a>(cert: &'a CertificateDer<'_>) -> Option<&'a [u8]> {
+    let (0x30, certificate) = Der(cert.as_ref()).next()? else {
+        return None;
+    };
+    let (0x30, tbs) = Der(certificate).next()? else {
+        return None;
+    };
+    let mut fields = Der(tbs);
+    let mut rest = fields.0;
+    let mut field = fields.next()?;
+    if field.0 == 0xa0 {
+        rest = fields.0;
+        field = fields.next()?;
+    }
+    // serialNumber, signature, issuer, validity, subject: then the key.
+    for _ in 0..5 {
+        rest = fields.0;
+        field = fields.next()?;
+    }
+    let key = &rest[..rest.len() - fields.0.len()];
+    (field.0 == 0x30).then_some(key)
+}
+
+fn webpki_error(e: &rustls::Error) -> Option<&webpki::Error> {
+    match e {
+        rustls::Error::InvalidCertificate(CertificateError::Other(other)) => other.0.downcast_ref::<webpki::Error>(),
+        _ => None,
+    }
+}
+
+fn is_ca_as_server(e: &rustls::Error) -> bool {
+    matches!(webpki_error(e), Some(webpki::Error::CaUsedAsEndEntity))
+}
+
+/// webpki refused an X.509 v1 certificate (it parses v3 only).
+fn is_v1(e: &rustls::Error) -> bool {
+    matches!(webpki_error(e), Some(webpki::Error::UnsupportedCertVersion))
 }
 
 fn is_wrong_name(e: &rustls::Error) -> bool {
@@ -726,6 +806,8 @@ fn classified(e: io::Error, failed: &str) -> ConnError {
 fn untrusted_hint(e: &rustls::Error) -> &'static str {
     if is_ca_as_server(e) {
         " (the server's certificate is a CA's, as a self-signed one made by `openssl req -x509` is: give it in tls.ca to trust it)"
+    } else if is_v1(e) {
+        " (the server's certificate is X.509 v1, and only v3 certificates can be verified: reissue it with an extension, as `openssl x509 -req` makes one with `-extfile` naming its subjectAltName; tls.rejectUnauthorized false takes it unverified)"
     } else if matches!(e, rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer)) {
         " (no trusted CA issued the server's certificate: a self-signed one or a private CA's is trusted when given in tls.ca or NODE_EXTRA_CA_CERTS)"
     } else {
@@ -832,6 +914,83 @@ mod tests {
         assert!(is_ca_as_server(&refusal), "{refusal:?}");
         let expired = chain(in_2100).unwrap_err();
         assert!(!is_ca_as_server(&expired), "{expired:?}");
+    }
+
+    /// An X.509 v1 certificate (webpki refuses it): its key is read by hand, and a TLS 1.2
+    /// signature is checked with it as rustls checks one with a parsed certificate's.
+    #[test]
+    fn an_x509_v1_certificates_key_checks_the_handshakes_signature() {
+        let dir = std::env::temp_dir().join(format!("redial-ws-tls-v1-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = |name: &str| dir.join(name).to_str().unwrap().to_string();
+        let openssl = |args: &[&str]| {
+            let made = std::process::Command::new("openssl").args(args).output().unwrap();
+            assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+        };
+        let new_key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+        let der = |name: &str| CertificateDer::from_pem_slice(std::fs::read(f(name)).unwrap().as_slice()).unwrap();
+        for k in ["a", "b"] {
+            let (key, csr, v1) = (
+                f(&format!("{k}.key")),
+                f(&format!("{k}.csr")),
+                f(&format!("{k}-v1.pem")),
+            );
+            openssl(
+                &[
+                    &["req", "-keyout", &key, "-out", &csr, "-subj", "/CN=localhost"][..],
+                    &new_key,
+                ]
+                .concat(),
+            );
+            openssl(&["x509", "-req", "-in", &csr, "-signkey", &key, "-days", "1", "-out", &v1]);
+        }
+        let (key_a, message) = (f("a.key"), f("message"));
+        openssl(&[
+            "req",
+            "-x509",
+            "-key",
+            &key_a,
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-out",
+            &f("a-v3.pem"),
+        ]);
+        std::fs::write(&message, b"the handshake's transcript").unwrap();
+        openssl(&["dgst", "-sha256", "-sign", &key_a, "-out", &f("signature"), &message]);
+        let signature = std::fs::read(f("signature")).unwrap();
+        let (v1_a, v1_b, v3_a) = (der("a-v1.pem"), der("b-v1.pem"), der("a-v3.pem"));
+        std::fs::remove_dir_all(&dir).unwrap();
+
+        let refused = rustls::server::ParsedCertificate::try_from(&v1_a)
+            .err()
+            .expect("webpki parses v3 only");
+        assert!(is_v1(&refused), "{refused:?}");
+        let parsed_v3 = rustls::server::ParsedCertificate::try_from(&v3_a).unwrap();
+        assert_eq!(
+            key_of_unparsed(&v1_a).unwrap(),
+            parsed_v3.subject_public_key_info(),
+            "the key read by hand is the key webpki reads from the same key's v3 certificate"
+        );
+
+        let provider = crypto_provider(&TlsOptions::default());
+        let algorithms = &provider.signature_verification_algorithms;
+        let check = |cert: &CertificateDer<'_>, message: &[u8], scheme| {
+            tls12_signed_by(&key_of_unparsed(cert).unwrap(), message, scheme, &signature, algorithms)
+        };
+        let transcript = b"the handshake's transcript";
+        assert!(check(&v1_a, transcript, SignatureScheme::ECDSA_NISTP256_SHA256).is_ok());
+        assert!(
+            check(&v1_b, transcript, SignatureScheme::ECDSA_NISTP256_SHA256).is_err(),
+            "another key"
+        );
+        assert!(check(&v1_a, b"another transcript", SignatureScheme::ECDSA_NISTP256_SHA256).is_err());
+        assert!(
+            check(&v1_a, transcript, SignatureScheme::ED25519).is_err(),
+            "another scheme"
+        );
+        assert!(key_of_unparsed(&CertificateDer::from(vec![0x30, 0x03, 0x30, 0x01, 0x00])).is_err());
     }
 
     /// Node's host name fallback to the common name, for a certificate with no DNS name: as
