@@ -105,6 +105,91 @@ test.serial("an open connection that ends without a close frame is reported by i
   }
 })
 
+test.serial("a server's close frame, or a frame breaking the protocol, read before the server reset the connection is how it ended, as ws reports it: the socket's failure to write a pong or a reply after it is not", async (t) => {
+  // The close (or violation) waits for JS to take what came before it; a write that failed
+  // meanwhile ended the connection as ERR_SOCKET 1006, its code lost, and a ReconnectingWebSocket
+  // retried a 1008 its default policy stops on (found by fuzzing against ws).
+  const frames = {
+    close: Buffer.concat([Buffer.from([0x89, 0x00, 0x81, 0x02]), Buffer.from('m0'), Buffer.from([0x88, 0x08, 0x03, 0xf0]), Buffer.from('policy')]),
+    violation: Buffer.from([0x89, 0x00, 0x81, 0x02, 0x6d, 0x30, 0x83, 0x00]), // a ping, "m0", reserved opcode 3
+  }
+  for (const [what, bytes] of Object.entries(frames)) {
+    // One write, then an RST: every byte reached the client first.
+    const peer = await rawServer((socket) => acceptUpgrade(socket, (s) => {
+      s.on('error', () => {})
+      s.write(bytes, () => s.resetAndDestroy())
+    }))
+    t.teardown(() => peer.close())
+    const seen: Record<string, string[]> = {}
+    for (let run = 0; run < 3; run++) {
+      for (const [name, make] of [
+        ['ws', (url: string) => new WsWebSocket(url)],
+        ['redial-ws', (url: string) => new WebSocket(url)],
+      ] as const) {
+        const socket = make(peer.url) as unknown as { on: Function; send: Function }
+        const events: string[] = []
+        socket.on('message', (data: unknown) => {
+          events.push(`message ${data}`)
+          socket.send('ack', () => {}) // a reply, as applications answer
+        })
+        socket.on('error', (e: { code: string }) => events.push(`error ${name === 'ws' ? 'any' : e.code}`))
+        await new Promise<void>((resolve) =>
+          socket.on('close', (a: number | { code: number; reason: string }, b?: Buffer) => {
+            events.push(typeof a === 'number' ? `close ${a} ${b}` : `close ${a.code} ${a.reason}`)
+            resolve()
+          }),
+        )
+        ;(seen[name] ??= []).push(events.join(', '))
+      }
+    }
+    const expected = what === 'close' ? 'message m0, close 1008 policy' : 'message m0, error ERR_PROTOCOL, close 1006 '
+    t.deepEqual(seen['redial-ws'], [expected, expected, expected], what)
+    t.deepEqual(seen.ws, seen['redial-ws'].map((e) => e.replace('ERR_PROTOCOL', 'any')), what)
+    if (what === 'close') {
+      // The default policy stops on 1008: one connection, no retry.
+      const client = new ReconnectingWebSocket(peer.url, { minDelay: 1 })
+      client.on('message', () => client.send('ack'))
+      const r = new Recorder(client)
+      t.like(await r.next('close'), { code: 1008, reason: 'policy', willReconnect: false })
+      t.is((await r.next('giveup')).reason, 'policy')
+      t.is(client.metrics.connectAttempts, 1)
+    }
+  }
+  await until(() => clientStats().openConnections === 0 && clientStats().runningTasks === 0, 'nothing left running')
+})
+
+test.serial("a frame breaking the protocol in answer to the client's own close ends the connection as 1006, as ws reports it, not with a code no close frame carried", async (t) => {
+  // Our close frame (1000) had gone: the client's failure code (1002) was never sent, yet was
+  // reported, by a WebSocket too (docs/migrating.md: 1006 for a connection the client fails).
+  const peer = await rawServer((socket) => acceptUpgrade(socket, (s) => {
+    s.on('error', () => {})
+    s.on('data', (d: Buffer) => {
+      if ((d[0] & 0x0f) === 8) s.write(Buffer.from([0xa1, 0x01, 0x41])) // RSV2 set
+    })
+  }))
+  t.teardown(() => peer.close())
+  const seen: Record<string, string[]> = {}
+  for (const [name, make] of [
+    ['ws', (url: string) => new WsWebSocket(url)],
+    ['redial-ws', (url: string) => new WebSocket(url)],
+    ['ReconnectingWebSocket', (url: string) => new ReconnectingWebSocket(url)],
+  ] as const) {
+    const socket = make(peer.url) as unknown as { on: Function; close: Function }
+    const events: string[] = (seen[name] = [])
+    socket.on('open', () => socket.close(1000))
+    socket.on('error', () => events.push('error'))
+    await new Promise<void>((resolve) =>
+      socket.on('close', (a: number | { code: number; wasClean: boolean }) => {
+        events.push(typeof a === 'number' ? `close ${a}` : `close ${a.code}`)
+        resolve()
+      }),
+    )
+  }
+  t.deepEqual(seen.ws, ['error', 'close 1006'])
+  t.deepEqual(seen['redial-ws'], seen.ws)
+  t.deepEqual(seen.ReconnectingWebSocket, seen.ws)
+})
+
 test.serial('a library that makes a new socket after each close holds one connection at a time, and none once it stops', async (t) => {
   // As stompjs and graphql-ws do: onclose makes the next socket. The server drops each of the
   // first three connections; a ReconnectingWebSocket dropped by the library would reconnect

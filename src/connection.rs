@@ -407,6 +407,15 @@ struct Heartbeat {
     _gauge: Gauge<Heartbeats>,
 }
 
+/// A violation the client could not tell the peer about in a close frame (its own close frame
+/// went before, for another reason; a message is being framed in pieces; the socket failed): the
+/// connection ends abnormally, 1006 (RFC 6455 §7.1.5: no close frame received), as `ws` reports
+/// it, not with the code no frame carried.
+fn unsent_failure(e: WireError) -> Poll<IoEvent> {
+    let (error, _) = e.to_conn_error();
+    ended(1006, String::new(), false, Some(error))
+}
+
 fn ended(code: u16, reason: String, was_clean: bool, error: Option<ConnError>) -> Poll<IoEvent> {
     Poll::Ready(IoEvent::Ended(Ended {
         code,
@@ -923,7 +932,6 @@ impl OpenConn {
         let waiting = self.shared.read_gate.has_inflight_waking(cx) && held.deadline.as_mut().poll(cx).is_pending();
         // What JS sends in reply to those messages goes out first.
         if let Err(e) = self.poll_write(cx) {
-            self.held = None;
             return Some(self.ended_by(WireError::Io(e)));
         }
         if waiting {
@@ -1005,6 +1013,20 @@ impl OpenConn {
             let ours_written = self.close_written();
             return Poll::Ready(IoEvent::Ended(c.end(ours_written)));
         }
+        if let Some(held) = self.held.take() {
+            // The socket failed (a write of a pong or of a reply, the peer having reset the
+            // connection after its close) while the peer's close or a violation waited for JS to
+            // take what came before it: that is how the connection ended, as `ws` reports it (the
+            // peer's code, which the default policy may stop on; the violation), not the socket's
+            // failure after it.
+            return match held.end {
+                HeldEnd::Close(close) => {
+                    let (code, reason) = close.unwrap_or((1005, String::new()));
+                    ended(code, reason, false, None)
+                }
+                HeldEnd::Failed(e) => unsent_failure(e),
+            };
+        }
         let (error, code) = e.to_conn_error();
         ended(code, String::new(), false, Some(error))
     }
@@ -1015,8 +1037,11 @@ impl OpenConn {
         let (error, code) = e.to_conn_error();
         // Not behind the rest of a large message framed in pieces: that could take long.
         let mid_frame = self.out.as_ref().is_some_and(|o| o.in_pieces.is_some());
-        if self.closing.is_some() || self.sent_close || mid_frame || !self.claim_close() {
+        if self.closing.is_some() {
             return self.ended_by(e);
+        }
+        if self.sent_close || mid_frame || !self.claim_close() {
+            return unsent_failure(e);
         }
         frame::encode_close(code, &error.message, self.wbuf());
         self.closing = Some(Closing::new(code, HowClosing::Failed(error), close_timeout));
