@@ -158,6 +158,53 @@ test.serial("a server's close frame, or a frame breaking the protocol, read befo
   await until(() => clientStats().openConnections === 0 && clientStats().runningTasks === 0, 'nothing left running')
 })
 
+test.serial("what the open listeners send goes before the answer to a close frame read with the 101, as ws sends it: the server gets it all", async (t) => {
+  // The close was answered as soon as it was read, before JS had run its open listeners: what they
+  // sent was refused (ERR_NOT_SENT 'closed'), where ws writes it and a ws server delivers it.
+  const close1000 = Buffer.from([0x88, 0x02, 0x03, 0xe8])
+  const seen: Record<string, string[]> = {}
+  for (const [name, make] of [
+    ['ws', (url: string) => new WsWebSocket(url)],
+    ['redial-ws', (url: string) => new WebSocket(url)],
+    ['ReconnectingWebSocket', (url: string) => new ReconnectingWebSocket(url, { maxRetries: 0 })],
+  ] as const) {
+    // The server's close in the same write as its 101; then it reads what comes until our close.
+    const got = new Promise<string[]>((resolve) => {
+      const frames: string[] = []
+      void rawServer((socket) => acceptUpgrade(socket, (s) => {
+        let buf = Buffer.alloc(0)
+        s.on('data', (d: Buffer) => {
+          buf = Buffer.concat([buf, d])
+          while (buf.length >= 6 && buf.length >= 6 + (buf[1] & 0x7f)) {
+            const len = buf[1] & 0x7f
+            const payload = buf.subarray(6, 6 + len).map((b, i) => b ^ buf[2 + (i % 4)])
+            frames.push((buf[0] & 0x0f) === 8 ? `close ${payload.readUInt16BE(0)}` : `text ${payload.toString()}`)
+            buf = buf.subarray(6 + len)
+          }
+          if (frames.at(-1)?.startsWith('close')) {
+            s.end()
+            resolve(frames)
+          }
+        })
+      }, '', close1000)).then((peer) => {
+        t.teardown(() => peer.close())
+        const socket = make(peer.url) as unknown as { on: Function; send: Function }
+        const errors: string[] = (seen[name] = [])
+        socket.on('error', (e: Error) => errors.push(e.message))
+        socket.on('open', () => {
+          for (const m of ['foo', 'bar', 'baz']) socket.send(m, (err?: Error) => err && errors.push(`${m}: ${err.message}`))
+        })
+      })
+    })
+    seen[`${name} server`] = await got
+  }
+  t.deepEqual(seen['ws server'], ['text foo', 'text bar', 'text baz', 'close 1000'])
+  for (const name of ['redial-ws', 'ReconnectingWebSocket']) {
+    t.deepEqual(seen[`${name} server`], seen['ws server'], name)
+    t.deepEqual(seen[name], [], name)
+  }
+})
+
 test.serial("a frame breaking the protocol in answer to the client's own close ends the connection as 1006, as ws reports it, not with a code no close frame carried", async (t) => {
   // Our close frame (1000) had gone: the client's failure code (1002) was never sent, yet was
   // reported, by a WebSocket too (docs/migrating.md: 1006 for a connection the client fails).

@@ -48,6 +48,9 @@ struct Credit {
 fn credit(credits: &mut Credits, shared: &Arc<Shared>, event: &JsEvent) {
     if event.is_read() {
         credit_event(credits, shared, event.payload_len(), event.messages());
+    } else if let JsEvent::Open { .. } = event {
+        // Admitted by the driver as a message of no bytes (`Driver::attempt_done`).
+        credit_event(credits, shared, 0, 1);
     } else {
         credit_event(credits, shared, 0, 0);
     }

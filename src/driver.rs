@@ -447,6 +447,10 @@ impl Driver {
                     stats::inc(&self.shared.metrics.reconnects);
                 }
                 self.events.push(JsEvent::Upgrade(head));
+                // Held for JS like a message of no bytes (`delivery::credit`): a close frame read
+                // right after the 101 is answered once the `open` listeners have run, so what they
+                // send goes before our close, as with `ws` (which parses that frame after them).
+                self.shared.read_gate.admit(0);
                 self.events.push(JsEvent::Open { protocol, extensions });
                 self.input(Input::Opened);
             }
