@@ -177,7 +177,7 @@ test.serial("what the open listeners send goes before the answer to a close fram
           buf = Buffer.concat([buf, d])
           while (buf.length >= 6 && buf.length >= 6 + (buf[1] & 0x7f)) {
             const len = buf[1] & 0x7f
-            const payload = buf.subarray(6, 6 + len).map((b, i) => b ^ buf[2 + (i % 4)])
+            const payload = Buffer.from(buf.subarray(6, 6 + len).map((b, i) => b ^ buf[2 + (i % 4)]))
             frames.push((buf[0] & 0x0f) === 8 ? `close ${payload.readUInt16BE(0)}` : `text ${payload.toString()}`)
             buf = buf.subarray(6 + len)
           }
