@@ -482,7 +482,7 @@ fn public_key_info<'a>(cert: &'a CertificateDer<'_>) -> Option<&'a [u8]> {
         rest = fields.0;
         field = fields.next()?;
     }
-    // serialNumber, signature, issuer, validity, subject: then the key.
+    // After the serialNumber: signature, issuer, validity, subject, and the key.
     for _ in 0..5 {
         rest = fields.0;
         field = fields.next()?;
