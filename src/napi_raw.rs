@@ -149,31 +149,36 @@ impl ArrayOf {
 /// array literal does: a setter some code put on `Array.prototype` or `Object.prototype` for an
 /// index does not intercept it (`napi_set_element` would call it).
 pub fn array<'e>(env: &'e Env, values: &[Value<'_>]) -> Result<Value<'e>> {
-    use sys::PropertyAttributes::{configurable, enumerable, writable};
     let mut array = ptr::null_mut();
     // SAFETY: live `env`; `array` is a valid out pointer.
     check_status!(unsafe { sys::napi_create_array_with_length(env.raw(), values.len(), &mut array) })?;
     let names = (0..values.len())
         .map(|i| CString::new(i.to_string()).map_err(|e| Error::from_reason(e.to_string())))
         .collect::<Result<Vec<_>>>()?;
-    let properties: Vec<sys::napi_property_descriptor> = names
+    let properties: Vec<_> = names
         .iter()
         .zip(values)
-        .map(|(name, v)| sys::napi_property_descriptor {
-            utf8name: name.as_ptr(),
-            name: ptr::null_mut(),
-            method: None,
-            getter: None,
-            setter: None,
-            value: v.0,
-            attributes: writable | enumerable | configurable,
-            data: ptr::null_mut(),
-        })
+        .map(|(name, v)| data_property(name, *v))
         .collect();
     // SAFETY: `array` and each value are handles of this call; each name is NUL-terminated and
     // lives (in `names`) until the call returns; `properties.len()` descriptors, read during it.
     check_status!(unsafe { sys::napi_define_properties(env.raw(), array, properties.len(), properties.as_ptr()) })?;
     Ok(Value(array, PhantomData))
+}
+
+/// A writable, enumerable, configurable data property `name: v`, as a literal defines one.
+fn data_property(name: &CStr, v: Value<'_>) -> sys::napi_property_descriptor {
+    use sys::PropertyAttributes::{configurable, enumerable, writable};
+    sys::napi_property_descriptor {
+        utf8name: name.as_ptr(),
+        name: ptr::null_mut(),
+        method: None,
+        getter: None,
+        setter: None,
+        value: v.0,
+        attributes: writable | enumerable | configurable,
+        data: ptr::null_mut(),
+    }
 }
 
 /// A plain JS object under construction.
@@ -201,17 +206,7 @@ impl<'e> Obj<'e> {
     /// Defines an own data property, as an object literal does: a setter some code put on
     /// `Object.prototype` does not intercept it.
     pub fn set_value(&mut self, key: &CStr, v: Value<'_>) -> Result<()> {
-        use sys::PropertyAttributes::{configurable, enumerable, writable};
-        let property = sys::napi_property_descriptor {
-            utf8name: key.as_ptr(),
-            name: ptr::null_mut(),
-            method: None,
-            getter: None,
-            setter: None,
-            value: v.0,
-            attributes: writable | enumerable | configurable,
-            data: ptr::null_mut(),
-        };
+        let property = data_property(key, v);
         // SAFETY: `self.value` and `v` are handles of this call; `key` is NUL-terminated; one
         // descriptor, read during the call.
         check_status!(unsafe { sys::napi_define_properties(self.env.raw(), self.value.0, 1, &property) })
