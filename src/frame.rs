@@ -95,7 +95,7 @@ impl WireError {
                 ),
                 1006,
             ),
-            WireError::Io(e) => (ConnError::new(errors::ERR_SOCKET, e.to_string()), 1006),
+            WireError::Io(e) => (ConnError::new(errors::ERR_SOCKET, io_failure_words(e)), 1006),
             WireError::Protocol(m) => (ConnError::new(errors::ERR_PROTOCOL, m.clone()), 1002),
             WireError::Corrupt(m) => (ConnError::new(errors::ERR_PROTOCOL, m.clone()), 1007),
             WireError::Utf8(what) => (
@@ -347,6 +347,22 @@ pub fn text_message(data: Bytes, limits: &Limits) -> Result<Utf8Bytes, WireError
     }
     // A clone of `Bytes` is a reference count: valid text is still not copied.
     Ok(Utf8Bytes::try_from(data.clone()).unwrap_or_else(|_| String::from_utf8_lossy(&data).into_owned().into()))
+}
+
+/// An open connection's I/O failure in words that say what failed: a `wss:` connection's TLS
+/// session (rustls names only what it found), or the socket (the system's words, in which
+/// lib/errors.js finds the error for `err.cause`).
+fn io_failure_words(e: &io::Error) -> String {
+    let Some(tls) = e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) else {
+        return e.to_string();
+    };
+    let hint = match tls {
+        rustls::Error::AlertReceived(rustls::AlertDescription::HandshakeFailure) => {
+            " (after the handshake, a TLS 1.2 server that asked to renegotiate, which rustls refuses, ends so)"
+        }
+        _ => "",
+    };
+    format!("the TLS session failed: {tls}{hint}")
 }
 
 impl Decoder {

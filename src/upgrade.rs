@@ -48,7 +48,16 @@ pub async fn handshake(
     // The connection was made: its failure now is the upgrade's, as the server's TCP close is
     // (lib/errors.js finds the system's error in these words, for `err.cause`).
     let io_err = |e: std::io::Error| {
-        tls::tls_failure(e).unwrap_or_else(|e| ConnError::new(errors::ERR_HANDSHAKE, format!("{UPGRADE_IO_FAILED}{e}")))
+        tls::tls_failure(e).unwrap_or_else(|e| {
+            if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                // rustls's words for a TCP close without close_notify end in a link to its manual.
+                return ConnError::new(
+                    errors::ERR_HANDSHAKE,
+                    "the server closed the connection during the upgrade (without a TLS close_notify)",
+                );
+            }
+            ConnError::new(errors::ERR_HANDSHAKE, format!("{UPGRADE_IO_FAILED}{e}"))
+        })
     };
     transport.write_all(&request).await.map_err(io_err)?;
     transport.flush().await.map_err(io_err)?;

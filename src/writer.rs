@@ -54,6 +54,9 @@ struct WriterInner {
     written_in_turn: Option<u64>,
     /// The TLS session of a `wss:` connection.
     tls: Option<Box<ClientConnection>>,
+    /// The session failed opening a record (`read_tls`): once the plaintext of the records before
+    /// it is taken, reads return its error.
+    tls_failed: bool,
     /// Plaintext bytes of the fast path's frames sealed into the session whose records may not
     /// all be written yet (counted in `bufferedAmount` while records wait).
     js_sealed: usize,
@@ -220,6 +223,7 @@ impl Writer {
                 pending: Vec::new(),
                 corked: false,
                 blocked: false,
+                tls_failed: false,
                 held: None,
                 close: CloseBy::None,
                 written_in_turn: None,
@@ -538,6 +542,14 @@ impl Writer {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => return Poll::Ready(Err(e)),
             }
+            if inner.tls_failed {
+                // rustls gives the same error again, doing no new work.
+                let e = tls
+                    .process_new_packets()
+                    .err()
+                    .unwrap_or(rustls::Error::General("the TLS session failed".into()));
+                return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, e)));
+            }
             if taken >= RECORDS_TURN {
                 // Nothing whole is left in the session: the rest is on the socket.
                 source.give_way();
@@ -558,8 +570,11 @@ impl Writer {
                 }
                 self.waker.wake();
             }
-            if let Err(e) = processed {
-                return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, e)));
+            if processed.is_err() {
+                // The records opened before the one that failed (a bad MAC, the peer's fatal
+                // alert) may hold plaintext: a message, the peer's close frame. It is read first,
+                // as OpenSSL gives it, and the error once it is taken (above).
+                inner.tls_failed = true;
             }
         }
     }
