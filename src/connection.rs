@@ -240,8 +240,9 @@ impl Closing {
                 error: None,
                 error_reported: false,
             },
+            // The failure's code only if our close frame carried it: else 1006, as `unsent_failure`.
             HowClosing::Failed(error) => Ended {
-                code: self.code,
+                code: if ours_written { self.code } else { 1006 },
                 reason: String::new(),
                 was_clean: false,
                 error: Some(error),

@@ -734,7 +734,7 @@ impl Decoder {
                     text: h.opcode == OP_TEXT,
                     compressed: h.rsv1,
                     fragments: 1,
-                    data: payload.into_bytes().into(),
+                    data: payload.into_vec(),
                 }));
                 return Ok(None);
             }

@@ -28,6 +28,15 @@ impl Payload {
         Payload::Pooled(recycle::pooled(v))
     }
 
+    /// As a vector, for the first fragment of a message whose next ones are appended to it: a
+    /// pooled buffer leaves the pool without a copy.
+    pub fn into_vec(self) -> Vec<u8> {
+        match self {
+            Payload::Pooled(p) => p.into_vec(),
+            Payload::Owned(b) => b.into(),
+        }
+    }
+
     /// As shared, immutable bytes, for a frame that is not a binary message (text, a control
     /// frame, a compressed message): no copy.
     pub fn into_bytes(self) -> Bytes {
@@ -115,5 +124,14 @@ mod tests {
         assert_eq!(p.as_ptr(), at);
         let b = p.into_bytes();
         assert_eq!((b.as_ptr(), b.len()), (at, 20_000));
+        let mut v = recycle::take(20_000);
+        v.extend_from_slice(&[6; 20_000]);
+        let at = v.as_ptr();
+        let v = Payload::pooled(v).into_vec();
+        assert_eq!(
+            (v.as_ptr(), v.len()),
+            (at, 20_000),
+            "a first fragment's buffer, taken whole"
+        );
     }
 }

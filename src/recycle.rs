@@ -203,6 +203,14 @@ pub struct Pooled {
     pool: &'static Pool,
 }
 
+impl Pooled {
+    /// The buffer, out of the pool for good (a fragmented message's first piece, which the rest
+    /// are appended to).
+    pub fn into_vec(mut self) -> Vec<u8> {
+        std::mem::take(&mut self.v)
+    }
+}
+
 impl AsRef<[u8]> for Pooled {
     fn as_ref(&self) -> &[u8] {
         &self.v

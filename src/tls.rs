@@ -400,7 +400,7 @@ impl ServerCertVerifier for CertCheck {
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
         let algorithms = &self.provider.signature_verification_algorithms;
         match rustls::crypto::verify_tls12_signature(message, cert, dss, algorithms) {
-            Err(e) if self.roots.is_none() && is_v1(&e) => tls12_signed_by(
+            Err(_) if self.roots.is_none() => tls12_signed_by(
                 &key_of_unparsed(cert)?,
                 message,
                 dss.scheme,
@@ -419,7 +419,7 @@ impl ServerCertVerifier for CertCheck {
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
         let algorithms = &self.provider.signature_verification_algorithms;
         match rustls::crypto::verify_tls13_signature(message, cert, dss, algorithms) {
-            Err(e) if self.roots.is_none() && is_v1(&e) => {
+            Err(_) if self.roots.is_none() => {
                 rustls::crypto::verify_tls13_signature_with_raw_key(message, &key_of_unparsed(cert)?, dss, algorithms)
             }
             checked => checked,
@@ -432,9 +432,10 @@ impl ServerCertVerifier for CertCheck {
 }
 
 /// The public key of a certificate webpki cannot parse: an X.509 v1 certificate (no extensions:
-/// what `openssl x509 -req` without `-extfile` makes, and OpenSSL accepts). Used only when nothing
-/// is verified (`rejectUnauthorized: false`), as Node takes such a certificate then: the
-/// handshake's signature is still checked with it (a server must hold the key to sign).
+/// what `openssl x509 -req` without `-extfile` makes), a critical extension it does not know...
+/// OpenSSL takes them. Read only when nothing is verified (`rejectUnauthorized: false`) and
+/// webpki's check failed, as Node takes any certificate then: the handshake's signature is still
+/// checked with its key (a server must hold the key to sign).
 fn key_of_unparsed(cert: &CertificateDer<'_>) -> Result<SubjectPublicKeyInfoDer<'static>, rustls::Error> {
     public_key_info(cert)
         .map(|spki| SubjectPublicKeyInfoDer::from(spki.to_vec()))
@@ -442,8 +443,9 @@ fn key_of_unparsed(cert: &CertificateDer<'_>) -> Result<SubjectPublicKeyInfoDer<
 }
 
 /// A TLS 1.2 handshake signature checked with `spki`, as `rustls::crypto::verify_tls12_signature`
-/// checks it with a certificate's key: its scheme may name several algorithms, tried in turn.
-/// (TLS 1.3's has rustls's `verify_tls13_signature_with_raw_key`.)
+/// checks it with a certificate's key: its scheme may name several algorithms, tried in turn (a
+/// scheme of no known algorithm has none in the mapping). TLS 1.3's has rustls's
+/// `verify_tls13_signature_with_raw_key`.
 fn tls12_signed_by(
     spki: &SubjectPublicKeyInfoDer<'_>,
     message: &[u8],
