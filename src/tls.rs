@@ -918,17 +918,25 @@ mod tests {
         assert!(!is_ca_as_server(&expired), "{expired:?}");
     }
 
+    /// A directory of this process's own for a test's files (the test removes it).
+    fn scratch_dir(tag: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("redial-ws-tls-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// Runs the openssl command line, which must succeed.
+    fn openssl(args: &[&str]) {
+        let made = std::process::Command::new("openssl").args(args).output().unwrap();
+        assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    }
+
     /// An X.509 v1 certificate (webpki refuses it): its key is read by hand, and a TLS 1.2
     /// signature is checked with it as rustls checks one with a parsed certificate's.
     #[test]
     fn an_x509_v1_certificates_key_checks_the_handshakes_signature() {
-        let dir = std::env::temp_dir().join(format!("redial-ws-tls-v1-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = scratch_dir("v1");
         let f = |name: &str| dir.join(name).to_str().unwrap().to_string();
-        let openssl = |args: &[&str]| {
-            let made = std::process::Command::new("openssl").args(args).output().unwrap();
-            assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
-        };
         let new_key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
         let der = |name: &str| CertificateDer::from_pem_slice(std::fs::read(f(name)).unwrap().as_slice()).unwrap();
         for k in ["a", "b"] {
@@ -999,13 +1007,8 @@ mod tests {
     /// OpenSSL and Node accept them, and no further.
     #[test]
     fn a_certificate_with_no_dns_name_is_matched_by_its_common_name() {
-        let dir = std::env::temp_dir().join(format!("redial-ws-tls-cn-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = scratch_dir("cn");
         let f = |name: &str| dir.join(name).to_str().unwrap().to_string();
-        let openssl = |args: &[&str]| {
-            let made = std::process::Command::new("openssl").args(args).output().unwrap();
-            assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
-        };
         let new_key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
         for ca in ["ca", "other"] {
             let (key, pem, subj) = (
