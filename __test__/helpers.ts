@@ -176,6 +176,38 @@ export function acceptUpgrade(socket: net.Socket, then: (socket: net.Socket) => 
   socket.on('data', onData)
 }
 
+/**
+ * Calls `onFrame` with each frame the client sends (opcode, unmasked payload), from the bytes after
+ * its upgrade request.
+ */
+export function clientFrames(socket: net.Socket, onFrame: (opcode: number, payload: Buffer) => void): void {
+  let buf: Buffer = Buffer.alloc(0)
+  socket.on('data', (d: Buffer) => {
+    buf = buf.length ? Buffer.concat([buf, d]) : d
+    for (;;) {
+      if (buf.length < 2) return
+      let len = buf[1] & 0x7f
+      let off = 2
+      if (len === 126) {
+        if (buf.length < 4) return
+        len = buf.readUInt16BE(2)
+        off = 4
+      } else if (len === 127) {
+        if (buf.length < 10) return
+        len = Number(buf.readBigUInt64BE(2))
+        off = 10
+      }
+      const masked = (buf[1] & 0x80) !== 0
+      const start = off + (masked ? 4 : 0)
+      if (buf.length < start + len) return
+      const payload = Buffer.from(buf.subarray(start, start + len))
+      if (masked) for (let i = 0; i < len; i++) payload[i] ^= buf[off + (i & 3)]
+      onFrame(buf[0] & 0x0f, payload)
+      buf = buf.subarray(start + len)
+    }
+  })
+}
+
 /** The first port the system hands out for `listen(0)` (Linux's ip_local_port_range; its default elsewhere). */
 function firstEphemeralPort(): number {
   try {

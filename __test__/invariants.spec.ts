@@ -9,7 +9,7 @@ import { setImmediate as tick, setTimeout as delay } from 'node:timers/promises'
 import test from 'ava'
 
 import { ReconnectingWebSocket, clientStats } from '../index.js'
-import { Recorder, acceptUpgrade, collectUntil, forceGc, quiescent, rawServer, refusedPort, until, wsServer } from './helpers.js'
+import { Recorder, acceptUpgrade, clientFrames, collectUntil, forceGc, quiescent, rawServer, refusedPort, until, wsServer } from './helpers.js'
 
 const native = createRequire(import.meta.url)('../lib/native.js') as { testingStallDriverExit(ms: number): void }
 
@@ -318,17 +318,9 @@ test.serial('reconnect() keeps the queue: a message sent during its close handsh
     acceptUpgrade(socket, (sock) => {
       const mine: string[] = []
       texts.push(mine)
-      let buf = Buffer.alloc(0)
-      sock.on('data', (d: Buffer) => {
-        buf = Buffer.concat([buf, d])
-        // The client's frames: short (under 126 bytes), masked.
-        while (buf.length >= 6 && buf.length >= 6 + (buf[1] & 0x7f)) {
-          const len = buf[1] & 0x7f
-          const payload = Buffer.from(buf.subarray(6, 6 + len).map((b, i) => b ^ buf[2 + (i % 4)]))
-          if ((buf[0] & 0x0f) === 1) mine.push(payload.toString())
-          if ((buf[0] & 0x0f) === 8) closes.push(() => sock.end(Buffer.from([0x88, 0x02, 0x03, 0xe8])))
-          buf = buf.subarray(6 + len)
-        }
+      clientFrames(sock, (opcode, payload) => {
+        if (opcode === 1) mine.push(payload.toString())
+        if (opcode === 8) closes.push(() => sock.end(Buffer.from([0x88, 0x02, 0x03, 0xe8])))
       })
     }),
   )

@@ -6,7 +6,7 @@ import test from 'ava'
 import { WebSocket as WsWebSocket } from 'ws'
 
 import { ReconnectingWebSocket, WebSocket, clientStats, createWebSocketStream } from '../index.js'
-import { Recorder, acceptUpgrade, rawServer, refusedPort, until, wsServer } from './helpers.js'
+import { Recorder, acceptUpgrade, clientFrames, rawServer, refusedPort, until, wsServer } from './helpers.js'
 
 /** What a WHATWG consumer sees of a socket that cannot connect: the events, readyState in each. */
 async function failedConnection(make: (url: string) => { readyState: number; addEventListener: Function }) {
@@ -185,16 +185,9 @@ test.serial("what the open listeners send goes before the answer to a close fram
     const got = new Promise<string[]>((resolve) => {
       const frames: string[] = []
       void rawServer((socket) => acceptUpgrade(socket, (s) => {
-        let buf = Buffer.alloc(0)
-        s.on('data', (d: Buffer) => {
-          buf = Buffer.concat([buf, d])
-          while (buf.length >= 6 && buf.length >= 6 + (buf[1] & 0x7f)) {
-            const len = buf[1] & 0x7f
-            const payload = Buffer.from(buf.subarray(6, 6 + len).map((b, i) => b ^ buf[2 + (i % 4)]))
-            frames.push((buf[0] & 0x0f) === 8 ? `close ${payload.readUInt16BE(0)}` : `text ${payload.toString()}`)
-            buf = buf.subarray(6 + len)
-          }
-          if (frames.at(-1)?.startsWith('close')) {
+        clientFrames(s, (opcode, payload) => {
+          frames.push(opcode === 8 ? `close ${payload.readUInt16BE(0)}` : `text ${payload.toString()}`)
+          if (opcode === 8) {
             s.end()
             resolve(frames)
           }

@@ -481,4 +481,22 @@ mod tests {
         settle(credits);
         assert!(!a.read_gate.has_inflight() && !b.read_gate.has_inflight());
     }
+
+    /// The driver admits an open to the read gate (a close read after it waits for JS to have
+    /// run the open listeners): its dispatch gives it back.
+    #[test]
+    fn an_open_is_credited_as_the_driver_admitted_it() {
+        let a = Arc::new(Shared::new(1, false));
+        a.read_gate.events_queued(1);
+        a.read_gate.admit(0);
+        assert!(a.read_gate.has_inflight());
+        let mut credits = Vec::new();
+        let open = JsEvent::Open {
+            protocol: None,
+            extensions: None,
+        };
+        credit(&mut credits, &a, &open);
+        settle(credits);
+        assert!(!a.read_gate.has_inflight());
+    }
 }
