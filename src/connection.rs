@@ -33,6 +33,7 @@ use crate::reader::{self, SharedReader};
 use crate::recycle;
 use crate::shared::Shared;
 use crate::stats::{self, Gauge, Heartbeats, IoBuffers, OpenConnections};
+use crate::testing::{self, Probe};
 use crate::tls::TlsOptions;
 use crate::transport::{Dial, Transport};
 use crate::upgrade::Opened;
@@ -112,8 +113,6 @@ pub struct Sending {
 pub struct OpenConn {
     transport: Transport,
     input: Input,
-    /// Shared with the JS thread's send fast path.
-    writer: Arc<Writer>,
     out_rx: Arc<SendQueue>,
     /// What is framed and not yet written; `None` whenever everything is written.
     out: Option<Box<Outgoing>>,
@@ -132,6 +131,8 @@ pub struct OpenConn {
     closing: Option<Box<Closing>>,
     /// The peer's close frame or a violation, held back while JS takes the messages read before it.
     held: Option<Box<Held>>,
+    /// A write failed: what the peer sent before is still read.
+    broken: Option<Box<Broken>>,
     /// Boxed, like the close state: the connection lives inline in its client's task.
     heartbeat: Option<Box<Heartbeat>>,
     /// With permessage-deflate: inflates what the server compressed.
@@ -269,6 +270,17 @@ struct Held {
     end: HeldEnd,
     deadline: Pin<Box<Sleep>>,
     close_timeout: Duration,
+}
+
+/// A write failed while the connection was open (the peer reset it, typically while a pong or a
+/// reply was on its way): nothing more is written, and what the peer sent before the failure is
+/// still read and delivered, as `ws` parses everything it had read. A close frame or a violation
+/// among it is how the connection ended (`ended_by`); else the write's failure is. Reading stops
+/// once the socket holds nothing more (after a reset, its end comes after its data), or JS took
+/// `close_timeout` to make room for it (a paused client, a busy thread).
+struct Broken {
+    error: std::io::Error,
+    deadline: Pin<Box<Sleep>>,
 }
 
 enum HeldEnd {
@@ -449,10 +461,9 @@ impl OpenConn {
             })
         });
         let mut transport = opened.transport;
-        let writer = transport.writer();
         let sending = Sending {
             tx,
-            writer: writer.clone(),
+            writer: transport.writer(),
         };
         // The JS thread may read an uncompressed connection (through its TLS session for `wss:`);
         // a compressed one is always inflated here.
@@ -474,7 +485,6 @@ impl OpenConn {
         let conn = OpenConn {
             transport,
             input,
-            writer,
             out_rx,
             out: None,
             needs_flush: false,
@@ -485,6 +495,7 @@ impl OpenConn {
             write_yielded: false,
             closing: None,
             held: None,
+            broken: None,
             heartbeat,
             inflater: negotiated.map(|n| Box::new(Decompressor::new(&n))),
             shared,
@@ -497,7 +508,7 @@ impl OpenConn {
     /// Queues our close frame behind everything already sent. The caller has
     /// closed `out_rx`, so it ends once drained.
     pub fn begin_close(&mut self, code: u16, reason: String) {
-        if self.writer.closed_by_js() {
+        if self.transport.write_side().closed_by_js() {
             // Written on the JS thread already (`Outbox::write_close_now`).
             self.sent_close = true;
         } else {
@@ -509,7 +520,7 @@ impl OpenConn {
     /// then knows that one is on its way, and the JS thread writes none). Either way, ours is sent.
     fn claim_close(&mut self) -> bool {
         self.sent_close = true;
-        self.writer.driver_closes()
+        self.transport.write_side().driver_closes()
     }
 
     /// `terminate()`: what `send()` handed this connection goes out as far as the socket takes it
@@ -629,11 +640,19 @@ impl OpenConn {
         if self.closing.is_some() {
             return self.poll_closing(cx);
         }
-        self.heartbeat_tick(cx);
-        if let Err(e) = self.poll_write(cx) {
-            return self.ended_by(WireError::Io(e));
+        if self.broken.is_none() {
+            self.heartbeat_tick(cx);
+            if let Err(e) = self.poll_write(cx) {
+                self.break_off(e, cfg.close_timeout);
+            } else {
+                self.note_ping_out(cx);
+            }
         }
-        self.note_ping_out(cx);
+        if let Some(b) = self.broken.as_mut() {
+            if b.deadline.as_mut().poll(cx).is_ready() {
+                return self.ended_by(WireError::Eof);
+            }
+        }
         let mut n = 0;
         // A large compressed message is inflated over several polls: this one gave way to other tasks.
         let mut yielded = false;
@@ -787,6 +806,18 @@ impl OpenConn {
                     break;
                 }
                 Poll::Pending => {
+                    if self.broken.is_some() {
+                        // Nothing more came before the failure (the JS thread may still read it).
+                        let found_empty = match (&self.input, shared_state.as_ref()) {
+                            (Input::Own(_), _) => true,
+                            (Input::Shared(_), Some(st)) => st.found_empty(),
+                            (Input::Shared(_), None) => true,
+                        };
+                        if found_empty {
+                            return self.ended_by(WireError::Eof);
+                        }
+                        break;
+                    }
                     // The socket is empty: offer it to the JS thread, unless closing or streaming.
                     let closing =
                         self.held.is_some() || self.closing.is_some() || self.sent_close || self.close_frame.is_some();
@@ -810,18 +841,23 @@ impl OpenConn {
         }
         drop(shared_state);
         drop(read);
-        if self.out.is_some() {
+        if self.out.is_some() && self.broken.is_none() {
             // Pongs and the close reply.
-            if let Err(e) = self.poll_write(cx) {
-                return self.ended_by(WireError::Io(e));
+            match self.poll_write(cx) {
+                Err(e) if self.held.is_some() => return self.ended_by(WireError::Io(e)),
+                Err(e) => {
+                    self.break_off(e, cfg.close_timeout);
+                    // What is left to read is read on the next poll.
+                    cx.waker().wake_by_ref();
+                }
+                Ok(()) => self.note_ping_out(cx),
             }
-            self.note_ping_out(cx);
         }
         if (n > 0 || self.held.is_some()) && !yielded {
             return Poll::Ready(IoEvent::Progress);
         }
         // While a message is inflated, nothing after it is read: its pong may be among that.
-        if !yielded {
+        if !yielded && self.broken.is_none() {
             if let Some(end) = self.pong_verdict(cx) {
                 return end;
             }
@@ -843,7 +879,7 @@ impl OpenConn {
         hb.ping_due = true;
         if hb.pong_deadline.is_none() {
             hb.pong_deadline = Some(Box::pin(tokio::time::sleep(hb.pong_timeout)));
-            hb.took_at_arm = self.writer.socket_took();
+            hb.took_at_arm = self.transport.write_side().socket_took();
             hb.read_at_arm = read_progress(&self.input);
             hb.ping_behind = true;
             if let Input::Shared(r) = &self.input {
@@ -868,8 +904,8 @@ impl OpenConn {
         // Still writing, and the socket took more of it since the deadline was armed: the peer is
         // reading (a dead one stops taking bytes once the socket's buffer is full). Its pong is
         // behind what it reads, or our ping behind what we write.
-        let writing = hb.ping_due || self.out.is_some() || self.writer.has_pending();
-        let took = self.writer.socket_took();
+        let writing = hb.ping_due || self.out.is_some() || self.transport.write_side().has_pending();
+        let took = self.transport.write_side().socket_took();
         let read = read_progress(&self.input);
         if writing && took != hb.took_at_arm {
             hb.took_at_arm = took;
@@ -899,7 +935,7 @@ impl OpenConn {
         let Some(hb) = self.heartbeat.as_mut().filter(|h| h.ping_behind && !h.ping_due) else {
             return;
         };
-        if self.out.is_some() || (hb.pong_deadline.is_some() && self.writer.has_pending()) {
+        if self.out.is_some() || (hb.pong_deadline.is_some() && self.transport.write_side().has_pending()) {
             return;
         }
         hb.ping_behind = false;
@@ -978,7 +1014,7 @@ impl OpenConn {
             .out
             .as_ref()
             .is_none_or(|o| o.unwritten() == 0 && o.in_pieces.is_none());
-        framed && !self.writer.has_pending()
+        framed && !self.transport.write_side().has_pending()
     }
 
     /// Once both close frames are exchanged, or we failed the connection, and ours is written, our
@@ -994,7 +1030,7 @@ impl OpenConn {
             if written && !c.ended_ours {
                 // Under TLS, a close_notify the socket did not take all of is flushed by
                 // `poll_write`, and the FIN follows on the next poll.
-                c.ended_ours = self.writer.end_now();
+                c.ended_ours = self.transport.write_side().end_now();
             }
         }
     }
@@ -1006,8 +1042,22 @@ impl OpenConn {
         Some(self.closing.take()?.end(ours_written))
     }
 
-    /// The socket failed or the peer went away (`Eof`, `Io`).
+    /// A write failed with `error`: see `Broken`.
+    fn break_off(&mut self, error: std::io::Error, close_timeout: Duration) {
+        testing::count(Probe::FailedWrites, 1);
+        self.broken = Some(Box::new(Broken {
+            error,
+            deadline: Box::pin(tokio::time::sleep(close_timeout)),
+        }));
+    }
+
+    /// The socket failed or the peer went away (`Eof`, `Io`). After a failed write (`Broken`), that
+    /// failure is the cause: the socket's end read after it is its echo.
     fn ended_by(&mut self, e: WireError) -> Poll<IoEvent> {
+        let e = match self.broken.take() {
+            Some(b) => WireError::Io(b.error),
+            None => e,
+        };
         if let Some(c) = self.closing.take() {
             // The peer closed (or we failed the connection) and the socket failed: with our close
             // frame taken by the socket before, the close was clean.
@@ -1103,10 +1153,14 @@ impl OpenConn {
 
     /// Frames what is due (heartbeat ping, queued messages, then our close frame) and writes it.
     fn poll_write(&mut self, cx: &mut Context<'_>) -> std::io::Result<()> {
+        if self.broken.is_some() {
+            // A write failed before: nothing more goes (the failure is kept in `broken`).
+            return Err(std::io::ErrorKind::BrokenPipe.into());
+        }
         // The fast path (or a read, under TLS) may have left bytes the socket did not take: flush
         // them when writable.
-        self.writer.waker.register(cx.waker());
-        if self.writer.has_pending() {
+        self.transport.write_side().waker.register(cx.waker());
+        if self.transport.write_side().has_pending() {
             self.needs_flush = true;
         }
         let written = self.write_out(cx);

@@ -226,6 +226,14 @@ pub fn testing_lookups() -> f64 {
     testing::probe(testing::Probe::Lookups) as f64
 }
 
+/// Writes that failed while a connection was open since the process started (tests wait for one
+/// before they let the client read). Not part of the API.
+#[cfg(feature = "testing")]
+#[napi]
+pub fn testing_failed_writes() -> f64 {
+    testing::probe(testing::Probe::FailedWrites) as f64
+}
+
 /// Questions to clients' `lookup` and `checkServerIdentity` functions not yet answered nor
 /// abandoned. Not part of the API.
 #[cfg(feature = "testing")]

@@ -152,10 +152,12 @@ pub enum Probe {
     Rings,
     /// Host name lookup threads started.
     Lookups,
+    /// Writes that failed while a connection was open (reading went on: `connection::Broken`).
+    FailedWrites,
 }
 
 #[cfg(any(test, feature = "testing"))]
-static PROBES: [std::sync::atomic::AtomicU64; 8] = [const { std::sync::atomic::AtomicU64::new(0) }; 8];
+static PROBES: [std::sync::atomic::AtomicU64; 9] = [const { std::sync::atomic::AtomicU64::new(0) }; 9];
 
 /// Counts `n` more of `probe`.
 #[inline]

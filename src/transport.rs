@@ -78,6 +78,12 @@ impl Transport {
     pub fn writer(&self) -> Arc<Writer> {
         self.writer.clone()
     }
+
+    /// The writer, for the connection's own calls (it keeps no handle of its own: the task that
+    /// drives it stays in tokio's smaller cell).
+    pub fn write_side(&self) -> &Writer {
+        &self.writer
+    }
 }
 
 impl AsyncRead for Transport {
