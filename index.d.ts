@@ -174,7 +174,8 @@ export type LookupFunction = (
  * `cause`) once the messages received before it are read (the callbacks of its failed writes wait until
  * then too). Made before the first `connect()` (`startClosed`), it waits for it; made on a
  * client that gave up or was disconnected, its first read ends it unless `connect()` came first. Ending it
- * disconnects the client, destroying it terminates the client. While it is being read, or a write waits for
+ * disconnects the client (while the client connects or waits to reconnect, once it has opened, as a write
+ * waits: a giveup first fails the stream), destroying it terminates the client. While it is being read, or a write waits for
  * the next open, it keeps the client alive, also between connections.
  */
 export declare function createWebSocketStream(
@@ -833,6 +834,8 @@ export declare class WebSocket<B extends BinaryType = 'nodebuffer'> extends Reco
     options?: Omit<WebSocketOptions<B>, 'protocols'>,
   )
   constructor(url: string | URL | Provider<string | URL>, options?: WebSocketOptions<B>)
+  /** `createWebSocketStream`, where `ws` has it too. */
+  static createWebSocketStream: typeof createWebSocketStream
 }
 
 

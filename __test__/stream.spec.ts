@@ -7,7 +7,7 @@ import { Readable, type Duplex } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import test, { type ExecutionContext } from 'ava'
 
-import { ReconnectingWebSocket, clientStats, createWebSocketStream } from '../index.js'
+import { ReconnectingWebSocket, WebSocket, clientStats, createWebSocketStream } from '../index.js'
 import { rawServer, refusedPort, sendThenEnd, serverChild, steady, until, upgradeServer, wsServer } from './helpers.js'
 
 function released(t: ExecutionContext) {
@@ -144,6 +144,37 @@ test.serial('a client that gives up fails the stream with ERR_GAVE_UP, its last 
   await client.disconnect()
   released(t)
   t.throws(() => createWebSocketStream({} as never), { code: 'ERR_INVALID_ARG_TYPE' } as object)
+})
+
+test.serial("end() while the client connects waits for the connection, as ws's stream waits for a connecting socket: opened, it is closed (the server saw it); never reached, the stream fails; WebSocket.createWebSocketStream is the same function", async (t) => {
+  t.is(WebSocket.createWebSocketStream, createWebSocketStream)
+  const closes: number[] = []
+  const peer = await wsServer((s) => s.on('close', (code) => closes.push(code)))
+  t.teardown(() => peer.close())
+  const reached = createWebSocketStream(new WebSocket(peer.url))
+  reached.resume()
+  reached.end()
+  await once(reached, 'finish')
+  t.is(peer.accepted, 1)
+  await until(() => closes.length === 1, 'the server saw the close')
+  t.deepEqual(closes, [1000])
+  // A server never reached, and nothing written: the stream fails all the same (it used to finish
+  // cleanly, the client disconnected before its connection could fail). A ReconnectingWebSocket's
+  // end() waits through its reconnect waits for the next open, as its writes do.
+  for (const make of [(url: string) => new WebSocket(url), (url: string) => new ReconnectingWebSocket(url, { maxRetries: 2, minDelay: 5, maxDelay: 5 })]) {
+    const client = make(`ws://127.0.0.1:${await refusedPort()}/`)
+    const never = createWebSocketStream(client)
+    const finished = once(never, 'finish').then(() => 'finish', () => 'failed')
+    never.resume()
+    never.end()
+    const [err] = (await once(never, 'error')) as [CodedError]
+    t.is(err.code, 'ERR_GAVE_UP')
+    t.is(err.cause?.code, 'ERR_CONNECT')
+    t.is(await finished, 'failed')
+    t.is(client.metrics.connectAttempts, client instanceof WebSocket ? 1 : 3)
+  }
+  await until(() => clientStats().runningTasks === 0, 'nothing running')
+  released(t)
 })
 
 test.serial("binaryType 'blob': Blobs pass in readable object mode; a byte stream fails with ERR_INVALID_STATE rather than lose their order; object mode passes every binaryType's message as it is", async (t) => {

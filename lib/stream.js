@@ -28,7 +28,8 @@ const { makeError, gaveUpError, notSent } = require('./errors')
  * drop, waits for the next open, as ws's stream waits for a connecting socket. A write fails only
  * when its message will never be sent: the client gave up (ERR_GAVE_UP) or disconnect() discarded
  * it (ERR_NOT_SENT), or a `send()` failed otherwise (a 'drop-oldest' queue given back more by a
- * dropped connection than it holds). Ending the stream disconnects the client; destroying it
+ * dropped connection than it holds). Ending the stream disconnects the client (one connecting or
+ * waiting to reconnect once it has opened, as a write waits); destroying it
  * terminates the client (one that had given up: what the stream wrote into its offline queue is
  * discarded, so that no failed write goes out on a later connect()). A giveup listener that calls
  * connect() keeps the stream going, as it keeps opened() waiting; once the stream has ended with
@@ -185,12 +186,16 @@ function webSocketStream(client, control, options) {
   }
   /** The client will open again without a connect() from here (neither ended nor disconnecting). */
   const mayOpen = () => control.ended() === null && !control.disconnecting()
-  const write = (chunks, callback) => {
+  const startBatch = (chunks, callback) => {
     const b = { chunks, callback, sent: 0, outstanding: 0, oneAtATime: false, closedFrom: -1, closedAt: 0, closed: null, error: null }
     batch = b
     // A giveup leaves queued messages queued (for a later connect()): their callbacks would not come.
     offWriteGiveUp = control.onGaveUp(onWriteGiveUp)
     offCountOpens = control.onOpened(countOpen)
+    return b
+  }
+  const write = (chunks, callback) => {
+    const b = startBatch(chunks, callback)
     if (gaveUp !== null) return complete(b, gaveUp)
     pump(b)
   }
@@ -301,7 +306,18 @@ function webSocketStream(client, control, options) {
   duplex._final = (callback) => {
     // A stream a giveup failed, or that ended with the client, no longer acts on the client (a connect() since is the application's).
     if (gaveUp !== null || connectedSince()) return callback()
-    client.disconnect().then(() => callback(), callback)
+    const disconnect = () => client.disconnect().then(() => callback(), callback)
+    if (!(client.state === 'connecting' || client.state === 'reconnecting') || !mayOpen()) return disconnect()
+    // A connection on its way: as ws's stream waits for a connecting socket, the end waits for it
+    // to open (a write of nothing), then closes it; a giveup first fails the stream, as it fails a
+    // write (a server never reached is reported); a disconnect() meanwhile ends it.
+    const settled = (err) => {
+      // destroy() terminates the client itself.
+      if (duplex.destroyed) return callback(err)
+      if (err === null || err.code === 'ERR_NOT_SENT') return disconnect()
+      callback(err)
+    }
+    block(startBatch([], settled))
   }
   duplex._destroy = (err, callback) => {
     release()

@@ -9,7 +9,7 @@
 // a connection that failed, as `ws` reports it), whatever the arguments' shape. Its close is final
 // unless the application calls `connect()` or `reconnect()`, which it inherits.
 
-const { ReconnectingWebSocket, ONE_CONNECTION } = require('./client')
+const { ReconnectingWebSocket, ONE_CONNECTION, createWebSocketStream } = require('./client')
 const { checkClose } = require('./arguments')
 const { makeError } = require('./errors')
 const { RECONNECTING } = require('./options')
@@ -78,5 +78,7 @@ function sendableClose(code = 1000, reason = '') {
 // Its WHATWG `error` events are ws's (partysocket, for one, reads an error as a clean close's
 // cause), and what its queue holds when it closes for good is handed back (lib/client.js).
 WebSocket.prototype[ONE_CONNECTION] = true
+// Where `ws` users find it: `WebSocket.createWebSocketStream(ws)`.
+WebSocket.createWebSocketStream = createWebSocketStream
 
 module.exports = { WebSocket }
