@@ -276,8 +276,8 @@ struct Held {
 /// reply was on its way): nothing more is written, and what the peer sent before the failure is
 /// still read and delivered, as `ws` parses everything it had read. A close frame or a violation
 /// among it is how the connection ended (`ended_by`); else the write's failure is. Reading stops
-/// once the socket holds nothing more (after a reset, its end comes after its data), or JS took
-/// `close_timeout` to make room for it (a paused client, a busy thread).
+/// at the socket's end (after a reset it comes after the data) or `close_timeout` after the
+/// failure (a paused client, a busy thread, a socket that failed to write and stays open).
 struct Broken {
     error: std::io::Error,
     deadline: Pin<Box<Sleep>>,
@@ -806,21 +806,12 @@ impl OpenConn {
                     break;
                 }
                 Poll::Pending => {
-                    if self.broken.is_some() {
-                        // Nothing more came before the failure (the JS thread may still read it).
-                        let found_empty = match (&self.input, shared_state.as_ref()) {
-                            (Input::Own(_), _) => true,
-                            (Input::Shared(_), Some(st)) => st.found_empty(),
-                            (Input::Shared(_), None) => true,
-                        };
-                        if found_empty {
-                            return self.ended_by(WireError::Eof);
-                        }
-                        break;
-                    }
                     // The socket is empty: offer it to the JS thread, unless closing or streaming.
-                    let closing =
-                        self.held.is_some() || self.closing.is_some() || self.sent_close || self.close_frame.is_some();
+                    let closing = self.held.is_some()
+                        || self.closing.is_some()
+                        || self.sent_close
+                        || self.close_frame.is_some()
+                        || self.broken.is_some();
                     let quiet = !reader::is_stream(read_messages, read_bytes);
                     if let (Some(r), Some(st), false, true) =
                         (shared_reader.as_ref(), shared_state.as_mut(), closing, quiet)

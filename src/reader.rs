@@ -101,11 +101,6 @@ pub struct ReaderState {
 }
 
 impl ReaderState {
-    /// The driver's last read found the socket empty, and the JS thread is not reading it.
-    pub fn found_empty(&self) -> bool {
-        self.parked && !self.by_js
-    }
-
     fn sync_gauge(&mut self) {
         if self.decoder.holds_buffer() != self.read_buffer.is_some() {
             self.read_buffer = self.decoder.holds_buffer().then(Gauge::<IoBuffers>::new);
