@@ -7,10 +7,10 @@
 const { EventEmitter } = require('node:events')
 // Node's own, not the global that test fake timers replace: a replay must not wait for a fake clock.
 const { setImmediate } = require('node:timers')
-const { isIP } = require('node:net')
 // `N.client*(client, ...)`: the native state is wrapped onto the client object itself (src/client.rs).
 const N = require('./native')
-const { makeError, fromNative, redactText, redactUrl, gaveUpError, withCause, proxySystemWords, notSent } = require('./errors')
+const { makeError, fromNative, redactUrl, gaveUpError, notSent, textOf } = require('./errors')
+const { Asked } = require('./asked')
 const {
   parseOptions,
   checkHeaders,
@@ -281,19 +281,6 @@ const kGaveUp = Symbol('redial-ws.gaveUp')
 const NO_EVENTS = Object.freeze(Object.create(null))
 
 /**
- * What an application's function threw, rejected with or returned as a refusal, as text (no
- * password): an Error's message, or the value; `fallback` for what is empty or cannot be made
- * text (an object without a prototype).
- */
-function textOf(value, fallback) {
-  try {
-    const text = value instanceof Error ? String(value.message) : String(value)
-    if (text !== '') return redactText(text)
-  } catch {}
-  return fallback
-}
-
-/**
  * A ping's or pong's payload as bytes: at most 125 (RFC 6455 section 5.5). As in ws, a number is
  * sent as its decimal text, and null or undefined as no payload.
  */
@@ -455,7 +442,7 @@ class ReconnectingWebSocket extends EventEmitter {
     }
     this.#shouldReconnect = opts.shouldReconnect
     if (opts.lookup !== undefined || opts.tls.checkServerIdentity !== undefined) {
-      this.#asked = { lookup: opts.lookup, hints: opts.hints, checkServerIdentity: opts.tls.checkServerIdentity, ca: opts.tls.ca, caOnly: opts.tls.caOnly, lookupFailure: null }
+      this.#asked = new Asked({ lookup: opts.lookup, hints: opts.hints, checkServerIdentity: opts.tls.checkServerIdentity, ca: opts.tls.ca, caOnly: opts.tls.caOnly })
     }
     this.#binaryType = opts.binaryType
     this.#maxRetries = opts.native.maxRetries
@@ -1712,7 +1699,7 @@ class ReconnectingWebSocket extends EventEmitter {
   #onError(p) {
     this.#deliverBacklog()
     // A failure that is retried must not crash a program that did not listen for errors.
-    const err = this.#lookupCause(fromNative(p), p)
+    const err = this.#withLookupCause(fromNative(p), p)
     this.#trace('error', err.message)
     if (this.#closing === QUIET || this.#silentUntilIdle === true) return
     // The attempt or connection this error ends is going: CLOSING, as ws says in its `error`
@@ -1833,7 +1820,7 @@ class ReconnectingWebSocket extends EventEmitter {
 
   #onGiveUp({ reason, attempts, lastError, gen }) {
     this.#verdict = NO_VERDICT
-    const p = { reason, attempts, lastError: lastError && this.#lookupCause(fromNative(lastError), lastError) }
+    const p = { reason, attempts, lastError: lastError && this.#withLookupCause(fromNative(lastError), lastError) }
     const replaced = gen !== N.clientGeneration(this)
     this.#trace('giveup', p.reason)
     // After disconnect() and the close it caused, nothing more is reported.
@@ -1955,70 +1942,9 @@ class ReconnectingWebSocket extends EventEmitter {
     }
   }
 
-  /**
-   * `err` (made from the addon's `p`) with the `lookup` function's own error as its cause when
-   * that failure ended the attempt, as net.connect reports a lookup's error: the addon has only
-   * its text (a cause read from the text exists only for getaddrinfo's words).
-   */
-  #lookupCause(err, p) {
-    const failure = this.#asked?.lookupFailure
-    if (failure === undefined || failure === null) return err
-    // The target's lookup (ERR_CONNECT), or the proxy's (ERR_PROXY, after the proxy's address).
-    const words = p.code === 'ERR_CONNECT' ? p.message : p.code === 'ERR_PROXY' ? proxySystemWords(p.message) : undefined
-    if (words?.startsWith(failure.message)) withCause(err, failure.err)
-    return err
-  }
-
-  /**
-   * Asks the user's `lookup` (or dns.lookup, for `hints`) for a host's addresses, as net.connect
-   * asks it (`all: true`, and `hints` if any; the one-address answer of older lookups is taken
-   * too). Its first answer counts; the attempt's connectTimeout bounds the wait.
-   */
-  #lookupHost({ request, host, family }) {
-    let answered = false
-    const answer = (err, address) => {
-      if (answered) return
-      answered = true
-      if (err) {
-        const text = textOf(err, 'it failed')
-        // The error it makes is reported with this one as its cause (`#lookupCause`).
-        this.#asked.lookupFailure = err instanceof Error ? { message: `lookup failed: ${text}`, err } : null
-        return N.lookupAnswer(request, [], text)
-      }
-      this.#asked.lookupFailure = null
-      const all = Array.isArray(address) ? address.map((a) => (typeof a === 'string' ? a : a?.address)) : [address]
-      if (!all.every((a) => typeof a === 'string' && isIP(a) !== 0)) {
-        return N.lookupAnswer(request, [], 'it gave something that is not an IP address')
-      }
-      N.lookupAnswer(request, all, null)
-    }
-    try {
-      const { lookup, hints } = this.#asked
-      lookup(host, hints === 0 ? { family, all: true } : { family, hints, all: true }, answer)
-    } catch (err) {
-      answer(err)
-    }
-  }
-
-  /**
-   * Asks the user's `tls.checkServerIdentity` whether a chain the addon verified is `host`'s, as
-   * Node asks it: with the certificate as `getPeerCertificate(true)` gives it (lib/certificate.js);
-   * an Error (or anything truthy) returned, or a throw, refuses it.
-   */
-  #checkIdentity({ request, host, chain }) {
-    let refused = false
-    let refusal
-    try {
-      // Loaded on first use: few clients check identities themselves.
-      const { peerCertificate } = require('./certificate')
-      refusal = this.#asked.checkServerIdentity(host, peerCertificate(chain, this.#asked.ca, this.#asked.caOnly))
-      refused = !!refusal
-    } catch (err) {
-      // Whatever was thrown, `null` included.
-      refused = true
-      refusal = err
-    }
-    N.identityAnswer(request, refused ? textOf(refusal, 'refused') : null)
+  /** `err` (made from the addon's `p`), with the `lookup` function's own error as its cause if that failure made it. */
+  #withLookupCause(err, p) {
+    return this.#asked === null ? err : this.#asked.withLookupCause(err, p)
   }
 
   /**
@@ -2088,8 +2014,8 @@ class ReconnectingWebSocket extends EventEmitter {
       disconnected: (c, { discarded, upto }) => c.#settleDisconnect(discarded, upto),
       idle: (c, p) => c.#onIdle(p),
       sent: (c) => c.#settleCallbacks(),
-      lookup: (c, p) => c.#lookupHost(p),
-      identity: (c, p) => c.#checkIdentity(p),
+      lookup: (c, p) => c.#asked.lookupHost(p),
+      identity: (c, p) => c.#asked.checkIdentity(p),
       redirect: (c, url) => c.emit('redirect', url),
     })
   }

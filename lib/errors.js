@@ -194,4 +194,17 @@ function notSent(reason, cause, what = 'message') {
   return makeError('ERR_NOT_SENT', `The ${what} was not sent: ${why}`, Error, cause === undefined ? { reason } : { reason, cause })
 }
 
-module.exports = { notSent, proxySystemWords, makeError, fromNative, redactUrl, redactInput, redactText, gaveUpError, optionTypeError, withCause }
+/**
+ * What an application's function threw, rejected with or returned as a refusal, as text (no
+ * password): an Error's message, or the value; `fallback` for what is empty or cannot be made
+ * text (an object without a prototype).
+ */
+function textOf(value, fallback) {
+  try {
+    const text = value instanceof Error ? String(value.message) : String(value)
+    if (text !== '') return redactText(text)
+  } catch {}
+  return fallback
+}
+
+module.exports = { notSent, proxySystemWords, makeError, fromNative, redactUrl, redactInput, redactText, textOf, gaveUpError, optionTypeError, withCause }
