@@ -11,6 +11,7 @@ const { setImmediate } = require('node:timers')
 const N = require('./native')
 const { makeError, fromNative, redactUrl, gaveUpError, notSent, textOf } = require('./errors')
 const { Asked } = require('./asked')
+const { onProcessEnd } = require('./environment')
 const {
   parseOptions,
   checkHeaders,
@@ -51,8 +52,9 @@ const {
 
 /**
  * One microtask per turn writes what the fast path corked (src/writer.rs). The clients waiting for
- * theirs are kept: a process.exit() in the same turn runs no microtask, and its 'exit' listener
- * writes them (as ws's socket.write() would have written them at once).
+ * theirs are kept: a process that ends in the same turn (process.exit(), an uncaught exception,
+ * Deno.exit()) runs no microtask, and its end writes them (as ws's socket.write() would have
+ * written them at once).
  */
 const corked = new Set()
 let exitHooked = false
@@ -61,7 +63,7 @@ function corkUntilTurnEnd(client) {
   corked.add(client)
   if (!exitHooked) {
     exitHooked = true
-    process.on('exit', uncorkAll)
+    onProcessEnd(uncorkAll)
   }
   microtask(() => uncork(client))
 }

@@ -4,7 +4,8 @@
 //   - Node 20 (the node running this script), Node 22 and Node 24, Bun and Deno: the everyday
 //     scenarios of __test__/runtimes/everyday.cjs (echo, send callbacks, a message in pieces and a stream, wss with a pinned certificate, offline queue across a server drop,
 //     reconnect(), an abandoned client collected, a worker terminated with clients connected, disconnect() releasing everything and the process
-//     then exiting by itself), against peers that this process runs (__test__/runtimes/server.cjs);
+//     then exiting by itself), against peers that this process runs (__test__/runtimes/server.cjs),
+//     and a message sent in the turn the process ends in (__test__/runtimes/last-words.cjs);
 //   - Node 22: the specs whose verdicts depend on V8's collector (GC_DEPENDENT_SPECS), since Node 22
 //     frees a stream of Buffers as Node 20 does and Node 24 does not (docs/performance.md); skipped
 //     when arguments are given;
@@ -50,6 +51,7 @@ if (!process.report?.getReport?.()?.header?.glibcVersionRuntime) {
 
 const cache = path.join(root, 'node_modules', '.cache', 'runtimes')
 const everyday = path.join(root, '__test__', 'runtimes', 'everyday.cjs')
+const lastWords = path.join(root, '__test__', 'runtimes', 'last-words.cjs')
 // ava within a bound on its wall time (see that script).
 const runAva = path.join(root, 'scripts', 'run-ava.js')
 /** Specs whose verdicts depend on when V8 collects: mark-compacts under a flood, abandoned clients. */
@@ -206,6 +208,30 @@ async function everydayOn(binary, runDef) {
   return { ok, version: report?.version ?? null, detail: lines.join('\n') }
 }
 
+/**
+ * A message sent in the turn the process ends in reaches the server, however it ends (process.exit(),
+ * an uncaught exception, Deno.exit() on Deno): __test__/runtimes/last-words.cjs, one process each.
+ * Resolves the ways whose message never came.
+ */
+async function lastWordsOn(binary, runDef) {
+  const { startPeers } = require(path.join(root, '__test__', 'runtimes', 'server.cjs'))
+  const peers = await startPeers()
+  const missing = []
+  const ways = ['process.exit', 'throw', ...(runDef.install === 'deno' ? ['Deno.exit'] : [])]
+  for (const how of ways) {
+    const result = await run(binary, [...runDef.args, lastWords, peers.url, how], {
+      env: childEnv(RUNTIME_ENV[runDef.install] ?? {}),
+      timeout: SCENARIO_TIMEOUT,
+    })
+    // The process has ended; the server may still be reading what it wrote last.
+    const deadline = Date.now() + 2_000
+    while (!peers.lastWords.includes(`last:${how}`) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10))
+    if (!peers.lastWords.includes(`last:${how}`)) missing.push(`${how} (exit ${result.code ?? result.signal})`)
+  }
+  await peers.close()
+  return missing
+}
+
 function table(rows) {
   const head = ['runtime', 'version', 'result', 'seconds']
   const cells = rows.map((r) => [r.runtime, r.version ?? '?', r.result, r.seconds.toFixed(1)])
@@ -234,11 +260,13 @@ async function main() {
     }
     const t1 = Date.now()
     const outcome = await everydayOn(installed.binary, runDef)
+    const missing = await lastWordsOn(installed.binary, runDef)
     row.seconds = (Date.now() - t1) / 1000
     row.version = outcome.version ?? versionOf(installed.binary)
-    row.result = outcome.ok ? 'ok' : 'FAIL'
+    row.result = outcome.ok && missing.length === 0 ? 'ok' : 'FAIL'
     console.log(`test-runtimes: everyday scenarios on ${runDef.label} (${row.version ?? 'version unknown'}): ${row.result}`)
     if (outcome.detail) console.log(outcome.detail)
+    console.log(`    ${missing.length ? 'FAIL' : 'ok  '} a message sent in the turn the process ends in reaches the server${missing.length ? `: none came when it ended by ${missing.join(', ')}` : ''}`)
   }
 
   // Deno's permissions: without --allow-ffi, the load error names the platform and the flags that

@@ -6,7 +6,8 @@
 //
 // - echo: a `ws` server that echoes every message as it came (text as text, binary as binary);
 //   the text message "__conn__" is answered with "conn:<n>", n being the server's serial number of
-//   the connection, so that a client can tell a fresh connection from the old one.
+//   the connection, so that a client can tell a fresh connection from the old one. Text messages
+//   that begin with "last:" are kept in `lastWords` (__test__/runtimes/last-words.cjs).
 // - control: an HTTP server. POST /down closes every echo connection (1012, "restart"), waits for
 //   them to end, stops listening and answers when the port is closed; POST /up listens again on the
 //   same port and answers once it listens. The scenario script decides when, so nothing is timed.
@@ -54,6 +55,7 @@ async function startPeers() {
   let port = 0
   let echo = null // { server, wss, sockets } while up
   const log = [] // what happened, for the report when a scenario fails
+  const lastWords = [] // the `last:` messages of last-words.cjs
 
   async function up() {
     if (echo) return
@@ -67,6 +69,7 @@ async function startPeers() {
       socket.on('close', () => sockets.delete(socket))
       socket.on('error', () => {})
       socket.on('message', (data, isBinary) => {
+        if (!isBinary && data.toString().startsWith('last:')) lastWords.push(data.toString())
         if (!isBinary && data.toString() === '__conn__') socket.send(`conn:${n}`)
         else socket.send(data, { binary: isBinary })
       })
@@ -135,6 +138,7 @@ async function startPeers() {
     dropUrl: `ws://${HOST}:${dropPort}/`,
     tls: { url: `wss://localhost:${securePort}/`, ca: certs.ca, fingerprint256: new X509Certificate(certs.cert).fingerprint256 },
     log,
+    lastWords,
     async close() {
       await down()
       control.closeAllConnections?.()
