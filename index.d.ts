@@ -804,7 +804,7 @@ export declare class ReconnectingWebSocket<B extends BinaryType = 'nodebuffer'> 
   opened(options?: { signal?: AbortSignal }): Promise<OpenEventInfo>
   /** Keeps the process alive while the client is active (default). */
   ref(): this
-  /** Lets the process exit while the client is active. */
+  /** Lets the process exit while the client is active; a `disconnect()` under way still holds it until it settles. */
   unref(): this
 }
 

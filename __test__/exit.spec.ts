@@ -1,5 +1,6 @@
 // A client holds the event loop only while it is active (connecting, open, closing or waiting to
-// reconnect) and ref'd: an idle, unref'd or disconnected client never keeps a process alive. Each
+// reconnect) and ref'd, or while a disconnect() of it settles: an idle, unref'd or disconnected
+// client never keeps a process alive. Each
 // scenario runs in a child process with nothing else to do, so its exit time
 // is the proof. Each server closes in a teardown: an assertion that fails throws, and a server
 // left listening would keep this test process alive after its last test.
@@ -10,7 +11,7 @@ import { fileURLToPath } from 'node:url'
 import test from 'ava'
 import { WebSocket, WebSocketServer } from 'ws'
 
-import { rawServer, refusedPort, until, wsServer } from './helpers.js'
+import { acceptUpgrade, rawServer, refusedPort, until, wsServer } from './helpers.js'
 
 const child = fileURLToPath(new URL('./fixtures/child.cjs', import.meta.url))
 
@@ -96,6 +97,22 @@ test('an unref()ed client does not hold the process, even while open', async (t)
   t.is(r.code, 0, r.stderr)
   t.true(r.reports[0]?.done)
   t.true(r.exitAfterReport < 5_000, `exited ${r.exitAfterReport.toFixed(0)} ms after unref()`)
+})
+
+test("an unref()ed client's disconnect() holds the process until it settles: code that awaits it runs (in a backoff wait, and open to a server that does not answer the close), then the process exits", async (t) => {
+  // The process exited with the promise pending: nothing ran after the await.
+  const silent = await rawServer((socket) => {
+    socket.on('error', () => {})
+    // Reads the close frame, never answers it.
+    acceptUpgrade(socket, (s) => s.resume())
+  })
+  t.teardown(() => silent.close())
+  for (const [when, url] of [['backoff', `ws://127.0.0.1:${await refusedPort()}/`], ['open', silent.url]]) {
+    const r = await run('unref-then-disconnect', url, { ...process.env, SCENARIO_ARG: when })
+    t.is(r.code, 0, r.stderr)
+    t.like(r.reports[0], { done: true, state: 'closed', stats: { runningTasks: 0, openConnections: 0, pendingReconnects: 0 } }, when)
+    t.true(r.exitAfterReport < 5_000, `exited ${r.exitAfterReport.toFixed(0)} ms after disconnect() settled`)
+  }
 })
 
 test('an unref()ed client whose socket is read on the JS thread does not hold the process', async (t) => {

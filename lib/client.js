@@ -1311,7 +1311,7 @@ class ReconnectingWebSocket extends EventEmitter {
     return this
   }
 
-  /** Lets the process exit even while this client is connected or waiting to reconnect. */
+  /** Lets the process exit even while this client is connected or waiting to reconnect (a disconnect() under way holds it until it settles). */
   unref() {
     N.clientSetRef(this, false)
     return this

@@ -49,8 +49,8 @@ struct Entry {
 pub struct Registry {
     hub: Option<Arc<Hub>>,
     clients: HashMap<u64, Entry>,
-    /// Number of clients that are active and ref'd, and of warnings that such a client left when
-    /// it was collected and JS has not taken yet: the loop is held while > 0.
+    /// Number of clients that hold the loop (`holds_loop`), and of warnings that such a client left
+    /// when it was collected and JS has not taken yet: the loop is held while > 0.
     holding: usize,
     /// Those warnings (each releases its hold when JS takes it).
     warning_holds: usize,
@@ -152,7 +152,10 @@ pub fn unregister(env: &Env, id: u64, warning: impl FnOnce() -> JsEvent) -> bool
             // The client's hold passes to its warning.
             r.warning_holds += 1;
         } else {
-            set_holding(r, env, &mut e, false, refd);
+            change_hold(r, env, &mut e, |e| {
+                e.active = false;
+                e.disconnecting = false;
+            });
         }
         // A failure leaves a reference to a finalized object: nothing to undo.
         let _ = e.owner.delete(env);
@@ -195,12 +198,15 @@ pub fn hold_strong(env: &Env, id: u64) {
 /// number, which its command carries.
 pub fn hold_until_disconnected(env: &Env, id: u64) -> u32 {
     with_registry(|r| {
-        let e = r.clients.get_mut(&id)?;
-        e.disconnecting = true;
-        // Never 0, which JS reads as "nothing to disconnect".
-        e.disconnects = e.disconnects.wrapping_add(1).max(1);
-        set_conn(env, e, e.conn);
-        Some(e.disconnects)
+        let mut e = r.clients.remove(&id)?;
+        change_hold(r, env, &mut e, |e| {
+            e.disconnecting = true;
+            // Never 0, which JS reads as "nothing to disconnect".
+            e.disconnects = e.disconnects.wrapping_add(1).max(1);
+        });
+        let seq = e.disconnects;
+        r.clients.insert(id, e);
+        Some(seq)
     })
     .flatten()
     .unwrap_or(1)
@@ -268,14 +274,28 @@ fn set_strong(env: &Env, e: &mut Entry, strong: bool) {
     }
 }
 
-/// Updates `active`/`refd` and refs or unrefs the thread-safe function when the
-/// number of clients holding the loop crosses zero.
+/// Whether the client holds the event loop: while it is active and ref'd, and while a
+/// `disconnect()` of it is to settle, ref'd or not (an awaited call resumes, as a pending
+/// `fs.promises` call keeps the process; `closeTimeout` bounds it).
+fn holds_loop(e: &Entry) -> bool {
+    (e.active && e.refd) || e.disconnecting
+}
+
+/// Updates `active`/`refd` (see `change_hold`).
 fn set_holding(r: &mut Registry, env: &Env, e: &mut Entry, active: bool, refd: bool) {
-    let before = e.active && e.refd;
-    e.active = active;
-    e.refd = refd;
+    change_hold(r, env, e, |e| {
+        e.active = active;
+        e.refd = refd;
+    });
+}
+
+/// Applies `change` to the entry, then its reference's strength and its hold of the loop: the
+/// thread-safe function is ref'd or unref'd when the number of clients holding the loop crosses zero.
+fn change_hold(r: &mut Registry, env: &Env, e: &mut Entry, change: impl FnOnce(&mut Entry)) {
+    let before = holds_loop(e);
+    change(e);
     set_strong(env, e, reachable(e));
-    let after = active && refd;
+    let after = holds_loop(e);
     if before != after {
         add_hold(r, env, after);
     }
@@ -365,22 +385,19 @@ impl Registry {
                 // A later disconnect() still pending keeps the client reachable. The driver
                 // goes on (a connect() came): a connection it started since holds the client.
                 JsEvent::DisconnectDone { upto, .. } if *upto == e.disconnects => {
-                    e.disconnecting = false;
-                    let conn = e.conn;
-                    set_conn(env, &mut e, conn);
+                    change_hold(self, env, &mut e, |e| e.disconnecting = false);
                 }
                 JsEvent::Idle { gen, .. } if *gen == e.gen => {
-                    e.disconnecting = false;
-                    set_conn(env, &mut e, false);
-                    let refd = e.refd;
-                    set_holding(self, env, &mut e, false, refd);
+                    change_hold(self, env, &mut e, |e| {
+                        e.disconnecting = false;
+                        e.conn = false;
+                        e.active = false;
+                    });
                 }
                 // A driver that was replaced reports its exit late: it settles the calls it
                 // received (or that came as it exited); the latest one ends the hold.
                 JsEvent::Idle { upto, .. } if *upto == e.disconnects => {
-                    e.disconnecting = false;
-                    let conn = e.conn;
-                    set_conn(env, &mut e, conn);
+                    change_hold(self, env, &mut e, |e| e.disconnecting = false);
                 }
                 _ => {}
             }
