@@ -251,7 +251,11 @@ export interface TlsOptions {
   sigalgs?: string | null
 }
 
-/** `send()`'s callback: `err` is `null` once the message is written (as in `ws`), an `ERR_NOT_SENT` error once it never will be. */
+/**
+ * `send()`'s callback: `err` is `null` once the message is written (as in `ws`), an `ERR_NOT_SENT` error once it
+ * never will be. Not called for a message still queued when the client is garbage-collected (README: a client
+ * dropped without `disconnect()`).
+ */
 export type SendCallback = (err: NotSentError | null) => void
 
 /** `ping()`'s and `pong()`'s callback: `null` once the frame is handed to the connection, or why it never will be. */
