@@ -78,11 +78,14 @@ export async function serverChild(
   return `${tls ? 'wss://localhost' : 'ws://127.0.0.1'}:${Number(String(port).trim())}`
 }
 
-/** A `ws` server on 127.0.0.1; with `tls` (its key and certificate), over TLS at `wss://localhost:<port>/`. */
+/**
+ * A `ws` server on 127.0.0.1; with `tls` (its key and certificate, and any other `https` server
+ * option), over TLS at `wss://localhost:<port>/`.
+ */
 export async function wsServer(
-  onConnection?: (socket: WebSocket, peer: WsPeer) => void,
+  onConnection?: (socket: WebSocket, peer: WsPeer, req: http.IncomingMessage) => void,
   port = 0,
-  tls?: { key: string; cert: string },
+  tls?: https.ServerOptions,
 ): Promise<WsPeer> {
   const server = tls && https.createServer(tls)
   const wss = server ? new WebSocketServer({ server }) : new WebSocketServer({ host: '127.0.0.1', port })
@@ -103,7 +106,7 @@ export async function wsServer(
         wss.close(() => (server ? server.close(() => resolve()) : resolve()))
       }),
   }
-  wss.on('connection', (socket) => {
+  wss.on('connection', (socket, req) => {
     peer.accepted++
     peer.concurrent++
     peer.maxConcurrent = Math.max(peer.maxConcurrent, peer.concurrent)
@@ -112,7 +115,7 @@ export async function wsServer(
       peer.concurrent--
       peer.sockets.delete(socket)
     })
-    onConnection?.(socket, peer)
+    onConnection?.(socket, peer, req)
   })
   return peer
 }

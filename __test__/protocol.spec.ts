@@ -279,19 +279,13 @@ test.serial("over wss: a TLS record that fails after one that opened (a bad MAC,
 })
 
 test.serial('over wss: a TLS 1.2 server that asks to renegotiate ends the connection with an error that says so (rustls refuses renegotiation)', async (t) => {
-  const server = https.createServer({ key: certs.key, cert: certs.cert, maxVersion: 'TLSv1.2' })
-  const wss = new WebSocketServer({ server })
-  wss.on('connection', (_s, req) => {
-    ;(req.socket as tls.TLSSocket).renegotiate({ rejectUnauthorized: false }, () => {})
-  })
-  server.listen(0, '127.0.0.1')
-  await once(server, 'listening')
-  t.teardown(() => {
-    for (const c of wss.clients) c.terminate()
-    wss.close()
-    server.close()
-  })
-  const client = new ReconnectingWebSocket(`wss://localhost:${(server.address() as net.AddressInfo).port}/`, { tls: { ca: certs.ca }, maxRetries: 0 })
+  const peer = await wsServer(
+    (_s, _peer, req) => (req.socket as tls.TLSSocket).renegotiate({ rejectUnauthorized: false }, () => {}),
+    0,
+    { key: certs.key, cert: certs.cert, maxVersion: 'TLSv1.2' },
+  )
+  t.teardown(() => peer.close())
+  const client = new ReconnectingWebSocket(peer.url, { tls: { ca: certs.ca }, maxRetries: 0 })
   const r = new Recorder(client)
   await r.next('open')
   const err: RedialError = await r.next('error')
