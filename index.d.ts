@@ -825,11 +825,21 @@ export type WebSocketOptions<B extends BinaryType = BinaryType> = Omit<
 >
 
 /**
+ * A WebSocket's EventEmitter events: a ReconnectingWebSocket's, but `close` as `ws` emits it. The
+ * WHATWG `onclose` and `addEventListener('close')` get a `CloseEvent`, with `wasClean` too.
+ */
+export interface WebSocketEvents<B extends BinaryType = BinaryType> extends Omit<ReconnectingWebSocketEvents<B>, 'close'> {
+  /** The close code and the reason's UTF-8 bytes, as `ws` passes them (`reason.toString()`). */
+  close: [code: number, reason: Buffer]
+}
+
+/**
  * One connection, as `ws`'s and the DOM's WebSocket make: a client that never reconnects, for the
  * libraries that take a WebSocket class and reconnect on their own (graphql-ws's `webSocketImpl`,
  * stompjs's `webSocketFactory`, phoenix's `transport`...). A close is final (unless you call the
  * `connect()` or `reconnect()` it inherits); a connection that fails reports `error`, then `close`
- * with 1006, as `ws` does, whatever the arguments' shape.
+ * with 1006, as `ws` does, whatever the arguments' shape. Its EventEmitter `close` is `ws`'s,
+ * `(code, reason)` with the reason as a Buffer.
  */
 export declare class WebSocket<B extends BinaryType = 'nodebuffer'> extends ReconnectingWebSocket<B> {
   constructor(
@@ -838,6 +848,20 @@ export declare class WebSocket<B extends BinaryType = 'nodebuffer'> extends Reco
     options?: Omit<WebSocketOptions<B>, 'protocols'>,
   )
   constructor(url: string | URL | Provider<string | URL>, options?: WebSocketOptions<B>)
+  on<K extends keyof WebSocketEvents<B>>(event: K, listener: (this: this, ...args: WebSocketEvents<B>[K]) => void): this
+  on(event: never, listener: (...args: any[]) => void): this
+  once<K extends keyof WebSocketEvents<B>>(event: K, listener: (this: this, ...args: WebSocketEvents<B>[K]) => void): this
+  once(event: never, listener: (...args: any[]) => void): this
+  addListener<K extends keyof WebSocketEvents<B>>(event: K, listener: (this: this, ...args: WebSocketEvents<B>[K]) => void): this
+  addListener(event: never, listener: (...args: any[]) => void): this
+  prependListener<K extends keyof WebSocketEvents<B>>(event: K, listener: (this: this, ...args: WebSocketEvents<B>[K]) => void): this
+  prependListener(event: never, listener: (...args: any[]) => void): this
+  prependOnceListener<K extends keyof WebSocketEvents<B>>(event: K, listener: (this: this, ...args: WebSocketEvents<B>[K]) => void): this
+  prependOnceListener(event: never, listener: (...args: any[]) => void): this
+  off<K extends keyof WebSocketEvents<B>>(event: K, listener: (this: this, ...args: WebSocketEvents<B>[K]) => void): this
+  off(event: never, listener: (...args: any[]) => void): this
+  removeListener<K extends keyof WebSocketEvents<B>>(event: K, listener: (this: this, ...args: WebSocketEvents<B>[K]) => void): this
+  removeListener(event: never, listener: (...args: any[]) => void): this
   /** `createWebSocketStream`, where `ws` has it too. */
   static createWebSocketStream: typeof createWebSocketStream
 }

@@ -354,13 +354,18 @@ export class Recorder {
 
   /** The first argument of the next not-yet-consumed `name` event, waiting for it if needed. */
   async next<T = any>(name: string, ms = 10_000): Promise<T> {
+    return (await this.nextArgs(name, ms))[0] as T
+  }
+
+  /** Every argument of the next not-yet-consumed `name` event, waiting for it if needed. */
+  async nextArgs(name: string, ms = 10_000): Promise<unknown[]> {
     const deadline = Date.now() + ms
     for (;;) {
       const seen = this.#read.get(name) ?? 0
       const events = this.log.filter((e) => e.name === name)
       if (events.length > seen) {
         this.#read.set(name, seen + 1)
-        return events[seen].args[0] as T
+        return events[seen].args
       }
       const left = deadline - Date.now()
       if (left <= 0) throw new Error(`no '${name}' event within ${ms} ms; log: ${this.log.map((e) => e.name).join(',')}`)

@@ -1548,9 +1548,9 @@ class ReconnectingWebSocket extends EventEmitter {
    * next tick (as the WHATWG listeners' do), so that what follows the emit (the WHATWG delivery of
    * the same event, rws mode's bookkeeping) happens whatever a listener throws.
    */
-  #emit(name, payload) {
+  #emit(name, ...args) {
     try {
-      this.emit(name, payload)
+      this.emit(name, ...args)
     } catch (err) {
       rethrowLater(err)
     }
@@ -1799,7 +1799,10 @@ class ReconnectingWebSocket extends EventEmitter {
   #reportClose(info, byReconnect) {
     const { code, reason, wasClean } = info
     if (channels.close.hasSubscribers) channels.close.publish({ client: this, ...info })
-    this.#emit('close', info)
+    // A WebSocket's close is ws's, `(code, reason)` with the reason's UTF-8 bytes: a ws listener
+    // that reads `reason.toString()` works unchanged (onclose has wasClean).
+    if (this[ONE_CONNECTION]) this.#emit('close', code, Buffer.from(reason))
+    else this.#emit('close', info)
     try {
       this.#internal?.emit(kClose, info)
     } catch (err) {

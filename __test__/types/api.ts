@@ -177,5 +177,12 @@ new WebSocket('ws://127.0.0.1:1', 'a', { minDelay: 10 })
 // @ts-expect-error subprotocols given twice
 new WebSocket('ws://127.0.0.1:1', 'a', { protocols: ['b'] })
 new WebSocket('ws://127.0.0.1:1', () => ['a'])
+// Its EventEmitter close is ws's: (code, reason as a Buffer).
+new WebSocket('ws://127.0.0.1:1').on('close', (code, reason) => void [code.toFixed(), reason.toString('utf8')])
+new WebSocket('ws://127.0.0.1:1').once('message', (data, isBinary) => void [data, isBinary])
+// @ts-expect-error a WebSocket's close is not a ReconnectingWebSocket's object
+new WebSocket('ws://127.0.0.1:1').on('close', (ev) => void ev.willReconnect)
+// @ts-expect-error unknown event name
+new WebSocket('ws://127.0.0.1:1').on('nope', () => {})
 const oneShot: ReconnectingWebSocket = new WebSocket('ws://127.0.0.1:1')
 void oneShot
