@@ -705,6 +705,40 @@ test.serial('JS that runs while the addon makes event values (a replaced Array.o
   t.true(report.calls > 0, 'the replaced Array.of ran while a batch was made')
 })
 
+test.serial('a panic while a batch of events is made for JS loses that batch, told by a warning: the process lives on, and so does delivery', async (t) => {
+  // It cannot unwind into Node (the process aborted), and an error there left the doorbell never
+  // re-armed: nothing was delivered again. In a child process, which such a failure ends.
+  const peer = await wsServer((socket) => socket.on('message', (d) => socket.send(d)))
+  t.teardown(() => peer.close())
+  const script = `
+    const [url, lib, nativePath] = process.argv.slice(1)
+    const { ReconnectingWebSocket, clientStats } = require(lib)
+    const native = require(nativePath)
+    const warnings = []
+    process.on('warning', (w) => warnings.push(w.code + ': ' + w.message))
+    setTimeout(() => process.exit(3), 5000).unref()
+    ;(async () => {
+      const lost = new ReconnectingWebSocket(url)
+      native.testingPanicDelivery(lost)
+      const after = new ReconnectingWebSocket(url)
+      await after.opened()
+      after.send('echo')
+      const [echo] = await require('node:events').once(after, 'message')
+      await Promise.all([lost.disconnect(), after.disconnect()])
+      const s = clientStats()
+      console.log(JSON.stringify({ echo: String(echo), warnings, open: s.openConnections, tasks: s.runningTasks }))
+    })()
+  `
+  const { code, signal, out, err } = await runNodeScriptLimited('', script, [peer.url, PACKAGE_ENTRY, require.resolve('../lib/native.js')])
+  t.is(signal, null, err)
+  t.is(code, 0, err)
+  const report = JSON.parse(out.trim() || '{}')
+  t.is(report.echo, 'echo')
+  t.deepEqual(report.warnings, ['ERR_INTERNAL: internal error (testing: a batch for JS panics): a batch of events for JS was lost'])
+  t.is(report.open, 0)
+  t.is(report.tasks, 0)
+})
+
 test('the values the addon makes are own properties: setters on Object.prototype and Array.prototype intercept none', async (t) => {
   // An error's headers were an array set element by element, as an assignment does: a setter some
   // code put on a prototype (a polyfill, a pollution) for an index was called with them, and the

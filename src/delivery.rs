@@ -15,6 +15,7 @@
 //! thread itself (`direct`) go to JS from `on_readable`, outside the batches.
 
 use std::cell::RefCell;
+use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
 use std::sync::{Arc, Weak};
 use std::time::Instant;
@@ -23,6 +24,7 @@ use napi::bindgen_prelude::*;
 use napi::threadsafe_function::ThreadsafeCallContext;
 
 use crate::direct;
+use crate::errors;
 use crate::event_values::{event_to_js, text_run, text_value};
 use crate::events::JsEvent;
 use crate::frame::Incoming;
@@ -157,7 +159,10 @@ pub fn init(
             None => dispatch_args(&ctx.env, Vec::new()),
         })?;
     hub.set_tsfn(tsfn);
-    env.add_env_cleanup_hook((), |_| registry::tear_down())?;
+    env.add_env_cleanup_hook((), |_| {
+        // Nothing unwinds into Node (a panic there aborts the process); the environment is going.
+        let _ = std::panic::catch_unwind(registry::tear_down);
+    })?;
     wire_ref.set_strong(env, true)?;
     registry::install_hub(hub);
     with_dispatch(|d| d.wire = Some(Rc::new(wire_ref)));
@@ -228,15 +233,34 @@ fn next_batch<'e>(env: &'e Env, hub: &Hub) -> Result<Vec<Value<'e>>> {
             return Ok(Vec::new());
         }
         let mut credits = Credits::new();
-        let values = build_batch(env, events, &mut credits);
-        if matches!(&values, Ok(values) if values.is_empty()) {
-            // Nothing in it was for a live client: JS will not acknowledge it.
+        let built = std::panic::catch_unwind(AssertUnwindSafe(|| build_batch(env, events, &mut credits)));
+        let values = match built {
+            Ok(Ok(values)) => values,
+            Ok(Err(err)) => lost_batch(hub, &err.reason),
+            Err(panic) => lost_batch(hub, &errors::panic_text(&*panic)),
+        };
+        if values.is_empty() {
+            // Nothing in it was for a live client (or it was lost): JS will not acknowledge it.
             settle(credits);
             continue;
         }
         with_dispatch(|d| d.credits.extend(credits));
-        return values;
+        return Ok(values);
     }
+}
+
+/// A batch that could not be made for JS (a bug: its events were checked as they were read) is
+/// lost, and a process warning says so; delivery goes on with the next batch. Its error would
+/// otherwise become a fatal exception with the doorbell never re-armed (nothing delivered again),
+/// and a panic would abort the process (it cannot unwind into Node).
+fn lost_batch<'e>(hub: &Hub, what: &str) -> Vec<Value<'e>> {
+    let mut warning = vec![JsEvent::Warning {
+        code: errors::ERR_INTERNAL,
+        message: format!("internal error ({what}): a batch of events for JS was lost"),
+        detail: String::from("Clients whose events it held may miss an event (an open, a close, a message). Please report it."),
+    }];
+    hub.push_quiet(0, &mut warning);
+    Vec::new()
 }
 
 /// Client `id` is disconnecting: its driver reads the close handshake itself, woken by the
@@ -327,6 +351,9 @@ fn build_batch<'e>(env: &'e Env, batch: Vec<(u64, JsEvent)>, credits: &mut Credi
     registry::with_registry(|r| -> Result<()> {
         let mut events = batch.into_iter().peekable();
         while let Some((id, mut event)) = events.next() {
+            if testing::delivery_panics(id) {
+                panic!("testing: a batch for JS panics");
+            }
             // The hot path: a run of text messages of one client travels as one array of strings.
             if let JsEvent::Text(_) | JsEvent::Texts(_) = event {
                 let mut texts = Vec::new();

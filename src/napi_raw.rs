@@ -278,7 +278,8 @@ pub fn external_buffer<'e, T: AsMut<[u8]> + 'static>(env: &'e Env, data: T) -> R
         // SAFETY: `hint` is the `Box<T>` leaked below; Node calls this once.
         let mut data = unsafe { Box::from_raw(hint.cast::<T>()) };
         let extra = EXTRA_COUNT.get().map_or(0, |share| share.of((*data).as_mut().len()));
-        drop(data);
+        // `T`'s drop may hand the memory on (`recycle`): a panic cannot unwind into Node.
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(data)));
         if extra > 0 {
             let mut total = 0;
             // SAFETY: `env` is the live environment Node calls the finalizer with. A failure only
@@ -490,7 +491,8 @@ pub fn wrap<T: Wrapped>(env: &Env, object: &Object<'_>, state: T) -> Result<()> 
         // SAFETY: `data` is the `Box<T>` given to `napi_wrap`; Node calls this finalizer once,
         // after which nothing can reach the object.
         let state = unsafe { Box::from_raw(data.cast::<T>()) };
-        state.finalize(Env::from_raw(env));
+        // A panic cannot unwind into Node (it would abort the process).
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| state.finalize(Env::from_raw(env))));
     }
     let state = Box::into_raw(Box::new(state));
     // SAFETY: `object` is a live handle of this call, `state` a heap pointer the finalizer takes

@@ -14,6 +14,8 @@ mod hooks {
     static PANIC_READ: AtomicU64 = AtomicU64::new(0);
     /// The id of a client whose next call from JS panics. 0: none.
     static PANIC_CALL: AtomicU64 = AtomicU64::new(0);
+    /// The id of a client whose next event panics as its batch for JS is made. 0: none.
+    static PANIC_DELIVERY: AtomicU64 = AtomicU64::new(0);
     /// Milliseconds the next `disconnect()` stalls once it has written its close frame. 0: none.
     static STALL_AFTER_CLOSE: AtomicU64 = AtomicU64::new(0);
     /// Milliseconds the next driver to exit waits before it reports the exit. 0: none.
@@ -49,6 +51,16 @@ mod hooks {
 
     pub fn panic_call(id: u64) {
         PANIC_CALL.store(id, Relaxed);
+    }
+
+    pub fn panic_delivery(id: u64) {
+        PANIC_DELIVERY.store(id, Relaxed);
+    }
+
+    /// Whether making a batch with an event of client `id` is to panic (once).
+    pub fn delivery_panics(id: u64) -> bool {
+        // 0: no client (a warning's events), and no request.
+        id != 0 && PANIC_DELIVERY.load(Relaxed) == id && PANIC_DELIVERY.compare_exchange(id, 0, Relaxed, Relaxed).is_ok()
     }
 
     /// Whether this call from JS on client `id` is to panic (once; another client's call leaves
@@ -114,6 +126,10 @@ mod hooks {
     }
 
     pub fn call_panics(_id: u64) -> bool {
+        false
+    }
+
+    pub fn delivery_panics(_id: u64) -> bool {
         false
     }
 
