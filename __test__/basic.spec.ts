@@ -8,7 +8,7 @@ import test from 'ava'
 import { WebSocket } from 'ws'
 
 import { ReconnectingWebSocket, clientStats, type RedialError } from '../index.js'
-import { Recorder, acceptUpgrade, quiescent, rawServer, refusedPort, until, wsServer } from './helpers.js'
+import { PACKAGE_ENTRY, Recorder, acceptUpgrade, quiescent, rawServer, refusedPort, runNodeScript, until, wsServer } from './helpers.js'
 
 test.serial('connects, exchanges text and binary both ways, and counts it', async (t) => {
   const received: Array<{ data: string; binary: boolean }> = []
@@ -863,6 +863,41 @@ test.serial('a fake queueMicrotask and setImmediate (test fake timers replace th
   t.is(held.length, 0, 'nothing waited for the fake queueMicrotask or setImmediate')
   await Promise.all([client.terminate(), second.terminate()])
   await quiescent()
+})
+
+test.serial('@sinonjs/fake-timers (Vitest\'s) installed before the library loads holds back no delivery, also once uninstalled', async (t) => {
+  // It replaces node:timers' setImmediate too: the library took the fake at load, delivery waited
+  // for the fake clock past the first batch, and stopped for good once it was uninstalled.
+  const text = (s: string) => Buffer.concat([Buffer.from([0x81, s.length]), Buffer.from(s)])
+  const flood = Buffer.concat(Array.from({ length: 6_000 }, (_, i) => text(`m${i}`)))
+  // A flood for each text frame the client sends (not for its close frame).
+  const peer = await rawServer((s) => acceptUpgrade(s, () => s.on('data', (d) => (d[0] & 0x0f) === 1 && s.write(flood))))
+  t.teardown(() => peer.close())
+  const script = `
+    const [url, lib, fakeTimers] = process.argv.slice(1)
+    const clock = require(fakeTimers).install()
+    const { ReconnectingWebSocket } = require(lib)
+    const realTimeout = clock._setTimeout
+    realTimeout(() => process.exit(3), 5000).unref()
+    const client = new ReconnectingWebSocket(url)
+    let messages = 0
+    client.on('message', () => messages++)
+    const flood = (expected) => new Promise((resolve) => {
+      client.send('go')
+      const check = () => (messages === expected ? resolve() : realTimeout(check, 5))
+      check()
+    })
+    ;(async () => {
+      await flood(6000)
+      clock.uninstall()
+      await flood(12000)
+      await client.disconnect()
+      console.log(JSON.stringify({ messages, now: clock.now }))
+    })()
+  `
+  const { code, out, err } = await runNodeScript(script, [peer.url, PACKAGE_ENTRY, createRequire(import.meta.url).resolve('@sinonjs/fake-timers')])
+  t.is(code, 0, err)
+  t.deepEqual(JSON.parse(out.trim() || '{}'), { messages: 12_000, now: 0 })
 })
 
 test.serial('a second copy of lib/ on the same thread (a cleared module cache) leaves the first copy its clients', async (t) => {

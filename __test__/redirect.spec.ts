@@ -182,6 +182,22 @@ test.serial("the redirect event, as ws's: each address followed, before the atte
   )
   await looping.disconnect()
   released(t)
+  // The connection a disconnect({ flush: true }) makes from a reconnect wait, to write the queue,
+  // is not reported: neither its open nor its redirect (which was).
+  const flushed = new ReconnectingWebSocket(a.url('/start'), { followRedirects: true, minDelay: 60_000, maxDelay: 60_000 })
+  const f = new Recorder(flushed, ['redirect', 'open', 'reconnecting'])
+  await f.next('open')
+  b.terminateAll()
+  await f.next('reconnecting')
+  const before = hits.length
+  flushed.send('queued')
+  await flushed.disconnect({ flush: true })
+  t.is(hits.length, before + 2, 'the flush connection followed the redirect')
+  t.deepEqual(
+    f.log.map((e) => e.name),
+    ['redirect', 'open', 'reconnecting'],
+  )
+  released(t)
   // Without followRedirects there is none.
   const plain = new ReconnectingWebSocket(a.url('/start'), { maxRetries: 0 })
   const p = new Recorder(plain, ['redirect', 'error'])

@@ -5,8 +5,6 @@
 // `readyState`, `retryCount`) follows those events.
 
 const { EventEmitter } = require('node:events')
-// Node's own, not the global that test fake timers replace: a replay must not wait for a fake clock.
-const { setImmediate } = require('node:timers')
 // `N.client*(client, ...)`: the native state is wrapped onto the client object itself (src/client.rs).
 const N = require('./native')
 const { makeError, fromNative, redactUrl, gaveUpError, notSent, textOf } = require('./errors')
@@ -39,7 +37,8 @@ const { parseResponseHead, headersFrom } = require('./response')
 const { onAbortDisconnect } = require('./abort')
 
 const { convertBinary } = wire
-const { rethrowLater, microtask } = require('./later')
+// Not the global that test fake timers replace: a replay must not wait for a fake clock.
+const { rethrowLater, microtask, setImmediate } = require('./later')
 const {
   notOpen: SENT_NOT_OPEN,
   queueFull: SENT_QUEUE_FULL,
@@ -1648,6 +1647,12 @@ class ReconnectingWebSocket extends EventEmitter {
     if (this.listenerCount('upgrade') > 0) this.emit('upgrade', parseResponseHead(head))
   }
 
+  /** A hop of the attempt under way; one a disconnect() closes reports nothing, as its upgrade and open. */
+  #onRedirect(url) {
+    if (this.#closing || this.#silentUntilIdle) return
+    this.#emit('redirect', url)
+  }
+
   /** `chosen`: the subprotocol, or `{ protocol, extensions }` when an extension was accepted. */
   #onOpen(chosen) {
     // While a disconnect() is unsettled, a connection that opens is one it closes: the driver opened
@@ -2021,7 +2026,7 @@ class ReconnectingWebSocket extends EventEmitter {
       sent: (c) => c.#settleCallbacks(),
       lookup: (c, p) => c.#asked.lookupHost(p),
       identity: (c, p) => c.#asked.checkIdentity(p),
-      redirect: (c, url) => c.emit('redirect', url),
+      redirect: (c, url) => c.#onRedirect(url),
     })
   }
 }

@@ -1,6 +1,22 @@
 'use strict'
 // Code run later: a listener's error surfaced as an uncaught exception on the next tick, and
-// microtasks that test fake timers cannot hold back.
+// microtasks and immediates that test fake timers cannot hold back.
+
+const timers = require('node:timers')
+
+/**
+ * Node's `setImmediate`, as it was before test fake timers replaced it: the module's, not the
+ * global (Jest's fakes replace the global), and not a fake that @sinonjs/fake-timers (Vitest's,
+ * sinon's) installed before this library loaded put in the module too: it marks its fakes with
+ * their clock, which keeps the function it replaced. The next batch of events must not wait for
+ * a fake clock, nor stop for good once the fake is uninstalled.
+ */
+const setImmediate = unfaked(timers.setImmediate, '_setImmediate')
+
+function unfaked(fn, saved) {
+  const original = fn?.clock?.[saved]
+  return typeof original === 'function' ? original : fn
+}
 
 function rethrow(err) {
   throw err
@@ -32,4 +48,4 @@ function microtask(fn) {
   })
 }
 
-module.exports = { rethrowLater, microtask }
+module.exports = { rethrowLater, microtask, setImmediate }

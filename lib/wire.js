@@ -8,10 +8,7 @@
 // for an event it does not know, fails at load, so the two sides cannot drift.
 
 const N = require('./native')
-// The module's, not the global: test fake timers (Jest's, Vitest's) replace the global, and the
-// next batch must not wait for a fake clock.
-const { setImmediate } = require('node:timers')
-const { rethrowLater, microtask } = require('./later')
+const { rethrowLater, microtask, setImmediate } = require('./later')
 
 const { events: EVENTS, send: SEND, externalFrom: EXTERNAL_FROM } = N.wireProtocol()
 

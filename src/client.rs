@@ -327,7 +327,7 @@ impl NativeClient {
     pub fn disconnect(
         &mut self,
         env: Env,
-        code: u32,
+        code: u16,
         reason: String,
         flush: bool,
         terminate: bool,
@@ -350,7 +350,7 @@ impl NativeClient {
         // command first and knows that the close was ours. The socket goes back to the driver
         // after that step: handed back first, it would wake the driver into the queue's lock.
         let close = || {
-            let frame = (!terminate).then_some((code as u16, reason.as_str()));
+            let frame = (!terminate).then_some((code, reason.as_str()));
             let mut outbox = self.shared.outbox();
             if keep_queue {
                 outbox.stop_accepting_keeping(frame);
@@ -363,7 +363,7 @@ impl NativeClient {
             testing::stall_after_close();
         };
         let command = Command::Disconnect {
-            code: code as u16,
+            code,
             reason: reason.clone(),
             flush: flush && !terminate,
             terminate,
@@ -395,7 +395,7 @@ impl NativeClient {
 
     /// Forces a fresh connection now. Returns the count `connect` returns, or 0 when the client is
     /// not active (the caller connects).
-    pub fn reconnect(&mut self, env: Env, code: u32, reason: String) -> u32 {
+    pub fn reconnect(&mut self, env: Env, code: u16, reason: String) -> u32 {
         if !registry::is_active(self.shared.id) {
             self.shared.outbox().set_accepting(true);
             return 0;
@@ -408,11 +408,7 @@ impl NativeClient {
             outbox.leave_connection();
         };
         let restarts = self.restarts.wrapping_add(1).max(1);
-        let command = Command::Reconnect {
-            code: code as u16,
-            reason,
-            restarts,
-        };
+        let command = Command::Reconnect { code, reason, restarts };
         let queued = self
             .commands
             .as_ref()
@@ -831,15 +827,23 @@ pub fn client_disconnect(
     terminate: bool,
     keep_queue: bool,
 ) -> Result<u32> {
+    let code = close_code(code)?;
     with_client(&env, &owner, |c| {
         c.disconnect(env, code, reason, flush, terminate, keep_queue)
     })
+}
+
+/// A close code from JS (checked there, `checkClose`): one that does not fit a frame is refused,
+/// not truncated into another code.
+fn close_code(code: u32) -> Result<u16> {
+    u16::try_from(code).map_err(|_| Error::new(Status::InvalidArg, format!("close code {code} is out of range")))
 }
 
 /// Forces a fresh connection now. Returns what `client_connect` returns, or 0 when the client is
 /// not active (the caller connects).
 #[napi]
 pub fn client_reconnect(env: Env, owner: Object<'_>, code: u32, reason: String) -> Result<u32> {
+    let code = close_code(code)?;
     with_client(&env, &owner, |c| c.reconnect(env, code, reason))
 }
 

@@ -257,7 +257,9 @@ fn lost_batch<'e>(hub: &Hub, what: &str) -> Vec<Value<'e>> {
     let mut warning = vec![JsEvent::Warning {
         code: errors::ERR_INTERNAL,
         message: format!("internal error ({what}): a batch of events for JS was lost"),
-        detail: String::from("Clients whose events it held may miss an event (an open, a close, a message). Please report it."),
+        detail: String::from(
+            "Clients whose events it held may miss an event (an open, a close, a message). Please report it.",
+        ),
     }];
     hub.push_quiet(0, &mut warning);
     Vec::new()

@@ -383,7 +383,12 @@ impl Outbox {
             return false;
         };
         tx.in_channel.fetch_add(1, AcqRel);
-        tx.messages.send(Outbound::new(msg)).is_ok()
+        let sent = tx.messages.send(Outbound::new(msg)).is_ok();
+        if !sent {
+            // Not in the channel after all: a count left behind would keep the fast path off.
+            tx.in_channel.fetch_sub(1, AcqRel);
+        }
+        sent
     }
 
     fn enqueue(&mut self, out: Outbound, len: usize, cfg: &QueueConfig, metrics: &Metrics) -> SendOutcome {

@@ -81,11 +81,13 @@ impl<T> Queue<T> {
     /// that undoes `effect` in `send_after` either comes after it or finds the queue open.
     pub fn close_if_empty_then(&self, effect: impl FnOnce()) -> bool {
         let mut q = self.lock();
-        q.closed = q.items.is_empty();
-        if q.closed {
-            effect();
+        // A queue closed already stays closed, items or not.
+        if !q.items.is_empty() {
+            return false;
         }
-        q.closed
+        q.closed = true;
+        effect();
+        true
     }
 
     /// The next item; `Ready(None)` once closed and drained.
@@ -152,6 +154,11 @@ mod tests {
                 assert!(!other.close_if_empty(), "not while an item waits");
                 assert_eq!(other.try_recv(), Some(1));
                 assert!(other.close_if_empty());
+                let closed = Queue::default();
+                closed.send(1).unwrap();
+                closed.close();
+                assert!(!closed.close_if_empty(), "an item waits");
+                assert_eq!(closed.send(2), Err(2), "closed, it stays closed");
                 assert_eq!(other.send(2), Err(2));
             })
         };

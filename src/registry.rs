@@ -374,33 +374,34 @@ impl Registry {
                 *discarded += dropped;
             }
         }
-        if owner.is_some() {
-            match &*event {
-                JsEvent::Connecting { .. } => set_conn(env, &mut e, true),
-                // The connection is gone; a pending disconnect() still holds the client until it settles.
-                JsEvent::Close { .. } => {
-                    direct::release(id);
-                    set_conn(env, &mut e, false);
-                }
-                // A later disconnect() still pending keeps the client reachable. The driver
-                // goes on (a connect() came): a connection it started since holds the client.
-                JsEvent::DisconnectDone { upto, .. } if *upto == e.disconnects => {
-                    change_hold(self, env, &mut e, |e| e.disconnecting = false);
-                }
-                JsEvent::Idle { gen, .. } if *gen == e.gen => {
-                    change_hold(self, env, &mut e, |e| {
-                        e.disconnecting = false;
-                        e.conn = false;
-                        e.active = false;
-                    });
-                }
-                // A driver that was replaced reports its exit late: it settles the calls it
-                // received (or that came as it exited); the latest one ends the hold.
-                JsEvent::Idle { upto, .. } if *upto == e.disconnects => {
-                    change_hold(self, env, &mut e, |e| e.disconnecting = false);
-                }
-                _ => {}
+        // Applied also for an object collected and not yet finalized (an earlier batch had the
+        // client's close): its finalizer must find it inactive once its driver has exited, or
+        // it would warn of a client collected while active and hold the loop for that warning.
+        match &*event {
+            JsEvent::Connecting { .. } if owner.is_some() => set_conn(env, &mut e, true),
+            // The connection is gone; a pending disconnect() still holds the client until it settles.
+            JsEvent::Close { .. } => {
+                direct::release(id);
+                set_conn(env, &mut e, false);
             }
+            // A later disconnect() still pending keeps the client reachable. The driver
+            // goes on (a connect() came): a connection it started since holds the client.
+            JsEvent::DisconnectDone { upto, .. } if *upto == e.disconnects => {
+                change_hold(self, env, &mut e, |e| e.disconnecting = false);
+            }
+            JsEvent::Idle { gen, .. } if *gen == e.gen => {
+                change_hold(self, env, &mut e, |e| {
+                    e.disconnecting = false;
+                    e.conn = false;
+                    e.active = false;
+                });
+            }
+            // A driver that was replaced reports its exit late: it settles the calls it
+            // received (or that came as it exited); the latest one ends the hold.
+            JsEvent::Idle { upto, .. } if *upto == e.disconnects => {
+                change_hold(self, env, &mut e, |e| e.disconnecting = false);
+            }
+            _ => {}
         }
         self.clients.insert(id, e);
         Ok(owner)

@@ -60,7 +60,9 @@ mod hooks {
     /// Whether making a batch with an event of client `id` is to panic (once).
     pub fn delivery_panics(id: u64) -> bool {
         // 0: no client (a warning's events), and no request.
-        id != 0 && PANIC_DELIVERY.load(Relaxed) == id && PANIC_DELIVERY.compare_exchange(id, 0, Relaxed, Relaxed).is_ok()
+        id != 0
+            && PANIC_DELIVERY.load(Relaxed) == id
+            && PANIC_DELIVERY.compare_exchange(id, 0, Relaxed, Relaxed).is_ok()
     }
 
     /// Whether this call from JS on client `id` is to panic (once; another client's call leaves
