@@ -8,7 +8,7 @@ import test, { type ExecutionContext } from 'ava'
 import { WebSocketServer } from 'ws'
 
 import { ReconnectingWebSocket, clientStats, type RedialError } from '../index.js'
-import { Recorder, connectProxy } from './helpers.js'
+import { Recorder, connectProxy, serverChild } from './helpers.js'
 
 /** Everything a client held is released by the time its disconnect() resolves. */
 function released(t: ExecutionContext) {
@@ -204,6 +204,28 @@ test.serial("the redirect event, as ws's: each address followed, before the atte
   await p.next('error')
   t.is(p.count('redirect'), 0)
   await plain.disconnect()
+  released(t)
+})
+
+test.serial('while JS is behind on an attempt\'s redirect events, its next hop waits, as a reconnect does: a server redirecting without end piles up no addresses behind a busy JS thread', async (t) => {
+  // The server (another process) answers 1,500 upgrades with a redirect naming its time, then 404.
+  const url = await serverChild(t, 'redirect-loop')
+  const client = new ReconnectingWebSocket(`${url}/`, { followRedirects: true, maxRedirects: 1_000_000, connectTimeout: 30_000, maxRetries: 0 })
+  const hops: number[] = []
+  client.on('redirect', (to: string) => hops.push(Number(new URL(to).searchParams.get('t'))))
+  client.on('error', () => {})
+  const giveup = new Promise((resolve) => client.once('giveup', (ev) => resolve([ev])))
+  // The JS thread is busy for a second: no event is dispatched meanwhile.
+  const start = Date.now()
+  while (Date.now() - start < 1_000);
+  const end = Date.now()
+  const [ev] = (await giveup) as [{ lastError: RedialError }]
+  t.is(ev.lastError.status, 404)
+  t.is(hops.length, 1_500, 'every hop reported')
+  const whileBusy = hops.filter((at) => at >= start && at <= end).length
+  // Without the wait: a hop every millisecond or so (about 1,000 in that second).
+  t.true(whileBusy <= 70, `${whileBusy} hops while JS was busy`)
+  await client.disconnect()
   released(t)
 })
 

@@ -715,11 +715,18 @@ test.serial('a panic while a batch of events is made for JS loses that batch, to
     const { ReconnectingWebSocket, clientStats } = require(lib)
     const native = require(nativePath)
     const warnings = []
-    process.on('warning', (w) => warnings.push(w.code + ': ' + w.message))
+    let warned
+    const warning = new Promise((resolve) => (warned = resolve))
+    process.on('warning', (w) => {
+      warnings.push(w.code + ': ' + w.message)
+      warned()
+    })
     setTimeout(() => process.exit(3), 5000).unref()
     ;(async () => {
       const lost = new ReconnectingWebSocket(url)
       native.testingPanicDelivery(lost)
+      // Made once the batch is lost, its events are in none of it.
+      await warning
       const after = new ReconnectingWebSocket(url)
       await after.opened()
       after.send('echo')

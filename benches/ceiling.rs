@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use redial_ws::attempt::{Attempt, ParamSource};
 use redial_ws::connection::ConnConfig;
 use redial_ws::frame::{self, Decoder, Incoming, Limits};
-use redial_ws::shared::AttemptParams;
+use redial_ws::shared::{AttemptParams, Shared};
 use redial_ws::tls::TlsOptions;
 use tokio::io::AsyncWriteExt;
 
@@ -106,7 +106,8 @@ async fn recv_async(url: url::Url, count: usize, size: usize, ca: Vec<String>) -
         protocols: Vec::new(),
         proxy: None,
     };
-    let opened = Attempt::start(&cfg, ParamSource::Fixed(Arc::new(params)), None)
+    let shared = Arc::new(Shared::new(0, false));
+    let opened = Attempt::start(&cfg, ParamSource::Fixed(Arc::new(params)), None, &shared)
         .await
         .map_err(|e| format!("connect: {}", e.message))?;
     let mut transport = opened.transport;

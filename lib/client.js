@@ -1046,8 +1046,10 @@ class ReconnectingWebSocket extends EventEmitter {
     this.#sendTicketed(sendable(withSendOptions(data, options)), callback, options?.compress !== false)
   }
 
-  /** `send(data, { compress: false })`: framed uncompressed even where permessage-deflate was negotiated. */
-  /** `original`: what send() was given, for a `drop` event (a held Blob's, the Blob); `held`: see `#sent()`. */
+  /**
+   * `send(data, { compress: false })`: framed uncompressed even where permessage-deflate was negotiated.
+   * `original`: what send() was given, for a `drop` event (a held Blob's, the Blob); `held`: see `#sent()`.
+   */
   #sendUncompressed(data, original = data, held = false) {
     const outcome = N.clientSendTicketed(this, sendable(data), 0, false)
     if (outcome === SENT_CORKED) return void corkUntilTurnEnd(this)
@@ -1133,8 +1135,10 @@ class ReconnectingWebSocket extends EventEmitter {
     return outcome
   }
 
-  /** Runs (as microtasks) the callbacks of messages the addon reports written or dropped. */
-  /** `drainedAs`: what a callback of a message the queue handed back is told. */
+  /**
+   * Runs (as microtasks) the callbacks of messages the addon reports written or dropped.
+   * `drainedAs`: what a callback of a message the queue handed back is told.
+   */
   #settleCallbacks(drainedAs = 'drained') {
     const callbacks = this.#callbacks?.byTicket
     if (callbacks === undefined || callbacks.size === 0) return
@@ -1725,8 +1729,10 @@ class ReconnectingWebSocket extends EventEmitter {
     }
   }
 
-  /** `retries`: the machine's failure count once this close is accounted for (what the next attempt reports). */
-  /** `gen`: the generation of the driver that reports it; `restarts`: as `#onReconnecting`'s (0: final). */
+  /**
+   * `retries`: the machine's failure count once this close is accounted for (what the next attempt reports).
+   * `gen`: the generation of the driver that reports it; `restarts`: as `#onReconnecting`'s (0: final).
+   */
   #onClose({ code, reason, wasClean, willReconnect, byReconnect, retries, gen, restarts }) {
     runDueCallbacks()
     this.#deliverBacklog()

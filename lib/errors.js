@@ -207,4 +207,4 @@ function textOf(value, fallback) {
   return fallback
 }
 
-module.exports = { notSent, proxySystemWords, makeError, fromNative, redactUrl, redactInput, redactText, textOf, gaveUpError, optionTypeError, withCause }
+module.exports = { notSent, proxySystemWords, makeError, fromNative, redactUrl, redactInput, textOf, gaveUpError, optionTypeError, withCause }

@@ -12,7 +12,7 @@ use crate::connection::ConnConfig;
 use crate::errors::{self, ConnError};
 use crate::redact::redact_url;
 use crate::redirect;
-use crate::shared::AttemptParams;
+use crate::shared::{AttemptParams, Shared};
 use crate::stats::{Gauge, PendingAttempts};
 use crate::transport;
 use crate::upgrade::{self, Opened};
@@ -35,11 +35,12 @@ pub struct Attempt {
 
 impl Attempt {
     /// `js`: the client's JS side, when it has functions to ask (`ConnConfig::asks_js`).
-    pub fn start(cfg: &ConnConfig, params: ParamSource, js: Option<ask::Asker>) -> Self {
+    pub fn start(cfg: &ConnConfig, params: ParamSource, js: Option<ask::Asker>, shared: &Arc<Shared>) -> Self {
         let mut cfg = cfg.clone();
         cfg.js = js;
         let redirects = cfg.max_redirects.map(|_| Arc::new(Mutex::new(Vec::new())));
         let followed = redirects.clone();
+        let shared = shared.clone();
         let fut = async move {
             let deadline = tokio::time::Instant::now() + cfg.connect_timeout;
             let attempt = async {
@@ -49,7 +50,7 @@ impl Attempt {
                         Err(ConnError::new(errors::ERR_PROVIDER, "the providers were abandoned"))
                     })?),
                 };
-                connect(&cfg, &params, followed.as_deref(), deadline).await
+                connect(&cfg, &params, followed.as_deref(), &shared, deadline).await
             };
             // A refusal's body is read within the deadline (`body::read`), on a timer of the same
             // instant as this one, which is polled after the attempt: the refusal is not lost to it.
@@ -89,6 +90,7 @@ async fn connect(
     cfg: &ConnConfig,
     params: &AttemptParams,
     followed: Option<&Mutex<Vec<String>>>,
+    shared: &Shared,
     deadline: tokio::time::Instant,
 ) -> Result<Opened, ConnError> {
     let mut result = dial_and_upgrade(cfg, params, deadline).await;
@@ -113,6 +115,14 @@ async fn connect(
         if let Some(f) = followed {
             f.lock().unwrap_or_else(|p| p.into_inner()).push(redact_url(&next.url));
         }
+        // Each hop is an event for JS (`redirect`): while JS is behind on the client's events, the
+        // next hop waits (within the deadline), as a reconnect does, so that a server redirecting
+        // without end cannot pile its addresses up behind a busy JS thread.
+        std::future::poll_fn(|cx| match shared.read_gate.js_behind(cx) {
+            true => Poll::Pending,
+            false => Poll::Ready(()),
+        })
+        .await;
         result = dial_and_upgrade(cfg, &next, deadline).await;
         hop = Some(next);
     }

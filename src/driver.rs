@@ -616,7 +616,7 @@ impl Driver {
                     }
                 };
                 let js = (self.config.conn.asks_js()).then(|| hub::js_asker(self.hub.clone(), self.shared.clone()));
-                self.attempt = Some(Box::new(Attempt::start(&self.config.conn, params, js)));
+                self.attempt = Some(Box::new(Attempt::start(&self.config.conn, params, js, &self.shared)));
             }
             Action::AbortAttempt => self.attempt = None,
             Action::StartClose { code, reason } => {

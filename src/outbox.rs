@@ -21,8 +21,6 @@ use crate::stats::{self, Metrics};
 use crate::testing::{self, Probe};
 use crate::writer::Writer;
 
-/// A connection's outgoing messages, how many of them the socket has not wholly taken yet, and
-/// how they are framed (one allocation per connection, shared by `send()` and the driver).
 /// A message on its way, with its callback's ticket (`NO_TICKET`: sent without one).
 pub struct Outbound {
     pub msg: Message,
@@ -57,6 +55,8 @@ pub enum Fate {
     Discarded = 3,
 }
 
+/// A connection's outgoing messages, how many of them the socket has not wholly taken yet, and
+/// how they are framed (one allocation per connection, shared by `send()` and the driver).
 #[derive(Default)]
 pub struct SendQueue {
     pub messages: Queue<Outbound>,
@@ -265,6 +265,7 @@ pub struct Outbox {
 impl Outbox {
     /// `ticket`: the callback's, or `NO_TICKET`. Only a message without one may take the fast
     /// path; one queued or handed over carries its ticket.
+    #[cfg(test)]
     pub fn send(&mut self, msg: Message, ticket: u64, cfg: &QueueConfig, metrics: &Metrics) -> SendOutcome {
         let compress = true;
         self.send_outbound(Outbound { msg, ticket, compress }, None, cfg, metrics)

@@ -290,53 +290,102 @@ pub async fn http_connect(mut s: TcpStream, host: &str, port: u16, proxy: &Proxy
     request.push_str("\r\n");
     let io_err = |e: io::Error| ConnError::new(errors::ERR_PROXY, format!("proxy tunnel failed: {e}"));
     s.write_all(request.as_bytes()).await.map_err(io_err)?;
-    // Read the response head byte by byte: nothing after it may be consumed (it belongs to the tunnel).
-    let mut head = Vec::with_capacity(256);
-    let mut byte = [0u8; 1];
-    let mut accepted = false;
-    // In an interim (1xx) response, which the answer follows (RFC 9110 §15.2); with its bytes so far.
-    let mut interim = false;
-    let mut skipped = 0;
+    // Nothing after the head may be consumed (it belongs to the tunnel): what the socket holds is
+    // peeked at, and only the head's bytes are taken from it.
+    let mut answer = ConnectAnswer::default();
+    let mut chunk = [0u8; 2048];
     loop {
-        if skipped + head.len() > 16 * 1024 {
-            return Err(ConnError::new(errors::ERR_PROXY, "proxy response head too large"));
-        }
-        if s.read(&mut byte).await.map_err(io_err)? == 0 {
+        let n = s.peek(&mut chunk).await.map_err(io_err)?;
+        if n == 0 {
             return Err(ConnError::new(
                 errors::ERR_PROXY,
                 "the proxy closed the connection during CONNECT",
             ));
         }
-        head.push(byte[0]);
-        if accepted || interim {
+        let mut used = 0;
+        let mut step = Step::More;
+        for &byte in &chunk[..n] {
+            used += 1;
+            step = answer.push(byte)?;
+            if step != Step::More {
+                break;
+            }
+        }
+        if step == Step::NotHttp {
+            // What it began with, as far as it came (the first byte alone tells little).
+            let mut seen = std::mem::take(&mut answer.head);
+            seen.extend_from_slice(&chunk[used..n]);
+            return Err(not_http(&seen));
+        }
+        s.read_exact(&mut chunk[..used]).await.map_err(io_err)?;
+        if step == Step::Open {
+            return Ok(s);
+        }
+    }
+}
+
+/// What a byte of the proxy's answer led to.
+#[derive(PartialEq)]
+enum Step {
+    More,
+    /// It ended the head of a 2xx answer: the tunnel is open.
+    Open,
+    /// The answer is not HTTP.
+    NotHttp,
+}
+
+/// A proxy's answer to CONNECT, read a byte at a time: interim (1xx) answers, then a 2xx.
+#[derive(Default)]
+struct ConnectAnswer {
+    head: Vec<u8>,
+    /// A 2xx status line was read: the head ends at the next empty line.
+    accepted: bool,
+    /// In an interim (1xx) answer, which the answer follows (RFC 9110 §15.2).
+    interim: bool,
+    /// The bytes of the interim answers before this one.
+    skipped: usize,
+}
+
+impl ConnectAnswer {
+    /// Takes the next byte of the answer.
+    fn push(&mut self, byte: u8) -> Result<Step, ConnError> {
+        if self.skipped + self.head.len() > 16 * 1024 {
+            return Err(ConnError::new(errors::ERR_PROXY, "proxy response head too large"));
+        }
+        let head = &mut self.head;
+        head.push(byte);
+        if self.accepted || self.interim {
             // The head ends at an empty line: CRLF, or a bare LF, which a recipient may take for
             // one (RFC 9112 §2.2), as the upgrade's answer is read.
             if head.ends_with(b"\n\r\n") || head.ends_with(b"\n\n") {
-                if accepted {
-                    return Ok(s);
+                if self.accepted {
+                    return Ok(Step::Open);
                 }
-                skipped += head.len();
+                self.skipped += head.len();
                 head.clear();
-                interim = false;
+                self.interim = false;
             }
-            continue;
+            return Ok(Step::More);
         }
         // Not HTTP from its first bytes on: fail now rather than wait for a line that may never come.
         let n = head.len().min(STATUS_PREFIX.len());
         if head[..n] != STATUS_PREFIX[..n] {
-            return Err(not_http(&head));
+            return Ok(Step::NotHttp);
         }
         if let Some(line) = head.strip_suffix(b"\n") {
             let line = line.strip_suffix(b"\r").unwrap_or(line);
-            let status = parse_status_line(line).ok_or_else(|| not_http(&head))?;
+            let Some(status) = parse_status_line(line) else {
+                return Ok(Step::NotHttp);
+            };
             match status {
                 // Switching to another protocol is no answer to CONNECT, nor an interim one.
                 101 => return Err(refused(status)),
-                100..200 => interim = true,
-                200..300 => accepted = true,
+                100..200 => self.interim = true,
+                200..300 => self.accepted = true,
                 _ => return Err(refused(status)),
             }
         }
+        Ok(Step::More)
     }
 }
 
@@ -535,6 +584,11 @@ mod tests {
         let e = result.unwrap_err();
         assert_eq!((e.code, e.status), (errors::ERR_PROXY, None));
         assert!(e.message.contains("HTTP/1.x status line"), "{}", e.message);
+        assert!(
+            e.message.contains("(it began \"SSH-2.0 200 ok"),
+            "as far as it came: {}",
+            e.message
+        );
         assert!(after.is_empty(), "written after the CONNECT head: {after:?}");
     }
 

@@ -108,6 +108,7 @@ impl<T> Queue<T> {
         Poll::Pending
     }
 
+    #[cfg(test)]
     pub async fn recv(&self) -> Option<T> {
         std::future::poll_fn(|cx| self.poll_recv(cx)).await
     }

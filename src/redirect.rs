@@ -12,6 +12,9 @@ use crate::proxy::ProxyEnv;
 use crate::redact::url_in_message;
 use crate::shared::AttemptParams;
 
+/// The longest name DNS resolves (RFC 1035 §2.3.4, less the root's dot).
+const MAX_HOST_NAME: usize = 253;
+
 /// Where a refused upgrade (`err`, from the upgrade at `from`) redirects: `None` when it is not a
 /// redirect (no 3xx status, or no `Location` or an empty one, as `ws` takes them), an error when its
 /// `Location` is not a WebSocket address.
@@ -31,6 +34,12 @@ pub fn target(err: &ConnError, from: &Url) -> Option<Result<Url, ConnError>> {
         e.message = format!("the server redirected (HTTP {status}) to {why}");
         e
     };
+    if from.scheme() == "ws+unix" && Url::parse(location.1.trim()) == Err(url::ParseError::RelativeUrlWithoutBase) {
+        // It would join onto the socket's path: not an address the server gave.
+        return Some(Err(invalid(
+            "a relative address, which a ws+unix: connection does not follow",
+        )));
+    }
     let Ok(mut url) = from.join(location.1.trim()) else {
         return Some(Err(invalid("an address that is not a URL")));
     };
@@ -46,6 +55,12 @@ pub fn target(err: &ConnError, from: &Url) -> Option<Result<Url, ConnError>> {
     url.set_fragment(None);
     if url.host_str().is_none_or(str::is_empty) {
         return Some(Err(invalid("an address without a host")));
+    }
+    if matches!(url.host(), Some(url::Host::Domain(name)) if name.len() > MAX_HOST_NAME) {
+        // Named, not copied: its lookup's error would carry it whole, on every retry.
+        return Some(Err(invalid(&format!(
+            "a host name longer than {MAX_HOST_NAME} bytes (DNS's limit)"
+        ))));
     }
     Some(Ok(url))
 }
@@ -146,6 +161,27 @@ mod tests {
         assert_eq!((bad.code, bad.status), (errors::ERR_HANDSHAKE, Some(302)));
         assert!(bad.message.contains("ftp: URL"), "{}", bad.message);
         assert!(to("http://[::1").is_err());
+        let long = format!("{}.test", "a".repeat(250));
+        let refused_long = to(&format!("ws://{long}/")).unwrap_err();
+        assert!(
+            refused_long.message.contains("longer than 253 bytes"),
+            "{}",
+            refused_long.message
+        );
+        assert!(!refused_long.message.contains(&long), "named, not copied");
+        assert!(to(&format!("ws://{}.test/", "a".repeat(248))).is_ok(), "253 bytes");
+        let unix = url("ws+unix:/tmp/s.sock:/v1");
+        let relative = target(&refused(302, Some("/v2")), &unix).unwrap().unwrap_err();
+        assert!(
+            relative.message.contains("ws+unix: connection does not follow"),
+            "{}",
+            relative.message
+        );
+        assert_eq!(
+            target(&refused(302, Some("ws://b.test/")), &unix).unwrap().unwrap(),
+            url("ws://b.test/"),
+            "an absolute address is followed"
+        );
     }
 
     fn names(p: &AttemptParams) -> Vec<&str> {

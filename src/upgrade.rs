@@ -64,6 +64,8 @@ pub async fn handshake(
     let mut buf = BytesMut::with_capacity(1024);
     // Bytes of interim (1xx) responses read before the answer.
     let mut interim = 0;
+    // Bytes at the start of `buf` known to hold no empty line (`parse_response`).
+    let mut searched = 0;
     let (head, response) = 'answer: loop {
         if transport.read_buf(&mut buf).await.map_err(io_err)? == 0 {
             return Err(ConnError::new(
@@ -75,16 +77,19 @@ pub async fn handshake(
             // Only the bytes the bound leaves room for are parsed: a head that came whole in a read
             // is held to it as one still coming is (and its header count with it).
             let room = MAX_RESPONSE_HEAD - interim;
-            let Some((len, response)) = parse_response(&buf[..buf.len().min(room)]).map_err(|e| invalid(&e))? else {
+            let parsed = &buf[..buf.len().min(room)];
+            let Some((len, response)) = parse_response(parsed, searched).map_err(|e| invalid(&e))? else {
                 if buf.len() >= room {
                     return Err(invalid(&"the upgrade response head is too large"));
                 }
+                searched = buf.len();
                 break;
             };
             // RFC 9110 §15.2: a client reads any number of interim responses before the final one.
             if response.status().is_informational() && response.status() != StatusCode::SWITCHING_PROTOCOLS {
                 let _ = buf.split_to(len);
                 interim += len;
+                searched = 0;
                 continue;
             }
             // The rest of the read buffer keeps the first frames; the head shares its memory.
@@ -115,14 +120,20 @@ pub async fn handshake(
 
 /// A response head at the start of `buf`, with its length; `None`: not all of it yet. Up to 32
 /// headers are parsed without allocating; more (Node takes up to 2,000) with room for as many as
-/// the head has lines, which `MAX_RESPONSE_HEAD` bounds.
-fn parse_response(buf: &[u8]) -> Result<Option<(usize, Response)>, String> {
+/// the head has lines, which `MAX_RESPONSE_HEAD` bounds. `searched`: the bytes of `buf` already
+/// known to hold no empty line.
+fn parse_response(buf: &[u8], searched: usize) -> Result<Option<(usize, Response)>, String> {
     let mut headers = [httparse::EMPTY_HEADER; 32];
     match parse_response_with(buf, &mut headers) {
         // Only a whole head is parsed again (a head that comes a byte at a time is not re-parsed
-        // with an allocation at each read): its end is an empty line.
+        // with an allocation at each read): its end is an empty line, looked for in what is new
+        // (and the two bytes before it, where one may have begun), or a head dripped a byte at a
+        // time costs its length squared.
         Err(httparse::Error::TooManyHeaders)
-            if !buf.windows(2).any(|w| w == b"\n\n") && !buf.windows(3).any(|w| w == b"\n\r\n") =>
+            if !{
+                let new = &buf[searched.saturating_sub(2).min(buf.len())..];
+                new.windows(2).any(|w| w == b"\n\n") || new.windows(3).any(|w| w == b"\n\r\n")
+            } =>
         {
             Ok(None)
         }
@@ -415,17 +426,32 @@ mod tests {
         let whole = head.len() - 4;
         for cut in [20, 200, 2000, whole - 1] {
             assert!(
-                parse_response(&head.as_bytes()[..cut]).unwrap().is_none(),
+                parse_response(&head.as_bytes()[..cut], 0).unwrap().is_none(),
                 "cut at {cut}"
             );
         }
-        let (len, response) = parse_response(head.as_bytes()).unwrap().unwrap();
+        let (len, response) = parse_response(head.as_bytes(), 0).unwrap().unwrap();
         assert_eq!((len, response.status().as_u16()), (whole, 401));
+        // A byte at a time, each read searching what is new: the end is found where it is, also
+        // a CRLF CRLF or LF LF whose first bytes came in the reads before (bare LFs too).
+        for head in [head.clone(), head.replace("\r\n", "\n")] {
+            let whole = head.len() - 4;
+            let mut searched = 0;
+            for cut in 1..whole {
+                assert!(
+                    parse_response(&head.as_bytes()[..cut], searched).unwrap().is_none(),
+                    "cut at {cut}"
+                );
+                searched = cut;
+            }
+            let (len, _) = parse_response(&head.as_bytes()[..whole], searched).unwrap().unwrap();
+            assert_eq!(len, whole);
+        }
         assert_eq!(response.headers().len(), 200);
         assert_eq!(response.headers()["x-h199"], "199");
-        assert!(parse_response(b"SSH-2.0-OpenSSH\r\n").is_err());
-        assert!(parse_response(b"HTTP/2 101 Switching Protocols\r\n\r\n").is_err());
-        let (_, response) = parse_response(b"HTTP/1.0 404 Not Found\r\n\r\n").unwrap().unwrap();
+        assert!(parse_response(b"SSH-2.0-OpenSSH\r\n", 0).is_err());
+        assert!(parse_response(b"HTTP/2 101 Switching Protocols\r\n\r\n", 0).is_err());
+        let (_, response) = parse_response(b"HTTP/1.0 404 Not Found\r\n\r\n", 0).unwrap().unwrap();
         assert_eq!(response.status().as_u16(), 404, "a 1.0 refusal keeps its status");
     }
 
@@ -440,7 +466,7 @@ mod tests {
             head.extend_from_slice(b"\r\n");
             head.extend_from_slice(extra);
             head.extend_from_slice(b"\r\n");
-            let (_, response) = parse_response(&head).unwrap().unwrap();
+            let (_, response) = parse_response(&head, 0).unwrap().unwrap();
             verify_response(&response, key, &[], None).map(|(protocol, _)| protocol)
         };
         assert_eq!(answer(b"Upgrade: websocket\r\n").unwrap(), None);
@@ -466,7 +492,7 @@ mod tests {
             let head = format!(
                 "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n{connection}Sec-WebSocket-Accept: {accept}\r\n\r\n"
             );
-            let (_, response) = parse_response(head.as_bytes()).unwrap().unwrap();
+            let (_, response) = parse_response(head.as_bytes(), 0).unwrap().unwrap();
             verify_response(&response, key, &[], None).is_ok()
         };
         assert!(answer("Connection: keep-alive\r\nConnection: Upgrade\r\n"));

@@ -254,6 +254,8 @@ impl Writer {
     /// `encode` appends the frame to the buffer it is given. It runs under the writer's lock, once
     /// the frame is sure to be taken: a compressed frame changes the compressor's context, so one
     /// refused here, and compressed again by the driver, would leave the peer's context behind ours.
+    /// (The one exception, a TLS session that fails to seal it, has failed the connection: nothing
+    /// more reaches the peer.)
     pub fn write_or_cork(&self, turn: Option<u64>, encode: impl FnOnce(&mut Vec<u8>)) -> Option<bool> {
         let mut w = self.lock();
         if w.close != CloseBy::None || w.blocked || w.backed_up() {
