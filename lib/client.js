@@ -9,7 +9,6 @@ const { EventEmitter } = require('node:events')
 const N = require('./native')
 const { makeError, fromNative, redactUrl, gaveUpError, notSent, textOf } = require('./errors')
 const { Asked } = require('./asked')
-const { onProcessEnd } = require('./environment')
 const {
   parseOptions,
   checkHeaders,
@@ -38,7 +37,9 @@ const { onAbortDisconnect } = require('./abort')
 
 const { convertBinary } = wire
 // Not the global that test fake timers replace: a replay must not wait for a fake clock.
-const { rethrowLater, microtask, setImmediate } = require('./later')
+const { rethrowLater, setImmediate } = require('./later')
+const { corkUntilTurnEnd } = require('./cork')
+const { FATES, callLater, runDueCallbacks } = require('./send-callbacks')
 const {
   notOpen: SENT_NOT_OPEN,
   queueFull: SENT_QUEUE_FULL,
@@ -48,78 +49,6 @@ const {
   sent: SENT,
   handed: SENT_HANDED,
 } = wire.SEND
-
-/**
- * One microtask per turn writes what the fast path corked (src/writer.rs). The clients waiting for
- * theirs are kept: a process that ends in the same turn (process.exit(), an uncaught exception,
- * Deno.exit()) runs no microtask, and its end writes them (as ws's socket.write() would have
- * written them at once).
- */
-const corked = new Set()
-let exitHooked = false
-
-function corkUntilTurnEnd(client) {
-  corked.add(client)
-  if (!exitHooked) {
-    exitHooked = true
-    onProcessEnd(uncorkAll)
-  }
-  microtask(() => uncork(client))
-}
-
-function uncork(client) {
-  corked.delete(client)
-  N.clientUncork(client)
-}
-
-function uncorkAll() {
-  for (const client of corked) {
-    try {
-      uncork(client)
-    } catch {
-      // The process is ending: another client's frames still go.
-    }
-  }
-}
-
-/** What became of a message sent with a callback, by the addon's number (src/outbox.rs `Fate`). */
-const FATES = ['written', 'overflow', 'drained', 'discarded']
-
-/**
- * send() callbacks run later, never inside the call that settled them: as microtasks, so that
- * they run in the order they were settled and before whatever awaits a disconnect() made after
- * (its continuation is queued behind them, even when that promise is already resolved). As in
- * ws, a message written gets `callback(null)`, one never written `callback(err)`. A close reported
- * in the same batch as a message's settling runs the callbacks due first (`runDueCallbacks`).
- */
-function callLater(callback, err = null) {
-  // The callbacks of a message sent in pieces, one per piece, in order.
-  if (Array.isArray(callback)) for (const each of callback) callLater(each, err)
-  else {
-    const entry = { callback, err }
-    dueCallbacks.add(entry)
-    microtask(() => dueCallbacks.delete(entry) && callback(err))
-  }
-}
-
-/** Callbacks settled whose microtask has not run yet, in the order they were settled. */
-const dueCallbacks = new Set()
-
-/**
- * Runs now the callbacks already settled, in order: a `close` is about to be reported, and ws calls
- * a written message's callback before its close (the socket took the message, then the close).
- * Only from an event's delivery, never inside a call.
- */
-function runDueCallbacks() {
-  for (const entry of dueCallbacks) {
-    dueCallbacks.delete(entry)
-    try {
-      entry.callback(entry.err)
-    } catch (err) {
-      rethrowLater(err)
-    }
-  }
-}
 
 /**
  * A disconnect() call is done: the callbacks of the messages it discarded on the JS side (see
@@ -313,6 +242,11 @@ function connectionOf(client) {
 }
 
 /** ws's `ping(data?, mask?, callback?)` and `ping(callback)`, checked: `{ payload, callback }`. */
+/** Hands a ping or pong (`what`) to the client's connection: false when it has none open. */
+function sendControl(client, what, payload) {
+  return what === 'ping' ? N.clientPing(client, payload) : N.clientPong(client, payload)
+}
+
 function controlArgs(what, data, mask, callback) {
   if (typeof data === 'function') [data, mask, callback] = [undefined, undefined, data]
   else if (typeof mask === 'function') [mask, callback] = [undefined, mask]
@@ -725,8 +659,7 @@ class ReconnectingWebSocket extends EventEmitter {
         this.#endReadersAtIdle = true
         return new Promise((resolve) => {
           const waiter = { seq: 0, resolve, left: null, keepQueue, already: discarded }
-          const w = this.#waiters
-          this.#waiters = w === null ? waiter : Array.isArray(w) ? (w.push(waiter), w) : [w, waiter]
+          this.#addWaiter(waiter)
         })
       }
       // A reader waiting for a client that never connected (or one that gave up) ends now; one
@@ -756,8 +689,7 @@ class ReconnectingWebSocket extends EventEmitter {
       // Settled by the event that reports call `seq` done: after a connect(), an earlier call's
       // completion must not settle a later one.
       const waiter = { seq, resolve, left, keepQueue }
-      const w = this.#waiters
-      this.#waiters = w === null ? waiter : Array.isArray(w) ? (w.push(waiter), w) : [w, waiter]
+      this.#addWaiter(waiter)
     })
   }
 
@@ -1159,25 +1091,23 @@ class ReconnectingWebSocket extends EventEmitter {
    * frame is handed to the connection, which writes it after what it is writing.
    */
   ping(data, mask, callback) {
-    const control = controlArgs('ping', data, mask, callback)
-    // Behind what waits for a Blob's bytes (as in ws, whose sender queues a ping then), or a Blob's own.
-    if (!Buffer.isBuffer(control.payload) || heldOf(this) !== null) {
-      const connection = connectionOf(this)
-      return this.#holdControl('ping', control, connection)
-    }
-    // The addon checks `this` first: a foreign object is refused as such.
-    if (!N.clientPing(this, control.payload)) return this.#controlRefused('ping', control)
-    if (control.callback !== undefined) callLater(control.callback)
+    this.#control('ping', data, mask, callback)
   }
 
   /** Sends a pong frame, ws's pong(): a one-way heartbeat, or the answer to a ping with `autoPong: false`. */
   pong(data, mask, callback) {
-    const control = controlArgs('pong', data, mask, callback)
+    this.#control('pong', data, mask, callback)
+  }
+
+  /** ping() or pong() (`what`). */
+  #control(what, data, mask, callback) {
+    const control = controlArgs(what, data, mask, callback)
+    // Behind what waits for a Blob's bytes (as in ws, whose sender queues a ping then), or a Blob's own.
     if (!Buffer.isBuffer(control.payload) || heldOf(this) !== null) {
-      const connection = connectionOf(this)
-      return this.#holdControl('pong', control, connection)
+      return this.#holdControl(what, control, connectionOf(this))
     }
-    if (!N.clientPong(this, control.payload)) return this.#controlRefused('pong', control)
+    // The addon checks `this` first: a foreign object is refused as such.
+    if (!sendControl(this, what, control.payload)) return this.#controlRefused(what, control)
     if (control.callback !== undefined) callLater(control.callback)
   }
 
@@ -1234,7 +1164,7 @@ class ReconnectingWebSocket extends EventEmitter {
       message.error = makeError('ERR_OUT_OF_RANGE', `A ${what} payload must be at most 125 bytes`, RangeError)
       return this.#unreadable(message)
     }
-    const sent = connectionOf(this) === connection && (what === 'ping' ? N.clientPing(this, data) : N.clientPong(this, data))
+    const sent = connectionOf(this) === connection && sendControl(this, what, data)
     if (!sent) this.#controlGone(message)
     else if (callback !== undefined) callLater(callback)
   }
@@ -1924,6 +1854,12 @@ class ReconnectingWebSocket extends EventEmitter {
     if (again) return
     this.#ended = 'disconnected'
     this.#internal?.emit(kClosed)
+  }
+
+  /** One more disconnect() to settle (one waiter held alone: most calls have no other beside them). */
+  #addWaiter(waiter) {
+    const w = this.#waiters
+    this.#waiters = w === null ? waiter : Array.isArray(w) ? (w.push(waiter), w) : [w, waiter]
   }
 
   #resolveWaiters(discarded, upto) {

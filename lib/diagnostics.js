@@ -1,11 +1,11 @@
 'use strict'
 // What a client tells observers other than its own listeners: diagnostics_channel
 // for APM tools and NODE_DEBUG=redial-ws. Nothing is built when nobody listens, and
-// no URL is logged with its password.
+// no URL is logged with its password or its query (a token as often as not), as error messages show it.
 
 const diagnostics = require('node:diagnostics_channel')
 const { debuglog } = require('node:util')
-const { redactUrl } = require('./errors')
+const { redactInput } = require('./errors')
 
 // Subscribers get `{ client, ...event }`.
 const channels = {
@@ -21,7 +21,7 @@ const debug = debuglog('redial-ws')
 // Fixed arguments rather than a rest array: called on every event, and usually disabled.
 function trace(url, what, a, b) {
   if (!debug.enabled) return
-  debug('%s %s', redactUrl(url), [what, a, b].filter((v) => v !== undefined).join(' '))
+  debug('%s %s', redactInput(url), [what, a, b].filter((v) => v !== undefined).join(' '))
 }
 
 /** Whether NODE_DEBUG=redial-ws logs. */

@@ -6,8 +6,9 @@
 //! Lifetime: the JS object owns this state; this state refers back to it only
 //! through a registry reference that is strong while a connection exists. When the application drops a client that has no connection, both
 //! are collected, and `finalize`/`Drop` abort the driver: the pending
-//! reconnect timer dies with it. `Drop` touches no runtime: an abort handle and
-//! a closed command queue only, so it is safe at process exit.
+//! reconnect timer dies with it. `Drop` needs no runtime of its own: an abort handle (which
+//! schedules the task's cancellation, or drops it here once the runtime has shut down) and a
+//! closed command queue only, so it is safe at process exit.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -379,14 +380,7 @@ impl NativeClient {
         if !delivered {
             // The driver is exiting (it gave up) and will not run this call: what it would have
             // discarded goes now, and its exit report settles the call.
-            let discarded = {
-                let mut outbox = self.shared.outbox();
-                if outbox.discards_upto(seq) {
-                    outbox.discard(&self.shared.metrics) as u32
-                } else {
-                    0
-                }
-            };
+            let discarded = self.shared.outbox().discard_at_completion(seq, &self.shared.metrics);
             registry::disconnect_undelivered(self.shared.id, seq, discarded);
         }
         delivery::read_close_on_driver(self.shared.id);

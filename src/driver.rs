@@ -580,14 +580,10 @@ impl Driver {
         // it, see `Outbox::discards_upto`) and reports the count.
         if disconnect_done && (self.finished || self.unsettled) {
             self.unsettled = false;
-            let discarded = {
-                let mut outbox = self.shared.outbox();
-                if outbox.discards_upto(self.disconnects) {
-                    outbox.discard(&self.shared.metrics) as u32
-                } else {
-                    0
-                }
-            };
+            let discarded = self
+                .shared
+                .outbox()
+                .discard_at_completion(self.disconnects, &self.shared.metrics);
             if self.finished {
                 // Reported by `Idle`, once everything is released.
                 self.discarded = self.discarded.saturating_add(discarded);

@@ -20,15 +20,13 @@ use crate::testing::{self, Probe};
 /// and is not split, so a batch may pass it by one run: `events::Run`)...
 pub const BATCH_EVENTS: usize = 4096;
 /// ...and payload bytes beyond this start the next batch. A batch keeps its messages reachable
-/// until its last listener has run: with a listener that takes 0.5 ms per 64 KiB message, a
-/// 1 MiB batch kept them long enough to outlive scavenges, and a promoted Buffer is freed only by
-/// a mark-compact (the hostile tests' 64 KiB flood grew RSS by 76 MiB against 14 with this
-/// bound). It also holds the event loop for about 2 ms per batch there.
+/// until its last listener has run: large messages kept past a slow listener's scavenges would be
+/// promoted, and freed only by mark-compacts (docs/performance.md, "Large messages and the
+/// garbage collector").
 pub const BATCH_BYTES: usize = 256 * 1024;
-/// Entries of room the queue keeps once it has run empty (152 bytes each). A burst (thousands of
-/// clients opening or reconnecting at once) grows it, and the room above this goes back once the
-/// burst is delivered; streams do not come near it (1 to 100 clients flooding 64 B messages at JS
-/// kept at most 504 entries queued), so no batch of a stream grows it anew.
+/// Entries of room the queue keeps once it has run empty (152 bytes each): a burst (thousands of
+/// clients reconnecting at once) grows it and gives the rest back once delivered; a stream stays
+/// well under it, so no batch of a stream grows it anew.
 const KEPT_ENTRIES: usize = 1024;
 
 #[derive(Default)]

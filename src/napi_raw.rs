@@ -345,9 +345,8 @@ pub fn external_buffer<'e, T: AsMut<[u8]> + 'static>(env: &'e Env, data: T) -> R
 /// only when it allocates a Buffer's memory itself and finds twice a semi-space of it young (about
 /// 32 MB): `Heap::AllocateExternalBackingStore`. Node's own Buffers make that check as they are
 /// made; a stream of external ones would be freed only by mark-compacts at V8's external-memory
-/// limit, which cost what the whole heap costs (with 256-300 MB of live objects, 64 KiB messages
-/// arrived at 0.12-0.15x `ws`'s rate). So each external Buffer is followed by one byte that V8
-/// allocates.
+/// limit, which cost what the whole heap costs. So each external Buffer is followed by one byte
+/// that V8 allocates (docs/performance.md, "Large messages and the garbage collector").
 fn young_collection_check(env: &Env) {
     let mut data = ptr::null_mut();
     let mut v = ptr::null_mut();
@@ -365,11 +364,9 @@ fn young_collection_check(env: &Env) {
 /// separates its collections' phases (`--separate-gc-phases`): it does not scavenge for Buffer
 /// memory while a mark-compact's marking runs, and with the external limit (64 MB) as high as its
 /// scavenge threshold, Buffers are freed by mark-compacts alone, for `ws` too. How much is counted
-/// twice sets how much garbage Buffer memory builds up between them. Measured on Node 24 with 64
-/// KiB messages (256 MB to a listener that does nothing; the hostile tests' flood to a listener
-/// that takes 0.5 ms each): counted once, 3 mark-compacts and RSS +82 MiB, past the hostile tests'
-/// 64 MiB bound; twice, 7-8 and +49 MiB; three quarters, 6 (as many as `ws` needs) and +54 MiB
-/// (`ws` +98 MiB). Bun and Deno keep the second count too: unmeasured there.
+/// twice sets how much garbage Buffer memory builds up between them: three quarters needs as many
+/// mark-compacts as `ws` and stays inside the hostile tests' bound (the measurements are in
+/// docs/performance.md). Bun and Deno keep it too.
 static EXTRA_COUNT: OnceLock<Share> = OnceLock::new();
 
 /// A share of a length, in quarters.
@@ -943,7 +940,8 @@ unsafe extern "C" fn on_poll(handle: *mut c_void, status: c_int, _events: c_int)
 /// must not unwind into libuv. False when `f` panicked (or could not run).
 ///
 /// # Safety
-/// `handle` is an initialised, open handle of `env`'s loop, and this is that loop's thread.
+/// `handle` is an initialised handle of `env`'s loop, not yet released by its close callback (a
+/// first call may have closed it: it stays valid until `on_closed`), and this is that loop's thread.
 unsafe fn call_in_scope(env: sys::napi_env, handle: *mut c_void, f: impl FnOnce(&Env, u64)) -> bool {
     let mut scope = ptr::null_mut();
     // SAFETY: `env` is live (the caller's contract); `scope` is a valid out pointer.

@@ -178,11 +178,7 @@ pub fn data_frame(msg: &Message) -> Option<(u8, &[u8])> {
 
 /// Bytes `send()` accounts in `bufferedAmount`: the payload of data messages.
 pub fn data_len(msg: &Message) -> Option<usize> {
-    match msg {
-        Message::Text(t) => Some(t.len()),
-        Message::Binary(b) => Some(b.len()),
-        _ => None,
-    }
+    data_frame(msg).map(|(_, payload)| payload.len())
 }
 
 /// The send fast path: frame the message here, on the JS thread, and write it without waking
@@ -462,12 +458,21 @@ impl Outbox {
     }
 
     /// At the completion of the `disconnect()` calls up to `upto`: whether one of them discards.
-    pub fn discards_upto(&mut self, upto: u32) -> bool {
+    fn discards_upto(&mut self, upto: u32) -> bool {
         let discards = self.discard_upto != 0 && self.discard_upto <= upto;
         if discards {
             self.discard_upto = 0;
         }
         discards
+    }
+
+    /// At the completion of the `disconnect()` calls up to `upto`: discards the queue if one of
+    /// them discards it (`discards_upto`, `discard`). Returns how many were discarded.
+    pub fn discard_at_completion(&mut self, upto: u32, metrics: &Metrics) -> u32 {
+        match self.discards_upto(upto) {
+            true => u32::try_from(self.discard(metrics)).unwrap_or(u32::MAX),
+            false => 0,
+        }
     }
 
     pub fn is_queue_empty(&self) -> bool {
