@@ -234,10 +234,20 @@ fn next_batch<'e>(env: &'e Env, hub: &Hub) -> Result<Vec<Value<'e>>> {
         }
         let mut credits = Credits::new();
         let built = std::panic::catch_unwind(AssertUnwindSafe(|| build_batch(env, events, &mut credits)));
-        let values = match built {
-            Ok(Ok(values)) => values,
-            Ok(Err(err)) => lost_batch(hub, &err.reason),
-            Err(panic) => lost_batch(hub, &errors::panic_text(&*panic)),
+        let what = match built {
+            Ok(Ok(values)) => Ok(values),
+            Ok(Err(err)) => Err(err.reason),
+            Err(panic) => Err(errors::panic_text(&*panic)),
+        };
+        let values = match what {
+            Ok(values) => values,
+            Err(what) => {
+                // Not taken again in this call: where JS cannot run (a worker being terminated),
+                // every batch fails, the warning's too.
+                settle(credits);
+                lost_batch(hub, &what);
+                return Ok(Vec::new());
+            }
         };
         if values.is_empty() {
             // Nothing in it was for a live client (or it was lost): JS will not acknowledge it.
@@ -249,11 +259,12 @@ fn next_batch<'e>(env: &'e Env, hub: &Hub) -> Result<Vec<Value<'e>>> {
     }
 }
 
-/// A batch that could not be made for JS (a bug: its events were checked as they were read) is
-/// lost, and a process warning says so; delivery goes on with the next batch. Its error would
+/// A batch that could not be made for JS (a bug: its events were checked as they were read; or
+/// a thread where JS can no longer run, a worker being terminated) is lost, and a process warning
+/// says so; delivery goes on with the next batch. Its error would
 /// otherwise become a fatal exception with the doorbell never re-armed (nothing delivered again),
 /// and a panic would abort the process (it cannot unwind into Node).
-fn lost_batch<'e>(hub: &Hub, what: &str) -> Vec<Value<'e>> {
+fn lost_batch(hub: &Hub, what: &str) {
     let mut warning = vec![JsEvent::Warning {
         code: errors::ERR_INTERNAL,
         message: format!("internal error ({what}): a batch of events for JS was lost"),
@@ -262,7 +273,6 @@ fn lost_batch<'e>(hub: &Hub, what: &str) -> Vec<Value<'e>> {
         ),
     }];
     hub.push_quiet(0, &mut warning);
-    Vec::new()
 }
 
 /// Client `id` is disconnecting: its driver reads the close handshake itself, woken by the
