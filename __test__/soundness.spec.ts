@@ -705,13 +705,14 @@ test.serial('JS that runs while the addon makes event values (a replaced Array.o
   t.true(report.calls > 0, 'the replaced Array.of ran while a batch was made')
 })
 
-test.serial('a panic while a batch of events is made for JS loses that batch, told by a warning: the process lives on, and so does delivery', async (t) => {
+test.serial('a panic while a batch of events is made for JS loses that batch, told by a warning: the process lives on, and so does delivery; its events still count as dispatched', async (t) => {
   // It cannot unwind into Node (the process aborted), and an error there left the doorbell never
   // re-armed: nothing was delivered again. In a child process, which such a failure ends.
   const peer = await wsServer((socket) => socket.on('message', (d) => socket.send(d)))
   t.teardown(() => peer.close())
+  const refusedUrl = `ws://127.0.0.1:${await refusedPort()}/`
   const script = `
-    const [url, lib, nativePath] = process.argv.slice(1)
+    const [url, refusedUrl, lib, nativePath] = process.argv.slice(1)
     const { ReconnectingWebSocket, clientStats } = require(lib)
     const native = require(nativePath)
     const warnings = []
@@ -722,11 +723,24 @@ test.serial('a panic while a batch of events is made for JS loses that batch, to
       warned()
     })
     setTimeout(() => process.exit(3), 5000).unref()
+    const waitFor = (done) => new Promise((resolve) => {
+      const check = () => (done() ? resolve() : setTimeout(check, 5))
+      check()
+    })
     ;(async () => {
-      const lost = new ReconnectingWebSocket(url)
+      // Refused at once and retried at once: while JS is busy, its events pile up past the 64 a
+      // reconnect waits behind.
+      const lost = new ReconnectingWebSocket(refusedUrl, { minDelay: 1, maxDelay: 1, jitter: 'none' })
+      let errors = 0
+      lost.on('error', () => errors++)
+      const busyUntil = Date.now() + 300
+      while (Date.now() < busyUntil);
       native.testingPanicDelivery(lost)
-      // Made once the batch is lost, its events are in none of it.
       await warning
+      // The lost events were counted as dispatched: it retries on (its reconnect waited for good).
+      const seen = errors
+      await waitFor(() => errors > seen + 20)
+      // Made once the batch is lost, its events are in none of it.
       const after = new ReconnectingWebSocket(url)
       await after.opened()
       after.send('echo')
@@ -736,7 +750,7 @@ test.serial('a panic while a batch of events is made for JS loses that batch, to
       console.log(JSON.stringify({ echo: String(echo), warnings, open: s.openConnections, tasks: s.runningTasks }))
     })()
   `
-  const { code, signal, out, err } = await runNodeScriptLimited('', script, [peer.url, PACKAGE_ENTRY, require.resolve('../lib/native.js')])
+  const { code, signal, out, err } = await runNodeScriptLimited('', script, [peer.url, refusedUrl, PACKAGE_ENTRY, require.resolve('../lib/native.js')])
   t.is(signal, null, err)
   t.is(code, 0, err)
   const report = JSON.parse(out.trim() || '{}')

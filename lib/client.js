@@ -39,7 +39,7 @@ const { convertBinary } = wire
 // Not the global that test fake timers replace: a replay must not wait for a fake clock.
 const { rethrowLater, setImmediate } = require('./later')
 const { corkUntilTurnEnd } = require('./cork')
-const { FATES, callLater, runDueCallbacks } = require('./send-callbacks')
+const { FATES, callLater, runDueCallbacks } = require('./callbacks')
 const {
   notOpen: SENT_NOT_OPEN,
   queueFull: SENT_QUEUE_FULL,
@@ -241,12 +241,12 @@ function connectionOf(client) {
   return `${N.clientGeneration(client)}:${N.clientMetrics(client).connects}`
 }
 
-/** ws's `ping(data?, mask?, callback?)` and `ping(callback)`, checked: `{ payload, callback }`. */
 /** Hands a ping or pong (`what`) to the client's connection: false when it has none open. */
 function sendControl(client, what, payload) {
   return what === 'ping' ? N.clientPing(client, payload) : N.clientPong(client, payload)
 }
 
+/** ws's `ping(data?, mask?, callback?)` and `ping(callback)`, checked: `{ payload, callback }`. */
 function controlArgs(what, data, mask, callback) {
   if (typeof data === 'function') [data, mask, callback] = [undefined, undefined, data]
   else if (typeof mask === 'function') [mask, callback] = [undefined, mask]
@@ -1091,23 +1091,25 @@ class ReconnectingWebSocket extends EventEmitter {
    * frame is handed to the connection, which writes it after what it is writing.
    */
   ping(data, mask, callback) {
-    this.#control('ping', data, mask, callback)
+    const control = controlArgs('ping', data, mask, callback)
+    // Behind what waits for a Blob's bytes (as in ws, whose sender queues a ping then), or a Blob's own.
+    if (!Buffer.isBuffer(control.payload) || heldOf(this) !== null) {
+      // The addon checks `this` first (before a private member would): a foreign object is refused as such.
+      const connection = connectionOf(this)
+      return this.#holdControl('ping', control, connection)
+    }
+    if (!N.clientPing(this, control.payload)) return this.#controlRefused('ping', control)
+    if (control.callback !== undefined) callLater(control.callback)
   }
 
   /** Sends a pong frame, ws's pong(): a one-way heartbeat, or the answer to a ping with `autoPong: false`. */
   pong(data, mask, callback) {
-    this.#control('pong', data, mask, callback)
-  }
-
-  /** ping() or pong() (`what`). */
-  #control(what, data, mask, callback) {
-    const control = controlArgs(what, data, mask, callback)
-    // Behind what waits for a Blob's bytes (as in ws, whose sender queues a ping then), or a Blob's own.
+    const control = controlArgs('pong', data, mask, callback)
     if (!Buffer.isBuffer(control.payload) || heldOf(this) !== null) {
-      return this.#holdControl(what, control, connectionOf(this))
+      const connection = connectionOf(this)
+      return this.#holdControl('pong', control, connection)
     }
-    // The addon checks `this` first: a foreign object is refused as such.
-    if (!sendControl(this, what, control.payload)) return this.#controlRefused(what, control)
+    if (!N.clientPong(this, control.payload)) return this.#controlRefused('pong', control)
     if (control.callback !== undefined) callLater(control.callback)
   }
 

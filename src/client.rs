@@ -648,7 +648,7 @@ impl NativeClient {
         let metrics = &self.shared.metrics;
         let was_active = registry::unregister(&env, self.shared.id, || {
             JsEvent::Warning {
-            code: "REDIAL_WS_NOT_DISCONNECTED",
+            code: registry::COLLECTED_WARNING,
             message: format!(
                 "a ReconnectingWebSocket for {url} was garbage-collected without disconnect(); its reconnect was cancelled"
             ),

@@ -359,13 +359,12 @@ enum Staged {
 /// released: making them can run JS (a replaced `Array.of`, a setter some code put on
 /// `Object.prototype`), and that JS may call the addon.
 fn build_batch<'e>(env: &'e Env, batch: Vec<(u64, JsEvent)>, credits: &mut Credits) -> Result<Vec<Value<'e>>> {
-    let mut staged: Vec<(Value, Staged)> = Vec::with_capacity(batch.len().min(BATCH_EVENTS));
-    registry::with_registry(|r| -> Result<()> {
+    let mut staged: Vec<(u64, Value, Staged)> = Vec::with_capacity(batch.len().min(BATCH_EVENTS));
+    // Every event is credited and has its effects applied, whatever becomes of its JS values: a
+    // client whose event JS never gets is not left behind its read bound or holding the loop.
+    registry::with_registry(|r| {
         let mut events = batch.into_iter().peekable();
         while let Some((id, mut event)) = events.next() {
-            if testing::delivery_panics(id) {
-                panic!("testing: a batch for JS panics");
-            }
             // The hot path: a run of text messages of one client travels as one array of strings.
             if let JsEvent::Text(_) | JsEvent::Texts(_) = event {
                 let mut texts = Vec::new();
@@ -374,8 +373,8 @@ fn build_batch<'e>(env: &'e Env, batch: Vec<(u64, JsEvent)>, credits: &mut Credi
                 for t in &texts {
                     credit(credits, shared, t);
                 }
-                let Some(owner) = r.owner(env, id)? else { continue };
-                staged.push((owner, Staged::Texts(texts)));
+                let Some(owner) = r.owner(env, id) else { continue };
+                staged.push((id, owner, Staged::Texts(texts)));
                 continue;
             }
             if let JsEvent::ReadIdle { reader, offer } = event {
@@ -388,24 +387,28 @@ fn build_batch<'e>(env: &'e Env, batch: Vec<(u64, JsEvent)>, credits: &mut Credi
                 }
                 continue;
             }
-            let owner = if let JsEvent::Warning { .. } = event {
-                r.warning_taken(env);
-                napi_raw::undefined(env)?
+            let owner = if let JsEvent::Warning { code, .. } = &event {
+                if *code == registry::COLLECTED_WARNING {
+                    r.warning_taken(env);
+                }
+                let Ok(none) = napi_raw::undefined(env) else { continue };
+                none
             } else {
                 let read = |shared: &Arc<Shared>, event: &JsEvent| credit(credits, shared, event);
-                let Some(owner) = r.deliver(env, id, &mut event, read)? else {
+                let Some(owner) = r.deliver(env, id, &mut event, read) else {
                     continue;
                 };
                 owner
             };
-            staged.push((owner, Staged::Event(event)));
+            staged.push((id, owner, Staged::Event(event)));
         }
-        Ok(())
-    })
-    .unwrap_or(Ok(()))?;
+    });
     let array_of = with_dispatch(|d| d.array_of.clone()).flatten();
     let mut out = Vec::with_capacity(staged.len() * 3);
-    for (owner, staged) in staged {
+    for (id, owner, staged) in staged {
+        if testing::delivery_panics(id) {
+            panic!("testing: a batch for JS panics");
+        }
         out.push(owner);
         match staged {
             Staged::Texts(texts) => {

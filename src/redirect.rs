@@ -56,7 +56,8 @@ pub fn target(err: &ConnError, from: &Url) -> Option<Result<Url, ConnError>> {
     if url.host_str().is_none_or(str::is_empty) {
         return Some(Err(invalid("an address without a host")));
     }
-    if matches!(url.host(), Some(url::Host::Domain(name)) if name.len() > MAX_HOST_NAME) {
+    if matches!(url.host(), Some(url::Host::Domain(name)) if name.strip_suffix('.').unwrap_or(name).len() > MAX_HOST_NAME)
+    {
         // Named, not copied: its lookup's error would carry it whole, on every retry.
         return Some(Err(invalid(&format!(
             "a host name longer than {MAX_HOST_NAME} bytes (DNS's limit)"
@@ -170,6 +171,10 @@ mod tests {
         );
         assert!(!refused_long.message.contains(&long), "named, not copied");
         assert!(to(&format!("ws://{}.test/", "a".repeat(248))).is_ok(), "253 bytes");
+        assert!(
+            to(&format!("ws://{}.test./", "a".repeat(248))).is_ok(),
+            "and the root's dot"
+        );
         let unix = url("ws+unix:/tmp/s.sock:/v1");
         let relative = target(&refused(302, Some("/v2")), &unix).unwrap().unwrap_err();
         assert!(

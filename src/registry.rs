@@ -81,6 +81,9 @@ pub fn install_hub(hub: Arc<Hub>) {
 /// At the environment's teardown (a worker's end, the process's exit) every driver of this
 /// thread is stopped: Node also runs the finalizers then, whose `Drop` does the same, but not
 /// every runtime does (Deno runs a worker's cleanup hooks and not its finalizers).
+/// The code of the warning a client collected while active leaves (`unregister`).
+pub const COLLECTED_WARNING: &str = "REDIAL_WS_NOT_DISCONNECTED";
+
 pub fn tear_down() {
     with_registry(|r| {
         r.shutting_down = true;
@@ -326,11 +329,10 @@ impl Registry {
     }
 
     /// Client `id`'s JS object: `None` if it is not registered or was collected.
-    pub fn owner<'e>(&self, env: &'e Env, id: u64) -> Result<Option<Value<'e>>> {
-        match self.clients.get(&id) {
-            Some(e) => e.owner.get(env),
-            None => Ok(None),
-        }
+    /// Client `id`'s JS object; `None` if it is not registered, was collected, or cannot be had
+    /// (a thread where JS can no longer run): its event is then for nobody.
+    pub fn owner<'e>(&self, env: &'e Env, id: u64) -> Option<Value<'e>> {
+        self.clients.get(&id).and_then(|e| e.owner.get(env).ok().flatten())
     }
 
     /// A `disconnect()` of client `id` is to settle.
@@ -338,7 +340,7 @@ impl Registry {
         self.clients.get(&id).is_some_and(|e| e.disconnecting)
     }
 
-    /// JS takes the warning a collected client left: the hold of the loop it kept ends.
+    /// JS takes the warning a collected client left (`COLLECTED_WARNING`): the hold of the loop it kept ends.
     pub fn warning_taken(&mut self, env: &Env) {
         if self.warning_holds > 0 {
             self.warning_holds -= 1;
@@ -348,26 +350,18 @@ impl Registry {
 
     /// Applies `event`'s effect on client `id` (strong reference, loop hold, the disconnects it
     /// settles) before JS sees it, after `read` is shown the event with the client's shared state.
-    /// Returns the client's JS object, `None` if it is not registered or was collected (its
-    /// event is then for nobody).
+    /// Returns the client's JS object, `None` if it is not registered, was collected or cannot be
+    /// had (its event is then for nobody; its effects are applied all the same).
     pub fn deliver<'e>(
         &mut self,
         env: &'e Env,
         id: u64,
         event: &mut JsEvent,
         read: impl FnOnce(&Arc<Shared>, &JsEvent),
-    ) -> Result<Option<Value<'e>>> {
-        let Some(mut e) = self.clients.remove(&id) else {
-            return Ok(None);
-        };
+    ) -> Option<Value<'e>> {
+        let mut e = self.clients.remove(&id)?;
         read(&e.shared, event);
-        let owner = match e.owner.get(env) {
-            Ok(owner) => owner,
-            Err(err) => {
-                self.clients.insert(id, e);
-                return Err(err);
-            }
-        };
+        let owner = e.owner.get(env).ok().flatten();
         if let JsEvent::Idle { gen, discarded, upto } = event {
             if let Some((_, seq, dropped)) = e.undelivered.take_if(|u| u.0 == *gen) {
                 *upto = (*upto).max(seq);
@@ -404,6 +398,6 @@ impl Registry {
             _ => {}
         }
         self.clients.insert(id, e);
-        Ok(owner)
+        owner
     }
 }
