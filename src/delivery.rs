@@ -259,11 +259,12 @@ fn next_batch<'e>(env: &'e Env, hub: &Hub) -> Result<Vec<Value<'e>>> {
     }
 }
 
-/// A batch that could not be made for JS (a bug: its events were checked as they were read; or
-/// a thread where JS can no longer run, a worker being terminated) is lost, and a process warning
-/// says so; delivery goes on with the next batch. Its error would
-/// otherwise become a fatal exception with the doorbell never re-armed (nothing delivered again),
-/// and a panic would abort the process (it cannot unwind into Node).
+/// A batch whose JS values could not be made (a bug: its events were checked as they were read;
+/// or a thread where JS can no longer run, a worker being terminated) is lost, and a process
+/// warning says so; its events were credited and their effects applied all the same
+/// (`build_batch`), and delivery goes on with the next batch. Its error would otherwise become a
+/// fatal exception with the doorbell never re-armed (nothing delivered again), and a panic would
+/// abort the process (it cannot unwind into Node).
 fn lost_batch(hub: &Hub, what: &str) {
     let mut warning = vec![JsEvent::Warning {
         code: errors::ERR_INTERNAL,
