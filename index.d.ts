@@ -862,6 +862,12 @@ export declare class WebSocket<B extends BinaryType = 'nodebuffer'> extends Reco
   off(event: never, listener: (...args: any[]) => void): this
   removeListener<K extends keyof WebSocketEvents<B>>(event: K, listener: (this: this, ...args: WebSocketEvents<B>[K]) => void): this
   removeListener(event: never, listener: (...args: any[]) => void): this
+  emit<K extends keyof WebSocketEvents<B>>(event: K, ...args: WebSocketEvents<B>[K]): boolean
+  emit(event: never, ...args: any[]): boolean
+  listeners<K extends keyof WebSocketEvents<B>>(event: K): Array<(...args: WebSocketEvents<B>[K]) => void>
+  listeners(event: never): Function[]
+  rawListeners<K extends keyof WebSocketEvents<B>>(event: K): Array<(...args: WebSocketEvents<B>[K]) => void>
+  rawListeners(event: never): Function[]
   /** `createWebSocketStream`, where `ws` has it too. */
   static createWebSocketStream: typeof createWebSocketStream
 }

@@ -182,6 +182,10 @@ new WebSocket('ws://127.0.0.1:1').on('close', (code, reason) => void [code.toFix
 new WebSocket('ws://127.0.0.1:1').once('message', (data, isBinary) => void [data, isBinary])
 // @ts-expect-error a WebSocket's close is not a ReconnectingWebSocket's object
 new WebSocket('ws://127.0.0.1:1').on('close', (ev) => void ev.willReconnect)
+void new WebSocket('ws://127.0.0.1:1').emit('close', 1000, Buffer.alloc(0))
+void new WebSocket('ws://127.0.0.1:1').listeners('close').map((l) => l(1000, Buffer.alloc(0)))
+// @ts-expect-error emitted as ws emits it
+void new WebSocket('ws://127.0.0.1:1').emit('close', { code: 1000, reason: '', wasClean: true, willReconnect: false })
 // @ts-expect-error unknown event name
 new WebSocket('ws://127.0.0.1:1').on('nope', () => {})
 const oneShot: ReconnectingWebSocket = new WebSocket('ws://127.0.0.1:1')
