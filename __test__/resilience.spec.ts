@@ -334,9 +334,12 @@ test.serial('a server killed and restarted is reconnected; messages sent meanwhi
   const client = new ReconnectingWebSocket(peer.url, { minDelay: 20, maxDelay: 50 })
   const r = new Recorder(client)
   await r.next('open')
+  // Read in the listener: the next attempt (20-50 ms later, refused) may have begun by the time
+  // an await resumes on a loaded machine.
+  const stateWhenReconnecting = new Promise((resolve) => client.once('reconnecting', () => resolve(client.state)))
   await peer.close()
   await r.next('reconnecting')
-  t.is(client.state, 'reconnecting')
+  t.is(await stateWhenReconnecting, 'reconnecting')
   for (let i = 0; i < 100; i++) client.send(`m${i}`)
   t.is(client.metrics.queuedMessages, 100)
   t.is(client.bufferedAmount, 290)
